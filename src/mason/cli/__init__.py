@@ -1,0 +1,1 @@
+"""mason.cli: the only package that prints or reads the environment."""

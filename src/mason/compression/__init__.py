@@ -1,0 +1,1 @@
+"""Compression streams: gzip (isal or zlib), zstd, estargz, none."""

@@ -1,0 +1,155 @@
+"""Content addressing: digests and readers that verify as they stream.
+
+A digest is kept as its canonical string ``algorithm:hex`` (``Digest``); only
+sha256 and sha512 are accepted, as in the OCI image spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator
+from typing import IO, Any, NewType
+
+from mason.errors import DiagnosticError, DigestMismatchError
+
+__all__ = [
+    "Digest",
+    "DigestError",
+    "VerifyingReader",
+    "canonical_json",
+    "hasher_for",
+    "parse_digest",
+    "sha256_bytes",
+    "sha256_file",
+    "verify_chunks",
+]
+
+Digest = NewType("Digest", str)
+
+_DIGEST_PATTERN = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
+_CHUNK = 1 << 20
+
+
+class DigestError(DiagnosticError):
+    """A string that should be a digest is not one."""
+
+    reference = "invalid-digest"
+    exit_code = 2
+
+
+def parse_digest(value: str) -> Digest:
+    """Return ``value`` as a ``Digest`` or raise ``DigestError``."""
+    if not _DIGEST_PATTERN.match(value):
+        raise DigestError(
+            f"invalid digest {value!r}",
+            hint="a digest is sha256: followed by 64 lowercase hex digits",
+        )
+    return Digest(value)
+
+
+def hasher_for(digest: Digest) -> Any:
+    """A fresh hashlib object for the algorithm ``digest`` uses."""
+    algorithm = digest.split(":", 1)[0]
+    return hashlib.new(algorithm)
+
+
+def sha256_bytes(data: bytes) -> Digest:
+    return Digest("sha256:" + hashlib.sha256(data).hexdigest())
+
+
+def sha256_file(path: str) -> tuple[Digest, int]:
+    """Digest and size of a file, read in chunks."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return Digest("sha256:" + h.hexdigest()), size
+
+
+def canonical_json(value: Any) -> bytes:
+    """Canonical JSON bytes: sorted keys, no whitespace, UTF-8. Used for cache keys."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _mismatch(what: str, expected: Digest, got: str, size: int, expected_size: int | None) -> None:
+    size_note = f" after {size} bytes" if expected_size is None else f" ({size} of {expected_size} bytes)"
+    raise DigestMismatchError(
+        f"{what} failed verification{size_note}: expected {expected}, got {got}",
+        hint="the source served different bytes than its digest promises; nothing was kept",
+    )
+
+
+class VerifyingReader:
+    """Wraps a binary stream; raises ``DigestMismatchError`` at end of stream when
+    the bytes read do not have ``expected`` digest or ``expected_size`` length.
+
+    Reading past ``expected_size`` fails at once, so a hostile source cannot
+    stream forever.
+    """
+
+    def __init__(
+        self,
+        stream: IO[bytes],
+        expected: Digest,
+        expected_size: int | None = None,
+        *,
+        what: str = "blob",
+    ) -> None:
+        self._stream = stream
+        self._expected = expected
+        self._expected_size = expected_size
+        self._hasher = hasher_for(expected)
+        self._size = 0
+        self._what = what
+        self._done = False
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._stream.read(n)
+        if data:
+            self._size += len(data)
+            self._hasher.update(data)
+            if self._expected_size is not None and self._size > self._expected_size:
+                _mismatch(self._what, self._expected, "more data than announced", self._size, self._expected_size)
+        elif not self._done:
+            self._done = True
+            self.verify()
+        return data
+
+    def verify(self) -> None:
+        got = f"{self._expected.split(':', 1)[0]}:{self._hasher.hexdigest()}"
+        if (self._expected_size is not None and self._size != self._expected_size) or got != self._expected:
+            _mismatch(self._what, self._expected, got, self._size, self._expected_size)
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __enter__(self) -> VerifyingReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def verify_chunks(
+    chunks: Iterable[bytes],
+    expected: Digest,
+    expected_size: int | None = None,
+    *,
+    what: str = "blob",
+) -> Iterator[bytes]:
+    """Pass ``chunks`` through, verifying digest and size when they end."""
+    hasher = hasher_for(expected)
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if expected_size is not None and size > expected_size:
+            _mismatch(what, expected, "more data than announced", size, expected_size)
+        hasher.update(chunk)
+        yield chunk
+    got = f"{expected.split(':', 1)[0]}:{hasher.hexdigest()}"
+    if got != expected or (expected_size is not None and size != expected_size):
+        _mismatch(what, expected, got, size, expected_size)

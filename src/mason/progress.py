@@ -1,0 +1,52 @@
+"""Progress events: what the builder reports, with no UI.
+
+The builder emits ``Event``s to a ``ProgressSink``; the CLI renders them (plain
+lines in BuildKit's ``--progress=plain`` shape, rich on a TTY, or nothing).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+__all__ = ["Event", "NullSink", "ProgressSink", "RecordingSink", "VertexStatus"]
+
+VertexStatus = Literal["started", "log", "cached", "done", "error", "warning"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing that happened to a vertex (a build step or an internal task).
+
+    ``vertex`` identifies the step (a stable id, e.g. its cache key or a name);
+    ``name`` is what plain output prints after ``#N`` (``[build 2/6] RUN ...``).
+    """
+
+    vertex: str
+    name: str
+    status: VertexStatus
+    text: str = ""
+    elapsed: float | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class ProgressSink(Protocol):
+    def emit(self, event: Event) -> None: ...
+
+
+class NullSink:
+    def emit(self, event: Event) -> None:
+        pass
+
+
+class RecordingSink:
+    """Keeps every event; thread-safe. Used by tests and by `--progress=rawjson`."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._lock = threading.Lock()
+
+    def emit(self, event: Event) -> None:
+        with self._lock:
+            self.events.append(event)

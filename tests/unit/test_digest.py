@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from mason.digest import VerifyingReader, canonical_json, parse_digest, sha256_bytes, verify_chunks
+from mason.errors import DigestMismatchError
+
+
+def test_sha256_bytes_known_value() -> None:
+    assert sha256_bytes(b"") == (
+        "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    )
+
+
+def test_parse_digest_rejects_uppercase_and_short() -> None:
+    with pytest.raises(Exception, match="invalid digest"):
+        parse_digest("sha256:ABC")
+
+
+def test_verifying_reader_accepts_matching_content() -> None:
+    data = b"hello" * 1000
+    reader = VerifyingReader(io.BytesIO(data), sha256_bytes(data), len(data))
+    out = b""
+    while chunk := reader.read(333):
+        out += chunk
+    assert out == data
+
+
+def test_verifying_reader_names_both_digests_on_mismatch() -> None:
+    expected = sha256_bytes(b"good")
+    reader = VerifyingReader(io.BytesIO(b"evil"), expected, 4)
+    with pytest.raises(DigestMismatchError) as info:
+        while reader.read(2):
+            pass
+    assert expected in str(info.value)
+    assert sha256_bytes(b"evil") in str(info.value)
+
+
+def test_verifying_reader_rejects_oversized_stream() -> None:
+    reader = VerifyingReader(io.BytesIO(b"toolong"), sha256_bytes(b"to"), 2)
+    with pytest.raises(DigestMismatchError, match="more data than announced"):
+        reader.read()
+
+
+def test_verify_chunks_detects_truncation() -> None:
+    data = b"abcdef"
+    with pytest.raises(DigestMismatchError):
+        list(verify_chunks([b"abc"], sha256_bytes(data), len(data)))
+
+
+def test_canonical_json_is_order_independent() -> None:
+    assert canonical_json({"b": 1, "a": [1, "é"]}) == canonical_json({"a": [1, "é"], "b": 1})
