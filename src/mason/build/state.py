@@ -1,0 +1,578 @@
+"""Local state in ``$MASON_ROOT``: content store, sqlite metadata, process lock.
+
+Layout of a root::
+
+    lock                 fcntl lock file (shared while building, exclusive to prune/clean)
+    meta.db              sqlite3: results, blobs, compressed variants, snapshots
+    blobs/sha256/<hex>   content-addressed blobs (layers, configs, manifests)
+    tmp/                 temp files; renamed into place or removed; leftovers cleaned on start
+    snapshots/           snapshot directories (managed by mason.layer through build.snapshots)
+    cachemounts/         RUN --mount=type=cache directories
+
+Crash consistency: every blob is written to ``tmp/`` then fsynced and renamed;
+metadata changes are sqlite transactions; a blob row is only written after the
+blob is in place, so a crash leaves at worst an unreferenced file that the next
+exclusive ``clean`` (start of a build when no other process holds the root, or
+``prune``) removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from mason.digest import Digest, VerifyingReader, hasher_for, parse_digest
+from mason.errors import DiagnosticError
+
+__all__ = [
+    "BlobInfo",
+    "CachedResult",
+    "ContentStore",
+    "LayerRef",
+    "Metadata",
+    "StateError",
+    "StateRoot",
+    "UsageEntry",
+    "parse_size",
+]
+
+_CHUNK = 1 << 20
+
+
+class StateError(DiagnosticError):
+    """``$MASON_ROOT`` is unusable or inconsistent."""
+
+    reference = "state-error"
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    digest: Digest
+    size: int
+    media_type: str
+
+
+@dataclass(frozen=True)
+class LayerRef:
+    """One layer of a result chain: its uncompressed diff ID and, when known, a blob
+    that holds it (possibly only in a remote cache, not yet in the content store)."""
+
+    diff_id: Digest
+    blob: Digest | None = None
+    blob_size: int = 0
+    media_type: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"diff_id": self.diff_id, "blob": self.blob, "size": self.blob_size, "media_type": self.media_type}
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> LayerRef:
+        blob = d.get("blob")
+        return LayerRef(Digest(d["diff_id"]), Digest(blob) if blob else None, int(d.get("size", 0)), str(d.get("media_type", "")))
+
+
+@dataclass(frozen=True)
+class CachedResult:
+    """What a cache key resolved to: the full layer chain of the step's filesystem,
+    plus an opaque JSON ``extra`` (e.g. base image config digest)."""
+
+    key: str
+    layers: tuple[LayerRef, ...]
+    description: str
+    created: float
+    last_used: float
+    extra: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class UsageEntry:
+    kind: str
+    ident: str
+    size: int
+    last_used: float
+    description: str
+
+
+def parse_size(text: str) -> int:
+    """``10GB``, ``512MiB``, ``1.5g``, ``1024`` -> bytes (binary multiples, as docker does)."""
+    t = text.strip().lower().removesuffix("b").removesuffix("i")
+    mult = 1
+    for suffix, m in (("k", 1 << 10), ("m", 1 << 20), ("g", 1 << 30), ("t", 1 << 40)):
+        if t.endswith(suffix):
+            mult, t = m, t[:-1]
+            break
+    try:
+        value = float(t)
+    except ValueError:
+        raise StateError(f"invalid size {text!r}", reference="invalid-size", hint="use e.g. 512MB or 10GB") from None
+    if value < 0:
+        raise StateError(f"invalid size {text!r}", reference="invalid-size")
+    return int(value * mult)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class ContentStore:
+    """Blobs by digest under ``blobs/``. Writes are atomic and idempotent: a return
+    without error means the content is stored at that digest (not necessarily by this call)."""
+
+    def __init__(self, root: Path, tmp: Path) -> None:
+        self.root = root
+        self.tmp = tmp
+
+    def path(self, digest: Digest) -> Path:
+        algo, _, hexpart = parse_digest(digest).partition(":")
+        return self.root / algo / hexpart
+
+    def has(self, digest: Digest) -> bool:
+        return self.path(digest).is_file()
+
+    def size(self, digest: Digest) -> int:
+        return self.path(digest).stat().st_size
+
+    def open(self, digest: Digest, size: int | None = None) -> VerifyingReader:
+        """Open a blob for reading; the reader verifies digest (and size) at EOF."""
+        try:
+            f = open(self.path(digest), "rb")  # noqa: SIM115 - handed to the reader
+        except FileNotFoundError:
+            raise StateError(f"blob {digest} is not in the content store", reference="blob-missing") from None
+        return VerifyingReader(f, digest, size, what=f"local blob {digest}")
+
+    def temp_file(self) -> tuple[IO[bytes], Path]:
+        fd, name = tempfile.mkstemp(dir=self.tmp, prefix=f"{os.getpid()}-blob-")
+        return os.fdopen(fd, "wb"), Path(name)
+
+    def commit_file(self, tmp_path: Path, digest: Digest) -> None:
+        """Rename a finished temp file into place (fsynced first)."""
+        dest = self.path(digest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp_path, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, dest)
+        _fsync_dir(dest.parent)
+
+    def put_bytes(self, data: bytes, expected: Digest | None = None) -> Digest:
+        import hashlib
+
+        digest = Digest("sha256:" + hashlib.sha256(data).hexdigest())
+        if expected is not None and expected != digest:
+            raise StateError(f"content does not match {expected}", reference="digest-mismatch")
+        if self.has(digest):
+            return digest
+        f, tmp = self.temp_file()
+        try:
+            with f:
+                f.write(data)
+            self.commit_file(tmp, digest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return digest
+
+    def put_stream(self, src: BinaryIO | IO[bytes], expected: Digest | None = None) -> tuple[Digest, int]:
+        """Copy ``src`` into the store, hashing as it streams."""
+        import hashlib
+
+        h = hasher_for(expected) if expected else hashlib.sha256()
+        size = 0
+        f, tmp = self.temp_file()
+        try:
+            with f:
+                while chunk := src.read(_CHUNK):
+                    h.update(chunk)
+                    f.write(chunk)
+                    size += len(chunk)
+            algo = expected.split(":", 1)[0] if expected else "sha256"
+            digest = Digest(f"{algo}:{h.hexdigest()}")
+            if expected is not None and digest != expected:
+                raise StateError(f"content does not match {expected} (got {digest})", reference="digest-mismatch")
+            if not self.has(digest):
+                self.commit_file(tmp, digest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return digest, size
+
+    def put_with(self, writer: Callable[[IO[bytes]], None]) -> tuple[Digest, int]:
+        """Let ``writer`` fill a temp file, then store it by its digest."""
+        f, tmp = self.temp_file()
+        try:
+            with f:
+                writer(f)
+            import hashlib
+
+            h = hashlib.sha256()
+            size = 0
+            with open(tmp, "rb") as r:
+                while chunk := r.read(_CHUNK):
+                    h.update(chunk)
+                    size += len(chunk)
+            digest = Digest("sha256:" + h.hexdigest())
+            if not self.has(digest):
+                self.commit_file(tmp, digest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return digest, size
+
+    def delete(self, digest: Digest) -> None:
+        self.path(digest).unlink(missing_ok=True)
+
+    def iter_digests(self) -> Iterator[Digest]:
+        for algo_dir in sorted(self.root.iterdir()) if self.root.is_dir() else []:
+            for f in sorted(algo_dir.iterdir()):
+                yield Digest(f"{algo_dir.name}:{f.name}")
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    key TEXT PRIMARY KEY,
+    layers TEXT NOT NULL,
+    description TEXT NOT NULL,
+    extra TEXT NOT NULL,
+    created REAL NOT NULL,
+    last_used REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS blobs (
+    digest TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    media_type TEXT NOT NULL,
+    created REAL NOT NULL,
+    last_used REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS variants (
+    diff_id TEXT NOT NULL,
+    compression TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    media_type TEXT NOT NULL,
+    PRIMARY KEY (diff_id, compression, level)
+);
+CREATE INDEX IF NOT EXISTS variants_by_digest ON variants(digest);
+CREATE TABLE IF NOT EXISTS snapshots (
+    chain_id TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    created REAL NOT NULL,
+    last_used REAL NOT NULL
+);
+"""
+
+
+class Metadata:
+    """sqlite3 metadata. One connection per thread; every write is a transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        # executescript commits on its own; the statements are idempotent.
+        self._conn().executescript(_SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StateError(f"open metadata transaction in {self.path}: {exc}") from exc
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # results -----------------------------------------------------------------
+
+    def put_result(self, key: str, layers: tuple[LayerRef, ...], description: str, extra: dict[str, Any] | None = None) -> None:
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO results(key, layers, description, extra, created, last_used) VALUES (?,?,?,?,?,?) "
+                "ON CONFLICT(key) DO UPDATE SET layers=excluded.layers, description=excluded.description, "
+                "extra=excluded.extra, last_used=excluded.last_used",
+                (key, json.dumps([lr.to_json() for lr in layers]), description, json.dumps(extra or {}, sort_keys=True), now, now),
+            )
+
+    def get_result(self, key: str, touch: bool = True) -> CachedResult | None:
+        row = self._conn().execute(
+            "SELECT key, layers, description, extra, created, last_used FROM results WHERE key=?", (key,)
+        ).fetchone()
+        if row is None:
+            return None
+        if touch:
+            with self._tx() as db:
+                db.execute("UPDATE results SET last_used=? WHERE key=?", (time.time(), key))
+        return _result_row(row)
+
+    def results(self) -> list[CachedResult]:
+        rows = self._conn().execute("SELECT key, layers, description, extra, created, last_used FROM results").fetchall()
+        return [_result_row(r) for r in rows]
+
+    def delete_results(self, keys: list[str]) -> None:
+        with self._tx() as db:
+            db.executemany("DELETE FROM results WHERE key=?", [(k,) for k in keys])
+
+    # blobs and compressed variants -------------------------------------------
+
+    def put_blob(self, info: BlobInfo) -> None:
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO blobs(digest, size, media_type, created, last_used) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(digest) DO UPDATE SET last_used=excluded.last_used",
+                (info.digest, info.size, info.media_type, now, now),
+            )
+
+    def blob(self, digest: Digest) -> BlobInfo | None:
+        row = self._conn().execute("SELECT digest, size, media_type FROM blobs WHERE digest=?", (digest,)).fetchone()
+        return BlobInfo(Digest(row[0]), row[1], row[2]) if row else None
+
+    def blobs(self) -> list[tuple[BlobInfo, float]]:
+        rows = self._conn().execute("SELECT digest, size, media_type, last_used FROM blobs").fetchall()
+        return [(BlobInfo(Digest(r[0]), r[1], r[2]), r[3]) for r in rows]
+
+    def delete_blobs(self, digests: list[Digest]) -> None:
+        with self._tx() as db:
+            db.executemany("DELETE FROM blobs WHERE digest=?", [(d,) for d in digests])
+            db.executemany("DELETE FROM variants WHERE digest=?", [(d,) for d in digests])
+
+    def put_variant(self, diff_id: Digest, compression: str, level: int | None, info: BlobInfo) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO variants(diff_id, compression, level, digest, size, media_type) VALUES (?,?,?,?,?,?)",
+                (diff_id, compression, -1 if level is None else level, info.digest, info.size, info.media_type),
+            )
+
+    def variant(self, diff_id: Digest, compression: str, level: int | None) -> BlobInfo | None:
+        row = self._conn().execute(
+            "SELECT digest, size, media_type FROM variants WHERE diff_id=? AND compression=? AND level=?",
+            (diff_id, compression, -1 if level is None else level),
+        ).fetchone()
+        return BlobInfo(Digest(row[0]), row[1], row[2]) if row else None
+
+    def variants_of(self, diff_id: Digest) -> list[tuple[str, int, BlobInfo]]:
+        rows = self._conn().execute(
+            "SELECT compression, level, digest, size, media_type FROM variants WHERE diff_id=?", (diff_id,)
+        ).fetchall()
+        return [(r[0], r[1], BlobInfo(Digest(r[2]), r[3], r[4])) for r in rows]
+
+    def diff_id_of(self, blob: Digest) -> Digest | None:
+        row = self._conn().execute("SELECT diff_id FROM variants WHERE digest=? LIMIT 1", (blob,)).fetchone()
+        return Digest(row[0]) if row else None
+
+    # snapshots -----------------------------------------------------------------
+
+    def put_snapshot(self, chain_id: str, path: str, size: int) -> None:
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO snapshots(chain_id, path, size, created, last_used) VALUES (?,?,?,?,?)",
+                (chain_id, path, size, now, now),
+            )
+
+    def snapshot(self, chain_id: str) -> str | None:
+        row = self._conn().execute("SELECT path FROM snapshots WHERE chain_id=?", (chain_id,)).fetchone()
+        if row is None:
+            return None
+        with self._tx() as db:
+            db.execute("UPDATE snapshots SET last_used=? WHERE chain_id=?", (time.time(), chain_id))
+        return str(row[0])
+
+    def snapshots(self) -> list[tuple[str, str, int, float]]:
+        return [tuple(r) for r in self._conn().execute("SELECT chain_id, path, size, last_used FROM snapshots").fetchall()]
+
+    def delete_snapshots(self, chain_ids: list[str]) -> None:
+        with self._tx() as db:
+            db.executemany("DELETE FROM snapshots WHERE chain_id=?", [(c,) for c in chain_ids])
+
+
+def _result_row(r: Any) -> CachedResult:
+    return CachedResult(
+        key=r[0], layers=tuple(LayerRef.from_json(d) for d in json.loads(r[1])), description=r[2],
+        created=r[4], last_used=r[5], extra=json.loads(r[3]),
+    )
+
+
+class StateRoot:
+    """An opened ``$MASON_ROOT``. Use as a context manager: ``with StateRoot.open(p) as st``.
+
+    Lock protocol: builds hold a *shared* fcntl lock for their whole run, so
+    several builds can share a root (blobs are content-addressed and metadata
+    writes are transactions); ``prune`` and the start-up cleanup of leftovers
+    take it *exclusively*, so they never delete what a running build uses.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = path / "tmp"
+        self.snapshots_dir = path / "snapshots"
+        self.cachemounts_dir = path / "cachemounts"
+        self.store = ContentStore(path / "blobs", self.tmp)
+        self._lock_fd: int | None = None
+        self._meta: Metadata | None = None
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, exclusive: bool = False) -> StateRoot:
+        st = cls(Path(path))
+        st._open(exclusive)
+        return st
+
+    @property
+    def meta(self) -> Metadata:
+        if self._meta is None:
+            raise StateError("state root is not open")
+        return self._meta
+
+    def _open(self, exclusive: bool) -> None:
+        try:
+            for d in (self.path, self.tmp, self.snapshots_dir, self.cachemounts_dir, self.store.root):
+                d.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot use state directory {self.path}: {exc.strerror}",
+                             hint="set MASON_ROOT to a writable directory") from exc
+        # Opportunistic cleanup: if nobody else holds the root, leftovers of a killed
+        # process (temp files) are garbage.
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._clean_leftovers()
+            if not exclusive:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        self._meta = Metadata(self.path / "meta.db")
+
+    def _clean_leftovers(self) -> None:
+        for entry in self.tmp.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                _force_rmtree(entry)
+            else:
+                entry.unlink(missing_ok=True)
+
+    def temp_dir(self, prefix: str) -> Path:
+        return Path(tempfile.mkdtemp(dir=self.tmp, prefix=f"{os.getpid()}-{prefix}-"))
+
+    def close(self) -> None:
+        if self._meta is not None:
+            self._meta.close()
+            self._meta = None
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> StateRoot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # usage and pruning -----------------------------------------------------
+
+    def usage(self) -> list[UsageEntry]:
+        """Everything the root holds, with sizes (for ``mason du``)."""
+        entries: list[UsageEntry] = []
+        for info, last_used in self.meta.blobs():
+            size = self.store.size(info.digest) if self.store.has(info.digest) else 0
+            entries.append(UsageEntry("blob", info.digest, size, last_used, info.media_type))
+        for chain_id, path, size, last_used in self.meta.snapshots():
+            entries.append(UsageEntry("snapshot", chain_id, size, last_used, path))
+        for d in sorted(self.cachemounts_dir.iterdir()):
+            entries.append(UsageEntry("cache-mount", d.name, _dir_size(d), d.stat().st_mtime, ""))
+        return entries
+
+    def prune(self, keep_storage: int = 0, *, all_: bool = False,
+              remove_snapshot: Callable[[str], None] | None = None) -> tuple[int, int]:
+        """Delete least recently used entries until at most ``keep_storage`` bytes remain
+        (``all_``: everything). Needs the exclusive lock. Returns (entries removed, bytes freed)."""
+        entries = self.usage()
+        total = sum(e.size for e in entries)
+        removed = freed = 0
+        for e in sorted(entries, key=lambda e: e.last_used):
+            if not all_ and total <= keep_storage:
+                break
+            if e.kind == "blob":
+                self.meta.delete_blobs([Digest(e.ident)])
+                self.store.delete(Digest(e.ident))
+            elif e.kind == "snapshot":
+                self.meta.delete_snapshots([e.ident])
+                if remove_snapshot is not None:
+                    remove_snapshot(e.description)
+                else:
+                    _force_rmtree(Path(e.description))
+            else:
+                _force_rmtree(self.cachemounts_dir / e.ident)
+            total -= e.size
+            freed += e.size
+            removed += 1
+        if all_:
+            self.meta.delete_results([r.key for r in self.meta.results()])
+        else:
+            self._drop_dangling_results()
+        return removed, freed
+
+    def _drop_dangling_results(self) -> None:
+        # A result is only useful while every layer of its chain is in the store.
+        gone = [r.key for r in self.meta.results()
+                if any(lr.blob is None or not self.store.has(lr.blob) for lr in r.layers)]
+        if gone:
+            self.meta.delete_results(gone)
+
+
+def _dir_size(path: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+    return total
+
+
+def _force_rmtree(path: Path) -> None:
+    def onerror(func: Callable[..., Any], p: str, _exc: Any) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(p), 0o700)
+            os.chmod(p, 0o700)
+        with contextlib.suppress(OSError):
+            func(p)
+
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.exists():
+        shutil.rmtree(path, onerror=onerror)

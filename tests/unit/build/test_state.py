@@ -1,0 +1,123 @@
+"""Local state: content store, metadata, lock, cleanup and pruning."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+
+from mason.build.state import BlobInfo, LayerRef, StateError, StateRoot, parse_size
+from mason.digest import Digest, sha256_bytes
+from mason.errors import DigestMismatchError
+
+
+def test_put_and_read_blob_is_content_addressed(tmp_path: Path) -> None:
+    """Blobs are stored by digest; a second put of the same bytes is a no-op."""
+    with StateRoot.open(tmp_path / "root") as st:
+        d1 = st.store.put_bytes(b"hello")
+        d2, size = st.store.put_stream(io.BytesIO(b"hello"))
+        assert d1 == d2 == sha256_bytes(b"hello")
+        assert size == 5
+        with st.store.open(d1, 5) as r:
+            assert r.read() == b"hello"
+        assert list(st.store.iter_digests()) == [d1]
+        assert os.listdir(st.tmp) == []
+
+
+def test_put_stream_rejects_wrong_digest(tmp_path: Path) -> None:
+    """A stream that does not match the expected digest is not kept."""
+    with StateRoot.open(tmp_path) as st:
+        with pytest.raises(StateError):
+            st.store.put_stream(io.BytesIO(b"abc"), expected=sha256_bytes(b"xyz"))
+        assert not st.store.has(sha256_bytes(b"abc"))
+        assert os.listdir(st.tmp) == []
+
+
+def test_corrupt_blob_fails_verification(tmp_path: Path) -> None:
+    """Reading a blob whose bytes changed on disk raises a digest mismatch."""
+    with StateRoot.open(tmp_path) as st:
+        d = st.store.put_bytes(b"data")
+        st.store.path(d).write_bytes(b"evil")
+        with pytest.raises(DigestMismatchError), st.store.open(d) as r:
+            while r.read(2):
+                pass
+
+
+def test_results_and_variants_survive_reopen(tmp_path: Path) -> None:
+    """Results and compressed variants persist in sqlite across processes/opens."""
+    diff = sha256_bytes(b"tar")
+    blob = sha256_bytes(b"gz")
+    with StateRoot.open(tmp_path) as st:
+        st.meta.put_result("k1", (LayerRef(diff, blob, 2, "application/vnd.oci.image.layer.v1.tar+gzip"),), "RUN x", {"a": 1})
+        st.meta.put_variant(diff, "gzip", None, BlobInfo(blob, 2, "application/vnd.oci.image.layer.v1.tar+gzip"))
+    with StateRoot.open(tmp_path) as st:
+        r = st.meta.get_result("k1")
+        assert r is not None and r.layers[0].diff_id == diff and r.extra == {"a": 1}
+        v = st.meta.variant(diff, "gzip", None)
+        assert v is not None and v.digest == blob
+        assert st.meta.diff_id_of(blob) == diff
+        assert st.meta.variant(diff, "zstd", 3) is None
+
+
+def test_leftover_temp_files_are_cleaned_on_open(tmp_path: Path) -> None:
+    """Temp files of a killed process are removed when the root is opened alone."""
+    with StateRoot.open(tmp_path) as st:
+        (st.tmp / "123-blob-x").write_bytes(b"partial")
+        (st.tmp / "123-snap").mkdir()
+    with StateRoot.open(tmp_path) as st:
+        assert os.listdir(st.tmp) == []
+
+
+def _hold_shared(path: str, ready: multiprocessing.synchronize.Event, done: multiprocessing.synchronize.Event) -> None:
+    with StateRoot.open(path) as st:
+        (st.tmp / "other-process-temp").write_bytes(b"in use")
+        ready.set()
+        done.wait(10)
+
+
+def test_second_process_does_not_clean_a_root_in_use(tmp_path: Path) -> None:
+    """While another process holds the root, open() leaves its temp files alone."""
+    ctx = multiprocessing.get_context("fork")
+    ready, done = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=_hold_shared, args=(str(tmp_path), ready, done))
+    p.start()
+    try:
+        assert ready.wait(10)
+        with StateRoot.open(tmp_path) as st:
+            assert (st.tmp / "other-process-temp").exists()
+    finally:
+        done.set()
+        p.join(10)
+
+
+def test_prune_all_and_keep_storage(tmp_path: Path) -> None:
+    """prune --all empties the store; keep-storage removes least recently used first."""
+    with StateRoot.open(tmp_path, exclusive=True) as st:
+        digests = []
+        for i in range(3):
+            d = st.store.put_bytes(bytes([i]) * 1000)
+            st.meta.put_blob(BlobInfo(d, 1000, "application/octet-stream"))
+            digests.append(d)
+        st.meta.put_result("k", (LayerRef(Digest(digests[0]), digests[0]),), "x")
+        removed, freed = st.prune(keep_storage=2000)
+        assert removed == 1 and freed == 1000
+        assert not st.store.has(digests[0])
+        assert st.meta.get_result("k") is None  # its blob is gone
+        removed, _ = st.prune(all_=True)
+        assert removed == 2
+        assert list(st.store.iter_digests()) == []
+
+
+@pytest.mark.parametrize(("text", "value"), [("1024", 1024), ("1k", 1024), ("10MB", 10 << 20), ("1.5GiB", int(1.5 * (1 << 30))), ("0", 0)])
+def test_parse_size(text: str, value: int) -> None:
+    """Sizes accept docker's unit suffixes (binary multiples)."""
+    assert parse_size(text) == value
+
+
+def test_parse_size_rejects_garbage() -> None:
+    """A size that is not a number is a clear error."""
+    with pytest.raises(StateError):
+        parse_size("lots")
