@@ -1,0 +1,88 @@
+"""`mason du` and `mason prune`: what $MASON_ROOT holds, and freeing it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["format_size", "register", "resolve_root"]
+
+
+def resolve_root() -> Path:
+    """$MASON_ROOT, else /var/lib/mason for root and ~/.local/share/mason otherwise."""
+    env = os.environ.get("MASON_ROOT")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/mason")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "mason"
+
+
+def format_size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.3g}{unit}"
+        n /= 1000
+    return f"{n}B"  # pragma: no cover
+
+
+def register(subparsers: Any) -> None:
+    if "du" not in subparsers.choices:
+        du = subparsers.add_parser("du", help="show disk usage of the local state ($MASON_ROOT)")
+        du.add_argument("--verbose", "-v", action="store_true", help="list every entry")
+        du.set_defaults(handler=_du)
+    if "prune" not in subparsers.choices:
+        pr = subparsers.add_parser("prune", help="remove local build cache")
+        pr.add_argument("--keep-storage", metavar="SIZE", default=None, help="keep at most SIZE bytes (e.g. 10GB)")
+        pr.add_argument("--all", "-a", action="store_true", help="remove everything, including results")
+        pr.set_defaults(handler=_prune)
+
+
+def _du(args: argparse.Namespace) -> int:
+    from mason.build.state import StateRoot
+
+    root = resolve_root()
+    if not root.exists():
+        print(f"{root}: empty")
+        return 0
+    with StateRoot.open(root) as st:
+        entries = st.usage()
+        results = len(st.meta.results())
+    if args.verbose:
+        print(f"{'KIND':<12} {'SIZE':>10}  ID")
+        for e in sorted(entries, key=lambda e: -e.size):
+            print(f"{e.kind:<12} {format_size(e.size):>10}  {e.ident}")
+        print()
+    by_kind: dict[str, tuple[int, int]] = {}
+    for e in entries:
+        n, s = by_kind.get(e.kind, (0, 0))
+        by_kind[e.kind] = (n + 1, s + e.size)
+    print(f"{'KIND':<12} {'COUNT':>6} {'SIZE':>10}")
+    for kind in ("blob", "snapshot", "cache-mount"):
+        n, s = by_kind.get(kind, (0, 0))
+        print(f"{kind:<12} {n:>6} {format_size(s):>10}")
+    print(f"cache records: {results}")
+    print(f"Total: {format_size(sum(e.size for e in entries))} in {root}")
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from mason.build.state import StateRoot, parse_size
+    from mason.errors import UsageError
+
+    root = resolve_root()
+    if not root.exists():
+        print("Total reclaimed space: 0B")
+        return 0
+    try:
+        keep = parse_size(args.keep_storage) if args.keep_storage is not None else 0
+    except Exception as exc:
+        raise UsageError(str(exc)) from exc
+    with StateRoot.open(root, exclusive=True) as st:
+        removed, freed = st.prune(keep, all_=args.all or args.keep_storage is None)
+    print(f"Deleted {removed} entries")
+    print(f"Total reclaimed space: {format_size(freed)}")
+    return 0
