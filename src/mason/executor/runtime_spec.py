@@ -1,0 +1,225 @@
+"""The OCI runtime bundle config.json for one ExecSpec, with Docker's defaults.
+
+Pure: takes the spec and its resolved user, returns a dict. Nothing here
+touches the filesystem, so unit tests check the document without runc.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from mason.executor.types import BindMount, CacheMount, ExecSpec, Mount, SecretMount, TmpfsMount
+from mason.executor.users import ResolvedUser
+
+__all__ = [
+    "DEFAULT_CAPABILITIES",
+    "DEFAULT_NOFILE",
+    "MASKED_PATHS",
+    "READONLY_PATHS",
+    "SYSTEM_MOUNT_TARGETS",
+    "build_runtime_config",
+    "mountpoints_to_stub",
+    "user_mount_config",
+]
+
+# Docker's default capability set (moby oci/caps/defaults.go).
+DEFAULT_CAPABILITIES: tuple[str, ...] = (
+    "CAP_AUDIT_WRITE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_MKNOD",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
+    "CAP_SETFCAP",
+    "CAP_SETGID",
+    "CAP_SETPCAP",
+    "CAP_SETUID",
+    "CAP_SYS_CHROOT",
+)
+
+# Docker's default masked and read-only paths (moby oci/defaults.go).
+MASKED_PATHS: tuple[str, ...] = (
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+)
+READONLY_PATHS: tuple[str, ...] = (
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+)
+
+DEFAULT_NOFILE = 1048576
+DEFAULT_UMASK = 0o022
+
+# Mounts that every sandbox gets; the ones under /dev, /proc and /sys live
+# inside those and need no mountpoint in the rootfs.
+SYSTEM_MOUNT_TARGETS: tuple[str, ...] = ("/proc", "/dev", "/sys")
+
+_SYSTEM_MOUNTS: tuple[dict[str, Any], ...] = (
+    {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+    {
+        "destination": "/dev",
+        "type": "tmpfs",
+        "source": "tmpfs",
+        "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+    },
+    {
+        "destination": "/dev/pts",
+        "type": "devpts",
+        "source": "devpts",
+        "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+    },
+    {
+        "destination": "/dev/shm",
+        "type": "tmpfs",
+        "source": "shm",
+        "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+    },
+    {
+        "destination": "/dev/mqueue",
+        "type": "mqueue",
+        "source": "mqueue",
+        "options": ["nosuid", "noexec", "nodev"],
+    },
+    {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+    {
+        "destination": "/sys/fs/cgroup",
+        "type": "cgroup",
+        "source": "cgroup",
+        "options": ["nosuid", "noexec", "nodev", "relatime", "ro"],
+    },
+)
+
+
+def user_mount_config(mount: Mount) -> dict[str, Any]:
+    """The runtime-spec mount entry for one ExecSpec mount."""
+    if isinstance(mount, TmpfsMount):
+        options = ["nosuid", "nodev", "mode=1777"]
+        if mount.size is not None:
+            options.append(f"size={mount.size}")
+        return {"destination": mount.target, "type": "tmpfs", "source": "tmpfs", "options": options}
+    if isinstance(mount, SecretMount):
+        options = ["rbind", "ro", "nosuid", "nodev", "noexec", "rprivate"]
+    elif isinstance(mount, BindMount | CacheMount):
+        options = ["rbind", "ro" if mount.readonly else "rw", "rprivate"]
+    else:  # pragma: no cover - the union is closed
+        raise TypeError(f"unknown mount {mount!r}")
+    return {"destination": mount.target, "type": "bind", "source": str(mount.source), "options": options}
+
+
+def _depth(target: str) -> int:
+    return len(PurePosixPath(target).parts)
+
+
+def _ordered(mounts: tuple[Mount, ...]) -> list[Mount]:
+    # Parents before children, as Docker sorts them; stable for equal depth.
+    return sorted(mounts, key=lambda m: _depth(m.target))
+
+
+def mountpoints_to_stub(spec: ExecSpec) -> list[tuple[str, bool]]:
+    """Mount targets (path, is_directory) that must exist in the rootfs itself.
+
+    Targets nested inside an earlier mount (e.g. /dev/shm, or /cache/sub under
+    a /cache bind) live on that mount, not in the rootfs, so they are skipped.
+    """
+    result: list[tuple[str, bool]] = [(t, True) for t in SYSTEM_MOUNT_TARGETS]
+    result += [("/etc/hosts", False), ("/etc/resolv.conf", False)]
+    taken = [t for t, _ in result]
+    for mount in _ordered(spec.mounts):
+        target = str(PurePosixPath(mount.target))
+        if any(target == t or target.startswith(t.rstrip("/") + "/") for t in taken):
+            continue
+        if isinstance(mount, TmpfsMount):
+            is_dir = True
+        elif isinstance(mount, SecretMount):
+            is_dir = False
+        else:
+            is_dir = mount.source.is_dir()
+        result.append((target, is_dir))
+        taken.append(target)
+    return result
+
+
+def build_runtime_config(
+    spec: ExecSpec,
+    user: ResolvedUser,
+    env: tuple[str, ...],
+    *,
+    hosts_file: Path,
+    resolv_file: Path,
+    nofile: int = DEFAULT_NOFILE,
+) -> dict[str, Any]:
+    """The config.json document for running ``spec`` with runc (OCI runtime spec 1.0.2)."""
+    caps = list(DEFAULT_CAPABILITIES)
+    # Like Docker: a non-root user keeps the bounding set but no effective caps.
+    effective = caps if user.uid == 0 else []
+    namespaces: list[dict[str, str]] = [
+        {"type": "pid"},
+        {"type": "ipc"},
+        {"type": "uts"},
+        {"type": "mount"},
+    ]
+    if spec.network == "none":
+        # runc brings up loopback in a network namespace it creates.
+        namespaces.append({"type": "network"})
+    mounts: list[dict[str, Any]] = [dict(m, options=list(m["options"])) for m in _SYSTEM_MOUNTS]
+    mounts.append(
+        {"destination": "/etc/hosts", "type": "bind", "source": str(hosts_file), "options": ["rbind", "rw", "rprivate"]}
+    )
+    mounts.append(
+        {
+            "destination": "/etc/resolv.conf",
+            "type": "bind",
+            "source": str(resolv_file),
+            "options": ["rbind", "rw", "rprivate"],
+        }
+    )
+    mounts.extend(user_mount_config(m) for m in _ordered(spec.mounts))
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {
+                "uid": user.uid,
+                "gid": user.gid,
+                "umask": DEFAULT_UMASK,
+                "additionalGids": list(user.additional_gids),
+            },
+            "args": list(spec.args),
+            "env": list(env),
+            "cwd": spec.cwd,
+            "capabilities": {
+                "bounding": caps,
+                "effective": effective,
+                "permitted": effective,
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
+            "noNewPrivileges": False,
+        },
+        "root": {"path": str(spec.rootfs), "readonly": False},
+        "hostname": spec.hostname,
+        "mounts": mounts,
+        "linux": {
+            # No cgroupsPath: runc 1.1 then makes a cgroup named after the
+            # container id under its own, on v1 and v2 alike, and removes it on delete.
+            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+            "namespaces": namespaces,
+            "maskedPaths": list(MASKED_PATHS),
+            "readonlyPaths": list(READONLY_PATHS),
+        },
+    }

@@ -1,0 +1,154 @@
+"""Resolving a Dockerfile USER value against a rootfs' /etc/passwd and /etc/group.
+
+The rules follow Docker (moby/sys/user GetExecUser): a name must exist, a
+numeric uid or gid may be absent (then the gid defaults to 0 and the home to
+"/"), supplementary groups come from /etc/group only when no group was given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mason.executor.rootfs import secure_join
+from mason.executor.types import UserResolutionError
+
+__all__ = ["ResolvedUser", "parse_group", "parse_passwd", "resolve_user"]
+
+_MAX_ID = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class PasswdEntry:
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+
+@dataclass(frozen=True)
+class GroupEntry:
+    name: str
+    gid: int
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ResolvedUser:
+    """Numeric identity for a process: uid, gid, supplementary gids, home."""
+
+    uid: int
+    gid: int
+    additional_gids: tuple[int, ...] = ()
+    home: str = "/"
+    name: str | None = None
+
+
+def _int(text: str) -> int | None:
+    if not text.isdigit():
+        return None
+    value = int(text)
+    return value if value <= _MAX_ID else None
+
+
+def parse_passwd(text: str) -> list[PasswdEntry]:
+    """Parse passwd lines, skipping comments and malformed lines like libc does."""
+    entries = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split(":")
+        if len(fields) < 4:
+            continue
+        uid, gid = _int(fields[2]), _int(fields[3])
+        if uid is None or gid is None:
+            continue
+        home = fields[5] if len(fields) > 5 and fields[5] else "/"
+        entries.append(PasswdEntry(fields[0], uid, gid, home))
+    return entries
+
+
+def parse_group(text: str) -> list[GroupEntry]:
+    entries = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split(":")
+        if len(fields) < 3:
+            continue
+        gid = _int(fields[2])
+        if gid is None:
+            continue
+        members = tuple(m for m in fields[3].split(",") if m) if len(fields) > 3 else ()
+        entries.append(GroupEntry(fields[0], gid, members))
+    return entries
+
+
+def _read(rootfs: Path, path: str) -> str | None:
+    try:
+        return secure_join(rootfs, path).read_text(encoding="utf-8", errors="replace")
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+
+
+def resolve_user(rootfs: Path, user: str) -> ResolvedUser:
+    """Resolve ``user`` ("", "name", "uid", "name:group", "uid:gid") in ``rootfs``."""
+    user_arg, _, group_arg = user.partition(":")
+    if ":" in user and not group_arg:
+        raise UserResolutionError(f"invalid user {user!r}: empty group after ':'")
+    passwd_text = _read(rootfs, "/etc/passwd")
+    group_text = _read(rootfs, "/etc/group")
+    users = parse_passwd(passwd_text) if passwd_text is not None else []
+    groups = parse_group(group_text) if group_text is not None else []
+
+    # An empty USER means root, looked up by uid 0 for its home and groups.
+    wanted_uid = 0 if user_arg == "" else _int(user_arg)
+    match = next(
+        (
+            u
+            for u in users
+            if (user_arg != "" and u.name == user_arg)
+            or (wanted_uid is not None and u.uid == wanted_uid)
+        ),
+        None,
+    )
+    if match is not None:
+        uid, gid, home, name = match.uid, match.gid, match.home, match.name
+    elif wanted_uid is not None:
+        uid, gid, home, name = wanted_uid, 0, "/", None
+    else:
+        where = "no /etc/passwd in the image" if passwd_text is None else "no matching entry"
+        raise UserResolutionError(
+            f"unable to find user {user_arg!r}: {where}",
+            context=[f"rootfs: {rootfs}"],
+            hint="create the user in an earlier step or use a numeric uid",
+        )
+
+    additional: tuple[int, ...] = ()
+    if group_arg:
+        wanted_gid = _int(group_arg)
+        group = next(
+            (g for g in groups if g.name == group_arg or (wanted_gid is not None and g.gid == wanted_gid)),
+            None,
+        )
+        if group is not None:
+            gid = group.gid
+        elif wanted_gid is not None:
+            gid = wanted_gid
+        else:
+            where = "no /etc/group in the image" if group_text is None else "no matching entry"
+            raise UserResolutionError(
+                f"unable to find group {group_arg!r}: {where}",
+                context=[f"rootfs: {rootfs}"],
+                hint="create the group in an earlier step or use a numeric gid",
+            )
+    elif name is not None:
+        # Like Docker, supplementary groups only in the implicit form.
+        seen: list[int] = []
+        for g in groups:
+            if name in g.members and g.gid not in seen:
+                seen.append(g.gid)
+        additional = tuple(seen)
+    return ResolvedUser(uid=uid, gid=gid, additional_gids=additional, home=home, name=name)
