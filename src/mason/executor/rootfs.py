@@ -49,9 +49,7 @@ def secure_join(root: Path, unsafe: str) -> Path:
             continue
         links += 1
         if links > _MAX_LINKS:
-            raise ExecutorError(
-                f"too many levels of symbolic links resolving {unsafe!r} in {root}"
-            )
+            raise ExecutorError(f"too many levels of symbolic links resolving {unsafe!r} in {root}")
         target = os.readlink(candidate)
         if target.startswith("/"):
             resolved = []

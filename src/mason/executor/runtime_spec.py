@@ -71,7 +71,12 @@ DEFAULT_UMASK = 0o022
 SYSTEM_MOUNT_TARGETS: tuple[str, ...] = ("/proc", "/dev", "/sys")
 
 _SYSTEM_MOUNTS: tuple[dict[str, Any], ...] = (
-    {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+    {
+        "destination": "/proc",
+        "type": "proc",
+        "source": "proc",
+        "options": ["nosuid", "noexec", "nodev"],
+    },
     {
         "destination": "/dev",
         "type": "tmpfs",
@@ -96,7 +101,12 @@ _SYSTEM_MOUNTS: tuple[dict[str, Any], ...] = (
         "source": "mqueue",
         "options": ["nosuid", "noexec", "nodev"],
     },
-    {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+    {
+        "destination": "/sys",
+        "type": "sysfs",
+        "source": "sysfs",
+        "options": ["nosuid", "noexec", "nodev", "ro"],
+    },
     {
         "destination": "/sys/fs/cgroup",
         "type": "cgroup",
@@ -119,7 +129,12 @@ def user_mount_config(mount: Mount) -> dict[str, Any]:
         options = ["rbind", "ro" if mount.readonly else "rw", "rprivate"]
     else:  # pragma: no cover - the union is closed
         raise TypeError(f"unknown mount {mount!r}")
-    return {"destination": mount.target, "type": "bind", "source": str(mount.source), "options": options}
+    return {
+        "destination": mount.target,
+        "type": "bind",
+        "source": str(mount.source),
+        "options": options,
+    }
 
 
 def _depth(target: str) -> int:
@@ -179,7 +194,12 @@ def build_runtime_config(
         namespaces.append({"type": "network"})
     mounts: list[dict[str, Any]] = [dict(m, options=list(m["options"])) for m in _SYSTEM_MOUNTS]
     mounts.append(
-        {"destination": "/etc/hosts", "type": "bind", "source": str(hosts_file), "options": ["rbind", "rw", "rprivate"]}
+        {
+            "destination": "/etc/hosts",
+            "type": "bind",
+            "source": str(hosts_file),
+            "options": ["rbind", "rw", "rprivate"],
+        }
     )
     mounts.append(
         {

@@ -130,7 +130,11 @@ def resolve_user(rootfs: Path, user: str) -> ResolvedUser:
     if group_arg:
         wanted_gid = _int(group_arg)
         group = next(
-            (g for g in groups if g.name == group_arg or (wanted_gid is not None and g.gid == wanted_gid)),
+            (
+                g
+                for g in groups
+                if g.name == group_arg or (wanted_gid is not None and g.gid == wanted_gid)
+            ),
             None,
         )
         if group is not None:
