@@ -1,0 +1,373 @@
+"""Deterministic layer tars from directories: overlay diffs, whole trees, tree comparisons.
+
+Every writer streams a POSIX.1-2001 (PAX) tar into a binary writer and returns
+its diff ID (sha256 of the uncompressed tar) and size. The same filesystem
+always gives the same bytes:
+
+- entries in depth-first order, names sorted by their bytes within a directory;
+  a directory's opaque marker right after the directory itself;
+- names relative to the layer root, no ``./`` prefix, directories end in ``/``;
+- uid, gid, mode bits (with setuid/setgid/sticky), xattrs as ``SCHILY.xattr.*``
+  PAX records sorted by name (overlayfs' own ``trusted.overlay.*`` /
+  ``user.overlay.*`` are never written); user and group names left empty;
+- mtimes in whole seconds, clamped to ``source_date_epoch`` when given;
+  whiteouts and opaque markers have uid 0, gid 0, mode 0, mtime 0;
+- files hard-linked within the layer: the first name is the file, the later
+  ones tar hardlinks to it; sockets are skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import tarfile
+from dataclasses import dataclass
+from typing import Any, BinaryIO, cast
+
+from mason.digest import Digest
+from mason.layer._fs import is_whiteout_device, list_xattrs, sorted_names
+from mason.layer.errors import LayerError
+
+__all__ = [
+    "OPAQUE_MARKER",
+    "WHITEOUT_PREFIX",
+    "LayerInfo",
+    "write_diff_tar",
+    "write_dir_tar",
+    "write_tree_diff_tar",
+]
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+
+_OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
+_WHITEOUT_XATTRS = ("trusted.overlay.whiteout", "user.overlay.whiteout")
+# overlayfs features that leave a copied-up entry incomplete in the upper dir;
+# mounts are made with them off, so finding them means the diff is not self-contained.
+_UNSUPPORTED_XATTRS = (
+    "trusted.overlay.redirect",
+    "user.overlay.redirect",
+    "trusted.overlay.metacopy",
+    "user.overlay.metacopy",
+)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """The uncompressed layer's diff ID and size in bytes."""
+
+    diff_id: Digest
+    size: int
+
+
+class _HashingWriter:
+    """Counts and hashes what tarfile writes, passing it on to ``dst``."""
+
+    def __init__(self, dst: BinaryIO) -> None:
+        self._dst = dst
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self._hash.update(data)
+        self.size += len(data)
+        self._dst.write(data)
+        return len(data)
+
+    def info(self) -> LayerInfo:
+        return LayerInfo(Digest("sha256:" + self._hash.hexdigest()), self.size)
+
+
+def _getxattr(path: str, names: tuple[str, ...]) -> bytes | None:
+    for name in names:
+        try:
+            return os.getxattr(path, name, follow_symlinks=False)
+        except OSError:
+            continue
+    return None
+
+
+class _TarBuilder:
+    def __init__(self, dst: BinaryIO, source_date_epoch: int | None) -> None:
+        self._out = _HashingWriter(dst)
+        self._tar = tarfile.open(  # noqa: SIM115 - closed in finish()
+            fileobj=cast(Any, self._out),
+            mode="w|",
+            format=tarfile.PAX_FORMAT,
+            encoding="utf-8",
+            errors="surrogateescape",
+        )
+        self._sde = source_date_epoch
+        self._links: dict[tuple[int, int], str] = {}
+
+    def _mtime(self, st: os.stat_result) -> int:
+        mtime = st.st_mtime_ns // 1_000_000_000
+        if self._sde is not None and mtime > self._sde:
+            return self._sde
+        return max(mtime, 0)
+
+    def add(self, name: str, path: str, st: os.stat_result) -> None:
+        """Add the entry at ``path`` (already lstat-ed) under archive name ``name``."""
+        mode = st.st_mode
+        info = tarfile.TarInfo(name)
+        info.mode = stat.S_IMODE(mode)
+        info.uid = st.st_uid
+        info.gid = st.st_gid
+        info.uname = ""
+        info.gname = ""
+        info.mtime = self._mtime(st)
+        info.pax_headers = {
+            "SCHILY.xattr." + key: value.decode("utf-8", "surrogateescape")
+            for key, value in list_xattrs(path)
+        }
+        if not stat.S_ISDIR(mode) and st.st_nlink > 1:
+            key2 = (st.st_dev, st.st_ino)
+            first = self._links.get(key2)
+            if first is not None:
+                info.type = tarfile.LNKTYPE
+                info.linkname = first
+                info.size = 0
+                self._tar.addfile(info)
+                return
+            self._links[key2] = name
+        if stat.S_ISREG(mode):
+            info.type = tarfile.REGTYPE
+            info.size = st.st_size
+            try:
+                with open(path, "rb", opener=_nofollow) as f:
+                    self._tar.addfile(info, f)
+            except OSError as exc:
+                raise LayerError(f"cannot read {path!r} for the layer tar: {exc}") from exc
+            return
+        if stat.S_ISDIR(mode):
+            info.type = tarfile.DIRTYPE
+        elif stat.S_ISLNK(mode):
+            info.type = tarfile.SYMTYPE
+            info.linkname = os.readlink(path)
+        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
+            info.devmajor = os.major(st.st_rdev)
+            info.devminor = os.minor(st.st_rdev)
+        elif stat.S_ISFIFO(mode):
+            info.type = tarfile.FIFOTYPE
+        else:
+            return  # sockets
+        self._tar.addfile(info)
+
+    def add_marker(self, name: str) -> None:
+        """A whiteout or opaque marker: an empty file with fixed metadata."""
+        info = tarfile.TarInfo(name)
+        info.type = tarfile.REGTYPE
+        info.mode = 0
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        info.mtime = 0
+        info.size = 0
+        self._tar.addfile(info)
+
+    def finish(self) -> LayerInfo:
+        self._tar.close()
+        return self._out.info()
+
+
+def _nofollow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW)
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}/{name}" if prefix else name
+
+
+def _check_root(root: str) -> None:
+    try:
+        st = os.lstat(root)
+    except OSError as exc:
+        raise LayerError(f"cannot read layer directory {root!r}: {exc}") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise LayerError(f"layer directory {root!r} is not a directory")
+
+
+def write_diff_tar(
+    diff_dir: str, dst: BinaryIO, *, source_date_epoch: int | None = None
+) -> LayerInfo:
+    """Tar an overlayfs upper directory, turning overlay whiteouts into OCI ones.
+
+    0/0 character devices (and files with an ``overlay.whiteout`` xattr) become
+    ``.wh.<name>``; directories with ``overlay.opaque=y`` get ``.wh..wh..opq``.
+    """
+    _check_root(diff_dir)
+    builder = _TarBuilder(dst, source_date_epoch)
+    _walk(builder, diff_dir, "", overlay=True)
+    return builder.finish()
+
+
+def write_dir_tar(root: str, dst: BinaryIO, *, source_date_epoch: int | None = None) -> LayerInfo:
+    """Tar every entry under ``root`` as it is (no whiteout conversion).
+
+    For layers the builder makes directly (COPY, FROM-less trees).
+    """
+    _check_root(root)
+    builder = _TarBuilder(dst, source_date_epoch)
+    _walk(builder, root, "", overlay=False)
+    return builder.finish()
+
+
+def _walk(builder: _TarBuilder, directory: str, prefix: str, *, overlay: bool) -> None:
+    for name in sorted_names(directory):
+        path = os.path.join(directory, name)
+        rel = _join(prefix, name)
+        st = os.lstat(path)
+        if overlay:
+            if is_whiteout_device(st) or (
+                stat.S_ISREG(st.st_mode) and _getxattr(path, _WHITEOUT_XATTRS) is not None
+            ):
+                builder.add_marker(_join(prefix, ".wh." + name))
+                continue
+            for bad in _UNSUPPORTED_XATTRS:
+                if _getxattr(path, (bad,)) is not None:
+                    raise LayerError(
+                        f"overlay diff entry {rel!r} has {bad}: the upper directory is not a complete diff",
+                        hint="mount overlayfs with redirect_dir=off and metacopy=off",
+                    )
+        if name.startswith(WHITEOUT_PREFIX):
+            raise LayerError(
+                f"cannot put {rel!r} in a layer: names starting with {WHITEOUT_PREFIX!r} are reserved for whiteouts"
+            )
+        builder.add(rel, path, st)
+        if stat.S_ISDIR(st.st_mode):
+            if overlay and _getxattr(path, _OPAQUE_XATTRS) == b"y":
+                builder.add_marker(_join(rel, OPAQUE_MARKER))
+            _walk(builder, path, rel, overlay=overlay)
+
+
+# --- comparing two plain trees (copy mode) ---------------------------------------------
+
+
+def _same_meta(a: os.stat_result, b: os.stat_result) -> bool:
+    return (
+        stat.S_IFMT(a.st_mode) == stat.S_IFMT(b.st_mode)
+        and a.st_mode == b.st_mode
+        and a.st_uid == b.st_uid
+        and a.st_gid == b.st_gid
+    )
+
+
+def _same_content(lower: str, upper: str, a: os.stat_result, b: os.stat_result) -> bool:
+    """Whether two entries of the same type and metadata also have the same content."""
+    mode = b.st_mode
+    if list_xattrs(lower) != list_xattrs(upper):
+        return False
+    if stat.S_ISDIR(mode):
+        return True
+    if stat.S_ISLNK(mode):
+        return os.readlink(lower) == os.readlink(upper)
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return a.st_rdev == b.st_rdev
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        return True
+    if a.st_size != b.st_size or a.st_mtime_ns != b.st_mtime_ns:
+        return False
+    if b.st_mtime_ns % 1_000_000_000:
+        # Same size and a nanosecond-exact mtime: a copy that nobody touched.
+        return True
+    # Whole-second mtimes (coarse filesystems, or clamped by tools): compare bytes.
+    return _same_bytes(lower, upper)
+
+
+def _same_bytes(a: str, b: str) -> bool:
+    with open(a, "rb", opener=_nofollow) as fa, open(b, "rb", opener=_nofollow) as fb:
+        while True:
+            ca = fa.read(1 << 20)
+            cb = fb.read(1 << 20)
+            if ca != cb:
+                return False
+            if not ca:
+                return True
+
+
+def write_tree_diff_tar(
+    lower: str | None,
+    upper: str,
+    dst: BinaryIO,
+    *,
+    source_date_epoch: int | None = None,
+) -> LayerInfo:
+    """Tar the changes that turn tree ``lower`` (None: empty) into tree ``upper``.
+
+    Added and changed entries are written with their parent directories; a
+    removed entry becomes ``.wh.<name>`` (a removed directory one whiteout, not
+    one per child). A directory that replaces a non-directory is written whole.
+    Unchanged files are recognised by type, mode, owner, xattrs, size and mtime
+    (bytes compared when mtimes are whole seconds).
+    """
+    _check_root(upper)
+    if lower is not None:
+        _check_root(lower)
+    builder = _TarBuilder(dst, source_date_epoch)
+    pending: list[tuple[str, str, os.stat_result]] = []
+    if lower is None:
+        _walk(builder, upper, "", overlay=False)
+    else:
+        _diff_dirs(builder, lower, upper, "", pending)
+    return builder.finish()
+
+
+def _flush(builder: _TarBuilder, pending: list[tuple[str, str, os.stat_result]]) -> None:
+    """Write the unchanged parent directories of a change that is about to be written."""
+    for rel, path, st in pending:
+        builder.add(rel, path, st)
+    pending.clear()
+
+
+def _diff_dirs(
+    builder: _TarBuilder,
+    lower: str,
+    upper: str,
+    prefix: str,
+    pending: list[tuple[str, str, os.stat_result]],
+) -> None:
+    lower_names = set(os.listdir(lower))
+    upper_names = set(os.listdir(upper))
+    for name in sorted(lower_names | upper_names, key=lambda n: os.fsencode(_out_name(n, upper_names))):
+        rel = _join(prefix, name)
+        lpath = os.path.join(lower, name)
+        upath = os.path.join(upper, name)
+        if name not in upper_names:
+            _flush(builder, pending)
+            builder.add_marker(_join(prefix, ".wh." + name))
+            continue
+        ust = os.lstat(upath)
+        if stat.S_ISSOCK(ust.st_mode):
+            continue
+        if name.startswith(WHITEOUT_PREFIX):
+            raise LayerError(
+                f"cannot put {rel!r} in a layer: names starting with {WHITEOUT_PREFIX!r} are reserved for whiteouts"
+            )
+        lst = os.lstat(lpath) if name in lower_names else None
+        if lst is None or stat.S_IFMT(lst.st_mode) != stat.S_IFMT(ust.st_mode):
+            _flush(builder, pending)
+            builder.add(rel, upath, ust)
+            if stat.S_ISDIR(ust.st_mode):
+                _walk(builder, upath, rel, overlay=False)
+            continue
+        changed = not (_same_meta(lst, ust) and _same_content(lpath, upath, lst, ust))
+        if stat.S_ISDIR(ust.st_mode):
+            if changed:
+                _flush(builder, pending)
+                builder.add(rel, upath, ust)
+            else:
+                # Written only if something below it changes (as a parent).
+                pending.append((rel, upath, ust))
+            _diff_dirs(builder, lpath, upath, rel, pending)
+            if pending and pending[-1][0] == rel:
+                pending.pop()
+            continue
+        if changed:
+            _flush(builder, pending)
+            builder.add(rel, upath, ust)
+
+
+def _out_name(name: str, upper_names: set[str]) -> str:
+    # Sort deleted entries by the whiteout name they are written as.
+    return name if name in upper_names else ".wh." + name
