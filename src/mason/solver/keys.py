@@ -1,0 +1,171 @@
+"""Cache keys: what a step's key is made of, and how two keys differ.
+
+A key is ``sha256`` of the canonical JSON
+``{"v": KEY_VERSION, "op": <op definition>, "inputs": [<input keys>], "content": <checksum or null>}``
+(DESIGN §4; the policy is in ``docs/cache-keys.md``). We keep the preimage
+bytes with every key so that a miss can be explained later (DESIGN §9).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mason.digest import Digest, canonical_json, sha256_bytes
+
+__all__ = [
+    "KEY_VERSION",
+    "CacheKey",
+    "CacheMap",
+    "InvalidCacheMapError",
+    "compute_key",
+    "key_differences",
+]
+
+#: Bumped whenever what enters a key changes meaning (see docs/cache-keys.md).
+KEY_VERSION = "mason.v1"
+
+
+class InvalidCacheMapError(TypeError):
+    """An op returned a definition that cannot be hashed canonically (a bug in the op)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CacheMap:
+    """What an op contributes to its key.
+
+    ``op`` is the op's definition as a JSON object with a versioned ``"type"``
+    string (``"mason.exec.v0"``) and every non-semantic field already blanked
+    or left out. ``content``, when given, returns a checksum of data the op
+    reads from outside the graph (the build context files a COPY selects); the
+    solver calls it at most once, on a worker thread, only for a vertex whose
+    key is needed, and never before the vertex's inputs have keys.
+    """
+
+    op: Mapping[str, Any]
+    content: Callable[[], str] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheKey:
+    """A computed key: its digest and the exact bytes it is the digest of."""
+
+    digest: Digest
+    preimage: bytes = field(repr=False)
+    inputs: tuple[Digest, ...]
+    content: str | None
+
+    @property
+    def version(self) -> str:
+        return str(self._decoded()["v"])
+
+    @property
+    def op(self) -> dict[str, Any]:
+        """A fresh copy of the op definition that entered the key."""
+        op: dict[str, Any] = self._decoded()["op"]
+        return op
+
+    def _decoded(self) -> dict[str, Any]:
+        decoded: dict[str, Any] = json.loads(self.preimage)
+        return decoded
+
+    def __str__(self) -> str:
+        return self.digest
+
+
+def compute_key(cache_map: CacheMap, input_keys: Sequence[Digest], content: str | None) -> CacheKey:
+    """The key of an op with definition ``cache_map.op``, given its inputs' keys and content.
+
+    ``content`` is the already computed checksum (``cache_map.content`` is not
+    called here). Raises ``InvalidCacheMapError`` when the definition is not a
+    JSON object with a string ``type`` or holds values JSON cannot express
+    exactly.
+    """
+    op = cache_map.op
+    if not isinstance(op, Mapping) or not isinstance(op.get("type"), str):
+        raise InvalidCacheMapError(
+            "an op definition must be a JSON object with a string 'type', e.g. 'mason.exec.v0'"
+        )
+    if content is not None and not isinstance(content, str):
+        raise InvalidCacheMapError(f"a content checksum must be a string, got {type(content).__name__}")
+    _check_json(op, "op")
+    preimage_value = {
+        "v": KEY_VERSION,
+        "op": op,
+        "inputs": list(input_keys),
+        "content": content,
+    }
+    try:
+        preimage = canonical_json(preimage_value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidCacheMapError(f"op definition is not canonical JSON: {exc}") from exc
+    return CacheKey(
+        digest=sha256_bytes(preimage),
+        preimage=preimage,
+        inputs=tuple(input_keys),
+        content=content,
+    )
+
+
+def _check_json(value: Any, where: str) -> None:
+    # Floats are refused: their text form is a poor thing to hash, and no op
+    # definition needs one. Tuples are accepted and hash like lists.
+    if value is None or isinstance(value, str | bool | int):
+        return
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise InvalidCacheMapError(f"{where}: key {k!r} is not a string")
+            _check_json(v, f"{where}.{k}")
+        return
+    if isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_json(v, f"{where}[{i}]")
+        return
+    raise InvalidCacheMapError(f"{where}: {type(value).__name__} is not allowed in a key")
+
+
+def key_differences(old: CacheKey, new: CacheKey) -> tuple[str, ...]:
+    """Human-readable reasons why ``new`` is not ``old``, first difference first.
+
+    Used to explain a miss against the nearest known key: a changed op field
+    (``op.env: ['A=1'] -> ['A=2']``), a changed input (``input 0: sha256:… ->
+    sha256:…``), changed content, or a different key version.
+    """
+    if old.digest == new.digest:
+        return ()
+    a, b = old._decoded(), new._decoded()
+    reasons: list[str] = []
+    if a["v"] != b["v"]:
+        reasons.append(f"key version: {a['v']} -> {b['v']}")
+    _diff_json(a["op"], b["op"], "op", reasons)
+    old_inputs, new_inputs = a["inputs"], b["inputs"]
+    if len(old_inputs) != len(new_inputs):
+        reasons.append(f"number of inputs: {len(old_inputs)} -> {len(new_inputs)}")
+    for i, (x, y) in enumerate(zip(old_inputs, new_inputs, strict=False)):
+        if x != y:
+            reasons.append(f"input {i}: {x} -> {y}")
+    if a["content"] != b["content"]:
+        reasons.append(f"content: {a['content']} -> {b['content']}")
+    return tuple(reasons)
+
+
+def _diff_json(a: Any, b: Any, path: str, out: list[str]) -> None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            sub = f"{path}.{k}"
+            if k not in a:
+                out.append(f"{sub}: added {_short(b[k])}")
+            elif k not in b:
+                out.append(f"{sub}: removed {_short(a[k])}")
+            else:
+                _diff_json(a[k], b[k], sub, out)
+    elif a != b:
+        out.append(f"{path}: {_short(a)} -> {_short(b)}")
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
