@@ -1,0 +1,522 @@
+"""A distribution-spec registry client: manifests, blobs, mounts, tags.
+
+Every blob read is verified (digest and size) as it streams, and a transfer that
+breaks off is resumed with a ``Range`` request (or restarted) a bounded number of
+times. Uploads are monolithic (one PUT with ``Content-Length``) up to
+``chunk_threshold`` and chunked (PATCH with ``Content-Range``) above it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, BinaryIO, Literal, TypeVar
+
+import httpx
+
+from mason.digest import Digest, VerifyingReader, parse_digest, sha256_bytes
+from mason.errors import DigestMismatchError
+from mason.oci import mediatypes as mt
+from mason.oci.descriptor import Descriptor
+from mason.oci.manifest import ImageIndex, ImageManifest, parse_manifest
+from mason.oci.reference import Reference
+from mason.registry.auth import CredentialStore, pull_scope, push_scope
+from mason.registry.errors import RegistryError, RegistryNotFoundError
+from mason.registry.transport import RetryPolicy, Transport
+
+__all__ = [
+    "MANIFEST_SIZE_LIMIT",
+    "FetchedManifest",
+    "PushOutcome",
+    "RegistryClient",
+]
+
+#: manifests larger than this are refused (DESIGN §8)
+MANIFEST_SIZE_LIMIT = 4 * 1024 * 1024
+_CHUNK = 1 << 20
+PushOutcome = Literal["exists", "mounted", "uploaded"]
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class FetchedManifest:
+    """A manifest's raw bytes as served, with its media type and digest."""
+
+    raw: bytes
+    media_type: str
+    digest: Digest
+
+    def descriptor(self) -> Descriptor:
+        return Descriptor(self.media_type, self.digest, len(self.raw))
+
+    def parse(self) -> ImageManifest | ImageIndex:
+        return parse_manifest(self.raw, self.media_type)
+
+
+def _next_link(header: str | None) -> str | None:
+    if not header:
+        return None
+    for part in header.split(","):
+        match = re.match(r'\s*<([^>]+)>\s*;(.*)', part)
+        if match and re.search(r'rel="?next"?', match.group(2)):
+            return match.group(1)
+    return None
+
+
+class _ResumingBlobStream(io.RawIOBase):
+    """Raw bytes of one blob; reconnects with ``Range`` after a break, within the retry budget."""
+
+    def __init__(self, client: RegistryClient, ref: Reference, desc: Descriptor) -> None:
+        self._client = client
+        self._ref = ref
+        self._desc = desc
+        self._offset = 0
+        self._response: httpx.Response | None = None
+        self._chunks: Iterator[bytes] | None = None
+        self._pending = b""
+        self._restarts = 0
+        self._open()
+
+    def readable(self) -> bool:
+        return True
+
+    def _open(self) -> None:
+        headers = {"Range": f"bytes={self._offset}-"} if self._offset else {}
+        response = self._client._transport.request(
+            "GET",
+            self._ref.api_host,
+            f"/v2/{self._ref.repository}/blobs/{self._desc.digest}",
+            operation=f"pull blob {self._desc.digest} from {self._ref.repository_ref}",
+            scopes=[pull_scope(self._ref.repository)],
+            headers=headers,
+            ok=(200, 206),
+            stream=True,
+            follow_redirects=True,
+        )
+        self._response = response
+        chunks = response.iter_bytes(_CHUNK)
+        if self._offset and response.status_code == 200:
+            # the server ignored Range: skip what we already have
+            skip = self._offset
+            while skip > 0:
+                chunk = next(chunks, b"")
+                if not chunk:
+                    break
+                if len(chunk) > skip:
+                    self._pending = chunk[skip:]
+                skip -= len(chunk)
+        self._chunks = chunks
+
+    def _restart(self, why: BaseException | None) -> None:
+        if self._response is not None:
+            self._response.close()
+        self._restarts += 1
+        if self._restarts >= self._client.retry.attempts:
+            raise RegistryError(
+                f"blob transfer kept breaking off at byte {self._offset} of {self._desc.size}"
+                + (f": {why}" if why else ""),
+                operation=f"pull blob {self._desc.digest} from {self._ref.repository_ref}",
+            ) from why
+        self._client._transport._sleep(self._client.retry.delay(self._restarts - 1, None))
+        self._open()
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while not self._pending:
+            assert self._chunks is not None
+            try:
+                chunk = next(self._chunks, b"")
+            except (httpx.TransportError, httpx.StreamError) as exc:
+                self._restart(exc)
+                continue
+            if not chunk:
+                if self._offset < self._desc.size:
+                    self._restart(None)  # the body ended early: a truncated transfer
+                    continue
+                return 0
+            self._pending = chunk
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        self._offset += n
+        return n
+
+    def close(self) -> None:
+        if self._response is not None:
+            self._response.close()
+        super().close()
+
+
+class _VerifiedStream(io.RawIOBase):
+    """Adapts ``VerifyingReader`` to a raw stream, so it can sit under ``BufferedReader``."""
+
+    def __init__(self, reader: VerifyingReader) -> None:
+        self._reader = reader
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self._reader.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._reader.close()
+        super().close()
+
+
+class RegistryClient:
+    """Talks to any number of registries; thread-safe (transfers run in parallel)."""
+
+    def __init__(
+        self,
+        credentials: CredentialStore | None = None,
+        insecure_hosts: Iterable[str] = (),
+        ca_file: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+        max_workers: int = 4,
+        *,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] | None = None,
+        chunk_threshold: int = 256 * 1024 * 1024,
+        chunk_size: int = 32 * 1024 * 1024,
+    ) -> None:
+        extra = {"sleep": sleep} if sleep is not None else {}
+        self._transport = Transport(
+            credentials,
+            insecure_hosts=insecure_hosts,
+            ca_file=ca_file,
+            transport=transport,
+            retry=retry,
+            max_connections=max(8, max_workers * 2),
+            **extra,  # type: ignore[arg-type]
+        )
+        self.max_workers = max(1, max_workers)
+        self.chunk_threshold = chunk_threshold
+        self.chunk_size = chunk_size
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self._transport.retry
+
+    @property
+    def token_requests(self) -> int:
+        return self._transport.auth.token_requests
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def map_bounded(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """``fn`` over ``items`` with at most ``max_workers`` at once; first error is raised."""
+        if len(items) <= 1 or self.max_workers == 1:
+            return [fn(item) for item in items]
+        with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="mason-registry") as pool:
+            return list(pool.map(fn, items))
+
+    # -- manifests -----------------------------------------------------------------------------
+    def ping(self, host: str) -> None:
+        self._transport.base_url(host)
+
+    def fetch_manifest(self, ref: Reference, accept: Sequence[str] = mt.MANIFEST_MEDIA_TYPES) -> FetchedManifest:
+        """GET a manifest's raw bytes (at most 4 MiB), verified against the ref's digest."""
+        operation = f"get manifest {ref}"
+        response = self._transport.request(
+            "GET", ref.api_host, f"/v2/{ref.repository}/manifests/{ref.identifier}",
+            operation=operation, scopes=[pull_scope(ref.repository)],
+            headers={"Accept": ", ".join(accept)}, stream=True, follow_redirects=True,
+            what=f"registry {ref.registry}",
+        )
+        try:
+            length = int(response.headers.get("Content-Length", "0") or 0)
+            if length > MANIFEST_SIZE_LIMIT:
+                raise self._too_big(ref, length)
+            data = bytearray()
+            for chunk in response.iter_bytes(_CHUNK):
+                data.extend(chunk)
+                if len(data) > MANIFEST_SIZE_LIMIT:
+                    raise self._too_big(ref, len(data))
+        except httpx.HTTPError as exc:
+            raise RegistryError(f"reading the manifest failed: {exc}", operation=operation,
+                                method="GET", url=str(response.request.url)) from exc
+        finally:
+            response.close()
+        raw = bytes(data)
+        digest = sha256_bytes(raw)
+        expected = ref.digest or response.headers.get("Docker-Content-Digest")
+        if expected and expected.startswith("sha256:") and expected != digest:
+            raise DigestMismatchError(
+                f"manifest {ref} failed verification: expected {expected}, got {digest}",
+                hint="the registry served different bytes than the digest promises",
+            )
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        if not media_type or media_type in ("application/json", "application/octet-stream", "text/plain"):
+            media_type = _media_type_from_body(raw) or media_type
+        return FetchedManifest(raw, media_type, digest)
+
+    @staticmethod
+    def _too_big(ref: Reference, size: int) -> RegistryError:
+        return RegistryError(
+            f"manifest is {size} bytes, over mason's limit of {MANIFEST_SIZE_LIMIT} bytes",
+            operation=f"get manifest {ref}",
+            hint="a manifest this large is not an image manifest; check the reference",
+        )
+
+    def get_manifest(self, ref: Reference) -> ImageManifest | ImageIndex:
+        fetched = self.fetch_manifest(ref)
+        return parse_manifest(fetched.raw, fetched.media_type)
+
+    def head_manifest(self, ref: Reference) -> Descriptor | None:
+        try:
+            response = self._transport.request(
+                "HEAD", ref.api_host, f"/v2/{ref.repository}/manifests/{ref.identifier}",
+                operation=f"check manifest {ref}", scopes=[pull_scope(ref.repository)],
+                headers={"Accept": ", ".join(mt.MANIFEST_MEDIA_TYPES)}, follow_redirects=True,
+                what=f"registry {ref.registry}",
+            )
+        except RegistryNotFoundError:
+            return None
+        digest = response.headers.get("Docker-Content-Digest") or ref.digest
+        if not digest:
+            # some registries omit the header on HEAD: fall back to GET
+            fetched = self.fetch_manifest(ref)
+            return fetched.descriptor()
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        return Descriptor(media_type, parse_digest(digest), int(response.headers.get("Content-Length", "0") or 0))
+
+    def put_manifest(self, ref: Reference, manifest_raw: bytes, media_type: str) -> Digest:
+        digest = sha256_bytes(manifest_raw)
+        if len(manifest_raw) > MANIFEST_SIZE_LIMIT:
+            raise RegistryError(
+                f"manifest is {len(manifest_raw)} bytes, over the limit of {MANIFEST_SIZE_LIMIT}",
+                operation=f"push manifest {ref}",
+            )
+        identifier = ref.tag or ref.digest or digest
+        response = self._transport.request(
+            "PUT", ref.api_host, f"/v2/{ref.repository}/manifests/{identifier}",
+            operation=f"push manifest {ref}", scopes=[push_scope(ref.repository)],
+            headers={"Content-Type": media_type}, body=manifest_raw, ok=(200, 201, 202),
+            what=f"registry {ref.registry}",
+        )
+        served = response.headers.get("Docker-Content-Digest")
+        if served and served.startswith("sha256:") and served != digest:
+            raise DigestMismatchError(
+                f"registry {ref.registry} stored manifest {ref} as {served}, expected {digest}",
+                hint="the registry rewrote the manifest",
+            )
+        return digest
+
+    def delete_manifest(self, ref: Reference, digest: Digest) -> None:
+        self._transport.request(
+            "DELETE", ref.api_host, f"/v2/{ref.repository}/manifests/{digest}",
+            operation=f"delete manifest {digest} in {ref.repository_ref}", scopes=[f"repository:{ref.repository}:delete"],
+            ok=(200, 202), what=f"registry {ref.registry}",
+        )
+
+    # -- blobs ---------------------------------------------------------------------------------
+    def blob_exists(self, ref: Reference, digest: Digest) -> bool:
+        try:
+            self._transport.request(
+                "HEAD", ref.api_host, f"/v2/{ref.repository}/blobs/{digest}",
+                operation=f"check blob {digest} in {ref.repository_ref}", scopes=[pull_scope(ref.repository)],
+                follow_redirects=True, what=f"registry {ref.registry}",
+            )
+        except RegistryNotFoundError:
+            return False
+        return True
+
+    @contextlib.contextmanager
+    def open_blob(self, ref: Reference, desc: Descriptor) -> Iterator[BinaryIO]:
+        """A stream of the blob's bytes; reading to the end verifies digest and size."""
+        raw = _ResumingBlobStream(self, ref, desc)
+        verifying = VerifyingReader(raw, desc.digest, desc.size, what=f"blob {desc.digest} from {ref.repository_ref}")  # type: ignore[arg-type]
+        stream = io.BufferedReader(_VerifiedStream(verifying), buffer_size=_CHUNK)
+        try:
+            yield stream
+        finally:
+            stream.close()
+
+    def fetch_blob(self, ref: Reference, desc: Descriptor, dest_path: str | os.PathLike[str]) -> None:
+        """Download into ``dest_path`` atomically; on any failure nothing is left behind."""
+        dest = Path(dest_path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        try:
+            with os.fdopen(fd, "wb") as out, self.open_blob(ref, desc) as src:
+                while chunk := src.read(_CHUNK):
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def mount_blob(self, ref: Reference, digest: Digest, from_repository: str) -> bool:
+        """Cross-repo mount; False (and the opened session cancelled) when the registry declines."""
+        location = self._start_upload(ref, digest, from_repository)
+        if location is None:
+            return True
+        with contextlib.suppress(RegistryError):
+            self._transport.request(
+                "DELETE", ref.api_host, location, operation=f"cancel upload to {ref.repository_ref}",
+                scopes=[push_scope(ref.repository)], ok=(200, 202, 204, 404), retry=False,
+            )
+        return False
+
+    def _start_upload(self, ref: Reference, digest: Digest | None, mount_from: str | None) -> str | None:
+        """POST an upload; returns the session location, or None when the blob was mounted."""
+        scopes = [push_scope(ref.repository)]
+        params: dict[str, str] = {}
+        if mount_from and digest and mount_from != ref.repository:
+            scopes.append(pull_scope(mount_from))
+            params = {"mount": digest, "from": mount_from}
+        response = self._transport.request(
+            "POST", ref.api_host, f"/v2/{ref.repository}/blobs/uploads/",
+            operation=f"start blob upload to {ref.repository_ref}", scopes=scopes, params=params,
+            ok=(201, 202), headers={"Content-Length": "0"}, what=f"registry {ref.registry}",
+        )
+        if response.status_code == 201 and params:
+            return None
+        location: str | None = response.headers.get("Location")
+        if not location:
+            raise RegistryError(
+                "the registry opened an upload without a Location header",
+                operation=f"start blob upload to {ref.repository_ref}", method="POST",
+                url=str(response.request.url), status=response.status_code,
+            )
+        return location
+
+    def push_blob(
+        self,
+        ref: Reference,
+        desc: Descriptor,
+        opener: Callable[[], IO[bytes]],
+        *,
+        mount_from: str | None = None,
+    ) -> bool:
+        """Upload a blob unless the repository has it; False when it already existed."""
+        return self.push_blob_outcome(ref, desc, opener, mount_from=mount_from) != "exists"
+
+    def push_blob_outcome(
+        self,
+        ref: Reference,
+        desc: Descriptor,
+        opener: Callable[[], IO[bytes]],
+        *,
+        mount_from: str | None = None,
+    ) -> PushOutcome:
+        """Like ``push_blob`` but says how: ``exists``, ``mounted`` or ``uploaded``."""
+        if self.blob_exists(ref, desc.digest):
+            return "exists"
+        attempts = self.retry.attempts
+        for attempt in range(attempts):
+            location = self._start_upload(ref, desc.digest, mount_from)
+            if location is None:
+                return "mounted"
+            try:
+                if desc.size > self.chunk_threshold:
+                    self._upload_chunked(ref, desc, opener, location)
+                else:
+                    self._upload_monolithic(ref, desc, opener, location)
+                return "uploaded"
+            except RegistryError as exc:
+                retryable = exc.status is None or exc.status in (408, 429, 500, 502, 503, 504)
+                if not retryable or attempt + 1 >= attempts:
+                    raise
+                self._transport._sleep(self.retry.delay(attempt, None))
+        raise AssertionError("unreachable")
+
+    def _upload_monolithic(self, ref: Reference, desc: Descriptor, opener: Callable[[], IO[bytes]], location: str) -> None:
+        self._transport.request(
+            "PUT", ref.api_host, location, params={"digest": desc.digest},
+            operation=f"push blob {desc.digest} to {ref.repository_ref}", scopes=[push_scope(ref.repository)],
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(desc.size)},
+            body=opener, ok=(201, 204), retry=False, what=f"registry {ref.registry}",
+        )
+
+    def _upload_chunked(self, ref: Reference, desc: Descriptor, opener: Callable[[], IO[bytes]], location: str) -> None:
+        operation = f"push blob {desc.digest} to {ref.repository_ref} (chunked)"
+        offset = 0
+        with opener() as src:
+            while True:
+                chunk = src.read(self.chunk_size)
+                if not chunk:
+                    break
+                # each chunk is held in memory so a failed PATCH can be retried as is
+                response = self._transport.request(
+                    "PATCH", ref.api_host, location, operation=operation, scopes=[push_scope(ref.repository)],
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Range": f"{offset}-{offset + len(chunk) - 1}",
+                        "Content-Length": str(len(chunk)),
+                    },
+                    body=chunk, ok=(202, 204), retry=False, what=f"registry {ref.registry}",
+                )
+                offset += len(chunk)
+                location = response.headers.get("Location", location)
+        if offset != desc.size:
+            raise DigestMismatchError(
+                f"blob {desc.digest} has {offset} bytes, but its descriptor says {desc.size}",
+                hint="the local copy changed while it was uploaded",
+            )
+        self._transport.request(
+            "PUT", ref.api_host, location, params={"digest": desc.digest}, operation=operation,
+            scopes=[push_scope(ref.repository)], headers={"Content-Length": "0"}, body=b"",
+            ok=(201, 204), retry=False, what=f"registry {ref.registry}",
+        )
+
+    # -- tags ----------------------------------------------------------------------------------
+    def list_tags(self, ref: Reference, page_size: int | None = None) -> list[str]:
+        tags: list[str] = []
+        path: str | None = f"/v2/{ref.repository}/tags/list"
+        params = {"n": str(page_size)} if page_size else None
+        pages = 0
+        while path is not None:
+            response = self._transport.request(
+                "GET", ref.api_host, path, operation=f"list tags of {ref.repository_ref}",
+                scopes=[pull_scope(ref.repository)], params=params, what=f"registry {ref.registry}",
+            )
+            params = None  # the Link URL carries its own query
+            try:
+                doc = response.json()
+            except ValueError as exc:
+                raise RegistryError("the tag list is not JSON", operation=f"list tags of {ref.repository_ref}",
+                                    method="GET", url=str(response.request.url), status=response.status_code) from exc
+            tags.extend(t for t in (doc.get("tags") or []) if isinstance(t, str))
+            path = _next_link(response.headers.get("Link"))
+            pages += 1
+            if pages > 10000:
+                raise RegistryError("tag list pagination does not end", operation=f"list tags of {ref.repository_ref}")
+        return tags
+
+
+def _media_type_from_body(raw: bytes) -> str | None:
+    import json
+
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(doc, dict):
+        if isinstance(doc.get("mediaType"), str):
+            return str(doc["mediaType"])
+        if "manifests" in doc:
+            return mt.OCI_INDEX
+        if "config" in doc:
+            return mt.OCI_MANIFEST
+    return None

@@ -1,0 +1,374 @@
+"""HTTP transport for registries: scheme choice, authentication, bounded retries, errors.
+
+One ``httpx.Client`` (thread-safe connection pool) per ``Transport``. Requests are
+retried with exponential backoff (honouring ``Retry-After``) on 429, 5xx and
+connection errors, at most ``RetryPolicy.attempts`` times; a 401 triggers one
+re-authentication. Redirects are followed by hand so ``Authorization`` is sent only
+to the registry's own host, never to a storage backend it redirects to.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import IO
+
+import httpx
+
+from mason.registry.auth import CredentialStore, TokenAuthenticator
+from mason.registry.errors import (
+    RegistryAuthError,
+    RegistryError,
+    RegistryNotFoundError,
+    parse_registry_errors,
+)
+
+__all__ = ["Body", "RetryPolicy", "Transport", "is_loopback"]
+
+_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_ERROR_BODY_CAP = 64 * 1024
+#: a request body: bytes (replayable), or a factory giving a fresh iterable/stream per attempt
+Body = bytes | Callable[[], "Iterable[bytes] | IO[bytes]"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5
+    base_delay: float = 0.2
+    max_delay: float = 8.0
+    max_retry_after: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after)
+        return float(min(self.base_delay * (2**attempt), self.max_delay))
+
+
+def is_loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
+    name = name.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _read_capped(response: httpx.Response, cap: int) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        for chunk in response.iter_bytes():
+            chunks.append(chunk)
+            total += len(chunk)
+            if total >= cap:
+                break
+    except (httpx.HTTPError, httpx.StreamError):
+        pass
+    finally:
+        response.close()
+    return b"".join(chunks)[:cap]
+
+
+class Transport:
+    def __init__(
+        self,
+        credentials: CredentialStore | None = None,
+        *,
+        insecure_hosts: Iterable[str] = (),
+        ca_file: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        timeout: float = 60.0,
+        max_connections: int = 32,
+        user_agent: str = "mason/0.1",
+    ) -> None:
+        self.insecure_hosts = frozenset(insecure_hosts)
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self.auth = TokenAuthenticator(credentials)
+        verify: ssl.SSLContext | bool = True
+        if ca_file:
+            context = ssl.create_default_context()
+            context.load_verify_locations(cafile=ca_file)
+            verify = context
+        common = {
+            "follow_redirects": False,
+            "timeout": httpx.Timeout(timeout, connect=min(timeout, 15.0)),
+            "limits": httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            "headers": {"User-Agent": user_agent},
+        }
+        self.client = httpx.Client(transport=transport, verify=verify, **common)  # type: ignore[arg-type]
+        # only for hosts the caller marked insecure: TLS without verification
+        self._unverified = httpx.Client(transport=transport, verify=False, **common)  # type: ignore[arg-type]
+        self._schemes: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.client.close()
+        self._unverified.close()
+
+    def _client_for(self, host: str) -> httpx.Client:
+        return self._unverified if host in self.insecure_hosts else self.client
+
+    def http_allowed(self, host: str) -> bool:
+        return host in self.insecure_hosts or is_loopback(host)
+
+    # -- scheme and ping -------------------------------------------------------------------
+    def base_url(self, host: str) -> str:
+        with self._lock:
+            scheme = self._schemes.get(host)
+        if scheme is None:
+            scheme = self._ping(host)
+            with self._lock:
+                self._schemes[host] = scheme
+        return f"{scheme}://{host}"
+
+    def _ping(self, host: str) -> str:
+        """``GET /v2/`` over HTTPS, then plain HTTP where allowed; learn the auth scheme."""
+        schemes = ["https", "http"] if self.http_allowed(host) else ["https"]
+        last: Exception | None = None
+        for scheme in schemes:
+            url = f"{scheme}://{host}/v2/"
+            try:
+                response = self._send_with_retries(
+                    "GET", url, host, headers={}, body=None, operation=f"ping registry {host}", stream=False
+                )
+            except RegistryError as exc:
+                last = exc
+                cause = exc.__cause__
+                if isinstance(cause, httpx.ConnectError) and _is_cert_error(cause):
+                    raise RegistryError(
+                        f"TLS certificate of {host} is not trusted",
+                        operation=f"ping registry {host}",
+                        method="GET",
+                        url=url,
+                        hint="pass the registry's CA file, or mark the host insecure (registry.insecure=true)",
+                    ) from cause
+                if exc.status is None:
+                    continue
+                raise
+            if response.status_code == 401:
+                self.auth.learn(host, response)
+            elif response.status_code == 404:
+                raise RegistryError(
+                    f"{host} does not implement the registry v2 API (GET /v2/ gave 404)",
+                    operation=f"ping registry {host}", method="GET", url=url, status=404,
+                )
+            elif response.status_code >= 400:
+                raise self.error_from(response, operation=f"ping registry {host}", what=f"registry {host}")
+            return scheme
+        hint = None
+        if not self.http_allowed(host):
+            hint = "plain HTTP is used only for localhost/127.0.0.0/8 unless the host is marked insecure"
+        raise RegistryError(
+            f"cannot reach registry {host}: {last.message if isinstance(last, RegistryError) else last}",
+            operation=f"ping registry {host}",
+            hint=hint,
+        ) from last
+
+    # -- requests ------------------------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        host: str,
+        path_or_url: str,
+        *,
+        operation: str,
+        scopes: Iterable[str],
+        headers: Mapping[str, str] | None = None,
+        body: Body | None = None,
+        params: Mapping[str, str] | None = None,
+        ok: Iterable[int] = (200,),
+        stream: bool = False,
+        retry: bool = True,
+        follow_redirects: bool = False,
+        what: str | None = None,
+    ) -> httpx.Response:
+        """Send a request to registry ``host``; return the response if its status is in ``ok``.
+
+        ``path_or_url`` is a path (``/v2/...``) or an absolute URL the registry gave
+        (upload locations). With ``stream=True`` the caller must close the response.
+        """
+        base = self.base_url(host)
+        url = httpx.URL(base).join(path_or_url)
+        if params:
+            url = url.copy_merge_params(params)
+        scope_list = tuple(scopes)
+        ok_set = frozenset(ok)
+        reauthed = False
+        redirects = 0
+        request_headers = dict(headers or {})
+        auth_header = self.auth.ensure(self.client, host, scope_list) if self.auth.knows(host) else None
+        while True:
+            send_headers = dict(request_headers)
+            same_host = url.netloc.decode() == host
+            if auth_header and same_host:
+                send_headers["Authorization"] = auth_header
+            response = self._send_with_retries(
+                method,
+                str(url),
+                host,
+                headers=send_headers,
+                body=body,
+                operation=operation,
+                stream=True,
+                retry=retry,
+            )
+            status = response.status_code
+            if status == 401 and same_host and not reauthed:
+                response.close()
+                reauthed = True
+                auth_header = self.auth.on_challenge(self.client, host, response, scope_list)
+                if auth_header is not None:
+                    continue
+                raise RegistryAuthError(
+                    f"registry {host} requires authentication and no credentials were found",
+                    operation=operation, method=method, url=str(url), status=401,
+                    hint="add credentials to ~/.docker/config.json or $REGISTRY_AUTH_FILE",
+                )
+            if follow_redirects and status in _REDIRECTS and "Location" in response.headers:
+                response.close()
+                redirects += 1
+                if redirects > 5:
+                    raise RegistryError(
+                        "too many redirects", operation=operation, method=method, url=str(url), status=status
+                    )
+                url = url.join(response.headers["Location"])
+                if status == 303:
+                    method, body = "GET", None
+                continue
+            if status == 401 and same_host:
+                error = self.error_from(response, operation=operation, what=what or f"registry {host}")
+                creds = self.auth.credentials_for(host)
+                who = f"the credentials of {creds.username!r}" if creds and creds.username else "anonymous access"
+                error.message = f"{operation}: registry {host} rejected {who} (HTTP 401)"
+                error.hint = "check the username and password in your Docker config or auth.json"
+                raise error
+            if status in ok_set:
+                if not stream:
+                    response.read()
+                    response.close()
+                return response
+            raise self.error_from(response, operation=operation, what=what or f"registry {host}")
+
+    def error_from(self, response: httpx.Response, *, operation: str, what: str) -> RegistryError:
+        """A ``RegistryError`` (subclass by status) with the registry's ``errors[]``; closes ``response``."""
+        try:
+            body = response.content[:_ERROR_BODY_CAP]
+        except httpx.ResponseNotRead:
+            body = _read_capped(response, _ERROR_BODY_CAP)
+        response.close()
+        errors = parse_registry_errors(body)
+        status = response.status_code
+        excerpt = body[:300].decode(errors="replace").strip() if body and not errors else None
+        method = response.request.method
+        url = str(response.request.url)
+        cls: type[RegistryError] = RegistryError
+        hint = None
+        if status in (401, 403):
+            cls = RegistryAuthError
+            hint = "check the credentials for this registry and their access to the repository"
+            message = f"{what} denied access (HTTP {status})"
+        elif status == 404:
+            cls = RegistryNotFoundError
+            message = f"not found on {what} (HTTP 404)"
+        else:
+            message = f"{what} answered HTTP {status} {response.reason_phrase}".rstrip()
+        return cls(message, operation=operation, method=method, url=url, status=status, errors=errors,
+                   body_excerpt=excerpt, hint=hint)
+
+    def _send_with_retries(
+        self,
+        method: str,
+        url: str,
+        host: str,
+        *,
+        headers: Mapping[str, str],
+        body: Body | None,
+        operation: str,
+        stream: bool,
+        retry: bool = True,
+    ) -> httpx.Response:
+        attempts = self.retry.attempts if retry else 1
+        client = self._client_for(host)
+        for attempt in range(attempts):
+            content: bytes | Iterable[bytes] | IO[bytes] | None
+            content = body() if callable(body) else body
+            request = client.build_request(method, url, headers=headers, content=_as_content(content))
+            try:
+                response = client.send(request, stream=True)
+            except httpx.TransportError as exc:
+                _close(content)
+                if attempt + 1 < attempts and not (isinstance(exc, httpx.ConnectError) and _is_cert_error(exc)):
+                    self._sleep(self.retry.delay(attempt, None))
+                    continue
+                raise RegistryError(
+                    f"request failed after {attempt + 1} attempt(s): {type(exc).__name__}: {exc}",
+                    operation=operation, method=method, url=url,
+                ) from exc
+            _close(content)
+            if response.status_code in _RETRY_STATUSES and attempt + 1 < attempts:
+                delay = self.retry.delay(attempt, _retry_after(response))
+                _read_capped(response, _ERROR_BODY_CAP)
+                self._sleep(delay)
+                continue
+            if not stream:
+                response.read()
+                response.close()
+            return response
+        raise AssertionError("unreachable")
+
+
+def _is_cert_error(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        if "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _as_content(content: bytes | Iterable[bytes] | IO[bytes] | None) -> bytes | Iterator[bytes] | None:
+    if content is None or isinstance(content, bytes):
+        return content
+    if hasattr(content, "read"):
+        stream = content
+
+        def chunks() -> Iterator[bytes]:
+            while chunk := stream.read(1 << 20):
+                yield chunk
+
+        return chunks()
+    return iter(content)
+
+
+def _close(content: object) -> None:
+    close = getattr(content, "close", None)
+    if callable(close) and hasattr(content, "read"):
+        close()
