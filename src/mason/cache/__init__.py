@@ -1,1 +1,162 @@
-"""mason.cache."""
+"""mason's remote build cache: BuildKit's ``cacheconfig.v0`` model and the ``registry``,
+``local`` and ``inline`` backends.
+
+Builder-facing API (import from ``mason.cache``; submodules load lazily):
+
+Options
+    ``parse_cache_to(text, image_refs=()) -> list[CacheOptions]`` and
+    ``parse_cache_from(text) -> list[CacheOptions]`` parse buildx's CSV syntax
+    (``UsageError`` subclasses with clear messages). ``CacheOptions.display_name``
+    is how progress names a source (``registry 127.0.0.1:5000/app-cache:latest``).
+
+Import
+    ``load_cache_source(options, client=None) -> CacheSource``. ``client`` is a
+    ``mason.registry.client.RegistryClient`` (anything matching
+    ``mason.cache.registry.CacheRegistry``) and is needed for ``type=registry``.
+    Reads only the manifest and the config. Never raises for a missing / forbidden /
+    corrupt cache: the source is then empty and ``source.warning`` is one line to print.
+    ``source.lookup(key) -> CacheHit | None`` is a dict lookup by the solver's full key;
+    ``first_hit(sources, key)`` tries several ``--cache-from`` in order.
+    ``CacheHit.layers`` are Descriptors, base first, each with ``containerd.io/uncompressed``
+    (the diff ID; ``hit.diff_ids``) and, for registry sources,
+    ``containerd.io/distribution.source.<host>=<repo>`` so an image push to that registry can
+    mount instead of download. ``hit.open_blob(desc)`` opens a verified stream lazily;
+    ``hit.source`` names the source for the progress line; ``hit.step`` the Dockerfile step
+    that wrote it (mason-written caches).
+
+Export
+    The builder describes every settled step as a ``SolvedRecord(key, inputs, layers, step,
+    created_at, selectors)`` and provides its content store as an ``ExportBlobStore``
+    (``cache_blob(layer, compression, level, force) -> Descriptor`` compresses once and keeps
+    the result; ``open_blob(desc) -> BinaryIO``). Then
+    ``export_cache(options, records, blobs=, image_diff_ids=, client=, prior=) -> ExportResult``
+    writes a registry or local cache. ``image_diff_ids`` are the exported image's layers
+    (min mode keeps results whose chain is a prefix of them). ``prior`` is the
+    ``CacheSource`` imported from the same ref, if any (known blobs, stable ``createdAt``).
+    With ``ignore-error=true`` a failure comes back as ``ExportResult.warning``; otherwise it
+    raises. ``type=inline`` is not exported here: the image exporter calls
+    ``inline_cache_value(records, image_diff_ids)`` and stores the string in the image config
+    under ``INLINE_CACHE_KEY``; ``--cache-from type=registry,ref=IMAGE`` reads it back.
+
+Key scheme: see ``mason.cache.model``. Format details: ``mason.cache.format``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mason.cache.model import CacheSource, ExportBlobStore, ExportResult, SolvedRecord
+    from mason.cache.options import CacheOptions
+    from mason.cache.registry import CacheRegistry
+    from mason.digest import Digest
+    from mason.progress import ProgressSink
+
+__all__ = [
+    "INLINE_CACHE_KEY",
+    "CacheHit",
+    "CacheOptions",
+    "CacheSource",
+    "ExportBlobStore",
+    "ExportResult",
+    "SolvedRecord",
+    "export_cache",
+    "first_hit",
+    "inline_cache_value",
+    "load_cache_source",
+    "parse_cache_from",
+    "parse_cache_to",
+]
+
+_LAZY = {
+    "CacheHit": "mason.cache.model",
+    "CacheSource": "mason.cache.model",
+    "ExportBlobStore": "mason.cache.model",
+    "ExportResult": "mason.cache.model",
+    "SolvedRecord": "mason.cache.model",
+    "first_hit": "mason.cache.model",
+    "CacheOptions": "mason.cache.options",
+    "parse_cache_from": "mason.cache.options",
+    "parse_cache_to": "mason.cache.options",
+    "INLINE_CACHE_KEY": "mason.cache.inline",
+    "inline_cache_value": "mason.cache.inline",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mason.cache' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+def load_cache_source(options: CacheOptions, client: CacheRegistry | None = None) -> CacheSource:
+    """Import one ``--cache-from`` entry; see the module docstring. Never raises for I/O or
+    format problems (the returned source carries ``warning``)."""
+    from mason.cache.model import CacheSource
+
+    if options.type == "registry":
+        if client is None or options.ref is None:
+            return CacheSource.empty(options.display_name, f"cache import from {options.text} skipped: no registry client")
+        from mason.cache.registry import load_registry_cache
+
+        return load_registry_cache(client, options.ref, name=options.display_name)
+    if options.type == "local":
+        from mason.cache.local import load_local_cache
+
+        return load_local_cache(options)
+    return CacheSource.empty(options.display_name, f"cache type {options.type} cannot be imported")
+
+
+def export_cache(
+    options: CacheOptions,
+    records: Sequence[SolvedRecord],
+    *,
+    blobs: ExportBlobStore,
+    image_diff_ids: Sequence[Digest] | None,
+    client: CacheRegistry | None = None,
+    prior: CacheSource | None = None,
+    clock: Callable[[], str] | None = None,
+    progress: ProgressSink | None = None,
+    max_workers: int = 4,
+) -> ExportResult:
+    """Export one ``--cache-to`` entry of type registry or local.
+
+    Failures raise (``MasonError``) unless ``options.ignore_error``: then the result carries
+    ``warning`` and nothing was (necessarily) written.
+    """
+    from mason.cache.format import rfc3339_nano
+    from mason.cache.model import CacheExportError, ExportResult
+    from mason.errors import MasonError
+
+    tick = clock or rfc3339_nano
+    try:
+        if options.type == "registry":
+            if client is None:
+                raise CacheExportError(f"--cache-to {options.text}: no registry client")
+            from mason.cache.registry import export_registry_cache
+
+            return export_registry_cache(
+                options, records, client=client, blobs=blobs, image_diff_ids=image_diff_ids,
+                prior=prior, clock=tick, max_workers=max_workers, progress=progress,
+            )
+        if options.type == "local":
+            from mason.cache.local import export_local_cache
+
+            return export_local_cache(
+                options, records, blobs=blobs, image_diff_ids=image_diff_ids, prior=prior, clock=tick
+            )
+        raise CacheExportError(
+            f"--cache-to type={options.type} is written by the image exporter, not export_cache",
+            hint="call inline_cache_value() while building the image config",
+        )
+    except (MasonError, OSError) as exc:
+        if not options.ignore_error:
+            if isinstance(exc, OSError):
+                raise CacheExportError(f"cache export to {options.display_name} failed: {exc}") from exc
+            raise
+        where = options.display_name
+        return ExportResult(where, warning=f"cache export to {where} failed (ignore-error=true): {str(exc).replace(chr(10), ' | ')}")

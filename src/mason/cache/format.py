@@ -1,0 +1,428 @@
+"""BuildKit's ``application/vnd.buildkit.cacheconfig.v0`` document: model, reader, writer.
+
+The field rules follow Go's ``encoding/json`` as BuildKit uses it
+(``cache/remotecache/v1/types/spec.go``):
+
+* a layer's ``parent`` is omitted when it is 0 (``omitempty`` on an int), so a
+  missing ``parent`` means 0 and ``-1`` means "no parent";
+* ``createdAt`` is always written (the zero time is ``0001-01-01T00:00:00Z``);
+  readers accept ``createdat`` too because Go matches keys case-insensitively;
+* ``selector`` is omitted when empty; ``link`` and ``layer`` are always written;
+* compact JSON, struct field order: ``layers, records``; in a record
+  ``layers, chains, digest, inputs``.
+
+``createdAt`` values are kept as the strings that were read, so an imported
+config re-serialises byte for byte (``serialize_cache_config(parse_cache_config(raw)) == raw``
+for BuildKit's own documents).
+
+mason adds one top-level field BuildKit ignores (Go's decoder skips unknown
+keys): ``"mason.steps"``, a map from record digest to the Dockerfile step that
+produced it (``[build 2/4] RUN make``), shown by ``mason cache inspect``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mason.digest import Digest, DigestError, parse_digest
+from mason.errors import DiagnosticError
+
+__all__ = [
+    "CACHE_CONFIG_MEDIA_TYPE",
+    "MAX_CACHE_CONFIG_SIZE",
+    "STEPS_FIELD",
+    "ZERO_TIME",
+    "CacheConfig",
+    "CacheFormatError",
+    "CacheInput",
+    "CacheLayer",
+    "CacheRecord",
+    "CacheResult",
+    "ChainedResult",
+    "normalize_cache_config",
+    "parse_cache_config",
+    "parse_records",
+    "records_to_json",
+    "rfc3339_nano",
+    "serialize_cache_config",
+    "validate_cache_config",
+]
+
+CACHE_CONFIG_MEDIA_TYPE = "application/vnd.buildkit.cacheconfig.v0"
+#: BuildKit caps configs at 1 MiB, which big mode=max caches outgrow; DESIGN.md §8 says 64 MiB.
+MAX_CACHE_CONFIG_SIZE = 64 << 20
+#: Top-level field BuildKit ignores: record digest -> Dockerfile step description.
+STEPS_FIELD = "mason.steps"
+#: Go's zero ``time.Time`` as ``MarshalJSON`` writes it.
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+class CacheFormatError(DiagnosticError):
+    """A cache config (or inline cache value) is not valid ``cacheconfig.v0``."""
+
+    reference = "cache-format-invalid"
+
+
+@dataclass(frozen=True)
+class CacheLayer:
+    """One blob in a chain; ``parent`` is an index into ``CacheConfig.layers`` or -1."""
+
+    blob: Digest
+    parent: int = -1
+
+
+@dataclass(frozen=True)
+class CacheResult:
+    """A result: the chain that ends at ``layers[layer]`` (that layer and all its parents)."""
+
+    layer: int
+    created_at: str = ZERO_TIME
+
+
+@dataclass(frozen=True)
+class ChainedResult:
+    """A result given as explicit layer indexes, base first, parents ignored (inline cache)."""
+
+    layers: tuple[int, ...]
+    created_at: str = ZERO_TIME
+
+
+@dataclass(frozen=True)
+class CacheInput:
+    """A link to an input record (``link`` indexes ``CacheConfig.records``)."""
+
+    link: int
+    selector: str = ""
+
+
+@dataclass(frozen=True)
+class CacheRecord:
+    """One cache key. ``inputs[i]`` lists the alternative records for input ``i``."""
+
+    digest: Digest
+    results: tuple[CacheResult, ...] = ()
+    chains: tuple[ChainedResult, ...] = ()
+    inputs: tuple[tuple[CacheInput, ...], ...] = ()
+
+    @property
+    def has_result(self) -> bool:
+        return bool(self.results or self.chains)
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    layers: tuple[CacheLayer, ...] = ()
+    records: tuple[CacheRecord, ...] = ()
+    #: record digest -> Dockerfile step (mason-written configs only).
+    steps: Mapping[str, str] = field(default_factory=dict)
+
+    def chain(self, layer_index: int) -> tuple[int, ...]:
+        """Layer indexes of the chain ending at ``layer_index``, base first."""
+        out: list[int] = []
+        index = layer_index
+        while index != -1:
+            if index in out:  # parse_cache_config rejects loops; guard against hand-made configs
+                raise CacheFormatError(f"cache config layer {layer_index} has a looping parent chain")
+            out.append(index)
+            index = self.layers[index].parent
+        out.reverse()
+        return tuple(out)
+
+
+# --------------------------------------------------------------------------- times
+
+
+def rfc3339_nano(ns: int | None = None) -> str:
+    """A UTC time the way Go's ``time.Time.MarshalJSON`` writes it (nanoseconds, trailing
+    zeros trimmed): ``2021-07-02T17:08:09.095229615Z``. ``ns`` defaults to now."""
+    if ns is None:
+        ns = time.time_ns()
+    seconds, frac = divmod(ns, 1_000_000_000)
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    if frac:
+        base += "." + f"{frac:09d}".rstrip("0")
+    return base + "Z"
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _where(path: str, what: str) -> str:
+    return f"{path}: {what}" if path else what
+
+
+def _int(value: Any, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CacheFormatError(_where(path, f"expected an integer, got {value!r}"))
+    return value
+
+
+def _digest(value: Any, path: str) -> Digest:
+    if not isinstance(value, str):
+        raise CacheFormatError(_where(path, f"expected a digest string, got {value!r}"))
+    try:
+        return parse_digest(value)
+    except DigestError as exc:
+        raise CacheFormatError(_where(path, exc.message)) from exc
+
+
+def _created(obj: Mapping[str, Any], path: str) -> str:
+    value = obj.get("createdAt", obj.get("createdat", ZERO_TIME))
+    if not isinstance(value, str):
+        raise CacheFormatError(_where(path, f"createdAt must be a time string, got {value!r}"))
+    return value
+
+
+def _list(value: Any, path: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise CacheFormatError(_where(path, f"expected a list, got {type(value).__name__}"))
+    return value
+
+
+def _object(value: Any, path: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise CacheFormatError(_where(path, f"expected an object, got {type(value).__name__}"))
+    return value
+
+
+def _parse_record(obj: Any, path: str) -> CacheRecord:
+    obj = _object(obj, path)
+    if "digest" not in obj:
+        raise CacheFormatError(_where(path, "record has no digest"))
+    digest = _digest(obj["digest"], f"{path}.digest")
+    results = []
+    for j, res in enumerate(_list(obj.get("layers"), f"{path}.layers")):
+        res = _object(res, f"{path}.layers[{j}]")
+        if "layer" not in res:
+            raise CacheFormatError(_where(f"{path}.layers[{j}]", "result has no layer index"))
+        results.append(CacheResult(_int(res["layer"], f"{path}.layers[{j}].layer"), _created(res, f"{path}.layers[{j}]")))
+    chains = []
+    for j, ch in enumerate(_list(obj.get("chains"), f"{path}.chains")):
+        ch = _object(ch, f"{path}.chains[{j}]")
+        indexes = tuple(_int(v, f"{path}.chains[{j}].layers") for v in _list(ch.get("layers"), f"{path}.chains[{j}].layers"))
+        chains.append(ChainedResult(indexes, _created(ch, f"{path}.chains[{j}]")))
+    inputs = []
+    for j, alternatives in enumerate(_list(obj.get("inputs"), f"{path}.inputs")):
+        links = []
+        alt_list = _list(alternatives, f"{path}.inputs[{j}]")
+        if not alt_list:
+            # BuildKit: "invalid empty input for record"
+            raise CacheFormatError(_where(f"{path}.inputs[{j}]", "empty input list"))
+        for k, link in enumerate(alt_list):
+            p = f"{path}.inputs[{j}][{k}]"
+            link = _object(link, p)
+            if "link" not in link:
+                raise CacheFormatError(_where(p, "input has no link index"))
+            selector = link.get("selector", "")
+            if not isinstance(selector, str):
+                raise CacheFormatError(_where(p, f"selector must be a string, got {selector!r}"))
+            links.append(CacheInput(_int(link["link"], f"{p}.link"), selector))
+        inputs.append(tuple(links))
+    return CacheRecord(digest, tuple(results), tuple(chains), tuple(inputs))
+
+
+def parse_records(value: Any, *, what: str = "cache config") -> tuple[CacheRecord, ...]:
+    """Records from a decoded JSON list (the ``records`` field, or an inline cache value)."""
+    return tuple(_parse_record(r, f"records[{i}]") for i, r in enumerate(_list(value, "records")))
+
+
+def validate_cache_config(config: CacheConfig, what: str = "cache config") -> None:
+    """Index ranges and loops (BuildKit: "invalid looping record"); ``CacheFormatError``."""
+    n_layers = len(config.layers)
+    for i, layer in enumerate(config.layers):
+        if layer.parent != -1 and not 0 <= layer.parent < n_layers:
+            raise CacheFormatError(f"{what}: layers[{i}].parent {layer.parent} is out of range (0..{n_layers - 1} or -1)")
+    for i in range(n_layers):  # loops in parent chains
+        seen = set()
+        index = i
+        while index != -1:
+            if index in seen:
+                raise CacheFormatError(f"{what}: layers[{i}] has a looping parent chain")
+            seen.add(index)
+            index = config.layers[index].parent
+    n_records = len(config.records)
+    for i, rec in enumerate(config.records):
+        for res in rec.results:
+            if not 0 <= res.layer < n_layers:
+                raise CacheFormatError(f"{what}: records[{i}] result layer {res.layer} is out of range")
+        for ch in rec.chains:
+            for idx in ch.layers:
+                if not 0 <= idx < n_layers:
+                    raise CacheFormatError(f"{what}: records[{i}] chain layer {idx} is out of range")
+        for inp in rec.inputs:
+            for link in inp:
+                if not 0 <= link.link < n_records:
+                    raise CacheFormatError(f"{what}: records[{i}] input link {link.link} is out of range")
+    _check_record_loops(config.records, what)
+
+
+def _check_record_loops(records: Sequence[CacheRecord], what: str) -> None:
+    state = [0] * len(records)  # 0 new, 1 on stack, 2 done
+    for start in range(len(records)):
+        if state[start]:
+            continue
+        stack: list[tuple[int, int]] = [(start, 0)]
+        state[start] = 1
+        while stack:
+            node, pos = stack.pop()
+            links = [link.link for inp in records[node].inputs for link in inp]
+            if pos < len(links):
+                stack.append((node, pos + 1))
+                nxt = links[pos]
+                if state[nxt] == 1:
+                    raise CacheFormatError(f"{what}: invalid looping record {records[nxt].digest}")
+                if state[nxt] == 0:
+                    state[nxt] = 1
+                    stack.append((nxt, 0))
+            else:
+                state[node] = 2
+
+
+def parse_cache_config(raw: bytes, *, what: str = "cache config") -> CacheConfig:
+    """Parse and validate a ``cacheconfig.v0`` document (unknown fields are ignored)."""
+    if len(raw) > MAX_CACHE_CONFIG_SIZE:
+        raise CacheFormatError(f"{what} is too large ({len(raw)} > {MAX_CACHE_CONFIG_SIZE} bytes)")
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CacheFormatError(f"{what} is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise CacheFormatError(f"{what} must be a JSON object, got {type(doc).__name__}")
+    layers = []
+    for i, obj in enumerate(_list(doc.get("layers"), "layers")):
+        obj = _object(obj, f"layers[{i}]")
+        if "blob" not in obj:
+            raise CacheFormatError(f"{what}: layers[{i}] has no blob")
+        parent = _int(obj.get("parent", 0), f"layers[{i}].parent")  # omitted parent is 0 (Go omitempty)
+        layers.append(CacheLayer(_digest(obj["blob"], f"layers[{i}].blob"), parent))
+    try:
+        records = parse_records(doc.get("records"), what=what)
+    except CacheFormatError as exc:
+        raise CacheFormatError(f"{what}: {exc.message}") from exc
+    steps_raw = doc.get(STEPS_FIELD)
+    steps: dict[str, str] = {}
+    if isinstance(steps_raw, dict):  # our own extension: tolerate anything else silently
+        steps = {str(k): str(v) for k, v in steps_raw.items() if isinstance(v, str)}
+    config = CacheConfig(tuple(layers), records, steps)
+    validate_cache_config(config, what)
+    return config
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _record_json(rec: CacheRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if rec.results:
+        out["layers"] = [{"layer": r.layer, "createdAt": r.created_at} for r in rec.results]
+    if rec.chains:
+        out["chains"] = [{"layers": list(c.layers), "createdAt": c.created_at} for c in rec.chains]
+    out["digest"] = rec.digest
+    if rec.inputs:
+        out["inputs"] = [
+            [({"selector": link.selector, "link": link.link} if link.selector else {"link": link.link}) for link in inp]
+            for inp in rec.inputs
+        ]
+    return out
+
+
+def records_to_json(records: Sequence[CacheRecord]) -> bytes:
+    """The records array alone, compact (the inline cache payload before base64)."""
+    return _dumps([_record_json(r) for r in records]).encode()
+
+
+def serialize_cache_config(config: CacheConfig) -> bytes:
+    """Compact JSON in Go's field order. Does not reorder: call ``normalize_cache_config`` first
+    for a deterministic document."""
+    doc: dict[str, Any] = {}
+    if config.layers:
+        doc["layers"] = [
+            {"blob": layer.blob} if layer.parent == 0 else {"blob": layer.blob, "parent": layer.parent}
+            for layer in config.layers
+        ]
+    if config.records:
+        doc["records"] = [_record_json(r) for r in config.records]
+    if config.steps:
+        doc[STEPS_FIELD] = dict(sorted(config.steps.items()))
+    return _dumps(doc).encode()
+
+
+def normalize_cache_config(config: CacheConfig) -> CacheConfig:
+    """Deduplicate and sort so that equal caches give equal bytes (BuildKit's ``sortConfig``,
+    made total).
+
+    Layers are ordered by their chain of blob digests (own blob first, then the parent's chain),
+    which, unlike BuildKit's tie-break on the old parent index, does not depend on input order.
+    Records are ordered by digest, then by their inputs (selector, linked record digest).
+    Identical layers (same blob and parent chain) and identical records merge; a record keeps
+    its newest result only (BuildKit's ``bestResult``).
+    """
+    # --- layers: identity is the full chain of blobs, base last
+    def chain_key(i: int) -> tuple[str, ...]:
+        return tuple(config.layers[j].blob for j in reversed(config.chain(i)))
+
+    keys = [chain_key(i) for i in range(len(config.layers))]
+    unique = sorted(set(keys))
+    new_index = {k: n for n, k in enumerate(unique)}
+    layers = tuple(
+        CacheLayer(Digest(k[0]), new_index[k[1:]] if len(k) > 1 else -1) for k in unique
+    )
+    layer_map = [new_index[k] for k in keys]
+
+    # --- records: resolve each record's identity (digest + linked identities) recursively
+    memo: dict[int, tuple[Any, ...]] = {}
+
+    def rec_key(i: int) -> tuple[Any, ...]:
+        if i not in memo:
+            rec = config.records[i]
+            inputs = tuple(
+                tuple(sorted({(link.selector, rec_key(link.link)) for link in inp}))
+                for inp in rec.inputs
+            )
+            memo[i] = (rec.digest, len(inputs), inputs)
+        return memo[i]
+
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i in range(len(config.records)):
+        groups.setdefault(rec_key(i), []).append(i)
+    ordered = sorted(groups)
+    rec_index = {k: n for n, k in enumerate(ordered)}
+
+    records = []
+    for k in ordered:
+        members = groups[k]
+        first = config.records[members[0]]
+        results = [r for m in members for r in config.records[m].results]
+        chains = [c for m in members for c in config.records[m].chains]
+        best_results: tuple[CacheResult, ...] = ()
+        if results:
+            best = max(results, key=lambda r: (r.created_at, -layer_map[r.layer]))
+            best_results = (CacheResult(layer_map[best.layer], best.created_at),)
+        new_chains = tuple(
+            sorted({ChainedResult(tuple(layer_map[x] for x in c.layers), c.created_at) for c in chains},
+                   key=lambda c: (c.layers, c.created_at))
+        )
+        inputs = tuple(
+            tuple(
+                sorted(
+                    {CacheInput(rec_index[rec_key(link.link)], link.selector) for link in inp},
+                    key=lambda link: (link.link, link.selector),
+                )
+            )
+            for inp in first.inputs
+        )
+        records.append(CacheRecord(first.digest, best_results, new_chains, inputs))
+    kept = {r.digest for r in records}
+    steps = {d: s for d, s in config.steps.items() if d in kept}
+    return CacheConfig(layers, tuple(records), steps)
+

@@ -1,0 +1,422 @@
+"""The builder-facing cache model: imported sources with key lookup, and solved records to export.
+
+Key scheme. The builder's solver computes full content-addressed step keys that
+already include the keys of their inputs (DESIGN.md §4). mason writes each key
+as a record whose ``digest`` *is* that key, with ``inputs`` links to the records
+of the input keys (for format fidelity; lookup never walks them). A lookup is
+therefore one dict access: ``CacheSource.lookup(key)``. Records in a cache that
+BuildKit wrote parse fine but never match a mason key.
+
+Descriptors handed out by a ``CacheHit`` carry ``containerd.io/uncompressed``
+(the diff ID) and, for registry sources, ``containerd.io/distribution.source.<host>``
+naming the cache repository, so an image push to the same registry can mount the
+blob instead of downloading it (BuildKit's convention).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import BinaryIO, Literal, Protocol
+
+from mason.cache.format import (
+    ZERO_TIME,
+    CacheConfig,
+    CacheInput,
+    CacheLayer,
+    CacheRecord,
+    CacheResult,
+    normalize_cache_config,
+    rfc3339_nano,
+    serialize_cache_config,
+)
+from mason.digest import Digest
+from mason.errors import DiagnosticError
+from mason.oci import mediatypes as mt
+from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, Descriptor
+
+__all__ = [
+    "ANNOTATION_CREATED_AT",
+    "DISTRIBUTION_SOURCE_PREFIX",
+    "KEPT_LAYER_ANNOTATIONS",
+    "BlobProvider",
+    "CacheExportError",
+    "CacheHit",
+    "CacheSource",
+    "ExportBlobStore",
+    "ExportPlan",
+    "ExportResult",
+    "SolvedRecord",
+    "diff_id_of",
+    "first_hit",
+    "plan_export",
+]
+
+ANNOTATION_CREATED_AT = "buildkit/createdat"
+DISTRIBUTION_SOURCE_PREFIX = "containerd.io/distribution.source."
+_ESTARGZ_TOC = "containerd.io/snapshot/stargz/toc.digest"
+_ESTARGZ_SIZE = "io.containers.estargz.uncompressed-size"
+#: Layer annotations written into cache manifests. Distribution-source hints are dropped so
+#: that a warm re-export (whose layers came from an import) is byte-identical to the cold one.
+KEPT_LAYER_ANNOTATIONS = (ANNOTATION_UNCOMPRESSED, ANNOTATION_CREATED_AT, _ESTARGZ_TOC, _ESTARGZ_SIZE)
+
+
+class CacheExportError(DiagnosticError):
+    reference = "cache-export-failed"
+
+
+def diff_id_of(desc: Descriptor) -> Digest | None:
+    value = desc.annotations.get(ANNOTATION_UNCOMPRESSED)
+    return Digest(value) if value else None
+
+
+class BlobProvider(Protocol):
+    """Opens a blob of an imported cache (lazily: only when a hit is materialised)."""
+
+    def open_blob(self, desc: Descriptor) -> AbstractContextManager[BinaryIO]: ...
+
+
+# --------------------------------------------------------------------------- import side
+
+
+@dataclass(frozen=True)
+class CacheHit:
+    """A record with a usable result in an imported cache."""
+
+    key: Digest
+    #: The layer chain, base first. Each has ``containerd.io/uncompressed``.
+    layers: tuple[Descriptor, ...]
+    created_at: str
+    #: Display name of the source that served the hit, e.g. ``registry 127.0.0.1:5000/app-cache:latest``.
+    source: str
+    #: The Dockerfile step that wrote it, when mason wrote the cache.
+    step: str | None
+    provider: BlobProvider = field(repr=False, compare=False)
+
+    @property
+    def diff_ids(self) -> tuple[Digest, ...]:
+        return tuple(Digest(d.annotations[ANNOTATION_UNCOMPRESSED]) for d in self.layers)
+
+    def open_blob(self, desc: Descriptor) -> AbstractContextManager[BinaryIO]:
+        """A verified stream of the compressed blob (downloads now, not at import)."""
+        return self.provider.open_blob(desc)
+
+
+class _NoBlobs:
+    def open_blob(self, desc: Descriptor) -> AbstractContextManager[BinaryIO]:
+        raise CacheExportError(f"blob {desc.digest} is not available from an empty cache source")
+
+
+class CacheSource:
+    """An imported cache: records in memory, blobs fetched on demand.
+
+    A source whose import failed is empty and carries ``warning`` (one line the CLI prints);
+    lookups on it return ``None``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config: CacheConfig | None = None,
+        descriptors: Mapping[Digest, Descriptor] | None = None,
+        provider: BlobProvider | None = None,
+        *,
+        warning: str | None = None,
+        manifest: Descriptor | None = None,
+        form: str = "",
+        config_descriptor: Descriptor | None = None,
+        blob_annotations: Mapping[str, str] | None = None,
+        origin: str | None = None,
+    ) -> None:
+        self.name = name
+        #: Where it was read from: the registry ref string or the local directory (an
+        #: exporter to the same place trusts ``known_blobs`` and ``createdAt`` from it).
+        self.origin = origin
+        self.config = config or CacheConfig()
+        self.descriptors: dict[Digest, Descriptor] = dict(descriptors or {})
+        self.provider: BlobProvider = provider or _NoBlobs()
+        self.warning = warning
+        #: Descriptor of the top-level document that was read (None when the import failed).
+        self.manifest = manifest
+        #: "image-manifest", "index", "inline" or "" (empty source).
+        self.form = form
+        self.config_descriptor = config_descriptor
+        self._extra = dict(blob_annotations or {})
+        self._by_key: dict[str, list[int]] = {}
+        for i, rec in enumerate(self.config.records):
+            self._by_key.setdefault(rec.digest, []).append(i)
+
+    @classmethod
+    def empty(cls, name: str, warning: str | None = None, *, origin: str | None = None) -> CacheSource:
+        return cls(name, warning=warning, origin=origin)
+
+    def __repr__(self) -> str:
+        return f"CacheSource({self.name!r}, records={len(self.config.records)}, warning={self.warning!r})"
+
+    @property
+    def known_blobs(self) -> frozenset[Digest]:
+        """Blobs the source's document references (known to exist where it is stored)."""
+        extra = {self.config_descriptor.digest} if self.config_descriptor else set()
+        return frozenset(self.descriptors) | extra
+
+    def _chain(self, rec: CacheRecord) -> tuple[tuple[int, ...], str] | None:
+        if rec.results:
+            best = max(rec.results, key=lambda r: r.created_at)
+            return self.config.chain(best.layer), best.created_at
+        if rec.chains:
+            best_chain = max(rec.chains, key=lambda c: c.created_at)
+            return best_chain.layers, best_chain.created_at
+        return None
+
+    def _layer_descs(self, indexes: Sequence[int]) -> tuple[Descriptor, ...] | None:
+        out = []
+        for index in indexes:
+            desc = self.descriptors.get(self.config.layers[index].blob)
+            # BuildKit drops results whose blobs have no descriptor or no diff ID; so do we.
+            if desc is None or not desc.annotations.get(ANNOTATION_UNCOMPRESSED):
+                return None
+            out.append(desc.with_annotations(self._extra) if self._extra else desc)
+        return tuple(out)
+
+    def lookup(self, key: Digest | str) -> CacheHit | None:
+        """The hit for ``key`` (a record with a usable result), or ``None``."""
+        for index in self._by_key.get(key, ()):
+            rec = self.config.records[index]
+            found = self._chain(rec)
+            if found is None:
+                continue
+            layers = self._layer_descs(found[0])
+            if layers is None:
+                continue
+            return CacheHit(Digest(key), layers, found[1], self.name, self.config.steps.get(key), self.provider)
+        return None
+
+    def has_record(self, key: Digest | str) -> bool:
+        return key in self._by_key
+
+    def created_at_for(self, key: Digest | str, diff_ids: Sequence[Digest]) -> str | None:
+        """The ``createdAt`` this source recorded for ``key`` with the same layer content, so a
+        re-export of an unchanged result writes identical bytes."""
+        hit = self.lookup(key)
+        if hit is not None and hit.diff_ids == tuple(diff_ids):
+            return hit.created_at
+        return None
+
+    def layer_created_at(self, blob: Digest) -> str | None:
+        desc = self.descriptors.get(blob)
+        return desc.annotations.get(ANNOTATION_CREATED_AT) if desc else None
+
+
+def first_hit(sources: Iterable[CacheSource], key: Digest | str) -> CacheHit | None:
+    """Several ``--cache-from``: the first source (in command-line order) with a hit wins."""
+    for source in sources:
+        hit = source.lookup(key)
+        if hit is not None:
+            return hit
+    return None
+
+
+# --------------------------------------------------------------------------- export side
+
+
+@dataclass(frozen=True)
+class SolvedRecord:
+    """One step the solver settled (ran, or got from a cache), as the exporter needs it.
+
+    ``key`` is the step's full cache key; ``inputs[i]`` the key of its input ``i``
+    (``selectors[i]`` an optional selector for that link). ``layers`` is the result's whole
+    layer chain, base first (compressed descriptors with ``containerd.io/uncompressed``), or
+    ``None`` for a step without a filesystem result. ``step`` names the Dockerfile step
+    (``[build 2/4] RUN make``) for ``mason cache inspect``. ``created_at`` (RFC 3339) is when
+    the result was first made, if the builder knows it.
+    """
+
+    key: Digest
+    inputs: tuple[Digest, ...] = ()
+    layers: tuple[Descriptor, ...] | None = None
+    step: str | None = None
+    created_at: str | None = None
+    selectors: tuple[str, ...] = ()
+
+
+class ExportBlobStore(Protocol):
+    """The builder's content store, as the cache exporter sees it.
+
+    ``cache_blob`` returns the descriptor of ``layer`` in the blob form the cache should hold:
+    with ``force`` the layer in ``compression`` (compressing once and keeping the result);
+    without it any existing compressed form may be returned as is (BuildKit keeps e.g. a
+    pulled gzip base layer in a zstd cache). The returned descriptor must carry
+    ``containerd.io/uncompressed``. ``open_blob`` gives the compressed bytes of a descriptor
+    ``cache_blob`` returned (it may download a lazily imported blob).
+    """
+
+    def cache_blob(self, layer: Descriptor, compression: str, level: int | None, force: bool) -> Descriptor: ...
+
+    def open_blob(self, desc: Descriptor) -> BinaryIO: ...
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """A cache document ready to store: config bytes and the layer descriptors in config order."""
+
+    config: CacheConfig
+    config_raw: bytes
+    #: One descriptor per ``config.layers`` entry, same order (duplicates possible).
+    layers: tuple[Descriptor, ...]
+    #: Distinct blobs to store, with the source descriptor (mount hints kept).
+    blobs: tuple[Descriptor, ...]
+
+    @property
+    def records_with_results(self) -> int:
+        return sum(1 for r in self.config.records if r.has_result)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What a cache export did (or, with ``ignore-error``, the warning it swallowed)."""
+
+    destination: str
+    manifest: Descriptor | None = None
+    uploaded: tuple[Digest, ...] = ()
+    mounted: tuple[Digest, ...] = ()
+    existing: tuple[Digest, ...] = ()
+    unchanged: bool = False
+    records: int = 0
+    records_with_results: int = 0
+    warning: str | None = None
+    skipped_reason: str | None = None
+    bytes_uploaded: int = 0
+
+
+def _convert_media_type(desc: Descriptor, oci: bool) -> str:
+    try:
+        return mt.layer_media_type(mt.compression_of(desc.media_type), oci)
+    except ValueError:
+        return desc.media_type  # an unknown layer type is passed through untouched
+
+
+def plan_export(
+    records: Sequence[SolvedRecord],
+    *,
+    mode: Literal["min", "max"],
+    image_diff_ids: Sequence[Digest] | None,
+    blobs: ExportBlobStore,
+    compression: str = "gzip",
+    compression_level: int | None = None,
+    force_compression: bool = False,
+    oci_mediatypes: bool = True,
+    prior: CacheSource | None = None,
+    clock: Callable[[], str] = rfc3339_nano,
+) -> ExportPlan:
+    """Select results (min/max), resolve blobs, build the normalised cache config.
+
+    ``mode="max"`` keeps every record's result. ``mode="min"`` keeps a result only when its
+    diff-ID chain is a prefix of ``image_diff_ids`` (the exported image's layers; for other
+    outputs the builder passes the final target's chain); other records stay key-only.
+    ``createdAt`` is carried over from ``prior`` (the cache previously stored at the same
+    destination) for unchanged results, so an unchanged cache re-exports identical bytes.
+    """
+    image = tuple(image_diff_ids or ())
+    by_key: dict[str, SolvedRecord] = {}
+    for rec in records:
+        by_key.setdefault(rec.key, rec)
+    all_keys = set(by_key)
+    for rec in records:
+        all_keys.update(rec.inputs)
+    ordered_keys = sorted(all_keys)
+    index_of = {k: i for i, k in enumerate(ordered_keys)}
+
+    resolved: dict[tuple[Digest, str], Descriptor] = {}
+    lock = threading.Lock()
+
+    def resolve(layer: Descriptor) -> Descriptor:
+        diff_id = diff_id_of(layer)
+        if diff_id is None:
+            raise CacheExportError(
+                f"layer {layer.digest} has no {ANNOTATION_UNCOMPRESSED} annotation",
+                hint="this is a bug in the builder: every cached layer needs its diff ID",
+            )
+        cache_key = (layer.digest, layer.media_type)
+        with lock:
+            if cache_key in resolved:
+                return resolved[cache_key]
+        out = blobs.cache_blob(layer, compression, compression_level, force_compression)
+        if diff_id_of(out) != diff_id:
+            out = out.with_annotations({ANNOTATION_UNCOMPRESSED: diff_id})
+        if out.digest == layer.digest:  # keep mount hints of the original (same bytes)
+            hints = {k: v for k, v in layer.annotations.items() if k.startswith(DISTRIBUTION_SOURCE_PREFIX)}
+            if hints:
+                out = out.with_annotations(hints)
+        with lock:
+            resolved[cache_key] = out
+        return out
+
+    layers: list[CacheLayer] = []
+    layer_index: dict[tuple[Digest, int], int] = {}
+    layer_created: dict[int, str] = {}
+    blob_desc: dict[Digest, Descriptor] = {}
+    cache_records: list[CacheRecord] = []
+    steps: dict[str, str] = {}
+
+    for key in ordered_keys:
+        found = by_key.get(key)
+        if found is None:
+            cache_records.append(CacheRecord(Digest(key)))  # an input we only know by key
+            continue
+        rec = found
+        if rec.step:
+            steps[key] = rec.step
+        inputs = tuple(
+            (CacheInput(index_of[inp], rec.selectors[i] if i < len(rec.selectors) else ""),)
+            for i, inp in enumerate(rec.inputs)
+        )
+        results: tuple[CacheResult, ...] = ()
+        chain = rec.layers
+        if chain:
+            diff_ids = tuple(diff_id_of(d) for d in chain)
+            keep = mode == "max" or (len(diff_ids) <= len(image) and diff_ids == image[: len(diff_ids)])
+            if keep:
+                created = None
+                if prior is not None:
+                    created = prior.created_at_for(key, [d for d in diff_ids if d is not None])
+                created = created or rec.created_at or clock()
+                parent = -1
+                for layer in chain:
+                    desc = resolve(layer)
+                    blob_desc.setdefault(desc.digest, desc)
+                    ident = (desc.digest, parent)
+                    if ident not in layer_index:
+                        layer_index[ident] = len(layers)
+                        layers.append(CacheLayer(desc.digest, parent))
+                    parent = layer_index[ident]
+                    layer_created.setdefault(parent, created)
+                results = (CacheResult(parent, created),)
+        cache_records.append(CacheRecord(Digest(key), results, (), inputs))
+
+    config = CacheConfig(tuple(layers), tuple(cache_records), steps)
+    normalized = normalize_cache_config(config)
+    # map normalised layer positions back to descriptors
+    out_layers = []
+    for cache_layer in normalized.layers:
+        src = blob_desc[cache_layer.blob]
+        created_at = (
+            src.annotations.get(ANNOTATION_CREATED_AT)
+            or (prior.layer_created_at(cache_layer.blob) if prior is not None else None)
+            or _first_created(config, cache_layer.blob, layer_created)
+            or ZERO_TIME
+        )
+        annotations = {k: v for k, v in src.annotations.items() if k in KEPT_LAYER_ANNOTATIONS}
+        annotations[ANNOTATION_CREATED_AT] = created_at
+        out_layers.append(
+            Descriptor(_convert_media_type(src, oci_mediatypes), src.digest, src.size, annotations)
+        )
+    raw = serialize_cache_config(normalized)
+    return ExportPlan(normalized, raw, tuple(out_layers), tuple(blob_desc[d] for d in sorted(blob_desc)))
+
+
+def _first_created(config: CacheConfig, blob: Digest, created: Mapping[int, str]) -> str | None:
+    # when one blob sits in several chains, take the earliest time it was recorded
+    times = [created[i] for i, layer in enumerate(config.layers) if layer.blob == blob and i in created]
+    return min(times) if times else None

@@ -1,0 +1,305 @@
+"""``--cache-to`` / ``--cache-from`` values in buildx's CSV attribute syntax.
+
+``type=registry,ref=reg/app-cache,mode=max`` — fields are separated by commas, a
+field (or just its value) may be double-quoted to hold commas (``"src=/a,b"`` or
+``src="/a,b"``; ``""`` inside quotes is a literal quote), keys are lower-cased.
+A value without ``=`` is shorthand for ``type=registry,ref=<value>``, and a
+comma-separated list of such refs gives one entry per ref (as buildx does).
+
+Validation is strict and up front, so a typo fails the command with exit 2
+before anything is built (BuildKit silently ignores a bad ``mode``; mason does
+not).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from mason.digest import DigestError, parse_digest
+from mason.errors import UsageError
+from mason.oci.errors import InvalidReferenceError
+from mason.oci.reference import Reference
+
+__all__ = [
+    "COMPRESSIONS",
+    "ESTARGZ_SUPPORTED",
+    "CacheOptions",
+    "CacheOptionsError",
+    "parse_cache_from",
+    "parse_cache_to",
+    "split_csv",
+]
+
+CacheType = Literal["registry", "local", "inline"]
+Mode = Literal["min", "max"]
+
+COMPRESSIONS = ("uncompressed", "gzip", "estargz", "zstd")
+#: eStargz layer writing lands with its own issue; until then export refuses it clearly.
+ESTARGZ_SUPPORTED = False
+_LEVEL_RANGE = {"gzip": (0, 9), "estargz": (0, 9), "zstd": (0, 22)}
+
+_COMMON_EXPORT = {
+    "mode", "compression", "compression-level", "force-compression",
+    "oci-mediatypes", "image-manifest", "ignore-error",
+}
+_TO_ATTRS: dict[str, set[str]] = {
+    "registry": {"ref", "registry.insecure"} | _COMMON_EXPORT,
+    "local": {"dest", "tag", "reset"} | _COMMON_EXPORT,
+    "inline": set(),
+}
+_FROM_ATTRS: dict[str, set[str]] = {
+    "registry": {"ref", "registry.insecure"},
+    "local": {"src", "tag", "digest"},
+}
+
+
+class CacheOptionsError(UsageError):
+    reference = "cache-option-invalid"
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    """One parsed ``--cache-to`` or ``--cache-from`` entry (defaults as BuildKit's)."""
+
+    type: CacheType
+    direction: Literal["to", "from"]
+    text: str
+    attrs: Mapping[str, str] = field(default_factory=dict)
+    ref: Reference | None = None
+    mode: Mode = "min"
+    compression: str = "gzip"
+    compression_level: int | None = None
+    force_compression: bool = False
+    oci_mediatypes: bool = True
+    image_manifest: bool = True
+    ignore_error: bool = False
+    insecure: bool = False
+    path: str | None = None  # local: dest (to) or src (from)
+    tag: str = "latest"
+    digest: str | None = None
+    reset: bool = False
+
+    @property
+    def display_name(self) -> str:
+        """How progress output names this cache: ``registry 127.0.0.1:5000/app-cache:latest``."""
+        if self.type == "registry" and self.ref is not None:
+            return f"registry {self.ref}"
+        if self.type == "local":
+            return f"local {self.path}" + (f"@{self.digest}" if self.digest else f":{self.tag}")
+        return self.type
+
+
+def split_csv(text: str) -> list[str]:
+    """Split on commas outside double quotes; quotes are removed, ``""`` inside quotes is ``"``."""
+    fields: list[str] = []
+    current: list[str] = []
+    quoted = False
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == '"':
+            if quoted and i + 1 < len(text) and text[i + 1] == '"':
+                current.append('"')
+                i += 2
+                continue
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            fields.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+        i += 1
+    if quoted:
+        raise CacheOptionsError(f"invalid cache option {text!r}: unterminated double quote")
+    fields.append("".join(current))
+    return fields
+
+
+def _bool(key: str, value: str, text: str) -> bool:
+    # strconv.ParseBool's spellings; an empty value means true (as BuildKit's force-compression)
+    lowered = value.strip().lower()
+    if lowered in ("", "1", "t", "true"):
+        return True
+    if lowered in ("0", "f", "false"):
+        return False
+    raise CacheOptionsError(f"invalid cache option {text!r}: {key}={value!r} is not a boolean (true or false)")
+
+
+def _parse_ref(value: str, text: str, what: str) -> Reference:
+    try:
+        return Reference.parse(value)
+    except InvalidReferenceError as exc:
+        raise CacheOptionsError(f"invalid cache option {text!r}: {what} {exc.message}", hint=exc.hint) from exc
+
+
+def _fields(text: str) -> list[dict[str, str]]:
+    """One attrs dict per entry (a list of bare refs gives several)."""
+    parts = split_csv(text)
+    if all("=" not in p for p in parts):
+        refs = [p.strip() for p in parts if p.strip()]
+        if not refs:
+            raise CacheOptionsError("empty cache option", hint="use type=registry,ref=REF or just REF")
+        return [{"type": "registry", "ref": r} for r in refs]
+    attrs: dict[str, str] = {}
+    for part in parts:
+        if "=" not in part:
+            raise CacheOptionsError(
+                f"invalid cache option {text!r}: field {part!r} is not key=value",
+                hint="mix no bare refs with key=value fields; quote values that contain commas",
+            )
+        key, value = part.split("=", 1)
+        key = key.strip().lower()
+        if key in attrs:
+            raise CacheOptionsError(f"invalid cache option {text!r}: {key} given twice")
+        attrs[key] = value
+    if "type" not in attrs:
+        raise CacheOptionsError(f"invalid cache option {text!r}: type is required", hint="add type=registry, type=local or type=inline")
+    return [attrs]
+
+
+def _check_attrs(attrs: Mapping[str, str], allowed: Mapping[str, set[str]], direction: str, text: str) -> str:
+    kind = attrs["type"].strip().lower()
+    if kind not in allowed:
+        known = ", ".join(sorted(allowed))
+        extra = " (gha, s3 and azblob are BuildKit backends mason does not have)" if kind in ("gha", "s3", "azblob") else ""
+        raise CacheOptionsError(
+            f"invalid --cache-{direction} {text!r}: unknown cache type {kind!r}{extra}",
+            hint=f"--cache-{direction} supports type={known}",
+        )
+    unknown = sorted(k for k in attrs if k != "type" and k not in allowed[kind])
+    if unknown:
+        valid = ", ".join(sorted(allowed[kind])) or "none"
+        raise CacheOptionsError(
+            f"invalid --cache-{direction} {text!r}: unknown attribute{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(unknown)} for type={kind}",
+            hint=f"type={kind} accepts: {valid}",
+        )
+    return kind
+
+
+def _export_settings(attrs: Mapping[str, str], text: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    mode = attrs.get("mode", "min").strip().lower()
+    if mode not in ("min", "max"):
+        raise CacheOptionsError(f"invalid --cache-to {text!r}: mode={attrs['mode']!r}", hint="mode is min or max")
+    out["mode"] = mode
+    compression = attrs.get("compression", "gzip").strip().lower()
+    if compression not in COMPRESSIONS:
+        raise CacheOptionsError(
+            f"invalid --cache-to {text!r}: compression={attrs['compression']!r}",
+            hint="compression is uncompressed, gzip, estargz or zstd",
+        )
+    if compression == "estargz" and not ESTARGZ_SUPPORTED:
+        raise CacheOptionsError(
+            f"--cache-to {text!r}: compression=estargz is not yet supported by mason",
+            reference="estargz-not-supported",
+            hint="use compression=gzip or compression=zstd for now",
+        )
+    out["compression"] = compression
+    if "compression-level" in attrs:
+        raw = attrs["compression-level"].strip()
+        try:
+            level = int(raw)
+        except ValueError:
+            raise CacheOptionsError(f"invalid --cache-to {text!r}: compression-level={raw!r} is not an integer") from None
+        if compression == "uncompressed":
+            raise CacheOptionsError(f"invalid --cache-to {text!r}: compression-level makes no sense with compression=uncompressed")
+        low, high = _LEVEL_RANGE[compression]
+        if not low <= level <= high:
+            raise CacheOptionsError(
+                f"invalid --cache-to {text!r}: compression-level={level} is out of range for {compression}",
+                hint=f"{compression} levels are {low}-{high}",
+            )
+        out["compression_level"] = level
+    if "force-compression" in attrs:
+        out["force_compression"] = _bool("force-compression", attrs["force-compression"], text)
+    oci = _bool("oci-mediatypes", attrs["oci-mediatypes"], text) if "oci-mediatypes" in attrs else True
+    out["oci_mediatypes"] = oci
+    if "image-manifest" in attrs:
+        image_manifest = _bool("image-manifest", attrs["image-manifest"], text)
+        if image_manifest and not oci:
+            # BuildKit's exact message (cache/remotecache/export.go)
+            raise CacheOptionsError(
+                "invalid configuration for remote cache, OCI mediatypes are required for image-manifest cache format",
+                hint="drop oci-mediatypes=false, or add image-manifest=false for a Docker manifest list",
+            )
+    else:
+        image_manifest = oci  # BuildKit >= 0.22: default true, false when oci-mediatypes=false
+    out["image_manifest"] = image_manifest
+    if "ignore-error" in attrs:
+        out["ignore_error"] = _bool("ignore-error", attrs["ignore-error"], text)
+    return out
+
+
+def _tag(value: str, text: str) -> str:
+    tag = value.strip()
+    if not tag:
+        raise CacheOptionsError(f"invalid cache option {text!r}: tag must not be empty")
+    return tag
+
+
+def parse_cache_to(text: str, *, image_refs: Iterable[Reference | str] = ()) -> list[CacheOptions]:
+    """Parse one ``--cache-to`` value. ``image_refs`` are the build's ``-t`` names: a registry
+    cache ref equal to one of them is refused (the cache would overwrite the image)."""
+    entries = []
+    images = [r if isinstance(r, Reference) else Reference.parse(r) for r in image_refs]
+    for attrs in _fields(text):
+        kind = _check_attrs(attrs, _TO_ATTRS, "to", text)
+        if kind == "inline":
+            entries.append(CacheOptions("inline", "to", text, dict(attrs), mode="min"))
+            continue
+        settings = _export_settings(attrs, text)
+        if kind == "registry":
+            if not attrs.get("ref", "").strip():
+                raise CacheOptionsError(f"invalid --cache-to {text!r}: registry cache exporter requires ref")
+            ref = _parse_ref(attrs["ref"].strip(), text, "ref")
+            if ref.digest is not None:
+                raise CacheOptionsError(f"invalid --cache-to {text!r}: ref must be a tag, not a digest ({ref})")
+            for image in images:
+                if image.name == ref.name and image.identifier == ref.identifier:
+                    raise CacheOptionsError(
+                        f"invalid --cache-to {text!r}: the cache ref {ref} is the image's own name",
+                        reference="cache-ref-is-image",
+                        hint="use another tag or repository, e.g. ref=" + f"{ref.name}-cache or {ref.name}:buildcache",
+                    )
+            insecure = _bool("registry.insecure", attrs["registry.insecure"], text) if "registry.insecure" in attrs else False
+            entries.append(replace(CacheOptions("registry", "to", text, dict(attrs), ref=ref, insecure=insecure), **settings))
+        else:
+            dest = attrs.get("dest", "").strip()
+            if not dest:
+                raise CacheOptionsError(f"invalid --cache-to {text!r}: local cache exporter requires dest")
+            reset = _bool("reset", attrs["reset"], text) if "reset" in attrs else False
+            base = CacheOptions(
+                "local", "to", text, dict(attrs), path=dest, tag=_tag(attrs.get("tag", "latest"), text), reset=reset
+            )
+            entries.append(replace(base, **settings))
+    return entries
+
+
+def parse_cache_from(text: str) -> list[CacheOptions]:
+    """Parse one ``--cache-from`` value (``REF``, ``type=registry,ref=REF`` or ``type=local,src=DIR``)."""
+    entries = []
+    for attrs in _fields(text):
+        kind = _check_attrs(attrs, _FROM_ATTRS, "from", text)
+        if kind == "registry":
+            if not attrs.get("ref", "").strip():
+                raise CacheOptionsError(f"invalid --cache-from {text!r}: registry cache importer requires ref")
+            ref = _parse_ref(attrs["ref"].strip(), text, "ref")
+            insecure = _bool("registry.insecure", attrs["registry.insecure"], text) if "registry.insecure" in attrs else False
+            entries.append(CacheOptions("registry", "from", text, dict(attrs), ref=ref, insecure=insecure))
+        else:
+            src = attrs.get("src", "").strip()
+            if not src:
+                raise CacheOptionsError(f"invalid --cache-from {text!r}: local cache importer requires src")
+            digest = attrs.get("digest", "").strip() or None
+            if digest is not None:
+                try:
+                    digest = parse_digest(digest)
+                except DigestError as exc:
+                    raise CacheOptionsError(f"invalid --cache-from {text!r}: {exc.message}") from exc
+            entries.append(
+                CacheOptions("local", "from", text, dict(attrs), path=src, tag=_tag(attrs.get("tag", "latest"), text), digest=digest)
+            )
+    return entries

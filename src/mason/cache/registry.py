@@ -1,0 +1,243 @@
+"""The ``registry`` cache backend: a cache image in an OCI registry.
+
+Import reads the manifest (either form, OCI or Docker types, or an image with inline
+cache) and the cache config, nothing else; layer blobs are opened lazily through the
+client when a hit must be materialised.
+
+Export: blobs the target repository is known to hold (referenced by the cache the ref
+currently points at: from the import of the same ref, or read here with one manifest
+GET + one config GET) are skipped; blobs whose descriptor names another repository of the
+same registry (``containerd.io/distribution.source.<host>``) are cross-repo mounted;
+the rest are pushed (the client HEADs first) in parallel with a bound; then the config;
+the manifest goes last. When the new manifest's digest equals the one the ref holds,
+nothing at all is written.
+
+Only this module of ``mason.cache`` imports ``mason.registry``; everything is written
+against ``CacheRegistry`` (the subset of ``mason.registry.client.RegistryClient`` used),
+so unit tests use an in-memory fake.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from typing import BinaryIO, Protocol
+
+from mason.cache.document import build_cache_document, read_cache_document
+from mason.cache.format import rfc3339_nano
+from mason.cache.model import (
+    DISTRIBUTION_SOURCE_PREFIX,
+    CacheExportError,
+    CacheSource,
+    ExportBlobStore,
+    ExportResult,
+    SolvedRecord,
+    plan_export,
+)
+from mason.cache.options import CacheOptions
+from mason.digest import Digest
+from mason.errors import MasonError
+from mason.oci.descriptor import Descriptor
+from mason.oci.manifest import ImageIndex, ImageManifest
+from mason.oci.reference import Reference
+from mason.progress import Event, NullSink, ProgressSink
+
+__all__ = [
+    "CacheRegistry",
+    "export_registry_cache",
+    "load_registry_cache",
+    "mount_candidates",
+]
+
+
+class CacheRegistry(Protocol):
+    """What the cache needs from ``mason.registry.client.RegistryClient``."""
+
+    def get_manifest(self, ref: Reference) -> ImageManifest | ImageIndex: ...
+
+    def put_manifest(self, ref: Reference, manifest_raw: bytes, media_type: str) -> Digest: ...
+
+    def open_blob(self, ref: Reference, desc: Descriptor) -> AbstractContextManager[BinaryIO]: ...
+
+    def push_blob(self, ref: Reference, desc: Descriptor, opener: Callable[[], BinaryIO]) -> bool: ...
+
+    def mount_blob(self, ref: Reference, digest: Digest, from_repository: str) -> bool: ...
+
+
+class _RegistryBlobs:
+    """Lazy blob access for an imported registry cache."""
+
+    def __init__(self, client: CacheRegistry, ref: Reference) -> None:
+        self._client = client
+        self._ref = ref
+
+    def open_blob(self, desc: Descriptor) -> AbstractContextManager[BinaryIO]:
+        return self._client.open_blob(self._ref, desc)
+
+
+def _read_small(client: CacheRegistry, ref: Reference, desc: Descriptor, limit: int) -> bytes:
+    if desc.size > limit:
+        raise CacheExportError(f"{desc.media_type} {desc.digest} is too large ({desc.size} > {limit} bytes)")
+    with client.open_blob(ref, desc) as stream:
+        data = stream.read(desc.size + 1)
+        while stream.read(65536):  # drain to end so a verifying stream checks the digest
+            pass
+    return data
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, MasonError):
+        return str(exc).replace("\n", " | ")
+    return f"{type(exc).__name__}: {exc}"
+
+
+def load_registry_cache(client: CacheRegistry, ref: Reference, *, name: str | None = None) -> CacheSource:
+    """Import the cache at ``ref``. Never raises for a missing, forbidden or corrupt cache:
+    returns an empty source whose ``warning`` says what went wrong."""
+    display = name or f"registry {ref}"
+    try:
+        doc = client.get_manifest(ref)
+        parsed = read_cache_document(
+            doc,
+            lambda desc, limit: _read_small(client, ref, desc, limit),
+            what=f"cache {ref}",
+        )
+    except Exception as exc:
+        return CacheSource.empty(
+            display, f"cache import from {ref} failed, continuing without it: {_describe(exc)}", origin=str(ref)
+        )
+    hint = {DISTRIBUTION_SOURCE_PREFIX + ref.registry: ref.repository}
+    return CacheSource(
+        display,
+        parsed.config,
+        parsed.descriptors,
+        _RegistryBlobs(client, ref),
+        manifest=parsed.manifest,
+        form=parsed.form,
+        config_descriptor=parsed.config_descriptor,
+        blob_annotations=hint,
+        origin=str(ref),
+    )
+
+
+def mount_candidates(desc: Descriptor, target: Reference) -> list[str]:
+    """Repositories of ``target``'s registry that ``desc`` says hold it, best first
+    (longest common path prefix with the target, as containerd picks)."""
+    value = desc.annotations.get(DISTRIBUTION_SOURCE_PREFIX + target.registry, "")
+    repos = [r.strip() for r in value.split(",") if r.strip() and r.strip() != target.repository]
+
+    def common(repo: str) -> int:
+        n = 0
+        for a, b in zip(repo.split("/"), target.repository.split("/"), strict=False):
+            if a != b:
+                break
+            n += 1
+        return n
+
+    return sorted(dict.fromkeys(repos), key=lambda r: (-common(r), r))
+
+
+@contextlib.contextmanager
+def _stage(progress: ProgressSink, vertex: str, name: str) -> Iterator[None]:
+    progress.emit(Event(vertex, name, "started"))
+    try:
+        yield
+    except BaseException as exc:
+        progress.emit(Event(vertex, name, "error", text=_describe(exc)))
+        raise
+    progress.emit(Event(vertex, name, "done"))
+
+
+def export_registry_cache(
+    options: CacheOptions,
+    records: Sequence[SolvedRecord],
+    *,
+    client: CacheRegistry,
+    blobs: ExportBlobStore,
+    image_diff_ids: Sequence[Digest] | None,
+    prior: CacheSource | None = None,
+    clock: Callable[[], str] = rfc3339_nano,
+    max_workers: int = 4,
+    progress: ProgressSink | None = None,
+) -> ExportResult:
+    """Write the cache for ``records`` to ``options.ref``. Raises on failure (the caller
+    applies ``ignore-error``, see ``mason.cache.export_cache``).
+
+    ``prior`` is the import of the same ref, if the build had one; otherwise the ref's
+    current cache is read here (a missing or unreadable one is just "nothing known").
+    """
+    ref = options.ref
+    if ref is None:
+        raise CacheExportError("registry cache export needs ref")
+    sink = progress or NullSink()
+    destination = f"registry {ref}"
+    vertex = f"cache-export:{ref}"
+    if prior is None or prior.origin != str(ref):  # an import of this ref that failed is reused too
+        prior = load_registry_cache(client, ref)
+    plan = plan_export(
+        records,
+        mode=options.mode,
+        image_diff_ids=image_diff_ids,
+        blobs=blobs,
+        compression=options.compression,
+        compression_level=options.compression_level,
+        force_compression=options.force_compression,
+        oci_mediatypes=options.oci_mediatypes,
+        prior=prior if prior.manifest is not None else None,
+        clock=clock,
+    )
+    n_records = len(plan.config.records)
+    if not plan.layers:
+        # BuildKit: "skipping cache export for empty result"
+        return ExportResult(destination, records=n_records, skipped_reason="no layers to export")
+    document, config_desc = build_cache_document(
+        plan, oci_mediatypes=options.oci_mediatypes, image_manifest=options.image_manifest
+    )
+    manifest_desc = document.descriptor()
+    if prior.manifest is not None and prior.manifest.digest == manifest_desc.digest:
+        return ExportResult(
+            destination, manifest_desc, existing=tuple(b.digest for b in plan.blobs), unchanged=True,
+            records=n_records, records_with_results=plan.records_with_results,
+        )
+    known = prior.known_blobs if prior.manifest is not None else frozenset()
+    uploaded: list[Digest] = []
+    mounted: list[Digest] = []
+    existing: list[Digest] = []
+    sent = 0
+
+    def store(desc: Descriptor) -> tuple[str, Descriptor]:
+        if desc.digest in known:
+            return "existing", desc
+        for repo in mount_candidates(desc, ref):
+            try:
+                if client.mount_blob(ref, desc.digest, repo):
+                    return "mounted", desc
+            except MasonError:
+                continue  # e.g. no pull right on the source repo: fall back to an upload
+        pushed = client.push_blob(ref, desc, lambda: blobs.open_blob(desc))
+        return ("uploaded" if pushed else "existing"), desc
+
+    with _stage(sink, vertex, f"exporting cache to {ref}"):
+        with ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="cache-push") as pool:
+            for outcome, desc in pool.map(store, plan.blobs):
+                if outcome == "uploaded":
+                    uploaded.append(desc.digest)
+                    sent += desc.size
+                elif outcome == "mounted":
+                    mounted.append(desc.digest)
+                else:
+                    existing.append(desc.digest)
+        config_raw = plan.config_raw
+        if config_desc.digest in known or not client.push_blob(ref, config_desc, lambda: io.BytesIO(config_raw)):
+            existing.append(config_desc.digest)
+        else:
+            uploaded.append(config_desc.digest)
+            sent += config_desc.size
+        client.put_manifest(ref, document.raw, document.media_type)  # last: the cache is complete
+    return ExportResult(
+        destination, manifest_desc, tuple(uploaded), tuple(mounted), tuple(existing),
+        records=n_records, records_with_results=plan.records_with_results, bytes_uploaded=sent,
+    )
