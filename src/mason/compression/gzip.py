@@ -1,0 +1,193 @@
+"""Deterministic, block-parallel gzip with ISA-L (``isal``) when importable, zlib otherwise.
+
+The stream is cut into fixed 1 MiB blocks; each is deflated on its own with the
+previous block's last 32 KiB as dictionary and ended with a sync flush (pigz's
+scheme). Blocks can therefore be compressed on several threads, and the output
+depends only on the input bytes and the level: not on how the caller sliced its
+writes, nor on the thread count. The header is fixed (no name, mtime 0, OS 255,
+as Go writes it), so the same tar always gives the same blob with the same
+backend. (ISA-L and zlib produce different, equally valid, deflate streams.)
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import os
+import struct
+import zlib
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import ModuleType
+from typing import Any, BinaryIO
+
+from mason.compression.errors import CompressionError
+
+__all__ = [
+    "BLOCK_SIZE",
+    "DEFAULT_GZIP_LEVEL",
+    "GzipWriter",
+    "deflate_member",
+    "gzip_backend",
+    "gzip_header",
+    "open_gzip_reader",
+]
+
+try:  # ISA-L is several times faster than zlib; zlib is the portable fallback.
+    from isal import igzip as _igzip
+    from isal import isal_zlib as _isal_zlib
+
+    _HAVE_ISAL = True
+except ImportError:  # pragma: no cover - isal is a declared dependency
+    _HAVE_ISAL = False
+
+BLOCK_SIZE = 1 << 20
+DEFAULT_GZIP_LEVEL = 6  # Go's gzip.DefaultCompression, what BuildKit uses
+_WINDOW = 1 << 15
+
+
+def gzip_backend(prefer_isal: bool = True) -> str:
+    """"isal" or "zlib": the library compressing gzip streams."""
+    return "isal" if (_HAVE_ISAL and prefer_isal) else "zlib"
+
+
+def gzip_header(level: int) -> bytes:
+    """The 10-byte member header Go's compress/gzip writes: FLG 0, MTIME 0, OS 255."""
+    xfl = 2 if level == 9 else 4 if level == 1 else 0
+    return b"\x1f\x8b\x08\x00\x00\x00\x00\x00" + bytes([xfl, 0xFF])
+
+
+def check_gzip_level(level: int | None) -> int:
+    if level is None:
+        return DEFAULT_GZIP_LEVEL
+    if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 9:
+        raise CompressionError(f"invalid gzip compression level {level!r}", hint="gzip levels are 0-9")
+    return level
+
+
+def _deflater(level: int, prefer_isal: bool) -> tuple[ModuleType, int]:
+    """The module and native level for a gzip level 0-9."""
+    if level == 0 or not (_HAVE_ISAL and prefer_isal):
+        return zlib, level  # level 0 means stored blocks, which only zlib writes
+    # ISA-L has levels 0-3; spread gzip's 1-9 over 1-3 (its 0 is worse and no faster than 1).
+    return _isal_zlib, 1 if level <= 3 else 2 if level <= 6 else 3
+
+
+def _crc_fn(prefer_isal: bool) -> Callable[[bytes, int], int]:
+    return _isal_zlib.crc32 if (_HAVE_ISAL and prefer_isal) else zlib.crc32
+
+
+def _deflate_block(module: ModuleType, level: int, data: bytes, zdict: bytes, final: bool) -> bytes:
+    if zdict:
+        c = module.compressobj(level, module.DEFLATED, -15, 9, module.Z_DEFAULT_STRATEGY, zdict)
+    else:
+        c = module.compressobj(level, module.DEFLATED, -15, 9)
+    out: bytes = c.compress(data)
+    out += c.flush(module.Z_FINISH if final else module.Z_SYNC_FLUSH)
+    return out
+
+
+def deflate_member(data: bytes, level: int = DEFAULT_GZIP_LEVEL, *, prefer_isal: bool = True) -> bytes:
+    """One complete gzip member holding ``data`` (used for small pieces, e.g. eStargz)."""
+    buf = io.BytesIO()
+    w = GzipWriter(buf, level, threads=1, prefer_isal=prefer_isal)
+    w.write(data)
+    w.close()
+    return buf.getvalue()
+
+
+class GzipWriter(io.RawIOBase):
+    """A writable gzip stream on ``dst``. ``close()`` ends the member; ``dst`` stays open.
+
+    ``threads`` > 1 deflates blocks in a thread pool (ISA-L and zlib release the
+    GIL); the bytes written are the same for any thread count.
+    """
+
+    def __init__(
+        self,
+        dst: BinaryIO,
+        level: int | None = None,
+        *,
+        threads: int | None = None,
+        prefer_isal: bool = True,
+        block_size: int = BLOCK_SIZE,
+    ) -> None:
+        super().__init__()
+        self.level = check_gzip_level(level)
+        self._dst = dst
+        self._module, self._native_level = _deflater(self.level, prefer_isal)
+        self._crc32 = _crc_fn(prefer_isal)
+        self._block_size = block_size
+        self._buf = bytearray()
+        self._prev_tail = b""
+        self._crc = 0
+        self.uncompressed_size = 0
+        self.compressed_size = 0
+        if threads is None:
+            threads = len(os.sched_getaffinity(0))
+        self._threads = max(1, threads)
+        self._pool = ThreadPoolExecutor(self._threads, "gzip") if self._threads > 1 else None
+        self._pending: collections.deque[Future[bytes]] = collections.deque()
+        self._finished = False
+        self._emit(gzip_header(self.level))
+
+    def _emit(self, data: bytes) -> None:
+        if data:
+            self._dst.write(data)
+            self.compressed_size += len(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        if self._finished:
+            raise ValueError("write to a closed gzip stream")
+        view = memoryview(b).cast("B")
+        n = len(view)
+        self._buf += view
+        while len(self._buf) >= self._block_size:
+            block = bytes(self._buf[: self._block_size])
+            del self._buf[: self._block_size]
+            self._submit(block, final=False)
+        return n
+
+    def _submit(self, block: bytes, final: bool) -> None:
+        self._crc = self._crc32(block, self._crc)
+        self.uncompressed_size += len(block)
+        zdict = self._prev_tail
+        self._prev_tail = block[-_WINDOW:] if len(block) >= _WINDOW else (zdict + block)[-_WINDOW:]
+        if self._pool is None:
+            self._emit(_deflate_block(self._module, self._native_level, block, zdict, final))
+            return
+        self._pending.append(
+            self._pool.submit(_deflate_block, self._module, self._native_level, block, zdict, final)
+        )
+        # Bound memory: at most two blocks in flight per thread.
+        while len(self._pending) > 2 * self._threads:
+            self._emit(self._pending.popleft().result())
+
+    def close(self) -> None:
+        if self._finished:
+            super().close()
+            return
+        self._finished = True
+        try:
+            self._submit(bytes(self._buf), final=True)
+            self._buf.clear()
+            while self._pending:
+                self._emit(self._pending.popleft().result())
+            self._emit(struct.pack("<II", self._crc & 0xFFFFFFFF, self.uncompressed_size & 0xFFFFFFFF))
+            self._dst.flush()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+            super().close()
+
+
+def open_gzip_reader(src: BinaryIO, *, prefer_isal: bool = True) -> BinaryIO:
+    """A reader of the decompressed bytes of every gzip member in ``src`` (``src`` left open)."""
+    if _HAVE_ISAL and prefer_isal:
+        return _igzip.IGzipFile(fileobj=src, mode="rb")  # type: ignore[return-value,no-untyped-call]
+    import gzip as _stdgzip
+
+    return _stdgzip.GzipFile(fileobj=src, mode="rb")  # type: ignore[return-value]

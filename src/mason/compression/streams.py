@@ -1,0 +1,250 @@
+"""Compression-agnostic streams: detect, compress, decompress.
+
+Names: "uncompressed", "gzip", "zstd", "estargz" (eStargz is gzip on the
+wire; it has its own writer in ``mason.compression.estargz`` because it
+needs the tar structure). Everything streams in bounded chunks; no whole
+layer is ever held in memory.
+"""
+
+from __future__ import annotations
+
+import bz2
+import io
+import lzma
+import os
+import zlib
+from typing import Any, BinaryIO
+
+import zstandard
+
+from mason.compression.errors import CompressionError
+from mason.compression.gzip import GzipWriter, check_gzip_level, open_gzip_reader
+
+__all__ = [
+    "COMPRESSIONS",
+    "DEFAULT_ZSTD_LEVEL",
+    "check_level",
+    "compress_stream",
+    "detect_compression",
+    "open_compressor",
+    "open_decompressed",
+]
+
+COMPRESSIONS: tuple[str, ...] = ("uncompressed", "gzip", "zstd", "estargz")
+DEFAULT_ZSTD_LEVEL = 3  # libzstd's default; level 0 means "default" too
+_CHUNK = 1 << 20
+
+_GZIP_MAGIC = b"\x1f\x8b\x08"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_BZIP2_MAGIC = b"BZh"
+_XZ_MAGIC = b"\xfd7zXZ\x00"
+
+
+def detect_compression(head: bytes) -> str:
+    """Compression of a stream from its first bytes (6 are enough).
+
+    Returns "gzip", "zstd", "bzip2", "xz" or "uncompressed". eStargz reads as
+    "gzip" here: only its footer tells it apart (``estargz.is_estargz``).
+    """
+    if head.startswith(_GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(_ZSTD_MAGIC) or (
+        len(head) >= 4 and head[0] & 0xF0 == 0x50 and head[1:4] == b"\x2a\x4d\x18"
+    ):  # a zstd frame or a skippable frame (0x184D2A5?)
+        return "zstd"
+    if head.startswith(_XZ_MAGIC):
+        return "xz"
+    if head.startswith(_BZIP2_MAGIC) and len(head) >= 4 and head[3:4] in b"123456789":
+        return "bzip2"
+    return "uncompressed"
+
+
+def check_level(compression: str, level: int | None) -> int | None:
+    """Validate ``level`` for ``compression``; returns the effective level (None when unused)."""
+    if compression in ("gzip", "estargz"):
+        return check_gzip_level(level)
+    if compression == "zstd":
+        if level is None or level == 0:
+            return DEFAULT_ZSTD_LEVEL
+        if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 22:
+            raise CompressionError(f"invalid zstd compression level {level!r}", hint="zstd levels are 0-22 (0: default)")
+        return level
+    if compression == "uncompressed":
+        return None
+    raise CompressionError(
+        f"unknown compression {compression!r}", hint=f"use one of {', '.join(COMPRESSIONS)}"
+    )
+
+
+def _threads() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+class _PassThroughWriter(io.RawIOBase):
+    """Writes straight to ``dst``; close() flushes without closing ``dst``."""
+
+    def __init__(self, dst: BinaryIO) -> None:
+        super().__init__()
+        self._dst = dst
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        return self._dst.write(b)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._dst.flush()
+        super().close()
+
+
+class _ZstdWriter(io.RawIOBase):
+    """One zstd frame with a content checksum; libzstd workers (output independent of their count)."""
+
+    def __init__(self, dst: BinaryIO, level: int, size: int | None) -> None:
+        super().__init__()
+        self._dst = dst
+        # threads >= 1 selects libzstd's multi-threaded mode, whose output does not
+        # depend on the worker count (but differs from threads=0), so fix it at >= 1.
+        cctx = zstandard.ZstdCompressor(level=level, threads=max(1, _threads()), write_checksum=True)
+        self._writer = cctx.stream_writer(dst, size=-1 if size is None else size, closefd=False)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        try:
+            return int(self._writer.write(b))
+        except zstandard.ZstdError as exc:
+            raise CompressionError(f"zstd compression failed: {exc}") from exc
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                # close() ends the frame; an extra flush would add an empty second frame
+                self._writer.close()  # type: ignore[no-untyped-call]
+            except zstandard.ZstdError as exc:
+                raise CompressionError(f"zstd compression failed: {exc}") from exc
+            finally:
+                super().close()
+            self._dst.flush()
+
+
+def open_compressor(
+    dst: BinaryIO, compression: str, level: int | None = None, *, size: int | None = None
+) -> BinaryIO:
+    """A writable stream compressing into ``dst``; ``close()`` finishes the stream and
+    flushes ``dst`` but leaves it open. ``size`` (optional) lets zstd record the content size."""
+    effective = check_level(compression, level)
+    if compression == "gzip":
+        return GzipWriter(dst, effective)  # type: ignore[return-value]
+    if compression == "zstd":
+        assert effective is not None
+        return _ZstdWriter(dst, effective, size)  # type: ignore[return-value]
+    if compression == "uncompressed":
+        return _PassThroughWriter(dst)  # type: ignore[return-value]
+    raise CompressionError(
+        "estargz needs the tar structure and cannot be written through open_compressor",
+        hint="use mason.compression.estargz.write_estargz (or compress_stream)",
+    )
+
+
+_DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    zlib.error,
+    EOFError,
+    OSError,
+    zstandard.ZstdError,
+    lzma.LZMAError,
+)
+
+
+class _TranslatingReader(io.RawIOBase):
+    """Turns third-party decoder errors into ``CompressionError`` naming the stream."""
+
+    def __init__(self, inner: Any, compression: str, what: str) -> None:
+        super().__init__()
+        self._inner = inner
+        self._compression = compression
+        self._what = what
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        try:
+            data = self._inner.read(len(b))
+        except _DECODE_ERRORS as exc:
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise  # a real I/O error of the source, not corrupt data
+            raise CompressionError(f"{self._what}: corrupt {self._compression} data: {exc}") from exc
+        n = len(data)
+        b[:n] = data
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._inner.close()
+        super().close()
+
+
+def open_decompressed(src: BinaryIO, compression: str, *, what: str = "stream") -> BinaryIO:
+    """A reader of the decompressed bytes of ``src``. ``compression`` may be "auto"
+    (detected from the first bytes; ``src`` must then support ``peek`` or ``seek``).
+    Closing the reader does not close ``src``."""
+    if compression == "auto":
+        compression, src = _sniff(src)
+    inner: Any
+    if compression in ("gzip", "estargz"):
+        inner = open_gzip_reader(src)
+        compression = "gzip"
+    elif compression == "zstd":
+        inner = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True, closefd=False)
+    elif compression == "uncompressed":
+        inner = _NonClosing(src)
+    elif compression == "bzip2":
+        inner = bz2.BZ2File(src, "rb")
+    elif compression == "xz":
+        inner = lzma.LZMAFile(src, "rb")  # noqa: SIM115 - closed by the wrapper
+    else:
+        raise CompressionError(f"unknown compression {compression!r}", hint=f"use one of {', '.join(COMPRESSIONS)}")
+    return io.BufferedReader(_TranslatingReader(inner, compression, what), _CHUNK)
+
+
+class _NonClosing:
+    def __init__(self, src: BinaryIO) -> None:
+        self._src = src
+
+    def read(self, n: int = -1) -> bytes:
+        return self._src.read(n)
+
+    def close(self) -> None:
+        pass
+
+
+def _sniff(src: BinaryIO) -> tuple[str, BinaryIO]:
+    peek = getattr(src, "peek", None)
+    if peek is not None:
+        return detect_compression(peek(8)[:8]), src
+    if src.seekable():
+        pos = src.tell()
+        head = src.read(8)
+        src.seek(pos)
+        return detect_compression(head), src
+    buffered: Any = io.BufferedReader(src)  # type: ignore[type-var,unused-ignore]
+    return detect_compression(buffered.peek(8)[:8]), buffered
+
+
+def compress_stream(src: BinaryIO, dst: BinaryIO, compression: str, level: int | None = None) -> None:
+    """Compress all of ``src`` into ``dst`` (neither is closed)."""
+    if compression == "estargz":
+        from mason.compression.estargz import write_estargz
+
+        write_estargz(src, dst, level)
+        return
+    writer = open_compressor(dst, compression, level)
+    try:
+        while chunk := src.read(_CHUNK):
+            writer.write(chunk)
+    finally:
+        writer.close()
