@@ -63,14 +63,15 @@ def ensure_directory(root: Path, path: str, uid: int, gid: int) -> list[Path]:
     Returns the directories created, outermost first.
     """
     created: list[Path] = []
-    current = "/"
-    for part in PurePosixPath("/", path).parts[1:]:
-        current = str(PurePosixPath(current, part))
-        host = secure_join(root, current)
+    # secure_join resolves every existing symlink, so each prefix of its
+    # result is a real directory or does not exist yet.
+    host = root
+    for part in secure_join(root, path).relative_to(root).parts:
+        host = host / part
         if os.path.lexists(host):
-            if not host.is_dir():
+            if not host.is_dir() or host.is_symlink():
                 raise ExecutorError(
-                    f"cannot use {path!r} as a directory: {current!r} is not a directory",
+                    f"cannot use {path!r} as a directory: {host} is not a directory",
                     context=[f"rootfs: {root}"],
                 )
             continue
