@@ -404,10 +404,20 @@ class Solver(Generic[R]):
             for f in running:
                 f.cancel()
 
+        def guarded(t: T) -> V:
+            try:
+                return work(t)
+            except BaseException:
+                # Cancel on the worker thread itself: the worker that just
+                # failed would otherwise pick up a queued task before this
+                # thread wakes up to cancel it.
+                token.cancel()
+                raise
+
         try:
             for t in tasks:
                 if waiting[t] == 0:
-                    running[pool.submit(work, t)] = t
+                    running[pool.submit(guarded, t)] = t
             while running:
                 done, _ = wait(running, timeout=_POLL_SECONDS, return_when=FIRST_COMPLETED)
                 for fut in done:
@@ -433,7 +443,7 @@ class Solver(Generic[R]):
                     for d in dependents[t]:
                         waiting[d] -= 1
                         if waiting[d] == 0:
-                            running[pool.submit(work, d)] = d
+                            running[pool.submit(guarded, d)] = d
         except BaseException:
             # KeyboardInterrupt (or a bug in a callback): cancel, let running
             # ops see the token and end, then let the exception through.
