@@ -1,0 +1,78 @@
+"""``parse_dockerfile``: bytes to a typed :class:`Dockerfile`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mason.digest import Digest, sha256_bytes
+from mason.dockerfile.errors import DockerfileError
+from mason.dockerfile.instructions import ArgCommand, Stage, convert
+from mason.dockerfile.parser import (
+    Directive,
+    Node,
+    SyntaxDirective,
+    Warning,
+    detect_syntax,
+    parse,
+)
+
+__all__ = ["Dockerfile", "parse_dockerfile"]
+
+
+@dataclass(frozen=True)
+class Dockerfile:
+    """A parsed and converted Dockerfile. ``raw`` keeps the exact input bytes."""
+
+    path: str
+    raw: bytes
+    escape: str
+    syntax: SyntaxDirective | None
+    directives: tuple[Directive, ...]
+    warnings: tuple[Warning, ...]
+    nodes: tuple[Node, ...]
+    meta_args: tuple[ArgCommand, ...]
+    stages: tuple[Stage, ...]
+
+    @property
+    def digest(self) -> Digest:
+        return sha256_bytes(self.raw)
+
+    def stage_by_name(self, name: str) -> Stage | None:
+        """The stage named ``name`` (case-insensitive), or None."""
+        low = name.lower()
+        for st in self.stages:
+            if st.name and st.name == low:
+                return st
+        return None
+
+
+def source_lines(data: bytes) -> list[str]:
+    text = data.decode("utf-8", "replace")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return [ln.rstrip("\r") for ln in text.split("\n")]
+
+
+def parse_dockerfile(data: bytes, path: str = "Dockerfile") -> Dockerfile:
+    """Parse ``data`` (the Dockerfile's bytes) into stages and typed commands.
+
+    Raises DockerfileError with ``file``, ``line``, ``column`` and the offending
+    source line filled in."""
+    try:
+        result = parse(data)
+        if result.error is not None:
+            raise result.error
+        meta, stages = convert(result.nodes, file=path)
+    except DockerfileError as exc:
+        raise exc.located(file=path, source_lines=source_lines(data)) from None
+    return Dockerfile(
+        path=path,
+        raw=data,
+        escape=result.escape,
+        syntax=detect_syntax(data),
+        directives=result.directives,
+        warnings=result.warnings,
+        nodes=result.nodes,
+        meta_args=meta,
+        stages=stages,
+    )
