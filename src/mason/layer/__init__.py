@@ -1,1 +1,88 @@
-"""mason.layer."""
+"""Snapshots, layer diffs as deterministic tars, and safe application of layer tars.
+
+Public API (all errors are ``LayerError``, a ``DiagnosticError`` naming the
+entry or snapshot and the reason):
+
+Snapshots (``mason.layer.snapshot``)
+    ``Snapshotter(root, *, mode="auto"|"overlay"|"copy")`` — snapshots under
+    ``root`` (e.g. ``$MASON_ROOT/snapshots``). ``auto`` probes an overlayfs
+    mount there and falls back to copying (``.mode``, ``.fallback_reason``).
+    Opening one removes what killed processes left (``cleanup() -> int``).
+
+    - ``prepare(parents) -> ActiveSnapshot``: ``parents`` are committed ids,
+      lowest first (the full chain). ``active.path`` is a writable root
+      filesystem: an overlay mount (lowerdir = parents reversed) or, in copy
+      mode, a copy of the parents' merged tree. Stacks too long for one mount
+      option page or over 500 lower dirs are partly flattened into a cached
+      full snapshot. Use ``with``: leaving without commit discards (unmounts,
+      deletes).
+    - ``commit(active) -> str``: the new snapshot id (one atomic rename). Its
+      content is the overlay upper dir (kind ``diff``) or the full tree (kind
+      ``full``, copy mode; its diff is computed when a layer is written).
+    - ``discard(active)``, ``view(parents)`` (context manager: a throw-away root
+      for reading), ``info(id) -> SnapshotInfo(id, kind, parents, path)``,
+      ``exists(id)``, ``snapshots()``, ``remove(id)``.
+    - ``write_layer(id, dst, *, source_date_epoch=None) -> LayerInfo``: the
+      snapshot's change over its parents as a layer tar.
+    - ``apply_layer(parents, stream, *, allow_devices=None) -> (id, LayerInfo)``:
+      commit a snapshot holding an uncompressed layer tar applied on
+      ``parents`` (overlay form in overlay mode, flat onto a copy otherwise).
+    - ``overlay_supported(dir) -> str | None``: None, or why overlay can't be used.
+
+Layer tars (``mason.layer.diff``), streamed to a binary writer, each returning
+``LayerInfo(diff_id, size)`` (sha256 and length of the uncompressed tar):
+    - ``write_diff_tar(diff_dir, dst, *, source_date_epoch=None)``: an overlay
+      upper dir; 0/0 char devices -> ``.wh.<name>``, ``overlay.opaque=y`` ->
+      ``.wh..wh..opq`` (trusted.* and user.* variants).
+    - ``write_dir_tar(root, dst, *, source_date_epoch=None)``: a whole tree.
+    - ``write_tree_diff_tar(lower | None, upper, dst, *, source_date_epoch=None)``:
+      the change from one plain tree to another (copy mode).
+    Sorted entries, PAX, uid/gid/mode/xattrs kept (not overlay's own), mtimes
+    clamped to ``source_date_epoch``, hardlinks within the layer as tar
+    hardlinks, sockets skipped, parent directories present.
+
+Applying (``mason.layer.apply``)
+    ``apply_layer(stream, root, *, mode="flat"|"overlay", allow_devices=None,
+    preserve_owners=None, overlay_xattr_prefix="trusted.overlay.") -> LayerInfo``:
+    rejects ``..``, absolute names, symlinks in parent components, hardlinks
+    to names outside the tree, devices unless allowed (default: as root) and
+    bad whiteouts; writes nothing outside ``root``. ``flat`` applies OCI
+    whiteouts by deleting; ``overlay`` records them as overlayfs does.
+"""
+
+from mason.layer.apply import ApplyMode, apply_layer
+from mason.layer.diff import (
+    OPAQUE_MARKER,
+    WHITEOUT_PREFIX,
+    LayerInfo,
+    write_diff_tar,
+    write_dir_tar,
+    write_tree_diff_tar,
+)
+from mason.layer.errors import LayerError
+from mason.layer.snapshot import (
+    ActiveSnapshot,
+    SnapshotInfo,
+    SnapshotKind,
+    SnapshotMode,
+    Snapshotter,
+    overlay_supported,
+)
+
+__all__ = [
+    "OPAQUE_MARKER",
+    "WHITEOUT_PREFIX",
+    "ActiveSnapshot",
+    "ApplyMode",
+    "LayerError",
+    "LayerInfo",
+    "SnapshotInfo",
+    "SnapshotKind",
+    "SnapshotMode",
+    "Snapshotter",
+    "apply_layer",
+    "overlay_supported",
+    "write_diff_tar",
+    "write_dir_tar",
+    "write_tree_diff_tar",
+]

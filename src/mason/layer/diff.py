@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
 from mason.digest import Digest
-from mason.layer._fs import is_whiteout_device, list_xattrs, sorted_names
+from mason.layer._fs import is_whiteout_device, list_xattrs
 from mason.layer.errors import LayerError
 
 __all__ = [
@@ -213,17 +213,27 @@ def write_dir_tar(root: str, dst: BinaryIO, *, source_date_epoch: int | None = N
     return builder.finish()
 
 
+def _is_overlay_whiteout(path: str, st: os.stat_result) -> bool:
+    return is_whiteout_device(st) or (
+        stat.S_ISREG(st.st_mode) and _getxattr(path, _WHITEOUT_XATTRS) is not None
+    )
+
+
 def _walk(builder: _TarBuilder, directory: str, prefix: str, *, overlay: bool) -> None:
-    for name in sorted_names(directory):
+    entries = []
+    for name in os.listdir(directory):
         path = os.path.join(directory, name)
-        rel = _join(prefix, name)
         st = os.lstat(path)
+        whiteout = overlay and _is_overlay_whiteout(path, st)
+        entries.append((os.fsencode(".wh." + name if whiteout else name), name, path, st, whiteout))
+    # Sorted by the name written, so whiteouts sort like any other entry.
+    entries.sort(key=lambda e: e[0])
+    for _, name, path, st, whiteout in entries:
+        rel = _join(prefix, name)
+        if whiteout:
+            builder.add_marker(_join(prefix, ".wh." + name))
+            continue
         if overlay:
-            if is_whiteout_device(st) or (
-                stat.S_ISREG(st.st_mode) and _getxattr(path, _WHITEOUT_XATTRS) is not None
-            ):
-                builder.add_marker(_join(prefix, ".wh." + name))
-                continue
             for bad in _UNSUPPORTED_XATTRS:
                 if _getxattr(path, (bad,)) is not None:
                     raise LayerError(

@@ -1,0 +1,545 @@
+"""Snapshots: immutable layer directories and writable mounts prepared on top of them.
+
+Layout of the snapshotter's directory (``$MASON_ROOT/snapshots``)::
+
+    <id>/fs          committed content (immutable)
+    <id>/meta.json   {"kind": "diff"|"full", "parents": [ids, lowest first]}
+    .active/<name>/  an active (writable) snapshot: fs (upper or copy), work, merged
+    .active/<name>.lock   held with flock by the process that owns <name>
+    .empty/          the lower directory of a mount with no parents
+
+``diff`` snapshots hold an overlayfs upper directory (whiteouts as 0/0 char
+devices, opaque directories as ``trusted.overlay.opaque=y``); ``full`` ones a
+complete tree (copy mode, and flattened stacks). A commit is one ``rename`` of
+the active directory, so a snapshot is either complete or absent. An active
+directory whose lock nobody holds belongs to a killed process: it is unmounted
+and removed when a Snapshotter opens the directory (``cleanup()``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import stat
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import BinaryIO, Literal
+
+from mason.layer._fs import copy_tree, fsync_dir, remove_tree
+from mason.layer.apply import apply_layer as _apply_tar
+from mason.layer.diff import LayerInfo, write_diff_tar, write_dir_tar, write_tree_diff_tar
+from mason.layer.errors import LayerError
+
+__all__ = [
+    "ActiveSnapshot",
+    "SnapshotInfo",
+    "SnapshotKind",
+    "SnapshotMode",
+    "Snapshotter",
+    "overlay_supported",
+]
+
+SnapshotMode = Literal["overlay", "copy"]
+SnapshotKind = Literal["diff", "full"]
+
+#: overlayfs' OVL_MAX_STACK.
+MAX_LOWER_DIRS = 500
+_MNT_DETACH = 2
+# Without these, overlayfs may leave a renamed directory or a chmod-ed file's
+# data in a lower layer, and the upper directory would not be a complete diff.
+_OVERLAY_FEATURES = "redirect_dir=off,metacopy=off,index=off"
+_ID_RE = re.compile(r"^[0-9a-z]{1,32}$")
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """A committed snapshot: its content directory, kind and parent chain."""
+
+    id: str
+    kind: SnapshotKind
+    parents: tuple[str, ...]
+    path: str
+
+
+@dataclass
+class ActiveSnapshot:
+    """A writable snapshot. ``path`` is the root filesystem to work in.
+
+    Use as a context manager: leaving it without ``Snapshotter.commit`` discards it.
+    """
+
+    snapshotter: Snapshotter
+    name: str
+    parents: tuple[str, ...]
+    path: str
+    directory: str
+    upper: str
+    mounted: bool = False
+    done: bool = False
+    _lock_fd: int = field(default=-1, repr=False)
+
+    def __enter__(self) -> ActiveSnapshot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.done:
+            self.snapshotter.discard(self)
+
+
+# --- mount(2) ----------------------------------------------------------------------------
+
+_libc: ctypes.CDLL | None = None
+
+
+def _lib() -> ctypes.CDLL:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
+
+
+def _mount_overlay(target: str, options: str) -> None:
+    rc = _lib().mount(b"overlay", os.fsencode(target), b"overlay", ctypes.c_ulong(0), options.encode())
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount overlay on {target}: {os.strerror(err)}")
+
+
+def _umount(target: str) -> None:
+    lib = _lib()
+    if lib.umount2(os.fsencode(target), 0) == 0:
+        return
+    err = ctypes.get_errno()
+    if err == errno.EINVAL:
+        return  # not mounted
+    if err == errno.EBUSY and lib.umount2(os.fsencode(target), _MNT_DETACH) == 0:
+        return  # something still uses it; detach now, the kernel finishes later
+    raise OSError(err, f"umount {target}: {os.strerror(err)}")
+
+
+def _mount_points_under(prefix: str) -> list[str]:
+    points: list[str] = []
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                fields = line.split(" ")
+                if len(fields) < 5:
+                    continue
+                point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+                if point == prefix or point.startswith(prefix + "/"):
+                    points.append(point)
+    except OSError:
+        return []
+    # Deepest first, so nested mounts come off before their parents.
+    return sorted(points, key=len, reverse=True)
+
+
+def _escape_lower(path: str) -> str:
+    # overlayfs splits lowerdir on ':' and the option string on ',' unless escaped.
+    return re.sub(r"([\\:,])", r"\\\1", path)
+
+
+def _overlay_options(lowers_top_first: Sequence[str], upper: str, work: str) -> str:
+    return (
+        "lowerdir="
+        + ":".join(_escape_lower(p) for p in lowers_top_first)
+        + f",upperdir={_escape_lower(upper)},workdir={_escape_lower(work)},{_OVERLAY_FEATURES}"
+    )
+
+
+def _options_fit(options: str, count: int) -> bool:
+    # The whole option string must fit in one page including its terminating NUL.
+    return count <= MAX_LOWER_DIRS and len(options.encode()) < os.sysconf("SC_PAGE_SIZE") - 1
+
+
+def overlay_supported(directory: str) -> str | None:
+    """None if overlay mounts with upper dirs in ``directory`` work, else the reason."""
+    if os.geteuid() != 0:
+        return "not running as root"
+    probe = tempfile.mkdtemp(prefix=".probe-", dir=directory)
+    try:
+        lower, upper, work, merged = (os.path.join(probe, n) for n in ("l", "u", "w", "m"))
+        for d in (lower, upper, work, merged):
+            os.mkdir(d)
+        with open(os.path.join(lower, "f"), "w"):
+            pass
+        os.mkdir(os.path.join(lower, "d"))
+        try:
+            _mount_overlay(merged, _overlay_options([lower], upper, work))
+        except OSError as exc:
+            return f"overlay mount failed: {exc.strerror}"
+        try:
+            os.unlink(os.path.join(merged, "f"))
+            os.rmdir(os.path.join(merged, "d"))
+            os.mkdir(os.path.join(merged, "d"))
+        finally:
+            _umount(merged)
+        st = os.lstat(os.path.join(upper, "f"))
+        if not (stat.S_ISCHR(st.st_mode) and st.st_rdev == 0):
+            return "overlay did not record a deletion as a whiteout device"
+        if os.getxattr(os.path.join(upper, "d"), "trusted.overlay.opaque") != b"y":
+            return "overlay did not mark a recreated directory opaque"
+        return None
+    except OSError as exc:
+        return f"overlay probe failed: {exc.strerror or exc}"
+    finally:
+        remove_tree(probe)
+
+
+class Snapshotter:
+    """Snapshots under ``root`` (created if missing); see the module docstring.
+
+    ``mode="auto"`` uses overlayfs when a probe mount works there, copies otherwise.
+    Thread-safe for distinct active snapshots.
+    """
+
+    def __init__(self, root: str, *, mode: Literal["auto", "overlay", "copy"] = "auto") -> None:
+        self.root = os.path.abspath(root)
+        self._active_dir = os.path.join(self.root, ".active")
+        self._empty = os.path.join(self.root, ".empty")
+        os.makedirs(self._active_dir, exist_ok=True)
+        os.makedirs(self._empty, exist_ok=True)
+        self._meta: dict[str, SnapshotInfo] = {}
+        self.cleanup()
+        #: Why overlay is not used (None when it is or when copy was asked for).
+        self.fallback_reason: str | None = None
+        if mode == "auto":
+            self.fallback_reason = overlay_supported(self.root)
+            self.mode: SnapshotMode = "copy" if self.fallback_reason else "overlay"
+        elif mode in ("overlay", "copy"):
+            self.mode = mode
+        else:
+            raise ValueError(f"unknown snapshot mode {mode!r}")
+
+    # --- committed snapshots -------------------------------------------------------------
+
+    def info(self, snapshot_id: str) -> SnapshotInfo:
+        cached = self._meta.get(snapshot_id)
+        if cached is not None:
+            return cached
+        if not _ID_RE.match(snapshot_id):
+            raise LayerError(f"invalid snapshot id {snapshot_id!r}")
+        directory = os.path.join(self.root, snapshot_id)
+        try:
+            with open(os.path.join(directory, "meta.json"), "rb") as f:
+                meta = json.loads(f.read())
+        except FileNotFoundError as exc:
+            raise LayerError(f"snapshot {snapshot_id} does not exist in {self.root}") from exc
+        except (OSError, ValueError) as exc:
+            raise LayerError(f"snapshot {snapshot_id} in {self.root} is unreadable: {exc}") from exc
+        info = SnapshotInfo(
+            snapshot_id, meta["kind"], tuple(meta["parents"]), os.path.join(directory, "fs")
+        )
+        self._meta[snapshot_id] = info
+        return info
+
+    def exists(self, snapshot_id: str) -> bool:
+        try:
+            self.info(snapshot_id)
+        except LayerError:
+            return False
+        return True
+
+    def snapshots(self) -> list[SnapshotInfo]:
+        """Every committed snapshot, sorted by id."""
+        result = []
+        for name in sorted(os.listdir(self.root)):
+            if name.startswith(".") or not _ID_RE.match(name):
+                continue
+            with contextlib.suppress(LayerError):
+                result.append(self.info(name))
+        return result
+
+    def remove(self, snapshot_id: str) -> None:
+        """Delete a committed snapshot (its children become unusable: the caller's business)."""
+        self.info(snapshot_id)
+        # Move it out of sight first, so a crash leaves garbage, not half a snapshot.
+        trash = os.path.join(self._active_dir, "rm-" + secrets.token_hex(8))
+        os.rename(os.path.join(self.root, snapshot_id), trash)
+        self._meta.pop(snapshot_id, None)
+        remove_tree(trash)
+
+    def _check_chain(self, parents: Sequence[str]) -> list[SnapshotInfo]:
+        infos = [self.info(p) for p in parents]
+        for i, info in enumerate(infos):
+            if info.parents != tuple(parents[:i]):
+                raise LayerError(
+                    f"snapshot {info.id} is not a child of {list(parents[:i]) or 'nothing'}",
+                    context=[f"its parents are {list(info.parents) or 'none'}"],
+                    hint="pass the full parent chain, lowest first",
+                )
+        return infos
+
+    # --- active snapshots ------------------------------------------------------------
+
+    def _new_active(self, parents: Sequence[str]) -> ActiveSnapshot:
+        name = secrets.token_hex(8)
+        lock_path = os.path.join(self._active_dir, name + ".lock")
+        # Lock under a temporary name, then rename: cleanup never sees an unlocked
+        # lock file of a live process.
+        tmp_lock = lock_path + "tmp"
+        fd = os.open(tmp_lock, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(tmp_lock, lock_path)
+        directory = os.path.join(self._active_dir, name)
+        os.mkdir(directory, 0o700)
+        upper = os.path.join(directory, "fs")
+        return ActiveSnapshot(
+            self, name, tuple(parents), upper, directory, upper, _lock_fd=fd
+        )
+
+    def _release(self, active: ActiveSnapshot) -> None:
+        active.done = True
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self._active_dir, active.name + ".lock"))
+        if active._lock_fd >= 0:
+            os.close(active._lock_fd)
+            active._lock_fd = -1
+
+    def prepare(self, parents: Sequence[str]) -> ActiveSnapshot:
+        """A writable root filesystem showing ``parents`` (committed ids, lowest first)."""
+        infos = self._check_chain(parents)
+        active = self._new_active(parents)
+        try:
+            if self.mode == "overlay":
+                self._prepare_overlay(active, infos)
+            else:
+                os.mkdir(active.upper, 0o755)
+                if infos:
+                    copy_tree(self._merged_tree(infos), active.upper)
+        except BaseException:
+            self.discard(active)
+            raise
+        return active
+
+    def _prepare_overlay(self, active: ActiveSnapshot, infos: list[SnapshotInfo]) -> None:
+        work = os.path.join(active.directory, "work")
+        merged = os.path.join(active.directory, "merged")
+        os.mkdir(active.upper, 0o755)
+        os.mkdir(work, 0o700)
+        os.mkdir(merged, 0o755)
+        lowers = self._lowers(infos, active.upper, work)
+        # The merged root takes the upper root's attributes: make them the lower's.
+        top = os.lstat(lowers[0])
+        os.chown(active.upper, top.st_uid, top.st_gid)
+        os.chmod(active.upper, stat.S_IMODE(top.st_mode))
+        try:
+            _mount_overlay(merged, _overlay_options(lowers, active.upper, work))
+        except OSError as exc:
+            raise LayerError(
+                f"cannot mount the snapshot of {len(infos)} layers: {exc.strerror}",
+                context=[f"in {active.directory}"],
+            ) from exc
+        active.mounted = True
+        active.path = merged
+
+    def _lowers(self, infos: list[SnapshotInfo], upper: str, work: str) -> list[str]:
+        """Lower dirs, top first; a stack too long for one mount is partly flattened."""
+        start = 0
+        for i, info in enumerate(infos):
+            if info.kind == "full":
+                start = i  # a full tree hides everything below it
+        chain = infos[start:]
+        if not chain:
+            return [self._empty]
+        for k in range(1, len(chain) + 1):
+            if k == 1:
+                lowers = [i.path for i in reversed(chain)]
+            else:
+                flat = self._flatten([i.id for i in infos[: start + k]])
+                lowers = [i.path for i in reversed(chain[k:])] + [flat.path]
+            if _options_fit(_overlay_options(lowers, upper, work), len(lowers)):
+                return lowers
+        raise LayerError("cannot mount even a flattened snapshot: the root path is too long")
+
+    def _merged_tree(self, infos: list[SnapshotInfo]) -> str:
+        """A directory holding the merged view of ``infos`` (a full snapshot's fs)."""
+        top = infos[-1]
+        if top.kind == "full":
+            return top.path
+        return self._flatten([i.id for i in infos]).path
+
+    def _flatten(self, chain: list[str]) -> SnapshotInfo:
+        """A full snapshot merging ``chain``; cached under an id derived from the chain."""
+        flat_id = "f" + hashlib.sha256("\0".join(chain).encode()).hexdigest()[:23]
+        if self.exists(flat_id):
+            return self.info(flat_id)
+        infos = self._check_chain(chain)
+        active = self._new_active(chain)
+        try:
+            os.mkdir(active.upper, 0o755)
+            start = 0
+            for i, info in enumerate(infos):
+                if info.kind == "full":
+                    start = i
+            if infos[start].kind == "full":
+                copy_tree(infos[start].path, active.upper)
+                start += 1
+            for info in infos[start:]:
+                with tempfile.TemporaryFile(dir=self._active_dir) as tmp:
+                    write_diff_tar(info.path, tmp)
+                    tmp.seek(0)
+                    _apply_tar(tmp, active.upper, mode="flat", allow_devices=True)
+            self._commit_as(active, "full", flat_id)
+            return self.info(flat_id)
+        except LayerError as exc:
+            if self.exists(flat_id):  # another process flattened the same chain first
+                self.discard(active)
+                return self.info(flat_id)
+            self.discard(active)
+            raise exc
+        except BaseException:
+            self.discard(active)
+            raise
+
+    def commit(self, active: ActiveSnapshot) -> str:
+        """Make ``active`` an immutable snapshot; returns its id. ``active`` is consumed."""
+        if active.done:
+            raise LayerError(f"active snapshot {active.name} was already committed or discarded")
+        try:
+            if active.mounted:
+                _umount(active.path)
+                active.mounted = False
+                os.rmdir(active.path)
+                remove_tree(os.path.join(active.directory, "work"))
+            kind: SnapshotKind = "diff" if self.mode == "overlay" else "full"
+            return self._commit_as(active, kind, None)
+        except BaseException:
+            if not active.done:
+                self.discard(active)
+            raise
+
+    def _commit_as(self, active: ActiveSnapshot, kind: SnapshotKind, snapshot_id: str | None) -> str:
+        meta = json.dumps({"kind": kind, "parents": list(active.parents)}, sort_keys=True).encode()
+        meta_path = os.path.join(active.directory, "meta.json")
+        with open(meta_path, "wb") as f:
+            f.write(meta)
+            f.flush()
+            os.fsync(f.fileno())
+        for _ in range(8):
+            new_id = snapshot_id or secrets.token_hex(6)
+            target = os.path.join(self.root, new_id)
+            if os.path.lexists(target):
+                if snapshot_id is not None:
+                    raise LayerError(f"snapshot {snapshot_id} already exists")
+                continue
+            try:
+                os.rename(active.directory, target)
+            except OSError as exc:
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) and snapshot_id is None:
+                    continue
+                raise LayerError(f"cannot commit snapshot {new_id}: {exc.strerror}") from exc
+            fsync_dir(self.root)
+            self._release(active)
+            return new_id
+        raise LayerError("could not find a free snapshot id")
+
+    def discard(self, active: ActiveSnapshot) -> None:
+        """Unmount and delete an active snapshot (no-op once committed or discarded)."""
+        if active.done:
+            return
+        try:
+            if active.mounted:
+                _umount(active.path)
+                active.mounted = False
+            remove_tree(active.directory)
+        finally:
+            self._release(active)
+
+    @contextlib.contextmanager
+    def view(self, parents: Sequence[str]) -> Iterator[str]:
+        """A temporary root filesystem of ``parents`` for reading (changes are dropped)."""
+        with self.prepare(parents) as active:
+            yield active.path
+
+    # --- layers ------------------------------------------------------------------------
+
+    def write_layer(
+        self, snapshot_id: str, dst: BinaryIO, *, source_date_epoch: int | None = None
+    ) -> LayerInfo:
+        """Stream the layer tar of ``snapshot_id`` (its change over its parents) to ``dst``."""
+        info = self.info(snapshot_id)
+        if info.kind == "diff":
+            return write_diff_tar(info.path, dst, source_date_epoch=source_date_epoch)
+        if not info.parents:
+            return write_dir_tar(info.path, dst, source_date_epoch=source_date_epoch)
+        parents = self._check_chain(info.parents)
+        return write_tree_diff_tar(
+            self._merged_tree(parents), info.path, dst, source_date_epoch=source_date_epoch
+        )
+
+    def apply_layer(
+        self, parents: Sequence[str], stream: BinaryIO, *, allow_devices: bool | None = None
+    ) -> tuple[str, LayerInfo]:
+        """Commit a snapshot holding an (uncompressed) layer tar applied on ``parents``.
+
+        Returns the new id and the diff ID and size of the tar as read.
+        """
+        if self.mode == "copy":
+            with self.prepare(parents) as active:
+                result = _apply_tar(stream, active.upper, mode="flat", allow_devices=allow_devices)
+                return self.commit(active), result
+        self._check_chain(parents)
+        active = self._new_active(parents)
+        try:
+            os.mkdir(active.upper, 0o755)
+            result = _apply_tar(stream, active.upper, mode="overlay", allow_devices=allow_devices)
+            return self._commit_as(active, "diff", None), result
+        except BaseException:
+            self.discard(active)
+            raise
+
+    # --- crash recovery --------------------------------------------------------------
+
+    def cleanup(self) -> int:
+        """Remove active snapshots left by killed processes; returns how many."""
+        removed = 0
+        names = os.listdir(self._active_dir)
+        for name in names:
+            path = os.path.join(self._active_dir, name)
+            if name.endswith((".lock", ".locktmp")):
+                stem = name.rsplit(".", 1)[0]
+                try:
+                    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    continue
+                try:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # its owner is alive
+                    if self._remove_active(os.path.join(self._active_dir, stem)):
+                        removed += 1
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                finally:
+                    os.close(fd)
+            elif not (name + ".lock" in names or os.path.exists(path + ".lock")):
+                # A directory with no lock file: removal trash or a crashed commit.
+                if os.path.isdir(path) and not os.path.islink(path):
+                    if self._remove_active(path):
+                        removed += 1
+                elif os.path.lexists(path):
+                    os.unlink(path)
+                    removed += 1
+        return removed
+
+    def _remove_active(self, directory: str) -> bool:
+        if not os.path.lexists(directory):
+            return False
+        for point in _mount_points_under(directory):
+            with contextlib.suppress(OSError):
+                _umount(point)
+        if _mount_points_under(directory):
+            # Never delete through a mount: that would reach into what is mounted.
+            return False
+        remove_tree(directory)
+        return True
