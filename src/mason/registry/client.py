@@ -338,12 +338,16 @@ class RegistryClient:
             return False
         return True
 
+    def open_blob_stream(self, ref: Reference, desc: Descriptor) -> BinaryIO:
+        """Like ``open_blob`` but the caller closes the stream (for upload openers)."""
+        raw = _ResumingBlobStream(self, ref, desc)
+        verifying = VerifyingReader(raw, desc.digest, desc.size, what=f"blob {desc.digest} from {ref.repository_ref}")  # type: ignore[arg-type]
+        return io.BufferedReader(_VerifiedStream(verifying), buffer_size=_CHUNK)
+
     @contextlib.contextmanager
     def open_blob(self, ref: Reference, desc: Descriptor) -> Iterator[BinaryIO]:
         """A stream of the blob's bytes; reading to the end verifies digest and size."""
-        raw = _ResumingBlobStream(self, ref, desc)
-        verifying = VerifyingReader(raw, desc.digest, desc.size, what=f"blob {desc.digest} from {ref.repository_ref}")  # type: ignore[arg-type]
-        stream = io.BufferedReader(_VerifiedStream(verifying), buffer_size=_CHUNK)
+        stream = self.open_blob_stream(ref, desc)
         try:
             yield stream
         finally:

@@ -1,0 +1,56 @@
+"""Fixtures for integration tests: the real CNCF registry (three variants) and a busybox base image.
+
+Registries start once per session on free 127.0.0.1 ports and are stopped (by their PID)
+when the session ends. Helpers live in ``tests.support`` so benches and scripts reuse them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.support.registry_server import RegistryServer, registry_available, start_registry
+
+
+def _start(tmp_path_factory: pytest.TempPathFactory, variant: str) -> Iterator[RegistryServer]:
+    if not registry_available():
+        pytest.skip("docker-registry is not installed (bash scripts/setup.sh installs it)")
+    server = start_registry(tmp_path_factory.mktemp(f"registry-{variant}"), variant)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """Plain-HTTP registry, no auth."""
+    yield from _start(tmp_path_factory, "plain")
+
+
+@pytest.fixture(scope="session")
+def registry_tls_basic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """HTTPS (own CA: ``.ca_file``) with htpasswd basic auth (``.username``/``.password``)."""
+    yield from _start(tmp_path_factory, "tls-basic")
+
+
+@pytest.fixture(scope="session")
+def registry_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """Plain HTTP with bearer-token auth from a test token server."""
+    yield from _start(tmp_path_factory, "token")
+
+
+@pytest.fixture(scope="session")
+def busybox_image(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """``127.0.0.1:PORT/base/busybox:latest``, built from busybox-static and pushed with mason's client."""
+    from tests.support.busybox import BUSYBOX, push_busybox
+
+    from mason.registry.client import RegistryClient
+
+    if not Path(BUSYBOX).exists():
+        pytest.skip("busybox-static is not installed (bash scripts/setup.sh installs it)")
+    ref = f"{registry.host}/base/busybox:latest"
+    with RegistryClient() as client:
+        push_busybox(client, ref, tmp_path_factory.mktemp("busybox"))
+    return ref
