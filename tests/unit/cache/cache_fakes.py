@@ -1,0 +1,134 @@
+"""In-memory fakes for the cache tests: a registry behind ``CacheRegistry`` and a content store
+behind ``ExportBlobStore``."""
+
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+import zstandard
+
+from mason.digest import Digest, VerifyingReader, sha256_bytes
+from mason.oci import mediatypes as mt
+from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, Descriptor
+from mason.oci.manifest import ImageIndex, ImageManifest, parse_manifest
+from mason.oci.reference import Reference
+from mason.registry.errors import RegistryError, RegistryNotFoundError
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+class FakeRegistry:
+    """Blobs per repository and tags, in memory; records every call in ``calls``."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, dict[str, bytes]] = {}
+        self.manifests: dict[str, dict[str, tuple[bytes, str]]] = {}
+        self.calls: list[tuple[str, str, str]] = []
+        self.fail_puts = False
+        self.deny_reads: set[str] = set()
+        self._lock = threading.Lock()
+
+    def _log(self, op: str, repo: str, what: str) -> None:
+        with self._lock:
+            self.calls.append((op, repo, what))
+
+    def ops(self, op: str) -> list[tuple[str, str, str]]:
+        return [c for c in self.calls if c[0] == op]
+
+    def get_manifest(self, ref: Reference) -> ImageManifest | ImageIndex:
+        self._log("get_manifest", ref.repository, ref.identifier)
+        if ref.repository in self.deny_reads:
+            raise RegistryError("authentication required", status=401, operation=f"get manifest {ref}")
+        try:
+            raw, media_type = self.manifests[ref.repository][ref.identifier]
+        except KeyError:
+            raise RegistryNotFoundError("manifest unknown", status=404, operation=f"get manifest {ref}") from None
+        return parse_manifest(raw, media_type)
+
+    def put_manifest(self, ref: Reference, manifest_raw: bytes, media_type: str) -> Digest:
+        self._log("put_manifest", ref.repository, ref.identifier)
+        if self.fail_puts:
+            raise RegistryError("denied: requested access to the resource is denied", status=403, operation=f"push manifest {ref}")
+        digest = sha256_bytes(manifest_raw)
+        repo = self.manifests.setdefault(ref.repository, {})
+        repo[ref.identifier] = (manifest_raw, media_type)
+        repo[digest] = (manifest_raw, media_type)
+        return digest
+
+    @contextmanager
+    def open_blob(self, ref: Reference, desc: Descriptor) -> Iterator[BinaryIO]:
+        self._log("get_blob", ref.repository, desc.digest)
+        data = self.blobs.get(ref.repository, {}).get(desc.digest)
+        if data is None:
+            raise RegistryNotFoundError("blob unknown", status=404, operation=f"get blob {desc.digest}")
+        yield VerifyingReader(io.BytesIO(data), desc.digest, desc.size)  # type: ignore[misc]
+
+    def push_blob(self, ref: Reference, desc: Descriptor, opener: Callable[[], BinaryIO]) -> bool:
+        self._log("head_blob", ref.repository, desc.digest)
+        if desc.digest in self.blobs.get(ref.repository, {}):
+            return False
+        with opener() as f:
+            data = f.read()
+        assert sha256_bytes(data) == desc.digest and len(data) == desc.size
+        self._log("push_blob", ref.repository, desc.digest)
+        with self._lock:
+            self.blobs.setdefault(ref.repository, {})[desc.digest] = data
+        return True
+
+    def mount_blob(self, ref: Reference, digest: Digest, from_repository: str) -> bool:
+        self._log("mount_blob", ref.repository, digest)
+        data = self.blobs.get(from_repository, {}).get(digest)
+        if data is None:
+            return False
+        with self._lock:
+            self.blobs.setdefault(ref.repository, {})[digest] = data
+        return True
+
+
+class FakeBlobStore:
+    """Layers by diff ID with their uncompressed bytes; compresses on request, once."""
+
+    def __init__(self) -> None:
+        self.tars: dict[str, bytes] = {}
+        self.blobs: dict[str, bytes] = {}
+        self.compressions: list[tuple[str, str]] = []
+
+    def add_layer(self, content: bytes, compression: str = "gzip") -> Descriptor:
+        diff_id = sha256_bytes(content)
+        self.tars[diff_id] = content
+        return self._compress(diff_id, compression)
+
+    def _compress(self, diff_id: str, compression: str) -> Descriptor:
+        tar = self.tars[diff_id]
+        if compression == "gzip":
+            data = gzip.compress(tar, mtime=0)
+        elif compression == "zstd":
+            data = zstandard.ZstdCompressor().compress(tar)
+        else:
+            data = tar
+        digest = sha256_bytes(data)
+        if digest not in self.blobs:
+            self.compressions.append((diff_id, compression))
+        self.blobs[digest] = data
+        return Descriptor(mt.layer_media_type(compression), digest, len(data), {ANNOTATION_UNCOMPRESSED: diff_id})
+
+    def cache_blob(self, layer: Descriptor, compression: str, level: int | None, force: bool) -> Descriptor:
+        if not force and mt.compression_of(layer.media_type) != "uncompressed":
+            return layer
+        return self._compress(layer.annotations[ANNOTATION_UNCOMPRESSED], compression)
+
+    def open_blob(self, desc: Descriptor) -> BinaryIO:
+        return io.BytesIO(self.blobs[desc.digest])
+
+
+def key(name: str) -> Digest:
+    """A stand-in for a solver key."""
+    return Digest("sha256:" + hashlib.sha256(name.encode()).hexdigest())

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import pytest
+
+from mason.cache.options import CacheOptionsError, parse_cache_from, parse_cache_to, split_csv
+from mason.errors import UsageError
+
+
+def test_registry_defaults_follow_buildkit() -> None:
+    [opt] = parse_cache_to("type=registry,ref=127.0.0.1:5000/app-cache")
+    assert opt.type == "registry"
+    assert str(opt.ref) == "127.0.0.1:5000/app-cache:latest"
+    assert (opt.mode, opt.compression, opt.compression_level) == ("min", "gzip", None)
+    assert (opt.oci_mediatypes, opt.image_manifest, opt.force_compression, opt.ignore_error) == (True, True, False, False)
+    assert opt.display_name == "registry 127.0.0.1:5000/app-cache:latest"
+
+
+def test_all_registry_attributes() -> None:
+    [opt] = parse_cache_to(
+        "type=registry,ref=reg.example/c:main,mode=max,compression=zstd,compression-level=19,"
+        "force-compression=true,oci-mediatypes=true,image-manifest=false,ignore-error=true,registry.insecure=true"
+    )
+    assert (opt.mode, opt.compression, opt.compression_level) == ("max", "zstd", 19)
+    assert opt.force_compression and opt.ignore_error and opt.insecure
+    assert not opt.image_manifest and opt.oci_mediatypes
+
+
+def test_oci_mediatypes_false_defaults_to_index_form() -> None:
+    [opt] = parse_cache_to("type=registry,ref=r.io/c,oci-mediatypes=false")
+    assert not opt.oci_mediatypes and not opt.image_manifest
+
+
+def test_oci_mediatypes_false_with_image_manifest_is_buildkits_error() -> None:
+    with pytest.raises(CacheOptionsError) as info:
+        parse_cache_to("type=registry,ref=r.io/c,oci-mediatypes=false,image-manifest=true")
+    assert info.value.message == (
+        "invalid configuration for remote cache, OCI mediatypes are required for image-manifest cache format"
+    )
+    assert info.value.exit_code == 2
+
+
+def test_quoted_values_and_fields() -> None:
+    assert split_csv('type=local,"dest=/tmp/a,b",tag=x') == ["type=local", "dest=/tmp/a,b", "tag=x"]
+    [opt] = parse_cache_to('type=local,dest="/tmp/with,comma",tag=v1')
+    assert opt.path == "/tmp/with,comma" and opt.tag == "v1"
+    assert split_csv('a="say ""hi"""') == ['a=say "hi"']
+    with pytest.raises(CacheOptionsError, match="unterminated"):
+        split_csv('type=local,"dest=/x')
+
+
+def test_bare_refs_mean_registry() -> None:
+    opts = parse_cache_from("reg.io/app-cache,reg.io/app-cache:main")
+    assert [o.type for o in opts] == ["registry", "registry"]
+    assert [str(o.ref) for o in opts] == ["reg.io/app-cache:latest", "reg.io/app-cache:main"]
+    [hub] = parse_cache_from("user/app")
+    assert str(hub.ref) == "docker.io/user/app:latest"
+
+
+def test_keys_are_case_insensitive() -> None:
+    [opt] = parse_cache_to("TYPE=registry,Ref=r.io/c,MODE=max")
+    assert opt.mode == "max"
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("type=s3,ref=x", "unknown cache type 's3'"),
+        ("type=nope", "unknown cache type 'nope'"),
+        ("type=registry,ref=r.io/c,colour=red", "unknown attribute colour for type=registry"),
+        ("type=registry,ref=r.io/c,mode=medium", "mode='medium'"),
+        ("type=registry,ref=r.io/c,compression=brotli", "compression='brotli'"),
+        ("type=registry,ref=r.io/c,compression-level=10", "out of range for gzip"),
+        ("type=registry,ref=r.io/c,compression=zstd,compression-level=23", "out of range for zstd"),
+        ("type=registry,ref=r.io/c,compression=zstd,compression-level=-1", "out of range for zstd"),
+        ("type=registry,ref=r.io/c,compression-level=fast", "not an integer"),
+        ("type=registry,ref=r.io/c,ignore-error=maybe", "not a boolean"),
+        ("type=registry", "requires ref"),
+        ("type=registry,ref=UPPER/Case", "lowercase"),
+        ("type=local", "requires dest"),
+        ("type=local,dest=/x,src=/y", "unknown attribute src for type=local"),
+        ("type=inline,mode=max", "unknown attribute mode for type=inline"),
+        ("ref=r.io/c", "type is required"),
+        ("type=registry,ref=r.io/c,ref=r.io/d", "ref given twice"),
+        ("type=registry,ref=r.io/c,compression=estargz", "not yet supported"),
+    ],
+)
+def test_cache_to_errors(text: str, fragment: str) -> None:
+    with pytest.raises(UsageError) as info:
+        parse_cache_to(text)
+    assert fragment in str(info.value)
+
+
+def test_zstd_level_range_allows_22_and_gzip_0() -> None:
+    assert parse_cache_to("type=registry,ref=r.io/c,compression=zstd,compression-level=22")[0].compression_level == 22
+    assert parse_cache_to("type=registry,ref=r.io/c,compression-level=0")[0].compression_level == 0
+
+
+def test_ref_equal_to_image_is_refused() -> None:
+    with pytest.raises(CacheOptionsError) as info:
+        parse_cache_to("type=registry,ref=reg.io/app", image_refs=["reg.io/app:latest"])
+    assert info.value.reference == "cache-ref-is-image"
+    # another tag of the same repository is fine (the docs' foo/bar:build-cache)
+    assert parse_cache_to("type=registry,ref=reg.io/app:buildcache", image_refs=["reg.io/app"])
+
+
+def test_cache_from_attributes() -> None:
+    [local] = parse_cache_from("type=local,src=/cache,digest=sha256:" + "a" * 64)
+    assert local.path == "/cache" and local.digest == "sha256:" + "a" * 64
+    with pytest.raises(CacheOptionsError, match="unknown attribute mode"):
+        parse_cache_from("type=registry,ref=r.io/c,mode=max")
+    with pytest.raises(CacheOptionsError, match="unknown cache type 'inline'"):
+        parse_cache_from("type=inline")
+    with pytest.raises(CacheOptionsError, match="invalid digest"):
+        parse_cache_from("type=local,src=/c,digest=sha256:zz")
+
+
+def test_inline_and_local_to() -> None:
+    [inline] = parse_cache_to("type=inline")
+    assert inline.type == "inline" and inline.mode == "min"
+    [local] = parse_cache_to("type=local,dest=/tmp/c,mode=max,compression=uncompressed")
+    assert local.tag == "latest" and local.mode == "max" and local.compression == "uncompressed"
