@@ -7,23 +7,23 @@ import threading
 from typing import Any
 
 import pytest
+from tests.unit.solver.fakes import FakeOp, Handle, vertex
 
 from mason.digest import Digest, sha256_bytes
 from mason.solver import (
     KEY_VERSION,
     CacheMap,
     InvalidCacheMapError,
-    Solver,
     SolveError,
+    Solver,
     Vertex,
     compute_key,
     key_differences,
 )
-from tests.unit.solver.fakes import FakeOp, Handle, vertex
 
 
 def _keys(*outputs: Vertex[Handle]) -> dict[str, Digest]:
-    graph = Solver(max_workers=2).solve(list(outputs))
+    graph = Solver[Handle](max_workers=2).solve(list(outputs))
     return {sv.name: sv.key.digest for sv in graph}
 
 
@@ -96,7 +96,7 @@ def test_input_order_is_part_of_the_key() -> None:
 
 def test_solved_vertex_input_keys_are_its_inputs_keys() -> None:
     """Each solved vertex's input_keys are the keys of its inputs, in order (the record links)."""
-    graph = Solver(max_workers=2).solve([_graph()["top"]])
+    graph = Solver[Handle](max_workers=2).solve([_graph()["top"]])
     for sv in graph:
         assert sv.input_keys == tuple(i.key.digest for i in sv.inputs)
     top = graph.outputs[0]
@@ -118,7 +118,7 @@ def test_definitions_that_cannot_be_hashed_canonically_are_refused(definition: d
     with pytest.raises(InvalidCacheMapError):
         compute_key(CacheMap(definition), [], None)
     with pytest.raises(SolveError, match="bad op: InvalidCacheMapError"):
-        Solver(max_workers=1).solve([vertex("bad op", definition=definition)])
+        Solver[Handle](max_workers=1).solve([vertex("bad op", definition=definition)])
 
 
 def test_key_differences_name_the_first_changed_inputs() -> None:
@@ -151,7 +151,7 @@ def test_content_is_computed_lazily_once_and_after_input_keys() -> None:
     Vertex(unused_op, (base,), "unused")
     users = [vertex(f"user{i}", copy) for i in range(5)]
     assert events == []  # building the graph computes nothing
-    Solver(max_workers=4).solve(users)
+    Solver[Handle](max_workers=4).solve(users)
     assert copy_op.content_calls == 1
     assert unused_op.content_calls == 0
     assert events.index("content base") < events.index("cache_map copy") < events.index("content copy")
@@ -166,7 +166,7 @@ def test_content_is_not_computed_when_an_input_key_fails() -> None:
     base = vertex("base", on_cache_map=boom)
     copy = vertex("copy", base, content="files")
     with pytest.raises(SolveError):
-        Solver(max_workers=2).solve([copy])
+        Solver[Handle](max_workers=2).solve([copy])
     assert copy.op.content_calls == 0  # type: ignore[attr-defined]
 
 
@@ -184,5 +184,5 @@ def test_content_checksums_of_independent_vertices_run_in_parallel() -> None:
 
     a = Vertex(HashingOp("a"), (), "a")
     b = Vertex(HashingOp("b"), (), "b")
-    graph = Solver(max_workers=2).solve([a, b])
+    graph = Solver[Handle](max_workers=2).solve([a, b])
     assert {sv.key.content for sv in graph} == {"a", "b"}

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Sequence
 
 import pytest
+from tests.unit.solver.fakes import FakeOp, Handle, RecordingProgress, vertex
 
 from mason.errors import BuildError, DiagnosticError
 from mason.solver import (
@@ -14,12 +15,11 @@ from mason.solver import (
     CancelToken,
     ExecContext,
     MemoryStore,
-    Solver,
     SolveError,
+    Solver,
     Vertex,
     VertexState,
 )
-from tests.unit.solver.fakes import FakeOp, Handle, RecordingProgress, vertex
 
 WAIT = 10.0  # generous upper bound for handshakes between threads; never reached when correct
 
@@ -35,13 +35,13 @@ def test_second_solve_with_same_store_runs_nothing() -> None:
     """A result recorded in the local store is reused: the second solve executes no op."""
     store: MemoryStore[Handle] = MemoryStore()
     base, mid, top = _chain()
-    first = Solver(local=store, max_workers=2).solve([top])
+    first = Solver[Handle](local=store, max_workers=2).solve([top])
     assert [base.op.calls, mid.op.calls, top.op.calls] == [1, 1, 1]  # type: ignore[attr-defined]
     assert first.result_of(top).value == "top(mid(base()))"
 
     progress = RecordingProgress()
     base2, mid2, top2 = _chain()
-    second = Solver(local=store, progress=progress, max_workers=2).solve([top2])
+    second = Solver[Handle](local=store, progress=progress, max_workers=2).solve([top2])
     assert [base2.op.calls, mid2.op.calls, top2.op.calls] == [0, 0, 0]  # type: ignore[attr-defined]
     assert second.result_of(top2) is first.result_of(top)
     assert progress.of("cached") == [("base", "local"), ("mid", "local"), ("top", "local")]
@@ -54,7 +54,7 @@ def test_identical_vertices_run_once() -> None:
     a = vertex("same", base)
     b = vertex("same", base)
     top = vertex("top", a, b)
-    graph = Solver(max_workers=4).solve([top])
+    graph = Solver[Handle](max_workers=4).solve([top])
     assert a.op.calls + b.op.calls == 1  # type: ignore[attr-defined]
     assert graph.get(a) is graph.get(b)
     assert graph.get(a).vertices == (a, b)
@@ -68,7 +68,7 @@ def test_shared_input_of_a_diamond_runs_once() -> None:
     left = vertex("left", base)
     right = vertex("right", base)
     top = vertex("top", left, right)
-    Solver(max_workers=4).solve([top, left])
+    Solver[Handle](max_workers=4).solve([top, left])
     assert base.op.calls == 1  # type: ignore[attr-defined]
     assert top.op.calls == 1  # type: ignore[attr-defined]
 
@@ -78,7 +78,7 @@ def test_unreachable_vertices_are_never_touched() -> None:
     base = vertex("base")
     unused = vertex("unused", base, content="ctx")
     used = vertex("used", base)
-    graph = Solver(max_workers=2).solve([used])
+    graph = Solver[Handle](max_workers=2).solve([used])
     op = unused.op
     assert (op.cache_map_calls, op.content_calls, op.calls) == (0, 0, 0)  # type: ignore[attr-defined]
     with pytest.raises(KeyError):
@@ -105,7 +105,7 @@ def test_parallelism_is_bounded_by_max_workers() -> None:
 
     def solve() -> None:
         try:
-            outcome["graph"] = Solver(max_workers=bound).solve([top])
+            outcome["graph"] = Solver[Handle](max_workers=bound).solve([top])
         except BaseException as exc:
             outcome["error"] = exc
 
@@ -145,7 +145,7 @@ def test_failure_cancels_the_rest_and_names_the_vertex() -> None:
     after_a = vertex("after a", a)
     progress = RecordingProgress()
     with pytest.raises(SolveError) as info:
-        Solver(progress=progress, max_workers=2).solve([b, a, c, d, after_a])
+        Solver[Handle](progress=progress, max_workers=2).solve([b, a, c, d, after_a])
     err = info.value
     assert err.vertex is a
     assert str(err).startswith("[a 1/1] RUN make: process exited 1")
@@ -174,7 +174,7 @@ def test_steps_that_finished_before_a_failure_are_recorded() -> None:
 
     bad = vertex("bad", ok, run=fail)
     with pytest.raises(SolveError) as info:
-        Solver(local=store, max_workers=1).solve([bad])
+        Solver[Handle](local=store, max_workers=1).solve([bad])
     assert info.value.graph is not None
     assert info.value.graph.get(ok).state is VertexState.EXECUTED
     assert info.value.graph.get(ok).key.digest in store
@@ -194,7 +194,7 @@ def test_solve_error_keeps_the_cause_exit_status(exit_code: int) -> None:
         raise Err("unknown stage")
 
     with pytest.raises(SolveError) as info:
-        Solver(max_workers=1).solve([vertex("x", run=fail)])
+        Solver[Handle](max_workers=1).solve([vertex("x", run=fail)])
     assert info.value.exit_code == exit_code
     assert info.value.reference == "dockerfile-error"
     assert isinstance(info.value.cause, Err)
@@ -211,7 +211,7 @@ def test_a_failing_key_computation_stops_the_solve_before_anything_runs() -> Non
     top = vertex("top", base, other)
     progress = RecordingProgress()
     with pytest.raises(SolveError, match=r"\[internal\] load metadata: LookupError: manifest unknown") as info:
-        Solver(progress=progress, max_workers=2).solve([top])
+        Solver[Handle](progress=progress, max_workers=2).solve([top])
     assert info.value.graph is None
     assert top.op.cache_map_calls == 0  # type: ignore[attr-defined]
     assert other.op.calls == 0  # type: ignore[attr-defined]
@@ -231,7 +231,7 @@ def test_keyboard_interrupt_cancels_running_ops_and_propagates() -> None:
     running = vertex("running", run=interrupt)
     queued = vertex("queued")
     with pytest.raises(KeyboardInterrupt):
-        Solver(max_workers=1).solve([running, queued])
+        Solver[Handle](max_workers=1).solve([running, queued])
     assert saw_cancel.is_set()
     assert queued.op.calls == 0  # type: ignore[attr-defined]
 
@@ -243,7 +243,7 @@ def test_keyboard_interrupt_raised_inside_an_op_propagates_unchanged() -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        Solver(max_workers=1).solve([vertex("x", run=interrupt)])
+        Solver[Handle](max_workers=1).solve([vertex("x", run=interrupt)])
 
 
 def test_cancel_token_from_outside_stops_the_solve() -> None:
@@ -258,9 +258,13 @@ def test_cancel_token_from_outside_stops_the_solve() -> None:
 
     first = vertex("first", run=wait)
     later = vertex("later", first)
-    threading.Thread(target=lambda: started.wait(WAIT) and token.cancel()).start()
+    def cancel_once_started() -> None:
+        assert started.wait(WAIT)
+        token.cancel()
+
+    threading.Thread(target=cancel_once_started).start()
     with pytest.raises(Cancelled):
-        Solver(max_workers=1).solve([later], cancel=token)
+        Solver[Handle](max_workers=1).solve([later], cancel=token)
     assert later.op.calls == 0  # type: ignore[attr-defined]
 
 
@@ -280,8 +284,8 @@ def test_cancel_token_callbacks_run_once_and_late_callbacks_run_at_once() -> Non
 def test_progress_reports_start_log_and_done_for_executed_vertices() -> None:
     """Each executed vertex reports started, its log lines, then done with an elapsed time."""
     progress = RecordingProgress()
-    base, mid, top = _chain()
-    Solver(progress=progress, max_workers=1).solve([top])
+    _, _, top = _chain()
+    Solver[Handle](progress=progress, max_workers=1).solve([top])
     assert progress.names("started") == ["base", "mid", "top"]
     assert progress.of("log")[0] == ("base", "running base")
     done = progress.of("done")
@@ -295,7 +299,7 @@ def test_progress_reports_start_log_and_done_for_executed_vertices() -> None:
 def test_max_workers_must_be_positive() -> None:
     """A pool of zero workers is refused up front."""
     with pytest.raises(ValueError):
-        Solver(max_workers=0)
+        Solver[Handle](max_workers=0)
 
 
 def test_long_chains_do_not_hit_the_recursion_limit() -> None:
@@ -303,6 +307,6 @@ def test_long_chains_do_not_hit_the_recursion_limit() -> None:
     v = vertex("v0")
     for i in range(1, 3000):
         v = Vertex(FakeOp(f"v{i}"), (v,), f"v{i}")
-    graph = Solver(max_workers=2, local=None).solve([v])
+    graph = Solver[Handle](max_workers=2, local=None).solve([v])
     assert len(graph) == 3000
     assert graph.outputs[0].state is VertexState.EXECUTED
