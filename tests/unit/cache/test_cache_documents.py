@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.unit.cache.cache_fakes import FakeRegistry
 
 from mason.cache.format import parse_cache_config
 from mason.cache.local import load_local_cache
@@ -17,7 +18,6 @@ from mason.digest import sha256_bytes
 from mason.oci import mediatypes as mt
 from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED
 from mason.oci.reference import Reference
-from tests.unit.cache.cache_fakes import FakeRegistry
 
 COMPRESSION_DIRS = ["zstd", "zstd-docker", "zstd-oci-force", "estargz", "estargz-docker", "estargz-oci-force"]
 

@@ -1,0 +1,314 @@
+"""Export: min/max selection, determinism, createdAt carry-over, the registry backend against an
+in-memory registry (both forms, media types, skipped blobs, manifest last), local and inline."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+from tests.unit.cache.cache_fakes import FakeBlobStore, FakeRegistry, key
+
+from mason.cache import export_cache, load_cache_source
+from mason.cache.format import parse_cache_config
+from mason.cache.inline import INLINE_CACHE_KEY, inline_cache_value, inline_config_from_image
+from mason.cache.model import (
+    DISTRIBUTION_SOURCE_PREFIX,
+    CacheSource,
+    SolvedRecord,
+    first_hit,
+    plan_export,
+)
+from mason.cache.options import parse_cache_from, parse_cache_to
+from mason.cache.registry import load_registry_cache
+from mason.digest import Digest
+from mason.errors import MasonError
+from mason.oci import mediatypes as mt
+from mason.oci.config import build_image_config
+from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, Descriptor
+from mason.oci.manifest import build_manifest, parse_manifest
+from mason.oci.reference import Reference
+
+REF = "127.0.0.1:5000/app-cache"
+
+
+def make_clock() -> object:
+    counter = itertools.count(1)
+    return lambda: f"2026-01-01T00:00:{next(counter):02d}Z"
+
+
+def two_stage_build(store: FakeBlobStore) -> tuple[list[SolvedRecord], list[Digest]]:
+    """base -> build stage (2 RUNs) ; base -> final stage (COPY --from, RUN). Image = final chain."""
+    base = store.add_layer(b"base-tar")
+    b1 = store.add_layer(b"build-run-1")
+    b2 = store.add_layer(b"build-run-2")
+    f1 = store.add_layer(b"final-copy")
+    f2 = store.add_layer(b"final-run")
+    records = [
+        SolvedRecord(key("from"), (), (base,), step="[build 1/3] FROM base"),
+        SolvedRecord(key("b1"), (key("from"),), (base, b1), step="[build 2/3] RUN one"),
+        SolvedRecord(key("b2"), (key("b1"),), (base, b1, b2), step="[build 3/3] RUN two"),
+        SolvedRecord(key("f1"), (key("from"), key("b2")), (base, f1), step="[stage-1 2/3] COPY --from=build"),
+        SolvedRecord(key("f2"), (key("f1"),), (base, f1, f2), step="[stage-1 3/3] RUN three"),
+    ]
+    image = [Digest(d.annotations[ANNOTATION_UNCOMPRESSED]) for d in (base, f1, f2)]
+    return records, image
+
+
+def test_min_keeps_results_of_image_chain_only(blob_store: FakeBlobStore) -> None:
+    records, image = two_stage_build(blob_store)
+    plan_min = plan_export(records, mode="min", image_diff_ids=image, blobs=blob_store, clock=make_clock())  # type: ignore[arg-type]
+    plan_max = plan_export(records, mode="max", image_diff_ids=image, blobs=blob_store, clock=make_clock())  # type: ignore[arg-type]
+    with_result = {r.digest for r in plan_min.config.records if r.has_result}
+    assert with_result == {key("from"), key("f1"), key("f2")}
+    assert {r.digest for r in plan_max.config.records if r.has_result} == {r.key for r in records}
+    # the build stage is key-only in min, but its records stay so links resolve
+    assert {r.digest for r in plan_min.config.records} == {r.key for r in records}
+    assert len(plan_min.layers) == 3 and len(plan_max.layers) == 5
+    assert len(plan_min.config_raw) < len(plan_max.config_raw)
+    # inputs link to the input records
+    by_digest = {r.digest: r for r in plan_max.config.records}
+    f1 = by_digest[key("f1")]
+    linked = [plan_max.config.records[link.link].digest for inp in f1.inputs for link in inp]
+    assert linked == [key("from"), key("b2")]
+    assert plan_max.config.steps[key("b2")] == "[build 3/3] RUN two"
+
+
+def test_plan_is_deterministic_and_order_independent(blob_store: FakeBlobStore) -> None:
+    records, image = two_stage_build(blob_store)
+    a = plan_export(records, mode="max", image_diff_ids=image, blobs=blob_store, clock=lambda: "2026-01-01T00:00:00Z")
+    b = plan_export(list(reversed(records)), mode="max", image_diff_ids=image, blobs=blob_store, clock=lambda: "2026-01-01T00:00:00Z")
+    assert a.config_raw == b.config_raw and a.layers == b.layers
+
+
+def test_created_at_is_carried_over_from_the_prior_cache(blob_store: FakeBlobStore, fake_registry: FakeRegistry) -> None:
+    records, image = two_stage_build(blob_store)
+    [opts] = parse_cache_to(f"type=registry,ref={REF},mode=max")
+    first = export_cache(opts, records, blobs=blob_store, image_diff_ids=image, client=fake_registry, clock=make_clock())  # type: ignore[arg-type]
+    assert first.manifest is not None and not first.unchanged
+    puts_before = len(fake_registry.ops("put_manifest"))
+    pushes_before = len(fake_registry.ops("push_blob"))
+    # a later export with a clock far in the future: nothing changed, so nothing is written
+    again = export_cache(opts, records, blobs=blob_store, image_diff_ids=image, client=fake_registry, clock=lambda: "2099-01-01T00:00:00Z")
+    assert again.unchanged and again.manifest == first.manifest
+    assert len(fake_registry.ops("put_manifest")) == puts_before
+    assert len(fake_registry.ops("push_blob")) == pushes_before
+
+
+def test_registry_export_image_manifest_form(blob_store: FakeBlobStore, fake_registry: FakeRegistry) -> None:
+    records, image = two_stage_build(blob_store)
+    [opts] = parse_cache_to(f"type=registry,ref={REF},mode=max")
+    result = export_cache(opts, records, blobs=blob_store, image_diff_ids=image, client=fake_registry, clock=make_clock())  # type: ignore[arg-type]
+    raw, media_type = fake_registry.manifests["app-cache"]["latest"]
+    assert media_type == mt.OCI_MANIFEST
+    doc = parse_manifest(raw, media_type)
+    assert doc.media_type == mt.OCI_MANIFEST and hasattr(doc, "config")
+    assert doc.config.media_type == mt.BUILDKIT_CACHE_CONFIG  # type: ignore[union-attr]
+    layers = doc.layers  # type: ignore[union-attr]
+    assert all(d.media_type == mt.OCI_LAYER_GZIP for d in layers)
+    assert all(set(d.annotations) == {ANNOTATION_UNCOMPRESSED, "buildkit/createdat"} for d in layers)
+    config = parse_cache_config(fake_registry.blobs["app-cache"][doc.config.digest])  # type: ignore[union-attr]
+    assert [d.digest for d in layers] == [layer.blob for layer in config.layers]
+    assert json.loads(raw).keys() == {"schemaVersion", "mediaType", "config", "layers"}
+    # every blob first, the manifest last
+    ops = [c[0] for c in fake_registry.calls if c[0] in ("push_blob", "put_manifest")]
+    assert ops[-1] == "put_manifest" and ops.count("put_manifest") == 1
+    assert set(result.uploaded) == {d.digest for d in layers} | {doc.config.digest}  # type: ignore[union-attr]
+    assert result.records == 5 and result.records_with_results == 5
+
+
+@pytest.mark.parametrize(
+    ("attrs", "top", "layer_type"),
+    [
+        ("image-manifest=false", mt.OCI_INDEX, mt.OCI_LAYER_GZIP),
+        ("oci-mediatypes=false", mt.DOCKER_MANIFEST_LIST, mt.DOCKER_LAYER_GZIP),
+        ("compression=zstd,force-compression=true", mt.OCI_MANIFEST, mt.OCI_LAYER_ZSTD),
+        ("compression=zstd,force-compression=true,oci-mediatypes=false", mt.DOCKER_MANIFEST_LIST, mt.DOCKER_LAYER_ZSTD),
+        ("compression=uncompressed,force-compression=true,image-manifest=false", mt.OCI_INDEX, mt.OCI_LAYER),
+    ],
+)
+def test_registry_export_forms_and_media_types(
+    blob_store: FakeBlobStore, fake_registry: FakeRegistry, attrs: str, top: str, layer_type: str
+) -> None:
+    records, image = two_stage_build(blob_store)
+    [opts] = parse_cache_to(f"type=registry,ref={REF},mode=max,{attrs}")
+    export_cache(opts, records, blobs=blob_store, image_diff_ids=image, client=fake_registry, clock=make_clock())  # type: ignore[arg-type]
+    raw, media_type = fake_registry.manifests["app-cache"]["latest"]
+    assert media_type == top
+    doc = json.loads(raw)
+    entries = doc["layers"] if "layers" in doc else doc["manifests"]
+    if "manifests" in doc:
+        assert entries[-1]["mediaType"] == mt.BUILDKIT_CACHE_CONFIG
+        entries = entries[:-1]
+    assert {e["mediaType"] for e in entries} == {layer_type}
+    # and it imports back to full hits with no hint needed
+    source = load_cache_source(parse_cache_from(REF)[0], fake_registry)
+    assert source.warning is None
+    for rec in records:
+        hit = source.lookup(rec.key)
+        assert hit is not None and hit.diff_ids == tuple(d.annotations[ANNOTATION_UNCOMPRESSED] for d in rec.layers or ())
+
+
+def test_without_force_existing_compression_is_kept(blob_store: FakeBlobStore, fake_registry: FakeRegistry) -> None:
+    records, image = two_stage_build(blob_store)
+    [opts] = parse_cache_to(f"type=registry,ref={REF},mode=max,compression=zstd")
+    export_cache(opts, records, blobs=blob_store, image_diff_ids=image, client=fake_registry)
+    raw, _ = fake_registry.manifests["app-cache"]["latest"]
+    assert {d["mediaType"] for d in json.loads(raw)["layers"]} == {mt.OCI_LAYER_GZIP}
+
+
+def test_export_skips_known_blobs_and_mounts_from_other_repos(blob_store: FakeBlobStore, fake_registry: FakeRegistry) -> None:
+    records, image = two_stage_build(blob_store)
+    base = records[0].layers[0]  # type: ignore[index]
+    # the base layer lives in another repository of the same registry
+    fake_registry.blobs["base/busybox"] = {base.digest: blob_store.blobs[base.digest]}
+    hinted = base.with_annotations({DISTRIBUTION_SOURCE_PREFIX + "127.0.0.1:5000": "base/busybox"})
+    records = [
+        SolvedRecord(r.key, r.inputs, tuple(hinted if d.digest == base.digest else d for d in r.layers or ()), r.step)
+        for r in records
+    ]
+    [opts] = parse_cache_to(f"type=registry,ref={REF},mode=max")
+    first = export_cache(opts, records, blobs=blob_store, image_diff_ids=image, client=fake_registry, clock=make_clock())  # type: ignore[arg-type]
+    assert first.mounted == (base.digest,)
+    assert base.digest not in first.uploaded
+    # mount hints never reach the stored manifest
+    raw, _ = fake_registry.manifests["app-cache"]["latest"]
+    assert b"distribution.source" not in raw
+    # one more step: the re-export knows every old blob from the import of the same ref
+    extra = blob_store.add_layer(b"one-more")
+    more = [*records, SolvedRecord(key("f3"), (key("f2"),), (*(records[-1].layers or ()), extra))]
+    prior = load_registry_cache(fake_registry, Reference.parse(REF))
+    fake_registry.calls.clear()
+    second = export_cache(opts, more, blobs=blob_store, image_diff_ids=image, client=fake_registry, prior=prior)
+    assert extra.digest in second.uploaded
+    assert len(second.uploaded) == 2  # the new layer and the new config
+    assert len(second.existing) == 5
+    heads = {c[2] for c in fake_registry.ops("head_blob")}
+    assert heads <= set(second.uploaded)  # known blobs cost no request at all
+    assert not fake_registry.ops("get_manifest")  # prior came from the import
+
+
+def test_empty_result_is_skipped(blob_store: FakeBlobStore, fake_registry: FakeRegistry) -> None:
+    [opts] = parse_cache_to(f"type=registry,ref={REF}")
+    result = export_cache(opts, [SolvedRecord(key("meta"))], blobs=blob_store, image_diff_ids=[], client=fake_registry)
+    assert result.skipped_reason == "no layers to export"
+    assert not fake_registry.ops("put_manifest")
+
+
+def test_export_failure_raises_or_warns_with_ignore_error(blob_store: FakeBlobStore, fake_registry: FakeRegistry) -> None:
+    records, image = two_stage_build(blob_store)
+    fake_registry.fail_puts = True
+    [strict] = parse_cache_to(f"type=registry,ref={REF}")
+    with pytest.raises(MasonError, match="denied"):
+        export_cache(strict, records, blobs=blob_store, image_diff_ids=image, client=fake_registry)
+    [lenient] = parse_cache_to(f"type=registry,ref={REF},ignore-error=true")
+    result = export_cache(lenient, records, blobs=blob_store, image_diff_ids=image, client=fake_registry)
+    assert result.warning is not None and "denied" in result.warning and "ignore-error" in result.warning
+
+
+def test_import_failures_are_warnings(blob_store: FakeBlobStore, fake_registry: FakeRegistry) -> None:
+    records, image = two_stage_build(blob_store)
+    [opts] = parse_cache_to(f"type=registry,ref={REF},mode=max")
+    export_cache(opts, records, blobs=blob_store, image_diff_ids=image, client=fake_registry)
+    raw, _ = fake_registry.manifests["app-cache"]["latest"]
+    config_digest = json.loads(raw)["config"]["digest"]
+    # auth denied
+    fake_registry.deny_reads.add("app-cache")
+    denied = load_cache_source(parse_cache_from(REF)[0], fake_registry)
+    assert denied.warning is not None and "authentication required" in denied.warning
+    fake_registry.deny_reads.clear()
+    # corrupt config: the fake verifies digests, so a corrupted blob fails verification
+    fake_registry.blobs["app-cache"][config_digest] = b"{" + b"x" * (len(fake_registry.blobs["app-cache"][config_digest]) - 1)
+    corrupt = load_cache_source(parse_cache_from(REF)[0], fake_registry)
+    assert corrupt.warning is not None and "failed" in corrupt.warning
+    assert corrupt.lookup(records[0].key) is None
+    # no client at all
+    assert load_cache_source(parse_cache_from(REF)[0], None).warning
+
+
+def test_several_sources_first_wins(blob_store: FakeBlobStore, fake_registry: FakeRegistry) -> None:
+    records, image = two_stage_build(blob_store)
+    for tag, subset in (("a", records[:2]), ("b", records)):
+        [opts] = parse_cache_to(f"type=registry,ref={REF}:{tag},mode=max")
+        export_cache(opts, subset, blobs=blob_store, image_diff_ids=image, client=fake_registry)
+    sources = [load_cache_source(parse_cache_from(f"{REF}:{t}")[0], fake_registry) for t in ("missing", "a", "b")]
+    assert sources[0].warning and not sources[1].warning
+    assert first_hit(sources, key("b1")).source == f"registry {REF}:a"  # type: ignore[union-attr]
+    assert first_hit(sources, key("f2")).source == f"registry {REF}:b"  # type: ignore[union-attr]
+    assert first_hit(sources, key("nothing")) is None
+
+
+def test_local_round_trip_and_unchanged_reexport(tmp_path: Path, blob_store: FakeBlobStore) -> None:
+    records, image = two_stage_build(blob_store)
+    dest = tmp_path / "cache"
+    [opts] = parse_cache_to(f"type=local,dest={dest},mode=max,tag=main,compression=zstd,force-compression=true")
+    first = export_cache(opts, records, blobs=blob_store, image_diff_ids=image, clock=make_clock())  # type: ignore[arg-type]
+    index = json.loads((dest / "index.json").read_bytes())
+    [entry] = index["manifests"]
+    assert entry["annotations"]["org.opencontainers.image.ref.name"] == "main"
+    assert entry["mediaType"] == mt.OCI_MANIFEST and entry["digest"] == first.manifest.digest  # type: ignore[union-attr]
+    source = load_cache_source(parse_cache_from(f"type=local,src={dest},tag=main")[0])
+    assert source.warning is None
+    for rec in records:
+        hit = source.lookup(rec.key)
+        assert hit is not None and all(d.media_type == mt.OCI_LAYER_ZSTD for d in hit.layers)
+        with hit.open_blob(hit.layers[-1]) as stream:
+            assert stream.read()
+    again = export_cache(opts, records, blobs=blob_store, image_diff_ids=image, clock=lambda: "2099-01-01T00:00:00Z")
+    assert again.unchanged and again.uploaded == () and again.manifest == first.manifest
+    # a second tag in the same directory keeps the first
+    [other] = parse_cache_to(f"type=local,dest={dest},tag=other")
+    export_cache(other, records, blobs=blob_store, image_diff_ids=image)
+    names = sorted(e["annotations"]["org.opencontainers.image.ref.name"] for e in json.loads((dest / "index.json").read_bytes())["manifests"])
+    assert names == ["main", "other"]
+
+
+def test_inline_round_trip(blob_store: FakeBlobStore) -> None:
+    records, image = two_stage_build(blob_store)
+    value = inline_cache_value(records, image)
+    assert value is not None
+    decoded = json.loads(base64.b64decode(value))
+    assert isinstance(decoded, list) and all("digest" in r for r in decoded)
+    final_layers = records[-1].layers or ()
+    config = build_image_config(
+        {INLINE_CACHE_KEY: value}, diff_ids=image,
+    )
+    manifest = build_manifest(config.descriptor(), final_layers)
+    found = inline_config_from_image(config, manifest)
+    assert found is not None
+    cache_config, descs = found
+    source = CacheSource("inline", cache_config, {d.digest: d for d in descs})
+    for rec in records:
+        hit = source.lookup(rec.key)
+        if rec.key in (key("from"), key("f1"), key("f2")):
+            assert hit is not None and hit.diff_ids == tuple(image[: len(rec.layers or ())])
+        else:
+            assert hit is None  # min mode: the build stage is key-only
+    # inline values are deterministic (part of the image digest)
+    assert inline_cache_value(list(reversed(records)), image) == value
+
+
+def test_inline_non_prefix_result_uses_chains(blob_store: FakeBlobStore) -> None:
+    base = blob_store.add_layer(b"base")
+    linked = blob_store.add_layer(b"copy-link")
+    image = [Digest(d.annotations[ANNOTATION_UNCOMPRESSED]) for d in (base, linked)]
+    value = inline_cache_value([SolvedRecord(key("link"), (), (linked,))], image)
+    assert value is not None
+    [record] = json.loads(base64.b64decode(value))
+    assert record["chains"][0]["layers"] == [1] and "layers" not in record
+
+
+def test_import_of_image_with_inline_cache_through_registry(blob_store: FakeBlobStore, fake_registry: FakeRegistry) -> None:
+    records, image = two_stage_build(blob_store)
+    value = inline_cache_value(records, image)
+    config = build_image_config({INLINE_CACHE_KEY: value}, diff_ids=image)
+    layers = records[-1].layers or ()
+    manifest = build_manifest(config.descriptor(), [Descriptor(d.media_type, d.digest, d.size) for d in layers])
+    fake_registry.blobs["app"] = {config.digest: config.raw}
+    fake_registry.manifests["app"] = {"latest": (manifest.raw, manifest.media_type)}
+    source = load_cache_source(parse_cache_from("127.0.0.1:5000/app")[0], fake_registry)
+    assert source.warning is None and source.form == "inline"
+    hit = source.lookup(key("f2"))
+    assert hit is not None and hit.diff_ids == tuple(image)
