@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Any, TypedDict, cast
 
 from mason.dockerfile._text import go_quote, go_trim_space, levenshtein
 from mason.dockerfile.errors import DockerfileError
@@ -45,6 +45,7 @@ __all__ = [
     "WorkdirCommand",
     "convert",
     "convert_node",
+    "csv_record",
     "parse_mount",
     "suggest",
 ]
@@ -301,11 +302,11 @@ class OnbuildCommand(CommandBase):
     expression: str = ""
 
 
-Command = Union[
-    ArgCommand, EnvCommand, LabelCommand, MaintainerCommand, CopyCommand, AddCommand,
-    RunCommand, CmdCommand, EntrypointCommand, ShellCommand, WorkdirCommand, UserCommand,
-    VolumeCommand, StopSignalCommand, ExposeCommand, HealthcheckCommand, OnbuildCommand,
-]  # fmt: skip
+Command = (
+    ArgCommand | EnvCommand | LabelCommand | MaintainerCommand | CopyCommand | AddCommand
+    | RunCommand | CmdCommand | EntrypointCommand | ShellCommand | WorkdirCommand | UserCommand
+    | VolumeCommand | StopSignalCommand | ExposeCommand | HealthcheckCommand | OnbuildCommand
+)
 
 
 @dataclass(frozen=True)
@@ -394,6 +395,14 @@ class _Flags:
 
 class _CsvError(ValueError):
     pass
+
+
+def csv_record(text: str) -> list[str]:
+    """The first csv record of ``text``, or [] when it has none or is malformed."""
+    try:
+        return _csv_record(text)
+    except _CsvError:
+        return []
 
 
 def _csv_record(text: str) -> list[str]:
@@ -573,7 +582,7 @@ def parse_mount(value: str, expander: Callable[[str], str] | None) -> Mount | No
             raise _suggest_error(f"unexpected key '{key}' in '{fld}'", key, _MOUNT_KEYS, case_sensitive=True)
     if expander is None:
         return None
-    mount = Mount(**m)  # type: ignore[arg-type]
+    mount = Mount(**cast(Any, m))
     file_info = mount.type in ("secret", "ssh", "cache")
     for attr in ("mode", "uid", "gid"):
         if getattr(mount, attr) is not None and not file_info:
@@ -597,7 +606,7 @@ def parse_mount(value: str, expander: Callable[[str], str] | None) -> Mount | No
 def _replace(mount: Mount, **changes: object) -> Mount:
     import dataclasses
 
-    return dataclasses.replace(mount, **changes)  # type: ignore[arg-type]
+    return dataclasses.replace(mount, **cast(Any, changes))
 
 
 # ---------------------------------------------------------------------------
@@ -667,7 +676,14 @@ def _node_args(node: Node) -> list[str]:
     return list(node.args)
 
 
-def _base(node: Node) -> dict[str, object]:
+class _Base(TypedDict):
+    name: str
+    code: str
+    start_line: int
+    end_line: int
+
+
+def _base(node: Node) -> _Base:
     return {
         "name": node.value,
         "code": go_trim_space(node.original),
@@ -753,15 +769,15 @@ def convert_node(node: Node, *, stage_index: int = 0) -> Command | Stage:
     base = _base(node)
     if kw == "env":
         flags.parse()
-        return EnvCommand(**base, env=_kvps(args, "ENV"))  # type: ignore[arg-type]
+        return EnvCommand(**base, env=_kvps(args, "ENV"))
     if kw == "maintainer":
         if len(args) != 1:
             raise InstructionError("MAINTAINER requires exactly one argument")
         flags.parse()
-        return MaintainerCommand(**base, maintainer=args[0])  # type: ignore[arg-type]
+        return MaintainerCommand(**base, maintainer=args[0])
     if kw == "label":
         flags.parse()
-        return LabelCommand(**base, labels=_kvps(args, "LABEL"))  # type: ignore[arg-type]
+        return LabelCommand(**base, labels=_kvps(args, "LABEL"))
     if kw in ("add", "copy"):
         cmd = kw.upper()
         if len(args) < 2:
@@ -780,11 +796,11 @@ def convert_node(node: Node, *, stage_index: int = 0) -> Command | Stage:
         srcs, contents, dest = _sources_and_dest(node, args, cmd)
         v = flags.values
         if kw == "copy":
-            return CopyCommand(  # type: ignore[arg-type]
+            return CopyCommand(
                 **base, sources=srcs, contents=contents, dest=dest, from_=v["from"],
                 chown=v["chown"], chmod=v["chmod"], link=v["link"] == "true",
             )  # fmt: skip
-        return AddCommand(  # type: ignore[arg-type]
+        return AddCommand(
             **base, sources=srcs, contents=contents, dest=dest, chown=v["chown"],
             chmod=v["chmod"], link=v["link"] == "true", keep_git_dir=v["keep-git-dir"] == "true",
             checksum=v["checksum"],
@@ -818,12 +834,12 @@ def convert_node(node: Node, *, stage_index: int = 0) -> Command | Stage:
         expr = [_RE_ONBUILD_PREFIX.sub("", node.original, count=1)]
         for h in node.heredocs:
             expr += ("\n", h.content, h.name)
-        return OnbuildCommand(**base, expression="".join(expr))  # type: ignore[arg-type]
+        return OnbuildCommand(**base, expression="".join(expr))
     if kw == "workdir":
         if len(args) != 1:
             raise InstructionError("WORKDIR requires exactly one argument")
         flags.parse()
-        return WorkdirCommand(**base, path=args[0])  # type: ignore[arg-type]
+        return WorkdirCommand(**base, path=args[0])
     if kw == "run":
         flags.add_string("network", "default")
         flags.add_strings("mount")
@@ -836,18 +852,18 @@ def convert_node(node: Node, *, stage_index: int = 0) -> Command | Stage:
         specs = tuple(flags.lists["mount"])
         for spec in specs:
             parse_mount(spec, None)
-        return RunCommand(  # type: ignore[arg-type]
+        return RunCommand(
             **base, cmd_line=vec, prepend_shell=shell, files=files, flags_used=used,
             network=network, mount_specs=specs,
         )  # fmt: skip
     if kw == "cmd":
         flags.parse()
         vec, files, shell = _cmdline(node, args)
-        return CmdCommand(**base, cmd_line=vec, prepend_shell=shell, files=files)  # type: ignore[arg-type]
+        return CmdCommand(**base, cmd_line=vec, prepend_shell=shell, files=files)
     if kw == "entrypoint":
         flags.parse()
         vec, files, shell = _cmdline(node, args)
-        return EntrypointCommand(  # type: ignore[arg-type]
+        return EntrypointCommand(
             **base, cmd_line=vec or None, prepend_shell=shell, files=files
         )
     if kw == "healthcheck":
@@ -856,53 +872,53 @@ def convert_node(node: Node, *, stage_index: int = 0) -> Command | Stage:
         if not args:
             raise InstructionError("EXPOSE requires at least one argument")
         flags.parse()
-        return ExposeCommand(**base, ports=tuple(sorted(args)))  # type: ignore[arg-type]
+        return ExposeCommand(**base, ports=tuple(sorted(args)))
     if kw == "user":
         if len(args) != 1:
             raise InstructionError("USER requires exactly one argument")
         flags.parse()
-        return UserCommand(**base, user=args[0])  # type: ignore[arg-type]
+        return UserCommand(**base, user=args[0])
     if kw == "volume":
         if not args:
             raise InstructionError("VOLUME requires at least one argument")
         flags.parse()
-        vols = []
+        vols: list[str] = []
         for a in args:
             a = go_trim_space(a)
             if a == "":
                 raise InstructionError("VOLUME specified can not be an empty string")
             vols.append(a)
-        return VolumeCommand(**base, volumes=tuple(vols))  # type: ignore[arg-type]
+        return VolumeCommand(**base, volumes=tuple(vols))
     if kw == "stopsignal":
         if len(args) != 1:
             raise InstructionError("STOPSIGNAL requires exactly one argument")
-        return StopSignalCommand(**base, signal=args[0])  # type: ignore[arg-type]
+        return StopSignalCommand(**base, signal=args[0])
     if kw == "arg":
         if not args:
             raise InstructionError("ARG requires at least one argument")
-        specs = []
+        arg_specs: list[ArgSpec] = []
         for a in args:
             if "=" in a:
                 k, _, val = a.partition("=")
                 if not k:
                     raise InstructionError("ARG names can not be blank")
-                specs.append(ArgSpec(k, val, _comment_for(node.prev_comment, k)))
+                arg_specs.append(ArgSpec(k, val, _comment_for(node.prev_comment, k)))
             else:
-                specs.append(ArgSpec(a, None, _comment_for(node.prev_comment, a)))
-        return ArgCommand(**base, args=tuple(specs))  # type: ignore[arg-type]
+                arg_specs.append(ArgSpec(a, None, _comment_for(node.prev_comment, a)))
+        return ArgCommand(**base, args=tuple(arg_specs))
     if kw == "shell":
         flags.parse()
         if not args:
             raise InstructionError("SHELL requires at least one argument")
         if not node.json:
             raise InstructionError("SHELL requires the arguments to be in JSON form")
-        return ShellCommand(**base, shell=tuple(args))  # type: ignore[arg-type]
+        return ShellCommand(**base, shell=tuple(args))
     raise _suggest_error(
         f"unknown instruction: {node.value}", node.value, INSTRUCTION_NAMES, case_sensitive=False
     )
 
 
-def _healthcheck(node: Node, args: list[str], flags: _Flags, base: dict[str, object]) -> HealthcheckCommand:
+def _healthcheck(node: Node, args: list[str], flags: _Flags, base: _Base) -> HealthcheckCommand:
     if not args:
         raise InstructionError("HEALTHCHECK requires at least one argument")
     typ = args[0].upper()
@@ -910,7 +926,7 @@ def _healthcheck(node: Node, args: list[str], flags: _Flags, base: dict[str, obj
     if typ == "NONE":
         if rest:
             raise InstructionError("HEALTHCHECK NONE takes no arguments")
-        return HealthcheckCommand(**base, test=("NONE",))  # type: ignore[arg-type]
+        return HealthcheckCommand(**base, test=("NONE",))
     for name in ("interval", "timeout", "start-period", "retries"):
         flags.add_string(name)
     flags.parse()
@@ -934,7 +950,7 @@ def _healthcheck(node: Node, args: list[str], flags: _Flags, base: dict[str, obj
             raise InstructionError(f"strconv.ParseInt: parsing {go_quote(r)}: value out of range")
         if retries < 0:
             raise InstructionError(f"--retries cannot be negative ({retries})")
-    return HealthcheckCommand(  # type: ignore[arg-type]
+    return HealthcheckCommand(
         **base, test=test, interval=interval, timeout=timeout, start_period=start, retries=retries
     )
 
@@ -977,7 +993,7 @@ def convert(nodes: Sequence[Node], *, file: str = "Dockerfile") -> tuple[tuple[A
             index=s.index, name=s.name, base_name=s.base_name, platform=s.platform,
             comment=s.comment, source_code=s.source_code, start_line=s.start_line,
             end_line=s.end_line, commands=tuple(c),
-        )  # fmt: skip
+        )
         for s, c in zip(stages, commands, strict=True)
     )
     return tuple(meta), out

@@ -198,7 +198,7 @@ def parse_directives(data: bytes) -> tuple[list[Directive], DockerfileError | No
 def detect_syntax(data: bytes) -> SyntaxDirective | None:
     """Which frontend the file asks for: ``# syntax=``, ``// syntax=`` or ``{"syntax": ...}``."""
     line = 0
-    first, sep, rest = data.partition(b"\n")
+    first, _sep, rest = data.partition(b"\n")
     if first.startswith(b"#!"):
         data = rest
         line = 1

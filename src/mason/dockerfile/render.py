@@ -53,11 +53,9 @@ def _err(exc: DockerfileError) -> dict[str, Any]:
 
 
 def _node(n: Node) -> dict[str, Any]:
-    nxt: list[Any]
+    nxt: list[Any] = list(n.args)
     if n.child is not None:
         nxt = [{"value": "", "children": [_node(n.child)]}]
-    else:
-        nxt = list(n.args)
     return {
         "value": n.value,
         "original": n.original,
@@ -121,7 +119,7 @@ def _cmd(c: Command) -> dict[str, Any]:
                     "ReadOnly": m.read_only, "SizeLimit": m.size_limit, "CacheID": m.cache_id,
                     "CacheSharing": m.cache_sharing, "Required": m.required, "Mode": m.mode,
                     "UID": m.uid, "GID": m.gid,
-                }  # fmt: skip
+                }
                 for m in c.mounts
             ]
     elif isinstance(c, CmdCommand | EntrypointCommand):
