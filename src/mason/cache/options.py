@@ -27,6 +27,7 @@ __all__ = [
     "ESTARGZ_SUPPORTED",
     "CacheOptions",
     "CacheOptionsError",
+    "insecure_hosts",
     "parse_cache_from",
     "parse_cache_to",
     "split_csv",
@@ -303,3 +304,9 @@ def parse_cache_from(text: str) -> list[CacheOptions]:
                 CacheOptions("local", "from", text, dict(attrs), path=src, tag=_tag(attrs.get("tag", "latest"), text), digest=digest)
             )
     return entries
+
+
+def insecure_hosts(options: Iterable[CacheOptions]) -> set[str]:
+    """Registry hosts that ``registry.insecure=true`` allows plain HTTP / unverified TLS for
+    (for the ``insecure_hosts`` of the build's registry client)."""
+    return {o.ref.registry for o in options if o.type == "registry" and o.insecure and o.ref is not None}

@@ -1,0 +1,122 @@
+"""`mason cache inspect REF|DIR`: what a registry or local build cache holds (mason's or BuildKit's).
+
+A directory (or ``oci-layout://DIR[:TAG]``) is read as a local cache (``index.json`` entry
+``TAG``, default ``latest``; ``--tag``/``--digest`` choose another); anything else is a
+registry reference. Only the manifest and the cache config are downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("cache", help="inspect registry and local build caches")
+    sub = parser.add_subparsers(dest="cache_command", metavar="COMMAND")
+    parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
+    inspect = sub.add_parser(
+        "inspect", help="records, layers and sizes of a cache (REF, DIR or oci-layout://DIR[:TAG])"
+    )
+    inspect.add_argument("target", metavar="REF|DIR")
+    inspect.add_argument("--tag", help="local cache: index.json tag (default latest)")
+    inspect.add_argument("--digest", help="local cache: manifest digest instead of a tag")
+    inspect.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    inspect.add_argument("--insecure", action="append", default=[], metavar="HOST",
+                         help="allow plain HTTP / unverified TLS for HOST (repeatable)")
+    inspect.add_argument("--ca-file", help="extra CA certificates (PEM) to trust")
+    inspect.add_argument("--records", action="store_true", help="also list key-only records")
+    inspect.set_defaults(handler=_inspect)
+
+
+def _human(size: int | None) -> str:
+    if size is None:
+        return "?"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def _short(digest: str) -> str:
+    return digest.split(":", 1)[-1][:12]
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from mason.cache import load_cache_source
+    from mason.cache.inspect import describe_cache
+    from mason.cache.options import parse_cache_from, split_csv
+    from mason.errors import BuildError, UsageError
+
+    target: str = args.target
+    if target.startswith("oci-layout://"):
+        path, _, tag = target.removeprefix("oci-layout://").partition(":")
+        target, args.tag = path, args.tag or tag or None
+    if os.path.isdir(target):
+        text = f'type=local,"src={target}"'
+        if args.digest:
+            text += f",digest={args.digest}"
+        elif args.tag:
+            text += f",tag={args.tag}"
+        [options] = parse_cache_from(text)
+        source = load_cache_source(options)
+    else:
+        if args.tag or args.digest:
+            raise UsageError("--tag and --digest are for a local cache directory; put the tag in REF")
+        if len(split_csv(target)) != 1 or "=" in target:
+            raise UsageError(f"{target!r} is neither a directory nor an image reference")
+        [options] = parse_cache_from(target)
+        from mason.registry.auth import CredentialStore
+        from mason.registry.client import RegistryClient
+
+        credentials = CredentialStore.from_environment(os.environ.get("DOCKER_CONFIG"), os.environ.get("REGISTRY_AUTH_FILE"))
+        with RegistryClient(credentials, insecure_hosts=args.insecure, ca_file=args.ca_file) as client:
+            source = load_cache_source(options, client)
+    if source.warning:
+        raise BuildError(source.warning.replace("cache import from", "cannot read cache").replace(", continuing without it", ""))
+    summary = describe_cache(source)
+    if args.format == "json":
+        json.dump(summary, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    _print_text(summary, show_records=args.records)
+    return 0
+
+
+def _print_text(s: dict[str, Any], *, show_records: bool) -> None:
+    out = sys.stdout.write
+    out(f"Cache:      {s['source']}\n")
+    if s["manifest"]:
+        m = s["manifest"]
+        out(f"Manifest:   {m['digest']} ({m['mediaType']}, {m['size']} bytes, {s['form']} form)\n")
+    if s["config"]:
+        c = s["config"]
+        out(f"Config:     {c['digest']} ({c['size']} bytes)\n")
+    out(f"Written by: {s['writtenBy']}\n")
+    out(f"Records:    {s['records']} ({s['recordsWithResults']} with results, {s['records'] - s['recordsWithResults']} key-only)\n")
+    out(f"Layers:     {len(s['layers'])} entries, {s['blobs']} blobs, {_human(s['totalSize'])} total\n\n")
+    out(f"{'#':>3}  {'BLOB':<12}  {'SIZE':>10}  {'COMPRESSION':<12}  {'PARENT':>6}  DIFF ID\n")
+    for layer in s["layers"]:
+        parent = "-" if layer["parent"] == -1 else str(layer["parent"])
+        diff = _short(layer["diffID"]) if layer["diffID"] else "-"
+        out(f"{layer['index']:>3}  {_short(layer['digest']):<12}  {_human(layer['size']):>10}  "
+            f"{layer['compression']:<12}  {parent:>6}  {diff}\n")
+    out("\nResults:\n")
+    for r in s["results"]:
+        if not r["usable"]:
+            out(f"  {_short(r['key'])}  unusable (blob descriptor or diff ID missing)\n")
+            continue
+        step = f"  {r['step']}" if r.get("step") else ""
+        out(f"  {_short(r['key'])}  {r['layers']} layers, {_human(r['size'])}, top {_short(r['top'])}{step}\n")
+    if show_records and s["keyOnly"]:
+        out("\nKey-only records:\n")
+        for r in s["keyOnly"]:
+            step = f"  {r['step']}" if r.get("step") else ""
+            out(f"  {_short(r['key'])}{step}\n")
