@@ -141,7 +141,7 @@ def push_busybox(client: RegistryClient, ref: Reference | str, workdir: str | os
     target = Reference.parse(ref) if isinstance(ref, str) else ref
     with tempfile.TemporaryDirectory(prefix="mason-busybox-") as tmp:
         image = build_busybox_image(workdir or tmp)
-        client.push_blob(target, image.layer, lambda: open(image.layer_path, "rb"))
+        client.push_blob(target, image.layer, lambda: open(image.layer_path, "rb"))  # noqa: SIM115
         client.push_blob(target, image.config, lambda: io.BytesIO(image.config_raw))
         return client.put_manifest(target, image.manifest.raw, image.manifest.media_type)
 

@@ -327,11 +327,13 @@ class RegistryClient:
         )
 
     # -- blobs ---------------------------------------------------------------------------------
-    def blob_exists(self, ref: Reference, digest: Digest) -> bool:
+    def blob_exists(self, ref: Reference, digest: Digest, *, for_push: bool = False) -> bool:
+        # before a push, ask for the push scope at once so one token serves the whole upload
+        scope = push_scope(ref.repository) if for_push else pull_scope(ref.repository)
         try:
             self._transport.request(
                 "HEAD", ref.api_host, f"/v2/{ref.repository}/blobs/{digest}",
-                operation=f"check blob {digest} in {ref.repository_ref}", scopes=[pull_scope(ref.repository)],
+                operation=f"check blob {digest} in {ref.repository_ref}", scopes=[scope],
                 follow_redirects=True, what=f"registry {ref.registry}",
             )
         except RegistryNotFoundError:
@@ -425,7 +427,7 @@ class RegistryClient:
         mount_from: str | None = None,
     ) -> PushOutcome:
         """Like ``push_blob`` but says how: ``exists``, ``mounted`` or ``uploaded``."""
-        if self.blob_exists(ref, desc.digest):
+        if self.blob_exists(ref, desc.digest, for_push=True):
             return "exists"
         attempts = self.retry.attempts
         for attempt in range(attempts):

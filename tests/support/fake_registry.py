@@ -1,0 +1,277 @@
+"""An in-process fake of a distribution registry for ``httpx.MockTransport`` (no sockets).
+
+Enough of the distribution spec for client tests: ping, manifests, blobs (GET/HEAD,
+monolithic and chunked uploads, cross-repo mounts), tag lists with ``Link``
+pagination, Basic or Bearer auth with a token endpoint, plus fault injection:
+corrupt or truncated blobs, scripted error statuses, redirects to another host,
+mounts that open an upload session instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+
+__all__ = ["FakeRegistry", "RecordedRequest"]
+
+_TOKEN_HOST = "auth.fake.test"
+_STORAGE_HOST = "storage.fake.test"
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    url: str
+    authorization: str | None
+    status: int
+
+
+class _Truncated(httpx.SyncByteStream):
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self._data
+        raise httpx.ReadError("connection reset by fake registry")
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _errors(code: str, message: str, detail: object = None) -> bytes:
+    return json.dumps({"errors": [{"code": code, "message": message, "detail": detail}]}).encode()
+
+
+@dataclass
+class FakeRegistry:
+    host: str = "registry.fake.test"
+    auth: str | None = None  # None | "basic" | "bearer"
+    username: str = "user"
+    password: str = "pass"
+    token_expires_in: int = 300
+    token_field: str = "token"
+    anonymous_pull: bool = False
+    tag_page_size: int | None = None
+    redirect_blobs: bool = False
+    mount_supported: bool = True
+    #: blobs served with these bytes instead of their own (digest -> bytes)
+    corrupt: dict[str, bytes] = field(default_factory=dict)
+    #: blob digests whose next N GETs break off half way
+    truncate: dict[str, int] = field(default_factory=dict)
+    #: (method, path regex) -> statuses to answer, in order, before behaving normally
+    faults: list[tuple[str, str, list[int]]] = field(default_factory=list)
+    #: tokens that the registry should treat as revoked (401 mid-transfer)
+    revoked: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self.repo_blobs: dict[str, set[str]] = {}
+        self.manifests: dict[str, dict[str, tuple[bytes, str]]] = {}
+        self.tags: dict[str, dict[str, str]] = {}
+        self.uploads: dict[str, tuple[str, bytearray]] = {}
+        self.requests: list[RecordedRequest] = []
+        self.tokens: dict[str, set[str]] = {}
+        self.token_requests = 0
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)
+
+    # -- seeding -------------------------------------------------------------------------
+    def add_blob(self, repo: str, data: bytes) -> str:
+        digest = _sha256(data)
+        self.blobs[digest] = data
+        self.repo_blobs.setdefault(repo, set()).add(digest)
+        return digest
+
+    def add_manifest(self, repo: str, raw: bytes, media_type: str, tag: str | None = None) -> str:
+        digest = _sha256(raw)
+        self.manifests.setdefault(repo, {})[digest] = (raw, media_type)
+        if tag:
+            self.tags.setdefault(repo, {})[tag] = digest
+        return digest
+
+    def count(self, method: str, pattern: str) -> int:
+        rx = re.compile(pattern)
+        return sum(1 for r in self.requests if r.method == method and rx.search(r.url))
+
+    # -- dispatch ------------------------------------------------------------------------
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        response = self._dispatch(request)
+        self.requests.append(
+            RecordedRequest(request.method, str(request.url), request.headers.get("Authorization"), response.status_code)
+        )
+        return response
+
+    def _dispatch(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if url.host == _TOKEN_HOST:
+            return self._token(request)
+        if url.host == _STORAGE_HOST:
+            digest = url.path.rsplit("/", 1)[-1]
+            return self._serve_blob(digest, request)
+        if url.scheme != "https":
+            return httpx.Response(400, content=b"Client sent an HTTP request to an HTTPS server.")
+        path = url.path
+        for method, pattern, statuses in self.faults:
+            if method == request.method and re.search(pattern, path) and statuses:
+                status = statuses.pop(0)
+                headers = {"Retry-After": "0"} if status == 429 else {}
+                return httpx.Response(status, headers=headers, content=_errors("FAULT", f"injected {status}"))
+        if path == "/v2/" or path == "/v2":
+            denied = self._check_auth(request, None)
+            return denied or httpx.Response(200, json={})
+        match = re.match(r"^/v2/(?P<repo>.+?)/(?P<kind>manifests|blobs|tags)/(?P<rest>.*)$", path)
+        if not match:
+            return httpx.Response(404, content=_errors("NOT_FOUND", "no route"))
+        repo, kind, rest = match["repo"], match["kind"], match["rest"]
+        write = request.method in ("PUT", "POST", "PATCH", "DELETE")
+        denied = self._check_auth(request, (repo, "push" if write else "pull"))
+        if denied:
+            return denied
+        if kind == "tags":
+            return self._tags(repo, request)
+        if kind == "manifests":
+            return self._manifest(repo, rest, request)
+        if rest.startswith("uploads"):
+            return self._upload(repo, rest, request)
+        if request.method in ("GET", "HEAD"):
+            if rest not in self.repo_blobs.get(repo, set()):
+                return httpx.Response(404, content=_errors("BLOB_UNKNOWN", "blob unknown to registry", rest))
+            if self.redirect_blobs and request.method == "GET":
+                return httpx.Response(307, headers={"Location": f"https://{_STORAGE_HOST}/data/{rest}?sig=secret"})
+            return self._serve_blob(rest, request)
+        return httpx.Response(405)
+
+    # -- auth ----------------------------------------------------------------------------
+    def _check_auth(self, request: httpx.Request, need: tuple[str, str] | None) -> httpx.Response | None:
+        if self.auth is None:
+            return None
+        header = request.headers.get("Authorization", "")
+        if self.auth == "basic":
+            expected = "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+            if header == expected:
+                return None
+            return httpx.Response(
+                401, headers={"WWW-Authenticate": 'Basic realm="fake"'},
+                content=_errors("UNAUTHORIZED", "authentication required"),
+            )
+        token = header[7:] if header.startswith("Bearer ") else ""
+        granted = self.tokens.get(token)
+        if (token and token not in self.revoked and granted is not None
+                and (need is None or f"{need[0]}:{need[1]}" in granted)):
+            return None
+        scope = f' ,scope="repository:{need[0]}:{"pull,push" if need[1] == "push" else "pull"}"' if need else ""
+        challenge = f'Bearer realm="https://{_TOKEN_HOST}/token",service="fake"{scope.replace(" ,", ",")}'
+        return httpx.Response(401, headers={"WWW-Authenticate": challenge},
+                              content=_errors("UNAUTHORIZED", "authentication required"))
+
+    def _token(self, request: httpx.Request) -> httpx.Response:
+        self.token_requests += 1
+        query = parse_qs(urlsplit(str(request.url)).query)
+        header = request.headers.get("Authorization", "")
+        authed = False
+        if header.startswith("Basic "):
+            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+            if (user, password) != (self.username, self.password):
+                return httpx.Response(401, json={"details": "incorrect username or password"})
+            authed = True
+        elif not self.anonymous_pull:
+            return httpx.Response(401, json={"details": "anonymous access denied"})
+        granted: set[str] = set()
+        for scope in query.get("scope", []):
+            _, name, actions = scope.split(":")[0], ":".join(scope.split(":")[1:-1]), scope.split(":")[-1]
+            for action in actions.split(","):
+                if action == "pull" or authed:
+                    granted.add(f"{name}:{action}")
+        token = secrets.token_hex(8)
+        self.tokens[token] = granted
+        return httpx.Response(200, json={self.token_field: token, "expires_in": self.token_expires_in})
+
+    # -- handlers ------------------------------------------------------------------------
+    def _serve_blob(self, digest: str, request: httpx.Request) -> httpx.Response:
+        data = self.corrupt.get(digest, self.blobs.get(digest))
+        if data is None:
+            return httpx.Response(404, content=_errors("BLOB_UNKNOWN", "blob unknown", digest))
+        headers = {"Docker-Content-Digest": digest, "Content-Length": str(len(data))}
+        if request.method == "HEAD":
+            return httpx.Response(200, headers=headers)
+        start = 0
+        rng = request.headers.get("Range")
+        if rng and (m := re.match(r"bytes=(\d+)-", rng)):
+            start = int(m.group(1))
+        body = data[start:]
+        status = 206 if start else 200
+        if self.truncate.get(digest, 0) > 0:
+            self.truncate[digest] -= 1
+            return httpx.Response(status, stream=_Truncated(body[: max(1, len(body) // 2)]))
+        return httpx.Response(status, content=body)
+
+    def _manifest(self, repo: str, ident: str, request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT":
+            raw = request.read()
+            digest = self.add_manifest(repo, raw, request.headers.get("Content-Type", ""),
+                                       None if ident.startswith("sha256:") else ident)
+            return httpx.Response(201, headers={"Docker-Content-Digest": digest, "Location": f"/v2/{repo}/manifests/{digest}"})
+        digest = ident if ident.startswith("sha256:") else self.tags.get(repo, {}).get(ident)
+        entry = self.manifests.get(repo, {}).get(digest or "")
+        if entry is None:
+            return httpx.Response(404, content=_errors("MANIFEST_UNKNOWN", "manifest unknown", {"tag": ident}))
+        raw, media_type = entry
+        headers = {"Content-Type": media_type, "Docker-Content-Digest": str(digest), "Content-Length": str(len(raw))}
+        return httpx.Response(200, headers=headers, content=b"" if request.method == "HEAD" else raw)
+
+    def _tags(self, repo: str, request: httpx.Request) -> httpx.Response:
+        tags = sorted(self.tags.get(repo, {}))
+        if not tags:
+            return httpx.Response(404, content=_errors("NAME_UNKNOWN", "repository name not known", {"name": repo}))
+        query = parse_qs(urlsplit(str(request.url)).query)
+        last = query.get("last", [""])[0]
+        n = int(query.get("n", [str(self.tag_page_size or 0)])[0] or 0) or self.tag_page_size
+        rest = [t for t in tags if t > last]
+        page = rest[:n] if n else rest
+        headers = {}
+        if n and len(rest) > n:
+            headers["Link"] = f'</v2/{repo}/tags/list?n={n}&last={page[-1]}>; rel="next"'
+        return httpx.Response(200, headers=headers, json={"name": repo, "tags": page})
+
+    def _upload(self, repo: str, rest: str, request: httpx.Request) -> httpx.Response:
+        query = parse_qs(urlsplit(str(request.url)).query)
+        if request.method == "POST":
+            mount, source = query.get("mount", [None])[0], query.get("from", [None])[0]
+            if mount and source and self.mount_supported and mount in self.repo_blobs.get(source, set()):
+                self.repo_blobs.setdefault(repo, set()).add(mount)
+                return httpx.Response(201, headers={"Location": f"/v2/{repo}/blobs/{mount}", "Docker-Content-Digest": mount})
+            uid = secrets.token_hex(6)
+            self.uploads[uid] = (repo, bytearray())
+            return httpx.Response(202, headers={"Location": f"/v2/{repo}/blobs/uploads/{uid}?_state=abc", "Range": "0-0"})
+        uid = rest.split("/", 1)[1] if "/" in rest else ""
+        if uid not in self.uploads:
+            return httpx.Response(404, content=_errors("BLOB_UPLOAD_UNKNOWN", "blob upload unknown"))
+        _, buffer = self.uploads[uid]
+        if request.method == "DELETE":
+            del self.uploads[uid]
+            return httpx.Response(204)
+        body = request.read()
+        if request.method == "PATCH":
+            buffer.extend(body)
+            return httpx.Response(202, headers={"Location": f"/v2/{repo}/blobs/uploads/{uid}?_state=n{len(buffer)}",
+                                                "Range": f"0-{len(buffer) - 1}"})
+        if request.method == "PUT":
+            buffer.extend(body)
+            expected = query.get("digest", [""])[0]
+            if _sha256(bytes(buffer)) != expected:
+                del self.uploads[uid]
+                return httpx.Response(400, content=_errors("DIGEST_INVALID", "provided digest did not match uploaded content"))
+            del self.uploads[uid]
+            self.add_blob(repo, bytes(buffer))
+            return httpx.Response(201, headers={"Location": f"/v2/{repo}/blobs/{expected}", "Docker-Content-Digest": expected})
+        return httpx.Response(405)
