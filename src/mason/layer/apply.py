@@ -358,7 +358,10 @@ class _Applier:
                     out.write(chunk)
 
     def _hardlink(self, member: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
-        target = _split(member.linkname, "hardlink target")
+        try:
+            target = _split(member.linkname, "hardlink target")
+        except LayerError as exc:
+            raise self._fail(exc.message, reference=exc.reference) from None
         if not target:
             raise self._fail("hardlink to the root directory", reference="layer-path-escape")
         if target == parts:

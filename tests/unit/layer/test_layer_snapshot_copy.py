@@ -1,0 +1,119 @@
+"""The snapshotter in copy mode (no mounts): prepare, commit, layers, cleanup."""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import os
+from pathlib import Path
+
+import pytest
+from tests.unit.layer.layer_helpers import entry, make_tar, tar_members, tree
+
+from mason.layer import LayerError, Snapshotter
+
+
+def _layer_names(snap: Snapshotter, sid: str) -> list[str]:
+    buf = io.BytesIO()
+    snap.write_layer(sid, buf, source_date_epoch=0)
+    return [m.name for m in tar_members(buf.getvalue())]
+
+
+def test_copy_mode_prepare_commit_and_layer_diffs(tmp_path: Path) -> None:
+    snap = Snapshotter(str(tmp_path / "snaps"), mode="copy")
+    with snap.prepare([]) as active:
+        root = Path(active.path)
+        (root / "etc").mkdir()
+        (root / "etc" / "passwd").write_text("root")
+        (root / "etc" / "gone").write_text("bye")
+        base = snap.commit(active)
+    assert snap.info(base).kind == "full"
+    assert _layer_names(snap, base) == ["etc", "etc/gone", "etc/passwd"]
+    with snap.prepare([base]) as active:
+        root = Path(active.path)
+        assert (root / "etc" / "passwd").read_text() == "root"
+        (root / "etc" / "gone").unlink()
+        (root / "app").mkdir()
+        (root / "app" / "main").write_text("run")
+        top = snap.commit(active)
+    assert _layer_names(snap, top) == ["app", "app/main", "etc", "etc/.wh.gone"]
+    assert [s.id for s in snap.snapshots()] == sorted([base, top])
+    with snap.view([base, top]) as view:
+        assert sorted(tree(view)) == ["app", "app/main", "etc", "etc/passwd"]
+    # The parent is unchanged.
+    assert sorted(tree(snap.info(base).path)) == ["etc", "etc/gone", "etc/passwd"]
+
+
+def test_discarded_and_failed_snapshots_leave_nothing(tmp_path: Path) -> None:
+    snap = Snapshotter(str(tmp_path), mode="copy")
+    with pytest.raises(RuntimeError), snap.prepare([]) as active:
+        Path(active.path, "f").write_text("x")
+        raise RuntimeError("step failed")
+    assert os.listdir(tmp_path / ".active") == []
+    assert snap.snapshots() == []
+
+
+def test_wrong_parent_chain_is_refused(tmp_path: Path) -> None:
+    snap = Snapshotter(str(tmp_path), mode="copy")
+    with snap.prepare([]) as active:
+        a = snap.commit(active)
+    with snap.prepare([a]) as active:
+        b = snap.commit(active)
+    with pytest.raises(LayerError, match="not a child"):
+        snap.prepare([b])
+    with pytest.raises(LayerError, match="does not exist"):
+        snap.prepare(["0000deadbeef"])
+
+
+def test_apply_layer_in_copy_mode_is_flat(tmp_path: Path) -> None:
+    snap = Snapshotter(str(tmp_path), mode="copy")
+    base, info = snap.apply_layer([], make_tar((entry("a"), b"1"), (entry("b"), b"2")))
+    assert info.size > 0
+    top, _ = snap.apply_layer([base], make_tar((entry(".wh.a"), b"")))
+    assert sorted(tree(snap.info(top).path)) == ["b"]
+    assert _layer_names(snap, top) == [".wh.a"]
+
+
+def test_rejected_layer_leaves_no_snapshot(tmp_path: Path) -> None:
+    snap = Snapshotter(str(tmp_path), mode="copy")
+    with pytest.raises(LayerError):
+        snap.apply_layer([], make_tar((entry("ok"), b"1"), (entry("../evil"), b"2")))
+    assert snap.snapshots() == []
+    assert os.listdir(tmp_path / ".active") == []
+
+
+def test_half_written_snapshot_dirs_are_cleaned_on_open(tmp_path: Path) -> None:
+    snap = Snapshotter(str(tmp_path), mode="copy")
+    with snap.prepare([]) as active:
+        Path(active.path, "kept").write_text("k")
+        good = snap.commit(active)
+    # What a SIGKILL-ed process leaves: an active dir with its (no longer held)
+    # lock, a half-made lock, and removal trash without a lock.
+    dead = tmp_path / ".active" / "0123456789abcdef"
+    (dead / "fs" / "half").mkdir(parents=True)
+    (dead / "fs" / "half" / "written").write_text("partial")
+    (tmp_path / ".active" / "0123456789abcdef.lock").write_text("")
+    (tmp_path / ".active" / "fedcba9876543210.locktmp").write_text("")
+    (tmp_path / ".active" / "rm-1234" / "fs").mkdir(parents=True)
+    # A live one, whose lock is held, must survive.
+    live = snap.prepare([])
+    try:
+        Path(live.path, "busy").write_text("b")
+        reopened = Snapshotter(str(tmp_path), mode="copy")
+        assert sorted(os.listdir(tmp_path / ".active")) == sorted([live.name, live.name + ".lock"])
+        assert [s.id for s in reopened.snapshots()] == [good]
+        assert Path(live.path, "busy").read_text() == "b"
+    finally:
+        snap.discard(live)
+    assert os.listdir(tmp_path / ".active") == []
+
+
+def test_lock_of_live_snapshot_is_held(tmp_path: Path) -> None:
+    snap = Snapshotter(str(tmp_path), mode="copy")
+    with snap.prepare([]) as active:
+        fd = os.open(tmp_path / ".active" / (active.name + ".lock"), os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
