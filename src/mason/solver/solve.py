@@ -398,6 +398,7 @@ class Solver(Generic[R]):
                 dependents[d].append(t)
         running: dict[Future[V], T] = {}
         failure: tuple[T, BaseException] | None = None
+        unfinished = dict.fromkeys(tasks)  # ordered set
 
         def stop() -> None:
             token.cancel()
@@ -438,6 +439,7 @@ class Solver(Generic[R]):
                             failure = (t, exc)
                         stop()
                         continue
+                    del unfinished[t]
                     if token.cancelled:
                         continue
                     for d in dependents[t]:
@@ -453,9 +455,9 @@ class Solver(Generic[R]):
                 for fut in done:
                     running.pop(fut)
             raise
-        if failure is None and token.cancelled:
-            # Cancelled from outside while tasks were queued: report it.
-            return (tasks[0], Cancelled("cancelled")) if tasks else None
+        if failure is None and unfinished:
+            # Cancelled from outside between two tasks: some never started.
+            return (next(iter(unfinished)), Cancelled("cancelled"))
         return failure
 
 

@@ -310,3 +310,16 @@ def test_long_chains_do_not_hit_the_recursion_limit() -> None:
     graph = Solver[Handle](max_workers=2, local=None).solve([v])
     assert len(graph) == 3000
     assert graph.outputs[0].state is VertexState.EXECUTED
+
+
+def test_cancel_between_two_steps_raises_cancelled() -> None:
+    """A token cancelled while no op is failing still stops the solve before the next step."""
+
+    def cancel_then_succeed(ctx: ExecContext, inputs: Sequence[Handle]) -> None:
+        ctx.cancel.cancel()
+
+    first = vertex("first", run=cancel_then_succeed)
+    later = vertex("later", first)
+    with pytest.raises(Cancelled):
+        Solver[Handle](max_workers=1).solve([later])
+    assert (first.op.calls, later.op.calls) == (1, 0)  # type: ignore[attr-defined]
