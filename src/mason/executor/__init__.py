@@ -30,7 +30,8 @@ Data (mason.executor.types):
   ``ok``; ``describe()``.
 - ``Executor`` protocol: ``run(spec, on_output, *, cancel=None, timeout=None)
   -> ExitStatus``. ``on_output(bytes)`` receives stdout and stderr merged, as
-  they arrive. Setting the ``threading.Event`` ``cancel``, passing
+  they arrive (with runc, which copies the two streams separately, only the
+  order within each stream is guaranteed). Setting the ``threading.Event`` ``cancel``, passing
   ``timeout`` seconds, a KeyboardInterrupt or an exception from
   ``on_output`` kills the sandbox and removes it before ``run`` raises
   (``ExecCancelledError`` / ``ExecTimeoutError`` carry the last output lines

@@ -22,6 +22,8 @@ def probe_runc(executor: RuncExecutor) -> str | None:
     exist: runc sets up namespaces, cgroups and mounts and fails only at the
     final exec. That failure means everything before it works.
     """
+    if executor.work_dir is not None:
+        executor.work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mason-probe-", dir=executor.work_dir) as tmp:
         rootfs = Path(tmp) / "rootfs"
         rootfs.mkdir()
