@@ -1,6 +1,14 @@
 """Compression streams: gzip (isal or zlib), zstd, estargz, none."""
 
 from mason.compression.errors import CompressionError, EStargzError
+from mason.compression.estargz import (
+    EStargzInfo,
+    EStargzResult,
+    estargz_to_tar,
+    is_estargz,
+    verify_estargz,
+    write_estargz,
+)
 from mason.compression.streams import (
     COMPRESSIONS,
     check_level,
@@ -14,9 +22,15 @@ __all__ = [
     "COMPRESSIONS",
     "CompressionError",
     "EStargzError",
+    "EStargzInfo",
+    "EStargzResult",
     "check_level",
     "compress_stream",
     "detect_compression",
+    "estargz_to_tar",
+    "is_estargz",
     "open_compressor",
     "open_decompressed",
+    "verify_estargz",
+    "write_estargz",
 ]

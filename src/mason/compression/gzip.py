@@ -27,10 +27,12 @@ __all__ = [
     "BLOCK_SIZE",
     "DEFAULT_GZIP_LEVEL",
     "GzipWriter",
+    "check_gzip_level",
     "deflate_member",
     "gzip_backend",
     "gzip_header",
     "open_gzip_reader",
+    "raw_deflater",
 ]
 
 try:  # ISA-L is several times faster than zlib; zlib is the portable fallback.
@@ -191,3 +193,10 @@ def open_gzip_reader(src: BinaryIO, *, prefer_isal: bool = True) -> BinaryIO:
     import gzip as _stdgzip
 
     return _stdgzip.GzipFile(fileobj=src, mode="rb")  # type: ignore[return-value]
+
+
+def raw_deflater(level: int, *, prefer_isal: bool = True) -> tuple[Any, Callable[[bytes, int], int]]:
+    """A raw-deflate compressobj for a gzip level 0-9 and the matching crc32 function
+    (for writers that frame gzip members themselves, like eStargz)."""
+    module, native = _deflater(check_gzip_level(level), prefer_isal)
+    return module.compressobj(native, module.DEFLATED, -15, 9), _crc_fn(prefer_isal)
