@@ -401,3 +401,45 @@ def test_choose_executor_prefers_working_runc(tmp_path: Path) -> None:
     assert isinstance(chosen, RuncExecutor)
     fallback = choose_executor(state_dir=tmp_path / "state", runc="no-such-runc-binary")
     assert isinstance(fallback, ChrootExecutor)
+
+
+def test_overlay_rootfs_upper_gets_only_real_changes(
+    executor: Executor, rootfs_template: Path, tmp_path: Path
+) -> None:
+    # The snapshotter hands executors an overlay mount: what the command
+    # writes lands in upper, and mountpoint stubs must not.
+    lower, upper, work, merged = (tmp_path / n for n in ("lower", "upper", "ovl-work", "merged"))
+    shutil.copytree(rootfs_template, lower, symlinks=True)
+    for d in (upper, work, merged):
+        d.mkdir()
+    options = f"lowerdir={lower},upperdir={upper},workdir={work}"
+    if subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(merged)]).returncode:
+        pytest.skip("overlayfs is not available here")
+    try:
+        status, out = sh(executor, merged, "echo hi > /created; cat /created", cwd="/app")
+    finally:
+        subprocess.run(["umount", str(merged)], check=True)
+    assert status.ok and out == "hi\n"
+    files = {str(p.relative_to(upper)) for p in upper.rglob("*") if not p.is_dir()}
+    assert files == {"created"}
+    assert (upper / "app").is_dir()
+    assert not any((upper / n).exists() for n in ("proc", "dev", "sys", "etc/hosts"))
+
+
+def test_parallel_runs_are_independent(
+    executor: Executor, rootfs_template: Path, tmp_path: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    roots = []
+    for i in range(4):
+        root = tmp_path / f"rootfs{i}"
+        shutil.copytree(rootfs_template, root, symlinks=True)
+        roots.append(root)
+
+    def one(i: int) -> tuple[ExitStatus, str]:
+        return sh(executor, roots[i], f"hostname; exit {i}", hostname=f"host{i}")
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(one, range(4)))
+    assert [(s.code, out.strip()) for s, out in results] == [(i, f"host{i}") for i in range(4)]
