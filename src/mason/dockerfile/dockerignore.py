@@ -235,6 +235,8 @@ class IgnoreMatcher:
                 if len(p) == 1:
                     raise DockerfileError('illegal exclusion pattern: "!"', file=source, section="dockerignore")
                 p = p[1:]
+            if len(p) > 1 and p.startswith("/"):
+                p = p[1:]  # context-relative, as read_ignore_file does
             try:
                 _validate(p)
                 kind, rx = _translate(p)

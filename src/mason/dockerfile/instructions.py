@@ -79,13 +79,15 @@ def suggest(value: str, options: Sequence[str], *, case_sensitive: bool) -> str 
     """BuildKit's ``suggest.WrapError``: the option within edit distance 2, if any."""
     val = value if case_sensitive else value.lower()
     best: str | None = None
-    mindist = 3
+    mindist = (3, 0)
     for opt in sorted(options):
         o = opt if case_sensitive else opt.lower()
         if o == val:
             return None  # an exact match: the error is about something else
-        dist = levenshtein(val, o)
-        if dist < mindist:
+        # BuildKit picks any option under distance 3 (map order); ties go to
+        # the option closest when a swap of two letters counts as one edit
+        dist = (levenshtein(val, o), _swap_distance(val, o))
+        if dist[0] < 3 and dist < mindist:
             mindist = dist
             if case_sensitive:
                 best = o
@@ -96,6 +98,22 @@ def suggest(value: str, options: Sequence[str], *, case_sensitive: bool) -> str 
             else:
                 best = o
     return best
+
+
+def _swap_distance(a: str, b: str) -> int:
+    """Optimal string alignment distance (adjacent transpositions cost 1)."""
+    d = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+    for i in range(len(a) + 1):
+        d[i][0] = i
+    for j in range(len(b) + 1):
+        d[0][j] = j
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[len(a)][len(b)]
 
 
 def _suggest_error(message: str, value: str, options: Sequence[str], *, case_sensitive: bool) -> InstructionError:
