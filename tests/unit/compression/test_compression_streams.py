@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import random
+import subprocess
+import zlib
+
+import pytest
+import zstandard
+
+from mason.compression import (
+    CompressionError,
+    check_level,
+    compress_stream,
+    detect_compression,
+    open_compressor,
+    open_decompressed,
+)
+from mason.compression.gzip import GzipWriter, gzip_backend
+
+# Compressible and incompressible parts, larger than one 1 MiB gzip block.
+_rng = random.Random(7)
+DATA = bytes(_rng.getrandbits(8) for _ in range(300_000)) + b"layer bytes " * 250_000
+
+
+def _compress(data: bytes, compression: str, level: int | None = None) -> bytes:
+    out = io.BytesIO()
+    compress_stream(io.BytesIO(data), out, compression, level)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("compression", "level"),
+    [("gzip", None), ("gzip", 0), ("gzip", 1), ("gzip", 9), ("zstd", None), ("zstd", 0), ("zstd", 1), ("zstd", 19), ("uncompressed", None)],
+)
+def test_round_trip(compression: str, level: int | None) -> None:
+    blob = _compress(DATA, compression, level)
+    with open_decompressed(io.BytesIO(blob), compression) as reader:
+        assert reader.read() == DATA
+    assert detect_compression(blob[:8]) == compression
+    if compression != "uncompressed":
+        assert len(blob) < len(DATA) or level == 0
+
+
+def test_gzip_is_standard_and_deterministic() -> None:
+    blob = _compress(DATA, "gzip")
+    assert gzip.decompress(blob) == DATA  # stdlib reader
+    assert blob[:10] == b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no name, mtime 0, OS 255
+    assert _compress(DATA, "gzip") == blob
+
+
+@pytest.mark.parametrize("prefer_isal", [True, False])
+def test_gzip_bytes_do_not_depend_on_threads_or_write_sizes(prefer_isal: bool) -> None:
+    digests = set()
+    for threads in (1, 3):
+        for write_size in (1, 4096, 3 << 20):
+            out = io.BytesIO()
+            w = GzipWriter(out, 6, threads=threads, prefer_isal=prefer_isal, block_size=64 << 10)
+            view = DATA[:200_000] if write_size == 1 else DATA
+            if write_size == 1:
+                for i in range(0, len(view), 997):  # many tiny writes
+                    w.write(view[i : i + 997])
+            else:
+                for i in range(0, len(view), write_size):
+                    w.write(view[i : i + write_size])
+            w.close()
+            assert zlib.decompress(out.getvalue(), 31) == view
+            digests.add((write_size == 1, hashlib.sha256(out.getvalue()).hexdigest()))
+    assert len(digests) == 2  # one digest per input, whatever the threads and write sizes
+
+
+def test_gzip_readable_by_system_gzip(tmp_path: os.PathLike[str]) -> None:
+    path = os.path.join(tmp_path, "x.gz")
+    with open(path, "wb") as f:
+        compress_stream(io.BytesIO(DATA), f, "gzip")
+    out = subprocess.run(["gzip", "-dc", path], check=True, capture_output=True).stdout
+    assert out == DATA
+
+
+def test_zstd_is_one_frame_with_checksum() -> None:
+    blob = _compress(DATA, "zstd")
+    params = zstandard.get_frame_parameters(blob)
+    assert params.has_checksum
+    d = zstandard.ZstdDecompressor().decompressobj()
+    assert d.decompress(blob) == DATA
+    assert d.unused_data == b""  # nothing after the first frame
+    assert _compress(DATA, "zstd") == blob  # deterministic
+
+
+def test_open_compressor_leaves_destination_open() -> None:
+    for compression in ("gzip", "zstd", "uncompressed"):
+        dst = io.BytesIO()
+        w = open_compressor(dst, compression)
+        w.write(b"hello")
+        w.close()
+        assert not dst.closed
+        assert open_decompressed(io.BytesIO(dst.getvalue()), "auto").read() == b"hello"
+
+
+def test_detection() -> None:
+    assert detect_compression(b"\x1f\x8b\x08\x00") == "gzip"
+    assert detect_compression(b"\x28\xb5\x2f\xfd") == "zstd"
+    assert detect_compression(b"\x50\x2a\x4d\x18") == "zstd"  # skippable frame
+    assert detect_compression(b"BZh91AY") == "bzip2"
+    assert detect_compression(b"\xfd7zXZ\x00") == "xz"
+    assert detect_compression(b"ustar or anything") == "uncompressed"
+    assert detect_compression(b"") == "uncompressed"
+
+
+def test_levels_validated() -> None:
+    assert check_level("gzip", None) == 6
+    assert check_level("zstd", 0) == 3
+    assert check_level("zstd", 22) == 22
+    assert check_level("uncompressed", 5) is None
+    for compression, level in (("gzip", 10), ("gzip", -1), ("zstd", 23), ("estargz", 11)):
+        with pytest.raises(CompressionError, match="level"):
+            check_level(compression, level)
+    with pytest.raises(CompressionError, match="unknown compression"):
+        check_level("brotli", None)
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_corrupt_data_raises_compression_error(compression: str) -> None:
+    blob = bytearray(_compress(DATA, compression))
+    blob[len(blob) // 2] ^= 0xFF
+    blob[len(blob) // 2 + 1] ^= 0xFF
+    with pytest.raises(CompressionError, match=f"corrupt {compression}"):
+        open_decompressed(io.BytesIO(bytes(blob)), compression, what="blob X").read()
+
+
+def test_truncated_gzip_raises_compression_error() -> None:
+    blob = _compress(DATA, "gzip")
+    with pytest.raises(CompressionError, match="corrupt gzip"):
+        open_decompressed(io.BytesIO(blob[: len(blob) // 2]), "gzip").read()
+
+
+def test_backend_reported() -> None:
+    assert gzip_backend() in ("isal", "zlib")
+    assert gzip_backend(prefer_isal=False) == "zlib"
