@@ -16,7 +16,7 @@ from mason.dockerfile.parser import (
     parse,
 )
 
-__all__ = ["Dockerfile", "parse_dockerfile"]
+__all__ = ["Dockerfile", "parse_dockerfile", "source_lines"]
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ _BOM = b"\xef\xbb\xbf"
 _RE_DIRECTIVE_HASH = re.compile(r"^#[\t\n\f\r ]*([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z")
 _RE_DIRECTIVE_SLASH = re.compile(r"^//[\t\n\f\r ]*([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z")
 _RE_HEREDOC = re.compile(r"^([0-9]*)<<(-?)([^<]*)\Z", re.DOTALL)
+_RE_GO_SPACES = re.compile("[\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
 _VALID_DIRECTIVES = frozenset({"syntax", "escape"})
 _HEREDOC_INSTRUCTIONS = frozenset({"add", "copy", "run"})
 _UINT64_MAX = 2**64 - 1
@@ -232,6 +233,8 @@ def detect_syntax(data: bytes) -> SyntaxDirective | None:
 def _extract_builder_flags(line: str) -> tuple[str, list[str]]:
     """Leading ``--flag`` words. Works on bytes as BuildKit does (each byte is a
     rune), and always uses ``\\`` as the escape here."""
+    if line and line[0] != "-" and line[0] < "\x80" and not is_go_space(line[0]):
+        return line, []  # fast path: no flags
     b = line.encode("utf-8", "surrogateescape")
     n = len(b)
     words: list[str] = []
@@ -311,6 +314,8 @@ def _split_command(line: str) -> tuple[str, list[str], str]:
 
 def _parse_words(rest: str, escape: str) -> list[str]:
     """Words for ENV/LABEL/ARG: quotes do not split, quotes and escapes are kept."""
+    if "'" not in rest and '"' not in rest and escape not in rest:
+        return [w for w in _RE_GO_SPACES.split(rest) if w]  # fast path: plain words
     words: list[str] = []
     word: list[str] = []
     phase = 0
