@@ -1,1 +1,44 @@
-"""mason.build."""
+"""mason.build: Dockerfile -> graph, the concrete ops, snapshots, image assembly, outputs.
+
+The one package that knows every subsystem. Public API:
+
+- ``build(options, *, root, progress=None, stdout=None, client=None, executor=None, cancel=None)
+  -> BuildOutcome`` (``mason.build.builder``): one build end to end.
+- ``BuildOptions`` / ``OutputSpec`` / ``SecretSpec`` and ``parse_output`` / ``parse_secret`` /
+  ``outputs_for`` (``mason.build.options``): buildx's ``--output`` and ``--secret`` syntax.
+- ``BuildOutcome``: ``image_digest``, ``config_digest``, ``exported``, ``states`` (step name ->
+  cached/executed), ``cached_steps``, ``executed_steps``, ``downloaded_blobs``, ``metadata``
+  (what ``--metadata-file`` writes: ``containerimage.digest``, ``containerimage.descriptor``...).
+- ``StateRoot`` (``mason.build.state``): ``$MASON_ROOT`` -- content store, sqlite metadata,
+  fcntl lock (shared while building, exclusive for prune and leftover cleanup), ``usage()``,
+  ``prune(keep_storage, all_=)``; ``parse_size``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mason.build.builder import BuildOutcome, build
+    from mason.build.options import BuildOptions, OutputSpec, SecretSpec
+    from mason.build.state import StateRoot
+
+__all__ = ["BuildOptions", "BuildOutcome", "OutputSpec", "SecretSpec", "StateRoot", "build"]
+
+_LAZY = {
+    "build": "mason.build.builder",
+    "BuildOutcome": "mason.build.builder",
+    "BuildOptions": "mason.build.options",
+    "OutputSpec": "mason.build.options",
+    "SecretSpec": "mason.build.options",
+    "StateRoot": "mason.build.state",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mason.build' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

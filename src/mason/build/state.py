@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import io
 import json
 import os
 import shutil
@@ -122,6 +123,27 @@ def parse_size(text: str) -> int:
     return int(value * mult)
 
 
+class _RawVerifying(io.RawIOBase):
+    """A VerifyingReader as a raw stream (readinto), so it can be buffered and decompressed."""
+
+    def __init__(self, reader: VerifyingReader) -> None:
+        self._reader = reader
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._reader.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._reader.close()
+        super().close()
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -149,13 +171,14 @@ class ContentStore:
     def size(self, digest: Digest) -> int:
         return self.path(digest).stat().st_size
 
-    def open(self, digest: Digest, size: int | None = None) -> VerifyingReader:
-        """Open a blob for reading; the reader verifies digest (and size) at EOF."""
+    def open(self, digest: Digest, size: int | None = None) -> BinaryIO:
+        """Open a blob for reading (a buffered binary stream); it verifies digest (and size) at EOF."""
         try:
             f = open(self.path(digest), "rb")  # noqa: SIM115 - handed to the reader
         except FileNotFoundError:
             raise StateError(f"blob {digest} is not in the content store", reference="blob-missing") from None
-        return VerifyingReader(f, digest, size, what=f"local blob {digest}")
+        raw = _RawVerifying(VerifyingReader(f, digest, size, what=f"local blob {digest}"))
+        return io.BufferedReader(raw, _CHUNK)
 
     def temp_file(self) -> tuple[IO[bytes], Path]:
         fd, name = tempfile.mkstemp(dir=self.tmp, prefix=f"{os.getpid()}-blob-")

@@ -1,0 +1,372 @@
+"""``build(options)``: one ``mason build`` from Dockerfile to outputs.
+
+Order: open ``$MASON_ROOT`` (shared lock) -> read the Dockerfile and
+.dockerignore -> plan stages -> resolve base images (manifest + config only)
+-> import caches (documents only) -> convert to a graph -> solve (local store,
+then imported caches, else execute) -> assemble the image config -> outputs
+-> cache exports -> metadata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from mason.build.blobs import Blobs, RemoteLocation
+from mason.build.context import DockerIgnore
+from mason.build.convert import ConvertedBuild, ResolvedImage, convert_plan, final_config
+from mason.build.exporters import ExportedImage, ImageResult, export_outputs
+from mason.build.ops import BuildEnv, LocalResultStore, StepResult
+from mason.build.options import BuildOptions
+from mason.build.snapshots import Snapshotter
+from mason.build.state import LayerRef, StateRoot
+from mason.digest import Digest, sha256_bytes
+from mason.errors import BuildError, UsageError
+from mason.oci.platform import Platform, host_platform
+from mason.progress import Event, NullSink, ProgressSink
+from mason.solver import CacheKey, CancelToken, Solver, Vertex
+
+__all__ = ["BuildOutcome", "ProgressAdapter", "build"]
+
+
+@dataclass
+class BuildOutcome:
+    image_digest: Digest | None
+    config_digest: Digest | None
+    exported: ExportedImage | None
+    states: dict[str, str] = field(default_factory=dict)  # vertex name -> cached/executed/...
+    cached_steps: int = 0
+    executed_steps: int = 0
+    downloaded_blobs: list[Digest] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+class _Task:
+    """An internal progress vertex (``[internal] load ...``, ``exporting to image``)."""
+
+    def __init__(self, sink: ProgressSink, name: str) -> None:
+        self.sink = sink
+        self.name = name
+        self.vid = f"task:{name}:{id(self)}"
+        self.t0 = time.monotonic()
+        sink.emit(Event(self.vid, name, "started"))
+
+    def log(self, text: str) -> None:
+        self.sink.emit(Event(self.vid, self.name, "log", text))
+
+    def done(self) -> None:
+        self.sink.emit(Event(self.vid, self.name, "done", elapsed=time.monotonic() - self.t0))
+
+    def error(self, text: str) -> None:
+        self.sink.emit(Event(self.vid, self.name, "error", text))
+
+    def warn(self, text: str) -> None:
+        self.sink.emit(Event(self.vid, self.name, "warning", text))
+
+
+@contextlib.contextmanager
+def _task(sink: ProgressSink, name: str) -> Iterator[_Task]:
+    t = _Task(sink, name)
+    try:
+        yield t
+    except BaseException as exc:
+        t.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise
+    t.done()
+
+
+class ProgressAdapter:
+    """``mason.solver.SolveProgress`` -> ``mason.progress`` events."""
+
+    def __init__(self, sink: ProgressSink) -> None:
+        self.sink = sink
+        self.states: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def _vid(self, vertex: Vertex[Any]) -> str:
+        return f"v:{id(vertex)}"
+
+    def vertex_started(self, vertex: Vertex[Any], key: CacheKey) -> None:
+        self.sink.emit(Event(self._vid(vertex), vertex.name, "started"))
+
+    def vertex_cached(self, vertex: Vertex[Any], key: CacheKey, source: str) -> None:
+        with self._lock:
+            self.states[vertex.name] = "cached"
+        if source != "local":
+            self.sink.emit(Event(self._vid(vertex), vertex.name, "log", f"cache hit from {source}"))
+        self.sink.emit(Event(self._vid(vertex), vertex.name, "cached", source))
+
+    def vertex_log(self, vertex: Vertex[Any], line: str) -> None:
+        stream = "" if line.startswith("resolve ") else "stdout"
+        self.sink.emit(Event(self._vid(vertex), vertex.name, "log", line, extra={"stream": stream} if stream else {}))
+
+    def vertex_done(self, vertex: Vertex[Any], key: CacheKey, elapsed: float) -> None:
+        with self._lock:
+            self.states[vertex.name] = "executed"
+        self.sink.emit(Event(self._vid(vertex), vertex.name, "done", elapsed=elapsed))
+
+    def vertex_error(self, vertex: Vertex[Any], key: CacheKey | None, error: BaseException,
+                     elapsed: float | None) -> None:
+        from mason.solver import Cancelled
+
+        with self._lock:
+            self.states[vertex.name] = "error"
+        text = "cancelled" if isinstance(error, Cancelled) else (str(error).splitlines() or [""])[0]
+        self.sink.emit(Event(self._vid(vertex), vertex.name, "error", text))
+
+    def source_error(self, source: str, error: Exception) -> None:
+        self.sink.emit(Event(f"source:{source}", f"importing cache manifest from {source}", "warning",
+                             f"cache lookup failed, not used again: {error}"))
+
+
+def _read_dockerfile(opts: BuildOptions) -> tuple[bytes, str, Path | None]:
+    if opts.dockerfile_text is not None:
+        return opts.dockerfile_text, "Dockerfile", None
+    path = opts.dockerfile or (opts.context / "Dockerfile")
+    if not path.is_absolute() and opts.dockerfile is not None and not path.exists():
+        path = opts.context / path
+    try:
+        return path.read_bytes(), path.name, path
+    except OSError as exc:
+        raise UsageError(f"failed to read dockerfile {path}: {exc.strerror}", reference="dockerfile-missing",
+                         hint="give the Dockerfile with -f PATH") from exc
+
+
+class _Resolver:
+    """Resolves FROM references: tag -> manifest (platform) -> config. Manifests and configs are
+    kept in the content store, so only the tag lookup hits the registry on a later build."""
+
+    def __init__(self, client: Any, state: StateRoot, blobs: Blobs, sink: ProgressSink, platform: Platform) -> None:
+        self.client = client
+        self.state = state
+        self.blobs = blobs
+        self.sink = sink
+        self.platform = platform
+        self._memo: dict[tuple[str, str], ResolvedImage] = {}
+
+    def __call__(self, ref_text: str, platform_text: str) -> ResolvedImage:
+        from mason.oci import Reference
+        from mason.oci.errors import InvalidReferenceError
+
+        key = (ref_text, platform_text)
+        if key in self._memo:
+            return self._memo[key]
+        try:
+            ref = Reference.parse(ref_text)
+        except InvalidReferenceError as exc:
+            raise UsageError(f"invalid base image reference {ref_text!r}: {exc.message}",
+                             reference="invalid-reference") from exc
+        platform = Platform.parse(platform_text) if platform_text else self.platform
+        with _task(self.sink, f"[internal] load metadata for {ref}"):
+            img = self._resolve(ref, platform)
+        self._memo[key] = img
+        return img
+
+    def _get_doc(self, ref: Any, digest: str | None) -> tuple[bytes, str, Digest]:
+        from mason.oci.manifest import parse_manifest
+
+        if digest is not None and self.state.store.has(Digest(digest)):
+            raw = self.state.store.path(Digest(digest)).read_bytes()
+            if sha256_bytes(raw) == digest:
+                return raw, parse_manifest(raw).media_type, Digest(digest)
+        fetched = self.client.fetch_manifest(ref.with_digest(digest) if digest else ref)
+        self.state.store.put_bytes(fetched.raw)
+        return fetched.raw, fetched.media_type, fetched.digest
+
+    def _resolve(self, ref: Any, platform: Platform) -> ResolvedImage:
+        from mason.oci.manifest import ImageIndex, parse_manifest
+
+        if self.client is None:
+            raise BuildError(f"cannot resolve {ref}: no registry client", reference="resolve-failed")
+        digest = ref.digest
+        if digest is None:
+            head = self.client.head_manifest(ref)
+            if head is None:
+                raise BuildError(f"failed to resolve source metadata for {ref}: not found", reference="image-not-found")
+            digest = head.digest
+        raw, media_type, digest = self._get_doc(ref, digest)
+        doc = parse_manifest(raw, media_type)
+        if isinstance(doc, ImageIndex):
+            entry = doc.for_platform(platform)
+            if entry is None:
+                have = ", ".join(str(d.platform) for d in doc.manifests if d.platform) or "none"
+                raise BuildError(f"{ref} has no image for platform {platform}", reference="platform-not-found",
+                                 context=[f"platforms in the index: {have}"])
+            raw, media_type, digest = self._get_doc(ref, entry.digest)
+            doc = parse_manifest(raw, media_type)
+        if isinstance(doc, ImageIndex):
+            raise BuildError(f"{ref}: nested image index is not supported", reference="resolve-failed")
+        cfg_desc = doc.config
+        if self.state.store.has(cfg_desc.digest):
+            cfg_raw = self.state.store.path(cfg_desc.digest).read_bytes()
+        else:
+            with self.client.open_blob(ref, cfg_desc) as stream:
+                cfg_raw = stream.read()
+            self.state.store.put_bytes(cfg_raw, cfg_desc.digest)
+        config = json.loads(cfg_raw)
+        diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+        if len(diff_ids) != len(doc.layers):
+            raise BuildError(f"{ref}: config lists {len(diff_ids)} diff IDs for {len(doc.layers)} layers",
+                             reference="invalid-image")
+        layers = []
+        for desc, diff_id in zip(doc.layers, diff_ids, strict=True):
+            lr = LayerRef(Digest(diff_id), desc.digest, desc.size, desc.media_type)
+            self.blobs.add_remote(desc.digest, Digest(diff_id), RemoteLocation(ref, desc.media_type, desc.size))
+            layers.append(lr)
+        return ResolvedImage(ref, digest, config, tuple(layers))
+
+
+def _predefined_args(platform: Platform) -> dict[str, str]:
+    host = host_platform()
+    return {
+        "TARGETPLATFORM": str(platform), "TARGETOS": platform.os, "TARGETARCH": platform.architecture,
+        "TARGETVARIANT": platform.variant or "",
+        "BUILDPLATFORM": str(host), "BUILDOS": host.os, "BUILDARCH": host.architecture,
+        "BUILDVARIANT": host.variant or "",
+    }
+
+
+def build(opts: BuildOptions, *, root: Path, progress: ProgressSink | None = None,
+          stdout: BinaryIO | None = None, client: Any = None, executor: Any = None,
+          cancel: CancelToken | None = None) -> BuildOutcome:
+    """Run one build. ``client`` (a RegistryClient) and ``executor`` default to real ones."""
+    sink: ProgressSink = progress or NullSink()
+    from mason.dockerfile import parse_dockerfile
+    from mason.dockerfile.stages import plan_build
+
+    if not opts.context.is_dir():
+        raise UsageError(f"build context {opts.context} is not a directory", reference="context-missing")
+    with _task(sink, "[internal] load build definition from Dockerfile") as t:
+        data, df_name, df_path = _read_dockerfile(opts)
+        t.log(f"transferring dockerfile: {len(data)}B done")
+        df = parse_dockerfile(data, df_name)
+    with _task(sink, "[internal] load .dockerignore") as t:
+        ignore = DockerIgnore.load(opts.context, df_path)
+        t.log("transferring context: done")
+    platform = opts.platform or host_platform()
+    build_args = dict(opts.build_args)
+    epoch = opts.source_date_epoch
+    if epoch is None and "SOURCE_DATE_EPOCH" in build_args:
+        try:
+            epoch = int(build_args["SOURCE_DATE_EPOCH"])
+        except ValueError:
+            raise UsageError("SOURCE_DATE_EPOCH must be an integer", reference="invalid-build-arg") from None
+    plan = plan_build(df, build_args=build_args, predefined=_predefined_args(platform), target=opts.target)
+
+    own_client = client is None
+    if client is None:
+        from mason.registry import CredentialStore, RegistryClient
+
+        creds = CredentialStore.from_environment(opts.docker_config_dir, opts.registry_auth_file)
+        insecure = list(opts.insecure_registries)
+        for c in (*opts.cache_to, *opts.cache_from):
+            if c.insecure and c.ref is not None:
+                insecure.append(c.ref.registry)
+        client = RegistryClient(credentials=creds, insecure_hosts=insecure)
+    try:
+        with StateRoot.open(root) as state:
+            return _build_in(opts, state, df, plan, ignore, platform, epoch, sink, stdout, client, executor,
+                             cancel, data)
+    finally:
+        if own_client:
+            client.close()
+
+
+def _build_in(opts: BuildOptions, state: StateRoot, df: Any, plan: Any, ignore: DockerIgnore, platform: Platform,
+              epoch: int | None, sink: ProgressSink, stdout: BinaryIO | None, client: Any, executor: Any,
+              cancel: CancelToken | None, df_bytes: bytes) -> BuildOutcome:
+    blobs = Blobs(state, client)
+    snapshots = Snapshotter(state, blobs)
+    secrets: dict[str, bytes] = {}
+    for s in opts.secrets:
+        if s.src is not None:
+            secrets[s.id] = s.src.read_bytes()
+        elif s.env_value is not None:
+            secrets[s.id] = s.env_value.encode()
+
+    def make_executor() -> Any:
+        from mason.executor import choose_executor
+
+        return choose_executor(state_dir=Path("/run/mason/runc"), work_dir=state.tmp)
+
+    env = BuildEnv(
+        state=state, blobs=blobs, snapshots=snapshots, executor=executor or _LazyExecutor(make_executor),
+        context=opts.context, ignore=ignore, secrets=secrets, source_date_epoch=epoch,
+        dockerfile_name=df.path, dockerfile_lines=df_bytes.decode(errors="replace").splitlines(),
+    )
+    resolver = _Resolver(client, state, blobs, sink, platform)
+    converted: ConvertedBuild = convert_plan(env, plan, resolver, platform=str(platform), no_cache=opts.no_cache)
+
+    from mason.build.remotecache import import_caches
+
+    sources, cache_imports = import_caches(opts.cache_from, client, blobs, sink)
+    adapter = ProgressAdapter(sink)
+    solver: Solver[StepResult] = Solver(local=LocalResultStore(state, blobs), sources=sources, progress=adapter,
+                                        max_workers=opts.max_parallel)
+    graph = solver.solve([converted.target.vertex], cancel=cancel)
+    result = graph.result_of(converted.target.vertex)
+    config_doc = final_config(converted.target, result, epoch)
+    for k, v in opts.labels.items():
+        config_doc.setdefault("config", {}).setdefault("Labels", {})[k] = v
+
+    outcome = BuildOutcome(None, None, None, states=dict(adapter.states))
+    outcome.cached_steps = sum(1 for s in adapter.states.values() if s == "cached")
+    outcome.executed_steps = sum(1 for s in adapter.states.values() if s == "executed")
+
+    image = ImageResult(result.layers, config_doc, platform,
+                        apply_layers=lambda dest: snapshots.apply_flat(result.layers, dest))
+    from mason.build.options import outputs_for
+    from mason.build.remotecache import export_caches, inline_cache_extra
+
+    outputs = outputs_for(opts.tags, opts.push, opts.outputs)
+    config_extra = inline_cache_extra(opts.cache_to, graph, converted, blobs)
+    if outputs:
+        with _task(sink, "exporting to image") as t:
+            outcome.exported = export_outputs(blobs, client, image, outputs, state.tmp, t.log, stdout=stdout,
+                                              config_extra=config_extra)
+    elif not opts.cache_to:
+        t2 = _Task(sink, "exporting to image")
+        t2.warn("no output specified: the build result stays in the local cache only (use --push, -o or --output)")
+        t2.done()
+    if opts.cache_to:
+        export_caches(opts.cache_to, graph, converted, blobs, client, sink, cache_imports)
+    if outcome.exported is not None:
+        ex = outcome.exported
+        outcome.image_digest = ex.digest
+        outcome.config_digest = ex.manifest.config.digest
+        outcome.metadata = {
+            "containerimage.config.digest": ex.manifest.config.digest,
+            "containerimage.descriptor": ex.descriptor().to_json() | {
+                "platform": {"architecture": platform.architecture, "os": platform.os}},
+            "containerimage.digest": ex.digest,
+        }
+        names = [n for o in outputs for n in o.names]
+        if names:
+            outcome.metadata["image.name"] = ",".join(names)
+    outcome.downloaded_blobs = list(blobs.downloaded)
+    return outcome
+
+
+class _LazyExecutor:
+    """Picks (and probes) the sandbox only when the first RUN needs it: a fully cached
+    build never starts runc."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._executor: Any = None
+        self._lock = threading.Lock()
+
+    def run(self, spec: Any, on_output: Callable[[bytes], None], **kw: Any) -> Any:
+        with self._lock:
+            if self._executor is None:
+                self._executor = self._factory()
+        return self._executor.run(spec, on_output, **kw)
+
+

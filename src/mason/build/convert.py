@@ -1,0 +1,453 @@
+"""Dockerfile -> solver graph (BuildKit's "dispatch").
+
+Each stage becomes a chain of vertices: FROM (a ``SourceOp``, or the last
+vertex of another stage), then one vertex per RUN, COPY, ADD and WORKDIR.
+Config instructions (ENV, CMD, LABEL, ...) make no vertex: they change the
+stage's image config and add a history entry (``empty_layer``). History times
+of layer steps come from the results after the solve (so a cached build gives
+back the same config bytes).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mason.build.imageconfig import StageConfig, exec_form_text, format_created
+from mason.build.ops import BuildEnv, ExecOp, FileAction, FileOp, MountPlan, SourceOp, StepResult
+from mason.build.state import LayerRef
+from mason.dockerfile import (
+    AddCommand,
+    ArgCommand,
+    CmdCommand,
+    Command,
+    CopyCommand,
+    DockerfileError,
+    EntrypointCommand,
+    EnvCommand,
+    ExposeCommand,
+    HealthcheckCommand,
+    LabelCommand,
+    MaintainerCommand,
+    OnbuildCommand,
+    RunCommand,
+    ShellCommand,
+    StopSignalCommand,
+    UserCommand,
+    VolumeCommand,
+    WorkdirCommand,
+)
+from mason.dockerfile.expand import expand_ports
+from mason.dockerfile.stages import BuildPlan, PlannedStage, StageScope, onbuild_triggers
+from mason.solver import Vertex
+
+__all__ = ["ConvertedBuild", "HistoryPlan", "ResolvedImage", "StageResult", "convert_plan", "final_config"]
+
+DEFAULT_SHELL = ("/bin/sh", "-c")
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    """A base image resolved for the build platform (nothing downloaded but manifest and config)."""
+
+    ref: Any  # mason.oci.Reference
+    manifest_digest: str
+    config: Mapping[str, Any]
+    layers: tuple[LayerRef, ...]
+
+    @property
+    def pinned(self) -> str:
+        return f"{self.ref.repository_ref}:{self.ref.tag or 'latest'}@{self.manifest_digest}" if self.ref.tag \
+            else f"{self.ref.repository_ref}@{self.manifest_digest}"
+
+
+@dataclass
+class HistoryPlan:
+    """A history entry: fixed (from a base image) or made by a step of this build."""
+
+    created_by: str = ""
+    empty_layer: bool = False
+    vertex: Vertex[StepResult] | None = None
+    fixed: dict[str, Any] | None = None
+
+
+@dataclass
+class StageResult:
+    planned: PlannedStage
+    vertex: Vertex[StepResult]
+    config: StageConfig
+    history: list[HistoryPlan]
+    scope: StageScope
+    shell: tuple[str, ...]
+    user: str
+    workdir: str
+    layer_vertices: list[Vertex[StepResult]] = field(default_factory=list)
+    cmd_set: bool = False
+    base_created: str = ""
+
+
+@dataclass
+class ConvertedBuild:
+    plan: BuildPlan
+    stages: dict[int, StageResult]
+    target: StageResult
+    images: list[ResolvedImage]
+
+    def stage_names(self) -> dict[Vertex[StepResult], str]:
+        return {}
+
+
+ImageResolver = Callable[[str, str], ResolvedImage]
+
+
+def _count_layer_steps(commands: Sequence[Command]) -> int:
+    return sum(1 for c in commands if isinstance(c, RunCommand | CopyCommand | AddCommand | WorkdirCommand))
+
+
+class _Converter:
+    def __init__(self, env: BuildEnv, plan: BuildPlan, resolve: ImageResolver, platform: str,
+                 no_cache: bool, image_sources: dict[str, Vertex[StepResult]]) -> None:
+        self.env = env
+        self.plan = plan
+        self.resolve = resolve
+        self.platform = platform
+        self.no_cache = no_cache
+        self.done: dict[int, StageResult] = {}
+        self.images: list[ResolvedImage] = []
+        self.image_vertices = image_sources
+
+    def vertex(self, op: Any, inputs: Sequence[Vertex[StepResult]], name: str) -> Vertex[StepResult]:
+        return Vertex(op, tuple(inputs), name=name, ignore_cache=self.no_cache)
+
+    def image_vertex(self, ref_text: str, platform: str, name: str) -> tuple[Vertex[StepResult], ResolvedImage | None]:
+        if ref_text.lower() == "scratch":
+            key = "scratch"
+            if key not in self.image_vertices:
+                self.image_vertices[key] = Vertex(SourceOp("scratch", "scratch", ()), (), name=name)
+            return self.image_vertices[key], None
+        img = self.resolve(ref_text, platform or self.platform)
+        key = img.manifest_digest
+        if key not in self.image_vertices:
+            self.images.append(img)
+            self.image_vertices[key] = Vertex(SourceOp(img.pinned, img.manifest_digest, img.layers), (),
+                                              name=name.replace(ref_text, img.pinned))
+        return self.image_vertices[key], img
+
+    def stage(self, index: int) -> StageResult:
+        if index in self.done:
+            return self.done[index]
+        ps = self.plan.stage(index)
+        st = ps.stage
+        total = _count_layer_steps(st.commands) + 1
+        label = ps.display_name
+        history: list[HistoryPlan]
+        if ps.base.stage is not None:
+            parent = self.stage(ps.base.stage)
+            vertex = parent.vertex
+            config = parent.config.copy()
+            history = list(parent.history)
+            scope = StageScope.start(self.plan, parent=parent.scope)
+            shell, user, workdir = parent.shell, parent.user, parent.workdir
+            base_created = parent.base_created
+        else:
+            assert ps.base.image is not None
+            base_created = ""
+            vertex, img = self.image_vertex(ps.base.image, ps.platform, f"[{label} 1/{total}] FROM {ps.base_name}")
+            if img is None:
+                arch, os_, variant = _split_platform(ps.platform or self.platform)
+                config = StageConfig.scratch(arch, os_, variant)
+                history = []
+            else:
+                config = StageConfig.from_image_config(img.config)
+                history = [HistoryPlan(fixed=dict(h)) for h in (img.config.get("history") or [])]
+                base_created = str(img.config.get("created") or "")
+            scope = StageScope.start(self.plan, config.env_list())
+            shell = tuple(config.config.get("Shell") or DEFAULT_SHELL)
+            user = str(config.config.get("User") or "")
+            workdir = str(config.config.get("WorkingDir") or "/")
+        result = StageResult(ps, vertex, config, history, scope, shell, user, workdir, base_created=base_created)
+        commands: list[Command] = []
+        triggers = list(config.config.get("OnBuild") or [])
+        if triggers and ps.base.image is not None:
+            commands.extend(onbuild_triggers(triggers, image=ps.base_name))
+            config.config["OnBuild"] = None
+        commands.extend(st.commands)
+        step = 1
+        for cmd in commands:
+            is_layer = isinstance(cmd, RunCommand | CopyCommand | AddCommand | WorkdirCommand)
+            if is_layer:
+                step += 1
+            self.dispatch(result, cmd, f"[{label} {step}/{total}]")
+        self.done[index] = result
+        return result
+
+    def _expand(self, result: StageResult, cmd: Command) -> Command:
+        try:
+            return result.scope.expand(cmd)
+        except DockerfileError as exc:
+            raise exc.located(file=self.env.dockerfile_name, source_lines=self.env.dockerfile_lines) from None
+
+    def _from_ref(self, result: StageResult, ref: str, what: str) -> Vertex[StepResult]:
+        target = self.plan.resolve_from(ref)
+        if target.stage is not None:
+            return self.stage(target.stage).vertex
+        assert target.image is not None
+        v, _img = self.image_vertex(target.image, "", f"[internal] load {what} image {target.image}")
+        return v
+
+    def dispatch(self, r: StageResult, cmd: Command, prefix: str) -> None:
+        c = self._expand(r, cmd)
+        created_by = _history_text(c)
+        if isinstance(c, ArgCommand | EnvCommand):
+            r.scope = r.scope.apply(c)
+            if isinstance(c, EnvCommand):
+                for kv in c.env:
+                    r.config.set_env(kv.key, kv.value)
+            r.history.append(HistoryPlan(created_by, True))
+            return
+        if isinstance(c, RunCommand):
+            self._run(r, c, prefix)
+            return
+        if isinstance(c, CopyCommand | AddCommand):
+            self._copy(r, c, prefix)
+            return
+        if isinstance(c, WorkdirCommand):
+            path = c.path if c.path.startswith("/") else posixpath.join(r.workdir, c.path)
+            r.workdir = posixpath.normpath(path)
+            r.config.config["WorkingDir"] = r.workdir
+            op = FileOp(self.env, FileAction("mkdir", dest=r.workdir, user=r.user), c.lines)
+            r.vertex = self.vertex(op, [r.vertex], f"{prefix} {c.code}")
+            r.layer_vertices.append(r.vertex)
+            r.history.append(HistoryPlan(f"WORKDIR {r.workdir}", False, r.vertex))
+            return
+        cfg = r.config.config
+        if isinstance(c, CmdCommand):
+            cfg["Cmd"] = list(_command_vector(c.cmd_line, c.prepend_shell, r.shell)) if c.cmd_line is not None else None
+            r.cmd_set = True
+        elif isinstance(c, EntrypointCommand):
+            cfg["Entrypoint"] = list(_command_vector(c.cmd_line, c.prepend_shell, r.shell)) if c.cmd_line is not None else None
+            if not r.cmd_set:
+                cfg["Cmd"] = None
+        elif isinstance(c, LabelCommand):
+            labels = dict(cfg.get("Labels") or {})
+            for kv in c.labels:
+                labels[kv.key] = kv.value
+            cfg["Labels"] = labels
+        elif isinstance(c, ExposeCommand):
+            ports = dict(cfg.get("ExposedPorts") or {})
+            for p in expand_ports(c, r.scope.env_map, r.scope.escape):
+                ports[p if "/" in p else f"{p}/tcp"] = {}
+            cfg["ExposedPorts"] = ports
+        elif isinstance(c, VolumeCommand):
+            vols = dict(cfg.get("Volumes") or {})
+            for v in c.volumes:
+                vols[v] = {}
+            cfg["Volumes"] = vols
+        elif isinstance(c, UserCommand):
+            r.user = c.user
+            cfg["User"] = c.user
+        elif isinstance(c, ShellCommand):
+            r.shell = tuple(c.shell)
+            cfg["Shell"] = list(c.shell)
+        elif isinstance(c, StopSignalCommand):
+            cfg["StopSignal"] = c.signal
+        elif isinstance(c, HealthcheckCommand):
+            hc: dict[str, Any] = {"Test": list(c.test)}
+            for hk, hv in (("Interval", c.interval), ("Timeout", c.timeout), ("StartPeriod", c.start_period),
+                           ("Retries", c.retries)):
+                if hv:
+                    hc[hk] = hv
+            cfg["Healthcheck"] = hc
+        elif isinstance(c, OnbuildCommand):
+            cfg["OnBuild"] = [*(cfg.get("OnBuild") or []), c.expression]
+        elif isinstance(c, MaintainerCommand):
+            r.config.extra["author"] = c.maintainer
+        r.history.append(HistoryPlan(created_by, True))
+
+    def _run(self, r: StageResult, c: RunCommand, prefix: str) -> None:
+        files: dict[str, str] = {}
+        if c.prepend_shell:
+            line = c.cmd_line[0] if c.cmd_line else ""
+            if c.files and line.strip().startswith("<<") and len(c.files) == 1 and line.strip().lstrip("<-").strip("'\"") == c.files[0].name:
+                data = _chomp(c.files[0].data) if c.files[0].chomp else c.files[0].data
+                if data.startswith("#!"):
+                    files[c.files[0].name] = data
+                    args: tuple[str, ...] = (f"/dev/pipes/{c.files[0].name}",)
+                else:
+                    args = (*r.shell, data)
+            elif c.files:
+                # The shell reads the heredocs itself: hand it the whole script, as BuildKit does.
+                script = line
+                for f in c.files:
+                    script += "\n" + f.data + f.name
+                args = (*r.shell, script)
+            else:
+                args = (*r.shell, line)
+        else:
+            args = tuple(c.cmd_line)
+        mounts: list[MountPlan] = []
+        inputs: list[Vertex[StepResult]] = [r.vertex]
+        for m in c.mounts or ():
+            idx = None
+            if (m.type == "bind" and m.from_) or (m.type == "cache" and m.from_):
+                inputs.append(self._from_ref(r, m.from_, "mount"))
+                idx = len(inputs) - 1
+            target = m.target
+            if target and not target.startswith("/"):
+                target = posixpath.join(r.workdir, target)
+            if m.type == "ssh":
+                raise DockerfileError("RUN --mount=type=ssh is not supported by mason yet", lines=c.lines,
+                                      section="stages").located(file=self.env.dockerfile_name,
+                                                                source_lines=self.env.dockerfile_lines)
+            mounts.append(MountPlan(
+                type=m.type, target=target, source=m.source, input_index=idx,
+                readonly=m.read_only, cache_id=m.cache_id or target, sharing=m.cache_sharing or "shared",
+                secret_id=m.cache_id if m.type == "secret" else "", required=m.required, size=m.size_limit,
+                mode=m.mode, uid=m.uid, gid=m.gid,
+            ))
+        run_env = dict(r.scope.run_env())
+        run_env.update({k: v for k, v in r.scope.proxy_env().items() if k not in run_env})
+        environ = tuple(f"{k}={v}" for k, v in run_env.items())
+        op = ExecOp(self.env, args=args, environ=environ, cwd=r.workdir, user=r.user, network=c.network,
+                    mounts=tuple(mounts), files=files, lines=c.lines, display=c.code)
+        r.vertex = self.vertex(op, inputs, f"{prefix} {c.code}")
+        r.layer_vertices.append(r.vertex)
+        declared = [(k, v) for k, v in r.scope.args if v is not None]
+        arg_prefix = f"|{len(declared)} " + " ".join(f"{k}={v}" for k, v in declared) + " " if declared else ""
+        r.history.append(HistoryPlan(f"RUN {arg_prefix}{' '.join(args)} # buildkit", False, r.vertex))
+
+    def _copy(self, r: StageResult, c: CopyCommand | AddCommand, prefix: str) -> None:
+        dest = c.dest
+        if not dest.startswith("/"):
+            trailing = dest.endswith("/") or dest in (".", "./")
+            dest = posixpath.join(r.workdir, dest)
+            if trailing and not dest.endswith("/"):
+                dest += "/"
+        inputs: list[Vertex[StepResult]] = [r.vertex]
+        kw: dict[str, Any] = {"dest": dest, "chown": c.chown, "chmod": c.chmod}
+        if c.contents:
+            action = FileAction("inline", inline=tuple((sc.path, sc.data) for sc in c.contents), **kw)
+        elif isinstance(c, AddCommand) and any(s.startswith(("http://", "https://")) for s in c.sources):
+            if len(c.sources) != 1:
+                raise DockerfileError("ADD with a URL takes exactly one source in mason", lines=c.lines,
+                                      section="stages").located(file=self.env.dockerfile_name,
+                                                                source_lines=self.env.dockerfile_lines)
+            action = FileAction("url", url=c.sources[0], checksum=c.checksum, **kw)
+        else:
+            from_ = c.from_ if isinstance(c, CopyCommand) else ""
+            from_input = None
+            if from_:
+                inputs.append(self._from_ref(r, from_, "copy"))
+                from_input = 1
+            action = FileAction("copy", sources=tuple(c.sources), from_input=from_input,
+                                extract=isinstance(c, AddCommand), **kw)
+        op = FileOp(self.env, action, c.lines)
+        r.vertex = self.vertex(op, inputs, f"{prefix} {c.code}")
+        r.layer_vertices.append(r.vertex)
+        srcs = " ".join(c.sources) if c.sources else " ".join(f"<<{sc.path}" for sc in c.contents)
+        r.history.append(HistoryPlan(f"{c.name.upper()} {srcs} {c.dest} # buildkit", False, r.vertex))
+
+
+def _chomp(text: str) -> str:
+    return "\n".join(line.lstrip("\t") for line in text.split("\n"))
+
+
+def _command_vector(cmd_line: Sequence[str], prepend_shell: bool, shell: Sequence[str]) -> tuple[str, ...]:
+    if prepend_shell:
+        return (*shell, " ".join(cmd_line))
+    return tuple(cmd_line)
+
+
+def _history_text(c: Command) -> str:
+    if isinstance(c, EnvCommand):
+        return "ENV " + " ".join(f"{kv.key}={kv.value}" for kv in c.env)
+    if isinstance(c, ArgCommand):
+        return "ARG " + " ".join(f"{a.key}={a.value}" if a.value is not None else a.key for a in c.args)
+    if isinstance(c, LabelCommand):
+        return "LABEL " + " ".join(f"{kv.key}={kv.value}" for kv in c.labels)
+    if isinstance(c, CmdCommand | EntrypointCommand):
+        word = "CMD" if isinstance(c, CmdCommand) else "ENTRYPOINT"
+        if c.cmd_line is None:
+            return f"{word} []"
+        if c.prepend_shell:
+            return f"{word} {exec_form_text(['/bin/sh', '-c', ' '.join(c.cmd_line)])}"
+        return f"{word} {exec_form_text(c.cmd_line)}"
+    if isinstance(c, ExposeCommand):
+        return "EXPOSE map[" + " ".join(f"{p}:{{}}" for p in c.ports) + "]"
+    if isinstance(c, VolumeCommand):
+        return "VOLUME [" + " ".join(c.volumes) + "]"
+    if isinstance(c, UserCommand):
+        return f"USER {c.user}"
+    if isinstance(c, ShellCommand):
+        return f"SHELL {exec_form_text(c.shell)}"
+    if isinstance(c, StopSignalCommand):
+        return f"STOPSIGNAL {c.signal}"
+    if isinstance(c, HealthcheckCommand):
+        return f"HEALTHCHECK {exec_form_text(c.test)}"
+    if isinstance(c, OnbuildCommand):
+        return f"ONBUILD {c.expression}"
+    if isinstance(c, MaintainerCommand):
+        return f"MAINTAINER {c.maintainer}"
+    return c.code
+
+
+def _split_platform(text: str) -> tuple[str, str, str | None]:
+    parts = text.split("/")
+    os_ = parts[0] if parts else "linux"
+    arch = parts[1] if len(parts) > 1 else "amd64"
+    variant = parts[2] if len(parts) > 2 else None
+    return arch, os_, variant
+
+
+def convert_plan(env: BuildEnv, plan: BuildPlan, resolve: ImageResolver, *, platform: str,
+                 no_cache: bool = False) -> ConvertedBuild:
+    """Build the vertices of every stage the target needs."""
+    conv = _Converter(env, plan, resolve, platform, no_cache, {})
+    target = conv.stage(plan.target)
+    return ConvertedBuild(plan, conv.done, target, conv.images)
+
+
+def final_config(stage: StageResult, result: StepResult, source_date_epoch: int | None) -> dict[str, Any]:
+    """The image config document of ``stage`` given its solved result. The k layer-making steps
+    of the Dockerfile made the last k layers of the chain; their created times (kept with the
+    results, so a cached build reproduces them) date their history entries, and the newest is
+    the image's ``created`` (SOURCE_DATE_EPOCH when set)."""
+    cfg = stage.config.copy()
+    cfg.diff_ids = [lr.diff_id for lr in result.layers]
+    epoch_time = format_created(float(source_date_epoch)) if source_date_epoch is not None else None
+    steps = [h for h in stage.history if h.fixed is None and not h.empty_layer]
+    created_list = list(result.created) + [""] * (len(result.layers) - len(result.created))
+    times = created_list[len(created_list) - len(steps):] if steps else []
+    history: list[dict[str, Any]] = []
+    pending: list[dict[str, Any]] = []
+    i = 0
+    for h in stage.history:
+        if h.fixed is not None:
+            entry = dict(h.fixed)
+            if epoch_time is not None:
+                entry["created"] = epoch_time
+        else:
+            entry = {"created_by": h.created_by, "comment": "buildkit.dockerfile.v0"}
+            if h.empty_layer:
+                entry["empty_layer"] = True
+                pending.append(entry)
+            else:
+                entry["created"] = epoch_time or times[i] or format_created(0)
+                i += 1
+        history.append(entry)
+    made = [t for t in times if t]
+    created = epoch_time or (max(made) if made else stage.base_created or format_created(0))
+    for entry in pending:
+        entry["created"] = created
+    cfg.history = [_ordered(e) for e in history]
+    return cfg.document(created)
+
+
+def _ordered(entry: Mapping[str, Any]) -> dict[str, Any]:
+    order = ("created", "created_by", "author", "comment", "empty_layer")
+    out = {k: entry[k] for k in order if k in entry}
+    out.update({k: v for k, v in entry.items() if k not in out})
+    return out
+

@@ -1,0 +1,272 @@
+"""Image outputs: push to a registry, OCI layout (dir or tar), docker-load tar,
+the filesystem (local dir or tar).
+
+An ``ImageResult`` is what the build produced: the final stage's layers (as
+``LayerRef``s, possibly only remote so far) and its config document. Exporters
+ask ``Blobs`` for each layer in the wanted compression; a push to a registry
+that already holds a layer (in any repository) mounts it instead of moving bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from mason.build.blobs import Blobs
+from mason.build.options import OutputSpec
+from mason.build.state import LayerRef
+from mason.digest import Digest, sha256_bytes
+from mason.errors import BuildError
+from mason.oci import mediatypes as mt
+from mason.oci.descriptor import Descriptor
+from mason.oci.manifest import ImageManifest, build_manifest
+from mason.oci.platform import Platform
+from mason.oci.reference import Reference
+
+__all__ = ["ExportedImage", "ImageResult", "assemble_manifest", "export_outputs", "push_image"]
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    layers: tuple[LayerRef, ...]
+    config: dict[str, Any]
+    platform: Platform
+    apply_layers: Callable[[Path], None] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class ExportedImage:
+    """One assembled image: its manifest and config (raw bytes) and layer descriptors."""
+
+    manifest: ImageManifest
+    config_raw: bytes
+    layers: tuple[LayerRef, ...]
+    oci: bool
+
+    @property
+    def digest(self) -> Digest:
+        return self.manifest.digest
+
+    def descriptor(self) -> Descriptor:
+        return Descriptor(self.manifest.media_type, self.manifest.digest, self.manifest.size)
+
+
+def _config_bytes(doc: dict[str, Any]) -> bytes:
+    from mason.build.imageconfig import serialise_config
+
+    return serialise_config(doc)
+
+
+def assemble_manifest(blobs: Blobs, image: ImageResult, *, compression: str = "gzip",
+                      level: int | None = None, force: bool = False, oci: bool = True,
+                      config_extra: dict[str, Any] | None = None) -> ExportedImage:
+    """Pick (or make) a blob per layer in ``compression`` and build manifest + config."""
+    if compression == "estargz":
+        raise BuildError("compression=estargz is not yet supported for image outputs",
+                         reference="estargz-unsupported", hint="use gzip or zstd")
+    layers = tuple(blobs.variant(lr, compression, level, force) for lr in image.layers)
+    doc = dict(image.config)
+    if config_extra:
+        doc.update(config_extra)
+    raw = _config_bytes(doc)
+    cfg_desc = Descriptor(mt.OCI_CONFIG if oci else mt.DOCKER_CONFIG, sha256_bytes(raw), len(raw))
+    descs = [blobs.descriptor(lr, oci=oci) for lr in layers]
+    manifest = build_manifest(cfg_desc, descs, media_type=mt.OCI_MANIFEST if oci else mt.DOCKER_MANIFEST)
+    return ExportedImage(manifest, raw, layers, oci)
+
+
+def push_image(blobs: Blobs, client: Any, exported: ExportedImage, refs: Sequence[Reference],
+               log: Callable[[str], None], max_workers: int = 4) -> None:
+    """Push layers (HEAD, else mount from a repository of the same registry, else upload),
+    then the config, then the manifest under each ref. Layers already known remote on the same
+    registry are never downloaded."""
+    by_repo: dict[str, list[Reference]] = {}
+    for r in refs:
+        by_repo.setdefault(f"{r.registry}/{r.repository}", []).append(r)
+    for targets in by_repo.values():
+        target = targets[0]
+
+        def push_layer(lr: LayerRef, target: Reference = target) -> None:
+            assert lr.blob is not None
+            desc = blobs.descriptor(lr, oci=exported.oci)
+            if client.blob_exists(target, lr.blob):
+                return
+            for loc in blobs.remote_locations(lr.blob):
+                if loc.ref is None:
+                    continue
+                if loc.ref.registry == target.registry and loc.ref.repository != target.repository:
+                    try:
+                        if client.mount_blob(target, lr.blob, loc.ref.repository):
+                            log(f"mounted {lr.blob} from {loc.ref.repository}")
+                            return
+                    except Exception:  # a mount is an optimisation; fall back to upload
+                        pass
+                elif loc.ref.registry == target.registry and loc.ref.repository == target.repository:
+                    return
+            client.push_blob(target, desc, blobs.opener(lr))
+
+        with ThreadPoolExecutor(max_workers=max_workers) as pool:
+            list(pool.map(push_layer, exported.layers))
+        cfg = exported.manifest.config
+        raw = exported.config_raw
+        client.push_blob(target, cfg, lambda raw=raw: io.BytesIO(raw))
+        for r in targets:
+            client.put_manifest(r, exported.manifest.raw, exported.manifest.media_type)
+            log(f"pushing manifest for {r.repository_ref}:{r.tag or 'latest'}@{exported.digest} done")
+
+
+# -- files -----------------------------------------------------------------------
+
+
+def _write_layout(blobs: Blobs, exported: ExportedImage, layout_dir: Path, names: Sequence[str]) -> None:
+    from mason.oci.layout import OCILayout
+
+    layout = OCILayout.create(str(layout_dir))
+    for lr in exported.layers:
+        assert lr.blob is not None
+        if not layout.has_blob(lr.blob):
+            with blobs.opener(lr)() as src:
+                layout.put_blob_stream(src, lr.media_type or mt.OCI_LAYER_GZIP, lr.blob, lr.blob_size)
+    layout.put_blob_bytes(exported.config_raw, exported.manifest.config.media_type)
+    layout.put_blob_bytes(exported.manifest.raw, exported.manifest.media_type)
+    desc = exported.descriptor()
+    if names:
+        for n in names:
+            layout.add_manifest(desc.with_annotations({"io.containerd.image.name": n}),
+                                ref_name=_ref_name(n))
+    else:
+        layout.add_manifest(desc)
+
+
+def _ref_name(name: str) -> str:
+    try:
+        ref = Reference.parse(name)
+        return ref.tag or "latest"
+    except Exception:
+        return name
+
+
+def _tar_directory(src: Path, out: IO[bytes], *, extra: dict[str, bytes] | None = None,
+                   zero_mtime: bool = True) -> None:
+    """A deterministic tar of a directory (sorted names, no user/group names)."""
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+        for dirpath, dirnames, filenames in os.walk(src):
+            dirnames.sort()
+            rel_dir = os.path.relpath(dirpath, src)
+            for name in sorted(dirnames + filenames):
+                full = os.path.join(dirpath, name)
+                arc = os.path.normpath(os.path.join(rel_dir, name))
+                ti = tf.gettarinfo(full, arcname=arc)
+                if zero_mtime:
+                    ti.mtime = 0
+                ti.uname = ti.gname = ""
+                if ti.isfile():
+                    with open(full, "rb") as f:
+                        tf.addfile(ti, f)
+                else:
+                    tf.addfile(ti)
+        for name, data in (extra or {}).items():
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+
+
+def _open_dest(dest: str, stdout: BinaryIO | None) -> tuple[IO[bytes], Callable[[], None]]:
+    if dest == "-":
+        if stdout is None:
+            raise BuildError("dest=- needs a stdout stream", reference="invalid-output")
+        return stdout, lambda: None
+    directory = os.path.dirname(os.path.abspath(dest)) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".mason-", dir=directory)
+    f = os.fdopen(fd, "wb")
+
+    def commit() -> None:
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        os.replace(tmp, dest)
+
+    return f, commit
+
+
+def _docker_manifest_json(exported: ExportedImage, names: Sequence[str]) -> bytes:
+    tags = []
+    for n in names:
+        try:
+            r = Reference.parse(n)
+            tags.append(r.familiar)
+        except Exception:
+            tags.append(n)
+    entry = {
+        "Config": "blobs/sha256/" + exported.manifest.config.digest.split(":", 1)[1],
+        "RepoTags": tags,
+        "Layers": ["blobs/sha256/" + lr.blob.split(":", 1)[1] for lr in exported.layers if lr.blob],
+    }
+    return json.dumps([entry], separators=(",", ":")).encode()
+
+
+def export_outputs(blobs: Blobs, client: Any, image: ImageResult, outputs: Sequence[OutputSpec],
+                   tmp_dir: Path, log: Callable[[str], None], *, stdout: BinaryIO | None = None,
+                   config_extra: dict[str, Any] | None = None) -> ExportedImage | None:
+    """Write every output; returns the image of the first image-like output (for metadata)."""
+    first: ExportedImage | None = None
+    for out in outputs:
+        if out.type in ("image", "oci", "docker"):
+            exported = assemble_manifest(blobs, image, compression=out.compression, level=out.compression_level,
+                                         force=out.force_compression, oci=out.oci_mediatypes,
+                                         config_extra=config_extra)
+            first = first or exported
+            log(f"exporting manifest {exported.digest} done")
+            log(f"exporting config {exported.manifest.config.digest} done")
+            if out.type == "image":
+                if out.push:
+                    refs = [Reference.parse(n) for n in out.names]
+                    push_image(blobs, client, exported, refs, log)
+                else:
+                    log("image not pushed (push=false); use --push or --output type=oci/docker to keep it")
+            else:
+                assert out.dest is not None
+                as_dir = out.type == "oci" and (not out.tar or out.dest.endswith("/") or os.path.isdir(out.dest))
+                if as_dir:
+                    _write_layout(blobs, exported, Path(out.dest), out.names)
+                else:
+                    work = Path(tempfile.mkdtemp(dir=tmp_dir, prefix="export-"))
+                    try:
+                        _write_layout(blobs, exported, work, out.names)
+                        extra = {"manifest.json": _docker_manifest_json(exported, out.names)} if out.type == "docker" else None
+                        f, commit = _open_dest(out.dest, stdout)
+                        _tar_directory(work, f, extra=extra)
+                        commit()
+                    finally:
+                        shutil.rmtree(work, ignore_errors=True)
+                log(f"writing {out.type} output to {out.dest} done")
+        else:
+            assert out.dest is not None and image.apply_layers is not None
+            if out.type == "local":
+                dest = Path(out.dest)
+                dest.mkdir(parents=True, exist_ok=True)
+                image.apply_layers(dest)
+            else:
+                work = Path(tempfile.mkdtemp(dir=tmp_dir, prefix="export-fs-"))
+                try:
+                    image.apply_layers(work)
+                    f, commit = _open_dest(out.dest, stdout)
+                    _tar_directory(work, f, zero_mtime=False)
+                    commit()
+                finally:
+                    shutil.rmtree(work, ignore_errors=True)
+            log(f"copying files to {out.dest} done")
+    return first
+

@@ -1,0 +1,549 @@
+"""The concrete ops of a Dockerfile build, as ``mason.solver`` ops over ``StepResult``s.
+
+- ``SourceOp``: a base image (FROM) -- its layers as remote blobs, nothing downloaded.
+- ``ExecOp``: RUN in a sandbox on an overlay snapshot of the input chain.
+- ``FileOp``: COPY/ADD (from the context, a stage or an image, inline heredocs,
+  URLs) and WORKDIR's mkdir, done in Python on an overlay mount.
+
+Every op that makes a layer returns the input chain plus one ``LayerRef``;
+the overlay upper directory becomes the layer's snapshot directory and its
+diff, tarred deterministically, is stored gzip-compressed in the content store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from mason.build.blobs import Blobs
+from mason.build.context import (
+    CopyOptions,
+    DockerIgnore,
+    Source,
+    checksum_sources,
+    copy_sources,
+    select_sources,
+)
+from mason.build.imageconfig import format_created
+from mason.build.snapshots import Snapshotter
+from mason.build.state import LayerRef, StateRoot
+from mason.digest import Digest
+from mason.errors import BuildError
+from mason.solver import CacheMap, ExecContext
+from mason.solver.keys import CacheKey
+
+__all__ = [
+    "BuildEnv",
+    "ExecOp",
+    "FileOp",
+    "LocalResultStore",
+    "MountPlan",
+    "SourceOp",
+    "StepResult",
+]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """A filesystem state: the full layer chain, and the created time of each layer
+    (RFC 3339; "" for layers of a base image, whose history is its own)."""
+
+    layers: tuple[LayerRef, ...]
+    created: tuple[str, ...] = ()
+    source: str = ""
+
+    def plus(self, layer: LayerRef, created: str) -> StepResult:
+        times = self.created + ("",) * (len(self.layers) - len(self.created))
+        return StepResult((*self.layers, layer), (*times, created))
+
+    def to_extra(self) -> dict[str, Any]:
+        return {"created": list(self.created)}
+
+
+class LocalResultStore:
+    """The solver's local ``CacheStore`` backed by the sqlite metadata. A result whose
+    blobs are gone (pruned) is a miss."""
+
+    def __init__(self, state: StateRoot, blobs: Blobs) -> None:
+        self.state = state
+        self.blobs = blobs
+
+    def lookup(self, key: CacheKey) -> StepResult | None:
+        r = self.state.meta.get_result(key.digest)
+        if r is None:
+            return None
+        for lr in r.layers:
+            if lr.blob is None:
+                return None
+            if not self.state.store.has(lr.blob) and not self.blobs.remote_locations(lr.blob):
+                return None
+        return StepResult(r.layers, tuple(r.extra.get("created", ())))
+
+    def record(self, key: CacheKey, result: StepResult) -> None:
+        self.state.meta.put_result(key.digest, result.layers, "", result.to_extra())
+
+
+@dataclass
+class BuildEnv:
+    """What ops share during one build."""
+
+    state: StateRoot
+    blobs: Blobs
+    snapshots: Snapshotter
+    executor: Any
+    context: Path
+    ignore: DockerIgnore
+    secrets: Mapping[str, bytes]
+    source_date_epoch: int | None
+    dockerfile_name: str = "Dockerfile"
+    dockerfile_lines: list[str] = field(default_factory=list)
+    cache_mount_locks: dict[str, threading.Lock] = field(default_factory=dict)
+    http_client: Any = None
+
+    def created_now(self) -> str:
+        return format_created(float(self.source_date_epoch) if self.source_date_epoch is not None else time.time())
+
+    def location(self, lines: tuple[int, ...]) -> list[str]:
+        """Dockerfile context lines for an error, BuildKit style."""
+        if not lines:
+            return []
+        out = [f"{self.dockerfile_name}:{lines[0]}", "--------------------"]
+        for n in lines:
+            if 0 < n <= len(self.dockerfile_lines):
+                out.append(f"{n:>4} | >>> {self.dockerfile_lines[n - 1]}")
+        out.append("--------------------")
+        return out
+
+
+def _commit_upper(env: BuildEnv, upper: Path, base: StepResult) -> StepResult:
+    from mason.layer.diff import write_diff_tar
+
+    def write(stream: BinaryIO) -> Digest:
+        return write_diff_tar(str(upper), stream, source_date_epoch=env.source_date_epoch).diff_id
+
+    lr = env.blobs.store_layer(write)
+    env.snapshots.install_upper(upper, lr.diff_id)
+    return base.plus(lr, env.created_now())
+
+
+# -- FROM ---------------------------------------------------------------------------
+
+
+class SourceOp:
+    """A base image pinned by manifest digest. ``layers`` carry blob digests and diff IDs."""
+
+    def __init__(self, pinned: str, manifest_digest: str, layers: tuple[LayerRef, ...]) -> None:
+        self.pinned = pinned
+        self.manifest_digest = manifest_digest
+        self.layers = layers
+
+    def cache_map(self, input_keys: Sequence[Digest]) -> CacheMap:
+        return CacheMap({"type": "mason.source.v0", "image": self.manifest_digest})
+
+    def execute(self, ctx: ExecContext, inputs: Sequence[StepResult]) -> StepResult:
+        ctx.log(f"resolve {self.pinned} done")
+        return StepResult(self.layers, ("",) * len(self.layers))
+
+
+# -- RUN ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MountPlan:
+    """One RUN --mount, with stage/image sources as input indexes."""
+
+    type: str
+    target: str
+    source: str = ""
+    input_index: int | None = None  # bind from a stage/image: index into the op's inputs
+    readonly: bool = True
+    cache_id: str = ""
+    sharing: str = "shared"
+    secret_id: str = ""
+    required: bool = False
+    size: int = 0
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+
+    def key_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": self.type, "target": self.target, "source": self.source,
+                             "readonly": self.readonly}
+        if self.type == "cache":
+            d.update(id=self.cache_id, sharing=self.sharing, mode=self.mode, uid=self.uid, gid=self.gid)
+        if self.type == "secret":
+            # Only the id and where it goes: secret contents never enter a key.
+            d.update(id=self.secret_id, required=self.required, mode=self.mode, uid=self.uid, gid=self.gid)
+        if self.type == "tmpfs":
+            d.update(size=self.size)
+        if self.input_index is not None:
+            d["input"] = self.input_index
+        return d
+
+
+class ExecOp:
+    def __init__(self, env: BuildEnv, *, args: tuple[str, ...], environ: tuple[str, ...], cwd: str, user: str,
+                 network: str, mounts: tuple[MountPlan, ...], files: Mapping[str, str],
+                 lines: tuple[int, ...], display: str) -> None:
+        self.env = env
+        self.args = args
+        self.environ = environ
+        self.cwd = cwd
+        self.user = user
+        self.network = network
+        self.mounts = mounts
+        self.files = dict(files)
+        self.lines = lines
+        self.display = display
+
+    def cache_map(self, input_keys: Sequence[Digest]) -> CacheMap:
+        op = {
+            "type": "mason.exec.v0",
+            "args": list(self.args),
+            "env": list(self.environ),
+            "cwd": self.cwd,
+            "user": self.user,
+            "network": self.network,
+            "mounts": [m.key_json() for m in self.mounts],
+            "files": {k: v for k, v in sorted(self.files.items())},
+            "epoch": self.env.source_date_epoch,
+        }
+        content = None
+        ctx_binds = [m for m in self.mounts if m.type == "bind" and m.input_index is None]
+        if ctx_binds:
+            def content() -> str:
+                srcs = [select_sources(self.env.context, [m.source or "."], self.env.ignore) for m in ctx_binds]
+                return checksum_sources([s for group in srcs for s in group], self.env.ignore)
+        return CacheMap(op, content)
+
+    def execute(self, ctx: ExecContext, inputs: Sequence[StepResult]) -> StepResult:
+        base = inputs[0]
+        env = self.env
+        mounted = None
+        try:
+            with contextlib.ExitStack() as stack:
+                mounted = stack.enter_context(env.snapshots.mount(base.layers))
+                self._run(ctx, inputs, stack, mounted.merged)
+            return _commit_upper(env, mounted.upper, base)
+        finally:
+            if mounted is not None:
+                env.snapshots.discard(mounted)
+
+    def _run(self, ctx: ExecContext, inputs: Sequence[StepResult], stack: contextlib.ExitStack, rootfs: Path) -> None:
+        from mason.executor import BindMount, CacheMount, ExecSpec, SecretMount, TmpfsMount
+
+        env = self.env
+        if True:
+            scratch = Path(tempfile.mkdtemp(dir=env.state.tmp, prefix=f"{os.getpid()}-run-"))
+            stack.callback(shutil.rmtree, scratch, True)
+            mounts: list[Any] = []
+            for i, (name, data) in enumerate(sorted(self.files.items())):
+                f = scratch / f"heredoc-{i}"
+                f.write_text(data)
+                mounts.append(BindMount(f, f"/dev/pipes/{name}", readonly=True))
+            for m in self.mounts:
+                if m.type == "bind":
+                    if m.input_index is not None:
+                        other = stack.enter_context(env.snapshots.mount(inputs[m.input_index].layers))
+                        src = other.merged / m.source.lstrip("/") if m.source else other.merged
+                    else:
+                        src = env.context / m.source.lstrip("/") if m.source else env.context
+                    mounts.append(BindMount(src, m.target, readonly=m.readonly))
+                elif m.type == "cache":
+                    cdir = self._cache_dir(m)
+                    if m.sharing == "locked":
+                        lock = env.cache_mount_locks.setdefault(m.cache_id, threading.Lock())
+                        lock.acquire()
+                        stack.callback(lock.release)
+                    mounts.append(CacheMount(cdir, m.target, readonly=m.readonly and False))
+                elif m.type == "tmpfs":
+                    mounts.append(TmpfsMount(m.target, m.size or None))
+                elif m.type == "secret":
+                    secret = env.secrets.get(m.secret_id)
+                    if secret is None:
+                        if m.required:
+                            raise BuildError(f"secret {m.secret_id} not found", reference="secret-missing",
+                                             context=env.location(self.lines),
+                                             hint=f"pass --secret id={m.secret_id},src=FILE")
+                        continue
+                    sf = scratch / f"secret-{hashlib.sha256(m.secret_id.encode()).hexdigest()[:12]}"
+                    sf.write_bytes(secret)
+                    os.chmod(sf, m.mode if m.mode is not None else 0o400)
+                    os.chown(sf, m.uid or 0, m.gid or 0)
+                    target = m.target or f"/run/secrets/{m.secret_id}"
+                    mounts.append(SecretMount(sf, target))
+            spec = ExecSpec(rootfs=rootfs, args=self.args, env=self.environ, cwd=self.cwd,
+                            user=self.user, network=self.network, mounts=tuple(mounts))  # type: ignore[arg-type]
+            cancel = threading.Event()
+            ctx.cancel.add_callback(cancel.set)
+            buf = _LineBuffer(ctx.log)
+            status = env.executor.run(spec, buf.feed, cancel=cancel)
+            buf.flush()
+            if not status.ok:
+                lines = list(status.last_lines) or buf.tail
+                raise BuildError(
+                    f"process \"{' '.join(self.args)}\" did not complete successfully: {status.describe()}",
+                    reference="run-failed",
+                    context=[*(f"  {ln}" for ln in lines[-10:]), *env.location(self.lines)],
+                )
+
+    def _cache_dir(self, m: MountPlan) -> Path:
+        name = hashlib.sha256(m.cache_id.encode()).hexdigest()[:32]
+        d = self.env.state.cachemounts_dir / name
+        if not d.exists():
+            d.mkdir(parents=True, exist_ok=True)
+            os.chmod(d, m.mode if m.mode is not None else 0o755)
+            os.chown(d, m.uid or 0, m.gid or 0)
+        return d
+
+
+class _LineBuffer:
+    def __init__(self, sink: Callable[[str], None]) -> None:
+        self._sink = sink
+        self._partial = b""
+        self.tail: list[str] = []
+
+    def feed(self, data: bytes) -> None:
+        self._partial += data
+        *lines, self._partial = self._partial.split(b"\n")
+        for ln in lines:
+            text = ln.decode(errors="replace").rstrip("\r")
+            self.tail = ([*self.tail, text])[-20:]
+            self._sink(text)
+
+    def flush(self) -> None:
+        if self._partial:
+            self.feed(b"\n")
+
+
+# -- COPY / ADD / WORKDIR -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileAction:
+    """What a FileOp does. ``kind``: copy (context, or ``from_input``), inline, url, mkdir."""
+
+    kind: str
+    sources: tuple[str, ...] = ()
+    dest: str = "/"
+    from_input: int | None = None
+    chown: str = ""
+    chmod: str = ""
+    inline: tuple[tuple[str, str], ...] = ()
+    url: str = ""
+    checksum: str = ""
+    extract: bool = False  # ADD of a local archive
+    user: str = ""  # mkdir: owner
+
+    def key_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "sources": list(self.sources), "dest": self.dest, "from": self.from_input,
+                "chown": self.chown, "chmod": self.chmod, "inline": [list(x) for x in self.inline],
+                "url": self.url, "checksum": self.checksum, "extract": self.extract, "user": self.user}
+
+
+class FileOp:
+    def __init__(self, env: BuildEnv, action: FileAction, lines: tuple[int, ...]) -> None:
+        self.env = env
+        self.action = action
+        self.lines = lines
+        self._url_file: Path | None = None
+
+    def cache_map(self, input_keys: Sequence[Digest]) -> CacheMap:
+        op = {"type": "mason.file.v0", "action": self.action.key_json(), "epoch": self.env.source_date_epoch}
+        a = self.action
+        content: Callable[[], str] | None = None
+        if a.kind == "copy" and a.from_input is None:
+            def content() -> str:
+                return checksum_sources(self._context_sources(), self.env.ignore)
+        elif a.kind == "url":
+            def content() -> str:
+                return self._fetch_url()
+        return CacheMap(op, content)
+
+    def _context_sources(self) -> list[Source]:
+        try:
+            return select_sources(self.env.context, self.action.sources, self.env.ignore)
+        except BuildError as exc:
+            raise BuildError(exc.message, reference=exc.reference,
+                             context=[*exc.context, *self.env.location(self.lines)]) from None
+
+    def _fetch_url(self) -> str:
+        import httpx
+
+        a = self.action
+        tmp = Path(tempfile.mkdtemp(dir=self.env.state.tmp, prefix=f"{os.getpid()}-url-"))
+        name = os.path.basename(a.url.split("?", 1)[0].rstrip("/")) or "download"
+        path = tmp / name
+        h = hashlib.sha256()
+        try:
+            with httpx.stream("GET", a.url, follow_redirects=True, timeout=60) as resp:
+                if resp.status_code != 200:
+                    raise BuildError(f"ADD {a.url}: HTTP {resp.status_code}", reference="add-url-failed",
+                                     context=self.env.location(self.lines))
+                with open(path, "wb") as f:
+                    for chunk in resp.iter_bytes():
+                        h.update(chunk)
+                        f.write(chunk)
+        except httpx.HTTPError as exc:
+            raise BuildError(f"ADD {a.url}: {exc}", reference="add-url-failed",
+                             context=self.env.location(self.lines)) from exc
+        got = "sha256:" + h.hexdigest()
+        if a.checksum and a.checksum != got:
+            raise BuildError(f"ADD {a.url}: checksum mismatch: expected {a.checksum}, got {got}",
+                             reference="checksum-mismatch", context=self.env.location(self.lines))
+        os.chmod(path, 0o600)
+        self._url_file = path
+        return got
+
+    def execute(self, ctx: ExecContext, inputs: Sequence[StepResult]) -> StepResult:
+        base = inputs[0]
+        mounted = None
+        try:
+            with contextlib.ExitStack() as stack:
+                mounted = stack.enter_context(self.env.snapshots.mount(base.layers))
+                self._apply(ctx, inputs, stack, mounted.merged)
+            return _commit_upper(self.env, mounted.upper, base)
+        finally:
+            if mounted is not None:
+                self.env.snapshots.discard(mounted)
+
+    def _apply(self, ctx: ExecContext, inputs: Sequence[StepResult], stack: contextlib.ExitStack, rootfs: Path) -> None:
+        env = self.env
+        a = self.action
+        if True:
+            opts = self._copy_options(rootfs)
+            dest = a.dest
+            dir_hint = dest.endswith("/") or dest.endswith("/.")
+            try:
+                if a.kind == "mkdir":
+                    self._mkdir(rootfs, dest, opts)
+                elif a.kind == "copy":
+                    if a.from_input is not None:
+                        other = stack.enter_context(env.snapshots.mount(inputs[a.from_input].layers))
+                        sources = select_sources(other.merged, a.sources, None, what="source stage")
+                        copy_sources(sources, rootfs, dest, opts, None, dest_is_dir_hint=dir_hint)
+                    else:
+                        sources = self._context_sources()
+                        if a.extract:
+                            self._add_local(sources, rootfs, dest, opts, dir_hint)
+                        else:
+                            copy_sources(sources, rootfs, dest, opts, env.ignore, dest_is_dir_hint=dir_hint)
+                elif a.kind == "inline":
+                    tmp = Path(tempfile.mkdtemp(dir=env.state.tmp, prefix=f"{os.getpid()}-inline-"))
+                    stack.callback(shutil.rmtree, tmp, True)
+                    srcs = []
+                    for name, data in a.inline:
+                        p = tmp / name
+                        p.write_text(data)
+                        os.chmod(p, 0o644)
+                        srcs.append(Source(p, name, False))
+                    copy_sources(srcs, rootfs, dest, opts, None, dest_is_dir_hint=dir_hint)
+                elif a.kind == "url":
+                    if self._url_file is None:
+                        self._fetch_url()
+                    assert self._url_file is not None
+                    os.chmod(self._url_file, 0o600)
+                    url_opts = opts if opts.chmod is not None else CopyOptions(opts.uid, opts.gid, 0o600)
+                    copy_sources([Source(self._url_file, self._url_file.name, False)], rootfs, dest, url_opts,
+                                 None, dest_is_dir_hint=dir_hint)
+            except BuildError as exc:
+                raise BuildError(exc.message, reference=exc.reference,
+                                 context=[*exc.context, *env.location(self.lines)]) from None
+            except OSError as exc:
+                raise BuildError(f"{ctx.name}: {exc}", reference="copy-failed",
+                                 context=env.location(self.lines)) from exc
+
+    def _copy_options(self, rootfs: Path) -> CopyOptions:
+        a = self.action
+        uid = gid = None
+        owner = a.chown or (a.user if a.kind == "mkdir" else "")
+        if owner:
+            uid, gid = _resolve_owner(rootfs, owner)
+        chmod = None
+        if a.chmod:
+            try:
+                chmod = int(a.chmod, 8)
+            except ValueError:
+                raise BuildError(f"invalid --chmod={a.chmod}: not an octal mode", reference="invalid-chmod",
+                                 context=self.env.location(self.lines)) from None
+        return CopyOptions(uid, gid, chmod)
+
+    def _mkdir(self, rootfs: Path, path: str, opts: CopyOptions) -> None:
+        from mason.build.context import _mkdirs
+
+        _mkdirs(rootfs, path, opts)
+
+    def _add_local(self, sources: list[Source], rootfs: Path, dest: str, opts: CopyOptions, dir_hint: bool) -> None:
+        from mason.build.context import _mkdirs
+        from mason.layer.apply import apply_layer
+
+        plain: list[Source] = []
+        for src in sources:
+            stream = None if src.is_dir else _open_archive(src.path)
+            if stream is None:
+                plain.append(src)
+                continue
+            target = _mkdirs(rootfs, dest, opts)
+            with stream:
+                apply_layer(stream, str(target), mode="flat")
+        if plain:
+            copy_sources(plain, rootfs, dest, opts, self.env.ignore, dest_is_dir_hint=dir_hint)
+
+
+def _open_archive(path: Path) -> BinaryIO | None:
+    """An uncompressed tar stream if ``path`` is a (compressed) tar archive, else None."""
+    import bz2
+    import gzip
+    import lzma
+    import tarfile
+
+    with open(path, "rb") as f:
+        head = f.read(512)
+    opener: Callable[[Path], Any]
+    if head.startswith(b"\x1f\x8b"):
+        opener = gzip.open
+    elif head.startswith(b"BZh"):
+        opener = bz2.open
+    elif head.startswith(b"\xfd7zXZ\x00"):
+        opener = lzma.open
+    elif len(head) >= 262 and head[257:262] == b"ustar":
+        return open(path, "rb")
+    else:
+        return None
+    try:
+        with opener(path) as probe:
+            block = probe.read(512)
+        if len(block) < 262 or block[257:262] != b"ustar":
+            tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except Exception:
+        return None
+    stream: Any = opener(path)
+    return stream  # type: ignore[no-any-return]
+
+
+def _resolve_owner(rootfs: Path, owner: str) -> tuple[int, int]:
+    """``--chown`` / WORKDIR owner resolved in the destination rootfs (names via its /etc/passwd, /etc/group)."""
+    from mason.executor import resolve_user
+
+    user, _, group = owner.partition(":")
+    try:
+        if user.isdigit() and (not group or group.isdigit()):
+            return int(user), int(group) if group else int(user)
+        resolved = resolve_user(rootfs, owner)
+    except Exception as exc:
+        raise BuildError(f"unable to convert uid/gid chown string to host mapping: {exc}",
+                         reference="chown-failed") from exc
+    gid = resolved.gid
+    if not group and user.isdigit():
+        gid = int(user)
+    return resolved.uid, gid
+

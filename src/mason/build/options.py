@@ -1,0 +1,192 @@
+"""Build options: ``--output`` and ``--secret`` values in buildx's CSV syntax, and
+the ``BuildOptions`` the CLI hands to ``mason.build.build``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from mason.cache.options import CacheOptions, split_csv
+from mason.errors import UsageError
+from mason.oci.platform import Platform
+
+__all__ = [
+    "BuildOptions",
+    "OutputSpec",
+    "SecretSpec",
+    "outputs_for",
+    "parse_output",
+    "parse_secret",
+]
+
+OutputType = Literal["image", "oci", "docker", "local", "tar"]
+
+_COMPRESSIONS = ("uncompressed", "gzip", "zstd", "estargz")
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One ``--output``. ``names`` are image references (image/docker); ``dest`` a path or ``-``."""
+
+    type: OutputType
+    names: tuple[str, ...] = ()
+    push: bool = False
+    dest: str | None = None
+    tar: bool = True
+    compression: str = "gzip"
+    compression_level: int | None = None
+    force_compression: bool = False
+    oci_mediatypes: bool = True
+    attrs: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SecretSpec:
+    id: str
+    src: Path | None = None
+    env_value: str | None = None  # a secret given as env=NAME, already read by the CLI
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    context: Path
+    dockerfile: Path | None = None
+    dockerfile_text: bytes | None = None
+    tags: tuple[str, ...] = ()
+    push: bool = False
+    outputs: tuple[OutputSpec, ...] = ()
+    cache_to: tuple[CacheOptions, ...] = ()
+    cache_from: tuple[CacheOptions, ...] = ()
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    target: str | None = None
+    no_cache: bool = False
+    secrets: tuple[SecretSpec, ...] = ()
+    network: str = "default"
+    platform: Platform | None = None
+    source_date_epoch: int | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    insecure_registries: tuple[str, ...] = ()
+    docker_config_dir: str | None = None
+    registry_auth_file: str | None = None
+    max_parallel: int = 4
+
+
+def _bool(key: str, value: str, text: str) -> bool:
+    v = value.lower()
+    if v in ("true", "1", "yes", ""):
+        return True
+    if v in ("false", "0", "no"):
+        return False
+    raise UsageError(f"invalid --output {text!r}: {key} must be true or false, got {value!r}", reference="invalid-output")
+
+
+def parse_output(text: str) -> OutputSpec:
+    """Parse one ``--output`` value (buildx syntax; ``-o DIR`` means local, ``-o -`` a tar to stdout)."""
+    if "=" not in text and "," not in text:
+        if text == "-":
+            return OutputSpec(type="tar", dest="-")
+        return OutputSpec(type="local", dest=text)
+    attrs: dict[str, str] = {}
+    names: list[str] = []
+    for f in split_csv(text):
+        key, sep, value = f.partition("=")
+        if not sep:
+            raise UsageError(f"invalid --output {text!r}: field {f!r} is not key=value", reference="invalid-output")
+        key = key.strip().lower()
+        if key == "name":
+            names.extend(n.strip() for n in value.split(",") if n.strip())
+        else:
+            attrs[key] = value
+    typ = attrs.pop("type", None)
+    if typ is None:
+        raise UsageError(f"invalid --output {text!r}: type= is required", reference="invalid-output",
+                         hint="e.g. type=image,name=REG/app,push=true or type=oci,dest=out.tar")
+    push = False
+    if typ == "registry":
+        typ, push = "image", True
+    if typ not in ("image", "oci", "docker", "local", "tar"):
+        raise UsageError(f"invalid --output {text!r}: unknown type {typ!r}", reference="invalid-output",
+                         hint="types: image, registry, oci, docker, local, tar")
+    if "push" in attrs:
+        push = push or _bool("push", attrs.pop("push"), text)
+    compression = attrs.pop("compression", "gzip").lower()
+    if compression not in _COMPRESSIONS:
+        raise UsageError(f"invalid --output {text!r}: compression must be one of {', '.join(_COMPRESSIONS)}",
+                         reference="invalid-output")
+    level: int | None = None
+    if "compression-level" in attrs:
+        raw = attrs.pop("compression-level")
+        try:
+            level = int(raw)
+        except ValueError:
+            raise UsageError(f"invalid --output {text!r}: compression-level {raw!r} is not an integer",
+                             reference="invalid-output") from None
+        top = 22 if compression == "zstd" else 9
+        if not 0 <= level <= top:
+            raise UsageError(f"invalid --output {text!r}: compression-level for {compression} is 0-{top}",
+                             reference="invalid-output")
+    force = _bool("force-compression", attrs.pop("force-compression", "false"), text)
+    # buildx: type=docker defaults to Docker media types, the others to OCI.
+    oci_default = "false" if typ == "docker" else "true"
+    oci = _bool("oci-mediatypes", attrs.pop("oci-mediatypes", oci_default), text)
+    tar = _bool("tar", attrs.pop("tar", "true"), text)
+    dest = attrs.pop("dest", None)
+    if typ in ("oci", "docker", "local", "tar") and not dest:
+        if typ == "docker" and names:
+            raise UsageError(f"invalid --output {text!r}: mason has no daemon to load into; give dest=FILE",
+                             reference="invalid-output")
+        raise UsageError(f"invalid --output {text!r}: dest= is required for type={typ}", reference="invalid-output")
+    if typ == "image" and not names and push:
+        raise UsageError(f"invalid --output {text!r}: push needs name=REF (or -t REF)", reference="invalid-output")
+    return OutputSpec(
+        type=typ,  # type: ignore[arg-type]
+        names=tuple(names), push=push, dest=dest, tar=tar, compression=compression,
+        compression_level=level, force_compression=force, oci_mediatypes=oci, attrs=attrs,
+    )
+
+
+def parse_secret(text: str, env: Mapping[str, str] | None = None) -> SecretSpec:
+    """``id=ID,src=FILE`` (also ``source=``, ``type=file``) or ``id=ID,env=VAR``; a bare ``ID`` means
+    ``id=ID,env=ID`` when that variable is set, as buildx does."""
+    attrs: dict[str, str] = {}
+    for f in split_csv(text):
+        key, sep, value = f.partition("=")
+        if not sep:
+            attrs.setdefault("id", key)
+            continue
+        attrs[key.strip().lower()] = value
+    sid = attrs.get("id")
+    if not sid:
+        raise UsageError(f"invalid --secret {text!r}: id= is required", reference="invalid-secret")
+    src = attrs.get("src") or attrs.get("source")
+    envname = attrs.get("env")
+    if src:
+        p = Path(src).expanduser()
+        if not p.is_file():
+            raise UsageError(f"invalid --secret {text!r}: {src} is not a readable file", reference="invalid-secret")
+        return SecretSpec(id=sid, src=p)
+    if envname is None and env is not None and sid in env:
+        envname = sid
+    if envname is not None:
+        if env is None or envname not in env:
+            raise UsageError(f"invalid --secret {text!r}: environment variable {envname} is not set",
+                             reference="invalid-secret")
+        return SecretSpec(id=sid, env_value=env[envname])
+    raise UsageError(f"invalid --secret {text!r}: give src=FILE or env=VAR", reference="invalid-secret")
+
+
+def outputs_for(tags: Sequence[str], push: bool, outputs: Sequence[OutputSpec]) -> tuple[OutputSpec, ...]:
+    """Combine ``-t`` / ``--push`` with ``--output`` the way buildx does: ``--push`` adds an image
+    output pushing the tags; an image output without names takes the tags."""
+    result: list[OutputSpec] = []
+    for o in outputs:
+        if o.type == "image" and not o.names and tags:
+            o = OutputSpec(**{**o.__dict__, "names": tuple(tags), "push": o.push or push})
+        result.append(o)
+    if push and not any(o.type == "image" and o.push for o in result):
+        if not tags:
+            raise UsageError("--push needs at least one -t REF", reference="invalid-output")
+        result.append(OutputSpec(type="image", names=tuple(tags), push=True))
+    return tuple(result)

@@ -1,0 +1,178 @@
+"""Adapters between the builder and ``mason.cache``: imported caches as solver
+sources (lazy: a hit registers where its blobs are, downloads nothing), the
+content store as the exporter's ``ExportBlobStore``, solved vertices as
+``SolvedRecord``s, and inline cache metadata for the image config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any, BinaryIO
+
+from mason.build.blobs import Blobs, RemoteLocation
+from mason.build.ops import StepResult
+from mason.build.state import LayerRef
+from mason.digest import Digest
+from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, Descriptor
+from mason.oci.reference import Reference
+from mason.progress import Event, ProgressSink
+from mason.solver import CacheKey, CacheSource
+
+__all__ = ["CacheBlobStore", "HitLookup", "export_caches", "import_caches", "inline_cache_extra", "solved_records"]
+
+_DIST_SOURCE = "containerd.io/distribution.source."
+_CREATED_AT = "buildkit/createdat"
+
+
+def _emit_task(sink: ProgressSink, name: str, status: str, text: str = "", elapsed: float | None = None) -> None:
+    sink.emit(Event(f"task:{name}", name, status, text, elapsed))  # type: ignore[arg-type]
+
+
+class HitLookup:
+    """A ``mason.cache.CacheSource`` as the solver's ``CacheLookup[StepResult]``."""
+
+    def __init__(self, source: Any, blobs: Blobs) -> None:
+        self.source = source
+        self.blobs = blobs
+
+    def lookup(self, key: CacheKey) -> StepResult | None:
+        hit = self.source.lookup(key.digest)
+        if hit is None:
+            return None
+        layers: list[LayerRef] = []
+        created: list[str] = []
+        for desc in hit.layers:
+            diff_id = Digest(desc.annotations[ANNOTATION_UNCOMPRESSED])
+            locations = []
+            for k, v in desc.annotations.items():
+                if k.startswith(_DIST_SOURCE):
+                    with contextlib.suppress(Exception):
+                        locations.append(Reference.parse(f"{k[len(_DIST_SOURCE):]}/{v}"))
+            plain = Descriptor(desc.media_type, desc.digest, desc.size, annotations=dict(desc.annotations))
+
+            def opener(hit: Any = hit, plain: Descriptor = plain) -> Any:
+                return hit.open_blob(plain)
+
+            self.blobs.add_remote(desc.digest, diff_id, RemoteLocation(locations[0] if locations else None,
+                                                                       desc.media_type, desc.size, opener))
+            for ref in locations[1:]:
+                self.blobs.add_remote(desc.digest, diff_id, RemoteLocation(ref, desc.media_type, desc.size))
+            layers.append(LayerRef(diff_id, desc.digest, desc.size, desc.media_type))
+            created.append(desc.annotations.get(_CREATED_AT, ""))
+        if created:
+            created[-1] = hit.created_at or created[-1]
+        return StepResult(tuple(layers), tuple(created), source=hit.source)
+
+
+def import_caches(cache_from: Sequence[Any], client: Any, blobs: Blobs,
+                  sink: ProgressSink) -> tuple[list[CacheSource[StepResult]], dict[str, Any]]:
+    """Load every ``--cache-from`` (documents only). A failed import is one warning."""
+    from mason.cache import load_cache_source
+
+    sources: list[CacheSource[StepResult]] = []
+    imported: dict[str, Any] = {}
+    for opt in cache_from:
+        name = f"importing cache manifest from {opt.display_name.split(' ', 1)[-1]}"
+        _emit_task(sink, name, "started")
+        src = load_cache_source(opt, client)
+        if src.warning:
+            _emit_task(sink, name, "warning", src.warning)
+            _emit_task(sink, name, "error", src.warning)
+            continue
+        _emit_task(sink, name, "done")
+        imported[_dest_key(opt)] = src
+        sources.append(CacheSource(src.name, HitLookup(src, blobs)))
+    return sources, imported
+
+
+def _dest_key(opt: Any) -> str:
+    if opt.type == "registry" and opt.ref is not None:
+        return f"registry:{opt.ref}"
+    return f"{opt.type}:{opt.path}"
+
+
+class CacheBlobStore:
+    """The content store as ``mason.cache.ExportBlobStore``."""
+
+    def __init__(self, blobs: Blobs) -> None:
+        self.blobs = blobs
+
+    @staticmethod
+    def _ref(desc: Descriptor) -> LayerRef:
+        return LayerRef(Digest(desc.annotations[ANNOTATION_UNCOMPRESSED]), desc.digest, desc.size, desc.media_type)
+
+    def cache_blob(self, layer: Descriptor, compression: str, level: int | None, force: bool) -> Descriptor:
+        lr = self.blobs.variant(self._ref(layer), compression, level, force)
+        if lr.blob == layer.digest:
+            return layer
+        return self.blobs.descriptor(lr, oci=True, annotate=True)
+
+    def open_blob(self, desc: Descriptor) -> BinaryIO:
+        return self.blobs.opener(self._ref(desc))()
+
+
+def solved_records(graph: Any, blobs: Blobs) -> list[Any]:
+    from mason.cache import SolvedRecord
+
+    records = []
+    for sv in graph.vertices:
+        layers = None
+        created = None
+        if sv.has_result and sv.result is not None:
+            res: StepResult = sv.result
+            layers = tuple(_annotated(blobs, lr) for lr in res.layers)
+            created = res.created[-1] if res.created and res.created[-1] else None
+        records.append(SolvedRecord(key=sv.key.digest, inputs=tuple(sv.key.inputs), layers=layers,
+                                    step=sv.name or None, created_at=created))
+    return records
+
+
+def _annotated(blobs: Blobs, lr: LayerRef) -> Descriptor:
+    desc = blobs.descriptor(lr, oci=True, annotate=True)
+    extra: dict[str, str] = {}
+    assert lr.blob is not None
+    for loc in blobs.remote_locations(lr.blob):
+        if loc.ref is not None:
+            extra.setdefault(f"{_DIST_SOURCE}{loc.ref.registry}", loc.ref.repository)
+    return desc.with_annotations(extra) if extra else desc
+
+
+def inline_cache_extra(cache_to: Sequence[Any], graph: Any, converted: Any, blobs: Blobs) -> dict[str, Any] | None:
+    """``{"moby.buildkit.cache.v0": ...}`` for ``--cache-to type=inline`` (min mode records)."""
+    if not any(o.type == "inline" for o in cache_to):
+        return None
+    from mason.cache import INLINE_CACHE_KEY, inline_cache_value
+
+    result: StepResult = graph.result_of(converted.target.vertex)
+    value = inline_cache_value(solved_records(graph, blobs), [lr.diff_id for lr in result.layers])
+    return {INLINE_CACHE_KEY: value} if value else None
+
+
+def export_caches(cache_to: Sequence[Any], graph: Any, converted: Any, blobs: Blobs, client: Any,
+                  sink: ProgressSink, imported: dict[str, Any]) -> list[Any]:
+    """Export every registry/local ``--cache-to``; failures raise unless ignore-error."""
+    from mason.cache import export_cache
+
+    records = solved_records(graph, blobs)
+    result: StepResult = graph.result_of(converted.target.vertex)
+    image_diff_ids = [lr.diff_id for lr in result.layers]
+    store = CacheBlobStore(blobs)
+    results = []
+    for opt in cache_to:
+        if opt.type == "inline":
+            continue
+        name = "exporting cache to " + opt.display_name
+        _emit_task(sink, name, "started")
+        res = export_cache(opt, records, blobs=store, image_diff_ids=image_diff_ids, client=client,
+                           prior=imported.get(_dest_key(opt)), progress=sink)
+        if res.warning:
+            _emit_task(sink, name, "warning", res.warning)
+        else:
+            if res.manifest is not None:
+                _emit_task(sink, name, "log",
+                           f"writing manifest {res.manifest.digest} done ({len(res.uploaded)} uploaded, "
+                           f"{len(res.mounted)} mounted, {len(res.existing)} already there)")
+        _emit_task(sink, name, "done")
+        results.append(res)
+    return results

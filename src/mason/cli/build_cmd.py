@@ -1,0 +1,141 @@
+"""`mason build`: the flags of `docker buildx build` (DESIGN §1)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "run_build"]
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("build", help="build an image from a Dockerfile",
+                              description="Build an image from a Dockerfile and a context directory.")
+    p.add_argument("context", metavar="CONTEXT", help="build context directory")
+    p.add_argument("-f", "--file", dest="file", metavar="PATH", help="Dockerfile (default: CONTEXT/Dockerfile)")
+    p.add_argument("-t", "--tag", dest="tags", action="append", default=[], metavar="REF", help="image name (repeatable)")
+    p.add_argument("--push", action="store_true", help="push the image (shorthand for --output type=registry)")
+    p.add_argument("-o", "--output", dest="outputs", action="append", default=[], metavar="SPEC",
+                   help="type=image|registry|oci|docker|local|tar,... (repeatable)")
+    p.add_argument("--cache-to", action="append", default=[], metavar="SPEC",
+                   help="type=registry|inline|local,... (repeatable)")
+    p.add_argument("--cache-from", action="append", default=[], metavar="SPEC",
+                   help="type=registry|local,... or REF (repeatable)")
+    p.add_argument("--build-arg", dest="build_args", action="append", default=[], metavar="K=V")
+    p.add_argument("--label", dest="labels", action="append", default=[], metavar="K=V")
+    p.add_argument("--target", metavar="STAGE")
+    p.add_argument("--no-cache", action="store_true", help="do not use any cache")
+    p.add_argument("--secret", dest="secrets", action="append", default=[], metavar="id=ID,src=FILE")
+    p.add_argument("--network", default="default", choices=("default", "none", "host"))
+    p.add_argument("--progress", default="auto", choices=("auto", "tty", "plain", "quiet", "rawjson"))
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image digest")
+    p.add_argument("--metadata-file", metavar="FILE")
+    p.add_argument("--platform", metavar="PLATFORM", help="target platform (the host's only)")
+    p.set_defaults(handler=run_build)
+
+
+def _kv(items: list[str], what: str, env: dict[str, str]) -> dict[str, str]:
+    from mason.errors import UsageError
+
+    out: dict[str, str] = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not k:
+            raise UsageError(f"invalid {what} {item!r}: expected KEY=VALUE", reference="invalid-argument")
+        if not sep:
+            # buildx: --build-arg NAME takes the value from the environment
+            if k in env:
+                out[k] = env[k]
+            continue
+        out[k] = v
+    return out
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from mason.build import BuildOptions, build
+    from mason.build.options import parse_output, parse_secret
+    from mason.cache import parse_cache_from, parse_cache_to
+    from mason.cli.progress_render import make_renderer
+    from mason.cli.state_cmd import resolve_root
+    from mason.errors import DiagnosticError, MasonError, UsageError
+    from mason.oci.platform import Platform, host_platform
+
+    env = dict(os.environ)
+    mode = "quiet" if args.quiet else args.progress
+    tags = tuple(args.tags)
+    platform = None
+    if args.platform:
+        platform = Platform.parse(args.platform)
+        host = host_platform()
+        if (platform.os, platform.architecture) != (host.os, host.architecture):
+            raise UsageError(f"--platform {args.platform}: mason builds for the host platform ({host}) only",
+                             reference="platform-unsupported")
+    cache_to = [c for text in args.cache_to for c in parse_cache_to(text, image_refs=tags)]
+    cache_from = [c for text in args.cache_from for c in parse_cache_from(text)]
+    epoch_text = env.get("SOURCE_DATE_EPOCH")
+    build_args = _kv(args.build_args, "--build-arg", env)
+    epoch = None
+    if "SOURCE_DATE_EPOCH" in build_args:
+        epoch_text = build_args["SOURCE_DATE_EPOCH"]
+    if epoch_text:
+        try:
+            epoch = int(epoch_text)
+        except ValueError:
+            raise UsageError(f"SOURCE_DATE_EPOCH={epoch_text!r} is not an integer", reference="invalid-epoch") from None
+        build_args.setdefault("SOURCE_DATE_EPOCH", str(epoch))
+    opts = BuildOptions(
+        context=Path(args.context),
+        dockerfile=Path(args.file) if args.file and args.file != "-" else None,
+        dockerfile_text=sys.stdin.buffer.read() if args.file == "-" else None,
+        tags=tags,
+        push=args.push,
+        outputs=tuple(parse_output(o) for o in args.outputs),
+        cache_to=tuple(cache_to),
+        cache_from=tuple(cache_from),
+        build_args=build_args,
+        target=args.target,
+        no_cache=args.no_cache,
+        secrets=tuple(parse_secret(s, env) for s in args.secrets),
+        network=args.network,
+        platform=platform,
+        source_date_epoch=epoch,
+        labels=_kv(args.labels, "--label", env),
+        docker_config_dir=env.get("DOCKER_CONFIG"),
+        registry_auth_file=env.get("REGISTRY_AUTH_FILE"),
+    )
+    renderer = make_renderer(mode, sys.stderr)
+    try:
+        outcome = build(opts, root=resolve_root(), progress=renderer, stdout=sys.stdout.buffer)
+    except MasonError as exc:
+        renderer.close()
+        _print_error(exc)
+        return exc.exit_code if isinstance(exc, DiagnosticError) or exc.exit_code else 1
+    except KeyboardInterrupt:
+        renderer.close()
+        raise
+    renderer.close()
+    if args.metadata_file:
+        Path(args.metadata_file).write_text(json.dumps(outcome.metadata, indent=2, sort_keys=True) + "\n")
+    if mode == "quiet":
+        if outcome.image_digest:
+            print(outcome.image_digest)
+    elif outcome.image_digest:
+        print(f"image {outcome.image_digest}", file=sys.stderr)
+    return 0
+
+
+def _print_error(exc: Exception) -> None:
+    from mason.errors import DiagnosticError
+
+    if isinstance(exc, DiagnosticError):
+        print(f"ERROR: {exc.message}", file=sys.stderr)
+        for line in exc.context:
+            print(line, file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+    else:
+        print(f"ERROR: {exc}", file=sys.stderr)
