@@ -180,8 +180,8 @@ class Blobs:
         reader = self.state.store.open(lr.blob)
         comp = mt.compression_of(lr.media_type) if lr.media_type else "gzip"
         if comp == "uncompressed":
-            return reader  # type: ignore[return-value]
-        return open_decompressed(reader, comp)  # type: ignore[arg-type]
+            return reader
+        return open_decompressed(reader, comp)
 
     # variants for export ---------------------------------------------------------
 
@@ -224,6 +224,6 @@ class Blobs:
         def _open() -> BinaryIO:
             local = self.ensure_local(lr)
             assert local.blob is not None
-            return self.state.store.open(local.blob, local.blob_size or None)  # type: ignore[return-value]
+            return self.state.store.open(local.blob, local.blob_size or None)
 
         return _open

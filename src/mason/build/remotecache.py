@@ -60,8 +60,8 @@ class HitLookup:
                 self.blobs.add_remote(desc.digest, diff_id, RemoteLocation(ref, desc.media_type, desc.size))
             layers.append(LayerRef(diff_id, desc.digest, desc.size, desc.media_type))
             created.append(desc.annotations.get(_CREATED_AT, ""))
-        if created:
-            created[-1] = hit.created_at or created[-1]
+        if created and not created[-1]:
+            created[-1] = hit.created_at or ""
         return StepResult(tuple(layers), tuple(created), source=hit.source)
 
 
@@ -121,16 +121,18 @@ def solved_records(graph: Any, blobs: Blobs) -> list[Any]:
         created = None
         if sv.has_result and sv.result is not None:
             res: StepResult = sv.result
-            layers = tuple(_annotated(blobs, lr) for lr in res.layers)
+            times = list(res.created) + [""] * (len(res.layers) - len(res.created))
+            layers = tuple(_annotated(blobs, lr, t) for lr, t in zip(res.layers, times, strict=True))
             created = res.created[-1] if res.created and res.created[-1] else None
         records.append(SolvedRecord(key=sv.key.digest, inputs=tuple(sv.key.inputs), layers=layers,
                                     step=sv.name or None, created_at=created))
     return records
 
 
-def _annotated(blobs: Blobs, lr: LayerRef) -> Descriptor:
+def _annotated(blobs: Blobs, lr: LayerRef, created: str) -> Descriptor:
     desc = blobs.descriptor(lr, oci=True, annotate=True)
-    extra: dict[str, str] = {}
+    # Each layer carries the time its step made it, so an import rebuilds the same history.
+    extra: dict[str, str] = {_CREATED_AT: created} if created else {}
     assert lr.blob is not None
     for loc in blobs.remote_locations(lr.blob):
         if loc.ref is not None:
@@ -165,7 +167,7 @@ def export_caches(cache_to: Sequence[Any], graph: Any, converted: Any, blobs: Bl
         name = "exporting cache to " + opt.display_name
         _emit_task(sink, name, "started")
         res = export_cache(opt, records, blobs=store, image_diff_ids=image_diff_ids, client=client,
-                           prior=imported.get(_dest_key(opt)), progress=sink)
+                           prior=imported.get(_dest_key(opt)))
         if res.warning:
             _emit_task(sink, name, "warning", res.warning)
         else:
