@@ -128,6 +128,15 @@ class _ResumingBlobStream(io.RawIOBase):
         self._client._transport._sleep(self._client.retry.delay(self._restarts - 1, None))
         self._open()
 
+    def _incomplete(self) -> bool:
+        response = self._response
+        if response is None:
+            return True
+        length = response.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            return True
+        return response.num_bytes_downloaded < int(length)
+
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         while not self._pending:
             assert self._chunks is not None
@@ -137,10 +146,10 @@ class _ResumingBlobStream(io.RawIOBase):
                 self._restart(exc)
                 continue
             if not chunk:
-                if self._offset < self._desc.size:
-                    self._restart(None)  # the body ended early: a truncated transfer
+                if self._offset < self._desc.size and self._incomplete():
+                    self._restart(None)  # the body ended before its Content-Length: truncated
                     continue
-                return 0
+                return 0  # complete as served: a short blob fails verification
             self._pending = chunk
         n = min(len(buffer), len(self._pending))
         buffer[:n] = self._pending[:n]

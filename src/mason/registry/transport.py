@@ -323,7 +323,8 @@ class Transport:
                 response = client.send(request, stream=True)
             except httpx.TransportError as exc:
                 _close(content)
-                if attempt + 1 < attempts and not (isinstance(exc, httpx.ConnectError) and _is_cert_error(exc)):
+                # a TLS failure (untrusted certificate, or a plain-HTTP server) will not heal by retrying
+                if attempt + 1 < attempts and not (isinstance(exc, httpx.ConnectError) and _is_tls_error(exc)):
                     self._sleep(self.retry.delay(attempt, None))
                     continue
                 raise RegistryError(
@@ -352,6 +353,15 @@ def _is_cert_error(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def _is_tls_error(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "SSL" in str(exc) or "WRONG_VERSION_NUMBER" in str(exc)
 
 
 def _as_content(content: bytes | Iterable[bytes] | IO[bytes] | None) -> bytes | Iterator[bytes] | None:
