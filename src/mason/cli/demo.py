@@ -40,7 +40,7 @@ def _mason(args: list[str], root: Path) -> tuple[float, str]:
     env = dict(os.environ, MASON_ROOT=str(root))
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "mason.cli.main", *args], env=env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                          capture_output=True)
     elapsed = time.monotonic() - t0
     sys.stdout.write(proc.stderr)
     if proc.returncode != 0:
