@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from tests.support.registry_server import RegistryServer, count_blob_gets, count_requests
 
 from mason.cli.main import main
 from mason.digest import sha256_bytes
@@ -18,7 +19,6 @@ from mason.oci import mediatypes as mt
 from mason.oci.descriptor import Descriptor
 from mason.oci.reference import Reference
 from mason.registry.client import RegistryClient
-from tests.support.registry_server import RegistryServer, count_blob_gets, count_requests
 
 DOCUMENTS = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "registry-documents"
 

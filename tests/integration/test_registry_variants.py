@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.support.busybox import push_busybox
+from tests.support.registry_server import RegistryServer, count_requests
 
 from mason.digest import sha256_file
 from mason.oci.manifest import ImageManifest
@@ -13,8 +15,6 @@ from mason.registry.auth import CredentialStore
 from mason.registry.client import RegistryClient
 from mason.registry.copy import RegistryEndpoint, copy_image
 from mason.registry.errors import RegistryAuthError
-from tests.support.busybox import push_busybox
-from tests.support.registry_server import RegistryServer, count_requests
 
 VARIANTS = ["registry", "registry_tls_basic", "registry_token"]
 
