@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import subprocess
@@ -20,7 +21,7 @@ from mason.errors import MasonError
 from mason.oci import mediatypes as mt
 from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, Descriptor
 from mason.oci.reference import Reference
-from mason.registry.auth import CredentialStore, Credentials
+from mason.registry.auth import Credentials, CredentialStore
 from mason.registry.client import RegistryClient
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata"
@@ -157,7 +158,7 @@ def test_import_failures_warn(registry: RegistryServer, registry_tls_basic: Regi
     manifest = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": config.to_json(), "layers": []}).encode()
     ref = Reference.parse(f"{registry.host}/cache/corrupt:latest")
     with RegistryClient() as client:
-        client.push_blob(ref, config, lambda: __import__("io").BytesIO(garbage))
+        client.push_blob(ref, config, lambda: io.BytesIO(garbage))
         client.put_manifest(ref, manifest, mt.OCI_MANIFEST)
         corrupt = load_cache_source(parse_cache_from(str(ref))[0], client)
     assert corrupt.warning is not None and "not valid JSON" in corrupt.warning
@@ -204,8 +205,7 @@ def test_cache_inspect_reads_buildkit_documents(
         pytest.fail(f"shared test data missing at {docs}")
     raw = (docs / index_file).read_bytes()
     index = json.loads(raw)
-    repo = "cache/bk-" + index_file.split(".json")[0].split("index")[-1].strip(".") + "x"
-    repo = repo.replace("..", ".").rstrip(".-")
+    repo = "cache/inspect-" + sha256_bytes(index_file.encode())[7:19]
     config_entry = index["manifests"][-1]
     config_raw = next(
         p.read_bytes() for p in docs.glob("*cacheconfig*") if sha256_bytes(p.read_bytes()) == config_entry["digest"]
@@ -215,7 +215,7 @@ def test_cache_inspect_reads_buildkit_documents(
     ref = Reference.parse(f"{registry.host}/{repo}:latest")
     with RegistryClient() as client:
         client.push_blob(ref, Descriptor(mt.BUILDKIT_CACHE_CONFIG, config_entry["digest"], len(config_raw)),
-                         lambda: __import__("io").BytesIO(config_raw))
+                         lambda: io.BytesIO(config_raw))
         client.put_manifest(ref, raw, mt.OCI_INDEX)
     assert mason_main(["cache", "inspect", str(ref), "--format", "json"]) == 0
     summary = json.loads(capsys.readouterr().out)
