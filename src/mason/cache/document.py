@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from mason.cache.format import (
+    MAX_CACHE_CONFIG_SIZE,
     CacheConfig,
     CacheFormatError,
     CacheInput,
@@ -132,7 +133,7 @@ def read_cache_document(
                 if isinstance(parsed, ImageManifest):
                     manifests.append(parsed)
             return _inline(doc, manifests, read_blob, what)
-    raw_config = read_blob(config_desc, config_desc.size)
+    raw_config = read_blob(config_desc, MAX_CACHE_CONFIG_SIZE)
     config = parse_cache_config(raw_config, what=f"{what} cache config {config_desc.digest}")
     return ParsedCache(config, descriptors, form, config_desc, doc.descriptor())
 

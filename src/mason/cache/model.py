@@ -230,7 +230,8 @@ class SolvedRecord:
     layer chain, base first (compressed descriptors with ``containerd.io/uncompressed``), or
     ``None`` for a step without a filesystem result. ``step`` names the Dockerfile step
     (``[build 2/4] RUN make``) for ``mason cache inspect``. ``created_at`` (RFC 3339) is when
-    the result was first made, if the builder knows it.
+    the result was first made, if the builder knows it: for a cache hit pass ``hit.created_at``
+    and ``hit.layers`` as they are, so a re-export of an imported result writes the same bytes.
     """
 
     key: Digest
@@ -345,10 +346,14 @@ def plan_export(
         out = blobs.cache_blob(layer, compression, compression_level, force_compression)
         if diff_id_of(out) != diff_id:
             out = out.with_annotations({ANNOTATION_UNCOMPRESSED: diff_id})
-        if out.digest == layer.digest:  # keep mount hints of the original (same bytes)
-            hints = {k: v for k, v in layer.annotations.items() if k.startswith(DISTRIBUTION_SOURCE_PREFIX)}
-            if hints:
-                out = out.with_annotations(hints)
+        if out.digest == layer.digest:  # same bytes: keep the original's mount hints and createdat
+            kept = {
+                k: v
+                for k, v in layer.annotations.items()
+                if (k.startswith(DISTRIBUTION_SOURCE_PREFIX) or k in KEPT_LAYER_ANNOTATIONS) and k not in out.annotations
+            }
+            if kept:
+                out = out.with_annotations(kept)
         with lock:
             resolved[cache_key] = out
         return out

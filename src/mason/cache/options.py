@@ -13,6 +13,7 @@ not).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -27,6 +28,7 @@ __all__ = [
     "ESTARGZ_SUPPORTED",
     "CacheOptions",
     "CacheOptionsError",
+    "check_cache_exports",
     "insecure_hosts",
     "parse_cache_from",
     "parse_cache_to",
@@ -310,3 +312,21 @@ def insecure_hosts(options: Iterable[CacheOptions]) -> set[str]:
     """Registry hosts that ``registry.insecure=true`` allows plain HTTP / unverified TLS for
     (for the ``insecure_hosts`` of the build's registry client)."""
     return {o.ref.registry for o in options if o.type == "registry" and o.insecure and o.ref is not None}
+
+
+def check_cache_exports(options: Iterable[CacheOptions]) -> None:
+    """Several ``--cache-to`` are allowed, but not two to the same place (BuildKit: "duplicate
+    cache exports"): the same registry ref, the same local dir and tag, or two inline."""
+    seen: dict[str, str] = {}
+    for o in options:
+        if o.type == "registry":
+            where = f"registry {o.ref}"
+        elif o.type == "local":
+            where = f"local {os.path.abspath(o.path or '')}:{o.tag}"
+        else:
+            where = "inline"
+        if where in seen:
+            raise CacheOptionsError(
+                f"duplicate cache exports: --cache-to {seen[where]!r} and --cache-to {o.text!r} both write {where}"
+            )
+        seen[where] = o.text

@@ -27,7 +27,7 @@ from contextlib import AbstractContextManager
 from typing import BinaryIO, Protocol
 
 from mason.cache.document import build_cache_document, read_cache_document
-from mason.cache.format import rfc3339_nano
+from mason.cache.format import CacheFormatError, rfc3339_nano
 from mason.cache.model import (
     DISTRIBUTION_SOURCE_PREFIX,
     CacheExportError,
@@ -80,7 +80,7 @@ class _RegistryBlobs:
 
 def _read_small(client: CacheRegistry, ref: Reference, desc: Descriptor, limit: int) -> bytes:
     if desc.size > limit:
-        raise CacheExportError(f"{desc.media_type} {desc.digest} is too large ({desc.size} > {limit} bytes)")
+        raise CacheFormatError(f"{desc.media_type} {desc.digest} is too large ({desc.size} > {limit} bytes)")
     with client.open_blob(ref, desc) as stream:
         data = stream.read(desc.size + 1)
         while stream.read(65536):  # drain to end so a verifying stream checks the digest

@@ -119,3 +119,26 @@ def test_inline_and_local_to() -> None:
     assert inline.type == "inline" and inline.mode == "min"
     [local] = parse_cache_to("type=local,dest=/tmp/c,mode=max,compression=uncompressed")
     assert local.tag == "latest" and local.mode == "max" and local.compression == "uncompressed"
+
+
+def test_duplicate_exports_are_refused_but_several_allowed() -> None:
+    from mason.cache.options import check_cache_exports
+
+    many = [
+        *parse_cache_to("type=registry,ref=r.io/c:a"),
+        *parse_cache_to("type=registry,ref=r.io/c:b"),
+        *parse_cache_to("type=local,dest=/tmp/c"),
+        *parse_cache_to("type=inline"),
+    ]
+    check_cache_exports(many)
+    with pytest.raises(CacheOptionsError, match="duplicate cache exports"):
+        check_cache_exports([*many, *parse_cache_to("type=registry,ref=r.io/c:a,mode=max")])
+    with pytest.raises(CacheOptionsError, match="duplicate"):
+        check_cache_exports([*parse_cache_to("type=inline"), *parse_cache_to("type=inline")])
+
+
+def test_insecure_hosts() -> None:
+    from mason.cache.options import insecure_hosts
+
+    opts = [*parse_cache_to("type=registry,ref=reg.lan:5000/c,registry.insecure=true"), *parse_cache_from("other.io/c")]
+    assert insecure_hosts(opts) == {"reg.lan:5000"}
