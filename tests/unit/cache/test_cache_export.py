@@ -312,3 +312,28 @@ def test_import_of_image_with_inline_cache_through_registry(blob_store: FakeBlob
     assert source.warning is None and source.form == "inline"
     hit = source.lookup(key("f2"))
     assert hit is not None and hit.diff_ids == tuple(image)
+
+
+def test_warm_reexport_from_hits_is_byte_identical(blob_store: FakeBlobStore, fake_registry: FakeRegistry) -> None:
+    """Cold export, then a 'fresh machine' build where every step is a hit from the import: the
+    builder hands back hit.layers and hit.created_at, and the cache manifest does not change."""
+    records, image = two_stage_build(blob_store)
+    [opts] = parse_cache_to(f"type=registry,ref={REF},mode=max")
+    cold = export_cache(opts, records, blobs=blob_store, image_diff_ids=image, client=fake_registry, clock=make_clock())  # type: ignore[arg-type]
+    source = load_cache_source(parse_cache_from(REF)[0], fake_registry)
+    warm_records = []
+    for rec in records:
+        hit = source.lookup(rec.key)
+        assert hit is not None
+        warm_records.append(SolvedRecord(rec.key, rec.inputs, hit.layers, rec.step, hit.created_at))
+    fake_registry.calls.clear()
+    warm = export_cache(opts, warm_records, blobs=blob_store, image_diff_ids=image, client=fake_registry,
+                        prior=source, clock=lambda: "2099-01-01T00:00:00Z")
+    assert warm.unchanged and warm.manifest == cold.manifest
+    assert [c[0] for c in fake_registry.calls] == []  # not even a HEAD
+    # the same hits exported to another ref are stable across re-exports too
+    [other] = parse_cache_to(f"type=registry,ref={REF}:other,mode=max")
+    first = export_cache(other, warm_records, blobs=blob_store, image_diff_ids=image, client=fake_registry)
+    again = export_cache(other, warm_records, blobs=blob_store, image_diff_ids=image, client=fake_registry,
+                         clock=lambda: "2099-01-01T00:00:00Z")
+    assert again.unchanged and again.manifest == first.manifest == cold.manifest
