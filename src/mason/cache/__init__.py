@@ -93,9 +93,27 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def load_cache_source(options: CacheOptions, client: CacheRegistry | None = None) -> CacheSource:
+def load_cache_source(
+    options: CacheOptions, client: CacheRegistry | None = None, *, progress: ProgressSink | None = None
+) -> CacheSource:
     """Import one ``--cache-from`` entry; see the module docstring. Never raises for I/O or
-    format problems (the returned source carries ``warning``)."""
+    format problems (the returned source carries ``warning``). With ``progress`` it reports a
+    vertex ``importing cache manifest from <source>`` (done, or warning with the reason)."""
+    from mason.progress import Event
+
+    vertex, name = f"cache-import:{options.display_name}", f"importing cache manifest from {options.display_name}"
+    if progress is not None:
+        progress.emit(Event(vertex, name, "started"))
+    source = _load(options, client)
+    if progress is not None:
+        if source.warning:
+            progress.emit(Event(vertex, name, "warning", text=source.warning))
+        else:
+            progress.emit(Event(vertex, name, "done", text=f"{len(source.config.records)} records ({source.form} form)"))
+    return source
+
+
+def _load(options: CacheOptions, client: CacheRegistry | None) -> CacheSource:
     from mason.cache.model import CacheSource
 
     if options.type == "registry":
@@ -131,32 +149,63 @@ def export_cache(
     from mason.cache.format import rfc3339_nano
     from mason.cache.model import CacheExportError, ExportResult
     from mason.errors import MasonError
+    from mason.progress import Event
 
     tick = clock or rfc3339_nano
+    vertex, name = f"cache-export:{options.display_name}", f"exporting cache to {options.display_name}"
+    if progress is not None:
+        progress.emit(Event(vertex, name, "started"))
     try:
-        if options.type == "registry":
-            if client is None:
-                raise CacheExportError(f"--cache-to {options.text}: no registry client")
-            from mason.cache.registry import export_registry_cache
-
-            return export_registry_cache(
-                options, records, client=client, blobs=blobs, image_diff_ids=image_diff_ids,
-                prior=prior, clock=tick, max_workers=max_workers, progress=progress,
-            )
-        if options.type == "local":
-            from mason.cache.local import export_local_cache
-
-            return export_local_cache(
-                options, records, blobs=blobs, image_diff_ids=image_diff_ids, prior=prior, clock=tick
-            )
-        raise CacheExportError(
-            f"--cache-to type={options.type} is written by the image exporter, not export_cache",
-            hint="call inline_cache_value() while building the image config",
-        )
+        result = _export(options, records, blobs, image_diff_ids, client, prior, tick, max_workers)
     except (MasonError, OSError) as exc:
+        text = str(exc).replace(chr(10), " | ")
         if not options.ignore_error:
+            if progress is not None:
+                progress.emit(Event(vertex, name, "error", text=text))
             if isinstance(exc, OSError):
                 raise CacheExportError(f"cache export to {options.display_name} failed: {exc}") from exc
             raise
-        where = options.display_name
-        return ExportResult(where, warning=f"cache export to {where} failed (ignore-error=true): {str(exc).replace(chr(10), ' | ')}")
+        warning = f"cache export to {options.display_name} failed (ignore-error=true): {text}"
+        if progress is not None:
+            progress.emit(Event(vertex, name, "warning", text=warning))
+        return ExportResult(options.display_name, warning=warning)
+    if progress is not None:
+        summary = result.skipped_reason or (
+            "unchanged" if result.unchanged else
+            f"{len(result.uploaded)} uploaded, {len(result.mounted)} mounted, {len(result.existing)} present"
+        )
+        progress.emit(Event(vertex, name, "done", text=summary))
+    return result
+
+
+def _export(
+    options: CacheOptions,
+    records: Sequence[SolvedRecord],
+    blobs: ExportBlobStore,
+    image_diff_ids: Sequence[Digest] | None,
+    client: CacheRegistry | None,
+    prior: CacheSource | None,
+    tick: Callable[[], str],
+    max_workers: int,
+) -> ExportResult:
+    from mason.cache.model import CacheExportError
+
+    if options.type == "registry":
+        if client is None:
+            raise CacheExportError(f"--cache-to {options.text}: no registry client")
+        from mason.cache.registry import export_registry_cache
+
+        return export_registry_cache(
+            options, records, client=client, blobs=blobs, image_diff_ids=image_diff_ids,
+            prior=prior, clock=tick, max_workers=max_workers,
+        )
+    if options.type == "local":
+        from mason.cache.local import export_local_cache
+
+        return export_local_cache(
+            options, records, blobs=blobs, image_diff_ids=image_diff_ids, prior=prior, clock=tick
+        )
+    raise CacheExportError(
+        f"--cache-to type={options.type} is written by the image exporter, not export_cache",
+        hint="call inline_cache_value() while building the image config",
+    )

@@ -19,9 +19,8 @@ so unit tests use an in-memory fake.
 
 from __future__ import annotations
 
-import contextlib
 import io
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import BinaryIO, Protocol
@@ -43,7 +42,6 @@ from mason.errors import MasonError
 from mason.oci.descriptor import Descriptor
 from mason.oci.manifest import ImageIndex, ImageManifest
 from mason.oci.reference import Reference
-from mason.progress import Event, NullSink, ProgressSink
 
 __all__ = [
     "CacheRegistry",
@@ -140,17 +138,6 @@ def mount_candidates(desc: Descriptor, target: Reference) -> list[str]:
     return sorted(dict.fromkeys(repos), key=lambda r: (-common(r), r))
 
 
-@contextlib.contextmanager
-def _stage(progress: ProgressSink, vertex: str, name: str) -> Iterator[None]:
-    progress.emit(Event(vertex, name, "started"))
-    try:
-        yield
-    except BaseException as exc:
-        progress.emit(Event(vertex, name, "error", text=_describe(exc)))
-        raise
-    progress.emit(Event(vertex, name, "done"))
-
-
 def export_registry_cache(
     options: CacheOptions,
     records: Sequence[SolvedRecord],
@@ -161,7 +148,6 @@ def export_registry_cache(
     prior: CacheSource | None = None,
     clock: Callable[[], str] = rfc3339_nano,
     max_workers: int = 4,
-    progress: ProgressSink | None = None,
 ) -> ExportResult:
     """Write the cache for ``records`` to ``options.ref``. Raises on failure (the caller
     applies ``ignore-error``, see ``mason.cache.export_cache``).
@@ -172,9 +158,7 @@ def export_registry_cache(
     ref = options.ref
     if ref is None:
         raise CacheExportError("registry cache export needs ref")
-    sink = progress or NullSink()
     destination = f"registry {ref}"
-    vertex = f"cache-export:{ref}"
     if prior is None or prior.origin != str(ref):  # an import of this ref that failed is reused too
         prior = load_registry_cache(client, ref)
     plan = plan_export(
@@ -220,23 +204,22 @@ def export_registry_cache(
         pushed = client.push_blob(ref, desc, lambda: blobs.open_blob(desc))
         return ("uploaded" if pushed else "existing"), desc
 
-    with _stage(sink, vertex, f"exporting cache to {ref}"):
-        with ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="cache-push") as pool:
-            for outcome, desc in pool.map(store, plan.blobs):
-                if outcome == "uploaded":
-                    uploaded.append(desc.digest)
-                    sent += desc.size
-                elif outcome == "mounted":
-                    mounted.append(desc.digest)
-                else:
-                    existing.append(desc.digest)
-        config_raw = plan.config_raw
-        if config_desc.digest in known or not client.push_blob(ref, config_desc, lambda: io.BytesIO(config_raw)):
-            existing.append(config_desc.digest)
-        else:
-            uploaded.append(config_desc.digest)
-            sent += config_desc.size
-        client.put_manifest(ref, document.raw, document.media_type)  # last: the cache is complete
+    with ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="cache-push") as pool:
+        for outcome, desc in pool.map(store, plan.blobs):
+            if outcome == "uploaded":
+                uploaded.append(desc.digest)
+                sent += desc.size
+            elif outcome == "mounted":
+                mounted.append(desc.digest)
+            else:
+                existing.append(desc.digest)
+    config_raw = plan.config_raw
+    if config_desc.digest in known or not client.push_blob(ref, config_desc, lambda: io.BytesIO(config_raw)):
+        existing.append(config_desc.digest)
+    else:
+        uploaded.append(config_desc.digest)
+        sent += config_desc.size
+    client.put_manifest(ref, document.raw, document.media_type)  # last: the cache is complete
     return ExportResult(
         destination, manifest_desc, tuple(uploaded), tuple(mounted), tuple(existing),
         records=n_records, records_with_results=plan.records_with_results, bytes_uploaded=sent,

@@ -337,3 +337,24 @@ def test_warm_reexport_from_hits_is_byte_identical(blob_store: FakeBlobStore, fa
     again = export_cache(other, warm_records, blobs=blob_store, image_diff_ids=image, client=fake_registry,
                          clock=lambda: "2099-01-01T00:00:00Z")
     assert again.unchanged and again.manifest == first.manifest == cold.manifest
+
+
+def test_progress_events_for_import_and_export(blob_store: FakeBlobStore, fake_registry: FakeRegistry) -> None:
+    from mason.progress import RecordingSink
+
+    records, image = two_stage_build(blob_store)
+    sink = RecordingSink()
+    missing = load_cache_source(parse_cache_from(REF)[0], fake_registry, progress=sink)
+    [opts] = parse_cache_to(f"type=registry,ref={REF},mode=max")
+    export_cache(opts, records, blobs=blob_store, image_diff_ids=image, client=fake_registry, progress=sink)
+    load_cache_source(parse_cache_from(REF)[0], fake_registry, progress=sink)
+    seen = [(e.name, e.status) for e in sink.events]
+    name_in = f"importing cache manifest from registry {REF}:latest"
+    name_out = f"exporting cache to registry {REF}:latest"
+    assert seen == [
+        (name_in, "started"), (name_in, "warning"),
+        (name_out, "started"), (name_out, "done"),
+        (name_in, "started"), (name_in, "done"),
+    ]
+    assert sink.events[1].text == missing.warning
+    assert "6 uploaded" in sink.events[3].text  # five layers and the config
