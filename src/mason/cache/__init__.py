@@ -10,7 +10,7 @@ Options
     is how progress names a source (``registry 127.0.0.1:5000/app-cache:latest``).
 
 Import
-    ``load_cache_source(options, client=None) -> CacheSource``. ``client`` is a
+    ``load_cache_source(options, client=None, progress=None) -> CacheSource``. ``client`` is a
     ``mason.registry.client.RegistryClient`` (anything matching
     ``mason.cache.registry.CacheRegistry``) and is needed for ``type=registry``.
     Reads only the manifest and the config. Never raises for a missing / forbidden /
@@ -29,7 +29,7 @@ Export
     created_at, selectors)`` and provides its content store as an ``ExportBlobStore``
     (``cache_blob(layer, compression, level, force) -> Descriptor`` compresses once and keeps
     the result; ``open_blob(desc) -> BinaryIO``). Then
-    ``export_cache(options, records, blobs=, image_diff_ids=, client=, prior=) -> ExportResult``
+    ``export_cache(options, records, blobs=, image_diff_ids=, client=, prior=, progress=) -> ExportResult``
     writes a registry or local cache. ``image_diff_ids`` are the exported image's layers
     (min mode keeps results whose chain is a prefix of them). ``prior`` is the
     ``CacheSource`` imported from the same ref, if any (known blobs, stable ``createdAt``).
@@ -37,6 +37,10 @@ Export
     raises. ``type=inline`` is not exported here: the image exporter calls
     ``inline_cache_value(records, image_diff_ids)`` and stores the string in the image config
     under ``INLINE_CACHE_KEY``; ``--cache-from type=registry,ref=IMAGE`` reads it back.
+
+Other helpers: ``mason.cache.options.insecure_hosts(opts)`` (hosts for the client's
+``insecure_hosts`` from ``registry.insecure=true``), ``check_cache_exports(opts)`` (duplicate
+``--cache-to``), ``mason.cache.inspect.describe_cache(source)`` (``mason cache inspect``).
 
 Key scheme: see ``mason.cache.model``. Format details: ``mason.cache.format``.
 """
