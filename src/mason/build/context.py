@@ -228,11 +228,14 @@ class CopyOptions:
     uid: int | None = None
     gid: int | None = None
     chmod: int | None = None
+    #: keep the source's owners when no --chown is given (COPY --from a stage, as BuildKit does;
+    #: context files become 0:0)
+    preserve_owner: bool = False
 
 
 def _apply_meta(path: str, opts: CopyOptions, st: os.stat_result, is_link: bool) -> None:
-    uid = opts.uid if opts.uid is not None else 0
-    gid = opts.gid if opts.gid is not None else 0
+    uid = opts.uid if opts.uid is not None else (st.st_uid if opts.preserve_owner else 0)
+    gid = opts.gid if opts.gid is not None else (st.st_gid if opts.preserve_owner else 0)
     os.lchown(path, uid, gid)
     if not is_link:
         mode = opts.chmod if opts.chmod is not None else stat.S_IMODE(st.st_mode)
@@ -258,7 +261,7 @@ def _mkdirs(rootfs: Path, rel_dir: str, opts: CopyOptions) -> Path:
     return cur
 
 
-def _copy_entry(src: Path, dst: Path, opts: CopyOptions) -> None:
+def _copy_entry(src: Path, dst: Path, opts: CopyOptions, links: dict[tuple[int, int], Path] | None = None) -> None:
     st = os.lstat(src)
     if os.path.lexists(dst) and not (stat.S_ISDIR(st.st_mode) and dst.is_dir() and not dst.is_symlink()):
         if dst.is_dir() and not dst.is_symlink():
@@ -273,8 +276,15 @@ def _copy_entry(src: Path, dst: Path, opts: CopyOptions) -> None:
             dst.mkdir()
         _apply_meta(str(dst), opts, st, False)
     elif stat.S_ISREG(st.st_mode):
+        # Files hard-linked to each other in the source stay hard-linked in the copy.
+        ident = (st.st_dev, st.st_ino)
+        if links is not None and st.st_nlink > 1 and ident in links:
+            os.link(links[ident], dst)
+            return
         shutil.copyfile(src, dst, follow_symlinks=False)
         _apply_meta(str(dst), opts, st, False)
+        if links is not None and st.st_nlink > 1:
+            links[ident] = dst
     # sockets, devices and fifos from a context are skipped (as BuildKit does for sockets)
 
 
@@ -288,13 +298,14 @@ def copy_sources(sources: Sequence[Source], rootfs: Path, dest: str, opts: CopyO
     into_dir = dest_is_dir_hint or len(sources) > 1 or (existing.is_dir() and dest_rel != "")
     if dest_rel == "":
         into_dir = True
+    links: dict[tuple[int, int], Path] = {}
     for src in sources:
         if src.is_dir:
             target = _mkdirs(rootfs, dest_rel, opts)
             for rel, path in _walk(src, ignore):
                 if rel == "":
                     continue
-                _copy_entry(path, target / rel, opts)
+                _copy_entry(path, target / rel, opts, links)
         else:
             real = src.path.resolve() if src.path.is_symlink() else src.path  # a top-level symlink is followed
             if into_dir:

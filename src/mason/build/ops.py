@@ -430,7 +430,8 @@ class FileOp:
                     if a.from_input is not None:
                         other = stack.enter_context(env.snapshots.mount(inputs[a.from_input].layers))
                         sources = select_sources(other.merged, a.sources, None, what="source stage")
-                        copy_sources(sources, rootfs, dest, opts, None, dest_is_dir_hint=dir_hint)
+                        stage_opts = CopyOptions(opts.uid, opts.gid, opts.chmod, preserve_owner=True)
+                        copy_sources(sources, rootfs, dest, stage_opts, None, dest_is_dir_hint=dir_hint)
                     else:
                         sources = self._context_sources()
                         if a.extract:

@@ -182,7 +182,7 @@ def outputs_for(tags: Sequence[str], push: bool, outputs: Sequence[OutputSpec]) 
     output pushing the tags; an image output without names takes the tags."""
     result: list[OutputSpec] = []
     for o in outputs:
-        if o.type == "image" and not o.names and tags:
+        if o.type in ("image", "docker", "oci") and not o.names and tags:
             o = OutputSpec(**{**o.__dict__, "names": tuple(tags), "push": o.push or push})
         result.append(o)
     if push and not any(o.type == "image" and o.push for o in result):

@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
 import tempfile
 import threading
 import time
@@ -502,6 +503,10 @@ class StateRoot:
         self._meta = Metadata(self.path / "meta.db")
 
     def _clean_leftovers(self) -> None:
+        # A killed build may have left overlay mounts under tmp/: unmount them first, so we
+        # never delete through a mount.
+        for mnt in _mounts_under(self.tmp):
+            subprocess.run(["umount", "-l", mnt], capture_output=True, check=False)
         for entry in self.tmp.iterdir():
             if entry.is_dir() and not entry.is_symlink():
                 _force_rmtree(entry)
@@ -576,6 +581,20 @@ class StateRoot:
                 if any(lr.blob is None or not self.store.has(lr.blob) for lr in r.layers)]
         if gone:
             self.meta.delete_results(gone)
+
+
+def _mounts_under(path: Path) -> list[str]:
+    """Mount points below ``path`` (deepest first), from /proc/self/mountinfo."""
+    prefix = str(path.resolve()) + "/"
+    found = []
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 4:
+                mp = fields[4].encode().decode("unicode_escape")
+                if mp.startswith(prefix):
+                    found.append(mp)
+    return sorted(found, key=len, reverse=True)
 
 
 def _dir_size(path: Path) -> int:

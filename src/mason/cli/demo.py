@@ -54,8 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.parse_args(argv)
     repo = _repo_root()
     sys.path.insert(0, str(repo))
-    from tests.support.busybox import push_busybox
-    from tests.support.registry_server import count_blob_gets, start_registry
+    # Imported by name: tests/support is not part of the installed package (and not type-checked with it).
+    import importlib
+
+    busybox = importlib.import_module("tests.support.busybox")
+    registry_server = importlib.import_module("tests.support.registry_server")
+    push_busybox, count_blob_gets, start_registry = (
+        busybox.push_busybox, registry_server.count_blob_gets, registry_server.start_registry)
 
     from mason.registry.client import RegistryClient
 
