@@ -1,0 +1,520 @@
+"""Issue 5 acceptance: registry, inline and local build caches, end to end through the CLI.
+
+Every build runs ``mason build`` as a subprocess with a fresh ``$MASON_ROOT`` (so "wipe"
+is "use a new directory"), the real CNCF registry from ``tests.support`` and real runc.
+Evidence comes from outside mason: ``--progress=plain`` lines (``#N CACHED``), the
+registry's access log (blob GETs, uploads), ``skopeo inspect --raw`` and the
+``--metadata-file`` digest.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from tests.support.registry_server import RegistryServer, free_port
+
+pytestmark = pytest.mark.integration
+
+CONTEXTS = Path(__file__).resolve().parent / "contexts"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+CACHECONFIG = "application/vnd.buildkit.cacheconfig.v0"
+UNCOMPRESSED = "containerd.io/uncompressed"
+_STEP = re.compile(r"^#(\d+) (\[(?!internal\])[^\]]+\] .*)$")
+_STATUS = re.compile(r"^#(\d+) (CACHED|DONE [0-9.]+s|ERROR: .*)$")
+_ACCESS = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) (?P<size>\d+|-)')
+_BLOB_GET = re.compile(r"^/v2/(?P<repo>.+)/blobs/(?P<digest>sha256:[0-9a-f]{64})$")
+
+LAYER_TYPES = {
+    ("uncompressed", True): "application/vnd.oci.image.layer.v1.tar",
+    ("gzip", True): "application/vnd.oci.image.layer.v1.tar+gzip",
+    ("zstd", True): "application/vnd.oci.image.layer.v1.tar+zstd",
+    ("uncompressed", False): "application/vnd.docker.image.rootfs.diff.tar",
+    ("gzip", False): "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    ("zstd", False): "application/vnd.docker.image.rootfs.diff.tar.zstd",
+}
+TOP_TYPES = {
+    (True, True): "application/vnd.oci.image.manifest.v1+json",
+    (True, False): "application/vnd.oci.image.index.v1+json",
+    (False, False): "application/vnd.docker.distribution.manifest.list.v2+json",
+}
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _mason_cmd() -> list[str]:
+    entry = Path(sys.executable).with_name("mason")
+    return [str(entry)] if entry.exists() else [sys.executable, "-m", "mason.cli.main"]
+
+
+@dataclass
+class Build:
+    """One ``mason build`` run and what its plain progress output says."""
+
+    returncode: int
+    output: str
+    metadata: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> dict[str, str]:
+        """Dockerfile step title -> final status (``CACHED``, ``DONE``, ``ERROR``)."""
+        titles: dict[str, str] = {}
+        status: dict[str, str] = {}
+        for line in self.output.splitlines():
+            m = _STEP.match(line)
+            if m:
+                titles.setdefault(m[1], m[2])
+                continue
+            m = _STATUS.match(line)
+            if m:
+                status[m[1]] = m[2].split()[0].rstrip(":")
+        return {title: status.get(n, "?") for n, title in titles.items()}
+
+    @property
+    def cached(self) -> set[str]:
+        return {t for t, s in self.steps.items() if s == "CACHED"}
+
+    @property
+    def ran(self) -> set[str]:
+        return {t for t, s in self.steps.items() if s != "CACHED"}
+
+    @property
+    def warnings(self) -> list[str]:
+        """WARNING lines, except the notice that a build without an output keeps its result
+        locally (these tests often build for the cache alone)."""
+        return [line for line in self.output.splitlines()
+                if "WARNING" in line and "no output specified" not in line]
+
+    @property
+    def digest(self) -> str:
+        return str(self.metadata["containerimage.digest"])
+
+    def check(self) -> Build:
+        assert self.returncode == 0, f"mason build failed ({self.returncode}):\n{self.output[-4000:]}"
+        return self
+
+
+class Builder:
+    """Runs ``mason build`` on a context with a fresh ``$MASON_ROOT`` unless one is given."""
+
+    def __init__(self, tmp: Path, base: str) -> None:
+        self.tmp = tmp
+        self.base = base
+        self._n = 0
+
+    def root(self) -> Path:
+        self._n += 1
+        path = self.tmp / f"root-{self._n}"
+        path.mkdir()
+        return path
+
+    def __call__(self, context: Path, *args: str, root: Path | None = None,
+                 env: dict[str, str] | None = None) -> Build:
+        root = root or self.root()
+        meta = self.tmp / f"metadata-{self._n}-{len(args)}.json"
+        meta.unlink(missing_ok=True)
+        full_env = {**os.environ, "MASON_ROOT": str(root), **(env or {})}
+        proc = subprocess.run(
+            [*_mason_cmd(), "build", "--progress=plain", "--build-arg", f"BASE={self.base}",
+             "--metadata-file", str(meta), *args, str(context)],
+            capture_output=True, text=True, env=full_env, timeout=300, check=False,
+        )
+        metadata = json.loads(meta.read_text()) if meta.exists() else {}
+        return Build(proc.returncode, proc.stdout + proc.stderr, metadata)
+
+
+def _copy_context(name: str, dest: Path) -> Path:
+    target = dest / f"ctx-{name}"
+    shutil.copytree(CONTEXTS / name, target)
+    return target
+
+
+def _skopeo_raw(ref: str) -> tuple[dict[str, object], bytes]:
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
+        capture_output=True, check=True, timeout=60,
+    ).stdout
+    return json.loads(raw), raw
+
+
+def _manifest_digest(ref: str) -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(_skopeo_raw(ref)[1]).hexdigest()
+
+
+def _blob(registry: RegistryServer, repo: str, digest: str) -> bytes:
+    with urllib.request.urlopen(f"{registry.url}/v2/{repo}/blobs/{digest}", timeout=30) as resp:
+        data: bytes = resp.read()
+        return data
+
+
+@dataclass(frozen=True)
+class CacheDoc:
+    """A registry cache in either form: top media type, layer descriptors, config descriptor."""
+
+    media_type: str
+    layers: list[dict[str, object]]
+    config: dict[str, object]
+
+    @property
+    def total_size(self) -> int:
+        return int(self.config["size"]) + sum(int(d["size"]) for d in self.layers)  # type: ignore[call-overload]
+
+
+def _cache_doc(ref: str) -> CacheDoc:
+    doc, _ = _skopeo_raw(ref)
+    media_type = str(doc.get("mediaType", ""))
+    if "manifests" in doc:
+        entries = list(doc["manifests"])  # type: ignore[call-overload]
+        config = entries[-1]
+        assert config["mediaType"] == CACHECONFIG, f"{ref}: the config descriptor must come last"
+        return CacheDoc(media_type, entries[:-1], config)
+    config = doc["config"]
+    assert config["mediaType"] == CACHECONFIG  # type: ignore[index]
+    return CacheDoc(media_type, list(doc["layers"]), config)  # type: ignore[call-overload, arg-type]
+
+
+class AccessLog:
+    """The registry's access log from a mark on: which requests a build made."""
+
+    def __init__(self, registry: RegistryServer) -> None:
+        self.registry = registry
+        self.start = len(registry.access_log_lines())
+
+    def requests(self) -> list[tuple[str, str, int]]:
+        out = []
+        for line in self.registry.access_log_lines()[self.start:]:
+            m = _ACCESS.search(line)
+            if m:
+                out.append((m["method"], m["path"], int(m["status"])))
+        return out
+
+    def blob_gets(self) -> list[str]:
+        """Digests of blobs served (status < 400) since the mark."""
+        out = []
+        for method, path, status in self.requests():
+            m = _BLOB_GET.match(path.split("?", 1)[0])
+            if method == "GET" and m and status < 400:
+                out.append(m["digest"])
+        return out
+
+    def uploads(self) -> list[tuple[str, str]]:
+        """Blob upload requests (POST/PATCH/PUT under /blobs/uploads/) since the mark."""
+        return [(method, path) for method, path, _ in self.requests()
+                if method in ("POST", "PATCH", "PUT") and "/blobs/uploads/" in path]
+
+    def manifest_puts(self) -> list[str]:
+        return [path for method, path, _ in self.requests() if method == "PUT" and "/manifests/" in path]
+
+
+def _base_layers(base: str) -> set[str]:
+    doc, _ = _skopeo_raw(base)
+    return {str(d["digest"]) for d in doc["layers"]}  # type: ignore[attr-defined]
+
+
+def _base_diff_ids(base: str) -> set[str]:
+    raw = subprocess.run(["skopeo", "inspect", "--config", "--raw", "--tls-verify=false", f"docker://{base}"],
+                         capture_output=True, check=True, timeout=60).stdout
+    return set(json.loads(raw)["rootfs"]["diff_ids"])
+
+
+# ---------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def build(tmp_path: Path, busybox_image: str) -> Builder:
+    return Builder(tmp_path, busybox_image)
+
+
+@pytest.fixture
+def multistage(tmp_path: Path) -> Path:
+    return _copy_context("multistage", tmp_path)
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> Path:
+    return _copy_context("small", tmp_path)
+
+
+@pytest.fixture
+def reg(registry: RegistryServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A registry prefix unique to the test: ``127.0.0.1:PORT/<test name>``."""
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
+    yield f"{registry.host}/{name}"
+
+
+# ---------------------------------------------------------------------------- acceptance
+
+
+@pytest.mark.parametrize("context_name", ["multistage", "examples"])
+def test_cold_export_then_fresh_root_hits_everything_without_layer_downloads(
+        build: Builder, context_name: str, tmp_path: Path, reg: str, registry: RegistryServer,
+        busybox_image: str) -> None:
+    if context_name == "examples":  # the project's example app (two stages)
+        multistage = tmp_path / "ctx-examples"
+        shutil.copytree(EXAMPLES, multistage)
+    else:
+        multistage = _copy_context(context_name, tmp_path)
+    cold = build(multistage, "--push", "-t", f"{reg}/app",
+                 "--cache-to", f"type=registry,ref={reg}/app-cache,mode=max").check()
+    steps = cold.steps
+    # FROM is one vertex shared by all stages, plus the stages' RUN/COPY/WORKDIR steps
+    assert len(steps) >= 8, steps
+    assert not cold.cached, f"a cold build on an empty registry cached {cold.cached}"
+    cache = _cache_doc(f"{reg}/app-cache:latest")
+    cache_layers = {str(d["digest"]) for d in cache.layers}
+    image_doc, _ = _skopeo_raw(f"{reg}/app:latest")
+    image_layers = {str(d["digest"]) for d in image_doc["layers"]}  # type: ignore[attr-defined]
+    assert image_layers <= cache_layers | _base_layers(busybox_image)
+
+    log = AccessLog(registry)
+    warm = build(multistage, "--push", "-t", f"{reg}/app",
+                 "--cache-from", f"type=registry,ref={reg}/app-cache").check()
+    assert set(warm.steps) == set(steps)
+    assert warm.cached == set(steps), f"steps not CACHED: {warm.ran}"
+    assert len([ln for ln in warm.output.splitlines() if ln.endswith(" CACHED")]) == len(steps)
+    gets = log.blob_gets()
+    layer_gets = [d for d in gets if d in cache_layers | image_layers | _base_layers(busybox_image)]
+    assert layer_gets == [], f"layer blobs downloaded on a fully cached build: {layer_gets}"
+    assert warm.digest == cold.digest, "a fully cached rebuild pushed a different image"
+    assert _manifest_digest(f"{reg}/app:latest") == warm.digest
+
+
+def test_one_file_change_reruns_exactly_the_dependent_steps(
+        build: Builder, multistage: Path, reg: str) -> None:
+    cache_from = f"type=registry,ref={reg}/cache"
+    cache_to = f"{cache_from},mode=max"
+    cold = build(multistage, "--push", "-t", f"{reg}/app", "--cache-to", cache_to).check()
+    (multistage / "src" / "app.txt").write_text("application code v2\n")
+    changed = build(multistage, "--push", "-t", f"{reg}/app", "--cache-from", cache_from,
+                    "--cache-to", cache_to).check()
+    assert set(changed.steps) == set(cold.steps)
+
+    def pick(*fragments: str) -> set[str]:
+        found = {t for t in cold.steps if any(f in t for f in fragments)}
+        assert len(found) == len(fragments), (fragments, found)
+        return found
+
+    # src/app.txt enters at build's COPY; everything downstream of it runs again
+    expected_ran = pick("COPY src/app.txt", "RUN cat /src/app.txt", "COPY --from=build",
+                        "COPY src/run.sh", "RUN chmod 755")
+    assert changed.ran == expected_ran, f"ran {sorted(changed.ran)}, expected {sorted(expected_ran)}"
+    assert changed.cached == set(cold.steps) - expected_ran
+    assert changed.digest != cold.digest
+
+
+def test_mode_min_versus_max(build: Builder, multistage: Path, reg: str) -> None:
+    results = {}
+    for mode in ("min", "max"):
+        cold = build(multistage, "--push", "-t", f"{reg}/app-{mode}",
+                     "--cache-to", f"type=registry,ref={reg}/cache-{mode},mode={mode}").check()
+        warm = build(multistage, "--push", "-t", f"{reg}/app-{mode}",
+                     "--cache-from", f"type=registry,ref={reg}/cache-{mode}").check()
+        results[mode] = (cold, warm, _cache_doc(f"{reg}/cache-{mode}:latest"))
+    cold_steps = results["max"][0].steps
+    froms = {t for t in cold_steps if "] FROM " in t}
+    intermediate = {t for t in cold_steps if t.startswith(("[deps ", "[build "))} - froms
+    final = {t for t in cold_steps if t.startswith("[stage-2 ")} - froms
+    assert len(intermediate) == 8 and len(final) == 3, cold_steps
+    # max: everything hits, intermediate stages included
+    assert results["max"][1].cached == set(cold_steps)
+    # min: the exported image's steps hit, the intermediate stages' steps do not
+    min_warm = results["min"][1]
+    assert final <= min_warm.cached, f"final stage steps not cached with min: {final - min_warm.cached}"
+    assert not (intermediate & min_warm.cached), f"min cache served intermediate steps {intermediate & min_warm.cached}"
+    min_size, max_size = results["min"][2].total_size, results["max"][2].total_size
+    min_layers, max_layers = len(results["min"][2].layers), len(results["max"][2].layers)
+    print(f"cache size: min {min_size} B in {min_layers} layers, max {max_size} B in {max_layers} layers")
+    assert min_layers < max_layers
+    assert min_size < max_size
+
+
+MATRIX = [
+    (compression, oci, image_manifest)
+    for compression in ("uncompressed", "gzip", "zstd")
+    for oci, image_manifest in ((True, True), (True, False), (False, False))
+]
+
+
+def test_compression_mediatypes_manifest_matrix(
+        build: Builder, small: Path, reg: str, busybox_image: str) -> None:
+    base_diff_ids = _base_diff_ids(busybox_image)
+
+    def ref(c: str, oci: bool, im: bool) -> str:
+        return f"{reg}/cache-{c}-oci{int(oci)}-im{int(im)}"
+
+    # one cold build writes every combination (several --cache-to are allowed)
+    cache_to = []
+    for c, oci, im in MATRIX:
+        cache_to += ["--cache-to", f"type=registry,ref={ref(c, oci, im)},compression={c},"
+                                   f"oci-mediatypes={str(oci).lower()},image-manifest={str(im).lower()}"]
+    cold = build(small, *cache_to).check()
+    steps = set(cold.steps)
+    for c, oci, im in MATRIX:
+        doc = _cache_doc(ref(c, oci, im))
+        assert doc.media_type == TOP_TYPES[(oci, im)], (c, oci, im, doc.media_type)
+        made = [d for d in doc.layers
+                if d.get("annotations", {}).get(UNCOMPRESSED) not in base_diff_ids]  # type: ignore[attr-defined]
+        assert len(made) == 2, (c, oci, im, doc.layers)
+        for d in doc.layers:
+            assert UNCOMPRESSED in d.get("annotations", {}), d  # type: ignore[operator]
+            # a pulled gzip base layer may stay gzip (BuildKit keeps it); its flavour follows oci-mediatypes
+            allowed = {LAYER_TYPES[(c, oci)], LAYER_TYPES[("gzip", oci)]}
+            assert d["mediaType"] in allowed, (c, oci, im, d)
+        for d in made:
+            assert d["mediaType"] == LAYER_TYPES[(c, oci)], (c, oci, im, d)
+    # each form round-trips to full hits on a fresh root (detected from what is stored)
+    for c, oci, im in MATRIX:
+        warm = build(small, "--cache-from", f"type=registry,ref={ref(c, oci, im)}").check()
+        assert warm.cached == steps, (c, oci, im, warm.ran)
+
+
+def test_docker_mediatypes_with_image_manifest_is_refused(build: Builder, small: Path, reg: str) -> None:
+    res = build(small, "--cache-to", f"type=registry,ref={reg}/c,oci-mediatypes=false,image-manifest=true")
+    assert res.returncode == 2, res.output
+    assert "OCI mediatypes are required for image-manifest" in res.output
+
+
+def test_estargz_cache_is_a_clear_not_yet_supported_error(build: Builder, small: Path, reg: str) -> None:
+    res = build(small, "--cache-to", f"type=registry,ref={reg}/c,compression=estargz")
+    assert res.returncode == 2, res.output
+    assert "estargz" in res.output and "not yet supported" in res.output
+
+
+def test_force_compression_converts_gzip_blobs_to_zstd(
+        build: Builder, small: Path, reg: str, registry: RegistryServer) -> None:
+    cold = build(small, "--cache-to", f"type=registry,ref={reg}/gz").check()
+    assert all(d["mediaType"].endswith("+gzip") for d in _cache_doc(f"{reg}/gz").layers)  # type: ignore[union-attr]
+    # fresh root: every layer arrives (lazily) as gzip from the import
+    build(small, "--cache-from", f"{reg}/gz",
+          "--cache-to", f"type=registry,ref={reg}/zs-keep,compression=zstd").check()
+    conv = build(small, "--cache-from", f"{reg}/gz",
+                 "--cache-to", f"type=registry,ref={reg}/zs,compression=zstd,force-compression=true").check()
+    assert conv.cached == set(cold.steps)
+    keep = _cache_doc(f"{reg}/zs-keep")
+    assert any(d["mediaType"].endswith("+gzip") for d in keep.layers), (  # type: ignore[union-attr]
+        "without force-compression the imported gzip blobs are kept as they are")
+    doc = _cache_doc(f"{reg}/zs")
+    assert doc.layers
+    repo = f"{reg}/zs".split("/", 1)[1]
+    for d in doc.layers:
+        assert d["mediaType"] == LAYER_TYPES[("zstd", True)], d
+        head = _blob(registry, repo, str(d["digest"]))[:4]
+        assert head == b"\x28\xb5\x2f\xfd", f"{d['digest']} is not a zstd frame"
+    warm = build(small, "--cache-from", f"{reg}/zs").check()
+    assert warm.cached == set(cold.steps)
+
+
+def test_unchanged_reexport_uploads_nothing_and_keeps_the_manifest(
+        build: Builder, multistage: Path, reg: str, registry: RegistryServer) -> None:
+    cache_from = f"type=registry,ref={reg}/cache"
+    cache_to = f"{cache_from},mode=max"
+    build(multistage, "--cache-to", cache_to).check()
+    before = _manifest_digest(f"{reg}/cache")
+    log = AccessLog(registry)
+    again = build(multistage, "--cache-from", cache_from, "--cache-to", cache_to).check()  # a fresh root
+    assert again.cached == set(again.steps)
+    assert log.uploads() == [], f"re-export of an unchanged cache uploaded: {log.uploads()}"
+    assert len(log.manifest_puts()) <= 1
+    assert _manifest_digest(f"{reg}/cache") == before
+
+
+def test_missing_cache_ref_warns_once_and_builds(build: Builder, small: Path, reg: str) -> None:
+    res = build(small, "--cache-from", f"type=registry,ref={reg}/does-not-exist").check()
+    assert len(res.warnings) == 1, res.warnings
+    assert "does-not-exist" in res.warnings[0]
+    assert not res.cached
+
+
+def test_wrong_password_warns_once_and_builds(
+        build: Builder, small: Path, registry_tls_basic: RegistryServer, tmp_path: Path) -> None:
+    tls = registry_tls_basic
+    assert tls.username and tls.password
+    cache = f"type=registry,ref={tls.host}/auth/cache,registry.insecure=true"
+
+    def docker_config(password: str, name: str) -> dict[str, str]:
+        cfg = tmp_path / name
+        cfg.mkdir()
+        auth = base64.b64encode(f"{tls.username}:{password}".encode()).decode()
+        (cfg / "config.json").write_text(json.dumps({"auths": {tls.host: {"auth": auth}}}))
+        return {"DOCKER_CONFIG": str(cfg)}
+
+    good = docker_config(tls.password, "good")
+    cold = build(small, "--cache-to", cache, env=good).check()
+    assert build(small, "--cache-from", cache, env=good).check().cached == set(cold.steps)
+    wrong = "wrong-" + "x" * 8
+    res = build(small, "--cache-from", cache, env=docker_config(wrong, "bad")).check()
+    assert len(res.warnings) == 1, res.warnings
+    assert tls.host in res.warnings[0]
+    assert not res.cached
+    assert wrong not in res.output and tls.password not in res.output
+
+
+def test_corrupt_cache_config_warns_once_and_builds(
+        build: Builder, small: Path, reg: str, registry: RegistryServer) -> None:
+    from mason.digest import sha256_bytes
+    from mason.oci import mediatypes as mt
+    from mason.oci.descriptor import Descriptor
+    from mason.oci.manifest import build_manifest
+    from mason.oci.reference import Reference
+    from mason.registry.client import RegistryClient
+
+    ref = Reference.parse(f"{reg}/corrupt:latest")
+    bad = b'{"layers": [{"blob": "sha256:nope", "parent": 7}], "records": [{"digest": 42'
+    config = Descriptor(CACHECONFIG, sha256_bytes(bad), len(bad))
+    manifest = build_manifest(config, (), media_type=mt.OCI_MANIFEST)
+    with RegistryClient() as client:
+        import io
+
+        client.push_blob(ref, config, lambda: io.BytesIO(bad))
+        client.put_manifest(ref, manifest.raw, mt.OCI_MANIFEST)
+    res = build(small, "--cache-from", f"type=registry,ref={ref}").check()
+    assert len(res.warnings) == 1, res.warnings
+    assert "corrupt" in res.warnings[0]
+    assert not res.cached
+
+
+def test_unreachable_cache_to_fails_unless_ignore_error(build: Builder, small: Path) -> None:
+    dead = f"127.0.0.1:{free_port()}/nobody/cache"
+    failed = build(small, "--cache-to", f"type=registry,ref={dead}")
+    assert failed.returncode == 1, failed.output
+    assert dead.split("/")[0] in failed.output
+    ok = build(small, "--cache-to", f"type=registry,ref={dead},ignore-error=true").check()
+    assert len(ok.warnings) == 1, ok.warnings
+    assert dead.split("/")[0] in ok.warnings[0]
+
+
+def test_inline_cache_round_trips(build: Builder, small: Path, reg: str) -> None:
+    cold = build(small, "--push", "-t", f"{reg}/app", "--cache-to", "type=inline").check()
+    config_ref = f"{reg}/app:latest"
+    raw = subprocess.run(["skopeo", "inspect", "--config", "--raw", "--tls-verify=false",
+                          f"docker://{config_ref}"], capture_output=True, check=True).stdout
+    assert "moby.buildkit.cache.v0" in json.loads(raw), "inline cache metadata missing from the image config"
+    # the usual CI pair: keep writing inline metadata while reading it back
+    warm = build(small, "--push", "-t", f"{reg}/app", "--cache-to", "type=inline",
+                 "--cache-from", config_ref).check()
+    assert warm.cached == set(cold.steps), warm.ran
+    assert warm.digest == cold.digest
+
+
+def test_local_cache_round_trips(build: Builder, multistage: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "local-cache"
+    cold = build(multistage, "--cache-to", f"type=local,dest={dest},mode=max").check()
+    assert json.loads((dest / "oci-layout").read_text())["imageLayoutVersion"] == "1.0.0"
+    index = json.loads((dest / "index.json").read_text())
+    assert any(m.get("annotations", {}).get("org.opencontainers.image.ref.name") == "latest"
+               for m in index["manifests"])
+    warm = build(multistage, "--cache-from", f"type=local,src={dest}").check()
+    assert warm.cached == set(cold.steps), warm.ran
