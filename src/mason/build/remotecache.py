@@ -23,6 +23,10 @@ __all__ = ["CacheBlobStore", "HitLookup", "export_caches", "import_caches", "inl
 
 _DIST_SOURCE = "containerd.io/distribution.source."
 _CREATED_AT = "buildkit/createdat"
+#: Records of steps that made no layer of their own (FROM) carry this fixed time, so a
+#: re-export of an unchanged build writes the same bytes.
+_EPOCH = "1970-01-01T00:00:00Z"
+_NO_TIME = ("", "0001-01-01T00:00:00Z", _EPOCH)
 
 
 def _emit_task(sink: ProgressSink, name: str, status: str, text: str = "", elapsed: float | None = None) -> None:
@@ -61,7 +65,7 @@ class HitLookup:
             layers.append(LayerRef(diff_id, desc.digest, desc.size, desc.media_type))
             created.append(desc.annotations.get(_CREATED_AT, ""))
         if created and not created[-1]:
-            created[-1] = hit.created_at or ""
+            created[-1] = "" if hit.created_at in _NO_TIME else hit.created_at
         return StepResult(tuple(layers), tuple(created), source=hit.source)
 
 
@@ -123,7 +127,7 @@ def solved_records(graph: Any, blobs: Blobs) -> list[Any]:
             res: StepResult = sv.result
             times = list(res.created) + [""] * (len(res.layers) - len(res.created))
             layers = tuple(_annotated(blobs, lr, t) for lr, t in zip(res.layers, times, strict=True))
-            created = res.created[-1] if res.created and res.created[-1] else None
+            created = res.created[-1] if res.created and res.created[-1] else _EPOCH
         records.append(SolvedRecord(key=sv.key.digest, inputs=tuple(sv.key.inputs), layers=layers,
                                     step=sv.name or None, created_at=created))
     return records
