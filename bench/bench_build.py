@@ -1,0 +1,140 @@
+"""Build times of examples/: mason vs ``buildah bud --layers --runtime runc``, same machine,
+same local registry (not a test; numbers depend on the machine).
+
+Scenarios (median of --runs each, wall time including process start-up):
+
+- cold: empty builder, build and push;
+- warm: same builder again (every step cached), push;
+- one-file change: a context file read by the first stage changes, build and push;
+- registry cache, fresh builder: cache exported by a cold build (mason: ``--cache-to
+  type=registry,mode=max``; buildah: ``--cache-to REPO``), builder state wiped, the same build
+  with ``--cache-from``, image pushed.
+
+Run: .venv/bin/python bench/bench_build.py [--runs 3] [--skip-buildah]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+_REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(_REPO))
+sys.path.insert(0, str(_REPO / "bench"))
+
+from peers import Buildah, Mason  # noqa: E402
+from tests.support.busybox import push_busybox  # noqa: E402
+from tests.support.registry_server import count_blob_gets, start_registry  # noqa: E402
+
+from mason.registry.client import RegistryClient  # noqa: E402
+
+
+def _median(fn: Callable[[int], float], runs: int) -> float:
+    return statistics.median(fn(i) for i in range(runs))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--skip-buildah", action="store_true")
+    args = ap.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="mason-bench-build-"))
+    server = start_registry(work / "registry", "plain")
+    try:
+        base = f"{server.host}/base/busybox:latest"
+        with RegistryClient() as client:
+            push_busybox(client, base, work / "busybox")
+        ctx = work / "ctx"
+        shutil.copytree(_REPO / "examples", ctx)
+        bargs = {"BASE": base}
+        rows: list[tuple[str, float, float | None, str]] = []
+
+        mason = Mason(work / "mason")
+        counter = [0]
+
+        def m_cold(i: int) -> float:
+            mason.fresh()
+            return mason.build(ctx, "-t", f"{server.host}/bench/m:cold{i}", "--push", build_args=bargs).seconds
+
+        def m_warm(i: int) -> float:
+            return mason.build(ctx, "-t", f"{server.host}/bench/m:warm", "--push", build_args=bargs).seconds
+
+        def m_change(i: int) -> float:
+            counter[0] += 1
+            (ctx / "app" / "names.txt").write_text(f"change {counter[0]}\n")
+            return mason.build(ctx, "-t", f"{server.host}/bench/m:chg", "--push", build_args=bargs).seconds
+
+        cache = f"{server.host}/bench/m-cache"
+
+        def m_remote(i: int) -> float:
+            mason.fresh()
+            return mason.build(ctx, "-t", f"{server.host}/bench/m:remote", "--push", "--cache-from", cache,
+                               "--cache-to", f"type=registry,ref={cache},mode=max", build_args=bargs).seconds
+
+        mc, mw, mch = _median(m_cold, args.runs), _median(m_warm, args.runs), _median(m_change, args.runs)
+        mason.fresh()
+        m_export = mason.build(ctx, "-t", f"{server.host}/bench/m:remote", "--push",
+                               "--cache-to", f"type=registry,ref={cache},mode=max", build_args=bargs).seconds
+        gets = count_blob_gets(server)
+        mr = _median(m_remote, args.runs)
+        m_gets = (count_blob_gets(server) - gets) / args.runs
+
+        bc = bw = bch = br = None
+        b_export = None
+        if not args.skip_buildah and shutil.which("buildah"):
+            buildah = Buildah(work / "buildah")
+
+            def b_cold(i: int) -> float:
+                buildah.fresh()
+                t = buildah.bud(ctx, tag="bench-b", build_args=bargs).seconds
+                return t + buildah.push("bench-b", f"docker://{server.host}/bench/b:cold{i}").seconds
+
+            def b_warm(i: int) -> float:
+                t = buildah.bud(ctx, tag="bench-b", build_args=bargs).seconds
+                return t + buildah.push("bench-b", f"docker://{server.host}/bench/b:warm").seconds
+
+            def b_change(i: int) -> float:
+                counter[0] += 1
+                (ctx / "app" / "names.txt").write_text(f"change {counter[0]}\n")
+                t = buildah.bud(ctx, tag="bench-b", build_args=bargs).seconds
+                return t + buildah.push("bench-b", f"docker://{server.host}/bench/b:chg").seconds
+
+            bcache = f"{server.host}/bench/b-cache"
+
+            def b_remote(i: int) -> float:
+                buildah.fresh()
+                t = buildah.bud(ctx, tag="bench-b", build_args=bargs, cache_from=bcache, cache_to=bcache).seconds
+                return t + buildah.push("bench-b", f"docker://{server.host}/bench/b:remote").seconds
+
+            bc, bw, bch = _median(b_cold, args.runs), _median(b_warm, args.runs), _median(b_change, args.runs)
+            buildah.fresh()
+            b_export = buildah.bud(ctx, tag="bench-b", build_args=bargs, cache_to=bcache).seconds
+            br = _median(b_remote, args.runs)
+            buildah.cleanup()
+
+        rows = [
+            ("cold build + push", mc, bc, ""),
+            ("warm (same root) + push", mw, bw, ""),
+            ("one-file change + push", mch, bch, ""),
+            ("cold + registry cache export", m_export, b_export, ""),
+            ("fresh root, registry cache hit + push", mr, br, f"mason blob GETs/run: {m_gets:.0f}"),
+        ]
+        print(f"examples/ build, median of {args.runs} runs, seconds (lower is better)")
+        print(f"{'scenario':<40} {'mason':>8} {'buildah':>8} {'buildah/mason':>14}  note")
+        for name, m, b, note in rows:
+            ratio = f"{b / m:.1f}x" if b else "-"
+            print(f"{name:<40} {m:>8.2f} {(f'{b:.2f}' if b else '-'):>8} {ratio:>14}  {note}")
+        mason.cleanup()
+        return 0
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
