@@ -154,7 +154,9 @@ def seed_loopback(client: Any, host: str) -> None:
         return
     with contextlib.suppress(OSError), socket.create_connection((name, int(port)), timeout=1) as sock:
         sock.sendall(f"GET /v2/ HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
-        if sock.recv(5) == b"HTTP/":
+        head = sock.recv(64).split(b"\r\n", 1)[0].split()
+        # A TLS-only server answers plain HTTP with 400; a registry's /v2/ gives 200 or 401.
+        if len(head) >= 2 and head[0].startswith(b"HTTP/") and head[1] in (b"200", b"401"):
             schemes.setdefault(host, "http")
 
 

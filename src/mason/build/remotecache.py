@@ -107,7 +107,12 @@ class CacheBlobStore:
         return LayerRef(Digest(desc.annotations[ANNOTATION_UNCOMPRESSED]), desc.digest, desc.size, desc.media_type)
 
     def cache_blob(self, layer: Descriptor, compression: str, level: int | None, force: bool) -> Descriptor:
-        lr = self.blobs.variant(self._ref(layer), compression, level, force)
+        ref = self._ref(layer)
+        if not force and not self.blobs.has_local(layer.digest):
+            # An imported (remote-only) blob is kept in the form it has, as BuildKit does:
+            # converting it would mean downloading it. force-compression converts.
+            return layer
+        lr = self.blobs.variant(ref, compression, level, force)
         if lr.blob == layer.digest:
             return layer
         return self.blobs.descriptor(lr, oci=True, annotate=True)
