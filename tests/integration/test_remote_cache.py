@@ -533,3 +533,22 @@ def test_local_cache_round_trips(build: Builder, multistage: Path, tmp_path: Pat
                for m in index["manifests"])
     warm = build(multistage, "--cache-from", f"type=local,src={dest}").check()
     assert warm.cached == set(cold.steps), warm.ran
+
+
+def test_several_cache_from_are_tried_in_order_and_hits_name_their_source(
+        build: Builder, small: Path, reg: str) -> None:
+    good = f"{reg}/cache"
+    cold = build(small, "--cache-to", f"type=registry,ref={good}").check()
+    res = build(small, "--cache-from", f"type=registry,ref={reg}/missing",
+                "--cache-from", f"type=registry,ref={good}").check()
+    assert res.cached == set(cold.steps)
+    assert len(res.warnings) == 1 and f"{reg}/missing" in res.warnings[0], res.warnings
+    hits = [ln for ln in res.output.splitlines() if "cache hit from" in ln]
+    assert len(hits) == len(cold.steps), res.output
+    assert all(f"{good}:latest" in ln for ln in hits), hits
+
+
+def test_cache_ref_equal_to_the_image_ref_is_refused(build: Builder, small: Path, reg: str) -> None:
+    res = build(small, "--push", "-t", f"{reg}/app:v1", "--cache-to", f"type=registry,ref={reg}/app:v1")
+    assert res.returncode == 2, res.output
+    assert f"{reg}/app:v1" in res.output
