@@ -310,7 +310,8 @@ class _Converter:
         run_env = dict(r.scope.run_env())
         run_env.update({k: v for k, v in r.scope.proxy_env().items() if k not in run_env})
         environ = tuple(f"{k}={v}" for k, v in run_env.items())
-        op = ExecOp(self.env, args=args, environ=environ, cwd=r.workdir, user=r.user, network=c.network,
+        network = c.network if "network" in c.flags_used else self.env.default_network
+        op = ExecOp(self.env, args=args, environ=environ, cwd=r.workdir, user=r.user, network=network,
                     mounts=tuple(mounts), files=files, lines=c.lines, display=c.code)
         r.vertex = self.vertex(op, inputs, f"{prefix} {c.code}")
         r.layer_vertices.append(r.vertex)

@@ -108,6 +108,7 @@ class BuildEnv:
     dockerfile_lines: list[str] = field(default_factory=list)
     cache_mount_locks: dict[str, threading.Lock] = field(default_factory=dict)
     http_client: Any = None
+    default_network: str = "default"  # mason build --network
 
     def created_now(self) -> str:
         return format_created(float(self.source_date_epoch) if self.source_date_epoch is not None else time.time())

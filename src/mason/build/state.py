@@ -540,7 +540,8 @@ class StateRoot:
             size = self.store.size(info.digest) if self.store.has(info.digest) else 0
             entries.append(UsageEntry("blob", info.digest, size, last_used, info.media_type))
         for chain_id, path, size, last_used in self.meta.snapshots():
-            entries.append(UsageEntry("snapshot", chain_id, size, last_used, path))
+            real = size or (_dir_size(Path(path)) if os.path.isdir(path) else 0)
+            entries.append(UsageEntry("snapshot", chain_id, real, last_used, path))
         for d in sorted(self.cachemounts_dir.iterdir()):
             entries.append(UsageEntry("cache-mount", d.name, _dir_size(d), d.stat().st_mtime, ""))
         return entries

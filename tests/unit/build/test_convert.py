@@ -138,3 +138,13 @@ def test_unsupported_features_are_clear_errors(tmp_path: Path, text: str) -> Non
 
     with pytest.raises(DockerfileError):
         _convert(tmp_path, text)
+
+
+def test_build_network_flag_is_the_default_for_run(tmp_path: Path) -> None:
+    """mason build --network sets RUN's network unless the RUN has its own --network."""
+    env = BuildEnv(state=None, blobs=None, snapshots=None, executor=None, context=tmp_path,  # type: ignore[arg-type]
+                   ignore=DockerIgnore([]), secrets={}, source_date_epoch=None, default_network="none")
+    df = parse_dockerfile(b"FROM b\nRUN a\nRUN --network=host b\n")
+    conv = convert_plan(env, plan_build(df), _resolver, platform="linux/amd64")
+    assert conv.target.vertex.op.network == "host"
+    assert conv.target.vertex.inputs[0].op.network == "none"
