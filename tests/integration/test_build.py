@@ -351,3 +351,42 @@ def test_sigkill_mid_step_then_rebuild_works(busybox_image: str, tmp_path: Path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "x").read_text() == "x\n"
     assert not [m for m in Path("/proc/self/mountinfo").read_text().splitlines() if str(root) in m]
+
+
+def test_image_output_compression_and_docker_media_types(registry: RegistryServer, busybox_image: str,
+                                                         tmp_path: Path) -> None:
+    """compression=zstd gives zstd layers; oci-mediatypes=false gives a Docker manifest and config."""
+    _need("skopeo")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo z > /z\n")
+    zref = f"{registry.host}/it/zstd:1"
+    dref = f"{registry.host}/it/docker:1"
+    _build(tmp_path / "root", ctx, outputs=(
+        parse_output(f"type=image,name={zref},push=true,compression=zstd,force-compression=true"),
+        parse_output(f"type=image,name={dref},push=true,oci-mediatypes=false")))
+    z = json.loads(subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{zref}"],
+                                  check=True, capture_output=True, text=True).stdout)
+    assert {layer["mediaType"] for layer in z["layers"]} == {"application/vnd.oci.image.layer.v1.tar+zstd"}
+    d = json.loads(subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{dref}"],
+                                  check=True, capture_output=True, text=True).stdout)
+    assert d["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    assert d["config"]["mediaType"] == "application/vnd.docker.container.image.v1+json"
+    assert {layer["mediaType"] for layer in d["layers"]} == {"application/vnd.docker.image.rootfs.diff.tar.gzip"}
+
+
+def test_two_processes_share_one_root(busybox_image: str, tmp_path: Path) -> None:
+    """Two mason builds at once on the same $MASON_ROOT both succeed; a third build is all cached."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN sleep 1 && echo a > /a\nRUN echo b > /b\n")
+    root = tmp_path / "root"
+    env = dict(os.environ, MASON_ROOT=str(root))
+    procs = [subprocess.Popen([sys.executable, "-m", "mason.cli.main", "build", "--progress=plain", str(ctx)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    third = _cli(["build", "--progress=plain", str(ctx)], root)
+    assert third.returncode == 0
+    assert third.stderr.count("CACHED") == 3
