@@ -125,14 +125,15 @@ class _Converter:
         if ref_text.lower() == "scratch":
             key = "scratch"
             if key not in self.image_vertices:
-                self.image_vertices[key] = Vertex(SourceOp("scratch", "scratch", ()), (), name=name)
+                self.image_vertices[key] = Vertex(SourceOp("scratch", "scratch", ()), (), name=name,
+                                                  ignore_cache=self.no_cache)
             return self.image_vertices[key], None
         img = self.resolve(ref_text, platform or self.platform)
         key = img.manifest_digest
         if key not in self.image_vertices:
             self.images.append(img)
             self.image_vertices[key] = Vertex(SourceOp(img.pinned, img.manifest_digest, img.layers), (),
-                                              name=name.replace(ref_text, img.pinned))
+                                              name=name.replace(ref_text, img.pinned), ignore_cache=self.no_cache)
         return self.image_vertices[key], img
 
     def stage(self, index: int) -> StageResult:

@@ -146,7 +146,7 @@ def _write_layout(blobs: Blobs, exported: ExportedImage, layout_dir: Path, names
             layout.add_manifest(desc.with_annotations({"io.containerd.image.name": n}),
                                 ref_name=_ref_name(n))
     else:
-        layout.add_manifest(desc)
+        layout.add_manifest(desc, ref_name="latest")
 
 
 def _ref_name(name: str) -> str:
