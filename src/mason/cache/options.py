@@ -56,6 +56,12 @@ _FROM_ATTRS: dict[str, set[str]] = {
     "registry": {"ref", "registry.insecure"},
     "local": {"src", "tag", "digest"},
 }
+#: export-only attributes that ``--cache-from`` accepts and ignores, as buildx passes them
+#: through and BuildKit's importers ignore them: CI often reuses one string for both flags
+_FROM_IGNORED: dict[str, set[str]] = {
+    "registry": _COMMON_EXPORT | {"tag"},
+    "local": _COMMON_EXPORT | {"dest", "reset"},
+}
 
 
 class CacheOptionsError(UsageError):
@@ -162,7 +168,8 @@ def _fields(text: str) -> list[dict[str, str]]:
     return [attrs]
 
 
-def _check_attrs(attrs: Mapping[str, str], allowed: Mapping[str, set[str]], direction: str, text: str) -> str:
+def _check_attrs(attrs: Mapping[str, str], allowed: Mapping[str, set[str]], direction: str, text: str,
+                 ignored: Mapping[str, set[str]] | None = None) -> str:
     kind = attrs["type"].strip().lower()
     if kind not in allowed:
         known = ", ".join(sorted(allowed))
@@ -171,7 +178,8 @@ def _check_attrs(attrs: Mapping[str, str], allowed: Mapping[str, set[str]], dire
             f"invalid --cache-{direction} {text!r}: unknown cache type {kind!r}{extra}",
             hint=f"--cache-{direction} supports type={known}",
         )
-    unknown = sorted(k for k in attrs if k != "type" and k not in allowed[kind])
+    skip = (ignored or {}).get(kind, set())
+    unknown = sorted(k for k in attrs if k != "type" and k not in allowed[kind] and k not in skip)
     if unknown:
         valid = ", ".join(sorted(allowed[kind])) or "none"
         raise CacheOptionsError(
@@ -285,7 +293,7 @@ def parse_cache_from(text: str) -> list[CacheOptions]:
     """Parse one ``--cache-from`` value (``REF``, ``type=registry,ref=REF`` or ``type=local,src=DIR``)."""
     entries = []
     for attrs in _fields(text):
-        kind = _check_attrs(attrs, _FROM_ATTRS, "from", text)
+        kind = _check_attrs(attrs, _FROM_ATTRS, "from", text, _FROM_IGNORED)
         if kind == "registry":
             if not attrs.get("ref", "").strip():
                 raise CacheOptionsError(f"invalid --cache-from {text!r}: registry cache importer requires ref")

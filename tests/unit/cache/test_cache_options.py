@@ -106,12 +106,35 @@ def test_ref_equal_to_image_is_refused() -> None:
 def test_cache_from_attributes() -> None:
     [local] = parse_cache_from("type=local,src=/cache,digest=sha256:" + "a" * 64)
     assert local.path == "/cache" and local.digest == "sha256:" + "a" * 64
-    with pytest.raises(CacheOptionsError, match="unknown attribute mode"):
-        parse_cache_from("type=registry,ref=r.io/c,mode=max")
+    with pytest.raises(CacheOptionsError, match="unknown attribute bogus"):
+        parse_cache_from("type=registry,ref=r.io/c,bogus=1")
     with pytest.raises(CacheOptionsError, match="unknown cache type 'inline'"):
         parse_cache_from("type=inline")
     with pytest.raises(CacheOptionsError, match="invalid digest"):
         parse_cache_from("type=local,src=/c,digest=sha256:zz")
+
+
+def test_cache_from_accepts_and_ignores_export_only_attributes() -> None:
+    # one string for both flags, as CI lines written for docker buildx do
+    text = ("type=registry,ref=r.io/c:main,mode=max,compression=zstd,compression-level=3,force-compression=true,"
+            "oci-mediatypes=false,image-manifest=false,ignore-error=true,tag=x")
+    [reg] = parse_cache_from(text)
+    assert reg.ref is not None and str(reg.ref) == "r.io/c:main"
+    # nothing of the export side leaks into the import entry (defaults stay)
+    assert (reg.mode, reg.compression, reg.oci_mediatypes, reg.ignore_error) == ("min", "gzip", True, False)
+    [to] = parse_cache_to(text.removesuffix(",tag=x"))
+    assert (to.mode, to.compression, to.compression_level) == ("max", "zstd", 3)
+    [local] = parse_cache_from("type=local,src=/c,dest=/c,mode=max,reset=true,compression=gzip")
+    assert local.path == "/c" and local.tag == "latest"
+    # still strict about what is neither import nor export syntax
+    with pytest.raises(CacheOptionsError, match="unknown attribute src for type=registry"):
+        parse_cache_from("type=registry,ref=r.io/c,src=/x")
+    with pytest.raises(CacheOptionsError, match="unknown cache type 'gha2'"):
+        parse_cache_from("type=gha2,mode=max")
+    with pytest.raises(CacheOptionsError, match="unterminated double quote"):
+        parse_cache_from('type=registry,ref="r.io/c,mode=max')
+    with pytest.raises(CacheOptionsError, match="not key=value"):
+        parse_cache_from("type=registry,ref=r.io/c,max")
 
 
 def test_inline_and_local_to() -> None:
