@@ -130,18 +130,17 @@ def solved_records(graph: Any, blobs: Blobs) -> list[Any]:
         created = None
         if sv.has_result and sv.result is not None:
             res: StepResult = sv.result
-            times = list(res.created) + [""] * (len(res.layers) - len(res.created))
-            layers = tuple(_annotated(blobs, lr, t) for lr, t in zip(res.layers, times, strict=True))
-            created = res.created[-1] if res.created and res.created[-1] else _EPOCH
+            layers = tuple(_annotated(blobs, lr) for lr in res.layers)
+            # each layer's createdAt is derived from the record that made it (cache.plan_export)
+            created = res.created[-1] if len(res.created) == len(res.layers) and res.created[-1] else _EPOCH
         records.append(SolvedRecord(key=sv.key.digest, inputs=tuple(sv.key.inputs), layers=layers,
                                     step=sv.name or None, created_at=created))
     return records
 
 
-def _annotated(blobs: Blobs, lr: LayerRef, created: str) -> Descriptor:
+def _annotated(blobs: Blobs, lr: LayerRef) -> Descriptor:
     desc = blobs.descriptor(lr, oci=True, annotate=True)
-    # Each layer carries the time its step made it, so an import rebuilds the same history.
-    extra: dict[str, str] = {_CREATED_AT: created} if created else {}
+    extra: dict[str, str] = {}
     assert lr.blob is not None
     for loc in blobs.remote_locations(lr.blob):
         if loc.ref is not None:

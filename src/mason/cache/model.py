@@ -360,7 +360,8 @@ def plan_export(
 
     layers: list[CacheLayer] = []
     layer_index: dict[tuple[Digest, int], int] = {}
-    layer_created: dict[int, str] = {}
+    layer_own: dict[int, str] = {}
+    layer_seen: dict[int, str] = {}
     blob_desc: dict[Digest, Descriptor] = {}
     cache_records: list[CacheRecord] = []
     steps: dict[str, str] = {}
@@ -388,7 +389,7 @@ def plan_export(
                     created = prior.created_at_for(key, [d for d in diff_ids if d is not None])
                 created = created or rec.created_at or clock()
                 parent = -1
-                for layer in chain:
+                for position, layer in enumerate(chain):
                     desc = resolve(layer)
                     blob_desc.setdefault(desc.digest, desc)
                     ident = (desc.digest, parent)
@@ -396,10 +397,14 @@ def plan_export(
                         layer_index[ident] = len(layers)
                         layers.append(CacheLayer(desc.digest, parent))
                     parent = layer_index[ident]
-                    layer_created.setdefault(parent, created)
+                    # a layer was made by the step whose result ends at it; a record further up
+                    # the chain only shows it existed by then (earliest wins, order-independent)
+                    times = layer_own if position == len(chain) - 1 else layer_seen
+                    times[parent] = min(times.get(parent, created), created)
                 results = (CacheResult(parent, created),)
         cache_records.append(CacheRecord(Digest(key), results, (), inputs))
 
+    layer_created = {i: layer_own.get(i) or layer_seen[i] for i in layer_own.keys() | layer_seen.keys()}
     config = CacheConfig(tuple(layers), tuple(cache_records), steps)
     normalized = normalize_cache_config(config)
     # map normalised layer positions back to descriptors

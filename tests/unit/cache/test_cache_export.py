@@ -83,6 +83,19 @@ def test_plan_is_deterministic_and_order_independent(blob_store: FakeBlobStore) 
     assert a.config_raw == b.config_raw and a.layers == b.layers
 
 
+def test_each_layer_keeps_the_created_at_of_the_step_that_made_it(blob_store: FakeBlobStore) -> None:
+    records, image = two_stage_build(blob_store)
+    # distinct times per step; in key order (hashes) a later step is often visited first
+    times = {key(n): f"2026-01-01T00:00:0{i}Z" for i, n in enumerate(["from", "b1", "b2", "f1", "f2"], 1)}
+    timed = [SolvedRecord(r.key, r.inputs, r.layers, r.step, times[r.key]) for r in records]
+    for order in (timed, list(reversed(timed))):
+        plan = plan_export(order, mode="max", image_diff_ids=image, blobs=blob_store, clock=lambda: "2099-01-01T00:00:00Z")
+        made_by = {(r.layers or ())[-1].digest: times[r.key] for r in timed}
+        assert {d.digest: d.annotations["buildkit/createdat"] for d in plan.layers} == made_by
+        # and each record's result keeps its own time
+        assert {r.digest: r.results[0].created_at for r in plan.config.records} == times
+
+
 def test_created_at_is_carried_over_from_the_prior_cache(blob_store: FakeBlobStore, fake_registry: FakeRegistry) -> None:
     records, image = two_stage_build(blob_store)
     [opts] = parse_cache_to(f"type=registry,ref={REF},mode=max")
