@@ -6,27 +6,86 @@ A layer is known by its diff ID (sha256 of the uncompressed tar). Its blobs are
 recorded in the metadata as variants ``(diff_id, compression, level) -> blob``.
 A blob may be only *remote*: known to exist in some repository (an imported
 cache, a base image); ``ensure_local`` downloads it on first need.
+
+eStargz and diff IDs. An eStargz blob's uncompressed stream is the layer tar *plus*
+the TOC entry, so its diff ID (``containerd.io/uncompressed``, as BuildKit writes it)
+differs from the tar's. mason keeps one invariant: a ``LayerRef``'s ``diff_id`` is
+always the digest of the uncompressed stream of *its* blob. Converting a layer to or
+from eStargz therefore returns a ``LayerRef`` with a different diff ID, and image
+exporters write ``rootfs.diff_ids`` from the layers they actually ship; cache records
+refer to eStargz blobs by their own diff ID, so an import gives hits whose layers
+unpack to exactly that diff ID (a snapshot is checked against it). Cache *keys* do
+not involve diff IDs, so they are unaffected. Facts about an eStargz blob (its diff
+ID, TOC digest, uncompressed size, and the diff ID of the tar inside) are content
+facts, kept in the metadata as a pseudo-variant row keyed by the blob digest.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 from mason.build.state import BlobInfo, LayerRef, StateError, StateRoot
-from mason.compression import compress_stream, open_decompressed
+from mason.compression import (
+    EStargzError,
+    compress_stream,
+    estargz_to_tar,
+    is_estargz,
+    open_decompressed,
+    verify_estargz,
+    write_estargz,
+)
+from mason.compression.estargz import (
+    ANNOTATION_TOC_DIGEST,
+    ANNOTATION_UNCOMPRESSED_SIZE,
+    EStargzInfo,
+    EStargzResult,
+)
 from mason.digest import Digest
 from mason.oci import mediatypes as mt
 from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, Descriptor
 from mason.oci.reference import Reference
 
-__all__ = ["Blobs", "HashingWriter", "RemoteLocation"]
+__all__ = ["Blobs", "EStargzFacts", "HashingWriter", "RemoteLocation"]
 
 _CHUNK = 1 << 20
+#: Pseudo-compression of the metadata row that holds an eStargz blob's facts (keyed by the
+#: blob digest, which is never a diff ID, so it never mixes with real variants).
+_FACTS = "estargz-facts"
+_UNKNOWN = object()
+
+
+@dataclass(frozen=True)
+class EStargzFacts:
+    """What identifies an eStargz blob: the digest and size of its whole uncompressed stream
+    (TOC included), its TOC digest, and the diff ID of the layer tar inside (None when only
+    claimed by annotations of a blob not yet downloaded)."""
+
+    diff_id: Digest
+    toc_digest: Digest
+    uncompressed_size: int
+    tar_diff_id: Digest | None = None
+
+    def annotations(self) -> dict[str, str]:
+        """The eStargz descriptor annotations (``containerd.io/uncompressed`` is added by the caller)."""
+        return {ANNOTATION_TOC_DIGEST: self.toc_digest, ANNOTATION_UNCOMPRESSED_SIZE: str(self.uncompressed_size)}
+
+    @staticmethod
+    def of(result: EStargzResult | EStargzInfo, tar_diff_id: Digest | None) -> EStargzFacts:
+        return EStargzFacts(result.diff_id, result.toc_digest, result.uncompressed_size, tar_diff_id)
+
+    @staticmethod
+    def claimed(annotations: Mapping[str, str], diff_id: Digest | None) -> EStargzFacts | None:
+        toc = annotations.get(ANNOTATION_TOC_DIGEST)
+        size = annotations.get(ANNOTATION_UNCOMPRESSED_SIZE)
+        if not toc or diff_id is None or size is None or not size.isdigit():
+            return None
+        return EStargzFacts(diff_id, Digest(toc), int(size))
 
 
 @dataclass(frozen=True)
@@ -38,6 +97,9 @@ class RemoteLocation:
     media_type: str
     size: int
     opener: Callable[[], AbstractContextManager[BinaryIO]] | None = field(default=None, compare=False)
+    #: The descriptor's annotations, when known: eStargz annotations let the blob be used
+    #: (and re-exported) as eStargz without downloading it.
+    annotations: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
 class HashingWriter:
@@ -73,6 +135,7 @@ class Blobs:
         self._remote: dict[Digest, list[RemoteLocation]] = {}
         self._diff_ids: dict[Digest, Digest] = {}
         self._fetch_locks: dict[Digest, threading.Lock] = {}
+        self._facts: dict[Digest, EStargzFacts | None] = {}
         self.downloaded: list[Digest] = []
 
     # remote knowledge -----------------------------------------------------------
@@ -85,6 +148,9 @@ class Blobs:
                 locs.append(location)
             if diff_id is not None:
                 self._diff_ids[blob] = diff_id
+            claimed = EStargzFacts.claimed(location.annotations, diff_id)
+            if claimed is not None and blob not in self._facts:
+                self._facts[blob] = claimed
 
     def remote_locations(self, blob: Digest) -> list[RemoteLocation]:
         with self._lock:
@@ -123,15 +189,88 @@ class Blobs:
         self.state.meta.put_variant(diff_id, compression, level, info)
         return LayerRef(diff_id, blob, hw.size, media)
 
+    # eStargz facts ----------------------------------------------------------------
+
+    def estargz_facts(self, blob: Digest | None) -> EStargzFacts | None:
+        """The facts of ``blob`` if it is an eStargz blob, else None.
+
+        Known from (in order): this process, the metadata, the annotations of a remote
+        location; otherwise a local blob is checked (its footer and TOC; a blob that has one
+        is then verified in full, chunk by chunk). A remote-only blob without eStargz
+        annotations counts as plain gzip."""
+        if blob is None:
+            return None
+        with self._lock:
+            known = self._facts.get(blob, _UNKNOWN)
+        if known is None:
+            return None
+        if isinstance(known, EStargzFacts) and (known.tar_diff_id is not None or not self.has_local(blob)):
+            return known
+        facts: EStargzFacts | None
+        row = self.state.meta.variant(blob, _FACTS, None)
+        if row is not None:
+            extra = json.loads(row.media_type)
+            facts = EStargzFacts(row.digest, Digest(extra["toc"]), row.size, Digest(extra["tar"]))
+        elif self.has_local(blob):
+            facts = self._check_local(blob)
+        else:
+            return None
+        with self._lock:
+            self._facts[blob] = facts
+        return facts
+
+    def _check_local(self, blob: Digest, expected: EStargzFacts | None = None) -> EStargzFacts | None:
+        path = self.state.store.path(blob)
+        with open(path, "rb") as f:
+            if not is_estargz(f):
+                if expected is not None:
+                    raise EStargzError(f"blob {blob} should be eStargz (its descriptor has a TOC digest) "
+                                       "but has no valid eStargz footer and TOC", reference="estargz-bad-footer")
+                return None
+            tar_hash = HashingWriter(cast(BinaryIO, _Discard()))
+            info = verify_estargz(
+                f, tar_out=tar_hash,  # type: ignore[arg-type]
+                expected_toc_digest=expected.toc_digest if expected else None,
+                expected_diff_id=expected.diff_id if expected else None,
+                expected_uncompressed_size=expected.uncompressed_size if expected else None,
+            )
+        facts = EStargzFacts.of(info, tar_hash.digest)
+        self._remember(blob, facts)
+        return facts
+
+    def _remember(self, blob: Digest, facts: EStargzFacts) -> None:
+        extra = json.dumps({"toc": facts.toc_digest, "tar": facts.tar_diff_id}, sort_keys=True)
+        self.state.meta.put_variant(blob, _FACTS, None, BlobInfo(facts.diff_id, facts.uncompressed_size, extra))
+        with self._lock:
+            self._facts[blob] = facts
+
+    def compression_of(self, lr: LayerRef) -> str | None:
+        """``estargz`` for a known eStargz blob, else the media type's compression (None if unknown)."""
+        if not lr.media_type:
+            return None
+        comp = mt.compression_of(lr.media_type)
+        if comp == "gzip" and self.estargz_facts(lr.blob) is not None:
+            return "estargz"
+        return comp
+
     # getting bytes --------------------------------------------------------------
+
+    def _usable(self, diff_id: Digest, comp: str, info: BlobInfo) -> bool:
+        """A variant row of ``diff_id`` whose blob really unpacks to ``diff_id`` (an eStargz
+        variant of a tar has the diff ID of its own stream) and is in the content store."""
+        if comp == _FACTS or not self.has_local(info.digest):
+            return False
+        if comp == "estargz":
+            facts = self.estargz_facts(info.digest)
+            return facts is not None and facts.diff_id == diff_id
+        return True
 
     def ensure_local(self, lr: LayerRef) -> LayerRef:
         """Make sure some blob of this layer is in the content store (download if only remote)."""
         if lr.blob is not None and self.has_local(lr.blob):
             return lr
         for comp, _level, info in self.state.meta.variants_of(lr.diff_id):
-            if self.has_local(info.digest):
-                del comp
+            if self._usable(lr.diff_id, comp, info):
                 return LayerRef(lr.diff_id, info.digest, info.size, info.media_type)
         if lr.blob is None:
             raise StateError(f"layer {lr.diff_id} has no blob to fetch", reference="blob-missing")
@@ -160,18 +299,41 @@ class Blobs:
                         continue
                     with cm as stream:
                         self.state.store.put_stream(stream, expected=blob)
+                except EStargzError:
+                    raise  # the bytes are wrong, not the location: every location serves these bytes
                 except Exception as exc:  # try the next location
                     last = exc
                     continue
+                comp = mt.compression_of(loc.media_type)
+                if comp == "gzip":
+                    comp = self._verify_download(blob, diff_id, comp)
                 info = BlobInfo(blob, loc.size, loc.media_type)
                 self.state.meta.put_blob(info)
-                self.state.meta.put_variant(diff_id, mt.compression_of(loc.media_type), None, info)
+                self.state.meta.put_variant(diff_id, comp, None, info)
                 with self._lock:
                     self.downloaded.append(blob)
                 return
             if last is None:
                 raise StateError(f"blob {blob}: no way to fetch it", reference="blob-missing")
             raise last
+
+    def _verify_download(self, blob: Digest, diff_id: Digest, comp: str) -> str:
+        """A downloaded gzip blob that is (or claims to be) eStargz is verified chunk by chunk
+        against its claims before anything uses it; a corrupt one is removed again."""
+        with self._lock:
+            claimed = self._facts.get(blob)
+        try:
+            facts = self._check_local(blob, claimed)
+            if facts is not None and facts.diff_id != diff_id:
+                raise EStargzError(f"eStargz blob {blob} decompresses to {facts.diff_id}, its descriptor "
+                                   f"says {diff_id}", reference="estargz-diff-id-mismatch")
+        except EStargzError as exc:
+            self.state.store.delete(blob)
+            with self._lock:
+                self._facts.pop(blob, None)
+            raise EStargzError(f"eStargz blob {blob} is corrupt and was not used: {exc.message}",
+                               reference=exc.reference, hint="re-export the cache (or delete it)") from exc
+        return "estargz" if facts is not None else comp
 
     def open_uncompressed(self, lr: LayerRef) -> BinaryIO:
         """The layer's tar stream (verified blob, decompressed). Caller closes."""
@@ -187,38 +349,88 @@ class Blobs:
 
     def variant(self, lr: LayerRef, compression: str, level: int | None, force: bool) -> LayerRef:
         """A blob of this layer in ``compression``: an existing one (local or remote) unless ``force``
-        asks for exactly that level, else compressed now (once) and recorded."""
-        if not force and lr.blob is not None and lr.media_type and mt.compression_of(lr.media_type) == compression:
+        asks for exactly that level, else compressed now (once) and recorded.
+
+        Without ``force`` an eStargz blob serves as gzip (it is one). The result's ``diff_id`` is
+        that of the returned blob's own stream: converting to or from eStargz changes it."""
+        current = self.compression_of(lr)
+        if not force and lr.blob is not None and current is not None and (
+                current == compression or (current, compression) == ("estargz", "gzip")):
             return lr
-        for comp, lvl, info in self.state.meta.variants_of(lr.diff_id):
-            if comp == compression and (not force or level is None or lvl == level) and self.has_local(info.digest):
-                return LayerRef(lr.diff_id, info.digest, info.size, info.media_type)
+        facts = self.estargz_facts(lr.blob) if current == "estargz" else None
+        keys = [lr.diff_id] + ([facts.tar_diff_id] if facts is not None and facts.tar_diff_id else [])
+        for key in keys:
+            for comp, lvl, info in self.state.meta.variants_of(key):
+                if comp == compression and (not force or level is None or lvl == level):
+                    if comp == "estargz":
+                        found = self.estargz_facts(info.digest) if self.has_local(info.digest) else None
+                        if found is not None:
+                            return LayerRef(found.diff_id, info.digest, info.size, info.media_type)
+                    elif self._usable(key, comp, info):
+                        return LayerRef(key, info.digest, info.size, info.media_type)
         if not force and lr.blob is not None and not lr.media_type:
             return lr
-        # Recompress: needs the bytes.
-        src = self.open_uncompressed(lr)
+        return self._convert(lr, compression, level)
+
+    def _convert(self, lr: LayerRef, compression: str, level: int | None) -> LayerRef:
+        """Recompress: needs the bytes. An eStargz source is turned back into its layer tar
+        first (``estargz_to_tar`` verifies it), so no TOC ever ends up inside another layer."""
+        src_lr = self.ensure_local(lr)
+        assert src_lr.blob is not None
         store = self.state.store
-        f, tmp = store.temp_file()
+        src_facts = self.estargz_facts(src_lr.blob) if src_lr.media_type and \
+            mt.compression_of(src_lr.media_type) == "gzip" else None
+        tar_tmp = None
         try:
-            with f, src:
-                hw = HashingWriter(f)
-                compress_stream(src, hw, compression, level)  # type: ignore[arg-type]
-            blob = hw.digest
-            if not store.has(blob):
-                store.commit_file(tmp, blob)
+            if src_facts is not None:
+                tf, tar_tmp = store.temp_file()
+                with tf, open(store.path(src_lr.blob), "rb") as blob_file:
+                    tar_hash = HashingWriter(tf)
+                    estargz_to_tar(blob_file, tar_hash)  # type: ignore[arg-type]
+                tar_diff = tar_hash.digest
+                src: BinaryIO = open(tar_tmp, "rb")  # noqa: SIM115 - closed below
+            else:
+                tar_diff = src_lr.diff_id
+                src = self.open_uncompressed(src_lr)
+            f, tmp = store.temp_file()
+            try:
+                with f, src:
+                    hw = HashingWriter(f)
+                    result = None
+                    if compression == "estargz":
+                        result = write_estargz(src, hw, level)  # type: ignore[arg-type]
+                    else:
+                        compress_stream(src, hw, compression, level)  # type: ignore[arg-type]
+                blob = hw.digest
+                if not store.has(blob):
+                    store.commit_file(tmp, blob)
+            finally:
+                tmp.unlink(missing_ok=True)
         finally:
-            tmp.unlink(missing_ok=True)
+            if tar_tmp is not None:
+                tar_tmp.unlink(missing_ok=True)
         info = BlobInfo(blob, hw.size, mt.layer_media_type(compression, True))
         self.state.meta.put_blob(info)
-        self.state.meta.put_variant(lr.diff_id, compression, level, info)
-        return LayerRef(lr.diff_id, blob, hw.size, info.media_type)
+        self.state.meta.put_variant(tar_diff, compression, level, info)
+        if result is None:
+            return LayerRef(tar_diff, blob, hw.size, info.media_type)
+        facts = EStargzFacts.of(result, tar_diff)
+        self._remember(blob, facts)
+        self.state.meta.put_variant(facts.diff_id, compression, level, info)
+        return LayerRef(facts.diff_id, blob, hw.size, info.media_type)
 
-    def descriptor(self, lr: LayerRef, *, oci: bool, annotate: bool = False) -> Descriptor:
-        """The layer's descriptor; ``annotate`` adds ``containerd.io/uncompressed`` (cache manifests)."""
+    def descriptor(self, lr: LayerRef, *, oci: bool, annotate: bool = False, estargz: bool | None = None) -> Descriptor:
+        """The layer's descriptor. ``annotate`` adds ``containerd.io/uncompressed`` (cache manifests);
+        eStargz annotations are added when ``estargz`` is True, or (``None``) with ``annotate``
+        whenever the blob is known to be eStargz."""
         assert lr.blob is not None
         comp = mt.compression_of(lr.media_type) if lr.media_type else "gzip"
-        return Descriptor(mt.layer_media_type(comp, oci), lr.blob, lr.blob_size,
-                          annotations={ANNOTATION_UNCOMPRESSED: lr.diff_id} if annotate else {})
+        annotations: dict[str, str] = {ANNOTATION_UNCOMPRESSED: lr.diff_id} if annotate else {}
+        if (estargz or (estargz is None and annotate)) and comp == "gzip":
+            facts = self.estargz_facts(lr.blob)
+            if facts is not None:
+                annotations.update(facts.annotations())
+        return Descriptor(mt.layer_media_type(comp, oci), lr.blob, lr.blob_size, annotations=annotations)
 
     def opener(self, lr: LayerRef) -> Callable[[], BinaryIO]:
         def _open() -> BinaryIO:
@@ -227,3 +439,12 @@ class Blobs:
             return self.state.store.open(local.blob, local.blob_size or None)
 
         return _open
+
+
+class _Discard:
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+

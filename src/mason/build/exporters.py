@@ -71,17 +71,21 @@ def _config_bytes(doc: dict[str, Any]) -> bytes:
 def assemble_manifest(blobs: Blobs, image: ImageResult, *, compression: str = "gzip",
                       level: int | None = None, force: bool = False, oci: bool = True,
                       config_extra: dict[str, Any] | None = None) -> ExportedImage:
-    """Pick (or make) a blob per layer in ``compression`` and build manifest + config."""
-    if compression == "estargz":
-        raise BuildError("compression=estargz is not yet supported for image outputs",
-                         reference="estargz-unsupported", hint="use gzip or zstd")
+    """Pick (or make) a blob per layer in ``compression`` and build manifest + config.
+
+    ``rootfs.diff_ids`` are rewritten from the layers actually shipped: an eStargz blob's
+    uncompressed stream includes its TOC, so its diff ID is not the layer tar's (and a layer
+    reused from an eStargz cache has the eStargz diff ID even in a gzip image)."""
     layers = tuple(blobs.variant(lr, compression, level, force) for lr in image.layers)
     doc = dict(image.config)
+    rootfs = doc.get("rootfs")
+    if isinstance(rootfs, dict):
+        doc["rootfs"] = {**rootfs, "diff_ids": [lr.diff_id for lr in layers]}
     if config_extra:
         doc.update(config_extra)
     raw = _config_bytes(doc)
     cfg_desc = Descriptor(mt.OCI_CONFIG if oci else mt.DOCKER_CONFIG, sha256_bytes(raw), len(raw))
-    descs = [blobs.descriptor(lr, oci=oci) for lr in layers]
+    descs = [blobs.descriptor(lr, oci=oci, estargz=compression == "estargz") for lr in layers]
     manifest = build_manifest(cfg_desc, descs, media_type=mt.OCI_MANIFEST if oci else mt.DOCKER_MANIFEST)
     return ExportedImage(manifest, raw, layers, oci)
 

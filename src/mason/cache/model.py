@@ -15,9 +15,11 @@ blob instead of downloading it (BuildKit's convention).
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal, Protocol
 
@@ -100,8 +102,32 @@ class CacheHit:
         return tuple(Digest(d.annotations[ANNOTATION_UNCOMPRESSED]) for d in self.layers)
 
     def open_blob(self, desc: Descriptor) -> AbstractContextManager[BinaryIO]:
-        """A verified stream of the compressed blob (downloads now, not at import)."""
+        """A verified stream of the compressed blob (downloads now, not at import). An eStargz
+        layer (TOC digest annotation) is also verified as eStargz against its annotations."""
+        if desc.annotations.get(_ESTARGZ_TOC):
+            return _verified_estargz(self.provider, desc)
         return self.provider.open_blob(desc)
+
+
+@contextmanager
+def _verified_estargz(provider: BlobProvider, desc: Descriptor) -> Iterator[BinaryIO]:
+    # Footer, TOC and chunks need random access, so the blob is spooled to a temp file first;
+    # a corrupt blob raises EStargzError here and is never handed out.
+    from mason.compression.estargz import verify_estargz
+
+    size = desc.annotations.get(_ESTARGZ_SIZE, "")
+    with tempfile.TemporaryFile() as spool:
+        with provider.open_blob(desc) as stream:
+            shutil.copyfileobj(stream, spool, 1 << 20)
+        spool.seek(0)
+        verify_estargz(
+            spool,
+            expected_toc_digest=desc.annotations[_ESTARGZ_TOC],
+            expected_diff_id=desc.annotations.get(ANNOTATION_UNCOMPRESSED),
+            expected_uncompressed_size=int(size) if size.isdigit() else None,
+        )
+        spool.seek(0)
+        yield spool
 
 
 class _NoBlobs:
@@ -344,7 +370,9 @@ def plan_export(
             if cache_key in resolved:
                 return resolved[cache_key]
         out = blobs.cache_blob(layer, compression, compression_level, force_compression)
-        if diff_id_of(out) != diff_id:
+        # A converted blob keeps its own diff ID: an eStargz blob's stream includes the TOC
+        # (BuildKit's containerd.io/uncompressed), and eStargz converted to gzip is the tar's.
+        if diff_id_of(out) is None:
             out = out.with_annotations({ANNOTATION_UNCOMPRESSED: diff_id})
         if out.digest == layer.digest:  # same bytes: keep the original's mount hints and createdat
             kept = {

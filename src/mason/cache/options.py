@@ -39,8 +39,9 @@ CacheType = Literal["registry", "local", "inline"]
 Mode = Literal["min", "max"]
 
 COMPRESSIONS = ("uncompressed", "gzip", "estargz", "zstd")
-#: eStargz layer writing lands with its own issue; until then export refuses it clearly.
-ESTARGZ_SUPPORTED = False
+#: eStargz export is supported (the builder's content store writes eStargz blobs); kept as
+#: a flag so an embedder without an eStargz-capable blob store can refuse it clearly.
+ESTARGZ_SUPPORTED = True
 _LEVEL_RANGE = {"gzip": (0, 9), "estargz": (0, 9), "zstd": (0, 22)}
 
 _COMMON_EXPORT = {

@@ -81,7 +81,6 @@ def test_keys_are_case_insensitive() -> None:
         ("type=inline,mode=max", "unknown attribute mode for type=inline"),
         ("ref=r.io/c", "type is required"),
         ("type=registry,ref=r.io/c,ref=r.io/d", "ref given twice"),
-        ("type=registry,ref=r.io/c,compression=estargz", "not yet supported"),
     ],
 )
 def test_cache_to_errors(text: str, fragment: str) -> None:
