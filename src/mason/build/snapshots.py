@@ -1,34 +1,44 @@
-"""Snapshots: each layer unpacked once into its own overlayfs lower directory,
-shared by every build on the root, and overlay mounts of a layer chain.
+"""The builder's view of snapshots: layer chains (``LayerRef``s) on top of
+``mason.layer.Snapshotter``, which does the mounting, copying, flattening and
+crash cleanup. This module only decides what a chain's snapshots are called
+and where their layers come from.
 
-A layer directory depends only on the layer (whiteouts are kept as overlay
-whiteouts, as Docker's overlay2 does), so it is keyed by diff ID:
-``snapshots/<first 32 hex of the diff ID>``. A step mounts
-``lowerdir=<chain, top first>`` with a fresh upper directory; after the step
-the upper directory *is* the step's layer directory and is renamed into
-place (no re-extraction). Mount options use relative paths (the mount runs in
-the snapshots directory) so long chains fit in one page of options.
+- overlay mode: each layer is unpacked once, in overlay form, into a snapshot
+  named after its diff ID (``l`` + 31 hex digits) and shared by every chain
+  and every build on the root. A step mounts its chain's layer snapshots; after
+  the step the upper directory *is* the new layer's snapshot (committed by
+  rename, nothing copied or re-extracted).
+- copy mode (no overlayfs): a chain's snapshot is a full tree named after the
+  chain's OCI chain ID (``c`` + 31 hex). Only the chains steps run on are
+  materialised: the longest prefix that has a snapshot is copied and the
+  remaining layers are applied on the copy. A step works on a copy of its
+  base and its layer is the tree difference. Layer bytes can differ from the
+  overlay form in one documented way: a directory emptied and refilled is an
+  opaque directory with overlay and per-child whiteouts with copy; unpacked,
+  both give the same filesystem.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import subprocess
+import hashlib
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO, Literal
 
 from mason.build.blobs import Blobs
 from mason.build.state import LayerRef, StateError, StateRoot
 from mason.digest import Digest
-from mason.layer.apply import apply_layer
+from mason.layer import ActiveSnapshot, LayerError, apply_layer
+from mason.layer import Snapshotter as LayerSnapshotter
 
-__all__ = ["EMPTY_LAYER_DIFF_ID", "Mounted", "Snapshotter"]
+__all__ = ["EMPTY_LAYER_DIFF_ID", "Mounted", "Snapshotter", "SnapshotterMode", "chain_id"]
 
 #: diff ID of a tar with no entries (1024 zero bytes) -- BuildKit's empty layer.
 EMPTY_LAYER_DIFF_ID = Digest("sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef")
+
+SnapshotterMode = Literal["auto", "overlay", "copy"]
 
 _locks_guard = threading.Lock()
 _locks: dict[str, threading.Lock] = {}
@@ -39,121 +49,162 @@ def _lock_for(name: str) -> threading.Lock:
         return _locks.setdefault(name, threading.Lock())
 
 
-class Mounted:
-    """A mounted chain: ``merged`` (the rootfs), ``upper`` (what the step changes)."""
+def chain_id(diff_ids: Sequence[Digest]) -> Digest:
+    """The OCI ChainID of a stack of layers (lowest first)."""
+    if not diff_ids:
+        raise ValueError("an empty chain has no chain ID")
+    current = str(diff_ids[0])
+    for d in diff_ids[1:]:
+        current = "sha256:" + hashlib.sha256(f"{current} {d}".encode()).hexdigest()
+    return Digest(current)
 
-    def __init__(self, merged: Path, upper: Path, base: Path) -> None:
-        self.merged = merged
-        self.upper = upper
-        self.base = base
+
+@contextlib.contextmanager
+def _translated(lr: LayerRef) -> Iterator[None]:
+    """A ``mason.layer`` error about a pulled layer, naming the layer's blob."""
+    try:
+        yield
+    except LayerError as exc:
+        raise StateError(f"layer {lr.blob or lr.diff_id}: {exc.message}", reference=exc.reference,
+                         context=exc.context, hint=exc.hint) from exc
+
+
+class Mounted:
+    """A writable root filesystem on a chain: ``merged`` is the rootfs. Hand it to
+    ``Snapshotter.commit`` to keep what the step changed."""
+
+    def __init__(self, active: ActiveSnapshot, chain: tuple[LayerRef, ...]) -> None:
+        self.active = active
+        self.chain = chain
+
+    @property
+    def merged(self) -> Path:
+        return Path(self.active.path)
 
 
 class Snapshotter:
-    def __init__(self, state: StateRoot, blobs: Blobs) -> None:
+    """Snapshots of layer chains under ``$MASON_ROOT/snapshots``; ``mode`` as ``mason
+    build --snapshotter`` (``auto``: overlay when a probe mount works, else copy)."""
+
+    def __init__(self, state: StateRoot, blobs: Blobs, *, mode: SnapshotterMode = "auto") -> None:
         self.state = state
         self.blobs = blobs
         self.root = state.snapshots_dir
-        self._empty = self.root / "empty"
-        self._empty.mkdir(exist_ok=True)
+        try:
+            self.layers = LayerSnapshotter(str(self.root), mode=mode)
+        except (LayerError, OSError) as exc:
+            raise StateError(f"cannot use snapshot directory {self.root}: {exc}") from exc
+        self.mode = self.layers.mode
+        #: Why ``auto`` fell back to copying (None when overlay is used or copy was asked for).
+        self.fallback_reason = self.layers.fallback_reason
+
+    # --- naming --------------------------------------------------------------------
 
     @staticmethod
-    def name_of(diff_id: Digest) -> str:
-        return diff_id.split(":", 1)[1][:32]
+    def layer_snapshot_id(diff_id: Digest) -> str:
+        return "l" + diff_id.split(":", 1)[1][:31]
 
-    def path_of(self, diff_id: Digest) -> Path:
-        return self.root / self.name_of(diff_id)
+    @staticmethod
+    def chain_snapshot_id(chain: Sequence[LayerRef]) -> str:
+        return "c" + chain_id([lr.diff_id for lr in chain]).split(":", 1)[1][:31]
 
-    def has(self, diff_id: Digest) -> bool:
-        return self.path_of(diff_id).is_dir()
+    def _register(self, key: str, snapshot_id: str) -> None:
+        # For `mason du` / `mason prune`: the whole snapshot directory is the entry.
+        self.state.meta.put_snapshot(key, str(self.root / snapshot_id), 0)
 
-    def ensure(self, lr: LayerRef) -> Path:
-        """Unpack the layer into its directory unless it is there (downloads its blob if needed)."""
-        dest = self.path_of(lr.diff_id)
-        if dest.is_dir():
-            return dest
-        with _lock_for(str(dest)):
-            if dest.is_dir():
-                return dest
-            tmp = self.state.temp_dir("unpack")
-            try:
-                target = tmp / "layer"
-                target.mkdir()
-                with self.blobs.open_uncompressed(lr) as stream:
-                    info = apply_layer(stream, str(target), mode="overlay")
-                if info.diff_id != lr.diff_id:
-                    raise StateError(f"layer {lr.blob} unpacked to diff ID {info.diff_id}, expected {lr.diff_id}",
-                                     reference="diff-id-mismatch")
-                self._install(target, lr.diff_id)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-        return dest
+    # --- materialising chains ----------------------------------------------------------
 
-    def _install(self, directory: Path, diff_id: Digest) -> None:
-        dest = self.path_of(diff_id)
-        try:
-            os.rename(directory, dest)
-        except OSError:
-            if not dest.is_dir():
-                raise
-            # another process installed it first: same content by construction
-        self.state.meta.put_snapshot(diff_id, str(dest), 0)
+    def ensure(self, lr: LayerRef) -> str:
+        """Overlay mode: the layer's snapshot, unpacked from its blob unless it exists."""
+        sid = self.layer_snapshot_id(lr.diff_id)
+        if self.layers.exists(sid):
+            return sid
+        with _lock_for(str(self.root / sid)):
+            if self.layers.exists(sid):
+                return sid
+            with self.blobs.open_uncompressed(lr) as stream, _translated(lr):
+                self.layers.apply_layer([], stream, snapshot_id=sid, expect_diff_id=lr.diff_id)
+            self._register(lr.diff_id, sid)
+        return sid
 
-    def install_upper(self, upper: Path, diff_id: Digest) -> None:
-        """Keep a step's overlay upper directory as the layer directory of ``diff_id``."""
-        if self.path_of(diff_id).is_dir():
-            return
-        with _lock_for(str(self.path_of(diff_id))):
-            if not self.path_of(diff_id).is_dir():
-                self._install(upper, diff_id)
+    def _ensure_chain(self, chain: Sequence[LayerRef]) -> list[str]:
+        """Copy mode: the one full snapshot of ``chain`` (made from the longest prefix that has one)."""
+        sid = self.chain_snapshot_id(chain)
+        if self.layers.exists(sid):
+            return [sid]
+        with _lock_for(str(self.root / sid)):
+            if self.layers.exists(sid):
+                return [sid]
+            base: list[str] = []
+            start = 0
+            for k in range(len(chain) - 1, 0, -1):
+                prefix = self.chain_snapshot_id(chain[:k])
+                if self.layers.exists(prefix):
+                    base, start = [prefix], k
+                    break
+            with self.layers.prepare(base) as active:
+                for lr in chain[start:]:
+                    if lr.diff_id == EMPTY_LAYER_DIFF_ID:
+                        continue
+                    with self.blobs.open_uncompressed(lr) as stream, _translated(lr):
+                        info = self.layers.apply_to(active, stream)
+                    if info.diff_id != lr.diff_id:
+                        raise StateError(f"layer {lr.blob} unpacked to diff ID {info.diff_id}, expected {lr.diff_id}",
+                                         reference="diff-id-mismatch")
+                self.layers.commit(active, snapshot_id=sid)
+            self._register(chain_id([lr.diff_id for lr in chain]), sid)
+        return [sid]
+
+    def _ids(self, chain: Sequence[LayerRef]) -> list[str]:
+        """The snapshot ids showing ``chain``, lowest first (created when missing)."""
+        if all(lr.diff_id == EMPTY_LAYER_DIFF_ID for lr in chain):
+            return []
+        if self.mode == "copy":
+            return self._ensure_chain(chain)
+        ids: list[str] = []
+        for lr in reversed(chain):  # top first: a layer that appears twice counts where it is topmost
+            if lr.diff_id == EMPTY_LAYER_DIFF_ID:
+                continue
+            sid = self.ensure(lr)
+            if sid not in ids:
+                ids.append(sid)
+        return ids[::-1]
+
+    # --- what ops use ------------------------------------------------------------------
 
     @contextlib.contextmanager
     def mount(self, chain: Sequence[LayerRef]) -> Iterator[Mounted]:
-        """Mount the chain (unpacking missing layers first) with a fresh upper dir."""
-        names: list[str] = []
-        for lr in reversed(chain):  # top first
-            if lr.diff_id == EMPTY_LAYER_DIFF_ID:
-                continue
-            self.ensure(lr)
-            n = self.name_of(lr.diff_id)
-            if n not in names:
-                names.append(n)
-        if not names:
-            names = ["empty"]
-        base = self.state.temp_dir("mnt")
-        upper, work, merged = base / "upper", base / "work", base / "merged"
-        for d in (upper, work, merged):
-            d.mkdir()
-        os.chmod(upper, 0o755)
-        lower = ":".join(names)
-        opts = f"lowerdir={lower},upperdir={upper},workdir={work}"
-        try:
-            self._mount(opts, merged)
-        except BaseException:
-            shutil.rmtree(base, ignore_errors=True)
-            raise
-        mounted = Mounted(merged, upper, base)
-        try:
-            yield mounted
-        finally:
-            self._umount(merged)
+        """A writable rootfs on ``chain``; dropped on exit unless ``commit``-ted."""
+        with self.layers.prepare(self._ids(chain)) as active:
+            yield Mounted(active, tuple(chain))
 
-    def _mount(self, opts: str, merged: Path) -> None:
-        for extra in (",index=off,redirect_dir=off,metacopy=off", ""):
-            proc = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts + extra, str(merged)],
-                                  cwd=self.root, capture_output=True, text=True)
-            if proc.returncode == 0:
-                return
-        raise StateError(f"mount overlay at {merged}: {proc.stderr.strip()}", reference="overlay-mount-failed",
-                         hint="mason needs root and overlayfs for RUN/COPY steps")
+    @contextlib.contextmanager
+    def view(self, chain: Sequence[LayerRef], *, readonly: bool = True) -> Iterator[Path]:
+        """A rootfs of ``chain`` for ``RUN --mount=type=bind,from=`` and ``COPY --from``.
+        ``readonly``: the caller does not write (copy mode then skips the copy)."""
+        with self.layers.view(self._ids(chain), readonly=readonly) as path:
+            yield Path(path)
 
-    @staticmethod
-    def _umount(merged: Path) -> None:
-        proc = subprocess.run(["umount", str(merged)], capture_output=True, text=True)
-        if proc.returncode != 0:
-            subprocess.run(["umount", "-l", str(merged)], capture_output=True, text=True)
+    def commit(self, mounted: Mounted, *, source_date_epoch: int | None = None) -> LayerRef:
+        """Store what the step changed as a gzip layer blob and keep the snapshot (by rename)."""
+        active = mounted.active
 
-    def discard(self, mounted: Mounted) -> None:
-        shutil.rmtree(mounted.base, ignore_errors=True)
+        def write(stream: BinaryIO) -> Digest:
+            return self.layers.write_active_layer(active, stream, source_date_epoch=source_date_epoch).diff_id
+
+        lr = self.blobs.store_layer(write)
+        if self.mode == "copy":
+            full = (*mounted.chain, lr)
+            sid = self.chain_snapshot_id(full)
+            self.layers.commit(active, snapshot_id=sid)
+            self._register(chain_id([x.diff_id for x in full]), sid)
+        elif lr.diff_id == EMPTY_LAYER_DIFF_ID:
+            self.layers.discard(active)  # empty layers are never mounted
+        else:
+            sid = self.layer_snapshot_id(lr.diff_id)
+            self.layers.commit(active, snapshot_id=sid)
+            self._register(lr.diff_id, sid)
+        return lr
 
     def apply_flat(self, chain: Sequence[LayerRef], dest: Path) -> None:
         """Apply the chain's layers on ``dest`` (outputs type=local/tar)."""

@@ -263,7 +263,9 @@ def _same_meta(a: os.stat_result, b: os.stat_result) -> bool:
     )
 
 
-def _same_content(lower: str, upper: str, a: os.stat_result, b: os.stat_result) -> bool:
+def _same_content(
+    lower: str, upper: str, a: os.stat_result, b: os.stat_result, copied_before_ns: int | None = None
+) -> bool:
     """Whether two entries of the same type and metadata also have the same content."""
     mode = b.st_mode
     if list_xattrs(lower) != list_xattrs(upper):
@@ -280,6 +282,9 @@ def _same_content(lower: str, upper: str, a: os.stat_result, b: os.stat_result) 
         return False
     if b.st_mtime_ns % 1_000_000_000:
         # Same size and a nanosecond-exact mtime: a copy that nobody touched.
+        return True
+    if copied_before_ns is not None and b.st_ctime_ns < copied_before_ns:
+        # Its inode has not changed since the snapshot was copied: the copy itself.
         return True
     # Whole-second mtimes (coarse filesystems, or clamped by tools): compare bytes.
     return _same_bytes(lower, upper)
@@ -302,14 +307,20 @@ def write_tree_diff_tar(
     dst: BinaryIO,
     *,
     source_date_epoch: int | None = None,
+    copied_before_ns: int | None = None,
 ) -> LayerInfo:
     """Tar the changes that turn tree ``lower`` (None: empty) into tree ``upper``.
 
     Added and changed entries are written with their parent directories; a
     removed entry becomes ``.wh.<name>`` (a removed directory one whiteout, not
-    one per child). A directory that replaces a non-directory is written whole.
+    one per child; a directory emptied and refilled gets per-child whiteouts
+    where overlayfs would mark it opaque: the unpacked result is the same).
+    A directory that replaces a non-directory is written whole.
     Unchanged files are recognised by type, mode, owner, xattrs, size and mtime
-    (bytes compared when mtimes are whole seconds).
+    (bytes compared when mtimes are whole seconds, unless the file's ctime is
+    before ``copied_before_ns``: ``upper`` was copied from ``lower`` before then,
+    so the inode is the untouched copy). When one name of a hard-linked file is
+    added or changed, every name of it is written, so the layer keeps the link.
     """
     _check_root(upper)
     if lower is not None:
@@ -319,8 +330,52 @@ def write_tree_diff_tar(
     if lower is None:
         _walk(builder, upper, "", overlay=False)
     else:
-        _diff_dirs(builder, lower, upper, "", pending)
+        ctx = _DiffContext(copied_before_ns)
+        ctx.linked = _changed_link_groups(lower, upper, ctx)
+        _diff_dirs(builder, lower, upper, "", pending, ctx)
     return builder.finish()
+
+
+class _DiffContext:
+    def __init__(self, copied_before_ns: int | None) -> None:
+        self.copied_before_ns = copied_before_ns
+        #: (st_dev, st_ino) of hard-linked files in ``upper`` that the layer must carry.
+        self.linked: set[tuple[int, int]] = set()
+
+    def changed(self, lpath: str, upath: str, lst: os.stat_result, ust: os.stat_result) -> bool:
+        return not (_same_meta(lst, ust) and _same_content(lpath, upath, lst, ust, self.copied_before_ns))
+
+
+def _changed_link_groups(lower: str, upper: str, ctx: _DiffContext) -> set[tuple[int, int]]:
+    """Inodes with several names in ``upper`` of which at least one is new or changed."""
+    groups: dict[tuple[int, int], list[tuple[str, os.stat_result]]] = {}
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        with os.scandir(os.path.join(upper, rel) if rel else upper) as it:
+            for e in it:
+                name = _join(rel, e.name)
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(name)
+                    continue
+                st = e.stat(follow_symlinks=False)
+                if st.st_nlink > 1:
+                    groups.setdefault((st.st_dev, st.st_ino), []).append((name, st))
+    changed: set[tuple[int, int]] = set()
+    for key, members in groups.items():
+        for name, ust in members:
+            lpath = os.path.join(lower, name)
+            try:
+                lst = os.lstat(lpath)
+            except (FileNotFoundError, NotADirectoryError):
+                changed.add(key)
+                break
+            if stat.S_IFMT(lst.st_mode) != stat.S_IFMT(ust.st_mode) or ctx.changed(
+                lpath, os.path.join(upper, name), lst, ust
+            ):
+                changed.add(key)
+                break
+    return changed
 
 
 def _flush(builder: _TarBuilder, pending: list[tuple[str, str, os.stat_result]]) -> None:
@@ -336,6 +391,7 @@ def _diff_dirs(
     upper: str,
     prefix: str,
     pending: list[tuple[str, str, os.stat_result]],
+    ctx: _DiffContext,
 ) -> None:
     lower_names = set(os.listdir(lower))
     upper_names = set(os.listdir(upper))
@@ -361,7 +417,9 @@ def _diff_dirs(
             if stat.S_ISDIR(ust.st_mode):
                 _walk(builder, upath, rel, overlay=False)
             continue
-        changed = not (_same_meta(lst, ust) and _same_content(lpath, upath, lst, ust))
+        changed = ctx.changed(lpath, upath, lst, ust) or (
+            ust.st_nlink > 1 and not stat.S_ISDIR(ust.st_mode) and (ust.st_dev, ust.st_ino) in ctx.linked
+        )
         if stat.S_ISDIR(ust.st_mode):
             if changed:
                 _flush(builder, pending)
@@ -369,7 +427,7 @@ def _diff_dirs(
             else:
                 # Written only if something below it changes (as a parent).
                 pending.append((rel, upath, ust))
-            _diff_dirs(builder, lpath, upath, rel, pending)
+            _diff_dirs(builder, lpath, upath, rel, pending, ctx)
             if pending and pending[-1][0] == rel:
                 pending.pop()
             continue

@@ -29,6 +29,7 @@ import re
 import secrets
 import stat
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal
@@ -56,6 +57,7 @@ _MNT_DETACH = 2
 # Without these, overlayfs may leave a renamed directory or a chmod-ed file's
 # data in a lower layer, and the upper directory would not be a complete diff.
 _OVERLAY_FEATURES = "redirect_dir=off,metacopy=off,index=off"
+_CTIME_SETTLE = 0.02
 _ID_RE = re.compile(r"^[0-9a-z]{1,32}$")
 
 
@@ -84,6 +86,8 @@ class ActiveSnapshot:
     upper: str
     mounted: bool = False
     done: bool = False
+    #: Copy mode: every inode of the copy has a ctime before this (wall clock, ns).
+    copied_before_ns: int | None = None
     _lock_fd: int = field(default=-1, repr=False)
 
     def __enter__(self) -> ActiveSnapshot:
@@ -92,6 +96,15 @@ class ActiveSnapshot:
     def __exit__(self, *exc: object) -> None:
         if not self.done:
             self.snapshotter.discard(self)
+
+
+def _check_diff_id(result: LayerInfo, expected: str | None) -> None:
+    if expected is not None and result.diff_id != expected:
+        raise LayerError(
+            f"layer unpacked to diff ID {result.diff_id}, expected {expected}",
+            reference="diff-id-mismatch",
+            hint="the blob does not hold the layer its image or cache says it does",
+        )
 
 
 # --- mount(2) ----------------------------------------------------------------------------
@@ -268,15 +281,16 @@ class Snapshotter:
         remove_tree(trash)
 
     def _check_chain(self, parents: Sequence[str]) -> list[SnapshotInfo]:
-        infos = [self.info(p) for p in parents]
-        for i, info in enumerate(infos):
-            if info.parents != tuple(parents[:i]):
-                raise LayerError(
-                    f"snapshot {info.id} is not a child of {list(parents[:i]) or 'nothing'}",
-                    context=[f"its parents are {list(info.parents) or 'none'}"],
-                    hint="pass the full parent chain, lowest first",
-                )
-        return infos
+        # Every snapshot is self-contained in its form: a diff is a layer in overlay form
+        # (valid on any stack, which is what lets one unpacked layer serve every chain
+        # it appears in) and a full snapshot hides what is below it. So a chain only
+        # needs its members to exist, each once.
+        if len(set(parents)) != len(parents):
+            raise LayerError(
+                f"snapshot chain {list(parents)} names a snapshot twice",
+                hint="keep only the topmost occurrence: a layer applied again wins anyway",
+            )
+        return [self.info(p) for p in parents]
 
     # --- active snapshots ------------------------------------------------------------
 
@@ -315,6 +329,11 @@ class Snapshotter:
                 os.mkdir(active.upper, 0o755)
                 if infos:
                     copy_tree(self._merged_tree(infos), active.upper)
+                    # Inode ctimes come from a coarse clock (one tick <= 10 ms): after a
+                    # pause, any later change has a ctime past this mark, so the diff
+                    # can skip comparing bytes of files whose inode is the copy's.
+                    active.copied_before_ns = time.time_ns()
+                    time.sleep(_CTIME_SETTLE)
         except BaseException:
             self.discard(active)
             raise
@@ -400,22 +419,42 @@ class Snapshotter:
             self.discard(active)
             raise
 
-    def commit(self, active: ActiveSnapshot) -> str:
-        """Make ``active`` an immutable snapshot; returns its id. ``active`` is consumed."""
+    def commit(self, active: ActiveSnapshot, *, snapshot_id: str | None = None) -> str:
+        """Make ``active`` an immutable snapshot; returns its id. ``active`` is consumed.
+
+        ``snapshot_id`` (``[0-9a-z]{1,32}``) names it; such ids must be content
+        addresses: when one already exists (another build made the same layer),
+        ``active`` is discarded and the existing snapshot kept.
+        """
         if active.done:
             raise LayerError(f"active snapshot {active.name} was already committed or discarded")
+        if snapshot_id is not None:
+            self._check_id(snapshot_id)
+            if self.exists(snapshot_id):
+                self.discard(active)
+                return snapshot_id
         try:
-            if active.mounted:
-                _umount(active.path)
-                active.mounted = False
-                os.rmdir(active.path)
-                remove_tree(os.path.join(active.directory, "work"))
+            self._unmount(active)
             kind: SnapshotKind = "diff" if self.mode == "overlay" else "full"
-            return self._commit_as(active, kind, None)
+            return self._commit_as(active, kind, snapshot_id)
         except BaseException:
             if not active.done:
                 self.discard(active)
             raise
+
+    @staticmethod
+    def _check_id(snapshot_id: str) -> None:
+        if not _ID_RE.match(snapshot_id):
+            raise LayerError(f"invalid snapshot id {snapshot_id!r}", hint="ids match [0-9a-z]{1,32}")
+
+    def _unmount(self, active: ActiveSnapshot) -> None:
+        """Take an overlay active snapshot's mount down; its upper dir stays (no-op in copy mode)."""
+        if active.mounted:
+            _umount(active.path)
+            active.mounted = False
+            os.rmdir(active.path)
+            remove_tree(os.path.join(active.directory, "work"))
+            active.path = active.upper
 
     def _commit_as(self, active: ActiveSnapshot, kind: SnapshotKind, snapshot_id: str | None) -> str:
         meta = json.dumps({"kind": kind, "parents": list(active.parents)}, sort_keys=True).encode()
@@ -429,13 +468,22 @@ class Snapshotter:
             target = os.path.join(self.root, new_id)
             if os.path.lexists(target):
                 if snapshot_id is not None:
-                    raise LayerError(f"snapshot {snapshot_id} already exists")
-                continue
+                    if self.exists(snapshot_id):
+                        self.discard(active)
+                        return snapshot_id
+                    # Not a snapshot (a crashed removal's leftover): make room.
+                    remove_tree(target)
+                else:
+                    continue
             try:
                 os.rename(active.directory, target)
             except OSError as exc:
-                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) and snapshot_id is None:
-                    continue
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    if snapshot_id is None:
+                        continue
+                    if self.exists(snapshot_id):  # another process committed it first
+                        self.discard(active)
+                        return snapshot_id
                 raise LayerError(f"cannot commit snapshot {new_id}: {exc.strerror}") from exc
             fsync_dir(self.root)
             self._release(active)
@@ -455,10 +503,46 @@ class Snapshotter:
             self._release(active)
 
     @contextlib.contextmanager
-    def view(self, parents: Sequence[str]) -> Iterator[str]:
-        """A temporary root filesystem of ``parents`` for reading (changes are dropped)."""
+    def view(self, parents: Sequence[str], *, readonly: bool = False) -> Iterator[str]:
+        """A temporary root filesystem of ``parents`` (changes are dropped).
+
+        ``readonly=True`` promises not to write: when the chain's top is a full
+        snapshot (copy mode), its directory is handed out as is, without a copy.
+        """
+        infos = self._check_chain(parents)
+        if readonly and infos and infos[-1].kind == "full":
+            yield infos[-1].path
+            return
         with self.prepare(parents) as active:
             yield active.path
+
+    def apply_to(
+        self, active: ActiveSnapshot, stream: BinaryIO, *, allow_devices: bool | None = None
+    ) -> LayerInfo:
+        """Apply an uncompressed layer tar to an active snapshot's root (whiteouts delete)."""
+        if active.done:
+            raise LayerError(f"active snapshot {active.name} was already committed or discarded")
+        return _apply_tar(stream, active.path, mode="flat", allow_devices=allow_devices)
+
+    def write_active_layer(
+        self, active: ActiveSnapshot, dst: BinaryIO, *, source_date_epoch: int | None = None
+    ) -> LayerInfo:
+        """Stream the layer tar of what changed in ``active`` over its parents to ``dst``.
+
+        An overlay mount is taken down first (``active.path`` is then the upper dir);
+        commit afterwards, under an id derived from the returned diff ID if wanted.
+        """
+        if active.done:
+            raise LayerError(f"active snapshot {active.name} was already committed or discarded")
+        if self.mode == "overlay":
+            self._unmount(active)
+            return write_diff_tar(active.upper, dst, source_date_epoch=source_date_epoch)
+        parents = self._check_chain(active.parents)
+        lower = self._merged_tree(parents) if parents else None
+        return write_tree_diff_tar(
+            lower, active.upper, dst, source_date_epoch=source_date_epoch,
+            copied_before_ns=active.copied_before_ns,
+        )
 
     # --- layers ------------------------------------------------------------------------
 
@@ -477,22 +561,35 @@ class Snapshotter:
         )
 
     def apply_layer(
-        self, parents: Sequence[str], stream: BinaryIO, *, allow_devices: bool | None = None
+        self,
+        parents: Sequence[str],
+        stream: BinaryIO,
+        *,
+        allow_devices: bool | None = None,
+        snapshot_id: str | None = None,
+        expect_diff_id: str | None = None,
     ) -> tuple[str, LayerInfo]:
         """Commit a snapshot holding an (uncompressed) layer tar applied on ``parents``.
 
-        Returns the new id and the diff ID and size of the tar as read.
+        Returns the new id and the diff ID and size of the tar as read. In overlay
+        mode the snapshot is the layer in overlay form and does not depend on
+        ``parents``. ``snapshot_id``: as for ``commit``. ``expect_diff_id``: the
+        tar's diff ID must be this one, else nothing is committed (``LayerError``).
         """
+        if snapshot_id is not None:
+            self._check_id(snapshot_id)
         if self.mode == "copy":
             with self.prepare(parents) as active:
                 result = _apply_tar(stream, active.upper, mode="flat", allow_devices=allow_devices)
-                return self.commit(active), result
+                _check_diff_id(result, expect_diff_id)
+                return self.commit(active, snapshot_id=snapshot_id), result
         self._check_chain(parents)
         active = self._new_active(parents)
         try:
             os.mkdir(active.upper, 0o755)
             result = _apply_tar(stream, active.upper, mode="overlay", allow_devices=allow_devices)
-            return self._commit_as(active, "diff", None), result
+            _check_diff_id(result, expect_diff_id)
+            return self._commit_as(active, "diff", snapshot_id), result
         except BaseException:
             self.discard(active)
             raise
