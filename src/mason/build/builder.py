@@ -319,7 +319,7 @@ def _build_in(opts: BuildOptions, state: StateRoot, df: Any, plan: Any, ignore: 
               epoch: int | None, sink: ProgressSink, stdout: BinaryIO | None, client: Any, executor: Any,
               cancel: CancelToken | None, df_bytes: bytes) -> BuildOutcome:
     blobs = Blobs(state, client)
-    snapshots = Snapshotter(state, blobs)
+    snapshots = _open_snapshots(opts, state, blobs, sink)
     secrets: dict[str, bytes] = {}
     for s in opts.secrets:
         if s.src is not None:
@@ -328,9 +328,7 @@ def _build_in(opts: BuildOptions, state: StateRoot, df: Any, plan: Any, ignore: 
             secrets[s.id] = s.env_value.encode()
 
     def make_executor() -> Any:
-        from mason.executor import choose_executor
-
-        return choose_executor(state_dir=Path("/run/mason/runc"), work_dir=state.tmp)
+        return _make_executor(opts.runtime, state.tmp)
 
     env = BuildEnv(
         state=state, blobs=blobs, snapshots=snapshots, executor=executor or _LazyExecutor(make_executor),
@@ -389,6 +387,34 @@ def _build_in(opts: BuildOptions, state: StateRoot, df: Any, plan: Any, ignore: 
             outcome.metadata["image.name"] = ",".join(names)
     outcome.downloaded_blobs = list(blobs.downloaded)
     return outcome
+
+
+_RUNC_STATE = Path("/run/mason/runc")
+
+
+def _open_snapshots(opts: BuildOptions, state: StateRoot, blobs: Blobs, sink: ProgressSink) -> Snapshotter:
+    if opts.snapshotter not in ("auto", "overlay", "copy"):
+        raise UsageError(f"unknown snapshotter {opts.snapshotter!r}", reference="invalid-argument",
+                         hint="use auto, overlay or copy")
+    snapshots = Snapshotter(state, blobs, mode=opts.snapshotter)  # type: ignore[arg-type]
+    if snapshots.fallback_reason:
+        t = _Task(sink, "[internal] snapshotter")
+        t.log(f"overlayfs is not usable ({snapshots.fallback_reason}): snapshots are copies")
+        t.done()
+    return snapshots
+
+
+def _make_executor(runtime: str, work_dir: Path) -> Any:
+    """``mason build --runtime``: ``auto`` probes runc and falls back to unshare+chroot."""
+    from mason.executor import ChrootExecutor, RuncExecutor, choose_executor
+
+    if runtime == "runc":
+        return RuncExecutor(state_dir=_RUNC_STATE, work_dir=work_dir)
+    if runtime == "chroot":
+        return ChrootExecutor(work_dir=work_dir)
+    if runtime == "auto":
+        return choose_executor(state_dir=_RUNC_STATE, work_dir=work_dir)
+    raise UsageError(f"unknown runtime {runtime!r}", reference="invalid-argument", hint="use auto, runc or chroot")
 
 
 class _LazyExecutor:

@@ -1,13 +1,13 @@
 """The concrete ops of a Dockerfile build, as ``mason.solver`` ops over ``StepResult``s.
 
 - ``SourceOp``: a base image (FROM) -- its layers as remote blobs, nothing downloaded.
-- ``ExecOp``: RUN in a sandbox on an overlay snapshot of the input chain.
+- ``ExecOp``: RUN in a sandbox on a writable snapshot of the input chain.
 - ``FileOp``: COPY/ADD (from the context, a stage or an image, inline heredocs,
-  URLs) and WORKDIR's mkdir, done in Python on an overlay mount.
+  URLs) and WORKDIR's mkdir, done in Python on a writable snapshot.
 
 Every op that makes a layer returns the input chain plus one ``LayerRef``;
-the overlay upper directory becomes the layer's snapshot directory and its
-diff, tarred deterministically, is stored gzip-compressed in the content store.
+what the step changed, tarred deterministically, is stored gzip-compressed in the
+content store and the step's snapshot is kept (``mason.build.snapshots``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from mason.build.context import (
     select_sources,
 )
 from mason.build.imageconfig import format_created
-from mason.build.snapshots import Snapshotter
+from mason.build.snapshots import Mounted, Snapshotter
 from mason.build.state import LayerRef, StateRoot
 from mason.digest import Digest
 from mason.errors import BuildError
@@ -125,14 +125,8 @@ class BuildEnv:
         return out
 
 
-def _commit_upper(env: BuildEnv, upper: Path, base: StepResult) -> StepResult:
-    from mason.layer.diff import write_diff_tar
-
-    def write(stream: BinaryIO) -> Digest:
-        return write_diff_tar(str(upper), stream, source_date_epoch=env.source_date_epoch).diff_id
-
-    lr = env.blobs.store_layer(write)
-    env.snapshots.install_upper(upper, lr.diff_id)
+def _commit_step(env: BuildEnv, mounted: Mounted, base: StepResult) -> StepResult:
+    lr = env.snapshots.commit(mounted, source_date_epoch=env.source_date_epoch)
     return base.plus(lr, env.created_now())
 
 
@@ -228,16 +222,10 @@ class ExecOp:
 
     def execute(self, ctx: ExecContext, inputs: Sequence[StepResult]) -> StepResult:
         base = inputs[0]
-        env = self.env
-        mounted = None
-        try:
+        with self.env.snapshots.mount(base.layers) as mounted:
             with contextlib.ExitStack() as stack:
-                mounted = stack.enter_context(env.snapshots.mount(base.layers))
                 self._run(ctx, inputs, stack, mounted.merged)
-            return _commit_upper(env, mounted.upper, base)
-        finally:
-            if mounted is not None:
-                env.snapshots.discard(mounted)
+            return _commit_step(self.env, mounted, base)
 
     def _run(self, ctx: ExecContext, inputs: Sequence[StepResult], stack: contextlib.ExitStack, rootfs: Path) -> None:
         from mason.executor import BindMount, CacheMount, ExecSpec, SecretMount, TmpfsMount
@@ -254,8 +242,9 @@ class ExecOp:
             for m in self.mounts:
                 if m.type == "bind":
                     if m.input_index is not None:
-                        other = stack.enter_context(env.snapshots.mount(inputs[m.input_index].layers))
-                        src = other.merged / m.source.lstrip("/") if m.source else other.merged
+                        other = stack.enter_context(env.snapshots.view(inputs[m.input_index].layers,
+                                                                       readonly=m.readonly))
+                        src = other / m.source.lstrip("/") if m.source else other
                     else:
                         src = env.context / m.source.lstrip("/") if m.source else env.context
                     mounts.append(BindMount(src, m.target, readonly=m.readonly))
@@ -407,15 +396,10 @@ class FileOp:
 
     def execute(self, ctx: ExecContext, inputs: Sequence[StepResult]) -> StepResult:
         base = inputs[0]
-        mounted = None
-        try:
+        with self.env.snapshots.mount(base.layers) as mounted:
             with contextlib.ExitStack() as stack:
-                mounted = stack.enter_context(self.env.snapshots.mount(base.layers))
                 self._apply(ctx, inputs, stack, mounted.merged)
-            return _commit_upper(self.env, mounted.upper, base)
-        finally:
-            if mounted is not None:
-                self.env.snapshots.discard(mounted)
+            return _commit_step(self.env, mounted, base)
 
     def _apply(self, ctx: ExecContext, inputs: Sequence[StepResult], stack: contextlib.ExitStack, rootfs: Path) -> None:
         env = self.env
@@ -429,8 +413,8 @@ class FileOp:
                     self._mkdir(rootfs, dest, opts)
                 elif a.kind == "copy":
                     if a.from_input is not None:
-                        other = stack.enter_context(env.snapshots.mount(inputs[a.from_input].layers))
-                        sources = select_sources(other.merged, a.sources, None, what="source stage")
+                        other = stack.enter_context(env.snapshots.view(inputs[a.from_input].layers))
+                        sources = select_sources(other, a.sources, None, what="source stage")
                         stage_opts = CopyOptions(opts.uid, opts.gid, opts.chmod, preserve_owner=True)
                         copy_sources(sources, rootfs, dest, stage_opts, None, dest_is_dir_hint=dir_hint)
                     else:

@@ -71,6 +71,10 @@ class BuildOptions:
     docker_config_dir: str | None = None
     registry_auth_file: str | None = None
     max_parallel: int = 4
+    #: ``auto`` (overlayfs when it works here, else copy), ``overlay`` or ``copy``.
+    snapshotter: str = "auto"
+    #: RUN sandbox: ``auto`` (runc when it works here, else chroot), ``runc`` or ``chroot``.
+    runtime: str = "auto"
 
 
 def _bool(key: str, value: str, text: str) -> bool:

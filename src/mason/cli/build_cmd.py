@@ -35,6 +35,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image digest")
     p.add_argument("--metadata-file", metavar="FILE")
     p.add_argument("--platform", metavar="PLATFORM", help="target platform (the host's only)")
+    p.add_argument("--snapshotter", choices=("auto", "overlay", "copy"), default=None,
+                   help="filesystem snapshots: overlayfs, or plain copies where overlayfs is unavailable "
+                        "(default: $MASON_SNAPSHOTTER or auto)")
+    p.add_argument("--runtime", choices=("auto", "runc", "chroot"), default="auto",
+                   help="RUN sandbox: runc, or the built-in unshare+chroot (default: auto)")
     p.set_defaults(handler=run_build)
 
 
@@ -53,6 +58,15 @@ def _kv(items: list[str], what: str, env: dict[str, str]) -> dict[str, str]:
             continue
         out[k] = v
     return out
+
+
+def _snapshotter(flag: str | None, env: dict[str, str]) -> str:
+    from mason.errors import UsageError
+
+    value = flag or env.get("MASON_SNAPSHOTTER") or "auto"
+    if value not in ("auto", "overlay", "copy"):
+        raise UsageError(f"MASON_SNAPSHOTTER={value!r}: expected auto, overlay or copy", reference="invalid-argument")
+    return value
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -106,6 +120,8 @@ def run_build(args: argparse.Namespace) -> int:
         labels=_kv(args.labels, "--label", env),
         docker_config_dir=env.get("DOCKER_CONFIG"),
         registry_auth_file=env.get("REGISTRY_AUTH_FILE"),
+        snapshotter=_snapshotter(args.snapshotter, env),
+        runtime=args.runtime,
     )
     renderer = make_renderer(mode, sys.stderr)
     try:
