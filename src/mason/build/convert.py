@@ -15,8 +15,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mason.build.imageconfig import StageConfig, exec_form_text, format_created
-from mason.build.ops import BuildEnv, ExecOp, FileAction, FileOp, MountPlan, SourceOp, StepResult
+from mason.build.imageconfig import StageConfig, exec_form_text, format_created, go_healthcheck_text
+from mason.build.ops import (
+    BuildEnv,
+    ExecOp,
+    FileAction,
+    FileOp,
+    MergeOp,
+    MountPlan,
+    SourceOp,
+    StepResult,
+)
 from mason.build.state import LayerRef
 from mason.dockerfile import (
     AddCommand,
@@ -200,7 +209,7 @@ class _Converter:
 
     def dispatch(self, r: StageResult, cmd: Command, prefix: str) -> None:
         c = self._expand(r, cmd)
-        created_by = _history_text(c)
+        created_by = _history_text(c, r.shell, r.scope)
         if isinstance(c, ArgCommand | EnvCommand):
             r.scope = r.scope.apply(c)
             if isinstance(c, EnvCommand):
@@ -218,6 +227,9 @@ class _Converter:
             path = c.path if c.path.startswith("/") else posixpath.join(r.workdir, c.path)
             r.workdir = posixpath.normpath(path)
             r.config.config["WorkingDir"] = r.workdir
+            if r.workdir == "/":  # BuildKit makes no layer for the root
+                r.history.append(HistoryPlan("WORKDIR /", True))
+                return
             op = FileOp(self.env, FileAction("mkdir", dest=r.workdir, user=r.user), c.lines)
             r.vertex = self.vertex(op, [r.vertex], f"{prefix} {c.code}")
             r.layer_vertices.append(r.vertex)
@@ -226,6 +238,7 @@ class _Converter:
         cfg = r.config.config
         if isinstance(c, CmdCommand):
             cfg["Cmd"] = list(_command_vector(c.cmd_line, c.prepend_shell, r.shell)) if c.cmd_line is not None else None
+            cfg["ArgsEscaped"] = True  # as BuildKit v0.11 writes it (Docker image spec compatibility)
             r.cmd_set = True
         elif isinstance(c, EntrypointCommand):
             cfg["Entrypoint"] = list(_command_vector(c.cmd_line, c.prepend_shell, r.shell)) if c.cmd_line is not None else None
@@ -238,8 +251,8 @@ class _Converter:
             cfg["Labels"] = labels
         elif isinstance(c, ExposeCommand):
             ports = dict(cfg.get("ExposedPorts") or {})
-            for p in expand_ports(c, r.scope.env_map, r.scope.escape):
-                ports[p if "/" in p else f"{p}/tcp"] = {}
+            for p in _port_keys(c, r.scope):
+                ports[p] = {}
             cfg["ExposedPorts"] = ports
         elif isinstance(c, VolumeCommand):
             vols = dict(cfg.get("Volumes") or {})
@@ -263,6 +276,7 @@ class _Converter:
             cfg["Healthcheck"] = hc
         elif isinstance(c, OnbuildCommand):
             cfg["OnBuild"] = [*(cfg.get("OnBuild") or []), c.expression]
+            return  # BuildKit records no history entry for ONBUILD
         elif isinstance(c, MaintainerCommand):
             r.config.extra["author"] = c.maintainer
         r.history.append(HistoryPlan(created_by, True))
@@ -275,7 +289,7 @@ class _Converter:
                 data = _chomp(c.files[0].data) if c.files[0].chomp else c.files[0].data
                 if data.startswith("#!"):
                     files[c.files[0].name] = data
-                    args: tuple[str, ...] = (f"/dev/pipes/{c.files[0].name}",)
+                    args: tuple[str, ...] = (*r.shell, f"/dev/pipes/{c.files[0].name}")
                 else:
                     args = (*r.shell, data)
             elif c.files:
@@ -305,7 +319,8 @@ class _Converter:
             mounts.append(MountPlan(
                 type=m.type, target=target, source=m.source, input_index=idx,
                 readonly=m.read_only, cache_id=m.cache_id or target, sharing=m.cache_sharing or "shared",
-                secret_id=m.cache_id if m.type == "secret" else "", required=m.required, size=m.size_limit,
+                secret_id=(m.cache_id or posixpath.basename(target)) if m.type == "secret" else "",
+                required=m.required, size=m.size_limit,
                 mode=m.mode, uid=m.uid, gid=m.gid,
             ))
         run_env = dict(r.scope.run_env())
@@ -316,7 +331,9 @@ class _Converter:
                     mounts=tuple(mounts), files=files, lines=c.lines, display=c.code)
         r.vertex = self.vertex(op, inputs, f"{prefix} {c.code}")
         r.layer_vertices.append(r.vertex)
-        declared = [(k, v) for k, v in r.scope.args if v is not None]
+        # BuildKit lists every ARG the stage declared, with the value the RUN sees (ENV wins; unset: empty)
+        env_now = r.scope.env_map
+        declared = [(k, env_now.get(k, v or "")) for k, v in r.scope.args]
         arg_prefix = f"|{len(declared)} " + " ".join(f"{k}={v}" for k, v in declared) + " " if declared else ""
         r.history.append(HistoryPlan(f"RUN {arg_prefix}{' '.join(args)} # buildkit", False, r.vertex))
 
@@ -327,26 +344,37 @@ class _Converter:
             dest = posixpath.join(r.workdir, dest)
             if trailing and not dest.endswith("/"):
                 dest += "/"
-        inputs: list[Vertex[StepResult]] = [r.vertex]
-        kw: dict[str, Any] = {"dest": dest, "chown": c.chown, "chmod": c.chmod}
+        # COPY --link (BuildKit v0.11 honours it only without --chmod): the copy runs on an empty
+        # root with no base input, and a merge puts its layer on top of the stage's chain.
+        link = c.link and not c.chmod
+        inputs: list[Vertex[StepResult]] = [] if link else [r.vertex]
+        kw: dict[str, Any] = {"dest": dest, "chown": c.chown, "chmod": c.chmod, "link": link}
+        urls = tuple(s for s in c.sources if s.startswith(("http://", "https://")))
+        if urls and isinstance(c, CopyCommand):
+            raise DockerfileError("source can't be a URL for COPY", lines=c.lines, section="stages",
+                                  hint="use ADD to download a URL").located(
+                file=self.env.dockerfile_name, source_lines=self.env.dockerfile_lines)
+        if isinstance(c, AddCommand) and c.checksum and len(urls) != len(c.sources):
+            raise DockerfileError("checksum can't be specified for non-HTTP sources", lines=c.lines,
+                                  section="stages").located(file=self.env.dockerfile_name,
+                                                            source_lines=self.env.dockerfile_lines)
         if c.contents:
             action = FileAction("inline", inline=tuple((sc.path, sc.data) for sc in c.contents), **kw)
-        elif isinstance(c, AddCommand) and any(s.startswith(("http://", "https://")) for s in c.sources):
-            if len(c.sources) != 1:
-                raise DockerfileError("ADD with a URL takes exactly one source in mason", lines=c.lines,
-                                      section="stages").located(file=self.env.dockerfile_name,
-                                                                source_lines=self.env.dockerfile_lines)
-            action = FileAction("url", url=c.sources[0], checksum=c.checksum, **kw)
         else:
             from_ = c.from_ if isinstance(c, CopyCommand) else ""
             from_input = None
             if from_:
                 inputs.append(self._from_ref(r, from_, "copy"))
-                from_input = 1
-            action = FileAction("copy", sources=tuple(c.sources), from_input=from_input,
-                                extract=isinstance(c, AddCommand), **kw)
+                from_input = len(inputs) - 1
+            action = FileAction("copy", sources=tuple(s for s in c.sources if s not in urls), urls=urls,
+                                checksum=c.checksum if isinstance(c, AddCommand) else "",
+                                from_input=from_input, extract=isinstance(c, AddCommand), **kw)
         op = FileOp(self.env, action, c.lines)
-        r.vertex = self.vertex(op, inputs, f"{prefix} {c.code}")
+        if link:
+            linked = self.vertex(op, inputs, f"{prefix} {c.code}")
+            r.vertex = self.vertex(MergeOp(), [r.vertex, linked], f"{prefix} LINK {c.code}")
+        else:
+            r.vertex = self.vertex(op, inputs, f"{prefix} {c.code}")
         r.layer_vertices.append(r.vertex)
         srcs = " ".join(c.sources) if c.sources else " ".join(f"<<{sc.path}" for sc in c.contents)
         r.history.append(HistoryPlan(f"{c.name.upper()} {srcs} {c.dest} # buildkit", False, r.vertex))
@@ -362,7 +390,7 @@ def _command_vector(cmd_line: Sequence[str], prepend_shell: bool, shell: Sequenc
     return tuple(cmd_line)
 
 
-def _history_text(c: Command) -> str:
+def _history_text(c: Command, shell: Sequence[str], scope: StageScope) -> str:
     if isinstance(c, EnvCommand):
         return "ENV " + " ".join(f"{kv.key}={kv.value}" for kv in c.env)
     if isinstance(c, ArgCommand):
@@ -373,26 +401,41 @@ def _history_text(c: Command) -> str:
         word = "CMD" if isinstance(c, CmdCommand) else "ENTRYPOINT"
         if c.cmd_line is None:
             return f"{word} []"
-        if c.prepend_shell:
-            return f"{word} {exec_form_text(['/bin/sh', '-c', ' '.join(c.cmd_line)])}"
-        return f"{word} {exec_form_text(c.cmd_line)}"
+        return f"{word} {exec_form_text(_command_vector(c.cmd_line, c.prepend_shell, shell))}"
     if isinstance(c, ExposeCommand):
-        return "EXPOSE map[" + " ".join(f"{p}:{{}}" for p in c.ports) + "]"
+        # Go's %v of a map: keys sorted, each "port/proto:{}"
+        ports = sorted(set(_port_keys(c, scope)))
+        return "EXPOSE map[" + " ".join(f"{p}:{{}}" for p in ports) + "]"
     if isinstance(c, VolumeCommand):
         return "VOLUME [" + " ".join(c.volumes) + "]"
     if isinstance(c, UserCommand):
         return f"USER {c.user}"
     if isinstance(c, ShellCommand):
-        return f"SHELL {exec_form_text(c.shell)}"
+        return "SHELL [" + " ".join(c.shell) + "]"  # Go's %v of a []string
     if isinstance(c, StopSignalCommand):
         return f"STOPSIGNAL {c.signal}"
     if isinstance(c, HealthcheckCommand):
-        return f"HEALTHCHECK {exec_form_text(c.test)}"
+        return "HEALTHCHECK " + go_healthcheck_text(c.test, c.interval, c.timeout, c.start_period, c.retries)
     if isinstance(c, OnbuildCommand):
         return f"ONBUILD {c.expression}"
     if isinstance(c, MaintainerCommand):
         return f"MAINTAINER {c.maintainer}"
     return c.code
+
+
+def _port_keys(c: ExposeCommand, scope: StageScope) -> list[str]:
+    """EXPOSE ports as Docker's nat.ParsePortSpecs keys: ``80/tcp``, a range expanded port by port."""
+    out: list[str] = []
+    for spec in expand_ports(c, scope.env_map, scope.escape):
+        port, _, proto = spec.partition("/")
+        proto = (proto or "tcp").lower()
+        port = port.rpartition(":")[2]  # ip:hostPort:containerPort forms keep the container port
+        first, dash, last = port.partition("-")
+        if dash and first.isdigit() and last.isdigit() and int(first) <= int(last):
+            out.extend(f"{n}/{proto}" for n in range(int(first), int(last) + 1))
+        else:
+            out.append(f"{port}/{proto}")
+    return out
 
 
 def _split_platform(text: str) -> tuple[str, str, str | None]:

@@ -21,6 +21,8 @@ __all__ = [
     "HISTORY_COMMENT",
     "StageConfig",
     "format_created",
+    "go_duration",
+    "go_healthcheck_text",
     "history_created_by",
     "serialise_config",
 ]
@@ -141,8 +143,11 @@ class StageConfig:
 
 
 def _clean_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    # Drop empty values the way Docker's omitempty does, so configs don't carry noise.
-    return {k: v for k, v in cfg.items() if v not in (None, "", [], {})}
+    # Drop empty values the way Docker's omitempty does, so configs don't carry noise; BuildKit's
+    # OnBuild has no omitempty and is always written (null when there are no triggers).
+    out = {k: v for k, v in cfg.items() if v not in (None, "", [], {})}
+    out.setdefault("OnBuild", None)
+    return out
 
 
 def serialise_config(doc: Mapping[str, Any]) -> bytes:
@@ -153,3 +158,49 @@ def serialise_config(doc: Mapping[str, Any]) -> bytes:
 def exec_form_text(args: Sequence[str]) -> str:
     """Go's ``fmt.Sprintf("%q")``-like rendering used in BuildKit history for JSON forms."""
     return "[" + " ".join(json.dumps(a, ensure_ascii=False) for a in args) + "]"
+
+
+def go_duration(ns: int) -> str:
+    """Go's ``time.Duration.String()``: ``0s``, ``1.5s``, ``1m30s``, ``2h0m0s``, ``500ms``."""
+    if ns == 0:
+        return "0s"
+    sign = "-" if ns < 0 else ""
+    ns = abs(ns)
+    if ns < 1_000_000_000:
+        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
+            if ns >= size:
+                return sign + _go_frac(ns, size) + unit
+    h, rem = divmod(ns, 3_600_000_000_000)
+    m, rem = divmod(rem, 60_000_000_000)
+    secs = _go_frac(rem, 1_000_000_000) + "s"
+    if h:
+        return f"{sign}{h}h{m}m{secs}"
+    if m:
+        return f"{sign}{m}m{secs}"
+    return sign + secs
+
+
+def _go_frac(value: int, unit: int) -> str:
+    whole, frac = divmod(value, unit)
+    if not frac:
+        return str(whole)
+    digits = len(str(unit)) - 1
+    return f"{whole}." + f"{frac:0{digits}d}".rstrip("0")
+
+
+def _go_quote_rune(n: int) -> str:
+    """Go's ``%q`` of an int (a rune literal), for the Retries field."""
+    escapes = {7: "\\a", 8: "\\b", 9: "\\t", 10: "\\n", 11: "\\v", 12: "\\f", 13: "\\r", 39: "\\'", 92: "\\\\"}
+    if n in escapes:
+        return f"'{escapes[n]}'"
+    if 0x20 <= n < 0x7F or (n > 0xA0 and chr(n).isprintable()):
+        return f"'{chr(n)}'"
+    if n < 0x80:
+        return f"'\\x{n:02x}'"
+    return f"'\\u{n:04x}'" if n <= 0xFFFF else f"'\\U{n:08x}'"
+
+
+def go_healthcheck_text(test: Sequence[str], interval: int, timeout: int, start_period: int, retries: int) -> str:
+    """The ``HEALTHCHECK`` history text BuildKit writes (Go's ``%q`` of the health config struct)."""
+    return (f"&{{{exec_form_text(test)} \"{go_duration(interval)}\" \"{go_duration(timeout)}\" "
+            f"\"{go_duration(start_period)}\" {_go_quote_rune(retries)}}}")
