@@ -3,7 +3,10 @@
 - ``SourceOp``: a base image (FROM) -- its layers as remote blobs, nothing downloaded.
 - ``ExecOp``: RUN in a sandbox on a writable snapshot of the input chain.
 - ``FileOp``: COPY/ADD (from the context, a stage or an image, inline heredocs,
-  URLs) and WORKDIR's mkdir, done in Python on a writable snapshot.
+  URLs) and WORKDIR's mkdir, done in Python on a writable snapshot. With ``link``
+  (COPY --link) it copies onto an empty root, so its layer and its key do not
+  depend on the destination's layers.
+- ``MergeOp``: a chain plus the layers a ``--link`` copy made on its own.
 
 Every op that makes a layer returns the input chain plus one ``LayerRef``;
 what the step changed, tarred deterministically, is stored gzip-compressed in the
@@ -13,8 +16,10 @@ content store and the step's snapshot is kept (``mason.build.snapshots``).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
+import posixpath
 import shutil
 import tempfile
 import threading
@@ -46,6 +51,7 @@ __all__ = [
     "ExecOp",
     "FileOp",
     "LocalResultStore",
+    "MergeOp",
     "MountPlan",
     "SourceOp",
     "StepResult",
@@ -106,7 +112,6 @@ class BuildEnv:
     source_date_epoch: int | None
     dockerfile_name: str = "Dockerfile"
     dockerfile_lines: list[str] = field(default_factory=list)
-    cache_mount_locks: dict[str, threading.Lock] = field(default_factory=dict)
     http_client: Any = None
     default_network: str = "default"  # mason build --network
 
@@ -238,6 +243,7 @@ class ExecOp:
             for i, (name, data) in enumerate(sorted(self.files.items())):
                 f = scratch / f"heredoc-{i}"
                 f.write_text(data)
+                os.chmod(f, 0o755)  # a shebang heredoc is run as a program
                 mounts.append(BindMount(f, f"/dev/pipes/{name}", readonly=True))
             for m in self.mounts:
                 if m.type == "bind":
@@ -249,12 +255,13 @@ class ExecOp:
                         src = env.context / m.source.lstrip("/") if m.source else env.context
                     mounts.append(BindMount(src, m.target, readonly=m.readonly))
                 elif m.type == "cache":
-                    cdir = self._cache_dir(m)
-                    if m.sharing == "locked":
-                        lock = env.cache_mount_locks.setdefault(m.cache_id, threading.Lock())
-                        lock.acquire()
-                        stack.callback(lock.release)
-                    mounts.append(CacheMount(cdir, m.target, readonly=m.readonly and False))
+                    seed = seed_result = None
+                    if m.input_index is not None:
+                        seed_result = inputs[m.input_index]
+                        seed = stack.enter_context(env.snapshots.view(seed_result.layers))
+                        seed = seed / m.source.lstrip("/") if m.source else seed
+                    cdir = self._cache_dir(m, stack, seed, seed_result)
+                    mounts.append(CacheMount(cdir, m.target, readonly=False))
                 elif m.type == "tmpfs":
                     mounts.append(TmpfsMount(m.target, m.size or None))
                 elif m.type == "secret":
@@ -286,13 +293,48 @@ class ExecOp:
                     context=[*(f"  {ln}" for ln in lines[-10:]), *env.location(self.lines)],
                 )
 
-    def _cache_dir(self, m: MountPlan) -> Path:
-        name = hashlib.sha256(m.cache_id.encode()).hexdigest()[:32]
-        d = self.env.state.cachemounts_dir / name
+    def _cache_dir(self, m: MountPlan, stack: contextlib.ExitStack, seed: Path | None,
+                   seed_result: StepResult | None) -> Path:
+        """The directory of a cache mount, locked for this RUN as ``sharing`` says, across threads
+        and processes (flock on a lock file beside it): ``shared`` takes a shared lock on the one
+        directory; ``locked`` an exclusive one (waits); ``private`` the first instance nobody uses,
+        else a new one. A cache seeded ``from=`` a stage or image is its own cache per source
+        content (as in BuildKit) and starts as a copy of it."""
+        ident = m.cache_id
+        if seed_result is not None:
+            ident += "\0" + ",".join(lr.diff_id for lr in seed_result.layers) + "\0" + m.source
+        name = hashlib.sha256(ident.encode()).hexdigest()[:32]
+        root = self.env.state.cachemounts_dir
+        locks = root.parent / "cachemount-locks"  # beside, not inside: du/prune list cachemounts/
+        locks.mkdir(parents=True, exist_ok=True)
+        instance = 0
+        while True:
+            d = root / (name if instance == 0 else f"{name}.{instance}")
+            fd = os.open(locks / d.name, os.O_RDWR | os.O_CREAT, 0o600)
+            stack.callback(os.close, fd)
+            if m.sharing == "private":
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    instance += 1
+                    continue
+            else:
+                fcntl.flock(fd, fcntl.LOCK_EX if m.sharing == "locked" else fcntl.LOCK_SH)
+            break
         if not d.exists():
-            d.mkdir(parents=True, exist_ok=True)
-            os.chmod(d, m.mode if m.mode is not None else 0o755)
-            os.chown(d, m.uid or 0, m.gid or 0)
+            tmp = Path(tempfile.mkdtemp(dir=self.env.state.tmp, prefix=f"{os.getpid()}-cachemount-"))
+            try:
+                if seed is not None and seed.is_dir():
+                    shutil.copytree(seed, tmp, symlinks=True, dirs_exist_ok=True)
+                    shutil.copystat(seed, tmp)
+                else:
+                    os.chmod(tmp, m.mode if m.mode is not None else 0o755)
+                    os.chown(tmp, m.uid or 0, m.gid or 0)
+                os.rename(tmp, d)
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if not d.is_dir():
+                    raise
         return d
 
 
@@ -320,7 +362,8 @@ class _LineBuffer:
 
 @dataclass(frozen=True)
 class FileAction:
-    """What a FileOp does. ``kind``: copy (context, or ``from_input``), inline, url, mkdir."""
+    """What a FileOp does. ``kind``: copy (context or ``from_input``, plus ADD's ``urls``), inline,
+    mkdir. ``link``: the op has no base input and copies onto an empty root (COPY --link)."""
 
     kind: str
     sources: tuple[str, ...] = ()
@@ -329,15 +372,17 @@ class FileAction:
     chown: str = ""
     chmod: str = ""
     inline: tuple[tuple[str, str], ...] = ()
-    url: str = ""
+    urls: tuple[str, ...] = ()
     checksum: str = ""
     extract: bool = False  # ADD of a local archive
     user: str = ""  # mkdir: owner
+    link: bool = False
 
     def key_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "sources": list(self.sources), "dest": self.dest, "from": self.from_input,
                 "chown": self.chown, "chmod": self.chmod, "inline": [list(x) for x in self.inline],
-                "url": self.url, "checksum": self.checksum, "extract": self.extract, "user": self.user}
+                "urls": list(self.urls), "checksum": self.checksum, "extract": self.extract, "user": self.user,
+                "link": self.link}
 
 
 class FileOp:
@@ -345,18 +390,18 @@ class FileOp:
         self.env = env
         self.action = action
         self.lines = lines
-        self._url_file: Path | None = None
+        self._url_files: dict[str, tuple[Path, str]] = {}  # url -> (downloaded file, its sha256)
+        self._lock = threading.Lock()
 
     def cache_map(self, input_keys: Sequence[Digest]) -> CacheMap:
         op = {"type": "mason.file.v0", "action": self.action.key_json(), "epoch": self.env.source_date_epoch}
         a = self.action
         content: Callable[[], str] | None = None
-        if a.kind == "copy" and a.from_input is None:
+        if a.kind == "copy" and (a.urls or a.from_input is None):
             def content() -> str:
-                return checksum_sources(self._context_sources(), self.env.ignore)
-        elif a.kind == "url":
-            def content() -> str:
-                return self._fetch_url()
+                parts = [checksum_sources(self._context_sources(), self.env.ignore)] if a.from_input is None else []
+                parts += [self._fetch_url(u)[1] for u in a.urls]
+                return parts[0] if len(parts) == 1 else "sha256:" + hashlib.sha256(" ".join(parts).encode()).hexdigest()
         return CacheMap(op, content)
 
     def _context_sources(self) -> list[Source]:
@@ -366,40 +411,61 @@ class FileOp:
             raise BuildError(exc.message, reference=exc.reference,
                              context=[*exc.context, *self.env.location(self.lines)]) from None
 
-    def _fetch_url(self) -> str:
+    def _fetch_url(self, url: str) -> tuple[Path, str]:
+        """Download ``url`` once per build (the key needs its checksum, the copy its bytes). The
+        file is named like BuildKit names it: the last element of the URL path, else __unnamed__."""
+        import urllib.parse
+
         import httpx
 
-        a = self.action
-        tmp = Path(tempfile.mkdtemp(dir=self.env.state.tmp, prefix=f"{os.getpid()}-url-"))
-        name = os.path.basename(a.url.split("?", 1)[0].rstrip("/")) or "download"
-        path = tmp / name
-        h = hashlib.sha256()
-        try:
-            with httpx.stream("GET", a.url, follow_redirects=True, timeout=60) as resp:
-                if resp.status_code != 200:
-                    raise BuildError(f"ADD {a.url}: HTTP {resp.status_code}", reference="add-url-failed",
-                                     context=self.env.location(self.lines))
-                with open(path, "wb") as f:
-                    for chunk in resp.iter_bytes():
-                        h.update(chunk)
-                        f.write(chunk)
-        except httpx.HTTPError as exc:
-            raise BuildError(f"ADD {a.url}: {exc}", reference="add-url-failed",
-                             context=self.env.location(self.lines)) from exc
-        got = "sha256:" + h.hexdigest()
-        if a.checksum and a.checksum != got:
-            raise BuildError(f"ADD {a.url}: checksum mismatch: expected {a.checksum}, got {got}",
-                             reference="checksum-mismatch", context=self.env.location(self.lines))
-        os.chmod(path, 0o600)
-        self._url_file = path
-        return got
+        with self._lock:
+            if url in self._url_files:
+                return self._url_files[url]
+            base = posixpath.basename(urllib.parse.urlsplit(url).path)
+            name = base if base not in ("", ".", "/", "..") else "__unnamed__"
+            tmp = Path(tempfile.mkdtemp(dir=self.env.state.tmp, prefix=f"{os.getpid()}-url-"))
+            path = tmp / name
+            h = hashlib.sha256()
+            try:
+                with httpx.stream("GET", url, follow_redirects=True, timeout=60) as resp:
+                    if resp.status_code != 200:
+                        raise BuildError(f"ADD {url}: HTTP {resp.status_code}", reference="add-url-failed",
+                                         context=self.env.location(self.lines))
+                    with open(path, "wb") as f:
+                        for chunk in resp.iter_bytes():
+                            h.update(chunk)
+                            f.write(chunk)
+            except httpx.HTTPError as exc:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise BuildError(f"ADD {url}: {exc}", reference="add-url-failed",
+                                 context=self.env.location(self.lines)) from exc
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            got = "sha256:" + h.hexdigest()
+            if self.action.checksum and self.action.checksum != got:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise BuildError(f"ADD {url}: checksum mismatch: expected {self.action.checksum}, got {got}",
+                                 reference="checksum-mismatch", context=self.env.location(self.lines))
+            os.chmod(path, 0o600)
+            self._url_files[url] = (path, got)
+            return path, got
+
+    def _drop_downloads(self) -> None:
+        with self._lock:
+            for path, _ in self._url_files.values():
+                shutil.rmtree(path.parent, ignore_errors=True)
+            self._url_files.clear()
 
     def execute(self, ctx: ExecContext, inputs: Sequence[StepResult]) -> StepResult:
-        base = inputs[0]
-        with self.env.snapshots.mount(base.layers) as mounted:
-            with contextlib.ExitStack() as stack:
-                self._apply(ctx, inputs, stack, mounted.merged)
-            return _commit_step(self.env, mounted, base)
+        base = StepResult(()) if self.action.link else inputs[0]
+        try:
+            with self.env.snapshots.mount(base.layers) as mounted:
+                with contextlib.ExitStack() as stack:
+                    self._apply(ctx, inputs, stack, mounted.merged)
+                return _commit_step(self.env, mounted, base)
+        finally:
+            self._drop_downloads()
 
     def _apply(self, ctx: ExecContext, inputs: Sequence[StepResult], stack: contextlib.ExitStack, rootfs: Path) -> None:
         env = self.env
@@ -407,7 +473,8 @@ class FileOp:
         if True:
             opts = self._copy_options(rootfs)
             dest = a.dest
-            dir_hint = dest.endswith("/") or dest.endswith("/.")
+            # several sources always go into a directory
+            dir_hint = dest.endswith("/") or dest.endswith("/.") or len(a.sources) + len(a.urls) > 1
             try:
                 if a.kind == "mkdir":
                     self._mkdir(rootfs, dest, opts)
@@ -417,12 +484,18 @@ class FileOp:
                         sources = select_sources(other, a.sources, None, what="source stage")
                         stage_opts = CopyOptions(opts.uid, opts.gid, opts.chmod, preserve_owner=True)
                         copy_sources(sources, rootfs, dest, stage_opts, None, dest_is_dir_hint=dir_hint)
-                    else:
+                    elif a.sources:
                         sources = self._context_sources()
                         if a.extract:
                             self._add_local(sources, rootfs, dest, opts, dir_hint)
                         else:
                             copy_sources(sources, rootfs, dest, opts, env.ignore, dest_is_dir_hint=dir_hint)
+                    # ADD <url>: never extracted; 0600 unless --chmod
+                    url_opts = opts if opts.chmod is not None else CopyOptions(opts.uid, opts.gid, 0o600)
+                    for url in a.urls:
+                        path, _ = self._fetch_url(url)
+                        copy_sources([Source(path, path.name, False)], rootfs, dest, url_opts, None,
+                                     dest_is_dir_hint=dir_hint)
                 elif a.kind == "inline":
                     tmp = Path(tempfile.mkdtemp(dir=env.state.tmp, prefix=f"{os.getpid()}-inline-"))
                     stack.callback(shutil.rmtree, tmp, True)
@@ -433,14 +506,6 @@ class FileOp:
                         os.chmod(p, 0o644)
                         srcs.append(Source(p, name, False))
                     copy_sources(srcs, rootfs, dest, opts, None, dest_is_dir_hint=dir_hint)
-                elif a.kind == "url":
-                    if self._url_file is None:
-                        self._fetch_url()
-                    assert self._url_file is not None
-                    os.chmod(self._url_file, 0o600)
-                    url_opts = opts if opts.chmod is not None else CopyOptions(opts.uid, opts.gid, 0o600)
-                    copy_sources([Source(self._url_file, self._url_file.name, False)], rootfs, dest, url_opts,
-                                 None, dest_is_dir_hint=dir_hint)
             except BuildError as exc:
                 raise BuildError(exc.message, reference=exc.reference,
                                  context=[*exc.context, *env.location(self.lines)]) from None
@@ -483,6 +548,23 @@ class FileOp:
                 apply_layer(stream, str(target), mode="flat")
         if plain:
             copy_sources(plain, rootfs, dest, opts, self.env.ignore, dest_is_dir_hint=dir_hint)
+
+
+class MergeOp:
+    """COPY --link (BuildKit's MergeOp): ``inputs[0]``'s chain plus the layers ``inputs[1]`` made on
+    an empty root. Nothing runs: the key follows the two inputs, and the copy's own key does not
+    depend on the base, so a new base reuses the copied layer."""
+
+    def cache_map(self, input_keys: Sequence[Digest]) -> CacheMap:
+        return CacheMap({"type": "mason.merge.v0"})
+
+    def execute(self, ctx: ExecContext, inputs: Sequence[StepResult]) -> StepResult:
+        base, linked = inputs
+        result = base
+        times = linked.created + ("",) * (len(linked.layers) - len(linked.created))
+        for lr, created in zip(linked.layers, times, strict=True):
+            result = result.plus(lr, created)
+        return result
 
 
 def _open_archive(path: Path) -> BinaryIO | None:
