@@ -307,6 +307,7 @@ class ExecOp:
         root = self.env.state.cachemounts_dir
         locks = root.parent / "cachemount-locks"  # beside, not inside: du/prune list cachemounts/
         locks.mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
         instance = 0
         while True:
             d = root / (name if instance == 0 else f"{name}.{instance}")
