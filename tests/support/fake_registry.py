@@ -5,6 +5,14 @@ monolithic and chunked uploads, cross-repo mounts), tag lists with ``Link``
 pagination, Basic or Bearer auth with a token endpoint, plus fault injection:
 corrupt or truncated blobs, scripted error statuses, redirects to another host,
 mounts that open an upload session instead.
+
+Quirks of other registries, for behaviours the CNCF registry cannot show: a token
+realm on another host and port (``token_realm``, ``service``; Docker Hub's
+``auth.docker.io``), private repositories whose anonymous pulls get 401, 403 or 404
+(``private_repos``, ``private_denial``), a request body limit like a proxy's
+(``max_body``: 413), ``OCI-Chunk-Min-Length`` (``chunk_min_length``), manifest
+media types the registry refuses (``accepted_manifest_types``, ECR-like) and the
+``Retry-After`` value sent with an injected 429 (``retry_after``).
 """
 
 from __future__ import annotations
@@ -71,6 +79,17 @@ class FakeRegistry:
     faults: list[tuple[str, str, list[int]]] = field(default_factory=list)
     #: tokens that the registry should treat as revoked (401 mid-transfer)
     revoked: set[str] = field(default_factory=set)
+    token_realm: str = f"https://{_TOKEN_HOST}/token"
+    service: str = "fake"
+    #: repositories only an authenticated token may pull; anonymous pulls get ``private_denial``
+    private_repos: set[str] = field(default_factory=set)
+    private_denial: int = 401
+    #: upload requests (PUT/PATCH) with a body over this many bytes get 413, as from a proxy
+    max_body: int | None = None
+    chunk_min_length: int | None = None
+    #: manifest media types a PUT may carry (None: any)
+    accepted_manifest_types: set[str] | None = None
+    retry_after: str = "0"
 
     def __post_init__(self) -> None:
         self.blobs: dict[str, bytes] = {}
@@ -78,9 +97,13 @@ class FakeRegistry:
         self.manifests: dict[str, dict[str, tuple[bytes, str]]] = {}
         self.tags: dict[str, dict[str, str]] = {}
         self.uploads: dict[str, tuple[str, bytearray]] = {}
+        self.short_chunk: dict[str, bool] = {}
         self.requests: list[RecordedRequest] = []
         self.tokens: dict[str, set[str]] = {}
+        self.user_tokens: set[str] = set()
         self.token_requests = 0
+        #: (service, scopes) of every token request
+        self.token_queries: list[tuple[str, list[str]]] = []
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -113,7 +136,8 @@ class FakeRegistry:
 
     def _dispatch(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        if url.host == _TOKEN_HOST:
+        realm = httpx.URL(self.token_realm)
+        if url.netloc == realm.netloc and url.path == realm.path:
             return self._token(request)
         if url.host == _STORAGE_HOST:
             digest = url.path.rsplit("/", 1)[-1]
@@ -124,7 +148,7 @@ class FakeRegistry:
         for method, pattern, statuses in self.faults:
             if method == request.method and re.search(pattern, path) and statuses:
                 status = statuses.pop(0)
-                headers = {"Retry-After": "0"} if status == 429 else {}
+                headers = {"Retry-After": self.retry_after} if status == 429 else {}
                 return httpx.Response(status, headers=headers, content=_errors("FAULT", f"injected {status}"))
         if path == "/v2/" or path == "/v2":
             denied = self._check_auth(request, None)
@@ -134,9 +158,14 @@ class FakeRegistry:
             return httpx.Response(404, content=_errors("NOT_FOUND", "no route"))
         repo, kind, rest = match["repo"], match["kind"], match["rest"]
         write = request.method in ("PUT", "POST", "PATCH", "DELETE")
+        header = request.headers.get("Authorization", "")
+        if repo in self.private_repos and header[7:] in self.tokens and not self._authenticated(request):
+            return self._deny_private(repo, write)  # an anonymous token: its grant left this repo out
         denied = self._check_auth(request, (repo, "push" if write else "pull"))
         if denied:
             return denied
+        if repo in self.private_repos and not self._authenticated(request):
+            return self._deny_private(repo, write)
         if kind == "tags":
             return self._tags(repo, request)
         if kind == "manifests":
@@ -169,14 +198,36 @@ class FakeRegistry:
         if (token and token not in self.revoked and granted is not None
                 and (need is None or f"{need[0]}:{need[1]}" in granted)):
             return None
-        scope = f' ,scope="repository:{need[0]}:{"pull,push" if need[1] == "push" else "pull"}"' if need else ""
-        challenge = f'Bearer realm="https://{_TOKEN_HOST}/token",service="fake"{scope.replace(" ,", ",")}'
-        return httpx.Response(401, headers={"WWW-Authenticate": challenge},
-                              content=_errors("UNAUTHORIZED", "authentication required"))
+        return self._challenge(need, _errors("UNAUTHORIZED", "authentication required"))
+
+    def _challenge(self, need: tuple[str, str] | None, body: bytes) -> httpx.Response:
+        if self.auth == "basic":
+            return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="fake"'}, content=body)
+        scope = f',scope="repository:{need[0]}:{"pull,push" if need[1] == "push" else "pull"}"' if need else ""
+        challenge = f'Bearer realm="{self.token_realm}",service="{self.service}"{scope}'
+        return httpx.Response(401, headers={"WWW-Authenticate": challenge}, content=body)
+
+    def _authenticated(self, request: httpx.Request) -> bool:
+        """Whether the request carries a user's credentials (not an anonymous token)."""
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Basic "):
+            return True
+        return header[7:] in self.user_tokens
+
+    def _deny_private(self, repo: str, write: bool) -> httpx.Response:
+        action = "push" if write else "pull"
+        detail = [{"Type": "repository", "Class": "", "Name": repo, "Action": action}]
+        if self.private_denial == 404:
+            return httpx.Response(404, content=_errors("NAME_UNKNOWN", "repository name not known to registry",
+                                                       {"name": repo}))
+        if self.private_denial == 403:
+            return httpx.Response(403, content=_errors("DENIED", "requested access to the resource is denied", detail))
+        return self._challenge((repo, action), _errors("UNAUTHORIZED", "authentication required", detail))
 
     def _token(self, request: httpx.Request) -> httpx.Response:
         self.token_requests += 1
         query = parse_qs(urlsplit(str(request.url)).query)
+        self.token_queries.append((query.get("service", [""])[0], query.get("scope", [])))
         header = request.headers.get("Authorization", "")
         authed = False
         if header.startswith("Basic "):
@@ -190,10 +241,13 @@ class FakeRegistry:
         for scope in query.get("scope", []):
             _, name, actions = scope.split(":")[0], ":".join(scope.split(":")[1:-1]), scope.split(":")[-1]
             for action in actions.split(","):
-                if action == "pull" or authed:
+                # anonymous: pull of public repositories only (a partial grant, no error)
+                if authed or (action == "pull" and name not in self.private_repos):
                     granted.add(f"{name}:{action}")
         token = secrets.token_hex(8)
         self.tokens[token] = granted
+        if authed:
+            self.user_tokens.add(token)
         return httpx.Response(200, json={self.token_field: token, "expires_in": self.token_expires_in})
 
     # -- handlers ------------------------------------------------------------------------
@@ -218,6 +272,10 @@ class FakeRegistry:
     def _manifest(self, repo: str, ident: str, request: httpx.Request) -> httpx.Response:
         if request.method == "PUT":
             raw = request.read()
+            media_type = request.headers.get("Content-Type", "")
+            if self.accepted_manifest_types is not None and media_type not in self.accepted_manifest_types:
+                return httpx.Response(400, content=_errors(
+                    "MANIFEST_INVALID", "manifest invalid", f"unsupported manifest media type {media_type}"))
             digest = self.add_manifest(repo, raw, request.headers.get("Content-Type", ""),
                                        None if ident.startswith("sha256:") else ident)
             return httpx.Response(201, headers={"Docker-Content-Digest": digest, "Location": f"/v2/{repo}/manifests/{digest}"})
@@ -252,7 +310,10 @@ class FakeRegistry:
                 return httpx.Response(201, headers={"Location": f"/v2/{repo}/blobs/{mount}", "Docker-Content-Digest": mount})
             uid = secrets.token_hex(6)
             self.uploads[uid] = (repo, bytearray())
-            return httpx.Response(202, headers={"Location": f"/v2/{repo}/blobs/uploads/{uid}?_state=abc", "Range": "0-0"})
+            headers = {"Location": f"/v2/{repo}/blobs/uploads/{uid}?_state=abc", "Range": "0-0"}
+            if self.chunk_min_length:
+                headers["OCI-Chunk-Min-Length"] = str(self.chunk_min_length)
+            return httpx.Response(202, headers=headers)
         uid = rest.split("/", 1)[1] if "/" in rest else ""
         if uid not in self.uploads:
             return httpx.Response(404, content=_errors("BLOB_UPLOAD_UNKNOWN", "blob upload unknown"))
@@ -261,7 +322,14 @@ class FakeRegistry:
             del self.uploads[uid]
             return httpx.Response(204)
         body = request.read()
+        if self.max_body is not None and len(body) > self.max_body:
+            return httpx.Response(413, content=b"<html><body><h1>413 Request Entity Too Large</h1></body></html>")
         if request.method == "PATCH":
+            start = int(request.headers.get("Content-Range", "0-0").split("-")[0])
+            short = self.short_chunk.get(uid, False)
+            if start != len(buffer) or short:  # out of order, or a short chunk that was not the last
+                return httpx.Response(416, content=_errors("BLOB_UPLOAD_INVALID", "chunk out of order or too small"))
+            self.short_chunk[uid] = bool(self.chunk_min_length and len(body) < self.chunk_min_length)
             buffer.extend(body)
             return httpx.Response(202, headers={"Location": f"/v2/{repo}/blobs/uploads/{uid}?_state=n{len(buffer)}",
                                                 "Range": f"0-{len(buffer) - 1}"})

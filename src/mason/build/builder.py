@@ -32,7 +32,7 @@ from mason.oci.platform import Platform, host_platform
 from mason.progress import Event, NullSink, ProgressSink
 from mason.solver import CacheKey, CancelToken, Solver, Vertex
 
-__all__ = ["BuildOutcome", "ProgressAdapter", "build", "seed_loopback"]
+__all__ = ["BuildOutcome", "ProgressAdapter", "build"]
 
 
 @dataclass
@@ -126,40 +126,6 @@ class ProgressAdapter:
                              f"cache lookup failed, not used again: {error}"))
 
 
-def _fast_loopback_scheme(client: Any, opts: BuildOptions) -> None:
-    """Seed plain HTTP for the loopback registries named on the command line (see ``seed_loopback``)."""
-    from mason.oci import Reference
-
-    refs = [*opts.tags, *(n for o in opts.outputs for n in o.names)]
-    refs += [str(c.ref) for c in (*opts.cache_to, *opts.cache_from) if c.ref is not None]
-    refs += list(opts.build_args.values())
-    for text in refs:
-        with contextlib.suppress(Exception):
-            seed_loopback(client, Reference.parse(text).registry)
-
-
-def seed_loopback(client: Any, host: str) -> None:
-    """Adapter (see report): the registry transport pings HTTPS first and retries it with backoff
-    before falling back to plain HTTP, which costs ~3 s per loopback registry per build. For
-    127.0.0.0/8 and localhost -- plain HTTP by DESIGN §1 -- we probe HTTP once, quickly, and seed
-    the transport's scheme so the HTTPS attempt is skipped. Harmless when the attribute is gone."""
-    import socket
-
-    transport = getattr(client, "_transport", None)
-    schemes = getattr(transport, "_schemes", None)
-    if not isinstance(schemes, dict) or host in schemes:
-        return
-    name, _, port = host.rpartition(":")
-    if not port.isdigit() or not (name == "localhost" or name.startswith("127.")):
-        return
-    with contextlib.suppress(OSError), socket.create_connection((name, int(port)), timeout=1) as sock:
-        sock.sendall(f"GET /v2/ HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
-        head = sock.recv(64).split(b"\r\n", 1)[0].split()
-        # A TLS-only server answers plain HTTP with 400; a registry's /v2/ gives 200 or 401.
-        if len(head) >= 2 and head[0].startswith(b"HTTP/") and head[1] in (b"200", b"401"):
-            schemes.setdefault(host, "http")
-
-
 def _read_dockerfile(opts: BuildOptions) -> tuple[bytes, str, Path | None]:
     if opts.dockerfile_text is not None:
         return opts.dockerfile_text, "Dockerfile", None
@@ -219,7 +185,6 @@ class _Resolver:
 
         if self.client is None:
             raise BuildError(f"cannot resolve {ref}: no registry client", reference="resolve-failed")
-        seed_loopback(self.client, ref.registry)
         digest = ref.digest
         if digest is None:
             head = self.client.head_manifest(ref)
@@ -305,7 +270,6 @@ def build(opts: BuildOptions, *, root: Path, progress: ProgressSink | None = Non
             if c.insecure and c.ref is not None:
                 insecure.append(c.ref.registry)
         client = RegistryClient(credentials=creds, insecure_hosts=insecure)
-        _fast_loopback_scheme(client, opts)
     try:
         with StateRoot.open(root) as state:
             return _build_in(opts, state, df, plan, ignore, platform, epoch, sink, stdout, client, executor,

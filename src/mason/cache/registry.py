@@ -38,7 +38,8 @@ from mason.cache.model import (
 )
 from mason.cache.options import CacheOptions
 from mason.digest import Digest
-from mason.errors import MasonError
+from mason.errors import DiagnosticError, MasonError
+from mason.oci import mediatypes as mt
 from mason.oci.descriptor import Descriptor
 from mason.oci.manifest import ImageIndex, ImageManifest
 from mason.oci.reference import Reference
@@ -138,6 +139,19 @@ def mount_candidates(desc: Descriptor, target: Reference) -> list[str]:
     return sorted(dict.fromkeys(repos), key=lambda r: (-common(r), r))
 
 
+#: statuses registries refuse a cache manifest with (ECR 400/405, Harbor 404, Nexus 500, others 415)
+_MANIFEST_REFUSED = frozenset({400, 404, 405, 415, 500})
+
+
+def _refused_manifest_hint(options: CacheOptions, media_type: str) -> str:
+    if not options.image_manifest:
+        return (f"this registry may not accept the cache index form ({media_type}): use image-manifest=true,"
+                "oci-mediatypes=true, the OCI image-manifest form ECR, GCR, Quay and Harbor accept")
+    return (f"this registry may not accept an OCI image manifest ({media_type}) whose config is a "
+            f"{mt.BUILDKIT_CACHE_CONFIG}; if it takes only Docker media types, try image-manifest=false,"
+            "oci-mediatypes=false (a Docker manifest list), or ignore-error=true to keep builds green")
+
+
 def export_registry_cache(
     options: CacheOptions,
     records: Sequence[SolvedRecord],
@@ -219,7 +233,13 @@ def export_registry_cache(
     else:
         uploaded.append(config_desc.digest)
         sent += config_desc.size
-    client.put_manifest(ref, document.raw, document.media_type)  # last: the cache is complete
+    try:
+        client.put_manifest(ref, document.raw, document.media_type)  # last: the cache is complete
+    except DiagnosticError as exc:
+        codes = {str(e.get("code", "")) for e in getattr(exc, "errors", ())}
+        if getattr(exc, "status", None) in _MANIFEST_REFUSED and "NAME_UNKNOWN" not in codes:
+            exc.hint = _refused_manifest_hint(options, document.media_type)
+        raise
     return ExportResult(
         destination, manifest_desc, tuple(uploaded), tuple(mounted), tuple(existing),
         records=n_records, records_with_results=plan.records_with_results, bytes_uploaded=sent,

@@ -28,7 +28,7 @@ from mason.oci.descriptor import Descriptor
 from mason.oci.manifest import ImageIndex, ImageManifest, parse_manifest
 from mason.oci.reference import Reference
 from mason.registry.auth import CredentialStore, pull_scope, push_scope
-from mason.registry.errors import RegistryError, RegistryNotFoundError
+from mason.registry.errors import RegistryAuthError, RegistryError, RegistryNotFoundError
 from mason.registry.transport import RetryPolicy, Transport
 
 __all__ = [
@@ -41,6 +41,11 @@ __all__ = [
 #: manifests larger than this are refused (DESIGN §8)
 MANIFEST_SIZE_LIMIT = 4 * 1024 * 1024
 _CHUNK = 1 << 20
+#: chunked uploads never halve their PATCH size below this
+_MIN_CHUNK = 64 * 1024
+#: statuses with which registries refuse a manifest they do not accept (ECR 400/405, Harbor 404,
+#: others 415); the error then names the media type
+_MANIFEST_REFUSED = frozenset({400, 404, 405, 415})
 PushOutcome = Literal["exists", "mounted", "uploaded"]
 T = TypeVar("T")
 R = TypeVar("R")
@@ -59,6 +64,13 @@ class FetchedManifest:
 
     def parse(self) -> ImageManifest | ImageIndex:
         return parse_manifest(self.raw, self.media_type)
+
+
+@dataclass(frozen=True)
+class _UploadSession:
+    location: str
+    #: ``OCI-Chunk-Min-Length``: every PATCH but the last must be at least this long
+    min_chunk: int = 0
 
 
 def _next_link(header: str | None) -> str | None:
@@ -211,6 +223,8 @@ class RegistryClient:
         self.max_workers = max(1, max_workers)
         self.chunk_threshold = chunk_threshold
         self.chunk_size = chunk_size
+        #: per registry host, the smallest blob size a monolithic PUT was refused for (413)
+        self._monolithic_limit: dict[str, int] = {}
 
     @property
     def retry(self) -> RetryPolicy:
@@ -314,12 +328,24 @@ class RegistryClient:
                 operation=f"push manifest {ref}",
             )
         identifier = ref.tag or ref.digest or digest
-        response = self._transport.request(
-            "PUT", ref.api_host, f"/v2/{ref.repository}/manifests/{identifier}",
-            operation=f"push manifest {ref}", scopes=[push_scope(ref.repository)],
-            headers={"Content-Type": media_type}, body=manifest_raw, ok=(200, 201, 202),
-            what=f"registry {ref.registry}",
-        )
+        try:
+            response = self._transport.request(
+                "PUT", ref.api_host, f"/v2/{ref.repository}/manifests/{identifier}",
+                operation=f"push manifest {ref}", scopes=[push_scope(ref.repository)],
+                headers={"Content-Type": media_type}, body=manifest_raw, ok=(200, 201, 202),
+                what=f"registry {ref.registry}",
+            )
+        except RegistryError as exc:
+            if exc.status in _MANIFEST_REFUSED and not isinstance(exc, RegistryAuthError):
+                codes = {str(e.get("code", "")).upper() for e in exc.errors}
+                exc.message = (f"push manifest {ref}: registry {ref.registry} refused the manifest "
+                               f"of media type {media_type} (HTTP {exc.status})")
+                if "NAME_UNKNOWN" in codes:
+                    exc.hint = exc.hint or ("the repository does not exist and this registry does not create "
+                                            "repositories on push (ECR: create it first)")
+                else:
+                    exc.hint = exc.hint or f"this registry may not accept {media_type} manifests"
+            raise
         served = response.headers.get("Docker-Content-Digest")
         if served and served.startswith("sha256:") and served != digest:
             raise DigestMismatchError(
@@ -383,18 +409,21 @@ class RegistryClient:
 
     def mount_blob(self, ref: Reference, digest: Digest, from_repository: str) -> bool:
         """Cross-repo mount; False (and the opened session cancelled) when the registry declines."""
-        location = self._start_upload(ref, digest, from_repository)
-        if location is None:
+        session = self._start_upload(ref, digest, from_repository)
+        if session is None:
             return True
+        self._cancel_upload(ref, session.location)
+        return False
+
+    def _cancel_upload(self, ref: Reference, location: str) -> None:
         with contextlib.suppress(RegistryError):
             self._transport.request(
                 "DELETE", ref.api_host, location, operation=f"cancel upload to {ref.repository_ref}",
                 scopes=[push_scope(ref.repository)], ok=(200, 202, 204, 404), retry=False,
             )
-        return False
 
-    def _start_upload(self, ref: Reference, digest: Digest | None, mount_from: str | None) -> str | None:
-        """POST an upload; returns the session location, or None when the blob was mounted."""
+    def _start_upload(self, ref: Reference, digest: Digest | None, mount_from: str | None) -> _UploadSession | None:
+        """POST an upload; returns the session, or None when the blob was mounted."""
         scopes = [push_scope(ref.repository)]
         params: dict[str, str] = {}
         if mount_from and digest and mount_from != ref.repository:
@@ -414,7 +443,8 @@ class RegistryClient:
                 operation=f"start blob upload to {ref.repository_ref}", method="POST",
                 url=str(response.request.url), status=response.status_code,
             )
-        return location
+        min_chunk = response.headers.get("OCI-Chunk-Min-Length", "")
+        return _UploadSession(location, int(min_chunk) if min_chunk.isdigit() else 0)
 
     def push_blob(
         self,
@@ -439,22 +469,36 @@ class RegistryClient:
         if self.blob_exists(ref, desc.digest, for_push=True):
             return "exists"
         attempts = self.retry.attempts
+        host = ref.api_host
+        refused = self._monolithic_limit.get(host)
+        chunked = desc.size > self.chunk_threshold or (refused is not None and desc.size >= refused)
         for attempt in range(attempts):
-            location = self._start_upload(ref, desc.digest, mount_from)
-            if location is None:
+            session = self._start_upload(ref, desc.digest, mount_from)
+            if session is None:
                 return "mounted"
+            mount_from = None  # declined once: later sessions are plain uploads
             try:
-                if desc.size > self.chunk_threshold:
-                    self._upload_chunked(ref, desc, opener, location)
+                if chunked:
+                    self._upload_chunked(ref, desc, opener, session)
                 else:
-                    self._upload_monolithic(ref, desc, opener, location)
+                    self._upload_monolithic(ref, desc, opener, session.location)
                 return "uploaded"
             except RegistryError as exc:
+                if exc.status == 413 and not chunked:
+                    # the body is over a limit (a proxy's, or a registry that wants chunks):
+                    # upload in chunks, and do so at once for blobs this large from now on
+                    self._cancel_upload(ref, session.location)
+                    self._monolithic_limit[host] = min(desc.size, self._monolithic_limit.get(host, desc.size))
+                    chunked = True
+                    continue
                 retryable = exc.status is None or exc.status in (408, 429, 500, 502, 503, 504)
                 if not retryable or attempt + 1 >= attempts:
                     raise
                 self._transport._sleep(self.retry.delay(attempt, None))
-        raise AssertionError("unreachable")
+        raise RegistryError(
+            f"blob {desc.digest} could not be uploaded in {attempts} attempts",
+            operation=f"push blob {desc.digest} to {ref.repository_ref}",
+        )
 
     def _upload_monolithic(self, ref: Reference, desc: Descriptor, opener: Callable[[], IO[bytes]], location: str) -> None:
         self._transport.request(
@@ -464,24 +508,44 @@ class RegistryClient:
             body=opener, ok=(201, 204), retry=False, what=f"registry {ref.registry}",
         )
 
-    def _upload_chunked(self, ref: Reference, desc: Descriptor, opener: Callable[[], IO[bytes]], location: str) -> None:
+    def _upload_chunked(
+        self, ref: Reference, desc: Descriptor, opener: Callable[[], IO[bytes]], session: _UploadSession
+    ) -> None:
         operation = f"push blob {desc.digest} to {ref.repository_ref} (chunked)"
+        location = session.location
+        floor = max(session.min_chunk, _MIN_CHUNK)
+        size = max(self.chunk_size, session.min_chunk)
+        if desc.size > floor and self._monolithic_limit.get(ref.api_host, 0) > floor:
+            # a body limit is known for this host: start below it
+            size = min(size, max(floor, self._monolithic_limit[ref.api_host] // 2))
         offset = 0
+        pending = b""
         with opener() as src:
             while True:
-                chunk = src.read(self.chunk_size)
-                if not chunk:
+                # each chunk is held in memory so a refused PATCH can be sent again, smaller
+                pending += _read_up_to(src, size - len(pending))
+                if not pending:
                     break
-                # each chunk is held in memory so a failed PATCH can be retried as is
-                response = self._transport.request(
-                    "PATCH", ref.api_host, location, operation=operation, scopes=[push_scope(ref.repository)],
-                    headers={
-                        "Content-Type": "application/octet-stream",
-                        "Content-Range": f"{offset}-{offset + len(chunk) - 1}",
-                        "Content-Length": str(len(chunk)),
-                    },
-                    body=chunk, ok=(202, 204), retry=False, what=f"registry {ref.registry}",
-                )
+                chunk = pending[:size]
+                try:
+                    response = self._transport.request(
+                        "PATCH", ref.api_host, location, operation=operation, scopes=[push_scope(ref.repository)],
+                        headers={
+                            "Content-Type": "application/octet-stream",
+                            "Content-Range": f"{offset}-{offset + len(chunk) - 1}",
+                            "Content-Length": str(len(chunk)),
+                        },
+                        body=chunk, ok=(202, 204), retry=False, what=f"registry {ref.registry}",
+                    )
+                except RegistryError as exc:
+                    if exc.status == 413 and size > floor:
+                        # over a body limit: halve and resend; later uploads start below it
+                        limits = self._monolithic_limit
+                        limits[ref.api_host] = min(limits.get(ref.api_host, len(chunk)), len(chunk))
+                        size = max(floor, size // 2)
+                        continue
+                    raise
+                pending = pending[len(chunk):]
                 offset += len(chunk)
                 location = response.headers.get("Location", location)
         if offset != desc.size:
@@ -518,6 +582,18 @@ class RegistryClient:
             if pages > 10000:
                 raise RegistryError("tag list pagination does not end", operation=f"list tags of {ref.repository_ref}")
         return tags
+
+
+def _read_up_to(src: IO[bytes], n: int) -> bytes:
+    """Up to ``n`` bytes; fewer only at the end of the stream."""
+    parts: list[bytes] = []
+    while n > 0:
+        data = src.read(n)
+        if not data:
+            break
+        parts.append(data)
+        n -= len(data)
+    return b"".join(parts)
 
 
 def _media_type_from_body(raw: bytes) -> str | None:

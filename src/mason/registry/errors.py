@@ -61,6 +61,9 @@ def parse_registry_errors(body: bytes) -> tuple[dict[str, Any], ...]:
     return ()
 
 
+_DETAIL_CAP = 4000
+
+
 def format_registry_errors(errors: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = []
     for err in errors:
@@ -69,7 +72,8 @@ def format_registry_errors(errors: Sequence[Mapping[str, Any]]) -> list[str]:
         detail = err.get("detail")
         line = f"registry says: {code}: {message}"
         if detail not in (None, "", {}, []):
-            line += f" (detail: {json.dumps(detail, sort_keys=True)[:300]})"
+            # shown in full (within reason): "denied" details name the repository and action
+            line += f" (detail: {json.dumps(detail, sort_keys=True)[:_DETAIL_CAP]})"
         lines.append(line)
     return lines
 

@@ -151,11 +151,15 @@ class Transport:
         """``GET /v2/`` over HTTPS, then plain HTTP where allowed; learn the auth scheme."""
         schemes = ["https", "http"] if self.http_allowed(host) else ["https"]
         last: Exception | None = None
+        reasons: list[str] = []
         for scheme in schemes:
             url = f"{scheme}://{host}/v2/"
             try:
+                # a refused connection or a TLS failure settles this scheme at once: try the
+                # next one instead of backing off (an unreachable registry must fail fast)
                 response = self._send_with_retries(
-                    "GET", url, host, headers={}, body=None, operation=f"ping registry {host}", stream=False
+                    "GET", url, host, headers={}, body=None, operation=f"ping registry {host}", stream=False,
+                    probe=True,
                 )
             except RegistryError as exc:
                 last = exc
@@ -169,6 +173,8 @@ class Transport:
                         hint="pass the registry's CA file, or mark the host insecure (registry.insecure=true)",
                     ) from cause
                 if exc.status is None:
+                    cause_text = f"{type(cause).__name__}: {cause}" if cause is not None else exc.message
+                    reasons.append(f"{scheme}: {cause_text}")
                     continue
                 raise
             if response.status_code == 401:
@@ -185,8 +191,10 @@ class Transport:
         if not self.http_allowed(host):
             hint = "plain HTTP is used only for localhost/127.0.0.0/8 unless the host is marked insecure"
         raise RegistryError(
-            f"cannot reach registry {host}: {last.message if isinstance(last, RegistryError) else last}",
+            f"cannot reach registry {host} ({'; '.join(reasons)})",
             operation=f"ping registry {host}",
+            method="GET",
+            url=f"{schemes[-1]}://{host}/v2/",
             hint=hint,
         ) from last
 
@@ -262,20 +270,20 @@ class Transport:
                     method, body = "GET", None
                 continue
             if status == 401 and same_host:
-                error = self.error_from(response, operation=operation, what=what or f"registry {host}")
+                error = self.error_from(response, operation=operation, what=what or f"registry {host}", host=host)
                 creds = self.auth.credentials_for(host)
                 who = f"the credentials of {creds.username!r}" if creds and creds.username else "anonymous access"
                 error.message = f"{operation}: registry {host} rejected {who} (HTTP 401)"
-                error.hint = "check the username and password in your Docker config or auth.json"
+                error.hint = "check the username and password in your Docker config or auth.json" if creds else _LOGIN_HINT
                 raise error
             if status in ok_set:
                 if not stream:
                     response.read()
                     response.close()
                 return response
-            raise self.error_from(response, operation=operation, what=what or f"registry {host}")
+            raise self.error_from(response, operation=operation, what=what or f"registry {host}", host=host)
 
-    def error_from(self, response: httpx.Response, *, operation: str, what: str) -> RegistryError:
+    def error_from(self, response: httpx.Response, *, operation: str, what: str, host: str | None = None) -> RegistryError:
         """A ``RegistryError`` (subclass by status) with the registry's ``errors[]``; closes ``response``."""
         try:
             body = response.content[:_ERROR_BODY_CAP]
@@ -289,13 +297,18 @@ class Transport:
         url = str(response.request.url)
         cls: type[RegistryError] = RegistryError
         hint = None
+        # anonymous on a registry that authenticates: a private repository shows as 401, 403 or
+        # (GHCR, Quay and others hide it) 404
+        anonymous = host is not None and self.auth.knows(host) and self.auth.credentials_for(host) is None
         if status in (401, 403):
             cls = RegistryAuthError
-            hint = "check the credentials for this registry and their access to the repository"
+            hint = _LOGIN_HINT if anonymous else "check the credentials for this registry and their access to the repository"
             message = f"{what} denied access (HTTP {status})"
         elif status == 404:
             cls = RegistryNotFoundError
             message = f"not found on {what} (HTTP 404)"
+            if anonymous:
+                hint = "if the repository is private, log in: some registries answer 404 to anonymous clients"
         else:
             message = f"{what} answered HTTP {status} {response.reason_phrase}".rstrip()
         return cls(message, operation=operation, method=method, url=url, status=status, errors=errors,
@@ -312,7 +325,10 @@ class Transport:
         operation: str,
         stream: bool,
         retry: bool = True,
+        probe: bool = False,
     ) -> httpx.Response:
+        """Send with bounded retries. ``probe``: a connection that cannot be made (refused,
+        unresolvable, timed out, TLS handshake failed) is not retried."""
         attempts = self.retry.attempts if retry else 1
         client = self._client_for(host)
         for attempt in range(attempts):
@@ -324,7 +340,9 @@ class Transport:
             except httpx.TransportError as exc:
                 _close(content)
                 # a TLS failure (untrusted certificate, or a plain-HTTP server) will not heal by retrying
-                if attempt + 1 < attempts and not (isinstance(exc, httpx.ConnectError) and _is_tls_error(exc)):
+                final = (isinstance(exc, httpx.ConnectError) and _is_tls_error(exc)) or (
+                    probe and isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout))
+                if attempt + 1 < attempts and not final:
                     self._sleep(self.retry.delay(attempt, None))
                     continue
                 raise RegistryError(
@@ -342,6 +360,10 @@ class Transport:
                 response.close()
             return response
         raise AssertionError("unreachable")
+
+
+_LOGIN_HINT = ("the repository may be private or may not exist: log in (credentials in ~/.docker/config.json "
+               "or $REGISTRY_AUTH_FILE)")
 
 
 def _is_cert_error(exc: BaseException) -> bool:

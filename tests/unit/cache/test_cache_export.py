@@ -371,3 +371,34 @@ def test_progress_events_for_import_and_export(blob_store: FakeBlobStore, fake_r
     ]
     assert sink.events[1].text == missing.warning
     assert "6 uploaded" in sink.events[3].text  # five layers and the config
+
+
+@pytest.mark.parametrize(("attrs", "refused", "suggestion"), [
+    ("image-manifest=false", mt.OCI_INDEX, "image-manifest=true,oci-mediatypes=true"),
+    ("", mt.OCI_MANIFEST, "image-manifest=false,oci-mediatypes=false"),
+])
+def test_a_registry_refusing_the_cache_manifest_type_gets_a_hint(
+        blob_store: FakeBlobStore, attrs: str, refused: str, suggestion: str) -> None:
+    """ECR-like: the manifest PUT is refused for its media type; the error names the registry,
+    URL and the registry's message, and says which cache form to try instead."""
+    from tests.support.fake_registry import FakeRegistry as HttpFakeRegistry
+
+    from mason.registry.client import RegistryClient
+
+    accepted = {mt.OCI_MANIFEST, mt.OCI_INDEX, mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_LIST} - {refused}
+    fake = HttpFakeRegistry(accepted_manifest_types=accepted)
+    records, image = two_stage_build(blob_store)
+    [opts] = parse_cache_to(f"type=registry,ref={fake.host}/app/cache,mode=max" + (f",{attrs}" if attrs else ""))
+    with RegistryClient(transport=fake.transport(), sleep=lambda _s: None) as client, \
+            pytest.raises(MasonError) as err:
+        export_cache(opts, records, blobs=blob_store, image_diff_ids=image, client=client)
+    text = str(err.value)
+    assert f"registry {fake.host} refused the manifest of media type {refused}" in text
+    assert f"PUT https://{fake.host}/v2/app/cache/manifests/latest" in text
+    assert f"MANIFEST_INVALID: manifest invalid (detail: \"unsupported manifest media type {refused}\")" in text
+    assert suggestion in text
+    # with ignore-error the same failure is one warning that keeps the hint
+    [lenient] = parse_cache_to(opts.text + ",ignore-error=true")
+    with RegistryClient(transport=fake.transport(), sleep=lambda _s: None) as client:
+        result = export_cache(lenient, records, blobs=blob_store, image_diff_ids=image, client=client)
+    assert result.warning is not None and refused in result.warning and suggestion in result.warning
