@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import os
 import re
@@ -107,7 +108,7 @@ def _layer_names(layout: Path) -> list[list[str]]:
         data = (blob / desc["digest"].split(":")[1]).read_bytes()
         if data[:2] == b"\x1f\x8b":
             data = gzip.decompress(data)
-        with tarfile.open(fileobj=__import__("io").BytesIO(data)) as tf:
+        with tarfile.open(fileobj=io.BytesIO(data)) as tf:
             result.append(tf.getnames())
     return result
 

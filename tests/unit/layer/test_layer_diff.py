@@ -229,3 +229,46 @@ def test_tree_diff_sees_same_size_same_second_content_changes(tmp_path: pytest.T
         os.utime(path, (1000, 1000))
     data, _ = _tar(write_tree_diff_tar, lower, upper)
     assert [m.name for m in tar_members(data)] == ["f"]
+
+
+def test_tree_diff_writes_every_name_of_a_changed_hard_link(tmp_path: Path) -> None:
+    """A new name for an unchanged file: both names go in the layer, linked (as overlay's copy-up does)."""
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    for d in (lower, upper):
+        (d / "bin").mkdir(parents=True)
+        (d / "bin" / "tool").write_bytes(b"ELF")
+        os.utime(d / "bin" / "tool", ns=(10**9, 10**9))
+        (d / "other").write_text("o")
+        os.utime(d / "other", ns=(10**9, 10**9))
+    os.link(upper / "bin" / "tool", upper / "alias")
+    buf = io.BytesIO()
+    write_tree_diff_tar(str(lower), str(upper), buf)
+    members = {m.name: m for m in tar_members(buf.getvalue())}
+    assert sorted(members) == ["alias", "bin", "bin/tool"]
+    assert members["alias"].isfile() and members["bin/tool"].islnk()
+    assert members["bin/tool"].linkname == "alias"
+
+
+def test_tree_diff_trusts_untouched_copies_and_checks_touched_ones(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from mason.layer import diff as diff_mod
+
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    for d in (lower, upper):
+        d.mkdir()
+        for name in ("same", "rewritten"):
+            (d / name).write_bytes(b"aaaa")
+            os.utime(d / name, ns=(10**9, 10**9))  # whole seconds: size and mtime alone prove nothing
+    mark = time.time_ns()
+    time.sleep(0.02)
+    (upper / "rewritten").write_bytes(b"bbbb")  # same size ...
+    os.utime(upper / "rewritten", ns=(10**9, 10**9))  # ... and the old mtime put back
+    compared: list[str] = []
+    real = diff_mod._same_bytes
+    monkeypatch.setattr(diff_mod, "_same_bytes", lambda a, b: compared.append(os.path.basename(b)) or real(a, b))
+    buf = io.BytesIO()
+    write_tree_diff_tar(str(lower), str(upper), buf, copied_before_ns=mark)
+    assert [m.name for m in tar_members(buf.getvalue())] == ["rewritten"]
+    assert compared == ["rewritten"]

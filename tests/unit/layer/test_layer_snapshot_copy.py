@@ -115,3 +115,62 @@ def test_lock_of_live_snapshot_is_held(tmp_path: Path) -> None:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         finally:
             os.close(fd)
+
+
+def test_caller_ids_are_content_addresses(tmp_path: Path) -> None:
+    """Committing to an id that exists keeps the first snapshot and drops the second."""
+    snap = Snapshotter(str(tmp_path), mode="copy")
+    with snap.prepare([]) as active:
+        Path(active.path, "f").write_text("first")
+        assert snap.commit(active, snapshot_id="c123") == "c123"
+    with snap.prepare([]) as active:
+        Path(active.path, "f").write_text("second")
+        assert snap.commit(active, snapshot_id="c123") == "c123"
+        assert active.done
+    assert Path(snap.info("c123").path, "f").read_text() == "first"
+    assert os.listdir(tmp_path / ".active") == []
+    with snap.prepare([]) as active, pytest.raises(LayerError, match="invalid snapshot id"):
+        snap.commit(active, snapshot_id="Not/An-Id")
+
+
+def test_write_active_layer_then_commit_under_the_layer_id(tmp_path: Path) -> None:
+    snap = Snapshotter(str(tmp_path), mode="copy")
+    base, _ = snap.apply_layer([], make_tar((entry("etc/", b"5", mode=0o755), None),
+                                            (entry("etc/a"), b"a"), (entry("etc/b"), b"b")), snapshot_id="base")
+    with snap.prepare([base]) as active:
+        Path(active.path, "etc", "b").unlink()
+        Path(active.path, "new").write_text("n")
+        buf = io.BytesIO()
+        info = snap.write_active_layer(active, buf, source_date_epoch=0)
+        sid = snap.commit(active, snapshot_id="top")
+    assert [m.name for m in tar_members(buf.getvalue())] == ["etc", "etc/.wh.b", "new"]
+    assert info.size == len(buf.getvalue())
+    assert sid == "top" and snap.info("top").parents == ("base",)
+    assert sorted(tree(snap.info("top").path)) == ["etc", "etc/a", "new"]
+
+
+def test_apply_to_an_active_snapshot_and_diff_id_checks(tmp_path: Path) -> None:
+    snap = Snapshotter(str(tmp_path), mode="copy")
+    with snap.prepare([]) as active:
+        first = snap.apply_to(active, make_tar((entry("a"), b"1"), (entry("b"), b"2")))
+        snap.apply_to(active, make_tar((entry(".wh.a"), b"")))
+        assert sorted(tree(active.path)) == ["b"]
+        snap.commit(active, snapshot_id="two")
+    with pytest.raises(LayerError, match="expected sha256:0+"):
+        snap.apply_layer([], make_tar((entry("a"), b"1"), (entry("b"), b"2")), snapshot_id="bad",
+                         expect_diff_id="sha256:" + "0" * 64)
+    assert not snap.exists("bad") and os.listdir(tmp_path / ".active") == []
+    _, again = snap.apply_layer([], make_tar((entry("a"), b"1"), (entry("b"), b"2")),
+                                expect_diff_id=first.diff_id)
+    assert again == first
+
+
+def test_readonly_view_of_a_full_snapshot_is_not_copied(tmp_path: Path) -> None:
+    snap = Snapshotter(str(tmp_path), mode="copy")
+    sid, _ = snap.apply_layer([], make_tar((entry("a"), b"1")))
+    with snap.view([sid], readonly=True) as path:
+        assert path == snap.info(sid).path
+    with snap.view([sid]) as path:
+        assert path != snap.info(sid).path
+        Path(path, "a").write_text("scribble")
+    assert Path(snap.info(sid).path, "a").read_text() == "1"
