@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import tarfile
+from pathlib import Path
 
 import pytest
 from tests.unit.layer.layer_helpers import tar_members

@@ -156,7 +156,7 @@ def test_apply_to_an_active_snapshot_and_diff_id_checks(tmp_path: Path) -> None:
         snap.apply_to(active, make_tar((entry(".wh.a"), b"")))
         assert sorted(tree(active.path)) == ["b"]
         snap.commit(active, snapshot_id="two")
-    with pytest.raises(LayerError, match="expected sha256:0+"):
+    with pytest.raises(LayerError, match=r"expected sha256:0+"):
         snap.apply_layer([], make_tar((entry("a"), b"1"), (entry("b"), b"2")), snapshot_id="bad",
                          expect_diff_id="sha256:" + "0" * 64)
     assert not snap.exists("bad") and os.listdir(tmp_path / ".active") == []
