@@ -10,24 +10,41 @@ Snapshots (``mason.layer.snapshot``)
     Opening one removes what killed processes left (``cleanup() -> int``).
 
     - ``prepare(parents) -> ActiveSnapshot``: ``parents`` are committed ids,
-      lowest first (the full chain). ``active.path`` is a writable root
-      filesystem: an overlay mount (lowerdir = parents reversed) or, in copy
-      mode, a copy of the parents' merged tree. Stacks too long for one mount
-      option page or over 500 lower dirs are partly flattened into a cached
-      full snapshot. Use ``with``: leaving without commit discards (unmounts,
-      deletes).
-    - ``commit(active) -> str``: the new snapshot id (one atomic rename). Its
-      content is the overlay upper dir (kind ``diff``) or the full tree (kind
-      ``full``, copy mode; its diff is computed when a layer is written).
-    - ``discard(active)``, ``view(parents)`` (context manager: a throw-away root
-      for reading), ``info(id) -> SnapshotInfo(id, kind, parents, path)``,
-      ``exists(id)``, ``snapshots()``, ``remove(id)``.
+      lowest first, each once. A ``diff`` snapshot is a layer in overlay form
+      and stacks on any chain (one unpacked layer serves every chain it is
+      in); a ``full`` one hides what is below it. ``active.path`` is a
+      writable root filesystem: an overlay mount (lowerdir = parents reversed)
+      or, in copy mode, a copy of the parents' merged tree. Stacks too long
+      for one mount option page or over 500 lower dirs are partly flattened
+      into a cached full snapshot. Use ``with``: leaving without commit
+      discards (unmounts, deletes).
+    - ``commit(active, *, snapshot_id=None) -> str``: the snapshot id (one
+      atomic rename). Its content is the overlay upper dir (kind ``diff``) or
+      the full tree (kind ``full``, copy mode). A caller's ``snapshot_id``
+      (``[0-9a-z]{1,32}``) must be a content address: if it exists already,
+      ``active`` is discarded and the existing snapshot kept.
+    - ``write_active_layer(active, dst, *, source_date_epoch=None) -> LayerInfo``:
+      the layer tar of what changed in ``active`` (takes an overlay mount down
+      first); commit afterwards, e.g. under an id made from the diff ID.
+    - ``apply_to(active, stream, *, allow_devices=None) -> LayerInfo``: apply a
+      layer tar onto an active snapshot's root.
+    - ``discard(active)``, ``view(parents, *, readonly=False)`` (context
+      manager: a throw-away root; ``readonly`` hands out a full snapshot's own
+      directory instead of a copy), ``info(id) -> SnapshotInfo(id, kind,
+      parents, path)``, ``exists(id)``, ``snapshots()``, ``remove(id)``.
     - ``write_layer(id, dst, *, source_date_epoch=None) -> LayerInfo``: the
       snapshot's change over its parents as a layer tar.
-    - ``apply_layer(parents, stream, *, allow_devices=None) -> (id, LayerInfo)``:
-      commit a snapshot holding an uncompressed layer tar applied on
-      ``parents`` (overlay form in overlay mode, flat onto a copy otherwise).
+    - ``apply_layer(parents, stream, *, allow_devices=None, snapshot_id=None,
+      expect_diff_id=None) -> (id, LayerInfo)``: commit a snapshot holding an
+      uncompressed layer tar applied on ``parents`` (overlay form in overlay
+      mode, flat onto a copy otherwise); a diff ID other than
+      ``expect_diff_id`` commits nothing.
     - ``overlay_supported(dir) -> str | None``: None, or why overlay can't be used.
+
+    Copy mode differs from overlay in layer bytes only: a directory emptied
+    and refilled gets per-child whiteouts instead of an opaque marker. And in
+    one corner of hard links: overlayfs breaks a link when one name of a
+    lower file is written (copy-up), copy mode keeps the link.
 
 Layer tars (``mason.layer.diff``), streamed to a binary writer, each returning
 ``LayerInfo(diff_id, size)`` (sha256 and length of the uncompressed tar):
@@ -35,8 +52,10 @@ Layer tars (``mason.layer.diff``), streamed to a binary writer, each returning
       upper dir; 0/0 char devices -> ``.wh.<name>``, ``overlay.opaque=y`` ->
       ``.wh..wh..opq`` (trusted.* and user.* variants).
     - ``write_dir_tar(root, dst, *, source_date_epoch=None)``: a whole tree.
-    - ``write_tree_diff_tar(lower | None, upper, dst, *, source_date_epoch=None)``:
-      the change from one plain tree to another (copy mode).
+    - ``write_tree_diff_tar(lower | None, upper, dst, *, source_date_epoch=None,
+      copied_before_ns=None)``: the change from one plain tree to another (copy
+      mode); every name of a hard-linked file that changed is written; files
+      whose inode ctime is before ``copied_before_ns`` are the untouched copy.
     Sorted entries, PAX, uid/gid/mode/xattrs kept (not overlay's own), mtimes
     clamped to ``source_date_epoch``, hardlinks within the layer as tar
     hardlinks, sockets skipped, parent directories present.
