@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mason.digest import Digest, DigestError, parse_digest, sha256_bytes
+from mason.digest import Digest, DigestError, parse_digest
 from mason.oci import mediatypes as mt
-from mason.oci.descriptor import Descriptor
+from mason.oci.descriptor import Descriptor, RawDocument
 from mason.oci.errors import ConfigError
 from mason.oci.platform import Platform
 
@@ -65,20 +65,11 @@ def serialise_config(data: Mapping[str, Any]) -> bytes:
 
 
 @dataclass(frozen=True)
-class ImageConfig:
+class ImageConfig(RawDocument):
     raw: bytes
     data: Mapping[str, Any]
 
-    def __hash__(self) -> int:
-        return hash(self.raw)
-
-    @property
-    def digest(self) -> Digest:
-        return sha256_bytes(self.raw)
-
-    @property
-    def size(self) -> int:
-        return len(self.raw)
+    __hash__ = RawDocument.__hash__
 
     def descriptor(self, media_type: str = mt.OCI_CONFIG) -> Descriptor:
         return Descriptor(media_type, self.digest, len(self.raw))

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from mason.digest import Digest, DigestError, parse_digest
+from mason.digest import Digest, DigestError, parse_digest, sha256_bytes
 from mason.oci.errors import ManifestError
 from mason.oci.platform import Platform, PlatformError
 
@@ -14,10 +14,30 @@ __all__ = [
     "ANNOTATION_REF_NAME",
     "ANNOTATION_UNCOMPRESSED",
     "Descriptor",
+    "RawDocument",
 ]
 
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 ANNOTATION_UNCOMPRESSED = "containerd.io/uncompressed"
+
+
+class RawDocument:
+    """A document that keeps the bytes it was read or written as: digest and size are of
+    ``raw``, never of a re-serialisation. Frozen dataclasses using it set
+    ``__hash__ = RawDocument.__hash__`` (a dataclass replaces an inherited one)."""
+
+    raw: bytes
+
+    def __hash__(self) -> int:
+        return hash(self.raw)
+
+    @property
+    def digest(self) -> Digest:
+        return sha256_bytes(self.raw)
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
 
 
 @dataclass(frozen=True)

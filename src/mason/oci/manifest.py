@@ -12,9 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mason.digest import Digest, sha256_bytes
 from mason.oci import mediatypes as mt
-from mason.oci.descriptor import Descriptor
+from mason.oci.descriptor import Descriptor, RawDocument
 from mason.oci.errors import ManifestError
 from mason.oci.platform import Platform
 
@@ -34,8 +33,17 @@ def dump_json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+class _TypedDocument(RawDocument):
+    media_type: str
+
+    def descriptor(
+        self, *, platform: Platform | None = None, annotations: Mapping[str, str] | None = None
+    ) -> Descriptor:
+        return Descriptor(self.media_type, self.digest, len(self.raw), dict(annotations or {}), platform)
+
+
 @dataclass(frozen=True)
-class ImageManifest:
+class ImageManifest(_TypedDocument):
     raw: bytes
     media_type: str
     config: Descriptor
@@ -44,21 +52,7 @@ class ImageManifest:
     subject: Descriptor | None = None
     artifact_type: str | None = None
 
-    def __hash__(self) -> int:
-        return hash(self.raw)
-
-    @property
-    def digest(self) -> Digest:
-        return sha256_bytes(self.raw)
-
-    @property
-    def size(self) -> int:
-        return len(self.raw)
-
-    def descriptor(
-        self, *, platform: Platform | None = None, annotations: Mapping[str, str] | None = None
-    ) -> Descriptor:
-        return Descriptor(self.media_type, self.digest, len(self.raw), dict(annotations or {}), platform)
+    __hash__ = RawDocument.__hash__
 
     @property
     def is_docker(self) -> bool:
@@ -66,7 +60,7 @@ class ImageManifest:
 
 
 @dataclass(frozen=True)
-class ImageIndex:
+class ImageIndex(_TypedDocument):
     raw: bytes
     media_type: str
     manifests: tuple[Descriptor, ...]
@@ -74,21 +68,7 @@ class ImageIndex:
     subject: Descriptor | None = None
     artifact_type: str | None = None
 
-    def __hash__(self) -> int:
-        return hash(self.raw)
-
-    @property
-    def digest(self) -> Digest:
-        return sha256_bytes(self.raw)
-
-    @property
-    def size(self) -> int:
-        return len(self.raw)
-
-    def descriptor(
-        self, *, platform: Platform | None = None, annotations: Mapping[str, str] | None = None
-    ) -> Descriptor:
-        return Descriptor(self.media_type, self.digest, len(self.raw), dict(annotations or {}), platform)
+    __hash__ = RawDocument.__hash__
 
     @property
     def is_docker(self) -> bool:
@@ -172,29 +152,25 @@ def parse_manifest(
         else None
     )
     if mt.is_index(media_type):
-        entries = doc.get("manifests")
-        if entries is None:
-            entries = []
-        if not isinstance(entries, list):
-            raise ManifestError(f"{where}: manifests must be a list")
-        manifests = tuple(
-            Descriptor.from_json(e, where=f"{where}: manifests[{i}]") for i, e in enumerate(entries)
-        )
+        manifests = _descriptors(doc, "manifests", where)
         return ImageIndex(raw, media_type, manifests, _annotations(doc, where), subject, artifact_type or None)
     if "config" not in doc:
         raise ManifestError(f"{where}: image manifest has no config descriptor")
     config = Descriptor.from_json(doc["config"], where=f"{where}: config")
-    layer_list = doc.get("layers")
-    if layer_list is None:
-        layer_list = []
-    if not isinstance(layer_list, list):
-        raise ManifestError(f"{where}: layers must be a list")
-    layers = tuple(
-        Descriptor.from_json(layer, where=f"{where}: layers[{i}]") for i, layer in enumerate(layer_list)
-    )
+    layers = _descriptors(doc, "layers", where)
     return ImageManifest(
         raw, media_type, config, layers, _annotations(doc, where), subject, artifact_type or None
     )
+
+
+def _descriptors(doc: Mapping[str, Any], key: str, where: str) -> tuple[Descriptor, ...]:
+    """The descriptor list under ``key`` (absent or null: empty)."""
+    entries = doc.get(key)
+    if entries is None:
+        return ()
+    if not isinstance(entries, list):
+        raise ManifestError(f"{where}: {key} must be a list")
+    return tuple(Descriptor.from_json(e, where=f"{where}: {key}[{i}]") for i, e in enumerate(entries))
 
 
 def parse_index(raw: bytes, content_type: str | None = None, *, where: str = "index") -> ImageIndex:
@@ -222,12 +198,9 @@ def build_manifest(
         doc["artifactType"] = artifact_type
     doc["config"] = config.to_json()
     doc["layers"] = [layer.to_json() for layer in layers]
-    if subject is not None:
-        doc["subject"] = subject.to_json()
-    if annotations:
-        doc["annotations"] = {k: annotations[k] for k in sorted(annotations)}
     return ImageManifest(
-        dump_json(doc), media_type, config, tuple(layers), dict(annotations or {}), subject, artifact_type
+        _dump_document(doc, subject, annotations), media_type, config, tuple(layers), dict(annotations or {}),
+        subject, artifact_type,
     )
 
 
@@ -251,8 +224,15 @@ def build_index(
     if artifact_type:
         doc["artifactType"] = artifact_type
     doc["manifests"] = [d.to_json() for d in entries]
+    return ImageIndex(
+        _dump_document(doc, subject, annotations), media_type, entries, dict(annotations or {}), subject, artifact_type
+    )
+
+
+def _dump_document(doc: dict[str, Any], subject: Descriptor | None, annotations: Mapping[str, str] | None) -> bytes:
+    """``doc`` with the trailing ``subject`` and (sorted) ``annotations`` fields, as bytes."""
     if subject is not None:
         doc["subject"] = subject.to_json()
     if annotations:
         doc["annotations"] = {k: annotations[k] for k in sorted(annotations)}
-    return ImageIndex(dump_json(doc), media_type, entries, dict(annotations or {}), subject, artifact_type)
+    return dump_json(doc)
