@@ -286,3 +286,18 @@ def test_corrupt_estargz_cache_blob_is_rejected_when_materialised(
     assert res.returncode != 0, res.output
     assert "eStargz" in res.output and expected in res.output, res.output[-3000:]
     assert not (tmp_path / "fs" / "data" / "rows.txt").exists()
+
+
+def test_unchanged_estargz_cache_re_exports_identically(build: Builder, small: Path, reg: str,  # noqa: F811
+                                                        registry: RegistryServer) -> None:
+    """Warm build from an eStargz cache, exporting to the same ref: nothing uploaded, the same
+    manifest (the eStargz annotations of the reused blobs are kept)."""
+    ref = f"{reg}/c"
+    build(small, "--cache-to", f"type=registry,ref={ref},mode=max,compression=estargz").check()
+    before = _skopeo_raw(ref)[1]
+    log = AccessLog(registry)
+    warm = build(small, "--cache-from", f"type=registry,ref={ref}",
+                 "--cache-to", f"type=registry,ref={ref},mode=max,compression=estargz").check()
+    assert not warm.ran, warm.ran
+    assert _skopeo_raw(ref)[1] == before
+    assert not log.uploads()

@@ -382,6 +382,13 @@ def plan_export(
             }
             if kept:
                 out = out.with_annotations(kept)
+            # An eStargz blob reused from the cache stored here keeps its eStargz annotations
+            # even when the builder only knows it as a remote gzip blob.
+            before = prior.descriptors.get(out.digest) if prior is not None else None
+            if before is not None and _ESTARGZ_TOC in before.annotations and _ESTARGZ_TOC not in out.annotations \
+                    and before.annotations.get(ANNOTATION_UNCOMPRESSED) == diff_id_of(out):
+                out = out.with_annotations({k: before.annotations[k] for k in (_ESTARGZ_TOC, _ESTARGZ_SIZE)
+                                            if k in before.annotations})
         with lock:
             resolved[cache_key] = out
         return out
