@@ -12,7 +12,7 @@ Forms (BuildKit ``cache/remotecache/export.go``):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from mason.cache.format import (
@@ -27,7 +27,8 @@ from mason.cache.format import (
     parse_cache_config,
 )
 from mason.cache.inline import inline_config_from_image
-from mason.cache.model import ExportPlan
+from mason.cache.model import CacheSource, ExportBlobStore, ExportPlan, SolvedRecord, plan_export
+from mason.cache.options import CacheOptions
 from mason.digest import Digest, sha256_bytes
 from mason.oci import mediatypes as mt
 from mason.oci.config import parse_image_config
@@ -46,6 +47,7 @@ __all__ = [
     "ParsedCache",
     "build_cache_document",
     "config_descriptor",
+    "plan_cache_document",
     "read_cache_document",
 ]
 
@@ -79,6 +81,35 @@ def build_cache_document(
         return build_manifest(config_desc, plan.layers, mt.OCI_MANIFEST), config_desc
     media_type = mt.OCI_INDEX if oci_mediatypes else mt.DOCKER_MANIFEST_LIST
     return build_index([*plan.layers, config_desc], media_type), config_desc
+
+
+def plan_cache_document(
+    options: CacheOptions,
+    records: Sequence[SolvedRecord],
+    *,
+    blobs: ExportBlobStore,
+    image_diff_ids: Sequence[Digest] | None,
+    prior: CacheSource | None,
+    clock: Callable[[], str],
+) -> tuple[ExportPlan, tuple[ImageManifest | ImageIndex, Descriptor] | None]:
+    """The export plan for ``options`` and its top-level document with the config descriptor,
+    or ``None`` for the document when there are no layers to export (BuildKit: "skipping
+    cache export for empty result"). Shared by the registry and local backends."""
+    plan = plan_export(
+        records,
+        mode=options.mode,
+        image_diff_ids=image_diff_ids,
+        blobs=blobs,
+        compression=options.compression,
+        compression_level=options.compression_level,
+        force_compression=options.force_compression,
+        oci_mediatypes=options.oci_mediatypes,
+        prior=prior if prior is not None and prior.manifest is not None else None,
+        clock=clock,
+    )
+    if not plan.layers:
+        return plan, None
+    return plan, build_cache_document(plan, oci_mediatypes=options.oci_mediatypes, image_manifest=options.image_manifest)
 
 
 def _add(descriptors: dict[Digest, Descriptor], desc: Descriptor) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import BinaryIO
 
-from mason.cache.document import MAX_MANIFEST_SIZE, build_cache_document, read_cache_document
+from mason.cache.document import MAX_MANIFEST_SIZE, plan_cache_document, read_cache_document
 from mason.cache.format import CacheFormatError, rfc3339_nano
 from mason.cache.model import (
     CacheExportError,
@@ -28,7 +28,6 @@ from mason.cache.model import (
     ExportBlobStore,
     ExportResult,
     SolvedRecord,
-    plan_export,
 )
 from mason.cache.options import CacheOptions
 from mason.digest import Digest, sha256_bytes
@@ -106,23 +105,11 @@ def export_local_cache(
             prior = _open_source(layout, destination, tag=options.tag, digest=None)
         except MasonError:
             prior = None
-    plan = plan_export(
-        records,
-        mode=options.mode,
-        image_diff_ids=image_diff_ids,
-        blobs=blobs,
-        compression=options.compression,
-        compression_level=options.compression_level,
-        force_compression=options.force_compression,
-        oci_mediatypes=options.oci_mediatypes,
-        prior=prior if prior is not None and prior.manifest is not None else None,
-        clock=clock,
-    )
-    if not plan.layers:
+    plan, built = plan_cache_document(options, records, blobs=blobs, image_diff_ids=image_diff_ids, prior=prior,
+                                      clock=clock)
+    if built is None:
         return ExportResult(destination, records=len(plan.config.records), skipped_reason="no layers to export")
-    document, config_desc = build_cache_document(
-        plan, oci_mediatypes=options.oci_mediatypes, image_manifest=options.image_manifest
-    )
+    document, config_desc = built
     uploaded: list[Digest] = []
     existing: list[Digest] = []
     written = 0

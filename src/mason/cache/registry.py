@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import BinaryIO, Protocol
 
-from mason.cache.document import build_cache_document, read_cache_document
+from mason.cache.document import plan_cache_document, read_cache_document
 from mason.cache.format import CacheFormatError, rfc3339_nano
 from mason.cache.model import (
     DISTRIBUTION_SOURCE_PREFIX,
@@ -34,7 +34,6 @@ from mason.cache.model import (
     ExportBlobStore,
     ExportResult,
     SolvedRecord,
-    plan_export,
 )
 from mason.cache.options import CacheOptions
 from mason.digest import Digest
@@ -175,25 +174,12 @@ def export_registry_cache(
     destination = f"registry {ref}"
     if prior is None or prior.origin != str(ref):  # an import of this ref that failed is reused too
         prior = load_registry_cache(client, ref)
-    plan = plan_export(
-        records,
-        mode=options.mode,
-        image_diff_ids=image_diff_ids,
-        blobs=blobs,
-        compression=options.compression,
-        compression_level=options.compression_level,
-        force_compression=options.force_compression,
-        oci_mediatypes=options.oci_mediatypes,
-        prior=prior if prior.manifest is not None else None,
-        clock=clock,
-    )
+    plan, built = plan_cache_document(options, records, blobs=blobs, image_diff_ids=image_diff_ids, prior=prior,
+                                      clock=clock)
     n_records = len(plan.config.records)
-    if not plan.layers:
-        # BuildKit: "skipping cache export for empty result"
+    if built is None:
         return ExportResult(destination, records=n_records, skipped_reason="no layers to export")
-    document, config_desc = build_cache_document(
-        plan, oci_mediatypes=options.oci_mediatypes, image_manifest=options.image_manifest
-    )
+    document, config_desc = built
     manifest_desc = document.descriptor()
     if prior.manifest is not None and prior.manifest.digest == manifest_desc.digest:
         return ExportResult(
