@@ -19,16 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from mason.executor.prepare import prepare_run
-from mason.executor.process import run_streaming
+from mason.executor.process import exit_status, run_streaming
 from mason.executor.rootfs import secure_join
 from mason.executor.runc import nofile_limit
 from mason.executor.runtime_spec import DEFAULT_CAPABILITIES, SYSTEM_MOUNT_TARGETS
 from mason.executor.types import (
     BindMount,
     CacheMount,
-    ExecCancelledError,
     ExecSpec,
-    ExecTimeoutError,
     ExecutorError,
     ExitStatus,
     OutputCallback,
@@ -126,22 +124,7 @@ class ChrootExecutor:
             os.close(status_w)
             status_w = -1
             error = _read_all(status_r).decode("utf-8", errors="replace") or None
-            if result.stopped == "cancelled":
-                raise ExecCancelledError(
-                    f"run of {spec.args[0]!r} was cancelled", context=result.last_lines
-                )
-            if result.stopped == "timeout":
-                raise ExecTimeoutError(
-                    f"run of {spec.args[0]!r} exceeded its timeout of {timeout}s",
-                    context=result.last_lines,
-                )
-            code = result.returncode
-            signal = None
-            if code < 0:
-                signal, code = -code, 128 - code
-            elif 128 < code <= 128 + 64 and error is None:
-                signal = code - 128
-            return ExitStatus(code=code, signal=signal, last_lines=result.last_lines, error=error)
+            return exit_status(result, spec.args[0], timeout, error)
         finally:
             if status_w >= 0:
                 os.close(status_w)

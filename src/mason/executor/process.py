@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from mason.executor.types import OutputCallback
+from mason.executor.types import ExecCancelledError, ExecTimeoutError, ExitStatus, OutputCallback
 
-__all__ = ["OutputTail", "StreamResult", "run_streaming"]
+__all__ = ["OutputTail", "StreamResult", "exit_status", "run_streaming"]
 
 _POLL_SECONDS = 0.1
 _DRAIN_SECONDS = 10.0
@@ -41,6 +41,25 @@ class StreamResult:
     returncode: int
     last_lines: tuple[str, ...]
     stopped: str | None  # "cancelled" or "timeout" when the run was cut short
+
+
+def exit_status(result: StreamResult, what: str, timeout: float | None, error: str | None) -> ExitStatus:
+    """The ``ExitStatus`` of a finished launcher run; raises for a cancelled or timed-out one.
+
+    ``error`` is the launcher's own failure (the command could not start). A launcher killed
+    by a signal, or exiting 128+N without an error, reports signal N (a shell's convention).
+    """
+    if result.stopped == "cancelled":
+        raise ExecCancelledError(f"run of {what!r} was cancelled", context=result.last_lines)
+    if result.stopped == "timeout":
+        raise ExecTimeoutError(f"run of {what!r} exceeded its timeout of {timeout}s", context=result.last_lines)
+    code = result.returncode
+    signal = None
+    if code < 0:
+        signal, code = -code, 128 - code
+    elif 128 < code <= 128 + 64 and error is None:
+        signal = code - 128
+    return ExitStatus(code=code, signal=signal, last_lines=result.last_lines, error=error)
 
 
 def run_streaming(

@@ -12,12 +12,10 @@ import uuid
 from pathlib import Path
 
 from mason.executor.prepare import prepare_run
-from mason.executor.process import run_streaming
+from mason.executor.process import exit_status, run_streaming
 from mason.executor.runtime_spec import DEFAULT_NOFILE, build_runtime_config
 from mason.executor.types import (
-    ExecCancelledError,
     ExecSpec,
-    ExecTimeoutError,
     ExecutorError,
     ExitStatus,
     OutputCallback,
@@ -126,19 +124,7 @@ class RuncExecutor:
                 # would hold its cgroup and mounts.
                 self._call("delete", "--force", container_id)
                 prepared.stubs.remove()
-            if result.stopped == "cancelled":
-                raise ExecCancelledError(
-                    f"run of {spec.args[0]!r} was cancelled", context=result.last_lines
-                )
-            if result.stopped == "timeout":
-                raise ExecTimeoutError(
-                    f"run of {spec.args[0]!r} exceeded its timeout of {timeout}s",
-                    context=result.last_lines,
-                )
-            error = _runc_error(log_file)
-            code = result.returncode
-            signal = code - 128 if 128 < code <= 128 + 64 and error is None else None
-            return ExitStatus(code=code, signal=signal, last_lines=result.last_lines, error=error)
+            return exit_status(result, spec.args[0], timeout, _runc_error(log_file))
         finally:
             shutil.rmtree(bundle, ignore_errors=True)
 

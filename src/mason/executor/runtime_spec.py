@@ -70,49 +70,19 @@ DEFAULT_UMASK = 0o022
 # inside those and need no mountpoint in the rootfs.
 SYSTEM_MOUNT_TARGETS: tuple[str, ...] = ("/proc", "/dev", "/sys")
 
+
+def _system_mount(destination: str, kind: str, source: str, options: str) -> dict[str, Any]:
+    return {"destination": destination, "type": kind, "source": source, "options": options.split(",")}
+
+
 _SYSTEM_MOUNTS: tuple[dict[str, Any], ...] = (
-    {
-        "destination": "/proc",
-        "type": "proc",
-        "source": "proc",
-        "options": ["nosuid", "noexec", "nodev"],
-    },
-    {
-        "destination": "/dev",
-        "type": "tmpfs",
-        "source": "tmpfs",
-        "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
-    },
-    {
-        "destination": "/dev/pts",
-        "type": "devpts",
-        "source": "devpts",
-        "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
-    },
-    {
-        "destination": "/dev/shm",
-        "type": "tmpfs",
-        "source": "shm",
-        "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
-    },
-    {
-        "destination": "/dev/mqueue",
-        "type": "mqueue",
-        "source": "mqueue",
-        "options": ["nosuid", "noexec", "nodev"],
-    },
-    {
-        "destination": "/sys",
-        "type": "sysfs",
-        "source": "sysfs",
-        "options": ["nosuid", "noexec", "nodev", "ro"],
-    },
-    {
-        "destination": "/sys/fs/cgroup",
-        "type": "cgroup",
-        "source": "cgroup",
-        "options": ["nosuid", "noexec", "nodev", "relatime", "ro"],
-    },
+    _system_mount("/proc", "proc", "proc", "nosuid,noexec,nodev"),
+    _system_mount("/dev", "tmpfs", "tmpfs", "nosuid,strictatime,mode=755,size=65536k"),
+    _system_mount("/dev/pts", "devpts", "devpts", "nosuid,noexec,newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    _system_mount("/dev/shm", "tmpfs", "shm", "nosuid,noexec,nodev,mode=1777,size=65536k"),
+    _system_mount("/dev/mqueue", "mqueue", "mqueue", "nosuid,noexec,nodev"),
+    _system_mount("/sys", "sysfs", "sysfs", "nosuid,noexec,nodev,ro"),
+    _system_mount("/sys/fs/cgroup", "cgroup", "cgroup", "nosuid,noexec,nodev,relatime,ro"),
 )
 
 

@@ -7,6 +7,7 @@ numeric uid or gid may be absent (then the gid defaults to 0 and the home to
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,16 +52,21 @@ def _int(text: str) -> int | None:
     return value if value <= _MAX_ID else None
 
 
-def parse_passwd(text: str) -> list[PasswdEntry]:
-    """Parse passwd lines, skipping comments and malformed lines like libc does."""
-    entries = []
+def _records(text: str, min_fields: int) -> Iterator[list[str]]:
+    """The colon-separated fields of each line, skipping comments and short lines like libc does."""
     for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         fields = line.split(":")
-        if len(fields) < 4:
-            continue
+        if len(fields) >= min_fields:
+            yield fields
+
+
+def parse_passwd(text: str) -> list[PasswdEntry]:
+    """Parse passwd lines, skipping comments and malformed lines like libc does."""
+    entries = []
+    for fields in _records(text, 4):
         uid, gid = _int(fields[2]), _int(fields[3])
         if uid is None or gid is None:
             continue
@@ -71,13 +77,7 @@ def parse_passwd(text: str) -> list[PasswdEntry]:
 
 def parse_group(text: str) -> list[GroupEntry]:
     entries = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        fields = line.split(":")
-        if len(fields) < 3:
-            continue
+    for fields in _records(text, 3):
         gid = _int(fields[2])
         if gid is None:
             continue
