@@ -28,7 +28,7 @@ from mason.digest import (
 )
 from mason.errors import DigestMismatchError
 from mason.oci import mediatypes as mt
-from mason.oci.atomic import atomic_write_bytes, fsync_dir
+from mason.oci.atomic import atomic_write, atomic_write_bytes, fsync_dir
 from mason.oci.descriptor import ANNOTATION_REF_NAME, Descriptor
 from mason.oci.errors import LayoutError, ManifestError
 from mason.oci.manifest import ImageIndex, build_index, parse_index
@@ -285,15 +285,5 @@ class OCILayout:
 
     def copy_blob_to(self, desc: Descriptor, dest: str) -> None:
         """Copy a blob to ``dest`` atomically, verifying it on the way."""
-        directory = os.path.dirname(os.path.abspath(dest))
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as out, self.open_blob(desc) as reader:
-                shutil.copyfileobj(reader, out, _CHUNK)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        with atomic_write(dest) as out, self.open_blob(desc) as reader:
+            shutil.copyfileobj(reader, out, _CHUNK)

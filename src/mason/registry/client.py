@@ -12,7 +12,7 @@ import contextlib
 import io
 import os
 import re
-import tempfile
+import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +24,7 @@ import httpx
 from mason.digest import Digest, VerifyingReader, parse_digest, sha256_bytes
 from mason.errors import DigestMismatchError
 from mason.oci import mediatypes as mt
+from mason.oci.atomic import atomic_write
 from mason.oci.descriptor import Descriptor
 from mason.oci.manifest import ImageIndex, ImageManifest, parse_manifest
 from mason.oci.reference import Reference
@@ -394,18 +395,8 @@ class RegistryClient:
         """Download into ``dest_path`` atomically; on any failure nothing is left behind."""
         dest = Path(dest_path)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-        try:
-            with os.fdopen(fd, "wb") as out, self.open_blob(ref, desc) as src:
-                while chunk := src.read(_CHUNK):
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        with atomic_write(str(dest)) as out, self.open_blob(ref, desc) as src:
+            shutil.copyfileobj(src, out, _CHUNK)
 
     def mount_blob(self, ref: Reference, digest: Digest, from_repository: str) -> bool:
         """Cross-repo mount; False (and the opened session cancelled) when the registry declines."""
