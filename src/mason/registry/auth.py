@@ -478,22 +478,18 @@ class TokenAuthenticator:
             )
         try:
             doc = response.json()
-        except ValueError as exc:
-            raise RegistryAuthError(
-                f"the token server for {host} answered with invalid JSON",
-                operation=operation,
-                method=method,
-                url=str(response.request.url),
-                status=200,
-            ) from exc
+        except ValueError:
+            doc = None
+        # "Some registries set access_token instead of token"
         value = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
         if not isinstance(value, str) or not value:
             raise RegistryAuthError(
-                f"the token server for {host} answered without a token",
+                f"the token server for {host} answered without a token"
+                + ("" if isinstance(doc, dict) else " (not a JSON object)"),
                 operation=operation,
                 method=method,
                 url=str(response.request.url),
-                status=200,
+                status=200,  # no body excerpt: a token response may hold other secrets
             )
         expires_in = doc.get("expires_in")
         lifetime = float(expires_in) if isinstance(expires_in, int | float) and expires_in > 0 else _DEFAULT_EXPIRES_IN
