@@ -55,19 +55,15 @@ def _client(wire: _Wire, slept: list[float]) -> RegistryClient:
     return RegistryClient(transport=httpx.MockTransport(wire), sleep=slept.append)
 
 
-def test_refused_https_moves_to_http_at_once() -> None:
+@pytest.mark.parametrize(("host", "failure", "status"), [
+    ("127.0.0.1:5000", "[Errno 111] Connection refused", 200),
+    ("localhost:5000", "[SSL: WRONG_VERSION_NUMBER] wrong version number", 401),
+])
+def test_refused_or_tls_failed_https_moves_to_http_at_once(host: str, failure: str, status: int) -> None:
     slept: list[float] = []
-    wire = _Wire(https=[httpx.ConnectError("[Errno 111] Connection refused")], http=[200])
+    wire = _Wire(https=[httpx.ConnectError(failure)], http=[status])
     with _client(wire, slept) as client:
-        client.ping("127.0.0.1:5000")
-    assert wire.calls == ["https", "http"] and slept == []
-
-
-def test_tls_error_moves_to_http_at_once() -> None:
-    slept: list[float] = []
-    wire = _Wire(https=[httpx.ConnectError("[SSL: WRONG_VERSION_NUMBER] wrong version number")], http=[401])
-    with _client(wire, slept) as client:
-        client.ping("localhost:5000")
+        client.ping(host)
     assert wire.calls == ["https", "http"] and slept == []
 
 
