@@ -29,7 +29,7 @@ from mason.cache.format import (
     records_to_json,
     validate_cache_config,
 )
-from mason.cache.model import ANNOTATION_CREATED_AT, SolvedRecord, diff_id_of
+from mason.cache.model import ANNOTATION_CREATED_AT, SolvedRecord, diff_id_of, index_records
 from mason.digest import Digest
 from mason.oci.config import ImageConfig
 from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, Descriptor
@@ -52,13 +52,7 @@ def inline_cache_value(records: Sequence[SolvedRecord], image_diff_ids: Sequence
     (base first), or ``None`` when no record has a result in this image."""
     image = tuple(image_diff_ids)
     position = {d: i for i, d in enumerate(image)}
-    by_key: dict[str, SolvedRecord] = {}
-    for rec in records:
-        by_key.setdefault(rec.key, rec)
-    keys = set(by_key)
-    for rec in records:
-        keys.update(rec.inputs)
-    ordered = sorted(keys)
+    by_key, ordered = index_records(records)
     index_of = {k: i for i, k in enumerate(ordered)}
     out: list[CacheRecord] = []
     any_result = False

@@ -53,6 +53,7 @@ __all__ = [
     "SolvedRecord",
     "diff_id_of",
     "first_hit",
+    "index_records",
     "plan_export",
 ]
 
@@ -324,6 +325,18 @@ def _convert_media_type(desc: Descriptor, oci: bool) -> str:
         return desc.media_type  # an unknown layer type is passed through untouched
 
 
+def index_records(records: Sequence[SolvedRecord]) -> tuple[dict[str, SolvedRecord], list[str]]:
+    """The first record per key, and every key (records' and their inputs') in sorted order:
+    the record order of an exported cache config."""
+    by_key: dict[str, SolvedRecord] = {}
+    for rec in records:
+        by_key.setdefault(rec.key, rec)
+    keys = set(by_key)
+    for rec in records:
+        keys.update(rec.inputs)
+    return by_key, sorted(keys)
+
+
 def plan_export(
     records: Sequence[SolvedRecord],
     *,
@@ -346,13 +359,7 @@ def plan_export(
     destination) for unchanged results, so an unchanged cache re-exports identical bytes.
     """
     image = tuple(image_diff_ids or ())
-    by_key: dict[str, SolvedRecord] = {}
-    for rec in records:
-        by_key.setdefault(rec.key, rec)
-    all_keys = set(by_key)
-    for rec in records:
-        all_keys.update(rec.inputs)
-    ordered_keys = sorted(all_keys)
+    by_key, ordered_keys = index_records(records)
     index_of = {k: i for i, k in enumerate(ordered_keys)}
 
     resolved: dict[tuple[Digest, str], Descriptor] = {}
