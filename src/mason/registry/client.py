@@ -3,7 +3,12 @@
 Every blob read is verified (digest and size) as it streams, and a transfer that
 breaks off is resumed with a ``Range`` request (or restarted) a bounded number of
 times. Uploads are monolithic (one PUT with ``Content-Length``) up to
-``chunk_threshold`` and chunked (PATCH with ``Content-Range``) above it.
+``chunk_threshold`` and chunked (PATCH with ``Content-Range``) above it. A
+monolithic PUT refused with 413 (a proxy's body limit, or a registry that wants
+chunks) is redone in chunks, and blobs that large go chunked to that host from
+then on; a PATCH refused with 413 is resent in halves; ``OCI-Chunk-Min-Length``
+is honoured. A mount the registry declines with an upload session (202) uploads
+in that session. A refused manifest PUT names the media type it refused.
 """
 
 from __future__ import annotations

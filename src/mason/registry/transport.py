@@ -1,5 +1,10 @@
 """HTTP transport for registries: scheme choice, authentication, bounded retries, errors.
 
+The scheme is probed once per host (``GET /v2/`` over HTTPS, then plain HTTP for
+loopback or insecure hosts): a refused connection or a TLS failure moves on to the
+next scheme at once, so an unreachable registry fails in milliseconds; the probe
+retries only errors that may pass (5xx, 429, a reset).
+
 One ``httpx.Client`` (thread-safe connection pool) per ``Transport``. Requests are
 retried with exponential backoff (honouring ``Retry-After``) on 429, 5xx and
 connection errors, at most ``RetryPolicy.attempts`` times; a 401 triggers one
