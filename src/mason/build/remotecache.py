@@ -132,7 +132,8 @@ def solved_records(graph: Any, blobs: Blobs) -> list[Any]:
             res: StepResult = sv.result
             layers = tuple(_annotated(blobs, lr) for lr in res.layers)
             # each layer's createdAt is derived from the record that made it (cache.plan_export)
-            created = res.created[-1] if len(res.created) == len(res.layers) and res.created[-1] else _EPOCH
+            complete = bool(res.created) and len(res.created) == len(res.layers)
+            created = res.created[-1] if complete and res.created[-1] else _EPOCH
         records.append(SolvedRecord(key=sv.key.digest, inputs=tuple(sv.key.inputs), layers=layers,
                                     step=sv.name or None, created_at=created))
     return records
