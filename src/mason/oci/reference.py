@@ -105,25 +105,17 @@ class Reference:
         return cls(registry, path, tag, digest)
 
     def __str__(self) -> str:
-        text = f"{self.registry}/{self.repository}"
-        if self.tag is not None:
-            text += f":{self.tag}"
-        if self.digest is not None:
-            text += f"@{self.digest}"
-        return text
+        return self._with_identifiers(self.name)
+
+    def _with_identifiers(self, name: str) -> str:
+        return name + (f":{self.tag}" if self.tag is not None else "") + (f"@{self.digest}" if self.digest else "")
 
     @property
     def familiar(self) -> str:
         """Docker's short spelling: ``alpine:3`` for ``docker.io/library/alpine:3``."""
-        name = self.name
         if self.registry == DOCKER_HUB:
-            name = self.repository.removeprefix("library/")
-        text = name
-        if self.tag is not None:
-            text += f":{self.tag}"
-        if self.digest is not None:
-            text += f"@{self.digest}"
-        return text
+            return self._with_identifiers(self.repository.removeprefix("library/"))
+        return self._with_identifiers(self.name)
 
     @property
     def name(self) -> str:
