@@ -300,6 +300,23 @@ CREATE TABLE IF NOT EXISTS snapshots (
 """
 
 
+def _enable_wal(conn: sqlite3.Connection, path: Path, attempts: int = 200) -> None:
+    """Switch the database to WAL once. Changing the journal mode needs an exclusive lock and
+    sqlite answers "database is locked" at once instead of waiting (the busy timeout does not
+    apply), so two mason processes opening a new root at the same moment retry briefly."""
+    for attempt in range(attempts):
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() == "wal":
+                return
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise StateError(f"open metadata database {path}: {exc}") from exc
+            time.sleep(0.05)
+
+
 class Metadata:
     """sqlite3 metadata. One connection per thread; every write is a transaction."""
 
@@ -313,7 +330,7 @@ class Metadata:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(conn, self.path)
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
         return conn
