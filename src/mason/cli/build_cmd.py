@@ -130,8 +130,8 @@ def run_build(args: argparse.Namespace) -> int:
         renderer.close()
         _print_error(exc)
         return exc.exit_code if isinstance(exc, DiagnosticError) or exc.exit_code else 1
-    except KeyboardInterrupt:
-        renderer.close()
+    except BaseException:
+        renderer.close()  # finish the progress output before main prints the error
         raise
     renderer.close()
     if args.metadata_file:

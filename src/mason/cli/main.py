@@ -3,18 +3,47 @@
 
 Each subcommand lives in its own module under ``mason.cli`` exposing
 ``register(subparsers)``; the module is named in ``_COMMANDS``.
+
+Exit status (DESIGN §1):
+
+    0    success
+    1    build failure: a RUN failed, a file or image is missing, a registry refused
+    2    usage or Dockerfile error (bad flag value, syntax error, unknown stage)
+    70   internal error: a bug in mason (EX_SOFTWARE from sysexits.h); the message names
+         the exception, ``MASON_DEBUG=1`` prints its traceback
+    130  interrupted (Ctrl-C)
+
+Every error goes to stderr after pending output on stdout and stderr is flushed, so it
+never lands inside a progress line. Only this module decides how an error is printed;
+layers below raise ``MasonError`` subclasses that say what failed and where.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
+import os
+import re
 import sys
+import traceback
 from collections.abc import Sequence
 
 from mason.errors import MasonError
 
-__all__ = ["main"]
+__all__ = ["EXIT_INTERNAL_ERROR", "EXIT_INTERRUPTED", "main"]
+
+#: Exit status of an unexpected exception (a bug): EX_SOFTWARE.
+EXIT_INTERNAL_ERROR = 70
+#: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
+
+# OSErrors that are the machine's condition rather than mason's bug, wherever they surface
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                       errno.EROFS: "read-only file system"}
+
+_USERINFO = re.compile(r"://[^/@\s]+@")
 
 # subcommand name -> module under mason.cli that defines register(subparsers)
 _COMMANDS: dict[str, str] = {
@@ -26,15 +55,18 @@ _COMMANDS: dict[str, str] = {
     "debug": "mason.cli.debug_cmd",
 }
 
+_EPILOG = ("exit status: 0 success, 1 build failure, 2 usage or Dockerfile error, "
+           "70 internal error (set MASON_DEBUG=1 for the traceback), 130 interrupted")
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mason",
         description="Build container images from Dockerfiles, with build cache in OCI registries.",
+        epilog=_EPILOG,
     )
     parser.add_argument("--version", action="version", version="mason 0.1.0")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    registered: set[str] = set()
     for module_name in dict.fromkeys(_COMMANDS.values()):
         try:
             module = importlib.import_module(module_name)
@@ -43,24 +75,74 @@ def _parser() -> argparse.ArgumentParser:
                 continue  # subcommand not built yet
             raise
         module.register(sub)
-        registered.add(module_name)
     return parser
 
 
+def _debug() -> bool:
+    return os.environ.get("MASON_DEBUG", "") not in ("", "0")
+
+
+def _flush() -> None:
+    """Flush what is pending (progress on stderr, results on stdout) before an error is printed."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # closed or broken: nothing more to show
+            stream.flush()
+
+
+def _report(lines: Sequence[str], exc: BaseException | None = None) -> None:
+    _flush()
+    if exc is not None and _debug():
+        traceback.print_exception(exc, file=sys.stderr)
+    for line in lines:
+        print(line, file=sys.stderr)
+    sys.stderr.flush()
+
+
+def _internal_error(exc: BaseException) -> int:
+    # a library's message may carry a URL with user:password@; never print it
+    text = _USERINFO.sub("://", str(exc)).strip().splitlines()
+    summary = f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins.")
+    lines = [f"mason: internal error: {summary}: {text[0] if text else '(no message)'}"]
+    if not _debug():
+        lines.append("hint: this is a bug in mason; rerun with MASON_DEBUG=1 to print the traceback, "
+                     "and include it in a bug report")
+    _report(lines, exc)
+    return EXIT_INTERNAL_ERROR
+
+
+def _broken_pipe() -> int:
+    # the reader went away (`mason imagetools inspect ... | head`): stop quietly, and point
+    # stdout at /dev/null so the interpreter's final flush does not fail again
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "handler", None):
-        parser.print_help()
-        return 2
     try:
+        parser = _parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "handler", None):
+            parser.print_help()
+            return 2
         return int(args.handler(args) or 0)
     except MasonError as exc:
-        print(f"ERROR: {exc}", file=sys.stderr)
+        _report([f"ERROR: {exc}"], exc)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        _report(["interrupted"])
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _broken_pipe()
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            return _internal_error(exc)
+        where = f": {exc.filename}" if exc.filename else ""
+        _report([f"ERROR: {_ENVIRONMENT_ERRNOS[exc.errno]}{where}",
+                 "hint: free space or point MASON_ROOT / the output at another file system"], exc)
+        return 1
+    except Exception as exc:  # a bug: one clear line instead of a traceback in the progress output
+        return _internal_error(exc)
 
 
 if __name__ == "__main__":
