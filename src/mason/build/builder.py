@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -118,7 +119,10 @@ class ProgressAdapter:
 
         with self._lock:
             self.states[vertex.name] = "error"
-        text = "cancelled" if isinstance(error, Cancelled) else (str(error).splitlines() or [""])[0]
+        if isinstance(error, Cancelled):  # BuildKit prints "#N CANCELED", no error summary
+            self.sink.emit(Event(self._vid(vertex), vertex.name, "error", "cancelled", extra={"cancelled": "true"}))
+            return
+        text = (str(error).splitlines() or [""])[0]
         self.sink.emit(Event(self._vid(vertex), vertex.name, "error", text))
 
     def source_error(self, source: str, error: Exception) -> None:
@@ -169,19 +173,34 @@ class _Resolver:
         self._memo[key] = img
         return img
 
+    def _stored(self, digest: Digest) -> bytes | None:
+        """The content store's copy of a manifest or config, or None. A copy whose bytes do not
+        hash to its name (disk corruption, tampering) is reported with both digests and
+        deleted, so it is fetched again rather than used (and put_bytes can store it anew)."""
+        if not self.state.store.has(digest):
+            return None
+        path = self.state.store.path(digest)
+        raw = path.read_bytes()
+        got = sha256_bytes(raw)
+        if got == digest:
+            return raw
+        self.sink.emit(Event("store:corrupt", "local content store", "warning",
+                             f"{path} is corrupt: expected {digest}, got {got}; deleted it, fetching again"))
+        self.state.store.delete(digest)
+        return None
+
     def _get_doc(self, ref: Any, digest: str | None) -> tuple[bytes, str, Digest]:
         from mason.oci.manifest import parse_manifest
 
-        if digest is not None and self.state.store.has(Digest(digest)):
-            raw = self.state.store.path(Digest(digest)).read_bytes()
-            if sha256_bytes(raw) == digest:
-                return raw, parse_manifest(raw).media_type, Digest(digest)
+        if digest is not None and (raw := self._stored(Digest(digest))) is not None:
+            return raw, parse_manifest(raw).media_type, Digest(digest)
         fetched = self.client.fetch_manifest(ref.with_digest(digest) if digest else ref)
         self.state.store.put_bytes(fetched.raw)
         return fetched.raw, fetched.media_type, fetched.digest
 
     def _resolve(self, ref: Any, platform: Platform) -> ResolvedImage:
         from mason.oci.manifest import ImageIndex, parse_manifest
+        from mason.registry.errors import RegistryNotFoundError
 
         if self.client is None:
             raise BuildError(f"cannot resolve {ref}: no registry client", reference="resolve-failed")
@@ -189,7 +208,15 @@ class _Resolver:
         if digest is None:
             head = self.client.head_manifest(ref)
             if head is None:
-                raise BuildError(f"failed to resolve source metadata for {ref}: not found", reference="image-not-found")
+                # a HEAD 404 has no body: GET it for the URL and the registry's own error JSON
+                try:
+                    fetched = self.client.fetch_manifest(ref)
+                except RegistryNotFoundError as exc:
+                    raise BuildError(f"failed to resolve source metadata for {ref}: not found",
+                                     reference="image-not-found", context=exc.context,
+                                     hint="check the image name and tag (and that you may pull it)") from exc
+                self.state.store.put_bytes(fetched.raw)  # appeared since the HEAD
+                head = fetched.descriptor()
             digest = head.digest
         raw, media_type, digest = self._get_doc(ref, digest)
         doc = parse_manifest(raw, media_type)
@@ -204,8 +231,9 @@ class _Resolver:
         if isinstance(doc, ImageIndex):
             raise BuildError(f"{ref}: nested image index is not supported", reference="resolve-failed")
         cfg_desc = doc.config
-        if self.state.store.has(cfg_desc.digest):
-            cfg_raw = self.state.store.path(cfg_desc.digest).read_bytes()
+        stored_cfg = self._stored(cfg_desc.digest)
+        if stored_cfg is not None:
+            cfg_raw = stored_cfg
         else:
             with self.client.open_blob(ref, cfg_desc) as stream:
                 cfg_raw = stream.read()
@@ -221,6 +249,52 @@ class _Resolver:
             self.blobs.add_remote(desc.digest, Digest(diff_id), RemoteLocation(ref, desc.media_type, desc.size))
             layers.append(lr)
         return ResolvedImage(ref, digest, config, tuple(layers))
+
+
+def _ignore_size(context: Path, dockerfile: Path | None) -> int:
+    for path in ((dockerfile.with_name(dockerfile.name + ".dockerignore"),) if dockerfile else ()) + (
+            context / ".dockerignore",):
+        with contextlib.suppress(OSError):
+            return path.stat().st_size
+    return 0
+
+
+def _uses_context(plan: Any) -> bool:
+    """Whether a needed stage reads the context (COPY/ADD without --from, RUN bind mounts)."""
+    from mason.dockerfile.instructions import AddCommand, CopyCommand
+
+    for ps in plan.stages:
+        for cmd in ps.stage.commands:
+            if isinstance(cmd, AddCommand) or (isinstance(cmd, CopyCommand) and not cmd.from_):
+                return True
+            if any(m.type == "bind" and not m.from_ for m in getattr(cmd, "mounts", None) or ()):
+                return True
+    return False
+
+
+def _context_size(context: Path, ignore: DockerIgnore) -> int:
+    """Bytes of the context's files that .dockerignore keeps (what BuildKit would transfer)."""
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(context):
+        rel_dir = os.path.relpath(dirpath, context)
+        prefix = "" if rel_dir == "." else rel_dir + "/"
+        if not ignore.has_exceptions:
+            dirnames[:] = [d for d in dirnames if not ignore.ignored(prefix + d)]
+        for name in filenames:
+            if not ignore.ignored(prefix + name):
+                with contextlib.suppress(OSError):
+                    total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def human_size(n: int) -> str:
+    """BuildKit's (go-units) size text: decimal units, three significant digits ("1.09MB")."""
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{n}B" if unit == "B" else f"{size:.3g}{unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
 
 
 def _predefined_args(platform: Platform) -> dict[str, str]:
@@ -249,7 +323,7 @@ def build(opts: BuildOptions, *, root: Path, progress: ProgressSink | None = Non
         df = parse_dockerfile(data, df_name)
     with _task(sink, "[internal] load .dockerignore") as t:
         ignore = DockerIgnore.load(opts.context, df_path)
-        t.log("transferring context: done")
+        t.log(f"transferring context: {_ignore_size(opts.context, df_path)}B done")
     platform = opts.platform or host_platform()
     build_args = dict(opts.build_args)
     epoch = opts.source_date_epoch
@@ -306,6 +380,9 @@ def _build_in(opts: BuildOptions, state: StateRoot, df: Any, plan: Any, ignore: 
     from mason.build.remotecache import import_caches
 
     sources, cache_imports = import_caches(opts.cache_from, client, blobs, sink)
+    if _uses_context(plan):
+        with _task(sink, "[internal] load build context") as t:
+            t.log(f"transferring context: {human_size(_context_size(opts.context, ignore))} done")
     adapter = ProgressAdapter(sink)
     solver: Solver[StepResult] = Solver(local=LocalResultStore(state, blobs), sources=sources, progress=adapter,
                                         max_workers=opts.max_parallel)

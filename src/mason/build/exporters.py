@@ -9,13 +9,16 @@ that already holds a layer (in any repository) mounts it instead of moving bytes
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import json
 import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,8 +123,10 @@ def push_image(blobs: Blobs, client: Any, exported: ExportedImage, refs: Sequenc
                     return
             client.push_blob(target, desc, blobs.opener(lr))
 
+        t0 = time.monotonic()
         with ThreadPoolExecutor(max_workers=max_workers) as pool:
             list(pool.map(push_layer, exported.layers))
+        log(f"pushing layers {time.monotonic() - t0:.1f}s done")
         cfg = exported.manifest.config
         raw = exported.config_raw
         client.push_blob(target, cfg, lambda raw=raw: io.BytesIO(raw))
@@ -186,23 +191,42 @@ def _tar_directory(src: Path, out: IO[bytes], *, extra: dict[str, bytes] | None 
             tf.addfile(ti, io.BytesIO(data))
 
 
-def _open_dest(dest: str, stdout: BinaryIO | None) -> tuple[IO[bytes], Callable[[], None]]:
+def _output_error(kind: str, dest: str, exc: OSError) -> BuildError:
+    reason = "exists and is not a directory" if exc.errno in (errno.EEXIST, errno.ENOTDIR) else exc.strerror
+    # name the failing path when it is not dest itself or our temp file beside it
+    named = str(exc.filename or "")
+    context = [f"file: {named}"] if named and named != dest and ".mason-" not in named else []
+    return BuildError(f"cannot write the {kind} output to {dest}: {reason or exc}", reference="output-failed",
+                      context=context, hint="give a writable path in dest=")
+
+
+@contextlib.contextmanager
+def _dest_file(dest: str, kind: str, stdout: BinaryIO | None) -> Iterator[IO[bytes]]:
+    """Write ``dest`` all or nothing: into a temp file beside it, renamed into place at the
+    end; on any failure the temp file is removed, so no partial file is ever left."""
     if dest == "-":
         if stdout is None:
             raise BuildError("dest=- needs a stdout stream", reference="invalid-output")
-        return stdout, lambda: None
-    directory = os.path.dirname(os.path.abspath(dest)) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".mason-", dir=directory)
-    f = os.fdopen(fd, "wb")
-
-    def commit() -> None:
-        f.flush()
-        os.fsync(f.fileno())
-        f.close()
+        yield stdout
+        return
+    try:
+        directory = os.path.dirname(os.path.abspath(dest)) or "."
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".mason-", dir=directory)
+    except OSError as exc:
+        raise _output_error(kind, dest, exc) from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; an image tar holds no secrets
         os.replace(tmp, dest)
-
-    return f, commit
+    except OSError as exc:
+        raise _output_error(kind, dest, exc) from exc
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def _docker_manifest_json(exported: ExportedImage, names: Sequence[str]) -> bytes:
@@ -228,10 +252,12 @@ def export_outputs(blobs: Blobs, client: Any, image: ImageResult, outputs: Seque
     first: ExportedImage | None = None
     for out in outputs:
         if out.type in ("image", "oci", "docker"):
+            t0 = time.monotonic()
             exported = assemble_manifest(blobs, image, compression=out.compression, level=out.compression_level,
                                          force=out.force_compression, oci=out.oci_mediatypes,
                                          config_extra=config_extra)
             first = first or exported
+            log(f"exporting layers {time.monotonic() - t0:.1f}s done")  # BuildKit's first export line
             log(f"exporting manifest {exported.digest} done")
             log(f"exporting config {exported.manifest.config.digest} done")
             if out.type == "image":
@@ -250,25 +276,25 @@ def export_outputs(blobs: Blobs, client: Any, image: ImageResult, outputs: Seque
                     try:
                         _write_layout(blobs, exported, work, out.names)
                         extra = {"manifest.json": _docker_manifest_json(exported, out.names)} if out.type == "docker" else None
-                        f, commit = _open_dest(out.dest, stdout)
-                        _tar_directory(work, f, extra=extra)
-                        commit()
+                        with _dest_file(out.dest, out.type, stdout) as f:
+                            _tar_directory(work, f, extra=extra)
                     finally:
                         shutil.rmtree(work, ignore_errors=True)
                 log(f"writing {out.type} output to {out.dest} done")
         else:
             assert out.dest is not None and image.apply_layers is not None
             if out.type == "local":
-                dest = Path(out.dest)
-                dest.mkdir(parents=True, exist_ok=True)
-                image.apply_layers(dest)
+                try:
+                    Path(out.dest).mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise _output_error(out.type, out.dest, exc) from exc
+                image.apply_layers(Path(out.dest))
             else:
                 work = Path(tempfile.mkdtemp(dir=tmp_dir, prefix="export-fs-"))
                 try:
                     image.apply_layers(work)
-                    f, commit = _open_dest(out.dest, stdout)
-                    _tar_directory(work, f, zero_mtime=False)
-                    commit()
+                    with _dest_file(out.dest, out.type, stdout) as f:
+                        _tar_directory(work, f, zero_mtime=False)
                 finally:
                     shutil.rmtree(work, ignore_errors=True)
             log(f"copying files to {out.dest} done")

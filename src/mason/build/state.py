@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from mason.digest import Digest, VerifyingReader, hasher_for, parse_digest
-from mason.errors import DiagnosticError
+from mason.errors import DiagnosticError, DigestMismatchError
 
 __all__ = [
     "BlobInfo",
@@ -127,14 +127,19 @@ def parse_size(text: str) -> int:
 class _RawVerifying(io.RawIOBase):
     """A VerifyingReader as a raw stream (readinto), so it can be buffered and decompressed."""
 
-    def __init__(self, reader: VerifyingReader) -> None:
+    def __init__(self, reader: VerifyingReader, on_corrupt: Callable[[DigestMismatchError], None]) -> None:
         self._reader = reader
+        self._on_corrupt = on_corrupt
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        data = self._reader.read(len(buffer))
+        try:
+            data = self._reader.read(len(buffer))
+        except DigestMismatchError as exc:
+            self._on_corrupt(exc)
+            raise
         n = len(data)
         buffer[:n] = data
         return n
@@ -178,8 +183,17 @@ class ContentStore:
             f = open(self.path(digest), "rb")  # noqa: SIM115 - handed to the reader
         except FileNotFoundError:
             raise StateError(f"blob {digest} is not in the content store", reference="blob-missing") from None
-        raw = _RawVerifying(VerifyingReader(f, digest, size, what=f"local blob {digest}"))
+        raw = _RawVerifying(VerifyingReader(f, digest, size, what=f"local blob {digest}"),
+                            lambda exc: self._corrupt(digest, exc))
         return io.BufferedReader(raw, _CHUNK)
+
+    def _corrupt(self, digest: Digest, exc: DigestMismatchError) -> None:
+        """A stored blob does not match its name (disk error, tampering): delete it so it is
+        never used again (the next build fetches or rebuilds it) and say so."""
+        path = self.path(digest)
+        self.delete(digest)
+        raise DigestMismatchError(exc.message, reference="corrupt-local-blob", context=[f"file: {path} (deleted)"],
+                                  hint="run the build again: mason fetches or rebuilds the blob") from exc
 
     def temp_file(self) -> tuple[IO[bytes], Path]:
         fd, name = tempfile.mkstemp(dir=self.tmp, prefix=f"{os.getpid()}-blob-")
@@ -504,7 +518,10 @@ class StateRoot:
                 d.mkdir(parents=True, exist_ok=True)
             self._lock_fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
-            raise StateError(f"cannot use state directory {self.path}: {exc.strerror}",
+            # mkdir on a file says "File exists": name the real problem
+            reason = "a file is in the way of a directory" if exc.errno in (errno.EEXIST, errno.ENOTDIR) else exc.strerror
+            raise StateError(f"cannot use state directory {self.path}: {reason}",
+                             context=[f"path: {exc.filename}"] if exc.filename else [],
                              hint="set MASON_ROOT to a writable directory") from exc
         # Opportunistic cleanup: if nobody else holds the root, leftovers of a killed
         # process (temp files) are garbage.

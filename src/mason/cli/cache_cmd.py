@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from typing import Any
 
@@ -53,7 +54,7 @@ def _inspect(args: argparse.Namespace) -> int:
     from mason.cache import load_cache_source
     from mason.cache.inspect import describe_cache
     from mason.cache.options import parse_cache_from, split_csv
-    from mason.errors import BuildError, UsageError
+    from mason.errors import UsageError
 
     target: str = args.target
     if target.startswith("oci-layout://"):
@@ -70,8 +71,10 @@ def _inspect(args: argparse.Namespace) -> int:
     else:
         if args.tag or args.digest:
             raise UsageError("--tag and --digest are for a local cache directory; put the tag in REF")
-        if len(split_csv(target)) != 1 or "=" in target:
-            raise UsageError(f"{target!r} is neither a directory nor an image reference")
+        if len(split_csv(target)) != 1 or "=" in target or target.startswith(("/", ".", "~")):
+            raise UsageError(f"{target!r} is neither a directory nor an image reference",
+                             reference="cache-not-found",
+                             hint="a local cache is a directory with index.json; a registry cache is a REF")
         [options] = parse_cache_from(target)
         from mason.registry.auth import CredentialStore
         from mason.registry.client import RegistryClient
@@ -80,7 +83,7 @@ def _inspect(args: argparse.Namespace) -> int:
         with RegistryClient(credentials, insecure_hosts=args.insecure, ca_file=args.ca_file) as client:
             source = load_cache_source(options, client)
     if source.warning:
-        raise BuildError(source.warning.replace("cache import from", "cannot read cache").replace(", continuing without it", ""))
+        raise _unreadable(args.target, source.warning)
     summary = describe_cache(source)
     if args.format == "json":
         json.dump(summary, sys.stdout, indent=2)
@@ -88,6 +91,19 @@ def _inspect(args: argparse.Namespace) -> int:
         return 0
     _print_text(summary, show_records=args.records)
     return 0
+
+
+def _unreadable(target: str, warning: str) -> Exception:
+    """The import's one-line warning (``cache import from X failed, continuing without it:
+    MESSAGE | context | hint: ...``) as an error: inspecting is not a build that goes on."""
+    from mason.errors import BuildError
+
+    reason = re.sub(r"^(cache import from .+? failed, continuing without it|local cache import at .+? skipped): ",
+                    "", warning)
+    message, *rest = (part.strip() for part in reason.split(" | "))
+    hints = [p.removeprefix("hint: ") for p in rest if p.startswith("hint: ")]
+    return BuildError(f"cannot inspect cache {target}: {message}", reference="cache-unreadable",
+                      context=[p for p in rest if not p.startswith("hint: ")], hint=hints[0] if hints else None)
 
 
 def _print_text(s: dict[str, Any], *, show_records: bool) -> None:
