@@ -6,27 +6,27 @@ content store as the exporter's ``ExportBlobStore``, solved vertices as
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import Any, BinaryIO
 
 from mason.build.blobs import Blobs, RemoteLocation
 from mason.build.ops import StepResult
 from mason.build.state import LayerRef
+from mason.cache.format import ZERO_TIME
+from mason.cache.model import ANNOTATION_CREATED_AT, DISTRIBUTION_SOURCE_PREFIX
 from mason.digest import Digest
 from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, Descriptor
+from mason.oci.errors import InvalidReferenceError
 from mason.oci.reference import Reference
 from mason.progress import Event, ProgressSink
 from mason.solver import CacheKey, CacheSource
 
 __all__ = ["CacheBlobStore", "HitLookup", "export_caches", "import_caches", "inline_cache_extra", "solved_records"]
 
-_DIST_SOURCE = "containerd.io/distribution.source."
-_CREATED_AT = "buildkit/createdat"
 #: Records of steps that made no layer of their own (FROM) carry this fixed time, so a
 #: re-export of an unchanged build writes the same bytes.
 _EPOCH = "1970-01-01T00:00:00Z"
-_NO_TIME = ("", "0001-01-01T00:00:00Z", _EPOCH)
+_NO_TIME = ("", ZERO_TIME, _EPOCH)
 
 
 def _emit_task(sink: ProgressSink, name: str, status: str, text: str = "", elapsed: float | None = None) -> None:
@@ -48,25 +48,39 @@ class HitLookup:
         created: list[str] = []
         for desc in hit.layers:
             diff_id = Digest(desc.annotations[ANNOTATION_UNCOMPRESSED])
-            locations = []
-            for k, v in desc.annotations.items():
-                if k.startswith(_DIST_SOURCE):
-                    with contextlib.suppress(Exception):
-                        locations.append(Reference.parse(f"{k[len(_DIST_SOURCE):]}/{v}"))
-            plain = Descriptor(desc.media_type, desc.digest, desc.size, annotations=dict(desc.annotations))
+            locations = _distribution_sources(desc)
 
-            def opener(hit: Any = hit, plain: Descriptor = plain) -> Any:
-                return hit.open_blob(plain)
+            def opener(hit: Any = hit, desc: Descriptor = desc) -> Any:
+                return hit.open_blob(desc)
 
-            self.blobs.add_remote(desc.digest, diff_id, RemoteLocation(locations[0] if locations else None,
-                                                                       desc.media_type, desc.size, opener))
+            # The annotations travel with the location: an eStargz layer's TOC digest and size
+            # let it count (and be re-exported) as eStargz without a download, and are what
+            # its download is verified against.
+            annotations = dict(desc.annotations)
+            self.blobs.add_remote(desc.digest, diff_id, RemoteLocation(
+                locations[0] if locations else None, desc.media_type, desc.size, opener, annotations))
             for ref in locations[1:]:
-                self.blobs.add_remote(desc.digest, diff_id, RemoteLocation(ref, desc.media_type, desc.size))
+                self.blobs.add_remote(desc.digest, diff_id,
+                                      RemoteLocation(ref, desc.media_type, desc.size, annotations=annotations))
             layers.append(LayerRef(diff_id, desc.digest, desc.size, desc.media_type))
-            created.append(desc.annotations.get(_CREATED_AT, ""))
+            created.append(desc.annotations.get(ANNOTATION_CREATED_AT, ""))
         if created and not created[-1]:
             created[-1] = "" if hit.created_at in _NO_TIME else hit.created_at
         return StepResult(tuple(layers), tuple(created), source=hit.source)
+
+
+def _distribution_sources(desc: Descriptor) -> list[Reference]:
+    """The repositories ``containerd.io/distribution.source.<host>=<repo>[,<repo>...]`` names."""
+    found = []
+    for key, value in desc.annotations.items():
+        if key.startswith(DISTRIBUTION_SOURCE_PREFIX):
+            host = key[len(DISTRIBUTION_SOURCE_PREFIX):]
+            for repo in filter(None, (r.strip() for r in value.split(","))):
+                try:
+                    found.append(Reference.parse(f"{host}/{repo}"))
+                except InvalidReferenceError:
+                    continue  # a hint naming no valid repository is only a lost mount
+    return found
 
 
 def import_caches(cache_from: Sequence[Any], client: Any, blobs: Blobs,
@@ -145,7 +159,7 @@ def _annotated(blobs: Blobs, lr: LayerRef) -> Descriptor:
     assert lr.blob is not None
     for loc in blobs.remote_locations(lr.blob):
         if loc.ref is not None:
-            extra.setdefault(f"{_DIST_SOURCE}{loc.ref.registry}", loc.ref.repository)
+            extra.setdefault(f"{DISTRIBUTION_SOURCE_PREFIX}{loc.ref.registry}", loc.ref.repository)
     return desc.with_annotations(extra) if extra else desc
 
 

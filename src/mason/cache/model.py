@@ -15,11 +15,9 @@ blob instead of downloading it (BuildKit's convention).
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal, Protocol
 
@@ -34,6 +32,7 @@ from mason.cache.format import (
     rfc3339_nano,
     serialize_cache_config,
 )
+from mason.compression.estargz import ANNOTATION_TOC_DIGEST, ANNOTATION_UNCOMPRESSED_SIZE
 from mason.digest import Digest
 from mason.errors import DiagnosticError
 from mason.oci import mediatypes as mt
@@ -59,11 +58,10 @@ __all__ = [
 
 ANNOTATION_CREATED_AT = "buildkit/createdat"
 DISTRIBUTION_SOURCE_PREFIX = "containerd.io/distribution.source."
-_ESTARGZ_TOC = "containerd.io/snapshot/stargz/toc.digest"
-_ESTARGZ_SIZE = "io.containers.estargz.uncompressed-size"
 #: Layer annotations written into cache manifests. Distribution-source hints are dropped so
 #: that a warm re-export (whose layers came from an import) is byte-identical to the cold one.
-KEPT_LAYER_ANNOTATIONS = (ANNOTATION_UNCOMPRESSED, ANNOTATION_CREATED_AT, _ESTARGZ_TOC, _ESTARGZ_SIZE)
+KEPT_LAYER_ANNOTATIONS = (ANNOTATION_UNCOMPRESSED, ANNOTATION_CREATED_AT, ANNOTATION_TOC_DIGEST,
+                          ANNOTATION_UNCOMPRESSED_SIZE)
 
 
 class CacheExportError(DiagnosticError):
@@ -103,32 +101,10 @@ class CacheHit:
         return tuple(Digest(d.annotations[ANNOTATION_UNCOMPRESSED]) for d in self.layers)
 
     def open_blob(self, desc: Descriptor) -> AbstractContextManager[BinaryIO]:
-        """A verified stream of the compressed blob (downloads now, not at import). An eStargz
-        layer (TOC digest annotation) is also verified as eStargz against its annotations."""
-        if desc.annotations.get(_ESTARGZ_TOC):
-            return _verified_estargz(self.provider, desc)
+        """A stream of the compressed blob, verified against its digest and size as it is read
+        (downloads now, not at import). An eStargz layer's TOC and chunks are checked against
+        its annotations where the blob is stored (``mason.build.blobs``), once, not here."""
         return self.provider.open_blob(desc)
-
-
-@contextmanager
-def _verified_estargz(provider: BlobProvider, desc: Descriptor) -> Iterator[BinaryIO]:
-    # Footer, TOC and chunks need random access, so the blob is spooled to a temp file first;
-    # a corrupt blob raises EStargzError here and is never handed out.
-    from mason.compression.estargz import verify_estargz
-
-    size = desc.annotations.get(_ESTARGZ_SIZE, "")
-    with tempfile.TemporaryFile() as spool:
-        with provider.open_blob(desc) as stream:
-            shutil.copyfileobj(stream, spool, 1 << 20)
-        spool.seek(0)
-        verify_estargz(
-            spool,
-            expected_toc_digest=desc.annotations[_ESTARGZ_TOC],
-            expected_diff_id=desc.annotations.get(ANNOTATION_UNCOMPRESSED),
-            expected_uncompressed_size=int(size) if size.isdigit() else None,
-        )
-        spool.seek(0)
-        yield spool
 
 
 class _NoBlobs:
@@ -389,13 +365,6 @@ def plan_export(
             }
             if kept:
                 out = out.with_annotations(kept)
-            # An eStargz blob reused from the cache stored here keeps its eStargz annotations
-            # even when the builder only knows it as a remote gzip blob.
-            before = prior.descriptors.get(out.digest) if prior is not None else None
-            if before is not None and _ESTARGZ_TOC in before.annotations and _ESTARGZ_TOC not in out.annotations \
-                    and before.annotations.get(ANNOTATION_UNCOMPRESSED) == diff_id_of(out):
-                out = out.with_annotations({k: before.annotations[k] for k in (_ESTARGZ_TOC, _ESTARGZ_SIZE)
-                                            if k in before.annotations})
         with lock:
             resolved[cache_key] = out
         return out
