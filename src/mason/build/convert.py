@@ -151,7 +151,10 @@ class _Converter:
         ps = self.plan.stage(index)
         st = ps.stage
         total = _count_layer_steps(st.commands) + 1
-        label = ps.display_name
+        # BuildKit's step names: no stage name when the Dockerfile has one stage, and
+        # the step number right-aligned to the width of the total ("[ 3/12]")
+        label = ps.display_name + " " if len(self.plan.all_stages) > 1 else ""
+        width = len(str(total))
         history: list[HistoryPlan]
         if ps.base.stage is not None:
             parent = self.stage(ps.base.stage)
@@ -164,7 +167,7 @@ class _Converter:
         else:
             assert ps.base.image is not None
             base_created = ""
-            vertex, img = self.image_vertex(ps.base.image, ps.platform, f"[{label} 1/{total}] FROM {ps.base_name}")
+            vertex, img = self.image_vertex(ps.base.image, ps.platform, f"[{label}{1:>{width}}/{total}] FROM {ps.base_name}")
             if img is None:
                 arch, os_, variant = _split_platform(ps.platform or self.platform)
                 config = StageConfig.scratch(arch, os_, variant)
@@ -189,7 +192,7 @@ class _Converter:
             is_layer = isinstance(cmd, RunCommand | CopyCommand | AddCommand | WorkdirCommand)
             if is_layer:
                 step += 1
-            self.dispatch(result, cmd, f"[{label} {step}/{total}]")
+            self.dispatch(result, cmd, f"[{label}{step:>{width}}/{total}]")
         self.done[index] = result
         return result
 
@@ -450,6 +453,10 @@ def convert_plan(env: BuildEnv, plan: BuildPlan, resolve: ImageResolver, *, plat
                  no_cache: bool = False) -> ConvertedBuild:
     """Build the vertices of every stage the target needs."""
     conv = _Converter(env, plan, resolve, platform, no_cache, {})
+    # stages in file order, as BuildKit converts them: a base image shared by several
+    # stages is one vertex named after its first stage ("[build 1/6] FROM ...")
+    for ps in plan.stages:
+        conv.stage(ps.index)
     target = conv.stage(plan.target)
     return ConvertedBuild(plan, conv.done, target, conv.images)
 

@@ -95,8 +95,9 @@ def import_caches(cache_from: Sequence[Any], client: Any, blobs: Blobs,
         _emit_task(sink, name, "started")
         src = load_cache_source(opt, client)
         if src.warning:
+            # the reason once (WARNING), then BuildKit's ERROR status for the vertex (the build goes on)
             _emit_task(sink, name, "warning", src.warning)
-            _emit_task(sink, name, "error", src.warning)
+            _emit_task(sink, name, "error", "cache not imported; the build goes on without it")
             continue
         _emit_task(sink, name, "done")
         imported[_dest_key(opt)] = src
@@ -187,17 +188,25 @@ def export_caches(cache_to: Sequence[Any], graph: Any, converted: Any, blobs: Bl
     for opt in cache_to:
         if opt.type == "inline":
             continue
-        name = "exporting cache to " + opt.display_name
-        _emit_task(sink, name, "started")
+        # BuildKit's vertex names and lines, so log readers see the same shape; the
+        # destination and what moved are mason's own extra lines
+        name = "exporting cache to " + ("registry" if opt.type == "registry" else "client directory")
+        vid = f"task:cache-export:{opt.display_name}"
+        sink.emit(Event(vid, name, "started"))
+        sink.emit(Event(vid, name, "log", "preparing build cache for export"))
+        t0 = time.monotonic()
         res = export_cache(opt, records, blobs=store, image_diff_ids=image_diff_ids, client=client,
                            prior=imported.get(_dest_key(opt)))
         if res.warning:
-            _emit_task(sink, name, "warning", res.warning)
+            sink.emit(Event(vid, name, "warning", res.warning))
         else:
+            for digest in sorted({*res.uploaded, *res.mounted, *res.existing}):
+                sink.emit(Event(vid, name, "log", f"writing layer {digest} done"))
+            sink.emit(Event(vid, name, "log", f"preparing build cache for export {time.monotonic() - t0:.1f}s done"))
             if res.manifest is not None:
-                _emit_task(sink, name, "log",
-                           f"writing manifest {res.manifest.digest} done ({len(res.uploaded)} uploaded, "
-                           f"{len(res.mounted)} mounted, {len(res.existing)} already there)")
-        _emit_task(sink, name, "done")
+                sink.emit(Event(vid, name, "log", f"writing manifest {res.manifest.digest} done"))
+                sink.emit(Event(vid, name, "log", f"exported to {opt.display_name}: {len(res.uploaded)} uploaded, "
+                                                  f"{len(res.mounted)} mounted, {len(res.existing)} already there"))
+        sink.emit(Event(vid, name, "done", elapsed=time.monotonic() - t0))
         results.append(res)
     return results

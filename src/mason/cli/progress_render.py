@@ -18,6 +18,7 @@ import json
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import asdict
 from typing import Any, TextIO
 
@@ -53,7 +54,16 @@ class RawJsonRenderer(Renderer):
 
 
 class PlainRenderer(Renderer):
-    """BuildKit-shaped plain output. Thread-safe; vertices numbered by first appearance."""
+    """BuildKit-shaped plain output. Thread-safe; vertices numbered by first appearance.
+
+    Every line a vertex prints starts with ``#N `` (a multi-line text becomes several
+    prefixed lines, so no line can pose as another vertex's). On ``close`` each failed
+    vertex gets BuildKit's summary block: ``------``, `` > NAME:``, its last output lines
+    (``0.123 text``, no ``#``: they belong to no block), ``------``.
+    """
+
+    #: Output lines kept per vertex for the error summary (BuildKit shows the last 10).
+    TAIL = 10
 
     def __init__(self, stream: TextIO, *, clock: Any = time.monotonic) -> None:
         self._stream = stream
@@ -64,6 +74,8 @@ class PlainRenderer(Renderer):
         self._started: dict[str, float] = {}
         self._current: str | None = None
         self._finished: set[str] = set()
+        self._tails: dict[str, deque[str]] = {}
+        self._failed: list[str] = []
 
     def _write(self, line: str) -> None:
         self._stream.write(line + "\n")
@@ -73,7 +85,7 @@ class PlainRenderer(Renderer):
         if n is None:
             n = len(self._numbers) + 1
             self._numbers[event.vertex] = n
-            self._names[event.vertex] = event.name
+            self._names[event.vertex] = _one_line(event.name)
             self._started[event.vertex] = self._clock()
         if self._current != event.vertex:
             if self._current is not None:
@@ -82,18 +94,24 @@ class PlainRenderer(Renderer):
             self._current = event.vertex
         return n
 
+    def _lines(self, n: int, text: str, prefix: str = "") -> None:
+        for i, line in enumerate(text.splitlines() or [""]):
+            self._write(f"#{n} {prefix if i == 0 else ''}{line}")
+
     def emit(self, event: Event) -> None:
         with self._lock:
-            if event.vertex in self._finished and event.status in ("started", "cached", "done"):
+            if event.vertex in self._finished and event.status in ("started", "cached", "done", "error"):
                 return
             n = self._header(event)
             if event.status == "log":
                 if event.extra.get("stream"):
                     elapsed = self._clock() - self._started[event.vertex]
+                    tail = self._tails.setdefault(event.vertex, deque(maxlen=self.TAIL))
                     for line in event.text.splitlines() or [""]:
                         self._write(f"#{n} {elapsed:.3f} {line}")
+                        tail.append(f"{elapsed:.3f} {line}")
                 else:
-                    self._write(f"#{n} {event.text}")
+                    self._lines(n, event.text)
             elif event.status == "cached":
                 self._write(f"#{n} CACHED")
                 self._finished.add(event.vertex)
@@ -102,10 +120,14 @@ class PlainRenderer(Renderer):
                 self._write(f"#{n} DONE {elapsed:.1f}s")
                 self._finished.add(event.vertex)
             elif event.status == "error":
-                self._write(f"#{n} ERROR: {event.text}")
                 self._finished.add(event.vertex)
+                if event.extra.get("cancelled"):
+                    self._write(f"#{n} CANCELED")
+                else:
+                    self._lines(n, event.text, "ERROR: ")
+                    self._failed.append(event.vertex)
             elif event.status == "warning":
-                self._write(f"#{n} WARNING: {event.text}")
+                self._lines(n, event.text, "WARNING: ")
             self._stream.flush()
 
     def close(self) -> None:
@@ -113,7 +135,19 @@ class PlainRenderer(Renderer):
             if self._current is not None:
                 self._write("")
                 self._current = None
+            for vid in self._failed:
+                self._write("------")
+                self._write(f" > {self._names[vid]}:")
+                for line in self._tails.get(vid, ()):
+                    self._write(line)
+                self._write("------")
+            self._failed.clear()
             self._stream.flush()
+
+
+def _one_line(text: str) -> str:
+    """A vertex name on one line (a heredoc RUN's name holds newlines)."""
+    return " ".join(text.splitlines()) if "\n" in text or "\r" in text else text
 
 
 class RichRenderer(Renderer):
