@@ -57,6 +57,9 @@ _CHUNK = 1 << 20
 #: Pseudo-compression of the metadata row that holds an eStargz blob's facts (keyed by the
 #: blob digest, which is never a diff ID, so it never mixes with real variants).
 _FACTS = "estargz-facts"
+#: Pseudo-compression of the row that marks a blob as downloaded from a registry (keyed and
+#: valued by the blob digest, so pruning the blob drops the mark).
+_PULLED = "pulled"
 _UNKNOWN = object()
 
 
@@ -159,6 +162,11 @@ class Blobs:
     def has_local(self, blob: Digest) -> bool:
         return self.state.store.has(blob)
 
+    def pulled(self, blob: Digest) -> bool:
+        """Whether the blob came from a registry (a base image's or an imported cache's layer,
+        downloaded or not) rather than being made by this builder."""
+        return bool(self.remote_locations(blob)) or self.state.meta.variant(blob, _PULLED, None) is not None
+
     # storing new layers -----------------------------------------------------------
 
     def store_layer(self, write_tar: Callable[[BinaryIO], Digest], compression: str = "gzip",
@@ -258,7 +266,7 @@ class Blobs:
     def _usable(self, diff_id: Digest, comp: str, info: BlobInfo) -> bool:
         """A variant row of ``diff_id`` whose blob really unpacks to ``diff_id`` (an eStargz
         variant of a tar has the diff ID of its own stream) and is in the content store."""
-        if comp == _FACTS or not self.has_local(info.digest):
+        if comp in (_FACTS, _PULLED) or not self.has_local(info.digest):
             return False
         if comp == "estargz":
             facts = self.estargz_facts(info.digest)
@@ -310,6 +318,7 @@ class Blobs:
                 info = BlobInfo(blob, loc.size, loc.media_type)
                 self.state.meta.put_blob(info)
                 self.state.meta.put_variant(diff_id, comp, None, info)
+                self.state.meta.put_variant(blob, _PULLED, None, info)
                 with self._lock:
                     self.downloaded.append(blob)
                 return

@@ -6,6 +6,7 @@ content store as the exporter's ``ExportBlobStore``, solved vertices as
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, BinaryIO
 
@@ -122,12 +123,17 @@ class CacheBlobStore:
         return LayerRef(Digest(desc.annotations[ANNOTATION_UNCOMPRESSED]), desc.digest, desc.size, desc.media_type)
 
     def cache_blob(self, layer: Descriptor, compression: str, level: int | None, force: bool) -> Descriptor:
-        ref = self._ref(layer)
-        if not force and not self.blobs.has_local(layer.digest):
-            # An imported (remote-only) blob is kept in the form it has, as BuildKit does:
-            # converting it would mean downloading it. force-compression converts.
+        # BuildKit's rule: ``compression`` is the compression of the blobs the build makes;
+        # force-compression "force[s] re-compressing layers that have been imported from a
+        # previous cache if the requested compression algorithm is different". So without
+        # force a blob that came from a registry -- an imported cache's or a base image's
+        # layer, downloaded since or not -- is exported as it is (BuildKit keeps a pulled gzip
+        # base layer as gzip in an eStargz or zstd cache). The layers mason made are stored as
+        # gzip when committed, where BuildKit makes them in ``compression`` at export: those
+        # are converted (once; the variant is kept).
+        if not force and self.blobs.pulled(layer.digest):
             return layer
-        lr = self.blobs.variant(ref, compression, level, force)
+        lr = self.blobs.variant(self._ref(layer), compression, level, force)
         if lr.blob == layer.digest:
             return layer
         return self.blobs.descriptor(lr, oci=True, annotate=True)

@@ -152,3 +152,37 @@ def _remote_gzip_layer(blobs: Blobs, text: bytes) -> LayerRef:
 
     blobs.add_remote(digest, sha256_bytes(tar), RemoteLocation(None, mt.OCI_LAYER_GZIP, len(data), opener))
     return LayerRef(sha256_bytes(tar), digest, len(data), mt.OCI_LAYER_GZIP)
+
+
+def _cache_desc(blobs: Blobs, layer: LayerRef) -> Descriptor:
+    return blobs.descriptor(layer, oci=True, annotate=True)
+
+
+def test_without_force_a_pulled_base_layer_keeps_its_compression(state: StateRoot) -> None:
+    """A base image's gzip layer, downloaded because a RUN needed it, stays gzip in an eStargz
+    cache (as an imported cache's layer does); force-compression converts it."""
+    blobs = Blobs(state)
+    base = _remote_gzip_layer(blobs, b"base\n")
+    blobs.ensure_local(base)
+    store = CacheBlobStore(blobs)
+    assert store.cache_blob(_cache_desc(blobs, base), "estargz", None, False).digest == base.blob
+    # the next build knows it was pulled even before the resolver registers the base again
+    again = CacheBlobStore(Blobs(state))
+    assert again.cache_blob(_cache_desc(again.blobs, base), "zstd", None, False).digest == base.blob
+    forced = store.cache_blob(_cache_desc(blobs, base), "estargz", None, True)
+    assert forced.digest != base.blob and TOC in forced.annotations
+
+
+def test_without_force_a_layer_the_build_made_is_compressed_as_asked(state: StateRoot) -> None:
+    blobs = Blobs(state)
+    tar = _tar(b"made here\n")
+
+    def write(stream: BinaryIO) -> Digest:
+        stream.write(tar)
+        return sha256_bytes(tar)
+
+    made = blobs.store_layer(write)
+    out = CacheBlobStore(blobs).cache_blob(_cache_desc(blobs, made), "estargz", None, False)
+    assert out.digest != made.blob and TOC in out.annotations
+    assert blobs.compression_of(LayerRef(Digest(out.annotations[ANNOTATION_UNCOMPRESSED]), out.digest, out.size,
+                                         out.media_type)) == "estargz"
