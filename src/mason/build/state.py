@@ -493,6 +493,7 @@ class StateRoot:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.exclusive = False
         self.tmp = path / "tmp"
         self.snapshots_dir = path / "snapshots"
         self.cachemounts_dir = path / "cachemounts"
@@ -501,9 +502,11 @@ class StateRoot:
         self._meta: Metadata | None = None
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, exclusive: bool = False) -> StateRoot:
+    def open(cls, path: str | os.PathLike[str], *, exclusive: bool = False, wait: bool = True) -> StateRoot:
+        """Open (and create) a root. ``exclusive`` waits for running builds to finish, or with
+        ``wait=False`` raises ``StateError`` (reference ``state-busy``) while one runs."""
         st = cls(Path(path))
-        st._open(exclusive)
+        st._open(exclusive, wait)
         return st
 
     @property
@@ -512,7 +515,7 @@ class StateRoot:
             raise StateError("state root is not open")
         return self._meta
 
-    def _open(self, exclusive: bool) -> None:
+    def _open(self, exclusive: bool, wait: bool) -> None:
         try:
             for d in (self.path, self.tmp, self.snapshots_dir, self.cachemounts_dir, self.store.root):
                 d.mkdir(parents=True, exist_ok=True)
@@ -533,7 +536,12 @@ class StateRoot:
         except OSError as exc:
             if exc.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
+            if exclusive and not wait:
+                self.close()
+                raise StateError(f"state directory {self.path} is in use by a running build",
+                                 reference="state-busy", hint="wait for the build to finish") from None
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        self.exclusive = exclusive
         self._meta = Metadata(self.path / "meta.db")
 
     def _clean_leftovers(self) -> None:
@@ -580,10 +588,23 @@ class StateRoot:
             entries.append(UsageEntry("cache-mount", d.name, _dir_size(d), d.stat().st_mtime, ""))
         return entries
 
-    def prune(self, keep_storage: int = 0, *, all_: bool = False,
-              remove_snapshot: Callable[[str], None] | None = None) -> tuple[int, int]:
+    def prune(self, keep_storage: int = 0, *, all_: bool = False) -> tuple[int, int]:
         """Delete least recently used entries until at most ``keep_storage`` bytes remain
-        (``all_``: everything). Needs the exclusive lock. Returns (entries removed, bytes freed)."""
+        (``all_``: everything). Returns (entries removed, bytes freed).
+
+        Needs the root opened ``exclusive``: no build is using what is deleted. Directories
+        are renamed out of sight before they are deleted (snapshots through
+        ``mason.layer.Snapshotter.remove``), so a crash mid-prune leaves garbage that the
+        next open removes, never a snapshot that looks complete but is not."""
+        if not self.exclusive:
+            raise StateError(f"prune of {self.path} needs the state root opened exclusively",
+                             hint="StateRoot.open(path, exclusive=True) waits for running builds")
+        from mason.layer import LayerError
+        from mason.layer import Snapshotter as LayerSnapshotter
+
+        # Removing needs no overlay probe ("copy"); opening it also clears what an earlier
+        # crashed prune or killed build left half-deleted.
+        snapshots = LayerSnapshotter(str(self.snapshots_dir), mode="copy")
         entries = self.usage()
         total = sum(e.size for e in entries)
         removed = freed = 0
@@ -594,13 +615,11 @@ class StateRoot:
                 self.meta.delete_blobs([Digest(e.ident)])
                 self.store.delete(Digest(e.ident))
             elif e.kind == "snapshot":
+                with contextlib.suppress(LayerError):  # already gone: only the row is left
+                    snapshots.remove(Path(e.description).name)
                 self.meta.delete_snapshots([e.ident])
-                if remove_snapshot is not None:
-                    remove_snapshot(e.description)
-                else:
-                    _force_rmtree(Path(e.description))
             else:
-                _force_rmtree(self.cachemounts_dir / e.ident)
+                self._remove_dir(self.cachemounts_dir / e.ident)
             total -= e.size
             freed += e.size
             removed += 1
@@ -609,6 +628,13 @@ class StateRoot:
         else:
             self._drop_dangling_results()
         return removed, freed
+
+    def _remove_dir(self, path: Path) -> None:
+        # Renamed into tmp/ first: a crash leaves a leftover there (removed on the next
+        # exclusive open), not half a directory where it was.
+        trash = self.temp_dir("rm")
+        os.replace(path, trash / "d")
+        _force_rmtree(trash)
 
     def _drop_dangling_results(self) -> None:
         # A result is only useful while every layer of its chain is in the store.

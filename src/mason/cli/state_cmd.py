@@ -70,7 +70,9 @@ def _du(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    from mason.build.state import StateRoot, parse_size
+    import sys
+
+    from mason.build.state import StateError, StateRoot, parse_size
     from mason.errors import UsageError
 
     root = resolve_root()
@@ -81,7 +83,15 @@ def _prune(args: argparse.Namespace) -> int:
         keep = parse_size(args.keep_storage) if args.keep_storage is not None else 0
     except Exception as exc:
         raise UsageError(str(exc)) from exc
-    with StateRoot.open(root, exclusive=True) as st:
+    try:
+        st = StateRoot.open(root, exclusive=True, wait=False)
+    except StateError as exc:
+        if exc.reference != "state-busy":
+            raise
+        # never delete under a running build: wait for its shared lock to go
+        print(f"waiting for the builds using {root} to finish...", file=sys.stderr, flush=True)
+        st = StateRoot.open(root, exclusive=True)
+    with st:
         removed, freed = st.prune(keep, all_=args.all or args.keep_storage is None)
     print(f"Deleted {removed} entries")
     print(f"Total reclaimed space: {format_size(freed)}")

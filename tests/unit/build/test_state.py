@@ -111,6 +111,76 @@ def test_prune_all_and_keep_storage(tmp_path: Path) -> None:
         assert list(st.store.iter_digests()) == []
 
 
+def _committed_snapshot(st: StateRoot, snapshot_id: str) -> Path:
+    """A committed snapshot, registered as build.snapshots does."""
+    from mason.layer import Snapshotter
+
+    snapshots = Snapshotter(str(st.snapshots_dir), mode="copy")
+    with snapshots.prepare([]) as active:
+        (Path(active.path) / "file").write_bytes(b"x" * 4096)
+        snapshots.commit(active, snapshot_id=snapshot_id)
+    path = st.snapshots_dir / snapshot_id
+    st.meta.put_snapshot("sha256:" + snapshot_id, str(path), 0)
+    return path
+
+
+def _snapshot_exists(st: StateRoot, snapshot_id: str) -> bool:
+    from mason.layer import Snapshotter
+
+    return Snapshotter(str(st.snapshots_dir), mode="copy").exists(snapshot_id)
+
+
+def test_prune_removes_snapshots_and_cache_mounts(tmp_path: Path) -> None:
+    with StateRoot.open(tmp_path, exclusive=True) as st:
+        path = _committed_snapshot(st, "c1")
+        (st.cachemounts_dir / "m1").mkdir()
+        (st.cachemounts_dir / "m1" / "data").write_bytes(b"y" * 100)
+        removed, freed = st.prune(all_=True)
+        assert removed == 2 and freed > 0
+        assert not path.exists() and not _snapshot_exists(st, "c1")
+        assert list(st.cachemounts_dir.iterdir()) == [] and st.meta.snapshots() == []
+
+
+def test_prune_crash_mid_delete_leaves_no_snapshot_that_looks_complete(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshot is renamed away before its files go: a prune killed while deleting leaves
+    garbage the next open removes, never a half-deleted snapshot under its id."""
+    import mason.layer.snapshot as snapshot_module
+
+    with StateRoot.open(tmp_path, exclusive=True) as st:
+        path = _committed_snapshot(st, "c1")
+
+        def crash(_path: str) -> None:
+            raise KeyboardInterrupt("killed mid-delete")
+
+        with monkeypatch.context() as m:
+            m.setattr(snapshot_module, "remove_tree", crash)
+            with pytest.raises(KeyboardInterrupt):
+                st.prune(all_=True)
+        assert not path.exists()
+        [trash] = (st.snapshots_dir / ".active").iterdir()  # the renamed snapshot, files still in it
+        assert (trash / "fs" / "file").exists()
+    with StateRoot.open(tmp_path, exclusive=True) as st:
+        assert not _snapshot_exists(st, "c1")
+        st.prune(all_=True)
+        assert list((st.snapshots_dir / ".active").iterdir()) == []
+        assert st.meta.snapshots() == []
+
+
+def test_prune_needs_the_exclusive_lock(tmp_path: Path) -> None:
+    """A running build holds the root shared: prune cannot start under it."""
+    with StateRoot.open(tmp_path) as build:
+        path = _committed_snapshot(build, "c1")
+        with pytest.raises(StateError, match="exclusively"):
+            build.prune(all_=True)
+        with pytest.raises(StateError, match="in use by a running build") as busy:
+            StateRoot.open(tmp_path, exclusive=True, wait=False)
+        assert busy.value.reference == "state-busy"
+        assert path.exists()
+    with StateRoot.open(tmp_path, exclusive=True, wait=False) as st:
+        assert st.prune(all_=True)[0] == 1 and not path.exists()
+
+
 @pytest.mark.parametrize(("text", "value"), [("1024", 1024), ("1k", 1024), ("10MB", 10 << 20), ("1.5GiB", int(1.5 * (1 << 30))), ("0", 0)])
 def test_parse_size(text: str, value: int) -> None:
     """Sizes accept docker's unit suffixes (binary multiples)."""
