@@ -531,7 +531,10 @@ class RegistryClient:
                             "Content-Range": f"{offset}-{offset + len(chunk) - 1}",
                             "Content-Length": str(len(chunk)),
                         },
-                        body=chunk, ok=(202, 204), retry=False, what=f"registry {ref.registry}",
+                        # a one-shot iterator, not the bytes: httpx's request/response cycles
+                        # outlive the call until the GC runs, and would keep every chunk alive
+                        body=lambda chunk=chunk: iter((chunk,)),
+                        ok=(202, 204), retry=False, what=f"registry {ref.registry}",
                     )
                 except RegistryError as exc:
                     if exc.status == 413 and size > floor:
