@@ -172,10 +172,10 @@ class RichRenderer(Renderer):
         from rich.text import Text
 
         with self._lock:
-            table = Table.grid(padding=(0, 1))
-            table.add_column(justify="right", style="dim")
-            table.add_column()
-            table.add_column(justify="right")
+            table = Table.grid(padding=(0, 1), expand=True)
+            table.add_column(justify="right", style="dim", no_wrap=True, min_width=3)
+            table.add_column(no_wrap=True, overflow="ellipsis", ratio=1)  # one line per step, cut to fit
+            table.add_column(justify="right", no_wrap=True, min_width=6)
             title = Text(f"[+] Building {time.monotonic() - self._start:.1f}s "
                          f"({sum(1 for s in self._state.values() if s['status'] in ('done', 'cached'))}/{len(self._order)})",
                          style="bold")
