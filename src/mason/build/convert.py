@@ -50,6 +50,7 @@ from mason.dockerfile import (
 )
 from mason.dockerfile.expand import expand_ports
 from mason.dockerfile.stages import BuildPlan, PlannedStage, StageScope, onbuild_triggers
+from mason.errors import DiagnosticError
 from mason.solver import Vertex
 
 __all__ = ["ConvertedBuild", "HistoryPlan", "ResolvedImage", "StageResult", "convert_plan", "final_config"]
@@ -167,7 +168,12 @@ class _Converter:
         else:
             assert ps.base.image is not None
             base_created = ""
-            vertex, img = self.image_vertex(ps.base.image, ps.platform, f"[{label}{1:>{width}}/{total}] FROM {ps.base_name}")
+            try:
+                vertex, img = self.image_vertex(ps.base.image, ps.platform,
+                                                f"[{label}{1:>{width}}/{total}] FROM {ps.base_name}")
+            except DiagnosticError as exc:  # not found, refused, unreachable: say which FROM
+                exc.context = (*exc.context, *self.env.location((st.start_line,)))
+                raise
             if img is None:
                 arch, os_, variant = _split_platform(ps.platform or self.platform)
                 config = StageConfig.scratch(arch, os_, variant)

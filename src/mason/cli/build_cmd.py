@@ -135,7 +135,12 @@ def run_build(args: argparse.Namespace) -> int:
         raise
     renderer.close()
     if args.metadata_file:
-        Path(args.metadata_file).write_text(json.dumps(outcome.metadata, indent=2, sort_keys=True) + "\n")
+        try:
+            Path(args.metadata_file).write_text(json.dumps(outcome.metadata, indent=2, sort_keys=True) + "\n")
+        except OSError as exc:
+            _print_error(DiagnosticError(f"cannot write --metadata-file {args.metadata_file}: {exc.strerror}",
+                                         reference="metadata-file", hint="the image was built; give a writable path"))
+            return 1
     if mode == "quiet":
         if outcome.image_digest:
             print(outcome.image_digest)
