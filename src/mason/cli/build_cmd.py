@@ -77,6 +77,7 @@ def run_build(args: argparse.Namespace) -> int:
     from mason.cli.state_cmd import resolve_root
     from mason.errors import DiagnosticError, MasonError, UsageError
     from mason.oci.platform import Platform, host_platform
+    from mason.solver import SolveError
 
     env = dict(os.environ)
     mode = "quiet" if args.quiet else args.progress
@@ -128,6 +129,11 @@ def run_build(args: argparse.Namespace) -> int:
         outcome = build(opts, root=resolve_root(), progress=renderer, stdout=sys.stdout.buffer)
     except MasonError as exc:
         renderer.close()
+        if isinstance(exc, SolveError) and not isinstance(exc.cause, MasonError):
+            # a step raised what no layer translated: a bug, which main reports as one (exit 70,
+            # MASON_DEBUG=1 for the traceback) instead of passing it off as a failed build
+            exc.cause.add_note(f"in build step {exc.vertex.name}")
+            raise exc.cause from None
         _print_error(exc)
         return exc.exit_code if isinstance(exc, DiagnosticError) or exc.exit_code else 1
     except BaseException:

@@ -103,6 +103,7 @@ def _internal_error(exc: BaseException) -> int:
     text = _USERINFO.sub("://", str(exc)).strip().splitlines()
     summary = f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins.")
     lines = [f"mason: internal error: {summary}: {text[0] if text else '(no message)'}"]
+    lines.extend(f"  {note}" for note in getattr(exc, "__notes__", ()))  # e.g. the build step
     if not _debug():
         lines.append("hint: this is a bug in mason; rerun with MASON_DEBUG=1 to print the traceback, "
                      "and include it in a bug report")

@@ -99,3 +99,41 @@ def test_broken_pipe_is_quiet(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Ca
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main.main([]) == 2
     assert "exit status: 0 success, 1 build failure, 2 usage" in capsys.readouterr().out
+
+
+def test_bug_inside_a_build_step_is_an_internal_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import mason.build
+    from mason.solver import SolveError, Vertex
+
+    def build(*args: object, **kwargs: object) -> None:
+        try:
+            raise AttributeError("'ContentStore' object has no attribute 'commit_file'")
+        except AttributeError as exc:
+            raise SolveError(Vertex("op", (), name="[2/2] RUN make"), exc) from exc
+
+    monkeypatch.setattr(mason.build, "build", build)
+    monkeypatch.setenv("MASON_ROOT", str(tmp_path / "root"))
+    monkeypatch.delenv("MASON_DEBUG", raising=False)
+    assert cli_main.main(["build", "--progress=quiet", str(tmp_path)]) == 70
+    err = capsys.readouterr().err
+    assert "mason: internal error: AttributeError: 'ContentStore' object has no attribute 'commit_file'" in err
+    assert "in build step [2/2] RUN make" in err and "Traceback" not in err
+    monkeypatch.setenv("MASON_DEBUG", "1")
+    assert cli_main.main(["build", "--progress=quiet", str(tmp_path)]) == 70
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_failed_build_step_keeps_exit_1(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import mason.build
+    from mason.solver import SolveError, Vertex
+
+    def build(*args: object, **kwargs: object) -> None:
+        raise SolveError(Vertex("op", (), name="[2/2] RUN make"), BuildError("exit code 2", context=["make: ***"]))
+
+    monkeypatch.setattr(mason.build, "build", build)
+    monkeypatch.setenv("MASON_ROOT", str(tmp_path / "root"))
+    assert cli_main.main(["build", "--progress=quiet", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "ERROR: [2/2] RUN make: exit code 2" in err and "make: ***" in err and "internal error" not in err
