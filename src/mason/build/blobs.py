@@ -22,15 +22,16 @@ facts, kept in the metadata as a pseudo-variant row keyed by the blob digest.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
+import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import IO, Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
-from mason.build.state import BlobInfo, LayerRef, StateError, StateRoot
+from mason.build.state import BlobInfo, HashingWriter, LayerRef, StateError, StateRoot
 from mason.compression import (
     EStargzError,
     compress_stream,
@@ -51,9 +52,8 @@ from mason.oci import mediatypes as mt
 from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, Descriptor
 from mason.oci.reference import Reference
 
-__all__ = ["Blobs", "EStargzFacts", "HashingWriter", "RemoteLocation"]
+__all__ = ["Blobs", "EStargzFacts", "RemoteLocation"]
 
-_CHUNK = 1 << 20
 #: Pseudo-compression of the metadata row that holds an eStargz blob's facts (keyed by the
 #: blob digest, which is never a diff ID, so it never mixes with real variants).
 _FACTS = "estargz-facts"
@@ -105,29 +105,6 @@ class RemoteLocation:
     annotations: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
-class HashingWriter:
-    """A write-only stream that hashes (sha256) and counts what passes through to ``inner``."""
-
-    def __init__(self, inner: IO[bytes] | BinaryIO) -> None:
-        self._inner = inner
-        self._h = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        b = bytes(data)
-        self._h.update(b)
-        self.size += len(b)
-        self._inner.write(b)
-        return len(b)
-
-    def flush(self) -> None:
-        self._inner.flush()
-
-    @property
-    def digest(self) -> Digest:
-        return Digest("sha256:" + self._h.hexdigest())
-
-
 class Blobs:
     """Layer blobs of one build. ``client`` is a ``mason.registry`` client (or None offline)."""
 
@@ -173,24 +150,16 @@ class Blobs:
                     level: int | None = None) -> LayerRef:
         """Run ``write_tar(stream)`` (it writes an uncompressed layer tar and returns its diff ID)
         through the compressor into the content store, in one pass."""
-        store = self.state.store
-        f, tmp = store.temp_file()
-        try:
-            with f:
-                hw = HashingWriter(f)
-                if compression == "uncompressed":
-                    diff_id = write_tar(hw)  # type: ignore[arg-type]
-                else:
-                    from mason.compression import open_compressor
+        with self.state.store.writer() as hw:
+            if compression == "uncompressed":
+                diff_id = write_tar(hw)  # type: ignore[arg-type]
+            else:
+                from mason.compression import open_compressor
 
-                    comp = open_compressor(hw, compression, level)  # type: ignore[arg-type]
-                    diff_id = write_tar(comp)
-                    comp.close()
-            blob = hw.digest
-            if not store.has(blob):
-                store.commit_file(tmp, blob)
-        finally:
-            tmp.unlink(missing_ok=True)
+                comp = open_compressor(hw, compression, level)  # type: ignore[arg-type]
+                diff_id = write_tar(comp)
+                comp.close()
+        blob = hw.digest
         media = mt.layer_media_type(compression, True)
         info = BlobInfo(blob, hw.size, media)
         self.state.meta.put_blob(info)
@@ -235,7 +204,7 @@ class Blobs:
                     raise EStargzError(f"blob {blob} should be eStargz (its descriptor has a TOC digest) "
                                        "but has no valid eStargz footer and TOC", reference="estargz-bad-footer")
                 return None
-            tar_hash = HashingWriter(cast(BinaryIO, _Discard()))
+            tar_hash = HashingWriter()
             info = verify_estargz(
                 f, tar_out=tar_hash,  # type: ignore[arg-type]
                 expected_toc_digest=expected.toc_digest if expected else None,
@@ -389,35 +358,25 @@ class Blobs:
         store = self.state.store
         src_facts = self.estargz_facts(src_lr.blob) if src_lr.media_type and \
             mt.compression_of(src_lr.media_type) == "gzip" else None
-        tar_tmp = None
-        try:
+        with contextlib.ExitStack() as stack:
             if src_facts is not None:
-                tf, tar_tmp = store.temp_file()
-                with tf, open(store.path(src_lr.blob), "rb") as blob_file:
-                    tar_hash = HashingWriter(tf)
+                tar_file = stack.enter_context(tempfile.TemporaryFile(dir=store.tmp))
+                with open(store.path(src_lr.blob), "rb") as blob_file:
+                    tar_hash = HashingWriter(tar_file)
                     estargz_to_tar(blob_file, tar_hash)  # type: ignore[arg-type]
                 tar_diff = tar_hash.digest
-                src: BinaryIO = open(tar_tmp, "rb")  # noqa: SIM115 - closed below
+                tar_file.seek(0)
+                src: BinaryIO = tar_file
             else:
                 tar_diff = src_lr.diff_id
-                src = self.open_uncompressed(src_lr)
-            f, tmp = store.temp_file()
-            try:
-                with f, src:
-                    hw = HashingWriter(f)
-                    result = None
-                    if compression == "estargz":
-                        result = write_estargz(src, hw, level)  # type: ignore[arg-type]
-                    else:
-                        compress_stream(src, hw, compression, level)  # type: ignore[arg-type]
-                blob = hw.digest
-                if not store.has(blob):
-                    store.commit_file(tmp, blob)
-            finally:
-                tmp.unlink(missing_ok=True)
-        finally:
-            if tar_tmp is not None:
-                tar_tmp.unlink(missing_ok=True)
+                src = stack.enter_context(self.open_uncompressed(src_lr))
+            with store.writer() as hw:
+                result = None
+                if compression == "estargz":
+                    result = write_estargz(src, hw, level)  # type: ignore[arg-type]
+                else:
+                    compress_stream(src, hw, compression, level)  # type: ignore[arg-type]
+        blob = hw.digest
         info = BlobInfo(blob, hw.size, mt.layer_media_type(compression, True))
         self.state.meta.put_blob(info)
         self.state.meta.put_variant(tar_diff, compression, level, info)
@@ -449,11 +408,4 @@ class Blobs:
 
         return _open
 
-
-class _Discard:
-    def write(self, data: bytes) -> int:
-        return len(data)
-
-    def flush(self) -> None:
-        pass
 

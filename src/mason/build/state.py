@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -35,13 +36,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from mason.digest import Digest, VerifyingReader, hasher_for, parse_digest
+from mason.digest import Digest, VerifyingReader, parse_digest
 from mason.errors import DiagnosticError, DigestMismatchError
+from mason.oci.atomic import fsync_dir
 
 __all__ = [
     "BlobInfo",
     "CachedResult",
     "ContentStore",
+    "HashingWriter",
     "LayerRef",
     "Metadata",
     "StateError",
@@ -150,13 +153,30 @@ class _RawVerifying(io.RawIOBase):
         super().close()
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+class HashingWriter:
+    """A write-only stream that hashes and counts what passes through to ``inner`` (if any)."""
+
+    def __init__(self, inner: IO[bytes] | BinaryIO | None = None, algorithm: str = "sha256") -> None:
+        self._inner = inner
+        self._algorithm = algorithm
+        self._h = hashlib.new(algorithm)
+        self.size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._h.update(data)
+        n = len(data) if isinstance(data, bytes | bytearray) else data.nbytes
+        self.size += n
+        if self._inner is not None:
+            self._inner.write(data)
+        return n
+
+    def flush(self) -> None:
+        if self._inner is not None:
+            self._inner.flush()
+
+    @property
+    def digest(self) -> Digest:
+        return Digest(f"{self._algorithm}:{self._h.hexdigest()}")
 
 
 class ContentStore:
@@ -199,75 +219,43 @@ class ContentStore:
         fd, name = tempfile.mkstemp(dir=self.tmp, prefix=f"{os.getpid()}-blob-")
         return os.fdopen(fd, "wb"), Path(name)
 
-    def commit_file(self, tmp_path: Path, digest: Digest) -> None:
+    def _commit_file(self, tmp_path: Path, digest: Digest) -> None:
         """Rename a finished temp file into place (fsynced first)."""
         dest = self.path(digest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, dest)
-        _fsync_dir(dest.parent)
+        with contextlib.suppress(OSError):
+            fsync_dir(str(dest.parent))
 
-    def put_bytes(self, data: bytes, expected: Digest | None = None) -> Digest:
-        import hashlib
-
-        digest = Digest("sha256:" + hashlib.sha256(data).hexdigest())
-        if expected is not None and expected != digest:
-            raise StateError(f"content does not match {expected}", reference="digest-mismatch")
-        if self.has(digest):
-            return digest
+    @contextlib.contextmanager
+    def writer(self, expected: Digest | None = None) -> Iterator[HashingWriter]:
+        """The one way content gets in: a temp file hashed as it is written; on a clean exit
+        it is stored under its digest (``expected`` checked first), read ``.digest`` and
+        ``.size`` after the block. On an error nothing is kept."""
         f, tmp = self.temp_file()
         try:
             with f:
-                f.write(data)
-            self.commit_file(tmp, digest)
+                out = HashingWriter(f, expected.split(":", 1)[0] if expected else "sha256")
+                yield out
+            if expected is not None and out.digest != expected:
+                raise StateError(f"content does not match {expected} (got {out.digest})", reference="digest-mismatch")
+            if not self.has(out.digest):
+                self._commit_file(tmp, out.digest)
         finally:
             tmp.unlink(missing_ok=True)
-        return digest
+
+    def put_bytes(self, data: bytes, expected: Digest | None = None) -> Digest:
+        with self.writer(expected) as out:
+            out.write(data)
+        return out.digest
 
     def put_stream(self, src: BinaryIO | IO[bytes], expected: Digest | None = None) -> tuple[Digest, int]:
         """Copy ``src`` into the store, hashing as it streams."""
-        import hashlib
-
-        h = hasher_for(expected) if expected else hashlib.sha256()
-        size = 0
-        f, tmp = self.temp_file()
-        try:
-            with f:
-                while chunk := src.read(_CHUNK):
-                    h.update(chunk)
-                    f.write(chunk)
-                    size += len(chunk)
-            algo = expected.split(":", 1)[0] if expected else "sha256"
-            digest = Digest(f"{algo}:{h.hexdigest()}")
-            if expected is not None and digest != expected:
-                raise StateError(f"content does not match {expected} (got {digest})", reference="digest-mismatch")
-            if not self.has(digest):
-                self.commit_file(tmp, digest)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return digest, size
-
-    def put_with(self, writer: Callable[[IO[bytes]], None]) -> tuple[Digest, int]:
-        """Let ``writer`` fill a temp file, then store it by its digest."""
-        f, tmp = self.temp_file()
-        try:
-            with f:
-                writer(f)
-            import hashlib
-
-            h = hashlib.sha256()
-            size = 0
-            with open(tmp, "rb") as r:
-                while chunk := r.read(_CHUNK):
-                    h.update(chunk)
-                    size += len(chunk)
-            digest = Digest("sha256:" + h.hexdigest())
-            if not self.has(digest):
-                self.commit_file(tmp, digest)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return digest, size
+        with self.writer(expected) as out:
+            shutil.copyfileobj(src, out, _CHUNK)
+        return out.digest, out.size
 
     def delete(self, digest: Digest) -> None:
         self.path(digest).unlink(missing_ok=True)
