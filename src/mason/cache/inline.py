@@ -20,7 +20,6 @@ from mason.cache.format import (
     ZERO_TIME,
     CacheConfig,
     CacheFormatError,
-    CacheInput,
     CacheLayer,
     CacheRecord,
     CacheResult,
@@ -29,7 +28,13 @@ from mason.cache.format import (
     records_to_json,
     validate_cache_config,
 )
-from mason.cache.model import ANNOTATION_CREATED_AT, SolvedRecord, diff_id_of, index_records
+from mason.cache.model import (
+    ANNOTATION_CREATED_AT,
+    SolvedRecord,
+    diff_id_of,
+    index_records,
+    input_links,
+)
 from mason.digest import Digest
 from mason.oci.config import ImageConfig
 from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, Descriptor
@@ -72,11 +77,7 @@ def inline_cache_value(records: Sequence[SolvedRecord], image_diff_ids: Sequence
             elif all(d in position for d in diff_ids):
                 chains = (ChainedResult(tuple(position[d] for d in diff_ids if d is not None), created),)
         any_result = any_result or bool(results or chains)
-        inputs = tuple(
-            (CacheInput(index_of[inp], rec.selectors[i] if i < len(rec.selectors) else ""),)
-            for i, inp in enumerate(rec.inputs)
-        )
-        out.append(CacheRecord(Digest(key), results, chains, inputs))
+        out.append(CacheRecord(Digest(key), results, chains, input_links(rec, index_of)))
     if not any_result:
         return None
     return base64.b64encode(records_to_json(out)).decode()

@@ -53,6 +53,7 @@ __all__ = [
     "diff_id_of",
     "first_hit",
     "index_records",
+    "input_links",
     "plan_export",
 ]
 
@@ -313,6 +314,14 @@ def index_records(records: Sequence[SolvedRecord]) -> tuple[dict[str, SolvedReco
     return by_key, sorted(keys)
 
 
+def input_links(rec: SolvedRecord, index_of: Mapping[str, int]) -> tuple[tuple[CacheInput, ...], ...]:
+    """``rec``'s inputs as cache-config links (one alternative each, with its selector)."""
+    return tuple(
+        (CacheInput(index_of[inp], rec.selectors[i] if i < len(rec.selectors) else ""),)
+        for i, inp in enumerate(rec.inputs)
+    )
+
+
 def plan_export(
     records: Sequence[SolvedRecord],
     *,
@@ -385,10 +394,7 @@ def plan_export(
         rec = found
         if rec.step:
             steps[key] = rec.step
-        inputs = tuple(
-            (CacheInput(index_of[inp], rec.selectors[i] if i < len(rec.selectors) else ""),)
-            for i, inp in enumerate(rec.inputs)
-        )
+        inputs = input_links(rec, index_of)
         results: tuple[CacheResult, ...] = ()
         chain = rec.layers
         if chain:
