@@ -54,6 +54,10 @@ class DockerIgnore:
     def has_exceptions(self) -> bool:
         return bool(self._matcher.has_exclusions)
 
+    def can_skip_dir(self, rel: str) -> bool:
+        """The directory is excluded and no ``!`` exception can re-include anything below it."""
+        return bool(self._matcher.can_skip_dir(rel))
+
 
 def _compile(pattern: str) -> re.Pattern[str]:
     out = ["^"]
@@ -179,25 +183,31 @@ def _walk(src: Source, ignore: DockerIgnore | None) -> Iterable[tuple[str, Path]
     yield "", src.path
     if not src.is_dir:
         return
+    excluded_dirs: set[str] = set()  # walked into for a possible exception, not yielded yet
     for dirpath, dirnames, filenames in os.walk(src.path):
         dirnames.sort()
         rel_dir = os.path.relpath(dirpath, src.path)
-        keep = []
-        for d in dirnames:
-            rel = os.path.normpath(os.path.join(rel_dir, d))
-            ctx_rel = os.path.normpath(os.path.join(src.rel, rel))
-            if ignore is not None and ignore.ignored(ctx_rel) and not ignore.has_exceptions:
-                continue
-            keep.append(d)
-            if os.path.islink(os.path.join(dirpath, d)):
-                continue
+        keep = [d for d in dirnames if ignore is None
+                or not ignore.can_skip_dir(os.path.normpath(os.path.join(src.rel, rel_dir, d)))]
+        # a symlink to a directory is an entry of its own, never walked into
         dirnames[:] = [d for d in keep if not os.path.islink(os.path.join(dirpath, d))]
-        names = sorted(keep + filenames)
-        for name in names:
+        walked = set(dirnames)
+        for name in sorted(keep + filenames):
             rel = os.path.normpath(os.path.join(rel_dir, name))
-            ctx_rel = os.path.normpath(os.path.join(src.rel, rel))
-            if ignore is not None and ignore.ignored(ctx_rel):
+            if ignore is not None and ignore.ignored(os.path.normpath(os.path.join(src.rel, rel))):
+                if name in walked:
+                    excluded_dirs.add(rel)
                 continue
+            # an excluded directory an exception re-includes something from comes first (as
+            # BuildKit's walker adds the parents of what it includes)
+            parent = os.path.dirname(rel)
+            missing = []
+            while parent in excluded_dirs:
+                excluded_dirs.discard(parent)
+                missing.append(parent)
+                parent = os.path.dirname(parent)
+            for d in reversed(missing):
+                yield d, src.path / d
             yield rel, Path(dirpath) / name
 
 

@@ -89,6 +89,25 @@ def test_wildcards_and_dockerignore(ctx: Path) -> None:
         select_sources(ctx, ["missing.txt"], ignore)
 
 
+def test_dockerignore_directories_and_exceptions_in_a_copied_tree(ctx: Path, tmp_path: Path) -> None:
+    """An excluded directory is left out with everything below it, unless a ``!`` exception
+    re-includes something there: then only that is copied (and checksummed)."""
+    ignore = DockerIgnore(["app/sub", "**/*.log", "!app/sub/c.txt"])
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    copy_sources(select_sources(ctx, ["."], ignore), rootfs, "/", CopyOptions(), ignore, dest_is_dir_hint=True)
+    found = sorted(str(p.relative_to(rootfs)) for p in rootfs.rglob("*") if not p.is_dir() or p.is_symlink())
+    assert found == ["app/a.txt", "app/link", "app/sub/c.txt", "top.txt"]
+    without_exception = DockerIgnore(["app/sub", "**/*.log"])
+    assert checksum_sources(select_sources(ctx, ["."], ignore), ignore) != \
+        checksum_sources(select_sources(ctx, ["."], without_exception), without_exception)
+    (ctx / "app" / "sub" / "ignored.txt").write_text("not in the context")
+    for rules in (ignore, without_exception):
+        before = checksum_sources(select_sources(ctx, ["."], rules), rules)
+        (ctx / "app" / "sub" / "ignored.txt").write_text("still not in the context")
+        assert checksum_sources(select_sources(ctx, ["."], rules), rules) == before
+
+
 def test_checksum_ignores_mtime_but_not_mode_or_content(ctx: Path) -> None:
     """The COPY checksum covers content, mode and link targets; not mtimes."""
     def cs() -> str:
