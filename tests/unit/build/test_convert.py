@@ -64,7 +64,8 @@ def test_stage_chains_and_names(tmp_path: Path) -> None:
     """Only RUN/COPY/ADD/WORKDIR make vertices, named [stage i/n] like BuildKit."""
     conv = _convert(tmp_path, DOCKERFILE)
     chain = _chain(conv.target.vertex)
-    assert chain[0] == f"[stage-1 1/2] FROM reg.example/base:1@{sha256_bytes(b'reg.example/base:1')}"
+    # one base image shared by two stages is one vertex, named after its first stage (BuildKit)
+    assert chain[0] == f"[build 1/3] FROM reg.example/base:1@{sha256_bytes(b'reg.example/base:1')}"
     assert chain[1:] == ["[stage-1 2/2] COPY --from=build /src/out /app/"]
     copy = conv.target.vertex
     assert _chain(copy.inputs[1])[-2:] == ["[build 2/3] WORKDIR /src", "[build 3/3] RUN make"]
