@@ -533,7 +533,8 @@ class RegistryClient:
                         },
                         # a one-shot iterator, not the bytes: httpx's request/response cycles
                         # outlive the call until the GC runs, and would keep every chunk alive
-                        body=lambda chunk=chunk: iter((chunk,)),
+                        # (1 MiB slices: the HTTP stack copies what it is given once more)
+                        body=lambda chunk=chunk: _slices(chunk),
                         ok=(202, 204), retry=False, what=f"registry {ref.registry}",
                     )
                 except RegistryError as exc:
@@ -547,6 +548,7 @@ class RegistryClient:
                 pending = pending[len(chunk):]
                 offset += len(chunk)
                 location = response.headers.get("Location", location)
+                del chunk, response  # before the next chunk is read: one chunk in memory, not two
         if offset != desc.size:
             raise DigestMismatchError(
                 f"blob {desc.digest} has {offset} bytes, but its descriptor says {desc.size}",
@@ -581,6 +583,12 @@ class RegistryClient:
             if pages > 10000:
                 raise RegistryError("tag list pagination does not end", operation=f"list tags of {ref.repository_ref}")
         return tags
+
+
+def _slices(data: bytes, size: int = 1 << 20) -> Iterator[bytes]:
+    view = memoryview(data)
+    for i in range(0, len(data), size):
+        yield bytes(view[i:i + size])
 
 
 def _read_up_to(src: IO[bytes], n: int) -> bytes:
