@@ -84,6 +84,9 @@ def suggest(value: str, options: Sequence[str], *, case_sensitive: bool) -> str 
         o = opt if case_sensitive else opt.lower()
         if o == val:
             return None  # an exact match: the error is about something else
+        if abs(len(o) - len(val)) >= 3:
+            continue  # the distance is at least the length difference: too far, and
+            # computing it for a long word would cost time for nothing
         # BuildKit picks any option under distance 3 (map order); ties go to
         # the option closest when a swap of two letters counts as one edit
         dist = (levenshtein(val, o), _swap_distance(val, o))

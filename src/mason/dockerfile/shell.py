@@ -302,6 +302,12 @@ class ShellLexer:
             return _Run(self, word, env).stop_on(None)
         except ShellLexError as exc:
             raise ShellLexError(f"failed to process {go_quote(word)}: {exc}") from None
+        except RecursionError:
+            # each ${...} level recurses once; Go's growable stacks take any depth, Python's
+            # cannot, so absurd nesting is refused as a syntax error instead of crashing
+            raise ShellLexError(
+                f"failed to process {go_quote(word[:80])}...: variable substitutions nested too deeply"
+            ) from None
 
     def process_word(self, word: str, env: Mapping[str, str]) -> str:
         """Expand ``word`` into one string (quotes removed, spaces kept)."""
