@@ -36,3 +36,23 @@ def test_deeply_nested_substitution_is_a_lex_error_not_a_crash() -> None:
 def test_moderately_nested_substitution_still_expands() -> None:
     word = "${B:-" * 50 + "x" + "}" * 50
     assert expand_word(word, {}) == "x"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"FROM a\nCMD " + b"[" * 100_000 + b"]" * 100_000 + b"\n",
+        b"FROM a\nCMD [" + b'{"a":' * 100_000 + b"1" + b"}" * 100_000 + b"]\n",
+        b'{"syntax": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\nFROM a\n",
+        b"FROM a\nONBUILD ONBUILD RUN x\n",
+        b"FROM a\x00\nRUN \x00\n",
+        b"FROM a\nRUN --mount=" + b'"' * 10_001 + b" x\n",
+        b"FROM a\nRUN " + b" ".join(b"<<E%d" % i for i in range(5000)) + b"\n",
+    ],
+    ids=["deep-json-array", "deep-json-object", "deep-syntax-json", "onbuild-onbuild", "nul", "quotes", "many-heredocs"],
+)
+def test_hostile_input_parses_or_fails_with_a_dockerfile_error(data: bytes) -> None:
+    try:
+        parse_dockerfile(data)
+    except DockerfileError as exc:
+        assert exc.message
