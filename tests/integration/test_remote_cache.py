@@ -553,3 +553,83 @@ def test_cache_ref_equal_to_the_image_ref_is_refused(build: Builder, small: Path
     res = build(small, "--push", "-t", f"{reg}/app:v1", "--cache-to", f"type=registry,ref={reg}/app:v1")
     assert res.returncode == 2, res.output
     assert f"{reg}/app:v1" in res.output
+
+
+# ---------------------------------------------------------------------------- cheap export across repositories
+
+
+_DIGEST_PARAM = re.compile(r"[?&]digest=(sha256(?::|%3A)[0-9a-f]{64})")
+_MOUNT_PARAM = re.compile(r"[?&]mount=(sha256(?::|%3A)[0-9a-f]{64})")
+_REPO_OF_UPLOAD = re.compile(r"^/v2/(?P<repo>.+)/blobs/uploads/")
+
+
+@dataclass(frozen=True)
+class Transfers:
+    """Per blob, the repositories it was uploaded to (a completing PUT with ``digest=``; the
+    bytes went over the wire) and mounted into (a mount POST the registry answered 201)."""
+
+    uploaded: dict[str, list[str]]
+    mounted: dict[str, list[str]]
+
+    @staticmethod
+    def since(log: AccessLog) -> Transfers:
+        uploaded: dict[str, list[str]] = {}
+        mounted: dict[str, list[str]] = {}
+        for method, path, status in log.requests():
+            repo = _REPO_OF_UPLOAD.match(path)
+            if repo is None or status >= 400:
+                continue
+            if method == "PUT" and (m := _DIGEST_PARAM.search(path)):
+                uploaded.setdefault(m[1].replace("%3A", ":"), []).append(repo["repo"])
+            elif method == "POST" and status == 201 and (m := _MOUNT_PARAM.search(path)):
+                mounted.setdefault(m[1].replace("%3A", ":"), []).append(repo["repo"])
+        return Transfers(uploaded, mounted)
+
+    def upload_count(self, digests: set[str]) -> int:
+        return sum(len(self.uploaded.get(d, ())) for d in digests)
+
+
+def _layers_of(ref: str) -> set[str]:
+    doc, _ = _skopeo_raw(ref)
+    return {str(d["digest"]) for d in doc["layers"]}  # type: ignore[attr-defined]
+
+
+def test_cache_export_mounts_what_the_image_push_uploaded(
+        build: Builder, small: Path, reg: str, registry: RegistryServer, busybox_image: str) -> None:
+    """One push of each layer per registry: the cache export mounts the layers the image push
+    just uploaded (and the base layers from the base repository) instead of sending them again."""
+    log = AccessLog(registry)
+    build(small, "--push", "-t", f"{reg}/app",
+          "--cache-to", f"type=registry,ref={reg}/app-cache,mode=max").check()
+    moved = Transfers.since(log)
+    base = _base_layers(busybox_image)
+    made = _layers_of(f"{reg}/app") - base
+    cached = {str(d["digest"]) for d in _cache_doc(f"{reg}/app-cache").layers}
+    assert made and made <= cached
+    app, cache = f"{reg}/app".split("/", 1)[1], f"{reg}/app-cache".split("/", 1)[1]
+    for digest in made:
+        assert moved.uploaded.get(digest) == [app], f"{digest} uploaded to {moved.uploaded.get(digest)}"
+        assert moved.mounted.get(digest) == [cache], f"{digest} mounted into {moved.mounted.get(digest)}"
+    for digest in base:
+        assert digest not in moved.uploaded, f"base layer {digest} uploaded to {moved.uploaded[digest]}"
+        assert sorted(moved.mounted.get(digest, ())) == sorted([app, cache])
+
+
+def test_image_push_mounts_fresh_layers_the_cache_export_pushed_first(
+        build: Builder, small: Path, reg: str, registry: RegistryServer, busybox_image: str,
+        tmp_path: Path) -> None:
+    """The other order: the layers reach the cache repository first (a build exporting only
+    its cache), then an image push from the same root mounts them from there."""
+    root = build.root()
+    build(small, "--cache-to", f"type=registry,ref={reg}/cache-first,mode=max", root=root).check()
+    log = AccessLog(registry)
+    again = build(small, "--push", "-t", f"{reg}/app", root=root).check()
+    assert again.cached == set(again.steps)
+    moved = Transfers.since(log)
+    made = _layers_of(f"{reg}/app") - _base_layers(busybox_image)
+    cache = f"{reg}/cache-first".split("/", 1)[1]
+    assert made and made <= {str(d["digest"]) for d in _cache_doc(f"{reg}/cache-first").layers}
+    assert moved.upload_count(made) == 0, f"layers uploaded again: {moved.uploaded}"
+    app = f"{reg}/app".split("/", 1)[1]
+    for digest in made:
+        assert moved.mounted.get(digest) == [app], (digest, cache, moved.mounted)

@@ -18,6 +18,19 @@ unpack to exactly that diff ID (a snapshot is checked against it). Cache *keys* 
 not involve diff IDs, so they are unaffected. Facts about an eStargz blob (its diff
 ID, TOC digest, uncompressed size, and the diff ID of the tar inside) are content
 facts, kept in the metadata as a pseudo-variant row keyed by the blob digest.
+
+Where blobs live. Besides the repositories a blob was pulled from (a base image's, an
+imported cache's), every export that leaves a blob in a repository -- an image push, a
+registry cache export -- records it (``note_stored``, a pseudo-variant row per repository,
+so it outlives the build). ``mount_hints`` turns both into
+``containerd.io/distribution.source.<host>`` annotations: the one place the image push and
+the cache export learn which repository of the target registry to cross-repo mount from.
+A recorded location is only a hint: a registry that no longer has the blob there opens an
+upload session instead, and the upload happens in it.
+
+Compression on export. ``export_variant`` is BuildKit's rule for both image outputs and
+caches: a blob that came from a registry is kept in the compression it has unless
+``force-compression``; layers mason made are converted (once) to the requested one.
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from mason.build.state import BlobInfo, HashingWriter, LayerRef, StateError, StateRoot
+from mason.cache.model import DISTRIBUTION_SOURCE_PREFIX
 from mason.compression import (
     EStargzError,
     compress_stream,
@@ -60,6 +74,9 @@ _FACTS = "estargz-facts"
 #: Pseudo-compression of the row that marks a blob as downloaded from a registry (keyed and
 #: valued by the blob digest, so pruning the blob drops the mark).
 _PULLED = "pulled"
+#: Prefix of the pseudo-compression of a row saying repository ``<host>/<repo>`` holds the
+#: blob (keyed and valued by the blob digest, like ``_PULLED``).
+_STORED_AT = "at:"
 _UNKNOWN = object()
 
 
@@ -143,6 +160,31 @@ class Blobs:
         """Whether the blob came from a registry (a base image's or an imported cache's layer,
         downloaded or not) rather than being made by this builder."""
         return bool(self.remote_locations(blob)) or self.state.meta.variant(blob, _PULLED, None) is not None
+
+    def note_stored(self, blob: Digest, ref: Reference, media_type: str, size: int) -> None:
+        """Record that ``ref``'s repository now holds ``blob`` (an export pushed, mounted or found
+        it there): later pushes to other repositories of that registry mount it from there.
+        Unlike ``add_remote`` this does not make the blob count as pulled."""
+        where = f"{_STORED_AT}{ref.registry}/{ref.repository}"
+        self.state.meta.put_variant(blob, where, None, BlobInfo(blob, size, media_type))
+
+    def _stored_at(self, blob: Digest) -> list[tuple[str, str]]:
+        found = []
+        for comp, _level, _info in self.state.meta.variants_of(blob):
+            if comp.startswith(_STORED_AT):
+                host, _, repo = comp[len(_STORED_AT):].partition("/")
+                found.append((host, repo))
+        return found
+
+    def mount_hints(self, blob: Digest) -> dict[str, str]:
+        """``containerd.io/distribution.source.<host>: repo[,repo...]`` for every repository
+        known to hold ``blob``: pulled from (first) or stored to by an export."""
+        repos: dict[str, list[str]] = {}
+        pulled = [(loc.ref.registry, loc.ref.repository) for loc in self.remote_locations(blob) if loc.ref is not None]
+        for host, repo in pulled + self._stored_at(blob):
+            if repo not in repos.setdefault(host, []):
+                repos[host].append(repo)
+        return {DISTRIBUTION_SOURCE_PREFIX + host: ",".join(names) for host, names in repos.items()}
 
     # storing new layers -----------------------------------------------------------
 
@@ -235,7 +277,7 @@ class Blobs:
     def _usable(self, diff_id: Digest, comp: str, info: BlobInfo) -> bool:
         """A variant row of ``diff_id`` whose blob really unpacks to ``diff_id`` (an eStargz
         variant of a tar has the diff ID of its own stream) and is in the content store."""
-        if comp in (_FACTS, _PULLED) or not self.has_local(info.digest):
+        if comp in (_FACTS, _PULLED) or comp.startswith(_STORED_AT) or not self.has_local(info.digest):
             return False
         if comp == "estargz":
             facts = self.estargz_facts(info.digest)
@@ -324,6 +366,16 @@ class Blobs:
         return open_decompressed(reader, comp)
 
     # variants for export ---------------------------------------------------------
+
+    def export_variant(self, lr: LayerRef, compression: str, level: int | None, force: bool) -> LayerRef:
+        """The blob an export (image output or cache) ships for this layer -- BuildKit's rule:
+        ``compression`` is the compression of the layers the build makes; a layer pulled from a
+        registry (a base image's, an imported cache's; downloaded since or not) keeps the blob it
+        came as unless ``force`` ("force-compression": re-compress layers whose compression
+        differs). mason stores the layers it makes as gzip; those are converted once (kept)."""
+        if not force and lr.blob is not None and self.pulled(lr.blob):
+            return lr
+        return self.variant(lr, compression, level, force)
 
     def variant(self, lr: LayerRef, compression: str, level: int | None, force: bool) -> LayerRef:
         """A blob of this layer in ``compression``: an existing one (local or remote) unless ``force``

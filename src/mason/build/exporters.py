@@ -3,8 +3,11 @@ the filesystem (local dir or tar).
 
 An ``ImageResult`` is what the build produced: the final stage's layers (as
 ``LayerRef``s, possibly only remote so far) and its config document. Exporters
-ask ``Blobs`` for each layer in the wanted compression; a push to a registry
-that already holds a layer (in any repository) mounts it instead of moving bytes.
+ask ``Blobs.export_variant`` for each layer (the compression rule the cache exporter
+follows too: layers pulled from a registry keep their compression unless
+``force-compression``); a push to a registry that already holds a layer (in any
+repository mason knows of: pulled from, or stored to by an earlier export) mounts it
+instead of moving bytes, and records where it put each layer for the exports after it.
 """
 
 from __future__ import annotations
@@ -74,12 +77,13 @@ def _config_bytes(doc: dict[str, Any]) -> bytes:
 def assemble_manifest(blobs: Blobs, image: ImageResult, *, compression: str = "gzip",
                       level: int | None = None, force: bool = False, oci: bool = True,
                       config_extra: dict[str, Any] | None = None) -> ExportedImage:
-    """Pick (or make) a blob per layer in ``compression`` and build manifest + config.
+    """Pick (or make) a blob per layer (``Blobs.export_variant``: mason's layers in
+    ``compression``, pulled ones as they are unless ``force``) and build manifest + config.
 
     ``rootfs.diff_ids`` are rewritten from the layers actually shipped: an eStargz blob's
     uncompressed stream includes its TOC, so its diff ID is not the layer tar's (and a layer
     reused from an eStargz cache has the eStargz diff ID even in a gzip image)."""
-    layers = tuple(blobs.variant(lr, compression, level, force) for lr in image.layers)
+    layers = tuple(blobs.export_variant(lr, compression, level, force) for lr in image.layers)
     doc = dict(image.config)
     rootfs = doc.get("rootfs")
     if isinstance(rootfs, dict):
@@ -95,9 +99,13 @@ def assemble_manifest(blobs: Blobs, image: ImageResult, *, compression: str = "g
 
 def push_image(blobs: Blobs, client: Any, exported: ExportedImage, refs: Sequence[Reference],
                log: Callable[[str], None], max_workers: int = 4) -> None:
-    """Push layers (HEAD, else mount from a repository of the same registry, else upload),
-    then the config, then the manifest under each ref. Layers already known remote on the same
-    registry are never downloaded."""
+    """Push layers (``mason.cache.registry.store_blob``: HEAD, else mount from a repository of
+    the same registry known to hold it, else upload), then the config, then the manifest under
+    each ref. Layers already known remote on the same registry are never downloaded; every
+    layer pushed is recorded (``Blobs.note_stored``) so later pushes and cache exports mount it."""
+    from mason.cache.model import DISTRIBUTION_SOURCE_PREFIX
+    from mason.cache.registry import store_blob
+
     by_repo: dict[str, list[Reference]] = {}
     for r in refs:
         by_repo.setdefault(f"{r.registry}/{r.repository}", []).append(r)
@@ -107,21 +115,12 @@ def push_image(blobs: Blobs, client: Any, exported: ExportedImage, refs: Sequenc
         def push_layer(lr: LayerRef, target: Reference = target) -> None:
             assert lr.blob is not None
             desc = blobs.descriptor(lr, oci=exported.oci)
-            if client.blob_exists(target, lr.blob):
-                return
-            for loc in blobs.remote_locations(lr.blob):
-                if loc.ref is None:
-                    continue
-                if loc.ref.registry == target.registry and loc.ref.repository != target.repository:
-                    try:
-                        if client.mount_blob(target, lr.blob, loc.ref.repository):
-                            log(f"mounted {lr.blob} from {loc.ref.repository}")
-                            return
-                    except Exception:  # a mount is an optimisation; fall back to upload
-                        pass
-                elif loc.ref.registry == target.registry and loc.ref.repository == target.repository:
-                    return
-            client.push_blob(target, desc, blobs.opener(lr))
+            hints = blobs.mount_hints(lr.blob)
+            outcome = store_blob(client, target, desc.with_annotations(hints) if hints else desc, blobs.opener(lr))
+            if outcome == "mounted":
+                known = hints.get(DISTRIBUTION_SOURCE_PREFIX + target.registry, "")
+                log(f"mounted {lr.blob} (known in {known})")
+            blobs.note_stored(lr.blob, target, desc.media_type, desc.size)
 
         t0 = time.monotonic()
         with ThreadPoolExecutor(max_workers=max_workers) as pool:

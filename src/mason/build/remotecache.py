@@ -6,6 +6,7 @@ content store as the exporter's ``ExportBlobStore``, solved vertices as
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any, BinaryIO
@@ -117,26 +118,32 @@ class CacheBlobStore:
 
     def __init__(self, blobs: Blobs) -> None:
         self.blobs = blobs
+        #: the layer descriptors ``cache_blob`` chose, by digest (what an export may store)
+        self.returned: dict[Digest, Descriptor] = {}
+        self._lock = threading.Lock()
+
+    def note_stored(self, ref: Reference, digests: Sequence[Digest]) -> None:
+        """After an export to ``ref``: its repository holds these layer blobs now."""
+        for digest in digests:
+            desc = self.returned.get(digest)
+            if desc is not None:
+                self.blobs.note_stored(digest, ref, desc.media_type, desc.size)
 
     @staticmethod
     def _ref(desc: Descriptor) -> LayerRef:
         return LayerRef(Digest(desc.annotations[ANNOTATION_UNCOMPRESSED]), desc.digest, desc.size, desc.media_type)
 
     def cache_blob(self, layer: Descriptor, compression: str, level: int | None, force: bool) -> Descriptor:
-        # BuildKit's rule: ``compression`` is the compression of the blobs the build makes;
-        # force-compression "force[s] re-compressing layers that have been imported from a
-        # previous cache if the requested compression algorithm is different". So without
-        # force a blob that came from a registry -- an imported cache's or a base image's
-        # layer, downloaded since or not -- is exported as it is (BuildKit keeps a pulled gzip
-        # base layer as gzip in an eStargz or zstd cache). The layers mason made are stored as
-        # gzip when committed, where BuildKit makes them in ``compression`` at export: those
-        # are converted (once; the variant is kept).
-        if not force and self.blobs.pulled(layer.digest):
-            return layer
-        lr = self.blobs.variant(self._ref(layer), compression, level, force)
-        if lr.blob == layer.digest:
-            return layer
-        return self.blobs.descriptor(lr, oci=True, annotate=True)
+        # which blob to ship is Blobs.export_variant's rule (shared with image outputs); the
+        # descriptor names every repository known to hold that blob, for cross-repo mounts
+        lr = self.blobs.export_variant(self._ref(layer), compression, level, force)
+        out = layer if lr.blob == layer.digest else self.blobs.descriptor(lr, oci=True, annotate=True)
+        assert lr.blob is not None
+        hints = self.blobs.mount_hints(lr.blob)
+        out = out.with_annotations(hints) if hints else out
+        with self._lock:
+            self.returned[out.digest] = out
+        return out
 
     def open_blob(self, desc: Descriptor) -> BinaryIO:
         return self.blobs.opener(self._ref(desc))()
@@ -162,11 +169,8 @@ def solved_records(graph: Any, blobs: Blobs) -> list[Any]:
 
 def _annotated(blobs: Blobs, lr: LayerRef) -> Descriptor:
     desc = blobs.descriptor(lr, oci=True, annotate=True)
-    extra: dict[str, str] = {}
     assert lr.blob is not None
-    for loc in blobs.remote_locations(lr.blob):
-        if loc.ref is not None:
-            extra.setdefault(f"{DISTRIBUTION_SOURCE_PREFIX}{loc.ref.registry}", loc.ref.repository)
+    extra = blobs.mount_hints(lr.blob)
     return desc.with_annotations(extra) if extra else desc
 
 
@@ -206,6 +210,8 @@ def export_caches(cache_to: Sequence[Any], graph: Any, converted: Any, blobs: Bl
         if res.warning:
             sink.emit(Event(vid, name, "warning", res.warning))
         else:
+            if opt.type == "registry" and opt.ref is not None:
+                store.note_stored(opt.ref, [*res.uploaded, *res.mounted, *res.existing])
             for digest in sorted({*res.uploaded, *res.mounted, *res.existing}):
                 sink.emit(Event(vid, name, "log", f"writing layer {digest} done"))
             sink.emit(Event(vid, name, "log", f"preparing build cache for export {time.monotonic() - t0:.1f}s done"))

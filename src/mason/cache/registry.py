@@ -12,6 +12,10 @@ the rest are pushed (the client HEADs first) in parallel with a bound; then the 
 the manifest goes last. When the new manifest's digest equals the one the ref holds,
 nothing at all is written.
 
+``store_blob`` is that per-blob step (HEAD, mount, else upload -- in the upload session the
+registry opens when it declines the mount); the image push (``mason.build.exporters``) uses
+it too, so both exports move blobs the same way.
+
 Only this module of ``mason.cache`` imports ``mason.registry``; everything is written
 against ``CacheRegistry`` (the subset of ``mason.registry.client.RegistryClient`` used),
 so unit tests use an in-memory fake.
@@ -23,7 +27,7 @@ import io
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Literal, Protocol
 
 from mason.cache.document import plan_cache_document, read_cache_document
 from mason.cache.format import CacheFormatError, rfc3339_nano
@@ -48,6 +52,7 @@ __all__ = [
     "export_registry_cache",
     "load_registry_cache",
     "mount_candidates",
+    "store_blob",
 ]
 
 
@@ -63,6 +68,9 @@ class CacheRegistry(Protocol):
     def push_blob(self, ref: Reference, desc: Descriptor, opener: Callable[[], BinaryIO]) -> bool: ...
 
     def mount_blob(self, ref: Reference, digest: Digest, from_repository: str) -> bool: ...
+
+    def push_blob_outcome(self, ref: Reference, desc: Descriptor, opener: Callable[[], BinaryIO], *,
+                          mount_from: str | None = None) -> Literal["exists", "mounted", "uploaded"]: ...
 
 
 class _RegistryBlobs:
@@ -138,6 +146,33 @@ def mount_candidates(desc: Descriptor, target: Reference) -> list[str]:
     return sorted(dict.fromkeys(repos), key=lambda r: (-common(r), r))
 
 
+StoreOutcome = Literal["existing", "mounted", "uploaded"]
+
+
+def store_blob(client: CacheRegistry, ref: Reference, desc: Descriptor,
+               opener: Callable[[], BinaryIO]) -> StoreOutcome:
+    """Put one blob into ``ref``'s repository the cheapest way: nothing if it is there (HEAD),
+    a cross-repo mount from a repository ``desc``'s distribution-source annotations name (best
+    first), else an upload -- in the session the registry opens when it declines the last
+    mount, so a declined mount costs no extra request."""
+    candidates = mount_candidates(desc, ref)
+    for repo in candidates[:-1]:
+        try:
+            if client.mount_blob(ref, desc.digest, repo):
+                return "mounted"
+        except MasonError:
+            continue  # e.g. no pull right on that repository: try the next one
+    last = candidates[-1] if candidates else None
+    try:
+        outcome = client.push_blob_outcome(ref, desc, opener, mount_from=last)
+    except DiagnosticError as exc:
+        if last is None or getattr(exc, "status", None) not in (401, 403):
+            raise
+        # a token service may refuse the pull scope on the mount source: plain upload
+        outcome = client.push_blob_outcome(ref, desc, opener)
+    return "existing" if outcome == "exists" else outcome
+
+
 #: statuses registries refuse a cache manifest with (ECR 400/405, Harbor 404, Nexus 500, others 415)
 _MANIFEST_REFUSED = frozenset({400, 404, 405, 415, 500})
 
@@ -195,14 +230,7 @@ def export_registry_cache(
     def store(desc: Descriptor) -> tuple[str, Descriptor]:
         if desc.digest in known:
             return "existing", desc
-        for repo in mount_candidates(desc, ref):
-            try:
-                if client.mount_blob(ref, desc.digest, repo):
-                    return "mounted", desc
-            except MasonError:
-                continue  # e.g. no pull right on the source repo: fall back to an upload
-        pushed = client.push_blob(ref, desc, lambda: blobs.open_blob(desc))
-        return ("uploaded" if pushed else "existing"), desc
+        return store_blob(client, ref, desc, lambda: blobs.open_blob(desc)), desc
 
     with ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="cache-push") as pool:
         for outcome, desc in pool.map(store, plan.blobs):

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 import zstandard
 
@@ -75,22 +75,41 @@ class FakeRegistry:
         self._log("head_blob", ref.repository, desc.digest)
         if desc.digest in self.blobs.get(ref.repository, {}):
             return False
-        with opener() as f:
-            data = f.read()
-        assert sha256_bytes(data) == desc.digest and len(data) == desc.size
-        self._log("push_blob", ref.repository, desc.digest)
-        with self._lock:
-            self.blobs.setdefault(ref.repository, {})[desc.digest] = data
+        self._upload(ref, desc, opener)
         return True
 
     def mount_blob(self, ref: Reference, digest: Digest, from_repository: str) -> bool:
         self._log("mount_blob", ref.repository, digest)
+        return self._mount(ref, digest, from_repository)
+
+    def _mount(self, ref: Reference, digest: Digest, from_repository: str) -> bool:
         data = self.blobs.get(from_repository, {}).get(digest)
         if data is None:
             return False
         with self._lock:
             self.blobs.setdefault(ref.repository, {})[digest] = data
         return True
+
+    def push_blob_outcome(self, ref: Reference, desc: Descriptor, opener: Callable[[], BinaryIO], *,
+                          mount_from: str | None = None) -> Literal["exists", "mounted", "uploaded"]:
+        """Like the real client: HEAD, then a mount POST whose refusal opens the upload session."""
+        self._log("head_blob", ref.repository, desc.digest)
+        if desc.digest in self.blobs.get(ref.repository, {}):
+            return "exists"
+        if mount_from is not None:
+            self._log("mount_post", ref.repository, desc.digest)
+            if self._mount(ref, desc.digest, mount_from):
+                return "mounted"
+        self._upload(ref, desc, opener)
+        return "uploaded"
+
+    def _upload(self, ref: Reference, desc: Descriptor, opener: Callable[[], BinaryIO]) -> None:
+        with opener() as f:
+            data = f.read()
+        assert sha256_bytes(data) == desc.digest and len(data) == desc.size
+        self._log("push_blob", ref.repository, desc.digest)
+        with self._lock:
+            self.blobs.setdefault(ref.repository, {})[desc.digest] = data
 
 
 class FakeBlobStore:
