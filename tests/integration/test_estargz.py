@@ -23,6 +23,7 @@ from tests.integration.test_remote_cache import (
     UNCOMPRESSED,
     AccessLog,
     Builder,
+    _base_layers,
     _blob,
     _cache_doc,
     _skopeo_raw,
@@ -95,15 +96,20 @@ def _examples(tmp: Path) -> Path:
 
 
 def test_examples_as_estargz_cache_and_image(build: Builder, reg: str, registry: RegistryServer,  # noqa: F811
-                                             tmp_path: Path) -> None:
-    """Cold build of examples/: a gzip image, an eStargz image and an eStargz registry cache.
+                                             tmp_path: Path, busybox_image: str) -> None:
+    """Cold build of examples/: a gzip image, eStargz images and an eStargz registry cache.
     Every eStargz layer verifies chunk by chunk and holds exactly the gzip layer's files; tar -tzf
-    lists them; umoci unpacks the eStargz image; after a wipe every step hits."""
+    lists them; umoci unpacks the eStargz image; after a wipe every step hits. As in BuildKit's
+    image exporter, the pulled (gzip) base layer stays gzip in an eStargz image unless
+    force-compression=true, which converts it too."""
     ctx = _examples(tmp_path)
     cache = f"{reg}/cache"
+    base = _base_layers(busybox_image)
     cold = build(ctx, "--cache-to", f"type=registry,ref={cache},mode=max,compression=estargz",
                  "--output", f"type=image,name={reg}/app-gz,push=true",
-                 "--output", f"type=image,name={reg}/app-esgz,push=true,compression=estargz").check()
+                 "--output", f"type=image,name={reg}/app-esgz,push=true,compression=estargz",
+                 "--output", f"type=image,name={reg}/app-esgz-all,push=true,compression=estargz,"
+                             "force-compression=true").check()
     steps = cold.ran | cold.cached
 
     # gzip image: the layer tars by diff ID
@@ -130,18 +136,26 @@ def test_examples_as_estargz_cache_and_image(build: Builder, reg: str, registry:
         if _sha(tar_bytes) in gz_tars:  # a final-stage layer: the same files as in the gzip image
             assert _members(tar_bytes) == _members(gz_tars[_sha(tar_bytes)])
 
-    # the eStargz image: diff IDs match the uncompressed streams, annotations present, umoci unpacks it
-    es_manifest, _ = _skopeo_raw(f"{reg}/app-esgz")
-    es_config = _config(f"{reg}/app-esgz")
-    diff_ids = []
-    for d in es_manifest["layers"]:  # type: ignore[index]
-        blob = _blob(registry, f"{reg.split('/', 1)[1]}/app-esgz", d["digest"])
-        assert TOC in d["annotations"] and USIZE in d["annotations"], d
-        diff_ids.append(_sha(gzip.decompress(blob)))
-        annotated = {**d, "annotations": {**d["annotations"], UNCOMPRESSED: diff_ids[-1]}}
-        tar_bytes = _check_estargz_layer(annotated, blob)
-        assert _members(tar_bytes) == _members(gz_tars[_sha(tar_bytes)])
-    assert es_config["rootfs"]["diff_ids"] == diff_ids
+    # the eStargz images: mason's layers are eStargz (both images), the base layer only with
+    # force-compression; diff IDs match the uncompressed streams, annotations present
+    for image, forced in (("app-esgz", False), ("app-esgz-all", True)):
+        es_manifest, _ = _skopeo_raw(f"{reg}/{image}")
+        es_config = _config(f"{reg}/{image}")
+        diff_ids = []
+        kept = []
+        for d in es_manifest["layers"]:  # type: ignore[index]
+            blob = _blob(registry, f"{reg.split('/', 1)[1]}/{image}", d["digest"])
+            diff_ids.append(_sha(gzip.decompress(blob)))
+            if d["digest"] in base:
+                assert d["mediaType"] in GZIP_TYPES and TOC not in d.get("annotations", {}), d
+                kept.append(d["digest"])
+                continue
+            assert TOC in d["annotations"] and USIZE in d["annotations"], d
+            annotated = {**d, "annotations": {**d["annotations"], UNCOMPRESSED: diff_ids[-1]}}
+            tar_bytes = _check_estargz_layer(annotated, blob)
+            assert _members(tar_bytes) == _members(gz_tars[_sha(tar_bytes)])
+        assert es_config["rootfs"]["diff_ids"] == diff_ids
+        assert kept == ([] if forced else sorted(base)), (image, kept)
     layout = tmp_path / "oci"
     subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{reg}/app-esgz", f"oci:{layout}:img"],
                    check=True, capture_output=True, timeout=120)
