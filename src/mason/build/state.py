@@ -462,6 +462,11 @@ class Metadata:
         with self._tx() as db:
             db.executemany("DELETE FROM snapshots WHERE chain_id=?", [(c,) for c in chain_ids])
 
+    def clear_variants(self) -> None:
+        """Drop every variant row (and the pseudo-rows ``mason.build.blobs`` keys by blob)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM variants")
+
 
 def _result_row(r: Any) -> CachedResult:
     return CachedResult(
@@ -564,21 +569,41 @@ class StateRoot:
     # usage and pruning -----------------------------------------------------
 
     def usage(self) -> list[UsageEntry]:
-        """Everything the root holds, with sizes (for ``mason du``)."""
+        """Everything the root holds, with sizes (for ``mason du``): what the metadata tracks,
+        plus content-store files without a row (e.g. base image configs; last used = mtime) and
+        snapshot directories without a row (``untracked_snapshots``)."""
         entries: list[UsageEntry] = []
+        tracked: set[str] = set()
         for info, last_used in self.meta.blobs():
             size = self.store.size(info.digest) if self.store.has(info.digest) else 0
             entries.append(UsageEntry("blob", info.digest, size, last_used, info.media_type))
+            tracked.add(info.digest)
+        for digest in self.store.iter_digests():
+            if digest not in tracked:
+                with contextlib.suppress(OSError):
+                    st = self.store.path(digest).stat()
+                    entries.append(UsageEntry("blob", digest, st.st_size, st.st_mtime, "untracked"))
         for chain_id, path, size, last_used in self.meta.snapshots():
             real = size or (_dir_size(Path(path)) if os.path.isdir(path) else 0)
             entries.append(UsageEntry("snapshot", chain_id, real, last_used, path))
+        for d in self.untracked_snapshots():
+            entries.append(UsageEntry("snapshot", d.name, _dir_size(d), d.lstat().st_mtime, str(d)))
         for d in sorted(self.cachemounts_dir.iterdir()):
             entries.append(UsageEntry("cache-mount", d.name, _dir_size(d), d.stat().st_mtime, ""))
         return entries
 
+    def untracked_snapshots(self) -> list[Path]:
+        """Entries of the snapshot directory no metadata row names: the flattened stacks
+        ``mason.layer`` makes for chains too long for one overlay mount, and anything a
+        lost row left behind. Nothing reaches them through the metadata, so prune always
+        removes them (a flattened stack is made again when a long chain needs it)."""
+        named = {Path(path).name for _chain, path, _size, _used in self.meta.snapshots()}
+        return sorted(p for p in self.snapshots_dir.iterdir() if not p.name.startswith(".") and p.name not in named)
+
     def prune(self, keep_storage: int = 0, *, all_: bool = False) -> tuple[int, int]:
         """Delete least recently used entries until at most ``keep_storage`` bytes remain
-        (``all_``: everything). Returns (entries removed, bytes freed).
+        (``all_``: everything but the root's skeleton). Untracked snapshot directories are
+        removed first in either case. Returns (entries removed, bytes freed).
 
         Needs the root opened ``exclusive``: no build is using what is deleted. Directories
         are renamed out of sight before they are deleted (snapshots through
@@ -593,9 +618,20 @@ class StateRoot:
         # Removing needs no overlay probe ("copy"); opening it also clears what an earlier
         # crashed prune or killed build left half-deleted.
         snapshots = LayerSnapshotter(str(self.snapshots_dir), mode="copy")
+
+        def remove_snapshot(path: Path) -> None:
+            with contextlib.suppress(LayerError):  # already gone (only a row left), or no meta.json
+                snapshots.remove(path.name)
+            if os.path.lexists(path) and path.parent == self.snapshots_dir:
+                self._remove_dir(path)
+
+        removed = freed = 0
+        for orphan in self.untracked_snapshots():
+            freed += _dir_size(orphan)
+            remove_snapshot(orphan)
+            removed += 1
         entries = self.usage()
         total = sum(e.size for e in entries)
-        removed = freed = 0
         for e in sorted(entries, key=lambda e: e.last_used):
             if not all_ and total <= keep_storage:
                 break
@@ -603,8 +639,7 @@ class StateRoot:
                 self.meta.delete_blobs([Digest(e.ident)])
                 self.store.delete(Digest(e.ident))
             elif e.kind == "snapshot":
-                with contextlib.suppress(LayerError):  # already gone: only the row is left
-                    snapshots.remove(Path(e.description).name)
+                remove_snapshot(self.snapshots_dir / Path(e.description).name)
                 self.meta.delete_snapshots([e.ident])
             else:
                 self._remove_dir(self.cachemounts_dir / e.ident)
@@ -613,6 +648,7 @@ class StateRoot:
             removed += 1
         if all_:
             self.meta.delete_results([r.key for r in self.meta.results()])
+            self.meta.clear_variants()  # every blob is gone: facts and locations of remote-only ones too
         else:
             self._drop_dangling_results()
         return removed, freed

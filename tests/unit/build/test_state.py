@@ -191,3 +191,71 @@ def test_parse_size_rejects_garbage() -> None:
     """A size that is not a number is a clear error."""
     with pytest.raises(StateError):
         parse_size("lots")
+
+
+def _flattened_stack(st: StateRoot) -> Path:
+    """Two registered layer snapshots in overlay (diff) form, and the flattened stack that
+    mason.layer makes (and no metadata row names) when a copy-mode view merges them."""
+    import tarfile
+
+    from mason.layer import Snapshotter
+
+    def layer(name: str) -> io.BytesIO:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tf:
+            info = tarfile.TarInfo(name)
+            info.size = 4096
+            tf.addfile(info, io.BytesIO(b"z" * 4096))
+        buf.seek(0)
+        return buf
+
+    diff = Snapshotter(str(st.snapshots_dir), mode="overlay")
+    for sid in ("la", "lb"):
+        diff.apply_layer([], layer(sid), snapshot_id=sid)
+        st.meta.put_snapshot("sha256:" + sid, str(st.snapshots_dir / sid), 0)
+    with Snapshotter(str(st.snapshots_dir), mode="copy").view(["la", "lb"], readonly=True) as merged:
+        assert sorted(os.listdir(merged)) == ["la", "lb"]
+    [flat] = [p for p in st.snapshots_dir.iterdir() if p.name.startswith("f")]
+    return flat
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def test_prune_all_leaves_only_the_skeleton(tmp_path: Path) -> None:
+    """prune --all removes snapshot directories without a metadata row (a flattened stack)
+    and content-store files without one (a base image config), not only what rows name."""
+    with StateRoot.open(tmp_path / "fresh"):
+        pass
+    skeleton = _tree(tmp_path / "fresh")
+    with StateRoot.open(tmp_path / "root", exclusive=True) as st:
+        flat = _flattened_stack(st)
+        untracked_blob = st.store.put_bytes(b'{"config": {}}')
+        layer = st.store.put_bytes(b"layer" * 100)
+        st.meta.put_blob(BlobInfo(layer, 500, "application/vnd.oci.image.layer.v1.tar"))
+        st.meta.put_variant(layer, "at:reg.example/app", None, BlobInfo(layer, 500, "x"))
+        st.meta.put_result("k", (LayerRef(Digest(layer), layer),), "x")
+        listed = {e.ident for e in st.usage()}
+        assert {flat.name, untracked_blob, layer, "sha256:la"} <= listed  # du shows them too
+        removed, freed = st.prune(all_=True)
+        assert removed == 5 and freed >= 3 * 4096
+        assert st.meta.variants_of(layer) == [] and st.meta.results() == [] and st.meta.snapshots() == []
+    left = {p for p in _tree(tmp_path / "root") - skeleton if not p.startswith("meta.db")}
+    # the snapshotter's own directories and an empty algorithm directory are skeleton too
+    assert left <= {"blobs/sha256", "snapshots/.active", "snapshots/.empty"}, left
+
+
+def test_plain_prune_collects_untracked_snapshot_dirs(tmp_path: Path) -> None:
+    """With room to keep everything, prune still removes what nothing references (the
+    flattened stack) and keeps what the metadata tracks."""
+    with StateRoot.open(tmp_path, exclusive=True) as st:
+        flat = _flattened_stack(st)
+        blob = st.store.put_bytes(b"kept" * 100)
+        st.meta.put_blob(BlobInfo(blob, 400, "application/octet-stream"))
+        removed, freed = st.prune(keep_storage=1 << 40)
+        assert (removed, freed > 0) == (1, True)
+        assert not flat.exists()
+        assert {p.name for p in st.snapshots_dir.iterdir()} == {".active", ".empty", "la", "lb"}
+        assert st.store.has(blob)
+        assert list((st.snapshots_dir / ".active").iterdir()) == []
