@@ -154,7 +154,9 @@ def store_blob(client: CacheRegistry, ref: Reference, desc: Descriptor,
     """Put one blob into ``ref``'s repository the cheapest way: nothing if it is there (HEAD),
     a cross-repo mount from a repository ``desc``'s distribution-source annotations name (best
     first), else an upload -- in the session the registry opens when it declines the last
-    mount, so a declined mount costs no extra request."""
+    mount, so a declined mount costs no extra request. With several candidates the first ones
+    are tried before any HEAD: a mount POST costs what a HEAD does, and mounting a blob the
+    repository already has is harmless."""
     candidates = mount_candidates(desc, ref)
     for repo in candidates[:-1]:
         try:

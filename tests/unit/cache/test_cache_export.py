@@ -402,3 +402,61 @@ def test_a_registry_refusing_the_cache_manifest_type_gets_a_hint(
     with RegistryClient(transport=fake.transport(), sleep=lambda _s: None) as client:
         result = export_cache(lenient, records, blobs=blob_store, image_diff_ids=image, client=client)
     assert result.warning is not None and refused in result.warning and suggestion in result.warning
+
+
+# -- store_blob: the per-blob step of both exports ---------------------------------------------
+
+
+def _hinted(data: bytes, *repos: str) -> Descriptor:
+    from mason.digest import sha256_bytes
+
+    hints = {"containerd.io/distribution.source.reg.example": ",".join(repos)} if repos else {}
+    return Descriptor(mt.OCI_LAYER_GZIP, sha256_bytes(data), len(data), hints)
+
+
+def _opener(data: bytes) -> object:
+    import io
+
+    return lambda: io.BytesIO(data)
+
+
+def test_store_blob_mounts_from_the_best_candidate_else_uploads_in_the_declined_session(
+        fake_registry: FakeRegistry) -> None:
+    from mason.cache.registry import store_blob
+
+    target = Reference.parse("reg.example/team/app")
+    data = b"layer bytes"
+    desc = _hinted(data, "other/x", "team/app-cache")
+    fake_registry.blobs["team/app-cache"] = {desc.digest: data}
+    # the repository sharing the longest path prefix with the target is tried first: one request
+    assert store_blob(fake_registry, target, desc, _opener(data)) == "mounted"  # type: ignore[arg-type]
+    assert [c[:2] for c in fake_registry.calls] == [("mount_blob", "team/app")]
+    fake_registry.calls.clear()
+    desc = _hinted(data, "team/app-cache")  # one candidate: HEAD first, so a blob already there moves nothing
+    assert store_blob(fake_registry, target, desc, _opener(data)) == "existing"  # type: ignore[arg-type]
+    assert [c[0] for c in fake_registry.calls] == ["head_blob"]
+
+    fake_registry.calls.clear()
+    other = b"other bytes"
+    desc = _hinted(other, "team/app-cache", "other/x")  # nobody has it: one upload, in the mount's session
+    assert store_blob(fake_registry, target, desc, _opener(other)) == "uploaded"  # type: ignore[arg-type]
+    assert [c[0] for c in fake_registry.calls] == ["mount_blob", "head_blob", "mount_post", "push_blob"]
+
+
+def test_store_blob_uploads_when_the_mount_source_is_forbidden(
+        fake_registry: FakeRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mason.cache.registry import store_blob
+    from mason.registry.errors import RegistryError
+
+    real = fake_registry.push_blob_outcome
+
+    def refuse_mounts(ref: Reference, desc: Descriptor, opener: object, *, mount_from: str | None = None) -> str:
+        if mount_from is not None:
+            raise RegistryError("denied: pull access to the mount source", status=403, operation="mount")
+        return real(ref, desc, opener, mount_from=None)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fake_registry, "push_blob_outcome", refuse_mounts)
+    data = b"private base"
+    outcome = store_blob(fake_registry, Reference.parse("reg.example/app"), _hinted(data, "private/base"),
+                         _opener(data))  # type: ignore[arg-type]
+    assert outcome == "uploaded" and fake_registry.ops("push_blob")
