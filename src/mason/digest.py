@@ -10,13 +10,14 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator
-from typing import IO, Any, NewType
+from typing import IO, Any, BinaryIO, NewType
 
 from mason.errors import DiagnosticError, DigestMismatchError
 
 __all__ = [
     "Digest",
     "DigestError",
+    "HashingWriter",
     "VerifyingReader",
     "canonical_json",
     "hasher_for",
@@ -68,6 +69,42 @@ def sha256_file(path: str) -> tuple[Digest, int]:
             h.update(chunk)
             size += len(chunk)
     return Digest("sha256:" + h.hexdigest()), size
+
+
+class HashingWriter:
+    """A write-only stream that hashes and counts what passes through it to ``inner``.
+
+    ``inner=None`` only hashes (a diff ID of a tar nobody keeps). Read ``.digest``
+    and ``.size`` once the writing is done. The one implementation for the content
+    store, the layer tar writer and the eStargz writer.
+    """
+
+    def __init__(self, inner: IO[bytes] | BinaryIO | None = None, algorithm: str = "sha256") -> None:
+        if algorithm not in ("sha256", "sha512"):
+            raise DigestError(f"unsupported digest algorithm {algorithm!r}", hint="use sha256 or sha512")
+        self._inner = inner
+        self._algorithm = algorithm
+        self._h = hashlib.new(algorithm)
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._h.update(data)
+        n = len(data) if isinstance(data, bytes | bytearray) else data.nbytes
+        self.size += n
+        if self._inner is not None:
+            self._inner.write(data)
+        return n
+
+    def flush(self) -> None:
+        if self._inner is not None:
+            self._inner.flush()
+
+    @property
+    def digest(self) -> Digest:
+        return Digest(f"{self._algorithm}:{self._h.hexdigest()}")
 
 
 def canonical_json(value: Any) -> bytes:

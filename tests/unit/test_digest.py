@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import hashlib
 import io
 
 import pytest
 
-from mason.digest import VerifyingReader, canonical_json, parse_digest, sha256_bytes, verify_chunks
+from mason.digest import HashingWriter, VerifyingReader, canonical_json, parse_digest, sha256_bytes, verify_chunks
 from mason.errors import DigestMismatchError
 
 
@@ -52,3 +53,24 @@ def test_verify_chunks_detects_truncation() -> None:
 
 def test_canonical_json_is_order_independent() -> None:
     assert canonical_json({"b": 1, "a": [1, "é"]}) == canonical_json({"a": [1, "é"], "b": 1})
+
+
+def test_hashing_writer_passes_through_and_hashes() -> None:
+    sink = io.BytesIO()
+    w = HashingWriter(sink)
+    assert w.write(b"hello ") == 6
+    assert w.write(memoryview(b"world")) == 5
+    w.write(bytearray(b"!"))
+    w.flush()
+    assert sink.getvalue() == b"hello world!"
+    assert w.size == 12
+    assert w.digest == sha256_bytes(b"hello world!")
+
+
+def test_hashing_writer_without_inner_only_hashes_and_supports_sha512() -> None:
+    w = HashingWriter(None, "sha512")
+    w.write(b"abc")
+    assert w.digest == "sha512:" + hashlib.sha512(b"abc").hexdigest()
+    assert parse_digest(w.digest) == w.digest
+    with pytest.raises(Exception, match="unsupported digest algorithm"):
+        HashingWriter(None, "md5")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import io
 import json
 import os
@@ -36,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from mason.digest import Digest, VerifyingReader, parse_digest
+from mason.digest import Digest, HashingWriter, VerifyingReader, parse_digest
 from mason.errors import DiagnosticError, DigestMismatchError
 from mason.oci.atomic import fsync_dir
 
@@ -151,32 +150,6 @@ class _RawVerifying(io.RawIOBase):
         if not self.closed:
             self._reader.close()
         super().close()
-
-
-class HashingWriter:
-    """A write-only stream that hashes and counts what passes through to ``inner`` (if any)."""
-
-    def __init__(self, inner: IO[bytes] | BinaryIO | None = None, algorithm: str = "sha256") -> None:
-        self._inner = inner
-        self._algorithm = algorithm
-        self._h = hashlib.new(algorithm)
-        self.size = 0
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        self._h.update(data)
-        n = len(data) if isinstance(data, bytes | bytearray) else data.nbytes
-        self.size += n
-        if self._inner is not None:
-            self._inner.write(data)
-        return n
-
-    def flush(self) -> None:
-        if self._inner is not None:
-            self._inner.flush()
-
-    @property
-    def digest(self) -> Digest:
-        return Digest(f"{self._algorithm}:{self._h.hexdigest()}")
 
 
 class ContentStore:

@@ -36,7 +36,7 @@ from typing import Any, BinaryIO
 from mason.compression import _tar
 from mason.compression.errors import EStargzError
 from mason.compression.gzip import check_gzip_level, gzip_header, raw_deflater
-from mason.digest import Digest
+from mason.digest import Digest, HashingWriter
 
 __all__ = [
     "ANNOTATION_TOC_DIGEST",
@@ -116,22 +116,10 @@ def footer_bytes(toc_offset: int) -> bytes:
     )
 
 
-class _HashingWriter:
-    def __init__(self, dst: BinaryIO) -> None:
-        self._dst = dst
-        self.hasher = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> None:
-        self._dst.write(data)
-        self.hasher.update(data)
-        self.size += len(data)
-
-
 class _MemberSink:
     """Writes a sequence of gzip members, tracking compressed and uncompressed totals."""
 
-    def __init__(self, out: _HashingWriter, level: int) -> None:
+    def __init__(self, out: HashingWriter, level: int) -> None:
         self._out = out
         self._level = level
         self.diff = hashlib.sha256()
@@ -281,7 +269,7 @@ def write_estargz(
     effective = check_gzip_level(level)
     if chunk_size <= 0:
         raise EStargzError(f"invalid eStargz chunk size {chunk_size}")
-    out = _HashingWriter(dst)
+    out = HashingWriter(dst)
     sink = _MemberSink(out, effective)
     builder = _EntryBuilder()
     sink.start()
@@ -377,7 +365,7 @@ def write_estargz(
     sink.end()
     out.write(footer_bytes(toc_offset))
     return EStargzResult(
-        digest=Digest("sha256:" + out.hasher.hexdigest()),
+        digest=out.digest,
         size=out.size,
         diff_id=Digest("sha256:" + sink.diff.hexdigest()),
         uncompressed_size=sink.uncompressed,

@@ -18,14 +18,13 @@ always gives the same bytes:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import tarfile
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
-from mason.digest import Digest
+from mason.digest import Digest, HashingWriter
 from mason.layer._fs import is_whiteout_device, list_xattrs
 from mason.layer.errors import LayerError
 
@@ -61,24 +60,6 @@ class LayerInfo:
     size: int
 
 
-class _HashingWriter:
-    """Counts and hashes what tarfile writes, passing it on to ``dst``."""
-
-    def __init__(self, dst: BinaryIO) -> None:
-        self._dst = dst
-        self._hash = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self._hash.update(data)
-        self.size += len(data)
-        self._dst.write(data)
-        return len(data)
-
-    def info(self) -> LayerInfo:
-        return LayerInfo(Digest("sha256:" + self._hash.hexdigest()), self.size)
-
-
 def _getxattr(path: str, names: tuple[str, ...]) -> bytes | None:
     for name in names:
         try:
@@ -90,7 +71,7 @@ def _getxattr(path: str, names: tuple[str, ...]) -> bytes | None:
 
 class _TarBuilder:
     def __init__(self, dst: BinaryIO, source_date_epoch: int | None) -> None:
-        self._out = _HashingWriter(dst)
+        self._out = HashingWriter(dst)
         self._tar = tarfile.open(  # noqa: SIM115 - closed in finish()
             fileobj=cast(Any, self._out),
             mode="w|",
@@ -168,7 +149,7 @@ class _TarBuilder:
 
     def finish(self) -> LayerInfo:
         self._tar.close()
-        return self._out.info()
+        return LayerInfo(self._out.digest, self._out.size)
 
 
 def _nofollow(path: str, flags: int) -> int:
