@@ -5,7 +5,14 @@ import io
 
 import pytest
 
-from mason.digest import HashingWriter, VerifyingReader, canonical_json, parse_digest, sha256_bytes, verify_chunks
+from mason.digest import (
+    HashingWriter,
+    VerifyingReader,
+    canonical_json,
+    parse_digest,
+    sha256_bytes,
+    verify_chunks,
+)
 from mason.errors import DigestMismatchError
 
 
