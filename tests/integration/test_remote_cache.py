@@ -633,3 +633,33 @@ def test_image_push_mounts_fresh_layers_the_cache_export_pushed_first(
     app = f"{reg}/app".split("/", 1)[1]
     for digest in made:
         assert moved.mounted.get(digest) == [app], (digest, cache, moved.mounted)
+
+
+def test_a_declined_mount_uploads_in_the_session_the_registry_opened(
+        build: Builder, small: Path, reg: str, registry: RegistryServer, busybox_image: str) -> None:
+    """A location mason remembers but the registry no longer backs: the mount POST gets an
+    upload session (202) and the layer is uploaded in it -- no cancelled session, no second POST."""
+    from mason.build.blobs import Blobs
+    from mason.build.state import StateRoot
+    from mason.oci.reference import Reference
+
+    root = build.root()
+    build(small, root=root).check()  # layers made locally, nothing pushed
+    base = _base_layers(busybox_image)
+    with StateRoot.open(root) as st:
+        blobs = Blobs(st)
+        made = [info for info, _ in st.meta.blobs() if "layer" in info.media_type and info.digest not in base]
+        for info in made:
+            blobs.note_stored(info.digest, Reference.parse(f"{reg}/nowhere"), info.media_type, info.size)
+    assert made
+    log = AccessLog(registry)
+    build(small, "--push", "-t", f"{reg}/app", root=root).check()
+    requests = log.requests()
+    app = f"{reg}/app".split("/", 1)[1]
+    for info in made:
+        mounts = [(p, s) for m, p, s in requests if m == "POST" and f"mount={info.digest}" in p.replace("%3A", ":")]
+        assert [s for _, s in mounts] == [202], mounts
+    assert Transfers.since(log).upload_count({i.digest for i in made}) == len(made)
+    assert not [r for r in requests if r[0] == "DELETE"], "a declined mount's session was cancelled"
+    plain_posts = [p for m, p, _ in requests if m == "POST" and "mount=" not in p and p.startswith(f"/v2/{app}/")]
+    assert len(plain_posts) == 1, plain_posts  # the image config only
