@@ -34,7 +34,13 @@ Export
     (min mode keeps results whose chain is a prefix of them). ``prior`` is the
     ``CacheSource`` imported from the same ref, if any (known blobs, stable ``createdAt``).
     With ``ignore-error=true`` a failure comes back as ``ExportResult.warning``; otherwise it
-    raises. ``type=inline`` is not exported here: the image exporter calls
+    raises. Each blob is stored by ``mason.cache.registry.store_blob(client, ref, desc, opener)``
+    (HEAD, cross-repo mount from the repositories the descriptor's
+    ``containerd.io/distribution.source.<host>`` annotation names, else upload in the session a
+    declined mount opened); the image push uses the same step. The builder's ``cache_blob``
+    descriptors name every repository known to hold the blob (pulled from, or stored to by
+    an image push or an earlier export), and the builder records where each export stored
+    its blobs (``ExportResult.uploaded/mounted/existing``) for the exports after it. ``type=inline`` is not exported here: the image exporter calls
     ``inline_cache_value(records, image_diff_ids)`` and stores the string in the image config
     under ``INLINE_CACHE_KEY``; ``--cache-from type=registry,ref=IMAGE`` reads it back.
 
