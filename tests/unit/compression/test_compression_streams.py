@@ -19,7 +19,7 @@ from mason.compression import (
     open_compressor,
     open_decompressed,
 )
-from mason.compression.gzip import GzipWriter, gzip_backend
+from mason.compression.gzip import GZIP_ENGINES, GzipWriter, default_gzip_engine, gzip_backend
 
 # Compressible and incompressible parts, larger than one 1 MiB gzip block.
 _rng = random.Random(7)
@@ -52,13 +52,13 @@ def test_gzip_is_standard_and_deterministic() -> None:
     assert _compress(DATA, "gzip") == blob
 
 
-@pytest.mark.parametrize("prefer_isal", [True, False])
-def test_gzip_bytes_do_not_depend_on_threads_or_write_sizes(prefer_isal: bool) -> None:
+@pytest.mark.parametrize("engine", GZIP_ENGINES)
+def test_gzip_bytes_do_not_depend_on_threads_or_write_sizes(engine: str) -> None:
     digests = set()
     for threads in (1, 3):
         for write_size in (1, 4096, 3 << 20):
             out = io.BytesIO()
-            w = GzipWriter(out, 6, threads=threads, prefer_isal=prefer_isal, block_size=64 << 10)
+            w = GzipWriter(out, 6, threads=threads, engine=engine, block_size=64 << 10)
             view = DATA[:200_000] if write_size == 1 else DATA
             if write_size == 1:
                 for i in range(0, len(view), 997):  # many tiny writes
@@ -67,7 +67,7 @@ def test_gzip_bytes_do_not_depend_on_threads_or_write_sizes(prefer_isal: bool) -
                 for i in range(0, len(view), write_size):
                     w.write(view[i : i + write_size])
             w.close()
-            assert zlib.decompress(out.getvalue(), 31) == view
+            assert gzip.decompress(out.getvalue()) == view  # every member
             digests.add((write_size == 1, hashlib.sha256(out.getvalue()).hexdigest()))
     assert len(digests) == 2  # one digest per input, whatever the threads and write sizes
 
@@ -88,6 +88,23 @@ def test_zstd_is_one_frame_with_checksum() -> None:
     assert d.decompress(blob) == DATA
     assert d.unused_data == b""  # nothing after the first frame
     assert _compress(DATA, "zstd") == blob  # deterministic
+    assert params.content_size == zstandard.CONTENTSIZE_UNKNOWN  # never written: it would depend on the caller
+
+
+def test_zstd_bytes_do_not_depend_on_threads_or_write_sizes() -> None:
+    """libzstd's multi-threaded mode cuts jobs by level, not by workers or writes: larger
+    than one job (8 MiB at level 3) so several jobs run, each worker count gives one blob."""
+    data = DATA * 3 + _text_like(6_000_000)
+    blobs = set()
+    for threads, write_size in ((1, 1 << 20), (2, 65_537), (4, 9 << 20), (None, 3_000_001)):
+        out = io.BytesIO()
+        w = open_compressor(out, "zstd", 3, threads=threads)
+        for i in range(0, len(data), write_size):
+            w.write(data[i : i + write_size])
+        w.close()
+        blobs.add(out.getvalue())
+    assert len(blobs) == 1
+    assert zstandard.ZstdDecompressor().decompressobj().decompress(blobs.pop()) == data
 
 
 def test_open_compressor_leaves_destination_open() -> None:
@@ -140,3 +157,62 @@ def test_truncated_gzip_raises_compression_error() -> None:
 def test_backend_reported() -> None:
     assert gzip_backend() in ("isal", "zlib")
     assert gzip_backend(prefer_isal=False) == "zlib"
+    assert default_gzip_engine() == "libdeflate"  # a declared dependency
+    with pytest.raises(CompressionError, match="gzip engine 'pigz' is not available"):
+        GzipWriter(io.BytesIO(), 6, engine="pigz")
+
+
+def _gzip_size(data: bytes, level: int, engine: str) -> int:
+    out = io.BytesIO()
+    w = GzipWriter(out, level, threads=2, engine=engine)
+    w.write(data)
+    w.close()
+    assert gzip.decompress(out.getvalue()) == data
+    return len(out.getvalue())
+
+
+def _text_like(size: int) -> bytes:
+    """Source-like text: words with repeats at all distances (where matchers differ)."""
+    rng = random.Random(11)
+    words = [bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz_(){};=") for _ in range(rng.randint(2, 10))) for _ in range(3000)]
+    return b" ".join(rng.choice(words) for _ in range(size // 6))[:size]
+
+
+@pytest.mark.parametrize("level", [1, 6, 9])
+def test_default_gzip_engine_is_no_bigger_than_zlib_at_the_same_level(level: int) -> None:
+    """The level promise: "the same level" as Go's compress/gzip (zlib-class) gives no larger
+    blobs (multi-member framing included), unlike ISA-L, which trades size for speed."""
+    data = _text_like(2_500_000)
+    zlib_size = len(zlib.compress(data, level, wbits=31))
+    assert _gzip_size(data, level, "libdeflate") <= zlib_size
+    if level == 6:
+        assert _gzip_size(data, level, "isal") > zlib_size  # the documented trade-off
+
+
+def test_libdeflate_gzip_is_one_member_per_block_with_go_headers() -> None:
+    out = io.BytesIO()
+    w = GzipWriter(out, 6, engine="libdeflate", block_size=1 << 20)
+    w.write(DATA)
+    w.close()
+    blob = out.getvalue()
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    assert blob.count(header) == -(-len(DATA) // (1 << 20))  # one member per started MiB
+    d = zlib.decompressobj(31)
+    assert d.decompress(blob) == DATA[: 1 << 20] and d.unused_data.startswith(header)
+
+
+@pytest.mark.parametrize("engine", GZIP_ENGINES)
+def test_gzip_empty_input_is_one_valid_member(engine: str) -> None:
+    out = io.BytesIO()
+    GzipWriter(out, 6, engine=engine).close()
+    assert gzip.decompress(out.getvalue()) == b""
+    assert out.getvalue().startswith(b"\x1f\x8b\x08")
+
+
+def test_gzip_input_ending_on_a_block_boundary_has_no_empty_member() -> None:
+    out = io.BytesIO()
+    w = GzipWriter(out, 6, engine="libdeflate", block_size=64 << 10)
+    w.write(DATA[: 128 << 10])
+    w.close()
+    assert out.getvalue().count(b"\x1f\x8b\x08\x00") == 2
+    assert gzip.decompress(out.getvalue()) == DATA[: 128 << 10]
