@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import selectors
+import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from mason.executor.types import ExecCancelledError, ExecTimeoutError, ExitStatus, OutputCallback
 
-__all__ = ["OutputTail", "StreamResult", "exit_status", "run_streaming"]
+__all__ = ["OutputTail", "StreamResult", "exit_status", "guarded_argv", "run_streaming"]
+
+GUARD = Path(__file__).with_name("_guard.py")
 
 _POLL_SECONDS = 0.1
 _DRAIN_SECONDS = 10.0
@@ -70,8 +77,16 @@ def run_streaming(
     cancel: threading.Event | None,
     timeout: float | None,
     pass_fds: Sequence[int] = (),
+    on_orphan: Sequence[Sequence[str]] = (),
+    python: str = sys.executable,
 ) -> StreamResult:
     """Start ``argv`` with stdin empty and stdout+stderr on one pipe, stream it.
+
+    The launcher runs under the guard (``_guard.py``, see ``guarded_argv``):
+    if this process dies, however, the guard kills the launcher and runs the
+    ``on_orphan`` commands. ``proc`` given to ``terminate`` is the guard;
+    killing it kills the launcher too. Raises ``FileNotFoundError`` when
+    ``argv[0]`` cannot be found.
 
     On cancel, timeout, KeyboardInterrupt or an exception from ``on_output``,
     ``terminate(proc)`` kills the sandbox; the pipe is then drained (bounded)
@@ -79,23 +94,57 @@ def run_streaming(
     """
     tail = OutputTail()
     deadline = None if timeout is None else time.monotonic() + timeout
+    _check_executable(argv[0])
     read_fd, write_fd = os.pipe()
+    # Only the guard gets the read end; our write end is close-on-exec, so it
+    # closes exactly when this process dies (or when we are done below).
+    life_r, life_w = os.pipe()
     try:
         # A new session keeps a terminal's Ctrl-C from reaching the launcher
         # directly; we handle KeyboardInterrupt ourselves and clean up.
         proc = subprocess.Popen(
-            list(argv),
+            guarded_argv(python, life_r, on_orphan, argv),
             stdin=subprocess.DEVNULL,
             stdout=write_fd,
             stderr=write_fd,
             start_new_session=True,
-            pass_fds=tuple(pass_fds),
+            pass_fds=(*pass_fds, life_r),
         )
     except BaseException:
-        os.close(read_fd)
-        os.close(write_fd)
+        for fd in (read_fd, write_fd, life_r, life_w):
+            os.close(fd)
         raise
     os.close(write_fd)
+    os.close(life_r)
+    try:
+        return _stream(proc, read_fd, on_output, tail, terminate, cancel, deadline)
+    finally:
+        os.close(life_w)
+
+
+def guarded_argv(python: str, lifeline_fd: int, on_orphan: Sequence[Sequence[str]], argv: Sequence[str]) -> list[str]:
+    """``argv`` run under the guard: it dies (and ``on_orphan`` runs) when ``lifeline_fd``'s
+    write end closes, i.e. when the process holding it dies."""
+    cleanup = json.dumps([list(c) for c in on_orphan])
+    return [python, "-I", "-S", str(GUARD), str(lifeline_fd), cleanup, "--", *argv]
+
+
+def _check_executable(program: str) -> None:
+    # The guard would only report a missing launcher as exit 127; callers want an OSError.
+    found = program if "/" in program else shutil.which(program)
+    if found is None or not os.access(found, os.X_OK):
+        raise FileNotFoundError(errno.ENOENT, "no such executable", program)
+
+
+def _stream(
+    proc: subprocess.Popen[bytes],
+    read_fd: int,
+    on_output: OutputCallback,
+    tail: OutputTail,
+    terminate: Callable[[subprocess.Popen[bytes]], None],
+    cancel: threading.Event | None,
+    deadline: float | None,
+) -> StreamResult:
     stopped: str | None = None
     sel = selectors.DefaultSelector()
     sel.register(read_fd, selectors.EVENT_READ)

@@ -11,6 +11,7 @@ import threading
 import uuid
 from pathlib import Path
 
+from mason.executor.orphans import BUNDLE_PREFIX, CONTAINER_PREFIX, hold_owner_lock, reap_orphans
 from mason.executor.prepare import prepare_run
 from mason.executor.process import exit_status, run_streaming
 from mason.executor.runtime_spec import DEFAULT_NOFILE, build_runtime_config
@@ -31,7 +32,9 @@ class RuncExecutor:
 
     ``state_dir`` is runc's ``--root`` (container state; best on tmpfs);
     ``work_dir`` holds the per-run bundle directories (config.json, hosts,
-    resolv.conf, runc's log); both are created when missing.
+    resolv.conf, runc's log, the owner lock); both are created when missing.
+    Before its first run, an executor reaps the orphans of dead mason
+    processes in ``state_dir`` (``mason.executor.orphans``).
     """
 
     def __init__(
@@ -48,6 +51,8 @@ class RuncExecutor:
         self.work_dir = work_dir
         self.host_resolv_conf = host_resolv_conf
         self.no_pivot = no_pivot
+        self._reaped = False
+        self._reap_lock = threading.Lock()
 
     def _runc_argv(self, *args: str) -> list[str]:
         return [self.runc, "--root", str(self.state_dir), *args]
@@ -74,6 +79,10 @@ class RuncExecutor:
         entries = json.loads(result.stdout or b"null") or []
         return [str(e["id"]) for e in entries]
 
+    def reap_orphans(self) -> list[str]:
+        """Remove the containers in the state dir whose mason process is gone; their ids."""
+        return reap_orphans(runc=self.runc, state_dir=self.state_dir)
+
     def run(
         self,
         spec: ExecSpec,
@@ -82,51 +91,72 @@ class RuncExecutor:
         cancel: threading.Event | None = None,
         timeout: float | None = None,
     ) -> ExitStatus:
+        with self._reap_lock:
+            if not self._reaped:
+                self.reap_orphans()
+                self._reaped = True
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.work_dir is not None:
             self.work_dir.mkdir(parents=True, exist_ok=True)
-        bundle = Path(tempfile.mkdtemp(prefix="mason-bundle-", dir=self.work_dir))
-        container_id = f"mason-{uuid.uuid4().hex[:20]}"
-        log_file = bundle / "runc.log"
+        bundle = Path(tempfile.mkdtemp(prefix=BUNDLE_PREFIX, dir=self.work_dir))
+        container_id = f"{CONTAINER_PREFIX}{uuid.uuid4().hex[:20]}"
         try:
-            prepared = prepare_run(spec, bundle, self.host_resolv_conf)
-            try:
-                config = build_runtime_config(
-                    spec,
-                    prepared.user,
-                    prepared.env,
-                    hosts_file=prepared.hosts_file,
-                    resolv_file=prepared.resolv_file,
-                    nofile=nofile_limit(),
-                )
-                (bundle / "config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
-                argv = self._runc_argv("--log", str(log_file), "--log-format", "json", "run")
-                if self.no_pivot:
-                    argv.append("--no-pivot")
-                argv += ["--bundle", str(bundle), container_id]
-
-                def terminate(proc: subprocess.Popen[bytes]) -> None:
-                    # Kill the container's init (the pid namespace takes the
-                    # rest with it); if runc is still creating it, kill runc.
-                    killed = self._call("kill", container_id, "KILL").returncode == 0
-                    if not killed:
-                        proc.kill()
-                    self._call("delete", "--force", container_id)
-
-                try:
-                    result = run_streaming(
-                        argv, on_output, terminate=terminate, cancel=cancel, timeout=timeout
-                    )
-                except OSError as exc:
-                    raise ExecutorError(f"could not start {self.runc}: {exc}") from exc
-            finally:
-                # Always: a container left in "created" or "stopped" state
-                # would hold its cgroup and mounts.
-                self._call("delete", "--force", container_id)
-                prepared.stubs.remove()
-            return exit_status(result, spec.args[0], timeout, _runc_error(log_file))
+            with hold_owner_lock(bundle):
+                return self._run_in(spec, on_output, bundle, container_id, cancel, timeout)
         finally:
             shutil.rmtree(bundle, ignore_errors=True)
+
+    def _run_in(
+        self,
+        spec: ExecSpec,
+        on_output: OutputCallback,
+        bundle: Path,
+        container_id: str,
+        cancel: threading.Event | None,
+        timeout: float | None,
+    ) -> ExitStatus:
+        log_file = bundle / "runc.log"
+        prepared = prepare_run(spec, bundle, self.host_resolv_conf)
+        try:
+            config = build_runtime_config(
+                spec,
+                prepared.user,
+                prepared.env,
+                hosts_file=prepared.hosts_file,
+                resolv_file=prepared.resolv_file,
+                nofile=nofile_limit(),
+            )
+            (bundle / "config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
+            argv = self._runc_argv("--log", str(log_file), "--log-format", "json", "run")
+            if self.no_pivot:
+                argv.append("--no-pivot")
+            argv += ["--bundle", str(bundle), container_id]
+
+            def terminate(proc: subprocess.Popen[bytes]) -> None:
+                # Kill the container's init (the pid namespace takes the
+                # rest with it); if runc is still creating it, kill runc
+                # (killing its guard does).
+                killed = self._call("kill", container_id, "KILL").returncode == 0
+                if not killed:
+                    proc.kill()
+                self._call("delete", "--force", container_id)
+
+            # If mason dies, the guard kills runc, but the container's init
+            # survives runc: the guard must remove the container itself.
+            on_orphan = [self._runc_argv("kill", container_id, "KILL"),
+                         self._runc_argv("delete", "--force", container_id)]  # fmt: skip
+            try:
+                result = run_streaming(
+                    argv, on_output, terminate=terminate, cancel=cancel, timeout=timeout, on_orphan=on_orphan
+                )
+            except OSError as exc:
+                raise ExecutorError(f"could not start {self.runc}: {exc}") from exc
+        finally:
+            # Always: a container left in "created" or "stopped" state
+            # would hold its cgroup and mounts.
+            self._call("delete", "--force", container_id)
+            prepared.stubs.remove()
+        return exit_status(result, spec.args[0], timeout, _runc_error(log_file))
 
 
 def nofile_limit() -> int:
