@@ -345,6 +345,7 @@ def build(opts: BuildOptions, *, root: Path, progress: ProgressSink | None = Non
                 insecure.append(c.ref.registry)
         client = RegistryClient(credentials=creds, insecure_hosts=insecure)
     try:
+        _reap_orphaned_sandboxes()
         with StateRoot.open(root) as state:
             return _build_in(opts, state, df, plan, ignore, platform, epoch, sink, stdout, client, executor,
                              cancel, data)
@@ -456,6 +457,15 @@ def _make_executor(runtime: str, work_dir: Path) -> Any:
     if runtime == "auto":
         return choose_executor(state_dir=_RUNC_STATE, work_dir=work_dir)
     raise UsageError(f"unknown runtime {runtime!r}", reference="invalid-argument", hint="use auto, runc or chroot")
+
+
+def _reap_orphaned_sandboxes() -> None:
+    """A mason killed together with its launcher guard leaves its container running (on its
+    root's tmp/ mounts): remove such orphans, of any root, before the start-up cleanup. Live
+    builds' containers are never touched (mason.executor.orphans)."""
+    from mason.executor import reap_orphans
+
+    reap_orphans(state_dir=_RUNC_STATE)
 
 
 class _LazyExecutor:

@@ -54,6 +54,19 @@ Executors:
   runc when it is on PATH and ``probe_runc`` shows it can create a container,
   else the chroot executor.
 
+Lifetime: a sandbox never outlives the mason process that started it.
+Every launcher (runc, unshare) runs under a guard (``_guard.py``) that holds
+the read end of a lifeline pipe whose only write end is mason's: when mason
+dies, however and from whichever thread it ran the step, the guard SIGKILLs
+the launcher (which also has PR_SET_PDEATHSIG(SIGKILL) on the guard) and, for
+runc, whose container init survives ``runc run``, runs ``runc kill`` and
+``runc delete --force``. The chroot tree dies with unshare (``--kill-child``
+and the pid namespace). Each runc bundle holds ``owner.lock``, flock'ed by
+its mason process; ``reap_orphans(*, runc="runc", state_dir) -> list[str]``
+(run by ``RuncExecutor`` before its first run and by the builder at start)
+removes the containers whose owner lock is free (guard killed too), and never
+a live process's container, whichever root it builds on.
+
 Helpers: ``build_runtime_config(spec, user, env, *, hosts_file, resolv_file,
 nofile)`` -> dict (pure), ``resolve_user(rootfs, user)`` -> ``ResolvedUser(uid,
 gid, additional_gids, home, name)``, ``secure_join(root, path)`` (symlinks
@@ -63,6 +76,7 @@ resolved as if ``root`` were ``/``), ``DEFAULT_CAPABILITIES``,
 
 from mason.executor.choose import choose_executor, probe_runc
 from mason.executor.chroot import ChrootExecutor
+from mason.executor.orphans import reap_orphans
 from mason.executor.rootfs import secure_join
 from mason.executor.runc import RuncExecutor
 from mason.executor.runtime_spec import (
@@ -113,6 +127,7 @@ __all__ = [
     "build_runtime_config",
     "choose_executor",
     "probe_runc",
+    "reap_orphans",
     "resolve_user",
     "secure_join",
 ]
