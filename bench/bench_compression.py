@@ -1,15 +1,16 @@
-"""Compression throughput on the same layer tar: gzip (ISA-L vs zlib), zstd, eStargz.
+"""Compression throughput on the same layer tar: gzip engines (libdeflate, ISA-L, zlib), zstd, eStargz.
 
-Run: .venv/bin/python bench/bench_compression.py [--size-mib 128] [--repeat 3] [--no-cli]
+Run: .venv/bin/python bench/bench_compression.py [--size-mib 128] [--input TAR] [--repeat 3] [--no-cli]
 Prints MB/s of uncompressed input (best of --repeat) and the compressed ratio.
 
 DESIGN §7 asks for gzip and zstd throughput at least BuildKit's at the same level. BuildKit
-compresses with Go (compress/gzip, single-threaded; klauspost zstd with one encoder per
-CPU); no Go toolchain is assumed here, so the baselines are the command-line tools on the
-same bytes, run from a file to /dev/null-like output: ``gzip -6`` (zlib-class, one thread:
-the Go stdlib deflate is no faster), ``pigz -6`` (every CPU) and ``zstd -3`` (one thread
-and ``-T0``). Missing ``pigz``/``zstd`` are installed with apt when running as root.
-The last table gives mason / baseline throughput. Not a test: numbers depend on the machine.
+compresses gzip with Go's compress/gzip (single-threaded) and zstd with one encoder per
+CPU. Baselines on the same bytes, run from a file to a temporary file: Go's compress/gzip
+itself (``go gzip -6``: a 20-line program built here when a Go toolchain is installed),
+``gzip -6`` (zlib, one thread), ``pigz -6`` (every CPU) and ``zstd -3`` (one thread and
+``-T0``). Missing tools are installed with apt when running as root (golang-go, pigz, zstd).
+The last table gives mason / baseline throughput and size. Not a test: numbers depend on
+the machine, and on a shared machine use several rounds (the best one counts).
 """
 
 from __future__ import annotations
@@ -77,9 +78,9 @@ class _Null(io.RawIOBase):
         return n
 
 
-def _gzip(prefer_isal: bool, threads: int | None) -> Callable[[bytes, _Null], None]:
+def _gzip(engine: str, threads: int | None) -> Callable[[bytes, _Null], None]:
     def run(data: bytes, out: _Null) -> None:
-        w = GzipWriter(out, None, threads=threads, prefer_isal=prefer_isal)  # type: ignore[arg-type]
+        w = GzipWriter(out, None, threads=threads, engine=engine)  # type: ignore[arg-type]
         view = memoryview(data)
         for i in range(0, len(data), 1 << 20):
             w.write(view[i : i + (1 << 20)])
@@ -99,17 +100,60 @@ def _estargz(data: bytes, out: _Null) -> None:
     write_estargz(io.BytesIO(data), out)  # type: ignore[arg-type]
 
 
+_GO_GZIP = """package main
+
+import (
+	"bufio"
+	"compress/gzip"
+	"io"
+	"os"
+	"strconv"
+)
+
+func main() {
+	level, _ := strconv.Atoi(os.Args[1])
+	out := bufio.NewWriterSize(os.Stdout, 1<<20)
+	w, err := gzip.NewWriterLevel(out, level)
+	if err != nil {
+		panic(err)
+	}
+	if _, err := io.Copy(w, bufio.NewReaderSize(os.Stdin, 1<<20)); err != nil {
+		panic(err)
+	}
+	if err := w.Close(); err != nil {
+		panic(err)
+	}
+	if err := out.Flush(); err != nil {
+		panic(err)
+	}
+}
+"""
+
+
+def _go_gzip(workdir: Path) -> Path | None:
+    """Build the Go compress/gzip baseline (stdlib only, no module download); None without Go."""
+    if shutil.which("go") is None:
+        return None
+    (workdir / "main.go").write_text(_GO_GZIP)
+    (workdir / "go.mod").write_text("module gogzip\n\ngo 1.19\n")
+    env = {**os.environ, "GOCACHE": str(workdir / "cache"), "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"}
+    done = subprocess.run(["go", "build", "-o", "gogzip", "."], cwd=workdir, env=env, capture_output=True, check=False)
+    return workdir / "gogzip" if done.returncode == 0 else None
+
+
 def _ensure_tools(names: list[str]) -> None:
     """apt-get install the missing command-line baselines (root only; otherwise they are skipped)."""
-    packages = {"gzip": "gzip", "pigz": "pigz", "zstd": "zstd"}
+    packages = {"gzip": "gzip", "pigz": "pigz", "zstd": "zstd", "go": "golang-go"}
     missing = [packages[n] for n in names if shutil.which(n) is None]
     if missing and os.geteuid() == 0 and shutil.which("apt-get"):
         subprocess.run(["apt-get", "install", "-y", "-q", *missing], capture_output=True, check=False)
 
 
-def _cli_rows(cpus: int) -> list[tuple[str, list[str]]]:
-    _ensure_tools(["gzip", "pigz", "zstd"])
+def _cli_rows(cpus: int, workdir: Path) -> list[tuple[str, list[str]]]:
+    _ensure_tools(["gzip", "pigz", "zstd", "go"])
+    go = _go_gzip(workdir)
     rows = [
+        ("go compress/gzip -6 (1 thread)", [str(go) if go else "missing-go", "6"]),
         ("cli gzip -6 (1 thread)", ["gzip", "-6", "-c"]),
         (f"cli pigz -6 ({cpus} threads)", ["pigz", "-6", "-c", "-p", str(cpus)]),
         ("cli zstd -3 (1 thread)", ["zstd", "-3", "-c", "-q", "-T1"]),
@@ -142,8 +186,10 @@ def _in_process(fn: Callable[[bytes, _Null], None], data: bytes) -> Callable[[],
 
 # (mason row, baseline row): compared in the last table
 _PAIRS = (
-    ("gzip isal (level 6, 1 thread)", "cli gzip -6 (1 thread)"),
-    ("gzip isal (level 6, {cpus} threads)", "cli pigz -6 ({cpus} threads)"),
+    ("gzip libdeflate (level 6, 1 thread)", "go compress/gzip -6 (1 thread)"),
+    ("gzip libdeflate (level 6, {cpus} threads)", "go compress/gzip -6 (1 thread)"),
+    ("gzip libdeflate (level 6, {cpus} threads)", "cli pigz -6 ({cpus} threads)"),
+    ("gzip isal (level 6, {cpus} threads)", "go compress/gzip -6 (1 thread)"),
     ("gzip zlib (level 6, 1 thread)", "cli gzip -6 (1 thread)"),
     ("zstd (level 3, libzstd workers)", "cli zstd -3 (-T0, {cpus} threads)"),
     ("zstd (level 3, libzstd workers)", "cli zstd -3 (1 thread)"),
@@ -153,20 +199,23 @@ _PAIRS = (
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-mib", type=int, default=128)
+    parser.add_argument("--input", type=Path, help="compress this tar instead of the generated one")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-zlib", action="store_true", help="skip the slow zlib rows")
     parser.add_argument("--no-cli", action="store_true", help="skip the command-line baselines")
     args = parser.parse_args()
-    data = make_layer(args.size_mib << 20)
+    data = args.input.read_bytes() if args.input else make_layer(args.size_mib << 20)
     cpus = len(os.sched_getaffinity(0))
     rows: list[tuple[str, Callable[[bytes, _Null], None]]] = [
-        (f"gzip isal (level 6, {cpus} threads)", _gzip(True, None)),
-        ("gzip isal (level 6, 1 thread)", _gzip(True, 1)),
+        (f"gzip libdeflate (level 6, {cpus} threads)", _gzip("libdeflate", None)),
+        ("gzip libdeflate (level 6, 1 thread)", _gzip("libdeflate", 1)),
+        (f"gzip isal (level 6, {cpus} threads)", _gzip("isal", None)),
+        ("gzip isal (level 6, 1 thread)", _gzip("isal", 1)),
     ]
     if not args.skip_zlib:
         rows += [
-            (f"gzip zlib (level 6, {cpus} threads)", _gzip(False, None)),
-            ("gzip zlib (level 6, 1 thread)", _gzip(False, 1)),
+            (f"gzip zlib (level 6, {cpus} threads)", _gzip("zlib", None)),
+            ("gzip zlib (level 6, 1 thread)", _gzip("zlib", 1)),
         ]
     rows += [
         ("zstd (level 3, libzstd workers)", _via("zstd")),
@@ -181,7 +230,8 @@ def main() -> None:
             tmp = stack.enter_context(tempfile.NamedTemporaryFile(prefix="mason-bench-layer-"))
             tmp.write(data)
             tmp.flush()
-            timed += [(name, _cli(cmd, Path(tmp.name))) for name, cmd in _cli_rows(cpus)]
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mason-bench-go-")))
+            timed += [(name, _cli(cmd, Path(tmp.name))) for name, cmd in _cli_rows(cpus, workdir)]
         best: dict[str, float] = {}
         sizes: dict[str, int] = {}
         for _ in range(args.repeat):
@@ -194,11 +244,12 @@ def main() -> None:
         print(f"{name:<40} {speed[name]:>9.0f} {sizes[name] / len(data):>7.3f}")
     if args.no_cli:
         return
-    print("\nmason vs command-line baseline (throughput ratio, higher: mason faster)")
+    print("\nmason vs baseline (speed: higher is mason faster; size: below 1 is mason smaller)")
     for ours, theirs in _PAIRS:
         ours, theirs = ours.format(cpus=cpus), theirs.format(cpus=cpus)
         if ours in speed and theirs in speed:
-            print(f"  {ours:<38} vs {theirs:<32} {speed[ours] / speed[theirs]:>5.2f}x")
+            print(f"  {ours:<40} vs {theirs:<32} speed {speed[ours] / speed[theirs]:>5.2f}x"
+                  f"  size {sizes[ours] / sizes[theirs]:.3f}")
     print("(the cli rows include process start-up and file I/O: a few ms on this input)")
 
 
