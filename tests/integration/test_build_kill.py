@@ -1,0 +1,217 @@
+"""A SIGKILLed `mason build` takes its sandbox with it (real runc / unshare, real builds).
+
+The RUN under test sleeps for a number of seconds unique to the test (``sleep <token>``), so
+its sandboxed processes can be found by command line; the build runs in its own session and
+the whole process group is SIGKILLed once the RUN's output appears, as a user's `kill -9 -PGID`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mason.executor import reap_orphans
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (overlayfs, runc, unshare)")
+
+RUNC_STATE = Path("/run/mason/runc")
+_STARTED = re.compile(r"^#\d+ [\d.]+ started$")  # the RUN's own output, not the step's title
+_GONE_WAIT = 20.0
+
+
+def _need(tool: str) -> None:
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed (bash scripts/setup.sh installs it)")
+
+
+def _token() -> str:
+    # Seconds to sleep, unique per test run: finds exactly this build's sandboxed processes.
+    return str(400000 + (os.getpid() * 7919 + time.monotonic_ns()) % 500000)
+
+
+def _dockerfile(ctx: Path, image: str) -> None:
+    ctx.mkdir(exist_ok=True)
+    (ctx / "Dockerfile").write_text(f"FROM {image}\nARG NAP\nRUN echo started && sleep $NAP && echo done > /done\n")
+
+
+def _mason(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "mason.cli.main", *args]
+
+
+def _start(ctx: Path, root: Path, nap: str, *extra: str) -> subprocess.Popen[str]:
+    """A build in its own session, returned once its RUN printed "started"."""
+    proc = subprocess.Popen(_mason(["build", "--progress=plain", "--build-arg", f"NAP={nap}", *extra, str(ctx)]),
+                            env=dict(os.environ, MASON_ROOT=str(root)), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    assert proc.stdout is not None
+    seen = []
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:
+        seen.append(line)
+        if _STARTED.match(line.strip()) or time.monotonic() > deadline:
+            break
+    if not seen or not _STARTED.match(seen[-1].strip()):
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        pytest.fail("the build never reached its RUN:\n" + "".join(seen))
+    return proc
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+
+
+def _finish(ctx: Path, root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    out = root.parent / "out"
+    return subprocess.run(_mason(["build", "--progress=plain", "--build-arg", "NAP=0", *extra,
+                                  "-o", f"type=local,dest={out}", str(ctx)]),
+                          env=dict(os.environ, MASON_ROOT=str(root)), capture_output=True, text=True, timeout=180)
+
+
+def _procs(token: str) -> list[str]:
+    """Command lines of the live processes that mention ``token`` (the sandboxed sh and sleep)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and any(token.encode() in a for a in args):
+            found.append(" ".join(a.decode(errors="replace") for a in args))
+    return found
+
+
+def _containers(root: Path) -> list[dict[str, str]]:
+    """runc's containers whose bundle lives under ``root`` (mason puts bundles in $MASON_ROOT/tmp)."""
+    if not RUNC_STATE.is_dir():
+        return []
+    listing = subprocess.run(["runc", "--root", str(RUNC_STATE), "list", "--format", "json"],
+                             capture_output=True, check=True)
+    return [e for e in json.loads(listing.stdout or b"null") or [] if str(e.get("bundle", "")).startswith(str(root))]
+
+
+def _wait_gone(token: str, root: Path) -> None:
+    end = time.monotonic() + _GONE_WAIT
+    while (_procs(token) or _containers(root)) and time.monotonic() < end:
+        time.sleep(0.1)
+    assert _procs(token) == []
+    assert _containers(root) == []
+
+
+def _guard_of(build_pid: int) -> int:
+    """The launcher guard the build started (a child of the build's process, in its own session)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == build_pid and b"_guard.py" in cmdline:
+            return int(entry.name)
+    raise AssertionError(f"no launcher guard under pid {build_pid}")
+
+
+@pytest.fixture
+def token() -> Iterator[str]:
+    tok = _token()
+    yield tok
+    # Never leave a sandbox behind, even when an assertion failed.
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if tok.encode() in (entry / "cmdline").read_bytes():
+                    os.kill(int(entry.name), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def test_runc_sandbox_dies_with_the_build_and_a_live_build_is_never_reaped(
+    busybox_image: str, tmp_path: Path, token: str
+) -> None:
+    """SIGKILL of a build's process group removes its runc container and processes; a build that
+    starts meanwhile (another root) leaves the live build's container alone; the rebuild runs the
+    killed step to completion."""
+    _need("runc")
+    ctx, root = tmp_path / "ctx", tmp_path / "a" / "root"
+    _dockerfile(ctx, busybox_image)
+    live = _start(ctx, root, token, "--runtime=runc")
+    try:
+        assert len(_containers(root)) == 1 and _procs(token)
+        other_ctx, other_root = tmp_path / "other-ctx", tmp_path / "b" / "root"
+        other_ctx.mkdir()
+        (other_ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo other\n")
+        other = subprocess.run(_mason(["build", "--progress=plain", "--runtime=runc", str(other_ctx)]),
+                               env=dict(os.environ, MASON_ROOT=str(other_root)), capture_output=True, text=True,
+                               timeout=180)
+        assert other.returncode == 0, other.stderr
+        reap_orphans(state_dir=RUNC_STATE)  # as any other mason process starting now does
+        [container] = _containers(root)
+        assert container["status"] == "running"
+        assert _procs(token)
+        assert live.poll() is None
+    finally:
+        _kill_group(live)
+    _wait_gone(token, root)
+    done = _finish(ctx, root, "--runtime=runc")
+    assert done.returncode == 0, done.stderr
+    assert (root.parent / "out" / "done").read_text() == "done\n"
+
+
+def test_runc_orphan_whose_guard_died_too_is_reaped_by_the_next_build(
+    busybox_image: str, tmp_path: Path, token: str
+) -> None:
+    """With the guard SIGKILLed as well, the container outlives runc; the next mason start (a
+    build that runs no RUN at all) removes it."""
+    _need("runc")
+    ctx, root = tmp_path / "ctx", tmp_path / "root"
+    _dockerfile(ctx, busybox_image)
+    live = _start(ctx, root, token, "--runtime=runc")
+    os.kill(_guard_of(live.pid), signal.SIGKILL)
+    _kill_group(live)
+    # The container's init survives runc: exactly the orphan the reaper exists for.
+    end = time.monotonic() + _GONE_WAIT
+    while any(c["status"] != "running" for c in _containers(root)) and time.monotonic() < end:
+        time.sleep(0.1)
+    assert [c["status"] for c in _containers(root)] == ["running"]
+    assert _procs(token)
+    no_run = tmp_path / "no-run"
+    no_run.mkdir()
+    (no_run / "Dockerfile").write_text(f"FROM {busybox_image}\n")
+    nothing = subprocess.run(_mason(["build", "--progress=plain", str(no_run)]),
+                             env=dict(os.environ, MASON_ROOT=str(root)), capture_output=True, text=True, timeout=180)
+    assert nothing.returncode == 0, nothing.stderr
+    _wait_gone(token, root)
+    done = _finish(ctx, root, "--runtime=runc")
+    assert done.returncode == 0, done.stderr
+    assert (root.parent / "out" / "done").read_text() == "done\n"
+
+
+def test_chroot_sandbox_dies_with_the_build(busybox_image: str, tmp_path: Path, token: str) -> None:
+    """--runtime=chroot: SIGKILL of the build's process group kills unshare and the whole pid
+    namespace (the sandboxed shell and sleep); the rebuild runs the step to completion."""
+    _need("unshare")
+    ctx, root = tmp_path / "ctx", tmp_path / "root"
+    _dockerfile(ctx, busybox_image)
+    live = _start(ctx, root, token, "--runtime=chroot")
+    assert _procs(token)
+    _kill_group(live)
+    _wait_gone(token, root)
+    done = _finish(ctx, root, "--runtime=chroot")
+    assert done.returncode == 0, done.stderr
+    assert (root.parent / "out" / "done").read_text() == "done\n"
