@@ -104,8 +104,10 @@ class ChrootExecutor:
                 argv += [self.python, "-I", "-S", str(_INIT), str(plan_file)]
 
                 def terminate(proc: subprocess.Popen[bytes]) -> None:
-                    # unshare's death SIGKILLs the namespace's init, which
-                    # takes every other process of the pid namespace with it.
+                    # ``proc`` is the launcher guard: its death SIGKILLs unshare
+                    # (PR_SET_PDEATHSIG), whose death SIGKILLs the namespace's
+                    # init, which takes the rest of the pid namespace with it.
+                    # The same chain runs when mason itself dies.
                     proc.kill()
 
                 try:
