@@ -35,9 +35,24 @@ def register(subparsers: Any) -> None:
         du.add_argument("--verbose", "-v", action="store_true", help="list every entry")
         du.set_defaults(handler=_du)
     if "prune" not in subparsers.choices:
-        pr = subparsers.add_parser("prune", help="remove local build cache")
-        pr.add_argument("--keep-storage", metavar="SIZE", default=None, help="keep at most SIZE bytes (e.g. 10GB)")
-        pr.add_argument("--all", "-a", action="store_true", help="remove everything, including results")
+        pr = subparsers.add_parser(
+            "prune",
+            help="remove local build cache",
+            description=(
+                "Remove local build cache, like `docker buildx prune -f`: without options every "
+                "cached result, layer and snapshot goes (registry caches are untouched); with "
+                "--keep-storage the most recently used entries up to SIZE stay. Waits for running "
+                "builds on the same root."
+            ),
+        )
+        pr.add_argument(
+            "--keep-storage", metavar="SIZE", default=None,
+            help="keep the most recently used cache up to SIZE bytes (e.g. 10GB)",
+        )
+        pr.add_argument(
+            "--all", "-a", action="store_true",
+            help="also forget compressed variants and leave only the root's empty skeleton",
+        )
         pr.set_defaults(handler=_prune)
 
 
