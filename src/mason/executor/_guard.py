@@ -17,27 +17,24 @@ guard then sees EOF. The guard:
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import json
 import os
-import resource
 import select
-import signal
-import subprocess
 import sys
 
 __all__: list[str] = []
 
+# Only what the common path needs is imported up front (json, subprocess and signal
+# would triple the guard's start-up time, which every RUN pays).
 PR_SET_PDEATHSIG = 1
+SIGKILL = 9
 _CLEANUP_TIMEOUT = 30.0
 
 
-def _exec_child(guard_pid: int, argv: list[str]) -> None:
+def _exec_child(libc: ctypes.CDLL, guard_pid: int, argv: list[str]) -> None:
     """In the forked child: die with the guard, then exec the launcher."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        if libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
         # The guard may have died before prctl took effect: then nobody would signal us.
         if os.getppid() != guard_pid:
@@ -50,6 +47,9 @@ def _exec_child(guard_pid: int, argv: list[str]) -> None:
 
 def _exit_like(status: int) -> None:
     if os.WIFSIGNALED(status):
+        import resource
+        import signal
+
         sig = os.WTERMSIG(status)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         signal.signal(sig, signal.SIG_DFL)
@@ -60,31 +60,43 @@ def _exit_like(status: int) -> None:
 
 def main() -> None:
     lifeline = int(sys.argv[1])
-    cleanup: list[list[str]] = json.loads(sys.argv[2])
     if sys.argv[3] != "--":
         raise SystemExit("usage: _guard.py LIFELINE_FD CLEANUP_JSON -- ARGV...")
     argv = sys.argv[4:]
     os.set_inheritable(lifeline, False)
     guard_pid = os.getpid()
+    libc = ctypes.CDLL(None, use_errno=True)
     child = os.fork()
     if child == 0:
-        _exec_child(guard_pid, argv)
-    pidfd = os.pidfd_open(child)
+        _exec_child(libc, guard_pid, argv)
+    try:
+        watch, poll = [os.pidfd_open(child), lifeline], None
+    except OSError:  # kernel before 5.3: poll for the child's exit instead
+        watch, poll = [lifeline], 0.1
     while True:
-        ready, _, _ = select.select([pidfd, lifeline], [], [])
-        if pidfd in ready:
-            _, status = os.waitpid(child, 0)
+        ready, _, _ = select.select(watch, [], [], poll)
+        pid, status = os.waitpid(child, 0 if len(ready) == 1 and ready[0] != lifeline else os.WNOHANG)
+        if pid == child:
             _exit_like(status)
         if lifeline in ready and not os.read(lifeline, 1):
             break
     # mason is gone: nobody will read the output or clean up after us.
-    os.kill(child, signal.SIGKILL)
+    os.kill(child, SIGKILL)
     os.waitpid(child, 0)
+    _cleanup(sys.argv[2])
+    os._exit(137)
+
+
+def _cleanup(commands: str) -> None:
+    import contextlib
+    import json
+    import subprocess
+
+    cleanup: list[list[str]] = json.loads(commands)
     for command in cleanup:
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, timeout=_CLEANUP_TIMEOUT, check=False)
-    os._exit(137)
 
 
 if __name__ == "__main__":
