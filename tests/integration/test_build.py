@@ -293,6 +293,16 @@ def test_outputs_local_tar_and_docker(busybox_image: str, tmp_path: Path) -> Non
         manifest = json.load(tf.extractfile("manifest.json"))  # type: ignore[arg-type]
         assert manifest[0]["RepoTags"] == ["example.test/out:1"]
         assert len(manifest[0]["Layers"]) == 2
+    # what `docker load` reads, read by an independent implementation: skopeo's docker-archive
+    # transport verifies the config and layers and copies them out as an OCI layout
+    inspected = subprocess.run(["skopeo", "inspect", f"docker-archive:{docker_out}"],
+                               capture_output=True, text=True, check=True)
+    assert len(json.loads(inspected.stdout)["Layers"]) == 2
+    subprocess.run(["skopeo", "copy", f"docker-archive:{docker_out}", f"oci:{tmp_path / 'from-docker'}:x"],
+                   capture_output=True, check=True)
+    subprocess.run(["umoci", "unpack", "--image", f"{tmp_path / 'from-docker'}:x", str(tmp_path / "bundle")],
+                   capture_output=True, check=True)
+    assert (tmp_path / "bundle" / "rootfs" / "made-by-run").read_text() == "content\n"
 
 
 def _cli(args: list[str], root: Path, **kw: Any) -> subprocess.CompletedProcess[str]:
