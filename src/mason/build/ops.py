@@ -34,6 +34,7 @@ from mason.build.context import (
     CopyOptions,
     DockerIgnore,
     Source,
+    _mkdirs,
     checksum_sources,
     copy_sources,
     select_sources,
@@ -236,62 +237,61 @@ class ExecOp:
         from mason.executor import BindMount, CacheMount, ExecSpec, SecretMount, TmpfsMount
 
         env = self.env
-        if True:
-            scratch = Path(tempfile.mkdtemp(dir=env.state.tmp, prefix=f"{os.getpid()}-run-"))
-            stack.callback(shutil.rmtree, scratch, True)
-            mounts: list[Any] = []
-            for i, (name, data) in enumerate(sorted(self.files.items())):
-                f = scratch / f"heredoc-{i}"
-                f.write_text(data)
-                os.chmod(f, 0o755)  # a shebang heredoc is run as a program
-                mounts.append(BindMount(f, f"/dev/pipes/{name}", readonly=True))
-            for m in self.mounts:
-                if m.type == "bind":
-                    if m.input_index is not None:
-                        other = stack.enter_context(env.snapshots.view(inputs[m.input_index].layers,
-                                                                       readonly=m.readonly))
-                        src = other / m.source.lstrip("/") if m.source else other
-                    else:
-                        src = env.context / m.source.lstrip("/") if m.source else env.context
-                    mounts.append(BindMount(src, m.target, readonly=m.readonly))
-                elif m.type == "cache":
-                    seed = seed_result = None
-                    if m.input_index is not None:
-                        seed_result = inputs[m.input_index]
-                        seed = stack.enter_context(env.snapshots.view(seed_result.layers))
-                        seed = seed / m.source.lstrip("/") if m.source else seed
-                    cdir = self._cache_dir(m, stack, seed, seed_result)
-                    mounts.append(CacheMount(cdir, m.target, readonly=False))
-                elif m.type == "tmpfs":
-                    mounts.append(TmpfsMount(m.target, m.size or None))
-                elif m.type == "secret":
-                    secret = env.secrets.get(m.secret_id)
-                    if secret is None:
-                        if m.required:
-                            raise BuildError(f"secret {m.secret_id} not found", reference="secret-missing",
-                                             context=env.location(self.lines),
-                                             hint=f"pass --secret id={m.secret_id},src=FILE")
-                        continue
-                    sf = scratch / f"secret-{hashlib.sha256(m.secret_id.encode()).hexdigest()[:12]}"
-                    sf.write_bytes(secret)
-                    os.chmod(sf, m.mode if m.mode is not None else 0o400)
-                    os.chown(sf, m.uid or 0, m.gid or 0)
-                    target = m.target or f"/run/secrets/{m.secret_id}"
-                    mounts.append(SecretMount(sf, target))
-            spec = ExecSpec(rootfs=rootfs, args=self.args, env=self.environ, cwd=self.cwd,
-                            user=self.user, network=self.network, mounts=tuple(mounts))  # type: ignore[arg-type]
-            cancel = threading.Event()
-            ctx.cancel.add_callback(cancel.set)
-            buf = _LineBuffer(ctx.log)
-            status = env.executor.run(spec, buf.feed, cancel=cancel)
-            buf.flush()
-            if not status.ok:
-                lines = list(status.last_lines) or buf.tail
-                raise BuildError(
-                    f"process \"{' '.join(self.args)}\" did not complete successfully: {status.describe()}",
-                    reference="run-failed",
-                    context=[*(f"  {ln}" for ln in lines[-10:]), *env.location(self.lines)],
-                )
+        scratch = Path(tempfile.mkdtemp(dir=env.state.tmp, prefix=f"{os.getpid()}-run-"))
+        stack.callback(shutil.rmtree, scratch, True)
+        mounts: list[Any] = []
+        for i, (name, data) in enumerate(sorted(self.files.items())):
+            f = scratch / f"heredoc-{i}"
+            f.write_text(data)
+            os.chmod(f, 0o755)  # a shebang heredoc is run as a program
+            mounts.append(BindMount(f, f"/dev/pipes/{name}", readonly=True))
+        for m in self.mounts:
+            if m.type == "bind":
+                if m.input_index is not None:
+                    other = stack.enter_context(env.snapshots.view(inputs[m.input_index].layers,
+                                                                   readonly=m.readonly))
+                    src = other / m.source.lstrip("/") if m.source else other
+                else:
+                    src = env.context / m.source.lstrip("/") if m.source else env.context
+                mounts.append(BindMount(src, m.target, readonly=m.readonly))
+            elif m.type == "cache":
+                seed = seed_result = None
+                if m.input_index is not None:
+                    seed_result = inputs[m.input_index]
+                    seed = stack.enter_context(env.snapshots.view(seed_result.layers))
+                    seed = seed / m.source.lstrip("/") if m.source else seed
+                cdir = self._cache_dir(m, stack, seed, seed_result)
+                mounts.append(CacheMount(cdir, m.target, readonly=False))
+            elif m.type == "tmpfs":
+                mounts.append(TmpfsMount(m.target, m.size or None))
+            elif m.type == "secret":
+                secret = env.secrets.get(m.secret_id)
+                if secret is None:
+                    if m.required:
+                        raise BuildError(f"secret {m.secret_id} not found", reference="secret-missing",
+                                         context=env.location(self.lines),
+                                         hint=f"pass --secret id={m.secret_id},src=FILE")
+                    continue
+                sf = scratch / f"secret-{hashlib.sha256(m.secret_id.encode()).hexdigest()[:12]}"
+                sf.write_bytes(secret)
+                os.chmod(sf, m.mode if m.mode is not None else 0o400)
+                os.chown(sf, m.uid or 0, m.gid or 0)
+                target = m.target or f"/run/secrets/{m.secret_id}"
+                mounts.append(SecretMount(sf, target))
+        spec = ExecSpec(rootfs=rootfs, args=self.args, env=self.environ, cwd=self.cwd,
+                        user=self.user, network=self.network, mounts=tuple(mounts))  # type: ignore[arg-type]
+        cancel = threading.Event()
+        ctx.cancel.add_callback(cancel.set)
+        buf = _LineBuffer(ctx.log)
+        status = env.executor.run(spec, buf.feed, cancel=cancel)
+        buf.flush()
+        if not status.ok:
+            lines = list(status.last_lines) or buf.tail
+            raise BuildError(
+                f"process \"{' '.join(self.args)}\" did not complete successfully: {status.describe()}",
+                reference="run-failed",
+                context=[*(f"  {ln}" for ln in lines[-10:]), *env.location(self.lines)],
+            )
 
     def _cache_dir(self, m: MountPlan, stack: contextlib.ExitStack, seed: Path | None,
                    seed_result: StepResult | None) -> Path:
@@ -471,48 +471,47 @@ class FileOp:
     def _apply(self, ctx: ExecContext, inputs: Sequence[StepResult], stack: contextlib.ExitStack, rootfs: Path) -> None:
         env = self.env
         a = self.action
-        if True:
-            opts = self._copy_options(rootfs)
-            dest = a.dest
-            # several sources always go into a directory
-            dir_hint = dest.endswith("/") or dest.endswith("/.") or len(a.sources) + len(a.urls) > 1
-            try:
-                if a.kind == "mkdir":
-                    self._mkdir(rootfs, dest, opts)
-                elif a.kind == "copy":
-                    if a.from_input is not None:
-                        other = stack.enter_context(env.snapshots.view(inputs[a.from_input].layers))
-                        sources = select_sources(other, a.sources, None, what="source stage")
-                        stage_opts = CopyOptions(opts.uid, opts.gid, opts.chmod, preserve_owner=True)
-                        copy_sources(sources, rootfs, dest, stage_opts, None, dest_is_dir_hint=dir_hint)
-                    elif a.sources:
-                        sources = self._context_sources()
-                        if a.extract:
-                            self._add_local(sources, rootfs, dest, opts, dir_hint)
-                        else:
-                            copy_sources(sources, rootfs, dest, opts, env.ignore, dest_is_dir_hint=dir_hint)
-                    # ADD <url>: never extracted; 0600 unless --chmod
-                    url_opts = opts if opts.chmod is not None else CopyOptions(opts.uid, opts.gid, 0o600)
-                    for url in a.urls:
-                        path, _ = self._fetch_url(url)
-                        copy_sources([Source(path, path.name, False)], rootfs, dest, url_opts, None,
-                                     dest_is_dir_hint=dir_hint)
-                elif a.kind == "inline":
-                    tmp = Path(tempfile.mkdtemp(dir=env.state.tmp, prefix=f"{os.getpid()}-inline-"))
-                    stack.callback(shutil.rmtree, tmp, True)
-                    srcs = []
-                    for name, data in a.inline:
-                        p = tmp / name
-                        p.write_text(data)
-                        os.chmod(p, 0o644)
-                        srcs.append(Source(p, name, False))
-                    copy_sources(srcs, rootfs, dest, opts, None, dest_is_dir_hint=dir_hint)
-            except BuildError as exc:
-                raise BuildError(exc.message, reference=exc.reference,
-                                 context=[*exc.context, *env.location(self.lines)]) from None
-            except OSError as exc:
-                raise BuildError(f"{ctx.name}: {exc}", reference="copy-failed",
-                                 context=env.location(self.lines)) from exc
+        opts = self._copy_options(rootfs)
+        dest = a.dest
+        # several sources always go into a directory
+        dir_hint = dest.endswith("/") or dest.endswith("/.") or len(a.sources) + len(a.urls) > 1
+        try:
+            if a.kind == "mkdir":
+                _mkdirs(rootfs, dest, opts)
+            elif a.kind == "copy":
+                if a.from_input is not None:
+                    other = stack.enter_context(env.snapshots.view(inputs[a.from_input].layers))
+                    sources = select_sources(other, a.sources, None, what="source stage")
+                    stage_opts = CopyOptions(opts.uid, opts.gid, opts.chmod, preserve_owner=True)
+                    copy_sources(sources, rootfs, dest, stage_opts, None, dest_is_dir_hint=dir_hint)
+                elif a.sources:
+                    sources = self._context_sources()
+                    if a.extract:
+                        self._add_local(sources, rootfs, dest, opts, dir_hint)
+                    else:
+                        copy_sources(sources, rootfs, dest, opts, env.ignore, dest_is_dir_hint=dir_hint)
+                # ADD <url>: never extracted; 0600 unless --chmod
+                url_opts = opts if opts.chmod is not None else CopyOptions(opts.uid, opts.gid, 0o600)
+                for url in a.urls:
+                    path, _ = self._fetch_url(url)
+                    copy_sources([Source(path, path.name, False)], rootfs, dest, url_opts, None,
+                                 dest_is_dir_hint=dir_hint)
+            elif a.kind == "inline":
+                tmp = Path(tempfile.mkdtemp(dir=env.state.tmp, prefix=f"{os.getpid()}-inline-"))
+                stack.callback(shutil.rmtree, tmp, True)
+                srcs = []
+                for name, data in a.inline:
+                    p = tmp / name
+                    p.write_text(data)
+                    os.chmod(p, 0o644)
+                    srcs.append(Source(p, name, False))
+                copy_sources(srcs, rootfs, dest, opts, None, dest_is_dir_hint=dir_hint)
+        except BuildError as exc:
+            raise BuildError(exc.message, reference=exc.reference,
+                             context=[*exc.context, *env.location(self.lines)]) from None
+        except OSError as exc:
+            raise BuildError(f"{ctx.name}: {exc}", reference="copy-failed",
+                             context=env.location(self.lines)) from exc
 
     def _copy_options(self, rootfs: Path) -> CopyOptions:
         a = self.action
@@ -529,13 +528,7 @@ class FileOp:
                                  context=self.env.location(self.lines)) from None
         return CopyOptions(uid, gid, chmod)
 
-    def _mkdir(self, rootfs: Path, path: str, opts: CopyOptions) -> None:
-        from mason.build.context import _mkdirs
-
-        _mkdirs(rootfs, path, opts)
-
     def _add_local(self, sources: list[Source], rootfs: Path, dest: str, opts: CopyOptions, dir_hint: bool) -> None:
-        from mason.build.context import _mkdirs
         from mason.layer.apply import apply_layer
 
         plain: list[Source] = []
