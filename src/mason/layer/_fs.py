@@ -12,7 +12,6 @@ import stat
 __all__ = [
     "OVERLAY_XATTR_PREFIXES",
     "copy_tree",
-    "fsync_dir",
     "is_overlay_xattr",
     "is_whiteout_device",
     "list_xattrs",
@@ -59,14 +58,6 @@ def list_xattrs(path: str, *, include_overlay: bool = False) -> list[tuple[str, 
 def sorted_names(path: str) -> list[str]:
     """Directory entries sorted by their bytes, so order never depends on the locale."""
     return sorted(os.listdir(path), key=os.fsencode)
-
-
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def remove_tree(path: str) -> None:

@@ -34,10 +34,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal
 
-from mason.layer._fs import copy_tree, fsync_dir, remove_tree
+from mason.layer._fs import copy_tree, remove_tree
 from mason.layer.apply import apply_layer as _apply_tar
 from mason.layer.diff import LayerInfo, write_diff_tar, write_dir_tar, write_tree_diff_tar
 from mason.layer.errors import LayerError
+from mason.oci.atomic import fsync_dir
 
 __all__ = [
     "ActiveSnapshot",
