@@ -22,20 +22,24 @@ files without ``mode``).
 from __future__ import annotations
 
 import base64
+import collections
 import datetime
+import functools
 import hashlib
 import io
 import json
+import os
 import re
 import struct
 import zlib
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from mason.compression import _tar
 from mason.compression.errors import EStargzError
-from mason.compression.gzip import check_gzip_level, gzip_header, raw_deflater
+from mason.compression.gzip import BLOCK_SIZE, check_gzip_engine, check_gzip_level, gzip_member
 from mason.digest import Digest, HashingWriter
 
 __all__ = [
@@ -117,44 +121,99 @@ def footer_bytes(toc_offset: int) -> bytes:
 
 
 class _MemberSink:
-    """Writes a sequence of gzip members, tracking compressed and uncompressed totals."""
+    """Cuts the uncompressed stream into gzip members and compresses each in one shot.
 
-    def __init__(self, out: HashingWriter, level: int) -> None:
+    ``begin()`` starts a member and returns a mark whose compressed offset
+    ``finish()`` reports. Bytes written after ``begin(whole=True)`` stay in that
+    member until ``release()`` (a chunk, the TOC); other bytes (tar headers,
+    padding, non-file data) are cut into extra members every ``BLOCK_SIZE`` bytes
+    past that, so memory stays bounded. Cut points depend only on the bytes and
+    the marks, never on write sizes or threads. Members are compressed in a
+    thread pool (the engines release the GIL) and written in order.
+    """
+
+    def __init__(self, out: HashingWriter, level: int, engine: str, threads: int) -> None:
         self._out = out
-        self._level = level
+        self._compress = functools.partial(gzip_member, level=level, engine=engine)
         self.diff = hashlib.sha256()
         self.uncompressed = 0
-        self._deflater: Any = None
-        self._crc = 0
-        self._isize = 0
-        self._crc32: Any = zlib.crc32
+        self._parts: list[bytes] = []
+        self._size = 0  # bytes in _parts
+        self._kept = 0  # leading bytes of _parts that must stay in this member
+        self._whole = False
+        self._mark: int | None = None  # the mark of the member being filled (None: unmarked)
+        self._offsets: list[int] = []
+        self._threads = threads
+        self._pool = ThreadPoolExecutor(threads, "estargz") if threads > 1 else None
+        self._pending: collections.deque[tuple[int | None, Future[bytes]]] = collections.deque()
 
-    @property
-    def compressed(self) -> int:
-        return self._out.size
+    def begin(self, *, whole: bool = False) -> int:
+        """End the current member and start one; returns its mark."""
+        assert self._mark is None or self._size, "a marked member ended empty"
+        self._submit()
+        self._whole = whole
+        self._mark = len(self._offsets)
+        self._offsets.append(-1)
+        return self._mark
 
-    def start(self) -> None:
-        assert self._deflater is None
-        self._deflater, self._crc32 = raw_deflater(self._level)
-        self._crc = 0
-        self._isize = 0
-        self._out.write(gzip_header(self._level))
+    def release(self) -> None:
+        """The bytes so far stay in this member; later ones may be cut into new members."""
+        self._whole = False
+        self._kept = self._size
 
     def write(self, data: bytes) -> None:
         if not data:
             return
         self.diff.update(data)
         self.uncompressed += len(data)
-        self._crc = self._crc32(data, self._crc)
-        self._isize += len(data)
-        out = self._deflater.compress(data)
-        if out:
-            self._out.write(out)
+        self._parts.append(data)
+        self._size += len(data)
+        if not self._whole and self._size - self._kept >= BLOCK_SIZE:
+            joined = b"".join(self._parts)
+            cut = self._kept + BLOCK_SIZE
+            self._parts, self._size = [joined[:cut]], cut
+            self._submit()
+            rest = joined[cut:]
+            while len(rest) >= BLOCK_SIZE:
+                self._parts, self._size = [rest[:BLOCK_SIZE]], BLOCK_SIZE
+                self._submit()
+                rest = rest[BLOCK_SIZE:]
+            if rest:
+                self._parts, self._size = [rest], len(rest)
 
-    def end(self) -> None:
-        self._out.write(self._deflater.flush(zlib.Z_FINISH))
-        self._out.write(struct.pack("<II", self._crc & 0xFFFFFFFF, self._isize & 0xFFFFFFFF))
-        self._deflater = None
+    def _submit(self) -> None:
+        """Queue the member being filled, if it has any bytes."""
+        if not self._size:
+            return
+        data = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
+        self._parts, self._size, self._kept = [], 0, 0
+        mark, self._mark = self._mark, None
+        if self._pool is None:
+            self._write(mark, self._compress(data))
+            return
+        self._pending.append((mark, self._pool.submit(self._compress, data)))
+        while len(self._pending) > 2 * self._threads:  # bound memory: two members in flight per thread
+            self._write(*self._next())
+
+    def _next(self) -> tuple[int | None, bytes]:
+        mark, future = self._pending.popleft()
+        return mark, future.result()
+
+    def _write(self, mark: int | None, member: bytes) -> None:
+        if mark is not None:
+            self._offsets[mark] = self._out.size
+        self._out.write(member)
+
+    def finish(self) -> list[int]:
+        """Write every member; returns the compressed offset of each mark."""
+        self._submit()
+        while self._pending:
+            self._write(*self._next())
+        return self._offsets
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _read_exact(src: BinaryIO, n: int, where: str) -> bytes:
@@ -260,19 +319,51 @@ def write_estargz(
     level: int | None = None,
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    engine: str | None = None,
+    threads: int | None = None,
 ) -> EStargzResult:
     """Convert the layer tar read from ``src`` into an eStargz blob written to ``dst``.
 
-    Streams: at most one read buffer (1 MiB) of payload is held at a time, plus
-    the TOC. Levels are gzip's 0-9 (default 6, as BuildKit).
+    Levels are gzip's 0-9 (default 6, as BuildKit). ``engine`` is a gzip engine
+    (``mason.compression.gzip.GZIP_ENGINES``; default libdeflate, as for gzip
+    layers): each member is compressed in one shot, so libdeflate's ratio (smaller
+    than Go's compress/gzip at the same level) applies to eStargz too. ``threads``
+    (default: the usable CPUs) compress members in parallel and never change the
+    bytes. Memory: the TOC plus about two chunks (``chunk_size``) per thread.
     """
     effective = check_gzip_level(level)
     if chunk_size <= 0:
         raise EStargzError(f"invalid eStargz chunk size {chunk_size}")
+    if threads is None:
+        threads = len(os.sched_getaffinity(0))
     out = HashingWriter(dst)
-    sink = _MemberSink(out, effective)
+    sink = _MemberSink(out, effective, check_gzip_engine(engine), max(1, threads))
+    try:
+        entries = _convert(src, sink, chunk_size)
+        offsets = sink.finish()
+        toc_offset = out.size
+        toc = {"version": 1, "entries": [_finish_entry(e, offsets) for e in entries]}
+        toc_json = _go_json(toc)
+        sink.begin(whole=True)
+        sink.write(_toc_tar(toc_json))
+        sink.finish()
+    finally:
+        sink.close()
+    out.write(footer_bytes(toc_offset))
+    return EStargzResult(
+        digest=out.digest,
+        size=out.size,
+        diff_id=Digest("sha256:" + sink.diff.hexdigest()),
+        uncompressed_size=sink.uncompressed,
+        toc_digest=Digest("sha256:" + hashlib.sha256(toc_json).hexdigest()),
+        toc_offset=toc_offset,
+    )
+
+
+def _convert(src: BinaryIO, sink: _MemberSink, chunk_size: int) -> list[dict[str, Any]]:
+    """Copy the tar from ``src`` into ``sink``, a member per file chunk; the TOC entries
+    (chunk offsets as the sink's marks, digests under ``_``-keys)."""
     builder = _EntryBuilder()
-    sink.start()
     pax: dict[str, bytes] = {}
     long_name: str | None = None
     long_link: str | None = None
@@ -323,9 +414,7 @@ def write_estargz(
         first = True
         while chunk_offset < size:
             length = min(chunk_size, size - chunk_offset)
-            sink.end()
-            member_offset = sink.compressed
-            sink.start()
+            mark = sink.begin(whole=True)
             chunk_hash = hashlib.sha256()
             left = length
             while left:
@@ -338,8 +427,9 @@ def write_estargz(
                 chunk_hash.update(data)
                 file_hash.update(data)
                 left -= len(data)
+            sink.release()
             chunk_entry = entry if first else {"name": entry["name"], "type": "chunk"}
-            chunk_entry["offset"] = member_offset
+            chunk_entry["_mark"] = mark
             if not first:
                 chunk_entry["chunkOffset"] = chunk_offset
             # The spec: chunkSize on every chunk but the last (BuildKit also sets it on a
@@ -356,22 +446,7 @@ def write_estargz(
         if padding:
             sink.write(_read_exact(src, padding, where))
         position += size + padding
-    sink.end()
-    toc_offset = sink.compressed
-    toc = {"version": 1, "entries": [_finish_entry(e) for e in builder.entries]}
-    toc_json = _go_json(toc)
-    sink.start()
-    sink.write(_toc_tar(toc_json))
-    sink.end()
-    out.write(footer_bytes(toc_offset))
-    return EStargzResult(
-        digest=out.digest,
-        size=out.size,
-        diff_id=Digest("sha256:" + sink.diff.hexdigest()),
-        uncompressed_size=sink.uncompressed,
-        toc_digest=Digest("sha256:" + hashlib.sha256(toc_json).hexdigest()),
-        toc_offset=toc_offset,
-    )
+    return builder.entries
 
 
 _FIELD_ORDER = (
@@ -380,9 +455,11 @@ _FIELD_ORDER = (
 )  # fmt: skip
 
 
-def _finish_entry(e: dict[str, Any]) -> dict[str, Any]:
-    """Put the digests computed after the fact into Go's field order."""
+def _finish_entry(e: dict[str, Any], offsets: list[int]) -> dict[str, Any]:
+    """Put the offsets and digests known after the fact into Go's field order."""
     merged = dict(e)
+    if "_mark" in merged:
+        merged["offset"] = offsets[merged.pop("_mark")]
     if "_digest" in merged:
         merged["digest"] = merged.pop("_digest")
     if "_chunkDigest" in merged:

@@ -46,13 +46,13 @@ __all__ = [
     "DEFAULT_GZIP_LEVEL",
     "GZIP_ENGINES",
     "GzipWriter",
+    "check_gzip_engine",
     "check_gzip_level",
     "default_gzip_engine",
-    "deflate_member",
     "gzip_backend",
     "gzip_header",
+    "gzip_member",
     "open_gzip_reader",
-    "raw_deflater",
 ]
 
 try:  # ISA-L is several times faster than zlib; zlib is the portable fallback.
@@ -78,7 +78,7 @@ _WINDOW = 1 << 15
 
 
 def gzip_backend(prefer_isal: bool = True) -> str:
-    """"isal" or "zlib": the library behind streaming deflate (``raw_deflater``, readers)."""
+    """"isal" or "zlib": the library behind streaming deflate and the readers."""
     return "isal" if (_HAVE_ISAL and prefer_isal) else "zlib"
 
 
@@ -89,7 +89,8 @@ def default_gzip_engine() -> str:
     return gzip_backend()
 
 
-def _check_engine(engine: str | None) -> str:
+def check_gzip_engine(engine: str | None) -> str:
+    """``engine`` if it is importable (None: ``default_gzip_engine()``), else ``CompressionError``."""
     if engine is None:
         return default_gzip_engine()
     available = {"libdeflate": _HAVE_LIBDEFLATE, "isal": _HAVE_ISAL, "zlib": True}
@@ -144,13 +145,20 @@ def _member(level: int, data: bytes, _zdict: bytes, _final: bool) -> bytes:
     return b"".join((gzip_header(level), body, trailer))
 
 
-def deflate_member(data: bytes, level: int = DEFAULT_GZIP_LEVEL, *, prefer_isal: bool = True) -> bytes:
-    """One complete gzip member holding ``data`` (used for small pieces, e.g. eStargz)."""
-    buf = io.BytesIO()
-    w = GzipWriter(buf, level, threads=1, engine=gzip_backend(prefer_isal))
-    w.write(data)
-    w.close()
-    return buf.getvalue()
+def gzip_member(data: bytes, level: int | None = None, engine: str | None = None) -> bytes:
+    """One complete gzip member holding ``data``, by ``engine`` (default: ``default_gzip_engine()``).
+
+    The unit of eStargz (one member per file chunk and one for the TOC). Level 0 is
+    stored blocks by zlib, as in ``GzipWriter``. Safe to call from several threads.
+    """
+    level = check_gzip_level(level)
+    engine = check_gzip_engine(engine)
+    if engine == "libdeflate" and level > 0:
+        return _member(level, data, b"", True)
+    module, native = _deflater(level, engine == "isal")
+    body = _deflate_block(module, native, data, b"", True)
+    crc = _crc_fn(engine == "isal")(data, 0)
+    return b"".join((gzip_header(level), body, struct.pack("<II", crc & 0xFFFFFFFF, len(data) & 0xFFFFFFFF)))
 
 
 class GzipWriter(io.RawIOBase):
@@ -172,7 +180,7 @@ class GzipWriter(io.RawIOBase):
     ) -> None:
         super().__init__()
         self.level = check_gzip_level(level)
-        self.engine = _check_engine(engine)
+        self.engine = check_gzip_engine(engine)
         self._dst = dst
         # libdeflate has no streaming API: every block is a member of its own.
         self._members = self.engine == "libdeflate" and self.level > 0
@@ -258,10 +266,3 @@ def open_gzip_reader(src: BinaryIO, *, prefer_isal: bool = True) -> BinaryIO:
     import gzip as _stdgzip
 
     return _stdgzip.GzipFile(fileobj=src, mode="rb")  # type: ignore[return-value]
-
-
-def raw_deflater(level: int, *, prefer_isal: bool = True) -> tuple[Any, Callable[[bytes, int], int]]:
-    """A raw-deflate compressobj for a gzip level 0-9 and the matching crc32 function
-    (for writers that frame gzip members themselves, like eStargz)."""
-    module, native = _deflater(check_gzip_level(level), prefer_isal)
-    return module.compressobj(native, module.DEFLATED, -15, 9), _crc_fn(prefer_isal)

@@ -24,7 +24,7 @@ from mason.compression.estargz import (
     parse_footer,
     read_toc,
 )
-from mason.compression.gzip import deflate_member
+from mason.compression.gzip import gzip_member
 
 TESTDATA = pathlib.Path(__file__).resolve().parents[3].parent / "shared" / "testdata" / "compression"
 
@@ -252,7 +252,7 @@ def _with_toc(blob: bytes, edit: object) -> bytes:
     toc = json.loads(toc_json)
     edit(toc)  # type: ignore[operator]
     new_json = json.dumps(toc, indent="\t").encode()
-    return blob[:toc_offset] + deflate_member(_toc_tar(new_json)) + footer_bytes(toc_offset)
+    return blob[:toc_offset] + gzip_member(_toc_tar(new_json)) + footer_bytes(toc_offset)
 
 
 def test_rejects_chunk_digest_mismatch() -> None:
