@@ -42,7 +42,7 @@ from mason.build.context import (
 from mason.build.imageconfig import format_created
 from mason.build.snapshots import Mounted, Snapshotter
 from mason.build.state import LayerRef, StateRoot
-from mason.digest import Digest
+from mason.digest import Digest, HashingWriter
 from mason.errors import BuildError
 from mason.solver import CacheMap, ExecContext
 from mason.solver.keys import CacheKey
@@ -426,16 +426,15 @@ class FileOp:
             name = base if base not in ("", ".", "/", "..") else "__unnamed__"
             tmp = Path(tempfile.mkdtemp(dir=self.env.state.tmp, prefix=f"{os.getpid()}-url-"))
             path = tmp / name
-            h = hashlib.sha256()
             try:
                 with httpx.stream("GET", url, follow_redirects=True, timeout=60) as resp:
                     if resp.status_code != 200:
                         raise BuildError(f"ADD {url}: HTTP {resp.status_code}", reference="add-url-failed",
                                          context=self.env.location(self.lines))
                     with open(path, "wb") as f:
+                        out = HashingWriter(f)
                         for chunk in resp.iter_bytes():
-                            h.update(chunk)
-                            f.write(chunk)
+                            out.write(chunk)
             except httpx.HTTPError as exc:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise BuildError(f"ADD {url}: {exc}", reference="add-url-failed",
@@ -443,7 +442,7 @@ class FileOp:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            got = "sha256:" + h.hexdigest()
+            got = out.digest
             if self.action.checksum and self.action.checksum != got:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise BuildError(f"ADD {url}: checksum mismatch: expected {self.action.checksum}, got {got}",
