@@ -13,7 +13,14 @@ import zlib
 
 import pytest
 
-from mason.compression import EStargzError, compress_stream, verify_estargz, write_estargz
+from mason.compression import (
+    CompressionError,
+    EStargzError,
+    compress_stream,
+    estargz_to_tar,
+    verify_estargz,
+    write_estargz,
+)
 from mason.compression.estargz import (
     ANNOTATION_TOC_DIGEST,
     ANNOTATION_UNCOMPRESSED,
@@ -24,7 +31,7 @@ from mason.compression.estargz import (
     parse_footer,
     read_toc,
 )
-from mason.compression.gzip import gzip_member
+from mason.compression.gzip import GZIP_ENGINES, gzip_member
 
 TESTDATA = pathlib.Path(__file__).resolve().parents[3].parent / "shared" / "testdata" / "compression"
 
@@ -206,6 +213,11 @@ def test_every_level_verifies(level: int) -> None:
     out.seek(0)
     assert is_estargz(out)
     verify_estargz(out)
+    for engine in GZIP_ENGINES:
+        other = io.BytesIO()
+        write_estargz(io.BytesIO(_sample_tar(300)), other, level, engine=engine)
+        other.seek(0)
+        verify_estargz(other)
 
 
 def test_rejects_non_tar_and_toc_name_in_input() -> None:
@@ -289,3 +301,113 @@ def test_rejects_toc_that_disagrees_with_tar() -> None:
 
     with pytest.raises(EStargzError, match="does not match TOC entry"):
         verify_estargz(io.BytesIO(_with_toc(_mason_blob(), drop)))
+
+
+class _Trickle(io.RawIOBase):
+    """A source that hands out at most ``step`` bytes per read (like a pipe)."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        super().__init__()
+        self._data = memoryview(data)
+        self._pos = 0
+        self._step = step
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        n = self._step if n < 0 else min(n, self._step)
+        data = bytes(self._data[self._pos : self._pos + n])
+        self._pos += len(data)
+        return data
+
+
+def _headers_tar(dirs: int, trailing: int) -> bytes:
+    """Many directories (a long run of headers with no file data) and a file, then
+    ``trailing`` bytes after the end-of-archive blocks."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tf:
+        for i in range(dirs):
+            d = tarfile.TarInfo(f"d/{i:05d}")
+            d.type, d.mode, d.mtime = tarfile.DIRTYPE, 0o755, 1_700_000_000
+            tf.addfile(d)
+        f = tarfile.TarInfo("d/file")
+        f.size = 3000
+        tf.addfile(f, io.BytesIO(bytes(range(250)) * 12))
+    return buf.getvalue() + bytes(range(256)) * (trailing // 256)
+
+
+def _member_spans(blob: bytes, end: int) -> list[tuple[int, bytes]]:
+    """(compressed offset, decompressed bytes) of each gzip member in ``blob[:end]``."""
+    spans = []
+    pos = 0
+    while pos < end:
+        d = zlib.decompressobj(31)
+        out = d.decompress(blob[pos:end])
+        assert d.eof
+        spans.append((pos, out))
+        pos = end - len(d.unused_data)
+    return spans
+
+
+@pytest.mark.parametrize("engine", GZIP_ENGINES)
+def test_bytes_do_not_depend_on_threads_or_read_sizes(engine: str) -> None:
+    tar_bytes = _sample_tar(9000)
+    runs = []
+    for threads, step in ((1, 1 << 20), (4, 1 << 20), (3, 700), (2, 1)):
+        out = io.BytesIO()
+        src = _Trickle(tar_bytes, step) if step < (1 << 20) else io.BytesIO(tar_bytes)
+        runs.append((write_estargz(src, out, chunk_size=1000, engine=engine, threads=threads), out.getvalue()))  # type: ignore[arg-type]
+    assert all(run == runs[0] for run in runs)
+    out = io.BytesIO(runs[0][1])
+    verify_estargz(out, expected_toc_digest=runs[0][0].toc_digest, expected_diff_id=runs[0][0].diff_id)
+
+
+@pytest.mark.parametrize("engine", GZIP_ENGINES)
+def test_every_chunk_is_one_member_and_header_runs_are_cut(engine: str) -> None:
+    # ~1.6 MiB of directory headers and ~2.5 MiB after the end-of-archive: both
+    # cut into 1 MiB members; the file's chunk stays one member at its TOC offset.
+    tar_bytes = _headers_tar(3300, 5 << 19)
+    out = io.BytesIO()
+    result = write_estargz(io.BytesIO(tar_bytes), out, engine=engine, threads=2)
+    blob = out.getvalue()
+    spans = _member_spans(blob, result.toc_offset)
+    assert len(spans) >= 5
+    assert all(len(data) <= 1 << 20 for _, data in spans[:-1] if not data.startswith(bytes(range(250))))
+    starts = {offset: data for offset, data in spans}
+    out.seek(0)
+    info = verify_estargz(out, expected_diff_id=result.diff_id)
+    (file_entry,) = [e for e in info.entries if e["name"] == "d/file"]
+    chunk = starts[file_entry["offset"]]
+    assert chunk.startswith(bytes(range(250)) * 12)
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tf, tarfile.open(fileobj=io.BytesIO(tar_bytes)) as orig:
+        assert tf.getnames() == orig.getnames()
+        member = tf.extractfile("d/file")
+        assert member is not None and member.read() == bytes(range(250)) * 12
+    rebuilt = io.BytesIO()
+    estargz_to_tar(io.BytesIO(blob), rebuilt)
+    assert rebuilt.getvalue() == tar_bytes
+
+
+def test_empty_input_is_a_toc_only_blob() -> None:
+    out = io.BytesIO()
+    result = write_estargz(io.BytesIO(b""), out)
+    assert result.toc_offset == 0
+    out.seek(0)
+    info = verify_estargz(out, expected_diff_id=result.diff_id)
+    assert info.entries == () and info.tar_size == 0
+
+
+@pytest.mark.parametrize("level", [1, 6, 9])
+def test_default_engine_is_no_bigger_than_zlib_at_the_same_level(level: int) -> None:
+    tar_bytes = _headers_tar(200, 0) + _sample_tar(300_000)
+    sizes = {}
+    for engine in ("libdeflate", "zlib"):
+        sizes[engine] = write_estargz(io.BytesIO(tar_bytes), io.BytesIO(), level, engine=engine).size
+    assert write_estargz(io.BytesIO(tar_bytes), io.BytesIO(), level).size == sizes["libdeflate"]
+    assert sizes["libdeflate"] <= sizes["zlib"]
+
+
+def test_unknown_engine_is_refused() -> None:
+    with pytest.raises(CompressionError, match="engine"):
+        write_estargz(io.BytesIO(_sample_tar()), io.BytesIO(), engine="brotli")
