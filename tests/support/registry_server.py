@@ -18,7 +18,6 @@ import contextlib
 import os
 import re
 import secrets
-import shutil
 import socket
 import ssl
 import subprocess
@@ -261,7 +260,3 @@ def start_registry(tmp_dir: Path | str, variant: str = "plain") -> RegistryServe
     )
     _wait_ready(server)
     return server
-
-
-def remove_registry_dir(server: RegistryServer) -> None:
-    shutil.rmtree(server.workdir, ignore_errors=True)

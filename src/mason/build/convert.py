@@ -15,7 +15,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mason.build.imageconfig import StageConfig, exec_form_text, format_created, go_healthcheck_text
+from mason.build.imageconfig import (
+    HISTORY_COMMENT,
+    StageConfig,
+    exec_form_text,
+    format_created,
+    go_healthcheck_text,
+)
 from mason.build.ops import (
     BuildEnv,
     ExecOp,
@@ -104,9 +110,6 @@ class ConvertedBuild:
     stages: dict[int, StageResult]
     target: StageResult
     images: list[ResolvedImage]
-
-    def stage_names(self) -> dict[Vertex[StepResult], str]:
-        return {}
 
 
 ImageResolver = Callable[[str, str], ResolvedImage]
@@ -487,7 +490,7 @@ def final_config(stage: StageResult, result: StepResult, source_date_epoch: int 
             if epoch_time is not None:
                 entry["created"] = epoch_time
         else:
-            entry = {"created_by": h.created_by, "comment": "buildkit.dockerfile.v0"}
+            entry = {"created_by": h.created_by, "comment": HISTORY_COMMENT}
             if h.empty_layer:
                 entry["empty_layer"] = True
                 pending.append(entry)

@@ -114,12 +114,6 @@ class StageConfig:
 
     # history --------------------------------------------------------------
 
-    def add_history(self, created_by: str, created: str, *, empty_layer: bool) -> None:
-        entry: dict[str, Any] = {"created": created, "created_by": created_by, "comment": HISTORY_COMMENT}
-        if empty_layer:
-            entry["empty_layer"] = True
-        self.history.append(entry)
-
     def add_layer(self, diff_id: Digest) -> None:
         self.diff_ids.append(diff_id)
 

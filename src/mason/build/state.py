@@ -420,14 +420,6 @@ class Metadata:
                 (chain_id, path, size, now, now),
             )
 
-    def snapshot(self, chain_id: str) -> str | None:
-        row = self._conn().execute("SELECT path FROM snapshots WHERE chain_id=?", (chain_id,)).fetchone()
-        if row is None:
-            return None
-        with self._tx() as db:
-            db.execute("UPDATE snapshots SET last_used=? WHERE chain_id=?", (time.time(), chain_id))
-        return str(row[0])
-
     def snapshots(self) -> list[tuple[str, str, int, float]]:
         return [tuple(r) for r in self._conn().execute("SELECT chain_id, path, size, last_used FROM snapshots").fetchall()]
 

@@ -197,9 +197,6 @@ class CacheSource:
             return CacheHit(Digest(key), layers, found[1], self.name, self.config.steps.get(key), self.provider)
         return None
 
-    def has_record(self, key: Digest | str) -> bool:
-        return key in self._by_key
-
     def created_at_for(self, key: Digest | str, diff_ids: Sequence[Digest]) -> str | None:
         """The ``createdAt`` this source recorded for ``key`` with the same layer content, so a
         re-export of an unchanged result writes identical bytes."""

@@ -37,14 +37,6 @@ class Dockerfile:
     def digest(self) -> Digest:
         return sha256_bytes(self.raw)
 
-    def stage_by_name(self, name: str) -> Stage | None:
-        """The stage named ``name`` (case-insensitive), or None."""
-        low = name.lower()
-        for st in self.stages:
-            if st.name and st.name == low:
-                return st
-        return None
-
 
 def source_lines(data: bytes) -> list[str]:
     text = data.decode("utf-8", "replace")

@@ -104,10 +104,6 @@ class BuildPlan:
         """``COPY --from`` / mount ``from=``: a stage name, an index or an image."""
         return _resolve_ref(ref, self.dockerfile.stages)
 
-    @property
-    def global_env(self) -> dict[str, str]:
-        return {k: v or "" for k, v in self.global_args}
-
 
 def _err(message: str, st: Stage | None, df: Dockerfile, hint: str | None = None) -> DockerfileError:
     from mason.dockerfile.document import source_lines

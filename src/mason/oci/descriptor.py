@@ -115,9 +115,6 @@ class Descriptor:
         merged.update(extra)
         return replace(self, annotations=merged)
 
-    def with_media_type(self, media_type: str) -> Descriptor:
-        return replace(self, media_type=media_type)
-
     @property
     def ref_name(self) -> str | None:
         return self.annotations.get(ANNOTATION_REF_NAME)

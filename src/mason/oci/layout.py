@@ -13,7 +13,6 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -28,7 +27,7 @@ from mason.digest import (
 )
 from mason.errors import DigestMismatchError
 from mason.oci import mediatypes as mt
-from mason.oci.atomic import atomic_write, atomic_write_bytes, fsync_dir
+from mason.oci.atomic import atomic_write_bytes, fsync_dir
 from mason.oci.descriptor import ANNOTATION_REF_NAME, Descriptor
 from mason.oci.errors import LayoutError, ManifestError
 from mason.oci.manifest import ImageIndex, build_index, parse_index
@@ -282,8 +281,3 @@ class OCILayout:
             f"{self.path}: no image named {ref!r} in index.json",
             hint=f"known names: {', '.join(known)}" if known else "index.json has no named entries",
         )
-
-    def copy_blob_to(self, desc: Descriptor, dest: str) -> None:
-        """Copy a blob to ``dest`` atomically, verifying it on the way."""
-        with atomic_write(dest) as out, self.open_blob(desc) as reader:
-            shutil.copyfileobj(reader, out, _CHUNK)
