@@ -44,7 +44,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from mason.build.state import BlobInfo, HashingWriter, LayerRef, StateError, StateRoot
+from mason.build.state import BlobInfo, LayerRef, StateError, StateRoot
 from mason.cache.model import DISTRIBUTION_SOURCE_PREFIX
 from mason.compression import (
     EStargzError,
@@ -61,7 +61,7 @@ from mason.compression.estargz import (
     EStargzInfo,
     EStargzResult,
 )
-from mason.digest import Digest
+from mason.digest import Digest, HashingWriter
 from mason.oci import mediatypes as mt
 from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, Descriptor
 from mason.oci.reference import Reference

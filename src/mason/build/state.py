@@ -43,7 +43,6 @@ __all__ = [
     "BlobInfo",
     "CachedResult",
     "ContentStore",
-    "HashingWriter",
     "LayerRef",
     "Metadata",
     "StateError",
