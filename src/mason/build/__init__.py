@@ -16,7 +16,7 @@ The one package that knows every subsystem. Public API:
 - ``StateRoot`` (``mason.build.state``): ``$MASON_ROOT`` -- content store, sqlite metadata,
   fcntl lock (shared while building, exclusive for prune and leftover cleanup), ``usage()``,
   ``prune(keep_storage, all_=)`` (untracked snapshot directories always go; ``all_`` leaves
-  only the skeleton); ``parse_size``.
+  only the skeleton); ``parse_size`` / ``human_size`` (sizes as docker reads and prints them).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from mason.build.exporters import ExportedImage, ImageResult, export_outputs
 from mason.build.ops import BuildEnv, LocalResultStore, StepResult
 from mason.build.options import BuildOptions
 from mason.build.snapshots import Snapshotter
-from mason.build.state import LayerRef, StateRoot
+from mason.build.state import LayerRef, StateRoot, human_size
 from mason.digest import Digest, sha256_bytes
 from mason.errors import BuildError, UsageError
 from mason.oci.platform import Platform, host_platform
@@ -285,16 +285,6 @@ def _context_size(context: Path, ignore: DockerIgnore) -> int:
                 with contextlib.suppress(OSError):
                     total += os.lstat(os.path.join(dirpath, name)).st_size
     return total
-
-
-def human_size(n: int) -> str:
-    """BuildKit's (go-units) size text: decimal units, three significant digits ("1.09MB")."""
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{n}B" if unit == "B" else f"{size:.3g}{unit}"
-        size /= 1000
-    raise AssertionError("unreachable")
 
 
 def _predefined_args(platform: Platform) -> dict[str, str]:

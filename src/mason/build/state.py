@@ -48,6 +48,7 @@ __all__ = [
     "StateError",
     "StateRoot",
     "UsageEntry",
+    "human_size",
     "parse_size",
 ]
 
@@ -123,6 +124,16 @@ def parse_size(text: str) -> int:
     if value < 0:
         raise StateError(f"invalid size {text!r}", reference="invalid-size")
     return int(value * mult)
+
+
+def human_size(n: int) -> str:
+    """BuildKit's (go-units) size text: decimal units, three significant digits ("1.09MB")."""
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{n}B" if unit == "B" else f"{size:.3g}{unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
 
 
 class _RawVerifying(io.RawIOBase):

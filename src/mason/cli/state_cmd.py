@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["format_size", "register", "resolve_root"]
+__all__ = ["register", "resolve_root"]
 
 
 def resolve_root() -> Path:
@@ -19,14 +19,6 @@ def resolve_root() -> Path:
         return Path("/var/lib/mason")
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(base) / "mason"
-
-
-def format_size(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.3g}{unit}"
-        n /= 1000
-    return f"{n}B"  # pragma: no cover
 
 
 def register(subparsers: Any) -> None:
@@ -57,7 +49,7 @@ def register(subparsers: Any) -> None:
 
 
 def _du(args: argparse.Namespace) -> int:
-    from mason.build.state import StateRoot
+    from mason.build.state import StateRoot, human_size
 
     root = resolve_root()
     if not root.exists():
@@ -69,7 +61,7 @@ def _du(args: argparse.Namespace) -> int:
     if args.verbose:
         print(f"{'KIND':<12} {'SIZE':>10}  ID")
         for e in sorted(entries, key=lambda e: -e.size):
-            print(f"{e.kind:<12} {format_size(e.size):>10}  {e.ident}")
+            print(f"{e.kind:<12} {human_size(e.size):>10}  {e.ident}")
         print()
     by_kind: dict[str, tuple[int, int]] = {}
     for e in entries:
@@ -78,16 +70,16 @@ def _du(args: argparse.Namespace) -> int:
     print(f"{'KIND':<12} {'COUNT':>6} {'SIZE':>10}")
     for kind in ("blob", "snapshot", "cache-mount"):
         n, s = by_kind.get(kind, (0, 0))
-        print(f"{kind:<12} {n:>6} {format_size(s):>10}")
+        print(f"{kind:<12} {n:>6} {human_size(s):>10}")
     print(f"cache records: {results}")
-    print(f"Total: {format_size(sum(e.size for e in entries))} in {root}")
+    print(f"Total: {human_size(sum(e.size for e in entries))} in {root}")
     return 0
 
 
 def _prune(args: argparse.Namespace) -> int:
     import sys
 
-    from mason.build.state import StateError, StateRoot, parse_size
+    from mason.build.state import StateError, StateRoot, human_size, parse_size
     from mason.errors import UsageError
 
     root = resolve_root()
@@ -109,5 +101,5 @@ def _prune(args: argparse.Namespace) -> int:
     with st:
         removed, freed = st.prune(keep, all_=args.all or args.keep_storage is None)
     print(f"Deleted {removed} entries")
-    print(f"Total reclaimed space: {format_size(freed)}")
+    print(f"Total reclaimed space: {human_size(freed)}")
     return 0
