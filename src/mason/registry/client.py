@@ -35,7 +35,7 @@ from mason.oci.manifest import ImageIndex, ImageManifest, parse_manifest
 from mason.oci.reference import Reference
 from mason.registry.auth import CredentialStore, pull_scope, push_scope
 from mason.registry.errors import RegistryAuthError, RegistryError, RegistryNotFoundError
-from mason.registry.transport import RetryPolicy, Transport
+from mason.registry.transport import RETRY_STATUSES, RetryPolicy, Transport
 
 __all__ = [
     "MANIFEST_SIZE_LIMIT",
@@ -143,7 +143,7 @@ class _ResumingBlobStream(io.RawIOBase):
                 + (f": {why}" if why else ""),
                 operation=f"pull blob {self._desc.digest} from {self._ref.repository_ref}",
             ) from why
-        self._client._transport._sleep(self._client.retry.delay(self._restarts - 1, None))
+        self._client._transport.backoff(self._restarts - 1)
         self._open()
 
     def _incomplete(self) -> bool:
@@ -487,10 +487,10 @@ class RegistryClient:
                     self._monolithic_limit[host] = min(desc.size, self._monolithic_limit.get(host, desc.size))
                     chunked = True
                     continue
-                retryable = exc.status is None or exc.status in (408, 429, 500, 502, 503, 504)
+                retryable = exc.status is None or exc.status in RETRY_STATUSES
                 if not retryable or attempt + 1 >= attempts:
                     raise
-                self._transport._sleep(self.retry.delay(attempt, None))
+                self._transport.backoff(attempt)
         raise RegistryError(
             f"blob {desc.digest} could not be uploaded in {attempts} attempts",
             operation=f"push blob {desc.digest} to {ref.repository_ref}",

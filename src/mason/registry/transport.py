@@ -33,9 +33,9 @@ from mason.registry.errors import (
     parse_registry_errors,
 )
 
-__all__ = ["Body", "RetryPolicy", "Transport", "is_loopback"]
+__all__ = ["RETRY_STATUSES", "Body", "RetryPolicy", "Transport", "is_loopback"]
 
-_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _ERROR_BODY_CAP = 64 * 1024
 #: a request body: bytes (replayable), or a factory giving a fresh iterable/stream per attempt
@@ -204,6 +204,10 @@ class Transport:
         ) from last
 
     # -- requests ------------------------------------------------------------------------------
+    def backoff(self, attempt: int, retry_after: float | None = None) -> None:
+        """Wait before retry number ``attempt + 1`` (``Retry-After`` wins when the server sent one)."""
+        self._sleep(self.retry.delay(attempt, retry_after))
+
     def request(
         self,
         method: str,
@@ -348,17 +352,17 @@ class Transport:
                 final = (isinstance(exc, httpx.ConnectError) and _is_tls_error(exc)) or (
                     probe and isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout))
                 if attempt + 1 < attempts and not final:
-                    self._sleep(self.retry.delay(attempt, None))
+                    self.backoff(attempt)
                     continue
                 raise RegistryError(
                     f"request failed after {attempt + 1} attempt(s): {type(exc).__name__}: {exc}",
                     operation=operation, method=method, url=url,
                 ) from exc
             _close(content)
-            if response.status_code in _RETRY_STATUSES and attempt + 1 < attempts:
-                delay = self.retry.delay(attempt, _retry_after(response))
+            if response.status_code in RETRY_STATUSES and attempt + 1 < attempts:
+                retry_after = _retry_after(response)
                 _read_capped(response, _ERROR_BODY_CAP)
-                self._sleep(delay)
+                self.backoff(attempt, retry_after)
                 continue
             if not stream:
                 response.read()
