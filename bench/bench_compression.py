@@ -3,6 +3,15 @@
 Run: .venv/bin/python bench/bench_compression.py [--size-mib 128] [--input TAR] [--repeat 3] [--no-cli]
 Prints MB/s of uncompressed input (best of --repeat) and the compressed ratio.
 
+Real layers (issue 6: eStargz write throughput next to gzip and zstd on the same layers):
+.venv/bin/python bench/bench_compression.py --real [--examples] [--layer PATH ...]
+compresses each of these layers with every gzip engine, zstd, eStargz (per engine) and Go's
+compress/gzip and prints MB/s and size per layer: the busybox base layer of tests/support,
+tars of /usr/lib/python3*, with ``--examples`` the layers of the examples/
+build (mason builds it against a local docker-registry holding the busybox base, output
+``type=oci,tar=false,compression=uncompressed``), and each ``--layer`` (a layer tar, an OCI
+layout directory: its layers, or a directory: tarred).
+
 DESIGN §7 asks for gzip and zstd throughput at least BuildKit's at the same level. BuildKit
 compresses gzip with Go's compress/gzip (single-threaded) and zstd with one encoder per
 CPU. Baselines on the same bytes, run from a file to a temporary file: Go's compress/gzip
@@ -29,9 +38,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mason.compression import compress_stream
+from mason.compression import compress_stream, open_decompressed
 from mason.compression.estargz import write_estargz
 from mason.compression.gzip import GzipWriter
+
+_REPO = Path(__file__).resolve().parents[1]
 
 _BASE = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "compression" / "estargz" / "blobs" / "sha256"
 _BUSYBOX = _BASE / "d4d85e2edd83196bacd4264b08fa24335edfa7bb93f2bb27220cc111b78133fe"
@@ -96,8 +107,11 @@ def _via(compression: str) -> Callable[[bytes, _Null], None]:
     return run
 
 
-def _estargz(data: bytes, out: _Null) -> None:
-    write_estargz(io.BytesIO(data), out)  # type: ignore[arg-type]
+def _estargz(engine: str | None = None, threads: int | None = None) -> Callable[[bytes, _Null], None]:
+    def run(data: bytes, out: _Null) -> None:
+        write_estargz(io.BytesIO(data), out, engine=engine, threads=threads)  # type: ignore[arg-type]
+
+    return run
 
 
 _GO_GZIP = """package main
@@ -191,6 +205,8 @@ _PAIRS = (
     ("gzip libdeflate (level 6, {cpus} threads)", "cli pigz -6 ({cpus} threads)"),
     ("gzip isal (level 6, {cpus} threads)", "go compress/gzip -6 (1 thread)"),
     ("gzip zlib (level 6, 1 thread)", "cli gzip -6 (1 thread)"),
+    ("estargz libdeflate (level 6, 1 thread)", "go compress/gzip -6 (1 thread)"),
+    ("estargz libdeflate (level 6, {cpus} threads)", "go compress/gzip -6 (1 thread)"),
     ("zstd (level 3, libzstd workers)", "cli zstd -3 (-T0, {cpus} threads)"),
     ("zstd (level 3, libzstd workers)", "cli zstd -3 (1 thread)"),
 )
@@ -203,7 +219,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-zlib", action="store_true", help="skip the slow zlib rows")
     parser.add_argument("--no-cli", action="store_true", help="skip the command-line baselines")
+    parser.add_argument("--real", action="store_true", help="real layers, a table per layer (see above)")
+    parser.add_argument("--examples", action="store_true", help="with --real: add the examples/ build's layers")
+    parser.add_argument("--layer", type=Path, action="append", default=[], help="with --real: add this layer")
     args = parser.parse_args()
+    if args.real:
+        real_layers_table(args)
+        return
     data = args.input.read_bytes() if args.input else make_layer(args.size_mib << 20)
     cpus = len(os.sched_getaffinity(0))
     rows: list[tuple[str, Callable[[bytes, _Null], None]]] = [
@@ -219,7 +241,9 @@ def main() -> None:
         ]
     rows += [
         ("zstd (level 3, libzstd workers)", _via("zstd")),
-        ("estargz isal (level 6, 4 MiB chunks)", _estargz),
+        (f"estargz libdeflate (level 6, {cpus} threads)", _estargz()),
+        ("estargz libdeflate (level 6, 1 thread)", _estargz(threads=1)),
+        (f"estargz isal (level 6, {cpus} threads)", _estargz("isal")),
         ("uncompressed (copy)", _via("uncompressed")),
     ]
     print(f"input: {len(data) / 1e6:.1f} MB layer tar, {cpus} CPUs, best of {args.repeat} (rounds interleave "
@@ -251,6 +275,152 @@ def main() -> None:
             print(f"  {ours:<40} vs {theirs:<32} speed {speed[ours] / speed[theirs]:>5.2f}x"
                   f"  size {sizes[ours] / sizes[theirs]:.3f}")
     print("(the cli rows include process start-up and file I/O: a few ms on this input)")
+
+
+
+# -- real layers ----------------------------------------------------------------------
+
+
+def _tar_dir(root: Path) -> bytes:
+    """A layer-like tar of ``root`` (sorted, owner root), unreadable files left out."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in [*sorted(dirnames), *sorted(filenames)]:
+                path = Path(dirpath, name)
+                try:
+                    info = tf.gettarinfo(str(path), str(path.relative_to(root.parent)))
+                    info.uid = info.gid = 0
+                    info.uname = info.gname = "root"
+                    if info.isfile():
+                        with open(path, "rb") as f:
+                            tf.addfile(info, f)
+                    elif info.isdir() or info.issym():
+                        tf.addfile(info)
+                except OSError:
+                    continue
+    return buf.getvalue()
+
+
+def _decompressed(path: Path) -> bytes:
+    with open(path, "rb") as f, open_decompressed(f, "auto", what=str(path)) as r:  # type: ignore[arg-type]
+        return r.read()
+
+
+def _layout_layers(layout: Path) -> list[tuple[str, bytes]]:
+    """The layers of every image manifest of an OCI layout directory, decompressed."""
+    import json
+
+    def blob(digest: str) -> Path:
+        algo, hexdigest = digest.split(":", 1)
+        return layout / "blobs" / algo / hexdigest
+
+    layers: dict[str, bytes] = {}
+    todo = [m["digest"] for m in json.loads((layout / "index.json").read_bytes())["manifests"]]
+    while todo:
+        doc = json.loads(blob(todo.pop()).read_bytes())
+        todo += [m["digest"] for m in doc.get("manifests", [])]
+        for i, layer in enumerate(doc.get("layers", [])):
+            layers.setdefault(layer["digest"], _decompressed(blob(layer["digest"])))
+            layers[f"{layout.name} layer {i}"] = layers.pop(layer["digest"])
+    return list(layers.items())
+
+
+def _examples_layers(workdir: Path) -> list[tuple[str, bytes]]:
+    """Build examples/ with mason against a local registry holding the busybox base."""
+    import sys
+
+    sys.path.insert(0, str(_REPO))
+    from tests.support.busybox import push_busybox
+    from tests.support.registry_server import start_registry
+
+    from mason.registry.client import RegistryClient
+
+    server = start_registry(workdir / "registry", "plain")
+    try:
+        base = f"{server.host}/base/busybox:latest"
+        with RegistryClient() as client:
+            push_busybox(client, base, workdir / "busybox")
+        out = workdir / "examples-oci"
+        mason = Path(sys.executable).parent / "mason"
+        subprocess.run(
+            [str(mason), "build", "--progress=plain", "--build-arg", f"BASE={base}",
+             "--output", f"type=oci,dest={out},tar=false,compression=uncompressed", str(_REPO / "examples")],
+            check=True, capture_output=True, env={**os.environ, "MASON_ROOT": str(workdir / "root")},
+        )  # fmt: skip
+    finally:
+        server.stop()
+    return [(f"examples {name.split(' ', 1)[1]}", data) for name, data in _layout_layers(out)]
+
+
+def _real_layers(args: argparse.Namespace, workdir: Path) -> list[tuple[str, bytes]]:
+    import sys
+
+    sys.path.insert(0, str(_REPO))
+    from tests.support.busybox import build_busybox_image
+
+    busybox = build_busybox_image(workdir / "busybox-base")
+    layers = [("busybox base", _decompressed(busybox.layer_path))]
+    # the system Python's library: many small files, the eStargz worst case (a member per file)
+    layers += [(f"tar of {p}", _tar_dir(p)) for p in sorted(Path("/usr/lib").glob("python3*")) if p.is_dir()]
+    if args.examples:
+        layers += _examples_layers(workdir)
+    for path in args.layer:
+        if (path / "index.json").exists():
+            layers += _layout_layers(path)
+        elif path.is_dir():
+            layers.append((f"tar of {path}", _tar_dir(path)))
+        else:
+            layers.append((str(path), _decompressed(path)))
+    return layers
+
+
+def real_layers_table(args: argparse.Namespace) -> None:
+    cpus = len(os.sched_getaffinity(0))
+    rows: list[tuple[str, Callable[[bytes, _Null], None]]] = [
+        (f"gzip libdeflate ({cpus} threads)", _gzip("libdeflate", None)),
+        ("gzip libdeflate (1 thread)", _gzip("libdeflate", 1)),
+        (f"gzip isal ({cpus} threads)", _gzip("isal", None)),
+    ]
+    if not args.skip_zlib:
+        rows.append(("gzip zlib (1 thread)", _gzip("zlib", 1)))
+    rows += [
+        ("zstd -3 (libzstd workers)", _via("zstd")),
+        (f"estargz libdeflate ({cpus} threads)", _estargz()),
+        ("estargz libdeflate (1 thread)", _estargz(threads=1)),
+        (f"estargz isal ({cpus} threads)", _estargz("isal")),
+    ]
+    go_name = "go compress/gzip (1 thread)"
+    with tempfile.TemporaryDirectory(prefix="mason-bench-real-") as tmp:
+        work = Path(tmp)
+        layers = _real_layers(args, work)
+        go = None
+        if not args.no_cli:
+            _ensure_tools(["go"])
+            (work / "go").mkdir()
+            go = _go_gzip(work / "go")
+        print(f"gzip and eStargz at level 6, zstd at 3; {cpus} CPUs; best of {args.repeat}; "
+              f"size ratio vs {go_name if go else 'the input (no Go toolchain: no Go baseline)'}")
+        print(f"{'layer':<34} {'compression':<32} {'MB/s':>7} {'bytes':>11} {'ratio':>6} {'vs Go':>6}")
+        for label, data in layers:
+            timed = [(name, _in_process(fn, data)) for name, fn in rows]
+            if go is not None:
+                path = work / "layer.tar"
+                path.write_bytes(data)
+                timed.append((go_name, _cli([str(go), "6"], path)))
+            best: dict[str, float] = {}
+            sizes: dict[str, int] = {}
+            for _ in range(args.repeat):
+                for name, run in timed:
+                    seconds, sizes[name] = run()
+                    best[name] = min(best.get(name, float("inf")), seconds)
+            label = f"{label[:24]} ({len(data) / 1e6:.1f} MB)"
+            for name, _ in timed:
+                vs_go = f"{sizes[name] / sizes[go_name]:>6.3f}" if go_name in sizes else f"{'-':>6}"
+                print(f"{label:<34} {name:<32} {len(data) / best[name] / 1e6:>7.0f} {sizes[name]:>11} "
+                      f"{sizes[name] / len(data):>6.3f} {vs_go}")
+                label = ""
 
 
 if __name__ == "__main__":

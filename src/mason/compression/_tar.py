@@ -75,10 +75,8 @@ def parse_header(block: bytes, where: str) -> TarHeader:
         raise EStargzError(f"{where}: truncated tar header ({len(block)} bytes)")
     stored = _number(block[148:156], "checksum", where)
     unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:])
-    signed = sum((b - 256 if b > 127 else b) for b in block[:148]) + 8 * 32 + sum(
-        (b - 256 if b > 127 else b) for b in block[156:]
-    )
-    if stored not in (unsigned, signed):
+    # Some old tars sum signed bytes; only checked when the usual sum fails (it is slow in Python).
+    if stored != unsigned and stored != unsigned - 256 * sum(b > 127 for b in block[:148] + block[156:]):
         raise EStargzError(f"{where}: tar header checksum mismatch (not a tar stream?)")
     name = _text(block[0:100])
     magic = block[257:263]

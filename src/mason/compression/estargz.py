@@ -71,6 +71,7 @@ ANNOTATION_UNCOMPRESSED = "containerd.io/uncompressed"
 
 _EMPTY_DIGEST = "sha256:" + hashlib.sha256(b"").hexdigest()
 _READ = 1 << 20
+_IN_FLIGHT_PER_THREAD = 4 << 20  # a default chunk
 _MAX_TOC = 256 << 20  # a TOC larger than this is hostile, not a layer
 _TYPE_NAMES = {
     ord("0"): "reg",
@@ -145,7 +146,9 @@ class _MemberSink:
         self._offsets: list[int] = []
         self._threads = threads
         self._pool = ThreadPoolExecutor(threads, "estargz") if threads > 1 else None
-        self._pending: collections.deque[tuple[int | None, Future[bytes]]] = collections.deque()
+        self._pending: collections.deque[tuple[int | None, int, Future[bytes]]] = collections.deque()
+        self._in_flight = 0  # uncompressed bytes in _pending
+        self._budget = 2 * threads * _IN_FLIGHT_PER_THREAD
 
     def begin(self, *, whole: bool = False) -> int:
         """End the current member and start one; returns its mark."""
@@ -191,12 +194,16 @@ class _MemberSink:
         if self._pool is None:
             self._write(mark, self._compress(data))
             return
-        self._pending.append((mark, self._pool.submit(self._compress, data)))
-        while len(self._pending) > 2 * self._threads:  # bound memory: two members in flight per thread
+        self._pending.append((mark, len(data), self._pool.submit(self._compress, data)))
+        self._in_flight += len(data)
+        # Bound memory by bytes, not members: small files make many small members,
+        # and waiting on each would leave the threads idle.
+        while self._in_flight > self._budget and len(self._pending) > 1:
             self._write(*self._next())
 
     def _next(self) -> tuple[int | None, bytes]:
-        mark, future = self._pending.popleft()
+        mark, size, future = self._pending.popleft()
+        self._in_flight -= size
         return mark, future.result()
 
     def _write(self, mark: int | None, member: bytes) -> None:
