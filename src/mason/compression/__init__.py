@@ -1,4 +1,8 @@
-"""Compression streams: gzip (isal or zlib), zstd, estargz, none."""
+"""Compression streams: gzip, zstd, estargz, none.
+
+gzip and eStargz share one engine choice (``mason.compression.gzip.GZIP_ENGINES``:
+libdeflate by default, ISA-L or zlib); both are deterministic for any thread count.
+"""
 
 from mason.compression.errors import CompressionError, EStargzError
 from mason.compression.estargz import (

@@ -411,3 +411,18 @@ def test_default_engine_is_no_bigger_than_zlib_at_the_same_level(level: int) -> 
 def test_unknown_engine_is_refused() -> None:
     with pytest.raises(CompressionError, match="engine"):
         write_estargz(io.BytesIO(_sample_tar()), io.BytesIO(), engine="brotli")
+
+
+def test_accepts_a_signed_header_checksum_and_rejects_a_wrong_one() -> None:
+    # Old tar writers summed the header bytes as signed chars; a non-ASCII name tells them apart.
+    tar = bytearray(_headers_tar(1, 0))
+    tar[0:3] = "é/".encode()
+    signed = sum(b - 256 if b > 127 else b for b in tar[:148] + b" " * 8 + tar[156:512])
+    tar[148:156] = b"%06o\0 " % signed
+    result = write_estargz(io.BytesIO(bytes(tar)), out := io.BytesIO())
+    out.seek(0)
+    assert verify_estargz(out).entries[0]["name"] == "é/0000/"  # "é/" took the place of "d/0"
+    assert result.size == len(out.getvalue())
+    tar[148:156] = b"%06o\0 " % (signed + 1)
+    with pytest.raises(EStargzError, match="checksum"):
+        write_estargz(io.BytesIO(bytes(tar)), io.BytesIO())
