@@ -198,6 +198,20 @@ def _in_process(fn: Callable[[bytes, _Null], None], data: bytes) -> Callable[[],
     return run
 
 
+def _best_of(
+    timed: list[tuple[str, Callable[[], tuple[float, int]]]], repeat: int
+) -> tuple[dict[str, float], dict[str, int]]:
+    """Best seconds and output size of each row; rounds interleave every row, so load
+    from other processes hits all rows alike."""
+    best: dict[str, float] = {}
+    sizes: dict[str, int] = {}
+    for _ in range(repeat):
+        for name, run in timed:
+            seconds, sizes[name] = run()
+            best[name] = min(best.get(name, float("inf")), seconds)
+    return best, sizes
+
+
 # (mason row, baseline row): compared in the last table
 _PAIRS = (
     ("gzip libdeflate (level 6, 1 thread)", "go compress/gzip -6 (1 thread)"),
@@ -256,12 +270,7 @@ def main() -> None:
             tmp.flush()
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mason-bench-go-")))
             timed += [(name, _cli(cmd, Path(tmp.name))) for name, cmd in _cli_rows(cpus, workdir)]
-        best: dict[str, float] = {}
-        sizes: dict[str, int] = {}
-        for _ in range(args.repeat):
-            for name, run in timed:
-                seconds, sizes[name] = run()
-                best[name] = min(best.get(name, float("inf")), seconds)
+        best, sizes = _best_of(timed, args.repeat)
     print(f"{'compression':<40} {'MB/s':>9} {'ratio':>7}")
     speed = {name: len(data) / seconds / 1e6 for name, seconds in best.items()}
     for name, _ in timed:
@@ -409,12 +418,7 @@ def real_layers_table(args: argparse.Namespace) -> None:
                 path = work / "layer.tar"
                 path.write_bytes(data)
                 timed.append((go_name, _cli([str(go), "6"], path)))
-            best: dict[str, float] = {}
-            sizes: dict[str, int] = {}
-            for _ in range(args.repeat):
-                for name, run in timed:
-                    seconds, sizes[name] = run()
-                    best[name] = min(best.get(name, float("inf")), seconds)
+            best, sizes = _best_of(timed, args.repeat)
             label = f"{label[:24]} ({len(data) / 1e6:.1f} MB)"
             for name, _ in timed:
                 vs_go = f"{sizes[name] / sizes[go_name]:>6.3f}" if go_name in sizes else f"{'-':>6}"
