@@ -88,6 +88,14 @@ _TYPE_NAMES = {
 }
 
 
+def _layer_annotations(diff_id: Digest, toc_digest: Digest, uncompressed_size: int) -> dict[str, str]:
+    return {
+        ANNOTATION_UNCOMPRESSED: diff_id,
+        ANNOTATION_TOC_DIGEST: toc_digest,
+        ANNOTATION_UNCOMPRESSED_SIZE: str(uncompressed_size),
+    }
+
+
 @dataclass(frozen=True)
 class EStargzResult:
     """What ``write_estargz`` produced: the blob's digest and the values of its annotations."""
@@ -101,11 +109,7 @@ class EStargzResult:
 
     def annotations(self) -> dict[str, str]:
         """The layer descriptor annotations BuildKit sets on eStargz layers."""
-        return {
-            ANNOTATION_UNCOMPRESSED: self.diff_id,
-            ANNOTATION_TOC_DIGEST: self.toc_digest,
-            ANNOTATION_UNCOMPRESSED_SIZE: str(self.uncompressed_size),
-        }
+        return _layer_annotations(self.diff_id, self.toc_digest, self.uncompressed_size)
 
 
 # -- writing ---------------------------------------------------------------------
@@ -599,11 +603,7 @@ class EStargzInfo:
     chunks: int
 
     def annotations(self) -> dict[str, str]:
-        return {
-            ANNOTATION_UNCOMPRESSED: self.diff_id,
-            ANNOTATION_TOC_DIGEST: self.toc_digest,
-            ANNOTATION_UNCOMPRESSED_SIZE: str(self.uncompressed_size),
-        }
+        return _layer_annotations(self.diff_id, self.toc_digest, self.uncompressed_size)
 
 
 class _MemberStream:
