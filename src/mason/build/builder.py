@@ -101,8 +101,12 @@ class ProgressAdapter:
         with self._lock:
             self.states[vertex.name] = "cached"
         if source != "local":
-            self.sink.emit(Event(self._vid(vertex), vertex.name, "log", f"cache hit from {source}"))
+            self.note(vertex, f"cache hit from {source}")
         self.sink.emit(Event(self._vid(vertex), vertex.name, "cached", source))
+
+    def note(self, vertex: Vertex[Any], text: str) -> None:
+        """A status line of mason's own in the vertex's block (not the step's output)."""
+        self.sink.emit(Event(self._vid(vertex), vertex.name, "log", text))
 
     def vertex_log(self, vertex: Vertex[Any], line: str) -> None:
         stream = "" if line.startswith("resolve ") else "stdout"
@@ -375,9 +379,16 @@ def _build_in(opts: BuildOptions, state: StateRoot, df: Any, plan: Any, ignore: 
         with _task(sink, "[internal] load build context") as t:
             t.log(f"transferring context: {human_size(_context_size(opts.context, ignore))} done")
     adapter = ProgressAdapter(sink)
-    solver: Solver[StepResult] = Solver(local=LocalResultStore(state, blobs), sources=sources, progress=adapter,
+    from mason.build.explain import ExplainRecorder
+
+    recorder = ExplainRecorder(adapter, state.meta, context=opts.context, dockerfile=df.path,
+                               build_args=opts.build_args, explain=opts.explain_cache)
+    solver: Solver[StepResult] = Solver(local=LocalResultStore(state, blobs), sources=sources, progress=recorder,
                                         max_workers=opts.max_parallel)
-    graph = solver.solve([converted.target.vertex], cancel=cancel)
+    try:
+        graph = solver.solve([converted.target.vertex], cancel=cancel)
+    finally:
+        recorder.flush()
     result = graph.result_of(converted.target.vertex)
     config_doc = final_config(converted.target, result, epoch)
     for k, v in opts.labels.items():

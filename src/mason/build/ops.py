@@ -39,6 +39,7 @@ from mason.build.context import (
     copy_sources,
     select_sources,
 )
+from mason.build.explain import FileEntry, context_file_entries
 from mason.build.imageconfig import format_created
 from mason.build.snapshots import Mounted, Snapshotter
 from mason.build.state import LayerRef, StateRoot
@@ -393,6 +394,9 @@ class FileOp:
         self.lines = lines
         self._url_files: dict[str, tuple[Path, str]] = {}  # url -> (downloaded file, its sha256)
         self._lock = threading.Lock()
+        #: the context files the key's content covers, one checksum each (mason.build.explain
+        #: keeps them so that a later miss can name the file that changed)
+        self.context_files: tuple[FileEntry, ...] | None = None
 
     def cache_map(self, input_keys: Sequence[Digest]) -> CacheMap:
         op = {"type": "mason.file.v0", "action": self.action.key_json(), "epoch": self.env.source_date_epoch}
@@ -400,7 +404,11 @@ class FileOp:
         content: Callable[[], str] | None = None
         if a.kind == "copy" and (a.urls or a.from_input is None):
             def content() -> str:
-                parts = [checksum_sources(self._context_sources(), self.env.ignore)] if a.from_input is None else []
+                parts = []
+                if a.from_input is None:
+                    sources = self._context_sources()
+                    parts.append(checksum_sources(sources, self.env.ignore))
+                    self.context_files = context_file_entries(sources, self.env.ignore)
                 parts += [self._fetch_url(u)[1] for u in a.urls]
                 return parts[0] if len(parts) == 1 else "sha256:" + hashlib.sha256(" ".join(parts).encode()).hexdigest()
         return CacheMap(op, content)

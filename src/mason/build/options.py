@@ -75,6 +75,8 @@ class BuildOptions:
     snapshotter: str = "auto"
     #: RUN sandbox: ``auto`` (runc when it works here, else chroot), ``runc`` or ``chroot``.
     runtime: str = "auto"
+    #: ``--explain-cache``: a ``cache miss: <reason>`` line for every step that runs.
+    explain_cache: bool = False
 
 
 def _bool(key: str, value: str, text: str) -> bool:

@@ -275,6 +275,16 @@ CREATE TABLE IF NOT EXISTS variants (
     PRIMARY KEY (diff_id, compression, level)
 );
 CREATE INDEX IF NOT EXISTS variants_by_digest ON variants(digest);
+-- mason build --explain-cache: per step identity, the preimage of the last key built or hit
+-- (and for a context COPY its per-file checksums, JSON). A new table: older roots get it on
+-- open and simply have nothing to compare against yet.
+CREATE TABLE IF NOT EXISTS step_keys (
+    identity TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    preimage BLOB NOT NULL,
+    files TEXT,
+    last_used REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS snapshots (
     chain_id TEXT PRIMARY KEY,
     path TEXT NOT NULL,
@@ -340,6 +350,32 @@ class Metadata:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+    # step keys (--explain-cache) ---------------------------------------------
+
+    #: At most this many step identities are kept; the least recently used go first.
+    MAX_STEP_KEYS = 4096
+
+    def put_step_keys(self, rows: list[tuple[str, str, bytes, str | None]]) -> None:
+        """Keep (identity, key, preimage, files JSON) per step, replacing earlier ones."""
+        if not rows:
+            return
+        now = time.time()
+        with self._tx() as conn:
+            conn.executemany("INSERT OR REPLACE INTO step_keys VALUES (?, ?, ?, ?, ?)",
+                             [(i, k, p, f, now) for i, k, p, f in rows])
+            conn.execute("DELETE FROM step_keys WHERE identity IN (SELECT identity FROM step_keys "
+                         "ORDER BY last_used DESC LIMIT -1 OFFSET ?)", (self.MAX_STEP_KEYS,))
+
+    def step_key(self, identity: str) -> tuple[str, bytes, str | None] | None:
+        """(key, preimage, files JSON) last kept for ``identity``, or None."""
+        row = self._conn().execute("SELECT key, preimage, files FROM step_keys WHERE identity = ?",
+                                   (identity,)).fetchone()
+        return None if row is None else (row[0], bytes(row[1]), row[2])
+
+    def clear_step_keys(self) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM step_keys")
 
     # results -----------------------------------------------------------------
 
@@ -624,6 +660,7 @@ class StateRoot:
         if all_:
             self.meta.delete_results([r.key for r in self.meta.results()])
             self.meta.clear_variants()  # every blob is gone: facts and locations of remote-only ones too
+            self.meta.clear_step_keys()
         else:
             self._drop_dangling_results()
         return removed, freed

@@ -40,6 +40,8 @@ def register(subparsers: Any) -> None:
                         "(default: $MASON_SNAPSHOTTER or auto)")
     p.add_argument("--runtime", choices=("auto", "runc", "chroot"), default="auto",
                    help="RUN sandbox: runc, or the built-in unshare+chroot (default: auto)")
+    p.add_argument("--explain-cache", action="store_true",
+                   help="for every step that runs, say why it missed the cache (first differing input)")
     p.set_defaults(handler=run_build)
 
 
@@ -123,6 +125,7 @@ def run_build(args: argparse.Namespace) -> int:
         registry_auth_file=env.get("REGISTRY_AUTH_FILE"),
         snapshotter=_snapshotter(args.snapshotter, env),
         runtime=args.runtime,
+        explain_cache=args.explain_cache,
     )
     renderer = make_renderer(mode, sys.stderr)
     try:

@@ -26,6 +26,9 @@ Keys (policy: ``docs/cache-keys.md``)
     ``compute_key(cache_map, input_keys, content) -> CacheKey``;
     ``KEY_VERSION`` (``"mason.v1"``);
     ``key_differences(old, new) -> tuple[str, ...]`` explains a miss;
+    ``diff_keys(old, new) -> tuple[KeyDifference, ...]`` is the same as data
+    (``.field``, ``.old``, ``.new``, ``.change``); ``CacheKey.from_preimage(bytes)``
+    rebuilds a kept key;
     ``InvalidCacheMapError`` for definitions that cannot be hashed.
 Stores
     ``CacheLookup[R]`` protocol — ``lookup(key) -> R | None`` (an imported
@@ -75,7 +78,9 @@ from .keys import (
     CacheKey,
     CacheMap,
     InvalidCacheMapError,
+    KeyDifference,
     compute_key,
+    diff_keys,
     key_differences,
 )
 from .progress import NullProgress, SolveProgress
@@ -94,6 +99,7 @@ __all__ = [
     "Cancelled",
     "ExecContext",
     "InvalidCacheMapError",
+    "KeyDifference",
     "MemoryStore",
     "NullProgress",
     "Op",
@@ -105,5 +111,6 @@ __all__ = [
     "Vertex",
     "VertexState",
     "compute_key",
+    "diff_keys",
     "key_differences",
 ]

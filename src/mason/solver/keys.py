@@ -20,7 +20,9 @@ __all__ = [
     "CacheKey",
     "CacheMap",
     "InvalidCacheMapError",
+    "KeyDifference",
     "compute_key",
+    "diff_keys",
     "key_differences",
 ]
 
@@ -73,6 +75,13 @@ class CacheKey:
 
     def __str__(self) -> str:
         return self.digest
+
+    @classmethod
+    def from_preimage(cls, preimage: bytes) -> CacheKey:
+        """The key a kept preimage is the preimage of (``--explain-cache`` keeps them)."""
+        decoded = json.loads(preimage)
+        return cls(digest=sha256_bytes(preimage), preimage=preimage,
+                   inputs=tuple(Digest(i) for i in decoded["inputs"]), content=decoded["content"])
 
 
 def compute_key(cache_map: CacheMap, input_keys: Sequence[Digest], content: str | None) -> CacheKey:
@@ -127,6 +136,42 @@ def _check_json(value: Any, where: str) -> None:
     raise InvalidCacheMapError(f"{where}: {type(value).__name__} is not allowed in a key")
 
 
+@dataclass(frozen=True, slots=True)
+class KeyDifference:
+    """One field in which two keys' preimages differ.
+
+    ``field`` is ``"v"``, ``"op.<path>"`` (dots for nested objects), ``"inputs"`` (their number),
+    ``"inputs[<i>]"`` or ``"content"``; ``change`` is ``"changed"``, ``"added"`` or ``"removed"``
+    (the missing side is None).
+    """
+
+    field: str
+    old: Any
+    new: Any
+    change: str = "changed"
+
+
+def diff_keys(old: CacheKey, new: CacheKey) -> tuple[KeyDifference, ...]:
+    """Every field in which ``new`` differs from ``old``: version, op fields (sorted by path),
+    inputs in order, content."""
+    if old.digest == new.digest:
+        return ()
+    a, b = old._decoded(), new._decoded()
+    out: list[KeyDifference] = []
+    if a["v"] != b["v"]:
+        out.append(KeyDifference("v", a["v"], b["v"]))
+    _diff_json(a["op"], b["op"], "op", out)
+    old_inputs, new_inputs = a["inputs"], b["inputs"]
+    if len(old_inputs) != len(new_inputs):
+        out.append(KeyDifference("inputs", len(old_inputs), len(new_inputs)))
+    for i, (x, y) in enumerate(zip(old_inputs, new_inputs, strict=False)):
+        if x != y:
+            out.append(KeyDifference(f"inputs[{i}]", x, y))
+    if a["content"] != b["content"]:
+        out.append(KeyDifference("content", a["content"], b["content"]))
+    return tuple(out)
+
+
 def key_differences(old: CacheKey, new: CacheKey) -> tuple[str, ...]:
     """Human-readable reasons why ``new`` is not ``old``, first difference first.
 
@@ -134,36 +179,37 @@ def key_differences(old: CacheKey, new: CacheKey) -> tuple[str, ...]:
     (``op.env: ['A=1'] -> ['A=2']``), a changed input (``input 0: sha256:… ->
     sha256:…``), changed content, or a different key version.
     """
-    if old.digest == new.digest:
-        return ()
-    a, b = old._decoded(), new._decoded()
-    reasons: list[str] = []
-    if a["v"] != b["v"]:
-        reasons.append(f"key version: {a['v']} -> {b['v']}")
-    _diff_json(a["op"], b["op"], "op", reasons)
-    old_inputs, new_inputs = a["inputs"], b["inputs"]
-    if len(old_inputs) != len(new_inputs):
-        reasons.append(f"number of inputs: {len(old_inputs)} -> {len(new_inputs)}")
-    for i, (x, y) in enumerate(zip(old_inputs, new_inputs, strict=False)):
-        if x != y:
-            reasons.append(f"input {i}: {x} -> {y}")
-    if a["content"] != b["content"]:
-        reasons.append(f"content: {a['content']} -> {b['content']}")
-    return tuple(reasons)
+    return tuple(_describe(d) for d in diff_keys(old, new))
 
 
-def _diff_json(a: Any, b: Any, path: str, out: list[str]) -> None:
+def _describe(d: KeyDifference) -> str:
+    if d.field == "v":
+        return f"key version: {d.old} -> {d.new}"
+    if d.field == "inputs":
+        return f"number of inputs: {d.old} -> {d.new}"
+    if d.field.startswith("inputs["):
+        return f"input {d.field[7:-1]}: {d.old} -> {d.new}"
+    if d.field == "content":
+        return f"content: {d.old} -> {d.new}"
+    if d.change == "added":
+        return f"{d.field}: added {_short(d.new)}"
+    if d.change == "removed":
+        return f"{d.field}: removed {_short(d.old)}"
+    return f"{d.field}: {_short(d.old)} -> {_short(d.new)}"
+
+
+def _diff_json(a: Any, b: Any, path: str, out: list[KeyDifference]) -> None:
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b)):
             sub = f"{path}.{k}"
             if k not in a:
-                out.append(f"{sub}: added {_short(b[k])}")
+                out.append(KeyDifference(sub, None, b[k], "added"))
             elif k not in b:
-                out.append(f"{sub}: removed {_short(a[k])}")
+                out.append(KeyDifference(sub, a[k], None, "removed"))
             else:
                 _diff_json(a[k], b[k], sub, out)
     elif a != b:
-        out.append(f"{path}: {_short(a)} -> {_short(b)}")
+        out.append(KeyDifference(path, a, b))
 
 
 def _short(value: Any, limit: int = 120) -> str:

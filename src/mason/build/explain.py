@@ -1,0 +1,299 @@
+"""``mason build --explain-cache``: say why a step that ran missed the cache (DESIGN §9).
+
+Every build keeps, per *step identity*, the preimage of the last key the step was built or
+hit with (``step_keys`` in the sqlite metadata), and for a COPY/ADD from the context one
+checksum per selected file. A step that runs is compared with what its identity last had:
+the first differing field of the two preimages (``mason.solver.diff_keys``) is rendered as
+one status line, ``cache miss: <reason>``, in the step's progress block.
+
+The identity is the context directory, the Dockerfile's name and the step's display name
+(``[build 2/6] RUN make``: stage name, step number, instruction text) with a pinned base
+digest left out, so ``FROM busybox`` is the same step when the tag moves. Renaming a stage or
+inserting a line gives new identities: their misses say there is no earlier build.
+
+Values of environment variables and build args are never printed (they may hold tokens);
+only their names are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import stat
+import threading
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mason.build.context import DockerIgnore, Source, _walk
+from mason.errors import MasonError
+from mason.solver import CacheKey, KeyDifference, Vertex, diff_keys
+
+__all__ = [
+    "MISS_PREFIX",
+    "ExplainRecorder",
+    "FileEntry",
+    "StepRecord",
+    "context_file_entries",
+    "explain_miss",
+    "step_identity",
+]
+
+MISS_PREFIX = "cache miss: "
+NO_EARLIER = "no earlier build of this step on this root or in the imported caches"
+#: A COPY of more files keeps only its aggregate checksum (its misses name no file).
+MAX_FILES = 20000
+
+_PINNED = re.compile(r"@sha256:[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One context entry a COPY selected: ``kind`` is file, dir, symlink or other;
+    ``checksum`` the content's sha256, a symlink's target, or "" (dirs, others)."""
+
+    path: str
+    kind: str
+    mode: int
+    checksum: str
+
+    def to_json(self) -> list[Any]:
+        return [self.path, self.kind, self.mode, self.checksum]
+
+    @staticmethod
+    def from_json(value: list[Any]) -> FileEntry:
+        return FileEntry(str(value[0]), str(value[1]), int(value[2]), str(value[3]))
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What a step identity was last built or hit with."""
+
+    key: CacheKey
+    files: tuple[FileEntry, ...] | None = None
+
+
+def context_file_entries(sources: Sequence[Source], ignore: DockerIgnore | None) -> tuple[FileEntry, ...] | None:
+    """One ``FileEntry`` per entry the key's content checksum covers (the same walk), or None
+    past ``MAX_FILES``."""
+    out: list[FileEntry] = []
+    for src in sources:
+        for rel, path in _walk(src, ignore):
+            if len(out) >= MAX_FILES:
+                return None
+            name = os.path.normpath(os.path.join(src.rel, rel)) if rel else src.rel
+            st = os.lstat(path)
+            mode = stat.S_IMODE(st.st_mode)
+            if stat.S_ISREG(st.st_mode):
+                with open(path, "rb") as f:
+                    out.append(FileEntry(name, "file", mode, "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()))
+            elif stat.S_ISLNK(st.st_mode):
+                out.append(FileEntry(name, "symlink", mode, os.readlink(path)))
+            else:
+                out.append(FileEntry(name, "dir" if stat.S_ISDIR(st.st_mode) else "other", mode, ""))
+    return tuple(out)
+
+
+def step_identity(context: Path, dockerfile: str, name: str) -> str:
+    return "\0".join((str(context.resolve()), dockerfile, _PINNED.sub("", name)))
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, str) and value.startswith("sha256:") and len(value) == 71:
+        return value[:19]
+    text = "none" if value is None else value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def _arrow(old: Any, new: Any) -> str:
+    return f"({_short(old)} → {_short(new)})"
+
+
+def _env_reason(old: list[str], new: list[str], build_args: Collection[str]) -> str:
+    a = dict(e.partition("=")[::2] for e in old)
+    b = dict(e.partition("=")[::2] for e in new)
+    names = [n for n in sorted(set(a) | set(b)) if a.get(n) != b.get(n)]
+    if not names:
+        return "environment order changed"
+    names.sort(key=lambda n: n not in build_args)  # a build arg is the likelier cause: first
+    first = names[0]
+    what = "build arg" if first in build_args else "environment variable"
+    change = "added" if first not in a else "removed" if first not in b else "changed"
+    more = f" (and {len(names) - 1} more)" if len(names) > 1 else ""
+    return f"{what} {first} {change}{more}"
+
+
+_EXEC_FIELDS = {"op.args": "command changed", "op.mounts": "RUN --mount options changed",
+                "op.files": "RUN heredoc changed"}
+_EXEC_VALUES = {"op.cwd": "working directory", "op.user": "user", "op.network": "network mode",
+                "op.epoch": "SOURCE_DATE_EPOCH"}
+_FILE_FIELDS = {"sources": "sources", "dest": "destination", "from": "--from", "chown": "--chown",
+                "chmod": "--chmod", "link": "--link", "urls": "URL", "checksum": "--checksum",
+                "inline": "heredoc", "user": "owner", "extract": "extraction"}
+
+
+def _op_reason(d: KeyDifference, verb: str, build_args: Collection[str]) -> str:
+    if d.field == "op.type":
+        return f"step definition format changed {_arrow(d.old, d.new)}"
+    if d.field == "op.image":
+        return f"base image changed {_arrow(d.old, d.new)}"
+    if d.field == "op.env":
+        return _env_reason(list(d.old or ()), list(d.new or ()), build_args)
+    if d.field in _EXEC_FIELDS:
+        return _EXEC_FIELDS[d.field]
+    if d.field in _EXEC_VALUES:
+        return f"{_EXEC_VALUES[d.field]} changed {_arrow(d.old, d.new)}"
+    if d.field.startswith("op.action."):
+        name = d.field.removeprefix("op.action.")
+        return f"{verb} {_FILE_FIELDS.get(name, name)} changed {_arrow(d.old, d.new)}"
+    return f"step definition changed ({d.field.removeprefix('op.')})"
+
+
+def _files_reason(old: tuple[FileEntry, ...], new: tuple[FileEntry, ...], verb: str) -> str | None:
+    a = {e.path: e for e in old}
+    b = {e.path: e for e in new}
+    for path in sorted(set(a) | set(b)):
+        x, y = a.get(path), b.get(path)
+        if x == y:
+            continue
+        if x is None:
+            return f"{verb} source {path} added"
+        if y is None:
+            return f"{verb} source {path} removed"
+        if x.kind != y.kind:
+            return f"{verb} source {path} changed (type {x.kind} → {y.kind})"
+        what = []
+        if x.checksum != y.checksum:
+            what.append("symlink target" if y.kind == "symlink" else "content")
+        if x.mode != y.mode:
+            what.append(f"mode {x.mode:04o} → {y.mode:04o}")
+        return f"{verb} source {path} changed ({', '.join(what)})"
+    return None
+
+
+def explain_miss(old: StepRecord | None, new: CacheKey, new_files: tuple[FileEntry, ...] | None = None, *,
+                 verb: str = "COPY", input_reasons: Sequence[str] = (), build_args: Collection[str] = (),
+                 no_cache: bool = False) -> str:
+    """The reason a step with key ``new`` ran, against what its identity had before (``old``).
+
+    ``input_reasons[i]`` says how input ``i`` changed (``input step [b 2/3] RUN x changed``).
+    Op-definition changes come first, then the content, then the inputs: an input that
+    changed is explained in that input's own block.
+    """
+    if no_cache:
+        return "cache not used (--no-cache)"
+    if old is None:
+        return NO_EARLIER
+    diffs = diff_keys(old.key, new)
+    if not diffs:
+        return "key unchanged since the last build, but its result is no longer stored (pruned?)"
+    by_field = {d.field: d for d in diffs}
+    if "v" in by_field:
+        return f"cache key format changed {_arrow(by_field['v'].old, by_field['v'].new)}"
+    if "op.type" in by_field:
+        return _op_reason(by_field["op.type"], verb, build_args)
+    for d in diffs:
+        if d.field.startswith("op."):
+            return _op_reason(d, verb, build_args)
+    if "content" in by_field:
+        if old.files is not None and new_files is not None:
+            reason = _files_reason(old.files, new_files, verb)
+            if reason is not None:
+                return reason
+            return f"downloaded content of {verb} URL changed"
+        if new.op.get("type") == "mason.exec.v0":
+            return "bind-mounted context files changed"
+        return f"{verb} sources changed (content)"
+    if "inputs" in by_field:
+        return f"number of inputs changed {_arrow(by_field['inputs'].old, by_field['inputs'].new)}"
+    for d in diffs:
+        if d.field.startswith("inputs["):
+            i = int(d.field[7:-1])
+            return input_reasons[i] if i < len(input_reasons) else f"input {i} changed"
+    return "key changed"  # not reached: every field of a preimage is handled above
+
+
+class ExplainRecorder:
+    """Wraps the builder's ``SolveProgress``: keeps every step's key (``flush`` writes them)
+    and, with ``explain``, adds the ``cache miss:`` line when a step starts.
+
+    ``note(vertex, text)`` writes a status line into a vertex's block (the progress adapter's).
+    """
+
+    def __init__(self, inner: Any, meta: Any, *, context: Path, dockerfile: str,
+                 build_args: Collection[str], explain: bool) -> None:
+        self.inner = inner
+        self.meta = meta
+        self.context = context
+        self.dockerfile = dockerfile
+        self.build_args = frozenset(build_args)
+        self.explain = explain
+        self._pending: dict[str, tuple[str, bytes, str | None]] = {}
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:  # the other SolveProgress callbacks
+        return getattr(self.inner, name)
+
+    def _identity(self, vertex: Vertex[Any]) -> str:
+        return step_identity(self.context, self.dockerfile, vertex.name)
+
+    def _keep(self, vertex: Vertex[Any], key: CacheKey) -> None:
+        files = getattr(vertex.op, "context_files", None)
+        files_json = None if files is None else json.dumps([f.to_json() for f in files], separators=(",", ":"))
+        with self._lock:
+            self._pending[self._identity(vertex)] = (key.digest, key.preimage, files_json)
+
+    def _stored(self, vertex: Vertex[Any]) -> StepRecord | None:
+        row = self.meta.step_key(self._identity(vertex))
+        if row is None:
+            return None
+        _, preimage, files_json = row
+        files = None if files_json is None else tuple(FileEntry.from_json(v) for v in json.loads(files_json))
+        return StepRecord(CacheKey.from_preimage(preimage), files)
+
+    def _input_reason(self, vertex: Vertex[Any], i: int) -> str:
+        iv = vertex.inputs[i]
+        new = getattr(iv.op, "manifest_digest", None)
+        if new is None:
+            return f"input step {iv.name} changed"
+        old = self._stored(iv)
+        old_image = old.key.op.get("image") if old is not None else None
+        return f"base image changed {_arrow(old_image, new)}" if old_image else f"base image changed (now {_short(new)})"
+
+    def explain_text(self, vertex: Vertex[Any], key: CacheKey) -> str:
+        verb = m.group(1) if (m := re.search(r"\] (\w+)", vertex.name)) else "COPY"
+        return explain_miss(
+            self._stored(vertex), key, getattr(vertex.op, "context_files", None), verb=verb.upper(),
+            input_reasons=[self._input_reason(vertex, i) for i in range(len(vertex.inputs))],
+            build_args=self.build_args, no_cache=vertex.ignore_cache)
+
+    def vertex_started(self, vertex: Vertex[Any], key: CacheKey) -> None:
+        self.inner.vertex_started(vertex, key)
+        if self.explain:
+            try:
+                text = self.explain_text(vertex, key)
+            except Exception as exc:  # advisory only: never fail a build over it
+                text = f"not explained ({type(exc).__name__}: {exc})"
+            self.inner.note(vertex, MISS_PREFIX + text)
+
+    def vertex_cached(self, vertex: Vertex[Any], key: CacheKey, source: str) -> None:
+        self._keep(vertex, key)
+        self.inner.vertex_cached(vertex, key, source)
+
+    def vertex_done(self, vertex: Vertex[Any], key: CacheKey, elapsed: float) -> None:
+        self._keep(vertex, key)
+        self.inner.vertex_done(vertex, key, elapsed)
+
+    def flush(self) -> None:
+        """Write the kept keys (also after a failed build: the steps that finished are valid)."""
+        with self._lock:
+            rows = [(i, *v) for i, v in self._pending.items()]
+            self._pending.clear()
+        # advisory data: a metadata hiccup must not fail (or mask the failure of) a build
+        with contextlib.suppress(sqlite3.Error, MasonError):
+            self.meta.put_step_keys(rows)
