@@ -22,6 +22,7 @@ from typing import Any
 from mason.errors import BuildError
 
 __all__ = [
+    "ContextEntry",
     "CopyOptions",
     "DockerIgnore",
     "Source",
@@ -211,25 +212,44 @@ def _walk(src: Source, ignore: DockerIgnore | None) -> Iterable[tuple[str, Path]
             yield rel, Path(dirpath) / name
 
 
-def checksum_sources(sources: Sequence[Source], ignore: DockerIgnore | None) -> str:
-    """sha256 over (name, type, mode bits, content or link target) of every selected entry."""
+#: one walked entry: (path relative to the context, kind, mode bits, file sha256 or link target)
+ContextEntry = tuple[str, str, int, str]
+
+
+def checksum_sources(
+    sources: Sequence[Source], ignore: DockerIgnore | None, entries: list[ContextEntry] | None = None
+) -> str:
+    """sha256 over (name, type, mode bits, content or link target) of every selected entry.
+
+    With ``entries``, the same pass also appends one ``ContextEntry`` per entry (each file's own
+    sha256 from the same read), so explaining a later miss costs no second read of the context."""
     h = hashlib.sha256()
     for src in sources:
         h.update(f"source {src.rel}\0".encode())
         for rel, path in _walk(src, ignore):
             st = os.lstat(path)
             mode = stat.S_IMODE(st.st_mode)
+            name = os.path.normpath(os.path.join(src.rel, rel)) if rel else src.rel
             if stat.S_ISLNK(st.st_mode):
-                h.update(f"L {rel} {mode:o} {os.readlink(path)}\0".encode())
+                target = os.readlink(path)
+                h.update(f"L {rel} {mode:o} {target}\0".encode())
+                entry = (name, "symlink", mode, target)
             elif stat.S_ISDIR(st.st_mode):
                 h.update(f"D {rel} {mode:o}\0".encode())
+                entry = (name, "dir", mode, "")
             elif stat.S_ISREG(st.st_mode):
                 h.update(f"F {rel} {mode:o} {st.st_size}\0".encode())
+                own = hashlib.sha256()
                 with open(path, "rb") as f:
                     while chunk := f.read(_CHUNK):
                         h.update(chunk)
+                        own.update(chunk)
+                entry = (name, "file", mode, "sha256:" + own.hexdigest())
             else:
                 h.update(f"O {rel} {stat.S_IFMT(st.st_mode):o}\0".encode())
+                entry = (name, "other", mode, "")
+            if entries is not None:
+                entries.append(entry)
     return "sha256:" + h.hexdigest()
 
 

@@ -18,19 +18,16 @@ only their names are.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import os
 import re
 import sqlite3
-import stat
 import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mason.build.context import DockerIgnore, Source, _walk
+from mason.build.context import ContextEntry
 from mason.errors import MasonError
 from mason.solver import CacheKey, KeyDifference, Vertex, diff_keys
 
@@ -78,25 +75,11 @@ class StepRecord:
     files: tuple[FileEntry, ...] | None = None
 
 
-def context_file_entries(sources: Sequence[Source], ignore: DockerIgnore | None) -> tuple[FileEntry, ...] | None:
-    """One ``FileEntry`` per entry the key's content checksum covers (the same walk), or None
-    past ``MAX_FILES``."""
-    out: list[FileEntry] = []
-    for src in sources:
-        for rel, path in _walk(src, ignore):
-            if len(out) >= MAX_FILES:
-                return None
-            name = os.path.normpath(os.path.join(src.rel, rel)) if rel else src.rel
-            st = os.lstat(path)
-            mode = stat.S_IMODE(st.st_mode)
-            if stat.S_ISREG(st.st_mode):
-                with open(path, "rb") as f:
-                    out.append(FileEntry(name, "file", mode, "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()))
-            elif stat.S_ISLNK(st.st_mode):
-                out.append(FileEntry(name, "symlink", mode, os.readlink(path)))
-            else:
-                out.append(FileEntry(name, "dir" if stat.S_ISDIR(st.st_mode) else "other", mode, ""))
-    return tuple(out)
+def context_file_entries(entries: Sequence[ContextEntry]) -> tuple[FileEntry, ...] | None:
+    """The ``FileEntry``s of a walk ``checksum_sources`` recorded, or None past ``MAX_FILES``."""
+    if len(entries) > MAX_FILES:
+        return None
+    return tuple(FileEntry(*entry) for entry in entries)
 
 
 def step_identity(context: Path, dockerfile: str, name: str) -> str:

@@ -31,6 +31,7 @@ from typing import Any, BinaryIO
 
 from mason.build.blobs import Blobs
 from mason.build.context import (
+    ContextEntry,
     CopyOptions,
     DockerIgnore,
     Source,
@@ -407,8 +408,9 @@ class FileOp:
                 parts = []
                 if a.from_input is None:
                     sources = self._context_sources()
-                    parts.append(checksum_sources(sources, self.env.ignore))
-                    self.context_files = context_file_entries(sources, self.env.ignore)
+                    walked: list[ContextEntry] = []
+                    parts.append(checksum_sources(sources, self.env.ignore, walked))
+                    self.context_files = context_file_entries(walked)
                 parts += [self._fetch_url(u)[1] for u in a.urls]
                 return parts[0] if len(parts) == 1 else "sha256:" + hashlib.sha256(" ".join(parts).encode()).hexdigest()
         return CacheMap(op, content)

@@ -6,8 +6,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from mason.build.context import Source
+from mason.build.context import ContextEntry, Source, checksum_sources
 from mason.build.explain import (
+    MAX_FILES,
     NO_EARLIER,
     FileEntry,
     StepRecord,
@@ -16,6 +17,7 @@ from mason.build.explain import (
     step_identity,
 )
 from mason.build.state import Metadata
+from mason.digest import sha256_bytes
 from mason.solver import CacheKey, CacheMap, compute_key
 
 IN_A = "sha256:" + "a" * 64
@@ -111,12 +113,21 @@ def test_key_version_change() -> None:
         "cache key format changed (mason.v0 → mason.v1)"
 
 
+def by_path_checksum(entries: tuple[FileEntry, ...], path: str) -> str:
+    return next(e.checksum for e in entries if e.path == path)
+
+
 def test_context_file_entries_name_each_file(tmp_path: Path) -> None:
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / "x.txt").write_text("x")
     (tmp_path / "app" / "l").symlink_to("x.txt")
-    entries = context_file_entries([Source(tmp_path / "app", "app", True)], None)
+    walked: list[ContextEntry] = []
+    checksum = checksum_sources([Source(tmp_path / "app", "app", True)], None, walked)
+    # collecting the entries rides on the same walk and leaves the checksum unchanged
+    assert checksum == checksum_sources([Source(tmp_path / "app", "app", True)], None)
+    entries = context_file_entries(walked)
     assert entries is not None
+    assert by_path_checksum(entries, "app/x.txt") == sha256_bytes(b"x")
     by_path = {e.path: e for e in entries}
     assert by_path["app/x.txt"].kind == "file" and by_path["app/x.txt"].checksum.startswith("sha256:")
     assert by_path["app/l"].checksum == "x.txt"
@@ -143,3 +154,9 @@ def test_line_shape_is_a_status_line() -> None:
     """The rendered line never starts like a step header or a BuildKit status word."""
     line = "cache miss: " + NO_EARLIER
     assert not re.match(r"(\[|CACHED|DONE|ERROR|WARNING|CANCELED|\d+\.\d+ )", line)
+
+
+def test_context_file_entries_give_up_past_the_limit() -> None:
+    walked: list[ContextEntry] = [(f"f{i}", "file", 0o644, "") for i in range(MAX_FILES + 1)]
+    assert context_file_entries(walked) is None
+    assert context_file_entries(walked[:2]) == (FileEntry("f0", "file", 0o644, ""), FileEntry("f1", "file", 0o644, ""))
