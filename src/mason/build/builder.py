@@ -4,7 +4,9 @@ Order: open ``$MASON_ROOT`` (shared lock) -> read the Dockerfile and
 .dockerignore -> plan stages -> resolve base images (manifest + config only)
 -> import caches (documents only) -> convert to a graph -> solve (local store,
 then imported caches, else execute) -> assemble the image config -> outputs
--> cache exports -> metadata.
+-> cache exports -> metadata. When a step fails, the steps that finished are still exported
+to every registry/local ``--cache-to`` (best effort: a failing export is a warning) before the
+step's ``SolveError`` propagates.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from mason.digest import Digest, sha256_bytes
 from mason.errors import BuildError, UsageError
 from mason.oci.platform import Platform, host_platform
 from mason.progress import Event, NullSink, ProgressSink
-from mason.solver import CacheKey, CancelToken, Solver, Vertex
+from mason.solver import CacheKey, CancelToken, SolveError, Solver, Vertex
 
 __all__ = ["BuildOutcome", "ProgressAdapter", "build"]
 
@@ -387,6 +389,15 @@ def _build_in(opts: BuildOptions, state: StateRoot, df: Any, plan: Any, ignore: 
                                         max_workers=opts.max_parallel)
     try:
         graph = solver.solve([converted.target.vertex], cancel=cancel)
+    except SolveError as exc:
+        # DESIGN §9: the steps that finished still reach --cache-to, so the fixed build resumes
+        # from the failed step; nothing here may replace the step's error
+        if opts.cache_to and exc.graph is not None:
+            from mason.build.remotecache import export_caches
+
+            export_caches(opts.cache_to, exc.graph, converted, blobs, client, sink, cache_imports,
+                          best_effort=True)
+        raise
     finally:
         recorder.flush()
     result = graph.result_of(converted.target.vertex)

@@ -17,13 +17,14 @@ from mason.build.state import LayerRef
 from mason.cache.format import ZERO_TIME
 from mason.cache.model import ANNOTATION_CREATED_AT, DISTRIBUTION_SOURCE_PREFIX
 from mason.digest import Digest
+from mason.errors import MasonError
 from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, Descriptor
 from mason.oci.errors import InvalidReferenceError
 from mason.oci.reference import Reference
 from mason.progress import Event, ProgressSink
 from mason.solver import CacheKey, CacheSource
 
-__all__ = ["CacheBlobStore", "HitLookup", "export_caches", "import_caches", "inline_cache_extra", "solved_records"]
+__all__ = ["CacheBlobStore", "HitLookup", "export_caches", "finished_chain", "import_caches", "inline_cache_extra", "solved_records"]
 
 #: Records of steps that made no layer of their own (FROM) carry this fixed time, so a
 #: re-export of an unchanged build writes the same bytes.
@@ -185,14 +186,30 @@ def inline_cache_extra(cache_to: Sequence[Any], graph: Any, converted: Any, blob
     return {INLINE_CACHE_KEY: value} if value else None
 
 
+def finished_chain(graph: Any, vertex: Any) -> list[Digest]:
+    """The diff IDs of the last step of ``vertex``'s stage that finished (executed or cached):
+    the target's own layers after a successful solve; after a failed one, the chain the
+    target stage had reached (a step's parent filesystem is its first input)."""
+    while True:
+        solved = graph.get(vertex)
+        if solved.has_result and solved.result is not None:
+            return [lr.diff_id for lr in solved.result.layers]
+        if not vertex.inputs:
+            return []
+        vertex = vertex.inputs[0]
+
+
 def export_caches(cache_to: Sequence[Any], graph: Any, converted: Any, blobs: Blobs, client: Any,
-                  sink: ProgressSink, imported: dict[str, Any]) -> list[Any]:
-    """Export every registry/local ``--cache-to``; failures raise unless ignore-error."""
+                  sink: ProgressSink, imported: dict[str, Any], *, best_effort: bool = False) -> list[Any]:
+    """Export every registry/local ``--cache-to``; failures raise unless ignore-error.
+
+    ``best_effort`` (export on a failed build): the graph may be partly solved, min mode
+    keeps the target stage's finished chain, and a failing export is a warning on its vertex
+    (the build's own error is what the user must see)."""
     from mason.cache import export_cache
 
     records = solved_records(graph, blobs)
-    result: StepResult = graph.result_of(converted.target.vertex)
-    image_diff_ids = [lr.diff_id for lr in result.layers]
+    image_diff_ids = finished_chain(graph, converted.target.vertex)
     store = CacheBlobStore(blobs)
     results = []
     for opt in cache_to:
@@ -205,8 +222,17 @@ def export_caches(cache_to: Sequence[Any], graph: Any, converted: Any, blobs: Bl
         sink.emit(Event(vid, name, "started"))
         sink.emit(Event(vid, name, "log", "preparing build cache for export"))
         t0 = time.monotonic()
-        res = export_cache(opt, records, blobs=store, image_diff_ids=image_diff_ids, client=client,
-                           prior=imported.get(_dest_key(opt)))
+        try:
+            res = export_cache(opt, records, blobs=store, image_diff_ids=image_diff_ids, client=client,
+                               prior=imported.get(_dest_key(opt)))
+        except Exception as exc:
+            if not best_effort:
+                raise
+            # any failure (a registry error, a blob gone from the store) only costs the cache
+            text = str(exc) if isinstance(exc, MasonError) else f"{type(exc).__name__}: {exc}"
+            sink.emit(Event(vid, name, "warning", f"cache not exported after the failed build: {text}"))
+            sink.emit(Event(vid, name, "done", elapsed=time.monotonic() - t0))
+            continue
         if res.warning:
             sink.emit(Event(vid, name, "warning", res.warning))
         else:
