@@ -11,7 +11,16 @@ from dataclasses import dataclass, field
 
 from mason.compression.errors import EStargzError
 
-__all__ = ["BLOCK", "HEADER_ONLY_TYPES", "META_TYPES", "TarHeader", "is_zero_block", "parse_header", "parse_pax"]
+__all__ = [
+    "BLOCK",
+    "HEADER_ONLY_TYPES",
+    "META_TYPES",
+    "PendingMeta",
+    "TarHeader",
+    "is_zero_block",
+    "parse_header",
+    "parse_pax",
+]
 
 BLOCK = 512
 #: Typeflags whose entries never carry data blocks, whatever their size field says (as Go's reader).
@@ -150,3 +159,31 @@ def apply_meta(header: TarHeader, pax: dict[str, bytes], long_name: str | None, 
             header.mtime = float(text)
         elif key.startswith("SCHILY.xattr."):
             header.xattrs[key[len("SCHILY.xattr.") :]] = value
+
+
+class PendingMeta:
+    """The PAX records and GNU long names read since the last real entry; they describe the
+    next entry and are cleared once applied to it."""
+
+    def __init__(self) -> None:
+        self._pax: dict[str, bytes] = {}
+        self._long_name: str | None = None
+        self._long_link: str | None = None
+
+    def _clear(self) -> None:
+        self._pax, self._long_name, self._long_link = {}, None, None
+
+    def absorb(self, header: TarHeader, body: bytes, where: str) -> None:
+        """Record a meta entry's body (``header.typeflag`` in META_TYPES); global PAX ('g')
+        headers describe no entry and are ignored."""
+        if header.typeflag == ord("x"):
+            self._pax.update(parse_pax(body, where))
+        elif header.typeflag == ord("L"):
+            self._long_name = body.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        elif header.typeflag == ord("K"):
+            self._long_link = body.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+    def apply_to(self, header: TarHeader) -> None:
+        """Overlay what was read onto ``header``, then start afresh."""
+        apply_meta(header, self._pax, self._long_name, self._long_link)
+        self._clear()

@@ -378,9 +378,7 @@ def _convert(src: BinaryIO, sink: _MemberSink, chunk_size: int) -> list[dict[str
     """Copy the tar from ``src`` into ``sink``, a member per file chunk; the TOC entries
     (chunk offsets as the sink's marks, digests under ``_``-keys)."""
     builder = _EntryBuilder()
-    pax: dict[str, bytes] = {}
-    long_name: str | None = None
-    long_link: str | None = None
+    meta = _tar.PendingMeta()
     position = 0  # uncompressed offset in the input, for error messages
     while True:
         where = f"layer tar at offset {position}"
@@ -402,16 +400,9 @@ def _convert(src: BinaryIO, sink: _MemberSink, chunk_size: int) -> list[dict[str
             payload = _read_exact(src, header.padded_payload_size, where)
             sink.write(payload)
             position += len(payload)
-            body = payload[: header.size]
-            if header.typeflag == ord("x"):
-                pax.update(_tar.parse_pax(body, where))
-            elif header.typeflag == ord("L"):
-                long_name = body.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-            elif header.typeflag == ord("K"):
-                long_link = body.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-            continue  # global PAX headers ('g') describe no entry
-        _tar.apply_meta(header, pax, long_name, long_link)
-        pax, long_name, long_link = {}, None, None
+            meta.absorb(header, payload[: header.size], where)
+            continue
+        meta.apply_to(header)
         entry = builder.entry(header, where)
         builder.entries.append(entry)
         size = header.payload_size
@@ -724,9 +715,7 @@ def verify_estargz(
     diff = hashlib.sha256()
     chunk_checks: list[tuple[str, int, int, int]] = []  # name, member offset, innerOffset, uncompressed pos
     toc_iter = iter(files)
-    pax: dict[str, bytes] = {}
-    long_name: str | None = None
-    long_link: str | None = None
+    meta = _tar.PendingMeta()
     n_files = n_chunks = 0
 
     def take(n: int) -> bytes:
@@ -751,16 +740,9 @@ def verify_estargz(
             break
         header = _tar.parse_header(block, where)
         if header.typeflag in _tar.META_TYPES:
-            body = take(header.padded_payload_size)[: header.size]
-            if header.typeflag == ord("x"):
-                pax.update(_tar.parse_pax(body, where))
-            elif header.typeflag == ord("L"):
-                long_name = body.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-            elif header.typeflag == ord("K"):
-                long_link = body.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            meta.absorb(header, take(header.padded_payload_size)[: header.size], where)
             continue
-        _tar.apply_meta(header, pax, long_name, long_link)
-        pax, long_name, long_link = {}, None, None
+        meta.apply_to(header)
         try:
             entry, chunks = next(toc_iter)
         except StopIteration:
