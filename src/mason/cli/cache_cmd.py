@@ -14,6 +14,8 @@ import re
 import sys
 from typing import Any
 
+from mason.cli._format import binary_size
+
 __all__ = ["register"]
 
 
@@ -33,17 +35,6 @@ def register(subparsers: Any) -> None:
     inspect.add_argument("--ca-file", help="extra CA certificates (PEM) to trust")
     inspect.add_argument("--records", action="store_true", help="also list key-only records")
     inspect.set_defaults(handler=_inspect)
-
-
-def _human(size: int | None) -> str:
-    if size is None:
-        return "?"
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 def _short(digest: str) -> str:
@@ -117,12 +108,12 @@ def _print_text(s: dict[str, Any], *, show_records: bool) -> None:
         out(f"Config:     {c['digest']} ({c['size']} bytes)\n")
     out(f"Written by: {s['writtenBy']}\n")
     out(f"Records:    {s['records']} ({s['recordsWithResults']} with results, {s['records'] - s['recordsWithResults']} key-only)\n")
-    out(f"Layers:     {len(s['layers'])} entries, {s['blobs']} blobs, {_human(s['totalSize'])} total\n\n")
+    out(f"Layers:     {len(s['layers'])} entries, {s['blobs']} blobs, {binary_size(s['totalSize'])} total\n\n")
     out(f"{'#':>3}  {'BLOB':<12}  {'SIZE':>10}  {'COMPRESSION':<12}  {'PARENT':>6}  DIFF ID\n")
     for layer in s["layers"]:
         parent = "-" if layer["parent"] == -1 else str(layer["parent"])
         diff = _short(layer["diffID"]) if layer["diffID"] else "-"
-        out(f"{layer['index']:>3}  {_short(layer['digest']):<12}  {_human(layer['size']):>10}  "
+        out(f"{layer['index']:>3}  {_short(layer['digest']):<12}  {binary_size(layer['size']):>10}  "
             f"{layer['compression']:<12}  {parent:>6}  {diff}\n")
     out("\nResults:\n")
     for r in s["results"]:
@@ -130,7 +121,7 @@ def _print_text(s: dict[str, Any], *, show_records: bool) -> None:
             out(f"  {_short(r['key'])}  unusable (blob descriptor or diff ID missing)\n")
             continue
         step = f"  {r['step']}" if r.get("step") else ""
-        out(f"  {_short(r['key'])}  {r['layers']} layers, {_human(r['size'])}, top {_short(r['top'])}{step}\n")
+        out(f"  {_short(r['key'])}  {r['layers']} layers, {binary_size(r['size'])}, top {_short(r['top'])}{step}\n")
     if show_records and s["keyOnly"]:
         out("\nKey-only records:\n")
         for r in s["keyOnly"]:

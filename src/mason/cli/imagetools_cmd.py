@@ -9,6 +9,8 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from mason.cli._format import binary_size
+
 if TYPE_CHECKING:
     from mason.registry.client import RegistryClient
     from mason.registry.copy import Endpoint
@@ -48,15 +50,6 @@ def _client(args: argparse.Namespace, max_workers: int = 4) -> RegistryClient:
         os.environ.get("DOCKER_CONFIG"), os.environ.get("REGISTRY_AUTH_FILE")
     )
     return RegistryClient(credentials, insecure_hosts=args.insecure, ca_file=args.ca_file, max_workers=max_workers)
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -116,7 +109,7 @@ def describe(client: RegistryClient, endpoint: Endpoint, raw: bytes, media_type:
         if cache_cfgs:
             lines.append("Kind:        BuildKit cache (index form)")
             layers = [e for e in entries if e.media_type != mt.BUILDKIT_CACHE_CONFIG]
-            lines.append(f"Layers:      {len(layers)}, {_human(sum(e.size for e in layers))} total")
+            lines.append(f"Layers:      {len(layers)}, {binary_size(sum(e.size for e in layers))} total")
             lines.extend(_layer_lines(layers))
             lines.append(f"Cache config: {cache_cfgs[0].digest} ({cache_cfgs[0].size} bytes)")
             lines.extend(_summarise_cache_config(_fetch_blob_json(client, endpoint, cache_cfgs[0])))
@@ -124,7 +117,7 @@ def describe(client: RegistryClient, endpoint: Endpoint, raw: bytes, media_type:
             lines.append(f"Kind:        index of {len(entries)} manifest(s)")
             lines.append("Manifests:")
             for e in entries:
-                lines.append(f"  - {e.digest}  {e.media_type}  {_human(e.size)}")
+                lines.append(f"  - {e.digest}  {e.media_type}  {binary_size(e.size)}")
                 if e.platform is not None:
                     lines.append(f"    Platform: {e.platform}")
                 for key, value in sorted(e.annotations.items()):
@@ -156,7 +149,7 @@ def describe(client: RegistryClient, endpoint: Endpoint, raw: bytes, media_type:
         lines.append(f"  History:    {len(history)} entries; diff_ids: {len(diff_ids)}")
         if "moby.buildkit.cache.v0" in cfg:
             lines.append("  Inline cache: present (moby.buildkit.cache.v0)")
-    lines.append(f"Layers:      {len(layers)}, {_human(sum(e.size for e in layers))} total")
+    lines.append(f"Layers:      {len(layers)}, {binary_size(sum(e.size for e in layers))} total")
     lines.extend(_layer_lines(layers))
     for key, value in sorted((doc.get("annotations") or {}).items()):
         lines.append(f"Annotation:  {key}={value}")
@@ -166,7 +159,7 @@ def describe(client: RegistryClient, endpoint: Endpoint, raw: bytes, media_type:
 def _layer_lines(layers: list[Any]) -> list[str]:
     out = []
     for i, layer in enumerate(layers, 1):
-        out.append(f"  {i:>3}. {layer.digest}  {_human(layer.size):>10}  {layer.media_type}")
+        out.append(f"  {i:>3}. {layer.digest}  {binary_size(layer.size):>10}  {layer.media_type}")
     return out
 
 
@@ -181,6 +174,6 @@ def _copy(args: argparse.Namespace) -> int:
     print(
         f"copied {src} -> {dst}: {stats.root.digest}\n"
         f"  manifests: {stats.manifests}, blobs uploaded: {stats.blobs_uploaded} "
-        f"({_human(stats.bytes_uploaded)}), mounted: {stats.blobs_mounted}, already there: {stats.blobs_existing}"
+        f"({binary_size(stats.bytes_uploaded)}), mounted: {stats.blobs_mounted}, already there: {stats.blobs_existing}"
     )
     return 0
