@@ -7,12 +7,16 @@ sha256 and sha512 are accepted, as in the OCI image spec.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
-from collections.abc import Iterable, Iterator
-from typing import IO, Any, BinaryIO, NewType
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, NewType
 
 from mason.errors import DiagnosticError, DigestMismatchError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 __all__ = [
     "Digest",
@@ -120,55 +124,85 @@ def _mismatch(what: str, expected: Digest, got: str, size: int, expected_size: i
     )
 
 
-class VerifyingReader:
+class _Tally:
+    """Hashes and counts bytes as they pass; fails as soon as they run past ``expected_size``
+    and, at ``finish``, unless digest and size both match."""
+
+    def __init__(self, expected: Digest, expected_size: int | None, what: str) -> None:
+        self.expected = expected
+        self.expected_size = expected_size
+        self.what = what
+        self.hasher = hasher_for(expected)
+        self.size = 0
+
+    def add(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.expected_size is not None and self.size > self.expected_size:
+            _mismatch(self.what, self.expected, "more data than announced", self.size, self.expected_size)
+        self.hasher.update(data)
+
+    def finish(self) -> None:
+        got = f"{self.expected.split(':', 1)[0]}:{self.hasher.hexdigest()}"
+        if got != self.expected or (self.expected_size is not None and self.size != self.expected_size):
+            _mismatch(self.what, self.expected, got, self.size, self.expected_size)
+
+
+class VerifyingReader(io.RawIOBase):
     """Wraps a binary stream; raises ``DigestMismatchError`` at end of stream when
     the bytes read do not have ``expected`` digest or ``expected_size`` length.
 
     Reading past ``expected_size`` fails at once, so a hostile source cannot
-    stream forever.
+    stream forever. It is a raw stream (``readinto``), so ``io.BufferedReader`` and the
+    decompressors can sit on it directly. ``on_mismatch`` sees the error before it is
+    raised (a content store deletes the bad file there).
     """
 
     def __init__(
         self,
-        stream: IO[bytes],
+        stream: IO[bytes] | io.RawIOBase,
         expected: Digest,
         expected_size: int | None = None,
         *,
         what: str = "blob",
+        on_mismatch: Callable[[DigestMismatchError], None] | None = None,
     ) -> None:
+        super().__init__()
         self._stream = stream
-        self._expected = expected
-        self._expected_size = expected_size
-        self._hasher = hasher_for(expected)
-        self._size = 0
-        self._what = what
+        self._tally = _Tally(expected, expected_size, what)
+        self._on_mismatch = on_mismatch
         self._done = False
 
-    def read(self, n: int = -1) -> bytes:
-        data = self._stream.read(n)
-        if data:
-            self._size += len(data)
-            self._hasher.update(data)
-            if self._expected_size is not None and self._size > self._expected_size:
-                _mismatch(self._what, self._expected, "more data than announced", self._size, self._expected_size)
-        elif not self._done:
-            self._done = True
-            self.verify()
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int | None = -1) -> bytes:
+        data = self._stream.read(-1 if n is None else n) or b""
+        try:
+            if data:
+                self._tally.add(data)
+            elif not self._done:
+                self._done = True
+                self._tally.finish()
+        except DigestMismatchError as exc:
+            if self._on_mismatch is not None:
+                self._on_mismatch(exc)
+            raise
         return data
 
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
     def verify(self) -> None:
-        got = f"{self._expected.split(':', 1)[0]}:{self._hasher.hexdigest()}"
-        if (self._expected_size is not None and self._size != self._expected_size) or got != self._expected:
-            _mismatch(self._what, self._expected, got, self._size, self._expected_size)
+        """Check what was read so far as the whole content (for callers that stop at the size)."""
+        self._tally.finish()
 
     def close(self) -> None:
-        self._stream.close()
-
-    def __enter__(self) -> VerifyingReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        if not self.closed:
+            self._stream.close()
+        super().close()
 
 
 def verify_chunks(
@@ -179,14 +213,8 @@ def verify_chunks(
     what: str = "blob",
 ) -> Iterator[bytes]:
     """Pass ``chunks`` through, verifying digest and size when they end."""
-    hasher = hasher_for(expected)
-    size = 0
+    tally = _Tally(expected, expected_size, what)
     for chunk in chunks:
-        size += len(chunk)
-        if expected_size is not None and size > expected_size:
-            _mismatch(what, expected, "more data than announced", size, expected_size)
-        hasher.update(chunk)
+        tally.add(chunk)
         yield chunk
-    got = f"{expected.split(':', 1)[0]}:{hasher.hexdigest()}"
-    if got != expected or (expected_size is not None and size != expected_size):
-        _mismatch(what, expected, got, size, expected_size)
+    tally.finish()

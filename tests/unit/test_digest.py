@@ -81,3 +81,17 @@ def test_hashing_writer_without_inner_only_hashes_and_supports_sha512() -> None:
     assert parse_digest(w.digest) == w.digest
     with pytest.raises(Exception, match="unsupported digest algorithm"):
         HashingWriter(None, "md5")
+
+
+def test_verifying_reader_is_a_raw_stream_for_buffered_readers() -> None:
+    data = bytes(range(256)) * 300
+    buffered = io.BufferedReader(VerifyingReader(io.BytesIO(data), sha256_bytes(data), len(data)), 4096)
+    assert buffered.read() == data
+
+
+def test_verifying_reader_reports_a_mismatch_before_raising() -> None:
+    seen: list[DigestMismatchError] = []
+    reader = VerifyingReader(io.BytesIO(b"evil"), sha256_bytes(b"good"), 4, on_mismatch=seen.append)
+    with pytest.raises(DigestMismatchError):
+        io.BufferedReader(reader).read()
+    assert len(seen) == 1 and sha256_bytes(b"good") in str(seen[0])

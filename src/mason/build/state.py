@@ -136,32 +136,6 @@ def human_size(n: int) -> str:
     raise AssertionError("unreachable")
 
 
-class _RawVerifying(io.RawIOBase):
-    """A VerifyingReader as a raw stream (readinto), so it can be buffered and decompressed."""
-
-    def __init__(self, reader: VerifyingReader, on_corrupt: Callable[[DigestMismatchError], None]) -> None:
-        self._reader = reader
-        self._on_corrupt = on_corrupt
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        try:
-            data = self._reader.read(len(buffer))
-        except DigestMismatchError as exc:
-            self._on_corrupt(exc)
-            raise
-        n = len(data)
-        buffer[:n] = data
-        return n
-
-    def close(self) -> None:
-        if not self.closed:
-            self._reader.close()
-        super().close()
-
-
 class ContentStore:
     """Blobs by digest under ``blobs/``. Writes are atomic and idempotent: a return
     without error means the content is stored at that digest (not necessarily by this call)."""
@@ -186,8 +160,8 @@ class ContentStore:
             f = open(self.path(digest), "rb")  # noqa: SIM115 - handed to the reader
         except FileNotFoundError:
             raise StateError(f"blob {digest} is not in the content store", reference="blob-missing") from None
-        raw = _RawVerifying(VerifyingReader(f, digest, size, what=f"local blob {digest}"),
-                            lambda exc: self._corrupt(digest, exc))
+        raw = VerifyingReader(f, digest, size, what=f"local blob {digest}",
+                              on_mismatch=lambda exc: self._corrupt(digest, exc))
         return io.BufferedReader(raw, _CHUNK)
 
     def _corrupt(self, digest: Digest, exc: DigestMismatchError) -> None:

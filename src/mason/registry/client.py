@@ -181,25 +181,6 @@ class _ResumingBlobStream(io.RawIOBase):
         super().close()
 
 
-class _VerifiedStream(io.RawIOBase):
-    """Adapts ``VerifyingReader`` to a raw stream, so it can sit under ``BufferedReader``."""
-
-    def __init__(self, reader: VerifyingReader) -> None:
-        self._reader = reader
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self._reader.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        self._reader.close()
-        super().close()
-
-
 class RegistryClient:
     """Talks to any number of registries; thread-safe (transfers run in parallel)."""
 
@@ -384,8 +365,8 @@ class RegistryClient:
     def open_blob_stream(self, ref: Reference, desc: Descriptor) -> BinaryIO:
         """Like ``open_blob`` but the caller closes the stream (for upload openers)."""
         raw = _ResumingBlobStream(self, ref, desc)
-        verifying = VerifyingReader(raw, desc.digest, desc.size, what=f"blob {desc.digest} from {ref.repository_ref}")  # type: ignore[arg-type]
-        return io.BufferedReader(_VerifiedStream(verifying), buffer_size=_CHUNK)
+        verifying = VerifyingReader(raw, desc.digest, desc.size, what=f"blob {desc.digest} from {ref.repository_ref}")
+        return io.BufferedReader(verifying, buffer_size=_CHUNK)
 
     @contextlib.contextmanager
     def open_blob(self, ref: Reference, desc: Descriptor) -> Iterator[BinaryIO]:
