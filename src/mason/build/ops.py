@@ -236,6 +236,7 @@ class ExecOp:
             return _commit_step(self.env, mounted, base)
 
     def _run(self, ctx: ExecContext, inputs: Sequence[StepResult], stack: contextlib.ExitStack, rootfs: Path) -> None:
+        from mason.build.secrets import secret_file
         from mason.executor import BindMount, CacheMount, ExecSpec, SecretMount, TmpfsMount
 
         env = self.env
@@ -274,10 +275,9 @@ class ExecOp:
                                          context=env.location(self.lines),
                                          hint=f"pass --secret id={m.secret_id},src=FILE")
                     continue
-                sf = scratch / f"secret-{hashlib.sha256(m.secret_id.encode()).hexdigest()[:12]}"
-                sf.write_bytes(secret)
-                os.chmod(sf, m.mode if m.mode is not None else 0o400)
-                os.chown(sf, m.uid or 0, m.gid or 0)
+                # on tmpfs, never on disk under $MASON_ROOT: see mason.build.secrets
+                sf = stack.enter_context(secret_file(secret, mode=m.mode if m.mode is not None else 0o400,
+                                                     uid=m.uid or 0, gid=m.gid or 0))
                 target = m.target or f"/run/secrets/{m.secret_id}"
                 mounts.append(SecretMount(sf, target))
         spec = ExecSpec(rootfs=rootfs, args=self.args, env=self.environ, cwd=self.cwd,

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
+from mason.build.secrets import remove_orphaned_secrets
 from mason.digest import Digest, HashingWriter, VerifyingReader, parse_digest
 from mason.errors import DiagnosticError, DigestMismatchError
 from mason.oci.atomic import fsync_dir
@@ -504,6 +505,8 @@ class StateRoot:
             raise StateError(f"cannot use state directory {self.path}: {reason}",
                              context=[f"path: {exc.filename}"] if exc.filename else [],
                              hint="set MASON_ROOT to a writable directory") from exc
+        # a killed build's secrets on tmpfs: their process is gone, whoever else holds the root
+        remove_orphaned_secrets()
         # Opportunistic cleanup: if nobody else holds the root, leftovers of a killed
         # process (temp files) are garbage.
         try:
