@@ -44,7 +44,8 @@ from mason.compression.gzip import GzipWriter
 
 _REPO = Path(__file__).resolve().parents[1]
 
-_BASE = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "compression" / "estargz" / "blobs" / "sha256"
+# the busybox base layer BuildKit exported (tests/data/compression/README.md)
+_BASE = _REPO / "tests" / "data" / "compression" / "estargz" / "blobs" / "sha256"
 _BUSYBOX = _BASE / "d4d85e2edd83196bacd4264b08fa24335edfa7bb93f2bb27220cc111b78133fe"
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from tests.support.registry_server import RegistryServer, count_blob_gets, count_requests
+from tests.support.testdata import TESTDATA
 from tests.unit.cache.cache_fakes import FakeBlobStore, key
 
 from mason.cache import export_cache, load_cache_source
@@ -23,8 +24,6 @@ from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, Descriptor
 from mason.oci.reference import Reference
 from mason.registry.auth import Credentials, CredentialStore
 from mason.registry.client import RegistryClient
-
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata"
 
 
 def _clock() -> object:
@@ -200,9 +199,7 @@ def test_local_round_trip_is_a_valid_layout(tmp_path: Path) -> None:
 def test_cache_inspect_reads_buildkit_documents(
     registry: RegistryServer, index_file: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    docs = SHARED / "registry-documents"
-    if not docs.is_dir():
-        pytest.fail(f"shared test data missing at {docs}")
+    docs = TESTDATA / "registry-documents"
     raw = (docs / index_file).read_bytes()
     index = json.loads(raw)
     repo = "cache/inspect-" + sha256_bytes(index_file.encode())[7:19]

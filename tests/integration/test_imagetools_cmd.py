@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from tests.support.registry_server import RegistryServer, count_blob_gets, count_requests
+from tests.support.testdata import TESTDATA
 
 from mason.cli.main import main
 from mason.digest import sha256_bytes
@@ -20,7 +21,7 @@ from mason.oci.descriptor import Descriptor
 from mason.oci.reference import Reference
 from mason.registry.client import RegistryClient
 
-DOCUMENTS = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "registry-documents"
+DOCUMENTS = TESTDATA / "registry-documents"
 
 
 @pytest.fixture(autouse=True)

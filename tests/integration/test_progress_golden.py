@@ -1,5 +1,5 @@
 """mason's ``--progress=plain`` has BuildKit's shape: the same vertices with the same statuses as
-BuildKit v0.11.6 printed for the same Dockerfile (``shared/testdata/progress``), cold and warm
+BuildKit v0.11.6 printed for the same Dockerfile (``tests/data/progress``), cold and warm
 from a registry cache, modulo digests, timings, ports and the order BuildKit itself does not fix.
 """
 
@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 from tests.support.registry_server import RegistryServer
+from tests.support.testdata import TESTDATA
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "testdata"
-GOLDEN = SHARED / "progress"
-CONTEXT = SHARED / "registry-documents" / "context"
+GOLDEN = TESTDATA / "progress"
+CONTEXT = TESTDATA / "registry-documents" / "context"
 
 _HEADER = re.compile(r"^#(\d+) (.+)$")
 _STATUS = re.compile(r"^#(\d+) (CACHED|DONE \d+\.\ds|ERROR: .*|CANCELED)$")

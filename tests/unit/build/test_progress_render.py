@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import json
 import re
-from pathlib import Path
+
+from tests.support.testdata import TESTDATA
 
 from mason.cli.progress_render import PlainRenderer, RawJsonRenderer, make_renderer
 from mason.progress import Event
 
-TESTDATA = Path(__file__).resolve().parents[3].parent / "shared" / "testdata" / "progress"
+PROGRESS = TESTDATA / "progress"
 
 _LINE = re.compile(r"^(#\d+ (CACHED|DONE \d+\.\ds|ERROR: .*|\d+\.\d{3} .*|.+))?$")
 
@@ -125,7 +126,7 @@ def test_cache_source_line_is_an_ordinary_status_line() -> None:
 def test_buildkit_reference_output_lines_have_the_same_shape() -> None:
     """Every line of BuildKit's captured output fits the grammar our renderer writes."""
     for name in ("buildkit-cold.txt", "buildkit-warm.txt"):
-        for line in (TESTDATA / name).read_text().splitlines():
+        for line in (PROGRESS / name).read_text().splitlines():
             if line.startswith(("------", " > ")):
                 continue  # the error summary block, printed by the command, not the renderer
             assert _LINE.match(line), line

@@ -10,7 +10,6 @@ import io
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import BinaryIO, Literal
 
 import zstandard
@@ -21,8 +20,6 @@ from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, Descriptor
 from mason.oci.manifest import ImageIndex, ImageManifest, parse_manifest
 from mason.oci.reference import Reference
 from mason.registry.errors import RegistryError, RegistryNotFoundError
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 class FakeRegistry:

@@ -5,15 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.unit.cache.cache_fakes import REPO_ROOT, FakeBlobStore, FakeRegistry
+from tests.support.testdata import TESTDATA
+from tests.unit.cache.cache_fakes import FakeBlobStore, FakeRegistry
 
 
 @pytest.fixture(scope="session")
-def shared_testdata() -> Path:
-    path = (REPO_ROOT / ".." / "shared" / "testdata").resolve()
-    if not path.is_dir():
-        pytest.fail(f"shared test data missing: expected {path} (../shared next to the repo root)")
-    return path
+def testdata() -> Path:
+    """``tests/data``: BuildKit's cache exports and registry documents (see its README)."""
+    return TESTDATA
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Every BuildKit cache document in the shared test data is read without error."""
+"""Every BuildKit cache document in the test data (``tests/data``) is read without error."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ from mason.oci.reference import Reference
 COMPRESSION_DIRS = ["zstd", "zstd-docker", "zstd-oci-force", "estargz", "estargz-docker", "estargz-oci-force"]
 
 
-def _load_registry_documents(shared: Path) -> FakeRegistry:
+def _load_registry_documents(data: Path) -> FakeRegistry:
     """Serve the captured documents from a fake registry as distribution served them."""
     fake = FakeRegistry()
-    docs = shared / "registry-documents"
+    docs = data / "registry-documents"
     with open(docs / "INDEX.tsv") as f:
         for row in csv.DictReader(f, delimiter="\t"):
             raw = (docs / row["file"]).read_bytes()
@@ -44,13 +44,13 @@ def _load_registry_documents(shared: Path) -> FakeRegistry:
         ("cache/bk-min", "buildkit-v0.11.6-cacheconfig-mode-min.json", 5),
     ],
 )
-def test_registry_index_form_from_buildkit(shared_testdata: Path, repo: str, config_file: str, n_layers: int) -> None:
-    fake = _load_registry_documents(shared_testdata)
+def test_registry_index_form_from_buildkit(testdata: Path, repo: str, config_file: str, n_layers: int) -> None:
+    fake = _load_registry_documents(testdata)
     ref = Reference.parse(f"127.0.0.1:5000/{repo}:latest")
     source = load_registry_cache(fake, ref)
     assert source.warning is None
     assert source.form == "index"
-    config = parse_cache_config((shared_testdata / "registry-documents" / config_file).read_bytes())
+    config = parse_cache_config((testdata / "registry-documents" / config_file).read_bytes())
     assert source.config == config
     assert len(source.descriptors) == n_layers
     # only the manifest and the config were read: no layer blob
@@ -68,9 +68,9 @@ def test_registry_index_form_from_buildkit(shared_testdata: Path, repo: str, con
     assert all(source.lookup(r.digest) is None for r in config.records if not r.has_result)
 
 
-def test_registry_warm_reexport_has_same_records(shared_testdata: Path) -> None:
-    fake = _load_registry_documents(shared_testdata)
-    docs = shared_testdata / "registry-documents"
+def test_registry_warm_reexport_has_same_records(testdata: Path) -> None:
+    fake = _load_registry_documents(testdata)
+    docs = testdata / "registry-documents"
     warm = (docs / "buildkit-v0.11.6-cache-mode-max-index.warm-reexport.json").read_bytes()
     fake.manifests["cache/bk"]["warm"] = (warm, mt.OCI_INDEX)
     cold_source = load_registry_cache(fake, Reference.parse("127.0.0.1:5000/cache/bk:latest"))
@@ -89,23 +89,23 @@ def test_registry_warm_reexport_has_same_records(shared_testdata: Path) -> None:
         ("cache/none", "latest", "manifest unknown"),
     ],
 )
-def test_non_caches_give_a_warning_not_an_error(shared_testdata: Path, repo: str, tag: str, fragment: str) -> None:
-    fake = _load_registry_documents(shared_testdata)
+def test_non_caches_give_a_warning_not_an_error(testdata: Path, repo: str, tag: str, fragment: str) -> None:
+    fake = _load_registry_documents(testdata)
     source = load_registry_cache(fake, Reference.parse(f"127.0.0.1:5000/{repo}:{tag}"))
     assert source.warning is not None and fragment in source.warning
     assert source.lookup(next(iter(source.descriptors), "sha256:" + "0" * 64)) is None
 
 
 @pytest.mark.parametrize("name", COMPRESSION_DIRS)
-def test_local_layouts_from_buildkit(shared_testdata: Path, name: str) -> None:
-    root = shared_testdata / "compression" / name
+def test_local_layouts_from_buildkit(testdata: Path, name: str) -> None:
+    root = testdata / "compression" / name
     [options] = parse_cache_from(f"type=local,src={root}")
     source = load_local_cache(options)
     assert source.warning is None, source.warning
     assert source.form == "index"
     assert (len(source.config.layers), len(source.config.records), len(source.descriptors)) == (8, 11, 8)
     facts = {}
-    with open(shared_testdata / "compression" / "INDEX.tsv") as f:
+    with open(testdata / "compression" / "INDEX.tsv") as f:
         for row in csv.DictReader(f, delimiter="\t"):
             if row["layout"] == name and row["role"].startswith("layer:"):
                 facts[row["digest"]] = row
@@ -126,8 +126,8 @@ def test_local_layouts_from_buildkit(shared_testdata: Path, name: str) -> None:
     assert sha256_bytes(data) == top.digest
 
 
-def test_local_import_by_digest_and_missing_tag(shared_testdata: Path) -> None:
-    root = shared_testdata / "compression" / "zstd"
+def test_local_import_by_digest_and_missing_tag(testdata: Path) -> None:
+    root = testdata / "compression" / "zstd"
     index = json.loads((root / "index.json").read_bytes())
     digest = index["manifests"][0]["digest"]
     [by_digest] = parse_cache_from(f"type=local,src={root},digest={digest}")

@@ -22,17 +22,17 @@ from mason.cache.format import (
 from mason.digest import Digest
 
 
-def _buildkit_configs(shared: Path) -> list[Path]:
-    found = sorted(shared.glob("registry-documents/*cacheconfig*.json"))
-    for index in sorted(shared.glob("compression/*/index.json")):
+def _buildkit_configs(data: Path) -> list[Path]:
+    found = sorted(data.glob("registry-documents/*cacheconfig*.json"))
+    for index in sorted(data.glob("compression/*/index.json")):
         for blob in sorted((index.parent / "blobs" / "sha256").iterdir()):
             if blob.read_bytes()[:10] == b'{"layers":':
                 found.append(blob)
     return found
 
 
-def test_every_buildkit_config_parses_and_reserialises_byte_for_byte(shared_testdata: Path) -> None:
-    paths = _buildkit_configs(shared_testdata)
+def test_every_buildkit_config_parses_and_reserialises_byte_for_byte(testdata: Path) -> None:
+    paths = _buildkit_configs(testdata)
     assert len(paths) >= 9
     for path in paths:
         raw = path.read_bytes()
@@ -43,8 +43,8 @@ def test_every_buildkit_config_parses_and_reserialises_byte_for_byte(shared_test
         assert serialize_cache_config(normalize_cache_config(config)) == raw, path
 
 
-def test_buildkit_max_config_facts(shared_testdata: Path) -> None:
-    raw = (shared_testdata / "registry-documents/buildkit-v0.11.6-cacheconfig-mode-max.cold.json").read_bytes()
+def test_buildkit_max_config_facts(testdata: Path) -> None:
+    raw = (testdata / "registry-documents/buildkit-v0.11.6-cacheconfig-mode-max.cold.json").read_bytes()
     config = parse_cache_config(raw)
     doc = json.loads(raw)
     assert (len(config.layers), len(config.records)) == (10, 14)

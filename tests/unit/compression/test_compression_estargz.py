@@ -12,6 +12,7 @@ import tarfile
 import zlib
 
 import pytest
+from tests.support.testdata import TESTDATA
 
 from mason.compression import (
     CompressionError,
@@ -33,16 +34,16 @@ from mason.compression.estargz import (
 )
 from mason.compression.gzip import GZIP_ENGINES, gzip_member
 
-TESTDATA = pathlib.Path(__file__).resolve().parents[3].parent / "shared" / "testdata" / "compression"
+COMPRESSION = TESTDATA / "compression"
 
 
 def _rows() -> list[dict[str, str]]:
-    with open(TESTDATA / "INDEX.tsv", newline="") as f:
+    with open(COMPRESSION / "INDEX.tsv", newline="") as f:
         return [r for r in csv.DictReader(f, delimiter="\t") if r["toc.digest"]]
 
 
 def _blob(row: dict[str, str]) -> pathlib.Path:
-    return TESTDATA / row["layout"] / "blobs" / "sha256" / row["digest"].split(":", 1)[1]
+    return COMPRESSION / row["layout"] / "blobs" / "sha256" / row["digest"].split(":", 1)[1]
 
 
 ROWS = _rows()
@@ -74,7 +75,7 @@ def test_accepts_every_buildkit_estargz_blob(row: dict[str, str]) -> None:
 def test_converted_base_layer_rebuilds_the_original_tar() -> None:
     # The force-converted base keeps the gzip layer's tar exactly (BuildKit's lossless mode).
     row = next(r for r in ROWS if r["layout"] == "estargz-oci-force" and r["role"] == "layer:base")
-    with open(TESTDATA / "INDEX.tsv", newline="") as f:
+    with open(COMPRESSION / "INDEX.tsv", newline="") as f:
         gzip_row = next(
             r for r in csv.DictReader(f, delimiter="\t") if r["layout"] == "estargz" and r["role"] == "layer:base"
         )

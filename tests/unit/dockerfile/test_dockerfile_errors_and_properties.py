@@ -4,11 +4,11 @@ whatever the input, the only exception the frontend raises is DockerfileError.""
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.support.testdata import TESTDATA
 
 from mason.dockerfile import (
     DockerfileError,
@@ -21,7 +21,7 @@ from mason.dockerfile import (
 from mason.dockerfile.render import TEST_ENV
 from mason.errors import DiagnosticError
 
-GOLDEN = Path(__file__).resolve().parents[3].parent / "shared" / "testdata" / "dockerfile"
+GOLDEN = TESTDATA / "dockerfile"
 CORPUS = sorted((p / "Dockerfile").read_bytes() for p in GOLDEN.iterdir() if p.is_dir()) if GOLDEN.is_dir() else []
 
 

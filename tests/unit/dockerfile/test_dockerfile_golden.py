@@ -4,16 +4,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.testdata import TESTDATA
 
 from mason.cli.main import main
 from mason.dockerfile import render_debug
 
-# CI clones the repository next to a copy of shared/: <clone>/../shared
-GOLDEN = Path(__file__).resolve().parents[3].parent / "shared" / "testdata" / "dockerfile"
+GOLDEN = TESTDATA / "dockerfile"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if p.is_dir()) if GOLDEN.is_dir() else []
 
 NODE_FIELDS = (
@@ -23,7 +22,7 @@ NODE_FIELDS = (
 
 
 def test_golden_data_present() -> None:
-    assert GOLDEN.is_dir(), f"golden data missing: {GOLDEN} (expected ../shared next to the repo)"
+    assert GOLDEN.is_dir(), f"golden data missing: {GOLDEN}"
     assert len(CASES) >= 100
 
 

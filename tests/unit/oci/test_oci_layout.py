@@ -7,6 +7,7 @@ import pathlib
 import shutil
 
 import pytest
+from tests.support.testdata import TESTDATA
 
 from mason.digest import sha256_bytes
 from mason.errors import DigestMismatchError
@@ -17,7 +18,7 @@ from mason.oci.errors import LayoutError
 from mason.oci.layout import OCILayout
 from mason.oci.manifest import build_manifest, parse_manifest
 
-TESTDATA = pathlib.Path(__file__).resolve().parents[3].parent / "shared" / "testdata" / "compression"
+COMPRESSION = TESTDATA / "compression"
 
 
 def _files(path: pathlib.Path) -> set[str]:
@@ -133,7 +134,7 @@ def test_blob_write_failure_leaves_no_partial_blob(tmp_path: pathlib.Path) -> No
 
 def test_reads_buildkit_layout_without_oci_layout_file(tmp_path: pathlib.Path) -> None:
     copy = tmp_path / "estargz"
-    shutil.copytree(TESTDATA / "estargz", copy)
+    shutil.copytree(COMPRESSION / "estargz", copy)
     assert not (copy / "oci-layout").exists()
     layout = OCILayout.open(str(copy))
     top = layout.resolve("latest")

@@ -4,6 +4,7 @@ import json
 import pathlib
 
 import pytest
+from tests.support.testdata import TESTDATA
 
 from mason.digest import sha256_bytes
 from mason.oci import mediatypes as mt
@@ -19,8 +20,8 @@ from mason.oci.manifest import (
 )
 from mason.oci.platform import Platform, host_platform
 
-DOCS = pathlib.Path(__file__).resolve().parents[3].parent / "shared" / "testdata" / "registry-documents"
-COMPRESSION = pathlib.Path(__file__).resolve().parents[3].parent / "shared" / "testdata" / "compression"
+DOCS = TESTDATA / "registry-documents"
+COMPRESSION = TESTDATA / "compression"
 
 
 def _desc(data: bytes, media_type: str, **kw: object) -> Descriptor:
