@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mason.errors import BuildError
+from mason.fsroot import FsRoot, PathOutsideError, clean_path
 
 __all__ = [
     "ContextEntry",
@@ -110,72 +111,73 @@ class Source:
     is_dir: bool
 
 
-def _resolve_in(root: Path, rel: str, _depth: int = 0) -> Path:
-    """``rel`` under ``root``, resolving symlinks as if ``root`` were ``/`` (never leaving it)."""
-    if _depth > 40:
-        raise BuildError(f"too many levels of symbolic links resolving {rel}", reference="copy-failed")
-    cur = root
-    parts = [p for p in rel.split("/") if p not in ("", ".")]
-    for i, part in enumerate(parts):
-        if part == "..":
-            cur = cur.parent if cur != root else root
-            continue
-        nxt = cur / part
-        if nxt.is_symlink():
-            target = os.readlink(nxt)
-            here = "" if target.startswith("/") else os.path.relpath(cur, root)
-            joined = os.path.normpath(os.path.join("/", here, target, *parts[i + 1:]))
-            return _resolve_in(root, joined, _depth + 1)
-        cur = nxt
-    return cur
+def _in_root(root: Path, what: str) -> FsRoot:
+    try:
+        return FsRoot(root)
+    except OSError as exc:
+        raise BuildError(f"cannot open the {what} at {root}: {exc.strerror}", reference="copy-failed") from exc
+
+
+def _resolved_source(fs: FsRoot, rel: str, pattern: str, what: str, *, ignored: bool) -> Source:
+    """One source, a top-level symlink followed inside the root (as BuildKit's copy does)."""
+    try:
+        res = fs.resolve(rel)
+    except PathOutsideError as exc:
+        raise BuildError(exc.message, reference="source-missing", context=[f"{pattern} in the {what}"]) from None
+    if not res.exists or ignored:
+        raise BuildError(f"failed to compute cache key: \"/{rel}\": not found",
+                         reference="source-missing",
+                         context=[f"{pattern} is not in the {what}" + (" (or excluded by .dockerignore)"
+                                                                       if what == "build context" else "")])
+    return Source(fs.path.joinpath(*res.parts), rel, res.is_dir)
 
 
 def select_sources(root: Path, patterns: Sequence[str], ignore: DockerIgnore | None,
                    *, what: str = "build context") -> list[Source]:
-    """Expand COPY source patterns against ``root``. A pattern matching nothing is an error
-    (unless it has a wildcard, in which case Docker also fails: "no source files were specified")."""
+    """Expand COPY source patterns against ``root``, every path resolved inside it
+    (``mason.fsroot``). A pattern matching nothing is an error (unless it has a wildcard,
+    in which case Docker also fails: "no source files were specified")."""
     out: list[Source] = []
-    for pattern in patterns:
-        norm = os.path.normpath(pattern).lstrip("/")
-        if norm.startswith(".."):
-            norm = os.path.normpath("/" + norm).lstrip("/")
-        if norm in ("", "."):
-            out.append(Source(root, ".", True))
-            continue
-        if _has_wildcard(norm):
-            matches = _glob(root, norm.split("/"), "", ignore)
-            if not matches:
-                raise BuildError(f"no source files were specified: {pattern} matched nothing in the {what}",
-                                 reference="source-missing")
-            out.extend(matches)
-            continue
-        p = _resolve_in(root, norm)
-        if not os.path.lexists(p) or (ignore is not None and ignore.ignored(norm) and not ignore.has_exceptions):
-            raise BuildError(f"failed to compute cache key: \"/{norm}\": not found",
-                             reference="source-missing",
-                             context=[f"{pattern} is not in the {what}" + (" (or excluded by .dockerignore)" if ignore else "")])
-        out.append(Source(p, norm, p.is_dir()))
+    with _in_root(root, what) as fs:
+        for pattern in patterns:
+            norm = clean_path(pattern).lstrip("/")
+            if norm == "":
+                out.append(Source(root, ".", True))
+                continue
+            if _has_wildcard(norm):
+                matches = _glob(fs, norm.split("/"), "", ignore)
+                if not matches:
+                    raise BuildError(f"no source files were specified: {pattern} matched nothing in the {what}",
+                                     reference="source-missing")
+                out.extend(_resolved_source(fs, rel, pattern, what, ignored=False) for rel in matches)
+                continue
+            ignored = ignore is not None and ignore.ignored(norm) and not ignore.has_exceptions
+            out.append(_resolved_source(fs, norm, pattern, what, ignored=ignored))
     return out
 
 
-def _glob(root: Path, parts: list[str], prefix: str, ignore: DockerIgnore | None) -> list[Source]:
+def _glob(fs: FsRoot, parts: list[str], prefix: str, ignore: DockerIgnore | None) -> list[str]:
+    """The names under ``fs`` matching ``parts``; directories on the way are resolved
+    inside the root, so a symlinked directory never lists the host."""
     head, rest = parts[0], parts[1:]
-    base = root / prefix if prefix else root
-    if not base.is_dir():
+    try:
+        base = fs.resolve(prefix)
+    except PathOutsideError:
         return []
-    result: list[Source] = []
-    names = sorted(os.listdir(base)) if _has_wildcard(head) else ([head] if os.path.lexists(base / head) else [])
+    if not base.is_dir:
+        return []
+    base_path = fs.path.joinpath(*base.parts)
+    if _has_wildcard(head):
+        pattern = _compile(head)
+        names = [n for n in sorted(os.listdir(base_path)) if pattern.match(n)]
+    else:
+        names = [head] if os.path.lexists(base_path / head) else []
+    result: list[str] = []
     for name in names:
-        if _has_wildcard(head) and not _compile(head).match(name):
-            continue
         rel = f"{prefix}/{name}" if prefix else name
         if ignore is not None and ignore.ignored(rel):
             continue
-        p = root / rel
-        if rest:
-            result.extend(_glob(root, rest, rel, ignore))
-        else:
-            result.append(Source(p, rel, p.is_dir()))
+        result.extend(_glob(fs, rest, rel, ignore) if rest else [rel])
     return result
 
 
@@ -274,21 +276,14 @@ def _apply_meta(path: str, opts: CopyOptions, st: os.stat_result, is_link: bool)
 
 
 def _mkdirs(rootfs: Path, rel_dir: str, opts: CopyOptions) -> Path:
-    """Create the directories of ``rel_dir`` inside ``rootfs`` (never through a symlink that leaves it)."""
-    cur = rootfs
-    for part in [p for p in rel_dir.split("/") if p]:
-        nxt = cur / part
-        if nxt.is_symlink():
-            nxt = _resolve_in(rootfs, os.path.relpath(nxt, rootfs))
-        if not nxt.exists():
-            nxt.mkdir(mode=0o755)
-            os.chmod(nxt, 0o755)
-            os.lchown(nxt, opts.uid or 0, opts.gid or 0)
-        elif not nxt.is_dir():
-            raise BuildError(f"cannot copy to {rel_dir}: {os.path.relpath(nxt, rootfs)} is not a directory",
-                             reference="copy-failed")
-        cur = nxt
-    return cur
+    """Create the directories of ``rel_dir`` inside ``rootfs`` (symlinks on the way followed
+    inside it, never out of it); new ones are 0755 and owned by the copy's owner."""
+    try:
+        with _in_root(rootfs, "destination") as fs:
+            return fs.mkdirs(rel_dir, mode=0o755, uid=opts.uid or 0, gid=opts.gid or 0)[0]
+    except (NotADirectoryError, PathOutsideError) as exc:
+        reason = exc.message if isinstance(exc, PathOutsideError) else exc.strerror
+        raise BuildError(f"cannot copy to {rel_dir}: {reason}", reference="copy-failed") from None
 
 
 def _copy_entry(src: Path, dst: Path, opts: CopyOptions, links: dict[tuple[int, int], Path] | None = None) -> None:
@@ -322,10 +317,8 @@ def copy_sources(sources: Sequence[Source], rootfs: Path, dest: str, opts: CopyO
                  ignore: DockerIgnore | None, *, dest_is_dir_hint: bool) -> None:
     """Docker's COPY: a directory copies its contents; a destination ending in ``/`` (or several
     sources, or an existing directory) is a directory the sources go into; else the file is renamed."""
-    dest_rel = os.path.normpath(dest).lstrip("/")
-    dest_rel = "" if dest_rel == "." else dest_rel
-    existing = _resolve_in(rootfs, dest_rel) if dest_rel else rootfs
-    into_dir = dest_is_dir_hint or len(sources) > 1 or (existing.is_dir() and dest_rel != "")
+    dest_rel = clean_path(dest).lstrip("/")
+    into_dir = dest_is_dir_hint or len(sources) > 1 or (dest_rel != "" and _is_dir_in(rootfs, dest_rel))
     if dest_rel == "":
         into_dir = True
     links: dict[tuple[int, int], Path] = {}
@@ -337,11 +330,19 @@ def copy_sources(sources: Sequence[Source], rootfs: Path, dest: str, opts: CopyO
                     continue
                 _copy_entry(path, target / rel, opts, links)
         else:
-            real = src.path.resolve() if src.path.is_symlink() else src.path  # a top-level symlink is followed
+            # src.path is already the in-root target of a top-level symlink (select_sources)
             if into_dir:
                 target_dir = _mkdirs(rootfs, dest_rel, opts)
-                _copy_entry(real, target_dir / os.path.basename(src.rel), opts)
+                _copy_entry(src.path, target_dir / os.path.basename(src.rel), opts)
             else:
                 parent, name = os.path.split(dest_rel)
                 target_dir = _mkdirs(rootfs, parent, opts)
-                _copy_entry(real, target_dir / name, opts)
+                _copy_entry(src.path, target_dir / name, opts)
+
+
+def _is_dir_in(rootfs: Path, rel: str) -> bool:
+    try:
+        with _in_root(rootfs, "destination") as fs:
+            return fs.resolve(rel).is_dir
+    except PathOutsideError:
+        return False

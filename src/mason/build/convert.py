@@ -57,6 +57,7 @@ from mason.dockerfile import (
 from mason.dockerfile.expand import expand_ports
 from mason.dockerfile.stages import BuildPlan, PlannedStage, StageScope, onbuild_triggers
 from mason.errors import DiagnosticError
+from mason.fsroot import clean_path
 from mason.solver import Vertex
 
 __all__ = ["ConvertedBuild", "HistoryPlan", "ResolvedImage", "StageResult", "convert_plan", "final_config"]
@@ -188,7 +189,9 @@ class _Converter:
             scope = StageScope.start(self.plan, config.env_list())
             shell = tuple(config.config.get("Shell") or DEFAULT_SHELL)
             user = str(config.config.get("User") or "")
-            workdir = str(config.config.get("WorkingDir") or "/")
+            # an image config is untrusted: a relative WorkingDir is taken from "/", as
+            # BuildKit's llb.Dir does, so it can never climb out of the rootfs
+            workdir = clean_path(str(config.config.get("WorkingDir") or "/"))
         result = StageResult(ps, vertex, config, history, scope, shell, user, workdir, base_created=base_created)
         commands: list[Command] = []
         triggers = list(config.config.get("OnBuild") or [])
@@ -236,8 +239,7 @@ class _Converter:
             self._copy(r, c, prefix)
             return
         if isinstance(c, WorkdirCommand):
-            path = c.path if c.path.startswith("/") else posixpath.join(r.workdir, c.path)
-            r.workdir = posixpath.normpath(path)
+            r.workdir = clean_path(posixpath.join(r.workdir, c.path))
             r.config.config["WorkingDir"] = r.workdir
             if r.workdir == "/":  # BuildKit makes no layer for the root
                 r.history.append(HistoryPlan("WORKDIR /", True))

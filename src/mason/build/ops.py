@@ -46,6 +46,7 @@ from mason.build.snapshots import Mounted, Snapshotter
 from mason.build.state import LayerRef, StateRoot
 from mason.digest import Digest, HashingWriter
 from mason.errors import BuildError
+from mason.fsroot import FsRoot, PathOutsideError
 from mason.solver import CacheMap, ExecContext
 from mason.solver.keys import CacheKey
 
@@ -253,16 +254,16 @@ class ExecOp:
                 if m.input_index is not None:
                     other = stack.enter_context(env.snapshots.view(inputs[m.input_index].layers,
                                                                    readonly=m.readonly))
-                    src = other / m.source.lstrip("/") if m.source else other
+                    src = self._mount_source(other, m, "stage")
                 else:
-                    src = env.context / m.source.lstrip("/") if m.source else env.context
+                    src = self._mount_source(env.context, m, "build context")
                 mounts.append(BindMount(src, m.target, readonly=m.readonly))
             elif m.type == "cache":
                 seed = seed_result = None
                 if m.input_index is not None:
                     seed_result = inputs[m.input_index]
-                    seed = stack.enter_context(env.snapshots.view(seed_result.layers))
-                    seed = seed / m.source.lstrip("/") if m.source else seed
+                    view = stack.enter_context(env.snapshots.view(seed_result.layers))
+                    seed = self._mount_source(view, m, "stage")
                 cdir = self._cache_dir(m, stack, seed, seed_result)
                 mounts.append(CacheMount(cdir, m.target, readonly=False))
             elif m.type == "tmpfs":
@@ -294,6 +295,21 @@ class ExecOp:
                 reference="run-failed",
                 context=[*(f"  {ln}" for ln in lines[-10:]), *env.location(self.lines)],
             )
+
+    def _mount_source(self, root: Path, m: MountPlan, what: str) -> Path:
+        """The host path of ``--mount source=`` inside ``root``: symlinks and ``..`` resolved
+        inside it (``mason.fsroot``), so a mount never reaches the host. The view is this
+        step's own and nothing writes to it before runc mounts it."""
+        try:
+            with FsRoot(root) as fs:
+                res = fs.resolve(m.source)
+        except PathOutsideError as exc:
+            raise BuildError(f"mount source {m.source!r}: {exc.message}", reference="mount-source",
+                             context=self.env.location(self.lines)) from None
+        if not res.exists:
+            raise BuildError(f"mount source {m.source or '/'!r} does not exist in the {what}",
+                             reference="mount-source", context=self.env.location(self.lines))
+        return root.joinpath(*res.parts)
 
     def _cache_dir(self, m: MountPlan, stack: contextlib.ExitStack, seed: Path | None,
                    seed_result: StepResult | None) -> Path:

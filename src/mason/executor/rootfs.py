@@ -1,7 +1,8 @@
 """Path handling inside a rootfs: scoped symlink resolution, mountpoint stubs, cwd.
 
-Every path the executor touches in a rootfs goes through ``secure_join`` so
-that a symlink in an image (``/etc -> /host/etc``, ``../../..``) can never
+Every path the executor touches in a rootfs goes through ``secure_join`` or
+``ensure_directory``, thin adapters over ``mason.fsroot`` (the one scoped
+primitive), so that a symlink in an image (``/etc -> /host/etc``, ``../../..``) can never
 make mason create, chown or delete anything outside the rootfs.
 """
 
@@ -12,49 +13,20 @@ import stat
 from pathlib import Path, PurePosixPath
 
 from mason.executor.types import ExecutorError
+from mason.fsroot import FsRoot, PathOutsideError
 
 __all__ = ["MountStubs", "ensure_directory", "secure_join"]
 
-_MAX_LINKS = 255
-
 
 def secure_join(root: Path, unsafe: str) -> Path:
-    """Join ``unsafe`` onto ``root`` resolving symlinks as if ``root`` were ``/``.
-
-    The result is always ``root`` or below it. Missing components are kept
-    as they are (like filepath-securejoin), so the result may not exist.
-    """
-    pending = [p for p in PurePosixPath("/", unsafe).parts[1:]]
-    resolved: list[str] = []
-    links = 0
-    while pending:
-        part = pending.pop(0)
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = root.joinpath(*resolved, part)
-        try:
-            st = os.lstat(candidate)
-        except FileNotFoundError:
-            resolved.append(part)
-            continue
-        except NotADirectoryError:
-            resolved.append(part)
-            continue
-        if not stat.S_ISLNK(st.st_mode):
-            resolved.append(part)
-            continue
-        links += 1
-        if links > _MAX_LINKS:
-            raise ExecutorError(f"too many levels of symbolic links resolving {unsafe!r} in {root}")
-        target = os.readlink(candidate)
-        if target.startswith("/"):
-            resolved = []
-        pending = [p for p in PurePosixPath(target).parts if p != "/"] + pending
-    return root.joinpath(*resolved)
+    """Join ``unsafe`` onto ``root`` resolving symlinks as if ``root`` were ``/``
+    (``mason.fsroot``). The result is always ``root`` or below it; missing components
+    are kept as they are (like filepath-securejoin), so the result may not exist."""
+    try:
+        with FsRoot(root) as fs:
+            return fs.host(unsafe)
+    except PathOutsideError as exc:
+        raise ExecutorError(exc.message, context=[f"rootfs: {root}"]) from None
 
 
 def ensure_directory(root: Path, path: str, uid: int, gid: int) -> list[Path]:
@@ -62,23 +34,12 @@ def ensure_directory(root: Path, path: str, uid: int, gid: int) -> list[Path]:
 
     Returns the directories created, outermost first.
     """
-    created: list[Path] = []
-    # secure_join resolves every existing symlink, so each prefix of its
-    # result is a real directory or does not exist yet.
-    host = root
-    for part in secure_join(root, path).relative_to(root).parts:
-        host = host / part
-        if os.path.lexists(host):
-            if not host.is_dir() or host.is_symlink():
-                raise ExecutorError(
-                    f"cannot use {path!r} as a directory: {host} is not a directory",
-                    context=[f"rootfs: {root}"],
-                )
-            continue
-        host.mkdir(mode=0o755)
-        os.lchown(host, uid, gid)
-        created.append(host)
-    return created
+    try:
+        with FsRoot(root) as fs:
+            return fs.mkdirs(path, mode=0o755, uid=uid, gid=gid)[1]
+    except (NotADirectoryError, PathOutsideError) as exc:
+        reason = exc.message if isinstance(exc, PathOutsideError) else exc.strerror
+        raise ExecutorError(f"cannot use {path!r} as a directory: {reason}", context=[f"rootfs: {root}"]) from None
 
 
 class MountStubs:
