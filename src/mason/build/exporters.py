@@ -33,6 +33,7 @@ from mason.build.state import LayerRef
 from mason.digest import Digest, sha256_bytes
 from mason.errors import BuildError
 from mason.oci import mediatypes as mt
+from mason.oci.atomic import output_file
 from mason.oci.descriptor import Descriptor
 from mason.oci.manifest import ImageManifest, build_manifest
 from mason.oci.platform import Platform
@@ -201,31 +202,20 @@ def _output_error(kind: str, dest: str, exc: OSError) -> BuildError:
 
 @contextlib.contextmanager
 def _dest_file(dest: str, kind: str, stdout: BinaryIO | None) -> Iterator[IO[bytes]]:
-    """Write ``dest`` all or nothing: into a temp file beside it, renamed into place at the
-    end; on any failure the temp file is removed, so no partial file is ever left."""
+    """Write ``dest`` all or nothing (``mason.oci.atomic.output_file``): a regular file is
+    replaced by a temp file renamed into place; a FIFO or character device is written to,
+    never replaced; a directory, socket or block device is refused."""
     if dest == "-":
         if stdout is None:
             raise BuildError("dest=- needs a stdout stream", reference="invalid-output")
         yield stdout
         return
     try:
-        directory = os.path.dirname(os.path.abspath(dest)) or "."
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".mason-", dir=directory)
-    except OSError as exc:
-        raise _output_error(kind, dest, exc) from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
+        os.makedirs(os.path.dirname(os.path.abspath(dest)) or ".", exist_ok=True)
+        with output_file(dest, 0o644, prefix=".mason-") as f:  # an image tar holds no secrets
             yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; an image tar holds no secrets
-        os.replace(tmp, dest)
     except OSError as exc:
         raise _output_error(kind, dest, exc) from exc
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
 
 
 def _docker_manifest_json(exported: ExportedImage, names: Sequence[str]) -> bytes:
@@ -267,8 +257,7 @@ def export_outputs(blobs: Blobs, client: Any, image: ImageResult, outputs: Seque
                     log("image not pushed (push=false); use --push or --output type=oci/docker to keep it")
             else:
                 assert out.dest is not None
-                as_dir = out.type == "oci" and (not out.tar or out.dest.endswith("/") or os.path.isdir(out.dest))
-                if as_dir:
+                if out.layout_dir:
                     _write_layout(blobs, exported, Path(out.dest), out.names)
                 else:
                     work = Path(tempfile.mkdtemp(dir=tmp_dir, prefix="export-"))

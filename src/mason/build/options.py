@@ -3,6 +3,7 @@ the ``BuildOptions`` the CLI hands to ``mason.build.build``."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Literal
 
 from mason.cache.options import CacheOptions, split_csv
 from mason.errors import UsageError
+from mason.oci.atomic import unwritable_dest
 from mason.oci.platform import Platform
 
 __all__ = [
@@ -40,6 +42,13 @@ class OutputSpec:
     force_compression: bool = False
     oci_mediatypes: bool = True
     attrs: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def layout_dir(self) -> bool:
+        """An OCI layout directory, not a tar: ``tar=false``, a dest ending in ``/`` or an
+        existing directory."""
+        dest = self.dest or ""
+        return self.type == "oci" and (not self.tar or dest.endswith("/") or os.path.isdir(dest))
 
 
 @dataclass(frozen=True)
@@ -146,11 +155,26 @@ def parse_output(text: str) -> OutputSpec:
         raise UsageError(f"invalid --output {text!r}: dest= is required for type={typ}", reference="invalid-output")
     if typ == "image" and not names and push:
         raise UsageError(f"invalid --output {text!r}: push needs name=REF (or -t REF)", reference="invalid-output")
-    return OutputSpec(
+    spec = OutputSpec(
         type=typ,  # type: ignore[arg-type]
         names=tuple(names), push=push, dest=dest, tar=tar, compression=compression,
         compression_level=level, force_compression=force, oci_mediatypes=oci, attrs=attrs,
     )
+    _check_file_dest(spec, text)
+    return spec
+
+
+def _check_file_dest(spec: OutputSpec, text: str) -> None:
+    """Refuse, before anything is built, a file output whose dest mason must not replace
+    (``/dev/null`` was once renamed over): see ``mason.oci.atomic.output_file``."""
+    if spec.type not in ("oci", "docker", "tar") or spec.dest in (None, "-") or spec.layout_dir:
+        return
+    assert spec.dest is not None
+    why = unwritable_dest(spec.dest)
+    if why is not None:
+        raise UsageError(f"invalid --output {text!r}: {spec.dest} is {why}", reference="invalid-output",
+                         hint="dest= must be a regular file (replaced), a FIFO or character device "
+                              "(written to), or - for stdout")
 
 
 def parse_secret(text: str, env: Mapping[str, str] | None = None) -> SecretSpec:
