@@ -26,6 +26,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cmp_to_key
 from typing import Any
 
 from mason.digest import Digest, DigestError, parse_digest
@@ -34,6 +35,7 @@ from mason.errors import DiagnosticError
 __all__ = [
     "CACHE_CONFIG_MEDIA_TYPE",
     "MAX_CACHE_CONFIG_SIZE",
+    "MAX_CHAIN_LENGTH",
     "STEPS_FIELD",
     "ZERO_TIME",
     "CacheConfig",
@@ -43,6 +45,7 @@ __all__ = [
     "CacheRecord",
     "CacheResult",
     "ChainedResult",
+    "layer_depths",
     "normalize_cache_config",
     "parse_cache_config",
     "parse_records",
@@ -55,6 +58,13 @@ __all__ = [
 CACHE_CONFIG_MEDIA_TYPE = "application/vnd.buildkit.cacheconfig.v0"
 #: BuildKit caps configs at 1 MiB, which big mode=max caches outgrow; DESIGN.md §8 says 64 MiB.
 MAX_CACHE_CONFIG_SIZE = 64 << 20
+#: The deepest layer chain (one result's layers, base first) an imported cache may hold. A
+#: BuildKit chain is one layer per filesystem-changing step of a stage plus its base image's
+#: layers: a few hundred deep at most in practice (the overlay snapshotter stops at 128
+#: lowerdirs, Docker at 125 layers per image). 4096 is generous for any real build and still
+#: keeps every per-chain walk (lookup, snapshot, export) small; a cache that exceeds it is
+#: refused as a whole, with a warning, like any other invalid cache.
+MAX_CHAIN_LENGTH = 4096
 #: Top-level field BuildKit ignores: record digest -> Dockerfile step description.
 STEPS_FIELD = "mason.steps"
 #: Go's zero ``time.Time`` as ``MarshalJSON`` writes it.
@@ -121,12 +131,15 @@ class CacheConfig:
     steps: Mapping[str, str] = field(default_factory=dict)
 
     def chain(self, layer_index: int) -> tuple[int, ...]:
-        """Layer indexes of the chain ending at ``layer_index``, base first."""
+        """Layer indexes of the chain ending at ``layer_index``, base first. Linear in the
+        chain's length; a loop (only in hand-made configs: parsing rejects them) raises."""
         out: list[int] = []
+        seen: set[int] = set()
         index = layer_index
         while index != -1:
-            if index in out:  # parse_cache_config rejects loops; guard against hand-made configs
+            if index in seen:
                 raise CacheFormatError(f"cache config layer {layer_index} has a looping parent chain")
+            seen.add(index)
             out.append(index)
             index = self.layers[index].parent
         out.reverse()
@@ -232,26 +245,53 @@ def parse_records(value: Any, *, what: str = "cache config") -> tuple[CacheRecor
     return tuple(_parse_record(r, f"records[{i}]") for i, r in enumerate(_list(value, "records")))
 
 
+def layer_depths(layers: Sequence[CacheLayer], what: str = "cache config") -> list[int]:
+    """Each layer's chain length (1 for a base layer), in one pass over the layers: every layer
+    is walked once, then its depth is memoised, so the cost is linear however the chains are
+    shaped (a per-layer walk with a per-layer ``seen`` set was quadratic: 16k layers took 7 s,
+    a 200k chain hung the build). Parents must be in range. ``CacheFormatError`` for a loop
+    (BuildKit: "invalid looping record") or a chain deeper than ``MAX_CHAIN_LENGTH``."""
+    depth = [0] * len(layers)  # 0: not known yet
+    for start in range(len(layers)):
+        path: list[int] = []  # the unknown layers from ``start`` down to a known one (or a base)
+        on_path: set[int] = set()
+        index = start
+        while index != -1 and depth[index] == 0:
+            if index in on_path:
+                raise CacheFormatError(f"{what}: layers[{index}] has a looping parent chain")
+            on_path.add(index)
+            path.append(index)
+            index = layers[index].parent
+        below = depth[index] if index != -1 else 0
+        for layer in reversed(path):
+            below += 1
+            if below > MAX_CHAIN_LENGTH:
+                raise CacheFormatError(
+                    f"{what}: layers[{start}] ends a chain of more than {MAX_CHAIN_LENGTH} layers",
+                    hint="real build caches are a few hundred layers deep at most; this one was "
+                         "not used (rebuild and re-export it)",
+                )
+            depth[layer] = below
+    return depth
+
+
 def validate_cache_config(config: CacheConfig, what: str = "cache config") -> None:
-    """Index ranges and loops (BuildKit: "invalid looping record"); ``CacheFormatError``."""
+    """Index ranges, loops (BuildKit: "invalid looping record") and chain depth
+    (``MAX_CHAIN_LENGTH``); ``CacheFormatError``. Linear in the size of the config."""
     n_layers = len(config.layers)
     for i, layer in enumerate(config.layers):
         if layer.parent != -1 and not 0 <= layer.parent < n_layers:
             raise CacheFormatError(f"{what}: layers[{i}].parent {layer.parent} is out of range (0..{n_layers - 1} or -1)")
-    for i in range(n_layers):  # loops in parent chains
-        seen = set()
-        index = i
-        while index != -1:
-            if index in seen:
-                raise CacheFormatError(f"{what}: layers[{i}] has a looping parent chain")
-            seen.add(index)
-            index = config.layers[index].parent
+    layer_depths(config.layers, what)
     n_records = len(config.records)
     for i, rec in enumerate(config.records):
         for res in rec.results:
             if not 0 <= res.layer < n_layers:
                 raise CacheFormatError(f"{what}: records[{i}] result layer {res.layer} is out of range")
         for ch in rec.chains:
+            if len(ch.layers) > MAX_CHAIN_LENGTH:
+                raise CacheFormatError(f"{what}: records[{i}] has a chain of {len(ch.layers)} layers "
+                                       f"(more than {MAX_CHAIN_LENGTH})")
             for idx in ch.layers:
                 if not 0 <= idx < n_layers:
                     raise CacheFormatError(f"{what}: records[{i}] chain layer {idx} is out of range")
@@ -259,29 +299,7 @@ def validate_cache_config(config: CacheConfig, what: str = "cache config") -> No
             for link in inp:
                 if not 0 <= link.link < n_records:
                     raise CacheFormatError(f"{what}: records[{i}] input link {link.link} is out of range")
-    _check_record_loops(config.records, what)
-
-
-def _check_record_loops(records: Sequence[CacheRecord], what: str) -> None:
-    state = [0] * len(records)  # 0 new, 1 on stack, 2 done
-    for start in range(len(records)):
-        if state[start]:
-            continue
-        stack: list[tuple[int, int]] = [(start, 0)]
-        state[start] = 1
-        while stack:
-            node, pos = stack.pop()
-            links = [link.link for inp in records[node].inputs for link in inp]
-            if pos < len(links):
-                stack.append((node, pos + 1))
-                nxt = links[pos]
-                if state[nxt] == 1:
-                    raise CacheFormatError(f"{what}: invalid looping record {records[nxt].digest}")
-                if state[nxt] == 0:
-                    state[nxt] = 1
-                    stack.append((nxt, 0))
-            else:
-                state[node] = 2
+    _inputs_first(config.records, what)  # raises for a loop
 
 
 def parse_cache_config(raw: bytes, *, what: str = "cache config") -> CacheConfig:
@@ -367,35 +385,8 @@ def normalize_cache_config(config: CacheConfig) -> CacheConfig:
     Identical layers (same blob and parent chain) and identical records merge; a record keeps
     its newest result only (BuildKit's ``bestResult``).
     """
-    # --- layers: identity is the full chain of blobs, base last
-    def chain_key(i: int) -> tuple[str, ...]:
-        return tuple(config.layers[j].blob for j in reversed(config.chain(i)))
-
-    keys = [chain_key(i) for i in range(len(config.layers))]
-    unique = sorted(set(keys))
-    new_index = {k: n for n, k in enumerate(unique)}
-    layers = tuple(
-        CacheLayer(Digest(k[0]), new_index[k[1:]] if len(k) > 1 else -1) for k in unique
-    )
-    layer_map = [new_index[k] for k in keys]
-
-    # --- records: resolve each record's identity (digest + linked identities) recursively
-    memo: dict[int, tuple[Any, ...]] = {}
-
-    def rec_key(i: int) -> tuple[Any, ...]:
-        if i not in memo:
-            rec = config.records[i]
-            inputs = tuple(
-                tuple(sorted({(link.selector, rec_key(link.link)) for link in inp}))
-                for inp in rec.inputs
-            )
-            memo[i] = (rec.digest, len(inputs), inputs)
-        return memo[i]
-
-    groups: dict[tuple[Any, ...], list[int]] = {}
-    for i in range(len(config.records)):
-        groups.setdefault(rec_key(i), []).append(i)
-    ordered = sorted(groups)
+    layers, layer_map = _sorted_layers(config.layers)
+    rec_id, groups, ordered = _sorted_records(config.records)
     rec_index = {k: n for n, k in enumerate(ordered)}
 
     records = []
@@ -415,7 +406,7 @@ def normalize_cache_config(config: CacheConfig) -> CacheConfig:
         inputs = tuple(
             tuple(
                 sorted(
-                    {CacheInput(rec_index[rec_key(link.link)], link.selector) for link in inp},
+                    {CacheInput(rec_index[rec_id[link.link]], link.selector) for link in inp},
                     key=lambda link: (link.link, link.selector),
                 )
             )
@@ -425,4 +416,119 @@ def normalize_cache_config(config: CacheConfig) -> CacheConfig:
     kept = {r.digest for r in records}
     steps = {d: s for d, s in config.steps.items() if d in kept}
     return CacheConfig(layers, tuple(records), steps)
+
+
+def _cmp(a: str, b: str) -> int:
+    return (a > b) - (a < b)
+
+
+def _sorted_layers(layers: Sequence[CacheLayer]) -> tuple[tuple[CacheLayer, ...], list[int]]:
+    """Distinct chains in the order of their blob tuples (own blob first, base last; a prefix
+    first), and each input layer's new index.
+
+    Prefix doubling (as suffix arrays are built): after round k every layer has the rank of
+    the first 2**k blobs of its chain, from the pair (its rank, the rank of its ancestor 2**(k-1)
+    up). ``log2(MAX_CHAIN_LENGTH)`` sorts of the layers at most, where a tuple of blobs per
+    layer cost depth x layers, and comparing chains from the top cost up to depth per
+    comparison (chains sharing thousands of upper blobs)."""
+    if not layers:
+        return (), []
+    longest = max(layer_depths(layers))
+    blob_rank = {blob: n for n, blob in enumerate(sorted({layer.blob for layer in layers}))}
+    rank = [blob_rank[layer.blob] for layer in layers]
+    jump = [layer.parent for layer in layers]  # the ancestor ``span`` layers up, or -1
+    span = 1
+    while span < longest and len(set(rank)) < len(rank):
+        pairs = [(rank[i], rank[j] if j != -1 else -1) for i, j in enumerate(jump)]
+        dense = {pair: n for n, pair in enumerate(sorted(set(pairs)))}
+        rank = [dense[pair] for pair in pairs]
+        jump = [jump[j] if j != -1 else -1 for j in jump]
+        span *= 2
+    first: dict[int, int] = {}  # rank -> a layer with that chain
+    for i, r in enumerate(rank):
+        first.setdefault(r, i)
+    out = tuple(
+        CacheLayer(layers[i].blob, rank[layers[i].parent] if layers[i].parent != -1 else -1)
+        for _, i in sorted(first.items())
+    )
+    return out, rank
+
+
+_RecordNode = tuple[Digest, tuple[tuple[tuple[str, int], ...], ...]]
+
+
+def _sorted_records(records: Sequence[CacheRecord]) -> tuple[list[int], dict[int, list[int]], list[int]]:
+    """Each record's identity (digest and, per input, the set of (selector, linked identity)),
+    interned as an id: ``(id per record, members per id, ids in order)``. The order is that of
+    the nested tuples ``(digest, len(inputs), inputs)``, compared through a memoised
+    comparator: a nested tuple per record was rebuilt and re-hashed for every link to it,
+    exponential in the depth of a graph with shared inputs (diamonds)."""
+    nodes: list[_RecordNode] = []
+    ids: dict[_RecordNode, int] = {}
+    memo: dict[tuple[int, int], int] = {}
+
+    def compare(a: int, b: int) -> int:
+        if a == b:
+            return 0
+        if (a, b) not in memo:
+            (da, ia), (db, ib) = nodes[a], nodes[b]
+            found = _cmp(da, db) or (len(ia) > len(ib)) - (len(ia) < len(ib))
+            for alt_a, alt_b in zip(ia, ib, strict=False):
+                if found:
+                    break
+                for (sa, la), (sb, lb) in zip(alt_a, alt_b, strict=False):
+                    found = _cmp(sa, sb) or compare(la, lb)
+                    if found:
+                        break
+                found = found or (len(alt_a) > len(alt_b)) - (len(alt_a) < len(alt_b))
+            memo[a, b], memo[b, a] = found, -found
+        return memo[a, b]
+
+    def compare_pairs(x: tuple[str, int], y: tuple[str, int]) -> int:
+        return _cmp(x[0], y[0]) or compare(x[1], y[1])
+
+    pair_key = cmp_to_key(compare_pairs)
+
+    rec_id = [-1] * len(records)
+    for i in _inputs_first(records):
+        rec = records[i]
+        inputs = tuple(tuple(sorted({(link.selector, rec_id[link.link]) for link in inp}, key=pair_key))
+                       for inp in rec.inputs)
+        node: _RecordNode = (rec.digest, inputs)
+        found = ids.get(node)
+        if found is None:
+            found = ids[node] = len(nodes)
+            nodes.append(node)
+        rec_id[i] = found
+    groups: dict[int, list[int]] = {}
+    for i, node_id in enumerate(rec_id):
+        groups.setdefault(node_id, []).append(i)
+    return rec_id, groups, sorted(groups, key=cmp_to_key(compare))
+
+
+def _inputs_first(records: Sequence[CacheRecord], what: str = "cache config") -> list[int]:
+    """Record indexes, every record after the records it links to (iterative post-order);
+    ``CacheFormatError`` for a loop. Each record's links are listed once."""
+    links = [[link.link for inp in rec.inputs for link in inp] for rec in records]
+    state = [0] * len(records)  # 0 new, 1 on stack, 2 done
+    out: list[int] = []
+    for start in range(len(records)):
+        if state[start]:
+            continue
+        stack = [(start, 0)]
+        state[start] = 1
+        while stack:
+            node, pos = stack.pop()
+            if pos < len(links[node]):
+                stack.append((node, pos + 1))
+                nxt = links[node][pos]
+                if state[nxt] == 1:
+                    raise CacheFormatError(f"{what}: invalid looping record {records[nxt].digest}")
+                if state[nxt] == 0:
+                    state[nxt] = 1
+                    stack.append((nxt, 0))
+            else:
+                state[node] = 2
+                out.append(node)
+    return out
 

@@ -421,6 +421,7 @@ def plan_export(
     layer_created = {i: layer_own.get(i) or layer_seen[i] for i in layer_own.keys() | layer_seen.keys()}
     config = CacheConfig(tuple(layers), tuple(cache_records), steps)
     normalized = normalize_cache_config(config)
+    first_created = _first_created(config, layer_created)
     # map normalised layer positions back to descriptors
     out_layers = []
     for cache_layer in normalized.layers:
@@ -428,7 +429,7 @@ def plan_export(
         created_at = (
             src.annotations.get(ANNOTATION_CREATED_AT)
             or (prior.layer_created_at(cache_layer.blob) if prior is not None else None)
-            or _first_created(config, cache_layer.blob, layer_created)
+            or first_created.get(cache_layer.blob)
             or ZERO_TIME
         )
         annotations = {k: v for k, v in src.annotations.items() if k in KEPT_LAYER_ANNOTATIONS}
@@ -440,7 +441,11 @@ def plan_export(
     return ExportPlan(normalized, raw, tuple(out_layers), tuple(blob_desc[d] for d in sorted(blob_desc)))
 
 
-def _first_created(config: CacheConfig, blob: Digest, created: Mapping[int, str]) -> str | None:
-    # when one blob sits in several chains, take the earliest time it was recorded
-    times = [created[i] for i, layer in enumerate(config.layers) if layer.blob == blob and i in created]
-    return min(times) if times else None
+def _first_created(config: CacheConfig, created: Mapping[int, str]) -> dict[Digest, str]:
+    """Per blob, the earliest time it was recorded (one blob may sit in several chains); one
+    pass over the layers, not one per layer."""
+    out: dict[Digest, str] = {}
+    for i, layer in enumerate(config.layers):
+        if i in created and (layer.blob not in out or created[i] < out[layer.blob]):
+            out[layer.blob] = created[i]
+    return out
