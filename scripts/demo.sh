@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: start a local registry, build examples/ and push it with a registry cache,
-# wipe the local state, build again: every step CACHED, same digest (python -m mason.cli.demo).
+# wipe the local state, build again: every step CACHED, same digest (scripts/demo.py).
+# --keep leaves the registry running afterwards, to build your own Dockerfile against it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-exec .venv/bin/python -m mason.cli.demo "$@"
+bash scripts/setup.sh demo
+exec .venv/bin/python scripts/demo.py "$@"

@@ -26,8 +26,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tests.support.token_server import TokenServer
+if TYPE_CHECKING:  # imported where the token variant starts: the demo has no test extras (PyJWT)
+    from tests.support.token_server import TokenServer
 
 __all__ = [
     "REGISTRY_BINARY",
@@ -226,6 +228,8 @@ def start_registry(tmp_dir: Path | str, variant: str = "plain") -> RegistryServe
             f"auth:\n  htpasswd:\n    realm: mason-test-basic\n    path: {workdir / 'htpasswd'}\n"
         )
     elif variant == "token":
+        from tests.support.token_server import TokenServer
+
         username, password = "mason", secrets.token_urlsafe(12)
         token_server = TokenServer(workdir / "token", users={username: password}).start()
         extra = (
