@@ -12,7 +12,7 @@ build (mason builds it against a local docker-registry holding the busybox base,
 ``type=oci,tar=false,compression=uncompressed``), and each ``--layer`` (a layer tar, an OCI
 layout directory: its layers, or a directory: tarred).
 
-DESIGN §7 asks for gzip and zstd throughput at least BuildKit's at the same level. BuildKit
+docs/architecture.md §7 asks for gzip and zstd throughput at least BuildKit's at the same level. BuildKit
 compresses gzip with Go's compress/gzip (single-threaded) and zstd with one encoder per
 CPU. Baselines on the same bytes, run from a file to a temporary file: Go's compress/gzip
 itself (``go gzip -6``: a 20-line program built here when a Go toolchain is installed),

@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python bench/bench_memory.py [--size-mib 1024] [--workdir DIR] [--only mason]
 
-DESIGN §7: "streaming everywhere — a 1 GiB layer never costs 1 GiB of RAM". A fresh CNCF
+docs/architecture.md §7: "streaming everywhere — a 1 GiB layer never costs 1 GiB of RAM". A fresh CNCF
 registry is started (``tests.support``) and the busybox base image pushed to it; then, in
 order (each line one process per tool, its peak RSS as GNU time reports it: the process or
 a child it waited for, whichever peaked highest — not their sum):

@@ -1,4 +1,4 @@
-"""Export on failure (DESIGN §9, pain point 1.12): a build whose last RUN fails still exports
+"""Export on failure (docs/architecture.md §8, pain point 1.12): a build whose last RUN fails still exports
 the steps that finished to --cache-to; the fixed build on a fresh root hits them and runs
 from the failed step. Real registry, real runc, ``mason build`` as a subprocess."""
 

@@ -390,7 +390,7 @@ def _build_in(opts: BuildOptions, state: StateRoot, df: Any, plan: Any, ignore: 
     try:
         graph = solver.solve([converted.target.vertex], cancel=cancel)
     except SolveError as exc:
-        # DESIGN §9: the steps that finished still reach --cache-to, so the fixed build resumes
+        # docs/architecture.md §8: the steps that finished still reach --cache-to, so the fixed build resumes
         # from the failed step; nothing here may replace the step's error
         if opts.cache_to and exc.graph is not None:
             from mason.build.remotecache import export_caches

@@ -1,4 +1,4 @@
-"""``mason build --explain-cache``: say why a step that ran missed the cache (DESIGN §9).
+"""``mason build --explain-cache``: say why a step that ran missed the cache (docs/architecture.md §8).
 
 Every build keeps, per *step identity*, the preimage of the last key the step was built or
 hit with (``step_keys`` in the sqlite metadata), and for a COPY/ADD from the context one

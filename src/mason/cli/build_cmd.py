@@ -1,4 +1,4 @@
-"""`mason build`: the flags of `docker buildx build` (DESIGN §1)."""
+"""`mason build`: the flags of `docker buildx build` (docs/architecture.md §1)."""
 
 from __future__ import annotations
 

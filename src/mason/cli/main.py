@@ -4,7 +4,7 @@
 Each subcommand lives in its own module under ``mason.cli`` exposing
 ``register(subparsers)``; the module is named in ``_COMMANDS``.
 
-Exit status (DESIGN §1):
+Exit status (``docs/architecture.md`` §1):
 
     0    success
     1    build failure: a RUN failed, a file or image is missing, a registry refused

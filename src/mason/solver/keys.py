@@ -2,8 +2,8 @@
 
 A key is ``sha256`` of the canonical JSON
 ``{"v": KEY_VERSION, "op": <op definition>, "inputs": [<input keys>], "content": <checksum or null>}``
-(DESIGN §4; the policy is in ``docs/cache-keys.md``). We keep the preimage
-bytes with every key so that a miss can be explained later (DESIGN §9).
+(``docs/architecture.md`` §4; the policy is in ``docs/cache-keys.md``). We keep the preimage
+bytes with every key so that a miss can be explained later (``docs/architecture.md`` §8).
 """
 
 from __future__ import annotations

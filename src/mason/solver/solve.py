@@ -326,7 +326,7 @@ class Solver(Generic[R]):
                     continue
                 found = _lookup_source(source.store, node.key)
                 if isinstance(found, Exception):
-                    # An imported cache never fails the build (DESIGN §1).
+                    # An imported cache never fails the build (docs/architecture.md §1).
                     failed_sources.add(source.name)
                     self._progress.source_error(source.name, found)
                     continue

@@ -1,4 +1,4 @@
-"""Export on failure (DESIGN §9): which chain min mode keeps after a failed solve, and that a
+"""Export on failure (docs/architecture.md §8): which chain min mode keeps after a failed solve, and that a
 failing export is a warning on its vertex, never an exception that would hide the build's
 error. Fakes stand in for the solved graph and mason.cache.export_cache."""
 

@@ -1,4 +1,4 @@
-"""Cache keys: the DESIGN §4 formula, stability, sensitivity, preimages and lazy content."""
+"""Cache keys: the docs/architecture.md §4 formula, stability, sensitivity, preimages and lazy content."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def _keys(*outputs: Vertex[Handle]) -> dict[str, Digest]:
 
 
 def test_key_is_sha256_of_the_documented_canonical_json() -> None:
-    """A key is sha256 of {"v", "op", "inputs", "content"} as sorted, compact JSON (DESIGN §4)."""
+    """A key is sha256 of {"v", "op", "inputs", "content"} as sorted, compact JSON (docs/architecture.md §4)."""
     op = {"type": "mason.exec.v0", "args": ["sh", "-c", "echo é"], "env": ["A=1"]}
     inputs = [Digest("sha256:" + "a" * 64)]
     key = compute_key(CacheMap(op), inputs, "sha256:" + "c" * 64)
