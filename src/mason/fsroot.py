@@ -78,6 +78,9 @@ class ResolvedPath:
 
     parts: tuple[str, ...]
     st: os.stat_result | None
+    #: Some component looked up on the way did not exist (a ``..`` may have come back out of
+    #: it): what the path names would change if that component were created.
+    passed_missing: bool = False
 
     @property
     def rel(self) -> str:
@@ -101,6 +104,7 @@ class _Walk:
         self.root_fd = root_fd
         self.names: list[str] = []
         self.fds: list[int | None] = []
+        self.missing = False
 
     def current(self) -> int | None:
         return self.fds[-1] if self.fds else self.root_fd
@@ -151,7 +155,7 @@ class FsRoot:
         walk = _Walk(self._fd)
         try:
             last_st = self._walk(walk, unsafe, follow=follow)
-            return ResolvedPath(tuple(walk.names), last_st)
+            return ResolvedPath(tuple(walk.names), last_st, walk.missing)
         finally:
             walk.reset()
 
@@ -189,6 +193,7 @@ class FsRoot:
                 raise PathOutsideError(f"cannot resolve {unsafe!r}: /{where} is not a directory",
                                        context=[f"inside {self.path}"])
             fd = None
+            walk.missing = walk.missing or st is None
             if pending and st is not None:
                 assert dir_fd is not None
                 fd = os.open(part, _O_PATH_DIR, dir_fd=dir_fd)
@@ -228,6 +233,11 @@ class FsRoot:
             yield fd, name
         finally:
             os.close(fd)
+
+    def open_dir(self, resolved: ResolvedPath) -> int:
+        """An ``O_PATH`` descriptor of the directory ``resolve`` found (its canonical parts
+        opened again with ``O_NOFOLLOW``), for ``*at`` calls that never leave the root."""
+        return self._open_dir_parts(list(resolved.parts), "/" + resolved.rel)
 
     def _open_dir_parts(self, parts: list[str], unsafe: str) -> int:
         """Open canonical (symlink-free) components again with ``O_NOFOLLOW`` at each step:

@@ -60,7 +60,10 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[StateR
 def _base(blobs: FakeBlobs) -> tuple[LayerRef, LayerRef]:
     one = blobs.add(make_tar((entry("etc/", b"5", mode=0o755), None), (entry("etc/passwd"), b"root\n"),
                              (entry("etc/old"), b"old\n")).getvalue())
-    two = blobs.add(make_tar((entry("etc/.wh.old"), b""), (entry("usr/", b"5", mode=0o755), None),
+    # Parent directories listed, as Docker and BuildKit write layers: such a layer depends
+    # on nothing below it, so its overlay snapshot is shared by every chain.
+    two = blobs.add(make_tar((entry("etc/", b"5", mode=0o755), None), (entry("etc/.wh.old"), b""),
+                             (entry("usr/", b"5", mode=0o755), None),
                              (entry("usr/tool", mode=0o755), b"#!/bin/sh\n")).getvalue())
     return one, two
 

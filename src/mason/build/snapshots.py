@@ -102,7 +102,14 @@ class Snapshotter:
 
     @staticmethod
     def layer_snapshot_id(diff_id: Digest) -> str:
-        return "l" + diff_id.split(":", 1)[1][:31]
+        """A layer in overlay form that depends on nothing below it (shared by every chain)."""
+        return "d" + diff_id.split(":", 1)[1][:31]
+
+    @staticmethod
+    def based_snapshot_id(chain: Sequence[LayerRef]) -> str:
+        """The top layer of ``chain`` unpacked on the rest of it (overlay mode), for a layer
+        that reaches into the layers below (writes through an earlier layer's symlink)."""
+        return "b" + chain_id([lr.diff_id for lr in chain]).split(":", 1)[1][:31]
 
     @staticmethod
     def chain_snapshot_id(chain: Sequence[LayerRef]) -> str:
@@ -114,18 +121,21 @@ class Snapshotter:
 
     # --- materialising chains ----------------------------------------------------------
 
-    def ensure(self, lr: LayerRef) -> str:
-        """Overlay mode: the layer's snapshot, unpacked from its blob unless it exists."""
+    def _ensure_layer(self, chain: Sequence[LayerRef], below: list[str]) -> str:
+        """Overlay mode: the snapshot of ``chain``'s top layer, unpacked from its blob unless
+        it exists; ``below`` are the snapshot ids showing the rest of ``chain``."""
+        lr = chain[-1]
         sid = self.layer_snapshot_id(lr.diff_id)
-        if self.layers.exists(sid):
-            return sid
+        based = self.based_snapshot_id(chain)
         with _lock_for(str(self.root / sid)):
-            if self.layers.exists(sid):
-                return sid
+            for existing in (sid, based):
+                if self.layers.exists(existing):
+                    return existing
             with self.blobs.open_uncompressed(lr) as stream, _translated(lr):
-                self.layers.apply_layer([], stream, snapshot_id=sid, expect_diff_id=lr.diff_id)
-            self._register(lr.diff_id, sid)
-        return sid
+                made, _ = self.layers.apply_layer(below, stream, snapshot_id=sid, based_id=based,
+                                                  expect_diff_id=lr.diff_id)
+            self._register(lr.diff_id if made == sid else chain_id([x.diff_id for x in chain]), made)
+        return made
 
     def _ensure_chain(self, chain: Sequence[LayerRef]) -> list[str]:
         """Copy mode: the one full snapshot of ``chain`` (made from the longest prefix that has one)."""
@@ -162,13 +172,14 @@ class Snapshotter:
         if self.mode == "copy":
             return self._ensure_chain(chain)
         ids: list[str] = []
-        for lr in reversed(chain):  # top first: a layer that appears twice counts where it is topmost
+        for k, lr in enumerate(chain):
             if lr.diff_id == EMPTY_LAYER_DIFF_ID:
                 continue
-            sid = self.ensure(lr)
-            if sid not in ids:
-                ids.append(sid)
-        return ids[::-1]
+            sid = self._ensure_layer(chain[: k + 1], ids)
+            if sid in ids:  # a layer that appears twice counts where it is topmost
+                ids.remove(sid)
+            ids.append(sid)
+        return ids
 
     # --- what ops use ------------------------------------------------------------------
 

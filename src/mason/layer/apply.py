@@ -1,12 +1,18 @@
-"""Safe application of a layer tar stream to a directory.
+"""Safe application of a layer tar stream to a directory: BuildKit's rule (containerd's
+``archive.Apply``), with every path resolved by ``mason.fsroot.FsRoot``.
 
-Every path is resolved one component at a time from an ``O_PATH`` descriptor
-of the target root with ``O_NOFOLLOW``: a ``..`` component, an absolute name,
-a symlink in a parent component (absolute or relative, whatever it points to)
-or a hardlink to a name outside the tree is rejected with a ``LayerError``
-naming the entry, and nothing is ever created outside the root. Final
-components are never followed either (files are created with ``O_EXCL |
-O_NOFOLLOW``, existing entries are removed first).
+* The PARENT directory of each entry is resolved inside the root as if it were ``/``:
+  symlinks on the way (absolute or relative, from this layer or an earlier one) are
+  followed, but never out of the root; missing directories are created there.
+* The final component is never followed: an existing entry is replaced (a directory
+  entry over a directory merges), files are created with ``O_EXCL | O_NOFOLLOW``.
+* A hardlink target is resolved the same way (its directory inside the root, its last
+  component not followed) and must exist there and not be a directory.
+* ``..`` components and absolute names in an entry or hardlink name are rejected with
+  a ``LayerError`` naming the entry, as are whiteout names used as directories, 0/0
+  character devices (overlayfs would read them as deletions) and devices unless allowed.
+
+Nothing is ever created outside the root, whatever the tar or the tree holds.
 
 Two modes:
 
@@ -14,14 +20,17 @@ Two modes:
     apply onto a merged tree: ``.wh.<name>`` removes ``<name>``, an opaque
     marker removes what the directory held before this layer.
 ``overlay``
-    apply into a fresh snapshot directory that will be an overlayfs lower
-    directory: ``.wh.<name>`` becomes a 0/0 character device and an opaque
-    marker the ``trusted.overlay.opaque=y`` xattr (as Docker's overlay2 does).
-
-A symlink in a parent component is always rejected rather than followed inside
-the root, so that both modes give the same filesystem (an overlay lower dir
-cannot see the symlinks of the layers below it). Layers written by Docker,
-BuildKit and mason never go through symlinks.
+    apply into a fresh snapshot directory that will be an overlayfs layer:
+    ``.wh.<name>`` becomes a 0/0 character device and an opaque marker the
+    ``trusted.overlay.opaque=y`` xattr (as Docker's overlay2 does). That directory
+    alone cannot show the layers below, so an entry whose effect depends on them (a
+    parent directory or hardlink target the layer does not hold itself, e.g. a write
+    through an earlier layer's symlink) switches the rest of the layer to flat mode on
+    a merged view the caller provides (``below``: an overlay mount of the layers below
+    with the snapshot directory as upper, where overlayfs itself records whiteouts and
+    opaque directories). Layers written by Docker, BuildKit and mason list their parent
+    directories and never need the switch, so their snapshot depends on nothing below
+    and can be shared by every chain they are in.
 """
 
 from __future__ import annotations
@@ -33,10 +42,11 @@ import os
 import shutil
 import stat
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, Literal, cast
 
 from mason.digest import Digest
+from mason.fsroot import FsRoot, PathOutsideError, ResolvedPath
 from mason.layer._fs import is_overlay_xattr, is_whiteout_device
 from mason.layer.diff import OPAQUE_MARKER, WHITEOUT_PREFIX, LayerInfo
 from mason.layer.errors import LayerError
@@ -76,10 +86,15 @@ def apply_layer(
     allow_devices: bool | None = None,
     preserve_owners: bool | None = None,
     overlay_xattr_prefix: str = "trusted.overlay.",
+    below: Callable[[], str] | None = None,
 ) -> LayerInfo:
     """Apply the uncompressed layer tar read from ``stream`` to directory ``root``.
 
     ``allow_devices`` and ``preserve_owners`` default to "running as root".
+    ``below`` (overlay mode): called at most once, at the first entry whose effect depends
+    on the layers below ``root``; it returns a directory showing those layers merged with
+    ``root`` (an overlay mount with ``root`` as its upper dir), and that entry and every
+    later one are applied there in flat mode. Without it such an entry is a ``LayerError``.
     Returns the diff ID and size of the tar as read (the whole stream is
     consumed). Raises ``LayerError`` for a corrupt or malicious tar; entries
     before the bad one stay applied, so callers apply into a directory they can
@@ -95,6 +110,7 @@ def apply_layer(
         allow_devices=is_root if allow_devices is None else allow_devices,
         preserve_owners=is_root if preserve_owners is None else preserve_owners,
         prefix=overlay_xattr_prefix,
+        below=below,
     )
     try:
         with tarfile.open(
@@ -123,6 +139,17 @@ def _split(name: str, what: str) -> tuple[str, ...]:
     return parts
 
 
+class _NeedsBase(Exception):
+    """Overlay mode: the entry's effect depends on the layers below this one."""
+
+
+def _open_root(root: str) -> FsRoot:
+    try:
+        return FsRoot(root)
+    except OSError as exc:
+        raise LayerError(f"cannot open apply target {root!r}: {exc.strerror}") from exc
+
+
 class _Applier:
     def __init__(
         self,
@@ -132,25 +159,25 @@ class _Applier:
         allow_devices: bool,
         preserve_owners: bool,
         prefix: str,
+        below: Callable[[], str] | None,
     ) -> None:
-        try:
-            self._root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise LayerError(f"cannot open apply target {root!r}: {exc.strerror}") from exc
+        self._fs = _open_root(root)
         self._root = root
         self._mode = mode
         self._allow_devices = allow_devices
         self._owners = preserve_owners
         self._prefix = prefix
-        # Paths this layer wrote (entries and implicit parents): opaque markers
-        # keep them, and a whiteout of one of them is a contradiction.
+        self._below = below
+        # Paths (canonical: symlink-free, relative to the root) this layer wrote, entries
+        # and implicit parents: opaque markers keep them, and a whiteout of one of them is
+        # a contradiction.
         self._created: set[tuple[str, ...]] = set()
         self._whiteouts: set[tuple[str, ...]] = set()
         self._dir_times: list[tuple[tuple[str, ...], int]] = []
         self._entry = ""
 
     def close(self) -> None:
-        os.close(self._root_fd)
+        self._fs.close()
 
     def _fail(self, reason: str, *, reference: str = "layer-entry-rejected") -> LayerError:
         return LayerError(
@@ -159,54 +186,74 @@ class _Applier:
             context=[f"applying into {self._root}"],
         )
 
+    @property
+    def _strict(self) -> bool:
+        """Overlay form into an upper directory alone: only what this layer holds is visible."""
+        return self._mode == "overlay"
+
+    def _switch(self) -> None:
+        """Go on in flat mode on the merged view of the layers below and this upper dir."""
+        if self._below is None:
+            raise self._fail(
+                "it reaches into the layers below (a parent directory or hardlink target this "
+                "layer does not hold itself), and overlay mode was not given them",
+                reference="layer-needs-base",
+            )
+        merged = self._below()
+        self._fs.close()
+        self._fs = _open_root(merged)
+        self._mode = "flat"
+
     # --- path resolution -------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _parent(self, parts: tuple[str, ...], *, create: bool) -> Iterator[int | None]:
-        """An O_PATH fd of the directory ``parts`` (None if missing and not ``create``)."""
-        fd = os.dup(self._root_fd)
+    def _dir(self, parts: tuple[str, ...], *, create: bool) -> Iterator[tuple[int, tuple[str, ...]] | None]:
+        """An O_PATH fd of the directory ``parts`` names, resolved inside the root (symlinks
+        followed inside it), and its canonical parts; None if missing and not ``create``."""
+        resolved = self._resolve_dir(parts, create=create)
+        if resolved is None:
+            yield None
+            return
+        fd = self._fs.open_dir(resolved)
         try:
-            for i, comp in enumerate(parts):
-                if comp.startswith(WHITEOUT_PREFIX):
-                    raise self._fail(f"whiteout name {comp!r} used as a directory")
-                try:
-                    nfd = os.open(comp, _O_PATH_DIR, dir_fd=fd)
-                except FileNotFoundError:
-                    if not create:
-                        yield None
-                        return
-                    os.mkdir(comp, 0o755, dir_fd=fd)
-                    self._created.add(parts[: i + 1])
-                    nfd = os.open(comp, _O_PATH_DIR, dir_fd=fd)
-                except OSError as exc:
-                    if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
-                        raise
-                    nfd = self._not_a_directory(fd, comp, parts[: i + 1], create)
-                os.close(fd)
-                fd = nfd
-            yield fd
+            yield fd, resolved.parts
         finally:
             os.close(fd)
 
-    def _not_a_directory(self, fd: int, comp: str, sub: tuple[str, ...], create: bool) -> int:
-        st = os.stat(comp, dir_fd=fd, follow_symlinks=False)
-        where = "/".join(sub)
-        if stat.S_ISLNK(st.st_mode):
-            raise self._fail(
-                f"parent {where!r} is a symlink (to {os.readlink(comp, dir_fd=fd)!r}); "
-                "paths through symlinks could leave the root",
-                reference="layer-path-escape",
-            )
-        if create and self._mode == "overlay" and sub in self._whiteouts and is_whiteout_device(st):
-            # Deleted earlier in this layer, now a directory again: an opaque one,
-            # so that the lower directory's content stays deleted.
-            os.unlink(comp, dir_fd=fd)
-            self._whiteouts.discard(sub)
-            os.mkdir(comp, 0o755, dir_fd=fd)
-            self._created.add(sub)
-            self._set_opaque(fd, comp)
-            return os.open(comp, _O_PATH_DIR, dir_fd=fd)
-        raise self._fail(f"parent {where!r} is not a directory")
+    def _resolve_dir(self, parts: tuple[str, ...], *, create: bool) -> ResolvedPath | None:
+        for comp in parts:
+            if comp.startswith(WHITEOUT_PREFIX):
+                raise self._fail(f"whiteout name {comp!r} used as a directory")
+        unsafe = "/".join(parts)
+        try:
+            resolved = self._fs.resolve(unsafe)
+        except PathOutsideError as exc:
+            if self._strict:
+                raise _NeedsBase from None  # the merged view decides (a lower dir may break the loop)
+            raise self._fail(f"directory {unsafe!r}: {exc.message}") from None
+        if self._strict and (resolved.passed_missing or not resolved.is_dir):
+            # Missing from this layer (or deleted by it, or not a directory here): what the
+            # layers below hold there (a directory, a symlink, nothing) decides the outcome.
+            raise _NeedsBase
+        if not resolved.exists:
+            if not create:
+                return None
+            resolved = self._mkdirs(unsafe)
+        elif not resolved.is_dir:
+            raise self._fail(f"parent {unsafe!r} leads to /{resolved.rel}, which is not a directory")
+        if any(p.startswith(WHITEOUT_PREFIX) for p in resolved.parts):
+            raise self._fail(f"parent {unsafe!r} leads to /{resolved.rel}, through a whiteout name")
+        return resolved
+
+    def _mkdirs(self, unsafe: str) -> ResolvedPath:
+        try:
+            _, created = self._fs.mkdirs(unsafe, mode=0o755)
+            resolved = self._fs.resolve(unsafe)
+        except PathOutsideError as exc:
+            raise self._fail(f"directory {unsafe!r}: {exc.message}") from None
+        for host in created:
+            self._created.add(host.relative_to(self._fs.path).parts)
+        return resolved
 
     # --- entries ---------------------------------------------------------------------
 
@@ -216,38 +263,45 @@ class _Applier:
         if not parts:
             return  # the root itself: its metadata belongs to whoever made the root
         try:
-            base = parts[-1]
-            if base.startswith(WHITEOUT_PREFIX):
-                self._whiteout(member, parts)
-            else:
-                self._entry_at(tf, member, parts)
+            try:
+                self._dispatch(tf, member, parts)
+            except _NeedsBase:
+                # Raised before the entry changed anything: apply it again on the merged view.
+                self._switch()
+                self._dispatch(tf, member, parts)
         except LayerError:
             raise
         except OSError as exc:
             raise self._fail(exc.strerror or str(exc)) from exc
 
+    def _dispatch(self, tf: tarfile.TarFile, member: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
+        if parts[-1].startswith(WHITEOUT_PREFIX):
+            self._whiteout(member, parts)
+        else:
+            self._entry_at(tf, member, parts)
+
     def _whiteout(self, member: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
         base = parts[-1]
-        parent = parts[:-1]
         if member.isdir():
             raise self._fail("a whiteout must not be a directory", reference="layer-bad-whiteout")
         if base == OPAQUE_MARKER:
-            self._opaque(parent)
+            self._opaque(parts[:-1])
             return
         if base.startswith(_AUFS_META_PREFIX):
             return  # AUFS bookkeeping (.wh..wh.plnk and friends): no meaning in OCI
         name = base[len(WHITEOUT_PREFIX) :]
         if name in ("", ".", ".."):
             raise self._fail(f"whiteout of {name or 'nothing'!r}", reference="layer-bad-whiteout")
-        target = (*parent, name)
-        if target in self._created:
-            raise self._fail(
-                f"the layer both creates and deletes {'/'.join(target)!r}",
-                reference="layer-bad-whiteout",
-            )
-        with self._parent(parent, create=self._mode == "overlay") as pfd:
-            if pfd is None:
-                return  # flat: the parent does not exist, so neither does the target
+        with self._dir(parts[:-1], create=False) as found:
+            if found is None:
+                return  # the parent does not exist, so neither does the target
+            pfd, pparts = found
+            target = (*pparts, name)
+            if target in self._created:
+                raise self._fail(
+                    f"the layer both creates and deletes {'/'.join(target)!r}",
+                    reference="layer-bad-whiteout",
+                )
             existing = _lstat(pfd, name)
             if self._mode == "flat":
                 if existing is not None:
@@ -266,8 +320,9 @@ class _Applier:
             self._whiteouts.add(target)
 
     def _opaque(self, parts: tuple[str, ...]) -> None:
-        with self._parent(parts, create=True) as fd:
-            assert fd is not None
+        with self._dir(parts, create=True) as found:
+            assert found is not None
+            fd, canonical = found
             if self._mode == "overlay":
                 dfd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
                 try:
@@ -275,7 +330,7 @@ class _Applier:
                 finally:
                     os.close(dfd)
                 return
-            self._clear(fd, parts)
+            self._clear(fd, canonical)
 
     def _clear(self, fd: int, parts: tuple[str, ...]) -> None:
         """Remove what directory ``parts`` held that this layer did not write."""
@@ -308,20 +363,13 @@ class _Applier:
         if member.islnk():
             self._hardlink(member, parts)
             return
-        if member.ischr() or member.isblk():
-            if not self._allow_devices:
-                raise self._fail(
-                    "device nodes are only created when running as root",
-                    reference="layer-device-not-allowed",
-                )
-        elif not (member.isreg() or member.isdir() or member.issym() or member.isfifo()):
-            raise self._fail(f"unsupported tar entry type {member.type!r}")
-        with self._parent(parts[:-1], create=True) as pfd:
-            assert pfd is not None
-            existing = _lstat(pfd, base)
-            replaced_whiteout = (
-                existing is not None and self._mode == "overlay" and parts in self._whiteouts
-            )
+        self._check_type(member)
+        with self._dir(parts[:-1], create=True) as found:
+            assert found is not None
+            pfd, pparts = found
+            path = (*pparts, base)
+            existing = _lstat(pfd, base)  # the final component is never followed
+            replaced_whiteout = existing is not None and self._mode == "overlay" and path in self._whiteouts
             if member.isdir():
                 if existing is not None and not stat.S_ISDIR(existing.st_mode):
                     _remove(pfd, base, existing)
@@ -330,22 +378,43 @@ class _Applier:
                     os.mkdir(base, 0o700, dir_fd=pfd)
                 if replaced_whiteout:
                     self._set_opaque(pfd, base)
-                self._dir_times.append((parts, _mtime_ns(member)))
+                self._dir_times.append((path, _mtime_ns(member)))
             else:
                 if existing is not None:
                     _remove(pfd, base, existing)
-                if member.isreg():
-                    self._write_file(tf, member, pfd, base)
-                elif member.issym():
-                    os.symlink(member.linkname, base, dir_fd=pfd)
-                elif member.isfifo():
-                    os.mknod(base, stat.S_IFIFO | 0o600, dir_fd=pfd)
-                else:
-                    kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
-                    os.mknod(base, kind | 0o600, os.makedev(member.devmajor, member.devminor), dir_fd=pfd)
-            self._whiteouts.discard(parts)
-            self._created.add(parts)
+                self._create_node(tf, member, pfd, base)
+            self._whiteouts.discard(path)
+            self._created.add(path)
             self._set_meta(member, pfd, base)
+
+    def _check_type(self, member: tarfile.TarInfo) -> None:
+        if member.ischr() or member.isblk():
+            if not self._allow_devices:
+                raise self._fail(
+                    "device nodes are only created when running as root",
+                    reference="layer-device-not-allowed",
+                )
+            if member.ischr() and member.devmajor == 0 and member.devminor == 0:
+                # overlayfs reads a 0/0 character device as "deleted": the overlay and the
+                # copy snapshotter could not give the same filesystem, so no mode accepts it.
+                raise self._fail(
+                    "a 0/0 character device is an overlay whiteout, not a file; layers "
+                    "delete with .wh. entries",
+                    reference="layer-bad-whiteout",
+                )
+        elif not (member.isreg() or member.isdir() or member.issym() or member.isfifo()):
+            raise self._fail(f"unsupported tar entry type {member.type!r}")
+
+    def _create_node(self, tf: tarfile.TarFile, member: tarfile.TarInfo, pfd: int, base: str) -> None:
+        if member.isreg():
+            self._write_file(tf, member, pfd, base)
+        elif member.issym():
+            os.symlink(member.linkname, base, dir_fd=pfd)
+        elif member.isfifo():
+            os.mknod(base, stat.S_IFIFO | 0o600, dir_fd=pfd)
+        else:
+            kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
+            os.mknod(base, kind | 0o600, os.makedev(member.devmajor, member.devminor), dir_fd=pfd)
 
     def _write_file(self, tf: tarfile.TarFile, member: tarfile.TarInfo, pfd: int, base: str) -> None:
         src = tf.extractfile(member)
@@ -364,25 +433,32 @@ class _Applier:
             raise self._fail(exc.message, reference=exc.reference) from None
         if not target:
             raise self._fail("hardlink to the root directory", reference="layer-path-escape")
-        if target == parts:
-            raise self._fail("hardlink to itself")
-        with self._parent(target[:-1], create=False) as tfd:
-            tst = _lstat(tfd, target[-1]) if tfd is not None else None
-            if tfd is None or tst is None:
+        # As for entries: the target's directory is resolved inside the root, its last
+        # component is not followed (a link to a symlink links the symlink).
+        with self._dir(target[:-1], create=False) as tfound:
+            tst = _lstat(tfound[0], target[-1]) if tfound is not None else None
+            if tfound is None or tst is None or (self._strict and is_whiteout_device(tst)):
+                if self._strict:
+                    raise _NeedsBase  # perhaps a file of the layers below
                 raise self._fail(
-                    f"hardlink target {member.linkname!r} does not exist in this layer's tree",
+                    f"hardlink target {member.linkname!r} does not exist in the tree",
                     reference="layer-path-escape",
                 )
             if stat.S_ISDIR(tst.st_mode):
                 raise self._fail(f"hardlink target {member.linkname!r} is a directory")
-            with self._parent(parts[:-1], create=True) as pfd:
-                assert pfd is not None
+            tfd, tparts = tfound
+            with self._dir(parts[:-1], create=True) as found:
+                assert found is not None
+                pfd, pparts = found
+                path = (*pparts, parts[-1])
+                if path == (*tparts, target[-1]):
+                    raise self._fail("hardlink to itself")
                 existing = _lstat(pfd, parts[-1])
                 if existing is not None:
                     _remove(pfd, parts[-1], existing)
                 os.link(target[-1], parts[-1], src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
-        self._whiteouts.discard(parts)
-        self._created.add(parts)
+        self._whiteouts.discard(path)
+        self._created.add(path)
 
     def _set_meta(self, member: tarfile.TarInfo, pfd: int, base: str) -> None:
         if self._owners:
@@ -409,12 +485,19 @@ class _Applier:
             os.utime(base, ns=(ns, ns), dir_fd=pfd, follow_symlinks=False)
 
     def finish(self) -> None:
-        # Directory mtimes last and deepest first: creating children changes them.
+        # Directory mtimes last and deepest first: creating children changes them. The
+        # canonical paths are opened with O_NOFOLLOW: one replaced since is skipped.
         for parts, ns in sorted(self._dir_times, key=lambda item: len(item[0]), reverse=True):
             self._entry = "/".join(parts)
-            with self._parent(parts[:-1], create=False) as pfd:
-                if pfd is not None and _lstat(pfd, parts[-1]) is not None:
+            try:
+                pfd = self._fs.open_dir(ResolvedPath(parts[:-1], None))
+            except OSError:
+                continue
+            try:
+                if _lstat(pfd, parts[-1]) is not None:
                     os.utime(parts[-1], ns=(ns, ns), dir_fd=pfd, follow_symlinks=False)
+            finally:
+                os.close(pfd)
 
 
 def _mtime_ns(member: tarfile.TarInfo) -> int:

@@ -341,9 +341,14 @@ class Snapshotter:
         return active
 
     def _prepare_overlay(self, active: ActiveSnapshot, infos: list[SnapshotInfo]) -> None:
+        os.mkdir(active.upper, 0o755)
+        self._mount(active, infos)
+
+    def _mount(self, active: ActiveSnapshot, infos: list[SnapshotInfo]) -> None:
+        """Mount ``infos`` (lowest first) with ``active.upper`` as the upper dir; ``active.path``
+        becomes the merged view."""
         work = os.path.join(active.directory, "work")
         merged = os.path.join(active.directory, "merged")
-        os.mkdir(active.upper, 0o755)
         os.mkdir(work, 0o700)
         os.mkdir(merged, 0o755)
         lowers = self._lowers(infos, active.upper, work)
@@ -568,29 +573,47 @@ class Snapshotter:
         *,
         allow_devices: bool | None = None,
         snapshot_id: str | None = None,
+        based_id: str | None = None,
         expect_diff_id: str | None = None,
     ) -> tuple[str, LayerInfo]:
         """Commit a snapshot holding an (uncompressed) layer tar applied on ``parents``.
 
-        Returns the new id and the diff ID and size of the tar as read. In overlay
-        mode the snapshot is the layer in overlay form and does not depend on
-        ``parents``. ``snapshot_id``: as for ``commit``. ``expect_diff_id``: the
-        tar's diff ID must be this one, else nothing is committed (``LayerError``).
+        Returns the new id and the diff ID and size of the tar as read. Copy mode: a full
+        tree. Overlay mode: the layer in overlay form, applied into an empty upper dir; it
+        depends on nothing below and is committed as ``snapshot_id`` with no parents --
+        unless an entry reaches into ``parents`` (a write through an earlier layer's
+        symlink, a parent directory or hardlink target only they hold): then the rest of the
+        layer is applied on an overlay mount of ``parents`` and this upper dir, exactly as
+        flat mode would on their merged tree, and the snapshot is only valid on ``parents``:
+        it is committed as ``based_id`` (when given) with ``parents`` recorded.
+        ``snapshot_id``/``based_id``: as for ``commit``. ``expect_diff_id``: the tar's
+        diff ID must be this one, else nothing is committed (``LayerError``).
         """
-        if snapshot_id is not None:
-            self._check_id(snapshot_id)
+        for given in (snapshot_id, based_id):
+            if given is not None:
+                self._check_id(given)
         if self.mode == "copy":
             with self.prepare(parents) as active:
                 result = _apply_tar(stream, active.upper, mode="flat", allow_devices=allow_devices)
                 _check_diff_id(result, expect_diff_id)
                 return self.commit(active, snapshot_id=snapshot_id), result
-        self._check_chain(parents)
+        infos = self._check_chain(parents)
         active = self._new_active(parents)
+        based: list[bool] = []
+
+        def below() -> str:
+            based.append(True)
+            self._mount(active, infos)
+            return active.path
+
         try:
             os.mkdir(active.upper, 0o755)
-            result = _apply_tar(stream, active.upper, mode="overlay", allow_devices=allow_devices)
+            result = _apply_tar(stream, active.upper, mode="overlay", allow_devices=allow_devices, below=below)
             _check_diff_id(result, expect_diff_id)
-            return self._commit_as(active, "diff", snapshot_id), result
+            self._unmount(active)
+            if not based:
+                active.parents = ()  # nothing below was looked at: valid on any chain
+            return self._commit_as(active, "diff", based_id if based and based_id else snapshot_id), result
         except BaseException:
             self.discard(active)
             raise

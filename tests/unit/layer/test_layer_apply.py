@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import stat
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from tests.unit.layer.layer_helpers import entry, make_tar, tree
 
-from mason.layer import LayerError, apply_layer, write_dir_tar
+from mason.layer import LayerError, Snapshotter, apply_layer, overlay_supported, write_dir_tar
 
 is_root = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not is_root, reason="devices, owners and trusted.* xattrs need root")
@@ -33,27 +34,16 @@ def _outside_state(tmp_path: Path) -> dict[str, tuple[object, ...]]:
     return {k: v for k, v in state.items() if not k.startswith("root")}
 
 
+def _zero_device() -> tarfile.TarInfo:
+    dev = entry("dev/x", tarfile.CHRTYPE, mode=0o600)
+    dev.devmajor = dev.devminor = 0  # how overlayfs records a deletion, not a file
+    return dev
+
+
 MALICIOUS: dict[str, list[tuple[tarfile.TarInfo, bytes | None]]] = {
     "dotdot": [(entry("../outside/evil"), b"x")],
     "dotdot-deep": [(entry("a/", tarfile.DIRTYPE, mode=0o755), None), (entry("a/../../outside/evil"), b"x")],
     "absolute": [(entry("/tmp/mason-evil-absolute"), b"x")],
-    "symlink-absolute-parent": [
-        (entry("link", tarfile.SYMTYPE, linkname="OUTSIDE"), None),
-        (entry("link/evil"), b"x"),
-    ],
-    "symlink-relative-parent": [
-        (entry("link", tarfile.SYMTYPE, linkname="../outside"), None),
-        (entry("link/evil"), b"x"),
-    ],
-    "symlink-nested-relative-parent": [
-        (entry("a/", tarfile.DIRTYPE, mode=0o755), None),
-        (entry("a/up", tarfile.SYMTYPE, linkname="../../outside"), None),
-        (entry("a/up/evil"), b"x"),
-    ],
-    "symlink-then-dir-entry": [
-        (entry("link", tarfile.SYMTYPE, linkname="../outside"), None),
-        (entry("link/sub/", tarfile.DIRTYPE, mode=0o755), None),
-    ],
     "hardlink-dotdot": [(entry("hl", tarfile.LNKTYPE, linkname="../outside/secret"), None)],
     "hardlink-absolute": [(entry("hl", tarfile.LNKTYPE, linkname="OUTSIDE/secret"), None)],
     "hardlink-through-symlink": [
@@ -65,17 +55,10 @@ MALICIOUS: dict[str, list[tuple[tarfile.TarInfo, bytes | None]]] = {
     "whiteout-of-dot": [(entry(".wh.."), b"")],
     "whiteout-of-dotdot": [(entry("a/.wh..."), b"")],
     "whiteout-empty-name": [(entry(".wh."), b"")],
-    "whiteout-through-symlink": [
-        (entry("link", tarfile.SYMTYPE, linkname="../outside"), None),
-        (entry("link/.wh.secret"), b""),
-    ],
     "whiteout-directory": [(entry(".wh.thing/", tarfile.DIRTYPE), None)],
     "whiteout-as-parent": [(entry(".wh.thing/file"), b"x")],
     "whiteout-of-own-file": [(entry("f"), b"x"), (entry(".wh.f"), b"")],
-    "opaque-through-symlink": [
-        (entry("link", tarfile.SYMTYPE, linkname="../outside"), None),
-        (entry("link/.wh..wh..opq"), b""),
-    ],
+    "zero-zero-char-device": [(_zero_device(), None)],
 }
 
 
@@ -103,6 +86,115 @@ def test_malicious_tar_is_rejected_and_nothing_leaves_the_root(
     assert not os.path.exists("/tmp/mason-evil-absolute")
     for dirpath, _dirs, files in os.walk(str(tmp_path)):
         assert "evil" not in files, dirpath
+
+
+# A parent through a symlink (this layer's or an earlier one's) is resolved inside the root,
+# as BuildKit does: each (layer 1, layer 2) lands at the in-root target and nothing outside.
+THROUGH_SYMLINKS: dict[str, tuple[list[tuple[tarfile.TarInfo, bytes | None]], list[tuple[tarfile.TarInfo, bytes | None]], dict[str, str]]] = {
+    "absolute-parent": (
+        [(entry("link", tarfile.SYMTYPE, linkname="OUTSIDE"), None)],
+        [(entry("link/evil"), b"x")],
+        {"link": "l", "OUTSIDE_REL/evil": "f:x"},
+    ),
+    "relative-parent": (
+        [(entry("link", tarfile.SYMTYPE, linkname="../outside"), None)],
+        [(entry("link/evil"), b"x")],
+        {"link": "l", "outside/evil": "f:x"},
+    ),
+    "nested-relative-parent": (
+        [(entry("a/", tarfile.DIRTYPE, mode=0o755), None), (entry("a/up", tarfile.SYMTYPE, linkname="../../outside"), None)],
+        [(entry("a/up/evil"), b"x")],
+        {"a": "d", "a/up": "l", "outside/evil": "f:x"},
+    ),
+    "dir-entry-under-link": (
+        [(entry("link", tarfile.SYMTYPE, linkname="../outside"), None)],
+        [(entry("link/sub/", tarfile.DIRTYPE, mode=0o755), None)],
+        {"link": "l", "outside/sub": "d"},
+    ),
+    "whiteout-through-link": (
+        [(entry("link", tarfile.SYMTYPE, linkname="../outside"), None), (entry("outside/", tarfile.DIRTYPE, mode=0o755), None),
+         (entry("outside/secret"), b"in root")],
+        [(entry("link/.wh.secret"), b"")],
+        {"link": "l", "outside": "d"},
+    ),
+    "opaque-through-link": (
+        [(entry("link", tarfile.SYMTYPE, linkname="/usr"), None), (entry("usr/", tarfile.DIRTYPE, mode=0o755), None),
+         (entry("usr/old"), b"old")],
+        [(entry("link/.wh..wh..opq"), b""), (entry("link/new"), b"new")],
+        {"link": "l", "usr": "d", "usr/new": "f:new"},
+    ),
+    "hardlink-through-link": (
+        [(entry("link", tarfile.SYMTYPE, linkname="/../etc"), None), (entry("etc/", tarfile.DIRTYPE, mode=0o755), None),
+         (entry("etc/passwd"), b"root")],
+        [(entry("hl", tarfile.LNKTYPE, linkname="link/passwd"), None)],
+        {"link": "l", "etc": "d", "etc/passwd": "f:root", "hl": "f:root"},
+    ),
+    "link-replaced-by-dir-entry": (
+        [(entry("link", tarfile.SYMTYPE, linkname="../outside"), None)],
+        [(entry("link/", tarfile.DIRTYPE, mode=0o755), None), (entry("link/f"), b"f")],
+        {"link": "d", "link/f": "f:f"},
+    ),
+}
+
+
+def _with_outside(info: tarfile.TarInfo, outside: str) -> tarfile.TarInfo:
+    info = copy.copy(info)  # the table is shared by every parametrization
+    info.linkname = info.linkname.replace("OUTSIDE", outside)
+    return info
+
+
+def _kinds(root: str) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for rel, (kind, _mode, _uid, _gid, extra) in tree(root).items():
+        if kind == stat.S_IFDIR:
+            result[rel] = "d"
+        elif kind == stat.S_IFLNK:
+            result[rel] = "l"
+        else:
+            assert isinstance(extra, bytes)
+            result[rel] = "f:" + extra.decode()
+    return result
+
+
+def _apply_two(how: str, layers: list[io.BytesIO], root: Path, snaps: Path) -> dict[str, str]:
+    if how == "flat":
+        for tar in layers:
+            apply_layer(tar, str(root), mode="flat")
+        return _kinds(str(root))
+    snap = Snapshotter(str(snaps), mode=how)  # type: ignore[arg-type]
+    chain: list[str] = []
+    for tar in layers:
+        sid, _ = snap.apply_layer(chain, tar)
+        chain.append(sid)
+    with snap.view(chain) as view:
+        return _kinds(view)
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["earlier-layer", "same-layer"])
+@pytest.mark.parametrize("how", ["flat", "copy", "overlay"])
+@pytest.mark.parametrize("case", sorted(THROUGH_SYMLINKS))
+def test_writes_through_symlinks_land_inside_the_root(
+    case: str, how: str, together: bool, dirs: tuple[str, str], tmp_path: Path
+) -> None:
+    if how == "overlay" and overlay_supported(str(tmp_path)) is not None:
+        pytest.skip("overlayfs not usable here")
+    _, outside = dirs
+    first, second, expected = THROUGH_SYMLINKS[case]
+    if together and any(".wh." in info.name for info, _ in second):
+        pytest.skip("a layer deleting what it wrote itself is a contradiction (rejected)")
+    first, second = ([(_with_outside(info, outside), data) for info, data in layer] for layer in (first, second))
+    outside_rel = outside.lstrip("/")
+    want = {k.replace("OUTSIDE_REL", outside_rel): v for k, v in expected.items()}
+    for rel in list(want):  # the directories on the way to an entry
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            want.setdefault("/".join(parts[:i]), "d")
+    layers = [make_tar(*first, *second)] if together else [make_tar(*first), make_tar(*second)]
+    before = _outside_state(tmp_path)
+    got = _apply_two(how, layers, tmp_path / "root", tmp_path / "snaps")
+    assert got == want
+    outside_now = {k: v for k, v in _outside_state(tmp_path).items() if not k.startswith("snaps")}
+    assert outside_now == {k: v for k, v in before.items() if not k.startswith("snaps")}
 
 
 def test_device_nodes_rejected_unless_allowed(dirs: tuple[str, str], tmp_path: Path) -> None:
