@@ -235,3 +235,11 @@ def test_symlinks_inside_the_context_are_followed_inside_it(busybox_image: str, 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (out / "out" / "link.txt").read_text() == "real\n"
     assert (out / "dir" / "r.txt").read_text() == "real\n"
+
+
+def test_heredoc_name_never_names_a_host_path(tmp_path: Path, canary: Path) -> None:
+    name = f"{UP}{canary}/dir/heredoc.txt"
+    ctx = _context(tmp_path, f"FROM scratch\nCOPY <<{name} /d/\nhello\n{name}\n")
+    proc, out = _build(tmp_path, ctx)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (out / "d" / "heredoc.txt").read_text() == "hello\n"

@@ -46,7 +46,7 @@ from mason.build.snapshots import Mounted, Snapshotter
 from mason.build.state import LayerRef, StateRoot
 from mason.digest import Digest, HashingWriter
 from mason.errors import BuildError
-from mason.fsroot import FsRoot, PathOutsideError
+from mason.fsroot import FsRoot, PathOutsideError, clean_path
 from mason.solver import CacheMap, ExecContext
 from mason.solver.keys import CacheKey
 
@@ -525,11 +525,12 @@ class FileOp:
                 tmp = Path(tempfile.mkdtemp(dir=env.state.tmp, prefix=f"{os.getpid()}-inline-"))
                 stack.callback(shutil.rmtree, tmp, True)
                 srcs = []
-                for name, data in a.inline:
-                    p = tmp / name
+                for i, (name, data) in enumerate(a.inline):
+                    # the heredoc's name is Dockerfile text: it names the copy, never a host path
+                    p = tmp / f"inline-{i}"
                     p.write_text(data)
                     os.chmod(p, 0o644)
-                    srcs.append(Source(p, name, False))
+                    srcs.append(Source(p, clean_path(name).lstrip("/") or "__unnamed__", False))
                 copy_sources(srcs, rootfs, dest, opts, None, dest_is_dir_hint=dir_hint)
         except BuildError as exc:
             raise BuildError(exc.message, reference=exc.reference,
