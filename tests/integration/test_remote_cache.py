@@ -443,11 +443,21 @@ def test_unchanged_reexport_uploads_nothing_and_keeps_the_manifest(
     assert _manifest_digest(f"{reg}/cache") == before
 
 
-def test_missing_cache_ref_warns_once_and_builds(build: Builder, small: Path, reg: str) -> None:
+def test_missing_cache_ref_is_one_quiet_line_and_builds(build: Builder, small: Path, reg: str) -> None:
+    # a first build: nothing at the ref yet is normal, not an error (issue 13, defect 7)
     res = build(small, "--cache-from", f"type=registry,ref={reg}/does-not-exist").check()
-    assert len(res.warnings) == 1, res.warnings
-    assert "does-not-exist" in res.warnings[0]
+    assert res.warnings == []
+    assert "ERROR" not in res.output, res.output
+    said = [ln for ln in res.output.splitlines() if "does-not-exist" in ln and "importing" not in ln]
+    assert len(said) == 1 and f"no cache at {reg}/does-not-exist:latest yet" in said[0], res.output
     assert not res.cached
+
+
+def test_missing_local_cache_dir_is_one_quiet_line(build: Builder, small: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "never-written"
+    res = build(small, "--cache-from", f"type=local,src={cache}").check()
+    assert res.warnings == [] and "ERROR" not in res.output, res.output
+    assert sum(f"no cache at {cache} yet" in ln for ln in res.output.splitlines()) == 1, res.output
 
 
 @pytest.mark.parametrize("variant", ["tls-basic", "token"])
@@ -543,7 +553,7 @@ def test_several_cache_from_are_tried_in_order_and_hits_name_their_source(
     res = build(small, "--cache-from", f"type=registry,ref={reg}/missing",
                 "--cache-from", f"type=registry,ref={good}").check()
     assert res.cached == set(cold.steps)
-    assert len(res.warnings) == 1 and f"{reg}/missing" in res.warnings[0], res.warnings
+    assert res.warnings == [] and f"no cache at {reg}/missing:latest yet" in res.output, res.output
     hits = [ln for ln in res.output.splitlines() if "cache hit from" in ln]
     assert len(hits) == len(cold.steps), res.output
     assert all(f"{good}:latest" in ln for ln in hits), hits

@@ -97,6 +97,10 @@ def import_caches(cache_from: Sequence[Any], client: Any, blobs: Blobs,
         name = f"importing cache manifest from {opt.display_name.split(' ', 1)[-1]}"
         _emit_task(sink, name, "started")
         src = load_cache_source(opt, client)
+        if src.missing:  # a first build: one quiet line, no WARNING, no ERROR
+            _emit_task(sink, name, "log", src.missing)
+            _emit_task(sink, name, "done")
+            continue
         if src.warning:
             # the reason once (WARNING), then BuildKit's ERROR status for the vertex (the build goes on)
             _emit_task(sink, name, "warning", src.warning)

@@ -118,6 +118,8 @@ def load_cache_source(
     if progress is not None:
         if source.warning:
             progress.emit(Event(vertex, name, "warning", text=source.warning))
+        elif source.missing:
+            progress.emit(Event(vertex, name, "done", text=source.missing))
         else:
             progress.emit(Event(vertex, name, "done", text=f"{len(source.config.records)} records ({source.form} form)"))
     return source

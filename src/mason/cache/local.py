@@ -76,6 +76,9 @@ def load_local_cache(options: CacheOptions) -> CacheSource:
     warning (BuildKit: ``local cache import at DIR skipped``)."""
     path = options.path or ""
     name = options.display_name
+    if not os.path.lexists(path):
+        # nothing exported there yet: the normal first build, not a failed import
+        return CacheSource.empty(name, origin=os.path.abspath(path), missing=f"no cache at {path} yet")
     try:
         layout = OCILayout.open(path)
         return _open_source(layout, name, tag=options.tag, digest=options.digest)

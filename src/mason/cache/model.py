@@ -117,7 +117,8 @@ class CacheSource:
     """An imported cache: records in memory, blobs fetched on demand.
 
     A source whose import failed is empty and carries ``warning`` (one line the CLI prints);
-    lookups on it return ``None``.
+    lookups on it return ``None``. A source with nothing stored at its ref yet (a first build)
+    is empty too, and carries ``missing`` instead: a quiet note, not a warning.
     """
 
     def __init__(
@@ -128,6 +129,7 @@ class CacheSource:
         provider: BlobProvider | None = None,
         *,
         warning: str | None = None,
+        missing: str | None = None,
         manifest: Descriptor | None = None,
         form: str = "",
         config_descriptor: Descriptor | None = None,
@@ -142,6 +144,8 @@ class CacheSource:
         self.descriptors: dict[Digest, Descriptor] = dict(descriptors or {})
         self.provider: BlobProvider = provider or _NoBlobs()
         self.warning = warning
+        #: "no cache at REF yet" when nothing is stored there (not an error: the first build).
+        self.missing = missing
         #: Descriptor of the top-level document that was read (None when the import failed).
         self.manifest = manifest
         #: "image-manifest", "index", "inline" or "" (empty source).
@@ -153,8 +157,9 @@ class CacheSource:
             self._by_key.setdefault(rec.digest, []).append(i)
 
     @classmethod
-    def empty(cls, name: str, warning: str | None = None, *, origin: str | None = None) -> CacheSource:
-        return cls(name, warning=warning, origin=origin)
+    def empty(cls, name: str, warning: str | None = None, *, origin: str | None = None,
+              missing: str | None = None) -> CacheSource:
+        return cls(name, warning=warning, missing=missing, origin=origin)
 
     def __repr__(self) -> str:
         return f"CacheSource({self.name!r}, records={len(self.config.records)}, warning={self.warning!r})"

@@ -104,8 +104,14 @@ def load_registry_cache(client: CacheRegistry, ref: Reference, *, name: str | No
     """Import the cache at ``ref``. Never raises for a missing, forbidden or corrupt cache:
     returns an empty source whose ``warning`` says what went wrong."""
     display = name or f"registry {ref}"
+    from mason.registry.errors import RegistryNotFoundError
+
     try:
-        doc = client.get_manifest(ref)
+        try:
+            doc = client.get_manifest(ref)
+        except RegistryNotFoundError:
+            # nothing pushed there yet: the normal first build, not a failed import
+            return CacheSource.empty(display, origin=str(ref), missing=f"no cache at {ref} yet")
         parsed = read_cache_document(
             doc,
             lambda desc, limit: _read_small(client, ref, desc, limit),

@@ -73,8 +73,8 @@ def _inspect(args: argparse.Namespace) -> int:
         credentials = CredentialStore.from_environment(os.environ.get("DOCKER_CONFIG"), os.environ.get("REGISTRY_AUTH_FILE"))
         with RegistryClient(credentials, insecure_hosts=args.insecure, ca_file=args.ca_file) as client:
             source = load_cache_source(options, client)
-    if source.warning:
-        raise _unreadable(args.target, source.warning)
+    if source.warning or source.missing:  # inspecting is not a build: nothing there is an error
+        raise _unreadable(args.target, source.warning or source.missing or "")
     summary = describe_cache(source)
     if args.format == "json":
         json.dump(summary, sys.stdout, indent=2)

@@ -86,7 +86,6 @@ def test_registry_warm_reexport_has_same_records(testdata: Path) -> None:
         ("app", "bk", "without inline cache"),  # a BuildKit image: no moby.buildkit.cache.v0
         ("base/busybox", "latest", "without inline cache"),
         ("cache/test", "61275e05792bec63ad8a22fa1b5537a596b08b73139949d6777789c1e49c1b15", "without inline cache"),
-        ("cache/none", "latest", "manifest unknown"),
     ],
 )
 def test_non_caches_give_a_warning_not_an_error(testdata: Path, repo: str, tag: str, fragment: str) -> None:
@@ -94,6 +93,13 @@ def test_non_caches_give_a_warning_not_an_error(testdata: Path, repo: str, tag: 
     source = load_registry_cache(fake, Reference.parse(f"127.0.0.1:5000/{repo}:{tag}"))
     assert source.warning is not None and fragment in source.warning
     assert source.lookup(next(iter(source.descriptors), "sha256:" + "0" * 64)) is None
+
+
+def test_nothing_at_the_ref_yet_is_missing_not_a_warning(testdata: Path) -> None:
+    fake = _load_registry_documents(testdata)
+    source = load_registry_cache(fake, Reference.parse("127.0.0.1:5000/cache/none:latest"))
+    assert source.warning is None and source.missing == "no cache at 127.0.0.1:5000/cache/none:latest yet"
+    assert source.lookup("sha256:" + "0" * 64) is None
 
 
 @pytest.mark.parametrize("name", COMPRESSION_DIRS)
@@ -136,4 +142,5 @@ def test_local_import_by_digest_and_missing_tag(testdata: Path) -> None:
     source = load_local_cache(missing)
     assert source.warning is not None and "skipped" in source.warning and "nope" in source.warning
     [no_dir] = parse_cache_from(f"type=local,src={root}/does-not-exist")
-    assert "does not exist" in (load_local_cache(no_dir).warning or "")
+    absent = load_local_cache(no_dir)
+    assert absent.warning is None and absent.missing == f"no cache at {root}/does-not-exist yet"
