@@ -535,6 +535,21 @@ def test_inline_cache_round_trips(build: Builder, small: Path, reg: str) -> None
     assert warm.digest == cold.digest
 
 
+def test_no_lock_file_in_tarballs_or_local_caches(build: Builder, small: Path, tmp_path: Path) -> None:
+    # index.json.lock, the file that serialised index.json updates, was shipped inside oci and
+    # docker tarballs and left in local cache directories (issue 13, defect 8)
+    import tarfile
+
+    oci, docker, cache = tmp_path / "oci.tar", tmp_path / "docker.tar", tmp_path / "cache"
+    build(small, "-t", "lockless:latest", "-o", f"type=oci,dest={oci}", "-o", f"type=docker,dest={docker}",
+          "--cache-to", f"type=local,dest={cache},mode=max").check()
+    for tarball in (oci, docker):
+        with tarfile.open(tarball) as tar:
+            names = tar.getnames()
+        assert "index.json" in names and not [n for n in names if n.endswith(".lock")], names
+    assert sorted(p.name for p in cache.iterdir()) == ["blobs", "index.json", "oci-layout"]
+
+
 def test_local_cache_round_trips(build: Builder, multistage: Path, tmp_path: Path) -> None:
     dest = tmp_path / "local-cache"
     cold = build(multistage, "--cache-to", f"type=local,dest={dest},mode=max").check()

@@ -214,9 +214,10 @@ class OCILayout:
 
     @contextlib.contextmanager
     def _index_lock(self) -> Iterator[None]:
-        # Serialises read-modify-write of index.json between processes (same lock file name as BuildKit).
-        lock_path = self.index_path + ".lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        # Serialises read-modify-write of index.json between processes. The lock is on the layout
+        # directory itself, not a lock file in it: a layout is shipped as it is (oci and docker
+        # tarballs, local caches), and a lock file left in it would ship too.
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

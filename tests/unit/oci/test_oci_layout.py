@@ -67,6 +67,38 @@ def test_blob_round_trip_and_manifest_refs(tmp_path: pathlib.Path) -> None:
         layout.resolve("nope")
 
 
+def test_index_updates_leave_no_lock_file(tmp_path: pathlib.Path) -> None:
+    # a layout is shipped as it is (oci/docker tarballs, local caches): only spec files in it
+    layout = OCILayout.create(str(tmp_path / "l"))
+    mdesc = layout.put_blob_bytes(build_manifest(layout.put_blob_bytes(b"{}", mt.OCI_CONFIG), []).raw,
+                                  mt.OCI_MANIFEST)
+    layout.add_manifest(mdesc, "v1")
+    layout.remove_ref("v1")
+    assert sorted(os.listdir(layout.path)) == ["blobs", "index.json", "oci-layout"]
+
+
+def test_index_updates_are_serialised_between_processes(tmp_path: pathlib.Path) -> None:
+    # every add_manifest is a read-modify-write of index.json: concurrent writers lose none
+    import multiprocessing
+
+    layout = OCILayout.create(str(tmp_path / "l"))
+    config = layout.put_blob_bytes(b"{}", mt.OCI_CONFIG)
+    descs = [layout.put_blob_bytes(build_manifest(config, [], annotations={"n": str(i)}).raw, mt.OCI_MANIFEST)
+             for i in range(8)]
+    procs = [multiprocessing.get_context("fork").Process(target=_add, args=(layout.path, d, f"t{i}"))
+             for i, d in enumerate(descs)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert all(p.exitcode == 0 for p in procs)
+    assert sorted(layout.refs()) == sorted(f"t{i}" for i in range(8))
+
+
+def _add(path: str, desc: Descriptor, name: str) -> None:
+    OCILayout.open(path).add_manifest(desc, name)
+
+
 def test_put_blob_file_verifies_and_keeps_nothing_on_mismatch(tmp_path: pathlib.Path) -> None:
     layout = OCILayout.create(str(tmp_path / "l"))
     src = tmp_path / "src"
