@@ -243,3 +243,31 @@ def test_heredoc_name_never_names_a_host_path(tmp_path: Path, canary: Path) -> N
     proc, out = _build(tmp_path, ctx)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (out / "d" / "heredoc.txt").read_text() == "hello\n"
+
+
+def test_rw_bind_of_the_context_never_writes_the_context(busybox_image: str, tmp_path: Path,
+                                                         canary: Path) -> None:
+    # rw gives the RUN a writable copy (BuildKit: a throwaway snapshot); the user's files stay
+    ctx = _context(tmp_path, f"FROM {busybox_image}\nRUN --mount=type=bind,target=/ctx,rw "
+                             "echo changed > /ctx/file.txt && touch /ctx/new && cat /ctx/file.txt > /seen\n")
+    (ctx / "file.txt").write_text("orig\n")
+    proc, out = _build(tmp_path, ctx)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (out / "seen").read_text() == "changed\n"
+    assert (ctx / "file.txt").read_text() == "orig\n"
+    assert not (ctx / "new").exists()
+
+
+def test_context_bind_mount_leaves_out_dockerignored_files(busybox_image: str, tmp_path: Path,
+                                                           canary: Path) -> None:
+    ctx = _context(tmp_path, f"FROM {busybox_image}\n"
+                             "RUN --mount=type=bind,target=/ctx ls -a /ctx > /seen && cat /ctx/app.txt >> /seen\n"
+                             "RUN --mount=type=bind,source=app.txt,target=/one.txt cat /one.txt > /one\n")
+    (ctx / ".dockerignore").write_text(".env\n")
+    (ctx / ".env").write_text("TOKEN=not-for-the-build\n")
+    (ctx / "app.txt").write_text("app\n")
+    proc, out = _build(tmp_path, ctx)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    seen = (out / "seen").read_text().split()
+    assert "app.txt" in seen and "app" in seen and ".env" not in seen
+    assert (out / "one").read_text() == "app\n"

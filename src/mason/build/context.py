@@ -53,6 +53,11 @@ class DockerIgnore:
         return bool(self._matcher.excluded(rel))
 
     @property
+    def empty(self) -> bool:
+        """No rules: every file of the context is in it."""
+        return not self._matcher.patterns
+
+    @property
     def has_exceptions(self) -> bool:
         return bool(self._matcher.has_exclusions)
 

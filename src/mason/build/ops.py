@@ -21,6 +21,7 @@ import hashlib
 import os
 import posixpath
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -256,7 +257,7 @@ class ExecOp:
                                                                    readonly=m.readonly))
                     src = self._mount_source(other, m, "stage")
                 else:
-                    src = self._mount_source(env.context, m, "build context")
+                    src = self._context_mount(m, scratch)
                 mounts.append(BindMount(src, m.target, readonly=m.readonly))
             elif m.type == "cache":
                 seed = seed_result = None
@@ -295,6 +296,21 @@ class ExecOp:
                 reference="run-failed",
                 context=[*(f"  {ln}" for ln in lines[-10:]), *env.location(self.lines)],
             )
+
+    def _context_mount(self, m: MountPlan, scratch: Path) -> Path:
+        """What a bind mount of the build context shows: the context as a build sees it. A
+        read-only mount of a context with no ``.dockerignore`` rules is the directory itself;
+        otherwise a copy made by COPY's own rules, so that ignored files stay out (BuildKit
+        never sends them) and an ``rw`` mount writes a throwaway copy, never the user's files."""
+        if m.readonly and self.env.ignore.empty:
+            return self._mount_source(self.env.context, m, "build context")
+        (source,) = select_sources(self.env.context, [m.source or "."], self.env.ignore)
+        copy = Path(tempfile.mkdtemp(dir=scratch, prefix="context-"))
+        name = "" if source.is_dir else os.path.basename(source.rel)
+        copy_sources([source], copy, "/" + name, CopyOptions(), self.env.ignore, dest_is_dir_hint=False)
+        if source.is_dir:
+            os.chmod(copy, stat.S_IMODE(os.stat(source.path).st_mode))
+        return copy / name if name else copy
 
     def _mount_source(self, root: Path, m: MountPlan, what: str) -> Path:
         """The host path of ``--mount source=`` inside ``root``: symlinks and ``..`` resolved
