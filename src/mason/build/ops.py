@@ -575,7 +575,9 @@ class FileOp:
 
         plain: list[Source] = []
         for src in sources:
-            stream = None if src.is_dir else _open_archive(src.path)
+            # only a regular file can be an archive (a FIFO in the context would block the build)
+            regular = not src.is_dir and stat.S_ISREG(os.stat(src.path).st_mode)
+            stream = _open_archive(src.path) if regular else None
             if stream is None:
                 plain.append(src)
                 continue

@@ -7,12 +7,14 @@ numeric uid or gid may be absent (then the gid defaults to 0 and the home to
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mason.executor.rootfs import secure_join
 from mason.executor.types import UserResolutionError
+from mason.fsroot import FsRoot, PathOutsideError
 
 __all__ = ["ResolvedUser", "parse_group", "parse_passwd", "resolve_user"]
 
@@ -86,11 +88,22 @@ def parse_group(text: str) -> list[GroupEntry]:
     return entries
 
 
+#: /etc/passwd and /etc/group come from an image: read this much at most
+_MAX_DATABASE = 16 << 20
+
+
 def _read(rootfs: Path, path: str) -> str | None:
+    """A user database file of the image, resolved inside ``rootfs``. Anything but a regular
+    file (a FIFO would block the build, a device could be endless) counts as missing."""
     try:
-        return secure_join(rootfs, path).read_text(encoding="utf-8", errors="replace")
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        with FsRoot(rootfs) as fs:
+            fd = fs.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except (OSError, PathOutsideError):
         return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        return f.read(_MAX_DATABASE).decode("utf-8", errors="replace")
 
 
 def resolve_user(rootfs: Path, user: str) -> ResolvedUser:

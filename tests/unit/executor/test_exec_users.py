@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,15 @@ def test_passwd_symlink_is_resolved_inside_the_rootfs(tmp_path: Path) -> None:
 def test_parsers_skip_malformed_lines() -> None:
     assert [e.name for e in parse_passwd(PASSWD)] == ["root", "daemon", "app", "nohome"]
     assert [(g.name, g.members) for g in parse_group(GROUP)][1] == ("wheel", ("root", "app"))
+
+
+def test_user_database_is_read_inside_the_rootfs_and_only_as_a_file(tmp_path: Path) -> None:
+    rootfs, host = tmp_path / "rootfs", tmp_path / "host"
+    (rootfs / "etc").mkdir(parents=True)
+    host.mkdir()
+    (host / "passwd").write_text("evil:x:4242:4242::/:/bin/sh\n")
+    os.symlink(str(host / "passwd"), rootfs / "etc" / "passwd")  # absolute: means <rootfs>/<host>/passwd
+    os.mkfifo(rootfs / "etc" / "group")  # would block a plain read forever
+    with pytest.raises(UserResolutionError, match="unable to find user 'evil'"):
+        resolve_user(rootfs, "evil")
+    assert resolve_user(rootfs, "1000").uid == 1000
