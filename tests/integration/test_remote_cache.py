@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from tests.support.registry_server import RegistryServer, free_port
+from tests.support.registry_server import RegistryServer, free_port, is_peek
 
 pytestmark = pytest.mark.integration
 
@@ -194,19 +194,23 @@ class AccessLog:
         self.start = len(registry.access_log_lines())
 
     def requests(self) -> list[tuple[str, str, int]]:
+        return [(method, path, status) for method, path, status, _ in self._lines()]
+
+    def _lines(self) -> list[tuple[str, str, int, str]]:
         out = []
         for line in self.registry.access_log_lines()[self.start:]:
             m = _ACCESS.search(line)
             if m:
-                out.append((m["method"], m["path"], int(m["status"])))
+                out.append((m["method"], m["path"], int(m["status"]), m["size"]))
         return out
 
     def blob_gets(self) -> list[str]:
-        """Digests of blobs served (status < 400) since the mark."""
+        """Digests of blobs served (status < 400) since the mark; a peek at a cache hit's first
+        bytes (``is_peek``) is not a download."""
         out = []
-        for method, path, status in self.requests():
+        for method, path, status, size in self._lines():
             m = _BLOB_GET.match(path.split("?", 1)[0])
-            if method == "GET" and m and status < 400:
+            if method == "GET" and m and status < 400 and not is_peek(status, size):
                 out.append(m["digest"])
         return out
 

@@ -37,6 +37,7 @@ __all__ = [
     "count_blob_gets",
     "count_requests",
     "free_port",
+    "is_peek",
     "registry_available",
     "start_registry",
 ]
@@ -135,9 +136,20 @@ def count_requests(registry: RegistryServer, method: str, path_pattern: str) -> 
     return count
 
 
+#: A ranged GET this small is mason peeking at a blob's first bytes (it checks that a cache
+#: hit's blob exists and is what its media type says), not a download.
+PEEK_BYTES = 512
+
+
+def is_peek(status: int, size: str) -> bool:
+    """Whether an access-log line with ``status`` and ``size`` is a peek, not a download."""
+    return status == 206 and size.isdigit() and int(size) <= PEEK_BYTES
+
+
 def count_blob_gets(registry: RegistryServer, repository: str | None = None, *, min_status: int = 200,
                     max_status: int = 399) -> int:
-    """Blob GETs the registry answered successfully (redirects included), optionally in one repo."""
+    """Blob GETs the registry answered successfully (redirects included), optionally in one
+    repo; peeks (``is_peek``) are not downloads and not counted."""
     repo = re.escape(repository) if repository else ".+"
     pattern = re.compile(rf"^/v2/{repo}/blobs/sha\d+:[0-9a-f]+$")
     count = 0
@@ -148,6 +160,7 @@ def count_blob_gets(registry: RegistryServer, repository: str | None = None, *, 
             and match["method"] == "GET"
             and pattern.search(match["path"])
             and min_status <= int(match["status"]) <= max_status
+            and not is_peek(int(match["status"]), match["size"])
         ):
             count += 1
     return count

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from mason.build.state import BlobInfo, LayerRef, StateError, StateRoot
+from mason.cache.blobcheck import MAGIC_BYTES, compression_mismatch
 from mason.cache.model import DISTRIBUTION_SOURCE_PREFIX
 from mason.compression import (
     EStargzError,
@@ -61,7 +62,7 @@ from mason.compression.estargz import (
     EStargzInfo,
     EStargzResult,
 )
-from mason.digest import Digest, HashingWriter
+from mason.digest import Digest, HashingWriter, VerifyingReader
 from mason.oci import mediatypes as mt
 from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, Descriptor
 from mason.oci.reference import Reference
@@ -148,6 +149,20 @@ class Blobs:
             claimed = EStargzFacts.claimed(location.annotations, diff_id)
             if claimed is not None and blob not in self._facts:
                 self._facts[blob] = claimed
+
+    def known_diff_id(self, blob: Digest) -> Digest | None:
+        """The diff ID this build already holds for ``blob`` (a base image's config, an accepted
+        cache hit): a cache that claims another one for the same bytes is wrong."""
+        with self._lock:
+            return self._diff_ids.get(blob)
+
+    def peek_local(self, blob: Digest, n: int) -> bytes | None:
+        """The first ``n`` bytes of ``blob`` from the content store, or ``None`` if it is not there."""
+        try:
+            with open(self.state.store.path(blob), "rb") as f:
+                return f.read(n)
+        except FileNotFoundError:
+            return None
 
     def remote_locations(self, blob: Digest) -> list[RemoteLocation]:
         with self._lock:
@@ -323,6 +338,7 @@ class Blobs:
                 except Exception as exc:  # try the next location
                     last = exc
                     continue
+                self._check_media_type(blob, loc)
                 comp = mt.compression_of(loc.media_type)
                 if comp == "gzip":
                     comp = self._verify_download(blob, diff_id, comp)
@@ -336,6 +352,18 @@ class Blobs:
             if last is None:
                 raise StateError(f"blob {blob}: no way to fetch it", reference="blob-missing")
             raise last
+
+    def _check_media_type(self, blob: Digest, loc: RemoteLocation) -> None:
+        """A downloaded blob must start the way its media type says (gzip, zstd, tar magic):
+        the digest proves the bytes are the ones the descriptor named, not that the descriptor's
+        media type is true. A wrong one is removed again before anything uses it."""
+        mismatch = compression_mismatch(loc.media_type, self.peek_local(blob, MAGIC_BYTES) or b"")
+        if mismatch is None:
+            return
+        self.state.store.delete(blob)
+        where = f" from {loc.ref.repository_ref}" if loc.ref is not None else ""
+        raise StateError(f"layer blob {blob}{where} was not used: {mismatch}", reference="blob-media-type-mismatch",
+                         hint="the image or cache that describes this blob is wrong: rebuild or re-export it")
 
     def _verify_download(self, blob: Digest, diff_id: Digest, comp: str) -> str:
         """A downloaded gzip blob that is (or claims to be) eStargz is verified chunk by chunk
@@ -421,7 +449,11 @@ class Blobs:
                 src: BinaryIO = tar_file
             else:
                 tar_diff = src_lr.diff_id
-                src = stack.enter_context(self.open_uncompressed(src_lr))
+                # the layer is decompressed here anyway: check the diff ID it claims (a lazily
+                # imported cache hit's comes from the cache's metadata), so a wrong one fails
+                # the export instead of going into an image's rootfs.diff_ids
+                src = VerifyingReader(stack.enter_context(self.open_uncompressed(src_lr)), tar_diff,
+                                      what=f"layer {src_lr.blob} (uncompressed; its diff ID)")  # type: ignore[assignment]
             with store.writer() as hw:
                 result = None
                 if compression == "estargz":

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO
 
 from mason.build.blobs import Blobs, RemoteLocation
 from mason.build.ops import StepResult
 from mason.build.state import LayerRef
+from mason.cache.blobcheck import MAGIC_BYTES, compression_mismatch
 from mason.cache.format import ZERO_TIME
 from mason.cache.model import ANNOTATION_CREATED_AT, DISTRIBUTION_SOURCE_PREFIX
 from mason.digest import Digest
@@ -37,16 +38,50 @@ def _emit_task(sink: ProgressSink, name: str, status: str, text: str = "", elaps
 
 
 class HitLookup:
-    """A ``mason.cache.CacheSource`` as the solver's ``CacheLookup[StepResult]``."""
+    """A ``mason.cache.CacheSource`` as the solver's ``CacheLookup[StepResult]``.
 
-    def __init__(self, source: Any, blobs: Blobs) -> None:
+    A hit is checked before the solver may take it: each layer blob the build does not hold
+    yet must still be in the cache (one ranged read of its first bytes: ``CacheSource.check_blob``,
+    as BuildKit checks that a remote cache's blobs exist when it resolves it) and start the way
+    its media type says; a blob the build holds is checked from the content store, and a diff ID
+    the build already knows for the blob (a base image's) must match. A hit that fails is a
+    miss with one warning naming the step and the blob: the step runs. Nothing is downloaded."""
+
+    def __init__(self, source: Any, blobs: Blobs, warn: Callable[[str], None] | None = None) -> None:
         self.source = source
         self.blobs = blobs
+        self._warn = warn or (lambda _text: None)
+        self._checked: dict[Digest, str | None] = {}
 
     def lookup(self, key: CacheKey) -> StepResult | None:
         hit = self.source.lookup(key.digest)
         if hit is None:
             return None
+        problem = next(filter(None, map(self._problem, hit.layers)), None)
+        if problem is not None:
+            self._warn(f"cache hit for {hit.step or key.digest} from {hit.source} not used, the step runs "
+                       f"instead: {problem}")
+            return None
+        return self._result(hit)
+
+    def _problem(self, desc: Descriptor) -> str | None:
+        if desc.digest not in self._checked:
+            self._checked[desc.digest] = self._check(desc)
+        return self._checked[desc.digest]
+
+    def _check(self, desc: Descriptor) -> str | None:
+        claimed = desc.annotations[ANNOTATION_UNCOMPRESSED]
+        known = self.blobs.known_diff_id(desc.digest)
+        if known is not None and known != claimed:
+            return f"blob {desc.digest}: the cache gives diff ID {claimed}, this build knows it as {known}"
+        head = self.blobs.peek_local(desc.digest, MAGIC_BYTES)
+        if head is None:
+            reason: str | None = self.source.check_blob(desc)
+            return reason
+        mismatch = compression_mismatch(desc.media_type, head)
+        return f"blob {desc.digest}: {mismatch}" if mismatch else None
+
+    def _result(self, hit: Any) -> StepResult:
         layers: list[LayerRef] = []
         created: list[str] = []
         for desc in hit.layers:
@@ -106,9 +141,15 @@ def import_caches(cache_from: Sequence[Any], client: Any, blobs: Blobs,
             _emit_task(sink, name, "warning", src.warning)
             _emit_task(sink, name, "error", "cache not imported; the build goes on without it")
             continue
+        for notice in src.notices:  # e.g. layers of unknown media types: those results are not used
+            _emit_task(sink, name, "warning", notice)
         _emit_task(sink, name, "done")
         imported[_dest_key(opt)] = src
-        sources.append(CacheSource(src.name, HitLookup(src, blobs)))
+
+        def warn(text: str, name: str = name) -> None:
+            _emit_task(sink, name, "warning", text)
+
+        sources.append(CacheSource(src.name, HitLookup(src, blobs, warn)))
     return sources, imported
 
 

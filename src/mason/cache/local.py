@@ -47,6 +47,13 @@ class _LayoutBlobs:
     def open_blob(self, desc: Descriptor) -> AbstractContextManager[BinaryIO]:
         return self._layout.open_blob(desc)  # type: ignore[return-value]
 
+    def peek_blob(self, desc: Descriptor, n: int) -> bytes | None:
+        try:
+            with open(self._layout.blob_path(desc.digest), "rb") as f:
+                return f.read(n)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+
 
 def _read_small(layout: OCILayout, desc: Descriptor, limit: int) -> bytes:
     if desc.size > limit:

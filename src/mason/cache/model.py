@@ -21,6 +21,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal, Protocol
 
+from mason.cache.blobcheck import MAGIC_BYTES, compression_mismatch, known_layer_compression
 from mason.cache.format import (
     ZERO_TIME,
     CacheConfig,
@@ -79,6 +80,11 @@ class BlobProvider(Protocol):
 
     def open_blob(self, desc: Descriptor) -> AbstractContextManager[BinaryIO]: ...
 
+    def peek_blob(self, desc: Descriptor, n: int) -> bytes | None:
+        """The blob's first ``n`` bytes (fewer for a shorter blob), or ``None`` when the blob is
+        not there; one small read, never the whole blob."""
+        ...
+
 
 # --------------------------------------------------------------------------- import side
 
@@ -111,6 +117,9 @@ class CacheHit:
 class _NoBlobs:
     def open_blob(self, desc: Descriptor) -> AbstractContextManager[BinaryIO]:
         raise CacheExportError(f"blob {desc.digest} is not available from an empty cache source")
+
+    def peek_blob(self, desc: Descriptor, n: int) -> bytes | None:
+        return None
 
 
 class CacheSource:
@@ -155,6 +164,44 @@ class CacheSource:
         self._by_key: dict[str, list[int]] = {}
         for i, rec in enumerate(self.config.records):
             self._by_key.setdefault(rec.digest, []).append(i)
+        #: Layer blobs no hit may use, with the reason: an unknown media type makes every
+        #: result whose chain holds the blob unusable, and only those.
+        self.unusable: dict[Digest, str] = {
+            digest: f"media type {desc.media_type!r} is not a layer type mason can unpack"
+            for digest, desc in self.descriptors.items()
+            if desc.media_type != mt.BUILDKIT_CACHE_CONFIG and known_layer_compression(desc.media_type) is None
+        }
+        self._checked: dict[Digest, str | None] = {}
+        self._check_lock = threading.Lock()
+
+    @property
+    def notices(self) -> list[str]:
+        """Warnings about an import that worked: one line for the layers no result can use."""
+        if not self.unusable:
+            return []
+        listed = ", ".join(f"{d} ({why})" for d, why in sorted(self.unusable.items())[:3])
+        more = f" and {len(self.unusable) - 3} more" if len(self.unusable) > 3 else ""
+        return [f"cache {self.name}: {len(self.unusable)} layer blob(s) cannot be used: {listed}{more}; "
+                "the results built on them are not used, the rest of the cache is"]
+
+    def check_blob(self, desc: Descriptor) -> str | None:
+        """Why the blob of ``desc`` cannot serve a hit now, or ``None``: it must still be where the
+        cache is (a hit whose blob is gone is a miss, not a failed push) and start the way its
+        media type says. One small ranged read per blob, remembered for the source's lifetime."""
+        with self._check_lock:
+            if desc.digest in self._checked:
+                return self._checked[desc.digest]
+        reason = self.unusable.get(desc.digest)
+        if reason is None:
+            head = self.provider.peek_blob(desc, MAGIC_BYTES)
+            if head is None:
+                reason = f"blob {desc.digest} is missing from {self.origin or self.name}"
+            else:
+                mismatch = compression_mismatch(desc.media_type, head)
+                reason = f"blob {desc.digest}: {mismatch}" if mismatch else None
+        with self._check_lock:
+            self._checked[desc.digest] = reason
+        return reason
 
     @classmethod
     def empty(cls, name: str, warning: str | None = None, *, origin: str | None = None,
@@ -183,8 +230,9 @@ class CacheSource:
         out = []
         for index in indexes:
             desc = self.descriptors.get(self.config.layers[index].blob)
-            # BuildKit drops results whose blobs have no descriptor or no diff ID; so do we.
-            if desc is None or not desc.annotations.get(ANNOTATION_UNCOMPRESSED):
+            # BuildKit drops results whose blobs have no descriptor or no diff ID; so do we,
+            # and results on a blob of a type mason cannot unpack.
+            if desc is None or not desc.annotations.get(ANNOTATION_UNCOMPRESSED) or desc.digest in self.unusable:
                 return None
             out.append(desc.with_annotations(self._extra) if self._extra else desc)
         return tuple(out)

@@ -4,9 +4,9 @@ Import reads the manifest (either form, OCI or Docker types, or an image with in
 cache) and the cache config, nothing else; layer blobs are opened lazily through the
 client when a hit must be materialised.
 
-Export: blobs the target repository is known to hold (referenced by the cache the ref
-currently points at: from the import of the same ref, or read here with one manifest
-GET + one config GET) are skipped; blobs whose descriptor names another repository of the
+Export: blobs the cache the ref currently points at references (from the import of the same
+ref, or read here with one manifest GET + one config GET) are HEADed, and skipped when they
+are still there (a deleted one is stored again); blobs whose descriptor names another repository of the
 same registry (``containerd.io/distribution.source.<host>``) are cross-repo mounted;
 the rest are pushed (the client HEADs first) in parallel with a bound; then the config;
 the manifest goes last. When the new manifest's digest equals the one the ref holds,
@@ -52,6 +52,7 @@ __all__ = [
     "export_registry_cache",
     "load_registry_cache",
     "mount_candidates",
+    "peek_blob",
     "store_blob",
 ]
 
@@ -69,6 +70,8 @@ class CacheRegistry(Protocol):
 
     def mount_blob(self, ref: Reference, digest: Digest, from_repository: str) -> bool: ...
 
+    def blob_exists(self, ref: Reference, digest: Digest) -> bool: ...
+
     def push_blob_outcome(self, ref: Reference, desc: Descriptor, opener: Callable[[], BinaryIO], *,
                           mount_from: str | None = None) -> Literal["exists", "mounted", "uploaded"]: ...
 
@@ -82,6 +85,48 @@ class _RegistryBlobs:
 
     def open_blob(self, desc: Descriptor) -> AbstractContextManager[BinaryIO]:
         return self._client.open_blob(self._ref, desc)
+
+    def peek_blob(self, desc: Descriptor, n: int) -> bytes | None:
+        return peek_blob(self._client, self._ref, desc, n)
+
+
+def peek_blob(client: CacheRegistry, ref: Reference, desc: Descriptor, n: int) -> bytes | None:
+    """The first ``n`` bytes of a blob in ``ref``'s repository, or ``None`` when it is not there
+    (404): a ``GET`` with ``Range: bytes=0-(n-1)``, as cheap as a ``HEAD`` and it answers two
+    questions, whether the blob exists and whether it starts the way its media type says. A
+    registry that ignores ``Range`` sends the whole blob: only ``n`` bytes are read, then the
+    response is closed.
+
+    A client with its own ``peek_blob(ref, desc, n)`` (the test fakes) is asked directly;
+    ``mason.registry.client.RegistryClient`` has none yet, so the request goes through its
+    transport (the same one ``open_blob`` uses: auth, retries, redirects)."""
+    own = getattr(client, "peek_blob", None)
+    if own is not None:
+        result: bytes | None = own(ref, desc, n)
+        return result
+    from mason.registry.auth import pull_scope
+    from mason.registry.errors import RegistryNotFoundError
+
+    transport = client._transport  # type: ignore[attr-defined]
+    try:
+        response = transport.request(
+            "GET", ref.api_host, f"/v2/{ref.repository}/blobs/{desc.digest}",
+            operation=f"check blob {desc.digest} in {ref.repository_ref}", scopes=[pull_scope(ref.repository)],
+            headers={"Range": f"bytes=0-{max(n, 1) - 1}"}, ok=(200, 206, 416), stream=True,
+            follow_redirects=True, what=f"registry {ref.registry}",
+        )
+    except RegistryNotFoundError:
+        return None
+    try:
+        head = b""
+        if response.status_code != 416:  # 416: an empty blob has no byte 0
+            for chunk in response.iter_bytes():
+                head += chunk
+                if len(head) >= n:
+                    break
+        return head[:n]
+    finally:
+        response.close()
 
 
 def _read_small(client: CacheRegistry, ref: Reference, desc: Descriptor, limit: int) -> bytes:
@@ -183,6 +228,30 @@ def store_blob(client: CacheRegistry, ref: Reference, desc: Descriptor,
 
 #: statuses registries refuse a cache manifest with (ECR 400/405, Harbor 404, Nexus 500, others 415)
 _MANIFEST_REFUSED = frozenset({400, 404, 405, 415, 500})
+#: distribution error codes that name another cause than the manifest's media type
+_OTHER_CAUSES = frozenset({
+    "BLOB_UNKNOWN", "MANIFEST_BLOB_UNKNOWN", "NAME_UNKNOWN", "NAME_INVALID", "TAG_INVALID", "DIGEST_INVALID",
+    "SIZE_INVALID", "MANIFEST_UNVERIFIED", "DENIED", "UNAUTHORIZED", "TOOMANYREQUESTS",
+})
+
+
+def _error_codes(exc: DiagnosticError) -> set[str]:
+    return {str(e.get("code", "")).upper() for e in getattr(exc, "errors", ())}
+
+
+def _refused_for_its_type(exc: DiagnosticError) -> bool:
+    """Whether a failed manifest PUT may be a refusal of its media type: a status registries
+    use for that, and no error code naming another cause (a missing blob, a denied push)."""
+    return getattr(exc, "status", None) in _MANIFEST_REFUSED and not _error_codes(exc) & _OTHER_CAUSES
+
+
+def _still_there(client: CacheRegistry, ref: Reference, digests: Sequence[Digest], max_workers: int) -> set[Digest]:
+    """The blobs of ``digests`` that ``ref``'s repository holds now (one HEAD each)."""
+    if not digests:
+        return set()
+    with ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="cache-head") as pool:
+        found = pool.map(lambda d: client.blob_exists(ref, d), digests)
+        return {d for d, there in zip(digests, found, strict=True) if there}
 
 
 def _refused_manifest_hint(options: CacheOptions, media_type: str) -> str:
@@ -224,12 +293,18 @@ def export_registry_cache(
         return ExportResult(destination, records=n_records, skipped_reason="no layers to export")
     document, config_desc = built
     manifest_desc = document.descriptor()
-    if prior.manifest is not None and prior.manifest.digest == manifest_desc.digest:
+    # What the ref's current cache lists is only a claim about the repository: a blob deleted
+    # since (garbage collection, a retention policy) would make every later manifest PUT fail
+    # with MANIFEST_BLOB_UNKNOWN. So each listed blob this export needs is HEADed (in parallel)
+    # and only the ones still there are skipped; the others are stored again.
+    listed = prior.known_blobs if prior.manifest is not None else frozenset()
+    needed = [d.digest for d in plan.blobs] + [config_desc.digest]
+    known = _still_there(client, ref, [d for d in needed if d in listed], max_workers)
+    if prior.manifest is not None and prior.manifest.digest == manifest_desc.digest and known >= set(needed):
         return ExportResult(
             destination, manifest_desc, existing=tuple(b.digest for b in plan.blobs), unchanged=True,
             records=n_records, records_with_results=plan.records_with_results,
         )
-    known = prior.known_blobs if prior.manifest is not None else frozenset()
     uploaded: list[Digest] = []
     mounted: list[Digest] = []
     existing: list[Digest] = []
@@ -258,9 +333,13 @@ def export_registry_cache(
     try:
         client.put_manifest(ref, document.raw, document.media_type)  # last: the cache is complete
     except DiagnosticError as exc:
-        codes = {str(e.get("code", "")) for e in getattr(exc, "errors", ())}
-        if getattr(exc, "status", None) in _MANIFEST_REFUSED and "NAME_UNKNOWN" not in codes:
+        if _refused_for_its_type(exc):
             exc.hint = _refused_manifest_hint(options, document.media_type)
+        elif _error_codes(exc) & {"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN"}:
+            # not the media type (the client's generic hint says so for any 400): every blob was
+            # HEADed or stored just now, so one vanished meanwhile (a garbage collection)
+            exc.hint = ("the registry no longer has a blob this cache references, though it was checked "
+                        "or stored just before; run the build again (the next export stores it again)")
         raise
     return ExportResult(
         destination, manifest_desc, tuple(uploaded), tuple(mounted), tuple(existing),

@@ -55,6 +55,9 @@ class _Provider:
         self.opened += 1
         yield io.BytesIO(self.data)
 
+    def peek_blob(self, desc: Descriptor, n: int) -> bytes | None:
+        return self.data[:n]  # a ranged read, not a download (``opened`` counts those)
+
 
 def _source(data: bytes, annotations: dict[str, str]) -> tuple[CacheSource, _Provider]:
     """An imported cache with one record whose result is one eStargz layer."""

@@ -68,6 +68,16 @@ class FakeRegistry:
             raise RegistryNotFoundError("blob unknown", status=404, operation=f"get blob {desc.digest}")
         yield VerifyingReader(io.BytesIO(data), desc.digest, desc.size)  # type: ignore[misc]
 
+    def blob_exists(self, ref: Reference, digest: Digest) -> bool:
+        self._log("check_blob", ref.repository, digest)
+        return digest in self.blobs.get(ref.repository, {})
+
+    def peek_blob(self, ref: Reference, desc: Descriptor, n: int) -> bytes | None:
+        """A ranged GET of the first ``n`` bytes (``None``: 404)."""
+        self._log("peek_blob", ref.repository, desc.digest)
+        data = self.blobs.get(ref.repository, {}).get(desc.digest)
+        return None if data is None else data[:n]
+
     def push_blob(self, ref: Reference, desc: Descriptor, opener: Callable[[], BinaryIO]) -> bool:
         self._log("head_blob", ref.repository, desc.digest)
         if desc.digest in self.blobs.get(ref.repository, {}):
