@@ -554,6 +554,24 @@ def test_no_lock_file_in_tarballs_or_local_caches(build: Builder, small: Path, t
     assert sorted(p.name for p in cache.iterdir()) == ["blobs", "index.json", "oci-layout"]
 
 
+def test_inline_cache_gives_the_same_image_on_a_base_with_history_times(
+        build: Builder, reg: str, tmp_path: Path, busybox_image: str) -> None:
+    # the base image's history has real times (it was built just now): the cold build wrote the
+    # FROM record's createdAt as 1970 and the cache-imported one as the base's time, so the two
+    # images differed (issue 13, defect 3)
+    base, app = tmp_path / "base-context", tmp_path / "app-context"
+    base.mkdir()
+    (base / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo base > /base.txt\n")
+    build(base, "--push", "-t", f"{reg}/base").check()
+    app.mkdir()
+    (app / "Dockerfile").write_text(f"FROM {reg}/base\nRUN echo app > /app.txt\n")
+    args = ("--push", "-t", f"{reg}/app", "--cache-to", "type=inline")
+    cold = build(app, *args).check()
+    warm = build(app, *args, "--cache-from", f"{reg}/app:latest").check()  # a fresh root
+    assert warm.cached == set(cold.steps), warm.ran
+    assert warm.digest == cold.digest
+
+
 def test_local_cache_round_trips(build: Builder, multistage: Path, tmp_path: Path) -> None:
     dest = tmp_path / "local-cache"
     cold = build(multistage, "--cache-to", f"type=local,dest={dest},mode=max").check()

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO
 
 from mason.build.blobs import Blobs, RemoteLocation
-from mason.build.ops import StepResult
+from mason.build.ops import SourceOp, StepResult
 from mason.build.state import LayerRef
 from mason.cache.blobcheck import MAGIC_BYTES, compression_mismatch
 from mason.cache.format import ZERO_TIME
@@ -208,6 +208,11 @@ def solved_records(graph: Any, blobs: Blobs) -> list[Any]:
             # each layer's createdAt is derived from the record that made it (cache.plan_export)
             complete = bool(res.created) and len(res.created) == len(res.layers)
             created = res.created[-1] if complete and res.created[-1] else _EPOCH
+            if any(isinstance(v.op, SourceOp) for v in sv.vertices):
+                # a base image's layers are not this build's: no time of ours, whether FROM ran
+                # (no times) or came from an inline cache (its image history's times), so a cold
+                # and a cache-imported build write the same record and the same image
+                created = _EPOCH
         records.append(SolvedRecord(key=sv.key.digest, inputs=tuple(sv.key.inputs), layers=layers,
                                     step=sv.name or None, created_at=created))
     return records
