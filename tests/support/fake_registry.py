@@ -13,6 +13,12 @@ realm on another host and port (``token_realm``, ``service``; Docker Hub's
 (``max_body``: 413), ``OCI-Chunk-Min-Length`` (``chunk_min_length``), manifest
 media types the registry refuses (``accepted_manifest_types``, ECR-like) and the
 ``Retry-After`` value sent with an injected 429 (``retry_after``).
+
+Breaks for resume tests: blob bodies cut after N bytes (``cut_after``), a server that
+ignores ``Range`` (``ignore_range``) or answers the wrong one (``wrong_range``), every
+k-th PATCH reset (``reset_patch_every``, ``reset_patches``) before or after (``reset_after_store``) its
+chunk is stored, and distribution's habit of dropping the session when a PATCH broke
+off (``drop_session_on_reset``). ``GET`` on an upload reports its ``Range``.
 """
 
 from __future__ import annotations
@@ -90,6 +96,19 @@ class FakeRegistry:
     #: manifest media types a PUT may carry (None: any)
     accepted_manifest_types: set[str] | None = None
     retry_after: str = "0"
+    #: blob digest -> body lengths: each GET of the blob takes the next and breaks off after it
+    cut_after: dict[str, list[int]] = field(default_factory=dict)
+    #: serve every ranged GET as a full 200 (a server without Range support)
+    ignore_range: bool = False
+    #: answer a ranged GET with a 206 from byte 0 (a broken server)
+    wrong_range: bool = False
+    #: every k-th PATCH breaks off (a connection reset); ``reset_patches``: exactly these (1-based)
+    reset_patch_every: int | None = None
+    reset_patches: set[int] = field(default_factory=set)
+    #: ... after the registry stored the chunk (the response is what is lost)
+    reset_after_store: bool = False
+    #: a broken-off PATCH invalidates its session (as the CNCF registry's offset check does)
+    drop_session_on_reset: bool = False
 
     def __post_init__(self) -> None:
         self.blobs: dict[str, bytes] = {}
@@ -104,6 +123,11 @@ class FakeRegistry:
         self.token_requests = 0
         #: (service, scopes) of every token request
         self.token_queries: list[tuple[str, list[str]]] = []
+        self.patches = 0
+        #: (status, Range header, Content-Range header) of every blob GET served
+        self.blob_gets: list[tuple[int, str | None, str | None]] = []
+        #: Content-Range of every PATCH that reached the registry (reset ones included)
+        self.patch_ranges: list[str] = []
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -260,14 +284,22 @@ class FakeRegistry:
             return httpx.Response(200, headers=headers)
         start = 0
         rng = request.headers.get("Range")
-        if rng and (m := re.match(r"bytes=(\d+)-", rng)):
+        if rng and (m := re.match(r"bytes=(\d+)-", rng)) and not self.ignore_range:
             start = int(m.group(1))
-        body = data[start:]
+        served_from = 0 if self.wrong_range else start
+        body = data[served_from:]
         status = 206 if start else 200
+        if status == 206:
+            headers["Content-Range"] = f"bytes {served_from}-{len(data) - 1}/{len(data)}"
+        headers["Content-Length"] = str(len(body))
+        self.blob_gets.append((status, rng, headers.get("Content-Range")))
         if self.truncate.get(digest, 0) > 0:
             self.truncate[digest] -= 1
-            return httpx.Response(status, stream=_Truncated(body[: max(1, len(body) // 2)]))
-        return httpx.Response(status, content=body)
+            return httpx.Response(status, headers=headers, stream=_Truncated(body[: max(1, len(body) // 2)]))
+        cuts = self.cut_after.get(digest)
+        if cuts:
+            return httpx.Response(status, headers=headers, stream=_Truncated(body[: cuts.pop(0)]))
+        return httpx.Response(status, headers=headers, content=body)
 
     def _manifest(self, repo: str, ident: str, request: httpx.Request) -> httpx.Response:
         if request.method == "PUT":
@@ -301,6 +333,25 @@ class FakeRegistry:
             headers["Link"] = f'</v2/{repo}/tags/list?n={n}&last={page[-1]}>; rel="next"'
         return httpx.Response(200, headers=headers, json={"name": repo, "tags": page})
 
+    def _reset_patch(self, uid: str, request: httpx.Request) -> httpx.Response:
+        if self.reset_after_store:
+            self._store_chunk(uid, request)
+        elif self.drop_session_on_reset:
+            del self.uploads[uid]
+        raise httpx.ReadError("connection reset by fake registry")
+
+    def _store_chunk(self, uid: str, request: httpx.Request) -> httpx.Response | None:
+        """Append a PATCH body; an error response when it is out of order or too small."""
+        _, buffer = self.uploads[uid]
+        body = request.read()
+        start = int(request.headers.get("Content-Range", "0-0").split("-")[0])
+        short = self.short_chunk.get(uid, False)
+        if start != len(buffer) or short:  # out of order, or a short chunk that was not the last
+            return httpx.Response(416, content=_errors("BLOB_UPLOAD_INVALID", "chunk out of order or too small"))
+        self.short_chunk[uid] = bool(self.chunk_min_length and len(body) < self.chunk_min_length)
+        buffer.extend(body)
+        return None
+
     def _upload(self, repo: str, rest: str, request: httpx.Request) -> httpx.Response:
         query = parse_qs(urlsplit(str(request.url)).query)
         if request.method == "POST":
@@ -321,16 +372,23 @@ class FakeRegistry:
         if request.method == "DELETE":
             del self.uploads[uid]
             return httpx.Response(204)
+        if request.method == "GET":
+            last = max(len(buffer) - 1, 0)  # "0-0" for an empty upload, as the CNCF registry says
+            return httpx.Response(204, headers={"Location": f"/v2/{repo}/blobs/uploads/{uid}?_state=s{len(buffer)}",
+                                                "Range": f"0-{last}", "Docker-Upload-UUID": uid})
+        if request.method == "PATCH":
+            self.patches += 1
+            self.patch_ranges.append(request.headers.get("Content-Range", ""))
+            every = self.reset_patch_every
+            if (every and self.patches % every == 0) or self.patches in self.reset_patches:
+                return self._reset_patch(uid, request)
         body = request.read()
         if self.max_body is not None and len(body) > self.max_body:
             return httpx.Response(413, content=b"<html><body><h1>413 Request Entity Too Large</h1></body></html>")
         if request.method == "PATCH":
-            start = int(request.headers.get("Content-Range", "0-0").split("-")[0])
-            short = self.short_chunk.get(uid, False)
-            if start != len(buffer) or short:  # out of order, or a short chunk that was not the last
-                return httpx.Response(416, content=_errors("BLOB_UPLOAD_INVALID", "chunk out of order or too small"))
-            self.short_chunk[uid] = bool(self.chunk_min_length and len(body) < self.chunk_min_length)
-            buffer.extend(body)
+            refused = self._store_chunk(uid, request)
+            if refused is not None:
+                return refused
             return httpx.Response(202, headers={"Location": f"/v2/{repo}/blobs/uploads/{uid}?_state=n{len(buffer)}",
                                                 "Range": f"0-{len(buffer) - 1}"})
         if request.method == "PUT":

@@ -1,8 +1,11 @@
 """A distribution-spec registry client: manifests, blobs, mounts, tags.
 
 Every blob read is verified (digest and size) as it streams, and a transfer that
-breaks off is resumed with a ``Range`` request (or restarted) a bounded number of
-times. Uploads are monolithic (one PUT with ``Content-Length``) up to
+breaks off is resumed with a ``Range`` request from the last byte that arrived (or
+restarted from 0 when the server does not honour the range). A chunked upload that
+breaks off goes on from what the registry acknowledged (``GET`` on the upload, its
+``Range``). Retries are bounded by failures in a row without progress, so short breaks
+every few megabytes do not stop a transfer. Uploads are monolithic (one PUT with ``Content-Length``) up to
 ``chunk_threshold`` and chunked (PATCH with ``Content-Range``) above it. A
 monolithic PUT refused with 413 (a proxy's body limit, or a registry that wants
 chunks) is redone in chunks, and blobs that large go chunked to that host from
@@ -89,61 +92,103 @@ def _next_link(header: str | None) -> str | None:
     return None
 
 
+class _Budget:
+    """Retries of one transfer: it gives up after ``limit`` failures in a row that made no
+    progress; a failure after progress (bytes received or acknowledged since the one before)
+    starts a new streak, so a transfer cut every few megabytes still finishes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        self.attempts = 1  # the first try
+        self.streak = 0
+        self._mark = -1
+
+    def failed(self, position: int) -> bool:
+        """Count a failure at ``position`` (bytes done); True while another attempt is allowed."""
+        self.streak = 1 if position > self._mark else self.streak + 1
+        self._mark = max(self._mark, position)
+        if self.streak >= self.limit:
+            return False
+        self.attempts += 1
+        return True
+
+
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+
+
 class _ResumingBlobStream(io.RawIOBase):
-    """Raw bytes of one blob; reconnects with ``Range`` after a break, within the retry budget."""
+    """Raw bytes of one blob; after a break it reconnects with ``Range: bytes=<received>-``
+    (every byte that arrived counts, not whole chunks), within the retry budget.
+
+    A 206 must say it starts where asked (``Content-Range``); a server that ignores
+    ``Range`` (200) or answers another range is read from byte 0 again and the part
+    already delivered is discarded."""
 
     def __init__(self, client: RegistryClient, ref: Reference, desc: Descriptor) -> None:
         self._client = client
         self._ref = ref
         self._desc = desc
-        self._offset = 0
+        #: the blob offset the current response's body has reached (from 0 or its range start)
+        self._received = 0
+        #: bytes still to drop from the current body: a from-zero GET re-sends what we have
+        self._skip = 0
         self._response: httpx.Response | None = None
         self._chunks: Iterator[bytes] | None = None
         self._pending = b""
-        self._restarts = 0
+        self._budget = _Budget(client.retry.attempts)
+        self.resumed_at: list[int] = []  # offsets a resumed GET started at (for tests and logs)
         self._open()
+
+    @property
+    def _operation(self) -> str:
+        return f"pull blob {self._desc.digest} from {self._ref.repository_ref}"
 
     def readable(self) -> bool:
         return True
 
-    def _open(self) -> None:
-        headers = {"Range": f"bytes={self._offset}-"} if self._offset else {}
-        response = self._client._transport.request(
-            "GET",
-            self._ref.api_host,
-            f"/v2/{self._ref.repository}/blobs/{self._desc.digest}",
-            operation=f"pull blob {self._desc.digest} from {self._ref.repository_ref}",
-            scopes=[pull_scope(self._ref.repository)],
-            headers=headers,
-            ok=(200, 206),
-            stream=True,
-            follow_redirects=True,
+    @property
+    def _position(self) -> int:
+        """Bytes of the blob this stream has (delivered or pending): where a resumed GET starts."""
+        return self._received + self._skip
+
+    def _get(self, ranged: bool) -> httpx.Response:
+        headers = {"Range": f"bytes={self._position}-"} if ranged and self._position else {}
+        return self._client._transport.request(
+            "GET", self._ref.api_host, f"/v2/{self._ref.repository}/blobs/{self._desc.digest}",
+            operation=self._operation, scopes=[pull_scope(self._ref.repository)], headers=headers,
+            ok=(200, 206), stream=True, follow_redirects=True,
         )
+
+    def _open(self) -> None:
+        position = self._position
+        response = self._get(ranged=True)
+        if position and response.status_code == 206 and not self._starts_at(response, position):
+            response.close()
+            response = self._get(ranged=False)  # not the range asked for: from byte 0
+        if position and response.status_code == 206:
+            self.resumed_at.append(position)
+            self._received, self._skip = position, 0
+        else:
+            self._received, self._skip = 0, position  # from byte 0: drop what is already here
         self._response = response
-        chunks = response.iter_bytes(_CHUNK)
-        if self._offset and response.status_code == 200:
-            # the server ignored Range: skip what we already have
-            skip = self._offset
-            while skip > 0:
-                chunk = next(chunks, b"")
-                if not chunk:
-                    break
-                if len(chunk) > skip:
-                    self._pending = chunk[skip:]
-                skip -= len(chunk)
-        self._chunks = chunks
+        # no chunk size: every read from the socket is handed on, so a break loses nothing
+        self._chunks = response.iter_bytes()
+
+    @staticmethod
+    def _starts_at(response: httpx.Response, position: int) -> bool:
+        match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
+        return match is not None and int(match.group(1)) == position
 
     def _restart(self, why: BaseException | None) -> None:
         if self._response is not None:
             self._response.close()
-        self._restarts += 1
-        if self._restarts >= self._client.retry.attempts:
+        if not self._budget.failed(self._position):
             raise RegistryError(
-                f"blob transfer kept breaking off at byte {self._offset} of {self._desc.size}"
-                + (f": {why}" if why else ""),
-                operation=f"pull blob {self._desc.digest} from {self._ref.repository_ref}",
+                f"blob transfer kept breaking off (at byte {self._position} of {self._desc.size}, "
+                f"after {self._budget.attempts} attempt(s))" + (f": {why}" if why else ""),
+                operation=self._operation,
             ) from why
-        self._client._transport.backoff(self._restarts - 1)
+        self._client._transport.backoff(self._budget.streak - 1)
         self._open()
 
     def _incomplete(self) -> bool:
@@ -155,30 +200,186 @@ class _ResumingBlobStream(io.RawIOBase):
             return True
         return response.num_bytes_downloaded < int(length)
 
+    def _next_chunk(self) -> bytes | None:
+        """New bytes to deliver; b"" at the end of the blob; None when there are none yet."""
+        assert self._chunks is not None
+        try:
+            chunk = next(self._chunks, b"")
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            self._restart(exc)
+            return None
+        if not chunk:
+            if self._position < self._desc.size and self._incomplete():
+                self._restart(None)  # the body ended before its Content-Length: truncated
+                return None
+            return b""  # complete as served: a short blob fails verification
+        dropped = min(self._skip, len(chunk))
+        self._skip -= dropped
+        self._received += len(chunk)  # so _position = what the stream has, skipped or not
+        return chunk[dropped:] or None
+
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         while not self._pending:
-            assert self._chunks is not None
-            try:
-                chunk = next(self._chunks, b"")
-            except (httpx.TransportError, httpx.StreamError) as exc:
-                self._restart(exc)
-                continue
-            if not chunk:
-                if self._offset < self._desc.size and self._incomplete():
-                    self._restart(None)  # the body ended before its Content-Length: truncated
-                    continue
-                return 0  # complete as served: a short blob fails verification
-            self._pending = chunk
+            chunk = self._next_chunk()
+            if chunk == b"":
+                return 0
+            self._pending = chunk or b""
         n = min(len(buffer), len(self._pending))
         buffer[:n] = self._pending[:n]
         self._pending = self._pending[n:]
-        self._offset += n
         return n
 
     def close(self) -> None:
         if self._response is not None:
             self._response.close()
         super().close()
+
+
+class _ChunkedUpload:
+    """One chunked upload (PATCH with ``Content-Range``) that survives breaks: after a failed
+    request it asks the registry what it holds (``GET`` on the upload location, its ``Range``)
+    and goes on from there, re-reading the source from that offset (a seek, or a reopen
+    and skip when the source cannot seek). Only when the registry dropped the session
+    (404, or distribution's 400 when the failed PATCH left part of its body) does it start
+    a new session from byte 0. Each 202's ``Range`` is honoured as the registry's
+    acknowledgement. The retry budget counts failures in a row without progress."""
+
+    def __init__(self, client: RegistryClient, ref: Reference, desc: Descriptor,
+                 opener: Callable[[], IO[bytes]], session: _UploadSession) -> None:
+        self.client = client
+        self.ref = ref
+        self.desc = desc
+        self.opener = opener
+        self.location = session.location
+        self.floor = max(session.min_chunk, _MIN_CHUNK)
+        self.size = max(client.chunk_size, session.min_chunk)
+        limit = client._monolithic_limit.get(ref.api_host, 0)
+        if desc.size > self.floor and limit > self.floor:
+            # a body limit is known for this host: start below it
+            self.size = min(self.size, max(self.floor, limit // 2))
+        #: bytes the registry acknowledged; ``pending`` holds the source bytes from there on
+        self.offset = 0
+        self.pending = b""
+        self.src = opener()
+        self.budget = _Budget(client.retry.attempts)
+        #: offsets uploads went on from after a break (for tests and logs)
+        self.resumed_at: list[int] = []
+        self.operation = f"push blob {desc.digest} to {ref.repository_ref} (chunked)"
+
+    def close(self) -> None:
+        self.src.close()
+
+    def run(self) -> None:
+        while True:
+            self._send_all()
+            try:
+                self._finish()
+                return
+            except RegistryError as exc:
+                # the answer to a PUT that worked may be what was lost
+                if _retryable(exc) and self.client.blob_exists(self.ref, self.desc.digest, for_push=True):
+                    return
+                self._recover(exc)
+
+    def _send_all(self) -> None:
+        while True:
+            # each chunk is held in memory so a refused PATCH can be sent again, smaller
+            self.pending += _read_up_to(self.src, self.size - len(self.pending))
+            if not self.pending:
+                break
+            chunk = self.pending[:self.size]
+            try:
+                response = self._patch(chunk)
+            except RegistryError as exc:
+                if exc.status == 413 and self.size > self.floor:
+                    # over a body limit: halve and resend; later uploads start below it
+                    limits = self.client._monolithic_limit
+                    limits[self.ref.api_host] = min(limits.get(self.ref.api_host, len(chunk)), len(chunk))
+                    self.size = max(self.floor, self.size // 2)
+                    continue
+                self._recover(exc)
+                continue
+            end = self.offset + len(chunk)
+            acked = _acknowledged(response.headers.get("Range"))
+            self.location = response.headers.get("Location", self.location)
+            del chunk, response  # before the next chunk is read: one chunk in memory, not two
+            # a registry that kept only part of the chunk says so; a Range that makes no sense
+            # (none, or not past the last offset) is not trusted over the 202
+            self._move_to(acked if acked is not None and self.offset < acked <= end else end)
+        if self.offset != self.desc.size:
+            raise DigestMismatchError(
+                f"blob {self.desc.digest} has {self.offset} bytes, but its descriptor says {self.desc.size}",
+                hint="the local copy changed while it was uploaded",
+            )
+
+    def _patch(self, chunk: bytes) -> httpx.Response:
+        return self.client._transport.request(
+            "PATCH", self.ref.api_host, self.location, operation=self.operation,
+            scopes=[push_scope(self.ref.repository)],
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Range": f"{self.offset}-{self.offset + len(chunk) - 1}",
+                "Content-Length": str(len(chunk)),
+            },
+            # a one-shot iterator, not the bytes: httpx's request/response cycles
+            # outlive the call until the GC runs, and would keep every chunk alive
+            # (1 MiB slices: the HTTP stack copies what it is given once more)
+            body=lambda chunk=chunk: _slices(chunk),
+            ok=(202, 204), retry=False, what=f"registry {self.ref.registry}",
+        )
+
+    def _finish(self) -> None:
+        self.client._transport.request(
+            "PUT", self.ref.api_host, self.location, params={"digest": self.desc.digest},
+            operation=self.operation, scopes=[push_scope(self.ref.repository)],
+            headers={"Content-Length": "0"}, body=b"", ok=(201, 204), retry=False,
+            what=f"registry {self.ref.registry}",
+        )
+
+    def _recover(self, exc: RegistryError) -> None:
+        """After a failed request: wait, learn what the registry holds, continue from there."""
+        while True:
+            # 416: the registry disagrees about the offset: ask it, like after a break
+            if not (_retryable(exc) or exc.status == 416) or not self.budget.failed(self.offset):
+                raise _gave_up(exc, self.budget, f" ({self.offset} of {self.desc.size} bytes acknowledged)")
+            self.client._transport.backoff(self.budget.streak - 1)
+            try:
+                status = self.client.upload_status(self.ref, self.location)
+                if status is None:
+                    session = self.client._start_upload(self.ref, self.desc.digest, None)
+                    assert session is not None  # no mount asked: always a session
+                    status = (0, session.location)
+            except RegistryError as again:
+                exc = again
+                continue
+            acked, self.location = status
+            if acked:
+                self.resumed_at.append(acked)
+            self._move_to(acked)
+            return
+
+    def _move_to(self, position: int) -> None:
+        """Make ``position`` the acknowledged offset: the next PATCH sends the source from it."""
+        end = self.offset + len(self.pending)
+        if self.offset <= position <= end:
+            self.pending = self.pending[position - self.offset:]
+        else:
+            self.pending = b""
+            self._seek(position)
+        self.offset = position
+
+    def _seek(self, position: int) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            if self.src.seekable():
+                self.src.seek(position)
+                return
+        self.src.close()
+        self.src = self.opener()
+        if _skip_bytes(self.src, position) != position:
+            raise DigestMismatchError(
+                f"blob {self.desc.digest} ended before byte {position} when it was opened again",
+                hint="the local copy changed while it was uploaded",
+            )
 
 
 class RegistryClient:
@@ -445,37 +646,29 @@ class RegistryClient:
         """Like ``push_blob`` but says how: ``exists``, ``mounted`` or ``uploaded``."""
         if self.blob_exists(ref, desc.digest, for_push=True):
             return "exists"
-        attempts = self.retry.attempts
         host = ref.api_host
         refused = self._monolithic_limit.get(host)
-        chunked = desc.size > self.chunk_threshold or (refused is not None and desc.size >= refused)
-        for attempt in range(attempts):
+        if desc.size > self.chunk_threshold or (refused is not None and desc.size >= refused):
+            return self._push_chunked(ref, desc, opener, mount_from)
+        budget = _Budget(self.retry.attempts)
+        while True:
             session = self._start_upload(ref, desc.digest, mount_from)
             if session is None:
                 return "mounted"
             mount_from = None  # declined once: later sessions are plain uploads
             try:
-                if chunked:
-                    self._upload_chunked(ref, desc, opener, session)
-                else:
-                    self._upload_monolithic(ref, desc, opener, session.location)
+                self._upload_monolithic(ref, desc, opener, session.location)
                 return "uploaded"
             except RegistryError as exc:
-                if exc.status == 413 and not chunked:
+                if exc.status == 413:
                     # the body is over a limit (a proxy's, or a registry that wants chunks):
                     # upload in chunks, and do so at once for blobs this large from now on
                     self._cancel_upload(ref, session.location)
                     self._monolithic_limit[host] = min(desc.size, self._monolithic_limit.get(host, desc.size))
-                    chunked = True
-                    continue
-                retryable = exc.status is None or exc.status in RETRY_STATUSES
-                if not retryable or attempt + 1 >= attempts:
-                    raise
-                self._transport.backoff(attempt)
-        raise RegistryError(
-            f"blob {desc.digest} could not be uploaded in {attempts} attempts",
-            operation=f"push blob {desc.digest} to {ref.repository_ref}",
-        )
+                    return self._push_chunked(ref, desc, opener, None)
+                if not _retryable(exc) or not budget.failed(0):
+                    raise _gave_up(exc, budget) from None
+                self._transport.backoff(budget.streak - 1)
 
     def _upload_monolithic(self, ref: Reference, desc: Descriptor, opener: Callable[[], IO[bytes]], location: str) -> None:
         self._transport.request(
@@ -485,61 +678,33 @@ class RegistryClient:
             body=opener, ok=(201, 204), retry=False, what=f"registry {ref.registry}",
         )
 
-    def _upload_chunked(
-        self, ref: Reference, desc: Descriptor, opener: Callable[[], IO[bytes]], session: _UploadSession
-    ) -> None:
-        operation = f"push blob {desc.digest} to {ref.repository_ref} (chunked)"
-        location = session.location
-        floor = max(session.min_chunk, _MIN_CHUNK)
-        size = max(self.chunk_size, session.min_chunk)
-        if desc.size > floor and self._monolithic_limit.get(ref.api_host, 0) > floor:
-            # a body limit is known for this host: start below it
-            size = min(size, max(floor, self._monolithic_limit[ref.api_host] // 2))
-        offset = 0
-        pending = b""
-        with opener() as src:
-            while True:
-                # each chunk is held in memory so a refused PATCH can be sent again, smaller
-                pending += _read_up_to(src, size - len(pending))
-                if not pending:
-                    break
-                chunk = pending[:size]
-                try:
-                    response = self._transport.request(
-                        "PATCH", ref.api_host, location, operation=operation, scopes=[push_scope(ref.repository)],
-                        headers={
-                            "Content-Type": "application/octet-stream",
-                            "Content-Range": f"{offset}-{offset + len(chunk) - 1}",
-                            "Content-Length": str(len(chunk)),
-                        },
-                        # a one-shot iterator, not the bytes: httpx's request/response cycles
-                        # outlive the call until the GC runs, and would keep every chunk alive
-                        # (1 MiB slices: the HTTP stack copies what it is given once more)
-                        body=lambda chunk=chunk: _slices(chunk),
-                        ok=(202, 204), retry=False, what=f"registry {ref.registry}",
-                    )
-                except RegistryError as exc:
-                    if exc.status == 413 and size > floor:
-                        # over a body limit: halve and resend; later uploads start below it
-                        limits = self._monolithic_limit
-                        limits[ref.api_host] = min(limits.get(ref.api_host, len(chunk)), len(chunk))
-                        size = max(floor, size // 2)
-                        continue
-                    raise
-                pending = pending[len(chunk):]
-                offset += len(chunk)
-                location = response.headers.get("Location", location)
-                del chunk, response  # before the next chunk is read: one chunk in memory, not two
-        if offset != desc.size:
-            raise DigestMismatchError(
-                f"blob {desc.digest} has {offset} bytes, but its descriptor says {desc.size}",
-                hint="the local copy changed while it was uploaded",
+    def _push_chunked(
+        self, ref: Reference, desc: Descriptor, opener: Callable[[], IO[bytes]], mount_from: str | None
+    ) -> PushOutcome:
+        session = self._start_upload(ref, desc.digest, mount_from)
+        if session is None:
+            return "mounted"
+        upload = _ChunkedUpload(self, ref, desc, opener, session)
+        try:
+            upload.run()
+        finally:
+            upload.close()
+        return "uploaded"
+
+    def upload_status(self, ref: Reference, location: str) -> tuple[int, str] | None:
+        """What the registry holds of an upload session (``GET`` on its location): the bytes it
+        acknowledged and the location to continue at; None when the session is gone."""
+        try:
+            response = self._transport.request(
+                "GET", ref.api_host, location, operation=f"check blob upload to {ref.repository_ref}",
+                scopes=[push_scope(ref.repository)], ok=(200, 204), what=f"registry {ref.registry}",
             )
-        self._transport.request(
-            "PUT", ref.api_host, location, params={"digest": desc.digest}, operation=operation,
-            scopes=[push_scope(ref.repository)], headers={"Content-Length": "0"}, body=b"",
-            ok=(201, 204), retry=False, what=f"registry {ref.registry}",
-        )
+        except RegistryError as exc:
+            if exc.status is not None and exc.status < 500 and not isinstance(exc, RegistryAuthError):
+                return None  # unknown (404) or invalidated (400, 416): start a new session
+            raise
+        acked = _acknowledged(response.headers.get("Range"))
+        return (0 if acked is None else acked), response.headers.get("Location", location)
 
     # -- tags ----------------------------------------------------------------------------------
     def list_tags(self, ref: Reference, page_size: int | None = None) -> list[str]:
@@ -582,6 +747,39 @@ def _read_up_to(src: IO[bytes], n: int) -> bytes:
         parts.append(data)
         n -= len(data)
     return b"".join(parts)
+
+
+def _retryable(exc: RegistryError) -> bool:
+    return exc.status is None or exc.status in RETRY_STATUSES
+
+
+def _gave_up(exc: RegistryError, budget: _Budget, done: str = "") -> RegistryError:
+    """``exc`` with the number of attempts the whole upload made (not the last request's)."""
+    if budget.attempts > 1:
+        text = exc.message.removeprefix(f"{exc.operation}: ")
+        exc.message = f"{exc.operation}: gave up after {budget.attempts} attempt(s){done}: {text}"
+    return exc
+
+
+def _acknowledged(header: str | None) -> int | None:
+    """Bytes an upload's ``Range: 0-<last>`` header acknowledges (``0-0`` is read as none:
+    registries send it for an empty upload, and every chunk is longer than one byte)."""
+    match = re.fullmatch(r"(?:bytes=)?0-(\d+)", (header or "").strip())
+    if match is None:
+        return None
+    last = int(match.group(1))
+    return last + 1 if last > 0 else 0
+
+
+def _skip_bytes(src: IO[bytes], n: int) -> int:
+    """Read and drop ``n`` bytes; how many were there."""
+    done = 0
+    while done < n:
+        data = src.read(min(_CHUNK, n - done))
+        if not data:
+            break
+        done += len(data)
+    return done
 
 
 def _media_type_from_body(raw: bytes) -> str | None:

@@ -354,8 +354,11 @@ class Transport:
                 if attempt + 1 < attempts and not final:
                     self.backoff(attempt)
                     continue
+                # "after N attempt(s)" only when this call retried: a caller that retries itself
+                # (uploads, resumed downloads) counts its own attempts
+                tries = f" after {attempt + 1} attempt(s)" if attempts > 1 else ""
                 raise RegistryError(
-                    f"request failed after {attempt + 1} attempt(s): {type(exc).__name__}: {exc}",
+                    f"request failed{tries}: {type(exc).__name__}: {exc}",
                     operation=operation, method=method, url=url,
                 ) from exc
             _close(content)
