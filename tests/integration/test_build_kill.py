@@ -215,3 +215,30 @@ def test_chroot_sandbox_dies_with_the_build(busybox_image: str, tmp_path: Path, 
     done = _finish(ctx, root, "--runtime=chroot")
     assert done.returncode == 0, done.stderr
     assert (root.parent / "out" / "done").read_text() == "done\n"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_cancel_clean_up_say_so_and_exit_128_plus_n(
+    busybox_image: str, tmp_path: Path, token: str, sig: signal.Signals
+) -> None:
+    """SIGTERM (a CI cancel, `timeout`) and SIGHUP (a closed terminal) are handled as Ctrl-C is:
+    the build is cancelled, its sandbox, overlay mount, active snapshot and temporary files go,
+    it says so, and it exits 128+N (143 for SIGTERM). Before, it died at once, silently, and left
+    all of them to the next run (issue 13, defect 2)."""
+    _need("runc")
+    ctx, root = tmp_path / "ctx", tmp_path / "root"
+    _dockerfile(ctx, busybox_image)
+    live = _start(ctx, root, token, "--runtime=runc")
+    try:
+        os.kill(live.pid, sig)  # the build process alone, as `timeout` and CI runners send it
+        rest, _ = live.communicate(timeout=60)
+    finally:
+        if live.poll() is None:
+            _kill_group(live)
+    assert live.returncode == 128 + sig, rest
+    assert f"{sig.name}: build cancelled" in rest, rest
+    _wait_gone(token, root)
+    assert f" {root}" not in Path("/proc/self/mountinfo").read_text()
+    assert list((root / "tmp").iterdir()) == []
+    active = root / "snapshots" / ".active"
+    assert not active.exists() or list(active.iterdir()) == []

@@ -12,6 +12,7 @@ Exit status (``docs/architecture.md`` §1):
     70   internal error: a bug in mason (EX_SOFTWARE from sysexits.h); the message names
          the exception, ``MASON_DEBUG=1`` prints its traceback
     130  interrupted (Ctrl-C)
+    143  terminated (SIGTERM; 129 for SIGHUP): cancelled and cleaned up as after Ctrl-C
 
 Every error goes to stderr after pending output on stdout and stderr is flushed, so it
 never lands inside a progress line. Only this module decides how an error is printed;
@@ -26,9 +27,11 @@ import errno
 import importlib
 import os
 import re
+import signal
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from mason.errors import MasonError
 
@@ -40,6 +43,38 @@ EXIT_INTERNAL_ERROR = 70
 EXIT_INTERRUPTED = 130
 
 # OSErrors that are the machine's condition rather than mason's bug, wherever they surface
+_TERMINATING = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where Ctrl-C raises KeyboardInterrupt: every layer already
+    cancels and cleans up on that (the solver's cancel token, the sandbox, mounts, active
+    snapshots, temporary files), so a CI cancel or a closed terminal takes the same path."""
+
+    def __init__(self, signum: int) -> None:
+        self.signal = signal.Signals(signum)
+        super().__init__(self.signal.name)
+
+
+def _raise_terminated(signum: int, _frame: object) -> None:
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _terminate_like_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise ``Terminated`` for the duration; the old handlers come back after
+    (``main`` also runs inside other programs, such as the tests)."""
+    old: dict[signal.Signals, Any] = {}
+    for sig in _TERMINATING:
+        with contextlib.suppress(ValueError):  # not the main thread: signals stay as they are
+            old[sig] = signal.signal(sig, _raise_terminated)
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
                        errno.EROFS: "read-only file system"}
 
@@ -56,7 +91,8 @@ _COMMANDS: dict[str, str] = {
 }
 
 _EPILOG = ("exit status: 0 success, 1 build failure, 2 usage or Dockerfile error, "
-           "70 internal error (set MASON_DEBUG=1 for the traceback), 130 interrupted")
+           "70 internal error (set MASON_DEBUG=1 for the traceback), 130 interrupted, "
+           "143 terminated (SIGTERM; 129: SIGHUP)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -120,16 +156,22 @@ def _broken_pipe() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    command = "mason"
     try:
         parser = _parser()
         args = parser.parse_args(argv)
         if not getattr(args, "handler", None):
             parser.print_help()
             return 2
-        return int(args.handler(args) or 0)
+        command = args.command
+        with _terminate_like_interrupt():
+            return int(args.handler(args) or 0)
     except MasonError as exc:
         _report([f"ERROR: {exc}"], exc)
         return exc.exit_code
+    except Terminated as exc:
+        _report([f"{exc.signal.name}: {command} cancelled and cleaned up, as after Ctrl-C"])
+        return 128 + exc.signal
     except KeyboardInterrupt:
         _report(["interrupted"])
         return EXIT_INTERRUPTED
