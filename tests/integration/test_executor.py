@@ -351,7 +351,7 @@ def test_keyboard_interrupt_cleans_up(executor: Executor, rootfs: Path) -> None:
     assert find_processes(f"sleep\0{token}") == []
 
 
-def test_runc_masks_and_readonly_paths(runc_executor: RuncExecutor, rootfs: Path) -> None:
+def test_masks_and_readonly_paths(executor: Executor, rootfs: Path) -> None:
     # Mask only the /proc files this kernel has (a VM kernel may lack kcore).
     masked = [
         p
@@ -361,7 +361,7 @@ def test_runc_masks_and_readonly_paths(runc_executor: RuncExecutor, rootfs: Path
     if not masked:
         pytest.skip("none of Docker's masked /proc files has content on this kernel")
     status, out = sh(
-        runc_executor,
+        executor,
         rootfs,
         f"wc -c < {masked[0]}; (echo 1 > /proc/sys/kernel/domainname) 2>/dev/null && echo wrote; "
         "(touch /sys/x) 2>/dev/null && echo wrote; echo end",
@@ -443,3 +443,50 @@ def test_parallel_runs_are_independent(
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(one, range(4)))
     assert [(s.code, out.strip()) for s, out in results] == [(i, f"host{i}") for i in range(4)]
+
+
+def test_device_nodes_made_in_the_sandbox_are_dead(executor: Executor, rootfs: Path) -> None:
+    # runc denies them by the device cgroup, the chroot sandbox by nodev mounts: a RUN with
+    # CAP_MKNOD (Docker's default set) must not open a host device through a node it makes.
+    # /dev/fuse (10:229) needs no capability to open and is not on runc's allow list;
+    # ``count=0`` reads nothing.
+    if not Path("/dev/fuse").is_char_device():
+        pytest.skip("no /dev/fuse on this machine to try")
+    script = ("mkdir -p /tmp; for d in /n /dev/n /tmp/n; do mknod $d c 10 229 && "
+              "((dd if=$d of=/dev/null count=0 2>/dev/null && echo open) || echo denied); done; "
+              "echo x > /dev/null && echo ok")
+    status, out = sh(executor, rootfs, script)
+    assert status.ok, out
+    assert out.split() == ["denied", "denied", "denied", "ok"]
+
+
+_ESCAPE = """
+import os
+os.mkdir("/esc")
+os.chroot("/esc")            # the cwd stays outside the new root
+for _ in range(64):
+    os.chdir("..")
+os.chroot(".")               # a plain chroot sandbox now has the host's / again
+print("escaped" if os.path.exists(MARKER) else "contained")
+"""
+
+
+def test_a_chroot_escape_finds_no_host(executor: Executor, rootfs: Path, tmp_path: Path) -> None:
+    # the classic double-chroot escape, run by the host's own Python (its /usr bound read-only):
+    # Docker's default capabilities include CAP_SYS_CHROOT
+    python = Path("/usr/bin/python3")
+    if not python.exists():
+        pytest.skip("no /usr/bin/python3 on this machine to run the escape with")
+    marker = tmp_path / "host-marker"
+    marker.write_text("host")
+    (rootfs / "usr").mkdir(exist_ok=True)
+    for link in ("lib", "lib64"):
+        if not os.path.lexists(rootfs / link):
+            os.symlink(f"usr/{link}", rootfs / link)
+    spec = ExecSpec(rootfs=rootfs, args=(str(python), "-c", f"MARKER={str(marker)!r}\n" + _ESCAPE),
+                    env=("PATH=/bin",), mounts=(BindMount(Path("/usr"), "/usr", readonly=True),))
+    chunks: list[bytes] = []
+    status = executor.run(spec, chunks.append)
+    out = b"".join(chunks).decode()
+    assert status.ok, out
+    assert out.split() == ["contained"]

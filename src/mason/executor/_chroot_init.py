@@ -4,7 +4,8 @@ Stdlib only and run by path (``python -I -S _chroot_init.py PLAN``) so it
 starts fast and needs nothing importable. It mounts /proc, /dev, /sys,
 /etc/hosts, /etc/resolv.conf and the spec's mounts inside the private mount
 namespace, sets the hostname, brings up loopback in a new network namespace,
-chroots, drops the capability bounding set to Docker's defaults, switches
+pivots into the rootfs (detaching the host's tree), masks /proc as Docker
+does, drops the capability bounding set to Docker's defaults, switches
 user and execs the command. Set-up failures are written to the status fd
 (close-on-exec, so a successful exec leaves it empty).
 """
@@ -74,7 +75,8 @@ def _bind(source: str, target: str, readonly: bool, extra: int = 0) -> None:
 
 
 def _setup_dev(dev: str) -> None:
-    _mount("tmpfs", dev, "tmpfs", MS_NOSUID, "mode=755,size=65536k")
+    # nodev: the device files below are bind mounts of their own; a node made here is dead
+    _mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=65536k")
     for name in ("null", "zero", "full", "random", "urandom", "tty"):
         path = os.path.join(dev, name)
         with open(path, "w"):
@@ -99,6 +101,40 @@ def _loopback_up() -> None:
         fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | IFF_UP) + b"\0" * 22)
 
 
+#: pivot_root has no libc wrapper; its number differs between architectures
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "loongarch64": 41, "ppc64le": 203,
+                   "s390x": 217, "armv7l": 218, "armv8l": 218}
+_MNT_DETACH = 2
+
+
+def _pivot_root(root: str) -> None:
+    """Make ``root`` the namespace's ``/`` and detach the host's tree. A chroot alone can be
+    left again by a process with CAP_SYS_CHROOT (Docker's default set has it); after
+    pivot_root and the detach, nothing of the host is left to climb back to."""
+    number = _SYS_PIVOT_ROOT.get(os.uname().machine)
+    if number is None:
+        raise SetupError(f"no pivot_root system call number known for {os.uname().machine}")
+    os.chdir(root)
+    if _libc.syscall(number, b".", b".") != 0:  # the old root ends up stacked under "."
+        raise SetupError(f"pivot_root to {root}: {os.strerror(ctypes.get_errno())}")
+    if _libc.umount2(b".", _MNT_DETACH) != 0:
+        raise SetupError(f"detaching the host root: {os.strerror(ctypes.get_errno())}")
+    os.chdir("/")
+
+
+def _protect_proc(readonly: list[str], masked: list[str]) -> None:
+    """Docker's read-only and masked /proc and /sys paths (runc's readonlyPaths and
+    maskedPaths): without them a root RUN could write host sysctls (core_pattern)."""
+    for path in readonly:
+        if os.path.exists(path):
+            _bind(path, path, readonly=True, extra=MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for path in masked:
+        if os.path.isdir(path):
+            _mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0")
+        elif os.path.exists(path):
+            _bind("/dev/null", path, readonly=True)
+
+
 def _drop_bounding_set(keep: set[int]) -> None:
     with open("/proc/sys/kernel/cap_last_cap") as f:
         last = int(f.read())
@@ -115,6 +151,9 @@ def _setup(plan: dict[str, Any]) -> None:
     root = plan["rootfs"]
     system = plan["system_paths"]
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    # The rootfs becomes a mount of its own (pivot_root needs one), nodev: with no device
+    # cgroup here, a node the build makes or an image ships must not reach host devices.
+    _bind(root, root, readonly=False, extra=MS_NODEV)
     _mount("proc", system["/proc"], "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     _setup_dev(system["/dev"])
     _mount("sysfs", system["/sys"], "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
@@ -124,12 +163,13 @@ def _setup(plan: dict[str, Any]) -> None:
             data = "mode=1777" + (f",size={m['size']}" if m.get("size") else "")
             _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, data)
         else:
-            extra = MS_NOSUID | MS_NODEV | MS_NOEXEC if m["type"] == "secret" else 0
+            extra = MS_NOSUID | MS_NODEV | MS_NOEXEC if m["type"] == "secret" else MS_NODEV
             _bind(m["source"], target, m["readonly"], extra)
     socket.sethostname(plan["hostname"])
     if plan["network"] == "none":
         _loopback_up()
-    os.chroot(root)
+    _pivot_root(root)
+    _protect_proc(plan["readonly_paths"], plan["masked_paths"])
     os.chdir(plan["cwd"])
     _drop_bounding_set({CAPS[c] for c in plan["capabilities"]})
     nofile = plan["nofile"]

@@ -3,7 +3,10 @@
 `unshare` (util-linux) makes mount, pid, uts and ipc namespaces (and a
 network namespace for network "none"), then a small stdlib-only init
 (_chroot_init.py) sets up the mounts, chroots and execs. Weaker than runc:
-no cgroups, no masked /proc paths, no seccomp; the same ExecSpec semantics.
+no cgroups and no seccomp (so every mount is nodev), the same ExecSpec semantics.
+The init pivots into the rootfs and detaches the host's tree (a chroot alone can
+be left by a process with CAP_SYS_CHROOT) and applies Docker's masked and
+read-only /proc paths.
 """
 
 from __future__ import annotations
@@ -22,7 +25,12 @@ from mason.executor.prepare import prepare_run
 from mason.executor.process import exit_status, run_streaming
 from mason.executor.rootfs import secure_join
 from mason.executor.runc import nofile_limit
-from mason.executor.runtime_spec import DEFAULT_CAPABILITIES, SYSTEM_MOUNT_TARGETS
+from mason.executor.runtime_spec import (
+    DEFAULT_CAPABILITIES,
+    MASKED_PATHS,
+    READONLY_PATHS,
+    SYSTEM_MOUNT_TARGETS,
+)
 from mason.executor.types import (
     BindMount,
     CacheMount,
@@ -92,6 +100,8 @@ class ChrootExecutor:
                     "gid": prepared.user.gid,
                     "additional_gids": list(prepared.user.additional_gids),
                     "capabilities": list(DEFAULT_CAPABILITIES),
+                    "readonly_paths": list(READONLY_PATHS),
+                    "masked_paths": list(MASKED_PATHS),
                     "nofile": nofile_limit(),
                     "status_fd": status_w,
                 }
