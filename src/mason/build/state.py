@@ -1,13 +1,15 @@
 """Local state in ``$MASON_ROOT``: content store, sqlite metadata, process lock.
 
-Layout of a root::
+Layout of a root (the root and mason's directories 0700, its files 0600; a root made by an
+older mason is tightened when opened)::
 
     lock                 fcntl lock file (shared while building, exclusive to prune/clean)
     meta.db              sqlite3: results, blobs, compressed variants, snapshots
     blobs/sha256/<hex>   content-addressed blobs (layers, configs, manifests)
     tmp/                 temp files; renamed into place or removed; leftovers cleaned on start
     snapshots/           snapshot directories (managed by mason.layer through build.snapshots)
-    cachemounts/         RUN --mount=type=cache directories
+    cachemounts/         RUN --mount=type=cache directories (each with the mode= it asks for)
+    cachemount-locks/    flock files of the cache mounts
 
 Crash consistency: every blob is written to ``tmp/`` then fsynced and renamed;
 metadata changes are sqlite transactions; a blob row is only written after the
@@ -26,6 +28,7 @@ import json
 import os
 import shutil
 import sqlite3
+import stat
 import subprocess
 import tempfile
 import threading
@@ -54,6 +57,33 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
+#: everything mason keeps in a root is for its user only (cache mounts and metadata can hold
+#: what a build fetched with credentials); a snapshot's content keeps the image's own modes,
+#: behind its 0700 parent
+_PRIVATE_DIR = 0o700
+_PRIVATE_FILE = 0o600
+
+
+def _tighten(path: Path, mode: int) -> None:
+    """Drop permission bits beyond ``mode`` from ``path`` if it exists, is not a symlink and is
+    ours (a root made by an older mason was 0755/0644)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    current = stat.S_IMODE(st.st_mode)
+    if stat.S_ISLNK(st.st_mode) or st.st_uid != os.geteuid() or not current & ~mode:
+        return
+    os.chmod(path, current & mode)
+
+
+def _tighten_root(path: Path) -> None:
+    """The root itself, unless it is a shared directory (sticky or world-writable, e.g.
+    ``MASON_ROOT=/tmp``): mason never takes such a directory away from its other users."""
+    st = os.stat(path)
+    if st.st_mode & (stat.S_ISVTX | stat.S_IWOTH):
+        return
+    _tighten(path, _PRIVATE_DIR)
 
 
 class StateError(DiagnosticError):
@@ -180,7 +210,7 @@ class ContentStore:
     def _commit_file(self, tmp_path: Path, digest: Digest) -> None:
         """Rename a finished temp file into place (fsynced first)."""
         dest = self.path(digest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.parent.mkdir(mode=_PRIVATE_DIR, parents=True, exist_ok=True)
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, dest)
@@ -293,6 +323,8 @@ class Metadata:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
+        # made 0600 before sqlite opens it: sqlite gives -wal and -shm the database's mode
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, _PRIVATE_FILE))
         # executescript commits on its own; the statements are idempotent.
         self._conn().executescript(_SCHEMA)
 
@@ -494,11 +526,22 @@ class StateRoot:
             raise StateError("state root is not open")
         return self._meta
 
+    @property
+    def private_dirs(self) -> tuple[Path, ...]:
+        """mason's own directories in the root: created 0700, tightened to it when opened."""
+        return (self.tmp, self.snapshots_dir, self.cachemounts_dir, self.path / "cachemount-locks",
+                self.store.root, self.store.root / "sha256")
+
     def _open(self, exclusive: bool, wait: bool) -> None:
         try:
-            for d in (self.path, self.tmp, self.snapshots_dir, self.cachemounts_dir, self.store.root):
-                d.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+            self.path.mkdir(mode=_PRIVATE_DIR, parents=True, exist_ok=True)
+            _tighten_root(self.path)
+            for d in self.private_dirs:
+                d.mkdir(mode=_PRIVATE_DIR, exist_ok=True)
+                _tighten(d, _PRIVATE_DIR)
+            self._lock_fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, _PRIVATE_FILE)
+            for name in ("lock", "meta.db", "meta.db-wal", "meta.db-shm"):
+                _tighten(self.path / name, _PRIVATE_FILE)
         except OSError as exc:
             # mkdir on a file says "File exists": name the real problem
             reason = "a file is in the way of a directory" if exc.errno in (errno.EEXIST, errno.ENOTDIR) else exc.strerror
