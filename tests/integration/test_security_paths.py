@@ -271,3 +271,16 @@ def test_context_bind_mount_leaves_out_dockerignored_files(busybox_image: str, t
     seen = (out / "seen").read_text().split()
     assert "app.txt" in seen and "app" in seen and ".env" not in seen
     assert (out / "one").read_text() == "app\n"
+
+
+def test_a_dockerignore_symlink_is_not_read_from_the_host(busybox_image: str, tmp_path: Path,
+                                                          canary: Path) -> None:
+    # .dockerignore -> a host file: read inside the context, where it does not exist
+    host_file = tmp_path / "host-ignore"
+    host_file.write_text("keep.txt\n")
+    ctx = _context(tmp_path, f"FROM {busybox_image}\nCOPY keep.txt /keep.txt\n")
+    (ctx / "keep.txt").write_text("kept\n")
+    os.symlink(host_file, ctx / ".dockerignore")
+    proc, out = _build(tmp_path, ctx)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (out / "keep.txt").read_text() == "kept\n"

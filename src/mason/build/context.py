@@ -8,6 +8,7 @@ permission bits, symlink target -- and not mtime or the context's uid/gid
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import os
@@ -45,9 +46,20 @@ class DockerIgnore:
 
     @classmethod
     def load(cls, context: Path, dockerfile: Path | None = None) -> DockerIgnore:
-        from mason.dockerfile.dockerignore import load_ignore_rules
+        """``<Dockerfile>.dockerignore`` beside the Dockerfile (a file the user names), else the
+        context's ``.dockerignore``, opened inside the context: a symlink out of it is no file."""
+        from mason.dockerfile.dockerignore import IgnoreMatcher, read_ignore_file
 
-        return cls(matcher=load_ignore_rules(dockerfile or (context / "Dockerfile"), context))
+        specific = Path(str(dockerfile or (context / "Dockerfile")) + ".dockerignore")
+        try:
+            if specific.is_file():
+                data, source = specific.read_bytes(), str(specific)
+            else:
+                data, source = _read_in_context(context, ".dockerignore"), str(context / ".dockerignore")
+        except OSError as exc:
+            raise BuildError(f"cannot read the .dockerignore of {context}: {exc.strerror or exc}",
+                             reference="dockerignore") from exc
+        return cls(matcher=IgnoreMatcher(read_ignore_file(data) if data else (), source=source))
 
     def ignored(self, rel: str) -> bool:
         return bool(self._matcher.excluded(rel))
@@ -64,6 +76,21 @@ class DockerIgnore:
     def can_skip_dir(self, rel: str) -> bool:
         """The directory is excluded and no ``!`` exception can re-include anything below it."""
         return bool(self._matcher.can_skip_dir(rel))
+
+
+def _read_in_context(context: Path, name: str) -> bytes:
+    """A regular file of the context, resolved inside it; b"" when there is none."""
+    try:
+        with FsRoot(context) as fs:
+            fd = fs.open(name, os.O_RDONLY | os.O_NONBLOCK)
+    except PathOutsideError:
+        return b""
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            return b""
+        raise
+    with os.fdopen(fd, "rb") as f:
+        return f.read() if stat.S_ISREG(os.fstat(f.fileno()).st_mode) else b""
 
 
 def _compile(pattern: str) -> re.Pattern[str]:
