@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -231,12 +232,23 @@ def test_output_dest_unwritable(root: Path, good: Path) -> None:
 
 @pytest.mark.usefixtures("healthy")
 def test_output_failing_at_the_end_leaves_no_partial_file(root: Path, good: Path, tmp_path: Path) -> None:
-    # the tar is complete in its temp file; the rename onto a directory fails
+    # a directory is refused before the build (issue 9 item 4: dest is never replaced by a rename)
     (tmp_path / "out.tar").mkdir()
-    _failed(_build(root, "-o", f"type=docker,dest={tmp_path / 'out.tar'}", str(good)), 1,
-            f"cannot write the docker output to {tmp_path / 'out.tar'}")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tar"]
+    _failed(_build(root, "-o", f"type=docker,dest={tmp_path / 'out.tar'}", str(good)), 2,
+            f"{tmp_path / 'out.tar'} is a directory")
     assert not list((tmp_path / "out.tar").iterdir())
+    # the tar is complete in its temp file; the rename onto an immutable file fails
+    target = tmp_path / "immutable.tar"
+    target.write_text("old")
+    chattr = shutil.which("chattr")
+    if chattr and subprocess.run([chattr, "+i", str(target)], capture_output=True, check=False).returncode == 0:
+        try:
+            _failed(_build(root, "-o", f"type=docker,dest={target}", str(good)), 1,
+                    f"cannot write the docker output to {target}")
+        finally:
+            subprocess.run([chattr, "-i", str(target)], check=True)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["immutable.tar", "out.tar"]
+        assert target.read_text() == "old"
     _failed(_build(root, "-o", "type=local,dest=/etc/hostname", str(good)), 1,
             "cannot write the local output to /etc/hostname: exists and is not a directory")
 
