@@ -4,10 +4,14 @@ crash cleanup. This module only decides what a chain's snapshots are called
 and where their layers come from.
 
 - overlay mode: each layer is unpacked once, in overlay form, into a snapshot
-  named after its diff ID (``l`` + 31 hex digits) and shared by every chain
-  and every build on the root. A step mounts its chain's layer snapshots; after
-  the step the upper directory *is* the new layer's snapshot (committed by
-  rename, nothing copied or re-extracted).
+  named after its diff ID (``d`` + 31 hex digits) and shared by every chain
+  and every build on the root. A layer that writes through the layers below it
+  (an earlier layer's symlink as a parent directory, a parent or hardlink target
+  only they hold; Docker and BuildKit never write such layers) depends on them: it
+  is unpacked on its chain and named after the chain ID (``b`` + 31 hex), so it
+  gives the filesystem the copy mode and ``--output type=local`` give. A step
+  mounts its chain's layer snapshots; after the step the upper directory *is* the
+  new layer's snapshot (committed by rename, nothing copied or re-extracted).
 - copy mode (no overlayfs): a chain's snapshot is a full tree named after the
   chain's OCI chain ID (``c`` + 31 hex). Only the chains steps run on are
   materialised: the longest prefix that has a snapshot is copied and the
@@ -218,7 +222,9 @@ class Snapshotter:
         return lr
 
     def apply_flat(self, chain: Sequence[LayerRef], dest: Path) -> None:
-        """Apply the chain's layers on ``dest`` (outputs type=local/tar)."""
+        """Apply the chain's layers on ``dest`` (outputs type=local/tar): by the rule every
+        snapshotter follows, so the output is the filesystem the steps saw, and nothing is
+        written outside ``dest`` whatever the image's symlinks or names."""
         for lr in chain:
             with self.blobs.open_uncompressed(lr) as stream:
                 apply_layer(stream, str(dest), mode="flat")

@@ -10,9 +10,10 @@ Snapshots (``mason.layer.snapshot``)
     Opening one removes what killed processes left (``cleanup() -> int``).
 
     - ``prepare(parents) -> ActiveSnapshot``: ``parents`` are committed ids,
-      lowest first, each once. A ``diff`` snapshot is a layer in overlay form
-      and stacks on any chain (one unpacked layer serves every chain it is
-      in); a ``full`` one hides what is below it. ``active.path`` is a
+      lowest first, each once. A ``diff`` snapshot is a layer in overlay form;
+      one with no recorded parents stacks on any chain (one unpacked layer
+      serves every chain it is in), one with parents belongs on them (see
+      ``apply_layer``); a ``full`` one hides what is below it. ``active.path`` is a
       writable root filesystem: an overlay mount (lowerdir = parents reversed)
       or, in copy mode, a copy of the parents' merged tree. Stacks too long
       for one mount option page or over 500 lower dirs are partly flattened
@@ -35,9 +36,14 @@ Snapshots (``mason.layer.snapshot``)
     - ``write_layer(id, dst, *, source_date_epoch=None) -> LayerInfo``: the
       snapshot's change over its parents as a layer tar.
     - ``apply_layer(parents, stream, *, allow_devices=None, snapshot_id=None,
-      expect_diff_id=None) -> (id, LayerInfo)``: commit a snapshot holding an
-      uncompressed layer tar applied on ``parents`` (overlay form in overlay
-      mode, flat onto a copy otherwise); a diff ID other than
+      based_id=None, expect_diff_id=None) -> (id, LayerInfo)``: commit a snapshot
+      holding an uncompressed layer tar applied on ``parents``. Copy mode: flat onto
+      a copy. Overlay mode: in overlay form into an empty upper dir, committed as
+      ``snapshot_id`` with no parents (valid on any chain) -- unless an entry reaches
+      into ``parents`` (writes through an earlier layer's symlink, names a parent
+      directory or hardlink target only they hold): the rest is then applied flat on
+      an overlay mount of ``parents`` + that upper dir, and the snapshot, valid on
+      ``parents`` only, is committed as ``based_id``. A diff ID other than
       ``expect_diff_id`` commits nothing.
     - ``overlay_supported(dir) -> str | None``: None, or why overlay can't be used.
 
@@ -62,11 +68,16 @@ Layer tars (``mason.layer.diff``), streamed to a binary writer, each returning
 
 Applying (``mason.layer.apply``)
     ``apply_layer(stream, root, *, mode="flat"|"overlay", allow_devices=None,
-    preserve_owners=None, overlay_xattr_prefix="trusted.overlay.") -> LayerInfo``:
-    rejects ``..``, absolute names, symlinks in parent components, hardlinks
-    to names outside the tree, devices unless allowed (default: as root) and
-    bad whiteouts; writes nothing outside ``root``. ``flat`` applies OCI
-    whiteouts by deleting; ``overlay`` records them as overlayfs does.
+    preserve_owners=None, overlay_xattr_prefix="trusted.overlay.", below=None) -> LayerInfo``:
+    BuildKit's rule, the same in every mode and snapshotter: each entry's parent
+    directory (and a hardlink target's) is resolved inside ``root`` by
+    ``mason.fsroot.FsRoot`` (symlinks followed inside it, never out), the final
+    component is never followed (an existing entry is replaced); ``..``, absolute
+    names, hardlinks to nothing or to a directory, 0/0 character devices, devices
+    unless allowed (default: as root) and bad whiteouts are rejected; nothing is
+    written outside ``root``. ``flat`` applies OCI whiteouts by deleting;
+    ``overlay`` records them as overlayfs does, and hands entries that depend on the
+    layers below to the merged view ``below()`` returns.
 """
 
 from mason.layer.apply import ApplyMode, apply_layer

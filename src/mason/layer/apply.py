@@ -172,7 +172,6 @@ class _Applier:
         # and implicit parents: opaque markers keep them, and a whiteout of one of them is
         # a contradiction.
         self._created: set[tuple[str, ...]] = set()
-        self._whiteouts: set[tuple[str, ...]] = set()
         self._dir_times: list[tuple[tuple[str, ...], int]] = []
         self._entry = ""
 
@@ -317,7 +316,6 @@ class _Applier:
                 raise self._fail(
                     "overlay whiteouts are 0/0 character devices and need CAP_MKNOD"
                 ) from exc
-            self._whiteouts.add(target)
 
     def _opaque(self, parts: tuple[str, ...]) -> None:
         with self._dir(parts, create=True) as found:
@@ -369,21 +367,23 @@ class _Applier:
             pfd, pparts = found
             path = (*pparts, base)
             existing = _lstat(pfd, base)  # the final component is never followed
-            replaced_whiteout = existing is not None and self._mode == "overlay" and path in self._whiteouts
+            # Overlay form: a non-directory this layer put here (a whiteout, a file) hid the
+            # layers' directory below; a directory in its place must go on hiding it, as the
+            # flat replace does.
+            hides_below = self._mode == "overlay" and existing is not None and not stat.S_ISDIR(existing.st_mode)
             if member.isdir():
                 if existing is not None and not stat.S_ISDIR(existing.st_mode):
                     _remove(pfd, base, existing)
                     existing = None
                 if existing is None:
                     os.mkdir(base, 0o700, dir_fd=pfd)
-                if replaced_whiteout:
+                if hides_below:
                     self._set_opaque(pfd, base)
                 self._dir_times.append((path, _mtime_ns(member)))
             else:
                 if existing is not None:
                     _remove(pfd, base, existing)
                 self._create_node(tf, member, pfd, base)
-            self._whiteouts.discard(path)
             self._created.add(path)
             self._set_meta(member, pfd, base)
 
@@ -457,7 +457,6 @@ class _Applier:
                 if existing is not None:
                     _remove(pfd, parts[-1], existing)
                 os.link(target[-1], parts[-1], src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
-        self._whiteouts.discard(path)
         self._created.add(path)
 
     def _set_meta(self, member: tarfile.TarInfo, pfd: int, base: str) -> None:

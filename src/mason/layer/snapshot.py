@@ -10,7 +10,11 @@ Layout of the snapshotter's directory (``$MASON_ROOT/snapshots``)::
 
 ``diff`` snapshots hold an overlayfs upper directory (whiteouts as 0/0 char
 devices, opaque directories as ``trusted.overlay.opaque=y``); ``full`` ones a
-complete tree (copy mode, and flattened stacks). A commit is one ``rename`` of
+complete tree (copy mode, and flattened stacks). A pulled layer is unpacked into an
+empty upper directory; one that writes through the layers below (an earlier layer's
+symlink as a parent, a parent or hardlink target only they hold) is finished on an
+overlay mount of them, so that overlay, copy and flat application give one filesystem
+(``mason.layer.apply``). A commit is one ``rename`` of
 the active directory, so a snapshot is either complete or absent. An active
 directory whose lock nobody holds belongs to a killed process: it is unmounted
 and removed when a Snapshotter opens the directory (``cleanup()``).
@@ -283,8 +287,10 @@ class Snapshotter:
 
     def _check_chain(self, parents: Sequence[str]) -> list[SnapshotInfo]:
         # Every snapshot is self-contained in its form: a diff is a layer in overlay form
-        # (valid on any stack, which is what lets one unpacked layer serve every chain
-        # it appears in) and a full snapshot hides what is below it. So a chain only
+        # (one without recorded parents is valid on any stack, which is what lets one
+        # unpacked layer serve every chain it appears in; one unpacked on its parents
+        # because it reached into them is named by its chain, so callers only ask for it
+        # on that chain) and a full snapshot hides what is below it. So a chain only
         # needs its members to exist, each once.
         if len(set(parents)) != len(parents):
             raise LayerError(
