@@ -72,6 +72,8 @@ class CacheRegistry(Protocol):
 
     def blob_exists(self, ref: Reference, digest: Digest) -> bool: ...
 
+    def peek_blob(self, ref: Reference, desc: Descriptor, n: int) -> bytes | None: ...
+
     def push_blob_outcome(self, ref: Reference, desc: Descriptor, opener: Callable[[], BinaryIO], *,
                           mount_from: str | None = None) -> Literal["exists", "mounted", "uploaded"]: ...
 
@@ -92,41 +94,8 @@ class _RegistryBlobs:
 
 def peek_blob(client: CacheRegistry, ref: Reference, desc: Descriptor, n: int) -> bytes | None:
     """The first ``n`` bytes of a blob in ``ref``'s repository, or ``None`` when it is not there
-    (404): a ``GET`` with ``Range: bytes=0-(n-1)``, as cheap as a ``HEAD`` and it answers two
-    questions, whether the blob exists and whether it starts the way its media type says. A
-    registry that ignores ``Range`` sends the whole blob: only ``n`` bytes are read, then the
-    response is closed.
-
-    A client with its own ``peek_blob(ref, desc, n)`` (the test fakes) is asked directly;
-    ``mason.registry.client.RegistryClient`` has none yet, so the request goes through its
-    transport (the same one ``open_blob`` uses: auth, retries, redirects)."""
-    own = getattr(client, "peek_blob", None)
-    if own is not None:
-        result: bytes | None = own(ref, desc, n)
-        return result
-    from mason.registry.auth import pull_scope
-    from mason.registry.errors import RegistryNotFoundError
-
-    transport = client._transport  # type: ignore[attr-defined]
-    try:
-        response = transport.request(
-            "GET", ref.api_host, f"/v2/{ref.repository}/blobs/{desc.digest}",
-            operation=f"check blob {desc.digest} in {ref.repository_ref}", scopes=[pull_scope(ref.repository)],
-            headers={"Range": f"bytes=0-{max(n, 1) - 1}"}, ok=(200, 206, 416), stream=True,
-            follow_redirects=True, what=f"registry {ref.registry}",
-        )
-    except RegistryNotFoundError:
-        return None
-    try:
-        head = b""
-        if response.status_code != 416:  # 416: an empty blob has no byte 0
-            for chunk in response.iter_bytes():
-                head += chunk
-                if len(head) >= n:
-                    break
-        return head[:n]
-    finally:
-        response.close()
+    (the registry client's ranged ``GET``): whether the blob exists and how it starts."""
+    return client.peek_blob(ref, desc, n)
 
 
 def _read_small(client: CacheRegistry, ref: Reference, desc: Descriptor, limit: int) -> bytes:
@@ -336,8 +305,7 @@ def export_registry_cache(
         if _refused_for_its_type(exc):
             exc.hint = _refused_manifest_hint(options, document.media_type)
         elif _error_codes(exc) & {"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN"}:
-            # not the media type (the client's generic hint says so for any 400): every blob was
-            # HEADed or stored just now, so one vanished meanwhile (a garbage collection)
+            # every blob was HEADed or stored just now, so one vanished meanwhile (a garbage collection)
             exc.hint = ("the registry no longer has a blob this cache references, though it was checked "
                         "or stored just before; run the build again (the next export stores it again)")
         raise

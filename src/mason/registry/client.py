@@ -382,6 +382,19 @@ class _ChunkedUpload:
             )
 
 
+def _manifest_refused_hint(codes: set[str], media_type: str) -> str:
+    """Why a registry refused a manifest, from its error codes; the media type is blamed only
+    when no code names another cause."""
+    if "NAME_UNKNOWN" in codes:
+        return ("the repository does not exist and this registry does not create repositories on push "
+                "(ECR: create it first)")
+    if "MANIFEST_BLOB_UNKNOWN" in codes or "BLOB_UNKNOWN" in codes:
+        return "a blob the manifest names is missing from the repository"
+    if codes - {"", "MANIFEST_INVALID", "UNSUPPORTED", "UNKNOWN"}:
+        return ""
+    return f"this registry may not accept {media_type} manifests"
+
+
 class RegistryClient:
     """Talks to any number of registries; thread-safe (transfers run in parallel)."""
 
@@ -528,11 +541,7 @@ class RegistryClient:
                 codes = {str(e.get("code", "")).upper() for e in exc.errors}
                 exc.message = (f"push manifest {ref}: registry {ref.registry} refused the manifest "
                                f"of media type {media_type} (HTTP {exc.status})")
-                if "NAME_UNKNOWN" in codes:
-                    exc.hint = exc.hint or ("the repository does not exist and this registry does not create "
-                                            "repositories on push (ECR: create it first)")
-                else:
-                    exc.hint = exc.hint or f"this registry may not accept {media_type} manifests"
+                exc.hint = exc.hint or _manifest_refused_hint(codes, media_type)
             raise
         served = response.headers.get("Docker-Content-Digest")
         if served and served.startswith("sha256:") and served != digest:
@@ -562,6 +571,31 @@ class RegistryClient:
         except RegistryNotFoundError:
             return False
         return True
+
+    def peek_blob(self, ref: Reference, desc: Descriptor, n: int) -> bytes | None:
+        """The first ``n`` bytes of a blob, or ``None`` when the repository has no such blob: a
+        ``GET`` with ``Range: bytes=0-(n-1)``, as cheap as a ``HEAD``, that also shows how the blob
+        starts (its compression). A registry that ignores ``Range`` sends the whole blob; only
+        ``n`` bytes are read before the response is closed."""
+        try:
+            response = self._transport.request(
+                "GET", ref.api_host, f"/v2/{ref.repository}/blobs/{desc.digest}",
+                operation=f"check blob {desc.digest} in {ref.repository_ref}",
+                scopes=[pull_scope(ref.repository)], headers={"Range": f"bytes=0-{max(n, 1) - 1}"},
+                ok=(200, 206, 416), stream=True, follow_redirects=True, what=f"registry {ref.registry}",
+            )
+        except RegistryNotFoundError:
+            return None
+        try:
+            head = b""
+            if response.status_code != 416:  # 416: an empty blob has no byte 0
+                for chunk in response.iter_bytes():
+                    head += chunk
+                    if len(head) >= n:
+                        break
+            return head[:n]
+        finally:
+            response.close()
 
     def open_blob_stream(self, ref: Reference, desc: Descriptor) -> BinaryIO:
         """Like ``open_blob`` but the caller closes the stream (for upload openers)."""
