@@ -100,12 +100,12 @@ def assemble_manifest(blobs: Blobs, image: ImageResult, *, compression: str = "g
 
 def push_image(blobs: Blobs, client: Any, exported: ExportedImage, refs: Sequence[Reference],
                log: Callable[[str], None], max_workers: int = 4) -> None:
-    """Push layers (``mason.cache.registry.store_blob``: HEAD, else mount from a repository of
+    """Push layers (``mason.registry.push.push_blob``: HEAD, else mount from a repository of
     the same registry known to hold it, else upload), then the config, then the manifest under
     each ref. Layers already known remote on the same registry are never downloaded; every
     layer pushed is recorded (``Blobs.note_stored``) so later pushes and cache exports mount it."""
-    from mason.cache.model import DISTRIBUTION_SOURCE_PREFIX
-    from mason.cache.registry import store_blob
+    from mason.oci.descriptor import DISTRIBUTION_SOURCE_PREFIX
+    from mason.registry.push import push_blob
 
     by_repo: dict[str, list[Reference]] = {}
     for r in refs:
@@ -117,7 +117,7 @@ def push_image(blobs: Blobs, client: Any, exported: ExportedImage, refs: Sequenc
             assert lr.blob is not None
             desc = blobs.descriptor(lr, oci=exported.oci)
             hints = blobs.mount_hints(lr.blob)
-            outcome = store_blob(client, target, desc.with_annotations(hints) if hints else desc, blobs.opener(lr))
+            outcome = push_blob(client, target, desc.with_annotations(hints) if hints else desc, blobs.opener(lr))
             if outcome == "mounted":
                 known = hints.get(DISTRIBUTION_SOURCE_PREFIX + target.registry, "")
                 log(f"mounted {lr.blob} (known in {known})")

@@ -34,7 +34,7 @@ Export
     (min mode keeps results whose chain is a prefix of them). ``prior`` is the
     ``CacheSource`` imported from the same ref, if any (known blobs, stable ``createdAt``).
     With ``ignore-error=true`` a failure comes back as ``ExportResult.warning``; otherwise it
-    raises. Each blob is stored by ``mason.cache.registry.store_blob(client, ref, desc, opener)``
+    raises. Each blob is stored by ``mason.registry.push.push_blob(client, ref, desc, opener)``
     (HEAD, cross-repo mount from the repositories the descriptor's
     ``containerd.io/distribution.source.<host>`` annotation names, else upload in the session a
     declined mount opened); the image push uses the same step. The builder's ``cache_blob``

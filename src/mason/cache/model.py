@@ -37,7 +37,7 @@ from mason.compression.estargz import ANNOTATION_TOC_DIGEST, ANNOTATION_UNCOMPRE
 from mason.digest import Digest
 from mason.errors import DiagnosticError
 from mason.oci import mediatypes as mt
-from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, Descriptor
+from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, DISTRIBUTION_SOURCE_PREFIX, Descriptor
 
 __all__ = [
     "ANNOTATION_CREATED_AT",
@@ -59,7 +59,6 @@ __all__ = [
 ]
 
 ANNOTATION_CREATED_AT = "buildkit/createdat"
-DISTRIBUTION_SOURCE_PREFIX = "containerd.io/distribution.source."
 #: Layer annotations written into cache manifests. Distribution-source hints are dropped so
 #: that a warm re-export (whose layers came from an import) is byte-identical to the cold one.
 KEPT_LAYER_ANNOTATIONS = (ANNOTATION_UNCOMPRESSED, ANNOTATION_CREATED_AT, ANNOTATION_TOC_DIGEST,

@@ -12,9 +12,8 @@ the rest are pushed (the client HEADs first) in parallel with a bound; then the 
 the manifest goes last. When the new manifest's digest equals the one the ref holds,
 nothing at all is written.
 
-``store_blob`` is that per-blob step (HEAD, mount, else upload -- in the upload session the
-registry opens when it declines the mount); the image push (``mason.build.exporters``) uses
-it too, so both exports move blobs the same way.
+The per-blob step (HEAD, mount, else upload in the declined mount's session) is
+``mason.registry.push.push_blob``, which the image push and ``imagetools copy`` use too.
 
 Only this module of ``mason.cache`` imports ``mason.registry``; everything is written
 against ``CacheRegistry`` (the subset of ``mason.registry.client.RegistryClient`` used),
@@ -41,19 +40,19 @@ from mason.cache.model import (
 )
 from mason.cache.options import CacheOptions
 from mason.digest import Digest
-from mason.errors import DiagnosticError, MasonError
+from mason.errors import MasonError
 from mason.oci import mediatypes as mt
 from mason.oci.descriptor import Descriptor
 from mason.oci.manifest import ImageIndex, ImageManifest
 from mason.oci.reference import Reference
+from mason.registry.errors import RegistryError, RegistryNotFoundError
+from mason.registry.push import push_blob
 
 __all__ = [
     "CacheRegistry",
     "export_registry_cache",
     "load_registry_cache",
-    "mount_candidates",
     "peek_blob",
-    "store_blob",
 ]
 
 
@@ -118,8 +117,6 @@ def load_registry_cache(client: CacheRegistry, ref: Reference, *, name: str | No
     """Import the cache at ``ref``. Never raises for a missing, forbidden or corrupt cache:
     returns an empty source whose ``warning`` says what went wrong."""
     display = name or f"registry {ref}"
-    from mason.registry.errors import RegistryNotFoundError
-
     try:
         try:
             doc = client.get_manifest(ref)
@@ -149,52 +146,6 @@ def load_registry_cache(client: CacheRegistry, ref: Reference, *, name: str | No
     )
 
 
-def mount_candidates(desc: Descriptor, target: Reference) -> list[str]:
-    """Repositories of ``target``'s registry that ``desc`` says hold it, best first
-    (longest common path prefix with the target, as containerd picks)."""
-    value = desc.annotations.get(DISTRIBUTION_SOURCE_PREFIX + target.registry, "")
-    repos = [r.strip() for r in value.split(",") if r.strip() and r.strip() != target.repository]
-
-    def common(repo: str) -> int:
-        n = 0
-        for a, b in zip(repo.split("/"), target.repository.split("/"), strict=False):
-            if a != b:
-                break
-            n += 1
-        return n
-
-    return sorted(dict.fromkeys(repos), key=lambda r: (-common(r), r))
-
-
-StoreOutcome = Literal["existing", "mounted", "uploaded"]
-
-
-def store_blob(client: CacheRegistry, ref: Reference, desc: Descriptor,
-               opener: Callable[[], BinaryIO]) -> StoreOutcome:
-    """Put one blob into ``ref``'s repository the cheapest way: nothing if it is there (HEAD),
-    a cross-repo mount from a repository ``desc``'s distribution-source annotations name (best
-    first), else an upload -- in the session the registry opens when it declines the last
-    mount, so a declined mount costs no extra request. With several candidates the first ones
-    are tried before any HEAD: a mount POST costs what a HEAD does, and mounting a blob the
-    repository already has is harmless."""
-    candidates = mount_candidates(desc, ref)
-    for repo in candidates[:-1]:
-        try:
-            if client.mount_blob(ref, desc.digest, repo):
-                return "mounted"
-        except MasonError:
-            continue  # e.g. no pull right on that repository: try the next one
-    last = candidates[-1] if candidates else None
-    try:
-        outcome = client.push_blob_outcome(ref, desc, opener, mount_from=last)
-    except DiagnosticError as exc:
-        if last is None or getattr(exc, "status", None) not in (401, 403):
-            raise
-        # a token service may refuse the pull scope on the mount source: plain upload
-        outcome = client.push_blob_outcome(ref, desc, opener)
-    return "existing" if outcome == "exists" else outcome
-
-
 #: statuses registries refuse a cache manifest with (ECR 400/405, Harbor 404, Nexus 500, others 415)
 _MANIFEST_REFUSED = frozenset({400, 404, 405, 415, 500})
 #: distribution error codes that name another cause than the manifest's media type
@@ -204,14 +155,14 @@ _OTHER_CAUSES = frozenset({
 })
 
 
-def _error_codes(exc: DiagnosticError) -> set[str]:
-    return {str(e.get("code", "")).upper() for e in getattr(exc, "errors", ())}
+def _error_codes(exc: RegistryError) -> set[str]:
+    return {str(e.get("code", "")).upper() for e in exc.errors}
 
 
-def _refused_for_its_type(exc: DiagnosticError) -> bool:
+def _refused_for_its_type(exc: RegistryError) -> bool:
     """Whether a failed manifest PUT may be a refusal of its media type: a status registries
     use for that, and no error code naming another cause (a missing blob, a denied push)."""
-    return getattr(exc, "status", None) in _MANIFEST_REFUSED and not _error_codes(exc) & _OTHER_CAUSES
+    return exc.status in _MANIFEST_REFUSED and not _error_codes(exc) & _OTHER_CAUSES
 
 
 def _still_there(client: CacheRegistry, ref: Reference, digests: Sequence[Digest], max_workers: int) -> set[Digest]:
@@ -282,7 +233,7 @@ def export_registry_cache(
     def store(desc: Descriptor) -> tuple[str, Descriptor]:
         if desc.digest in known:
             return "existing", desc
-        return store_blob(client, ref, desc, lambda: blobs.open_blob(desc)), desc
+        return push_blob(client, ref, desc, lambda: blobs.open_blob(desc)), desc
 
     with ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="cache-push") as pool:
         for outcome, desc in pool.map(store, plan.blobs):
@@ -301,7 +252,7 @@ def export_registry_cache(
         sent += config_desc.size
     try:
         client.put_manifest(ref, document.raw, document.media_type)  # last: the cache is complete
-    except DiagnosticError as exc:
+    except RegistryError as exc:
         if _refused_for_its_type(exc):
             exc.hint = _refused_manifest_hint(options, document.media_type)
         elif _error_codes(exc) & {"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN"}:

@@ -13,12 +13,16 @@ from mason.oci.platform import Platform, PlatformError
 __all__ = [
     "ANNOTATION_REF_NAME",
     "ANNOTATION_UNCOMPRESSED",
+    "DISTRIBUTION_SOURCE_PREFIX",
     "Descriptor",
     "RawDocument",
 ]
 
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 ANNOTATION_UNCOMPRESSED = "containerd.io/uncompressed"
+#: + a registry host: the repositories of that registry known to hold the blob (containerd's
+#: hint, which BuildKit writes too); a push mounts from them instead of uploading
+DISTRIBUTION_SOURCE_PREFIX = "containerd.io/distribution.source."
 
 
 class RawDocument:

@@ -12,7 +12,7 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, cast
+from typing import BinaryIO, cast
 
 from mason.digest import Digest, sha256_bytes
 from mason.oci import mediatypes as mt
@@ -21,6 +21,7 @@ from mason.oci.layout import OCILayout
 from mason.oci.reference import Reference
 from mason.registry.client import RegistryClient
 from mason.registry.errors import RegistryError
+from mason.registry.push import push_blob
 
 __all__ = [
     "CopyStats",
@@ -134,23 +135,23 @@ def copy_image(client: RegistryClient, src: Endpoint, dst: Endpoint) -> CopyStat
     stats = CopyStats()
     src_layout = OCILayout.open(src.path) if isinstance(src, LayoutEndpoint) else None
     dst_layout = _open_layout(dst.path, create=True) if isinstance(dst, LayoutEndpoint) else None
-    mount_from: str | None = None
+    mount_from: list[str] = []
     if isinstance(src, RegistryEndpoint) and isinstance(dst, RegistryEndpoint) and src.ref.registry == dst.ref.registry:
-        mount_from = src.ref.repository
+        mount_from = [src.ref.repository]
     seen_blobs: set[Digest] = set()
     lock = threading.Lock()
 
     def copy_blob(desc: Descriptor) -> None:
         if isinstance(dst, RegistryEndpoint):
-            opener: Callable[[], IO[bytes]]
+            opener: Callable[[], BinaryIO]
             if isinstance(src, RegistryEndpoint):
                 src_ref = src.ref
                 opener = lambda: client.open_blob_stream(src_ref, desc)  # noqa: E731
             else:
                 assert src_layout is not None
                 layout = src_layout
-                opener = lambda: cast(IO[bytes], layout.open_blob(desc))  # noqa: E731
-            outcome = client.push_blob_outcome(dst.ref, desc, opener, mount_from=mount_from)
+                opener = lambda: cast(BinaryIO, layout.open_blob(desc))  # noqa: E731
+            outcome = push_blob(client, dst.ref, desc, opener, mount_from=mount_from)
             stats.count(outcome, desc.size)
             return
         assert dst_layout is not None

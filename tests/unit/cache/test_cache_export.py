@@ -425,7 +425,7 @@ def _opener(data: bytes) -> object:
 
 def test_store_blob_mounts_from_the_best_candidate_else_uploads_in_the_declined_session(
         fake_registry: FakeRegistry) -> None:
-    from mason.cache.registry import store_blob
+    from mason.registry.push import push_blob as store_blob
 
     target = Reference.parse("reg.example/team/app")
     data = b"layer bytes"
@@ -448,8 +448,8 @@ def test_store_blob_mounts_from_the_best_candidate_else_uploads_in_the_declined_
 
 def test_store_blob_uploads_when_the_mount_source_is_forbidden(
         fake_registry: FakeRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mason.cache.registry import store_blob
     from mason.registry.errors import RegistryError
+    from mason.registry.push import push_blob as store_blob
 
     real = fake_registry.push_blob_outcome
 
