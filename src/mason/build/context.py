@@ -3,7 +3,7 @@ rules, content checksums for cache keys, and COPY's copy semantics.
 
 Checksums cover what a COPY makes of a file -- relative path, type, content,
 permission bits, symlink target -- and not mtime or the context's uid/gid
-(DESIGN §4), so a fresh checkout of the same tree hits the cache.
+(docs/architecture.md §4), so a fresh checkout of the same tree hits the cache.
 """
 
 from __future__ import annotations
