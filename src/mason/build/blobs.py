@@ -46,25 +46,18 @@ from typing import Any, BinaryIO
 
 from mason.build.state import BlobInfo, LayerRef, StateError, StateRoot
 from mason.cache.blobcheck import MAGIC_BYTES, compression_mismatch
-from mason.cache.model import DISTRIBUTION_SOURCE_PREFIX
 from mason.compression import (
     EStargzError,
-    compress_stream,
     estargz_to_tar,
+    get_compression,
     is_estargz,
-    open_decompressed,
     verify_estargz,
-    write_estargz,
 )
-from mason.compression.estargz import (
-    ANNOTATION_TOC_DIGEST,
-    ANNOTATION_UNCOMPRESSED_SIZE,
-    EStargzInfo,
-    EStargzResult,
-)
+from mason.compression.annotations import ANNOTATION_TOC_DIGEST, ANNOTATION_UNCOMPRESSED_SIZE
+from mason.compression.estargz import EStargzInfo, EStargzResult
 from mason.digest import Digest, HashingWriter, VerifyingReader
 from mason.oci import mediatypes as mt
-from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, Descriptor
+from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, DISTRIBUTION_SOURCE_PREFIX, Descriptor
 from mason.oci.reference import Reference
 
 __all__ = ["Blobs", "EStargzFacts", "RemoteLocation"]
@@ -208,14 +201,9 @@ class Blobs:
         """Run ``write_tar(stream)`` (it writes an uncompressed layer tar and returns its diff ID)
         through the compressor into the content store, in one pass."""
         with self.state.store.writer() as hw:
-            if compression == "uncompressed":
-                diff_id = write_tar(hw)  # type: ignore[arg-type]
-            else:
-                from mason.compression import open_compressor
-
-                comp = open_compressor(hw, compression, level)  # type: ignore[arg-type]
-                diff_id = write_tar(comp)
-                comp.close()
+            comp = get_compression(compression).writer(hw, level)  # type: ignore[arg-type]
+            diff_id = write_tar(comp)
+            comp.close()
         blob = hw.digest
         media = mt.layer_media_type(compression, True)
         info = BlobInfo(blob, hw.size, media)
@@ -294,7 +282,7 @@ class Blobs:
         variant of a tar has the diff ID of its own stream) and is in the content store."""
         if comp in (_FACTS, _PULLED) or comp.startswith(_STORED_AT) or not self.has_local(info.digest):
             return False
-        if comp == "estargz":
+        if get_compression(comp).indexed:
             facts = self.estargz_facts(info.digest)
             return facts is not None and facts.diff_id == diff_id
         return True
@@ -388,10 +376,10 @@ class Blobs:
         lr = self.ensure_local(lr)
         assert lr.blob is not None
         reader = self.state.store.open(lr.blob)
-        comp = mt.compression_of(lr.media_type) if lr.media_type else "gzip"
-        if comp == "uncompressed":
+        comp = get_compression(mt.compression_of(lr.media_type) if lr.media_type else "gzip")
+        if comp.wire == "uncompressed":  # the store's verifying reader itself, closed by the caller
             return reader
-        return open_decompressed(reader, comp)
+        return comp.reader(reader)
 
     # variants for export ---------------------------------------------------------
 
@@ -411,16 +399,15 @@ class Blobs:
 
         Without ``force`` an eStargz blob serves as gzip (it is one). The result's ``diff_id`` is
         that of the returned blob's own stream: converting to or from eStargz changes it."""
-        current = self.compression_of(lr)
-        if not force and lr.blob is not None and current is not None and (
-                current == compression or (current, compression) == ("estargz", "gzip")):
+        current = None if (name := self.compression_of(lr)) is None else get_compression(name)
+        if not force and lr.blob is not None and current is not None and compression in (current.name, current.wire):
             return lr
-        facts = self.estargz_facts(lr.blob) if current == "estargz" else None
+        facts = self.estargz_facts(lr.blob) if current is not None and current.indexed else None
         keys = [lr.diff_id] + ([facts.tar_diff_id] if facts is not None and facts.tar_diff_id else [])
         for key in keys:
             for comp, lvl, info in self.state.meta.variants_of(key):
                 if comp == compression and (not force or level is None or lvl == level):
-                    if comp == "estargz":
+                    if get_compression(comp).indexed:
                         found = self.estargz_facts(info.digest) if self.has_local(info.digest) else None
                         if found is not None:
                             return LayerRef(found.diff_id, info.digest, info.size, info.media_type)
@@ -455,11 +442,7 @@ class Blobs:
                 src = VerifyingReader(stack.enter_context(self.open_uncompressed(src_lr)), tar_diff,
                                       what=f"layer {src_lr.blob} (uncompressed; its diff ID)")  # type: ignore[assignment]
             with store.writer() as hw:
-                result = None
-                if compression == "estargz":
-                    result = write_estargz(src, hw, level)  # type: ignore[arg-type]
-                else:
-                    compress_stream(src, hw, compression, level)  # type: ignore[arg-type]
+                result = get_compression(compression).compress(src, hw, level)  # type: ignore[arg-type]
         blob = hw.digest
         info = BlobInfo(blob, hw.size, mt.layer_media_type(compression, True))
         self.state.meta.put_blob(info)

@@ -30,6 +30,7 @@ from typing import IO, Any, BinaryIO
 from mason.build.blobs import Blobs
 from mason.build.options import OutputSpec
 from mason.build.state import LayerRef
+from mason.compression.kinds import get_compression
 from mason.digest import Digest, sha256_bytes
 from mason.errors import BuildError
 from mason.oci import mediatypes as mt
@@ -93,7 +94,8 @@ def assemble_manifest(blobs: Blobs, image: ImageResult, *, compression: str = "g
         doc.update(config_extra)
     raw = _config_bytes(doc)
     cfg_desc = Descriptor(mt.OCI_CONFIG if oci else mt.DOCKER_CONFIG, sha256_bytes(raw), len(raw))
-    descs = [blobs.descriptor(lr, oci=oci, estargz=compression == "estargz") for lr in layers]
+    indexed = get_compression(compression).indexed  # eStargz: its TOC annotations go into the manifest
+    descs = [blobs.descriptor(lr, oci=oci, estargz=indexed) for lr in layers]
     manifest = build_manifest(cfg_desc, descs, media_type=mt.OCI_MANIFEST if oci else mt.DOCKER_MANIFEST)
     return ExportedImage(manifest, raw, layers, oci)
 

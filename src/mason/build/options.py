@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from mason.cache.options import CacheOptions, split_csv
+from mason.cache.options import CacheOptions, parse_bool, parse_compression, split_csv
 from mason.errors import UsageError
 from mason.oci.atomic import unwritable_dest
 from mason.oci.platform import Platform
@@ -24,8 +24,6 @@ __all__ = [
 ]
 
 OutputType = Literal["image", "oci", "docker", "local", "tar"]
-
-_COMPRESSIONS = ("uncompressed", "gzip", "zstd", "estargz")
 
 
 @dataclass(frozen=True)
@@ -89,12 +87,8 @@ class BuildOptions:
 
 
 def _bool(key: str, value: str, text: str) -> bool:
-    v = value.lower()
-    if v in ("true", "1", "yes", ""):
-        return True
-    if v in ("false", "0", "no"):
-        return False
-    raise UsageError(f"invalid --output {text!r}: {key} must be true or false, got {value!r}", reference="invalid-output")
+    return parse_bool(key, value, lambda why: UsageError(f"invalid --output {text!r}: {why}",
+                                                         reference="invalid-output"))
 
 
 def parse_output(text: str) -> OutputSpec:
@@ -126,22 +120,10 @@ def parse_output(text: str) -> OutputSpec:
                          hint="types: image, registry, oci, docker, local, tar")
     if "push" in attrs:
         push = push or _bool("push", attrs.pop("push"), text)
-    compression = attrs.pop("compression", "gzip").lower()
-    if compression not in _COMPRESSIONS:
-        raise UsageError(f"invalid --output {text!r}: compression must be one of {', '.join(_COMPRESSIONS)}",
-                         reference="invalid-output")
-    level: int | None = None
-    if "compression-level" in attrs:
-        raw = attrs.pop("compression-level")
-        try:
-            level = int(raw)
-        except ValueError:
-            raise UsageError(f"invalid --output {text!r}: compression-level {raw!r} is not an integer",
-                             reference="invalid-output") from None
-        top = 22 if compression == "zstd" else 9
-        if not 0 <= level <= top:
-            raise UsageError(f"invalid --output {text!r}: compression-level for {compression} is 0-{top}",
-                             reference="invalid-output")
+    compression, level = parse_compression(attrs, lambda why, hint: UsageError(
+        f"invalid --output {text!r}: {why}", reference="invalid-output", hint=hint or None))
+    attrs.pop("compression", None)
+    attrs.pop("compression-level", None)
     force = _bool("force-compression", attrs.pop("force-compression", "false"), text)
     # buildx: type=docker defaults to Docker media types, the others to OCI.
     oci_default = "false" if typ == "docker" else "true"

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from mason.cache.model import CacheSource
+from mason.compression.annotations import ANNOTATION_TOC_DIGEST
 from mason.oci import mediatypes as mt
 from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, Descriptor
 
 __all__ = ["describe_cache", "layer_compression"]
 
-_ESTARGZ_TOC = "containerd.io/snapshot/stargz/toc.digest"
 
 
 def layer_compression(desc: Descriptor) -> str:
@@ -19,7 +19,7 @@ def layer_compression(desc: Descriptor) -> str:
         compression = mt.compression_of(desc.media_type)
     except ValueError:
         return "unknown"
-    if compression == "gzip" and _ESTARGZ_TOC in desc.annotations:
+    if compression == "gzip" and ANNOTATION_TOC_DIGEST in desc.annotations:
         return "estargz"
     return compression
 

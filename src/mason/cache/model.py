@@ -33,7 +33,7 @@ from mason.cache.format import (
     rfc3339_nano,
     serialize_cache_config,
 )
-from mason.compression.estargz import ANNOTATION_TOC_DIGEST, ANNOTATION_UNCOMPRESSED_SIZE
+from mason.compression.annotations import ANNOTATION_TOC_DIGEST, ANNOTATION_UNCOMPRESSED_SIZE
 from mason.digest import Digest
 from mason.errors import DiagnosticError
 from mason.oci import mediatypes as mt

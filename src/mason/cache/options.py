@@ -14,35 +14,30 @@ not).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from mason.compression.kinds import COMPRESSION_NAMES, get_compression
 from mason.digest import DigestError, parse_digest
 from mason.errors import UsageError
 from mason.oci.errors import InvalidReferenceError
 from mason.oci.reference import Reference
 
 __all__ = [
-    "COMPRESSIONS",
-    "ESTARGZ_SUPPORTED",
     "CacheOptions",
     "CacheOptionsError",
     "check_cache_exports",
     "insecure_hosts",
+    "parse_bool",
     "parse_cache_from",
     "parse_cache_to",
+    "parse_compression",
     "split_csv",
 ]
 
 CacheType = Literal["registry", "local", "inline"]
 Mode = Literal["min", "max"]
-
-COMPRESSIONS = ("uncompressed", "gzip", "estargz", "zstd")
-#: eStargz export is supported (the builder's content store writes eStargz blobs); kept as
-#: a flag so an embedder without an eStargz-capable blob store can refuse it clearly.
-ESTARGZ_SUPPORTED = True
-_LEVEL_RANGE = {"gzip": (0, 9), "estargz": (0, 9), "zstd": (0, 22)}
 
 _COMMON_EXPORT = {
     "mode", "compression", "compression-level", "force-compression",
@@ -127,14 +122,49 @@ def split_csv(text: str) -> list[str]:
     return fields
 
 
-def _bool(key: str, value: str, text: str) -> bool:
-    # strconv.ParseBool's spellings; an empty value means true (as BuildKit's force-compression)
+#: strconv.ParseBool's spellings (what BuildKit parses these attributes with), any case, and
+#: yes/no, which ``--output`` always took; an empty value means true (BuildKit's force-compression)
+_TRUE = frozenset({"", "1", "t", "true", "yes"})
+_FALSE = frozenset({"0", "f", "false", "no"})
+
+
+def parse_bool(key: str, value: str, fail: Callable[[str], UsageError]) -> bool:
+    """A boolean attribute of ``--output``, ``--cache-to`` or ``--cache-from``: one parser, so
+    the flags take the same spellings. ``fail(reason)`` makes the error to raise."""
     lowered = value.strip().lower()
-    if lowered in ("", "1", "t", "true"):
+    if lowered in _TRUE:
         return True
-    if lowered in ("0", "f", "false"):
+    if lowered in _FALSE:
         return False
-    raise CacheOptionsError(f"invalid cache option {text!r}: {key}={value!r} is not a boolean (true or false)")
+    raise fail(f"{key}={value!r} is not a boolean (true or false)")
+
+
+def parse_compression(attrs: Mapping[str, str], fail: Callable[[str, str], UsageError]) -> tuple[str, int | None]:
+    """``compression=`` and ``compression-level=`` of ``--output`` or ``--cache-to`` (default
+    gzip, the compression's default level), checked against ``mason.compression``'s table.
+    ``fail(reason, hint)`` makes the error to raise."""
+    name = attrs.get("compression", "gzip").strip().lower()
+    if name not in COMPRESSION_NAMES:
+        raise fail(f"compression={attrs['compression']!r} is not a known compression",
+                   f"compression is one of {', '.join(COMPRESSION_NAMES)}")
+    if "compression-level" not in attrs:
+        return name, None
+    raw = attrs["compression-level"].strip()
+    try:
+        level = int(raw)
+    except ValueError:
+        raise fail(f"compression-level={raw!r} is not an integer", "") from None
+    levels = get_compression(name).level_range
+    if levels is None:
+        raise fail(f"compression-level makes no sense with compression={name}", "")
+    low, high = levels
+    if not low <= level <= high:
+        raise fail(f"compression-level={level} is out of range for {name}", f"{name} levels are {low}-{high}")
+    return name, level
+
+
+def _bool(key: str, value: str, text: str) -> bool:
+    return parse_bool(key, value, lambda why: CacheOptionsError(f"invalid cache option {text!r}: {why}"))
 
 
 def _parse_ref(value: str, text: str, what: str) -> Reference:
@@ -197,33 +227,9 @@ def _export_settings(attrs: Mapping[str, str], text: str) -> dict[str, Any]:
     if mode not in ("min", "max"):
         raise CacheOptionsError(f"invalid --cache-to {text!r}: mode={attrs['mode']!r}", hint="mode is min or max")
     out["mode"] = mode
-    compression = attrs.get("compression", "gzip").strip().lower()
-    if compression not in COMPRESSIONS:
-        raise CacheOptionsError(
-            f"invalid --cache-to {text!r}: compression={attrs['compression']!r}",
-            hint="compression is uncompressed, gzip, estargz or zstd",
-        )
-    if compression == "estargz" and not ESTARGZ_SUPPORTED:
-        raise CacheOptionsError(
-            f"--cache-to {text!r}: compression=estargz is not yet supported by mason",
-            reference="estargz-not-supported",
-            hint="use compression=gzip or compression=zstd for now",
-        )
-    out["compression"] = compression
-    if "compression-level" in attrs:
-        raw = attrs["compression-level"].strip()
-        try:
-            level = int(raw)
-        except ValueError:
-            raise CacheOptionsError(f"invalid --cache-to {text!r}: compression-level={raw!r} is not an integer") from None
-        if compression == "uncompressed":
-            raise CacheOptionsError(f"invalid --cache-to {text!r}: compression-level makes no sense with compression=uncompressed")
-        low, high = _LEVEL_RANGE[compression]
-        if not low <= level <= high:
-            raise CacheOptionsError(
-                f"invalid --cache-to {text!r}: compression-level={level} is out of range for {compression}",
-                hint=f"{compression} levels are {low}-{high}",
-            )
+    out["compression"], level = parse_compression(
+        attrs, lambda why, hint: CacheOptionsError(f"invalid --cache-to {text!r}: {why}", hint=hint or None))
+    if level is not None:
         out["compression_level"] = level
     if "force-compression" in attrs:
         out["force_compression"] = _bool("force-compression", attrs["force-compression"], text)

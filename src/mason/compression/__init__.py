@@ -1,4 +1,4 @@
-"""Compression streams: gzip, zstd, estargz, none.
+"""Compression streams: gzip, zstd, estargz, none (the vocabulary: ``kinds.Compression``).
 
 gzip and eStargz share one engine choice (``mason.compression.gzip.GZIP_ENGINES``:
 libdeflate by default, ISA-L or zlib); both are deterministic for any thread count.
@@ -13,6 +13,7 @@ from mason.compression.estargz import (
     verify_estargz,
     write_estargz,
 )
+from mason.compression.kinds import COMPRESSION_NAMES, Compression, get_compression
 from mason.compression.streams import (
     COMPRESSIONS,
     check_level,
@@ -24,6 +25,8 @@ from mason.compression.streams import (
 
 __all__ = [
     "COMPRESSIONS",
+    "COMPRESSION_NAMES",
+    "Compression",
     "CompressionError",
     "EStargzError",
     "EStargzInfo",
@@ -32,6 +35,7 @@ __all__ = [
     "compress_stream",
     "detect_compression",
     "estargz_to_tar",
+    "get_compression",
     "is_estargz",
     "open_compressor",
     "open_decompressed",

@@ -41,6 +41,11 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from mason.compression import _tar
+from mason.compression.annotations import (
+    ANNOTATION_TOC_DIGEST,
+    ANNOTATION_UNCOMPRESSED,
+    ANNOTATION_UNCOMPRESSED_SIZE,
+)
 from mason.compression.errors import EStargzError
 from mason.compression.gzip import BLOCK_SIZE, check_gzip_engine, check_gzip_level, gzip_member
 from mason.digest import Digest, HashingWriter
@@ -68,9 +73,6 @@ TOC_TAR_NAME = "stargz.index.json"
 DEFAULT_CHUNK_SIZE = 4 << 20  # what BuildKit and the stargz tools use
 FOOTER_SIZE = 51
 LEGACY_FOOTER_SIZE = 47
-ANNOTATION_TOC_DIGEST = "containerd.io/snapshot/stargz/toc.digest"
-ANNOTATION_UNCOMPRESSED_SIZE = "io.containers.estargz.uncompressed-size"
-ANNOTATION_UNCOMPRESSED = "containerd.io/uncompressed"
 
 _EMPTY_DIGEST = "sha256:" + hashlib.sha256(b"").hexdigest()
 _READ = 1 << 20

@@ -40,6 +40,7 @@ from types import ModuleType
 from typing import Any, BinaryIO
 
 from mason.compression.errors import CompressionError
+from mason.compression.kinds import get_compression
 
 __all__ = [
     "BLOCK_SIZE",
@@ -73,7 +74,7 @@ except ImportError:  # pragma: no cover - deflate is a declared dependency
 GZIP_ENGINES: tuple[str, ...] = ("libdeflate", "isal", "zlib")
 
 BLOCK_SIZE = 1 << 20
-DEFAULT_GZIP_LEVEL = 6  # Go's gzip.DefaultCompression, what BuildKit uses
+DEFAULT_GZIP_LEVEL = get_compression("gzip").default_level or 6  # Go's gzip.DefaultCompression, what BuildKit uses
 _WINDOW = 1 << 15
 
 
@@ -109,11 +110,9 @@ def gzip_header(level: int) -> bytes:
 
 
 def check_gzip_level(level: int | None) -> int:
-    if level is None:
-        return DEFAULT_GZIP_LEVEL
-    if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 9:
-        raise CompressionError(f"invalid gzip compression level {level!r}", hint="gzip levels are 0-9")
-    return level
+    effective = get_compression("gzip").check_level(level)
+    assert effective is not None
+    return effective
 
 
 def _deflater(level: int, prefer_isal: bool) -> tuple[ModuleType, int]:

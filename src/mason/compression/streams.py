@@ -18,7 +18,8 @@ from typing import Any, BinaryIO
 import zstandard
 
 from mason.compression.errors import CompressionError
-from mason.compression.gzip import GzipWriter, check_gzip_level, open_gzip_reader
+from mason.compression.gzip import GzipWriter, open_gzip_reader
+from mason.compression.kinds import COMPRESSION_NAMES, get_compression
 
 __all__ = [
     "COMPRESSIONS",
@@ -30,8 +31,8 @@ __all__ = [
     "open_decompressed",
 ]
 
-COMPRESSIONS: tuple[str, ...] = ("uncompressed", "gzip", "zstd", "estargz")
-DEFAULT_ZSTD_LEVEL = 3  # libzstd's default; level 0 means "default" too
+COMPRESSIONS: tuple[str, ...] = COMPRESSION_NAMES
+DEFAULT_ZSTD_LEVEL = get_compression("zstd").default_level  # libzstd's default; level 0 means "default" too
 _CHUNK = 1 << 20
 
 _GZIP_MAGIC = b"\x1f\x8b\x08"
@@ -61,19 +62,7 @@ def detect_compression(head: bytes) -> str:
 
 def check_level(compression: str, level: int | None) -> int | None:
     """Validate ``level`` for ``compression``; returns the effective level (None when unused)."""
-    if compression in ("gzip", "estargz"):
-        return check_gzip_level(level)
-    if compression == "zstd":
-        if level is None or level == 0:
-            return DEFAULT_ZSTD_LEVEL
-        if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 22:
-            raise CompressionError(f"invalid zstd compression level {level!r}", hint="zstd levels are 0-22 (0: default)")
-        return level
-    if compression == "uncompressed":
-        return None
-    raise CompressionError(
-        f"unknown compression {compression!r}", hint=f"use one of {', '.join(COMPRESSIONS)}"
-    )
+    return get_compression(compression).check_level(level)
 
 
 def _threads() -> int:
@@ -249,10 +238,8 @@ def _sniff(src: BinaryIO) -> tuple[str, BinaryIO]:
 
 def compress_stream(src: BinaryIO, dst: BinaryIO, compression: str, level: int | None = None) -> None:
     """Compress all of ``src`` into ``dst`` (neither is closed)."""
-    if compression == "estargz":
-        from mason.compression.estargz import write_estargz
-
-        write_estargz(src, dst, level)
+    if get_compression(compression).indexed:
+        get_compression(compression).compress(src, dst, level)
         return
     writer = open_compressor(dst, compression, level)
     try:

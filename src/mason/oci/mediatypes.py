@@ -76,25 +76,18 @@ _COMPRESSION: dict[str, str] = {
 }
 LAYER_MEDIA_TYPES: tuple[str, ...] = tuple(_COMPRESSION)
 
-_LAYER_TYPES: dict[tuple[str, bool], str] = {
-    ("uncompressed", True): OCI_LAYER,
-    ("gzip", True): OCI_LAYER_GZIP,
-    # eStargz is gzip on the wire; only annotations and the footer tell it apart.
-    ("estargz", True): OCI_LAYER_GZIP,
-    ("zstd", True): OCI_LAYER_ZSTD,
-    ("uncompressed", False): DOCKER_LAYER,
-    ("gzip", False): DOCKER_LAYER_GZIP,
-    ("estargz", False): DOCKER_LAYER_GZIP,
-    ("zstd", False): DOCKER_LAYER_ZSTD,
-}
-
-
 def layer_media_type(compression: str, oci: bool = True) -> str:
-    """The layer media type for ``compression`` ("uncompressed", "gzip", "estargz", "zstd")."""
+    """The layer media type for ``compression`` (a name of ``mason.compression.kinds``: its
+    media-type suffix; eStargz is gzip on the wire, only annotations and the footer tell it apart)."""
+    from mason.compression.errors import CompressionError
+    from mason.compression.kinds import get_compression
+
     try:
-        return _LAYER_TYPES[(compression, oci)]
-    except KeyError:
+        suffix = get_compression(compression).media_suffix
+    except CompressionError:
         raise ValueError(f"unknown layer compression {compression!r}") from None
+    # Docker's types spell the suffix with a dot (…diff.tar.gzip)
+    return OCI_LAYER + suffix if oci else DOCKER_LAYER + suffix.replace("+", ".")
 
 
 def compression_of(media_type: str) -> str:
