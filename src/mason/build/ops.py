@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from mason.build.blobs import Blobs
 from mason.build.context import (
@@ -50,6 +50,9 @@ from mason.errors import BuildError
 from mason.fsroot import FsRoot, PathOutsideError, clean_path
 from mason.solver import CacheMap, ExecContext
 from mason.solver.keys import CacheKey
+
+if TYPE_CHECKING:
+    from mason.executor import Ulimit
 
 __all__ = [
     "BuildEnv",
@@ -119,6 +122,22 @@ class BuildEnv:
     dockerfile_lines: list[str] = field(default_factory=list)
     http_client: Any = None
     default_network: str = "default"  # mason build --network
+    #: mason build --add-host, --shm-size, --ulimit: every RUN's sandbox, and (as in BuildKit,
+    #: which keeps them in each exec step's metadata) every RUN's key
+    extra_hosts: tuple[tuple[str, str], ...] = ()
+    shm_size: int | None = None
+    ulimits: tuple[Ulimit, ...] = ()
+
+    def sandbox_key(self) -> dict[str, Any]:
+        """The sandbox settings a RUN's key covers; empty when none is set, so keys stay as before."""
+        key: dict[str, Any] = {}
+        if self.extra_hosts:
+            key["extra_hosts"] = [list(h) for h in self.extra_hosts]
+        if self.shm_size is not None:
+            key["shm_size"] = self.shm_size
+        if self.ulimits:
+            key["ulimits"] = [[u.name, u.soft, u.hard] for u in self.ulimits]
+        return key
 
     def created_now(self) -> str:
         return format_created(float(self.source_date_epoch) if self.source_date_epoch is not None else time.time())
@@ -221,6 +240,7 @@ class ExecOp:
             "mounts": [m.key_json() for m in self.mounts],
             "files": {k: v for k, v in sorted(self.files.items())},
             "epoch": self.env.source_date_epoch,
+            **self.env.sandbox_key(),
         }
         content = None
         ctx_binds = [m for m in self.mounts if m.type == "bind" and m.input_index is None]
@@ -283,7 +303,8 @@ class ExecOp:
                 target = m.target or f"/run/secrets/{m.secret_id}"
                 mounts.append(SecretMount(sf, target))
         spec = ExecSpec(rootfs=rootfs, args=self.args, env=self.environ, cwd=self.cwd,
-                        user=self.user, network=self.network, mounts=tuple(mounts))  # type: ignore[arg-type]
+                        user=self.user, network=self.network, mounts=tuple(mounts),  # type: ignore[arg-type]
+                        extra_hosts=env.extra_hosts, shm_size=env.shm_size, ulimits=env.ulimits)
         cancel = threading.Event()
         ctx.cancel.add_callback(cancel.set)
         buf = _LineBuffer(ctx.log)

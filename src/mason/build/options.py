@@ -7,12 +7,15 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from mason.cache.options import CacheOptions, parse_bool, parse_compression, split_csv
 from mason.errors import UsageError
 from mason.oci.atomic import unwritable_dest
 from mason.oci.platform import Platform
+
+if TYPE_CHECKING:
+    from mason.executor import Ulimit
 
 __all__ = [
     "BuildOptions",
@@ -84,6 +87,10 @@ class BuildOptions:
     runtime: str = "auto"
     #: ``--explain-cache``: a ``cache miss: <reason>`` line for every step that runs.
     explain_cache: bool = False
+    #: ``--add-host``, ``--shm-size``, ``--ulimit`` (``mason.build.runflags``): every RUN's sandbox
+    add_hosts: tuple[tuple[str, str], ...] = ()
+    shm_size: int | None = None
+    ulimits: tuple[Ulimit, ...] = ()
 
 
 def _bool(key: str, value: str, text: str) -> bool:

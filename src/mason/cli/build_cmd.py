@@ -31,9 +31,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-cache", action="store_true", help="do not use any cache")
     p.add_argument("--secret", dest="secrets", action="append", default=[], metavar="id=ID,src=FILE")
     p.add_argument("--network", default="default", choices=("default", "none", "host"))
+    p.add_argument("--add-host", dest="add_hosts", action="append", default=[], metavar="HOST:IP",
+                   help="a line for /etc/hosts of every RUN (repeatable)")
+    p.add_argument("--shm-size", metavar="SIZE", help="size of /dev/shm in every RUN (default 64m)")
+    p.add_argument("--ulimit", dest="ulimits", action="append", default=[], metavar="NAME=SOFT[:HARD]",
+                   help="a resource limit of every RUN, e.g. nofile=1024:2048 (repeatable)")
     p.add_argument("--progress", default="auto", choices=("auto", "tty", "plain", "quiet", "rawjson"))
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image digest")
     p.add_argument("--metadata-file", metavar="FILE")
+    p.add_argument("--iidfile", metavar="FILE", help="write the image ID (its config digest) to FILE")
+    p.add_argument("--load", action="store_true",
+                   help="docker buildx's load into the Docker daemon: mason has none (says what to run instead)")
     p.add_argument("--platform", metavar="PLATFORM", help="target platform (the host's only)")
     p.add_argument("--snapshotter", choices=("auto", "overlay", "copy"), default=None,
                    help="filesystem snapshots: overlayfs, or plain copies where overlayfs is unavailable "
@@ -81,6 +89,12 @@ def run_build(args: argparse.Namespace) -> int:
     from mason.oci.platform import Platform, host_platform
     from mason.solver import SolveError
 
+    if args.load:
+        raise UsageError("--load: mason has no daemon to load the image into",
+                         reference="load-unsupported",
+                         hint="pipe a docker archive into docker: mason build -o type=docker,dest=- … | docker load")
+    if args.iidfile:
+        _remove_stale(args.iidfile, "--iidfile")  # as buildx: a failed build leaves no old ID behind
     env = dict(os.environ)
     mode = "quiet" if args.quiet else args.progress
     tags = tuple(args.tags)
@@ -126,6 +140,7 @@ def run_build(args: argparse.Namespace) -> int:
         snapshotter=_snapshotter(args.snapshotter, env),
         runtime=args.runtime,
         explain_cache=args.explain_cache,
+        **_sandbox_flags(args),
     )
     renderer = make_renderer(mode, sys.stderr)
     try:
@@ -150,12 +165,53 @@ def run_build(args: argparse.Namespace) -> int:
             _print_error(DiagnosticError(f"cannot write --metadata-file {args.metadata_file}: {exc.strerror}",
                                          reference="metadata-file", hint="the image was built; give a writable path"))
             return 1
+    if args.iidfile and not _write_iidfile(args.iidfile, outcome.metadata):
+        return 1
     if mode == "quiet":
         if outcome.image_digest:
             print(outcome.image_digest)
     elif outcome.image_digest:
         print(f"image {outcome.image_digest}", file=sys.stderr)
     return 0
+
+
+def _sandbox_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """``--add-host``, ``--shm-size``, ``--ulimit`` as BuildOptions fields (parsed only when given)."""
+    if not (args.add_hosts or args.shm_size or args.ulimits):
+        return {}
+    from mason.build.runflags import parse_add_host, parse_shm_size, parse_ulimit
+
+    return {
+        "add_hosts": tuple(parse_add_host(h) for h in args.add_hosts),
+        "shm_size": parse_shm_size(args.shm_size) if args.shm_size else None,
+        "ulimits": tuple(parse_ulimit(u) for u in args.ulimits),
+    }
+
+
+def _remove_stale(path: str, flag: str) -> None:
+    from mason.errors import UsageError
+
+    try:
+        if os.path.isfile(path) or os.path.islink(path):
+            os.unlink(path)
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot remove the old file: {exc.strerror}",
+                         reference="invalid-argument") from None
+
+
+def _write_iidfile(path: str, metadata: dict[str, Any]) -> bool:
+    """The image ID as buildx writes it: the config digest, else the manifest's (an empty file
+    when the build made no image, as buildx leaves it)."""
+    from mason.errors import DiagnosticError
+
+    image_id = metadata.get("containerimage.config.digest") or metadata.get("containerimage.digest") or ""
+    try:
+        Path(path).write_text(str(image_id))
+    except OSError as exc:
+        _print_error(DiagnosticError(f"cannot write --iidfile {path}: {exc.strerror}", reference="iidfile",
+                                     hint="the image was built; give a writable path"))
+        return False
+    return True
 
 
 def _print_error(exc: Exception) -> None:

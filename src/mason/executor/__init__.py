@@ -99,6 +99,7 @@ from mason.executor.types import (
     OutputCallback,
     SecretMount,
     TmpfsMount,
+    Ulimit,
     UserResolutionError,
 )
 from mason.executor.users import ResolvedUser, resolve_user
@@ -123,6 +124,7 @@ __all__ = [
     "RuncExecutor",
     "SecretMount",
     "TmpfsMount",
+    "Ulimit",
     "UserResolutionError",
     "build_runtime_config",
     "choose_executor",

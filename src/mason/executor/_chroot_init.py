@@ -74,7 +74,7 @@ def _bind(source: str, target: str, readonly: bool, extra: int = 0) -> None:
         _mount(None, target, None, flags)
 
 
-def _setup_dev(dev: str) -> None:
+def _setup_dev(dev: str, shm_size: int | None) -> None:
     # nodev: the device files below are bind mounts of their own; a node made here is dead
     _mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=65536k")
     for name in ("null", "zero", "full", "random", "urandom", "tty"):
@@ -88,7 +88,7 @@ def _setup_dev(dev: str) -> None:
     os.symlink("pts/ptmx", os.path.join(dev, "ptmx"))
     os.mkdir(os.path.join(dev, "shm"))
     _mount("shm", os.path.join(dev, "shm"), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-           "mode=1777,size=65536k")  # fmt: skip
+           f"mode=1777,size={shm_size or 65536 * 1024}")  # fmt: skip
     os.symlink("/proc/self/fd", os.path.join(dev, "fd"))
     for i, name in enumerate(("stdin", "stdout", "stderr")):
         os.symlink(f"/proc/self/fd/{i}", os.path.join(dev, name))
@@ -155,7 +155,7 @@ def _setup(plan: dict[str, Any]) -> None:
     # cgroup here, a node the build makes or an image ships must not reach host devices.
     _bind(root, root, readonly=False, extra=MS_NODEV)
     _mount("proc", system["/proc"], "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    _setup_dev(system["/dev"])
+    _setup_dev(system["/dev"], plan.get("shm_size"))
     _mount("sysfs", system["/sys"], "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
     for m in plan["mounts"]:
         target = m["path"]
@@ -174,6 +174,10 @@ def _setup(plan: dict[str, Any]) -> None:
     _drop_bounding_set({CAPS[c] for c in plan["capabilities"]})
     nofile = plan["nofile"]
     resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+    for name, soft, hard in plan.get("ulimits", ()):
+        limit = getattr(resource, f"RLIMIT_{name.upper()}")
+        resource.setrlimit(limit, (resource.RLIM_INFINITY if soft < 0 else soft,
+                                   resource.RLIM_INFINITY if hard < 0 else hard))
     os.setgroups(plan["additional_gids"])
     os.setgid(plan["gid"])
     os.setuid(plan["uid"])

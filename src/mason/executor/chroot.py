@@ -103,6 +103,8 @@ class ChrootExecutor:
                     "readonly_paths": list(READONLY_PATHS),
                     "masked_paths": list(MASKED_PATHS),
                     "nofile": nofile_limit(),
+                    "ulimits": [[u.name, u.soft, u.hard] for u in spec.ulimits],
+                    "shm_size": spec.shm_size,
                     "status_fd": status_w,
                 }
                 plan_file = scratch / "plan.json"

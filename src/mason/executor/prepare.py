@@ -23,8 +23,9 @@ class PreparedRun:
     stubs: MountStubs
 
 
-def hosts_file_content(hostname: str) -> str:
-    return f"127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+def hosts_file_content(hostname: str, extra_hosts: tuple[tuple[str, str], ...] = ()) -> str:
+    base = f"127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    return base + "".join(f"{address}\t{name}\n" for name, address in extra_hosts)
 
 
 def process_env(env: tuple[str, ...], user: ResolvedUser) -> tuple[str, ...]:
@@ -48,7 +49,7 @@ def prepare_run(spec: ExecSpec, scratch: Path, host_resolv_conf: Path) -> Prepar
     user = resolve_user(spec.rootfs, spec.user)
     ensure_directory(spec.rootfs, spec.cwd, user.uid, user.gid)
     hosts_file = scratch / "hosts"
-    hosts_file.write_text(hosts_file_content(spec.hostname), encoding="utf-8")
+    hosts_file.write_text(hosts_file_content(spec.hostname, spec.extra_hosts), encoding="utf-8")
     resolv_file = scratch / "resolv.conf"
     try:
         shutil.copyfile(host_resolv_conf, resolv_file)

@@ -140,6 +140,16 @@ def mountpoints_to_stub(spec: ExecSpec) -> list[tuple[str, bool]]:
     return result
 
 
+def rlimits(spec: ExecSpec, nofile: int) -> list[dict[str, Any]]:
+    """Docker's RLIMIT_NOFILE, then the spec's ``--ulimit`` values (a nofile among them wins)."""
+    limits = {"nofile": (nofile, nofile)}
+    limits.update({u.name: (u.soft, u.hard) for u in spec.ulimits})
+    # runc takes -1 as unlimited only through the unsigned maximum
+    unlimited = 2**64 - 1
+    return [{"type": f"RLIMIT_{name.upper()}", "soft": unlimited if soft < 0 else soft,
+             "hard": unlimited if hard < 0 else hard} for name, (soft, hard) in limits.items()]
+
+
 def build_runtime_config(
     spec: ExecSpec,
     user: ResolvedUser,
@@ -163,6 +173,9 @@ def build_runtime_config(
         # runc brings up loopback in a network namespace it creates.
         namespaces.append({"type": "network"})
     mounts: list[dict[str, Any]] = [dict(m, options=list(m["options"])) for m in _SYSTEM_MOUNTS]
+    if spec.shm_size is not None:
+        shm = next(m for m in mounts if m["destination"] == "/dev/shm")
+        shm["options"] = [o for o in shm["options"] if not o.startswith("size=")] + [f"size={spec.shm_size}"]
     mounts.append(
         {
             "destination": "/etc/hosts",
@@ -198,7 +211,7 @@ def build_runtime_config(
                 "effective": effective,
                 "permitted": effective,
             },
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
+            "rlimits": rlimits(spec, nofile),
             "noNewPrivileges": False,
         },
         "root": {"path": str(spec.rootfs), "readonly": False},

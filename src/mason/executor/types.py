@@ -24,6 +24,7 @@ __all__ = [
     "OutputCallback",
     "SecretMount",
     "TmpfsMount",
+    "Ulimit",
     "UserResolutionError",
 ]
 
@@ -118,6 +119,12 @@ class ExecSpec:
     hostname: str = "mason"
     network: NetworkMode = "default"
     mounts: tuple[Mount, ...] = ()
+    #: ``--add-host``: (name, address) lines added to /etc/hosts
+    extra_hosts: tuple[tuple[str, str], ...] = ()
+    #: ``--shm-size`` in bytes (None: 64 MiB, as Docker)
+    shm_size: int | None = None
+    #: ``--ulimit``: limits beyond (or replacing) the default RLIMIT_NOFILE
+    ulimits: tuple[Ulimit, ...] = ()
 
     def __post_init__(self) -> None:
         # Accept lists from callers but store tuples so the spec stays hashable.
@@ -136,6 +143,16 @@ class ExecSpec:
         for mount in self.mounts:
             if not mount.target.startswith("/"):
                 raise ExecutorError(f"mount target must be absolute: {mount.target!r}")
+
+
+@dataclass(frozen=True)
+class Ulimit:
+    """One resource limit of the process (``--ulimit nofile=1024:2048``): ``name`` as setrlimit
+    knows it without ``RLIMIT_`` (lower case), -1 for unlimited."""
+
+    name: str
+    soft: int
+    hard: int
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,96 @@
+"""docker buildx build's flags that mason takes with their buildx meaning, through the CLI:
+``--iidfile``, ``--load`` (no daemon: says what to run), ``--add-host``, ``--shm-size`` and
+``--ulimit`` (every RUN's sandbox, in runc and in the chroot fallback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (overlayfs, runc)")
+
+
+def _mason(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    entry = Path(sys.executable).with_name("mason")
+    cmd = [str(entry)] if entry.exists() else [sys.executable, "-m", "mason.cli.main"]
+    return subprocess.run([*cmd, "build", "--progress=plain", *args], capture_output=True, text=True,
+                          env={**os.environ, "MASON_ROOT": str(root)}, timeout=300, check=False)
+
+
+def _context(tmp_path: Path, dockerfile: str) -> Path:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir(exist_ok=True)
+    (ctx / "Dockerfile").write_text(dockerfile)
+    return ctx
+
+
+def test_iidfile_holds_the_image_config_digest(tmp_path: Path) -> None:
+    ctx = _context(tmp_path, "FROM scratch\nCOPY Dockerfile /\n")
+    iid = tmp_path / "iid"
+    iid.write_text("sha256:stale")
+    oci = tmp_path / "image.tar"
+    proc = _mason(tmp_path / "root", "--iidfile", str(iid), "-o", f"type=oci,dest={oci}", str(ctx))
+    assert proc.returncode == 0, proc.stderr
+    with tarfile.open(oci) as tf:
+        index = json.load(tf.extractfile("index.json"))  # type: ignore[arg-type]
+        manifest_digest = index["manifests"][0]["digest"]
+        manifest = json.load(tf.extractfile("blobs/sha256/" + manifest_digest.split(":")[1]))  # type: ignore[arg-type]
+    assert iid.read_text() == manifest["config"]["digest"]
+
+    failing = _context(tmp_path, "FROM scratch\nCOPY missing.txt /\n")
+    proc = _mason(tmp_path / "root", "--iidfile", str(iid), str(failing))
+    assert proc.returncode == 1
+    assert not iid.exists(), "a failed build must not leave the previous image ID behind"
+
+
+def test_load_says_there_is_no_daemon_and_what_to_run(tmp_path: Path) -> None:
+    ctx = _context(tmp_path, "FROM scratch\nCOPY Dockerfile /\n")
+    proc = _mason(tmp_path / "root", "--load", str(ctx))
+    assert proc.returncode == 2
+    assert "no daemon" in proc.stderr and "-o type=docker,dest=-" in proc.stderr and "docker load" in proc.stderr
+    assert not (tmp_path / "root").exists() or not list((tmp_path / "root").glob("meta.db"))
+
+
+@pytest.mark.parametrize("runtime", ["runc", "chroot"])
+def test_add_host_shm_size_and_ulimit_reach_every_run(busybox_image: str, tmp_path: Path, runtime: str) -> None:
+    ctx = _context(tmp_path, f"""\
+FROM {busybox_image}
+RUN cat /etc/hosts > /hosts && df -k /dev/shm | tail -1 > /shm && ulimit -n > /nofile && ulimit -s > /stack
+""")
+    out = tmp_path / "out"
+    proc = _mason(tmp_path / "root", f"--runtime={runtime}", "--add-host", "db.internal:10.1.2.3",
+                  "--add-host", "v6host=fd00::1", "--shm-size", "128m", "--ulimit", "nofile=1024:2048",
+                  "--ulimit", "stack=16777216", "-o", f"type=local,dest={out}", str(ctx))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    hosts = (out / "hosts").read_text().splitlines()
+    assert "10.1.2.3\tdb.internal" in hosts and "fd00::1\tv6host" in hosts
+    assert (out / "shm").read_text().split()[1] == str(128 * 1024)
+    assert (out / "nofile").read_text().strip() == "1024"
+    assert (out / "stack").read_text().strip() == "16384"  # bytes given, KiB shown
+
+    # the flags are part of the RUN's key (BuildKit keeps them in the exec step's metadata)
+    again = _mason(tmp_path / "root", f"--runtime={runtime}", "--shm-size", "256m",
+                   "-o", f"type=local,dest={tmp_path / 'out2'}", str(ctx))
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "out2" / "shm").read_text().split()[1] == str(256 * 1024)
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--add-host", "nocolon", "expected NAME:ADDRESS"),
+    ("--add-host", "gw:host-gateway", "mason has no daemon"),
+    ("--add-host", "h:not-an-ip", "is not an IP address"),
+    ("--shm-size", "lots", "expected a positive size"),
+    ("--ulimit", "bogus=1", "expected NAME=SOFT[:HARD]"),
+    ("--ulimit", "nofile=10:5", "soft limit must not exceed"),
+])
+def test_bad_sandbox_flags_are_usage_errors(tmp_path: Path, flag: str, value: str, message: str) -> None:
+    ctx = _context(tmp_path, "FROM scratch\nCOPY Dockerfile /\n")
+    proc = _mason(tmp_path / "root", flag, value, str(ctx))
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
