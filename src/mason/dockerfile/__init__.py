@@ -1,4 +1,4 @@
-"""mason.dockerfile: BuildKit's Dockerfile frontend (v0.11.6 grammar), pure.
+"""mason.dockerfile: BuildKit v0.32.2's Dockerfile frontend (1.26, stable features), pure.
 
 Bytes in, typed instructions out; imports only ``mason.errors`` and
 ``mason.digest``. Every error is a :class:`DockerfileError` (exit status 2)
@@ -20,26 +20,33 @@ Reading a Dockerfile
 Commands are frozen dataclasses sharing ``name`` (keyword as written),
     ``keyword`` (lowercase), ``code``, ``start_line``, ``end_line``, ``lines``:
     ``ArgCommand(args: ArgSpec(key, value|None, comment))``,
-    ``EnvCommand(env)``, ``LabelCommand(labels)`` (``KeyValue`` pairs, raw),
+    ``EnvCommand(env)``, ``LabelCommand(labels)`` (``KeyValue(key, value,
+    no_delim)``, raw; ``no_delim`` for the legacy ``ENV k v`` form),
     ``CopyCommand(sources, contents: SourceContent (heredocs), dest, from_,
-    chown, chmod, link)``, ``AddCommand(..., keep_git_dir, checksum)``,
-    ``RunCommand(cmd_line, prepend_shell, files: InlineFile, flags_used,
-    network, mount_specs, mounts)``, ``CmdCommand``/``EntrypointCommand``
+    chown, chmod, link, exclude, parents)``, ``AddCommand(..., exclude,
+    keep_git_dir, checksum, unpack)`` (``keep_git_dir``/``unpack`` None
+    unless given), ``RunCommand(cmd_line, prepend_shell, files: InlineFile,
+    flags_used, network, security, mount_specs, mounts, devices)``,
+    ``CmdCommand``/``EntrypointCommand``
     (``cmd_line`` None = reset), ``ShellCommand(shell)``,
     ``WorkdirCommand(path)``, ``UserCommand(user)``, ``VolumeCommand(volumes)``,
     ``StopSignalCommand(signal)``, ``ExposeCommand(ports)``,
-    ``HealthcheckCommand(test, interval, timeout, start_period, retries)``
+    ``HealthcheckCommand(test, interval, timeout, start_period, retries,
+    start_interval)``
     (nanoseconds), ``OnbuildCommand(expression)``, ``MaintainerCommand``.
     ``parse_mount(spec, expander) -> Mount`` gives typed ``--mount`` specs
     (``type`` bind|cache|tmpfs|secret|ssh, ``from_``, ``source``, ``target``,
     ``read_only``, ``size_limit``, ``cache_id``, ``cache_sharing``,
-    ``required``, ``mode``, ``uid``, ``gid``).
+    ``required``, ``env`` (secret: the variable to put it in), ``mode``,
+    ``uid``, ``gid``).
 
 Expansion
 ---------
 ``expand_command(cmd, env, escape) -> cmd`` expands exactly the words
 BuildKit expands (see :mod:`mason.dockerfile.expand`); RUN mounts are parsed
-and validated then. ``expand_word``, ``ShellLexer`` give the lexer itself.
+and validated then. ``expand_word``, ``ShellLexer`` give the lexer itself
+(``${v-w}`` ``${v+w}`` ``${v?w}`` and their ``:`` forms, ``${v#p}``
+``${v##p}`` ``${v%p}`` ``${v%%p}`` ``${v/p/r}`` ``${v//p/r}``).
 
 Build scoping and stages (:mod:`mason.dockerfile.stages`)
 ---------------------------------------------------------
@@ -97,6 +104,7 @@ from mason.dockerfile.instructions import (
     CmdCommand,
     Command,
     CopyCommand,
+    Device,
     EntrypointCommand,
     EnvCommand,
     ExposeCommand,
@@ -128,6 +136,7 @@ __all__ = [
     "CmdCommand",
     "Command",
     "CopyCommand",
+    "Device",
     "Dockerfile",
     "DockerfileError",
     "EntrypointCommand",

@@ -17,7 +17,7 @@ __all__ = [
     "go_trim_space",
     "is_go_space",
     "levenshtein",
-    "loads_json_prefix",
+    "loads_json",
 ]
 
 # unicode.IsSpace: Latin-1 spaces plus the White_Space property above it.
@@ -90,12 +90,14 @@ _DECODER = json.JSONDecoder(
 )
 
 
-def loads_json_prefix(s: str) -> tuple[bool, Any]:
-    """Decode ONE JSON value at the start of ``s`` (trailing text ignored), as Go's
-    ``json.Decoder.Decode`` does. Returns (ok, value)."""
+def loads_json(s: str) -> tuple[bool, Any]:
+    """Decode ``s`` as ONE JSON document (blanks around it allowed, nothing else),
+    as Go's ``json.Unmarshal`` does. Returns (ok, value)."""
     try:
-        value, _end = _DECODER.raw_decode(s)
+        value, end = _DECODER.raw_decode(s)
     except (ValueError, RecursionError):
+        return False, None
+    if s[end:].strip(" \t\n\r"):
         return False, None
     return True, value
 

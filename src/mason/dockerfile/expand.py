@@ -1,14 +1,15 @@
 """Word expansion of typed commands, as BuildKit performs it at build time.
 
-What is expanded (with the file's escape character): ENV and LABEL keys and
-values; ARG names and defaults; COPY/ADD sources, destination and ``--chown``
-(and ADD ``--checksum``); WORKDIR; USER; VOLUME; STOPSIGNAL; RUN ``--mount``
-values (which also parses them into :class:`Mount`). COPY/ADD heredoc bodies
-with ``expand`` are expanded with ``\\`` as escape and quotes left alone.
+What is expanded (with the file's escape character, BuildKit v0.32.2's
+``Expand`` methods): ENV and LABEL keys and values; ARG names and defaults;
+COPY/ADD sources, destination, ``--chown`` and ``--chmod`` (and ADD
+``--checksum``); WORKDIR; USER; VOLUME; STOPSIGNAL; RUN ``--mount`` values
+(which also parses them into :class:`Mount`). COPY/ADD heredoc bodies with
+``expand`` are expanded with ``\\`` as escape and quotes left alone.
 Never expanded: RUN/CMD/ENTRYPOINT command lines (the shell does it), RUN
 heredoc files, EXPOSE (expanded and split by the builder, see
-:func:`expand_ports`), SHELL, HEALTHCHECK, ONBUILD, MAINTAINER, ``--chmod``
-and ``--from``.
+:func:`expand_ports`), SHELL, HEALTHCHECK, ONBUILD, MAINTAINER, ``--from``,
+``--exclude`` and ``--device``.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def expand_command(cmd: Command, env: Mapping[str, str], escape: str = "\\") -> 
 
 
 def _kv(items: tuple[KeyValue, ...], ex: Expander) -> tuple[KeyValue, ...]:
-    return tuple(KeyValue(ex(kv.key), ex(kv.value)) for kv in items)
+    return tuple(KeyValue(ex(kv.key), ex(kv.value), kv.no_delim) for kv in items)
 
 
 def _contents(items: tuple[SourceContent, ...], raw: Expander) -> tuple[SourceContent, ...]:
@@ -116,16 +117,21 @@ def _expand(cmd: Command, ex: Expander, raw: Expander) -> Command:
         )
     if isinstance(cmd, CopyCommand):
         chown = ex(cmd.chown)
+        chmod = ex(cmd.chmod)
         srcs = tuple(ex(s) for s in cmd.sources)
         dest = ex(cmd.dest)
-        return rep(cmd, chown=chown, sources=srcs, dest=dest, contents=_contents(cmd.contents, raw))
+        return rep(
+            cmd, chown=chown, chmod=chmod, sources=srcs, dest=dest,
+            contents=_contents(cmd.contents, raw),
+        )  # fmt: skip
     if isinstance(cmd, AddCommand):
         chown = ex(cmd.chown)
+        chmod = ex(cmd.chmod)
         checksum = ex(cmd.checksum)
         srcs = tuple(ex(s) for s in cmd.sources)
         dest = ex(cmd.dest)
         return rep(
-            cmd, chown=chown, checksum=checksum, sources=srcs, dest=dest,
+            cmd, chown=chown, chmod=chmod, checksum=checksum, sources=srcs, dest=dest,
             contents=_contents(cmd.contents, raw),
         )  # fmt: skip
     if isinstance(cmd, WorkdirCommand):

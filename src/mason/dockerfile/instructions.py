@@ -1,5 +1,6 @@
-"""Typed instructions: the AST converted into stages and commands (BuildKit's
-``instructions`` layer), with flags validated and RUN mounts parsed.
+"""Typed instructions: the AST converted into stages and commands (BuildKit
+v0.32.2's ``instructions`` layer, Dockerfile frontend 1.26), with flags
+validated and RUN mounts and devices parsed.
 
 Nothing here expands variables; see :mod:`mason.dockerfile.expand`.
 """
@@ -9,14 +10,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypedDict, cast
+from typing import TypedDict
 
-from mason.dockerfile._text import go_quote, go_trim_space, levenshtein
+from mason.dockerfile._support import InstructionError, opt_interval, suggest, suggest_error
+from mason.dockerfile._text import go_quote, go_trim_space
 from mason.dockerfile.errors import DockerfileError
+from mason.dockerfile.mounts import Device, Mount, csv_record, parse_device, parse_mount
 from mason.dockerfile.parser import Heredoc, Node, parse_heredoc_word
 
 __all__ = [
     "INSTRUCTION_NAMES",
+    "NETWORK_MODES",
+    "SECURITY_MODES",
     "AddCommand",
     "ArgCommand",
     "ArgSpec",
@@ -24,6 +29,7 @@ __all__ = [
     "Command",
     "CommandBase",
     "CopyCommand",
+    "Device",
     "EntrypointCommand",
     "EnvCommand",
     "ExposeCommand",
@@ -56,74 +62,7 @@ INSTRUCTION_NAMES = (
 )  # fmt: skip
 
 NETWORK_MODES = ("default", "none", "host")
-MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
-_MOUNT_KEYS = (
-    "type", "from", "source", "target", "readonly", "id", "sharing", "required", "mode",
-    "uid", "gid", "src", "dst", "ro", "rw", "readwrite",
-)  # fmt: skip
-_SHARING = ("shared", "private", "locked")
-_MIN_DURATION_NS = 1_000_000  # container.MinimumDuration (1ms)
-
-
-class InstructionError(ValueError):
-    """A reason an instruction is invalid (BuildKit's wording); wrapped into a
-    DockerfileError with the instruction's location by the caller."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-
-def suggest(value: str, options: Sequence[str], *, case_sensitive: bool) -> str | None:
-    """BuildKit's ``suggest.WrapError``: the option within edit distance 2, if any."""
-    val = value if case_sensitive else value.lower()
-    best: str | None = None
-    mindist = (3, 0)
-    for opt in sorted(options):
-        o = opt if case_sensitive else opt.lower()
-        if o == val:
-            return None  # an exact match: the error is about something else
-        if abs(len(o) - len(val)) >= 3:
-            continue  # the distance is at least the length difference: too far, and
-            # computing it for a long word would cost time for nothing
-        # BuildKit picks any option under distance 3 (map order); ties go to
-        # the option closest when a swap of two letters counts as one edit
-        dist = (levenshtein(val, o), _swap_distance(val, o))
-        if dist[0] < 3 and dist < mindist:
-            mindist = dist
-            if case_sensitive:
-                best = o
-            elif value == value.lower():
-                best = o.lower()
-            elif value == value.upper():
-                best = o.upper()
-            else:
-                best = o
-    return best
-
-
-def _swap_distance(a: str, b: str) -> int:
-    """Optimal string alignment distance (adjacent transpositions cost 1)."""
-    d = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
-    for i in range(len(a) + 1):
-        d[i][0] = i
-    for j in range(len(b) + 1):
-        d[0][j] = j
-    for i in range(1, len(a) + 1):
-        for j in range(1, len(b) + 1):
-            cost = a[i - 1] != b[j - 1]
-            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
-            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
-                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
-    return d[len(a)][len(b)]
-
-
-def _suggest_error(message: str, value: str, options: Sequence[str], *, case_sensitive: bool) -> InstructionError:
-    match = suggest(value, options, case_sensitive=case_sensitive)
-    if match is None:
-        return InstructionError(message)
-    return InstructionError(f"{message} (did you mean {match}?)", hint=f"did you mean {match}?")
+SECURITY_MODES = ("sandbox", "insecure")
 
 
 # ---------------------------------------------------------------------------
@@ -132,13 +71,17 @@ def _suggest_error(message: str, value: str, options: Sequence[str], *, case_sen
 
 @dataclass(frozen=True)
 class KeyValue:
+    """An ENV or LABEL pair; ``no_delim`` for the legacy ``KEY value`` form."""
+
     key: str
     value: str
+    no_delim: bool = False
 
 
 @dataclass(frozen=True)
 class ArgSpec:
-    """One ``NAME[=default]`` of an ARG; ``value`` is None without ``=``."""
+    """One ``NAME[=default]`` of an ARG; ``value`` is None without ``=``;
+    ``comment`` is the doc comment (BuildKit's ``DocComment``)."""
 
     key: str
     value: str | None = None
@@ -161,24 +104,6 @@ class InlineFile:
     name: str
     data: str
     chomp: bool
-
-
-@dataclass(frozen=True)
-class Mount:
-    """A ``RUN --mount`` spec. ``mode``/``uid``/``gid`` are None when unset."""
-
-    type: str = "bind"
-    from_: str = ""
-    source: str = ""
-    target: str = ""
-    read_only: bool = True
-    size_limit: int = 0
-    cache_id: str = ""
-    cache_sharing: str = ""
-    required: bool = False
-    mode: int | None = None
-    uid: int | None = None
-    gid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -221,6 +146,8 @@ class MaintainerCommand(CommandBase):
 
 @dataclass(frozen=True)
 class CopyCommand(CommandBase):
+    """``exclude`` holds the ``--exclude`` patterns, ``parents`` is ``--parents``."""
+
     sources: tuple[str, ...] = ()
     contents: tuple[SourceContent, ...] = ()
     dest: str = ""
@@ -228,18 +155,24 @@ class CopyCommand(CommandBase):
     chown: str = ""
     chmod: str = ""
     link: bool = False
+    exclude: tuple[str, ...] = ()
+    parents: bool = False
 
 
 @dataclass(frozen=True)
 class AddCommand(CommandBase):
+    """``keep_git_dir`` and ``unpack`` are None unless their flag is given."""
+
     sources: tuple[str, ...] = ()
     contents: tuple[SourceContent, ...] = ()
     dest: str = ""
     chown: str = ""
     chmod: str = ""
     link: bool = False
-    keep_git_dir: bool = False
+    exclude: tuple[str, ...] = ()
+    keep_git_dir: bool | None = None
     checksum: str = ""
+    unpack: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -247,15 +180,18 @@ class RunCommand(CommandBase):
     """``cmd_line`` is the exec vector (``prepend_shell`` False) or one shell string.
 
     ``mount_specs`` are the raw ``--mount`` values; ``mounts`` are filled in by
-    expansion (:func:`mason.dockerfile.expand.expand_command`)."""
+    expansion (:func:`mason.dockerfile.expand.expand_command`). ``security`` is
+    ``sandbox`` or ``insecure``; ``devices`` are the ``--device`` requests."""
 
     cmd_line: tuple[str, ...] = ()
     prepend_shell: bool = True
     files: tuple[InlineFile, ...] = ()
     flags_used: tuple[str, ...] = ()
     network: str = "default"
+    security: str = "sandbox"
     mount_specs: tuple[str, ...] = ()
     mounts: tuple[Mount, ...] | None = None
+    devices: tuple[Device, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -314,6 +250,7 @@ class HealthcheckCommand(CommandBase):
     timeout: int = 0
     start_period: int = 0
     retries: int = 0
+    start_interval: int = 0
 
 
 @dataclass(frozen=True)
@@ -376,325 +313,63 @@ class _Flags:
         self.kinds[name] = "strings"
         self.lists[name] = []
 
+    def is_true(self, name: str) -> bool:
+        return self.values[name] == "true"
+
+    def optional_bool(self, name: str) -> bool | None:
+        return self.is_true(name) if name in self.used else None
+
     def parse(self) -> None:
         for arg in self.args:
-            if not arg.startswith("--"):
-                raise InstructionError(f"arg should start with -- : {arg}")
             if arg == "--":
                 return
-            arg = arg[2:]
-            name, eq, value = arg.partition("=")
+            if not arg.startswith("--"):
+                raise InstructionError(f"arg should start with -- : {arg}")
+            flag, eq, value = arg.partition("=")
+            name = flag[2:]
             kind = self.kinds.get(name)
             if kind is None:
-                raise _suggest_error(f"unknown flag: {name}", name, list(self.kinds), case_sensitive=True)
+                raise suggest_error(f"unknown flag: {flag}", name, list(self.kinds), case_sensitive=True)
             if name in self.used and kind != "strings":
-                raise InstructionError(f"duplicate flag specified: {name}")
+                raise InstructionError(f"duplicate flag specified: {flag}")
             self.used[name] = None
             if kind == "bool":
                 if eq and value == "":
-                    raise InstructionError(f"missing a value on flag: {name}")
+                    raise InstructionError(f"missing a value on flag: {flag}")
                 low = value.lower()
-                if low == "":
-                    self.values[name] = "true"
-                elif low in ("true", "false"):
-                    self.values[name] = low
-                else:
-                    raise InstructionError(f"expecting boolean value for flag {name}, not: {value}")
-            elif kind == "string":
-                if not eq:
-                    raise InstructionError(f"missing a value on flag: {name}")
+                if low not in ("", "true", "false"):
+                    raise InstructionError(f"expecting boolean value for flag {flag}, not: {value}")
+                self.values[name] = low or "true"
+                continue
+            if not eq:
+                raise InstructionError(f"missing a value on flag: {flag}")
+            if kind == "string":
                 self.values[name] = value
             else:
-                if not eq:
-                    raise InstructionError(f"missing a value on flag: {name}")
                 self.lists[name].append(value)
 
 
 # ---------------------------------------------------------------------------
-# RUN --mount
+# conversion: one function per instruction, as BuildKit's parse.go has
 
 
-class _CsvError(ValueError):
-    pass
+@dataclass
+class _Req:
+    """``parseRequest``: what an instruction's parser gets from its node."""
 
+    node: Node
+    args: list[str]
+    flags: _Flags
 
-def csv_record(text: str) -> list[str]:
-    """The first csv record of ``text``, or [] when it has none or is malformed."""
-    try:
-        return _csv_record(text)
-    except _CsvError:
-        return []
-
-
-def _csv_record(text: str) -> list[str]:
-    """The first record of ``text`` as Go's encoding/csv reads it (strict quotes)."""
-    # encoding/csv skips empty lines; a value with no record is io.EOF
-    lines = text.split("\n")
-    line_no = 0
-    line = ""
-    for i, ln in enumerate(lines):
-        if ln.rstrip("\r") != "":
-            line_no = i + 1
-            line = ln
-            break
-    else:
-        raise _CsvError("EOF")
-    if line.endswith("\r"):
-        line = line[:-1]
-    fields: list[str] = []
-    pos = 0
-    n = len(line)
-    while True:
-        if pos < n and line[pos] == '"':
-            pos += 1
-            buf: list[str] = []
-            while True:
-                j = line.find('"', pos)
-                if j < 0:
-                    raise _CsvError(
-                        f'parse error on line {line_no}, column {n + 1}: extraneous or missing " in quoted-field'
-                    )
-                buf.append(line[pos:j])
-                pos = j + 1
-                if pos < n and line[pos] == '"':
-                    buf.append('"')
-                    pos += 1
-                    continue
-                if pos == n:
-                    fields.append("".join(buf))
-                    return fields
-                if line[pos] == ",":
-                    fields.append("".join(buf))
-                    pos += 1
-                    break
-                raise _CsvError(
-                    f'parse error on line {line_no}, column {pos + 1}: extraneous or missing " in quoted-field'
-                )
-            if pos == n:
-                fields.append("")
-                return fields
-            continue
-        j = line.find(",", pos)
-        end = n if j < 0 else j
-        value = line[pos:end]
-        q = value.find('"')
-        if q >= 0:
-            raise _CsvError(f'parse error on line {line_no}, column {pos + q + 1}: bare " in non-quoted-field')
-        fields.append(value)
-        if j < 0:
-            return fields
-        pos = j + 1
-
-
-_GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")
-_GO_FALSE = ("0", "f", "F", "FALSE", "false", "False")
-
-
-def _parse_bool(key: str, value: str) -> bool:
-    if value in _GO_TRUE:
-        return True
-    if value in _GO_FALSE:
-        return False
-    raise InstructionError(f"invalid value for {key}: {value}")
-
-
-def _parse_uint(value: str, base: int, limit: int) -> int | None:
-    if not value or not all(c in "0123456789abcdef"[:base] for c in value):
-        return None
-    v = int(value, base)
-    return v if v < limit else None
-
-
-_RAM_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
-_RE_RAM = re.compile(r"^(\d+(?:\.\d+)?) ?([kKmMgGtTpP])?[iI]?[bB]?\Z")
-
-
-def _ram_in_bytes(value: str) -> int | None:
-    """go-units ``RAMInBytes``: ``64m``, ``1.5GiB``, ``1024``."""
-    m = _RE_RAM.match(value)
-    if m is None:
-        return None
-    return int(float(m.group(1)) * _RAM_UNITS[(m.group(2) or "").lower()])
-
-
-def parse_mount(value: str, expander: Callable[[str], str] | None) -> Mount | None:
-    """Parse one ``--mount`` value. Without ``expander`` only the csv syntax and
-    ``from=`` (which may not hold a variable) are checked and None is returned;
-    with it every value is expanded and validated. Raises InstructionError
-    (or whatever ``expander`` raises)."""
-    try:
-        fields = _csv_record(value)
-    except _CsvError as exc:
-        raise InstructionError(f"failed to parse csv mounts: {exc}") from None
-    m: dict[str, object] = {"type": "bind"}
-    ro_auto = True
-    for fld in fields:
-        key, eq, val = fld.partition("=")
-        key = key.lower()
-        mtype = str(m["type"])
-        if not eq:
-            if expander is None:
-                continue
-            if key in ("readonly", "ro"):
-                m["read_only"] = True
-                ro_auto = False
-                continue
-            if key in ("readwrite", "rw"):
-                m["read_only"] = False
-                ro_auto = False
-                continue
-            if key == "required":
-                if mtype in ("secret", "ssh"):
-                    m["required"] = True
-                    continue
-                raise InstructionError(f"unexpected key '{key}' for mount type '{mtype}'")
-            raise InstructionError(f"invalid field '{fld}' must be a key=value pair")
-        if expander is not None:
-            val = expander(val)
-        elif key == "from":
-            if re.search(r"\$.", val, re.DOTALL):
-                raise InstructionError(
-                    f"'{key}' doesn't support variable expansion, define alias stage instead",
-                    hint="add a stage `FROM <image> AS <name>` and mount from=<name>",
-                )
-            continue
-        else:
-            continue
-        if key == "type":
-            low = val.lower()
-            if low not in MOUNT_TYPES:
-                raise _suggest_error(f"unsupported mount type {go_quote(val)}", val, MOUNT_TYPES, case_sensitive=True)
-            m["type"] = low
-        elif key == "from":
-            m["from_"] = val
-        elif key in ("source", "src"):
-            m["source"] = val
-        elif key in ("target", "dst", "destination"):
-            m["target"] = val
-        elif key in ("readonly", "ro"):
-            m["read_only"] = _parse_bool(key, val)
-            ro_auto = False
-        elif key in ("readwrite", "rw"):
-            m["read_only"] = not _parse_bool(key, val)
-            ro_auto = False
-        elif key == "required":
-            if mtype not in ("secret", "ssh"):
-                raise InstructionError(f"unexpected key '{key}' for mount type '{mtype}'")
-            m["required"] = _parse_bool(key, val)
-        elif key == "size":
-            if mtype != "tmpfs":
-                raise InstructionError(f"unexpected key '{key}' for mount type '{mtype}'")
-            size = _ram_in_bytes(val)
-            if size is None:
-                raise InstructionError(f"invalid value for {key}: {val}")
-            m["size_limit"] = size
-        elif key == "id":
-            m["cache_id"] = val
-        elif key == "sharing":
-            if val.lower() not in _SHARING:
-                raise InstructionError(f"unsupported sharing value {go_quote(val)}")
-            m["cache_sharing"] = val.lower()
-        elif key in ("mode", "uid", "gid"):
-            num = _parse_uint(val, 8 if key == "mode" else 10, 2**32)
-            if num is None:
-                raise InstructionError(f"invalid value {val} for {key}")
-            m[key] = num
-        else:
-            raise _suggest_error(f"unexpected key '{key}' in '{fld}'", key, _MOUNT_KEYS, case_sensitive=True)
-    if expander is None:
-        return None
-    mount = Mount(**cast(Any, m))
-    file_info = mount.type in ("secret", "ssh", "cache")
-    for attr in ("mode", "uid", "gid"):
-        if getattr(mount, attr) is not None and not file_info:
-            raise InstructionError(f"{attr} not allowed for {go_quote(mount.type)} type mounts")
-    if ro_auto:
-        mount = _replace(mount, read_only=mount.type not in ("cache", "tmpfs"))
-    if mount.cache_sharing and mount.type != "cache":
-        raise InstructionError(f"invalid cache sharing set for {mount.type} mount")
-    if mount.type == "secret":
-        if mount.from_:
-            raise InstructionError("secret mount should not have a from")
-        if mount.cache_sharing:
-            raise InstructionError("secret mount should not define sharing")
-        if not mount.source and not mount.target and not mount.cache_id:
-            raise InstructionError("invalid secret mount. one of source, target required")
-        if mount.source and mount.cache_id:
-            raise InstructionError("both source and id can't be set")
-    return mount
-
-
-def _replace(mount: Mount, **changes: object) -> Mount:
-    import dataclasses
-
-    return dataclasses.replace(mount, **cast(Any, changes))
-
-
-# ---------------------------------------------------------------------------
-# durations (Go's time.ParseDuration)
-
-_DURATION_UNITS = {
-    "ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000,
-    "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000,
-}  # fmt: skip
-_RE_DURATION_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)([^0-9.]+)")
-
-
-def _parse_duration(s: str) -> int:
-    orig = s
-    bad = InstructionError(f"time: invalid duration {go_quote(orig)}")
-    neg = False
-    if s[:1] in ("-", "+"):
-        neg = s[0] == "-"
-        s = s[1:]
-    if s == "0":
-        return 0
-    if s == "":
-        raise bad
-    total = 0.0
-    pos = 0
-    while pos < len(s):
-        m = _RE_DURATION_PART.match(s, pos)
-        if m is None:
-            if _RE_NUM_ONLY.match(s, pos):
-                raise InstructionError(f"time: missing unit in duration {go_quote(orig)}")
-            raise bad
-        num, unit = m.groups()
-        if num in ("", "."):
-            raise bad
-        if unit not in _DURATION_UNITS:
-            raise InstructionError(f"time: unknown unit {go_quote(unit)} in duration {go_quote(orig)}")
-        total += float(num) * _DURATION_UNITS[unit]
-        pos = m.end()
-    if total > 2**63 - 1:
-        raise bad
-    value = int(total)
-    return -value if neg else value
-
-
-_RE_NUM_ONLY = re.compile(r"[0-9]*(?:\.[0-9]*)?\Z")
-
-
-def _opt_interval(name: str, value: str) -> int:
-    if value == "":
-        return 0
-    d = _parse_duration(value)
-    if d == 0:
-        return 0
-    if d < _MIN_DURATION_NS:
-        raise InstructionError(f'Interval "{name}" cannot be less than 1ms')
-    return d
-
-
-# ---------------------------------------------------------------------------
-# conversion
-
-
-def _node_args(node: Node) -> list[str]:
-    """BuildKit's ``nodeArgs``: for ONBUILD, the trigger keyword and its args."""
-    if node.child is not None:
-        return [node.child.value, *_node_args(node.child)]
-    return list(node.args)
+    @property
+    def base(self) -> _Base:
+        node = self.node
+        return {
+            "name": node.value,
+            "code": go_trim_space(node.original),
+            "start_line": node.start_line,
+            "end_line": node.end_line,
+        }
 
 
 class _Base(TypedDict):
@@ -704,16 +379,14 @@ class _Base(TypedDict):
     end_line: int
 
 
-def _base(node: Node) -> _Base:
-    return {
-        "name": node.value,
-        "code": go_trim_space(node.original),
-        "start_line": node.start_line,
-        "end_line": node.end_line,
-    }
+def _node_args(node: Node) -> list[str]:
+    """BuildKit's ``nodeArgs``: for ONBUILD, the trigger keyword and its args."""
+    if node.child is not None:
+        return [node.child.value, *_node_args(node.child)]
+    return list(node.args)
 
 
-def _comment_for(comments: Sequence[str], name: str) -> str:
+def _doc_comment(comments: Sequence[str], name: str) -> str:
     if not name:
         return ""
     prefix = name + " "
@@ -723,42 +396,63 @@ def _comment_for(comments: Sequence[str], name: str) -> str:
     return ""
 
 
+def _exactly_one(req: _Req, cmd: str) -> str:
+    if len(req.args) != 1:
+        raise InstructionError(f"{cmd} requires exactly one argument")
+    return req.args[0]
+
+
+def _at_least_one(req: _Req, cmd: str) -> None:
+    if not req.args:
+        raise InstructionError(f"{cmd} requires at least one argument")
+
+
 def _kvps(args: list[str], cmd: str) -> tuple[KeyValue, ...]:
+    """ENV/LABEL arguments come in threes: key, value and separator."""
     if not args:
         raise InstructionError(f"{cmd} requires at least one argument")
-    if len(args) % 2:
+    if len(args) % 3:
         raise InstructionError(f"Bad input to {cmd}, too many arguments")
     out = []
-    for i in range(0, len(args), 2):
+    for i in range(0, len(args), 3):
         if not args[i]:
             raise InstructionError(f"{cmd} names can not be blank")
-        out.append(KeyValue(args[i], args[i + 1]))
+        out.append(KeyValue(args[i], args[i + 1], no_delim=args[i + 2] == ""))
     return tuple(out)
 
 
-def _cmdline(node: Node, args: list[str]) -> tuple[tuple[str, ...], tuple[InlineFile, ...], bool]:
-    files = tuple(InlineFile(h.name, h.content, h.chomp) for h in node.heredocs)
-    if not args:
-        vec: tuple[str, ...] = ()
-    elif node.json:
-        vec = tuple(args)
-    else:
-        vec = (" ".join(args),)
-    return vec, files, not node.json
+def _json_args(req: _Req) -> tuple[str, ...]:
+    """``handleJSONArgs``: the exec vector, or the words joined into one shell string."""
+    if not req.args:
+        return ()
+    if req.node.json:
+        return tuple(req.args)
+    return (" ".join(req.args),)
+
+
+def _inline_files(node: Node) -> tuple[InlineFile, ...]:
+    return tuple(InlineFile(h.name, h.content, h.chomp) for h in node.heredocs)
 
 
 def _chomp(text: str) -> str:
     return re.sub(r"(?m)^\t+", "", text)
 
 
-def _sources_and_dest(node: Node, args: list[str], cmd: str) -> tuple[tuple[str, ...], tuple[SourceContent, ...], str]:
-    dest = args[-1]
+def _heredoc_word(word: str) -> Heredoc | None:
+    try:
+        return parse_heredoc_word(word)
+    except Exception:  # MustParseHeredoc ignores lexing errors
+        return None
+
+
+def _sources_and_dest(req: _Req, cmd: str) -> tuple[tuple[str, ...], tuple[SourceContent, ...], str]:
+    dest = req.args[-1]
     if _heredoc_word(dest) is not None:
         raise InstructionError(f"{cmd} cannot accept a heredoc as a destination")
-    lookup = {h.name: h for h in node.heredocs}
+    lookup = {h.name: h for h in req.node.heredocs}
     paths: list[str] = []
     contents: list[SourceContent] = []
-    for src in args[:-1]:
+    for src in req.args[:-1]:
         h = _heredoc_word(src)
         if h is None:
             paths.append(src)
@@ -771,209 +465,269 @@ def _sources_and_dest(node: Node, args: list[str], cmd: str) -> tuple[tuple[str,
     return tuple(paths), tuple(contents), dest
 
 
-def _heredoc_word(word: str) -> Heredoc | None:
-    try:
-        return parse_heredoc_word(word)
-    except Exception:  # MustParseHeredoc ignores lexing errors
-        return None
+def _no_destination(req: _Req, cmd: str) -> None:
+    if len(req.args) < 2:
+        raise InstructionError(
+            f"{cmd} requires at least two arguments, but only one was provided. Destination could not be determined"
+        )
+
+
+def _p_env(req: _Req) -> EnvCommand:
+    req.flags.parse()
+    return EnvCommand(**req.base, env=_kvps(req.args, "ENV"))
+
+
+def _p_maintainer(req: _Req) -> MaintainerCommand:
+    maintainer = _exactly_one(req, "MAINTAINER")
+    req.flags.parse()
+    return MaintainerCommand(**req.base, maintainer=maintainer)
+
+
+def _p_label(req: _Req) -> LabelCommand:
+    req.flags.parse()
+    return LabelCommand(**req.base, labels=_kvps(req.args, "LABEL"))
+
+
+def _p_add(req: _Req) -> AddCommand:
+    _no_destination(req, "ADD")
+    f = req.flags
+    f.add_string("chown")
+    f.add_string("chmod")
+    f.add_bool("link")
+    f.add_bool("keep-git-dir")
+    f.add_string("checksum")
+    f.add_bool("unpack")
+    f.add_strings("exclude")
+    f.parse()
+    srcs, contents, dest = _sources_and_dest(req, "ADD")
+    return AddCommand(
+        **req.base, sources=srcs, contents=contents, dest=dest, chown=f.values["chown"],
+        chmod=f.values["chmod"], link=f.is_true("link"), exclude=tuple(f.lists["exclude"]),
+        keep_git_dir=f.optional_bool("keep-git-dir"), checksum=f.values["checksum"],
+        unpack=f.optional_bool("unpack"),
+    )  # fmt: skip
+
+
+def _p_copy(req: _Req) -> CopyCommand:
+    _no_destination(req, "COPY")
+    f = req.flags
+    f.add_string("chown")
+    f.add_string("from")
+    f.add_string("chmod")
+    f.add_bool("link")
+    f.add_strings("exclude")
+    f.add_bool("parents")
+    f.parse()
+    srcs, contents, dest = _sources_and_dest(req, "COPY")
+    return CopyCommand(
+        **req.base, sources=srcs, contents=contents, dest=dest, from_=f.values["from"],
+        chown=f.values["chown"], chmod=f.values["chmod"], link=f.is_true("link"),
+        exclude=tuple(f.lists["exclude"]), parents=f.is_true("parents"),
+    )  # fmt: skip
 
 
 _RE_STAGE_NAME = re.compile(r"^[a-z][a-z0-9-_\.]*\Z")
+
+
+def _p_from(req: _Req, stage_index: int) -> Stage:
+    args = req.args
+    name = ""
+    if len(args) == 3 and args[1].lower() == "as":
+        name = args[2].lower()
+        if not _RE_STAGE_NAME.match(name):
+            raise InstructionError(
+                f"invalid name for build stage: {go_quote(args[2])}, name can't start with a number or contain symbols"
+            )
+    elif len(args) != 1:
+        raise InstructionError("FROM requires either one or three arguments")
+    req.flags.add_string("platform")
+    req.flags.parse()
+    node = req.node
+    return Stage(
+        index=stage_index, name=name, base_name=args[0], platform=req.flags.values["platform"],
+        comment=_doc_comment(node.prev_comment, name), source_code=go_trim_space(node.original),
+        start_line=node.start_line, end_line=node.end_line,
+    )  # fmt: skip
+
+
 _RE_ONBUILD_PREFIX = re.compile(r"(?i)^[\t\n\f\r ]*ONBUILD[\t\n\f\r ]*")
 
 
-def convert_node(node: Node, *, stage_index: int = 0) -> Command | Stage:
-    """Convert one AST node (``ParseInstruction``). Raises InstructionError."""
-    kw = node.keyword
-    args = _node_args(node)
-    flags = _Flags(node.flags)
-    base = _base(node)
-    if kw == "env":
-        flags.parse()
-        return EnvCommand(**base, env=_kvps(args, "ENV"))
-    if kw == "maintainer":
-        if len(args) != 1:
-            raise InstructionError("MAINTAINER requires exactly one argument")
-        flags.parse()
-        return MaintainerCommand(**base, maintainer=args[0])
-    if kw == "label":
-        flags.parse()
-        return LabelCommand(**base, labels=_kvps(args, "LABEL"))
-    if kw in ("add", "copy"):
-        cmd = kw.upper()
-        if len(args) < 2:
-            raise InstructionError(
-                f"{cmd} requires at least two arguments, but only one was provided. Destination could not be determined"
-            )
-        flags.add_string("chown")
-        if kw == "copy":
-            flags.add_string("from")
-        flags.add_string("chmod")
-        flags.add_bool("link")
-        if kw == "add":
-            flags.add_bool("keep-git-dir")
-            flags.add_string("checksum")
-        flags.parse()
-        srcs, contents, dest = _sources_and_dest(node, args, cmd)
-        v = flags.values
-        if kw == "copy":
-            return CopyCommand(
-                **base, sources=srcs, contents=contents, dest=dest, from_=v["from"],
-                chown=v["chown"], chmod=v["chmod"], link=v["link"] == "true",
-            )  # fmt: skip
-        return AddCommand(
-            **base, sources=srcs, contents=contents, dest=dest, chown=v["chown"],
-            chmod=v["chmod"], link=v["link"] == "true", keep_git_dir=v["keep-git-dir"] == "true",
-            checksum=v["checksum"],
-        )  # fmt: skip
-    if kw == "from":
-        name = ""
-        if len(args) == 3 and args[1].lower() == "as":
-            name = args[2].lower()
-            if not _RE_STAGE_NAME.match(name):
-                raise InstructionError(
-                    f"invalid name for build stage: {go_quote(args[2])}, name can't start with a number or contain symbols"
-                )
-        elif len(args) != 1:
-            raise InstructionError("FROM requires either one or three arguments")
-        flags.add_string("platform")
-        flags.parse()
-        return Stage(
-            index=stage_index, name=name, base_name=args[0], platform=flags.values["platform"],
-            comment=_comment_for(node.prev_comment, name), source_code=go_trim_space(node.original),
-            start_line=node.start_line, end_line=node.end_line,
-        )  # fmt: skip
-    if kw == "onbuild":
-        if not args:
-            raise InstructionError("ONBUILD requires at least one argument")
-        flags.parse()
-        trigger = go_trim_space(args[0]).upper()
-        if trigger == "ONBUILD":
-            raise InstructionError("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
-        if trigger in ("MAINTAINER", "FROM"):
-            raise InstructionError(f"{trigger} isn't allowed as an ONBUILD trigger")
-        expr = [_RE_ONBUILD_PREFIX.sub("", node.original, count=1)]
-        for h in node.heredocs:
-            expr += ("\n", h.content, h.name)
-        return OnbuildCommand(**base, expression="".join(expr))
-    if kw == "workdir":
-        if len(args) != 1:
-            raise InstructionError("WORKDIR requires exactly one argument")
-        flags.parse()
-        return WorkdirCommand(**base, path=args[0])
-    if kw == "run":
-        flags.add_string("network", "default")
-        flags.add_strings("mount")
-        flags.parse()
-        used = tuple(sorted(flags.used))
-        vec, files, shell = _cmdline(node, args)
-        network = flags.values["network"]
-        if network not in NETWORK_MODES:
-            raise InstructionError(f"invalid network mode {go_quote(network)}")
-        specs = tuple(flags.lists["mount"])
-        for spec in specs:
-            parse_mount(spec, None)
-        return RunCommand(
-            **base, cmd_line=vec, prepend_shell=shell, files=files, flags_used=used,
-            network=network, mount_specs=specs,
-        )  # fmt: skip
-    if kw == "cmd":
-        flags.parse()
-        vec, files, shell = _cmdline(node, args)
-        return CmdCommand(**base, cmd_line=vec, prepend_shell=shell, files=files)
-    if kw == "entrypoint":
-        flags.parse()
-        vec, files, shell = _cmdline(node, args)
-        return EntrypointCommand(
-            **base, cmd_line=vec or None, prepend_shell=shell, files=files
-        )
-    if kw == "healthcheck":
-        return _healthcheck(node, args, flags, base)
-    if kw == "expose":
-        if not args:
-            raise InstructionError("EXPOSE requires at least one argument")
-        flags.parse()
-        return ExposeCommand(**base, ports=tuple(sorted(args)))
-    if kw == "user":
-        if len(args) != 1:
-            raise InstructionError("USER requires exactly one argument")
-        flags.parse()
-        return UserCommand(**base, user=args[0])
-    if kw == "volume":
-        if not args:
-            raise InstructionError("VOLUME requires at least one argument")
-        flags.parse()
-        vols: list[str] = []
-        for a in args:
-            a = go_trim_space(a)
-            if a == "":
-                raise InstructionError("VOLUME specified can not be an empty string")
-            vols.append(a)
-        return VolumeCommand(**base, volumes=tuple(vols))
-    if kw == "stopsignal":
-        if len(args) != 1:
-            raise InstructionError("STOPSIGNAL requires exactly one argument")
-        return StopSignalCommand(**base, signal=args[0])
-    if kw == "arg":
-        if not args:
-            raise InstructionError("ARG requires at least one argument")
-        arg_specs: list[ArgSpec] = []
-        for a in args:
-            if "=" in a:
-                k, _, val = a.partition("=")
-                if not k:
-                    raise InstructionError("ARG names can not be blank")
-                arg_specs.append(ArgSpec(k, val, _comment_for(node.prev_comment, k)))
-            else:
-                arg_specs.append(ArgSpec(a, None, _comment_for(node.prev_comment, a)))
-        return ArgCommand(**base, args=tuple(arg_specs))
-    if kw == "shell":
-        flags.parse()
-        if not args:
-            raise InstructionError("SHELL requires at least one argument")
-        if not node.json:
-            raise InstructionError("SHELL requires the arguments to be in JSON form")
-        return ShellCommand(**base, shell=tuple(args))
-    raise _suggest_error(
-        f"unknown instruction: {node.value}", node.value, INSTRUCTION_NAMES, case_sensitive=False
-    )
+def _p_onbuild(req: _Req) -> OnbuildCommand:
+    _at_least_one(req, "ONBUILD")
+    req.flags.parse()
+    trigger = go_trim_space(req.args[0]).upper()
+    if trigger == "ONBUILD":
+        raise InstructionError("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
+    if trigger in ("MAINTAINER", "FROM"):
+        raise InstructionError(f"{trigger} isn't allowed as an ONBUILD trigger")
+    expr = [_RE_ONBUILD_PREFIX.sub("", req.node.original, count=1)]
+    for h in req.node.heredocs:
+        expr += ("\n", h.content, h.name)
+    return OnbuildCommand(**req.base, expression="".join(expr))
 
 
-def _healthcheck(node: Node, args: list[str], flags: _Flags, base: _Base) -> HealthcheckCommand:
-    if not args:
-        raise InstructionError("HEALTHCHECK requires at least one argument")
-    typ = args[0].upper()
-    rest = args[1:]
+def _p_workdir(req: _Req) -> WorkdirCommand:
+    path = _exactly_one(req, "WORKDIR")
+    req.flags.parse()
+    return WorkdirCommand(**req.base, path=path)
+
+
+def _p_run(req: _Req) -> RunCommand:
+    f = req.flags
+    f.add_strings("device")
+    f.add_strings("mount")
+    f.add_string("network", "default")
+    f.add_string("security", "sandbox")
+    f.parse()
+    used = tuple(sorted(f.used))
+    devices = tuple(parse_device(v) for v in f.lists["device"])
+    specs = tuple(f.lists["mount"])
+    for spec in specs:
+        parse_mount(spec, None)
+    network = f.values["network"]
+    if network not in NETWORK_MODES:
+        raise InstructionError(f"invalid network mode {go_quote(network)}")
+    security = f.values["security"]
+    if security not in SECURITY_MODES:
+        raise InstructionError(f"security {go_quote(security)} is not valid")
+    return RunCommand(
+        **req.base, cmd_line=_json_args(req), prepend_shell=not req.node.json,
+        files=_inline_files(req.node), flags_used=used, network=network, security=security,
+        mount_specs=specs, devices=devices,
+    )  # fmt: skip
+
+
+def _p_cmd(req: _Req) -> CmdCommand:
+    req.flags.parse()
+    return CmdCommand(
+        **req.base, cmd_line=_json_args(req), prepend_shell=not req.node.json,
+        files=_inline_files(req.node),
+    )  # fmt: skip
+
+
+def _p_entrypoint(req: _Req) -> EntrypointCommand:
+    req.flags.parse()
+    return EntrypointCommand(
+        **req.base, cmd_line=_json_args(req) or None, prepend_shell=not req.node.json,
+        files=_inline_files(req.node),
+    )  # fmt: skip
+
+
+def _retries(value: str) -> int:
+    if value == "":
+        return 0
+    if not re.match(r"^[+-]?[0-9]+\Z", value):
+        raise InstructionError(f"strconv.ParseInt: parsing {go_quote(value)}: invalid syntax")
+    retries = int(value)
+    if not -(2**31) <= retries < 2**31:
+        raise InstructionError(f"strconv.ParseInt: parsing {go_quote(value)}: value out of range")
+    if retries < 0:
+        raise InstructionError(f"--retries cannot be negative ({retries})")
+    return retries
+
+
+def _p_healthcheck(req: _Req) -> HealthcheckCommand:
+    _at_least_one(req, "HEALTHCHECK")
+    typ = req.args[0].upper()
+    rest = req.args[1:]
     if typ == "NONE":
         if rest:
             raise InstructionError("HEALTHCHECK NONE takes no arguments")
-        return HealthcheckCommand(**base, test=("NONE",))
-    for name in ("interval", "timeout", "start-period", "retries"):
-        flags.add_string(name)
-    flags.parse()
+        return HealthcheckCommand(**req.base, test=("NONE",))
+    f = req.flags
+    for name in ("interval", "timeout", "start-period", "start-interval", "retries"):
+        f.add_string(name)
+    f.parse()
     if typ != "CMD":
         raise InstructionError(f"Unknown type {go_quote(typ)} in HEALTHCHECK (try CMD)")
     if not rest:
         raise InstructionError("Missing command after HEALTHCHECK CMD")
-    vec = tuple(rest) if node.json else (" ".join(rest),)
-    test = ("CMD" if node.json else "CMD-SHELL", *vec)
-    v = flags.values
-    interval = _opt_interval("interval", v["interval"])
-    timeout = _opt_interval("timeout", v["timeout"])
-    start = _opt_interval("start-period", v["start-period"])
-    retries = 0
-    if v["retries"] != "":
-        r = v["retries"]
-        if not re.match(r"^[+-]?[0-9]+\Z", r):
-            raise InstructionError(f"strconv.ParseInt: parsing {go_quote(r)}: invalid syntax")
-        retries = int(r)
-        if not -(2**31) <= retries < 2**31:
-            raise InstructionError(f"strconv.ParseInt: parsing {go_quote(r)}: value out of range")
-        if retries < 0:
-            raise InstructionError(f"--retries cannot be negative ({retries})")
+    vec = tuple(rest) if req.node.json else (" ".join(rest),)
+    v = f.values
     return HealthcheckCommand(
-        **base, test=test, interval=interval, timeout=timeout, start_period=start, retries=retries
-    )
+        **req.base, test=("CMD" if req.node.json else "CMD-SHELL", *vec),
+        interval=opt_interval("interval", v["interval"]),
+        timeout=opt_interval("timeout", v["timeout"]),
+        start_period=opt_interval("start-period", v["start-period"]),
+        start_interval=opt_interval("start-interval", v["start-interval"]),
+        retries=_retries(v["retries"]),
+    )  # fmt: skip
+
+
+def _p_expose(req: _Req) -> ExposeCommand:
+    _at_least_one(req, "EXPOSE")
+    req.flags.parse()
+    return ExposeCommand(**req.base, ports=tuple(sorted(req.args)))
+
+
+def _p_user(req: _Req) -> UserCommand:
+    user = _exactly_one(req, "USER")
+    req.flags.parse()
+    return UserCommand(**req.base, user=user)
+
+
+def _p_volume(req: _Req) -> VolumeCommand:
+    _at_least_one(req, "VOLUME")
+    req.flags.parse()
+    vols: list[str] = []
+    for a in req.args:
+        a = go_trim_space(a)
+        if a == "":
+            raise InstructionError("VOLUME specified can not be an empty string")
+        vols.append(a)
+    return VolumeCommand(**req.base, volumes=tuple(vols))
+
+
+def _p_stopsignal(req: _Req) -> StopSignalCommand:
+    return StopSignalCommand(**req.base, signal=_exactly_one(req, "STOPSIGNAL"))
+
+
+def _p_arg(req: _Req) -> ArgCommand:
+    _at_least_one(req, "ARG")
+    specs: list[ArgSpec] = []
+    comments = req.node.prev_comment
+    for a in req.args:
+        if "=" in a:
+            k, _, val = a.partition("=")
+            if not k:
+                raise InstructionError("ARG names can not be blank")
+            specs.append(ArgSpec(k, val, _doc_comment(comments, k)))
+        else:
+            specs.append(ArgSpec(a, None, _doc_comment(comments, a)))
+    return ArgCommand(**req.base, args=tuple(specs))
+
+
+def _p_shell(req: _Req) -> ShellCommand:
+    req.flags.parse()
+    if not req.args:
+        raise InstructionError("SHELL requires at least one argument")
+    if not req.node.json:
+        raise InstructionError("SHELL requires the arguments to be in JSON form")
+    return ShellCommand(**req.base, shell=tuple(req.args))
+
+
+_PARSERS: dict[str, Callable[[_Req], Command]] = {
+    "env": _p_env, "maintainer": _p_maintainer, "label": _p_label, "add": _p_add,
+    "copy": _p_copy, "onbuild": _p_onbuild, "workdir": _p_workdir, "run": _p_run,
+    "cmd": _p_cmd, "healthcheck": _p_healthcheck, "entrypoint": _p_entrypoint,
+    "expose": _p_expose, "user": _p_user, "volume": _p_volume, "stopsignal": _p_stopsignal,
+    "arg": _p_arg, "shell": _p_shell,
+}  # fmt: skip
+
+
+def convert_node(node: Node, *, stage_index: int = 0) -> Command | Stage:
+    """Convert one AST node (``ParseInstruction``). Raises InstructionError."""
+    req = _Req(node, _node_args(node), _Flags(node.flags))
+    kw = node.keyword
+    if kw == "from":
+        return _p_from(req, stage_index)
+    parser = _PARSERS.get(kw)
+    if parser is None:
+        raise suggest_error(
+            f"unknown instruction: {node.value}", node.value, INSTRUCTION_NAMES, case_sensitive=False
+        )
+    return parser(req)
 
 
 def convert(nodes: Sequence[Node], *, file: str = "Dockerfile") -> tuple[tuple[ArgCommand, ...], tuple[Stage, ...]]:

@@ -1,7 +1,8 @@
-"""The Dockerfile parser: bytes to an AST of logical lines (BuildKit v0.11.6 grammar).
+"""The Dockerfile parser: bytes to an AST of logical lines (BuildKit v0.32.2 grammar,
+Dockerfile frontend 1.26).
 
-Parser directives (``# syntax=``, ``# escape=``) are read only at the top of
-the file; a logical line joins physical lines ending in the escape character
+Parser directives (``# syntax=``, ``# escape=``, ``# check=``) are read only at
+the top of the file and are not comments of the first instruction; a logical line joins physical lines ending in the escape character
 (comment lines and blank lines inside it are dropped, blank ones with a
 warning); each instruction's arguments are split by that instruction's rule
 (JSON or shell form, whitespace words, ``key=value`` words ...); heredoc
@@ -21,7 +22,7 @@ from mason.dockerfile._text import (
     go_trim_left,
     go_trim_space,
     is_go_space,
-    loads_json_prefix,
+    loads_json,
 )
 from mason.dockerfile.errors import DockerfileError
 from mason.dockerfile.shell import ShellLexer, ShellLexError
@@ -44,11 +45,11 @@ __all__ = [
 MAX_LINE_BYTES = 65536
 
 _BOM = b"\xef\xbb\xbf"
-_RE_DIRECTIVE_HASH = re.compile(r"^#[\t\n\f\r ]*([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z")
-_RE_DIRECTIVE_SLASH = re.compile(r"^//[\t\n\f\r ]*([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z")
-_RE_HEREDOC = re.compile(r"^([0-9]*)<<(-?)([^<]*)\Z", re.DOTALL)
+_RE_DIRECTIVE = re.compile(r"^([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z")
+_RE_HEREDOC = re.compile(r"^([0-9]*)<<(-?)[\t\n\f\r ]*([^<]*)\Z", re.DOTALL)
 _RE_GO_SPACES = re.compile("[\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
-_VALID_DIRECTIVES = frozenset({"syntax", "escape"})
+_VALID_DIRECTIVES = frozenset({"syntax", "escape", "check"})
+_EMPTY_CONTINUATION_URL = "https://docs.docker.com/go/dockerfile/rule/no-empty-continuation/"
 _HEREDOC_INSTRUCTIONS = frozenset({"add", "copy", "run"})
 _UINT64_MAX = 2**64 - 1
 
@@ -130,21 +131,25 @@ class ParseResult:
 
 
 class _DirectiveParser:
-    """``DirectiveParser``: ``# name=value`` lines until the first other line."""
+    """``DirectiveParser``: ``# name=value`` lines until the first other line
+    (``prefix`` is the comment marker: ``#``, or ``//`` for DetectSyntax)."""
 
-    __slots__ = ("done", "line", "regexp", "seen")
+    __slots__ = ("done", "line", "prefix", "seen")
 
-    def __init__(self, regexp: re.Pattern[str] = _RE_DIRECTIVE_HASH, line: int = 0) -> None:
+    def __init__(self, prefix: str = "#", line: int = 0) -> None:
         self.line = line
         self.done = False
         self.seen: set[str] = set()
-        self.regexp = regexp
+        self.prefix = prefix
 
     def parse_line(self, text: str) -> Directive | None:
         self.line += 1
         if self.done:
             return None
-        m = self.regexp.match(text)
+        if not text.startswith(self.prefix):
+            self.done = True
+            return None
+        m = _RE_DIRECTIVE.match(go_trim_left(text[len(self.prefix) :]))
         if m is None:
             self.done = True
             return None
@@ -199,12 +204,14 @@ def parse_directives(data: bytes) -> tuple[list[Directive], DockerfileError | No
 def detect_syntax(data: bytes) -> SyntaxDirective | None:
     """Which frontend the file asks for: ``# syntax=``, ``// syntax=`` or ``{"syntax": ...}``."""
     line = 0
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]
     first, _sep, rest = data.partition(b"\n")
     if first.startswith(b"#!"):
         data = rest
         line = 1
-    for regexp in (_RE_DIRECTIVE_HASH, _RE_DIRECTIVE_SLASH):
-        dp = _DirectiveParser(regexp, line)
+    for prefix in ("#", "//"):
+        dp = _DirectiveParser(prefix, line)
         for raw in _split_physical(data):
             if dp.done:
                 break
@@ -221,7 +228,7 @@ def detect_syntax(data: bytes) -> SyntaxDirective | None:
         doc = json.loads(_decode(data))
     except (ValueError, RecursionError):
         return None
-    if isinstance(doc, dict) and isinstance(doc.get("syntax"), str) and doc["syntax"]:
+    if isinstance(doc, dict) and isinstance(doc.get("syntax"), str):
         return SyntaxDirective(doc["syntax"], doc["syntax"], line)
     return None
 
@@ -230,13 +237,14 @@ def detect_syntax(data: bytes) -> SyntaxDirective | None:
 # splitting a logical line
 
 
-def _extract_builder_flags(line: str) -> tuple[str, list[str]]:
+def _extract_builder_flags(line: str, escape: str) -> tuple[str, list[str]]:
     """Leading ``--flag`` words. Works on bytes as BuildKit does (each byte is a
-    rune), and always uses ``\\`` as the escape here."""
+    rune); quotes are removed and the file's escape character escapes."""
     if line and line[0] != "-" and line[0] < "\x80" and not is_go_space(line[0]):
         return line, []  # fast path: no flags
     b = line.encode("utf-8", "surrogateescape")
     n = len(b)
+    esc = ord(escape)
     words: list[str] = []
     word: list[str] = []
     blank_ok = False
@@ -277,7 +285,7 @@ def _extract_builder_flags(line: str) -> tuple[str, list[str]]:
                 phase = 2
                 pos += 1
                 continue
-            if ch == 0x5C:
+            if ch == esc:
                 if pos + 1 == n:
                     pos += 1
                     continue
@@ -291,7 +299,7 @@ def _extract_builder_flags(line: str) -> tuple[str, list[str]]:
             phase = 1
             pos += 1
             continue
-        if ch == 0x5C:
+        if ch == esc:
             if pos + 1 == n:
                 phase = 1
                 pos += 1
@@ -303,12 +311,12 @@ def _extract_builder_flags(line: str) -> tuple[str, list[str]]:
     return "", words
 
 
-def _split_command(line: str) -> tuple[str, list[str], str]:
+def _split_command(line: str, escape: str) -> tuple[str, list[str], str]:
     parts = RE_WHITESPACE.split(go_trim_space(line), maxsplit=1)
     args = ""
     flags: list[str] = []
     if len(parts) == 2:
-        args, flags = _extract_builder_flags(parts[1])
+        args, flags = _extract_builder_flags(parts[1], escape)
     return parts[0], flags, go_trim_space(args)
 
 
@@ -382,10 +390,12 @@ _Parsed = tuple[tuple[str, ...], bool, "Node | None"]
 
 
 def _parse_json(rest: str) -> tuple[str, ...] | None:
+    """The elements of ``rest`` when all of it is a JSON array of strings
+    (``json.Unmarshal``: text after the closing bracket makes it shell form)."""
     rest = go_trim_left(rest)
     if not rest.startswith("["):
         return None
-    ok, value = loads_json_prefix(rest)
+    ok, value = loads_json(rest)
     if not ok or not isinstance(value, list):
         return None
     if not all(isinstance(v, str) for v in value):
@@ -438,7 +448,8 @@ def _name_val(key: str) -> Callable[[str, str], _Parsed]:
             parts = RE_WHITESPACE.split(rest, maxsplit=1)
             if len(parts) < 2:
                 raise _ParseFail(f"{key} must have two arguments")
-            return (parts[0], parts[1]), False, None
+            return (parts[0], parts[1], ""), False, None
+        # key, value and separator: "=" here, "" for the legacy ``KEY value`` form
         out: list[str] = []
         for w in words:
             if "=" not in w:
@@ -446,7 +457,7 @@ def _name_val(key: str) -> Callable[[str, str], _Parsed]:
                     f"Syntax error - can't find = in {_go_q(w)}. Must be of the form: name=value"
                 )
             k, _, v = w.partition("=")
-            out += (k, v)
+            out += (k, v, "=")
         return tuple(out), False, None
 
     return parse_name_val
@@ -503,7 +514,7 @@ _DISPATCH: dict[str, Callable[[str, str], _Parsed]] = {
 
 
 def _node_from_line(line: str, escape: str, comments: tuple[str, ...]) -> Node:
-    cmd, flags, args = _split_command(line)
+    cmd, flags, args = _split_command(line, escape)
     fn = _DISPATCH.get(cmd.lower(), _p_ignore)
     values, is_json, child = fn(args, escape)
     return Node(
@@ -607,7 +618,8 @@ def parse(data: bytes) -> ParseResult:
     comments: list[str] = []
     scanner = _Lines(data)
 
-    def process(text: str, strip_left: bool) -> str:
+    def process(text: str, strip_left: bool) -> tuple[str, bool]:
+        """The line without its newline (and comment); whether it was a directive."""
         nonlocal escape, cont_re
         text = text.rstrip("\r\n")
         if strip_left:
@@ -628,7 +640,7 @@ def parse(data: bytes) -> ParseResult:
                     )
                 escape = d.value
                 cont_re = _continuation_re(escape)
-        return "" if text.startswith("#") else text
+        return ("" if text.startswith("#") else text), d is not None
 
     while (raw := scanner.scan()) is not None:
         if current == 0 and raw.startswith("\ufeff"):
@@ -639,7 +651,9 @@ def parse(data: bytes) -> ParseResult:
                 comments = []
             else:
                 comments.append(comment)
-        text = process(raw, True)
+        text, directive = process(raw, True)
+        if directive:
+            comments.pop()  # a directive is not a comment of the first instruction
         current += 1
         start = current
         first, eol = _trim_continuation(text, cont_re)
@@ -651,7 +665,7 @@ def parse(data: bytes) -> ParseResult:
             raw = scanner.scan()
             if raw is None:
                 break
-            text = process(raw, False)
+            text, _directive = process(raw, False)
             current += 1
             if _is_comment(raw):
                 continue
@@ -666,7 +680,7 @@ def parse(data: bytes) -> ParseResult:
                 Warning(
                     short="Empty continuation line found in: " + line,
                     detail=("Empty continuation lines will become errors in a future release",),
-                    url="https://github.com/moby/moby/pull/33719",
+                    url=_EMPTY_CONTINUATION_URL,
                     line=current,
                 )
             )

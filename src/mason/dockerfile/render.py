@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from mason.dockerfile._text import go_quote, go_trim_space
 from mason.dockerfile.errors import DockerfileError
 from mason.dockerfile.expand import expand_command
 from mason.dockerfile.instructions import (
@@ -20,6 +21,7 @@ from mason.dockerfile.instructions import (
     ExposeCommand,
     HealthcheckCommand,
     InlineFile,
+    KeyValue,
     LabelCommand,
     MaintainerCommand,
     OnbuildCommand,
@@ -35,7 +37,10 @@ from mason.dockerfile.instructions import (
 from mason.dockerfile.parser import Node, detect_syntax, parse, parse_directives
 from mason.dockerfile.shell import ShellLexer, ShellLexError
 
-__all__ = ["TEST_ENV", "render_debug"]
+__all__ = ["BUILDKIT_VERSION", "TEST_ENV", "render_debug"]
+
+#: the BuildKit release whose Dockerfile frontend (1.26) this package follows
+BUILDKIT_VERSION = "v0.32.2"
 
 #: the fixed environment of the ``expandedWithTestEnv`` section
 TEST_ENV: tuple[tuple[str, str], ...] = (
@@ -78,21 +83,42 @@ def _node(n: Node) -> dict[str, Any]:
     }
 
 
+def _dump_node(n: Node) -> str:
+    """``Node.Dump()`` of one instruction: ``keyword ["flags"] "arg" ...``."""
+    out = [n.value.lower()]
+    if n.flags:
+        out.append(" [" + " ".join(go_quote(f) for f in n.flags) + "]")
+    if n.child is not None:
+        out.append(" (" + _dump_node(n.child) + ")")
+    for a in n.args:
+        out.append(" " + go_quote(a))
+    return go_trim_space("".join(out))
+
+
+def dump(nodes: tuple[Node, ...]) -> str:
+    """BuildKit's ``Node.Dump()`` s-expression of the whole AST."""
+    return go_trim_space("".join("(" + _dump_node(n) + ")\n" for n in nodes))
+
+
 def _files(files: tuple[InlineFile, ...]) -> list[dict[str, Any]] | None:
     return [{"Name": f.name, "Data": f.data, "Chomp": f.chomp} for f in files] or None
+
+
+def _kvs(items: tuple[KeyValue, ...]) -> list[dict[str, Any]]:
+    return [{"Key": kv.key, "Value": kv.value, "NoDelim": kv.no_delim} for kv in items]
 
 
 def _cmd(c: Command) -> dict[str, Any]:
     out: dict[str, Any] = {"type": "", "name": c.name, "code": c.code, "lines": list(c.lines)}
     if isinstance(c, ArgCommand):
         out["type"] = "ArgCommand"
-        out["Args"] = [{"Key": a.key, "Value": a.value, "Comment": a.comment} for a in c.args]
+        out["Args"] = [{"Key": a.key, "Value": a.value, "DocComment": a.comment} for a in c.args]
     elif isinstance(c, EnvCommand):
         out["type"] = "EnvCommand"
-        out["Env"] = [{"Key": kv.key, "Value": kv.value} for kv in c.env]
+        out["Env"] = _kvs(c.env)
     elif isinstance(c, LabelCommand):
         out["type"] = "LabelCommand"
-        out["Labels"] = [{"Key": kv.key, "Value": kv.value} for kv in c.labels]
+        out["Labels"] = _kvs(c.labels)
     elif isinstance(c, MaintainerCommand):
         out.update(type="MaintainerCommand", Maintainer=c.maintainer)
     elif isinstance(c, CopyCommand | AddCommand):
@@ -104,21 +130,24 @@ def _cmd(c: Command) -> dict[str, Any]:
         out["DestPath"] = c.dest
         if isinstance(c, CopyCommand):
             out["From"] = c.from_
-        out.update(Chown=c.chown, Chmod=c.chmod, Link=c.link)
-        if isinstance(c, AddCommand):
-            out.update(KeepGitDir=c.keep_git_dir, Checksum=c.checksum)
+        out.update(Chown=c.chown, Chmod=c.chmod, Link=c.link, ExcludePatterns=list(c.exclude) or None)
+        if isinstance(c, CopyCommand):
+            out["Parents"] = c.parents
+        else:
+            out.update(KeepGitDir=c.keep_git_dir, Checksum=c.checksum, Unpack=c.unpack)
     elif isinstance(c, RunCommand):
         out.update(
             type="RunCommand", CmdLine=list(c.cmd_line), PrependShell=c.prepend_shell,
             Files=_files(c.files), FlagsUsed=list(c.flags_used), network=c.network,
+            security=c.security,
         )  # fmt: skip
         if c.mounts is not None:
             out["mounts"] = [
                 {
                     "Type": m.type, "From": m.from_, "Source": m.source, "Target": m.target,
                     "ReadOnly": m.read_only, "SizeLimit": m.size_limit, "CacheID": m.cache_id,
-                    "CacheSharing": m.cache_sharing, "Required": m.required, "Mode": m.mode,
-                    "UID": m.uid, "GID": m.gid,
+                    "CacheSharing": m.cache_sharing, "Required": m.required, "Env": m.env,
+                    "Mode": m.mode, "UID": m.uid, "GID": m.gid,
                 }
                 for m in c.mounts
             ]
@@ -145,7 +174,8 @@ def _cmd(c: Command) -> dict[str, Any]:
         health: dict[str, Any] = {"Test": list(c.test)}
         for key, val in (
             ("Interval", c.interval), ("Timeout", c.timeout),
-            ("StartPeriod", c.start_period), ("Retries", c.retries),
+            ("StartPeriod", c.start_period), ("StartInterval", c.start_interval),
+            ("Retries", c.retries),
         ):  # fmt: skip
             if val:
                 health[key] = val
@@ -207,7 +237,7 @@ def render_debug(data: bytes, env: Mapping[str, str] | None = None) -> dict[str,
     directives, derr = parse_directives(data)
     syn = detect_syntax(data)
     doc: dict[str, Any] = {
-        "buildkitVersion": "v0.11.6",
+        "buildkitVersion": BUILDKIT_VERSION,
         "directives": {
             "directives": [{"name": d.name, "value": d.value, "lines": [d.line]} for d in directives],
             "error": None if derr is None else {"message": derr.message, "lines": []},
@@ -233,7 +263,7 @@ def render_debug(data: bytes, env: Mapping[str, str] | None = None) -> dict[str,
     nodes = result.nodes
     doc["parse"] = {
         "error": None if result.error is None else _err(result.error),
-        "dump": "",
+        "dump": dump(nodes),
         "escapeToken": result.escape,
         "warnings": [
             {"short": w.short, "detail": list(w.detail), "url": w.url, "line": w.line}

@@ -21,7 +21,7 @@ from mason.dockerfile import (
 from mason.dockerfile.render import TEST_ENV
 from mason.errors import DiagnosticError
 
-GOLDEN = TESTDATA / "dockerfile"
+GOLDEN = TESTDATA / "dockerfile-v0.32.2"
 CORPUS = sorted((p / "Dockerfile").read_bytes() for p in GOLDEN.iterdir() if p.is_dir()) if GOLDEN.is_dir() else []
 
 
@@ -38,7 +38,7 @@ def test_error_carries_location_line_and_hint() -> None:
 
 
 def test_unknown_flag_suggests() -> None:
-    with pytest.raises(DockerfileError, match=r"unknown flag: chwon \(did you mean chown\?\)"):
+    with pytest.raises(DockerfileError, match=r"unknown flag: --chwon \(did you mean chown\?\)"):
         parse_dockerfile(b"FROM a\nCOPY --chwon=1 a b\n")
 
 

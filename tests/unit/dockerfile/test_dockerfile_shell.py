@@ -1,4 +1,4 @@
-"""Table-driven tests of word expansion (BuildKit's shell lexer, v0.11.6 rules)."""
+"""Table-driven tests of word expansion (BuildKit's shell lexer, v0.32.2 rules)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import pytest
 from mason.dockerfile import ShellLexer, expand_word
 from mason.dockerfile.shell import ShellLexError
 
-ENV = {"FOO": "foo", "BAR": "bar baz", "EMPTY": "", "HOME": "/root", "X": "x"}
+ENV = {
+    "FOO": "foo", "BAR": "bar baz", "EMPTY": "", "HOME": "/root", "X": "x",
+    "VERSION": "v1.2.3", "PATHS": "/usr/local/bin/tool.tar.gz", "S": "a*b?c\\d",
+}  # fmt: skip
 
 WORDS = [
     # plain variables
@@ -52,6 +55,40 @@ WORDS = [
     ("a\\ b", "a b"),
     ("\\'", "'"),
     ("trailing\\", "trailing"),
+    # frontend 1.26: defaults and alternatives without a colon (set but empty counts)
+    ("${UNSET-def}", "def"),
+    ("${EMPTY-def}", ""),
+    ("${FOO-def}", "foo"),
+    ("${UNSET+alt}", ""),
+    ("${EMPTY+alt}", "alt"),
+    ("${FOO+alt}", "alt"),
+    ("${UNSET-$FOO}", "foo"),
+    # prefix and suffix removal
+    ("${VERSION#v}", "1.2.3"),
+    ("${VERSION#x}", "v1.2.3"),
+    ("${PATHS#*/}", "usr/local/bin/tool.tar.gz"),
+    ("${PATHS##*/}", "tool.tar.gz"),
+    ("${PATHS%.*}", "/usr/local/bin/tool.tar"),
+    ("${PATHS%%.*}", "/usr/local/bin/tool"),
+    ("${PATHS%/*}", "/usr/local/bin"),
+    ("${PATHS%%/*}", ""),
+    ("${VERSION#?}", "1.2.3"),
+    ("${UNSET#x}", ""),
+    ("${FOO#}", "foo"),
+    ("${S#a\\*}", "b?c\\d"),
+    ("${S%\\\\d}", "a*b?c"),
+    ("${VERSION#${UNSET:-v}}", "1.2.3"),
+    # replacement
+    ("${VERSION/./-}", "v1-2.3"),
+    ("${VERSION//./-}", "v1-2-3"),
+    ("${VERSION//[.]/-}", "v1.2.3"),
+    ("${PATHS/*\\//}", "tool.tar.gz"),
+    ("${FOO/o/}", "fo"),
+    ("${FOO//?/<$0>}", "<><><>"),  # $0 is a (unset) shell variable here
+    ("${FOO//?/<\\$0>}", "<\\f><\\o><\\o>"),  # Go's ReplaceAllString expands the $0 it gets
+    ("${FOO//o/$$}", "f"),
+    ("${UNSET/a/b}", ""),
+    ("${FOO//x*/y}", "foo"),
 ]
 
 
@@ -74,14 +111,19 @@ def test_expand_with_backtick_escape(word: str, expected: str) -> None:
 
 
 ERRORS = [
-    ("${FOO", "missing ':' in substitution"),
-    ("${FOO-x}", "missing ':' in substitution"),
-    ("${FOO+x}", "missing ':' in substitution"),
+    ("${FOO", "unsupported modifier (\ufffd) in substitution"),
+    ("${FOO!x}", "unsupported modifier (!) in substitution"),
+    ("${FOO:#x}", "unsupported modifier (:#) in substitution"),
+    ("${FOO:%x}", "unsupported modifier (:%) in substitution"),
+    ("${FOO#x", "syntax error: missing '}'"),
+    ("${FOO/x", "syntax error: missing '/' in ${}"),
+    ("${FOO/x/y", "syntax error: missing '}'"),
+    ("${FOO#\\x}", "invalid pattern (\\x) in substitution: invalid escape '\\x'"),
     ("${", "syntax error: missing '}'"),
     ("${}", "syntax error: bad substitution"),
     ("${:-x}", "syntax error: bad substitution"),
     ("${FOO:-x", "syntax error: missing '}'"),
-    ("${FOO:=x}", "unsupported modifier (=) in substitution"),
+    ("${FOO:=x}", "unsupported modifier (:=) in substitution"),
     ("${UNSET?}", "UNSET: is not allowed to be unset"),
     ("${UNSET?must set}", "UNSET: must set"),
     ("${UNSET:?}", "UNSET: is not allowed to be unset"),
@@ -108,6 +150,12 @@ WORD_SPLITS = [
     ("'a b' c", ["a b", "c"]),
     ('a "" b', ["a", "b"]),
     ("\\  x", [" ", "x"]),
+    # ``<<`` keeps the blanks after it in its word (a heredoc may be ``<< EOF``)
+    ("cat << EOF", ["cat", "<< EOF"]),
+    ("a <b", ["a", "<b"]),
+    # BuildKit quirk: a nested ${...} restarts the unfinished word
+    ("ab${X:-c}d e", ["xd", "e"]),
+    ("ab${X}d e", ["abxd", "e"]),
 ]
 
 
