@@ -144,6 +144,7 @@ def parse_output(text: str) -> OutputSpec:
         raise UsageError(f"invalid --output {text!r}: dest= is required for type={typ}", reference="invalid-output")
     if typ == "image" and not names and push:
         raise UsageError(f"invalid --output {text!r}: push needs name=REF (or -t REF)", reference="invalid-output")
+    _check_attributes(typ, attrs, names, text)
     spec = OutputSpec(
         type=typ,  # type: ignore[arg-type]
         names=tuple(names), push=push, dest=dest, tar=tar, compression=compression,
@@ -151,6 +152,34 @@ def parse_output(text: str) -> OutputSpec:
     )
     _check_file_dest(spec, text)
     return spec
+
+
+#: the attributes each output type takes (as BuildKit's exporters name them)
+_OUTPUT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "image": ("name", "push", "compression", "compression-level", "force-compression", "oci-mediatypes"),
+    "oci": ("name", "dest", "tar", "compression", "compression-level", "force-compression", "oci-mediatypes"),
+    "docker": ("name", "dest", "compression", "compression-level", "force-compression", "oci-mediatypes"),
+    "local": ("dest",),
+    "tar": ("dest",),
+}
+#: BuildKit's other exporter attributes: refused by name rather than silently ignored
+_NOT_YET = ("annotation", "buildinfo", "buildinfo-attrs", "dangling-name-prefix", "insecure", "name-canonical",
+            "oci-artifact", "platform-split", "push-by-digest", "registry.insecure", "rewrite-timestamp",
+            "store", "unpack")
+
+
+def _check_attributes(typ: str, leftover: Mapping[str, str], names: Sequence[str], text: str) -> None:
+    """Unknown attributes are usage errors listing the valid ones (a typo such as
+    ``compresion=zstd`` must not build with the default)."""
+    valid = _OUTPUT_ATTRIBUTES[typ]
+    if names and "name" not in valid:
+        leftover = {**leftover, "name": ",".join(names)}
+    for key in sorted(leftover):
+        if key.split(".", 1)[0] in _NOT_YET or key in _NOT_YET:
+            raise UsageError(f"invalid --output {text!r}: {key}= is not supported by mason yet",
+                             reference="invalid-output")
+        raise UsageError(f"invalid --output {text!r}: unknown attribute {key!r} for type={typ}",
+                         reference="invalid-output", hint="type=" + typ + " takes " + ", ".join(valid))
 
 
 def _check_file_dest(spec: OutputSpec, text: str) -> None:

@@ -155,3 +155,18 @@ def test_symlinks_do_not_escape_the_context(tmp_path: Path) -> None:
     os.symlink("/etc", c / "evil")
     with pytest.raises(BuildError):
         select_sources(c, ["evil/passwd"], None)
+
+
+@pytest.mark.parametrize(("text", "message", "hint"), [
+    ("type=docker,dest=d.tar,compresion=zstd", "unknown attribute 'compresion' for type=docker",
+     "type=docker takes name, dest, compression"),
+    ("type=local,dest=out,tar=false", "unknown attribute 'tar' for type=local", "type=local takes dest"),
+    ("type=image,name=r/a,push=true,registry.insecure=true", "registry.insecure= is not supported", ""),
+    ("type=image,name=r/a,annotation.org.x=y", "annotation.org.x= is not supported", ""),
+    ("type=docker,dest=d.tar,compression=lz4", "'lz4' is not a known compression", "gzip, zstd"),
+])
+def test_output_attributes_are_checked(text: str, message: str, hint: str) -> None:
+    with pytest.raises(UsageError) as info:
+        parse_output(text)
+    assert message in info.value.message
+    assert hint in (info.value.hint or "")
