@@ -56,7 +56,7 @@ from mason.dockerfile import (
 )
 from mason.dockerfile.expand import expand_ports
 from mason.dockerfile.stages import BuildPlan, PlannedStage, StageScope, onbuild_triggers
-from mason.errors import DiagnosticError
+from mason.errors import BuildError, DiagnosticError
 from mason.fsroot import clean_path
 from mason.solver import Vertex
 
@@ -222,8 +222,42 @@ class _Converter:
         v, _img = self.image_vertex(target.image, "", f"[internal] load {what} image {target.image}")
         return v
 
+    def _unsupported(self, c: Command, what: str, message: str = "") -> BuildError:
+        """A frontend 1.26 feature the parser reads but this builder cannot do yet (exit 1)."""
+        lines = self.env.dockerfile_lines
+        line = c.start_line
+        context = [f"at {self.env.dockerfile_name}:{line}"]
+        if 0 < line <= len(lines):
+            context.append(f"{line:>5} | {lines[line - 1]}")
+        return BuildError(message or f"{what} is not supported by mason yet", reference="unsupported-feature",
+                          context=context)
+
+    def _check_supported(self, c: Command) -> None:
+        """Refuse the flags mason reads (BuildKit v0.32.2) but does not build yet."""
+        word = c.name.upper()
+        if isinstance(c, CopyCommand) and c.parents:
+            raise self._unsupported(c, "COPY --parents")
+        if isinstance(c, CopyCommand | AddCommand) and c.exclude:
+            raise self._unsupported(c, f"{word} --exclude")
+        if isinstance(c, AddCommand):
+            if c.unpack is not None:
+                raise self._unsupported(c, "ADD --unpack")
+            if c.keep_git_dir is not None:
+                raise self._unsupported(c, "ADD --keep-git-dir")
+        if isinstance(c, RunCommand):
+            if c.devices:
+                raise self._unsupported(c, "RUN --device", "device feature is only supported in Dockerfile "
+                                        "frontend 1.14.0-labs or later")  # BuildKit's stable frontend says so too
+            if c.security != "sandbox":
+                raise self._unsupported(c, f"RUN --security={c.security}")
+            if any(m.env is not None for m in c.mounts or ()):
+                raise self._unsupported(c, "RUN --mount=type=secret,env=")
+        if isinstance(c, HealthcheckCommand) and c.start_interval:
+            raise self._unsupported(c, "HEALTHCHECK --start-interval")
+
     def dispatch(self, r: StageResult, cmd: Command, prefix: str) -> None:
         c = self._expand(r, cmd)
+        self._check_supported(c)
         created_by = _history_text(c, r.shell, r.scope)
         if isinstance(c, ArgCommand | EnvCommand):
             r.scope = r.scope.apply(c)
