@@ -125,6 +125,7 @@ def parse_output(text: str) -> OutputSpec:
     if typ not in ("image", "oci", "docker", "local", "tar"):
         raise UsageError(f"invalid --output {text!r}: unknown type {typ!r}", reference="invalid-output",
                          hint="types: image, registry, oci, docker, local, tar")
+    _check_attributes(typ, attrs, names, text)
     if "push" in attrs:
         push = push or _bool("push", attrs.pop("push"), text)
     compression, level = parse_compression(attrs, lambda why, hint: UsageError(
@@ -144,7 +145,6 @@ def parse_output(text: str) -> OutputSpec:
         raise UsageError(f"invalid --output {text!r}: dest= is required for type={typ}", reference="invalid-output")
     if typ == "image" and not names and push:
         raise UsageError(f"invalid --output {text!r}: push needs name=REF (or -t REF)", reference="invalid-output")
-    _check_attributes(typ, attrs, names, text)
     spec = OutputSpec(
         type=typ,  # type: ignore[arg-type]
         names=tuple(names), push=push, dest=dest, tar=tar, compression=compression,
@@ -168,13 +168,12 @@ _NOT_YET = ("annotation", "buildinfo", "buildinfo-attrs", "dangling-name-prefix"
             "store", "unpack")
 
 
-def _check_attributes(typ: str, leftover: Mapping[str, str], names: Sequence[str], text: str) -> None:
-    """Unknown attributes are usage errors listing the valid ones (a typo such as
+def _check_attributes(typ: str, attrs: Mapping[str, str], names: Sequence[str], text: str) -> None:
+    """Attributes the type does not take are usage errors listing the valid ones (a typo such as
     ``compresion=zstd`` must not build with the default)."""
     valid = _OUTPUT_ATTRIBUTES[typ]
-    if names and "name" not in valid:
-        leftover = {**leftover, "name": ",".join(names)}
-    for key in sorted(leftover):
+    keys = set(attrs) | ({"name"} if names else set())
+    for key in sorted(keys - set(valid)):
         if key.split(".", 1)[0] in _NOT_YET or key in _NOT_YET:
             raise UsageError(f"invalid --output {text!r}: {key}= is not supported by mason yet",
                              reference="invalid-output")
