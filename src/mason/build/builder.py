@@ -335,10 +335,9 @@ def build(opts: BuildOptions, *, root: Path, progress: ProgressSink | None = Non
         from mason.registry import CredentialStore, RegistryClient
 
         creds = CredentialStore.from_environment(opts.docker_config_dir, opts.registry_auth_file)
-        insecure = list(opts.insecure_registries)
-        for c in (*opts.cache_to, *opts.cache_from):
-            if c.insecure and c.ref is not None:
-                insecure.append(c.ref.registry)
+        from mason.cache.options import insecure_hosts
+
+        insecure = [*opts.insecure_registries, *sorted(insecure_hosts((*opts.cache_to, *opts.cache_from)))]
         client = RegistryClient(credentials=creds, insecure_hosts=insecure)
     try:
         _reap_orphaned_sandboxes()

@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 from mason.build.blobs import Blobs, RemoteLocation
 from mason.build.ops import SourceOp, StepResult
 from mason.build.state import LayerRef
+from mason.cache.backends import backend_of
 from mason.cache.blobcheck import MAGIC_BYTES, compression_mismatch
 from mason.cache.format import ZERO_TIME
 from mason.cache.model import ANNOTATION_CREATED_AT, DISTRIBUTION_SOURCE_PREFIX
@@ -154,9 +155,9 @@ def import_caches(cache_from: Sequence[Any], client: Any, blobs: Blobs,
 
 
 def _dest_key(opt: Any) -> str:
-    if opt.type == "registry" and opt.ref is not None:
-        return f"registry:{opt.ref}"
-    return f"{opt.type}:{opt.path}"
+    """Where a cache is: an import and an export of the same place share this key (the export
+    then knows what the import read). A registry cache has a ref, a local one a path."""
+    return f"{opt.type}:{opt.ref if opt.ref is not None else opt.path}"
 
 
 class CacheBlobStore:
@@ -227,7 +228,7 @@ def _annotated(blobs: Blobs, lr: LayerRef) -> Descriptor:
 
 def inline_cache_extra(cache_to: Sequence[Any], graph: Any, converted: Any, blobs: Blobs) -> dict[str, Any] | None:
     """``{"moby.buildkit.cache.v0": ...}`` for ``--cache-to type=inline`` (min mode records)."""
-    if not any(o.type == "inline" for o in cache_to):
+    if not any(backend_of(o).in_image for o in cache_to):
         return None
     from mason.cache import INLINE_CACHE_KEY, inline_cache_value
 
@@ -263,11 +264,12 @@ def export_caches(cache_to: Sequence[Any], graph: Any, converted: Any, blobs: Bl
     store = CacheBlobStore(blobs)
     results = []
     for opt in cache_to:
-        if opt.type == "inline":
-            continue
+        kind = backend_of(opt)
+        if kind.in_image:
+            continue  # written into the image config by the image exporter (inline_cache_extra)
         # BuildKit's vertex names and lines, so log readers see the same shape; the
         # destination and what moved are mason's own extra lines
-        name = "exporting cache to " + ("registry" if opt.type == "registry" else "client directory")
+        name = "exporting cache to " + kind.progress_name
         vid = f"task:cache-export:{opt.display_name}"
         sink.emit(Event(vid, name, "started"))
         sink.emit(Event(vid, name, "log", "preparing build cache for export"))
@@ -286,7 +288,7 @@ def export_caches(cache_to: Sequence[Any], graph: Any, converted: Any, blobs: Bl
         if res.warning:
             sink.emit(Event(vid, name, "warning", res.warning))
         else:
-            if opt.type == "registry" and opt.ref is not None:
+            if opt.ref is not None:  # a registry: later pushes may mount from there
                 store.note_stored(opt.ref, [*res.uploaded, *res.mounted, *res.existing])
             for digest in sorted({*res.uploaded, *res.mounted, *res.existing}):
                 sink.emit(Event(vid, name, "log", f"writing layer {digest} done"))

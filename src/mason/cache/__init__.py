@@ -57,9 +57,14 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mason.cache.model import CacheSource, ExportBlobStore, ExportResult, SolvedRecord
+    from mason.cache.model import (
+        CacheRegistry,
+        CacheSource,
+        ExportBlobStore,
+        ExportResult,
+        SolvedRecord,
+    )
     from mason.cache.options import CacheOptions
-    from mason.cache.registry import CacheRegistry
     from mason.digest import Digest
     from mason.progress import ProgressSink
 
@@ -126,19 +131,13 @@ def load_cache_source(
 
 
 def _load(options: CacheOptions, client: CacheRegistry | None) -> CacheSource:
+    from mason.cache.backends import backend_of
     from mason.cache.model import CacheSource
 
-    if options.type == "registry":
-        if client is None or options.ref is None:
-            return CacheSource.empty(options.display_name, f"cache import from {options.text} skipped: no registry client")
-        from mason.cache.registry import load_registry_cache
-
-        return load_registry_cache(client, options.ref, name=options.display_name)
-    if options.type == "local":
-        from mason.cache.local import load_local_cache
-
-        return load_local_cache(options)
-    return CacheSource.empty(options.display_name, f"cache type {options.type} cannot be imported")
+    load = backend_of(options).load
+    if load is None:
+        return CacheSource.empty(options.display_name, f"cache type {options.type} cannot be imported")
+    return load(options, client)
 
 
 def export_cache(
@@ -153,7 +152,7 @@ def export_cache(
     progress: ProgressSink | None = None,
     max_workers: int = 4,
 ) -> ExportResult:
-    """Export one ``--cache-to`` entry of type registry or local.
+    """Export one ``--cache-to`` entry whose backend has an exporter (registry, local).
 
     Failures raise (``MasonError``) unless ``options.ignore_error``: then the result carries
     ``warning`` and nothing was (necessarily) written.
@@ -200,24 +199,13 @@ def _export(
     tick: Callable[[], str],
     max_workers: int,
 ) -> ExportResult:
+    from mason.cache.backends import ExportRequest, backend_of
     from mason.cache.model import CacheExportError
 
-    if options.type == "registry":
-        if client is None:
-            raise CacheExportError(f"--cache-to {options.text}: no registry client")
-        from mason.cache.registry import export_registry_cache
-
-        return export_registry_cache(
-            options, records, client=client, blobs=blobs, image_diff_ids=image_diff_ids,
-            prior=prior, clock=tick, max_workers=max_workers,
+    export = backend_of(options).export
+    if export is None:
+        raise CacheExportError(
+            f"--cache-to type={options.type} is written by the image exporter, not export_cache",
+            hint="call inline_cache_value() while building the image config",
         )
-    if options.type == "local":
-        from mason.cache.local import export_local_cache
-
-        return export_local_cache(
-            options, records, blobs=blobs, image_diff_ids=image_diff_ids, prior=prior, clock=tick
-        )
-    raise CacheExportError(
-        f"--cache-to type={options.type} is written by the image exporter, not export_cache",
-        hint="call inline_cache_value() while building the image config",
-    )
+    return export(options, ExportRequest(records, blobs, image_diff_ids, client, prior, tick, max_workers))

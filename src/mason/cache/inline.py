@@ -16,6 +16,7 @@ import binascii
 import json
 from collections.abc import Sequence
 
+from mason.cache.backends import CacheBackend
 from mason.cache.format import (
     ZERO_TIME,
     CacheConfig,
@@ -35,6 +36,7 @@ from mason.cache.model import (
     index_records,
     input_links,
 )
+from mason.cache.options import CacheOptions
 from mason.digest import Digest
 from mason.oci.config import ImageConfig
 from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, Descriptor
@@ -42,6 +44,7 @@ from mason.oci.manifest import ImageManifest
 
 __all__ = [
     "ANNOTATION_DESCRIPTION",
+    "BACKEND",
     "INLINE_CACHE_KEY",
     "decode_inline_records",
     "inline_cache_value",
@@ -130,3 +133,17 @@ def inline_config_from_image(
     config = CacheConfig(layers, records)
     validate_cache_config(config, what)
     return config, descs
+
+
+# -- the backend (mason.cache.backends) ------------------------------------------------
+
+#: ``--cache-to type=inline``: no attributes, no exporter of its own -- the image exporter
+#: writes ``inline_cache_value`` into the config (``CacheBackend.in_image``); it is read back
+#: through ``--cache-from type=registry,ref=IMAGE``, so it has no importer either
+BACKEND = CacheBackend(
+    "inline",
+    display_name=lambda _o: "inline",
+    destination=lambda _o: "inline",
+    export_attrs=frozenset(),
+    parse_to=lambda attrs, text, _images: CacheOptions("inline", "to", text, dict(attrs), mode="min"),
+)

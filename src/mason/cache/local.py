@@ -16,10 +16,12 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from typing import BinaryIO
 
+from mason.cache.backends import CacheBackend, ExportRequest
 from mason.cache.document import MAX_MANIFEST_SIZE, plan_cache_document, read_cache_document
 from mason.cache.format import CacheFormatError, rfc3339_nano
 from mason.cache.model import (
@@ -29,15 +31,23 @@ from mason.cache.model import (
     ExportResult,
     SolvedRecord,
 )
-from mason.cache.options import CacheOptions
-from mason.digest import Digest, sha256_bytes
+from mason.cache.options import (
+    COMMON_EXPORT_ATTRS,
+    CacheOptions,
+    CacheOptionsError,
+    export_settings,
+    option_bool,
+    parse_tag,
+)
+from mason.digest import Digest, DigestError, parse_digest, sha256_bytes
 from mason.errors import MasonError
 from mason.oci import mediatypes as mt
 from mason.oci.descriptor import Descriptor
 from mason.oci.layout import OCILayout
 from mason.oci.manifest import ImageManifest, parse_manifest
+from mason.oci.reference import Reference
 
-__all__ = ["export_local_cache", "load_local_cache"]
+__all__ = ["BACKEND", "export_local_cache", "load_local_cache"]
 
 
 class _LayoutBlobs:
@@ -177,3 +187,50 @@ def _reset(layout: OCILayout) -> None:
         if digest not in reachable:
             with contextlib.suppress(OSError):  # best effort, as BuildKit's reset
                 os.unlink(layout.blob_path(digest))
+
+
+# -- the backend (mason.cache.backends) ------------------------------------------------
+
+
+def _parse_to(attrs: Mapping[str, str], text: str, images: Sequence[Reference]) -> CacheOptions:
+    dest = attrs.get("dest", "").strip()
+    if not dest:
+        raise CacheOptionsError(f"invalid --cache-to {text!r}: local cache exporter requires dest")
+    reset = option_bool("reset", attrs["reset"], text) if "reset" in attrs else False
+    base = CacheOptions("local", "to", text, dict(attrs), path=dest, tag=parse_tag(attrs.get("tag", "latest"), text),
+                        reset=reset)
+    return replace(base, **export_settings(attrs, text))
+
+
+def _parse_from(attrs: Mapping[str, str], text: str) -> CacheOptions:
+    src = attrs.get("src", "").strip()
+    if not src:
+        raise CacheOptionsError(f"invalid --cache-from {text!r}: local cache importer requires src")
+    digest = attrs.get("digest", "").strip() or None
+    if digest is not None:
+        try:
+            digest = parse_digest(digest)
+        except DigestError as exc:
+            raise CacheOptionsError(f"invalid --cache-from {text!r}: {exc.message}") from exc
+    return CacheOptions("local", "from", text, dict(attrs), path=src, tag=parse_tag(attrs.get("tag", "latest"), text),
+                        digest=digest)
+
+
+def _export(options: CacheOptions, req: ExportRequest) -> ExportResult:
+    return export_local_cache(options, req.records, blobs=req.blobs, image_diff_ids=req.image_diff_ids,
+                              prior=req.prior, clock=req.clock)
+
+
+BACKEND = CacheBackend(
+    "local",
+    display_name=lambda o: f"local {o.path}" + (f"@{o.digest}" if o.digest else f":{o.tag}"),
+    destination=lambda o: f"local {os.path.abspath(o.path or '')}:{o.tag}",
+    export_attrs=frozenset({"dest", "tag", "reset"}) | COMMON_EXPORT_ATTRS,
+    parse_to=_parse_to,
+    progress_name="client directory",  # BuildKit's
+    export=_export,
+    import_attrs=frozenset({"src", "tag", "digest"}),
+    ignored_import_attrs=COMMON_EXPORT_ATTRS | {"dest", "reset"},
+    parse_from=_parse_from,
+    load=lambda options, _client: load_local_cache(options),
+)

@@ -38,6 +38,8 @@ from mason.digest import Digest
 from mason.errors import DiagnosticError
 from mason.oci import mediatypes as mt
 from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, DISTRIBUTION_SOURCE_PREFIX, Descriptor
+from mason.oci.manifest import ImageIndex, ImageManifest
+from mason.oci.reference import Reference
 
 __all__ = [
     "ANNOTATION_CREATED_AT",
@@ -46,6 +48,7 @@ __all__ = [
     "BlobProvider",
     "CacheExportError",
     "CacheHit",
+    "CacheRegistry",
     "CacheSource",
     "ExportBlobStore",
     "ExportPlan",
@@ -293,6 +296,28 @@ class SolvedRecord:
     step: str | None = None
     created_at: str | None = None
     selectors: tuple[str, ...] = ()
+
+
+class CacheRegistry(Protocol):
+    """What the cache needs from ``mason.registry.client.RegistryClient`` (here, not in
+    ``cache.registry``, so modules typed against it need not import the registry client)."""
+
+    def get_manifest(self, ref: Reference) -> ImageManifest | ImageIndex: ...
+
+    def put_manifest(self, ref: Reference, manifest_raw: bytes, media_type: str) -> Digest: ...
+
+    def open_blob(self, ref: Reference, desc: Descriptor) -> AbstractContextManager[BinaryIO]: ...
+
+    def push_blob(self, ref: Reference, desc: Descriptor, opener: Callable[[], BinaryIO]) -> bool: ...
+
+    def mount_blob(self, ref: Reference, digest: Digest, from_repository: str) -> bool: ...
+
+    def blob_exists(self, ref: Reference, digest: Digest) -> bool: ...
+
+    def peek_blob(self, ref: Reference, desc: Descriptor, n: int) -> bytes | None: ...
+
+    def push_blob_outcome(self, ref: Reference, desc: Descriptor, opener: Callable[[], BinaryIO], *,
+                          mount_from: str | None = None) -> Literal["exists", "mounted", "uploaded"]: ...
 
 
 class ExportBlobStore(Protocol):

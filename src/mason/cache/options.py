@@ -13,51 +13,45 @@ not).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from mason.compression.kinds import COMPRESSION_NAMES, get_compression
-from mason.digest import DigestError, parse_digest
 from mason.errors import UsageError
 from mason.oci.errors import InvalidReferenceError
 from mason.oci.reference import Reference
 
+if TYPE_CHECKING:
+    from mason.cache.backends import CacheBackend
+
 __all__ = [
+    "COMMON_EXPORT_ATTRS",
     "CacheOptions",
     "CacheOptionsError",
     "check_cache_exports",
+    "export_settings",
     "insecure_hosts",
+    "option_bool",
     "parse_bool",
     "parse_cache_from",
     "parse_cache_to",
     "parse_compression",
+    "parse_ref",
+    "parse_tag",
     "split_csv",
 ]
 
-CacheType = Literal["registry", "local", "inline"]
+#: a name of ``mason.cache.backends``' table
+CacheType = str
 Mode = Literal["min", "max"]
 
-_COMMON_EXPORT = {
+#: the ``--cache-to`` attributes every exporter that writes a cache document takes
+#: (``export_settings``)
+COMMON_EXPORT_ATTRS = frozenset({
     "mode", "compression", "compression-level", "force-compression",
     "oci-mediatypes", "image-manifest", "ignore-error",
-}
-_TO_ATTRS: dict[str, set[str]] = {
-    "registry": {"ref", "registry.insecure"} | _COMMON_EXPORT,
-    "local": {"dest", "tag", "reset"} | _COMMON_EXPORT,
-    "inline": set(),
-}
-_FROM_ATTRS: dict[str, set[str]] = {
-    "registry": {"ref", "registry.insecure"},
-    "local": {"src", "tag", "digest"},
-}
-#: export-only attributes that ``--cache-from`` accepts and ignores, as buildx passes them
-#: through and BuildKit's importers ignore them: CI often reuses one string for both flags
-_FROM_IGNORED: dict[str, set[str]] = {
-    "registry": _COMMON_EXPORT | {"tag"},
-    "local": _COMMON_EXPORT | {"dest", "reset"},
-}
+})
 
 
 class CacheOptionsError(UsageError):
@@ -89,11 +83,9 @@ class CacheOptions:
     @property
     def display_name(self) -> str:
         """How progress output names this cache: ``registry 127.0.0.1:5000/app-cache:latest``."""
-        if self.type == "registry" and self.ref is not None:
-            return f"registry {self.ref}"
-        if self.type == "local":
-            return f"local {self.path}" + (f"@{self.digest}" if self.digest else f":{self.tag}")
-        return self.type
+        from mason.cache.backends import backend_of
+
+        return backend_of(self).display_name(self)
 
 
 def split_csv(text: str) -> list[str]:
@@ -163,11 +155,12 @@ def parse_compression(attrs: Mapping[str, str], fail: Callable[[str, str], Usage
     return name, level
 
 
-def _bool(key: str, value: str, text: str) -> bool:
+def option_bool(key: str, value: str, text: str) -> bool:
+    """A boolean cache attribute (``parse_bool``), failing with a ``CacheOptionsError``."""
     return parse_bool(key, value, lambda why: CacheOptionsError(f"invalid cache option {text!r}: {why}"))
 
 
-def _parse_ref(value: str, text: str, what: str) -> Reference:
+def parse_ref(value: str, text: str, what: str) -> Reference:
     try:
         return Reference.parse(value)
     except InvalidReferenceError as exc:
@@ -199,29 +192,41 @@ def _fields(text: str) -> list[dict[str, str]]:
     return [attrs]
 
 
-def _check_attrs(attrs: Mapping[str, str], allowed: Mapping[str, set[str]], direction: str, text: str,
-                 ignored: Mapping[str, set[str]] | None = None) -> str:
+def _backend_for(attrs: Mapping[str, str], direction: Literal["to", "from"], text: str) -> CacheBackend:
+    """The backend ``attrs`` names, once its attributes are checked against what it takes."""
+    from mason.cache.backends import BACKEND_NAMES, backend
+
     kind = attrs["type"].strip().lower()
-    if kind not in allowed:
-        known = ", ".join(sorted(allowed))
+    found = backend(kind)
+    allowed = None if found is None else found.export_attrs if direction == "to" else found.import_attrs
+    if found is None or allowed is None:
+        usable = [n for n in BACKEND_NAMES if _takes(n, direction)]
         extra = " (gha, s3 and azblob are BuildKit backends mason does not have)" if kind in ("gha", "s3", "azblob") else ""
         raise CacheOptionsError(
             f"invalid --cache-{direction} {text!r}: unknown cache type {kind!r}{extra}",
-            hint=f"--cache-{direction} supports type={known}",
+            hint=f"--cache-{direction} supports type={', '.join(sorted(usable))}",
         )
-    skip = (ignored or {}).get(kind, set())
-    unknown = sorted(k for k in attrs if k != "type" and k not in allowed[kind] and k not in skip)
+    skip = found.ignored_import_attrs if direction == "from" else frozenset()
+    unknown = sorted(k for k in attrs if k != "type" and k not in allowed and k not in skip)
     if unknown:
-        valid = ", ".join(sorted(allowed[kind])) or "none"
+        valid = ", ".join(sorted(allowed)) or "none"
         raise CacheOptionsError(
             f"invalid --cache-{direction} {text!r}: unknown attribute{'s' if len(unknown) > 1 else ''} "
             f"{', '.join(unknown)} for type={kind}",
             hint=f"type={kind} accepts: {valid}",
         )
-    return kind
+    return found
 
 
-def _export_settings(attrs: Mapping[str, str], text: str) -> dict[str, Any]:
+def _takes(name: str, direction: str) -> bool:
+    from mason.cache.backends import backend
+
+    found = backend(name)
+    return found is not None and (found.export_attrs if direction == "to" else found.import_attrs) is not None
+
+
+def export_settings(attrs: Mapping[str, str], text: str) -> dict[str, Any]:
+    """The ``COMMON_EXPORT_ATTRS`` of a ``--cache-to``, as ``CacheOptions`` fields."""
     out: dict[str, Any] = {}
     mode = attrs.get("mode", "min").strip().lower()
     if mode not in ("min", "max"):
@@ -232,11 +237,11 @@ def _export_settings(attrs: Mapping[str, str], text: str) -> dict[str, Any]:
     if level is not None:
         out["compression_level"] = level
     if "force-compression" in attrs:
-        out["force_compression"] = _bool("force-compression", attrs["force-compression"], text)
-    oci = _bool("oci-mediatypes", attrs["oci-mediatypes"], text) if "oci-mediatypes" in attrs else True
+        out["force_compression"] = option_bool("force-compression", attrs["force-compression"], text)
+    oci = option_bool("oci-mediatypes", attrs["oci-mediatypes"], text) if "oci-mediatypes" in attrs else True
     out["oci_mediatypes"] = oci
     if "image-manifest" in attrs:
-        image_manifest = _bool("image-manifest", attrs["image-manifest"], text)
+        image_manifest = option_bool("image-manifest", attrs["image-manifest"], text)
         if image_manifest and not oci:
             # BuildKit's exact message (cache/remotecache/export.go)
             raise CacheOptionsError(
@@ -247,11 +252,11 @@ def _export_settings(attrs: Mapping[str, str], text: str) -> dict[str, Any]:
         image_manifest = oci  # BuildKit >= 0.22: default true, false when oci-mediatypes=false
     out["image_manifest"] = image_manifest
     if "ignore-error" in attrs:
-        out["ignore_error"] = _bool("ignore-error", attrs["ignore-error"], text)
+        out["ignore_error"] = option_bool("ignore-error", attrs["ignore-error"], text)
     return out
 
 
-def _tag(value: str, text: str) -> str:
+def parse_tag(value: str, text: str) -> str:
     tag = value.strip()
     if not tag:
         raise CacheOptionsError(f"invalid cache option {text!r}: tag must not be empty")
@@ -261,38 +266,12 @@ def _tag(value: str, text: str) -> str:
 def parse_cache_to(text: str, *, image_refs: Iterable[Reference | str] = ()) -> list[CacheOptions]:
     """Parse one ``--cache-to`` value. ``image_refs`` are the build's ``-t`` names: a registry
     cache ref equal to one of them is refused (the cache would overwrite the image)."""
-    entries = []
     images = [r if isinstance(r, Reference) else Reference.parse(r) for r in image_refs]
+    entries = []
     for attrs in _fields(text):
-        kind = _check_attrs(attrs, _TO_ATTRS, "to", text)
-        if kind == "inline":
-            entries.append(CacheOptions("inline", "to", text, dict(attrs), mode="min"))
-            continue
-        settings = _export_settings(attrs, text)
-        if kind == "registry":
-            if not attrs.get("ref", "").strip():
-                raise CacheOptionsError(f"invalid --cache-to {text!r}: registry cache exporter requires ref")
-            ref = _parse_ref(attrs["ref"].strip(), text, "ref")
-            if ref.digest is not None:
-                raise CacheOptionsError(f"invalid --cache-to {text!r}: ref must be a tag, not a digest ({ref})")
-            for image in images:
-                if image.name == ref.name and image.identifier == ref.identifier:
-                    raise CacheOptionsError(
-                        f"invalid --cache-to {text!r}: the cache ref {ref} is the image's own name",
-                        reference="cache-ref-is-image",
-                        hint="use another tag or repository, e.g. ref=" + f"{ref.name}-cache or {ref.name}:buildcache",
-                    )
-            insecure = _bool("registry.insecure", attrs["registry.insecure"], text) if "registry.insecure" in attrs else False
-            entries.append(replace(CacheOptions("registry", "to", text, dict(attrs), ref=ref, insecure=insecure), **settings))
-        else:
-            dest = attrs.get("dest", "").strip()
-            if not dest:
-                raise CacheOptionsError(f"invalid --cache-to {text!r}: local cache exporter requires dest")
-            reset = _bool("reset", attrs["reset"], text) if "reset" in attrs else False
-            base = CacheOptions(
-                "local", "to", text, dict(attrs), path=dest, tag=_tag(attrs.get("tag", "latest"), text), reset=reset
-            )
-            entries.append(replace(base, **settings))
+        found = _backend_for(attrs, "to", text)
+        assert found.parse_to is not None
+        entries.append(found.parse_to(attrs, text, images))
     return entries
 
 
@@ -300,46 +279,26 @@ def parse_cache_from(text: str) -> list[CacheOptions]:
     """Parse one ``--cache-from`` value (``REF``, ``type=registry,ref=REF`` or ``type=local,src=DIR``)."""
     entries = []
     for attrs in _fields(text):
-        kind = _check_attrs(attrs, _FROM_ATTRS, "from", text, _FROM_IGNORED)
-        if kind == "registry":
-            if not attrs.get("ref", "").strip():
-                raise CacheOptionsError(f"invalid --cache-from {text!r}: registry cache importer requires ref")
-            ref = _parse_ref(attrs["ref"].strip(), text, "ref")
-            insecure = _bool("registry.insecure", attrs["registry.insecure"], text) if "registry.insecure" in attrs else False
-            entries.append(CacheOptions("registry", "from", text, dict(attrs), ref=ref, insecure=insecure))
-        else:
-            src = attrs.get("src", "").strip()
-            if not src:
-                raise CacheOptionsError(f"invalid --cache-from {text!r}: local cache importer requires src")
-            digest = attrs.get("digest", "").strip() or None
-            if digest is not None:
-                try:
-                    digest = parse_digest(digest)
-                except DigestError as exc:
-                    raise CacheOptionsError(f"invalid --cache-from {text!r}: {exc.message}") from exc
-            entries.append(
-                CacheOptions("local", "from", text, dict(attrs), path=src, tag=_tag(attrs.get("tag", "latest"), text), digest=digest)
-            )
+        found = _backend_for(attrs, "from", text)
+        assert found.parse_from is not None
+        entries.append(found.parse_from(attrs, text))
     return entries
 
 
 def insecure_hosts(options: Iterable[CacheOptions]) -> set[str]:
     """Registry hosts that ``registry.insecure=true`` allows plain HTTP / unverified TLS for
     (for the ``insecure_hosts`` of the build's registry client)."""
-    return {o.ref.registry for o in options if o.type == "registry" and o.insecure and o.ref is not None}
+    return {o.ref.registry for o in options if o.insecure and o.ref is not None}
 
 
 def check_cache_exports(options: Iterable[CacheOptions]) -> None:
     """Several ``--cache-to`` are allowed, but not two to the same place (BuildKit: "duplicate
     cache exports"): the same registry ref, the same local dir and tag, or two inline."""
+    from mason.cache.backends import backend_of
+
     seen: dict[str, str] = {}
     for o in options:
-        if o.type == "registry":
-            where = f"registry {o.ref}"
-        elif o.type == "local":
-            where = f"local {os.path.abspath(o.path or '')}:{o.tag}"
-        else:
-            where = "inline"
+        where = backend_of(o).destination(o)
         if where in seen:
             raise CacheOptionsError(
                 f"duplicate cache exports: --cache-to {seen[where]!r} and --cache-to {o.text!r} both write {where}"

@@ -23,58 +23,47 @@ so unit tests use an in-memory fake.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from typing import BinaryIO, Literal, Protocol
+from dataclasses import replace
+from typing import BinaryIO
 
+from mason.cache.backends import CacheBackend, ExportRequest
 from mason.cache.document import plan_cache_document, read_cache_document
 from mason.cache.format import CacheFormatError, rfc3339_nano
 from mason.cache.model import (
     DISTRIBUTION_SOURCE_PREFIX,
     CacheExportError,
+    CacheRegistry,
     CacheSource,
     ExportBlobStore,
     ExportResult,
     SolvedRecord,
 )
-from mason.cache.options import CacheOptions
+from mason.cache.options import (
+    COMMON_EXPORT_ATTRS,
+    CacheOptions,
+    CacheOptionsError,
+    export_settings,
+    option_bool,
+    parse_ref,
+)
 from mason.digest import Digest
 from mason.errors import MasonError
 from mason.oci import mediatypes as mt
 from mason.oci.descriptor import Descriptor
-from mason.oci.manifest import ImageIndex, ImageManifest
 from mason.oci.reference import Reference
 from mason.registry.errors import RegistryError, RegistryNotFoundError
 from mason.registry.push import push_blob
 
 __all__ = [
+    "BACKEND",
     "CacheRegistry",
     "export_registry_cache",
     "load_registry_cache",
     "peek_blob",
 ]
-
-
-class CacheRegistry(Protocol):
-    """What the cache needs from ``mason.registry.client.RegistryClient``."""
-
-    def get_manifest(self, ref: Reference) -> ImageManifest | ImageIndex: ...
-
-    def put_manifest(self, ref: Reference, manifest_raw: bytes, media_type: str) -> Digest: ...
-
-    def open_blob(self, ref: Reference, desc: Descriptor) -> AbstractContextManager[BinaryIO]: ...
-
-    def push_blob(self, ref: Reference, desc: Descriptor, opener: Callable[[], BinaryIO]) -> bool: ...
-
-    def mount_blob(self, ref: Reference, digest: Digest, from_repository: str) -> bool: ...
-
-    def blob_exists(self, ref: Reference, digest: Digest) -> bool: ...
-
-    def peek_blob(self, ref: Reference, desc: Descriptor, n: int) -> bytes | None: ...
-
-    def push_blob_outcome(self, ref: Reference, desc: Descriptor, opener: Callable[[], BinaryIO], *,
-                          mount_from: str | None = None) -> Literal["exists", "mounted", "uploaded"]: ...
 
 
 class _RegistryBlobs:
@@ -264,3 +253,65 @@ def export_registry_cache(
         destination, manifest_desc, tuple(uploaded), tuple(mounted), tuple(existing),
         records=n_records, records_with_results=plan.records_with_results, bytes_uploaded=sent,
     )
+
+
+# -- the backend (mason.cache.backends) ------------------------------------------------
+
+_REGISTRY_ATTRS = frozenset({"ref", "registry.insecure"})
+
+
+def _insecure(attrs: Mapping[str, str], text: str) -> bool:
+    return option_bool("registry.insecure", attrs["registry.insecure"], text) if "registry.insecure" in attrs else False
+
+
+def _parse_to(attrs: Mapping[str, str], text: str, images: Sequence[Reference]) -> CacheOptions:
+    if not attrs.get("ref", "").strip():
+        raise CacheOptionsError(f"invalid --cache-to {text!r}: registry cache exporter requires ref")
+    ref = parse_ref(attrs["ref"].strip(), text, "ref")
+    if ref.digest is not None:
+        raise CacheOptionsError(f"invalid --cache-to {text!r}: ref must be a tag, not a digest ({ref})")
+    for image in images:
+        if image.name == ref.name and image.identifier == ref.identifier:
+            raise CacheOptionsError(
+                f"invalid --cache-to {text!r}: the cache ref {ref} is the image's own name",
+                reference="cache-ref-is-image",
+                hint="use another tag or repository, e.g. ref=" + f"{ref.name}-cache or {ref.name}:buildcache",
+            )
+    base = CacheOptions("registry", "to", text, dict(attrs), ref=ref, insecure=_insecure(attrs, text))
+    return replace(base, **export_settings(attrs, text))
+
+
+def _parse_from(attrs: Mapping[str, str], text: str) -> CacheOptions:
+    if not attrs.get("ref", "").strip():
+        raise CacheOptionsError(f"invalid --cache-from {text!r}: registry cache importer requires ref")
+    ref = parse_ref(attrs["ref"].strip(), text, "ref")
+    return CacheOptions("registry", "from", text, dict(attrs), ref=ref, insecure=_insecure(attrs, text))
+
+
+def _load(options: CacheOptions, client: CacheRegistry | None) -> CacheSource:
+    if client is None or options.ref is None:
+        return CacheSource.empty(options.display_name, f"cache import from {options.text} skipped: no registry client")
+    return load_registry_cache(client, options.ref, name=options.display_name)
+
+
+def _export(options: CacheOptions, req: ExportRequest) -> ExportResult:
+    if req.client is None:
+        raise CacheExportError(f"--cache-to {options.text}: no registry client")
+    return export_registry_cache(options, req.records, client=req.client, blobs=req.blobs,
+                                 image_diff_ids=req.image_diff_ids, prior=req.prior, clock=req.clock,
+                                 max_workers=req.max_workers)
+
+
+BACKEND = CacheBackend(
+    "registry",
+    display_name=lambda o: f"registry {o.ref}",
+    destination=lambda o: f"registry {o.ref}",
+    export_attrs=_REGISTRY_ATTRS | COMMON_EXPORT_ATTRS,
+    parse_to=_parse_to,
+    progress_name="registry",
+    export=_export,
+    import_attrs=_REGISTRY_ATTRS,
+    ignored_import_attrs=COMMON_EXPORT_ATTRS | {"tag"},
+    parse_from=_parse_from,
+    load=_load,
+)

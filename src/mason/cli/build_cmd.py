@@ -83,6 +83,7 @@ def run_build(args: argparse.Namespace) -> int:
     from mason.build import BuildOptions, build
     from mason.build.options import parse_output, parse_secret
     from mason.cache import parse_cache_from, parse_cache_to
+    from mason.cache.options import check_cache_exports
     from mason.cli.progress_render import make_renderer
     from mason.cli.state_cmd import resolve_root
     from mason.errors import DiagnosticError, MasonError, UsageError
@@ -106,6 +107,7 @@ def run_build(args: argparse.Namespace) -> int:
             raise UsageError(f"--platform {args.platform}: mason builds for the host platform ({host}) only",
                              reference="platform-unsupported")
     cache_to = [c for text in args.cache_to for c in parse_cache_to(text, image_refs=tags)]
+    check_cache_exports(cache_to)  # two --cache-to writing one place: exit 2 before building
     cache_from = [c for text in args.cache_from for c in parse_cache_from(text)]
     epoch_text = env.get("SOURCE_DATE_EPOCH")
     build_args = _kv(args.build_args, "--build-arg", env)

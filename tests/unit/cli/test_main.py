@@ -137,3 +137,16 @@ def test_failed_build_step_keeps_exit_1(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert cli_main.main(["build", "--progress=quiet", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "ERROR: [2/2] RUN make: exit code 2" in err and "make: ***" in err and "internal error" not in err
+
+
+def test_two_cache_exports_to_one_place_are_refused_before_building(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """BuildKit's "duplicate cache exports": exit 2 with both --cache-to named, nothing built."""
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    monkeypatch.setenv("MASON_ROOT", str(tmp_path / "root"))
+    dest = tmp_path / "cache"
+    code = cli_main.main(["build", "--cache-to", f"type=local,dest={dest}", "--cache-to",
+                          f"type=local,dest={dest}/,mode=max", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "duplicate cache exports" in err and f"dest={dest}/,mode=max" in err
+    assert not (tmp_path / "root").exists() and not dest.exists()
