@@ -355,7 +355,8 @@ def _pattern_regex(pattern: str, *, greedy: bool, anchored: bool) -> re.Pattern[
         tok = pattern[i]
         i += 1
         if tok == "*":
-            out.append(star)
+            if not out or out[-1] != star:  # ``**`` matches what ``*`` does, without the backtracking
+                out.append(star)
             continue
         if tok == "?":
             out.append(".")
