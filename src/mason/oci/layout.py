@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -21,13 +19,13 @@ from mason.digest import (
     Digest,
     DigestError,
     VerifyingReader,
-    hasher_for,
     parse_digest,
     sha256_bytes,
 )
 from mason.errors import DigestMismatchError
 from mason.oci import mediatypes as mt
-from mason.oci.atomic import atomic_write_bytes, fsync_dir
+from mason.oci.atomic import atomic_write_bytes
+from mason.oci.cas import cas_writer
 from mason.oci.descriptor import ANNOTATION_REF_NAME, Descriptor
 from mason.oci.errors import LayoutError, ManifestError
 from mason.oci.manifest import ImageIndex, build_index, parse_index
@@ -121,39 +119,23 @@ class OCILayout:
         """Copy ``stream`` in as a blob. With ``digest`` (and ``size``) the bytes are
         verified and nothing is kept on a mismatch."""
         expected = parse_digest(digest) if digest is not None else None
-        hasher = hasher_for(expected) if expected is not None else hashlib.sha256()
-        algorithm = expected.split(":", 1)[0] if expected is not None else "sha256"
-        blob_dir = os.path.join(self.path, "blobs", algorithm)
-        os.makedirs(blob_dir, exist_ok=True)
         if expected is not None and self.has_blob(expected):
             return Descriptor(media_type, expected, size if size is not None else os.path.getsize(self.blob_path(expected)))
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=blob_dir)
-        try:
-            written = 0
-            with os.fdopen(fd, "wb") as out:
-                while chunk := stream.read(_CHUNK):
-                    hasher.update(chunk)
-                    out.write(chunk)
-                    written += len(chunk)
-                    if size is not None and written > size:
-                        break
-                out.flush()
-                os.fsync(out.fileno())
-            got = Digest(f"{algorithm}:{hasher.hexdigest()}")
-            if expected is not None and (got != expected or (size is not None and written != size)):
-                raise DigestMismatchError(
-                    f"blob for {self.path} failed verification: expected {expected}"
-                    f"{f' ({size} bytes)' if size is not None else ''}, got {got} ({written} bytes)",
-                    hint="the source does not hold the content its digest names; nothing was kept",
-                )
-            os.chmod(tmp, _BLOB_MODE)
-            os.replace(tmp, self.blob_path(got))
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        fsync_dir(blob_dir)
-        return Descriptor(media_type, got, written)
+
+        def mismatch(got: Digest, written: int) -> DigestMismatchError:
+            return DigestMismatchError(
+                f"blob for {self.path} failed verification: expected {expected}"
+                f"{f' ({size} bytes)' if size is not None else ''}, got {got} ({written} bytes)",
+                hint="the source does not hold the content its digest names; nothing was kept",
+            )
+
+        with cas_writer(os.path.join(self.path, "blobs"), expected=expected, size=size, mode=_BLOB_MODE,
+                        dir_mode=0o755, mismatch=mismatch) as out:
+            while chunk := stream.read(_CHUNK):
+                out.write(chunk)
+                if size is not None and out.size > size:
+                    break  # more than announced: stop reading, the size check refuses it
+        return Descriptor(media_type, out.digest, out.size)
 
     def put_blob_file(self, path: str, media_type: str, digest: Digest | str | None = None) -> Descriptor:
         """Copy the file at ``path`` in as a blob (verified against ``digest`` when given)."""

@@ -1,0 +1,299 @@
+"""The sqlite metadata of ``$MASON_ROOT`` (``meta.db``): results, blobs, compressed
+variants, step keys (``--explain-cache``) and snapshots; one connection per thread, every
+write a transaction. A blob row is written only after the blob is in the store."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mason.build.contentstore import PRIVATE_FILE, StateError
+from mason.digest import Digest
+
+__all__ = ["BlobInfo", "CachedResult", "LayerRef", "Metadata"]
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    digest: Digest
+    size: int
+    media_type: str
+
+
+@dataclass(frozen=True)
+class LayerRef:
+    """One layer of a result chain: its uncompressed diff ID and, when known, a blob
+    that holds it (possibly only in a remote cache, not yet in the content store)."""
+
+    diff_id: Digest
+    blob: Digest | None = None
+    blob_size: int = 0
+    media_type: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"diff_id": self.diff_id, "blob": self.blob, "size": self.blob_size, "media_type": self.media_type}
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> LayerRef:
+        blob = d.get("blob")
+        return LayerRef(Digest(d["diff_id"]), Digest(blob) if blob else None, int(d.get("size", 0)), str(d.get("media_type", "")))
+
+
+@dataclass(frozen=True)
+class CachedResult:
+    """What a cache key resolved to: the full layer chain of the step's filesystem,
+    plus an opaque JSON ``extra`` (e.g. base image config digest)."""
+
+    key: str
+    layers: tuple[LayerRef, ...]
+    description: str
+    created: float
+    last_used: float
+    extra: dict[str, Any]
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    key TEXT PRIMARY KEY,
+    layers TEXT NOT NULL,
+    description TEXT NOT NULL,
+    extra TEXT NOT NULL,
+    created REAL NOT NULL,
+    last_used REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS blobs (
+    digest TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    media_type TEXT NOT NULL,
+    created REAL NOT NULL,
+    last_used REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS variants (
+    diff_id TEXT NOT NULL,
+    compression TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    media_type TEXT NOT NULL,
+    PRIMARY KEY (diff_id, compression, level)
+);
+CREATE INDEX IF NOT EXISTS variants_by_digest ON variants(digest);
+-- mason build --explain-cache: per step identity, the preimage of the last key built or hit
+-- (and for a context COPY its per-file checksums, JSON). A new table: older roots get it on
+-- open and simply have nothing to compare against yet.
+CREATE TABLE IF NOT EXISTS step_keys (
+    identity TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    preimage BLOB NOT NULL,
+    files TEXT,
+    last_used REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    chain_id TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    created REAL NOT NULL,
+    last_used REAL NOT NULL
+);
+"""
+
+
+def _enable_wal(conn: sqlite3.Connection, path: Path, attempts: int = 200) -> None:
+    """Switch the database to WAL once. Changing the journal mode needs an exclusive lock and
+    sqlite answers "database is locked" at once instead of waiting (the busy timeout does not
+    apply), so two mason processes opening a new root at the same moment retry briefly."""
+    for attempt in range(attempts):
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() == "wal":
+                return
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise StateError(f"open metadata database {path}: {exc}") from exc
+            time.sleep(0.05)
+
+
+class Metadata:
+    """sqlite3 metadata. One connection per thread; every write is a transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        # made 0600 before sqlite opens it: sqlite gives -wal and -shm the database's mode
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE))
+        # executescript commits on its own; the statements are idempotent.
+        self._conn().executescript(_SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            _enable_wal(conn, self.path)
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StateError(f"open metadata transaction in {self.path}: {exc}") from exc
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # step keys (--explain-cache) ---------------------------------------------
+
+    #: At most this many step identities are kept; the least recently used go first.
+    MAX_STEP_KEYS = 4096
+
+    def put_step_keys(self, rows: list[tuple[str, str, bytes, str | None]]) -> None:
+        """Keep (identity, key, preimage, files JSON) per step, replacing earlier ones."""
+        if not rows:
+            return
+        now = time.time()
+        with self._tx() as conn:
+            conn.executemany("INSERT OR REPLACE INTO step_keys VALUES (?, ?, ?, ?, ?)",
+                             [(i, k, p, f, now) for i, k, p, f in rows])
+            conn.execute("DELETE FROM step_keys WHERE identity IN (SELECT identity FROM step_keys "
+                         "ORDER BY last_used DESC LIMIT -1 OFFSET ?)", (self.MAX_STEP_KEYS,))
+
+    def step_key(self, identity: str) -> tuple[str, bytes, str | None] | None:
+        """(key, preimage, files JSON) last kept for ``identity``, or None."""
+        row = self._conn().execute("SELECT key, preimage, files FROM step_keys WHERE identity = ?",
+                                   (identity,)).fetchone()
+        return None if row is None else (row[0], bytes(row[1]), row[2])
+
+    def clear_step_keys(self) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM step_keys")
+
+    # results -----------------------------------------------------------------
+
+    def put_result(self, key: str, layers: tuple[LayerRef, ...], description: str, extra: dict[str, Any] | None = None) -> None:
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO results(key, layers, description, extra, created, last_used) VALUES (?,?,?,?,?,?) "
+                "ON CONFLICT(key) DO UPDATE SET layers=excluded.layers, description=excluded.description, "
+                "extra=excluded.extra, last_used=excluded.last_used",
+                (key, json.dumps([lr.to_json() for lr in layers]), description, json.dumps(extra or {}, sort_keys=True), now, now),
+            )
+
+    def get_result(self, key: str, touch: bool = True) -> CachedResult | None:
+        row = self._conn().execute(
+            "SELECT key, layers, description, extra, created, last_used FROM results WHERE key=?", (key,)
+        ).fetchone()
+        if row is None:
+            return None
+        if touch:
+            with self._tx() as db:
+                db.execute("UPDATE results SET last_used=? WHERE key=?", (time.time(), key))
+        return _result_row(row)
+
+    def results(self) -> list[CachedResult]:
+        rows = self._conn().execute("SELECT key, layers, description, extra, created, last_used FROM results").fetchall()
+        return [_result_row(r) for r in rows]
+
+    def delete_results(self, keys: list[str]) -> None:
+        with self._tx() as db:
+            db.executemany("DELETE FROM results WHERE key=?", [(k,) for k in keys])
+
+    # blobs and compressed variants -------------------------------------------
+
+    def put_blob(self, info: BlobInfo) -> None:
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO blobs(digest, size, media_type, created, last_used) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(digest) DO UPDATE SET last_used=excluded.last_used",
+                (info.digest, info.size, info.media_type, now, now),
+            )
+
+    def blob(self, digest: Digest) -> BlobInfo | None:
+        row = self._conn().execute("SELECT digest, size, media_type FROM blobs WHERE digest=?", (digest,)).fetchone()
+        return BlobInfo(Digest(row[0]), row[1], row[2]) if row else None
+
+    def blobs(self) -> list[tuple[BlobInfo, float]]:
+        rows = self._conn().execute("SELECT digest, size, media_type, last_used FROM blobs").fetchall()
+        return [(BlobInfo(Digest(r[0]), r[1], r[2]), r[3]) for r in rows]
+
+    def delete_blobs(self, digests: list[Digest]) -> None:
+        with self._tx() as db:
+            db.executemany("DELETE FROM blobs WHERE digest=?", [(d,) for d in digests])
+            db.executemany("DELETE FROM variants WHERE digest=?", [(d,) for d in digests])
+
+    def put_variant(self, diff_id: Digest, compression: str, level: int | None, info: BlobInfo) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO variants(diff_id, compression, level, digest, size, media_type) VALUES (?,?,?,?,?,?)",
+                (diff_id, compression, -1 if level is None else level, info.digest, info.size, info.media_type),
+            )
+
+    def variant(self, diff_id: Digest, compression: str, level: int | None) -> BlobInfo | None:
+        row = self._conn().execute(
+            "SELECT digest, size, media_type FROM variants WHERE diff_id=? AND compression=? AND level=?",
+            (diff_id, compression, -1 if level is None else level),
+        ).fetchone()
+        return BlobInfo(Digest(row[0]), row[1], row[2]) if row else None
+
+    def variants_of(self, diff_id: Digest) -> list[tuple[str, int, BlobInfo]]:
+        rows = self._conn().execute(
+            "SELECT compression, level, digest, size, media_type FROM variants WHERE diff_id=?", (diff_id,)
+        ).fetchall()
+        return [(r[0], r[1], BlobInfo(Digest(r[2]), r[3], r[4])) for r in rows]
+
+    def diff_id_of(self, blob: Digest) -> Digest | None:
+        row = self._conn().execute("SELECT diff_id FROM variants WHERE digest=? LIMIT 1", (blob,)).fetchone()
+        return Digest(row[0]) if row else None
+
+    # snapshots -----------------------------------------------------------------
+
+    def put_snapshot(self, chain_id: str, path: str, size: int) -> None:
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO snapshots(chain_id, path, size, created, last_used) VALUES (?,?,?,?,?)",
+                (chain_id, path, size, now, now),
+            )
+
+    def snapshots(self) -> list[tuple[str, str, int, float]]:
+        return [tuple(r) for r in self._conn().execute("SELECT chain_id, path, size, last_used FROM snapshots").fetchall()]
+
+    def delete_snapshots(self, chain_ids: list[str]) -> None:
+        with self._tx() as db:
+            db.executemany("DELETE FROM snapshots WHERE chain_id=?", [(c,) for c in chain_ids])
+
+    def clear_variants(self) -> None:
+        """Drop every variant row (and the pseudo-rows ``mason.build.blobs`` keys by blob)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM variants")
+
+
+def _result_row(r: Any) -> CachedResult:
+    return CachedResult(
+        key=r[0], layers=tuple(LayerRef.from_json(d) for d in json.loads(r[1])), description=r[2],
+        created=r[4], last_used=r[5], extra=json.loads(r[3]),
+    )
