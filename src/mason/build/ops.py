@@ -480,7 +480,8 @@ class FileOp:
         file is named like BuildKit names it: the last element of the URL path, else __unnamed__."""
         import urllib.parse
 
-        import httpx
+        from mason.registry.errors import RegistryError
+        from mason.registry.transport import http_get
 
         with self._lock:
             if url in self._url_files:
@@ -490,17 +491,15 @@ class FileOp:
             tmp = Path(tempfile.mkdtemp(dir=self.env.state.tmp, prefix=f"{os.getpid()}-url-"))
             path = tmp / name
             try:
-                with httpx.stream("GET", url, follow_redirects=True, timeout=60) as resp:
-                    if resp.status_code != 200:
-                        raise BuildError(f"ADD {url}: HTTP {resp.status_code}", reference="add-url-failed",
-                                         context=self.env.location(self.lines))
-                    with open(path, "wb") as f:
-                        out = HashingWriter(f)
-                        for chunk in resp.iter_bytes():
-                            out.write(chunk)
-            except httpx.HTTPError as exc:
+                # the registry client's transport: retries, backoff, TLS settings, timeouts
+                with http_get(url, operation=f"ADD {url}") as chunks, open(path, "wb") as f:
+                    out = HashingWriter(f)
+                    for chunk in chunks:
+                        out.write(chunk)
+            except RegistryError as exc:
                 shutil.rmtree(tmp, ignore_errors=True)
-                raise BuildError(f"ADD {url}: {exc}", reference="add-url-failed",
+                why = f"HTTP {exc.status}" if exc.status is not None else exc.message.removeprefix(f"ADD {url}: ")
+                raise BuildError(f"ADD {url}: {why}", reference="add-url-failed",
                                  context=self.env.location(self.lines)) from exc
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -14,6 +14,7 @@ to the registry's own host, never to a storage backend it redirects to.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import ipaddress
 import ssl
@@ -33,7 +34,7 @@ from mason.registry.errors import (
     parse_registry_errors,
 )
 
-__all__ = ["RETRY_STATUSES", "Body", "RetryPolicy", "Transport", "is_loopback"]
+__all__ = ["RETRY_STATUSES", "Body", "RetryPolicy", "Transport", "http_get", "is_loopback"]
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -372,6 +373,44 @@ class Transport:
                 response.close()
             return response
         raise AssertionError("unreachable")
+
+
+_MAX_REDIRECTS = 10
+
+
+@contextlib.contextmanager
+def http_get(url: str, *, operation: str, transport: Transport | None = None) -> Iterator[Iterator[bytes]]:
+    """Stream the body of a plain ``GET url`` (``ADD <url>``) through the registry client's
+    machinery: its retries with backoff on 429/5xx and connection errors, its TLS settings,
+    its timeouts. Redirects are followed (no credentials are ever sent). Anything but a final
+    200 raises ``RegistryError`` with the status; a transport failure raises it too."""
+    own = transport is None
+    tr = transport or Transport()
+    try:
+        for _hop in range(_MAX_REDIRECTS + 1):
+            host = httpx.URL(url).netloc.decode("ascii")
+            response = tr._send_with_retries("GET", url, host, headers={}, body=None, operation=operation,
+                                             stream=True)
+            location = response.headers.get("Location")
+            if response.status_code in _REDIRECTS and location:
+                response.close()
+                url = str(response.request.url.join(location))
+                continue
+            try:
+                if response.status_code != 200:
+                    raise RegistryError(f"HTTP {response.status_code}", operation=operation, method="GET",
+                                        url=url, status=response.status_code)
+                yield response.iter_bytes()
+            except httpx.HTTPError as exc:  # the body broke off
+                raise RegistryError(f"download failed: {type(exc).__name__}: {exc}", operation=operation,
+                                    method="GET", url=url) from exc
+            finally:
+                response.close()
+            return
+        raise RegistryError(f"more than {_MAX_REDIRECTS} redirects", operation=operation, method="GET", url=url)
+    finally:
+        if own:
+            tr.close()
 
 
 _LOGIN_HINT = ("the repository may be private or may not exist: log in (credentials in ~/.docker/config.json "
