@@ -606,97 +606,80 @@ class _Lines:
         return _decode(raw)
 
 
-def parse(data: bytes) -> ParseResult:
-    """Parse a Dockerfile into its AST. Raises DockerfileError (section ``parse``)."""
-    escape = "\\"
-    cont_re = _continuation_re(escape)
-    dp = _DirectiveParser()
-    directives: list[Directive] = []
-    current = 0
-    nodes: list[Node] = []
-    warnings: list[Warning] = []
-    comments: list[str] = []
-    scanner = _Lines(data)
+class _Parser:
+    """BuildKit's ``Parse`` loop: physical lines in, one node per logical line out."""
 
-    def process(text: str, strip_left: bool) -> tuple[str, bool]:
+    def __init__(self, data: bytes) -> None:
+        self.escape = "\\"
+        self.cont_re = _continuation_re(self.escape)
+        self.dp = _DirectiveParser()
+        self.directives: list[Directive] = []
+        self.current = 0
+        self.nodes: list[Node] = []
+        self.warnings: list[Warning] = []
+        self.comments: list[str] = []
+        self.scanner = _Lines(data)
+
+    def process(self, text: str, strip_left: bool) -> tuple[str, bool]:
         """The line without its newline (and comment); whether it was a directive."""
-        nonlocal escape, cont_re
         text = text.rstrip("\r\n")
         if strip_left:
             text = go_trim_left(text)
         try:
-            d = dp.parse_line(text)
+            d = self.dp.parse_line(text)
         except _ParseFail as exc:
-            raise DockerfileError(exc.message, lines=(current,), section="parse") from None
+            raise DockerfileError(exc.message, lines=(self.current,), section="parse") from None
         if d is not None:
-            directives.append(d)
+            self.directives.append(d)
             if d.name == "escape":
                 if d.value not in ("`", "\\"):
                     raise DockerfileError(
                         f"invalid escape token '{d.value}' does not match ` or \\",
-                        lines=(current,),
+                        lines=(self.current,),
                         section="parse",
                         hint="use `# escape=\\` or `# escape=``",
                     )
-                escape = d.value
-                cont_re = _continuation_re(escape)
+                self.escape = d.value
+                self.cont_re = _continuation_re(self.escape)
         return ("" if text.startswith("#") else text), d is not None
 
-    while (raw := scanner.scan()) is not None:
-        if current == 0 and raw.startswith("\ufeff"):
-            raw = raw[1:]
-        if _is_comment(raw):
-            comment = go_trim_space(raw[1:])
-            if comment == "":
-                comments = []
-            else:
-                comments.append(comment)
-        text, directive = process(raw, True)
-        if directive:
-            comments.pop()  # a directive is not a comment of the first instruction
-        current += 1
-        start = current
-        first, eol = _trim_continuation(text, cont_re)
-        if eol and first == "":
-            continue
+    def logical_line(self, first: str) -> str:
+        """The rest of a continued instruction whose first physical line was ``first``."""
         parts = [first]
         has_empty = False
+        eol = False
         while not eol:
-            raw = scanner.scan()
+            raw = self.scanner.scan()
             if raw is None:
                 break
-            text, _directive = process(raw, False)
-            current += 1
+            text, _directive = self.process(raw, False)
+            self.current += 1
             if _is_comment(raw):
                 continue
             if go_trim_left(text.rstrip("\r\n")) == "":
                 has_empty = True
                 continue
-            part, eol = _trim_continuation(text, cont_re)
+            part, eol = _trim_continuation(text, self.cont_re)
             parts.append(part)
         line = "".join(parts)
         if has_empty:
-            warnings.append(
+            self.warnings.append(
                 Warning(
                     short="Empty continuation line found in: " + line,
                     detail=("Empty continuation lines will become errors in a future release",),
                     url=_EMPTY_CONTINUATION_URL,
-                    line=current,
+                    line=self.current,
                 )
             )
-        try:
-            node = _node_from_line(line, escape, tuple(comments))
-            heredocs = _heredocs_from_line(line) if _can_contain_heredoc(node) else []
-        except _ParseFail as exc:
-            raise DockerfileError(
-                exc.message, lines=_range(start, current), section="parse"
-            ) from None
+        return line
+
+    def heredoc_bodies(self, heredocs: list[Heredoc], start: int) -> tuple[Heredoc, ...]:
         bodies: list[Heredoc] = []
         for h in heredocs:
             body: list[str] = []
             terminated = False
-            while (hraw := scanner.scan()) is not None:
-                current += 1
+            while (hraw := self.scanner.scan()) is not None:
+                self.current += 1
                 candidate = hraw.rstrip("\r\n")
                 if h.chomp:
                     candidate = candidate.lstrip("\t")
@@ -707,37 +690,65 @@ def parse(data: bytes) -> ParseResult:
             if not terminated:
                 raise DockerfileError(
                     "unterminated heredoc",
-                    lines=_range(start, current),
+                    lines=_range(start, self.current),
                     section="parse",
                     hint=f"end the heredoc with a line holding only {h.name!r}",
                 )
             bodies.append(Heredoc(h.name, h.file_descriptor, h.expand, h.chomp, "".join(body)))
-        nodes.append(
-            Node(
-                value=node.value,
-                original=node.original,
-                start_line=start,
-                end_line=current,
-                flags=node.flags,
-                args=node.args,
-                json=node.json,
-                heredocs=tuple(bodies),
-                prev_comment=node.prev_comment,
-                child=node.child,
-            )
-        )
-        comments = []
+        return tuple(bodies)
 
-    if not nodes:
-        raise DockerfileError("file with no instructions", lines=(current,), section="parse")
-    err = None
-    if scanner.error:
-        err = DockerfileError(
-            f"dockerfile line greater than max allowed size of {MAX_LINE_BYTES - 1}",
-            lines=(current,),
-            section="parse",
-        )
-    return ParseResult(tuple(nodes), escape, tuple(warnings), tuple(directives), err)
+    def instruction(self, raw: str) -> None:
+        """Read the instruction starting with physical line ``raw`` (if it is one)."""
+        if self.current == 0 and raw.startswith("\ufeff"):
+            raw = raw[1:]
+        if _is_comment(raw):
+            comment = go_trim_space(raw[1:])
+            if comment == "":
+                self.comments = []
+            else:
+                self.comments.append(comment)
+        text, directive = self.process(raw, True)
+        if directive:
+            self.comments.pop()  # a directive is not a comment of the first instruction
+        self.current += 1
+        start = self.current
+        first, eol = _trim_continuation(text, self.cont_re)
+        if eol and first == "":
+            return
+        line = first if eol else self.logical_line(first)
+        try:
+            node = _node_from_line(line, self.escape, tuple(self.comments))
+            heredocs = _heredocs_from_line(line) if _can_contain_heredoc(node) else []
+        except _ParseFail as exc:
+            raise DockerfileError(exc.message, lines=_range(start, self.current), section="parse") from None
+        bodies = self.heredoc_bodies(heredocs, start)
+        located = Node(
+            value=node.value, original=node.original, start_line=start, end_line=self.current,
+            flags=node.flags, args=node.args, json=node.json, heredocs=bodies,
+            prev_comment=node.prev_comment, child=node.child,
+        )  # fmt: skip
+        self.nodes.append(located)
+        self.comments = []
+
+    def result(self) -> ParseResult:
+        if not self.nodes:
+            raise DockerfileError("file with no instructions", lines=(self.current,), section="parse")
+        err = None
+        if self.scanner.error:
+            err = DockerfileError(
+                f"dockerfile line greater than max allowed size of {MAX_LINE_BYTES - 1}",
+                lines=(self.current,),
+                section="parse",
+            )
+        return ParseResult(tuple(self.nodes), self.escape, tuple(self.warnings), tuple(self.directives), err)
+
+
+def parse(data: bytes) -> ParseResult:
+    """Parse a Dockerfile into its AST. Raises DockerfileError (section ``parse``)."""
+    p = _Parser(data)
+    while (raw := p.scanner.scan()) is not None:
+        p.instruction(raw)
+    return p.result()
 
 
 def _range(start: int, end: int) -> tuple[int, ...]:
