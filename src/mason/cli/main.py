@@ -33,6 +33,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import mason
 from mason.errors import MasonError
 
 __all__ = ["EXIT_INTERNAL_ERROR", "EXIT_INTERRUPTED", "main"]
@@ -101,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Build container images from Dockerfiles, with build cache in OCI registries.",
         epilog=_EPILOG,
     )
-    parser.add_argument("--version", action="version", version="mason 0.1.0")
+    parser.add_argument("--version", action="version", version=f"mason {mason.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in dict.fromkeys(_COMMANDS.values()):
         try:

@@ -26,6 +26,7 @@ from typing import IO
 
 import httpx
 
+import mason
 from mason.registry.auth import CredentialStore, TokenAuthenticator
 from mason.registry.errors import (
     RegistryAuthError,
@@ -110,7 +111,7 @@ class Transport:
         sleep: Callable[[float], None] = time.sleep,
         timeout: float = 60.0,
         max_connections: int = 32,
-        user_agent: str = "mason/0.1",
+        user_agent: str = f"mason/{mason.__version__}",
     ) -> None:
         self.insecure_hosts = frozenset(insecure_hosts)
         self.retry = retry or RetryPolicy()
