@@ -132,23 +132,14 @@ def _resolve_ref(ref: str, stages: Sequence[Stage]) -> StageRef:
     return StageRef(image=ref)
 
 
-def plan_build(
-    df: Dockerfile,
-    *,
-    build_args: Mapping[str, str] | None = None,
-    predefined: Mapping[str, str] | None = None,
-    target: str | None = None,
-) -> BuildPlan:
-    """Resolve stages for a build (BuildKit's rules; see the package docstring)."""
-    build_args = dict(build_args or {})
+def _global_scope(
+    df: Dockerfile, build_args: Mapping[str, str], predefined: Mapping[str, str]
+) -> dict[str, str | None]:
+    """Predefined ARGs (overridden by build args), then the meta ARGs in order."""
     scope: dict[str, str | None] = {}
-    for k, v in (predefined or {}).items():
+    for k, v in predefined.items():
         scope[k] = build_args.get(k, v)
     lexer = ShellLexer(df.escape)
-
-    def env() -> dict[str, str]:
-        return {k: v or "" for k, v in scope.items()}
-
     for meta in df.meta_args:
         for a in meta.args:
             try:
@@ -156,7 +147,7 @@ def plan_build(
                 if key in build_args:
                     value: str | None = build_args[key]
                 elif a.value is not None:
-                    value = lexer.process_word(a.value, env())
+                    value = lexer.process_word(a.value, _env(scope))
                 else:
                     value = None
             except ShellLexError as exc:
@@ -165,13 +156,21 @@ def plan_build(
                 ) from None
             scope.pop(key, None)
             scope[key] = value
+    return scope
 
+
+def _env(scope: Mapping[str, str | None]) -> dict[str, str]:
+    return {k: v or "" for k, v in scope.items()}
+
+
+def _plan_stages(df: Dockerfile, scope: Mapping[str, str | None]) -> tuple[list[PlannedStage], dict[str, int]]:
+    lexer = ShellLexer(df.escape)
     planned: list[PlannedStage] = []
     names: dict[str, int] = {}
     for st in df.stages:
         try:
-            base_name = lexer.process_word(st.base_name, env())
-            platform = lexer.process_word(st.platform, env()) if st.platform else ""
+            base_name = lexer.process_word(st.base_name, _env(scope))
+            platform = lexer.process_word(st.platform, _env(scope)) if st.platform else ""
         except ShellLexError as exc:
             raise _err(str(exc), st, df) from None
         if base_name == "":
@@ -193,23 +192,40 @@ def plan_build(
         planned.append(PlannedStage(st, base, base_name, platform, tuple(deps)))
         if st.name:
             names[st.name] = st.index
+    return planned, names
 
+
+def _target_index(df: Dockerfile, planned: Sequence[PlannedStage], names: Mapping[str, int], target: str | None) -> int:
+    if not target:
+        return len(planned) - 1
+    t = names.get(target.lower())
+    if t is None:
+        options = [p.stage.name for p in planned if p.stage.name]
+        guess = suggest(target, options, case_sensitive=False)
+        raise _err(
+            f"target stage {target} could not be found",
+            None,
+            df,
+            hint=f"did you mean {guess}?" if guess else f"stages: {', '.join(options) or '(none named)'}",
+        )
+    return t
+
+
+def plan_build(
+    df: Dockerfile,
+    *,
+    build_args: Mapping[str, str] | None = None,
+    predefined: Mapping[str, str] | None = None,
+    target: str | None = None,
+) -> BuildPlan:
+    """Resolve stages for a build (BuildKit's rules; see the package docstring)."""
+    build_args = dict(build_args or {})
+    scope = _global_scope(df, build_args, predefined or {})
+    planned, names = _plan_stages(df, scope)
     _check_cycles(planned, df)
     if not planned:
         raise _err("the Dockerfile has no stages", None, df)
-    if target:
-        t = names.get(target.lower())
-        if t is None:
-            options = [p.stage.name for p in planned if p.stage.name]
-            guess = suggest(target, options, case_sensitive=False)
-            raise _err(
-                f"target stage {target} could not be found",
-                None,
-                df,
-                hint=f"did you mean {guess}?" if guess else f"stages: {', '.join(options) or '(none named)'}",
-            )
-    else:
-        t = len(planned) - 1
+    t = _target_index(df, planned, names, target)
     needed: set[int] = set()
     todo = [t]
     while todo:
