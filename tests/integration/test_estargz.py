@@ -165,20 +165,16 @@ def test_examples_as_estargz_cache_and_image(build: Builder, reg: str, registry:
         (ctx / "app" / "greeting.txt").read_bytes())
     assert (bundle / "rootfs" / "usr" / "local" / "bin" / "run-app").stat().st_mode & 0o777 == 0o755
 
-    # wipe, import: every step hits, no layer blob is downloaded for a push to the same registry
+    # wipe, import: every step hits, and the image is the cold build's gzip image to the byte
+    # (issue 13: a cache's compression never leaks into an image; the eStargz blobs are
+    # converted back, so only those are read, the base layer is mounted)
     log = AccessLog(registry)
     warm = build(ctx, "--cache-from", f"type=registry,ref={cache}", "--push", "-t", f"{reg}/app-warm").check()
     assert warm.cached == steps, warm.ran
-    cache_blobs = {str(d["digest"]) for d in doc.layers}
-    assert not cache_blobs & set(log.blob_gets()), "hits were downloaded instead of mounted"
-    # the warm image ships the cache's eStargz blobs, so its diff IDs are theirs (TOC included)
-    by_blob = {str(d["digest"]): d["annotations"][UNCOMPRESSED] for d in doc.layers}  # type: ignore[index]
-    warm_manifest, _ = _skopeo_raw(f"{reg}/app-warm")
-    warm_ids = _config(f"{reg}/app-warm")["rootfs"]["diff_ids"]
-    shipped = [str(d["digest"]) for d in warm_manifest["layers"]]  # type: ignore[index]
-    assert any(b in by_blob for b in shipped)
-    for blob_digest, diff_id in zip(shipped, warm_ids, strict=True):
-        assert by_blob.get(blob_digest, diff_id) == diff_id
+    _, warm_raw = _skopeo_raw(f"{reg}/app-warm")
+    _, gz_raw = _skopeo_raw(f"{reg}/app-gz")
+    assert warm_raw == gz_raw
+    assert not set(base) & set(log.blob_gets()), "the base layer was downloaded instead of mounted"
 
 
 def test_estargz_local_cache_round_trip_and_materialisation(build: Builder, small: Path,  # noqa: F811

@@ -10,8 +10,8 @@ The one package that knows every subsystem. Public API:
   cached/executed), ``cached_steps``, ``executed_steps``, ``downloaded_blobs``, ``metadata``
   (what ``--metadata-file`` writes: ``containerimage.digest``, ``containerimage.descriptor``...).
 - ``Blobs`` (``mason.build.blobs``, internal): ``export_variant(lr, compression, level, force)`` is
-  the one compression rule of image outputs and caches (pulled layers keep theirs unless
-  force-compression); ``note_stored(blob, ref, media_type, size)`` / ``mount_hints(blob)`` are
+  the compression rule of image outputs and caches (without force-compression, a base image's
+  layers keep theirs; a cache also keeps an imported cache's, an image gives them its own); ``note_stored(blob, ref, media_type, size)`` / ``mount_hints(blob)`` are
   where blobs live (kept in the metadata), for cross-repo mounts by every export.
 - ``StateRoot`` (``mason.build.state``): ``$MASON_ROOT`` -- content store, sqlite metadata,
   fcntl lock (shared while building, exclusive for prune and leftover cleanup), ``usage()``,

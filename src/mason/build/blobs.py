@@ -114,6 +114,9 @@ class RemoteLocation:
     #: The descriptor's annotations, when known: eStargz annotations let the blob be used
     #: (and re-exported) as eStargz without downloading it.
     annotations: Mapping[str, str] = field(default_factory=dict, compare=False)
+    #: A layer of an image the build uses (FROM, COPY --from=IMAGE): exports keep its blob as it
+    #: came. A cache's blobs are the build's own steps: they follow the export's compression.
+    image: bool = False
 
 
 class Blobs:
@@ -163,11 +166,6 @@ class Blobs:
 
     def has_local(self, blob: Digest) -> bool:
         return self.state.store.has(blob)
-
-    def pulled(self, blob: Digest) -> bool:
-        """Whether the blob came from a registry (a base image's or an imported cache's layer,
-        downloaded or not) rather than being made by this builder."""
-        return bool(self.remote_locations(blob)) or self.state.meta.variant(blob, _PULLED, None) is not None
 
     def note_stored(self, blob: Digest, ref: Reference, media_type: str, size: int) -> None:
         """Record that ``ref``'s repository now holds ``blob`` (an export pushed, mounted or found
@@ -383,24 +381,45 @@ class Blobs:
 
     # variants for export ---------------------------------------------------------
 
-    def export_variant(self, lr: LayerRef, compression: str, level: int | None, force: bool) -> LayerRef:
-        """The blob an export (image output or cache) ships for this layer -- BuildKit's rule:
-        ``compression`` is the compression of the layers the build makes; a layer pulled from a
-        registry (a base image's, an imported cache's; downloaded since or not) keeps the blob it
-        came as unless ``force`` ("force-compression": re-compress layers whose compression
-        differs). mason stores the layers it makes as gzip; those are converted once (kept)."""
-        if not force and lr.blob is not None and self.pulled(lr.blob):
-            return lr
-        return self.variant(lr, compression, level, force)
+    def export_variant(self, lr: LayerRef, compression: str, level: int | None, force: bool, *,
+                       for_image: bool = False) -> LayerRef:
+        """The blob an export ships for this layer -- BuildKit's rule: ``compression`` is the
+        compression of the layers the build makes, and ``force`` ("force-compression")
+        re-compresses every layer whose compression differs. Without it:
 
-    def variant(self, lr: LayerRef, compression: str, level: int | None, force: bool) -> LayerRef:
+        - a cache export keeps a layer pulled from a registry (a base image's, an imported
+          cache's; downloaded since or not) as it came;
+        - an image output keeps only a base image's layers: the build's own layers, run or
+          taken from a cache, get the output's compression exactly (an eStargz or zstd cache
+          never changes the image).
+
+        mason stores the layers it makes as gzip; other compressions are converted once (kept)."""
+        if not force and lr.blob is not None and (self.from_image(lr.blob) if for_image else self.pulled(lr.blob)):
+            return lr
+        return self.variant(lr, compression, level, force, exact=for_image)
+
+    def pulled(self, blob: Digest) -> bool:
+        """Whether the blob came from a registry (a base image's or an imported cache's layer,
+        downloaded or not) rather than being made by this builder."""
+        return bool(self.remote_locations(blob)) or self.state.meta.variant(blob, _PULLED, None) is not None
+
+    def from_image(self, blob: Digest) -> bool:
+        """Whether ``blob`` is a layer of an image this build uses (not only of a cache)."""
+        with self._lock:
+            return any(loc.image for loc in self._remote.get(blob, ()))
+
+    def variant(self, lr: LayerRef, compression: str, level: int | None, force: bool, *,
+                exact: bool = False) -> LayerRef:
         """A blob of this layer in ``compression``: an existing one (local or remote) unless ``force``
         asks for exactly that level, else compressed now (once) and recorded.
 
-        Without ``force`` an eStargz blob serves as gzip (it is one). The result's ``diff_id`` is
-        that of the returned blob's own stream: converting to or from eStargz changes it."""
+        Without ``force`` or ``exact`` an eStargz blob serves as gzip (it is one). The result's
+        ``diff_id`` is that of the returned blob's own stream: converting to or from eStargz
+        changes it."""
         current = None if (name := self.compression_of(lr)) is None else get_compression(name)
-        if not force and lr.blob is not None and current is not None and compression in (current.name, current.wire):
+        same = current is not None and (compression == current.name if exact
+                                        else compression in (current.name, current.wire))
+        if not force and lr.blob is not None and same:
             return lr
         facts = self.estargz_facts(lr.blob) if current is not None and current.indexed else None
         keys = [lr.diff_id] + ([facts.tar_diff_id] if facts is not None and facts.tar_diff_id else [])

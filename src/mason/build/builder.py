@@ -252,7 +252,8 @@ class _Resolver:
         layers = []
         for desc, diff_id in zip(doc.layers, diff_ids, strict=True):
             lr = LayerRef(Digest(diff_id), desc.digest, desc.size, desc.media_type)
-            self.blobs.add_remote(desc.digest, Digest(diff_id), RemoteLocation(ref, desc.media_type, desc.size))
+            self.blobs.add_remote(desc.digest, Digest(diff_id),
+                                  RemoteLocation(ref, desc.media_type, desc.size, image=True))
             layers.append(lr)
         return ResolvedImage(ref, digest, config, tuple(layers))
 

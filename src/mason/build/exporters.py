@@ -3,9 +3,9 @@ the filesystem (local dir or tar).
 
 An ``ImageResult`` is what the build produced: the final stage's layers (as
 ``LayerRef``s, possibly only remote so far) and its config document. Exporters
-ask ``Blobs.export_variant`` for each layer (the compression rule the cache exporter
-follows too: layers pulled from a registry keep their compression unless
-``force-compression``); a push to a registry that already holds a layer (in any
+ask ``Blobs.export_variant`` for each layer (layers of the images the build uses keep
+their compression unless ``force-compression``; the build's own layers, run or taken
+from a cache, get the output's); a push to a registry that already holds a layer (in any
 repository mason knows of: pulled from, or stored to by an earlier export) mounts it
 instead of moving bytes, and records where it put each layer for the exports after it.
 """
@@ -80,12 +80,12 @@ def assemble_manifest(blobs: Blobs, image: ImageResult, *, compression: str = "g
                       level: int | None = None, force: bool = False, oci: bool = True,
                       config_extra: dict[str, Any] | None = None) -> ExportedImage:
     """Pick (or make) a blob per layer (``Blobs.export_variant``: mason's layers in
-    ``compression``, pulled ones as they are unless ``force``) and build manifest + config.
+    ``compression``, a base image's as they are unless ``force``) and build manifest + config.
 
     ``rootfs.diff_ids`` are rewritten from the layers actually shipped: an eStargz blob's
     uncompressed stream includes its TOC, so its diff ID is not the layer tar's (and a layer
     reused from an eStargz cache has the eStargz diff ID even in a gzip image)."""
-    layers = tuple(blobs.export_variant(lr, compression, level, force) for lr in image.layers)
+    layers = tuple(blobs.export_variant(lr, compression, level, force, for_image=True) for lr in image.layers)
     doc = dict(image.config)
     rootfs = doc.get("rootfs")
     if isinstance(rootfs, dict):

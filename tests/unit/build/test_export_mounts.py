@@ -1,6 +1,6 @@
 """Image push and registry cache export share where blobs live: whichever runs first, the
 other mounts the layers it stored instead of uploading them again; and both follow one
-compression rule (pulled layers keep their compression unless force-compression)."""
+compression rule (a base image's layers keep their compression unless force-compression)."""
 
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ def test_pulled_layers_keep_their_compression_unless_forced(state: StateRoot) ->
     state.store.put_bytes(base_blob)
     assert base.blob is not None
     blobs.add_remote(base.blob, base.diff_id, RemoteLocation(Reference.parse(f"{REG}/base"), base.media_type,
-                                                             base.blob_size))
+                                                             base.blob_size, image=True))
     image = _image(base, made)
     kept = assemble_manifest(blobs, image, compression="zstd")
     assert [d.media_type for d in kept.manifest.layers] == [mt.OCI_LAYER_GZIP, mt.OCI_LAYER_ZSTD]

@@ -153,7 +153,8 @@ def _remote_gzip_layer(blobs: Blobs, text: bytes) -> LayerRef:
     def opener() -> Iterator[BinaryIO]:
         yield io.BytesIO(data)
 
-    blobs.add_remote(digest, sha256_bytes(tar), RemoteLocation(None, mt.OCI_LAYER_GZIP, len(data), opener))
+    blobs.add_remote(digest, sha256_bytes(tar), RemoteLocation(None, mt.OCI_LAYER_GZIP, len(data), opener,
+                                                               image=True))
     return LayerRef(sha256_bytes(tar), digest, len(data), mt.OCI_LAYER_GZIP)
 
 
@@ -163,7 +164,7 @@ def _cache_desc(blobs: Blobs, layer: LayerRef) -> Descriptor:
 
 def test_without_force_a_pulled_base_layer_keeps_its_compression(state: StateRoot) -> None:
     """A base image's gzip layer, downloaded because a RUN needed it, stays gzip in an eStargz
-    cache (as an imported cache's layer does); force-compression converts it."""
+    cache; force-compression converts it."""
     blobs = Blobs(state)
     base = _remote_gzip_layer(blobs, b"base\n")
     blobs.ensure_local(base)
@@ -174,6 +175,29 @@ def test_without_force_a_pulled_base_layer_keeps_its_compression(state: StateRoo
     assert again.cache_blob(_cache_desc(again.blobs, base), "zstd", None, False).digest == base.blob
     forced = store.cache_blob(_cache_desc(blobs, base), "estargz", None, True)
     assert forced.digest != base.blob and TOC in forced.annotations
+
+
+def test_a_layer_from_an_imported_cache_gets_the_exports_compression(state: StateRoot) -> None:
+    """A layer an imported cache holds is one of the build's own steps: an image output in
+    another compression converts it (a zstd cache never makes a gzip image's layers zstd); a
+    cache export keeps it unless forced."""
+    import zstandard
+
+    blobs = Blobs(state)
+    tar = _tar(b"step\n")
+    data = zstandard.ZstdCompressor().compress(tar)
+    digest = sha256_bytes(data)
+
+    @contextlib.contextmanager
+    def opener() -> Iterator[BinaryIO]:
+        yield io.BytesIO(data)
+
+    blobs.add_remote(digest, sha256_bytes(tar), RemoteLocation(None, mt.OCI_LAYER_ZSTD, len(data), opener))
+    step = LayerRef(sha256_bytes(tar), digest, len(data), mt.OCI_LAYER_ZSTD)
+    out = blobs.export_variant(step, "gzip", None, False, for_image=True)
+    assert out.media_type == mt.OCI_LAYER_GZIP and out.diff_id == step.diff_id and out.blob != digest
+    assert blobs.export_variant(step, "zstd", None, False, for_image=True) == step
+    assert blobs.export_variant(step, "gzip", None, False) == step
 
 
 def test_without_force_a_layer_the_build_made_is_compressed_as_asked(state: StateRoot) -> None:
