@@ -134,6 +134,9 @@ class ContentTree:
     uid: int | None = None
     gid: int | None = None
     _sorted: list[bytes] = field(default_factory=list)
+    #: Every digest computed so far with its kind and preimage (a file's content is
+    #: left out): what ``--explain-cache`` can name, and what tests compare.
+    trace: dict[Digest, tuple[str, bytes]] = field(default_factory=dict)
 
     @classmethod
     def from_directory(cls, root: str, *, context: bool = True, excluded: object = None) -> ContentTree:
@@ -181,10 +184,11 @@ class ContentTree:
             else:
                 assert rec.host_path is not None
                 rec.digest = header_digest(rec.host_path, uid=self.uid, gid=self.gid)
+                self.trace[rec.digest] = ("file", b"")
         return k, rec
 
     def _dir_digest(self, k: bytes) -> Digest:
-        h = hashlib.sha256()
+        h = _ListHash()
         prefix = k + b"\0"
         skip: bytes | None = None
         for subk in self._keys_from(prefix):
@@ -199,7 +203,7 @@ class ContentTree:
             h.update(rec.digest.encode())
             if rec.type is RecordType.DIR:
                 skip = subk + b"\0"  # a subdirectory counts once, by its own digest
-        return Digest("sha256:" + h.hexdigest())
+        return h.done(self.trace)
 
     def _keys_from(self, lower: bytes) -> Iterator[bytes]:
         import bisect
@@ -253,12 +257,12 @@ class ContentTree:
             return EMPTY_DIGEST
         if len(included) == 1 and posixpath.basename(p) == posixpath.basename(included[0].path):
             return Digest(included[0].digest)
-        h = hashlib.sha256()
+        h = _ListHash()
         for item in included:
             rel = item.path[len(prefix):] if item.path.startswith(prefix) else item.path
             h.update(_key(rel) if rel else b"\0")
             h.update(item.digest.encode())
-        return Digest("sha256:" + h.hexdigest())
+        return h.done(self.trace)
 
     def _included(self, p: str, sel: Selector) -> tuple[str, list[_Included]]:
         ends_in_sep = len(p) > 1 and p.endswith("/")
@@ -292,6 +296,22 @@ class ContentTree:
             return "", b"", False
         k, rec = self._follow(_key(fixed), rest != "")
         return fixed, k, rec is not None
+
+
+@dataclass
+class _ListHash:
+    """A file-list digest that keeps its preimage for the trace."""
+
+    parts: list[bytes] = field(default_factory=list)
+
+    def update(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def done(self, trace: dict[Digest, tuple[str, bytes]]) -> Digest:
+        preimage = b"".join(self.parts)
+        dgst = sha256_bytes(preimage)
+        trace[dgst] = ("file-list", preimage)
+        return dgst
 
 
 @dataclass

@@ -244,6 +244,8 @@ def _deps(model: Model, step: Step, cm: CacheMap, trees: dict[str, ContentTree])
             continue
         tree = trees[src_id]
         sums = [tree.checksum(sel) for sel in dep.content]
+        for dgst, (kind, preimage) in tree.trace.items():
+            model.preimages.setdefault(dgst, (kind, preimage))
         root = content_root(sums)
         model.preimages[root.digest] = ("digest-list", root.preimage)
         model.preimages[root.record] = ("string", f"{root.digest}@-1".encode())
