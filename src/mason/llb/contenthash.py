@@ -265,7 +265,7 @@ class ContentTree:
         return h.done(self.trace)
 
     def _included(self, p: str, sel: Selector) -> tuple[str, list[_Included]]:
-        ends_in_sep = len(p) > 1 and p.endswith("/")
+        ends_in_sep = p.endswith("/")
         p = "" if posixpath.normpath(p) == "/" else posixpath.normpath(p)
         include = PatternMatcher(sel.include_patterns) if sel.include_patterns else None
         exclude = PatternMatcher(sel.exclude_patterns) if sel.exclude_patterns else None
