@@ -31,16 +31,17 @@ declare -A why=(
     [apache2-utils]="htpasswd, for the basic-auth registry the tests start"
     [openssl]="a throw-away CA for the TLS registry the tests start"
     [buildah]="the builder the benches compare mason with"
+    [git]="ADD of a git repository, and the git server the tests start on loopback"
 )
 declare -A provides=(
     [docker-registry]=docker-registry [runc]=runc [busybox-static]=busybox [skopeo]=skopeo
-    [umoci]=umoci [apache2-utils]=htpasswd [openssl]=openssl [buildah]=buildah
+    [umoci]=umoci [apache2-utils]=htpasswd [openssl]=openssl [buildah]=buildah [git]=git
 )
 packages=(docker-registry runc busybox-static)
 extras=""  # pip extras of mason
 case "$job" in
     test)
-        packages+=(skopeo umoci apache2-utils openssl)
+        packages+=(skopeo umoci apache2-utils openssl git)
         extras="[test]"  # pytest, hypothesis, ruff, mypy, import-linter, PyJWT/cryptography (token registry)
         ;;
     bench) packages+=(skopeo buildah) ;;

@@ -3,6 +3,10 @@
 The rules follow Docker (moby/sys/user GetExecUser): a name must exist, a
 numeric uid or gid may be absent (then the gid defaults to 0 and the home to
 "/"), supplementary groups come from /etc/group only when no group was given.
+The primary group is among the supplementary ones, first unless /etc/group lists
+it already (BuildKit v0.32.2's ensureAdditionalGids, from containerd): for a user
+``app`` (gid 1500, also in ``extra``) ``id`` prints ``groups=1500(app),1600(extra)``,
+for ``USER 1700:1800`` ``groups=1800``.
 """
 
 from __future__ import annotations
@@ -168,4 +172,10 @@ def resolve_user(rootfs: Path, user: str) -> ResolvedUser:
             if name in g.members and g.gid not in seen:
                 seen.append(g.gid)
         additional = tuple(seen)
-    return ResolvedUser(uid=uid, gid=gid, additional_gids=additional, home=home, name=name)
+    return ResolvedUser(uid=uid, gid=gid, additional_gids=with_primary_gid(gid, additional), home=home, name=name)
+
+
+def with_primary_gid(gid: int, additional: tuple[int, ...]) -> tuple[int, ...]:
+    """``additional`` with ``gid`` in it: unchanged when present, else in front (containerd's
+    and BuildKit's ensureAdditionalGids)."""
+    return additional if gid in additional else (gid, *additional)

@@ -40,21 +40,22 @@ def rootfs(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
-        ("", ResolvedUser(0, 0, (10,), "/root", "root")),
-        ("root", ResolvedUser(0, 0, (10,), "/root", "root")),
-        ("0", ResolvedUser(0, 0, (10,), "/root", "root")),
-        ("app", ResolvedUser(1000, 1000, (10, 2000, 2001), "/home/app", "app")),
-        ("1000", ResolvedUser(1000, 1000, (10, 2000, 2001), "/home/app", "app")),
-        # An explicit group replaces the primary group and drops supplementary ones.
-        ("app:docker", ResolvedUser(1000, 2000, (), "/home/app", "app")),
-        ("app:2001", ResolvedUser(1000, 2001, (), "/home/app", "app")),
-        ("1000:4242", ResolvedUser(1000, 4242, (), "/home/app", "app")),
+        ("", ResolvedUser(0, 0, (0, 10), "/root", "root")),
+        ("root", ResolvedUser(0, 0, (0, 10), "/root", "root")),
+        ("0", ResolvedUser(0, 0, (0, 10), "/root", "root")),
+        ("app", ResolvedUser(1000, 1000, (1000, 10, 2000, 2001), "/home/app", "app")),
+        ("1000", ResolvedUser(1000, 1000, (1000, 10, 2000, 2001), "/home/app", "app")),
+        # An explicit group replaces the primary group and drops supplementary ones
+        # (the primary one stays among them, as BuildKit v0.32.2 has it).
+        ("app:docker", ResolvedUser(1000, 2000, (2000,), "/home/app", "app")),
+        ("app:2001", ResolvedUser(1000, 2001, (2001,), "/home/app", "app")),
+        ("1000:4242", ResolvedUser(1000, 4242, (4242,), "/home/app", "app")),
         # Numeric ids that are not in the files are allowed; gid defaults to 0.
-        ("4242", ResolvedUser(4242, 0, (), "/", None)),
-        ("4242:4343", ResolvedUser(4242, 4343, (), "/", None)),
-        ("4242:wheel", ResolvedUser(4242, 10, (), "/", None)),
+        ("4242", ResolvedUser(4242, 0, (0,), "/", None)),
+        ("4242:4343", ResolvedUser(4242, 4343, (4343,), "/", None)),
+        ("4242:wheel", ResolvedUser(4242, 10, (10,), "/", None)),
         # Empty home field falls back to "/".
-        ("nohome", ResolvedUser(1001, 1001, (), "/", "nohome")),
+        ("nohome", ResolvedUser(1001, 1001, (1001,), "/", "nohome")),
     ],
 )
 def test_resolve_user(rootfs: Path, spec: str, expected: ResolvedUser) -> None:
@@ -77,8 +78,8 @@ def test_unknown_names_are_clear_errors(rootfs: Path, spec: str, fragment: str) 
 
 
 def test_without_passwd_file_only_numeric_ids_work(tmp_path: Path) -> None:
-    assert resolve_user(tmp_path, "") == ResolvedUser(0, 0, (), "/", None)
-    assert resolve_user(tmp_path, "7:8") == ResolvedUser(7, 8, (), "/", None)
+    assert resolve_user(tmp_path, "") == ResolvedUser(0, 0, (0,), "/", None)
+    assert resolve_user(tmp_path, "7:8") == ResolvedUser(7, 8, (8,), "/", None)
     with pytest.raises(UserResolutionError, match="no /etc/passwd"):
         resolve_user(tmp_path, "app")
     with pytest.raises(UserResolutionError, match="no /etc/group"):
@@ -90,7 +91,7 @@ def test_passwd_symlink_is_resolved_inside_the_rootfs(tmp_path: Path) -> None:
     (tmp_path / "host-etc").mkdir()
     (tmp_path / "host-etc/passwd").write_text("someone:x:321:654::/h:/bin/sh\n")
     (tmp_path / "etc").symlink_to("/host-etc")
-    assert resolve_user(tmp_path, "someone") == ResolvedUser(321, 654, (), "/h", "someone")
+    assert resolve_user(tmp_path, "someone") == ResolvedUser(321, 654, (654,), "/h", "someone")
 
 
 def test_parsers_skip_malformed_lines() -> None:
@@ -108,3 +109,13 @@ def test_user_database_is_read_inside_the_rootfs_and_only_as_a_file(tmp_path: Pa
     with pytest.raises(UserResolutionError, match="unable to find user 'evil'"):
         resolve_user(rootfs, "evil")
     assert resolve_user(rootfs, "1000").uid == 1000
+
+
+def test_primary_group_is_first_among_supplementary_unless_listed(tmp_path: Path) -> None:
+    """BuildKit v0.32.2 (containerd's ensureAdditionalGids): ``id`` of user app (gid 1500, also in
+    extra) prints groups=1500(app),1600(extra); USER 1700:1800 prints groups=1800."""
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/passwd").write_text("app:x:1500:1500::/home/app:/bin/sh\n")
+    (tmp_path / "etc/group").write_text("app:x:1500:\nextra:x:1600:app\n")
+    assert resolve_user(tmp_path, "app").additional_gids == (1500, 1600)
+    assert resolve_user(tmp_path, "1700:1800").additional_gids == (1800,)

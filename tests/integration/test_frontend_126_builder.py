@@ -1,0 +1,104 @@
+"""The builder's semantics of Dockerfile frontend 1.26 (BuildKit v0.32.2), issue 11 item 2.
+
+Each test builds a small Dockerfile FROM the test registry's busybox with runc, writes an OCI
+layout, unpacks it with umoci and checks the files, modes and config the feature makes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mason.build import BuildOptions, build
+from mason.build.options import parse_output
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (overlayfs, runc)")
+
+
+def _need(tool: str) -> None:
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed (bash scripts/setup.sh test installs it)")
+
+
+@dataclass
+class Built:
+    rootfs: Path
+    config: dict[str, Any]
+    manifest: dict[str, Any]
+    layout: Path
+    root: Path
+
+    def mode(self, rel: str) -> int:
+        return stat.S_IMODE(os.lstat(self.rootfs / rel).st_mode)
+
+    def text(self, rel: str) -> str:
+        return (self.rootfs / rel).read_text()
+
+    def names(self, rel: str = "") -> list[str]:
+        """Every path under ``rel``, relative to it, sorted."""
+        base = self.rootfs / rel
+        out = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            for n in dirnames + filenames:
+                out.append(os.path.relpath(os.path.join(dirpath, n), base))
+        return sorted(out)
+
+
+def _build(tmp: Path, dockerfile: str, files: Mapping[str, bytes | str] = (), **kw: Any) -> Built:
+    """Build ``dockerfile`` (``{BASE}`` is the busybox image) on a context of ``files``."""
+    _need("runc")
+    _need("umoci")
+    tmp.mkdir(parents=True, exist_ok=True)
+    context = tmp / "context"
+    context.mkdir(exist_ok=True)
+    for name, data in dict(files).items():
+        p = context / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, str):
+            data = data.encode()
+        p.write_bytes(data)
+    (context / "Dockerfile").write_text(dockerfile)
+    layout = tmp / "layout"
+    shutil.rmtree(layout, ignore_errors=True)
+    root = kw.pop("root", tmp / "root")
+    outputs = kw.pop("outputs", (parse_output(f"type=oci,dest={layout},tar=false"),))
+    build(BuildOptions(context=context, outputs=outputs, **kw), root=root)
+    bundle = tmp / "bundle"
+    shutil.rmtree(bundle, ignore_errors=True)
+    subprocess.run(["umoci", "unpack", "--image", f"{layout}:latest", str(bundle)], check=True,
+                   capture_output=True)
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads(_blob(layout, index["manifests"][0]["digest"]))
+    config = json.loads(_blob(layout, manifest["config"]["digest"]))
+    return Built(bundle / "rootfs", config, manifest, layout, root)
+
+
+def _blob(layout: Path, digest: str) -> bytes:
+    return (layout / "blobs" / "sha256" / digest.split(":", 1)[1]).read_bytes()
+
+
+# -- a RUN's groups ---------------------------------------------------------------------
+
+
+def test_run_has_its_primary_group_among_supplementary_groups(busybox_image: str, tmp_path: Path) -> None:
+    """BuildKit v0.32.2: user app (gid 1500, also in extra) -> groups=1500(app),1600(extra);
+    USER 1700:1800 -> groups=1800."""
+    b = _build(tmp_path, f"""FROM {busybox_image}
+RUN echo 'app:x:1500:1500::/home/app:/bin/sh' >> /etc/passwd && \\
+    printf 'app:x:1500:\\nextra:x:1600:app\\n' >> /etc/group
+USER app
+RUN id > /tmp/app.id
+USER 1700:1800
+RUN id > /tmp/numeric.id
+""")
+    assert b.text("tmp/app.id").strip() == "uid=1500(app) gid=1500(app) groups=1500(app),1600(extra)"
+    assert b.text("tmp/numeric.id").strip() == "uid=1700 gid=1800 groups=1800"
