@@ -109,6 +109,9 @@ class FakeRegistry:
     reset_after_store: bool = False
     #: a broken-off PATCH invalidates its session (as the CNCF registry's offset check does)
     drop_session_on_reset: bool = False
+    #: these PATCHes (1-based) are answered 404 BLOB_UPLOAD_INVALID and end their session, as the
+    #: CNCF registry answers a PATCH whose session a half body invalidated
+    refuse_patches: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.blobs: dict[str, bytes] = {}
@@ -382,6 +385,9 @@ class FakeRegistry:
             every = self.reset_patch_every
             if (every and self.patches % every == 0) or self.patches in self.reset_patches:
                 return self._reset_patch(uid, request)
+            if self.patches in self.refuse_patches:
+                del self.uploads[uid]
+                return httpx.Response(404, content=_errors("BLOB_UPLOAD_INVALID", "blob upload invalid"))
         body = request.read()
         if self.max_body is not None and len(body) > self.max_body:
             return httpx.Response(413, content=b"<html><body><h1>413 Request Entity Too Large</h1></body></html>")

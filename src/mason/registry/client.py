@@ -339,8 +339,10 @@ class _ChunkedUpload:
     def _recover(self, exc: RegistryError) -> None:
         """After a failed request: wait, learn what the registry holds, continue from there."""
         while True:
-            # 416: the registry disagrees about the offset: ask it, like after a break
-            if not (_retryable(exc) or exc.status == 416) or not self.budget.failed(self.offset):
+            # 416, or a refused session (distribution refuses one whose offset check failed
+            # after a half body, even when a status query just before still named it): ask the
+            # registry, like after a break; a session it no longer has starts over
+            if not (_retryable(exc) or _session_refused(exc)) or not self.budget.failed(self.offset):
                 raise _gave_up(exc, self.budget, f" ({self.offset} of {self.desc.size} bytes acknowledged)")
             self.client._transport.backoff(self.budget.streak - 1)
             try:
@@ -380,6 +382,14 @@ class _ChunkedUpload:
                 f"blob {self.desc.digest} ended before byte {position} when it was opened again",
                 hint="the local copy changed while it was uploaded",
             )
+
+
+def _session_refused(exc: RegistryError) -> bool:
+    """The registry refused the upload session itself (not the bytes or the credentials)."""
+    if exc.status in (404, 416):
+        return True
+    codes = {str(e.get("code", "")).upper() for e in exc.errors}
+    return exc.status == 400 and bool(codes & {"BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN"})
 
 
 def _manifest_refused_hint(codes: set[str], media_type: str) -> str:

@@ -161,6 +161,16 @@ def test_dropped_session_starts_over_and_rereads_the_source(seekable: bool) -> N
     assert source.opened == (1 if seekable else 2)  # seek back to 0, or reopen
 
 
+def test_a_patch_refused_for_its_session_starts_a_new_session() -> None:
+    # the CNCF registry, after a PATCH cut mid-body, may still name the session in a status query
+    # and then refuse the next PATCH with 404 BLOB_UPLOAD_INVALID: that is a lost session too
+    fake = FakeRegistry(refuse_patches={2})
+    data = os.urandom(3 * CHUNK)
+    assert _push(fake, data, _Source(data)) == "uploaded"
+    assert fake.blobs[str(sha256_bytes(data))] == data
+    assert fake.count("POST", r"/uploads/") == 2
+
+
 def test_upload_without_progress_says_how_many_attempts_it_made() -> None:
     fake = FakeRegistry(reset_patch_every=2, drop_session_on_reset=True)  # never past the 2nd chunk
     data = os.urandom(4 * CHUNK)
