@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-__all__ = ["binary_size"]
+from mason.errors import DiagnosticError
+
+__all__ = ["binary_size", "error_lines"]
+
+
+def error_lines(exc: BaseException) -> list[str]:
+    """How every command prints an error: ``ERROR: message``, the context lines as they are
+    (a Dockerfile excerpt reads as BuildKit prints it), then ``hint: …``."""
+    if not isinstance(exc, DiagnosticError):
+        return [f"ERROR: {exc}"]
+    return [f"ERROR: {exc.message}", *exc.context, *([f"hint: {exc.hint}"] if exc.hint else [])]
 
 
 def binary_size(size: int | None) -> str:

@@ -217,13 +217,6 @@ def _write_iidfile(path: str, metadata: dict[str, Any]) -> bool:
 
 
 def _print_error(exc: Exception) -> None:
-    from mason.errors import DiagnosticError
+    from mason.cli._format import error_lines
 
-    if isinstance(exc, DiagnosticError):
-        print(f"ERROR: {exc.message}", file=sys.stderr)
-        for line in exc.context:
-            print(line, file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-    else:
-        print(f"ERROR: {exc}", file=sys.stderr)
+    print("\n".join(error_lines(exc)), file=sys.stderr)

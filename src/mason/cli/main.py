@@ -34,6 +34,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import mason
+from mason.cli._format import error_lines
 from mason.errors import MasonError
 
 __all__ = ["EXIT_INTERNAL_ERROR", "EXIT_INTERRUPTED", "main"]
@@ -168,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _terminate_like_interrupt():
             return int(args.handler(args) or 0)
     except MasonError as exc:
-        _report([f"ERROR: {exc}"], exc)
+        _report(error_lines(exc), exc)
         return exc.exit_code
     except Terminated as exc:
         _report([f"{exc.signal.name}: {command} cancelled and cleaned up, as after Ctrl-C"])
