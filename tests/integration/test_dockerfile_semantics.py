@@ -342,7 +342,8 @@ def test_config_instructions(probe: dict[str, Any]) -> None:
     # history texts as BuildKit writes them (Go formatting of the config values)
     for text in ("EXPOSE map[443/udp:{} 80/tcp:{} 8000/tcp:{} 8001/tcp:{}]", "VOLUME [/data /data2]",
                  "SHELL [/usr/bin/env VIA_SHELL=yes /bin/sh -c]", "STOPSIGNAL SIGQUIT", "USER app:grp2",
-                 "HEALTHCHECK &{[\"CMD-SHELL\" \"wget -q -O- localhost || exit 1\"] \"5s\" \"2s\" \"1s\" '\\x04'}",
+                 "HEALTHCHECK {Test:[CMD-SHELL wget -q -O- localhost || exit 1] Interval:5s Timeout:2s StartPeriod:1s "
+                 "StartInterval:0s Retries:4}",
                  "ENTRYPOINT [\"/bin/echo\" \"entry\"]", "WORKDIR /w1/w2/w3", "COPY a.txt b.txt /multi/ # buildkit",
                  "LABEL probe.a=b probe.c d=e f", "ENV SAME=two SAMEREF=one", "ARG OVERRIDE=stage-default"):
         assert text in hist, text

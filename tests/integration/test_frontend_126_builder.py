@@ -102,3 +102,76 @@ RUN id > /tmp/numeric.id
 """)
     assert b.text("tmp/app.id").strip() == "uid=1500(app) gid=1500(app) groups=1500(app),1600(extra)"
     assert b.text("tmp/numeric.id").strip() == "uid=1700 gid=1800 groups=1800"
+
+
+# -- HEALTHCHECK --start-interval, --chmod, heredoc modes ---------------------------------
+
+
+def test_healthcheck_start_interval_in_the_config(busybox_image: str, tmp_path: Path) -> None:
+    b = _build(tmp_path, f"""FROM {busybox_image}
+HEALTHCHECK --interval=30s --start-period=5s --start-interval=2s --retries=3 CMD wget -q -O- localhost
+""")
+    assert b.config["config"]["Healthcheck"] == {
+        "Test": ["CMD-SHELL", "wget -q -O- localhost"], "Interval": 30_000_000_000,
+        "StartPeriod": 5_000_000_000, "StartInterval": 2_000_000_000, "Retries": 3}
+    # BuildKit v0.32.2's history text: Go's %+v of the health config
+    assert b.config["history"][-1]["created_by"] == (
+        "HEALTHCHECK {Test:[CMD-SHELL wget -q -O- localhost] Interval:30s Timeout:0s StartPeriod:5s "
+        "StartInterval:2s Retries:3}")
+
+
+def test_symbolic_and_expanded_chmod(busybox_image: str, tmp_path: Path) -> None:
+    files = {"f644": 0o644, "d/inner": 0o640, "f600": 0o600, "exec": 0o744}
+    for name, mode in files.items():
+        p = tmp_path / "context" / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(name + "\n")
+        os.chmod(p, mode)
+    os.chmod(tmp_path / "context" / "d", 0o750)
+    b = _build(tmp_path, f"""FROM {busybox_image}
+ARG MODE=0640
+COPY --chmod=u+x f644 /out/ux
+COPY --chmod=go=rx f600 /out/gorx
+COPY --chmod=a+X d /out/dir/
+COPY --chmod=a+X f644 /out/plusX-file
+COPY --chmod=a+X exec /out/plusX-exec
+COPY --chmod=u=rwx,g=u,o= f644 /out/copyu
+COPY --chmod=$MODE f644 /out/expanded
+""")
+    assert b.mode("out/ux") == 0o744
+    assert b.mode("out/gorx") == 0o655
+    assert b.mode("out/dir/inner") == 0o640  # X: a file only when it is executable already
+    assert b.mode("out/plusX-file") == 0o644
+    assert b.mode("out/plusX-exec") == 0o755
+    assert b.mode("out/copyu") == 0o770
+    assert b.mode("out/expanded") == 0o640
+    hist = [h["created_by"] for h in b.config["history"]]
+    assert "COPY --chmod=u+x f644 /out/ux # buildkit" in hist
+    assert "COPY --chmod=0640 f644 /out/expanded # buildkit" in hist
+
+
+def test_invalid_chmod_names_the_line(busybox_image: str, tmp_path: Path) -> None:
+    from mason.dockerfile import DockerfileError
+
+    with pytest.raises(DockerfileError) as info:
+        _build(tmp_path, f"FROM {busybox_image}\nCOPY --chmod=u+z a /a\n", {"a": "a"})
+    assert "invalid syntax" in str(info.value) and "Dockerfile:2" in str(info.value)
+    with pytest.raises(DockerfileError) as info:
+        _build(tmp_path, f"FROM {busybox_image}\nCOPY --chmod=17777 a /a\n", {"a": "a"})
+    assert "invalid chmod parameter: '17777'. it should be octal string and between 0 and 07777" in str(info.value)
+
+
+def test_heredoc_files_are_0644(busybox_image: str, tmp_path: Path) -> None:
+    b = _build(tmp_path, f"""FROM {busybox_image}
+COPY <<EOF /heredoc.txt
+hello
+EOF
+COPY <<one <<two /docs/
+first
+one
+second
+two
+""")
+    assert b.text("heredoc.txt") == "hello\n"
+    assert b.mode("heredoc.txt") == 0o644
+    assert b.mode("docs/one") == b.mode("docs/two") == 0o644

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mason.build.chmod import ModeSet
 from mason.errors import BuildError
 from mason.fsroot import FsRoot, PathOutsideError, clean_path
 
@@ -295,6 +296,8 @@ class CopyOptions:
     #: keep the source's owners when no --chown is given (COPY --from a stage, as BuildKit does;
     #: context files become 0:0)
     preserve_owner: bool = False
+    #: a symbolic --chmod (``u+x``), applied to each entry's own mode (``chmod`` wins when set)
+    mode_set: ModeSet | None = None
 
 
 def _apply_meta(path: str, opts: CopyOptions, st: os.stat_result, is_link: bool) -> None:
@@ -303,6 +306,8 @@ def _apply_meta(path: str, opts: CopyOptions, st: os.stat_result, is_link: bool)
     os.lchown(path, uid, gid)
     if not is_link:
         mode = opts.chmod if opts.chmod is not None else stat.S_IMODE(st.st_mode)
+        if opts.chmod is None and opts.mode_set is not None:
+            mode = opts.mode_set.apply(mode, stat.S_ISDIR(st.st_mode))
         os.chmod(path, mode)
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mason.build.chmod import ChmodError, parse_chmod
 from mason.build.imageconfig import (
     HISTORY_COMMENT,
     StageConfig,
@@ -252,8 +253,6 @@ class _Converter:
                 raise self._unsupported(c, f"RUN --security={c.security}")
             if any(m.env is not None for m in c.mounts or ()):
                 raise self._unsupported(c, "RUN --mount=type=secret,env=")
-        if isinstance(c, HealthcheckCommand) and c.start_interval:
-            raise self._unsupported(c, "HEALTHCHECK --start-interval")
 
     def dispatch(self, r: StageResult, cmd: Command, prefix: str) -> None:
         c = self._expand(r, cmd)
@@ -318,7 +317,7 @@ class _Converter:
         elif isinstance(c, HealthcheckCommand):
             hc: dict[str, Any] = {"Test": list(c.test)}
             for hk, hv in (("Interval", c.interval), ("Timeout", c.timeout), ("StartPeriod", c.start_period),
-                           ("Retries", c.retries)):
+                           ("StartInterval", c.start_interval), ("Retries", c.retries)):
                 if hv:
                     hc[hk] = hv
             cfg["Healthcheck"] = hc
@@ -406,6 +405,12 @@ class _Converter:
             raise DockerfileError("checksum can't be specified for non-HTTP sources", lines=c.lines,
                                   section="stages").located(file=self.env.dockerfile_name,
                                                             source_lines=self.env.dockerfile_lines)
+        if c.chmod:
+            try:  # BuildKit checks --chmod when it converts the Dockerfile, before anything runs
+                parse_chmod(c.chmod)
+            except ChmodError as exc:
+                raise DockerfileError(str(exc), lines=c.lines, section="stages").located(
+                    file=self.env.dockerfile_name, source_lines=self.env.dockerfile_lines) from None
         if c.contents:
             action = FileAction("inline", inline=tuple((sc.path, sc.data) for sc in c.contents), **kw)
         else:
@@ -424,8 +429,22 @@ class _Converter:
         else:
             r.vertex = self.vertex(op, inputs, f"{prefix} {c.code}")
         r.layer_vertices.append(r.vertex)
-        srcs = " ".join(c.sources) if c.sources else " ".join(f"<<{sc.path}" for sc in c.contents)
-        r.history.append(HistoryPlan(f"{c.name.upper()} {srcs} {c.dest} # buildkit", False, r.vertex))
+        r.history.append(HistoryPlan(_copy_history(c), False, r.vertex))
+
+
+def _copy_history(c: CopyCommand | AddCommand) -> str:
+    """BuildKit v0.32.2's history text of a COPY/ADD: the word, ``--parents``, ``--chown=``,
+    ``--chmod=`` when given, the sources (``<<name`` for heredocs), the destination."""
+    words = [c.name.upper()]
+    if isinstance(c, CopyCommand) and c.parents:
+        words.append("--parents")
+    if c.chown:
+        words.append(f"--chown={c.chown}")
+    if c.chmod:
+        words.append(f"--chmod={c.chmod}")
+    words.extend(c.sources)
+    words.extend(f"<<{sc.path}" for sc in c.contents)
+    return " ".join([*words, c.dest]) + " # buildkit"
 
 
 def _chomp(text: str) -> str:
@@ -463,7 +482,8 @@ def _history_text(c: Command, shell: Sequence[str], scope: StageScope) -> str:
     if isinstance(c, StopSignalCommand):
         return f"STOPSIGNAL {c.signal}"
     if isinstance(c, HealthcheckCommand):
-        return "HEALTHCHECK " + go_healthcheck_text(c.test, c.interval, c.timeout, c.start_period, c.retries)
+        return "HEALTHCHECK " + go_healthcheck_text(c.test, c.interval, c.timeout, c.start_period,
+                                                     c.start_interval, c.retries)
     if isinstance(c, OnbuildCommand):
         return f"ONBUILD {c.expression}"
     if isinstance(c, MaintainerCommand):

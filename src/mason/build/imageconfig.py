@@ -182,19 +182,9 @@ def _go_frac(value: int, unit: int) -> str:
     return f"{whole}." + f"{frac:0{digits}d}".rstrip("0")
 
 
-def _go_quote_rune(n: int) -> str:
-    """Go's ``%q`` of an int (a rune literal), for the Retries field."""
-    escapes = {7: "\\a", 8: "\\b", 9: "\\t", 10: "\\n", 11: "\\v", 12: "\\f", 13: "\\r", 39: "\\'", 92: "\\\\"}
-    if n in escapes:
-        return f"'{escapes[n]}'"
-    if 0x20 <= n < 0x7F or (n > 0xA0 and chr(n).isprintable()):
-        return f"'{chr(n)}'"
-    if n < 0x80:
-        return f"'\\x{n:02x}'"
-    return f"'\\u{n:04x}'" if n <= 0xFFFF else f"'\\U{n:08x}'"
-
-
-def go_healthcheck_text(test: Sequence[str], interval: int, timeout: int, start_period: int, retries: int) -> str:
-    """The ``HEALTHCHECK`` history text BuildKit writes (Go's ``%q`` of the health config struct)."""
-    return (f"&{{{exec_form_text(test)} \"{go_duration(interval)}\" \"{go_duration(timeout)}\" "
-            f"\"{go_duration(start_period)}\" {_go_quote_rune(retries)}}}")
+def go_healthcheck_text(test: Sequence[str], interval: int, timeout: int, start_period: int, start_interval: int,
+                        retries: int) -> str:
+    """The ``HEALTHCHECK`` history text BuildKit v0.32.2 writes: Go's ``%+v`` of the health config
+    struct (``{Test:[CMD-SHELL curl x] Interval:30s Timeout:0s StartPeriod:0s StartInterval:0s Retries:3}``)."""
+    return (f"{{Test:[{' '.join(test)}] Interval:{go_duration(interval)} Timeout:{go_duration(timeout)} "
+            f"StartPeriod:{go_duration(start_period)} StartInterval:{go_duration(start_interval)} Retries:{retries}}}")

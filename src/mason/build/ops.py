@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from mason.build.blobs import Blobs
+from mason.build.chmod import ChmodError, parse_chmod
 from mason.build.context import (
     ContextEntry,
     CopyOptions,
@@ -543,7 +544,8 @@ class FileOp:
                 if a.from_input is not None:
                     other = stack.enter_context(env.snapshots.view(inputs[a.from_input].layers))
                     sources = select_sources(other, a.sources, None, what="source stage")
-                    stage_opts = CopyOptions(opts.uid, opts.gid, opts.chmod, preserve_owner=True)
+                    stage_opts = CopyOptions(opts.uid, opts.gid, opts.chmod, preserve_owner=True,
+                                             mode_set=opts.mode_set)
                     copy_sources(sources, rootfs, dest, stage_opts, None, dest_is_dir_hint=dir_hint)
                 elif a.sources:
                     sources = self._context_sources()
@@ -551,8 +553,9 @@ class FileOp:
                         self._add_local(sources, rootfs, dest, opts, dir_hint)
                     else:
                         copy_sources(sources, rootfs, dest, opts, env.ignore, dest_is_dir_hint=dir_hint)
-                # ADD <url>: never extracted; 0600 unless --chmod
-                url_opts = opts if opts.chmod is not None else CopyOptions(opts.uid, opts.gid, 0o600)
+                # ADD <url>: never extracted; 0600 unless --chmod (a symbolic one applies to 0600)
+                url_opts = opts if opts.chmod is not None or opts.mode_set is not None \
+                    else CopyOptions(opts.uid, opts.gid, 0o600)
                 for url in a.urls:
                     path, _ = self._fetch_url(url)
                     copy_sources([Source(path, path.name, False)], rootfs, dest, url_opts, None,
@@ -581,14 +584,15 @@ class FileOp:
         owner = a.chown or (a.user if a.kind == "mkdir" else "")
         if owner:
             uid, gid = _resolve_owner(rootfs, owner)
-        chmod = None
+        chmod = mode_set = None
         if a.chmod:
             try:
-                chmod = int(a.chmod, 8)
-            except ValueError:
-                raise BuildError(f"invalid --chmod={a.chmod}: not an octal mode", reference="invalid-chmod",
+                mode_set = parse_chmod(a.chmod)
+            except ChmodError as exc:
+                raise BuildError(f"invalid --chmod={a.chmod}: {exc}", reference="invalid-chmod",
                                  context=self.env.location(self.lines)) from None
-        return CopyOptions(uid, gid, chmod)
+            chmod, mode_set = (mode_set.octal, None) if mode_set.octal is not None else (None, mode_set)
+        return CopyOptions(uid, gid, chmod, mode_set=mode_set)
 
     def _add_local(self, sources: list[Source], rootfs: Path, dest: str, opts: CopyOptions, dir_hint: bool) -> None:
         from mason.layer.apply import apply_layer

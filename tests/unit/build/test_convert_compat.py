@@ -78,7 +78,7 @@ def test_history_texts_follow_buildkit(tmp_path: Path) -> None:
     assert hist == [
         "ARG A", "ARG B=1", "SHELL [/bin/bash -c]", 'CMD ["/bin/bash" "-c" "echo hi"]',
         "EXPOSE map[7000/tcp:{} 7001/tcp:{} 80/udp:{} 90/tcp:{}]",
-        'HEALTHCHECK &{["CMD-SHELL" "true"] "1m30s" "0s" "0s" \'\\x03\'}',
+        "HEALTHCHECK {Test:[CMD-SHELL true] Interval:1m30s Timeout:0s StartPeriod:0s StartInterval:0s Retries:3}",
         "RUN |2 A= B=1 /bin/bash -c echo # buildkit",  # every declared ARG, unset ones empty
     ]
     cfg = conv.target.config.config
@@ -100,7 +100,10 @@ def test_secret_id_defaults_to_the_target_basename(tmp_path: Path) -> None:
 def test_go_durations() -> None:
     assert [go_duration(n) for n in (0, 1_000_000, 1_500_000_000, 61_000_000_000, 7_200_000_000_000)] == \
         ["0s", "1ms", "1.5s", "1m1s", "2h0m0s"]
-    assert go_healthcheck_text(["NONE"], 0, 0, 0, 0) == '&{["NONE"] "0s" "0s" "0s" \'\\x00\'}'
+    assert go_healthcheck_text(["NONE"], 0, 0, 0, 0, 0) == \
+        "{Test:[NONE] Interval:0s Timeout:0s StartPeriod:0s StartInterval:0s Retries:0}"
+    assert go_healthcheck_text(["CMD-SHELL", "curl -f x || exit 1"], 30_000_000_000, 0, 0, 2_000_000_000, 3) == \
+        "{Test:[CMD-SHELL curl -f x || exit 1] Interval:30s Timeout:0s StartPeriod:0s StartInterval:2s Retries:3}"
 
 
 def _exec_op(tmp_path: Path) -> ExecOp:

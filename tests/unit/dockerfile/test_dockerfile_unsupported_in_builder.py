@@ -51,7 +51,6 @@ def _convert(tmp_path: Path, text: str) -> Any:
         ("ADD --keep-git-dir https://github.com/a/b.git /src", "ADD --keep-git-dir is not supported by mason yet"),
         ("RUN --security=insecure true", "RUN --security=insecure is not supported by mason yet"),
         ("RUN --mount=type=secret,id=t,env=TOKEN true", "RUN --mount=type=secret,env= is not supported by mason yet"),
-        ("HEALTHCHECK --start-interval=1s CMD true", "HEALTHCHECK --start-interval is not supported by mason yet"),
         ("RUN --device=vendor.com/gpu=all true", "device feature is only supported in Dockerfile frontend 1.14.0-labs"),
     ],
 )
