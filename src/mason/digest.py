@@ -24,7 +24,9 @@ __all__ = [
     "HashingWriter",
     "VerifyingReader",
     "canonical_json",
+    "digest_of",
     "hasher_for",
+    "new_sha256",
     "parse_digest",
     "sha256_bytes",
     "sha256_file",
@@ -58,6 +60,16 @@ def hasher_for(digest: Digest) -> Any:
     """A fresh hashlib object for the algorithm ``digest`` uses."""
     algorithm = digest.split(":", 1)[0]
     return hashlib.new(algorithm)
+
+
+def new_sha256(data: bytes = b"") -> Any:
+    """A running sha256 (``update``/``digest_of``): mason's one hash algorithm for what it makes."""
+    return hashlib.sha256(data)
+
+
+def digest_of(hasher: Any) -> Digest:
+    """The ``Digest`` of a running hash (``new_sha256`` or ``hasher_for``)."""
+    return Digest(f"{hasher.name}:{hasher.hexdigest()}")
 
 
 def sha256_bytes(data: bytes) -> Digest:

@@ -25,7 +25,6 @@ and where their layers come from.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import BinaryIO, Literal
 
 from mason.build.blobs import Blobs
 from mason.build.state import LayerRef, StateError, StateRoot
-from mason.digest import Digest
+from mason.digest import Digest, sha256_bytes
 from mason.layer import ActiveSnapshot, LayerError, apply_layer
 from mason.layer import Snapshotter as LayerSnapshotter
 
@@ -59,7 +58,7 @@ def chain_id(diff_ids: Sequence[Digest]) -> Digest:
         raise ValueError("an empty chain has no chain ID")
     current = str(diff_ids[0])
     for d in diff_ids[1:]:
-        current = "sha256:" + hashlib.sha256(f"{current} {d}".encode()).hexdigest()
+        current = sha256_bytes(f"{current} {d}".encode())
     return Digest(current)
 
 

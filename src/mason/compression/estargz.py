@@ -28,7 +28,6 @@ import base64
 import collections
 import datetime
 import functools
-import hashlib
 import io
 import json
 import os
@@ -48,7 +47,7 @@ from mason.compression.annotations import (
 )
 from mason.compression.errors import EStargzError
 from mason.compression.gzip import BLOCK_SIZE, check_gzip_engine, check_gzip_level, gzip_member
-from mason.digest import Digest, HashingWriter
+from mason.digest import Digest, HashingWriter, digest_of, new_sha256, sha256_bytes
 
 __all__ = [
     "ANNOTATION_TOC_DIGEST",
@@ -74,7 +73,7 @@ DEFAULT_CHUNK_SIZE = 4 << 20  # what BuildKit and the stargz tools use
 FOOTER_SIZE = 51
 LEGACY_FOOTER_SIZE = 47
 
-_EMPTY_DIGEST = "sha256:" + hashlib.sha256(b"").hexdigest()
+_EMPTY_DIGEST = sha256_bytes(b"")
 _READ = 1 << 20
 _IN_FLIGHT_PER_THREAD = 4 << 20  # a default chunk
 _MAX_TOC = 256 << 20  # a TOC larger than this is hostile, not a layer
@@ -145,7 +144,7 @@ class _MemberSink:
     def __init__(self, out: HashingWriter, level: int, engine: str, threads: int) -> None:
         self._out = out
         self._compress = functools.partial(gzip_member, level=level, engine=engine)
-        self.diff = hashlib.sha256()
+        self.diff = new_sha256()
         self.uncompressed = 0
         self._parts: list[bytes] = []
         self._size = 0  # bytes in _parts
@@ -369,9 +368,9 @@ def write_estargz(
     return EStargzResult(
         digest=out.digest,
         size=out.size,
-        diff_id=Digest("sha256:" + sink.diff.hexdigest()),
+        diff_id=digest_of(sink.diff),
         uncompressed_size=sink.uncompressed,
-        toc_digest=Digest("sha256:" + hashlib.sha256(toc_json).hexdigest()),
+        toc_digest=sha256_bytes(toc_json),
         toc_offset=toc_offset,
     )
 
@@ -416,13 +415,13 @@ def _convert(src: BinaryIO, sink: _MemberSink, chunk_size: int) -> list[dict[str
                 sink.write(_read_exact(src, skip, where))
                 position += skip
             continue
-        file_hash = hashlib.sha256()
+        file_hash = new_sha256()
         chunk_offset = 0
         first = True
         while chunk_offset < size:
             length = min(chunk_size, size - chunk_offset)
             mark = sink.begin(whole=True)
-            chunk_hash = hashlib.sha256()
+            chunk_hash = new_sha256()
             left = length
             while left:
                 data = src.read(min(left, _READ))
@@ -443,12 +442,12 @@ def _convert(src: BinaryIO, sink: _MemberSink, chunk_size: int) -> list[dict[str
             # full-size last chunk; readers accept both).
             if chunk_offset + length < size:
                 chunk_entry["chunkSize"] = length
-            chunk_entry["_chunkDigest"] = "sha256:" + chunk_hash.hexdigest()
+            chunk_entry["_chunkDigest"] = digest_of(chunk_hash)
             if not first:
                 builder.entries.append(chunk_entry)
             first = False
             chunk_offset += length
-        entry["_digest"] = "sha256:" + file_hash.hexdigest()
+        entry["_digest"] = digest_of(file_hash)
         padding = -size % _tar.BLOCK
         if padding:
             sink.write(_read_exact(src, padding, where))
@@ -696,7 +695,7 @@ def verify_estargz(
     ``EStargzError`` names the first problem found.
     """
     toc_offset, toc_json, entries = read_toc(blob)
-    toc_digest = Digest("sha256:" + hashlib.sha256(toc_json).hexdigest())
+    toc_digest = sha256_bytes(toc_json)
     if expected_toc_digest is not None and toc_digest != expected_toc_digest:
         raise EStargzError(
             f"eStargz TOC digest mismatch: expected {expected_toc_digest}, the TOC has {toc_digest}",
@@ -714,7 +713,7 @@ def verify_estargz(
 
     blob.seek(0)
     stream = _MemberStream(blob, toc_offset)
-    diff = hashlib.sha256()
+    diff = new_sha256()
     chunk_checks: list[tuple[str, int, int, int]] = []  # name, member offset, innerOffset, uncompressed pos
     toc_iter = iter(files)
     meta = _tar.PendingMeta()
@@ -767,7 +766,7 @@ def verify_estargz(
             continue
         n_files += 1
         payload_start = stream.out_pos
-        file_hash = hashlib.sha256()
+        file_hash = new_sha256()
         read = 0
         for k, chunk in enumerate(chunks):
             chunk_offset = _entry_int(chunk, "chunkOffset", name)
@@ -778,7 +777,7 @@ def verify_estargz(
             length = size - read if last else declared
             if length <= 0 or (declared and declared < length) or read + length > size:
                 raise EStargzError(f"{where}: chunk {k} of {name!r} has an invalid chunkSize {declared}")
-            chunk_hash = hashlib.sha256()
+            chunk_hash = new_sha256()
             left = length
             while left:
                 data = take(min(left, _READ))
@@ -787,7 +786,7 @@ def verify_estargz(
                 chunk_hash.update(data)
                 file_hash.update(data)
                 left -= len(data)
-            got = "sha256:" + chunk_hash.hexdigest()
+            got = digest_of(chunk_hash)
             want = chunk.get("chunkDigest")
             if want != got:
                 raise EStargzError(
@@ -800,7 +799,7 @@ def verify_estargz(
             )
             n_chunks += 1
             read += length
-        got = "sha256:" + file_hash.hexdigest()
+        got = digest_of(file_hash)
         if entry.get("digest") != got:
             raise EStargzError(
                 f"eStargz file digest mismatch for {name!r}: the TOC says {entry.get('digest')}, the content has {got}",
@@ -826,7 +825,7 @@ def verify_estargz(
     blob.seek(toc_offset)
     toc_tar, _ = _inflate_member(blob.read(size - toc_offset), f"eStargz TOC member at offset {toc_offset}")
     diff.update(toc_tar)
-    diff_id = Digest("sha256:" + diff.hexdigest())
+    diff_id = digest_of(diff)
     uncompressed = tar_size + len(toc_tar)
     if expected_diff_id is not None and diff_id != expected_diff_id:
         raise EStargzError(

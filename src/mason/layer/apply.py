@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import shutil
 import stat
@@ -45,7 +44,7 @@ import tarfile
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, Literal, cast
 
-from mason.digest import Digest
+from mason.digest import digest_of, new_sha256
 from mason.fsroot import FsRoot, PathOutsideError, ResolvedPath
 from mason.layer._fs import is_overlay_xattr, is_whiteout_device
 from mason.layer.diff import OPAQUE_MARKER, WHITEOUT_PREFIX, LayerInfo
@@ -63,7 +62,7 @@ _O_PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 class _HashingReader:
     def __init__(self, src: BinaryIO) -> None:
         self._src = src
-        self._hash = hashlib.sha256()
+        self._hash = new_sha256()
         self.size = 0
 
     def read(self, n: int = -1) -> bytes:
@@ -75,7 +74,7 @@ class _HashingReader:
     def drain(self) -> LayerInfo:
         while self.read(_CHUNK):
             pass
-        return LayerInfo(Digest("sha256:" + self._hash.hexdigest()), self.size)
+        return LayerInfo(digest_of(self._hash), self.size)
 
 
 def apply_layer(

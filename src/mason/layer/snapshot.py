@@ -26,7 +26,6 @@ import contextlib
 import ctypes
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -38,6 +37,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal
 
+from mason.digest import sha256_bytes
 from mason.layer._fs import copy_tree, remove_tree
 from mason.layer.apply import apply_layer as _apply_tar
 from mason.layer.diff import LayerInfo, write_diff_tar, write_dir_tar, write_tree_diff_tar
@@ -400,7 +400,7 @@ class Snapshotter:
 
     def _flatten(self, chain: list[str]) -> SnapshotInfo:
         """A full snapshot merging ``chain``; cached under an id derived from the chain."""
-        flat_id = "f" + hashlib.sha256("\0".join(chain).encode()).hexdigest()[:23]
+        flat_id = "f" + sha256_bytes("\0".join(chain).encode()).split(":", 1)[1][:23]
         if self.exists(flat_id):
             return self.info(flat_id)
         infos = self._check_chain(chain)
