@@ -6,6 +6,7 @@ layout, unpacks it with umoci and checks the files, modes and config the feature
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -19,7 +20,9 @@ from typing import Any
 import pytest
 
 from mason.build import BuildOptions, build
-from mason.build.options import parse_output
+from mason.build.options import SecretSpec, parse_output
+from mason.errors import BuildError
+from mason.progress import RecordingSink
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (overlayfs, runc)")
 
@@ -71,7 +74,8 @@ def _build(tmp: Path, dockerfile: str, files: Mapping[str, bytes | str] = (), **
     shutil.rmtree(layout, ignore_errors=True)
     root = kw.pop("root", tmp / "root")
     outputs = kw.pop("outputs", (parse_output(f"type=oci,dest={layout},tar=false"),))
-    build(BuildOptions(context=context, outputs=outputs, **kw), root=root)
+    progress = kw.pop("progress", None)
+    build(BuildOptions(context=context, outputs=outputs, **kw), root=root, progress=progress)
     bundle = tmp / "bundle"
     shutil.rmtree(bundle, ignore_errors=True)
     subprocess.run(["umoci", "unpack", "--image", f"{layout}:latest", str(bundle)], check=True,
@@ -175,3 +179,55 @@ two
     assert b.text("heredoc.txt") == "hello\n"
     assert b.mode("heredoc.txt") == 0o644
     assert b.mode("docs/one") == b.mode("docs/two") == 0o644
+
+
+# -- RUN --mount=type=secret,env= ---------------------------------------------------------
+
+
+def _files_holding(root: Path, needle: bytes) -> list[Path]:
+    found = []
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            if data[:2] == b"\x1f\x8b":  # a gzip layer: look inside
+                data += gzip.decompress(data)
+            if needle in data:
+                found.append(path)
+    return found
+
+
+def test_secret_env_is_in_that_run_only(busybox_image: str, tmp_path: Path) -> None:
+    secret = "s3cr3t-" + os.urandom(6).hex()
+    (tmp_path / "secret.txt").write_text(secret)
+    dockerfile = f"""FROM {busybox_image}
+RUN --mount=type=secret,id=tok,env=TOKEN sh -c 'echo "len=${{#TOKEN}}" > /len; \\
+    [ "$TOKEN" = "$(cat /proc/self/environ | tr "\\0" "\\n" | sed -n "s/^TOKEN=//p")" ] && echo env > /env; \\
+    [ -e /run/secrets/tok ] || echo nofile > /nofile'
+RUN echo "after=[$TOKEN]" > /after
+RUN --mount=type=secret,id=tok,env=TOKEN,target=/s sh -c '[ "$(cat /s)" = "$TOKEN" ] && echo both > /both'
+RUN --mount=type=secret,id=absent,env=OPT echo "opt=[$OPT]" > /opt
+"""
+    sink = RecordingSink()
+    b = _build(tmp_path, dockerfile, secrets=(SecretSpec("tok", tmp_path / "secret.txt"),), progress=sink)
+    assert b.text("len") == f"len={len(secret)}\n"
+    assert b.text("env") == "env\n" and b.text("nofile") == "nofile\n"
+    assert b.text("after") == "after=[]\n"
+    assert b.text("both") == "both\n"
+    assert b.text("opt") == "opt=[]\n"  # an optional secret that is missing: empty, as BuildKit
+    needle = secret.encode()
+    assert needle not in json.dumps(b.config).encode()
+    assert not _files_holding(b.layout, needle)  # no layer, config or manifest
+    assert not _files_holding(b.root, needle)  # no key preimage, result or blob under $MASON_ROOT
+    assert not _files_holding(b.rootfs, needle)
+    # the value is not in the key: another value hits the cache
+    (tmp_path / "secret.txt").write_text("another-value")
+    sink = RecordingSink()
+    _build(tmp_path, dockerfile, secrets=(SecretSpec("tok", tmp_path / "secret.txt"),), progress=sink,
+           root=b.root)
+    runs = [e for e in sink.events if " RUN " in e.name and e.status in ("cached", "done")]
+    assert runs and all(e.status == "cached" for e in runs), [(e.name, e.status) for e in runs]
+
+
+def test_secret_env_required_and_missing_fails(busybox_image: str, tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match="secret tok not found"):
+        _build(tmp_path, f"FROM {busybox_image}\nRUN --mount=type=secret,id=tok,env=T,required true\n")

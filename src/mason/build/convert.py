@@ -251,8 +251,6 @@ class _Converter:
                                         "frontend 1.14.0-labs or later")  # BuildKit's stable frontend says so too
             if c.security != "sandbox":
                 raise self._unsupported(c, f"RUN --security={c.security}")
-            if any(m.env is not None for m in c.mounts or ()):
-                raise self._unsupported(c, "RUN --mount=type=secret,env=")
 
     def dispatch(self, r: StageResult, cmd: Command, prefix: str) -> None:
         c = self._expand(r, cmd)
@@ -366,9 +364,10 @@ class _Converter:
             mounts.append(MountPlan(
                 type=m.type, target=target, source=m.source, input_index=idx,
                 readonly=m.read_only, cache_id=m.cache_id or target, sharing=m.cache_sharing or "shared",
-                secret_id=(m.cache_id or posixpath.basename(target)) if m.type == "secret" else "",
+                secret_id=_secret_id(m, target) if m.type == "secret" else "",
                 required=m.required, size=m.size_limit,
                 mode=m.mode, uid=m.uid, gid=m.gid,
+                env=(m.env or _secret_id(m, target)) if m.type == "secret" and m.env is not None else None,
             ))
         run_env = dict(r.scope.run_env())
         run_env.update({k: v for k, v in r.scope.proxy_env().items() if k not in run_env})
@@ -430,6 +429,11 @@ class _Converter:
             r.vertex = self.vertex(op, inputs, f"{prefix} {c.code}")
         r.layer_vertices.append(r.vertex)
         r.history.append(HistoryPlan(_copy_history(c), False, r.vertex))
+
+
+def _secret_id(m: Any, target: str) -> str:
+    """A secret mount's id, as BuildKit picks it: ``source=``, else ``id=``, else the target's base name."""
+    return str(m.source or m.cache_id or posixpath.basename(target))
 
 
 def _copy_history(c: CopyCommand | AddCommand) -> str:

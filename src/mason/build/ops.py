@@ -199,6 +199,14 @@ class MountPlan:
     mode: int | None = None
     uid: int | None = None
     gid: int | None = None
+    #: a secret given to the RUN in this environment variable (``type=secret,env=NAME``); with no
+    #: ``target`` there is no file
+    env: str | None = None
+
+    @property
+    def secret_file(self) -> bool:
+        """A secret mount that puts a file in the sandbox (always, unless only ``env=`` asks)."""
+        return self.type == "secret" and (self.env is None or bool(self.target))
 
     def key_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"type": self.type, "target": self.target, "source": self.source,
@@ -208,6 +216,8 @@ class MountPlan:
         if self.type == "secret":
             # Only the id and where it goes: secret contents never enter a key.
             d.update(id=self.secret_id, required=self.required, mode=self.mode, uid=self.uid, gid=self.gid)
+            if self.env is not None:  # the variable's name, never its value (absent: keys as before)
+                d["env"] = self.env
         if self.type == "tmpfs":
             d.update(size=self.size)
         if self.input_index is not None:
@@ -266,6 +276,7 @@ class ExecOp:
         scratch = Path(tempfile.mkdtemp(dir=env.state.tmp, prefix=f"{os.getpid()}-run-"))
         stack.callback(shutil.rmtree, scratch, True)
         mounts: list[Any] = []
+        secret_env: list[str] = []
         for i, (name, data) in enumerate(sorted(self.files.items())):
             f = scratch / f"heredoc-{i}"
             f.write_text(data)
@@ -292,18 +303,22 @@ class ExecOp:
                 mounts.append(TmpfsMount(m.target, m.size or None))
             elif m.type == "secret":
                 secret = env.secrets.get(m.secret_id)
-                if secret is None:
-                    if m.required:
-                        raise BuildError(f"secret {m.secret_id} not found", reference="secret-missing",
-                                         context=env.location(self.lines),
-                                         hint=f"pass --secret id={m.secret_id},src=FILE")
+                if secret is None and m.required:
+                    raise BuildError(f"secret {m.secret_id} not found", reference="secret-missing",
+                                     context=env.location(self.lines),
+                                     hint=f"pass --secret id={m.secret_id},src=FILE")
+                if m.env is not None:
+                    # this RUN's environment only (an optional secret that is missing: empty, as
+                    # BuildKit); never in self.environ, which is the key and the history
+                    secret_env.append(f"{m.env}={(secret or b'').decode(errors='replace')}")
+                if secret is None or not m.secret_file:
                     continue
                 # on tmpfs, never on disk under $MASON_ROOT: see mason.build.secrets
                 sf = stack.enter_context(secret_file(secret, mode=m.mode if m.mode is not None else 0o400,
                                                      uid=m.uid or 0, gid=m.gid or 0))
                 target = m.target or f"/run/secrets/{m.secret_id}"
                 mounts.append(SecretMount(sf, target))
-        spec = ExecSpec(rootfs=rootfs, args=self.args, env=self.environ, cwd=self.cwd,
+        spec = ExecSpec(rootfs=rootfs, args=self.args, env=(*self.environ, *secret_env), cwd=self.cwd,
                         user=self.user, network=self.network, mounts=tuple(mounts),  # type: ignore[arg-type]
                         extra_hosts=env.extra_hosts, shm_size=env.shm_size, ulimits=env.ulimits)
         cancel = threading.Event()
