@@ -231,3 +231,46 @@ RUN --mount=type=secret,id=absent,env=OPT echo "opt=[$OPT]" > /opt
 def test_secret_env_required_and_missing_fails(busybox_image: str, tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="secret tok not found"):
         _build(tmp_path, f"FROM {busybox_image}\nRUN --mount=type=secret,id=tok,env=T,required true\n")
+
+
+# -- RUN --security=insecure -----------------------------------------------------------
+
+
+def _probe_security(p: str) -> str:
+    """Shell that records, in files named ``/<p>...``, what the sandbox lets a RUN do."""
+    return (f"grep ^CapEff /proc/self/status > /{p}caps; "
+            f"(echo 1 > /proc/sys/vm/drop_caches) 2>/dev/null && echo w > /{p}proc-sys || echo ro > /{p}proc-sys; "
+            f"mkdir -p /probe-mnt; mount -t tmpfs none /probe-mnt 2>/dev/null && echo mount-ok > /{p}mount "
+            f"|| echo mount-refused > /{p}mount")
+
+
+@pytest.mark.parametrize("runtime", ["runc", "chroot"])
+def test_security_insecure_needs_allow_and_lifts_the_sandbox(busybox_image: str, tmp_path: Path,
+                                                             runtime: str) -> None:
+    dockerfile = f"""FROM {busybox_image}
+RUN {_probe_security("sandbox-")}
+RUN --security=insecure {_probe_security("")}
+RUN --security=sandbox grep ^CapEff /proc/self/status > /after-caps
+"""
+    with pytest.raises(BuildError) as info:
+        _build(tmp_path, dockerfile, runtime=runtime)
+    assert "security.insecure is not allowed" in info.value.message
+    assert "Dockerfile:3" in str(info.value) and "--allow security.insecure" in str(info.value)
+    b = _build(tmp_path, dockerfile, runtime=runtime, allow=("security.insecure",))
+    # every capability mason has itself (BuildKit takes its own process's, containerd's cap.Current)
+    full = next(int(ln.split()[1], 16) for ln in Path("/proc/self/status").read_text().splitlines()
+                if ln.startswith("CapEff:"))
+    assert int(b.text("caps").split()[1], 16) == full
+    assert int(b.text("sandbox-caps").split()[1], 16) != full
+    assert int(b.text("after-caps").split()[1], 16) != full  # that RUN only
+    assert b.text("proc-sys") == "w\n"  # /proc/sys is not read-only
+    assert b.text("sandbox-proc-sys") == "ro\n"
+    assert b.text("mount") == "mount-ok\n"  # CAP_SYS_ADMIN
+    assert b.text("sandbox-mount") == "mount-refused\n"
+
+
+def test_allow_flag_is_checked(tmp_path: Path) -> None:
+    from mason.cli.main import main
+
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    assert main(["build", "--allow", "security.nope", str(tmp_path)]) == 2

@@ -370,6 +370,7 @@ def _build_in(opts: BuildOptions, state: StateRoot, df: Any, plan: Any, ignore: 
         context=opts.context, ignore=ignore, secrets=secrets, source_date_epoch=epoch,
         dockerfile_name=df.path, dockerfile_lines=df_bytes.decode(errors="replace").splitlines(),
         default_network=opts.network, extra_hosts=opts.add_hosts, shm_size=opts.shm_size, ulimits=opts.ulimits,
+        allow_insecure="security.insecure" in opts.allow,
     )
     resolver = _Resolver(client, state, blobs, sink, platform)
     converted: ConvertedBuild = convert_plan(env, plan, resolver, platform=str(platform), no_cache=opts.no_cache)

@@ -249,8 +249,11 @@ class _Converter:
             if c.devices:
                 raise self._unsupported(c, "RUN --device", "device feature is only supported in Dockerfile "
                                         "frontend 1.14.0-labs or later")  # BuildKit's stable frontend says so too
-            if c.security != "sandbox":
-                raise self._unsupported(c, f"RUN --security={c.security}")
+            if c.security == "insecure" and not self.env.allow_insecure:
+                err = self._unsupported(c, "", "security.insecure is not allowed: RUN --security=insecure runs "
+                                        "with every capability and no masked paths")
+                err.reference, err.hint = "entitlement-not-allowed", "start the build with --allow security.insecure"
+                raise err
 
     def dispatch(self, r: StageResult, cmd: Command, prefix: str) -> None:
         c = self._expand(r, cmd)
@@ -374,7 +377,7 @@ class _Converter:
         environ = tuple(f"{k}={v}" for k, v in run_env.items())
         network = c.network if "network" in c.flags_used else self.env.default_network
         op = ExecOp(self.env, args=args, environ=environ, cwd=r.workdir, user=r.user, network=network,
-                    mounts=tuple(mounts), files=files, lines=c.lines, display=c.code)
+                    mounts=tuple(mounts), files=files, lines=c.lines, display=c.code, security=c.security)
         r.vertex = self.vertex(op, inputs, f"{prefix} {c.code}")
         r.layer_vertices.append(r.vertex)
         # BuildKit lists every ARG the stage declared, with the value the RUN sees (ENV wins; unset: empty)

@@ -128,6 +128,8 @@ class BuildEnv:
     extra_hosts: tuple[tuple[str, str], ...] = ()
     shm_size: int | None = None
     ulimits: tuple[Ulimit, ...] = ()
+    #: mason build --allow security.insecure: RUN --security=insecure may run
+    allow_insecure: bool = False
 
     def sandbox_key(self) -> dict[str, Any]:
         """The sandbox settings a RUN's key covers; empty when none is set, so keys stay as before."""
@@ -228,7 +230,7 @@ class MountPlan:
 class ExecOp:
     def __init__(self, env: BuildEnv, *, args: tuple[str, ...], environ: tuple[str, ...], cwd: str, user: str,
                  network: str, mounts: tuple[MountPlan, ...], files: Mapping[str, str],
-                 lines: tuple[int, ...], display: str) -> None:
+                 lines: tuple[int, ...], display: str, security: str = "sandbox") -> None:
         self.env = env
         self.args = args
         self.environ = environ
@@ -239,6 +241,7 @@ class ExecOp:
         self.files = dict(files)
         self.lines = lines
         self.display = display
+        self.security = security
 
     def cache_map(self, input_keys: Sequence[Digest]) -> CacheMap:
         op = {
@@ -253,6 +256,8 @@ class ExecOp:
             "epoch": self.env.source_date_epoch,
             **self.env.sandbox_key(),
         }
+        if self.security != "sandbox":  # RUN --security=insecure (absent: keys as before)
+            op["security"] = self.security
         content = None
         ctx_binds = [m for m in self.mounts if m.type == "bind" and m.input_index is None]
         if ctx_binds:
@@ -320,7 +325,8 @@ class ExecOp:
                 mounts.append(SecretMount(sf, target))
         spec = ExecSpec(rootfs=rootfs, args=self.args, env=(*self.environ, *secret_env), cwd=self.cwd,
                         user=self.user, network=self.network, mounts=tuple(mounts),  # type: ignore[arg-type]
-                        extra_hosts=env.extra_hosts, shm_size=env.shm_size, ulimits=env.ulimits)
+                        extra_hosts=env.extra_hosts, shm_size=env.shm_size, ulimits=env.ulimits,
+                        insecure=self.security == "insecure")
         cancel = threading.Event()
         ctx.cancel.add_callback(cancel.set)
         buf = _LineBuffer(ctx.log)

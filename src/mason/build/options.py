@@ -91,6 +91,13 @@ class BuildOptions:
     add_hosts: tuple[tuple[str, str], ...] = ()
     shm_size: int | None = None
     ulimits: tuple[Ulimit, ...] = ()
+    #: ``--allow``: the entitlements this build grants (``security.insecure`` lets a
+    #: ``RUN --security=insecure`` run; ``network.host`` is accepted as buildx takes it)
+    allow: tuple[str, ...] = ()
+
+
+#: the entitlements ``--allow`` takes (buildx's names)
+ENTITLEMENTS = ("network.host", "security.insecure")
 
 
 def _bool(key: str, value: str, text: str) -> bool:

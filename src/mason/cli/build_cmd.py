@@ -48,6 +48,8 @@ def register(subparsers: Any) -> None:
                         "(default: $MASON_SNAPSHOTTER or auto)")
     p.add_argument("--runtime", choices=("auto", "runc", "chroot"), default="auto",
                    help="RUN sandbox: runc, or the built-in unshare+chroot (default: auto)")
+    p.add_argument("--allow", dest="allow", action="append", default=[], metavar="ENTITLEMENT",
+                   help="grant an entitlement: security.insecure (RUN --security=insecure), network.host")
     p.add_argument("--explain-cache", action="store_true",
                    help="for every step that runs, say why it missed the cache (first differing input)")
     p.set_defaults(handler=run_build)
@@ -142,6 +144,7 @@ def run_build(args: argparse.Namespace) -> int:
         snapshotter=_snapshotter(args.snapshotter, env),
         runtime=args.runtime,
         explain_cache=args.explain_cache,
+        allow=_allow(args.allow),
         **_sandbox_flags(args),
     )
     renderer = make_renderer(mode, sys.stderr)
@@ -175,6 +178,21 @@ def run_build(args: argparse.Namespace) -> int:
     elif outcome.image_digest:
         print(f"image {outcome.image_digest}", file=sys.stderr)
     return 0
+
+
+def _allow(values: list[str]) -> tuple[str, ...]:
+    """``--allow`` values (repeatable, or comma-separated as buildx takes them), checked."""
+    from mason.build.options import ENTITLEMENTS
+    from mason.errors import UsageError
+
+    out: list[str] = []
+    for value in values:
+        for name in (v.strip() for v in value.split(",")):
+            if name not in ENTITLEMENTS:
+                raise UsageError(f"invalid --allow {value!r}: unknown entitlement {name!r}",
+                                 reference="invalid-allow", hint="--allow takes " + ", ".join(ENTITLEMENTS))
+            out.append(name)
+    return tuple(out)
 
 
 def _sandbox_flags(args: argparse.Namespace) -> dict[str, Any]:

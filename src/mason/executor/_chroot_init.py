@@ -156,7 +156,7 @@ def _setup(plan: dict[str, Any]) -> None:
     _bind(root, root, readonly=False, extra=MS_NODEV)
     _mount("proc", system["/proc"], "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     _setup_dev(system["/dev"], plan.get("shm_size"))
-    _mount("sysfs", system["/sys"], "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
+    _mount("sysfs", system["/sys"], "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | (0 if plan.get("insecure") else MS_RDONLY))
     for m in plan["mounts"]:
         target = m["path"]
         if m["type"] == "tmpfs":
@@ -171,7 +171,8 @@ def _setup(plan: dict[str, Any]) -> None:
     _pivot_root(root)
     _protect_proc(plan["readonly_paths"], plan["masked_paths"])
     os.chdir(plan["cwd"])
-    _drop_bounding_set({CAPS[c] for c in plan["capabilities"]})
+    if not plan.get("insecure"):  # insecure: the bounding set stays whole
+        _drop_bounding_set({CAPS[c] for c in plan["capabilities"]})
     nofile = plan["nofile"]
     resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
     for name, soft, hard in plan.get("ulimits", ()):

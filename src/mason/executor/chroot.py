@@ -100,8 +100,10 @@ class ChrootExecutor:
                     "gid": prepared.user.gid,
                     "additional_gids": list(prepared.user.additional_gids),
                     "capabilities": list(DEFAULT_CAPABILITIES),
-                    "readonly_paths": list(READONLY_PATHS),
-                    "masked_paths": list(MASKED_PATHS),
+                    # RUN --security=insecure: every capability kept, nothing masked, /sys writable
+                    "insecure": spec.insecure,
+                    "readonly_paths": [] if spec.insecure else list(READONLY_PATHS),
+                    "masked_paths": [] if spec.insecure else list(MASKED_PATHS),
                     "nofile": nofile_limit(),
                     "ulimits": [[u.name, u.soft, u.hard] for u in spec.ulimits],
                     "shm_size": spec.shm_size,

@@ -6,6 +6,7 @@ touches the filesystem, so unit tests check the document without runc.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -62,6 +63,34 @@ READONLY_PATHS: tuple[str, ...] = (
     "/proc/sys",
     "/proc/sysrq-trigger",
 )
+
+#: every capability by number (linux/capability.h); the host's cap_last_cap says how many exist
+ALL_CAPABILITIES: tuple[str, ...] = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT",
+    "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG",
+    "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)  # fmt: skip
+#: the devices BuildKit's insecure mode adds when the host has them (loop devices left out)
+INSECURE_DEVICES: tuple[tuple[str, str, int, int], ...] = (
+    ("/dev/kmsg", "c", 1, 11), ("/dev/cuse", "c", 10, 203), ("/dev/fuse", "c", 10, 229),
+    ("/dev/kvm", "c", 10, 232), ("/dev/net/tun", "c", 10, 200), ("/dev/loop-control", "c", 10, 237),
+)  # fmt: skip
+
+
+def host_capabilities() -> tuple[str, ...]:
+    """Every capability this process has (its ``CapEff``), as BuildKit's insecure mode takes
+    them (containerd's ``cap.Current``): a sandbox cannot be given what its parent lacks."""
+    try:
+        with open("/proc/self/status") as f:
+            eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, ValueError, StopIteration, IndexError):
+        return DEFAULT_CAPABILITIES
+    return tuple(name for bit, name in enumerate(ALL_CAPABILITIES) if eff >> bit & 1)
+
 
 DEFAULT_NOFILE = 1048576
 DEFAULT_UMASK = 0o022
@@ -160,9 +189,10 @@ def build_runtime_config(
     nofile: int = DEFAULT_NOFILE,
 ) -> dict[str, Any]:
     """The config.json document for running ``spec`` with runc (OCI runtime spec 1.0.2)."""
-    caps = list(DEFAULT_CAPABILITIES)
-    # Like Docker: a non-root user keeps the bounding set but no effective caps.
-    effective = caps if user.uid == 0 else []
+    caps = list(host_capabilities() if spec.insecure else DEFAULT_CAPABILITIES)
+    # Like Docker: a non-root user keeps the bounding set but no effective caps (insecure: every
+    # set has them all, as BuildKit's WithInsecureSpec adds them to each)
+    effective = caps if user.uid == 0 or spec.insecure else []
     namespaces: list[dict[str, str]] = [
         {"type": "pid"},
         {"type": "ipc"},
@@ -193,7 +223,7 @@ def build_runtime_config(
         }
     )
     mounts.extend(user_mount_config(m) for m in _ordered(spec.mounts))
-    return {
+    config = {
         "ociVersion": "1.0.2",
         "process": {
             "terminal": False,
@@ -226,3 +256,25 @@ def build_runtime_config(
             "readonlyPaths": list(READONLY_PATHS),
         },
     }
+    if spec.insecure:
+        _make_insecure(config)
+    return config
+
+
+def _make_insecure(config: dict[str, Any]) -> None:
+    """BuildKit v0.32.2's insecure mode (WithInsecureSpec, WithWriteableSysfs/Cgroupfs): no masked or
+    read-only paths, /sys and its cgroupfs writable, character and block devices allowed, and the
+    device nodes it adds that this host has. mason has no seccomp profile in any mode."""
+    process, linux = config["process"], config["linux"]
+    caps = process["capabilities"]
+    caps["inheritable"] = caps["ambient"] = list(caps["bounding"])
+    linux["maskedPaths"] = []
+    linux["readonlyPaths"] = []
+    linux["resources"]["devices"] = [{"allow": True, "type": "c", "access": "rwm"},
+                                     {"allow": True, "type": "b", "access": "rwm"}]
+    linux["devices"] = [{"path": path, "type": kind, "major": major, "minor": minor, "fileMode": 0o666,
+                         "uid": 0, "gid": 0}
+                        for path, kind, major, minor in INSECURE_DEVICES if os.path.exists(path)]
+    for m in config["mounts"]:
+        if m["destination"] in ("/sys", "/sys/fs/cgroup"):
+            m["options"] = ["rw" if o == "ro" else o for o in m["options"]]

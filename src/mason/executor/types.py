@@ -125,6 +125,9 @@ class ExecSpec:
     shm_size: int | None = None
     #: ``--ulimit``: limits beyond (or replacing) the default RLIMIT_NOFILE
     ulimits: tuple[Ulimit, ...] = ()
+    #: ``RUN --security=insecure`` (BuildKit's WithInsecureSpec): every capability, no masked or
+    #: read-only paths, writable /sys and cgroupfs, every device allowed by the device cgroup
+    insecure: bool = False
 
     def __post_init__(self) -> None:
         # Accept lists from callers but store tuples so the spec stays hashable.
