@@ -13,13 +13,14 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mason.build.contentstore import PRIVATE_DIR, PRIVATE_FILE, ContentStore, StateError
-from mason.build.metadata import Metadata
+from mason.build.metadata import CachedResult, Metadata
 from mason.build.secrets import remove_orphaned_secrets
 from mason.digest import Digest
 
@@ -222,10 +223,14 @@ class StateRoot:
         named = {Path(path).name for _chain, path, _size, _used in self.meta.snapshots()}
         return sorted(p for p in self.snapshots_dir.iterdir() if not p.name.startswith(".") and p.name not in named)
 
-    def prune(self, keep_storage: int = 0, *, all_: bool = False) -> tuple[int, int]:
-        """Delete least recently used entries until at most ``keep_storage`` bytes remain
-        (``all_``: everything but the root's skeleton). Untracked snapshot directories are
-        removed first in either case. Returns (entries removed, bytes freed).
+    def prune(self, keep_storage: int | None = 0, *, all_: bool = False,
+              unused_for: float | None = None) -> tuple[int, int]:
+        """Free the root as BuildKit's GC does (``mason.build.gc``): what no cached result
+        reaches goes first, then results with what only they reach, and cache mounts, least
+        recently used first, until at most ``keep_storage`` bytes are left (``all_``: no size
+        target). ``unused_for`` (seconds): only what was not used for that long may go.
+        Untracked snapshot directories are removed in every case. Returns (entries removed,
+        bytes freed).
 
         Needs the root opened ``exclusive``: no build is using what is deleted. Directories
         are renamed out of sight before they are deleted (snapshots through
@@ -234,47 +239,63 @@ class StateRoot:
         if not self.exclusive:
             raise StateError(f"prune of {self.path} needs the state root opened exclusively",
                              hint="StateRoot.open(path, exclusive=True) waits for running builds")
+        from mason.build.gc import PruneRule, plan_prune
+
+        removed = freed = 0
+        for orphan in self.untracked_snapshots():
+            freed += _dir_size(orphan)
+            self._remove_snapshot(orphan)
+            removed += 1
+        entries = self.usage()
+        rule = PruneRule(None if all_ else keep_storage,
+                         None if unused_for is None else time.time() - unused_for)
+        plan = plan_prune(entries, self.meta.results(), self._reach, rule)
+        by_key = {(e.kind, e.ident): e for e in entries}
+        for key in plan.entries:
+            freed += self._delete_entry(by_key[key])
+            removed += 1
+        self.meta.delete_results(plan.records)
+        if all_ and unused_for is None:
+            self.meta.clear_variants()  # every blob is gone: facts and locations of remote-only ones too
+            self.meta.clear_step_keys()
+        self._drop_dangling_results()
+        return removed, freed
+
+    def _reach(self, record: CachedResult) -> set[tuple[str, str]]:
+        """What a cached result needs: its layers' blobs and their compressed variants, and the
+        snapshots of its chain (by layer diff ID and by chain ID)."""
+        from mason.build.snapshots import chain_id
+
+        keys: set[tuple[str, str]] = set()
+        for i, lr in enumerate(record.layers):
+            if lr.blob is not None:
+                keys.add(("blob", lr.blob))
+            keys.update(("blob", info.digest) for _c, _l, info in self.meta.variants_of(lr.diff_id))
+            keys.add(("snapshot", lr.diff_id))
+            keys.add(("snapshot", chain_id([x.diff_id for x in record.layers[: i + 1]])))
+        return keys
+
+    def _delete_entry(self, entry: UsageEntry) -> int:
+        if entry.kind == "blob":
+            self.meta.delete_blobs([Digest(entry.ident)])
+            self.store.delete(Digest(entry.ident))
+        elif entry.kind == "snapshot":
+            self._remove_snapshot(self.snapshots_dir / Path(entry.description).name)
+            self.meta.delete_snapshots([entry.ident])
+        else:
+            self._remove_dir(self.cachemounts_dir / entry.ident)
+        return entry.size
+
+    def _remove_snapshot(self, path: Path) -> None:
         from mason.layer import LayerError
         from mason.layer import Snapshotter as LayerSnapshotter
 
         # Removing needs no overlay probe ("copy"); opening it also clears what an earlier
         # crashed prune or killed build left half-deleted.
-        snapshots = LayerSnapshotter(str(self.snapshots_dir), mode="copy")
-
-        def remove_snapshot(path: Path) -> None:
-            with contextlib.suppress(LayerError):  # already gone (only a row left), or no meta.json
-                snapshots.remove(path.name)
-            if os.path.lexists(path) and path.parent == self.snapshots_dir:
-                self._remove_dir(path)
-
-        removed = freed = 0
-        for orphan in self.untracked_snapshots():
-            freed += _dir_size(orphan)
-            remove_snapshot(orphan)
-            removed += 1
-        entries = self.usage()
-        total = sum(e.size for e in entries)
-        for e in sorted(entries, key=lambda e: e.last_used):
-            if not all_ and total <= keep_storage:
-                break
-            if e.kind == "blob":
-                self.meta.delete_blobs([Digest(e.ident)])
-                self.store.delete(Digest(e.ident))
-            elif e.kind == "snapshot":
-                remove_snapshot(self.snapshots_dir / Path(e.description).name)
-                self.meta.delete_snapshots([e.ident])
-            else:
-                self._remove_dir(self.cachemounts_dir / e.ident)
-            total -= e.size
-            freed += e.size
-            removed += 1
-        if all_:
-            self.meta.delete_results([r.key for r in self.meta.results()])
-            self.meta.clear_variants()  # every blob is gone: facts and locations of remote-only ones too
-            self.meta.clear_step_keys()
-        else:
-            self._drop_dangling_results()
-        return removed, freed
+        with contextlib.suppress(LayerError):  # already gone (only a row left), or no meta.json
+            LayerSnapshotter(str(self.snapshots_dir), mode="copy").remove(path.name)
+        if os.path.lexists(path) and path.parent == self.snapshots_dir:
+            self._remove_dir(path)
 
     def _remove_dir(self, path: Path) -> None:
         # Renamed into tmp/ first: a crash leaves a leftover there (removed on the next

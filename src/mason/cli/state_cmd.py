@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,11 @@ def register(subparsers: Any) -> None:
             description=(
                 "Remove local build cache, like `docker buildx prune -f`: without options every "
                 "cached result, layer and snapshot goes (registry caches are untouched); with "
-                "--keep-storage the most recently used entries up to SIZE stay. Waits for running "
-                "builds on the same root."
+                "--keep-storage, what no cached result can use goes first, then cached results "
+                "with the layers only they need and cache mounts, least recently used first, "
+                "until at most SIZE is left; with --filter until=DURATION or --keep-duration "
+                "DURATION only what was not used for that long goes. Waits for running builds "
+                "on the same root."
             ),
         )
         pr.add_argument(
@@ -45,6 +49,10 @@ def register(subparsers: Any) -> None:
             "--all", "-a", action="store_true",
             help="also forget compressed variants and leave only the root's empty skeleton",
         )
+        pr.add_argument("--filter", dest="filters", action="append", default=[], metavar="until=DURATION",
+                        help="only what was not used for DURATION (e.g. 24h, 90m, 7d)")
+        pr.add_argument("--keep-duration", metavar="DURATION",
+                        help="keep what was used within DURATION (the same as --filter until=DURATION)")
         pr.set_defaults(handler=_prune)
 
 
@@ -90,6 +98,7 @@ def _prune(args: argparse.Namespace) -> int:
         keep = parse_size(args.keep_storage) if args.keep_storage is not None else 0
     except Exception as exc:
         raise UsageError(str(exc)) from exc
+    unused_for = _unused_for(args.filters, args.keep_duration)
     try:
         st = StateRoot.open(root, exclusive=True, wait=False)
     except StateError as exc:
@@ -99,7 +108,35 @@ def _prune(args: argparse.Namespace) -> int:
         print(f"waiting for the builds using {root} to finish...", file=sys.stderr, flush=True)
         st = StateRoot.open(root, exclusive=True)
     with st:
-        removed, freed = st.prune(keep, all_=args.all or args.keep_storage is None)
+        removed, freed = st.prune(keep, all_=args.all or args.keep_storage is None, unused_for=unused_for)
     print(f"Deleted {removed} entries")
     print(f"Total reclaimed space: {human_size(freed)}")
     return 0
+
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"(\d+(?:\.\d*)?)(ns|us|µs|ms|s|m|h|d)")
+
+
+def parse_duration(text: str, what: str) -> float:
+    """Seconds from Go's duration syntax (``1h30m``, ``90s``), plus ``d`` for days (``7d``)."""
+    from mason.errors import UsageError
+
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise UsageError(f"invalid {what} {text!r}: expected a duration such as 24h, 90m or 7d",
+                         reference="invalid-argument")
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
+def _unused_for(filters: list[str], keep_duration: str | None) -> float | None:
+    from mason.errors import UsageError
+
+    limits = [parse_duration(keep_duration, "--keep-duration")] if keep_duration else []
+    for text in filters:
+        key, _, value = text.partition("=")
+        if key != "until" or not value:
+            raise UsageError(f"invalid --filter {text!r}: mason prune takes until=DURATION",
+                             reference="invalid-argument")
+        limits.append(parse_duration(value, "--filter until"))
+    return max(limits) if limits else None

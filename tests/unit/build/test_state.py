@@ -94,7 +94,8 @@ def test_second_process_does_not_clean_a_root_in_use(tmp_path: Path) -> None:
 
 
 def test_prune_all_and_keep_storage(tmp_path: Path) -> None:
-    """prune --all empties the store; keep-storage removes least recently used first."""
+    """prune --all empties the store; keep-storage removes what no cached result reaches
+    first (the oldest of it), and a result's blob only with the result."""
     with StateRoot.open(tmp_path, exclusive=True) as st:
         digests = []
         for i in range(3):
@@ -104,10 +105,15 @@ def test_prune_all_and_keep_storage(tmp_path: Path) -> None:
         st.meta.put_result("k", (LayerRef(Digest(digests[0]), digests[0]),), "x")
         removed, freed = st.prune(keep_storage=2000)
         assert removed == 1 and freed == 1000
-        assert not st.store.has(digests[0])
-        assert st.meta.get_result("k") is None  # its blob is gone
+        assert st.store.has(digests[0]) and st.meta.get_result("k") is not None  # the result is whole
+        assert not st.store.has(digests[1]) and st.store.has(digests[2])
+        removed, freed = st.prune(keep_storage=500)
+        assert (removed, freed) == (2, 2000) and st.meta.get_result("k") is None
+        assert list(st.store.iter_digests()) == []
+        st.meta.put_result("k2", (LayerRef(Digest(digests[0]), digests[0]),), "x")
+        st.store.put_bytes(bytes([0]) * 1000)
         removed, _ = st.prune(all_=True)
-        assert removed == 2
+        assert removed == 1 and st.meta.results() == []
         assert list(st.store.iter_digests()) == []
 
 
