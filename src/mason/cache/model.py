@@ -396,6 +396,127 @@ def input_links(rec: SolvedRecord, index_of: Mapping[str, int]) -> tuple[tuple[C
     )
 
 
+class _BlobResolver:
+    """A cached layer's blob in the export's compression, resolved once per (digest, media type)."""
+
+    def __init__(self, blobs: ExportBlobStore, compression: str, level: int | None, force: bool) -> None:
+        self._blobs = blobs
+        self._compression = compression
+        self._level = level
+        self._force = force
+        self._resolved: dict[tuple[Digest, str], Descriptor] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, layer: Descriptor) -> Descriptor:
+        diff_id = diff_id_of(layer)
+        if diff_id is None:
+            raise CacheExportError(
+                f"layer {layer.digest} has no {ANNOTATION_UNCOMPRESSED} annotation",
+                hint="this is a bug in the builder: every cached layer needs its diff ID",
+            )
+        cache_key = (layer.digest, layer.media_type)
+        with self._lock:
+            if cache_key in self._resolved:
+                return self._resolved[cache_key]
+        out = self._blobs.cache_blob(layer, self._compression, self._level, self._force)
+        # A converted blob keeps its own diff ID: an eStargz blob's stream includes the TOC
+        # (BuildKit's containerd.io/uncompressed), and eStargz converted to gzip is the tar's.
+        if diff_id_of(out) is None:
+            out = out.with_annotations({ANNOTATION_UNCOMPRESSED: diff_id})
+        if out.digest == layer.digest:  # same bytes: keep the original's mount hints and createdat
+            kept = {
+                k: v
+                for k, v in layer.annotations.items()
+                if (k.startswith(DISTRIBUTION_SOURCE_PREFIX) or k in KEPT_LAYER_ANNOTATIONS) and k not in out.annotations
+            }
+            if kept:
+                out = out.with_annotations(kept)
+        with self._lock:
+            self._resolved[cache_key] = out
+        return out
+
+
+@dataclass
+class _LayerTable:
+    """The cache config's layers as they are added chain by chain: one entry per (blob, parent),
+    the descriptor of each blob, and the times that date each layer."""
+
+    layers: list[CacheLayer] = field(default_factory=list)
+    index: dict[tuple[Digest, int], int] = field(default_factory=dict)
+    #: per layer, the earliest time a record whose result ends at it was made
+    own: dict[int, str] = field(default_factory=dict)
+    #: per layer, the earliest time a record whose chain passes through it was made
+    seen: dict[int, str] = field(default_factory=dict)
+    blob_desc: dict[Digest, Descriptor] = field(default_factory=dict)
+
+    def add_chain(self, chain: Sequence[Descriptor], created: str, resolve: Callable[[Descriptor], Descriptor]) -> int:
+        """Add a result's layer chain; the index of its last layer."""
+        parent = -1
+        for position, layer in enumerate(chain):
+            desc = resolve(layer)
+            self.blob_desc.setdefault(desc.digest, desc)
+            ident = (desc.digest, parent)
+            if ident not in self.index:
+                self.index[ident] = len(self.layers)
+                self.layers.append(CacheLayer(desc.digest, parent))
+            parent = self.index[ident]
+            # a layer was made by the step whose result ends at it; a record further up
+            # the chain only shows it existed by then (earliest wins, order-independent)
+            times = self.own if position == len(chain) - 1 else self.seen
+            times[parent] = min(times.get(parent, created), created)
+        return parent
+
+    def created(self) -> dict[int, str]:
+        return {i: self.own.get(i) or self.seen[i] for i in self.own.keys() | self.seen.keys()}
+
+
+def _keeps_result(mode: Literal["min", "max"], diff_ids: tuple[Digest | None, ...], image: tuple[Digest, ...]) -> bool:
+    """min mode keeps a result only when its chain is a prefix of the exported image's."""
+    return mode == "max" or (len(diff_ids) <= len(image) and diff_ids == image[: len(diff_ids)])
+
+
+def _result_of(
+    rec: SolvedRecord,
+    chain: Sequence[Descriptor],
+    table: _LayerTable,
+    resolve: Callable[[Descriptor], Descriptor],
+    prior: CacheSource | None,
+    clock: Callable[[], str],
+) -> tuple[CacheResult, ...]:
+    """The record's result (``chain``, its layers, added to ``table``), dated from ``prior`` when unchanged."""
+    diff_ids = tuple(diff_id_of(d) for d in chain)
+    created = None
+    if prior is not None:
+        created = prior.created_at_for(rec.key, [d for d in diff_ids if d is not None])
+    created = created or rec.created_at or clock()
+    return (CacheResult(table.add_chain(chain, created, resolve), created),)
+
+
+def _export_layers(
+    normalized: CacheConfig,
+    blob_desc: Mapping[Digest, Descriptor],
+    first_created: Mapping[Digest, str],
+    prior: CacheSource | None,
+    oci_mediatypes: bool,
+) -> list[Descriptor]:
+    """The normalised config's layers as descriptors, each with its ``createdAt``."""
+    out_layers = []
+    for cache_layer in normalized.layers:
+        src = blob_desc[cache_layer.blob]
+        created_at = (
+            src.annotations.get(ANNOTATION_CREATED_AT)
+            or (prior.layer_created_at(cache_layer.blob) if prior is not None else None)
+            or first_created.get(cache_layer.blob)
+            or ZERO_TIME
+        )
+        annotations = {k: v for k, v in src.annotations.items() if k in KEPT_LAYER_ANNOTATIONS}
+        annotations[ANNOTATION_CREATED_AT] = created_at
+        out_layers.append(
+            Descriptor(_convert_media_type(src, oci_mediatypes), src.digest, src.size, annotations)
+        )
+    return out_layers
+
+
 def plan_export(
     records: Sequence[SolvedRecord],
     *,
@@ -420,102 +541,31 @@ def plan_export(
     image = tuple(image_diff_ids or ())
     by_key, ordered_keys = index_records(records)
     index_of = {k: i for i, k in enumerate(ordered_keys)}
-
-    resolved: dict[tuple[Digest, str], Descriptor] = {}
-    lock = threading.Lock()
-
-    def resolve(layer: Descriptor) -> Descriptor:
-        diff_id = diff_id_of(layer)
-        if diff_id is None:
-            raise CacheExportError(
-                f"layer {layer.digest} has no {ANNOTATION_UNCOMPRESSED} annotation",
-                hint="this is a bug in the builder: every cached layer needs its diff ID",
-            )
-        cache_key = (layer.digest, layer.media_type)
-        with lock:
-            if cache_key in resolved:
-                return resolved[cache_key]
-        out = blobs.cache_blob(layer, compression, compression_level, force_compression)
-        # A converted blob keeps its own diff ID: an eStargz blob's stream includes the TOC
-        # (BuildKit's containerd.io/uncompressed), and eStargz converted to gzip is the tar's.
-        if diff_id_of(out) is None:
-            out = out.with_annotations({ANNOTATION_UNCOMPRESSED: diff_id})
-        if out.digest == layer.digest:  # same bytes: keep the original's mount hints and createdat
-            kept = {
-                k: v
-                for k, v in layer.annotations.items()
-                if (k.startswith(DISTRIBUTION_SOURCE_PREFIX) or k in KEPT_LAYER_ANNOTATIONS) and k not in out.annotations
-            }
-            if kept:
-                out = out.with_annotations(kept)
-        with lock:
-            resolved[cache_key] = out
-        return out
-
-    layers: list[CacheLayer] = []
-    layer_index: dict[tuple[Digest, int], int] = {}
-    layer_own: dict[int, str] = {}
-    layer_seen: dict[int, str] = {}
-    blob_desc: dict[Digest, Descriptor] = {}
+    resolve = _BlobResolver(blobs, compression, compression_level, force_compression)
+    table = _LayerTable()
     cache_records: list[CacheRecord] = []
     steps: dict[str, str] = {}
 
     for key in ordered_keys:
-        found = by_key.get(key)
-        if found is None:
+        rec = by_key.get(key)
+        if rec is None:
             cache_records.append(CacheRecord(Digest(key)))  # an input we only know by key
             continue
-        rec = found
         if rec.step:
             steps[key] = rec.step
-        inputs = input_links(rec, index_of)
         results: tuple[CacheResult, ...] = ()
         chain = rec.layers
-        if chain:
-            diff_ids = tuple(diff_id_of(d) for d in chain)
-            keep = mode == "max" or (len(diff_ids) <= len(image) and diff_ids == image[: len(diff_ids)])
-            if keep:
-                created = None
-                if prior is not None:
-                    created = prior.created_at_for(key, [d for d in diff_ids if d is not None])
-                created = created or rec.created_at or clock()
-                parent = -1
-                for position, layer in enumerate(chain):
-                    desc = resolve(layer)
-                    blob_desc.setdefault(desc.digest, desc)
-                    ident = (desc.digest, parent)
-                    if ident not in layer_index:
-                        layer_index[ident] = len(layers)
-                        layers.append(CacheLayer(desc.digest, parent))
-                    parent = layer_index[ident]
-                    # a layer was made by the step whose result ends at it; a record further up
-                    # the chain only shows it existed by then (earliest wins, order-independent)
-                    times = layer_own if position == len(chain) - 1 else layer_seen
-                    times[parent] = min(times.get(parent, created), created)
-                results = (CacheResult(parent, created),)
-        cache_records.append(CacheRecord(Digest(key), results, (), inputs))
+        if chain and _keeps_result(mode, tuple(diff_id_of(d) for d in chain), image):
+            results = _result_of(rec, chain, table, resolve, prior, clock)
+        cache_records.append(CacheRecord(Digest(key), results, (), input_links(rec, index_of)))
 
-    layer_created = {i: layer_own.get(i) or layer_seen[i] for i in layer_own.keys() | layer_seen.keys()}
-    config = CacheConfig(tuple(layers), tuple(cache_records), steps)
+    config = CacheConfig(tuple(table.layers), tuple(cache_records), steps)
     normalized = normalize_cache_config(config)
-    first_created = _first_created(config, layer_created)
-    # map normalised layer positions back to descriptors
-    out_layers = []
-    for cache_layer in normalized.layers:
-        src = blob_desc[cache_layer.blob]
-        created_at = (
-            src.annotations.get(ANNOTATION_CREATED_AT)
-            or (prior.layer_created_at(cache_layer.blob) if prior is not None else None)
-            or first_created.get(cache_layer.blob)
-            or ZERO_TIME
-        )
-        annotations = {k: v for k, v in src.annotations.items() if k in KEPT_LAYER_ANNOTATIONS}
-        annotations[ANNOTATION_CREATED_AT] = created_at
-        out_layers.append(
-            Descriptor(_convert_media_type(src, oci_mediatypes), src.digest, src.size, annotations)
-        )
+    first_created = _first_created(config, table.created())
+    out_layers = _export_layers(normalized, table.blob_desc, first_created, prior, oci_mediatypes)
     raw = serialize_cache_config(normalized)
-    return ExportPlan(normalized, raw, tuple(out_layers), tuple(blob_desc[d] for d in sorted(blob_desc)))
+    blob_list = tuple(table.blob_desc[d] for d in sorted(table.blob_desc))
+    return ExportPlan(normalized, raw, tuple(out_layers), blob_list)
 
 
 def _first_created(config: CacheConfig, created: Mapping[int, str]) -> dict[Digest, str]:
