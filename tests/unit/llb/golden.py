@@ -210,8 +210,10 @@ def _outputs(step_id: str, steps: dict[str, Step]) -> tuple[int, ...]:
     return tuple(sorted(used)) or (0,)
 
 
-def model_keys(case: str) -> Model:
-    steps, _ = llb(case)
+def model_keys(case: str, from_dockerfile: bool = False) -> Model:
+    """Every key mason computes for the case, from llb.json's ops or (``from_dockerfile``)
+    from the ops ``mason.build.llbplan`` builds from the case's Dockerfile."""
+    steps, _ = planned_steps(case) if from_dockerfile else llb(case)
     model = Model()
     trees: dict[str, ContentTree] = {}
     for step in steps.values():
@@ -303,9 +305,9 @@ class Coverage:
     wrong: list[str]  # digests mason produced whose preimage differs from BuildKit's
 
 
-def coverage(case: str) -> Coverage:
+def coverage(case: str, from_dockerfile: bool = False) -> Coverage:
     golden = keys(case)
-    model = model_keys(case)
+    model = model_keys(case, from_dockerfile)
     total: Counter[str] = Counter()
     done: Counter[str] = Counter()
     session: Counter[str] = Counter()
@@ -332,13 +334,26 @@ def coverage(case: str) -> Coverage:
     return Coverage(case, total, done, session, missing, len(records), len(records) - len(rec_missing), rec_missing, wrong)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The coverage table; ``--from-dockerfile`` builds each case's LLB from its Dockerfile
+    (``mason.build.llbplan``) instead of reading llb.json, and first compares the two."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tests.unit.llb.golden")
+    parser.add_argument("--from-dockerfile", action="store_true",
+                        help="build the LLB from the Dockerfile (mason.build.llbplan), not llb.json")
+    from_dockerfile = parser.parse_args(argv).from_dockerfile
+    if from_dockerfile:
+        for case in CASES:
+            m = compare_planned(case)
+            print(f"{case:28} ops {m.ops_equal:2}/{m.total:2}  vertex digests {m.digests_equal:2}/{m.total:2}"
+                  + (f"  {m.differences}" if m.differences else ""))
     rows = []
     grand: Counter[str] = Counter()
     grand_done: Counter[str] = Counter()
     grand_session: Counter[str] = Counter()
     for case in CASES:
-        c = coverage(case)
+        c = coverage(case, from_dockerfile)
         grand += c.keys_total
         grand_done += c.keys_reproduced
         grand_session += c.keys_session
@@ -353,6 +368,106 @@ def main() -> None:
     print("\n".join(rows))
     for t in sorted(grand):
         print(f"{t:12} {grand_done[t]:4}/{grand[t] - grand_session[t]:4} (+{grand_session[t]} session-bound)")
+
+
+# --- the LLB built from the Dockerfile (mason.build.llbplan) ----------------------------------
+
+
+def build_json(case: str) -> dict[str, Any]:
+    return json.loads((ROOT / case / "build.json").read_text())  # type: ignore[no-any-return]
+
+
+def context_excludes(case: str) -> list[str]:
+    from mason.dockerfile.dockerignore import read_ignore_file
+
+    ignore = ROOT / case / "context" / ".dockerignore"
+    return read_ignore_file(ignore.read_bytes()) if ignore.exists() else []
+
+
+@cache
+def planned(case: str) -> Any:
+    """``plan_llb`` for the case: its Dockerfile, build args, target and the golden base image.
+
+    The context source's vertex digest includes ``local.session`` (the client's session
+    id), which llb.json leaves out: the golden digest is passed in for it."""
+    from mason.build.llbplan import BaseImage, plan_llb
+    from mason.dockerfile import parse_dockerfile
+    from mason.dockerfile.stages import plan_build
+
+    info = build_json(case)
+    base = info["baseImage"]
+
+    def resolve(ref: str, platform: pb.Platform) -> BaseImage:
+        assert ref == base["ref"], ref
+        assert platform == PLATFORM
+        return BaseImage(base["manifestDigest"], _image_config(base["manifestDigest"]))
+
+    df = parse_dockerfile((ROOT / case / "Dockerfile").read_bytes())
+    args = dict(info["buildArgs"])
+    plan = plan_build(df, build_args=args, target=info["target"])
+    steps, vertex = llb(case)
+    ctx = [vertex[s.id] for s in steps.values() if s.op.source and s.op.source.identifier.startswith("local://")]
+    return plan_llb(plan, resolve=resolve, platform=PLATFORM, build_args=args,
+                    exclude_patterns=context_excludes(case), context_digest=ctx[0] if ctx else None)
+
+
+def planned_steps(case: str) -> tuple[dict[str, Step], dict[str, str]]:
+    """``llb(case)``'s shape for the planned ops: step ids by position, inputs as step ids."""
+    definition = planned(case)
+    ids = {v.digest: f"step{i}" for i, v in enumerate(definition.vertices)}
+    steps = {}
+    for v in definition.vertices:
+        inputs = tuple((ids[i.digest], i.index) for i in v.op.inputs)
+        steps[ids[v.digest]] = Step(ids[v.digest], dataclasses.replace(v.op, inputs=()), inputs)
+    return steps, {sid: d for d, sid in ids.items()}
+
+
+def _without_session(op: pb.Op) -> pb.Op:
+    """The op as llb.json renders it: a local source without ``local.session``."""
+    if op.source is None or "local.session" not in op.source.attrs:
+        return op
+    attrs = {k: v for k, v in op.source.attrs.items() if k != "local.session"}
+    return dataclasses.replace(op, source=dataclasses.replace(op.source, attrs=attrs))
+
+
+@dataclass
+class OpsMatch:
+    case: str
+    total: int
+    ops_equal: int
+    digests_equal: int
+    differences: list[str]
+
+
+def compare_planned(case: str) -> OpsMatch:
+    """The planned ops against llb.json, position by position: each op field by field
+    (inputs as the golden step ids) and each vertex digest against ``digestMapping``."""
+    gsteps, gvertex = llb(case)
+    psteps, pvertex = planned_steps(case)
+    golden_list, planned_list = list(gsteps.values()), list(psteps.values())
+    diffs: list[str] = []
+    if len(golden_list) != len(planned_list):
+        diffs.append(f"{len(planned_list)} ops planned, llb.json has {len(golden_list)}")
+    rename = {p.id: g.id for g, p in zip(golden_list, planned_list, strict=False)}
+    ops_equal = digests_equal = 0
+    for g, p in zip(golden_list, planned_list, strict=False):
+        p_inputs = tuple((rename.get(s, s), i) for s, i in p.inputs)
+        if _without_session(p.op) == g.op and p_inputs == g.inputs:
+            ops_equal += 1
+        else:
+            diffs.append(f"{g.id}: planned {_brief(p.op)} inputs {p_inputs}; "
+                         f"golden {_brief(g.op)} inputs {g.inputs}")
+        if pvertex[p.id] == gvertex[g.id]:
+            digests_equal += 1
+        else:
+            diffs.append(f"{g.id}: vertex digest {pvertex[p.id][:19]} != {gvertex[g.id][:19]}")
+    return OpsMatch(case, len(golden_list), ops_equal, digests_equal, diffs)
+
+
+def _brief(op: pb.Op) -> str:
+    from mason.llb.gojson import go_json
+
+    return go_json(op).decode()[:400]
 
 
 if __name__ == "__main__":
