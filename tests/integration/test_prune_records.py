@@ -60,6 +60,9 @@ def test_keep_duration_prunes_only_what_was_not_used_since(busybox_image: str, t
     ctx = _context(tmp_path, "ctx", f"FROM {busybox_image}\nRUN echo kept > /kept\n")
     _mason(root, "build", "--progress=plain", "-o", f"type=oci,dest={tmp_path / 'a.tar'}", str(ctx))
     before = _usage(root)
+    du = _mason(root, "du", "--verbose").stdout
+    record = next(line for line in du.splitlines() if line.endswith("[2/2] RUN echo kept > /kept"))
+    assert record.startswith("just now") and "B" in record.split()[2], du  # last use, layer size
     out = _mason(root, "prune", "--keep-duration", "1h").stdout
     assert "Deleted 0 entries" in out and _usage(root) == before
     out = _mason(root, "prune", "--filter", "until=0s").stdout

@@ -186,6 +186,11 @@ class Metadata:
                                    (identity,)).fetchone()
         return None if row is None else (row[0], bytes(row[1]), row[2])
 
+    def step_names(self) -> dict[str, str]:
+        """Cache key -> the Dockerfile step last built with it (``[2/3] RUN make``), for ``du``."""
+        rows = self._conn().execute("SELECT identity, key FROM step_keys ORDER BY last_used").fetchall()
+        return {key: identity.rsplit("\0", 1)[-1] for identity, key in rows}
+
     def clear_step_keys(self) -> None:
         with self._tx() as conn:
             conn.execute("DELETE FROM step_keys")

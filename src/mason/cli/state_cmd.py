@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -65,12 +66,15 @@ def _du(args: argparse.Namespace) -> int:
         return 0
     with StateRoot.open(root) as st:
         entries = st.usage()
-        results = len(st.meta.results())
+        records = st.meta.results()
+        names = st.meta.step_names() if args.verbose else {}
+    results = len(records)
     if args.verbose:
         print(f"{'KIND':<12} {'SIZE':>10}  ID")
         for e in sorted(entries, key=lambda e: -e.size):
             print(f"{e.kind:<12} {human_size(e.size):>10}  {e.ident}")
         print()
+        _print_records(records, names)
     by_kind: dict[str, tuple[int, int]] = {}
     for e in entries:
         n, s = by_kind.get(e.kind, (0, 0))
@@ -82,6 +86,27 @@ def _du(args: argparse.Namespace) -> int:
     print(f"cache records: {results}")
     print(f"Total: {human_size(sum(e.size for e in entries))} in {root}")
     return 0
+
+
+def _print_records(records: list[Any], names: dict[str, str]) -> None:
+    """One line per cached result: its step, the size of the layer it added, its last use."""
+    from mason.build.state import human_size
+
+    print(f"{'LAST USED':<16} {'SIZE':>10}  STEP")
+    now = time.time()
+    for r in sorted(records, key=lambda r: -r.last_used):
+        size = r.layers[-1].blob_size if r.layers else 0
+        step = names.get(r.key) or r.description or f"(key {r.key[:19]})"
+        print(f"{_ago(now - r.last_used):<16} {human_size(size):>10}  {step}")
+    print()
+
+
+def _ago(seconds: float) -> str:
+    for unit, span in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= span:
+            n = int(seconds // span)
+            return f"{n} {unit}{'s' if n > 1 else ''} ago"
+    return "just now"
 
 
 def _prune(args: argparse.Namespace) -> int:
