@@ -145,3 +145,32 @@ def test_inspect_oci_layout(busybox_image: str, tmp_path: Path, capsys: pytest.C
     out = capsys.readouterr().out
     assert "Kind:        image" in out and "application/vnd.oci.image.layer.v1.tar+gzip" in out
     shutil.rmtree(layout)
+
+
+def test_inspect_shows_the_whole_config_and_json(registry: RegistryServer, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.support.busybox import build_busybox_image
+
+    image = build_busybox_image(tmp_path / "img")
+    config = json.loads(image.config_raw)
+    config["config"].update({"Env": ["A=1"], "Labels": {"org.example": "x"}, "ExposedPorts": {"80/tcp": {}},
+                             "Volumes": {"/data": {}},
+                             "Healthcheck": {"Test": ["CMD", "true"], "Interval": 30000000000}})
+    raw = json.dumps(config).encode()
+    config_desc = Descriptor(mt.OCI_CONFIG, sha256_bytes(raw), len(raw))
+    from mason.oci.manifest import build_manifest
+
+    manifest = build_manifest(config_desc, [image.layer])
+    ref = Reference.parse(f"{registry.host}/inspect/full:1")
+    with RegistryClient() as client:
+        client.push_blob(ref, image.layer, lambda: open(image.layer_path, "rb"))  # noqa: SIM115
+        client.push_blob(ref, config_desc, lambda: io.BytesIO(raw))
+        client.put_manifest(ref, manifest.raw, manifest.media_type)
+    assert main(["imagetools", "inspect", str(ref)]) == 0
+    out = capsys.readouterr().out
+    for shown in ('Env:        ["A=1"]', '"org.example": "x"', '"80/tcp"', '"/data"', '"Interval": 30000000000'):
+        assert shown in out, out
+    assert main(["imagetools", "inspect", "--format", "json", str(ref)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["manifest"] == json.loads(manifest.raw) and doc["image"] == config
+    assert doc["digest"] == str(sha256_bytes(manifest.raw))

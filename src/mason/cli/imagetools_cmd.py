@@ -31,6 +31,8 @@ def register(subparsers: Any) -> None:
     inspect = sub.add_parser("inspect", help="show the structure of an image, index or cache manifest")
     inspect.add_argument("ref", metavar="REF")
     inspect.add_argument("--raw", action="store_true", help="print the manifest bytes as stored")
+    inspect.add_argument("--format", choices=("text", "json", "{{json .}}"), default="text",
+                         help="json: the manifest and the image config(s) as one JSON document")
     common(inspect)
     inspect.set_defaults(handler=_inspect)
 
@@ -62,9 +64,39 @@ def _inspect(args: argparse.Namespace) -> int:
             sys.stdout.buffer.write(raw)
             sys.stdout.buffer.flush()
             return 0
+        if args.format != "text":
+            print(json.dumps(inspect_json(client, endpoint, raw, media_type, digest), indent=2))
+            return 0
         lines = describe(client, endpoint, raw, media_type, digest)
     print("\n".join(lines))
     return 0
+
+
+def inspect_json(client: RegistryClient, endpoint: Endpoint, raw: bytes, media_type: str,
+                 digest: str) -> dict[str, Any]:
+    """``--format json``: buildx's ``{{json .}}`` shape -- ``name``, ``manifest`` and ``image``
+    (the config; for an index, one per platform, keyed ``os/arch[/variant]``)."""
+    from mason.oci import mediatypes as mt
+    from mason.oci.descriptor import Descriptor
+    from mason.registry.copy import read_manifest_raw
+
+    doc = json.loads(raw)
+    out: dict[str, Any] = {"name": str(endpoint), "mediaType": media_type, "digest": digest,
+                           "size": len(raw), "manifest": doc}
+    if "manifests" not in doc:
+        config = Descriptor.from_json(doc.get("config"))
+        if config.media_type in (mt.OCI_CONFIG, mt.DOCKER_CONFIG):
+            out["image"] = _fetch_blob_json(client, endpoint, config)
+        return out
+    images: dict[str, Any] = {}
+    for entry in (Descriptor.from_json(e) for e in doc.get("manifests") or []):
+        if entry.platform is None or entry.media_type == mt.BUILDKIT_CACHE_CONFIG:
+            continue
+        child = json.loads(read_manifest_raw(client, endpoint, entry.digest)[0])
+        images[str(entry.platform)] = _fetch_blob_json(client, endpoint, Descriptor.from_json(child.get("config")))
+    if images:
+        out["image"] = images
+    return out
 
 
 def _fetch_blob_json(client: RegistryClient, endpoint: Endpoint, desc: Any, cap: int = 64 << 20) -> Any:
@@ -141,9 +173,9 @@ def describe(client: RegistryClient, endpoint: Endpoint, raw: bytes, media_type:
         if cfg.get("created"):
             lines.append(f"  Created:    {cfg['created']}")
         inner = cfg.get("config") or {}
-        for key in ("Entrypoint", "Cmd", "WorkingDir", "User"):
+        for key in _CONFIG_KEYS:
             if inner.get(key):
-                lines.append(f"  {key + ':':<11} {json.dumps(inner[key])}")
+                lines.append(f"  {key + ':':<11} {json.dumps(inner[key], sort_keys=True)}")
         history = cfg.get("history") or []
         diff_ids = (cfg.get("rootfs") or {}).get("diff_ids") or []
         lines.append(f"  History:    {len(history)} entries; diff_ids: {len(diff_ids)}")
@@ -154,6 +186,11 @@ def describe(client: RegistryClient, endpoint: Endpoint, raw: bytes, media_type:
     for key, value in sorted((doc.get("annotations") or {}).items()):
         lines.append(f"Annotation:  {key}={value}")
     return lines
+
+
+#: the image config's runtime settings, in the order `docker image inspect` lists them
+_CONFIG_KEYS = ("User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Healthcheck", "Volumes", "WorkingDir",
+                "Labels", "OnBuild", "StopSignal", "Shell")
 
 
 def _layer_lines(layers: list[Any]) -> list[str]:
