@@ -26,7 +26,7 @@ import io
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
 from mason.cache.backends import CacheBackend, ExportRequest
@@ -38,6 +38,7 @@ from mason.cache.model import (
     CacheRegistry,
     CacheSource,
     ExportBlobStore,
+    ExportPlan,
     ExportResult,
     SolvedRecord,
 )
@@ -53,6 +54,7 @@ from mason.digest import Digest
 from mason.errors import MasonError
 from mason.oci import mediatypes as mt
 from mason.oci.descriptor import Descriptor
+from mason.oci.manifest import ImageIndex, ImageManifest
 from mason.oci.reference import Reference
 from mason.registry.errors import RegistryError, RegistryNotFoundError
 from mason.registry.push import push_blob
@@ -172,6 +174,68 @@ def _refused_manifest_hint(options: CacheOptions, media_type: str) -> str:
             "oci-mediatypes=false (a Docker manifest list), or ignore-error=true to keep builds green")
 
 
+@dataclass
+class _Stored:
+    """What storing a cache's blobs did, per blob: uploaded, mounted from another repository,
+    or already there; ``sent`` counts the uploaded bytes."""
+
+    uploaded: list[Digest] = field(default_factory=list)
+    mounted: list[Digest] = field(default_factory=list)
+    existing: list[Digest] = field(default_factory=list)
+    sent: int = 0
+
+    def add(self, outcome: str, desc: Descriptor) -> None:
+        if outcome == "uploaded":
+            self.uploaded.append(desc.digest)
+            self.sent += desc.size
+        elif outcome == "mounted":
+            self.mounted.append(desc.digest)
+        else:
+            self.existing.append(desc.digest)
+
+
+def _store_blobs(
+    client: CacheRegistry,
+    ref: Reference,
+    plan: ExportPlan,
+    config_desc: Descriptor,
+    known: set[Digest],
+    blobs: ExportBlobStore,
+    max_workers: int,
+) -> _Stored:
+    """Store the plan's layer blobs (in parallel, skipping ``known``), then its config."""
+    stored = _Stored()
+
+    def store(desc: Descriptor) -> tuple[str, Descriptor]:
+        if desc.digest in known:
+            return "existing", desc
+        return push_blob(client, ref, desc, lambda: blobs.open_blob(desc)), desc
+
+    with ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="cache-push") as pool:
+        for outcome, desc in pool.map(store, plan.blobs):
+            stored.add(outcome, desc)
+    config_raw = plan.config_raw
+    if config_desc.digest in known or not client.push_blob(ref, config_desc, lambda: io.BytesIO(config_raw)):
+        stored.add("existing", config_desc)
+    else:
+        stored.add("uploaded", config_desc)
+    return stored
+
+
+def _put_manifest(client: CacheRegistry, ref: Reference, document: ImageManifest | ImageIndex, options: CacheOptions) -> None:
+    """PUT the cache's manifest or index; a refusal gets a hint saying what to try."""
+    try:
+        client.put_manifest(ref, document.raw, document.media_type)
+    except RegistryError as exc:
+        if _refused_for_its_type(exc):
+            exc.hint = _refused_manifest_hint(options, document.media_type)
+        elif _error_codes(exc) & {"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN"}:
+            # every blob was HEADed or stored just now, so one vanished meanwhile (a garbage collection)
+            exc.hint = ("the registry no longer has a blob this cache references, though it was checked "
+                        "or stored just before; run the build again (the next export stores it again)")
+        raise
+
+
 def export_registry_cache(
     options: CacheOptions,
     records: Sequence[SolvedRecord],
@@ -214,44 +278,11 @@ def export_registry_cache(
             destination, manifest_desc, existing=tuple(b.digest for b in plan.blobs), unchanged=True,
             records=n_records, records_with_results=plan.records_with_results,
         )
-    uploaded: list[Digest] = []
-    mounted: list[Digest] = []
-    existing: list[Digest] = []
-    sent = 0
-
-    def store(desc: Descriptor) -> tuple[str, Descriptor]:
-        if desc.digest in known:
-            return "existing", desc
-        return push_blob(client, ref, desc, lambda: blobs.open_blob(desc)), desc
-
-    with ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="cache-push") as pool:
-        for outcome, desc in pool.map(store, plan.blobs):
-            if outcome == "uploaded":
-                uploaded.append(desc.digest)
-                sent += desc.size
-            elif outcome == "mounted":
-                mounted.append(desc.digest)
-            else:
-                existing.append(desc.digest)
-    config_raw = plan.config_raw
-    if config_desc.digest in known or not client.push_blob(ref, config_desc, lambda: io.BytesIO(config_raw)):
-        existing.append(config_desc.digest)
-    else:
-        uploaded.append(config_desc.digest)
-        sent += config_desc.size
-    try:
-        client.put_manifest(ref, document.raw, document.media_type)  # last: the cache is complete
-    except RegistryError as exc:
-        if _refused_for_its_type(exc):
-            exc.hint = _refused_manifest_hint(options, document.media_type)
-        elif _error_codes(exc) & {"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN"}:
-            # every blob was HEADed or stored just now, so one vanished meanwhile (a garbage collection)
-            exc.hint = ("the registry no longer has a blob this cache references, though it was checked "
-                        "or stored just before; run the build again (the next export stores it again)")
-        raise
+    stored = _store_blobs(client, ref, plan, config_desc, known, blobs, max_workers)
+    _put_manifest(client, ref, document, options)  # last: the cache is complete
     return ExportResult(
-        destination, manifest_desc, tuple(uploaded), tuple(mounted), tuple(existing),
-        records=n_records, records_with_results=plan.records_with_results, bytes_uploaded=sent,
+        destination, manifest_desc, tuple(stored.uploaded), tuple(stored.mounted), tuple(stored.existing),
+        records=n_records, records_with_results=plan.records_with_results, bytes_uploaded=stored.sent,
     )
 
 
