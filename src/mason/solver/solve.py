@@ -388,77 +388,112 @@ class Solver(Generic[R]):
         set; we return once every running task has ended, with the first
         failure (a real error is preferred over a ``Cancelled`` it caused).
         """
+        return _Schedule(pool, token, tasks, deps, work).run(on_success, on_failure)
+
+
+class _Schedule(Generic[T, V]):
+    """One run of ``Solver._run``: which tasks wait on how many others, which are running,
+    and the first failure."""
+
+    def __init__(
+        self,
+        pool: ThreadPoolExecutor,
+        token: CancelToken,
+        tasks: Sequence[T],
+        deps: Callable[[T], Iterable[T]],
+        work: Callable[[T], V],
+    ) -> None:
+        self._pool = pool
+        self._token = token
+        self._tasks = tasks
+        self._work = work
         members = set(tasks)
-        waiting: dict[T, int] = {}
-        dependents: dict[T, list[T]] = {t: [] for t in tasks}
+        self._waiting: dict[T, int] = {}
+        self._dependents: dict[T, list[T]] = {t: [] for t in tasks}
         for t in tasks:
             ds = [d for d in dict.fromkeys(deps(t)) if d in members]
-            waiting[t] = len(ds)
+            self._waiting[t] = len(ds)
             for d in ds:
-                dependents[d].append(t)
-        running: dict[Future[V], T] = {}
-        failure: tuple[T, BaseException] | None = None
-        unfinished = dict.fromkeys(tasks)  # ordered set
+                self._dependents[d].append(t)
+        self._running: dict[Future[V], T] = {}
+        self._failure: tuple[T, BaseException] | None = None
+        self._unfinished = dict.fromkeys(tasks)  # ordered set
 
-        def stop() -> None:
-            token.cancel()
-            for f in running:
-                f.cancel()
-
-        def guarded(t: T) -> V:
-            try:
-                return work(t)
-            except BaseException:
-                # Cancel on the worker thread itself: the worker that just
-                # failed would otherwise pick up a queued task before this
-                # thread wakes up to cancel it.
-                token.cancel()
-                raise
-
+    def run(
+        self,
+        on_success: Callable[[T, V], None],
+        on_failure: Callable[[T, BaseException], None],
+    ) -> tuple[T, BaseException] | None:
         try:
-            for t in tasks:
-                if waiting[t] == 0:
-                    running[pool.submit(guarded, t)] = t
-            while running:
-                done, _ = wait(running, timeout=_POLL_SECONDS, return_when=FIRST_COMPLETED)
+            for t in self._tasks:
+                if self._waiting[t] == 0:
+                    self._submit(t)
+            while self._running:
+                done, _ = wait(self._running, timeout=_POLL_SECONDS, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    t = running.pop(fut)
-                    if fut.cancelled():
-                        continue
-                    exc = fut.exception()
-                    if exc is None:
-                        try:
-                            on_success(t, fut.result())
-                        except Exception as record_exc:
-                            exc = record_exc
-                    if exc is not None:
-                        on_failure(t, exc)
-                        if failure is None or (
-                            isinstance(failure[1], Cancelled) and not isinstance(exc, Cancelled)
-                        ):
-                            failure = (t, exc)
-                        stop()
-                        continue
-                    del unfinished[t]
-                    if token.cancelled:
-                        continue
-                    for d in dependents[t]:
-                        waiting[d] -= 1
-                        if waiting[d] == 0:
-                            running[pool.submit(guarded, d)] = d
+                    self._finished(fut, on_success, on_failure)
         except BaseException:
             # KeyboardInterrupt (or a bug in a callback): cancel, let running
             # ops see the token and end, then let the exception through.
-            stop()
-            while running:
-                done, _ = wait(running, timeout=_POLL_SECONDS)
+            self._stop()
+            while self._running:
+                done, _ = wait(self._running, timeout=_POLL_SECONDS)
                 for fut in done:
-                    running.pop(fut)
+                    self._running.pop(fut)
             raise
-        if failure is None and unfinished:
+        if self._failure is None and self._unfinished:
             # Cancelled from outside between two tasks: some never started.
-            return (next(iter(unfinished)), Cancelled("cancelled"))
-        return failure
+            return (next(iter(self._unfinished)), Cancelled("cancelled"))
+        return self._failure
+
+    def _submit(self, t: T) -> None:
+        self._running[self._pool.submit(self._guarded, t)] = t
+
+    def _guarded(self, t: T) -> V:
+        try:
+            return self._work(t)
+        except BaseException:
+            # Cancel on the worker thread itself: the worker that just
+            # failed would otherwise pick up a queued task before this
+            # thread wakes up to cancel it.
+            self._token.cancel()
+            raise
+
+    def _stop(self) -> None:
+        self._token.cancel()
+        for f in self._running:
+            f.cancel()
+
+    def _finished(
+        self,
+        fut: Future[V],
+        on_success: Callable[[T, V], None],
+        on_failure: Callable[[T, BaseException], None],
+    ) -> None:
+        """Record one ended task; start the dependents it was the last wait of."""
+        t = self._running.pop(fut)
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is None:
+            try:
+                on_success(t, fut.result())
+            except Exception as record_exc:
+                exc = record_exc
+        if exc is not None:
+            on_failure(t, exc)
+            # a real error is kept over a Cancelled it caused
+            if self._failure is None or (isinstance(self._failure[1], Cancelled) and not isinstance(exc, Cancelled)):
+                self._failure = (t, exc)
+            self._stop()
+            return
+        del self._unfinished[t]
+        if self._token.cancelled:
+            return
+        for d in self._dependents[t]:
+            self._waiting[d] -= 1
+            if self._waiting[d] == 0:
+                self._submit(d)
 
 
 def _lookup_source(store: CacheLookup[R], key: CacheKey) -> R | Exception | None:
