@@ -34,7 +34,7 @@ import os
 import re
 import struct
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -375,6 +375,51 @@ def write_estargz(
     )
 
 
+def _copy_chunks(
+    src: BinaryIO,
+    sink: _MemberSink,
+    builder: _EntryBuilder,
+    entry: dict[str, Any],
+    size: int,
+    chunk_size: int,
+    where: str,
+) -> Digest:
+    """Copy a regular file's ``size`` bytes from ``src``, a gzip member per chunk; ``entry``
+    is the first chunk's TOC entry, the others are appended to ``builder``. The file's digest."""
+    file_hash = new_sha256()
+    chunk_offset = 0
+    while chunk_offset < size:
+        length = min(chunk_size, size - chunk_offset)
+        first = chunk_offset == 0
+        mark = sink.begin(whole=True)
+        chunk_hash = new_sha256()
+        left = length
+        while left:
+            data = src.read(min(left, _READ))
+            if not data:
+                raise EStargzError(
+                    f"{where}: input tar ends inside {entry['name']!r} ({chunk_offset + length - left} of {size} bytes)"
+                )
+            sink.write(data)
+            chunk_hash.update(data)
+            file_hash.update(data)
+            left -= len(data)
+        sink.release()
+        chunk_entry = entry if first else {"name": entry["name"], "type": "chunk"}
+        chunk_entry["_mark"] = mark
+        if not first:
+            chunk_entry["chunkOffset"] = chunk_offset
+        # The spec: chunkSize on every chunk but the last (BuildKit also sets it on a
+        # full-size last chunk; readers accept both).
+        if chunk_offset + length < size:
+            chunk_entry["chunkSize"] = length
+        chunk_entry["_chunkDigest"] = digest_of(chunk_hash)
+        if not first:
+            builder.entries.append(chunk_entry)
+        chunk_offset += length
+    return digest_of(file_hash)
+
+
 def _convert(src: BinaryIO, sink: _MemberSink, chunk_size: int) -> list[dict[str, Any]]:
     """Copy the tar from ``src`` into ``sink``, a member per file chunk; the TOC entries
     (chunk offsets as the sink's marks, digests under ``_``-keys)."""
@@ -415,39 +460,7 @@ def _convert(src: BinaryIO, sink: _MemberSink, chunk_size: int) -> list[dict[str
                 sink.write(_read_exact(src, skip, where))
                 position += skip
             continue
-        file_hash = new_sha256()
-        chunk_offset = 0
-        first = True
-        while chunk_offset < size:
-            length = min(chunk_size, size - chunk_offset)
-            mark = sink.begin(whole=True)
-            chunk_hash = new_sha256()
-            left = length
-            while left:
-                data = src.read(min(left, _READ))
-                if not data:
-                    raise EStargzError(
-                        f"{where}: input tar ends inside {header.name!r} ({chunk_offset + length - left} of {size} bytes)"
-                    )
-                sink.write(data)
-                chunk_hash.update(data)
-                file_hash.update(data)
-                left -= len(data)
-            sink.release()
-            chunk_entry = entry if first else {"name": entry["name"], "type": "chunk"}
-            chunk_entry["_mark"] = mark
-            if not first:
-                chunk_entry["chunkOffset"] = chunk_offset
-            # The spec: chunkSize on every chunk but the last (BuildKit also sets it on a
-            # full-size last chunk; readers accept both).
-            if chunk_offset + length < size:
-                chunk_entry["chunkSize"] = length
-            chunk_entry["_chunkDigest"] = digest_of(chunk_hash)
-            if not first:
-                builder.entries.append(chunk_entry)
-            first = False
-            chunk_offset += length
-        entry["_digest"] = digest_of(file_hash)
+        entry["_digest"] = _copy_chunks(src, sink, builder, entry, size, chunk_size, where)
         padding = -size % _tar.BLOCK
         if padding:
             sink.write(_read_exact(src, padding, where))
@@ -678,6 +691,166 @@ def _clean(name: str) -> str:
     return name.rstrip("/")
 
 
+_TocFile = tuple[Mapping[str, Any], list[Mapping[str, Any]]]
+
+
+def _group_files(entries: Sequence[Mapping[str, Any]]) -> list[_TocFile]:
+    """The TOC's entries with each regular file's chunks (its own entry first, then the
+    ``chunk`` entries that continue it)."""
+    files: list[_TocFile] = []
+    for i, e in enumerate(entries):
+        if e["type"] == "chunk":
+            if not files or files[-1][0]["type"] != "reg" or _clean(files[-1][0]["name"]) != _clean(e["name"]):
+                raise EStargzError(f"eStargz TOC entry {i}: chunk of {e['name']!r} does not follow its file")
+            files[-1][1].append(e)
+        else:
+            files.append((e, [e] if e["type"] == "reg" and _entry_int(e, "size", e["name"]) > 0 else []))
+    return files
+
+
+class _TarCheck:
+    """One pass over an eStargz blob's tar stream, checking each tar entry against its TOC
+    entry and each chunk against its digest, hashing everything for the diff ID."""
+
+    def __init__(self, blob: BinaryIO, toc_offset: int, files: list[_TocFile], tar_out: BinaryIO | None) -> None:
+        blob.seek(0)
+        self.stream = _MemberStream(blob, toc_offset)
+        self.diff = new_sha256()
+        self._tar_out = tar_out
+        self._toc_iter = iter(files)
+        self._meta = _tar.PendingMeta()
+        #: name, member offset, innerOffset, uncompressed position, of every chunk read
+        self.chunk_checks: list[tuple[str, int, int, int]] = []
+        self.files = self.chunks = 0
+
+    def _take(self, n: int) -> bytes:
+        data = self.stream.read(n)
+        self._emit(data)
+        return data
+
+    def _emit(self, data: bytes) -> None:
+        self.diff.update(data)
+        if self._tar_out is not None and data:
+            self._tar_out.write(data)
+
+    def run(self) -> None:
+        while True:
+            where = f"eStargz tar at uncompressed offset {self.stream.out_pos}"
+            block = self._take(_tar.BLOCK)
+            if not block:
+                break
+            if len(block) < _tar.BLOCK:
+                raise EStargzError(f"{where}: tar stream ends inside a header")
+            if _tar.is_zero_block(block):
+                for data in self.stream.read_all():
+                    self._emit(data)
+                break
+            header = _tar.parse_header(block, where)
+            if header.typeflag in _tar.META_TYPES:
+                self._meta.absorb(header, self._take(header.padded_payload_size)[: header.size], where)
+                continue
+            self._meta.apply_to(header)
+            self._entry(header, where)
+        leftover = next(self._toc_iter, None)
+        if leftover is not None:
+            raise EStargzError(f"TOC entry {leftover[0]['name']!r} has no entry in the tar stream")
+
+    def _entry(self, header: _tar.TarHeader, where: str) -> None:
+        """Check one tar entry against the next TOC entry, and read its payload."""
+        try:
+            entry, chunks = next(self._toc_iter)
+        except StopIteration:
+            raise EStargzError(f"{where}: tar entry {header.name!r} has no TOC entry") from None
+        name = entry["name"]
+        kind = _TYPE_NAMES.get(header.typeflag, "?")
+        if _clean(name) != _clean(header.name) or entry["type"] != kind:
+            raise EStargzError(
+                f"{where}: tar entry {header.name!r} ({kind}) does not match TOC entry {name!r} ({entry['type']})"
+            )
+        if kind in ("hardlink", "symlink") and entry.get("linkName", "") != header.linkname:
+            raise EStargzError(f"{where}: link target of {name!r} differs between tar and TOC")
+        size = header.payload_size
+        if kind == "reg" and _entry_int(entry, "size", name) != size:
+            raise EStargzError(f"{where}: size of {name!r} is {size} in the tar, {entry.get('size', 0)} in the TOC")
+        if kind != "reg" or size == 0:
+            if kind == "reg" and entry.get("digest", _EMPTY_DIGEST) != _EMPTY_DIGEST:
+                raise EStargzError(f"{where}: empty file {name!r} has a non-empty digest in the TOC")
+            self._take(header.padded_payload_size)
+            return
+        self._file(entry, chunks, size, where)
+        self._take(-size % _tar.BLOCK)
+
+    def _file(self, entry: Mapping[str, Any], chunks: Sequence[Mapping[str, Any]], size: int, where: str) -> None:
+        """Read a regular file's chunks, checking each chunk's digest and then the file's."""
+        name = entry["name"]
+        self.files += 1
+        payload_start = self.stream.out_pos
+        file_hash = new_sha256()
+        read = 0
+        for k, chunk in enumerate(chunks):
+            chunk_offset = _entry_int(chunk, "chunkOffset", name)
+            if chunk_offset != read:
+                raise EStargzError(f"{where}: chunk {k} of {name!r} starts at {chunk_offset}, expected {read}")
+            declared = _entry_int(chunk, "chunkSize", name)
+            length = size - read if k == len(chunks) - 1 else declared
+            if length <= 0 or (declared and declared < length) or read + length > size:
+                raise EStargzError(f"{where}: chunk {k} of {name!r} has an invalid chunkSize {declared}")
+            got = self._chunk(length, file_hash, name, where)
+            want = chunk.get("chunkDigest")
+            if want != got:
+                raise EStargzError(
+                    f"eStargz chunk digest mismatch for {name!r} at file offset {chunk_offset}: "
+                    f"the TOC says {want}, the content has {got}",
+                    reference="estargz-chunk-digest-mismatch",
+                )
+            self.chunk_checks.append(
+                (name, _entry_int(chunk, "offset", name), _entry_int(chunk, "innerOffset", name), payload_start + chunk_offset)
+            )
+            self.chunks += 1
+            read += length
+        got = digest_of(file_hash)
+        if entry.get("digest") != got:
+            raise EStargzError(
+                f"eStargz file digest mismatch for {name!r}: the TOC says {entry.get('digest')}, the content has {got}",
+                reference="estargz-chunk-digest-mismatch",
+            )
+
+    def _chunk(self, length: int, file_hash: Any, name: str, where: str) -> Digest:
+        """Read one chunk of ``length`` bytes into ``file_hash``; the chunk's digest."""
+        chunk_hash = new_sha256()
+        left = length
+        while left:
+            data = self._take(min(left, _READ))
+            if not data:
+                raise EStargzError(f"{where}: blob ends inside {name!r}")
+            chunk_hash.update(data)
+            file_hash.update(data)
+            left -= len(data)
+        return digest_of(chunk_hash)
+
+    def check_offsets(self) -> None:
+        """Every chunk's TOC ``offset`` is a gzip member boundary, and ``innerOffset`` in that
+        member is where the chunk's bytes were read."""
+        for name, offset, inner, position in self.chunk_checks:
+            start = self.stream.member_starts.get(offset)
+            if start is None:
+                raise EStargzError(f"TOC offset {offset} of {name!r} is not the start of a gzip member")
+            if start + inner != position:
+                raise EStargzError(
+                    f"TOC offset {offset} of {name!r} points at uncompressed byte {start + inner}, "
+                    f"but the chunk starts at {position}"
+                )
+
+
+def _toc_member_tar(blob: BinaryIO, toc_offset: int) -> bytes:
+    """The decompressed TOC member (the tar holding the TOC), the last bytes of the diff ID."""
+    blob.seek(toc_offset)
+    size = _blob_size(blob)
+    blob.seek(toc_offset)
+    toc_tar, _ = _inflate_member(blob.read(size - toc_offset), f"eStargz TOC member at offset {toc_offset}")
+    return toc_tar
+
+
 def verify_estargz(
     blob: BinaryIO,
     *,
@@ -701,131 +874,13 @@ def verify_estargz(
             f"eStargz TOC digest mismatch: expected {expected_toc_digest}, the TOC has {toc_digest}",
             reference="estargz-toc-digest-mismatch",
         )
-    # Group chunk entries under the reg entry they continue.
-    files: list[tuple[Mapping[str, Any], list[Mapping[str, Any]]]] = []
-    for i, e in enumerate(entries):
-        if e["type"] == "chunk":
-            if not files or files[-1][0]["type"] != "reg" or _clean(files[-1][0]["name"]) != _clean(e["name"]):
-                raise EStargzError(f"eStargz TOC entry {i}: chunk of {e['name']!r} does not follow its file")
-            files[-1][1].append(e)
-        else:
-            files.append((e, [e] if e["type"] == "reg" and _entry_int(e, "size", e["name"]) > 0 else []))
-
-    blob.seek(0)
-    stream = _MemberStream(blob, toc_offset)
-    diff = new_sha256()
-    chunk_checks: list[tuple[str, int, int, int]] = []  # name, member offset, innerOffset, uncompressed pos
-    toc_iter = iter(files)
-    meta = _tar.PendingMeta()
-    n_files = n_chunks = 0
-
-    def take(n: int) -> bytes:
-        data = stream.read(n)
-        diff.update(data)
-        if tar_out is not None and data:
-            tar_out.write(data)
-        return data
-
-    while True:
-        where = f"eStargz tar at uncompressed offset {stream.out_pos}"
-        block = take(_tar.BLOCK)
-        if not block:
-            break
-        if len(block) < _tar.BLOCK:
-            raise EStargzError(f"{where}: tar stream ends inside a header")
-        if _tar.is_zero_block(block):
-            for data in stream.read_all():
-                diff.update(data)
-                if tar_out is not None:
-                    tar_out.write(data)
-            break
-        header = _tar.parse_header(block, where)
-        if header.typeflag in _tar.META_TYPES:
-            meta.absorb(header, take(header.padded_payload_size)[: header.size], where)
-            continue
-        meta.apply_to(header)
-        try:
-            entry, chunks = next(toc_iter)
-        except StopIteration:
-            raise EStargzError(f"{where}: tar entry {header.name!r} has no TOC entry") from None
-        name = entry["name"]
-        kind = _TYPE_NAMES.get(header.typeflag, "?")
-        if _clean(name) != _clean(header.name) or entry["type"] != kind:
-            raise EStargzError(
-                f"{where}: tar entry {header.name!r} ({kind}) does not match TOC entry {name!r} ({entry['type']})"
-            )
-        if kind in ("hardlink", "symlink") and entry.get("linkName", "") != header.linkname:
-            raise EStargzError(f"{where}: link target of {name!r} differs between tar and TOC")
-        size = header.payload_size
-        if kind == "reg" and _entry_int(entry, "size", name) != size:
-            raise EStargzError(f"{where}: size of {name!r} is {size} in the tar, {entry.get('size', 0)} in the TOC")
-        if kind != "reg" or size == 0:
-            if kind == "reg" and entry.get("digest", _EMPTY_DIGEST) != _EMPTY_DIGEST:
-                raise EStargzError(f"{where}: empty file {name!r} has a non-empty digest in the TOC")
-            take(header.padded_payload_size)
-            continue
-        n_files += 1
-        payload_start = stream.out_pos
-        file_hash = new_sha256()
-        read = 0
-        for k, chunk in enumerate(chunks):
-            chunk_offset = _entry_int(chunk, "chunkOffset", name)
-            if chunk_offset != read:
-                raise EStargzError(f"{where}: chunk {k} of {name!r} starts at {chunk_offset}, expected {read}")
-            declared = _entry_int(chunk, "chunkSize", name)
-            last = k == len(chunks) - 1
-            length = size - read if last else declared
-            if length <= 0 or (declared and declared < length) or read + length > size:
-                raise EStargzError(f"{where}: chunk {k} of {name!r} has an invalid chunkSize {declared}")
-            chunk_hash = new_sha256()
-            left = length
-            while left:
-                data = take(min(left, _READ))
-                if not data:
-                    raise EStargzError(f"{where}: blob ends inside {name!r}")
-                chunk_hash.update(data)
-                file_hash.update(data)
-                left -= len(data)
-            got = digest_of(chunk_hash)
-            want = chunk.get("chunkDigest")
-            if want != got:
-                raise EStargzError(
-                    f"eStargz chunk digest mismatch for {name!r} at file offset {chunk_offset}: "
-                    f"the TOC says {want}, the content has {got}",
-                    reference="estargz-chunk-digest-mismatch",
-                )
-            chunk_checks.append(
-                (name, _entry_int(chunk, "offset", name), _entry_int(chunk, "innerOffset", name), payload_start + chunk_offset)
-            )
-            n_chunks += 1
-            read += length
-        got = digest_of(file_hash)
-        if entry.get("digest") != got:
-            raise EStargzError(
-                f"eStargz file digest mismatch for {name!r}: the TOC says {entry.get('digest')}, the content has {got}",
-                reference="estargz-chunk-digest-mismatch",
-            )
-        take(-size % _tar.BLOCK)
-    leftover = next(toc_iter, None)
-    if leftover is not None:
-        raise EStargzError(f"TOC entry {leftover[0]['name']!r} has no entry in the tar stream")
-    for name, offset, inner, position in chunk_checks:
-        start = stream.member_starts.get(offset)
-        if start is None:
-            raise EStargzError(f"TOC offset {offset} of {name!r} is not the start of a gzip member")
-        if start + inner != position:
-            raise EStargzError(
-                f"TOC offset {offset} of {name!r} points at uncompressed byte {start + inner}, "
-                f"but the chunk starts at {position}"
-            )
-    tar_size = stream.out_pos
-    # The TOC member's bytes complete the diff ID.
-    blob.seek(toc_offset)
-    size = _blob_size(blob)
-    blob.seek(toc_offset)
-    toc_tar, _ = _inflate_member(blob.read(size - toc_offset), f"eStargz TOC member at offset {toc_offset}")
-    diff.update(toc_tar)
-    diff_id = digest_of(diff)
+    check = _TarCheck(blob, toc_offset, _group_files(entries), tar_out)
+    check.run()
+    check.check_offsets()
+    tar_size = check.stream.out_pos
+    toc_tar = _toc_member_tar(blob, toc_offset)
+    check.diff.update(toc_tar)
+    diff_id = digest_of(check.diff)
     uncompressed = tar_size + len(toc_tar)
     if expected_diff_id is not None and diff_id != expected_diff_id:
         raise EStargzError(
@@ -837,7 +892,7 @@ def verify_estargz(
             f"eStargz uncompressed size mismatch: expected {expected_uncompressed_size}, got {uncompressed}"
         )
     return EStargzInfo(
-        toc_offset, toc_digest, toc_json, tuple(entries), diff_id, uncompressed, tar_size, n_files, n_chunks
+        toc_offset, toc_digest, toc_json, tuple(entries), diff_id, uncompressed, tar_size, check.files, check.chunks
     )
 
 
