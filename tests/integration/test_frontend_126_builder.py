@@ -274,3 +274,67 @@ def test_allow_flag_is_checked(tmp_path: Path) -> None:
 
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     assert main(["build", "--allow", "security.nope", str(tmp_path)]) == 2
+
+
+# -- COPY --parents, COPY/ADD --exclude -----------------------------------------------------
+
+#: BuildKit v0.32.2's case 15 (tests/data/buildkit-keys/15-copy-parents-exclude): the context and
+#: the tree BuildKit built from it (its RUN's `find | sort`, read from the shared golden layers)
+CASE15_FILES = {n: n + "\n" for n in (
+    "logs/keep/app.log", "logs/keep/app.txt", "logs/tmp/t.txt", "logs/top.log", "logs/top.txt",
+    "src/a/one.txt", "src/a/skip.md", "src/a/two.txt", "src/b/one.txt", "src/b/two.txt", "src/c/one.txt")}
+CASE15_TREE = """/all /all/src /all/src/a /all/src/a/one.txt /all/src/a/skip.md /all/src/a/two.txt /all/src/b
+/all/src/b/one.txt /all/src/b/two.txt /logs /logs/keep /logs/keep/app.log /logs/keep/app.txt /logs/top.txt
+/out /out/src /out/src/a /out/src/a/one.txt /out/src/a/two.txt /out/src/b /out/src/b/one.txt""".split()
+
+
+def test_copy_parents_and_exclude_as_buildkit_case_15(busybox_image: str, tmp_path: Path) -> None:
+    b = _build(tmp_path, f"""FROM {busybox_image}
+COPY --parents src/a/*.txt src/b/one.txt /out/
+COPY --exclude=*.log --exclude=tmp logs/ /logs/
+COPY --parents --exclude=src/c ./src/ /all/
+RUN find /out /logs /all | sort > /tree.txt
+""", CASE15_FILES)
+    assert b.text("tree.txt").split() == CASE15_TREE
+    assert b.text("out/src/a/one.txt") == "src/a/one.txt\n"
+
+
+def test_copy_parents_pivot_and_globstar(busybox_image: str, tmp_path: Path) -> None:
+    files = {"app/pkg/x/go.mod": "x", "app/pkg/y/z/go.mod": "z", "app/pkg/y/main.go": "m", "app/go.mod": "r"}
+    b = _build(tmp_path, f"""FROM {busybox_image}
+COPY --parents app/./pkg/**/go.mod /pivot/
+COPY --parents **/go.mod /all/
+COPY --parents app/go.mod /one/
+""", files)
+    assert b.names("pivot") == ["pkg", "pkg/x", "pkg/x/go.mod", "pkg/y", "pkg/y/z", "pkg/y/z/go.mod"]
+    assert b.names("all") == ["app", "app/go.mod", "app/pkg", "app/pkg/x", "app/pkg/x/go.mod", "app/pkg/y",
+                              "app/pkg/y/z", "app/pkg/y/z/go.mod"]
+    assert b.names("one") == ["app", "app/go.mod"]
+
+
+def test_exclude_with_exceptions_and_add_and_from_stage(busybox_image: str, tmp_path: Path) -> None:
+    files = {"d/a.md": "a", "d/b.md": "b", "d/keep.md": "k", "d/c.txt": "c", "d/sub/e.md": "e"}
+    b = _build(tmp_path, f"""FROM {busybox_image} AS src
+COPY d /d
+FROM {busybox_image}
+COPY --exclude=*.md --exclude=!keep.md d /copy/
+ADD --exclude=**/*.md d /add/
+COPY --from=src --exclude=sub /d /staged/
+""", files)
+    assert b.names("copy") == ["c.txt", "keep.md", "sub", "sub/e.md"]
+    assert b.names("add") == ["c.txt", "sub"]
+    assert b.names("staged") == ["a.md", "b.md", "c.txt", "keep.md"]
+
+
+def test_exclude_and_parents_enter_the_key(busybox_image: str, tmp_path: Path) -> None:
+    """An excluded file's edit hits the cache; another exclude pattern misses it."""
+    files = {"d/a.txt": "a", "d/b.log": "b"}
+    df = f"FROM {busybox_image}\nCOPY --exclude=*.log d /d/\n"
+    b = _build(tmp_path, df, files)
+    (tmp_path / "context" / "d" / "b.log").write_text("changed")
+    sink = RecordingSink()
+    _build(tmp_path, df, progress=sink, root=b.root)
+    assert [e.status for e in sink.events if "COPY" in e.name and e.status in ("cached", "done")] == ["cached"]
+    sink = RecordingSink()
+    _build(tmp_path, df.replace("*.log", "*.txt"), progress=sink, root=b.root)
+    assert [e.status for e in sink.events if "COPY" in e.name and e.status in ("cached", "done")] == ["done"]

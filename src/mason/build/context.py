@@ -8,10 +8,12 @@ permission bits, symlink target -- and not mtime or the context's uid/gid
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fnmatch
 import hashlib
 import os
+import posixpath
 import re
 import shutil
 import stat
@@ -31,6 +33,7 @@ __all__ = [
     "Source",
     "checksum_sources",
     "copy_sources",
+    "select_copy_sources",
     "select_sources",
 ]
 
@@ -137,11 +140,17 @@ def _has_wildcard(s: str) -> bool:
 
 @dataclass(frozen=True)
 class Source:
-    """One selected source: its path on the host and its name relative to the source root."""
+    """One selected source: its path on the host and its name relative to the source root.
+
+    ``include`` and ``exclude`` (COPY --parents, COPY/ADD --exclude) filter what a directory source
+    copies, matched as BuildKit's copy (tonistiigi/fsutil) matches them: against paths relative to
+    the source, with .dockerignore's rules (moby/patternmatcher), never against the source itself."""
 
     path: Path
     rel: str
     is_dir: bool
+    include: DockerIgnore | None = None
+    exclude: DockerIgnore | None = None
 
 
 def _in_root(root: Path, what: str) -> FsRoot:
@@ -189,6 +198,34 @@ def select_sources(root: Path, patterns: Sequence[str], ignore: DockerIgnore | N
     return out
 
 
+def select_copy_sources(root: Path, patterns: Sequence[str], ignore: DockerIgnore | None, *,
+                        what: str = "build context", parents: bool = False,
+                        exclude: Sequence[str] = ()) -> list[Source]:
+    """COPY/ADD's sources with ``--parents`` and ``--exclude`` as BuildKit v0.32.2 reads them.
+
+    With ``--parents`` each pattern ``dir/./sub`` (or ``sub``: the pivot is the root) copies the
+    pivot directory's contents that ``sub`` includes (``*``, ``**``; a directory includes what is
+    under it), with the directories on the way, so the paths below the pivot are kept. A pattern
+    without wildcards must exist. ``--exclude`` patterns are relative to each source."""
+    excluded = DockerIgnore(exclude) if exclude else None
+    if not parents:
+        return [dataclasses.replace(s, exclude=excluded) for s in select_sources(root, patterns, ignore, what=what)]
+    out: list[Source] = []
+    for pattern in patterns:
+        pivot, sep, sub = pattern.partition("/./")
+        if not sep:
+            pivot, sub = "/", pattern
+        sub = clean_path("/" + sub).lstrip("/")
+        if not _has_wildcard(pivot) and not _has_wildcard(sub):
+            select_sources(root, [posixpath.join(pivot, sub)], ignore, what=what)  # must exist
+        for base in select_sources(root, [pivot], ignore, what=what):
+            if not base.is_dir:
+                raise BuildError(f"COPY --parents: {pattern}: {base.rel} is not a directory",
+                                 reference="source-missing")
+            out.append(dataclasses.replace(base, include=DockerIgnore([sub]) if sub else None, exclude=excluded))
+    return out
+
+
 def _glob(fs: FsRoot, parts: list[str], prefix: str, ignore: DockerIgnore | None) -> list[str]:
     """The names under ``fs`` matching ``parts``; directories on the way are resolved
     inside the root, so a symlinked directory never lists the host."""
@@ -214,6 +251,23 @@ def _glob(fs: FsRoot, parts: list[str], prefix: str, ignore: DockerIgnore | None
     return result
 
 
+def _skip_dir(src: Source, ignore: DockerIgnore | None, rel: str) -> bool:
+    """Nothing under the directory ``rel`` (relative to the source) can be copied."""
+    if ignore is not None and ignore.can_skip_dir(os.path.normpath(os.path.join(src.rel, rel))):
+        return True
+    return src.exclude is not None and src.exclude.can_skip_dir(rel)
+
+
+def _hidden(src: Source, ignore: DockerIgnore | None, rel: str) -> bool:
+    """The entry ``rel`` (relative to the source) is left out: .dockerignore'd, ``--exclude``d, or
+    not included by ``--parents``' pattern (a directory on the way comes with what it holds)."""
+    if ignore is not None and ignore.ignored(os.path.normpath(os.path.join(src.rel, rel))):
+        return True
+    if src.exclude is not None and src.exclude.ignored(rel):
+        return True
+    return src.include is not None and not src.include.ignored(rel)
+
+
 def _walk(src: Source, ignore: DockerIgnore | None) -> Iterable[tuple[str, Path]]:
     """(relative name under the source, host path) for the source and everything under it."""
     yield "", src.path
@@ -223,14 +277,13 @@ def _walk(src: Source, ignore: DockerIgnore | None) -> Iterable[tuple[str, Path]
     for dirpath, dirnames, filenames in os.walk(src.path):
         dirnames.sort()
         rel_dir = os.path.relpath(dirpath, src.path)
-        keep = [d for d in dirnames if ignore is None
-                or not ignore.can_skip_dir(os.path.normpath(os.path.join(src.rel, rel_dir, d)))]
+        keep = [d for d in dirnames if not _skip_dir(src, ignore, os.path.normpath(os.path.join(rel_dir, d)))]
         # a symlink to a directory is an entry of its own, never walked into
         dirnames[:] = [d for d in keep if not os.path.islink(os.path.join(dirpath, d))]
         walked = set(dirnames)
         for name in sorted(keep + filenames):
             rel = os.path.normpath(os.path.join(rel_dir, name))
-            if ignore is not None and ignore.ignored(os.path.normpath(os.path.join(src.rel, rel))):
+            if _hidden(src, ignore, rel):
                 if name in walked:
                     excluded_dirs.add(rel)
                 continue

@@ -235,11 +235,6 @@ class _Converter:
 
     def _check_supported(self, c: Command) -> None:
         """Refuse the flags mason reads (BuildKit v0.32.2) but does not build yet."""
-        word = c.name.upper()
-        if isinstance(c, CopyCommand) and c.parents:
-            raise self._unsupported(c, "COPY --parents")
-        if isinstance(c, CopyCommand | AddCommand) and c.exclude:
-            raise self._unsupported(c, f"{word} --exclude")
         if isinstance(c, AddCommand):
             if c.unpack is not None:
                 raise self._unsupported(c, "ADD --unpack")
@@ -423,7 +418,8 @@ class _Converter:
                 from_input = len(inputs) - 1
             action = FileAction("copy", sources=tuple(s for s in c.sources if s not in urls), urls=urls,
                                 checksum=c.checksum if isinstance(c, AddCommand) else "",
-                                from_input=from_input, extract=isinstance(c, AddCommand), **kw)
+                                from_input=from_input, extract=isinstance(c, AddCommand), exclude=c.exclude,
+                                parents=isinstance(c, CopyCommand) and c.parents, **kw)
         op = FileOp(self.env, action, c.lines)
         if link:
             linked = self.vertex(op, inputs, f"{prefix} {c.code}")

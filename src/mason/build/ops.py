@@ -40,6 +40,7 @@ from mason.build.context import (
     _mkdirs,
     checksum_sources,
     copy_sources,
+    select_copy_sources,
     select_sources,
 )
 from mason.build.explain import FileEntry, context_file_entries
@@ -455,12 +456,20 @@ class FileAction:
     extract: bool = False  # ADD of a local archive
     user: str = ""  # mkdir: owner
     link: bool = False
+    exclude: tuple[str, ...] = ()  # COPY/ADD --exclude patterns
+    parents: bool = False  # COPY --parents
 
     def key_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "sources": list(self.sources), "dest": self.dest, "from": self.from_input,
-                "chown": self.chown, "chmod": self.chmod, "inline": [list(x) for x in self.inline],
-                "urls": list(self.urls), "checksum": self.checksum, "extract": self.extract, "user": self.user,
-                "link": self.link}
+        key = {"kind": self.kind, "sources": list(self.sources), "dest": self.dest, "from": self.from_input,
+               "chown": self.chown, "chmod": self.chmod, "inline": [list(x) for x in self.inline],
+               "urls": list(self.urls), "checksum": self.checksum, "extract": self.extract, "user": self.user,
+               "link": self.link}
+        # frontend 1.26 flags enter only when given, so that the keys of other steps stay as they were
+        if self.exclude:
+            key["exclude"] = list(self.exclude)
+        if self.parents:
+            key["parents"] = True
+        return key
 
 
 class FileOp:
@@ -492,7 +501,8 @@ class FileOp:
 
     def _context_sources(self) -> list[Source]:
         try:
-            return select_sources(self.env.context, self.action.sources, self.env.ignore)
+            return select_copy_sources(self.env.context, self.action.sources, self.env.ignore,
+                                       parents=self.action.parents, exclude=self.action.exclude)
         except BuildError as exc:
             raise BuildError(exc.message, reference=exc.reference,
                              context=[*exc.context, *self.env.location(self.lines)]) from None
@@ -564,7 +574,8 @@ class FileOp:
             elif a.kind == "copy":
                 if a.from_input is not None:
                     other = stack.enter_context(env.snapshots.view(inputs[a.from_input].layers))
-                    sources = select_sources(other, a.sources, None, what="source stage")
+                    sources = select_copy_sources(other, a.sources, None, what="source stage", parents=a.parents,
+                                                  exclude=a.exclude)
                     stage_opts = CopyOptions(opts.uid, opts.gid, opts.chmod, preserve_owner=True,
                                              mode_set=opts.mode_set)
                     copy_sources(sources, rootfs, dest, stage_opts, None, dest_is_dir_hint=dir_hint)

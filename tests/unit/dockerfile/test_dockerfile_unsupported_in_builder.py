@@ -44,9 +44,6 @@ def _convert(tmp_path: Path, text: str) -> Any:
 @pytest.mark.parametrize(
     ("line", "what"),
     [
-        ("COPY --parents a/b /dst/", "COPY --parents is not supported by mason yet"),
-        ("COPY --exclude=*.md . /dst/", "COPY --exclude is not supported by mason yet"),
-        ("ADD --exclude=*.md . /dst/", "ADD --exclude is not supported by mason yet"),
         ("ADD --unpack=true https://example.com/a.tar.gz /dst/", "ADD --unpack is not supported by mason yet"),
         ("ADD --keep-git-dir https://github.com/a/b.git /src", "ADD --keep-git-dir is not supported by mason yet"),
         ("RUN --security=insecure true", "security.insecure is not allowed"),  # without --allow
