@@ -77,6 +77,18 @@ Build scoping and stages (:mod:`mason.dockerfile.stages`)
     first in the child stage (each must be one instruction; ONBUILD, FROM and
     MAINTAINER are refused).
 
+Build checks (:mod:`mason.dockerfile.checks`)
+---------------------------------------------
+``run_checks(plan, *, stages, predefined, base_config, ignore, platform) ->
+    CheckReport``: BuildKit v0.32.2's 21 non-experimental rules (``RULES``)
+    with BuildKit's wording, docs URL and lines, configured by the
+    ``BUILDKIT_DOCKERFILE_CHECK`` build arg or ``# check=skip=…;error=true``
+    (``check_config``) and per-instruction ``# check=skip=`` comments; facts
+    the parse cannot know (base image configs, .dockerignore) come from the
+    builder as callbacks. ``format_check_output`` is ``--check``'s text.
+    ``COPY --from=$VAR`` and ``COPY --from`` a later stage fail in
+    ``plan_build`` with BuildKit's messages.
+
 .dockerignore (:mod:`mason.dockerfile.dockerignore`)
 ----------------------------------------------------
 ``read_ignore_file(data) -> list[str]`` (comments, ``!``, cleaning, leading

@@ -10,7 +10,8 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from mason.dockerfile.document import Dockerfile
+from mason.dockerfile._text import go_quote as _go_q
+from mason.dockerfile.document import Dockerfile, source_lines
 from mason.dockerfile.errors import DockerfileError
 from mason.dockerfile.expand import expand_command
 from mason.dockerfile.instructions import (
@@ -164,8 +165,9 @@ def _env(scope: Mapping[str, str | None]) -> dict[str, str]:
 
 
 def _plan_stages(df: Dockerfile, scope: Mapping[str, str | None]) -> tuple[list[PlannedStage], dict[str, int]]:
+    """Every FROM first (as BuildKit's buildDispatchStates), then each command's stage references."""
     lexer = ShellLexer(df.escape)
-    planned: list[PlannedStage] = []
+    bases: list[tuple[StageRef, str, str]] = []
     names: dict[str, int] = {}
     for st in df.stages:
         try:
@@ -177,22 +179,61 @@ def _plan_stages(df: Dockerfile, scope: Mapping[str, str | None]) -> tuple[list[
             raise _err(f"base name ({st.base_name}) should not be blank", st, df)
         # FROM names an earlier stage only; later names are images
         base_idx = names.get(base_name.lower())
-        base = StageRef(stage=base_idx) if base_idx is not None else StageRef(image=base_name)
-        deps: list[int] = [] if base_idx is None else [base_idx]
+        bases.append((StageRef(stage=base_idx) if base_idx is not None else StageRef(image=base_name),
+                      base_name, platform))
+        if st.name:
+            names[st.name] = st.index
+    planned: list[PlannedStage] = []
+    for st, (base, base_name, platform) in zip(df.stages, bases, strict=True):
+        deps: list[int] = [] if base.stage is None else [base.stage]
         for cmd in st.commands:
             try:
+                _check_copy_from(cmd, lexer)
                 for ref in _command_refs(cmd):
                     r = _resolve_ref(ref, df.stages)
                     if r.stage is not None and r.stage not in deps:
                         deps.append(r.stage)
             except InstructionError as exc:
-                raise DockerfileError(exc.message, lines=cmd.lines, section="stages").located(
-                    file=df.path
+                raise DockerfileError(exc.message, lines=cmd.lines, hint=exc.hint, section="stages").located(
+                    file=df.path, source_lines=source_lines(df.raw)
                 ) from None
         planned.append(PlannedStage(st, base, base_name, platform, tuple(deps)))
-        if st.name:
-            names[st.name] = st.index
     return planned, names
+
+
+def _check_copy_from(cmd: Command, lexer: ShellLexer) -> None:
+    """``COPY --from`` takes no variables (BuildKit's toCommand expands it in an empty environment)."""
+    if not isinstance(cmd, CopyCommand) or not cmd.from_:
+        return
+    try:
+        expanded = lexer.process_word(cmd.from_, {})
+    except ShellLexError as exc:
+        raise InstructionError(str(exc)) from None
+    if expanded != cmd.from_:
+        raise InstructionError(
+            "variable expansion is not supported for --from, define a new stage with FROM using ARG from "
+            "global scope as a workaround",
+            hint="declare ARG before the first FROM, add `FROM ${VAR} AS src` and use COPY --from=src",
+        )
+
+
+def _check_copy_order(planned: Sequence[PlannedStage], needed: set[int], df: Dockerfile) -> None:
+    """``COPY --from`` a stage defined after the current one fails as BuildKit's dispatch does."""
+    for p in planned:
+        if p.index not in needed:
+            continue
+        for cmd in p.stage.commands:
+            if not isinstance(cmd, CopyCommand) or not cmd.from_:
+                continue
+            ref = _resolve_ref(cmd.from_, df.stages)
+            if ref.stage is not None and ref.stage > p.index:
+                current = p.display_name if len(planned) > 1 else ""
+                raise DockerfileError(
+                    f"cannot copy from stage {_go_q(cmd.from_)}, it needs to be defined before current stage "
+                    f"{_go_q(current)}",
+                    lines=cmd.lines, section="stages",
+                    hint="move the stage it copies from above this one",
+                ).located(file=df.path, source_lines=source_lines(df.raw))
 
 
 def _target_index(df: Dockerfile, planned: Sequence[PlannedStage], names: Mapping[str, int], target: str | None) -> int:
@@ -234,6 +275,7 @@ def plan_build(
             continue
         needed.add(i)
         todo.extend(planned[i].deps)
+    _check_copy_order(planned, needed, df)
     return BuildPlan(
         dockerfile=df,
         stages=tuple(p for p in planned if p.index in needed),
