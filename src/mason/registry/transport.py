@@ -177,7 +177,8 @@ class Transport:
                         operation=f"ping registry {host}",
                         method="GET",
                         url=url,
-                        hint="pass the registry's CA file, or mark the host insecure (registry.insecure=true)",
+                        hint="pass the registry's CA file, or mark the host insecure (registry.insecure=true, "
+                             "or insecure = true for it in registries.conf)",
                     ) from cause
                 if exc.status is None:
                     cause_text = f"{type(cause).__name__}: {cause}" if cause is not None else exc.message
@@ -196,7 +197,9 @@ class Transport:
             return scheme
         hint = None
         if not self.http_allowed(host):
-            hint = "plain HTTP is used only for localhost/127.0.0.0/8 unless the host is marked insecure"
+            hint = (f"plain HTTP is used only for localhost/127.0.0.0/8 unless the host is marked insecure: "
+                    f"registry.insecure=true on the output or cache, or a [[registry]] with "
+                    f'location = "{host}" and insecure = true in registries.conf')
         raise RegistryError(
             f"cannot reach registry {host} ({'; '.join(reasons)})",
             operation=f"ping registry {host}",
@@ -272,27 +275,40 @@ class Transport:
             if follow_redirects and status in _REDIRECTS and "Location" in response.headers:
                 response.close()
                 redirects += 1
-                if redirects > 5:
-                    raise RegistryError(
-                        "too many redirects", operation=operation, method=method, url=str(url), status=status
-                    )
-                url = url.join(response.headers["Location"])
+                url = _redirect_target(url, response, redirects, operation=operation, method=method)
                 if status == 303:
                     method, body = "GET", None
                 continue
-            if status == 401 and same_host:
-                error = self.error_from(response, operation=operation, what=what or f"registry {host}", host=host)
-                creds = self.auth.credentials_for(host)
-                who = f"the credentials of {creds.username!r}" if creds and creds.username else "anonymous access"
-                error.message = f"{operation}: registry {host} rejected {who} (HTTP 401)"
-                error.hint = "check the username and password in your Docker config or auth.json" if creds else _LOGIN_HINT
-                raise error
-            if status in ok_set:
-                if not stream:
-                    response.read()
-                    response.close()
-                return response
-            raise self.error_from(response, operation=operation, what=what or f"registry {host}", host=host)
+            return self._finish(response, host, same_host=same_host, ok=ok_set, stream=stream,
+                                operation=operation, what=what)
+
+    def _finish(
+        self,
+        response: httpx.Response,
+        host: str,
+        *,
+        same_host: bool,
+        ok: frozenset[int],
+        stream: bool,
+        operation: str,
+        what: str | None,
+    ) -> httpx.Response:
+        """The response of ``request`` once no retry, new token or redirect is left to try:
+        returned if its status is in ``ok``, else raised as the registry's error."""
+        status = response.status_code
+        if status == 401 and same_host:
+            error = self.error_from(response, operation=operation, what=what or f"registry {host}", host=host)
+            creds = self.auth.credentials_for(host)
+            who = f"the credentials of {creds.username!r}" if creds and creds.username else "anonymous access"
+            error.message = f"{operation}: registry {host} rejected {who} (HTTP 401)"
+            error.hint = "check the username and password in your Docker config or auth.json" if creds else _LOGIN_HINT
+            raise error
+        if status in ok:
+            if not stream:
+                response.read()
+                response.close()
+            return response
+        raise self.error_from(response, operation=operation, what=what or f"registry {host}", host=host)
 
     def error_from(self, response: httpx.Response, *, operation: str, what: str, host: str | None = None) -> RegistryError:
         """A ``RegistryError`` (subclass by status) with the registry's ``errors[]``; closes ``response``."""
@@ -456,3 +472,12 @@ def _close(content: object) -> None:
     close = getattr(content, "close", None)
     if callable(close) and hasattr(content, "read"):
         close()
+
+
+def _redirect_target(url: httpx.URL, response: httpx.Response, redirects: int, *, operation: str, method: str) -> httpx.URL:
+    """Where a redirect points, unless it is one too many (the sixth)."""
+    if redirects > 5:
+        raise RegistryError(
+            "too many redirects", operation=operation, method=method, url=str(url), status=response.status_code
+        )
+    return url.join(response.headers["Location"])
