@@ -131,72 +131,88 @@ def _children(raw: bytes, media_type: str) -> tuple[list[Descriptor], list[Descr
     return manifests, blobs
 
 
-def copy_image(client: RegistryClient, src: Endpoint, dst: Endpoint) -> CopyStats:
-    stats = CopyStats()
-    src_layout = OCILayout.open(src.path) if isinstance(src, LayoutEndpoint) else None
-    dst_layout = _open_layout(dst.path, create=True) if isinstance(dst, LayoutEndpoint) else None
-    mount_from: list[str] = []
-    if isinstance(src, RegistryEndpoint) and isinstance(dst, RegistryEndpoint) and src.ref.registry == dst.ref.registry:
-        mount_from = [src.ref.repository]
-    seen_blobs: set[Digest] = set()
-    lock = threading.Lock()
+class _Copy:
+    """One ``copy_image``: the endpoints, their open layouts, the blobs already taken care of."""
 
-    def copy_blob(desc: Descriptor) -> None:
-        if isinstance(dst, RegistryEndpoint):
-            opener: Callable[[], BinaryIO]
-            if isinstance(src, RegistryEndpoint):
-                src_ref = src.ref
-                opener = lambda: client.open_blob_stream(src_ref, desc)  # noqa: E731
-            else:
-                assert src_layout is not None
-                layout = src_layout
-                opener = lambda: cast(BinaryIO, layout.open_blob(desc))  # noqa: E731
-            outcome = push_blob(client, dst.ref, desc, opener, mount_from=mount_from)
-            stats.count(outcome, desc.size)
+    def __init__(self, client: RegistryClient, src: Endpoint, dst: Endpoint) -> None:
+        self.client = client
+        self.src = src
+        self.dst = dst
+        self.stats = CopyStats()
+        self.src_layout = OCILayout.open(src.path) if isinstance(src, LayoutEndpoint) else None
+        self.dst_layout = _open_layout(dst.path, create=True) if isinstance(dst, LayoutEndpoint) else None
+        self.mount_from: list[str] = []
+        if isinstance(src, RegistryEndpoint) and isinstance(dst, RegistryEndpoint) and src.ref.registry == dst.ref.registry:
+            self.mount_from = [src.ref.repository]
+        self._seen_blobs: set[Digest] = set()
+        self._lock = threading.Lock()
+
+    def _opener(self, desc: Descriptor) -> Callable[[], BinaryIO]:
+        """Opens ``desc``'s bytes at the source."""
+        if isinstance(self.src, RegistryEndpoint):
+            src_ref = self.src.ref
+            return lambda: self.client.open_blob_stream(src_ref, desc)
+        assert self.src_layout is not None
+        layout = self.src_layout
+        return lambda: cast(BinaryIO, layout.open_blob(desc))
+
+    def copy_blob(self, desc: Descriptor) -> None:
+        if isinstance(self.dst, RegistryEndpoint):
+            outcome = push_blob(self.client, self.dst.ref, desc, self._opener(desc), mount_from=self.mount_from)
+            self.stats.count(outcome, desc.size)
             return
+        dst_layout = self.dst_layout
         assert dst_layout is not None
         if dst_layout.has_blob(desc.digest):
-            stats.count("exists", desc.size)
+            self.stats.count("exists", desc.size)
             return
-        if isinstance(src, RegistryEndpoint):
-            client.fetch_blob(src.ref, desc, dst_layout.blob_path(desc.digest))
+        if isinstance(self.src, RegistryEndpoint):
+            self.client.fetch_blob(self.src.ref, desc, dst_layout.blob_path(desc.digest))
         else:
-            assert src_layout is not None
-            with src_layout.open_blob(desc) as reader:
+            assert self.src_layout is not None
+            with self.src_layout.open_blob(desc) as reader:
                 dst_layout.put_blob_stream(reader, desc.media_type, desc.digest, desc.size)  # type: ignore[arg-type]
-        stats.count("uploaded", desc.size)
+        self.stats.count("uploaded", desc.size)
 
-    def copy_manifest(digest: Digest | None, tag: str | None) -> Descriptor:
-        raw, media_type, got = read_manifest_raw(client, src, digest)
+    def copy_manifest(self, digest: Digest | None, tag: str | None) -> Descriptor:
+        """Copy a manifest (children and blobs first), by ``tag`` or else by digest."""
+        raw, media_type, got = read_manifest_raw(self.client, self.src, digest)
         children, blobs = _children(raw, media_type)
         for child in children:
-            copy_manifest(child.digest, None)
+            self.copy_manifest(child.digest, None)
         todo = []
-        with lock:
+        with self._lock:
             for blob in blobs:
-                if blob.digest not in seen_blobs:
-                    seen_blobs.add(blob.digest)
+                if blob.digest not in self._seen_blobs:
+                    self._seen_blobs.add(blob.digest)
                     todo.append(blob)
-        client.map_bounded(copy_blob, todo)
+        self.client.map_bounded(self.copy_blob, todo)
         desc = Descriptor(media_type, got, len(raw))
-        if isinstance(dst, RegistryEndpoint):
-            target = dst.ref.with_tag(tag) if tag else dst.ref.with_digest(got)
-            pushed = client.put_manifest(target, raw, media_type)
-            if pushed != sha256_bytes(raw):
-                raise RegistryError(f"manifest digest changed in transit to {dst}", operation=f"copy {src} to {dst}")
-        else:
-            assert dst_layout is not None
-            dst_layout.put_blob_bytes(raw, media_type)
-            if tag:
-                dst_layout.add_manifest(desc, ref_name=tag)
-        stats.manifests += 1
+        self._put_manifest(desc, raw, tag)
+        self.stats.manifests += 1
         return desc
 
+    def _put_manifest(self, desc: Descriptor, raw: bytes, tag: str | None) -> None:
+        if isinstance(self.dst, RegistryEndpoint):
+            target = self.dst.ref.with_tag(tag) if tag else self.dst.ref.with_digest(desc.digest)
+            pushed = self.client.put_manifest(target, raw, desc.media_type)
+            if pushed != sha256_bytes(raw):
+                raise RegistryError(f"manifest digest changed in transit to {self.dst}",
+                                    operation=f"copy {self.src} to {self.dst}")
+            return
+        assert self.dst_layout is not None
+        self.dst_layout.put_blob_bytes(raw, desc.media_type)
+        if tag:
+            self.dst_layout.add_manifest(desc, ref_name=tag)
+
+
+def copy_image(client: RegistryClient, src: Endpoint, dst: Endpoint) -> CopyStats:
+    copy = _Copy(client, src, dst)
     if isinstance(dst, RegistryEndpoint):
         root_tag = dst.ref.tag
     else:
         src_tag = src.ref.tag if isinstance(src, RegistryEndpoint) else src.tag
         root_tag = dst.tag or src_tag or "latest"
     root_digest = src.ref.digest if isinstance(src, RegistryEndpoint) else None
-    stats.root = copy_manifest(root_digest, root_tag)
-    return stats
+    copy.stats.root = copy.copy_manifest(root_digest, root_tag)
+    return copy.stats
