@@ -93,6 +93,47 @@ def load_ignore_rules(dockerfile: str | Path, context: str | Path) -> IgnoreMatc
     return IgnoreMatcher(read_ignore_file(data), source=str(path))
 
 
+def _double_star(pattern: str, i: int, kind: str, first: bool) -> tuple[str, str, int]:
+    """``**`` (``i`` just after it): its regexp, the pattern's kind after it, where to go on."""
+    n = len(pattern)
+    if i < n and pattern[i] == "/":
+        i += 1
+    piece = ""
+    if i >= n:
+        if kind == "exact":
+            kind = "prefix"
+        else:
+            piece, kind = ".*", "regexp"
+    else:
+        piece, kind = "(.*/)?", "regexp"
+    if first:
+        kind = "suffix"
+    return piece, kind, i
+
+
+def _char_class(pattern: str, i: int) -> tuple[str, int]:
+    """A character class (``i`` just after its ``[``), copied with Go syntax translated; its
+    regexp and the index after its ``]``."""
+    n = len(pattern)
+    j = i
+    cls = ["["]
+    if j < n and pattern[j] in "^!":
+        cls.append("^")
+        j += 1
+    while j < n and pattern[j] != "]":
+        c = pattern[j]
+        if c == "\\" and j + 1 < n:
+            cls.append(re.escape(pattern[j + 1]))
+            j += 2
+            continue
+        cls.append("\\" + c if c in "[&~|^" else c)
+        j += 1
+    if j >= n:
+        raise ValueError("syntax error in pattern")
+    cls.append("]")
+    return "".join(cls), j + 1
+
+
 def _translate(pattern: str) -> tuple[str, re.Pattern[str] | None]:
     """Pattern.compile: ("exact"|"prefix"|"suffix"|"regexp", compiled regexp)."""
     out = ["^"]
@@ -105,20 +146,8 @@ def _translate(pattern: str) -> tuple[str, re.Pattern[str] | None]:
         i += 1
         if ch == "*":
             if i < n and pattern[i] == "*":
-                i += 1
-                if i < n and pattern[i] == "/":
-                    i += 1
-                if i >= n:
-                    if kind == "exact":
-                        kind = "prefix"
-                    else:
-                        out.append(".*")
-                        kind = "regexp"
-                else:
-                    out.append("(.*/)?")
-                    kind = "regexp"
-                if first:
-                    kind = "suffix"
+                piece, kind, i = _double_star(pattern, i + 1, kind, first)
+                out.append(piece)
             else:
                 out.append("[^/]*")
                 kind = "regexp"
@@ -135,25 +164,8 @@ def _translate(pattern: str) -> tuple[str, re.Pattern[str] | None]:
             else:
                 out.append("\\\\")
         elif ch == "[":
-            # a character class, copied with Go syntax translated
-            j = i
-            cls = ["["]
-            if j < n and pattern[j] in "^!":
-                cls.append("^")
-                j += 1
-            while j < n and pattern[j] != "]":
-                c = pattern[j]
-                if c == "\\" and j + 1 < n:
-                    cls.append(re.escape(pattern[j + 1]))
-                    j += 2
-                    continue
-                cls.append("\\" + c if c in "[&~|^" else c)
-                j += 1
-            if j >= n:
-                raise ValueError("syntax error in pattern")
-            cls.append("]")
-            out.append("".join(cls))
-            i = j + 1
+            piece, i = _char_class(pattern, i)
+            out.append(piece)
             kind = "regexp"
         elif ch == "]":
             out.append("\\]")
