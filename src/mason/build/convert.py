@@ -236,8 +236,6 @@ class _Converter:
     def _check_supported(self, c: Command) -> None:
         """Refuse the flags mason reads (BuildKit v0.32.2) but does not build yet."""
         if isinstance(c, AddCommand):
-            if c.unpack is not None:
-                raise self._unsupported(c, "ADD --unpack")
             if c.keep_git_dir is not None:
                 raise self._unsupported(c, "ADD --keep-git-dir")
         if isinstance(c, RunCommand):
@@ -419,7 +417,8 @@ class _Converter:
             action = FileAction("copy", sources=tuple(s for s in c.sources if s not in urls), urls=urls,
                                 checksum=c.checksum if isinstance(c, AddCommand) else "",
                                 from_input=from_input, extract=isinstance(c, AddCommand), exclude=c.exclude,
-                                parents=isinstance(c, CopyCommand) and c.parents, **kw)
+                                parents=isinstance(c, CopyCommand) and c.parents,
+                                unpack=c.unpack if isinstance(c, AddCommand) else None, **kw)
         op = FileOp(self.env, action, c.lines)
         if link:
             linked = self.vertex(op, inputs, f"{prefix} {c.code}")

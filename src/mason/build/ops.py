@@ -458,6 +458,7 @@ class FileAction:
     link: bool = False
     exclude: tuple[str, ...] = ()  # COPY/ADD --exclude patterns
     parents: bool = False  # COPY --parents
+    unpack: bool | None = None  # ADD --unpack: None unless given (local archives: yes, URLs: no)
 
     def key_json(self) -> dict[str, Any]:
         key = {"kind": self.kind, "sources": list(self.sources), "dest": self.dest, "from": self.from_input,
@@ -469,6 +470,8 @@ class FileAction:
             key["exclude"] = list(self.exclude)
         if self.parents:
             key["parents"] = True
+        if self.unpack is not None:
+            key["unpack"] = self.unpack
         return key
 
 
@@ -581,7 +584,7 @@ class FileOp:
                     copy_sources(sources, rootfs, dest, stage_opts, None, dest_is_dir_hint=dir_hint)
                 elif a.sources:
                     sources = self._context_sources()
-                    if a.extract:
+                    if a.extract and a.unpack is not False:
                         self._add_local(sources, rootfs, dest, opts, dir_hint)
                     else:
                         copy_sources(sources, rootfs, dest, opts, env.ignore, dest_is_dir_hint=dir_hint)
@@ -590,6 +593,9 @@ class FileOp:
                     else CopyOptions(opts.uid, opts.gid, 0o600)
                 for url in a.urls:
                     path, _ = self._fetch_url(url)
+                    if a.unpack:  # ADD --unpack=true <url>: an archive is unpacked, anything else copied
+                        self._add_local([Source(path, path.name, False)], rootfs, dest, url_opts, dir_hint)
+                        continue
                     copy_sources([Source(path, path.name, False)], rootfs, dest, url_opts, None,
                                  dest_is_dir_hint=dir_hint)
             elif a.kind == "inline":

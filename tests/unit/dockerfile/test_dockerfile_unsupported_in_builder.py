@@ -44,7 +44,6 @@ def _convert(tmp_path: Path, text: str) -> Any:
 @pytest.mark.parametrize(
     ("line", "what"),
     [
-        ("ADD --unpack=true https://example.com/a.tar.gz /dst/", "ADD --unpack is not supported by mason yet"),
         ("ADD --keep-git-dir https://github.com/a/b.git /src", "ADD --keep-git-dir is not supported by mason yet"),
         ("RUN --security=insecure true", "security.insecure is not allowed"),  # without --allow
         ("RUN --device=vendor.com/gpu=all true", "device feature is only supported in Dockerfile frontend 1.14.0-labs"),
