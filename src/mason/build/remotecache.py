@@ -9,7 +9,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, BinaryIO
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, BinaryIO
 
 from mason.build.blobs import Blobs, RemoteLocation
 from mason.build.ops import SourceOp, StepResult
@@ -24,7 +25,13 @@ from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, Descriptor
 from mason.oci.errors import InvalidReferenceError
 from mason.oci.reference import Reference
 from mason.progress import Event, ProgressSink
-from mason.solver import CacheKey, CacheSource
+from mason.solver import CacheKey, CacheSource, SolvedGraph, Vertex
+
+if TYPE_CHECKING:
+    from mason.build.convert import ConvertedBuild
+    from mason.cache.model import CacheHit, CacheRegistry, ExportResult, SolvedRecord
+    from mason.cache.model import CacheSource as ImportedCache
+    from mason.cache.options import CacheOptions
 
 __all__ = ["CacheBlobStore", "HitLookup", "export_caches", "finished_chain", "import_caches", "inline_cache_extra", "solved_records"]
 
@@ -48,7 +55,7 @@ class HitLookup:
     the build already knows for the blob (a base image's) must match. A hit that fails is a
     miss with one warning naming the step and the blob: the step runs. Nothing is downloaded."""
 
-    def __init__(self, source: Any, blobs: Blobs, warn: Callable[[str], None] | None = None) -> None:
+    def __init__(self, source: ImportedCache, blobs: Blobs, warn: Callable[[str], None] | None = None) -> None:
         self.source = source
         self.blobs = blobs
         self._warn = warn or (lambda _text: None)
@@ -82,14 +89,14 @@ class HitLookup:
         mismatch = compression_mismatch(desc.media_type, head)
         return f"blob {desc.digest}: {mismatch}" if mismatch else None
 
-    def _result(self, hit: Any) -> StepResult:
+    def _result(self, hit: CacheHit) -> StepResult:
         layers: list[LayerRef] = []
         created: list[str] = []
         for desc in hit.layers:
             diff_id = Digest(desc.annotations[ANNOTATION_UNCOMPRESSED])
             locations = _distribution_sources(desc)
 
-            def opener(hit: Any = hit, desc: Descriptor = desc) -> Any:
+            def opener(hit: CacheHit = hit, desc: Descriptor = desc) -> AbstractContextManager[BinaryIO]:
                 return hit.open_blob(desc)
 
             # The annotations travel with the location: an eStargz layer's TOC digest and size
@@ -122,13 +129,13 @@ def _distribution_sources(desc: Descriptor) -> list[Reference]:
     return found
 
 
-def import_caches(cache_from: Sequence[Any], client: Any, blobs: Blobs,
-                  sink: ProgressSink) -> tuple[list[CacheSource[StepResult]], dict[str, Any]]:
+def import_caches(cache_from: Sequence[CacheOptions], client: CacheRegistry | None, blobs: Blobs,
+                  sink: ProgressSink) -> tuple[list[CacheSource[StepResult]], dict[str, ImportedCache]]:
     """Load every ``--cache-from`` (documents only). A failed import is one warning."""
     from mason.cache import load_cache_source
 
     sources: list[CacheSource[StepResult]] = []
-    imported: dict[str, Any] = {}
+    imported: dict[str, ImportedCache] = {}
     for opt in cache_from:
         name = f"importing cache manifest from {opt.display_name.split(' ', 1)[-1]}"
         _emit_task(sink, name, "started")
@@ -154,7 +161,7 @@ def import_caches(cache_from: Sequence[Any], client: Any, blobs: Blobs,
     return sources, imported
 
 
-def _dest_key(opt: Any) -> str:
+def _dest_key(opt: CacheOptions) -> str:
     """Where a cache is: an import and an export of the same place share this key (the export
     then knows what the import read). A registry cache has a ref, a local one a path."""
     return f"{opt.type}:{opt.ref if opt.ref is not None else opt.path}"
@@ -196,7 +203,7 @@ class CacheBlobStore:
         return self.blobs.opener(self._ref(desc))()
 
 
-def solved_records(graph: Any, blobs: Blobs) -> list[Any]:
+def solved_records(graph: SolvedGraph[StepResult], blobs: Blobs) -> list[SolvedRecord]:
     from mason.cache import SolvedRecord
 
     records = []
@@ -226,7 +233,8 @@ def _annotated(blobs: Blobs, lr: LayerRef) -> Descriptor:
     return desc.with_annotations(extra) if extra else desc
 
 
-def inline_cache_extra(cache_to: Sequence[Any], graph: Any, converted: Any, blobs: Blobs) -> dict[str, Any] | None:
+def inline_cache_extra(cache_to: Sequence[CacheOptions], graph: SolvedGraph[StepResult], converted: ConvertedBuild,
+                       blobs: Blobs) -> dict[str, str] | None:
     """``{"moby.buildkit.cache.v0": ...}`` for ``--cache-to type=inline`` (min mode records)."""
     if not any(backend_of(o).in_image for o in cache_to):
         return None
@@ -237,7 +245,7 @@ def inline_cache_extra(cache_to: Sequence[Any], graph: Any, converted: Any, blob
     return {INLINE_CACHE_KEY: value} if value else None
 
 
-def finished_chain(graph: Any, vertex: Any) -> list[Digest]:
+def finished_chain(graph: SolvedGraph[StepResult], vertex: Vertex[StepResult]) -> list[Digest]:
     """The diff IDs of the last step of ``vertex``'s stage that finished (executed or cached):
     the target's own layers after a successful solve; after a failed one, the chain the
     target stage had reached (a step's parent filesystem is its first input)."""
@@ -250,8 +258,9 @@ def finished_chain(graph: Any, vertex: Any) -> list[Digest]:
         vertex = vertex.inputs[0]
 
 
-def export_caches(cache_to: Sequence[Any], graph: Any, converted: Any, blobs: Blobs, client: Any,
-                  sink: ProgressSink, imported: dict[str, Any], *, best_effort: bool = False) -> list[Any]:
+def export_caches(cache_to: Sequence[CacheOptions], graph: SolvedGraph[StepResult], converted: ConvertedBuild,
+                  blobs: Blobs, client: CacheRegistry | None, sink: ProgressSink,
+                  imported: dict[str, ImportedCache], *, best_effort: bool = False) -> list[ExportResult]:
     """Export every registry/local ``--cache-to``; failures raise unless ignore-error.
 
     ``best_effort`` (export on a failed build): the graph may be partly solved, min mode
