@@ -394,3 +394,45 @@ ADD --unpack=true {url}/remote.tar.gz /remote-unpacked/
     assert b.names("remote-default") == ["remote.tar.gz"]
     assert b.names("remote-unpacked") == ["inside", "inside/one.txt", "inside/two.txt"]
     assert b.text("remote-unpacked/inside/two.txt") == "two\n" and b.mode("remote-unpacked/inside/one.txt") == 0o640
+
+
+# -- SOURCE_DATE_EPOCH and rewrite-timestamp=true -------------------------------------------
+
+
+def test_source_date_epoch_and_rewrite_timestamp_give_one_digest(busybox_image: str, tmp_path: Path) -> None:
+    """Two cold builds at different times, of contexts with other mtimes, give one image."""
+    import time
+
+    epoch = 1_700_000_000
+    dockerfile = f"""FROM {busybox_image}
+COPY a.txt /a.txt
+RUN echo built > /built-at && touch /new-file
+"""
+    digests = []
+    for n in range(2):
+        work = tmp_path / f"b{n}"
+        layout = work / "layout"
+        b = _build(work, dockerfile, {"a.txt": "a\n"}, build_args={"SOURCE_DATE_EPOCH": str(epoch)},
+                   source_date_epoch=epoch,
+                   outputs=(parse_output(f"type=oci,dest={layout},tar=false,rewrite-timestamp=true"),))
+        os.utime(work / "context" / "a.txt", (epoch + 99_999 * (n + 1),) * 2)
+        index = json.loads((b.layout / "index.json").read_text())
+        digests.append(index["manifests"][0]["digest"])
+        assert b.config["created"] == "2023-11-14T22:13:20Z"
+        assert {h["created"] for h in b.config["history"]} == {"2023-11-14T22:13:20Z"}
+        for rel in ("a.txt", "built-at", "new-file"):
+            assert os.lstat(b.rootfs / rel).st_mtime <= epoch, rel
+        time.sleep(1.1)
+    assert digests[0] == digests[1]
+
+
+def test_rewrite_timestamp_is_an_output_attribute() -> None:
+    from mason.errors import UsageError
+
+    assert parse_output("type=oci,dest=x.tar,rewrite-timestamp=true").rewrite_timestamp
+    assert parse_output("type=image,name=r/a,rewrite-timestamp=true").rewrite_timestamp
+    assert not parse_output("type=docker,dest=x.tar").rewrite_timestamp
+    with pytest.raises(UsageError):
+        parse_output("type=oci,dest=x.tar,rewrite-timestamp=maybe")
+    with pytest.raises(UsageError):
+        parse_output("type=local,dest=x,rewrite-timestamp=true")

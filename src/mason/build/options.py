@@ -43,6 +43,10 @@ class OutputSpec:
     force_compression: bool = False
     oci_mediatypes: bool = True
     attrs: Mapping[str, str] = field(default_factory=dict)
+    #: ``rewrite-timestamp=true`` (image, oci, docker): file mtimes in the layers this build makes
+    #: are clamped to SOURCE_DATE_EPOCH, as BuildKit's exporters do (mason clamps them whenever the
+    #: epoch is set: ``mason.build.snapshots`` commits each layer with it)
+    rewrite_timestamp: bool = False
 
     @property
     def layout_dir(self) -> bool:
@@ -140,6 +144,7 @@ def parse_output(text: str) -> OutputSpec:
     attrs.pop("compression", None)
     attrs.pop("compression-level", None)
     force = _bool("force-compression", attrs.pop("force-compression", "false"), text)
+    rewrite_timestamp = _bool("rewrite-timestamp", attrs.pop("rewrite-timestamp", "false"), text)
     # buildx: type=docker defaults to Docker media types, the others to OCI.
     oci_default = "false" if typ == "docker" else "true"
     oci = _bool("oci-mediatypes", attrs.pop("oci-mediatypes", oci_default), text)
@@ -156,6 +161,7 @@ def parse_output(text: str) -> OutputSpec:
         type=typ,  # type: ignore[arg-type]
         names=tuple(names), push=push, dest=dest, tar=tar, compression=compression,
         compression_level=level, force_compression=force, oci_mediatypes=oci, attrs=attrs,
+        rewrite_timestamp=rewrite_timestamp,
     )
     _check_file_dest(spec, text)
     return spec
@@ -163,16 +169,19 @@ def parse_output(text: str) -> OutputSpec:
 
 #: the attributes each output type takes (as BuildKit's exporters name them)
 _OUTPUT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
-    "image": ("name", "push", "compression", "compression-level", "force-compression", "oci-mediatypes"),
-    "oci": ("name", "dest", "tar", "compression", "compression-level", "force-compression", "oci-mediatypes"),
-    "docker": ("name", "dest", "compression", "compression-level", "force-compression", "oci-mediatypes"),
+    "image": ("name", "push", "compression", "compression-level", "force-compression", "oci-mediatypes",
+              "rewrite-timestamp"),
+    "oci": ("name", "dest", "tar", "compression", "compression-level", "force-compression", "oci-mediatypes",
+            "rewrite-timestamp"),
+    "docker": ("name", "dest", "compression", "compression-level", "force-compression", "oci-mediatypes",
+               "rewrite-timestamp"),
     "local": ("dest",),
     "tar": ("dest",),
 }
 #: BuildKit's other exporter attributes: refused by name rather than silently ignored
 _NOT_YET = ("annotation", "buildinfo", "buildinfo-attrs", "dangling-name-prefix", "insecure", "name-canonical",
-            "oci-artifact", "platform-split", "push-by-digest", "registry.insecure", "rewrite-timestamp",
-            "store", "unpack")
+            "oci-artifact", "platform-split", "push-by-digest", "registry.insecure", "store",
+            "unpack")
 
 
 def _check_attributes(typ: str, attrs: Mapping[str, str], names: Sequence[str], text: str) -> None:
