@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from mason.build.blobs import Blobs, RemoteLocation
 from mason.build.context import DockerIgnore
@@ -35,7 +35,10 @@ from mason.oci.platform import Platform, host_platform
 from mason.progress import Event, NullSink, ProgressSink
 from mason.solver import CacheKey, CancelToken, SolveError, Solver, Vertex
 
-__all__ = ["BuildOutcome", "ProgressAdapter", "build"]
+if TYPE_CHECKING:
+    from mason.dockerfile.checks import CheckReport
+
+__all__ = ["BuildOutcome", "ProgressAdapter", "build", "check"]
 
 
 @dataclass
@@ -294,15 +297,6 @@ def _context_size(context: Path, ignore: DockerIgnore) -> int:
     return total
 
 
-def _insecure_outputs(opts: BuildOptions) -> list[str]:
-    """The registries of image outputs marked ``registry.insecure=true`` (buildx's attribute)."""
-    from mason.build.options import outputs_for
-    from mason.oci.reference import Reference
-
-    outputs = outputs_for(opts.tags, opts.push, opts.outputs)
-    return sorted({Reference.parse(name).registry for o in outputs if o.insecure for name in o.names})
-
-
 def _predefined_args(platform: Platform) -> dict[str, str]:
     host = host_platform()
     return {
@@ -327,6 +321,7 @@ def build(opts: BuildOptions, *, root: Path, progress: ProgressSink | None = Non
         data, df_name, df_path = _read_dockerfile(opts)
         t.log(f"transferring dockerfile: {len(data)}B done")
         df = parse_dockerfile(data, df_name)
+    definition_task = t  # build checks report on this vertex, as BuildKit's frontend does
     with _task(sink, "[internal] load .dockerignore") as t:
         ignore = DockerIgnore.load(opts.context, df_path)
         t.log(f"transferring context: {_ignore_size(opts.context, df_path)}B done")
@@ -347,16 +342,13 @@ def build(opts: BuildOptions, *, root: Path, progress: ProgressSink | None = Non
         creds = CredentialStore.from_environment(opts.docker_config_dir, opts.registry_auth_file)
         from mason.cache.options import insecure_hosts
 
-        from mason.registry.regconf import load_registries_conf
-
-        insecure = [*opts.insecure_registries, *sorted(insecure_hosts((*opts.cache_to, *opts.cache_from))),
-                    *_insecure_outputs(opts)]
-        client = RegistryClient(credentials=creds, insecure_hosts=insecure, registries=load_registries_conf())
+        insecure = [*opts.insecure_registries, *sorted(insecure_hosts((*opts.cache_to, *opts.cache_from)))]
+        client = RegistryClient(credentials=creds, insecure_hosts=insecure)
     try:
         _reap_orphaned_sandboxes()
         with StateRoot.open(root) as state:
             return _build_in(opts, state, df, plan, ignore, platform, epoch, sink, stdout, client, executor,
-                             cancel, data)
+                             cancel, data, checks_task=definition_task)
     finally:
         if own_client:
             client.close()
@@ -364,7 +356,7 @@ def build(opts: BuildOptions, *, root: Path, progress: ProgressSink | None = Non
 
 def _build_in(opts: BuildOptions, state: StateRoot, df: Any, plan: Any, ignore: DockerIgnore, platform: Platform,
               epoch: int | None, sink: ProgressSink, stdout: BinaryIO | None, client: Any, executor: Any,
-              cancel: CancelToken | None, df_bytes: bytes) -> BuildOutcome:
+              cancel: CancelToken | None, df_bytes: bytes, *, checks_task: _Task | None = None) -> BuildOutcome:
     blobs = Blobs(state, client)
     snapshots = _open_snapshots(opts, state, blobs, sink)
     secrets: dict[str, bytes] = {}
@@ -386,6 +378,8 @@ def _build_in(opts: BuildOptions, state: StateRoot, df: Any, plan: Any, ignore: 
     )
     resolver = _Resolver(client, state, blobs, sink, platform)
     converted: ConvertedBuild = convert_plan(env, plan, resolver, platform=str(platform), no_cache=opts.no_cache)
+    if checks_task is not None:
+        _report_checks(_run_checks(plan, resolver, ignore, platform), checks_task)
 
     from mason.build.remotecache import import_caches
 
@@ -454,6 +448,64 @@ def _build_in(opts: BuildOptions, state: StateRoot, df: Any, plan: Any, ignore: 
             outcome.metadata["image.name"] = ",".join(names)
     outcome.downloaded_blobs = list(blobs.downloaded)
     return outcome
+
+
+def _run_checks(plan: Any, resolver: _Resolver, ignore: DockerIgnore, platform: Platform,
+                stages: Any = None) -> CheckReport:
+    """Build checks (``mason.dockerfile.checks``) with the base image configs the resolver holds."""
+    from mason.dockerfile.checks import run_checks
+
+    def base_config(ps: Any) -> Any:
+        img = resolver._memo.get((ps.base.image or "", ps.platform or str(platform)))
+        return img.config if img is not None else None
+
+    return run_checks(plan, stages=stages, predefined=_predefined_args(platform), base_config=base_config,
+                      ignore=ignore, platform=str(platform))
+
+
+def _report_checks(report: CheckReport, task: _Task) -> None:
+    """Warnings as BuildKit's progress prints them (``#1 WARN: Rule: message (line N)``); with
+    ``error=true`` a rule that fired fails the build before anything runs."""
+    for w in report.warnings:
+        task.sink.emit(Event(task.vid, task.name, "log", f"WARN: {w.short}", extra={"check": w.rule}))
+    if report.error_message:
+        raise BuildError(report.error_message, reference="build-checks",
+                         hint="fix the warnings above, or skip a rule with # check=skip=RULE")
+
+
+def check(opts: BuildOptions, *, root: Path, progress: ProgressSink | None = None,
+          client: Any = None) -> tuple[CheckReport, Any]:
+    """``mason build --check``: the build checks of every stage (of ``--target``'s with one) and the
+    parsed Dockerfile. Base images are resolved (manifest and config) for their facts; nothing runs."""
+    from mason.dockerfile import parse_dockerfile
+    from mason.dockerfile.stages import plan_build
+
+    sink: ProgressSink = progress or NullSink()
+    with _task(sink, "[internal] load build definition from Dockerfile") as t:
+        data, df_name, df_path = _read_dockerfile(opts)
+        t.log(f"transferring dockerfile: {len(data)}B done")
+        df = parse_dockerfile(data, df_name)
+    ignore = DockerIgnore.load(opts.context, df_path)
+    platform = opts.platform or host_platform()
+    plan = plan_build(df, build_args=dict(opts.build_args), predefined=_predefined_args(platform),
+                      target=opts.target)
+    stages = plan.stages if opts.target else plan.all_stages
+    own_client = client is None
+    if client is None:
+        from mason.registry import CredentialStore, RegistryClient
+
+        creds = CredentialStore.from_environment(opts.docker_config_dir, opts.registry_auth_file)
+        client = RegistryClient(credentials=creds, insecure_hosts=list(opts.insecure_registries))
+    try:
+        with StateRoot.open(root) as state:
+            resolver = _Resolver(client, state, Blobs(state, client), sink, platform)
+            for ps in stages:
+                if ps.base.image is not None and not ps.base.is_scratch:
+                    resolver(ps.base.image, ps.platform or str(platform))
+            return _run_checks(plan, resolver, ignore, platform, stages), df
+    finally:
+        if own_client:
+            client.close()
 
 
 _RUNC_STATE = Path("/run/mason/runc")

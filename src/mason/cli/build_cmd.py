@@ -52,6 +52,9 @@ def register(subparsers: Any) -> None:
                    help="grant an entitlement: security.insecure (RUN --security=insecure), network.host")
     p.add_argument("--explain-cache", action="store_true",
                    help="for every step that runs, say why it missed the cache (first differing input)")
+    p.add_argument("--call", default="build", metavar="METHOD",
+                   help="build (default), or check: run only the build checks (exit 1 when any fails)")
+    p.add_argument("--check", dest="call", action="store_const", const="check", help='shorthand for "--call=check"')
     p.set_defaults(handler=run_build)
 
 
@@ -92,6 +95,9 @@ def run_build(args: argparse.Namespace) -> int:
     from mason.oci.platform import Platform, host_platform
     from mason.solver import SolveError
 
+    if args.call not in ("build", "check"):
+        raise UsageError(f"--call {args.call!r}: mason builds (build) or runs the build checks (check)",
+                         reference="invalid-argument", hint="use --call=build or --call=check (--check)")
     if args.load:
         raise UsageError("--load: mason has no daemon to load the image into",
                          reference="load-unsupported",
@@ -148,10 +154,14 @@ def run_build(args: argparse.Namespace) -> int:
         **_sandbox_flags(args),
     )
     renderer = make_renderer(mode, sys.stderr)
+    if args.call == "check":
+        return _run_check(opts, renderer)
+    checks = _CheckWarnings(renderer)
     try:
-        outcome = build(opts, root=resolve_root(), progress=renderer, stdout=sys.stdout.buffer)
+        outcome = build(opts, root=resolve_root(), progress=checks, stdout=sys.stdout.buffer)
     except MasonError as exc:
         renderer.close()
+        checks.print_summary(mode)
         if isinstance(exc, SolveError) and not isinstance(exc.cause, MasonError):
             # a step raised what no layer translated: a bug, which main reports as one (exit 70,
             # MASON_DEBUG=1 for the traceback) instead of passing it off as a failed build
@@ -163,6 +173,7 @@ def run_build(args: argparse.Namespace) -> int:
         renderer.close()  # finish the progress output before main prints the error
         raise
     renderer.close()
+    checks.print_summary(mode)
     if args.metadata_file:
         try:
             Path(args.metadata_file).write_text(json.dumps(outcome.metadata, indent=2, sort_keys=True) + "\n")
@@ -206,6 +217,49 @@ def _sandbox_flags(args: argparse.Namespace) -> dict[str, Any]:
         "shm_size": parse_shm_size(args.shm_size) if args.shm_size else None,
         "ulimits": tuple(parse_ulimit(u) for u in args.ulimits),
     }
+
+
+class _CheckWarnings:
+    """Passes progress on and keeps the build checks' warnings for the summary at the end."""
+
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+        self.warnings: list[str] = []
+
+    def emit(self, event: Any) -> None:
+        if event.extra.get("check"):
+            self.warnings.append(event.text.removeprefix("WARN: "))
+        self.sink.emit(event)
+
+    def print_summary(self, mode: str) -> None:
+        """buildx's summary after the progress (none in quiet or rawjson mode)."""
+        if not self.warnings or mode in ("quiet", "rawjson"):
+            return
+        n = len(self.warnings)
+        lines = [f"\n {'1 warning' if n == 1 else f'{n} warnings'} found (use --check for details):"]
+        lines += [f" - {w}" for w in self.warnings]
+        print("\n".join(lines), file=sys.stderr)
+
+
+def _run_check(opts: Any, renderer: Any) -> int:
+    """``--check``: buildx's output on stdout; exit 1 when a rule fired (or failed the build), else 0."""
+    from mason.build.builder import check
+    from mason.cli.state_cmd import resolve_root
+    from mason.dockerfile.checks import format_check_output
+    from mason.errors import BuildError, DiagnosticError, MasonError
+
+    try:
+        report, df = check(opts, root=resolve_root(), progress=renderer)
+    except MasonError as exc:
+        renderer.close()
+        _print_error(exc)
+        return exc.exit_code if isinstance(exc, DiagnosticError) or exc.exit_code else 1
+    renderer.close()
+    sys.stdout.write(format_check_output(report, df))
+    sys.stdout.flush()
+    if report.error_message:
+        _print_error(BuildError(report.error_message, reference="build-checks"))
+    return 1 if report.warnings else 0
 
 
 def _remove_stale(path: str, flag: str) -> None:

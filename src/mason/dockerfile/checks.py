@@ -279,11 +279,9 @@ def _comment_config(base: CheckConfig, comments: Sequence[str]) -> CheckConfig:
 # facts from the builder
 
 
-class BaseImageConfig(Protocol):
-    """The config of a stage's base image (``os``, ``architecture``, ``variant``, ``config.Env``,
-    ``config.Shell``), or None for ``scratch`` or an image the builder could not resolve."""
-
-    def __call__(self, stage: PlannedStage) -> Mapping[str, Any] | None: ...
+#: The config of a stage's base image (``os``, ``architecture``, ``variant``, ``config.Env``,
+#: ``config.Shell``), or None for ``scratch`` or an image the builder could not resolve.
+BaseImageConfig = Callable[[PlannedStage], Mapping[str, Any] | None]
 
 
 class IgnoreRules(Protocol):
