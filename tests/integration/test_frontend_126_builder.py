@@ -288,9 +288,12 @@ def test_allow_flag_is_checked(tmp_path: Path) -> None:
 CASE15_FILES = {n: n + "\n" for n in (
     "logs/keep/app.log", "logs/keep/app.txt", "logs/tmp/t.txt", "logs/top.log", "logs/top.txt",
     "src/a/one.txt", "src/a/skip.md", "src/a/two.txt", "src/b/one.txt", "src/b/two.txt", "src/c/one.txt")}
-CASE15_TREE = """/all /all/src /all/src/a /all/src/a/one.txt /all/src/a/skip.md /all/src/a/two.txt /all/src/b
-/all/src/b/one.txt /all/src/b/two.txt /logs /logs/keep /logs/keep/app.log /logs/keep/app.txt /logs/top.txt
-/out /out/src /out/src/a /out/src/a/one.txt /out/src/a/two.txt /out/src/b /out/src/b/one.txt""".split()
+CASE15_TREE = [
+    "/all", "/all/src", "/all/src/a", "/all/src/a/one.txt", "/all/src/a/skip.md", "/all/src/a/two.txt",
+    "/all/src/b", "/all/src/b/one.txt", "/all/src/b/two.txt", "/logs", "/logs/keep",
+    "/logs/keep/app.log", "/logs/keep/app.txt", "/logs/top.txt", "/out", "/out/src", "/out/src/a",
+    "/out/src/a/one.txt", "/out/src/a/two.txt", "/out/src/b", "/out/src/b/one.txt",
+]
 
 
 def test_copy_parents_and_exclude_as_buildkit_case_15(busybox_image: str, tmp_path: Path) -> None:

@@ -235,9 +235,10 @@ class _Converter:
 
     def _check_supported(self, c: Command) -> None:
         """Refuse the flags mason reads (BuildKit v0.32.2) but does not build yet."""
-        if isinstance(c, AddCommand):
-            if c.keep_git_dir is not None:
-                raise self._unsupported(c, "ADD --keep-git-dir")
+        if isinstance(c, AddCommand) and c.keep_git_dir is not None:
+            raise self._unsupported(c, "ADD --keep-git-dir")
+        if isinstance(c, AddCommand) and any(_is_git_source(s) for s in c.sources):
+            raise self._unsupported(c, "ADD of a git repository")
         if isinstance(c, RunCommand):
             if c.devices:
                 raise self._unsupported(c, "RUN --device", "device feature is only supported in Dockerfile "
@@ -427,6 +428,17 @@ class _Converter:
             r.vertex = self.vertex(op, inputs, f"{prefix} {c.code}")
         r.layer_vertices.append(r.vertex)
         r.history.append(HistoryPlan(_copy_history(c), False, r.vertex))
+
+
+def _is_git_source(src: str) -> bool:
+    """A git repository as BuildKit's ParseGitRef tells one (roughly): ``git@host:…``, ``git://``,
+    ``ssh://``, or an http(s) URL whose path ends in ``.git`` (before ``#ref`` or ``?query``)."""
+    if src.startswith(("git@", "git://", "ssh://")):
+        return True
+    if not src.startswith(("http://", "https://")):
+        return False
+    path = src.split("#", 1)[0].split("?", 1)[0].rstrip("/")
+    return path.endswith(".git")
 
 
 def _secret_id(m: Any, target: str) -> str:

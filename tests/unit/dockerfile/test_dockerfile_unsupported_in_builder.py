@@ -45,6 +45,8 @@ def _convert(tmp_path: Path, text: str) -> Any:
     ("line", "what"),
     [
         ("ADD --keep-git-dir https://github.com/a/b.git /src", "ADD --keep-git-dir is not supported by mason yet"),
+        ("ADD https://example.com/a/b.git#main:sub /src", "ADD of a git repository is not supported by mason yet"),
+        ("ADD git@example.com:a/b.git /src", "ADD of a git repository is not supported by mason yet"),
         ("RUN --security=insecure true", "security.insecure is not allowed"),  # without --allow
         ("RUN --device=vendor.com/gpu=all true", "device feature is only supported in Dockerfile frontend 1.14.0-labs"),
     ],
