@@ -32,16 +32,18 @@ declare -A why=(
     [openssl]="a throw-away CA for the TLS registry the tests start"
     [buildah]="the builder the benches compare mason with"
     [git]="ADD of a git repository, and the git server the tests start on loopback"
+    [iproute2]="ip netns: the tests put a LAN registry in a network namespace of their own"
 )
 declare -A provides=(
     [docker-registry]=docker-registry [runc]=runc [busybox-static]=busybox [skopeo]=skopeo
     [umoci]=umoci [apache2-utils]=htpasswd [openssl]=openssl [buildah]=buildah [git]=git
+    [iproute2]=ip
 )
 packages=(docker-registry runc busybox-static)
 extras=""  # pip extras of mason
 case "$job" in
     test)
-        packages+=(skopeo umoci apache2-utils openssl git)
+        packages+=(skopeo umoci apache2-utils openssl git iproute2)
         extras="[test]"  # pytest, hypothesis, ruff, mypy, import-linter, PyJWT/cryptography (token registry)
         ;;
     bench) packages+=(skopeo buildah) ;;

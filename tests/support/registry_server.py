@@ -211,8 +211,10 @@ def _wait_ready(server: RegistryServer, timeout: float = 20.0) -> None:
     raise RuntimeError(f"registry {server.variant} did not start on {server.url}: {last}\n{log}")
 
 
-def start_registry(tmp_dir: Path | str, variant: str = "plain") -> RegistryServer:
-    """Start ``docker-registry serve`` in ``tmp_dir`` (created); the caller must ``stop()`` it."""
+def start_registry(tmp_dir: Path | str, variant: str = "plain", *, address: str = "127.0.0.1",
+                   netns: str | None = None) -> RegistryServer:
+    """Start ``docker-registry serve`` in ``tmp_dir`` (created); the caller must ``stop()`` it.
+    ``netns``: run it inside that network namespace, listening on ``address`` there."""
     if variant not in ("plain", "tls-basic", "token"):
         raise ValueError(f"unknown registry variant {variant!r}")
     if not registry_available():
@@ -221,8 +223,8 @@ def start_registry(tmp_dir: Path | str, variant: str = "plain") -> RegistryServe
     workdir.mkdir(parents=True, exist_ok=True)
     storage = workdir / "storage"
     storage.mkdir(exist_ok=True)
-    port = free_port()
-    host = f"127.0.0.1:{port}"
+    port = free_port() if netns is None else 5000
+    host = f"{address}:{port}"
     scheme = "http"
     extra = ""
     ca_file = None
@@ -266,8 +268,9 @@ def start_registry(tmp_dir: Path | str, variant: str = "plain") -> RegistryServe
     access = open(workdir / "access.log", "ab")  # noqa: SIM115 - closed by stop()
     log = open(workdir / "registry.log", "ab")  # noqa: SIM115 - closed by stop()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    in_netns = ["ip", "netns", "exec", netns] if netns else []
     process = subprocess.Popen(
-        [REGISTRY_BINARY, "serve", str(config_file)],
+        [*in_netns, REGISTRY_BINARY, "serve", str(config_file)],
         stdout=access, stderr=log, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
     )
     server = RegistryServer(

@@ -297,6 +297,15 @@ def _context_size(context: Path, ignore: DockerIgnore) -> int:
     return total
 
 
+def _insecure_outputs(opts: BuildOptions) -> list[str]:
+    """The registries of image outputs marked ``registry.insecure=true`` (buildx's attribute)."""
+    from mason.build.options import outputs_for
+    from mason.oci.reference import Reference
+
+    outputs = outputs_for(opts.tags, opts.push, opts.outputs)
+    return sorted({Reference.parse(name).registry for o in outputs if o.insecure for name in o.names})
+
+
 def _predefined_args(platform: Platform) -> dict[str, str]:
     host = host_platform()
     return {
@@ -342,8 +351,11 @@ def build(opts: BuildOptions, *, root: Path, progress: ProgressSink | None = Non
         creds = CredentialStore.from_environment(opts.docker_config_dir, opts.registry_auth_file)
         from mason.cache.options import insecure_hosts
 
-        insecure = [*opts.insecure_registries, *sorted(insecure_hosts((*opts.cache_to, *opts.cache_from)))]
-        client = RegistryClient(credentials=creds, insecure_hosts=insecure)
+        from mason.registry.regconf import load_registries_conf
+
+        insecure = [*opts.insecure_registries, *sorted(insecure_hosts((*opts.cache_to, *opts.cache_from))),
+                    *_insecure_outputs(opts)]
+        client = RegistryClient(credentials=creds, insecure_hosts=insecure, registries=load_registries_conf())
     try:
         _reap_orphaned_sandboxes()
         with StateRoot.open(root) as state:
@@ -495,7 +507,10 @@ def check(opts: BuildOptions, *, root: Path, progress: ProgressSink | None = Non
         from mason.registry import CredentialStore, RegistryClient
 
         creds = CredentialStore.from_environment(opts.docker_config_dir, opts.registry_auth_file)
-        client = RegistryClient(credentials=creds, insecure_hosts=list(opts.insecure_registries))
+        from mason.registry.regconf import load_registries_conf
+
+        client = RegistryClient(credentials=creds, insecure_hosts=list(opts.insecure_registries),
+                                registries=load_registries_conf())
     try:
         with StateRoot.open(root) as state:
             resolver = _Resolver(client, state, Blobs(state, client), sink, platform)

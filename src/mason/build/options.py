@@ -47,6 +47,8 @@ class OutputSpec:
     #: are clamped to SOURCE_DATE_EPOCH, as BuildKit's exporters do (mason clamps them whenever the
     #: epoch is set: ``mason.build.snapshots`` commits each layer with it)
     rewrite_timestamp: bool = False
+    #: ``registry.insecure=true``: plain HTTP or unverified TLS for the names' registries
+    insecure: bool = False
 
     @property
     def layout_dir(self) -> bool:
@@ -139,6 +141,7 @@ def parse_output(text: str) -> OutputSpec:
     _check_attributes(typ, attrs, names, text)
     if "push" in attrs:
         push = push or _bool("push", attrs.pop("push"), text)
+    insecure = _bool("registry.insecure", attrs.pop("registry.insecure", "false"), text)
     compression, level = parse_compression(attrs, lambda why, hint: UsageError(
         f"invalid --output {text!r}: {why}", reference="invalid-output", hint=hint or None))
     attrs.pop("compression", None)
@@ -161,7 +164,7 @@ def parse_output(text: str) -> OutputSpec:
         type=typ,  # type: ignore[arg-type]
         names=tuple(names), push=push, dest=dest, tar=tar, compression=compression,
         compression_level=level, force_compression=force, oci_mediatypes=oci, attrs=attrs,
-        rewrite_timestamp=rewrite_timestamp,
+        rewrite_timestamp=rewrite_timestamp, insecure=insecure,
     )
     _check_file_dest(spec, text)
     return spec
@@ -170,7 +173,7 @@ def parse_output(text: str) -> OutputSpec:
 #: the attributes each output type takes (as BuildKit's exporters name them)
 _OUTPUT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "image": ("name", "push", "compression", "compression-level", "force-compression", "oci-mediatypes",
-              "rewrite-timestamp"),
+              "registry.insecure", "rewrite-timestamp"),
     "oci": ("name", "dest", "tar", "compression", "compression-level", "force-compression", "oci-mediatypes",
             "rewrite-timestamp"),
     "docker": ("name", "dest", "compression", "compression-level", "force-compression", "oci-mediatypes",
@@ -180,8 +183,7 @@ _OUTPUT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
 }
 #: BuildKit's other exporter attributes: refused by name rather than silently ignored
 _NOT_YET = ("annotation", "buildinfo", "buildinfo-attrs", "dangling-name-prefix", "insecure", "name-canonical",
-            "oci-artifact", "platform-split", "push-by-digest", "registry.insecure", "store",
-            "unpack")
+            "oci-artifact", "platform-split", "push-by-digest", "store", "unpack")
 
 
 def _check_attributes(typ: str, attrs: Mapping[str, str], names: Sequence[str], text: str) -> None:

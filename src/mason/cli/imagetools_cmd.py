@@ -51,7 +51,10 @@ def _client(args: argparse.Namespace, max_workers: int = 4) -> RegistryClient:
     credentials = CredentialStore.from_environment(
         os.environ.get("DOCKER_CONFIG"), os.environ.get("REGISTRY_AUTH_FILE")
     )
-    return RegistryClient(credentials, insecure_hosts=args.insecure, ca_file=args.ca_file, max_workers=max_workers)
+    from mason.registry.regconf import load_registries_conf
+
+    return RegistryClient(credentials, insecure_hosts=args.insecure, ca_file=args.ca_file, max_workers=max_workers,
+                          registries=load_registries_conf())
 
 
 def _inspect(args: argparse.Namespace) -> int:

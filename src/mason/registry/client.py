@@ -38,6 +38,7 @@ from mason.oci.manifest import ImageIndex, ImageManifest, parse_manifest
 from mason.oci.reference import Reference
 from mason.registry.auth import CredentialStore, pull_scope, push_scope
 from mason.registry.errors import RegistryAuthError, RegistryError, RegistryNotFoundError
+from mason.registry.regconf import RegistriesConf
 from mason.registry.transport import RETRY_STATUSES, RetryPolicy, Transport
 
 __all__ = [
@@ -420,11 +421,14 @@ class RegistryClient:
         sleep: Callable[[float], None] | None = None,
         chunk_threshold: int = 256 * 1024 * 1024,
         chunk_size: int = 32 * 1024 * 1024,
+        registries: RegistriesConf | None = None,
     ) -> None:
         extra = {"sleep": sleep} if sleep is not None else {}
+        #: containers-registries.conf: insecure hosts, blocked registries, rewrites, mirrors
+        self.registries = registries or RegistriesConf()
         self._transport = Transport(
             credentials,
-            insecure_hosts=insecure_hosts,
+            insecure_hosts={*insecure_hosts, *self.registries.insecure_hosts()},
             ca_file=ca_file,
             transport=transport,
             retry=retry,
@@ -465,8 +469,25 @@ class RegistryClient:
     def ping(self, host: str) -> None:
         self._transport.base_url(host)
 
+    def _pull(self, ref: Reference, action: Callable[[Reference], T]) -> T:
+        """``action`` on the first of ``ref``'s pull sources that answers (registries.conf:
+        its mirrors in order, then its location; just ``ref`` without a configuration)."""
+        sources = self.registries.pull_sources(ref)
+        for source in sources[:-1]:
+            try:
+                return action(source)
+            except (RegistryError, DigestMismatchError):
+                continue  # a mirror that lacks it, fails or serves other bytes: the next source
+        return action(sources[-1])
+
+    def _check_push(self, ref: Reference) -> None:
+        self.registries.check_allowed(ref)
+
     def fetch_manifest(self, ref: Reference, accept: Sequence[str] = mt.MANIFEST_MEDIA_TYPES) -> FetchedManifest:
         """GET a manifest's raw bytes (at most 4 MiB), verified against the ref's digest."""
+        return self._pull(ref, lambda source: self._fetch_manifest_at(source, accept))
+
+    def _fetch_manifest_at(self, ref: Reference, accept: Sequence[str]) -> FetchedManifest:
         operation = f"get manifest {ref}"
         response = self._transport.request(
             "GET", ref.api_host, f"/v2/{ref.repository}/manifests/{ref.identifier}",
@@ -514,6 +535,9 @@ class RegistryClient:
         return parse_manifest(fetched.raw, fetched.media_type)
 
     def head_manifest(self, ref: Reference) -> Descriptor | None:
+        return self._pull(ref, self._head_manifest_at)
+
+    def _head_manifest_at(self, ref: Reference) -> Descriptor | None:
         try:
             response = self._transport.request(
                 "HEAD", ref.api_host, f"/v2/{ref.repository}/manifests/{ref.identifier}",
@@ -526,12 +550,13 @@ class RegistryClient:
         digest = response.headers.get("Docker-Content-Digest") or ref.digest
         if not digest:
             # some registries omit the header on HEAD: fall back to GET
-            fetched = self.fetch_manifest(ref)
+            fetched = self._fetch_manifest_at(ref, mt.MANIFEST_MEDIA_TYPES)
             return fetched.descriptor()
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         return Descriptor(media_type, parse_digest(digest), int(response.headers.get("Content-Length", "0") or 0))
 
     def put_manifest(self, ref: Reference, manifest_raw: bytes, media_type: str) -> Digest:
+        self._check_push(ref)
         digest = sha256_bytes(manifest_raw)
         if len(manifest_raw) > MANIFEST_SIZE_LIMIT:
             raise RegistryError(
@@ -570,6 +595,13 @@ class RegistryClient:
 
     # -- blobs ---------------------------------------------------------------------------------
     def blob_exists(self, ref: Reference, digest: Digest, *, for_push: bool = False) -> bool:
+        if for_push:
+            self._check_push(ref)
+            return self._blob_exists_at(ref, digest, for_push=True)
+        sources = self.registries.pull_sources(ref)
+        return any(self._blob_exists_at(source, digest, for_push=False) for source in sources)
+
+    def _blob_exists_at(self, ref: Reference, digest: Digest, *, for_push: bool) -> bool:
         # before a push, ask for the push scope at once so one token serves the whole upload
         scope = push_scope(ref.repository) if for_push else pull_scope(ref.repository)
         try:
@@ -587,6 +619,13 @@ class RegistryClient:
         ``GET`` with ``Range: bytes=0-(n-1)``, as cheap as a ``HEAD``, that also shows how the blob
         starts (its compression). A registry that ignores ``Range`` sends the whole blob; only
         ``n`` bytes are read before the response is closed."""
+        for source in self.registries.pull_sources(ref):
+            head = self._peek_blob_at(source, desc, n)
+            if head is not None:
+                return head
+        return None
+
+    def _peek_blob_at(self, ref: Reference, desc: Descriptor, n: int) -> bytes | None:
         try:
             response = self._transport.request(
                 "GET", ref.api_host, f"/v2/{ref.repository}/blobs/{desc.digest}",
@@ -609,6 +648,10 @@ class RegistryClient:
 
     def open_blob_stream(self, ref: Reference, desc: Descriptor) -> BinaryIO:
         """Like ``open_blob`` but the caller closes the stream (for upload openers)."""
+        sources = self.registries.pull_sources(ref)
+        # with mirrors: the first source that has the blob (a HEAD each), else the location
+        ref = next((s for s in sources[:-1] if self._blob_exists_at(s, desc.digest, for_push=False)),
+                   sources[-1])
         raw = _ResumingBlobStream(self, ref, desc)
         verifying = VerifyingReader(raw, desc.digest, desc.size, what=f"blob {desc.digest} from {ref.repository_ref}")
         return io.BufferedReader(verifying, buffer_size=_CHUNK)
@@ -646,6 +689,7 @@ class RegistryClient:
 
     def _start_upload(self, ref: Reference, digest: Digest | None, mount_from: str | None) -> _UploadSession | None:
         """POST an upload; returns the session, or None when the blob was mounted."""
+        self._check_push(ref)
         scopes = [push_scope(ref.repository)]
         params: dict[str, str] = {}
         if mount_from and digest and mount_from != ref.repository:

@@ -161,7 +161,8 @@ def test_symlinks_do_not_escape_the_context(tmp_path: Path) -> None:
     ("type=docker,dest=d.tar,compresion=zstd", "unknown attribute 'compresion' for type=docker",
      "type=docker takes name, dest, compression"),
     ("type=local,dest=out,tar=false", "unknown attribute 'tar' for type=local", "type=local takes dest"),
-    ("type=image,name=r/a,push=true,registry.insecure=true", "registry.insecure= is not supported", ""),
+    ("type=image,name=r/a,push=true,unpack=true", "unpack= is not supported", ""),
+    ("type=oci,dest=o.tar,registry.insecure=true", "unknown attribute 'registry.insecure' for type=oci", ""),
     ("type=image,name=r/a,annotation.org.x=y", "annotation.org.x= is not supported", ""),
     ("type=docker,dest=d.tar,compression=lz4", "'lz4' is not a known compression", "gzip, zstd"),
 ])
@@ -170,3 +171,8 @@ def test_output_attributes_are_checked(text: str, message: str, hint: str) -> No
         parse_output(text)
     assert message in info.value.message
     assert hint in (info.value.hint or "")
+
+
+def test_registry_insecure_on_an_image_output() -> None:
+    assert parse_output("type=image,name=lan:5000/a,push=true,registry.insecure=true").insecure
+    assert not parse_output("type=image,name=lan:5000/a,push=true").insecure

@@ -1,0 +1,183 @@
+"""The registries configuration daemonless tools share: containers-registries.conf(5).
+
+Read from ``$CONTAINERS_REGISTRIES_CONF`` if set, else ``$HOME/.config/containers/registries.conf``
+if it exists, else ``/etc/containers/registries.conf``, then the drop-ins of the matching
+``registries.conf.d/`` directories in name order (a later ``[[registry]]`` with the same
+prefix replaces an earlier one). mason honours, per registry (``prefix``, defaulting to
+``location``; ``*.example.com`` matches subdomains):
+
+- ``insecure = true``: plain HTTP or unverified TLS for that host (and for an insecure mirror);
+- ``blocked = true``: no pull from or push to it;
+- ``location``: pulls of ``prefix/…`` go to ``location/…``;
+- ``[[registry.mirror]]``: pulls try each mirror in order (``pull-from-mirror`` ``all``,
+  ``digest-only`` or ``tag-only``), then the location; pushes never go to a mirror.
+
+The v1 tables ``[registries.insecure]`` and ``[registries.block]`` (``registries = [...]``) are read
+too. ``unqualified-search-registries`` and short-name aliases are not used: mason's references
+are always qualified (Docker Hub by default, as docker does).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mason.oci.reference import Reference
+from mason.registry.errors import RegistryError
+
+__all__ = ["Mirror", "RegistriesConf", "RegistriesConfError", "RegistryEntry", "load_registries_conf"]
+
+_SYSTEM = Path("/etc/containers/registries.conf")
+
+
+class RegistriesConfError(RegistryError):
+    """A registries.conf that cannot be read, or a registry it blocks."""
+
+    reference = "registries-conf"
+
+
+@dataclass(frozen=True)
+class Mirror:
+    location: str
+    insecure: bool = False
+    pull_from: str = "all"  # all | digest-only | tag-only
+
+    def serves(self, ref: Reference) -> bool:
+        return self.pull_from == "all" or (self.pull_from == "digest-only") == bool(ref.digest)
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    prefix: str
+    location: str
+    insecure: bool = False
+    blocked: bool = False
+    mirrors: tuple[Mirror, ...] = ()
+    source: str = ""
+
+    def matches(self, name: str) -> bool:
+        """Whether ``host/repository`` falls under this entry's prefix (a whole path component)."""
+        if self.prefix.startswith("*."):
+            host = name.split("/", 1)[0]
+            return host.endswith(self.prefix[1:])
+        return name == self.prefix or name.startswith(self.prefix.rstrip("/") + "/")
+
+
+@dataclass(frozen=True)
+class RegistriesConf:
+    entries: tuple[RegistryEntry, ...] = ()
+    files: tuple[str, ...] = field(default=())
+
+    def find(self, ref: Reference) -> RegistryEntry | None:
+        """The entry with the longest matching prefix for ``ref``."""
+        name = f"{ref.registry}/{ref.repository}"
+        found = [e for e in self.entries if e.matches(name)]
+        return max(found, key=lambda e: len(e.prefix), default=None)
+
+    def insecure_hosts(self) -> set[str]:
+        hosts = {_host(e.location) for e in self.entries if e.insecure}
+        hosts |= {_host(m.location) for e in self.entries for m in e.mirrors if m.insecure}
+        return hosts
+
+    def check_allowed(self, ref: Reference) -> None:
+        entry = self.find(ref)
+        if entry is not None and entry.blocked:
+            raise RegistriesConfError(f"registry {entry.prefix} is blocked in {entry.source or 'registries.conf'}",
+                                      operation=f"access {ref}", hint="remove blocked = true for it to use it")
+
+    def pull_sources(self, ref: Reference) -> list[Reference]:
+        """Where a pull of ``ref`` is tried, in order: its mirrors, then its location."""
+        self.check_allowed(ref)
+        entry = self.find(ref)
+        if entry is None:
+            return [ref]
+        rest = _remainder(entry, ref)
+        mirrors = [_rebase(m.location, rest, ref) for m in entry.mirrors if m.serves(ref)]
+        return [*mirrors, _rebase(entry.location, rest, ref)]
+
+
+def _host(location: str) -> str:
+    return location.split("/", 1)[0]
+
+
+def _remainder(entry: RegistryEntry, ref: Reference) -> str:
+    """The part of ``host/repository`` below the entry's prefix ("" for the prefix itself)."""
+    name = f"{ref.registry}/{ref.repository}"
+    if entry.prefix.startswith("*."):
+        return ref.repository
+    return name[len(entry.prefix.rstrip("/")):].lstrip("/")
+
+
+def _rebase(location: str, rest: str, ref: Reference) -> Reference:
+    path = f"{location.rstrip('/')}/{rest}" if rest else location
+    suffix = f"@{ref.digest}" if ref.digest else f":{ref.tag or 'latest'}"
+    return Reference.parse(path + suffix)
+
+
+def load_registries_conf(environ: dict[str, str] | None = None) -> RegistriesConf:
+    """The configuration in force (see the module docstring); empty when no file exists."""
+    env = os.environ if environ is None else environ
+    main = _main_file(env)
+    files = [main] if main is not None and main.is_file() else []
+    if "CONTAINERS_REGISTRIES_CONF" not in env:
+        files += _drop_ins(env)
+    by_prefix: dict[str, RegistryEntry] = {}
+    for path in files:
+        for entry in _read(path):
+            by_prefix[entry.prefix] = entry
+    return RegistriesConf(tuple(by_prefix.values()), tuple(str(p) for p in files))
+
+
+def _main_file(env: os._Environ[str] | dict[str, str]) -> Path | None:
+    if env.get("CONTAINERS_REGISTRIES_CONF"):
+        return Path(env["CONTAINERS_REGISTRIES_CONF"])
+    home = env.get("HOME")
+    user = Path(home) / ".config/containers/registries.conf" if home else None
+    return user if user is not None and user.is_file() else _SYSTEM
+
+
+def _drop_ins(env: os._Environ[str] | dict[str, str]) -> list[Path]:
+    dirs = [_SYSTEM.with_suffix(".conf.d")]
+    if env.get("HOME"):
+        dirs.append(Path(env["HOME"]) / ".config/containers/registries.conf.d")
+    return [p for d in dirs if d.is_dir() for p in sorted(d.glob("*.conf"))]
+
+
+def _read(path: Path) -> list[RegistryEntry]:
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise RegistriesConfError(f"cannot read {path}: {exc}", operation="read registries.conf",
+                                  hint="fix the file or point CONTAINERS_REGISTRIES_CONF elsewhere") from exc
+    entries = [_entry(item, path) for item in _list(doc.get("registry"), path, "[[registry]]")]
+    old = doc.get("registries")
+    old = old if isinstance(old, dict) else {}
+    for host in (old.get("insecure") or {}).get("registries") or []:
+        entries.append(RegistryEntry(str(host), str(host), insecure=True, source=str(path)))
+    for host in (old.get("block") or {}).get("registries") or []:
+        entries.append(RegistryEntry(str(host), str(host), blocked=True, source=str(path)))
+    return entries
+
+
+def _entry(item: Any, path: Path) -> RegistryEntry:
+    location = str(item.get("location") or "")
+    prefix = str(item.get("prefix") or location)
+    if not prefix:
+        raise RegistriesConfError(f"{path}: a [[registry]] needs a location or a prefix",
+                                  operation="read registries.conf")
+    mirrors = tuple(Mirror(str(m.get("location") or ""), bool(m.get("insecure", False)),
+                           str(m.get("pull-from-mirror") or "all"))
+                    for m in _list(item.get("mirror"), path, "[[registry.mirror]]") if m.get("location"))
+    return RegistryEntry(prefix, location or prefix, bool(item.get("insecure", False)),
+                         bool(item.get("blocked", False)), mirrors, str(path))
+
+
+def _list(value: Any, path: Path, what: str) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise RegistriesConfError(f"{path}: {what} must be an array of tables", operation="read registries.conf")
+    return value
