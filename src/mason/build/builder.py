@@ -350,7 +350,6 @@ def build(opts: BuildOptions, *, root: Path, progress: ProgressSink | None = Non
 
         creds = CredentialStore.from_environment(opts.docker_config_dir, opts.registry_auth_file)
         from mason.cache.options import insecure_hosts
-
         from mason.registry.regconf import load_registries_conf
 
         insecure = [*opts.insecure_registries, *sorted(insecure_hosts((*opts.cache_to, *opts.cache_from))),
