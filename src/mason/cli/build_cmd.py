@@ -15,7 +15,8 @@ __all__ = ["register", "run_build"]
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("build", help="build an image from a Dockerfile",
                               description="Build an image from a Dockerfile and a context directory.")
-    p.add_argument("context", metavar="CONTEXT", help="build context directory")
+    p.add_argument("context", metavar="CONTEXT",
+                   help="build context directory, or - for a context tar (or a Dockerfile) on stdin")
     p.add_argument("-f", "--file", dest="file", metavar="PATH", help="Dockerfile (default: CONTEXT/Dockerfile)")
     p.add_argument("-t", "--tag", dest="tags", action="append", default=[], metavar="REF", help="image name (repeatable)")
     p.add_argument("--push", action="store_true", help="push the image (shorthand for --output type=registry)")
@@ -29,6 +30,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--label", dest="labels", action="append", default=[], metavar="K=V")
     p.add_argument("--target", metavar="STAGE")
     p.add_argument("--no-cache", action="store_true", help="do not use any cache")
+    p.add_argument("--pull", action="store_true",
+                   help="resolve base images in their registry (mason always does: tags are never taken from "
+                        "a local copy)")
     p.add_argument("--secret", dest="secrets", action="append", default=[], metavar="id=ID,src=FILE")
     p.add_argument("--network", default="default", choices=("default", "none", "host"))
     p.add_argument("--add-host", dest="add_hosts", action="append", default=[], metavar="HOST:IP",
@@ -105,6 +109,7 @@ def run_build(args: argparse.Namespace) -> int:
     if args.iidfile:
         _remove_stale(args.iidfile, "--iidfile")  # as buildx: a failed build leaves no old ID behind
     env = dict(os.environ)
+    context, stdin_dockerfile = _context(args)
     mode = "quiet" if args.quiet else args.progress
     tags = tuple(args.tags)
     platform = None
@@ -129,9 +134,9 @@ def run_build(args: argparse.Namespace) -> int:
             raise UsageError(f"SOURCE_DATE_EPOCH={epoch_text!r} is not an integer", reference="invalid-epoch") from None
         build_args.setdefault("SOURCE_DATE_EPOCH", str(epoch))
     opts = BuildOptions(
-        context=Path(args.context),
+        context=context,
         dockerfile=Path(args.file) if args.file and args.file != "-" else None,
-        dockerfile_text=sys.stdin.buffer.read() if args.file == "-" else None,
+        dockerfile_text=sys.stdin.buffer.read() if args.file == "-" else stdin_dockerfile,
         tags=tags,
         push=args.push,
         outputs=tuple(parse_output(o) for o in args.outputs),
@@ -260,6 +265,15 @@ def _run_check(opts: Any, renderer: Any) -> int:
     if report.error_message:
         _print_error(BuildError(report.error_message, reference="build-checks"))
     return 1 if report.warnings else 0
+
+
+def _context(args: argparse.Namespace) -> tuple[Path, bytes | None]:
+    """The context directory, and the Dockerfile when ``-`` brought one instead of a context."""
+    if args.context != "-":
+        return Path(args.context), None
+    from mason.cli.stdin_context import read_stdin_context
+
+    return read_stdin_context(args.file)
 
 
 def _remove_stale(path: str, flag: str) -> None:
