@@ -6,10 +6,12 @@ when the session ends. Helpers live in ``tests.support`` so benches and scripts 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.cachebuild import Builder, copy_context
 from tests.support.registry_server import RegistryServer, registry_available, start_registry
 
 
@@ -54,3 +56,29 @@ def busybox_image(registry: RegistryServer, tmp_path_factory: pytest.TempPathFac
     with RegistryClient() as client:
         push_busybox(client, ref, tmp_path_factory.mktemp("busybox"))
     return ref
+
+
+# -- cache builds through the CLI (test_remote_cache and the modules beside it) -------------
+
+
+@pytest.fixture
+def build(tmp_path: Path, busybox_image: str) -> Builder:
+    """Runs ``mason build`` with ``BASE=<busybox>``, each call on a fresh ``$MASON_ROOT``."""
+    return Builder(tmp_path, busybox_image)
+
+
+@pytest.fixture
+def multistage(tmp_path: Path) -> Path:
+    return copy_context("multistage", tmp_path)
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> Path:
+    return copy_context("small", tmp_path)
+
+
+@pytest.fixture
+def reg(registry: RegistryServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A registry prefix unique to the test: ``127.0.0.1:PORT/<test name>``."""
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
+    yield f"{registry.host}/{name}"

@@ -12,13 +12,13 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.cli import mason, mason_build, mason_cmd, mason_env
 from tests.support.registry_server import RegistryServer, count_blob_gets
 
 from mason.build import BuildOptions, build
@@ -305,23 +305,17 @@ def test_outputs_local_tar_and_docker(busybox_image: str, tmp_path: Path) -> Non
     assert (tmp_path / "bundle" / "rootfs" / "made-by-run").read_text() == "content\n"
 
 
-def _cli(args: list[str], root: Path, **kw: Any) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, MASON_ROOT=str(root))
-    return subprocess.run([sys.executable, "-m", "mason.cli.main", *args], env=env, capture_output=True,
-                          text=True, timeout=120, **kw)
-
-
 def test_cli_exit_codes_and_failure_context(busybox_image: str, tmp_path: Path) -> None:
     """A failing RUN exits 1 and shows its last output and Dockerfile line; a Dockerfile error exits 2."""
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo first-line && echo last-line && exit 7\n")
-    proc = _cli(["build", "--progress=plain", str(ctx)], tmp_path / "root")
+    proc = mason_build(tmp_path / "root", str(ctx), timeout=120)
     assert proc.returncode == 1
     assert "last-line" in proc.stderr and "exit code 7" in proc.stderr
     assert "Dockerfile:2" in proc.stderr
     (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUNN x\n")
-    proc = _cli(["build", "--progress=plain", str(ctx)], tmp_path / "root")
+    proc = mason_build(tmp_path / "root", str(ctx), timeout=120)
     assert proc.returncode == 2
     assert "unknown instruction" in proc.stderr
 
@@ -332,8 +326,8 @@ def test_quiet_prints_digest_and_metadata_file(busybox_image: str, tmp_path: Pat
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nENV A=1\n")
     meta = tmp_path / "meta.json"
-    proc = _cli(["build", "-q", "--metadata-file", str(meta), "-o", f"type=oci,dest={tmp_path / 'o.tar'}",
-                 str(ctx)], tmp_path / "root")
+    proc = mason(tmp_path / "root", "build", "-q", "--metadata-file", str(meta), "-o",
+                 f"type=oci,dest={tmp_path / 'o.tar'}", str(ctx), timeout=120)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(meta.read_text())
     assert proc.stdout.strip() == data["containerimage.digest"]
@@ -346,8 +340,8 @@ def test_sigkill_mid_step_then_rebuild_works(busybox_image: str, tmp_path: Path)
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo started && sleep 30 && echo x > /x\n")
     root = tmp_path / "root"
-    env = dict(os.environ, MASON_ROOT=str(root))
-    proc = subprocess.Popen([sys.executable, "-m", "mason.cli.main", "build", "--progress=plain", str(ctx)], env=env,
+    env = mason_env(root)
+    proc = subprocess.Popen([*mason_cmd(), "build", "--progress=plain", str(ctx)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     assert proc.stdout is not None
     deadline = time.monotonic() + 60
@@ -357,7 +351,7 @@ def test_sigkill_mid_step_then_rebuild_works(busybox_image: str, tmp_path: Path)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(10)
     (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo started && echo x > /x\n")
-    done = _cli(["build", "--progress=plain", "-o", f"type=local,dest={tmp_path / 'out'}", str(ctx)], root)
+    done = mason_build(root, "-o", f"type=local,dest={tmp_path / 'out'}", str(ctx), timeout=120)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "x").read_text() == "x\n"
     assert not [m for m in Path("/proc/self/mountinfo").read_text().splitlines() if str(root) in m]
@@ -391,12 +385,12 @@ def test_two_processes_share_one_root(busybox_image: str, tmp_path: Path) -> Non
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN sleep 1 && echo a > /a\nRUN echo b > /b\n")
     root = tmp_path / "root"
-    env = dict(os.environ, MASON_ROOT=str(root))
-    procs = [subprocess.Popen([sys.executable, "-m", "mason.cli.main", "build", "--progress=plain", str(ctx)],
+    env = mason_env(root)
+    procs = [subprocess.Popen([*mason_cmd(), "build", "--progress=plain", str(ctx)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=120)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
-    third = _cli(["build", "--progress=plain", str(ctx)], root)
+    third = mason_build(root, str(ctx), timeout=120)
     assert third.returncode == 0
     assert third.stderr.count("CACHED") == 3

@@ -22,13 +22,13 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.cli import mason_build, mason_cmd, mason_env
 
 from mason.build import BuildOptions, build
 from mason.build.options import parse_output
@@ -249,11 +249,6 @@ def test_copy_mode_rebuild_on_the_same_root_is_cached_and_identical(busybox_imag
 # --- crash recovery in copy mode ---------------------------------------------------
 
 
-def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mason.cli.main", *args], env=env, capture_output=True,
-                          text=True, timeout=180)
-
-
 def test_sigkill_mid_run_in_copy_mode_then_rebuild(busybox_image: str, tmp_path: Path) -> None:
     """SIGKILL while a RUN writes into a copy snapshot; the rebuild (same root, MASON_SNAPSHOTTER=copy,
     --runtime=chroot) succeeds and leaves no active snapshot or mount behind."""
@@ -263,8 +258,8 @@ def test_sigkill_mid_run_in_copy_mode_then_rebuild(busybox_image: str, tmp_path:
     (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo base > /base\n"
                                     "RUN echo started && echo partial > /partial && sleep 30 && echo x > /x\n")
     root = tmp_path / "root"
-    env = dict(os.environ, MASON_ROOT=str(root), MASON_SNAPSHOTTER="copy")
-    proc = subprocess.Popen([sys.executable, "-m", "mason.cli.main", "build", "--progress=plain", str(ctx)],
+    env = mason_env(root, {"MASON_SNAPSHOTTER": "copy"})
+    proc = subprocess.Popen([*mason_cmd(), "build", "--progress=plain", str(ctx)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     assert proc.stdout is not None
@@ -282,7 +277,8 @@ def test_sigkill_mid_run_in_copy_mode_then_rebuild(busybox_image: str, tmp_path:
     assert any(active.iterdir())  # the killed step's copy is left behind ...
     (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo base > /base\nRUN echo x > /x\n")
     out = tmp_path / "out"
-    done = _cli(["build", "--progress=plain", "--runtime=chroot", "-o", f"type=local,dest={out}", str(ctx)], env)
+    done = mason_build(root, "--runtime=chroot", "-o", f"type=local,dest={out}", str(ctx),
+                       env={"MASON_SNAPSHOTTER": "copy"}, timeout=180)
     assert done.returncode == 0, done.stderr
     assert (out / "x").read_text() == "x\n" and (out / "base").read_text() == "base\n"
     assert not (out / "partial").exists()

@@ -13,12 +13,12 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.cli import mason_build, mason_cmd, mason_env
 
 from mason.executor import reap_orphans
 
@@ -44,14 +44,10 @@ def _dockerfile(ctx: Path, image: str) -> None:
     (ctx / "Dockerfile").write_text(f"FROM {image}\nARG NAP\nRUN echo started && sleep $NAP && echo done > /done\n")
 
 
-def _mason(args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "mason.cli.main", *args]
-
-
 def _start(ctx: Path, root: Path, nap: str, *extra: str) -> subprocess.Popen[str]:
     """A build in its own session, returned once its RUN printed "started"."""
-    proc = subprocess.Popen(_mason(["build", "--progress=plain", "--build-arg", f"NAP={nap}", *extra, str(ctx)]),
-                            env=dict(os.environ, MASON_ROOT=str(root)), stdout=subprocess.PIPE,
+    proc = subprocess.Popen([*mason_cmd(), "build", "--progress=plain", "--build-arg", f"NAP={nap}", *extra, str(ctx)],
+                            env=mason_env(root), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     assert proc.stdout is not None
     seen = []
@@ -74,9 +70,7 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
 
 def _finish(ctx: Path, root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     out = root.parent / "out"
-    return subprocess.run(_mason(["build", "--progress=plain", "--build-arg", "NAP=0", *extra,
-                                  "-o", f"type=local,dest={out}", str(ctx)]),
-                          env=dict(os.environ, MASON_ROOT=str(root)), capture_output=True, text=True, timeout=180)
+    return mason_build(root, "--build-arg", "NAP=0", *extra, "-o", f"type=local,dest={out}", str(ctx), timeout=180)
 
 
 def _procs(token: str) -> list[str]:
@@ -156,9 +150,7 @@ def test_runc_sandbox_dies_with_the_build_and_a_live_build_is_never_reaped(
         other_ctx, other_root = tmp_path / "other-ctx", tmp_path / "b" / "root"
         other_ctx.mkdir()
         (other_ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo other\n")
-        other = subprocess.run(_mason(["build", "--progress=plain", "--runtime=runc", str(other_ctx)]),
-                               env=dict(os.environ, MASON_ROOT=str(other_root)), capture_output=True, text=True,
-                               timeout=180)
+        other = mason_build(other_root, "--runtime=runc", str(other_ctx), timeout=180)
         assert other.returncode == 0, other.stderr
         reap_orphans(state_dir=RUNC_STATE)  # as any other mason process starting now does
         [container] = _containers(root)
@@ -193,8 +185,7 @@ def test_runc_orphan_whose_guard_died_too_is_reaped_by_the_next_build(
     no_run = tmp_path / "no-run"
     no_run.mkdir()
     (no_run / "Dockerfile").write_text(f"FROM {busybox_image}\n")
-    nothing = subprocess.run(_mason(["build", "--progress=plain", str(no_run)]),
-                             env=dict(os.environ, MASON_ROOT=str(root)), capture_output=True, text=True, timeout=180)
+    nothing = mason_build(root, str(no_run), timeout=180)
     assert nothing.returncode == 0, nothing.stderr
     _wait_gone(token, root)
     done = _finish(ctx, root, "--runtime=runc")

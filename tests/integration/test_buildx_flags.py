@@ -6,21 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
+from tests.support.cli import mason_build
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (overlayfs, runc)")
-
-
-def _mason(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    entry = Path(sys.executable).with_name("mason")
-    cmd = [str(entry)] if entry.exists() else [sys.executable, "-m", "mason.cli.main"]
-    return subprocess.run([*cmd, "build", "--progress=plain", *args], capture_output=True, text=True,
-                          env={**os.environ, "MASON_ROOT": str(root)}, timeout=300, check=False)
 
 
 def _context(tmp_path: Path, dockerfile: str) -> Path:
@@ -35,7 +27,7 @@ def test_iidfile_holds_the_image_config_digest(tmp_path: Path) -> None:
     iid = tmp_path / "iid"
     iid.write_text("sha256:stale")
     oci = tmp_path / "image.tar"
-    proc = _mason(tmp_path / "root", "--iidfile", str(iid), "-o", f"type=oci,dest={oci}", str(ctx))
+    proc = mason_build(tmp_path / "root", "--iidfile", str(iid), "-o", f"type=oci,dest={oci}", str(ctx))
     assert proc.returncode == 0, proc.stderr
     with tarfile.open(oci) as tf:
         index = json.load(tf.extractfile("index.json"))  # type: ignore[arg-type]
@@ -44,14 +36,14 @@ def test_iidfile_holds_the_image_config_digest(tmp_path: Path) -> None:
     assert iid.read_text() == manifest["config"]["digest"]
 
     failing = _context(tmp_path, "FROM scratch\nCOPY missing.txt /\n")
-    proc = _mason(tmp_path / "root", "--iidfile", str(iid), str(failing))
+    proc = mason_build(tmp_path / "root", "--iidfile", str(iid), str(failing))
     assert proc.returncode == 1
     assert not iid.exists(), "a failed build must not leave the previous image ID behind"
 
 
 def test_load_says_there_is_no_daemon_and_what_to_run(tmp_path: Path) -> None:
     ctx = _context(tmp_path, "FROM scratch\nCOPY Dockerfile /\n")
-    proc = _mason(tmp_path / "root", "--load", str(ctx))
+    proc = mason_build(tmp_path / "root", "--load", str(ctx))
     assert proc.returncode == 2
     assert "no daemon" in proc.stderr and "-o type=docker,dest=-" in proc.stderr and "docker load" in proc.stderr
     assert not (tmp_path / "root").exists() or not list((tmp_path / "root").glob("meta.db"))
@@ -64,7 +56,7 @@ FROM {busybox_image}
 RUN cat /etc/hosts > /hosts && df -k /dev/shm | tail -1 > /shm && ulimit -n > /nofile && ulimit -s > /stack
 """)
     out = tmp_path / "out"
-    proc = _mason(tmp_path / "root", f"--runtime={runtime}", "--add-host", "db.internal:10.1.2.3",
+    proc = mason_build(tmp_path / "root", f"--runtime={runtime}", "--add-host", "db.internal:10.1.2.3",
                   "--add-host", "v6host=fd00::1", "--shm-size", "128m", "--ulimit", "nofile=1024:2048",
                   "--ulimit", "stack=16777216", "-o", f"type=local,dest={out}", str(ctx))
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -75,7 +67,7 @@ RUN cat /etc/hosts > /hosts && df -k /dev/shm | tail -1 > /shm && ulimit -n > /n
     assert (out / "stack").read_text().strip() == "16384"  # bytes given, KiB shown
 
     # the flags are part of the RUN's key (BuildKit keeps them in the exec step's metadata)
-    again = _mason(tmp_path / "root", f"--runtime={runtime}", "--shm-size", "256m",
+    again = mason_build(tmp_path / "root", f"--runtime={runtime}", "--shm-size", "256m",
                    "-o", f"type=local,dest={tmp_path / 'out2'}", str(ctx))
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "out2" / "shm").read_text().split()[1] == str(256 * 1024)
@@ -91,47 +83,6 @@ RUN cat /etc/hosts > /hosts && df -k /dev/shm | tail -1 > /shm && ulimit -n > /n
 ])
 def test_bad_sandbox_flags_are_usage_errors(tmp_path: Path, flag: str, value: str, message: str) -> None:
     ctx = _context(tmp_path, "FROM scratch\nCOPY Dockerfile /\n")
-    proc = _mason(tmp_path / "root", flag, value, str(ctx))
+    proc = mason_build(tmp_path / "root", flag, value, str(ctx))
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
-
-
-def _mason_stdin(root: Path, data: bytes, *args: str) -> subprocess.CompletedProcess[bytes]:
-    entry = Path(sys.executable).with_name("mason")
-    cmd = [str(entry)] if entry.exists() else [sys.executable, "-m", "mason.cli.main"]
-    return subprocess.run([*cmd, "build", "--progress=plain", *args, "-"], input=data, capture_output=True,
-                          env={**os.environ, "MASON_ROOT": str(root)}, timeout=300, check=False)
-
-
-def _tar(members: dict[str, bytes]) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def test_context_on_stdin_as_a_tar_or_a_dockerfile(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    tar = _tar({"Dockerfile": b"FROM scratch\nCOPY hello.txt /\n", "hello.txt": b"from stdin\n"})
-    proc = _mason_stdin(tmp_path / "root", tar, "-o", f"type=local,dest={out}")
-    assert proc.returncode == 0, proc.stderr.decode()
-    assert (out / "hello.txt").read_bytes() == b"from stdin\n"
-
-    dockerfile = b"FROM scratch\nLABEL only=dockerfile\n"
-    iid = tmp_path / "iid"
-    proc = _mason_stdin(tmp_path / "root", dockerfile, "--iidfile", str(iid), "-o", f"type=oci,dest={tmp_path / 'i.tar'}")
-    assert proc.returncode == 0, proc.stderr.decode()
-    assert iid.read_text().startswith("sha256:")
-
-
-def test_a_context_tar_on_stdin_cannot_write_outside(tmp_path: Path) -> None:
-    escape = tmp_path / "escaped.txt"
-    tar = _tar({"Dockerfile": b"FROM scratch\nCOPY . /\n", f"../../../../../..{escape}": b"x"})
-    proc = _mason_stdin(tmp_path / "root", tar, "-o", f"type=local,dest={tmp_path / 'out'}")
-    assert proc.returncode == 2 and b"cannot be unpacked" in proc.stderr
-    assert not escape.exists()

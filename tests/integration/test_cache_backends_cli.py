@@ -4,19 +4,10 @@ backoff), and steps without layers (FROM scratch + ENV) in a cache export."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+from tests.support.cli import mason_build
 from tests.support.registry_server import RegistryServer, count_requests, free_port
-
-
-def _mason(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    entry = Path(sys.executable).with_name("mason")
-    cmd = [str(entry)] if entry.exists() else [sys.executable, "-m", "mason.cli.main"]
-    return subprocess.run([*cmd, "build", "--progress=plain", *args], capture_output=True, text=True,
-                          env={**os.environ, "MASON_ROOT": str(root)}, timeout=120, check=False)
 
 
 def _context(tmp_path: Path, dockerfile: str) -> Path:
@@ -31,9 +22,9 @@ def test_one_string_for_cache_to_and_cache_from_round_trips(registry: RegistrySe
     # what a CI line written for docker buildx passes to both flags
     cache = f"type=registry,ref={registry.host}/cli/one-string,mode=max,compression=zstd,image-manifest=true"
     ctx = _context(tmp_path, "FROM scratch\nCOPY a.txt /a.txt\nENV A=1\n")
-    cold = _mason(tmp_path / "root-1", "--cache-from", cache, "--cache-to", cache, str(ctx))
+    cold = mason_build(tmp_path / "root-1", "--cache-from", cache, "--cache-to", cache, str(ctx), timeout=120)
     assert cold.returncode == 0, cold.stdout + cold.stderr
-    warm = _mason(tmp_path / "root-2", "--cache-from", cache, "--cache-to", cache, str(ctx))
+    warm = mason_build(tmp_path / "root-2", "--cache-from", cache, "--cache-to", cache, str(ctx), timeout=120)
     assert warm.returncode == 0, warm.stdout + warm.stderr
     assert "CACHED" in warm.stderr + warm.stdout and "unknown attribute" not in warm.stderr + warm.stdout
     # unchanged re-export from a fresh root: the ref's manifest is not written again
@@ -43,8 +34,8 @@ def test_one_string_for_cache_to_and_cache_from_round_trips(registry: RegistrySe
 def test_unreachable_cache_registry_warns_and_builds(tmp_path: Path) -> None:
     host = f"127.0.0.1:{free_port()}"  # nothing listens: refused on https and http
     ctx = _context(tmp_path, "FROM scratch\nENV ONLY=config\n")
-    out = _mason(tmp_path / "root", "--cache-from", f"type=registry,ref={host}/c,mode=max",
-                 "--cache-to", f"type=registry,ref={host}/c,ignore-error=true", str(ctx))
+    out = mason_build(tmp_path / "root", "--cache-from", f"type=registry,ref={host}/c,mode=max",
+                 "--cache-to", f"type=registry,ref={host}/c,ignore-error=true", str(ctx), timeout=120)
     text = out.stdout + out.stderr
     assert out.returncode == 0, text
     assert f"cannot reach registry {host}" in text and "Connection refused" in text

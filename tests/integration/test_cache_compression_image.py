@@ -7,21 +7,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tests.support.cli import expect_ok, mason_build
 from tests.support.registry_server import RegistryServer
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (overlayfs, runc)")
-
-
-def _mason(root: Path, *args: str) -> None:
-    entry = Path(sys.executable).with_name("mason")
-    cmd = [str(entry)] if entry.exists() else [sys.executable, "-m", "mason.cli.main"]
-    proc = subprocess.run([*cmd, "build", "--progress=plain", *args], capture_output=True, text=True,
-                          env={**os.environ, "MASON_ROOT": str(root)}, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def _manifest(ref: str) -> tuple[dict[str, object], bytes]:
@@ -39,8 +31,8 @@ def test_a_cache_compression_never_changes_the_image(busybox_image: str, registr
     (ctx / "a.txt").write_text("a\n")
     reg = registry.host
     cache = f"type=registry,ref={reg}/leak/{compression}-cache,mode=max,compression={compression}"
-    _mason(tmp_path / "cold", "--push", "-t", f"{reg}/leak/{compression}:cold", "--cache-to", cache, str(ctx))
-    _mason(tmp_path / "warm", "--push", "-t", f"{reg}/leak/{compression}:warm", "--cache-from", cache, str(ctx))
+    expect_ok(mason_build(tmp_path / "cold", "--push", "-t", f"{reg}/leak/{compression}:cold", "--cache-to", cache, str(ctx)))
+    expect_ok(mason_build(tmp_path / "warm", "--push", "-t", f"{reg}/leak/{compression}:warm", "--cache-from", cache, str(ctx)))
     cold, cold_raw = _manifest(f"{reg}/leak/{compression}:cold")
     _warm, warm_raw = _manifest(f"{reg}/leak/{compression}:warm")
     assert warm_raw == cold_raw

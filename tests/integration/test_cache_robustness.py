@@ -21,16 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration.test_remote_cache import (
-    UNCOMPRESSED,
-    Builder,
-    _base_layers,
-    _cache_doc,
-    _skopeo_raw,
-    build,  # noqa: F401 - fixture
-    reg,  # noqa: F401 - fixture
-    small,  # noqa: F401 - fixture
-)
+from tests.support.cachebuild import UNCOMPRESSED, Builder, base_layers, cache_doc, skopeo_raw
 from tests.support.registry_server import RegistryServer
 
 pytestmark = pytest.mark.integration
@@ -98,12 +89,12 @@ def _umoci_unpack(ref: str, tmp: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120, check=False)
 
 
-def _cold(build: Builder, small: Path, reg: str) -> tuple[str, list[str]]:  # noqa: F811
+def _cold(build: Builder, small: Path, reg: str) -> tuple[str, list[str]]:
     """A cold build pushed to ``reg/app`` with a mode=max cache at ``reg/cache``; returns the
     cache ref and the image's layer digests (base first, the RUN layer last)."""
     cache = f"{reg}/cache"
     build(small, "--push", "-t", f"{reg}/app", "--cache-to", f"type=registry,ref={cache},mode=max").check()
-    doc, _ = _skopeo_raw(f"{reg}/app:latest")
+    doc, _ = skopeo_raw(f"{reg}/app:latest")
     return cache, [str(d["digest"]) for d in doc["layers"]]  # type: ignore[attr-defined]
 
 
@@ -125,7 +116,7 @@ def _chain_config(n: int) -> bytes:
 
 @pytest.mark.timeout(240)
 def test_a_cache_with_a_200k_layer_chain_is_refused_with_a_warning(
-        build: Builder, small: Path, reg: str, registry: RegistryServer) -> None:  # noqa: F811
+        build: Builder, small: Path, reg: str, registry: RegistryServer) -> None:
     """An 18 MB config (under the 64 MiB cap) with one 200k-layer chain kept the build busy past
     600 s (quadratic validation). Now the import is refused at once with a warning naming the
     bound, and the build goes on without the cache."""
@@ -149,7 +140,7 @@ def test_a_cache_with_a_200k_layer_chain_is_refused_with_a_warning(
 
 
 def test_a_hit_whose_blob_is_gone_is_a_miss_and_the_step_runs(
-        build: Builder, small: Path, reg: str, registry: RegistryServer, tmp_path: Path) -> None:  # noqa: F811
+        build: Builder, small: Path, reg: str, registry: RegistryServer, tmp_path: Path) -> None:
     """Every step was CACHED, then the push got 404 and the build exited 1. Now the hit whose
     blob is gone is a miss: a warning names the step and the blob, the step runs, the push works."""
     cache, layers = _cold(build, small, reg)
@@ -169,7 +160,7 @@ def test_a_hit_whose_blob_is_gone_is_a_miss_and_the_step_runs(
 
 
 def test_an_unknown_layer_media_type_makes_only_its_results_unusable(
-        build: Builder, small: Path, reg: str, registry: RegistryServer, tmp_path: Path) -> None:  # noqa: F811
+        build: Builder, small: Path, reg: str, registry: RegistryServer, tmp_path: Path) -> None:
     """An unknown layer media type raised an uncaught ValueError (exit 70). Now the results on
     that layer are not used (one warning); the rest of the cache still is."""
     cache, layers = _cold(build, small, reg)
@@ -194,7 +185,7 @@ def test_an_unknown_layer_media_type_makes_only_its_results_unusable(
 
 
 def test_a_relabelled_media_type_is_caught_before_it_goes_into_an_image(
-        build: Builder, small: Path, reg: str, registry: RegistryServer, tmp_path: Path) -> None:  # noqa: F811
+        build: Builder, small: Path, reg: str, registry: RegistryServer, tmp_path: Path) -> None:
     """A cache that calls a gzip layer zstd made mason push an image umoci rejects, exit 0.
     Now the first bytes of the blob (a ranged read, no download) show the lie: the hit is a
     miss, the step runs, and the pushed image unpacks."""
@@ -211,20 +202,20 @@ def test_a_relabelled_media_type_is_caught_before_it_goes_into_an_image(
     assert warm.steps[_titles(warm.steps, RUN)] == "DONE", warm.output[-3000:]
     [warning] = [w for w in warm.warnings if layers[-1] in w]
     assert "zstd" in warning and "gzip data" in warning
-    doc, _ = _skopeo_raw(f"{reg}/app-warm:latest")
+    doc, _ = skopeo_raw(f"{reg}/app-warm:latest")
     assert all(str(d["mediaType"]).endswith("gzip") for d in doc["layers"])  # type: ignore[attr-defined]
     unpacked = _umoci_unpack(f"{reg}/app-warm:latest", tmp_path)
     assert unpacked.returncode == 0, unpacked.stderr
 
 
 def test_a_relabelled_diff_id_of_a_base_layer_is_caught(
-        build: Builder, small: Path, reg: str, registry: RegistryServer, tmp_path: Path,  # noqa: F811
+        build: Builder, small: Path, reg: str, registry: RegistryServer, tmp_path: Path,
         busybox_image: str) -> None:
     """A cache that gives a base layer another diff ID made mason push an image whose
     rootfs.diff_ids umoci rejects, exit 0. The base image's config says what the diff ID is:
     the hits on that layer are misses, the steps run, the image unpacks."""
     cache, _ = _cold(build, small, reg)
-    [base] = _base_layers(busybox_image)
+    [base] = base_layers(busybox_image)
     bogus = "sha256:" + "0" * 64
 
     def relabel(descs: list[dict[str, Any]]) -> None:
@@ -250,7 +241,7 @@ def test_a_relabelled_diff_id_of_a_base_layer_is_caught(
 
 
 def test_a_blob_deleted_from_the_cache_repository_is_stored_again_on_export(
-        build: Builder, small: Path, reg: str, registry: RegistryServer, busybox_image: str) -> None:  # noqa: F811
+        build: Builder, small: Path, reg: str, registry: RegistryServer, busybox_image: str) -> None:
     """The export skipped every blob the current cache manifest lists; once one was deleted,
     every export failed with MANIFEST_BLOB_UNKNOWN (and a hint about media types), build after
     build. Now listed blobs are HEADed and the missing one is stored again."""
@@ -258,8 +249,8 @@ def test_a_blob_deleted_from_the_cache_repository_is_stored_again_on_export(
     args = ["--cache-from", f"type=registry,ref={cache}", "--cache-to", f"type=registry,ref={cache},mode=max"]
     root = build.root()
     build(small, *args, root=root).check()  # cold: the base layer is in this root's store
-    [gone] = _base_layers(busybox_image)
-    assert gone in {str(d["digest"]) for d in _cache_doc(f"{cache}:latest").layers}
+    [gone] = base_layers(busybox_image)
+    assert gone in {str(d["digest"]) for d in cache_doc(f"{cache}:latest").layers}
     _delete_blob(registry, _repo(cache), gone)
     (small / "hello.txt").write_text("changed\n")  # a new manifest, still on the base layer
     for _ in range(2):  # not just once: build after build
@@ -268,6 +259,6 @@ def test_a_blob_deleted_from_the_cache_repository_is_stored_again_on_export(
         assert "MANIFEST_BLOB_UNKNOWN" not in again.output
         assert "may not accept" not in again.output
         _request(registry, "HEAD", f"/v2/{_repo(cache)}/blobs/{gone}")  # back (raises on 404)
-        for d in _cache_doc(f"{cache}:latest").layers:
+        for d in cache_doc(f"{cache}:latest").layers:
             _request(registry, "HEAD", f"/v2/{_repo(cache)}/blobs/{d['digest']}")
         (small / "hello.txt").write_text("changed again\n")

@@ -14,11 +14,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.cli import mason, mason_build
 from tests.support.registry_server import RegistryServer, free_port
 
 GOOD = "FROM {base}\nCOPY a.txt /a.txt\nRUN cat /a.txt\n"
@@ -26,16 +26,12 @@ GOOD = "FROM {base}\nCOPY a.txt /a.txt\nRUN cat /a.txt\n"
 
 def _mason(root: Path, *args: str, env: dict[str, str] | None = None,
            input: str | None = None) -> subprocess.CompletedProcess[str]:
-    entry = Path(sys.executable).with_name("mason")
-    cmd = [str(entry)] if entry.exists() else [sys.executable, "-m", "mason.cli.main"]
-    full_env = {**os.environ, "MASON_ROOT": str(root), **(env or {})}
-    full_env.pop("MASON_DEBUG", None)
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, env=full_env, input=input,
-                          timeout=120, check=False)
+    # without MASON_DEBUG: its traceback would replace the message under test
+    return mason(root, *args, env={"MASON_DEBUG": None, **(env or {})}, input=input, timeout=120)
 
 
 def _build(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return _mason(root, "build", "--progress=plain", *args, env=env)
+    return mason_build(root, *args, env={"MASON_DEBUG": None, **(env or {})}, timeout=120)
 
 
 def _failed(res: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:

@@ -18,18 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration.test_remote_cache import (
+from tests.support.cachebuild import (
     EXAMPLES,
     UNCOMPRESSED,
     AccessLog,
     Builder,
-    _base_layers,
-    _blob,
-    _cache_doc,
-    _skopeo_raw,
-    build,  # noqa: F401 - fixture
-    reg,  # noqa: F401 - fixture
-    small,  # noqa: F401 - fixture
+    base_layers,
+    cache_doc,
+    registry_blob,
+    skopeo_raw,
 )
 from tests.support.registry_server import RegistryServer
 
@@ -95,7 +92,7 @@ def _examples(tmp: Path) -> Path:
 # ---------------------------------------------------------------------------- acceptance
 
 
-def test_examples_as_estargz_cache_and_image(build: Builder, reg: str, registry: RegistryServer,  # noqa: F811
+def test_examples_as_estargz_cache_and_image(build: Builder, reg: str, registry: RegistryServer,
                                              tmp_path: Path, busybox_image: str) -> None:
     """Cold build of examples/: a gzip image, eStargz images and an eStargz registry cache.
     Every eStargz layer verifies chunk by chunk and holds exactly the gzip layer's files; tar -tzf
@@ -104,7 +101,7 @@ def test_examples_as_estargz_cache_and_image(build: Builder, reg: str, registry:
     force-compression=true, which converts it too."""
     ctx = _examples(tmp_path)
     cache = f"{reg}/cache"
-    base = _base_layers(busybox_image)
+    base = base_layers(busybox_image)
     cold = build(ctx, "--cache-to", f"type=registry,ref={cache},mode=max,compression=estargz",
                  "--output", f"type=image,name={reg}/app-gz,push=true",
                  "--output", f"type=image,name={reg}/app-esgz,push=true,compression=estargz",
@@ -113,22 +110,22 @@ def test_examples_as_estargz_cache_and_image(build: Builder, reg: str, registry:
     steps = cold.ran | cold.cached
 
     # gzip image: the layer tars by diff ID
-    gz_manifest, _ = _skopeo_raw(f"{reg}/app-gz")
+    gz_manifest, _ = skopeo_raw(f"{reg}/app-gz")
     gz_tars: dict[str, bytes] = {}
     for d in gz_manifest["layers"]:  # type: ignore[index]
-        data = gzip.decompress(_blob(registry, f"{reg.split('/', 1)[1]}/app-gz", d["digest"]))
+        data = gzip.decompress(registry_blob(registry, f"{reg.split('/', 1)[1]}/app-gz", d["digest"]))
         gz_tars[_sha(data)] = data
     assert set(gz_tars) == set(_config(f"{reg}/app-gz")["rootfs"]["diff_ids"])
 
     # the eStargz cache: every layer the build made is eStargz, annotated and verifiable
-    doc = _cache_doc(cache)
+    doc = cache_doc(cache)
     repo = cache.split("/", 1)[1]
     estargz_layers = [d for d in doc.layers if TOC in d.get("annotations", {})]  # type: ignore[operator]
     assert len(estargz_layers) >= 5, doc.layers  # 2 COPY + 2 RUN in build, COPY/COPY/RUN in the final stage
     for d in doc.layers:
         assert d["mediaType"] in GZIP_TYPES and UNCOMPRESSED in d["annotations"], d  # type: ignore[index, operator]
     for d in estargz_layers:
-        blob = _blob(registry, repo, str(d["digest"]))
+        blob = registry_blob(registry, repo, str(d["digest"]))
         tar_bytes = _check_estargz_layer(d, blob)
         listed = _tar_tzf(blob, tmp_path)
         assert "stargz.index.json" not in listed
@@ -139,12 +136,12 @@ def test_examples_as_estargz_cache_and_image(build: Builder, reg: str, registry:
     # the eStargz images: mason's layers are eStargz (both images), the base layer only with
     # force-compression; diff IDs match the uncompressed streams, annotations present
     for image, forced in (("app-esgz", False), ("app-esgz-all", True)):
-        es_manifest, _ = _skopeo_raw(f"{reg}/{image}")
+        es_manifest, _ = skopeo_raw(f"{reg}/{image}")
         es_config = _config(f"{reg}/{image}")
         diff_ids = []
         kept = []
         for d in es_manifest["layers"]:  # type: ignore[index]
-            blob = _blob(registry, f"{reg.split('/', 1)[1]}/{image}", d["digest"])
+            blob = registry_blob(registry, f"{reg.split('/', 1)[1]}/{image}", d["digest"])
             diff_ids.append(_sha(gzip.decompress(blob)))
             if d["digest"] in base:
                 assert d["mediaType"] in GZIP_TYPES and TOC not in d.get("annotations", {}), d
@@ -171,13 +168,13 @@ def test_examples_as_estargz_cache_and_image(build: Builder, reg: str, registry:
     log = AccessLog(registry)
     warm = build(ctx, "--cache-from", f"type=registry,ref={cache}", "--push", "-t", f"{reg}/app-warm").check()
     assert warm.cached == steps, warm.ran
-    _, warm_raw = _skopeo_raw(f"{reg}/app-warm")
-    _, gz_raw = _skopeo_raw(f"{reg}/app-gz")
+    _, warm_raw = skopeo_raw(f"{reg}/app-warm")
+    _, gz_raw = skopeo_raw(f"{reg}/app-gz")
     assert warm_raw == gz_raw
     assert not set(base) & set(log.blob_gets()), "the base layer was downloaded instead of mounted"
 
 
-def test_estargz_local_cache_round_trip_and_materialisation(build: Builder, small: Path,  # noqa: F811
+def test_estargz_local_cache_round_trip_and_materialisation(build: Builder, small: Path,
                                                             tmp_path: Path) -> None:
     """Local cache in eStargz: full hits after a wipe; a filesystem output materialises every
     eStargz layer (verified) and gives the same files as a gzip build."""
@@ -199,26 +196,26 @@ def test_estargz_local_cache_round_trip_and_materialisation(build: Builder, smal
 
 
 def test_force_compression_converts_between_estargz_and_gzip_zstd(
-        build: Builder, small: Path, reg: str, registry: RegistryServer) -> None:  # noqa: F811
+        build: Builder, small: Path, reg: str, registry: RegistryServer) -> None:
     """force-compression converts imported gzip blobs to eStargz, and eStargz blobs to zstd and
     gzip (their TOC stripped: the diff ID is the layer tar's again)."""
     cold = build(small, "--cache-to", f"type=registry,ref={reg}/gz").check()
     steps = cold.ran | cold.cached
-    gz_doc = _cache_doc(f"{reg}/gz")
+    gz_doc = cache_doc(f"{reg}/gz")
     tar_ids = {str(d["annotations"][UNCOMPRESSED]) for d in gz_doc.layers}  # type: ignore[index]
     conv = build(small, "--cache-from", f"type=registry,ref={reg}/gz",
                  "--cache-to", f"type=registry,ref={reg}/es,compression=estargz,force-compression=true").check()
     assert conv.cached == steps
-    es_doc = _cache_doc(f"{reg}/es")
+    es_doc = cache_doc(f"{reg}/es")
     repo = f"{reg}/es".split("/", 1)[1]
     for d in es_doc.layers:
-        tar_bytes = _check_estargz_layer(d, _blob(registry, repo, str(d["digest"])))
+        tar_bytes = _check_estargz_layer(d, registry_blob(registry, repo, str(d["digest"])))
         assert _sha(tar_bytes) in tar_ids  # the same layer tar as the gzip blob it came from
     for target in ("zstd", "gzip"):
         back = build(small, "--cache-from", f"type=registry,ref={reg}/es",
                      "--cache-to", f"type=registry,ref={reg}/{target},compression={target},force-compression=true")
         assert back.check().cached == steps
-        doc = _cache_doc(f"{reg}/{target}")
+        doc = cache_doc(f"{reg}/{target}")
         assert all(TOC not in d.get("annotations", {}) for d in doc.layers)  # type: ignore[operator]
         assert {str(d["annotations"][UNCOMPRESSED]) for d in doc.layers} == tar_ids  # type: ignore[index]
         warm = build(small, "--cache-from", f"type=registry,ref={reg}/{target}").check()
@@ -272,7 +269,7 @@ def _chunk_corrupted(blob: bytes) -> bytes:
 
 @pytest.mark.parametrize("damage", ["bad-footer", "toc-digest-mismatch", "chunk-digest-mismatch"])
 def test_corrupt_estargz_cache_blob_is_rejected_when_materialised(
-        build: Builder, small: Path, tmp_path: Path, damage: str) -> None:  # noqa: F811
+        build: Builder, small: Path, tmp_path: Path, damage: str) -> None:
     dest = tmp_path / "cache"
     build(small, "--cache-to", f"type=local,dest={dest},mode=max,compression=estargz,compression-level=0").check()
     index = json.loads((dest / "index.json").read_text())
@@ -298,16 +295,16 @@ def test_corrupt_estargz_cache_blob_is_rejected_when_materialised(
     assert not (tmp_path / "fs" / "data" / "rows.txt").exists()
 
 
-def test_unchanged_estargz_cache_re_exports_identically(build: Builder, small: Path, reg: str,  # noqa: F811
+def test_unchanged_estargz_cache_re_exports_identically(build: Builder, small: Path, reg: str,
                                                         registry: RegistryServer) -> None:
     """Warm build from an eStargz cache, exporting to the same ref: nothing uploaded, the same
     manifest (the eStargz annotations of the reused blobs are kept)."""
     ref = f"{reg}/c"
     build(small, "--cache-to", f"type=registry,ref={ref},mode=max,compression=estargz").check()
-    before = _skopeo_raw(ref)[1]
+    before = skopeo_raw(ref)[1]
     log = AccessLog(registry)
     warm = build(small, "--cache-from", f"type=registry,ref={ref}",
                  "--cache-to", f"type=registry,ref={ref},mode=max,compression=estargz").check()
     assert not warm.ran, warm.ran
-    assert _skopeo_raw(ref)[1] == before
+    assert skopeo_raw(ref)[1] == before
     assert not log.uploads()

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tests.support.cli import mason_build
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (overlayfs, runc)")
 
@@ -22,11 +21,9 @@ RUN echo "$VERSION" > /version
 """
 
 
-def _mason(root: Path, ctx: Path, base: str, version: str, *extra: str) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "mason.cli.main", "build", "--progress", "plain", "--build-arg", f"BASE={base}",
-         "--build-arg", f"VERSION={version}", *extra, str(ctx)],
-        env={**os.environ, "MASON_ROOT": str(root)}, capture_output=True, text=True, timeout=300)
+def _build(root: Path, ctx: Path, base: str, version: str, *extra: str) -> str:
+    """The progress output of a build that must succeed."""
+    proc = mason_build(root, "--build-arg", f"BASE={base}", "--build-arg", f"VERSION={version}", *extra, str(ctx))
     assert proc.returncode == 0, proc.stderr
     return proc.stderr
 
@@ -41,20 +38,20 @@ def test_explain_cache_names_file_and_arg(tmp_path: Path, busybox_image: str) ->
     (ctx / "app" / "other.txt").write_text("same\n")
     root = tmp_path / "root"
 
-    first = _mason(root, ctx, busybox_image, "1")
+    first = _build(root, ctx, busybox_image, "1")
     assert "cache miss:" not in first
 
     (ctx / "app" / "greeting.txt").write_text("bonjour\n")
-    second = _mason(root, ctx, busybox_image, "1", "--explain-cache")
+    second = _build(root, ctx, busybox_image, "1", "--explain-cache")
     misses = [ln for ln in second.splitlines() if "cache miss:" in ln]
     assert any(ln.endswith("cache miss: COPY source app/greeting.txt changed (content)") for ln in misses), second
     assert any("cache miss: input step" in ln and "COPY app/ /app/" in ln for ln in misses), second
     assert all(ln.startswith("#") for ln in misses)
 
-    third = _mason(root, ctx, busybox_image, "2", "--explain-cache")
+    third = _build(root, ctx, busybox_image, "2", "--explain-cache")
     misses = [ln for ln in third.splitlines() if "cache miss:" in ln]
     assert len(misses) == 1 and misses[0].endswith("cache miss: build arg VERSION changed"), third
 
     (ctx / "app" / "other.txt").write_text("changed\n")
-    fourth = _mason(root, ctx, busybox_image, "3")
+    fourth = _build(root, ctx, busybox_image, "3")
     assert "cache miss" not in fourth

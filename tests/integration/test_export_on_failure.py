@@ -9,7 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests.integration.test_remote_cache import Build, Builder, _mason_cmd
+from tests.support.cachebuild import Build, Builder
+from tests.support.cli import mason_cmd
 from tests.support.registry_server import RegistryServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -62,7 +63,7 @@ def _check_resumed(warm: Build) -> None:
 
 
 def _inspect(target: str, *extra: str) -> dict[str, object]:
-    out = subprocess.run([*_mason_cmd(), "cache", "inspect", "--format", "json", *extra, target],
+    out = subprocess.run([*mason_cmd(), "cache", "inspect", "--format", "json", *extra, target],
                          capture_output=True, text=True, timeout=60, check=True).stdout
     doc: dict[str, object] = json.loads(out)
     return doc

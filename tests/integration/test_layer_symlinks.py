@@ -12,14 +12,13 @@ import io
 import json
 import os
 import stat
-import subprocess
-import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tests.support.busybox import build_busybox_image
+from tests.support.cli import mason_build
 from tests.support.registry_server import RegistryServer
 
 from mason.digest import sha256_bytes
@@ -34,13 +33,6 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (ove
 
 SECRET = "HOST-SECRET-must-never-change"
 UP = "../" * 24
-
-
-def _mason(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    entry = Path(sys.executable).with_name("mason")
-    cmd = [str(entry)] if entry.exists() else [sys.executable, "-m", "mason.cli.main"]
-    return subprocess.run([*cmd, "build", "--progress=plain", *args], capture_output=True, text=True,
-                          env={**os.environ, "MASON_ROOT": str(root)}, timeout=300, check=False)
 
 
 Listing = dict[str, tuple[str, str]]
@@ -162,7 +154,7 @@ FROM {image}
 RUN cat /usr/through.txt /usr/sub/deep.txt /hl > /seen && \\
     if [ -e /usr/gone ]; then echo gone-still-there >> /seen; fi
 """)
-    proc = _mason(tmp_path / f"root-{label}", *args, str(ctx))
+    proc = mason_build(tmp_path / f"root-{label}", *args, str(ctx))
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

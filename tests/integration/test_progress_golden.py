@@ -5,13 +5,11 @@ from a registry cache, modulo digests, timings, ports and the order BuildKit its
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
+from tests.support.cli import mason
 from tests.support.registry_server import RegistryServer
 from tests.support.testdata import TESTDATA
 
@@ -74,13 +72,6 @@ def _comparable(seq: list[tuple[str, str]]) -> list[object]:
     return out
 
 
-def _mason(args: list[str], root: Path) -> subprocess.CompletedProcess[str]:
-    entry = Path(sys.executable).with_name("mason")
-    cmd = [str(entry)] if entry.exists() else [sys.executable, "-m", "mason.cli.main"]
-    env = {**os.environ, "MASON_ROOT": str(root)}
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=300)
-
-
 def test_plain_output_has_buildkits_vertices_cold_and_warm(
         registry: RegistryServer, busybox_image: str, tmp_path: Path) -> None:
     ctx = tmp_path / "context"
@@ -93,7 +84,7 @@ def test_plain_output_has_buildkits_vertices_cold_and_warm(
             "--cache-to", f"type=registry,ref={reg}/progress/cache:latest,mode=max",
             "--cache-from", f"type=registry,ref={reg}/progress/cache:latest", str(ctx)]
     for run, golden in (("cold", "buildkit-cold.txt"), ("warm", "buildkit-warm.txt")):
-        res = _mason(args, tmp_path / f"root-{run}")  # warm: a fresh root, only the registry cache
+        res = mason(tmp_path / f"root-{run}", *args)  # warm: a fresh root, only the registry cache
         assert res.returncode == 0, res.stderr
         expected = vertices((GOLDEN / golden).read_text())
         got = vertices(res.stderr)

@@ -6,24 +6,14 @@ first once, which invalidated every result)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tests.support.cli import expect_ok, mason, mason_build
 
 from mason.build.state import StateRoot
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (overlayfs, runc)")
-
-
-def _mason(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    entry = Path(sys.executable).with_name("mason")
-    cmd = [str(entry)] if entry.exists() else [sys.executable, "-m", "mason.cli.main"]
-    proc = subprocess.run([*cmd, *args], capture_output=True, text=True,
-                          env={**os.environ, "MASON_ROOT": str(root)}, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc
 
 
 def _usage(root: Path) -> int:
@@ -42,15 +32,15 @@ def test_prune_to_a_size_keeps_the_latest_build_whole(busybox_image: str, tmp_pa
     root = tmp_path / "root"
     old = _context(tmp_path, "old", f"FROM {busybox_image}\nRUN head -c 3000000 /dev/urandom > /big\n")
     new = _context(tmp_path, "new", f"FROM {busybox_image}\nRUN echo small > /small\nRUN echo more > /more\n")
-    _mason(root, "build", "--progress=plain", "-o", f"type=oci,dest={tmp_path / 'old.tar'}", str(old))
-    _mason(root, "build", "--progress=plain", "-o", f"type=oci,dest={tmp_path / 'new.tar'}", str(new))
+    expect_ok(mason_build(root, "-o", f"type=oci,dest={tmp_path / 'old.tar'}", str(old)))
+    expect_ok(mason_build(root, "-o", f"type=oci,dest={tmp_path / 'new.tar'}", str(new)))
     before = _usage(root)
     target = before - 2_000_000  # the old build's 3 MB layer (and its snapshot) must go
-    _mason(root, "prune", "--keep-storage", str(target))
+    expect_ok(mason(root, "prune", "--keep-storage", str(target)))
     after = _usage(root)
     assert after <= target, (before, after, target)
 
-    again = _mason(root, "build", "--progress=plain", "-o", f"type=oci,dest={tmp_path / 'again.tar'}", str(new))
+    again = expect_ok(mason_build(root, "-o", f"type=oci,dest={tmp_path / 'again.tar'}", str(new)))
     log = again.stderr + again.stdout
     assert log.count("CACHED") == 3, log  # FROM and both RUNs
 
@@ -58,12 +48,12 @@ def test_prune_to_a_size_keeps_the_latest_build_whole(busybox_image: str, tmp_pa
 def test_keep_duration_prunes_only_what_was_not_used_since(busybox_image: str, tmp_path: Path) -> None:
     root = tmp_path / "root"
     ctx = _context(tmp_path, "ctx", f"FROM {busybox_image}\nRUN echo kept > /kept\n")
-    _mason(root, "build", "--progress=plain", "-o", f"type=oci,dest={tmp_path / 'a.tar'}", str(ctx))
+    expect_ok(mason_build(root, "-o", f"type=oci,dest={tmp_path / 'a.tar'}", str(ctx)))
     before = _usage(root)
-    du = _mason(root, "du", "--verbose").stdout
+    du = expect_ok(mason(root, "du", "--verbose")).stdout
     record = next(line for line in du.splitlines() if line.endswith("[2/2] RUN echo kept > /kept"))
     assert record.startswith("just now") and "B" in record.split()[2], du  # last use, layer size
-    out = _mason(root, "prune", "--keep-duration", "1h").stdout
+    out = expect_ok(mason(root, "prune", "--keep-duration", "1h")).stdout
     assert "Deleted 0 entries" in out and _usage(root) == before
-    out = _mason(root, "prune", "--filter", "until=0s").stdout
+    out = expect_ok(mason(root, "prune", "--filter", "until=0s")).stdout
     assert _usage(root) < before and "Deleted 0 entries" not in out

@@ -11,29 +11,29 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
-import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests.support.registry_server import RegistryServer, free_port, is_peek
+from tests.support.cachebuild import (
+    CACHECONFIG,
+    EXAMPLES,
+    UNCOMPRESSED,
+    AccessLog,
+    Builder,
+    base_layers,
+    cache_doc,
+    copy_context,
+    registry_blob,
+    skopeo_raw,
+)
+from tests.support.registry_server import RegistryServer, free_port
 
 pytestmark = pytest.mark.integration
 
-CONTEXTS = Path(__file__).resolve().parent / "contexts"
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-CACHECONFIG = "application/vnd.buildkit.cacheconfig.v0"
-UNCOMPRESSED = "containerd.io/uncompressed"
-_STEP = re.compile(r"^#(\d+) (\[(?!internal\])[^\]]+\] .*)$")
-_STATUS = re.compile(r"^#(\d+) (CACHED|DONE [0-9.]+s|ERROR: .*)$")
-_ACCESS = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) (?P<size>\d+|-)')
-_BLOB_GET = re.compile(r"^/v2/(?P<repo>.+)/blobs/(?P<digest>sha256:[0-9a-f]{64})$")
 
 LAYER_TYPES = {
     ("uncompressed", True): "application/vnd.oci.image.layer.v1.tar",
@@ -53,179 +53,10 @@ TOP_TYPES = {
 # ---------------------------------------------------------------------------- helpers
 
 
-def _mason_cmd() -> list[str]:
-    entry = Path(sys.executable).with_name("mason")
-    return [str(entry)] if entry.exists() else [sys.executable, "-m", "mason.cli.main"]
-
-
-@dataclass
-class Build:
-    """One ``mason build`` run and what its plain progress output says."""
-
-    returncode: int
-    output: str
-    metadata: dict[str, object] = field(default_factory=dict)
-
-    @property
-    def steps(self) -> dict[str, str]:
-        """Dockerfile step title -> final status (``CACHED``, ``DONE``, ``ERROR``)."""
-        titles: dict[str, str] = {}
-        status: dict[str, str] = {}
-        for line in self.output.splitlines():
-            m = _STEP.match(line)
-            if m:
-                titles.setdefault(m[1], m[2])
-                continue
-            m = _STATUS.match(line)
-            if m:
-                status[m[1]] = m[2].split()[0].rstrip(":")
-        return {title: status.get(n, "?") for n, title in titles.items()}
-
-    @property
-    def cached(self) -> set[str]:
-        return {t for t, s in self.steps.items() if s == "CACHED"}
-
-    @property
-    def ran(self) -> set[str]:
-        return {t for t, s in self.steps.items() if s != "CACHED"}
-
-    @property
-    def warnings(self) -> list[str]:
-        """WARNING lines, except the notice that a build without an output keeps its result
-        locally (these tests often build for the cache alone)."""
-        return [line for line in self.output.splitlines()
-                if "WARNING" in line and "no output specified" not in line]
-
-    @property
-    def digest(self) -> str:
-        return str(self.metadata["containerimage.digest"])
-
-    def check(self) -> Build:
-        assert self.returncode == 0, f"mason build failed ({self.returncode}):\n{self.output[-4000:]}"
-        return self
-
-
-class Builder:
-    """Runs ``mason build`` on a context with a fresh ``$MASON_ROOT`` unless one is given."""
-
-    def __init__(self, tmp: Path, base: str) -> None:
-        self.tmp = tmp
-        self.base = base
-        self._n = 0
-
-    def root(self) -> Path:
-        self._n += 1
-        path = self.tmp / f"root-{self._n}"
-        path.mkdir()
-        return path
-
-    def __call__(self, context: Path, *args: str, root: Path | None = None,
-                 env: dict[str, str] | None = None) -> Build:
-        root = root or self.root()
-        meta = self.tmp / f"metadata-{self._n}-{len(args)}.json"
-        meta.unlink(missing_ok=True)
-        full_env = {**os.environ, "MASON_ROOT": str(root), **(env or {})}
-        proc = subprocess.run(
-            [*_mason_cmd(), "build", "--progress=plain", "--build-arg", f"BASE={self.base}",
-             "--metadata-file", str(meta), *args, str(context)],
-            capture_output=True, text=True, env=full_env, timeout=300, check=False,
-        )
-        metadata = json.loads(meta.read_text()) if meta.exists() else {}
-        return Build(proc.returncode, proc.stdout + proc.stderr, metadata)
-
-
-def _copy_context(name: str, dest: Path) -> Path:
-    target = dest / f"ctx-{name}"
-    shutil.copytree(CONTEXTS / name, target)
-    return target
-
-
-def _skopeo_raw(ref: str) -> tuple[dict[str, object], bytes]:
-    raw = subprocess.run(
-        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
-        capture_output=True, check=True, timeout=60,
-    ).stdout
-    return json.loads(raw), raw
-
-
 def _manifest_digest(ref: str) -> str:
     import hashlib
 
-    return "sha256:" + hashlib.sha256(_skopeo_raw(ref)[1]).hexdigest()
-
-
-def _blob(registry: RegistryServer, repo: str, digest: str) -> bytes:
-    with urllib.request.urlopen(f"{registry.url}/v2/{repo}/blobs/{digest}", timeout=30) as resp:
-        data: bytes = resp.read()
-        return data
-
-
-@dataclass(frozen=True)
-class CacheDoc:
-    """A registry cache in either form: top media type, layer descriptors, config descriptor."""
-
-    media_type: str
-    layers: list[dict[str, object]]
-    config: dict[str, object]
-
-    @property
-    def total_size(self) -> int:
-        return int(self.config["size"]) + sum(int(d["size"]) for d in self.layers)  # type: ignore[call-overload]
-
-
-def _cache_doc(ref: str) -> CacheDoc:
-    doc, _ = _skopeo_raw(ref)
-    media_type = str(doc.get("mediaType", ""))
-    if "manifests" in doc:
-        entries = list(doc["manifests"])  # type: ignore[call-overload]
-        config = entries[-1]
-        assert config["mediaType"] == CACHECONFIG, f"{ref}: the config descriptor must come last"
-        return CacheDoc(media_type, entries[:-1], config)
-    config = doc["config"]
-    assert config["mediaType"] == CACHECONFIG  # type: ignore[index]
-    return CacheDoc(media_type, list(doc["layers"]), config)  # type: ignore[call-overload, arg-type]
-
-
-class AccessLog:
-    """The registry's access log from a mark on: which requests a build made."""
-
-    def __init__(self, registry: RegistryServer) -> None:
-        self.registry = registry
-        self.start = len(registry.access_log_lines())
-
-    def requests(self) -> list[tuple[str, str, int]]:
-        return [(method, path, status) for method, path, status, _ in self._lines()]
-
-    def _lines(self) -> list[tuple[str, str, int, str]]:
-        out = []
-        for line in self.registry.access_log_lines()[self.start:]:
-            m = _ACCESS.search(line)
-            if m:
-                out.append((m["method"], m["path"], int(m["status"]), m["size"]))
-        return out
-
-    def blob_gets(self) -> list[str]:
-        """Digests of blobs served (status < 400) since the mark; a peek at a cache hit's first
-        bytes (``is_peek``) is not a download."""
-        out = []
-        for method, path, status, size in self._lines():
-            m = _BLOB_GET.match(path.split("?", 1)[0])
-            if method == "GET" and m and status < 400 and not is_peek(status, size):
-                out.append(m["digest"])
-        return out
-
-    def uploads(self) -> list[tuple[str, str]]:
-        """Blob upload requests (POST/PATCH/PUT under /blobs/uploads/) since the mark."""
-        return [(method, path) for method, path, _ in self.requests()
-                if method in ("POST", "PATCH", "PUT") and "/blobs/uploads/" in path]
-
-    def manifest_puts(self) -> list[str]:
-        return [path for method, path, _ in self.requests() if method == "PUT" and "/manifests/" in path]
-
-
-def _base_layers(base: str) -> set[str]:
-    doc, _ = _skopeo_raw(base)
-    return {str(d["digest"]) for d in doc["layers"]}  # type: ignore[attr-defined]
+    return "sha256:" + hashlib.sha256(skopeo_raw(ref)[1]).hexdigest()
 
 
 def _base_diff_ids(base: str) -> set[str]:
@@ -237,26 +68,6 @@ def _base_diff_ids(base: str) -> set[str]:
 # ---------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture
-def build(tmp_path: Path, busybox_image: str) -> Builder:
-    return Builder(tmp_path, busybox_image)
-
-
-@pytest.fixture
-def multistage(tmp_path: Path) -> Path:
-    return _copy_context("multistage", tmp_path)
-
-
-@pytest.fixture
-def small(tmp_path: Path) -> Path:
-    return _copy_context("small", tmp_path)
-
-
-@pytest.fixture
-def reg(registry: RegistryServer, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A registry prefix unique to the test: ``127.0.0.1:PORT/<test name>``."""
-    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
-    yield f"{registry.host}/{name}"
 
 
 # ---------------------------------------------------------------------------- acceptance
@@ -270,18 +81,18 @@ def test_cold_export_then_fresh_root_hits_everything_without_layer_downloads(
         multistage = tmp_path / "ctx-examples"
         shutil.copytree(EXAMPLES, multistage)
     else:
-        multistage = _copy_context(context_name, tmp_path)
+        multistage = copy_context(context_name, tmp_path)
     cold = build(multistage, "--push", "-t", f"{reg}/app",
                  "--cache-to", f"type=registry,ref={reg}/app-cache,mode=max").check()
     steps = cold.steps
     # FROM is one vertex shared by all stages, plus the stages' RUN/COPY/WORKDIR steps
     assert len(steps) >= 8, steps
     assert not cold.cached, f"a cold build on an empty registry cached {cold.cached}"
-    cache = _cache_doc(f"{reg}/app-cache:latest")
+    cache = cache_doc(f"{reg}/app-cache:latest")
     cache_layers = {str(d["digest"]) for d in cache.layers}
-    image_doc, _ = _skopeo_raw(f"{reg}/app:latest")
+    image_doc, _ = skopeo_raw(f"{reg}/app:latest")
     image_layers = {str(d["digest"]) for d in image_doc["layers"]}  # type: ignore[attr-defined]
-    assert image_layers <= cache_layers | _base_layers(busybox_image)
+    assert image_layers <= cache_layers | base_layers(busybox_image)
 
     log = AccessLog(registry)
     warm = build(multistage, "--push", "-t", f"{reg}/app",
@@ -290,7 +101,7 @@ def test_cold_export_then_fresh_root_hits_everything_without_layer_downloads(
     assert warm.cached == set(steps), f"steps not CACHED: {warm.ran}"
     assert len([ln for ln in warm.output.splitlines() if ln.endswith(" CACHED")]) == len(steps)
     gets = log.blob_gets()
-    layer_gets = [d for d in gets if d in cache_layers | image_layers | _base_layers(busybox_image)]
+    layer_gets = [d for d in gets if d in cache_layers | image_layers | base_layers(busybox_image)]
     assert layer_gets == [], f"layer blobs downloaded on a fully cached build: {layer_gets}"
     assert warm.digest == cold.digest, "a fully cached rebuild pushed a different image"
     assert _manifest_digest(f"{reg}/app:latest") == warm.digest
@@ -326,7 +137,7 @@ def test_mode_min_versus_max(build: Builder, multistage: Path, reg: str) -> None
                      "--cache-to", f"type=registry,ref={reg}/cache-{mode},mode={mode}").check()
         warm = build(multistage, "--push", "-t", f"{reg}/app-{mode}",
                      "--cache-from", f"type=registry,ref={reg}/cache-{mode}").check()
-        results[mode] = (cold, warm, _cache_doc(f"{reg}/cache-{mode}:latest"))
+        results[mode] = (cold, warm, cache_doc(f"{reg}/cache-{mode}:latest"))
     cold_steps = results["max"][0].steps
     froms = {t for t in cold_steps if "] FROM " in t}
     intermediate = {t for t in cold_steps if t.startswith(("[deps ", "[build "))} - froms
@@ -367,7 +178,7 @@ def test_compression_mediatypes_manifest_matrix(
     cold = build(small, *cache_to).check()
     steps = set(cold.steps)
     for c, oci, im in MATRIX:
-        doc = _cache_doc(ref(c, oci, im))
+        doc = cache_doc(ref(c, oci, im))
         assert doc.media_type == TOP_TYPES[(oci, im)], (c, oci, im, doc.media_type)
         made = [d for d in doc.layers
                 if d.get("annotations", {}).get(UNCOMPRESSED) not in base_diff_ids]  # type: ignore[attr-defined]
@@ -401,17 +212,17 @@ def test_estargz_cache_level_out_of_range_is_a_usage_error(build: Builder, small
 def test_force_compression_converts_gzip_blobs_to_zstd(
         build: Builder, small: Path, reg: str, registry: RegistryServer) -> None:
     cold = build(small, "--cache-to", f"type=registry,ref={reg}/gz").check()
-    assert all(d["mediaType"].endswith("+gzip") for d in _cache_doc(f"{reg}/gz").layers)  # type: ignore[union-attr]
+    assert all(d["mediaType"].endswith("+gzip") for d in cache_doc(f"{reg}/gz").layers)  # type: ignore[union-attr]
     # fresh root: every layer is known only as the gzip blob of the imported cache
     conv = build(small, "--cache-from", f"{reg}/gz",
                  "--cache-to", f"type=registry,ref={reg}/zs,compression=zstd,force-compression=true").check()
     assert conv.cached == set(cold.steps)
-    doc = _cache_doc(f"{reg}/zs")
+    doc = cache_doc(f"{reg}/zs")
     assert doc.layers
     repo = f"{reg}/zs".split("/", 1)[1]
     for d in doc.layers:
         assert d["mediaType"] == LAYER_TYPES[("zstd", True)], d
-        head = _blob(registry, repo, str(d["digest"]))[:4]
+        head = registry_blob(registry, repo, str(d["digest"]))[:4]
         assert head == b"\x28\xb5\x2f\xfd", f"{d['digest']} is not a zstd frame"
     warm = build(small, "--cache-from", f"{reg}/zs").check()
     assert warm.cached == set(cold.steps)
@@ -427,8 +238,8 @@ def test_without_force_compression_imported_gzip_blobs_are_kept(
     keep = build(small, "--cache-from", f"{reg}/gz",
                  "--cache-to", f"type=registry,ref={reg}/zs-keep,compression=zstd").check()
     assert keep.cached == set(cold.steps)
-    gz_layers = {str(d["digest"]) for d in _cache_doc(f"{reg}/gz").layers}
-    doc = _cache_doc(f"{reg}/zs-keep")
+    gz_layers = {str(d["digest"]) for d in cache_doc(f"{reg}/gz").layers}
+    doc = cache_doc(f"{reg}/zs-keep")
     assert {str(d["digest"]) for d in doc.layers} == gz_layers, [d["mediaType"] for d in doc.layers]
     assert not set(log.blob_gets()) & gz_layers, "imported layers were downloaded to be re-compressed"
 
@@ -637,7 +448,7 @@ class Transfers:
 
 
 def _layers_of(ref: str) -> set[str]:
-    doc, _ = _skopeo_raw(ref)
+    doc, _ = skopeo_raw(ref)
     return {str(d["digest"]) for d in doc["layers"]}  # type: ignore[attr-defined]
 
 
@@ -649,9 +460,9 @@ def test_cache_export_mounts_what_the_image_push_uploaded(
     build(small, "--push", "-t", f"{reg}/app",
           "--cache-to", f"type=registry,ref={reg}/app-cache,mode=max").check()
     moved = Transfers.since(log)
-    base = _base_layers(busybox_image)
+    base = base_layers(busybox_image)
     made = _layers_of(f"{reg}/app") - base
-    cached = {str(d["digest"]) for d in _cache_doc(f"{reg}/app-cache").layers}
+    cached = {str(d["digest"]) for d in cache_doc(f"{reg}/app-cache").layers}
     assert made and made <= cached
     app, cache = f"{reg}/app".split("/", 1)[1], f"{reg}/app-cache".split("/", 1)[1]
     for digest in made:
@@ -673,9 +484,9 @@ def test_image_push_mounts_fresh_layers_the_cache_export_pushed_first(
     again = build(small, "--push", "-t", f"{reg}/app", root=root).check()
     assert again.cached == set(again.steps)
     moved = Transfers.since(log)
-    made = _layers_of(f"{reg}/app") - _base_layers(busybox_image)
+    made = _layers_of(f"{reg}/app") - base_layers(busybox_image)
     cache = f"{reg}/cache-first".split("/", 1)[1]
-    assert made and made <= {str(d["digest"]) for d in _cache_doc(f"{reg}/cache-first").layers}
+    assert made and made <= {str(d["digest"]) for d in cache_doc(f"{reg}/cache-first").layers}
     assert moved.upload_count(made) == 0, f"layers uploaded again: {moved.uploaded}"
     app = f"{reg}/app".split("/", 1)[1]
     for digest in made:
@@ -692,7 +503,7 @@ def test_a_declined_mount_uploads_in_the_session_the_registry_opened(
 
     root = build.root()
     build(small, root=root).check()  # layers made locally, nothing pushed
-    base = _base_layers(busybox_image)
+    base = base_layers(busybox_image)
     with StateRoot.open(root) as st:
         blobs = Blobs(st)
         made = [info for info, _ in st.meta.blobs() if "layer" in info.media_type and info.digest not in base]

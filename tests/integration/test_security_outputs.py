@@ -12,21 +12,19 @@ import os
 import socket
 import stat
 import subprocess
-import sys
 import tarfile
 import threading
 from pathlib import Path
 
 import pytest
+from tests.support.cli import mason_build
 
 DOCKERFILE = "FROM scratch\nCOPY a.txt /a.txt\n"
 
 
 def _mason(root: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, "MASON_ROOT": str(root)}
-    env.pop("MASON_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "mason.cli.main", "build", "--progress=plain", *args],
-                          capture_output=True, env=env, timeout=120, check=False)
+    # the tests compare bytes; without MASON_DEBUG, so an error reads as a user sees it
+    return mason_build(root, *args, env={"MASON_DEBUG": None}, timeout=120, text=False)
 
 
 @pytest.fixture

@@ -13,13 +13,13 @@ import io
 import json
 import os
 import subprocess
-import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tests.support.busybox import build_busybox_image
+from tests.support.cli import mason_build
 from tests.support.registry_server import RegistryServer
 
 from mason.digest import sha256_bytes
@@ -33,13 +33,6 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (ove
 
 SECRET = "HOST-SECRET-must-never-be-read"
 UP = "../" * 24
-
-
-def _mason(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    entry = Path(sys.executable).with_name("mason")
-    cmd = [str(entry)] if entry.exists() else [sys.executable, "-m", "mason.cli.main"]
-    return subprocess.run([*cmd, "build", "--progress=plain", *args], capture_output=True, text=True,
-                          env={**os.environ, "MASON_ROOT": str(root)}, timeout=300, check=False)
 
 
 @pytest.fixture
@@ -90,7 +83,7 @@ def _context(tmp_path: Path, dockerfile: str) -> Path:
 
 def _build(tmp_path: Path, ctx: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], Path]:
     out = tmp_path / "out"
-    proc = _mason(tmp_path / "root", "-o", f"type=local,dest={out}", *extra, str(ctx))
+    proc = mason_build(tmp_path / "root", "-o", f"type=local,dest={out}", *extra, str(ctx))
     return proc, out
 
 

@@ -8,12 +8,11 @@ from __future__ import annotations
 import io
 import os
 import stat
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
+from tests.support.cli import mason_build
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (overlayfs, runc, unshare)")
 
@@ -28,10 +27,7 @@ def test_root_is_private_after_a_build_with_a_cache_mount(busybox_image: str, tm
         "RUN --mount=type=cache,target=/c,mode=0755 echo cached > /c/f && mkdir -p /d && chmod 0755 /d\n")
     root = tmp_path / "root"
     out = tmp_path / "fs.tar"
-    env = {**os.environ, "MASON_ROOT": str(root)}
-    res = subprocess.run([sys.executable, "-m", "mason.cli.main", "build", "--progress=plain",
-                          "-o", f"type=tar,dest={out}", str(ctx)],
-                         env={**env, "MASON_DEBUG": ""}, capture_output=True, text=True, timeout=300, check=False)
+    res = mason_build(root, "-o", f"type=tar,dest={out}", str(ctx), env={"MASON_DEBUG": ""})
     assert res.returncode == 0, res.stdout + res.stderr
 
     loose = [f"{p} {stat.S_IMODE(os.lstat(p).st_mode):o}" for p in [root, *root.iterdir()]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import itertools
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ from typing import BinaryIO, Literal
 
 import zstandard
 
+from mason.cache.model import SolvedRecord
 from mason.digest import Digest, VerifyingReader, sha256_bytes
 from mason.oci import mediatypes as mt
 from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, Descriptor
@@ -158,3 +160,31 @@ class FakeBlobStore:
 def key(name: str) -> Digest:
     """A stand-in for a solver key."""
     return Digest("sha256:" + hashlib.sha256(name.encode()).hexdigest())
+
+
+# -- shared fixtures of the export tests (test_cache_export, test_cache_hit_checks) --------
+
+REF = "127.0.0.1:5000/app-cache"
+
+
+def make_clock() -> object:
+    counter = itertools.count(1)
+    return lambda: f"2026-01-01T00:00:{next(counter):02d}Z"
+
+
+def two_stage_build(store: FakeBlobStore) -> tuple[list[SolvedRecord], list[Digest]]:
+    """base -> build stage (2 RUNs) ; base -> final stage (COPY --from, RUN). Image = final chain."""
+    base = store.add_layer(b"base-tar")
+    b1 = store.add_layer(b"build-run-1")
+    b2 = store.add_layer(b"build-run-2")
+    f1 = store.add_layer(b"final-copy")
+    f2 = store.add_layer(b"final-run")
+    records = [
+        SolvedRecord(key("from"), (), (base,), step="[build 1/3] FROM base"),
+        SolvedRecord(key("b1"), (key("from"),), (base, b1), step="[build 2/3] RUN one"),
+        SolvedRecord(key("b2"), (key("b1"),), (base, b1, b2), step="[build 3/3] RUN two"),
+        SolvedRecord(key("f1"), (key("from"), key("b2")), (base, f1), step="[stage-1 2/3] COPY --from=build"),
+        SolvedRecord(key("f2"), (key("f1"),), (base, f1, f2), step="[stage-1 3/3] RUN three"),
+    ]
+    image = [Digest(d.annotations[ANNOTATION_UNCOMPRESSED]) for d in (base, f1, f2)]
+    return records, image

@@ -4,12 +4,18 @@ in-memory registry (both forms, media types, skipped blobs, manifest last), loca
 from __future__ import annotations
 
 import base64
-import itertools
 import json
 from pathlib import Path
 
 import pytest
-from tests.unit.cache.cache_fakes import FakeBlobStore, FakeRegistry, key
+from tests.unit.cache.cache_fakes import (
+    REF,
+    FakeBlobStore,
+    FakeRegistry,
+    key,
+    make_clock,
+    two_stage_build,
+)
 
 from mason.cache import export_cache, load_cache_source
 from mason.cache.format import parse_cache_config
@@ -30,31 +36,6 @@ from mason.oci.config import build_image_config
 from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, Descriptor
 from mason.oci.manifest import build_manifest, parse_manifest
 from mason.oci.reference import Reference
-
-REF = "127.0.0.1:5000/app-cache"
-
-
-def make_clock() -> object:
-    counter = itertools.count(1)
-    return lambda: f"2026-01-01T00:00:{next(counter):02d}Z"
-
-
-def two_stage_build(store: FakeBlobStore) -> tuple[list[SolvedRecord], list[Digest]]:
-    """base -> build stage (2 RUNs) ; base -> final stage (COPY --from, RUN). Image = final chain."""
-    base = store.add_layer(b"base-tar")
-    b1 = store.add_layer(b"build-run-1")
-    b2 = store.add_layer(b"build-run-2")
-    f1 = store.add_layer(b"final-copy")
-    f2 = store.add_layer(b"final-run")
-    records = [
-        SolvedRecord(key("from"), (), (base,), step="[build 1/3] FROM base"),
-        SolvedRecord(key("b1"), (key("from"),), (base, b1), step="[build 2/3] RUN one"),
-        SolvedRecord(key("b2"), (key("b1"),), (base, b1, b2), step="[build 3/3] RUN two"),
-        SolvedRecord(key("f1"), (key("from"), key("b2")), (base, f1), step="[stage-1 2/3] COPY --from=build"),
-        SolvedRecord(key("f2"), (key("f1"),), (base, f1, f2), step="[stage-1 3/3] RUN three"),
-    ]
-    image = [Digest(d.annotations[ANNOTATION_UNCOMPRESSED]) for d in (base, f1, f2)]
-    return records, image
 
 
 def test_min_keeps_results_of_image_chain_only(blob_store: FakeBlobStore) -> None:

@@ -12,8 +12,14 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from tests.unit.cache.cache_fakes import FakeBlobStore, FakeRegistry, key
-from tests.unit.cache.test_cache_export import REF, make_clock, two_stage_build
+from tests.unit.cache.cache_fakes import (
+    REF,
+    FakeBlobStore,
+    FakeRegistry,
+    key,
+    make_clock,
+    two_stage_build,
+)
 
 from mason.build.blobs import Blobs, RemoteLocation
 from mason.build.remotecache import HitLookup
