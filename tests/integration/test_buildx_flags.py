@@ -4,13 +4,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
-from tests.support.cli import mason_build
+from tests.support.cli import mason_build, mason_cmd, mason_env
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (overlayfs, runc)")
 
@@ -86,3 +88,40 @@ def test_bad_sandbox_flags_are_usage_errors(tmp_path: Path, flag: str, value: st
     proc = mason_build(tmp_path / "root", flag, value, str(ctx))
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _mason_stdin(root: Path, data: bytes, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([*mason_cmd(), "build", "--progress=plain", *args, "-"], input=data,
+                          capture_output=True, env=mason_env(root), timeout=300, check=False)
+
+
+def _tar(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_context_on_stdin_as_a_tar_or_a_dockerfile(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    tar = _tar({"Dockerfile": b"FROM scratch\nCOPY hello.txt /\n", "hello.txt": b"from stdin\n"})
+    proc = _mason_stdin(tmp_path / "root", tar, "-o", f"type=local,dest={out}")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert (out / "hello.txt").read_bytes() == b"from stdin\n"
+
+    dockerfile = b"FROM scratch\nLABEL only=dockerfile\n"
+    iid = tmp_path / "iid"
+    proc = _mason_stdin(tmp_path / "root", dockerfile, "--iidfile", str(iid), "-o", f"type=oci,dest={tmp_path / 'i.tar'}")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert iid.read_text().startswith("sha256:")
+
+
+def test_a_context_tar_on_stdin_cannot_write_outside(tmp_path: Path) -> None:
+    escape = tmp_path / "escaped.txt"
+    tar = _tar({"Dockerfile": b"FROM scratch\nCOPY . /\n", f"../../../../../..{escape}": b"x"})
+    proc = _mason_stdin(tmp_path / "root", tar, "-o", f"type=local,dest={tmp_path / 'out'}")
+    assert proc.returncode == 2 and b"cannot be unpacked" in proc.stderr
+    assert not escape.exists()
