@@ -59,26 +59,26 @@ def main(argv: list[str] | None = None) -> int:
 
         def m_cold(i: int) -> float:
             mason.fresh()
-            return mason.build(ctx, "-t", f"{server.host}/bench/m:cold{i}", "--push", build_args=bargs).seconds
+            return mason.engine(ctx, "-t", f"{server.host}/bench/m:cold{i}", "--push", build_args=bargs).seconds
 
         def m_warm(i: int) -> float:
-            return mason.build(ctx, "-t", f"{server.host}/bench/m:warm", "--push", build_args=bargs).seconds
+            return mason.engine(ctx, "-t", f"{server.host}/bench/m:warm", "--push", build_args=bargs).seconds
 
         def m_change(i: int) -> float:
             counter[0] += 1
             (ctx / "app" / "names.txt").write_text(f"change {counter[0]}\n")
-            return mason.build(ctx, "-t", f"{server.host}/bench/m:chg", "--push", build_args=bargs).seconds
+            return mason.engine(ctx, "-t", f"{server.host}/bench/m:chg", "--push", build_args=bargs).seconds
 
         cache = f"{server.host}/bench/m-cache"
 
         def m_remote(i: int) -> float:
             mason.fresh()
-            return mason.build(ctx, "-t", f"{server.host}/bench/m:remote", "--push", "--cache-from", cache,
+            return mason.engine(ctx, "-t", f"{server.host}/bench/m:remote", "--push", "--cache-from", cache,
                                "--cache-to", f"type=registry,ref={cache},mode=max", build_args=bargs).seconds
 
         mc, mw, mch = _median(m_cold, args.runs), _median(m_warm, args.runs), _median(m_change, args.runs)
         mason.fresh()
-        m_export = mason.build(ctx, "-t", f"{server.host}/bench/m:remote", "--push",
+        m_export = mason.engine(ctx, "-t", f"{server.host}/bench/m:remote", "--push",
                                "--cache-to", f"type=registry,ref={cache},mode=max", build_args=bargs).seconds
         gets = count_blob_gets(server)
         mr = _median(m_remote, args.runs)

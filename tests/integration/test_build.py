@@ -21,9 +21,9 @@ import pytest
 from tests.support.cli import mason, mason_build, mason_cmd, mason_env
 from tests.support.registry_server import RegistryServer, count_blob_gets
 
-from mason.build import BuildOptions, build
-from mason.build.options import parse_output
-from mason.cache import parse_cache_from, parse_cache_to
+from mason.cache.options import parse_cache_from, parse_cache_to
+from mason.engine.builder import build
+from mason.engine.options import BuildOptions, parse_output
 from mason.progress import RecordingSink
 
 REPO = Path(__file__).resolve().parents[2]
@@ -207,7 +207,7 @@ def test_filesystem_matches_the_dockerfile(registry: RegistryServer, busybox_ima
     ADD extracts a local tar, secrets never land in a layer."""
     _need("runc")
     _need("umoci")
-    from mason.build.options import SecretSpec
+    from mason.engine.options import SecretSpec
 
     ref = f"{registry.host}/it/fs:latest"
     outcome, _ = _build(tmp_path / "root", fs_context, build_args={"BASE": busybox_image}, tags=(ref,), push=True,

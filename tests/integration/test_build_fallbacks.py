@@ -30,8 +30,8 @@ from typing import Any
 import pytest
 from tests.support.cli import mason_build, mason_cmd, mason_env
 
-from mason.build import BuildOptions, build
-from mason.build.options import parse_output
+from mason.engine.builder import build
+from mason.engine.options import BuildOptions, parse_output
 from mason.progress import RecordingSink
 
 REPO = Path(__file__).resolve().parents[2]

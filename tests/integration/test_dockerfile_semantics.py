@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 from tests.support.registry_server import RegistryServer
 
-from mason.build import BuildOptions, build
-from mason.build.options import SecretSpec, parse_output
+from mason.engine.builder import build
+from mason.engine.options import BuildOptions, SecretSpec, parse_output
 from mason.errors import BuildError
 from mason.progress import RecordingSink
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from tests.support.cli import expect_ok, mason, mason_build
 
-from mason.build.state import StateRoot
+from mason.engine.state import StateRoot
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (overlayfs, runc)")
 

@@ -497,8 +497,8 @@ def test_a_declined_mount_uploads_in_the_session_the_registry_opened(
         build: Builder, small: Path, reg: str, registry: RegistryServer, busybox_image: str) -> None:
     """A location mason remembers but the registry no longer backs: the mount POST gets an
     upload session (202) and the layer is uploaded in it -- no cancelled session, no second POST."""
-    from mason.build.blobs import Blobs
-    from mason.build.state import StateRoot
+    from mason.engine.blobs import Blobs
+    from mason.engine.state import StateRoot
     from mason.oci.reference import Reference
 
     root = build.root()

@@ -22,7 +22,7 @@ from tests.integration.test_executor import (  # noqa: F401 - fixtures used by t
     sh,
 )
 
-from mason.build.secrets import remove_orphaned_secrets, secret_dirs, secret_file
+from mason.engine.secrets import remove_orphaned_secrets, secret_dirs, secret_file
 from mason.executor import Executor, SecretMount
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes need root")

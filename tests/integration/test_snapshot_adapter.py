@@ -1,4 +1,4 @@
-"""The builder's snapshot adapter (mason.build.snapshots) on real overlayfs and in copy mode:
+"""The builder's snapshot adapter (mason.engine.snapshots) on real overlayfs and in copy mode:
 layers unpacked once and shared, a step's upper dir kept without copying, chains
 materialised from the longest existing prefix, crash leftovers removed."""
 
@@ -15,9 +15,9 @@ from typing import BinaryIO
 import pytest
 from tests.unit.layer.layer_helpers import entry, make_tar
 
-from mason.build.snapshots import Snapshotter, chain_id
-from mason.build.state import LayerRef, StateRoot
 from mason.digest import Digest
+from mason.engine.snapshots import Snapshotter, chain_id
+from mason.engine.state import LayerRef, StateRoot
 from mason.layer import overlay_supported
 
 
@@ -122,7 +122,7 @@ def test_copy_mode_materialises_only_from_the_longest_existing_prefix(tmp_path: 
 
 
 def test_a_corrupt_layer_is_refused_and_leaves_nothing(env: tuple[StateRoot, FakeBlobs, str]) -> None:
-    from mason.build.state import StateError
+    from mason.engine.state import StateError
 
     state, blobs, mode = env
     snaps = Snapshotter(state, blobs, mode=mode)  # type: ignore[arg-type]

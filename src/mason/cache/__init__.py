@@ -1,7 +1,10 @@
 """mason's remote build cache: BuildKit's ``cacheconfig.v0`` model and the ``registry``,
 ``local`` and ``inline`` backends.
 
-Builder-facing API (import from ``mason.cache``; submodules load lazily):
+Builder-facing API: ``load_cache_source``, ``export_cache`` and the backend table here; the
+model (``CacheSource``, ``CacheHit``, ``SolvedRecord``...) from ``mason.cache.model``, the
+options (``parse_cache_to``/``parse_cache_from``, ``CacheOptions``) from ``mason.cache.options``,
+the inline cache (``INLINE_CACHE_KEY``, ``inline_cache_value``) from ``mason.cache.inline``:
 
 Options
     ``parse_cache_to(text, image_refs=()) -> list[CacheOptions]`` and
@@ -54,7 +57,7 @@ Key scheme: see ``mason.cache.model``. Format details: ``mason.cache.format``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mason.cache.model import (
@@ -68,44 +71,7 @@ if TYPE_CHECKING:
     from mason.digest import Digest
     from mason.progress import ProgressSink
 
-__all__ = [
-    "INLINE_CACHE_KEY",
-    "CacheHit",
-    "CacheOptions",
-    "CacheSource",
-    "ExportBlobStore",
-    "ExportResult",
-    "SolvedRecord",
-    "export_cache",
-    "first_hit",
-    "inline_cache_value",
-    "load_cache_source",
-    "parse_cache_from",
-    "parse_cache_to",
-]
-
-_LAZY = {
-    "CacheHit": "mason.cache.model",
-    "CacheSource": "mason.cache.model",
-    "ExportBlobStore": "mason.cache.model",
-    "ExportResult": "mason.cache.model",
-    "SolvedRecord": "mason.cache.model",
-    "first_hit": "mason.cache.model",
-    "CacheOptions": "mason.cache.options",
-    "parse_cache_from": "mason.cache.options",
-    "parse_cache_to": "mason.cache.options",
-    "INLINE_CACHE_KEY": "mason.cache.inline",
-    "inline_cache_value": "mason.cache.inline",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mason.cache' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
+__all__ = ["export_cache", "load_cache_source"]
 
 
 def load_cache_source(

@@ -112,7 +112,7 @@ class CacheHit:
     def open_blob(self, desc: Descriptor) -> AbstractContextManager[BinaryIO]:
         """A stream of the compressed blob, verified against its digest and size as it is read
         (downloads now, not at import). An eStargz layer's TOC and chunks are checked against
-        its annotations where the blob is stored (``mason.build.blobs``), once, not here."""
+        its annotations where the blob is stored (``mason.engine.blobs``), once, not here."""
         return self.provider.open_blob(desc)
 
 

@@ -89,12 +89,11 @@ def _snapshotter(flag: str | None, env: dict[str, str]) -> str:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from mason.build import BuildOptions, build
-    from mason.build.options import parse_output, parse_secret
-    from mason.cache import parse_cache_from, parse_cache_to
-    from mason.cache.options import check_cache_exports
+    from mason.cache.options import check_cache_exports, parse_cache_from, parse_cache_to
     from mason.cli.progress_render import make_renderer
     from mason.cli.state_cmd import resolve_root
+    from mason.engine.builder import build
+    from mason.engine.options import BuildOptions, parse_output, parse_secret
     from mason.errors import DiagnosticError, MasonError, UsageError
     from mason.oci.platform import Platform, host_platform
     from mason.solver import SolveError
@@ -198,7 +197,7 @@ def run_build(args: argparse.Namespace) -> int:
 
 def _allow(values: list[str]) -> tuple[str, ...]:
     """``--allow`` values (repeatable, or comma-separated as buildx takes them), checked."""
-    from mason.build.options import ENTITLEMENTS
+    from mason.engine.options import ENTITLEMENTS
     from mason.errors import UsageError
 
     out: list[str] = []
@@ -215,7 +214,7 @@ def _sandbox_flags(args: argparse.Namespace) -> dict[str, Any]:
     """``--add-host``, ``--shm-size``, ``--ulimit`` as BuildOptions fields (parsed only when given)."""
     if not (args.add_hosts or args.shm_size or args.ulimits):
         return {}
-    from mason.build.runflags import parse_add_host, parse_shm_size, parse_ulimit
+    from mason.engine.runflags import parse_add_host, parse_shm_size, parse_ulimit
 
     return {
         "add_hosts": tuple(parse_add_host(h) for h in args.add_hosts),
@@ -248,9 +247,9 @@ class _CheckWarnings:
 
 def _run_check(opts: Any, renderer: Any) -> int:
     """``--check``: buildx's output on stdout; exit 1 when a rule fired (or failed the build), else 0."""
-    from mason.build.builder import check
     from mason.cli.state_cmd import resolve_root
     from mason.dockerfile.checks import format_check_output
+    from mason.engine.builder import check
     from mason.errors import BuildError, DiagnosticError, MasonError
 
     try:

@@ -8,7 +8,7 @@
 - ``quiet``: nothing (the command prints the image digest at the end).
 - ``rawjson``: one JSON object per event.
 
-Event conventions (set by mason.build): ``status="log"`` with ``extra["stream"]``
+Event conventions (set by mason.engine): ``status="log"`` with ``extra["stream"]``
 set is process output (timestamped); without it the text is a status line.
 """
 

@@ -58,7 +58,7 @@ def register(subparsers: Any) -> None:
 
 
 def _du(args: argparse.Namespace) -> int:
-    from mason.build.state import StateRoot, human_size
+    from mason.engine.state import StateRoot, human_size
 
     root = resolve_root()
     if not root.exists():
@@ -90,7 +90,7 @@ def _du(args: argparse.Namespace) -> int:
 
 def _print_records(records: list[Any], names: dict[str, str]) -> None:
     """One line per cached result: its step, the size of the layer it added, its last use."""
-    from mason.build.state import human_size
+    from mason.engine.state import human_size
 
     print(f"{'LAST USED':<16} {'SIZE':>10}  STEP")
     now = time.time()
@@ -112,7 +112,7 @@ def _ago(seconds: float) -> str:
 def _prune(args: argparse.Namespace) -> int:
     import sys
 
-    from mason.build.state import StateError, StateRoot, human_size, parse_size
+    from mason.engine.state import StateError, StateRoot, human_size, parse_size
     from mason.errors import UsageError
 
     root = resolve_root()

@@ -285,7 +285,7 @@ BaseImageConfig = Callable[[PlannedStage], Mapping[str, Any] | None]
 
 
 class IgnoreRules(Protocol):
-    """.dockerignore as the builder holds it (``mason.build.context.DockerIgnore``)."""
+    """.dockerignore as the builder holds it (``mason.engine.context.DockerIgnore``)."""
 
     def ignored(self, rel: str) -> bool: ...
 

@@ -21,14 +21,14 @@ from tests.unit.cache.cache_fakes import (
     two_stage_build,
 )
 
-from mason.build.blobs import Blobs, RemoteLocation
-from mason.build.remotecache import HitLookup
-from mason.build.state import LayerRef, StateError, StateRoot
 from mason.cache import export_cache
 from mason.cache.blobcheck import MAGIC_BYTES, compression_mismatch, sniff_compression
 from mason.cache.options import parse_cache_to
 from mason.cache.registry import load_registry_cache
 from mason.digest import Digest, DigestMismatchError, sha256_bytes
+from mason.engine.blobs import Blobs, RemoteLocation
+from mason.engine.remotecache import HitLookup
+from mason.engine.state import LayerRef, StateError, StateRoot
 from mason.errors import MasonError
 from mason.oci import mediatypes as mt
 from mason.oci.reference import Reference

@@ -103,7 +103,7 @@ def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_bug_inside_a_build_step_is_an_internal_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    import mason.build
+    import mason.engine.builder
     from mason.solver import SolveError, Vertex
 
     def build(*args: object, **kwargs: object) -> None:
@@ -112,7 +112,7 @@ def test_bug_inside_a_build_step_is_an_internal_error(monkeypatch: pytest.Monkey
         except AttributeError as exc:
             raise SolveError(Vertex("op", (), name="[2/2] RUN make"), exc) from exc
 
-    monkeypatch.setattr(mason.build, "build", build)
+    monkeypatch.setattr(mason.engine.builder, "build", build)
     monkeypatch.setenv("MASON_ROOT", str(tmp_path / "root"))
     monkeypatch.delenv("MASON_DEBUG", raising=False)
     assert cli_main.main(["build", "--progress=quiet", str(tmp_path)]) == 70
@@ -126,13 +126,13 @@ def test_bug_inside_a_build_step_is_an_internal_error(monkeypatch: pytest.Monkey
 
 def test_failed_build_step_keeps_exit_1(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    import mason.build
+    import mason.engine.builder
     from mason.solver import SolveError, Vertex
 
     def build(*args: object, **kwargs: object) -> None:
         raise SolveError(Vertex("op", (), name="[2/2] RUN make"), BuildError("exit code 2", context=["make: ***"]))
 
-    monkeypatch.setattr(mason.build, "build", build)
+    monkeypatch.setattr(mason.engine.builder, "build", build)
     monkeypatch.setenv("MASON_ROOT", str(tmp_path / "root"))
     assert cli_main.main(["build", "--progress=quiet", str(tmp_path)]) == 1
     err = capsys.readouterr().err

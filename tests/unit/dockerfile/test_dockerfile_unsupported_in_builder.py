@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from mason.build.context import DockerIgnore
-from mason.build.convert import ResolvedImage, convert_plan
-from mason.build.ops import BuildEnv
-from mason.build.state import LayerRef
 from mason.digest import sha256_bytes
 from mason.dockerfile import parse_dockerfile
 from mason.dockerfile.stages import plan_build
+from mason.engine.context import DockerIgnore
+from mason.engine.convert import ResolvedImage, convert_plan
+from mason.engine.ops import BuildEnv
+from mason.engine.state import LayerRef
 from mason.errors import BuildError
 from mason.oci import Reference
 

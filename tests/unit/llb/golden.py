@@ -212,7 +212,7 @@ def _outputs(step_id: str, steps: dict[str, Step]) -> tuple[int, ...]:
 
 def model_keys(case: str, from_dockerfile: bool = False) -> Model:
     """Every key mason computes for the case, from llb.json's ops or (``from_dockerfile``)
-    from the ops ``mason.build.llbplan`` builds from the case's Dockerfile."""
+    from the ops ``mason.engine.llbplan`` builds from the case's Dockerfile."""
     steps, _ = planned_steps(case) if from_dockerfile else llb(case)
     model = Model()
     trees: dict[str, ContentTree] = {}
@@ -336,12 +336,12 @@ def coverage(case: str, from_dockerfile: bool = False) -> Coverage:
 
 def main(argv: list[str] | None = None) -> None:
     """The coverage table; ``--from-dockerfile`` builds each case's LLB from its Dockerfile
-    (``mason.build.llbplan``) instead of reading llb.json, and first compares the two."""
+    (``mason.engine.llbplan``) instead of reading llb.json, and first compares the two."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m tests.unit.llb.golden")
     parser.add_argument("--from-dockerfile", action="store_true",
-                        help="build the LLB from the Dockerfile (mason.build.llbplan), not llb.json")
+                        help="build the LLB from the Dockerfile (mason.engine.llbplan), not llb.json")
     from_dockerfile = parser.parse_args(argv).from_dockerfile
     if from_dockerfile:
         for case in CASES:
@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{t:12} {grand_done[t]:4}/{grand[t] - grand_session[t]:4} (+{grand_session[t]} session-bound)")
 
 
-# --- the LLB built from the Dockerfile (mason.build.llbplan) ----------------------------------
+# --- the LLB built from the Dockerfile (mason.engine.llbplan) ----------------------------------
 
 
 def build_json(case: str) -> dict[str, Any]:
@@ -390,9 +390,9 @@ def planned(case: str) -> Any:
 
     The context source's vertex digest includes ``local.session`` (the client's session
     id), which llb.json leaves out: the golden digest is passed in for it."""
-    from mason.build.llbplan import BaseImage, plan_llb
     from mason.dockerfile import parse_dockerfile
     from mason.dockerfile.stages import plan_build
+    from mason.engine.llbplan import BaseImage, plan_llb
 
     info = build_json(case)
     base = info["baseImage"]

@@ -1,4 +1,4 @@
-"""mason.build.llbplan: the LLB built from each golden case's Dockerfile is BuildKit's.
+"""mason.engine.llbplan: the LLB built from each golden case's Dockerfile is BuildKit's.
 
 Every op equals llb.json's field by field, in definition order, and every vertex digest
 equals its ``digestMapping`` (the context source's own digest includes the session id,
@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from tests.unit.llb import golden
 
-from mason.build.llbplan import BaseImage, LLBDefinition, go_clean, go_join, plan_llb
 from mason.dockerfile import parse_dockerfile
 from mason.dockerfile.stages import plan_build
+from mason.engine.llbplan import BaseImage, LLBDefinition, go_clean, go_join, plan_llb
 from mason.llb import pb
 
 CASES = golden.CASES

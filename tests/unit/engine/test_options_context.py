@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from mason.build.context import (
+from mason.engine.context import (
     CopyOptions,
     DockerIgnore,
     checksum_sources,
     copy_sources,
     select_sources,
 )
-from mason.build.options import OutputSpec, outputs_for, parse_output, parse_secret
+from mason.engine.options import OutputSpec, outputs_for, parse_output, parse_secret
 from mason.errors import BuildError, UsageError
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mason.build.context import ContextEntry
+from mason.engine.context import ContextEntry
 from mason.errors import MasonError
 from mason.solver import CacheKey, KeyDifference, Vertex, diff_keys
 

@@ -44,7 +44,6 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from mason.build.state import BlobInfo, LayerRef, StateError, StateRoot
 from mason.cache.blobcheck import MAGIC_BYTES, compression_mismatch
 from mason.compression import (
     EStargzError,
@@ -56,6 +55,7 @@ from mason.compression import (
 from mason.compression.annotations import ANNOTATION_TOC_DIGEST, ANNOTATION_UNCOMPRESSED_SIZE
 from mason.compression.estargz import EStargzInfo, EStargzResult
 from mason.digest import Digest, HashingWriter, VerifyingReader
+from mason.engine.state import BlobInfo, LayerRef, StateError, StateRoot
 from mason.oci import mediatypes as mt
 from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, DISTRIBUTION_SOURCE_PREFIX, Descriptor
 from mason.oci.reference import Reference

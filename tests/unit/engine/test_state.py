@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mason.build.state import BlobInfo, LayerRef, StateError, StateRoot, parse_size
 from mason.digest import Digest, sha256_bytes
+from mason.engine.state import BlobInfo, LayerRef, StateError, StateRoot, parse_size
 from mason.errors import DigestMismatchError
 
 
@@ -118,7 +118,7 @@ def test_prune_all_and_keep_storage(tmp_path: Path) -> None:
 
 
 def _committed_snapshot(st: StateRoot, snapshot_id: str) -> Path:
-    """A committed snapshot, registered as build.snapshots does."""
+    """A committed snapshot, registered as engine.snapshots does."""
     from mason.layer import Snapshotter
 
     snapshots = Snapshotter(str(st.snapshots_dir), mode="copy")

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mason.build.contentstore import PRIVATE_FILE, StateError
 from mason.digest import Digest
+from mason.engine.contentstore import PRIVATE_FILE, StateError
 
 __all__ = ["BlobInfo", "CachedResult", "LayerRef", "Metadata"]
 
@@ -292,7 +292,7 @@ class Metadata:
             db.executemany("DELETE FROM snapshots WHERE chain_id=?", [(c,) for c in chain_ids])
 
     def clear_variants(self) -> None:
-        """Drop every variant row (and the pseudo-rows ``mason.build.blobs`` keys by blob)."""
+        """Drop every variant row (and the pseudo-rows ``mason.engine.blobs`` keys by blob)."""
         with self._tx() as db:
             db.execute("DELETE FROM variants")
 

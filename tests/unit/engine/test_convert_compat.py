@@ -12,13 +12,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from tests.unit.build.test_convert import BASE_DIFF, _convert
+from tests.unit.engine.test_convert import BASE_DIFF, _convert
 
-from mason.build.imageconfig import go_duration, go_healthcheck_text
-from mason.build.ops import ExecOp, FileOp, MergeOp, MountPlan, StepResult
-from mason.build.state import LayerRef
 from mason.digest import sha256_bytes
 from mason.dockerfile import DockerfileError
+from mason.engine.imageconfig import go_duration, go_healthcheck_text
+from mason.engine.ops import ExecOp, FileOp, MergeOp, MountPlan, StepResult
+from mason.engine.state import LayerRef
 from mason.solver import compute_key
 
 

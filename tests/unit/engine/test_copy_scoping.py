@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mason.build.context import CopyOptions, DockerIgnore, copy_sources, select_sources
+from mason.engine.context import CopyOptions, DockerIgnore, copy_sources, select_sources
 from mason.errors import BuildError
 from mason.fsroot import FsRoot, PathOutsideError
 

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from mason.build.context import DockerIgnore
-from mason.build.convert import ResolvedImage, convert_plan, final_config
-from mason.build.ops import BuildEnv, StepResult
-from mason.build.state import LayerRef
 from mason.digest import Digest, sha256_bytes
 from mason.dockerfile import parse_dockerfile
 from mason.dockerfile.stages import plan_build
+from mason.engine.context import DockerIgnore
+from mason.engine.convert import ResolvedImage, convert_plan, final_config
+from mason.engine.ops import BuildEnv, StepResult
+from mason.engine.state import LayerRef
 from mason.oci import Reference
 from mason.solver import compute_key
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mason.build.chmod import ChmodError, parse_chmod
+from mason.engine.chmod import ChmodError, parse_chmod
 
 
 @pytest.mark.parametrize(

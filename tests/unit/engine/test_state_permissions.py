@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mason.build.state import StateRoot
+from mason.engine.state import StateRoot
 
 
 @pytest.fixture(autouse=True)

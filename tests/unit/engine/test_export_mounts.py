@@ -13,12 +13,14 @@ from typing import Any, BinaryIO
 import pytest
 from tests.unit.cache.cache_fakes import FakeRegistry
 
-from mason.build.blobs import Blobs, RemoteLocation
-from mason.build.exporters import ImageResult, assemble_manifest, push_image
-from mason.build.remotecache import CacheBlobStore
-from mason.build.state import LayerRef, StateRoot
-from mason.cache import SolvedRecord, export_cache, parse_cache_to
+from mason.cache import export_cache
+from mason.cache.model import SolvedRecord
+from mason.cache.options import parse_cache_to
 from mason.digest import Digest, sha256_bytes
+from mason.engine.blobs import Blobs, RemoteLocation
+from mason.engine.exporters import ImageResult, assemble_manifest, push_image
+from mason.engine.remotecache import CacheBlobStore
+from mason.engine.state import LayerRef, StateRoot
 from mason.oci import mediatypes as mt
 from mason.oci.platform import Platform
 from mason.oci.reference import Reference
@@ -63,7 +65,7 @@ def _push(blobs: Blobs, registry: FakeRegistry, image: ImageResult, repo: str) -
 
 
 def _export_cache(blobs: Blobs, registry: FakeRegistry, layers: tuple[LayerRef, ...], repo: str) -> Any:
-    from mason.build import remotecache
+    from mason.engine import remotecache
 
     records = [SolvedRecord(key=sha256_bytes(b"step"), layers=tuple(remotecache._annotated(blobs, lr) for lr in layers),
                             step="RUN x", created_at="2024-01-01T00:00:00Z")]

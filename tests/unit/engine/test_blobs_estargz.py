@@ -15,12 +15,12 @@ from typing import BinaryIO
 
 import pytest
 
-from mason.build.blobs import Blobs, RemoteLocation
-from mason.build.exporters import ImageResult, assemble_manifest
-from mason.build.state import LayerRef, StateRoot
 from mason.cache.options import parse_cache_to
 from mason.compression import EStargzError, estargz_to_tar, verify_estargz, write_estargz
 from mason.digest import Digest, sha256_bytes
+from mason.engine.blobs import Blobs, RemoteLocation
+from mason.engine.exporters import ImageResult, assemble_manifest
+from mason.engine.state import LayerRef, StateRoot
 from mason.errors import UsageError
 from mason.oci import mediatypes as mt
 from mason.oci.platform import Platform

@@ -30,9 +30,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-from mason.build.blobs import Blobs
-from mason.build.state import LayerRef, StateError, StateRoot
 from mason.digest import Digest, sha256_bytes
+from mason.engine.blobs import Blobs
+from mason.engine.state import LayerRef, StateError, StateRoot
 from mason.layer import ActiveSnapshot, LayerError, apply_layer
 from mason.layer import Snapshotter as LayerSnapshotter
 

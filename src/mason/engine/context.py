@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mason.build.chmod import ModeSet
+from mason.engine.chmod import ModeSet
 from mason.errors import BuildError
 from mason.fsroot import FsRoot, PathOutsideError, clean_path
 

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 import mason.cache
-from mason.build.remotecache import export_caches, finished_chain
-from mason.build.state import LayerRef
-from mason.cache import parse_cache_to
 from mason.cache.model import ExportResult
+from mason.cache.options import parse_cache_to
 from mason.digest import Digest
+from mason.engine.remotecache import export_caches, finished_chain
+from mason.engine.state import LayerRef
 from mason.errors import MasonError
 from mason.progress import RecordingSink
 from mason.solver import Vertex

@@ -1,5 +1,5 @@
 """Build options: ``--output`` and ``--secret`` values in buildx's CSV syntax, and
-the ``BuildOptions`` the CLI hands to ``mason.build.build``."""
+the ``BuildOptions`` the CLI hands to ``mason.engine.build``."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class OutputSpec:
     attrs: Mapping[str, str] = field(default_factory=dict)
     #: ``rewrite-timestamp=true`` (image, oci, docker): file mtimes in the layers this build makes
     #: are clamped to SOURCE_DATE_EPOCH, as BuildKit's exporters do (mason clamps them whenever the
-    #: epoch is set: ``mason.build.snapshots`` commits each layer with it)
+    #: epoch is set: ``mason.engine.snapshots`` commits each layer with it)
     rewrite_timestamp: bool = False
     #: ``registry.insecure=true``: plain HTTP or unverified TLS for the names' registries
     insecure: bool = False
@@ -93,7 +93,7 @@ class BuildOptions:
     runtime: str = "auto"
     #: ``--explain-cache``: a ``cache miss: <reason>`` line for every step that runs.
     explain_cache: bool = False
-    #: ``--add-host``, ``--shm-size``, ``--ulimit`` (``mason.build.runflags``): every RUN's sandbox
+    #: ``--add-host``, ``--shm-size``, ``--ulimit`` (``mason.engine.runflags``): every RUN's sandbox
     add_hosts: tuple[tuple[str, str], ...] = ()
     shm_size: int | None = None
     ulimits: tuple[Ulimit, ...] = ()

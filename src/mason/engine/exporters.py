@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from mason.build.blobs import Blobs
-from mason.build.options import OutputSpec
-from mason.build.state import LayerRef
 from mason.compression.kinds import get_compression
 from mason.digest import Digest, sha256_bytes
+from mason.engine.blobs import Blobs
+from mason.engine.options import OutputSpec
+from mason.engine.state import LayerRef
 from mason.errors import BuildError
 from mason.oci import mediatypes as mt
 from mason.oci.atomic import output_file
@@ -71,7 +71,7 @@ class ExportedImage:
 
 
 def _config_bytes(doc: dict[str, Any]) -> bytes:
-    from mason.build.imageconfig import serialise_config
+    from mason.engine.imageconfig import serialise_config
 
     return serialise_config(doc)
 

@@ -6,8 +6,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from mason.build.context import ContextEntry, Source, checksum_sources
-from mason.build.explain import (
+from mason.digest import sha256_bytes
+from mason.engine.context import ContextEntry, Source, checksum_sources
+from mason.engine.explain import (
     MAX_FILES,
     NO_EARLIER,
     FileEntry,
@@ -16,8 +17,7 @@ from mason.build.explain import (
     explain_miss,
     step_identity,
 )
-from mason.build.state import Metadata
-from mason.digest import sha256_bytes
+from mason.engine.state import Metadata
 from mason.solver import CacheKey, CacheMap, compute_key
 
 IN_A = "sha256:" + "a" * 64

@@ -12,14 +12,14 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, BinaryIO
 
-from mason.build.blobs import Blobs, RemoteLocation
-from mason.build.ops import SourceOp, StepResult
-from mason.build.state import LayerRef
 from mason.cache.backends import backend_of
 from mason.cache.blobcheck import MAGIC_BYTES, compression_mismatch
 from mason.cache.format import ZERO_TIME
 from mason.cache.model import ANNOTATION_CREATED_AT, DISTRIBUTION_SOURCE_PREFIX
 from mason.digest import Digest
+from mason.engine.blobs import Blobs, RemoteLocation
+from mason.engine.ops import SourceOp, StepResult
+from mason.engine.state import LayerRef
 from mason.errors import MasonError
 from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, Descriptor
 from mason.oci.errors import InvalidReferenceError
@@ -28,10 +28,10 @@ from mason.progress import Event, ProgressSink
 from mason.solver import CacheKey, CacheSource, SolvedGraph, Vertex
 
 if TYPE_CHECKING:
-    from mason.build.convert import ConvertedBuild
     from mason.cache.model import CacheHit, CacheRegistry, ExportResult, SolvedRecord
     from mason.cache.model import CacheSource as ImportedCache
     from mason.cache.options import CacheOptions
+    from mason.engine.convert import ConvertedBuild
 
 __all__ = ["CacheBlobStore", "HitLookup", "export_caches", "finished_chain", "import_caches", "inline_cache_extra", "solved_records"]
 
@@ -204,7 +204,7 @@ class CacheBlobStore:
 
 
 def solved_records(graph: SolvedGraph[StepResult], blobs: Blobs) -> list[SolvedRecord]:
-    from mason.cache import SolvedRecord
+    from mason.cache.model import SolvedRecord
 
     records = []
     for sv in graph.vertices:
@@ -238,7 +238,7 @@ def inline_cache_extra(cache_to: Sequence[CacheOptions], graph: SolvedGraph[Step
     """``{"moby.buildkit.cache.v0": ...}`` for ``--cache-to type=inline`` (min mode records)."""
     if not any(backend_of(o).in_image for o in cache_to):
         return None
-    from mason.cache import INLINE_CACHE_KEY, inline_cache_value
+    from mason.cache.inline import INLINE_CACHE_KEY, inline_cache_value
 
     result: StepResult = graph.result_of(converted.target.vertex)
     value = inline_cache_value(solved_records(graph, blobs), [lr.diff_id for lr in result.layers])

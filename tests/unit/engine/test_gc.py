@@ -1,11 +1,11 @@
-"""mason.build.gc: a prune removes records and what only they reach, least recently used
+"""mason.engine.gc: a prune removes records and what only they reach, least recently used
 first, after what no record reaches -- never a layer a kept record still needs."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mason.build.gc import PruneRule, plan_prune
+from mason.engine.gc import PruneRule, plan_prune
 
 
 @dataclass(frozen=True)

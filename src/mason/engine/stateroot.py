@@ -1,4 +1,4 @@
-"""An opened ``$MASON_ROOT`` and its lock (see ``mason.build.state`` for the layout): the
+"""An opened ``$MASON_ROOT`` and its lock (see ``mason.engine.state`` for the layout): the
 directories and their modes, the shared/exclusive fcntl lock, start-up cleanup of a killed
 process's leftovers, usage and pruning. The blobs are ``contentstore``'s, the rows
 ``metadata``'s."""
@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mason.build.contentstore import PRIVATE_DIR, PRIVATE_FILE, ContentStore, StateError
-from mason.build.metadata import CachedResult, Metadata
-from mason.build.secrets import remove_orphaned_secrets
 from mason.digest import Digest
+from mason.engine.contentstore import PRIVATE_DIR, PRIVATE_FILE, ContentStore, StateError
+from mason.engine.metadata import CachedResult, Metadata
+from mason.engine.secrets import remove_orphaned_secrets
 
 __all__ = ["StateRoot", "UsageEntry", "human_size", "parse_size"]
 
@@ -225,7 +225,7 @@ class StateRoot:
 
     def prune(self, keep_storage: int | None = 0, *, all_: bool = False,
               unused_for: float | None = None) -> tuple[int, int]:
-        """Free the root as BuildKit's GC does (``mason.build.gc``): what no cached result
+        """Free the root as BuildKit's GC does (``mason.engine.gc``): what no cached result
         reaches goes first, then results with what only they reach, and cache mounts, least
         recently used first, until at most ``keep_storage`` bytes are left (``all_``: no size
         target). ``unused_for`` (seconds): only what was not used for that long may go.
@@ -239,7 +239,7 @@ class StateRoot:
         if not self.exclusive:
             raise StateError(f"prune of {self.path} needs the state root opened exclusively",
                              hint="StateRoot.open(path, exclusive=True) waits for running builds")
-        from mason.build.gc import PruneRule, plan_prune
+        from mason.engine.gc import PruneRule, plan_prune
 
         removed = freed = 0
         for orphan in self.untracked_snapshots():
@@ -264,7 +264,7 @@ class StateRoot:
     def _reach(self, record: CachedResult) -> set[tuple[str, str]]:
         """What a cached result needs: its layers' blobs and their compressed variants, and the
         snapshots of its chain (by layer diff ID and by chain ID)."""
-        from mason.build.snapshots import chain_id
+        from mason.engine.snapshots import chain_id
 
         keys: set[tuple[str, str]] = set()
         for i, lr in enumerate(record.layers):

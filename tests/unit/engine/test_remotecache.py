@@ -14,14 +14,14 @@ from typing import Any, BinaryIO
 
 import pytest
 
-import mason.build.blobs as blobs_module
-from mason.build.blobs import Blobs, RemoteLocation
-from mason.build.remotecache import CacheBlobStore, HitLookup
-from mason.build.state import LayerRef, StateRoot
+import mason.engine.blobs as blobs_module
 from mason.cache.format import CacheConfig, CacheLayer, CacheRecord, CacheResult
 from mason.cache.model import CacheSource, SolvedRecord, plan_export
 from mason.compression import EStargzError, write_estargz
 from mason.digest import Digest, sha256_bytes
+from mason.engine.blobs import Blobs, RemoteLocation
+from mason.engine.remotecache import CacheBlobStore, HitLookup
+from mason.engine.state import LayerRef, StateRoot
 from mason.oci import mediatypes as mt
 from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, Descriptor
 

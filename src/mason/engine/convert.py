@@ -15,25 +15,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mason.build.chmod import ChmodError, parse_chmod
-from mason.build.imageconfig import (
-    HISTORY_COMMENT,
-    StageConfig,
-    exec_form_text,
-    format_created,
-    go_healthcheck_text,
-)
-from mason.build.ops import (
-    BuildEnv,
-    ExecOp,
-    FileAction,
-    FileOp,
-    MergeOp,
-    MountPlan,
-    SourceOp,
-    StepResult,
-)
-from mason.build.state import LayerRef
 from mason.dockerfile import (
     AddCommand,
     ArgCommand,
@@ -57,6 +38,25 @@ from mason.dockerfile import (
 )
 from mason.dockerfile.expand import expand_ports
 from mason.dockerfile.stages import BuildPlan, PlannedStage, StageScope, onbuild_triggers
+from mason.engine.chmod import ChmodError, parse_chmod
+from mason.engine.imageconfig import (
+    HISTORY_COMMENT,
+    StageConfig,
+    exec_form_text,
+    format_created,
+    go_healthcheck_text,
+)
+from mason.engine.ops import (
+    BuildEnv,
+    ExecOp,
+    FileAction,
+    FileOp,
+    MergeOp,
+    MountPlan,
+    SourceOp,
+    StepResult,
+)
+from mason.engine.state import LayerRef
 from mason.errors import BuildError, DiagnosticError
 from mason.fsroot import clean_path
 from mason.solver import Vertex

@@ -10,7 +10,7 @@
 
 Every op that makes a layer returns the input chain plus one ``LayerRef``;
 what the step changed, tarred deterministically, is stored gzip-compressed in the
-content store and the step's snapshot is kept (``mason.build.snapshots``).
+content store and the step's snapshot is kept (``mason.engine.snapshots``).
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from mason.build.blobs import Blobs
-from mason.build.chmod import ChmodError, parse_chmod
-from mason.build.context import (
+from mason.digest import Digest, HashingWriter
+from mason.engine.blobs import Blobs
+from mason.engine.chmod import ChmodError, parse_chmod
+from mason.engine.context import (
     ContextEntry,
     CopyOptions,
     DockerIgnore,
@@ -43,11 +44,10 @@ from mason.build.context import (
     select_copy_sources,
     select_sources,
 )
-from mason.build.explain import FileEntry, context_file_entries
-from mason.build.imageconfig import format_created
-from mason.build.snapshots import Mounted, Snapshotter
-from mason.build.state import LayerRef, StateRoot
-from mason.digest import Digest, HashingWriter
+from mason.engine.explain import FileEntry, context_file_entries
+from mason.engine.imageconfig import format_created
+from mason.engine.snapshots import Mounted, Snapshotter
+from mason.engine.state import LayerRef, StateRoot
 from mason.errors import BuildError
 from mason.fsroot import FsRoot, PathOutsideError, clean_path
 from mason.solver import CacheMap, ExecContext
@@ -275,7 +275,7 @@ class ExecOp:
             return _commit_step(self.env, mounted, base)
 
     def _run(self, ctx: ExecContext, inputs: Sequence[StepResult], stack: contextlib.ExitStack, rootfs: Path) -> None:
-        from mason.build.secrets import secret_file
+        from mason.engine.secrets import secret_file
         from mason.executor import BindMount, CacheMount, ExecSpec, SecretMount, TmpfsMount
 
         env = self.env
@@ -319,7 +319,7 @@ class ExecOp:
                     secret_env.append(f"{m.env}={(secret or b'').decode(errors='replace')}")
                 if secret is None or not m.secret_file:
                     continue
-                # on tmpfs, never on disk under $MASON_ROOT: see mason.build.secrets
+                # on tmpfs, never on disk under $MASON_ROOT: see mason.engine.secrets
                 sf = stack.enter_context(secret_file(secret, mode=m.mode if m.mode is not None else 0o400,
                                                      uid=m.uid or 0, gid=m.gid or 0))
                 target = m.target or f"/run/secrets/{m.secret_id}"
@@ -482,7 +482,7 @@ class FileOp:
         self.lines = lines
         self._url_files: dict[str, tuple[Path, str]] = {}  # url -> (downloaded file, its sha256)
         self._lock = threading.Lock()
-        #: the context files the key's content covers, one checksum each (mason.build.explain
+        #: the context files the key's content covers, one checksum each (mason.engine.explain
         #: keeps them so that a later miss can name the file that changed)
         self.context_files: tuple[FileEntry, ...] | None = None
 

@@ -21,15 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from mason.build.blobs import Blobs, RemoteLocation
-from mason.build.context import DockerIgnore
-from mason.build.convert import ConvertedBuild, ResolvedImage, convert_plan, final_config
-from mason.build.exporters import ExportedImage, ImageResult, export_outputs
-from mason.build.ops import BuildEnv, LocalResultStore, StepResult
-from mason.build.options import BuildOptions
-from mason.build.snapshots import Snapshotter
-from mason.build.state import LayerRef, StateRoot, human_size
 from mason.digest import Digest, sha256_bytes
+from mason.engine.blobs import Blobs, RemoteLocation
+from mason.engine.context import DockerIgnore
+from mason.engine.convert import ConvertedBuild, ResolvedImage, convert_plan, final_config
+from mason.engine.exporters import ExportedImage, ImageResult, export_outputs
+from mason.engine.ops import BuildEnv, LocalResultStore, StepResult
+from mason.engine.options import BuildOptions
+from mason.engine.snapshots import Snapshotter
+from mason.engine.state import LayerRef, StateRoot, human_size
 from mason.errors import BuildError, UsageError
 from mason.oci.platform import Platform, host_platform
 from mason.progress import Event, NullSink, ProgressSink
@@ -299,7 +299,7 @@ def _context_size(context: Path, ignore: DockerIgnore) -> int:
 
 def _insecure_outputs(opts: BuildOptions) -> list[str]:
     """The registries of image outputs marked ``registry.insecure=true`` (buildx's attribute)."""
-    from mason.build.options import outputs_for
+    from mason.engine.options import outputs_for
     from mason.oci.reference import Reference
 
     outputs = outputs_for(opts.tags, opts.push, opts.outputs)
@@ -392,14 +392,14 @@ def _build_in(opts: BuildOptions, state: StateRoot, df: Any, plan: Any, ignore: 
     if checks_task is not None:
         _report_checks(_run_checks(plan, resolver, ignore, platform), checks_task)
 
-    from mason.build.remotecache import import_caches
+    from mason.engine.remotecache import import_caches
 
     sources, cache_imports = import_caches(opts.cache_from, client, blobs, sink)
     if _uses_context(plan):
         with _task(sink, "[internal] load build context") as t:
             t.log(f"transferring context: {human_size(_context_size(opts.context, ignore))} done")
     adapter = ProgressAdapter(sink)
-    from mason.build.explain import ExplainRecorder
+    from mason.engine.explain import ExplainRecorder
 
     recorder = ExplainRecorder(adapter, state.meta, context=opts.context, dockerfile=df.path,
                                build_args=opts.build_args, explain=opts.explain_cache)
@@ -411,7 +411,7 @@ def _build_in(opts: BuildOptions, state: StateRoot, df: Any, plan: Any, ignore: 
         # docs/architecture.md §8: the steps that finished still reach --cache-to, so the fixed build resumes
         # from the failed step; nothing here may replace the step's error
         if opts.cache_to and exc.graph is not None:
-            from mason.build.remotecache import export_caches
+            from mason.engine.remotecache import export_caches
 
             export_caches(opts.cache_to, exc.graph, converted, blobs, client, sink, cache_imports,
                           best_effort=True)
@@ -429,8 +429,8 @@ def _build_in(opts: BuildOptions, state: StateRoot, df: Any, plan: Any, ignore: 
 
     image = ImageResult(result.layers, config_doc, platform,
                         apply_layers=lambda dest: snapshots.apply_flat(result.layers, dest))
-    from mason.build.options import outputs_for
-    from mason.build.remotecache import export_caches, inline_cache_extra
+    from mason.engine.options import outputs_for
+    from mason.engine.remotecache import export_caches, inline_cache_extra
 
     outputs = outputs_for(opts.tags, opts.push, opts.outputs)
     config_extra = inline_cache_extra(opts.cache_to, graph, converted, blobs)

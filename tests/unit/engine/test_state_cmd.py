@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from mason.build.state import BlobInfo, StateRoot
 from mason.cli.main import main
 from mason.cli.progress_render import RichRenderer
+from mason.engine.state import BlobInfo, StateRoot
 from mason.progress import Event
 
 
