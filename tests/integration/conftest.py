@@ -6,13 +6,19 @@ when the session ends. Helpers live in ``tests.support`` so benches and scripts 
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.integration.sandbox_helpers import BUSYBOX, GROUP, PASSWD, make_executor
 from tests.support.cachebuild import Builder, copy_context
 from tests.support.registry_server import RegistryServer, registry_available, start_registry
+
+from mason.executor import Executor, RuncExecutor
 
 
 def _start(tmp_path_factory: pytest.TempPathFactory, variant: str) -> Iterator[RegistryServer]:
@@ -82,3 +88,54 @@ def reg(registry: RegistryServer, request: pytest.FixtureRequest) -> Iterator[st
     """A registry prefix unique to the test: ``127.0.0.1:PORT/<test name>``."""
     name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
     yield f"{registry.host}/{name}"
+
+
+# -- sandboxes (test_executor, test_security_secrets) ------------------------------
+
+
+@pytest.fixture(scope="module")
+def rootfs_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("busybox") / "rootfs"
+    (root / "bin").mkdir(parents=True)
+    shutil.copy2(BUSYBOX, root / "bin/busybox")
+    applets = subprocess.run(
+        [str(BUSYBOX), "--list"], capture_output=True, check=True, text=True
+    ).stdout.split()
+    for applet in applets:
+        if applet != "busybox":
+            (root / "bin" / applet).symlink_to("busybox")
+    (root / "etc").mkdir()
+    (root / "etc/passwd").write_text(PASSWD)
+    (root / "etc/group").write_text(GROUP)
+    return root
+
+
+@pytest.fixture
+def rootfs(rootfs_template: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "rootfs"
+    shutil.copytree(rootfs_template, root, symlinks=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def runc_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("runc-state")
+
+
+@pytest.fixture(params=["runc", "chroot"])
+def executor(
+    request: pytest.FixtureRequest, runc_state: Path, tmp_path: Path
+) -> Iterator[Executor]:
+    ex = make_executor(request.param, runc_state, tmp_path / "work")
+    yield ex
+    if isinstance(ex, RuncExecutor):
+        assert ex.list_containers() == []
+    # Bundles and scratch dirs are always removed.
+    assert not (tmp_path / "work").exists() or os.listdir(tmp_path / "work") == []
+
+
+@pytest.fixture
+def runc_executor(runc_state: Path, tmp_path: Path) -> RuncExecutor:
+    ex = make_executor("runc", runc_state, tmp_path / "work")
+    assert isinstance(ex, RuncExecutor)
+    return ex

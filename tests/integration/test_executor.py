@@ -11,10 +11,10 @@ import shutil
 import subprocess
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.integration.sandbox_helpers import BUSYBOX, sh
 
 from mason.executor import (
     DEFAULT_CAPABILITIES,
@@ -33,9 +33,6 @@ from mason.executor import (
     choose_executor,
 )
 
-BUSYBOX = Path("/bin/busybox")
-PASSWD = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"
-GROUP = "root:x:0:\napp:x:1000:\nbuilders:x:2000:app\nreaders:x:2001:app\n"
 # Linux capability numbers, to check the bounding set the kernel reports.
 CAP_NUMBERS = {
     "CAP_CHOWN": 0, "CAP_DAC_OVERRIDE": 1, "CAP_FOWNER": 3, "CAP_FSETID": 4, "CAP_KILL": 5,
@@ -50,71 +47,18 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def rootfs_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("busybox") / "rootfs"
-    (root / "bin").mkdir(parents=True)
-    shutil.copy2(BUSYBOX, root / "bin/busybox")
-    applets = subprocess.run(
-        [str(BUSYBOX), "--list"], capture_output=True, check=True, text=True
-    ).stdout.split()
-    for applet in applets:
-        if applet != "busybox":
-            (root / "bin" / applet).symlink_to("busybox")
-    (root / "etc").mkdir()
-    (root / "etc/passwd").write_text(PASSWD)
-    (root / "etc/group").write_text(GROUP)
-    return root
 
 
-@pytest.fixture
-def rootfs(rootfs_template: Path, tmp_path: Path) -> Path:
-    root = tmp_path / "rootfs"
-    shutil.copytree(rootfs_template, root, symlinks=True)
-    return root
 
 
-@pytest.fixture(scope="module")
-def runc_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("runc-state")
 
 
-def make_executor(kind: str, state: Path, work: Path) -> Executor:
-    if kind == "runc":
-        if shutil.which("runc") is None:
-            pytest.skip("runc is not installed")
-        return RuncExecutor(state_dir=state, work_dir=work)
-    if shutil.which("unshare") is None:
-        pytest.skip("unshare is not installed")
-    return ChrootExecutor(work_dir=work)
 
 
-@pytest.fixture(params=["runc", "chroot"])
-def executor(
-    request: pytest.FixtureRequest, runc_state: Path, tmp_path: Path
-) -> Iterator[Executor]:
-    ex = make_executor(request.param, runc_state, tmp_path / "work")
-    yield ex
-    if isinstance(ex, RuncExecutor):
-        assert ex.list_containers() == []
-    # Bundles and scratch dirs are always removed.
-    assert not (tmp_path / "work").exists() or os.listdir(tmp_path / "work") == []
 
 
-@pytest.fixture
-def runc_executor(runc_state: Path, tmp_path: Path) -> RuncExecutor:
-    ex = make_executor("runc", runc_state, tmp_path / "work")
-    assert isinstance(ex, RuncExecutor)
-    return ex
 
 
-def sh(executor: Executor, rootfs: Path, script: str, **kwargs: object) -> tuple[ExitStatus, str]:
-    chunks: list[bytes] = []
-    values: dict[str, object] = {"env": ("PATH=/bin",)}
-    values.update(kwargs)
-    spec = ExecSpec(rootfs=rootfs, args=("/bin/sh", "-c", script), **values)  # type: ignore[arg-type]
-    status = executor.run(spec, chunks.append)
-    return status, b"".join(chunks).decode()
 
 
 def test_exit_codes_and_merged_output(executor: Executor, rootfs: Path) -> None:

@@ -12,15 +12,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.integration.test_build_kill import _finish, _kill_group, _start, _wait_gone
-from tests.integration.test_executor import (  # noqa: F401 - fixtures used by the tests below
-    executor,
-    make_executor,
-    rootfs,
-    rootfs_template,
-    runc_state,
-    sh,
-)
+from tests.integration.kill_helpers import _finish, _kill_group, _start, _wait_gone
+from tests.integration.sandbox_helpers import sh
 
 from mason.engine.secrets import remove_orphaned_secrets, secret_dirs, secret_file
 from mason.executor import Executor, SecretMount
@@ -30,7 +23,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes need root")
 SECRET = b"s3cr3t-" + os.urandom(8).hex().encode()
 
 
-def test_tmpfs_secret_is_readable_not_writable_in_the_sandbox(executor: Executor, rootfs: Path) -> None:  # noqa: F811
+def test_tmpfs_secret_is_readable_not_writable_in_the_sandbox(executor: Executor, rootfs: Path) -> None:
     with secret_file(SECRET, mode=0o400, uid=0, gid=0) as path:
         assert os.stat(path.parent).st_mode & 0o777 == 0o700
         assert any(str(path).startswith(str(d) + "/") for d in secret_dirs())

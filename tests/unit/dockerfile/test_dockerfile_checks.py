@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.unit.dockerfile.test_dockerfile_errors_and_properties import (
+from tests.unit.dockerfile.strategies import (
     _KEYWORDS,
     _LINES,
     CORPUS,

@@ -6,9 +6,9 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from tests.support.testdata import TESTDATA
+from tests.unit.dockerfile.strategies import _KEYWORDS, _LINES, CORPUS, PROPS
 
 from mason.dockerfile import (
     DockerfileError,
@@ -20,9 +20,6 @@ from mason.dockerfile import (
 )
 from mason.dockerfile.render import TEST_ENV
 from mason.errors import DiagnosticError
-
-GOLDEN = TESTDATA / "dockerfile-v0.32.2"
-CORPUS = sorted((p / "Dockerfile").read_bytes() for p in GOLDEN.iterdir() if p.is_dir()) if GOLDEN.is_dir() else []
 
 
 def test_error_carries_location_line_and_hint() -> None:
@@ -104,19 +101,10 @@ def _check(data: bytes) -> None:
     render_debug(data)
 
 
-_KEYWORDS = st.sampled_from(
-    ["FROM", "RUN", "COPY", "ADD", "ENV", "ARG", "LABEL", "ONBUILD", "HEALTHCHECK", "SHELL",
-     "CMD", "ENTRYPOINT", "EXPOSE", "VOLUME", "USER", "WORKDIR", "STOPSIGNAL", "MAINTAINER",
-     "# escape=`", "# syntax=x", "--mount=type=cache,target=/x", "--from=0", "<<EOF", "EOF",
-     "<<-'E'", "\\", "`", "${A:-b}", "${", '["a"', '["a", 1]', "'", '"', "\t", "\r\n", "\n", " ", "=",
-     "--chown=a", "--link", "--network=host", "AS", "\ufeff", "#"]
-)  # fmt: skip
 
-_LINES = st.lists(st.one_of(_KEYWORDS, st.text(max_size=12)), max_size=30).map("".join)
 
 # The run is bounded by max_examples; the per-example deadline is generous because CI shares two
 # cores with registry and runc tests. Parse speed itself is measured in bench/bench_parse.py.
-PROPS = settings(max_examples=150, deadline=15_000, suppress_health_check=[HealthCheck.too_slow])
 
 
 @PROPS

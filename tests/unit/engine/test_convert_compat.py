@@ -12,7 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from tests.unit.engine.test_convert import BASE_DIFF, _convert
+from tests.unit.engine.convert_helpers import BASE_DIFF, _convert
 
 from mason.digest import sha256_bytes
 from mason.dockerfile import DockerfileError

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
+from tests.unit.executor.spec_helpers import APP, by_destination, config_for, spec_with
 
 from mason.executor import (
     DEFAULT_CAPABILITIES,
@@ -13,40 +13,11 @@ from mason.executor import (
     READONLY_PATHS,
     BindMount,
     CacheMount,
-    ExecSpec,
-    ResolvedUser,
     SecretMount,
     TmpfsMount,
-    build_runtime_config,
 )
 from mason.executor.prepare import hosts_file_content, process_env
 from mason.executor.runtime_spec import mountpoints_to_stub
-
-ROOT = ResolvedUser(0, 0, (10,), "/root", "root")
-APP = ResolvedUser(1000, 1000, (10, 2000), "/home/app", "app")
-
-
-def config_for(
-    spec: ExecSpec, user: ResolvedUser = ROOT, env: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    return build_runtime_config(
-        spec,
-        user,
-        env or spec.env,
-        hosts_file=Path("/bundle/hosts"),
-        resolv_file=Path("/bundle/resolv.conf"),
-        nofile=4096,
-    )
-
-
-def spec_with(**kwargs: Any) -> ExecSpec:
-    values: dict[str, Any] = {"rootfs": Path("/snap/rootfs"), "args": ("sh", "-c", "make")}
-    values.update(kwargs)
-    return ExecSpec(**values)
-
-
-def by_destination(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {m["destination"]: m for m in config["mounts"]}
 
 
 @pytest.mark.parametrize(

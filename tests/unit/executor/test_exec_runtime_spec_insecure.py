@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.unit.executor.test_exec_runtime_spec import APP, by_destination, config_for, spec_with
+from tests.unit.executor.spec_helpers import APP, by_destination, config_for, spec_with
 
 from mason.executor.runtime_spec import DEFAULT_CAPABILITIES, MASKED_PATHS, host_capabilities
 
