@@ -5,19 +5,15 @@ a base image from the registry gives UndefinedVar its environment."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
+from tests.support.cli import mason
 from tests.support.registry_server import RegistryServer
 
 
 def _mason(args: list[str], root: Path) -> subprocess.CompletedProcess[str]:
-    entry = Path(sys.executable).with_name("mason")
-    cmd = [str(entry)] if entry.exists() else [sys.executable, "-m", "mason.cli.main"]
-    env = {**os.environ, "MASON_ROOT": str(root)}
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=300)
+    return mason(root, *args)
 
 
 def _context(tmp_path: Path, dockerfile: str, **files: str) -> Path:

@@ -10,12 +10,12 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tests.support.busybox import push_busybox
+from tests.support.cli import mason_build
 from tests.support.registry_server import RegistryServer, start_registry
 
 from mason.registry.client import RegistryClient
@@ -55,11 +55,7 @@ def lan_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryS
 
 
 def _mason(tmp_path: Path, *args: str, conf: Path | None = None) -> subprocess.CompletedProcess[str]:
-    entry = Path(sys.executable).with_name("mason")
-    cmd = [str(entry)] if entry.exists() else [sys.executable, "-m", "mason.cli.main"]
-    env = {**os.environ, "MASON_ROOT": str(tmp_path / "root"), "CONTAINERS_REGISTRIES_CONF": str(conf or "/nonexistent")}
-    return subprocess.run([*cmd, "build", "--progress=plain", *args], capture_output=True, text=True,
-                          env=env, timeout=300, check=False)
+    return mason_build(tmp_path / "root", *args, env={"CONTAINERS_REGISTRIES_CONF": str(conf or "/nonexistent")})
 
 
 def _context(tmp_path: Path, dockerfile: str) -> Path:
