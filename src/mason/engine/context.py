@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import fnmatch
-import hashlib
 import os
 import posixpath
 import re
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mason.digest import digest_of, new_sha256
 from mason.engine.chmod import ModeSet
 from mason.errors import BuildError
 from mason.fsroot import FsRoot, PathOutsideError, clean_path
@@ -311,7 +311,7 @@ def checksum_sources(
 
     With ``entries``, the same pass also appends one ``ContextEntry`` per entry (each file's own
     sha256 from the same read), so explaining a later miss costs no second read of the context."""
-    h = hashlib.sha256()
+    h = new_sha256()
     for src in sources:
         h.update(f"source {src.rel}\0".encode())
         for rel, path in _walk(src, ignore):
@@ -327,18 +327,18 @@ def checksum_sources(
                 entry = (name, "dir", mode, "")
             elif stat.S_ISREG(st.st_mode):
                 h.update(f"F {rel} {mode:o} {st.st_size}\0".encode())
-                own = hashlib.sha256()
+                own = new_sha256()
                 with open(path, "rb") as f:
                     while chunk := f.read(_CHUNK):
                         h.update(chunk)
                         own.update(chunk)
-                entry = (name, "file", mode, "sha256:" + own.hexdigest())
+                entry = (name, "file", mode, digest_of(own))
             else:
                 h.update(f"O {rel} {stat.S_IFMT(st.st_mode):o}\0".encode())
                 entry = (name, "other", mode, "")
             if entries is not None:
                 entries.append(entry)
-    return "sha256:" + h.hexdigest()
+    return digest_of(h)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import posixpath
 import shutil
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from mason.digest import Digest, HashingWriter
+from mason.digest import Digest, HashingWriter, sha256_bytes
 from mason.engine.blobs import Blobs
 from mason.engine.chmod import ChmodError, parse_chmod
 from mason.engine.context import (
@@ -381,7 +380,7 @@ class ExecOp:
         ident = m.cache_id
         if seed_result is not None:
             ident += "\0" + ",".join(lr.diff_id for lr in seed_result.layers) + "\0" + m.source
-        name = hashlib.sha256(ident.encode()).hexdigest()[:32]
+        name = sha256_bytes(ident.encode()).split(":", 1)[1][:32]
         root = self.env.state.cachemounts_dir
         locks = root.parent / "cachemount-locks"  # beside, not inside: du/prune list cachemounts/
         locks.mkdir(parents=True, exist_ok=True)
@@ -499,7 +498,7 @@ class FileOp:
                     parts.append(checksum_sources(sources, self.env.ignore, walked))
                     self.context_files = context_file_entries(walked)
                 parts += [self._fetch_url(u)[1] for u in a.urls]
-                return parts[0] if len(parts) == 1 else "sha256:" + hashlib.sha256(" ".join(parts).encode()).hexdigest()
+                return parts[0] if len(parts) == 1 else sha256_bytes(" ".join(parts).encode())
         return CacheMap(op, content)
 
     def _context_sources(self) -> list[Source]:

@@ -24,7 +24,6 @@ the Dockerfile client does not send them).
 from __future__ import annotations
 
 import enum
-import hashlib
 import os
 import posixpath
 import re
@@ -32,7 +31,7 @@ import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from mason.digest import Digest, sha256_bytes
+from mason.digest import Digest, digest_of, new_sha256, sha256_bytes
 from mason.errors import MasonError
 from mason.llb.cachemap import Selector, contains_wildcards
 from mason.llb.patterns import MatchInfo, PatternMatcher, go_path_match
@@ -103,12 +102,12 @@ def header_digest(host_path: str, *, uid: int | None = None, gid: int | None = N
     """One entry's checksum: its header, then a regular file's bytes."""
     st = os.lstat(host_path)
     link = os.readlink(host_path) if stat.S_ISLNK(st.st_mode) else ""
-    h = hashlib.sha256(file_header(st, link, uid=uid, gid=gid))
+    h = new_sha256(file_header(st, link, uid=uid, gid=gid))
     if stat.S_ISREG(st.st_mode) and st.st_size > 0:
         with open(host_path, "rb") as f:
             while chunk := f.read(1 << 20):
                 h.update(chunk)
-    return Digest("sha256:" + h.hexdigest())
+    return digest_of(h)
 
 
 def _key(path: str) -> bytes:
