@@ -55,6 +55,7 @@ from mason.dockerfile.mounts import Mount
 from mason.dockerfile.stages import BuildPlan, PlannedStage, StageScope, onbuild_triggers
 from mason.errors import BuildError
 from mason.llb import pb
+from mason.llb.cachemap import go_path_base
 from mason.llb.gojson import go_json
 from mason.oci.reference import Reference
 
@@ -525,7 +526,7 @@ class _Planner:
     def http_copy(self, c: CopyCommand | AddCommand, src: str, dest: str, common: pb.FileActionCopy) -> _File:
         filename = "__unnamed__"
         try:
-            base = _go_base(urlsplit(src).path)
+            base = go_path_base(urlsplit(src).path)
             if base not in (".", "/"):
                 filename = base
         except ValueError:
@@ -599,10 +600,10 @@ def _heredoc_word(text: str) -> str | None:
 
 def _secret(m: Mount, mounts: list[pb.Mount], env: list[pb.SecretEnv]) -> None:
     """``dispatchSecret``: a secret file mount (mode 0400 unless given), or an env variable."""
-    sid = m.source or m.cache_id or _go_base(m.target)
+    sid = m.source or m.cache_id or go_path_base(m.target)
     target = m.target
     if m.env is None and not target:
-        target = "/run/secrets/" + _go_base(sid)
+        target = "/run/secrets/" + go_path_base(sid)
     if m.env is not None:
         env.append(pb.SecretEnv(id=sid, name=m.env or sid, optional=not m.required))
     if target:
@@ -760,14 +761,6 @@ def _merge(lower: _Node | None, upper: _Node, name: str) -> _Node:
 # --- misc --------------------------------------------------------------------------------------
 
 
-def _go_base(p: str) -> str:
-    """Go's ``path.Base``."""
-    if p == "":
-        return "."
-    p = p.rstrip("/")
-    if p == "":
-        return "/"
-    return p.rsplit("/", 1)[-1]
 
 
 def _is_git(src: str) -> bool:

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mason.digest import Digest, sha256_bytes
+from mason.fsroot import clean_path
 from mason.llb import pb
 from mason.llb.gojson import go_json
 from mason.llb.pb import EMPTY
@@ -155,7 +156,7 @@ def _exec_deps(op: pb.ExecOp, num_inputs: int) -> tuple[Dep, ...]:
             continue
         if not 0 <= m.input < num_inputs:
             raise ValueError(f"exec mount {m.dest!r} names input {m.input} of {num_inputs}")
-        sel = go_path_clean("/" + m.selector)
+        sel = clean_path("/" + m.selector)
         selectors[m.input].append(sel)
         # Content keys only where no unselected file can leak into a later step.
         safe = m.output == EMPTY or m.readonly or sel == ROOT_MOUNT
@@ -206,7 +207,7 @@ def file_cache_map(op: pb.FileOp, num_inputs: int) -> CacheMap:
             _owner_selectors(owner, selectors)
         if isinstance(body, pb.FileActionCopy) and action.secondary_input != EMPTY and action.secondary_input < num_inputs:
             selectors.setdefault(action.secondary_input, []).append(_copy_selector(body))
-            body = dataclasses.replace(body, src=_go_path_base(body.src))
+            body = dataclasses.replace(body, src=go_path_base(body.src))
         actions.append(go_json(body))
         indexes.append([action.input, action.secondary_input, action.output])
     preimage = go_json(
@@ -271,21 +272,7 @@ def contains_wildcards(name: str) -> bool:
     return False
 
 
-def go_path_clean(p: str) -> str:
-    """Go's ``path.Clean`` for a rooted path: one leading slash, no ``.``/``..``/empty parts."""
-    parts: list[str] = []
-    for part in p.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if parts:
-                parts.pop()
-            continue
-        parts.append(part)
-    return "/" + "/".join(parts)
-
-
-def _go_path_base(p: str) -> str:
+def go_path_base(p: str) -> str:
     """Go's ``path.Base``: trailing slashes dropped, "" is ".", all slashes is "/"."""
     if p == "":
         return "."
