@@ -89,14 +89,23 @@ def _snapshotter(flag: str | None, env: dict[str, str]) -> str:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from mason.cache.options import check_cache_exports, parse_cache_from, parse_cache_to
     from mason.cli.progress_render import make_renderer
-    from mason.cli.state_cmd import resolve_root
-    from mason.engine.builder import build
-    from mason.engine.options import BuildOptions, parse_output, parse_secret
-    from mason.errors import DiagnosticError, MasonError, UsageError
-    from mason.oci.platform import Platform, host_platform
-    from mason.solver import SolveError
+
+    _preflight(args)
+    opts = _build_options(args)
+    mode = "quiet" if args.quiet else args.progress
+    renderer = make_renderer(mode, sys.stderr)
+    if args.call == "check":
+        return _run_check(opts, renderer)
+    outcome = _build(opts, renderer, mode)
+    if isinstance(outcome, int):
+        return outcome
+    return _report_outcome(args, outcome, mode)
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    """What buildx refuses before anything is read: the mode, --load, a stale --iidfile."""
+    from mason.errors import UsageError
 
     if args.call not in ("build", "check"):
         raise UsageError(f"--call {args.call!r}: mason builds (build) or runs the build checks (check)",
@@ -107,9 +116,17 @@ def run_build(args: argparse.Namespace) -> int:
                          hint="pipe a docker archive into docker: mason build -o type=docker,dest=- … | docker load")
     if args.iidfile:
         _remove_stale(args.iidfile, "--iidfile")  # as buildx: a failed build leaves no old ID behind
+
+
+def _build_options(args: argparse.Namespace) -> Any:
+    """The command line as ``BuildOptions`` (every value parsed and checked, nothing built)."""
+    from mason.cache.options import check_cache_exports, parse_cache_from, parse_cache_to
+    from mason.engine.options import BuildOptions, parse_output, parse_secret
+    from mason.errors import UsageError
+    from mason.oci.platform import Platform, host_platform
+
     env = dict(os.environ)
     context, stdin_dockerfile = _context(args)
-    mode = "quiet" if args.quiet else args.progress
     tags = tuple(args.tags)
     platform = None
     if args.platform:
@@ -132,7 +149,7 @@ def run_build(args: argparse.Namespace) -> int:
         except ValueError:
             raise UsageError(f"SOURCE_DATE_EPOCH={epoch_text!r} is not an integer", reference="invalid-epoch") from None
         build_args.setdefault("SOURCE_DATE_EPOCH", str(epoch))
-    opts = BuildOptions(
+    return BuildOptions(
         context=context,
         dockerfile=Path(args.file) if args.file and args.file != "-" else None,
         dockerfile_text=sys.stdin.buffer.read() if args.file == "-" else stdin_dockerfile,
@@ -157,9 +174,15 @@ def run_build(args: argparse.Namespace) -> int:
         allow=_allow(args.allow),
         **_sandbox_flags(args),
     )
-    renderer = make_renderer(mode, sys.stderr)
-    if args.call == "check":
-        return _run_check(opts, renderer)
+
+
+def _build(opts: Any, renderer: Any, mode: str) -> Any:
+    """Run the build with its progress; a failure is printed and becomes its exit status."""
+    from mason.cli.state_cmd import resolve_root
+    from mason.engine.builder import build
+    from mason.errors import DiagnosticError, MasonError
+    from mason.solver import SolveError
+
     checks = _CheckWarnings(renderer)
     try:
         outcome = build(opts, root=resolve_root(), progress=checks, stdout=sys.stdout.buffer)
@@ -178,6 +201,13 @@ def run_build(args: argparse.Namespace) -> int:
         raise
     renderer.close()
     checks.print_summary(mode)
+    return outcome
+
+
+def _report_outcome(args: argparse.Namespace, outcome: Any, mode: str) -> int:
+    """--metadata-file, --iidfile and the image digest, after a build that worked."""
+    from mason.errors import DiagnosticError
+
     if args.metadata_file:
         try:
             Path(args.metadata_file).write_text(json.dumps(outcome.metadata, indent=2, sort_keys=True) + "\n")

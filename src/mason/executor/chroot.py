@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from mason.executor.prepare import prepare_run
+from mason.executor.prepare import PreparedRun, prepare_run
 from mason.executor.process import exit_status, run_streaming
 from mason.executor.rootfs import secure_join
 from mason.executor.runc import nofile_limit
@@ -77,38 +77,8 @@ class ChrootExecutor:
         status_r, status_w = os.pipe()
         try:
             prepared = prepare_run(spec, scratch, self.host_resolv_conf)
-            rootfs = spec.rootfs.resolve()
             try:
-                mounts: list[dict[str, Any]] = [
-                    {"type": "bind", "source": str(prepared.hosts_file), "target": "/etc/hosts", "readonly": False},
-                    {"type": "bind", "source": str(prepared.resolv_file), "target": "/etc/resolv.conf", "readonly": False},
-                ]  # fmt: skip
-                for mount in sorted(spec.mounts, key=lambda m: len(Path(m.target).parts)):
-                    mounts.append(_mount_plan(mount))
-                for entry in mounts:
-                    entry["path"] = str(secure_join(rootfs, entry["target"]))
-                plan = {
-                    "rootfs": str(rootfs),
-                    "system_paths": {t: str(secure_join(rootfs, t)) for t in SYSTEM_MOUNT_TARGETS},
-                    "mounts": mounts,
-                    "hostname": spec.hostname,
-                    "network": spec.network,
-                    "cwd": spec.cwd,
-                    "args": list(spec.args),
-                    "env": list(prepared.env),
-                    "uid": prepared.user.uid,
-                    "gid": prepared.user.gid,
-                    "additional_gids": list(prepared.user.additional_gids),
-                    "capabilities": list(DEFAULT_CAPABILITIES),
-                    # RUN --security=insecure: every capability kept, nothing masked, /sys writable
-                    "insecure": spec.insecure,
-                    "readonly_paths": [] if spec.insecure else list(READONLY_PATHS),
-                    "masked_paths": [] if spec.insecure else list(MASKED_PATHS),
-                    "nofile": nofile_limit(),
-                    "ulimits": [[u.name, u.soft, u.hard] for u in spec.ulimits],
-                    "shm_size": spec.shm_size,
-                    "status_fd": status_w,
-                }
+                plan = _sandbox_plan(spec, prepared, status_w)
                 plan_file = scratch / "plan.json"
                 plan_file.write_text(json.dumps(plan), encoding="utf-8")
                 argv = [self.unshare, "--mount", "--pid", "--uts", "--ipc", "--fork",
@@ -146,6 +116,42 @@ class ChrootExecutor:
                 os.close(status_w)
             os.close(status_r)
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _sandbox_plan(spec: ExecSpec, prepared: PreparedRun, status_fd: int) -> dict[str, Any]:
+    """What the init (``_chroot_init.py``) sets up: every mount point resolved inside the rootfs
+    (``secure_join``, so no mount can land outside), the process, its limits and capabilities."""
+    rootfs = spec.rootfs.resolve()
+    mounts: list[dict[str, Any]] = [
+        {"type": "bind", "source": str(prepared.hosts_file), "target": "/etc/hosts", "readonly": False},
+        {"type": "bind", "source": str(prepared.resolv_file), "target": "/etc/resolv.conf", "readonly": False},
+    ]  # fmt: skip
+    for mount in sorted(spec.mounts, key=lambda m: len(Path(m.target).parts)):
+        mounts.append(_mount_plan(mount))
+    for entry in mounts:
+        entry["path"] = str(secure_join(rootfs, entry["target"]))
+    return {
+        "rootfs": str(rootfs),
+        "system_paths": {t: str(secure_join(rootfs, t)) for t in SYSTEM_MOUNT_TARGETS},
+        "mounts": mounts,
+        "hostname": spec.hostname,
+        "network": spec.network,
+        "cwd": spec.cwd,
+        "args": list(spec.args),
+        "env": list(prepared.env),
+        "uid": prepared.user.uid,
+        "gid": prepared.user.gid,
+        "additional_gids": list(prepared.user.additional_gids),
+        "capabilities": list(DEFAULT_CAPABILITIES),
+        # RUN --security=insecure: every capability kept, nothing masked, /sys writable
+        "insecure": spec.insecure,
+        "readonly_paths": [] if spec.insecure else list(READONLY_PATHS),
+        "masked_paths": [] if spec.insecure else list(MASKED_PATHS),
+        "nofile": nofile_limit(),
+        "ulimits": [[u.name, u.soft, u.hard] for u in spec.ulimits],
+        "shm_size": spec.shm_size,
+        "status_fd": status_fd,
+    }
 
 
 def _mount_plan(mount: BindMount | TmpfsMount | CacheMount | SecretMount) -> dict[str, Any]:
