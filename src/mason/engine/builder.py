@@ -370,23 +370,7 @@ def _build_in(opts: BuildOptions, state: StateRoot, df: Any, plan: Any, ignore: 
               cancel: CancelToken | None, df_bytes: bytes, *, checks_task: _Task | None = None) -> BuildOutcome:
     blobs = Blobs(state, client)
     snapshots = _open_snapshots(opts, state, blobs, sink)
-    secrets: dict[str, bytes] = {}
-    for s in opts.secrets:
-        if s.src is not None:
-            secrets[s.id] = s.src.read_bytes()
-        elif s.env_value is not None:
-            secrets[s.id] = s.env_value.encode()
-
-    def make_executor() -> Any:
-        return _make_executor(opts.runtime, state.tmp)
-
-    env = BuildEnv(
-        state=state, blobs=blobs, snapshots=snapshots, executor=executor or _LazyExecutor(make_executor),
-        context=opts.context, ignore=ignore, secrets=secrets, source_date_epoch=epoch,
-        dockerfile_name=df.path, dockerfile_lines=df_bytes.decode(errors="replace").splitlines(),
-        default_network=opts.network, extra_hosts=opts.add_hosts, shm_size=opts.shm_size, ulimits=opts.ulimits,
-        allow_insecure="security.insecure" in opts.allow,
-    )
+    env = _build_env(opts, state, blobs, snapshots, executor, ignore, epoch, df, df_bytes)
     resolver = _Resolver(client, state, blobs, sink, platform)
     converted: ConvertedBuild = convert_plan(env, plan, resolver, platform=str(platform), no_cache=opts.no_cache)
     if checks_task is not None:
@@ -426,12 +410,43 @@ def _build_in(opts: BuildOptions, state: StateRoot, df: Any, plan: Any, ignore: 
     outcome = BuildOutcome(None, None, None, states=dict(adapter.states))
     outcome.cached_steps = sum(1 for s in adapter.states.values() if s == "cached")
     outcome.executed_steps = sum(1 for s in adapter.states.values() if s == "executed")
-
     image = ImageResult(result.layers, config_doc, platform,
                         apply_layers=lambda dest: snapshots.apply_flat(result.layers, dest))
+    _export(opts, outcome, image, graph, converted, blobs, client, sink, cache_imports, state, stdout)
+    outcome.downloaded_blobs = list(blobs.downloaded)
+    return outcome
+
+
+def _build_env(opts: BuildOptions, state: StateRoot, blobs: Blobs, snapshots: Any, executor: Any,
+               ignore: DockerIgnore, epoch: int | None, df: Any, df_bytes: bytes) -> BuildEnv:
+    """What the ops share: the stores, the sandbox (made on first use), secrets in memory."""
+    secrets: dict[str, bytes] = {}
+    for s in opts.secrets:
+        if s.src is not None:
+            secrets[s.id] = s.src.read_bytes()
+        elif s.env_value is not None:
+            secrets[s.id] = s.env_value.encode()
+
+    def make_executor() -> Any:
+        return _make_executor(opts.runtime, state.tmp)
+
+    return BuildEnv(
+        state=state, blobs=blobs, snapshots=snapshots, executor=executor or _LazyExecutor(make_executor),
+        context=opts.context, ignore=ignore, secrets=secrets, source_date_epoch=epoch,
+        dockerfile_name=df.path, dockerfile_lines=df_bytes.decode(errors="replace").splitlines(),
+        default_network=opts.network, extra_hosts=opts.add_hosts, shm_size=opts.shm_size, ulimits=opts.ulimits,
+        allow_insecure="security.insecure" in opts.allow,
+    )
+
+
+def _export(opts: BuildOptions, outcome: BuildOutcome, image: ImageResult, graph: Any, converted: Any,
+            blobs: Blobs, client: Any, sink: ProgressSink, cache_imports: Any, state: StateRoot,
+            stdout: BinaryIO | None) -> None:
+    """The image outputs, then the caches; the outcome's digests and buildx's metadata."""
     from mason.engine.options import outputs_for
     from mason.engine.remotecache import export_caches, inline_cache_extra
 
+    platform = image.platform
     outputs = outputs_for(opts.tags, opts.push, opts.outputs)
     config_extra = inline_cache_extra(opts.cache_to, graph, converted, blobs)
     if outputs:
@@ -457,8 +472,6 @@ def _build_in(opts: BuildOptions, state: StateRoot, df: Any, plan: Any, ignore: 
         names = [n for o in outputs for n in o.names]
         if names:
             outcome.metadata["image.name"] = ",".join(names)
-    outcome.downloaded_blobs = list(blobs.downloaded)
-    return outcome
 
 
 def _run_checks(plan: Any, resolver: _Resolver, ignore: DockerIgnore, platform: Platform,
