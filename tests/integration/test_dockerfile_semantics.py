@@ -12,19 +12,18 @@ from __future__ import annotations
 import functools
 import gzip
 import http.server
-import io
 import json
 import os
 import shutil
 import stat
 import subprocess
-import tarfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.archives import inside_archive_gz
 from tests.support.registry_server import RegistryServer
 
 from mason.engine.builder import build
@@ -65,17 +64,6 @@ def http_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.server_close()
 
 
-def _archive() -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for name, data in (("inside/one.txt", b"one\n"), ("inside/two.txt", b"two\n")):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o640
-            tf.addfile(info, io.BytesIO(data))
-    return gzip.compress(buf.getvalue(), mtime=0)
-
-
 def _states(sink: RecordingSink) -> dict[str, str]:
     out: dict[str, str] = {}
     for e in sink.events:
@@ -109,7 +97,7 @@ def probe(busybox_image: str, onbuild_base: str, http_url: str, tmp_path_factory
     work = tmp_path_factory.mktemp("probe")
     context = work / "context"
     shutil.copytree(CONTEXT, context, symlinks=True)
-    (context / "archive.tar.gz").write_bytes(_archive())
+    (context / "archive.tar.gz").write_bytes(inside_archive_gz())
     secret = work / "secret.txt"
     secret.write_text(SECRET)
     layout = work / "layout"
@@ -274,7 +262,7 @@ def test_chown_and_chmod(probe: dict[str, Any]) -> None:
 def test_add_archives_urls_and_checksum(probe: dict[str, Any]) -> None:
     r = probe["rootfs"]
     # COPY keeps an archive as it is; ADD extracts a local archive
-    assert (r / "not-extracted" / "archive.tar.gz").read_bytes() == _archive()
+    assert (r / "not-extracted" / "archive.tar.gz").read_bytes() == inside_archive_gz()
     assert (r / "extracted" / "inside" / "one.txt").read_text() == "one\n"
     assert _mode(r / "extracted" / "inside" / "one.txt") == 0o640
     # ADD <url>: downloaded (checksum verified), mode 0600; several URLs into a directory

@@ -9,13 +9,11 @@ from __future__ import annotations
 import functools
 import gzip
 import http.server
-import io
 import json
 import os
 import shutil
 import stat
 import subprocess
-import tarfile
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.archives import inside_archive_gz
 
 from mason.engine.builder import build
 from mason.engine.options import BuildOptions, SecretSpec, parse_output
@@ -351,17 +350,6 @@ def test_exclude_and_parents_enter_the_key(busybox_image: str, tmp_path: Path) -
 # -- ADD --unpack ------------------------------------------------------------------------------
 
 
-def _tar_gz() -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for name, data in (("inside/one.txt", b"one\n"), ("inside/two.txt", b"two\n")):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o640
-            tf.addfile(info, io.BytesIO(data))
-    return gzip.compress(buf.getvalue(), mtime=0)
-
-
 @pytest.fixture
 def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     """A static file server on 127.0.0.1 (for ADD <url>): its directory and base URL."""
@@ -384,16 +372,16 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 def test_add_unpack(busybox_image: str, tmp_path: Path, http_dir: tuple[Path, str]) -> None:
     www, url = http_dir
-    (www / "remote.tar.gz").write_bytes(_tar_gz())
+    (www / "remote.tar.gz").write_bytes(inside_archive_gz())
     b = _build(tmp_path / "b", f"""FROM {busybox_image}
 ADD archive.tar.gz /local-default/
 ADD --unpack=false archive.tar.gz /local-kept/
 ADD {url}/remote.tar.gz /remote-default/
 ADD --unpack=true {url}/remote.tar.gz /remote-unpacked/
-""", {"archive.tar.gz": _tar_gz()})
+""", {"archive.tar.gz": inside_archive_gz()})
     assert b.names("local-default") == ["inside", "inside/one.txt", "inside/two.txt"]
     assert b.names("local-kept") == ["archive.tar.gz"]
-    assert (b.rootfs / "local-kept" / "archive.tar.gz").read_bytes() == _tar_gz()
+    assert (b.rootfs / "local-kept" / "archive.tar.gz").read_bytes() == inside_archive_gz()
     assert b.names("remote-default") == ["remote.tar.gz"]
     assert b.names("remote-unpacked") == ["inside", "inside/one.txt", "inside/two.txt"]
     assert b.text("remote-unpacked/inside/two.txt") == "two\n" and b.mode("remote-unpacked/inside/one.txt") == 0o640

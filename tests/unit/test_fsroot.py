@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.support.trees import build_tree
 
 from mason import fsroot
 from mason.fsroot import FsRoot, PathOutsideError, clean_path
@@ -150,25 +151,6 @@ _TREE = st.dictionaries(st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, m
                         _ENTRY, max_size=12)
 
 
-def _build(root: Path, canary: Path, spec: dict[str, str]) -> None:
-    for name, kind in sorted(spec.items()):
-        p = root / name
-        if any(os.path.islink(root / a) or os.path.isfile(root / a) for a in Path(name).parents):
-            continue  # the builder itself must never write through a link
-        try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            if os.path.lexists(p):
-                continue
-            if kind == "dir":
-                p.mkdir()
-            elif kind == "file":
-                p.write_text("in-root")
-            else:
-                os.symlink(kind.removeprefix("link:").replace("CANARY", str(canary)), p)
-        except OSError:
-            continue  # a parent is a file or a link: this entry cannot exist
-
-
 def _inside(root: Path, host: Path) -> bool:
     real_root = os.path.realpath(root)
     return os.path.commonpath([real_root, os.path.realpath(host)]) == real_root
@@ -189,7 +171,7 @@ def test_random_trees_never_reach_the_canary(tmp_path_factory: pytest.TempPathFa
     root.mkdir()
     canary.mkdir()
     (canary / "secret").write_text("host")
-    _build(root, canary, spec)
+    build_tree(root, canary, spec)
     r = FsRoot(root)
     for unsafe in (p.replace("CANARY", str(canary)) for p in paths):
         try:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.support.trees import build_tree
 
 from mason.engine.context import CopyOptions, DockerIgnore, copy_sources, select_sources
 from mason.errors import BuildError
@@ -37,25 +38,6 @@ _PATTERN = st.one_of(
     _REL,
     st.lists(st.sampled_from(["a", "b", "*", "*.txt", "?", "[ab]", ".."]), min_size=1, max_size=3).map("/".join),
 )
-
-
-def _build(root: Path, canary: Path, spec: dict[str, str]) -> None:
-    for name, kind in sorted(spec.items()):
-        p = root / name
-        if any(os.path.islink(root / a) or os.path.isfile(root / a) for a in Path(name).parents):
-            continue  # never let the test itself write through a link
-        try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            if os.path.lexists(p):
-                continue
-            if kind == "dir":
-                p.mkdir()
-            elif kind == "file":
-                p.write_bytes(name.encode())
-            else:
-                os.symlink(kind.removeprefix("link:").replace("CANARY", str(canary)), p)
-        except OSError:
-            continue
 
 
 def _snapshot(root: Path) -> list[tuple[str, int, bytes]]:
@@ -92,9 +74,9 @@ def test_copies_and_mount_sources_stay_inside_their_roots(tmp_path_factory: pyte
         d.mkdir(parents=True)
     (canary / "secret").write_bytes(SECRET)
     (canary / "dir" / "secret").write_bytes(SECRET)
-    _build(ctx, canary, context)
-    _build(stage_root, canary, stage)
-    _build(rootfs, canary, dest_tree)
+    build_tree(ctx, canary, context)
+    build_tree(stage_root, canary, stage)
+    build_tree(rootfs, canary, dest_tree)
     before = _snapshot(canary)
     dest = dest.replace("CANARY", str(canary))
 
