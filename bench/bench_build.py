@@ -59,27 +59,53 @@ def main(argv: list[str] | None = None) -> int:
 
         def m_cold(i: int) -> float:
             mason.fresh()
-            return mason.engine(ctx, "-t", f"{server.host}/bench/m:cold{i}", "--push", build_args=bargs).seconds
+            return mason.engine(
+                ctx, "-t", f"{server.host}/bench/m:cold{i}", "--push", build_args=bargs
+            ).seconds
 
         def m_warm(i: int) -> float:
-            return mason.engine(ctx, "-t", f"{server.host}/bench/m:warm", "--push", build_args=bargs).seconds
+            return mason.engine(
+                ctx, "-t", f"{server.host}/bench/m:warm", "--push", build_args=bargs
+            ).seconds
 
         def m_change(i: int) -> float:
             counter[0] += 1
             (ctx / "app" / "names.txt").write_text(f"change {counter[0]}\n")
-            return mason.engine(ctx, "-t", f"{server.host}/bench/m:chg", "--push", build_args=bargs).seconds
+            return mason.engine(
+                ctx, "-t", f"{server.host}/bench/m:chg", "--push", build_args=bargs
+            ).seconds
 
         cache = f"{server.host}/bench/m-cache"
 
         def m_remote(i: int) -> float:
             mason.fresh()
-            return mason.engine(ctx, "-t", f"{server.host}/bench/m:remote", "--push", "--cache-from", cache,
-                               "--cache-to", f"type=registry,ref={cache},mode=max", build_args=bargs).seconds
+            return mason.engine(
+                ctx,
+                "-t",
+                f"{server.host}/bench/m:remote",
+                "--push",
+                "--cache-from",
+                cache,
+                "--cache-to",
+                f"type=registry,ref={cache},mode=max",
+                build_args=bargs,
+            ).seconds
 
-        mc, mw, mch = _median(m_cold, args.runs), _median(m_warm, args.runs), _median(m_change, args.runs)
+        mc, mw, mch = (
+            _median(m_cold, args.runs),
+            _median(m_warm, args.runs),
+            _median(m_change, args.runs),
+        )
         mason.fresh()
-        m_export = mason.engine(ctx, "-t", f"{server.host}/bench/m:remote", "--push",
-                               "--cache-to", f"type=registry,ref={cache},mode=max", build_args=bargs).seconds
+        m_export = mason.engine(
+            ctx,
+            "-t",
+            f"{server.host}/bench/m:remote",
+            "--push",
+            "--cache-to",
+            f"type=registry,ref={cache},mode=max",
+            build_args=bargs,
+        ).seconds
         gets = count_blob_gets(server)
         mr = _median(m_remote, args.runs)
         m_gets = (count_blob_gets(server) - gets) / args.runs
@@ -92,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
             def b_cold(i: int) -> float:
                 buildah.fresh()
                 t = buildah.bud(ctx, tag="bench-b", build_args=bargs).seconds
-                return t + buildah.push("bench-b", f"docker://{server.host}/bench/b:cold{i}").seconds
+                return (
+                    t + buildah.push("bench-b", f"docker://{server.host}/bench/b:cold{i}").seconds
+                )
 
             def b_warm(i: int) -> float:
                 t = buildah.bud(ctx, tag="bench-b", build_args=bargs).seconds
@@ -108,10 +136,16 @@ def main(argv: list[str] | None = None) -> int:
 
             def b_remote(i: int) -> float:
                 buildah.fresh()
-                t = buildah.bud(ctx, tag="bench-b", build_args=bargs, cache_from=bcache, cache_to=bcache).seconds
+                t = buildah.bud(
+                    ctx, tag="bench-b", build_args=bargs, cache_from=bcache, cache_to=bcache
+                ).seconds
                 return t + buildah.push("bench-b", f"docker://{server.host}/bench/b:remote").seconds
 
-            bc, bw, bch = _median(b_cold, args.runs), _median(b_warm, args.runs), _median(b_change, args.runs)
+            bc, bw, bch = (
+                _median(b_cold, args.runs),
+                _median(b_warm, args.runs),
+                _median(b_change, args.runs),
+            )
             buildah.fresh()
             b_export = buildah.bud(ctx, tag="bench-b", build_args=bargs, cache_to=bcache).seconds
             br = _median(b_remote, args.runs)

@@ -40,7 +40,9 @@ from tests.support.registry_server import RegistryServer, start_registry  # noqa
 
 __all__ = ["Traffic", "main"]
 
-_ACCESS = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) (?P<size>\d+|-)')
+_ACCESS = re.compile(
+    r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) (?P<size>\d+|-)'
+)
 _UPLOAD_DIGEST = re.compile(r"[?&]digest=sha256(?:%3A|:)(?P<hex>[0-9a-f]{64})")
 SCENARIOS = ("cold+export", "warm push", "warm oci", "re-export", "1-file change")
 
@@ -112,25 +114,36 @@ def _changed_context(context: Path, change: str, dest: Path) -> Path:
     return dest
 
 
-def _scenarios_mason(m: Mason, ctx: Path, changed: Path, reg: str, base: str,
-                     out: Path) -> dict[str, Callable[[], RunResult]]:
+def _scenarios_mason(
+    m: Mason, ctx: Path, changed: Path, reg: str, base: str, out: Path
+) -> dict[str, Callable[[], RunResult]]:
     args = {"BASE": base}
     img, cache = f"{reg}/app", f"{reg}/app-cache"
     to = f"type=registry,ref={cache},mode=max"
     frm = f"type=registry,ref={cache}"
     return {
         "cold+export": lambda: m.build(ctx, "--push", "-t", img, "--cache-to", to, build_args=args),
-        "warm push": lambda: m.build(ctx, "--push", "-t", img, "--cache-from", frm, build_args=args),
-        "warm oci": lambda: m.build(ctx, "--output", f"type=oci,dest={out / 'mason.tar'}",
-                                    "--cache-from", frm, build_args=args),
+        "warm push": lambda: m.build(
+            ctx, "--push", "-t", img, "--cache-from", frm, build_args=args
+        ),
+        "warm oci": lambda: m.build(
+            ctx,
+            "--output",
+            f"type=oci,dest={out / 'mason.tar'}",
+            "--cache-from",
+            frm,
+            build_args=args,
+        ),
         "re-export": lambda: m.build(ctx, "--cache-from", frm, "--cache-to", to, build_args=args),
-        "1-file change": lambda: m.build(changed, "--push", "-t", img, "--cache-from", frm, "--cache-to", to,
-                                         build_args=args),
+        "1-file change": lambda: m.build(
+            changed, "--push", "-t", img, "--cache-from", frm, "--cache-to", to, build_args=args
+        ),
     }
 
 
-def _scenarios_buildah(b: Buildah, ctx: Path, changed: Path, reg: str, base: str,
-                       out: Path) -> dict[str, Callable[[], RunResult]]:
+def _scenarios_buildah(
+    b: Buildah, ctx: Path, changed: Path, reg: str, base: str, out: Path
+) -> dict[str, Callable[[], RunResult]]:
     args = {"BASE": base}
     img, cache = f"{reg}/app", f"{reg}/app-cache"
 
@@ -139,21 +152,34 @@ def _scenarios_buildah(b: Buildah, ctx: Path, changed: Path, reg: str, base: str
         return RunResult(sum(r.seconds for r in results), "".join(r.output for r in results))
 
     return {
-        "cold+export": lambda: both(lambda: b.bud(ctx, tag=img, build_args=args, cache_to=cache),
-                                    lambda: b.push(img, f"docker://{img}")),
-        "warm push": lambda: both(lambda: b.bud(ctx, tag=img, build_args=args, cache_from=cache),
-                                  lambda: b.push(img, f"docker://{img}")),
-        "warm oci": lambda: both(lambda: b.bud(ctx, tag=img, build_args=args, cache_from=cache),
-                                 lambda: b.push(img, f"oci-archive:{out / 'buildah.tar'}")),
+        "cold+export": lambda: both(
+            lambda: b.bud(ctx, tag=img, build_args=args, cache_to=cache),
+            lambda: b.push(img, f"docker://{img}"),
+        ),
+        "warm push": lambda: both(
+            lambda: b.bud(ctx, tag=img, build_args=args, cache_from=cache),
+            lambda: b.push(img, f"docker://{img}"),
+        ),
+        "warm oci": lambda: both(
+            lambda: b.bud(ctx, tag=img, build_args=args, cache_from=cache),
+            lambda: b.push(img, f"oci-archive:{out / 'buildah.tar'}"),
+        ),
         "re-export": lambda: b.bud(ctx, tag=img, build_args=args, cache_from=cache, cache_to=cache),
-        "1-file change": lambda: both(lambda: b.bud(changed, tag=img, build_args=args, cache_from=cache,
-                                                    cache_to=cache),
-                                      lambda: b.push(img, f"docker://{img}")),
+        "1-file change": lambda: both(
+            lambda: b.bud(changed, tag=img, build_args=args, cache_from=cache, cache_to=cache),
+            lambda: b.push(img, f"docker://{img}"),
+        ),
     }
 
 
-def run_rep(tool: str, work: Path, context: Path, changed: Path, samples: dict[str, Samples],
-            driver: str | None) -> None:
+def run_rep(
+    tool: str,
+    work: Path,
+    context: Path,
+    changed: Path,
+    samples: dict[str, Samples],
+    driver: str | None,
+) -> None:
     registry = start_registry(work / "registry", "plain")
     try:
         base = _push_base(registry, work)
@@ -165,7 +191,9 @@ def run_rep(tool: str, work: Path, context: Path, changed: Path, samples: dict[s
             plan = _scenarios_mason(builder, context, changed, f"{registry.host}/bench", base, out)
         else:
             builder = Buildah(work / "buildah", driver=driver)
-            plan = _scenarios_buildah(builder, context, changed, f"{registry.host}/bench", base, out)
+            plan = _scenarios_buildah(
+                builder, context, changed, f"{registry.host}/bench", base, out
+            )
         for name in SCENARIOS:
             builder.fresh()
             mark = len(registry.access_log_lines())
@@ -191,43 +219,74 @@ def _median_traffic(ts: list[Traffic]) -> Traffic:
     def med(attr: str) -> int:
         return int(statistics.median(getattr(t, attr) for t in ts))
 
-    return Traffic(*(med(a) for a in ("requests", "bytes_down", "bytes_up", "blob_gets", "blob_uploads",
-                                      "manifest_puts")))
+    return Traffic(
+        *(
+            med(a)
+            for a in (
+                "requests",
+                "bytes_down",
+                "bytes_up",
+                "blob_gets",
+                "blob_uploads",
+                "manifest_puts",
+            )
+        )
+    )
 
 
-def print_table(results: dict[str, dict[str, Samples]], repeat: int, context: Path, driver: str) -> None:
-    print(f"\nregistry build cache: {context.name}, median of {repeat}, buildah storage driver {driver}\n")
-    head = (f"{'scenario':<14} {'mason s':>8} {'buildah s':>10} {'ratio':>6}  "
-            f"{'mason up/down':>21} {'req':>4} {'cached':>6}  {'buildah up/down':>21} {'req':>4} {'cached':>6}")
+def print_table(
+    results: dict[str, dict[str, Samples]], repeat: int, context: Path, driver: str
+) -> None:
+    print(
+        f"\nregistry build cache: {context.name}, median of {repeat}, buildah storage driver {driver}\n"
+    )
+    head = (
+        f"{'scenario':<14} {'mason s':>8} {'buildah s':>10} {'ratio':>6}  "
+        f"{'mason up/down':>21} {'req':>4} {'cached':>6}  {'buildah up/down':>21} {'req':>4} {'cached':>6}"
+    )
     print(head)
     print("-" * len(head))
     for name in SCENARIOS:
         m, b = results["mason"][name], results["buildah"][name]
         ms, bs = statistics.median(m.seconds), statistics.median(b.seconds)
         mt, bt = _median_traffic(m.traffic), _median_traffic(b.traffic)
-        print(f"{name:<14} {ms:>8.2f} {bs:>10.2f} {bs / ms:>5.1f}x  "
-              f"{_size(mt.bytes_up) + ' / ' + _size(mt.bytes_down):>21} {mt.requests:>4} {min(m.cached):>6}  "
-              f"{_size(bt.bytes_up) + ' / ' + _size(bt.bytes_down):>21} {bt.requests:>4} {min(b.cached):>6}")
-    print("\nratio = buildah time / mason time (higher: mason faster). up/down = blob bytes uploaded /")
-    print("bytes served by GETs (blobs and manifests); req = registry requests; cached = steps reported")
+        print(
+            f"{name:<14} {ms:>8.2f} {bs:>10.2f} {bs / ms:>5.1f}x  "
+            f"{_size(mt.bytes_up) + ' / ' + _size(mt.bytes_down):>21} {mt.requests:>4} {min(m.cached):>6}  "
+            f"{_size(bt.bytes_up) + ' / ' + _size(bt.bytes_down):>21} {bt.requests:>4} {min(b.cached):>6}"
+        )
+    print(
+        "\nratio = buildah time / mason time (higher: mason faster). up/down = blob bytes uploaded /"
+    )
+    print(
+        "bytes served by GETs (blobs and manifests); req = registry requests; cached = steps reported"
+    )
     print("cached (mason '#N CACHED', buildah 'Using cache').")
     print("\nblob uploads / blob GETs / manifest PUTs (median):")
     for name in SCENARIOS:
         mt = _median_traffic(results["mason"][name].traffic)
         bt = _median_traffic(results["buildah"][name].traffic)
-        print(f"  {name:<14} mason {mt.blob_uploads:>3} / {mt.blob_gets:>3} / {mt.manifest_puts:>3}    "
-              f"buildah {bt.blob_uploads:>3} / {bt.blob_gets:>3} / {bt.manifest_puts:>3}")
+        print(
+            f"  {name:<14} mason {mt.blob_uploads:>3} / {mt.blob_gets:>3} / {mt.manifest_puts:>3}    "
+            f"buildah {bt.blob_uploads:>3} / {bt.blob_gets:>3} / {bt.manifest_puts:>3}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--context", type=Path, default=_REPO / "examples")
-    parser.add_argument("--change", default="app/names.txt", help="context file the 1-file scenario changes")
+    parser.add_argument(
+        "--change", default="app/names.txt", help="context file the 1-file scenario changes"
+    )
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--driver", choices=("overlay", "vfs"), default=None, help="buildah storage driver")
+    parser.add_argument(
+        "--driver", choices=("overlay", "vfs"), default=None, help="buildah storage driver"
+    )
     args = parser.parse_args(argv)
     context = args.context.resolve()
-    results: dict[str, dict[str, Samples]] = {t: {s: Samples() for s in SCENARIOS} for t in ("mason", "buildah")}
+    results: dict[str, dict[str, Samples]] = {
+        t: {s: Samples() for s in SCENARIOS} for t in ("mason", "buildah")
+    }
     with tempfile.TemporaryDirectory(prefix="mason-bench-cache-") as tmp:
         top = Path(tmp)
         changed = _changed_context(context, args.change, top / "changed-context")

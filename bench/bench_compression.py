@@ -57,7 +57,12 @@ def make_layer(size: int) -> bytes:
         with tarfile.open(fileobj=io.BytesIO(gzip.decompress(_BUSYBOX.read_bytes()))) as tf:
             member = tf.extractfile("bin/busybox")
             busybox = member.read() if member else b""
-    words = [bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz_ (){};=\n") for _ in range(rng.randint(2, 12))) for _ in range(4000)]
+    words = [
+        bytes(
+            rng.choice(b"abcdefghijklmnopqrstuvwxyz_ (){};=\n") for _ in range(rng.randint(2, 12))
+        )
+        for _ in range(4000)
+    ]
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
         i = 0
@@ -108,7 +113,9 @@ def _via(compression: str) -> Callable[[bytes, _Null], None]:
     return run
 
 
-def _estargz(engine: str | None = None, threads: int | None = None) -> Callable[[bytes, _Null], None]:
+def _estargz(
+    engine: str | None = None, threads: int | None = None
+) -> Callable[[bytes, _Null], None]:
     def run(data: bytes, out: _Null) -> None:
         write_estargz(io.BytesIO(data), out, engine=engine, threads=threads)  # type: ignore[arg-type]
 
@@ -151,8 +158,15 @@ def _go_gzip(workdir: Path) -> Path | None:
         return None
     (workdir / "main.go").write_text(_GO_GZIP)
     (workdir / "go.mod").write_text("module gogzip\n\ngo 1.19\n")
-    env = {**os.environ, "GOCACHE": str(workdir / "cache"), "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"}
-    done = subprocess.run(["go", "build", "-o", "gogzip", "."], cwd=workdir, env=env, capture_output=True, check=False)
+    env = {
+        **os.environ,
+        "GOCACHE": str(workdir / "cache"),
+        "GOFLAGS": "-mod=mod",
+        "GOTOOLCHAIN": "local",
+    }
+    done = subprocess.run(
+        ["go", "build", "-o", "gogzip", "."], cwd=workdir, env=env, capture_output=True, check=False
+    )
     return workdir / "gogzip" if done.returncode == 0 else None
 
 
@@ -161,7 +175,9 @@ def _ensure_tools(names: list[str]) -> None:
     packages = {"gzip": "gzip", "pigz": "pigz", "zstd": "zstd", "go": "golang-go"}
     missing = [packages[n] for n in names if shutil.which(n) is None]
     if missing and os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "-q", *missing], capture_output=True, check=False)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", *missing], capture_output=True, check=False
+        )
 
 
 def _cli_rows(cpus: int, workdir: Path) -> list[tuple[str, list[str]]]:
@@ -234,9 +250,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-zlib", action="store_true", help="skip the slow zlib rows")
     parser.add_argument("--no-cli", action="store_true", help="skip the command-line baselines")
-    parser.add_argument("--real", action="store_true", help="real layers, a table per layer (see above)")
-    parser.add_argument("--examples", action="store_true", help="with --real: add the examples/ build's layers")
-    parser.add_argument("--layer", type=Path, action="append", default=[], help="with --real: add this layer")
+    parser.add_argument(
+        "--real", action="store_true", help="real layers, a table per layer (see above)"
+    )
+    parser.add_argument(
+        "--examples", action="store_true", help="with --real: add the examples/ build's layers"
+    )
+    parser.add_argument(
+        "--layer", type=Path, action="append", default=[], help="with --real: add this layer"
+    )
     args = parser.parse_args()
     if args.real:
         real_layers_table(args)
@@ -261,15 +283,21 @@ def main() -> None:
         (f"estargz isal (level 6, {cpus} threads)", _estargz("isal")),
         ("uncompressed (copy)", _via("uncompressed")),
     ]
-    print(f"input: {len(data) / 1e6:.1f} MB layer tar, {cpus} CPUs, best of {args.repeat} (rounds interleave "
-          "every row, so load from other processes hits all rows alike)")
+    print(
+        f"input: {len(data) / 1e6:.1f} MB layer tar, {cpus} CPUs, best of {args.repeat} (rounds interleave "
+        "every row, so load from other processes hits all rows alike)"
+    )
     with contextlib.ExitStack() as stack:
-        timed: list[tuple[str, Callable[[], tuple[float, int]]]] = [(name, _in_process(fn, data)) for name, fn in rows]
+        timed: list[tuple[str, Callable[[], tuple[float, int]]]] = [
+            (name, _in_process(fn, data)) for name, fn in rows
+        ]
         if not args.no_cli:
             tmp = stack.enter_context(tempfile.NamedTemporaryFile(prefix="mason-bench-layer-"))
             tmp.write(data)
             tmp.flush()
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mason-bench-go-")))
+            workdir = Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="mason-bench-go-"))
+            )
             timed += [(name, _cli(cmd, Path(tmp.name))) for name, cmd in _cli_rows(cpus, workdir)]
         best, sizes = _best_of(timed, args.repeat)
     print(f"{'compression':<40} {'MB/s':>9} {'ratio':>7}")
@@ -282,10 +310,11 @@ def main() -> None:
     for ours, theirs in _PAIRS:
         ours, theirs = ours.format(cpus=cpus), theirs.format(cpus=cpus)
         if ours in speed and theirs in speed:
-            print(f"  {ours:<40} vs {theirs:<32} speed {speed[ours] / speed[theirs]:>5.2f}x"
-                  f"  size {sizes[ours] / sizes[theirs]:.3f}")
+            print(
+                f"  {ours:<40} vs {theirs:<32} speed {speed[ours] / speed[theirs]:>5.2f}x"
+                f"  size {sizes[ours] / sizes[theirs]:.3f}"
+            )
     print("(the cli rows include process start-up and file I/O: a few ms on this input)")
-
 
 
 # -- real layers ----------------------------------------------------------------------
@@ -373,7 +402,11 @@ def _real_layers(args: argparse.Namespace, workdir: Path) -> list[tuple[str, byt
     busybox = build_busybox_image(workdir / "busybox-base")
     layers = [("busybox base", _decompressed(busybox.layer_path))]
     # the system Python's library: many small files, the eStargz worst case (a member per file)
-    layers += [(f"tar of {p}", _tar_dir(p)) for p in sorted(Path("/usr/lib").glob("python3*")) if p.is_dir()]
+    layers += [
+        (f"tar of {p}", _tar_dir(p))
+        for p in sorted(Path("/usr/lib").glob("python3*"))
+        if p.is_dir()
+    ]
     if args.examples:
         layers += _examples_layers(workdir)
     for path in args.layer:
@@ -410,9 +443,13 @@ def real_layers_table(args: argparse.Namespace) -> None:
             _ensure_tools(["go"])
             (work / "go").mkdir()
             go = _go_gzip(work / "go")
-        print(f"gzip and eStargz at level 6, zstd at 3; {cpus} CPUs; best of {args.repeat}; "
-              f"size ratio vs {go_name if go else 'the input (no Go toolchain: no Go baseline)'}")
-        print(f"{'layer':<34} {'compression':<32} {'MB/s':>7} {'bytes':>11} {'ratio':>6} {'vs Go':>6}")
+        print(
+            f"gzip and eStargz at level 6, zstd at 3; {cpus} CPUs; best of {args.repeat}; "
+            f"size ratio vs {go_name if go else 'the input (no Go toolchain: no Go baseline)'}"
+        )
+        print(
+            f"{'layer':<34} {'compression':<32} {'MB/s':>7} {'bytes':>11} {'ratio':>6} {'vs Go':>6}"
+        )
         for label, data in layers:
             timed = [(name, _in_process(fn, data)) for name, fn in rows]
             if go is not None:
@@ -423,8 +460,10 @@ def real_layers_table(args: argparse.Namespace) -> None:
             label = f"{label[:24]} ({len(data) / 1e6:.1f} MB)"
             for name, _ in timed:
                 vs_go = f"{sizes[name] / sizes[go_name]:>6.3f}" if go_name in sizes else f"{'-':>6}"
-                print(f"{label:<34} {name:<32} {len(data) / best[name] / 1e6:>7.0f} {sizes[name]:>11} "
-                      f"{sizes[name] / len(data):>6.3f} {vs_go}")
+                print(
+                    f"{label:<34} {name:<32} {len(data) / best[name] / 1e6:>7.0f} {sizes[name]:>11} "
+                    f"{sizes[name] / len(data):>6.3f} {vs_go}"
+                )
                 label = ""
 
 

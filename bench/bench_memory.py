@@ -57,8 +57,9 @@ class Measured:
     peak_mib: float
 
 
-def measure(cmd: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
-            log: Path) -> Measured:
+def measure(
+    cmd: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None, log: Path
+) -> Measured:
     """Run ``cmd``; wall time and peak RSS (``wait4``: the process or a waited-for descendant)."""
     # Linux records the parent's peak RSS in a child at fork+exec, so a child forked by this
     # (large) Python process never reports less than it: GNU time, small, forks the tool.
@@ -66,7 +67,9 @@ def measure(cmd: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path 
     launcher = [GNU_TIME, "-f", "%M", "-o", str(rss_file)] if os.access(GNU_TIME, os.X_OK) else []
     start = time.perf_counter()
     with open(log, "wb") as out:
-        proc = subprocess.Popen([*launcher, *cmd], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        proc = subprocess.Popen(
+            [*launcher, *cmd], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     elapsed = time.perf_counter() - start
@@ -110,14 +113,23 @@ def _contexts(top: Path, size: int) -> dict[str, Path]:
     return {"copy": copy_ctx, "run": run_ctx, "import": import_ctx}
 
 
-def _mason_plan(m: Mason, ctx: dict[str, Path], reg: str, other: str, base: str,
-                logs: Path) -> list[tuple[str, bool, Callable[[], Measured]]]:
+def _mason_plan(
+    m: Mason, ctx: dict[str, Path], reg: str, other: str, base: str, logs: Path
+) -> list[tuple[str, bool, Callable[[], Measured]]]:
     env = {**os.environ, "MASON_ROOT": str(m.root)}
     env.pop("SOURCE_DATE_EPOCH", None)
     img, cache = f"{reg}/app", f"{reg}/app-cache"
 
     def build(name: str, context: Path, *args: str) -> Callable[[], Measured]:
-        cmd = [*m.command, "build", "--progress=plain", "--build-arg", f"BASE={base}", *args, str(context)]
+        cmd = [
+            *m.command,
+            "build",
+            "--progress=plain",
+            "--build-arg",
+            f"BASE={base}",
+            *args,
+            str(context),
+        ]
         return lambda: measure(cmd, env=env, cwd=_REPO, log=logs / f"mason-{name}.log")
 
     copy_cmd = [*m.command, "imagetools", "copy", img, f"{other}/app"]
@@ -125,31 +137,64 @@ def _mason_plan(m: Mason, ctx: dict[str, Path], reg: str, other: str, base: str,
         ("COPY file", True, build("copy", ctx["copy"])),
         ("RUN file", True, build("run", ctx["run"])),
         ("push", False, build("push", ctx["run"], "--push", "-t", img)),
-        ("cache export", False, build("export", ctx["run"], "--cache-to", f"type=registry,ref={cache},mode=max")),
-        ("cache import", True, build("import", ctx["import"], "--cache-from", f"type=registry,ref={cache}")),
-        ("image copy", False, lambda: measure(copy_cmd, env=env, cwd=_REPO, log=logs / "mason-copy.log")),
+        (
+            "cache export",
+            False,
+            build("export", ctx["run"], "--cache-to", f"type=registry,ref={cache},mode=max"),
+        ),
+        (
+            "cache import",
+            True,
+            build("import", ctx["import"], "--cache-from", f"type=registry,ref={cache}"),
+        ),
+        (
+            "image copy",
+            False,
+            lambda: measure(copy_cmd, env=env, cwd=_REPO, log=logs / "mason-copy.log"),
+        ),
     ]
 
 
-def _buildah_plan(b: Buildah, ctx: dict[str, Path], reg: str, other: str, base: str,
-                  logs: Path) -> list[tuple[str, bool, Callable[[], Measured]]]:
+def _buildah_plan(
+    b: Buildah, ctx: dict[str, Path], reg: str, other: str, base: str, logs: Path
+) -> list[tuple[str, bool, Callable[[], Measured]]]:
     img, cache = f"{reg}/app-b", f"{reg}/app-b-cache"
     common = [*b._base()]  # same storage flags as the peer's own runs
 
     def bud(name: str, context: Path, *args: str) -> Callable[[], Measured]:
-        cmd = [*common, "bud", "--layers", "--runtime", "runc", "--tls-verify=false", "--build-arg",
-               f"BASE={base}", *args, str(context)]
+        cmd = [
+            *common,
+            "bud",
+            "--layers",
+            "--runtime",
+            "runc",
+            "--tls-verify=false",
+            "--build-arg",
+            f"BASE={base}",
+            *args,
+            str(context),
+        ]
         return lambda: measure(cmd, log=logs / f"buildah-{name}.log")
 
     push = [*common, "push", "--tls-verify=false", img, f"docker://{img}"]
-    copy = [SKOPEO, "copy", "--src-tls-verify=false", "--dest-tls-verify=false", f"docker://{img}",
-            f"docker://{other}/app-b"]
+    copy = [
+        SKOPEO,
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        f"docker://{img}",
+        f"docker://{other}/app-b",
+    ]
     return [
         ("COPY file", True, bud("copy", ctx["copy"], "-t", f"{img}-copy")),
         ("RUN file", True, bud("run", ctx["run"], "-t", img)),
         ("push", False, lambda: measure(push, log=logs / "buildah-push.log")),
         ("cache export", False, bud("export", ctx["run"], "-t", img, "--cache-to", cache)),
-        ("cache import", True, bud("import", ctx["import"], "-t", f"{img}-import", "--cache-from", cache)),
+        (
+            "cache import",
+            True,
+            bud("import", ctx["import"], "-t", f"{img}-import", "--cache-from", cache),
+        ),
         ("image copy", False, lambda: measure(copy, log=logs / "skopeo-copy.log")),
     ]
 
@@ -159,8 +204,15 @@ def _disk(path: Path) -> str:
     return f"{usage.free / 2**30:.1f} GiB free"
 
 
-def run_tool(tool: str, top: Path, ctx: dict[str, Path], registries: tuple[RegistryServer, RegistryServer],
-             base: str, logs: Path, driver: str | None) -> dict[str, Measured]:
+def run_tool(
+    tool: str,
+    top: Path,
+    ctx: dict[str, Path],
+    registries: tuple[RegistryServer, RegistryServer],
+    base: str,
+    logs: Path,
+    driver: str | None,
+) -> dict[str, Measured]:
     results: dict[str, Measured] = {}
     builder: Mason | Buildah
     reg, other = (f"{r.host}/bench" for r in registries)
@@ -178,19 +230,29 @@ def run_tool(tool: str, top: Path, ctx: dict[str, Path], registries: tuple[Regis
             marks = [len(r.access_log_lines()) for r in registries]
             results[name] = run()
             moved = [traffic(r, mark) for r, mark in zip(registries, marks, strict=True)]
-            up, down = sum(t.bytes_up for t in moved) / 2**20, sum(t.bytes_down for t in moved) / 2**20
-            print(f"{tool:<8} {name:<13} {results[name].peak_mib:>8.0f} MiB {results[name].seconds:>7.1f} s"
-                  f"  registry up {up:.0f} MiB, down {down:.0f} MiB ({_disk(top)})", file=sys.stderr)
+            up, down = (
+                sum(t.bytes_up for t in moved) / 2**20,
+                sum(t.bytes_down for t in moved) / 2**20,
+            )
+            print(
+                f"{tool:<8} {name:<13} {results[name].peak_mib:>8.0f} MiB {results[name].seconds:>7.1f} s"
+                f"  registry up {up:.0f} MiB, down {down:.0f} MiB ({_disk(top)})",
+                file=sys.stderr,
+            )
     finally:
         builder.cleanup()
     return results
 
 
 def print_table(results: dict[str, dict[str, Measured]], size: int, driver: str) -> None:
-    print(f"\npeak RSS with a {size / 2**20:.0f} MiB incompressible layer (buildah storage driver {driver};"
-          " image copy peer: skopeo)\n")
-    head = (f"{'scenario':<13} {'mason MiB':>10} {'peer MiB':>9} {'ratio':>6}  "
-            f"{'mason s':>8} {'peer s':>7} {'ratio':>6}")
+    print(
+        f"\npeak RSS with a {size / 2**20:.0f} MiB incompressible layer (buildah storage driver {driver};"
+        " image copy peer: skopeo)\n"
+    )
+    head = (
+        f"{'scenario':<13} {'mason MiB':>10} {'peer MiB':>9} {'ratio':>6}  "
+        f"{'mason s':>8} {'peer s':>7} {'ratio':>6}"
+    )
     print(head)
     print("-" * len(head))
     for name in SCENARIOS:
@@ -199,8 +261,10 @@ def print_table(results: dict[str, dict[str, Measured]], size: int, driver: str)
             continue
         mem_ratio = f"{p.peak_mib / m.peak_mib:>5.1f}x" if p else f"{'-':>6}"
         time_ratio = f"{p.seconds / m.seconds:>5.1f}x" if p else f"{'-':>6}"
-        print(f"{name:<13} {m.peak_mib:>10.0f} {(f'{p.peak_mib:.0f}' if p else '-'):>9} {mem_ratio}  "
-              f"{m.seconds:>8.1f} {(f'{p.seconds:.1f}' if p else '-'):>7} {time_ratio}")
+        print(
+            f"{name:<13} {m.peak_mib:>10.0f} {(f'{p.peak_mib:.0f}' if p else '-'):>9} {mem_ratio}  "
+            f"{m.seconds:>8.1f} {(f'{p.seconds:.1f}' if p else '-'):>7} {time_ratio}"
+        )
     print("\nratio = peer / mason (higher: mason uses less memory / is faster). Peak RSS is the")
     print("largest single process (the tool or a child it waited for), from GNU time.")
 
@@ -208,9 +272,13 @@ def print_table(results: dict[str, dict[str, Measured]], size: int, driver: str)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--workdir", type=Path, default=Path("/var/tmp"), help="where the temp dir goes")
+    parser.add_argument(
+        "--workdir", type=Path, default=Path("/var/tmp"), help="where the temp dir goes"
+    )
     parser.add_argument("--only", choices=("mason", "buildah"), default=None)
-    parser.add_argument("--driver", choices=("overlay", "vfs"), default=None, help="buildah storage driver")
+    parser.add_argument(
+        "--driver", choices=("overlay", "vfs"), default=None, help="buildah storage driver"
+    )
     parser.add_argument("--keep-logs", type=Path, default=None, help="copy the tools' output here")
     args = parser.parse_args(argv)
     size = args.size_mib << 20
@@ -226,11 +294,16 @@ def main(argv: list[str] | None = None) -> int:
         logs.mkdir()
         ctx = _contexts(top, size)
         driver = args.driver or ("-" if tools == ["mason"] else Buildah(top / "probe").driver)
-        registries = (start_registry(top / "registry", "plain"), start_registry(top / "registry2", "plain"))
+        registries = (
+            start_registry(top / "registry", "plain"),
+            start_registry(top / "registry2", "plain"),
+        )
         try:
             base = _push_base(registries[0].host, top)
             for tool in tools:
-                results[tool] = run_tool(tool, top, ctx, registries, base, logs, None if driver == "-" else driver)
+                results[tool] = run_tool(
+                    tool, top, ctx, registries, base, logs, None if driver == "-" else driver
+                )
         finally:
             for registry in registries:
                 registry.stop()

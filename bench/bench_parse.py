@@ -17,7 +17,7 @@ BLOCK = (
     "FROM alpine:3.18 AS s{i}\n"
     "ARG V{i}=1.{i}\n"
     'ENV A{i}="x y" B{i}=${{V{i}:-none}} PATH=/usr/local/bin:$PATH\n'
-    "LABEL org.example.step={i} description=\"step {i}\"\n"
+    'LABEL org.example.step={i} description="step {i}"\n'
     "RUN --mount=type=cache,target=/var/cache/apk,id=apk{i} \\\n"
     "    apk add --no-cache curl git \\\n"
     "    && echo step {i} > /tmp/{i}\n"
@@ -54,7 +54,11 @@ def main() -> None:
     print(f"parse_dockerfile: {t1 - t0:.3f} s")
     print(f"expand all commands: {t2 - t1:.3f} s")
 
-    long_line = b"FROM a\nRUN true" + b" \\\n  && echo 0123456789012345678901234567890123456789012345678901234567" * 15000 + b"\n"
+    long_line = (
+        b"FROM a\nRUN true"
+        + b" \\\n  && echo 0123456789012345678901234567890123456789012345678901234567" * 15000
+        + b"\n"
+    )
     t3 = time.perf_counter()
     parse_dockerfile(long_line)
     t4 = time.perf_counter()

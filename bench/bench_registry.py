@@ -59,7 +59,9 @@ def mib_s(size: int, seconds: float) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--compressions", default="uncompressed,gzip,zstd")
@@ -76,14 +78,19 @@ def main() -> int:
                 t0 = time.perf_counter()
                 layer_path, layer, diff_id = make_layer(work, size, compression)
                 make_s = time.perf_counter() - t0
-                cfg = (b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["'
-                       + diff_id.encode() + b'"]}}')
+                cfg = (
+                    b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["'
+                    + diff_id.encode()
+                    + b'"]}}'
+                )
                 cdesc = Descriptor(mt.OCI_CONFIG, sha256_bytes(cfg), len(cfg))
                 manifest = build_manifest(cdesc, [layer])
                 layout = OCILayout.create(str(work / "oci"))
                 layout.put_blob_file(str(layer_path), layer.media_type, layer.digest)
                 layout.put_blob_bytes(cfg, mt.OCI_CONFIG)
-                layout.add_manifest(layout.put_blob_bytes(manifest.raw, manifest.media_type), ref_name="bench")
+                layout.add_manifest(
+                    layout.put_blob_bytes(manifest.raw, manifest.media_type), ref_name="bench"
+                )
                 m_push, m_pull, s_push, s_pull = [], [], [], []
                 for run in range(args.runs):
                     ref = Reference.parse(f"{reg.host}/bench/{compression}-{run}:latest")
@@ -100,30 +107,59 @@ def main() -> int:
                     reg2 = start_registry(base / f"reg-skopeo-{compression}-{run}", "plain")
                     dst = f"docker://{reg2.host}/bench/{compression}-{run}:latest"
                     t = time.perf_counter()
-                    subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
-                                    f"oci:{work / 'oci'}:bench", dst], check=True)
+                    subprocess.run(
+                        [
+                            "skopeo",
+                            "copy",
+                            "--quiet",
+                            "--dest-tls-verify=false",
+                            f"oci:{work / 'oci'}:bench",
+                            dst,
+                        ],
+                        check=True,
+                    )
                     s_push.append(time.perf_counter() - t)
                     pulled = work / f"skopeo-pull-{run}"
                     t = time.perf_counter()
-                    subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
-                                    dst, f"oci:{pulled}:bench"], check=True)
+                    subprocess.run(
+                        [
+                            "skopeo",
+                            "copy",
+                            "--quiet",
+                            "--src-tls-verify=false",
+                            dst,
+                            f"oci:{pulled}:bench",
+                        ],
+                        check=True,
+                    )
                     s_pull.append(time.perf_counter() - t)
                     reg2.stop()
                     shutil.rmtree(pulled)
                     shutil.rmtree(reg2.workdir, ignore_errors=True)
-                rows.append((compression, layer.size, make_s, *(statistics.median(x) for x in (m_push, m_pull, s_push, s_pull))))
+                rows.append(
+                    (
+                        compression,
+                        layer.size,
+                        make_s,
+                        *(statistics.median(x) for x in (m_push, m_pull, s_push, s_pull)),
+                    )
+                )
                 shutil.rmtree(work)
     finally:
         reg.stop()
         shutil.rmtree(base, ignore_errors=True)
-    print(f"\nblob throughput on loopback, {args.size_mib} MiB random data in a tar, median of {args.runs} (MiB/s of blob bytes)")
+    print(
+        f"\nblob throughput on loopback, {args.size_mib} MiB random data in a tar, median of {args.runs} (MiB/s of blob bytes)"
+    )
     header = f"{'compression':<13}{'blob MiB':>9}{'compress s':>11}{'mason push':>12}{'skopeo push':>13}{'mason pull':>12}{'skopeo pull':>13}"
     print(header)
     print("-" * len(header))
     for compression, blob_size, make_s, mp, ml, sp, sl in rows:
-        print(f"{compression:<13}{blob_size / (1 << 20):>9.1f}{make_s:>11.2f}"
-              f"{mib_s(blob_size, mp):>12.0f}{mib_s(blob_size, sp):>13.0f}"
-              f"{mib_s(blob_size, ml):>12.0f}{mib_s(blob_size, sl):>13.0f}")
+        print(
+            f"{compression:<13}{blob_size / (1 << 20):>9.1f}{make_s:>11.2f}"
+            f"{mib_s(blob_size, mp):>12.0f}{mib_s(blob_size, sp):>13.0f}"
+            f"{mib_s(blob_size, ml):>12.0f}{mib_s(blob_size, sl):>13.0f}"
+        )
     return 0
 
 

@@ -46,7 +46,9 @@ def unmount_under(path: Path) -> None:
     except OSError:
         return
     points = [ln.split()[4] for ln in lines if len(ln.split()) > 4]
-    for point in sorted((p for p in points if p == prefix or p.startswith(prefix + "/")), key=len, reverse=True):
+    for point in sorted(
+        (p for p in points if p == prefix or p.startswith(prefix + "/")), key=len, reverse=True
+    ):
         subprocess.run(["umount", "-l", point], capture_output=True, check=False)
 
 
@@ -57,7 +59,9 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _run(cmd: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> RunResult:
+def _run(
+    cmd: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> RunResult:
     start = time.perf_counter()
     proc = subprocess.run(list(cmd), capture_output=True, text=True, env=env, cwd=cwd, check=False)
     elapsed = time.perf_counter() - start
@@ -83,7 +87,15 @@ class Buildah:
         return self.workdir / "runroot"
 
     def _base(self) -> list[str]:
-        return [BUILDAH, "--root", str(self.root), "--runroot", str(self.runroot), "--storage-driver", self.driver]
+        return [
+            BUILDAH,
+            "--root",
+            str(self.root),
+            "--runroot",
+            str(self.runroot),
+            "--storage-driver",
+            self.driver,
+        ]
 
     def _pick_driver(self) -> str:
         """overlay when this kernel lets buildah mount it here, else vfs."""
@@ -109,9 +121,25 @@ class Buildah:
         remove_tree(self.root)
         remove_tree(self.runroot)
 
-    def bud(self, context: Path, *, tag: str, build_args: dict[str, str] | None = None,
-            cache_from: str | None = None, cache_to: str | None = None) -> RunResult:
-        cmd = [*self._base(), "bud", "--layers", "--runtime", "runc", "--tls-verify=false", "-t", tag]
+    def bud(
+        self,
+        context: Path,
+        *,
+        tag: str,
+        build_args: dict[str, str] | None = None,
+        cache_from: str | None = None,
+        cache_to: str | None = None,
+    ) -> RunResult:
+        cmd = [
+            *self._base(),
+            "bud",
+            "--layers",
+            "--runtime",
+            "runc",
+            "--tls-verify=false",
+            "-t",
+            tag,
+        ]
         for k, v in (build_args or {}).items():
             cmd += ["--build-arg", f"{k}={v}"]
         if cache_from:
@@ -146,7 +174,9 @@ class Mason:
     def cleanup(self) -> None:
         remove_tree(self.root)
 
-    def build(self, context: Path, *args: str, build_args: dict[str, str] | None = None) -> RunResult:
+    def build(
+        self, context: Path, *args: str, build_args: dict[str, str] | None = None
+    ) -> RunResult:
         cmd = [*self.command, "build", "--progress=plain"]
         for k, v in (build_args or {}).items():
             cmd += ["--build-arg", f"{k}={v}"]

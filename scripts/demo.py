@@ -53,7 +53,12 @@ def _mason(args: list[str], root: Path) -> float:
 
 
 def _cache_flags(cache: str) -> list[str]:
-    return ["--cache-to", f"type=registry,ref={cache},mode=max", "--cache-from", f"type=registry,ref={cache}"]
+    return [
+        "--cache-to",
+        f"type=registry,ref={cache},mode=max",
+        "--cache-from",
+        f"type=registry,ref={cache}",
+    ]
 
 
 def _build_twice(server: RegistryServer, work: Path) -> bool:
@@ -81,8 +86,10 @@ def _build_twice(server: RegistryServer, work: Path) -> bool:
     _banner("result")
     print(f"cold build: {cold:.2f} s; warm build on a fresh root: {warm:.2f} s")
     print(f"image digest identical: {'yes' if same else 'NO'}")
-    print(f"blob GETs by the warm build: {count_blob_gets(server) - gets_before} (the base image's config "
-          "and the cache config; no layer is downloaded: hits are pushed by cross-repository mount)")
+    print(
+        f"blob GETs by the warm build: {count_blob_gets(server) - gets_before} (the base image's config "
+        "and the cache config; no layer is downloaded: hits are pushed by cross-repository mount)"
+    )
     return same
 
 
@@ -91,11 +98,15 @@ def _next_steps(server: RegistryServer, work: Path, kept: bool) -> None:
     reg = server.host if kept else "REG"
     _banner("next: build your own Dockerfile")
     if kept:
-        print(f"The registry keeps running at http://{reg} (storage in {work}); stop it with:\n"
-              f"  kill {server.process.pid} && rm -rf {work}")
+        print(
+            f"The registry keeps running at http://{reg} (storage in {work}); stop it with:\n"
+            f"  kill {server.process.pid} && rm -rf {work}"
+        )
     else:
-        print("The registry stops now. Run `bash scripts/demo.sh --keep` to leave it running at a\n"
-              "loopback address REG, which it prints; then, on this machine:")
+        print(
+            "The registry stops now. Run `bash scripts/demo.sh --keep` to leave it running at a\n"
+            "loopback address REG, which it prints; then, on this machine:"
+        )
     print(f"""
   mkdir -p myapp && cat > myapp/Dockerfile <<'EOF'
   FROM {reg}/base/busybox:latest
@@ -113,9 +124,14 @@ plain HTTP; for any other registry, log in as for docker (~/.docker/config.json)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="demo.sh", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--keep", action="store_true",
-                        help="leave the registry running afterwards (and its temporary directory)")
+    parser = argparse.ArgumentParser(
+        prog="demo.sh", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the registry running afterwards (and its temporary directory)",
+    )
     keep = parser.parse_args(argv).keep
     work = Path(tempfile.mkdtemp(prefix="mason-demo-"))
     _banner("starting a local registry (CNCF distribution)")

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
 export PATH="$PWD/.venv/bin:$PATH"
 ruff check src tests bench scripts
+ruff format --check src tests bench scripts
 mypy src
 lint-imports
 # docs/architecture.md §9: a cache's type is dispatched on in one place, the backend table

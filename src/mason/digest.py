@@ -95,9 +95,13 @@ class HashingWriter:
     store, the layer tar writer and the eStargz writer.
     """
 
-    def __init__(self, inner: IO[bytes] | BinaryIO | None = None, algorithm: str = "sha256") -> None:
+    def __init__(
+        self, inner: IO[bytes] | BinaryIO | None = None, algorithm: str = "sha256"
+    ) -> None:
         if algorithm not in ("sha256", "sha512"):
-            raise DigestError(f"unsupported digest algorithm {algorithm!r}", hint="use sha256 or sha512")
+            raise DigestError(
+                f"unsupported digest algorithm {algorithm!r}", hint="use sha256 or sha512"
+            )
         self._inner = inner
         self._algorithm = algorithm
         self._h = hashlib.new(algorithm)
@@ -129,7 +133,9 @@ def canonical_json(value: Any) -> bytes:
 
 
 def _mismatch(what: str, expected: Digest, got: str, size: int, expected_size: int | None) -> None:
-    size_note = f" after {size} bytes" if expected_size is None else f" ({size} of {expected_size} bytes)"
+    size_note = (
+        f" after {size} bytes" if expected_size is None else f" ({size} of {expected_size} bytes)"
+    )
     raise DigestMismatchError(
         f"{what} failed verification{size_note}: expected {expected}, got {got}",
         hint="the source served different bytes than its digest promises; nothing was kept",
@@ -150,12 +156,16 @@ class _Tally:
     def add(self, data: bytes) -> None:
         self.size += len(data)
         if self.expected_size is not None and self.size > self.expected_size:
-            _mismatch(self.what, self.expected, "more data than announced", self.size, self.expected_size)
+            _mismatch(
+                self.what, self.expected, "more data than announced", self.size, self.expected_size
+            )
         self.hasher.update(data)
 
     def finish(self) -> None:
         got = f"{self.expected.split(':', 1)[0]}:{self.hasher.hexdigest()}"
-        if got != self.expected or (self.expected_size is not None and self.size != self.expected_size):
+        if got != self.expected or (
+            self.expected_size is not None and self.size != self.expected_size
+        ):
             _mismatch(self.what, self.expected, got, self.size, self.expected_size)
 
 

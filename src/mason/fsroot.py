@@ -179,8 +179,10 @@ class FsRoot:
             if st is not None and stat.S_ISLNK(st.st_mode) and (pending or follow):
                 links += 1
                 if links > MAX_SYMLINKS:
-                    raise PathOutsideError(f"too many levels of symbolic links resolving {unsafe!r}",
-                                           context=[f"inside {self.path}"])
+                    raise PathOutsideError(
+                        f"too many levels of symbolic links resolving {unsafe!r}",
+                        context=[f"inside {self.path}"],
+                    )
                 assert dir_fd is not None
                 target = os.readlink(part, dir_fd=dir_fd)
                 if target.startswith("/"):
@@ -190,8 +192,10 @@ class FsRoot:
                 continue
             if pending and st is not None and not stat.S_ISDIR(st.st_mode):
                 where = "/".join([*walk.names, part])
-                raise PathOutsideError(f"cannot resolve {unsafe!r}: /{where} is not a directory",
-                                       context=[f"inside {self.path}"])
+                raise PathOutsideError(
+                    f"cannot resolve {unsafe!r}: /{where} is not a directory",
+                    context=[f"inside {self.path}"],
+                )
             fd = None
             walk.missing = walk.missing or st is None
             if pending and st is not None:
@@ -225,8 +229,10 @@ class FsRoot:
         ``follow`` resolves a final symlink first (the entry is then its target)."""
         resolved = self.resolve(unsafe, follow=follow)
         if not resolved.parts:
-            raise PathOutsideError(f"{unsafe!r} names the root itself, which has no parent",
-                                   context=[f"inside {self.path}"])
+            raise PathOutsideError(
+                f"{unsafe!r} names the root itself, which has no parent",
+                context=[f"inside {self.path}"],
+            )
         *dirs, name = resolved.parts
         fd = self._open_dir_parts(dirs, unsafe)
         try:
@@ -250,13 +256,17 @@ class FsRoot:
                 fd = nfd
         except FileNotFoundError:
             os.close(fd)
-            raise FileNotFoundError(errno.ENOENT, f"the directory of {unsafe!r} does not exist in {self.path}") from None
+            raise FileNotFoundError(
+                errno.ENOENT, f"the directory of {unsafe!r} does not exist in {self.path}"
+            ) from None
         except BaseException:
             os.close(fd)
             raise
         return fd
 
-    def open(self, unsafe: str, flags: int = os.O_RDONLY, mode: int = 0o644, *, follow: bool = True) -> int:
+    def open(
+        self, unsafe: str, flags: int = os.O_RDONLY, mode: int = 0o644, *, follow: bool = True
+    ) -> int:
         """``os.open`` of ``unsafe`` inside the root. With ``follow=False`` a final symlink
         is not followed (``O_NOFOLLOW``: an error)."""
         flags |= os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
@@ -276,8 +286,9 @@ class FsRoot:
         with os.fdopen(fd, "rb") as f:
             return f.read() if limit is None else f.read(limit)
 
-    def mkdirs(self, unsafe: str, *, mode: int = 0o755, uid: int | None = None,
-               gid: int | None = None) -> tuple[Path, list[Path]]:
+    def mkdirs(
+        self, unsafe: str, *, mode: int = 0o755, uid: int | None = None, gid: int | None = None
+    ) -> tuple[Path, list[Path]]:
         """Create the directory ``unsafe`` and missing parents inside the root (symlinks on the
         way followed inside it). New directories get ``mode`` and, when given, ``uid:gid``.
         Returns the directory's host path and the directories created, outermost first."""
@@ -287,13 +298,24 @@ class FsRoot:
             if resolved.is_dir:
                 return self.path.joinpath(*resolved.parts), created
             if resolved.exists:
-                raise NotADirectoryError(errno.ENOTDIR, f"cannot use {unsafe!r} as a directory: "
-                                         f"/{resolved.rel} is not a directory", str(self.path))
+                raise NotADirectoryError(
+                    errno.ENOTDIR,
+                    f"cannot use {unsafe!r} as a directory: /{resolved.rel} is not a directory",
+                    str(self.path),
+                )
             self._mkdir_one(resolved, mode, uid, gid, created)
-        raise PathOutsideError(f"cannot create {unsafe!r}: it keeps changing", context=[f"inside {self.path}"])
+        raise PathOutsideError(
+            f"cannot create {unsafe!r}: it keeps changing", context=[f"inside {self.path}"]
+        )
 
-    def _mkdir_one(self, resolved: ResolvedPath, mode: int, uid: int | None, gid: int | None,
-                   created: list[Path]) -> None:
+    def _mkdir_one(
+        self,
+        resolved: ResolvedPath,
+        mode: int,
+        uid: int | None,
+        gid: int | None,
+        created: list[Path],
+    ) -> None:
         """Create the first missing directory of ``resolved`` (canonical parts)."""
         fd = os.dup(self._fd)
         try:
@@ -341,8 +363,12 @@ def _libc() -> ctypes.CDLL:
 
 def _syscall_openat2(dir_fd: int, path: str, flags: int, mode: int, resolve: int) -> int:
     libc = _libc()
-    how = ctypes.create_string_buffer(struct.pack("=QQQ", flags, mode if flags & os.O_CREAT else 0, resolve))
-    fd = int(libc.syscall(_SYS_OPENAT2, dir_fd, os.fsencode(path), how, ctypes.c_size_t(len(how.raw))))
+    how = ctypes.create_string_buffer(
+        struct.pack("=QQQ", flags, mode if flags & os.O_CREAT else 0, resolve)
+    )
+    fd = int(
+        libc.syscall(_SYS_OPENAT2, dir_fd, os.fsencode(path), how, ctypes.c_size_t(len(how.raw)))
+    )
     if fd < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), path)
@@ -369,8 +395,13 @@ def _openat2_retrying(root_fd: int, path: str, flags: int, mode: int) -> int:
     # EAGAIN: a rename somewhere raced the lookup; the kernel asks to try again.
     for _ in range(16):
         try:
-            return _syscall_openat2(root_fd, path.lstrip("/") or ".", flags, mode,
-                                    _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS)
+            return _syscall_openat2(
+                root_fd,
+                path.lstrip("/") or ".",
+                flags,
+                mode,
+                _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS,
+            )
         except OSError as exc:
             if exc.errno != errno.EAGAIN:
                 raise

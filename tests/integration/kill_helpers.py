@@ -24,9 +24,14 @@ _GONE_WAIT = 20.0
 
 def _start(ctx: Path, root: Path, nap: str, *extra: str) -> subprocess.Popen[str]:
     """A build in its own session, returned once its RUN printed "started"."""
-    proc = subprocess.Popen([*mason_cmd(), "build", "--progress=plain", "--build-arg", f"NAP={nap}", *extra, str(ctx)],
-                            env=mason_env(root), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [*mason_cmd(), "build", "--progress=plain", "--build-arg", f"NAP={nap}", *extra, str(ctx)],
+        env=mason_env(root),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     assert proc.stdout is not None
     seen = []
     deadline = time.monotonic() + 120
@@ -48,7 +53,9 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
 
 def _finish(ctx: Path, root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     out = root.parent / "out"
-    return mason_build(root, "--build-arg", "NAP=0", *extra, "-o", f"type=local,dest={out}", str(ctx), timeout=180)
+    return mason_build(
+        root, "--build-arg", "NAP=0", *extra, "-o", f"type=local,dest={out}", str(ctx), timeout=180
+    )
 
 
 def _procs(token: str) -> list[str]:
@@ -71,9 +78,16 @@ def _containers(root: Path) -> list[dict[str, str]]:
     """runc's containers whose bundle lives under ``root`` (mason puts bundles in $MASON_ROOT/tmp)."""
     if not RUNC_STATE.is_dir():
         return []
-    listing = subprocess.run(["runc", "--root", str(RUNC_STATE), "list", "--format", "json"],
-                             capture_output=True, check=True)
-    return [e for e in json.loads(listing.stdout or b"null") or [] if str(e.get("bundle", "")).startswith(str(root))]
+    listing = subprocess.run(
+        ["runc", "--root", str(RUNC_STATE), "list", "--format", "json"],
+        capture_output=True,
+        check=True,
+    )
+    return [
+        e
+        for e in json.loads(listing.stdout or b"null") or []
+        if str(e.get("bundle", "")).startswith(str(root))
+    ]
 
 
 def _wait_gone(token: str, root: Path) -> None:

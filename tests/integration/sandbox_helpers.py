@@ -24,12 +24,6 @@ PASSWD = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n
 GROUP = "root:x:0:\napp:x:1000:\nbuilders:x:2000:app\nreaders:x:2001:app\n"
 
 
-
-
-
-
-
-
 def make_executor(kind: str, state: Path, work: Path) -> Executor:
     if kind == "runc":
         if shutil.which("runc") is None:
@@ -38,10 +32,6 @@ def make_executor(kind: str, state: Path, work: Path) -> Executor:
     if shutil.which("unshare") is None:
         pytest.skip("unshare is not installed")
     return ChrootExecutor(work_dir=work)
-
-
-
-
 
 
 def sh(executor: Executor, rootfs: Path, script: str, **kwargs: object) -> tuple[ExitStatus, str]:

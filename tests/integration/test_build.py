@@ -47,7 +47,11 @@ def _step_states(sink: RecordingSink) -> dict[str, str]:
     """name -> final status of every Dockerfile step ([stage i/n] ...)."""
     states: dict[str, str] = {}
     for e in sink.events:
-        if e.name.startswith("[") and not e.name.startswith("[internal]") and e.status in ("cached", "done", "error"):
+        if (
+            e.name.startswith("[")
+            and not e.name.startswith("[internal]")
+            and e.status in ("cached", "done", "error")
+        ):
             states[e.name] = e.status
     return states
 
@@ -55,10 +59,17 @@ def _step_states(sink: RecordingSink) -> dict[str, str]:
 def _unpack(registry: RegistryServer, ref: str, dest: Path) -> Path:
     """skopeo copy to an OCI layout, then umoci unpack: returns the bundle (rootfs/ + config.json)."""
     layout = dest / "oci"
-    subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}", f"oci:{layout}:img"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}", f"oci:{layout}:img"],
+        check=True,
+        capture_output=True,
+    )
     bundle = dest / "bundle"
-    subprocess.run(["umoci", "unpack", "--image", f"{layout}:img", str(bundle)], check=True, capture_output=True)
+    subprocess.run(
+        ["umoci", "unpack", "--image", f"{layout}:img", str(bundle)],
+        check=True,
+        capture_output=True,
+    )
     return bundle
 
 
@@ -69,56 +80,99 @@ def _runc_run(bundle: Path) -> str:
     cfg["process"]["terminal"] = False
     cfg_path.write_text(json.dumps(cfg))
     name = f"mason-test-{os.getpid()}-{time.monotonic_ns()}"
-    proc = subprocess.run(["runc", "--root", "/run/mason/test-runc", "run", "--bundle", str(bundle), name],
-                          capture_output=True, text=True, timeout=60)
-    subprocess.run(["runc", "--root", "/run/mason/test-runc", "delete", "--force", name], capture_output=True)
+    proc = subprocess.run(
+        ["runc", "--root", "/run/mason/test-runc", "run", "--bundle", str(bundle), name],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    subprocess.run(
+        ["runc", "--root", "/run/mason/test-runc", "delete", "--force", name], capture_output=True
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
 
 @pytest.fixture(scope="module")
-def example_build(registry: RegistryServer, busybox_image: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def example_build(
+    registry: RegistryServer, busybox_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
     """The examples/ app built once, cold, with a mode=max registry cache; shared by several tests."""
     _need("runc")
     root = tmp_path_factory.mktemp("root")
     ref = f"{registry.host}/it/example:latest"
     cache = f"{registry.host}/it/example-cache"
     opts: dict[str, Any] = {
-        "build_args": {"BASE": busybox_image}, "tags": (ref,), "push": True,
+        "build_args": {"BASE": busybox_image},
+        "tags": (ref,),
+        "push": True,
         "cache_to": tuple(parse_cache_to(f"type=registry,ref={cache},mode=max")),
         "cache_from": tuple(parse_cache_from(cache)),
     }
     outcome, sink = _build(root, EXAMPLES, **opts)
-    return {"root": root, "ref": ref, "cache": cache, "opts": opts, "outcome": outcome, "sink": sink}
+    return {
+        "root": root,
+        "ref": ref,
+        "cache": cache,
+        "opts": opts,
+        "outcome": outcome,
+        "sink": sink,
+    }
 
 
-def test_example_pushed_image_inspects_unpacks_and_runs(example_build: dict[str, Any], registry: RegistryServer,
-                                                         tmp_path: Path) -> None:
+def test_example_pushed_image_inspects_unpacks_and_runs(
+    example_build: dict[str, Any], registry: RegistryServer, tmp_path: Path
+) -> None:
     """The pushed example passes skopeo inspect, unpacks with umoci, holds what the Dockerfile says
     and prints its CMD output under runc."""
     _need("skopeo")
     _need("umoci")
     ref = example_build["ref"]
-    info = json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{ref}"],
-                                     check=True, capture_output=True, text=True).stdout)
+    info = json.loads(
+        subprocess.run(
+            ["skopeo", "inspect", "--tls-verify=false", f"docker://{ref}"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     assert info["Digest"] == example_build["outcome"].image_digest
     assert "APP_MODE=demo" in info["Env"]
-    raw = json.loads(subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
-                                    check=True, capture_output=True, text=True).stdout)
+    raw = json.loads(
+        subprocess.run(
+            ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     assert raw["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
-    config = json.loads(subprocess.run(["skopeo", "inspect", "--config", "--tls-verify=false", f"docker://{ref}"],
-                                       check=True, capture_output=True, text=True).stdout)
+    config = json.loads(
+        subprocess.run(
+            ["skopeo", "inspect", "--config", "--tls-verify=false", f"docker://{ref}"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     assert config["config"]["Cmd"] == ["/usr/local/bin/run-app"]
     assert config["config"]["WorkingDir"] == "/app"
     assert config["config"]["User"] == "app"
     layer_steps = [h for h in config["history"] if not h.get("empty_layer")]
     assert len(layer_steps) == len(config["rootfs"]["diff_ids"])
-    assert any(h["created_by"] == 'CMD ["/usr/local/bin/run-app"]' and h["empty_layer"] for h in config["history"])
+    assert any(
+        h["created_by"] == 'CMD ["/usr/local/bin/run-app"]' and h["empty_layer"]
+        for h in config["history"]
+    )
     bundle = _unpack(registry, ref, tmp_path)
     rootfs = bundle / "rootfs"
-    assert (rootfs / "app" / "message.txt").read_text() == "Hello from mason!\nbuilt without a daemon\n"
+    assert (
+        rootfs / "app" / "message.txt"
+    ).read_text() == "Hello from mason!\nbuilt without a daemon\n"
     assert os.readlink(rootfs / "app" / "latest.txt") == "message.txt"
-    assert sorted(p.name for p in (rootfs / "app").glob("gen_*.txt")) == [f"gen_{i}.txt" for i in range(5)]
+    assert sorted(p.name for p in (rootfs / "app").glob("gen_*.txt")) == [
+        f"gen_{i}.txt" for i in range(5)
+    ]
     run_app = rootfs / "usr" / "local" / "bin" / "run-app"
     assert stat.S_IMODE(run_app.stat().st_mode) == 0o755
     assert (run_app.stat().st_uid, run_app.stat().st_gid) == (0, 0)
@@ -127,7 +181,9 @@ def test_example_pushed_image_inspects_unpacks_and_runs(example_build: dict[str,
     assert "Hello from mason!" in out and "mode: demo" in out
 
 
-def test_second_build_on_same_root_is_all_cached_with_same_digest(example_build: dict[str, Any]) -> None:
+def test_second_build_on_same_root_is_all_cached_with_same_digest(
+    example_build: dict[str, Any],
+) -> None:
     """Building the same inputs again on the same $MASON_ROOT runs nothing and gives the same digest."""
     outcome, sink = _build(example_build["root"], EXAMPLES, **example_build["opts"])
     states = _step_states(sink)
@@ -136,7 +192,8 @@ def test_second_build_on_same_root_is_all_cached_with_same_digest(example_build:
 
 
 def test_registry_cache_after_wipe_hits_everything_without_downloading_layers(
-        example_build: dict[str, Any], registry: RegistryServer, tmp_path: Path) -> None:
+    example_build: dict[str, Any], registry: RegistryServer, tmp_path: Path
+) -> None:
     """Export -> wipe -> import: every step CACHED from the registry, same digest, no layer GETs."""
     before = count_blob_gets(registry)
     outcome, sink = _build(tmp_path / "fresh-root", EXAMPLES, **example_build["opts"])
@@ -149,7 +206,9 @@ def test_registry_cache_after_wipe_hits_everything_without_downloading_layers(
     assert count_blob_gets(registry) - before <= 2
 
 
-def test_changed_context_file_reruns_only_dependent_steps(example_build: dict[str, Any], tmp_path: Path) -> None:
+def test_changed_context_file_reruns_only_dependent_steps(
+    example_build: dict[str, Any], tmp_path: Path
+) -> None:
     """Changing one file reruns the COPY of it and what follows; earlier steps stay CACHED."""
     ctx = tmp_path / "ctx"
     shutil.copytree(EXAMPLES, ctx)
@@ -159,7 +218,10 @@ def test_changed_context_file_reruns_only_dependent_steps(example_build: dict[st
     states = _step_states(sink)
     assert states["[build 2/5] WORKDIR /src"] == "cached"
     assert states["[build 3/5] COPY app/ ./"] == "done"
-    assert states["[build 4/5] RUN mkdir -p /out && cat greeting.txt names.txt > /out/message.txt"] == "done"
+    assert (
+        states["[build 4/5] RUN mkdir -p /out && cat greeting.txt names.txt > /out/message.txt"]
+        == "done"
+    )
 
 
 FS_DOCKERFILE = """\
@@ -201,8 +263,9 @@ def fs_context(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ctx
 
 
-def test_filesystem_matches_the_dockerfile(registry: RegistryServer, busybox_image: str, fs_context: Path,
-                                          tmp_path: Path) -> None:
+def test_filesystem_matches_the_dockerfile(
+    registry: RegistryServer, busybox_image: str, fs_context: Path, tmp_path: Path
+) -> None:
     """Deletions are whiteouts, modes/owners/symlinks/hardlinks survive, .dockerignore applies,
     ADD extracts a local tar, secrets never land in a layer."""
     _need("runc")
@@ -210,15 +273,24 @@ def test_filesystem_matches_the_dockerfile(registry: RegistryServer, busybox_ima
     from mason.engine.options import SecretSpec
 
     ref = f"{registry.host}/it/fs:latest"
-    outcome, _ = _build(tmp_path / "root", fs_context, build_args={"BASE": busybox_image}, tags=(ref,), push=True,
-                        secrets=(SecretSpec("token", fs_context / "token.txt"),))
+    outcome, _ = _build(
+        tmp_path / "root",
+        fs_context,
+        build_args={"BASE": busybox_image},
+        tags=(ref,),
+        push=True,
+        secrets=(SecretSpec("token", fs_context / "token.txt"),),
+    )
     bundle = _unpack(registry, ref, tmp_path)
     r = bundle / "rootfs"
     assert (r / "data" / "one").read_text() == "one\n"
     assert stat.S_IMODE((r / "data" / "one").stat().st_mode) == 0o640
     assert os.readlink(r / "data" / "link") == "one"
     assert (r / "links" / "b").stat().st_ino == (r / "links" / "a").stat().st_ino
-    assert ((r / "data" / "sub" / "two").stat().st_uid, (r / "data" / "sub" / "two").stat().st_gid) == (12, 34)
+    assert (
+        (r / "data" / "sub" / "two").stat().st_uid,
+        (r / "data" / "sub" / "two").stat().st_gid,
+    ) == (12, 34)
     assert not (r / "data" / "gone").exists() and not (r / "data" / "gonedir").exists()
     a = r / "copied" / "a.txt"
     assert (a.stat().st_uid, a.stat().st_gid, stat.S_IMODE(a.stat().st_mode)) == (1000, 1000, 0o600)
@@ -241,11 +313,15 @@ def test_filesystem_matches_the_dockerfile(registry: RegistryServer, busybox_ima
     assert outcome.exported is not None and len(outcome.exported.layers) == 1
 
 
-def test_whiteouts_are_in_the_layer_tar(registry: RegistryServer, busybox_image: str, tmp_path: Path) -> None:
+def test_whiteouts_are_in_the_layer_tar(
+    registry: RegistryServer, busybox_image: str, tmp_path: Path
+) -> None:
     """A RUN that deletes base files makes a layer with .wh. entries (checked in the OCI tar output)."""
     ctx = tmp_path / "ctx"
     ctx.mkdir()
-    (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN rm /etc/group && rm -r /root || true\n")
+    (ctx / "Dockerfile").write_text(
+        f"FROM {busybox_image}\nRUN rm /etc/group && rm -r /root || true\n"
+    )
     out = tmp_path / "image.tar"
     _build(tmp_path / "root", ctx, outputs=(parse_output(f"type=oci,dest={out}"),))
     with tarfile.open(out) as tf:
@@ -260,17 +336,25 @@ def test_whiteouts_are_in_the_layer_tar(registry: RegistryServer, busybox_image:
     assert "etc/.wh.group" in names
 
 
-def test_source_date_epoch_gives_the_same_digest_on_two_empty_roots(busybox_image: str, tmp_path: Path) -> None:
+def test_source_date_epoch_gives_the_same_digest_on_two_empty_roots(
+    busybox_image: str, tmp_path: Path
+) -> None:
     """With SOURCE_DATE_EPOCH, two builds on two empty roots give byte-identical images."""
     ctx = tmp_path / "ctx"
     ctx.mkdir()
-    (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nCOPY f /f\nRUN echo hi > /g && mkdir -p /d\nCMD [\"cat\", \"/g\"]\n")
+    (ctx / "Dockerfile").write_text(
+        f'FROM {busybox_image}\nCOPY f /f\nRUN echo hi > /g && mkdir -p /d\nCMD ["cat", "/g"]\n'
+    )
     (ctx / "f").write_text("f\n")
     digests = []
     for i in range(2):
         out = tmp_path / f"img{i}.tar"
-        outcome, _ = _build(tmp_path / f"root{i}", ctx, source_date_epoch=1700000000,
-                            outputs=(parse_output(f"type=oci,dest={out}"),))
+        outcome, _ = _build(
+            tmp_path / f"root{i}",
+            ctx,
+            source_date_epoch=1700000000,
+            outputs=(parse_output(f"type=oci,dest={out}"),),
+        )
         digests.append(outcome.image_digest)
         time.sleep(1.1)  # a different wall clock second for the second build
     assert digests[0] == digests[1]
@@ -282,9 +366,16 @@ def test_outputs_local_tar_and_docker(busybox_image: str, tmp_path: Path) -> Non
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo content > /made-by-run\n")
     local, tar_out, docker_out = tmp_path / "local", tmp_path / "fs.tar", tmp_path / "docker.tar"
-    _build(tmp_path / "root", ctx, tags=("example.test/out:1",), outputs=(
-        parse_output(f"type=local,dest={local}"), parse_output(f"type=tar,dest={tar_out}"),
-        parse_output(f"type=docker,dest={docker_out}")))
+    _build(
+        tmp_path / "root",
+        ctx,
+        tags=("example.test/out:1",),
+        outputs=(
+            parse_output(f"type=local,dest={local}"),
+            parse_output(f"type=tar,dest={tar_out}"),
+            parse_output(f"type=docker,dest={docker_out}"),
+        ),
+    )
     assert (local / "made-by-run").read_text() == "content\n"
     assert (local / "bin" / "busybox").exists()
     with tarfile.open(tar_out) as tf:
@@ -295,13 +386,23 @@ def test_outputs_local_tar_and_docker(busybox_image: str, tmp_path: Path) -> Non
         assert len(manifest[0]["Layers"]) == 2
     # what `docker load` reads, read by an independent implementation: skopeo's docker-archive
     # transport verifies the config and layers and copies them out as an OCI layout
-    inspected = subprocess.run(["skopeo", "inspect", f"docker-archive:{docker_out}"],
-                               capture_output=True, text=True, check=True)
+    inspected = subprocess.run(
+        ["skopeo", "inspect", f"docker-archive:{docker_out}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert len(json.loads(inspected.stdout)["Layers"]) == 2
-    subprocess.run(["skopeo", "copy", f"docker-archive:{docker_out}", f"oci:{tmp_path / 'from-docker'}:x"],
-                   capture_output=True, check=True)
-    subprocess.run(["umoci", "unpack", "--image", f"{tmp_path / 'from-docker'}:x", str(tmp_path / "bundle")],
-                   capture_output=True, check=True)
+    subprocess.run(
+        ["skopeo", "copy", f"docker-archive:{docker_out}", f"oci:{tmp_path / 'from-docker'}:x"],
+        capture_output=True,
+        check=True,
+    )
+    subprocess.run(
+        ["umoci", "unpack", "--image", f"{tmp_path / 'from-docker'}:x", str(tmp_path / "bundle")],
+        capture_output=True,
+        check=True,
+    )
     assert (tmp_path / "bundle" / "rootfs" / "made-by-run").read_text() == "content\n"
 
 
@@ -309,7 +410,9 @@ def test_cli_exit_codes_and_failure_context(busybox_image: str, tmp_path: Path) 
     """A failing RUN exits 1 and shows its last output and Dockerfile line; a Dockerfile error exits 2."""
     ctx = tmp_path / "ctx"
     ctx.mkdir()
-    (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo first-line && echo last-line && exit 7\n")
+    (ctx / "Dockerfile").write_text(
+        f"FROM {busybox_image}\nRUN echo first-line && echo last-line && exit 7\n"
+    )
     proc = mason_build(tmp_path / "root", str(ctx), timeout=120)
     assert proc.returncode == 1
     assert "last-line" in proc.stderr and "exit code 7" in proc.stderr
@@ -326,8 +429,17 @@ def test_quiet_prints_digest_and_metadata_file(busybox_image: str, tmp_path: Pat
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nENV A=1\n")
     meta = tmp_path / "meta.json"
-    proc = mason(tmp_path / "root", "build", "-q", "--metadata-file", str(meta), "-o",
-                 f"type=oci,dest={tmp_path / 'o.tar'}", str(ctx), timeout=120)
+    proc = mason(
+        tmp_path / "root",
+        "build",
+        "-q",
+        "--metadata-file",
+        str(meta),
+        "-o",
+        f"type=oci,dest={tmp_path / 'o.tar'}",
+        str(ctx),
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(meta.read_text())
     assert proc.stdout.strip() == data["containerimage.digest"]
@@ -338,11 +450,19 @@ def test_sigkill_mid_step_then_rebuild_works(busybox_image: str, tmp_path: Path)
     """A build killed with SIGKILL inside a RUN leaves $MASON_ROOT usable: the rebuild succeeds."""
     ctx = tmp_path / "ctx"
     ctx.mkdir()
-    (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo started && sleep 30 && echo x > /x\n")
+    (ctx / "Dockerfile").write_text(
+        f"FROM {busybox_image}\nRUN echo started && sleep 30 && echo x > /x\n"
+    )
     root = tmp_path / "root"
     env = mason_env(root)
-    proc = subprocess.Popen([*mason_cmd(), "build", "--progress=plain", str(ctx)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [*mason_cmd(), "build", "--progress=plain", str(ctx)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     assert proc.stdout is not None
     deadline = time.monotonic() + 60
     for line in proc.stdout:
@@ -357,8 +477,9 @@ def test_sigkill_mid_step_then_rebuild_works(busybox_image: str, tmp_path: Path)
     assert not [m for m in Path("/proc/self/mountinfo").read_text().splitlines() if str(root) in m]
 
 
-def test_image_output_compression_and_docker_media_types(registry: RegistryServer, busybox_image: str,
-                                                         tmp_path: Path) -> None:
+def test_image_output_compression_and_docker_media_types(
+    registry: RegistryServer, busybox_image: str, tmp_path: Path
+) -> None:
     """compression=zstd gives zstd layers; oci-mediatypes=false gives a Docker manifest and config."""
     _need("skopeo")
     ctx = tmp_path / "ctx"
@@ -366,29 +487,61 @@ def test_image_output_compression_and_docker_media_types(registry: RegistryServe
     (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo z > /z\n")
     zref = f"{registry.host}/it/zstd:1"
     dref = f"{registry.host}/it/docker:1"
-    _build(tmp_path / "root", ctx, outputs=(
-        parse_output(f"type=image,name={zref},push=true,compression=zstd,force-compression=true"),
-        parse_output(f"type=image,name={dref},push=true,oci-mediatypes=false")))
-    z = json.loads(subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{zref}"],
-                                  check=True, capture_output=True, text=True).stdout)
-    assert {layer["mediaType"] for layer in z["layers"]} == {"application/vnd.oci.image.layer.v1.tar+zstd"}
-    d = json.loads(subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{dref}"],
-                                  check=True, capture_output=True, text=True).stdout)
+    _build(
+        tmp_path / "root",
+        ctx,
+        outputs=(
+            parse_output(
+                f"type=image,name={zref},push=true,compression=zstd,force-compression=true"
+            ),
+            parse_output(f"type=image,name={dref},push=true,oci-mediatypes=false"),
+        ),
+    )
+    z = json.loads(
+        subprocess.run(
+            ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{zref}"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    assert {layer["mediaType"] for layer in z["layers"]} == {
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    }
+    d = json.loads(
+        subprocess.run(
+            ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{dref}"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     assert d["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
     assert d["config"]["mediaType"] == "application/vnd.docker.container.image.v1+json"
-    assert {layer["mediaType"] for layer in d["layers"]} == {"application/vnd.docker.image.rootfs.diff.tar.gzip"}
+    assert {layer["mediaType"] for layer in d["layers"]} == {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    }
 
 
 def test_two_processes_share_one_root(busybox_image: str, tmp_path: Path) -> None:
     """Two mason builds at once on the same $MASON_ROOT both succeed; a third build is all cached."""
     ctx = tmp_path / "ctx"
     ctx.mkdir()
-    (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN sleep 1 && echo a > /a\nRUN echo b > /b\n")
+    (ctx / "Dockerfile").write_text(
+        f"FROM {busybox_image}\nRUN sleep 1 && echo a > /a\nRUN echo b > /b\n"
+    )
     root = tmp_path / "root"
     env = mason_env(root)
-    procs = [subprocess.Popen([*mason_cmd(), "build", "--progress=plain", str(ctx)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [*mason_cmd(), "build", "--progress=plain", str(ctx)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=120)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     third = mason_build(root, str(ctx), timeout=120)

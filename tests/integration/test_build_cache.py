@@ -39,9 +39,16 @@ def context(tmp_path: Path, busybox_image: str) -> Path:
 
 def _build(root: Path, ctx: Path, base: str, **kw: Any) -> tuple[Any, dict[str, str]]:
     sink = RecordingSink()
-    outcome = build(BuildOptions(context=ctx, build_args={"BASE": base}, **kw), root=root, progress=sink)
-    states = {e.name: e.status for e in sink.events
-              if e.name.startswith("[") and not e.name.startswith("[internal]") and e.status in ("cached", "done")}
+    outcome = build(
+        BuildOptions(context=ctx, build_args={"BASE": base}, **kw), root=root, progress=sink
+    )
+    states = {
+        e.name: e.status
+        for e in sink.events
+        if e.name.startswith("[")
+        and not e.name.startswith("[internal]")
+        and e.status in ("cached", "done")
+    }
     return outcome, states
 
 
@@ -52,7 +59,11 @@ def test_local_cache_round_trip(context: Path, busybox_image: str, tmp_path: Pat
     opts: dict[str, Any] = {
         "cache_to": tuple(parse_cache_to(f"type=local,dest={cache_dir},mode=max")),
         "cache_from": tuple(parse_cache_from(f"type=local,src={cache_dir}")),
-        "outputs": (__import__("mason.engine.options", fromlist=["parse_output"]).parse_output(f"type=oci,dest={out}"),),
+        "outputs": (
+            __import__("mason.engine.options", fromlist=["parse_output"]).parse_output(
+                f"type=oci,dest={out}"
+            ),
+        ),
     }
     first, _ = _build(tmp_path / "r1", context, busybox_image, **opts)
     assert (cache_dir / "index.json").exists()
@@ -61,30 +72,57 @@ def test_local_cache_round_trip(context: Path, busybox_image: str, tmp_path: Pat
     assert second.image_digest == first.image_digest
 
 
-def test_inline_cache_round_trip(context: Path, busybox_image: str, registry: RegistryServer, tmp_path: Path) -> None:
+def test_inline_cache_round_trip(
+    context: Path, busybox_image: str, registry: RegistryServer, tmp_path: Path
+) -> None:
     """--cache-to type=inline embeds min-mode records in the image; --cache-from IMAGE hits the final stage."""
     ref = f"{registry.host}/cachetest/inline:latest"
-    first, _ = _build(tmp_path / "r1", context, busybox_image, tags=(ref,), push=True,
-                      cache_to=tuple(parse_cache_to("type=inline")))
-    second, states = _build(tmp_path / "r2", context, busybox_image, tags=(ref,), push=True,
-                            cache_to=tuple(parse_cache_to("type=inline")), cache_from=tuple(parse_cache_from(ref)))
+    first, _ = _build(
+        tmp_path / "r1",
+        context,
+        busybox_image,
+        tags=(ref,),
+        push=True,
+        cache_to=tuple(parse_cache_to("type=inline")),
+    )
+    second, states = _build(
+        tmp_path / "r2",
+        context,
+        busybox_image,
+        tags=(ref,),
+        push=True,
+        cache_to=tuple(parse_cache_to("type=inline")),
+        cache_from=tuple(parse_cache_from(ref)),
+    )
     assert states["[stage-1 3/3] RUN cat /artifact > /copy"] == "cached"
     assert second.image_digest == first.image_digest
 
 
 @pytest.mark.parametrize("mode", ["min", "max"])
-def test_min_and_max_mode_after_wipe(context: Path, busybox_image: str, registry: RegistryServer, tmp_path: Path,
-                                     mode: str) -> None:
+def test_min_and_max_mode_after_wipe(
+    context: Path, busybox_image: str, registry: RegistryServer, tmp_path: Path, mode: str
+) -> None:
     """After a wipe, the intermediate stage's step has a result only with mode=max."""
     cache = f"{registry.host}/cachetest/{mode}"
     ref = f"{registry.host}/cachetest/app-{mode}:latest"
-    _build(tmp_path / "r1", context, busybox_image, tags=(ref,), push=True,
-           cache_to=tuple(parse_cache_to(f"type=registry,ref={cache},mode={mode}")))
+    _build(
+        tmp_path / "r1",
+        context,
+        busybox_image,
+        tags=(ref,),
+        push=True,
+        cache_to=tuple(parse_cache_to(f"type=registry,ref={cache},mode={mode}")),
+    )
     # the final stage now copies the artifact elsewhere: that COPY misses and needs the build
     # stage's result, which only a max cache holds
-    (context / "Dockerfile").write_text(DOCKERFILE.replace("/artifact /artifact", "/artifact /elsewhere")
-                                        .replace("cat /artifact", "cat /elsewhere"))
-    outcome, states = _build(tmp_path / "r2", context, busybox_image, cache_from=tuple(parse_cache_from(cache)))
+    (context / "Dockerfile").write_text(
+        DOCKERFILE.replace("/artifact /artifact", "/artifact /elsewhere").replace(
+            "cat /artifact", "cat /elsewhere"
+        )
+    )
+    outcome, states = _build(
+        tmp_path / "r2", context, busybox_image, cache_from=tuple(parse_cache_from(cache))
+    )
     build_step = states["[build 2/2] RUN echo built > /artifact"]
     assert build_step == ("cached" if mode == "max" else "done")
     assert states["[stage-1 2/3] COPY --from=build /artifact /elsewhere"] == "done"

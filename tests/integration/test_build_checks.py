@@ -34,9 +34,11 @@ def test_check_exit_codes_and_buildx_output(tmp_path: Path) -> None:
     for flag in (["--check"], ["--call=check"], ["--call", "check"]):
         res = _mason(["build", "--progress=plain", *flag, str(ctx)], tmp_path / "root")
         assert res.returncode == 1, res.stderr
-        assert res.stdout.startswith("Check complete, 3 warnings have been found!\n\nWARNING: StageNameCasing - "
-                                     "https://docs.docker.com/go/dockerfile/rule/stage-name-casing/\n"
-                                     "Stage name 'Build' should be lowercase\nDockerfile:1\n"), res.stdout
+        assert res.stdout.startswith(
+            "Check complete, 3 warnings have been found!\n\nWARNING: StageNameCasing - "
+            "https://docs.docker.com/go/dockerfile/rule/stage-name-casing/\n"
+            "Stage name 'Build' should be lowercase\nDockerfile:1\n"
+        ), res.stdout
         assert " 2 | >>> CMD echo hi" in res.stdout
         assert "WARNING: LegacyKeyValueFormat" in res.stdout
     ctx = _context(tmp_path, CLEAN)
@@ -50,46 +52,85 @@ def test_check_skip_directive_and_build_arg(tmp_path: Path) -> None:
     ctx = _context(tmp_path, "# check=skip=StageNameCasing,LegacyKeyValueFormat\n" + BAD)
     res = _mason(["build", "--check", str(ctx)], tmp_path / "root")
     assert res.returncode == 1
-    assert res.stdout.startswith("Check complete, 1 warning has been found!\n\nWARNING: JSONArgsRecommended")
+    assert res.stdout.startswith(
+        "Check complete, 1 warning has been found!\n\nWARNING: JSONArgsRecommended"
+    )
     ctx = _context(tmp_path, "# check=skip=all\n" + BAD)
     assert _mason(["build", "--check", str(ctx)], tmp_path / "root").returncode == 0
     # the build arg replaces the directive
-    res = _mason(["build", "--check", "--build-arg", "BUILDKIT_DOCKERFILE_CHECK=skip=JSONArgsRecommended",
-                  str(ctx)], tmp_path / "root")
+    res = _mason(
+        [
+            "build",
+            "--check",
+            "--build-arg",
+            "BUILDKIT_DOCKERFILE_CHECK=skip=JSONArgsRecommended",
+            str(ctx),
+        ],
+        tmp_path / "root",
+    )
     assert res.stdout.startswith("Check complete, 2 warnings have been found!"), res.stdout
-    res = _mason(["build", "--check", "--build-arg", "BUILDKIT_DOCKERFILE_CHECK=skip=all", str(ctx)],
-                 tmp_path / "root")
+    res = _mason(
+        ["build", "--check", "--build-arg", "BUILDKIT_DOCKERFILE_CHECK=skip=all", str(ctx)],
+        tmp_path / "root",
+    )
     assert res.returncode == 0
-    res = _mason(["build", "--check", "--build-arg", "BUILDKIT_DOCKERFILE_CHECK=bogus", str(ctx)],
-                 tmp_path / "root")
-    assert res.returncode == 2 and 'failed to parse build-arg:BUILDKIT_DOCKERFILE_CHECK: invalid check option' \
+    res = _mason(
+        ["build", "--check", "--build-arg", "BUILDKIT_DOCKERFILE_CHECK=bogus", str(ctx)],
+        tmp_path / "root",
+    )
+    assert (
+        res.returncode == 2
+        and "failed to parse build-arg:BUILDKIT_DOCKERFILE_CHECK: invalid check option"
         in res.stderr
+    )
 
 
 def test_build_prints_warnings_and_builds(tmp_path: Path) -> None:
     ctx = _context(tmp_path, BAD)
-    res = _mason(["build", "--progress=plain", "-o", f"type=local,dest={tmp_path / 'out'}", str(ctx)],
-                 tmp_path / "root")
+    res = _mason(
+        ["build", "--progress=plain", "-o", f"type=local,dest={tmp_path / 'out'}", str(ctx)],
+        tmp_path / "root",
+    )
     assert res.returncode == 0, res.stderr
-    assert "#1 WARN: StageNameCasing: Stage name 'Build' should be lowercase (line 1)\n" in res.stderr
-    assert ("#1 WARN: JSONArgsRecommended: JSON arguments recommended for CMD to prevent unintended behavior "
-            "related to OS signals (line 2)\n") in res.stderr
+    assert (
+        "#1 WARN: StageNameCasing: Stage name 'Build' should be lowercase (line 1)\n" in res.stderr
+    )
+    assert (
+        "#1 WARN: JSONArgsRecommended: JSON arguments recommended for CMD to prevent unintended behavior "
+        "related to OS signals (line 2)\n"
+    ) in res.stderr
     assert "\n 3 warnings found" in res.stderr
-    assert ' - LegacyKeyValueFormat: "ENV key=value" should be used instead of legacy "ENV key value" format ' \
-           "(line 3)" in res.stderr
+    assert (
+        ' - LegacyKeyValueFormat: "ENV key=value" should be used instead of legacy "ENV key value" format '
+        "(line 3)" in res.stderr
+    )
     res = _mason(["build", "--progress=plain", str(_context(tmp_path, CLEAN))], tmp_path / "root")
     assert res.returncode == 0 and "WARN:" not in res.stderr and "warning found" not in res.stderr
 
 
 def test_error_mode_fails_the_build_before_anything_runs(tmp_path: Path) -> None:
-    ctx = _context(tmp_path, "# check=error=true\nFROM scratch\nCOPY --link a /a\nCMD echo hi\n", a="x")
-    res = _mason(["build", "--progress=plain", "-o", f"type=local,dest={tmp_path / 'out'}", str(ctx)],
-                 tmp_path / "root")
+    ctx = _context(
+        tmp_path, "# check=error=true\nFROM scratch\nCOPY --link a /a\nCMD echo hi\n", a="x"
+    )
+    res = _mason(
+        ["build", "--progress=plain", "-o", f"type=local,dest={tmp_path / 'out'}", str(ctx)],
+        tmp_path / "root",
+    )
     assert res.returncode == 1, res.stderr
     assert "ERROR: lint violation found for rules: JSONArgsRecommended" in res.stderr
     assert "COPY" not in res.stderr and not (tmp_path / "out").exists()
-    res = _mason(["build", "--progress=plain", "--build-arg", "BUILDKIT_DOCKERFILE_CHECK=error=false",
-                  "-o", f"type=local,dest={tmp_path / 'out'}", str(ctx)], tmp_path / "root")
+    res = _mason(
+        [
+            "build",
+            "--progress=plain",
+            "--build-arg",
+            "BUILDKIT_DOCKERFILE_CHECK=error=false",
+            "-o",
+            f"type=local,dest={tmp_path / 'out'}",
+            str(ctx),
+        ],
+        tmp_path / "root",
+    )
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "out" / "a").read_text() == "x"
     # error mode with nothing to report builds
@@ -97,12 +138,19 @@ def test_error_mode_fails_the_build_before_anything_runs(tmp_path: Path) -> None
     assert _mason(["build", str(ctx)], tmp_path / "root").returncode == 0
 
 
-def test_copy_ignored_file_and_base_image_env(registry: RegistryServer, busybox_image: str, tmp_path: Path) -> None:
-    ctx = _context(tmp_path, f"FROM {busybox_image}\nCOPY notes.txt /n\nWORKDIR /w$PATH$NOPE\n",
-                   **{"notes.txt": "n", "_dockerignore": "*.txt\n"})
+def test_copy_ignored_file_and_base_image_env(
+    registry: RegistryServer, busybox_image: str, tmp_path: Path
+) -> None:
+    ctx = _context(
+        tmp_path,
+        f"FROM {busybox_image}\nCOPY notes.txt /n\nWORKDIR /w$PATH$NOPE\n",
+        **{"notes.txt": "n", "_dockerignore": "*.txt\n"},
+    )
     res = _mason(["build", "--check", str(ctx)], tmp_path / "root")
     assert res.returncode == 1, res.stderr
-    assert ('Attempting to Copy file "notes.txt" that is excluded by .dockerignore\nDockerfile:2\n'
-            in res.stdout), res.stdout
+    assert (
+        'Attempting to Copy file "notes.txt" that is excluded by .dockerignore\nDockerfile:2\n'
+        in res.stdout
+    ), res.stdout
     assert "Usage of undefined variable '$NOPE'" in res.stdout
     assert "'$PATH'" not in res.stdout  # the image config defines it

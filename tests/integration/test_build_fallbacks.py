@@ -50,12 +50,20 @@ def _need(*tools: str) -> None:
 def _build_unpacked(tmp: Path, context: Path, base: str, **kw: Any) -> tuple[Path, Path, Any]:
     """Build to an OCI layout dir and umoci-unpack it: (rootfs, layout, outcome)."""
     layout = tmp / "layout"
-    opts = BuildOptions(context=context, build_args={"BASE": base}, source_date_epoch=EPOCH,
-                        outputs=(parse_output(f"type=oci,dest={layout},tar=false"),), **kw)
+    opts = BuildOptions(
+        context=context,
+        build_args={"BASE": base},
+        source_date_epoch=EPOCH,
+        outputs=(parse_output(f"type=oci,dest={layout},tar=false"),),
+        **kw,
+    )
     outcome = build(opts, root=tmp / "root", progress=RecordingSink())
     bundle = tmp / "bundle"
-    subprocess.run(["umoci", "unpack", "--image", f"{layout}:latest", str(bundle)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["umoci", "unpack", "--image", f"{layout}:latest", str(bundle)],
+        check=True,
+        capture_output=True,
+    )
     return bundle / "rootfs", layout, outcome
 
 
@@ -81,10 +89,20 @@ def _describe(root: Path) -> dict[str, tuple[object, ...]]:
                 body = os.readlink(path)
             else:
                 body = st.st_rdev
-            xattrs = sorted((k, os.getxattr(path, k, follow_symlinks=False))
-                            for k in os.listxattr(path, follow_symlinks=False))
+            xattrs = sorted(
+                (k, os.getxattr(path, k, follow_symlinks=False))
+                for k in os.listxattr(path, follow_symlinks=False)
+            )
             mtime = None if stat.S_ISDIR(mode) else st.st_mtime_ns // 10**9
-            entries[rel] = (stat.S_IFMT(mode), stat.S_IMODE(mode), st.st_uid, st.st_gid, body, mtime, tuple(xattrs))
+            entries[rel] = (
+                stat.S_IFMT(mode),
+                stat.S_IMODE(mode),
+                st.st_uid,
+                st.st_gid,
+                body,
+                mtime,
+                tuple(xattrs),
+            )
     for names in inodes.values():
         for n in names:
             entries[n] = (*entries[n], tuple(sorted(names)))
@@ -120,36 +138,51 @@ def _layer_names(layout: Path) -> list[list[str]]:
 def reference_example(busybox_image: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """examples/ built with overlayfs and runc, unpacked."""
     _need("runc", "umoci")
-    rootfs, _, _ = _build_unpacked(tmp_path_factory.mktemp("ref"), EXAMPLES, busybox_image,
-                                   snapshotter="overlay", runtime="runc")
+    rootfs, _, _ = _build_unpacked(
+        tmp_path_factory.mktemp("ref"),
+        EXAMPLES,
+        busybox_image,
+        snapshotter="overlay",
+        runtime="runc",
+    )
     return rootfs
 
 
-def test_examples_with_copy_snapshots_equal_the_overlay_build(reference_example: Path, busybox_image: str,
-                                                              tmp_path: Path) -> None:
-    rootfs, _, outcome = _build_unpacked(tmp_path, EXAMPLES, busybox_image, snapshotter="copy", runtime="runc")
+def test_examples_with_copy_snapshots_equal_the_overlay_build(
+    reference_example: Path, busybox_image: str, tmp_path: Path
+) -> None:
+    rootfs, _, outcome = _build_unpacked(
+        tmp_path, EXAMPLES, busybox_image, snapshotter="copy", runtime="runc"
+    )
     assert outcome.executed_steps > 0
-    assert (rootfs / "app" / "message.txt").read_text() == "Hello from mason!\nbuilt without a daemon\n"
+    assert (
+        rootfs / "app" / "message.txt"
+    ).read_text() == "Hello from mason!\nbuilt without a daemon\n"
     _assert_same_tree(reference_example, rootfs)
     # Nothing was mounted for the copy build's snapshots: only full trees ("c...") exist.
     snaps = tmp_path / "root" / "snapshots"
     assert sorted({p.name[0] for p in snaps.iterdir() if not p.name.startswith(".")}) == ["c"]
 
 
-def test_examples_with_the_chroot_runtime_equal_the_runc_build(reference_example: Path, busybox_image: str,
-                                                               tmp_path: Path) -> None:
+def test_examples_with_the_chroot_runtime_equal_the_runc_build(
+    reference_example: Path, busybox_image: str, tmp_path: Path
+) -> None:
     _need("unshare")
-    rootfs, _, outcome = _build_unpacked(tmp_path, EXAMPLES, busybox_image, snapshotter="overlay",
-                                         runtime="chroot")
+    rootfs, _, outcome = _build_unpacked(
+        tmp_path, EXAMPLES, busybox_image, snapshotter="overlay", runtime="chroot"
+    )
     assert outcome.executed_steps > 0
     _assert_same_tree(reference_example, rootfs)
 
 
-def test_examples_without_overlay_and_without_runc(reference_example: Path, busybox_image: str,
-                                                   tmp_path: Path) -> None:
+def test_examples_without_overlay_and_without_runc(
+    reference_example: Path, busybox_image: str, tmp_path: Path
+) -> None:
     """The machine with neither: copy snapshots and the chroot sandbox together."""
     _need("unshare")
-    rootfs, _, _ = _build_unpacked(tmp_path, EXAMPLES, busybox_image, snapshotter="copy", runtime="chroot")
+    rootfs, _, _ = _build_unpacked(
+        tmp_path, EXAMPLES, busybox_image, snapshotter="copy", runtime="chroot"
+    )
     _assert_same_tree(reference_example, rootfs)
 
 
@@ -186,38 +219,60 @@ def semantics_context(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference_semantics(busybox_image: str, semantics_context: Path,
-                        tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def reference_semantics(
+    busybox_image: str, semantics_context: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
     _need("runc", "umoci")
-    rootfs, layout, _ = _build_unpacked(tmp_path_factory.mktemp("ref-sem"), semantics_context, busybox_image,
-                                        snapshotter="overlay", runtime="runc")
+    rootfs, layout, _ = _build_unpacked(
+        tmp_path_factory.mktemp("ref-sem"),
+        semantics_context,
+        busybox_image,
+        snapshotter="overlay",
+        runtime="runc",
+    )
     return rootfs, layout
 
 
-def test_semantics_reference_build_holds_what_the_dockerfile_says(reference_semantics: tuple[Path, Path]) -> None:
+def test_semantics_reference_build_holds_what_the_dockerfile_says(
+    reference_semantics: tuple[Path, Path],
+) -> None:
     r, _ = reference_semantics
     assert sorted(p.name for p in (r / "d").iterdir()) == ["new"]
     assert (r / "f2d" / "in").read_text() == "in\n" and (r / "d2f").read_text() == "now-a-file\n"
-    assert not (r / "gone-dir").exists() and not (r / "gone-file").exists() and not (r / "keep" / "k").exists()
+    assert (
+        not (r / "gone-dir").exists()
+        and not (r / "gone-file").exists()
+        and not (r / "keep" / "k").exists()
+    )
     assert (r / "n1").stat().st_ino == (r / "n2").stat().st_ino == (r / "keep" / "n3").stat().st_ino
     assert (r / "bin" / "busybox").stat().st_ino == (r / "bin" / "linked-busybox").stat().st_ino
-    assert os.readlink(r / "sym-abs") == "/d/new" and os.readlink(r / "keep" / "sym-rel") == "../d/new"
+    assert (
+        os.readlink(r / "sym-abs") == "/d/new" and os.readlink(r / "keep" / "sym-rel") == "../d/new"
+    )
     assert ((r / "d" / "new").stat().st_uid, (r / "d" / "new").stat().st_gid) == (5, 6)
     assert stat.S_ISFIFO((r / "fifo").lstat().st_mode)
     assert (r / "from-bind").read_text() == "from-other\n"
     assert (r / "rw-bind").read_text() == "scribble\n"
-    assert (r / "copied-o").read_text() == "from-other\n"  # the rw bind mount did not change the stage
+    assert (
+        r / "copied-o"
+    ).read_text() == "from-other\n"  # the rw bind mount did not change the stage
     assert (r / "work" / "dir").is_dir()
 
 
 @pytest.mark.parametrize(("snapshotter", "runtime"), [("copy", "runc"), ("overlay", "chroot")])
-def test_semantics_fallbacks_give_the_same_filesystem(reference_semantics: tuple[Path, Path], busybox_image: str,
-                                                      semantics_context: Path, tmp_path: Path, snapshotter: str,
-                                                      runtime: str) -> None:
+def test_semantics_fallbacks_give_the_same_filesystem(
+    reference_semantics: tuple[Path, Path],
+    busybox_image: str,
+    semantics_context: Path,
+    tmp_path: Path,
+    snapshotter: str,
+    runtime: str,
+) -> None:
     if runtime == "chroot":
         _need("unshare")
-    rootfs, layout, _ = _build_unpacked(tmp_path, semantics_context, busybox_image, snapshotter=snapshotter,
-                                        runtime=runtime)
+    rootfs, layout, _ = _build_unpacked(
+        tmp_path, semantics_context, busybox_image, snapshotter=snapshotter, runtime=runtime
+    )
     _assert_same_tree(reference_semantics[0], rootfs)
     ref_layers = _layer_names(reference_semantics[1])
     layers = _layer_names(layout)
@@ -233,13 +288,19 @@ def test_semantics_fallbacks_give_the_same_filesystem(reference_semantics: tuple
     assert "gone-dir/deep/.wh.g" not in replace  # a removed directory is one whiteout
 
 
-def test_copy_mode_rebuild_on_the_same_root_is_cached_and_identical(busybox_image: str, semantics_context: Path,
-                                                                    tmp_path: Path) -> None:
+def test_copy_mode_rebuild_on_the_same_root_is_cached_and_identical(
+    busybox_image: str, semantics_context: Path, tmp_path: Path
+) -> None:
     out1, out2 = tmp_path / "o1", tmp_path / "o2"
     digests = []
     for out in (out1, out2):
-        opts = BuildOptions(context=semantics_context, build_args={"BASE": busybox_image}, snapshotter="copy",
-                            source_date_epoch=EPOCH, outputs=(parse_output(f"type=oci,dest={out},tar=false"),))
+        opts = BuildOptions(
+            context=semantics_context,
+            build_args={"BASE": busybox_image},
+            snapshotter="copy",
+            source_date_epoch=EPOCH,
+            outputs=(parse_output(f"type=oci,dest={out},tar=false"),),
+        )
         outcome = build(opts, root=tmp_path / "root", progress=RecordingSink())
         digests.append(outcome.image_digest)
     assert outcome.executed_steps == 0 and outcome.cached_steps > 0
@@ -255,13 +316,20 @@ def test_sigkill_mid_run_in_copy_mode_then_rebuild(busybox_image: str, tmp_path:
     _need("unshare")
     ctx = tmp_path / "ctx"
     ctx.mkdir()
-    (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo base > /base\n"
-                                    "RUN echo started && echo partial > /partial && sleep 30 && echo x > /x\n")
+    (ctx / "Dockerfile").write_text(
+        f"FROM {busybox_image}\nRUN echo base > /base\n"
+        "RUN echo started && echo partial > /partial && sleep 30 && echo x > /x\n"
+    )
     root = tmp_path / "root"
     env = mason_env(root, {"MASON_SNAPSHOTTER": "copy"})
-    proc = subprocess.Popen([*mason_cmd(), "build", "--progress=plain", str(ctx)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [*mason_cmd(), "build", "--progress=plain", str(ctx)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     assert proc.stdout is not None
     deadline = time.monotonic() + 60
     seen = []
@@ -275,14 +343,25 @@ def test_sigkill_mid_run_in_copy_mode_then_rebuild(busybox_image: str, tmp_path:
     assert output_line.match(seen[-1].strip()), "".join(seen)
     active = root / "snapshots" / ".active"
     assert any(active.iterdir())  # the killed step's copy is left behind ...
-    (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo base > /base\nRUN echo x > /x\n")
+    (ctx / "Dockerfile").write_text(
+        f"FROM {busybox_image}\nRUN echo base > /base\nRUN echo x > /x\n"
+    )
     out = tmp_path / "out"
-    done = mason_build(root, "--runtime=chroot", "-o", f"type=local,dest={out}", str(ctx),
-                       env={"MASON_SNAPSHOTTER": "copy"}, timeout=180)
+    done = mason_build(
+        root,
+        "--runtime=chroot",
+        "-o",
+        f"type=local,dest={out}",
+        str(ctx),
+        env={"MASON_SNAPSHOTTER": "copy"},
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr
     assert (out / "x").read_text() == "x\n" and (out / "base").read_text() == "base\n"
     assert not (out / "partial").exists()
     step = re.search(r"^(#\d+) \[2/3\] RUN echo base", done.stderr, re.M)
-    assert step is not None and f"{step.group(1)} CACHED" in done.stderr, done.stderr  # the first RUN survived the kill
+    assert step is not None and f"{step.group(1)} CACHED" in done.stderr, (
+        done.stderr
+    )  # the first RUN survived the kill
     assert list(active.iterdir()) == []  # ... and removed by the next build
     assert not [m for m in Path("/proc/self/mountinfo").read_text().splitlines() if str(root) in m]

@@ -29,8 +29,9 @@ from tests.support.cli import mason_build
 
 from mason.executor import reap_orphans
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (overlayfs, runc, unshare)")
-
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="builds need root (overlayfs, runc, unshare)"
+)
 
 
 def _need(tool: str) -> None:
@@ -45,19 +46,9 @@ def _token() -> str:
 
 def _dockerfile(ctx: Path, image: str) -> None:
     ctx.mkdir(exist_ok=True)
-    (ctx / "Dockerfile").write_text(f"FROM {image}\nARG NAP\nRUN echo started && sleep $NAP && echo done > /done\n")
-
-
-
-
-
-
-
-
-
-
-
-
+    (ctx / "Dockerfile").write_text(
+        f"FROM {image}\nARG NAP\nRUN echo started && sleep $NAP && echo done > /done\n"
+    )
 
 
 def _guard_of(build_pid: int) -> int:

@@ -29,7 +29,9 @@ def test_iidfile_holds_the_image_config_digest(tmp_path: Path) -> None:
     iid = tmp_path / "iid"
     iid.write_text("sha256:stale")
     oci = tmp_path / "image.tar"
-    proc = mason_build(tmp_path / "root", "--iidfile", str(iid), "-o", f"type=oci,dest={oci}", str(ctx))
+    proc = mason_build(
+        tmp_path / "root", "--iidfile", str(iid), "-o", f"type=oci,dest={oci}", str(ctx)
+    )
     assert proc.returncode == 0, proc.stderr
     with tarfile.open(oci) as tf:
         index = json.load(tf.extractfile("index.json"))  # type: ignore[arg-type]
@@ -47,20 +49,43 @@ def test_load_says_there_is_no_daemon_and_what_to_run(tmp_path: Path) -> None:
     ctx = _context(tmp_path, "FROM scratch\nCOPY Dockerfile /\n")
     proc = mason_build(tmp_path / "root", "--load", str(ctx))
     assert proc.returncode == 2
-    assert "no daemon" in proc.stderr and "-o type=docker,dest=-" in proc.stderr and "docker load" in proc.stderr
+    assert (
+        "no daemon" in proc.stderr
+        and "-o type=docker,dest=-" in proc.stderr
+        and "docker load" in proc.stderr
+    )
     assert not (tmp_path / "root").exists() or not list((tmp_path / "root").glob("meta.db"))
 
 
 @pytest.mark.parametrize("runtime", ["runc", "chroot"])
-def test_add_host_shm_size_and_ulimit_reach_every_run(busybox_image: str, tmp_path: Path, runtime: str) -> None:
-    ctx = _context(tmp_path, f"""\
+def test_add_host_shm_size_and_ulimit_reach_every_run(
+    busybox_image: str, tmp_path: Path, runtime: str
+) -> None:
+    ctx = _context(
+        tmp_path,
+        f"""\
 FROM {busybox_image}
 RUN cat /etc/hosts > /hosts && df -k /dev/shm | tail -1 > /shm && ulimit -n > /nofile && ulimit -s > /stack
-""")
+""",
+    )
     out = tmp_path / "out"
-    proc = mason_build(tmp_path / "root", f"--runtime={runtime}", "--add-host", "db.internal:10.1.2.3",
-                  "--add-host", "v6host=fd00::1", "--shm-size", "128m", "--ulimit", "nofile=1024:2048",
-                  "--ulimit", "stack=16777216", "-o", f"type=local,dest={out}", str(ctx))
+    proc = mason_build(
+        tmp_path / "root",
+        f"--runtime={runtime}",
+        "--add-host",
+        "db.internal:10.1.2.3",
+        "--add-host",
+        "v6host=fd00::1",
+        "--shm-size",
+        "128m",
+        "--ulimit",
+        "nofile=1024:2048",
+        "--ulimit",
+        "stack=16777216",
+        "-o",
+        f"type=local,dest={out}",
+        str(ctx),
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     hosts = (out / "hosts").read_text().splitlines()
     assert "10.1.2.3\tdb.internal" in hosts and "fd00::1\tv6host" in hosts
@@ -69,21 +94,33 @@ RUN cat /etc/hosts > /hosts && df -k /dev/shm | tail -1 > /shm && ulimit -n > /n
     assert (out / "stack").read_text().strip() == "16384"  # bytes given, KiB shown
 
     # the flags are part of the RUN's key (BuildKit keeps them in the exec step's metadata)
-    again = mason_build(tmp_path / "root", f"--runtime={runtime}", "--shm-size", "256m",
-                   "-o", f"type=local,dest={tmp_path / 'out2'}", str(ctx))
+    again = mason_build(
+        tmp_path / "root",
+        f"--runtime={runtime}",
+        "--shm-size",
+        "256m",
+        "-o",
+        f"type=local,dest={tmp_path / 'out2'}",
+        str(ctx),
+    )
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "out2" / "shm").read_text().split()[1] == str(256 * 1024)
 
 
-@pytest.mark.parametrize(("flag", "value", "message"), [
-    ("--add-host", "nocolon", "expected NAME:ADDRESS"),
-    ("--add-host", "gw:host-gateway", "mason has no daemon"),
-    ("--add-host", "h:not-an-ip", "is not an IP address"),
-    ("--shm-size", "lots", "expected a positive size"),
-    ("--ulimit", "bogus=1", "expected NAME=SOFT[:HARD]"),
-    ("--ulimit", "nofile=10:5", "soft limit must not exceed"),
-])
-def test_bad_sandbox_flags_are_usage_errors(tmp_path: Path, flag: str, value: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--add-host", "nocolon", "expected NAME:ADDRESS"),
+        ("--add-host", "gw:host-gateway", "mason has no daemon"),
+        ("--add-host", "h:not-an-ip", "is not an IP address"),
+        ("--shm-size", "lots", "expected a positive size"),
+        ("--ulimit", "bogus=1", "expected NAME=SOFT[:HARD]"),
+        ("--ulimit", "nofile=10:5", "soft limit must not exceed"),
+    ],
+)
+def test_bad_sandbox_flags_are_usage_errors(
+    tmp_path: Path, flag: str, value: str, message: str
+) -> None:
     ctx = _context(tmp_path, "FROM scratch\nCOPY Dockerfile /\n")
     proc = mason_build(tmp_path / "root", flag, value, str(ctx))
     assert proc.returncode == 2, proc.stderr
@@ -91,8 +128,14 @@ def test_bad_sandbox_flags_are_usage_errors(tmp_path: Path, flag: str, value: st
 
 
 def _mason_stdin(root: Path, data: bytes, *args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([*mason_cmd(), "build", "--progress=plain", *args, "-"], input=data,
-                          capture_output=True, env=mason_env(root), timeout=300, check=False)
+    return subprocess.run(
+        [*mason_cmd(), "build", "--progress=plain", *args, "-"],
+        input=data,
+        capture_output=True,
+        env=mason_env(root),
+        timeout=300,
+        check=False,
+    )
 
 
 def _tar(members: dict[str, bytes]) -> bytes:
@@ -114,7 +157,14 @@ def test_context_on_stdin_as_a_tar_or_a_dockerfile(tmp_path: Path) -> None:
 
     dockerfile = b"FROM scratch\nLABEL only=dockerfile\n"
     iid = tmp_path / "iid"
-    proc = _mason_stdin(tmp_path / "root", dockerfile, "--iidfile", str(iid), "-o", f"type=oci,dest={tmp_path / 'i.tar'}")
+    proc = _mason_stdin(
+        tmp_path / "root",
+        dockerfile,
+        "--iidfile",
+        str(iid),
+        "-o",
+        f"type=oci,dest={tmp_path / 'i.tar'}",
+    )
     assert proc.returncode == 0, proc.stderr.decode()
     assert iid.read_text().startswith("sha256:")
 

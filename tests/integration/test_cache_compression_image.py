@@ -17,23 +17,52 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (ove
 
 
 def _manifest(ref: str) -> tuple[dict[str, object], bytes]:
-    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
-                         capture_output=True, check=True, timeout=60).stdout
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
     return json.loads(raw), raw
 
 
 @pytest.mark.parametrize("compression", ["zstd", "estargz"])
-def test_a_cache_compression_never_changes_the_image(busybox_image: str, registry: RegistryServer,
-                                                     tmp_path: Path, compression: str) -> None:
+def test_a_cache_compression_never_changes_the_image(
+    busybox_image: str, registry: RegistryServer, tmp_path: Path, compression: str
+) -> None:
     ctx = tmp_path / "ctx"
     ctx.mkdir()
-    (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nCOPY a.txt /a.txt\nRUN echo built > /b.txt\n")
+    (ctx / "Dockerfile").write_text(
+        f"FROM {busybox_image}\nCOPY a.txt /a.txt\nRUN echo built > /b.txt\n"
+    )
     (ctx / "a.txt").write_text("a\n")
     reg = registry.host
     cache = f"type=registry,ref={reg}/leak/{compression}-cache,mode=max,compression={compression}"
-    expect_ok(mason_build(tmp_path / "cold", "--push", "-t", f"{reg}/leak/{compression}:cold", "--cache-to", cache, str(ctx)))
-    expect_ok(mason_build(tmp_path / "warm", "--push", "-t", f"{reg}/leak/{compression}:warm", "--cache-from", cache, str(ctx)))
+    expect_ok(
+        mason_build(
+            tmp_path / "cold",
+            "--push",
+            "-t",
+            f"{reg}/leak/{compression}:cold",
+            "--cache-to",
+            cache,
+            str(ctx),
+        )
+    )
+    expect_ok(
+        mason_build(
+            tmp_path / "warm",
+            "--push",
+            "-t",
+            f"{reg}/leak/{compression}:warm",
+            "--cache-from",
+            cache,
+            str(ctx),
+        )
+    )
     cold, cold_raw = _manifest(f"{reg}/leak/{compression}:cold")
     _warm, warm_raw = _manifest(f"{reg}/leak/{compression}:warm")
     assert warm_raw == cold_raw
-    assert {d["mediaType"] for d in cold["layers"]} == {"application/vnd.oci.image.layer.v1.tar+gzip"}  # type: ignore[attr-defined]
+    assert {d["mediaType"] for d in cold["layers"]} == {
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    }  # type: ignore[attr-defined]

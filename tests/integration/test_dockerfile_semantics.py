@@ -54,7 +54,9 @@ def http_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     d = tmp_path_factory.mktemp("www")
     for name, data in REMOTE.items():
         (d / name).write_bytes(data)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(d)))
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(d))
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -76,22 +78,36 @@ def _read_layout(layout: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     index = json.loads((layout / "index.json").read_text())
     digest = index["manifests"][0]["digest"].split(":", 1)[1]
     manifest = json.loads((layout / "blobs" / "sha256" / digest).read_bytes())
-    config = json.loads((layout / "blobs" / "sha256" / manifest["config"]["digest"].split(":", 1)[1]).read_bytes())
+    config = json.loads(
+        (layout / "blobs" / "sha256" / manifest["config"]["digest"].split(":", 1)[1]).read_bytes()
+    )
     return manifest, config
 
 
 @pytest.fixture(scope="module")
-def onbuild_base(registry: RegistryServer, busybox_image: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+def onbuild_base(
+    registry: RegistryServer, busybox_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> str:
     """The base image with ONBUILD triggers, built and pushed by mason."""
     _need("runc")
     ref = f"{registry.host}/semantics/onbuild-base:1"
-    build(BuildOptions(context=CONTEXT, dockerfile=CONTEXT / "base.Dockerfile", build_args={"BASE": busybox_image},
-                       tags=(ref,), push=True), root=tmp_path_factory.mktemp("root-base"))
+    build(
+        BuildOptions(
+            context=CONTEXT,
+            dockerfile=CONTEXT / "base.Dockerfile",
+            build_args={"BASE": busybox_image},
+            tags=(ref,),
+            push=True,
+        ),
+        root=tmp_path_factory.mktemp("root-base"),
+    )
     return ref
 
 
 @pytest.fixture(scope="module")
-def probe(busybox_image: str, onbuild_base: str, http_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def probe(
+    busybox_image: str, onbuild_base: str, http_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
     """The probe Dockerfile built once (--target final), unpacked with umoci."""
     _need("umoci")
     work = tmp_path_factory.mktemp("probe")
@@ -102,18 +118,40 @@ def probe(busybox_image: str, onbuild_base: str, http_url: str, tmp_path_factory
     secret.write_text(SECRET)
     layout = work / "layout"
     sink = RecordingSink()
-    outcome = build(BuildOptions(
-        context=context, target="final",
-        build_args={"BASE": busybox_image, "ONBUILD_BASE": onbuild_base, "OVERRIDE": "from-cli",
-                    "HTTP_URL": http_url, "HTTP_PROXY": "http://proxy.invalid:3128"},
-        secrets=(SecretSpec("tok", secret),),
-        outputs=(parse_output(f"type=oci,dest={layout},tar=false"),),
-    ), root=work / "root", progress=sink)
+    outcome = build(
+        BuildOptions(
+            context=context,
+            target="final",
+            build_args={
+                "BASE": busybox_image,
+                "ONBUILD_BASE": onbuild_base,
+                "OVERRIDE": "from-cli",
+                "HTTP_URL": http_url,
+                "HTTP_PROXY": "http://proxy.invalid:3128",
+            },
+            secrets=(SecretSpec("tok", secret),),
+            outputs=(parse_output(f"type=oci,dest={layout},tar=false"),),
+        ),
+        root=work / "root",
+        progress=sink,
+    )
     bundle = work / "bundle"
-    subprocess.run(["umoci", "unpack", "--image", f"{layout}:latest", str(bundle)], check=True, capture_output=True)
+    subprocess.run(
+        ["umoci", "unpack", "--image", f"{layout}:latest", str(bundle)],
+        check=True,
+        capture_output=True,
+    )
     manifest, config = _read_layout(layout)
-    return {"rootfs": bundle / "rootfs", "config": config, "manifest": manifest, "layout": layout,
-            "sink": sink, "outcome": outcome, "root": work / "root", "context": context}
+    return {
+        "rootfs": bundle / "rootfs",
+        "config": config,
+        "manifest": manifest,
+        "layout": layout,
+        "sink": sink,
+        "outcome": outcome,
+        "root": work / "root",
+        "context": context,
+    }
 
 
 def _obs(probe: dict[str, Any], name: str) -> str:
@@ -135,7 +173,9 @@ def test_target_stops_and_unused_stages_never_run(probe: dict[str, Any]) -> None
     names = _states(probe["sink"])
     assert not [n for n in names if "exit 1" in n], names
     assert all(s != "error" for s in names.values())
-    assert any(n.startswith("[main ") for n in names) and any(n.startswith("[builder ") for n in names)
+    assert any(n.startswith("[main ") for n in names) and any(
+        n.startswith("[builder ") for n in names
+    )
 
 
 def test_arg_and_env_scoping(probe: dict[str, Any]) -> None:
@@ -172,7 +212,15 @@ def test_config_env_keeps_env_and_drops_args(probe: dict[str, Any]) -> None:
     assert "FROMARG=from-cli-combined" in env and "SHADOW=from-env" in env
     assert any(e.startswith("PATH=") for e in env)
     names = {e.partition("=")[0] for e in env}
-    assert not names & {"OVERRIDE", "REDECLARED", "COMBINED", "TARGETARCH", "HTTP_PROXY", "HTTP_URL", "UNSET_ARG"}
+    assert not names & {
+        "OVERRIDE",
+        "REDECLARED",
+        "COMBINED",
+        "TARGETARCH",
+        "HTTP_PROXY",
+        "HTTP_URL",
+        "UNSET_ARG",
+    }
     dumped = json.dumps(cfg)
     assert "proxy.invalid" not in dumped
     assert SECRET not in dumped
@@ -234,8 +282,16 @@ def test_copy_destinations_wildcards_and_directories(probe: dict[str, Any]) -> N
 def test_dockerignore_applies_to_the_whole_context(probe: dict[str, Any]) -> None:
     ctx = probe["rootfs"] / "ctx"
     names = {str(p.relative_to(ctx)) for p in ctx.rglob("*")}
-    assert {"a.txt", ".hiddenfile", "keep.log", "dir/.hidden", "dir/sub/y.txt", "Dockerfile", ".dockerignore",
-            "archive.tar.gz"} <= names
+    assert {
+        "a.txt",
+        ".hiddenfile",
+        "keep.log",
+        "dir/.hidden",
+        "dir/sub/y.txt",
+        "Dockerfile",
+        ".dockerignore",
+        "archive.tar.gz",
+    } <= names
     assert "ignored.log" not in names  # *.log
     assert "dir/sub/scratch.tmp" not in names  # **/*.tmp
     assert "base.Dockerfile" not in names
@@ -319,8 +375,13 @@ def test_config_instructions(probe: dict[str, Any]) -> None:
     assert c["Volumes"] == {"/data": {}, "/data2": {}, "/data3": {}}
     assert c["Labels"] == {"base.label": "inherited", "probe.a": "b", "probe.c d": "e f"}
     assert c["StopSignal"] == "SIGQUIT"
-    assert c["Healthcheck"] == {"Test": ["CMD-SHELL", "wget -q -O- localhost || exit 1"], "Interval": 5_000_000_000,
-                                "Timeout": 2_000_000_000, "StartPeriod": 1_000_000_000, "Retries": 4}
+    assert c["Healthcheck"] == {
+        "Test": ["CMD-SHELL", "wget -q -O- localhost || exit 1"],
+        "Interval": 5_000_000_000,
+        "Timeout": 2_000_000_000,
+        "StartPeriod": 1_000_000_000,
+        "Retries": 4,
+    }
     assert cfg["author"] == "probe@example.com"
     # the base image's triggers ran and are not inherited; this build's own ONBUILD is recorded
     assert c["OnBuild"] == ["RUN echo this is for images built FROM the result"]
@@ -328,16 +389,28 @@ def test_config_instructions(probe: dict[str, Any]) -> None:
     assert len(layers) == len(cfg["rootfs"]["diff_ids"]) == len(probe["manifest"]["layers"])
     hist = [h["created_by"] for h in cfg["history"]]
     # history texts as BuildKit writes them (Go formatting of the config values)
-    for text in ("EXPOSE map[443/udp:{} 80/tcp:{} 8000/tcp:{} 8001/tcp:{}]", "VOLUME [/data /data2]",
-                 "SHELL [/usr/bin/env VIA_SHELL=yes /bin/sh -c]", "STOPSIGNAL SIGQUIT", "USER app:grp2",
-                 "HEALTHCHECK {Test:[CMD-SHELL wget -q -O- localhost || exit 1] Interval:5s Timeout:2s StartPeriod:1s "
-                 "StartInterval:0s Retries:4}",
-                 "ENTRYPOINT [\"/bin/echo\" \"entry\"]", "WORKDIR /w1/w2/w3", "COPY a.txt b.txt /multi/ # buildkit",
-                 "LABEL probe.a=b probe.c d=e f", "ENV SAME=two SAMEREF=one", "ARG OVERRIDE=stage-default"):
+    for text in (
+        "EXPOSE map[443/udp:{} 80/tcp:{} 8000/tcp:{} 8001/tcp:{}]",
+        "VOLUME [/data /data2]",
+        "SHELL [/usr/bin/env VIA_SHELL=yes /bin/sh -c]",
+        "STOPSIGNAL SIGQUIT",
+        "USER app:grp2",
+        "HEALTHCHECK {Test:[CMD-SHELL wget -q -O- localhost || exit 1] Interval:5s Timeout:2s StartPeriod:1s "
+        "StartInterval:0s Retries:4}",
+        'ENTRYPOINT ["/bin/echo" "entry"]',
+        "WORKDIR /w1/w2/w3",
+        "COPY a.txt b.txt /multi/ # buildkit",
+        "LABEL probe.a=b probe.c d=e f",
+        "ENV SAME=two SAMEREF=one",
+        "ARG OVERRIDE=stage-default",
+    ):
         assert text in hist, text
-    assert not [h for h in hist if h.startswith("ONBUILD")]  # BuildKit writes no history for ONBUILD
+    assert not [
+        h for h in hist if h.startswith("ONBUILD")
+    ]  # BuildKit writes no history for ONBUILD
     assert {"created_by": "WORKDIR /", "empty_layer": True}.items() <= next(
-        h for h in cfg["history"] if h["created_by"] == "WORKDIR /").items()
+        h for h in cfg["history"] if h["created_by"] == "WORKDIR /"
+    ).items()
     assert c["ArgsEscaped"] is True
     runs = [h for h in hist if h.startswith("RUN ")]
     assert runs and all(h.endswith(" # buildkit") for h in runs)
@@ -353,15 +426,17 @@ def test_onbuild_triggers_of_the_base_ran(probe: dict[str, Any]) -> None:
 
 
 def test_add_checksum_mismatch_fails(busybox_image: str, http_url: str, tmp_path: Path) -> None:
-    text = (f"FROM {busybox_image}\n"
-            f"ADD --checksum=sha256:{'0' * 64} {http_url}/remote.txt /x\n").encode()
+    text = (
+        f"FROM {busybox_image}\nADD --checksum=sha256:{'0' * 64} {http_url}/remote.txt /x\n"
+    ).encode()
     with pytest.raises(BuildError) as info:
         build(BuildOptions(context=CONTEXT, dockerfile_text=text), root=tmp_path / "root")
     assert "checksum" in str(info.value)
 
 
-def test_copy_link_layer_is_reused_when_the_base_changes(busybox_image: str, onbuild_base: str,
-                                                         probe: dict[str, Any], tmp_path: Path) -> None:
+def test_copy_link_layer_is_reused_when_the_base_changes(
+    busybox_image: str, onbuild_base: str, probe: dict[str, Any], tmp_path: Path
+) -> None:
     """COPY --link makes its layer on its own: a new base reuses it (cached, same diff ID) and the
     image still holds the base's files and the copied ones."""
     text = b"ARG BASE\nFROM ${BASE}\nCOPY --link a.txt b.txt /linked/\n"
@@ -370,8 +445,16 @@ def test_copy_link_layer_is_reused_when_the_base_changes(busybox_image: str, onb
     for base in (busybox_image, onbuild_base):
         layout = tmp_path / f"out-{len(results)}"
         sink = RecordingSink()
-        build(BuildOptions(context=probe["context"], dockerfile_text=text, build_args={"BASE": base},
-                           outputs=(parse_output(f"type=oci,dest={layout},tar=false"),)), root=root, progress=sink)
+        build(
+            BuildOptions(
+                context=probe["context"],
+                dockerfile_text=text,
+                build_args={"BASE": base},
+                outputs=(parse_output(f"type=oci,dest={layout},tar=false"),),
+            ),
+            root=root,
+            progress=sink,
+        )
         results.append((layout, sink))
     (first, _), (second, sink2) = results
     _, cfg1 = _read_layout(first)
@@ -381,7 +464,11 @@ def test_copy_link_layer_is_reused_when_the_base_changes(busybox_image: str, onb
     link_steps = {n: s for n, s in _states(sink2).items() if "COPY --link" in n}
     assert "cached" in link_steps.values(), link_steps
     bundle = tmp_path / "bundle"
-    subprocess.run(["umoci", "unpack", "--image", f"{second}:latest", str(bundle)], check=True, capture_output=True)
+    subprocess.run(
+        ["umoci", "unpack", "--image", f"{second}:latest", str(bundle)],
+        check=True,
+        capture_output=True,
+    )
     rootfs = bundle / "rootfs"
     assert (rootfs / "linked" / "a.txt").read_text() == "alpha\n"
     assert (rootfs / "onbuild-copied.txt").exists() and (rootfs / "bin" / "busybox").exists()

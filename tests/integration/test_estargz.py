@@ -36,7 +36,10 @@ pytestmark = pytest.mark.integration
 
 TOC = "containerd.io/snapshot/stargz/toc.digest"
 USIZE = "io.containers.estargz.uncompressed-size"
-GZIP_TYPES = {"application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.docker.image.rootfs.diff.tar.gzip"}
+GZIP_TYPES = {
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+}
 
 
 def _sha(data: bytes) -> str:
@@ -60,11 +63,18 @@ def _check_estargz_layer(desc: dict[str, Any], blob: bytes) -> bytes:
     assert desc["mediaType"] in GZIP_TYPES, desc
     assert len(blob) == desc["size"] and _sha(blob) == desc["digest"]
     whole = gzip.decompress(blob)  # a plain gzip reader reads it: TOC included
-    assert ann[UNCOMPRESSED] == _sha(whole), "containerd.io/uncompressed is the digest of the whole stream"
+    assert ann[UNCOMPRESSED] == _sha(whole), (
+        "containerd.io/uncompressed is the digest of the whole stream"
+    )
     assert ann[USIZE] == str(len(whole))
     tar_out = io.BytesIO()
-    info = verify_estargz(io.BytesIO(blob), expected_toc_digest=ann[TOC], expected_diff_id=ann[UNCOMPRESSED],
-                          expected_uncompressed_size=int(ann[USIZE]), tar_out=tar_out)
+    info = verify_estargz(
+        io.BytesIO(blob),
+        expected_toc_digest=ann[TOC],
+        expected_diff_id=ann[UNCOMPRESSED],
+        expected_uncompressed_size=int(ann[USIZE]),
+        tar_out=tar_out,
+    )
     assert info.toc_digest == ann[TOC]
     assert b"stargz.index.json" in whole and whole.startswith(tar_out.getvalue())
     return tar_out.getvalue()
@@ -78,8 +88,12 @@ def _tar_tzf(blob: bytes, tmp: Path) -> list[str]:
 
 
 def _config(ref: str) -> dict[str, Any]:
-    raw = subprocess.run(["skopeo", "inspect", "--config", "--raw", "--tls-verify=false", f"docker://{ref}"],
-                         capture_output=True, check=True, timeout=60).stdout
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--config", "--raw", "--tls-verify=false", f"docker://{ref}"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
     return dict(json.loads(raw))
 
 
@@ -92,8 +106,9 @@ def _examples(tmp: Path) -> Path:
 # ---------------------------------------------------------------------------- acceptance
 
 
-def test_examples_as_estargz_cache_and_image(build: Builder, reg: str, registry: RegistryServer,
-                                             tmp_path: Path, busybox_image: str) -> None:
+def test_examples_as_estargz_cache_and_image(
+    build: Builder, reg: str, registry: RegistryServer, tmp_path: Path, busybox_image: str
+) -> None:
     """Cold build of examples/: a gzip image, eStargz images and an eStargz registry cache.
     Every eStargz layer verifies chunk by chunk and holds exactly the gzip layer's files; tar -tzf
     lists them; umoci unpacks the eStargz image; after a wipe every step hits. As in BuildKit's
@@ -102,18 +117,26 @@ def test_examples_as_estargz_cache_and_image(build: Builder, reg: str, registry:
     ctx = _examples(tmp_path)
     cache = f"{reg}/cache"
     base = base_layers(busybox_image)
-    cold = build(ctx, "--cache-to", f"type=registry,ref={cache},mode=max,compression=estargz",
-                 "--output", f"type=image,name={reg}/app-gz,push=true",
-                 "--output", f"type=image,name={reg}/app-esgz,push=true,compression=estargz",
-                 "--output", f"type=image,name={reg}/app-esgz-all,push=true,compression=estargz,"
-                             "force-compression=true").check()
+    cold = build(
+        ctx,
+        "--cache-to",
+        f"type=registry,ref={cache},mode=max,compression=estargz",
+        "--output",
+        f"type=image,name={reg}/app-gz,push=true",
+        "--output",
+        f"type=image,name={reg}/app-esgz,push=true,compression=estargz",
+        "--output",
+        f"type=image,name={reg}/app-esgz-all,push=true,compression=estargz,force-compression=true",
+    ).check()
     steps = cold.ran | cold.cached
 
     # gzip image: the layer tars by diff ID
     gz_manifest, _ = skopeo_raw(f"{reg}/app-gz")
     gz_tars: dict[str, bytes] = {}
     for d in gz_manifest["layers"]:  # type: ignore[index]
-        data = gzip.decompress(registry_blob(registry, f"{reg.split('/', 1)[1]}/app-gz", d["digest"]))
+        data = gzip.decompress(
+            registry_blob(registry, f"{reg.split('/', 1)[1]}/app-gz", d["digest"])
+        )
         gz_tars[_sha(data)] = data
     assert set(gz_tars) == set(_config(f"{reg}/app-gz")["rootfs"]["diff_ids"])
 
@@ -121,7 +144,9 @@ def test_examples_as_estargz_cache_and_image(build: Builder, reg: str, registry:
     doc = cache_doc(cache)
     repo = cache.split("/", 1)[1]
     estargz_layers = [d for d in doc.layers if TOC in d.get("annotations", {})]  # type: ignore[operator]
-    assert len(estargz_layers) >= 5, doc.layers  # 2 COPY + 2 RUN in build, COPY/COPY/RUN in the final stage
+    assert len(estargz_layers) >= 5, (
+        doc.layers
+    )  # 2 COPY + 2 RUN in build, COPY/COPY/RUN in the final stage
     for d in doc.layers:
         assert d["mediaType"] in GZIP_TYPES and UNCOMPRESSED in d["annotations"], d  # type: ignore[index, operator]
     for d in estargz_layers:
@@ -154,19 +179,39 @@ def test_examples_as_estargz_cache_and_image(build: Builder, reg: str, registry:
         assert es_config["rootfs"]["diff_ids"] == diff_ids
         assert kept == ([] if forced else sorted(base)), (image, kept)
     layout = tmp_path / "oci"
-    subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{reg}/app-esgz", f"oci:{layout}:img"],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "-q",
+            "--src-tls-verify=false",
+            f"docker://{reg}/app-esgz",
+            f"oci:{layout}:img",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     bundle = tmp_path / "bundle"
-    subprocess.run(["umoci", "unpack", "--image", f"{layout}:img", str(bundle)], check=True, capture_output=True)
-    assert (bundle / "rootfs" / "app" / "message.txt").read_bytes().startswith(
-        (ctx / "app" / "greeting.txt").read_bytes())
+    subprocess.run(
+        ["umoci", "unpack", "--image", f"{layout}:img", str(bundle)],
+        check=True,
+        capture_output=True,
+    )
+    assert (
+        (bundle / "rootfs" / "app" / "message.txt")
+        .read_bytes()
+        .startswith((ctx / "app" / "greeting.txt").read_bytes())
+    )
     assert (bundle / "rootfs" / "usr" / "local" / "bin" / "run-app").stat().st_mode & 0o777 == 0o755
 
     # wipe, import: every step hits, and the image is the cold build's gzip image to the byte
     # (issue 13: a cache's compression never leaks into an image; the eStargz blobs are
     # converted back, so only those are read, the base layer is mounted)
     log = AccessLog(registry)
-    warm = build(ctx, "--cache-from", f"type=registry,ref={cache}", "--push", "-t", f"{reg}/app-warm").check()
+    warm = build(
+        ctx, "--cache-from", f"type=registry,ref={cache}", "--push", "-t", f"{reg}/app-warm"
+    ).check()
     assert warm.cached == steps, warm.ran
     _, warm_raw = skopeo_raw(f"{reg}/app-warm")
     _, gz_raw = skopeo_raw(f"{reg}/app-gz")
@@ -174,37 +219,60 @@ def test_examples_as_estargz_cache_and_image(build: Builder, reg: str, registry:
     assert not set(base) & set(log.blob_gets()), "the base layer was downloaded instead of mounted"
 
 
-def test_estargz_local_cache_round_trip_and_materialisation(build: Builder, small: Path,
-                                                            tmp_path: Path) -> None:
+def test_estargz_local_cache_round_trip_and_materialisation(
+    build: Builder, small: Path, tmp_path: Path
+) -> None:
     """Local cache in eStargz: full hits after a wipe; a filesystem output materialises every
     eStargz layer (verified) and gives the same files as a gzip build."""
     dest = tmp_path / "cache"
-    cold = build(small, "--cache-to", f"type=local,dest={dest},mode=max,compression=estargz,compression-level=9",
-                 "--output", f"type=local,dest={tmp_path / 'fs-cold'}").check()
+    cold = build(
+        small,
+        "--cache-to",
+        f"type=local,dest={dest},mode=max,compression=estargz,compression-level=9",
+        "--output",
+        f"type=local,dest={tmp_path / 'fs-cold'}",
+    ).check()
     index = json.loads((dest / "index.json").read_text())
-    top = json.loads((dest / "blobs" / "sha256" / index["manifests"][0]["digest"].split(":")[1]).read_text())
+    top = json.loads(
+        (dest / "blobs" / "sha256" / index["manifests"][0]["digest"].split(":")[1]).read_text()
+    )
     layers = top.get("layers") or top["manifests"][:-1]
     made = [d for d in layers if TOC in d.get("annotations", {})]
     assert len(made) >= 2
     for d in made:
-        _check_estargz_layer(d, (dest / "blobs" / "sha256" / d["digest"].split(":")[1]).read_bytes())
-    warm = build(small, "--cache-from", f"type=local,src={dest}",
-                 "--output", f"type=local,dest={tmp_path / 'fs-warm'}").check()
+        _check_estargz_layer(
+            d, (dest / "blobs" / "sha256" / d["digest"].split(":")[1]).read_bytes()
+        )
+    warm = build(
+        small,
+        "--cache-from",
+        f"type=local,src={dest}",
+        "--output",
+        f"type=local,dest={tmp_path / 'fs-warm'}",
+    ).check()
     assert warm.cached == cold.ran | cold.cached
     for rel in ("hello.txt", "data/rows.txt"):
-        assert (tmp_path / "fs-warm" / rel).read_bytes() == (tmp_path / "fs-cold" / rel).read_bytes()
+        assert (tmp_path / "fs-warm" / rel).read_bytes() == (
+            tmp_path / "fs-cold" / rel
+        ).read_bytes()
 
 
 def test_force_compression_converts_between_estargz_and_gzip_zstd(
-        build: Builder, small: Path, reg: str, registry: RegistryServer) -> None:
+    build: Builder, small: Path, reg: str, registry: RegistryServer
+) -> None:
     """force-compression converts imported gzip blobs to eStargz, and eStargz blobs to zstd and
     gzip (their TOC stripped: the diff ID is the layer tar's again)."""
     cold = build(small, "--cache-to", f"type=registry,ref={reg}/gz").check()
     steps = cold.ran | cold.cached
     gz_doc = cache_doc(f"{reg}/gz")
     tar_ids = {str(d["annotations"][UNCOMPRESSED]) for d in gz_doc.layers}  # type: ignore[index]
-    conv = build(small, "--cache-from", f"type=registry,ref={reg}/gz",
-                 "--cache-to", f"type=registry,ref={reg}/es,compression=estargz,force-compression=true").check()
+    conv = build(
+        small,
+        "--cache-from",
+        f"type=registry,ref={reg}/gz",
+        "--cache-to",
+        f"type=registry,ref={reg}/es,compression=estargz,force-compression=true",
+    ).check()
     assert conv.cached == steps
     es_doc = cache_doc(f"{reg}/es")
     repo = f"{reg}/es".split("/", 1)[1]
@@ -212,8 +280,13 @@ def test_force_compression_converts_between_estargz_and_gzip_zstd(
         tar_bytes = _check_estargz_layer(d, registry_blob(registry, repo, str(d["digest"])))
         assert _sha(tar_bytes) in tar_ids  # the same layer tar as the gzip blob it came from
     for target in ("zstd", "gzip"):
-        back = build(small, "--cache-from", f"type=registry,ref={reg}/es",
-                     "--cache-to", f"type=registry,ref={reg}/{target},compression={target},force-compression=true")
+        back = build(
+            small,
+            "--cache-from",
+            f"type=registry,ref={reg}/es",
+            "--cache-to",
+            f"type=registry,ref={reg}/{target},compression={target},force-compression=true",
+        )
         assert back.check().cached == steps
         doc = cache_doc(f"{reg}/{target}")
         assert all(TOC not in d.get("annotations", {}) for d in doc.layers)  # type: ignore[operator]
@@ -264,20 +337,32 @@ def _chunk_corrupted(blob: bytes) -> bytes:
     out = io.BytesIO()
     write_estargz(io.BytesIO(bytes(data)), out, 0)
     forged = out.getvalue()
-    return forged[: info.toc_offset] + blob[info.toc_offset:]
+    return forged[: info.toc_offset] + blob[info.toc_offset :]
 
 
 @pytest.mark.parametrize("damage", ["bad-footer", "toc-digest-mismatch", "chunk-digest-mismatch"])
 def test_corrupt_estargz_cache_blob_is_rejected_when_materialised(
-        build: Builder, small: Path, tmp_path: Path, damage: str) -> None:
+    build: Builder, small: Path, tmp_path: Path, damage: str
+) -> None:
     dest = tmp_path / "cache"
-    build(small, "--cache-to", f"type=local,dest={dest},mode=max,compression=estargz,compression-level=0").check()
+    build(
+        small,
+        "--cache-to",
+        f"type=local,dest={dest},mode=max,compression=estargz,compression-level=0",
+    ).check()
     index = json.loads((dest / "index.json").read_text())
-    top = json.loads((dest / "blobs" / "sha256" / index["manifests"][0]["digest"].split(":")[1]).read_text())
+    top = json.loads(
+        (dest / "blobs" / "sha256" / index["manifests"][0]["digest"].split(":")[1]).read_text()
+    )
     layers = top.get("layers") or top["manifests"][:-1]
     # the RUN layer (it holds data/rows.txt)
-    victim = next(d for d in layers if TOC in d.get("annotations", {})
-                  and b"rows.txt" in gzip.decompress((dest / "blobs" / "sha256" / d["digest"][7:]).read_bytes()))
+    victim = next(
+        d
+        for d in layers
+        if TOC in d.get("annotations", {})
+        and b"rows.txt"
+        in gzip.decompress((dest / "blobs" / "sha256" / d["digest"][7:]).read_bytes())
+    )
     blob = (dest / "blobs" / "sha256" / victim["digest"][7:]).read_bytes()
     if damage == "bad-footer":
         _replace_blob(dest, victim["digest"], blob[:-19] + blob[-19:].replace(b"STARGZ", b"STARGX"))
@@ -289,22 +374,34 @@ def test_corrupt_estargz_cache_blob_is_rejected_when_materialised(
     else:
         _replace_blob(dest, victim["digest"], _chunk_corrupted(blob))
         expected = "digest"
-    res = build(small, "--cache-from", f"type=local,src={dest}", "--output", f"type=local,dest={tmp_path / 'fs'}")
+    res = build(
+        small,
+        "--cache-from",
+        f"type=local,src={dest}",
+        "--output",
+        f"type=local,dest={tmp_path / 'fs'}",
+    )
     assert res.returncode != 0, res.output
     assert "eStargz" in res.output and expected in res.output, res.output[-3000:]
     assert not (tmp_path / "fs" / "data" / "rows.txt").exists()
 
 
-def test_unchanged_estargz_cache_re_exports_identically(build: Builder, small: Path, reg: str,
-                                                        registry: RegistryServer) -> None:
+def test_unchanged_estargz_cache_re_exports_identically(
+    build: Builder, small: Path, reg: str, registry: RegistryServer
+) -> None:
     """Warm build from an eStargz cache, exporting to the same ref: nothing uploaded, the same
     manifest (the eStargz annotations of the reused blobs are kept)."""
     ref = f"{reg}/c"
     build(small, "--cache-to", f"type=registry,ref={ref},mode=max,compression=estargz").check()
     before = skopeo_raw(ref)[1]
     log = AccessLog(registry)
-    warm = build(small, "--cache-from", f"type=registry,ref={ref}",
-                 "--cache-to", f"type=registry,ref={ref},mode=max,compression=estargz").check()
+    warm = build(
+        small,
+        "--cache-from",
+        f"type=registry,ref={ref}",
+        "--cache-to",
+        f"type=registry,ref={ref},mode=max,compression=estargz",
+    ).check()
     assert not warm.ran, warm.ran
     assert skopeo_raw(ref)[1] == before
     assert not log.uploads()

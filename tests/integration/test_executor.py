@@ -47,20 +47,6 @@ pytestmark = [
 ]
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def test_exit_codes_and_merged_output(executor: Executor, rootfs: Path) -> None:
     status, out = sh(executor, rootfs, "echo to-out; echo to-err >&2; exit 7")
     assert (status.code, status.signal, status.ok) == (7, None, False)
@@ -396,9 +382,11 @@ def test_device_nodes_made_in_the_sandbox_are_dead(executor: Executor, rootfs: P
     # ``count=0`` reads nothing.
     if not Path("/dev/fuse").is_char_device():
         pytest.skip("no /dev/fuse on this machine to try")
-    script = ("mkdir -p /tmp; for d in /n /dev/n /tmp/n; do mknod $d c 10 229 && "
-              "((dd if=$d of=/dev/null count=0 2>/dev/null && echo open) || echo denied); done; "
-              "echo x > /dev/null && echo ok")
+    script = (
+        "mkdir -p /tmp; for d in /n /dev/n /tmp/n; do mknod $d c 10 229 && "
+        "((dd if=$d of=/dev/null count=0 2>/dev/null && echo open) || echo denied); done; "
+        "echo x > /dev/null && echo ok"
+    )
     status, out = sh(executor, rootfs, script)
     assert status.ok, out
     assert out.split() == ["denied", "denied", "denied", "ok"]
@@ -427,8 +415,12 @@ def test_a_chroot_escape_finds_no_host(executor: Executor, rootfs: Path, tmp_pat
     for link in ("lib", "lib64"):
         if not os.path.lexists(rootfs / link):
             os.symlink(f"usr/{link}", rootfs / link)
-    spec = ExecSpec(rootfs=rootfs, args=(str(python), "-c", f"MARKER={str(marker)!r}\n" + _ESCAPE),
-                    env=("PATH=/bin",), mounts=(BindMount(Path("/usr"), "/usr", readonly=True),))
+    spec = ExecSpec(
+        rootfs=rootfs,
+        args=(str(python), "-c", f"MARKER={str(marker)!r}\n" + _ESCAPE),
+        env=("PATH=/bin",),
+        mounts=(BindMount(Path("/usr"), "/usr", readonly=True),),
+    )
     chunks: list[bytes] = []
     status = executor.run(spec, chunks.append)
     out = b"".join(chunks).decode()

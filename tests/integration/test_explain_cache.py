@@ -23,7 +23,9 @@ RUN echo "$VERSION" > /version
 
 def _build(root: Path, ctx: Path, base: str, version: str, *extra: str) -> str:
     """The progress output of a build that must succeed."""
-    proc = mason_build(root, "--build-arg", f"BASE={base}", "--build-arg", f"VERSION={version}", *extra, str(ctx))
+    proc = mason_build(
+        root, "--build-arg", f"BASE={base}", "--build-arg", f"VERSION={version}", *extra, str(ctx)
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stderr
 
@@ -44,7 +46,9 @@ def test_explain_cache_names_file_and_arg(tmp_path: Path, busybox_image: str) ->
     (ctx / "app" / "greeting.txt").write_text("bonjour\n")
     second = _build(root, ctx, busybox_image, "1", "--explain-cache")
     misses = [ln for ln in second.splitlines() if "cache miss:" in ln]
-    assert any(ln.endswith("cache miss: COPY source app/greeting.txt changed (content)") for ln in misses), second
+    assert any(
+        ln.endswith("cache miss: COPY source app/greeting.txt changed (content)") for ln in misses
+    ), second
     assert any("cache miss: input step" in ln and "COPY app/ /app/" in ln for ln in misses), second
     assert all(ln.startswith("#") for ln in misses)
 

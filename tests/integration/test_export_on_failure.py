@@ -49,8 +49,9 @@ def _check_failed(failed: Build) -> None:
     assert failed.returncode == 1, failed.output[-4000:]
     errors = [line for line in failed.output.splitlines() if line.startswith("ERROR: ")]
     # the step's error is the build's error, printed last (after the export vertex)
-    assert errors and errors[-1].startswith("ERROR: [4/4] RUN if") and "exit code 3" in errors[-1], \
-        failed.output[-4000:]
+    assert (
+        errors and errors[-1].startswith("ERROR: [4/4] RUN if") and "exit code 3" in errors[-1]
+    ), failed.output[-4000:]
     assert all(_titled(failed.ran, p) for p in PASSING), failed.steps  # they executed
     assert "exporting cache to" in failed.output
 
@@ -63,8 +64,13 @@ def _check_resumed(warm: Build) -> None:
 
 
 def _inspect(target: str, *extra: str) -> dict[str, object]:
-    out = subprocess.run([*mason_cmd(), "cache", "inspect", "--format", "json", *extra, target],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        [*mason_cmd(), "cache", "inspect", "--format", "json", *extra, target],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     doc: dict[str, object] = json.loads(out)
     return doc
 
@@ -74,7 +80,8 @@ def _result_steps(doc: dict[str, object]) -> list[str]:
 
 
 def test_failed_build_exports_finished_steps_to_registry_and_the_fix_resumes(
-        build: Builder, context: Path, registry: RegistryServer) -> None:
+    build: Builder, context: Path, registry: RegistryServer
+) -> None:
     ref = f"{registry.host}/export-on-failure/cache:latest"
     failed = build(context, "--cache-to", f"type=registry,ref={ref},mode=max")
     _check_failed(failed)
@@ -86,8 +93,9 @@ def test_failed_build_exports_finished_steps_to_registry_and_the_fix_resumes(
     _check_resumed(warm)
 
 
-def test_failed_build_exports_min_mode_chain_to_a_local_cache(build: Builder, context: Path,
-                                                               tmp_path: Path) -> None:
+def test_failed_build_exports_min_mode_chain_to_a_local_cache(
+    build: Builder, context: Path, tmp_path: Path
+) -> None:
     dest = tmp_path / "local-cache"
     failed = build(context, "--cache-to", f"type=local,dest={dest}")  # mode=min, the default
     _check_failed(failed)
@@ -98,7 +106,9 @@ def test_failed_build_exports_min_mode_chain_to_a_local_cache(build: Builder, co
     _check_resumed(warm)
 
 
-def test_unreachable_cache_registry_keeps_the_build_error_and_warns(build: Builder, context: Path) -> None:
+def test_unreachable_cache_registry_keeps_the_build_error_and_warns(
+    build: Builder, context: Path
+) -> None:
     dead = f"127.0.0.1:{free_port()}/nobody/cache"
     failed = build(context, "--cache-to", f"type=registry,ref={dead},mode=max")
     _check_failed(failed)

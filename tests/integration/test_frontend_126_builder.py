@@ -82,8 +82,11 @@ def _build(tmp: Path, dockerfile: str, files: Mapping[str, bytes | str] = (), **
     build(BuildOptions(context=context, outputs=outputs, **kw), root=root, progress=progress)
     bundle = tmp / "bundle"
     shutil.rmtree(bundle, ignore_errors=True)
-    subprocess.run(["umoci", "unpack", "--image", f"{layout}:latest", str(bundle)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["umoci", "unpack", "--image", f"{layout}:latest", str(bundle)],
+        check=True,
+        capture_output=True,
+    )
     index = json.loads((layout / "index.json").read_text())
     manifest = json.loads(_blob(layout, index["manifests"][0]["digest"]))
     config = json.loads(_blob(layout, manifest["config"]["digest"]))
@@ -97,18 +100,25 @@ def _blob(layout: Path, digest: str) -> bytes:
 # -- a RUN's groups ---------------------------------------------------------------------
 
 
-def test_run_has_its_primary_group_among_supplementary_groups(busybox_image: str, tmp_path: Path) -> None:
+def test_run_has_its_primary_group_among_supplementary_groups(
+    busybox_image: str, tmp_path: Path
+) -> None:
     """BuildKit v0.32.2: user app (gid 1500, also in extra) -> groups=1500(app),1600(extra);
     USER 1700:1800 -> groups=1800."""
-    b = _build(tmp_path, f"""FROM {busybox_image}
+    b = _build(
+        tmp_path,
+        f"""FROM {busybox_image}
 RUN echo 'app:x:1500:1500::/home/app:/bin/sh' >> /etc/passwd && \\
     printf 'app:x:1500:\\nextra:x:1600:app\\n' >> /etc/group
 USER app
 RUN id > /tmp/app.id
 USER 1700:1800
 RUN id > /tmp/numeric.id
-""")
-    assert b.text("tmp/app.id").strip() == "uid=1500(app) gid=1500(app) groups=1500(app),1600(extra)"
+""",
+    )
+    assert (
+        b.text("tmp/app.id").strip() == "uid=1500(app) gid=1500(app) groups=1500(app),1600(extra)"
+    )
     assert b.text("tmp/numeric.id").strip() == "uid=1700 gid=1800 groups=1800"
 
 
@@ -116,16 +126,24 @@ RUN id > /tmp/numeric.id
 
 
 def test_healthcheck_start_interval_in_the_config(busybox_image: str, tmp_path: Path) -> None:
-    b = _build(tmp_path, f"""FROM {busybox_image}
+    b = _build(
+        tmp_path,
+        f"""FROM {busybox_image}
 HEALTHCHECK --interval=30s --start-period=5s --start-interval=2s --retries=3 CMD wget -q -O- localhost
-""")
+""",
+    )
     assert b.config["config"]["Healthcheck"] == {
-        "Test": ["CMD-SHELL", "wget -q -O- localhost"], "Interval": 30_000_000_000,
-        "StartPeriod": 5_000_000_000, "StartInterval": 2_000_000_000, "Retries": 3}
+        "Test": ["CMD-SHELL", "wget -q -O- localhost"],
+        "Interval": 30_000_000_000,
+        "StartPeriod": 5_000_000_000,
+        "StartInterval": 2_000_000_000,
+        "Retries": 3,
+    }
     # BuildKit v0.32.2's history text: Go's %+v of the health config
     assert b.config["history"][-1]["created_by"] == (
         "HEALTHCHECK {Test:[CMD-SHELL wget -q -O- localhost] Interval:30s Timeout:0s StartPeriod:5s "
-        "StartInterval:2s Retries:3}")
+        "StartInterval:2s Retries:3}"
+    )
 
 
 def test_symbolic_and_expanded_chmod(busybox_image: str, tmp_path: Path) -> None:
@@ -136,7 +154,9 @@ def test_symbolic_and_expanded_chmod(busybox_image: str, tmp_path: Path) -> None
         p.write_text(name + "\n")
         os.chmod(p, mode)
     os.chmod(tmp_path / "context" / "d", 0o750)
-    b = _build(tmp_path, f"""FROM {busybox_image}
+    b = _build(
+        tmp_path,
+        f"""FROM {busybox_image}
 ARG MODE=0640
 COPY --chmod=u+x f644 /out/ux
 COPY --chmod=go=rx f600 /out/gorx
@@ -145,7 +165,8 @@ COPY --chmod=a+X f644 /out/plusX-file
 COPY --chmod=a+X exec /out/plusX-exec
 COPY --chmod=u=rwx,g=u,o= f644 /out/copyu
 COPY --chmod=$MODE f644 /out/expanded
-""")
+""",
+    )
     assert b.mode("out/ux") == 0o744
     assert b.mode("out/gorx") == 0o655
     assert b.mode("out/dir/inner") == 0o640  # X: a file only when it is executable already
@@ -166,11 +187,16 @@ def test_invalid_chmod_names_the_line(busybox_image: str, tmp_path: Path) -> Non
     assert "invalid syntax" in str(info.value) and "Dockerfile:2" in str(info.value)
     with pytest.raises(DockerfileError) as info:
         _build(tmp_path, f"FROM {busybox_image}\nCOPY --chmod=17777 a /a\n", {"a": "a"})
-    assert "invalid chmod parameter: '17777'. it should be octal string and between 0 and 07777" in str(info.value)
+    assert (
+        "invalid chmod parameter: '17777'. it should be octal string and between 0 and 07777"
+        in str(info.value)
+    )
 
 
 def test_heredoc_files_are_0644(busybox_image: str, tmp_path: Path) -> None:
-    b = _build(tmp_path, f"""FROM {busybox_image}
+    b = _build(
+        tmp_path,
+        f"""FROM {busybox_image}
 COPY <<EOF /heredoc.txt
 hello
 EOF
@@ -179,7 +205,8 @@ first
 one
 second
 two
-""")
+""",
+    )
     assert b.text("heredoc.txt") == "hello\n"
     assert b.mode("heredoc.txt") == 0o644
     assert b.mode("docs/one") == b.mode("docs/two") == 0o644
@@ -212,7 +239,9 @@ RUN --mount=type=secret,id=tok,env=TOKEN,target=/s sh -c '[ "$(cat /s)" = "$TOKE
 RUN --mount=type=secret,id=absent,env=OPT echo "opt=[$OPT]" > /opt
 """
     sink = RecordingSink()
-    b = _build(tmp_path, dockerfile, secrets=(SecretSpec("tok", tmp_path / "secret.txt"),), progress=sink)
+    b = _build(
+        tmp_path, dockerfile, secrets=(SecretSpec("tok", tmp_path / "secret.txt"),), progress=sink
+    )
     assert b.text("len") == f"len={len(secret)}\n"
     assert b.text("env") == "env\n" and b.text("nofile") == "nofile\n"
     assert b.text("after") == "after=[]\n"
@@ -226,15 +255,22 @@ RUN --mount=type=secret,id=absent,env=OPT echo "opt=[$OPT]" > /opt
     # the value is not in the key: another value hits the cache
     (tmp_path / "secret.txt").write_text("another-value")
     sink = RecordingSink()
-    _build(tmp_path, dockerfile, secrets=(SecretSpec("tok", tmp_path / "secret.txt"),), progress=sink,
-           root=b.root)
+    _build(
+        tmp_path,
+        dockerfile,
+        secrets=(SecretSpec("tok", tmp_path / "secret.txt"),),
+        progress=sink,
+        root=b.root,
+    )
     runs = [e for e in sink.events if " RUN " in e.name and e.status in ("cached", "done")]
     assert runs and all(e.status == "cached" for e in runs), [(e.name, e.status) for e in runs]
 
 
 def test_secret_env_required_and_missing_fails(busybox_image: str, tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="secret tok not found"):
-        _build(tmp_path, f"FROM {busybox_image}\nRUN --mount=type=secret,id=tok,env=T,required true\n")
+        _build(
+            tmp_path, f"FROM {busybox_image}\nRUN --mount=type=secret,id=tok,env=T,required true\n"
+        )
 
 
 # -- RUN --security=insecure -----------------------------------------------------------
@@ -242,15 +278,18 @@ def test_secret_env_required_and_missing_fails(busybox_image: str, tmp_path: Pat
 
 def _probe_security(p: str) -> str:
     """Shell that records, in files named ``/<p>...``, what the sandbox lets a RUN do."""
-    return (f"grep ^CapEff /proc/self/status > /{p}caps; "
-            f"(echo 1 > /proc/sys/vm/drop_caches) 2>/dev/null && echo w > /{p}proc-sys || echo ro > /{p}proc-sys; "
-            f"mkdir -p /probe-mnt; mount -t tmpfs none /probe-mnt 2>/dev/null && echo mount-ok > /{p}mount "
-            f"|| echo mount-refused > /{p}mount")
+    return (
+        f"grep ^CapEff /proc/self/status > /{p}caps; "
+        f"(echo 1 > /proc/sys/vm/drop_caches) 2>/dev/null && echo w > /{p}proc-sys || echo ro > /{p}proc-sys; "
+        f"mkdir -p /probe-mnt; mount -t tmpfs none /probe-mnt 2>/dev/null && echo mount-ok > /{p}mount "
+        f"|| echo mount-refused > /{p}mount"
+    )
 
 
 @pytest.mark.parametrize("runtime", ["runc", "chroot"])
-def test_security_insecure_needs_allow_and_lifts_the_sandbox(busybox_image: str, tmp_path: Path,
-                                                             runtime: str) -> None:
+def test_security_insecure_needs_allow_and_lifts_the_sandbox(
+    busybox_image: str, tmp_path: Path, runtime: str
+) -> None:
     dockerfile = f"""FROM {busybox_image}
 RUN {_probe_security("sandbox-")}
 RUN --security=insecure {_probe_security("")}
@@ -262,8 +301,11 @@ RUN --security=sandbox grep ^CapEff /proc/self/status > /after-caps
     assert "Dockerfile:3" in str(info.value) and "--allow security.insecure" in str(info.value)
     b = _build(tmp_path, dockerfile, runtime=runtime, allow=("security.insecure",))
     # every capability mason has itself (BuildKit takes its own process's, containerd's cap.Current)
-    full = next(int(ln.split()[1], 16) for ln in Path("/proc/self/status").read_text().splitlines()
-                if ln.startswith("CapEff:"))
+    full = next(
+        int(ln.split()[1], 16)
+        for ln in Path("/proc/self/status").read_text().splitlines()
+        if ln.startswith("CapEff:")
+    )
     assert int(b.text("caps").split()[1], 16) == full
     assert int(b.text("sandbox-caps").split()[1], 16) != full
     assert int(b.text("after-caps").split()[1], 16) != full  # that RUN only
@@ -284,50 +326,112 @@ def test_allow_flag_is_checked(tmp_path: Path) -> None:
 
 #: BuildKit v0.32.2's case 15 (tests/data/buildkit-keys/15-copy-parents-exclude): the context and
 #: the tree BuildKit built from it (its RUN's `find | sort`, read from the shared golden layers)
-CASE15_FILES = {n: n + "\n" for n in (
-    "logs/keep/app.log", "logs/keep/app.txt", "logs/tmp/t.txt", "logs/top.log", "logs/top.txt",
-    "src/a/one.txt", "src/a/skip.md", "src/a/two.txt", "src/b/one.txt", "src/b/two.txt", "src/c/one.txt")}
+CASE15_FILES = {
+    n: n + "\n"
+    for n in (
+        "logs/keep/app.log",
+        "logs/keep/app.txt",
+        "logs/tmp/t.txt",
+        "logs/top.log",
+        "logs/top.txt",
+        "src/a/one.txt",
+        "src/a/skip.md",
+        "src/a/two.txt",
+        "src/b/one.txt",
+        "src/b/two.txt",
+        "src/c/one.txt",
+    )
+}
 CASE15_TREE = [
-    "/all", "/all/src", "/all/src/a", "/all/src/a/one.txt", "/all/src/a/skip.md", "/all/src/a/two.txt",
-    "/all/src/b", "/all/src/b/one.txt", "/all/src/b/two.txt", "/logs", "/logs/keep",
-    "/logs/keep/app.log", "/logs/keep/app.txt", "/logs/top.txt", "/out", "/out/src", "/out/src/a",
-    "/out/src/a/one.txt", "/out/src/a/two.txt", "/out/src/b", "/out/src/b/one.txt",
+    "/all",
+    "/all/src",
+    "/all/src/a",
+    "/all/src/a/one.txt",
+    "/all/src/a/skip.md",
+    "/all/src/a/two.txt",
+    "/all/src/b",
+    "/all/src/b/one.txt",
+    "/all/src/b/two.txt",
+    "/logs",
+    "/logs/keep",
+    "/logs/keep/app.log",
+    "/logs/keep/app.txt",
+    "/logs/top.txt",
+    "/out",
+    "/out/src",
+    "/out/src/a",
+    "/out/src/a/one.txt",
+    "/out/src/a/two.txt",
+    "/out/src/b",
+    "/out/src/b/one.txt",
 ]
 
 
 def test_copy_parents_and_exclude_as_buildkit_case_15(busybox_image: str, tmp_path: Path) -> None:
-    b = _build(tmp_path, f"""FROM {busybox_image}
+    b = _build(
+        tmp_path,
+        f"""FROM {busybox_image}
 COPY --parents src/a/*.txt src/b/one.txt /out/
 COPY --exclude=*.log --exclude=tmp logs/ /logs/
 COPY --parents --exclude=src/c ./src/ /all/
 RUN find /out /logs /all | sort > /tree.txt
-""", CASE15_FILES)
+""",
+        CASE15_FILES,
+    )
     assert b.text("tree.txt").split() == CASE15_TREE
     assert b.text("out/src/a/one.txt") == "src/a/one.txt\n"
 
 
 def test_copy_parents_pivot_and_globstar(busybox_image: str, tmp_path: Path) -> None:
-    files = {"app/pkg/x/go.mod": "x", "app/pkg/y/z/go.mod": "z", "app/pkg/y/main.go": "m", "app/go.mod": "r"}
-    b = _build(tmp_path, f"""FROM {busybox_image}
+    files = {
+        "app/pkg/x/go.mod": "x",
+        "app/pkg/y/z/go.mod": "z",
+        "app/pkg/y/main.go": "m",
+        "app/go.mod": "r",
+    }
+    b = _build(
+        tmp_path,
+        f"""FROM {busybox_image}
 COPY --parents app/./pkg/**/go.mod /pivot/
 COPY --parents **/go.mod /all/
 COPY --parents app/go.mod /one/
-""", files)
-    assert b.names("pivot") == ["pkg", "pkg/x", "pkg/x/go.mod", "pkg/y", "pkg/y/z", "pkg/y/z/go.mod"]
-    assert b.names("all") == ["app", "app/go.mod", "app/pkg", "app/pkg/x", "app/pkg/x/go.mod", "app/pkg/y",
-                              "app/pkg/y/z", "app/pkg/y/z/go.mod"]
+""",
+        files,
+    )
+    assert b.names("pivot") == [
+        "pkg",
+        "pkg/x",
+        "pkg/x/go.mod",
+        "pkg/y",
+        "pkg/y/z",
+        "pkg/y/z/go.mod",
+    ]
+    assert b.names("all") == [
+        "app",
+        "app/go.mod",
+        "app/pkg",
+        "app/pkg/x",
+        "app/pkg/x/go.mod",
+        "app/pkg/y",
+        "app/pkg/y/z",
+        "app/pkg/y/z/go.mod",
+    ]
     assert b.names("one") == ["app", "app/go.mod"]
 
 
 def test_exclude_with_exceptions_and_add_and_from_stage(busybox_image: str, tmp_path: Path) -> None:
     files = {"d/a.md": "a", "d/b.md": "b", "d/keep.md": "k", "d/c.txt": "c", "d/sub/e.md": "e"}
-    b = _build(tmp_path, f"""FROM {busybox_image} AS src
+    b = _build(
+        tmp_path,
+        f"""FROM {busybox_image} AS src
 COPY d /d
 FROM {busybox_image}
 COPY --exclude=*.md --exclude=!keep.md d /copy/
 ADD --exclude=**/*.md d /add/
 COPY --from=src --exclude=sub /d /staged/
-""", files)
+""",
+        files,
+    )
     assert b.names("copy") == ["c.txt", "keep.md", "sub", "sub/e.md"]
     assert b.names("add") == ["c.txt", "sub"]
     assert b.names("staged") == ["a.md", "b.md", "c.txt", "keep.md"]
@@ -341,10 +445,14 @@ def test_exclude_and_parents_enter_the_key(busybox_image: str, tmp_path: Path) -
     (tmp_path / "context" / "d" / "b.log").write_text("changed")
     sink = RecordingSink()
     _build(tmp_path, df, progress=sink, root=b.root)
-    assert [e.status for e in sink.events if "COPY" in e.name and e.status in ("cached", "done")] == ["cached"]
+    assert [
+        e.status for e in sink.events if "COPY" in e.name and e.status in ("cached", "done")
+    ] == ["cached"]
     sink = RecordingSink()
     _build(tmp_path, df.replace("*.log", "*.txt"), progress=sink, root=b.root)
-    assert [e.status for e in sink.events if "COPY" in e.name and e.status in ("cached", "done")] == ["done"]
+    assert [
+        e.status for e in sink.events if "COPY" in e.name and e.status in ("cached", "done")
+    ] == ["done"]
 
 
 # -- ADD --unpack ------------------------------------------------------------------------------
@@ -355,7 +463,9 @@ def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     """A static file server on 127.0.0.1 (for ADD <url>): its directory and base URL."""
     d = tmp_path / "www"
     d.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(d)))
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(d))
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -373,24 +483,33 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 def test_add_unpack(busybox_image: str, tmp_path: Path, http_dir: tuple[Path, str]) -> None:
     www, url = http_dir
     (www / "remote.tar.gz").write_bytes(inside_archive_gz())
-    b = _build(tmp_path / "b", f"""FROM {busybox_image}
+    b = _build(
+        tmp_path / "b",
+        f"""FROM {busybox_image}
 ADD archive.tar.gz /local-default/
 ADD --unpack=false archive.tar.gz /local-kept/
 ADD {url}/remote.tar.gz /remote-default/
 ADD --unpack=true {url}/remote.tar.gz /remote-unpacked/
-""", {"archive.tar.gz": inside_archive_gz()})
+""",
+        {"archive.tar.gz": inside_archive_gz()},
+    )
     assert b.names("local-default") == ["inside", "inside/one.txt", "inside/two.txt"]
     assert b.names("local-kept") == ["archive.tar.gz"]
     assert (b.rootfs / "local-kept" / "archive.tar.gz").read_bytes() == inside_archive_gz()
     assert b.names("remote-default") == ["remote.tar.gz"]
     assert b.names("remote-unpacked") == ["inside", "inside/one.txt", "inside/two.txt"]
-    assert b.text("remote-unpacked/inside/two.txt") == "two\n" and b.mode("remote-unpacked/inside/one.txt") == 0o640
+    assert (
+        b.text("remote-unpacked/inside/two.txt") == "two\n"
+        and b.mode("remote-unpacked/inside/one.txt") == 0o640
+    )
 
 
 # -- SOURCE_DATE_EPOCH and rewrite-timestamp=true -------------------------------------------
 
 
-def test_source_date_epoch_and_rewrite_timestamp_give_one_digest(busybox_image: str, tmp_path: Path) -> None:
+def test_source_date_epoch_and_rewrite_timestamp_give_one_digest(
+    busybox_image: str, tmp_path: Path
+) -> None:
     """Two cold builds at different times, of contexts with other mtimes, give one image."""
     import time
 
@@ -403,9 +522,14 @@ RUN echo built > /built-at && touch /new-file
     for n in range(2):
         work = tmp_path / f"b{n}"
         layout = work / "layout"
-        b = _build(work, dockerfile, {"a.txt": "a\n"}, build_args={"SOURCE_DATE_EPOCH": str(epoch)},
-                   source_date_epoch=epoch,
-                   outputs=(parse_output(f"type=oci,dest={layout},tar=false,rewrite-timestamp=true"),))
+        b = _build(
+            work,
+            dockerfile,
+            {"a.txt": "a\n"},
+            build_args={"SOURCE_DATE_EPOCH": str(epoch)},
+            source_date_epoch=epoch,
+            outputs=(parse_output(f"type=oci,dest={layout},tar=false,rewrite-timestamp=true"),),
+        )
         os.utime(work / "context" / "a.txt", (epoch + 99_999 * (n + 1),) * 2)
         index = json.loads((b.layout / "index.json").read_text())
         digests.append(index["manifests"][0]["digest"])

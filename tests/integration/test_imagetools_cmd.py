@@ -42,7 +42,10 @@ def test_copy_within_registry_mounts_and_skopeo_accepts(
     assert count_requests(registry, "PUT", r"^/v2/imagetools/copied/blobs/uploads/") == 0
     assert count_requests(registry, "PATCH", r"^/v2/imagetools/copied/blobs/uploads/") == 0
     result = subprocess.run(
-        ["skopeo", "inspect", "--tls-verify=false", f"docker://{dst}"], capture_output=True, text=True, check=False
+        ["skopeo", "inspect", "--tls-verify=false", f"docker://{dst}"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     with RegistryClient() as client:
@@ -53,8 +56,11 @@ def test_copy_within_registry_mounts_and_skopeo_accepts(
 def test_copy_to_oci_layout_unpacks_with_umoci(busybox_image: str, tmp_path: Path) -> None:
     layout = tmp_path / "layout"
     assert main(["imagetools", "copy", busybox_image, f"oci-layout://{layout}:v1"]) == 0
-    cmd = ["umoci", "unpack"] + (["--rootless"] if os.geteuid() != 0 else []) + [
-        "--image", f"{layout}:v1", str(tmp_path / "bundle")]
+    cmd = (
+        ["umoci", "unpack"]
+        + (["--rootless"] if os.geteuid() != 0 else [])
+        + ["--image", f"{layout}:v1", str(tmp_path / "bundle")]
+    )
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     rootfs = tmp_path / "bundle" / "rootfs"
@@ -63,14 +69,18 @@ def test_copy_to_oci_layout_unpacks_with_umoci(busybox_image: str, tmp_path: Pat
     assert "root:x:0:0" in (rootfs / "etc" / "passwd").read_text()
 
 
-def test_copy_oci_layout_back_to_registry(registry: RegistryServer, busybox_image: str, tmp_path: Path) -> None:
+def test_copy_oci_layout_back_to_registry(
+    registry: RegistryServer, busybox_image: str, tmp_path: Path
+) -> None:
     layout = tmp_path / "layout"
     assert main(["imagetools", "copy", busybox_image, f"oci-layout://{layout}:v1"]) == 0
     dst = f"{registry.host}/imagetools/from-layout:v1"
     assert main(["imagetools", "copy", f"oci-layout://{layout}:v1", dst]) == 0
     with RegistryClient() as client:
-        assert client.fetch_manifest(Reference.parse(dst)).digest == client.fetch_manifest(
-            Reference.parse(busybox_image)).digest
+        assert (
+            client.fetch_manifest(Reference.parse(dst)).digest
+            == client.fetch_manifest(Reference.parse(busybox_image)).digest
+        )
 
 
 def _push_documents(registry: RegistryServer) -> list[dict[str, str]]:
@@ -84,8 +94,11 @@ def _push_documents(registry: RegistryServer) -> list[dict[str, str]]:
                 continue
             data = (DOCUMENTS / row["file"]).read_bytes()
             ref = Reference.parse(f"{registry.host}/{row['repo']}:x")
-            client.push_blob(ref, Descriptor(row["mediaType(Content-Type)"], sha256_bytes(data), len(data)),
-                             lambda data=data: io.BytesIO(data))  # type: ignore[misc]
+            client.push_blob(
+                ref,
+                Descriptor(row["mediaType(Content-Type)"], sha256_bytes(data), len(data)),
+                lambda data=data: io.BytesIO(data),
+            )  # type: ignore[misc]
         for row in rows:
             if row["reference"] == "blob":
                 continue
@@ -95,17 +108,24 @@ def _push_documents(registry: RegistryServer) -> list[dict[str, str]]:
             referenced += doc.get("layers", []) + doc.get("manifests", [])
             for desc in referenced:
                 # layer bytes are not part of the test vectors: stand-ins, never pulled
-                if not client.blob_exists(Reference.parse(f"{registry.host}/{row['repo']}:x"), desc["digest"]):
+                if not client.blob_exists(
+                    Reference.parse(f"{registry.host}/{row['repo']}:x"), desc["digest"]
+                ):
                     registry.seed_placeholder_blob(row["repo"], desc["digest"])
             ref = Reference.parse(f"{registry.host}/{row['repo']}:{row['reference']}")
             # the index files share a tag: push each also by digest so every one stays readable
-            client.put_manifest(Reference(ref.registry, ref.repository, None, sha256_bytes(raw)), raw,
-                                row["mediaType(Content-Type)"])
+            client.put_manifest(
+                Reference(ref.registry, ref.repository, None, sha256_bytes(raw)),
+                raw,
+                row["mediaType(Content-Type)"],
+            )
             client.put_manifest(ref, raw, row["mediaType(Content-Type)"])
     return rows
 
 
-def test_inspect_reads_every_registry_document(registry: RegistryServer, capsys: pytest.CaptureFixture[str]) -> None:
+def test_inspect_reads_every_registry_document(
+    registry: RegistryServer, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert DOCUMENTS.is_dir(), f"test vectors missing at {DOCUMENTS}"
     rows = _push_documents(registry)
     by_digest = {sha256_bytes((DOCUMENTS / r["file"]).read_bytes()): r for r in rows}
@@ -125,7 +145,9 @@ def test_inspect_reads_every_registry_document(registry: RegistryServer, capsys:
         entries = doc.get("layers") or doc.get("manifests") or []
         for entry in entries:
             assert entry["digest"] in out
-        cache_cfgs = [e for e in doc.get("manifests", []) if e["mediaType"] == mt.BUILDKIT_CACHE_CONFIG]
+        cache_cfgs = [
+            e for e in doc.get("manifests", []) if e["mediaType"] == mt.BUILDKIT_CACHE_CONFIG
+        ]
         if cache_cfgs:
             cfg = json.loads((DOCUMENTS / by_digest[cache_cfgs[0]["digest"]]["file"]).read_bytes())
             assert "BuildKit cache (index form)" in out
@@ -137,7 +159,9 @@ def test_inspect_reads_every_registry_document(registry: RegistryServer, capsys:
             assert f"History:    {len(cfg.get('history', []))} entries" in out
 
 
-def test_inspect_oci_layout(busybox_image: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_inspect_oci_layout(
+    busybox_image: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     layout = tmp_path / "l"
     assert main(["imagetools", "copy", busybox_image, f"oci-layout://{layout}:t"]) == 0
     capsys.readouterr()
@@ -147,15 +171,22 @@ def test_inspect_oci_layout(busybox_image: str, tmp_path: Path, capsys: pytest.C
     shutil.rmtree(layout)
 
 
-def test_inspect_shows_the_whole_config_and_json(registry: RegistryServer, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_inspect_shows_the_whole_config_and_json(
+    registry: RegistryServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from tests.support.busybox import build_busybox_image
 
     image = build_busybox_image(tmp_path / "img")
     config = json.loads(image.config_raw)
-    config["config"].update({"Env": ["A=1"], "Labels": {"org.example": "x"}, "ExposedPorts": {"80/tcp": {}},
-                             "Volumes": {"/data": {}},
-                             "Healthcheck": {"Test": ["CMD", "true"], "Interval": 30000000000}})
+    config["config"].update(
+        {
+            "Env": ["A=1"],
+            "Labels": {"org.example": "x"},
+            "ExposedPorts": {"80/tcp": {}},
+            "Volumes": {"/data": {}},
+            "Healthcheck": {"Test": ["CMD", "true"], "Interval": 30000000000},
+        }
+    )
     raw = json.dumps(config).encode()
     config_desc = Descriptor(mt.OCI_CONFIG, sha256_bytes(raw), len(raw))
     from mason.oci.manifest import build_manifest
@@ -168,7 +199,13 @@ def test_inspect_shows_the_whole_config_and_json(registry: RegistryServer, tmp_p
         client.put_manifest(ref, manifest.raw, manifest.media_type)
     assert main(["imagetools", "inspect", str(ref)]) == 0
     out = capsys.readouterr().out
-    for shown in ('Env:        ["A=1"]', '"org.example": "x"', '"80/tcp"', '"/data"', '"Interval": 30000000000'):
+    for shown in (
+        'Env:        ["A=1"]',
+        '"org.example": "x"',
+        '"80/tcp"',
+        '"/data"',
+        '"Interval": 30000000000',
+    ):
         assert shown in out, out
     assert main(["imagetools", "inspect", "--format", "json", str(ref)]) == 0
     doc = json.loads(capsys.readouterr().out)

@@ -49,7 +49,10 @@ def _listing(root: Path) -> Listing:
             if stat.S_ISLNK(st.st_mode):
                 out[rel] = ("symlink", os.readlink(p))
             elif stat.S_ISREG(st.st_mode):
-                out[rel] = (f"file {stat.S_IMODE(st.st_mode):o}", hashlib.sha256(p.read_bytes()).hexdigest())
+                out[rel] = (
+                    f"file {stat.S_IMODE(st.st_mode):o}",
+                    hashlib.sha256(p.read_bytes()).hexdigest(),
+                )
             else:
                 out[rel] = (f"{stat.S_IFMT(st.st_mode):o} {stat.S_IMODE(st.st_mode):o}", "")
     return out
@@ -95,7 +98,9 @@ def _tar(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
     return buf.getvalue()
 
 
-def _node(name: str, kind: bytes = tarfile.REGTYPE, *, linkname: str = "", mode: int = 0o644) -> tarfile.TarInfo:
+def _node(
+    name: str, kind: bytes = tarfile.REGTYPE, *, linkname: str = "", mode: int = 0o644
+) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type, info.linkname, info.mode = kind, linkname, mode
     return info
@@ -159,14 +164,21 @@ RUN cat /usr/through.txt /usr/sub/deep.txt /hl > /seen && \\
 
 
 def test_writes_through_base_image_symlinks_are_the_same_with_every_snapshotter_and_output(
-        symlink_image: str, tmp_path: Path, canary: Path) -> None:
+    symlink_image: str, tmp_path: Path, canary: Path
+) -> None:
     if overlay_supported(str(tmp_path)) is not None:
         pytest.skip("overlayfs not usable here")
     outs = {}
     for snapshotter in ("overlay", "copy"):
         out = tmp_path / f"out-{snapshotter}"
-        _build(tmp_path, symlink_image, snapshotter, f"--snapshotter={snapshotter}",
-               "-o", f"type=local,dest={out}")
+        _build(
+            tmp_path,
+            symlink_image,
+            snapshotter,
+            f"--snapshotter={snapshotter}",
+            "-o",
+            f"type=local,dest={out}",
+        )
         outs[snapshotter] = out
     _build(tmp_path, symlink_image, "tar", "-o", f"type=tar,dest={tmp_path / 'out.tar'}")
 

@@ -55,8 +55,14 @@ def _comparable(seq: list[tuple[str, str]]) -> list[object]:
     reads the context concurrently, and resolves cached steps in parallel: the order of the
     set-up vertices (everything before the first step after a FROM), and among CACHED steps, is
     not fixed. Compare those groups as sets, keep the rest ordered."""
-    first_step = next((i for i, (n, _) in enumerate(seq) if n.startswith("[") and not n.startswith("[internal]")
-                       and "] FROM " not in n), len(seq))
+    first_step = next(
+        (
+            i
+            for i, (n, _) in enumerate(seq)
+            if n.startswith("[") and not n.startswith("[internal]") and "] FROM " not in n
+        ),
+        len(seq),
+    )
     out: list[object] = [frozenset(seq[:first_step])]
     cached: set[tuple[str, str]] = set()
     for item in seq[first_step:]:
@@ -73,16 +79,26 @@ def _comparable(seq: list[tuple[str, str]]) -> list[object]:
 
 
 def test_plain_output_has_buildkits_vertices_cold_and_warm(
-        registry: RegistryServer, busybox_image: str, tmp_path: Path) -> None:
+    registry: RegistryServer, busybox_image: str, tmp_path: Path
+) -> None:
     ctx = tmp_path / "context"
     shutil.copytree(CONTEXT, ctx)
     df = ctx / "Dockerfile"
     df.chmod(0o644)
     df.write_text(df.read_text().replace("127.0.0.1:5000/base/busybox:latest", busybox_image))
     reg = registry.host
-    args = ["build", "--progress=plain", "--push", "-t", f"{reg}/progress/app:latest",
-            "--cache-to", f"type=registry,ref={reg}/progress/cache:latest,mode=max",
-            "--cache-from", f"type=registry,ref={reg}/progress/cache:latest", str(ctx)]
+    args = [
+        "build",
+        "--progress=plain",
+        "--push",
+        "-t",
+        f"{reg}/progress/app:latest",
+        "--cache-to",
+        f"type=registry,ref={reg}/progress/cache:latest,mode=max",
+        "--cache-from",
+        f"type=registry,ref={reg}/progress/cache:latest",
+        str(ctx),
+    ]
     for run, golden in (("cold", "buildkit-cold.txt"), ("warm", "buildkit-warm.txt")):
         res = mason(tmp_path / f"root-{run}", *args)  # warm: a fresh root, only the registry cache
         assert res.returncode == 0, res.stderr
@@ -91,7 +107,9 @@ def test_plain_output_has_buildkits_vertices_cold_and_warm(
         if run == "cold":
             # a deliberate difference: no cache at the ref yet is a first build's normal case, one
             # quiet line and DONE; BuildKit's import vertex ends in ERROR (issue 13, defect 7)
-            imports = [i for i, (name, _) in enumerate(got) if name.startswith("importing cache manifest")]
+            imports = [
+                i for i, (name, _) in enumerate(got) if name.startswith("importing cache manifest")
+            ]
             assert [got[i][1] for i in imports] == ["DONE"], res.stderr
             assert f"no cache at {reg}/progress/cache:latest yet" in res.stderr
             got[imports[0]] = (got[imports[0]][0], "ERROR")
@@ -111,5 +129,12 @@ def test_plain_output_has_buildkits_vertices_cold_and_warm(
 def test_golden_parser_reads_buildkits_own_output() -> None:
     """The parser used above finds BuildKit's 17 vertices (guards the comparison itself)."""
     cold = vertices((GOLDEN / "buildkit-cold.txt").read_text())
-    assert len(cold) == 17 and cold[3] == ("importing cache manifest from REG/progress/cache:latest", "ERROR")
-    assert all(s == "CACHED" for n, s in vertices((GOLDEN / "buildkit-warm.txt").read_text()) if n.startswith("[s"))
+    assert len(cold) == 17 and cold[3] == (
+        "importing cache manifest from REG/progress/cache:latest",
+        "ERROR",
+    )
+    assert all(
+        s == "CACHED"
+        for n, s in vertices((GOLDEN / "buildkit-warm.txt").read_text())
+        if n.startswith("[s")
+    )

@@ -30,8 +30,12 @@ def _context(tmp_path: Path, name: str, dockerfile: str) -> Path:
 
 def test_prune_to_a_size_keeps_the_latest_build_whole(busybox_image: str, tmp_path: Path) -> None:
     root = tmp_path / "root"
-    old = _context(tmp_path, "old", f"FROM {busybox_image}\nRUN head -c 3000000 /dev/urandom > /big\n")
-    new = _context(tmp_path, "new", f"FROM {busybox_image}\nRUN echo small > /small\nRUN echo more > /more\n")
+    old = _context(
+        tmp_path, "old", f"FROM {busybox_image}\nRUN head -c 3000000 /dev/urandom > /big\n"
+    )
+    new = _context(
+        tmp_path, "new", f"FROM {busybox_image}\nRUN echo small > /small\nRUN echo more > /more\n"
+    )
     expect_ok(mason_build(root, "-o", f"type=oci,dest={tmp_path / 'old.tar'}", str(old)))
     expect_ok(mason_build(root, "-o", f"type=oci,dest={tmp_path / 'new.tar'}", str(new)))
     before = _usage(root)
@@ -45,7 +49,9 @@ def test_prune_to_a_size_keeps_the_latest_build_whole(busybox_image: str, tmp_pa
     assert log.count("CACHED") == 3, log  # FROM and both RUNs
 
 
-def test_keep_duration_prunes_only_what_was_not_used_since(busybox_image: str, tmp_path: Path) -> None:
+def test_keep_duration_prunes_only_what_was_not_used_since(
+    busybox_image: str, tmp_path: Path
+) -> None:
     root = tmp_path / "root"
     ctx = _context(tmp_path, "ctx", f"FROM {busybox_image}\nRUN echo kept > /kept\n")
     expect_ok(mason_build(root, "-o", f"type=oci,dest={tmp_path / 'a.tar'}", str(ctx)))

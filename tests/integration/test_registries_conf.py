@@ -54,8 +54,12 @@ def lan_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryS
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
 
-def _mason(tmp_path: Path, *args: str, conf: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return mason_build(tmp_path / "root", *args, env={"CONTAINERS_REGISTRIES_CONF": str(conf or "/nonexistent")})
+def _mason(
+    tmp_path: Path, *args: str, conf: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return mason_build(
+        tmp_path / "root", *args, env={"CONTAINERS_REGISTRIES_CONF": str(conf or "/nonexistent")}
+    )
 
 
 def _context(tmp_path: Path, dockerfile: str) -> Path:
@@ -65,7 +69,9 @@ def _context(tmp_path: Path, dockerfile: str) -> Path:
     return ctx
 
 
-def test_a_lan_registry_needs_marking_insecure(lan_registry: RegistryServer, tmp_path: Path) -> None:
+def test_a_lan_registry_needs_marking_insecure(
+    lan_registry: RegistryServer, tmp_path: Path
+) -> None:
     ctx = _context(tmp_path, "FROM scratch\nCOPY Dockerfile /\n")
     name = f"{lan_registry.host}/lan/app:1"
     refused = _mason(tmp_path, "--push", "-t", name, str(ctx))
@@ -75,24 +81,35 @@ def test_a_lan_registry_needs_marking_insecure(lan_registry: RegistryServer, tmp
     conf = tmp_path / "registries.conf"
     conf.write_text(f'[[registry]]\nlocation = "{lan_registry.host}"\ninsecure = true\n')
     assert _mason(tmp_path, "--push", "-t", name, str(ctx), conf=conf).returncode == 0
-    attr = _mason(tmp_path, "-o", f"type=image,name={lan_registry.host}/lan/app:2,push=true,registry.insecure=true",
-                  str(ctx))
+    attr = _mason(
+        tmp_path,
+        "-o",
+        f"type=image,name={lan_registry.host}/lan/app:2,push=true,registry.insecure=true",
+        str(ctx),
+    )
     assert attr.returncode == 0, attr.stderr
     blocked = tmp_path / "blocked.conf"
-    blocked.write_text(f'[[registry]]\nlocation = "{lan_registry.host}"\ninsecure = true\nblocked = true\n')
+    blocked.write_text(
+        f'[[registry]]\nlocation = "{lan_registry.host}"\ninsecure = true\nblocked = true\n'
+    )
     refused = _mason(tmp_path, "--push", "-t", name, str(ctx), conf=blocked)
     assert refused.returncode == 1 and "is blocked in" in refused.stderr
 
 
-def test_a_mirror_serves_what_the_upstream_lacks(lan_registry: RegistryServer, registry: RegistryServer,
-                                                 tmp_path: Path) -> None:
+def test_a_mirror_serves_what_the_upstream_lacks(
+    lan_registry: RegistryServer, registry: RegistryServer, tmp_path: Path
+) -> None:
     # the base image exists only on the mirror (the loopback registry), under a path prefix
     with RegistryClient() as client:
         push_busybox(client, f"{registry.host}/mirror-of/base/busybox:latest")
     conf = tmp_path / "registries.conf"
-    conf.write_text(f'[[registry]]\nprefix = "{lan_registry.host}"\nlocation = "{lan_registry.host}"\n'
-                    f'insecure = true\n[[registry.mirror]]\nlocation = "{registry.host}/mirror-of"\n')
-    ctx = _context(tmp_path, f"FROM {lan_registry.host}/base/busybox:latest\nRUN echo mirrored > /m\n")
+    conf.write_text(
+        f'[[registry]]\nprefix = "{lan_registry.host}"\nlocation = "{lan_registry.host}"\n'
+        f'insecure = true\n[[registry.mirror]]\nlocation = "{registry.host}/mirror-of"\n'
+    )
+    ctx = _context(
+        tmp_path, f"FROM {lan_registry.host}/base/busybox:latest\nRUN echo mirrored > /m\n"
+    )
     out = tmp_path / "out"
     proc = _mason(tmp_path, "-o", f"type=local,dest={out}", str(ctx), conf=conf)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -91,7 +91,9 @@ class CuttingProxy:
                 self.seen.append(seen)
                 if line.startswith(b"PATCH "):
                     self._patches += 1
-                    seen.reset = bool(self.reset_patch_every and self._patches % self.reset_patch_every == 0)
+                    seen.reset = bool(
+                        self.reset_patch_every and self._patches % self.reset_patch_every == 0
+                    )
                     half_body = self._patches in self.cut_patch_body
             if seen.reset:
                 _reset(client)  # the registry never sees this PATCH
@@ -108,7 +110,9 @@ class CuttingProxy:
                 upstream.sendall(_connection_close(head) + body)
                 self._relay_response(upstream, client, cut, seen)
 
-    def _relay_response(self, upstream: socket.socket, client: socket.socket, cut: int | None, seen: _Seen) -> None:
+    def _relay_response(
+        self, upstream: socket.socket, client: socket.socket, cut: int | None, seen: _Seen
+    ) -> None:
         head, body = _read_head(upstream)
         if head is None:
             return
@@ -180,28 +184,39 @@ def _desc(data: bytes) -> Descriptor:
     return Descriptor(mt.OCI_LAYER, sha256_bytes(data), len(data))
 
 
-def test_download_cut_every_300k_resumes_with_range(registry: RegistryServer, proxy: CuttingProxy,
-                                                    tmp_path: Path) -> None:
+def test_download_cut_every_300k_resumes_with_range(
+    registry: RegistryServer, proxy: CuttingProxy, tmp_path: Path
+) -> None:
     data = os.urandom(1_000_000)
     desc = _desc(data)
     with RegistryClient() as direct:
-        direct.push_blob(Reference.parse(f"{registry.host}/resume/dl:1"), desc, lambda: io.BytesIO(data))
+        direct.push_blob(
+            Reference.parse(f"{registry.host}/resume/dl:1"), desc, lambda: io.BytesIO(data)
+        )
     proxy.cut_get_after = 300_000
     with RegistryClient(sleep=lambda _s: None, retry=RetryPolicy(attempts=3)) as client:
         client.fetch_blob(Reference.parse(f"{proxy.host}/resume/dl:1"), desc, tmp_path / "blob")
     assert (tmp_path / "blob").read_bytes() == data
-    gets = [s for s in proxy.seen if s.request_line.startswith("GET ") and "/blobs/sha256:" in s.request_line]
+    gets = [
+        s
+        for s in proxy.seen
+        if s.request_line.startswith("GET ") and "/blobs/sha256:" in s.request_line
+    ]
     assert (gets[0].range, gets[0].status, gets[0].reset) == (None, "200", True)
     # each resumed GET starts where the one before broke off (what reached the client before
     # the reset: up to 300000 bytes, less when the RST overtook data in flight)
     starts = [int(re.fullmatch(r"bytes=(\d+)-", s.range or "")[1]) for s in gets[1:]]  # type: ignore[index]
     assert all(s.status == "206" for s in gets[1:])
-    assert 0 < starts[0] <= 300_000 and all(0 < b - a <= 300_000 for a, b in itertools.pairwise(starts))
+    assert 0 < starts[0] <= 300_000 and all(
+        0 < b - a <= 300_000 for a, b in itertools.pairwise(starts)
+    )
     assert [s.reset for s in gets] == [True] * (len(gets) - 1) + [False]
     print(f"resumed at {starts}")
 
 
-def test_chunked_upload_with_every_4th_patch_reset_finishes(registry: RegistryServer, proxy: CuttingProxy) -> None:
+def test_chunked_upload_with_every_4th_patch_reset_finishes(
+    registry: RegistryServer, proxy: CuttingProxy
+) -> None:
     chunk = 256 * 1024
     data = os.urandom(12 * chunk + 1000)  # 13 PATCHes without breaks
     desc = _desc(data)
@@ -209,7 +224,10 @@ def test_chunked_upload_with_every_4th_patch_reset_finishes(registry: RegistrySe
     target = Reference.parse(f"{proxy.host}/resume/ul:1")
     with RegistryClient(sleep=lambda _s: None, chunk_threshold=chunk, chunk_size=chunk) as client:
         assert client.push_blob_outcome(target, desc, lambda: io.BytesIO(data)) == "uploaded"
-    with RegistryClient() as direct, direct.open_blob(Reference.parse(f"{registry.host}/resume/ul:1"), desc) as f:
+    with (
+        RegistryClient() as direct,
+        direct.open_blob(Reference.parse(f"{registry.host}/resume/ul:1"), desc) as f,
+    ):
         assert f.read() == data
     lines = [s.request_line.split(" ")[0] for s in proxy.seen]
     assert lines.count("POST") == 1  # one session from start to end: nothing started over
@@ -219,7 +237,9 @@ def test_chunked_upload_with_every_4th_patch_reset_finishes(registry: RegistrySe
     print("PATCH ranges:", [s.request_line for s in patches if s.reset])
 
 
-def test_patch_cut_mid_body_starts_a_new_session(registry: RegistryServer, proxy: CuttingProxy) -> None:
+def test_patch_cut_mid_body_starts_a_new_session(
+    registry: RegistryServer, proxy: CuttingProxy
+) -> None:
     """The CNCF registry keeps the half body it got and then refuses the session (its offset
     check): the upload starts over in a new session and still finishes."""
     chunk = 256 * 1024
@@ -229,7 +249,10 @@ def test_patch_cut_mid_body_starts_a_new_session(registry: RegistryServer, proxy
     target = Reference.parse(f"{proxy.host}/resume/mid:1")
     with RegistryClient(sleep=lambda _s: None, chunk_threshold=chunk, chunk_size=chunk) as client:
         assert client.push_blob_outcome(target, desc, lambda: io.BytesIO(data)) == "uploaded"
-    with RegistryClient() as direct, direct.open_blob(Reference.parse(f"{registry.host}/resume/mid:1"), desc) as f:
+    with (
+        RegistryClient() as direct,
+        direct.open_blob(Reference.parse(f"{registry.host}/resume/mid:1"), desc) as f,
+    ):
         assert f.read() == data
     statuses = [(s.request_line.split(" ")[0], s.status) for s in proxy.seen]
     assert statuses.count(("POST", "202")) == 2

@@ -25,7 +25,9 @@ VARIANTS = ["registry", "registry_tls_basic", "registry_token"]
 def _client(server: RegistryServer, password: str | None = None) -> RegistryClient:
     creds = None
     if server.username:
-        creds = CredentialStore.static({server.host: (server.username, password or server.password or "")})
+        creds = CredentialStore.static(
+            {server.host: (server.username, password or server.password or "")}
+        )
     return RegistryClient(creds, ca_file=str(server.ca_file) if server.ca_file else None)
 
 
@@ -50,9 +52,14 @@ def test_push_pull_copy(variant: str, request: pytest.FixtureRequest, tmp_path: 
 
 
 @pytest.mark.parametrize("variant", ["registry_tls_basic", "registry_token"])
-def test_wrong_credentials_name_registry_and_its_message(variant: str, request: pytest.FixtureRequest) -> None:
+def test_wrong_credentials_name_registry_and_its_message(
+    variant: str, request: pytest.FixtureRequest
+) -> None:
     server: RegistryServer = request.getfixturevalue(variant)
-    with _client(server, password="definitely-wrong") as client, pytest.raises(RegistryAuthError) as err:
+    with (
+        _client(server, password="definitely-wrong") as client,
+        pytest.raises(RegistryAuthError) as err,
+    ):
         client.get_manifest(Reference.parse(f"{server.host}/variants/busybox:latest"))
     text = str(err.value)
     assert server.host in text
@@ -60,7 +67,9 @@ def test_wrong_credentials_name_registry_and_its_message(variant: str, request: 
     assert "definitely-wrong" not in text
 
 
-def test_token_reuse_against_real_token_server(registry_token: RegistryServer, tmp_path: Path) -> None:
+def test_token_reuse_against_real_token_server(
+    registry_token: RegistryServer, tmp_path: Path
+) -> None:
     assert registry_token.token_server is not None
     ref = Reference.parse(f"{registry_token.host}/reuse/busybox:latest")
     with _client(registry_token) as client:
@@ -72,13 +81,17 @@ def test_token_reuse_against_real_token_server(registry_token: RegistryServer, t
 
 
 def test_untrusted_tls_is_refused(registry_tls_basic: RegistryServer) -> None:
-    creds = CredentialStore.static({registry_tls_basic.host: ("mason", registry_tls_basic.password or "")})
+    creds = CredentialStore.static(
+        {registry_tls_basic.host: ("mason", registry_tls_basic.password or "")}
+    )
     with RegistryClient(creds) as client, pytest.raises(Exception) as err:
         client.get_manifest(Reference.parse(f"{registry_tls_basic.host}/variants/busybox:latest"))
     assert "not trusted" in str(err.value) or "CERTIFICATE" in str(err.value)
 
 
-def test_declined_mount_uploads_in_the_session_the_real_registry_opened(registry: RegistryServer) -> None:
+def test_declined_mount_uploads_in_the_session_the_real_registry_opened(
+    registry: RegistryServer,
+) -> None:
     """distribution answers a mount whose source repository lacks the blob with 202 and an
     upload session (as registries without cross-repo mount do): the blob goes up in it."""
     data = os.urandom(50_000)
@@ -88,12 +101,19 @@ def test_declined_mount_uploads_in_the_session_the_real_registry_opened(registry
         assert client.push_blob_outcome(source, desc, lambda: io.BytesIO(data)) == "uploaded"
         target = Reference.parse(f"{registry.host}/mounts/declined")
         assert not client.mount_blob(target, desc.digest, "mounts/nowhere")  # session cancelled
-        outcome = client.push_blob_outcome(target, desc, lambda: io.BytesIO(data), mount_from="mounts/nowhere")
+        outcome = client.push_blob_outcome(
+            target, desc, lambda: io.BytesIO(data), mount_from="mounts/nowhere"
+        )
         assert outcome == "uploaded"
         with client.open_blob(target, desc) as stream:
             assert stream.read() == data
         mounted = Reference.parse(f"{registry.host}/mounts/mounted")
-        assert client.push_blob_outcome(mounted, desc, lambda: io.BytesIO(data), mount_from="mounts/source") == "mounted"
+        assert (
+            client.push_blob_outcome(
+                mounted, desc, lambda: io.BytesIO(data), mount_from="mounts/source"
+            )
+            == "mounted"
+        )
     # one POST (the mount attempt) opened the session the upload used
     assert count_requests(registry, "POST", r"^/v2/mounts/declined/blobs/uploads/\?.*mount=") == 2
     assert count_requests(registry, "POST", r"^/v2/mounts/declined/blobs/uploads/$") == 0
@@ -117,4 +137,6 @@ def test_unreachable_registry_fails_at_once_without_backoff() -> None:
     with RegistryClient(sleep=slept.append) as client, pytest.raises(RegistryError) as err:
         client.get_manifest(Reference.parse(f"{host}/any/thing:1"))
     assert slept == []  # refused on https and http: no retry could help
-    assert f"cannot reach registry {host}" in str(err.value) and "Connection refused" in str(err.value)
+    assert f"cannot reach registry {host}" in str(err.value) and "Connection refused" in str(
+        err.value
+    )

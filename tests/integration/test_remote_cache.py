@@ -60,14 +60,16 @@ def _manifest_digest(ref: str) -> str:
 
 
 def _base_diff_ids(base: str) -> set[str]:
-    raw = subprocess.run(["skopeo", "inspect", "--config", "--raw", "--tls-verify=false", f"docker://{base}"],
-                         capture_output=True, check=True, timeout=60).stdout
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--config", "--raw", "--tls-verify=false", f"docker://{base}"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
     return set(json.loads(raw)["rootfs"]["diff_ids"])
 
 
 # ---------------------------------------------------------------------------- fixtures
-
-
 
 
 # ---------------------------------------------------------------------------- acceptance
@@ -75,15 +77,26 @@ def _base_diff_ids(base: str) -> set[str]:
 
 @pytest.mark.parametrize("context_name", ["multistage", "examples"])
 def test_cold_export_then_fresh_root_hits_everything_without_layer_downloads(
-        build: Builder, context_name: str, tmp_path: Path, reg: str, registry: RegistryServer,
-        busybox_image: str) -> None:
+    build: Builder,
+    context_name: str,
+    tmp_path: Path,
+    reg: str,
+    registry: RegistryServer,
+    busybox_image: str,
+) -> None:
     if context_name == "examples":  # the project's example app (two stages)
         multistage = tmp_path / "ctx-examples"
         shutil.copytree(EXAMPLES, multistage)
     else:
         multistage = copy_context(context_name, tmp_path)
-    cold = build(multistage, "--push", "-t", f"{reg}/app",
-                 "--cache-to", f"type=registry,ref={reg}/app-cache,mode=max").check()
+    cold = build(
+        multistage,
+        "--push",
+        "-t",
+        f"{reg}/app",
+        "--cache-to",
+        f"type=registry,ref={reg}/app-cache,mode=max",
+    ).check()
     steps = cold.steps
     # FROM is one vertex shared by all stages, plus the stages' RUN/COPY/WORKDIR steps
     assert len(steps) >= 8, steps
@@ -95,8 +108,14 @@ def test_cold_export_then_fresh_root_hits_everything_without_layer_downloads(
     assert image_layers <= cache_layers | base_layers(busybox_image)
 
     log = AccessLog(registry)
-    warm = build(multistage, "--push", "-t", f"{reg}/app",
-                 "--cache-from", f"type=registry,ref={reg}/app-cache").check()
+    warm = build(
+        multistage,
+        "--push",
+        "-t",
+        f"{reg}/app",
+        "--cache-from",
+        f"type=registry,ref={reg}/app-cache",
+    ).check()
     assert set(warm.steps) == set(steps)
     assert warm.cached == set(steps), f"steps not CACHED: {warm.ran}"
     assert len([ln for ln in warm.output.splitlines() if ln.endswith(" CACHED")]) == len(steps)
@@ -108,13 +127,15 @@ def test_cold_export_then_fresh_root_hits_everything_without_layer_downloads(
 
 
 def test_one_file_change_reruns_exactly_the_dependent_steps(
-        build: Builder, multistage: Path, reg: str) -> None:
+    build: Builder, multistage: Path, reg: str
+) -> None:
     cache_from = f"type=registry,ref={reg}/cache"
     cache_to = f"{cache_from},mode=max"
     cold = build(multistage, "--push", "-t", f"{reg}/app", "--cache-to", cache_to).check()
     (multistage / "src" / "app.txt").write_text("application code v2\n")
-    changed = build(multistage, "--push", "-t", f"{reg}/app", "--cache-from", cache_from,
-                    "--cache-to", cache_to).check()
+    changed = build(
+        multistage, "--push", "-t", f"{reg}/app", "--cache-from", cache_from, "--cache-to", cache_to
+    ).check()
     assert set(changed.steps) == set(cold.steps)
 
     def pick(*fragments: str) -> set[str]:
@@ -123,9 +144,16 @@ def test_one_file_change_reruns_exactly_the_dependent_steps(
         return found
 
     # src/app.txt enters at build's COPY; everything downstream of it runs again
-    expected_ran = pick("COPY src/app.txt", "RUN cat /src/app.txt", "COPY --from=build",
-                        "COPY src/run.sh", "RUN chmod 755")
-    assert changed.ran == expected_ran, f"ran {sorted(changed.ran)}, expected {sorted(expected_ran)}"
+    expected_ran = pick(
+        "COPY src/app.txt",
+        "RUN cat /src/app.txt",
+        "COPY --from=build",
+        "COPY src/run.sh",
+        "RUN chmod 755",
+    )
+    assert changed.ran == expected_ran, (
+        f"ran {sorted(changed.ran)}, expected {sorted(expected_ran)}"
+    )
     assert changed.cached == set(cold.steps) - expected_ran
     assert changed.digest != cold.digest
 
@@ -133,10 +161,22 @@ def test_one_file_change_reruns_exactly_the_dependent_steps(
 def test_mode_min_versus_max(build: Builder, multistage: Path, reg: str) -> None:
     results = {}
     for mode in ("min", "max"):
-        cold = build(multistage, "--push", "-t", f"{reg}/app-{mode}",
-                     "--cache-to", f"type=registry,ref={reg}/cache-{mode},mode={mode}").check()
-        warm = build(multistage, "--push", "-t", f"{reg}/app-{mode}",
-                     "--cache-from", f"type=registry,ref={reg}/cache-{mode}").check()
+        cold = build(
+            multistage,
+            "--push",
+            "-t",
+            f"{reg}/app-{mode}",
+            "--cache-to",
+            f"type=registry,ref={reg}/cache-{mode},mode={mode}",
+        ).check()
+        warm = build(
+            multistage,
+            "--push",
+            "-t",
+            f"{reg}/app-{mode}",
+            "--cache-from",
+            f"type=registry,ref={reg}/cache-{mode}",
+        ).check()
         results[mode] = (cold, warm, cache_doc(f"{reg}/cache-{mode}:latest"))
     cold_steps = results["max"][0].steps
     froms = {t for t in cold_steps if "] FROM " in t}
@@ -147,11 +187,17 @@ def test_mode_min_versus_max(build: Builder, multistage: Path, reg: str) -> None
     assert results["max"][1].cached == set(cold_steps)
     # min: the exported image's steps hit, the intermediate stages' steps do not
     min_warm = results["min"][1]
-    assert final <= min_warm.cached, f"final stage steps not cached with min: {final - min_warm.cached}"
-    assert not (intermediate & min_warm.cached), f"min cache served intermediate steps {intermediate & min_warm.cached}"
+    assert final <= min_warm.cached, (
+        f"final stage steps not cached with min: {final - min_warm.cached}"
+    )
+    assert not (intermediate & min_warm.cached), (
+        f"min cache served intermediate steps {intermediate & min_warm.cached}"
+    )
     min_size, max_size = results["min"][2].total_size, results["max"][2].total_size
     min_layers, max_layers = len(results["min"][2].layers), len(results["max"][2].layers)
-    print(f"cache size: min {min_size} B in {min_layers} layers, max {max_size} B in {max_layers} layers")
+    print(
+        f"cache size: min {min_size} B in {min_layers} layers, max {max_size} B in {max_layers} layers"
+    )
     assert min_layers < max_layers
     assert min_size < max_size
 
@@ -164,7 +210,8 @@ MATRIX = [
 
 
 def test_compression_mediatypes_manifest_matrix(
-        build: Builder, small: Path, reg: str, busybox_image: str) -> None:
+    build: Builder, small: Path, reg: str, busybox_image: str
+) -> None:
     base_diff_ids = _base_diff_ids(busybox_image)
 
     def ref(c: str, oci: bool, im: bool) -> str:
@@ -173,15 +220,19 @@ def test_compression_mediatypes_manifest_matrix(
     # one cold build writes every combination (several --cache-to are allowed)
     cache_to = []
     for c, oci, im in MATRIX:
-        cache_to += ["--cache-to", f"type=registry,ref={ref(c, oci, im)},compression={c},"
-                                   f"oci-mediatypes={str(oci).lower()},image-manifest={str(im).lower()}"]
+        cache_to += [
+            "--cache-to",
+            f"type=registry,ref={ref(c, oci, im)},compression={c},"
+            f"oci-mediatypes={str(oci).lower()},image-manifest={str(im).lower()}",
+        ]
     cold = build(small, *cache_to).check()
     steps = set(cold.steps)
     for c, oci, im in MATRIX:
         doc = cache_doc(ref(c, oci, im))
         assert doc.media_type == TOP_TYPES[(oci, im)], (c, oci, im, doc.media_type)
-        made = [d for d in doc.layers
-                if d.get("annotations", {}).get(UNCOMPRESSED) not in base_diff_ids]  # type: ignore[attr-defined]
+        made = [
+            d for d in doc.layers if d.get("annotations", {}).get(UNCOMPRESSED) not in base_diff_ids
+        ]  # type: ignore[attr-defined]
         assert len(made) == 2, (c, oci, im, doc.layers)
         for d in doc.layers:
             assert UNCOMPRESSED in d.get("annotations", {}), d  # type: ignore[operator]
@@ -196,26 +247,40 @@ def test_compression_mediatypes_manifest_matrix(
         assert warm.cached == steps, (c, oci, im, warm.ran)
 
 
-def test_docker_mediatypes_with_image_manifest_is_refused(build: Builder, small: Path, reg: str) -> None:
-    res = build(small, "--cache-to", f"type=registry,ref={reg}/c,oci-mediatypes=false,image-manifest=true")
+def test_docker_mediatypes_with_image_manifest_is_refused(
+    build: Builder, small: Path, reg: str
+) -> None:
+    res = build(
+        small, "--cache-to", f"type=registry,ref={reg}/c,oci-mediatypes=false,image-manifest=true"
+    )
     assert res.returncode == 2, res.output
     assert "OCI mediatypes are required for image-manifest" in res.output
 
 
-def test_estargz_cache_level_out_of_range_is_a_usage_error(build: Builder, small: Path, reg: str) -> None:
+def test_estargz_cache_level_out_of_range_is_a_usage_error(
+    build: Builder, small: Path, reg: str
+) -> None:
     # compression=estargz is supported (tests/integration/test_estargz.py); its levels are gzip's 0-9
-    res = build(small, "--cache-to", f"type=registry,ref={reg}/c,compression=estargz,compression-level=10")
+    res = build(
+        small, "--cache-to", f"type=registry,ref={reg}/c,compression=estargz,compression-level=10"
+    )
     assert res.returncode == 2, res.output
     assert "compression-level" in res.output and "estargz" in res.output
 
 
 def test_force_compression_converts_gzip_blobs_to_zstd(
-        build: Builder, small: Path, reg: str, registry: RegistryServer) -> None:
+    build: Builder, small: Path, reg: str, registry: RegistryServer
+) -> None:
     cold = build(small, "--cache-to", f"type=registry,ref={reg}/gz").check()
     assert all(d["mediaType"].endswith("+gzip") for d in cache_doc(f"{reg}/gz").layers)  # type: ignore[union-attr]
     # fresh root: every layer is known only as the gzip blob of the imported cache
-    conv = build(small, "--cache-from", f"{reg}/gz",
-                 "--cache-to", f"type=registry,ref={reg}/zs,compression=zstd,force-compression=true").check()
+    conv = build(
+        small,
+        "--cache-from",
+        f"{reg}/gz",
+        "--cache-to",
+        f"type=registry,ref={reg}/zs,compression=zstd,force-compression=true",
+    ).check()
     assert conv.cached == set(cold.steps)
     doc = cache_doc(f"{reg}/zs")
     assert doc.layers
@@ -229,46 +294,63 @@ def test_force_compression_converts_gzip_blobs_to_zstd(
 
 
 def test_without_force_compression_imported_gzip_blobs_are_kept(
-        build: Builder, small: Path, reg: str, registry: RegistryServer) -> None:
+    build: Builder, small: Path, reg: str, registry: RegistryServer
+) -> None:
     """BuildKit (and the seed page): force-compression exists to re-compress layers imported
     from a previous cache; without it they are exported as they are, and a fully cached
     rebuild need not download them to re-compress."""
     cold = build(small, "--cache-to", f"type=registry,ref={reg}/gz").check()
     log = AccessLog(registry)
-    keep = build(small, "--cache-from", f"{reg}/gz",
-                 "--cache-to", f"type=registry,ref={reg}/zs-keep,compression=zstd").check()
+    keep = build(
+        small,
+        "--cache-from",
+        f"{reg}/gz",
+        "--cache-to",
+        f"type=registry,ref={reg}/zs-keep,compression=zstd",
+    ).check()
     assert keep.cached == set(cold.steps)
     gz_layers = {str(d["digest"]) for d in cache_doc(f"{reg}/gz").layers}
     doc = cache_doc(f"{reg}/zs-keep")
     assert {str(d["digest"]) for d in doc.layers} == gz_layers, [d["mediaType"] for d in doc.layers]
-    assert not set(log.blob_gets()) & gz_layers, "imported layers were downloaded to be re-compressed"
+    assert not set(log.blob_gets()) & gz_layers, (
+        "imported layers were downloaded to be re-compressed"
+    )
 
 
 def test_unchanged_reexport_uploads_nothing_and_keeps_the_manifest(
-        build: Builder, multistage: Path, reg: str, registry: RegistryServer) -> None:
+    build: Builder, multistage: Path, reg: str, registry: RegistryServer
+) -> None:
     cache_from = f"type=registry,ref={reg}/cache"
     cache_to = f"{cache_from},mode=max"
     build(multistage, "--cache-to", cache_to).check()
     before = _manifest_digest(f"{reg}/cache")
     log = AccessLog(registry)
-    again = build(multistage, "--cache-from", cache_from, "--cache-to", cache_to).check()  # a fresh root
+    again = build(
+        multistage, "--cache-from", cache_from, "--cache-to", cache_to
+    ).check()  # a fresh root
     assert again.cached == set(again.steps)
     assert log.uploads() == [], f"re-export of an unchanged cache uploaded: {log.uploads()}"
     assert len(log.manifest_puts()) <= 1
     assert _manifest_digest(f"{reg}/cache") == before
 
 
-def test_missing_cache_ref_is_one_quiet_line_and_builds(build: Builder, small: Path, reg: str) -> None:
+def test_missing_cache_ref_is_one_quiet_line_and_builds(
+    build: Builder, small: Path, reg: str
+) -> None:
     # a first build: nothing at the ref yet is normal, not an error (issue 13, defect 7)
     res = build(small, "--cache-from", f"type=registry,ref={reg}/does-not-exist").check()
     assert res.warnings == []
     assert "ERROR" not in res.output, res.output
-    said = [ln for ln in res.output.splitlines() if "does-not-exist" in ln and "importing" not in ln]
+    said = [
+        ln for ln in res.output.splitlines() if "does-not-exist" in ln and "importing" not in ln
+    ]
     assert len(said) == 1 and f"no cache at {reg}/does-not-exist:latest yet" in said[0], res.output
     assert not res.cached
 
 
-def test_missing_local_cache_dir_is_one_quiet_line(build: Builder, small: Path, tmp_path: Path) -> None:
+def test_missing_local_cache_dir_is_one_quiet_line(
+    build: Builder, small: Path, tmp_path: Path
+) -> None:
     cache = tmp_path / "never-written"
     res = build(small, "--cache-from", f"type=local,src={cache}").check()
     assert res.warnings == [] and "ERROR" not in res.output, res.output
@@ -277,11 +359,15 @@ def test_missing_local_cache_dir_is_one_quiet_line(build: Builder, small: Path, 
 
 @pytest.mark.parametrize("variant", ["tls-basic", "token"])
 def test_wrong_password_warns_once_and_builds(
-        build: Builder, small: Path, variant: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    build: Builder, small: Path, variant: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     server: RegistryServer = request.getfixturevalue(
-        "registry_tls_basic" if variant == "tls-basic" else "registry_token")
+        "registry_tls_basic" if variant == "tls-basic" else "registry_token"
+    )
     assert server.username and server.password
-    insecure = ",registry.insecure=true" if variant == "tls-basic" else ""  # self-signed certificate
+    insecure = (
+        ",registry.insecure=true" if variant == "tls-basic" else ""
+    )  # self-signed certificate
     cache = f"type=registry,ref={server.host}/auth/cache{insecure}"
 
     def docker_config(password: str, name: str) -> dict[str, str]:
@@ -304,7 +390,8 @@ def test_wrong_password_warns_once_and_builds(
 
 
 def test_corrupt_cache_config_warns_once_and_builds(
-        build: Builder, small: Path, reg: str, registry: RegistryServer) -> None:
+    build: Builder, small: Path, reg: str, registry: RegistryServer
+) -> None:
     from mason.digest import sha256_bytes
     from mason.oci import mediatypes as mt
     from mason.oci.descriptor import Descriptor
@@ -340,24 +427,41 @@ def test_unreachable_cache_to_fails_unless_ignore_error(build: Builder, small: P
 def test_inline_cache_round_trips(build: Builder, small: Path, reg: str) -> None:
     cold = build(small, "--push", "-t", f"{reg}/app", "--cache-to", "type=inline").check()
     config_ref = f"{reg}/app:latest"
-    raw = subprocess.run(["skopeo", "inspect", "--config", "--raw", "--tls-verify=false",
-                          f"docker://{config_ref}"], capture_output=True, check=True).stdout
-    assert "moby.buildkit.cache.v0" in json.loads(raw), "inline cache metadata missing from the image config"
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--config", "--raw", "--tls-verify=false", f"docker://{config_ref}"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert "moby.buildkit.cache.v0" in json.loads(raw), (
+        "inline cache metadata missing from the image config"
+    )
     # the usual CI pair: keep writing inline metadata while reading it back
-    warm = build(small, "--push", "-t", f"{reg}/app", "--cache-to", "type=inline",
-                 "--cache-from", config_ref).check()
+    warm = build(
+        small, "--push", "-t", f"{reg}/app", "--cache-to", "type=inline", "--cache-from", config_ref
+    ).check()
     assert warm.cached == set(cold.steps), warm.ran
     assert warm.digest == cold.digest
 
 
-def test_no_lock_file_in_tarballs_or_local_caches(build: Builder, small: Path, tmp_path: Path) -> None:
+def test_no_lock_file_in_tarballs_or_local_caches(
+    build: Builder, small: Path, tmp_path: Path
+) -> None:
     # index.json.lock, the file that serialised index.json updates, was shipped inside oci and
     # docker tarballs and left in local cache directories (issue 13, defect 8)
     import tarfile
 
     oci, docker, cache = tmp_path / "oci.tar", tmp_path / "docker.tar", tmp_path / "cache"
-    build(small, "-t", "lockless:latest", "-o", f"type=oci,dest={oci}", "-o", f"type=docker,dest={docker}",
-          "--cache-to", f"type=local,dest={cache},mode=max").check()
+    build(
+        small,
+        "-t",
+        "lockless:latest",
+        "-o",
+        f"type=oci,dest={oci}",
+        "-o",
+        f"type=docker,dest={docker}",
+        "--cache-to",
+        f"type=local,dest={cache},mode=max",
+    ).check()
     for tarball in (oci, docker):
         with tarfile.open(tarball) as tar:
             names = tar.getnames()
@@ -366,7 +470,8 @@ def test_no_lock_file_in_tarballs_or_local_caches(build: Builder, small: Path, t
 
 
 def test_inline_cache_gives_the_same_image_on_a_base_with_history_times(
-        build: Builder, reg: str, tmp_path: Path, busybox_image: str) -> None:
+    build: Builder, reg: str, tmp_path: Path, busybox_image: str
+) -> None:
     # the base image's history has real times (it was built just now): the cold build wrote the
     # FROM record's createdAt as 1970 and the cache-imported one as the base's time, so the two
     # images differed (issue 13, defect 3)
@@ -388,18 +493,26 @@ def test_local_cache_round_trips(build: Builder, multistage: Path, tmp_path: Pat
     cold = build(multistage, "--cache-to", f"type=local,dest={dest},mode=max").check()
     assert json.loads((dest / "oci-layout").read_text())["imageLayoutVersion"] == "1.0.0"
     index = json.loads((dest / "index.json").read_text())
-    assert any(m.get("annotations", {}).get("org.opencontainers.image.ref.name") == "latest"
-               for m in index["manifests"])
+    assert any(
+        m.get("annotations", {}).get("org.opencontainers.image.ref.name") == "latest"
+        for m in index["manifests"]
+    )
     warm = build(multistage, "--cache-from", f"type=local,src={dest}").check()
     assert warm.cached == set(cold.steps), warm.ran
 
 
 def test_several_cache_from_are_tried_in_order_and_hits_name_their_source(
-        build: Builder, small: Path, reg: str) -> None:
+    build: Builder, small: Path, reg: str
+) -> None:
     good = f"{reg}/cache"
     cold = build(small, "--cache-to", f"type=registry,ref={good}").check()
-    res = build(small, "--cache-from", f"type=registry,ref={reg}/missing",
-                "--cache-from", f"type=registry,ref={good}").check()
+    res = build(
+        small,
+        "--cache-from",
+        f"type=registry,ref={reg}/missing",
+        "--cache-from",
+        f"type=registry,ref={good}",
+    ).check()
     assert res.cached == set(cold.steps)
     assert res.warnings == [] and f"no cache at {reg}/missing:latest yet" in res.output, res.output
     hits = [ln for ln in res.output.splitlines() if "cache hit from" in ln]
@@ -408,7 +521,9 @@ def test_several_cache_from_are_tried_in_order_and_hits_name_their_source(
 
 
 def test_cache_ref_equal_to_the_image_ref_is_refused(build: Builder, small: Path, reg: str) -> None:
-    res = build(small, "--push", "-t", f"{reg}/app:v1", "--cache-to", f"type=registry,ref={reg}/app:v1")
+    res = build(
+        small, "--push", "-t", f"{reg}/app:v1", "--cache-to", f"type=registry,ref={reg}/app:v1"
+    )
     assert res.returncode == 2, res.output
     assert f"{reg}/app:v1" in res.output
 
@@ -453,12 +568,19 @@ def _layers_of(ref: str) -> set[str]:
 
 
 def test_cache_export_mounts_what_the_image_push_uploaded(
-        build: Builder, small: Path, reg: str, registry: RegistryServer, busybox_image: str) -> None:
+    build: Builder, small: Path, reg: str, registry: RegistryServer, busybox_image: str
+) -> None:
     """One push of each layer per registry: the cache export mounts the layers the image push
     just uploaded (and the base layers from the base repository) instead of sending them again."""
     log = AccessLog(registry)
-    build(small, "--push", "-t", f"{reg}/app",
-          "--cache-to", f"type=registry,ref={reg}/app-cache,mode=max").check()
+    build(
+        small,
+        "--push",
+        "-t",
+        f"{reg}/app",
+        "--cache-to",
+        f"type=registry,ref={reg}/app-cache,mode=max",
+    ).check()
     moved = Transfers.since(log)
     base = base_layers(busybox_image)
     made = _layers_of(f"{reg}/app") - base
@@ -466,16 +588,27 @@ def test_cache_export_mounts_what_the_image_push_uploaded(
     assert made and made <= cached
     app, cache = f"{reg}/app".split("/", 1)[1], f"{reg}/app-cache".split("/", 1)[1]
     for digest in made:
-        assert moved.uploaded.get(digest) == [app], f"{digest} uploaded to {moved.uploaded.get(digest)}"
-        assert moved.mounted.get(digest) == [cache], f"{digest} mounted into {moved.mounted.get(digest)}"
+        assert moved.uploaded.get(digest) == [app], (
+            f"{digest} uploaded to {moved.uploaded.get(digest)}"
+        )
+        assert moved.mounted.get(digest) == [cache], (
+            f"{digest} mounted into {moved.mounted.get(digest)}"
+        )
     for digest in base:
-        assert digest not in moved.uploaded, f"base layer {digest} uploaded to {moved.uploaded[digest]}"
+        assert digest not in moved.uploaded, (
+            f"base layer {digest} uploaded to {moved.uploaded[digest]}"
+        )
         assert sorted(moved.mounted.get(digest, ())) == sorted([app, cache])
 
 
 def test_image_push_mounts_fresh_layers_the_cache_export_pushed_first(
-        build: Builder, small: Path, reg: str, registry: RegistryServer, busybox_image: str,
-        tmp_path: Path) -> None:
+    build: Builder,
+    small: Path,
+    reg: str,
+    registry: RegistryServer,
+    busybox_image: str,
+    tmp_path: Path,
+) -> None:
     """The other order: the layers reach the cache repository first (a build exporting only
     its cache), then an image push from the same root mounts them from there."""
     root = build.root()
@@ -494,7 +627,8 @@ def test_image_push_mounts_fresh_layers_the_cache_export_pushed_first(
 
 
 def test_a_declined_mount_uploads_in_the_session_the_registry_opened(
-        build: Builder, small: Path, reg: str, registry: RegistryServer, busybox_image: str) -> None:
+    build: Builder, small: Path, reg: str, registry: RegistryServer, busybox_image: str
+) -> None:
     """A location mason remembers but the registry no longer backs: the mount POST gets an
     upload session (202) and the layer is uploaded in it -- no cancelled session, no second POST."""
     from mason.engine.blobs import Blobs
@@ -506,18 +640,32 @@ def test_a_declined_mount_uploads_in_the_session_the_registry_opened(
     base = base_layers(busybox_image)
     with StateRoot.open(root) as st:
         blobs = Blobs(st)
-        made = [info for info, _ in st.meta.blobs() if "layer" in info.media_type and info.digest not in base]
+        made = [
+            info
+            for info, _ in st.meta.blobs()
+            if "layer" in info.media_type and info.digest not in base
+        ]
         for info in made:
-            blobs.note_stored(info.digest, Reference.parse(f"{reg}/nowhere"), info.media_type, info.size)
+            blobs.note_stored(
+                info.digest, Reference.parse(f"{reg}/nowhere"), info.media_type, info.size
+            )
     assert made
     log = AccessLog(registry)
     build(small, "--push", "-t", f"{reg}/app", root=root).check()
     requests = log.requests()
     app = f"{reg}/app".split("/", 1)[1]
     for info in made:
-        mounts = [(p, s) for m, p, s in requests if m == "POST" and f"mount={info.digest}" in p.replace("%3A", ":")]
+        mounts = [
+            (p, s)
+            for m, p, s in requests
+            if m == "POST" and f"mount={info.digest}" in p.replace("%3A", ":")
+        ]
         assert [s for _, s in mounts] == [202], mounts
     assert Transfers.since(log).upload_count({i.digest for i in made}) == len(made)
     assert not [r for r in requests if r[0] == "DELETE"], "a declined mount's session was cancelled"
-    plain_posts = [p for m, p, _ in requests if m == "POST" and "mount=" not in p and p.startswith(f"/v2/{app}/")]
+    plain_posts = [
+        p
+        for m, p, _ in requests
+        if m == "POST" and "mount=" not in p and p.startswith(f"/v2/{app}/")
+    ]
     assert len(plain_posts) == 1, plain_posts  # the image config only

@@ -52,7 +52,9 @@ def _needs_root() -> None:
 
 
 @pytest.mark.parametrize("kind", ["oci", "docker", "tar"])
-def test_fifo_dest_is_written_to_not_replaced(ctx: Path, root: Path, tmp_path: Path, kind: str) -> None:
+def test_fifo_dest_is_written_to_not_replaced(
+    ctx: Path, root: Path, tmp_path: Path, kind: str
+) -> None:
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     received: list[bytes] = []

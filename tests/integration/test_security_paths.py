@@ -91,43 +91,56 @@ def _build(tmp_path: Path, ctx: Path, *extra: str) -> tuple[subprocess.Completed
 
 
 @pytest.mark.parametrize("how", ["dotdot", "symlink"])
-def test_bind_mount_from_stage_stays_in_the_stage(busybox_image: str, tmp_path: Path, canary: Path,
-                                                  how: str) -> None:
+def test_bind_mount_from_stage_stays_in_the_stage(
+    busybox_image: str, tmp_path: Path, canary: Path, how: str
+) -> None:
     source = f"{UP}{canary}/dir" if how == "dotdot" else "/lnk"
-    ctx = _context(tmp_path, f"""\
+    ctx = _context(
+        tmp_path,
+        f"""\
 FROM {busybox_image} AS st
 RUN mkdir -p {canary}/dir && echo in-stage > {canary}/dir/secret && ln -s {canary}/dir /lnk
 FROM {busybox_image}
 RUN --mount=type=bind,from=st,source={source},target=/mnt,rw \\
     cat /mnt/secret > /seen && echo written > /mnt/new && echo written > /mnt/secret
-""")
+""",
+    )
     proc, out = _build(tmp_path, ctx)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (out / "seen").read_text() == "in-stage\n"
     assert SECRET not in _tree_text(out)
 
 
-def test_cache_mount_from_stage_stays_in_the_stage(busybox_image: str, tmp_path: Path, canary: Path) -> None:
-    ctx = _context(tmp_path, f"""\
+def test_cache_mount_from_stage_stays_in_the_stage(
+    busybox_image: str, tmp_path: Path, canary: Path
+) -> None:
+    ctx = _context(
+        tmp_path,
+        f"""\
 FROM {busybox_image} AS st
 RUN mkdir -p {canary}/dir && echo in-stage > {canary}/dir/secret && ln -s {UP}{canary}/dir /lnk
 FROM {busybox_image}
 RUN --mount=type=cache,from=st,source=/lnk,target=/c \\
     cat /c/secret > /seen && echo written > /c/secret && rm -f /c/secret
-""")
+""",
+    )
     proc, out = _build(tmp_path, ctx)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (out / "seen").read_text() == "in-stage\n"
 
 
-def test_mount_source_missing_in_the_stage_is_a_clear_error(busybox_image: str, tmp_path: Path,
-                                                            canary: Path) -> None:
-    ctx = _context(tmp_path, f"""\
+def test_mount_source_missing_in_the_stage_is_a_clear_error(
+    busybox_image: str, tmp_path: Path, canary: Path
+) -> None:
+    ctx = _context(
+        tmp_path,
+        f"""\
 FROM {busybox_image} AS st
 RUN ln -s {canary}/dir /lnk
 FROM {busybox_image}
 RUN --mount=type=bind,from=st,source=/lnk,target=/mnt,rw cat /mnt/secret
-""")
+""",
+    )
     proc, _out = _build(tmp_path, ctx)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "mount source '/lnk' does not exist in the stage" in proc.stderr
@@ -157,8 +170,9 @@ def relative_workdir_image(registry: RegistryServer, tmp_path: Path, canary: Pat
 
 
 @pytest.mark.parametrize("snapshotter", ["overlay", "copy"])
-def test_relative_workdir_of_a_base_image_stays_in_the_rootfs(relative_workdir_image: str, tmp_path: Path,
-                                                              canary: Path, snapshotter: str) -> None:
+def test_relative_workdir_of_a_base_image_stays_in_the_rootfs(
+    relative_workdir_image: str, tmp_path: Path, canary: Path, snapshotter: str
+) -> None:
     ctx = _context(tmp_path, f"FROM {relative_workdir_image}\nCOPY f.txt name\nRUN pwd > /pwd\n")
     (ctx / "f.txt").write_text("copied\n")
     proc, out = _build(tmp_path, ctx, f"--snapshotter={snapshotter}")
@@ -173,8 +187,9 @@ def test_relative_workdir_of_a_base_image_stays_in_the_rootfs(relative_workdir_i
 
 
 @pytest.mark.parametrize("link", ["absolute", "dotdot"])
-def test_wildcard_copy_never_follows_a_context_symlink_out(busybox_image: str, tmp_path: Path,
-                                                           canary: Path, link: str) -> None:
+def test_wildcard_copy_never_follows_a_context_symlink_out(
+    busybox_image: str, tmp_path: Path, canary: Path, link: str
+) -> None:
     ctx = _context(tmp_path, f"FROM {busybox_image}\nCOPY *.txt /out/\n")
     target = f"{canary}/secret" if link == "absolute" else f"{UP}{canary}/secret"
     os.symlink(target, ctx / "evil.txt")
@@ -185,7 +200,9 @@ def test_wildcard_copy_never_follows_a_context_symlink_out(busybox_image: str, t
     assert SECRET not in proc.stdout + proc.stderr + (_tree_text(out) if out.exists() else "")
 
 
-def test_wildcard_under_a_symlinked_directory(busybox_image: str, tmp_path: Path, canary: Path) -> None:
+def test_wildcard_under_a_symlinked_directory(
+    busybox_image: str, tmp_path: Path, canary: Path
+) -> None:
     ctx = _context(tmp_path, f"FROM {busybox_image}\nCOPY sub/* /out/\n")
     os.symlink(canary, ctx / "sub")
     proc, _out = _build(tmp_path, ctx)
@@ -194,7 +211,9 @@ def test_wildcard_under_a_symlinked_directory(busybox_image: str, tmp_path: Path
     assert SECRET not in proc.stdout + proc.stderr
 
 
-def test_wildcard_add_of_an_archive_symlink(busybox_image: str, tmp_path: Path, canary: Path) -> None:
+def test_wildcard_add_of_an_archive_symlink(
+    busybox_image: str, tmp_path: Path, canary: Path
+) -> None:
     ctx = _context(tmp_path, f"FROM {busybox_image}\nADD *.tar /out/\n")
     os.symlink(canary / "a.tar", ctx / "x.tar")
     proc, out = _build(tmp_path, ctx)
@@ -203,21 +222,27 @@ def test_wildcard_add_of_an_archive_symlink(busybox_image: str, tmp_path: Path, 
     assert not (out / "out" / "from-host.txt").exists()
 
 
-def test_wildcard_copy_from_a_stage_symlink(busybox_image: str, tmp_path: Path, canary: Path) -> None:
-    ctx = _context(tmp_path, f"""\
+def test_wildcard_copy_from_a_stage_symlink(
+    busybox_image: str, tmp_path: Path, canary: Path
+) -> None:
+    ctx = _context(
+        tmp_path,
+        f"""\
 FROM {busybox_image} AS st
 RUN ln -s {canary}/secret /leak.txt && ln -s {UP}{canary}/secret /leak2.txt
 FROM scratch
 COPY --from=st /lea*.txt /out/
-""")
+""",
+    )
     proc, _out = _build(tmp_path, ctx)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert '"/leak.txt": not found' in proc.stderr
     assert SECRET not in proc.stdout + proc.stderr
 
 
-def test_symlinks_inside_the_context_are_followed_inside_it(busybox_image: str, tmp_path: Path,
-                                                            canary: Path) -> None:
+def test_symlinks_inside_the_context_are_followed_inside_it(
+    busybox_image: str, tmp_path: Path, canary: Path
+) -> None:
     # the same rule, where it leads somewhere real: in-root targets are copied (BuildKit's rule)
     ctx = _context(tmp_path, f"FROM {busybox_image}\nCOPY *.txt /out/\nCOPY d*/* /dir/\n")
     (ctx / "real").mkdir()
@@ -238,11 +263,15 @@ def test_heredoc_name_never_names_a_host_path(tmp_path: Path, canary: Path) -> N
     assert (out / "d" / "heredoc.txt").read_text() == "hello\n"
 
 
-def test_rw_bind_of_the_context_never_writes_the_context(busybox_image: str, tmp_path: Path,
-                                                         canary: Path) -> None:
+def test_rw_bind_of_the_context_never_writes_the_context(
+    busybox_image: str, tmp_path: Path, canary: Path
+) -> None:
     # rw gives the RUN a writable copy (BuildKit: a throwaway snapshot); the user's files stay
-    ctx = _context(tmp_path, f"FROM {busybox_image}\nRUN --mount=type=bind,target=/ctx,rw "
-                             "echo changed > /ctx/file.txt && touch /ctx/new && cat /ctx/file.txt > /seen\n")
+    ctx = _context(
+        tmp_path,
+        f"FROM {busybox_image}\nRUN --mount=type=bind,target=/ctx,rw "
+        "echo changed > /ctx/file.txt && touch /ctx/new && cat /ctx/file.txt > /seen\n",
+    )
     (ctx / "file.txt").write_text("orig\n")
     proc, out = _build(tmp_path, ctx)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -251,11 +280,15 @@ def test_rw_bind_of_the_context_never_writes_the_context(busybox_image: str, tmp
     assert not (ctx / "new").exists()
 
 
-def test_context_bind_mount_leaves_out_dockerignored_files(busybox_image: str, tmp_path: Path,
-                                                           canary: Path) -> None:
-    ctx = _context(tmp_path, f"FROM {busybox_image}\n"
-                             "RUN --mount=type=bind,target=/ctx ls -a /ctx > /seen && cat /ctx/app.txt >> /seen\n"
-                             "RUN --mount=type=bind,source=app.txt,target=/one.txt cat /one.txt > /one\n")
+def test_context_bind_mount_leaves_out_dockerignored_files(
+    busybox_image: str, tmp_path: Path, canary: Path
+) -> None:
+    ctx = _context(
+        tmp_path,
+        f"FROM {busybox_image}\n"
+        "RUN --mount=type=bind,target=/ctx ls -a /ctx > /seen && cat /ctx/app.txt >> /seen\n"
+        "RUN --mount=type=bind,source=app.txt,target=/one.txt cat /one.txt > /one\n",
+    )
     (ctx / ".dockerignore").write_text(".env\n")
     (ctx / ".env").write_text("TOKEN=not-for-the-build\n")
     (ctx / "app.txt").write_text("app\n")
@@ -266,8 +299,9 @@ def test_context_bind_mount_leaves_out_dockerignored_files(busybox_image: str, t
     assert (out / "one").read_text() == "app\n"
 
 
-def test_a_dockerignore_symlink_is_not_read_from_the_host(busybox_image: str, tmp_path: Path,
-                                                          canary: Path) -> None:
+def test_a_dockerignore_symlink_is_not_read_from_the_host(
+    busybox_image: str, tmp_path: Path, canary: Path
+) -> None:
     # .dockerignore -> a host file: read inside the context, where it does not exist
     host_file = tmp_path / "host-ignore"
     host_file.write_text("keep.txt\n")

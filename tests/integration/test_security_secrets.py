@@ -23,7 +23,9 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes need root")
 SECRET = b"s3cr3t-" + os.urandom(8).hex().encode()
 
 
-def test_tmpfs_secret_is_readable_not_writable_in_the_sandbox(executor: Executor, rootfs: Path) -> None:
+def test_tmpfs_secret_is_readable_not_writable_in_the_sandbox(
+    executor: Executor, rootfs: Path
+) -> None:
     with secret_file(SECRET, mode=0o400, uid=0, gid=0) as path:
         assert os.stat(path.parent).st_mode & 0o777 == 0o700
         assert any(str(path).startswith(str(d) + "/") for d in secret_dirs())
@@ -58,7 +60,8 @@ def test_killed_build_leaves_no_secret_on_disk(busybox_image: str, tmp_path: Pat
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(
         f"FROM {busybox_image}\nARG NAP\n"
-        "RUN --mount=type=secret,id=tok wc -c /run/secrets/tok && echo started && sleep $NAP\n")
+        "RUN --mount=type=secret,id=tok wc -c /run/secrets/tok && echo started && sleep $NAP\n"
+    )
     src = tmp_path / "token.txt"
     src.write_bytes(SECRET)
     root = tmp_path / "root"

@@ -14,24 +14,32 @@ from pathlib import Path
 import pytest
 from tests.support.cli import mason_build
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (overlayfs, runc, unshare)")
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="builds need root (overlayfs, runc, unshare)"
+)
 
 
-def test_root_is_private_after_a_build_with_a_cache_mount(busybox_image: str, tmp_path: Path) -> None:
+def test_root_is_private_after_a_build_with_a_cache_mount(
+    busybox_image: str, tmp_path: Path
+) -> None:
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "a.txt").write_text("a\n")
     os.chmod(ctx / "a.txt", 0o644)
     (ctx / "Dockerfile").write_text(
         f"FROM {busybox_image}\nCOPY a.txt /a.txt\n"
-        "RUN --mount=type=cache,target=/c,mode=0755 echo cached > /c/f && mkdir -p /d && chmod 0755 /d\n")
+        "RUN --mount=type=cache,target=/c,mode=0755 echo cached > /c/f && mkdir -p /d && chmod 0755 /d\n"
+    )
     root = tmp_path / "root"
     out = tmp_path / "fs.tar"
     res = mason_build(root, "-o", f"type=tar,dest={out}", str(ctx), env={"MASON_DEBUG": ""})
     assert res.returncode == 0, res.stdout + res.stderr
 
-    loose = [f"{p} {stat.S_IMODE(os.lstat(p).st_mode):o}" for p in [root, *root.iterdir()]
-             if stat.S_IMODE(os.lstat(p).st_mode) & 0o077]
+    loose = [
+        f"{p} {stat.S_IMODE(os.lstat(p).st_mode):o}"
+        for p in [root, *root.iterdir()]
+        if stat.S_IMODE(os.lstat(p).st_mode) & 0o077
+    ]
     assert loose == []
     store = [p for p in (root / "blobs").rglob("*") if stat.S_IMODE(os.lstat(p).st_mode) & 0o077]
     assert store == []

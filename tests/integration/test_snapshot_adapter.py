@@ -46,7 +46,9 @@ class FakeBlobs:
 
 
 @pytest.fixture(params=["overlay", "copy"])
-def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[StateRoot, FakeBlobs, str]]:
+def env(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[StateRoot, FakeBlobs, str]]:
     mode = str(request.param)
     if mode == "overlay":
         (tmp_path / "probe").mkdir()
@@ -58,13 +60,23 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[StateR
 
 
 def _base(blobs: FakeBlobs) -> tuple[LayerRef, LayerRef]:
-    one = blobs.add(make_tar((entry("etc/", b"5", mode=0o755), None), (entry("etc/passwd"), b"root\n"),
-                             (entry("etc/old"), b"old\n")).getvalue())
+    one = blobs.add(
+        make_tar(
+            (entry("etc/", b"5", mode=0o755), None),
+            (entry("etc/passwd"), b"root\n"),
+            (entry("etc/old"), b"old\n"),
+        ).getvalue()
+    )
     # Parent directories listed, as Docker and BuildKit write layers: such a layer depends
     # on nothing below it, so its overlay snapshot is shared by every chain.
-    two = blobs.add(make_tar((entry("etc/", b"5", mode=0o755), None), (entry("etc/.wh.old"), b""),
-                             (entry("usr/", b"5", mode=0o755), None),
-                             (entry("usr/tool", mode=0o755), b"#!/bin/sh\n")).getvalue())
+    two = blobs.add(
+        make_tar(
+            (entry("etc/", b"5", mode=0o755), None),
+            (entry("etc/.wh.old"), b""),
+            (entry("usr/", b"5", mode=0o755), None),
+            (entry("usr/tool", mode=0o755), b"#!/bin/sh\n"),
+        ).getvalue()
+    )
     return one, two
 
 
@@ -121,7 +133,9 @@ def test_copy_mode_materialises_only_from_the_longest_existing_prefix(tmp_path: 
         assert not snaps.layers.exists(Snapshotter.chain_snapshot_id((one,)))
 
 
-def test_a_corrupt_layer_is_refused_and_leaves_nothing(env: tuple[StateRoot, FakeBlobs, str]) -> None:
+def test_a_corrupt_layer_is_refused_and_leaves_nothing(
+    env: tuple[StateRoot, FakeBlobs, str],
+) -> None:
     from mason.engine.state import StateError
 
     state, blobs, mode = env

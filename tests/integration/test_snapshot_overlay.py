@@ -35,7 +35,9 @@ def _tar_listing(data: bytes, tmp_path: Path) -> dict[str, str]:
     path.write_bytes(data)
     out = subprocess.run(
         ["tar", "--numeric-owner", "--full-time", "-tvf", str(path)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     listing: dict[str, str] = {}
     for line in out.splitlines():
@@ -73,7 +75,9 @@ def _base_layer() -> io.BytesIO:
     )
 
 
-def test_overlay_step_diff_has_the_changes_as_oci_whiteouts(overlay_root: Path, tmp_path: Path) -> None:
+def test_overlay_step_diff_has_the_changes_as_oci_whiteouts(
+    overlay_root: Path, tmp_path: Path
+) -> None:
     snap = Snapshotter(str(overlay_root))
     assert snap.mode == "overlay"
     base, _ = snap.apply_layer([], _base_layer())
@@ -83,17 +87,19 @@ def test_overlay_step_diff_has_the_changes_as_oci_whiteouts(overlay_root: Path, 
         root = Path(active.path)
         assert (root / "etc" / "passwd").read_text().startswith("root")
         assert os.lstat(root / "bin" / "ash").st_ino == os.lstat(root / "bin" / "busybox").st_ino
-        (root / "etc" / "hosts").unlink()                               # deletion
-        shutil.rmtree(root / "cache")                                   # rm -rf + recreate: opaque
+        (root / "etc" / "hosts").unlink()  # deletion
+        shutil.rmtree(root / "cache")  # rm -rf + recreate: opaque
         (root / "cache").mkdir()
         (root / "cache" / "fresh").write_text("new")
         subprocess.run(["mv", str(root / "olddir"), str(root / "newdir")], check=True)  # dir rename
         os.rename(root / "etc" / "passwd", root / "etc" / "passwd.bak")  # file rename
-        (root / "etc" / "passwd").write_text("root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/app:/bin/sh\n")
+        (root / "etc" / "passwd").write_text(
+            "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/app:/bin/sh\n"
+        )
         os.link(root / "etc" / "passwd", root / "etc" / "passwd.link")  # hardlink in the layer
-        os.symlink("../etc/passwd", root / "home" / "user" / "pw")      # symlink
-        os.chmod(root / "bin" / "busybox", 0o4755)                      # mode change only
-        os.chown(root / "etc" / "shadow", 0, 0)                         # owner change only
+        os.symlink("../etc/passwd", root / "home" / "user" / "pw")  # symlink
+        os.chmod(root / "bin" / "busybox", 0o4755)  # mode change only
+        os.chown(root / "etc" / "shadow", 0, 0)  # owner change only
         (root / "home" / "user" / "script").write_text("#!/bin/sh\n")
         os.chown(root / "home" / "user" / "script", 1000, 1000)
         os.chmod(root / "home" / "user" / "script", 0o750)
@@ -141,7 +147,9 @@ def test_overlay_step_diff_has_the_changes_as_oci_whiteouts(overlay_root: Path, 
         assert not os.path.exists(os.path.join(view, "cache", "a"))
 
 
-def test_pulled_layers_with_whiteouts_mount_like_the_flat_tree(overlay_root: Path, tmp_path: Path) -> None:
+def test_pulled_layers_with_whiteouts_mount_like_the_flat_tree(
+    overlay_root: Path, tmp_path: Path
+) -> None:
     snap = Snapshotter(str(overlay_root))
     base, _ = snap.apply_layer([], _base_layer())
     second = make_tar(
@@ -197,7 +205,9 @@ def test_long_stacks_are_flattened_to_fit_one_mount(tmp_path: Path) -> None:
     assert _tar_listing(buf.getvalue(), tmp_path).keys() == {"top"}
 
 
-def test_sigkill_during_a_step_leaves_garbage_that_the_next_open_removes(overlay_root: Path) -> None:
+def test_sigkill_during_a_step_leaves_garbage_that_the_next_open_removes(
+    overlay_root: Path,
+) -> None:
     script = textwrap.dedent(
         f"""
         import sys, time

@@ -34,13 +34,31 @@ from mason.oci.platform import host_platform
 from mason.oci.reference import Reference
 from mason.registry.client import RegistryClient
 
-__all__ = ["BUSYBOX", "BusyboxImage", "build_busybox_image", "main", "push_busybox", "write_busybox_layout"]
+__all__ = [
+    "BUSYBOX",
+    "BusyboxImage",
+    "build_busybox_image",
+    "main",
+    "push_busybox",
+    "write_busybox_layout",
+]
 
 BUSYBOX = "/bin/busybox"
 _DIRS = {
-    "bin": 0o755, "dev": 0o755, "etc": 0o755, "home": 0o755, "proc": 0o755, "root": 0o700,
-    "sbin": 0o755, "sys": 0o755, "tmp": 0o1777, "usr": 0o755, "usr/bin": 0o755, "usr/sbin": 0o755,
-    "var": 0o755, "var/tmp": 0o1777,
+    "bin": 0o755,
+    "dev": 0o755,
+    "etc": 0o755,
+    "home": 0o755,
+    "proc": 0o755,
+    "root": 0o700,
+    "sbin": 0o755,
+    "sys": 0o755,
+    "tmp": 0o1777,
+    "usr": 0o755,
+    "usr/bin": 0o755,
+    "usr/sbin": 0o755,
+    "var": 0o755,
+    "var/tmp": 0o1777,
 }
 _PASSWD = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
 _GROUP = b"root:x:0:\nnogroup:x:65534:\n"
@@ -70,7 +88,9 @@ def _info(name: str, kind: bytes, mode: int, size: int = 0, linkname: str = "") 
 
 
 def _layer_tar(busybox: str) -> bytes:
-    applets = subprocess.run([busybox, "--list-full"], capture_output=True, check=True, text=True).stdout.split()
+    applets = subprocess.run(
+        [busybox, "--list-full"], capture_output=True, check=True, text=True
+    ).stdout.split()
     entries: dict[str, tuple[tarfile.TarInfo, bytes | None]] = {}
     for path, mode in _DIRS.items():
         entries[path] = (_info(path, tarfile.DIRTYPE, mode), None)
@@ -136,7 +156,9 @@ def build_busybox_image(workdir: str | os.PathLike[str], busybox: str = BUSYBOX)
     return BusyboxImage(layer_path, layer, diff_id, config_raw, config, manifest)
 
 
-def push_busybox(client: RegistryClient, ref: Reference | str, workdir: str | os.PathLike[str] | None = None) -> Digest:
+def push_busybox(
+    client: RegistryClient, ref: Reference | str, workdir: str | os.PathLike[str] | None = None
+) -> Digest:
     """Build the image and push it to ``ref`` with mason's client; returns the manifest digest."""
     target = Reference.parse(ref) if isinstance(ref, str) else ref
     with tempfile.TemporaryDirectory(prefix="mason-busybox-") as tmp:

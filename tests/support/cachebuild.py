@@ -23,7 +23,9 @@ CACHECONFIG = "application/vnd.buildkit.cacheconfig.v0"
 UNCOMPRESSED = "containerd.io/uncompressed"
 _STEP = re.compile(r"^#(\d+) (\[(?!internal\])[^\]]+\] .*)$")
 _STATUS = re.compile(r"^#(\d+) (CACHED|DONE [0-9.]+s|ERROR: .*)$")
-_ACCESS = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) (?P<size>\d+|-)')
+_ACCESS = re.compile(
+    r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) (?P<size>\d+|-)'
+)
 _BLOB_GET = re.compile(r"^/v2/(?P<repo>.+)/blobs/(?P<digest>sha256:[0-9a-f]{64})$")
 
 
@@ -62,15 +64,20 @@ class Build:
     def warnings(self) -> list[str]:
         """WARNING lines, except the notice that a build without an output keeps its result
         locally (these tests often build for the cache alone)."""
-        return [line for line in self.output.splitlines()
-                if "WARNING" in line and "no output specified" not in line]
+        return [
+            line
+            for line in self.output.splitlines()
+            if "WARNING" in line and "no output specified" not in line
+        ]
 
     @property
     def digest(self) -> str:
         return str(self.metadata["containerimage.digest"])
 
     def check(self) -> Build:
-        assert self.returncode == 0, f"mason build failed ({self.returncode}):\n{self.output[-4000:]}"
+        assert self.returncode == 0, (
+            f"mason build failed ({self.returncode}):\n{self.output[-4000:]}"
+        )
         return self
 
 
@@ -88,13 +95,22 @@ class Builder:
         path.mkdir()
         return path
 
-    def __call__(self, context: Path, *args: str, root: Path | None = None,
-                 env: dict[str, str] | None = None) -> Build:
+    def __call__(
+        self, context: Path, *args: str, root: Path | None = None, env: dict[str, str] | None = None
+    ) -> Build:
         root = root or self.root()
         meta = self.tmp / f"metadata-{self._n}-{len(args)}.json"
         meta.unlink(missing_ok=True)
-        proc = mason_build(root, "--build-arg", f"BASE={self.base}", "--metadata-file", str(meta), *args,
-                           str(context), env=env)
+        proc = mason_build(
+            root,
+            "--build-arg",
+            f"BASE={self.base}",
+            "--metadata-file",
+            str(meta),
+            *args,
+            str(context),
+            env=env,
+        )
         metadata = json.loads(meta.read_text()) if meta.exists() else {}
         return Build(proc.returncode, proc.stdout + proc.stderr, metadata)
 
@@ -108,7 +124,9 @@ def copy_context(name: str, dest: Path) -> Path:
 def skopeo_raw(ref: str) -> tuple[dict[str, object], bytes]:
     raw = subprocess.run(
         ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
-        capture_output=True, check=True, timeout=60,
+        capture_output=True,
+        check=True,
+        timeout=60,
     ).stdout
     return json.loads(raw), raw
 
@@ -157,7 +175,7 @@ class AccessLog:
 
     def _lines(self) -> list[tuple[str, str, int, str]]:
         out = []
-        for line in self.registry.access_log_lines()[self.start:]:
+        for line in self.registry.access_log_lines()[self.start :]:
             m = _ACCESS.search(line)
             if m:
                 out.append((m["method"], m["path"], int(m["status"]), m["size"]))
@@ -175,11 +193,16 @@ class AccessLog:
 
     def uploads(self) -> list[tuple[str, str]]:
         """Blob upload requests (POST/PATCH/PUT under /blobs/uploads/) since the mark."""
-        return [(method, path) for method, path, _ in self.requests()
-                if method in ("POST", "PATCH", "PUT") and "/blobs/uploads/" in path]
+        return [
+            (method, path)
+            for method, path, _ in self.requests()
+            if method in ("POST", "PATCH", "PUT") and "/blobs/uploads/" in path
+        ]
 
     def manifest_puts(self) -> list[str]:
-        return [path for method, path, _ in self.requests() if method == "PUT" and "/manifests/" in path]
+        return [
+            path for method, path, _ in self.requests() if method == "PUT" and "/manifests/" in path
+        ]
 
 
 def base_layers(base: str) -> set[str]:

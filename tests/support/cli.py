@@ -39,48 +39,101 @@ def mason_env(root: Path | str, env: Mapping[str, str | None] | None = None) -> 
 
 
 @overload
-def mason(root: Path | str, *args: str, env: Mapping[str, str | None] | None = ..., timeout: float = ...,
-          input: str | None = ..., cwd: Path | str | None = ..., text: Literal[True] = ...,
-          ) -> subprocess.CompletedProcess[str]: ...
+def mason(
+    root: Path | str,
+    *args: str,
+    env: Mapping[str, str | None] | None = ...,
+    timeout: float = ...,
+    input: str | None = ...,
+    cwd: Path | str | None = ...,
+    text: Literal[True] = ...,
+) -> subprocess.CompletedProcess[str]: ...
 
 
 @overload
-def mason(root: Path | str, *args: str, env: Mapping[str, str | None] | None = ..., timeout: float = ...,
-          input: str | None = ..., cwd: Path | str | None = ..., text: Literal[False],
-          ) -> subprocess.CompletedProcess[bytes]: ...
+def mason(
+    root: Path | str,
+    *args: str,
+    env: Mapping[str, str | None] | None = ...,
+    timeout: float = ...,
+    input: str | None = ...,
+    cwd: Path | str | None = ...,
+    text: Literal[False],
+) -> subprocess.CompletedProcess[bytes]: ...
 
 
-def mason(root: Path | str, *args: str, env: Mapping[str, str | None] | None = None,
-          timeout: float = DEFAULT_TIMEOUT, input: str | None = None, cwd: Path | str | None = None,
-          text: bool = True) -> subprocess.CompletedProcess[str] | subprocess.CompletedProcess[bytes]:
+def mason(
+    root: Path | str,
+    *args: str,
+    env: Mapping[str, str | None] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    input: str | None = None,
+    cwd: Path | str | None = None,
+    text: bool = True,
+) -> subprocess.CompletedProcess[str] | subprocess.CompletedProcess[bytes]:
     """``mason ARGS...`` on state root ``root``; stdout and stderr captured (``str``, or ``bytes``
     with ``text=False``), the exit status left for the caller to check."""
     return subprocess.run(
-        [*mason_cmd(), *args], capture_output=True, text=text, env=mason_env(root, env),
-        input=input if text or input is None else input.encode(), cwd=cwd, timeout=timeout, check=False,
+        [*mason_cmd(), *args],
+        capture_output=True,
+        text=text,
+        env=mason_env(root, env),
+        input=input if text or input is None else input.encode(),
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
     )
 
 
 @overload
-def mason_build(root: Path | str, *args: str, env: Mapping[str, str | None] | None = ..., timeout: float = ...,
-                input: str | None = ..., cwd: Path | str | None = ..., text: Literal[True] = ...,
-                ) -> subprocess.CompletedProcess[str]: ...
+def mason_build(
+    root: Path | str,
+    *args: str,
+    env: Mapping[str, str | None] | None = ...,
+    timeout: float = ...,
+    input: str | None = ...,
+    cwd: Path | str | None = ...,
+    text: Literal[True] = ...,
+) -> subprocess.CompletedProcess[str]: ...
 
 
 @overload
-def mason_build(root: Path | str, *args: str, env: Mapping[str, str | None] | None = ..., timeout: float = ...,
-                input: str | None = ..., cwd: Path | str | None = ..., text: Literal[False],
-                ) -> subprocess.CompletedProcess[bytes]: ...
+def mason_build(
+    root: Path | str,
+    *args: str,
+    env: Mapping[str, str | None] | None = ...,
+    timeout: float = ...,
+    input: str | None = ...,
+    cwd: Path | str | None = ...,
+    text: Literal[False],
+) -> subprocess.CompletedProcess[bytes]: ...
 
 
-def mason_build(root: Path | str, *args: str, env: Mapping[str, str | None] | None = None,
-                timeout: float = DEFAULT_TIMEOUT, input: str | None = None, cwd: Path | str | None = None,
-                text: bool = True) -> subprocess.CompletedProcess[str] | subprocess.CompletedProcess[bytes]:
+def mason_build(
+    root: Path | str,
+    *args: str,
+    env: Mapping[str, str | None] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    input: str | None = None,
+    cwd: Path | str | None = None,
+    text: bool = True,
+) -> subprocess.CompletedProcess[str] | subprocess.CompletedProcess[bytes]:
     """``mason build --progress=plain ARGS...`` (plain progress: the lines tests read)."""
     if text:
-        return mason(root, "build", "--progress=plain", *args, env=env, timeout=timeout, input=input, cwd=cwd)
-    return mason(root, "build", "--progress=plain", *args, env=env, timeout=timeout, input=input, cwd=cwd,
-                 text=False)
+        return mason(
+            root, "build", "--progress=plain", *args, env=env, timeout=timeout, input=input, cwd=cwd
+        )
+    return mason(
+        root,
+        "build",
+        "--progress=plain",
+        *args,
+        env=env,
+        timeout=timeout,
+        input=input,
+        cwd=cwd,
+        text=False,
+    )
 
 
 def expect_ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:

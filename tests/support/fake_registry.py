@@ -157,7 +157,12 @@ class FakeRegistry:
     def handle(self, request: httpx.Request) -> httpx.Response:
         response = self._dispatch(request)
         self.requests.append(
-            RecordedRequest(request.method, str(request.url), request.headers.get("Authorization"), response.status_code)
+            RecordedRequest(
+                request.method,
+                str(request.url),
+                request.headers.get("Authorization"),
+                response.status_code,
+            )
         )
         return response
 
@@ -176,7 +181,9 @@ class FakeRegistry:
             if method == request.method and re.search(pattern, path) and statuses:
                 status = statuses.pop(0)
                 headers = {"Retry-After": self.retry_after} if status == 429 else {}
-                return httpx.Response(status, headers=headers, content=_errors("FAULT", f"injected {status}"))
+                return httpx.Response(
+                    status, headers=headers, content=_errors("FAULT", f"injected {status}")
+                )
         if path == "/v2/" or path == "/v2":
             denied = self._check_auth(request, None)
             return denied or httpx.Response(200, json={})
@@ -186,8 +193,14 @@ class FakeRegistry:
         repo, kind, rest = match["repo"], match["kind"], match["rest"]
         write = request.method in ("PUT", "POST", "PATCH", "DELETE")
         header = request.headers.get("Authorization", "")
-        if repo in self.private_repos and header[7:] in self.tokens and not self._authenticated(request):
-            return self._deny_private(repo, write)  # an anonymous token: its grant left this repo out
+        if (
+            repo in self.private_repos
+            and header[7:] in self.tokens
+            and not self._authenticated(request)
+        ):
+            return self._deny_private(
+                repo, write
+            )  # an anonymous token: its grant left this repo out
         denied = self._check_auth(request, (repo, "push" if write else "pull"))
         if denied:
             return denied
@@ -201,36 +214,55 @@ class FakeRegistry:
             return self._upload(repo, rest, request)
         if request.method in ("GET", "HEAD"):
             if rest not in self.repo_blobs.get(repo, set()):
-                return httpx.Response(404, content=_errors("BLOB_UNKNOWN", "blob unknown to registry", rest))
+                return httpx.Response(
+                    404, content=_errors("BLOB_UNKNOWN", "blob unknown to registry", rest)
+                )
             if self.redirect_blobs and request.method == "GET":
-                return httpx.Response(307, headers={"Location": f"https://{_STORAGE_HOST}/data/{rest}?sig=secret"})
+                return httpx.Response(
+                    307, headers={"Location": f"https://{_STORAGE_HOST}/data/{rest}?sig=secret"}
+                )
             return self._serve_blob(rest, request)
         return httpx.Response(405)
 
     # -- auth ----------------------------------------------------------------------------
-    def _check_auth(self, request: httpx.Request, need: tuple[str, str] | None) -> httpx.Response | None:
+    def _check_auth(
+        self, request: httpx.Request, need: tuple[str, str] | None
+    ) -> httpx.Response | None:
         if self.auth is None:
             return None
         header = request.headers.get("Authorization", "")
         if self.auth == "basic":
-            expected = "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+            expected = (
+                "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+            )
             if header == expected:
                 return None
             return httpx.Response(
-                401, headers={"WWW-Authenticate": 'Basic realm="fake"'},
+                401,
+                headers={"WWW-Authenticate": 'Basic realm="fake"'},
                 content=_errors("UNAUTHORIZED", "authentication required"),
             )
         token = header[7:] if header.startswith("Bearer ") else ""
         granted = self.tokens.get(token)
-        if (token and token not in self.revoked and granted is not None
-                and (need is None or f"{need[0]}:{need[1]}" in granted)):
+        if (
+            token
+            and token not in self.revoked
+            and granted is not None
+            and (need is None or f"{need[0]}:{need[1]}" in granted)
+        ):
             return None
         return self._challenge(need, _errors("UNAUTHORIZED", "authentication required"))
 
     def _challenge(self, need: tuple[str, str] | None, body: bytes) -> httpx.Response:
         if self.auth == "basic":
-            return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="fake"'}, content=body)
-        scope = f',scope="repository:{need[0]}:{"pull,push" if need[1] == "push" else "pull"}"' if need else ""
+            return httpx.Response(
+                401, headers={"WWW-Authenticate": 'Basic realm="fake"'}, content=body
+            )
+        scope = (
+            f',scope="repository:{need[0]}:{"pull,push" if need[1] == "push" else "pull"}"'
+            if need
+            else ""
+        )
         challenge = f'Bearer realm="{self.token_realm}",service="{self.service}"{scope}'
         return httpx.Response(401, headers={"WWW-Authenticate": challenge}, content=body)
 
@@ -245,11 +277,19 @@ class FakeRegistry:
         action = "push" if write else "pull"
         detail = [{"Type": "repository", "Class": "", "Name": repo, "Action": action}]
         if self.private_denial == 404:
-            return httpx.Response(404, content=_errors("NAME_UNKNOWN", "repository name not known to registry",
-                                                       {"name": repo}))
+            return httpx.Response(
+                404,
+                content=_errors(
+                    "NAME_UNKNOWN", "repository name not known to registry", {"name": repo}
+                ),
+            )
         if self.private_denial == 403:
-            return httpx.Response(403, content=_errors("DENIED", "requested access to the resource is denied", detail))
-        return self._challenge((repo, action), _errors("UNAUTHORIZED", "authentication required", detail))
+            return httpx.Response(
+                403, content=_errors("DENIED", "requested access to the resource is denied", detail)
+            )
+        return self._challenge(
+            (repo, action), _errors("UNAUTHORIZED", "authentication required", detail)
+        )
 
     def _token(self, request: httpx.Request) -> httpx.Response:
         self.token_requests += 1
@@ -266,7 +306,11 @@ class FakeRegistry:
             return httpx.Response(401, json={"details": "anonymous access denied"})
         granted: set[str] = set()
         for scope in query.get("scope", []):
-            _, name, actions = scope.split(":")[0], ":".join(scope.split(":")[1:-1]), scope.split(":")[-1]
+            _, name, actions = (
+                scope.split(":")[0],
+                ":".join(scope.split(":")[1:-1]),
+                scope.split(":")[-1],
+            )
             for action in actions.split(","):
                 # anonymous: pull of public repositories only (a partial grant, no error)
                 if authed or (action == "pull" and name not in self.private_repos):
@@ -275,7 +319,9 @@ class FakeRegistry:
         self.tokens[token] = granted
         if authed:
             self.user_tokens.add(token)
-        return httpx.Response(200, json={self.token_field: token, "expires_in": self.token_expires_in})
+        return httpx.Response(
+            200, json={self.token_field: token, "expires_in": self.token_expires_in}
+        )
 
     # -- handlers ------------------------------------------------------------------------
     def _serve_blob(self, digest: str, request: httpx.Request) -> httpx.Response:
@@ -298,7 +344,9 @@ class FakeRegistry:
         self.blob_gets.append((status, rng, headers.get("Content-Range")))
         if self.truncate.get(digest, 0) > 0:
             self.truncate[digest] -= 1
-            return httpx.Response(status, headers=headers, stream=_Truncated(body[: max(1, len(body) // 2)]))
+            return httpx.Response(
+                status, headers=headers, stream=_Truncated(body[: max(1, len(body) // 2)])
+            )
         cuts = self.cut_after.get(digest)
         if cuts:
             return httpx.Response(status, headers=headers, stream=_Truncated(body[: cuts.pop(0)]))
@@ -308,24 +356,53 @@ class FakeRegistry:
         if request.method == "PUT":
             raw = request.read()
             media_type = request.headers.get("Content-Type", "")
-            if self.accepted_manifest_types is not None and media_type not in self.accepted_manifest_types:
-                return httpx.Response(400, content=_errors(
-                    "MANIFEST_INVALID", "manifest invalid", f"unsupported manifest media type {media_type}"))
-            digest = self.add_manifest(repo, raw, request.headers.get("Content-Type", ""),
-                                       None if ident.startswith("sha256:") else ident)
-            return httpx.Response(201, headers={"Docker-Content-Digest": digest, "Location": f"/v2/{repo}/manifests/{digest}"})
+            if (
+                self.accepted_manifest_types is not None
+                and media_type not in self.accepted_manifest_types
+            ):
+                return httpx.Response(
+                    400,
+                    content=_errors(
+                        "MANIFEST_INVALID",
+                        "manifest invalid",
+                        f"unsupported manifest media type {media_type}",
+                    ),
+                )
+            digest = self.add_manifest(
+                repo,
+                raw,
+                request.headers.get("Content-Type", ""),
+                None if ident.startswith("sha256:") else ident,
+            )
+            return httpx.Response(
+                201,
+                headers={
+                    "Docker-Content-Digest": digest,
+                    "Location": f"/v2/{repo}/manifests/{digest}",
+                },
+            )
         digest = ident if ident.startswith("sha256:") else self.tags.get(repo, {}).get(ident)
         entry = self.manifests.get(repo, {}).get(digest or "")
         if entry is None:
-            return httpx.Response(404, content=_errors("MANIFEST_UNKNOWN", "manifest unknown", {"tag": ident}))
+            return httpx.Response(
+                404, content=_errors("MANIFEST_UNKNOWN", "manifest unknown", {"tag": ident})
+            )
         raw, media_type = entry
-        headers = {"Content-Type": media_type, "Docker-Content-Digest": str(digest), "Content-Length": str(len(raw))}
-        return httpx.Response(200, headers=headers, content=b"" if request.method == "HEAD" else raw)
+        headers = {
+            "Content-Type": media_type,
+            "Docker-Content-Digest": str(digest),
+            "Content-Length": str(len(raw)),
+        }
+        return httpx.Response(
+            200, headers=headers, content=b"" if request.method == "HEAD" else raw
+        )
 
     def _tags(self, repo: str, request: httpx.Request) -> httpx.Response:
         tags = sorted(self.tags.get(repo, {}))
         if not tags:
-            return httpx.Response(404, content=_errors("NAME_UNKNOWN", "repository name not known", {"name": repo}))
+            return httpx.Response(
+                404, content=_errors("NAME_UNKNOWN", "repository name not known", {"name": repo})
+            )
         query = parse_qs(urlsplit(str(request.url)).query)
         last = query.get("last", [""])[0]
         n = int(query.get("n", [str(self.tag_page_size or 0)])[0] or 0) or self.tag_page_size
@@ -350,7 +427,9 @@ class FakeRegistry:
         start = int(request.headers.get("Content-Range", "0-0").split("-")[0])
         short = self.short_chunk.get(uid, False)
         if start != len(buffer) or short:  # out of order, or a short chunk that was not the last
-            return httpx.Response(416, content=_errors("BLOB_UPLOAD_INVALID", "chunk out of order or too small"))
+            return httpx.Response(
+                416, content=_errors("BLOB_UPLOAD_INVALID", "chunk out of order or too small")
+            )
         self.short_chunk[uid] = bool(self.chunk_min_length and len(body) < self.chunk_min_length)
         buffer.extend(body)
         return None
@@ -359,9 +438,20 @@ class FakeRegistry:
         query = parse_qs(urlsplit(str(request.url)).query)
         if request.method == "POST":
             mount, source = query.get("mount", [None])[0], query.get("from", [None])[0]
-            if mount and source and self.mount_supported and mount in self.repo_blobs.get(source, set()):
+            if (
+                mount
+                and source
+                and self.mount_supported
+                and mount in self.repo_blobs.get(source, set())
+            ):
                 self.repo_blobs.setdefault(repo, set()).add(mount)
-                return httpx.Response(201, headers={"Location": f"/v2/{repo}/blobs/{mount}", "Docker-Content-Digest": mount})
+                return httpx.Response(
+                    201,
+                    headers={
+                        "Location": f"/v2/{repo}/blobs/{mount}",
+                        "Docker-Content-Digest": mount,
+                    },
+                )
             uid = secrets.token_hex(6)
             self.uploads[uid] = (repo, bytearray())
             headers = {"Location": f"/v2/{repo}/blobs/uploads/{uid}?_state=abc", "Range": "0-0"}
@@ -370,15 +460,23 @@ class FakeRegistry:
             return httpx.Response(202, headers=headers)
         uid = rest.split("/", 1)[1] if "/" in rest else ""
         if uid not in self.uploads:
-            return httpx.Response(404, content=_errors("BLOB_UPLOAD_UNKNOWN", "blob upload unknown"))
+            return httpx.Response(
+                404, content=_errors("BLOB_UPLOAD_UNKNOWN", "blob upload unknown")
+            )
         _, buffer = self.uploads[uid]
         if request.method == "DELETE":
             del self.uploads[uid]
             return httpx.Response(204)
         if request.method == "GET":
             last = max(len(buffer) - 1, 0)  # "0-0" for an empty upload, as the CNCF registry says
-            return httpx.Response(204, headers={"Location": f"/v2/{repo}/blobs/uploads/{uid}?_state=s{len(buffer)}",
-                                                "Range": f"0-{last}", "Docker-Upload-UUID": uid})
+            return httpx.Response(
+                204,
+                headers={
+                    "Location": f"/v2/{repo}/blobs/uploads/{uid}?_state=s{len(buffer)}",
+                    "Range": f"0-{last}",
+                    "Docker-Upload-UUID": uid,
+                },
+            )
         if request.method == "PATCH":
             self.patches += 1
             self.patch_ranges.append(request.headers.get("Content-Range", ""))
@@ -387,23 +485,43 @@ class FakeRegistry:
                 return self._reset_patch(uid, request)
             if self.patches in self.refuse_patches:
                 del self.uploads[uid]
-                return httpx.Response(404, content=_errors("BLOB_UPLOAD_INVALID", "blob upload invalid"))
+                return httpx.Response(
+                    404, content=_errors("BLOB_UPLOAD_INVALID", "blob upload invalid")
+                )
         body = request.read()
         if self.max_body is not None and len(body) > self.max_body:
-            return httpx.Response(413, content=b"<html><body><h1>413 Request Entity Too Large</h1></body></html>")
+            return httpx.Response(
+                413, content=b"<html><body><h1>413 Request Entity Too Large</h1></body></html>"
+            )
         if request.method == "PATCH":
             refused = self._store_chunk(uid, request)
             if refused is not None:
                 return refused
-            return httpx.Response(202, headers={"Location": f"/v2/{repo}/blobs/uploads/{uid}?_state=n{len(buffer)}",
-                                                "Range": f"0-{len(buffer) - 1}"})
+            return httpx.Response(
+                202,
+                headers={
+                    "Location": f"/v2/{repo}/blobs/uploads/{uid}?_state=n{len(buffer)}",
+                    "Range": f"0-{len(buffer) - 1}",
+                },
+            )
         if request.method == "PUT":
             buffer.extend(body)
             expected = query.get("digest", [""])[0]
             if _sha256(bytes(buffer)) != expected:
                 del self.uploads[uid]
-                return httpx.Response(400, content=_errors("DIGEST_INVALID", "provided digest did not match uploaded content"))
+                return httpx.Response(
+                    400,
+                    content=_errors(
+                        "DIGEST_INVALID", "provided digest did not match uploaded content"
+                    ),
+                )
             del self.uploads[uid]
             self.add_blob(repo, bytes(buffer))
-            return httpx.Response(201, headers={"Location": f"/v2/{repo}/blobs/{expected}", "Docker-Content-Digest": expected})
+            return httpx.Response(
+                201,
+                headers={
+                    "Location": f"/v2/{repo}/blobs/{expected}",
+                    "Docker-Content-Digest": expected,
+                },
+            )
         return httpx.Response(405)

@@ -43,7 +43,9 @@ __all__ = [
 ]
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
-_ACCESS_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) (?P<size>\d+|-)')
+_ACCESS_LINE = re.compile(
+    r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) (?P<size>\d+|-)'
+)
 
 
 def registry_available() -> bool:
@@ -146,8 +148,13 @@ def is_peek(status: int, size: str) -> bool:
     return status == 206 and size.isdigit() and int(size) <= PEEK_BYTES
 
 
-def count_blob_gets(registry: RegistryServer, repository: str | None = None, *, min_status: int = 200,
-                    max_status: int = 399) -> int:
+def count_blob_gets(
+    registry: RegistryServer,
+    repository: str | None = None,
+    *,
+    min_status: int = 200,
+    max_status: int = 399,
+) -> int:
     """Blob GETs the registry answered successfully (redirects included), optionally in one
     repo; peeks (``is_peek``) are not downloads and not counted."""
     repo = re.escape(repository) if repository else ".+"
@@ -175,15 +182,61 @@ def _run(cmd: list[str], cwd: Path) -> None:
 def _make_tls(workdir: Path) -> tuple[Path, Path, Path]:
     """A CA and a server certificate for 127.0.0.1/localhost, made with openssl."""
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _run(["openssl", "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "7",
-          "-subj", "/CN=mason-test-ca"], workdir)
-    _run(["openssl", "req", *ec, "-keyout", "server.key", "-out", "server.csr",
-          "-subj", "/CN=127.0.0.1"], workdir)
+    _run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            *ec,
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "7",
+            "-subj",
+            "/CN=mason-test-ca",
+        ],
+        workdir,
+    )
+    _run(
+        [
+            "openssl",
+            "req",
+            *ec,
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        workdir,
+    )
     (workdir / "san.cnf").write_text(
         "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
     )
-    _run(["openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-          "-CAcreateserial", "-out", "server.crt", "-days", "7", "-extfile", "san.cnf"], workdir)
+    _run(
+        [
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "7",
+            "-extfile",
+            "san.cnf",
+        ],
+        workdir,
+    )
     return workdir / "ca.crt", workdir / "server.crt", workdir / "server.key"
 
 
@@ -211,8 +264,13 @@ def _wait_ready(server: RegistryServer, timeout: float = 20.0) -> None:
     raise RuntimeError(f"registry {server.variant} did not start on {server.url}: {last}\n{log}")
 
 
-def start_registry(tmp_dir: Path | str, variant: str = "plain", *, address: str = "127.0.0.1",
-                   netns: str | None = None) -> RegistryServer:
+def start_registry(
+    tmp_dir: Path | str,
+    variant: str = "plain",
+    *,
+    address: str = "127.0.0.1",
+    netns: str | None = None,
+) -> RegistryServer:
     """Start ``docker-registry serve`` in ``tmp_dir`` (created); the caller must ``stop()`` it.
     ``netns``: run it inside that network namespace, listening on ``address`` there."""
     if variant not in ("plain", "tls-basic", "token"):
@@ -260,8 +318,7 @@ def start_registry(tmp_dir: Path | str, variant: str = "plain", *, address: str 
         f"storage:\n  filesystem:\n    rootdirectory: {storage}\n"
         "  delete:\n    enabled: true\n"
         "  maintenance:\n    uploadpurging:\n      enabled: false\n"
-        f"http:\n  addr: {host}\n  secret: {secrets.token_hex(16)}\n"
-        + extra
+        f"http:\n  addr: {host}\n  secret: {secrets.token_hex(16)}\n" + extra
     )
     config_file = workdir / "config.yml"
     config_file.write_text(config)
@@ -271,12 +328,24 @@ def start_registry(tmp_dir: Path | str, variant: str = "plain", *, address: str 
     in_netns = ["ip", "netns", "exec", netns] if netns else []
     process = subprocess.Popen(
         [*in_netns, REGISTRY_BINARY, "serve", str(config_file)],
-        stdout=access, stderr=log, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+        stdout=access,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
     )
     server = RegistryServer(
-        variant=variant, host=host, url=f"{scheme}://{host}", workdir=workdir, storage_dir=storage,
-        process=process, ca_file=ca_file, username=username, password=password,
-        token_server=token_server, _log_handles=[access, log],
+        variant=variant,
+        host=host,
+        url=f"{scheme}://{host}",
+        workdir=workdir,
+        storage_dir=storage,
+        process=process,
+        ca_file=ca_file,
+        username=username,
+        password=password,
+        token_server=token_server,
+        _log_handles=[access, log],
     )
     _wait_ready(server)
     return server

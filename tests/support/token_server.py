@@ -115,7 +115,9 @@ class TokenServer:
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         url = urlsplit(handler.path)
         if url.path != "/token":
-            self._reply(handler, 404, {"errors": [{"code": "NOT_FOUND", "message": "no such path"}]})
+            self._reply(
+                handler, 404, {"errors": [{"code": "NOT_FOUND", "message": "no such path"}]}
+            )
             return
         query = parse_qs(url.query)
         account = ""
@@ -125,13 +127,24 @@ class TokenServer:
                 user, _, password = base64.b64decode(header[6:]).decode().partition(":")
             except (ValueError, UnicodeDecodeError):
                 user, password = "", ""
-            if self.users.get(user) is None or not secrets.compare_digest(self.users[user], password):
+            if self.users.get(user) is None or not secrets.compare_digest(
+                self.users[user], password
+            ):
                 with self._lock:
-                    self.requests.append({"account": user, "scopes": query.get("scope", []), "ok": False})
+                    self.requests.append(
+                        {"account": user, "scopes": query.get("scope", []), "ok": False}
+                    )
                 self._reply(
                     handler,
                     401,
-                    {"errors": [{"code": "UNAUTHORIZED", "message": "authentication failed: invalid username or password"}]},
+                    {
+                        "errors": [
+                            {
+                                "code": "UNAUTHORIZED",
+                                "message": "authentication failed: invalid username or password",
+                            }
+                        ]
+                    },
                 )
                 return
             account = user
@@ -161,5 +174,9 @@ class TokenServer:
         self._reply(
             handler,
             200,
-            {field_name: token, "expires_in": self.expires_in, "issued_at": dt.datetime.now(dt.UTC).isoformat()},
+            {
+                field_name: token,
+                "expires_in": self.expires_in,
+                "issued_at": dt.datetime.now(dt.UTC).isoformat(),
+            },
         )

@@ -85,7 +85,9 @@ def test_hashing_writer_without_inner_only_hashes_and_supports_sha512() -> None:
 
 def test_verifying_reader_is_a_raw_stream_for_buffered_readers() -> None:
     data = bytes(range(256)) * 300
-    buffered = io.BufferedReader(VerifyingReader(io.BytesIO(data), sha256_bytes(data), len(data)), 4096)
+    buffered = io.BufferedReader(
+        VerifyingReader(io.BytesIO(data), sha256_bytes(data), len(data)), 4096
+    )
     assert buffered.read() == data
 
 

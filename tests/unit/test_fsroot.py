@@ -55,8 +55,16 @@ def test_clean_path() -> None:
 
 def test_dotdot_and_absolute_links_stay_inside(layout: tuple[Path, Path]) -> None:
     root, canary = layout
-    _tree(root, {"etc/passwd": "file", "abs": f"link:{canary}", "rel": "link:../../../canary",
-                 "up": "link:..", "dir/inner": "link:../etc"})
+    _tree(
+        root,
+        {
+            "etc/passwd": "file",
+            "abs": f"link:{canary}",
+            "rel": "link:../../../canary",
+            "up": "link:..",
+            "dir/inner": "link:../etc",
+        },
+    )
     r = FsRoot(root)
     assert r.resolve("../../../etc/passwd").rel == "etc/passwd"
     assert r.resolve("/abs/secret").rel == canary.as_posix().lstrip("/") + "/secret"
@@ -119,10 +127,14 @@ def test_open_and_parent_never_leave(layout: tuple[Path, Path]) -> None:
     assert (canary / "secret").read_text() == "host"
     assert (root / canary.as_posix().lstrip("/") / "secret").exists()
     with r.parent("/leak") as (dir_fd, name):
-        assert name == "leak" and stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+        assert name == "leak" and stat.S_ISLNK(
+            os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+        )
 
 
-def test_fallback_without_openat2(layout: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fallback_without_openat2(
+    layout: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     root, canary = layout
     _tree(root, {"leak": f"link:{canary}/secret", "etc/hosts": "file"})
     monkeypatch.setattr(fsroot, "_openat2_state", [False])
@@ -147,8 +159,11 @@ _TARGET = st.one_of(
     st.just("../../../../CANARY/secret"),
 )
 _ENTRY = st.one_of(st.just("dir"), st.just("file"), _TARGET.map(lambda t: "link:" + t))
-_TREE = st.dictionaries(st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=3).map("/".join),
-                        _ENTRY, max_size=12)
+_TREE = st.dictionaries(
+    st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=3).map("/".join),
+    _ENTRY,
+    max_size=12,
+)
 
 
 def _inside(root: Path, host: Path) -> bool:
@@ -157,11 +172,17 @@ def _inside(root: Path, host: Path) -> bool:
 
 
 @pytest.mark.parametrize("kernel", [True, False], ids=["openat2", "walk-only"])
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(spec=_TREE, paths=st.lists(st.one_of(_REL, _TARGET), min_size=1, max_size=6))
-def test_random_trees_never_reach_the_canary(tmp_path_factory: pytest.TempPathFactory,
-                                              monkeypatch: pytest.MonkeyPatch, kernel: bool,
-                                              spec: dict[str, str], paths: list[str]) -> None:
+def test_random_trees_never_reach_the_canary(
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    kernel: bool,
+    spec: dict[str, str],
+    paths: list[str],
+) -> None:
     if not kernel:
         monkeypatch.setattr(fsroot, "_openat2_state", [False])
     elif not fsroot._openat2_works():
@@ -180,7 +201,11 @@ def test_random_trees_never_reach_the_canary(tmp_path_factory: pytest.TempPathFa
             continue
         host = r.host(unsafe)
         # canonical: no component of the result below the root is a symlink
-        assert _inside(root, host) and os.path.realpath(host) == str(host) if res.exists else _inside(root, host)
+        assert (
+            _inside(root, host) and os.path.realpath(host) == str(host)
+            if res.exists
+            else _inside(root, host)
+        )
         try:
             fd = r.open(unsafe)
         except OSError as exc:

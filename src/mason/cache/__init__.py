@@ -75,14 +75,20 @@ __all__ = ["export_cache", "load_cache_source"]
 
 
 def load_cache_source(
-    options: CacheOptions, client: CacheRegistry | None = None, *, progress: ProgressSink | None = None
+    options: CacheOptions,
+    client: CacheRegistry | None = None,
+    *,
+    progress: ProgressSink | None = None,
 ) -> CacheSource:
     """Import one ``--cache-from`` entry; see the module docstring. Never raises for I/O or
     format problems (the returned source carries ``warning``). With ``progress`` it reports a
     vertex ``importing cache manifest from <source>`` (done, or warning with the reason)."""
     from mason.progress import Event
 
-    vertex, name = f"cache-import:{options.display_name}", f"importing cache manifest from {options.display_name}"
+    vertex, name = (
+        f"cache-import:{options.display_name}",
+        f"importing cache manifest from {options.display_name}",
+    )
     if progress is not None:
         progress.emit(Event(vertex, name, "started"))
     source = _load(options, client)
@@ -92,7 +98,14 @@ def load_cache_source(
         elif source.missing:
             progress.emit(Event(vertex, name, "done", text=source.missing))
         else:
-            progress.emit(Event(vertex, name, "done", text=f"{len(source.config.records)} records ({source.form} form)"))
+            progress.emit(
+                Event(
+                    vertex,
+                    name,
+                    "done",
+                    text=f"{len(source.config.records)} records ({source.form} form)",
+                )
+            )
     return source
 
 
@@ -102,7 +115,9 @@ def _load(options: CacheOptions, client: CacheRegistry | None) -> CacheSource:
 
     load = backend_of(options).load
     if load is None:
-        return CacheSource.empty(options.display_name, f"cache type {options.type} cannot be imported")
+        return CacheSource.empty(
+            options.display_name, f"cache type {options.type} cannot be imported"
+        )
     return load(options, client)
 
 
@@ -129,7 +144,10 @@ def export_cache(
     from mason.progress import Event
 
     tick = clock or rfc3339_nano
-    vertex, name = f"cache-export:{options.display_name}", f"exporting cache to {options.display_name}"
+    vertex, name = (
+        f"cache-export:{options.display_name}",
+        f"exporting cache to {options.display_name}",
+    )
     if progress is not None:
         progress.emit(Event(vertex, name, "started"))
     try:
@@ -140,7 +158,9 @@ def export_cache(
             if progress is not None:
                 progress.emit(Event(vertex, name, "error", text=text))
             if isinstance(exc, OSError):
-                raise CacheExportError(f"cache export to {options.display_name} failed: {exc}") from exc
+                raise CacheExportError(
+                    f"cache export to {options.display_name} failed: {exc}"
+                ) from exc
             raise
         warning = f"cache export to {options.display_name} failed (ignore-error=true): {text}"
         if progress is not None:
@@ -148,8 +168,9 @@ def export_cache(
         return ExportResult(options.display_name, warning=warning)
     if progress is not None:
         summary = result.skipped_reason or (
-            "unchanged" if result.unchanged else
-            f"{len(result.uploaded)} uploaded, {len(result.mounted)} mounted, {len(result.existing)} present"
+            "unchanged"
+            if result.unchanged
+            else f"{len(result.uploaded)} uploaded, {len(result.mounted)} mounted, {len(result.existing)} present"
         )
         progress.emit(Event(vertex, name, "done", text=summary))
     return result
@@ -174,4 +195,6 @@ def _export(
             f"--cache-to type={options.type} is written by the image exporter, not export_cache",
             hint="call inline_cache_value() while building the image config",
         )
-    return export(options, ExportRequest(records, blobs, image_diff_ids, client, prior, tick, max_workers))
+    return export(
+        options, ExportRequest(records, blobs, image_diff_ids, client, prior, tick, max_workers)
+    )

@@ -43,7 +43,9 @@ def sniff_compression(head: bytes) -> str | None:
     count as a tar (a truncated tar fails when it is unpacked, not here)."""
     if head.startswith(_GZIP):
         return "gzip"
-    if head.startswith(_ZSTD) or (len(head) >= 4 and head[1:4] == _ZSTD_SKIPPABLE and head[0] & 0xF0 == 0x50):
+    if head.startswith(_ZSTD) or (
+        len(head) >= 4 and head[1:4] == _ZSTD_SKIPPABLE and head[0] & 0xF0 == 0x50
+    ):
         return "zstd"
     if len(head) < MAGIC_BYTES or _tar_header(head[:MAGIC_BYTES]):
         return "uncompressed"
@@ -66,5 +68,9 @@ def compression_mismatch(media_type: str, head: bytes) -> str | None:
     found = sniff_compression(head)
     if found == claimed:
         return None
-    what = f"{found} data" if found else f"neither gzip, zstd nor a tar (it starts with {head[:4].hex()})"
+    what = (
+        f"{found} data"
+        if found
+        else f"neither gzip, zstd nor a tar (it starts with {head[:4].hex()})"
+    )
     return f"its descriptor says {media_type} ({claimed}) but the blob is {what}"

@@ -109,7 +109,9 @@ def plan_cache_document(
     )
     if not plan.layers:
         return plan, None
-    return plan, build_cache_document(plan, oci_mediatypes=options.oci_mediatypes, image_manifest=options.image_manifest)
+    return plan, build_cache_document(
+        plan, oci_mediatypes=options.oci_mediatypes, image_manifest=options.image_manifest
+    )
 
 
 def _add(descriptors: dict[Digest, Descriptor], desc: Descriptor) -> None:
@@ -129,7 +131,9 @@ def read_cache_document(
     manifests) and fails when it is larger than ``limit``. Layer blobs are never read.
     """
     if doc.size > MAX_MANIFEST_SIZE:
-        raise CacheFormatError(f"{what}: cache manifest is too large ({doc.size} > {MAX_MANIFEST_SIZE} bytes)")
+        raise CacheFormatError(
+            f"{what}: cache manifest is too large ({doc.size} > {MAX_MANIFEST_SIZE} bytes)"
+        )
     descriptors: dict[Digest, Descriptor] = {}
     config_desc: Descriptor | None = None
     if isinstance(doc, ImageManifest):
@@ -158,7 +162,9 @@ def read_cache_document(
             for child in children:
                 raw = read_blob(child, MAX_MANIFEST_SIZE)
                 try:
-                    parsed = parse_manifest(raw, child.media_type, where=f"{what} child {child.digest}")
+                    parsed = parse_manifest(
+                        raw, child.media_type, where=f"{what} child {child.digest}"
+                    )
                 except OCIError as exc:
                     raise CacheFormatError(exc.message) from exc
                 if isinstance(parsed, ImageManifest):
@@ -182,7 +188,9 @@ def _inline(
             continue
         raw = read_blob(manifest.config, _MAX_IMAGE_CONFIG)
         try:
-            image_config = parse_image_config(raw, where=f"{what} image config {manifest.config.digest}")
+            image_config = parse_image_config(
+                raw, where=f"{what} image config {manifest.config.digest}"
+            )
         except OCIError as exc:
             raise CacheFormatError(exc.message) from exc
         found = inline_config_from_image(image_config, manifest)
@@ -209,14 +217,22 @@ def _merge(configs: list[CacheConfig]) -> CacheConfig:
     steps: dict[str, str] = {}
     for config in configs:
         lo, ro = len(layers), len(records)
-        layers.extend(CacheLayer(x.blob, x.parent + lo if x.parent != -1 else -1) for x in config.layers)
+        layers.extend(
+            CacheLayer(x.blob, x.parent + lo if x.parent != -1 else -1) for x in config.layers
+        )
         for rec in config.records:
             records.append(
                 replace(
                     rec,
                     results=tuple(CacheResult(r.layer + lo, r.created_at) for r in rec.results),
-                    chains=tuple(ChainedResult(tuple(i + lo for i in c.layers), c.created_at) for c in rec.chains),
-                    inputs=tuple(tuple(CacheInput(link.link + ro, link.selector) for link in inp) for inp in rec.inputs),
+                    chains=tuple(
+                        ChainedResult(tuple(i + lo for i in c.layers), c.created_at)
+                        for c in rec.chains
+                    ),
+                    inputs=tuple(
+                        tuple(CacheInput(link.link + ro, link.selector) for link in inp)
+                        for inp in rec.inputs
+                    ),
                 )
             )
         steps.update(config.steps)

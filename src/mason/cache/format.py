@@ -138,7 +138,9 @@ class CacheConfig:
         index = layer_index
         while index != -1:
             if index in seen:
-                raise CacheFormatError(f"cache config layer {layer_index} has a looping parent chain")
+                raise CacheFormatError(
+                    f"cache config layer {layer_index} has a looping parent chain"
+                )
             seen.add(index)
             out.append(index)
             index = self.layers[index].parent
@@ -214,11 +216,19 @@ def _parse_record(obj: Any, path: str) -> CacheRecord:
         res = _object(res, f"{path}.layers[{j}]")
         if "layer" not in res:
             raise CacheFormatError(_where(f"{path}.layers[{j}]", "result has no layer index"))
-        results.append(CacheResult(_int(res["layer"], f"{path}.layers[{j}].layer"), _created(res, f"{path}.layers[{j}]")))
+        results.append(
+            CacheResult(
+                _int(res["layer"], f"{path}.layers[{j}].layer"),
+                _created(res, f"{path}.layers[{j}]"),
+            )
+        )
     chains = []
     for j, ch in enumerate(_list(obj.get("chains"), f"{path}.chains")):
         ch = _object(ch, f"{path}.chains[{j}]")
-        indexes = tuple(_int(v, f"{path}.chains[{j}].layers") for v in _list(ch.get("layers"), f"{path}.chains[{j}].layers"))
+        indexes = tuple(
+            _int(v, f"{path}.chains[{j}].layers")
+            for v in _list(ch.get("layers"), f"{path}.chains[{j}].layers")
+        )
         chains.append(ChainedResult(indexes, _created(ch, f"{path}.chains[{j}]")))
     inputs = []
     for j, alternatives in enumerate(_list(obj.get("inputs"), f"{path}.inputs")):
@@ -269,7 +279,7 @@ def layer_depths(layers: Sequence[CacheLayer], what: str = "cache config") -> li
                 raise CacheFormatError(
                     f"{what}: layers[{start}] ends a chain of more than {MAX_CHAIN_LENGTH} layers",
                     hint="real build caches are a few hundred layers deep at most; this one was "
-                         "not used (rebuild and re-export it)",
+                    "not used (rebuild and re-export it)",
                 )
             depth[layer] = below
     return depth
@@ -281,24 +291,34 @@ def validate_cache_config(config: CacheConfig, what: str = "cache config") -> No
     n_layers = len(config.layers)
     for i, layer in enumerate(config.layers):
         if layer.parent != -1 and not 0 <= layer.parent < n_layers:
-            raise CacheFormatError(f"{what}: layers[{i}].parent {layer.parent} is out of range (0..{n_layers - 1} or -1)")
+            raise CacheFormatError(
+                f"{what}: layers[{i}].parent {layer.parent} is out of range (0..{n_layers - 1} or -1)"
+            )
     layer_depths(config.layers, what)
     n_records = len(config.records)
     for i, rec in enumerate(config.records):
         for res in rec.results:
             if not 0 <= res.layer < n_layers:
-                raise CacheFormatError(f"{what}: records[{i}] result layer {res.layer} is out of range")
+                raise CacheFormatError(
+                    f"{what}: records[{i}] result layer {res.layer} is out of range"
+                )
         for ch in rec.chains:
             if len(ch.layers) > MAX_CHAIN_LENGTH:
-                raise CacheFormatError(f"{what}: records[{i}] has a chain of {len(ch.layers)} layers "
-                                       f"(more than {MAX_CHAIN_LENGTH})")
+                raise CacheFormatError(
+                    f"{what}: records[{i}] has a chain of {len(ch.layers)} layers "
+                    f"(more than {MAX_CHAIN_LENGTH})"
+                )
             for idx in ch.layers:
                 if not 0 <= idx < n_layers:
-                    raise CacheFormatError(f"{what}: records[{i}] chain layer {idx} is out of range")
+                    raise CacheFormatError(
+                        f"{what}: records[{i}] chain layer {idx} is out of range"
+                    )
         for inp in rec.inputs:
             for link in inp:
                 if not 0 <= link.link < n_records:
-                    raise CacheFormatError(f"{what}: records[{i}] input link {link.link} is out of range")
+                    raise CacheFormatError(
+                        f"{what}: records[{i}] input link {link.link} is out of range"
+                    )
     _inputs_first(config.records, what)  # raises for a loop
 
 
@@ -317,7 +337,9 @@ def parse_cache_config(raw: bytes, *, what: str = "cache config") -> CacheConfig
         obj = _object(obj, f"layers[{i}]")
         if "blob" not in obj:
             raise CacheFormatError(f"{what}: layers[{i}] has no blob")
-        parent = _int(obj.get("parent", 0), f"layers[{i}].parent")  # omitted parent is 0 (Go omitempty)
+        parent = _int(
+            obj.get("parent", 0), f"layers[{i}].parent"
+        )  # omitted parent is 0 (Go omitempty)
         layers.append(CacheLayer(_digest(obj["blob"], f"layers[{i}].blob"), parent))
     try:
         records = parse_records(doc.get("records"), what=what)
@@ -348,7 +370,14 @@ def _record_json(rec: CacheRecord) -> dict[str, Any]:
     out["digest"] = rec.digest
     if rec.inputs:
         out["inputs"] = [
-            [({"selector": link.selector, "link": link.link} if link.selector else {"link": link.link}) for link in inp]
+            [
+                (
+                    {"selector": link.selector, "link": link.link}
+                    if link.selector
+                    else {"link": link.link}
+                )
+                for link in inp
+            ]
             for inp in rec.inputs
         ]
     return out
@@ -365,7 +394,9 @@ def serialize_cache_config(config: CacheConfig) -> bytes:
     doc: dict[str, Any] = {}
     if config.layers:
         doc["layers"] = [
-            {"blob": layer.blob} if layer.parent == 0 else {"blob": layer.blob, "parent": layer.parent}
+            {"blob": layer.blob}
+            if layer.parent == 0
+            else {"blob": layer.blob, "parent": layer.parent}
             for layer in config.layers
         ]
     if config.records:
@@ -400,8 +431,13 @@ def normalize_cache_config(config: CacheConfig) -> CacheConfig:
             best = max(results, key=lambda r: (r.created_at, -layer_map[r.layer]))
             best_results = (CacheResult(layer_map[best.layer], best.created_at),)
         new_chains = tuple(
-            sorted({ChainedResult(tuple(layer_map[x] for x in c.layers), c.created_at) for c in chains},
-                   key=lambda c: (c.layers, c.created_at))
+            sorted(
+                {
+                    ChainedResult(tuple(layer_map[x] for x in c.layers), c.created_at)
+                    for c in chains
+                },
+                key=lambda c: (c.layers, c.created_at),
+            )
         )
         inputs = tuple(
             tuple(
@@ -457,7 +493,9 @@ def _sorted_layers(layers: Sequence[CacheLayer]) -> tuple[tuple[CacheLayer, ...]
 _RecordNode = tuple[Digest, tuple[tuple[tuple[str, int], ...], ...]]
 
 
-def _sorted_records(records: Sequence[CacheRecord]) -> tuple[list[int], dict[int, list[int]], list[int]]:
+def _sorted_records(
+    records: Sequence[CacheRecord],
+) -> tuple[list[int], dict[int, list[int]], list[int]]:
     """Each record's identity (digest and, per input, the set of (selector, linked identity)),
     interned as an id: ``(id per record, members per id, ids in order)``. The order is that of
     the nested tuples ``(digest, len(inputs), inputs)``, compared through a memoised
@@ -492,8 +530,10 @@ def _sorted_records(records: Sequence[CacheRecord]) -> tuple[list[int], dict[int
     rec_id = [-1] * len(records)
     for i in _inputs_first(records):
         rec = records[i]
-        inputs = tuple(tuple(sorted({(link.selector, rec_id[link.link]) for link in inp}, key=pair_key))
-                       for inp in rec.inputs)
+        inputs = tuple(
+            tuple(sorted({(link.selector, rec_id[link.link]) for link in inp}, key=pair_key))
+            for inp in rec.inputs
+        )
         node: _RecordNode = (rec.digest, inputs)
         found = ids.get(node)
         if found is None:
@@ -531,4 +571,3 @@ def _inputs_first(records: Sequence[CacheRecord], what: str = "cache config") ->
                 state[node] = 2
                 out.append(node)
     return out
-

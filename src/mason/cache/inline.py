@@ -55,7 +55,9 @@ INLINE_CACHE_KEY = "moby.buildkit.cache.v0"
 ANNOTATION_DESCRIPTION = "buildkit/description"
 
 
-def inline_cache_value(records: Sequence[SolvedRecord], image_diff_ids: Sequence[Digest]) -> str | None:
+def inline_cache_value(
+    records: Sequence[SolvedRecord], image_diff_ids: Sequence[Digest]
+) -> str | None:
     """The ``moby.buildkit.cache.v0`` value for an image whose layers have ``image_diff_ids``
     (base first), or ``None`` when no record has a result in this image."""
     image = tuple(image_diff_ids)
@@ -78,7 +80,9 @@ def inline_cache_value(records: Sequence[SolvedRecord], image_diff_ids: Sequence
             if diff_ids == image[: len(diff_ids)]:
                 results = (CacheResult(len(diff_ids) - 1, created),)
             elif all(d in position for d in diff_ids):
-                chains = (ChainedResult(tuple(position[d] for d in diff_ids if d is not None), created),)
+                chains = (
+                    ChainedResult(tuple(position[d] for d in diff_ids if d is not None), created),
+                )
         any_result = any_result or bool(results or chains)
         out.append(CacheRecord(Digest(key), results, chains, input_links(rec, index_of)))
     if not any_result:
@@ -145,5 +149,7 @@ BACKEND = CacheBackend(
     display_name=lambda _o: "inline",
     destination=lambda _o: "inline",
     export_attrs=frozenset(),
-    parse_to=lambda attrs, text, _images: CacheOptions("inline", "to", text, dict(attrs), mode="min"),
+    parse_to=lambda attrs, text, _images: CacheOptions(
+        "inline", "to", text, dict(attrs), mode="min"
+    ),
 )

@@ -12,7 +12,6 @@ from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, Descriptor
 __all__ = ["describe_cache", "layer_compression"]
 
 
-
 def layer_compression(desc: Descriptor) -> str:
     """``gzip``, ``zstd``, ``uncompressed``, ``estargz`` (gzip with a TOC annotation) or ``unknown``."""
     try:

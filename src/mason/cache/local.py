@@ -67,15 +67,21 @@ class _LayoutBlobs:
 
 def _read_small(layout: OCILayout, desc: Descriptor, limit: int) -> bytes:
     if desc.size > limit:
-        raise CacheFormatError(f"{desc.media_type} {desc.digest} in {layout.path} is too large ({desc.size} > {limit} bytes)")
+        raise CacheFormatError(
+            f"{desc.media_type} {desc.digest} in {layout.path} is too large ({desc.size} > {limit} bytes)"
+        )
     return layout.read_blob(desc)
 
 
 def _open_source(layout: OCILayout, name: str, *, tag: str, digest: str | None) -> CacheSource:
     entry = layout.resolve(digest or tag)
     raw = _read_small(layout, entry, MAX_MANIFEST_SIZE)
-    doc = parse_manifest(raw, entry.media_type or None, where=f"{layout.path} manifest {entry.digest}")
-    parsed = read_cache_document(doc, lambda d, limit: _read_small(layout, d, limit), what=f"local cache {layout.path}")
+    doc = parse_manifest(
+        raw, entry.media_type or None, where=f"{layout.path} manifest {entry.digest}"
+    )
+    parsed = read_cache_document(
+        doc, lambda d, limit: _read_small(layout, d, limit), what=f"local cache {layout.path}"
+    )
     return CacheSource(
         name,
         parsed.config,
@@ -95,12 +101,18 @@ def load_local_cache(options: CacheOptions) -> CacheSource:
     name = options.display_name
     if not os.path.lexists(path):
         # nothing exported there yet: the normal first build, not a failed import
-        return CacheSource.empty(name, origin=os.path.abspath(path), missing=f"no cache at {path} yet")
+        return CacheSource.empty(
+            name, origin=os.path.abspath(path), missing=f"no cache at {path} yet"
+        )
     try:
         layout = OCILayout.open(path)
         return _open_source(layout, name, tag=options.tag, digest=options.digest)
     except Exception as exc:
-        text = str(exc).replace("\n", " | ") if isinstance(exc, MasonError) else f"{type(exc).__name__}: {exc}"
+        text = (
+            str(exc).replace("\n", " | ")
+            if isinstance(exc, MasonError)
+            else f"{type(exc).__name__}: {exc}"
+        )
         return CacheSource.empty(
             name, f"local cache import at {path} skipped: {text}", origin=os.path.abspath(path)
         )
@@ -125,10 +137,13 @@ def export_local_cache(
             prior = _open_source(layout, destination, tag=options.tag, digest=None)
         except MasonError:
             prior = None
-    plan, built = plan_cache_document(options, records, blobs=blobs, image_diff_ids=image_diff_ids, prior=prior,
-                                      clock=clock)
+    plan, built = plan_cache_document(
+        options, records, blobs=blobs, image_diff_ids=image_diff_ids, prior=prior, clock=clock
+    )
     if built is None:
-        return ExportResult(destination, records=len(plan.config.records), skipped_reason="no layers to export")
+        return ExportResult(
+            destination, records=len(plan.config.records), skipped_reason="no layers to export"
+        )
     document, config_desc = built
     uploaded: list[Digest] = []
     existing: list[Digest] = []
@@ -141,7 +156,10 @@ def export_local_cache(
             layout.put_blob_stream(stream, desc.media_type, desc.digest, desc.size)
         uploaded.append(desc.digest)
         written += desc.size
-    for raw, media_type in ((plan.config_raw, config_desc.media_type), (document.raw, document.media_type)):
+    for raw, media_type in (
+        (plan.config_raw, config_desc.media_type),
+        (document.raw, document.media_type),
+    ):
         if layout.has_blob(sha256_bytes(raw)):
             existing.append(sha256_bytes(raw))
         else:
@@ -149,14 +167,25 @@ def export_local_cache(
             uploaded.append(sha256_bytes(raw))
             written += len(raw)
     manifest_desc = document.descriptor()
-    unchanged = prior is not None and prior.manifest is not None and prior.manifest.digest == manifest_desc.digest
+    unchanged = (
+        prior is not None
+        and prior.manifest is not None
+        and prior.manifest.digest == manifest_desc.digest
+    )
     if not unchanged:
         layout.add_manifest(manifest_desc, ref_name=options.tag)
     if options.reset:
         _reset(layout)
     return ExportResult(
-        destination, manifest_desc, tuple(uploaded), (), tuple(existing), unchanged=unchanged,
-        records=len(plan.config.records), records_with_results=plan.records_with_results, bytes_uploaded=written,
+        destination,
+        manifest_desc,
+        tuple(uploaded),
+        (),
+        tuple(existing),
+        unchanged=unchanged,
+        records=len(plan.config.records),
+        records_with_results=plan.records_with_results,
+        bytes_uploaded=written,
     )
 
 
@@ -171,7 +200,9 @@ def _reset(layout: OCILayout) -> None:
                 continue
             reachable.add(desc.digest)
             if desc.size > MAX_MANIFEST_SIZE or not (
-                mt.is_manifest(desc.media_type) or mt.is_index(desc.media_type) or not desc.media_type
+                mt.is_manifest(desc.media_type)
+                or mt.is_index(desc.media_type)
+                or not desc.media_type
             ):
                 continue  # a layer or config: a leaf
             try:
@@ -197,8 +228,15 @@ def _parse_to(attrs: Mapping[str, str], text: str, images: Sequence[Reference]) 
     if not dest:
         raise CacheOptionsError(f"invalid --cache-to {text!r}: local cache exporter requires dest")
     reset = option_bool("reset", attrs["reset"], text) if "reset" in attrs else False
-    base = CacheOptions("local", "to", text, dict(attrs), path=dest, tag=parse_tag(attrs.get("tag", "latest"), text),
-                        reset=reset)
+    base = CacheOptions(
+        "local",
+        "to",
+        text,
+        dict(attrs),
+        path=dest,
+        tag=parse_tag(attrs.get("tag", "latest"), text),
+        reset=reset,
+    )
     return replace(base, **export_settings(attrs, text))
 
 
@@ -212,13 +250,26 @@ def _parse_from(attrs: Mapping[str, str], text: str) -> CacheOptions:
             digest = parse_digest(digest)
         except DigestError as exc:
             raise CacheOptionsError(f"invalid --cache-from {text!r}: {exc.message}") from exc
-    return CacheOptions("local", "from", text, dict(attrs), path=src, tag=parse_tag(attrs.get("tag", "latest"), text),
-                        digest=digest)
+    return CacheOptions(
+        "local",
+        "from",
+        text,
+        dict(attrs),
+        path=src,
+        tag=parse_tag(attrs.get("tag", "latest"), text),
+        digest=digest,
+    )
 
 
 def _export(options: CacheOptions, req: ExportRequest) -> ExportResult:
-    return export_local_cache(options, req.records, blobs=req.blobs, image_diff_ids=req.image_diff_ids,
-                              prior=req.prior, clock=req.clock)
+    return export_local_cache(
+        options,
+        req.records,
+        blobs=req.blobs,
+        image_diff_ids=req.image_diff_ids,
+        prior=req.prior,
+        clock=req.clock,
+    )
 
 
 BACKEND = CacheBackend(

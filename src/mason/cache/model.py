@@ -64,8 +64,12 @@ __all__ = [
 ANNOTATION_CREATED_AT = "buildkit/createdat"
 #: Layer annotations written into cache manifests. Distribution-source hints are dropped so
 #: that a warm re-export (whose layers came from an import) is byte-identical to the cold one.
-KEPT_LAYER_ANNOTATIONS = (ANNOTATION_UNCOMPRESSED, ANNOTATION_CREATED_AT, ANNOTATION_TOC_DIGEST,
-                          ANNOTATION_UNCOMPRESSED_SIZE)
+KEPT_LAYER_ANNOTATIONS = (
+    ANNOTATION_UNCOMPRESSED,
+    ANNOTATION_CREATED_AT,
+    ANNOTATION_TOC_DIGEST,
+    ANNOTATION_UNCOMPRESSED_SIZE,
+)
 
 
 class CacheExportError(DiagnosticError):
@@ -171,7 +175,8 @@ class CacheSource:
         self.unusable: dict[Digest, str] = {
             digest: f"media type {desc.media_type!r} is not a layer type mason can unpack"
             for digest, desc in self.descriptors.items()
-            if desc.media_type != mt.BUILDKIT_CACHE_CONFIG and known_layer_compression(desc.media_type) is None
+            if desc.media_type != mt.BUILDKIT_CACHE_CONFIG
+            and known_layer_compression(desc.media_type) is None
         }
         self._checked: dict[Digest, str | None] = {}
         self._check_lock = threading.Lock()
@@ -183,8 +188,10 @@ class CacheSource:
             return []
         listed = ", ".join(f"{d} ({why})" for d, why in sorted(self.unusable.items())[:3])
         more = f" and {len(self.unusable) - 3} more" if len(self.unusable) > 3 else ""
-        return [f"cache {self.name}: {len(self.unusable)} layer blob(s) cannot be used: {listed}{more}; "
-                "the results built on them are not used, the rest of the cache is"]
+        return [
+            f"cache {self.name}: {len(self.unusable)} layer blob(s) cannot be used: {listed}{more}; "
+            "the results built on them are not used, the rest of the cache is"
+        ]
 
     def check_blob(self, desc: Descriptor) -> str | None:
         """Why the blob of ``desc`` cannot serve a hit now, or ``None``: it must still be where the
@@ -206,8 +213,14 @@ class CacheSource:
         return reason
 
     @classmethod
-    def empty(cls, name: str, warning: str | None = None, *, origin: str | None = None,
-              missing: str | None = None) -> CacheSource:
+    def empty(
+        cls,
+        name: str,
+        warning: str | None = None,
+        *,
+        origin: str | None = None,
+        missing: str | None = None,
+    ) -> CacheSource:
         return cls(name, warning=warning, missing=missing, origin=origin)
 
     def __repr__(self) -> str:
@@ -234,7 +247,11 @@ class CacheSource:
             desc = self.descriptors.get(self.config.layers[index].blob)
             # BuildKit drops results whose blobs have no descriptor or no diff ID; so do we,
             # and results on a blob of a type mason cannot unpack.
-            if desc is None or not desc.annotations.get(ANNOTATION_UNCOMPRESSED) or desc.digest in self.unusable:
+            if (
+                desc is None
+                or not desc.annotations.get(ANNOTATION_UNCOMPRESSED)
+                or desc.digest in self.unusable
+            ):
                 return None
             out.append(desc.with_annotations(self._extra) if self._extra else desc)
         return tuple(out)
@@ -249,7 +266,9 @@ class CacheSource:
             layers = self._layer_descs(found[0])
             if layers is None:
                 continue
-            return CacheHit(Digest(key), layers, found[1], self.name, self.config.steps.get(key), self.provider)
+            return CacheHit(
+                Digest(key), layers, found[1], self.name, self.config.steps.get(key), self.provider
+            )
         return None
 
     def created_at_for(self, key: Digest | str, diff_ids: Sequence[Digest]) -> str | None:
@@ -308,7 +327,9 @@ class CacheRegistry(Protocol):
 
     def open_blob(self, ref: Reference, desc: Descriptor) -> AbstractContextManager[BinaryIO]: ...
 
-    def push_blob(self, ref: Reference, desc: Descriptor, opener: Callable[[], BinaryIO]) -> bool: ...
+    def push_blob(
+        self, ref: Reference, desc: Descriptor, opener: Callable[[], BinaryIO]
+    ) -> bool: ...
 
     def mount_blob(self, ref: Reference, digest: Digest, from_repository: str) -> bool: ...
 
@@ -316,8 +337,14 @@ class CacheRegistry(Protocol):
 
     def peek_blob(self, ref: Reference, desc: Descriptor, n: int) -> bytes | None: ...
 
-    def push_blob_outcome(self, ref: Reference, desc: Descriptor, opener: Callable[[], BinaryIO], *,
-                          mount_from: str | None = None) -> Literal["exists", "mounted", "uploaded"]: ...
+    def push_blob_outcome(
+        self,
+        ref: Reference,
+        desc: Descriptor,
+        opener: Callable[[], BinaryIO],
+        *,
+        mount_from: str | None = None,
+    ) -> Literal["exists", "mounted", "uploaded"]: ...
 
 
 class ExportBlobStore(Protocol):
@@ -331,7 +358,9 @@ class ExportBlobStore(Protocol):
     ``cache_blob`` returned (it may download a lazily imported blob).
     """
 
-    def cache_blob(self, layer: Descriptor, compression: str, level: int | None, force: bool) -> Descriptor: ...
+    def cache_blob(
+        self, layer: Descriptor, compression: str, level: int | None, force: bool
+    ) -> Descriptor: ...
 
     def open_blob(self, desc: Descriptor) -> BinaryIO: ...
 
@@ -388,7 +417,9 @@ def index_records(records: Sequence[SolvedRecord]) -> tuple[dict[str, SolvedReco
     return by_key, sorted(keys)
 
 
-def input_links(rec: SolvedRecord, index_of: Mapping[str, int]) -> tuple[tuple[CacheInput, ...], ...]:
+def input_links(
+    rec: SolvedRecord, index_of: Mapping[str, int]
+) -> tuple[tuple[CacheInput, ...], ...]:
     """``rec``'s inputs as cache-config links (one alternative each, with its selector)."""
     return tuple(
         (CacheInput(index_of[inp], rec.selectors[i] if i < len(rec.selectors) else ""),)
@@ -399,7 +430,9 @@ def input_links(rec: SolvedRecord, index_of: Mapping[str, int]) -> tuple[tuple[C
 class _BlobResolver:
     """A cached layer's blob in the export's compression, resolved once per (digest, media type)."""
 
-    def __init__(self, blobs: ExportBlobStore, compression: str, level: int | None, force: bool) -> None:
+    def __init__(
+        self, blobs: ExportBlobStore, compression: str, level: int | None, force: bool
+    ) -> None:
         self._blobs = blobs
         self._compression = compression
         self._level = level
@@ -427,7 +460,8 @@ class _BlobResolver:
             kept = {
                 k: v
                 for k, v in layer.annotations.items()
-                if (k.startswith(DISTRIBUTION_SOURCE_PREFIX) or k in KEPT_LAYER_ANNOTATIONS) and k not in out.annotations
+                if (k.startswith(DISTRIBUTION_SOURCE_PREFIX) or k in KEPT_LAYER_ANNOTATIONS)
+                and k not in out.annotations
             }
             if kept:
                 out = out.with_annotations(kept)
@@ -449,7 +483,9 @@ class _LayerTable:
     seen: dict[int, str] = field(default_factory=dict)
     blob_desc: dict[Digest, Descriptor] = field(default_factory=dict)
 
-    def add_chain(self, chain: Sequence[Descriptor], created: str, resolve: Callable[[Descriptor], Descriptor]) -> int:
+    def add_chain(
+        self, chain: Sequence[Descriptor], created: str, resolve: Callable[[Descriptor], Descriptor]
+    ) -> int:
         """Add a result's layer chain; the index of its last layer."""
         parent = -1
         for position, layer in enumerate(chain):
@@ -470,7 +506,9 @@ class _LayerTable:
         return {i: self.own.get(i) or self.seen[i] for i in self.own.keys() | self.seen.keys()}
 
 
-def _keeps_result(mode: Literal["min", "max"], diff_ids: tuple[Digest | None, ...], image: tuple[Digest, ...]) -> bool:
+def _keeps_result(
+    mode: Literal["min", "max"], diff_ids: tuple[Digest | None, ...], image: tuple[Digest, ...]
+) -> bool:
     """min mode keeps a result only when its chain is a prefix of the exported image's."""
     return mode == "max" or (len(diff_ids) <= len(image) and diff_ids == image[: len(diff_ids)])
 

@@ -48,10 +48,17 @@ Mode = Literal["min", "max"]
 
 #: the ``--cache-to`` attributes every exporter that writes a cache document takes
 #: (``export_settings``)
-COMMON_EXPORT_ATTRS = frozenset({
-    "mode", "compression", "compression-level", "force-compression",
-    "oci-mediatypes", "image-manifest", "ignore-error",
-})
+COMMON_EXPORT_ATTRS = frozenset(
+    {
+        "mode",
+        "compression",
+        "compression-level",
+        "force-compression",
+        "oci-mediatypes",
+        "image-manifest",
+        "ignore-error",
+    }
+)
 
 
 class CacheOptionsError(UsageError):
@@ -131,14 +138,18 @@ def parse_bool(key: str, value: str, fail: Callable[[str], UsageError]) -> bool:
     raise fail(f"{key}={value!r} is not a boolean (true or false)")
 
 
-def parse_compression(attrs: Mapping[str, str], fail: Callable[[str, str], UsageError]) -> tuple[str, int | None]:
+def parse_compression(
+    attrs: Mapping[str, str], fail: Callable[[str, str], UsageError]
+) -> tuple[str, int | None]:
     """``compression=`` and ``compression-level=`` of ``--output`` or ``--cache-to`` (default
     gzip, the compression's default level), checked against ``mason.compression``'s table.
     ``fail(reason, hint)`` makes the error to raise."""
     name = attrs.get("compression", "gzip").strip().lower()
     if name not in COMPRESSION_NAMES:
-        raise fail(f"compression={attrs['compression']!r} is not a known compression",
-                   f"compression is one of {', '.join(COMPRESSION_NAMES)}")
+        raise fail(
+            f"compression={attrs['compression']!r} is not a known compression",
+            f"compression is one of {', '.join(COMPRESSION_NAMES)}",
+        )
     if "compression-level" not in attrs:
         return name, None
     raw = attrs["compression-level"].strip()
@@ -151,20 +162,27 @@ def parse_compression(attrs: Mapping[str, str], fail: Callable[[str, str], Usage
         raise fail(f"compression-level makes no sense with compression={name}", "")
     low, high = levels
     if not low <= level <= high:
-        raise fail(f"compression-level={level} is out of range for {name}", f"{name} levels are {low}-{high}")
+        raise fail(
+            f"compression-level={level} is out of range for {name}",
+            f"{name} levels are {low}-{high}",
+        )
     return name, level
 
 
 def option_bool(key: str, value: str, text: str) -> bool:
     """A boolean cache attribute (``parse_bool``), failing with a ``CacheOptionsError``."""
-    return parse_bool(key, value, lambda why: CacheOptionsError(f"invalid cache option {text!r}: {why}"))
+    return parse_bool(
+        key, value, lambda why: CacheOptionsError(f"invalid cache option {text!r}: {why}")
+    )
 
 
 def parse_ref(value: str, text: str, what: str) -> Reference:
     try:
         return Reference.parse(value)
     except InvalidReferenceError as exc:
-        raise CacheOptionsError(f"invalid cache option {text!r}: {what} {exc.message}", hint=exc.hint) from exc
+        raise CacheOptionsError(
+            f"invalid cache option {text!r}: {what} {exc.message}", hint=exc.hint
+        ) from exc
 
 
 def _fields(text: str) -> list[dict[str, str]]:
@@ -173,7 +191,9 @@ def _fields(text: str) -> list[dict[str, str]]:
     if all("=" not in p for p in parts):
         refs = [p.strip() for p in parts if p.strip()]
         if not refs:
-            raise CacheOptionsError("empty cache option", hint="use type=registry,ref=REF or just REF")
+            raise CacheOptionsError(
+                "empty cache option", hint="use type=registry,ref=REF or just REF"
+            )
         return [{"type": "registry", "ref": r} for r in refs]
     attrs: dict[str, str] = {}
     for part in parts:
@@ -188,20 +208,31 @@ def _fields(text: str) -> list[dict[str, str]]:
             raise CacheOptionsError(f"invalid cache option {text!r}: {key} given twice")
         attrs[key] = value
     if "type" not in attrs:
-        raise CacheOptionsError(f"invalid cache option {text!r}: type is required", hint="add type=registry, type=local or type=inline")
+        raise CacheOptionsError(
+            f"invalid cache option {text!r}: type is required",
+            hint="add type=registry, type=local or type=inline",
+        )
     return [attrs]
 
 
-def _backend_for(attrs: Mapping[str, str], direction: Literal["to", "from"], text: str) -> CacheBackend:
+def _backend_for(
+    attrs: Mapping[str, str], direction: Literal["to", "from"], text: str
+) -> CacheBackend:
     """The backend ``attrs`` names, once its attributes are checked against what it takes."""
     from mason.cache.backends import BACKEND_NAMES, backend
 
     kind = attrs["type"].strip().lower()
     found = backend(kind)
-    allowed = None if found is None else found.export_attrs if direction == "to" else found.import_attrs
+    allowed = (
+        None if found is None else found.export_attrs if direction == "to" else found.import_attrs
+    )
     if found is None or allowed is None:
         usable = [n for n in BACKEND_NAMES if _takes(n, direction)]
-        extra = " (gha, s3 and azblob are BuildKit backends mason does not have)" if kind in ("gha", "s3", "azblob") else ""
+        extra = (
+            " (gha, s3 and azblob are BuildKit backends mason does not have)"
+            if kind in ("gha", "s3", "azblob")
+            else ""
+        )
         raise CacheOptionsError(
             f"invalid --cache-{direction} {text!r}: unknown cache type {kind!r}{extra}",
             hint=f"--cache-{direction} supports type={', '.join(sorted(usable))}",
@@ -222,7 +253,10 @@ def _takes(name: str, direction: str) -> bool:
     from mason.cache.backends import backend
 
     found = backend(name)
-    return found is not None and (found.export_attrs if direction == "to" else found.import_attrs) is not None
+    return (
+        found is not None
+        and (found.export_attrs if direction == "to" else found.import_attrs) is not None
+    )
 
 
 def export_settings(attrs: Mapping[str, str], text: str) -> dict[str, Any]:
@@ -230,15 +264,27 @@ def export_settings(attrs: Mapping[str, str], text: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     mode = attrs.get("mode", "min").strip().lower()
     if mode not in ("min", "max"):
-        raise CacheOptionsError(f"invalid --cache-to {text!r}: mode={attrs['mode']!r}", hint="mode is min or max")
+        raise CacheOptionsError(
+            f"invalid --cache-to {text!r}: mode={attrs['mode']!r}", hint="mode is min or max"
+        )
     out["mode"] = mode
     out["compression"], level = parse_compression(
-        attrs, lambda why, hint: CacheOptionsError(f"invalid --cache-to {text!r}: {why}", hint=hint or None))
+        attrs,
+        lambda why, hint: CacheOptionsError(
+            f"invalid --cache-to {text!r}: {why}", hint=hint or None
+        ),
+    )
     if level is not None:
         out["compression_level"] = level
     if "force-compression" in attrs:
-        out["force_compression"] = option_bool("force-compression", attrs["force-compression"], text)
-    oci = option_bool("oci-mediatypes", attrs["oci-mediatypes"], text) if "oci-mediatypes" in attrs else True
+        out["force_compression"] = option_bool(
+            "force-compression", attrs["force-compression"], text
+        )
+    oci = (
+        option_bool("oci-mediatypes", attrs["oci-mediatypes"], text)
+        if "oci-mediatypes" in attrs
+        else True
+    )
     out["oci_mediatypes"] = oci
     if "image-manifest" in attrs:
         image_manifest = option_bool("image-manifest", attrs["image-manifest"], text)

@@ -90,7 +90,9 @@ def peek_blob(client: CacheRegistry, ref: Reference, desc: Descriptor, n: int) -
 
 def _read_small(client: CacheRegistry, ref: Reference, desc: Descriptor, limit: int) -> bytes:
     if desc.size > limit:
-        raise CacheFormatError(f"{desc.media_type} {desc.digest} is too large ({desc.size} > {limit} bytes)")
+        raise CacheFormatError(
+            f"{desc.media_type} {desc.digest} is too large ({desc.size} > {limit} bytes)"
+        )
     with client.open_blob(ref, desc) as stream:
         data = stream.read(desc.size + 1)
         while stream.read(65536):  # drain to end so a verifying stream checks the digest
@@ -104,7 +106,9 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def load_registry_cache(client: CacheRegistry, ref: Reference, *, name: str | None = None) -> CacheSource:
+def load_registry_cache(
+    client: CacheRegistry, ref: Reference, *, name: str | None = None
+) -> CacheSource:
     """Import the cache at ``ref``. Never raises for a missing, forbidden or corrupt cache:
     returns an empty source whose ``warning`` says what went wrong."""
     display = name or f"registry {ref}"
@@ -121,7 +125,9 @@ def load_registry_cache(client: CacheRegistry, ref: Reference, *, name: str | No
         )
     except Exception as exc:
         return CacheSource.empty(
-            display, f"cache import from {ref} failed, continuing without it: {_describe(exc)}", origin=str(ref)
+            display,
+            f"cache import from {ref} failed, continuing without it: {_describe(exc)}",
+            origin=str(ref),
         )
     hint = {DISTRIBUTION_SOURCE_PREFIX + ref.registry: ref.repository}
     return CacheSource(
@@ -140,10 +146,21 @@ def load_registry_cache(client: CacheRegistry, ref: Reference, *, name: str | No
 #: statuses registries refuse a cache manifest with (ECR 400/405, Harbor 404, Nexus 500, others 415)
 _MANIFEST_REFUSED = frozenset({400, 404, 405, 415, 500})
 #: distribution error codes that name another cause than the manifest's media type
-_OTHER_CAUSES = frozenset({
-    "BLOB_UNKNOWN", "MANIFEST_BLOB_UNKNOWN", "NAME_UNKNOWN", "NAME_INVALID", "TAG_INVALID", "DIGEST_INVALID",
-    "SIZE_INVALID", "MANIFEST_UNVERIFIED", "DENIED", "UNAUTHORIZED", "TOOMANYREQUESTS",
-})
+_OTHER_CAUSES = frozenset(
+    {
+        "BLOB_UNKNOWN",
+        "MANIFEST_BLOB_UNKNOWN",
+        "NAME_UNKNOWN",
+        "NAME_INVALID",
+        "TAG_INVALID",
+        "DIGEST_INVALID",
+        "SIZE_INVALID",
+        "MANIFEST_UNVERIFIED",
+        "DENIED",
+        "UNAUTHORIZED",
+        "TOOMANYREQUESTS",
+    }
+)
 
 
 def _error_codes(exc: RegistryError) -> set[str]:
@@ -156,22 +173,30 @@ def _refused_for_its_type(exc: RegistryError) -> bool:
     return exc.status in _MANIFEST_REFUSED and not _error_codes(exc) & _OTHER_CAUSES
 
 
-def _still_there(client: CacheRegistry, ref: Reference, digests: Sequence[Digest], max_workers: int) -> set[Digest]:
+def _still_there(
+    client: CacheRegistry, ref: Reference, digests: Sequence[Digest], max_workers: int
+) -> set[Digest]:
     """The blobs of ``digests`` that ``ref``'s repository holds now (one HEAD each)."""
     if not digests:
         return set()
-    with ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="cache-head") as pool:
+    with ThreadPoolExecutor(
+        max_workers=max(1, max_workers), thread_name_prefix="cache-head"
+    ) as pool:
         found = pool.map(lambda d: client.blob_exists(ref, d), digests)
         return {d for d, there in zip(digests, found, strict=True) if there}
 
 
 def _refused_manifest_hint(options: CacheOptions, media_type: str) -> str:
     if not options.image_manifest:
-        return (f"this registry may not accept the cache index form ({media_type}): use image-manifest=true,"
-                "oci-mediatypes=true, the OCI image-manifest form ECR, GCR, Quay and Harbor accept")
-    return (f"this registry may not accept an OCI image manifest ({media_type}) whose config is a "
-            f"{mt.BUILDKIT_CACHE_CONFIG}; if it takes only Docker media types, try image-manifest=false,"
-            "oci-mediatypes=false (a Docker manifest list), or ignore-error=true to keep builds green")
+        return (
+            f"this registry may not accept the cache index form ({media_type}): use image-manifest=true,"
+            "oci-mediatypes=true, the OCI image-manifest form ECR, GCR, Quay and Harbor accept"
+        )
+    return (
+        f"this registry may not accept an OCI image manifest ({media_type}) whose config is a "
+        f"{mt.BUILDKIT_CACHE_CONFIG}; if it takes only Docker media types, try image-manifest=false,"
+        "oci-mediatypes=false (a Docker manifest list), or ignore-error=true to keep builds green"
+    )
 
 
 @dataclass
@@ -211,18 +236,27 @@ def _store_blobs(
             return "existing", desc
         return push_blob(client, ref, desc, lambda: blobs.open_blob(desc)), desc
 
-    with ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="cache-push") as pool:
+    with ThreadPoolExecutor(
+        max_workers=max(1, max_workers), thread_name_prefix="cache-push"
+    ) as pool:
         for outcome, desc in pool.map(store, plan.blobs):
             stored.add(outcome, desc)
     config_raw = plan.config_raw
-    if config_desc.digest in known or not client.push_blob(ref, config_desc, lambda: io.BytesIO(config_raw)):
+    if config_desc.digest in known or not client.push_blob(
+        ref, config_desc, lambda: io.BytesIO(config_raw)
+    ):
         stored.add("existing", config_desc)
     else:
         stored.add("uploaded", config_desc)
     return stored
 
 
-def _put_manifest(client: CacheRegistry, ref: Reference, document: ImageManifest | ImageIndex, options: CacheOptions) -> None:
+def _put_manifest(
+    client: CacheRegistry,
+    ref: Reference,
+    document: ImageManifest | ImageIndex,
+    options: CacheOptions,
+) -> None:
     """PUT the cache's manifest or index; a refusal gets a hint saying what to try."""
     try:
         client.put_manifest(ref, document.raw, document.media_type)
@@ -231,8 +265,10 @@ def _put_manifest(client: CacheRegistry, ref: Reference, document: ImageManifest
             exc.hint = _refused_manifest_hint(options, document.media_type)
         elif _error_codes(exc) & {"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN"}:
             # every blob was HEADed or stored just now, so one vanished meanwhile (a garbage collection)
-            exc.hint = ("the registry no longer has a blob this cache references, though it was checked "
-                        "or stored just before; run the build again (the next export stores it again)")
+            exc.hint = (
+                "the registry no longer has a blob this cache references, though it was checked "
+                "or stored just before; run the build again (the next export stores it again)"
+            )
         raise
 
 
@@ -259,8 +295,9 @@ def export_registry_cache(
     destination = f"registry {ref}"
     if prior is None or prior.origin != str(ref):  # an import of this ref that failed is reused too
         prior = load_registry_cache(client, ref)
-    plan, built = plan_cache_document(options, records, blobs=blobs, image_diff_ids=image_diff_ids, prior=prior,
-                                      clock=clock)
+    plan, built = plan_cache_document(
+        options, records, blobs=blobs, image_diff_ids=image_diff_ids, prior=prior, clock=clock
+    )
     n_records = len(plan.config.records)
     if built is None:
         return ExportResult(destination, records=n_records, skipped_reason="no layers to export")
@@ -273,16 +310,30 @@ def export_registry_cache(
     listed = prior.known_blobs if prior.manifest is not None else frozenset()
     needed = [d.digest for d in plan.blobs] + [config_desc.digest]
     known = _still_there(client, ref, [d for d in needed if d in listed], max_workers)
-    if prior.manifest is not None and prior.manifest.digest == manifest_desc.digest and known >= set(needed):
+    if (
+        prior.manifest is not None
+        and prior.manifest.digest == manifest_desc.digest
+        and known >= set(needed)
+    ):
         return ExportResult(
-            destination, manifest_desc, existing=tuple(b.digest for b in plan.blobs), unchanged=True,
-            records=n_records, records_with_results=plan.records_with_results,
+            destination,
+            manifest_desc,
+            existing=tuple(b.digest for b in plan.blobs),
+            unchanged=True,
+            records=n_records,
+            records_with_results=plan.records_with_results,
         )
     stored = _store_blobs(client, ref, plan, config_desc, known, blobs, max_workers)
     _put_manifest(client, ref, document, options)  # last: the cache is complete
     return ExportResult(
-        destination, manifest_desc, tuple(stored.uploaded), tuple(stored.mounted), tuple(stored.existing),
-        records=n_records, records_with_results=plan.records_with_results, bytes_uploaded=stored.sent,
+        destination,
+        manifest_desc,
+        tuple(stored.uploaded),
+        tuple(stored.mounted),
+        tuple(stored.existing),
+        records=n_records,
+        records_with_results=plan.records_with_results,
+        bytes_uploaded=stored.sent,
     )
 
 
@@ -292,45 +343,69 @@ _REGISTRY_ATTRS = frozenset({"ref", "registry.insecure"})
 
 
 def _insecure(attrs: Mapping[str, str], text: str) -> bool:
-    return option_bool("registry.insecure", attrs["registry.insecure"], text) if "registry.insecure" in attrs else False
+    return (
+        option_bool("registry.insecure", attrs["registry.insecure"], text)
+        if "registry.insecure" in attrs
+        else False
+    )
 
 
 def _parse_to(attrs: Mapping[str, str], text: str, images: Sequence[Reference]) -> CacheOptions:
     if not attrs.get("ref", "").strip():
-        raise CacheOptionsError(f"invalid --cache-to {text!r}: registry cache exporter requires ref")
+        raise CacheOptionsError(
+            f"invalid --cache-to {text!r}: registry cache exporter requires ref"
+        )
     ref = parse_ref(attrs["ref"].strip(), text, "ref")
     if ref.digest is not None:
-        raise CacheOptionsError(f"invalid --cache-to {text!r}: ref must be a tag, not a digest ({ref})")
+        raise CacheOptionsError(
+            f"invalid --cache-to {text!r}: ref must be a tag, not a digest ({ref})"
+        )
     for image in images:
         if image.name == ref.name and image.identifier == ref.identifier:
             raise CacheOptionsError(
                 f"invalid --cache-to {text!r}: the cache ref {ref} is the image's own name",
                 reference="cache-ref-is-image",
-                hint="use another tag or repository, e.g. ref=" + f"{ref.name}-cache or {ref.name}:buildcache",
+                hint="use another tag or repository, e.g. ref="
+                + f"{ref.name}-cache or {ref.name}:buildcache",
             )
-    base = CacheOptions("registry", "to", text, dict(attrs), ref=ref, insecure=_insecure(attrs, text))
+    base = CacheOptions(
+        "registry", "to", text, dict(attrs), ref=ref, insecure=_insecure(attrs, text)
+    )
     return replace(base, **export_settings(attrs, text))
 
 
 def _parse_from(attrs: Mapping[str, str], text: str) -> CacheOptions:
     if not attrs.get("ref", "").strip():
-        raise CacheOptionsError(f"invalid --cache-from {text!r}: registry cache importer requires ref")
+        raise CacheOptionsError(
+            f"invalid --cache-from {text!r}: registry cache importer requires ref"
+        )
     ref = parse_ref(attrs["ref"].strip(), text, "ref")
-    return CacheOptions("registry", "from", text, dict(attrs), ref=ref, insecure=_insecure(attrs, text))
+    return CacheOptions(
+        "registry", "from", text, dict(attrs), ref=ref, insecure=_insecure(attrs, text)
+    )
 
 
 def _load(options: CacheOptions, client: CacheRegistry | None) -> CacheSource:
     if client is None or options.ref is None:
-        return CacheSource.empty(options.display_name, f"cache import from {options.text} skipped: no registry client")
+        return CacheSource.empty(
+            options.display_name, f"cache import from {options.text} skipped: no registry client"
+        )
     return load_registry_cache(client, options.ref, name=options.display_name)
 
 
 def _export(options: CacheOptions, req: ExportRequest) -> ExportResult:
     if req.client is None:
         raise CacheExportError(f"--cache-to {options.text}: no registry client")
-    return export_registry_cache(options, req.records, client=req.client, blobs=req.blobs,
-                                 image_diff_ids=req.image_diff_ids, prior=req.prior, clock=req.clock,
-                                 max_workers=req.max_workers)
+    return export_registry_cache(
+        options,
+        req.records,
+        client=req.client,
+        blobs=req.blobs,
+        image_diff_ids=req.image_diff_ids,
+        prior=req.prior,
+        clock=req.clock,
+        max_workers=req.max_workers,
+    )
 
 
 BACKEND = CacheBackend(

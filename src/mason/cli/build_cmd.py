@@ -13,53 +13,149 @@ __all__ = ["register", "run_build"]
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("build", help="build an image from a Dockerfile",
-                              description="Build an image from a Dockerfile and a context directory.")
-    p.add_argument("context", metavar="CONTEXT",
-                   help="build context directory, or - for a context tar (or a Dockerfile) on stdin")
-    p.add_argument("-f", "--file", dest="file", metavar="PATH", help="Dockerfile (default: CONTEXT/Dockerfile)")
-    p.add_argument("-t", "--tag", dest="tags", action="append", default=[], metavar="REF", help="image name (repeatable)")
-    p.add_argument("--push", action="store_true", help="push the image (shorthand for --output type=registry)")
-    p.add_argument("-o", "--output", dest="outputs", action="append", default=[], metavar="SPEC",
-                   help="type=image|registry|oci|docker|local|tar,... (repeatable)")
-    p.add_argument("--cache-to", action="append", default=[], metavar="SPEC",
-                   help="type=registry|inline|local,... (repeatable)")
-    p.add_argument("--cache-from", action="append", default=[], metavar="SPEC",
-                   help="type=registry|local,... or REF (repeatable)")
+    p = subparsers.add_parser(
+        "build",
+        help="build an image from a Dockerfile",
+        description="Build an image from a Dockerfile and a context directory.",
+    )
+    p.add_argument(
+        "context",
+        metavar="CONTEXT",
+        help="build context directory, or - for a context tar (or a Dockerfile) on stdin",
+    )
+    p.add_argument(
+        "-f", "--file", dest="file", metavar="PATH", help="Dockerfile (default: CONTEXT/Dockerfile)"
+    )
+    p.add_argument(
+        "-t",
+        "--tag",
+        dest="tags",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="image name (repeatable)",
+    )
+    p.add_argument(
+        "--push", action="store_true", help="push the image (shorthand for --output type=registry)"
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        dest="outputs",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="type=image|registry|oci|docker|local|tar,... (repeatable)",
+    )
+    p.add_argument(
+        "--cache-to",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="type=registry|inline|local,... (repeatable)",
+    )
+    p.add_argument(
+        "--cache-from",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="type=registry|local,... or REF (repeatable)",
+    )
+    _add_step_flags(p)
+    _add_output_flags(p)
+    p.set_defaults(handler=run_build)
+
+
+def _add_step_flags(p: argparse.ArgumentParser) -> None:
+    """What the steps see: build args, target, cache use, secrets, the RUN sandbox."""
     p.add_argument("--build-arg", dest="build_args", action="append", default=[], metavar="K=V")
     p.add_argument("--label", dest="labels", action="append", default=[], metavar="K=V")
     p.add_argument("--target", metavar="STAGE")
     p.add_argument("--no-cache", action="store_true", help="do not use any cache")
-    p.add_argument("--pull", action="store_true",
-                   help="resolve base images in their registry (mason always does: tags are never taken from "
-                        "a local copy)")
-    p.add_argument("--secret", dest="secrets", action="append", default=[], metavar="id=ID,src=FILE")
+    p.add_argument(
+        "--pull",
+        action="store_true",
+        help="resolve base images in their registry (mason always does: tags are never taken from "
+        "a local copy)",
+    )
+    p.add_argument(
+        "--secret", dest="secrets", action="append", default=[], metavar="id=ID,src=FILE"
+    )
     p.add_argument("--network", default="default", choices=("default", "none", "host"))
-    p.add_argument("--add-host", dest="add_hosts", action="append", default=[], metavar="HOST:IP",
-                   help="a line for /etc/hosts of every RUN (repeatable)")
+    p.add_argument(
+        "--add-host",
+        dest="add_hosts",
+        action="append",
+        default=[],
+        metavar="HOST:IP",
+        help="a line for /etc/hosts of every RUN (repeatable)",
+    )
     p.add_argument("--shm-size", metavar="SIZE", help="size of /dev/shm in every RUN (default 64m)")
-    p.add_argument("--ulimit", dest="ulimits", action="append", default=[], metavar="NAME=SOFT[:HARD]",
-                   help="a resource limit of every RUN, e.g. nofile=1024:2048 (repeatable)")
-    p.add_argument("--progress", default="auto", choices=("auto", "tty", "plain", "quiet", "rawjson"))
+    p.add_argument(
+        "--ulimit",
+        dest="ulimits",
+        action="append",
+        default=[],
+        metavar="NAME=SOFT[:HARD]",
+        help="a resource limit of every RUN, e.g. nofile=1024:2048 (repeatable)",
+    )
+
+
+def _add_output_flags(p: argparse.ArgumentParser) -> None:
+    """How the build reports and what else it writes; mason's own choices."""
+    p.add_argument(
+        "--progress", default="auto", choices=("auto", "tty", "plain", "quiet", "rawjson")
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image digest")
     p.add_argument("--metadata-file", metavar="FILE")
-    p.add_argument("--iidfile", metavar="FILE", help="write the image ID (its config digest) to FILE")
-    p.add_argument("--load", action="store_true",
-                   help="docker buildx's load into the Docker daemon: mason has none (says what to run instead)")
+    p.add_argument(
+        "--iidfile", metavar="FILE", help="write the image ID (its config digest) to FILE"
+    )
+    p.add_argument(
+        "--load",
+        action="store_true",
+        help="docker buildx's load into the Docker daemon: mason has none (says what to run instead)",
+    )
     p.add_argument("--platform", metavar="PLATFORM", help="target platform (the host's only)")
-    p.add_argument("--snapshotter", choices=("auto", "overlay", "copy"), default=None,
-                   help="filesystem snapshots: overlayfs, or plain copies where overlayfs is unavailable "
-                        "(default: $MASON_SNAPSHOTTER or auto)")
-    p.add_argument("--runtime", choices=("auto", "runc", "chroot"), default="auto",
-                   help="RUN sandbox: runc, or the built-in unshare+chroot (default: auto)")
-    p.add_argument("--allow", dest="allow", action="append", default=[], metavar="ENTITLEMENT",
-                   help="grant an entitlement: security.insecure (RUN --security=insecure), network.host")
-    p.add_argument("--explain-cache", action="store_true",
-                   help="for every step that runs, say why it missed the cache (first differing input)")
-    p.add_argument("--call", default="build", metavar="METHOD",
-                   help="build (default), or check: run only the build checks (exit 1 when any fails)")
-    p.add_argument("--check", dest="call", action="store_const", const="check", help='shorthand for "--call=check"')
-    p.set_defaults(handler=run_build)
+    p.add_argument(
+        "--snapshotter",
+        choices=("auto", "overlay", "copy"),
+        default=None,
+        help="filesystem snapshots: overlayfs, or plain copies where overlayfs is unavailable "
+        "(default: $MASON_SNAPSHOTTER or auto)",
+    )
+    p.add_argument(
+        "--runtime",
+        choices=("auto", "runc", "chroot"),
+        default="auto",
+        help="RUN sandbox: runc, or the built-in unshare+chroot (default: auto)",
+    )
+    p.add_argument(
+        "--allow",
+        dest="allow",
+        action="append",
+        default=[],
+        metavar="ENTITLEMENT",
+        help="grant an entitlement: security.insecure (RUN --security=insecure), network.host",
+    )
+    p.add_argument(
+        "--explain-cache",
+        action="store_true",
+        help="for every step that runs, say why it missed the cache (first differing input)",
+    )
+    p.add_argument(
+        "--call",
+        default="build",
+        metavar="METHOD",
+        help="build (default), or check: run only the build checks (exit 1 when any fails)",
+    )
+    p.add_argument(
+        "--check",
+        dest="call",
+        action="store_const",
+        const="check",
+        help='shorthand for "--call=check"',
+    )
 
 
 def _kv(items: list[str], what: str, env: dict[str, str]) -> dict[str, str]:
@@ -69,7 +165,9 @@ def _kv(items: list[str], what: str, env: dict[str, str]) -> dict[str, str]:
     for item in items:
         k, sep, v = item.partition("=")
         if not k:
-            raise UsageError(f"invalid {what} {item!r}: expected KEY=VALUE", reference="invalid-argument")
+            raise UsageError(
+                f"invalid {what} {item!r}: expected KEY=VALUE", reference="invalid-argument"
+            )
         if not sep:
             # buildx: --build-arg NAME takes the value from the environment
             if k in env:
@@ -84,7 +182,10 @@ def _snapshotter(flag: str | None, env: dict[str, str]) -> str:
 
     value = flag or env.get("MASON_SNAPSHOTTER") or "auto"
     if value not in ("auto", "overlay", "copy"):
-        raise UsageError(f"MASON_SNAPSHOTTER={value!r}: expected auto, overlay or copy", reference="invalid-argument")
+        raise UsageError(
+            f"MASON_SNAPSHOTTER={value!r}: expected auto, overlay or copy",
+            reference="invalid-argument",
+        )
     return value
 
 
@@ -108,14 +209,21 @@ def _preflight(args: argparse.Namespace) -> None:
     from mason.errors import UsageError
 
     if args.call not in ("build", "check"):
-        raise UsageError(f"--call {args.call!r}: mason builds (build) or runs the build checks (check)",
-                         reference="invalid-argument", hint="use --call=build or --call=check (--check)")
+        raise UsageError(
+            f"--call {args.call!r}: mason builds (build) or runs the build checks (check)",
+            reference="invalid-argument",
+            hint="use --call=build or --call=check (--check)",
+        )
     if args.load:
-        raise UsageError("--load: mason has no daemon to load the image into",
-                         reference="load-unsupported",
-                         hint="pipe a docker archive into docker: mason build -o type=docker,dest=- … | docker load")
+        raise UsageError(
+            "--load: mason has no daemon to load the image into",
+            reference="load-unsupported",
+            hint="pipe a docker archive into docker: mason build -o type=docker,dest=- … | docker load",
+        )
     if args.iidfile:
-        _remove_stale(args.iidfile, "--iidfile")  # as buildx: a failed build leaves no old ID behind
+        _remove_stale(
+            args.iidfile, "--iidfile"
+        )  # as buildx: a failed build leaves no old ID behind
 
 
 def _build_options(args: argparse.Namespace) -> Any:
@@ -133,8 +241,10 @@ def _build_options(args: argparse.Namespace) -> Any:
         platform = Platform.parse(args.platform)
         host = host_platform()
         if (platform.os, platform.architecture) != (host.os, host.architecture):
-            raise UsageError(f"--platform {args.platform}: mason builds for the host platform ({host}) only",
-                             reference="platform-unsupported")
+            raise UsageError(
+                f"--platform {args.platform}: mason builds for the host platform ({host}) only",
+                reference="platform-unsupported",
+            )
     cache_to = [c for text in args.cache_to for c in parse_cache_to(text, image_refs=tags)]
     check_cache_exports(cache_to)  # two --cache-to writing one place: exit 2 before building
     cache_from = [c for text in args.cache_from for c in parse_cache_from(text)]
@@ -147,7 +257,9 @@ def _build_options(args: argparse.Namespace) -> Any:
         try:
             epoch = int(epoch_text)
         except ValueError:
-            raise UsageError(f"SOURCE_DATE_EPOCH={epoch_text!r} is not an integer", reference="invalid-epoch") from None
+            raise UsageError(
+                f"SOURCE_DATE_EPOCH={epoch_text!r} is not an integer", reference="invalid-epoch"
+            ) from None
         build_args.setdefault("SOURCE_DATE_EPOCH", str(epoch))
     return BuildOptions(
         context=context,
@@ -210,10 +322,17 @@ def _report_outcome(args: argparse.Namespace, outcome: Any, mode: str) -> int:
 
     if args.metadata_file:
         try:
-            Path(args.metadata_file).write_text(json.dumps(outcome.metadata, indent=2, sort_keys=True) + "\n")
+            Path(args.metadata_file).write_text(
+                json.dumps(outcome.metadata, indent=2, sort_keys=True) + "\n"
+            )
         except OSError as exc:
-            _print_error(DiagnosticError(f"cannot write --metadata-file {args.metadata_file}: {exc.strerror}",
-                                         reference="metadata-file", hint="the image was built; give a writable path"))
+            _print_error(
+                DiagnosticError(
+                    f"cannot write --metadata-file {args.metadata_file}: {exc.strerror}",
+                    reference="metadata-file",
+                    hint="the image was built; give a writable path",
+                )
+            )
             return 1
     if args.iidfile and not _write_iidfile(args.iidfile, outcome.metadata):
         return 1
@@ -234,8 +353,11 @@ def _allow(values: list[str]) -> tuple[str, ...]:
     for value in values:
         for name in (v.strip() for v in value.split(",")):
             if name not in ENTITLEMENTS:
-                raise UsageError(f"invalid --allow {value!r}: unknown entitlement {name!r}",
-                                 reference="invalid-allow", hint="--allow takes " + ", ".join(ENTITLEMENTS))
+                raise UsageError(
+                    f"invalid --allow {value!r}: unknown entitlement {name!r}",
+                    reference="invalid-allow",
+                    hint="--allow takes " + ", ".join(ENTITLEMENTS),
+                )
             out.append(name)
     return tuple(out)
 
@@ -270,7 +392,9 @@ class _CheckWarnings:
         if not self.warnings or mode in ("quiet", "rawjson"):
             return
         n = len(self.warnings)
-        lines = [f"\n {'1 warning' if n == 1 else f'{n} warnings'} found (use --check for details):"]
+        lines = [
+            f"\n {'1 warning' if n == 1 else f'{n} warnings'} found (use --check for details):"
+        ]
         lines += [f" - {w}" for w in self.warnings]
         print("\n".join(lines), file=sys.stderr)
 
@@ -312,8 +436,10 @@ def _remove_stale(path: str, flag: str) -> None:
         if os.path.isfile(path) or os.path.islink(path):
             os.unlink(path)
     except OSError as exc:
-        raise UsageError(f"{flag} {path}: cannot remove the old file: {exc.strerror}",
-                         reference="invalid-argument") from None
+        raise UsageError(
+            f"{flag} {path}: cannot remove the old file: {exc.strerror}",
+            reference="invalid-argument",
+        ) from None
 
 
 def _write_iidfile(path: str, metadata: dict[str, Any]) -> bool:
@@ -321,12 +447,19 @@ def _write_iidfile(path: str, metadata: dict[str, Any]) -> bool:
     when the build made no image, as buildx leaves it)."""
     from mason.errors import DiagnosticError
 
-    image_id = metadata.get("containerimage.config.digest") or metadata.get("containerimage.digest") or ""
+    image_id = (
+        metadata.get("containerimage.config.digest") or metadata.get("containerimage.digest") or ""
+    )
     try:
         Path(path).write_text(str(image_id))
     except OSError as exc:
-        _print_error(DiagnosticError(f"cannot write --iidfile {path}: {exc.strerror}", reference="iidfile",
-                                     hint="the image was built; give a writable path"))
+        _print_error(
+            DiagnosticError(
+                f"cannot write --iidfile {path}: {exc.strerror}",
+                reference="iidfile",
+                hint="the image was built; give a writable path",
+            )
+        )
         return False
     return True
 

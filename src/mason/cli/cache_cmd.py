@@ -30,8 +30,13 @@ def register(subparsers: Any) -> None:
     inspect.add_argument("--tag", help="local cache: index.json tag (default latest)")
     inspect.add_argument("--digest", help="local cache: manifest digest instead of a tag")
     inspect.add_argument("--format", choices=("text", "json"), default="text", help="output format")
-    inspect.add_argument("--insecure", action="append", default=[], metavar="HOST",
-                         help="allow plain HTTP / unverified TLS for HOST (repeatable)")
+    inspect.add_argument(
+        "--insecure",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="allow plain HTTP / unverified TLS for HOST (repeatable)",
+    )
     inspect.add_argument("--ca-file", help="extra CA certificates (PEM) to trust")
     inspect.add_argument("--records", action="store_true", help="also list key-only records")
     inspect.set_defaults(handler=_inspect)
@@ -61,17 +66,25 @@ def _inspect(args: argparse.Namespace) -> int:
         source = load_cache_source(options)
     else:
         if args.tag or args.digest:
-            raise UsageError("--tag and --digest are for a local cache directory; put the tag in REF")
+            raise UsageError(
+                "--tag and --digest are for a local cache directory; put the tag in REF"
+            )
         if len(split_csv(target)) != 1 or "=" in target or target.startswith(("/", ".", "~")):
-            raise UsageError(f"{target!r} is neither a directory nor an image reference",
-                             reference="cache-not-found",
-                             hint="a local cache is a directory with index.json; a registry cache is a REF")
+            raise UsageError(
+                f"{target!r} is neither a directory nor an image reference",
+                reference="cache-not-found",
+                hint="a local cache is a directory with index.json; a registry cache is a REF",
+            )
         [options] = parse_cache_from(target)
         from mason.registry.auth import CredentialStore
         from mason.registry.client import RegistryClient
 
-        credentials = CredentialStore.from_environment(os.environ.get("DOCKER_CONFIG"), os.environ.get("REGISTRY_AUTH_FILE"))
-        with RegistryClient(credentials, insecure_hosts=args.insecure, ca_file=args.ca_file) as client:
+        credentials = CredentialStore.from_environment(
+            os.environ.get("DOCKER_CONFIG"), os.environ.get("REGISTRY_AUTH_FILE")
+        )
+        with RegistryClient(
+            credentials, insecure_hosts=args.insecure, ca_file=args.ca_file
+        ) as client:
             source = load_cache_source(options, client)
     if source.warning or source.missing:  # inspecting is not a build: nothing there is an error
         raise _unreadable(args.target, source.warning or source.missing or "")
@@ -89,12 +102,19 @@ def _unreadable(target: str, warning: str) -> Exception:
     MESSAGE | context | hint: ...``) as an error: inspecting is not a build that goes on."""
     from mason.errors import BuildError
 
-    reason = re.sub(r"^(cache import from .+? failed, continuing without it|local cache import at .+? skipped): ",
-                    "", warning)
+    reason = re.sub(
+        r"^(cache import from .+? failed, continuing without it|local cache import at .+? skipped): ",
+        "",
+        warning,
+    )
     message, *rest = (part.strip() for part in reason.split(" | "))
     hints = [p.removeprefix("hint: ") for p in rest if p.startswith("hint: ")]
-    return BuildError(f"cannot inspect cache {target}: {message}", reference="cache-unreadable",
-                      context=[p for p in rest if not p.startswith("hint: ")], hint=hints[0] if hints else None)
+    return BuildError(
+        f"cannot inspect cache {target}: {message}",
+        reference="cache-unreadable",
+        context=[p for p in rest if not p.startswith("hint: ")],
+        hint=hints[0] if hints else None,
+    )
 
 
 def _print_text(s: dict[str, Any], *, show_records: bool) -> None:
@@ -107,21 +127,29 @@ def _print_text(s: dict[str, Any], *, show_records: bool) -> None:
         c = s["config"]
         out(f"Config:     {c['digest']} ({c['size']} bytes)\n")
     out(f"Written by: {s['writtenBy']}\n")
-    out(f"Records:    {s['records']} ({s['recordsWithResults']} with results, {s['records'] - s['recordsWithResults']} key-only)\n")
-    out(f"Layers:     {len(s['layers'])} entries, {s['blobs']} blobs, {binary_size(s['totalSize'])} total\n\n")
+    out(
+        f"Records:    {s['records']} ({s['recordsWithResults']} with results, {s['records'] - s['recordsWithResults']} key-only)\n"
+    )
+    out(
+        f"Layers:     {len(s['layers'])} entries, {s['blobs']} blobs, {binary_size(s['totalSize'])} total\n\n"
+    )
     out(f"{'#':>3}  {'BLOB':<12}  {'SIZE':>10}  {'COMPRESSION':<12}  {'PARENT':>6}  DIFF ID\n")
     for layer in s["layers"]:
         parent = "-" if layer["parent"] == -1 else str(layer["parent"])
         diff = _short(layer["diffID"]) if layer["diffID"] else "-"
-        out(f"{layer['index']:>3}  {_short(layer['digest']):<12}  {binary_size(layer['size']):>10}  "
-            f"{layer['compression']:<12}  {parent:>6}  {diff}\n")
+        out(
+            f"{layer['index']:>3}  {_short(layer['digest']):<12}  {binary_size(layer['size']):>10}  "
+            f"{layer['compression']:<12}  {parent:>6}  {diff}\n"
+        )
     out("\nResults:\n")
     for r in s["results"]:
         if not r["usable"]:
             out(f"  {_short(r['key'])}  unusable (blob descriptor or diff ID missing)\n")
             continue
         step = f"  {r['step']}" if r.get("step") else ""
-        out(f"  {_short(r['key'])}  {r['layers']} layers, {binary_size(r['size'])}, top {_short(r['top'])}{step}\n")
+        out(
+            f"  {_short(r['key'])}  {r['layers']} layers, {binary_size(r['size'])}, top {_short(r['top'])}{step}\n"
+        )
     if show_records and s["keyOnly"]:
         out("\nKey-only records:\n")
         for r in s["keyOnly"]:

@@ -19,27 +19,44 @@ __all__ = ["register"]
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("imagetools", help="inspect and copy images, indexes and cache manifests")
+    parser = subparsers.add_parser(
+        "imagetools", help="inspect and copy images, indexes and cache manifests"
+    )
     sub = parser.add_subparsers(dest="imagetools_command", metavar="COMMAND")
     parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--insecure", action="append", default=[], metavar="HOST",
-                       help="allow plain HTTP / unverified TLS for HOST (repeatable)")
+        p.add_argument(
+            "--insecure",
+            action="append",
+            default=[],
+            metavar="HOST",
+            help="allow plain HTTP / unverified TLS for HOST (repeatable)",
+        )
         p.add_argument("--ca-file", help="extra CA certificates (PEM) to trust")
 
-    inspect = sub.add_parser("inspect", help="show the structure of an image, index or cache manifest")
+    inspect = sub.add_parser(
+        "inspect", help="show the structure of an image, index or cache manifest"
+    )
     inspect.add_argument("ref", metavar="REF")
     inspect.add_argument("--raw", action="store_true", help="print the manifest bytes as stored")
-    inspect.add_argument("--format", choices=("text", "json", "{{json .}}"), default="text",
-                         help="json: the manifest and the image config(s) as one JSON document")
+    inspect.add_argument(
+        "--format",
+        choices=("text", "json", "{{json .}}"),
+        default="text",
+        help="json: the manifest and the image config(s) as one JSON document",
+    )
     common(inspect)
     inspect.set_defaults(handler=_inspect)
 
-    copy = sub.add_parser("copy", help="copy an image, index or cache between registries and OCI layouts")
+    copy = sub.add_parser(
+        "copy", help="copy an image, index or cache between registries and OCI layouts"
+    )
     copy.add_argument("src", metavar="SRC")
     copy.add_argument("dst", metavar="DST")
-    copy.add_argument("-j", "--jobs", type=int, default=4, help="parallel blob transfers (default 4)")
+    copy.add_argument(
+        "-j", "--jobs", type=int, default=4, help="parallel blob transfers (default 4)"
+    )
     common(copy)
     copy.set_defaults(handler=_copy)
 
@@ -53,8 +70,13 @@ def _client(args: argparse.Namespace, max_workers: int = 4) -> RegistryClient:
     )
     from mason.registry.regconf import load_registries_conf
 
-    return RegistryClient(credentials, insecure_hosts=args.insecure, ca_file=args.ca_file, max_workers=max_workers,
-                          registries=load_registries_conf())
+    return RegistryClient(
+        credentials,
+        insecure_hosts=args.insecure,
+        ca_file=args.ca_file,
+        max_workers=max_workers,
+        registries=load_registries_conf(),
+    )
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -75,8 +97,9 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def inspect_json(client: RegistryClient, endpoint: Endpoint, raw: bytes, media_type: str,
-                 digest: str) -> dict[str, Any]:
+def inspect_json(
+    client: RegistryClient, endpoint: Endpoint, raw: bytes, media_type: str, digest: str
+) -> dict[str, Any]:
     """``--format json``: buildx's ``{{json .}}`` shape -- ``name``, ``manifest`` and ``image``
     (the config; for an index, one per platform, keyed ``os/arch[/variant]``)."""
     from mason.oci import mediatypes as mt
@@ -84,8 +107,13 @@ def inspect_json(client: RegistryClient, endpoint: Endpoint, raw: bytes, media_t
     from mason.registry.copy import read_manifest_raw
 
     doc = json.loads(raw)
-    out: dict[str, Any] = {"name": str(endpoint), "mediaType": media_type, "digest": digest,
-                           "size": len(raw), "manifest": doc}
+    out: dict[str, Any] = {
+        "name": str(endpoint),
+        "mediaType": media_type,
+        "digest": digest,
+        "size": len(raw),
+        "manifest": doc,
+    }
     if "manifests" not in doc:
         config = Descriptor.from_json(doc.get("config"))
         if config.media_type in (mt.OCI_CONFIG, mt.DOCKER_CONFIG):
@@ -96,13 +124,17 @@ def inspect_json(client: RegistryClient, endpoint: Endpoint, raw: bytes, media_t
         if entry.platform is None or entry.media_type == mt.BUILDKIT_CACHE_CONFIG:
             continue
         child = json.loads(read_manifest_raw(client, endpoint, entry.digest)[0])
-        images[str(entry.platform)] = _fetch_blob_json(client, endpoint, Descriptor.from_json(child.get("config")))
+        images[str(entry.platform)] = _fetch_blob_json(
+            client, endpoint, Descriptor.from_json(child.get("config"))
+        )
     if images:
         out["image"] = images
     return out
 
 
-def _fetch_blob_json(client: RegistryClient, endpoint: Endpoint, desc: Any, cap: int = 64 << 20) -> Any:
+def _fetch_blob_json(
+    client: RegistryClient, endpoint: Endpoint, desc: Any, cap: int = 64 << 20
+) -> Any:
     from mason.oci.layout import OCILayout
     from mason.registry.copy import RegistryEndpoint
 
@@ -122,7 +154,9 @@ def _summarise_cache_config(doc: Any) -> list[str]:
         return ["  (cache config is not a JSON object)"]
     layers = doc.get("layers") or []
     records = doc.get("records") or []
-    with_results = sum(1 for r in records if isinstance(r, dict) and (r.get("layers") or r.get("results")))
+    with_results = sum(
+        1 for r in records if isinstance(r, dict) and (r.get("layers") or r.get("results"))
+    )
     inputs = sum(len(r.get("inputs") or []) for r in records if isinstance(r, dict))
     return [
         f"  Records:      {len(records)} ({with_results} with results, {inputs} input groups)",
@@ -130,21 +164,29 @@ def _summarise_cache_config(doc: Any) -> list[str]:
     ]
 
 
-def describe(client: RegistryClient, endpoint: Endpoint, raw: bytes, media_type: str, digest: str) -> list[str]:
+def describe(
+    client: RegistryClient, endpoint: Endpoint, raw: bytes, media_type: str, digest: str
+) -> list[str]:
     """A readable summary of a manifest document and what it points to."""
     from mason.oci import mediatypes as mt
     from mason.oci.descriptor import Descriptor
 
     doc = json.loads(raw)
-    lines = [f"Name:        {endpoint}", f"MediaType:   {media_type}", f"Digest:      {digest}",
-             f"Size:        {len(raw)} bytes"]
+    lines = [
+        f"Name:        {endpoint}",
+        f"MediaType:   {media_type}",
+        f"Digest:      {digest}",
+        f"Size:        {len(raw)} bytes",
+    ]
     if "manifests" in doc:
         entries = [Descriptor.from_json(e) for e in doc.get("manifests") or []]
         cache_cfgs = [e for e in entries if e.media_type == mt.BUILDKIT_CACHE_CONFIG]
         if cache_cfgs:
             lines.append("Kind:        BuildKit cache (index form)")
             layers = [e for e in entries if e.media_type != mt.BUILDKIT_CACHE_CONFIG]
-            lines.append(f"Layers:      {len(layers)}, {binary_size(sum(e.size for e in layers))} total")
+            lines.append(
+                f"Layers:      {len(layers)}, {binary_size(sum(e.size for e in layers))} total"
+            )
             lines.extend(_layer_lines(layers))
             lines.append(f"Cache config: {cache_cfgs[0].digest} ({cache_cfgs[0].size} bytes)")
             lines.extend(_summarise_cache_config(_fetch_blob_json(client, endpoint, cache_cfgs[0])))
@@ -192,8 +234,20 @@ def describe(client: RegistryClient, endpoint: Endpoint, raw: bytes, media_type:
 
 
 #: the image config's runtime settings, in the order `docker image inspect` lists them
-_CONFIG_KEYS = ("User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Healthcheck", "Volumes", "WorkingDir",
-                "Labels", "OnBuild", "StopSignal", "Shell")
+_CONFIG_KEYS = (
+    "User",
+    "ExposedPorts",
+    "Env",
+    "Entrypoint",
+    "Cmd",
+    "Healthcheck",
+    "Volumes",
+    "WorkingDir",
+    "Labels",
+    "OnBuild",
+    "StopSignal",
+    "Shell",
+)
 
 
 def _layer_lines(layers: list[Any]) -> list[str]:

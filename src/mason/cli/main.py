@@ -77,8 +77,11 @@ def _terminate_like_interrupt() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-_ENVIRONMENT_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
-                       errno.EROFS: "read-only file system"}
+_ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+}
 
 _USERINFO = re.compile(r"://[^/@\s]+@")
 
@@ -92,9 +95,11 @@ _COMMANDS: dict[str, str] = {
     "debug": "mason.cli.debug_cmd",
 }
 
-_EPILOG = ("exit status: 0 success, 1 build failure, 2 usage or Dockerfile error, "
-           "70 internal error (set MASON_DEBUG=1 for the traceback), 130 interrupted, "
-           "143 terminated (SIGTERM; 129: SIGHUP)")
+_EPILOG = (
+    "exit status: 0 success, 1 build failure, 2 usage or Dockerfile error, "
+    "70 internal error (set MASON_DEBUG=1 for the traceback), 130 interrupted, "
+    "143 terminated (SIGTERM; 129: SIGHUP)"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -143,8 +148,10 @@ def _internal_error(exc: BaseException) -> int:
     lines = [f"mason: internal error: {summary}: {text[0] if text else '(no message)'}"]
     lines.extend(f"  {note}" for note in getattr(exc, "__notes__", ()))  # e.g. the build step
     if not _debug():
-        lines.append("hint: this is a bug in mason; rerun with MASON_DEBUG=1 to print the traceback, "
-                     "and include it in a bug report")
+        lines.append(
+            "hint: this is a bug in mason; rerun with MASON_DEBUG=1 to print the traceback, "
+            "and include it in a bug report"
+        )
     _report(lines, exc)
     return EXIT_INTERNAL_ERROR
 
@@ -183,8 +190,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.errno not in _ENVIRONMENT_ERRNOS:
             return _internal_error(exc)
         where = f": {exc.filename}" if exc.filename else ""
-        _report([f"ERROR: {_ENVIRONMENT_ERRNOS[exc.errno]}{where}",
-                 "hint: free space or point MASON_ROOT / the output at another file system"], exc)
+        _report(
+            [
+                f"ERROR: {_ENVIRONMENT_ERRNOS[exc.errno]}{where}",
+                "hint: free space or point MASON_ROOT / the output at another file system",
+            ],
+            exc,
+        )
         return 1
     except Exception as exc:  # a bug: one clear line instead of a traceback in the progress output
         return _internal_error(exc)

@@ -24,7 +24,14 @@ from typing import Any, TextIO
 
 from mason.progress import Event
 
-__all__ = ["PlainRenderer", "QuietRenderer", "RawJsonRenderer", "Renderer", "RichRenderer", "make_renderer"]
+__all__ = [
+    "PlainRenderer",
+    "QuietRenderer",
+    "RawJsonRenderer",
+    "Renderer",
+    "RichRenderer",
+    "make_renderer",
+]
 
 
 class Renderer:
@@ -100,7 +107,12 @@ class PlainRenderer(Renderer):
 
     def emit(self, event: Event) -> None:
         with self._lock:
-            if event.vertex in self._finished and event.status in ("started", "cached", "done", "error"):
+            if event.vertex in self._finished and event.status in (
+                "started",
+                "cached",
+                "done",
+                "error",
+            ):
                 return
             n = self._header(event)
             if event.status == "log":
@@ -116,7 +128,11 @@ class PlainRenderer(Renderer):
                 self._write(f"#{n} CACHED")
                 self._finished.add(event.vertex)
             elif event.status == "done":
-                elapsed = event.elapsed if event.elapsed is not None else self._clock() - self._started[event.vertex]
+                elapsed = (
+                    event.elapsed
+                    if event.elapsed is not None
+                    else self._clock() - self._started[event.vertex]
+                )
                 self._write(f"#{n} DONE {elapsed:.1f}s")
                 self._finished.add(event.vertex)
             elif event.status == "error":
@@ -163,8 +179,12 @@ class RichRenderer(Renderer):
         self._order: list[str] = []
         self._state: dict[str, dict[str, Any]] = {}
         self._start = time.monotonic()
-        self._live = Live(console=self._console, refresh_per_second=8, transient=False,
-                          get_renderable=self._render)
+        self._live = Live(
+            console=self._console,
+            refresh_per_second=8,
+            transient=False,
+            get_renderable=self._render,
+        )
         self._live.start()
 
     def _render(self) -> Any:
@@ -174,11 +194,15 @@ class RichRenderer(Renderer):
         with self._lock:
             table = Table.grid(padding=(0, 1), expand=True)
             table.add_column(justify="right", style="dim", no_wrap=True, min_width=3)
-            table.add_column(no_wrap=True, overflow="ellipsis", ratio=1)  # one line per step, cut to fit
+            table.add_column(
+                no_wrap=True, overflow="ellipsis", ratio=1
+            )  # one line per step, cut to fit
             table.add_column(justify="right", no_wrap=True, min_width=6)
-            title = Text(f"[+] Building {time.monotonic() - self._start:.1f}s "
-                         f"({sum(1 for s in self._state.values() if s['status'] in ('done', 'cached'))}/{len(self._order)})",
-                         style="bold")
+            title = Text(
+                f"[+] Building {time.monotonic() - self._start:.1f}s "
+                f"({sum(1 for s in self._state.values() if s['status'] in ('done', 'cached'))}/{len(self._order)})",
+                style="bold",
+            )
             table.add_row("", title, "")
             now = time.monotonic()
             for i, vid in enumerate(self._order, 1):
@@ -201,14 +225,22 @@ class RichRenderer(Renderer):
         with self._lock:
             s = self._state.get(event.vertex)
             if s is None:
-                s = {"name": event.name, "status": "started", "t0": time.monotonic(), "elapsed": 0.0, "last": ""}
+                s = {
+                    "name": event.name,
+                    "status": "started",
+                    "t0": time.monotonic(),
+                    "elapsed": 0.0,
+                    "last": "",
+                }
                 self._state[event.vertex] = s
                 self._order.append(event.vertex)
             if event.status == "log":
                 s["last"] = event.text.splitlines()[-1] if event.text else ""
             elif event.status in ("cached", "done", "error"):
                 s["status"] = event.status
-                s["elapsed"] = event.elapsed if event.elapsed is not None else time.monotonic() - s["t0"]
+                s["elapsed"] = (
+                    event.elapsed if event.elapsed is not None else time.monotonic() - s["t0"]
+                )
             elif event.status == "warning":
                 self._console.print(f"[yellow]WARNING[/]: {event.text}")
 

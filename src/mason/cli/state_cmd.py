@@ -19,7 +19,9 @@ def resolve_root() -> Path:
         return Path(env)
     if os.geteuid() == 0:
         return Path("/var/lib/mason")
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
     return Path(base) / "mason"
 
 
@@ -43,17 +45,30 @@ def register(subparsers: Any) -> None:
             ),
         )
         pr.add_argument(
-            "--keep-storage", metavar="SIZE", default=None,
+            "--keep-storage",
+            metavar="SIZE",
+            default=None,
             help="keep the most recently used cache up to SIZE bytes (e.g. 10GB)",
         )
         pr.add_argument(
-            "--all", "-a", action="store_true",
+            "--all",
+            "-a",
+            action="store_true",
             help="also forget compressed variants and leave only the root's empty skeleton",
         )
-        pr.add_argument("--filter", dest="filters", action="append", default=[], metavar="until=DURATION",
-                        help="only what was not used for DURATION (e.g. 24h, 90m, 7d)")
-        pr.add_argument("--keep-duration", metavar="DURATION",
-                        help="keep what was used within DURATION (the same as --filter until=DURATION)")
+        pr.add_argument(
+            "--filter",
+            dest="filters",
+            action="append",
+            default=[],
+            metavar="until=DURATION",
+            help="only what was not used for DURATION (e.g. 24h, 90m, 7d)",
+        )
+        pr.add_argument(
+            "--keep-duration",
+            metavar="DURATION",
+            help="keep what was used within DURATION (the same as --filter until=DURATION)",
+        )
         pr.set_defaults(handler=_prune)
 
 
@@ -133,13 +148,24 @@ def _prune(args: argparse.Namespace) -> int:
         print(f"waiting for the builds using {root} to finish...", file=sys.stderr, flush=True)
         st = StateRoot.open(root, exclusive=True)
     with st:
-        removed, freed = st.prune(keep, all_=args.all or args.keep_storage is None, unused_for=unused_for)
+        removed, freed = st.prune(
+            keep, all_=args.all or args.keep_storage is None, unused_for=unused_for
+        )
     print(f"Deleted {removed} entries")
     print(f"Total reclaimed space: {human_size(freed)}")
     return 0
 
 
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+}
 _DURATION = re.compile(r"(\d+(?:\.\d*)?)(ns|us|µs|ms|s|m|h|d)")
 
 
@@ -149,8 +175,10 @@ def parse_duration(text: str, what: str) -> float:
 
     parts = _DURATION.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
-        raise UsageError(f"invalid {what} {text!r}: expected a duration such as 24h, 90m or 7d",
-                         reference="invalid-argument")
+        raise UsageError(
+            f"invalid {what} {text!r}: expected a duration such as 24h, 90m or 7d",
+            reference="invalid-argument",
+        )
     return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
 
 
@@ -161,7 +189,9 @@ def _unused_for(filters: list[str], keep_duration: str | None) -> float | None:
     for text in filters:
         key, _, value = text.partition("=")
         if key != "until" or not value:
-            raise UsageError(f"invalid --filter {text!r}: mason prune takes until=DURATION",
-                             reference="invalid-argument")
+            raise UsageError(
+                f"invalid --filter {text!r}: mason prune takes until=DURATION",
+                reference="invalid-argument",
+            )
         limits.append(parse_duration(value, "--filter until"))
     return max(limits) if limits else None

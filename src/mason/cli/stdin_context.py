@@ -26,14 +26,22 @@ from mason.errors import UsageError
 
 __all__ = ["read_stdin_context"]
 
-_DECOMPRESSORS = ((b"\x1f\x8b", gzip.decompress), (b"BZh", bz2.decompress), (b"\xfd7zXZ\x00", lzma.decompress))
+_DECOMPRESSORS = (
+    (b"\x1f\x8b", gzip.decompress),
+    (b"BZh", bz2.decompress),
+    (b"\xfd7zXZ\x00", lzma.decompress),
+)
 
 
-def read_stdin_context(dockerfile_flag: str | None, stdin: BinaryIO | None = None) -> tuple[Path, bytes | None]:
+def read_stdin_context(
+    dockerfile_flag: str | None, stdin: BinaryIO | None = None
+) -> tuple[Path, bytes | None]:
     """(the context directory, the Dockerfile's bytes when stdin held a Dockerfile, else None)."""
     if dockerfile_flag == "-":
-        raise UsageError("the context and the Dockerfile cannot both come from stdin (- and -f -)",
-                         reference="invalid-argument")
+        raise UsageError(
+            "the context and the Dockerfile cannot both come from stdin (- and -f -)",
+            reference="invalid-argument",
+        )
     data = (stdin or sys.stdin.buffer).read()
     for magic, decompress in _DECOMPRESSORS:
         if data.startswith(magic):
@@ -45,7 +53,10 @@ def read_stdin_context(dockerfile_flag: str | None, stdin: BinaryIO | None = Non
         _unpack(data, directory)
         return directory, None
     if not data.strip():
-        raise UsageError("no context on stdin: expected a tar archive or a Dockerfile", reference="invalid-argument")
+        raise UsageError(
+            "no context on stdin: expected a tar archive or a Dockerfile",
+            reference="invalid-argument",
+        )
     return directory, data
 
 
@@ -54,5 +65,8 @@ def _unpack(data: bytes, directory: Path) -> None:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tf:
             tf.extractall(directory, filter="data")
     except (tarfile.TarError, OSError) as exc:
-        raise UsageError(f"the context tar on stdin cannot be unpacked: {exc}", reference="invalid-context",
-                         hint="send a tar of the context directory, e.g. tar -C DIR -c . | mason build -") from exc
+        raise UsageError(
+            f"the context tar on stdin cannot be unpacked: {exc}",
+            reference="invalid-context",
+            hint="send a tar of the context directory, e.g. tar -C DIR -c . | mason build -",
+        ) from exc

@@ -85,7 +85,9 @@ def parse_header(block: bytes, where: str) -> TarHeader:
     stored = _number(block[148:156], "checksum", where)
     unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:])
     # Some old tars sum signed bytes; only checked when the usual sum fails (it is slow in Python).
-    if stored != unsigned and stored != unsigned - 256 * sum(b > 127 for b in block[:148] + block[156:]):
+    if stored != unsigned and stored != unsigned - 256 * sum(
+        b > 127 for b in block[:148] + block[156:]
+    ):
         raise EStargzError(f"{where}: tar header checksum mismatch (not a tar stream?)")
     name = _text(block[0:100])
     magic = block[257:263]
@@ -133,7 +135,9 @@ def parse_pax(data: bytes, where: str) -> dict[str, bytes]:
     return records
 
 
-def apply_meta(header: TarHeader, pax: dict[str, bytes], long_name: str | None, long_link: str | None) -> None:
+def apply_meta(
+    header: TarHeader, pax: dict[str, bytes], long_name: str | None, long_link: str | None
+) -> None:
     """Overlay GNU long names and PAX records onto ``header`` (PAX wins, as in Go)."""
     if long_name is not None:
         header.name = long_name

@@ -89,7 +89,9 @@ _TYPE_NAMES = {
 }
 
 
-def _layer_annotations(diff_id: Digest, toc_digest: Digest, uncompressed_size: int) -> dict[str, str]:
+def _layer_annotations(
+    diff_id: Digest, toc_digest: Digest, uncompressed_size: int
+) -> dict[str, str]:
     return {
         ANNOTATION_UNCOMPRESSED: diff_id,
         ANNOTATION_TOC_DIGEST: toc_digest,
@@ -154,7 +156,9 @@ class _MemberSink:
         self._offsets: list[int] = []
         self._threads = threads
         self._pool = ThreadPoolExecutor(threads, "estargz") if threads > 1 else None
-        self._pending: collections.deque[tuple[int | None, int, Future[bytes]]] = collections.deque()
+        self._pending: collections.deque[tuple[int | None, int, Future[bytes]]] = (
+            collections.deque()
+        )
         self._in_flight = 0  # uncompressed bytes in _pending
         self._budget = 2 * threads * _IN_FLIGHT_PER_THREAD
 
@@ -237,7 +241,9 @@ def _read_exact(src: BinaryIO, n: int, where: str) -> bytes:
     while left:
         data = src.read(min(left, _READ))
         if not data:
-            raise EStargzError(f"{where}: input tar ends in the middle of an entry ({n - left} of {n} bytes)")
+            raise EStargzError(
+                f"{where}: input tar ends in the middle of an entry ({n - left} of {n} bytes)"
+            )
         parts.append(data)
         left -= len(data)
     return b"".join(parts)
@@ -254,7 +260,13 @@ def _modtime(mtime: float) -> str | None:
 def _go_json(value: Any) -> bytes:
     """``json.MarshalIndent(v, "", "\\t")`` as Go writes it (HTML characters escaped)."""
     text = json.dumps(value, indent="\t", ensure_ascii=False)
-    for char, escaped in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+    for char, escaped in (
+        ("&", "\\u0026"),
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         text = text.replace(char, escaped)
     return text.encode("utf-8", "replace")
 
@@ -275,7 +287,9 @@ def _toc_tar(toc_json: bytes) -> bytes:
     header[329:337] = b"0000000\0"  # devmajor
     header[337:345] = b"0000000\0"  # devminor
     header[148:156] = b"%06o\0 " % sum(header)
-    return bytes(header) + toc_json + b"\0" * (-len(toc_json) % _tar.BLOCK) + b"\0" * (2 * _tar.BLOCK)
+    return (
+        bytes(header) + toc_json + b"\0" * (-len(toc_json) % _tar.BLOCK) + b"\0" * (2 * _tar.BLOCK)
+    )
 
 
 class _EntryBuilder:
@@ -551,10 +565,13 @@ def read_toc(blob: BinaryIO) -> tuple[int, bytes, list[dict[str, Any]]]:
     toc_offset, footer_size = parse_footer(blob.read(FOOTER_SIZE))
     if toc_offset >= size - footer_size:
         raise EStargzError(
-            f"bad footer: TOC offset {toc_offset} is beyond the blob ({size} bytes)", reference="estargz-bad-footer"
+            f"bad footer: TOC offset {toc_offset} is beyond the blob ({size} bytes)",
+            reference="estargz-bad-footer",
         )
     if size - footer_size - toc_offset > _MAX_TOC:
-        raise EStargzError(f"eStargz TOC member of {size - footer_size - toc_offset} bytes is too large")
+        raise EStargzError(
+            f"eStargz TOC member of {size - footer_size - toc_offset} bytes is too large"
+        )
     blob.seek(toc_offset)
     member = blob.read(size - footer_size - toc_offset)
     where = f"eStargz TOC member at offset {toc_offset}"
@@ -577,7 +594,11 @@ def read_toc(blob: BinaryIO) -> tuple[int, bytes, list[dict[str, Any]]]:
         raise EStargzError(f"{where}: unsupported TOC version {toc.get('version')!r}")
     entries = toc["entries"]
     for i, e in enumerate(entries):
-        if not isinstance(e, dict) or not isinstance(e.get("name"), str) or not isinstance(e.get("type"), str):
+        if (
+            not isinstance(e, dict)
+            or not isinstance(e.get("name"), str)
+            or not isinstance(e.get("type"), str)
+        ):
             raise EStargzError(f"{where}: TOC entry {i} lacks a name or type")
     return toc_offset, toc_json, entries
 
@@ -645,7 +666,9 @@ class _MemberStream:
             try:
                 out = self._d.decompress(data)
             except zlib.error as exc:
-                raise EStargzError(f"corrupt gzip member starting at or before offset {self._pos}: {exc}") from exc
+                raise EStargzError(
+                    f"corrupt gzip member starting at or before offset {self._pos}: {exc}"
+                ) from exc
             used = len(data) - len(self._d.unused_data) if self._d.eof else len(data)
             self._pending = self._d.unused_data if self._d.eof else b""
             self._pos += used
@@ -700,11 +723,19 @@ def _group_files(entries: Sequence[Mapping[str, Any]]) -> list[_TocFile]:
     files: list[_TocFile] = []
     for i, e in enumerate(entries):
         if e["type"] == "chunk":
-            if not files or files[-1][0]["type"] != "reg" or _clean(files[-1][0]["name"]) != _clean(e["name"]):
-                raise EStargzError(f"eStargz TOC entry {i}: chunk of {e['name']!r} does not follow its file")
+            if (
+                not files
+                or files[-1][0]["type"] != "reg"
+                or _clean(files[-1][0]["name"]) != _clean(e["name"])
+            ):
+                raise EStargzError(
+                    f"eStargz TOC entry {i}: chunk of {e['name']!r} does not follow its file"
+                )
             files[-1][1].append(e)
         else:
-            files.append((e, [e] if e["type"] == "reg" and _entry_int(e, "size", e["name"]) > 0 else []))
+            files.append(
+                (e, [e] if e["type"] == "reg" and _entry_int(e, "size", e["name"]) > 0 else [])
+            )
     return files
 
 
@@ -712,7 +743,9 @@ class _TarCheck:
     """One pass over an eStargz blob's tar stream, checking each tar entry against its TOC
     entry and each chunk against its digest, hashing everything for the diff ID."""
 
-    def __init__(self, blob: BinaryIO, toc_offset: int, files: list[_TocFile], tar_out: BinaryIO | None) -> None:
+    def __init__(
+        self, blob: BinaryIO, toc_offset: int, files: list[_TocFile], tar_out: BinaryIO | None
+    ) -> None:
         blob.seek(0)
         self.stream = _MemberStream(blob, toc_offset)
         self.diff = new_sha256()
@@ -747,7 +780,9 @@ class _TarCheck:
                 break
             header = _tar.parse_header(block, where)
             if header.typeflag in _tar.META_TYPES:
-                self._meta.absorb(header, self._take(header.padded_payload_size)[: header.size], where)
+                self._meta.absorb(
+                    header, self._take(header.padded_payload_size)[: header.size], where
+                )
                 continue
             self._meta.apply_to(header)
             self._entry(header, where)
@@ -771,16 +806,22 @@ class _TarCheck:
             raise EStargzError(f"{where}: link target of {name!r} differs between tar and TOC")
         size = header.payload_size
         if kind == "reg" and _entry_int(entry, "size", name) != size:
-            raise EStargzError(f"{where}: size of {name!r} is {size} in the tar, {entry.get('size', 0)} in the TOC")
+            raise EStargzError(
+                f"{where}: size of {name!r} is {size} in the tar, {entry.get('size', 0)} in the TOC"
+            )
         if kind != "reg" or size == 0:
             if kind == "reg" and entry.get("digest", _EMPTY_DIGEST) != _EMPTY_DIGEST:
-                raise EStargzError(f"{where}: empty file {name!r} has a non-empty digest in the TOC")
+                raise EStargzError(
+                    f"{where}: empty file {name!r} has a non-empty digest in the TOC"
+                )
             self._take(header.padded_payload_size)
             return
         self._file(entry, chunks, size, where)
         self._take(-size % _tar.BLOCK)
 
-    def _file(self, entry: Mapping[str, Any], chunks: Sequence[Mapping[str, Any]], size: int, where: str) -> None:
+    def _file(
+        self, entry: Mapping[str, Any], chunks: Sequence[Mapping[str, Any]], size: int, where: str
+    ) -> None:
         """Read a regular file's chunks, checking each chunk's digest and then the file's."""
         name = entry["name"]
         self.files += 1
@@ -790,11 +831,15 @@ class _TarCheck:
         for k, chunk in enumerate(chunks):
             chunk_offset = _entry_int(chunk, "chunkOffset", name)
             if chunk_offset != read:
-                raise EStargzError(f"{where}: chunk {k} of {name!r} starts at {chunk_offset}, expected {read}")
+                raise EStargzError(
+                    f"{where}: chunk {k} of {name!r} starts at {chunk_offset}, expected {read}"
+                )
             declared = _entry_int(chunk, "chunkSize", name)
             length = size - read if k == len(chunks) - 1 else declared
             if length <= 0 or (declared and declared < length) or read + length > size:
-                raise EStargzError(f"{where}: chunk {k} of {name!r} has an invalid chunkSize {declared}")
+                raise EStargzError(
+                    f"{where}: chunk {k} of {name!r} has an invalid chunkSize {declared}"
+                )
             got = self._chunk(length, file_hash, name, where)
             want = chunk.get("chunkDigest")
             if want != got:
@@ -804,7 +849,12 @@ class _TarCheck:
                     reference="estargz-chunk-digest-mismatch",
                 )
             self.chunk_checks.append(
-                (name, _entry_int(chunk, "offset", name), _entry_int(chunk, "innerOffset", name), payload_start + chunk_offset)
+                (
+                    name,
+                    _entry_int(chunk, "offset", name),
+                    _entry_int(chunk, "innerOffset", name),
+                    payload_start + chunk_offset,
+                )
             )
             self.chunks += 1
             read += length
@@ -834,7 +884,9 @@ class _TarCheck:
         for name, offset, inner, position in self.chunk_checks:
             start = self.stream.member_starts.get(offset)
             if start is None:
-                raise EStargzError(f"TOC offset {offset} of {name!r} is not the start of a gzip member")
+                raise EStargzError(
+                    f"TOC offset {offset} of {name!r} is not the start of a gzip member"
+                )
             if start + inner != position:
                 raise EStargzError(
                     f"TOC offset {offset} of {name!r} points at uncompressed byte {start + inner}, "
@@ -847,7 +899,9 @@ def _toc_member_tar(blob: BinaryIO, toc_offset: int) -> bytes:
     blob.seek(toc_offset)
     size = _blob_size(blob)
     blob.seek(toc_offset)
-    toc_tar, _ = _inflate_member(blob.read(size - toc_offset), f"eStargz TOC member at offset {toc_offset}")
+    toc_tar, _ = _inflate_member(
+        blob.read(size - toc_offset), f"eStargz TOC member at offset {toc_offset}"
+    )
     return toc_tar
 
 
@@ -892,7 +946,15 @@ def verify_estargz(
             f"eStargz uncompressed size mismatch: expected {expected_uncompressed_size}, got {uncompressed}"
         )
     return EStargzInfo(
-        toc_offset, toc_digest, toc_json, tuple(entries), diff_id, uncompressed, tar_size, check.files, check.chunks
+        toc_offset,
+        toc_digest,
+        toc_json,
+        tuple(entries),
+        diff_id,
+        uncompressed,
+        tar_size,
+        check.files,
+        check.chunks,
     )
 
 

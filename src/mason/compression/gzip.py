@@ -74,12 +74,14 @@ except ImportError:  # pragma: no cover - deflate is a declared dependency
 GZIP_ENGINES: tuple[str, ...] = ("libdeflate", "isal", "zlib")
 
 BLOCK_SIZE = 1 << 20
-DEFAULT_GZIP_LEVEL = get_compression("gzip").default_level or 6  # Go's gzip.DefaultCompression, what BuildKit uses
+DEFAULT_GZIP_LEVEL = (
+    get_compression("gzip").default_level or 6
+)  # Go's gzip.DefaultCompression, what BuildKit uses
 _WINDOW = 1 << 15
 
 
 def gzip_backend(prefer_isal: bool = True) -> str:
-    """"isal" or "zlib": the library behind streaming deflate and the readers."""
+    """ "isal" or "zlib": the library behind streaming deflate and the readers."""
     return "isal" if (_HAVE_ISAL and prefer_isal) else "zlib"
 
 
@@ -157,7 +159,9 @@ def gzip_member(data: bytes, level: int | None = None, engine: str | None = None
     module, native = _deflater(level, engine == "isal")
     body = _deflate_block(module, native, data, b"", True)
     crc = _crc_fn(engine == "isal")(data, 0)
-    return b"".join((gzip_header(level), body, struct.pack("<II", crc & 0xFFFFFFFF, len(data) & 0xFFFFFFFF)))
+    return b"".join(
+        (gzip_header(level), body, struct.pack("<II", crc & 0xFFFFFFFF, len(data) & 0xFFFFFFFF))
+    )
 
 
 class GzipWriter(io.RawIOBase):
@@ -229,8 +233,12 @@ class GzipWriter(io.RawIOBase):
         else:
             self._crc = self._crc32(block, self._crc)
             zdict = self._prev_tail
-            self._prev_tail = block[-_WINDOW:] if len(block) >= _WINDOW else (zdict + block)[-_WINDOW:]
-            task = functools.partial(_deflate_block, self._module, self._native_level, block, zdict, final)
+            self._prev_tail = (
+                block[-_WINDOW:] if len(block) >= _WINDOW else (zdict + block)[-_WINDOW:]
+            )
+            task = functools.partial(
+                _deflate_block, self._module, self._native_level, block, zdict, final
+            )
         if self._pool is None:
             self._emit(task())
             return
@@ -250,7 +258,9 @@ class GzipWriter(io.RawIOBase):
             while self._pending:
                 self._emit(self._pending.popleft().result())
             if not self._members:
-                self._emit(struct.pack("<II", self._crc & 0xFFFFFFFF, self.uncompressed_size & 0xFFFFFFFF))
+                self._emit(
+                    struct.pack("<II", self._crc & 0xFFFFFFFF, self.uncompressed_size & 0xFFFFFFFF)
+                )
             self._dst.flush()
         finally:
             if self._pool is not None:

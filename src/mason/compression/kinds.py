@@ -45,17 +45,23 @@ class Compression:
         low, high = self.level_range
         if isinstance(level, bool) or not isinstance(level, int) or not low <= level <= high:
             extra = " (0: default)" if self.zero_is_default else ""
-            raise CompressionError(f"invalid {self.name} compression level {level!r}",
-                                   hint=f"{self.name} levels are {low}-{high}{extra}")
+            raise CompressionError(
+                f"invalid {self.name} compression level {level!r}",
+                hint=f"{self.name} levels are {low}-{high}{extra}",
+            )
         return level
 
-    def writer(self, dst: BinaryIO, level: int | None = None, *, threads: int | None = None) -> BinaryIO:
+    def writer(
+        self, dst: BinaryIO, level: int | None = None, *, threads: int | None = None
+    ) -> BinaryIO:
         """A writable stream compressing into ``dst`` (see ``streams.open_compressor``)."""
         from mason.compression.streams import open_compressor
 
         return open_compressor(dst, self.name, level, threads=threads)
 
-    def compress(self, src: BinaryIO, dst: BinaryIO, level: int | None = None) -> EStargzResult | None:
+    def compress(
+        self, src: BinaryIO, dst: BinaryIO, level: int | None = None
+    ) -> EStargzResult | None:
         """All of ``src`` (a layer tar) compressed into ``dst``; an indexed compression returns
         what identifies the blob it wrote (its diff ID, TOC digest, uncompressed size)."""
         if self.indexed:
@@ -75,12 +81,17 @@ class Compression:
 
 
 _GZIP_LEVELS = (0, 9)
-_TABLE: dict[str, Compression] = {c.name: c for c in (
-    Compression("uncompressed", "", None, None, "uncompressed"),
-    Compression("gzip", "+gzip", _GZIP_LEVELS, 6, "gzip"),  # 6: Go's gzip.DefaultCompression, BuildKit's
-    Compression("zstd", "+zstd", (0, 22), 3, "zstd", zero_is_default=True),
-    Compression("estargz", "+gzip", _GZIP_LEVELS, 6, "gzip", indexed=True),
-)}
+_TABLE: dict[str, Compression] = {
+    c.name: c
+    for c in (
+        Compression("uncompressed", "", None, None, "uncompressed"),
+        Compression(
+            "gzip", "+gzip", _GZIP_LEVELS, 6, "gzip"
+        ),  # 6: Go's gzip.DefaultCompression, BuildKit's
+        Compression("zstd", "+zstd", (0, 22), 3, "zstd", zero_is_default=True),
+        Compression("estargz", "+gzip", _GZIP_LEVELS, 6, "gzip", indexed=True),
+    )
+}
 #: the names, in the order help texts list them
 COMPRESSION_NAMES: tuple[str, ...] = tuple(_TABLE)
 
@@ -90,5 +101,6 @@ def get_compression(name: str) -> Compression:
     try:
         return _TABLE[name]
     except KeyError:
-        raise CompressionError(f"unknown compression {name!r}",
-                               hint=f"use one of {', '.join(COMPRESSION_NAMES)}") from None
+        raise CompressionError(
+            f"unknown compression {name!r}", hint=f"use one of {', '.join(COMPRESSION_NAMES)}"
+        ) from None

@@ -32,7 +32,9 @@ __all__ = [
 ]
 
 COMPRESSIONS: tuple[str, ...] = COMPRESSION_NAMES
-DEFAULT_ZSTD_LEVEL = get_compression("zstd").default_level  # libzstd's default; level 0 means "default" too
+DEFAULT_ZSTD_LEVEL = get_compression(
+    "zstd"
+).default_level  # libzstd's default; level 0 means "default" too
 _CHUNK = 1 << 20
 
 _GZIP_MAGIC = b"\x1f\x8b\x08"
@@ -107,7 +109,9 @@ class _ZstdWriter(io.RawIOBase):
         super().__init__()
         self._dst = dst
         workers = max(1, _threads() if threads is None else threads)
-        cctx = zstandard.ZstdCompressor(level=level, threads=workers, write_checksum=True, write_content_size=False)
+        cctx = zstandard.ZstdCompressor(
+            level=level, threads=workers, write_checksum=True, write_content_size=False
+        )
         self._writer = cctx.stream_writer(dst, closefd=False)
 
     def writable(self) -> bool:
@@ -178,7 +182,9 @@ class _TranslatingReader(io.RawIOBase):
         except _DECODE_ERRORS as exc:
             if isinstance(exc, OSError) and exc.errno is not None:
                 raise  # a real I/O error of the source, not corrupt data
-            raise CompressionError(f"{self._what}: corrupt {self._compression} data: {exc}") from exc
+            raise CompressionError(
+                f"{self._what}: corrupt {self._compression} data: {exc}"
+            ) from exc
         n = len(data)
         b[:n] = data
         return n
@@ -200,7 +206,9 @@ def open_decompressed(src: BinaryIO, compression: str, *, what: str = "stream") 
         inner = open_gzip_reader(src)
         compression = "gzip"
     elif compression == "zstd":
-        inner = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True, closefd=False)
+        inner = zstandard.ZstdDecompressor().stream_reader(
+            src, read_across_frames=True, closefd=False
+        )
     elif compression == "uncompressed":
         inner = _NonClosing(src)
     elif compression == "bzip2":
@@ -208,7 +216,9 @@ def open_decompressed(src: BinaryIO, compression: str, *, what: str = "stream") 
     elif compression == "xz":
         inner = lzma.LZMAFile(src, "rb")  # noqa: SIM115 - closed by the wrapper
     else:
-        raise CompressionError(f"unknown compression {compression!r}", hint=f"use one of {', '.join(COMPRESSIONS)}")
+        raise CompressionError(
+            f"unknown compression {compression!r}", hint=f"use one of {', '.join(COMPRESSIONS)}"
+        )
     return io.BufferedReader(_TranslatingReader(inner, compression, what), _CHUNK)
 
 
@@ -236,7 +246,9 @@ def _sniff(src: BinaryIO) -> tuple[str, BinaryIO]:
     return detect_compression(buffered.peek(8)[:8]), buffered
 
 
-def compress_stream(src: BinaryIO, dst: BinaryIO, compression: str, level: int | None = None) -> None:
+def compress_stream(
+    src: BinaryIO, dst: BinaryIO, compression: str, level: int | None = None
+) -> None:
     """Compress all of ``src`` into ``dst`` (neither is closed)."""
     if get_compression(compression).indexed:
         get_compression(compression).compress(src, dst, level)

@@ -33,7 +33,9 @@ def valid_reference(name: str) -> bool:
         return False
     i = name.find("/")
     head = name[:i] if i >= 0 else ""
-    if i < 0 or ("." not in head and ":" not in head and head != "localhost" and head.lower() == head):
+    if i < 0 or (
+        "." not in head and ":" not in head and head != "localhost" and head.lower() == head
+    ):
         domain, remainder = _DEFAULT_DOMAIN, name
     else:
         domain, remainder = head, name[i + 1 :]

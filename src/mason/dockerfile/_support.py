@@ -76,7 +76,9 @@ def _swap_distance(a: str, b: str) -> int:
     return d[len(a)][len(b)]
 
 
-def suggest_error(message: str, value: str, options: Sequence[str], *, case_sensitive: bool) -> InstructionError:
+def suggest_error(
+    message: str, value: str, options: Sequence[str], *, case_sensitive: bool
+) -> InstructionError:
     match = suggest(value, options, case_sensitive=case_sensitive)
     if match is None:
         return InstructionError(message)
@@ -116,7 +118,9 @@ def parse_duration(s: str) -> int:
         if num in ("", "."):
             raise bad
         if unit not in _DURATION_UNITS:
-            raise InstructionError(f"time: unknown unit {go_quote(unit)} in duration {go_quote(orig)}")
+            raise InstructionError(
+                f"time: unknown unit {go_quote(unit)} in duration {go_quote(orig)}"
+            )
         total += float(num) * _DURATION_UNITS[unit]
         pos = m.end()
     if total > 2**63 - 1:
@@ -137,8 +141,6 @@ def opt_interval(name: str, value: str) -> int:
     if d < _MIN_DURATION_NS:
         raise InstructionError(f'Interval "{name}" cannot be less than 1ms')
     return d
-
-
 
 
 _GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")

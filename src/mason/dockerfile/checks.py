@@ -84,7 +84,9 @@ def _kebab(name: str) -> str:
 
 def _rules(*items: tuple[str, str]) -> dict[str, Rule]:
     out = {n: Rule(n, d, _DOCS + _kebab(n) + "/") for n, d in items}
-    out["InvalidBaseImagePlatform"] = replace(out["InvalidBaseImagePlatform"], url="")  # BuildKit has no page
+    out["InvalidBaseImagePlatform"] = replace(
+        out["InvalidBaseImagePlatform"], url=""
+    )  # BuildKit has no page
     return out
 
 
@@ -213,7 +215,9 @@ def parse_check_options(text: str) -> CheckConfig:
 
 
 _BOM = b"\xef\xbb\xbf"
-_RE_DIRECTIVE = re.compile(r"([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z", re.DOTALL)
+_RE_DIRECTIVE = re.compile(
+    r"([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z", re.DOTALL
+)
 _DIRECTIVES = frozenset({"syntax", "escape", "check"})
 
 
@@ -250,16 +254,25 @@ def check_config(df: Dockerfile, build_args: Mapping[str, str]) -> CheckConfig:
         try:
             return parse_check_options(build_args[CHECK_BUILD_ARG])
         except _OptionError as exc:
-            raise DockerfileError(f"failed to parse build-arg:{CHECK_BUILD_ARG}: {exc}", file=df.path,
-                                  section="checks", hint="e.g. skip=JSONArgsRecommended;error=true") from None
+            raise DockerfileError(
+                f"failed to parse build-arg:{CHECK_BUILD_ARG}: {exc}",
+                file=df.path,
+                section="checks",
+                hint="e.g. skip=JSONArgsRecommended;error=true",
+            ) from None
     found = _check_directive(df.raw)
     if found is None:
         return CheckConfig()
     try:
         return parse_check_options(found[0])
     except _OptionError as exc:
-        raise DockerfileError(f"failed to parse check options: {exc}", file=df.path, lines=(found[1],),
-                              section="checks", hint="e.g. # check=skip=JSONArgsRecommended;error=true") from None
+        raise DockerfileError(
+            f"failed to parse check options: {exc}",
+            file=df.path,
+            lines=(found[1],),
+            section="checks",
+            hint="e.g. # check=skip=JSONArgsRecommended;error=true",
+        ) from None
 
 
 def _comment_config(base: CheckConfig, comments: Sequence[str]) -> CheckConfig:
@@ -323,7 +336,9 @@ class _Lint:
         self.config = config
         self.warnings: list[CheckWarning] = []
 
-    def run(self, name: str, lines: Sequence[int], message: str, config: CheckConfig | None = None) -> None:
+    def run(
+        self, name: str, lines: Sequence[int], message: str, config: CheckConfig | None = None
+    ) -> None:
         if not (config or self.config).enabled(name):
             return
         rule = RULES[name]
@@ -355,7 +370,9 @@ class _RecordingEnv(Mapping[str, str]):
         return key in self.env
 
 
-def _expand_word(word: str, env: Mapping[str, str], escape: str) -> tuple[str, _RecordingEnv] | None:
+def _expand_word(
+    word: str, env: Mapping[str, str], escape: str
+) -> tuple[str, _RecordingEnv] | None:
     rec = _RecordingEnv(env)
     try:
         return ShellLexer(escape).process_word(word, rec), rec
@@ -376,8 +393,16 @@ class _StageState:
 
 
 class _Checker:
-    def __init__(self, plan: BuildPlan, config: CheckConfig, *, predefined: Mapping[str, str],
-                 base_config: BaseImageConfig | None, ignore: IgnoreRules | None, platform: str) -> None:
+    def __init__(
+        self,
+        plan: BuildPlan,
+        config: CheckConfig,
+        *,
+        predefined: Mapping[str, str],
+        base_config: BaseImageConfig | None,
+        ignore: IgnoreRules | None,
+        platform: str,
+    ) -> None:
         self.plan = plan
         self.df = plan.dockerfile
         self.lint = _Lint(config)
@@ -408,8 +433,12 @@ class _Checker:
         for node in self.df.nodes:
             cfg = _comment_config(self.lint.config, node.prev_comment)
             if node.keyword == "maintainer":
-                self.lint.run("MaintainerDeprecated", (node.start_line, node.end_line),
-                              "Maintainer instruction is deprecated in favor of using label", cfg)
+                self.lint.run(
+                    "MaintainerDeprecated",
+                    (node.start_line, node.end_line),
+                    "Maintainer instruction is deprecated in favor of using label",
+                    cfg,
+                )
             elif node.keyword == "from":
                 self.from_casing(node, cfg)
         self.stage_names()
@@ -420,12 +449,21 @@ class _Checker:
         args = node.args
         loc = (node.start_line, node.end_line)
         if len(args) == 3 and args[2] != args[2].lower():
-            self.lint.run("StageNameCasing", loc, f"Stage name '{args[2]}' should be lowercase", cfg)
+            self.lint.run(
+                "StageNameCasing", loc, f"Stage name '{args[2]}' should be lowercase", cfg
+            )
         if len(args) >= 3:
             cmd = node.value
             lower, upper = cmd == cmd.lower(), cmd == cmd.upper()
-            if (lower and args[1] != args[1].lower()) or (not lower and upper and args[1] != args[1].upper()):
-                self.lint.run("FromAsCasing", loc, f"'{args[1]}' and '{cmd}' keywords' casing do not match", cfg)
+            if (lower and args[1] != args[1].lower()) or (
+                not lower and upper and args[1] != args[1].upper()
+            ):
+                self.lint.run(
+                    "FromAsCasing",
+                    loc,
+                    f"'{args[1]}' and '{cmd}' keywords' casing do not match",
+                    cfg,
+                )
 
     def stage_names(self) -> None:
         seen: set[str] = set()
@@ -434,11 +472,17 @@ class _Checker:
                 continue
             loc = (st.start_line, st.end_line)
             if st.name in _RESERVED_STAGE_NAMES:
-                self.lint.run("ReservedStageName", loc,
-                              f"Stage name should not use the same name as reserved stage {go_quote(st.name)}")
+                self.lint.run(
+                    "ReservedStageName",
+                    loc,
+                    f"Stage name should not use the same name as reserved stage {go_quote(st.name)}",
+                )
             if st.name in seen:
-                self.lint.run("DuplicateStageName", loc,
-                              f"Duplicate stage name {go_quote(st.name)}, stage names should be unique")
+                self.lint.run(
+                    "DuplicateStageName",
+                    loc,
+                    f"Duplicate stage name {go_quote(st.name)}, stage names should be unique",
+                )
             seen.add(st.name)
 
     def command_casing(self) -> None:
@@ -457,8 +501,11 @@ class _Checker:
                 casing = "uppercase"
             else:
                 continue
-            self.lint.run("ConsistentInstructionCasing", loc,
-                          f"Command '{name}' should match the case of the command majority ({casing})")
+            self.lint.run(
+                "ConsistentInstructionCasing",
+                loc,
+                f"Command '{name}' should match the case of the command majority ({casing})",
+            )
 
     def default_args_in_from(self) -> None:
         """InvalidDefaultArgInFrom: the base names with the meta ARGs' defaults only."""
@@ -474,8 +521,11 @@ class _Checker:
             return
         for st, name in names:
             if not valid_reference(name):
-                self.lint.run("InvalidDefaultArgInFrom", (st.start_line, st.end_line),
-                              f"Default value for ARG {st.base_name} results in empty or invalid base image name")
+                self.lint.run(
+                    "InvalidDefaultArgInFrom",
+                    (st.start_line, st.end_line),
+                    f"Default value for ARG {st.base_name} results in empty or invalid base image name",
+                )
 
     # -- FROM lines (every stage) ------------------------------------------------
 
@@ -495,22 +545,36 @@ class _Checker:
                 return
             result, rec = plat
             self.undefined_in_from(rec, loc, cfg)
-            if list(rec.matched) == ["TARGETPLATFORM"] and not rec.unmatched \
-                    and result == self.global_env.get("TARGETPLATFORM"):
-                self.lint.run("RedundantTargetPlatform", loc, "Setting platform to predefined "
-                              f"{st.platform} in FROM is redundant as this is the default behavior", cfg)
+            if (
+                list(rec.matched) == ["TARGETPLATFORM"]
+                and not rec.unmatched
+                and result == self.global_env.get("TARGETPLATFORM")
+            ):
+                self.lint.run(
+                    "RedundantTargetPlatform",
+                    loc,
+                    "Setting platform to predefined "
+                    f"{st.platform} in FROM is redundant as this is the default behavior",
+                    cfg,
+                )
             if not rec.matched and not rec.unmatched:
                 p = parse_platform(result, self.platform)
                 if p is not None and p[0] not in st.name and p[1] not in st.name:
-                    self.lint.run("FromPlatformFlagConstDisallowed", loc,
-                                  f"FROM --platform flag should not use constant value {go_quote(result)}", cfg)
+                    self.lint.run(
+                        "FromPlatformFlagConstDisallowed",
+                        loc,
+                        f"FROM --platform flag should not use constant value {go_quote(result)}",
+                        cfg,
+                    )
 
     def undefined_in_from(self, rec: _RecordingEnv, loc: tuple[int, int], cfg: CheckConfig) -> None:
         for name in rec.unmatched:
             if name in self.global_keys:
                 continue
             guess = suggest(name, sorted(self.global_keys), case_sensitive=True)
-            msg = f"FROM argument '{name}' is not declared" + (f" (did you mean {guess}?)" if guess else "")
+            msg = f"FROM argument '{name}' is not declared" + (
+                f" (did you mean {guess}?)" if guess else ""
+            )
             self.lint.run("UndefinedArgInFrom", loc, msg, cfg)
 
     # -- dispatch (the stages the build runs) ----------------------------------
@@ -524,8 +588,13 @@ class _Checker:
         if ps.base.stage is not None:
             parent = self.states.get(ps.base.stage)
             if parent is not None:
-                return _StageState(dict(parent.env), parent.env_known, list(parent.declared), parent.shell,
-                                   parent.workdir_set)
+                return _StageState(
+                    dict(parent.env),
+                    parent.env_known,
+                    list(parent.declared),
+                    parent.shell,
+                    parent.workdir_set,
+                )
             return _StageState({}, False, [], False, False)
         config = self.base_image(ps)
         known = ps.base.is_scratch or config is not None
@@ -541,13 +610,20 @@ class _Checker:
 
     def base_platform(self, ps: PlannedStage, config: Mapping[str, Any]) -> None:
         expected = parse_platform(ps.platform or self.platform, self.platform)
-        actual = (str(config.get("os") or ""), str(config.get("architecture") or ""), str(config.get("variant") or ""))
+        actual = (
+            str(config.get("os") or ""),
+            str(config.get("architecture") or ""),
+            str(config.get("variant") or ""),
+        )
         if expected is None or (expected[0], expected[1]) == (actual[0], actual[1]):
             return
         st = ps.stage
-        self.lint.run("InvalidBaseImagePlatform", (st.start_line, st.end_line),
-                      f"Base image {ps.base_name} was pulled with platform {go_quote(format_platform(*actual))}, "
-                      f"expected {go_quote(format_platform(*expected))} for current build")
+        self.lint.run(
+            "InvalidBaseImagePlatform",
+            (st.start_line, st.end_line),
+            f"Base image {ps.base_name} was pulled with platform {go_quote(format_platform(*actual))}, "
+            f"expected {go_quote(format_platform(*expected))} for current build",
+        )
 
     def dispatch_stages(self, stages: Sequence[PlannedStage]) -> None:
         for ps in stages:
@@ -557,14 +633,18 @@ class _Checker:
                     break
             self.states[ps.index] = state
 
-    def undefined_vars(self, state: _StageState, rec: _RecordingEnv, cmd: Command, cfg: CheckConfig) -> None:
+    def undefined_vars(
+        self, state: _StageState, rec: _RecordingEnv, cmd: Command, cfg: CheckConfig
+    ) -> None:
         if not state.env_known:
             return
         for name in rec.unmatched:
             if name in state.declared or name in _NON_ENV_ARGS:
                 continue
             guess = suggest(name, list(state.env), case_sensitive=True)
-            msg = f"Usage of undefined variable '${name}'" + (f" (did you mean ${guess}?)" if guess else "")
+            msg = f"Usage of undefined variable '${name}'" + (
+                f" (did you mean ${guess}?)" if guess else ""
+            )
             self.lint.run("UndefinedVar", (cmd.start_line, cmd.end_line), msg, cfg)
 
     def dispatch(self, state: _StageState, cmd: Command) -> bool:
@@ -605,12 +685,17 @@ class _Checker:
 
     def no_secret(self, instruction: str, key: str, cmd: Command, cfg: CheckConfig) -> None:
         if _SECRET_DENY.search(key) and not _SECRET_ALLOW.search(key):
-            self.lint.run("SecretsUsedInArgOrEnv", (cmd.start_line, cmd.end_line),
-                          f"Do not use ARG or ENV instructions for sensitive data ({instruction} {go_quote(key)})", cfg)
+            self.lint.run(
+                "SecretsUsedInArgOrEnv",
+                (cmd.start_line, cmd.end_line),
+                f"Do not use ARG or ENV instructions for sensitive data ({instruction} {go_quote(key)})",
+                cfg,
+            )
 
 
 _SECRET_DENY = re.compile(
-    r"(?:_|^)(?:apikey|auth|credential|credentials|key|password|pword|passwd|secret|token)(?:_|$)", re.IGNORECASE
+    r"(?:_|^)(?:apikey|auth|credential|credentials|key|password|pword|passwd|secret|token)(?:_|$)",
+    re.IGNORECASE,
 )
 _SECRET_ALLOW = re.compile(r"(?:_|^)(?:public|file|version)(?:_|$)", re.IGNORECASE)
 
@@ -622,8 +707,12 @@ def _loc(cmd: Command) -> tuple[int, int]:
 def _on_env(c: _Checker, state: _StageState, cmd: Any, cfg: CheckConfig) -> None:
     for kv in cmd.env:
         if kv.no_delim:
-            c.lint.run("LegacyKeyValueFormat", _loc(cmd),
-                       f'"{cmd.name} key=value" should be used instead of legacy "{cmd.name} key value" format', cfg)
+            c.lint.run(
+                "LegacyKeyValueFormat",
+                _loc(cmd),
+                f'"{cmd.name} key=value" should be used instead of legacy "{cmd.name} key value" format',
+                cfg,
+            )
         c.no_secret("ENV", kv.key, cmd, cfg)
         state.env[kv.key] = kv.value
 
@@ -631,23 +720,37 @@ def _on_env(c: _Checker, state: _StageState, cmd: Any, cfg: CheckConfig) -> None
 def _on_label(c: _Checker, state: _StageState, cmd: Any, cfg: CheckConfig) -> None:
     for kv in cmd.labels:
         if kv.no_delim:
-            c.lint.run("LegacyKeyValueFormat", _loc(cmd),
-                       f'"{cmd.name} key=value" should be used instead of legacy "{cmd.name} key value" format', cfg)
+            c.lint.run(
+                "LegacyKeyValueFormat",
+                _loc(cmd),
+                f'"{cmd.name} key=value" should be used instead of legacy "{cmd.name} key value" format',
+                cfg,
+            )
 
 
 def _used_once(c: _Checker, state: _StageState, cmd: Any, cfg: CheckConfig) -> None:
     previous = state.used_once.get(cmd.keyword)
     if previous is not None:  # the earlier one is the one that is ignored
-        c.lint.run("MultipleInstructionsDisallowed", previous, f"Multiple {cmd.name} instructions should not be "
-                   "used in the same stage because only the last one will be used", cfg)
+        c.lint.run(
+            "MultipleInstructionsDisallowed",
+            previous,
+            f"Multiple {cmd.name} instructions should not be "
+            "used in the same stage because only the last one will be used",
+            cfg,
+        )
     state.used_once[cmd.keyword] = _loc(cmd)
 
 
 def _on_cmd(c: _Checker, state: _StageState, cmd: Any, cfg: CheckConfig) -> None:
     _used_once(c, state, cmd, cfg)
     if cmd.cmd_line is not None and cmd.prepend_shell and not state.shell:
-        c.lint.run("JSONArgsRecommended", _loc(cmd), f"JSON arguments recommended for {cmd.name} to prevent "
-                   "unintended behavior related to OS signals", cfg)
+        c.lint.run(
+            "JSONArgsRecommended",
+            _loc(cmd),
+            f"JSON arguments recommended for {cmd.name} to prevent "
+            "unintended behavior related to OS signals",
+            cfg,
+        )
 
 
 def _on_shell(c: _Checker, state: _StageState, cmd: Any, cfg: CheckConfig) -> None:
@@ -656,8 +759,12 @@ def _on_shell(c: _Checker, state: _StageState, cmd: Any, cfg: CheckConfig) -> No
 
 def _on_workdir(c: _Checker, state: _StageState, cmd: Any, cfg: CheckConfig) -> None:
     if not state.workdir_set and not cmd.path.startswith("/"):
-        c.lint.run("WorkdirRelativePath", _loc(cmd),
-                   f"Relative workdir {go_quote(cmd.path)} can have unexpected results if the base image changes", cfg)
+        c.lint.run(
+            "WorkdirRelativePath",
+            _loc(cmd),
+            f"Relative workdir {go_quote(cmd.path)} can have unexpected results if the base image changes",
+            cfg,
+        )
     state.workdir_set = True
 
 
@@ -685,11 +792,20 @@ def _on_expose(c: _Checker, state: _StageState, cmd: Any, cfg: CheckConfig) -> N
         if not port or proto.lower() not in ("", "tcp", "udp", "sctp"):
             return  # BuildKit fails here: "invalid port", the builder reports it
         if proto != proto.lower():
-            c.lint.run("ExposeProtoCasing", _loc(cmd),
-                       f"Defined protocol '{raw}' in EXPOSE instruction should be lowercase", cfg)
+            c.lint.run(
+                "ExposeProtoCasing",
+                _loc(cmd),
+                f"Defined protocol '{raw}' in EXPOSE instruction should be lowercase",
+                cfg,
+            )
         if ip or host:
-            c.lint.run("ExposeInvalidFormat", _loc(cmd), "EXPOSE instruction should not define an IP address or "
-                       f"host-port mapping, found '{raw}'", cfg)
+            c.lint.run(
+                "ExposeInvalidFormat",
+                _loc(cmd),
+                "EXPOSE instruction should not define an IP address or "
+                f"host-port mapping, found '{raw}'",
+                cfg,
+            )
 
 
 def _clean(path: str) -> str:
@@ -722,8 +838,12 @@ def _on_copy(c: _Checker, state: _StageState, cmd: Any, cfg: CheckConfig) -> Non
         path = _clean(src)
         # the root counts only when a pattern excludes every root entry ("*", "**")
         if ignore.ignored("*" if path in (".", "/") else path.lstrip("/")):
-            c.lint.run("CopyIgnoredFile", _loc(cmd),
-                       f"Attempting to {verb} file {go_quote(path)} that is excluded by .dockerignore", cfg)
+            c.lint.run(
+                "CopyIgnoredFile",
+                _loc(cmd),
+                f"Attempting to {verb} file {go_quote(path)} that is excluded by .dockerignore",
+                cfg,
+            )
 
 
 _Handler = Callable[[_Checker, _StageState, Any, CheckConfig], None]
@@ -757,8 +877,14 @@ def run_checks(
     config = check_config(df, dict(plan.build_args))
     if predefined is None:
         predefined = {k: v for k, v in plan.global_args if k in PREDEFINED_ARGS and v is not None}
-    checker = _Checker(plan, config, predefined=predefined, base_config=base_config, ignore=ignore,
-                       platform=platform)
+    checker = _Checker(
+        plan,
+        config,
+        predefined=predefined,
+        base_config=base_config,
+        ignore=ignore,
+        platform=platform,
+    )
     checker.parse_time()
     checker.from_lines()
     checker.dispatch_stages(plan.stages if stages is None else stages)

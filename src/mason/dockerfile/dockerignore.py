@@ -89,7 +89,9 @@ def load_ignore_rules(dockerfile: str | Path, context: str | Path) -> IgnoreMatc
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise DockerfileError(f"cannot read {path}: {exc.strerror or exc}", file=str(path), section="dockerignore") from exc
+        raise DockerfileError(
+            f"cannot read {path}: {exc.strerror or exc}", file=str(path), section="dockerignore"
+        ) from exc
     return IgnoreMatcher(read_ignore_file(data), source=str(path))
 
 
@@ -245,7 +247,9 @@ class IgnoreMatcher:
             exclusion = p.startswith("!")
             if exclusion:
                 if len(p) == 1:
-                    raise DockerfileError('illegal exclusion pattern: "!"', file=source, section="dockerignore")
+                    raise DockerfileError(
+                        'illegal exclusion pattern: "!"', file=source, section="dockerignore"
+                    )
                 p = p[1:]
             if len(p) > 1 and p.startswith("/"):
                 p = p[1:]  # context-relative, as read_ignore_file does

@@ -112,7 +112,8 @@ def _expand(cmd: Command, ex: Expander, raw: Expander) -> Command:
         return rep(
             cmd,
             args=tuple(
-                ArgSpec(ex(a.key), None if a.value is None else ex(a.value), a.comment) for a in cmd.args
+                ArgSpec(ex(a.key), None if a.value is None else ex(a.value), a.comment)
+                for a in cmd.args
             ),
         )
     if isinstance(cmd, CopyCommand):

@@ -261,9 +261,23 @@ class OnbuildCommand(CommandBase):
 
 
 Command = (
-    ArgCommand | EnvCommand | LabelCommand | MaintainerCommand | CopyCommand | AddCommand
-    | RunCommand | CmdCommand | EntrypointCommand | ShellCommand | WorkdirCommand | UserCommand
-    | VolumeCommand | StopSignalCommand | ExposeCommand | HealthcheckCommand | OnbuildCommand
+    ArgCommand
+    | EnvCommand
+    | LabelCommand
+    | MaintainerCommand
+    | CopyCommand
+    | AddCommand
+    | RunCommand
+    | CmdCommand
+    | EntrypointCommand
+    | ShellCommand
+    | WorkdirCommand
+    | UserCommand
+    | VolumeCommand
+    | StopSignalCommand
+    | ExposeCommand
+    | HealthcheckCommand
+    | OnbuildCommand
 )
 
 
@@ -329,7 +343,9 @@ class _Flags:
             name = flag[2:]
             kind = self.kinds.get(name)
             if kind is None:
-                raise suggest_error(f"unknown flag: {flag}", name, list(self.kinds), case_sensitive=True)
+                raise suggest_error(
+                    f"unknown flag: {flag}", name, list(self.kinds), case_sensitive=True
+                )
             if name in self.used and kind != "strings":
                 raise InstructionError(f"duplicate flag specified: {flag}")
             self.used[name] = None
@@ -445,7 +461,9 @@ def _heredoc_word(word: str) -> Heredoc | None:
         return None
 
 
-def _sources_and_dest(req: _Req, cmd: str) -> tuple[tuple[str, ...], tuple[SourceContent, ...], str]:
+def _sources_and_dest(
+    req: _Req, cmd: str
+) -> tuple[tuple[str, ...], tuple[SourceContent, ...], str]:
     dest = req.args[-1]
     if _heredoc_word(dest) is not None:
         raise InstructionError(f"{cmd} cannot accept a heredoc as a destination")
@@ -725,12 +743,17 @@ def convert_node(node: Node, *, stage_index: int = 0) -> Command | Stage:
     parser = _PARSERS.get(kw)
     if parser is None:
         raise suggest_error(
-            f"unknown instruction: {node.value}", node.value, INSTRUCTION_NAMES, case_sensitive=False
+            f"unknown instruction: {node.value}",
+            node.value,
+            INSTRUCTION_NAMES,
+            case_sensitive=False,
         )
     return parser(req)
 
 
-def convert(nodes: Sequence[Node], *, file: str = "Dockerfile") -> tuple[tuple[ArgCommand, ...], tuple[Stage, ...]]:
+def convert(
+    nodes: Sequence[Node], *, file: str = "Dockerfile"
+) -> tuple[tuple[ArgCommand, ...], tuple[Stage, ...]]:
     """``instructions.Parse``: meta ARGs (before the first FROM) and stages.
     Raises DockerfileError (section ``instructions``)."""
     meta: list[ArgCommand] = []
@@ -765,9 +788,15 @@ def convert(nodes: Sequence[Node], *, file: str = "Dockerfile") -> tuple[tuple[A
         commands[-1].append(cmd)
     out = tuple(
         Stage(
-            index=s.index, name=s.name, base_name=s.base_name, platform=s.platform,
-            comment=s.comment, source_code=s.source_code, start_line=s.start_line,
-            end_line=s.end_line, commands=tuple(c),
+            index=s.index,
+            name=s.name,
+            base_name=s.base_name,
+            platform=s.platform,
+            comment=s.comment,
+            source_code=s.source_code,
+            start_line=s.start_line,
+            end_line=s.end_line,
+            commands=tuple(c),
         )
         for s, c in zip(stages, commands, strict=True)
     )

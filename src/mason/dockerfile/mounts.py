@@ -213,7 +213,9 @@ def _value_field(m: dict[str, object], key: str, val: str, fld: str) -> None:
     mtype = m["type"]
     if key == "type":
         if val.lower() not in MOUNT_TYPES:
-            raise suggest_error(f"unsupported mount type {go_quote(val)}", val, MOUNT_TYPES, case_sensitive=True)
+            raise suggest_error(
+                f"unsupported mount type {go_quote(val)}", val, MOUNT_TYPES, case_sensitive=True
+            )
         m["type"] = val.lower()
     elif key == "from":
         m["from_"] = val
@@ -240,7 +242,9 @@ def _value_field(m: dict[str, object], key: str, val: str, fld: str) -> None:
         m["cache_id"] = val
     elif key == "sharing":
         if val.lower() not in _SHARING:
-            raise suggest_error(f"unsupported sharing value {go_quote(val)}", val, _SHARING, case_sensitive=True)
+            raise suggest_error(
+                f"unsupported sharing value {go_quote(val)}", val, _SHARING, case_sensitive=True
+            )
         m["cache_sharing"] = val.lower()
     elif key in ("mode", "uid", "gid"):
         num = parse_uint(val, 8 if key == "mode" else 10, 2**32)
@@ -250,7 +254,9 @@ def _value_field(m: dict[str, object], key: str, val: str, fld: str) -> None:
     elif key == "env":
         m["env"] = val
     else:
-        raise suggest_error(f"unexpected key '{key}' in '{fld}'", key, MOUNT_KEYS, case_sensitive=True)
+        raise suggest_error(
+            f"unexpected key '{key}' in '{fld}'", key, MOUNT_KEYS, case_sensitive=True
+        )
 
 
 def parse_mount(value: str, expander: Callable[[str], str] | None) -> Mount | None:

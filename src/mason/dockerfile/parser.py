@@ -47,7 +47,9 @@ MAX_LINE_BYTES = 65536
 _BOM = b"\xef\xbb\xbf"
 _RE_DIRECTIVE = re.compile(r"^([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z")
 _RE_HEREDOC = re.compile(r"^([0-9]*)<<(-?)[\t\n\f\r ]*([^<]*)\Z", re.DOTALL)
-_RE_GO_SPACES = re.compile("[\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
+_RE_GO_SPACES = re.compile(
+    "[\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+"
+)
 _VALID_DIRECTIVES = frozenset({"syntax", "escape", "check"})
 _EMPTY_CONTINUATION_URL = "https://docs.docker.com/go/dockerfile/rule/no-empty-continuation/"
 _HEREDOC_INSTRUCTIONS = frozenset({"add", "copy", "run"})
@@ -720,7 +722,9 @@ class _Parser:
             node = _node_from_line(line, self.escape, tuple(self.comments))
             heredocs = _heredocs_from_line(line) if _can_contain_heredoc(node) else []
         except _ParseFail as exc:
-            raise DockerfileError(exc.message, lines=_range(start, self.current), section="parse") from None
+            raise DockerfileError(
+                exc.message, lines=_range(start, self.current), section="parse"
+            ) from None
         bodies = self.heredoc_bodies(heredocs, start)
         located = Node(
             value=node.value, original=node.original, start_line=start, end_line=self.current,
@@ -732,7 +736,9 @@ class _Parser:
 
     def result(self) -> ParseResult:
         if not self.nodes:
-            raise DockerfileError("file with no instructions", lines=(self.current,), section="parse")
+            raise DockerfileError(
+                "file with no instructions", lines=(self.current,), section="parse"
+            )
         err = None
         if self.scanner.error:
             err = DockerfileError(
@@ -740,7 +746,9 @@ class _Parser:
                 lines=(self.current,),
                 section="parse",
             )
-        return ParseResult(tuple(self.nodes), self.escape, tuple(self.warnings), tuple(self.directives), err)
+        return ParseResult(
+            tuple(self.nodes), self.escape, tuple(self.warnings), tuple(self.directives), err
+        )
 
 
 def parse(data: bytes) -> ParseResult:

@@ -108,6 +108,42 @@ def _kvs(items: tuple[KeyValue, ...]) -> list[dict[str, Any]]:
     return [{"Key": kv.key, "Value": kv.value, "NoDelim": kv.no_delim} for kv in items]
 
 
+def _copy_fields(c: CopyCommand | AddCommand) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    out["type"] = "CopyCommand" if isinstance(c, CopyCommand) else "AddCommand"
+    out["SourcePaths"] = list(c.sources) or None
+    out["SourceContents"] = [
+        {"Path": s.path, "Data": s.data, "Expand": s.expand} for s in c.contents
+    ] or None
+    out["DestPath"] = c.dest
+    if isinstance(c, CopyCommand):
+        out["From"] = c.from_
+    out.update(Chown=c.chown, Chmod=c.chmod, Link=c.link, ExcludePatterns=list(c.exclude) or None)
+    if isinstance(c, CopyCommand):
+        out["Parents"] = c.parents
+    else:
+        out.update(KeepGitDir=c.keep_git_dir, Checksum=c.checksum, Unpack=c.unpack)
+    return out
+
+
+def _mount_fields(m: Any) -> dict[str, Any]:
+    return {
+        "Type": m.type,
+        "From": m.from_,
+        "Source": m.source,
+        "Target": m.target,
+        "ReadOnly": m.read_only,
+        "SizeLimit": m.size_limit,
+        "CacheID": m.cache_id,
+        "CacheSharing": m.cache_sharing,
+        "Required": m.required,
+        "Env": m.env,
+        "Mode": m.mode,
+        "UID": m.uid,
+        "GID": m.gid,
+    }
+
+
 def _cmd(c: Command) -> dict[str, Any]:
     out: dict[str, Any] = {"type": "", "name": c.name, "code": c.code, "lines": list(c.lines)}
     if isinstance(c, ArgCommand):
@@ -122,19 +158,7 @@ def _cmd(c: Command) -> dict[str, Any]:
     elif isinstance(c, MaintainerCommand):
         out.update(type="MaintainerCommand", Maintainer=c.maintainer)
     elif isinstance(c, CopyCommand | AddCommand):
-        out["type"] = "CopyCommand" if isinstance(c, CopyCommand) else "AddCommand"
-        out["SourcePaths"] = list(c.sources) or None
-        out["SourceContents"] = [
-            {"Path": s.path, "Data": s.data, "Expand": s.expand} for s in c.contents
-        ] or None
-        out["DestPath"] = c.dest
-        if isinstance(c, CopyCommand):
-            out["From"] = c.from_
-        out.update(Chown=c.chown, Chmod=c.chmod, Link=c.link, ExcludePatterns=list(c.exclude) or None)
-        if isinstance(c, CopyCommand):
-            out["Parents"] = c.parents
-        else:
-            out.update(KeepGitDir=c.keep_git_dir, Checksum=c.checksum, Unpack=c.unpack)
+        out.update(_copy_fields(c))
     elif isinstance(c, RunCommand):
         out.update(
             type="RunCommand", CmdLine=list(c.cmd_line), PrependShell=c.prepend_shell,
@@ -142,15 +166,7 @@ def _cmd(c: Command) -> dict[str, Any]:
             security=c.security,
         )  # fmt: skip
         if c.mounts is not None:
-            out["mounts"] = [
-                {
-                    "Type": m.type, "From": m.from_, "Source": m.source, "Target": m.target,
-                    "ReadOnly": m.read_only, "SizeLimit": m.size_limit, "CacheID": m.cache_id,
-                    "CacheSharing": m.cache_sharing, "Required": m.required, "Env": m.env,
-                    "Mode": m.mode, "UID": m.uid, "GID": m.gid,
-                }
-                for m in c.mounts
-            ]
+            out["mounts"] = [_mount_fields(m) for m in c.mounts]
     elif isinstance(c, CmdCommand | EntrypointCommand):
         out["type"] = "CmdCommand" if isinstance(c, CmdCommand) else "EntrypointCommand"
         out.update(
@@ -239,7 +255,9 @@ def render_debug(data: bytes, env: Mapping[str, str] | None = None) -> dict[str,
     doc: dict[str, Any] = {
         "buildkitVersion": BUILDKIT_VERSION,
         "directives": {
-            "directives": [{"name": d.name, "value": d.value, "lines": [d.line]} for d in directives],
+            "directives": [
+                {"name": d.name, "value": d.value, "lines": [d.line]} for d in directives
+            ],
             "error": None if derr is None else {"message": derr.message, "lines": []},
             "detectSyntax": {
                 "found": syn is not None,

@@ -190,7 +190,9 @@ class _Run:
         while True:
             ch = self.next()
             if ch is None:
-                raise ShellLexError("unexpected end of statement while looking for matching single-quote")
+                raise ShellLexError(
+                    "unexpected end of statement while looking for matching single-quote"
+                )
             if ch == "'":
                 if raw:
                     result.append(ch)
@@ -206,7 +208,9 @@ class _Run:
         while True:
             p = self.peek()
             if p is None:
-                raise ShellLexError("unexpected end of statement while looking for matching double-quote")
+                raise ShellLexError(
+                    "unexpected end of statement while looking for matching double-quote"
+                )
             if p == '"':
                 self.pos += 1
                 if lx.raw_quotes:
@@ -355,7 +359,9 @@ def _pattern_regex(pattern: str, *, greedy: bool, anchored: bool) -> re.Pattern[
         tok = pattern[i]
         i += 1
         if tok == "*":
-            if not out or out[-1] != star:  # ``**`` matches what ``*`` does, without the backtracking
+            if (
+                not out or out[-1] != star
+            ):  # ``**`` matches what ``*`` does, without the backtracking
                 out.append(star)
             continue
         if tok == "?":
@@ -366,7 +372,9 @@ def _pattern_regex(pattern: str, *, greedy: bool, anchored: bool) -> re.Pattern[
                 continue
             if i >= n or pattern[i] not in "*?\\":
                 bad = pattern[i] if i < n else _RUNE_ERROR
-                raise ShellLexError(f"invalid pattern ({pattern}) in substitution: invalid escape '\\{bad}'")
+                raise ShellLexError(
+                    f"invalid pattern ({pattern}) in substitution: invalid escape '\\{bad}'"
+                )
             tok = pattern[i]
             i += 1
         out.append(re.escape(tok))

@@ -106,7 +106,9 @@ class BuildPlan:
         return _resolve_ref(ref, self.dockerfile.stages)
 
 
-def _err(message: str, st: Stage | None, df: Dockerfile, hint: str | None = None) -> DockerfileError:
+def _err(
+    message: str, st: Stage | None, df: Dockerfile, hint: str | None = None
+) -> DockerfileError:
     from mason.dockerfile.document import source_lines
 
     lines = st.lines if st is not None else ()
@@ -164,7 +166,9 @@ def _env(scope: Mapping[str, str | None]) -> dict[str, str]:
     return {k: v or "" for k, v in scope.items()}
 
 
-def _plan_stages(df: Dockerfile, scope: Mapping[str, str | None]) -> tuple[list[PlannedStage], dict[str, int]]:
+def _plan_stages(
+    df: Dockerfile, scope: Mapping[str, str | None]
+) -> tuple[list[PlannedStage], dict[str, int]]:
     """Every FROM first (as BuildKit's buildDispatchStates), then each command's stage references."""
     lexer = ShellLexer(df.escape)
     bases: list[tuple[StageRef, str, str]] = []
@@ -179,8 +183,13 @@ def _plan_stages(df: Dockerfile, scope: Mapping[str, str | None]) -> tuple[list[
             raise _err(f"base name ({st.base_name}) should not be blank", st, df)
         # FROM names an earlier stage only; later names are images
         base_idx = names.get(base_name.lower())
-        bases.append((StageRef(stage=base_idx) if base_idx is not None else StageRef(image=base_name),
-                      base_name, platform))
+        bases.append(
+            (
+                StageRef(stage=base_idx) if base_idx is not None else StageRef(image=base_name),
+                base_name,
+                platform,
+            )
+        )
         if st.name:
             names[st.name] = st.index
     planned: list[PlannedStage] = []
@@ -194,9 +203,9 @@ def _plan_stages(df: Dockerfile, scope: Mapping[str, str | None]) -> tuple[list[
                     if r.stage is not None and r.stage not in deps:
                         deps.append(r.stage)
             except InstructionError as exc:
-                raise DockerfileError(exc.message, lines=cmd.lines, hint=exc.hint, section="stages").located(
-                    file=df.path, source_lines=source_lines(df.raw)
-                ) from None
+                raise DockerfileError(
+                    exc.message, lines=cmd.lines, hint=exc.hint, section="stages"
+                ).located(file=df.path, source_lines=source_lines(df.raw)) from None
         planned.append(PlannedStage(st, base, base_name, platform, tuple(deps)))
     return planned, names
 
@@ -231,12 +240,15 @@ def _check_copy_order(planned: Sequence[PlannedStage], needed: set[int], df: Doc
                 raise DockerfileError(
                     f"cannot copy from stage {_go_q(cmd.from_)}, it needs to be defined before current stage "
                     f"{_go_q(current)}",
-                    lines=cmd.lines, section="stages",
+                    lines=cmd.lines,
+                    section="stages",
                     hint="move the stage it copies from above this one",
                 ).located(file=df.path, source_lines=source_lines(df.raw))
 
 
-def _target_index(df: Dockerfile, planned: Sequence[PlannedStage], names: Mapping[str, int], target: str | None) -> int:
+def _target_index(
+    df: Dockerfile, planned: Sequence[PlannedStage], names: Mapping[str, int], target: str | None
+) -> int:
     if not target:
         return len(planned) - 1
     t = names.get(target.lower())
@@ -247,7 +259,9 @@ def _target_index(df: Dockerfile, planned: Sequence[PlannedStage], names: Mappin
             f"target stage {target} could not be found",
             None,
             df,
-            hint=f"did you mean {guess}?" if guess else f"stages: {', '.join(options) or '(none named)'}",
+            hint=f"did you mean {guess}?"
+            if guess
+            else f"stages: {', '.join(options) or '(none named)'}",
         )
     return t
 
@@ -414,10 +428,14 @@ def onbuild_triggers(triggers: Sequence[str], *, image: str = "base image") -> t
         try:
             result = parse(trigger.encode("utf-8", "surrogateescape"))
         except DockerfileError as exc:
-            raise DockerfileError(f"{where}: {exc.message}", file=image, section="onbuild") from None
+            raise DockerfileError(
+                f"{where}: {exc.message}", file=image, section="onbuild"
+            ) from None
         if len(result.nodes) != 1:
             raise DockerfileError(
-                f"{where}: onbuild trigger should be a single expression", file=image, section="onbuild"
+                f"{where}: onbuild trigger should be a single expression",
+                file=image,
+                section="onbuild",
             )
         node = result.nodes[0]
         if node.keyword in ("onbuild", "from", "maintainer"):
@@ -429,8 +447,12 @@ def onbuild_triggers(triggers: Sequence[str], *, image: str = "base image") -> t
         try:
             cmd = convert_node(node)
         except InstructionError as exc:
-            raise DockerfileError(f"{where}: {exc.message}", file=image, hint=exc.hint, section="onbuild") from None
+            raise DockerfileError(
+                f"{where}: {exc.message}", file=image, hint=exc.hint, section="onbuild"
+            ) from None
         if isinstance(cmd, Stage):
-            raise DockerfileError(f"{where}: FROM isn't allowed as an ONBUILD trigger", file=image, section="onbuild")
+            raise DockerfileError(
+                f"{where}: FROM isn't allowed as an ONBUILD trigger", file=image, section="onbuild"
+            )
         out.append(cmd)
     return tuple(out)

@@ -87,11 +87,16 @@ class EStargzFacts:
 
     def annotations(self) -> dict[str, str]:
         """The eStargz descriptor annotations (``containerd.io/uncompressed`` is added by the caller)."""
-        return {ANNOTATION_TOC_DIGEST: self.toc_digest, ANNOTATION_UNCOMPRESSED_SIZE: str(self.uncompressed_size)}
+        return {
+            ANNOTATION_TOC_DIGEST: self.toc_digest,
+            ANNOTATION_UNCOMPRESSED_SIZE: str(self.uncompressed_size),
+        }
 
     @staticmethod
     def of(result: EStargzResult | EStargzInfo, tar_diff_id: Digest | None) -> EStargzFacts:
-        return EStargzFacts(result.diff_id, result.toc_digest, result.uncompressed_size, tar_diff_id)
+        return EStargzFacts(
+            result.diff_id, result.toc_digest, result.uncompressed_size, tar_diff_id
+        )
 
     @staticmethod
     def claimed(annotations: Mapping[str, str], diff_id: Digest | None) -> EStargzFacts | None:
@@ -110,7 +115,9 @@ class RemoteLocation:
     ref: Reference | None
     media_type: str
     size: int
-    opener: Callable[[], AbstractContextManager[BinaryIO]] | None = field(default=None, compare=False)
+    opener: Callable[[], AbstractContextManager[BinaryIO]] | None = field(
+        default=None, compare=False
+    )
     #: The descriptor's annotations, when known: eStargz annotations let the blob be used
     #: (and re-exported) as eStargz without downloading it.
     annotations: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -138,7 +145,9 @@ class Blobs:
         with self._lock:
             locs = self._remote.setdefault(blob, [])
             if location.ref is None or all(
-                    loc.ref is None or str(loc.ref.repository_ref) != str(location.ref.repository_ref) for loc in locs):
+                loc.ref is None or str(loc.ref.repository_ref) != str(location.ref.repository_ref)
+                for loc in locs
+            ):
                 locs.append(location)
             if diff_id is not None:
                 self._diff_ids[blob] = diff_id
@@ -178,7 +187,7 @@ class Blobs:
         found = []
         for comp, _level, _info in self.state.meta.variants_of(blob):
             if comp.startswith(_STORED_AT):
-                host, _, repo = comp[len(_STORED_AT):].partition("/")
+                host, _, repo = comp[len(_STORED_AT) :].partition("/")
                 found.append((host, repo))
         return found
 
@@ -186,7 +195,11 @@ class Blobs:
         """``containerd.io/distribution.source.<host>: repo[,repo...]`` for every repository
         known to hold ``blob``: pulled from (first) or stored to by an export."""
         repos: dict[str, list[str]] = {}
-        pulled = [(loc.ref.registry, loc.ref.repository) for loc in self.remote_locations(blob) if loc.ref is not None]
+        pulled = [
+            (loc.ref.registry, loc.ref.repository)
+            for loc in self.remote_locations(blob)
+            if loc.ref is not None
+        ]
         for host, repo in pulled + self._stored_at(blob):
             if repo not in repos.setdefault(host, []):
                 repos[host].append(repo)
@@ -194,8 +207,12 @@ class Blobs:
 
     # storing new layers -----------------------------------------------------------
 
-    def store_layer(self, write_tar: Callable[[BinaryIO], Digest], compression: str = "gzip",
-                    level: int | None = None) -> LayerRef:
+    def store_layer(
+        self,
+        write_tar: Callable[[BinaryIO], Digest],
+        compression: str = "gzip",
+        level: int | None = None,
+    ) -> LayerRef:
         """Run ``write_tar(stream)`` (it writes an uncompressed layer tar and returns its diff ID)
         through the compressor into the content store, in one pass."""
         with self.state.store.writer() as hw:
@@ -224,7 +241,9 @@ class Blobs:
             known = self._facts.get(blob, _UNKNOWN)
         if known is None:
             return None
-        if isinstance(known, EStargzFacts) and (known.tar_diff_id is not None or not self.has_local(blob)):
+        if isinstance(known, EStargzFacts) and (
+            known.tar_diff_id is not None or not self.has_local(blob)
+        ):
             return known
         facts: EStargzFacts | None
         row = self.state.meta.variant(blob, _FACTS, None)
@@ -239,17 +258,23 @@ class Blobs:
             self._facts[blob] = facts
         return facts
 
-    def _check_local(self, blob: Digest, expected: EStargzFacts | None = None) -> EStargzFacts | None:
+    def _check_local(
+        self, blob: Digest, expected: EStargzFacts | None = None
+    ) -> EStargzFacts | None:
         path = self.state.store.path(blob)
         with open(path, "rb") as f:
             if not is_estargz(f):
                 if expected is not None:
-                    raise EStargzError(f"blob {blob} should be eStargz (its descriptor has a TOC digest) "
-                                       "but has no valid eStargz footer and TOC", reference="estargz-bad-footer")
+                    raise EStargzError(
+                        f"blob {blob} should be eStargz (its descriptor has a TOC digest) "
+                        "but has no valid eStargz footer and TOC",
+                        reference="estargz-bad-footer",
+                    )
                 return None
             tar_hash = HashingWriter()
             info = verify_estargz(
-                f, tar_out=tar_hash,  # type: ignore[arg-type]
+                f,
+                tar_out=tar_hash,  # type: ignore[arg-type]
                 expected_toc_digest=expected.toc_digest if expected else None,
                 expected_diff_id=expected.diff_id if expected else None,
                 expected_uncompressed_size=expected.uncompressed_size if expected else None,
@@ -260,7 +285,9 @@ class Blobs:
 
     def _remember(self, blob: Digest, facts: EStargzFacts) -> None:
         extra = json.dumps({"toc": facts.toc_digest, "tar": facts.tar_diff_id}, sort_keys=True)
-        self.state.meta.put_variant(blob, _FACTS, None, BlobInfo(facts.diff_id, facts.uncompressed_size, extra))
+        self.state.meta.put_variant(
+            blob, _FACTS, None, BlobInfo(facts.diff_id, facts.uncompressed_size, extra)
+        )
         with self._lock:
             self._facts[blob] = facts
 
@@ -278,7 +305,11 @@ class Blobs:
     def _usable(self, diff_id: Digest, comp: str, info: BlobInfo) -> bool:
         """A variant row of ``diff_id`` whose blob really unpacks to ``diff_id`` (an eStargz
         variant of a tar has the diff ID of its own stream) and is in the content store."""
-        if comp in (_FACTS, _PULLED) or comp.startswith(_STORED_AT) or not self.has_local(info.digest):
+        if (
+            comp in (_FACTS, _PULLED)
+            or comp.startswith(_STORED_AT)
+            or not self.has_local(info.digest)
+        ):
             return False
         if get_compression(comp).indexed:
             facts = self.estargz_facts(info.digest)
@@ -305,8 +336,10 @@ class Blobs:
                 return
             locs = self.remote_locations(blob)
             if not locs:
-                raise StateError(f"blob {blob} is neither in the content store nor in a known repository",
-                                 reference="blob-missing")
+                raise StateError(
+                    f"blob {blob} is neither in the content store nor in a known repository",
+                    reference="blob-missing",
+                )
             last: Exception | None = None
             for loc in locs:
                 desc = Descriptor(loc.media_type, blob, loc.size)
@@ -348,8 +381,11 @@ class Blobs:
             return
         self.state.store.delete(blob)
         where = f" from {loc.ref.repository_ref}" if loc.ref is not None else ""
-        raise StateError(f"layer blob {blob}{where} was not used: {mismatch}", reference="blob-media-type-mismatch",
-                         hint="the image or cache that describes this blob is wrong: rebuild or re-export it")
+        raise StateError(
+            f"layer blob {blob}{where} was not used: {mismatch}",
+            reference="blob-media-type-mismatch",
+            hint="the image or cache that describes this blob is wrong: rebuild or re-export it",
+        )
 
     def _verify_download(self, blob: Digest, diff_id: Digest, comp: str) -> str:
         """A downloaded gzip blob that is (or claims to be) eStargz is verified chunk by chunk
@@ -359,14 +395,20 @@ class Blobs:
         try:
             facts = self._check_local(blob, claimed)
             if facts is not None and facts.diff_id != diff_id:
-                raise EStargzError(f"eStargz blob {blob} decompresses to {facts.diff_id}, its descriptor "
-                                   f"says {diff_id}", reference="estargz-diff-id-mismatch")
+                raise EStargzError(
+                    f"eStargz blob {blob} decompresses to {facts.diff_id}, its descriptor "
+                    f"says {diff_id}",
+                    reference="estargz-diff-id-mismatch",
+                )
         except EStargzError as exc:
             self.state.store.delete(blob)
             with self._lock:
                 self._facts.pop(blob, None)
-            raise EStargzError(f"eStargz blob {blob} is corrupt and was not used: {exc.message}",
-                               reference=exc.reference, hint="re-export the cache (or delete it)") from exc
+            raise EStargzError(
+                f"eStargz blob {blob} is corrupt and was not used: {exc.message}",
+                reference=exc.reference,
+                hint="re-export the cache (or delete it)",
+            ) from exc
         return "estargz" if facts is not None else comp
 
     def open_uncompressed(self, lr: LayerRef) -> BinaryIO:
@@ -381,8 +423,15 @@ class Blobs:
 
     # variants for export ---------------------------------------------------------
 
-    def export_variant(self, lr: LayerRef, compression: str, level: int | None, force: bool, *,
-                       for_image: bool = False) -> LayerRef:
+    def export_variant(
+        self,
+        lr: LayerRef,
+        compression: str,
+        level: int | None,
+        force: bool,
+        *,
+        for_image: bool = False,
+    ) -> LayerRef:
         """The blob an export ships for this layer -- BuildKit's rule: ``compression`` is the
         compression of the layers the build makes, and ``force`` ("force-compression")
         re-compresses every layer whose compression differs. Without it:
@@ -394,22 +443,30 @@ class Blobs:
           never changes the image).
 
         mason stores the layers it makes as gzip; other compressions are converted once (kept)."""
-        if not force and lr.blob is not None and (self.from_image(lr.blob) if for_image else self.pulled(lr.blob)):
+        if (
+            not force
+            and lr.blob is not None
+            and (self.from_image(lr.blob) if for_image else self.pulled(lr.blob))
+        ):
             return lr
         return self.variant(lr, compression, level, force, exact=for_image)
 
     def pulled(self, blob: Digest) -> bool:
         """Whether the blob came from a registry (a base image's or an imported cache's layer,
         downloaded or not) rather than being made by this builder."""
-        return bool(self.remote_locations(blob)) or self.state.meta.variant(blob, _PULLED, None) is not None
+        return (
+            bool(self.remote_locations(blob))
+            or self.state.meta.variant(blob, _PULLED, None) is not None
+        )
 
     def from_image(self, blob: Digest) -> bool:
         """Whether ``blob`` is a layer of an image this build uses (not only of a cache)."""
         with self._lock:
             return any(loc.image for loc in self._remote.get(blob, ()))
 
-    def variant(self, lr: LayerRef, compression: str, level: int | None, force: bool, *,
-                exact: bool = False) -> LayerRef:
+    def variant(
+        self, lr: LayerRef, compression: str, level: int | None, force: bool, *, exact: bool = False
+    ) -> LayerRef:
         """A blob of this layer in ``compression``: an existing one (local or remote) unless ``force``
         asks for exactly that level, else compressed now (once) and recorded.
 
@@ -417,17 +474,22 @@ class Blobs:
         ``diff_id`` is that of the returned blob's own stream: converting to or from eStargz
         changes it."""
         current = None if (name := self.compression_of(lr)) is None else get_compression(name)
-        same = current is not None and (compression == current.name if exact
-                                        else compression in (current.name, current.wire))
+        same = current is not None and (
+            compression == current.name if exact else compression in (current.name, current.wire)
+        )
         if not force and lr.blob is not None and same:
             return lr
         facts = self.estargz_facts(lr.blob) if current is not None and current.indexed else None
-        keys = [lr.diff_id] + ([facts.tar_diff_id] if facts is not None and facts.tar_diff_id else [])
+        keys = [lr.diff_id] + (
+            [facts.tar_diff_id] if facts is not None and facts.tar_diff_id else []
+        )
         for key in keys:
             for comp, lvl, info in self.state.meta.variants_of(key):
                 if comp == compression and (not force or level is None or lvl == level):
                     if get_compression(comp).indexed:
-                        found = self.estargz_facts(info.digest) if self.has_local(info.digest) else None
+                        found = (
+                            self.estargz_facts(info.digest) if self.has_local(info.digest) else None
+                        )
                         if found is not None:
                             return LayerRef(found.diff_id, info.digest, info.size, info.media_type)
                     elif self._usable(key, comp, info):
@@ -442,8 +504,11 @@ class Blobs:
         src_lr = self.ensure_local(lr)
         assert src_lr.blob is not None
         store = self.state.store
-        src_facts = self.estargz_facts(src_lr.blob) if src_lr.media_type and \
-            mt.compression_of(src_lr.media_type) == "gzip" else None
+        src_facts = (
+            self.estargz_facts(src_lr.blob)
+            if src_lr.media_type and mt.compression_of(src_lr.media_type) == "gzip"
+            else None
+        )
         with contextlib.ExitStack() as stack:
             if src_facts is not None:
                 tar_file = stack.enter_context(tempfile.TemporaryFile(dir=store.tmp))
@@ -458,8 +523,11 @@ class Blobs:
                 # the layer is decompressed here anyway: check the diff ID it claims (a lazily
                 # imported cache hit's comes from the cache's metadata), so a wrong one fails
                 # the export instead of going into an image's rootfs.diff_ids
-                src = VerifyingReader(stack.enter_context(self.open_uncompressed(src_lr)), tar_diff,
-                                      what=f"layer {src_lr.blob} (uncompressed; its diff ID)")  # type: ignore[assignment]
+                src = VerifyingReader(
+                    stack.enter_context(self.open_uncompressed(src_lr)),
+                    tar_diff,
+                    what=f"layer {src_lr.blob} (uncompressed; its diff ID)",
+                )  # type: ignore[assignment]
             with store.writer() as hw:
                 result = get_compression(compression).compress(src, hw, level)  # type: ignore[arg-type]
         blob = hw.digest
@@ -473,7 +541,9 @@ class Blobs:
         self.state.meta.put_variant(facts.diff_id, compression, level, info)
         return LayerRef(facts.diff_id, blob, hw.size, info.media_type)
 
-    def descriptor(self, lr: LayerRef, *, oci: bool, annotate: bool = False, estargz: bool | None = None) -> Descriptor:
+    def descriptor(
+        self, lr: LayerRef, *, oci: bool, annotate: bool = False, estargz: bool | None = None
+    ) -> Descriptor:
         """The layer's descriptor. ``annotate`` adds ``containerd.io/uncompressed`` (cache manifests);
         eStargz annotations are added when ``estargz`` is True, or (``None``) with ``annotate``
         whenever the blob is known to be eStargz."""
@@ -484,7 +554,9 @@ class Blobs:
             facts = self.estargz_facts(lr.blob)
             if facts is not None:
                 annotations.update(facts.annotations())
-        return Descriptor(mt.layer_media_type(comp, oci), lr.blob, lr.blob_size, annotations=annotations)
+        return Descriptor(
+            mt.layer_media_type(comp, oci), lr.blob, lr.blob_size, annotations=annotations
+        )
 
     def opener(self, lr: LayerRef) -> Callable[[], BinaryIO]:
         def _open() -> BinaryIO:
@@ -493,5 +565,3 @@ class Blobs:
             return self.state.store.open(local.blob, local.blob_size or None)
 
         return _open
-
-

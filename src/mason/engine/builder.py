@@ -115,28 +115,51 @@ class ProgressAdapter:
 
     def vertex_log(self, vertex: Vertex[Any], line: str) -> None:
         stream = "" if line.startswith("resolve ") else "stdout"
-        self.sink.emit(Event(self._vid(vertex), vertex.name, "log", line, extra={"stream": stream} if stream else {}))
+        self.sink.emit(
+            Event(
+                self._vid(vertex),
+                vertex.name,
+                "log",
+                line,
+                extra={"stream": stream} if stream else {},
+            )
+        )
 
     def vertex_done(self, vertex: Vertex[Any], key: CacheKey, elapsed: float) -> None:
         with self._lock:
             self.states[vertex.name] = "executed"
         self.sink.emit(Event(self._vid(vertex), vertex.name, "done", elapsed=elapsed))
 
-    def vertex_error(self, vertex: Vertex[Any], key: CacheKey | None, error: BaseException,
-                     elapsed: float | None) -> None:
+    def vertex_error(
+        self, vertex: Vertex[Any], key: CacheKey | None, error: BaseException, elapsed: float | None
+    ) -> None:
         from mason.solver import Cancelled
 
         with self._lock:
             self.states[vertex.name] = "error"
         if isinstance(error, Cancelled):  # BuildKit prints "#N CANCELED", no error summary
-            self.sink.emit(Event(self._vid(vertex), vertex.name, "error", "cancelled", extra={"cancelled": "true"}))
+            self.sink.emit(
+                Event(
+                    self._vid(vertex),
+                    vertex.name,
+                    "error",
+                    "cancelled",
+                    extra={"cancelled": "true"},
+                )
+            )
             return
         text = (str(error).splitlines() or [""])[0]
         self.sink.emit(Event(self._vid(vertex), vertex.name, "error", text))
 
     def source_error(self, source: str, error: Exception) -> None:
-        self.sink.emit(Event(f"source:{source}", f"importing cache manifest from {source}", "warning",
-                             f"cache lookup failed, not used again: {error}"))
+        self.sink.emit(
+            Event(
+                f"source:{source}",
+                f"importing cache manifest from {source}",
+                "warning",
+                f"cache lookup failed, not used again: {error}",
+            )
+        )
 
 
 def _read_dockerfile(opts: BuildOptions) -> tuple[bytes, str, Path | None]:
@@ -148,15 +171,20 @@ def _read_dockerfile(opts: BuildOptions) -> tuple[bytes, str, Path | None]:
     try:
         return path.read_bytes(), path.name, path
     except OSError as exc:
-        raise UsageError(f"failed to read dockerfile {path}: {exc.strerror}", reference="dockerfile-missing",
-                         hint="give the Dockerfile with -f PATH") from exc
+        raise UsageError(
+            f"failed to read dockerfile {path}: {exc.strerror}",
+            reference="dockerfile-missing",
+            hint="give the Dockerfile with -f PATH",
+        ) from exc
 
 
 class _Resolver:
     """Resolves FROM references: tag -> manifest (platform) -> config. Manifests and configs are
     kept in the content store, so only the tag lookup hits the registry on a later build."""
 
-    def __init__(self, client: Any, state: StateRoot, blobs: Blobs, sink: ProgressSink, platform: Platform) -> None:
+    def __init__(
+        self, client: Any, state: StateRoot, blobs: Blobs, sink: ProgressSink, platform: Platform
+    ) -> None:
         self.client = client
         self.state = state
         self.blobs = blobs
@@ -174,8 +202,10 @@ class _Resolver:
         try:
             ref = Reference.parse(ref_text)
         except InvalidReferenceError as exc:
-            raise UsageError(f"invalid base image reference {ref_text!r}: {exc.message}",
-                             reference="invalid-reference") from exc
+            raise UsageError(
+                f"invalid base image reference {ref_text!r}: {exc.message}",
+                reference="invalid-reference",
+            ) from exc
         platform = Platform.parse(platform_text) if platform_text else self.platform
         with _task(self.sink, f"[internal] load metadata for {ref}"):
             img = self._resolve(ref, platform)
@@ -193,8 +223,14 @@ class _Resolver:
         got = sha256_bytes(raw)
         if got == digest:
             return raw
-        self.sink.emit(Event("store:corrupt", "local content store", "warning",
-                             f"{path} is corrupt: expected {digest}, got {got}; deleted it, fetching again"))
+        self.sink.emit(
+            Event(
+                "store:corrupt",
+                "local content store",
+                "warning",
+                f"{path} is corrupt: expected {digest}, got {got}; deleted it, fetching again",
+            )
+        )
         self.state.store.delete(digest)
         return None
 
@@ -212,7 +248,9 @@ class _Resolver:
         from mason.registry.errors import RegistryNotFoundError
 
         if self.client is None:
-            raise BuildError(f"cannot resolve {ref}: no registry client", reference="resolve-failed")
+            raise BuildError(
+                f"cannot resolve {ref}: no registry client", reference="resolve-failed"
+            )
         digest = ref.digest
         if digest is None:
             head = self.client.head_manifest(ref)
@@ -221,9 +259,12 @@ class _Resolver:
                 try:
                     fetched = self.client.fetch_manifest(ref)
                 except RegistryNotFoundError as exc:
-                    raise BuildError(f"failed to resolve source metadata for {ref}: not found",
-                                     reference="image-not-found", context=exc.context,
-                                     hint="check the image name and tag (and that you may pull it)") from exc
+                    raise BuildError(
+                        f"failed to resolve source metadata for {ref}: not found",
+                        reference="image-not-found",
+                        context=exc.context,
+                        hint="check the image name and tag (and that you may pull it)",
+                    ) from exc
                 self.state.store.put_bytes(fetched.raw)  # appeared since the HEAD
                 head = fetched.descriptor()
             digest = head.digest
@@ -233,12 +274,17 @@ class _Resolver:
             entry = doc.for_platform(platform)
             if entry is None:
                 have = ", ".join(str(d.platform) for d in doc.manifests if d.platform) or "none"
-                raise BuildError(f"{ref} has no image for platform {platform}", reference="platform-not-found",
-                                 context=[f"platforms in the index: {have}"])
+                raise BuildError(
+                    f"{ref} has no image for platform {platform}",
+                    reference="platform-not-found",
+                    context=[f"platforms in the index: {have}"],
+                )
             raw, media_type, digest = self._get_doc(ref, entry.digest)
             doc = parse_manifest(raw, media_type)
         if isinstance(doc, ImageIndex):
-            raise BuildError(f"{ref}: nested image index is not supported", reference="resolve-failed")
+            raise BuildError(
+                f"{ref}: nested image index is not supported", reference="resolve-failed"
+            )
         cfg_desc = doc.config
         stored_cfg = self._stored(cfg_desc.digest)
         if stored_cfg is not None:
@@ -250,20 +296,26 @@ class _Resolver:
         config = json.loads(cfg_raw)
         diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
         if len(diff_ids) != len(doc.layers):
-            raise BuildError(f"{ref}: config lists {len(diff_ids)} diff IDs for {len(doc.layers)} layers",
-                             reference="invalid-image")
+            raise BuildError(
+                f"{ref}: config lists {len(diff_ids)} diff IDs for {len(doc.layers)} layers",
+                reference="invalid-image",
+            )
         layers = []
         for desc, diff_id in zip(doc.layers, diff_ids, strict=True):
             lr = LayerRef(Digest(diff_id), desc.digest, desc.size, desc.media_type)
-            self.blobs.add_remote(desc.digest, Digest(diff_id),
-                                  RemoteLocation(ref, desc.media_type, desc.size, image=True))
+            self.blobs.add_remote(
+                desc.digest,
+                Digest(diff_id),
+                RemoteLocation(ref, desc.media_type, desc.size, image=True),
+            )
             layers.append(lr)
         return ResolvedImage(ref, digest, config, tuple(layers))
 
 
 def _ignore_size(context: Path, dockerfile: Path | None) -> int:
-    for path in ((dockerfile.with_name(dockerfile.name + ".dockerignore"),) if dockerfile else ()) + (
-            context / ".dockerignore",):
+    for path in (
+        (dockerfile.with_name(dockerfile.name + ".dockerignore"),) if dockerfile else ()
+    ) + (context / ".dockerignore",):
         with contextlib.suppress(OSError):
             return path.stat().st_size
     return 0
@@ -303,29 +355,44 @@ def _insecure_outputs(opts: BuildOptions) -> list[str]:
     from mason.oci.reference import Reference
 
     outputs = outputs_for(opts.tags, opts.push, opts.outputs)
-    return sorted({Reference.parse(name).registry for o in outputs if o.insecure for name in o.names})
+    return sorted(
+        {Reference.parse(name).registry for o in outputs if o.insecure for name in o.names}
+    )
 
 
 def _predefined_args(platform: Platform) -> dict[str, str]:
     host = host_platform()
     return {
-        "TARGETPLATFORM": str(platform), "TARGETOS": platform.os, "TARGETARCH": platform.architecture,
+        "TARGETPLATFORM": str(platform),
+        "TARGETOS": platform.os,
+        "TARGETARCH": platform.architecture,
         "TARGETVARIANT": platform.variant or "",
-        "BUILDPLATFORM": str(host), "BUILDOS": host.os, "BUILDARCH": host.architecture,
+        "BUILDPLATFORM": str(host),
+        "BUILDOS": host.os,
+        "BUILDARCH": host.architecture,
         "BUILDVARIANT": host.variant or "",
     }
 
 
-def build(opts: BuildOptions, *, root: Path, progress: ProgressSink | None = None,
-          stdout: BinaryIO | None = None, client: Any = None, executor: Any = None,
-          cancel: CancelToken | None = None) -> BuildOutcome:
+def build(
+    opts: BuildOptions,
+    *,
+    root: Path,
+    progress: ProgressSink | None = None,
+    stdout: BinaryIO | None = None,
+    client: Any = None,
+    executor: Any = None,
+    cancel: CancelToken | None = None,
+) -> BuildOutcome:
     """Run one build. ``client`` (a RegistryClient) and ``executor`` default to real ones."""
     sink: ProgressSink = progress or NullSink()
     from mason.dockerfile import parse_dockerfile
     from mason.dockerfile.stages import plan_build
 
     if not opts.context.is_dir():
-        raise UsageError(f"build context {opts.context} is not a directory", reference="context-missing")
+        raise UsageError(
+            f"build context {opts.context} is not a directory", reference="context-missing"
+        )
     with _task(sink, "[internal] load build definition from Dockerfile") as t:
         data, df_name, df_path = _read_dockerfile(opts)
         t.log(f"transferring dockerfile: {len(data)}B done")
@@ -341,8 +408,12 @@ def build(opts: BuildOptions, *, root: Path, progress: ProgressSink | None = Non
         try:
             epoch = int(build_args["SOURCE_DATE_EPOCH"])
         except ValueError:
-            raise UsageError("SOURCE_DATE_EPOCH must be an integer", reference="invalid-build-arg") from None
-    plan = plan_build(df, build_args=build_args, predefined=_predefined_args(platform), target=opts.target)
+            raise UsageError(
+                "SOURCE_DATE_EPOCH must be an integer", reference="invalid-build-arg"
+            ) from None
+    plan = plan_build(
+        df, build_args=build_args, predefined=_predefined_args(platform), target=opts.target
+    )
 
     own_client = client is None
     if client is None:
@@ -352,27 +423,62 @@ def build(opts: BuildOptions, *, root: Path, progress: ProgressSink | None = Non
         from mason.cache.options import insecure_hosts
         from mason.registry.regconf import load_registries_conf
 
-        insecure = [*opts.insecure_registries, *sorted(insecure_hosts((*opts.cache_to, *opts.cache_from))),
-                    *_insecure_outputs(opts)]
-        client = RegistryClient(credentials=creds, insecure_hosts=insecure, registries=load_registries_conf())
+        insecure = [
+            *opts.insecure_registries,
+            *sorted(insecure_hosts((*opts.cache_to, *opts.cache_from))),
+            *_insecure_outputs(opts),
+        ]
+        client = RegistryClient(
+            credentials=creds, insecure_hosts=insecure, registries=load_registries_conf()
+        )
     try:
         _reap_orphaned_sandboxes()
         with StateRoot.open(root) as state:
-            return _build_in(opts, state, df, plan, ignore, platform, epoch, sink, stdout, client, executor,
-                             cancel, data, checks_task=definition_task)
+            return _build_in(
+                opts,
+                state,
+                df,
+                plan,
+                ignore,
+                platform,
+                epoch,
+                sink,
+                stdout,
+                client,
+                executor,
+                cancel,
+                data,
+                checks_task=definition_task,
+            )
     finally:
         if own_client:
             client.close()
 
 
-def _build_in(opts: BuildOptions, state: StateRoot, df: Any, plan: Any, ignore: DockerIgnore, platform: Platform,
-              epoch: int | None, sink: ProgressSink, stdout: BinaryIO | None, client: Any, executor: Any,
-              cancel: CancelToken | None, df_bytes: bytes, *, checks_task: _Task | None = None) -> BuildOutcome:
+def _build_in(
+    opts: BuildOptions,
+    state: StateRoot,
+    df: Any,
+    plan: Any,
+    ignore: DockerIgnore,
+    platform: Platform,
+    epoch: int | None,
+    sink: ProgressSink,
+    stdout: BinaryIO | None,
+    client: Any,
+    executor: Any,
+    cancel: CancelToken | None,
+    df_bytes: bytes,
+    *,
+    checks_task: _Task | None = None,
+) -> BuildOutcome:
     blobs = Blobs(state, client)
     snapshots = _open_snapshots(opts, state, blobs, sink)
     env = _build_env(opts, state, blobs, snapshots, executor, ignore, epoch, df, df_bytes)
     resolver = _Resolver(client, state, blobs, sink, platform)
-    converted: ConvertedBuild = convert_plan(env, plan, resolver, platform=str(platform), no_cache=opts.no_cache)
+    converted: ConvertedBuild = convert_plan(
+        env, plan, resolver, platform=str(platform), no_cache=opts.no_cache
+    )
     if checks_task is not None:
         _report_checks(_run_checks(plan, resolver, ignore, platform), checks_task)
 
@@ -383,25 +489,9 @@ def _build_in(opts: BuildOptions, state: StateRoot, df: Any, plan: Any, ignore: 
         with _task(sink, "[internal] load build context") as t:
             t.log(f"transferring context: {human_size(_context_size(opts.context, ignore))} done")
     adapter = ProgressAdapter(sink)
-    from mason.engine.explain import ExplainRecorder
-
-    recorder = ExplainRecorder(adapter, state.meta, context=opts.context, dockerfile=df.path,
-                               build_args=opts.build_args, explain=opts.explain_cache)
-    solver: Solver[StepResult] = Solver(local=LocalResultStore(state, blobs), sources=sources, progress=recorder,
-                                        max_workers=opts.max_parallel)
-    try:
-        graph = solver.solve([converted.target.vertex], cancel=cancel)
-    except SolveError as exc:
-        # docs/architecture.md §8: the steps that finished still reach --cache-to, so the fixed build resumes
-        # from the failed step; nothing here may replace the step's error
-        if opts.cache_to and exc.graph is not None:
-            from mason.engine.remotecache import export_caches
-
-            export_caches(opts.cache_to, exc.graph, converted, blobs, client, sink, cache_imports,
-                          best_effort=True)
-        raise
-    finally:
-        recorder.flush()
+    graph = _solve(
+        opts, state, df, adapter, sources, converted, blobs, client, sink, cache_imports, cancel
+    )
     result = graph.result_of(converted.target.vertex)
     config_doc = final_config(converted.target, result, epoch)
     for k, v in opts.labels.items():
@@ -410,15 +500,83 @@ def _build_in(opts: BuildOptions, state: StateRoot, df: Any, plan: Any, ignore: 
     outcome = BuildOutcome(None, None, None, states=dict(adapter.states))
     outcome.cached_steps = sum(1 for s in adapter.states.values() if s == "cached")
     outcome.executed_steps = sum(1 for s in adapter.states.values() if s == "executed")
-    image = ImageResult(result.layers, config_doc, platform,
-                        apply_layers=lambda dest: snapshots.apply_flat(result.layers, dest))
-    _export(opts, outcome, image, graph, converted, blobs, client, sink, cache_imports, state, stdout)
+    image = ImageResult(
+        result.layers,
+        config_doc,
+        platform,
+        apply_layers=lambda dest: snapshots.apply_flat(result.layers, dest),
+    )
+    _export(
+        opts, outcome, image, graph, converted, blobs, client, sink, cache_imports, state, stdout
+    )
     outcome.downloaded_blobs = list(blobs.downloaded)
     return outcome
 
 
-def _build_env(opts: BuildOptions, state: StateRoot, blobs: Blobs, snapshots: Any, executor: Any,
-               ignore: DockerIgnore, epoch: int | None, df: Any, df_bytes: bytes) -> BuildEnv:
+def _solve(
+    opts: BuildOptions,
+    state: StateRoot,
+    df: Any,
+    adapter: ProgressAdapter,
+    sources: Any,
+    converted: ConvertedBuild,
+    blobs: Blobs,
+    client: Any,
+    sink: ProgressSink,
+    cache_imports: Any,
+    cancel: CancelToken | None,
+) -> Any:
+    """Solve the target's graph; when a step fails, the finished steps still go to --cache-to
+    (docs/architecture.md §8), so the fixed build resumes from the failed step."""
+    from mason.engine.explain import ExplainRecorder
+
+    recorder = ExplainRecorder(
+        adapter,
+        state.meta,
+        context=opts.context,
+        dockerfile=df.path,
+        build_args=opts.build_args,
+        explain=opts.explain_cache,
+    )
+    solver: Solver[StepResult] = Solver(
+        local=LocalResultStore(state, blobs),
+        sources=sources,
+        progress=recorder,
+        max_workers=opts.max_parallel,
+    )
+    try:
+        return solver.solve([converted.target.vertex], cancel=cancel)
+    except SolveError as exc:
+        # nothing here may replace the step's error
+        if opts.cache_to and exc.graph is not None:
+            from mason.engine.remotecache import export_caches
+
+            export_caches(
+                opts.cache_to,
+                exc.graph,
+                converted,
+                blobs,
+                client,
+                sink,
+                cache_imports,
+                best_effort=True,
+            )
+        raise
+    finally:
+        recorder.flush()
+
+
+def _build_env(
+    opts: BuildOptions,
+    state: StateRoot,
+    blobs: Blobs,
+    snapshots: Any,
+    executor: Any,
+    ignore: DockerIgnore,
+    epoch: int | None,
+    df: Any,
+    df_bytes: bytes,
+) -> BuildEnv:
     """What the ops share: the stores, the sandbox (made on first use), secrets in memory."""
     secrets: dict[str, bytes] = {}
     for s in opts.secrets:
@@ -431,17 +589,37 @@ def _build_env(opts: BuildOptions, state: StateRoot, blobs: Blobs, snapshots: An
         return _make_executor(opts.runtime, state.tmp)
 
     return BuildEnv(
-        state=state, blobs=blobs, snapshots=snapshots, executor=executor or _LazyExecutor(make_executor),
-        context=opts.context, ignore=ignore, secrets=secrets, source_date_epoch=epoch,
-        dockerfile_name=df.path, dockerfile_lines=df_bytes.decode(errors="replace").splitlines(),
-        default_network=opts.network, extra_hosts=opts.add_hosts, shm_size=opts.shm_size, ulimits=opts.ulimits,
+        state=state,
+        blobs=blobs,
+        snapshots=snapshots,
+        executor=executor or _LazyExecutor(make_executor),
+        context=opts.context,
+        ignore=ignore,
+        secrets=secrets,
+        source_date_epoch=epoch,
+        dockerfile_name=df.path,
+        dockerfile_lines=df_bytes.decode(errors="replace").splitlines(),
+        default_network=opts.network,
+        extra_hosts=opts.add_hosts,
+        shm_size=opts.shm_size,
+        ulimits=opts.ulimits,
         allow_insecure="security.insecure" in opts.allow,
     )
 
 
-def _export(opts: BuildOptions, outcome: BuildOutcome, image: ImageResult, graph: Any, converted: Any,
-            blobs: Blobs, client: Any, sink: ProgressSink, cache_imports: Any, state: StateRoot,
-            stdout: BinaryIO | None) -> None:
+def _export(
+    opts: BuildOptions,
+    outcome: BuildOutcome,
+    image: ImageResult,
+    graph: Any,
+    converted: Any,
+    blobs: Blobs,
+    client: Any,
+    sink: ProgressSink,
+    cache_imports: Any,
+    state: StateRoot,
+    stdout: BinaryIO | None,
+) -> None:
     """The image outputs, then the caches; the outcome's digests and buildx's metadata."""
     from mason.engine.options import outputs_for
     from mason.engine.remotecache import export_caches, inline_cache_extra
@@ -451,11 +629,21 @@ def _export(opts: BuildOptions, outcome: BuildOutcome, image: ImageResult, graph
     config_extra = inline_cache_extra(opts.cache_to, graph, converted, blobs)
     if outputs:
         with _task(sink, "exporting to image") as t:
-            outcome.exported = export_outputs(blobs, client, image, outputs, state.tmp, t.log, stdout=stdout,
-                                              config_extra=config_extra)
+            outcome.exported = export_outputs(
+                blobs,
+                client,
+                image,
+                outputs,
+                state.tmp,
+                t.log,
+                stdout=stdout,
+                config_extra=config_extra,
+            )
     elif not opts.cache_to:
         t2 = _Task(sink, "exporting to image")
-        t2.warn("no output specified: the build result stays in the local cache only (use --push, -o or --output)")
+        t2.warn(
+            "no output specified: the build result stays in the local cache only (use --push, -o or --output)"
+        )
         t2.done()
     if opts.cache_to:
         export_caches(opts.cache_to, graph, converted, blobs, client, sink, cache_imports)
@@ -465,8 +653,8 @@ def _export(opts: BuildOptions, outcome: BuildOutcome, image: ImageResult, graph
         outcome.config_digest = ex.manifest.config.digest
         outcome.metadata = {
             "containerimage.config.digest": ex.manifest.config.digest,
-            "containerimage.descriptor": ex.descriptor().to_json() | {
-                "platform": {"architecture": platform.architecture, "os": platform.os}},
+            "containerimage.descriptor": ex.descriptor().to_json()
+            | {"platform": {"architecture": platform.architecture, "os": platform.os}},
             "containerimage.digest": ex.digest,
         }
         names = [n for o in outputs for n in o.names]
@@ -474,8 +662,9 @@ def _export(opts: BuildOptions, outcome: BuildOutcome, image: ImageResult, graph
             outcome.metadata["image.name"] = ",".join(names)
 
 
-def _run_checks(plan: Any, resolver: _Resolver, ignore: DockerIgnore, platform: Platform,
-                stages: Any = None) -> CheckReport:
+def _run_checks(
+    plan: Any, resolver: _Resolver, ignore: DockerIgnore, platform: Platform, stages: Any = None
+) -> CheckReport:
     """Build checks (``mason.dockerfile.checks``) with the base image configs the resolver holds."""
     from mason.dockerfile.checks import run_checks
 
@@ -483,22 +672,34 @@ def _run_checks(plan: Any, resolver: _Resolver, ignore: DockerIgnore, platform: 
         img = resolver._memo.get((ps.base.image or "", ps.platform or str(platform)))
         return img.config if img is not None else None
 
-    return run_checks(plan, stages=stages, predefined=_predefined_args(platform), base_config=base_config,
-                      ignore=ignore, platform=str(platform))
+    return run_checks(
+        plan,
+        stages=stages,
+        predefined=_predefined_args(platform),
+        base_config=base_config,
+        ignore=ignore,
+        platform=str(platform),
+    )
 
 
 def _report_checks(report: CheckReport, task: _Task) -> None:
     """Warnings as BuildKit's progress prints them (``#1 WARN: Rule: message (line N)``); with
     ``error=true`` a rule that fired fails the build before anything runs."""
     for w in report.warnings:
-        task.sink.emit(Event(task.vid, task.name, "log", f"WARN: {w.short}", extra={"check": w.rule}))
+        task.sink.emit(
+            Event(task.vid, task.name, "log", f"WARN: {w.short}", extra={"check": w.rule})
+        )
     if report.error_message:
-        raise BuildError(report.error_message, reference="build-checks",
-                         hint="fix the warnings above, or skip a rule with # check=skip=RULE")
+        raise BuildError(
+            report.error_message,
+            reference="build-checks",
+            hint="fix the warnings above, or skip a rule with # check=skip=RULE",
+        )
 
 
-def check(opts: BuildOptions, *, root: Path, progress: ProgressSink | None = None,
-          client: Any = None) -> tuple[CheckReport, Any]:
+def check(
+    opts: BuildOptions, *, root: Path, progress: ProgressSink | None = None, client: Any = None
+) -> tuple[CheckReport, Any]:
     """``mason build --check``: the build checks of every stage (of ``--target``'s with one) and the
     parsed Dockerfile. Base images are resolved (manifest and config) for their facts; nothing runs."""
     from mason.dockerfile import parse_dockerfile
@@ -511,8 +712,12 @@ def check(opts: BuildOptions, *, root: Path, progress: ProgressSink | None = Non
         df = parse_dockerfile(data, df_name)
     ignore = DockerIgnore.load(opts.context, df_path)
     platform = opts.platform or host_platform()
-    plan = plan_build(df, build_args=dict(opts.build_args), predefined=_predefined_args(platform),
-                      target=opts.target)
+    plan = plan_build(
+        df,
+        build_args=dict(opts.build_args),
+        predefined=_predefined_args(platform),
+        target=opts.target,
+    )
     stages = plan.stages if opts.target else plan.all_stages
     own_client = client is None
     if client is None:
@@ -521,8 +726,11 @@ def check(opts: BuildOptions, *, root: Path, progress: ProgressSink | None = Non
         creds = CredentialStore.from_environment(opts.docker_config_dir, opts.registry_auth_file)
         from mason.registry.regconf import load_registries_conf
 
-        client = RegistryClient(credentials=creds, insecure_hosts=list(opts.insecure_registries),
-                                registries=load_registries_conf())
+        client = RegistryClient(
+            credentials=creds,
+            insecure_hosts=list(opts.insecure_registries),
+            registries=load_registries_conf(),
+        )
     try:
         with StateRoot.open(root) as state:
             resolver = _Resolver(client, state, Blobs(state, client), sink, platform)
@@ -538,10 +746,15 @@ def check(opts: BuildOptions, *, root: Path, progress: ProgressSink | None = Non
 _RUNC_STATE = Path("/run/mason/runc")
 
 
-def _open_snapshots(opts: BuildOptions, state: StateRoot, blobs: Blobs, sink: ProgressSink) -> Snapshotter:
+def _open_snapshots(
+    opts: BuildOptions, state: StateRoot, blobs: Blobs, sink: ProgressSink
+) -> Snapshotter:
     if opts.snapshotter not in ("auto", "overlay", "copy"):
-        raise UsageError(f"unknown snapshotter {opts.snapshotter!r}", reference="invalid-argument",
-                         hint="use auto, overlay or copy")
+        raise UsageError(
+            f"unknown snapshotter {opts.snapshotter!r}",
+            reference="invalid-argument",
+            hint="use auto, overlay or copy",
+        )
     snapshots = Snapshotter(state, blobs, mode=opts.snapshotter)  # type: ignore[arg-type]
     if snapshots.fallback_reason:
         t = _Task(sink, "[internal] snapshotter")
@@ -560,7 +773,11 @@ def _make_executor(runtime: str, work_dir: Path) -> Any:
         return ChrootExecutor(work_dir=work_dir)
     if runtime == "auto":
         return choose_executor(state_dir=_RUNC_STATE, work_dir=work_dir)
-    raise UsageError(f"unknown runtime {runtime!r}", reference="invalid-argument", hint="use auto, runc or chroot")
+    raise UsageError(
+        f"unknown runtime {runtime!r}",
+        reference="invalid-argument",
+        hint="use auto, runc or chroot",
+    )
 
 
 def _reap_orphaned_sandboxes() -> None:
@@ -586,5 +803,3 @@ class _LazyExecutor:
             if self._executor is None:
                 self._executor = self._factory()
         return self._executor.run(spec, on_output, **kw)
-
-

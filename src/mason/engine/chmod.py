@@ -75,7 +75,9 @@ def parse_chmod(text: str) -> ModeSet:
     """``--chmod``'s value as BuildKit reads it: octal up to 07777, else symbolic.
 
     Raises ChmodError with BuildKit's message."""
-    non_octal = f"invalid chmod parameter: '{text}'. it should be octal string and between 0 and 07777"
+    non_octal = (
+        f"invalid chmod parameter: '{text}'. it should be octal string and between 0 and 07777"
+    )
     try:
         value = int(text, 8) if text and text.isascii() and text.isdigit() else None
     except ValueError:

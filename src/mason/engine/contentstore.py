@@ -54,9 +54,16 @@ class ContentStore:
         try:
             f = open(self.path(digest), "rb")  # noqa: SIM115 - handed to the reader
         except FileNotFoundError:
-            raise StateError(f"blob {digest} is not in the content store", reference="blob-missing") from None
-        raw = VerifyingReader(f, digest, size, what=f"local blob {digest}",
-                              on_mismatch=lambda exc: self._corrupt(digest, exc))
+            raise StateError(
+                f"blob {digest} is not in the content store", reference="blob-missing"
+            ) from None
+        raw = VerifyingReader(
+            f,
+            digest,
+            size,
+            what=f"local blob {digest}",
+            on_mismatch=lambda exc: self._corrupt(digest, exc),
+        )
         return io.BufferedReader(raw, _CHUNK)
 
     def _corrupt(self, digest: Digest, exc: DigestMismatchError) -> None:
@@ -64,8 +71,12 @@ class ContentStore:
         never used again (the next build fetches or rebuilds it) and say so."""
         path = self.path(digest)
         self.delete(digest)
-        raise DigestMismatchError(exc.message, reference="corrupt-local-blob", context=[f"file: {path} (deleted)"],
-                                  hint="run the build again: mason fetches or rebuilds the blob") from exc
+        raise DigestMismatchError(
+            exc.message,
+            reference="corrupt-local-blob",
+            context=[f"file: {path} (deleted)"],
+            hint="run the build again: mason fetches or rebuilds the blob",
+        ) from exc
 
     @contextlib.contextmanager
     def writer(self, expected: Digest | None = None) -> Iterator[HashingWriter]:
@@ -73,10 +84,18 @@ class ContentStore:
         ``.size`` after the block. On an error nothing is kept."""
 
         def mismatch(got: Digest, _size: int) -> StateError:
-            return StateError(f"content does not match {expected} (got {got})", reference="digest-mismatch")
+            return StateError(
+                f"content does not match {expected} (got {got})", reference="digest-mismatch"
+            )
 
-        with cas_writer(self.root, expected=expected, tmp_dir=self.tmp, mode=PRIVATE_FILE, dir_mode=PRIVATE_DIR,
-                        mismatch=mismatch) as out:
+        with cas_writer(
+            self.root,
+            expected=expected,
+            tmp_dir=self.tmp,
+            mode=PRIVATE_FILE,
+            dir_mode=PRIVATE_DIR,
+            mismatch=mismatch,
+        ) as out:
             yield out
 
     def put_bytes(self, data: bytes, expected: Digest | None = None) -> Digest:
@@ -84,7 +103,9 @@ class ContentStore:
             out.write(data)
         return out.digest
 
-    def put_stream(self, src: BinaryIO | IO[bytes], expected: Digest | None = None) -> tuple[Digest, int]:
+    def put_stream(
+        self, src: BinaryIO | IO[bytes], expected: Digest | None = None
+    ) -> tuple[Digest, int]:
         """Copy ``src`` into the store, hashing as it streams."""
         with self.writer(expected) as out:
             shutil.copyfileobj(src, out, _CHUNK)

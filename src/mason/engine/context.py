@@ -59,10 +59,15 @@ class DockerIgnore:
             if specific.is_file():
                 data, source = specific.read_bytes(), str(specific)
             else:
-                data, source = _read_in_context(context, ".dockerignore"), str(context / ".dockerignore")
+                data, source = (
+                    _read_in_context(context, ".dockerignore"),
+                    str(context / ".dockerignore"),
+                )
         except OSError as exc:
-            raise BuildError(f"cannot read the .dockerignore of {context}: {exc.strerror or exc}",
-                             reference="dockerignore") from exc
+            raise BuildError(
+                f"cannot read the .dockerignore of {context}: {exc.strerror or exc}",
+                reference="dockerignore",
+            ) from exc
         return cls(matcher=IgnoreMatcher(read_ignore_file(data) if data else (), source=source))
 
     def ignored(self, rel: str) -> bool:
@@ -157,7 +162,9 @@ def _in_root(root: Path, what: str) -> FsRoot:
     try:
         return FsRoot(root)
     except OSError as exc:
-        raise BuildError(f"cannot open the {what} at {root}: {exc.strerror}", reference="copy-failed") from exc
+        raise BuildError(
+            f"cannot open the {what} at {root}: {exc.strerror}", reference="copy-failed"
+        ) from exc
 
 
 def _resolved_source(fs: FsRoot, rel: str, pattern: str, what: str, *, ignored: bool) -> Source:
@@ -165,17 +172,24 @@ def _resolved_source(fs: FsRoot, rel: str, pattern: str, what: str, *, ignored: 
     try:
         res = fs.resolve(rel)
     except PathOutsideError as exc:
-        raise BuildError(exc.message, reference="source-missing", context=[f"{pattern} in the {what}"]) from None
+        raise BuildError(
+            exc.message, reference="source-missing", context=[f"{pattern} in the {what}"]
+        ) from None
     if not res.exists or ignored:
-        raise BuildError(f"failed to compute cache key: \"/{rel}\": not found",
-                         reference="source-missing",
-                         context=[f"{pattern} is not in the {what}" + (" (or excluded by .dockerignore)"
-                                                                       if what == "build context" else "")])
+        raise BuildError(
+            f'failed to compute cache key: "/{rel}": not found',
+            reference="source-missing",
+            context=[
+                f"{pattern} is not in the {what}"
+                + (" (or excluded by .dockerignore)" if what == "build context" else "")
+            ],
+        )
     return Source(fs.path.joinpath(*res.parts), rel, res.is_dir)
 
 
-def select_sources(root: Path, patterns: Sequence[str], ignore: DockerIgnore | None,
-                   *, what: str = "build context") -> list[Source]:
+def select_sources(
+    root: Path, patterns: Sequence[str], ignore: DockerIgnore | None, *, what: str = "build context"
+) -> list[Source]:
     """Expand COPY source patterns against ``root``, every path resolved inside it
     (``mason.fsroot``). A pattern matching nothing is an error (unless it has a wildcard,
     in which case Docker also fails: "no source files were specified")."""
@@ -189,18 +203,28 @@ def select_sources(root: Path, patterns: Sequence[str], ignore: DockerIgnore | N
             if _has_wildcard(norm):
                 matches = _glob(fs, norm.split("/"), "", ignore)
                 if not matches:
-                    raise BuildError(f"no source files were specified: {pattern} matched nothing in the {what}",
-                                     reference="source-missing")
-                out.extend(_resolved_source(fs, rel, pattern, what, ignored=False) for rel in matches)
+                    raise BuildError(
+                        f"no source files were specified: {pattern} matched nothing in the {what}",
+                        reference="source-missing",
+                    )
+                out.extend(
+                    _resolved_source(fs, rel, pattern, what, ignored=False) for rel in matches
+                )
                 continue
             ignored = ignore is not None and ignore.ignored(norm) and not ignore.has_exceptions
             out.append(_resolved_source(fs, norm, pattern, what, ignored=ignored))
     return out
 
 
-def select_copy_sources(root: Path, patterns: Sequence[str], ignore: DockerIgnore | None, *,
-                        what: str = "build context", parents: bool = False,
-                        exclude: Sequence[str] = ()) -> list[Source]:
+def select_copy_sources(
+    root: Path,
+    patterns: Sequence[str],
+    ignore: DockerIgnore | None,
+    *,
+    what: str = "build context",
+    parents: bool = False,
+    exclude: Sequence[str] = (),
+) -> list[Source]:
     """COPY/ADD's sources with ``--parents`` and ``--exclude`` as BuildKit v0.32.2 reads them.
 
     With ``--parents`` each pattern ``dir/./sub`` (or ``sub``: the pivot is the root) copies the
@@ -209,7 +233,10 @@ def select_copy_sources(root: Path, patterns: Sequence[str], ignore: DockerIgnor
     without wildcards must exist. ``--exclude`` patterns are relative to each source."""
     excluded = DockerIgnore(exclude) if exclude else None
     if not parents:
-        return [dataclasses.replace(s, exclude=excluded) for s in select_sources(root, patterns, ignore, what=what)]
+        return [
+            dataclasses.replace(s, exclude=excluded)
+            for s in select_sources(root, patterns, ignore, what=what)
+        ]
     out: list[Source] = []
     for pattern in patterns:
         pivot, sep, sub = pattern.partition("/./")
@@ -220,9 +247,15 @@ def select_copy_sources(root: Path, patterns: Sequence[str], ignore: DockerIgnor
             select_sources(root, [posixpath.join(pivot, sub)], ignore, what=what)  # must exist
         for base in select_sources(root, [pivot], ignore, what=what):
             if not base.is_dir:
-                raise BuildError(f"COPY --parents: {pattern}: {base.rel} is not a directory",
-                                 reference="source-missing")
-            out.append(dataclasses.replace(base, include=DockerIgnore([sub]) if sub else None, exclude=excluded))
+                raise BuildError(
+                    f"COPY --parents: {pattern}: {base.rel} is not a directory",
+                    reference="source-missing",
+                )
+            out.append(
+                dataclasses.replace(
+                    base, include=DockerIgnore([sub]) if sub else None, exclude=excluded
+                )
+            )
     return out
 
 
@@ -277,7 +310,11 @@ def _walk(src: Source, ignore: DockerIgnore | None) -> Iterable[tuple[str, Path]
     for dirpath, dirnames, filenames in os.walk(src.path):
         dirnames.sort()
         rel_dir = os.path.relpath(dirpath, src.path)
-        keep = [d for d in dirnames if not _skip_dir(src, ignore, os.path.normpath(os.path.join(rel_dir, d)))]
+        keep = [
+            d
+            for d in dirnames
+            if not _skip_dir(src, ignore, os.path.normpath(os.path.join(rel_dir, d)))
+        ]
         # a symlink to a directory is an entry of its own, never walked into
         dirnames[:] = [d for d in keep if not os.path.islink(os.path.join(dirpath, d))]
         walked = set(dirnames)
@@ -305,7 +342,9 @@ ContextEntry = tuple[str, str, int, str]
 
 
 def checksum_sources(
-    sources: Sequence[Source], ignore: DockerIgnore | None, entries: list[ContextEntry] | None = None
+    sources: Sequence[Source],
+    ignore: DockerIgnore | None,
+    entries: list[ContextEntry] | None = None,
 ) -> str:
     """sha256 over (name, type, mode bits, content or link target) of every selected entry.
 
@@ -376,9 +415,13 @@ def _mkdirs(rootfs: Path, rel_dir: str, opts: CopyOptions) -> Path:
         raise BuildError(f"cannot copy to {rel_dir}: {reason}", reference="copy-failed") from None
 
 
-def _copy_entry(src: Path, dst: Path, opts: CopyOptions, links: dict[tuple[int, int], Path] | None = None) -> None:
+def _copy_entry(
+    src: Path, dst: Path, opts: CopyOptions, links: dict[tuple[int, int], Path] | None = None
+) -> None:
     st = os.lstat(src)
-    if os.path.lexists(dst) and not (stat.S_ISDIR(st.st_mode) and dst.is_dir() and not dst.is_symlink()):
+    if os.path.lexists(dst) and not (
+        stat.S_ISDIR(st.st_mode) and dst.is_dir() and not dst.is_symlink()
+    ):
         if dst.is_dir() and not dst.is_symlink():
             shutil.rmtree(dst)
         else:
@@ -403,12 +446,21 @@ def _copy_entry(src: Path, dst: Path, opts: CopyOptions, links: dict[tuple[int, 
     # sockets, devices and fifos from a context are skipped (as BuildKit does for sockets)
 
 
-def copy_sources(sources: Sequence[Source], rootfs: Path, dest: str, opts: CopyOptions,
-                 ignore: DockerIgnore | None, *, dest_is_dir_hint: bool) -> None:
+def copy_sources(
+    sources: Sequence[Source],
+    rootfs: Path,
+    dest: str,
+    opts: CopyOptions,
+    ignore: DockerIgnore | None,
+    *,
+    dest_is_dir_hint: bool,
+) -> None:
     """Docker's COPY: a directory copies its contents; a destination ending in ``/`` (or several
     sources, or an existing directory) is a directory the sources go into; else the file is renamed."""
     dest_rel = clean_path(dest).lstrip("/")
-    into_dir = dest_is_dir_hint or len(sources) > 1 or (dest_rel != "" and _is_dir_in(rootfs, dest_rel))
+    into_dir = (
+        dest_is_dir_hint or len(sources) > 1 or (dest_rel != "" and _is_dir_in(rootfs, dest_rel))
+    )
     if dest_rel == "":
         into_dir = True
     links: dict[tuple[int, int], Path] = {}

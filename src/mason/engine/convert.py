@@ -61,7 +61,14 @@ from mason.errors import BuildError, DiagnosticError
 from mason.fsroot import clean_path
 from mason.solver import Vertex
 
-__all__ = ["ConvertedBuild", "HistoryPlan", "ResolvedImage", "StageResult", "convert_plan", "final_config"]
+__all__ = [
+    "ConvertedBuild",
+    "HistoryPlan",
+    "ResolvedImage",
+    "StageResult",
+    "convert_plan",
+    "final_config",
+]
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
 
@@ -77,8 +84,11 @@ class ResolvedImage:
 
     @property
     def pinned(self) -> str:
-        return f"{self.ref.repository_ref}:{self.ref.tag or 'latest'}@{self.manifest_digest}" if self.ref.tag \
+        return (
+            f"{self.ref.repository_ref}:{self.ref.tag or 'latest'}@{self.manifest_digest}"
+            if self.ref.tag
             else f"{self.ref.repository_ref}@{self.manifest_digest}"
+        )
 
 
 @dataclass
@@ -118,12 +128,21 @@ ImageResolver = Callable[[str, str], ResolvedImage]
 
 
 def _count_layer_steps(commands: Sequence[Command]) -> int:
-    return sum(1 for c in commands if isinstance(c, RunCommand | CopyCommand | AddCommand | WorkdirCommand))
+    return sum(
+        1 for c in commands if isinstance(c, RunCommand | CopyCommand | AddCommand | WorkdirCommand)
+    )
 
 
 class _Converter:
-    def __init__(self, env: BuildEnv, plan: BuildPlan, resolve: ImageResolver, platform: str,
-                 no_cache: bool, image_sources: dict[str, Vertex[StepResult]]) -> None:
+    def __init__(
+        self,
+        env: BuildEnv,
+        plan: BuildPlan,
+        resolve: ImageResolver,
+        platform: str,
+        no_cache: bool,
+        image_sources: dict[str, Vertex[StepResult]],
+    ) -> None:
         self.env = env
         self.plan = plan
         self.resolve = resolve
@@ -133,22 +152,31 @@ class _Converter:
         self.images: list[ResolvedImage] = []
         self.image_vertices = image_sources
 
-    def vertex(self, op: Any, inputs: Sequence[Vertex[StepResult]], name: str) -> Vertex[StepResult]:
+    def vertex(
+        self, op: Any, inputs: Sequence[Vertex[StepResult]], name: str
+    ) -> Vertex[StepResult]:
         return Vertex(op, tuple(inputs), name=name, ignore_cache=self.no_cache)
 
-    def image_vertex(self, ref_text: str, platform: str, name: str) -> tuple[Vertex[StepResult], ResolvedImage | None]:
+    def image_vertex(
+        self, ref_text: str, platform: str, name: str
+    ) -> tuple[Vertex[StepResult], ResolvedImage | None]:
         if ref_text.lower() == "scratch":
             key = "scratch"
             if key not in self.image_vertices:
-                self.image_vertices[key] = Vertex(SourceOp("scratch", "scratch", ()), (), name=name,
-                                                  ignore_cache=self.no_cache)
+                self.image_vertices[key] = Vertex(
+                    SourceOp("scratch", "scratch", ()), (), name=name, ignore_cache=self.no_cache
+                )
             return self.image_vertices[key], None
         img = self.resolve(ref_text, platform or self.platform)
         key = img.manifest_digest
         if key not in self.image_vertices:
             self.images.append(img)
-            self.image_vertices[key] = Vertex(SourceOp(img.pinned, img.manifest_digest, img.layers), (),
-                                              name=name.replace(ref_text, img.pinned), ignore_cache=self.no_cache)
+            self.image_vertices[key] = Vertex(
+                SourceOp(img.pinned, img.manifest_digest, img.layers),
+                (),
+                name=name.replace(ref_text, img.pinned),
+                ignore_cache=self.no_cache,
+            )
         return self.image_vertices[key], img
 
     def stage(self, index: int) -> StageResult:
@@ -174,8 +202,9 @@ class _Converter:
             assert ps.base.image is not None
             base_created = ""
             try:
-                vertex, img = self.image_vertex(ps.base.image, ps.platform,
-                                                f"[{label}{1:>{width}}/{total}] FROM {ps.base_name}")
+                vertex, img = self.image_vertex(
+                    ps.base.image, ps.platform, f"[{label}{1:>{width}}/{total}] FROM {ps.base_name}"
+                )
             except DiagnosticError as exc:  # not found, refused, unreachable: say which FROM
                 exc.context = (*exc.context, *self.env.location((st.start_line,)))
                 raise
@@ -193,7 +222,9 @@ class _Converter:
             # an image config is untrusted: a relative WorkingDir is taken from "/", as
             # BuildKit's llb.Dir does, so it can never climb out of the rootfs
             workdir = clean_path(str(config.config.get("WorkingDir") or "/"))
-        result = StageResult(ps, vertex, config, history, scope, shell, user, workdir, base_created=base_created)
+        result = StageResult(
+            ps, vertex, config, history, scope, shell, user, workdir, base_created=base_created
+        )
         commands: list[Command] = []
         triggers = list(config.config.get("OnBuild") or [])
         if triggers and ps.base.image is not None:
@@ -213,14 +244,18 @@ class _Converter:
         try:
             return result.scope.expand(cmd)
         except DockerfileError as exc:
-            raise exc.located(file=self.env.dockerfile_name, source_lines=self.env.dockerfile_lines) from None
+            raise exc.located(
+                file=self.env.dockerfile_name, source_lines=self.env.dockerfile_lines
+            ) from None
 
     def _from_ref(self, result: StageResult, ref: str, what: str) -> Vertex[StepResult]:
         target = self.plan.resolve_from(ref)
         if target.stage is not None:
             return self.stage(target.stage).vertex
         assert target.image is not None
-        v, _img = self.image_vertex(target.image, "", f"[internal] load {what} image {target.image}")
+        v, _img = self.image_vertex(
+            target.image, "", f"[internal] load {what} image {target.image}"
+        )
         return v
 
     def _unsupported(self, c: Command, what: str, message: str = "") -> BuildError:
@@ -230,8 +265,11 @@ class _Converter:
         context = [f"at {self.env.dockerfile_name}:{line}"]
         if 0 < line <= len(lines):
             context.append(f"{line:>5} | {lines[line - 1]}")
-        return BuildError(message or f"{what} is not supported by mason yet", reference="unsupported-feature",
-                          context=context)
+        return BuildError(
+            message or f"{what} is not supported by mason yet",
+            reference="unsupported-feature",
+            context=context,
+        )
 
     def _check_supported(self, c: Command) -> None:
         """Refuse the flags mason reads (BuildKit v0.32.2) but does not build yet."""
@@ -241,12 +279,22 @@ class _Converter:
             raise self._unsupported(c, "ADD of a git repository")
         if isinstance(c, RunCommand):
             if c.devices:
-                raise self._unsupported(c, "RUN --device", "device feature is only supported in Dockerfile "
-                                        "frontend 1.14.0-labs or later")  # BuildKit's stable frontend says so too
+                raise self._unsupported(
+                    c,
+                    "RUN --device",
+                    "device feature is only supported in Dockerfile frontend 1.14.0-labs or later",
+                )  # BuildKit's stable frontend says so too
             if c.security == "insecure" and not self.env.allow_insecure:
-                err = self._unsupported(c, "", "security.insecure is not allowed: RUN --security=insecure runs "
-                                        "with every capability and no masked paths")
-                err.reference, err.hint = "entitlement-not-allowed", "start the build with --allow security.insecure"
+                err = self._unsupported(
+                    c,
+                    "",
+                    "security.insecure is not allowed: RUN --security=insecure runs "
+                    "with every capability and no masked paths",
+                )
+                err.reference, err.hint = (
+                    "entitlement-not-allowed",
+                    "start the build with --allow security.insecure",
+                )
                 raise err
 
     def dispatch(self, r: StageResult, cmd: Command, prefix: str) -> None:
@@ -267,83 +315,63 @@ class _Converter:
             self._copy(r, c, prefix)
             return
         if isinstance(c, WorkdirCommand):
-            r.workdir = clean_path(posixpath.join(r.workdir, c.path))
-            r.config.config["WorkingDir"] = r.workdir
-            if r.workdir == "/":  # BuildKit makes no layer for the root
-                r.history.append(HistoryPlan("WORKDIR /", True))
-                return
-            op = FileOp(self.env, FileAction("mkdir", dest=r.workdir, user=r.user), c.lines)
-            r.vertex = self.vertex(op, [r.vertex], f"{prefix} {c.code}")
-            r.layer_vertices.append(r.vertex)
-            r.history.append(HistoryPlan(f"WORKDIR {r.workdir}", False, r.vertex))
+            self._workdir(r, c, prefix)
             return
-        cfg = r.config.config
-        if isinstance(c, CmdCommand):
-            cfg["Cmd"] = list(_command_vector(c.cmd_line, c.prepend_shell, r.shell)) if c.cmd_line is not None else None
-            cfg["ArgsEscaped"] = True  # as BuildKit v0.11 writes it (Docker image spec compatibility)
-            r.cmd_set = True
-        elif isinstance(c, EntrypointCommand):
-            cfg["Entrypoint"] = list(_command_vector(c.cmd_line, c.prepend_shell, r.shell)) if c.cmd_line is not None else None
-            if not r.cmd_set:
-                cfg["Cmd"] = None
-        elif isinstance(c, LabelCommand):
-            labels = dict(cfg.get("Labels") or {})
-            for kv in c.labels:
-                labels[kv.key] = kv.value
-            cfg["Labels"] = labels
-        elif isinstance(c, ExposeCommand):
-            ports = dict(cfg.get("ExposedPorts") or {})
-            for p in _port_keys(c, r.scope):
-                ports[p] = {}
-            cfg["ExposedPorts"] = ports
-        elif isinstance(c, VolumeCommand):
-            vols = dict(cfg.get("Volumes") or {})
-            for v in c.volumes:
-                vols[v] = {}
-            cfg["Volumes"] = vols
-        elif isinstance(c, UserCommand):
-            r.user = c.user
-            cfg["User"] = c.user
-        elif isinstance(c, ShellCommand):
-            r.shell = tuple(c.shell)
-            cfg["Shell"] = list(c.shell)
-        elif isinstance(c, StopSignalCommand):
-            cfg["StopSignal"] = c.signal
-        elif isinstance(c, HealthcheckCommand):
-            hc: dict[str, Any] = {"Test": list(c.test)}
-            for hk, hv in (("Interval", c.interval), ("Timeout", c.timeout), ("StartPeriod", c.start_period),
-                           ("StartInterval", c.start_interval), ("Retries", c.retries)):
-                if hv:
-                    hc[hk] = hv
-            cfg["Healthcheck"] = hc
-        elif isinstance(c, OnbuildCommand):
-            cfg["OnBuild"] = [*(cfg.get("OnBuild") or []), c.expression]
+        if isinstance(c, OnbuildCommand):
+            r.config.config["OnBuild"] = [*(r.config.config.get("OnBuild") or []), c.expression]
             return  # BuildKit records no history entry for ONBUILD
-        elif isinstance(c, MaintainerCommand):
-            r.config.extra["author"] = c.maintainer
+        _apply_config(r, c)
         r.history.append(HistoryPlan(created_by, True))
 
+    def _workdir(self, r: StageResult, c: WorkdirCommand, prefix: str) -> None:
+        r.workdir = clean_path(posixpath.join(r.workdir, c.path))
+        r.config.config["WorkingDir"] = r.workdir
+        if r.workdir == "/":  # BuildKit makes no layer for the root
+            r.history.append(HistoryPlan("WORKDIR /", True))
+            return
+        op = FileOp(self.env, FileAction("mkdir", dest=r.workdir, user=r.user), c.lines)
+        r.vertex = self.vertex(op, [r.vertex], f"{prefix} {c.code}")
+        r.layer_vertices.append(r.vertex)
+        r.history.append(HistoryPlan(f"WORKDIR {r.workdir}", False, r.vertex))
+
     def _run(self, r: StageResult, c: RunCommand, prefix: str) -> None:
-        files: dict[str, str] = {}
-        if c.prepend_shell:
-            line = c.cmd_line[0] if c.cmd_line else ""
-            if c.files and line.strip().startswith("<<") and len(c.files) == 1 and line.strip().lstrip("<-").strip("'\"") == c.files[0].name:
-                data = _chomp(c.files[0].data) if c.files[0].chomp else c.files[0].data
-                if data.startswith("#!"):
-                    files[c.files[0].name] = data
-                    args: tuple[str, ...] = (*r.shell, f"/dev/pipes/{c.files[0].name}")
-                else:
-                    args = (*r.shell, data)
-            elif c.files:
-                # The shell reads the heredocs itself: hand it the whole script, as BuildKit does.
-                script = line
-                for f in c.files:
-                    script += "\n" + f.data + f.name
-                args = (*r.shell, script)
-            else:
-                args = (*r.shell, line)
-        else:
-            args = tuple(c.cmd_line)
+        args, files = _run_args(r, c)
+        mounts, inputs = self._run_mounts(r, c)
+        run_env = dict(r.scope.run_env())
+        run_env.update({k: v for k, v in r.scope.proxy_env().items() if k not in run_env})
+        environ = tuple(f"{k}={v}" for k, v in run_env.items())
+        network = c.network if "network" in c.flags_used else self.env.default_network
+        op = ExecOp(
+            self.env,
+            args=args,
+            environ=environ,
+            cwd=r.workdir,
+            user=r.user,
+            network=network,
+            mounts=tuple(mounts),
+            files=files,
+            lines=c.lines,
+            display=c.code,
+            security=c.security,
+        )
+        r.vertex = self.vertex(op, inputs, f"{prefix} {c.code}")
+        r.layer_vertices.append(r.vertex)
+        # BuildKit lists every ARG the stage declared, with the value the RUN sees (ENV wins; unset: empty)
+        env_now = r.scope.env_map
+        declared = [(k, env_now.get(k, v or "")) for k, v in r.scope.args]
+        arg_prefix = (
+            f"|{len(declared)} " + " ".join(f"{k}={v}" for k, v in declared) + " "
+            if declared
+            else ""
+        )
+        r.history.append(
+            HistoryPlan(f"RUN {arg_prefix}{' '.join(args)} # buildkit", False, r.vertex)
+        )
+
+    def _run_mounts(
+        self, r: StageResult, c: RunCommand
+    ) -> tuple[list[MountPlan], list[Vertex[StepResult]]]:
+        """The RUN's ``--mount``s as plans, and its inputs (the stage, then each ``from=``)."""
         mounts: list[MountPlan] = []
         inputs: list[Vertex[StepResult]] = [r.vertex]
         for m in c.mounts or ():
@@ -355,30 +383,32 @@ class _Converter:
             if target and not target.startswith("/"):
                 target = posixpath.join(r.workdir, target)
             if m.type == "ssh":
-                raise DockerfileError("RUN --mount=type=ssh is not supported by mason yet", lines=c.lines,
-                                      section="stages").located(file=self.env.dockerfile_name,
-                                                                source_lines=self.env.dockerfile_lines)
-            mounts.append(MountPlan(
-                type=m.type, target=target, source=m.source, input_index=idx,
-                readonly=m.read_only, cache_id=m.cache_id or target, sharing=m.cache_sharing or "shared",
-                secret_id=_secret_id(m, target) if m.type == "secret" else "",
-                required=m.required, size=m.size_limit,
-                mode=m.mode, uid=m.uid, gid=m.gid,
-                env=(m.env or _secret_id(m, target)) if m.type == "secret" and m.env is not None else None,
-            ))
-        run_env = dict(r.scope.run_env())
-        run_env.update({k: v for k, v in r.scope.proxy_env().items() if k not in run_env})
-        environ = tuple(f"{k}={v}" for k, v in run_env.items())
-        network = c.network if "network" in c.flags_used else self.env.default_network
-        op = ExecOp(self.env, args=args, environ=environ, cwd=r.workdir, user=r.user, network=network,
-                    mounts=tuple(mounts), files=files, lines=c.lines, display=c.code, security=c.security)
-        r.vertex = self.vertex(op, inputs, f"{prefix} {c.code}")
-        r.layer_vertices.append(r.vertex)
-        # BuildKit lists every ARG the stage declared, with the value the RUN sees (ENV wins; unset: empty)
-        env_now = r.scope.env_map
-        declared = [(k, env_now.get(k, v or "")) for k, v in r.scope.args]
-        arg_prefix = f"|{len(declared)} " + " ".join(f"{k}={v}" for k, v in declared) + " " if declared else ""
-        r.history.append(HistoryPlan(f"RUN {arg_prefix}{' '.join(args)} # buildkit", False, r.vertex))
+                raise DockerfileError(
+                    "RUN --mount=type=ssh is not supported by mason yet",
+                    lines=c.lines,
+                    section="stages",
+                ).located(file=self.env.dockerfile_name, source_lines=self.env.dockerfile_lines)
+            mounts.append(
+                MountPlan(
+                    type=m.type,
+                    target=target,
+                    source=m.source,
+                    input_index=idx,
+                    readonly=m.read_only,
+                    cache_id=m.cache_id or target,
+                    sharing=m.cache_sharing or "shared",
+                    secret_id=_secret_id(m, target) if m.type == "secret" else "",
+                    required=m.required,
+                    size=m.size_limit,
+                    mode=m.mode,
+                    uid=m.uid,
+                    gid=m.gid,
+                    env=(m.env or _secret_id(m, target))
+                    if m.type == "secret" and m.env is not None
+                    else None,
+                )
+            )
+        return mounts, inputs
 
     def _copy(self, r: StageResult, c: CopyCommand | AddCommand, prefix: str) -> None:
         dest = c.dest
@@ -394,32 +424,45 @@ class _Converter:
         kw: dict[str, Any] = {"dest": dest, "chown": c.chown, "chmod": c.chmod, "link": link}
         urls = tuple(s for s in c.sources if s.startswith(("http://", "https://")))
         if urls and isinstance(c, CopyCommand):
-            raise DockerfileError("source can't be a URL for COPY", lines=c.lines, section="stages",
-                                  hint="use ADD to download a URL").located(
-                file=self.env.dockerfile_name, source_lines=self.env.dockerfile_lines)
+            raise DockerfileError(
+                "source can't be a URL for COPY",
+                lines=c.lines,
+                section="stages",
+                hint="use ADD to download a URL",
+            ).located(file=self.env.dockerfile_name, source_lines=self.env.dockerfile_lines)
         if isinstance(c, AddCommand) and c.checksum and len(urls) != len(c.sources):
-            raise DockerfileError("checksum can't be specified for non-HTTP sources", lines=c.lines,
-                                  section="stages").located(file=self.env.dockerfile_name,
-                                                            source_lines=self.env.dockerfile_lines)
+            raise DockerfileError(
+                "checksum can't be specified for non-HTTP sources", lines=c.lines, section="stages"
+            ).located(file=self.env.dockerfile_name, source_lines=self.env.dockerfile_lines)
         if c.chmod:
             try:  # BuildKit checks --chmod when it converts the Dockerfile, before anything runs
                 parse_chmod(c.chmod)
             except ChmodError as exc:
                 raise DockerfileError(str(exc), lines=c.lines, section="stages").located(
-                    file=self.env.dockerfile_name, source_lines=self.env.dockerfile_lines) from None
+                    file=self.env.dockerfile_name, source_lines=self.env.dockerfile_lines
+                ) from None
         if c.contents:
-            action = FileAction("inline", inline=tuple((sc.path, sc.data) for sc in c.contents), **kw)
+            action = FileAction(
+                "inline", inline=tuple((sc.path, sc.data) for sc in c.contents), **kw
+            )
         else:
             from_ = c.from_ if isinstance(c, CopyCommand) else ""
             from_input = None
             if from_:
                 inputs.append(self._from_ref(r, from_, "copy"))
                 from_input = len(inputs) - 1
-            action = FileAction("copy", sources=tuple(s for s in c.sources if s not in urls), urls=urls,
-                                checksum=c.checksum if isinstance(c, AddCommand) else "",
-                                from_input=from_input, extract=isinstance(c, AddCommand), exclude=c.exclude,
-                                parents=isinstance(c, CopyCommand) and c.parents,
-                                unpack=c.unpack if isinstance(c, AddCommand) else None, **kw)
+            action = FileAction(
+                "copy",
+                sources=tuple(s for s in c.sources if s not in urls),
+                urls=urls,
+                checksum=c.checksum if isinstance(c, AddCommand) else "",
+                from_input=from_input,
+                extract=isinstance(c, AddCommand),
+                exclude=c.exclude,
+                parents=isinstance(c, CopyCommand) and c.parents,
+                unpack=c.unpack if isinstance(c, AddCommand) else None,
+                **kw,
+            )
         op = FileOp(self.env, action, c.lines)
         if link:
             linked = self.vertex(op, inputs, f"{prefix} {c.code}")
@@ -439,6 +482,97 @@ def _is_git_source(src: str) -> bool:
         return False
     path = src.split("#", 1)[0].split("?", 1)[0].rstrip("/")
     return path.endswith(".git")
+
+
+def _apply_config(r: StageResult, c: Command) -> None:
+    """An instruction that only changes the image config (CMD, ENTRYPOINT, LABEL, EXPOSE,
+    VOLUME, USER, SHELL, STOPSIGNAL, HEALTHCHECK, MAINTAINER)."""
+    cfg = r.config.config
+    if isinstance(c, CmdCommand):
+        cfg["Cmd"] = (
+            list(_command_vector(c.cmd_line, c.prepend_shell, r.shell))
+            if c.cmd_line is not None
+            else None
+        )
+        cfg["ArgsEscaped"] = True  # as BuildKit v0.11 writes it (Docker image spec compatibility)
+        r.cmd_set = True
+    elif isinstance(c, EntrypointCommand):
+        cfg["Entrypoint"] = (
+            list(_command_vector(c.cmd_line, c.prepend_shell, r.shell))
+            if c.cmd_line is not None
+            else None
+        )
+        if not r.cmd_set:
+            cfg["Cmd"] = None
+    elif isinstance(c, LabelCommand):
+        labels = dict(cfg.get("Labels") or {})
+        for kv in c.labels:
+            labels[kv.key] = kv.value
+        cfg["Labels"] = labels
+    elif isinstance(c, ExposeCommand):
+        ports = dict(cfg.get("ExposedPorts") or {})
+        for p in _port_keys(c, r.scope):
+            ports[p] = {}
+        cfg["ExposedPorts"] = ports
+    elif isinstance(c, VolumeCommand):
+        vols = dict(cfg.get("Volumes") or {})
+        for v in c.volumes:
+            vols[v] = {}
+        cfg["Volumes"] = vols
+    elif isinstance(c, UserCommand):
+        r.user = c.user
+        cfg["User"] = c.user
+    elif isinstance(c, ShellCommand):
+        r.shell = tuple(c.shell)
+        cfg["Shell"] = list(c.shell)
+    elif isinstance(c, StopSignalCommand):
+        cfg["StopSignal"] = c.signal
+    elif isinstance(c, HealthcheckCommand):
+        hc: dict[str, Any] = {"Test": list(c.test)}
+        for hk, hv in (
+            ("Interval", c.interval),
+            ("Timeout", c.timeout),
+            ("StartPeriod", c.start_period),
+            ("StartInterval", c.start_interval),
+            ("Retries", c.retries),
+        ):
+            if hv:
+                hc[hk] = hv
+        cfg["Healthcheck"] = hc
+    elif isinstance(c, MaintainerCommand):
+        r.config.extra["author"] = c.maintainer
+
+
+def _run_args(r: StageResult, c: RunCommand) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The RUN's argv (the shell form through the stage's SHELL; one shebang heredoc runs as a
+    program from /dev/pipes, other heredocs go to the shell whole, as BuildKit does) and the
+    heredoc files to mount."""
+    files: dict[str, str] = {}
+    if c.prepend_shell:
+        line = c.cmd_line[0] if c.cmd_line else ""
+        if (
+            c.files
+            and line.strip().startswith("<<")
+            and len(c.files) == 1
+            and line.strip().lstrip("<-").strip("'\"") == c.files[0].name
+        ):
+            data = _chomp(c.files[0].data) if c.files[0].chomp else c.files[0].data
+            if data.startswith("#!"):
+                files[c.files[0].name] = data
+                args: tuple[str, ...] = (*r.shell, f"/dev/pipes/{c.files[0].name}")
+            else:
+                args = (*r.shell, data)
+        elif c.files:
+            # The shell reads the heredocs itself: hand it the whole script, as BuildKit does.
+            script = line
+            for f in c.files:
+                script += "\n" + f.data + f.name
+            args = (*r.shell, script)
+        else:
+            args = (*r.shell, line)
+    else:
+        args = tuple(c.cmd_line)
+    return args, files
 
 
 def _secret_id(m: Any, target: str) -> str:
@@ -465,7 +599,9 @@ def _chomp(text: str) -> str:
     return "\n".join(line.lstrip("\t") for line in text.split("\n"))
 
 
-def _command_vector(cmd_line: Sequence[str], prepend_shell: bool, shell: Sequence[str]) -> tuple[str, ...]:
+def _command_vector(
+    cmd_line: Sequence[str], prepend_shell: bool, shell: Sequence[str]
+) -> tuple[str, ...]:
     if prepend_shell:
         return (*shell, " ".join(cmd_line))
     return tuple(cmd_line)
@@ -475,7 +611,9 @@ def _history_text(c: Command, shell: Sequence[str], scope: StageScope) -> str:
     if isinstance(c, EnvCommand):
         return "ENV " + " ".join(f"{kv.key}={kv.value}" for kv in c.env)
     if isinstance(c, ArgCommand):
-        return "ARG " + " ".join(f"{a.key}={a.value}" if a.value is not None else a.key for a in c.args)
+        return "ARG " + " ".join(
+            f"{a.key}={a.value}" if a.value is not None else a.key for a in c.args
+        )
     if isinstance(c, LabelCommand):
         return "LABEL " + " ".join(f"{kv.key}={kv.value}" for kv in c.labels)
     if isinstance(c, CmdCommand | EntrypointCommand):
@@ -496,8 +634,9 @@ def _history_text(c: Command, shell: Sequence[str], scope: StageScope) -> str:
     if isinstance(c, StopSignalCommand):
         return f"STOPSIGNAL {c.signal}"
     if isinstance(c, HealthcheckCommand):
-        return "HEALTHCHECK " + go_healthcheck_text(c.test, c.interval, c.timeout, c.start_period,
-                                                     c.start_interval, c.retries)
+        return "HEALTHCHECK " + go_healthcheck_text(
+            c.test, c.interval, c.timeout, c.start_period, c.start_interval, c.retries
+        )
     if isinstance(c, OnbuildCommand):
         return f"ONBUILD {c.expression}"
     if isinstance(c, MaintainerCommand):
@@ -528,8 +667,9 @@ def _split_platform(text: str) -> tuple[str, str, str | None]:
     return arch, os_, variant
 
 
-def convert_plan(env: BuildEnv, plan: BuildPlan, resolve: ImageResolver, *, platform: str,
-                 no_cache: bool = False) -> ConvertedBuild:
+def convert_plan(
+    env: BuildEnv, plan: BuildPlan, resolve: ImageResolver, *, platform: str, no_cache: bool = False
+) -> ConvertedBuild:
     """Build the vertices of every stage the target needs."""
     conv = _Converter(env, plan, resolve, platform, no_cache, {})
     # stages in file order, as BuildKit converts them: a base image shared by several
@@ -540,7 +680,9 @@ def convert_plan(env: BuildEnv, plan: BuildPlan, resolve: ImageResolver, *, plat
     return ConvertedBuild(plan, conv.done, target, conv.images)
 
 
-def final_config(stage: StageResult, result: StepResult, source_date_epoch: int | None) -> dict[str, Any]:
+def final_config(
+    stage: StageResult, result: StepResult, source_date_epoch: int | None
+) -> dict[str, Any]:
     """The image config document of ``stage`` given its solved result. The k layer-making steps
     of the Dockerfile made the last k layers of the chain; their created times (kept with the
     results, so a cached build reproduces them) date their history entries, and the newest is
@@ -550,7 +692,7 @@ def final_config(stage: StageResult, result: StepResult, source_date_epoch: int 
     epoch_time = format_created(float(source_date_epoch)) if source_date_epoch is not None else None
     steps = [h for h in stage.history if h.fixed is None and not h.empty_layer]
     created_list = list(result.created) + [""] * (len(result.layers) - len(result.created))
-    times = created_list[len(created_list) - len(steps):] if steps else []
+    times = created_list[len(created_list) - len(steps) :] if steps else []
     history: list[dict[str, Any]] = []
     pending: list[dict[str, Any]] = []
     i = 0
@@ -581,4 +723,3 @@ def _ordered(entry: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: entry[k] for k in order if k in entry}
     out.update({k: v for k, v in entry.items() if k not in out})
     return out
-

@@ -89,7 +89,13 @@ def step_identity(context: Path, dockerfile: str, name: str) -> str:
 def _short(value: Any) -> str:
     if isinstance(value, str) and value.startswith("sha256:") and len(value) == 71:
         return value[:19]
-    text = "none" if value is None else value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    text = (
+        "none"
+        if value is None
+        else value
+        if isinstance(value, str)
+        else json.dumps(value, sort_keys=True)
+    )
     return text if len(text) <= 60 else text[:59] + "…"
 
 
@@ -111,13 +117,30 @@ def _env_reason(old: list[str], new: list[str], build_args: Collection[str]) -> 
     return f"{what} {first} {change}{more}"
 
 
-_EXEC_FIELDS = {"op.args": "command changed", "op.mounts": "RUN --mount options changed",
-                "op.files": "RUN heredoc changed"}
-_EXEC_VALUES = {"op.cwd": "working directory", "op.user": "user", "op.network": "network mode",
-                "op.epoch": "SOURCE_DATE_EPOCH"}
-_FILE_FIELDS = {"sources": "sources", "dest": "destination", "from": "--from", "chown": "--chown",
-                "chmod": "--chmod", "link": "--link", "urls": "URL", "checksum": "--checksum",
-                "inline": "heredoc", "user": "owner", "extract": "extraction"}
+_EXEC_FIELDS = {
+    "op.args": "command changed",
+    "op.mounts": "RUN --mount options changed",
+    "op.files": "RUN heredoc changed",
+}
+_EXEC_VALUES = {
+    "op.cwd": "working directory",
+    "op.user": "user",
+    "op.network": "network mode",
+    "op.epoch": "SOURCE_DATE_EPOCH",
+}
+_FILE_FIELDS = {
+    "sources": "sources",
+    "dest": "destination",
+    "from": "--from",
+    "chown": "--chown",
+    "chmod": "--chmod",
+    "link": "--link",
+    "urls": "URL",
+    "checksum": "--checksum",
+    "inline": "heredoc",
+    "user": "owner",
+    "extract": "extraction",
+}
 
 
 def _op_reason(d: KeyDifference, verb: str, build_args: Collection[str]) -> str:
@@ -159,9 +182,16 @@ def _files_reason(old: tuple[FileEntry, ...], new: tuple[FileEntry, ...], verb: 
     return None
 
 
-def explain_miss(old: StepRecord | None, new: CacheKey, new_files: tuple[FileEntry, ...] | None = None, *,
-                 verb: str = "COPY", input_reasons: Sequence[str] = (), build_args: Collection[str] = (),
-                 no_cache: bool = False) -> str:
+def explain_miss(
+    old: StepRecord | None,
+    new: CacheKey,
+    new_files: tuple[FileEntry, ...] | None = None,
+    *,
+    verb: str = "COPY",
+    input_reasons: Sequence[str] = (),
+    build_args: Collection[str] = (),
+    no_cache: bool = False,
+) -> str:
     """The reason a step with key ``new`` ran, against what its identity had before (``old``).
 
     ``input_reasons[i]`` says how input ``i`` changed (``input step [b 2/3] RUN x changed``).
@@ -208,8 +238,16 @@ class ExplainRecorder:
     ``note(vertex, text)`` writes a status line into a vertex's block (the progress adapter's).
     """
 
-    def __init__(self, inner: Any, meta: Any, *, context: Path, dockerfile: str,
-                 build_args: Collection[str], explain: bool) -> None:
+    def __init__(
+        self,
+        inner: Any,
+        meta: Any,
+        *,
+        context: Path,
+        dockerfile: str,
+        build_args: Collection[str],
+        explain: bool,
+    ) -> None:
         self.inner = inner
         self.meta = meta
         self.context = context
@@ -227,7 +265,11 @@ class ExplainRecorder:
 
     def _keep(self, vertex: Vertex[Any], key: CacheKey) -> None:
         files = getattr(vertex.op, "context_files", None)
-        files_json = None if files is None else json.dumps([f.to_json() for f in files], separators=(",", ":"))
+        files_json = (
+            None
+            if files is None
+            else json.dumps([f.to_json() for f in files], separators=(",", ":"))
+        )
         with self._lock:
             self._pending[self._identity(vertex)] = (key.digest, key.preimage, files_json)
 
@@ -236,7 +278,11 @@ class ExplainRecorder:
         if row is None:
             return None
         _, preimage, files_json = row
-        files = None if files_json is None else tuple(FileEntry.from_json(v) for v in json.loads(files_json))
+        files = (
+            None
+            if files_json is None
+            else tuple(FileEntry.from_json(v) for v in json.loads(files_json))
+        )
         return StepRecord(CacheKey.from_preimage(preimage), files)
 
     def _input_reason(self, vertex: Vertex[Any], i: int) -> str:
@@ -246,14 +292,23 @@ class ExplainRecorder:
             return f"input step {iv.name} changed"
         old = self._stored(iv)
         old_image = old.key.op.get("image") if old is not None else None
-        return f"base image changed {_arrow(old_image, new)}" if old_image else f"base image changed (now {_short(new)})"
+        return (
+            f"base image changed {_arrow(old_image, new)}"
+            if old_image
+            else f"base image changed (now {_short(new)})"
+        )
 
     def explain_text(self, vertex: Vertex[Any], key: CacheKey) -> str:
         verb = m.group(1) if (m := re.search(r"\] (\w+)", vertex.name)) else "COPY"
         return explain_miss(
-            self._stored(vertex), key, getattr(vertex.op, "context_files", None), verb=verb.upper(),
+            self._stored(vertex),
+            key,
+            getattr(vertex.op, "context_files", None),
+            verb=verb.upper(),
             input_reasons=[self._input_reason(vertex, i) for i in range(len(vertex.inputs))],
-            build_args=self.build_args, no_cache=vertex.ignore_cache)
+            build_args=self.build_args,
+            no_cache=vertex.ignore_cache,
+        )
 
     def vertex_started(self, vertex: Vertex[Any], key: CacheKey) -> None:
         self.inner.vertex_started(vertex, key)

@@ -76,16 +76,25 @@ def _config_bytes(doc: dict[str, Any]) -> bytes:
     return serialise_config(doc)
 
 
-def assemble_manifest(blobs: Blobs, image: ImageResult, *, compression: str = "gzip",
-                      level: int | None = None, force: bool = False, oci: bool = True,
-                      config_extra: dict[str, Any] | None = None) -> ExportedImage:
+def assemble_manifest(
+    blobs: Blobs,
+    image: ImageResult,
+    *,
+    compression: str = "gzip",
+    level: int | None = None,
+    force: bool = False,
+    oci: bool = True,
+    config_extra: dict[str, Any] | None = None,
+) -> ExportedImage:
     """Pick (or make) a blob per layer (``Blobs.export_variant``: mason's layers in
     ``compression``, a base image's as they are unless ``force``) and build manifest + config.
 
     ``rootfs.diff_ids`` are rewritten from the layers actually shipped: an eStargz blob's
     uncompressed stream includes its TOC, so its diff ID is not the layer tar's (and a layer
     reused from an eStargz cache has the eStargz diff ID even in a gzip image)."""
-    layers = tuple(blobs.export_variant(lr, compression, level, force, for_image=True) for lr in image.layers)
+    layers = tuple(
+        blobs.export_variant(lr, compression, level, force, for_image=True) for lr in image.layers
+    )
     doc = dict(image.config)
     rootfs = doc.get("rootfs")
     if isinstance(rootfs, dict):
@@ -94,14 +103,24 @@ def assemble_manifest(blobs: Blobs, image: ImageResult, *, compression: str = "g
         doc.update(config_extra)
     raw = _config_bytes(doc)
     cfg_desc = Descriptor(mt.OCI_CONFIG if oci else mt.DOCKER_CONFIG, sha256_bytes(raw), len(raw))
-    indexed = get_compression(compression).indexed  # eStargz: its TOC annotations go into the manifest
+    indexed = get_compression(
+        compression
+    ).indexed  # eStargz: its TOC annotations go into the manifest
     descs = [blobs.descriptor(lr, oci=oci, estargz=indexed) for lr in layers]
-    manifest = build_manifest(cfg_desc, descs, media_type=mt.OCI_MANIFEST if oci else mt.DOCKER_MANIFEST)
+    manifest = build_manifest(
+        cfg_desc, descs, media_type=mt.OCI_MANIFEST if oci else mt.DOCKER_MANIFEST
+    )
     return ExportedImage(manifest, raw, layers, oci)
 
 
-def push_image(blobs: Blobs, client: Any, exported: ExportedImage, refs: Sequence[Reference],
-               log: Callable[[str], None], max_workers: int = 4) -> None:
+def push_image(
+    blobs: Blobs,
+    client: Any,
+    exported: ExportedImage,
+    refs: Sequence[Reference],
+    log: Callable[[str], None],
+    max_workers: int = 4,
+) -> None:
     """Push layers (``mason.registry.push.push_blob``: HEAD, else mount from a repository of
     the same registry known to hold it, else upload), then the config, then the manifest under
     each ref. Layers already known remote on the same registry are never downloaded; every
@@ -119,7 +138,9 @@ def push_image(blobs: Blobs, client: Any, exported: ExportedImage, refs: Sequenc
             assert lr.blob is not None
             desc = blobs.descriptor(lr, oci=exported.oci)
             hints = blobs.mount_hints(lr.blob)
-            outcome = push_blob(client, target, desc.with_annotations(hints) if hints else desc, blobs.opener(lr))
+            outcome = push_blob(
+                client, target, desc.with_annotations(hints) if hints else desc, blobs.opener(lr)
+            )
             if outcome == "mounted":
                 known = hints.get(DISTRIBUTION_SOURCE_PREFIX + target.registry, "")
                 log(f"mounted {lr.blob} (known in {known})")
@@ -134,13 +155,17 @@ def push_image(blobs: Blobs, client: Any, exported: ExportedImage, refs: Sequenc
         client.push_blob(target, cfg, lambda raw=raw: io.BytesIO(raw))
         for r in targets:
             client.put_manifest(r, exported.manifest.raw, exported.manifest.media_type)
-            log(f"pushing manifest for {r.repository_ref}:{r.tag or 'latest'}@{exported.digest} done")
+            log(
+                f"pushing manifest for {r.repository_ref}:{r.tag or 'latest'}@{exported.digest} done"
+            )
 
 
 # -- files -----------------------------------------------------------------------
 
 
-def _write_layout(blobs: Blobs, exported: ExportedImage, layout_dir: Path, names: Sequence[str]) -> None:
+def _write_layout(
+    blobs: Blobs, exported: ExportedImage, layout_dir: Path, names: Sequence[str]
+) -> None:
     from mason.oci.layout import OCILayout
 
     layout = OCILayout.create(str(layout_dir))
@@ -148,14 +173,17 @@ def _write_layout(blobs: Blobs, exported: ExportedImage, layout_dir: Path, names
         assert lr.blob is not None
         if not layout.has_blob(lr.blob):
             with blobs.opener(lr)() as src:
-                layout.put_blob_stream(src, lr.media_type or mt.OCI_LAYER_GZIP, lr.blob, lr.blob_size)
+                layout.put_blob_stream(
+                    src, lr.media_type or mt.OCI_LAYER_GZIP, lr.blob, lr.blob_size
+                )
     layout.put_blob_bytes(exported.config_raw, exported.manifest.config.media_type)
     layout.put_blob_bytes(exported.manifest.raw, exported.manifest.media_type)
     desc = exported.descriptor()
     if names:
         for n in names:
-            layout.add_manifest(desc.with_annotations({"io.containerd.image.name": n}),
-                                ref_name=_ref_name(n))
+            layout.add_manifest(
+                desc.with_annotations({"io.containerd.image.name": n}), ref_name=_ref_name(n)
+            )
     else:
         layout.add_manifest(desc, ref_name="latest")
 
@@ -168,8 +196,9 @@ def _ref_name(name: str) -> str:
         return name
 
 
-def _tar_directory(src: Path, out: IO[bytes], *, extra: dict[str, bytes] | None = None,
-                   zero_mtime: bool = True) -> None:
+def _tar_directory(
+    src: Path, out: IO[bytes], *, extra: dict[str, bytes] | None = None, zero_mtime: bool = True
+) -> None:
     """A deterministic tar of a directory (sorted names, no user/group names)."""
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
         for dirpath, dirnames, filenames in os.walk(src):
@@ -194,12 +223,20 @@ def _tar_directory(src: Path, out: IO[bytes], *, extra: dict[str, bytes] | None 
 
 
 def _output_error(kind: str, dest: str, exc: OSError) -> BuildError:
-    reason = "exists and is not a directory" if exc.errno in (errno.EEXIST, errno.ENOTDIR) else exc.strerror
+    reason = (
+        "exists and is not a directory"
+        if exc.errno in (errno.EEXIST, errno.ENOTDIR)
+        else exc.strerror
+    )
     # name the failing path when it is not dest itself or our temp file beside it
     named = str(exc.filename or "")
     context = [f"file: {named}"] if named and named != dest and ".mason-" not in named else []
-    return BuildError(f"cannot write the {kind} output to {dest}: {reason or exc}", reference="output-failed",
-                      context=context, hint="give a writable path in dest=")
+    return BuildError(
+        f"cannot write the {kind} output to {dest}: {reason or exc}",
+        reference="output-failed",
+        context=context,
+        hint="give a writable path in dest=",
+    )
 
 
 @contextlib.contextmanager
@@ -236,19 +273,35 @@ def _docker_manifest_json(exported: ExportedImage, names: Sequence[str]) -> byte
     return json.dumps([entry], separators=(",", ":")).encode()
 
 
-def export_outputs(blobs: Blobs, client: Any, image: ImageResult, outputs: Sequence[OutputSpec],
-                   tmp_dir: Path, log: Callable[[str], None], *, stdout: BinaryIO | None = None,
-                   config_extra: dict[str, Any] | None = None) -> ExportedImage | None:
+def export_outputs(
+    blobs: Blobs,
+    client: Any,
+    image: ImageResult,
+    outputs: Sequence[OutputSpec],
+    tmp_dir: Path,
+    log: Callable[[str], None],
+    *,
+    stdout: BinaryIO | None = None,
+    config_extra: dict[str, Any] | None = None,
+) -> ExportedImage | None:
     """Write every output; returns the image of the first image-like output (for metadata)."""
     first: ExportedImage | None = None
     for out in outputs:
         if out.type in ("image", "oci", "docker"):
             t0 = time.monotonic()
-            exported = assemble_manifest(blobs, image, compression=out.compression, level=out.compression_level,
-                                         force=out.force_compression, oci=out.oci_mediatypes,
-                                         config_extra=config_extra)
+            exported = assemble_manifest(
+                blobs,
+                image,
+                compression=out.compression,
+                level=out.compression_level,
+                force=out.force_compression,
+                oci=out.oci_mediatypes,
+                config_extra=config_extra,
+            )
             first = first or exported
-            log(f"exporting layers {time.monotonic() - t0:.1f}s done")  # BuildKit's first export line
+            log(
+                f"exporting layers {time.monotonic() - t0:.1f}s done"
+            )  # BuildKit's first export line
             log(f"exporting manifest {exported.digest} done")
             log(f"exporting config {exported.manifest.config.digest} done")
             if out.type == "image":
@@ -256,7 +309,9 @@ def export_outputs(blobs: Blobs, client: Any, image: ImageResult, outputs: Seque
                     refs = [Reference.parse(n) for n in out.names]
                     push_image(blobs, client, exported, refs, log)
                 else:
-                    log("image not pushed (push=false); use --push or --output type=oci/docker to keep it")
+                    log(
+                        "image not pushed (push=false); use --push or --output type=oci/docker to keep it"
+                    )
             else:
                 assert out.dest is not None
                 if out.layout_dir:
@@ -265,7 +320,11 @@ def export_outputs(blobs: Blobs, client: Any, image: ImageResult, outputs: Seque
                     work = Path(tempfile.mkdtemp(dir=tmp_dir, prefix="export-"))
                     try:
                         _write_layout(blobs, exported, work, out.names)
-                        extra = {"manifest.json": _docker_manifest_json(exported, out.names)} if out.type == "docker" else None
+                        extra = (
+                            {"manifest.json": _docker_manifest_json(exported, out.names)}
+                            if out.type == "docker"
+                            else None
+                        )
                         with _dest_file(out.dest, out.type, stdout) as f:
                             _tar_directory(work, f, extra=extra)
                     finally:
@@ -289,4 +348,3 @@ def export_outputs(blobs: Blobs, client: Any, image: ImageResult, outputs: Seque
                     shutil.rmtree(work, ignore_errors=True)
             log(f"copying files to {out.dest} done")
     return first
-

@@ -66,8 +66,12 @@ class PrunePlan:
     records: list[str] = field(default_factory=list)
 
 
-def plan_prune(entries: Sequence[_Entry], records: Sequence[R],
-               reach: Callable[[R], Iterable[EntryKey]], rule: PruneRule) -> PrunePlan:
+def plan_prune(
+    entries: Sequence[_Entry],
+    records: Sequence[R],
+    reach: Callable[[R], Iterable[EntryKey]],
+    rule: PruneRule,
+) -> PrunePlan:
     """The entries and records to delete under ``rule``. ``reach(record)``: the entries the
     record's chain needs (its layers' blobs and variants, its snapshots)."""
     by_key = {(e.kind, e.ident): e for e in entries}

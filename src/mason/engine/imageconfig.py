@@ -64,7 +64,12 @@ class StageConfig:
 
     @classmethod
     def scratch(cls, architecture: str, os_: str, variant: str | None = None) -> StageConfig:
-        return cls(architecture=architecture, os=os_, variant=variant, config={"Env": [f"PATH={DEFAULT_PATH}"]})
+        return cls(
+            architecture=architecture,
+            os=os_,
+            variant=variant,
+            config={"Env": [f"PATH={DEFAULT_PATH}"]},
+        )
 
     @classmethod
     def from_image_config(cls, doc: Mapping[str, Any]) -> StageConfig:
@@ -73,10 +78,28 @@ class StageConfig:
         if not cfg.get("Env"):
             cfg["Env"] = [f"PATH={DEFAULT_PATH}"]
         rootfs = doc.get("rootfs") or {}
-        extra = {k: copy.deepcopy(v) for k, v in doc.items()
-                 if k not in ("architecture", "os", "variant", "config", "rootfs", "history", "created",
-                              "moby.buildkit.cache.v0", "moby.buildkit.buildinfo.v1", "container", "container_config",
-                              "docker_version", "author", "os.version", "os.features")}
+        extra = {
+            k: copy.deepcopy(v)
+            for k, v in doc.items()
+            if k
+            not in (
+                "architecture",
+                "os",
+                "variant",
+                "config",
+                "rootfs",
+                "history",
+                "created",
+                "moby.buildkit.cache.v0",
+                "moby.buildkit.buildinfo.v1",
+                "container",
+                "container_config",
+                "docker_version",
+                "author",
+                "os.version",
+                "os.features",
+            )
+        }
         return cls(
             architecture=str(doc.get("architecture", "amd64")),
             os=str(doc.get("os", "linux")),
@@ -107,7 +130,10 @@ class StageConfig:
         # Docker replaces in place when the variable exists, appends otherwise.
         existing = [str(e).partition("=")[0] for e in (self.config.get("Env") or [])]
         if key in existing:
-            items = [f"{key}={value}" if str(e).partition("=")[0] == key else e for e in self.config["Env"]]
+            items = [
+                f"{key}={value}" if str(e).partition("=")[0] == key else e
+                for e in self.config["Env"]
+            ]
         else:
             items.append(f"{key}={value}")
         self.config["Env"] = items
@@ -119,16 +145,20 @@ class StageConfig:
 
     # final document ---------------------------------------------------------
 
-    def document(self, created: str, extra_fields: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def document(
+        self, created: str, extra_fields: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         doc: dict[str, Any] = dict(self.extra)
-        doc.update({
-            "architecture": self.architecture,
-            "os": self.os,
-            "config": _clean_config(self.config),
-            "created": created,
-            "history": self.history,
-            "rootfs": {"type": "layers", "diff_ids": list(self.diff_ids)},
-        })
+        doc.update(
+            {
+                "architecture": self.architecture,
+                "os": self.os,
+                "config": _clean_config(self.config),
+                "created": created,
+                "history": self.history,
+                "rootfs": {"type": "layers", "diff_ids": list(self.diff_ids)},
+            }
+        )
         if self.variant:
             doc["variant"] = self.variant
         if extra_fields:
@@ -182,9 +212,17 @@ def _go_frac(value: int, unit: int) -> str:
     return f"{whole}." + f"{frac:0{digits}d}".rstrip("0")
 
 
-def go_healthcheck_text(test: Sequence[str], interval: int, timeout: int, start_period: int, start_interval: int,
-                        retries: int) -> str:
+def go_healthcheck_text(
+    test: Sequence[str],
+    interval: int,
+    timeout: int,
+    start_period: int,
+    start_interval: int,
+    retries: int,
+) -> str:
     """The ``HEALTHCHECK`` history text BuildKit v0.32.2 writes: Go's ``%+v`` of the health config
     struct (``{Test:[CMD-SHELL curl x] Interval:30s Timeout:0s StartPeriod:0s StartInterval:0s Retries:3}``)."""
-    return (f"{{Test:[{' '.join(test)}] Interval:{go_duration(interval)} Timeout:{go_duration(timeout)} "
-            f"StartPeriod:{go_duration(start_period)} StartInterval:{go_duration(start_interval)} Retries:{retries}}}")
+    return (
+        f"{{Test:[{' '.join(test)}] Interval:{go_duration(interval)} Timeout:{go_duration(timeout)} "
+        f"StartPeriod:{go_duration(start_period)} StartInterval:{go_duration(start_interval)} Retries:{retries}}}"
+    )

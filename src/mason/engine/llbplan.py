@@ -278,8 +278,14 @@ class _File:
 
 
 class _Planner:
-    def __init__(self, plan: BuildPlan, resolve: ImageResolver, platform: pb.Platform,
-                 build_args: Mapping[str, str], context: _Node | None) -> None:
+    def __init__(
+        self,
+        plan: BuildPlan,
+        resolve: ImageResolver,
+        platform: pb.Platform,
+        build_args: Mapping[str, str],
+        context: _Node | None,
+    ) -> None:
         self.plan = plan
         self.resolve = resolve
         self.platform = platform
@@ -302,8 +308,14 @@ class _Planner:
         triggers: list[str] = []
         if ps.base.stage is not None:
             parent = self.stage(ps.base.stage)
-            st = _Stage(ps, dataclasses.replace(parent.state), StageScope.start(self.plan, parent=parent.scope),
-                        parent.shell, parent.image_user, parent.image_workdir)
+            st = _Stage(
+                ps,
+                dataclasses.replace(parent.state),
+                StageScope.start(self.plan, parent=parent.scope),
+                parent.shell,
+                parent.image_user,
+                parent.image_workdir,
+            )
             triggers = [c.expression for c in parent.commands if isinstance(c, OnbuildCommand)]
         else:
             assert ps.base.image is not None
@@ -317,8 +329,9 @@ class _Planner:
         self.stages[index] = st
         return st
 
-    def image_stage(self, ref_text: str, platform: pb.Platform,
-                    ps: PlannedStage | None) -> tuple[_Stage, Mapping[str, Any]]:
+    def image_stage(
+        self, ref_text: str, platform: pb.Platform, ps: PlannedStage | None
+    ) -> tuple[_Stage, Mapping[str, Any]]:
         """A stage's start from an image (or scratch): the source op and the image config's state."""
         config: Mapping[str, Any] = {}
         node: _Node | None = None
@@ -402,10 +415,16 @@ class _Planner:
         st.state.dir = wd  # NormalizePath made it absolute
         if wd == "/":
             return  # BuildKit makes no layer for the root
-        mkdir = pb.FileActionMkDir(path=fileop_normalize(st.state.dir, wd, False), mode=0o755, make_parents=True,
-                                   owner=_chown(st.image_user, 0 if st.state.node else pb.EMPTY),
-                                   timestamp=self.epoch_ns)
-        st.state.node = _file_node(st.state.node, [_File(pb.FileAction(mkdir=mkdir))], f"WORKDIR {wd}")
+        mkdir = pb.FileActionMkDir(
+            path=fileop_normalize(st.state.dir, wd, False),
+            mode=0o755,
+            make_parents=True,
+            owner=_chown(st.image_user, 0 if st.state.node else pb.EMPTY),
+            timestamp=self.epoch_ns,
+        )
+        st.state.node = _file_node(
+            st.state.node, [_File(pb.FileAction(mkdir=mkdir))], f"WORKDIR {wd}"
+        )
 
     def dispatch_run(self, st: _Stage, c: RunCommand) -> None:
         if c.devices:
@@ -423,11 +442,19 @@ class _Planner:
                 raise _unsupported(c, "RUN --mount=type=ssh")
             else:
                 mounts.append(self.run_mount(st, m))
-        meta = pb.Meta(args=args, env=tuple(f"{k}={v}" for k, v in st.state.env), cwd=st.state.dir or "/",
-                       user=st.state.user, proxy_env=self.proxy, remove_mount_stubs_recursive=True)
+        meta = pb.Meta(
+            args=args,
+            env=tuple(f"{k}={v}" for k, v in st.state.env),
+            cwd=st.state.dir or "/",
+            user=st.state.user,
+            proxy_env=self.proxy,
+            remove_mount_stubs_recursive=True,
+        )
         network = _NETWORK.get(c.network, pb.NetMode.UNSET)
         security = pb.SecurityMode.INSECURE if c.security == "insecure" else pb.SecurityMode.SANDBOX
-        st.state.node = _exec_node(meta, mounts, secrets, secret_env, network, security, st.state.platform, c.code)
+        st.state.node = _exec_node(
+            meta, mounts, secrets, secret_env, network, security, st.state.platform, c.code
+        )
 
     def run_mount(self, st: _Stage, m: Mount) -> _MountSpec:
         """``dispatchRunMounts`` for one bind, cache or tmpfs mount."""
@@ -456,10 +483,16 @@ class _Planner:
         elif m.uid is not None or m.gid is not None or m.mode is not None:
             # setCacheUIDGID: a /cache directory with the owner and mode, mounted from there
             mode = 0o755 if m.mode is None else m.mode
-            mkdir = pb.FileActionMkDir(path="/cache", mode=mode & 0o777, timestamp=-1,
-                                       owner=_uid_gid(m.uid or 0, m.gid or 0))
+            mkdir = pb.FileActionMkDir(
+                path="/cache",
+                mode=mode & 0o777,
+                timestamp=-1,
+                owner=_uid_gid(m.uid or 0, m.gid or 0),
+            )
             base = source
-            spec.source = _file_node(base, [_File(pb.FileAction(mkdir=mkdir))], "cache mount permissions")
+            spec.source = _file_node(
+                base, [_File(pb.FileAction(mkdir=mkdir))], "cache mount permissions"
+            )
             spec.selector = "/cache"
         if not from_:
             self.ctx_paths.add(src)
@@ -498,8 +531,14 @@ class _Planner:
                 if not (is_add and src.startswith(("http://", "https://"))):
                     self.ctx_paths.add(go_join("/", src))
 
-    def local_copy(self, c: CopyCommand | AddCommand, src: str, dest: str,
-                   common: pb.FileActionCopy, from_: str) -> _File:
+    def local_copy(
+        self,
+        c: CopyCommand | AddCommand,
+        src: str,
+        dest: str,
+        common: pb.FileActionCopy,
+        from_: str,
+    ) -> _File:
         patterns: tuple[str, ...] = ()
         required: tuple[str, ...] = ()
         if isinstance(c, CopyCommand) and c.parents:
@@ -518,12 +557,22 @@ class _Planner:
             unpack = c.unpack
         source = self.source_state(from_).node if from_ else self.context_node()
         action = dataclasses.replace(
-            common, src=go_clean(src), dest=dest, follow_symlink=True, dir_copy_contents=True,
-            include_patterns=patterns, required_paths=required, attempt_unpack_docker_compatibility=unpack,
-            allow_wildcard=True, allow_empty_wildcard=True)
+            common,
+            src=go_clean(src),
+            dest=dest,
+            follow_symlink=True,
+            dir_copy_contents=True,
+            include_patterns=patterns,
+            required_paths=required,
+            attempt_unpack_docker_compatibility=unpack,
+            allow_wildcard=True,
+            allow_empty_wildcard=True,
+        )
         return _File(pb.FileAction(copy=action), source, reads=True)
 
-    def http_copy(self, c: CopyCommand | AddCommand, src: str, dest: str, common: pb.FileActionCopy) -> _File:
+    def http_copy(
+        self, c: CopyCommand | AddCommand, src: str, dest: str, common: pb.FileActionCopy
+    ) -> _File:
         filename = "__unnamed__"
         try:
             base = go_path_base(urlsplit(src).path)
@@ -535,11 +584,17 @@ class _Planner:
         checksum = c.checksum if isinstance(c, AddCommand) else ""
         if checksum:
             attrs["http.checksum"] = checksum
-        op = pb.Op(source=pb.SourceOp(identifier=src, attrs=attrs), constraints=pb.WorkerConstraints())
+        op = pb.Op(
+            source=pb.SourceOp(identifier=src, attrs=attrs), constraints=pb.WorkerConstraints()
+        )
         node = _node(op, (), (), f"ADD {src}")
         unpack = bool(c.unpack) if isinstance(c, AddCommand) else False
-        action = dataclasses.replace(common, src=fileop_normalize("/", filename, False), dest=dest,
-                                     attempt_unpack_docker_compatibility=unpack)
+        action = dataclasses.replace(
+            common,
+            src=fileop_normalize("/", filename, False),
+            dest=dest,
+            attempt_unpack_docker_compatibility=unpack,
+        )
         return _File(pb.FileAction(copy=action), node, reads=True)
 
 
@@ -573,9 +628,15 @@ def _run_args(st: _Stage, c: RunCommand) -> tuple[tuple[str, ...], _Node | None]
                 data = re.sub(r"(?m)^\t+", "", data)
             if data.startswith("#!"):
                 name = c.files[0].name
-                mkfile = pb.FileActionMkFile(path=fileop_normalize("/", name, False), mode=0o755,
-                                             data=data.encode("utf-8"), timestamp=-1)
-                pipes = _file_node(None, [_File(pb.FileAction(mkfile=mkfile))], "preparing inline document")
+                mkfile = pb.FileActionMkFile(
+                    path=fileop_normalize("/", name, False),
+                    mode=0o755,
+                    data=data.encode("utf-8"),
+                    timestamp=-1,
+                )
+                pipes = _file_node(
+                    None, [_File(pb.FileAction(mkfile=mkfile))], "preparing inline document"
+                )
                 args = [go_join("/dev/pipes/", name)]
             else:
                 args = [data]
@@ -607,13 +668,28 @@ def _secret(m: Mount, mounts: list[pb.Mount], env: list[pb.SecretEnv]) -> None:
     if m.env is not None:
         env.append(pb.SecretEnv(id=sid, name=m.env or sid, optional=not m.required))
     if target:
-        opt = pb.SecretOpt(id=sid, uid=m.uid or 0, gid=m.gid or 0, mode=0o400 if m.mode is None else m.mode,
-                           optional=not m.required)
-        mounts.append(pb.Mount(input=pb.EMPTY, dest=target, mount_type=pb.MountType.SECRET, secret_opt=opt))
+        opt = pb.SecretOpt(
+            id=sid,
+            uid=m.uid or 0,
+            gid=m.gid or 0,
+            mode=0o400 if m.mode is None else m.mode,
+            optional=not m.required,
+        )
+        mounts.append(
+            pb.Mount(input=pb.EMPTY, dest=target, mount_type=pb.MountType.SECRET, secret_opt=opt)
+        )
 
 
-def _exec_node(meta: pb.Meta, specs: list[_MountSpec], secrets: list[pb.Mount], secret_env: list[pb.SecretEnv],
-               network: pb.NetMode, security: pb.SecurityMode, platform: pb.Platform, name: str) -> _Node:
+def _exec_node(
+    meta: pb.Meta,
+    specs: list[_MountSpec],
+    secrets: list[pb.Mount],
+    secret_env: list[pb.SecretEnv],
+    network: pb.NetMode,
+    security: pb.SecurityMode,
+    platform: pb.Platform,
+    name: str,
+) -> _Node:
     """``ExecOp.Marshal``: mounts sorted by target, equal inputs shared, outputs for writable binds."""
     inputs = _Inputs()
     mounts: list[pb.Mount] = []
@@ -622,16 +698,31 @@ def _exec_node(meta: pb.Meta, specs: list[_MountSpec], secrets: list[pb.Mount], 
         output = pb.EMPTY
         if not (s.no_output or s.readonly or s.cache_id or s.tmpfs):
             output, out = out, out + 1
-        mount = pb.Mount(input=inputs.add(s.source), selector=s.selector, dest=s.target, output=output,
-                         readonly=s.readonly)
+        mount = pb.Mount(
+            input=inputs.add(s.source),
+            selector=s.selector,
+            dest=s.target,
+            output=output,
+            readonly=s.readonly,
+        )
         if s.cache_id:
-            mount = dataclasses.replace(mount, mount_type=pb.MountType.CACHE,
-                                        cache_opt=pb.CacheOpt(id=s.cache_id, sharing=s.sharing))
+            mount = dataclasses.replace(
+                mount,
+                mount_type=pb.MountType.CACHE,
+                cache_opt=pb.CacheOpt(id=s.cache_id, sharing=s.sharing),
+            )
         if s.tmpfs:
-            mount = dataclasses.replace(mount, mount_type=pb.MountType.TMPFS, tmpfs_opt=pb.TmpfsOpt(size=s.tmpfs_size))
+            mount = dataclasses.replace(
+                mount, mount_type=pb.MountType.TMPFS, tmpfs_opt=pb.TmpfsOpt(size=s.tmpfs_size)
+            )
         mounts.append(mount)
-    ex = pb.ExecOp(meta=meta, mounts=(*mounts, *secrets), network=network, security=security,
-                   secretenv=tuple(secret_env))
+    ex = pb.ExecOp(
+        meta=meta,
+        mounts=(*mounts, *secrets),
+        network=network,
+        security=security,
+        secretenv=tuple(secret_env),
+    )
     op = pb.Op(exec=ex, platform=platform, constraints=pb.WorkerConstraints())
     return _node(op, inputs.nodes, inputs.nodes, name)
 
@@ -679,16 +770,28 @@ def _copy_common(c: CopyCommand | AddCommand, owner_base: int) -> pb.FileActionC
             mode = 0
         else:
             if value > 0o7777:
-                raise _unsupported(c, "", f"invalid chmod parameter: '{c.chmod}'. it should be octal string "
-                                          "and between 0 and 07777")
+                raise _unsupported(
+                    c,
+                    "",
+                    f"invalid chmod parameter: '{c.chmod}'. it should be octal string "
+                    "and between 0 and 07777",
+                )
             mode = value
-    return pb.FileActionCopy(owner=_chown(c.chown, owner_base), mode=mode, mode_str=mode_str,
-                             exclude_patterns=tuple(c.exclude), create_dest_path=True, timestamp=-1)
+    return pb.FileActionCopy(
+        owner=_chown(c.chown, owner_base),
+        mode=mode,
+        mode_str=mode_str,
+        exclude_patterns=tuple(c.exclude),
+        create_dest_path=True,
+        timestamp=-1,
+    )
 
 
 def _heredoc_copy(content: SourceContent, dest: str, common: pb.FileActionCopy) -> _File:
     path = fileop_normalize("/", content.path, False)
-    mkfile = pb.FileActionMkFile(path=path, mode=0o644, data=content.data.encode("utf-8"), timestamp=-1)
+    mkfile = pb.FileActionMkFile(
+        path=path, mode=0o644, data=content.data.encode("utf-8"), timestamp=-1
+    )
     node = _file_node(None, [_File(pb.FileAction(mkfile=mkfile))], "preparing inline document")
     action = dataclasses.replace(common, src=fileop_normalize("/", content.path, False), dest=dest)
     return _File(pb.FileAction(copy=action), node, reads=True)
@@ -738,7 +841,9 @@ def _file_node(base: _Node | None, files: Sequence[_File], name: str) -> _Node:
     for i, (f, second) in enumerate(zip(files, seconds, strict=True)):
         first = base_idx if i == 0 else len(inputs.nodes) + i - 1
         output = 0 if i == len(files) - 1 else pb.EMPTY
-        actions.append(dataclasses.replace(f.action, input=first, secondary_input=second, output=output))
+        actions.append(
+            dataclasses.replace(f.action, input=first, secondary_input=second, output=output)
+        )
     op = pb.Op(file=pb.FileOp(actions=tuple(actions)), constraints=pb.WorkerConstraints())
     # allOutputs: the base, then the sources from the last action back to the first
     deps = _Inputs()
@@ -761,8 +866,6 @@ def _merge(lower: _Node | None, upper: _Node, name: str) -> _Node:
 # --- misc --------------------------------------------------------------------------------------
 
 
-
-
 def _is_git(src: str) -> bool:
     # dfgitutil.ParseGitRef's common forms: git@host:, git://, and https://….git[#ref]
     base = src.split("#", 1)[0]
@@ -777,11 +880,16 @@ def _is_empty_image(doc: Mapping[str, Any]) -> bool:
 
 
 def _unsupported(c: Command, what: str, message: str = "") -> BuildError:
-    return BuildError(message or f"{what} is not supported by mason's LLB planner yet",
-                      reference="unsupported-feature", context=[f"at line {c.start_line}: {c.code}"])
+    return BuildError(
+        message or f"{what} is not supported by mason's LLB planner yet",
+        reference="unsupported-feature",
+        context=[f"at line {c.start_line}: {c.code}"],
+    )
 
 
-def _context_source(name: str, exclude_patterns: Sequence[str], ctx_paths: set[str], session_id: str) -> pb.Op:
+def _context_source(
+    name: str, exclude_patterns: Sequence[str], ctx_paths: set[str], session_id: str
+) -> pb.Op:
     """``dockerui``'s MainContext: the context's local source with the paths the build reads."""
     attrs = {"local.sharedkeyhint": name}
     if session_id:
@@ -791,7 +899,10 @@ def _context_source(name: str, exclude_patterns: Sequence[str], ctx_paths: set[s
     follow = _follow_paths(ctx_paths)
     if follow:
         attrs["local.followpaths"] = go_json(follow).decode("utf-8")
-    return pb.Op(source=pb.SourceOp(identifier=f"local://{name}", attrs=attrs), constraints=pb.WorkerConstraints())
+    return pb.Op(
+        source=pb.SourceOp(identifier=f"local://{name}", attrs=attrs),
+        constraints=pb.WorkerConstraints(),
+    )
 
 
 def _follow_paths(paths: set[str]) -> list[str]:
@@ -815,10 +926,18 @@ def _definition(target: _Node | None, context: _Node | None) -> LLBDefinition:
 
     if target is not None:
         visit(target)
-    terminal = pb.Op(inputs=(pb.Input(digest=target.digest, index=0),) if target is not None else ())
+    terminal = pb.Op(
+        inputs=(pb.Input(digest=target.digest, index=0),) if target is not None else ()
+    )
     vertices = [LLBVertex(n.op, n.digest, n.name, n.session_bound) for n in order]
-    vertices.append(LLBVertex(terminal, pb.op_digest(terminal), "terminal",
-                              target.session_bound if target is not None else False))
+    vertices.append(
+        LLBVertex(
+            terminal,
+            pb.op_digest(terminal),
+            "terminal",
+            target.session_bound if target is not None else False,
+        )
+    )
     ctx = next((v for v in vertices if context is not None and v.digest == context.digest), None)
     return LLBDefinition(tuple(vertices), ctx)
 

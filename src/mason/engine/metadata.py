@@ -39,12 +39,22 @@ class LayerRef:
     media_type: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"diff_id": self.diff_id, "blob": self.blob, "size": self.blob_size, "media_type": self.media_type}
+        return {
+            "diff_id": self.diff_id,
+            "blob": self.blob,
+            "size": self.blob_size,
+            "media_type": self.media_type,
+        }
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> LayerRef:
         blob = d.get("blob")
-        return LayerRef(Digest(d["diff_id"]), Digest(blob) if blob else None, int(d.get("size", 0)), str(d.get("media_type", "")))
+        return LayerRef(
+            Digest(d["diff_id"]),
+            Digest(blob) if blob else None,
+            int(d.get("size", 0)),
+            str(d.get("media_type", "")),
+        )
 
 
 @dataclass(frozen=True)
@@ -175,20 +185,32 @@ class Metadata:
             return
         now = time.time()
         with self._tx() as conn:
-            conn.executemany("INSERT OR REPLACE INTO step_keys VALUES (?, ?, ?, ?, ?)",
-                             [(i, k, p, f, now) for i, k, p, f in rows])
-            conn.execute("DELETE FROM step_keys WHERE identity IN (SELECT identity FROM step_keys "
-                         "ORDER BY last_used DESC LIMIT -1 OFFSET ?)", (self.MAX_STEP_KEYS,))
+            conn.executemany(
+                "INSERT OR REPLACE INTO step_keys VALUES (?, ?, ?, ?, ?)",
+                [(i, k, p, f, now) for i, k, p, f in rows],
+            )
+            conn.execute(
+                "DELETE FROM step_keys WHERE identity IN (SELECT identity FROM step_keys "
+                "ORDER BY last_used DESC LIMIT -1 OFFSET ?)",
+                (self.MAX_STEP_KEYS,),
+            )
 
     def step_key(self, identity: str) -> tuple[str, bytes, str | None] | None:
         """(key, preimage, files JSON) last kept for ``identity``, or None."""
-        row = self._conn().execute("SELECT key, preimage, files FROM step_keys WHERE identity = ?",
-                                   (identity,)).fetchone()
+        row = (
+            self._conn()
+            .execute("SELECT key, preimage, files FROM step_keys WHERE identity = ?", (identity,))
+            .fetchone()
+        )
         return None if row is None else (row[0], bytes(row[1]), row[2])
 
     def step_names(self) -> dict[str, str]:
         """Cache key -> the Dockerfile step last built with it (``[2/3] RUN make``), for ``du``."""
-        rows = self._conn().execute("SELECT identity, key FROM step_keys ORDER BY last_used").fetchall()
+        rows = (
+            self._conn()
+            .execute("SELECT identity, key FROM step_keys ORDER BY last_used")
+            .fetchall()
+        )
         return {key: identity.rsplit("\0", 1)[-1] for identity, key in rows}
 
     def clear_step_keys(self) -> None:
@@ -197,20 +219,38 @@ class Metadata:
 
     # results -----------------------------------------------------------------
 
-    def put_result(self, key: str, layers: tuple[LayerRef, ...], description: str, extra: dict[str, Any] | None = None) -> None:
+    def put_result(
+        self,
+        key: str,
+        layers: tuple[LayerRef, ...],
+        description: str,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         now = time.time()
         with self._tx() as db:
             db.execute(
                 "INSERT INTO results(key, layers, description, extra, created, last_used) VALUES (?,?,?,?,?,?) "
                 "ON CONFLICT(key) DO UPDATE SET layers=excluded.layers, description=excluded.description, "
                 "extra=excluded.extra, last_used=excluded.last_used",
-                (key, json.dumps([lr.to_json() for lr in layers]), description, json.dumps(extra or {}, sort_keys=True), now, now),
+                (
+                    key,
+                    json.dumps([lr.to_json() for lr in layers]),
+                    description,
+                    json.dumps(extra or {}, sort_keys=True),
+                    now,
+                    now,
+                ),
             )
 
     def get_result(self, key: str, touch: bool = True) -> CachedResult | None:
-        row = self._conn().execute(
-            "SELECT key, layers, description, extra, created, last_used FROM results WHERE key=?", (key,)
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT key, layers, description, extra, created, last_used FROM results WHERE key=?",
+                (key,),
+            )
+            .fetchone()
+        )
         if row is None:
             return None
         if touch:
@@ -219,7 +259,11 @@ class Metadata:
         return _result_row(row)
 
     def results(self) -> list[CachedResult]:
-        rows = self._conn().execute("SELECT key, layers, description, extra, created, last_used FROM results").fetchall()
+        rows = (
+            self._conn()
+            .execute("SELECT key, layers, description, extra, created, last_used FROM results")
+            .fetchall()
+        )
         return [_result_row(r) for r in rows]
 
     def delete_results(self, keys: list[str]) -> None:
@@ -238,11 +282,17 @@ class Metadata:
             )
 
     def blob(self, digest: Digest) -> BlobInfo | None:
-        row = self._conn().execute("SELECT digest, size, media_type FROM blobs WHERE digest=?", (digest,)).fetchone()
+        row = (
+            self._conn()
+            .execute("SELECT digest, size, media_type FROM blobs WHERE digest=?", (digest,))
+            .fetchone()
+        )
         return BlobInfo(Digest(row[0]), row[1], row[2]) if row else None
 
     def blobs(self) -> list[tuple[BlobInfo, float]]:
-        rows = self._conn().execute("SELECT digest, size, media_type, last_used FROM blobs").fetchall()
+        rows = (
+            self._conn().execute("SELECT digest, size, media_type, last_used FROM blobs").fetchall()
+        )
         return [(BlobInfo(Digest(r[0]), r[1], r[2]), r[3]) for r in rows]
 
     def delete_blobs(self, digests: list[Digest]) -> None:
@@ -250,28 +300,50 @@ class Metadata:
             db.executemany("DELETE FROM blobs WHERE digest=?", [(d,) for d in digests])
             db.executemany("DELETE FROM variants WHERE digest=?", [(d,) for d in digests])
 
-    def put_variant(self, diff_id: Digest, compression: str, level: int | None, info: BlobInfo) -> None:
+    def put_variant(
+        self, diff_id: Digest, compression: str, level: int | None, info: BlobInfo
+    ) -> None:
         with self._tx() as db:
             db.execute(
                 "INSERT OR REPLACE INTO variants(diff_id, compression, level, digest, size, media_type) VALUES (?,?,?,?,?,?)",
-                (diff_id, compression, -1 if level is None else level, info.digest, info.size, info.media_type),
+                (
+                    diff_id,
+                    compression,
+                    -1 if level is None else level,
+                    info.digest,
+                    info.size,
+                    info.media_type,
+                ),
             )
 
     def variant(self, diff_id: Digest, compression: str, level: int | None) -> BlobInfo | None:
-        row = self._conn().execute(
-            "SELECT digest, size, media_type FROM variants WHERE diff_id=? AND compression=? AND level=?",
-            (diff_id, compression, -1 if level is None else level),
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT digest, size, media_type FROM variants WHERE diff_id=? AND compression=? AND level=?",
+                (diff_id, compression, -1 if level is None else level),
+            )
+            .fetchone()
+        )
         return BlobInfo(Digest(row[0]), row[1], row[2]) if row else None
 
     def variants_of(self, diff_id: Digest) -> list[tuple[str, int, BlobInfo]]:
-        rows = self._conn().execute(
-            "SELECT compression, level, digest, size, media_type FROM variants WHERE diff_id=?", (diff_id,)
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT compression, level, digest, size, media_type FROM variants WHERE diff_id=?",
+                (diff_id,),
+            )
+            .fetchall()
+        )
         return [(r[0], r[1], BlobInfo(Digest(r[2]), r[3], r[4])) for r in rows]
 
     def diff_id_of(self, blob: Digest) -> Digest | None:
-        row = self._conn().execute("SELECT diff_id FROM variants WHERE digest=? LIMIT 1", (blob,)).fetchone()
+        row = (
+            self._conn()
+            .execute("SELECT diff_id FROM variants WHERE digest=? LIMIT 1", (blob,))
+            .fetchone()
+        )
         return Digest(row[0]) if row else None
 
     # snapshots -----------------------------------------------------------------
@@ -285,7 +357,12 @@ class Metadata:
             )
 
     def snapshots(self) -> list[tuple[str, str, int, float]]:
-        return [tuple(r) for r in self._conn().execute("SELECT chain_id, path, size, last_used FROM snapshots").fetchall()]
+        return [
+            tuple(r)
+            for r in self._conn()
+            .execute("SELECT chain_id, path, size, last_used FROM snapshots")
+            .fetchall()
+        ]
 
     def delete_snapshots(self, chain_ids: list[str]) -> None:
         with self._tx() as db:
@@ -299,6 +376,10 @@ class Metadata:
 
 def _result_row(r: Any) -> CachedResult:
     return CachedResult(
-        key=r[0], layers=tuple(LayerRef.from_json(d) for d in json.loads(r[1])), description=r[2],
-        created=r[4], last_used=r[5], extra=json.loads(r[3]),
+        key=r[0],
+        layers=tuple(LayerRef.from_json(d) for d in json.loads(r[1])),
+        description=r[2],
+        created=r[4],
+        last_used=r[5],
+        extra=json.loads(r[3]),
     )

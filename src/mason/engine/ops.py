@@ -143,7 +143,9 @@ class BuildEnv:
         return key
 
     def created_now(self) -> str:
-        return format_created(float(self.source_date_epoch) if self.source_date_epoch is not None else time.time())
+        return format_created(
+            float(self.source_date_epoch) if self.source_date_epoch is not None else time.time()
+        )
 
     def location(self, lines: tuple[int, ...]) -> list[str]:
         """Dockerfile context lines for an error, BuildKit style."""
@@ -211,14 +213,28 @@ class MountPlan:
         return self.type == "secret" and (self.env is None or bool(self.target))
 
     def key_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"type": self.type, "target": self.target, "source": self.source,
-                             "readonly": self.readonly}
+        d: dict[str, Any] = {
+            "type": self.type,
+            "target": self.target,
+            "source": self.source,
+            "readonly": self.readonly,
+        }
         if self.type == "cache":
-            d.update(id=self.cache_id, sharing=self.sharing, mode=self.mode, uid=self.uid, gid=self.gid)
+            d.update(
+                id=self.cache_id, sharing=self.sharing, mode=self.mode, uid=self.uid, gid=self.gid
+            )
         if self.type == "secret":
             # Only the id and where it goes: secret contents never enter a key.
-            d.update(id=self.secret_id, required=self.required, mode=self.mode, uid=self.uid, gid=self.gid)
-            if self.env is not None:  # the variable's name, never its value (absent: keys as before)
+            d.update(
+                id=self.secret_id,
+                required=self.required,
+                mode=self.mode,
+                uid=self.uid,
+                gid=self.gid,
+            )
+            if (
+                self.env is not None
+            ):  # the variable's name, never its value (absent: keys as before)
                 d["env"] = self.env
         if self.type == "tmpfs":
             d.update(size=self.size)
@@ -228,9 +244,21 @@ class MountPlan:
 
 
 class ExecOp:
-    def __init__(self, env: BuildEnv, *, args: tuple[str, ...], environ: tuple[str, ...], cwd: str, user: str,
-                 network: str, mounts: tuple[MountPlan, ...], files: Mapping[str, str],
-                 lines: tuple[int, ...], display: str, security: str = "sandbox") -> None:
+    def __init__(
+        self,
+        env: BuildEnv,
+        *,
+        args: tuple[str, ...],
+        environ: tuple[str, ...],
+        cwd: str,
+        user: str,
+        network: str,
+        mounts: tuple[MountPlan, ...],
+        files: Mapping[str, str],
+        lines: tuple[int, ...],
+        display: str,
+        security: str = "sandbox",
+    ) -> None:
         self.env = env
         self.args = args
         self.environ = environ
@@ -261,9 +289,14 @@ class ExecOp:
         content = None
         ctx_binds = [m for m in self.mounts if m.type == "bind" and m.input_index is None]
         if ctx_binds:
+
             def content() -> str:
-                srcs = [select_sources(self.env.context, [m.source or "."], self.env.ignore) for m in ctx_binds]
+                srcs = [
+                    select_sources(self.env.context, [m.source or "."], self.env.ignore)
+                    for m in ctx_binds
+                ]
                 return checksum_sources([s for group in srcs for s in group], self.env.ignore)
+
         return CacheMap(op, content)
 
     def execute(self, ctx: ExecContext, inputs: Sequence[StepResult]) -> StepResult:
@@ -273,9 +306,14 @@ class ExecOp:
                 self._run(ctx, inputs, stack, mounted.merged)
             return _commit_step(self.env, mounted, base)
 
-    def _run(self, ctx: ExecContext, inputs: Sequence[StepResult], stack: contextlib.ExitStack, rootfs: Path) -> None:
-        from mason.engine.secrets import secret_file
-        from mason.executor import BindMount, CacheMount, ExecSpec, SecretMount, TmpfsMount
+    def _run(
+        self,
+        ctx: ExecContext,
+        inputs: Sequence[StepResult],
+        stack: contextlib.ExitStack,
+        rootfs: Path,
+    ) -> None:
+        from mason.executor import BindMount, CacheMount, ExecSpec, TmpfsMount
 
         env = self.env
         scratch = Path(tempfile.mkdtemp(dir=env.state.tmp, prefix=f"{os.getpid()}-run-"))
@@ -290,8 +328,9 @@ class ExecOp:
         for m in self.mounts:
             if m.type == "bind":
                 if m.input_index is not None:
-                    other = stack.enter_context(env.snapshots.view(inputs[m.input_index].layers,
-                                                                   readonly=m.readonly))
+                    other = stack.enter_context(
+                        env.snapshots.view(inputs[m.input_index].layers, readonly=m.readonly)
+                    )
                     src = self._mount_source(other, m, "stage")
                 else:
                     src = self._context_mount(m, scratch)
@@ -307,26 +346,20 @@ class ExecOp:
             elif m.type == "tmpfs":
                 mounts.append(TmpfsMount(m.target, m.size or None))
             elif m.type == "secret":
-                secret = env.secrets.get(m.secret_id)
-                if secret is None and m.required:
-                    raise BuildError(f"secret {m.secret_id} not found", reference="secret-missing",
-                                     context=env.location(self.lines),
-                                     hint=f"pass --secret id={m.secret_id},src=FILE")
-                if m.env is not None:
-                    # this RUN's environment only (an optional secret that is missing: empty, as
-                    # BuildKit); never in self.environ, which is the key and the history
-                    secret_env.append(f"{m.env}={(secret or b'').decode(errors='replace')}")
-                if secret is None or not m.secret_file:
-                    continue
-                # on tmpfs, never on disk under $MASON_ROOT: see mason.engine.secrets
-                sf = stack.enter_context(secret_file(secret, mode=m.mode if m.mode is not None else 0o400,
-                                                     uid=m.uid or 0, gid=m.gid or 0))
-                target = m.target or f"/run/secrets/{m.secret_id}"
-                mounts.append(SecretMount(sf, target))
-        spec = ExecSpec(rootfs=rootfs, args=self.args, env=(*self.environ, *secret_env), cwd=self.cwd,
-                        user=self.user, network=self.network, mounts=tuple(mounts),  # type: ignore[arg-type]
-                        extra_hosts=env.extra_hosts, shm_size=env.shm_size, ulimits=env.ulimits,
-                        insecure=self.security == "insecure")
+                mounts.extend(self._secret_mount(m, stack, secret_env))
+        spec = ExecSpec(
+            rootfs=rootfs,
+            args=self.args,
+            env=(*self.environ, *secret_env),
+            cwd=self.cwd,
+            user=self.user,
+            network=self.network,  # type: ignore[arg-type]
+            mounts=tuple(mounts),
+            extra_hosts=env.extra_hosts,
+            shm_size=env.shm_size,
+            ulimits=env.ulimits,
+            insecure=self.security == "insecure",
+        )
         cancel = threading.Event()
         ctx.cancel.add_callback(cancel.set)
         buf = _LineBuffer(ctx.log)
@@ -335,7 +368,7 @@ class ExecOp:
         if not status.ok:
             lines = list(status.last_lines) or buf.tail
             raise BuildError(
-                f"process \"{' '.join(self.args)}\" did not complete successfully: {status.describe()}",
+                f'process "{" ".join(self.args)}" did not complete successfully: {status.describe()}',
                 reference="run-failed",
                 context=[*(f"  {ln}" for ln in lines[-10:]), *env.location(self.lines)],
             )
@@ -350,10 +383,39 @@ class ExecOp:
         (source,) = select_sources(self.env.context, [m.source or "."], self.env.ignore)
         copy = Path(tempfile.mkdtemp(dir=scratch, prefix="context-"))
         name = "" if source.is_dir else os.path.basename(source.rel)
-        copy_sources([source], copy, "/" + name, CopyOptions(), self.env.ignore, dest_is_dir_hint=False)
+        copy_sources(
+            [source], copy, "/" + name, CopyOptions(), self.env.ignore, dest_is_dir_hint=False
+        )
         if source.is_dir:
             os.chmod(copy, stat.S_IMODE(os.stat(source.path).st_mode))
         return copy / name if name else copy
+
+    def _secret_mount(
+        self, m: MountPlan, stack: contextlib.ExitStack, secret_env: list[str]
+    ) -> list[Any]:
+        """A secret's file mount (on tmpfs) and/or its ``env=`` variable (``secret_env``)."""
+        from mason.engine.secrets import secret_file
+        from mason.executor import SecretMount
+
+        env = self.env
+        secret = env.secrets.get(m.secret_id)
+        if secret is None and m.required:
+            raise BuildError(
+                f"secret {m.secret_id} not found",
+                reference="secret-missing",
+                context=env.location(self.lines),
+                hint=f"pass --secret id={m.secret_id},src=FILE",
+            )
+        if m.env is not None:
+            # this RUN's environment only (an optional secret that is missing: empty, as
+            # BuildKit); never in self.environ, which is the key and the history
+            secret_env.append(f"{m.env}={(secret or b'').decode(errors='replace')}")
+        if secret is None or not m.secret_file:
+            return []
+        # on tmpfs, never on disk under $MASON_ROOT: see mason.engine.secrets
+        mode = m.mode if m.mode is not None else 0o400
+        sf = stack.enter_context(secret_file(secret, mode=mode, uid=m.uid or 0, gid=m.gid or 0))
+        return [SecretMount(sf, m.target or f"/run/secrets/{m.secret_id}")]
 
     def _mount_source(self, root: Path, m: MountPlan, what: str) -> Path:
         """The host path of ``--mount source=`` inside ``root``: symlinks and ``..`` resolved
@@ -363,15 +425,26 @@ class ExecOp:
             with FsRoot(root) as fs:
                 res = fs.resolve(m.source)
         except PathOutsideError as exc:
-            raise BuildError(f"mount source {m.source!r}: {exc.message}", reference="mount-source",
-                             context=self.env.location(self.lines)) from None
+            raise BuildError(
+                f"mount source {m.source!r}: {exc.message}",
+                reference="mount-source",
+                context=self.env.location(self.lines),
+            ) from None
         if not res.exists:
-            raise BuildError(f"mount source {m.source or '/'!r} does not exist in the {what}",
-                             reference="mount-source", context=self.env.location(self.lines))
+            raise BuildError(
+                f"mount source {m.source or '/'!r} does not exist in the {what}",
+                reference="mount-source",
+                context=self.env.location(self.lines),
+            )
         return root.joinpath(*res.parts)
 
-    def _cache_dir(self, m: MountPlan, stack: contextlib.ExitStack, seed: Path | None,
-                   seed_result: StepResult | None) -> Path:
+    def _cache_dir(
+        self,
+        m: MountPlan,
+        stack: contextlib.ExitStack,
+        seed: Path | None,
+        seed_result: StepResult | None,
+    ) -> Path:
         """The directory of a cache mount, locked for this RUN as ``sharing`` says, across threads
         and processes (flock on a lock file beside it): ``shared`` takes a shared lock on the one
         directory; ``locked`` an exclusive one (waits); ``private`` the first instance nobody uses,
@@ -400,7 +473,9 @@ class ExecOp:
                 fcntl.flock(fd, fcntl.LOCK_EX if m.sharing == "locked" else fcntl.LOCK_SH)
             break
         if not d.exists():
-            tmp = Path(tempfile.mkdtemp(dir=self.env.state.tmp, prefix=f"{os.getpid()}-cachemount-"))
+            tmp = Path(
+                tempfile.mkdtemp(dir=self.env.state.tmp, prefix=f"{os.getpid()}-cachemount-")
+            )
             try:
                 if seed is not None and seed.is_dir():
                     shutil.copytree(seed, tmp, symlinks=True, dirs_exist_ok=True)
@@ -460,10 +535,20 @@ class FileAction:
     unpack: bool | None = None  # ADD --unpack: None unless given (local archives: yes, URLs: no)
 
     def key_json(self) -> dict[str, Any]:
-        key = {"kind": self.kind, "sources": list(self.sources), "dest": self.dest, "from": self.from_input,
-               "chown": self.chown, "chmod": self.chmod, "inline": [list(x) for x in self.inline],
-               "urls": list(self.urls), "checksum": self.checksum, "extract": self.extract, "user": self.user,
-               "link": self.link}
+        key = {
+            "kind": self.kind,
+            "sources": list(self.sources),
+            "dest": self.dest,
+            "from": self.from_input,
+            "chown": self.chown,
+            "chmod": self.chmod,
+            "inline": [list(x) for x in self.inline],
+            "urls": list(self.urls),
+            "checksum": self.checksum,
+            "extract": self.extract,
+            "user": self.user,
+            "link": self.link,
+        }
         # frontend 1.26 flags enter only when given, so that the keys of other steps stay as they were
         if self.exclude:
             key["exclude"] = list(self.exclude)
@@ -486,10 +571,15 @@ class FileOp:
         self.context_files: tuple[FileEntry, ...] | None = None
 
     def cache_map(self, input_keys: Sequence[Digest]) -> CacheMap:
-        op = {"type": "mason.file.v0", "action": self.action.key_json(), "epoch": self.env.source_date_epoch}
+        op = {
+            "type": "mason.file.v0",
+            "action": self.action.key_json(),
+            "epoch": self.env.source_date_epoch,
+        }
         a = self.action
         content: Callable[[], str] | None = None
         if a.kind == "copy" and (a.urls or a.from_input is None):
+
             def content() -> str:
                 parts = []
                 if a.from_input is None:
@@ -499,15 +589,24 @@ class FileOp:
                     self.context_files = context_file_entries(walked)
                 parts += [self._fetch_url(u)[1] for u in a.urls]
                 return parts[0] if len(parts) == 1 else sha256_bytes(" ".join(parts).encode())
+
         return CacheMap(op, content)
 
     def _context_sources(self) -> list[Source]:
         try:
-            return select_copy_sources(self.env.context, self.action.sources, self.env.ignore,
-                                       parents=self.action.parents, exclude=self.action.exclude)
+            return select_copy_sources(
+                self.env.context,
+                self.action.sources,
+                self.env.ignore,
+                parents=self.action.parents,
+                exclude=self.action.exclude,
+            )
         except BuildError as exc:
-            raise BuildError(exc.message, reference=exc.reference,
-                             context=[*exc.context, *self.env.location(self.lines)]) from None
+            raise BuildError(
+                exc.message,
+                reference=exc.reference,
+                context=[*exc.context, *self.env.location(self.lines)],
+            ) from None
 
     def _fetch_url(self, url: str) -> tuple[Path, str]:
         """Download ``url`` once per build (the key needs its checksum, the copy its bytes). The
@@ -532,17 +631,27 @@ class FileOp:
                         out.write(chunk)
             except RegistryError as exc:
                 shutil.rmtree(tmp, ignore_errors=True)
-                why = f"HTTP {exc.status}" if exc.status is not None else exc.message.removeprefix(f"ADD {url}: ")
-                raise BuildError(f"ADD {url}: {why}", reference="add-url-failed",
-                                 context=self.env.location(self.lines)) from exc
+                why = (
+                    f"HTTP {exc.status}"
+                    if exc.status is not None
+                    else exc.message.removeprefix(f"ADD {url}: ")
+                )
+                raise BuildError(
+                    f"ADD {url}: {why}",
+                    reference="add-url-failed",
+                    context=self.env.location(self.lines),
+                ) from exc
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
             got = out.digest
             if self.action.checksum and self.action.checksum != got:
                 shutil.rmtree(tmp, ignore_errors=True)
-                raise BuildError(f"ADD {url}: checksum mismatch: expected {self.action.checksum}, got {got}",
-                                 reference="checksum-mismatch", context=self.env.location(self.lines))
+                raise BuildError(
+                    f"ADD {url}: checksum mismatch: expected {self.action.checksum}, got {got}",
+                    reference="checksum-mismatch",
+                    context=self.env.location(self.lines),
+                )
             os.chmod(path, 0o600)
             self._url_files[url] = (path, got)
             return path, got
@@ -563,7 +672,13 @@ class FileOp:
         finally:
             self._drop_downloads()
 
-    def _apply(self, ctx: ExecContext, inputs: Sequence[StepResult], stack: contextlib.ExitStack, rootfs: Path) -> None:
+    def _apply(
+        self,
+        ctx: ExecContext,
+        inputs: Sequence[StepResult],
+        stack: contextlib.ExitStack,
+        rootfs: Path,
+    ) -> None:
         env = self.env
         a = self.action
         opts = self._copy_options(rootfs)
@@ -576,27 +691,27 @@ class FileOp:
             elif a.kind == "copy":
                 if a.from_input is not None:
                     other = stack.enter_context(env.snapshots.view(inputs[a.from_input].layers))
-                    sources = select_copy_sources(other, a.sources, None, what="source stage", parents=a.parents,
-                                                  exclude=a.exclude)
-                    stage_opts = CopyOptions(opts.uid, opts.gid, opts.chmod, preserve_owner=True,
-                                             mode_set=opts.mode_set)
+                    sources = select_copy_sources(
+                        other,
+                        a.sources,
+                        None,
+                        what="source stage",
+                        parents=a.parents,
+                        exclude=a.exclude,
+                    )
+                    stage_opts = CopyOptions(
+                        opts.uid, opts.gid, opts.chmod, preserve_owner=True, mode_set=opts.mode_set
+                    )
                     copy_sources(sources, rootfs, dest, stage_opts, None, dest_is_dir_hint=dir_hint)
                 elif a.sources:
                     sources = self._context_sources()
                     if a.extract and a.unpack is not False:
                         self._add_local(sources, rootfs, dest, opts, dir_hint)
                     else:
-                        copy_sources(sources, rootfs, dest, opts, env.ignore, dest_is_dir_hint=dir_hint)
-                # ADD <url>: never extracted; 0600 unless --chmod (a symbolic one applies to 0600)
-                url_opts = opts if opts.chmod is not None or opts.mode_set is not None \
-                    else CopyOptions(opts.uid, opts.gid, 0o600)
-                for url in a.urls:
-                    path, _ = self._fetch_url(url)
-                    if a.unpack:  # ADD --unpack=true <url>: an archive is unpacked, anything else copied
-                        self._add_local([Source(path, path.name, False)], rootfs, dest, url_opts, dir_hint)
-                        continue
-                    copy_sources([Source(path, path.name, False)], rootfs, dest, url_opts, None,
-                                 dest_is_dir_hint=dir_hint)
+                        copy_sources(
+                            sources, rootfs, dest, opts, env.ignore, dest_is_dir_hint=dir_hint
+                        )
+                self._add_urls(rootfs, dest, opts, dir_hint)
             elif a.kind == "inline":
                 tmp = Path(tempfile.mkdtemp(dir=env.state.tmp, prefix=f"{os.getpid()}-inline-"))
                 stack.callback(shutil.rmtree, tmp, True)
@@ -609,11 +724,29 @@ class FileOp:
                     srcs.append(Source(p, clean_path(name).lstrip("/") or "__unnamed__", False))
                 copy_sources(srcs, rootfs, dest, opts, None, dest_is_dir_hint=dir_hint)
         except BuildError as exc:
-            raise BuildError(exc.message, reference=exc.reference,
-                             context=[*exc.context, *env.location(self.lines)]) from None
+            raise BuildError(
+                exc.message,
+                reference=exc.reference,
+                context=[*exc.context, *env.location(self.lines)],
+            ) from None
         except OSError as exc:
-            raise BuildError(f"{ctx.name}: {exc}", reference="copy-failed",
-                             context=env.location(self.lines)) from exc
+            raise BuildError(
+                f"{ctx.name}: {exc}", reference="copy-failed", context=env.location(self.lines)
+            ) from exc
+
+    def _add_urls(self, rootfs: Path, dest: str, opts: CopyOptions, dir_hint: bool) -> None:
+        """ADD <url>: copied (0600 unless --chmod; a symbolic one applies to 0600), or with
+        ``--unpack=true`` unpacked when it is an archive."""
+        a = self.action
+        keep_mode = opts.chmod is not None or opts.mode_set is not None
+        url_opts = opts if keep_mode else CopyOptions(opts.uid, opts.gid, 0o600)
+        for url in a.urls:
+            path, _ = self._fetch_url(url)
+            source = [Source(path, path.name, False)]
+            if a.unpack:
+                self._add_local(source, rootfs, dest, url_opts, dir_hint)
+            else:
+                copy_sources(source, rootfs, dest, url_opts, None, dest_is_dir_hint=dir_hint)
 
     def _copy_options(self, rootfs: Path) -> CopyOptions:
         a = self.action
@@ -626,12 +759,19 @@ class FileOp:
             try:
                 mode_set = parse_chmod(a.chmod)
             except ChmodError as exc:
-                raise BuildError(f"invalid --chmod={a.chmod}: {exc}", reference="invalid-chmod",
-                                 context=self.env.location(self.lines)) from None
-            chmod, mode_set = (mode_set.octal, None) if mode_set.octal is not None else (None, mode_set)
+                raise BuildError(
+                    f"invalid --chmod={a.chmod}: {exc}",
+                    reference="invalid-chmod",
+                    context=self.env.location(self.lines),
+                ) from None
+            chmod, mode_set = (
+                (mode_set.octal, None) if mode_set.octal is not None else (None, mode_set)
+            )
         return CopyOptions(uid, gid, chmod, mode_set=mode_set)
 
-    def _add_local(self, sources: list[Source], rootfs: Path, dest: str, opts: CopyOptions, dir_hint: bool) -> None:
+    def _add_local(
+        self, sources: list[Source], rootfs: Path, dest: str, opts: CopyOptions, dir_hint: bool
+    ) -> None:
         from mason.layer.apply import apply_layer
 
         plain: list[Source] = []
@@ -707,10 +847,11 @@ def _resolve_owner(rootfs: Path, owner: str) -> tuple[int, int]:
             return int(user), int(group) if group else int(user)
         resolved = resolve_user(rootfs, owner)
     except Exception as exc:
-        raise BuildError(f"unable to convert uid/gid chown string to host mapping: {exc}",
-                         reference="chown-failed") from exc
+        raise BuildError(
+            f"unable to convert uid/gid chown string to host mapping: {exc}",
+            reference="chown-failed",
+        ) from exc
     gid = resolved.gid
     if not group and user.isdigit():
         gid = int(user)
     return resolved.uid, gid
-

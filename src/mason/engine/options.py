@@ -107,8 +107,11 @@ ENTITLEMENTS = ("network.host", "security.insecure")
 
 
 def _bool(key: str, value: str, text: str) -> bool:
-    return parse_bool(key, value, lambda why: UsageError(f"invalid --output {text!r}: {why}",
-                                                         reference="invalid-output"))
+    return parse_bool(
+        key,
+        value,
+        lambda why: UsageError(f"invalid --output {text!r}: {why}", reference="invalid-output"),
+    )
 
 
 def parse_output(text: str) -> OutputSpec:
@@ -117,33 +120,33 @@ def parse_output(text: str) -> OutputSpec:
         if text == "-":
             return OutputSpec(type="tar", dest="-")
         return OutputSpec(type="local", dest=text)
-    attrs: dict[str, str] = {}
-    names: list[str] = []
-    for f in split_csv(text):
-        key, sep, value = f.partition("=")
-        if not sep:
-            raise UsageError(f"invalid --output {text!r}: field {f!r} is not key=value", reference="invalid-output")
-        key = key.strip().lower()
-        if key == "name":
-            names.extend(n.strip() for n in value.split(",") if n.strip())
-        else:
-            attrs[key] = value
+    attrs, names = _split_output(text)
     typ = attrs.pop("type", None)
     if typ is None:
-        raise UsageError(f"invalid --output {text!r}: type= is required", reference="invalid-output",
-                         hint="e.g. type=image,name=REG/app,push=true or type=oci,dest=out.tar")
+        raise UsageError(
+            f"invalid --output {text!r}: type= is required",
+            reference="invalid-output",
+            hint="e.g. type=image,name=REG/app,push=true or type=oci,dest=out.tar",
+        )
     push = False
     if typ == "registry":
         typ, push = "image", True
     if typ not in ("image", "oci", "docker", "local", "tar"):
-        raise UsageError(f"invalid --output {text!r}: unknown type {typ!r}", reference="invalid-output",
-                         hint="types: image, registry, oci, docker, local, tar")
+        raise UsageError(
+            f"invalid --output {text!r}: unknown type {typ!r}",
+            reference="invalid-output",
+            hint="types: image, registry, oci, docker, local, tar",
+        )
     _check_attributes(typ, attrs, names, text)
     if "push" in attrs:
         push = push or _bool("push", attrs.pop("push"), text)
     insecure = _bool("registry.insecure", attrs.pop("registry.insecure", "false"), text)
-    compression, level = parse_compression(attrs, lambda why, hint: UsageError(
-        f"invalid --output {text!r}: {why}", reference="invalid-output", hint=hint or None))
+    compression, level = parse_compression(
+        attrs,
+        lambda why, hint: UsageError(
+            f"invalid --output {text!r}: {why}", reference="invalid-output", hint=hint or None
+        ),
+    )
     attrs.pop("compression", None)
     attrs.pop("compression-level", None)
     force = _bool("force-compression", attrs.pop("force-compression", "false"), text)
@@ -153,37 +156,113 @@ def parse_output(text: str) -> OutputSpec:
     oci = _bool("oci-mediatypes", attrs.pop("oci-mediatypes", oci_default), text)
     tar = _bool("tar", attrs.pop("tar", "true"), text)
     dest = attrs.pop("dest", None)
-    if typ in ("oci", "docker", "local", "tar") and not dest:
-        if typ == "docker" and names:
-            raise UsageError(f"invalid --output {text!r}: mason has no daemon to load into; give dest=FILE",
-                             reference="invalid-output")
-        raise UsageError(f"invalid --output {text!r}: dest= is required for type={typ}", reference="invalid-output")
-    if typ == "image" and not names and push:
-        raise UsageError(f"invalid --output {text!r}: push needs name=REF (or -t REF)", reference="invalid-output")
+    _check_dest_and_names(typ, dest, names, push, text)
     spec = OutputSpec(
         type=typ,  # type: ignore[arg-type]
-        names=tuple(names), push=push, dest=dest, tar=tar, compression=compression,
-        compression_level=level, force_compression=force, oci_mediatypes=oci, attrs=attrs,
-        rewrite_timestamp=rewrite_timestamp, insecure=insecure,
+        names=tuple(names),
+        push=push,
+        dest=dest,
+        tar=tar,
+        compression=compression,
+        compression_level=level,
+        force_compression=force,
+        oci_mediatypes=oci,
+        attrs=attrs,
+        rewrite_timestamp=rewrite_timestamp,
+        insecure=insecure,
     )
     _check_file_dest(spec, text)
     return spec
 
 
+def _split_output(text: str) -> tuple[dict[str, str], list[str]]:
+    """buildx's CSV fields: ``name=`` values (comma lists) apart, every other key lower-cased."""
+    attrs: dict[str, str] = {}
+    names: list[str] = []
+    for f in split_csv(text):
+        key, sep, value = f.partition("=")
+        if not sep:
+            raise UsageError(
+                f"invalid --output {text!r}: field {f!r} is not key=value",
+                reference="invalid-output",
+            )
+        key = key.strip().lower()
+        if key == "name":
+            names.extend(n.strip() for n in value.split(",") if n.strip())
+        else:
+            attrs[key] = value
+    return attrs, names
+
+
+def _check_dest_and_names(
+    typ: str, dest: str | None, names: list[str], push: bool, text: str
+) -> None:
+    """A file or directory output needs ``dest=``; a push needs a name."""
+    if typ in ("oci", "docker", "local", "tar") and not dest:
+        if typ == "docker" and names:
+            raise UsageError(
+                f"invalid --output {text!r}: mason has no daemon to load into; give dest=FILE",
+                reference="invalid-output",
+            )
+        raise UsageError(
+            f"invalid --output {text!r}: dest= is required for type={typ}",
+            reference="invalid-output",
+        )
+    if typ == "image" and not names and push:
+        raise UsageError(
+            f"invalid --output {text!r}: push needs name=REF (or -t REF)",
+            reference="invalid-output",
+        )
+
+
 #: the attributes each output type takes (as BuildKit's exporters name them)
 _OUTPUT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
-    "image": ("name", "push", "compression", "compression-level", "force-compression", "oci-mediatypes",
-              "registry.insecure", "rewrite-timestamp"),
-    "oci": ("name", "dest", "tar", "compression", "compression-level", "force-compression", "oci-mediatypes",
-            "rewrite-timestamp"),
-    "docker": ("name", "dest", "compression", "compression-level", "force-compression", "oci-mediatypes",
-               "rewrite-timestamp"),
+    "image": (
+        "name",
+        "push",
+        "compression",
+        "compression-level",
+        "force-compression",
+        "oci-mediatypes",
+        "registry.insecure",
+        "rewrite-timestamp",
+    ),
+    "oci": (
+        "name",
+        "dest",
+        "tar",
+        "compression",
+        "compression-level",
+        "force-compression",
+        "oci-mediatypes",
+        "rewrite-timestamp",
+    ),
+    "docker": (
+        "name",
+        "dest",
+        "compression",
+        "compression-level",
+        "force-compression",
+        "oci-mediatypes",
+        "rewrite-timestamp",
+    ),
     "local": ("dest",),
     "tar": ("dest",),
 }
 #: BuildKit's other exporter attributes: refused by name rather than silently ignored
-_NOT_YET = ("annotation", "buildinfo", "buildinfo-attrs", "dangling-name-prefix", "insecure", "name-canonical",
-            "oci-artifact", "platform-split", "push-by-digest", "store", "unpack")
+_NOT_YET = (
+    "annotation",
+    "buildinfo",
+    "buildinfo-attrs",
+    "dangling-name-prefix",
+    "insecure",
+    "name-canonical",
+    "oci-artifact",
+    "platform-split",
+    "push-by-digest",
+    "store",
+    "unpack",
+)
 
 
 def _check_attributes(typ: str, attrs: Mapping[str, str], names: Sequence[str], text: str) -> None:
@@ -193,10 +272,15 @@ def _check_attributes(typ: str, attrs: Mapping[str, str], names: Sequence[str], 
     keys = set(attrs) | ({"name"} if names else set())
     for key in sorted(keys - set(valid)):
         if key.split(".", 1)[0] in _NOT_YET or key in _NOT_YET:
-            raise UsageError(f"invalid --output {text!r}: {key}= is not supported by mason yet",
-                             reference="invalid-output")
-        raise UsageError(f"invalid --output {text!r}: unknown attribute {key!r} for type={typ}",
-                         reference="invalid-output", hint="type=" + typ + " takes " + ", ".join(valid))
+            raise UsageError(
+                f"invalid --output {text!r}: {key}= is not supported by mason yet",
+                reference="invalid-output",
+            )
+        raise UsageError(
+            f"invalid --output {text!r}: unknown attribute {key!r} for type={typ}",
+            reference="invalid-output",
+            hint="type=" + typ + " takes " + ", ".join(valid),
+        )
 
 
 def _check_file_dest(spec: OutputSpec, text: str) -> None:
@@ -207,9 +291,12 @@ def _check_file_dest(spec: OutputSpec, text: str) -> None:
     assert spec.dest is not None
     why = unwritable_dest(spec.dest)
     if why is not None:
-        raise UsageError(f"invalid --output {text!r}: {spec.dest} is {why}", reference="invalid-output",
-                         hint="dest= must be a regular file (replaced), a FIFO or character device "
-                              "(written to), or - for stdout")
+        raise UsageError(
+            f"invalid --output {text!r}: {spec.dest} is {why}",
+            reference="invalid-output",
+            hint="dest= must be a regular file (replaced), a FIFO or character device "
+            "(written to), or - for stdout",
+        )
 
 
 def parse_secret(text: str, env: Mapping[str, str] | None = None) -> SecretSpec:
@@ -230,19 +317,28 @@ def parse_secret(text: str, env: Mapping[str, str] | None = None) -> SecretSpec:
     if src:
         p = Path(src).expanduser()
         if not p.is_file():
-            raise UsageError(f"invalid --secret {text!r}: {src} is not a readable file", reference="invalid-secret")
+            raise UsageError(
+                f"invalid --secret {text!r}: {src} is not a readable file",
+                reference="invalid-secret",
+            )
         return SecretSpec(id=sid, src=p)
     if envname is None and env is not None and sid in env:
         envname = sid
     if envname is not None:
         if env is None or envname not in env:
-            raise UsageError(f"invalid --secret {text!r}: environment variable {envname} is not set",
-                             reference="invalid-secret")
+            raise UsageError(
+                f"invalid --secret {text!r}: environment variable {envname} is not set",
+                reference="invalid-secret",
+            )
         return SecretSpec(id=sid, env_value=env[envname])
-    raise UsageError(f"invalid --secret {text!r}: give src=FILE or env=VAR", reference="invalid-secret")
+    raise UsageError(
+        f"invalid --secret {text!r}: give src=FILE or env=VAR", reference="invalid-secret"
+    )
 
 
-def outputs_for(tags: Sequence[str], push: bool, outputs: Sequence[OutputSpec]) -> tuple[OutputSpec, ...]:
+def outputs_for(
+    tags: Sequence[str], push: bool, outputs: Sequence[OutputSpec]
+) -> tuple[OutputSpec, ...]:
     """Combine ``-t`` / ``--push`` with ``--output`` the way buildx does: ``--push`` adds an image
     output pushing the tags; an image output without names takes the tags."""
     result: list[OutputSpec] = []

@@ -33,7 +33,15 @@ if TYPE_CHECKING:
     from mason.cache.options import CacheOptions
     from mason.engine.convert import ConvertedBuild
 
-__all__ = ["CacheBlobStore", "HitLookup", "export_caches", "finished_chain", "import_caches", "inline_cache_extra", "solved_records"]
+__all__ = [
+    "CacheBlobStore",
+    "HitLookup",
+    "export_caches",
+    "finished_chain",
+    "import_caches",
+    "inline_cache_extra",
+    "solved_records",
+]
 
 #: Records of steps that made no layer of their own (FROM) carry this fixed time, so a
 #: re-export of an unchanged build writes the same bytes.
@@ -41,7 +49,9 @@ _EPOCH = "1970-01-01T00:00:00Z"
 _NO_TIME = ("", ZERO_TIME, _EPOCH)
 
 
-def _emit_task(sink: ProgressSink, name: str, status: str, text: str = "", elapsed: float | None = None) -> None:
+def _emit_task(
+    sink: ProgressSink, name: str, status: str, text: str = "", elapsed: float | None = None
+) -> None:
     sink.emit(Event(f"task:{name}", name, status, text, elapsed))  # type: ignore[arg-type]
 
 
@@ -55,7 +65,9 @@ class HitLookup:
     the build already knows for the blob (a base image's) must match. A hit that fails is a
     miss with one warning naming the step and the blob: the step runs. Nothing is downloaded."""
 
-    def __init__(self, source: ImportedCache, blobs: Blobs, warn: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, source: ImportedCache, blobs: Blobs, warn: Callable[[str], None] | None = None
+    ) -> None:
         self.source = source
         self.blobs = blobs
         self._warn = warn or (lambda _text: None)
@@ -67,8 +79,10 @@ class HitLookup:
             return None
         problem = next(filter(None, map(self._problem, hit.layers)), None)
         if problem is not None:
-            self._warn(f"cache hit for {hit.step or key.digest} from {hit.source} not used, the step runs "
-                       f"instead: {problem}")
+            self._warn(
+                f"cache hit for {hit.step or key.digest} from {hit.source} not used, the step runs "
+                f"instead: {problem}"
+            )
             return None
         return self._result(hit)
 
@@ -96,18 +110,32 @@ class HitLookup:
             diff_id = Digest(desc.annotations[ANNOTATION_UNCOMPRESSED])
             locations = _distribution_sources(desc)
 
-            def opener(hit: CacheHit = hit, desc: Descriptor = desc) -> AbstractContextManager[BinaryIO]:
+            def opener(
+                hit: CacheHit = hit, desc: Descriptor = desc
+            ) -> AbstractContextManager[BinaryIO]:
                 return hit.open_blob(desc)
 
             # The annotations travel with the location: an eStargz layer's TOC digest and size
             # let it count (and be re-exported) as eStargz without a download, and are what
             # its download is verified against.
             annotations = dict(desc.annotations)
-            self.blobs.add_remote(desc.digest, diff_id, RemoteLocation(
-                locations[0] if locations else None, desc.media_type, desc.size, opener, annotations))
+            self.blobs.add_remote(
+                desc.digest,
+                diff_id,
+                RemoteLocation(
+                    locations[0] if locations else None,
+                    desc.media_type,
+                    desc.size,
+                    opener,
+                    annotations,
+                ),
+            )
             for ref in locations[1:]:
-                self.blobs.add_remote(desc.digest, diff_id,
-                                      RemoteLocation(ref, desc.media_type, desc.size, annotations=annotations))
+                self.blobs.add_remote(
+                    desc.digest,
+                    diff_id,
+                    RemoteLocation(ref, desc.media_type, desc.size, annotations=annotations),
+                )
             layers.append(LayerRef(diff_id, desc.digest, desc.size, desc.media_type))
             created.append(desc.annotations.get(ANNOTATION_CREATED_AT, ""))
         if created and not created[-1]:
@@ -120,7 +148,7 @@ def _distribution_sources(desc: Descriptor) -> list[Reference]:
     found = []
     for key, value in desc.annotations.items():
         if key.startswith(DISTRIBUTION_SOURCE_PREFIX):
-            host = key[len(DISTRIBUTION_SOURCE_PREFIX):]
+            host = key[len(DISTRIBUTION_SOURCE_PREFIX) :]
             for repo in filter(None, (r.strip() for r in value.split(","))):
                 try:
                     found.append(Reference.parse(f"{host}/{repo}"))
@@ -129,8 +157,12 @@ def _distribution_sources(desc: Descriptor) -> list[Reference]:
     return found
 
 
-def import_caches(cache_from: Sequence[CacheOptions], client: CacheRegistry | None, blobs: Blobs,
-                  sink: ProgressSink) -> tuple[list[CacheSource[StepResult]], dict[str, ImportedCache]]:
+def import_caches(
+    cache_from: Sequence[CacheOptions],
+    client: CacheRegistry | None,
+    blobs: Blobs,
+    sink: ProgressSink,
+) -> tuple[list[CacheSource[StepResult]], dict[str, ImportedCache]]:
     """Load every ``--cache-from`` (documents only). A failed import is one warning."""
     from mason.cache import load_cache_source
 
@@ -185,13 +217,22 @@ class CacheBlobStore:
 
     @staticmethod
     def _ref(desc: Descriptor) -> LayerRef:
-        return LayerRef(Digest(desc.annotations[ANNOTATION_UNCOMPRESSED]), desc.digest, desc.size, desc.media_type)
+        return LayerRef(
+            Digest(desc.annotations[ANNOTATION_UNCOMPRESSED]),
+            desc.digest,
+            desc.size,
+            desc.media_type,
+        )
 
-    def cache_blob(self, layer: Descriptor, compression: str, level: int | None, force: bool) -> Descriptor:
+    def cache_blob(
+        self, layer: Descriptor, compression: str, level: int | None, force: bool
+    ) -> Descriptor:
         # which blob to ship is Blobs.export_variant's rule (shared with image outputs); the
         # descriptor names every repository known to hold that blob, for cross-repo mounts
         lr = self.blobs.export_variant(self._ref(layer), compression, level, force)
-        out = layer if lr.blob == layer.digest else self.blobs.descriptor(lr, oci=True, annotate=True)
+        out = (
+            layer if lr.blob == layer.digest else self.blobs.descriptor(lr, oci=True, annotate=True)
+        )
         assert lr.blob is not None
         hints = self.blobs.mount_hints(lr.blob)
         out = out.with_annotations(hints) if hints else out
@@ -221,8 +262,15 @@ def solved_records(graph: SolvedGraph[StepResult], blobs: Blobs) -> list[SolvedR
                 # (no times) or came from an inline cache (its image history's times), so a cold
                 # and a cache-imported build write the same record and the same image
                 created = _EPOCH
-        records.append(SolvedRecord(key=sv.key.digest, inputs=tuple(sv.key.inputs), layers=layers,
-                                    step=sv.name or None, created_at=created))
+        records.append(
+            SolvedRecord(
+                key=sv.key.digest,
+                inputs=tuple(sv.key.inputs),
+                layers=layers,
+                step=sv.name or None,
+                created_at=created,
+            )
+        )
     return records
 
 
@@ -233,8 +281,12 @@ def _annotated(blobs: Blobs, lr: LayerRef) -> Descriptor:
     return desc.with_annotations(extra) if extra else desc
 
 
-def inline_cache_extra(cache_to: Sequence[CacheOptions], graph: SolvedGraph[StepResult], converted: ConvertedBuild,
-                       blobs: Blobs) -> dict[str, str] | None:
+def inline_cache_extra(
+    cache_to: Sequence[CacheOptions],
+    graph: SolvedGraph[StepResult],
+    converted: ConvertedBuild,
+    blobs: Blobs,
+) -> dict[str, str] | None:
     """``{"moby.buildkit.cache.v0": ...}`` for ``--cache-to type=inline`` (min mode records)."""
     if not any(backend_of(o).in_image for o in cache_to):
         return None
@@ -258,9 +310,46 @@ def finished_chain(graph: SolvedGraph[StepResult], vertex: Vertex[StepResult]) -
         vertex = vertex.inputs[0]
 
 
-def export_caches(cache_to: Sequence[CacheOptions], graph: SolvedGraph[StepResult], converted: ConvertedBuild,
-                  blobs: Blobs, client: CacheRegistry | None, sink: ProgressSink,
-                  imported: dict[str, ImportedCache], *, best_effort: bool = False) -> list[ExportResult]:
+def _report_export(
+    sink: ProgressSink,
+    vid: str,
+    name: str,
+    opt: CacheOptions,
+    res: ExportResult,
+    store: CacheBlobStore,
+    t0: float,
+) -> None:
+    """The export's lines in BuildKit's shape, then mason's own; where the blobs went is kept
+    (a registry: later pushes may mount from there)."""
+    if res.warning:
+        sink.emit(Event(vid, name, "warning", res.warning))
+        return
+    if opt.ref is not None:
+        store.note_stored(opt.ref, [*res.uploaded, *res.mounted, *res.existing])
+    for digest in sorted({*res.uploaded, *res.mounted, *res.existing}):
+        sink.emit(Event(vid, name, "log", f"writing layer {digest} done"))
+    elapsed = time.monotonic() - t0
+    sink.emit(Event(vid, name, "log", f"preparing build cache for export {elapsed:.1f}s done"))
+    if res.manifest is not None:
+        sink.emit(Event(vid, name, "log", f"writing manifest {res.manifest.digest} done"))
+        moved = (
+            f"exported to {opt.display_name}: {len(res.uploaded)} uploaded, "
+            f"{len(res.mounted)} mounted, {len(res.existing)} already there"
+        )
+        sink.emit(Event(vid, name, "log", moved))
+
+
+def export_caches(
+    cache_to: Sequence[CacheOptions],
+    graph: SolvedGraph[StepResult],
+    converted: ConvertedBuild,
+    blobs: Blobs,
+    client: CacheRegistry | None,
+    sink: ProgressSink,
+    imported: dict[str, ImportedCache],
+    *,
+    best_effort: bool = False,
+) -> list[ExportResult]:
     """Export every registry/local ``--cache-to``; failures raise unless ignore-error.
 
     ``best_effort`` (export on a failed build): the graph may be partly solved, min mode
@@ -284,28 +373,25 @@ def export_caches(cache_to: Sequence[CacheOptions], graph: SolvedGraph[StepResul
         sink.emit(Event(vid, name, "log", "preparing build cache for export"))
         t0 = time.monotonic()
         try:
-            res = export_cache(opt, records, blobs=store, image_diff_ids=image_diff_ids, client=client,
-                               prior=imported.get(_dest_key(opt)))
+            res = export_cache(
+                opt,
+                records,
+                blobs=store,
+                image_diff_ids=image_diff_ids,
+                client=client,
+                prior=imported.get(_dest_key(opt)),
+            )
         except Exception as exc:
             if not best_effort:
                 raise
             # any failure (a registry error, a blob gone from the store) only costs the cache
             text = str(exc) if isinstance(exc, MasonError) else f"{type(exc).__name__}: {exc}"
-            sink.emit(Event(vid, name, "warning", f"cache not exported after the failed build: {text}"))
+            sink.emit(
+                Event(vid, name, "warning", f"cache not exported after the failed build: {text}")
+            )
             sink.emit(Event(vid, name, "done", elapsed=time.monotonic() - t0))
             continue
-        if res.warning:
-            sink.emit(Event(vid, name, "warning", res.warning))
-        else:
-            if opt.ref is not None:  # a registry: later pushes may mount from there
-                store.note_stored(opt.ref, [*res.uploaded, *res.mounted, *res.existing])
-            for digest in sorted({*res.uploaded, *res.mounted, *res.existing}):
-                sink.emit(Event(vid, name, "log", f"writing layer {digest} done"))
-            sink.emit(Event(vid, name, "log", f"preparing build cache for export {time.monotonic() - t0:.1f}s done"))
-            if res.manifest is not None:
-                sink.emit(Event(vid, name, "log", f"writing manifest {res.manifest.digest} done"))
-                sink.emit(Event(vid, name, "log", f"exported to {opt.display_name}: {len(res.uploaded)} uploaded, "
-                                                  f"{len(res.mounted)} mounted, {len(res.existing)} already there"))
+        _report_export(sink, vid, name, opt, res, store, t0)
         sink.emit(Event(vid, name, "done", elapsed=time.monotonic() - t0))
         results.append(res)
     return results

@@ -49,7 +49,11 @@ def secret_dirs() -> list[Path]:
 def _memory_dir() -> Path:
     mounts = _mount_types()
     for candidate in secret_dirs():
-        if candidate.is_dir() and os.access(candidate, os.W_OK) and _fs_type(candidate, mounts) in _MEMORY_FS:
+        if (
+            candidate.is_dir()
+            and os.access(candidate, os.W_OK)
+            and _fs_type(candidate, mounts) in _MEMORY_FS
+        ):
             return candidate
     raise SecretStorageError(
         "no memory filesystem (tmpfs) to hold a build secret: mason does not write secrets to disk",
@@ -92,7 +96,7 @@ def secret_file(data: bytes, *, mode: int, uid: int, gid: int) -> Iterator[Path]
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fchmod(fd, mode)
             os.fchown(fd, uid, gid)
         finally:
@@ -122,7 +126,7 @@ def remove_orphaned_secrets(parents: list[Path] | None = None) -> int:
 def _owner_pid(name: str) -> int | None:
     if not name.startswith(_PREFIX):
         return None
-    pid = name[len(_PREFIX):].split("-", 1)[0]
+    pid = name[len(_PREFIX) :].split("-", 1)[0]
     return int(pid) if pid.isdigit() else None
 
 

@@ -39,7 +39,9 @@ from mason.layer import Snapshotter as LayerSnapshotter
 __all__ = ["EMPTY_LAYER_DIFF_ID", "Mounted", "Snapshotter", "SnapshotterMode", "chain_id"]
 
 #: diff ID of a tar with no entries (1024 zero bytes) -- BuildKit's empty layer.
-EMPTY_LAYER_DIFF_ID = Digest("sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef")
+EMPTY_LAYER_DIFF_ID = Digest(
+    "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+)
 
 SnapshotterMode = Literal["auto", "overlay", "copy"]
 
@@ -68,8 +70,12 @@ def _translated(lr: LayerRef) -> Iterator[None]:
     try:
         yield
     except LayerError as exc:
-        raise StateError(f"layer {lr.blob or lr.diff_id}: {exc.message}", reference=exc.reference,
-                         context=exc.context, hint=exc.hint) from exc
+        raise StateError(
+            f"layer {lr.blob or lr.diff_id}: {exc.message}",
+            reference=exc.reference,
+            context=exc.context,
+            hint=exc.hint,
+        ) from exc
 
 
 class Mounted:
@@ -135,9 +141,12 @@ class Snapshotter:
                 if self.layers.exists(existing):
                     return existing
             with self.blobs.open_uncompressed(lr) as stream, _translated(lr):
-                made, _ = self.layers.apply_layer(below, stream, snapshot_id=sid, based_id=based,
-                                                  expect_diff_id=lr.diff_id)
-            self._register(lr.diff_id if made == sid else chain_id([x.diff_id for x in chain]), made)
+                made, _ = self.layers.apply_layer(
+                    below, stream, snapshot_id=sid, based_id=based, expect_diff_id=lr.diff_id
+                )
+            self._register(
+                lr.diff_id if made == sid else chain_id([x.diff_id for x in chain]), made
+            )
         return made
 
     def _ensure_chain(self, chain: Sequence[LayerRef]) -> list[str]:
@@ -162,8 +171,10 @@ class Snapshotter:
                     with self.blobs.open_uncompressed(lr) as stream, _translated(lr):
                         info = self.layers.apply_to(active, stream)
                     if info.diff_id != lr.diff_id:
-                        raise StateError(f"layer {lr.blob} unpacked to diff ID {info.diff_id}, expected {lr.diff_id}",
-                                         reference="diff-id-mismatch")
+                        raise StateError(
+                            f"layer {lr.blob} unpacked to diff ID {info.diff_id}, expected {lr.diff_id}",
+                            reference="diff-id-mismatch",
+                        )
                 self.layers.commit(active, snapshot_id=sid)
             self._register(chain_id([lr.diff_id for lr in chain]), sid)
         return [sid]
@@ -204,7 +215,9 @@ class Snapshotter:
         active = mounted.active
 
         def write(stream: BinaryIO) -> Digest:
-            return self.layers.write_active_layer(active, stream, source_date_epoch=source_date_epoch).diff_id
+            return self.layers.write_active_layer(
+                active, stream, source_date_epoch=source_date_epoch
+            ).diff_id
 
         lr = self.blobs.store_layer(write)
         if self.mode == "copy":

@@ -69,7 +69,9 @@ def parse_size(text: str) -> int:
     try:
         value = float(t)
     except ValueError:
-        raise StateError(f"invalid size {text!r}", reference="invalid-size", hint="use e.g. 512MB or 10GB") from None
+        raise StateError(
+            f"invalid size {text!r}", reference="invalid-size", hint="use e.g. 512MB or 10GB"
+        ) from None
     if value < 0:
         raise StateError(f"invalid size {text!r}", reference="invalid-size")
     return int(value * mult)
@@ -105,7 +107,9 @@ class StateRoot:
         self._meta: Metadata | None = None
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, exclusive: bool = False, wait: bool = True) -> StateRoot:
+    def open(
+        cls, path: str | os.PathLike[str], *, exclusive: bool = False, wait: bool = True
+    ) -> StateRoot:
         """Open (and create) a root. ``exclusive`` waits for running builds to finish, or with
         ``wait=False`` raises ``StateError`` (reference ``state-busy``) while one runs."""
         st = cls(Path(path))
@@ -121,8 +125,14 @@ class StateRoot:
     @property
     def private_dirs(self) -> tuple[Path, ...]:
         """mason's own directories in the root: created 0700, tightened to it when opened."""
-        return (self.tmp, self.snapshots_dir, self.cachemounts_dir, self.path / "cachemount-locks",
-                self.store.root, self.store.root / "sha256")
+        return (
+            self.tmp,
+            self.snapshots_dir,
+            self.cachemounts_dir,
+            self.path / "cachemount-locks",
+            self.store.root,
+            self.store.root / "sha256",
+        )
 
     def _open(self, exclusive: bool, wait: bool) -> None:
         try:
@@ -136,10 +146,16 @@ class StateRoot:
                 _tighten(self.path / name, PRIVATE_FILE)
         except OSError as exc:
             # mkdir on a file says "File exists": name the real problem
-            reason = "a file is in the way of a directory" if exc.errno in (errno.EEXIST, errno.ENOTDIR) else exc.strerror
-            raise StateError(f"cannot use state directory {self.path}: {reason}",
-                             context=[f"path: {exc.filename}"] if exc.filename else [],
-                             hint="set MASON_ROOT to a writable directory") from exc
+            reason = (
+                "a file is in the way of a directory"
+                if exc.errno in (errno.EEXIST, errno.ENOTDIR)
+                else exc.strerror
+            )
+            raise StateError(
+                f"cannot use state directory {self.path}: {reason}",
+                context=[f"path: {exc.filename}"] if exc.filename else [],
+                hint="set MASON_ROOT to a writable directory",
+            ) from exc
         # a killed build's secrets on tmpfs: their process is gone, whoever else holds the root
         remove_orphaned_secrets()
         # Opportunistic cleanup: if nobody else holds the root, leftovers of a killed
@@ -154,8 +170,11 @@ class StateRoot:
                 raise
             if exclusive and not wait:
                 self.close()
-                raise StateError(f"state directory {self.path} is in use by a running build",
-                                 reference="state-busy", hint="wait for the build to finish") from None
+                raise StateError(
+                    f"state directory {self.path} is in use by a running build",
+                    reference="state-busy",
+                    hint="wait for the build to finish",
+                ) from None
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         self.exclusive = exclusive
         self._meta = Metadata(self.path / "meta.db")
@@ -221,10 +240,15 @@ class StateRoot:
         lost row left behind. Nothing reaches them through the metadata, so prune always
         removes them (a flattened stack is made again when a long chain needs it)."""
         named = {Path(path).name for _chain, path, _size, _used in self.meta.snapshots()}
-        return sorted(p for p in self.snapshots_dir.iterdir() if not p.name.startswith(".") and p.name not in named)
+        return sorted(
+            p
+            for p in self.snapshots_dir.iterdir()
+            if not p.name.startswith(".") and p.name not in named
+        )
 
-    def prune(self, keep_storage: int | None = 0, *, all_: bool = False,
-              unused_for: float | None = None) -> tuple[int, int]:
+    def prune(
+        self, keep_storage: int | None = 0, *, all_: bool = False, unused_for: float | None = None
+    ) -> tuple[int, int]:
         """Free the root as BuildKit's GC does (``mason.engine.gc``): what no cached result
         reaches goes first, then results with what only they reach, and cache mounts, least
         recently used first, until at most ``keep_storage`` bytes are left (``all_``: no size
@@ -237,8 +261,10 @@ class StateRoot:
         ``mason.layer.Snapshotter.remove``), so a crash mid-prune leaves garbage that the
         next open removes, never a snapshot that looks complete but is not."""
         if not self.exclusive:
-            raise StateError(f"prune of {self.path} needs the state root opened exclusively",
-                             hint="StateRoot.open(path, exclusive=True) waits for running builds")
+            raise StateError(
+                f"prune of {self.path} needs the state root opened exclusively",
+                hint="StateRoot.open(path, exclusive=True) waits for running builds",
+            )
         from mason.engine.gc import PruneRule, plan_prune
 
         removed = freed = 0
@@ -247,8 +273,9 @@ class StateRoot:
             self._remove_snapshot(orphan)
             removed += 1
         entries = self.usage()
-        rule = PruneRule(None if all_ else keep_storage,
-                         None if unused_for is None else time.time() - unused_for)
+        rule = PruneRule(
+            None if all_ else keep_storage, None if unused_for is None else time.time() - unused_for
+        )
         plan = plan_prune(entries, self.meta.results(), self._reach, rule)
         by_key = {(e.kind, e.ident): e for e in entries}
         for key in plan.entries:
@@ -306,8 +333,11 @@ class StateRoot:
 
     def _drop_dangling_results(self) -> None:
         # A result is only useful while every layer of its chain is in the store.
-        gone = [r.key for r in self.meta.results()
-                if any(lr.blob is None or not self.store.has(lr.blob) for lr in r.layers)]
+        gone = [
+            r.key
+            for r in self.meta.results()
+            if any(lr.blob is None or not self.store.has(lr.blob) for lr in r.layers)
+        ]
         if gone:
             self.meta.delete_results(gone)
 

@@ -102,8 +102,16 @@ def _loopback_up() -> None:
 
 
 #: pivot_root has no libc wrapper; its number differs between architectures
-_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "loongarch64": 41, "ppc64le": 203,
-                   "s390x": 217, "armv7l": 218, "armv8l": 218}
+_SYS_PIVOT_ROOT = {
+    "x86_64": 155,
+    "aarch64": 41,
+    "riscv64": 41,
+    "loongarch64": 41,
+    "ppc64le": 203,
+    "s390x": 217,
+    "armv7l": 218,
+    "armv8l": 218,
+}
 _MNT_DETACH = 2
 
 
@@ -156,7 +164,12 @@ def _setup(plan: dict[str, Any]) -> None:
     _bind(root, root, readonly=False, extra=MS_NODEV)
     _mount("proc", system["/proc"], "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     _setup_dev(system["/dev"], plan.get("shm_size"))
-    _mount("sysfs", system["/sys"], "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | (0 if plan.get("insecure") else MS_RDONLY))
+    _mount(
+        "sysfs",
+        system["/sys"],
+        "sysfs",
+        MS_NOSUID | MS_NODEV | MS_NOEXEC | (0 if plan.get("insecure") else MS_RDONLY),
+    )
     for m in plan["mounts"]:
         target = m["path"]
         if m["type"] == "tmpfs":
@@ -177,8 +190,13 @@ def _setup(plan: dict[str, Any]) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
     for name, soft, hard in plan.get("ulimits", ()):
         limit = getattr(resource, f"RLIMIT_{name.upper()}")
-        resource.setrlimit(limit, (resource.RLIM_INFINITY if soft < 0 else soft,
-                                   resource.RLIM_INFINITY if hard < 0 else hard))
+        resource.setrlimit(
+            limit,
+            (
+                resource.RLIM_INFINITY if soft < 0 else soft,
+                resource.RLIM_INFINITY if hard < 0 else hard,
+            ),
+        )
     os.setgroups(plan["additional_gids"])
     os.setgid(plan["gid"])
     os.setuid(plan["uid"])

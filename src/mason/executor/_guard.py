@@ -75,7 +75,9 @@ def main() -> None:
         watch, poll = [lifeline], 0.1
     while True:
         ready, _, _ = select.select(watch, [], [], poll)
-        pid, status = os.waitpid(child, 0 if len(ready) == 1 and ready[0] != lifeline else os.WNOHANG)
+        pid, status = os.waitpid(
+            child, 0 if len(ready) == 1 and ready[0] != lifeline else os.WNOHANG
+        )
         if pid == child:
             _exit_like(status)
         if lifeline in ready and not os.read(lifeline, 1):
@@ -95,8 +97,14 @@ def _cleanup(commands: str) -> None:
     cleanup: list[list[str]] = json.loads(commands)
     for command in cleanup:
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, timeout=_CLEANUP_TIMEOUT, check=False)
+            subprocess.run(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=_CLEANUP_TIMEOUT,
+                check=False,
+            )
 
 
 if __name__ == "__main__":

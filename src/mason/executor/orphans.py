@@ -24,7 +24,14 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["BUNDLE_PREFIX", "CONTAINER_PREFIX", "OWNER_LOCK", "hold_owner_lock", "owner_alive", "reap_orphans"]
+__all__ = [
+    "BUNDLE_PREFIX",
+    "CONTAINER_PREFIX",
+    "OWNER_LOCK",
+    "hold_owner_lock",
+    "owner_alive",
+    "reap_orphans",
+]
 
 CONTAINER_PREFIX = "mason-"
 BUNDLE_PREFIX = "mason-bundle-"
@@ -104,8 +111,13 @@ def reap_orphans(*, runc: str = "runc", state_dir: Path = Path("/run/mason/runc"
 
 def _runc(runc: str, state_dir: Path, *args: str) -> subprocess.CompletedProcess[bytes] | None:
     try:
-        return subprocess.run([runc, "--root", str(state_dir), *args], stdin=subprocess.DEVNULL,
-                              capture_output=True, timeout=_RUNC_TIMEOUT, check=False)
+        return subprocess.run(
+            [runc, "--root", str(state_dir), *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=_RUNC_TIMEOUT,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
 

@@ -50,7 +50,9 @@ class StreamResult:
     stopped: str | None  # "cancelled" or "timeout" when the run was cut short
 
 
-def exit_status(result: StreamResult, what: str, timeout: float | None, error: str | None) -> ExitStatus:
+def exit_status(
+    result: StreamResult, what: str, timeout: float | None, error: str | None
+) -> ExitStatus:
     """The ``ExitStatus`` of a finished launcher run; raises for a cancelled or timed-out one.
 
     ``error`` is the launcher's own failure (the command could not start). A launcher killed
@@ -59,7 +61,9 @@ def exit_status(result: StreamResult, what: str, timeout: float | None, error: s
     if result.stopped == "cancelled":
         raise ExecCancelledError(f"run of {what!r} was cancelled", context=result.last_lines)
     if result.stopped == "timeout":
-        raise ExecTimeoutError(f"run of {what!r} exceeded its timeout of {timeout}s", context=result.last_lines)
+        raise ExecTimeoutError(
+            f"run of {what!r} exceeded its timeout of {timeout}s", context=result.last_lines
+        )
     code = result.returncode
     signal = None
     if code < 0:
@@ -122,7 +126,9 @@ def run_streaming(
         os.close(life_w)
 
 
-def guarded_argv(python: str, lifeline_fd: int, on_orphan: Sequence[Sequence[str]], argv: Sequence[str]) -> list[str]:
+def guarded_argv(
+    python: str, lifeline_fd: int, on_orphan: Sequence[Sequence[str]], argv: Sequence[str]
+) -> list[str]:
     """``argv`` run under the guard: it dies (and ``on_orphan`` runs) when ``lifeline_fd``'s
     write end closes, i.e. when the process holding it dies."""
     cleanup = json.dumps([list(c) for c in on_orphan])

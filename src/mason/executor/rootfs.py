@@ -39,7 +39,9 @@ def ensure_directory(root: Path, path: str, uid: int, gid: int) -> list[Path]:
             return fs.mkdirs(path, mode=0o755, uid=uid, gid=gid)[1]
     except (NotADirectoryError, PathOutsideError) as exc:
         reason = exc.message if isinstance(exc, PathOutsideError) else exc.strerror
-        raise ExecutorError(f"cannot use {path!r} as a directory: {reason}", context=[f"rootfs: {root}"]) from None
+        raise ExecutorError(
+            f"cannot use {path!r} as a directory: {reason}", context=[f"rootfs: {root}"]
+        ) from None
 
 
 class MountStubs:

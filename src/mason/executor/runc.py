@@ -147,7 +147,12 @@ class RuncExecutor:
                          self._runc_argv("delete", "--force", container_id)]  # fmt: skip
             try:
                 result = run_streaming(
-                    argv, on_output, terminate=terminate, cancel=cancel, timeout=timeout, on_orphan=on_orphan
+                    argv,
+                    on_output,
+                    terminate=terminate,
+                    cancel=cancel,
+                    timeout=timeout,
+                    on_orphan=on_orphan,
                 )
             except OSError as exc:
                 raise ExecutorError(f"could not start {self.runc}: {exc}") from exc

@@ -101,13 +101,20 @@ SYSTEM_MOUNT_TARGETS: tuple[str, ...] = ("/proc", "/dev", "/sys")
 
 
 def _system_mount(destination: str, kind: str, source: str, options: str) -> dict[str, Any]:
-    return {"destination": destination, "type": kind, "source": source, "options": options.split(",")}
+    return {
+        "destination": destination,
+        "type": kind,
+        "source": source,
+        "options": options.split(","),
+    }
 
 
 _SYSTEM_MOUNTS: tuple[dict[str, Any], ...] = (
     _system_mount("/proc", "proc", "proc", "nosuid,noexec,nodev"),
     _system_mount("/dev", "tmpfs", "tmpfs", "nosuid,strictatime,mode=755,size=65536k"),
-    _system_mount("/dev/pts", "devpts", "devpts", "nosuid,noexec,newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    _system_mount(
+        "/dev/pts", "devpts", "devpts", "nosuid,noexec,newinstance,ptmxmode=0666,mode=0620,gid=5"
+    ),
     _system_mount("/dev/shm", "tmpfs", "shm", "nosuid,noexec,nodev,mode=1777,size=65536k"),
     _system_mount("/dev/mqueue", "mqueue", "mqueue", "nosuid,noexec,nodev"),
     _system_mount("/sys", "sysfs", "sysfs", "nosuid,noexec,nodev,ro"),
@@ -175,8 +182,35 @@ def rlimits(spec: ExecSpec, nofile: int) -> list[dict[str, Any]]:
     limits.update({u.name: (u.soft, u.hard) for u in spec.ulimits})
     # runc takes -1 as unlimited only through the unsigned maximum
     unlimited = 2**64 - 1
-    return [{"type": f"RLIMIT_{name.upper()}", "soft": unlimited if soft < 0 else soft,
-             "hard": unlimited if hard < 0 else hard} for name, (soft, hard) in limits.items()]
+    return [
+        {
+            "type": f"RLIMIT_{name.upper()}",
+            "soft": unlimited if soft < 0 else soft,
+            "hard": unlimited if hard < 0 else hard,
+        }
+        for name, (soft, hard) in limits.items()
+    ]
+
+
+def _runtime_mounts(spec: ExecSpec, hosts_file: Path, resolv_file: Path) -> list[dict[str, Any]]:
+    """Docker's system mounts (``/dev/shm`` sized by ``--shm-size``), /etc/hosts and
+    /etc/resolv.conf, then the spec's own mounts, parents first."""
+    mounts: list[dict[str, Any]] = [dict(m, options=list(m["options"])) for m in _SYSTEM_MOUNTS]
+    if spec.shm_size is not None:
+        shm = next(m for m in mounts if m["destination"] == "/dev/shm")
+        sized = [o for o in shm["options"] if not o.startswith("size=")]
+        shm["options"] = [*sized, f"size={spec.shm_size}"]
+    for target, source in (("/etc/hosts", hosts_file), ("/etc/resolv.conf", resolv_file)):
+        mounts.append(
+            {
+                "destination": target,
+                "type": "bind",
+                "source": str(source),
+                "options": ["rbind", "rw", "rprivate"],
+            }
+        )
+    mounts.extend(user_mount_config(m) for m in _ordered(spec.mounts))
+    return mounts
 
 
 def build_runtime_config(
@@ -202,27 +236,7 @@ def build_runtime_config(
     if spec.network == "none":
         # runc brings up loopback in a network namespace it creates.
         namespaces.append({"type": "network"})
-    mounts: list[dict[str, Any]] = [dict(m, options=list(m["options"])) for m in _SYSTEM_MOUNTS]
-    if spec.shm_size is not None:
-        shm = next(m for m in mounts if m["destination"] == "/dev/shm")
-        shm["options"] = [o for o in shm["options"] if not o.startswith("size=")] + [f"size={spec.shm_size}"]
-    mounts.append(
-        {
-            "destination": "/etc/hosts",
-            "type": "bind",
-            "source": str(hosts_file),
-            "options": ["rbind", "rw", "rprivate"],
-        }
-    )
-    mounts.append(
-        {
-            "destination": "/etc/resolv.conf",
-            "type": "bind",
-            "source": str(resolv_file),
-            "options": ["rbind", "rw", "rprivate"],
-        }
-    )
-    mounts.extend(user_mount_config(m) for m in _ordered(spec.mounts))
+    mounts = _runtime_mounts(spec, hosts_file, resolv_file)
     config = {
         "ociVersion": "1.0.2",
         "process": {
@@ -270,11 +284,23 @@ def _make_insecure(config: dict[str, Any]) -> None:
     caps["inheritable"] = caps["ambient"] = list(caps["bounding"])
     linux["maskedPaths"] = []
     linux["readonlyPaths"] = []
-    linux["resources"]["devices"] = [{"allow": True, "type": "c", "access": "rwm"},
-                                     {"allow": True, "type": "b", "access": "rwm"}]
-    linux["devices"] = [{"path": path, "type": kind, "major": major, "minor": minor, "fileMode": 0o666,
-                         "uid": 0, "gid": 0}
-                        for path, kind, major, minor in INSECURE_DEVICES if os.path.exists(path)]
+    linux["resources"]["devices"] = [
+        {"allow": True, "type": "c", "access": "rwm"},
+        {"allow": True, "type": "b", "access": "rwm"},
+    ]
+    linux["devices"] = [
+        {
+            "path": path,
+            "type": kind,
+            "major": major,
+            "minor": minor,
+            "fileMode": 0o666,
+            "uid": 0,
+            "gid": 0,
+        }
+        for path, kind, major, minor in INSECURE_DEVICES
+        if os.path.exists(path)
+    ]
     for m in config["mounts"]:
         if m["destination"] in ("/sys", "/sys/fs/cgroup"):
             m["options"] = ["rw" if o == "ro" else o for o in m["options"]]

@@ -172,7 +172,9 @@ def resolve_user(rootfs: Path, user: str) -> ResolvedUser:
             if name in g.members and g.gid not in seen:
                 seen.append(g.gid)
         additional = tuple(seen)
-    return ResolvedUser(uid=uid, gid=gid, additional_gids=with_primary_gid(gid, additional), home=home, name=name)
+    return ResolvedUser(
+        uid=uid, gid=gid, additional_gids=with_primary_gid(gid, additional), home=home, name=name
+    )
 
 
 def with_primary_gid(gid: int, additional: tuple[int, ...]) -> tuple[int, ...]:

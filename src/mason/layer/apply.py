@@ -128,7 +128,9 @@ def apply_layer(
 def _split(name: str, what: str) -> tuple[str, ...]:
     """Archive name -> path components, rejecting anything that could leave the root."""
     if name.startswith("/"):
-        raise LayerError(f"layer {what} {name!r} is an absolute path", reference="layer-path-escape")
+        raise LayerError(
+            f"layer {what} {name!r} is an absolute path", reference="layer-path-escape"
+        )
     parts = tuple(p for p in name.split("/") if p not in ("", "."))
     if ".." in parts:
         raise LayerError(
@@ -205,7 +207,9 @@ class _Applier:
     # --- path resolution -------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _dir(self, parts: tuple[str, ...], *, create: bool) -> Iterator[tuple[int, tuple[str, ...]] | None]:
+    def _dir(
+        self, parts: tuple[str, ...], *, create: bool
+    ) -> Iterator[tuple[int, tuple[str, ...]] | None]:
         """An O_PATH fd of the directory ``parts`` names, resolved inside the root (symlinks
         followed inside it), and its canonical parts; None if missing and not ``create``."""
         resolved = self._resolve_dir(parts, create=create)
@@ -238,7 +242,9 @@ class _Applier:
                 return None
             resolved = self._mkdirs(unsafe)
         elif not resolved.is_dir:
-            raise self._fail(f"parent {unsafe!r} leads to /{resolved.rel}, which is not a directory")
+            raise self._fail(
+                f"parent {unsafe!r} leads to /{resolved.rel}, which is not a directory"
+            )
         if any(p.startswith(WHITEOUT_PREFIX) for p in resolved.parts):
             raise self._fail(f"parent {unsafe!r} leads to /{resolved.rel}, through a whiteout name")
         return resolved
@@ -272,7 +278,9 @@ class _Applier:
         except OSError as exc:
             raise self._fail(exc.strerror or str(exc)) from exc
 
-    def _dispatch(self, tf: tarfile.TarFile, member: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
+    def _dispatch(
+        self, tf: tarfile.TarFile, member: tarfile.TarInfo, parts: tuple[str, ...]
+    ) -> None:
         if parts[-1].startswith(WHITEOUT_PREFIX):
             self._whiteout(member, parts)
         else:
@@ -355,7 +363,9 @@ class _Applier:
         finally:
             os.close(dfd)
 
-    def _entry_at(self, tf: tarfile.TarFile, member: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
+    def _entry_at(
+        self, tf: tarfile.TarFile, member: tarfile.TarInfo, parts: tuple[str, ...]
+    ) -> None:
         base = parts[-1]
         if member.islnk():
             self._hardlink(member, parts)
@@ -369,7 +379,11 @@ class _Applier:
             # Overlay form: a non-directory this layer put here (a whiteout, a file) hid the
             # layers' directory below; a directory in its place must go on hiding it, as the
             # flat replace does.
-            hides_below = self._mode == "overlay" and existing is not None and not stat.S_ISDIR(existing.st_mode)
+            hides_below = (
+                self._mode == "overlay"
+                and existing is not None
+                and not stat.S_ISDIR(existing.st_mode)
+            )
             if member.isdir():
                 if existing is not None and not stat.S_ISDIR(existing.st_mode):
                     _remove(pfd, base, existing)
@@ -404,7 +418,9 @@ class _Applier:
         elif not (member.isreg() or member.isdir() or member.issym() or member.isfifo()):
             raise self._fail(f"unsupported tar entry type {member.type!r}")
 
-    def _create_node(self, tf: tarfile.TarFile, member: tarfile.TarInfo, pfd: int, base: str) -> None:
+    def _create_node(
+        self, tf: tarfile.TarFile, member: tarfile.TarInfo, pfd: int, base: str
+    ) -> None:
         if member.isreg():
             self._write_file(tf, member, pfd, base)
         elif member.issym():
@@ -415,10 +431,15 @@ class _Applier:
             kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
             os.mknod(base, kind | 0o600, os.makedev(member.devmajor, member.devminor), dir_fd=pfd)
 
-    def _write_file(self, tf: tarfile.TarFile, member: tarfile.TarInfo, pfd: int, base: str) -> None:
+    def _write_file(
+        self, tf: tarfile.TarFile, member: tarfile.TarInfo, pfd: int, base: str
+    ) -> None:
         src = tf.extractfile(member)
         fd = os.open(
-            base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd
+            base,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+            dir_fd=pfd,
         )
         with os.fdopen(fd, "wb") as out:
             if src is not None:
@@ -455,7 +476,9 @@ class _Applier:
                 existing = _lstat(pfd, parts[-1])
                 if existing is not None:
                     _remove(pfd, parts[-1], existing)
-                os.link(target[-1], parts[-1], src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
+                os.link(
+                    target[-1], parts[-1], src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False
+                )
         self._created.add(path)
 
     def _set_meta(self, member: tarfile.TarInfo, pfd: int, base: str) -> None:

@@ -245,7 +245,11 @@ def _same_meta(a: os.stat_result, b: os.stat_result) -> bool:
 
 
 def _same_content(
-    lower: str, upper: str, a: os.stat_result, b: os.stat_result, copied_before_ns: int | None = None
+    lower: str,
+    upper: str,
+    a: os.stat_result,
+    b: os.stat_result,
+    copied_before_ns: int | None = None,
 ) -> bool:
     """Whether two entries of the same type and metadata also have the same content."""
     mode = b.st_mode
@@ -324,7 +328,9 @@ class _DiffContext:
         self.linked: set[tuple[int, int]] = set()
 
     def changed(self, lpath: str, upath: str, lst: os.stat_result, ust: os.stat_result) -> bool:
-        return not (_same_meta(lst, ust) and _same_content(lpath, upath, lst, ust, self.copied_before_ns))
+        return not (
+            _same_meta(lst, ust) and _same_content(lpath, upath, lst, ust, self.copied_before_ns)
+        )
 
 
 def _changed_link_groups(lower: str, upper: str, ctx: _DiffContext) -> set[tuple[int, int]]:
@@ -376,7 +382,9 @@ def _diff_dirs(
 ) -> None:
     lower_names = set(os.listdir(lower))
     upper_names = set(os.listdir(upper))
-    for name in sorted(lower_names | upper_names, key=lambda n: os.fsencode(_out_name(n, upper_names))):
+    for name in sorted(
+        lower_names | upper_names, key=lambda n: os.fsencode(_out_name(n, upper_names))
+    ):
         rel = _join(prefix, name)
         lpath = os.path.join(lower, name)
         upath = os.path.join(upper, name)
@@ -399,7 +407,9 @@ def _diff_dirs(
                 _walk(builder, upath, rel, overlay=False)
             continue
         changed = ctx.changed(lpath, upath, lst, ust) or (
-            ust.st_nlink > 1 and not stat.S_ISDIR(ust.st_mode) and (ust.st_dev, ust.st_ino) in ctx.linked
+            ust.st_nlink > 1
+            and not stat.S_ISDIR(ust.st_mode)
+            and (ust.st_dev, ust.st_ino) in ctx.linked
         )
         if stat.S_ISDIR(ust.st_mode):
             if changed:

@@ -125,7 +125,9 @@ def _lib() -> ctypes.CDLL:
 
 
 def _mount_overlay(target: str, options: str) -> None:
-    rc = _lib().mount(b"overlay", os.fsencode(target), b"overlay", ctypes.c_ulong(0), options.encode())
+    rc = _lib().mount(
+        b"overlay", os.fsencode(target), b"overlay", ctypes.c_ulong(0), options.encode()
+    )
     if rc != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"mount overlay on {target}: {os.strerror(err)}")
@@ -313,9 +315,7 @@ class Snapshotter:
         directory = os.path.join(self._active_dir, name)
         os.mkdir(directory, 0o700)
         upper = os.path.join(directory, "fs")
-        return ActiveSnapshot(
-            self, name, tuple(parents), upper, directory, upper, _lock_fd=fd
-        )
+        return ActiveSnapshot(self, name, tuple(parents), upper, directory, upper, _lock_fd=fd)
 
     def _release(self, active: ActiveSnapshot) -> None:
         active.done = True
@@ -457,7 +457,9 @@ class Snapshotter:
     @staticmethod
     def _check_id(snapshot_id: str) -> None:
         if not _ID_RE.match(snapshot_id):
-            raise LayerError(f"invalid snapshot id {snapshot_id!r}", hint="ids match [0-9a-z]{1,32}")
+            raise LayerError(
+                f"invalid snapshot id {snapshot_id!r}", hint="ids match [0-9a-z]{1,32}"
+            )
 
     def _unmount(self, active: ActiveSnapshot) -> None:
         """Take an overlay active snapshot's mount down; its upper dir stays (no-op in copy mode)."""
@@ -468,7 +470,9 @@ class Snapshotter:
             remove_tree(os.path.join(active.directory, "work"))
             active.path = active.upper
 
-    def _commit_as(self, active: ActiveSnapshot, kind: SnapshotKind, snapshot_id: str | None) -> str:
+    def _commit_as(
+        self, active: ActiveSnapshot, kind: SnapshotKind, snapshot_id: str | None
+    ) -> str:
         meta = json.dumps({"kind": kind, "parents": list(active.parents)}, sort_keys=True).encode()
         meta_path = os.path.join(active.directory, "meta.json")
         with open(meta_path, "wb") as f:
@@ -552,7 +556,10 @@ class Snapshotter:
         parents = self._check_chain(active.parents)
         lower = self._merged_tree(parents) if parents else None
         return write_tree_diff_tar(
-            lower, active.upper, dst, source_date_epoch=source_date_epoch,
+            lower,
+            active.upper,
+            dst,
+            source_date_epoch=source_date_epoch,
             copied_before_ns=active.copied_before_ns,
         )
 
@@ -614,12 +621,16 @@ class Snapshotter:
 
         try:
             os.mkdir(active.upper, 0o755)
-            result = _apply_tar(stream, active.upper, mode="overlay", allow_devices=allow_devices, below=below)
+            result = _apply_tar(
+                stream, active.upper, mode="overlay", allow_devices=allow_devices, below=below
+            )
             _check_diff_id(result, expect_diff_id)
             self._unmount(active)
             if not based:
                 active.parents = ()  # nothing below was looked at: valid on any chain
-            return self._commit_as(active, "diff", based_id if based and based_id else snapshot_id), result
+            return self._commit_as(
+                active, "diff", based_id if based and based_id else snapshot_id
+            ), result
         except BaseException:
             self.discard(active)
             raise

@@ -182,7 +182,8 @@ def dedupe_paths(paths: Sequence[str]) -> list[str]:
         return list(paths)
     unique = set(paths)
     kept = [
-        p for p in unique
+        p
+        for p in unique
         if not any(p != q and p.startswith(q if q.endswith("/") else q + "/") for q in unique)
     ]
     return sorted(kept)
@@ -205,7 +206,11 @@ def file_cache_map(op: pb.FileOp, num_inputs: int) -> CacheMap:
         owner = getattr(body, "owner", None)
         if owner is not None:
             _owner_selectors(owner, selectors)
-        if isinstance(body, pb.FileActionCopy) and action.secondary_input != EMPTY and action.secondary_input < num_inputs:
+        if (
+            isinstance(body, pb.FileActionCopy)
+            and action.secondary_input != EMPTY
+            and action.secondary_input < num_inputs
+        ):
             selectors.setdefault(action.secondary_input, []).append(_copy_selector(body))
             body = dataclasses.replace(body, src=go_path_base(body.src))
         actions.append(go_json(body))
@@ -223,7 +228,9 @@ def file_cache_map(op: pb.FileOp, num_inputs: int) -> CacheMap:
             raise ValueError(f"file op names input {idx} of {num_inputs}")
         if idx in invalid:
             continue
-        paths = sorted((s.path.encode() for s in sels), reverse=True)  # BuildKit: "historical reasons"
+        paths = sorted(
+            (s.path.encode() for s in sels), reverse=True
+        )  # BuildKit: "historical reasons"
         deps[idx] = Dep(sha256_bytes(b"\0".join(paths)), dedupe_selectors(sels))
     return CacheMap(preimage, sha256_bytes(preimage), tuple(deps))
 
@@ -250,8 +257,12 @@ def _owner_selectors(owner: pb.ChownOpt, selectors: dict[int, list[Selector]]) -
 
 def dedupe_selectors(sels: Sequence[Selector]) -> tuple[Selector, ...]:
     """``dedupeSelectors``: plain paths deduplicated (followed and not apart), filtered ones kept, by path."""
-    plain = dedupe_paths([s.path for s in sels if not s.has_wildcard_or_filters and not s.follow_links])
-    follow = dedupe_paths([s.path for s in sels if not s.has_wildcard_or_filters and s.follow_links])
+    plain = dedupe_paths(
+        [s.path for s in sels if not s.has_wildcard_or_filters and not s.follow_links]
+    )
+    follow = dedupe_paths(
+        [s.path for s in sels if not s.has_wildcard_or_filters and s.follow_links]
+    )
     out = [Selector(p) for p in plain] + [Selector(p, follow_links=True) for p in follow]
     out += [s for s in sels if s.has_wildcard_or_filters]
     # A stable sort by path, as Go's slices.SortFunc is not stable but keys are unique in practice.

@@ -61,7 +61,9 @@ class _Record:
     digest: Digest | None = None
 
 
-def file_header(st: os.stat_result, linkname: str = "", *, uid: int | None = None, gid: int | None = None) -> bytes:
+def file_header(
+    st: os.stat_result, linkname: str = "", *, uid: int | None = None, gid: int | None = None
+) -> bytes:
     """The tarsum-v1 header BuildKit hashes for one entry (``WriteV1TarsumHeaders``)."""
     mode = stat.S_IMODE(st.st_mode)
     size = 0
@@ -138,7 +140,9 @@ class ContentTree:
     trace: dict[Digest, tuple[str, bytes]] = field(default_factory=dict)
 
     @classmethod
-    def from_directory(cls, root: str, *, context: bool = True, excluded: object = None) -> ContentTree:
+    def from_directory(
+        cls, root: str, *, context: bool = True, excluded: object = None
+    ) -> ContentTree:
         tree = cls(uid=0 if context else None, gid=0 if context else None)
         tree.records[b""] = _Record(RecordType.DIR)
         tree.records[b"\0"] = _Record(
@@ -167,7 +171,9 @@ class ContentTree:
             self.records[k] = _Record(RecordType.DIR)
             self.records[k + b"\0"] = _Record(RecordType.DIR_HEADER, host_path=host)
         elif os.path.islink(host):
-            self.records[k] = _Record(RecordType.SYMLINK, host_path=host, linkname=os.readlink(host))
+            self.records[k] = _Record(
+                RecordType.SYMLINK, host_path=host, linkname=os.readlink(host)
+            )
         else:
             self.records[k] = _Record(RecordType.FILE, host_path=host)
 
@@ -197,7 +203,7 @@ class ContentTree:
                 continue
             skip = None
             _, rec = self._digest(subk)
-            h.update(subk[len(k):])
+            h.update(subk[len(k) :])
             assert rec.digest is not None
             h.update(rec.digest.encode())
             if rec.type is RecordType.DIR:
@@ -225,7 +231,11 @@ class ContentTree:
             nxt = posixpath.normpath(posixpath.join(current, part))
             nxt = "/" if nxt in ("", "//") else nxt
             rec = self.records.get(_key(nxt))
-            if rec is None or rec.type is not RecordType.SYMLINK or (not follow_trailing and not remaining):
+            if (
+                rec is None
+                or rec.type is not RecordType.SYMLINK
+                or (not follow_trailing and not remaining)
+            ):
                 current = nxt
                 continue
             walked += 1
@@ -258,7 +268,7 @@ class ContentTree:
             return Digest(included[0].digest)
         h = _ListHash()
         for item in included:
-            rel = item.path[len(prefix):] if item.path.startswith(prefix) else item.path
+            rel = item.path[len(prefix) :] if item.path.startswith(prefix) else item.path
             h.update(_key(rel) if rel else b"\0")
             h.update(item.digest.encode())
         return h.done(self.trace)
@@ -281,7 +291,7 @@ class ContentTree:
         for key in keys:
             fn = _path(key)
             if resolved_prefix and fn.startswith(resolved_prefix):
-                fn = orig_prefix + fn[len(resolved_prefix):]
+                fn = orig_prefix + fn[len(resolved_prefix) :]
             if not walk.visit(self, key, fn):
                 break
         for required in sel.required_paths:
@@ -349,7 +359,9 @@ class _Walk:
                 return True
         item = _Included(path=fn, record=tree.records[key], follow=parent is None)
         if self.wildcard:
-            if self.p and (not self.last_matched_dir or not fn.startswith(self.last_matched_dir + "/")):
+            if self.p and (
+                not self.last_matched_dir or not fn.startswith(self.last_matched_dir + "/")
+            ):
                 if not go_path_match(self.p, fn):
                     return True
                 self.last_matched_dir = fn

@@ -129,7 +129,15 @@ def _write_map(value: Mapping[object, object], out: list[str]) -> None:
     out.append("}")
 
 
-_SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_SHORT_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+}
 # HTML-safe escaping is json.Marshal's default; the line separators break JavaScript.
 _U_ESCAPED = frozenset("<>&\u2028\u2029")
 

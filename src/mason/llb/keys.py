@@ -83,7 +83,10 @@ def chain_id(diff_ids: Sequence[str]) -> Digest:
 
 
 def image_source_keys(
-    manifest_digest: str, platform: pb.Platform, diff_ids: Sequence[str], layer_limit: int | None = None
+    manifest_digest: str,
+    platform: pb.Platform,
+    diff_ids: Sequence[str],
+    layer_limit: int | None = None,
 ) -> tuple[CacheMap, CacheMap]:
     """Both cache maps of an image source: the manifest for the platform, then the layers' chain ID.
 
@@ -95,7 +98,9 @@ def image_source_keys(
     return source_cache_map(manifest_key), source_cache_map(chain_id(limited))
 
 
-def image_manifest_key_json(manifest_digest: str, platform: pb.Platform, layer_limit: int | None = None) -> bytes:
+def image_manifest_key_json(
+    manifest_digest: str, platform: pb.Platform, layer_limit: int | None = None
+) -> bytes:
     return go_json(_ManifestKey(manifest_digest, platform, layer_limit))
 
 
@@ -120,10 +125,14 @@ class _HTTPKey:
         )
 
 
-def http_source_key_json(filename: str, checksum: str, perm: int = 0, uid: int = 0, gid: int = 0) -> bytes:
+def http_source_key_json(
+    filename: str, checksum: str, perm: int = 0, uid: int = 0, gid: int = 0
+) -> bytes:
     """The JSON BuildKit hashes for an HTTP source pinned by ``--checksum`` (nothing fetched)."""
     return go_json(_HTTPKey(filename, perm, uid, gid, checksum))
 
 
-def http_source_key(filename: str, checksum: str, perm: int = 0, uid: int = 0, gid: int = 0) -> CacheMap:
+def http_source_key(
+    filename: str, checksum: str, perm: int = 0, uid: int = 0, gid: int = 0
+) -> CacheMap:
     return source_cache_map(sha256_bytes(http_source_key_json(filename, checksum, perm, uid, gid)))

@@ -168,7 +168,10 @@ def _proto_field(f: F, value: Any) -> bytes:
     if kind is Kind.MAP:
         entries = sorted(value.items(), key=lambda kv: kv[0].encode("utf-8"))
         return b"".join(
-            pw.field_bytes(f.number, pw.field_bytes(1, k.encode("utf-8")) + pw.field_bytes(2, v.encode("utf-8")))
+            pw.field_bytes(
+                f.number,
+                pw.field_bytes(1, k.encode("utf-8")) + pw.field_bytes(2, v.encode("utf-8")),
+            )
             for k, v in entries
         )
     if isinstance(value, tuple):
@@ -448,7 +451,11 @@ class UserOpt(Message):
 
     def go_json_fields(self) -> Iterable[tuple[str, object, bool]]:
         # json.go: {"User":{"byName":…,"byId":N}}, both omitempty (so uid 0 is {"User":{}}).
-        yield "User", _JSONObject((("byName", self.by_name, True), ("byId", self.by_id or 0, True))), False
+        yield (
+            "User",
+            _JSONObject((("byName", self.by_name, True), ("byId", self.by_id or 0, True))),
+            False,
+        )
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Self:
@@ -671,7 +678,11 @@ class Op(Message):
 
     def go_json_fields(self) -> Iterable[tuple[str, object, bool]]:
         yield "inputs", self.inputs, True
-        yield "Op", _JSONObject(tuple((name, getattr(self, name), True) for name, _ in _OP_KINDS)), False
+        yield (
+            "Op",
+            _JSONObject(tuple((name, getattr(self, name), True) for name, _ in _OP_KINDS)),
+            False,
+        )
         yield "platform", self.platform, True
         yield "constraints", self.constraints, True
 

@@ -98,7 +98,9 @@ def output_file(path: str, mode: int = 0o644, *, prefix: str = ".tmp-") -> Itera
     why = unwritable_dest(path)
     if why is not None:
         error = IsADirectoryError if why == "a directory" else OSError
-        raise error(errno.EISDIR if error is IsADirectoryError else errno.EINVAL, f"it is {why}", path)
+        raise error(
+            errno.EISDIR if error is IsADirectoryError else errno.EINVAL, f"it is {why}", path
+        )
     if _is_stream(_target_mode(path)):
         # no O_CREAT, no O_TRUNC: write into what is there (a FIFO open waits for its reader)
         fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)

@@ -28,7 +28,9 @@ def blob_path(root: str | os.PathLike[str], digest: Digest | str) -> Path:
     return Path(root, algorithm, hexpart)
 
 
-def _mismatch(expected: Digest | None, size: int | None, got: Digest, written: int) -> BaseException:
+def _mismatch(
+    expected: Digest | None, size: int | None, got: Digest, written: int
+) -> BaseException:
     return DigestMismatchError(
         f"content failed verification: expected {expected}{f' ({size} bytes)' if size is not None else ''}, "
         f"got {got} ({written} bytes)",
@@ -63,9 +65,14 @@ def cas_writer(
             yield out
             f.flush()
             os.fsync(f.fileno())
-        if (expected is not None and out.digest != expected) or (size is not None and out.size != size):
-            raise (mismatch(out.digest, out.size) if mismatch is not None
-                   else _mismatch(expected, size, out.digest, out.size))
+        if (expected is not None and out.digest != expected) or (
+            size is not None and out.size != size
+        ):
+            raise (
+                mismatch(out.digest, out.size)
+                if mismatch is not None
+                else _mismatch(expected, size, out.digest, out.size)
+            )
         dest = blob_dir / out.digest.split(":", 1)[1]
         if not dest.is_file():
             blob_dir.mkdir(mode=dir_mode, parents=True, exist_ok=True)

@@ -56,7 +56,13 @@ class HistoryEntry:
             v = value.get(key)
             return v if isinstance(v, str) else None
 
-        return cls(text("created"), text("created_by"), text("author"), text("comment"), bool(value.get("empty_layer")))
+        return cls(
+            text("created"),
+            text("created_by"),
+            text("author"),
+            text("comment"),
+            bool(value.get("empty_layer")),
+        )
 
 
 def serialise_config(data: Mapping[str, Any]) -> bytes:

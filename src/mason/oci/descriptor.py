@@ -60,7 +60,11 @@ class Descriptor:
 
     def to_json(self) -> dict[str, Any]:
         """JSON object in the field order Go's ocispec writes (deterministic output)."""
-        out: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        out: dict[str, Any] = {
+            "mediaType": self.media_type,
+            "digest": self.digest,
+            "size": self.size,
+        }
         if self.urls:
             out["urls"] = list(self.urls)
         if self.annotations:

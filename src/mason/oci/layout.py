@@ -120,7 +120,11 @@ class OCILayout:
         verified and nothing is kept on a mismatch."""
         expected = parse_digest(digest) if digest is not None else None
         if expected is not None and self.has_blob(expected):
-            return Descriptor(media_type, expected, size if size is not None else os.path.getsize(self.blob_path(expected)))
+            return Descriptor(
+                media_type,
+                expected,
+                size if size is not None else os.path.getsize(self.blob_path(expected)),
+            )
 
         def mismatch(got: Digest, written: int) -> DigestMismatchError:
             return DigestMismatchError(
@@ -129,15 +133,23 @@ class OCILayout:
                 hint="the source does not hold the content its digest names; nothing was kept",
             )
 
-        with cas_writer(os.path.join(self.path, "blobs"), expected=expected, size=size, mode=_BLOB_MODE,
-                        dir_mode=0o755, mismatch=mismatch) as out:
+        with cas_writer(
+            os.path.join(self.path, "blobs"),
+            expected=expected,
+            size=size,
+            mode=_BLOB_MODE,
+            dir_mode=0o755,
+            mismatch=mismatch,
+        ) as out:
             while chunk := stream.read(_CHUNK):
                 out.write(chunk)
                 if size is not None and out.size > size:
                     break  # more than announced: stop reading, the size check refuses it
         return Descriptor(media_type, out.digest, out.size)
 
-    def put_blob_file(self, path: str, media_type: str, digest: Digest | str | None = None) -> Descriptor:
+    def put_blob_file(
+        self, path: str, media_type: str, digest: Digest | str | None = None
+    ) -> Descriptor:
         """Copy the file at ``path`` in as a blob (verified against ``digest`` when given)."""
         try:
             with open(path, "rb") as f:
@@ -231,7 +243,9 @@ class OCILayout:
         """Drop the ``index.json`` entries named ``ref_name``; True when one existed."""
         with self._index_lock():
             old = self.read_index()
-            entries = [e for e in old.manifests if e.annotations.get(ANNOTATION_REF_NAME) != ref_name]
+            entries = [
+                e for e in old.manifests if e.annotations.get(ANNOTATION_REF_NAME) != ref_name
+            ]
             if len(entries) == len(old.manifests):
                 return False
             self._write_index(entries, old)

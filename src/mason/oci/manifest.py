@@ -39,7 +39,9 @@ class _TypedDocument(RawDocument):
     def descriptor(
         self, *, platform: Platform | None = None, annotations: Mapping[str, str] | None = None
     ) -> Descriptor:
-        return Descriptor(self.media_type, self.digest, len(self.raw), dict(annotations or {}), platform)
+        return Descriptor(
+            self.media_type, self.digest, len(self.raw), dict(annotations or {}), platform
+        )
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,9 @@ class ImageIndex(_TypedDocument):
 
     def for_platform(self, platform: Platform) -> Descriptor | None:
         """The first image manifest entry whose platform matches ``platform`` (exact variant preferred)."""
-        candidates = [d for d in self.manifests if d.platform is not None and platform.matches(d.platform)]
+        candidates = [
+            d for d in self.manifests if d.platform is not None and platform.matches(d.platform)
+        ]
         for d in candidates:
             if d.platform is not None and d.platform.variant == platform.variant:
                 return d
@@ -127,7 +131,9 @@ def _media_type(doc: Mapping[str, Any], content_type: str | None, where: str) ->
         return mt.OCI_INDEX
     if "config" in doc or "layers" in doc:
         return mt.OCI_MANIFEST
-    raise ManifestError(f"{where}: neither a manifest nor an index (no mediaType, config or manifests)")
+    raise ManifestError(
+        f"{where}: neither a manifest nor an index (no mediaType, config or manifests)"
+    )
 
 
 def parse_manifest(
@@ -153,7 +159,9 @@ def parse_manifest(
     )
     if mt.is_index(media_type):
         manifests = _descriptors(doc, "manifests", where)
-        return ImageIndex(raw, media_type, manifests, _annotations(doc, where), subject, artifact_type or None)
+        return ImageIndex(
+            raw, media_type, manifests, _annotations(doc, where), subject, artifact_type or None
+        )
     if "config" not in doc:
         raise ManifestError(f"{where}: image manifest has no config descriptor")
     config = Descriptor.from_json(doc["config"], where=f"{where}: config")
@@ -170,7 +178,9 @@ def _descriptors(doc: Mapping[str, Any], key: str, where: str) -> tuple[Descript
         return ()
     if not isinstance(entries, list):
         raise ManifestError(f"{where}: {key} must be a list")
-    return tuple(Descriptor.from_json(e, where=f"{where}: {key}[{i}]") for i, e in enumerate(entries))
+    return tuple(
+        Descriptor.from_json(e, where=f"{where}: {key}[{i}]") for i, e in enumerate(entries)
+    )
 
 
 def parse_index(raw: bytes, content_type: str | None = None, *, where: str = "index") -> ImageIndex:
@@ -199,8 +209,13 @@ def build_manifest(
     doc["config"] = config.to_json()
     doc["layers"] = [layer.to_json() for layer in layers]
     return ImageManifest(
-        _dump_document(doc, subject, annotations), media_type, config, tuple(layers), dict(annotations or {}),
-        subject, artifact_type,
+        _dump_document(doc, subject, annotations),
+        media_type,
+        config,
+        tuple(layers),
+        dict(annotations or {}),
+        subject,
+        artifact_type,
     )
 
 
@@ -225,11 +240,18 @@ def build_index(
         doc["artifactType"] = artifact_type
     doc["manifests"] = [d.to_json() for d in entries]
     return ImageIndex(
-        _dump_document(doc, subject, annotations), media_type, entries, dict(annotations or {}), subject, artifact_type
+        _dump_document(doc, subject, annotations),
+        media_type,
+        entries,
+        dict(annotations or {}),
+        subject,
+        artifact_type,
     )
 
 
-def _dump_document(doc: dict[str, Any], subject: Descriptor | None, annotations: Mapping[str, str] | None) -> bytes:
+def _dump_document(
+    doc: dict[str, Any], subject: Descriptor | None, annotations: Mapping[str, str] | None
+) -> bytes:
     """``doc`` with the trailing ``subject`` and (sorted) ``annotations`` fields, as bytes."""
     if subject is not None:
         doc["subject"] = subject.to_json()

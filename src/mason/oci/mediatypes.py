@@ -59,7 +59,12 @@ BUILDKIT_CACHE_CONFIG = "application/vnd.buildkit.cacheconfig.v0"
 SINGLE_MANIFEST_MEDIA_TYPES: tuple[str, ...] = (OCI_MANIFEST, DOCKER_MANIFEST)
 INDEX_MEDIA_TYPES: tuple[str, ...] = (OCI_INDEX, DOCKER_MANIFEST_LIST)
 #: Every manifest type mason reads, for the registry ``Accept`` header.
-MANIFEST_MEDIA_TYPES: tuple[str, ...] = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST)
+MANIFEST_MEDIA_TYPES: tuple[str, ...] = (
+    OCI_MANIFEST,
+    OCI_INDEX,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+)
 
 _COMPRESSION: dict[str, str] = {
     OCI_LAYER: "uncompressed",
@@ -76,6 +81,7 @@ _COMPRESSION: dict[str, str] = {
 }
 LAYER_MEDIA_TYPES: tuple[str, ...] = tuple(_COMPRESSION)
 
+
 def layer_media_type(compression: str, oci: bool = True) -> str:
     """The layer media type for ``compression`` (a name of ``mason.compression.kinds``: its
     media-type suffix; eStargz is gzip on the wire, only annotations and the footer tell it apart)."""
@@ -91,7 +97,7 @@ def layer_media_type(compression: str, oci: bool = True) -> str:
 
 
 def compression_of(media_type: str) -> str:
-    """"uncompressed", "gzip" or "zstd" for a layer media type; ValueError otherwise.
+    """ "uncompressed", "gzip" or "zstd" for a layer media type; ValueError otherwise.
 
     Unknown ``+gzip`` / ``+zstd`` / ``.gzip`` / ``.zstd`` suffixes are recognised too,
     so artifact layers with their own types still decompress.

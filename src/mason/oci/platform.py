@@ -84,7 +84,9 @@ class Platform:
         os_name = value.get("os")
         arch = value.get("architecture")
         if not isinstance(os_name, str) or not isinstance(arch, str):
-            raise PlatformError(f"platform needs string os and architecture fields: {dict(value)!r}")
+            raise PlatformError(
+                f"platform needs string os and architecture fields: {dict(value)!r}"
+            )
         variant = value.get("variant")
         os_version = value.get("os.version")
         features = value.get("os.features") or ()

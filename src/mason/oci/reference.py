@@ -55,7 +55,9 @@ class Reference:
         if not text or text != text.strip():
             raise _error(text, "empty or surrounded by whitespace")
         if "://" in text:
-            raise _error(text, "a reference has no URL scheme", "drop the scheme, e.g. registry:5000/app:tag")
+            raise _error(
+                text, "a reference has no URL scheme", "drop the scheme, e.g. registry:5000/app:tag"
+            )
         rest = text
         digest: Digest | None = None
         if "@" in rest:
@@ -71,7 +73,9 @@ class Reference:
             rest, tag = rest[:colon], rest[colon + 1 :]
             if not _TAG.match(tag):
                 raise _error(
-                    text, f"invalid tag {tag!r}", "a tag is up to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'"
+                    text,
+                    f"invalid tag {tag!r}",
+                    "a tag is up to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'",
                 )
         if not rest:
             raise _error(text, "missing repository name")
@@ -108,7 +112,11 @@ class Reference:
         return self._with_identifiers(self.name)
 
     def _with_identifiers(self, name: str) -> str:
-        return name + (f":{self.tag}" if self.tag is not None else "") + (f"@{self.digest}" if self.digest else "")
+        return (
+            name
+            + (f":{self.tag}" if self.tag is not None else "")
+            + (f"@{self.digest}" if self.digest else "")
+        )
 
     @property
     def familiar(self) -> str:

@@ -47,7 +47,12 @@ __all__ = [
 _REFRESH_MARGIN = 30.0
 #: the distribution token spec's default lifetime when ``expires_in`` is missing
 _DEFAULT_EXPIRES_IN = 60
-_DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io")
+_DOCKER_HUB_KEYS = (
+    "https://index.docker.io/v1/",
+    "index.docker.io",
+    "docker.io",
+    "registry-1.docker.io",
+)
 
 
 class CredentialError(DiagnosticError):
@@ -86,14 +91,19 @@ def _run_helper(helper: str, server: str) -> Mapping[str, Any] | None:
     except subprocess.TimeoutExpired as exc:
         raise CredentialError(f"credential helper {program} timed out for {server}") from exc
     if result.returncode != 0:
-        message = result.stdout.decode(errors="replace").strip() or result.stderr.decode(errors="replace").strip()
+        message = (
+            result.stdout.decode(errors="replace").strip()
+            or result.stderr.decode(errors="replace").strip()
+        )
         if "not found" in message.lower():
             return None
         raise CredentialError(f"credential helper {program} failed for {server}: {message[:200]}")
     try:
         doc = json.loads(result.stdout)
     except ValueError as exc:
-        raise CredentialError(f"credential helper {program} printed invalid JSON for {server}") from exc
+        raise CredentialError(
+            f"credential helper {program} printed invalid JSON for {server}"
+        ) from exc
     return doc if isinstance(doc, dict) else None
 
 
@@ -118,7 +128,9 @@ def _candidate_keys(host: str, repository: str | None) -> list[str]:
     if repository:
         parts = repository.split("/")
         keys.extend(f"{host}/{'/'.join(parts[:i])}" for i in range(len(parts), 0, -1))
-    keys.extend([host, f"https://{host}", f"http://{host}", f"https://{host}/v1/", f"https://{host}/v2/"])
+    keys.extend(
+        [host, f"https://{host}", f"http://{host}", f"https://{host}/v1/", f"https://{host}/v2/"]
+    )
     if host in _DOCKER_HUB_KEYS:
         keys.extend(_DOCKER_HUB_KEYS)
     return keys
@@ -228,7 +240,9 @@ class CredentialStore:
                 try:
                     username, _, password = base64.b64decode(encoded).decode().partition(":")
                 except (ValueError, UnicodeDecodeError) as exc:
-                    raise CredentialError(f"the 'auth' entry for {cand} in {source} is not base64 user:password") from exc
+                    raise CredentialError(
+                        f"the 'auth' entry for {cand} in {source} is not base64 user:password"
+                    ) from exc
             identity = str(entry.get("identitytoken", ""))
             if username or password or identity:
                 return Credentials(username, password, identity)
@@ -341,7 +355,9 @@ class TokenAuthenticator:
     Thread-safe: transfers run in parallel and share tokens.
     """
 
-    def __init__(self, credentials: CredentialStore | None, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, credentials: CredentialStore | None, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._credentials = credentials
         self._clock = clock
         self._hosts: dict[str, _HostAuth] = {}
@@ -411,7 +427,9 @@ class TokenAuthenticator:
                 extra = challenge.params.get("scope")
                 if extra:
                     wanted.update(s for s in extra.split(" ") if s)
-                state = _HostAuth("bearer", challenge.params["realm"], challenge.params.get("service", ""))
+                state = _HostAuth(
+                    "bearer", challenge.params["realm"], challenge.params.get("service", "")
+                )
                 with self._lock:
                     old = self._hosts.get(host)
                     # a 401 means the tokens we held are no good: drop them
@@ -428,7 +446,9 @@ class TokenAuthenticator:
                 return creds.basic_header()
         return None
 
-    def _fetch_token(self, client: httpx.Client, host: str, state: _HostAuth, scopes: frozenset[str]) -> str:
+    def _fetch_token(
+        self, client: httpx.Client, host: str, state: _HostAuth, scopes: frozenset[str]
+    ) -> str:
         creds = self.credentials_for(host)
         params: list[tuple[str, str | int | float | bool | None]] = []
         if state.service:
@@ -492,7 +512,11 @@ class TokenAuthenticator:
                 status=200,  # no body excerpt: a token response may hold other secrets
             )
         expires_in = doc.get("expires_in")
-        lifetime = float(expires_in) if isinstance(expires_in, int | float) and expires_in > 0 else _DEFAULT_EXPIRES_IN
+        lifetime = (
+            float(expires_in)
+            if isinstance(expires_in, int | float) and expires_in > 0
+            else _DEFAULT_EXPIRES_IN
+        )
         token = _Token(value, scopes, self._clock() + lifetime - min(_REFRESH_MARGIN, lifetime / 2))
         with self._lock:
             state.tokens.append(token)

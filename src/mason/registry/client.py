@@ -87,7 +87,7 @@ def _next_link(header: str | None) -> str | None:
     if not header:
         return None
     for part in header.split(","):
-        match = re.match(r'\s*<([^>]+)>\s*;(.*)', part)
+        match = re.match(r"\s*<([^>]+)>\s*;(.*)", part)
         if match and re.search(r'rel="?next"?', match.group(2)):
             return match.group(1)
     return None
@@ -155,9 +155,15 @@ class _ResumingBlobStream(io.RawIOBase):
     def _get(self, ranged: bool) -> httpx.Response:
         headers = {"Range": f"bytes={self._position}-"} if ranged and self._position else {}
         return self._client._transport.request(
-            "GET", self._ref.api_host, f"/v2/{self._ref.repository}/blobs/{self._desc.digest}",
-            operation=self._operation, scopes=[pull_scope(self._ref.repository)], headers=headers,
-            ok=(200, 206), stream=True, follow_redirects=True,
+            "GET",
+            self._ref.api_host,
+            f"/v2/{self._ref.repository}/blobs/{self._desc.digest}",
+            operation=self._operation,
+            scopes=[pull_scope(self._ref.repository)],
+            headers=headers,
+            ok=(200, 206),
+            stream=True,
+            follow_redirects=True,
         )
 
     def _open(self) -> None:
@@ -245,8 +251,14 @@ class _ChunkedUpload:
     a new session from byte 0. Each 202's ``Range`` is honoured as the registry's
     acknowledgement. The retry budget counts failures in a row without progress."""
 
-    def __init__(self, client: RegistryClient, ref: Reference, desc: Descriptor,
-                 opener: Callable[[], IO[bytes]], session: _UploadSession) -> None:
+    def __init__(
+        self,
+        client: RegistryClient,
+        ref: Reference,
+        desc: Descriptor,
+        opener: Callable[[], IO[bytes]],
+        session: _UploadSession,
+    ) -> None:
         self.client = client
         self.ref = ref
         self.desc = desc
@@ -278,7 +290,9 @@ class _ChunkedUpload:
                 return
             except RegistryError as exc:
                 # the answer to a PUT that worked may be what was lost
-                if _retryable(exc) and self.client.blob_exists(self.ref, self.desc.digest, for_push=True):
+                if _retryable(exc) and self.client.blob_exists(
+                    self.ref, self.desc.digest, for_push=True
+                ):
                     return
                 self._recover(exc)
 
@@ -288,14 +302,16 @@ class _ChunkedUpload:
             self.pending += _read_up_to(self.src, self.size - len(self.pending))
             if not self.pending:
                 break
-            chunk = self.pending[:self.size]
+            chunk = self.pending[: self.size]
             try:
                 response = self._patch(chunk)
             except RegistryError as exc:
                 if exc.status == 413 and self.size > self.floor:
                     # over a body limit: halve and resend; later uploads start below it
                     limits = self.client._monolithic_limit
-                    limits[self.ref.api_host] = min(limits.get(self.ref.api_host, len(chunk)), len(chunk))
+                    limits[self.ref.api_host] = min(
+                        limits.get(self.ref.api_host, len(chunk)), len(chunk)
+                    )
                     self.size = max(self.floor, self.size // 2)
                     continue
                 self._recover(exc)
@@ -315,7 +331,10 @@ class _ChunkedUpload:
 
     def _patch(self, chunk: bytes) -> httpx.Response:
         return self.client._transport.request(
-            "PATCH", self.ref.api_host, self.location, operation=self.operation,
+            "PATCH",
+            self.ref.api_host,
+            self.location,
+            operation=self.operation,
             scopes=[push_scope(self.ref.repository)],
             headers={
                 "Content-Type": "application/octet-stream",
@@ -326,14 +345,23 @@ class _ChunkedUpload:
             # outlive the call until the GC runs, and would keep every chunk alive
             # (1 MiB slices: the HTTP stack copies what it is given once more)
             body=lambda chunk=chunk: _slices(chunk),
-            ok=(202, 204), retry=False, what=f"registry {self.ref.registry}",
+            ok=(202, 204),
+            retry=False,
+            what=f"registry {self.ref.registry}",
         )
 
     def _finish(self) -> None:
         self.client._transport.request(
-            "PUT", self.ref.api_host, self.location, params={"digest": self.desc.digest},
-            operation=self.operation, scopes=[push_scope(self.ref.repository)],
-            headers={"Content-Length": "0"}, body=b"", ok=(201, 204), retry=False,
+            "PUT",
+            self.ref.api_host,
+            self.location,
+            params={"digest": self.desc.digest},
+            operation=self.operation,
+            scopes=[push_scope(self.ref.repository)],
+            headers={"Content-Length": "0"},
+            body=b"",
+            ok=(201, 204),
+            retry=False,
             what=f"registry {self.ref.registry}",
         )
 
@@ -343,8 +371,12 @@ class _ChunkedUpload:
             # 416, or a refused session (distribution refuses one whose offset check failed
             # after a half body, even when a status query just before still named it): ask the
             # registry, like after a break; a session it no longer has starts over
-            if not (_retryable(exc) or _session_refused(exc)) or not self.budget.failed(self.offset):
-                raise _gave_up(exc, self.budget, f" ({self.offset} of {self.desc.size} bytes acknowledged)")
+            if not (_retryable(exc) or _session_refused(exc)) or not self.budget.failed(
+                self.offset
+            ):
+                raise _gave_up(
+                    exc, self.budget, f" ({self.offset} of {self.desc.size} bytes acknowledged)"
+                )
             self.client._transport.backoff(self.budget.streak - 1)
             try:
                 status = self.client.upload_status(self.ref, self.location)
@@ -365,7 +397,7 @@ class _ChunkedUpload:
         """Make ``position`` the acknowledged offset: the next PATCH sends the source from it."""
         end = self.offset + len(self.pending)
         if self.offset <= position <= end:
-            self.pending = self.pending[position - self.offset:]
+            self.pending = self.pending[position - self.offset :]
         else:
             self.pending = b""
             self._seek(position)
@@ -397,8 +429,10 @@ def _manifest_refused_hint(codes: set[str], media_type: str) -> str:
     """Why a registry refused a manifest, from its error codes; the media type is blamed only
     when no code names another cause."""
     if "NAME_UNKNOWN" in codes:
-        return ("the repository does not exist and this registry does not create repositories on push "
-                "(ECR: create it first)")
+        return (
+            "the repository does not exist and this registry does not create repositories on push "
+            "(ECR: create it first)"
+        )
     if "MANIFEST_BLOB_UNKNOWN" in codes or "BLOB_UNKNOWN" in codes:
         return "a blob the manifest names is missing from the repository"
     if codes - {"", "MANIFEST_INVALID", "UNSUPPORTED", "UNKNOWN"}:
@@ -462,7 +496,9 @@ class RegistryClient:
         """``fn`` over ``items`` with at most ``max_workers`` at once; first error is raised."""
         if len(items) <= 1 or self.max_workers == 1:
             return [fn(item) for item in items]
-        with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="mason-registry") as pool:
+        with ThreadPoolExecutor(
+            max_workers=self.max_workers, thread_name_prefix="mason-registry"
+        ) as pool:
             return list(pool.map(fn, items))
 
     # -- manifests -----------------------------------------------------------------------------
@@ -483,16 +519,23 @@ class RegistryClient:
     def _check_push(self, ref: Reference) -> None:
         self.registries.check_allowed(ref)
 
-    def fetch_manifest(self, ref: Reference, accept: Sequence[str] = mt.MANIFEST_MEDIA_TYPES) -> FetchedManifest:
+    def fetch_manifest(
+        self, ref: Reference, accept: Sequence[str] = mt.MANIFEST_MEDIA_TYPES
+    ) -> FetchedManifest:
         """GET a manifest's raw bytes (at most 4 MiB), verified against the ref's digest."""
         return self._pull(ref, lambda source: self._fetch_manifest_at(source, accept))
 
     def _fetch_manifest_at(self, ref: Reference, accept: Sequence[str]) -> FetchedManifest:
         operation = f"get manifest {ref}"
         response = self._transport.request(
-            "GET", ref.api_host, f"/v2/{ref.repository}/manifests/{ref.identifier}",
-            operation=operation, scopes=[pull_scope(ref.repository)],
-            headers={"Accept": ", ".join(accept)}, stream=True, follow_redirects=True,
+            "GET",
+            ref.api_host,
+            f"/v2/{ref.repository}/manifests/{ref.identifier}",
+            operation=operation,
+            scopes=[pull_scope(ref.repository)],
+            headers={"Accept": ", ".join(accept)},
+            stream=True,
+            follow_redirects=True,
             what=f"registry {ref.registry}",
         )
         try:
@@ -505,8 +548,12 @@ class RegistryClient:
                 if len(data) > MANIFEST_SIZE_LIMIT:
                     raise self._too_big(ref, len(data))
         except httpx.HTTPError as exc:
-            raise RegistryError(f"reading the manifest failed: {exc}", operation=operation,
-                                method="GET", url=str(response.request.url)) from exc
+            raise RegistryError(
+                f"reading the manifest failed: {exc}",
+                operation=operation,
+                method="GET",
+                url=str(response.request.url),
+            ) from exc
         finally:
             response.close()
         raw = bytes(data)
@@ -518,7 +565,11 @@ class RegistryClient:
                 hint="the registry served different bytes than the digest promises",
             )
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-        if not media_type or media_type in ("application/json", "application/octet-stream", "text/plain"):
+        if not media_type or media_type in (
+            "application/json",
+            "application/octet-stream",
+            "text/plain",
+        ):
             media_type = _media_type_from_body(raw) or media_type
         return FetchedManifest(raw, media_type, digest)
 
@@ -540,9 +591,13 @@ class RegistryClient:
     def _head_manifest_at(self, ref: Reference) -> Descriptor | None:
         try:
             response = self._transport.request(
-                "HEAD", ref.api_host, f"/v2/{ref.repository}/manifests/{ref.identifier}",
-                operation=f"check manifest {ref}", scopes=[pull_scope(ref.repository)],
-                headers={"Accept": ", ".join(mt.MANIFEST_MEDIA_TYPES)}, follow_redirects=True,
+                "HEAD",
+                ref.api_host,
+                f"/v2/{ref.repository}/manifests/{ref.identifier}",
+                operation=f"check manifest {ref}",
+                scopes=[pull_scope(ref.repository)],
+                headers={"Accept": ", ".join(mt.MANIFEST_MEDIA_TYPES)},
+                follow_redirects=True,
                 what=f"registry {ref.registry}",
             )
         except RegistryNotFoundError:
@@ -553,7 +608,9 @@ class RegistryClient:
             fetched = self._fetch_manifest_at(ref, mt.MANIFEST_MEDIA_TYPES)
             return fetched.descriptor()
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-        return Descriptor(media_type, parse_digest(digest), int(response.headers.get("Content-Length", "0") or 0))
+        return Descriptor(
+            media_type, parse_digest(digest), int(response.headers.get("Content-Length", "0") or 0)
+        )
 
     def put_manifest(self, ref: Reference, manifest_raw: bytes, media_type: str) -> Digest:
         self._check_push(ref)
@@ -566,16 +623,23 @@ class RegistryClient:
         identifier = ref.tag or ref.digest or digest
         try:
             response = self._transport.request(
-                "PUT", ref.api_host, f"/v2/{ref.repository}/manifests/{identifier}",
-                operation=f"push manifest {ref}", scopes=[push_scope(ref.repository)],
-                headers={"Content-Type": media_type}, body=manifest_raw, ok=(200, 201, 202),
+                "PUT",
+                ref.api_host,
+                f"/v2/{ref.repository}/manifests/{identifier}",
+                operation=f"push manifest {ref}",
+                scopes=[push_scope(ref.repository)],
+                headers={"Content-Type": media_type},
+                body=manifest_raw,
+                ok=(200, 201, 202),
                 what=f"registry {ref.registry}",
             )
         except RegistryError as exc:
             if exc.status in _MANIFEST_REFUSED and not isinstance(exc, RegistryAuthError):
                 codes = {str(e.get("code", "")).upper() for e in exc.errors}
-                exc.message = (f"push manifest {ref}: registry {ref.registry} refused the manifest "
-                               f"of media type {media_type} (HTTP {exc.status})")
+                exc.message = (
+                    f"push manifest {ref}: registry {ref.registry} refused the manifest "
+                    f"of media type {media_type} (HTTP {exc.status})"
+                )
                 exc.hint = exc.hint or _manifest_refused_hint(codes, media_type)
             raise
         served = response.headers.get("Docker-Content-Digest")
@@ -588,9 +652,13 @@ class RegistryClient:
 
     def delete_manifest(self, ref: Reference, digest: Digest) -> None:
         self._transport.request(
-            "DELETE", ref.api_host, f"/v2/{ref.repository}/manifests/{digest}",
-            operation=f"delete manifest {digest} in {ref.repository_ref}", scopes=[f"repository:{ref.repository}:delete"],
-            ok=(200, 202), what=f"registry {ref.registry}",
+            "DELETE",
+            ref.api_host,
+            f"/v2/{ref.repository}/manifests/{digest}",
+            operation=f"delete manifest {digest} in {ref.repository_ref}",
+            scopes=[f"repository:{ref.repository}:delete"],
+            ok=(200, 202),
+            what=f"registry {ref.registry}",
         )
 
     # -- blobs ---------------------------------------------------------------------------------
@@ -606,9 +674,13 @@ class RegistryClient:
         scope = push_scope(ref.repository) if for_push else pull_scope(ref.repository)
         try:
             self._transport.request(
-                "HEAD", ref.api_host, f"/v2/{ref.repository}/blobs/{digest}",
-                operation=f"check blob {digest} in {ref.repository_ref}", scopes=[scope],
-                follow_redirects=True, what=f"registry {ref.registry}",
+                "HEAD",
+                ref.api_host,
+                f"/v2/{ref.repository}/blobs/{digest}",
+                operation=f"check blob {digest} in {ref.repository_ref}",
+                scopes=[scope],
+                follow_redirects=True,
+                what=f"registry {ref.registry}",
             )
         except RegistryNotFoundError:
             return False
@@ -628,10 +700,16 @@ class RegistryClient:
     def _peek_blob_at(self, ref: Reference, desc: Descriptor, n: int) -> bytes | None:
         try:
             response = self._transport.request(
-                "GET", ref.api_host, f"/v2/{ref.repository}/blobs/{desc.digest}",
+                "GET",
+                ref.api_host,
+                f"/v2/{ref.repository}/blobs/{desc.digest}",
                 operation=f"check blob {desc.digest} in {ref.repository_ref}",
-                scopes=[pull_scope(ref.repository)], headers={"Range": f"bytes=0-{max(n, 1) - 1}"},
-                ok=(200, 206, 416), stream=True, follow_redirects=True, what=f"registry {ref.registry}",
+                scopes=[pull_scope(ref.repository)],
+                headers={"Range": f"bytes=0-{max(n, 1) - 1}"},
+                ok=(200, 206, 416),
+                stream=True,
+                follow_redirects=True,
+                what=f"registry {ref.registry}",
             )
         except RegistryNotFoundError:
             return None
@@ -650,10 +728,14 @@ class RegistryClient:
         """Like ``open_blob`` but the caller closes the stream (for upload openers)."""
         sources = self.registries.pull_sources(ref)
         # with mirrors: the first source that has the blob (a HEAD each), else the location
-        ref = next((s for s in sources[:-1] if self._blob_exists_at(s, desc.digest, for_push=False)),
-                   sources[-1])
+        ref = next(
+            (s for s in sources[:-1] if self._blob_exists_at(s, desc.digest, for_push=False)),
+            sources[-1],
+        )
         raw = _ResumingBlobStream(self, ref, desc)
-        verifying = VerifyingReader(raw, desc.digest, desc.size, what=f"blob {desc.digest} from {ref.repository_ref}")
+        verifying = VerifyingReader(
+            raw, desc.digest, desc.size, what=f"blob {desc.digest} from {ref.repository_ref}"
+        )
         return io.BufferedReader(verifying, buffer_size=_CHUNK)
 
     @contextlib.contextmanager
@@ -665,7 +747,9 @@ class RegistryClient:
         finally:
             stream.close()
 
-    def fetch_blob(self, ref: Reference, desc: Descriptor, dest_path: str | os.PathLike[str]) -> None:
+    def fetch_blob(
+        self, ref: Reference, desc: Descriptor, dest_path: str | os.PathLike[str]
+    ) -> None:
         """Download into ``dest_path`` atomically; on any failure nothing is left behind."""
         dest = Path(dest_path)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -683,11 +767,18 @@ class RegistryClient:
     def _cancel_upload(self, ref: Reference, location: str) -> None:
         with contextlib.suppress(RegistryError):
             self._transport.request(
-                "DELETE", ref.api_host, location, operation=f"cancel upload to {ref.repository_ref}",
-                scopes=[push_scope(ref.repository)], ok=(200, 202, 204, 404), retry=False,
+                "DELETE",
+                ref.api_host,
+                location,
+                operation=f"cancel upload to {ref.repository_ref}",
+                scopes=[push_scope(ref.repository)],
+                ok=(200, 202, 204, 404),
+                retry=False,
             )
 
-    def _start_upload(self, ref: Reference, digest: Digest | None, mount_from: str | None) -> _UploadSession | None:
+    def _start_upload(
+        self, ref: Reference, digest: Digest | None, mount_from: str | None
+    ) -> _UploadSession | None:
         """POST an upload; returns the session, or None when the blob was mounted."""
         self._check_push(ref)
         scopes = [push_scope(ref.repository)]
@@ -696,9 +787,15 @@ class RegistryClient:
             scopes.append(pull_scope(mount_from))
             params = {"mount": digest, "from": mount_from}
         response = self._transport.request(
-            "POST", ref.api_host, f"/v2/{ref.repository}/blobs/uploads/",
-            operation=f"start blob upload to {ref.repository_ref}", scopes=scopes, params=params,
-            ok=(201, 202), headers={"Content-Length": "0"}, what=f"registry {ref.registry}",
+            "POST",
+            ref.api_host,
+            f"/v2/{ref.repository}/blobs/uploads/",
+            operation=f"start blob upload to {ref.repository_ref}",
+            scopes=scopes,
+            params=params,
+            ok=(201, 202),
+            headers={"Content-Length": "0"},
+            what=f"registry {ref.registry}",
         )
         if response.status_code == 201 and params:
             return None
@@ -706,8 +803,10 @@ class RegistryClient:
         if not location:
             raise RegistryError(
                 "the registry opened an upload without a Location header",
-                operation=f"start blob upload to {ref.repository_ref}", method="POST",
-                url=str(response.request.url), status=response.status_code,
+                operation=f"start blob upload to {ref.repository_ref}",
+                method="POST",
+                url=str(response.request.url),
+                status=response.status_code,
             )
         min_chunk = response.headers.get("OCI-Chunk-Min-Length", "")
         return _UploadSession(location, int(min_chunk) if min_chunk.isdigit() else 0)
@@ -752,22 +851,37 @@ class RegistryClient:
                     # the body is over a limit (a proxy's, or a registry that wants chunks):
                     # upload in chunks, and do so at once for blobs this large from now on
                     self._cancel_upload(ref, session.location)
-                    self._monolithic_limit[host] = min(desc.size, self._monolithic_limit.get(host, desc.size))
+                    self._monolithic_limit[host] = min(
+                        desc.size, self._monolithic_limit.get(host, desc.size)
+                    )
                     return self._push_chunked(ref, desc, opener, None)
                 if not _retryable(exc) or not budget.failed(0):
                     raise _gave_up(exc, budget) from None
                 self._transport.backoff(budget.streak - 1)
 
-    def _upload_monolithic(self, ref: Reference, desc: Descriptor, opener: Callable[[], IO[bytes]], location: str) -> None:
+    def _upload_monolithic(
+        self, ref: Reference, desc: Descriptor, opener: Callable[[], IO[bytes]], location: str
+    ) -> None:
         self._transport.request(
-            "PUT", ref.api_host, location, params={"digest": desc.digest},
-            operation=f"push blob {desc.digest} to {ref.repository_ref}", scopes=[push_scope(ref.repository)],
+            "PUT",
+            ref.api_host,
+            location,
+            params={"digest": desc.digest},
+            operation=f"push blob {desc.digest} to {ref.repository_ref}",
+            scopes=[push_scope(ref.repository)],
             headers={"Content-Type": "application/octet-stream", "Content-Length": str(desc.size)},
-            body=opener, ok=(201, 204), retry=False, what=f"registry {ref.registry}",
+            body=opener,
+            ok=(201, 204),
+            retry=False,
+            what=f"registry {ref.registry}",
         )
 
     def _push_chunked(
-        self, ref: Reference, desc: Descriptor, opener: Callable[[], IO[bytes]], mount_from: str | None
+        self,
+        ref: Reference,
+        desc: Descriptor,
+        opener: Callable[[], IO[bytes]],
+        mount_from: str | None,
     ) -> PushOutcome:
         session = self._start_upload(ref, desc.digest, mount_from)
         if session is None:
@@ -784,11 +898,20 @@ class RegistryClient:
         acknowledged and the location to continue at; None when the session is gone."""
         try:
             response = self._transport.request(
-                "GET", ref.api_host, location, operation=f"check blob upload to {ref.repository_ref}",
-                scopes=[push_scope(ref.repository)], ok=(200, 204), what=f"registry {ref.registry}",
+                "GET",
+                ref.api_host,
+                location,
+                operation=f"check blob upload to {ref.repository_ref}",
+                scopes=[push_scope(ref.repository)],
+                ok=(200, 204),
+                what=f"registry {ref.registry}",
             )
         except RegistryError as exc:
-            if exc.status is not None and exc.status < 500 and not isinstance(exc, RegistryAuthError):
+            if (
+                exc.status is not None
+                and exc.status < 500
+                and not isinstance(exc, RegistryAuthError)
+            ):
                 return None  # unknown (404) or invalidated (400, 416): start a new session
             raise
         acked = _acknowledged(response.headers.get("Range"))
@@ -802,27 +925,40 @@ class RegistryClient:
         pages = 0
         while path is not None:
             response = self._transport.request(
-                "GET", ref.api_host, path, operation=f"list tags of {ref.repository_ref}",
-                scopes=[pull_scope(ref.repository)], params=params, what=f"registry {ref.registry}",
+                "GET",
+                ref.api_host,
+                path,
+                operation=f"list tags of {ref.repository_ref}",
+                scopes=[pull_scope(ref.repository)],
+                params=params,
+                what=f"registry {ref.registry}",
             )
             params = None  # the Link URL carries its own query
             try:
                 doc = response.json()
             except ValueError as exc:
-                raise RegistryError("the tag list is not JSON", operation=f"list tags of {ref.repository_ref}",
-                                    method="GET", url=str(response.request.url), status=response.status_code) from exc
+                raise RegistryError(
+                    "the tag list is not JSON",
+                    operation=f"list tags of {ref.repository_ref}",
+                    method="GET",
+                    url=str(response.request.url),
+                    status=response.status_code,
+                ) from exc
             tags.extend(t for t in (doc.get("tags") or []) if isinstance(t, str))
             path = _next_link(response.headers.get("Link"))
             pages += 1
             if pages > 10000:
-                raise RegistryError("tag list pagination does not end", operation=f"list tags of {ref.repository_ref}")
+                raise RegistryError(
+                    "tag list pagination does not end",
+                    operation=f"list tags of {ref.repository_ref}",
+                )
         return tags
 
 
 def _slices(data: bytes, size: int = 1 << 20) -> Iterator[bytes]:
     view = memoryview(data)
     for i in range(0, len(data), size):
-        yield bytes(view[i:i + size])
+        yield bytes(view[i : i + size])
 
 
 def _read_up_to(src: IO[bytes], n: int) -> bytes:

@@ -99,7 +99,9 @@ def _open_layout(path: str, create: bool) -> OCILayout:
         return OCILayout.create(path)
 
 
-def read_manifest_raw(client: RegistryClient, src: Endpoint, digest: Digest | None = None) -> tuple[bytes, str, Digest]:
+def read_manifest_raw(
+    client: RegistryClient, src: Endpoint, digest: Digest | None = None
+) -> tuple[bytes, str, Digest]:
     """Raw bytes, media type and digest of ``src``'s root (or of ``digest`` within it)."""
     if isinstance(src, RegistryEndpoint):
         ref = src.ref.with_digest(digest) if digest else src.ref
@@ -140,9 +142,15 @@ class _Copy:
         self.dst = dst
         self.stats = CopyStats()
         self.src_layout = OCILayout.open(src.path) if isinstance(src, LayoutEndpoint) else None
-        self.dst_layout = _open_layout(dst.path, create=True) if isinstance(dst, LayoutEndpoint) else None
+        self.dst_layout = (
+            _open_layout(dst.path, create=True) if isinstance(dst, LayoutEndpoint) else None
+        )
         self.mount_from: list[str] = []
-        if isinstance(src, RegistryEndpoint) and isinstance(dst, RegistryEndpoint) and src.ref.registry == dst.ref.registry:
+        if (
+            isinstance(src, RegistryEndpoint)
+            and isinstance(dst, RegistryEndpoint)
+            and src.ref.registry == dst.ref.registry
+        ):
             self.mount_from = [src.ref.repository]
         self._seen_blobs: set[Digest] = set()
         self._lock = threading.Lock()
@@ -158,7 +166,9 @@ class _Copy:
 
     def copy_blob(self, desc: Descriptor) -> None:
         if isinstance(self.dst, RegistryEndpoint):
-            outcome = push_blob(self.client, self.dst.ref, desc, self._opener(desc), mount_from=self.mount_from)
+            outcome = push_blob(
+                self.client, self.dst.ref, desc, self._opener(desc), mount_from=self.mount_from
+            )
             self.stats.count(outcome, desc.size)
             return
         dst_layout = self.dst_layout
@@ -197,8 +207,10 @@ class _Copy:
             target = self.dst.ref.with_tag(tag) if tag else self.dst.ref.with_digest(desc.digest)
             pushed = self.client.put_manifest(target, raw, desc.media_type)
             if pushed != sha256_bytes(raw):
-                raise RegistryError(f"manifest digest changed in transit to {self.dst}",
-                                    operation=f"copy {self.src} to {self.dst}")
+                raise RegistryError(
+                    f"manifest digest changed in transit to {self.dst}",
+                    operation=f"copy {self.src} to {self.dst}",
+                )
             return
         assert self.dst_layout is not None
         self.dst_layout.put_blob_bytes(raw, desc.media_type)

@@ -38,7 +38,8 @@ def redact_url(url: str) -> str:
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
         redacted = [
-            (k, "REDACTED" if any(h in k.lower() for h in _SECRET_PARAM_HINTS) else v) for k, v in pairs
+            (k, "REDACTED" if any(h in k.lower() for h in _SECRET_PARAM_HINTS) else v)
+            for k, v in pairs
         ]
         query = urlencode(redacted, safe=":/")
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
@@ -103,7 +104,9 @@ class RegistryError(DiagnosticError):
         self.errors = tuple(dict(e) for e in errors)
         context: list[str] = []
         if method and self.url:
-            context.append(f"request: {method} {self.url}" + (f" -> HTTP {status}" if status else ""))
+            context.append(
+                f"request: {method} {self.url}" + (f" -> HTTP {status}" if status else "")
+            )
         context.extend(format_registry_errors(self.errors))
         if not self.errors and body_excerpt:
             context.append(f"response body: {body_excerpt}")

@@ -29,8 +29,14 @@ class BlobPusher(Protocol):
 
     def mount_blob(self, ref: Reference, digest: Digest, from_repository: str) -> bool: ...
 
-    def push_blob_outcome(self, ref: Reference, desc: Descriptor, opener: Callable[[], BinaryIO], *,
-                          mount_from: str | None = None) -> Literal["exists", "mounted", "uploaded"]: ...
+    def push_blob_outcome(
+        self,
+        ref: Reference,
+        desc: Descriptor,
+        opener: Callable[[], BinaryIO],
+        *,
+        mount_from: str | None = None,
+    ) -> Literal["exists", "mounted", "uploaded"]: ...
 
 
 def mount_candidates(desc: Descriptor, target: Reference) -> list[str]:
@@ -50,8 +56,14 @@ def mount_candidates(desc: Descriptor, target: Reference) -> list[str]:
     return sorted(dict.fromkeys(repos), key=lambda r: (-common(r), r))
 
 
-def push_blob(client: BlobPusher, ref: Reference, desc: Descriptor, opener: Callable[[], BinaryIO], *,
-              mount_from: Sequence[str] | None = None) -> StoreOutcome:
+def push_blob(
+    client: BlobPusher,
+    ref: Reference,
+    desc: Descriptor,
+    opener: Callable[[], BinaryIO],
+    *,
+    mount_from: Sequence[str] | None = None,
+) -> StoreOutcome:
     """Put ``desc`` into ``ref``'s repository: nothing if it is there, a mount from one of
     ``mount_from`` (default: ``mount_candidates(desc, ref)``), else an upload.
 

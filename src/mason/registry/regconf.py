@@ -28,7 +28,13 @@ from typing import Any
 from mason.oci.reference import Reference
 from mason.registry.errors import RegistryError
 
-__all__ = ["Mirror", "RegistriesConf", "RegistriesConfError", "RegistryEntry", "load_registries_conf"]
+__all__ = [
+    "Mirror",
+    "RegistriesConf",
+    "RegistriesConfError",
+    "RegistryEntry",
+    "load_registries_conf",
+]
 
 _SYSTEM = Path("/etc/containers/registries.conf")
 
@@ -85,8 +91,11 @@ class RegistriesConf:
     def check_allowed(self, ref: Reference) -> None:
         entry = self.find(ref)
         if entry is not None and entry.blocked:
-            raise RegistriesConfError(f"registry {entry.prefix} is blocked in {entry.source or 'registries.conf'}",
-                                      operation=f"access {ref}", hint="remove blocked = true for it to use it")
+            raise RegistriesConfError(
+                f"registry {entry.prefix} is blocked in {entry.source or 'registries.conf'}",
+                operation=f"access {ref}",
+                hint="remove blocked = true for it to use it",
+            )
 
     def pull_sources(self, ref: Reference) -> list[Reference]:
         """Where a pull of ``ref`` is tried, in order: its mirrors, then its location."""
@@ -108,7 +117,7 @@ def _remainder(entry: RegistryEntry, ref: Reference) -> str:
     name = f"{ref.registry}/{ref.repository}"
     if entry.prefix.startswith("*."):
         return ref.repository
-    return name[len(entry.prefix.rstrip("/")):].lstrip("/")
+    return name[len(entry.prefix.rstrip("/")) :].lstrip("/")
 
 
 def _rebase(location: str, rest: str, ref: Reference) -> Reference:
@@ -150,8 +159,11 @@ def _read(path: Path) -> list[RegistryEntry]:
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise RegistriesConfError(f"cannot read {path}: {exc}", operation="read registries.conf",
-                                  hint="fix the file or point CONTAINERS_REGISTRIES_CONF elsewhere") from exc
+        raise RegistriesConfError(
+            f"cannot read {path}: {exc}",
+            operation="read registries.conf",
+            hint="fix the file or point CONTAINERS_REGISTRIES_CONF elsewhere",
+        ) from exc
     entries = [_entry(item, path) for item in _list(doc.get("registry"), path, "[[registry]]")]
     old = doc.get("registries")
     old = old if isinstance(old, dict) else {}
@@ -166,18 +178,33 @@ def _entry(item: Any, path: Path) -> RegistryEntry:
     location = str(item.get("location") or "")
     prefix = str(item.get("prefix") or location)
     if not prefix:
-        raise RegistriesConfError(f"{path}: a [[registry]] needs a location or a prefix",
-                                  operation="read registries.conf")
-    mirrors = tuple(Mirror(str(m.get("location") or ""), bool(m.get("insecure", False)),
-                           str(m.get("pull-from-mirror") or "all"))
-                    for m in _list(item.get("mirror"), path, "[[registry.mirror]]") if m.get("location"))
-    return RegistryEntry(prefix, location or prefix, bool(item.get("insecure", False)),
-                         bool(item.get("blocked", False)), mirrors, str(path))
+        raise RegistriesConfError(
+            f"{path}: a [[registry]] needs a location or a prefix", operation="read registries.conf"
+        )
+    mirrors = tuple(
+        Mirror(
+            str(m.get("location") or ""),
+            bool(m.get("insecure", False)),
+            str(m.get("pull-from-mirror") or "all"),
+        )
+        for m in _list(item.get("mirror"), path, "[[registry.mirror]]")
+        if m.get("location")
+    )
+    return RegistryEntry(
+        prefix,
+        location or prefix,
+        bool(item.get("insecure", False)),
+        bool(item.get("blocked", False)),
+        mirrors,
+        str(path),
+    )
 
 
 def _list(value: Any, path: Path, what: str) -> list[dict[str, Any]]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise RegistriesConfError(f"{path}: {what} must be an array of tables", operation="read registries.conf")
+        raise RegistriesConfError(
+            f"{path}: {what} must be an array of tables", operation="read registries.conf"
+        )
     return value

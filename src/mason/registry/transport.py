@@ -125,7 +125,9 @@ class Transport:
         common = {
             "follow_redirects": False,
             "timeout": httpx.Timeout(timeout, connect=min(timeout, 15.0)),
-            "limits": httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            "limits": httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
             "headers": {"User-Agent": user_agent},
         }
         self.client = httpx.Client(transport=transport, verify=verify, **common)  # type: ignore[arg-type]
@@ -165,7 +167,13 @@ class Transport:
                 # a refused connection or a TLS failure settles this scheme at once: try the
                 # next one instead of backing off (an unreachable registry must fail fast)
                 response = self._send_with_retries(
-                    "GET", url, host, headers={}, body=None, operation=f"ping registry {host}", stream=False,
+                    "GET",
+                    url,
+                    host,
+                    headers={},
+                    body=None,
+                    operation=f"ping registry {host}",
+                    stream=False,
                     probe=True,
                 )
             except RegistryError as exc:
@@ -178,10 +186,12 @@ class Transport:
                         method="GET",
                         url=url,
                         hint="pass the registry's CA file, or mark the host insecure (registry.insecure=true, "
-                             "or insecure = true for it in registries.conf)",
+                        "or insecure = true for it in registries.conf)",
                     ) from cause
                 if exc.status is None:
-                    cause_text = f"{type(cause).__name__}: {cause}" if cause is not None else exc.message
+                    cause_text = (
+                        f"{type(cause).__name__}: {cause}" if cause is not None else exc.message
+                    )
                     reasons.append(f"{scheme}: {cause_text}")
                     continue
                 raise
@@ -190,16 +200,23 @@ class Transport:
             elif response.status_code == 404:
                 raise RegistryError(
                     f"{host} does not implement the registry v2 API (GET /v2/ gave 404)",
-                    operation=f"ping registry {host}", method="GET", url=url, status=404,
+                    operation=f"ping registry {host}",
+                    method="GET",
+                    url=url,
+                    status=404,
                 )
             elif response.status_code >= 400:
-                raise self.error_from(response, operation=f"ping registry {host}", what=f"registry {host}")
+                raise self.error_from(
+                    response, operation=f"ping registry {host}", what=f"registry {host}"
+                )
             return scheme
         hint = None
         if not self.http_allowed(host):
-            hint = (f"plain HTTP is used only for localhost/127.0.0.0/8 unless the host is marked insecure: "
-                    f"registry.insecure=true on the output or cache, or a [[registry]] with "
-                    f'location = "{host}" and insecure = true in registries.conf')
+            hint = (
+                f"plain HTTP is used only for localhost/127.0.0.0/8 unless the host is marked insecure: "
+                f"registry.insecure=true on the output or cache, or a [[registry]] with "
+                f'location = "{host}" and insecure = true in registries.conf'
+            )
         raise RegistryError(
             f"cannot reach registry {host} ({'; '.join(reasons)})",
             operation=f"ping registry {host}",
@@ -244,7 +261,9 @@ class Transport:
         reauthed = False
         redirects = 0
         request_headers = dict(headers or {})
-        auth_header = self.auth.ensure(self.client, host, scope_list) if self.auth.knows(host) else None
+        auth_header = (
+            self.auth.ensure(self.client, host, scope_list) if self.auth.knows(host) else None
+        )
         while True:
             send_headers = dict(request_headers)
             same_host = url.netloc.decode() == host
@@ -269,7 +288,10 @@ class Transport:
                     continue
                 raise RegistryAuthError(
                     f"registry {host} requires authentication and no credentials were found",
-                    operation=operation, method=method, url=str(url), status=401,
+                    operation=operation,
+                    method=method,
+                    url=str(url),
+                    status=401,
                     hint="add credentials to ~/.docker/config.json or $REGISTRY_AUTH_FILE",
                 )
             if follow_redirects and status in _REDIRECTS and "Location" in response.headers:
@@ -279,8 +301,15 @@ class Transport:
                 if status == 303:
                     method, body = "GET", None
                 continue
-            return self._finish(response, host, same_host=same_host, ok=ok_set, stream=stream,
-                                operation=operation, what=what)
+            return self._finish(
+                response,
+                host,
+                same_host=same_host,
+                ok=ok_set,
+                stream=stream,
+                operation=operation,
+                what=what,
+            )
 
     def _finish(
         self,
@@ -297,20 +326,34 @@ class Transport:
         returned if its status is in ``ok``, else raised as the registry's error."""
         status = response.status_code
         if status == 401 and same_host:
-            error = self.error_from(response, operation=operation, what=what or f"registry {host}", host=host)
+            error = self.error_from(
+                response, operation=operation, what=what or f"registry {host}", host=host
+            )
             creds = self.auth.credentials_for(host)
-            who = f"the credentials of {creds.username!r}" if creds and creds.username else "anonymous access"
+            who = (
+                f"the credentials of {creds.username!r}"
+                if creds and creds.username
+                else "anonymous access"
+            )
             error.message = f"{operation}: registry {host} rejected {who} (HTTP 401)"
-            error.hint = "check the username and password in your Docker config or auth.json" if creds else _LOGIN_HINT
+            error.hint = (
+                "check the username and password in your Docker config or auth.json"
+                if creds
+                else _LOGIN_HINT
+            )
             raise error
         if status in ok:
             if not stream:
                 response.read()
                 response.close()
             return response
-        raise self.error_from(response, operation=operation, what=what or f"registry {host}", host=host)
+        raise self.error_from(
+            response, operation=operation, what=what or f"registry {host}", host=host
+        )
 
-    def error_from(self, response: httpx.Response, *, operation: str, what: str, host: str | None = None) -> RegistryError:
+    def error_from(
+        self, response: httpx.Response, *, operation: str, what: str, host: str | None = None
+    ) -> RegistryError:
         """A ``RegistryError`` (subclass by status) with the registry's ``errors[]``; closes ``response``."""
         try:
             body = response.content[:_ERROR_BODY_CAP]
@@ -326,10 +369,16 @@ class Transport:
         hint = None
         # anonymous on a registry that authenticates: a private repository shows as 401, 403 or
         # (GHCR, Quay and others hide it) 404
-        anonymous = host is not None and self.auth.knows(host) and self.auth.credentials_for(host) is None
+        anonymous = (
+            host is not None and self.auth.knows(host) and self.auth.credentials_for(host) is None
+        )
         if status in (401, 403):
             cls = RegistryAuthError
-            hint = _LOGIN_HINT if anonymous else "check the credentials for this registry and their access to the repository"
+            hint = (
+                _LOGIN_HINT
+                if anonymous
+                else "check the credentials for this registry and their access to the repository"
+            )
             message = f"{what} denied access (HTTP {status})"
         elif status == 404:
             cls = RegistryNotFoundError
@@ -338,8 +387,16 @@ class Transport:
                 hint = "if the repository is private, log in: some registries answer 404 to anonymous clients"
         else:
             message = f"{what} answered HTTP {status} {response.reason_phrase}".rstrip()
-        return cls(message, operation=operation, method=method, url=url, status=status, errors=errors,
-                   body_excerpt=excerpt, hint=hint)
+        return cls(
+            message,
+            operation=operation,
+            method=method,
+            url=url,
+            status=status,
+            errors=errors,
+            body_excerpt=excerpt,
+            hint=hint,
+        )
 
     def _send_with_retries(
         self,
@@ -361,14 +418,17 @@ class Transport:
         for attempt in range(attempts):
             content: bytes | Iterable[bytes] | IO[bytes] | None
             content = body() if callable(body) else body
-            request = client.build_request(method, url, headers=headers, content=_as_content(content))
+            request = client.build_request(
+                method, url, headers=headers, content=_as_content(content)
+            )
             try:
                 response = client.send(request, stream=True)
             except httpx.TransportError as exc:
                 _close(content)
                 # a TLS failure (untrusted certificate, or a plain-HTTP server) will not heal by retrying
                 final = (isinstance(exc, httpx.ConnectError) and _is_tls_error(exc)) or (
-                    probe and isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout))
+                    probe and isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                )
                 if attempt + 1 < attempts and not final:
                     self.backoff(attempt)
                     continue
@@ -377,7 +437,9 @@ class Transport:
                 tries = f" after {attempt + 1} attempt(s)" if attempts > 1 else ""
                 raise RegistryError(
                     f"request failed{tries}: {type(exc).__name__}: {exc}",
-                    operation=operation, method=method, url=url,
+                    operation=operation,
+                    method=method,
+                    url=url,
                 ) from exc
             _close(content)
             if response.status_code in RETRY_STATUSES and attempt + 1 < attempts:
@@ -396,7 +458,9 @@ _MAX_REDIRECTS = 10
 
 
 @contextlib.contextmanager
-def http_get(url: str, *, operation: str, transport: Transport | None = None) -> Iterator[Iterator[bytes]]:
+def http_get(
+    url: str, *, operation: str, transport: Transport | None = None
+) -> Iterator[Iterator[bytes]]:
     """Stream the body of a plain ``GET url`` (``ADD <url>``) through the registry client's
     machinery: its retries with backoff on 429/5xx and connection errors, its TLS settings,
     its timeouts. Redirects are followed (no credentials are ever sent). Anything but a final
@@ -406,8 +470,9 @@ def http_get(url: str, *, operation: str, transport: Transport | None = None) ->
     try:
         for _hop in range(_MAX_REDIRECTS + 1):
             host = httpx.URL(url).netloc.decode("ascii")
-            response = tr._send_with_retries("GET", url, host, headers={}, body=None, operation=operation,
-                                             stream=True)
+            response = tr._send_with_retries(
+                "GET", url, host, headers={}, body=None, operation=operation, stream=True
+            )
             location = response.headers.get("Location")
             if response.status_code in _REDIRECTS and location:
                 response.close()
@@ -415,23 +480,36 @@ def http_get(url: str, *, operation: str, transport: Transport | None = None) ->
                 continue
             try:
                 if response.status_code != 200:
-                    raise RegistryError(f"HTTP {response.status_code}", operation=operation, method="GET",
-                                        url=url, status=response.status_code)
+                    raise RegistryError(
+                        f"HTTP {response.status_code}",
+                        operation=operation,
+                        method="GET",
+                        url=url,
+                        status=response.status_code,
+                    )
                 yield response.iter_bytes()
             except httpx.HTTPError as exc:  # the body broke off
-                raise RegistryError(f"download failed: {type(exc).__name__}: {exc}", operation=operation,
-                                    method="GET", url=url) from exc
+                raise RegistryError(
+                    f"download failed: {type(exc).__name__}: {exc}",
+                    operation=operation,
+                    method="GET",
+                    url=url,
+                ) from exc
             finally:
                 response.close()
             return
-        raise RegistryError(f"more than {_MAX_REDIRECTS} redirects", operation=operation, method="GET", url=url)
+        raise RegistryError(
+            f"more than {_MAX_REDIRECTS} redirects", operation=operation, method="GET", url=url
+        )
     finally:
         if own:
             tr.close()
 
 
-_LOGIN_HINT = ("the repository may be private or may not exist: log in (credentials in ~/.docker/config.json "
-               "or $REGISTRY_AUTH_FILE)")
+_LOGIN_HINT = (
+    "the repository may be private or may not exist: log in (credentials in ~/.docker/config.json "
+    "or $REGISTRY_AUTH_FILE)"
+)
 
 
 def _is_cert_error(exc: BaseException) -> bool:
@@ -454,7 +532,9 @@ def _is_tls_error(exc: BaseException) -> bool:
     return "SSL" in str(exc) or "WRONG_VERSION_NUMBER" in str(exc)
 
 
-def _as_content(content: bytes | Iterable[bytes] | IO[bytes] | None) -> bytes | Iterator[bytes] | None:
+def _as_content(
+    content: bytes | Iterable[bytes] | IO[bytes] | None,
+) -> bytes | Iterator[bytes] | None:
     if content is None or isinstance(content, bytes):
         return content
     if hasattr(content, "read"):
@@ -474,10 +554,16 @@ def _close(content: object) -> None:
         close()
 
 
-def _redirect_target(url: httpx.URL, response: httpx.Response, redirects: int, *, operation: str, method: str) -> httpx.URL:
+def _redirect_target(
+    url: httpx.URL, response: httpx.Response, redirects: int, *, operation: str, method: str
+) -> httpx.URL:
     """Where a redirect points, unless it is one too many (the sixth)."""
     if redirects > 5:
         raise RegistryError(
-            "too many redirects", operation=operation, method=method, url=str(url), status=response.status_code
+            "too many redirects",
+            operation=operation,
+            method=method,
+            url=str(url),
+            status=response.status_code,
         )
     return url.join(response.headers["Location"])

@@ -80,8 +80,12 @@ class CacheKey:
     def from_preimage(cls, preimage: bytes) -> CacheKey:
         """The key a kept preimage is the preimage of (``--explain-cache`` keeps them)."""
         decoded = json.loads(preimage)
-        return cls(digest=sha256_bytes(preimage), preimage=preimage,
-                   inputs=tuple(Digest(i) for i in decoded["inputs"]), content=decoded["content"])
+        return cls(
+            digest=sha256_bytes(preimage),
+            preimage=preimage,
+            inputs=tuple(Digest(i) for i in decoded["inputs"]),
+            content=decoded["content"],
+        )
 
 
 def compute_key(cache_map: CacheMap, input_keys: Sequence[Digest], content: str | None) -> CacheKey:
@@ -98,7 +102,9 @@ def compute_key(cache_map: CacheMap, input_keys: Sequence[Digest], content: str 
             "an op definition must be a JSON object with a string 'type', e.g. 'mason.exec.v0'"
         )
     if content is not None and not isinstance(content, str):
-        raise InvalidCacheMapError(f"a content checksum must be a string, got {type(content).__name__}")
+        raise InvalidCacheMapError(
+            f"a content checksum must be a string, got {type(content).__name__}"
+        )
     _check_json(op, "op")
     preimage_value = {
         "v": KEY_VERSION,

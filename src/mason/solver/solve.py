@@ -62,7 +62,9 @@ class SolveError(BuildError):
             context: tuple[str, ...] = cause.context
             hint = cause.hint
         else:
-            text = str(cause) if isinstance(cause, MasonError) else f"{type(cause).__name__}: {cause}"
+            text = (
+                str(cause) if isinstance(cause, MasonError) else f"{type(cause).__name__}: {cause}"
+            )
             reference, context, hint = None, (), None
         super().__init__(f"{name}: {text}", reference=reference, context=context, hint=hint)
         if isinstance(cause, MasonError):
@@ -162,8 +164,16 @@ class _Node(Generic[R]):
     """Mutable solve state of one distinct key."""
 
     __slots__ = (
-        "elapsed", "error", "ignore_cache", "inputs", "key", "result",
-        "source", "started", "state", "vertices",
+        "elapsed",
+        "error",
+        "ignore_cache",
+        "inputs",
+        "key",
+        "result",
+        "source",
+        "started",
+        "state",
+        "vertices",
     )
 
     def __init__(self, key: CacheKey, inputs: list[_Node[R]]) -> None:
@@ -347,7 +357,9 @@ class Solver(Generic[R]):
             raise _NotStarted("cancelled")
         vertex = node.primary
         progress = self._progress
-        ctx = ExecContext(vertex.name, node.key, token, lambda line: progress.vertex_log(vertex, line))
+        ctx = ExecContext(
+            vertex.name, node.key, token, lambda line: progress.vertex_log(vertex, line)
+        )
         inputs = [i.result for i in node.inputs]
         node.started = True
         progress.vertex_started(vertex, node.key)
@@ -483,7 +495,9 @@ class _Schedule(Generic[T, V]):
         if exc is not None:
             on_failure(t, exc)
             # a real error is kept over a Cancelled it caused
-            if self._failure is None or (isinstance(self._failure[1], Cancelled) and not isinstance(exc, Cancelled)):
+            if self._failure is None or (
+                isinstance(self._failure[1], Cancelled) and not isinstance(exc, Cancelled)
+            ):
                 self._failure = (t, exc)
             self._stop()
             return
@@ -584,4 +598,3 @@ def _freeze(
     return SolvedGraph(
         tuple(frozen[n] for n in nodes), tuple(frozen[node_of[v]] for v in outputs), index
     )
-

@@ -1,7 +1,6 @@
 """In-memory fakes for the cache tests: a registry behind ``CacheRegistry`` and a content store
 behind ``ExportBlobStore``."""
 
-
 from __future__ import annotations
 
 import gzip
@@ -45,17 +44,25 @@ class FakeRegistry:
     def get_manifest(self, ref: Reference) -> ImageManifest | ImageIndex:
         self._log("get_manifest", ref.repository, ref.identifier)
         if ref.repository in self.deny_reads:
-            raise RegistryError("authentication required", status=401, operation=f"get manifest {ref}")
+            raise RegistryError(
+                "authentication required", status=401, operation=f"get manifest {ref}"
+            )
         try:
             raw, media_type = self.manifests[ref.repository][ref.identifier]
         except KeyError:
-            raise RegistryNotFoundError("manifest unknown", status=404, operation=f"get manifest {ref}") from None
+            raise RegistryNotFoundError(
+                "manifest unknown", status=404, operation=f"get manifest {ref}"
+            ) from None
         return parse_manifest(raw, media_type)
 
     def put_manifest(self, ref: Reference, manifest_raw: bytes, media_type: str) -> Digest:
         self._log("put_manifest", ref.repository, ref.identifier)
         if self.fail_puts:
-            raise RegistryError("denied: requested access to the resource is denied", status=403, operation=f"push manifest {ref}")
+            raise RegistryError(
+                "denied: requested access to the resource is denied",
+                status=403,
+                operation=f"push manifest {ref}",
+            )
         digest = sha256_bytes(manifest_raw)
         repo = self.manifests.setdefault(ref.repository, {})
         repo[ref.identifier] = (manifest_raw, media_type)
@@ -67,7 +74,9 @@ class FakeRegistry:
         self._log("get_blob", ref.repository, desc.digest)
         data = self.blobs.get(ref.repository, {}).get(desc.digest)
         if data is None:
-            raise RegistryNotFoundError("blob unknown", status=404, operation=f"get blob {desc.digest}")
+            raise RegistryNotFoundError(
+                "blob unknown", status=404, operation=f"get blob {desc.digest}"
+            )
         yield VerifyingReader(io.BytesIO(data), desc.digest, desc.size)  # type: ignore[misc]
 
     def blob_exists(self, ref: Reference, digest: Digest) -> bool:
@@ -99,8 +108,14 @@ class FakeRegistry:
             self.blobs.setdefault(ref.repository, {})[digest] = data
         return True
 
-    def push_blob_outcome(self, ref: Reference, desc: Descriptor, opener: Callable[[], BinaryIO], *,
-                          mount_from: str | None = None) -> Literal["exists", "mounted", "uploaded"]:
+    def push_blob_outcome(
+        self,
+        ref: Reference,
+        desc: Descriptor,
+        opener: Callable[[], BinaryIO],
+        *,
+        mount_from: str | None = None,
+    ) -> Literal["exists", "mounted", "uploaded"]:
         """Like the real client: HEAD, then a mount POST whose refusal opens the upload session."""
         self._log("head_blob", ref.repository, desc.digest)
         if desc.digest in self.blobs.get(ref.repository, {}):
@@ -146,9 +161,13 @@ class FakeBlobStore:
         if digest not in self.blobs:
             self.compressions.append((diff_id, compression))
         self.blobs[digest] = data
-        return Descriptor(mt.layer_media_type(compression), digest, len(data), {ANNOTATION_UNCOMPRESSED: diff_id})
+        return Descriptor(
+            mt.layer_media_type(compression), digest, len(data), {ANNOTATION_UNCOMPRESSED: diff_id}
+        )
 
-    def cache_blob(self, layer: Descriptor, compression: str, level: int | None, force: bool) -> Descriptor:
+    def cache_blob(
+        self, layer: Descriptor, compression: str, level: int | None, force: bool
+    ) -> Descriptor:
         if not force and mt.compression_of(layer.media_type) != "uncompressed":
             return layer
         return self._compress(layer.annotations[ANNOTATION_UNCOMPRESSED], compression)
@@ -183,7 +202,9 @@ def two_stage_build(store: FakeBlobStore) -> tuple[list[SolvedRecord], list[Dige
         SolvedRecord(key("from"), (), (base,), step="[build 1/3] FROM base"),
         SolvedRecord(key("b1"), (key("from"),), (base, b1), step="[build 2/3] RUN one"),
         SolvedRecord(key("b2"), (key("b1"),), (base, b1, b2), step="[build 3/3] RUN two"),
-        SolvedRecord(key("f1"), (key("from"), key("b2")), (base, f1), step="[stage-1 2/3] COPY --from=build"),
+        SolvedRecord(
+            key("f1"), (key("from"), key("b2")), (base, f1), step="[stage-1 2/3] COPY --from=build"
+        ),
         SolvedRecord(key("f2"), (key("f1"),), (base, f1, f2), step="[stage-1 3/3] RUN three"),
     ]
     image = [Digest(d.annotations[ANNOTATION_UNCOMPRESSED]) for d in (base, f1, f2)]

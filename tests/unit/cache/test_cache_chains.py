@@ -46,7 +46,9 @@ def _blob(i: int) -> Digest:
 def _chain_doc(n: int) -> bytes:
     layers: list[dict[str, Any]] = [{"blob": _blob(i), "parent": i - 1} for i in range(n)]
     layers[0]["parent"] = -1
-    return json.dumps({"layers": layers, "records": [{"digest": key("top"), "layers": [{"layer": n - 1}]}]}).encode()
+    return json.dumps(
+        {"layers": layers, "records": [{"digest": key("top"), "layers": [{"layer": n - 1}]}]}
+    ).encode()
 
 
 @pytest.mark.timeout(20)
@@ -63,8 +65,11 @@ def test_validation_is_linear_in_the_number_of_layers() -> None:
     # 60 chains of 4000 layers (each within the bound): 240k layers, 480 million chain steps
     # for a walk per layer, 240k for a memoised one
     n_chains, depth = 60, 4000
-    layers = [CacheLayer(_blob(c * depth + d), c * depth + d - 1 if d else -1)
-              for c in range(n_chains) for d in range(depth)]
+    layers = [
+        CacheLayer(_blob(c * depth + d), c * depth + d - 1 if d else -1)
+        for c in range(n_chains)
+        for d in range(depth)
+    ]
     config = CacheConfig(tuple(layers))
     validate_cache_config(config)
     assert max(layer_depths(config.layers)) == depth
@@ -97,7 +102,9 @@ def test_an_over_long_inline_chain_is_refused() -> None:
 def test_import_of_an_over_long_chain_is_a_warning_not_a_hang(fake_registry: FakeRegistry) -> None:
     raw = _chain_doc(200_000)
     ref = Reference.parse("reg.example/app/cache:latest")
-    config = Descriptor(mt.BUILDKIT_CACHE_CONFIG, Digest("sha256:" + hashlib.sha256(raw).hexdigest()), len(raw))
+    config = Descriptor(
+        mt.BUILDKIT_CACHE_CONFIG, Digest("sha256:" + hashlib.sha256(raw).hexdigest()), len(raw)
+    )
     fake_registry.blobs["app/cache"] = {config.digest: raw}
     manifest = build_manifest(config, [], mt.OCI_MANIFEST)
     fake_registry.put_manifest(ref, manifest.raw, manifest.media_type)
@@ -122,6 +129,7 @@ def test_record_loops_and_fan_in_are_linear() -> None:
 def _reference_normalize(config: CacheConfig) -> CacheConfig:
     """The previous implementation (a tuple of blobs per layer, a nested tuple per record),
     kept as the oracle for the order and merging rules."""
+
     def chain_key(i: int) -> tuple[str, ...]:
         return tuple(config.layers[j].blob for j in reversed(config.chain(i)))
 
@@ -135,7 +143,10 @@ def _reference_normalize(config: CacheConfig) -> CacheConfig:
     def rec_key(i: int) -> tuple[Any, ...]:
         if i not in memo:
             rec = config.records[i]
-            inputs = tuple(tuple(sorted({(link.selector, rec_key(link.link)) for link in inp})) for inp in rec.inputs)
+            inputs = tuple(
+                tuple(sorted({(link.selector, rec_key(link.link)) for link in inp}))
+                for inp in rec.inputs
+            )
             memo[i] = (rec.digest, len(inputs), inputs)
         return memo[i]
 
@@ -154,8 +165,12 @@ def _reference_normalize(config: CacheConfig) -> CacheConfig:
             best = max(results, key=lambda r: (r.created_at, -layer_map[r.layer]))
             best_results = (CacheResult(layer_map[best.layer], best.created_at),)
         inputs = tuple(
-            tuple(sorted({CacheInput(rec_index[rec_key(link.link)], link.selector) for link in inp},
-                         key=lambda link: (link.link, link.selector)))
+            tuple(
+                sorted(
+                    {CacheInput(rec_index[rec_key(link.link)], link.selector) for link in inp},
+                    key=lambda link: (link.link, link.selector),
+                )
+            )
             for inp in first.inputs
         )
         records.append(CacheRecord(first.digest, best_results, (), inputs))
@@ -177,16 +192,25 @@ def _configs(draw: st.DrawFn) -> CacheConfig:
         inputs = []
         for _ in range(draw(st.integers(0, 2)) if i else 0):
             links = draw(st.lists(st.integers(0, i - 1), min_size=1, max_size=3))
-            inputs.append(tuple(CacheInput(link, draw(st.sampled_from(["", "a", "b"]))) for link in links))
+            inputs.append(
+                tuple(CacheInput(link, draw(st.sampled_from(["", "a", "b"]))) for link in links)
+            )
         results = ()
         if n_layers and draw(st.booleans()):
-            results = (CacheResult(draw(st.integers(0, n_layers - 1)), draw(st.sampled_from(["t1", "t2"]))),)
+            results = (
+                CacheResult(
+                    draw(st.integers(0, n_layers - 1)), draw(st.sampled_from(["t1", "t2"]))
+                ),
+            )
         records.append(CacheRecord(draw(st.sampled_from(digests)), results, (), tuple(inputs)))
     order = draw(st.permutations(range(n_records)))  # links may point forward too
     position = {old: new for new, old in enumerate(order)}
     shuffled: list[CacheRecord | None] = [None] * n_records
     for old, rec in enumerate(records):
-        moved = tuple(tuple(CacheInput(position[link.link], link.selector) for link in inp) for inp in rec.inputs)
+        moved = tuple(
+            tuple(CacheInput(position[link.link], link.selector) for link in inp)
+            for inp in rec.inputs
+        )
         shuffled[position[old]] = CacheRecord(rec.digest, rec.results, (), moved)
     return CacheConfig(tuple(layers), tuple(r for r in shuffled if r is not None))
 
@@ -209,8 +233,11 @@ def test_normalize_of_deep_shared_inputs_and_long_chains_is_fast() -> None:
         records.append(CacheRecord(key(f"top{level}"), inputs=((CacheInput(a),), (CacheInput(b),))))
     # and 40 chains of 4000 layers sharing their upper blobs
     depth = 4000
-    layers = [CacheLayer(_blob(d if d else 10**6 + c), c * depth + d - 1 if d else -1)
-              for c in range(40) for d in range(depth)]
+    layers = [
+        CacheLayer(_blob(d if d else 10**6 + c), c * depth + d - 1 if d else -1)
+        for c in range(40)
+        for d in range(depth)
+    ]
     out = normalize_cache_config(CacheConfig(tuple(layers), tuple(records)))
     assert len(out.records) == len(records) and len(out.layers) == len(layers)
     top = next(r for r in out.records if r.digest == key("top199"))

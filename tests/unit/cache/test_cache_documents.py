@@ -19,7 +19,14 @@ from mason.oci import mediatypes as mt
 from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED
 from mason.oci.reference import Reference
 
-COMPRESSION_DIRS = ["zstd", "zstd-docker", "zstd-oci-force", "estargz", "estargz-docker", "estargz-oci-force"]
+COMPRESSION_DIRS = [
+    "zstd",
+    "zstd-docker",
+    "zstd-oci-force",
+    "estargz",
+    "estargz-docker",
+    "estargz-oci-force",
+]
 
 
 def _load_registry_documents(data: Path) -> FakeRegistry:
@@ -33,7 +40,10 @@ def _load_registry_documents(data: Path) -> FakeRegistry:
             if row["reference"] == "blob":
                 fake.blobs.setdefault(row["repo"], {})[row["digest"]] = raw
             else:
-                fake.manifests.setdefault(row["repo"], {})[row["reference"]] = (raw, row["mediaType(Content-Type)"])
+                fake.manifests.setdefault(row["repo"], {})[row["reference"]] = (
+                    raw,
+                    row["mediaType(Content-Type)"],
+                )
     return fake
 
 
@@ -44,7 +54,9 @@ def _load_registry_documents(data: Path) -> FakeRegistry:
         ("cache/bk-min", "buildkit-v0.11.6-cacheconfig-mode-min.json", 5),
     ],
 )
-def test_registry_index_form_from_buildkit(testdata: Path, repo: str, config_file: str, n_layers: int) -> None:
+def test_registry_index_form_from_buildkit(
+    testdata: Path, repo: str, config_file: str, n_layers: int
+) -> None:
     fake = _load_registry_documents(testdata)
     ref = Reference.parse(f"127.0.0.1:5000/{repo}:latest")
     source = load_registry_cache(fake, ref)
@@ -62,7 +74,9 @@ def test_registry_index_form_from_buildkit(testdata: Path, repo: str, config_fil
         assert hit is not None
         assert hit.source == f"registry {ref}"
         assert all(d.media_type == mt.OCI_LAYER_GZIP for d in hit.layers)
-        assert all(d.annotations[DISTRIBUTION_SOURCE_PREFIX + "127.0.0.1:5000"] == repo for d in hit.layers)
+        assert all(
+            d.annotations[DISTRIBUTION_SOURCE_PREFIX + "127.0.0.1:5000"] == repo for d in hit.layers
+        )
         assert hit.diff_ids == tuple(d.annotations[ANNOTATION_UNCOMPRESSED] for d in hit.layers)
     # key-only records are not hits
     assert all(source.lookup(r.digest) is None for r in config.records if not r.has_result)
@@ -85,10 +99,16 @@ def test_registry_warm_reexport_has_same_records(testdata: Path) -> None:
     [
         ("app", "bk", "without inline cache"),  # a BuildKit image: no moby.buildkit.cache.v0
         ("base/busybox", "latest", "without inline cache"),
-        ("cache/test", "61275e05792bec63ad8a22fa1b5537a596b08b73139949d6777789c1e49c1b15", "without inline cache"),
+        (
+            "cache/test",
+            "61275e05792bec63ad8a22fa1b5537a596b08b73139949d6777789c1e49c1b15",
+            "without inline cache",
+        ),
     ],
 )
-def test_non_caches_give_a_warning_not_an_error(testdata: Path, repo: str, tag: str, fragment: str) -> None:
+def test_non_caches_give_a_warning_not_an_error(
+    testdata: Path, repo: str, tag: str, fragment: str
+) -> None:
     fake = _load_registry_documents(testdata)
     source = load_registry_cache(fake, Reference.parse(f"127.0.0.1:5000/{repo}:{tag}"))
     assert source.warning is not None and fragment in source.warning
@@ -98,7 +118,10 @@ def test_non_caches_give_a_warning_not_an_error(testdata: Path, repo: str, tag: 
 def test_nothing_at_the_ref_yet_is_missing_not_a_warning(testdata: Path) -> None:
     fake = _load_registry_documents(testdata)
     source = load_registry_cache(fake, Reference.parse("127.0.0.1:5000/cache/none:latest"))
-    assert source.warning is None and source.missing == "no cache at 127.0.0.1:5000/cache/none:latest yet"
+    assert (
+        source.warning is None
+        and source.missing == "no cache at 127.0.0.1:5000/cache/none:latest yet"
+    )
     assert source.lookup("sha256:" + "0" * 64) is None
 
 
@@ -109,7 +132,11 @@ def test_local_layouts_from_buildkit(testdata: Path, name: str) -> None:
     source = load_local_cache(options)
     assert source.warning is None, source.warning
     assert source.form == "index"
-    assert (len(source.config.layers), len(source.config.records), len(source.descriptors)) == (8, 11, 8)
+    assert (len(source.config.layers), len(source.config.records), len(source.descriptors)) == (
+        8,
+        11,
+        8,
+    )
     facts = {}
     with open(testdata / "compression" / "INDEX.tsv") as f:
         for row in csv.DictReader(f, delimiter="\t"):
@@ -120,7 +147,10 @@ def test_local_layouts_from_buildkit(testdata: Path, name: str) -> None:
         assert desc.media_type == facts[digest]["mediaType"]
         assert desc.annotations[ANNOTATION_UNCOMPRESSED] == facts[digest]["diffID"]
         if facts[digest]["toc.digest"]:
-            assert desc.annotations["containerd.io/snapshot/stargz/toc.digest"] == facts[digest]["toc.digest"]
+            assert (
+                desc.annotations["containerd.io/snapshot/stargz/toc.digest"]
+                == facts[digest]["toc.digest"]
+            )
     hits = [source.lookup(r.digest) for r in source.config.records if r.results]
     assert len(hits) == 7 and all(h is not None for h in hits)
     # a hit's blob opens lazily and verifies

@@ -40,8 +40,12 @@ from mason.oci.reference import Reference
 
 def test_min_keeps_results_of_image_chain_only(blob_store: FakeBlobStore) -> None:
     records, image = two_stage_build(blob_store)
-    plan_min = plan_export(records, mode="min", image_diff_ids=image, blobs=blob_store, clock=make_clock())  # type: ignore[arg-type]
-    plan_max = plan_export(records, mode="max", image_diff_ids=image, blobs=blob_store, clock=make_clock())  # type: ignore[arg-type]
+    plan_min = plan_export(
+        records, mode="min", image_diff_ids=image, blobs=blob_store, clock=make_clock()
+    )  # type: ignore[arg-type]
+    plan_max = plan_export(
+        records, mode="max", image_diff_ids=image, blobs=blob_store, clock=make_clock()
+    )  # type: ignore[arg-type]
     with_result = {r.digest for r in plan_min.config.records if r.has_result}
     assert with_result == {key("from"), key("f1"), key("f2")}
     assert {r.digest for r in plan_max.config.records if r.has_result} == {r.key for r in records}
@@ -59,42 +63,89 @@ def test_min_keeps_results_of_image_chain_only(blob_store: FakeBlobStore) -> Non
 
 def test_plan_is_deterministic_and_order_independent(blob_store: FakeBlobStore) -> None:
     records, image = two_stage_build(blob_store)
-    a = plan_export(records, mode="max", image_diff_ids=image, blobs=blob_store, clock=lambda: "2026-01-01T00:00:00Z")
-    b = plan_export(list(reversed(records)), mode="max", image_diff_ids=image, blobs=blob_store, clock=lambda: "2026-01-01T00:00:00Z")
+    a = plan_export(
+        records,
+        mode="max",
+        image_diff_ids=image,
+        blobs=blob_store,
+        clock=lambda: "2026-01-01T00:00:00Z",
+    )
+    b = plan_export(
+        list(reversed(records)),
+        mode="max",
+        image_diff_ids=image,
+        blobs=blob_store,
+        clock=lambda: "2026-01-01T00:00:00Z",
+    )
     assert a.config_raw == b.config_raw and a.layers == b.layers
 
 
-def test_each_layer_keeps_the_created_at_of_the_step_that_made_it(blob_store: FakeBlobStore) -> None:
+def test_each_layer_keeps_the_created_at_of_the_step_that_made_it(
+    blob_store: FakeBlobStore,
+) -> None:
     records, image = two_stage_build(blob_store)
     # distinct times per step; in key order (hashes) a later step is often visited first
-    times = {key(n): f"2026-01-01T00:00:0{i}Z" for i, n in enumerate(["from", "b1", "b2", "f1", "f2"], 1)}
+    times = {
+        key(n): f"2026-01-01T00:00:0{i}Z" for i, n in enumerate(["from", "b1", "b2", "f1", "f2"], 1)
+    }
     timed = [SolvedRecord(r.key, r.inputs, r.layers, r.step, times[r.key]) for r in records]
     for order in (timed, list(reversed(timed))):
-        plan = plan_export(order, mode="max", image_diff_ids=image, blobs=blob_store, clock=lambda: "2099-01-01T00:00:00Z")
+        plan = plan_export(
+            order,
+            mode="max",
+            image_diff_ids=image,
+            blobs=blob_store,
+            clock=lambda: "2099-01-01T00:00:00Z",
+        )
         made_by = {(r.layers or ())[-1].digest: times[r.key] for r in timed}
         assert {d.digest: d.annotations["buildkit/createdat"] for d in plan.layers} == made_by
         # and each record's result keeps its own time
         assert {r.digest: r.results[0].created_at for r in plan.config.records} == times
 
 
-def test_created_at_is_carried_over_from_the_prior_cache(blob_store: FakeBlobStore, fake_registry: FakeRegistry) -> None:
+def test_created_at_is_carried_over_from_the_prior_cache(
+    blob_store: FakeBlobStore, fake_registry: FakeRegistry
+) -> None:
     records, image = two_stage_build(blob_store)
     [opts] = parse_cache_to(f"type=registry,ref={REF},mode=max")
-    first = export_cache(opts, records, blobs=blob_store, image_diff_ids=image, client=fake_registry, clock=make_clock())  # type: ignore[arg-type]
+    first = export_cache(
+        opts,
+        records,
+        blobs=blob_store,
+        image_diff_ids=image,
+        client=fake_registry,
+        clock=make_clock(),
+    )  # type: ignore[arg-type]
     assert first.manifest is not None and not first.unchanged
     puts_before = len(fake_registry.ops("put_manifest"))
     pushes_before = len(fake_registry.ops("push_blob"))
     # a later export with a clock far in the future: nothing changed, so nothing is written
-    again = export_cache(opts, records, blobs=blob_store, image_diff_ids=image, client=fake_registry, clock=lambda: "2099-01-01T00:00:00Z")
+    again = export_cache(
+        opts,
+        records,
+        blobs=blob_store,
+        image_diff_ids=image,
+        client=fake_registry,
+        clock=lambda: "2099-01-01T00:00:00Z",
+    )
     assert again.unchanged and again.manifest == first.manifest
     assert len(fake_registry.ops("put_manifest")) == puts_before
     assert len(fake_registry.ops("push_blob")) == pushes_before
 
 
-def test_registry_export_image_manifest_form(blob_store: FakeBlobStore, fake_registry: FakeRegistry) -> None:
+def test_registry_export_image_manifest_form(
+    blob_store: FakeBlobStore, fake_registry: FakeRegistry
+) -> None:
     records, image = two_stage_build(blob_store)
     [opts] = parse_cache_to(f"type=registry,ref={REF},mode=max")
-    result = export_cache(opts, records, blobs=blob_store, image_diff_ids=image, client=fake_registry, clock=make_clock())  # type: ignore[arg-type]
+    result = export_cache(
+        opts,
+        records,
+        blobs=blob_store,
+        image_diff_ids=image,
+        client=fake_registry,
+        clock=make_clock(),
+    )  # type: ignore[arg-type]
     raw, media_type = fake_registry.manifests["app-cache"]["latest"]
     assert media_type == mt.OCI_MANIFEST
     doc = parse_manifest(raw, media_type)
@@ -102,7 +153,9 @@ def test_registry_export_image_manifest_form(blob_store: FakeBlobStore, fake_reg
     assert doc.config.media_type == mt.BUILDKIT_CACHE_CONFIG  # type: ignore[union-attr]
     layers = doc.layers  # type: ignore[union-attr]
     assert all(d.media_type == mt.OCI_LAYER_GZIP for d in layers)
-    assert all(set(d.annotations) == {ANNOTATION_UNCOMPRESSED, "buildkit/createdat"} for d in layers)
+    assert all(
+        set(d.annotations) == {ANNOTATION_UNCOMPRESSED, "buildkit/createdat"} for d in layers
+    )
     config = parse_cache_config(fake_registry.blobs["app-cache"][doc.config.digest])  # type: ignore[union-attr]
     assert [d.digest for d in layers] == [layer.blob for layer in config.layers]
     assert json.loads(raw).keys() == {"schemaVersion", "mediaType", "config", "layers"}
@@ -119,8 +172,16 @@ def test_registry_export_image_manifest_form(blob_store: FakeBlobStore, fake_reg
         ("image-manifest=false", mt.OCI_INDEX, mt.OCI_LAYER_GZIP),
         ("oci-mediatypes=false", mt.DOCKER_MANIFEST_LIST, mt.DOCKER_LAYER_GZIP),
         ("compression=zstd,force-compression=true", mt.OCI_MANIFEST, mt.OCI_LAYER_ZSTD),
-        ("compression=zstd,force-compression=true,oci-mediatypes=false", mt.DOCKER_MANIFEST_LIST, mt.DOCKER_LAYER_ZSTD),
-        ("compression=uncompressed,force-compression=true,image-manifest=false", mt.OCI_INDEX, mt.OCI_LAYER),
+        (
+            "compression=zstd,force-compression=true,oci-mediatypes=false",
+            mt.DOCKER_MANIFEST_LIST,
+            mt.DOCKER_LAYER_ZSTD,
+        ),
+        (
+            "compression=uncompressed,force-compression=true,image-manifest=false",
+            mt.OCI_INDEX,
+            mt.OCI_LAYER,
+        ),
     ],
 )
 def test_registry_export_forms_and_media_types(
@@ -128,7 +189,14 @@ def test_registry_export_forms_and_media_types(
 ) -> None:
     records, image = two_stage_build(blob_store)
     [opts] = parse_cache_to(f"type=registry,ref={REF},mode=max,{attrs}")
-    export_cache(opts, records, blobs=blob_store, image_diff_ids=image, client=fake_registry, clock=make_clock())  # type: ignore[arg-type]
+    export_cache(
+        opts,
+        records,
+        blobs=blob_store,
+        image_diff_ids=image,
+        client=fake_registry,
+        clock=make_clock(),
+    )  # type: ignore[arg-type]
     raw, media_type = fake_registry.manifests["app-cache"]["latest"]
     assert media_type == top
     doc = json.loads(raw)
@@ -142,10 +210,14 @@ def test_registry_export_forms_and_media_types(
     assert source.warning is None
     for rec in records:
         hit = source.lookup(rec.key)
-        assert hit is not None and hit.diff_ids == tuple(d.annotations[ANNOTATION_UNCOMPRESSED] for d in rec.layers or ())
+        assert hit is not None and hit.diff_ids == tuple(
+            d.annotations[ANNOTATION_UNCOMPRESSED] for d in rec.layers or ()
+        )
 
 
-def test_without_force_existing_compression_is_kept(blob_store: FakeBlobStore, fake_registry: FakeRegistry) -> None:
+def test_without_force_existing_compression_is_kept(
+    blob_store: FakeBlobStore, fake_registry: FakeRegistry
+) -> None:
     records, image = two_stage_build(blob_store)
     [opts] = parse_cache_to(f"type=registry,ref={REF},mode=max,compression=zstd")
     export_cache(opts, records, blobs=blob_store, image_diff_ids=image, client=fake_registry)
@@ -153,18 +225,32 @@ def test_without_force_existing_compression_is_kept(blob_store: FakeBlobStore, f
     assert {d["mediaType"] for d in json.loads(raw)["layers"]} == {mt.OCI_LAYER_GZIP}
 
 
-def test_export_skips_known_blobs_and_mounts_from_other_repos(blob_store: FakeBlobStore, fake_registry: FakeRegistry) -> None:
+def test_export_skips_known_blobs_and_mounts_from_other_repos(
+    blob_store: FakeBlobStore, fake_registry: FakeRegistry
+) -> None:
     records, image = two_stage_build(blob_store)
     base = records[0].layers[0]  # type: ignore[index]
     # the base layer lives in another repository of the same registry
     fake_registry.blobs["base/busybox"] = {base.digest: blob_store.blobs[base.digest]}
     hinted = base.with_annotations({DISTRIBUTION_SOURCE_PREFIX + "127.0.0.1:5000": "base/busybox"})
     records = [
-        SolvedRecord(r.key, r.inputs, tuple(hinted if d.digest == base.digest else d for d in r.layers or ()), r.step)
+        SolvedRecord(
+            r.key,
+            r.inputs,
+            tuple(hinted if d.digest == base.digest else d for d in r.layers or ()),
+            r.step,
+        )
         for r in records
     ]
     [opts] = parse_cache_to(f"type=registry,ref={REF},mode=max")
-    first = export_cache(opts, records, blobs=blob_store, image_diff_ids=image, client=fake_registry, clock=make_clock())  # type: ignore[arg-type]
+    first = export_cache(
+        opts,
+        records,
+        blobs=blob_store,
+        image_diff_ids=image,
+        client=fake_registry,
+        clock=make_clock(),
+    )  # type: ignore[arg-type]
     assert first.mounted == (base.digest,)
     assert base.digest not in first.uploaded
     # mount hints never reach the stored manifest
@@ -175,7 +261,9 @@ def test_export_skips_known_blobs_and_mounts_from_other_repos(blob_store: FakeBl
     more = [*records, SolvedRecord(key("f3"), (key("f2"),), (*(records[-1].layers or ()), extra))]
     prior = load_registry_cache(fake_registry, Reference.parse(REF))
     fake_registry.calls.clear()
-    second = export_cache(opts, more, blobs=blob_store, image_diff_ids=image, client=fake_registry, prior=prior)
+    second = export_cache(
+        opts, more, blobs=blob_store, image_diff_ids=image, client=fake_registry, prior=prior
+    )
     assert extra.digest in second.uploaded
     assert len(second.uploaded) == 2  # the new layer and the new config
     assert len(second.existing) == 5
@@ -188,23 +276,35 @@ def test_export_skips_known_blobs_and_mounts_from_other_repos(blob_store: FakeBl
 
 def test_empty_result_is_skipped(blob_store: FakeBlobStore, fake_registry: FakeRegistry) -> None:
     [opts] = parse_cache_to(f"type=registry,ref={REF}")
-    result = export_cache(opts, [SolvedRecord(key("meta"))], blobs=blob_store, image_diff_ids=[], client=fake_registry)
+    result = export_cache(
+        opts, [SolvedRecord(key("meta"))], blobs=blob_store, image_diff_ids=[], client=fake_registry
+    )
     assert result.skipped_reason == "no layers to export"
     assert not fake_registry.ops("put_manifest")
 
 
-def test_export_failure_raises_or_warns_with_ignore_error(blob_store: FakeBlobStore, fake_registry: FakeRegistry) -> None:
+def test_export_failure_raises_or_warns_with_ignore_error(
+    blob_store: FakeBlobStore, fake_registry: FakeRegistry
+) -> None:
     records, image = two_stage_build(blob_store)
     fake_registry.fail_puts = True
     [strict] = parse_cache_to(f"type=registry,ref={REF}")
     with pytest.raises(MasonError, match="denied"):
         export_cache(strict, records, blobs=blob_store, image_diff_ids=image, client=fake_registry)
     [lenient] = parse_cache_to(f"type=registry,ref={REF},ignore-error=true")
-    result = export_cache(lenient, records, blobs=blob_store, image_diff_ids=image, client=fake_registry)
-    assert result.warning is not None and "denied" in result.warning and "ignore-error" in result.warning
+    result = export_cache(
+        lenient, records, blobs=blob_store, image_diff_ids=image, client=fake_registry
+    )
+    assert (
+        result.warning is not None
+        and "denied" in result.warning
+        and "ignore-error" in result.warning
+    )
 
 
-def test_import_failures_are_warnings(blob_store: FakeBlobStore, fake_registry: FakeRegistry) -> None:
+def test_import_failures_are_warnings(
+    blob_store: FakeBlobStore, fake_registry: FakeRegistry
+) -> None:
     records, image = two_stage_build(blob_store)
     [opts] = parse_cache_to(f"type=registry,ref={REF},mode=max")
     export_cache(opts, records, blobs=blob_store, image_diff_ids=image, client=fake_registry)
@@ -216,7 +316,9 @@ def test_import_failures_are_warnings(blob_store: FakeBlobStore, fake_registry: 
     assert denied.warning is not None and "authentication required" in denied.warning
     fake_registry.deny_reads.clear()
     # corrupt config: the fake verifies digests, so a corrupted blob fails verification
-    fake_registry.blobs["app-cache"][config_digest] = b"{" + b"x" * (len(fake_registry.blobs["app-cache"][config_digest]) - 1)
+    fake_registry.blobs["app-cache"][config_digest] = b"{" + b"x" * (
+        len(fake_registry.blobs["app-cache"][config_digest]) - 1
+    )
     corrupt = load_cache_source(parse_cache_from(REF)[0], fake_registry)
     assert corrupt.warning is not None and "failed" in corrupt.warning
     assert corrupt.lookup(records[0].key) is None
@@ -229,8 +331,13 @@ def test_several_sources_first_wins(blob_store: FakeBlobStore, fake_registry: Fa
     for tag, subset in (("a", records[:2]), ("b", records)):
         [opts] = parse_cache_to(f"type=registry,ref={REF}:{tag},mode=max")
         export_cache(opts, subset, blobs=blob_store, image_diff_ids=image, client=fake_registry)
-    sources = [load_cache_source(parse_cache_from(f"{REF}:{t}")[0], fake_registry) for t in ("missing", "a", "b")]
-    assert sources[0].missing and not sources[0].warning and not sources[1].warning  # nothing at :missing yet
+    sources = [
+        load_cache_source(parse_cache_from(f"{REF}:{t}")[0], fake_registry)
+        for t in ("missing", "a", "b")
+    ]
+    assert (
+        sources[0].missing and not sources[0].warning and not sources[1].warning
+    )  # nothing at :missing yet
     assert first_hit(sources, key("b1")).source == f"registry {REF}:a"  # type: ignore[union-attr]
     assert first_hit(sources, key("f2")).source == f"registry {REF}:b"  # type: ignore[union-attr]
     assert first_hit(sources, key("nothing")) is None
@@ -239,7 +346,9 @@ def test_several_sources_first_wins(blob_store: FakeBlobStore, fake_registry: Fa
 def test_local_round_trip_and_unchanged_reexport(tmp_path: Path, blob_store: FakeBlobStore) -> None:
     records, image = two_stage_build(blob_store)
     dest = tmp_path / "cache"
-    [opts] = parse_cache_to(f"type=local,dest={dest},mode=max,tag=main,compression=zstd,force-compression=true")
+    [opts] = parse_cache_to(
+        f"type=local,dest={dest},mode=max,tag=main,compression=zstd,force-compression=true"
+    )
     first = export_cache(opts, records, blobs=blob_store, image_diff_ids=image, clock=make_clock())  # type: ignore[arg-type]
     index = json.loads((dest / "index.json").read_bytes())
     [entry] = index["manifests"]
@@ -252,12 +361,17 @@ def test_local_round_trip_and_unchanged_reexport(tmp_path: Path, blob_store: Fak
         assert hit is not None and all(d.media_type == mt.OCI_LAYER_ZSTD for d in hit.layers)
         with hit.open_blob(hit.layers[-1]) as stream:
             assert stream.read()
-    again = export_cache(opts, records, blobs=blob_store, image_diff_ids=image, clock=lambda: "2099-01-01T00:00:00Z")
+    again = export_cache(
+        opts, records, blobs=blob_store, image_diff_ids=image, clock=lambda: "2099-01-01T00:00:00Z"
+    )
     assert again.unchanged and again.uploaded == () and again.manifest == first.manifest
     # a second tag in the same directory keeps the first
     [other] = parse_cache_to(f"type=local,dest={dest},tag=other")
     export_cache(other, records, blobs=blob_store, image_diff_ids=image)
-    names = sorted(e["annotations"]["org.opencontainers.image.ref.name"] for e in json.loads((dest / "index.json").read_bytes())["manifests"])
+    names = sorted(
+        e["annotations"]["org.opencontainers.image.ref.name"]
+        for e in json.loads((dest / "index.json").read_bytes())["manifests"]
+    )
     assert names == ["main", "other"]
 
 
@@ -269,7 +383,8 @@ def test_inline_round_trip(blob_store: FakeBlobStore) -> None:
     assert isinstance(decoded, list) and all("digest" in r for r in decoded)
     final_layers = records[-1].layers or ()
     config = build_image_config(
-        {INLINE_CACHE_KEY: value}, diff_ids=image,
+        {INLINE_CACHE_KEY: value},
+        diff_ids=image,
     )
     manifest = build_manifest(config.descriptor(), final_layers)
     found = inline_config_from_image(config, manifest)
@@ -296,12 +411,16 @@ def test_inline_non_prefix_result_uses_chains(blob_store: FakeBlobStore) -> None
     assert record["chains"][0]["layers"] == [1] and "layers" not in record
 
 
-def test_import_of_image_with_inline_cache_through_registry(blob_store: FakeBlobStore, fake_registry: FakeRegistry) -> None:
+def test_import_of_image_with_inline_cache_through_registry(
+    blob_store: FakeBlobStore, fake_registry: FakeRegistry
+) -> None:
     records, image = two_stage_build(blob_store)
     value = inline_cache_value(records, image)
     config = build_image_config({INLINE_CACHE_KEY: value}, diff_ids=image)
     layers = records[-1].layers or ()
-    manifest = build_manifest(config.descriptor(), [Descriptor(d.media_type, d.digest, d.size) for d in layers])
+    manifest = build_manifest(
+        config.descriptor(), [Descriptor(d.media_type, d.digest, d.size) for d in layers]
+    )
     fake_registry.blobs["app"] = {config.digest: config.raw}
     fake_registry.manifests["app"] = {"latest": (manifest.raw, manifest.media_type)}
     source = load_cache_source(parse_cache_from("127.0.0.1:5000/app")[0], fake_registry)
@@ -310,12 +429,21 @@ def test_import_of_image_with_inline_cache_through_registry(blob_store: FakeBlob
     assert hit is not None and hit.diff_ids == tuple(image)
 
 
-def test_warm_reexport_from_hits_is_byte_identical(blob_store: FakeBlobStore, fake_registry: FakeRegistry) -> None:
+def test_warm_reexport_from_hits_is_byte_identical(
+    blob_store: FakeBlobStore, fake_registry: FakeRegistry
+) -> None:
     """Cold export, then a 'fresh machine' build where every step is a hit from the import: the
     builder hands back hit.layers and hit.created_at, and the cache manifest does not change."""
     records, image = two_stage_build(blob_store)
     [opts] = parse_cache_to(f"type=registry,ref={REF},mode=max")
-    cold = export_cache(opts, records, blobs=blob_store, image_diff_ids=image, client=fake_registry, clock=make_clock())  # type: ignore[arg-type]
+    cold = export_cache(
+        opts,
+        records,
+        blobs=blob_store,
+        image_diff_ids=image,
+        client=fake_registry,
+        clock=make_clock(),
+    )  # type: ignore[arg-type]
     source = load_cache_source(parse_cache_from(REF)[0], fake_registry)
     warm_records = []
     for rec in records:
@@ -323,68 +451,105 @@ def test_warm_reexport_from_hits_is_byte_identical(blob_store: FakeBlobStore, fa
         assert hit is not None
         warm_records.append(SolvedRecord(rec.key, rec.inputs, hit.layers, rec.step, hit.created_at))
     fake_registry.calls.clear()
-    warm = export_cache(opts, warm_records, blobs=blob_store, image_diff_ids=image, client=fake_registry,
-                        prior=source, clock=lambda: "2099-01-01T00:00:00Z")
+    warm = export_cache(
+        opts,
+        warm_records,
+        blobs=blob_store,
+        image_diff_ids=image,
+        client=fake_registry,
+        prior=source,
+        clock=lambda: "2099-01-01T00:00:00Z",
+    )
     assert warm.unchanged and warm.manifest == cold.manifest
     # only a HEAD per blob (a deleted one would be stored again: issue 9 item 9), nothing written
     assert {c[0] for c in fake_registry.calls} == {"check_blob"}
     # the same hits exported to another ref are stable across re-exports too
     [other] = parse_cache_to(f"type=registry,ref={REF}:other,mode=max")
-    first = export_cache(other, warm_records, blobs=blob_store, image_diff_ids=image, client=fake_registry)
-    again = export_cache(other, warm_records, blobs=blob_store, image_diff_ids=image, client=fake_registry,
-                         clock=lambda: "2099-01-01T00:00:00Z")
+    first = export_cache(
+        other, warm_records, blobs=blob_store, image_diff_ids=image, client=fake_registry
+    )
+    again = export_cache(
+        other,
+        warm_records,
+        blobs=blob_store,
+        image_diff_ids=image,
+        client=fake_registry,
+        clock=lambda: "2099-01-01T00:00:00Z",
+    )
     assert again.unchanged and again.manifest == first.manifest == cold.manifest
 
 
-def test_progress_events_for_import_and_export(blob_store: FakeBlobStore, fake_registry: FakeRegistry) -> None:
+def test_progress_events_for_import_and_export(
+    blob_store: FakeBlobStore, fake_registry: FakeRegistry
+) -> None:
     from mason.progress import RecordingSink
 
     records, image = two_stage_build(blob_store)
     sink = RecordingSink()
     missing = load_cache_source(parse_cache_from(REF)[0], fake_registry, progress=sink)
     [opts] = parse_cache_to(f"type=registry,ref={REF},mode=max")
-    export_cache(opts, records, blobs=blob_store, image_diff_ids=image, client=fake_registry, progress=sink)
+    export_cache(
+        opts, records, blobs=blob_store, image_diff_ids=image, client=fake_registry, progress=sink
+    )
     load_cache_source(parse_cache_from(REF)[0], fake_registry, progress=sink)
     seen = [(e.name, e.status) for e in sink.events]
     name_in = f"importing cache manifest from registry {REF}:latest"
     name_out = f"exporting cache to registry {REF}:latest"
     assert seen == [
-        (name_in, "started"), (name_in, "done"),  # nothing there yet: said quietly
-        (name_out, "started"), (name_out, "done"),
-        (name_in, "started"), (name_in, "done"),
+        (name_in, "started"),
+        (name_in, "done"),  # nothing there yet: said quietly
+        (name_out, "started"),
+        (name_out, "done"),
+        (name_in, "started"),
+        (name_in, "done"),
     ]
     assert sink.events[1].text == missing.missing == f"no cache at {REF}:latest yet"
     assert "6 uploaded" in sink.events[3].text  # five layers and the config
 
 
-@pytest.mark.parametrize(("attrs", "refused", "suggestion"), [
-    ("image-manifest=false", mt.OCI_INDEX, "image-manifest=true,oci-mediatypes=true"),
-    ("", mt.OCI_MANIFEST, "image-manifest=false,oci-mediatypes=false"),
-])
+@pytest.mark.parametrize(
+    ("attrs", "refused", "suggestion"),
+    [
+        ("image-manifest=false", mt.OCI_INDEX, "image-manifest=true,oci-mediatypes=true"),
+        ("", mt.OCI_MANIFEST, "image-manifest=false,oci-mediatypes=false"),
+    ],
+)
 def test_a_registry_refusing_the_cache_manifest_type_gets_a_hint(
-        blob_store: FakeBlobStore, attrs: str, refused: str, suggestion: str) -> None:
+    blob_store: FakeBlobStore, attrs: str, refused: str, suggestion: str
+) -> None:
     """ECR-like: the manifest PUT is refused for its media type; the error names the registry,
     URL and the registry's message, and says which cache form to try instead."""
     from tests.support.fake_registry import FakeRegistry as HttpFakeRegistry
 
     from mason.registry.client import RegistryClient
 
-    accepted = {mt.OCI_MANIFEST, mt.OCI_INDEX, mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_LIST} - {refused}
+    accepted = {mt.OCI_MANIFEST, mt.OCI_INDEX, mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_LIST} - {
+        refused
+    }
     fake = HttpFakeRegistry(accepted_manifest_types=accepted)
     records, image = two_stage_build(blob_store)
-    [opts] = parse_cache_to(f"type=registry,ref={fake.host}/app/cache,mode=max" + (f",{attrs}" if attrs else ""))
-    with RegistryClient(transport=fake.transport(), sleep=lambda _s: None) as client, \
-            pytest.raises(MasonError) as err:
+    [opts] = parse_cache_to(
+        f"type=registry,ref={fake.host}/app/cache,mode=max" + (f",{attrs}" if attrs else "")
+    )
+    with (
+        RegistryClient(transport=fake.transport(), sleep=lambda _s: None) as client,
+        pytest.raises(MasonError) as err,
+    ):
         export_cache(opts, records, blobs=blob_store, image_diff_ids=image, client=client)
     text = str(err.value)
     assert f"registry {fake.host} refused the manifest of media type {refused}" in text
     assert f"PUT https://{fake.host}/v2/app/cache/manifests/latest" in text
-    assert f"MANIFEST_INVALID: manifest invalid (detail: \"unsupported manifest media type {refused}\")" in text
+    assert (
+        f'MANIFEST_INVALID: manifest invalid (detail: "unsupported manifest media type {refused}")'
+        in text
+    )
     assert suggestion in text
     # with ignore-error the same failure is one warning that keeps the hint
     [lenient] = parse_cache_to(opts.text + ",ignore-error=true")
     with RegistryClient(transport=fake.transport(), sleep=lambda _s: None) as client:
-        result = export_cache(lenient, records, blobs=blob_store, image_diff_ids=image, client=client)
+        result = export_cache(
+            lenient, records, blobs=blob_store, image_diff_ids=image, client=client
+        )
     assert result.warning is not None and refused in result.warning and suggestion in result.warning
 
 
@@ -405,7 +570,8 @@ def _opener(data: bytes) -> object:
 
 
 def test_store_blob_mounts_from_the_best_candidate_else_uploads_in_the_declined_session(
-        fake_registry: FakeRegistry) -> None:
+    fake_registry: FakeRegistry,
+) -> None:
     from mason.registry.push import push_blob as store_blob
 
     target = Reference.parse("reg.example/team/app")
@@ -416,31 +582,49 @@ def test_store_blob_mounts_from_the_best_candidate_else_uploads_in_the_declined_
     assert store_blob(fake_registry, target, desc, _opener(data)) == "mounted"  # type: ignore[arg-type]
     assert [c[:2] for c in fake_registry.calls] == [("mount_blob", "team/app")]
     fake_registry.calls.clear()
-    desc = _hinted(data, "team/app-cache")  # one candidate: HEAD first, so a blob already there moves nothing
+    desc = _hinted(
+        data, "team/app-cache"
+    )  # one candidate: HEAD first, so a blob already there moves nothing
     assert store_blob(fake_registry, target, desc, _opener(data)) == "existing"  # type: ignore[arg-type]
     assert [c[0] for c in fake_registry.calls] == ["head_blob"]
 
     fake_registry.calls.clear()
     other = b"other bytes"
-    desc = _hinted(other, "team/app-cache", "other/x")  # nobody has it: one upload, in the mount's session
+    desc = _hinted(
+        other, "team/app-cache", "other/x"
+    )  # nobody has it: one upload, in the mount's session
     assert store_blob(fake_registry, target, desc, _opener(other)) == "uploaded"  # type: ignore[arg-type]
-    assert [c[0] for c in fake_registry.calls] == ["mount_blob", "head_blob", "mount_post", "push_blob"]
+    assert [c[0] for c in fake_registry.calls] == [
+        "mount_blob",
+        "head_blob",
+        "mount_post",
+        "push_blob",
+    ]
 
 
 def test_store_blob_uploads_when_the_mount_source_is_forbidden(
-        fake_registry: FakeRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_registry: FakeRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mason.registry.errors import RegistryError
     from mason.registry.push import push_blob as store_blob
 
     real = fake_registry.push_blob_outcome
 
-    def refuse_mounts(ref: Reference, desc: Descriptor, opener: object, *, mount_from: str | None = None) -> str:
+    def refuse_mounts(
+        ref: Reference, desc: Descriptor, opener: object, *, mount_from: str | None = None
+    ) -> str:
         if mount_from is not None:
-            raise RegistryError("denied: pull access to the mount source", status=403, operation="mount")
+            raise RegistryError(
+                "denied: pull access to the mount source", status=403, operation="mount"
+            )
         return real(ref, desc, opener, mount_from=None)  # type: ignore[arg-type]
 
     monkeypatch.setattr(fake_registry, "push_blob_outcome", refuse_mounts)
     data = b"private base"
-    outcome = store_blob(fake_registry, Reference.parse("reg.example/app"), _hinted(data, "private/base"),
-                         _opener(data))  # type: ignore[arg-type]
+    outcome = store_blob(
+        fake_registry,
+        Reference.parse("reg.example/app"),
+        _hinted(data, "private/base"),
+        _opener(data),
+    )  # type: ignore[arg-type]
     assert outcome == "uploaded" and fake_registry.ops("push_blob")

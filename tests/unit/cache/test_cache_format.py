@@ -44,7 +44,9 @@ def test_every_buildkit_config_parses_and_reserialises_byte_for_byte(testdata: P
 
 
 def test_buildkit_max_config_facts(testdata: Path) -> None:
-    raw = (testdata / "registry-documents/buildkit-v0.11.6-cacheconfig-mode-max.cold.json").read_bytes()
+    raw = (
+        testdata / "registry-documents/buildkit-v0.11.6-cacheconfig-mode-max.cold.json"
+    ).read_bytes()
     config = parse_cache_config(raw)
     doc = json.loads(raw)
     assert (len(config.layers), len(config.records)) == (10, 14)
@@ -65,8 +67,11 @@ def test_reader_accepts_lowercase_createdat_and_ignores_unknown_fields() -> None
             "layers": [{"blob": key("a"), "parent": -1}, {"blob": key("b")}],
             "records": [
                 {"digest": key("r0"), "future": 1},
-                {"layers": [{"layer": 1, "createdat": "2021-07-02T17:08:09.095229615+01:00"}], "digest": key("r1"),
-                 "inputs": [[{"link": 0}]]},
+                {
+                    "layers": [{"layer": 1, "createdat": "2021-07-02T17:08:09.095229615+01:00"}],
+                    "digest": key("r1"),
+                    "inputs": [[{"link": 0}]],
+                },
             ],
             "somethingNew": True,
         }
@@ -86,9 +91,15 @@ def test_reader_accepts_lowercase_createdat_and_ignores_unknown_fields() -> None
         ({"layers": [{"parent": -1}]}, "has no blob"),
         ({"records": [{"digest": "nope"}]}, "invalid digest"),
         ({"records": [{"digest": "sha256:" + "a" * 64, "inputs": [[]]}]}, "empty input list"),
-        ({"records": [{"digest": "sha256:" + "a" * 64, "inputs": [[{"link": 0}]]}]}, "looping record"),
+        (
+            {"records": [{"digest": "sha256:" + "a" * 64, "inputs": [[{"link": 0}]]}]},
+            "looping record",
+        ),
         ({"records": [{"digest": "sha256:" + "a" * 64, "layers": [{"layer": 0}]}]}, "out of range"),
-        ({"records": [{"digest": "sha256:" + "a" * 64, "inputs": [[{"link": "0"}]]}]}, "expected an integer"),
+        (
+            {"records": [{"digest": "sha256:" + "a" * 64, "inputs": [[{"link": "0"}]]}]},
+            "expected an integer",
+        ),
         ([], "must be a JSON object"),
     ],
 )
@@ -108,7 +119,12 @@ def test_go_field_rules_on_write() -> None:
         (CacheLayer(key("base"), -1), CacheLayer(key("top"), 0)),
         (
             CacheRecord(key("root")),
-            CacheRecord(key("step"), (CacheResult(1, ZERO_TIME),), (), ((CacheInput(0, "sel"),), (CacheInput(0),))),
+            CacheRecord(
+                key("step"),
+                (CacheResult(1, ZERO_TIME),),
+                (),
+                ((CacheInput(0, "sel"),), (CacheInput(0),)),
+            ),
         ),
     )
     doc = json.loads(serialize_cache_config(config))
@@ -127,22 +143,34 @@ def test_normalise_is_independent_of_input_order() -> None:
         (CacheLayer(base, -1), CacheLayer(mid, 0), CacheLayer(top, 1), CacheLayer(top, 0)),
         (
             CacheRecord(key("r-root")),
-            CacheRecord(key("r-mid"), (CacheResult(1, "2025-01-01T00:00:00Z"),), (), ((CacheInput(0),),)),
-            CacheRecord(key("r-top"), (CacheResult(2, "2025-01-01T00:00:01Z"),), (), ((CacheInput(1),),)),
-            CacheRecord(key("r-other"), (CacheResult(3, "2025-01-01T00:00:02Z"),), (), ((CacheInput(0),),)),
+            CacheRecord(
+                key("r-mid"), (CacheResult(1, "2025-01-01T00:00:00Z"),), (), ((CacheInput(0),),)
+            ),
+            CacheRecord(
+                key("r-top"), (CacheResult(2, "2025-01-01T00:00:01Z"),), (), ((CacheInput(1),),)
+            ),
+            CacheRecord(
+                key("r-other"), (CacheResult(3, "2025-01-01T00:00:02Z"),), (), ((CacheInput(0),),)
+            ),
         ),
     )
     # the same content, listed in reverse
     rev_layers = tuple(reversed(a.layers))
     remap = {0: 3, 1: 2, 2: 1, 3: 0}
-    rev_layers = tuple(CacheLayer(layer.blob, remap[layer.parent] if layer.parent != -1 else -1) for layer in rev_layers)
+    rev_layers = tuple(
+        CacheLayer(layer.blob, remap[layer.parent] if layer.parent != -1 else -1)
+        for layer in rev_layers
+    )
     rmap = {0: 3, 1: 2, 2: 1, 3: 0}
     rev_records = tuple(
         CacheRecord(
             r.digest,
             tuple(CacheResult(remap[x.layer], x.created_at) for x in r.results),
             (),
-            tuple(tuple(CacheInput(rmap[link.link], link.selector) for link in inp) for inp in r.inputs),
+            tuple(
+                tuple(CacheInput(rmap[link.link], link.selector) for link in inp)
+                for inp in r.inputs
+            ),
         )
         for r in reversed(a.records)
     )
@@ -171,7 +199,11 @@ def test_normalise_merges_duplicates_and_keeps_newest_result() -> None:
 
 
 def test_steps_extension_round_trips_and_buildkit_ignores_shape() -> None:
-    config = CacheConfig((CacheLayer(key("l"), -1),), (CacheRecord(key("r"), (CacheResult(0),)),), {key("r"): "[2/3] RUN make"})
+    config = CacheConfig(
+        (CacheLayer(key("l"), -1),),
+        (CacheRecord(key("r"), (CacheResult(0),)),),
+        {key("r"): "[2/3] RUN make"},
+    )
     raw = serialize_cache_config(config)
     assert json.loads(raw)["mason.steps"] == {key("r"): "[2/3] RUN make"}
     assert parse_cache_config(raw).steps == {key("r"): "[2/3] RUN make"}

@@ -70,8 +70,14 @@ def test_sniff_tells_gzip_zstd_and_tar_apart() -> None:
 def _exported_cache(blob_store: FakeBlobStore, fake_registry: FakeRegistry) -> list[Digest]:
     records, image = two_stage_build(blob_store)
     [opts] = parse_cache_to(f"type=registry,ref={REF},mode=max")
-    export_cache(opts, records, blobs=blob_store, image_diff_ids=image, client=fake_registry,  # type: ignore[arg-type]
-                 clock=make_clock())
+    export_cache(
+        opts,
+        records,
+        blobs=blob_store,
+        image_diff_ids=image,
+        client=fake_registry,  # type: ignore[arg-type]
+        clock=make_clock(),
+    )
     return [d.digest for d in records[-1].layers or ()]
 
 
@@ -94,7 +100,8 @@ class _Key:
 
 
 def test_a_hit_whose_blob_is_gone_is_a_miss_with_a_warning(
-        blob_store: FakeBlobStore, fake_registry: FakeRegistry, blobs: Blobs) -> None:
+    blob_store: FakeBlobStore, fake_registry: FakeRegistry, blobs: Blobs
+) -> None:
     chain = _exported_cache(blob_store, fake_registry)
     del fake_registry.blobs["app-cache"][chain[-1]]
     result, warnings = _lookup(blobs, fake_registry, "f2")
@@ -104,11 +111,14 @@ def test_a_hit_whose_blob_is_gone_is_a_miss_with_a_warning(
     # a hit that does not need that blob is still a hit, and nothing was downloaded
     result, warnings = _lookup(blobs, fake_registry, "f1")
     assert result is not None and warnings == []
-    assert not {c[2] for c in fake_registry.ops("get_blob")} & set(chain)  # only the config was read
+    assert not {c[2] for c in fake_registry.ops("get_blob")} & set(
+        chain
+    )  # only the config was read
 
 
 def test_each_blob_is_peeked_once_per_source(
-        blob_store: FakeBlobStore, fake_registry: FakeRegistry, blobs: Blobs) -> None:
+    blob_store: FakeBlobStore, fake_registry: FakeRegistry, blobs: Blobs
+) -> None:
     _exported_cache(blob_store, fake_registry)
     source = load_registry_cache(fake_registry, Reference.parse(REF))  # type: ignore[arg-type]
     lookup = HitLookup(source, blobs)
@@ -119,11 +129,14 @@ def test_each_blob_is_peeked_once_per_source(
 
 
 def test_a_relabelled_media_type_is_a_miss(
-        blob_store: FakeBlobStore, fake_registry: FakeRegistry, blobs: Blobs) -> None:
+    blob_store: FakeBlobStore, fake_registry: FakeRegistry, blobs: Blobs
+) -> None:
     chain = _exported_cache(blob_store, fake_registry)
     source = load_registry_cache(fake_registry, Reference.parse(REF))  # type: ignore[arg-type]
     desc = source.descriptors[chain[-1]]
-    source.descriptors[chain[-1]] = type(desc)(mt.OCI_LAYER_ZSTD, desc.digest, desc.size, desc.annotations)
+    source.descriptors[chain[-1]] = type(desc)(
+        mt.OCI_LAYER_ZSTD, desc.digest, desc.size, desc.annotations
+    )
     warnings: list[str] = []
     assert HitLookup(source, blobs, warnings.append).lookup(_Key(key("f2"))) is None  # type: ignore[arg-type]
     [warning] = warnings
@@ -131,11 +144,14 @@ def test_a_relabelled_media_type_is_a_miss(
 
 
 def test_a_diff_id_that_contradicts_the_base_image_is_a_miss(
-        blob_store: FakeBlobStore, fake_registry: FakeRegistry, blobs: Blobs) -> None:
+    blob_store: FakeBlobStore, fake_registry: FakeRegistry, blobs: Blobs
+) -> None:
     chain = _exported_cache(blob_store, fake_registry)
     base = chain[0]
     truth = Digest("sha256:" + "1" * 64)  # what the base image's config says (made up here)
-    blobs.add_remote(base, truth, RemoteLocation(Reference.parse("127.0.0.1:5000/base"), mt.OCI_LAYER_GZIP, 1))
+    blobs.add_remote(
+        base, truth, RemoteLocation(Reference.parse("127.0.0.1:5000/base"), mt.OCI_LAYER_GZIP, 1)
+    )
     result, warnings = _lookup(blobs, fake_registry, "from")
     assert result is None
     [warning] = warnings
@@ -143,14 +159,23 @@ def test_a_diff_id_that_contradicts_the_base_image_is_a_miss(
 
 
 def test_an_unknown_media_type_makes_only_its_records_unusable_with_one_notice(
-        blob_store: FakeBlobStore, fake_registry: FakeRegistry) -> None:
+    blob_store: FakeBlobStore, fake_registry: FakeRegistry
+) -> None:
     chain = _exported_cache(blob_store, fake_registry)
     source = load_registry_cache(fake_registry, Reference.parse(REF))  # type: ignore[arg-type]
     odd = "application/vnd.example.layer"
     desc = source.descriptors[chain[-1]]
-    relabelled = type(source)(source.name, source.config,
-                              {**source.descriptors, desc.digest: type(desc)(odd, desc.digest, desc.size, desc.annotations)},
-                              source.provider, manifest=source.manifest, origin=source.origin)
+    relabelled = type(source)(
+        source.name,
+        source.config,
+        {
+            **source.descriptors,
+            desc.digest: type(desc)(odd, desc.digest, desc.size, desc.annotations),
+        },
+        source.provider,
+        manifest=source.manifest,
+        origin=source.origin,
+    )
     [notice] = relabelled.notices
     assert odd in notice and chain[-1] in notice
     assert relabelled.lookup(key("f2")) is None  # its chain holds the layer
@@ -169,8 +194,13 @@ def test_a_download_whose_bytes_contradict_its_media_type_is_refused(blobs: Blob
 
     import contextlib
 
-    blobs.add_remote(blob, sha256_bytes(_tar()), RemoteLocation(
-        None, mt.OCI_LAYER_ZSTD, len(data), lambda: contextlib.nullcontext(opener())))  # type: ignore[arg-type, return-value]
+    blobs.add_remote(
+        blob,
+        sha256_bytes(_tar()),
+        RemoteLocation(
+            None, mt.OCI_LAYER_ZSTD, len(data), lambda: contextlib.nullcontext(opener())
+        ),
+    )  # type: ignore[arg-type, return-value]
     with pytest.raises(StateError, match="gzip data") as err:
         blobs.ensure_local(LayerRef(sha256_bytes(_tar()), blob, len(data), mt.OCI_LAYER_ZSTD))
     assert err.value.reference == "blob-media-type-mismatch"
@@ -190,37 +220,60 @@ def test_a_wrong_diff_id_fails_the_conversion_that_decompresses_the_layer(blobs:
 
 
 def test_a_deleted_blob_is_stored_again_even_when_the_manifest_is_unchanged(
-        blob_store: FakeBlobStore, fake_registry: FakeRegistry) -> None:
+    blob_store: FakeBlobStore, fake_registry: FakeRegistry
+) -> None:
     records, image = two_stage_build(blob_store)
     [opts] = parse_cache_to(f"type=registry,ref={REF},mode=max")
     clock = lambda: "2026-01-01T00:00:00Z"  # noqa: E731 - same times: the same manifest
-    export_cache(opts, records, blobs=blob_store, image_diff_ids=image, client=fake_registry, clock=clock)  # type: ignore[arg-type]
+    export_cache(
+        opts, records, blobs=blob_store, image_diff_ids=image, client=fake_registry, clock=clock
+    )  # type: ignore[arg-type]
     gone = records[0].layers[0].digest  # type: ignore[index]
     del fake_registry.blobs["app-cache"][gone]
     prior = load_registry_cache(fake_registry, Reference.parse(REF))  # type: ignore[arg-type]
-    again = export_cache(opts, records, blobs=blob_store, image_diff_ids=image, client=fake_registry,  # type: ignore[arg-type]
-                         prior=prior, clock=clock)
+    again = export_cache(
+        opts,
+        records,
+        blobs=blob_store,
+        image_diff_ids=image,
+        client=fake_registry,  # type: ignore[arg-type]
+        prior=prior,
+        clock=clock,
+    )
     assert gone in again.uploaded and not again.unchanged
     assert gone in fake_registry.blobs["app-cache"]
     # and a changed cache stores it too, build after build
     del fake_registry.blobs["app-cache"][gone]
     extra = blob_store.add_layer(b"one more")
-    more = [*records, records[-1].__class__(key("f3"), (key("f2"),), (*(records[-1].layers or ()), extra))]
-    third = export_cache(opts, more, blobs=blob_store, image_diff_ids=image, client=fake_registry,  # type: ignore[arg-type]
-                         prior=load_registry_cache(fake_registry, Reference.parse(REF)))  # type: ignore[arg-type]
+    more = [
+        *records,
+        records[-1].__class__(key("f3"), (key("f2"),), (*(records[-1].layers or ()), extra)),
+    ]
+    third = export_cache(
+        opts,
+        more,
+        blobs=blob_store,
+        image_diff_ids=image,
+        client=fake_registry,  # type: ignore[arg-type]
+        prior=load_registry_cache(fake_registry, Reference.parse(REF)),
+    )  # type: ignore[arg-type]
     assert gone in third.uploaded
 
 
 def test_a_missing_blob_on_the_manifest_put_gets_no_media_type_hint(
-        blob_store: FakeBlobStore, fake_registry: FakeRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    blob_store: FakeBlobStore, fake_registry: FakeRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     records, image = two_stage_build(blob_store)
     [opts] = parse_cache_to(f"type=registry,ref={REF},mode=max")
 
     def refuse(ref: Reference, raw: bytes, media_type: str) -> Digest:
-        raise RegistryError(f"push manifest {ref}: registry refused the manifest of media type {media_type}",
-                            status=400, operation="push manifest",
-                            errors=[{"code": "MANIFEST_BLOB_UNKNOWN", "message": "blob unknown to registry"}],
-                            hint=f"this registry may not accept {media_type} manifests")
+        raise RegistryError(
+            f"push manifest {ref}: registry refused the manifest of media type {media_type}",
+            status=400,
+            operation="push manifest",
+            errors=[{"code": "MANIFEST_BLOB_UNKNOWN", "message": "blob unknown to registry"}],
+            hint=f"this registry may not accept {media_type} manifests",
+        )
 
     monkeypatch.setattr(fake_registry, "put_manifest", refuse)
     with pytest.raises(MasonError) as err:

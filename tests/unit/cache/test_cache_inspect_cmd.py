@@ -15,7 +15,9 @@ from mason.cli.main import main
 
 
 @pytest.mark.parametrize("name", ["zstd", "zstd-docker", "estargz", "estargz-oci-force"])
-def test_inspect_buildkit_local_cache(testdata: Path, name: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_inspect_buildkit_local_cache(
+    testdata: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["cache", "inspect", str(testdata / "compression" / name), "--format", "json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert (summary["records"], summary["recordsWithResults"], len(summary["layers"])) == (11, 7, 8)
@@ -45,6 +47,8 @@ def test_inspect_shows_mason_steps(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "[2/2] RUN make" in text and "2 with results" in text
 
 
-def test_inspect_missing_dir_tag_fails_clearly(testdata: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_inspect_missing_dir_tag_fails_clearly(
+    testdata: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["cache", "inspect", str(testdata / "compression" / "zstd"), "--tag", "nope"]) == 1
     assert "nope" in capsys.readouterr().err

@@ -11,7 +11,12 @@ def test_registry_defaults_follow_buildkit() -> None:
     assert opt.type == "registry"
     assert str(opt.ref) == "127.0.0.1:5000/app-cache:latest"
     assert (opt.mode, opt.compression, opt.compression_level) == ("min", "gzip", None)
-    assert (opt.oci_mediatypes, opt.image_manifest, opt.force_compression, opt.ignore_error) == (True, True, False, False)
+    assert (opt.oci_mediatypes, opt.image_manifest, opt.force_compression, opt.ignore_error) == (
+        True,
+        True,
+        False,
+        False,
+    )
     assert opt.display_name == "registry 127.0.0.1:5000/app-cache:latest"
 
 
@@ -90,7 +95,12 @@ def test_cache_to_errors(text: str, fragment: str) -> None:
 
 
 def test_zstd_level_range_allows_22_and_gzip_0() -> None:
-    assert parse_cache_to("type=registry,ref=r.io/c,compression=zstd,compression-level=22")[0].compression_level == 22
+    assert (
+        parse_cache_to("type=registry,ref=r.io/c,compression=zstd,compression-level=22")[
+            0
+        ].compression_level
+        == 22
+    )
     assert parse_cache_to("type=registry,ref=r.io/c,compression-level=0")[0].compression_level == 0
 
 
@@ -115,12 +125,19 @@ def test_cache_from_attributes() -> None:
 
 def test_cache_from_accepts_and_ignores_export_only_attributes() -> None:
     # one string for both flags, as CI lines written for docker buildx do
-    text = ("type=registry,ref=r.io/c:main,mode=max,compression=zstd,compression-level=3,force-compression=true,"
-            "oci-mediatypes=false,image-manifest=false,ignore-error=true,tag=x")
+    text = (
+        "type=registry,ref=r.io/c:main,mode=max,compression=zstd,compression-level=3,force-compression=true,"
+        "oci-mediatypes=false,image-manifest=false,ignore-error=true,tag=x"
+    )
     [reg] = parse_cache_from(text)
     assert reg.ref is not None and str(reg.ref) == "r.io/c:main"
     # nothing of the export side leaks into the import entry (defaults stay)
-    assert (reg.mode, reg.compression, reg.oci_mediatypes, reg.ignore_error) == ("min", "gzip", True, False)
+    assert (reg.mode, reg.compression, reg.oci_mediatypes, reg.ignore_error) == (
+        "min",
+        "gzip",
+        True,
+        False,
+    )
     [to] = parse_cache_to(text.removesuffix(",tag=x"))
     assert (to.mode, to.compression, to.compression_level) == ("max", "zstd", 3)
     [local] = parse_cache_from("type=local,src=/c,dest=/c,mode=max,reset=true,compression=gzip")
@@ -162,5 +179,8 @@ def test_duplicate_exports_are_refused_but_several_allowed() -> None:
 def test_insecure_hosts() -> None:
     from mason.cache.options import insecure_hosts
 
-    opts = [*parse_cache_to("type=registry,ref=reg.lan:5000/c,registry.insecure=true"), *parse_cache_from("other.io/c")]
+    opts = [
+        *parse_cache_to("type=registry,ref=reg.lan:5000/c,registry.insecure=true"),
+        *parse_cache_from("other.io/c"),
+    ]
     assert insecure_hosts(opts) == {"reg.lan:5000"}

@@ -14,7 +14,9 @@ from mason.cli import main as cli_main
 from mason.errors import BuildError, UsageError
 
 
-def _with_handler(monkeypatch: pytest.MonkeyPatch, handler: Callable[[argparse.Namespace], int]) -> None:
+def _with_handler(
+    monkeypatch: pytest.MonkeyPatch, handler: Callable[[argparse.Namespace], int]
+) -> None:
     def parser() -> argparse.ArgumentParser:
         p = argparse.ArgumentParser(prog="mason")
         sub = p.add_subparsers(dest="command")
@@ -32,7 +34,9 @@ def _raise(exc: BaseException) -> Callable[[argparse.Namespace], int]:
     return handler
 
 
-def test_bug_is_one_line_with_hint_and_exit_70(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bug_is_one_line_with_hint_and_exit_70(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv("MASON_DEBUG", raising=False)
     _with_handler(monkeypatch, _raise(KeyError("layer")))
     assert cli_main.main(["fake"]) == cli_main.EXIT_INTERNAL_ERROR == 70
@@ -42,7 +46,9 @@ def test_bug_is_one_line_with_hint_and_exit_70(monkeypatch: pytest.MonkeyPatch, 
     assert "MASON_DEBUG=1" in err and "Traceback" not in err
 
 
-def test_mason_debug_prints_the_traceback(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_mason_debug_prints_the_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("MASON_DEBUG", "1")
     _with_handler(monkeypatch, _raise(ValueError("bad state")))
     assert cli_main.main(["fake"]) == 70
@@ -51,16 +57,24 @@ def test_mason_debug_prints_the_traceback(monkeypatch: pytest.MonkeyPatch, capsy
     assert "mason: internal error: ValueError: bad state" in err
 
 
-def test_internal_error_hides_url_credentials(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_internal_error_hides_url_credentials(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv("MASON_DEBUG", raising=False)
-    _with_handler(monkeypatch, _raise(RuntimeError("GET https://bob:hunter2@reg.example/v2/ failed")))
+    _with_handler(
+        monkeypatch, _raise(RuntimeError("GET https://bob:hunter2@reg.example/v2/ failed"))
+    )
     assert cli_main.main(["fake"]) == 70
     err = capsys.readouterr().err
     assert "hunter2" not in err and "https://reg.example/v2/" in err
 
 
-def test_mason_errors_keep_their_exit_status(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    _with_handler(monkeypatch, _raise(UsageError("bad --flag", context=["at: here"], hint="do that")))
+def test_mason_errors_keep_their_exit_status(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _with_handler(
+        monkeypatch, _raise(UsageError("bad --flag", context=["at: here"], hint="do that"))
+    )
     assert cli_main.main(["fake"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ERROR: bad --flag\n") and "at: here" in err and "hint: do that" in err
@@ -69,30 +83,43 @@ def test_mason_errors_keep_their_exit_status(monkeypatch: pytest.MonkeyPatch, ca
     assert "Traceback" not in capsys.readouterr().err
 
 
-def test_interrupt_is_130(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_interrupt_is_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     _with_handler(monkeypatch, _raise(KeyboardInterrupt()))
     assert cli_main.main(["fake"]) == cli_main.EXIT_INTERRUPTED == 130
     assert capsys.readouterr().err.strip() == "interrupted"
 
 
-def test_full_disk_is_an_environment_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    _with_handler(monkeypatch, _raise(OSError(errno.ENOSPC, "No space left on device", "/var/lib/mason/tmp/x")))
+def test_full_disk_is_an_environment_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _with_handler(
+        monkeypatch,
+        _raise(OSError(errno.ENOSPC, "No space left on device", "/var/lib/mason/tmp/x")),
+    )
     assert cli_main.main(["fake"]) == 1
     err = capsys.readouterr().err
-    assert "ERROR: no space left on device: /var/lib/mason/tmp/x" in err and "internal error" not in err
+    assert (
+        "ERROR: no space left on device: /var/lib/mason/tmp/x" in err
+        and "internal error" not in err
+    )
     _with_handler(monkeypatch, _raise(OSError(errno.EBADF, "Bad file descriptor")))
     assert cli_main.main(["fake"]) == 70  # any other OSError escaping the layers is a bug
 
 
-def test_broken_pipe_is_quiet(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                              tmp_path: Path) -> None:
+def test_broken_pipe_is_quiet(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     dup2_calls: list[tuple[int, int]] = []
     monkeypatch.setattr(cli_main.os, "dup2", lambda a, b: dup2_calls.append((a, b)))
     with open(tmp_path / "stdout", "w") as stdout:
         monkeypatch.setattr(cli_main.sys, "stdout", stdout)
         _with_handler(monkeypatch, _raise(BrokenPipeError(errno.EPIPE, "Broken pipe")))
         assert cli_main.main(["fake"]) == 1
-        assert [target for _, target in dup2_calls] == [stdout.fileno()]  # stdout now goes to /dev/null
+        assert [target for _, target in dup2_calls] == [
+            stdout.fileno()
+        ]  # stdout now goes to /dev/null
     assert capsys.readouterr().err == ""
 
 
@@ -101,8 +128,9 @@ def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "exit status: 0 success, 1 build failure, 2 usage" in capsys.readouterr().out
 
 
-def test_bug_inside_a_build_step_is_an_internal_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_bug_inside_a_build_step_is_an_internal_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import mason.engine.builder
     from mason.solver import SolveError, Vertex
 
@@ -117,36 +145,56 @@ def test_bug_inside_a_build_step_is_an_internal_error(monkeypatch: pytest.Monkey
     monkeypatch.delenv("MASON_DEBUG", raising=False)
     assert cli_main.main(["build", "--progress=quiet", str(tmp_path)]) == 70
     err = capsys.readouterr().err
-    assert "mason: internal error: AttributeError: 'ContentStore' object has no attribute 'commit_file'" in err
+    assert (
+        "mason: internal error: AttributeError: 'ContentStore' object has no attribute 'commit_file'"
+        in err
+    )
     assert "in build step [2/2] RUN make" in err and "Traceback" not in err
     monkeypatch.setenv("MASON_DEBUG", "1")
     assert cli_main.main(["build", "--progress=quiet", str(tmp_path)]) == 70
     assert "Traceback" in capsys.readouterr().err
 
 
-def test_failed_build_step_keeps_exit_1(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_failed_build_step_keeps_exit_1(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import mason.engine.builder
     from mason.solver import SolveError, Vertex
 
     def build(*args: object, **kwargs: object) -> None:
-        raise SolveError(Vertex("op", (), name="[2/2] RUN make"), BuildError("exit code 2", context=["make: ***"]))
+        raise SolveError(
+            Vertex("op", (), name="[2/2] RUN make"),
+            BuildError("exit code 2", context=["make: ***"]),
+        )
 
     monkeypatch.setattr(mason.engine.builder, "build", build)
     monkeypatch.setenv("MASON_ROOT", str(tmp_path / "root"))
     assert cli_main.main(["build", "--progress=quiet", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert "ERROR: [2/2] RUN make: exit code 2" in err and "make: ***" in err and "internal error" not in err
+    assert (
+        "ERROR: [2/2] RUN make: exit code 2" in err
+        and "make: ***" in err
+        and "internal error" not in err
+    )
 
 
 def test_two_cache_exports_to_one_place_are_refused_before_building(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """BuildKit's "duplicate cache exports": exit 2 with both --cache-to named, nothing built."""
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     monkeypatch.setenv("MASON_ROOT", str(tmp_path / "root"))
     dest = tmp_path / "cache"
-    code = cli_main.main(["build", "--cache-to", f"type=local,dest={dest}", "--cache-to",
-                          f"type=local,dest={dest}/,mode=max", str(tmp_path)])
+    code = cli_main.main(
+        [
+            "build",
+            "--cache-to",
+            f"type=local,dest={dest}",
+            "--cache-to",
+            f"type=local,dest={dest}/,mode=max",
+            str(tmp_path),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "duplicate cache exports" in err and f"dest={dest}/,mode=max" in err
     assert not (tmp_path / "root").exists() and not dest.exists()

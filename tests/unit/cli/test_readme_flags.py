@@ -15,7 +15,9 @@ def _build_flags() -> set[str]:
     subparsers = argparse.ArgumentParser().add_subparsers()
     register(subparsers)
     build = subparsers.choices["build"]
-    return {opt for action in build._actions for opt in action.option_strings if opt.startswith("--")} - {"--help"}
+    return {
+        opt for action in build._actions for opt in action.option_strings if opt.startswith("--")
+    } - {"--help"}
 
 
 def test_every_build_flag_is_in_the_readme_table() -> None:

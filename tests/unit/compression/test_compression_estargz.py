@@ -77,7 +77,9 @@ def test_converted_base_layer_rebuilds_the_original_tar() -> None:
     row = next(r for r in ROWS if r["layout"] == "estargz-oci-force" and r["role"] == "layer:base")
     with open(COMPRESSION / "INDEX.tsv", newline="") as f:
         gzip_row = next(
-            r for r in csv.DictReader(f, delimiter="\t") if r["layout"] == "estargz" and r["role"] == "layer:base"
+            r
+            for r in csv.DictReader(f, delimiter="\t")
+            if r["layout"] == "estargz" and r["role"] == "layer:base"
         )
     tar = io.BytesIO()
     with open(_blob(row), "rb") as f:
@@ -130,6 +132,7 @@ def test_writer_matches_buildkit_toc_and_round_trips(row: dict[str, str]) -> Non
 def _sample_tar(big: int = 2500) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+
         def add(info: tarfile.TarInfo, data: bytes | None = None) -> None:
             info.mtime = 1_700_000_000
             tf.addfile(info, io.BytesIO(data) if data is not None else None)
@@ -172,19 +175,37 @@ def test_toc_entries_for_every_kind_and_chunking() -> None:
     by_name: dict[str, list[dict[str, object]]] = {}
     for e in entries:
         by_name.setdefault(e["name"], []).append(e)
-    assert by_name["dir/"][0] == {"name": "dir/", "type": "dir", "modtime": "2023-11-14T22:13:20Z", "mode": 0o755}
+    assert by_name["dir/"][0] == {
+        "name": "dir/",
+        "type": "dir",
+        "modtime": "2023-11-14T22:13:20Z",
+        "mode": 0o755,
+    }
     long_entry = next(v[0] for k, v in by_name.items() if k.endswith(".txt"))
-    assert long_entry["mode"] == 0o4755 and long_entry["uid"] == 1000 and long_entry["userName"] == "user"
+    assert (
+        long_entry["mode"] == 0o4755
+        and long_entry["uid"] == 1000
+        and long_entry["userName"] == "user"
+    )
     assert long_entry["xattrs"] == {"user.k": "dg=="}
-    assert long_entry["digest"] == long_entry["chunkDigest"] == "sha256:" + hashlib.sha256(b"hello").hexdigest()
+    assert (
+        long_entry["digest"]
+        == long_entry["chunkDigest"]
+        == "sha256:" + hashlib.sha256(b"hello").hexdigest()
+    )
     big = by_name["dir/big.bin"]
     assert [e["type"] for e in big] == ["reg", "chunk", "chunk"]
     assert [e.get("chunkOffset", 0) for e in big] == [0, 1000, 2000]
     assert [e.get("chunkSize") for e in big] == [1000, 1000, None]  # the last chunk has none
     assert len({e["offset"] for e in big}) == 3
     assert by_name["dir/.wh.gone"] == [
-        {"name": "dir/.wh.gone", "type": "reg", "modtime": "2023-11-14T22:13:20Z", "mode": 0o644,
-         "digest": "sha256:" + hashlib.sha256(b"").hexdigest()}
+        {
+            "name": "dir/.wh.gone",
+            "type": "reg",
+            "modtime": "2023-11-14T22:13:20Z",
+            "mode": 0o644,
+            "digest": "sha256:" + hashlib.sha256(b"").hexdigest(),
+        }
     ]
     assert by_name["dir/link"][0]["linkName"] == "big.bin"
     assert by_name["dir/hard"][0]["type"] == "hardlink"
@@ -193,7 +214,10 @@ def test_toc_entries_for_every_kind_and_chunking() -> None:
     assert info.chunks == 4 and info.files == 2
     # plain gzip readers see the layer's files, not the TOC (its end-of-archive comes first)
     out.seek(0)
-    with tarfile.open(fileobj=out, mode="r:gz") as tf, tarfile.open(fileobj=io.BytesIO(tar_bytes)) as orig:
+    with (
+        tarfile.open(fileobj=out, mode="r:gz") as tf,
+        tarfile.open(fileobj=io.BytesIO(tar_bytes)) as orig,
+    ):
         assert tf.getnames() == orig.getnames()
 
 
@@ -203,7 +227,9 @@ def test_system_tar_lists_the_files(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "layer.tar.gz"
     with open(path, "wb") as f:
         write_estargz(io.BytesIO(_sample_tar()), f)
-    listing = subprocess.run(["tar", "-tzf", str(path)], check=True, capture_output=True, text=True).stdout
+    listing = subprocess.run(
+        ["tar", "-tzf", str(path)], check=True, capture_output=True, text=True
+    ).stdout
     assert "dir/big.bin" in listing and "stargz.index.json" not in listing
 
 
@@ -274,7 +300,9 @@ def test_rejects_chunk_digest_mismatch() -> None:
         chunk["chunkDigest"] = "sha256:" + "1" * 64
 
     blob = _with_toc(_mason_blob(), corrupt)
-    with pytest.raises(EStargzError, match=r"chunk digest mismatch for 'dir/big\.bin' at file offset 1000") as info:
+    with pytest.raises(
+        EStargzError, match=r"chunk digest mismatch for 'dir/big\.bin' at file offset 1000"
+    ) as info:
         verify_estargz(io.BytesIO(blob))
     assert info.value.reference == "estargz-chunk-digest-mismatch"
 
@@ -358,10 +386,17 @@ def test_bytes_do_not_depend_on_threads_or_read_sizes(engine: str) -> None:
     for threads, step in ((1, 1 << 20), (4, 1 << 20), (3, 700), (2, 1)):
         out = io.BytesIO()
         src = _Trickle(tar_bytes, step) if step < (1 << 20) else io.BytesIO(tar_bytes)
-        runs.append((write_estargz(src, out, chunk_size=1000, engine=engine, threads=threads), out.getvalue()))  # type: ignore[arg-type]
+        runs.append(
+            (
+                write_estargz(src, out, chunk_size=1000, engine=engine, threads=threads),
+                out.getvalue(),
+            )
+        )  # type: ignore[arg-type]
     assert all(run == runs[0] for run in runs)
     out = io.BytesIO(runs[0][1])
-    verify_estargz(out, expected_toc_digest=runs[0][0].toc_digest, expected_diff_id=runs[0][0].diff_id)
+    verify_estargz(
+        out, expected_toc_digest=runs[0][0].toc_digest, expected_diff_id=runs[0][0].diff_id
+    )
 
 
 @pytest.mark.parametrize("engine", GZIP_ENGINES)
@@ -374,14 +409,19 @@ def test_every_chunk_is_one_member_and_header_runs_are_cut(engine: str) -> None:
     blob = out.getvalue()
     spans = _member_spans(blob, result.toc_offset)
     assert len(spans) >= 5
-    assert all(len(data) <= 1 << 20 for _, data in spans[:-1] if not data.startswith(bytes(range(250))))
+    assert all(
+        len(data) <= 1 << 20 for _, data in spans[:-1] if not data.startswith(bytes(range(250)))
+    )
     starts = {offset: data for offset, data in spans}
     out.seek(0)
     info = verify_estargz(out, expected_diff_id=result.diff_id)
     (file_entry,) = [e for e in info.entries if e["name"] == "d/file"]
     chunk = starts[file_entry["offset"]]
     assert chunk.startswith(bytes(range(250)) * 12)
-    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tf, tarfile.open(fileobj=io.BytesIO(tar_bytes)) as orig:
+    with (
+        tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tf,
+        tarfile.open(fileobj=io.BytesIO(tar_bytes)) as orig,
+    ):
         assert tf.getnames() == orig.getnames()
         member = tf.extractfile("d/file")
         assert member is not None and member.read() == bytes(range(250)) * 12
@@ -404,7 +444,9 @@ def test_default_engine_is_no_bigger_than_zlib_at_the_same_level(level: int) -> 
     tar_bytes = _headers_tar(200, 0) + _sample_tar(300_000)
     sizes = {}
     for engine in ("libdeflate", "zlib"):
-        sizes[engine] = write_estargz(io.BytesIO(tar_bytes), io.BytesIO(), level, engine=engine).size
+        sizes[engine] = write_estargz(
+            io.BytesIO(tar_bytes), io.BytesIO(), level, engine=engine
+        ).size
     assert write_estargz(io.BytesIO(tar_bytes), io.BytesIO(), level).size == sizes["libdeflate"]
     assert sizes["libdeflate"] <= sizes["zlib"]
 

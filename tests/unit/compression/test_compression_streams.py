@@ -34,7 +34,17 @@ def _compress(data: bytes, compression: str, level: int | None = None) -> bytes:
 
 @pytest.mark.parametrize(
     ("compression", "level"),
-    [("gzip", None), ("gzip", 0), ("gzip", 1), ("gzip", 9), ("zstd", None), ("zstd", 0), ("zstd", 1), ("zstd", 19), ("uncompressed", None)],
+    [
+        ("gzip", None),
+        ("gzip", 0),
+        ("gzip", 1),
+        ("gzip", 9),
+        ("zstd", None),
+        ("zstd", 0),
+        ("zstd", 1),
+        ("zstd", 19),
+        ("uncompressed", None),
+    ],
 )
 def test_round_trip(compression: str, level: int | None) -> None:
     blob = _compress(DATA, compression, level)
@@ -88,7 +98,9 @@ def test_zstd_is_one_frame_with_checksum() -> None:
     assert d.decompress(blob) == DATA
     assert d.unused_data == b""  # nothing after the first frame
     assert _compress(DATA, "zstd") == blob  # deterministic
-    assert params.content_size == zstandard.CONTENTSIZE_UNKNOWN  # never written: it would depend on the caller
+    assert (
+        params.content_size == zstandard.CONTENTSIZE_UNKNOWN
+    )  # never written: it would depend on the caller
 
 
 def test_zstd_bytes_do_not_depend_on_threads_or_write_sizes() -> None:
@@ -174,7 +186,10 @@ def _gzip_size(data: bytes, level: int, engine: str) -> int:
 def _text_like(size: int) -> bytes:
     """Source-like text: words with repeats at all distances (where matchers differ)."""
     rng = random.Random(11)
-    words = [bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz_(){};=") for _ in range(rng.randint(2, 10))) for _ in range(3000)]
+    words = [
+        bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz_(){};=") for _ in range(rng.randint(2, 10)))
+        for _ in range(3000)
+    ]
     return b" ".join(rng.choice(words) for _ in range(size // 6))[:size]
 
 

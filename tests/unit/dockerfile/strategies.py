@@ -9,7 +9,11 @@ from tests.support.testdata import TESTDATA
 GOLDEN = TESTDATA / "dockerfile-v0.32.2"
 
 
-CORPUS = sorted((p / "Dockerfile").read_bytes() for p in GOLDEN.iterdir() if p.is_dir()) if GOLDEN.is_dir() else []
+CORPUS = (
+    sorted((p / "Dockerfile").read_bytes() for p in GOLDEN.iterdir() if p.is_dir())
+    if GOLDEN.is_dir()
+    else []
+)
 
 
 _KEYWORDS = st.sampled_from(

@@ -28,8 +28,16 @@ from mason.dockerfile.checks import (
 from mason.dockerfile.dockerignore import IgnoreMatcher
 from mason.dockerfile.stages import PlannedStage, plan_build
 
-PREDEFINED = {"TARGETPLATFORM": "linux/amd64", "TARGETOS": "linux", "TARGETARCH": "amd64", "TARGETVARIANT": "",
-              "BUILDPLATFORM": "linux/amd64", "BUILDOS": "linux", "BUILDARCH": "amd64", "BUILDVARIANT": ""}
+PREDEFINED = {
+    "TARGETPLATFORM": "linux/amd64",
+    "TARGETOS": "linux",
+    "TARGETARCH": "amd64",
+    "TARGETVARIANT": "",
+    "BUILDPLATFORM": "linux/amd64",
+    "BUILDOS": "linux",
+    "BUILDARCH": "amd64",
+    "BUILDVARIANT": "",
+}
 IMAGE = {"os": "linux", "architecture": "amd64", "config": {"Env": ["PATH=/bin", "HOME=/root"]}}
 
 
@@ -49,16 +57,29 @@ class _Ignore:
         return self.m.has_exclusions
 
 
-def lint(text: str, *, build_args: Mapping[str, str] | None = None, image: Mapping[str, Any] | None = IMAGE,
-         ignore: _Ignore | None = None, all_stages: bool = True, target: str | None = None) -> CheckReport:
+def lint(
+    text: str,
+    *,
+    build_args: Mapping[str, str] | None = None,
+    image: Mapping[str, Any] | None = IMAGE,
+    ignore: _Ignore | None = None,
+    all_stages: bool = True,
+    target: str | None = None,
+) -> CheckReport:
     df = parse_dockerfile(text.encode())
     plan = plan_build(df, build_args=build_args or {}, predefined=PREDEFINED, target=target)
 
     def base_config(ps: PlannedStage) -> Mapping[str, Any] | None:
         return image
 
-    return run_checks(plan, stages=plan.all_stages if all_stages else plan.stages, predefined=PREDEFINED,
-                      base_config=base_config, ignore=ignore, platform="linux/amd64")
+    return run_checks(
+        plan,
+        stages=plan.all_stages if all_stages else plan.stages,
+        predefined=PREDEFINED,
+        base_config=base_config,
+        ignore=ignore,
+        platform="linux/amd64",
+    )
 
 
 def shorts(report: CheckReport, rule: str | None = None) -> list[str]:
@@ -69,97 +90,192 @@ def shorts(report: CheckReport, rule: str | None = None) -> list[str]:
 # one test per rule: (rule, Dockerfile that fires it, expected short text, Dockerfile that does not)
 
 CASES: list[tuple[str, str, list[str], str]] = [
-    ("StageNameCasing", "FROM alpine AS Build\n",
-     ["StageNameCasing: Stage name 'Build' should be lowercase (line 1)"], "FROM alpine AS build\n"),
-    ("FromAsCasing", "FROM alpine as build\n",
-     ["FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 1)"],
-     "from alpine as build\nFROM alpine AS b2\n"),
-    ("NoEmptyContinuation", "FROM alpine\nRUN echo a \\\n\n  b\n",
-     ["NoEmptyContinuation: Empty continuation line (line 4)"], "FROM alpine\nRUN echo a \\\n  b\n"),
-    ("ConsistentInstructionCasing", "FROM alpine\nRUN true\nrun true\nWorkdir /x\n",
-     ["ConsistentInstructionCasing: Command 'run' should match the case of the command majority (uppercase) "
-      "(line 3)",
-      "ConsistentInstructionCasing: Command 'Workdir' should match the case of the command majority (uppercase) "
-      "(line 4)"],
-     "from alpine\nrun true\n"),
-    ("DuplicateStageName", "FROM alpine AS a\nFROM alpine AS a\n",
-     ['DuplicateStageName: Duplicate stage name "a", stage names should be unique (line 2)'],
-     "FROM alpine AS a\nFROM alpine AS b\n"),
-    ("ReservedStageName", "FROM alpine AS scratch\n",
-     ['ReservedStageName: Stage name should not use the same name as reserved stage "scratch" (line 1)'],
-     "FROM alpine AS scratchy\n"),
-    ("JSONArgsRecommended", "FROM alpine\nCMD echo hi\nENTRYPOINT my-app\n",
-     ["JSONArgsRecommended: JSON arguments recommended for CMD to prevent unintended behavior related to OS "
-      "signals (line 2)",
-      "JSONArgsRecommended: JSON arguments recommended for ENTRYPOINT to prevent unintended behavior related to "
-      "OS signals (line 3)"],
-     'FROM alpine\nCMD ["echo", "hi"]\nFROM alpine\nSHELL ["/bin/sh", "-c"]\nCMD echo hi\n'),
-    ("MaintainerDeprecated", "FROM alpine\nMAINTAINER me@example.com\n",
-     ["MaintainerDeprecated: Maintainer instruction is deprecated in favor of using label (line 2)"],
-     'FROM alpine\nLABEL org.opencontainers.image.authors="me@example.com"\n'),
-    ("UndefinedArgInFrom", "ARG VERSION=1\nFROM alpine:$VERSIO\n",
-     ["UndefinedArgInFrom: FROM argument 'VERSIO' is not declared (did you mean VERSION?) (line 2)"],
-     "ARG VERSION=1\nFROM alpine:$VERSION\nFROM --platform=$BUILDPLATFORM alpine\n"),
-    ("WorkdirRelativePath", "FROM alpine\nWORKDIR app\n",
-     ['WorkdirRelativePath: Relative workdir "app" can have unexpected results if the base image changes '
-      "(line 2)"],
-     "FROM alpine AS base\nWORKDIR /app\nWORKDIR sub\nFROM base\nWORKDIR more\n"),
-    ("UndefinedVar", "FROM alpine\nARG FOO\nCOPY $FOO $BAR /x/\nENV P=$PTH\n",
-     ["UndefinedVar: Usage of undefined variable '$BAR' (line 3)",
-      "UndefinedVar: Usage of undefined variable '$PTH' (did you mean $PATH?) (line 4)"],
-     "FROM alpine\nARG FOO\nENV A=1\nCOPY $FOO $A $HOME /x/\nRUN echo $NOT_CHECKED\n"),
-    ("MultipleInstructionsDisallowed",
-     'FROM alpine\nCMD ["a"]\nHEALTHCHECK CMD true\nCMD ["b"]\nHEALTHCHECK NONE\n',
-     ["MultipleInstructionsDisallowed: Multiple CMD instructions should not be used in the same stage because "
-      "only the last one will be used (line 2)",
-      "MultipleInstructionsDisallowed: Multiple HEALTHCHECK instructions should not be used in the same stage "
-      "because only the last one will be used (line 3)"],
-     'FROM alpine AS a\nCMD ["a"]\nFROM a\nCMD ["b"]\nENTRYPOINT ["c"]\n'),
-    ("LegacyKeyValueFormat", "FROM alpine\nENV A 1\nLABEL k v\n",
-     ['LegacyKeyValueFormat: "ENV key=value" should be used instead of legacy "ENV key value" format (line 2)',
-      'LegacyKeyValueFormat: "LABEL key=value" should be used instead of legacy "LABEL key value" format '
-      "(line 3)"],
-     "FROM alpine\nENV A=1\nLABEL k=v\n"),
-    ("RedundantTargetPlatform", "FROM --platform=$TARGETPLATFORM alpine\n",
-     ["RedundantTargetPlatform: Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is "
-      "the default behavior (line 1)"],
-     "FROM --platform=$BUILDPLATFORM alpine\nFROM --platform=${TARGETOS}/${TARGETARCH} alpine\n"),
-    ("SecretsUsedInArgOrEnv", "FROM alpine\nARG GITHUB_TOKEN\nENV DB_PASSWORD=x\n",
-     ['SecretsUsedInArgOrEnv: Do not use ARG or ENV instructions for sensitive data (ARG "GITHUB_TOKEN") '
-      "(line 2)",
-      'SecretsUsedInArgOrEnv: Do not use ARG or ENV instructions for sensitive data (ENV "DB_PASSWORD") '
-      "(line 3)"],
-     "FROM alpine\nARG PUBLIC_KEY\nENV KEY_FILE=/k TOKENIZER=x MONKEY=1\n"),
-    ("InvalidDefaultArgInFrom", "ARG TAG\nFROM alpine:${TAG}\n",
-     ["InvalidDefaultArgInFrom: Default value for ARG alpine:${TAG} results in empty or invalid base image name "
-      "(line 2)"],
-     "ARG TAG=3.20\nARG IMG=busybox\nFROM alpine:${TAG}\nFROM ${IMG}\n"),
-    ("FromPlatformFlagConstDisallowed", "FROM --platform=linux/arm64 alpine AS build\n",
-     ['FromPlatformFlagConstDisallowed: FROM --platform flag should not use constant value "linux/arm64" '
-      "(line 1)"],
-     "FROM --platform=linux/arm64 alpine AS build-arm64\nFROM --platform=$BUILDPLATFORM alpine\n"),
-    ("ExposeProtoCasing", "FROM alpine\nEXPOSE 80/TCP\n",
-     ["ExposeProtoCasing: Defined protocol '80/TCP' in EXPOSE instruction should be lowercase (line 2)"],
-     "FROM alpine\nEXPOSE 80/tcp 53/udp 8080\n"),
-    ("ExposeInvalidFormat", "FROM alpine\nEXPOSE 127.0.0.1:80:80 8080:80\n",
-     ["ExposeInvalidFormat: EXPOSE instruction should not define an IP address or host-port mapping, found "
-      "'127.0.0.1:80:80' (line 2)",
-      "ExposeInvalidFormat: EXPOSE instruction should not define an IP address or host-port mapping, found "
-      "'8080:80' (line 2)"],
-     "FROM alpine\nEXPOSE 80 443/tcp 8000-8010\n"),
+    (
+        "StageNameCasing",
+        "FROM alpine AS Build\n",
+        ["StageNameCasing: Stage name 'Build' should be lowercase (line 1)"],
+        "FROM alpine AS build\n",
+    ),
+    (
+        "FromAsCasing",
+        "FROM alpine as build\n",
+        ["FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 1)"],
+        "from alpine as build\nFROM alpine AS b2\n",
+    ),
+    (
+        "NoEmptyContinuation",
+        "FROM alpine\nRUN echo a \\\n\n  b\n",
+        ["NoEmptyContinuation: Empty continuation line (line 4)"],
+        "FROM alpine\nRUN echo a \\\n  b\n",
+    ),
+    (
+        "ConsistentInstructionCasing",
+        "FROM alpine\nRUN true\nrun true\nWorkdir /x\n",
+        [
+            "ConsistentInstructionCasing: Command 'run' should match the case of the command majority (uppercase) "
+            "(line 3)",
+            "ConsistentInstructionCasing: Command 'Workdir' should match the case of the command majority (uppercase) "
+            "(line 4)",
+        ],
+        "from alpine\nrun true\n",
+    ),
+    (
+        "DuplicateStageName",
+        "FROM alpine AS a\nFROM alpine AS a\n",
+        ['DuplicateStageName: Duplicate stage name "a", stage names should be unique (line 2)'],
+        "FROM alpine AS a\nFROM alpine AS b\n",
+    ),
+    (
+        "ReservedStageName",
+        "FROM alpine AS scratch\n",
+        [
+            'ReservedStageName: Stage name should not use the same name as reserved stage "scratch" (line 1)'
+        ],
+        "FROM alpine AS scratchy\n",
+    ),
+    (
+        "JSONArgsRecommended",
+        "FROM alpine\nCMD echo hi\nENTRYPOINT my-app\n",
+        [
+            "JSONArgsRecommended: JSON arguments recommended for CMD to prevent unintended behavior related to OS "
+            "signals (line 2)",
+            "JSONArgsRecommended: JSON arguments recommended for ENTRYPOINT to prevent unintended behavior related to "
+            "OS signals (line 3)",
+        ],
+        'FROM alpine\nCMD ["echo", "hi"]\nFROM alpine\nSHELL ["/bin/sh", "-c"]\nCMD echo hi\n',
+    ),
+    (
+        "MaintainerDeprecated",
+        "FROM alpine\nMAINTAINER me@example.com\n",
+        [
+            "MaintainerDeprecated: Maintainer instruction is deprecated in favor of using label (line 2)"
+        ],
+        'FROM alpine\nLABEL org.opencontainers.image.authors="me@example.com"\n',
+    ),
+    (
+        "UndefinedArgInFrom",
+        "ARG VERSION=1\nFROM alpine:$VERSIO\n",
+        [
+            "UndefinedArgInFrom: FROM argument 'VERSIO' is not declared (did you mean VERSION?) (line 2)"
+        ],
+        "ARG VERSION=1\nFROM alpine:$VERSION\nFROM --platform=$BUILDPLATFORM alpine\n",
+    ),
+    (
+        "WorkdirRelativePath",
+        "FROM alpine\nWORKDIR app\n",
+        [
+            'WorkdirRelativePath: Relative workdir "app" can have unexpected results if the base image changes '
+            "(line 2)"
+        ],
+        "FROM alpine AS base\nWORKDIR /app\nWORKDIR sub\nFROM base\nWORKDIR more\n",
+    ),
+    (
+        "UndefinedVar",
+        "FROM alpine\nARG FOO\nCOPY $FOO $BAR /x/\nENV P=$PTH\n",
+        [
+            "UndefinedVar: Usage of undefined variable '$BAR' (line 3)",
+            "UndefinedVar: Usage of undefined variable '$PTH' (did you mean $PATH?) (line 4)",
+        ],
+        "FROM alpine\nARG FOO\nENV A=1\nCOPY $FOO $A $HOME /x/\nRUN echo $NOT_CHECKED\n",
+    ),
+    (
+        "MultipleInstructionsDisallowed",
+        'FROM alpine\nCMD ["a"]\nHEALTHCHECK CMD true\nCMD ["b"]\nHEALTHCHECK NONE\n',
+        [
+            "MultipleInstructionsDisallowed: Multiple CMD instructions should not be used in the same stage because "
+            "only the last one will be used (line 2)",
+            "MultipleInstructionsDisallowed: Multiple HEALTHCHECK instructions should not be used in the same stage "
+            "because only the last one will be used (line 3)",
+        ],
+        'FROM alpine AS a\nCMD ["a"]\nFROM a\nCMD ["b"]\nENTRYPOINT ["c"]\n',
+    ),
+    (
+        "LegacyKeyValueFormat",
+        "FROM alpine\nENV A 1\nLABEL k v\n",
+        [
+            'LegacyKeyValueFormat: "ENV key=value" should be used instead of legacy "ENV key value" format (line 2)',
+            'LegacyKeyValueFormat: "LABEL key=value" should be used instead of legacy "LABEL key value" format '
+            "(line 3)",
+        ],
+        "FROM alpine\nENV A=1\nLABEL k=v\n",
+    ),
+    (
+        "RedundantTargetPlatform",
+        "FROM --platform=$TARGETPLATFORM alpine\n",
+        [
+            "RedundantTargetPlatform: Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is "
+            "the default behavior (line 1)"
+        ],
+        "FROM --platform=$BUILDPLATFORM alpine\nFROM --platform=${TARGETOS}/${TARGETARCH} alpine\n",
+    ),
+    (
+        "SecretsUsedInArgOrEnv",
+        "FROM alpine\nARG GITHUB_TOKEN\nENV DB_PASSWORD=x\n",
+        [
+            'SecretsUsedInArgOrEnv: Do not use ARG or ENV instructions for sensitive data (ARG "GITHUB_TOKEN") '
+            "(line 2)",
+            'SecretsUsedInArgOrEnv: Do not use ARG or ENV instructions for sensitive data (ENV "DB_PASSWORD") '
+            "(line 3)",
+        ],
+        "FROM alpine\nARG PUBLIC_KEY\nENV KEY_FILE=/k TOKENIZER=x MONKEY=1\n",
+    ),
+    (
+        "InvalidDefaultArgInFrom",
+        "ARG TAG\nFROM alpine:${TAG}\n",
+        [
+            "InvalidDefaultArgInFrom: Default value for ARG alpine:${TAG} results in empty or invalid base image name "
+            "(line 2)"
+        ],
+        "ARG TAG=3.20\nARG IMG=busybox\nFROM alpine:${TAG}\nFROM ${IMG}\n",
+    ),
+    (
+        "FromPlatformFlagConstDisallowed",
+        "FROM --platform=linux/arm64 alpine AS build\n",
+        [
+            'FromPlatformFlagConstDisallowed: FROM --platform flag should not use constant value "linux/arm64" '
+            "(line 1)"
+        ],
+        "FROM --platform=linux/arm64 alpine AS build-arm64\nFROM --platform=$BUILDPLATFORM alpine\n",
+    ),
+    (
+        "ExposeProtoCasing",
+        "FROM alpine\nEXPOSE 80/TCP\n",
+        [
+            "ExposeProtoCasing: Defined protocol '80/TCP' in EXPOSE instruction should be lowercase (line 2)"
+        ],
+        "FROM alpine\nEXPOSE 80/tcp 53/udp 8080\n",
+    ),
+    (
+        "ExposeInvalidFormat",
+        "FROM alpine\nEXPOSE 127.0.0.1:80:80 8080:80\n",
+        [
+            "ExposeInvalidFormat: EXPOSE instruction should not define an IP address or host-port mapping, found "
+            "'127.0.0.1:80:80' (line 2)",
+            "ExposeInvalidFormat: EXPOSE instruction should not define an IP address or host-port mapping, found "
+            "'8080:80' (line 2)",
+        ],
+        "FROM alpine\nEXPOSE 80 443/tcp 8000-8010\n",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("rule", "bad", "expected", "good"), CASES, ids=[c[0] for c in CASES])
-def test_rule_fires_with_buildkits_wording_and_lines(rule: str, bad: str, expected: list[str], good: str) -> None:
+def test_rule_fires_with_buildkits_wording_and_lines(
+    rule: str, bad: str, expected: list[str], good: str
+) -> None:
     assert shorts(lint(bad), rule) == expected
     assert shorts(lint(good), rule) == []
 
 
 def test_every_non_experimental_rule_is_known_with_its_docs_url() -> None:
     assert len(RULES) == 21
-    assert RULES["JSONArgsRecommended"].url == "https://docs.docker.com/go/dockerfile/rule/json-args-recommended/"
-    assert RULES["FromPlatformFlagConstDisallowed"].url.endswith("/from-platform-flag-const-disallowed/")
+    assert (
+        RULES["JSONArgsRecommended"].url
+        == "https://docs.docker.com/go/dockerfile/rule/json-args-recommended/"
+    )
+    assert RULES["FromPlatformFlagConstDisallowed"].url.endswith(
+        "/from-platform-flag-const-disallowed/"
+    )
     assert RULES["InvalidBaseImagePlatform"].url == ""  # BuildKit gives it no page
     tested = {c[0] for c in CASES} | {"InvalidBaseImagePlatform", "CopyIgnoredFile"}
     assert tested == set(RULES)
@@ -174,7 +290,9 @@ def test_invalid_base_image_platform_uses_the_builders_facts() -> None:
     ]
     assert report.warnings[0].url == ""
     assert shorts(lint("FROM alpine\n"), "InvalidBaseImagePlatform") == []
-    assert shorts(lint("FROM alpine\n", image=None), "InvalidBaseImagePlatform") == []  # unknown: no guess
+    assert (
+        shorts(lint("FROM alpine\n", image=None), "InvalidBaseImagePlatform") == []
+    )  # unknown: no guess
 
 
 def test_copy_ignored_file() -> None:
@@ -185,12 +303,21 @@ def test_copy_ignored_file() -> None:
         'CopyIgnoredFile: Attempting to Add file "dir/sub" that is excluded by .dockerignore (line 3)',
     ]
     assert shorts(lint(text, ignore=_Ignore("*")), "CopyIgnoredFile")[-1] == (
-        'CopyIgnoredFile: Attempting to Copy file "." that is excluded by .dockerignore (line 4)')
+        'CopyIgnoredFile: Attempting to Copy file "." that is excluded by .dockerignore (line 4)'
+    )
     # no rules, '!' exceptions (BuildKit does not guess), or COPY --from: nothing
     assert shorts(lint(text, ignore=_Ignore()), "CopyIgnoredFile") == []
     assert shorts(lint(text, ignore=_Ignore("dir", "!dir/keep")), "CopyIgnoredFile") == []
-    assert shorts(lint("FROM alpine AS a\nFROM alpine\nCOPY --from=a secret.txt /\n",
-                       ignore=_Ignore("secret.txt")), "CopyIgnoredFile") == []
+    assert (
+        shorts(
+            lint(
+                "FROM alpine AS a\nFROM alpine\nCOPY --from=a secret.txt /\n",
+                ignore=_Ignore("secret.txt"),
+            ),
+            "CopyIgnoredFile",
+        )
+        == []
+    )
 
 
 def test_undefined_var_sees_the_base_image_and_parent_stage() -> None:
@@ -200,7 +327,8 @@ def test_undefined_var_sees_the_base_image_and_parent_stage() -> None:
     assert shorts(lint("FROM alpine\nCOPY $MAYBE /x\n", image=None), "UndefinedVar") == []
     # scratch has only the default PATH
     assert shorts(lint("FROM scratch\nCOPY $HOME$PATH /x\n"), "UndefinedVar") == [
-        "UndefinedVar: Usage of undefined variable '$HOME' (line 2)"]
+        "UndefinedVar: Usage of undefined variable '$HOME' (line 2)"
+    ]
 
 
 def test_a_build_checks_only_the_stages_it_runs() -> None:
@@ -236,26 +364,36 @@ def test_build_arg_replaces_the_directive() -> None:
 
 def test_error_mode_names_the_rules() -> None:
     report = lint("# check=error=true\nFROM alpine AS Build\nCMD echo\nCMD echo\n")
-    assert report.error_message == ("lint violation found for rules: StageNameCasing, JSONArgsRecommended, "
-                                    "MultipleInstructionsDisallowed")
+    assert report.error_message == (
+        "lint violation found for rules: StageNameCasing, JSONArgsRecommended, "
+        "MultipleInstructionsDisallowed"
+    )
     assert lint("FROM alpine\nCMD echo\n").error_message is None  # warnings only
     assert lint("# check=error=true\nFROM alpine\n").error_message is None  # nothing fired
     # the comment above an instruction can skip, never switch error mode on
     assert lint("FROM alpine\n# check=error=true\nCMD echo\n").error_message is None
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    ("skip", 'invalid check option "skip"'),
-    ("foo=bar", 'invalid check option "foo"'),
-    ("error=maybe", 'failed to parse check option "error=maybe": strconv.ParseBool: parsing "maybe": invalid syntax'),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("skip", 'invalid check option "skip"'),
+        ("foo=bar", 'invalid check option "foo"'),
+        (
+            "error=maybe",
+            'failed to parse check option "error=maybe": strconv.ParseBool: parsing "maybe": invalid syntax',
+        ),
+    ],
+)
 def test_bad_check_options_fail_the_build(value: str, message: str) -> None:
     df = parse_dockerfile(f"# check={value}\nFROM alpine\n".encode())
     with pytest.raises(DockerfileError, match="failed to parse check options: ") as info:
         check_config(df, {})
     assert info.value.message.endswith(message)
     assert info.value.line == 1
-    with pytest.raises(DockerfileError, match="failed to parse build-arg:BUILDKIT_DOCKERFILE_CHECK: "):
+    with pytest.raises(
+        DockerfileError, match="failed to parse build-arg:BUILDKIT_DOCKERFILE_CHECK: "
+    ):
         check_config(parse_dockerfile(b"FROM alpine\n"), {"BUILDKIT_DOCKERFILE_CHECK": value})
 
 
@@ -300,24 +438,37 @@ def test_copy_from_variable_is_refused() -> None:
     df = parse_dockerfile(b"ARG SRC=a\nFROM alpine AS a\nFROM alpine\nCOPY --from=$SRC /x /x\n")
     with pytest.raises(DockerfileError) as info:
         plan_build(df)
-    assert info.value.message == ("variable expansion is not supported for --from, define a new stage with FROM "
-                                  "using ARG from global scope as a workaround")
+    assert info.value.message == (
+        "variable expansion is not supported for --from, define a new stage with FROM "
+        "using ARG from global scope as a workaround"
+    )
     assert info.value.line == 4
 
 
 def test_copy_from_a_later_stage_is_refused() -> None:
-    df = parse_dockerfile(b"FROM alpine AS first\nCOPY --from=Second /x /x\nFROM alpine AS second\nRUN true\n")
+    df = parse_dockerfile(
+        b"FROM alpine AS first\nCOPY --from=Second /x /x\nFROM alpine AS second\nRUN true\n"
+    )
     with pytest.raises(DockerfileError) as info:
         plan_build(df, target="first")
-    assert info.value.message == ('cannot copy from stage "Second", it needs to be defined before current '
-                                  'stage "first"')
+    assert info.value.message == (
+        'cannot copy from stage "Second", it needs to be defined before current stage "first"'
+    )
     assert info.value.line == 2
-    df = parse_dockerfile(b"FROM alpine\nCOPY --from=1 /x /x\nFROM alpine AS later\nFROM alpine\nCOPY --from=0 / /\n")
-    with pytest.raises(DockerfileError, match=r'cannot copy from stage "1", .* current stage "stage-0"'):
+    df = parse_dockerfile(
+        b"FROM alpine\nCOPY --from=1 /x /x\nFROM alpine AS later\nFROM alpine\nCOPY --from=0 / /\n"
+    )
+    with pytest.raises(
+        DockerfileError, match=r'cannot copy from stage "1", .* current stage "stage-0"'
+    ):
         plan_build(df)
     # a stage that is not built is not checked; an earlier stage is fine
-    plan_build(parse_dockerfile(b"FROM alpine AS a\nCOPY --from=b /x /x\nFROM alpine AS b\nFROM alpine AS c\n"),
-               target="c")
+    plan_build(
+        parse_dockerfile(
+            b"FROM alpine AS a\nCOPY --from=b /x /x\nFROM alpine AS b\nFROM alpine AS c\n"
+        ),
+        target="c",
+    )
     plan_build(parse_dockerfile(b"FROM alpine AS a\nFROM alpine\nCOPY --from=a /x /x\n"))
 
 
@@ -332,7 +483,9 @@ def _lint_bytes(data: bytes) -> None:
     except DockerfileError:
         return
     try:
-        report = run_checks(plan, stages=plan.all_stages, base_config=lambda ps: IMAGE, ignore=_Ignore("*.txt"))
+        report = run_checks(
+            plan, stages=plan.all_stages, base_config=lambda ps: IMAGE, ignore=_Ignore("*.txt")
+        )
     except DockerfileError:
         return
     format_check_output(report, df)

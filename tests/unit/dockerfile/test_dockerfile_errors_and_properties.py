@@ -54,19 +54,28 @@ def test_typed_run_and_mounts() -> None:
         "cache", "/c", "gomod", "locked", 0o700,
     )  # fmt: skip
     assert not cache.read_only
-    assert (secret.type, secret.cache_id, secret.required, secret.read_only) == ("secret", "tok", True, True)
+    assert (secret.type, secret.cache_id, secret.required, secret.read_only) == (
+        "secret",
+        "tok",
+        True,
+        True,
+    )
 
 
 def test_bad_network_and_mount_type() -> None:
     with pytest.raises(DockerfileError, match='invalid network mode "bridge"'):
         parse_dockerfile(b"FROM a\nRUN --network=bridge true\n")
     d = parse_dockerfile(b"FROM a\nRUN --mount=type=cahce,target=/x true\n")
-    with pytest.raises(DockerfileError, match=r"unsupported mount type \"cahce\" \(did you mean cache\?\)"):
+    with pytest.raises(
+        DockerfileError, match=r"unsupported mount type \"cahce\" \(did you mean cache\?\)"
+    ):
         expand_command(d.stages[0].commands[0], {})
 
 
 def test_healthcheck_options() -> None:
-    d = parse_dockerfile(b'FROM a\nHEALTHCHECK --interval=1m30s --timeout=500ms --retries=2 CMD ["curl", "x"]\n')
+    d = parse_dockerfile(
+        b'FROM a\nHEALTHCHECK --interval=1m30s --timeout=500ms --retries=2 CMD ["curl", "x"]\n'
+    )
     hc = d.stages[0].commands[0]
     assert isinstance(hc, HealthcheckCommand)
     assert hc.test == ("CMD", "curl", "x")
@@ -99,8 +108,6 @@ def _check(data: bytes) -> None:
             with contextlib.suppress(DockerfileError):
                 expand_command(c, dict(TEST_ENV), d.escape)
     render_debug(data)
-
-
 
 
 # The run is bounded by max_examples; the per-example deadline is generous because CI shares two

@@ -36,7 +36,10 @@ def _error(text: str) -> str:
 
 def test_check_directive_is_a_directive_not_a_comment() -> None:
     df = parse_dockerfile(b"# syntax=docker/dockerfile:1\n# check=skip=all\n# doc\nFROM a\n")
-    assert [(d.name, d.value) for d in df.directives] == [("syntax", "docker/dockerfile:1"), ("check", "skip=all")]
+    assert [(d.name, d.value) for d in df.directives] == [
+        ("syntax", "docker/dockerfile:1"),
+        ("check", "skip=all"),
+    ]
     assert df.nodes[0].prev_comment == ("doc",)
 
 
@@ -52,7 +55,9 @@ def test_heredoc_with_a_space_after_the_arrows() -> None:
     assert run.cmd_line == ("<< EOF",) and run.files[0].data == "echo hi\n"
     assert isinstance(chomped, RunCommand) and chomped.files[0].chomp and chomped.end_line == 7
     # BuildKit keeps only ``<<`` and its blanks together: ``<<- X`` opens no heredoc
-    assert _error("FROM a\nRUN <<- X\n\tbody\n\tX\n").endswith("unknown instruction: body (did you mean copy?)")
+    assert _error("FROM a\nRUN <<- X\n\tbody\n\tX\n").endswith(
+        "unknown instruction: body (did you mean copy?)"
+    )
 
 
 def test_flag_values_are_unescaped_with_the_files_escape_character() -> None:
@@ -67,7 +72,10 @@ def test_json_form_must_be_json_as_a_whole() -> None:
     assert cmd.cmd_line == ("a", "b") and not cmd.prepend_shell
     cmd = _first('FROM a\nCMD ["a", "b"] && c\n')
     assert cmd.cmd_line == ('["a", "b"] && c',) and cmd.prepend_shell
-    assert _error('FROM a\nRUN ["a", 1]\n') == "when using JSON array syntax, arrays must be comprised of strings only"
+    assert (
+        _error('FROM a\nRUN ["a", 1]\n')
+        == "when using JSON array syntax, arrays must be comprised of strings only"
+    )
     assert _first('FROM a\nRUN ["a", 1] x\n').prepend_shell  # not JSON at all: shell form
 
 
@@ -75,7 +83,11 @@ def test_new_copy_and_add_flags() -> None:
     cmd = _first("FROM a\nCOPY --parents --exclude=*.md --exclude=*.txt a/ b/ /dst/\n")
     assert isinstance(cmd, CopyCommand) and cmd.parents and cmd.exclude == ("*.md", "*.txt")
     cmd = _first("FROM a\nADD --unpack=true --keep-git-dir --exclude=x a /d\n")
-    assert isinstance(cmd, AddCommand) and (cmd.unpack, cmd.keep_git_dir, cmd.exclude) == (True, True, ("x",))
+    assert isinstance(cmd, AddCommand) and (cmd.unpack, cmd.keep_git_dir, cmd.exclude) == (
+        True,
+        True,
+        ("x",),
+    )
     cmd = _first("FROM a\nADD a /d\n")
     assert isinstance(cmd, AddCommand) and (cmd.unpack, cmd.keep_git_dir) == (None, None)
 
@@ -94,8 +106,14 @@ def test_new_copy_and_add_flags() -> None:
         ("RUN --securty=insecure true", "unknown flag: --securty (did you mean security?)"),
         ("RUN --device=a,b true", "invalid field 'b' must be a key=value pair"),
         ("RUN --device=name=a,name=b true", "device name already set to a"),
-        ('RUN --device=a\\" true', 'failed to parse csv devices: parse error on line 1, column 2: bare " in non-quoted-field'),
-        ("HEALTHCHECK --start-interval=1us CMD true", 'Interval "start-interval" cannot be less than 1ms'),
+        (
+            'RUN --device=a\\" true',
+            'failed to parse csv devices: parse error on line 1, column 2: bare " in non-quoted-field',
+        ),
+        (
+            "HEALTHCHECK --start-interval=1us CMD true",
+            'Interval "start-interval" cannot be less than 1ms',
+        ),
         ("HEALTHCHECK --start-interval=x CMD true", 'time: invalid duration "x"'),
     ],
 )
@@ -114,23 +132,40 @@ def test_run_security_device_and_start_interval() -> None:
 
 
 def test_secret_mount_env() -> None:
-    cmd = expand_command(_first("FROM a\nRUN --mount=type=secret,id=tok,env=$V true\n"), {"V": "TOKEN"})
+    cmd = expand_command(
+        _first("FROM a\nRUN --mount=type=secret,id=tok,env=$V true\n"), {"V": "TOKEN"}
+    )
     assert isinstance(cmd, RunCommand) and cmd.mounts is not None
-    assert (cmd.mounts[0].type, cmd.mounts[0].cache_id, cmd.mounts[0].env) == ("secret", "tok", "TOKEN")
+    assert (cmd.mounts[0].type, cmd.mounts[0].cache_id, cmd.mounts[0].env) == (
+        "secret",
+        "tok",
+        "TOKEN",
+    )
     plain = expand_command(_first("FROM a\nRUN --mount=type=secret,id=tok true\n"), {})
-    assert isinstance(plain, RunCommand) and plain.mounts is not None and plain.mounts[0].env is None
+    assert (
+        isinstance(plain, RunCommand) and plain.mounts is not None and plain.mounts[0].env is None
+    )
 
 
 @pytest.mark.parametrize(
     ("mount", "message"),
     [
-        ("type=cache,target=/c,sharing=lockd", 'unsupported sharing value "lockd" (did you mean locked?)'),
+        (
+            "type=cache,target=/c,sharing=lockd",
+            'unsupported sharing value "lockd" (did you mean locked?)',
+        ),
         ("type=secret,id=a,sharing=shared", "secret mount should not define sharing"),
         ("type=bind,target=/c,sharing=shared", "invalid cache sharing set for bind mount"),
         ("type=tmpfs,target=/t,size=10x", "invalid value for size: 10x"),
         ("type=bind,target=/t,mode=0755", 'mode not allowed for "bind" type mounts'),
-        ('type=bind,\\"target=/a\\"b', 'failed to parse csv mounts: parse error on line 1, column 21: extraneous or missing " in quoted-field'),
-        ('type=bind,\\"target=/a', 'failed to parse csv mounts: parse error on line 1, column 12: extraneous or missing " in quoted-field'),
+        (
+            'type=bind,\\"target=/a\\"b',
+            'failed to parse csv mounts: parse error on line 1, column 21: extraneous or missing " in quoted-field',
+        ),
+        (
+            'type=bind,\\"target=/a',
+            'failed to parse csv mounts: parse error on line 1, column 12: extraneous or missing " in quoted-field',
+        ),
         ("type=bind,targte=/a", "unexpected key 'targte' in 'targte=/a' (did you mean target?)"),
     ],
 )
@@ -174,4 +209,7 @@ def test_env_no_delim_and_dump() -> None:
 
 def test_pattern_matching_stays_fast() -> None:
     word = "${V##" + "*" * 200 + "x}"
-    assert expand_command(_first(f"FROM a\nENV A={word}\n"), {"V": "a" * 5000}).env[0].value == "a" * 5000  # type: ignore[union-attr]
+    assert (
+        expand_command(_first(f"FROM a\nENV A={word}\n"), {"V": "a" * 5000}).env[0].value
+        == "a" * 5000
+    )  # type: ignore[union-attr]

@@ -83,7 +83,9 @@ def test_cli_prints_the_golden_shape(capsys: pytest.CaptureFixture[str]) -> None
     path = GOLDEN / "run_mount_cache" / "Dockerfile"
     assert main(["debug", "parse-dockerfile", str(path)]) == 0
     doc = json.loads(capsys.readouterr().out)
-    expected = json.loads((GOLDEN / "run_mount_cache" / "expected.json").read_text(encoding="utf-8"))
+    expected = json.loads(
+        (GOLDEN / "run_mount_cache" / "expected.json").read_text(encoding="utf-8")
+    )
     assert field_diffs(expected, doc) == []
 
 

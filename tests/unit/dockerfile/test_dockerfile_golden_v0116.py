@@ -36,7 +36,9 @@ def _old_command(c: dict[str, Any]) -> dict[str, Any]:
         if c.get(key):
             c[key] = [{"Key": kv["Key"], "Value": kv["Value"]} for kv in c[key]]
     if c.get("Args"):
-        c["Args"] = [{"Key": a["Key"], "Value": a["Value"], "Comment": a["DocComment"]} for a in c["Args"]]
+        c["Args"] = [
+            {"Key": a["Key"], "Value": a["Value"], "Comment": a["DocComment"]} for a in c["Args"]
+        ]
     if c.get("mounts"):
         c["mounts"] = [{k: v for k, v in m.items() if k != "Env"} for m in c["mounts"]]
     if c.get("Health"):
@@ -50,7 +52,9 @@ def _old_node(n: dict[str, Any]) -> dict[str, Any]:
     if n["value"].lower() in ("env", "label") and all(isinstance(x, str) for x in nxt):
         nxt = [x for i, x in enumerate(nxt) if i % 3 != 2]  # drop the separators
     n["next"] = [
-        {"value": x["value"], "children": [_old_node(c) for c in x["children"]]} if isinstance(x, dict) else x
+        {"value": x["value"], "children": [_old_node(c) for c in x["children"]]}
+        if isinstance(x, dict)
+        else x
         for x in nxt
     ]
     return n

@@ -49,7 +49,15 @@ def test_moderately_nested_substitution_still_expands() -> None:
         b"FROM a\nRUN --mount=" + b'"' * 10_001 + b" x\n",
         b"FROM a\nRUN " + b" ".join(b"<<E%d" % i for i in range(5000)) + b"\n",
     ],
-    ids=["deep-json-array", "deep-json-object", "deep-syntax-json", "onbuild-onbuild", "nul", "quotes", "many-heredocs"],
+    ids=[
+        "deep-json-array",
+        "deep-json-object",
+        "deep-syntax-json",
+        "onbuild-onbuild",
+        "nul",
+        "quotes",
+        "many-heredocs",
+    ],
 )
 def test_hostile_input_parses_or_fails_with_a_dockerfile_error(data: bytes) -> None:
     try:

@@ -27,7 +27,11 @@ def df(text: str) -> bytes:
 
 
 def test_global_args_expand_in_from_lines() -> None:
-    d = parse_dockerfile(df("ARG BASE=alpine\nARG TAG=3.18\nFROM ${BASE}:${TAG} AS b\nFROM --platform=$BUILDPLATFORM b\n"))
+    d = parse_dockerfile(
+        df(
+            "ARG BASE=alpine\nARG TAG=3.18\nFROM ${BASE}:${TAG} AS b\nFROM --platform=$BUILDPLATFORM b\n"
+        )
+    )
     plan = plan_build(d, predefined=PLATFORM)
     assert plan.all_stages[0].base_name == "alpine:3.18"
     assert plan.all_stages[1].platform == "linux/arm64"
@@ -36,7 +40,9 @@ def test_global_args_expand_in_from_lines() -> None:
 
 def test_build_args_override_meta_args_and_predefined() -> None:
     d = parse_dockerfile(df("ARG BASE=alpine\nARG REF=$BASE\nFROM $REF-$TARGETARCH\n"))
-    plan = plan_build(d, build_args={"BASE": "debian", "TARGETARCH": "riscv64"}, predefined=PLATFORM)
+    plan = plan_build(
+        d, build_args={"BASE": "debian", "TARGETARCH": "riscv64"}, predefined=PLATFORM
+    )
     assert plan.all_stages[0].base_name == "debian-riscv64"
 
 
@@ -47,7 +53,9 @@ def test_blank_base_name_is_an_error() -> None:
     assert info.value.lines == (2,)
 
 
-def _scope_through(text: str, build_args: dict[str, str] | None = None, image_env: tuple[str, ...] = ()) -> StageScope:
+def _scope_through(
+    text: str, build_args: dict[str, str] | None = None, image_env: tuple[str, ...] = ()
+) -> StageScope:
     d = parse_dockerfile(df(text))
     plan = plan_build(d, build_args=build_args or {}, predefined=PLATFORM)
     scope = StageScope.start(plan, image_env)
@@ -88,7 +96,9 @@ def test_stage_scope(text: str, build_args: dict[str, str], expected: dict[str, 
 
 
 def test_image_env_is_the_starting_scope() -> None:
-    env = _scope_through("FROM s\nWORKDIR $HOME/app\nENV X=$PATH\n", image_env=("PATH=/bin", "HOME=/root")).run_env()
+    env = _scope_through(
+        "FROM s\nWORKDIR $HOME/app\nENV X=$PATH\n", image_env=("PATH=/bin", "HOME=/root")
+    ).run_env()
     assert env["X"] == "/bin"
 
 
@@ -111,7 +121,9 @@ def test_proxy_args_reach_run_without_declaration() -> None:
 
 
 def test_stage_names_are_case_insensitive() -> None:
-    d = parse_dockerfile(df("FROM alpine AS Builder\nRUN x\nFROM builder\nCOPY --from=BUILDER /a /b\n"))
+    d = parse_dockerfile(
+        df("FROM alpine AS Builder\nRUN x\nFROM builder\nCOPY --from=BUILDER /a /b\n")
+    )
     plan = plan_build(d, target="BUILDER")
     assert plan.target == 0
     assert [s.index for s in plan.stages] == [0]
@@ -138,11 +150,19 @@ def test_copy_from_index_image_and_pruning() -> None:
     assert no_c.stages[1].deps == (0,)
     stages = plan_build(parse_dockerfile(df(text))).stages
     assert [s.index for s in stages] == [3]
-    plan2 = plan_build(parse_dockerfile(df(text.replace("FROM busybox AS c\n", "FROM busybox AS c\nCOPY --from=A / /\n"))))
+    plan2 = plan_build(
+        parse_dockerfile(
+            df(text.replace("FROM busybox AS c\n", "FROM busybox AS c\nCOPY --from=A / /\n"))
+        )
+    )
     assert [s.index for s in plan2.stages] == [0, 3]
     assert [s.index for s in plan_build(plan2.dockerfile, target="c").stages] == [0, 3]
     with pytest.raises(DockerfileError, match="circular dependency"):
-        plan_build(parse_dockerfile(df(text.replace("FROM busybox AS c\n", "FROM busybox AS c\nCOPY --from=2 / /\n"))))
+        plan_build(
+            parse_dockerfile(
+                df(text.replace("FROM busybox AS c\n", "FROM busybox AS c\nCOPY --from=2 / /\n"))
+            )
+        )
     assert plan2.resolve_from("nginx:latest").image == "nginx:latest"
     assert plan2.all_stages[2].base.is_scratch
 

@@ -28,7 +28,9 @@ BASE_CONFIG = {
 
 
 def _resolver(ref: str, platform: str) -> ResolvedImage:
-    layer = LayerRef(BASE_DIFF, sha256_bytes(b"blob"), 4, "application/vnd.oci.image.layer.v1.tar+gzip")
+    layer = LayerRef(
+        BASE_DIFF, sha256_bytes(b"blob"), 4, "application/vnd.oci.image.layer.v1.tar+gzip"
+    )
     return ResolvedImage(Reference.parse(ref), sha256_bytes(ref.encode()), BASE_CONFIG, (layer,))
 
 
@@ -38,17 +40,31 @@ def _convert(tmp_path: Path, text: str) -> Any:
         ignore=DockerIgnore([]), secrets={}, source_date_epoch=None,
         dockerfile_lines=text.splitlines(),
     )  # fmt: skip
-    return convert_plan(env, plan_build(parse_dockerfile(text.encode())), _resolver, platform="linux/amd64")
+    return convert_plan(
+        env, plan_build(parse_dockerfile(text.encode())), _resolver, platform="linux/amd64"
+    )
 
 
 @pytest.mark.parametrize(
     ("line", "what"),
     [
-        ("ADD --keep-git-dir https://github.com/a/b.git /src", "ADD --keep-git-dir is not supported by mason yet"),
-        ("ADD https://example.com/a/b.git#main:sub /src", "ADD of a git repository is not supported by mason yet"),
-        ("ADD git@example.com:a/b.git /src", "ADD of a git repository is not supported by mason yet"),
+        (
+            "ADD --keep-git-dir https://github.com/a/b.git /src",
+            "ADD --keep-git-dir is not supported by mason yet",
+        ),
+        (
+            "ADD https://example.com/a/b.git#main:sub /src",
+            "ADD of a git repository is not supported by mason yet",
+        ),
+        (
+            "ADD git@example.com:a/b.git /src",
+            "ADD of a git repository is not supported by mason yet",
+        ),
         ("RUN --security=insecure true", "security.insecure is not allowed"),  # without --allow
-        ("RUN --device=vendor.com/gpu=all true", "device feature is only supported in Dockerfile frontend 1.14.0-labs"),
+        (
+            "RUN --device=vendor.com/gpu=all true",
+            "device feature is only supported in Dockerfile frontend 1.14.0-labs",
+        ),
     ],
 )
 def test_new_flags_fail_in_the_builder(tmp_path: Path, line: str, what: str) -> None:

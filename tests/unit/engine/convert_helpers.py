@@ -18,7 +18,9 @@ BASE_DIFF = sha256_bytes(b"base-layer")
 
 
 BASE_CONFIG = {
-    "architecture": "amd64", "os": "linux", "created": "1970-01-01T00:00:00Z",
+    "architecture": "amd64",
+    "os": "linux",
+    "created": "1970-01-01T00:00:00Z",
     "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"]},
     "rootfs": {"type": "layers", "diff_ids": [BASE_DIFF]},
     "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "base"}],
@@ -26,13 +28,29 @@ BASE_CONFIG = {
 
 
 def _resolver(ref: str, platform: str) -> ResolvedImage:
-    return ResolvedImage(Reference.parse(ref), sha256_bytes(ref.encode()), BASE_CONFIG,
-                         (LayerRef(BASE_DIFF, sha256_bytes(b"blob"), 4, "application/vnd.oci.image.layer.v1.tar+gzip"),))
+    return ResolvedImage(
+        Reference.parse(ref),
+        sha256_bytes(ref.encode()),
+        BASE_CONFIG,
+        (
+            LayerRef(
+                BASE_DIFF, sha256_bytes(b"blob"), 4, "application/vnd.oci.image.layer.v1.tar+gzip"
+            ),
+        ),
+    )
 
 
 def _convert(tmp_path: Path, text: str, **kw: Any) -> Any:
-    env = BuildEnv(state=None, blobs=None, snapshots=None, executor=None, context=tmp_path,  # type: ignore[arg-type]
-                   ignore=DockerIgnore([]), secrets={}, source_date_epoch=None)
+    env = BuildEnv(
+        state=None,
+        blobs=None,
+        snapshots=None,
+        executor=None,
+        context=tmp_path,  # type: ignore[arg-type]
+        ignore=DockerIgnore([]),
+        secrets={},
+        source_date_epoch=None,
+    )
     df = parse_dockerfile(text.encode())
     plan = plan_build(df, build_args=kw.pop("build_args", {}), target=kw.pop("target", None))
     return convert_plan(env, plan, _resolver, platform="linux/amd64", **kw)

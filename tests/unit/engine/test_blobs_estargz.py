@@ -68,7 +68,9 @@ def test_estargz_variant_has_its_own_diff_id_and_is_made_once(blobs: Blobs) -> N
     es = blobs.variant(lr, "estargz", None, False)
     data = _read(blobs, es)
     assert es.media_type == mt.OCI_LAYER_GZIP and es.blob != lr.blob
-    assert es.diff_id == sha256_bytes(gzip.decompress(data)) != lr.diff_id  # the stream includes the TOC
+    assert (
+        es.diff_id == sha256_bytes(gzip.decompress(data)) != lr.diff_id
+    )  # the stream includes the TOC
     tar = io.BytesIO()
     estargz_to_tar(io.BytesIO(data), tar)
     assert sha256_bytes(tar.getvalue()) == lr.diff_id
@@ -88,8 +90,11 @@ def test_estargz_descriptor_annotations(blobs: Blobs) -> None:
     info = verify_estargz(io.BytesIO(data))
     cache_desc = blobs.descriptor(es, oci=False, annotate=True)
     assert cache_desc.media_type == mt.DOCKER_LAYER_GZIP
-    assert cache_desc.annotations == {UNCOMPRESSED: info.diff_id, TOC: info.toc_digest,
-                                      USIZE: str(info.uncompressed_size)}
+    assert cache_desc.annotations == {
+        UNCOMPRESSED: info.diff_id,
+        TOC: info.toc_digest,
+        USIZE: str(info.uncompressed_size),
+    }
     image_desc = blobs.descriptor(es, oci=True, estargz=True)
     assert image_desc.annotations == {TOC: info.toc_digest, USIZE: str(info.uncompressed_size)}
     assert blobs.descriptor(es, oci=True).annotations == {}
@@ -131,15 +136,20 @@ def test_ensure_local_never_labels_an_estargz_blob_with_the_tar_diff_id(blobs: B
     assert blobs.ensure_local(LayerRef(es.diff_id)) == es
 
 
-def _remote(blobs: Blobs, data: bytes, diff_id: Digest, annotations: dict[str, str] | None = None) -> LayerRef:
+def _remote(
+    blobs: Blobs, data: bytes, diff_id: Digest, annotations: dict[str, str] | None = None
+) -> LayerRef:
     digest = sha256_bytes(data)
 
     @contextlib.contextmanager
     def opener() -> Iterator[BinaryIO]:
         yield io.BytesIO(data)
 
-    blobs.add_remote(digest, diff_id, RemoteLocation(None, mt.OCI_LAYER_GZIP, len(data), opener,
-                                                     annotations or {}))
+    blobs.add_remote(
+        digest,
+        diff_id,
+        RemoteLocation(None, mt.OCI_LAYER_GZIP, len(data), opener, annotations or {}),
+    )
     return LayerRef(diff_id, digest, len(data), mt.OCI_LAYER_GZIP)
 
 
@@ -169,13 +179,18 @@ def test_download_of_estargz_blob_is_verified(tmp_path: Path) -> None:
         assert blobs.compression_of(good) == "estargz"  # found by its footer, verified
 
 
-@pytest.mark.parametrize(("damage", "message"), [
-    ("bad-footer", "footer"),
-    ("toc-digest", "TOC digest mismatch"),
-    ("diff-id", "decompresses to"),
-    ("chunk", "digest"),
-])
-def test_corrupt_estargz_download_is_rejected_and_not_kept(tmp_path: Path, damage: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("bad-footer", "footer"),
+        ("toc-digest", "TOC digest mismatch"),
+        ("diff-id", "decompresses to"),
+        ("chunk", "digest"),
+    ],
+)
+def test_corrupt_estargz_download_is_rejected_and_not_kept(
+    tmp_path: Path, damage: str, message: str
+) -> None:
     data, ann = _estargz_blob()
     diff_id = Digest(ann[UNCOMPRESSED])
     claimed: dict[str, str] | None = ann
@@ -203,16 +218,27 @@ def test_corrupt_estargz_download_is_rejected_and_not_kept(tmp_path: Path, damag
 
 def test_image_rootfs_diff_ids_follow_the_shipped_blobs(blobs: Blobs) -> None:
     lr = _stored(blobs)
-    config = {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [lr.diff_id]}}
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [lr.diff_id]},
+    }
     image = ImageResult((lr,), config, Platform("linux", "amd64"))
     plain = assemble_manifest(blobs, image)
     assert json.loads(plain.config_raw)["rootfs"]["diff_ids"] == [lr.diff_id]
     es = assemble_manifest(blobs, image, compression="estargz")
     layer = es.layers[0]
     assert json.loads(es.config_raw)["rootfs"]["diff_ids"] == [layer.diff_id]
-    assert layer.diff_id == "sha256:" + hashlib.sha256(gzip.decompress(_read(blobs, layer))).hexdigest()
+    assert (
+        layer.diff_id
+        == "sha256:" + hashlib.sha256(gzip.decompress(_read(blobs, layer))).hexdigest()
+    )
     desc = es.manifest.layers[0]
-    assert desc.media_type == mt.OCI_LAYER_GZIP and TOC in desc.annotations and USIZE in desc.annotations
+    assert (
+        desc.media_type == mt.OCI_LAYER_GZIP
+        and TOC in desc.annotations
+        and USIZE in desc.annotations
+    )
 
 
 def test_cache_to_accepts_estargz_with_gzip_levels() -> None:

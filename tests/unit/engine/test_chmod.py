@@ -36,8 +36,14 @@ def test_modes(text: str, mode: int, is_dir: bool, expected: int) -> None:
         ("u+z", "invalid syntax"),
         ("u", "invalid syntax"),
         ("u+x,", "invalid syntax"),
-        ("17777", "invalid chmod parameter: '17777'. it should be octal string and between 0 and 07777"),
-        ("0999", "invalid chmod parameter: '0999'. it should be octal string and between 0 and 07777"),
+        (
+            "17777",
+            "invalid chmod parameter: '17777'. it should be octal string and between 0 and 07777",
+        ),
+        (
+            "0999",
+            "invalid chmod parameter: '0999'. it should be octal string and between 0 and 07777",
+        ),
     ],
 )
 def test_errors(text: str, message: str) -> None:

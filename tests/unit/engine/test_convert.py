@@ -67,8 +67,13 @@ def test_final_config_history_and_created_times(tmp_path: Path) -> None:
     assert doc["config"]["Env"] == ["PATH=/bin", "A=1"]
     assert doc["config"]["Cmd"] == ["run"] and doc["config"]["Entrypoint"] == ["/entry"]
     by = [(h["created_by"], h.get("empty_layer", False)) for h in doc["history"]]
-    assert by == [("base", False), ("ENV A=1", True), ("COPY /src/out /app/ # buildkit", False),
-                  ('CMD ["run"]', True), ('ENTRYPOINT ["/entry"]', True)]
+    assert by == [
+        ("base", False),
+        ("ENV A=1", True),
+        ("COPY /src/out /app/ # buildkit", False),
+        ('CMD ["run"]', True),
+        ('ENTRYPOINT ["/entry"]', True),
+    ]
     assert all(h["comment"] == "buildkit.dockerfile.v0" for h in doc["history"][1:])
     epoch_doc = final_config(conv.target, result, 0)
     assert {h["created"] for h in epoch_doc["history"]} == {"1970-01-01T00:00:00Z"}
@@ -83,6 +88,7 @@ def test_entrypoint_resets_inherited_cmd(tmp_path: Path) -> None:
 
 def test_keys_are_stable_and_sensitive(tmp_path: Path) -> None:
     """The same Dockerfile gives the same RUN key; a changed env changes it."""
+
     def run_key(text: str) -> Digest:
         conv = _convert(tmp_path, text)
         v = conv.target.vertex
@@ -107,7 +113,9 @@ def test_build_args_reach_run_env_and_history(tmp_path: Path) -> None:
     conv = _convert(tmp_path, "FROM b\nARG V=1\nRUN echo $V\n", build_args={"V": "2"})
     op = conv.target.vertex.op
     assert "V=2" in op.environ
-    doc = final_config(conv.target, StepResult((LayerRef(BASE_DIFF), LayerRef(BASE_DIFF)), ("", "t")), None)
+    doc = final_config(
+        conv.target, StepResult((LayerRef(BASE_DIFF), LayerRef(BASE_DIFF)), ("", "t")), None
+    )
     assert doc["history"][-1]["created_by"] == "RUN |1 V=2 /bin/sh -c echo $V # buildkit"
 
 
@@ -122,8 +130,17 @@ def test_unsupported_features_are_clear_errors(tmp_path: Path, text: str) -> Non
 
 def test_build_network_flag_is_the_default_for_run(tmp_path: Path) -> None:
     """mason build --network sets RUN's network unless the RUN has its own --network."""
-    env = BuildEnv(state=None, blobs=None, snapshots=None, executor=None, context=tmp_path,  # type: ignore[arg-type]
-                   ignore=DockerIgnore([]), secrets={}, source_date_epoch=None, default_network="none")
+    env = BuildEnv(
+        state=None,
+        blobs=None,
+        snapshots=None,
+        executor=None,
+        context=tmp_path,  # type: ignore[arg-type]
+        ignore=DockerIgnore([]),
+        secrets={},
+        source_date_epoch=None,
+        default_network="none",
+    )
     df = parse_dockerfile(b"FROM b\nRUN a\nRUN --network=host b\n")
     conv = convert_plan(env, plan_build(df), _resolver, platform="linux/amd64")
     assert conv.target.vertex.op.network == "host"

@@ -34,7 +34,9 @@ def test_copy_link_is_a_base_free_copy_plus_a_merge(tmp_path: Path) -> None:
     assert isinstance(merge.op, MergeOp) and merge.name.endswith("LINK COPY --link a /a")
     copy = merge.inputs[1]
     assert isinstance(copy.op, FileOp) and copy.inputs == () and copy.op.action.link
-    staged = _convert(tmp_path, "FROM a AS s\nRUN x\nFROM b\nCOPY --link --from=s /o /o\n").target.vertex.inputs[1]
+    staged = _convert(
+        tmp_path, "FROM a AS s\nRUN x\nFROM b\nCOPY --link --from=s /o /o\n"
+    ).target.vertex.inputs[1]
     assert len(staged.inputs) == 1 and staged.op.action.from_input == 0
     plain = _convert(tmp_path, "FROM b\nCOPY --link --chmod=644 a /a\n").target.vertex
     assert isinstance(plain.op, FileOp) and not plain.op.action.link
@@ -51,7 +53,10 @@ def test_merge_appends_the_linked_layers_with_their_times() -> None:
 def test_workdir_root_makes_no_layer(tmp_path: Path) -> None:
     conv = _convert(tmp_path, "FROM b\nWORKDIR /\nWORKDIR app\n")
     plans = [h for h in conv.target.history if h.fixed is None]
-    assert [(h.created_by, h.empty_layer) for h in plans] == [("WORKDIR /", True), ("WORKDIR /app", False)]
+    assert [(h.created_by, h.empty_layer) for h in plans] == [
+        ("WORKDIR /", True),
+        ("WORKDIR /app", False),
+    ]
     assert len(conv.target.layer_vertices) == 1
 
 
@@ -61,22 +66,30 @@ def test_add_with_several_urls_and_local_sources(tmp_path: Path) -> None:
     assert action.urls == ("http://h/x.txt", "https://h/dir/") and action.sources == ("local.txt",)
 
 
-@pytest.mark.parametrize("text", [
-    "FROM b\nCOPY http://h/x /x\n",  # "source can't be a URL for COPY"
-    "FROM b\nADD --checksum=sha256:" + "0" * 64 + " local.txt /x\n",  # checksum only for URLs
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "FROM b\nCOPY http://h/x /x\n",  # "source can't be a URL for COPY"
+        "FROM b\nADD --checksum=sha256:" + "0" * 64 + " local.txt /x\n",  # checksum only for URLs
+    ],
+)
 def test_url_rules_are_dockerfile_errors(tmp_path: Path, text: str) -> None:
     with pytest.raises(DockerfileError):
         _convert(tmp_path, text)
 
 
 def test_history_texts_follow_buildkit(tmp_path: Path) -> None:
-    text = ("FROM b\nARG A\nARG B=1\nSHELL [\"/bin/bash\", \"-c\"]\nCMD echo hi\nEXPOSE 90 80/udp 7000-7001\n"
-            "HEALTHCHECK --interval=90s --retries=3 CMD true\nONBUILD RUN x\nRUN echo\n")
+    text = (
+        'FROM b\nARG A\nARG B=1\nSHELL ["/bin/bash", "-c"]\nCMD echo hi\nEXPOSE 90 80/udp 7000-7001\n'
+        "HEALTHCHECK --interval=90s --retries=3 CMD true\nONBUILD RUN x\nRUN echo\n"
+    )
     conv = _convert(tmp_path, text)
     hist = _history(conv)
     assert hist == [
-        "ARG A", "ARG B=1", "SHELL [/bin/bash -c]", 'CMD ["/bin/bash" "-c" "echo hi"]',
+        "ARG A",
+        "ARG B=1",
+        "SHELL [/bin/bash -c]",
+        'CMD ["/bin/bash" "-c" "echo hi"]',
         "EXPOSE map[7000/tcp:{} 7001/tcp:{} 80/udp:{} 90/tcp:{}]",
         "HEALTHCHECK {Test:[CMD-SHELL true] Interval:1m30s Timeout:0s StartPeriod:0s StartInterval:0s Retries:3}",
         "RUN |2 A= B=1 /bin/bash -c echo # buildkit",  # every declared ARG, unset ones empty
@@ -89,7 +102,9 @@ def test_history_texts_follow_buildkit(tmp_path: Path) -> None:
 def test_shebang_heredoc_runs_through_the_shell(tmp_path: Path) -> None:
     conv = _convert(tmp_path, "FROM b\nRUN <<EOT\n#!/bin/sh\necho hi\nEOT\n")
     op = conv.target.vertex.op
-    assert op.args == ("/bin/sh", "-c", "/dev/pipes/EOT") and op.files == {"EOT": "#!/bin/sh\necho hi\n"}
+    assert op.args == ("/bin/sh", "-c", "/dev/pipes/EOT") and op.files == {
+        "EOT": "#!/bin/sh\necho hi\n"
+    }
 
 
 def test_secret_id_defaults_to_the_target_basename(tmp_path: Path) -> None:
@@ -98,20 +113,37 @@ def test_secret_id_defaults_to_the_target_basename(tmp_path: Path) -> None:
 
 
 def test_go_durations() -> None:
-    assert [go_duration(n) for n in (0, 1_000_000, 1_500_000_000, 61_000_000_000, 7_200_000_000_000)] == \
-        ["0s", "1ms", "1.5s", "1m1s", "2h0m0s"]
-    assert go_healthcheck_text(["NONE"], 0, 0, 0, 0, 0) == \
-        "{Test:[NONE] Interval:0s Timeout:0s StartPeriod:0s StartInterval:0s Retries:0}"
-    assert go_healthcheck_text(["CMD-SHELL", "curl -f x || exit 1"], 30_000_000_000, 0, 0, 2_000_000_000, 3) == \
-        "{Test:[CMD-SHELL curl -f x || exit 1] Interval:30s Timeout:0s StartPeriod:0s StartInterval:2s Retries:3}"
+    assert [
+        go_duration(n) for n in (0, 1_000_000, 1_500_000_000, 61_000_000_000, 7_200_000_000_000)
+    ] == ["0s", "1ms", "1.5s", "1m1s", "2h0m0s"]
+    assert (
+        go_healthcheck_text(["NONE"], 0, 0, 0, 0, 0)
+        == "{Test:[NONE] Interval:0s Timeout:0s StartPeriod:0s StartInterval:0s Retries:0}"
+    )
+    assert (
+        go_healthcheck_text(
+            ["CMD-SHELL", "curl -f x || exit 1"], 30_000_000_000, 0, 0, 2_000_000_000, 3
+        )
+        == "{Test:[CMD-SHELL curl -f x || exit 1] Interval:30s Timeout:0s StartPeriod:0s StartInterval:2s Retries:3}"
+    )
 
 
 def _exec_op(tmp_path: Path) -> ExecOp:
     state = SimpleNamespace(cachemounts_dir=tmp_path / "cachemounts", tmp=tmp_path / "tmp")
     state.tmp.mkdir(exist_ok=True)
     env: Any = SimpleNamespace(state=state)
-    return ExecOp(env, args=("true",), environ=(), cwd="/", user="", network="default", mounts=(), files={},
-                  lines=(1,), display="RUN true")
+    return ExecOp(
+        env,
+        args=("true",),
+        environ=(),
+        cwd="/",
+        user="",
+        network="default",
+        mounts=(),
+        files={},
+        lines=(1,),
+        display="RUN true",
+    )
 
 
 def _mount(sharing: str) -> MountPlan:

@@ -30,13 +30,17 @@ _REL = st.lists(st.sampled_from(["a", "b", "c.txt", "..", "."]), max_size=4).map
 _LINK = st.one_of(
     _REL,
     _REL.map(lambda p: "/" + p),
-    st.sampled_from(["CANARY", "CANARY/secret", "CANARY/dir", "../../../../../../CANARY/secret", "/"]),
+    st.sampled_from(
+        ["CANARY", "CANARY/secret", "CANARY/dir", "../../../../../../CANARY/secret", "/"]
+    ),
 )
 _ENTRY = st.one_of(st.just("dir"), st.just("file"), _LINK.map(lambda t: "link:" + t))
 _TREE = st.dictionaries(st.lists(_NAME, min_size=1, max_size=3).map("/".join), _ENTRY, max_size=10)
 _PATTERN = st.one_of(
     _REL,
-    st.lists(st.sampled_from(["a", "b", "*", "*.txt", "?", "[ab]", ".."]), min_size=1, max_size=3).map("/".join),
+    st.lists(
+        st.sampled_from(["a", "b", "*", "*.txt", "?", "[ab]", ".."]), min_size=1, max_size=3
+    ).map("/".join),
 )
 
 
@@ -61,13 +65,24 @@ def _holds_secret(root: Path) -> bool:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="COPY sets owners (lchown) as root")
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(context=_TREE, stage=_TREE, dest_tree=_TREE, patterns=st.lists(_PATTERN, min_size=1, max_size=3),
-       dest=st.one_of(_REL, _REL.map(lambda p: "/" + p + "/"), st.just("CANARY/dir/")))
-def test_copies_and_mount_sources_stay_inside_their_roots(tmp_path_factory: pytest.TempPathFactory,
-                                                         context: dict[str, str], stage: dict[str, str],
-                                                         dest_tree: dict[str, str],
-                                                         patterns: list[str], dest: str) -> None:
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    context=_TREE,
+    stage=_TREE,
+    dest_tree=_TREE,
+    patterns=st.lists(_PATTERN, min_size=1, max_size=3),
+    dest=st.one_of(_REL, _REL.map(lambda p: "/" + p + "/"), st.just("CANARY/dir/")),
+)
+def test_copies_and_mount_sources_stay_inside_their_roots(
+    tmp_path_factory: pytest.TempPathFactory,
+    context: dict[str, str],
+    stage: dict[str, str],
+    dest_tree: dict[str, str],
+    patterns: list[str],
+    dest: str,
+) -> None:
     base = tmp_path_factory.mktemp("scope")
     ctx, stage_root, rootfs, canary = base / "ctx", base / "stage", base / "rootfs", base / "CANARY"
     for d in (ctx, stage_root, rootfs, canary / "dir"):
@@ -86,7 +101,9 @@ def test_copies_and_mount_sources_stay_inside_their_roots(tmp_path_factory: pyte
             sources = select_sources(source_root, patterns, ignore)
             for src in sources:
                 assert _inside(source_root, src.path), src
-            copy_sources(sources, rootfs, dest, CopyOptions(), ignore, dest_is_dir_hint=dest.endswith("/"))
+            copy_sources(
+                sources, rootfs, dest, CopyOptions(), ignore, dest_is_dir_hint=dest.endswith("/")
+            )
     # --mount source= (what ExecOp._mount_source resolves)
     for pattern in patterns:
         for root in (ctx, stage_root):

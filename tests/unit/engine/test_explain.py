@@ -25,18 +25,32 @@ IN_B = "sha256:" + "b" * 64
 
 
 def _exec(env: list[str], inputs: tuple[str, ...] = (IN_A,), **kw: Any) -> CacheKey:
-    op = {"type": "mason.exec.v0", "args": ["sh", "-c", "x"], "env": env, "cwd": "/", "user": "",
-          "network": "default", "mounts": [], "files": {}, "epoch": None} | kw
+    op = {
+        "type": "mason.exec.v0",
+        "args": ["sh", "-c", "x"],
+        "env": env,
+        "cwd": "/",
+        "user": "",
+        "network": "default",
+        "mounts": [],
+        "files": {},
+        "epoch": None,
+    } | kw
     return compute_key(CacheMap(op), inputs, None)  # type: ignore[arg-type]
 
 
 def _copy(content: str, **action: Any) -> CacheKey:
     act = {"kind": "copy", "sources": ["app"], "dest": "/app", "chmod": ""} | action
-    return compute_key(CacheMap({"type": "mason.file.v0", "action": act, "epoch": None}), (IN_A,), content)  # type: ignore[arg-type]
+    return compute_key(
+        CacheMap({"type": "mason.file.v0", "action": act, "epoch": None}), (IN_A,), content
+    )  # type: ignore[arg-type]
 
 
 def _files(**kw: tuple[int, str]) -> tuple[FileEntry, ...]:
-    return tuple(FileEntry(p.replace("__", "/").replace("_", "."), "file", m, c) for p, (m, c) in sorted(kw.items()))
+    return tuple(
+        FileEntry(p.replace("__", "/").replace("_", "."), "file", m, c)
+        for p, (m, c) in sorted(kw.items())
+    )
 
 
 def test_no_record_says_no_earlier_build() -> None:
@@ -54,8 +68,11 @@ def test_same_key_that_ran_means_result_gone() -> None:
 
 
 def test_build_arg_named_without_its_value() -> None:
-    text = explain_miss(StepRecord(_exec(["PATH=/bin", "VERSION=1"])), _exec(["PATH=/bin", "VERSION=2"]),
-                        build_args={"VERSION"})
+    text = explain_miss(
+        StepRecord(_exec(["PATH=/bin", "VERSION=1"])),
+        _exec(["PATH=/bin", "VERSION=2"]),
+        build_args={"VERSION"},
+    )
     assert text == "build arg VERSION changed"
     assert "2" not in text.replace("VERSION", "")
 
@@ -73,19 +90,30 @@ def test_base_image_digests_shortened() -> None:
 
 
 def test_input_step_reason_used_for_changed_input() -> None:
-    text = explain_miss(StepRecord(_exec([])), _exec([], (IN_B,)), input_reasons=["input step [b 2/3] RUN x changed"])
+    text = explain_miss(
+        StepRecord(_exec([])),
+        _exec([], (IN_B,)),
+        input_reasons=["input step [b 2/3] RUN x changed"],
+    )
     assert text == "input step [b 2/3] RUN x changed"
 
 
 def test_definition_fields() -> None:
-    assert explain_miss(StepRecord(_exec([])), _exec([], cwd="/src")) == "working directory changed (/ → /src)"
+    assert (
+        explain_miss(StepRecord(_exec([])), _exec([], cwd="/src"))
+        == "working directory changed (/ → /src)"
+    )
     assert explain_miss(StepRecord(_exec([])), _exec([], args=["true"])) == "command changed"
-    assert explain_miss(StepRecord(_copy("c")), _copy("c", chmod="755"), verb="COPY") == \
-        "COPY --chmod changed ( → 755)"
+    assert (
+        explain_miss(StepRecord(_copy("c")), _copy("c", chmod="755"), verb="COPY")
+        == "COPY --chmod changed ( → 755)"
+    )
 
 
 def test_op_change_comes_before_input_change() -> None:
-    text = explain_miss(StepRecord(_exec([])), _exec([], (IN_B,), user="app"), input_reasons=["input changed"])
+    text = explain_miss(
+        StepRecord(_exec([])), _exec([], (IN_B,), user="app"), input_reasons=["input changed"]
+    )
     assert text == "user changed ( → app)"
 
 
@@ -95,10 +123,15 @@ def test_file_content_mode_added_removed() -> None:
     new = _files(app__a_txt=(0o644, "sha256:9"), app__b_txt=(0o644, "sha256:2"))
     assert explain_miss(rec, _copy("c2"), new) == "COPY source app/a.txt changed (content)"
     new = _files(app__a_txt=(0o644, "sha256:1"), app__b_txt=(0o755, "sha256:2"))
-    assert explain_miss(rec, _copy("c2"), new, verb="ADD") == "ADD source app/b.txt changed (mode 0644 → 0755)"
+    assert (
+        explain_miss(rec, _copy("c2"), new, verb="ADD")
+        == "ADD source app/b.txt changed (mode 0644 → 0755)"
+    )
     new = _files(app__a_txt=(0o644, "sha256:1"))
     assert explain_miss(rec, _copy("c2"), new) == "COPY source app/b.txt removed"
-    new = _files(app__a_txt=(0o644, "sha256:1"), app__b_txt=(0o644, "sha256:2"), app__c_txt=(0o644, "x"))
+    new = _files(
+        app__a_txt=(0o644, "sha256:1"), app__b_txt=(0o644, "sha256:2"), app__c_txt=(0o644, "x")
+    )
     assert explain_miss(rec, _copy("c2"), new) == "COPY source app/c.txt added"
 
 
@@ -109,8 +142,10 @@ def test_content_without_file_lists() -> None:
 def test_key_version_change() -> None:
     old = _exec([])
     preimage = old.preimage.replace(b'"v":"mason.v1"', b'"v":"mason.v0"')
-    assert explain_miss(StepRecord(CacheKey.from_preimage(preimage)), old) == \
-        "cache key format changed (mason.v0 → mason.v1)"
+    assert (
+        explain_miss(StepRecord(CacheKey.from_preimage(preimage)), old)
+        == "cache key format changed (mason.v0 → mason.v1)"
+    )
 
 
 def by_path_checksum(entries: tuple[FileEntry, ...], path: str) -> str:
@@ -129,7 +164,9 @@ def test_context_file_entries_name_each_file(tmp_path: Path) -> None:
     assert entries is not None
     assert by_path_checksum(entries, "app/x.txt") == sha256_bytes(b"x")
     by_path = {e.path: e for e in entries}
-    assert by_path["app/x.txt"].kind == "file" and by_path["app/x.txt"].checksum.startswith("sha256:")
+    assert by_path["app/x.txt"].kind == "file" and by_path["app/x.txt"].checksum.startswith(
+        "sha256:"
+    )
     assert by_path["app/l"].checksum == "x.txt"
     assert FileEntry.from_json(by_path["app"].to_json()) == by_path["app"]
 
@@ -159,4 +196,7 @@ def test_line_shape_is_a_status_line() -> None:
 def test_context_file_entries_give_up_past_the_limit() -> None:
     walked: list[ContextEntry] = [(f"f{i}", "file", 0o644, "") for i in range(MAX_FILES + 1)]
     assert context_file_entries(walked) is None
-    assert context_file_entries(walked[:2]) == (FileEntry("f0", "file", 0o644, ""), FileEntry("f1", "file", 0o644, ""))
+    assert context_file_entries(walked[:2]) == (
+        FileEntry("f0", "file", 0o644, ""),
+        FileEntry("f1", "file", 0o644, ""),
+    )

@@ -54,24 +54,39 @@ def state(tmp_path: Path) -> Iterator[StateRoot]:
 
 
 def _image(*layers: LayerRef) -> ImageResult:
-    config = {"architecture": "amd64", "os": "linux",
-              "rootfs": {"type": "layers", "diff_ids": [lr.diff_id for lr in layers]}}
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [lr.diff_id for lr in layers]},
+    }
     return ImageResult(tuple(layers), config, Platform("linux", "amd64"))
 
 
 def _push(blobs: Blobs, registry: FakeRegistry, image: ImageResult, repo: str) -> None:
     exported = assemble_manifest(blobs, image)
-    push_image(blobs, registry, exported, [Reference.parse(f"{REG}/{repo}:latest")], lambda _line: None)
+    push_image(
+        blobs, registry, exported, [Reference.parse(f"{REG}/{repo}:latest")], lambda _line: None
+    )
 
 
-def _export_cache(blobs: Blobs, registry: FakeRegistry, layers: tuple[LayerRef, ...], repo: str) -> Any:
+def _export_cache(
+    blobs: Blobs, registry: FakeRegistry, layers: tuple[LayerRef, ...], repo: str
+) -> Any:
     from mason.engine import remotecache
 
-    records = [SolvedRecord(key=sha256_bytes(b"step"), layers=tuple(remotecache._annotated(blobs, lr) for lr in layers),
-                            step="RUN x", created_at="2024-01-01T00:00:00Z")]
+    records = [
+        SolvedRecord(
+            key=sha256_bytes(b"step"),
+            layers=tuple(remotecache._annotated(blobs, lr) for lr in layers),
+            step="RUN x",
+            created_at="2024-01-01T00:00:00Z",
+        )
+    ]
     store = CacheBlobStore(blobs)
     opts = parse_cache_to(f"type=registry,ref={REG}/{repo},mode=max")[0]
-    result = export_cache(opts, records, blobs=store, image_diff_ids=[lr.diff_id for lr in layers], client=registry)
+    result = export_cache(
+        opts, records, blobs=store, image_diff_ids=[lr.diff_id for lr in layers], client=registry
+    )
     assert opts.ref is not None
     store.note_stored(opts.ref, [*result.uploaded, *result.mounted, *result.existing])
     return result
@@ -90,17 +105,23 @@ def test_cache_export_mounts_layers_the_image_push_uploaded(state: StateRoot) ->
     assert _uploads(registry, str(lr.blob)) == ["app"]
 
 
-def test_image_push_mounts_layers_a_cache_export_stored_even_in_a_later_build(state: StateRoot) -> None:
+def test_image_push_mounts_layers_a_cache_export_stored_even_in_a_later_build(
+    state: StateRoot,
+) -> None:
     registry = FakeRegistry()
     first = Blobs(state)
     lr = _made(first, "a")
     _export_cache(first, registry, (lr,), "app-cache")
     later = Blobs(state)  # another build on the same root: the location was kept
-    assert later.mount_hints(Digest(str(lr.blob))) == {f"containerd.io/distribution.source.{REG}": "app-cache"}
+    assert later.mount_hints(Digest(str(lr.blob))) == {
+        f"containerd.io/distribution.source.{REG}": "app-cache"
+    }
     _push(later, registry, _image(lr), "app")
     assert _uploads(registry, str(lr.blob)) == ["app-cache"]
     assert lr.blob in registry.blobs["app"]
-    assert not later.pulled(Digest(str(lr.blob))), "a layer mason made and pushed does not count as pulled"
+    assert not later.pulled(Digest(str(lr.blob))), (
+        "a layer mason made and pushed does not count as pulled"
+    )
 
 
 def test_a_stale_location_falls_back_to_an_upload(state: StateRoot) -> None:
@@ -109,7 +130,11 @@ def test_a_stale_location_falls_back_to_an_upload(state: StateRoot) -> None:
     assert lr.blob is not None
     blobs.note_stored(lr.blob, Reference.parse(f"{REG}/gone"), lr.media_type, lr.blob_size)
     _push(blobs, registry, _image(lr), "app")
-    assert [c[0] for c in registry.calls if c[2] == lr.blob] == ["head_blob", "mount_post", "push_blob"]
+    assert [c[0] for c in registry.calls if c[2] == lr.blob] == [
+        "head_blob",
+        "mount_post",
+        "push_blob",
+    ]
 
 
 def test_pulled_layers_keep_their_compression_unless_forced(state: StateRoot) -> None:
@@ -121,11 +146,16 @@ def test_pulled_layers_keep_their_compression_unless_forced(state: StateRoot) ->
     import gzip
 
     base_blob = gzip.compress(base_tar, mtime=0)
-    base = LayerRef(sha256_bytes(base_tar), sha256_bytes(base_blob), len(base_blob), mt.OCI_LAYER_GZIP)
+    base = LayerRef(
+        sha256_bytes(base_tar), sha256_bytes(base_blob), len(base_blob), mt.OCI_LAYER_GZIP
+    )
     state.store.put_bytes(base_blob)
     assert base.blob is not None
-    blobs.add_remote(base.blob, base.diff_id, RemoteLocation(Reference.parse(f"{REG}/base"), base.media_type,
-                                                             base.blob_size, image=True))
+    blobs.add_remote(
+        base.blob,
+        base.diff_id,
+        RemoteLocation(Reference.parse(f"{REG}/base"), base.media_type, base.blob_size, image=True),
+    )
     image = _image(base, made)
     kept = assemble_manifest(blobs, image, compression="zstd")
     assert [d.media_type for d in kept.manifest.layers] == [mt.OCI_LAYER_GZIP, mt.OCI_LAYER_ZSTD]
@@ -134,6 +164,8 @@ def test_pulled_layers_keep_their_compression_unless_forced(state: StateRoot) ->
     assert [d.media_type for d in forced.manifest.layers] == [mt.OCI_LAYER_ZSTD, mt.OCI_LAYER_ZSTD]
     store = CacheBlobStore(blobs)
     for force, media_types in ((False, kept), (True, forced)):
-        descs = [store.cache_blob(blobs.descriptor(lr, oci=True, annotate=True), "zstd", None, force)
-                 for lr in (base, made)]
+        descs = [
+            store.cache_blob(blobs.descriptor(lr, oci=True, annotate=True), "zstd", None, force)
+            for lr in (base, made)
+        ]
         assert [d.digest for d in descs] == [d.digest for d in media_types.manifest.layers]

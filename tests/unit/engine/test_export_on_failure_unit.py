@@ -51,13 +51,17 @@ def _chain(n: int) -> list[Vertex[Any]]:
 
 def test_finished_chain_is_the_last_finished_step_of_the_target_stage() -> None:
     v = _chain(4)
-    graph = _Graph({v[0]: [_diff(1)], v[1]: [_diff(1), _diff(2)]})  # step 2 failed, step 3 never ran
+    graph = _Graph(
+        {v[0]: [_diff(1)], v[1]: [_diff(1), _diff(2)]}
+    )  # step 2 failed, step 3 never ran
     assert finished_chain(graph, v[3]) == [_diff(1), _diff(2)]
 
 
 def test_finished_chain_of_a_solved_target_is_its_own_layers() -> None:
     v = _chain(3)
-    graph = _Graph({v[0]: [_diff(1)], v[1]: [_diff(1), _diff(2)], v[2]: [_diff(1), _diff(2), _diff(3)]})
+    graph = _Graph(
+        {v[0]: [_diff(1)], v[1]: [_diff(1), _diff(2)], v[2]: [_diff(1), _diff(2), _diff(3)]}
+    )
     assert finished_chain(graph, v[2]) == [_diff(1), _diff(2), _diff(3)]
 
 
@@ -66,10 +70,14 @@ def test_finished_chain_is_empty_when_nothing_finished() -> None:
     assert finished_chain(_Graph({}), v[1]) == []
 
 
-def _setup(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fail: set[str]) -> tuple[list[Any], list[str]]:
-    opts = [*parse_cache_to("type=registry,ref=127.0.0.1:1/nobody/cache,mode=max"),
-            *parse_cache_to(f"type=local,dest={tmp_path / 'cache'}"),
-            *parse_cache_to("type=inline")]
+def _setup(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fail: set[str]
+) -> tuple[list[Any], list[str]]:
+    opts = [
+        *parse_cache_to("type=registry,ref=127.0.0.1:1/nobody/cache,mode=max"),
+        *parse_cache_to(f"type=local,dest={tmp_path / 'cache'}"),
+        *parse_cache_to("type=inline"),
+    ]
     seen: list[str] = []
 
     def fake_export(opt: Any, records: Any, **kw: Any) -> ExportResult:
@@ -85,12 +93,21 @@ def _setup(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fail: set[str]) -> t
 def _export(opts: list[Any], sink: RecordingSink, **kw: Any) -> list[Any]:
     v = _chain(2)
     converted = SimpleNamespace(target=SimpleNamespace(vertex=v[1]))
-    return export_caches(opts, _Graph({v[0]: [_diff(1)]}), converted, None, None,  # type: ignore[arg-type]
-                         sink, {}, **kw)
+    return export_caches(
+        opts,
+        _Graph({v[0]: [_diff(1)]}),
+        converted,
+        None,
+        None,  # type: ignore[arg-type]
+        sink,
+        {},
+        **kw,
+    )
 
 
 def test_best_effort_export_failure_is_a_warning_and_the_next_destination_still_exports(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     opts, seen = _setup(monkeypatch, tmp_path, fail={"registry"})
     sink = RecordingSink()
     results = _export(opts, sink, best_effort=True)
@@ -105,7 +122,9 @@ def test_best_effort_export_failure_is_a_warning_and_the_next_destination_still_
     assert done == ["exporting cache to registry", "exporting cache to client directory"]
 
 
-def test_without_best_effort_an_export_failure_raises(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_without_best_effort_an_export_failure_raises(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     opts, _seen = _setup(monkeypatch, tmp_path, fail={"registry"})
     with pytest.raises(MasonError, match="registry export broke"):
         _export(opts, RecordingSink())

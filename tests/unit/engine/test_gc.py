@@ -27,9 +27,13 @@ def _reach(r: R) -> list[tuple[str, str]]:
     return [("blob", n) for n in r.needs]
 
 
-ENTRIES = [E("blob", "base", 10_000, 1.0),  # the shared base layer: used first, long ago
-           E("blob", "old-step", 3_000, 2.0), E("blob", "new-step", 2_000, 3.0),
-           E("blob", "orphan", 4_000, 9.0), E("cache-mount", "apt", 1_000, 2.5)]
+ENTRIES = [
+    E("blob", "base", 10_000, 1.0),  # the shared base layer: used first, long ago
+    E("blob", "old-step", 3_000, 2.0),
+    E("blob", "new-step", 2_000, 3.0),
+    E("blob", "orphan", 4_000, 9.0),
+    E("cache-mount", "apt", 1_000, 2.5),
+]
 RECORDS = [R("old", 2.0, ("base", "old-step")), R("new", 3.0, ("base", "new-step"))]
 
 

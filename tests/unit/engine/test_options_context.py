@@ -18,27 +18,47 @@ from mason.engine.options import OutputSpec, outputs_for, parse_output, parse_se
 from mason.errors import BuildError, UsageError
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("type=registry,name=reg/app:1", OutputSpec(type="image", names=("reg/app:1",), push=True)),
-    ("type=image,name=reg/app,push=true,compression=zstd,compression-level=3",
-     OutputSpec(type="image", names=("reg/app",), push=True, compression="zstd", compression_level=3)),
-    ("type=oci,dest=out.tar", OutputSpec(type="oci", dest="out.tar")),
-    ("type=oci,dest=dir,tar=false", OutputSpec(type="oci", dest="dir", tar=False)),
-    ("type=docker,dest=img.tar", OutputSpec(type="docker", dest="img.tar", oci_mediatypes=False)),
-    ("type=local,dest=out", OutputSpec(type="local", dest="out")),
-    ("out", OutputSpec(type="local", dest="out")),
-    ("-", OutputSpec(type="tar", dest="-")),
-    ('type=image,"name=a/b,c/d",push=true', OutputSpec(type="image", names=("a/b", "c/d"), push=True)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("type=registry,name=reg/app:1", OutputSpec(type="image", names=("reg/app:1",), push=True)),
+        (
+            "type=image,name=reg/app,push=true,compression=zstd,compression-level=3",
+            OutputSpec(
+                type="image", names=("reg/app",), push=True, compression="zstd", compression_level=3
+            ),
+        ),
+        ("type=oci,dest=out.tar", OutputSpec(type="oci", dest="out.tar")),
+        ("type=oci,dest=dir,tar=false", OutputSpec(type="oci", dest="dir", tar=False)),
+        (
+            "type=docker,dest=img.tar",
+            OutputSpec(type="docker", dest="img.tar", oci_mediatypes=False),
+        ),
+        ("type=local,dest=out", OutputSpec(type="local", dest="out")),
+        ("out", OutputSpec(type="local", dest="out")),
+        ("-", OutputSpec(type="tar", dest="-")),
+        (
+            'type=image,"name=a/b,c/d",push=true',
+            OutputSpec(type="image", names=("a/b", "c/d"), push=True),
+        ),
+    ],
+)
 def test_parse_output(text: str, expected: OutputSpec) -> None:
     """--output follows buildx's CSV syntax and defaults."""
     assert parse_output(text) == expected
 
 
-@pytest.mark.parametrize("text", [
-    "type=nope,dest=x", "type=oci", "type=image,compression=lz4", "type=image,compression=gzip,compression-level=12",
-    "type=image,push=maybe,name=x", "dest=x",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "type=nope,dest=x",
+        "type=oci",
+        "type=image,compression=lz4",
+        "type=image,compression=gzip,compression-level=12",
+        "type=image,push=maybe,name=x",
+        "dest=x",
+    ],
+)
 def test_parse_output_rejects(text: str) -> None:
     """Bad --output values are usage errors (exit 2)."""
     with pytest.raises(UsageError):
@@ -89,18 +109,30 @@ def test_wildcards_and_dockerignore(ctx: Path) -> None:
         select_sources(ctx, ["missing.txt"], ignore)
 
 
-def test_dockerignore_directories_and_exceptions_in_a_copied_tree(ctx: Path, tmp_path: Path) -> None:
+def test_dockerignore_directories_and_exceptions_in_a_copied_tree(
+    ctx: Path, tmp_path: Path
+) -> None:
     """An excluded directory is left out with everything below it, unless a ``!`` exception
     re-includes something there: then only that is copied (and checksummed)."""
     ignore = DockerIgnore(["app/sub", "**/*.log", "!app/sub/c.txt"])
     rootfs = tmp_path / "rootfs"
     rootfs.mkdir()
-    copy_sources(select_sources(ctx, ["."], ignore), rootfs, "/", CopyOptions(), ignore, dest_is_dir_hint=True)
-    found = sorted(str(p.relative_to(rootfs)) for p in rootfs.rglob("*") if not p.is_dir() or p.is_symlink())
+    copy_sources(
+        select_sources(ctx, ["."], ignore),
+        rootfs,
+        "/",
+        CopyOptions(),
+        ignore,
+        dest_is_dir_hint=True,
+    )
+    found = sorted(
+        str(p.relative_to(rootfs)) for p in rootfs.rglob("*") if not p.is_dir() or p.is_symlink()
+    )
     assert found == ["app/a.txt", "app/link", "app/sub/c.txt", "top.txt"]
     without_exception = DockerIgnore(["app/sub", "**/*.log"])
-    assert checksum_sources(select_sources(ctx, ["."], ignore), ignore) != \
-        checksum_sources(select_sources(ctx, ["."], without_exception), without_exception)
+    assert checksum_sources(select_sources(ctx, ["."], ignore), ignore) != checksum_sources(
+        select_sources(ctx, ["."], without_exception), without_exception
+    )
     (ctx / "app" / "sub" / "ignored.txt").write_text("not in the context")
     for rules in (ignore, without_exception):
         before = checksum_sources(select_sources(ctx, ["."], rules), rules)
@@ -110,6 +142,7 @@ def test_dockerignore_directories_and_exceptions_in_a_copied_tree(ctx: Path, tmp
 
 def test_checksum_ignores_mtime_but_not_mode_or_content(ctx: Path) -> None:
     """The COPY checksum covers content, mode and link targets; not mtimes."""
+
     def cs() -> str:
         return checksum_sources(select_sources(ctx, ["app"], None), None)
 
@@ -123,19 +156,36 @@ def test_checksum_ignores_mtime_but_not_mode_or_content(ctx: Path) -> None:
     assert cs() != changed_mode
 
 
-@pytest.mark.parametrize(("sources", "dest", "expect"), [
-    (["app"], "/dst/", ["dst/a.txt", "dst/b.log", "dst/link", "dst/sub/c.txt"]),  # a directory copies its contents
-    (["top.txt"], "/renamed.txt", ["renamed.txt"]),  # no trailing slash: the file is renamed
-    (["top.txt"], "/into/", ["into/top.txt"]),  # trailing slash: into the directory
-    (["top.txt", "app/a.txt"], "/multi/", ["multi/a.txt", "multi/top.txt"]),
-])
-def test_copy_semantics(ctx: Path, tmp_path: Path, sources: list[str], dest: str, expect: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("sources", "dest", "expect"),
+    [
+        (
+            ["app"],
+            "/dst/",
+            ["dst/a.txt", "dst/b.log", "dst/link", "dst/sub/c.txt"],
+        ),  # a directory copies its contents
+        (["top.txt"], "/renamed.txt", ["renamed.txt"]),  # no trailing slash: the file is renamed
+        (["top.txt"], "/into/", ["into/top.txt"]),  # trailing slash: into the directory
+        (["top.txt", "app/a.txt"], "/multi/", ["multi/a.txt", "multi/top.txt"]),
+    ],
+)
+def test_copy_semantics(
+    ctx: Path, tmp_path: Path, sources: list[str], dest: str, expect: list[str]
+) -> None:
     """COPY follows Docker's directory and trailing-slash rules."""
     rootfs = tmp_path / "rootfs"
     rootfs.mkdir()
-    copy_sources(select_sources(ctx, sources, None), rootfs, dest, CopyOptions(), None,
-                 dest_is_dir_hint=dest.endswith("/"))
-    found = sorted(str(p.relative_to(rootfs)) for p in rootfs.rglob("*") if not p.is_dir() or p.is_symlink())
+    copy_sources(
+        select_sources(ctx, sources, None),
+        rootfs,
+        dest,
+        CopyOptions(),
+        None,
+        dest_is_dir_hint=dest.endswith("/"),
+    )
+    found = sorted(
+        str(p.relative_to(rootfs)) for p in rootfs.rglob("*") if not p.is_dir() or p.is_symlink()
+    )
     assert found == expect
 
 
@@ -143,8 +193,14 @@ def test_copy_into_existing_directory_and_chmod(ctx: Path, tmp_path: Path) -> No
     """A destination that is an existing directory receives the file; --chmod applies."""
     rootfs = tmp_path / "rootfs"
     (rootfs / "etc").mkdir(parents=True)
-    copy_sources(select_sources(ctx, ["top.txt"], None), rootfs, "/etc", CopyOptions(chmod=0o640), None,
-                 dest_is_dir_hint=False)
+    copy_sources(
+        select_sources(ctx, ["top.txt"], None),
+        rootfs,
+        "/etc",
+        CopyOptions(chmod=0o640),
+        None,
+        dest_is_dir_hint=False,
+    )
     assert (rootfs / "etc" / "top.txt").stat().st_mode & 0o777 == 0o640
 
 
@@ -157,15 +213,33 @@ def test_symlinks_do_not_escape_the_context(tmp_path: Path) -> None:
         select_sources(c, ["evil/passwd"], None)
 
 
-@pytest.mark.parametrize(("text", "message", "hint"), [
-    ("type=docker,dest=d.tar,compresion=zstd", "unknown attribute 'compresion' for type=docker",
-     "type=docker takes name, dest, compression"),
-    ("type=local,dest=out,tar=false", "unknown attribute 'tar' for type=local", "type=local takes dest"),
-    ("type=image,name=r/a,push=true,unpack=true", "unpack= is not supported", ""),
-    ("type=oci,dest=o.tar,registry.insecure=true", "unknown attribute 'registry.insecure' for type=oci", ""),
-    ("type=image,name=r/a,annotation.org.x=y", "annotation.org.x= is not supported", ""),
-    ("type=docker,dest=d.tar,compression=lz4", "'lz4' is not a known compression", "gzip, zstd"),
-])
+@pytest.mark.parametrize(
+    ("text", "message", "hint"),
+    [
+        (
+            "type=docker,dest=d.tar,compresion=zstd",
+            "unknown attribute 'compresion' for type=docker",
+            "type=docker takes name, dest, compression",
+        ),
+        (
+            "type=local,dest=out,tar=false",
+            "unknown attribute 'tar' for type=local",
+            "type=local takes dest",
+        ),
+        ("type=image,name=r/a,push=true,unpack=true", "unpack= is not supported", ""),
+        (
+            "type=oci,dest=o.tar,registry.insecure=true",
+            "unknown attribute 'registry.insecure' for type=oci",
+            "",
+        ),
+        ("type=image,name=r/a,annotation.org.x=y", "annotation.org.x= is not supported", ""),
+        (
+            "type=docker,dest=d.tar,compression=lz4",
+            "'lz4' is not a known compression",
+            "gzip, zstd",
+        ),
+    ],
+)
 def test_output_attributes_are_checked(text: str, message: str, hint: str) -> None:
     with pytest.raises(UsageError) as info:
         parse_output(text)

@@ -37,14 +37,16 @@ def _render(events: list[Event]) -> str:
 
 def test_plain_blocks_match_buildkit_shape() -> None:
     """Headers, output lines with elapsed seconds, CACHED, DONE and blank lines between blocks."""
-    text = _render([
-        Event("a", "[build 1/2] FROM base", "started"),
-        Event("a", "[build 1/2] FROM base", "done", elapsed=0.1),
-        Event("b", "[build 2/2] RUN echo hi", "started"),
-        Event("b", "[build 2/2] RUN echo hi", "log", "hi\nthere", extra={"stream": "stdout"}),
-        Event("b", "[build 2/2] RUN echo hi", "done", elapsed=1.25),
-        Event("c", "[stage-1 2/2] COPY x /", "cached"),
-    ])
+    text = _render(
+        [
+            Event("a", "[build 1/2] FROM base", "started"),
+            Event("a", "[build 1/2] FROM base", "done", elapsed=0.1),
+            Event("b", "[build 2/2] RUN echo hi", "started"),
+            Event("b", "[build 2/2] RUN echo hi", "log", "hi\nthere", extra={"stream": "stdout"}),
+            Event("b", "[build 2/2] RUN echo hi", "done", elapsed=1.25),
+            Event("c", "[stage-1 2/2] COPY x /", "cached"),
+        ]
+    )
     assert text == (
         "#1 [build 1/2] FROM base\n#1 DONE 0.1s\n\n"
         "#2 [build 2/2] RUN echo hi\n#2 0.250 hi\n#2 0.250 there\n#2 DONE 1.2s\n\n"
@@ -55,24 +57,50 @@ def test_plain_blocks_match_buildkit_shape() -> None:
 def test_interleaved_vertices_repeat_the_header() -> None:
     """When output switches back to a vertex, its header is printed again, as BuildKit does;
     a failed vertex gets BuildKit's summary block with its last output lines at the end."""
-    text = _render([
-        Event("a", "A", "started"),
-        Event("b", "B", "started"),
-        Event("a", "A", "log", "x", extra={"stream": "stdout"}),
-        Event("b", "B", "done", elapsed=0.5),
-        Event("a", "A", "error", "exit code 1"),
-    ])
-    assert text.splitlines() == ["#1 A", "", "#2 B", "", "#1 A", "#1 0.500 x", "", "#2 B", "#2 DONE 0.5s", "",
-                                 "#1 A", "#1 ERROR: exit code 1", "", "------", " > A:", "0.500 x", "------"]
+    text = _render(
+        [
+            Event("a", "A", "started"),
+            Event("b", "B", "started"),
+            Event("a", "A", "log", "x", extra={"stream": "stdout"}),
+            Event("b", "B", "done", elapsed=0.5),
+            Event("a", "A", "error", "exit code 1"),
+        ]
+    )
+    assert text.splitlines() == [
+        "#1 A",
+        "",
+        "#2 B",
+        "",
+        "#1 A",
+        "#1 0.500 x",
+        "",
+        "#2 B",
+        "#2 DONE 0.5s",
+        "",
+        "#1 A",
+        "#1 ERROR: exit code 1",
+        "",
+        "------",
+        " > A:",
+        "0.500 x",
+        "------",
+    ]
 
 
 def test_error_summary_keeps_only_the_last_ten_output_lines() -> None:
     """The summary shows the tail of the failed step's output, without ``#N`` (it is no block)."""
     lines = "\n".join(f"line {i}" for i in range(25))
-    text = _render([
-        Event("r", "[2/2] RUN make", "log", lines, extra={"stream": "stdout"}),
-        Event("r", "[2/2] RUN make", "error", "process did not complete successfully: exit code: 2"),
-    ])
+    text = _render(
+        [
+            Event("r", "[2/2] RUN make", "log", lines, extra={"stream": "stdout"}),
+            Event(
+                "r",
+                "[2/2] RUN make",
+                "error",
+                "process did not complete successfully: exit code: 2",
+            ),
+        ]
+    )
     summary = text.split("------\n", 1)[1].splitlines()
     assert summary[0] == " > [2/2] RUN make:"
     assert [ln.split(" ", 1)[1] for ln in summary[1:-1]] == [f"line {i}" for i in range(15, 25)]
@@ -80,22 +108,34 @@ def test_error_summary_keeps_only_the_last_ten_output_lines() -> None:
 
 
 def test_cancelled_vertices_say_canceled_without_a_summary() -> None:
-    text = _render([Event("c", "[1/2] RUN sleep 9", "error", "cancelled", extra={"cancelled": "true"})])
+    text = _render(
+        [Event("c", "[1/2] RUN sleep 9", "error", "cancelled", extra={"cancelled": "true"})]
+    )
     assert text == "#1 [1/2] RUN sleep 9\n#1 CANCELED\n\n"
 
 
 def test_multi_line_texts_never_leave_a_line_without_its_prefix() -> None:
     """A status, warning or error text with newlines (a registry error body, a heredoc name)
     becomes several ``#N`` lines, so no line can pass for another vertex or a status."""
-    text = _render([
-        Event("w", "RUN <<EOF\necho hi\nEOF", "warning", "import failed\nregistry says: DENIED"),
-        Event("w", "RUN <<EOF\necho hi\nEOF", "log", "first\n#9 DONE 1.0s"),
-        Event("w", "RUN <<EOF\necho hi\nEOF", "error", "boom\ndetail"),
-    ])
+    text = _render(
+        [
+            Event(
+                "w", "RUN <<EOF\necho hi\nEOF", "warning", "import failed\nregistry says: DENIED"
+            ),
+            Event("w", "RUN <<EOF\necho hi\nEOF", "log", "first\n#9 DONE 1.0s"),
+            Event("w", "RUN <<EOF\necho hi\nEOF", "error", "boom\ndetail"),
+        ]
+    )
     body = text.split("------")[0].splitlines()
     assert body[0] == "#1 RUN <<EOF echo hi EOF"
-    assert body[1:7] == ["#1 WARNING: import failed", "#1 registry says: DENIED", "#1 first", "#1 #9 DONE 1.0s",
-                         "#1 ERROR: boom", "#1 detail"]
+    assert body[1:7] == [
+        "#1 WARNING: import failed",
+        "#1 registry says: DENIED",
+        "#1 first",
+        "#1 #9 DONE 1.0s",
+        "#1 ERROR: boom",
+        "#1 detail",
+    ]
     assert all(ln.startswith("#1 ") for ln in body if ln)
 
 
@@ -108,15 +148,21 @@ def test_long_output_lines_are_written_whole() -> None:
 
 def test_events_after_the_end_of_a_vertex_do_not_reopen_it() -> None:
     """A late duplicate status (a merged vertex reported twice) prints nothing."""
-    text = _render([Event("a", "A", "cached"), Event("a", "A", "done", elapsed=1.0), Event("a", "A", "cached")])
+    text = _render(
+        [Event("a", "A", "cached"), Event("a", "A", "done", elapsed=1.0), Event("a", "A", "cached")]
+    )
     assert text == "#1 A\n#1 CACHED\n\n"
 
 
 def test_cache_source_line_is_an_ordinary_status_line() -> None:
     """mason's extra ``cache hit from ...`` line parses as a status line of the vertex, not
     as a step header, a CACHED/DONE/ERROR status or an output line."""
-    text = _render([Event("h", "[build 2/6] RUN x", "log", "cache hit from registry r:5000/c:latest"),
-                    Event("h", "[build 2/6] RUN x", "cached")])
+    text = _render(
+        [
+            Event("h", "[build 2/6] RUN x", "log", "cache hit from registry r:5000/c:latest"),
+            Event("h", "[build 2/6] RUN x", "cached"),
+        ]
+    )
     line = text.splitlines()[1]
     assert line == "#1 cache hit from registry r:5000/c:latest"
     rest = line.split(" ", 1)[1]

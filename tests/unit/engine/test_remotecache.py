@@ -62,11 +62,18 @@ class _Provider:
 def _source(data: bytes, annotations: dict[str, str]) -> tuple[CacheSource, _Provider]:
     """An imported cache with one record whose result is one eStargz layer."""
     digest = sha256_bytes(data)
-    config = CacheConfig((CacheLayer(digest),), (CacheRecord(KEY, (CacheResult(0, "2024-01-01T00:00:00Z"),)),))
+    config = CacheConfig(
+        (CacheLayer(digest),), (CacheRecord(KEY, (CacheResult(0, "2024-01-01T00:00:00Z"),)),)
+    )
     provider = _Provider(data)
     desc = Descriptor(mt.OCI_LAYER_GZIP, digest, len(data), annotations)
-    source = CacheSource("registry cache.example/c", config, {digest: desc}, provider,
-                         manifest=Descriptor(mt.OCI_MANIFEST, Digest("sha256:" + "cd" * 32), 1))
+    source = CacheSource(
+        "registry cache.example/c",
+        config,
+        {digest: desc},
+        provider,
+        manifest=Descriptor(mt.OCI_MANIFEST, Digest("sha256:" + "cd" * 32), 1),
+    )
     return source, provider
 
 
@@ -93,15 +100,23 @@ def test_estargz_hit_keeps_its_annotations_without_a_download(state: StateRoot) 
     assert blobs.compression_of(layer) == "estargz"
     desc = blobs.descriptor(layer, oci=True, annotate=True)
     record = SolvedRecord(KEY, layers=(desc,), created_at="2024-01-01T00:00:00Z")
-    plan = plan_export([record], mode="max", image_diff_ids=None, blobs=CacheBlobStore(blobs),
-                       compression="estargz", prior=None)
+    plan = plan_export(
+        [record],
+        mode="max",
+        image_diff_ids=None,
+        blobs=CacheBlobStore(blobs),
+        compression="estargz",
+        prior=None,
+    )
     [exported] = plan.layers
     assert exported.digest == layer.blob
     assert {k: exported.annotations[k] for k in (TOC, USIZE, ANNOTATION_UNCOMPRESSED)} == ann
     assert provider.opened == 0 and blobs.downloaded == []
 
 
-def test_estargz_hit_is_verified_once_on_download(state: StateRoot, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_estargz_hit_is_verified_once_on_download(
+    state: StateRoot, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data, ann = _estargz()
     source, provider = _source(data, ann)
     calls: list[dict[str, Any]] = []
@@ -133,11 +148,17 @@ def test_estargz_hit_with_a_wrong_toc_annotation_is_rejected(state: StateRoot) -
 
 def test_hit_names_every_repository_of_its_distribution_source(state: StateRoot) -> None:
     data, ann = _estargz()
-    source, _ = _source(data, {**ann, "containerd.io/distribution.source.reg.example": "a/cache,b/other"})
+    source, _ = _source(
+        data, {**ann, "containerd.io/distribution.source.reg.example": "a/cache,b/other"}
+    )
     blobs = Blobs(state)
     layer = _hit_layer(blobs, source)
     assert layer.blob is not None
-    refs = [f"{loc.ref.registry}/{loc.ref.repository}" for loc in blobs.remote_locations(layer.blob) if loc.ref]
+    refs = [
+        f"{loc.ref.registry}/{loc.ref.repository}"
+        for loc in blobs.remote_locations(layer.blob)
+        if loc.ref
+    ]
     assert refs == ["reg.example/a/cache", "reg.example/b/other"]
 
 
@@ -153,8 +174,11 @@ def _remote_gzip_layer(blobs: Blobs, text: bytes) -> LayerRef:
     def opener() -> Iterator[BinaryIO]:
         yield io.BytesIO(data)
 
-    blobs.add_remote(digest, sha256_bytes(tar), RemoteLocation(None, mt.OCI_LAYER_GZIP, len(data), opener,
-                                                               image=True))
+    blobs.add_remote(
+        digest,
+        sha256_bytes(tar),
+        RemoteLocation(None, mt.OCI_LAYER_GZIP, len(data), opener, image=True),
+    )
     return LayerRef(sha256_bytes(tar), digest, len(data), mt.OCI_LAYER_GZIP)
 
 
@@ -192,10 +216,14 @@ def test_a_layer_from_an_imported_cache_gets_the_exports_compression(state: Stat
     def opener() -> Iterator[BinaryIO]:
         yield io.BytesIO(data)
 
-    blobs.add_remote(digest, sha256_bytes(tar), RemoteLocation(None, mt.OCI_LAYER_ZSTD, len(data), opener))
+    blobs.add_remote(
+        digest, sha256_bytes(tar), RemoteLocation(None, mt.OCI_LAYER_ZSTD, len(data), opener)
+    )
     step = LayerRef(sha256_bytes(tar), digest, len(data), mt.OCI_LAYER_ZSTD)
     out = blobs.export_variant(step, "gzip", None, False, for_image=True)
-    assert out.media_type == mt.OCI_LAYER_GZIP and out.diff_id == step.diff_id and out.blob != digest
+    assert (
+        out.media_type == mt.OCI_LAYER_GZIP and out.diff_id == step.diff_id and out.blob != digest
+    )
     assert blobs.export_variant(step, "zstd", None, False, for_image=True) == step
     assert blobs.export_variant(step, "gzip", None, False) == step
 
@@ -211,5 +239,14 @@ def test_without_force_a_layer_the_build_made_is_compressed_as_asked(state: Stat
     made = blobs.store_layer(write)
     out = CacheBlobStore(blobs).cache_blob(_cache_desc(blobs, made), "estargz", None, False)
     assert out.digest != made.blob and TOC in out.annotations
-    assert blobs.compression_of(LayerRef(Digest(out.annotations[ANNOTATION_UNCOMPRESSED]), out.digest, out.size,
-                                         out.media_type)) == "estargz"
+    assert (
+        blobs.compression_of(
+            LayerRef(
+                Digest(out.annotations[ANNOTATION_UNCOMPRESSED]),
+                out.digest,
+                out.size,
+                out.media_type,
+            )
+        )
+        == "estargz"
+    )

@@ -51,8 +51,15 @@ def test_results_and_variants_survive_reopen(tmp_path: Path) -> None:
     diff = sha256_bytes(b"tar")
     blob = sha256_bytes(b"gz")
     with StateRoot.open(tmp_path) as st:
-        st.meta.put_result("k1", (LayerRef(diff, blob, 2, "application/vnd.oci.image.layer.v1.tar+gzip"),), "RUN x", {"a": 1})
-        st.meta.put_variant(diff, "gzip", None, BlobInfo(blob, 2, "application/vnd.oci.image.layer.v1.tar+gzip"))
+        st.meta.put_result(
+            "k1",
+            (LayerRef(diff, blob, 2, "application/vnd.oci.image.layer.v1.tar+gzip"),),
+            "RUN x",
+            {"a": 1},
+        )
+        st.meta.put_variant(
+            diff, "gzip", None, BlobInfo(blob, 2, "application/vnd.oci.image.layer.v1.tar+gzip")
+        )
     with StateRoot.open(tmp_path) as st:
         r = st.meta.get_result("k1")
         assert r is not None and r.layers[0].diff_id == diff and r.extra == {"a": 1}
@@ -71,7 +78,9 @@ def test_leftover_temp_files_are_cleaned_on_open(tmp_path: Path) -> None:
         assert os.listdir(st.tmp) == []
 
 
-def _hold_shared(path: str, ready: multiprocessing.synchronize.Event, done: multiprocessing.synchronize.Event) -> None:
+def _hold_shared(
+    path: str, ready: multiprocessing.synchronize.Event, done: multiprocessing.synchronize.Event
+) -> None:
     with StateRoot.open(path) as st:
         (st.tmp / "other-process-temp").write_bytes(b"in use")
         ready.set()
@@ -105,7 +114,9 @@ def test_prune_all_and_keep_storage(tmp_path: Path) -> None:
         st.meta.put_result("k", (LayerRef(Digest(digests[0]), digests[0]),), "x")
         removed, freed = st.prune(keep_storage=2000)
         assert removed == 1 and freed == 1000
-        assert st.store.has(digests[0]) and st.meta.get_result("k") is not None  # the result is whole
+        assert (
+            st.store.has(digests[0]) and st.meta.get_result("k") is not None
+        )  # the result is whole
         assert not st.store.has(digests[1]) and st.store.has(digests[2])
         removed, freed = st.prune(keep_storage=500)
         assert (removed, freed) == (2, 2000) and st.meta.get_result("k") is None
@@ -148,7 +159,8 @@ def test_prune_removes_snapshots_and_cache_mounts(tmp_path: Path) -> None:
 
 
 def test_prune_crash_mid_delete_leaves_no_snapshot_that_looks_complete(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The snapshot is renamed away before its files go: a prune killed while deleting leaves
     garbage the next open removes, never a half-deleted snapshot under its id."""
     import mason.layer.snapshot as snapshot_module
@@ -164,7 +176,9 @@ def test_prune_crash_mid_delete_leaves_no_snapshot_that_looks_complete(
             with pytest.raises(KeyboardInterrupt):
                 st.prune(all_=True)
         assert not path.exists()
-        [trash] = (st.snapshots_dir / ".active").iterdir()  # the renamed snapshot, files still in it
+        [trash] = (
+            st.snapshots_dir / ".active"
+        ).iterdir()  # the renamed snapshot, files still in it
         assert (trash / "fs" / "file").exists()
     with StateRoot.open(tmp_path, exclusive=True) as st:
         assert not _snapshot_exists(st, "c1")
@@ -187,7 +201,10 @@ def test_prune_needs_the_exclusive_lock(tmp_path: Path) -> None:
         assert st.prune(all_=True)[0] == 1 and not path.exists()
 
 
-@pytest.mark.parametrize(("text", "value"), [("1024", 1024), ("1k", 1024), ("10MB", 10 << 20), ("1.5GiB", int(1.5 * (1 << 30))), ("0", 0)])
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("1024", 1024), ("1k", 1024), ("10MB", 10 << 20), ("1.5GiB", int(1.5 * (1 << 30))), ("0", 0)],
+)
 def test_parse_size(text: str, value: int) -> None:
     """Sizes accept docker's unit suffixes (binary multiples)."""
     assert parse_size(text) == value
@@ -219,7 +236,9 @@ def _flattened_stack(st: StateRoot) -> Path:
     for sid in ("la", "lb"):
         diff.apply_layer([], layer(sid), snapshot_id=sid)
         st.meta.put_snapshot("sha256:" + sid, str(st.snapshots_dir / sid), 0)
-    with Snapshotter(str(st.snapshots_dir), mode="copy").view(["la", "lb"], readonly=True) as merged:
+    with Snapshotter(str(st.snapshots_dir), mode="copy").view(
+        ["la", "lb"], readonly=True
+    ) as merged:
         assert sorted(os.listdir(merged)) == ["la", "lb"]
     [flat] = [p for p in st.snapshots_dir.iterdir() if p.name.startswith("f")]
     return flat
@@ -246,7 +265,11 @@ def test_prune_all_leaves_only_the_skeleton(tmp_path: Path) -> None:
         assert {flat.name, untracked_blob, layer, "sha256:la"} <= listed  # du shows them too
         removed, freed = st.prune(all_=True)
         assert removed == 5 and freed >= 3 * 4096
-        assert st.meta.variants_of(layer) == [] and st.meta.results() == [] and st.meta.snapshots() == []
+        assert (
+            st.meta.variants_of(layer) == []
+            and st.meta.results() == []
+            and st.meta.snapshots() == []
+        )
     left = {p for p in _tree(tmp_path / "root") - skeleton if not p.startswith("meta.db")}
     # the snapshotter's own directories and an empty algorithm directory are skeleton too
     assert left <= {"blobs/sha256", "snapshots/.active", "snapshots/.empty"}, left

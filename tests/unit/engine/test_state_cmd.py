@@ -14,7 +14,9 @@ from mason.engine.state import BlobInfo, StateRoot
 from mason.progress import Event
 
 
-def test_du_and_prune(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_du_and_prune(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """du reports what the root holds; prune --all empties it."""
     monkeypatch.setenv("MASON_ROOT", str(tmp_path))
     with StateRoot.open(tmp_path) as st:
@@ -31,8 +33,9 @@ def test_du_and_prune(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: p
         assert not st.store.has(d)
 
 
-def test_prune_waits_for_a_running_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_prune_waits_for_a_running_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`mason prune` under a running build (shared lock) says it waits, deletes nothing until
     the build ends, then prunes."""
     monkeypatch.setenv("MASON_ROOT", str(tmp_path))

@@ -26,8 +26,15 @@ def _mode(path: Path) -> int:
 
 
 def _dirs(root: Path) -> list[Path]:
-    return [root, root / "tmp", root / "snapshots", root / "cachemounts", root / "cachemount-locks",
-            root / "blobs", root / "blobs/sha256"]
+    return [
+        root,
+        root / "tmp",
+        root / "snapshots",
+        root / "cachemounts",
+        root / "cachemount-locks",
+        root / "blobs",
+        root / "blobs/sha256",
+    ]
 
 
 def _files(root: Path) -> list[Path]:

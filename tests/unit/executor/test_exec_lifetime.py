@@ -18,8 +18,12 @@ from mason.executor.process import guarded_argv, run_streaming
 
 def _guarded(argv: list[str], cleanup: list[list[str]]) -> tuple[subprocess.Popen[bytes], int]:
     life_r, life_w = os.pipe()
-    proc = subprocess.Popen(guarded_argv(sys.executable, life_r, cleanup, argv), pass_fds=(life_r,),
-                            stdout=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        guarded_argv(sys.executable, life_r, cleanup, argv),
+        pass_fds=(life_r,),
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
     os.close(life_r)
     return proc, life_w
 
@@ -69,8 +73,13 @@ def test_launcher_dies_with_a_killed_guard() -> None:
 
 def test_run_streaming_reports_a_missing_launcher_as_oserror() -> None:
     with pytest.raises(FileNotFoundError):
-        run_streaming(["/nonexistent/launcher"], lambda _: None, terminate=lambda p: p.kill(), cancel=None,
-                      timeout=None)
+        run_streaming(
+            ["/nonexistent/launcher"],
+            lambda _: None,
+            terminate=lambda p: p.kill(),
+            cancel=None,
+            timeout=None,
+        )
 
 
 def test_owner_lock_marks_the_owner_alive_until_released(tmp_path: Path) -> None:
@@ -108,12 +117,16 @@ def test_reap_orphans_removes_only_containers_without_a_live_owner(tmp_path: Pat
     dead.mkdir()
     (dead / OWNER_LOCK).touch()
     listing = tmp_path / "list.json"
-    listing.write_text(json.dumps([
-        {"id": "mason-live", "bundle": str(live), "status": "running"},
-        {"id": "mason-dead", "bundle": str(dead), "status": "running"},
-        {"id": "mason-nobundle", "bundle": str(tmp_path / "gone"), "status": "stopped"},
-        {"id": "someone-else", "bundle": str(tmp_path / "gone"), "status": "running"},
-    ]))
+    listing.write_text(
+        json.dumps(
+            [
+                {"id": "mason-live", "bundle": str(live), "status": "running"},
+                {"id": "mason-dead", "bundle": str(dead), "status": "running"},
+                {"id": "mason-nobundle", "bundle": str(tmp_path / "gone"), "status": "stopped"},
+                {"id": "someone-else", "bundle": str(tmp_path / "gone"), "status": "running"},
+            ]
+        )
+    )
     log = tmp_path / "calls"
     runc = tmp_path / "runc"
     runc.write_text(FAKE_RUNC.format(log=log, listing=listing))

@@ -26,6 +26,8 @@ def test_insecure_has_every_capability_and_nothing_masked() -> None:
     mounts = by_destination(config)
     assert "ro" not in mounts["/sys"]["options"] and "rw" in mounts["/sys"]["options"]
     assert "ro" not in mounts["/sys/fs/cgroup"]["options"]
-    assert config["linux"]["resources"]["devices"] == [{"allow": True, "type": "c", "access": "rwm"},
-                                                       {"allow": True, "type": "b", "access": "rwm"}]
+    assert config["linux"]["resources"]["devices"] == [
+        {"allow": True, "type": "c", "access": "rwm"},
+        {"allow": True, "type": "b", "access": "rwm"},
+    ]
     assert "seccomp" not in config["linux"]

@@ -104,7 +104,9 @@ def test_user_database_is_read_inside_the_rootfs_and_only_as_a_file(tmp_path: Pa
     (rootfs / "etc").mkdir(parents=True)
     host.mkdir()
     (host / "passwd").write_text("evil:x:4242:4242::/:/bin/sh\n")
-    os.symlink(str(host / "passwd"), rootfs / "etc" / "passwd")  # absolute: means <rootfs>/<host>/passwd
+    os.symlink(
+        str(host / "passwd"), rootfs / "etc" / "passwd"
+    )  # absolute: means <rootfs>/<host>/passwd
     os.mkfifo(rootfs / "etc" / "group")  # would block a plain read forever
     with pytest.raises(UserResolutionError, match="unable to find user 'evil'"):
         resolve_user(rootfs, "evil")

@@ -21,8 +21,16 @@ def make_tar(*members: tuple[tarfile.TarInfo, bytes | None]) -> io.BytesIO:
     return buf
 
 
-def entry(name: str, kind: bytes = tarfile.REGTYPE, *, linkname: str = "", mode: int = 0o644,
-          uid: int = 0, gid: int = 0, mtime: int = 1000) -> tarfile.TarInfo:
+def entry(
+    name: str,
+    kind: bytes = tarfile.REGTYPE,
+    *,
+    linkname: str = "",
+    mode: int = 0o644,
+    uid: int = 0,
+    gid: int = 0,
+    mtime: int = 1000,
+) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type = kind
     info.linkname = linkname

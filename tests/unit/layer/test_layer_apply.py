@@ -16,7 +16,9 @@ from tests.unit.layer.layer_helpers import entry, make_tar, tree
 from mason.layer import LayerError, Snapshotter, apply_layer, overlay_supported, write_dir_tar
 
 is_root = os.geteuid() == 0
-needs_root = pytest.mark.skipif(not is_root, reason="devices, owners and trusted.* xattrs need root")
+needs_root = pytest.mark.skipif(
+    not is_root, reason="devices, owners and trusted.* xattrs need root"
+)
 
 
 @pytest.fixture
@@ -43,7 +45,10 @@ def _zero_device() -> tarfile.TarInfo:
 
 MALICIOUS: dict[str, list[tuple[tarfile.TarInfo, bytes | None]]] = {
     "dotdot": [(entry("../outside/evil"), b"x")],
-    "dotdot-deep": [(entry("a/", tarfile.DIRTYPE, mode=0o755), None), (entry("a/../../outside/evil"), b"x")],
+    "dotdot-deep": [
+        (entry("a/", tarfile.DIRTYPE, mode=0o755), None),
+        (entry("a/../../outside/evil"), b"x"),
+    ],
     "absolute": [(entry("/tmp/mason-evil-absolute"), b"x")],
     "hardlink-dotdot": [(entry("hl", tarfile.LNKTYPE, linkname="../outside/secret"), None)],
     "hardlink-absolute": [(entry("hl", tarfile.LNKTYPE, linkname="OUTSIDE/secret"), None)],
@@ -91,7 +96,14 @@ def test_malicious_tar_is_rejected_and_nothing_leaves_the_root(
 
 # A parent through a symlink (this layer's or an earlier one's) is resolved inside the root,
 # as BuildKit does: each (layer 1, layer 2) lands at the in-root target and nothing outside.
-THROUGH_SYMLINKS: dict[str, tuple[list[tuple[tarfile.TarInfo, bytes | None]], list[tuple[tarfile.TarInfo, bytes | None]], dict[str, str]]] = {
+THROUGH_SYMLINKS: dict[
+    str,
+    tuple[
+        list[tuple[tarfile.TarInfo, bytes | None]],
+        list[tuple[tarfile.TarInfo, bytes | None]],
+        dict[str, str],
+    ],
+] = {
     "absolute-parent": (
         [(entry("link", tarfile.SYMTYPE, linkname="OUTSIDE"), None)],
         [(entry("link/evil"), b"x")],
@@ -103,7 +115,10 @@ THROUGH_SYMLINKS: dict[str, tuple[list[tuple[tarfile.TarInfo, bytes | None]], li
         {"link": "l", "outside/evil": "f:x"},
     ),
     "nested-relative-parent": (
-        [(entry("a/", tarfile.DIRTYPE, mode=0o755), None), (entry("a/up", tarfile.SYMTYPE, linkname="../../outside"), None)],
+        [
+            (entry("a/", tarfile.DIRTYPE, mode=0o755), None),
+            (entry("a/up", tarfile.SYMTYPE, linkname="../../outside"), None),
+        ],
         [(entry("a/up/evil"), b"x")],
         {"a": "d", "a/up": "l", "outside/evil": "f:x"},
     ),
@@ -113,20 +128,29 @@ THROUGH_SYMLINKS: dict[str, tuple[list[tuple[tarfile.TarInfo, bytes | None]], li
         {"link": "l", "outside/sub": "d"},
     ),
     "whiteout-through-link": (
-        [(entry("link", tarfile.SYMTYPE, linkname="../outside"), None), (entry("outside/", tarfile.DIRTYPE, mode=0o755), None),
-         (entry("outside/secret"), b"in root")],
+        [
+            (entry("link", tarfile.SYMTYPE, linkname="../outside"), None),
+            (entry("outside/", tarfile.DIRTYPE, mode=0o755), None),
+            (entry("outside/secret"), b"in root"),
+        ],
         [(entry("link/.wh.secret"), b"")],
         {"link": "l", "outside": "d"},
     ),
     "opaque-through-link": (
-        [(entry("link", tarfile.SYMTYPE, linkname="/usr"), None), (entry("usr/", tarfile.DIRTYPE, mode=0o755), None),
-         (entry("usr/old"), b"old")],
+        [
+            (entry("link", tarfile.SYMTYPE, linkname="/usr"), None),
+            (entry("usr/", tarfile.DIRTYPE, mode=0o755), None),
+            (entry("usr/old"), b"old"),
+        ],
         [(entry("link/.wh..wh..opq"), b""), (entry("link/new"), b"new")],
         {"link": "l", "usr": "d", "usr/new": "f:new"},
     ),
     "hardlink-through-link": (
-        [(entry("link", tarfile.SYMTYPE, linkname="/../etc"), None), (entry("etc/", tarfile.DIRTYPE, mode=0o755), None),
-         (entry("etc/passwd"), b"root")],
+        [
+            (entry("link", tarfile.SYMTYPE, linkname="/../etc"), None),
+            (entry("etc/", tarfile.DIRTYPE, mode=0o755), None),
+            (entry("etc/passwd"), b"root"),
+        ],
         [(entry("hl", tarfile.LNKTYPE, linkname="link/passwd"), None)],
         {"link": "l", "etc": "d", "etc/passwd": "f:root", "hl": "f:root"},
     ),
@@ -192,7 +216,9 @@ def test_writes_through_symlinks_land_inside_the_root(
         pytest.skip("overlayfs not usable here")
     _, outside = dirs
     first, second, expected = THROUGH_SYMLINKS[case]
-    first, second = ([(_with_outside(info, outside), data) for info, data in layer] for layer in (first, second))
+    first, second = (
+        [(_with_outside(info, outside), data) for info, data in layer] for layer in (first, second)
+    )
     outside_rel = outside.lstrip("/")
     want = {k.replace("OUTSIDE_REL", outside_rel): v for k, v in expected.items()}
     for rel in list(want):  # the directories on the way to an entry

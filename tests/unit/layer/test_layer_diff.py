@@ -21,7 +21,9 @@ from mason.layer import (
 from mason.layer._fs import copy_tree
 
 is_root = os.geteuid() == 0
-needs_root = pytest.mark.skipif(not is_root, reason="whiteout devices and trusted.* xattrs need root")
+needs_root = pytest.mark.skipif(
+    not is_root, reason="whiteout devices and trusted.* xattrs need root"
+)
 
 
 def _populate(root: str, order: list[str]) -> None:
@@ -41,7 +43,9 @@ def _tar(fn: object, *args: object, **kwargs: object) -> tuple[bytes, object]:
     return buf.getvalue(), info
 
 
-def test_same_tree_gives_same_bytes_whatever_the_creation_order(tmp_path: pytest.TempPathFactory) -> None:
+def test_same_tree_gives_same_bytes_whatever_the_creation_order(
+    tmp_path: pytest.TempPathFactory,
+) -> None:
     a, b = str(tmp_path / "a"), str(tmp_path / "b")  # type: ignore[operator]
     _populate(a, ["a", "b", "c", "B", "a-b"])
     _populate(b, ["a-b", "c", "B", "b", "a"])
@@ -91,7 +95,10 @@ def test_metadata_kept_and_mtimes_clamped(tmp_path: pytest.TempPathFactory) -> N
     assert f_member.mtime == 1_500_000_000
     assert members["d/old"].mtime == 100
     assert f_member.uname == "" and f_member.gname == ""
-    assert f_member.pax_headers["SCHILY.xattr.user.comment"].encode("utf-8", "surrogateescape") == b"\xff\x00binary"
+    assert (
+        f_member.pax_headers["SCHILY.xattr.user.comment"].encode("utf-8", "surrogateescape")
+        == b"\xff\x00binary"
+    )
     assert not any("overlay" in k for k in f_member.pax_headers)
     if is_root:
         assert (f_member.uid, f_member.gid) == (1234, 5678)
@@ -101,7 +108,9 @@ def test_metadata_kept_and_mtimes_clamped(tmp_path: pytest.TempPathFactory) -> N
     assert {m.name: m for m in tar_members(data2)}["d/f"].mtime == 2_000_000_000
 
 
-def test_hardlinks_become_tar_hardlinks_and_sockets_are_skipped(tmp_path: pytest.TempPathFactory) -> None:
+def test_hardlinks_become_tar_hardlinks_and_sockets_are_skipped(
+    tmp_path: pytest.TempPathFactory,
+) -> None:
     root = str(tmp_path)
     with open(os.path.join(root, "b"), "w") as f:
         f.write("data")
@@ -123,7 +132,9 @@ def test_hardlinks_become_tar_hardlinks_and_sockets_are_skipped(tmp_path: pytest
 
 
 @needs_root
-def test_overlay_whiteouts_and_opaque_dirs_become_oci_whiteouts(tmp_path: pytest.TempPathFactory) -> None:
+def test_overlay_whiteouts_and_opaque_dirs_become_oci_whiteouts(
+    tmp_path: pytest.TempPathFactory,
+) -> None:
     upper = str(tmp_path)
     os.mknod(os.path.join(upper, "gone"), 0o020000, os.makedev(0, 0))
     os.makedirs(os.path.join(upper, "dir", "sub"))
@@ -182,7 +193,9 @@ def _base_tree(root: str) -> None:
             f.write(text)
 
 
-def test_tree_diff_writes_changes_whiteouts_and_needed_parents_only(tmp_path: pytest.TempPathFactory) -> None:
+def test_tree_diff_writes_changes_whiteouts_and_needed_parents_only(
+    tmp_path: pytest.TempPathFactory,
+) -> None:
     lower, upper = str(tmp_path / "lower"), str(tmp_path / "upper")  # type: ignore[operator]
     os.mkdir(lower)
     os.mkdir(upper)
@@ -219,7 +232,9 @@ def test_tree_diff_writes_changes_whiteouts_and_needed_parents_only(tmp_path: py
     assert _tar(write_tree_diff_tar, None, upper)[0] == _tar(write_dir_tar, upper)[0]
 
 
-def test_tree_diff_sees_same_size_same_second_content_changes(tmp_path: pytest.TempPathFactory) -> None:
+def test_tree_diff_sees_same_size_same_second_content_changes(
+    tmp_path: pytest.TempPathFactory,
+) -> None:
     lower, upper = str(tmp_path / "lower"), str(tmp_path / "upper")  # type: ignore[operator]
     os.mkdir(lower)
     os.mkdir(upper)
@@ -250,8 +265,9 @@ def test_tree_diff_writes_every_name_of_a_changed_hard_link(tmp_path: Path) -> N
     assert members["bin/tool"].linkname == "alias"
 
 
-def test_tree_diff_trusts_untouched_copies_and_checks_touched_ones(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tree_diff_trusts_untouched_copies_and_checks_touched_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import time
 
     from mason.layer import diff as diff_mod
@@ -261,14 +277,18 @@ def test_tree_diff_trusts_untouched_copies_and_checks_touched_ones(tmp_path: Pat
         d.mkdir()
         for name in ("same", "rewritten"):
             (d / name).write_bytes(b"aaaa")
-            os.utime(d / name, ns=(10**9, 10**9))  # whole seconds: size and mtime alone prove nothing
+            os.utime(
+                d / name, ns=(10**9, 10**9)
+            )  # whole seconds: size and mtime alone prove nothing
     mark = time.time_ns()
     time.sleep(0.02)
     (upper / "rewritten").write_bytes(b"bbbb")  # same size ...
     os.utime(upper / "rewritten", ns=(10**9, 10**9))  # ... and the old mtime put back
     compared: list[str] = []
     real = diff_mod._same_bytes
-    monkeypatch.setattr(diff_mod, "_same_bytes", lambda a, b: compared.append(os.path.basename(b)) or real(a, b))
+    monkeypatch.setattr(
+        diff_mod, "_same_bytes", lambda a, b: compared.append(os.path.basename(b)) or real(a, b)
+    )
     buf = io.BytesIO()
     write_tree_diff_tar(str(lower), str(upper), buf, copied_before_ns=mark)
     assert [m.name for m in tar_members(buf.getvalue())] == ["rewritten"]

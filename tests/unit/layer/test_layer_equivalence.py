@@ -27,8 +27,25 @@ from mason.layer import LayerError, Snapshotter, apply_layer, overlay_supported
 
 NAMES = ("a", "b", "c")
 CANARY = "@CANARY@"  # replaced by the canary tree's host path
-TARGETS = ("a", "b", "a/b", "/a", "/a/c", "../a", "../../..", "/../../b", "c/../a", ".", "..", "/",
-           "/nowhere/deep", "missing", CANARY, CANARY + "/sub", "../../../../" + CANARY.lstrip("/"))
+TARGETS = (
+    "a",
+    "b",
+    "a/b",
+    "/a",
+    "/a/c",
+    "../a",
+    "../../..",
+    "/../../b",
+    "c/../a",
+    ".",
+    "..",
+    "/",
+    "/nowhere/deep",
+    "missing",
+    CANARY,
+    CANARY + "/sub",
+    "../../../../" + CANARY.lstrip("/"),
+)
 
 Entry = tuple[str, str, str]  # (kind, path, data: content, link target or hardlink target)
 
@@ -44,7 +61,8 @@ _DATA: dict[str, st.SearchStrategy[str]] = {
 # Weighted so that most stacks apply (a hardlink to a random path mostly names nothing).
 _KINDS = ("dir",) * 6 + ("file",) * 6 + ("symlink",) * 6 + ("whiteout", "opaque", "hardlink")
 entries: st.SearchStrategy[Entry] = st.sampled_from(_KINDS).flatmap(
-    lambda kind: st.tuples(st.just(kind), paths, _DATA[kind]))
+    lambda kind: st.tuples(st.just(kind), paths, _DATA[kind])
+)
 stacks = st.lists(st.lists(entries, min_size=1, max_size=8), min_size=2, max_size=4)
 
 Listing = dict[str, tuple[object, ...]]
@@ -58,7 +76,9 @@ def _tar(layer: list[Entry], canary: str) -> io.BytesIO:
         elif kind == "file":
             members.append((entry(path, mode=0o640), data.encode()))
         elif kind == "symlink":
-            members.append((entry(path, tarfile.SYMTYPE, linkname=data.replace(CANARY, canary)), None))
+            members.append(
+                (entry(path, tarfile.SYMTYPE, linkname=data.replace(CANARY, canary)), None)
+            )
         elif kind == "whiteout":
             head, _, base = path.rpartition("/")
             members.append((entry(f"{head}/.wh.{base}".lstrip("/")), b""))
@@ -82,7 +102,12 @@ def listing(root: str) -> Listing:
             elif stat.S_ISREG(st_.st_mode):
                 extra = hashlib.sha256(Path(path).read_bytes()).hexdigest()
             result[os.path.relpath(path, root)] = (
-                stat.S_IFMT(st_.st_mode), stat.S_IMODE(st_.st_mode), st_.st_uid, st_.st_gid, extra)
+                stat.S_IFMT(st_.st_mode),
+                stat.S_IMODE(st_.st_mode),
+                st_.st_uid,
+                st_.st_gid,
+                extra,
+            )
     return result
 
 
@@ -154,8 +179,12 @@ def test_flat_copy_and_overlay_give_the_same_filesystem(stack: list[list[Entry]]
         canary_before = _make_canary(canary)
         outcomes = {
             "flat": flat_outcome([_tar(layer, str(canary)) for layer in stack], str(tmp / "flat")),
-            "copy": snapshot_outcome([_tar(layer, str(canary)) for layer in stack], str(tmp / "copy"), "copy"),
-            "overlay": snapshot_outcome([_tar(layer, str(canary)) for layer in stack], str(tmp / "ov"), "overlay"),
+            "copy": snapshot_outcome(
+                [_tar(layer, str(canary)) for layer in stack], str(tmp / "copy"), "copy"
+            ),
+            "overlay": snapshot_outcome(
+                [_tar(layer, str(canary)) for layer in stack], str(tmp / "ov"), "overlay"
+            ),
         }
         assert outcomes["copy"] == outcomes["flat"]
         assert outcomes["overlay"] == outcomes["flat"]
@@ -169,8 +198,13 @@ def test_a_layer_through_an_earlier_symlink_is_unpacked_per_chain(tmp_path: Path
     if overlay_supported(str(tmp_path)) is not None:
         pytest.skip("overlayfs not usable here")
     snap = Snapshotter(str(tmp_path / "snaps"), mode="overlay")
-    usr, _ = snap.apply_layer([], make_tar((entry("usr/", tarfile.DIRTYPE, mode=0o755), None),
-                                           (entry("lnk", tarfile.SYMTYPE, linkname="/usr"), None)))
+    usr, _ = snap.apply_layer(
+        [],
+        make_tar(
+            (entry("usr/", tarfile.DIRTYPE, mode=0o755), None),
+            (entry("lnk", tarfile.SYMTYPE, linkname="/usr"), None),
+        ),
+    )
     plain, _ = snap.apply_layer([], make_tar((entry("lnk/", tarfile.DIRTYPE, mode=0o755), None)))
     write = make_tar((entry("lnk/file"), b"through"))
     on_usr, _ = snap.apply_layer([usr], write, snapshot_id="shared", based_id="onusr")

@@ -135,8 +135,13 @@ def test_caller_ids_are_content_addresses(tmp_path: Path) -> None:
 
 def test_write_active_layer_then_commit_under_the_layer_id(tmp_path: Path) -> None:
     snap = Snapshotter(str(tmp_path), mode="copy")
-    base, _ = snap.apply_layer([], make_tar((entry("etc/", b"5", mode=0o755), None),
-                                            (entry("etc/a"), b"a"), (entry("etc/b"), b"b")), snapshot_id="base")
+    base, _ = snap.apply_layer(
+        [],
+        make_tar(
+            (entry("etc/", b"5", mode=0o755), None), (entry("etc/a"), b"a"), (entry("etc/b"), b"b")
+        ),
+        snapshot_id="base",
+    )
     with snap.prepare([base]) as active:
         Path(active.path, "etc", "b").unlink()
         Path(active.path, "new").write_text("n")
@@ -157,11 +162,16 @@ def test_apply_to_an_active_snapshot_and_diff_id_checks(tmp_path: Path) -> None:
         assert sorted(tree(active.path)) == ["b"]
         snap.commit(active, snapshot_id="two")
     with pytest.raises(LayerError, match=r"expected sha256:0+"):
-        snap.apply_layer([], make_tar((entry("a"), b"1"), (entry("b"), b"2")), snapshot_id="bad",
-                         expect_diff_id="sha256:" + "0" * 64)
+        snap.apply_layer(
+            [],
+            make_tar((entry("a"), b"1"), (entry("b"), b"2")),
+            snapshot_id="bad",
+            expect_diff_id="sha256:" + "0" * 64,
+        )
     assert not snap.exists("bad") and os.listdir(tmp_path / ".active") == []
-    _, again = snap.apply_layer([], make_tar((entry("a"), b"1"), (entry("b"), b"2")),
-                                expect_diff_id=first.diff_id)
+    _, again = snap.apply_layer(
+        [], make_tar((entry("a"), b"1"), (entry("b"), b"2")), expect_diff_id=first.diff_id
+    )
     assert again == first
 
 

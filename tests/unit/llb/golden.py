@@ -200,7 +200,9 @@ def _source(model: Model, case: str, step: Step, trees: dict[str, ContentTree]) 
     elif ident.startswith("http://") or ident.startswith("https://"):
         filename, checksum = src.attrs["http.filename"], src.attrs["http.checksum"]
         model.add("json", http_source_key_json(filename, checksum))
-        model.add_cache_map("string", http_source_key(filename, checksum), (0,), f"{step.id} {ident}")
+        model.add_cache_map(
+            "string", http_source_key(filename, checksum), (0,), f"{step.id} {ident}"
+        )
     elif ident == "local://context":
         trees[step.id] = context_tree(case, src)
 
@@ -324,14 +326,26 @@ def coverage(case: str, from_dockerfile: bool = False) -> Coverage:
             continue
         kind, preimage = got
         if entry.type == "file" or kind == "file":
-            done[entry.type] += 1  # a file digest is header + content: equal digest is equal preimage
+            done[entry.type] += (
+                1  # a file digest is header + content: equal digest is equal preimage
+            )
         elif preimage == entry.data:
             done[entry.type] += 1
         else:
             wrong.append(dgst)
     records = [r["digest"] for r in cache_config(case)["records"]]
     rec_missing = [r for r in records if r not in model.records]
-    return Coverage(case, total, done, session, missing, len(records), len(records) - len(rec_missing), rec_missing, wrong)
+    return Coverage(
+        case,
+        total,
+        done,
+        session,
+        missing,
+        len(records),
+        len(records) - len(rec_missing),
+        rec_missing,
+        wrong,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -340,14 +354,19 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m tests.unit.llb.golden")
-    parser.add_argument("--from-dockerfile", action="store_true",
-                        help="build the LLB from the Dockerfile (mason.engine.llbplan), not llb.json")
+    parser.add_argument(
+        "--from-dockerfile",
+        action="store_true",
+        help="build the LLB from the Dockerfile (mason.engine.llbplan), not llb.json",
+    )
     from_dockerfile = parser.parse_args(argv).from_dockerfile
     if from_dockerfile:
         for case in CASES:
             m = compare_planned(case)
-            print(f"{case:28} ops {m.ops_equal:2}/{m.total:2}  vertex digests {m.digests_equal:2}/{m.total:2}"
-                  + (f"  {m.differences}" if m.differences else ""))
+            print(
+                f"{case:28} ops {m.ops_equal:2}/{m.total:2}  vertex digests {m.digests_equal:2}/{m.total:2}"
+                + (f"  {m.differences}" if m.differences else "")
+            )
     rows = []
     grand: Counter[str] = Counter()
     grand_done: Counter[str] = Counter()
@@ -367,7 +386,9 @@ def main(argv: list[str] | None = None) -> None:
         )
     print("\n".join(rows))
     for t in sorted(grand):
-        print(f"{t:12} {grand_done[t]:4}/{grand[t] - grand_session[t]:4} (+{grand_session[t]} session-bound)")
+        print(
+            f"{t:12} {grand_done[t]:4}/{grand[t] - grand_session[t]:4} (+{grand_session[t]} session-bound)"
+        )
 
 
 # --- the LLB built from the Dockerfile (mason.engine.llbplan) ----------------------------------
@@ -406,9 +427,19 @@ def planned(case: str) -> Any:
     args = dict(info["buildArgs"])
     plan = plan_build(df, build_args=args, target=info["target"])
     steps, vertex = llb(case)
-    ctx = [vertex[s.id] for s in steps.values() if s.op.source and s.op.source.identifier.startswith("local://")]
-    return plan_llb(plan, resolve=resolve, platform=PLATFORM, build_args=args,
-                    exclude_patterns=context_excludes(case), context_digest=ctx[0] if ctx else None)
+    ctx = [
+        vertex[s.id]
+        for s in steps.values()
+        if s.op.source and s.op.source.identifier.startswith("local://")
+    ]
+    return plan_llb(
+        plan,
+        resolve=resolve,
+        platform=PLATFORM,
+        build_args=args,
+        exclude_patterns=context_excludes(case),
+        context_digest=ctx[0] if ctx else None,
+    )
 
 
 def planned_steps(case: str) -> tuple[dict[str, Step], dict[str, str]]:
@@ -455,8 +486,10 @@ def compare_planned(case: str) -> OpsMatch:
         if _without_session(p.op) == g.op and p_inputs == g.inputs:
             ops_equal += 1
         else:
-            diffs.append(f"{g.id}: planned {_brief(p.op)} inputs {p_inputs}; "
-                         f"golden {_brief(g.op)} inputs {g.inputs}")
+            diffs.append(
+                f"{g.id}: planned {_brief(p.op)} inputs {p_inputs}; "
+                f"golden {_brief(g.op)} inputs {g.inputs}"
+            )
         if pvertex[p.id] == gvertex[g.id]:
             digests_equal += 1
         else:

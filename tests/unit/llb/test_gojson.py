@@ -35,9 +35,12 @@ def test_every_json_preimage_round_trips(case: str) -> None:
     [
         ("a<b>&c", b'"a\\u003cb\\u003e\\u0026c"'),
         ("\u2028\u2029", b'"\\u2028\\u2029"'),
-        ("tab\t nl\n cr\r bs\b ff\f nul\x00 us\x1f", b'"tab\\t nl\\n cr\\r bs\\b ff\\f nul\\u0000 us\\u001f"'),
+        (
+            "tab\t nl\n cr\r bs\b ff\f nul\x00 us\x1f",
+            b'"tab\\t nl\\n cr\\r bs\\b ff\\f nul\\u0000 us\\u001f"',
+        ),
         ('q"\\', b'"q\\"\\\\"'),
-        ("é✓", "\"é✓\"".encode()),
+        ("é✓", '"é✓"'.encode()),
         (b"\x00\xff", b'"AP8="'),
         (None, b"null"),
         ([], b"[]"),
@@ -58,6 +61,8 @@ def test_go_json_values(value: object, expected: bytes) -> None:
 def test_omitempty_keeps_a_present_empty_struct() -> None:
     from mason.llb import pb
 
-    mount = pb.Mount(input=-1, dest="/c", output=-1, mount_type=pb.MountType.CACHE, cache_opt=pb.CacheOpt())
+    mount = pb.Mount(
+        input=-1, dest="/c", output=-1, mount_type=pb.MountType.CACHE, cache_opt=pb.CacheOpt()
+    )
     assert go_json(mount) == b'{"input":-1,"dest":"/c","output":-1,"mountType":3,"cacheOpt":{}}'
     assert go_json(pb.UserOpt(by_id=0)) == b'{"User":{}}'

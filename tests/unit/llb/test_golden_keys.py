@@ -43,7 +43,9 @@ def test_vertex_digests_are_buildkits(case: str) -> None:
 def test_model_reproduces_buildkit_preimages(case: str) -> None:
     cov = golden.coverage(case)
     assert cov.wrong == []
-    golden_json = {d for d, e in golden.keys(case).items() if e.type == "json" and not e.session_bound}
+    golden_json = {
+        d for d, e in golden.keys(case).items() if e.type == "json" and not e.session_bound
+    }
     model = golden.model_keys(case)
     assert golden_json <= set(model.preimages), "every op and source JSON key is reproduced"
     golden_lists = {d for d, e in golden.keys(case).items() if e.type == "string-list"}
@@ -52,8 +54,13 @@ def test_model_reproduces_buildkit_preimages(case: str) -> None:
 
 # Records whose content key comes from another op's output (a RUN, a heredoc
 # file, a download), not from the build context: not modelled yet.
-_OUTPUT_CONTENT = {"03-run-mounts": 1, "06-multistage": 2, "06b-multistage-target": 1, "07-heredoc": 2,
-                   "14-add-url": 1}
+_OUTPUT_CONTENT = {
+    "03-run-mounts": 1,
+    "06-multistage": 2,
+    "06b-multistage-target": 1,
+    "07-heredoc": 2,
+    "14-add-url": 1,
+}
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -39,7 +39,10 @@ def test_planned_ops_give_the_same_keys(case: str) -> None:
 
 # --- rules beyond the golden cases ----------------------------------------------------------
 
-_CONFIG: dict[str, Any] = {"config": {"Env": ["PATH=/bin", "A=1"]}, "rootfs": {"diff_ids": ["sha256:" + "1" * 64]}}
+_CONFIG: dict[str, Any] = {
+    "config": {"Env": ["PATH=/bin", "A=1"]},
+    "rootfs": {"diff_ids": ["sha256:" + "1" * 64]},
+}
 
 
 def _plan(text: str, **kw: Any) -> LLBDefinition:
@@ -91,7 +94,12 @@ def test_shebang_heredoc_runs_from_dev_pipes() -> None:
     (ex,) = _ops(d, "exec")
     assert ex.meta.args == ("/bin/sh", "-c", "/dev/pipes/EOT")
     pipes = ex.mounts[1]
-    assert (pipes.dest, pipes.selector, pipes.readonly, pipes.output) == ("/dev/pipes/", "/", True, -1)
+    assert (pipes.dest, pipes.selector, pipes.readonly, pipes.output) == (
+        "/dev/pipes/",
+        "/",
+        True,
+        -1,
+    )
 
 
 def test_link_on_scratch_is_the_copy_itself_and_chmod_strings_pass() -> None:

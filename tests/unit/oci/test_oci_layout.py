@@ -70,8 +70,9 @@ def test_blob_round_trip_and_manifest_refs(tmp_path: pathlib.Path) -> None:
 def test_index_updates_leave_no_lock_file(tmp_path: pathlib.Path) -> None:
     # a layout is shipped as it is (oci/docker tarballs, local caches): only spec files in it
     layout = OCILayout.create(str(tmp_path / "l"))
-    mdesc = layout.put_blob_bytes(build_manifest(layout.put_blob_bytes(b"{}", mt.OCI_CONFIG), []).raw,
-                                  mt.OCI_MANIFEST)
+    mdesc = layout.put_blob_bytes(
+        build_manifest(layout.put_blob_bytes(b"{}", mt.OCI_CONFIG), []).raw, mt.OCI_MANIFEST
+    )
     layout.add_manifest(mdesc, "v1")
     layout.remove_ref("v1")
     assert sorted(os.listdir(layout.path)) == ["blobs", "index.json", "oci-layout"]
@@ -83,10 +84,16 @@ def test_index_updates_are_serialised_between_processes(tmp_path: pathlib.Path) 
 
     layout = OCILayout.create(str(tmp_path / "l"))
     config = layout.put_blob_bytes(b"{}", mt.OCI_CONFIG)
-    descs = [layout.put_blob_bytes(build_manifest(config, [], annotations={"n": str(i)}).raw, mt.OCI_MANIFEST)
-             for i in range(8)]
-    procs = [multiprocessing.get_context("fork").Process(target=_add, args=(layout.path, d, f"t{i}"))
-             for i, d in enumerate(descs)]
+    descs = [
+        layout.put_blob_bytes(
+            build_manifest(config, [], annotations={"n": str(i)}).raw, mt.OCI_MANIFEST
+        )
+        for i in range(8)
+    ]
+    procs = [
+        multiprocessing.get_context("fork").Process(target=_add, args=(layout.path, d, f"t{i}"))
+        for i, d in enumerate(descs)
+    ]
     for p in procs:
         p.start()
     for p in procs:

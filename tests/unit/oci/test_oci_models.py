@@ -42,7 +42,12 @@ def test_media_type_helpers() -> None:
         mt.compression_of(mt.OCI_CONFIG)
     with pytest.raises(ValueError):
         mt.layer_media_type("brotli", True)
-    assert set(mt.MANIFEST_MEDIA_TYPES) >= {mt.OCI_MANIFEST, mt.OCI_INDEX, mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_LIST}
+    assert set(mt.MANIFEST_MEDIA_TYPES) >= {
+        mt.OCI_MANIFEST,
+        mt.OCI_INDEX,
+        mt.DOCKER_MANIFEST,
+        mt.DOCKER_MANIFEST_LIST,
+    }
 
 
 def test_platform_parse_and_json() -> None:
@@ -53,7 +58,12 @@ def test_platform_parse_and_json() -> None:
     assert Platform.parse("linux/x86_64") == Platform("linux", "amd64")
     assert Platform.from_json(p.to_json()) == p
     full = Platform("windows", "amd64", None, "10.0.1", ("win32k",))
-    assert full.to_json() == {"architecture": "amd64", "os": "windows", "os.version": "10.0.1", "os.features": ["win32k"]}
+    assert full.to_json() == {
+        "architecture": "amd64",
+        "os": "windows",
+        "os.version": "10.0.1",
+        "os.features": ["win32k"],
+    }
     assert Platform.from_json(full.to_json()) == full
     assert host_platform().os == "linux"
     for bad in ("linux", "linux//", "a/b/c/d"):
@@ -62,7 +72,12 @@ def test_platform_parse_and_json() -> None:
 
 
 def test_descriptor_round_trip_and_validation() -> None:
-    d = _desc(b"x", mt.OCI_LAYER_GZIP, annotations={"b": "2", "a": "1"}, platform=Platform("linux", "amd64"))
+    d = _desc(
+        b"x",
+        mt.OCI_LAYER_GZIP,
+        annotations={"b": "2", "a": "1"},
+        platform=Platform("linux", "amd64"),
+    )
     j = d.to_json()
     assert list(j) == ["mediaType", "digest", "size", "annotations", "platform"]
     assert list(j["annotations"]) == ["a", "b"]
@@ -72,14 +87,20 @@ def test_descriptor_round_trip_and_validation() -> None:
     with pytest.raises(ManifestError, match="digest"):
         Descriptor.from_json({"mediaType": "x", "digest": "md5:00", "size": 1})
     with pytest.raises(ManifestError, match="annotations"):
-        Descriptor.from_json({"mediaType": "x", "digest": d.digest, "size": 1, "annotations": {"a": 1}})
+        Descriptor.from_json(
+            {"mediaType": "x", "digest": d.digest, "size": 1, "annotations": {"a": 1}}
+        )
     assert hash(d) == hash(_desc(b"x", mt.OCI_LAYER_GZIP))
 
 
 @pytest.mark.parametrize("media_type", [mt.OCI_MANIFEST, mt.DOCKER_MANIFEST])
 def test_build_manifest_is_deterministic_and_round_trips(media_type: str) -> None:
     config = _desc(b"{}", mt.OCI_CONFIG)
-    layers = [_desc(b"l1", mt.OCI_LAYER_GZIP, annotations={"containerd.io/uncompressed": sha256_bytes(b"t")})]
+    layers = [
+        _desc(
+            b"l1", mt.OCI_LAYER_GZIP, annotations={"containerd.io/uncompressed": sha256_bytes(b"t")}
+        )
+    ]
     a = build_manifest(config, layers, media_type, {"z": "1", "a": "2"})
     b = build_manifest(config, layers, media_type, {"a": "2", "z": "1"})
     assert a.raw == b.raw
@@ -107,9 +128,12 @@ def test_build_index_round_trips(media_type: str) -> None:
 
 def test_parse_keeps_raw_bytes_of_foreign_documents() -> None:
     # Whitespace and key order of a document from elsewhere must survive: digests are of raw bytes.
-    raw = b'{\n  "schemaVersion": 2,\n  "layers": [],\n  "config": {"size": 2, "digest": "%s", "mediaType": "%s"}\n}' % (
-        sha256_bytes(b"{}").encode(),
-        mt.OCI_CONFIG.encode(),
+    raw = (
+        b'{\n  "schemaVersion": 2,\n  "layers": [],\n  "config": {"size": 2, "digest": "%s", "mediaType": "%s"}\n}'
+        % (
+            sha256_bytes(b"{}").encode(),
+            mt.OCI_CONFIG.encode(),
+        )
     )
     parsed = parse_manifest(raw)
     assert parsed.raw == raw
@@ -149,8 +173,14 @@ def test_parses_buildkit_local_index_json_without_media_type() -> None:
         (b'{"schemaVersion": 1, "fsLayers": []}', "schema 1"),
         (b'{"schemaVersion": 2, "mediaType": "application/x-nope"}', "unknown manifest media type"),
         (b'{"schemaVersion": 3, "manifests": []}', "schemaVersion"),
-        (b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "layers": []}', "no config"),
-        (b'{"schemaVersion": 2, "manifests": [{"digest": "sha256:00", "size": 1}]}', r"manifests\[0\]"),
+        (
+            b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "layers": []}',
+            "no config",
+        ),
+        (
+            b'{"schemaVersion": 2, "manifests": [{"digest": "sha256:00", "size": 1}]}',
+            r"manifests\[0\]",
+        ),
         (b'{"schemaVersion": 2}', "neither a manifest nor an index"),
     ],
 )
@@ -181,8 +211,17 @@ def test_build_image_config_is_deterministic() -> None:
     kwargs = {
         "platform": Platform("linux", "arm", "v7"),
         "diff_ids": [diff],
-        "history": [HistoryEntry(created_by="RUN x"), HistoryEntry(created_by="ENV a=b", empty_layer=True)],
-        "config": {"Env": ["A=1", "B=x=y"], "Cmd": ["sh"], "WorkingDir": "/w", "User": "1:2", "Labels": {"k": "v"}},
+        "history": [
+            HistoryEntry(created_by="RUN x"),
+            HistoryEntry(created_by="ENV a=b", empty_layer=True),
+        ],
+        "config": {
+            "Env": ["A=1", "B=x=y"],
+            "Cmd": ["sh"],
+            "WorkingDir": "/w",
+            "User": "1:2",
+            "Labels": {"k": "v"},
+        },
         "created": "1970-01-01T00:00:00Z",
     }
     a = build_image_config(**kwargs)  # type: ignore[arg-type]

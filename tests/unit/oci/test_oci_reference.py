@@ -24,13 +24,26 @@ D = "sha256:" + "ab" * 32
         (f"ghcr.io/o/r@{D}", "ghcr.io", "o/r", None, D),
         (f"ghcr.io/o/r:v2@{D}", "ghcr.io", "o/r", "v2", D),
         (f"alpine@{D}", "docker.io", "library/alpine", None, D),
-        ("registry.example.com:443/a__b/c-d.e:x", "registry.example.com:443", "a__b/c-d.e", "x", None),
+        (
+            "registry.example.com:443/a__b/c-d.e:x",
+            "registry.example.com:443",
+            "a__b/c-d.e",
+            "x",
+            None,
+        ),
         ("[::1]:5000/app:tag", "[::1]:5000", "app", "tag", None),
     ],
 )
-def test_parse_table(text: str, registry: str, repository: str, tag: str | None, digest: str | None) -> None:
+def test_parse_table(
+    text: str, registry: str, repository: str, tag: str | None, digest: str | None
+) -> None:
     ref = Reference.parse(text)
-    assert (ref.registry, ref.repository, ref.tag, ref.digest) == (registry, repository, tag, digest)
+    assert (ref.registry, ref.repository, ref.tag, ref.digest) == (
+        registry,
+        repository,
+        tag,
+        digest,
+    )
     # str() is the fully qualified form and parses back to the same reference
     assert Reference.parse(str(ref)) == ref
 

@@ -48,17 +48,22 @@ def test_mirrors_in_order_then_the_location(tmp_path: Path) -> None:
     assert tagged == ["mirror.lan:5000/hub/library/busybox:1", "docker.io/library/busybox:1"]
     digest = "sha256:" + "a" * 64
     pinned = [str(r) for r in conf.pull_sources(Reference.parse(f"busybox@{digest}"))]
-    assert pinned == [f"mirror.lan:5000/hub/library/busybox@{digest}", f"digests.lan/hub/library/busybox@{digest}",
-                      f"docker.io/library/busybox@{digest}"]
+    assert pinned == [
+        f"mirror.lan:5000/hub/library/busybox@{digest}",
+        f"digests.lan/hub/library/busybox@{digest}",
+        f"docker.io/library/busybox@{digest}",
+    ]
     assert conf.insecure_hosts() == {"mirror.lan:5000", "old.lan:5000"}
 
 
 def test_prefix_rewrites_whole_components_only(tmp_path: Path) -> None:
     conf = load_registries_conf({"CONTAINERS_REGISTRIES_CONF": str(_conf(tmp_path))})
     assert [str(r) for r in conf.pull_sources(Reference.parse("example.com/team/app:2"))] == [
-        "internal.example:5000/team-copy/app:2"]
+        "internal.example:5000/team-copy/app:2"
+    ]
     assert [str(r) for r in conf.pull_sources(Reference.parse("example.com/teamwork/app:2"))] == [
-        "example.com/teamwork/app:2"]
+        "example.com/teamwork/app:2"
+    ]
 
 
 def test_blocked_wildcard_registries_refuse_pulls_and_pushes(tmp_path: Path) -> None:
@@ -72,13 +77,20 @@ def test_the_user_file_and_drop_ins(tmp_path: Path) -> None:
     user = tmp_path / ".config" / "containers"
     (user / "registries.conf.d").mkdir(parents=True)
     (user / "registries.conf").write_text('[[registry]]\nlocation = "a.lan"\ninsecure = true\n')
-    (user / "registries.conf.d" / "50-b.conf").write_text('[[registry]]\nlocation = "a.lan"\nblocked = true\n')
+    (user / "registries.conf.d" / "50-b.conf").write_text(
+        '[[registry]]\nlocation = "a.lan"\nblocked = true\n'
+    )
     conf = load_registries_conf({"HOME": str(tmp_path)})
     entry = conf.find(Reference.parse("a.lan/x:1"))
-    assert entry is not None and entry.blocked and not entry.insecure  # the later drop-in replaced it
+    assert (
+        entry is not None and entry.blocked and not entry.insecure
+    )  # the later drop-in replaced it
 
 
 def test_a_broken_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RegistriesConfError, match="cannot read"):
         load_registries_conf({"CONTAINERS_REGISTRIES_CONF": str(_conf(tmp_path, "[[registry]\n"))})
-    assert load_registries_conf({"CONTAINERS_REGISTRIES_CONF": str(tmp_path / "none.conf")}).entries == ()
+    assert (
+        load_registries_conf({"CONTAINERS_REGISTRIES_CONF": str(tmp_path / "none.conf")}).entries
+        == ()
+    )

@@ -39,11 +39,17 @@ def test_parse_basic_and_multiple_challenges() -> None:
 
 
 def test_docker_config_auths_from_docker_config_dir(tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text(json.dumps({"auths": {
-        "https://index.docker.io/v1/": {"auth": _b64("hub:hubpw")},
-        "ghcr.io": {"username": "gh", "password": "ghpw"},
-        "quay.io": {"identitytoken": "refresh-me"},
-    }}))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "auths": {
+                    "https://index.docker.io/v1/": {"auth": _b64("hub:hubpw")},
+                    "ghcr.io": {"username": "gh", "password": "ghpw"},
+                    "quay.io": {"identitytoken": "refresh-me"},
+                }
+            }
+        )
+    )
     store = CredentialStore.from_environment(str(tmp_path), None, home=str(tmp_path / "nohome"))
     assert store.get("registry-1.docker.io") == Credentials("hub", "hubpw")
     assert store.get("ghcr.io") == Credentials("gh", "ghpw")
@@ -53,18 +59,28 @@ def test_docker_config_auths_from_docker_config_dir(tmp_path: Path) -> None:
 
 def test_default_docker_config_in_home(tmp_path: Path) -> None:
     (tmp_path / ".docker").mkdir()
-    (tmp_path / ".docker" / "config.json").write_text(json.dumps({"auths": {"r.example": {"auth": _b64("u:p")}}}))
+    (tmp_path / ".docker" / "config.json").write_text(
+        json.dumps({"auths": {"r.example": {"auth": _b64("u:p")}}})
+    )
     store = CredentialStore.from_environment(None, None, home=str(tmp_path))
     assert store.get("r.example") == Credentials("u", "p")
 
 
 def test_auth_json_wins_and_supports_repository_keys(tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text(json.dumps({"auths": {"r.example": {"auth": _b64("docker:d")}}}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"auths": {"r.example": {"auth": _b64("docker:d")}}})
+    )
     auth_file = tmp_path / "auth.json"
-    auth_file.write_text(json.dumps({"auths": {
-        "r.example/team": {"auth": _b64("team:t")},
-        "r.example": {"auth": _b64("podman:p")},
-    }}))
+    auth_file.write_text(
+        json.dumps(
+            {
+                "auths": {
+                    "r.example/team": {"auth": _b64("team:t")},
+                    "r.example": {"auth": _b64("podman:p")},
+                }
+            }
+        )
+    )
     store = CredentialStore.from_environment(str(tmp_path), str(auth_file), home=str(tmp_path))
     assert store.get("r.example", "team/app") == Credentials("team", "t")
     assert store.get("r.example", "other/app") == Credentials("podman", "p")
@@ -72,7 +88,9 @@ def test_auth_json_wins_and_supports_repository_keys(tmp_path: Path) -> None:
 
 def test_missing_registry_auth_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(CredentialError):
-        CredentialStore.from_environment(str(tmp_path), str(tmp_path / "absent.json"), home=str(tmp_path))
+        CredentialStore.from_environment(
+            str(tmp_path), str(tmp_path / "absent.json"), home=str(tmp_path)
+        )
 
 
 def test_cred_helpers_and_creds_store() -> None:
@@ -87,7 +105,10 @@ def test_cred_helpers_and_creds_store() -> None:
         return None
 
     store = CredentialStore(
-        docker_config={"credHelpers": {"123.dkr.ecr.example": "ecr-login"}, "credsStore": "desktop"},
+        docker_config={
+            "credHelpers": {"123.dkr.ecr.example": "ecr-login"},
+            "credsStore": "desktop",
+        },
         helper_runner=runner,
     )
     assert store.get("123.dkr.ecr.example") == Credentials("AWS", "ecr-secret")

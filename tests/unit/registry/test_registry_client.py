@@ -102,8 +102,11 @@ def test_basic_auth_and_wrong_password_message() -> None:
     fake = FakeRegistry(auth="basic")
     with client_for(fake) as client:
         push_image(client, ref(), b"x")
-    bad = RegistryClient(CredentialStore.static({HOST: ("user", "nope")}), transport=fake.transport(),
-                         sleep=lambda _s: None)
+    bad = RegistryClient(
+        CredentialStore.static({HOST: ("user", "nope")}),
+        transport=fake.transport(),
+        sleep=lambda _s: None,
+    )
     with pytest.raises(RegistryAuthError) as err:
         bad.get_manifest(ref())
     text = str(err.value)
@@ -114,7 +117,10 @@ def test_basic_auth_and_wrong_password_message() -> None:
 def test_redirected_blob_get_does_not_forward_authorization() -> None:
     fake = FakeRegistry(auth="basic", redirect_blobs=True)
     digest = fake.add_blob("app/web", b"redirected content")
-    with client_for(fake) as client, client.open_blob(ref(), Descriptor(mt.OCI_LAYER, Digest(digest), 18)) as f:
+    with (
+        client_for(fake) as client,
+        client.open_blob(ref(), Descriptor(mt.OCI_LAYER, Digest(digest), 18)) as f,
+    ):
         assert f.read() == b"redirected content"
     storage = [r for r in fake.requests if "storage.fake.test" in r.url]
     assert storage and all(r.authorization is None for r in storage)
@@ -139,7 +145,9 @@ def test_truncated_transfer_is_resumed(tmp_path: Path) -> None:
     digest = fake.add_blob("app/web", data)
     fake.truncate[digest] = 2
     with client_for(fake, creds=False) as client:
-        client.fetch_blob(ref(), Descriptor(mt.OCI_LAYER, Digest(digest), len(data)), tmp_path / "b")
+        client.fetch_blob(
+            ref(), Descriptor(mt.OCI_LAYER, Digest(digest), len(data)), tmp_path / "b"
+        )
     assert (tmp_path / "b").read_bytes() == data
     ranged = [r for r in fake.requests if r.method == "GET" and "/blobs/" in r.url]
     assert len(ranged) == 3
@@ -155,7 +163,10 @@ def test_500_then_200_is_retried() -> None:
 
 def test_retries_are_bounded_and_error_names_everything() -> None:
     fake = FakeRegistry(faults=[("GET", r"/manifests/", [502] * 10)])
-    with client_for(fake, creds=False, retry=RetryPolicy(attempts=3)) as client, pytest.raises(RegistryError) as err:
+    with (
+        client_for(fake, creds=False, retry=RetryPolicy(attempts=3)) as client,
+        pytest.raises(RegistryError) as err,
+    ):
         client.get_manifest(ref())
     e = err.value
     assert e.status == 502 and e.operation.startswith("get manifest")
@@ -201,7 +212,9 @@ def test_mount_and_fallback_when_registry_opens_session() -> None:
         fake.mount_supported = False
         assert not client.mount_blob(ref("dst/two:x"), desc.digest, "src/repo")
         assert fake.uploads == {}  # the opened session was cancelled
-        outcome = client.push_blob_outcome(ref("dst/three:x"), desc, lambda: io.BytesIO(data), mount_from="src/repo")
+        outcome = client.push_blob_outcome(
+            ref("dst/three:x"), desc, lambda: io.BytesIO(data), mount_from="src/repo"
+        )
     assert outcome == "uploaded"
     assert desc.digest in fake.repo_blobs["dst/three"]
     # the fallback used the session the mount POST opened: one POST for dst/three

@@ -31,8 +31,12 @@ CHUNK = 64 * 1024  # the smallest PATCH the client sends
 
 
 def client_for(fake: FakeRegistry, attempts: int = 5, **kwargs: object) -> RegistryClient:
-    return RegistryClient(transport=fake.transport(), sleep=lambda _s: None,  # type: ignore[arg-type]
-                          retry=RetryPolicy(attempts=attempts), **kwargs)
+    return RegistryClient(
+        transport=fake.transport(),
+        sleep=lambda _s: None,  # type: ignore[arg-type]
+        retry=RetryPolicy(attempts=attempts),
+        **kwargs,
+    )
 
 
 def ref() -> Reference:
@@ -54,7 +58,12 @@ def test_download_cut_every_300k_resumes_from_the_byte_reached(tmp_path: Path) -
     with client_for(fake, attempts=3) as client:  # 3 breaks, each after progress: within budget
         client.fetch_blob(ref(), desc_of(data), tmp_path / "b")
     assert (tmp_path / "b").read_bytes() == data
-    assert [rng for _, rng, _ in fake.blob_gets] == [None, "bytes=300000-", "bytes=600000-", "bytes=900000-"]
+    assert [rng for _, rng, _ in fake.blob_gets] == [
+        None,
+        "bytes=300000-",
+        "bytes=600000-",
+        "bytes=900000-",
+    ]
     assert [status for status, _, _ in fake.blob_gets] == [200, 206, 206, 206]
 
 
@@ -66,7 +75,10 @@ def test_download_restarts_from_zero_when_range_is_ignored(tmp_path: Path) -> No
     with client_for(fake) as client:
         client.fetch_blob(ref(), desc_of(data), tmp_path / "b")
     assert (tmp_path / "b").read_bytes() == data
-    assert [(status, rng) for status, rng, _ in fake.blob_gets] == [(200, None), (200, "bytes=300000-")]
+    assert [(status, rng) for status, rng, _ in fake.blob_gets] == [
+        (200, None),
+        (200, "bytes=300000-"),
+    ]
 
 
 def test_download_206_with_the_wrong_content_range_is_not_trusted(tmp_path: Path) -> None:
@@ -78,7 +90,11 @@ def test_download_206_with_the_wrong_content_range_is_not_trusted(tmp_path: Path
         client.fetch_blob(ref(), desc_of(data), tmp_path / "b")
     assert (tmp_path / "b").read_bytes() == data
     # the 206 said "bytes 0-...": dropped, and the blob read again from 0 (the known part skipped)
-    assert fake.blob_gets == [(200, None, None), (206, "bytes=300000-", "bytes 0-699999/700000"), (200, None, None)]
+    assert fake.blob_gets == [
+        (200, None, None),
+        (206, "bytes=300000-", "bytes 0-699999/700000"),
+        (200, None, None),
+    ]
 
 
 def test_download_without_progress_gives_up_and_counts_attempts(tmp_path: Path) -> None:
@@ -124,7 +140,9 @@ class _Unseekable(io.BufferedIOBase):
         return False
 
 
-def _push(fake: FakeRegistry, data: bytes, opener: Callable[[], io.BufferedIOBase], attempts: int = 5) -> str:
+def _push(
+    fake: FakeRegistry, data: bytes, opener: Callable[[], io.BufferedIOBase], attempts: int = 5
+) -> str:
     with client_for(fake, attempts=attempts, chunk_threshold=CHUNK, chunk_size=CHUNK) as client:
         return client.push_blob_outcome(ref(), desc_of(data), opener)  # type: ignore[arg-type]
 
@@ -136,7 +154,9 @@ def test_chunked_upload_with_every_4th_patch_reset_resumes(tmp_path: Path) -> No
     assert fake.blobs[str(sha256_bytes(data))] == data
     assert fake.count("POST", r"/uploads/") == 1  # one session: never started over
     starts = [int(r.split("-")[0]) for r in fake.patch_ranges]
-    assert starts == sorted(starts)  # each reset PATCH is sent again from its own offset, never from 0
+    assert starts == sorted(
+        starts
+    )  # each reset PATCH is sent again from its own offset, never from 0
     assert len(starts) == 17 + 5  # 22 PATCHes: every 4th of them reset and resent
     assert fake.count("GET", r"/uploads/") == 5  # one status query per reset
 
@@ -190,4 +210,3 @@ def test_monolithic_upload_error_counts_every_attempt() -> None:
     assert "gave up after 3 attempt(s)" in str(err.value)
     assert fake.count("PUT", r"/uploads/") == 3
     assert err.value.status == 500
-

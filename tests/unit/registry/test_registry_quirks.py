@@ -55,11 +55,16 @@ def _client(wire: _Wire, slept: list[float]) -> RegistryClient:
     return RegistryClient(transport=httpx.MockTransport(wire), sleep=slept.append)
 
 
-@pytest.mark.parametrize(("host", "failure", "status"), [
-    ("127.0.0.1:5000", "[Errno 111] Connection refused", 200),
-    ("localhost:5000", "[SSL: WRONG_VERSION_NUMBER] wrong version number", 401),
-])
-def test_refused_or_tls_failed_https_moves_to_http_at_once(host: str, failure: str, status: int) -> None:
+@pytest.mark.parametrize(
+    ("host", "failure", "status"),
+    [
+        ("127.0.0.1:5000", "[Errno 111] Connection refused", 200),
+        ("localhost:5000", "[SSL: WRONG_VERSION_NUMBER] wrong version number", 401),
+    ],
+)
+def test_refused_or_tls_failed_https_moves_to_http_at_once(
+    host: str, failure: str, status: int
+) -> None:
     slept: list[float] = []
     wire = _Wire(https=[httpx.ConnectError(failure)], http=[status])
     with _client(wire, slept) as client:
@@ -101,7 +106,9 @@ def test_chosen_scheme_keeps_bounded_retries_for_connection_errors() -> None:
 
 
 def test_token_realm_on_another_host_and_port_with_its_own_query() -> None:
-    fake = FakeRegistry(auth="bearer", token_realm="https://login.fake.test:8443/oauth2/token", service="svc a")
+    fake = FakeRegistry(
+        auth="bearer", token_realm="https://login.fake.test:8443/oauth2/token", service="svc a"
+    )
     fake.add_blob("team/app", b"layer")
     store = CredentialStore.static({HOST: (fake.username, fake.password)})
     with RegistryClient(store, transport=fake.transport(), sleep=lambda _s: None) as client:
@@ -112,18 +119,29 @@ def test_token_realm_on_another_host_and_port_with_its_own_query() -> None:
     assert token_calls[0].authorization.startswith("Basic ")
     assert fake.token_queries == [("svc a", ["repository:team/app:pull"])]
     # the registry's own requests carry the bearer token, never the password
-    assert all(r.authorization is None or r.authorization.startswith("Bearer ")
-               for r in fake.requests if HOST in r.url)
+    assert all(
+        r.authorization is None or r.authorization.startswith("Bearer ")
+        for r in fake.requests
+        if HOST in r.url
+    )
 
 
 def test_docker_hub_names_go_to_registry_1_with_hub_credentials() -> None:
-    fake = FakeRegistry(host="registry-1.docker.io", auth="bearer", token_realm="https://auth.docker.io/token",
-                        service="registry.docker.io", username="hubuser", password="hubpass")
+    fake = FakeRegistry(
+        host="registry-1.docker.io",
+        auth="bearer",
+        token_realm="https://auth.docker.io/token",
+        service="registry.docker.io",
+        username="hubuser",
+        password="hubpass",
+    )
     config = b"{}"
     manifest = build_manifest(blob(config, mt.OCI_CONFIG), [])
     fake.add_manifest("library/busybox", manifest.raw, manifest.media_type, tag="latest")
     auth = base64.b64encode(b"hubuser:hubpass").decode()
-    store = CredentialStore(docker_config={"auths": {"https://index.docker.io/v1/": {"auth": auth}}})
+    store = CredentialStore(
+        docker_config={"auths": {"https://index.docker.io/v1/": {"auth": auth}}}
+    )
     with RegistryClient(store, transport=fake.transport(), sleep=lambda _s: None) as client:
         got = client.get_manifest(Reference.parse("busybox"))
     assert got.digest == manifest.digest
@@ -134,9 +152,13 @@ def test_docker_hub_names_go_to_registry_1_with_hub_credentials() -> None:
 
 @pytest.mark.parametrize("denial", [401, 403, 404])
 def test_anonymous_pull_of_a_private_repository(denial: int) -> None:
-    fake = FakeRegistry(auth="bearer", anonymous_pull=True, private_repos={"corp/secret"}, private_denial=denial)
-    with RegistryClient(transport=fake.transport(), sleep=lambda _s: None) as client, \
-            pytest.raises(RegistryError) as err:
+    fake = FakeRegistry(
+        auth="bearer", anonymous_pull=True, private_repos={"corp/secret"}, private_denial=denial
+    )
+    with (
+        RegistryClient(transport=fake.transport(), sleep=lambda _s: None) as client,
+        pytest.raises(RegistryError) as err,
+    ):
         client.get_manifest(Reference.parse(f"{HOST}/corp/secret:1"))
     error = err.value
     assert error.status == denial
@@ -170,7 +192,9 @@ def test_monolithic_put_over_a_body_limit_falls_back_to_chunks() -> None:
     with RegistryClient(transport=fake.transport(), sleep=lambda _s: None) as client:
         assert client.push_blob_outcome(ref, blob(data), lambda: io.BytesIO(data)) == "uploaded"
         assert fake.blobs[sha256_bytes(data)] == data
-        assert fake.count("PUT", r"/uploads/") == 2  # the refused monolithic PUT, then the closing one
+        assert (
+            fake.count("PUT", r"/uploads/") == 2
+        )  # the refused monolithic PUT, then the closing one
         assert fake.uploads == {}  # the refused session was cancelled
         # the limit is remembered: a second large blob goes straight to chunks
         other = os.urandom(300_000)
@@ -185,9 +209,12 @@ def test_monolithic_put_over_a_body_limit_falls_back_to_chunks() -> None:
 def test_chunk_min_length_is_honoured() -> None:
     fake = FakeRegistry(chunk_min_length=5000)
     data = os.urandom(12_345)
-    with RegistryClient(transport=fake.transport(), sleep=lambda _s: None, chunk_threshold=1000,
-                        chunk_size=1000) as client:
-        assert client.push_blob(Reference.parse(f"{HOST}/app/c"), blob(data), lambda: io.BytesIO(data))
+    with RegistryClient(
+        transport=fake.transport(), sleep=lambda _s: None, chunk_threshold=1000, chunk_size=1000
+    ) as client:
+        assert client.push_blob(
+            Reference.parse(f"{HOST}/app/c"), blob(data), lambda: io.BytesIO(data)
+        )
     assert fake.blobs[sha256_bytes(data)] == data
     assert fake.count("PATCH", r"/uploads/") == 3  # 5000 + 5000 + 2345
 
@@ -197,8 +224,12 @@ def test_mount_declined_with_a_session_uploads_in_that_session() -> None:
     data = b"not mountable here"
     fake.add_blob("src/repo", data)
     with RegistryClient(transport=fake.transport(), sleep=lambda _s: None) as client:
-        outcome = client.push_blob_outcome(Reference.parse(f"{HOST}/dst/repo"), blob(data),
-                                           lambda: io.BytesIO(data), mount_from="src/repo")
+        outcome = client.push_blob_outcome(
+            Reference.parse(f"{HOST}/dst/repo"),
+            blob(data),
+            lambda: io.BytesIO(data),
+            mount_from="src/repo",
+        )
     assert outcome == "uploaded" and data == fake.blobs[sha256_bytes(data)]
     assert fake.count("POST", r"/dst/repo/blobs/uploads/") == 1
 
@@ -210,13 +241,18 @@ def test_refused_manifest_media_type_names_registry_url_and_message() -> None:
     fake = FakeRegistry(accepted_manifest_types={mt.OCI_MANIFEST, mt.DOCKER_MANIFEST})
     index = build_index([])
     ref = Reference.parse(f"{HOST}/app/cache:latest")
-    with RegistryClient(transport=fake.transport(), sleep=lambda _s: None) as client, \
-            pytest.raises(RegistryError) as err:
+    with (
+        RegistryClient(transport=fake.transport(), sleep=lambda _s: None) as client,
+        pytest.raises(RegistryError) as err,
+    ):
         client.put_manifest(ref, index.raw, index.media_type)
     text = str(err.value)
     assert f"registry {HOST} refused the manifest of media type {mt.OCI_INDEX} (HTTP 400)" in text
     assert f"PUT https://{HOST}/v2/app/cache/manifests/latest" in text
-    assert "MANIFEST_INVALID: manifest invalid" in text and f"unsupported manifest media type {mt.OCI_INDEX}" in text
+    assert (
+        "MANIFEST_INVALID: manifest invalid" in text
+        and f"unsupported manifest media type {mt.OCI_INDEX}" in text
+    )
     assert err.value.hint is not None and mt.OCI_INDEX in err.value.hint
 
 
@@ -228,7 +264,9 @@ def test_retry_after_as_http_date(offset: int, expected: float) -> None:
     when = email.utils.formatdate(time.time() + offset, usegmt=True)
     fake = FakeRegistry(faults=[("HEAD", r"/blobs/", [429])], retry_after=when)
     fake.add_blob("app/web", b"q")
-    client = RegistryClient(transport=fake.transport(), sleep=slept.append, retry=RetryPolicy(max_retry_after=60.0))
+    client = RegistryClient(
+        transport=fake.transport(), sleep=slept.append, retry=RetryPolicy(max_retry_after=60.0)
+    )
     assert client.blob_exists(Reference.parse(f"{HOST}/app/web"), sha256_bytes(b"q"))
     assert slept == [expected]
 
@@ -237,6 +275,8 @@ def test_unparseable_retry_after_falls_back_to_backoff() -> None:
     slept: list[float] = []
     fake = FakeRegistry(faults=[("HEAD", r"/blobs/", [429])], retry_after="soon")
     fake.add_blob("app/web", b"q")
-    client = RegistryClient(transport=fake.transport(), sleep=slept.append, retry=RetryPolicy(base_delay=0.25))
+    client = RegistryClient(
+        transport=fake.transport(), sleep=slept.append, retry=RetryPolicy(base_delay=0.25)
+    )
     assert client.blob_exists(Reference.parse(f"{HOST}/app/web"), sha256_bytes(b"q"))
     assert slept == [0.25]

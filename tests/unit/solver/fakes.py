@@ -46,7 +46,9 @@ class FakeOp:
         on_cache_map: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
-        self.definition = definition if definition is not None else {"type": "test.op.v0", "name": name}
+        self.definition = (
+            definition if definition is not None else {"type": "test.op.v0", "name": name}
+        )
         self.content = content
         self.run = run
         self.on_cache_map = on_cache_map
@@ -87,7 +89,11 @@ class FakeOp:
 
 
 def vertex(
-    name: str, *inputs: Vertex[Handle], op: FakeOp | None = None, ignore_cache: bool = False, **kw: Any
+    name: str,
+    *inputs: Vertex[Handle],
+    op: FakeOp | None = None,
+    ignore_cache: bool = False,
+    **kw: Any,
 ) -> Vertex[Handle]:
     """A vertex over a new ``FakeOp(name, **kw)`` (or the given op)."""
     return Vertex(op if op is not None else FakeOp(name, **kw), inputs, name, ignore_cache)

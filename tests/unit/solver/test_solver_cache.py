@@ -38,7 +38,11 @@ def test_sources_are_asked_in_order_and_the_first_hit_wins() -> None:
     stage = _stage()
     graph = Solver[Handle](
         local=local,
-        sources=[CacheSource("reg/a", first), CacheSource("reg/b", second), CacheSource("reg/c", third)],
+        sources=[
+            CacheSource("reg/a", first),
+            CacheSource("reg/b", second),
+            CacheSource("reg/c", third),
+        ],
         progress=progress,
         max_workers=2,
     ).solve([stage["final"]])
@@ -57,7 +61,9 @@ def test_the_local_store_is_preferred_over_imports() -> None:
         local.record(_solved_key(digest), handle)
     remote = CountingSource(_handles(keys, "remote", "final"))
     stage = _stage()
-    graph = Solver[Handle](local=local, sources=[CacheSource("remote", remote)], max_workers=2).solve([stage["final"]])
+    graph = Solver[Handle](
+        local=local, sources=[CacheSource("remote", remote)], max_workers=2
+    ).solve([stage["final"]])
     assert graph.get(stage["final"]).source == "local"
     assert keys["final"] not in remote.lookups
 
@@ -76,7 +82,10 @@ def test_each_hit_is_attributed_to_its_own_source() -> None:
     progress = RecordingProgress()
     stage = _stage()
     graph = Solver[Handle](
-        local=local, sources=[CacheSource("a", a), CacheSource("b", b)], progress=progress, max_workers=2
+        local=local,
+        sources=[CacheSource("a", a), CacheSource("b", b)],
+        progress=progress,
+        max_workers=2,
     ).solve([stage["final"]])
     assert dict(progress.of("cached")) == {
         "[1/4] FROM busybox": "a",
@@ -95,9 +104,9 @@ def test_a_hit_on_the_output_materialises_and_runs_nothing() -> None:
     remote = CountingSource(handles)
     progress = RecordingProgress()
     stage = _stage()
-    graph = Solver[Handle](sources=[CacheSource("remote", remote)], progress=progress, max_workers=2).solve(
-        [stage["final"]]
-    )
+    graph = Solver[Handle](
+        sources=[CacheSource("remote", remote)], progress=progress, max_workers=2
+    ).solve([stage["final"]])
     assert sum(v.op.calls for v in stage.values()) == 0  # type: ignore[attr-defined]
     assert all(h.materialised == 0 for h in handles.values())
     # Every step still shows CACHED, and exporters get every handle (mode=max).
@@ -110,7 +119,9 @@ def test_a_miss_on_top_of_a_hit_materialises_only_that_hit() -> None:
     keys = _keys()
     handles = _handles(keys, "remote", "base", "copy", "build")
     stage = _stage()
-    Solver[Handle](sources=[CacheSource("remote", CountingSource(handles))], max_workers=2).solve([stage["final"]])
+    Solver[Handle](sources=[CacheSource("remote", CountingSource(handles))], max_workers=2).solve(
+        [stage["final"]]
+    )
     assert handles[keys["build"]].materialised == 1
     assert handles[keys["copy"]].materialised == 0
     assert handles[keys["base"]].materialised == 0
@@ -143,7 +154,9 @@ def test_an_import_whose_lookup_fails_is_dropped_and_the_build_goes_on() -> None
     progress = RecordingProgress()
     stage = _stage()
     graph = Solver[Handle](
-        sources=[CacheSource("broken", broken), CacheSource("good", good)], progress=progress, max_workers=2
+        sources=[CacheSource("broken", broken), CacheSource("good", good)],
+        progress=progress,
+        max_workers=2,
     ).solve([stage["final"]])
     assert len(broken.lookups) == 1
     assert progress.names("source_error") == ["broken"]
@@ -188,7 +201,9 @@ def test_no_cache_on_every_vertex_runs_everything() -> None:
     """--no-cache (every vertex flagged) executes every reachable step even with a full local cache."""
     local: MemoryStore[Handle] = MemoryStore()
     Solver[Handle](local=local, max_workers=2).solve([_stage()["final"]])
-    base = vertex("base", definition={"type": "test.op.v0", "name": "[1/4] FROM busybox"}, ignore_cache=True)
+    base = vertex(
+        "base", definition={"type": "test.op.v0", "name": "[1/4] FROM busybox"}, ignore_cache=True
+    )
     top = vertex("[2/4] COPY . /src", base, content="ctx", ignore_cache=True)
     Solver[Handle](local=local, max_workers=2).solve([top])
     assert (base.op.calls, top.op.calls) == (1, 1)  # type: ignore[attr-defined]

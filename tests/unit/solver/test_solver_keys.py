@@ -48,7 +48,9 @@ def test_key_is_sha256_of_the_documented_canonical_json() -> None:
 
 def test_root_without_content_has_null_content_and_no_inputs() -> None:
     """A root op's preimage has an empty input list and content null."""
-    key = compute_key(CacheMap({"type": "mason.source.v0", "digest": "sha256:" + "1" * 64}), [], None)
+    key = compute_key(
+        CacheMap({"type": "mason.source.v0", "digest": "sha256:" + "1" * 64}), [], None
+    )
     decoded = json.loads(key.preimage)
     assert decoded["inputs"] == []
     assert decoded["content"] is None
@@ -58,7 +60,9 @@ def _graph(
     base_def: str = "alpine", copy_content: str = "files-1", run_cmd: str = "make", side: str = "x"
 ) -> dict[str, Vertex[Handle]]:
     base = vertex("base", definition={"type": "test.src.v0", "ref": base_def})
-    copy = vertex("copy", base, definition={"type": "test.copy.v0", "dest": "/app"}, content=copy_content)
+    copy = vertex(
+        "copy", base, definition={"type": "test.copy.v0", "dest": "/app"}, content=copy_content
+    )
     run = vertex("run", copy, definition={"type": "test.exec.v0", "args": [run_cmd]})
     sibling = vertex("sibling", base, definition={"type": "test.exec.v0", "args": [side]})
     top = vertex("top", run, sibling)
@@ -79,7 +83,9 @@ def test_same_graph_built_twice_gives_the_same_keys() -> None:
         ({"side": "y"}, {"sibling", "top"}),
     ],
 )
-def test_a_change_changes_its_key_and_downstream_keys_only(change: dict[str, str], changed: set[str]) -> None:
+def test_a_change_changes_its_key_and_downstream_keys_only(
+    change: dict[str, str], changed: set[str]
+) -> None:
     """Changing one vertex's definition or content changes exactly it and its dependents."""
     before = _keys(_graph()["top"])
     after = _keys(_graph(**change)["top"])
@@ -113,7 +119,9 @@ def test_solved_vertex_input_keys_are_its_inputs_keys() -> None:
         {"type": "t.v0", 1: "x"},
     ],
 )
-def test_definitions_that_cannot_be_hashed_canonically_are_refused(definition: dict[Any, Any]) -> None:
+def test_definitions_that_cannot_be_hashed_canonically_are_refused(
+    definition: dict[Any, Any],
+) -> None:
     """An untyped definition, a float, a set or a non-string key is an error naming the vertex."""
     with pytest.raises(InvalidCacheMapError):
         compute_key(CacheMap(definition), [], None)
@@ -154,7 +162,9 @@ def test_content_is_computed_lazily_once_and_after_input_keys() -> None:
     Solver[Handle](max_workers=4).solve(users)
     assert copy_op.content_calls == 1
     assert unused_op.content_calls == 0
-    assert events.index("content base") < events.index("cache_map copy") < events.index("content copy")
+    assert (
+        events.index("content base") < events.index("cache_map copy") < events.index("content copy")
+    )
 
 
 def test_content_is_not_computed_when_an_input_key_fails() -> None:

@@ -210,7 +210,9 @@ def test_a_failing_key_computation_stops_the_solve_before_anything_runs() -> Non
     other = vertex("other")
     top = vertex("top", base, other)
     progress = RecordingProgress()
-    with pytest.raises(SolveError, match=r"\[internal\] load metadata: LookupError: manifest unknown") as info:
+    with pytest.raises(
+        SolveError, match=r"\[internal\] load metadata: LookupError: manifest unknown"
+    ) as info:
         Solver[Handle](progress=progress, max_workers=2).solve([top])
     assert info.value.graph is None
     assert top.op.cache_map_calls == 0  # type: ignore[attr-defined]
@@ -258,6 +260,7 @@ def test_cancel_token_from_outside_stops_the_solve() -> None:
 
     first = vertex("first", run=wait)
     later = vertex("later", first)
+
     def cancel_once_started() -> None:
         assert started.wait(WAIT)
         token.cancel()
