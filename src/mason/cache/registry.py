@@ -176,13 +176,14 @@ def _refused_for_its_type(exc: RegistryError) -> bool:
 def _still_there(
     client: CacheRegistry, ref: Reference, digests: Sequence[Digest], max_workers: int
 ) -> set[Digest]:
-    """The blobs of ``digests`` that ``ref``'s repository holds now (one HEAD each)."""
+    """The blobs of ``digests`` that ``ref``'s repository holds now (one HEAD each). Asked as
+    before a push: the destination itself, never a pull mirror of it (registries.conf)."""
     if not digests:
         return set()
     with ThreadPoolExecutor(
         max_workers=max(1, max_workers), thread_name_prefix="cache-head"
     ) as pool:
-        found = pool.map(lambda d: client.blob_exists(ref, d), digests)
+        found = pool.map(lambda d: client.blob_exists(ref, d, for_push=True), digests)
         return {d for d, there in zip(digests, found, strict=True) if there}
 
 

@@ -79,7 +79,7 @@ class FakeRegistry:
             )
         yield VerifyingReader(io.BytesIO(data), desc.digest, desc.size)  # type: ignore[misc]
 
-    def blob_exists(self, ref: Reference, digest: Digest) -> bool:
+    def blob_exists(self, ref: Reference, digest: Digest, *, for_push: bool = False) -> bool:
         self._log("check_blob", ref.repository, digest)
         return digest in self.blobs.get(ref.repository, {})
 
