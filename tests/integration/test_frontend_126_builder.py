@@ -419,6 +419,30 @@ COPY --parents app/go.mod /one/
     assert b.names("one") == ["app", "app/go.mod"]
 
 
+def test_a_wildcard_matching_nothing_copies_nothing(busybox_image: str, tmp_path: Path) -> None:
+    """Frontend 1.26 sets ``allowEmptyWildcard`` on COPY and ADD: the optional-file idiom
+    (``COPY package.json yarn.lock* /app/``) builds, and a wildcard alone that matches
+    nothing creates nothing, from the context and from a stage; a missing plain path still fails."""
+    b = _build(
+        tmp_path,
+        f"""FROM {busybox_image} AS src
+RUN mkdir /d && echo x > /d/x.txt
+FROM {busybox_image}
+COPY package.json yarn.lock* /app/
+COPY *.nothing /none/
+ADD nothing*/ /none-add/
+COPY --from=src /d/*.md /none-stage/
+COPY --parents missing*/./** /none-parents/
+""",
+        {"package.json": "{}"},
+    )
+    assert b.names("app") == ["package.json"]
+    for absent in ("none", "none-add", "none-stage", "none-parents"):
+        assert not os.path.lexists(b.rootfs / absent), absent
+    with pytest.raises(BuildError, match=r"missing\.json"):
+        _build(tmp_path / "plain", f"FROM {busybox_image}\nCOPY missing.json /app/\n")
+
+
 def test_exclude_with_exceptions_and_add_and_from_stage(busybox_image: str, tmp_path: Path) -> None:
     files = {"d/a.md": "a", "d/b.md": "b", "d/keep.md": "k", "d/c.txt": "c", "d/sub/e.md": "e"}
     b = _build(

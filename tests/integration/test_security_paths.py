@@ -203,12 +203,14 @@ def test_wildcard_copy_never_follows_a_context_symlink_out(
 def test_wildcard_under_a_symlinked_directory(
     busybox_image: str, tmp_path: Path, canary: Path
 ) -> None:
+    # sub resolves inside the context, where nothing is: the wildcard matches nothing, which
+    # frontend 1.26 allows (allowEmptyWildcard), so the build succeeds and copies nothing
     ctx = _context(tmp_path, f"FROM {busybox_image}\nCOPY sub/* /out/\n")
     os.symlink(canary, ctx / "sub")
-    proc, _out = _build(tmp_path, ctx)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "no source files were specified" in proc.stderr
-    assert SECRET not in proc.stdout + proc.stderr
+    proc, out = _build(tmp_path, ctx)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert SECRET not in proc.stdout + proc.stderr + _tree_text(out)
+    assert not (out / "out").exists()
 
 
 def test_wildcard_add_of_an_archive_symlink(

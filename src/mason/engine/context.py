@@ -188,11 +188,17 @@ def _resolved_source(fs: FsRoot, rel: str, pattern: str, what: str, *, ignored: 
 
 
 def select_sources(
-    root: Path, patterns: Sequence[str], ignore: DockerIgnore | None, *, what: str = "build context"
+    root: Path,
+    patterns: Sequence[str],
+    ignore: DockerIgnore | None,
+    *,
+    what: str = "build context",
+    allow_empty_wildcard: bool = False,
 ) -> list[Source]:
-    """Expand COPY source patterns against ``root``, every path resolved inside it
-    (``mason.fsroot``). A pattern matching nothing is an error (unless it has a wildcard,
-    in which case Docker also fails: "no source files were specified")."""
+    """Expand source patterns against ``root``, every path resolved inside it
+    (``mason.fsroot``). A path without wildcards must exist; a wildcard matching nothing is
+    "no source files were specified" unless ``allow_empty_wildcard`` (COPY and ADD in
+    frontend 1.26, whose copy actions set ``allowEmptyWildcard``: it copies nothing)."""
     out: list[Source] = []
     with _in_root(root, what) as fs:
         for pattern in patterns:
@@ -202,7 +208,7 @@ def select_sources(
                 continue
             if _has_wildcard(norm):
                 matches = _glob(fs, norm.split("/"), "", ignore)
-                if not matches:
+                if not matches and not allow_empty_wildcard:
                     raise BuildError(
                         f"no source files were specified: {pattern} matched nothing in the {what}",
                         reference="source-missing",
@@ -235,7 +241,7 @@ def select_copy_sources(
     if not parents:
         return [
             dataclasses.replace(s, exclude=excluded)
-            for s in select_sources(root, patterns, ignore, what=what)
+            for s in select_sources(root, patterns, ignore, what=what, allow_empty_wildcard=True)
         ]
     out: list[Source] = []
     for pattern in patterns:
@@ -245,7 +251,7 @@ def select_copy_sources(
         sub = clean_path("/" + sub).lstrip("/")
         if not _has_wildcard(pivot) and not _has_wildcard(sub):
             select_sources(root, [posixpath.join(pivot, sub)], ignore, what=what)  # must exist
-        for base in select_sources(root, [pivot], ignore, what=what):
+        for base in select_sources(root, [pivot], ignore, what=what, allow_empty_wildcard=True):
             if not base.is_dir:
                 raise BuildError(
                     f"COPY --parents: {pattern}: {base.rel} is not a directory",
