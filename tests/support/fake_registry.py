@@ -112,6 +112,10 @@ class FakeRegistry:
     #: these PATCHes (1-based) are answered 404 BLOB_UPLOAD_INVALID and end their session, as the
     #: CNCF registry answers a PATCH whose session a half body invalidated
     refuse_patches: set[int] = field(default_factory=set)
+    #: DELETE of manifests (by digest or, as OCI distribution 1.1 allows, by tag); False: 405
+    delete_enabled: bool = True
+    #: a manifest PUT with an ``If-Match`` that is not the tag's current digest gets 412
+    if_match: bool = False
 
     def __post_init__(self) -> None:
         self.blobs: dict[str, bytes] = {}
@@ -352,7 +356,31 @@ class FakeRegistry:
             return httpx.Response(status, headers=headers, stream=_Truncated(body[: cuts.pop(0)]))
         return httpx.Response(status, headers=headers, content=body)
 
+    def _delete_manifest(self, repo: str, ident: str) -> httpx.Response:
+        if not self.delete_enabled:
+            return httpx.Response(
+                405, content=_errors("UNSUPPORTED", "The operation is unsupported.")
+            )
+        tags = self.tags.get(repo, {})
+        if not ident.startswith("sha256:"):
+            return httpx.Response(202) if tags.pop(ident, None) else httpx.Response(404)
+        if self.manifests.get(repo, {}).pop(ident, None) is None:
+            return httpx.Response(404, content=_errors("MANIFEST_UNKNOWN", "manifest unknown"))
+        for tag in [t for t, d in tags.items() if d == ident]:
+            del tags[tag]
+        return httpx.Response(202)
+
+    def _stale_if_match(self, repo: str, ident: str, request: httpx.Request) -> bool:
+        wanted = request.headers.get("If-Match")
+        if not self.if_match or wanted is None:
+            return False
+        return wanted.strip('"') != self.tags.get(repo, {}).get(ident, "")
+
     def _manifest(self, repo: str, ident: str, request: httpx.Request) -> httpx.Response:
+        if request.method == "DELETE":
+            return self._delete_manifest(repo, ident)
+        if request.method == "PUT" and self._stale_if_match(repo, ident, request):
+            return httpx.Response(412, content=_errors("PRECONDITION_FAILED", "If-Match"))
         if request.method == "PUT":
             raw = request.read()
             media_type = request.headers.get("Content-Type", "")

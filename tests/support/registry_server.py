@@ -270,9 +270,11 @@ def start_registry(
     *,
     address: str = "127.0.0.1",
     netns: str | None = None,
+    delete: bool = True,
 ) -> RegistryServer:
     """Start ``docker-registry serve`` in ``tmp_dir`` (created); the caller must ``stop()`` it.
-    ``netns``: run it inside that network namespace, listening on ``address`` there."""
+    ``netns``: run it inside that network namespace, listening on ``address`` there.
+    ``delete=False``: manifest deletion disabled (the registry's default, and many hosts')."""
     if variant not in ("plain", "tls-basic", "token"):
         raise ValueError(f"unknown registry variant {variant!r}")
     if not registry_available():
@@ -316,7 +318,7 @@ def start_registry(
         "version: 0.1\n"
         "log:\n  level: warn\n  formatter: text\n"
         f"storage:\n  filesystem:\n    rootdirectory: {storage}\n"
-        "  delete:\n    enabled: true\n"
+        f"  delete:\n    enabled: {'true' if delete else 'false'}\n"
         "  maintenance:\n    uploadpurging:\n      enabled: false\n"
         f"http:\n  addr: {host}\n  secret: {secrets.token_hex(16)}\n" + extra
     )

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from mason.registry.client import RegistryClient
     from mason.registry.copy import Endpoint
 
-__all__ = ["register"]
+__all__ = ["register", "registry_client"]
 
 
 def register(subparsers: Any) -> None:
@@ -61,7 +61,8 @@ def register(subparsers: Any) -> None:
     copy.set_defaults(handler=_copy)
 
 
-def _client(args: argparse.Namespace, max_workers: int = 4) -> RegistryClient:
+def registry_client(args: argparse.Namespace, max_workers: int = 4) -> RegistryClient:
+    """A client with the user's credentials, registries.conf, ``--insecure`` and ``--ca-file``."""
     from mason.registry.auth import CredentialStore
     from mason.registry.client import RegistryClient
 
@@ -83,7 +84,7 @@ def _inspect(args: argparse.Namespace) -> int:
     from mason.registry.copy import parse_endpoint, read_manifest_raw
 
     endpoint = parse_endpoint(args.ref)
-    with _client(args) as client:
+    with registry_client(args) as client:
         raw, media_type, digest = read_manifest_raw(client, endpoint)
         if args.raw:
             sys.stdout.buffer.write(raw)
@@ -262,7 +263,7 @@ def _copy(args: argparse.Namespace) -> int:
 
     src = parse_endpoint(args.src)
     dst = parse_endpoint(args.dst)
-    with _client(args, max_workers=max(1, args.jobs)) as client:
+    with registry_client(args, max_workers=max(1, args.jobs)) as client:
         stats = copy_image(client, src, dst)
     assert stats.root is not None
     print(

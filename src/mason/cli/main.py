@@ -93,6 +93,7 @@ _COMMANDS: dict[str, str] = {
     "du": "mason.cli.state_cmd",
     "prune": "mason.cli.state_cmd",
     "debug": "mason.cli.debug_cmd",
+    "registry": "mason.cli.registry_cmd",
 }
 
 _EPILOG = (

@@ -830,13 +830,16 @@ class RegistryClient:
         opener: Callable[[], IO[bytes]],
         *,
         mount_from: str | None = None,
+        chunked: bool = False,
     ) -> PushOutcome:
-        """Like ``push_blob`` but says how: ``exists``, ``mounted`` or ``uploaded``."""
+        """Like ``push_blob`` but says how: ``exists``, ``mounted`` or ``uploaded``. ``chunked``
+        uploads in chunks whatever the size (``mason registry check`` tries that path)."""
         if self.blob_exists(ref, desc.digest, for_push=True):
             return "exists"
         host = ref.api_host
         refused = self._monolithic_limit.get(host)
-        if desc.size > self.chunk_threshold or (refused is not None and desc.size >= refused):
+        large = desc.size > self.chunk_threshold or (refused is not None and desc.size >= refused)
+        if chunked or large:
             return self._push_chunked(ref, desc, opener, mount_from)
         budget = _Budget(self.retry.attempts)
         while True:
@@ -917,6 +920,35 @@ class RegistryClient:
             raise
         acked = _acknowledged(response.headers.get("Range"))
         return (0 if acked is None else acked), response.headers.get("Location", location)
+
+    def probe(
+        self,
+        method: str,
+        ref: Reference,
+        path: str,
+        *,
+        operation: str,
+        scopes: Sequence[str],
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+        ok: Iterable[int] = (200,),
+    ) -> tuple[int, dict[str, str]]:
+        """One request whose answer is the point (``mason registry check``): its status and
+        headers when the status is in ``ok``; else the ``RegistryError`` with the registry's own
+        errors. No retries: a feature probe reports what the registry said the first time."""
+        response = self._transport.request(
+            method,
+            ref.api_host,
+            path,
+            operation=operation,
+            scopes=scopes,
+            headers=headers,
+            body=body,
+            ok=ok,
+            retry=False,
+            what=f"registry {ref.registry}",
+        )
+        return response.status_code, {k.lower(): v for k, v in response.headers.items()}
 
     # -- tags ----------------------------------------------------------------------------------
     def list_tags(self, ref: Reference, page_size: int | None = None) -> list[str]:
