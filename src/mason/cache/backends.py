@@ -76,7 +76,8 @@ class CacheBackend:
     #: export-only attributes ``--cache-from`` accepts and ignores (buildx passes them through,
     #: and CI often reuses one string for both flags)
     ignored_import_attrs: frozenset[str] = frozenset()
-    parse_from: Callable[[Mapping[str, str], str], CacheOptions] | None = None
+    #: one import per source the attributes name (a registry ``scope=`` names its fallbacks too)
+    parse_from: Callable[[Mapping[str, str], str], Sequence[CacheOptions]] | None = None
     #: never raises for a missing, forbidden or corrupt cache (the source carries a warning)
     load: Callable[[CacheOptions, CacheRegistry | None], CacheSource] | None = None
 

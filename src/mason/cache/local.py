@@ -240,7 +240,7 @@ def _parse_to(attrs: Mapping[str, str], text: str, images: Sequence[Reference]) 
     return replace(base, **export_settings(attrs, text))
 
 
-def _parse_from(attrs: Mapping[str, str], text: str) -> CacheOptions:
+def _parse_from(attrs: Mapping[str, str], text: str) -> list[CacheOptions]:
     src = attrs.get("src", "").strip()
     if not src:
         raise CacheOptionsError(f"invalid --cache-from {text!r}: local cache importer requires src")
@@ -250,15 +250,17 @@ def _parse_from(attrs: Mapping[str, str], text: str) -> CacheOptions:
             digest = parse_digest(digest)
         except DigestError as exc:
             raise CacheOptionsError(f"invalid --cache-from {text!r}: {exc.message}") from exc
-    return CacheOptions(
-        "local",
-        "from",
-        text,
-        dict(attrs),
-        path=src,
-        tag=parse_tag(attrs.get("tag", "latest"), text),
-        digest=digest,
-    )
+    return [
+        CacheOptions(
+            "local",
+            "from",
+            text,
+            dict(attrs),
+            path=src,
+            tag=parse_tag(attrs.get("tag", "latest"), text),
+            digest=digest,
+        )
+    ]
 
 
 def _export(options: CacheOptions, req: ExportRequest) -> ExportResult:

@@ -323,11 +323,11 @@ def parse_cache_to(text: str, *, image_refs: Iterable[Reference | str] = ()) -> 
 
 def parse_cache_from(text: str) -> list[CacheOptions]:
     """Parse one ``--cache-from`` value (``REF``, ``type=registry,ref=REF`` or ``type=local,src=DIR``)."""
-    entries = []
+    entries: list[CacheOptions] = []
     for attrs in _fields(text):
         found = _backend_for(attrs, "from", text)
         assert found.parse_from is not None
-        entries.append(found.parse_from(attrs, text))
+        entries.extend(found.parse_from(attrs, text))
     return entries
 
 

@@ -50,6 +50,7 @@ from mason.cache.options import (
     option_bool,
     parse_ref,
 )
+from mason.cache.scopes import scoped_refs
 from mason.digest import Digest
 from mason.errors import MasonError
 from mason.oci import mediatypes as mt
@@ -340,7 +341,7 @@ def export_registry_cache(
 
 # -- the backend (mason.cache.backends) ------------------------------------------------
 
-_REGISTRY_ATTRS = frozenset({"ref", "registry.insecure"})
+_REGISTRY_ATTRS = frozenset({"ref", "registry.insecure", "scope"})
 
 
 def _insecure(attrs: Mapping[str, str], text: str) -> bool:
@@ -361,6 +362,8 @@ def _parse_to(attrs: Mapping[str, str], text: str, images: Sequence[Reference]) 
         raise CacheOptionsError(
             f"invalid --cache-to {text!r}: ref must be a tag, not a digest ({ref})"
         )
+    if "scope" in attrs:
+        (ref,) = scoped_refs(attrs["ref"].strip(), ref, attrs["scope"], text, reading=False)
     for image in images:
         if image.name == ref.name and image.identifier == ref.identifier:
             raise CacheOptionsError(
@@ -375,15 +378,22 @@ def _parse_to(attrs: Mapping[str, str], text: str, images: Sequence[Reference]) 
     return replace(base, **export_settings(attrs, text))
 
 
-def _parse_from(attrs: Mapping[str, str], text: str) -> CacheOptions:
+def _parse_from(attrs: Mapping[str, str], text: str) -> list[CacheOptions]:
+    """One import per ref: with ``scope=``, the scope's tag and then its fallbacks'."""
     if not attrs.get("ref", "").strip():
         raise CacheOptionsError(
             f"invalid --cache-from {text!r}: registry cache importer requires ref"
         )
     ref = parse_ref(attrs["ref"].strip(), text, "ref")
-    return CacheOptions(
-        "registry", "from", text, dict(attrs), ref=ref, insecure=_insecure(attrs, text)
+    refs = (
+        scoped_refs(attrs["ref"].strip(), ref, attrs["scope"], text, reading=True)
+        if "scope" in attrs
+        else [ref]
     )
+    insecure = _insecure(attrs, text)
+    return [
+        CacheOptions("registry", "from", text, dict(attrs), ref=r, insecure=insecure) for r in refs
+    ]
 
 
 def _load(options: CacheOptions, client: CacheRegistry | None) -> CacheSource:

@@ -184,3 +184,40 @@ def test_insecure_hosts() -> None:
         *parse_cache_from("other.io/c"),
     ]
     assert insecure_hosts(opts) == {"reg.lan:5000"}
+
+
+# -- scopes (mason.cache.scopes) ---------------------------------------------------------
+
+
+def test_scope_reads_the_scope_then_main_and_writes_only_the_scope() -> None:
+    sources = parse_cache_from("type=registry,ref=reg.example/app-cache,scope=feature/login")
+    assert [str(o.ref) for o in sources] == [
+        "reg.example/app-cache:feature-login",
+        "reg.example/app-cache:main",
+    ]
+    [target] = parse_cache_to("type=registry,ref=reg.example/app-cache,scope=feature/login")
+    assert str(target.ref) == "reg.example/app-cache:feature-login"
+
+
+def test_scope_fallbacks_in_order_and_once() -> None:
+    sources = parse_cache_from('type=registry,ref=r.example/c,"scope=pr-7;release;main;release"')
+    assert [o.ref.tag for o in sources if o.ref] == ["pr-7", "release", "main"]
+    [main] = parse_cache_from("type=registry,ref=r.example/c,scope=main")
+    assert main.ref is not None and main.ref.tag == "main"
+
+
+@pytest.mark.parametrize(
+    ("flag", "text", "says"),
+    [
+        ("to", "type=registry,ref=r.example/c:v1,scope=main", "not a tag"),
+        ("from", "type=registry,ref=r.example/c:v1,scope=main", "not a tag"),
+        ("to", "type=registry,ref=r.example/c,scope=a;b", "one scope"),
+        ("from", "type=registry,ref=r.example/c,scope=;", "scope is empty"),
+        ("to", "type=registry,ref=r.example/c,scope=///", "no character a tag can hold"),
+        ("to", "type=local,dest=/tmp/x,scope=main", "unknown attribute scope"),
+    ],
+)
+def test_scope_errors_say_what(flag: str, text: str, says: str) -> None:
+    parse = parse_cache_to if flag == "to" else parse_cache_from
+    with pytest.raises(CacheOptionsError, match=says):
+        parse(text)
