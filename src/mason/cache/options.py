@@ -86,6 +86,8 @@ class CacheOptions:
     tag: str = "latest"
     digest: str | None = None
     reset: bool = False
+    #: registry export: keep what the ref holds (None: when mason wrote it, ``cache.merge``)
+    merge: bool | None = None
 
     @property
     def display_name(self) -> str:

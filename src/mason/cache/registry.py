@@ -23,6 +23,8 @@ so unit tests use an in-memory fake.
 from __future__ import annotations
 
 import io
+import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -30,8 +32,9 @@ from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
 from mason.cache.backends import CacheBackend, ExportRequest
-from mason.cache.document import plan_cache_document, read_cache_document
-from mason.cache.format import CacheFormatError, rfc3339_nano
+from mason.cache.document import build_cache_document, plan_cache_document, read_cache_document
+from mason.cache.format import CacheConfig, CacheFormatError, rfc3339_nano
+from mason.cache.merge import merge_export, missing_records, wants_merge
 from mason.cache.model import (
     DISTRIBUTION_SOURCE_PREFIX,
     CacheExportError,
@@ -289,54 +292,150 @@ def export_registry_cache(
     applies ``ignore-error``, see ``mason.cache.export_cache``).
 
     ``prior`` is the import of the same ref, if the build had one; otherwise the ref's
-    current cache is read here (a missing or unreadable one is just "nothing known").
+    current cache is read here (a missing or unreadable one is just "nothing known"). With
+    ``merge`` (``mason.cache.merge.wants_merge``) the records the ref holds are kept, and
+    concurrent writers are detected and merged with (``_Writer.settle``).
     """
     ref = options.ref
     if ref is None:
         raise CacheExportError("registry cache export needs ref")
-    destination = f"registry {ref}"
     if prior is None or prior.origin != str(ref):  # an import of this ref that failed is reused too
         prior = load_registry_cache(client, ref)
-    plan, built = plan_cache_document(
-        options, records, blobs=blobs, image_diff_ids=image_diff_ids, prior=prior, clock=clock
-    )
-    n_records = len(plan.config.records)
-    if built is None:
-        return ExportResult(destination, records=n_records, skipped_reason="no layers to export")
-    document, config_desc = built
-    manifest_desc = document.descriptor()
-    # What the ref's current cache lists is only a claim about the repository: a blob deleted
-    # since (garbage collection, a retention policy) would make every later manifest PUT fail
-    # with MANIFEST_BLOB_UNKNOWN. So each listed blob this export needs is HEADed (in parallel)
-    # and only the ones still there are skipped; the others are stored again.
-    listed = prior.known_blobs if prior.manifest is not None else frozenset()
-    needed = [d.digest for d in plan.blobs] + [config_desc.digest]
-    known = _still_there(client, ref, [d for d in needed if d in listed], max_workers)
-    if (
-        prior.manifest is not None
-        and prior.manifest.digest == manifest_desc.digest
-        and known >= set(needed)
-    ):
+    writer = _Writer(options, ref, records, client, blobs, image_diff_ids, clock, max_workers)
+    merging = wants_merge(options.merge, prior)
+    result = writer.write(prior, merge=merging)
+    if merging and result.manifest is not None and not result.unchanged:
+        result = writer.settle(result)
+    return result
+
+
+#: How many times an export merges again with a concurrent writer's cache before giving up.
+_MERGE_ATTEMPTS = 8
+#: A merged write is read back this long after it (twice, with jitter): longer than the
+#: read-to-write gap of another writer, whose write would otherwise replace ours unseen.
+_SETTLE_SECONDS = 0.15
+
+
+@dataclass
+class _Writer:
+    options: CacheOptions
+    ref: Reference
+    records: Sequence[SolvedRecord]
+    client: CacheRegistry
+    blobs: ExportBlobStore
+    image_diff_ids: Sequence[Digest] | None
+    clock: Callable[[], str]
+    max_workers: int
+    #: this build's own records (before any merge): what a concurrent writer must not drop
+    own: CacheConfig = field(default_factory=CacheConfig)
+
+    def _plan(
+        self, prior: CacheSource, merge: bool
+    ) -> tuple[ExportPlan, tuple[ImageManifest | ImageIndex, Descriptor] | None, set[Digest]]:
+        """The plan (merged with ``prior`` when asked), its document, and the listed blobs
+        that are still in the repository."""
+        plan, built = plan_cache_document(
+            self.options,
+            self.records,
+            blobs=self.blobs,
+            image_diff_ids=self.image_diff_ids,
+            prior=prior,
+            clock=self.clock,
+        )
+        self.own = plan.config
+        # What the ref's current cache lists is only a claim about the repository: a blob
+        # deleted since (garbage collection, a retention policy) would make the manifest PUT
+        # fail with MANIFEST_BLOB_UNKNOWN. So each listed blob is HEADed (in parallel); a
+        # missing one of ours is stored again, a missing one of another builder's drops the
+        # results built on it from the merge.
+        listed = prior.known_blobs if prior.manifest is not None else frozenset()
+        if merge and prior.manifest is not None:
+            alive = _still_there(self.client, self.ref, sorted(prior.descriptors), self.max_workers)
+            plan = merge_export(plan, prior, alive, oci_mediatypes=self.options.oci_mediatypes)
+            if not plan.layers:
+                return plan, None, alive
+            built = build_cache_document(
+                plan,
+                oci_mediatypes=self.options.oci_mediatypes,
+                image_manifest=self.options.image_manifest,
+            )
+            if built[1].digest in listed:
+                alive |= _still_there(self.client, self.ref, [built[1].digest], 1)
+            return plan, built, alive
+        if built is None:
+            return plan, None, set()
+        needed = [d.digest for d in plan.blobs] + [built[1].digest]
+        alive = _still_there(
+            self.client, self.ref, [d for d in needed if d in listed], self.max_workers
+        )
+        return plan, built, alive
+
+    def write(self, prior: CacheSource, *, merge: bool, attempt: int = 0) -> ExportResult:
+        destination = f"registry {self.ref}"
+        plan, built, known = self._plan(prior, merge)
+        n_records = len(plan.config.records)
+        if built is None:
+            return ExportResult(
+                destination, records=n_records, skipped_reason="no layers to export"
+            )
+        document, config_desc = built
+        manifest_desc = document.descriptor()
+        needed = {d.digest for d in plan.blobs} | {config_desc.digest}
+        if (
+            prior.manifest is not None
+            and prior.manifest.digest == manifest_desc.digest
+            and known >= needed
+        ):
+            return ExportResult(
+                destination,
+                manifest_desc,
+                existing=tuple(b.digest for b in plan.blobs),
+                unchanged=True,
+                records=n_records,
+                records_with_results=plan.records_with_results,
+            )
+        stored = _store_blobs(
+            self.client, self.ref, plan, config_desc, known, self.blobs, self.max_workers
+        )
+        if merge and attempt < _MERGE_ATTEMPTS:
+            latest = load_registry_cache(self.client, self.ref)
+            if _digest_of(latest) != _digest_of(prior):
+                return self.write(latest, merge=True, attempt=attempt + 1)  # another writer
+        _put_manifest(self.client, self.ref, document, self.options)  # last: the cache is complete
         return ExportResult(
             destination,
             manifest_desc,
-            existing=tuple(b.digest for b in plan.blobs),
-            unchanged=True,
+            tuple(stored.uploaded),
+            tuple(stored.mounted),
+            tuple(stored.existing),
             records=n_records,
             records_with_results=plan.records_with_results,
+            bytes_uploaded=stored.sent,
         )
-    stored = _store_blobs(client, ref, plan, config_desc, known, blobs, max_workers)
-    _put_manifest(client, ref, document, options)  # last: the cache is complete
-    return ExportResult(
-        destination,
-        manifest_desc,
-        tuple(stored.uploaded),
-        tuple(stored.mounted),
-        tuple(stored.existing),
-        records=n_records,
-        records_with_results=plan.records_with_results,
-        bytes_uploaded=stored.sent,
-    )
+
+    def settle(self, result: ExportResult) -> ExportResult:
+        """Read the ref back until it holds our records twice in a row: a concurrent writer
+        that read the ref before our write replaced it without them, so merge again."""
+        steady = 0
+        for _attempt in range(_MERGE_ATTEMPTS):
+            time.sleep(_SETTLE_SECONDS * (1 + random.random()))
+            current = load_registry_cache(self.client, self.ref)
+            if current.manifest is not None and missing_records(self.own, current.config) == 0:
+                steady += 1
+                if steady == 2:
+                    return result
+                continue
+            steady = 0
+            result = self.write(current, merge=True)
+        raise CacheExportError(
+            f"registry {self.ref}: other builders kept replacing the cache while it was "
+            f"written; gave up after {_MERGE_ATTEMPTS} merges",
+            hint="run the build again; its records are merged with whatever the ref holds then",
+        )
+
+
+def _digest_of(source: CacheSource) -> Digest | None:
+    return source.manifest.digest if source.manifest is not None else None
 
 
 # -- the backend (mason.cache.backends) ------------------------------------------------
@@ -372,8 +471,9 @@ def _parse_to(attrs: Mapping[str, str], text: str, images: Sequence[Reference]) 
                 hint="use another tag or repository, e.g. ref="
                 + f"{ref.name}-cache or {ref.name}:buildcache",
             )
+    merge = option_bool("merge", attrs["merge"], text) if "merge" in attrs else None
     base = CacheOptions(
-        "registry", "to", text, dict(attrs), ref=ref, insecure=_insecure(attrs, text)
+        "registry", "to", text, dict(attrs), ref=ref, insecure=_insecure(attrs, text), merge=merge
     )
     return replace(base, **export_settings(attrs, text))
 
@@ -423,12 +523,12 @@ BACKEND = CacheBackend(
     "registry",
     display_name=lambda o: f"registry {o.ref}",
     destination=lambda o: f"registry {o.ref}",
-    export_attrs=_REGISTRY_ATTRS | COMMON_EXPORT_ATTRS,
+    export_attrs=_REGISTRY_ATTRS | COMMON_EXPORT_ATTRS | {"merge"},
     parse_to=_parse_to,
     progress_name="registry",
     export=_export,
     import_attrs=_REGISTRY_ATTRS,
-    ignored_import_attrs=COMMON_EXPORT_ATTRS | {"tag"},
+    ignored_import_attrs=COMMON_EXPORT_ATTRS | {"tag", "merge"},
     parse_from=_parse_from,
     load=_load,
 )

@@ -8,6 +8,8 @@ import pytest
 from tests.support.testdata import TESTDATA
 from tests.unit.cache.cache_fakes import FakeBlobStore, FakeRegistry
 
+import mason.cache.registry as registry_cache
+
 
 @pytest.fixture(scope="session")
 def testdata() -> Path:
@@ -23,3 +25,10 @@ def fake_registry() -> FakeRegistry:
 @pytest.fixture
 def blob_store() -> FakeBlobStore:
     return FakeBlobStore()
+
+
+@pytest.fixture(autouse=True)
+def _no_settle_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A merging export reads the ref back after a pause (for writers elsewhere); the
+    in-memory fake has no such writers unless a test makes one, so no pause."""
+    monkeypatch.setattr(registry_cache, "_SETTLE_SECONDS", 0.0)
