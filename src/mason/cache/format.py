@@ -15,9 +15,11 @@ The field rules follow Go's ``encoding/json`` as BuildKit uses it
 config re-serialises byte for byte (``serialize_cache_config(parse_cache_config(raw)) == raw``
 for BuildKit's own documents).
 
-mason adds one top-level field BuildKit ignores (Go's decoder skips unknown
+mason adds top-level fields BuildKit ignores (Go's decoder skips unknown
 keys): ``"mason.steps"``, a map from record digest to the Dockerfile step that
-produced it (``[build 2/4] RUN make``), shown by ``mason cache inspect``.
+produced it (``[build 2/4] RUN make``), shown by ``mason cache inspect``; and
+``"mason.lastUsed"``, a map from record digest to when a build last used it
+(retention: ``mason.cache.retention``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from mason.errors import DiagnosticError
 
 __all__ = [
     "CACHE_CONFIG_MEDIA_TYPE",
+    "LAST_USED_FIELD",
     "MAX_CACHE_CONFIG_SIZE",
     "MAX_CHAIN_LENGTH",
     "STEPS_FIELD",
@@ -67,6 +70,8 @@ MAX_CACHE_CONFIG_SIZE = 64 << 20
 MAX_CHAIN_LENGTH = 4096
 #: Top-level field BuildKit ignores: record digest -> Dockerfile step description.
 STEPS_FIELD = "mason.steps"
+#: record digest -> when a build last used (exported) it, RFC 3339 (``mason.cache.retention``)
+LAST_USED_FIELD = "mason.lastUsed"
 #: Go's zero ``time.Time`` as ``MarshalJSON`` writes it.
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
@@ -129,6 +134,8 @@ class CacheConfig:
     records: tuple[CacheRecord, ...] = ()
     #: record digest -> Dockerfile step (mason-written configs only).
     steps: Mapping[str, str] = field(default_factory=dict)
+    #: record digest -> last use, RFC 3339 (mason-written configs only; retention)
+    last_used: Mapping[str, str] = field(default_factory=dict)
 
     def chain(self, layer_index: int) -> tuple[int, ...]:
         """Layer indexes of the chain ending at ``layer_index``, base first. Linear in the
@@ -345,13 +352,19 @@ def parse_cache_config(raw: bytes, *, what: str = "cache config") -> CacheConfig
         records = parse_records(doc.get("records"), what=what)
     except CacheFormatError as exc:
         raise CacheFormatError(f"{what}: {exc.message}") from exc
-    steps_raw = doc.get(STEPS_FIELD)
-    steps: dict[str, str] = {}
-    if isinstance(steps_raw, dict):  # our own extension: tolerate anything else silently
-        steps = {str(k): str(v) for k, v in steps_raw.items() if isinstance(v, str)}
-    config = CacheConfig(tuple(layers), records, steps)
+    config = CacheConfig(
+        tuple(layers), records, _string_map(doc, STEPS_FIELD), _string_map(doc, LAST_USED_FIELD)
+    )
     validate_cache_config(config, what)
     return config
+
+
+def _string_map(doc: Mapping[str, Any], name: str) -> dict[str, str]:
+    """One of our own extension maps; anything malformed is ignored silently."""
+    raw = doc.get(name)
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): v for k, v in raw.items() if isinstance(v, str)}
 
 
 # --------------------------------------------------------------------------- writing
@@ -403,6 +416,8 @@ def serialize_cache_config(config: CacheConfig) -> bytes:
         doc["records"] = [_record_json(r) for r in config.records]
     if config.steps:
         doc[STEPS_FIELD] = dict(sorted(config.steps.items()))
+    if config.last_used:
+        doc[LAST_USED_FIELD] = dict(sorted(config.last_used.items()))
     return _dumps(doc).encode()
 
 
@@ -451,7 +466,8 @@ def normalize_cache_config(config: CacheConfig) -> CacheConfig:
         records.append(CacheRecord(first.digest, best_results, new_chains, inputs))
     kept = {r.digest for r in records}
     steps = {d: s for d, s in config.steps.items() if d in kept}
-    return CacheConfig(layers, tuple(records), steps)
+    last_used = {d: t for d, t in config.last_used.items() if d in kept}
+    return CacheConfig(layers, tuple(records), steps, last_used)
 
 
 def _cmp(a: str, b: str) -> int:

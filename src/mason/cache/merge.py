@@ -13,6 +13,8 @@ know are simply never looked up.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence, Set
+from dataclasses import replace
+from datetime import datetime
 
 from mason.cache.format import (
     CacheConfig,
@@ -25,11 +27,19 @@ from mason.cache.format import (
     serialize_cache_config,
 )
 from mason.cache.model import CacheSource, ExportPlan
+from mason.cache.retention import prune_config, stamp_last_used, without_unreached_layers
 from mason.digest import Digest
 from mason.oci import mediatypes as mt
 from mason.oci.descriptor import Descriptor
 
-__all__ = ["merge_export", "missing_records", "wants_merge"]
+__all__ = [
+    "merge_export",
+    "missing_records",
+    "plan_for",
+    "retain",
+    "stamped",
+    "wants_merge",
+]
 
 
 def _media_type(desc: Descriptor, oci: bool) -> str:
@@ -41,12 +51,13 @@ def _media_type(desc: Descriptor, oci: bool) -> str:
 
 
 def wants_merge(option: bool | None, prior: CacheSource) -> bool:
-    """``merge=`` as given; unset, merge into a cache mason wrote (it names its steps) or
-    into an empty ref (several first builds may be writing it at once), and replace a cache
-    another tool wrote, as BuildKit does."""
+    """``merge=`` as given; unset, merge into a cache mason wrote (it names its steps or
+    their last use) or into an empty ref (several first builds may be writing it at once),
+    and replace a cache another tool wrote, as BuildKit does."""
     if option is not None:
         return option
-    return prior.manifest is None or bool(prior.config.steps)
+    mason_wrote = bool(prior.config.steps or prior.config.last_used)  # fields only mason writes
+    return prior.manifest is None or mason_wrote
 
 
 def _shifted(rec: CacheRecord, layer_offset: int, record_offset: int) -> CacheRecord:
@@ -79,35 +90,7 @@ def _without_unlisted(config: CacheConfig, listed: Mapping[Digest, Descriptor]) 
         )
         for rec in config.records
     )
-    return CacheConfig(config.layers, records, config.steps)
-
-
-def _reachable_layers_only(config: CacheConfig) -> CacheConfig:
-    """Drop layers no result's chain passes through (their blobs would be listed for nothing)."""
-    used: set[int] = set()
-    for rec in config.records:
-        for r in rec.results:
-            used.update(config.chain(r.layer))
-        for c in rec.chains:
-            used.update(c.layers)
-    order = sorted(used)
-    new_index = {old: new for new, old in enumerate(order)}
-    layers = tuple(
-        CacheLayer(config.layers[i].blob, new_index.get(config.layers[i].parent, -1)) for i in order
-    )
-    records = tuple(
-        CacheRecord(
-            rec.digest,
-            tuple(CacheResult(new_index[r.layer], r.created_at) for r in rec.results),
-            tuple(
-                ChainedResult(tuple(new_index[i] for i in c.layers), c.created_at)
-                for c in rec.chains
-            ),
-            rec.inputs,
-        )
-        for rec in config.records
-    )
-    return CacheConfig(layers, records, config.steps)
+    return CacheConfig(config.layers, records, config.steps, config.last_used)
 
 
 def merge_export(
@@ -126,24 +109,45 @@ def merge_export(
         _shifted(rec, len(ours.layers), len(ours.records)) for rec in theirs.records
     )
     steps = {**theirs.steps, **ours.steps}
-    merged = normalize_cache_config(
-        _reachable_layers_only(normalize_cache_config(CacheConfig(layers, records, steps)))
-    )
+    last_used = {**theirs.last_used, **ours.last_used}
+    union = CacheConfig(layers, records, steps, last_used)
+    merged = normalize_cache_config(without_unreached_layers(normalize_cache_config(union)))
     descriptors: dict[Digest, Descriptor] = {}
     for desc in listed.values():
         media_type = _media_type(desc, oci_mediatypes)
         descriptors[desc.digest] = Descriptor(media_type, desc.digest, desc.size, desc.annotations)
     descriptors.update({d.digest: d for d in plan.layers})  # ours win: same bytes, our dates
-    out_layers = tuple(descriptors[layer.blob] for layer in merged.layers)
-    blobs = {d.digest: d for d in plan.blobs}
-    for layer in merged.layers:
+    return plan_for(merged, descriptors, plan.blobs)
+
+
+def plan_for(
+    config: CacheConfig, descriptors: Mapping[Digest, Descriptor], own: Sequence[Descriptor]
+) -> ExportPlan:
+    """The export plan of a normalised ``config``: a descriptor per layer, and the blobs to
+    store (``own``, with their mount hints, for this build's; the listed ones for the rest)."""
+    out_layers = tuple(descriptors[layer.blob] for layer in config.layers)
+    reached = {layer.blob for layer in config.layers}
+    blobs = {d.digest: d for d in own if d.digest in reached}
+    for layer in config.layers:
         blobs.setdefault(layer.blob, descriptors[layer.blob])
     return ExportPlan(
-        merged,
-        serialize_cache_config(merged),
-        out_layers,
-        tuple(blobs[d] for d in sorted(blobs)),
+        config, serialize_cache_config(config), out_layers, tuple(blobs[d] for d in sorted(blobs))
     )
+
+
+def retain(plan: ExportPlan, keep_duration: float, now: datetime) -> ExportPlan:
+    """``plan`` without the records unused for ``keep_duration`` seconds (``keep-duration=``)."""
+    sizes = {d.digest: d.size for d in plan.layers}
+    pruned = prune_config(plan.config, sizes, now, keep_duration=keep_duration)
+    if pruned.dropped == 0:
+        return plan
+    return plan_for(pruned.config, {d.digest: d for d in plan.layers}, plan.blobs)
+
+
+def stamped(plan: ExportPlan, earlier: Mapping[str, str], now: str) -> ExportPlan:
+    """``plan`` (this build's records) with their last use stamped (``stamp_last_used``)."""
+    config = stamp_last_used(plan.config, earlier, now)
+    return replace(plan, config=config, config_raw=serialize_cache_config(config))
 
 
 def missing_records(ours: CacheConfig, stored: CacheConfig) -> int:

@@ -88,6 +88,8 @@ class CacheOptions:
     reset: bool = False
     #: registry export: keep what the ref holds (None: when mason wrote it, ``cache.merge``)
     merge: bool | None = None
+    #: registry export: drop records unused for this many seconds (``cache.retention``)
+    keep_duration: float | None = None
 
     @property
     def display_name(self) -> str:

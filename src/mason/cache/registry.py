@@ -29,12 +29,20 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import BinaryIO
 
 from mason.cache.backends import CacheBackend, ExportRequest
 from mason.cache.document import build_cache_document, plan_cache_document, read_cache_document
 from mason.cache.format import CacheConfig, CacheFormatError, rfc3339_nano
-from mason.cache.merge import merge_export, missing_records, wants_merge
+from mason.cache.merge import (
+    merge_export,
+    missing_records,
+    plan_for,
+    retain,
+    stamped,
+    wants_merge,
+)
 from mason.cache.model import (
     DISTRIBUTION_SOURCE_PREFIX,
     CacheExportError,
@@ -53,6 +61,7 @@ from mason.cache.options import (
     option_bool,
     parse_ref,
 )
+from mason.cache.retention import parse_duration, parse_time, prune_config
 from mason.cache.scopes import scoped_refs
 from mason.digest import Digest
 from mason.errors import MasonError
@@ -66,9 +75,11 @@ from mason.registry.push import push_blob
 __all__ = [
     "BACKEND",
     "CacheRegistry",
+    "PruneReport",
     "export_registry_cache",
     "load_registry_cache",
     "peek_blob",
+    "prune_registry_cache",
 ]
 
 
@@ -332,9 +343,10 @@ class _Writer:
     def _plan(
         self, prior: CacheSource, merge: bool
     ) -> tuple[ExportPlan, tuple[ImageManifest | ImageIndex, Descriptor] | None, set[Digest]]:
-        """The plan (merged with ``prior`` when asked), its document, and the listed blobs
-        that are still in the repository."""
-        plan, built = plan_cache_document(
+        """The plan (this build's records stamped with their last use; merged with ``prior``
+        and pruned by ``keep-duration`` when asked), its document, and the listed blobs that
+        are still in the repository."""
+        plan, _document = plan_cache_document(
             self.options,
             self.records,
             blobs=self.blobs,
@@ -342,6 +354,8 @@ class _Writer:
             prior=prior,
             clock=self.clock,
         )
+        now = self.clock()
+        plan = stamped(plan, prior.config.last_used, now)
         self.own = plan.config
         # What the ref's current cache lists is only a claim about the repository: a blob
         # deleted since (garbage collection, a retention policy) would make the manifest PUT
@@ -352,22 +366,22 @@ class _Writer:
         if merge and prior.manifest is not None:
             alive = _still_there(self.client, self.ref, sorted(prior.descriptors), self.max_workers)
             plan = merge_export(plan, prior, alive, oci_mediatypes=self.options.oci_mediatypes)
-            if not plan.layers:
-                return plan, None, alive
-            built = build_cache_document(
-                plan,
-                oci_mediatypes=self.options.oci_mediatypes,
-                image_manifest=self.options.image_manifest,
+            if self.options.keep_duration is not None:
+                plan = retain(plan, self.options.keep_duration, parse_time(now))
+        else:
+            needed = [d.digest for d in plan.blobs]
+            alive = _still_there(
+                self.client, self.ref, [d for d in needed if d in listed], self.max_workers
             )
-            if built[1].digest in listed:
-                alive |= _still_there(self.client, self.ref, [built[1].digest], 1)
-            return plan, built, alive
-        if built is None:
-            return plan, None, set()
-        needed = [d.digest for d in plan.blobs] + [built[1].digest]
-        alive = _still_there(
-            self.client, self.ref, [d for d in needed if d in listed], self.max_workers
+        if not plan.layers:
+            return plan, None, alive
+        built = build_cache_document(
+            plan,
+            oci_mediatypes=self.options.oci_mediatypes,
+            image_manifest=self.options.image_manifest,
         )
+        if built[1].digest in listed:
+            alive |= _still_there(self.client, self.ref, [built[1].digest], 1)
         return plan, built, alive
 
     def write(self, prior: CacheSource, *, merge: bool, attempt: int = 0) -> ExportResult:
@@ -438,6 +452,67 @@ def _digest_of(source: CacheSource) -> Digest | None:
     return source.manifest.digest if source.manifest is not None else None
 
 
+# -- retention (mason cache prune REF) -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What ``prune_registry_cache`` found and did: ``written`` is the new manifest (None for
+    a dry run, nothing to drop, or a deleted tag); ``deleted`` when nothing was left."""
+
+    records: int
+    with_results: int
+    dropped: int
+    kept_bytes: int
+    freed_bytes: int
+    written: Descriptor | None = None
+    deleted: bool = False
+
+
+def prune_registry_cache(
+    client: CacheRegistry,
+    ref: Reference,
+    *,
+    now: datetime,
+    keep_duration: float | None = None,
+    keep_size: int | None = None,
+    dry_run: bool = False,
+) -> PruneReport:
+    """Rewrite the cache at ``ref`` without the least recently used records
+    (``mason.cache.retention.prune_config``), in the form it was stored in; delete the tag
+    when no result is left. The blobs stay until the registry's garbage collection."""
+    source = load_registry_cache(client, ref)
+    if source.warning or source.manifest is None:
+        raise CacheExportError(
+            f"cannot prune {ref}: {source.warning or source.missing or 'no cache there'}"
+        )
+    sizes = {d: desc.size for d, desc in source.descriptors.items()}
+    pruned = prune_config(
+        source.config, sizes, now, keep_duration=keep_duration, keep_size=keep_size
+    )
+    report = PruneReport(
+        len(source.config.records),
+        sum(1 for r in source.config.records if r.has_result),
+        pruned.dropped,
+        pruned.kept_bytes,
+        pruned.freed_bytes,
+    )
+    if dry_run or pruned.dropped == 0:
+        return report
+    if not any(r.has_result for r in pruned.config.records):
+        client.delete_manifest(ref, source.manifest.digest)
+        return replace(report, deleted=True)
+    plan = plan_for(pruned.config, source.descriptors, ())
+    oci = source.manifest.media_type in (mt.OCI_MANIFEST, mt.OCI_INDEX)
+    document, config_desc = build_cache_document(
+        plan, oci_mediatypes=oci, image_manifest=source.form == "image-manifest"
+    )
+    config_raw = plan.config_raw
+    client.push_blob(ref, config_desc, lambda: io.BytesIO(config_raw))
+    client.put_manifest(ref, document.raw, document.media_type)
+    return replace(report, written=document.descriptor())
+
+
 # -- the backend (mason.cache.backends) ------------------------------------------------
 
 _REGISTRY_ATTRS = frozenset({"ref", "registry.insecure", "scope"})
@@ -472,9 +547,23 @@ def _parse_to(attrs: Mapping[str, str], text: str, images: Sequence[Reference]) 
                 + f"{ref.name}-cache or {ref.name}:buildcache",
             )
     merge = option_bool("merge", attrs["merge"], text) if "merge" in attrs else None
+    keep = attrs.get("keep-duration")
     base = CacheOptions(
-        "registry", "to", text, dict(attrs), ref=ref, insecure=_insecure(attrs, text), merge=merge
+        "registry",
+        "to",
+        text,
+        dict(attrs),
+        ref=ref,
+        insecure=_insecure(attrs, text),
+        merge=merge,
+        keep_duration=parse_duration(keep, f"--cache-to {text!r}: keep-duration") if keep else None,
     )
+    if base.keep_duration is not None and merge is False:
+        raise CacheOptionsError(
+            f"invalid --cache-to {text!r}: keep-duration prunes what the ref holds, and "
+            "merge=false replaces it",
+            hint="drop merge=false (the export then keeps what the ref holds, minus what expired)",
+        )
     return replace(base, **export_settings(attrs, text))
 
 
@@ -523,12 +612,12 @@ BACKEND = CacheBackend(
     "registry",
     display_name=lambda o: f"registry {o.ref}",
     destination=lambda o: f"registry {o.ref}",
-    export_attrs=_REGISTRY_ATTRS | COMMON_EXPORT_ATTRS | {"merge"},
+    export_attrs=_REGISTRY_ATTRS | COMMON_EXPORT_ATTRS | {"merge", "keep-duration"},
     parse_to=_parse_to,
     progress_name="registry",
     export=_export,
     import_attrs=_REGISTRY_ATTRS,
-    ignored_import_attrs=COMMON_EXPORT_ATTRS | {"tag", "merge"},
+    ignored_import_attrs=COMMON_EXPORT_ATTRS | {"tag", "merge", "keep-duration"},
     parse_from=_parse_from,
     load=_load,
 )

@@ -1,4 +1,5 @@
-"""`mason cache inspect REF|DIR`: what a registry or local build cache holds (mason's or BuildKit's).
+"""`mason cache inspect REF|DIR`: what a registry or local build cache holds (mason's or BuildKit's);
+`mason cache prune REF`: a registry cache without its least recently used records.
 
 A directory (or ``oci-layout://DIR[:TAG]``) is read as a local cache (``index.json`` entry
 ``TAG``, default ``latest``; ``--tag``/``--digest`` choose another); anything else is a
@@ -20,7 +21,9 @@ __all__ = ["register"]
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("cache", help="inspect registry and local build caches")
+    parser = subparsers.add_parser(
+        "cache", help="inspect and prune registry and local build caches"
+    )
     sub = parser.add_subparsers(dest="cache_command", metavar="COMMAND")
     parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
     inspect = sub.add_parser(
@@ -40,6 +43,86 @@ def register(subparsers: Any) -> None:
     inspect.add_argument("--ca-file", help="extra CA certificates (PEM) to trust")
     inspect.add_argument("--records", action="store_true", help="also list key-only records")
     inspect.set_defaults(handler=_inspect)
+    _register_prune(sub)
+
+
+def _register_prune(sub: Any) -> None:
+    prune = sub.add_parser(
+        "prune",
+        help="rewrite a registry cache without its least recently used records",
+        description=(
+            "Drop the records of the registry cache REF that no build used within "
+            "--keep-duration, then the least recently used ones until the blobs still "
+            "reached fit --keep-size, and write the cache again in the form it had (the tag "
+            "is deleted when nothing is left). Last use is what mason's exports recorded "
+            "(renewed at most once a day); records without one (BuildKit's) count from when "
+            "they were created. The registry deletes the blobs no manifest references when "
+            "its garbage collection runs (for the CNCF registry: registry garbage-collect)."
+        ),
+    )
+    prune.add_argument("ref", metavar="REF")
+    prune.add_argument(
+        "--keep-duration", metavar="DURATION", help="keep what was used within, e.g. 7d"
+    )
+    prune.add_argument("--keep-size", metavar="SIZE", help="keep at most this much, e.g. 5GB")
+    prune.add_argument(
+        "--dry-run", action="store_true", help="say what would be dropped, change nothing"
+    )
+    prune.add_argument(
+        "--insecure",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="allow plain HTTP / unverified TLS for HOST (repeatable)",
+    )
+    prune.add_argument("--ca-file", help="extra CA certificates (PEM) to trust")
+    prune.set_defaults(handler=_prune)
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from mason.cache.registry import prune_registry_cache
+    from mason.cache.retention import parse_duration
+    from mason.cli.imagetools_cmd import registry_client
+    from mason.engine.stateroot import human_size, parse_size
+    from mason.errors import UsageError
+    from mason.oci.reference import Reference
+
+    if args.keep_duration is None and args.keep_size is None:
+        raise UsageError(
+            "mason cache prune needs --keep-duration or --keep-size",
+            hint="e.g. mason cache prune REF --keep-duration 7d --keep-size 5GB",
+        )
+    keep_duration = (
+        parse_duration(args.keep_duration, "--keep-duration") if args.keep_duration else None
+    )
+    keep_size = parse_size(args.keep_size) if args.keep_size else None
+    ref = Reference.parse(args.ref)
+    with registry_client(args) as client:
+        report = prune_registry_cache(
+            client,
+            ref,
+            now=datetime.now(UTC),
+            keep_duration=keep_duration,
+            keep_size=keep_size,
+            dry_run=args.dry_run,
+        )
+    verb = "would drop" if args.dry_run else "dropped"
+    print(
+        f"cache {ref}: {report.with_results} records with results, {verb} {report.dropped} "
+        f"(freeing {human_size(report.freed_bytes)}, keeping {human_size(report.kept_bytes)})"
+    )
+    if report.deleted:
+        print(f"nothing was left: deleted the tag {ref}")
+    elif report.written is not None:
+        print(f"wrote {report.written.digest}")
+    if report.freed_bytes and not args.dry_run:
+        print(
+            "the blobs are deleted by the registry's garbage collection "
+            "(CNCF registry: registry garbage-collect CONFIG)"
+        )
+    return 0
 
 
 def _short(digest: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -156,33 +155,8 @@ def _prune(args: argparse.Namespace) -> int:
     return 0
 
 
-_DURATION_UNITS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-    "d": 86400.0,
-}
-_DURATION = re.compile(r"(\d+(?:\.\d*)?)(ns|us|µs|ms|s|m|h|d)")
-
-
-def parse_duration(text: str, what: str) -> float:
-    """Seconds from Go's duration syntax (``1h30m``, ``90s``), plus ``d`` for days (``7d``)."""
-    from mason.errors import UsageError
-
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise UsageError(
-            f"invalid {what} {text!r}: expected a duration such as 24h, 90m or 7d",
-            reference="invalid-argument",
-        )
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-
-
 def _unused_for(filters: list[str], keep_duration: str | None) -> float | None:
+    from mason.cache.retention import parse_duration
     from mason.errors import UsageError
 
     limits = [parse_duration(keep_duration, "--keep-duration")] if keep_duration else []

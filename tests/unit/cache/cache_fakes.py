@@ -69,6 +69,12 @@ class FakeRegistry:
         repo[digest] = (manifest_raw, media_type)
         return digest
 
+    def delete_manifest(self, ref: Reference, digest: Digest) -> None:
+        self._log("delete_manifest", ref.repository, digest)
+        repo = self.manifests.get(ref.repository, {})
+        for ident in [i for i, (raw, _t) in repo.items() if sha256_bytes(raw) == digest]:
+            del repo[ident]
+
     @contextmanager
     def open_blob(self, ref: Reference, desc: Descriptor) -> Iterator[BinaryIO]:
         self._log("get_blob", ref.repository, desc.digest)

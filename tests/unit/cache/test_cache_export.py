@@ -117,10 +117,24 @@ def test_created_at_is_carried_over_from_the_prior_cache(
         clock=make_clock(),
     )  # type: ignore[arg-type]
     assert first.manifest is not None and not first.unchanged
+    first_config = load_registry_cache(fake_registry, Reference.parse(REF)).config
     puts_before = len(fake_registry.ops("put_manifest"))
     pushes_before = len(fake_registry.ops("push_blob"))
-    # a later export with a clock far in the future: nothing changed, so nothing is written
+    # a later export the same day: nothing changed (last use is renewed once a day), so
+    # nothing is written
     again = export_cache(
+        opts,
+        records,
+        blobs=blob_store,
+        image_diff_ids=image,
+        client=fake_registry,
+        clock=lambda: "2026-01-01T23:00:00Z",
+    )
+    assert again.unchanged and again.manifest == first.manifest
+    assert len(fake_registry.ops("put_manifest")) == puts_before
+    assert len(fake_registry.ops("push_blob")) == pushes_before
+    # years later: only the last-use stamps change; every createdAt is carried over
+    later = export_cache(
         opts,
         records,
         blobs=blob_store,
@@ -128,9 +142,11 @@ def test_created_at_is_carried_over_from_the_prior_cache(
         client=fake_registry,
         clock=lambda: "2099-01-01T00:00:00Z",
     )
-    assert again.unchanged and again.manifest == first.manifest
-    assert len(fake_registry.ops("put_manifest")) == puts_before
-    assert len(fake_registry.ops("push_blob")) == pushes_before
+    assert not later.unchanged
+    now = load_registry_cache(fake_registry, Reference.parse(REF)).config
+    assert set(now.last_used.values()) == {"2099-01-01T00:00:00Z"}
+    assert set(first_config.last_used.values()) == {"2026-01-01T00:00:06Z"}
+    assert [r.results for r in now.records] == [r.results for r in first_config.records]
 
 
 def test_registry_export_image_manifest_form(
@@ -459,7 +475,7 @@ def test_warm_reexport_from_hits_is_byte_identical(
         image_diff_ids=image,
         client=fake_registry,
         prior=source,
-        clock=lambda: "2099-01-01T00:00:00Z",
+        clock=lambda: "2026-01-01T20:00:00Z",  # the same day: last use is not renewed yet
     )
     assert warm.unchanged and warm.manifest == cold.manifest
     # only a HEAD per blob (a deleted one would be stored again: issue 9 item 9), nothing written
@@ -467,7 +483,12 @@ def test_warm_reexport_from_hits_is_byte_identical(
     # the same hits exported to another ref are stable across re-exports too
     [other] = parse_cache_to(f"type=registry,ref={REF}:other,mode=max")
     first = export_cache(
-        other, warm_records, blobs=blob_store, image_diff_ids=image, client=fake_registry
+        other,
+        warm_records,
+        blobs=blob_store,
+        image_diff_ids=image,
+        client=fake_registry,
+        clock=lambda: "2026-01-01T00:00:06Z",  # when the cold export stamped its records
     )
     again = export_cache(
         other,
@@ -475,7 +496,7 @@ def test_warm_reexport_from_hits_is_byte_identical(
         blobs=blob_store,
         image_diff_ids=image,
         client=fake_registry,
-        clock=lambda: "2099-01-01T00:00:00Z",
+        clock=lambda: "2026-01-01T21:00:00Z",
     )
     assert again.unchanged and again.manifest == first.manifest == cold.manifest
 
