@@ -56,7 +56,7 @@ Key scheme: see ``mason.cache.model``. Format details: ``mason.cache.format``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     )
     from mason.cache.options import CacheOptions
     from mason.digest import Digest
+    from mason.oci.descriptor import Descriptor
     from mason.progress import ProgressSink
 
 __all__ = ["export_cache", "load_cache_source"]
@@ -132,8 +133,11 @@ def export_cache(
     clock: Callable[[], str] | None = None,
     progress: ProgressSink | None = None,
     max_workers: int = 4,
+    cache_mounts: Mapping[str, Descriptor] | None = None,
 ) -> ExportResult:
     """Export one ``--cache-to`` entry whose backend has an exporter (registry, local).
+    ``cache_mounts``: the build's ``RUN --mount=type=cache`` contents (id -> layer), which a
+    registry export with ``cache-mounts=true`` stores too.
 
     Failures raise (``MasonError``) unless ``options.ignore_error``: then the result carries
     ``warning`` and nothing was (necessarily) written.
@@ -151,7 +155,9 @@ def export_cache(
     if progress is not None:
         progress.emit(Event(vertex, name, "started"))
     try:
-        result = _export(options, records, blobs, image_diff_ids, client, prior, tick, max_workers)
+        result = _export(
+            options, records, blobs, image_diff_ids, client, prior, tick, max_workers, cache_mounts
+        )
     except (MasonError, OSError) as exc:
         text = str(exc).replace(chr(10), " | ")
         if not options.ignore_error:
@@ -185,6 +191,7 @@ def _export(
     prior: CacheSource | None,
     tick: Callable[[], str],
     max_workers: int,
+    cache_mounts: Mapping[str, Descriptor] | None = None,
 ) -> ExportResult:
     from mason.cache.backends import ExportRequest, backend_of
     from mason.cache.model import CacheExportError
@@ -196,5 +203,15 @@ def _export(
             hint="call inline_cache_value() while building the image config",
         )
     return export(
-        options, ExportRequest(records, blobs, image_diff_ids, client, prior, tick, max_workers)
+        options,
+        ExportRequest(
+            records,
+            blobs,
+            image_diff_ids,
+            client,
+            prior,
+            tick,
+            max_workers,
+            dict(cache_mounts or {}),
+        ),
     )

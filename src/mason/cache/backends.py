@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     )
     from mason.cache.options import CacheOptions
     from mason.digest import Digest
+    from mason.oci.descriptor import Descriptor
     from mason.oci.reference import Reference
 
 __all__ = ["BACKEND_NAMES", "CacheBackend", "ExportRequest", "backend", "backend_of"]
@@ -52,6 +53,8 @@ class ExportRequest:
     prior: CacheSource | None
     clock: Callable[[], str]
     max_workers: int
+    #: the build's ``RUN --mount=type=cache`` contents, id -> layer (``cache-mounts=true``)
+    cache_mounts: Mapping[str, Descriptor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from mason.cache.format import (
 )
 from mason.cache.inline import inline_config_from_image
 from mason.cache.model import CacheSource, ExportBlobStore, ExportPlan, SolvedRecord, plan_export
+from mason.cache.mounts import is_mount_entry
 from mason.cache.options import CacheOptions
 from mason.digest import Digest, sha256_bytes
 from mason.oci import mediatypes as mt
@@ -64,6 +65,8 @@ class ParsedCache:
     form: str  # "image-manifest", "index" or "inline"
     config_descriptor: Descriptor | None
     manifest: Descriptor
+    #: the cache-mounts index and mount layers (``cache.mounts``), kept apart from the layers
+    extras: tuple[Descriptor, ...] = ()
 
 
 def config_descriptor(raw: bytes) -> Descriptor:
@@ -71,16 +74,22 @@ def config_descriptor(raw: bytes) -> Descriptor:
 
 
 def build_cache_document(
-    plan: ExportPlan, *, oci_mediatypes: bool, image_manifest: bool
+    plan: ExportPlan,
+    *,
+    oci_mediatypes: bool,
+    image_manifest: bool,
+    extras: Sequence[Descriptor] = (),
 ) -> tuple[ImageManifest | ImageIndex, Descriptor]:
-    """The top-level document for ``plan`` and the config's descriptor. Deterministic."""
+    """The top-level document for ``plan`` (and ``extras``, listed after its layers: the
+    cache-mounts index and mount layers) and the config's descriptor. Deterministic."""
     config_desc = config_descriptor(plan.config_raw)
+    layers = [*plan.layers, *extras]
     if image_manifest:
         if not oci_mediatypes:
             raise ValueError("image-manifest cache form needs OCI media types")
-        return build_manifest(config_desc, plan.layers, mt.OCI_MANIFEST), config_desc
+        return build_manifest(config_desc, layers, mt.OCI_MANIFEST), config_desc
     media_type = mt.OCI_INDEX if oci_mediatypes else mt.DOCKER_MANIFEST_LIST
-    return build_index([*plan.layers, config_desc], media_type), config_desc
+    return build_index([*layers, config_desc], media_type), config_desc
 
 
 def plan_cache_document(
@@ -119,6 +128,15 @@ def _add(descriptors: dict[Digest, Descriptor], desc: Descriptor) -> None:
     descriptors.setdefault(desc.digest, desc)
 
 
+def _add_entry(
+    descriptors: dict[Digest, Descriptor], extras: list[Descriptor], desc: Descriptor
+) -> None:
+    if is_mount_entry(desc):
+        extras.append(desc)
+    else:
+        _add(descriptors, desc)
+
+
 def read_cache_document(
     doc: ImageManifest | ImageIndex,
     read_blob: Callable[[Descriptor, int], bytes],
@@ -135,12 +153,13 @@ def read_cache_document(
             f"{what}: cache manifest is too large ({doc.size} > {MAX_MANIFEST_SIZE} bytes)"
         )
     descriptors: dict[Digest, Descriptor] = {}
+    extras: list[Descriptor] = []
     config_desc: Descriptor | None = None
     if isinstance(doc, ImageManifest):
         if doc.config.media_type == mt.BUILDKIT_CACHE_CONFIG:
             config_desc = doc.config
             for layer in doc.layers:
-                _add(descriptors, layer)
+                _add_entry(descriptors, extras, layer)
             form = "image-manifest"
         else:
             return _inline(doc, [doc], read_blob, what)
@@ -149,7 +168,7 @@ def read_cache_document(
             if entry.media_type == mt.BUILDKIT_CACHE_CONFIG:
                 config_desc = entry
             else:
-                _add(descriptors, entry)
+                _add_entry(descriptors, extras, entry)
         form = "index"
         if config_desc is None:
             children = [e for e in doc.manifests if mt.is_manifest(e.media_type)]
@@ -172,7 +191,7 @@ def read_cache_document(
             return _inline(doc, manifests, read_blob, what)
     raw_config = read_blob(config_desc, MAX_CACHE_CONFIG_SIZE)
     config = parse_cache_config(raw_config, what=f"{what} cache config {config_desc.digest}")
-    return ParsedCache(config, descriptors, form, config_desc, doc.descriptor())
+    return ParsedCache(config, descriptors, form, config_desc, doc.descriptor(), tuple(extras))
 
 
 def _inline(

@@ -150,8 +150,11 @@ class CacheSource:
         config_descriptor: Descriptor | None = None,
         blob_annotations: Mapping[str, str] | None = None,
         origin: str | None = None,
+        mounts: Mapping[str, Descriptor] | None = None,
     ) -> None:
         self.name = name
+        #: ``RUN --mount=type=cache`` contents stored with the cache: mount id -> its layer
+        self.mounts: dict[str, Descriptor] = dict(mounts or {})
         #: Where it was read from: the registry ref string or the local directory (an
         #: exporter to the same place trusts ``known_blobs`` and ``createdAt`` from it).
         self.origin = origin

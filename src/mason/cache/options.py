@@ -90,6 +90,8 @@ class CacheOptions:
     merge: bool | None = None
     #: registry export: drop records unused for this many seconds (``cache.retention``)
     keep_duration: float | None = None
+    #: registry export: also the ``RUN --mount=type=cache`` contents (``cache.mounts``)
+    cache_mounts: bool = False
 
     @property
     def display_name(self) -> str:

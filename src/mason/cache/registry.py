@@ -22,6 +22,7 @@ so unit tests use an in-memory fake.
 
 from __future__ import annotations
 
+import functools
 import io
 import random
 import time
@@ -52,6 +53,14 @@ from mason.cache.model import (
     ExportPlan,
     ExportResult,
     SolvedRecord,
+)
+from mason.cache.mounts import (
+    MAX_INDEX_SIZE,
+    MOUNTS_INDEX_MEDIA_TYPE,
+    index_descriptor,
+    mount_layer,
+    mounts_index,
+    parse_mounts_index,
 )
 from mason.cache.options import (
     COMMON_EXPORT_ATTRS,
@@ -138,6 +147,7 @@ def load_registry_cache(
             lambda desc, limit: _read_small(client, ref, desc, limit),
             what=f"cache {ref}",
         )
+        mounts = _read_mounts(client, ref, parsed.extras)
     except Exception as exc:
         return CacheSource.empty(
             display,
@@ -155,7 +165,19 @@ def load_registry_cache(
         config_descriptor=parsed.config_descriptor,
         blob_annotations=hint,
         origin=str(ref),
+        mounts=mounts,
     )
+
+
+def _read_mounts(
+    client: CacheRegistry, ref: Reference, extras: Sequence[Descriptor]
+) -> dict[str, Descriptor]:
+    """The cache-mounts index the manifest lists, if any (``cache.mounts``); one small GET."""
+    index = next((d for d in extras if d.media_type == MOUNTS_INDEX_MEDIA_TYPE), None)
+    if index is None:
+        return {}
+    raw = _read_small(client, ref, index, MAX_INDEX_SIZE)
+    return parse_mounts_index(raw, f"cache {ref}")
 
 
 #: statuses registries refuse a cache manifest with (ECR 400/405, Harbor 404, Nexus 500, others 415)
@@ -298,8 +320,10 @@ def export_registry_cache(
     prior: CacheSource | None = None,
     clock: Callable[[], str] = rfc3339_nano,
     max_workers: int = 4,
+    mounts: Mapping[str, Descriptor] | None = None,
 ) -> ExportResult:
-    """Write the cache for ``records`` to ``options.ref``. Raises on failure (the caller
+    """Write the cache for ``records`` (and, with ``cache-mounts=true``, the cache mounts'
+    layers ``mounts``) to ``options.ref``. Raises on failure (the caller
     applies ``ignore-error``, see ``mason.cache.export_cache``).
 
     ``prior`` is the import of the same ref, if the build had one; otherwise the ref's
@@ -312,7 +336,9 @@ def export_registry_cache(
         raise CacheExportError("registry cache export needs ref")
     if prior is None or prior.origin != str(ref):  # an import of this ref that failed is reused too
         prior = load_registry_cache(client, ref)
-    writer = _Writer(options, ref, records, client, blobs, image_diff_ids, clock, max_workers)
+    writer = _Writer(
+        options, ref, records, client, blobs, image_diff_ids, clock, max_workers, dict(mounts or {})
+    )
     merging = wants_merge(options.merge, prior)
     result = writer.write(prior, merge=merging)
     if merging and result.manifest is not None and not result.unchanged:
@@ -328,6 +354,48 @@ _SETTLE_SECONDS = 0.15
 
 
 @dataclass
+class _Planned:
+    """One export attempt: the plan, its document (None: no layers), the listed blobs still
+    in the repository, and the cache mounts it carries (id -> layer)."""
+
+    plan: ExportPlan
+    built: tuple[ImageManifest | ImageIndex, Descriptor] | None
+    known: set[Digest]
+    mounts: Mapping[str, Descriptor]
+
+    @property
+    def index_raw(self) -> bytes:
+        return mounts_index(self.mounts)
+
+    @property
+    def extras(self) -> tuple[Descriptor, ...]:
+        """The cache-mounts index and the mount layers, as the manifest lists them."""
+        if not self.mounts:
+            return ()
+        layers = tuple(mount_layer(i, self.mounts[i]) for i in sorted(self.mounts))
+        return (index_descriptor(self.index_raw), *layers)
+
+    def store_mounts(
+        self, client: CacheRegistry, ref: Reference, blobs: ExportBlobStore, stored: _Stored
+    ) -> None:
+        """Store the mount layers the repository lacks (an unchanged mount is the same blob,
+        already there), then the index."""
+        if not self.mounts:
+            return
+        for desc in self.mounts.values():
+            if desc.digest in self.known:
+                stored.add("existing", desc)
+            else:
+                stored.add(
+                    push_blob(client, ref, desc, functools.partial(blobs.open_blob, desc)), desc
+                )
+        raw = self.index_raw
+        index = index_descriptor(raw)
+        pushed = client.push_blob(ref, index, lambda: io.BytesIO(raw))
+        stored.add("uploaded" if pushed else "existing", index)
+
+
+@dataclass
 class _Writer:
     options: CacheOptions
     ref: Reference
@@ -337,15 +405,15 @@ class _Writer:
     image_diff_ids: Sequence[Digest] | None
     clock: Callable[[], str]
     max_workers: int
+    #: this build's ``RUN --mount=type=cache`` contents (id -> layer), for ``cache-mounts=true``
+    mounts: Mapping[str, Descriptor] = field(default_factory=dict)
     #: this build's own records (before any merge): what a concurrent writer must not drop
     own: CacheConfig = field(default_factory=CacheConfig)
 
-    def _plan(
-        self, prior: CacheSource, merge: bool
-    ) -> tuple[ExportPlan, tuple[ImageManifest | ImageIndex, Descriptor] | None, set[Digest]]:
+    def _plan(self, prior: CacheSource, merge: bool) -> _Planned:
         """The plan (this build's records stamped with their last use; merged with ``prior``
-        and pruned by ``keep-duration`` when asked), its document, and the listed blobs that
-        are still in the repository."""
+        and pruned by ``keep-duration`` when asked), the cache mounts it carries, its
+        document, and the listed blobs that are still in the repository."""
         plan, _document = plan_cache_document(
             self.options,
             self.records,
@@ -363,36 +431,46 @@ class _Writer:
         # missing one of ours is stored again, a missing one of another builder's drops the
         # results built on it from the merge.
         listed = prior.known_blobs if prior.manifest is not None else frozenset()
+        mounts: dict[str, Descriptor] = {}
         if merge and prior.manifest is not None:
-            alive = _still_there(self.client, self.ref, sorted(prior.descriptors), self.max_workers)
+            theirs = {d.digest for d in prior.mounts.values()}
+            alive = _still_there(
+                self.client, self.ref, sorted(set(prior.descriptors) | theirs), self.max_workers
+            )
             plan = merge_export(plan, prior, alive, oci_mediatypes=self.options.oci_mediatypes)
             if self.options.keep_duration is not None:
                 plan = retain(plan, self.options.keep_duration, parse_time(now))
+            mounts = {i: d for i, d in prior.mounts.items() if d.digest in alive}
         else:
             needed = [d.digest for d in plan.blobs]
             alive = _still_there(
                 self.client, self.ref, [d for d in needed if d in listed], self.max_workers
             )
+        if self.options.cache_mounts:
+            mounts.update(self.mounts)
+        planned = _Planned(plan, None, alive, mounts)
         if not plan.layers:
-            return plan, None, alive
-        built = build_cache_document(
+            return planned
+        planned.built = build_cache_document(
             plan,
             oci_mediatypes=self.options.oci_mediatypes,
             image_manifest=self.options.image_manifest,
+            extras=planned.extras,
         )
-        if built[1].digest in listed:
-            alive |= _still_there(self.client, self.ref, [built[1].digest], 1)
-        return plan, built, alive
+        if planned.built[1].digest in listed:
+            alive |= _still_there(self.client, self.ref, [planned.built[1].digest], 1)
+        return planned
 
     def write(self, prior: CacheSource, *, merge: bool, attempt: int = 0) -> ExportResult:
         destination = f"registry {self.ref}"
-        plan, built, known = self._plan(prior, merge)
+        planned = self._plan(prior, merge)
+        plan, known = planned.plan, planned.known
         n_records = len(plan.config.records)
-        if built is None:
+        if planned.built is None:
             return ExportResult(
                 destination, records=n_records, skipped_reason="no layers to export"
             )
-        document, config_desc = built
+        document, config_desc = planned.built
         manifest_desc = document.descriptor()
         needed = {d.digest for d in plan.blobs} | {config_desc.digest}
         if (
@@ -411,6 +489,7 @@ class _Writer:
         stored = _store_blobs(
             self.client, self.ref, plan, config_desc, known, self.blobs, self.max_workers
         )
+        planned.store_mounts(self.client, self.ref, self.blobs, stored)
         if merge and attempt < _MERGE_ATTEMPTS:
             latest = load_registry_cache(self.client, self.ref)
             if _digest_of(latest) != _digest_of(prior):
@@ -557,6 +636,11 @@ def _parse_to(attrs: Mapping[str, str], text: str, images: Sequence[Reference]) 
         insecure=_insecure(attrs, text),
         merge=merge,
         keep_duration=parse_duration(keep, f"--cache-to {text!r}: keep-duration") if keep else None,
+        cache_mounts=(
+            option_bool("cache-mounts", attrs["cache-mounts"], text)
+            if "cache-mounts" in attrs
+            else False
+        ),
     )
     if base.keep_duration is not None and merge is False:
         raise CacheOptionsError(
@@ -605,6 +689,7 @@ def _export(options: CacheOptions, req: ExportRequest) -> ExportResult:
         prior=req.prior,
         clock=req.clock,
         max_workers=req.max_workers,
+        mounts=req.cache_mounts,
     )
 
 
@@ -612,12 +697,12 @@ BACKEND = CacheBackend(
     "registry",
     display_name=lambda o: f"registry {o.ref}",
     destination=lambda o: f"registry {o.ref}",
-    export_attrs=_REGISTRY_ATTRS | COMMON_EXPORT_ATTRS | {"merge", "keep-duration"},
+    export_attrs=_REGISTRY_ATTRS | COMMON_EXPORT_ATTRS | {"merge", "keep-duration", "cache-mounts"},
     parse_to=_parse_to,
     progress_name="registry",
     export=_export,
     import_attrs=_REGISTRY_ATTRS,
-    ignored_import_attrs=COMMON_EXPORT_ATTRS | {"tag", "merge", "keep-duration"},
+    ignored_import_attrs=COMMON_EXPORT_ATTRS | {"tag", "merge", "keep-duration", "cache-mounts"},
     parse_from=_parse_from,
     load=_load,
 )

@@ -37,6 +37,7 @@ from mason.solver import CacheKey, CancelToken, SolveError, Solver, Vertex
 
 if TYPE_CHECKING:
     from mason.dockerfile.checks import CheckReport
+    from mason.engine.cachemounts import CacheMounts
 
 __all__ = ["BuildOutcome", "ProgressAdapter", "build", "check"]
 
@@ -485,6 +486,7 @@ def _build_in(
     from mason.engine.remotecache import import_caches
 
     sources, cache_imports = import_caches(opts.cache_from, client, blobs, sink)
+    env.cache_mounts.sources = list(cache_imports.values())
     if _uses_context(plan):
         with _task(sink, "[internal] load build context") as t:
             t.log(f"transferring context: {human_size(_context_size(opts.context, ignore))} done")
@@ -507,7 +509,18 @@ def _build_in(
         apply_layers=lambda dest: snapshots.apply_flat(result.layers, dest),
     )
     _export(
-        opts, outcome, image, graph, converted, blobs, client, sink, cache_imports, state, stdout
+        opts,
+        outcome,
+        image,
+        graph,
+        converted,
+        blobs,
+        client,
+        sink,
+        cache_imports,
+        state,
+        stdout,
+        cache_mounts=env.cache_mounts,
     )
     outcome.downloaded_blobs = list(blobs.downloaded)
     return outcome
@@ -619,6 +632,8 @@ def _export(
     cache_imports: Any,
     state: StateRoot,
     stdout: BinaryIO | None,
+    *,
+    cache_mounts: CacheMounts | None = None,
 ) -> None:
     """The image outputs, then the caches; the outcome's digests and buildx's metadata."""
     from mason.engine.options import outputs_for
@@ -646,7 +661,16 @@ def _export(
         )
         t2.done()
     if opts.cache_to:
-        export_caches(opts.cache_to, graph, converted, blobs, client, sink, cache_imports)
+        export_caches(
+            opts.cache_to,
+            graph,
+            converted,
+            blobs,
+            client,
+            sink,
+            cache_imports,
+            cache_mounts=cache_mounts,
+        )
     if outcome.exported is not None:
         ex = outcome.exported
         outcome.image_digest = ex.digest

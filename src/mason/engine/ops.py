@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from mason.digest import Digest, HashingWriter, sha256_bytes
 from mason.engine.blobs import Blobs
+from mason.engine.cachemounts import CacheMounts
 from mason.engine.chmod import ChmodError, parse_chmod
 from mason.engine.context import (
     ContextEntry,
@@ -130,6 +131,8 @@ class BuildEnv:
     ulimits: tuple[Ulimit, ...] = ()
     #: mason build --allow security.insecure: RUN --security=insecure may run
     allow_insecure: bool = False
+    #: the RUN --mount=type=cache directories used, and where new ones are restored from
+    cache_mounts: CacheMounts = field(default_factory=CacheMounts)
 
     def sandbox_key(self) -> dict[str, Any]:
         """The sandbox settings a RUN's key covers; empty when none is set, so keys stay as before."""
@@ -341,7 +344,7 @@ class ExecOp:
                     seed_result = inputs[m.input_index]
                     view = stack.enter_context(env.snapshots.view(seed_result.layers))
                     seed = self._mount_source(view, m, "stage")
-                cdir = self._cache_dir(m, stack, seed, seed_result)
+                cdir = self._cache_dir(m, stack, seed, seed_result, ctx.log)
                 mounts.append(CacheMount(cdir, m.target, readonly=False))
             elif m.type == "tmpfs":
                 mounts.append(TmpfsMount(m.target, m.size or None))
@@ -444,12 +447,14 @@ class ExecOp:
         stack: contextlib.ExitStack,
         seed: Path | None,
         seed_result: StepResult | None,
+        log: Callable[[str], None] | None = None,
     ) -> Path:
         """The directory of a cache mount, locked for this RUN as ``sharing`` says, across threads
         and processes (flock on a lock file beside it): ``shared`` takes a shared lock on the one
         directory; ``locked`` an exclusive one (waits); ``private`` the first instance nobody uses,
         else a new one. A cache seeded ``from=`` a stage or image is its own cache per source
-        content (as in BuildKit) and starts as a copy of it."""
+        content (as in BuildKit) and starts as a copy of it; any other new one starts with what
+        an imported cache holds for its id (``engine.cachemounts``)."""
         ident = m.cache_id
         if seed_result is not None:
             ident += "\0" + ",".join(lr.diff_id for lr in seed_result.layers) + "\0" + m.source
@@ -483,11 +488,17 @@ class ExecOp:
                 else:
                     os.chmod(tmp, m.mode if m.mode is not None else 0o755)
                     os.chown(tmp, m.uid or 0, m.gid or 0)
+                    if seed_result is None:
+                        restored = self.env.cache_mounts.restore(m.cache_id, tmp)
+                        if restored is not None and log is not None:
+                            log(f"cache mount {m.cache_id!r} restored from {restored}")
                 os.rename(tmp, d)
             except OSError:
                 shutil.rmtree(tmp, ignore_errors=True)
                 if not d.is_dir():
                     raise
+        if seed_result is None and instance == 0:
+            self.env.cache_mounts.used(m.cache_id, d, locks / d.name)
         return d
 
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from mason.cache.model import CacheHit, CacheRegistry, ExportResult, SolvedRecord
     from mason.cache.model import CacheSource as ImportedCache
     from mason.cache.options import CacheOptions
+    from mason.engine.cachemounts import CacheMounts
     from mason.engine.convert import ConvertedBuild
 
 __all__ = [
@@ -349,8 +350,10 @@ def export_caches(
     imported: dict[str, ImportedCache],
     *,
     best_effort: bool = False,
+    cache_mounts: CacheMounts | None = None,
 ) -> list[ExportResult]:
     """Export every registry/local ``--cache-to``; failures raise unless ignore-error.
+    ``cache_mounts``: the build's cache mounts, stored by the exports with ``cache-mounts=true``.
 
     ``best_effort`` (export on a failed build): the graph may be partly solved, min mode
     keeps the target stage's finished chain, and a failing export is a warning on its vertex
@@ -360,6 +363,11 @@ def export_caches(
     records = solved_records(graph, blobs)
     image_diff_ids = finished_chain(graph, converted.target.vertex)
     store = CacheBlobStore(blobs)
+    mounts = (
+        cache_mounts.layers(blobs)
+        if cache_mounts is not None and any(o.cache_mounts for o in cache_to)
+        else {}
+    )
     results = []
     for opt in cache_to:
         kind = backend_of(opt)
@@ -380,6 +388,7 @@ def export_caches(
                 image_diff_ids=image_diff_ids,
                 client=client,
                 prior=imported.get(_dest_key(opt)),
+                cache_mounts=mounts if opt.cache_mounts else None,
             )
         except Exception as exc:
             if not best_effort:

@@ -16,6 +16,7 @@ from tests.unit.engine.convert_helpers import BASE_DIFF, _convert
 
 from mason.digest import sha256_bytes
 from mason.dockerfile import DockerfileError
+from mason.engine.cachemounts import CacheMounts
 from mason.engine.imageconfig import go_duration, go_healthcheck_text
 from mason.engine.ops import ExecOp, FileOp, MergeOp, MountPlan, StepResult
 from mason.engine.state import LayerRef
@@ -131,7 +132,7 @@ def test_go_durations() -> None:
 def _exec_op(tmp_path: Path) -> ExecOp:
     state = SimpleNamespace(cachemounts_dir=tmp_path / "cachemounts", tmp=tmp_path / "tmp")
     state.tmp.mkdir(exist_ok=True)
-    env: Any = SimpleNamespace(state=state)
+    env: Any = SimpleNamespace(state=state, cache_mounts=CacheMounts())
     return ExecOp(
         env,
         args=("true",),
