@@ -1,12 +1,12 @@
 """BuildKit's content checksum of a directory tree (``cache/contenthash``, v0.32.2).
 
-What a COPY from the build context (or a read-only bind mount) is keyed by,
-instead of the input's own key:
+What a COPY (or a read-only bind mount) is keyed by, instead of its source's own key:
 
 - a file, symlink or directory *header* hashes as the tarsum-v1 header
   (``name`` empty, ``mode`` = permission and setuid/setgid/sticky bits, ``uid``,
   ``gid``, ``size``, ``typeflag``, ``linkname``, ``uname``/``gname`` empty,
-  ``devmajor``/``devminor``; no mtime) followed by a regular file's bytes;
+  ``devmajor``/``devminor``; no mtime; then the xattrs it keeps, sorted) followed by
+  a regular file's bytes;
 - a directory hashes as the concatenation, in key order, of each direct entry's
   key (its path below the directory with every ``/`` written as NUL, the
   directory's own header being the key ``"\\0"``) and that entry's digest, a
@@ -14,36 +14,57 @@ instead of the input's own key:
 - a wildcard or include/exclude selection hashes the matching headers and files
   the same way, keyed by their paths below the pattern's fixed prefix.
 
-The owner is what the sender declared: the BuildKit client sends every context
-file as 0:0, so a context tree is hashed with ``uid = gid = 0`` whatever is on
-disk, and the context root's own header is the sha256 of nothing. Extended
-attributes are not read (BuildKit hashes ``security.capability`` and user xattrs;
-the Dockerfile client does not send them).
+Two kinds of tree, as BuildKit has two ways of filling its checksum cache:
+
+- ``ContentTree.for_context``: the build context (a ``local://`` source). BuildKit
+  hashes the file metadata the client *sent* (``HandleChange``): every owner is 0:0
+  whatever is on disk, no xattrs, and the root's own header is the sha256 of nothing.
+- ``ContentTree.for_snapshot``: any other op's result (a RUN's rootfs, a file op's
+  output, an image's layers, a download). BuildKit scans the snapshot (``scanPath``)
+  and ``lstat``s each entry, so owners, modes and xattrs are the tree's own (as
+  ``security.capability`` and the non-``security.``/``system.`` xattrs; overlayfs's
+  own ``trusted.overlay.*``/``user.overlay.*`` are never visible through a mounted
+  overlay, so they are left out too), and the root has a real header.
+
+Both read their directory lazily, one directory listing at a time, through the
+root's ``FsRoot`` (nothing outside the root is read; symlinks are resolved in the
+tree, never by the kernel), and give the digests a full scan would.
 """
 
 from __future__ import annotations
 
+import bisect
 import enum
+import errno
 import os
 import posixpath
 import re
 import stat
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from mason.digest import Digest, digest_of, new_sha256, sha256_bytes
-from mason.errors import MasonError
+from mason.errors import DiagnosticError
+from mason.fsroot import FsRoot
 from mason.llb.cachemap import Selector, contains_wildcards
 from mason.llb.patterns import MatchInfo, PatternMatcher, go_path_match
 
-__all__ = ["ChecksumError", "ContentTree", "file_header", "header_digest"]
+__all__ = ["ChecksumError", "ContentTree", "Excluded", "file_header", "header_digest"]
 
 EMPTY_DIGEST = sha256_bytes(b"")
 _MAX_SYMLINKS = 255
+#: xattrs overlayfs keeps for itself: hidden in a mounted overlay, where BuildKit reads.
+_OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
+
+#: ``excluded(rel_path, is_dir)``: True for a context entry the client does not send.
+Excluded = Callable[[str, bool], bool]
 
 
-class ChecksumError(MasonError):
-    """A selected path is missing or resolves through too many symlinks."""
+class ChecksumError(DiagnosticError):
+    """A selected path is missing, resolves through too many symlinks, or cannot be read."""
+
+    reference = "content-checksum"
 
 
 class RecordType(enum.Enum):
@@ -56,15 +77,23 @@ class RecordType(enum.Enum):
 @dataclass
 class _Record:
     type: RecordType
-    host_path: str | None = None
+    rel: str = ""  # the path below the root, for reading the entry ("" is the root)
+    st: os.stat_result | None = None  # lstat, taken when the directory was listed
     linkname: str = ""
+    xattrs: tuple[tuple[str, bytes], ...] = ()
     digest: Digest | None = None
 
 
 def file_header(
-    st: os.stat_result, linkname: str = "", *, uid: int | None = None, gid: int | None = None
+    st: os.stat_result,
+    linkname: str = "",
+    *,
+    uid: int | None = None,
+    gid: int | None = None,
+    xattrs: Iterable[tuple[str, bytes]] = (),
 ) -> bytes:
-    """The tarsum-v1 header BuildKit hashes for one entry (``WriteV1TarsumHeaders``)."""
+    """The tarsum-v1 header BuildKit hashes for one entry (``WriteV1TarsumHeaders``);
+    ``xattrs`` sorted by name, already filtered to those BuildKit keeps."""
     mode = stat.S_IMODE(st.st_mode)
     size = 0
     if stat.S_ISREG(st.st_mode):
@@ -79,8 +108,12 @@ def file_header(
         flag = "4"
     elif stat.S_ISFIFO(st.st_mode):
         flag = "6"
+    elif stat.S_ISSOCK(st.st_mode):
+        # BuildKit clears the socket bit first, so tar's header is a regular file
+        # with the socket's size (0), and no content is read.
+        flag = "0"
     else:
-        raise ChecksumError(f"cannot checksum a socket or unknown file type (mode {st.st_mode:o})")
+        raise ChecksumError(f"cannot checksum an unknown file type (mode {st.st_mode:o})")
     major = minor = 0
     if flag in ("3", "4"):
         major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
@@ -97,11 +130,13 @@ def file_header(
         ("devmajor", str(major)),
         ("devminor", str(minor)),
     )
-    return "".join(k + v for k, v in fields).encode("utf-8", "surrogateescape")
+    header = "".join(k + v for k, v in fields).encode("utf-8", "surrogateescape")
+    return header + b"".join(k.encode("utf-8", "surrogateescape") + v for k, v in xattrs)
 
 
 def header_digest(host_path: str, *, uid: int | None = None, gid: int | None = None) -> Digest:
-    """One entry's checksum: its header, then a regular file's bytes."""
+    """One lone entry's checksum (its header, then a regular file's bytes), e.g. the
+    Dockerfile as the client sends it (``uid=gid=0``). Trees use ``ContentTree``."""
     st = os.lstat(host_path)
     link = os.readlink(host_path) if stat.S_ISLNK(st.st_mode) else ""
     h = new_sha256(file_header(st, link, uid=uid, gid=gid))
@@ -110,6 +145,32 @@ def header_digest(host_path: str, *, uid: int | None = None, gid: int | None = N
             while chunk := f.read(1 << 20):
                 h.update(chunk)
     return digest_of(h)
+
+
+def _kept_xattr(name: str) -> bool:
+    """``v1TarHeaderSelect``: security.capability and every non-security/system xattr."""
+    if name.startswith(_OVERLAY_XATTRS):
+        return False
+    return name == "security.capability" or not name.startswith(("security.", "system."))
+
+
+def _read_xattrs(dir_fd: int, name: str) -> tuple[tuple[str, bytes], ...]:
+    # Through the listed directory's descriptor: the entry itself, never a symlink's target.
+    path = f"/proc/self/fd/{dir_fd}/{name}"
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            return ()
+        raise
+    found = []
+    for attr in sorted(n for n in names if _kept_xattr(n)):
+        try:
+            found.append((attr, os.getxattr(path, attr, follow_symlinks=False)))
+        except OSError as exc:
+            if exc.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+    return tuple(sorted(found, key=lambda kv: kv[0].encode("utf-8", "surrogateescape")))
 
 
 def _key(path: str) -> bytes:
@@ -122,103 +183,194 @@ def _path(key: bytes) -> str:
     return key.replace(b"\0", b"/").decode("utf-8", "surrogateescape")
 
 
-@dataclass
 class ContentTree:
-    """A directory tree as BuildKit's checksum cache sees it, with lazily computed digests.
+    """A directory tree as BuildKit's checksum cache sees it, read and hashed lazily.
 
-    ``context=True`` is a build context as the client sent it: owner 0:0 and an
-    empty root header. ``excluded(rel_path, is_dir)`` drops what the client did
-    not send (``.dockerignore``); an excluded directory is not descended into.
+    Build one per tree with ``for_context`` or ``for_snapshot`` and keep it as long as
+    the tree does not change: each entry is listed, read and hashed at most once,
+    whatever number of selectors ask for it. ``checksum(selector)`` is one selector's
+    checksum; ``mason.llb.keys.content_key`` turns an input's selectors into its content
+    key. Safe to call from several threads. ``trace`` holds every digest computed so
+    far with its kind and preimage (a file's content left out): what ``--explain-cache``
+    can name, and what tests compare.
     """
 
-    records: dict[bytes, _Record] = field(default_factory=dict)
-    uid: int | None = None
-    gid: int | None = None
-    _sorted: list[bytes] = field(default_factory=list)
-    #: Every digest computed so far with its kind and preimage (a file's content is
-    #: left out): what ``--explain-cache`` can name, and what tests compare.
-    trace: dict[Digest, tuple[str, bytes]] = field(default_factory=dict)
+    def __init__(self, root: str | os.PathLike[str], *, context: bool, excluded: Excluded | None):
+        try:
+            self._root = FsRoot(root)
+        except OSError as exc:
+            raise ChecksumError(f"cannot read the tree {os.fspath(root)!r}: {exc}") from exc
+        self._context = context
+        self._excluded = excluded
+        self._lock = threading.RLock()
+        root_st = os.stat(self._root.path)
+        self.records: dict[bytes, _Record] = {
+            b"": _Record(RecordType.DIR),
+            b"\0": _Record(
+                RecordType.DIR_HEADER, st=root_st, digest=EMPTY_DIGEST if context else None
+            ),
+        }
+        self._listed: set[bytes] = set()
+        self._subdirs: dict[bytes, list[bytes]] = {}
+        self._sorted: list[bytes] = []
+        self._dirty = True
+        self.trace: dict[Digest, tuple[str, bytes]] = {}
 
     @classmethod
-    def from_directory(
-        cls, root: str, *, context: bool = True, excluded: object = None
+    def for_context(
+        cls, root: str | os.PathLike[str], *, excluded: Excluded | None = None
     ) -> ContentTree:
-        tree = cls(uid=0 if context else None, gid=0 if context else None)
-        tree.records[b""] = _Record(RecordType.DIR)
-        tree.records[b"\0"] = _Record(
-            RecordType.DIR_HEADER, host_path=root, digest=EMPTY_DIGEST if context else None
-        )
-        for dirpath, dirnames, filenames in os.walk(root):
-            rel_dir = os.path.relpath(dirpath, root)
-            rel_dir = "" if rel_dir == "." else rel_dir
-            kept_dirs = []
-            for name in sorted(dirnames + filenames):
-                rel = posixpath.join(rel_dir, name) if rel_dir else name
-                host = os.path.join(dirpath, name)
-                is_dir = name in dirnames and not os.path.islink(host)
-                if callable(excluded) and excluded(rel, is_dir):
-                    continue
-                tree._add(rel, host, is_dir)
-                if is_dir:
-                    kept_dirs.append(name)
-            dirnames[:] = kept_dirs
-        tree._sorted = sorted(tree.records)
-        return tree
+        """The build context at ``root`` as the client sends it: owners 0:0, no xattrs,
+        an empty root header. ``excluded`` drops what the client does not send
+        (``.dockerignore``); an excluded directory is not descended into."""
+        return cls(root, context=True, excluded=excluded)
 
-    def _add(self, rel: str, host: str, is_dir: bool) -> None:
+    @classmethod
+    def for_snapshot(cls, root: str | os.PathLike[str]) -> ContentTree:
+        """An op's result at ``root`` (the merged tree: a RUN's rootfs, a stage, a file
+        op's output, a download's directory), hashed as it is on disk: owners, modes and
+        xattrs included. The tree must not change while the object is used."""
+        return cls(root, context=False, excluded=None)
+
+    @property
+    def root(self) -> str:
+        return str(self._root.path)
+
+    def close(self) -> None:
+        self._root.close()
+
+    def __enter__(self) -> ContentTree:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- reading the tree ----------------------------------------------------------------
+
+    def _get(self, k: bytes) -> _Record | None:
+        """The record at ``k``, listing the directories above it first (a full scan's
+        records: an entry exists when every component above it is a real directory)."""
+        rec = self.records.get(k)
+        if rec is not None or not k:
+            return rec
+        if k.endswith(b"\0"):  # a directory's header comes with the directory's entry
+            self._get(k[:-1])
+        else:
+            self._list(k[: k.rfind(b"\0")])
+        return self.records.get(k)
+
+    def _list(self, k: bytes) -> None:
+        if k in self._listed:
+            return
+        rec = self._get(k)
+        self._listed.add(k)
+        if rec is None or rec.type is not RecordType.DIR:
+            return
+        rel = _path(k).lstrip("/")
+        try:
+            fd = self._root.open(rel or ".", os.O_RDONLY | os.O_DIRECTORY, follow=False)
+        except OSError as exc:
+            raise ChecksumError(
+                f"cannot list {'/' + rel!r}: {exc.strerror}", context=[f"in {self.root}"]
+            ) from exc
+        subdirs: list[bytes] = []
+        try:
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    sub = self._add(fd, posixpath.join(rel, entry.name), entry)
+                    if sub is not None:
+                        subdirs.append(sub)
+        finally:
+            os.close(fd)
+        self._subdirs[k] = subdirs
+        self._dirty = True
+
+    def _add(self, dir_fd: int, rel: str, entry: os.DirEntry[str]) -> bytes | None:
+        """Record one listed entry; returns its key when it is a directory."""
+        st = entry.stat(follow_symlinks=False)
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if self._excluded is not None and self._excluded(rel, is_dir):
+            return None
+        xattrs = () if self._context else _read_xattrs(dir_fd, entry.name)
         k = _key(rel)
         if is_dir:
-            self.records[k] = _Record(RecordType.DIR)
-            self.records[k + b"\0"] = _Record(RecordType.DIR_HEADER, host_path=host)
-        elif os.path.islink(host):
-            self.records[k] = _Record(
-                RecordType.SYMLINK, host_path=host, linkname=os.readlink(host)
-            )
+            self.records[k] = _Record(RecordType.DIR, rel)
+            self.records[k + b"\0"] = _Record(RecordType.DIR_HEADER, rel, st, xattrs=xattrs)
+            return k
+        if stat.S_ISLNK(st.st_mode):
+            link = os.readlink(entry.name, dir_fd=dir_fd)
+            self.records[k] = _Record(RecordType.SYMLINK, rel, st, link, xattrs)
         else:
-            self.records[k] = _Record(RecordType.FILE, host_path=host)
+            self.records[k] = _Record(RecordType.FILE, rel, st, xattrs=xattrs)
+        return None
+
+    def _load_subtree(self, k: bytes) -> None:
+        """List ``k`` and every directory below it (what a directory digest reads)."""
+        pending = [k]
+        while pending:
+            d = pending.pop()
+            self._list(d)
+            pending.extend(self._subdirs.get(d, ()))
+
+    def _sorted_keys(self) -> list[bytes]:
+        if self._dirty:
+            self._sorted = sorted(self.records)
+            self._dirty = False
+        return self._sorted
+
+    def _entry_digest(self, rec: _Record) -> Digest:
+        assert rec.st is not None
+        owner = 0 if self._context else None
+        h = new_sha256(file_header(rec.st, rec.linkname, uid=owner, gid=owner, xattrs=rec.xattrs))
+        if stat.S_ISREG(rec.st.st_mode) and rec.st.st_size > 0:
+            try:
+                fd = self._root.open(rec.rel, follow=False)
+            except OSError as exc:
+                raise ChecksumError(
+                    f"cannot read {'/' + rec.rel!r}: {exc.strerror}", context=[f"in {self.root}"]
+                ) from exc
+            with os.fdopen(fd, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+        return digest_of(h)
 
     # --- digests -------------------------------------------------------------------------
 
     def _digest(self, k: bytes, follow_trailing: bool = False) -> tuple[bytes, _Record]:
+        asked = k
         k, rec = self._follow(k, follow_trailing)
         if rec is None:
-            raise ChecksumError(f"{_path(k) or '/'!r} not found")
+            raise ChecksumError(f"{_path(asked) or '/'!r} not found", context=[f"in {self.root}"])
         if rec.digest is None:
             if rec.type is RecordType.DIR:
                 rec.digest = self._dir_digest(k)
             else:
-                assert rec.host_path is not None
-                rec.digest = header_digest(rec.host_path, uid=self.uid, gid=self.gid)
+                rec.digest = self._entry_digest(rec)
                 self.trace[rec.digest] = ("file", b"")
         return k, rec
 
     def _dir_digest(self, k: bytes) -> Digest:
+        self._list(k)  # its direct entries: a subdirectory lists itself for its own digest
+        keys = self._sorted_keys()
         h = _ListHash()
         prefix = k + b"\0"
-        skip: bytes | None = None
-        for subk in self._keys_from(prefix):
-            if not subk.startswith(prefix):
-                break
-            if skip is not None and subk.startswith(skip):
-                continue
-            skip = None
+        i = bisect.bisect_left(keys, prefix)
+        while i < len(keys) and keys[i].startswith(prefix):
+            subk = keys[i]
             _, rec = self._digest(subk)
-            h.update(subk[len(k) :])
             assert rec.digest is not None
+            h.update(subk[len(k) :])
             h.update(rec.digest.encode())
             if rec.type is RecordType.DIR:
-                skip = subk + b"\0"  # a subdirectory counts once, by its own digest
+                # A subdirectory counts once, by its own digest: seek past it as BuildKit does.
+                i = bisect.bisect_left(keys, subk + b"\0\xff")
+            else:
+                i += 1
         return h.done(self.trace)
-
-    def _keys_from(self, lower: bytes) -> Iterator[bytes]:
-        import bisect
-
-        i = bisect.bisect_left(self._sorted, lower)
-        yield from self._sorted[i:]
 
     def _follow(self, k: bytes, follow_trailing: bool) -> tuple[bytes, _Record | None]:
         """``getFollowLinks``: resolve symlinked components inside the tree."""
-        rec = self.records.get(k)
+        rec = self._get(k)
         if rec is not None and (not follow_trailing or rec.type is not RecordType.SYMLINK):
             return k, rec
         if not k:
@@ -230,7 +382,7 @@ class ContentTree:
             part, _, remaining = remaining.partition("/")
             nxt = posixpath.normpath(posixpath.join(current, part))
             nxt = "/" if nxt in ("", "//") else nxt
-            rec = self.records.get(_key(nxt))
+            rec = self._get(_key(nxt))
             if (
                 rec is None
                 or rec.type is not RecordType.SYMLINK
@@ -240,19 +392,27 @@ class ContentTree:
                 continue
             walked += 1
             if walked > _MAX_SYMLINKS:
-                raise ChecksumError(f"too many symlinks resolving {_path(k)!r}")
+                raise ChecksumError(
+                    f"too many symlinks resolving {_path(k)!r}", context=[f"in {self.root}"]
+                )
             remaining = rec.linkname + ("/" + remaining if remaining else "")
             if rec.linkname.startswith("/"):
                 current = "/"
         if trailing:
-            rec = self.records.get(_key(current) + b"\0")
+            rec = self._get(_key(current) + b"\0")
             return _key(current) + b"\0", rec
         return _key(current), rec
 
     # --- selections ----------------------------------------------------------------------
 
     def checksum(self, sel: Selector) -> Digest:
-        """One selector's checksum (``contenthash.Checksum`` of ``/`` + its path)."""
+        """One selector's checksum (``contenthash.Checksum`` of ``/`` + its path).
+
+        Raises ``ChecksumError`` when the path (or a required path) is missing."""
+        with self._lock:
+            return self._checksum(sel)
+
+    def _checksum(self, sel: Selector) -> Digest:
         p = posixpath.join("/", sel.path)
         if not sel.has_wildcard_or_filters:
             _, rec = self._digest(_key(p), sel.follow_links)
@@ -261,7 +421,7 @@ class ContentTree:
         prefix, included = self._included(p, sel)
         for item in included:
             if item.follow and item.record.type is RecordType.SYMLINK:
-                item.digest = self.checksum(Selector(item.path, follow_links=sel.follow_links))
+                item.digest = self._checksum(Selector(item.path, follow_links=sel.follow_links))
         if not included:
             return EMPTY_DIGEST
         if len(included) == 1 and posixpath.basename(p) == posixpath.basename(included[0].path):
@@ -279,16 +439,23 @@ class ContentTree:
         include = PatternMatcher(sel.include_patterns) if sel.include_patterns else None
         exclude = PatternMatcher(sel.exclude_patterns) if sel.exclude_patterns else None
         if sel.wildcard:
+            self._load_subtree(b"")  # as BuildKit, which scans the whole tree for this
             orig_prefix, k, found = self._wildcard_prefix(p)
         else:
             orig_prefix = p
             k, rec = self._follow(_key(p), False)
             found = rec is not None
+            if found:
+                # The walk below stops at the first path outside the prefix: its subtree
+                # is all it reads (the whole tree for the root).
+                self._load_subtree(k)
         resolved_prefix = _path(k) if orig_prefix else ""
-        start = (k + b"\0") if orig_prefix else b""
-        keys = self._keys_from(start) if (found or not orig_prefix) else iter(())
+        keys = self._sorted_keys()
+        start = bisect.bisect_left(keys, (k + b"\0") if orig_prefix else b"")
+        if orig_prefix and not found:
+            start = len(keys)
         walk = _Walk(p, ends_in_sep, sel.wildcard, include, exclude)
-        for key in keys:
+        for key in keys[start:]:
             fn = _path(key)
             if resolved_prefix and fn.startswith(resolved_prefix):
                 fn = orig_prefix + fn[len(resolved_prefix) :]
@@ -296,7 +463,7 @@ class ContentTree:
                 break
         for required in sel.required_paths:
             if not any(i.path.startswith(required) for i in walk.included):
-                raise ChecksumError(f"{required!r} not found")
+                raise ChecksumError(f"{required!r} not found", context=[f"in {self.root}"])
         return orig_prefix, walk.included
 
     def _wildcard_prefix(self, p: str) -> tuple[str, bytes, bool]:

@@ -17,12 +17,14 @@ from dataclasses import dataclass
 
 from mason.digest import Digest, sha256_bytes
 from mason.llb import pb
-from mason.llb.cachemap import CacheMap, source_cache_map
+from mason.llb.cachemap import CacheMap, Selector, source_cache_map
+from mason.llb.contenthash import ContentTree
 from mason.llb.gojson import go_json
 
 __all__ = [
     "ContentRoot",
     "chain_id",
+    "content_key",
     "content_root",
     "http_source_key",
     "image_source_keys",
@@ -52,6 +54,21 @@ def content_root(checksums: Sequence[str]) -> ContentRoot:
     preimage = b"\0".join(c.encode() for c in checksums)
     dgst = sha256_bytes(preimage)
     return ContentRoot(preimage, dgst, record_digest(dgst, CONTENT_OUTPUT))
+
+
+def content_key(tree: ContentTree, selectors: Sequence[Selector]) -> ContentRoot:
+    """An input's content key: its selectors' checksums over ``tree`` (``NewContentHashFunc``).
+
+    ``selectors`` are the input's ``Dep.content`` from its consumer's cache map (no
+    selectors: the whole tree). ``tree`` is what the input *is*:
+    ``ContentTree.for_context`` for the build context, ``ContentTree.for_snapshot`` for
+    any other op's result (a stage copied with ``COPY --from``, a bind mount's source, a
+    heredoc's mkfile output, a download). The root record ``ContentRoot.record`` is then
+    linked as that input of the consumer's record, next to the input's own key.
+    Raises ``ChecksumError`` when a selected path is missing.
+    """
+    chosen = selectors or (Selector(""),)
+    return content_root([tree.checksum(sel) for sel in chosen])
 
 
 @dataclass(frozen=True)

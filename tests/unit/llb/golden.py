@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import gzip
 import json
 import os
 import shutil
@@ -25,17 +26,19 @@ from typing import Any
 
 from tests.support.testdata import TESTDATA
 
-from mason.digest import sha256_bytes
+from mason.digest import sha256_bytes, sha256_file
+from mason.layer.apply import apply_layer
 from mason.llb import pb
 from mason.llb.cachemap import (
     CacheMap,
+    Selector,
     exec_cache_map,
     file_cache_map,
     merge_cache_map,
 )
 from mason.llb.contenthash import ContentTree, header_digest
 from mason.llb.keys import (
-    content_root,
+    content_key,
     http_source_key,
     http_source_key_json,
     image_manifest_key_json,
@@ -153,7 +156,7 @@ def context_tree(case: str, source: pb.SourceOp) -> ContentTree:
     def excluded(rel: str, is_dir: bool) -> bool:
         return matcher is not None and matcher.matches_using_parent(rel, None)[0]
 
-    return ContentTree.from_directory(str(staged_context(case)), context=True, excluded=excluded)
+    return ContentTree.for_context(staged_context(case), excluded=excluded)
 
 
 # --- the model --------------------------------------------------------------------------------
@@ -218,6 +221,7 @@ def model_keys(case: str, from_dockerfile: bool = False) -> Model:
     steps, _ = planned_steps(case) if from_dockerfile else llb(case)
     model = Model()
     trees: dict[str, ContentTree] = {}
+    cache_maps: dict[str, CacheMap] = {}
     for step in steps.values():
         if step.op.source is not None:
             _source(model, case, step, trees)
@@ -232,28 +236,117 @@ def model_keys(case: str, from_dockerfile: bool = False) -> Model:
             cm = merge_cache_map(op.merge)
         else:
             continue
+        cache_maps[step.id] = cm
         model.add_cache_map("json", cm, _outputs(step.id, steps), f"{step.id} {_describe(op)}")
-        _deps(model, step, cm, trees)
+        for (src_id, out), dep in zip(step.inputs, cm.deps, strict=True):
+            if dep.selector is not None:
+                paths = _selector_preimage(step, cm, dep)
+                if paths is not None:
+                    model.add("string-list", paths)
+            if dep.content is not None:
+                tree = trees.get(src_id) or output_tree(case, steps[src_id], cache_maps, out)
+                _content(model, step, tree, dep.content)
     _dockerfile(model, case)
     return model
 
 
-def _deps(model: Model, step: Step, cm: CacheMap, trees: dict[str, ContentTree]) -> None:
-    for (src_id, _), dep in zip(step.inputs, cm.deps, strict=True):
-        if dep.selector is not None:
-            paths = _selector_preimage(step, cm, dep)
-            if paths is not None:
-                model.add("string-list", paths)
-        if dep.content is None or src_id not in trees:
+def _content(model: Model, step: Step, tree: ContentTree, selectors: tuple[Selector, ...]) -> None:
+    root = content_key(tree, selectors)
+    for dgst, (kind, preimage) in tree.trace.items():
+        model.preimages.setdefault(dgst, (kind, preimage))
+    model.preimages[root.digest] = ("digest-list", root.preimage)
+    model.preimages[root.record] = ("string", f"{root.digest}@-1".encode())
+    model.records[root.record] = f"{step.id} content of {[s.path for s in selectors]}"
+
+
+# --- other ops' outputs as snapshots ------------------------------------------------------------
+
+_OUTPUT_TREES: dict[tuple[str, str], ContentTree] = {}
+
+
+def output_tree(case: str, step: Step, cache_maps: dict[str, CacheMap], output: int) -> ContentTree:
+    """Output ``output`` of ``step`` as the snapshot BuildKit checksums, rebuilt from what the
+    case stores: an HTTP source's file from ``served/``, a file op on scratch from its own
+    actions, any other op from its result's layers in the exported cache."""
+    src = step.op.source
+    key = src.identifier if src is not None else record_digest(cache_maps[step.id].digest, output)
+    tree = _OUTPUT_TREES.get((case, key))
+    if tree is None:
+        if src is not None:
+            root = _http_output(case, src)
+        elif step.op.file is not None and not step.inputs:
+            root = _scratch_file_output(step.op.file)
+        else:
+            root = _layers_output(case, key)
+        tree = _OUTPUT_TREES[(case, key)] = ContentTree.for_snapshot(root)
+    return tree
+
+
+def _new_dir(what: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f"mason-llb-{what}-"))
+
+
+def _http_output(case: str, src: pb.SourceOp) -> Path:
+    """BuildKit's HTTP source result: one file, ``http.perm`` (default 0600), owned
+    ``http.uid``:``http.gid``; its bytes are the case's ``served/`` file, checked
+    against ``http.checksum``."""
+    assert src.identifier.startswith(("http://", "https://")), src.identifier
+    served = ROOT / case / "served" / src.identifier.rsplit("/", 1)[1]
+    assert sha256_file(str(served))[0] == src.attrs["http.checksum"], served
+    dest = _new_dir("http") / src.attrs["http.filename"]
+    shutil.copyfile(served, dest)
+    os.chmod(dest, int(src.attrs.get("http.perm", "0")) or 0o600)
+    os.chown(dest, int(src.attrs.get("http.uid", "0")), int(src.attrs.get("http.gid", "0")))
+    return dest.parent
+
+
+def _scratch_file_output(op: pb.FileOp) -> Path:
+    """A file op with no input (a heredoc's ``mkfile``): its mkfile/mkdir actions applied
+    to an empty directory, owned 0:0 (no ``owner`` in these cases)."""
+    root = _new_dir("mkfile")
+    for action in op.actions:
+        body = action.action
+        if isinstance(body, pb.FileActionMkFile | pb.FileActionMkDir) and body.owner is None:
+            target = root / body.path.lstrip("/")
+            if isinstance(body, pb.FileActionMkFile):
+                target.write_bytes(body.data)
+            else:
+                target.mkdir(parents=body.make_parents)
+            os.chmod(target, body.mode)
+        else:
+            raise AssertionError(f"{body!r} on scratch is not modelled")
+    return root
+
+
+def _base_layers() -> set[str]:
+    blobs = ROOT / "base-busybox/blobs/sha256"
+    index = json.loads((ROOT / "base-busybox/index.json").read_text())
+    manifest = json.loads((blobs / index["manifests"][0]["digest"].split(":")[1]).read_text())
+    return {layer["digest"] for layer in manifest["layers"]}
+
+
+def _layers_output(case: str, record: str) -> Path:
+    """A result's layer chain from the exported cache, applied in order by mason's own
+    layer applier. The base image's layer is not stored (1 MB): the cases' selections
+    read only what later layers wrote, and a path only the base had would be missing
+    and fail the checksum."""
+    config = cache_config(case)
+    rec = next((r for r in config["records"] if r["digest"] == record), None)
+    assert rec is not None and rec.get("layers"), f"{case}: no result exported for {record}"
+    chain = []
+    index = rec["layers"][0]["layer"]
+    while index != -1:
+        layer = config["layers"][index]
+        chain.append(layer["blob"])
+        index = layer.get("parent", 0)  # Go's omitempty: a missing parent is layer 0
+    root = _new_dir("layers")
+    base = _base_layers()
+    for blob in reversed(chain):
+        if blob in base:
             continue
-        tree = trees[src_id]
-        sums = [tree.checksum(sel) for sel in dep.content]
-        for dgst, (kind, preimage) in tree.trace.items():
-            model.preimages.setdefault(dgst, (kind, preimage))
-        root = content_root(sums)
-        model.preimages[root.digest] = ("digest-list", root.preimage)
-        model.preimages[root.record] = ("string", f"{root.digest}@-1".encode())
-        model.records[root.record] = f"{step.id} content of {[s.path for s in dep.content]}"
+        with gzip.open(ROOT / case / "cache/blobs/sha256" / blob.split(":")[1]) as f:
+            apply_layer(f, str(root))
+    return root
 
 
 def _selector_preimage(step: Step, cm: CacheMap, dep: Any) -> bytes | None:
