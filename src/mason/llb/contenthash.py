@@ -451,9 +451,9 @@ class ContentTree:
                 self._load_subtree(k)
         resolved_prefix = _path(k) if orig_prefix else ""
         keys = self._sorted_keys()
-        start = bisect.bisect_left(keys, (k + b"\0") if orig_prefix else b"")
-        if orig_prefix and not found:
-            start = len(keys)
+        # The walk starts at the prefix's own record (a file or symlink prefix is a
+        # candidate itself; a directory's whole digest is computed but never included).
+        start = bisect.bisect_left(keys, k) if found or not orig_prefix else len(keys)
         walk = _Walk(p, ends_in_sep, sel.wildcard, include, exclude)
         for key in keys[start:]:
             fn = _path(key)

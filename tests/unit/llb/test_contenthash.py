@@ -129,6 +129,21 @@ def test_symlinks_resolve_inside_the_tree(tmp_path: Path) -> None:
         tree.checksum(Selector("abs", follow_links=True))
 
 
+def test_a_filtered_selection_of_one_file_or_link_is_that_entry(tmp_path: Path) -> None:
+    # includedPaths starts at the prefix's own record: a file prefix is its own candidate.
+    root = tmp_path / "one"
+    root.mkdir()
+    (root / "f.txt").write_bytes(b"x")
+    os.symlink("f.txt", root / "link")
+    tree = ContentTree.for_snapshot(root)
+    plain = tree.checksum(Selector("f.txt"))
+    assert plain == sha256_bytes(_header(0o644, 0, 0, 1, "0") + b"x")
+    assert tree.checksum(Selector("f.txt", exclude_patterns=("*.log",))) == plain
+    assert tree.checksum(Selector("f.txt", exclude_patterns=("*",))) == EMPTY_DIGEST
+    followed = Selector("link", follow_links=True, exclude_patterns=("*.log",))
+    assert tree.checksum(followed) == plain
+
+
 def test_content_key_of_no_selectors_is_the_whole_tree(owned: Path) -> None:
     tree = ContentTree.for_snapshot(owned)
     whole = tree.checksum(Selector("/"))
