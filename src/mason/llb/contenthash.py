@@ -213,7 +213,7 @@ class ContentTree:
         self._listed: set[bytes] = set()
         self._subdirs: dict[bytes, list[bytes]] = {}
         self._sorted: list[bytes] = []
-        self._dirty = True
+        self._unsorted: list[bytes] = list(self.records)  # keys not yet in _sorted
         self.trace: dict[Digest, tuple[str, bytes]] = {}
 
     @classmethod
@@ -283,7 +283,6 @@ class ContentTree:
         finally:
             os.close(fd)
         self._subdirs[k] = subdirs
-        self._dirty = True
 
     def _add(self, dir_fd: int, rel: str, entry: os.DirEntry[str]) -> bytes | None:
         """Record one listed entry; returns its key when it is a directory."""
@@ -296,12 +295,14 @@ class ContentTree:
         if is_dir:
             self.records[k] = _Record(RecordType.DIR, rel)
             self.records[k + b"\0"] = _Record(RecordType.DIR_HEADER, rel, st, xattrs=xattrs)
+            self._unsorted += (k, k + b"\0")
             return k
         if stat.S_ISLNK(st.st_mode):
             link = os.readlink(entry.name, dir_fd=dir_fd)
             self.records[k] = _Record(RecordType.SYMLINK, rel, st, link, xattrs)
         else:
             self.records[k] = _Record(RecordType.FILE, rel, st, xattrs=xattrs)
+        self._unsorted.append(k)
         return None
 
     def _load_subtree(self, k: bytes) -> None:
@@ -313,9 +314,10 @@ class ContentTree:
             pending.extend(self._subdirs.get(d, ()))
 
     def _sorted_keys(self) -> list[bytes]:
-        if self._dirty:
-            self._sorted = sorted(self.records)
-            self._dirty = False
+        if self._unsorted:
+            # Two sorted runs: Python's sort merges them in linear time.
+            self._sorted = sorted(self._sorted + sorted(self._unsorted))
+            self._unsorted = []
         return self._sorted
 
     def _entry_digest(self, rec: _Record) -> Digest:
