@@ -212,6 +212,7 @@ class ContentTree:
         }
         self._listed: set[bytes] = set()
         self._subdirs: dict[bytes, list[bytes]] = {}
+        self._failed: ChecksumError | None = None
         self._sorted: list[bytes] = []
         self._unsorted: list[bytes] = list(self.records)  # keys not yet in _sorted
         self.trace: dict[Digest, tuple[str, bytes]] = {}
@@ -267,21 +268,23 @@ class ContentTree:
         if rec is None or rec.type is not RecordType.DIR:
             return
         rel = _path(k).lstrip("/")
-        try:
-            fd = self._root.open(rel or ".", os.O_RDONLY | os.O_DIRECTORY, follow=False)
-        except OSError as exc:
-            raise ChecksumError(
-                f"cannot list {'/' + rel!r}: {exc.strerror}", context=[f"in {self.root}"]
-            ) from exc
         subdirs: list[bytes] = []
         try:
-            with os.scandir(fd) as entries:
-                for entry in entries:
-                    sub = self._add(fd, posixpath.join(rel, entry.name), entry)
-                    if sub is not None:
-                        subdirs.append(sub)
-        finally:
-            os.close(fd)
+            fd = self._root.open(rel or ".", os.O_RDONLY | os.O_DIRECTORY, follow=False)
+            try:
+                with os.scandir(fd) as entries:
+                    for entry in entries:
+                        sub = self._add(fd, posixpath.join(rel, entry.name), entry)
+                        if sub is not None:
+                            subdirs.append(sub)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            # A half-listed directory would hash as a different one: the tree is unusable.
+            self._failed = ChecksumError(
+                f"cannot list {'/' + rel!r}: {exc.strerror}", context=[f"in {self.root}"]
+            )
+            raise self._failed from exc
         self._subdirs[k] = subdirs
 
     def _add(self, dir_fd: int, rel: str, entry: os.DirEntry[str]) -> bytes | None:
@@ -410,8 +413,11 @@ class ContentTree:
     def checksum(self, sel: Selector) -> Digest:
         """One selector's checksum (``contenthash.Checksum`` of ``/`` + its path).
 
-        Raises ``ChecksumError`` when the path (or a required path) is missing."""
+        Raises ``ChecksumError`` when the path (or a required path) is missing, or a
+        directory cannot be listed (then on every later call too)."""
         with self._lock:
+            if self._failed is not None:
+                raise self._failed
             return self._checksum(sel)
 
     def _checksum(self, sel: Selector) -> Digest:

@@ -111,6 +111,22 @@ def test_a_missing_path_says_which_and_where(owned: Path) -> None:
         tree.checksum(Selector("/d", include_patterns=("f",), required_paths=("d/f/x",)))
 
 
+def test_a_directory_that_cannot_be_listed_fails_the_tree(
+    owned: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    tree = ContentTree.for_snapshot(owned)
+    monkeypatch.setattr(os, "scandir", broken)
+    with pytest.raises(ChecksumError, match="cannot list '/': Input/output error"):
+        tree.checksum(Selector("/d/f"))
+    monkeypatch.undo()
+    # Half-read: never a digest of what was listed so far.
+    with pytest.raises(ChecksumError, match="cannot list"):
+        tree.checksum(Selector("/d/f"))
+
+
 def test_symlinks_resolve_inside_the_tree(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
