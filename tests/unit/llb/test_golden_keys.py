@@ -39,7 +39,7 @@ def test_vertex_digests_are_buildkits(case: str) -> None:
     assert checked >= len(steps) - 1
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", golden.model_cases())
 def test_model_reproduces_buildkit_preimages(case: str) -> None:
     cov = golden.coverage(case)
     assert cov.wrong == []
@@ -59,7 +59,7 @@ _UNUSED = {
 }
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", golden.model_cases())
 def test_every_key_buildkit_computed_is_reproduced(case: str) -> None:
     # Session-bound ones aside: file and directory checksums, file lists, digest lists,
     # the Merkle digests a filtered walk computes on its way included.
@@ -67,7 +67,7 @@ def test_every_key_buildkit_computed_is_reproduced(case: str) -> None:
     assert {m.digest for m in cov.missing} == _UNUSED.get(case, set())
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", golden.model_cases())
 def test_cache_records_are_reproduced(case: str) -> None:
     # Every record, the content keys of other ops' outputs (a stage copied with
     # COPY --from, a bind mount from a stage, a heredoc's mkfile, a download) included.

@@ -29,7 +29,7 @@ def test_planned_ops_are_llb_json(case: str) -> None:
     assert m.ops_equal == m.digests_equal == m.total
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", golden.model_cases())
 def test_planned_ops_give_the_same_keys(case: str) -> None:
     planned, read = golden.coverage(case, from_dockerfile=True), golden.coverage(case)
     assert planned.wrong == []
