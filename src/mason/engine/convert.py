@@ -10,6 +10,7 @@ back the same config bytes).
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from mason.dockerfile import (
 from mason.dockerfile.expand import expand_ports
 from mason.dockerfile.stages import BuildPlan, PlannedStage, StageScope, onbuild_triggers
 from mason.engine.chmod import ChmodError, parse_chmod
+from mason.engine.gitsource import GitRef, GitRefError, parse_git_ref, redact_credentials_in
 from mason.engine.imageconfig import (
     HISTORY_COMMENT,
     StageConfig,
@@ -273,10 +275,6 @@ class _Converter:
 
     def _check_supported(self, c: Command) -> None:
         """Refuse the flags mason reads (BuildKit v0.32.2) but does not build yet."""
-        if isinstance(c, AddCommand) and c.keep_git_dir is not None:
-            raise self._unsupported(c, "ADD --keep-git-dir")
-        if isinstance(c, AddCommand) and any(_is_git_source(s) for s in c.sources):
-            raise self._unsupported(c, "ADD of a git repository")
         if isinstance(c, RunCommand):
             if c.devices:
                 raise self._unsupported(
@@ -410,6 +408,43 @@ class _Converter:
             )
         return mounts, inputs
 
+    def _git_sources(self, c: CopyCommand | AddCommand) -> dict[str, GitRef]:
+        """The sources that are git repositories (dfgitutil.ParseGitRef; ``github.com/x`` stays a
+        local path), with ADD's ``--keep-git-dir`` and ``--checksum`` merged in as BuildKit does."""
+        found: dict[str, GitRef] = {}
+        for src in c.sources:
+            try:
+                ref = parse_git_ref(src)
+            except GitRefError as exc:
+                raise DockerfileError(exc.message, lines=c.lines, section="stages").located(
+                    file=self.env.dockerfile_name, source_lines=self.env.dockerfile_lines
+                ) from None
+            if ref is None or ref.indistinguishable_from_local:
+                continue
+            if isinstance(c, CopyCommand):
+                raise DockerfileError(
+                    "source can't be a git ref for COPY", lines=c.lines, section="stages"
+                ).located(file=self.env.dockerfile_name, source_lines=self.env.dockerfile_lines)
+            found[src] = self._merge_git_flags(c, ref)
+        return found
+
+    def _merge_git_flags(self, c: AddCommand, ref: GitRef) -> GitRef:
+        problem = ""
+        keep, checksum = ref.keep_git_dir, ref.checksum
+        if c.keep_git_dir is not None and keep is not None and c.keep_git_dir != keep:
+            problem = "inconsistent keep-git-dir configuration"
+        if c.checksum and checksum and c.checksum != checksum:
+            problem = f"checksum mismatch {c.checksum!r} != {checksum!r}"
+        if problem:
+            raise DockerfileError(problem, lines=c.lines, section="stages").located(
+                file=self.env.dockerfile_name, source_lines=self.env.dockerfile_lines
+            )
+        return dataclasses.replace(
+            ref,
+            keep_git_dir=keep if keep is not None else c.keep_git_dir,
+            checksum=checksum or c.checksum,
+        )
+
     def _copy(self, r: StageResult, c: CopyCommand | AddCommand, prefix: str) -> None:
         dest = c.dest
         if not dest.startswith("/"):
@@ -422,7 +457,10 @@ class _Converter:
         link = c.link and not c.chmod
         inputs: list[Vertex[StepResult]] = [] if link else [r.vertex]
         kw: dict[str, Any] = {"dest": dest, "chown": c.chown, "chmod": c.chmod, "link": link}
-        urls = tuple(s for s in c.sources if s.startswith(("http://", "https://")))
+        gits = self._git_sources(c)
+        urls = tuple(
+            s for s in c.sources if s.startswith(("http://", "https://")) and s not in gits
+        )
         if urls and isinstance(c, CopyCommand):
             raise DockerfileError(
                 "source can't be a URL for COPY",
@@ -430,7 +468,7 @@ class _Converter:
                 section="stages",
                 hint="use ADD to download a URL",
             ).located(file=self.env.dockerfile_name, source_lines=self.env.dockerfile_lines)
-        if isinstance(c, AddCommand) and c.checksum and len(urls) != len(c.sources):
+        if isinstance(c, AddCommand) and c.checksum and len(urls) + len(gits) != len(c.sources):
             raise DockerfileError(
                 "checksum can't be specified for non-HTTP sources", lines=c.lines, section="stages"
             ).located(file=self.env.dockerfile_name, source_lines=self.env.dockerfile_lines)
@@ -453,9 +491,10 @@ class _Converter:
                 from_input = len(inputs) - 1
             action = FileAction(
                 "copy",
-                sources=tuple(s for s in c.sources if s not in urls),
+                sources=tuple(s for s in c.sources if s not in urls and s not in gits),
                 urls=urls,
-                checksum=c.checksum if isinstance(c, AddCommand) else "",
+                git=tuple(gits.values()),
+                checksum=c.checksum if isinstance(c, AddCommand) and urls else "",
                 from_input=from_input,
                 extract=isinstance(c, AddCommand),
                 exclude=c.exclude,
@@ -464,24 +503,14 @@ class _Converter:
                 **kw,
             )
         op = FileOp(self.env, action, c.lines)
+        code = redact_credentials_in(c.code)  # a URL's password never reaches progress or history
         if link:
-            linked = self.vertex(op, inputs, f"{prefix} {c.code}")
-            r.vertex = self.vertex(MergeOp(), [r.vertex, linked], f"{prefix} LINK {c.code}")
+            linked = self.vertex(op, inputs, f"{prefix} {code}")
+            r.vertex = self.vertex(MergeOp(), [r.vertex, linked], f"{prefix} LINK {code}")
         else:
-            r.vertex = self.vertex(op, inputs, f"{prefix} {c.code}")
+            r.vertex = self.vertex(op, inputs, f"{prefix} {code}")
         r.layer_vertices.append(r.vertex)
-        r.history.append(HistoryPlan(_copy_history(c), False, r.vertex))
-
-
-def _is_git_source(src: str) -> bool:
-    """A git repository as BuildKit's ParseGitRef tells one (roughly): ``git@host:…``, ``git://``,
-    ``ssh://``, or an http(s) URL whose path ends in ``.git`` (before ``#ref`` or ``?query``)."""
-    if src.startswith(("git@", "git://", "ssh://")):
-        return True
-    if not src.startswith(("http://", "https://")):
-        return False
-    path = src.split("#", 1)[0].split("?", 1)[0].rstrip("/")
-    return path.endswith(".git")
+        r.history.append(HistoryPlan(redact_credentials_in(_copy_history(c)), False, r.vertex))
 
 
 def _apply_config(r: StageResult, c: Command) -> None:

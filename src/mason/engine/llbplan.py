@@ -53,6 +53,7 @@ from mason.dockerfile import (
 )
 from mason.dockerfile.mounts import Mount
 from mason.dockerfile.stages import BuildPlan, PlannedStage, StageScope, onbuild_triggers
+from mason.engine.gitsource import GitRefError, parse_git_ref, redact_credentials_in
 from mason.errors import BuildError
 from mason.llb import pb
 from mason.llb.cachemap import go_path_base
@@ -515,7 +516,8 @@ class _Planner:
                     raise _unsupported(c, "a URL source for COPY", "source can't be a URL for COPY")
                 files.append(self.http_copy(c, src, dest, common))
             elif _is_git(src):
-                raise _unsupported(c, "ADD of a git repository")
+                # the builder fetches git itself; the plan has no git source op (llb.Git) yet
+                raise _unsupported(c, "ADD of a git repository (BuildKit's git source op)")
             else:
                 files.append(self.local_copy(c, src, dest, common, from_))
         for content in c.contents:
@@ -867,9 +869,12 @@ def _merge(lower: _Node | None, upper: _Node, name: str) -> _Node:
 
 
 def _is_git(src: str) -> bool:
-    # dfgitutil.ParseGitRef's common forms: git@host:, git://, and https://….git[#ref]
-    base = src.split("#", 1)[0]
-    return src.startswith(("git@", "git://")) or base.endswith(".git")
+    """A git source as the builder tells one (dfgitutil.ParseGitRef; a bad query is still git)."""
+    try:
+        ref = parse_git_ref(src)
+    except GitRefError:
+        return True
+    return ref is not None and not ref.indistinguishable_from_local
 
 
 def _is_empty_image(doc: Mapping[str, Any]) -> bool:
@@ -883,7 +888,7 @@ def _unsupported(c: Command, what: str, message: str = "") -> BuildError:
     return BuildError(
         message or f"{what} is not supported by mason's LLB planner yet",
         reference="unsupported-feature",
-        context=[f"at line {c.start_line}: {c.code}"],
+        context=[f"at line {c.start_line}: {redact_credentials_in(c.code)}"],
     )
 
 

@@ -45,6 +45,7 @@ from mason.engine.context import (
     select_sources,
 )
 from mason.engine.explain import FileEntry, context_file_entries
+from mason.engine.gitsource import GitRef, checkout, redact_credentials_in, resolve_commit
 from mason.engine.imageconfig import format_created
 from mason.engine.snapshots import Mounted, Snapshotter
 from mason.engine.state import LayerRef, StateRoot
@@ -157,7 +158,7 @@ class BuildEnv:
         out = [f"{self.dockerfile_name}:{lines[0]}", "--------------------"]
         for n in lines:
             if 0 < n <= len(self.dockerfile_lines):
-                out.append(f"{n:>4} | >>> {self.dockerfile_lines[n - 1]}")
+                out.append(f"{n:>4} | >>> {redact_credentials_in(self.dockerfile_lines[n - 1])}")
         out.append("--------------------")
         return out
 
@@ -544,9 +545,11 @@ class FileAction:
     exclude: tuple[str, ...] = ()  # COPY/ADD --exclude patterns
     parents: bool = False  # COPY --parents
     unpack: bool | None = None  # ADD --unpack: None unless given (local archives: yes, URLs: no)
+    # ADD of git repositories (--checksum and --keep-git-dir merged in)
+    git: tuple[GitRef, ...] = ()
 
     def key_json(self) -> dict[str, Any]:
-        key = {
+        key: dict[str, Any] = {
             "kind": self.kind,
             "sources": list(self.sources),
             "dest": self.dest,
@@ -567,6 +570,11 @@ class FileAction:
             key["parents"] = True
         if self.unpack is not None:
             key["unpack"] = self.unpack
+        if self.git:  # the commit each resolves to is the key's content; no credentials here
+            key["git"] = [
+                [g.display, g.subdir, bool(g.keep_git_dir), g.submodules is not False, g.mtime]
+                for g in self.git
+            ]
         return key
 
 
@@ -576,6 +584,7 @@ class FileOp:
         self.action = action
         self.lines = lines
         self._url_files: dict[str, tuple[Path, str]] = {}  # url -> (downloaded file, its sha256)
+        self._git_commits: dict[GitRef, str] = {}  # resolved once per build: key and checkout agree
         self._lock = threading.Lock()
         #: the context files the key's content covers, one checksum each (mason.engine.explain
         #: keeps them so that a later miss can name the file that changed)
@@ -589,16 +598,17 @@ class FileOp:
         }
         a = self.action
         content: Callable[[], str] | None = None
-        if a.kind == "copy" and (a.urls or a.from_input is None):
+        if a.kind == "copy" and (a.urls or a.git or a.from_input is None):
 
             def content() -> str:
                 parts = []
-                if a.from_input is None:
+                if a.from_input is None and (a.sources or not a.git):
                     sources = self._context_sources()
                     walked: list[ContextEntry] = []
                     parts.append(checksum_sources(sources, self.env.ignore, walked))
                     self.context_files = context_file_entries(walked)
                 parts += [self._fetch_url(u)[1] for u in a.urls]
+                parts += [f"git:{self._git_commit(g)}" for g in a.git]
                 return parts[0] if len(parts) == 1 else sha256_bytes(" ".join(parts).encode())
 
         return CacheMap(op, content)
@@ -667,6 +677,33 @@ class FileOp:
             self._url_files[url] = (path, got)
             return path, got
 
+    def _git_commit(self, ref: GitRef) -> str:
+        """The commit ``ref`` names, asked of the remote once per build (``--checksum`` checked)."""
+        with self._lock:
+            if ref not in self._git_commits:
+                try:
+                    self._git_commits[ref] = resolve_commit(ref, self.env.state.tmp)
+                except BuildError as exc:
+                    raise BuildError(
+                        f"ADD {ref.display}: {exc.message}",
+                        reference=exc.reference,
+                        context=self.env.location(self.lines),
+                    ) from None
+            return self._git_commits[ref]
+
+    def _add_git(self, rootfs: Path, dest: str, opts: CopyOptions) -> None:
+        """ADD <git url>: the checkout's files (root-owned unless --chown) into ``dest``."""
+        for ref in self.action.git:
+            commit = self._git_commit(ref)
+            scratch = Path(tempfile.mkdtemp(dir=self.env.state.tmp, prefix=f"{os.getpid()}-git-"))
+            try:
+                tree = checkout(ref, commit, scratch)
+                copy_sources(
+                    [Source(tree, "", True)], rootfs, dest, opts, None, dest_is_dir_hint=True
+                )
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+
     def _drop_downloads(self) -> None:
         with self._lock:
             for path, _ in self._url_files.values():
@@ -723,6 +760,7 @@ class FileOp:
                             sources, rootfs, dest, opts, env.ignore, dest_is_dir_hint=dir_hint
                         )
                 self._add_urls(rootfs, dest, opts, dir_hint)
+                self._add_git(rootfs, dest, opts)
             elif a.kind == "inline":
                 tmp = Path(tempfile.mkdtemp(dir=env.state.tmp, prefix=f"{os.getpid()}-inline-"))
                 stack.callback(shutil.rmtree, tmp, True)

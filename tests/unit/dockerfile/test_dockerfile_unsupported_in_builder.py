@@ -1,5 +1,6 @@
 """Frontend 1.26 flags the parser reads but the builder cannot do yet are refused
-by the builder with a clear BuildError (exit 1), never silently ignored."""
+by the builder with a clear BuildError (exit 1), never silently ignored; ADD of a git
+repository converts (its errors are the frontend's)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 
 from mason.digest import sha256_bytes
-from mason.dockerfile import parse_dockerfile
+from mason.dockerfile import DockerfileError, parse_dockerfile
 from mason.dockerfile.stages import plan_build
 from mason.engine.context import DockerIgnore
 from mason.engine.convert import ResolvedImage, convert_plan
@@ -48,18 +49,6 @@ def _convert(tmp_path: Path, text: str) -> Any:
 @pytest.mark.parametrize(
     ("line", "what"),
     [
-        (
-            "ADD --keep-git-dir https://github.com/a/b.git /src",
-            "ADD --keep-git-dir is not supported by mason yet",
-        ),
-        (
-            "ADD https://example.com/a/b.git#main:sub /src",
-            "ADD of a git repository is not supported by mason yet",
-        ),
-        (
-            "ADD git@example.com:a/b.git /src",
-            "ADD of a git repository is not supported by mason yet",
-        ),
         ("RUN --security=insecure true", "security.insecure is not allowed"),  # without --allow
         (
             "RUN --device=vendor.com/gpu=all true",
@@ -89,6 +78,42 @@ def test_new_flags_fail_in_the_builder(tmp_path: Path, line: str, what: str) -> 
 def test_defaults_of_new_flags_still_build(tmp_path: Path, line: str) -> None:
     conv = _convert(tmp_path, f"FROM b\n{line}\n")
     assert conv.target.vertex is not None
+
+
+@pytest.mark.parametrize(
+    ("line", "git"),
+    [
+        (
+            "ADD --keep-git-dir https://github.com/a/b.git /src",
+            ("https://github.com/a/b.git", True),
+        ),
+        (
+            "ADD https://example.com/a/b.git#main:sub /src",
+            ("https://example.com/a/b.git#main:sub", None),
+        ),
+        ("ADD git@example.com:a/b.git?keep-git-dir=1 /src", ("git@example.com:a/b.git", True)),
+    ],
+)
+def test_add_git_converts(tmp_path: Path, line: str, git: tuple[str, bool | None]) -> None:
+    action = _convert(tmp_path, f"FROM b\n{line}\n").target.vertex.op.action
+    assert [(g.display, g.keep_git_dir) for g in action.git] == [git]
+    assert action.sources == () and action.urls == ()
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("COPY https://h/r.git /src", "source can't be a git ref for COPY"),
+        ("ADD --keep-git-dir=false https://h/r.git?keep-git-dir /s", "inconsistent keep-git-dir"),
+        ("ADD --checksum=abc https://h/r.git?checksum=abd /s", "checksum mismatch 'abc' != 'abd'"),
+        ("ADD https://h/r.git?nope=1 /s", "unexpected query 'nope'"),
+        ("ADD --checksum=abc ./local /s", "checksum can't be specified for non-HTTP sources"),
+    ],
+)
+def test_add_git_errors(tmp_path: Path, line: str, error: str) -> None:
+    with pytest.raises(DockerfileError) as info:
+        _convert(tmp_path, f"FROM b\n{line}\n")
+    assert error in str(info.value) and info.value.exit_code == 2
 
 
 def test_chmod_reaches_the_builder_expanded(tmp_path: Path) -> None:
