@@ -30,7 +30,7 @@ from tests.support.cachebuild import (
 )
 from tests.support.registry_server import RegistryServer
 
-from mason.compression import estargz_to_tar, verify_estargz, write_estargz
+from mason.compression.estargz import estargz_to_tar, verify_estargz, write_estargz
 
 pytestmark = pytest.mark.integration
 

@@ -1,18 +1,12 @@
 """Compression streams: gzip, zstd, estargz, none (the vocabulary: ``kinds.Compression``).
 
 gzip and eStargz share one engine choice (``mason.compression.gzip.GZIP_ENGINES``:
-libdeflate by default, ISA-L or zlib); both are deterministic for any thread count.
+libdeflate by default, ISA-L or zlib); both are deterministic for any thread count. The
+eStargz writer and reader are imported from ``mason.compression.estargz`` by the code that
+needs them, so a build that asks for no eStargz never loads them.
 """
 
 from mason.compression.errors import CompressionError, EStargzError
-from mason.compression.estargz import (
-    EStargzInfo,
-    EStargzResult,
-    estargz_to_tar,
-    is_estargz,
-    verify_estargz,
-    write_estargz,
-)
 from mason.compression.kinds import COMPRESSION_NAMES, Compression, get_compression
 from mason.compression.streams import (
     COMPRESSIONS,
@@ -29,16 +23,10 @@ __all__ = [
     "Compression",
     "CompressionError",
     "EStargzError",
-    "EStargzInfo",
-    "EStargzResult",
     "check_level",
     "compress_stream",
     "detect_compression",
-    "estargz_to_tar",
     "get_compression",
-    "is_estargz",
     "open_compressor",
     "open_decompressed",
-    "verify_estargz",
-    "write_estargz",
 ]

@@ -42,23 +42,20 @@ import threading
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from mason.cache.blobcheck import MAGIC_BYTES, compression_mismatch
-from mason.compression import (
-    EStargzError,
-    estargz_to_tar,
-    get_compression,
-    is_estargz,
-    verify_estargz,
-)
 from mason.compression.annotations import ANNOTATION_TOC_DIGEST, ANNOTATION_UNCOMPRESSED_SIZE
-from mason.compression.estargz import EStargzInfo, EStargzResult
+from mason.compression.errors import EStargzError
+from mason.compression.kinds import get_compression
 from mason.digest import Digest, HashingWriter, VerifyingReader
 from mason.engine.state import BlobInfo, LayerRef, StateError, StateRoot
 from mason.oci import mediatypes as mt
 from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, DISTRIBUTION_SOURCE_PREFIX, Descriptor
 from mason.oci.reference import Reference
+
+if TYPE_CHECKING:
+    from mason.compression.estargz import EStargzInfo, EStargzResult
 
 __all__ = ["Blobs", "EStargzFacts", "RemoteLocation"]
 
@@ -261,6 +258,9 @@ class Blobs:
     def _check_local(
         self, blob: Digest, expected: EStargzFacts | None = None
     ) -> EStargzFacts | None:
+        # the eStargz reader loads only when a blob is checked
+        from mason.compression.estargz import is_estargz, verify_estargz
+
         path = self.state.store.path(blob)
         with open(path, "rb") as f:
             if not is_estargz(f):
@@ -511,6 +511,8 @@ class Blobs:
         )
         with contextlib.ExitStack() as stack:
             if src_facts is not None:
+                from mason.compression.estargz import estargz_to_tar
+
                 tar_file = stack.enter_context(tempfile.TemporaryFile(dir=store.tmp))
                 with open(store.path(src_lr.blob), "rb") as blob_file:
                     tar_hash = HashingWriter(tar_file)

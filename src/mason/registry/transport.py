@@ -117,12 +117,9 @@ class Transport:
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self.auth = TokenAuthenticator(credentials)
-        verify: ssl.SSLContext | bool = True
-        if ca_file:
-            context = ssl.create_default_context()
-            context.load_verify_locations(cafile=ca_file)
-            verify = context
-        common = {
+        self._ca_file = ca_file
+        self._transport = transport
+        self._common: dict[str, object] = {
             "follow_redirects": False,
             "timeout": httpx.Timeout(timeout, connect=min(timeout, 15.0)),
             "limits": httpx.Limits(
@@ -130,18 +127,40 @@ class Transport:
             ),
             "headers": {"User-Agent": user_agent},
         }
-        self.client = httpx.Client(transport=transport, verify=verify, **common)  # type: ignore[arg-type]
-        # only for hosts the caller marked insecure: TLS without verification
-        self._unverified = httpx.Client(transport=transport, verify=False, **common)  # type: ignore[arg-type]
+        # built on first use: an httpx.Client makes its TLS context (and loads the CA bundle)
+        # when it is created, which a build talking only plain HTTP never needs
+        self._clients: dict[bool, httpx.Client] = {}
         self._schemes: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    def close(self) -> None:
-        self.client.close()
-        self._unverified.close()
+    def _make_client(self, verified: bool) -> httpx.Client:
+        with self._lock:
+            client = self._clients.get(verified)
+            if client is None:
+                verify: ssl.SSLContext | bool = verified
+                if verified and self._ca_file:
+                    verify = ssl.create_default_context()
+                    verify.load_verify_locations(cafile=self._ca_file)
+                client = httpx.Client(transport=self._transport, verify=verify, **self._common)  # type: ignore[arg-type]
+                self._clients[verified] = client
+            return client
 
-    def _client_for(self, host: str) -> httpx.Client:
-        return self._unverified if host in self.insecure_hosts else self.client
+    @property
+    def client(self) -> httpx.Client:
+        """The client that verifies TLS certificates."""
+        return self._clients.get(True) or self._make_client(True)
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+    def _client_for(self, host: str, url: str) -> httpx.Client:
+        # TLS without verification only for hosts the caller marked insecure; a plain-HTTP URL
+        # has no TLS to verify, so it never costs the verifying client's CA bundle
+        verified = host not in self.insecure_hosts and not url.startswith("http://")
+        return self._clients.get(verified) or self._make_client(verified)
 
     def http_allowed(self, host: str) -> bool:
         return host in self.insecure_hosts or is_loopback(host)
@@ -414,7 +433,7 @@ class Transport:
         """Send with bounded retries. ``probe``: a connection that cannot be made (refused,
         unresolvable, timed out, TLS handshake failed) is not retried."""
         attempts = self.retry.attempts if retry else 1
-        client = self._client_for(host)
+        client = self._client_for(host, url)
         for attempt in range(attempts):
             content: bytes | Iterable[bytes] | IO[bytes] | None
             content = body() if callable(body) else body

@@ -14,23 +14,19 @@ import zlib
 import pytest
 from tests.support.testdata import TESTDATA
 
-from mason.compression import (
-    CompressionError,
-    EStargzError,
-    compress_stream,
-    estargz_to_tar,
-    verify_estargz,
-    write_estargz,
-)
+from mason.compression import CompressionError, EStargzError, compress_stream
 from mason.compression.estargz import (
     ANNOTATION_TOC_DIGEST,
     ANNOTATION_UNCOMPRESSED,
     ANNOTATION_UNCOMPRESSED_SIZE,
     _toc_tar,
+    estargz_to_tar,
     footer_bytes,
     is_estargz,
     parse_footer,
     read_toc,
+    verify_estargz,
+    write_estargz,
 )
 from mason.compression.gzip import GZIP_ENGINES, gzip_member
 

@@ -16,7 +16,8 @@ from typing import BinaryIO
 import pytest
 
 from mason.cache.options import parse_cache_to
-from mason.compression import EStargzError, estargz_to_tar, verify_estargz, write_estargz
+from mason.compression import EStargzError
+from mason.compression.estargz import estargz_to_tar, verify_estargz, write_estargz
 from mason.digest import Digest, sha256_bytes
 from mason.engine.blobs import Blobs, RemoteLocation
 from mason.engine.exporters import ImageResult, assemble_manifest

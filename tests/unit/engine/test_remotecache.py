@@ -14,10 +14,11 @@ from typing import Any, BinaryIO
 
 import pytest
 
-import mason.engine.blobs as blobs_module
+import mason.compression.estargz as estargz_module
 from mason.cache.format import CacheConfig, CacheLayer, CacheRecord, CacheResult
 from mason.cache.model import CacheSource, SolvedRecord, plan_export
-from mason.compression import EStargzError, write_estargz
+from mason.compression import EStargzError
+from mason.compression.estargz import write_estargz
 from mason.digest import Digest, sha256_bytes
 from mason.engine.blobs import Blobs, RemoteLocation
 from mason.engine.remotecache import CacheBlobStore, HitLookup
@@ -120,13 +121,14 @@ def test_estargz_hit_is_verified_once_on_download(
     data, ann = _estargz()
     source, provider = _source(data, ann)
     calls: list[dict[str, Any]] = []
-    real = blobs_module.verify_estargz
+    real = estargz_module.verify_estargz
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(blobs_module, "verify_estargz", counting)
+    # Blobs imports the eStargz reader when it checks a blob: patch it where it lives
+    monkeypatch.setattr(estargz_module, "verify_estargz", counting)
     blobs = Blobs(state)
     layer = _hit_layer(blobs, source)
     with blobs.open_uncompressed(layer) as stream:
