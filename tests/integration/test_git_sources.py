@@ -1,19 +1,22 @@
-"""ADD of git repositories (BuildKit v0.32.2 semantics) against real git servers on loopback:
+"""ADD of git repositories (BuildKit v0.32.2 semantics) and git/http build contexts (buildx)
+against real git and HTTP servers on loopback:
 ``git daemon`` (git://) and ``git http-backend`` (smart HTTP, http://127.0.0.1:PORT/repo.git).
 Every build runs the ``mason`` command line with runc and a local output."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from tests.support.cli import mason_build
-from tests.support.git_server import GitRepo, git_daemon, git_http_server
+from tests.support.git_server import GitRepo, git_daemon, git_http_server, static_http_server
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (overlayfs, runc)")
 
@@ -181,3 +184,72 @@ def test_credentials_not_shown(tmp_path: Path, busybox_image: str, served: Serve
     assert done.returncode == 1
     assert "s3cret" not in done.stderr and "user:xxxxx@" in done.stderr
     assert "nosuchref" in done.stderr
+
+
+# -- git and http build contexts ----------------------------------------------------------------
+
+
+def _build_remote(
+    tmp: Path, base_image: str, context: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    out = tmp / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    return mason_build(
+        tmp / "root",
+        "--build-arg",
+        f"BASE={base_image}",
+        "-o",
+        f"type=local,dest={out}",
+        *args,
+        context,
+    )
+
+
+def test_git_context(tmp_path: Path, busybox_image: str, served: Served) -> None:
+    served.repo.write(
+        {
+            "app/Dockerfile": "ARG BASE\nFROM $BASE\nCOPY . /ctx/\nRUN ls /ctx > /listing\n",
+            "app/alt.Dockerfile": "FROM scratch\nCOPY kept.txt /alt/\n",
+            "app/kept.txt": "kept\n",
+            "app/secret.txt": "ignored\n",
+            "app/.dockerignore": "secret.txt\n",
+        }
+    )
+    served.repo.commit("context")
+    done = _build_remote(tmp_path, busybox_image, f"{served.http}#main:app")
+    _ok(done)
+    listing = (tmp_path / "out/listing").read_text().split()
+    assert "kept.txt" in listing and "secret.txt" not in listing and ".git" not in listing
+    # -f is relative to the context's subdir; the git:// and query forms too
+    alt = _build_remote(
+        tmp_path, busybox_image, f"{served.git}?branch=main&subdir=app", "-f", "alt.Dockerfile"
+    )
+    _ok(alt)
+    assert (tmp_path / "out/alt/kept.txt").read_text() == "kept\n"
+    escape = _build_remote(
+        tmp_path, busybox_image, f"{served.http}#main:app", "-f", "../../../etc/passwd"
+    )
+    assert escape.returncode == 2 and "failed to read dockerfile" in escape.stderr
+
+
+def test_http_tarball_and_dockerfile_contexts(tmp_path: Path, busybox_image: str) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in {
+            "Dockerfile": b"ARG BASE\nFROM $BASE\nCOPY hello.txt /h/\n",
+            "hello.txt": b"from the tarball\n",
+        }.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    files = {
+        "ctx.tar.gz": buf.getvalue(),
+        "Dockerfile.txt": b"ARG BASE\nFROM $BASE\nRUN echo plain > /plain\n",
+    }
+    with static_http_server(files) as base:
+        _ok(_build_remote(tmp_path, busybox_image, f"{base}/ctx.tar.gz"))
+        assert (tmp_path / "out/h/hello.txt").read_text() == "from the tarball\n"
+        _ok(_build_remote(tmp_path, busybox_image, f"{base}/Dockerfile.txt"))
+        assert (tmp_path / "out/plain").read_text() == "plain\n"
+        missing = _build_remote(tmp_path, busybox_image, f"{base}/nothing.tar")
+        assert missing.returncode == 1 and "HTTP 404" in missing.stderr

@@ -21,7 +21,9 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "context",
         metavar="CONTEXT",
-        help="build context directory, or - for a context tar (or a Dockerfile) on stdin",
+        help="build context directory, - for a context tar (or a Dockerfile) on stdin, a git URL "
+        "(https://host/repo.git#ref:subdir, git@host:repo) or an http(s) URL of a context tar "
+        "(or of a Dockerfile)",
     )
     p.add_argument(
         "-f", "--file", dest="file", metavar="PATH", help="Dockerfile (default: CONTEXT/Dockerfile)"
@@ -421,9 +423,11 @@ def _run_check(opts: Any, renderer: Any) -> int:
 
 
 def _context(args: argparse.Namespace) -> tuple[Path, bytes | None]:
-    """The context directory, and the Dockerfile when ``-`` brought one instead of a context."""
+    """The context directory, and the Dockerfile when ``-`` or a URL brought one with it."""
     if args.context != "-":
-        return Path(args.context), None
+        from mason.cli.remote_context import remote_context
+
+        return remote_context(args.context, args.file) or (Path(args.context), None)
     from mason.cli.stdin_context import read_stdin_context
 
     return read_stdin_context(args.file)

@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 from mason.errors import UsageError
 
-__all__ = ["read_stdin_context"]
+__all__ = ["context_from_bytes", "read_stdin_context"]
 
 _DECOMPRESSORS = (
     (b"\x1f\x8b", gzip.decompress),
@@ -42,31 +42,36 @@ def read_stdin_context(
             "the context and the Dockerfile cannot both come from stdin (- and -f -)",
             reference="invalid-argument",
         )
-    data = (stdin or sys.stdin.buffer).read()
+    return context_from_bytes((stdin or sys.stdin.buffer).read(), "stdin")
+
+
+def context_from_bytes(data: bytes, where: str) -> tuple[Path, bytes | None]:
+    """A context tar (plain or compressed) unpacked into a private directory removed at exit, or
+    else ``data`` as the Dockerfile of an empty context. ``where``: stdin, or the URL."""
     for magic, decompress in _DECOMPRESSORS:
         if data.startswith(magic):
             data = decompress(data)
             break
-    directory = Path(tempfile.mkdtemp(prefix="mason-stdin-context-"))
+    directory = Path(tempfile.mkdtemp(prefix="mason-context-"))
     atexit.register(shutil.rmtree, directory, True)
     if len(data) >= 262 and data[257:262] == b"ustar":
-        _unpack(data, directory)
+        _unpack(data, directory, where)
         return directory, None
     if not data.strip():
         raise UsageError(
-            "no context on stdin: expected a tar archive or a Dockerfile",
+            f"no context in {where}: expected a tar archive or a Dockerfile",
             reference="invalid-argument",
         )
     return directory, data
 
 
-def _unpack(data: bytes, directory: Path) -> None:
+def _unpack(data: bytes, directory: Path, where: str) -> None:
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tf:
             tf.extractall(directory, filter="data")
     except (tarfile.TarError, OSError) as exc:
         raise UsageError(
-            f"the context tar on stdin cannot be unpacked: {exc}",
+            f"the context tar in {where} cannot be unpacked: {exc}",
             reference="invalid-context",
-            hint="send a tar of the context directory, e.g. tar -C DIR -c . | mason build -",
+            hint="give a tar of the context directory, e.g. tar -C DIR -c . | mason build -",
         ) from exc
