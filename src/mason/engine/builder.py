@@ -808,6 +808,14 @@ def _reap_orphaned_sandboxes() -> None:
     """A mason killed together with its launcher guard leaves its container running (on its
     root's tmp/ mounts): remove such orphans, of any root, before the start-up cleanup. Live
     builds' containers are never touched (mason.executor.orphans)."""
+    # runc keeps a directory per container in its state dir: none (the usual case) means
+    # nothing to reap, known without importing the executor or running `runc list`
+    try:
+        with os.scandir(_RUNC_STATE) as entries:
+            if not any(entry.is_dir(follow_symlinks=False) for entry in entries):
+                return
+    except OSError:
+        return
     from mason.executor import reap_orphans
 
     reap_orphans(state_dir=_RUNC_STATE)

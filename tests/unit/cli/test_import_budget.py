@@ -1,0 +1,121 @@
+"""Start-up budget (issue 14): a fresh interpreter running ``mason build`` imports only what its
+command line needs. An audit hook in the child lists ``sys.modules`` at the first socket
+connect (the first registry request) or at exit; modules on a deny list must not be there.
+Times are measured in bench/bench_startup.py, never here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.registry_server import free_port
+
+# Runs in the child: the modules loaded at the first connect to PORT (or at exit, for --help),
+# and with CA=1 the CA bundles loaded by then (ssl is imported early for that only).
+_PROBE = """
+import atexit, json, os, sys
+out, port, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+loads = []
+if os.environ.get("CA") == "1":
+    import ssl
+    real = ssl.SSLContext.load_verify_locations
+    def counting(self, *args, **kwargs):
+        loads.append(1)
+        return real(self, *args, **kwargs)
+    ssl.SSLContext.load_verify_locations = counting
+def dump(where):
+    if not hook.done:
+        hook.done = True
+        with open(out, "w") as f:
+            json.dump({"where": where, "modules": sorted(sys.modules), "ca": len(loads)}, f)
+def hook(event, args):
+    if event == "socket.connect" and isinstance(args[1], tuple) and args[1][1:2] == (port,):
+        dump("connect")
+hook.done = False
+sys.addaudithook(hook)
+atexit.register(dump, "exit")
+from mason.cli.main import main
+sys.exit(main(argv))
+"""
+
+# never needed by `mason build` with plain progress before its first request
+_NEVER_BEFORE_REQUEST = {
+    "rich",  # tty progress only
+    "click",  # httpx's own command line
+    "pygments",
+    "mason.compression.estargz",  # nothing asked for eStargz
+    "cryptography",
+    "jwt",
+}
+# nor by `mason build --help`, which makes no request at all
+_NEVER_FOR_HELP = _NEVER_BEFORE_REQUEST | {
+    "httpx",
+    "httpcore",
+    "ssl",
+    "sqlite3",
+    "zstandard",
+    "mason.registry",
+    "mason.engine.builder",
+    "mason.cache",
+}
+
+
+def _modules_at_first_request(
+    tmp_path: Path, port: int, argv: list[str], env: dict[str, str] | None = None
+) -> tuple[str, set[str], int]:
+    out = tmp_path / "modules.json"
+    cmd = [sys.executable, "-c", _PROBE, str(out), str(port), *argv]
+    child_env = {**os.environ, "MASON_ROOT": str(tmp_path / "root"), **(env or {})}
+    subprocess.run(cmd, env=child_env, capture_output=True, timeout=120, check=False)
+    seen = json.loads(out.read_text())
+    return seen["where"], set(seen["modules"]), seen["ca"]
+
+
+def _loaded(modules: set[str], names: set[str]) -> list[str]:
+    return sorted(m for m in modules if m in names or m.split(".")[0] in names)
+
+
+def test_build_help_imports_no_registry_engine_or_progress_modules(tmp_path: Path) -> None:
+    where, modules, _ = _modules_at_first_request(tmp_path, 0, ["build", "--help"])
+    assert where == "exit"
+    assert "mason.cli.build_cmd" in modules  # the probe saw the command's own module
+    assert _loaded(modules, _NEVER_FOR_HELP) == []
+
+
+def _context(tmp_path: Path, host: str) -> Path:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {host}/base/busybox:latest\nRUN true\n")
+    return ctx
+
+
+def test_build_reaches_its_first_request_without_deny_listed_modules(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens: the build fails right after its first connect
+    host = f"127.0.0.1:{port}"
+    argv = ["build", "--progress=plain", str(_context(tmp_path, host))]
+    where, modules, _ = _modules_at_first_request(tmp_path, port, argv)
+    assert where == "connect" and "httpx" in modules
+    assert _loaded(modules, _NEVER_BEFORE_REQUEST) == []
+
+
+def test_plain_http_registry_marked_insecure_loads_no_ca_bundle(tmp_path: Path) -> None:
+    port = free_port()
+    host = f"127.0.0.1:{port}"
+    conf = tmp_path / "registries.conf"
+    conf.write_text(f'[[registry]]\nlocation = "{host}"\ninsecure = true\n')
+    argv = ["build", "--progress=plain", str(_context(tmp_path, host))]
+    env = {"CONTAINERS_REGISTRIES_CONF": str(conf), "CA": "1"}
+    where, _, ca_loads = _modules_at_first_request(tmp_path, port, argv, env)
+    assert where == "connect" and ca_loads == 0
+
+
+def test_a_tls_registry_still_loads_the_ca_bundle(tmp_path: Path) -> None:
+    # the counterpart: the probe sees a CA load where one is due (a host not marked insecure
+    # is tried over HTTPS first, with verification)
+    port = free_port()
+    argv = ["build", "--progress=plain", str(_context(tmp_path, f"127.0.0.1:{port}"))]
+    where, _, ca_loads = _modules_at_first_request(tmp_path, port, argv, {"CA": "1"})
+    assert where == "connect" and ca_loads == 1
