@@ -81,6 +81,8 @@ ADD {served.http}#{served.first} /sha/
 ADD {served.http}#main:sub /subdir/
 ADD {served.git}?branch=main&subdir=sub/deep /query/
 ADD --chown=7:8 --chmod=0640 {served.http} /owned/
+ADD --exclude=sub {served.http}#main /excluded/
+ADD {served.git}?ref=main&mtime=commit /dated/
 """
     done = _build(tmp_path, busybox_image, df)
     _ok(done)
@@ -95,6 +97,15 @@ ADD --chown=7:8 --chmod=0640 {served.http} /owned/
     assert os.readlink(out / "branch/escape") == "/etc"
     st = os.lstat(out / "owned/README")
     assert (st.st_mode & 0o777) == 0o640
+    assert sorted(os.listdir(out / "excluded")) == ["README", "escape"]
+    committed = subprocess.run(
+        ["git", "log", "-1", "--format=%ct"],
+        cwd=served.repo.work,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert int(os.lstat(out / "dated/README").st_mtime) == int(committed.stdout)
 
 
 def test_add_git_owner_and_mode(tmp_path: Path, busybox_image: str, served: Served) -> None:

@@ -364,16 +364,17 @@ def checkout(ref: GitRef, commit: str, scratch: Path) -> Path:
     git("checkout", "-q", "--detach", commit, what="checkout")
     if ref.submodules is not False and (tree / ".gitmodules").is_file():
         git("submodule", "update", "--init", "--recursive", "--depth=1", what="submodule update")
-    if ref.keep_git_dir:
+    # ?mtime=commit: the committer time, read while .git is still there
+    when = git("log", "-1", "--format=%ct", commit, what="log") if ref.mtime == "commit" else ""
+    if ref.keep_git_dir:  # .git stays, without the credentials or the fetch's traces
         git("remote", "set-url", "origin", redact_credentials(ref.remote), what="remote set-url")
         git("reflog", "expire", "--all", "--expire=now", what="reflog expire")
-        with_fetch_head = tree / ".git" / "FETCH_HEAD"
-        with_fetch_head.unlink(missing_ok=True)
+        (tree / ".git" / "FETCH_HEAD").unlink(missing_ok=True)
     else:
         shutil.rmtree(tree / ".git")
-    if ref.mtime == "commit":
-        when = int(git("log", "-1", "--format=%ct", commit, what="log").strip() or "0")
-        _set_mtimes(tree, when)
+    _normalize_modes(tree)
+    if when:
+        _set_mtimes(tree, int(when))
     shutil.rmtree(home, ignore_errors=True)
     return _subdir(tree, ref)
 
@@ -400,6 +401,18 @@ def _subdir(tree: Path, ref: GitRef) -> Path:
                     reference="invalid-git-subdir",
                 )
         return root.host("/".join(parts), follow=False)
+
+
+def _normalize_modes(tree: Path) -> None:
+    """Git records only "executable or not": files 0755 or 0644 and directories 0755, whatever
+    umask mason runs with (BuildKit's checkouts, made under buildkitd's 022, look so)."""
+    for dirpath, _dirnames, filenames in os.walk(tree):
+        os.chmod(dirpath, 0o755)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode):
+                os.chmod(path, 0o755 if st.st_mode & 0o100 else 0o644)
 
 
 def _set_mtimes(tree: Path, when: int) -> None:

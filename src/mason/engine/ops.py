@@ -698,9 +698,9 @@ class FileOp:
             scratch = Path(tempfile.mkdtemp(dir=self.env.state.tmp, prefix=f"{os.getpid()}-git-"))
             try:
                 tree = checkout(ref, commit, scratch)
-                copy_sources(
-                    [Source(tree, "", True)], rootfs, dest, opts, None, dest_is_dir_hint=True
-                )
+                excluded = DockerIgnore(list(self.action.exclude)) if self.action.exclude else None
+                source = Source(tree, "", True, exclude=excluded)  # ADD --exclude applies too
+                copy_sources([source], rootfs, dest, opts, None, dest_is_dir_hint=True)
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
 

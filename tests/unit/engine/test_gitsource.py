@@ -3,6 +3,8 @@ test table, TestParseGitRef, plus the query errors), and credential redaction.""
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from mason.engine.gitsource import (
     GitRef,
     GitRefError,
+    _normalize_modes,
     _subdir,
     is_commit_sha,
     parse_git_ref,
@@ -155,3 +158,16 @@ def test_subdir_refuses_symlinks_and_files(tmp_path: Path) -> None:
             _subdir(tmp_path, GitRef("r", subdir=bad))
     with pytest.raises(BuildError, match="does not exist"):
         _subdir(tmp_path, GitRef("r", subdir="nope"))
+
+
+def test_modes_do_not_follow_the_umask(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir(mode=0o700)
+    (tmp_path / "d/plain").write_text("x")
+    (tmp_path / "d/tool").write_text("x")
+    os.chmod(tmp_path / "d/plain", 0o600)
+    os.chmod(tmp_path / "d/tool", 0o700)
+    (tmp_path / "d/link").symlink_to("plain")
+    _normalize_modes(tmp_path)
+    modes = {n: stat.S_IMODE(os.lstat(tmp_path / "d" / n).st_mode) for n in ("plain", "tool")}
+    assert modes == {"plain": 0o644, "tool": 0o755}
+    assert stat.S_IMODE(os.stat(tmp_path / "d").st_mode) == 0o755
