@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from tests.support.cli import mason_build
 from tests.support.git_server import GitRepo, git_daemon, git_http_server, static_http_server
@@ -161,6 +162,27 @@ def test_checksum_ok_and_mismatch(tmp_path: Path, busybox_image: str, served: Se
     assert bad.returncode == 1, bad.stderr
     assert f"expected checksum to match {'0' * 40}, got {head}" in bad.stderr
     assert not (tmp_path / "b/out").exists()
+    registry = busybox_image.split("/", 1)[0]
+    pushed = mason_build(
+        tmp_path / "c",
+        "--push",
+        "-t",
+        f"{registry}/git/mismatch:t",
+        str(tmp_path / "b/ctx"),
+    )
+    assert pushed.returncode == 1 and "expected checksum to match" in pushed.stderr
+    seen = httpx.get(f"http://{registry}/v2/git/mismatch/manifests/t")
+    assert seen.status_code == 404  # nothing was pushed
+    # the control: the matching checksum pushes to the same name
+    good = mason_build(
+        tmp_path / "c", "--push", "-t", f"{registry}/git/mismatch:t", str(tmp_path / "a/ctx")
+    )
+    assert good.returncode == 0, good.stderr
+    accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+    assert (
+        httpx.get(f"http://{registry}/v2/git/mismatch/manifests/t", headers=accept).status_code
+        == 200
+    )
 
 
 def test_cache_follows_the_commit(tmp_path: Path, busybox_image: str, served: Served) -> None:
@@ -171,8 +193,9 @@ def test_cache_follows_the_commit(tmp_path: Path, busybox_image: str, served: Se
     assert again.stderr.count("CACHED") >= 2, again.stderr
     served.repo.write({"README": "hello v3\n"})
     served.repo.commit("third")
-    third = _build(tmp_path, busybox_image, df)
+    third = _build(tmp_path, busybox_image, df, "--explain-cache")
     _ok(third)
+    assert "cache miss: ADD git repository moved to another commit" in third.stderr
     assert (tmp_path / "out/seen").read_text() == "hello v3\n"
     assert "ADD" in third.stderr and third.stderr.count("CACHED") < again.stderr.count("CACHED")
 

@@ -136,6 +136,7 @@ _FILE_FIELDS = {
     "chmod": "--chmod",
     "link": "--link",
     "urls": "URL",
+    "git": "git source",
     "checksum": "--checksum",
     "inline": "heredoc",
     "user": "owner",
@@ -221,6 +222,8 @@ def explain_miss(
             return f"downloaded content of {verb} URL changed"
         if new.op.get("type") == "mason.exec.v0":
             return "bind-mounted context files changed"
+        if (new.op.get("action") or {}).get("git"):  # the content is the commits the refs name
+            return f"{verb} git repository moved to another commit"
         return f"{verb} sources changed (content)"
     if "inputs" in by_field:
         return f"number of inputs changed {_arrow(by_field['inputs'].old, by_field['inputs'].new)}"

@@ -139,6 +139,16 @@ def test_content_without_file_lists() -> None:
     assert explain_miss(StepRecord(_copy("c1")), _copy("c2")) == "COPY sources changed (content)"
 
 
+def test_git_commit_change_is_named() -> None:
+    git = [["http://h/r.git#main", "", False, True, ""]]
+    old, new = _copy("git:c1", sources=[], git=git), _copy("git:c2", sources=[], git=git)
+    assert explain_miss(StepRecord(old), new, verb="ADD") == (
+        "ADD git repository moved to another commit"
+    )
+    other = _copy("git:c1", sources=[], git=[["http://h/r.git#v2", "", False, True, ""]])
+    assert "git source" in explain_miss(StepRecord(old), other, verb="ADD")
+
+
 def test_key_version_change() -> None:
     old = _exec([])
     preimage = old.preimage.replace(b'"v":"mason.v1"', b'"v":"mason.v0"')
