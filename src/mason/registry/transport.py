@@ -17,9 +17,11 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import ipaddress
+import socket
 import ssl
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO
@@ -162,6 +164,11 @@ class Transport:
         verified = host not in self.insecure_hosts and not url.startswith("http://")
         return self._clients.get(verified) or self._make_client(verified)
 
+    def _may_skip_tls(self, host: str) -> bool:
+        # an insecure host's client verifies nothing, so it loads no CA bundle anyway; a test
+        # transport is not the network the handshake would go to
+        return host not in self.insecure_hosts and self._transport is None
+
     def http_allowed(self, host: str) -> bool:
         return host in self.insecure_hosts or is_loopback(host)
 
@@ -182,6 +189,11 @@ class Transport:
         reasons: list[str] = []
         for scheme in schemes:
             url = f"{scheme}://{host}/v2/"
+            if scheme == "https" and "http" in schemes and self._may_skip_tls(host):
+                plain = _plain_http_server(host)
+                if plain is not None:  # no verifying client (and CA bundle) for this host
+                    reasons.append(f"https: {plain}")
+                    continue
             try:
                 # a refused connection or a TLS failure settles this scheme at once: try the
                 # next one instead of backing off (an unreachable registry must fail fast)
@@ -529,6 +541,33 @@ _LOGIN_HINT = (
     "the repository may be private or may not exist: log in (credentials in ~/.docker/config.json "
     "or $REGISTRY_AUTH_FILE)"
 )
+
+
+def _plain_http_server(host: str) -> str | None:
+    """Why a TLS handshake with ``host`` fails, when it does (a plain-HTTP server answering
+    the ClientHello), else None (it speaks TLS, or cannot be reached: the ping tells which).
+
+    A bare handshake that verifies nothing and sends no request: it fails before any
+    certificate is seen, so the ping of a plain-HTTP registry on loopback never builds the
+    verifying client and its CA bundle (the costliest part of start-up after imports)."""
+    try:
+        parts = urllib.parse.urlsplit(f"https://{host}")
+        name, port = parts.hostname or host, parts.port or 443
+    except ValueError:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((name, port), timeout=15.0) as sock,
+            context.wrap_socket(sock, server_hostname=name),
+        ):
+            return None
+    except ssl.SSLError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    except OSError:
+        return None
 
 
 def _is_cert_error(exc: BaseException) -> bool:

@@ -5,16 +5,19 @@ Times are measured in bench/bench_startup.py, never here."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from tests.support.registry_server import free_port
 
-# Runs in the child: the modules loaded at the first connect to PORT (or at exit, for --help),
-# and with CA=1 the CA bundles loaded by then (ssl is imported early for that only).
+# Runs in the child: the modules loaded at the first connect to PORT (or at exit, for --help)
+# and the CA bundles loaded by then; with CA=1 (ssl is imported early for that only) the CA
+# bundles loaded in the whole run in OUT.ca.
 _PROBE = """
 import atexit, json, os, sys
 out, port, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
@@ -34,9 +37,13 @@ def dump(where):
 def hook(event, args):
     if event == "socket.connect" and isinstance(args[1], tuple) and args[1][1:2] == (port,):
         dump("connect")
+def at_exit():
+    dump("exit")
+    with open(out + ".ca", "w") as f:
+        f.write(str(len(loads)))
 hook.done = False
 sys.addaudithook(hook)
-atexit.register(dump, "exit")
+atexit.register(at_exit)
 from mason.cli.main import main
 sys.exit(main(argv))
 """
@@ -112,10 +119,39 @@ def test_plain_http_registry_marked_insecure_loads_no_ca_bundle(tmp_path: Path) 
     assert where == "connect" and ca_loads == 0
 
 
-def test_a_tls_registry_still_loads_the_ca_bundle(tmp_path: Path) -> None:
-    # the counterpart: the probe sees a CA load where one is due (a host not marked insecure
-    # is tried over HTTPS first, with verification)
+class _PlainRegistry(http.server.BaseHTTPRequestHandler):
+    """Answers GET /v2/ (a registry without auth) and nothing else: enough for a ping."""
+
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/v2/" else 404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_plain_http_registry_on_loopback_loads_no_ca_bundle(tmp_path: Path) -> None:
+    # not marked insecure: HTTPS is tried first, and its handshake fails before any
+    # certificate could be checked, so no verifying TLS context is ever built
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PlainRegistry)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        argv = ["build", "--progress=plain", str(_context(tmp_path, f"127.0.0.1:{port}"))]
+        where, _, _ = _modules_at_first_request(tmp_path, port, argv, {"CA": "1"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert where == "connect"
+    assert (tmp_path / "modules.json.ca").read_text() == "0"
+
+
+def test_https_not_ruled_out_still_gets_the_verifying_client(tmp_path: Path) -> None:
+    # the counterpart: nothing answers, so the handshake proves nothing and the HTTPS ping
+    # goes out with verification (the probe does see a CA load where one is due)
     port = free_port()
     argv = ["build", "--progress=plain", str(_context(tmp_path, f"127.0.0.1:{port}"))]
-    where, _, ca_loads = _modules_at_first_request(tmp_path, port, argv, {"CA": "1"})
-    assert where == "connect" and ca_loads == 1
+    _modules_at_first_request(tmp_path, port, argv, {"CA": "1"})
+    assert (tmp_path / "modules.json.ca").read_text() == "1"
