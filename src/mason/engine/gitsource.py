@@ -327,7 +327,7 @@ def resolve_commit(ref: GitRef, scratch: Path) -> str:
             _checksum_check(ref, [commit, tag])
             return commit
     raise BuildError(
-        f"repository {redact_credentials(ref.remote)} has no ref {name!r}",
+        f"repository {redact_credentials(ref.remote)} does not contain ref {name}",
         reference="git-ref-not-found",
     )
 
