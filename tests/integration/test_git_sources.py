@@ -242,7 +242,7 @@ def _build_remote(
 def test_git_context(tmp_path: Path, busybox_image: str, served: Served) -> None:
     served.repo.write(
         {
-            "app/Dockerfile": "ARG BASE\nFROM $BASE\nCOPY . /ctx/\nRUN ls /ctx > /listing\n",
+            "app/Dockerfile": "ARG BASE\nFROM $BASE\nCOPY . /ctx/\nRUN ls -a /ctx > /listing\n",
             "app/alt.Dockerfile": "FROM scratch\nCOPY kept.txt /alt/\n",
             "app/kept.txt": "kept\n",
             "app/secret.txt": "ignored\n",
@@ -254,6 +254,18 @@ def test_git_context(tmp_path: Path, busybox_image: str, served: Served) -> None
     _ok(done)
     listing = (tmp_path / "out/listing").read_text().split()
     assert "kept.txt" in listing and "secret.txt" not in listing and ".git" not in listing
+    # dockerui's build arg keeps .git of a git context (at the repository's root, no subdir)
+    kept = _build_remote(
+        tmp_path,
+        busybox_image,
+        f"{served.http}#main",
+        "-f",
+        "app/Dockerfile",
+        "--build-arg",
+        "BUILDKIT_CONTEXT_KEEP_GIT_DIR=1",
+    )
+    _ok(kept)
+    assert ".git" in (tmp_path / "out/listing").read_text().split()
     # -f is relative to the context's subdir; the git:// and query forms too
     alt = _build_remote(
         tmp_path, busybox_image, f"{served.git}?branch=main&subdir=app", "-f", "alt.Dockerfile"

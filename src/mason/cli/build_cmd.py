@@ -236,7 +236,6 @@ def _build_options(args: argparse.Namespace) -> Any:
     from mason.oci.platform import Platform, host_platform
 
     env = dict(os.environ)
-    context, stdin_dockerfile = _context(args)
     tags = tuple(args.tags)
     platform = None
     if args.platform:
@@ -263,6 +262,7 @@ def _build_options(args: argparse.Namespace) -> Any:
                 f"SOURCE_DATE_EPOCH={epoch_text!r} is not an integer", reference="invalid-epoch"
             ) from None
         build_args.setdefault("SOURCE_DATE_EPOCH", str(epoch))
+    context, stdin_dockerfile = _context(args, build_args)  # a remote one is fetched last
     return BuildOptions(
         context=context,
         dockerfile=Path(args.file) if args.file and args.file != "-" else None,
@@ -422,12 +422,13 @@ def _run_check(opts: Any, renderer: Any) -> int:
     return 1 if report.warnings else 0
 
 
-def _context(args: argparse.Namespace) -> tuple[Path, bytes | None]:
+def _context(args: argparse.Namespace, build_args: dict[str, str]) -> tuple[Path, bytes | None]:
     """The context directory, and the Dockerfile when ``-`` or a URL brought one with it."""
     if args.context != "-":
         from mason.cli.remote_context import remote_context
 
-        return remote_context(args.context, args.file) or (Path(args.context), None)
+        remote = remote_context(args.context, args.file, build_args)
+        return remote or (Path(args.context), None)
     from mason.cli.stdin_context import read_stdin_context
 
     return read_stdin_context(args.file)

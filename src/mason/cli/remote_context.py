@@ -6,6 +6,8 @@
   its ref names, depth 1, ``.git`` removed unless ``keep-git-dir``); the context is ``subdir``
   of it, and the Dockerfile (a relative ``-f``, default ``Dockerfile``) is read inside that
   context; an absolute ``-f`` (or ``-f -``) is a local Dockerfile, as buildx takes it.
+  ``--build-arg BUILDKIT_CONTEXT_KEEP_GIT_DIR=1`` keeps ``.git``; with ``SOURCE_DATE_EPOCH`` the
+  files are dated by the commit (BuildKit's dockerui does both).
 - Any other ``http://`` or ``https://`` URL is downloaded: a tar (plain, gzip, bzip2, xz) is
   the context, anything else is the Dockerfile of an empty context (``docker build URL``).
 
@@ -18,9 +20,17 @@ import atexit
 import dataclasses
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
-from mason.engine.gitsource import GitRef, GitRefError, checkout, parse_git_ref, resolve_commit
+from mason.engine.gitsource import (
+    GitRef,
+    GitRefError,
+    checkout,
+    parse_git_ref,
+    parse_go_bool,
+    resolve_commit,
+)
 from mason.errors import BuildError, UsageError
 from mason.fsroot import FsRoot, PathOutsideError
 
@@ -30,7 +40,9 @@ __all__ = ["remote_context"]
 MAX_HTTP_CONTEXT = 1 << 30
 
 
-def remote_context(spec: str, dockerfile_flag: str | None) -> tuple[Path, bytes | None] | None:
+def remote_context(
+    spec: str, dockerfile_flag: str | None, build_args: Mapping[str, str]
+) -> tuple[Path, bytes | None] | None:
     """(the context directory, the Dockerfile's bytes or None) for a URL ``spec``; None when
     ``spec`` is a local path."""
     try:
@@ -38,10 +50,22 @@ def remote_context(spec: str, dockerfile_flag: str | None) -> tuple[Path, bytes 
     except GitRefError as exc:
         raise UsageError(f"context {spec}: {exc.message}", reference="invalid-context") from None
     if ref is not None and not (ref.indistinguishable_from_local and Path(spec).exists()):
-        return _git_context(ref, dockerfile_flag)
+        return _git_context(_context_defaults(ref, build_args), dockerfile_flag)
     if spec.startswith(("http://", "https://")):
         return _http_context(spec)
     return None
+
+
+def _context_defaults(ref: GitRef, build_args: Mapping[str, str]) -> GitRef:
+    """dockerui's build args for a git context: ``BUILDKIT_CONTEXT_KEEP_GIT_DIR`` keeps ``.git``
+    (the URL's own ``keep-git-dir=true`` wins), and with ``SOURCE_DATE_EPOCH`` files are dated by
+    the commit unless the URL says ``mtime=``."""
+    keep = parse_go_bool(build_args.get("BUILDKIT_CONTEXT_KEEP_GIT_DIR", ""))
+    if keep and not ref.keep_git_dir:
+        ref = dataclasses.replace(ref, keep_git_dir=True)
+    if build_args.get("SOURCE_DATE_EPOCH") and not ref.mtime:
+        ref = dataclasses.replace(ref, mtime="commit")
+    return ref
 
 
 def _git_context(ref: GitRef, dockerfile_flag: str | None) -> tuple[Path, bytes | None]:

@@ -32,6 +32,7 @@ __all__ = [
     "checkout",
     "is_commit_sha",
     "parse_git_ref",
+    "parse_go_bool",
     "redact_credentials",
     "redact_credentials_in",
     "resolve_commit",
@@ -147,15 +148,22 @@ def parse_git_ref(text: str) -> GitRef | None:
     return _load_query(base, query) if query else base
 
 
+def parse_go_bool(text: str) -> bool | None:
+    """Go's strconv.ParseBool, which BuildKit's options use (None where it fails)."""
+    if text in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if text in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    return None
+
+
 def _bool_query(key: str, values: list[str]) -> bool:
     if not values:
         return True
-    value = values[0].lower()
-    if value in ("1", "t", "true"):
-        return True
-    if value in ("0", "f", "false"):
-        return False
-    raise GitRefError(f"invalid {key} value: {values[0]!r}")
+    value = parse_go_bool(values[0])
+    if value is None:
+        raise GitRefError(f"invalid {key} value: {values[0]!r}")
+    return value
 
 
 def _load_query(ref: GitRef, query: str) -> GitRef:
