@@ -212,6 +212,18 @@ def test_subdir_symlink_escape_refused(tmp_path: Path, busybox_image: str, serve
     assert (tmp_path / "out/x/inner.txt").read_text() == "inner\n"
 
 
+def test_commit_from_a_server_that_sends_only_refs(
+    tmp_path: Path, busybox_image: str, served: Served
+) -> None:
+    """Protocol v0 refuses a want of an unadvertised commit: the whole branch history is
+    fetched instead, and the commit checked out from it."""
+    with git_http_server(served.repo.bare.parent, protocol_v2=False) as old:
+        df = f"FROM scratch\nADD {old}/app.git#{served.first} /sha/\nADD {old}/app.git#v1 /tag/\n"
+        _ok(_build(tmp_path, busybox_image, df))
+    assert (tmp_path / "out/sha/README").read_text() == "hello\n"
+    assert (tmp_path / "out/tag/README").read_text() == "hello\n"
+
+
 def test_credentials_not_shown(tmp_path: Path, busybox_image: str, served: Served) -> None:
     url = served.http.replace("http://", "http://user:s3cret@")
     done = _build(tmp_path, busybox_image, f"FROM scratch\nADD {url}#nosuchref /x/\n")

@@ -127,7 +127,7 @@ def git_daemon(base: Path) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
-def _cgi_handler(base: Path) -> type[BaseHTTPRequestHandler]:
+def _cgi_handler(base: Path, protocol_v2: bool) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
             pass
@@ -151,7 +151,8 @@ def _cgi_handler(base: Path) -> type[BaseHTTPRequestHandler]:
                 "CONTENT_TYPE": self.headers.get("Content-Type", ""),
                 "CONTENT_LENGTH": self.headers.get("Content-Length", ""),
                 "REMOTE_ADDR": "127.0.0.1",
-                "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
+                # without it http-backend speaks protocol v0, which refuses unadvertised commits
+                "GIT_PROTOCOL": self.headers.get("Git-Protocol", "") if protocol_v2 else "",
                 "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
             }
             length = int(self.headers.get("Content-Length") or 0)
@@ -191,11 +192,12 @@ def _serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
 
 
 @contextmanager
-def git_http_server(base: Path) -> Iterator[str]:
-    """Smart HTTP (``git http-backend``) serving ``base``; yields ``http://127.0.0.1:PORT``."""
+def git_http_server(base: Path, *, protocol_v2: bool = True) -> Iterator[str]:
+    """Smart HTTP (``git http-backend``) serving ``base``; yields ``http://127.0.0.1:PORT``.
+    ``protocol_v2=False``: an old server that fetches only advertised refs."""
     if shutil.which("git") is None:
         raise RuntimeError("git is not installed (bash scripts/setup.sh test installs it)")
-    with _serve(_cgi_handler(base)) as url:
+    with _serve(_cgi_handler(base, protocol_v2)) as url:
         yield url
 
 
