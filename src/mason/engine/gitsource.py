@@ -359,7 +359,8 @@ def checkout(ref: GitRef, commit: str, scratch: Path) -> Path:
         git("fetch", "-q", "--depth=1", "--no-tags", "origin", commit, what="fetch")
     except BuildError:
         if not ref.ref or is_commit_sha(ref.ref):
-            git("fetch", "-q", "origin", "+refs/heads/*:refs/remotes/origin/*", what="fetch")
+            every = ("+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*")
+            git("fetch", "-q", "origin", *every, what="fetch")
         else:
             git("fetch", "-q", "--no-tags", "origin", ref.ref, what="fetch")
     got = git("rev-parse", "--verify", "-q", commit + "^{commit}", what="rev-parse").strip()
