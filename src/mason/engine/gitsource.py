@@ -262,6 +262,10 @@ _GIT_CONFIG = (
     "advice.detachedHead=false",
     "-c",
     "core.fsmonitor=false",
+    # only the transports a git source can name (submodules too): never ext::, never file://
+    "-c",
+    "protocol.allow=never",
+    *(x for p in ("http", "https", "git", "ssh") for x in ("-c", f"protocol.{p}.allow=always")),
 )
 
 
@@ -355,15 +359,19 @@ def checkout(ref: GitRef, commit: str, scratch: Path) -> Path:
 
     git("init", "-q", what="init")
     git("remote", "add", "origin", ref.remote, what="remote add")
+    # "--" before the remote: a ref from the Dockerfile is never read as an option
     try:  # a commit id: servers that allow it (protocol v2 does) fetch just that commit
-        git("fetch", "-q", "--depth=1", "--no-tags", "origin", commit, what="fetch")
+        git("fetch", "-q", "--depth=1", "--no-tags", "--", "origin", commit, what="fetch")
     except BuildError:
         if not ref.ref or is_commit_sha(ref.ref):
             every = ("+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*")
-            git("fetch", "-q", "origin", *every, what="fetch")
+            git("fetch", "-q", "--", "origin", *every, what="fetch")
         else:
-            git("fetch", "-q", "--no-tags", "origin", ref.ref, what="fetch")
-    got = git("rev-parse", "--verify", "-q", commit + "^{commit}", what="rev-parse").strip()
+            git("fetch", "-q", "--no-tags", "--", "origin", ref.ref, what="fetch")
+    try:
+        got = git("rev-parse", "--verify", "-q", commit + "^{commit}", what="rev-parse").strip()
+    except BuildError:
+        got = ""
     if got != commit:
         raise BuildError(
             f"git {ref.display}: commit {commit} is not in what the remote sent "
