@@ -33,17 +33,18 @@ declare -A why=(
     [buildah]="the builder the benches compare mason with"
     [git]="ADD of a git repository, and the git server the tests start on loopback"
     [iproute2]="ip netns: the tests put a LAN registry in a network namespace of their own"
+    [openssh-client]="ssh-agent, ssh-add, ssh-keygen: the --ssh tests forward a real agent"
 )
 declare -A provides=(
     [docker-registry]=docker-registry [runc]=runc [busybox-static]=busybox [skopeo]=skopeo
     [umoci]=umoci [apache2-utils]=htpasswd [openssl]=openssl [buildah]=buildah [git]=git
-    [iproute2]=ip
+    [iproute2]=ip [openssh-client]=ssh-agent
 )
 packages=(docker-registry runc busybox-static)
 extras=""  # pip extras of mason
 case "$job" in
     test)
-        packages+=(skopeo umoci apache2-utils openssl git iproute2)
+        packages+=(skopeo umoci apache2-utils openssl git iproute2 openssh-client)
         extras="[test]"  # pytest, hypothesis, ruff, mypy, import-linter, PyJWT/cryptography (token registry)
         ;;
     bench) packages+=(skopeo buildah) ;;

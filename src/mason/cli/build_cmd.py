@@ -83,6 +83,13 @@ def _add_step_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--secret", dest="secrets", action="append", default=[], metavar="id=ID,src=FILE"
     )
+    p.add_argument(
+        "--ssh",
+        action="append",
+        default=[],
+        metavar="default|ID[=SOCKET|KEY[,KEY]]",
+        help="an ssh agent for RUN --mount=type=ssh (repeatable)",
+    )
     p.add_argument("--network", default="default", choices=("default", "none", "host"))
     p.add_argument(
         "--add-host",
@@ -232,6 +239,7 @@ def _build_options(args: argparse.Namespace) -> Any:
     """The command line as ``BuildOptions`` (every value parsed and checked, nothing built)."""
     from mason.cache.options import check_cache_exports, parse_cache_from, parse_cache_to
     from mason.engine.options import BuildOptions, parse_output, parse_secret
+    from mason.engine.sshagent import parse_ssh
     from mason.errors import UsageError
     from mason.oci.platform import Platform, host_platform
 
@@ -276,6 +284,7 @@ def _build_options(args: argparse.Namespace) -> Any:
         target=args.target,
         no_cache=args.no_cache,
         secrets=tuple(parse_secret(s, env) for s in args.secrets),
+        ssh=tuple(parse_ssh(s) for s in args.ssh),
         network=args.network,
         platform=platform,
         source_date_epoch=epoch,

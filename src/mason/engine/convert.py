@@ -337,6 +337,9 @@ class _Converter:
         mounts, inputs = self._run_mounts(r, c)
         run_env = dict(r.scope.run_env())
         run_env.update({k: v for k, v in r.scope.proxy_env().items() if k not in run_env})
+        ssh = [m for m in mounts if m.type == "ssh"]
+        if ssh:  # this RUN's only (ExecOp.Marshal): the first agent, unless the env names one
+            run_env.setdefault("SSH_AUTH_SOCK", ssh[0].target)
         environ = tuple(f"{k}={v}" for k, v in run_env.items())
         network = c.network if "network" in c.flags_used else self.env.default_network
         op = ExecOp(
@@ -381,11 +384,8 @@ class _Converter:
             if target and not target.startswith("/"):
                 target = posixpath.join(r.workdir, target)
             if m.type == "ssh":
-                raise DockerfileError(
-                    "RUN --mount=type=ssh is not supported by mason yet",
-                    lines=c.lines,
-                    section="stages",
-                ).located(file=self.env.dockerfile_name, source_lines=self.env.dockerfile_lines)
+                mounts.append(self._ssh_plan(m, target, c, sum(p.type == "ssh" for p in mounts)))
+                continue
             mounts.append(
                 MountPlan(
                     type=m.type,
@@ -407,6 +407,23 @@ class _Converter:
                 )
             )
         return mounts, inputs
+
+    def _ssh_plan(self, m: Any, target: str, c: RunCommand, index: int) -> MountPlan:
+        """``dispatchSSH``: the agent ``id`` (``default``), at ``/run/buildkit/ssh_agent.N``
+        unless ``target=`` says, optional unless ``required``."""
+        if m.source:
+            raise DockerfileError(
+                "ssh does not support source", lines=c.lines, section="stages"
+            ).located(file=self.env.dockerfile_name, source_lines=self.env.dockerfile_lines)
+        return MountPlan(
+            type="ssh",
+            target=target or f"/run/buildkit/ssh_agent.{index}",
+            secret_id=m.cache_id or "default",
+            required=m.required,
+            mode=m.mode,
+            uid=m.uid,
+            gid=m.gid,
+        )
 
     def _git_sources(self, c: CopyCommand | AddCommand) -> dict[str, GitRef]:
         """The sources that are git repositories (dfgitutil.ParseGitRef; ``github.com/x`` stays a

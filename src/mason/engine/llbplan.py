@@ -436,16 +436,20 @@ class _Planner:
             mounts.append(_MountSpec("/dev/pipes/", pipes, selector="/", readonly=True))
         secrets: list[pb.Mount] = []
         secret_env: list[pb.SecretEnv] = []
+        ssh: list[pb.Mount] = []
         for m in c.mounts or ():
             if m.type == "secret":
                 _secret(m, secrets, secret_env)
             elif m.type == "ssh":
-                raise _unsupported(c, "RUN --mount=type=ssh")
+                ssh.append(_ssh(m, len(ssh)))
             else:
                 mounts.append(self.run_mount(st, m))
+        env = tuple(f"{k}={v}" for k, v in st.state.env)
+        if ssh and not any(e.startswith("SSH_AUTH_SOCK=") for e in env):
+            env = (*env, f"SSH_AUTH_SOCK={ssh[0].dest}")
         meta = pb.Meta(
             args=args,
-            env=tuple(f"{k}={v}" for k, v in st.state.env),
+            env=env,
             cwd=st.state.dir or "/",
             user=st.state.user,
             proxy_env=self.proxy,
@@ -454,7 +458,7 @@ class _Planner:
         network = _NETWORK.get(c.network, pb.NetMode.UNSET)
         security = pb.SecurityMode.INSECURE if c.security == "insecure" else pb.SecurityMode.SANDBOX
         st.state.node = _exec_node(
-            meta, mounts, secrets, secret_env, network, security, st.state.platform, c.code
+            meta, mounts, [*secrets, *ssh], secret_env, network, security, st.state.platform, c.code
         )
 
     def run_mount(self, st: _Stage, m: Mount) -> _MountSpec:
@@ -680,6 +684,20 @@ def _secret(m: Mount, mounts: list[pb.Mount], env: list[pb.SecretEnv]) -> None:
         mounts.append(
             pb.Mount(input=pb.EMPTY, dest=target, mount_type=pb.MountType.SECRET, secret_opt=opt)
         )
+
+
+def _ssh(m: Mount, index: int) -> pb.Mount:
+    """``dispatchSSH`` + ``ExecOp.Marshal``: the id as written (empty: the agent ``default``),
+    mode 0600 unless given, ``/run/buildkit/ssh_agent.N`` unless a target is."""
+    opt = pb.SSHOpt(
+        id=m.cache_id or "",
+        uid=m.uid or 0,
+        gid=m.gid or 0,
+        mode=0o600 if m.mode is None else m.mode,
+        optional=not m.required,
+    )
+    dest = m.target or f"/run/buildkit/ssh_agent.{index}"
+    return pb.Mount(input=pb.EMPTY, dest=dest, mount_type=pb.MountType.SSH, ssh_opt=opt)
 
 
 def _exec_node(

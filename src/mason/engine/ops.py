@@ -134,6 +134,8 @@ class BuildEnv:
     allow_insecure: bool = False
     #: the RUN --mount=type=cache directories used, and where new ones are restored from
     cache_mounts: CacheMounts = field(default_factory=CacheMounts)
+    #: --ssh: each id's agent socket on the host (``mason.engine.sshagent``)
+    ssh_sockets: Mapping[str, str] = field(default_factory=dict)
 
     def sandbox_key(self) -> dict[str, Any]:
         """The sandbox settings a RUN's key covers; empty when none is set, so keys stay as before."""
@@ -240,6 +242,15 @@ class MountPlan:
                 self.env is not None
             ):  # the variable's name, never its value (absent: keys as before)
                 d["env"] = self.env
+        if self.type == "ssh":
+            # the id and the socket's place and owner: never the agent or its keys (BuildKit)
+            d.update(
+                id=self.secret_id,
+                required=self.required,
+                mode=self.mode,
+                uid=self.uid,
+                gid=self.gid,
+            )
         if self.type == "tmpfs":
             d.update(size=self.size)
         if self.input_index is not None:
@@ -351,6 +362,8 @@ class ExecOp:
                 mounts.append(TmpfsMount(m.target, m.size or None))
             elif m.type == "secret":
                 mounts.extend(self._secret_mount(m, stack, secret_env))
+            elif m.type == "ssh":
+                mounts.extend(self._ssh_mount(m, stack))
         spec = ExecSpec(
             rootfs=rootfs,
             args=self.args,
@@ -420,6 +433,25 @@ class ExecOp:
         mode = m.mode if m.mode is not None else 0o400
         sf = stack.enter_context(secret_file(secret, mode=mode, uid=m.uid or 0, gid=m.gid or 0))
         return [SecretMount(sf, m.target or f"/run/secrets/{m.secret_id}")]
+
+    def _ssh_mount(self, m: MountPlan, stack: contextlib.ExitStack) -> list[Any]:
+        """An ssh agent's socket: a proxy of its own for this RUN, bound read-only."""
+        from mason.engine.sshagent import agent_proxy
+        from mason.executor import SecretMount
+
+        if m.secret_id not in self.env.ssh_sockets and not m.required:
+            return []  # an optional agent that was not forwarded: no socket, as BuildKit
+        proxy = stack.enter_context(
+            agent_proxy(
+                self.env.ssh_sockets,
+                m.secret_id,
+                mode=0o600 if m.mode is None else m.mode,
+                uid=m.uid or 0,
+                gid=m.gid or 0,
+                where=self.env.location(self.lines),
+            )
+        )
+        return [SecretMount(proxy, m.target)]
 
     def _mount_source(self, root: Path, m: MountPlan, what: str) -> Path:
         """The host path of ``--mount source=`` inside ``root``: symlinks and ``..`` resolved

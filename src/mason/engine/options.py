@@ -15,6 +15,7 @@ from mason.oci.atomic import unwritable_dest
 from mason.oci.platform import Platform
 
 if TYPE_CHECKING:
+    from mason.engine.sshagent import SshSpec
     from mason.executor import Ulimit
 
 __all__ = [
@@ -100,6 +101,8 @@ class BuildOptions:
     #: ``--allow``: the entitlements this build grants (``security.insecure`` lets a
     #: ``RUN --security=insecure`` run; ``network.host`` is accepted as buildx takes it)
     allow: tuple[str, ...] = ()
+    #: ``--ssh``: the agents ``RUN --mount=type=ssh`` reaches (``mason.engine.sshagent``)
+    ssh: tuple[SshSpec, ...] = ()
 
 
 #: the entitlements ``--allow`` takes (buildx's names)

@@ -119,7 +119,25 @@ def test_build_args_reach_run_env_and_history(tmp_path: Path) -> None:
     assert doc["history"][-1]["created_by"] == "RUN |1 V=2 /bin/sh -c echo $V # buildkit"
 
 
-@pytest.mark.parametrize("text", ["FROM b\nRUN --mount=type=ssh true\n"])
+def test_ssh_mount_plan_and_key_hold_id_and_target_only(tmp_path: Path) -> None:
+    """dispatchSSH: id ``default``, ``/run/buildkit/ssh_agent.N``, SSH_AUTH_SOCK for that RUN
+    only (the first agent); the key changes with the id, never with an agent's socket."""
+    text = "FROM b\nRUN --mount=type=ssh --mount=type=ssh,id=gh,required true\nRUN true\n"
+    conv = _convert(tmp_path, text)
+    run = conv.target.vertex.inputs[0].op
+    a, b = run.mounts
+    assert (a.secret_id, a.target, a.required) == ("default", "/run/buildkit/ssh_agent.0", False)
+    assert (b.secret_id, b.target, b.required) == ("gh", "/run/buildkit/ssh_agent.1", True)
+    assert "SSH_AUTH_SOCK=/run/buildkit/ssh_agent.0" in run.environ
+    assert not any(e.startswith("SSH_AUTH_SOCK=") for e in conv.target.vertex.op.environ)
+    key = run.cache_map([]).op
+    run.env.ssh_sockets = {"default": "/somewhere/agent.sock"}
+    assert run.cache_map([]).op == key and "/somewhere" not in str(key)
+    other = _convert(tmp_path, text.replace("id=gh", "id=gl")).target.vertex.inputs[0].op
+    assert other.cache_map([]).op != key
+
+
+@pytest.mark.parametrize("text", ["FROM b\nRUN --mount=type=ssh,source=x true\n"])
 def test_unsupported_features_are_clear_errors(tmp_path: Path, text: str) -> None:
     """Unsupported features fail with a Dockerfile error (exit 2), not silently."""
     from mason.dockerfile import DockerfileError

@@ -89,6 +89,29 @@ def test_cache_mount_owner_makes_a_cache_directory() -> None:
     assert (cache.selector, cache.cache_opt.id, cache.input) == ("/cache", "//c", 1)
 
 
+def test_ssh_mounts_follow_secrets_and_set_ssh_auth_sock() -> None:
+    """ExecOp.Marshal: ssh mounts after the secrets, the id as written (empty: the agent
+    ``default``), mode 0600, optional unless required; SSH_AUTH_SOCK is the first one's."""
+    d = _plan(
+        "FROM img\nRUN --mount=type=ssh,id=gh,required --mount=type=secret,id=s"
+        " --mount=type=ssh,target=/a.sock,uid=7 true\n"
+    )
+    (ex,) = _ops(d, "exec")
+    assert [m.mount_type for m in ex.mounts] == [
+        pb.MountType.BIND,
+        pb.MountType.SECRET,
+        pb.MountType.SSH,
+        pb.MountType.SSH,
+    ]
+    gh, other = ex.mounts[2], ex.mounts[3]
+    assert (gh.dest, gh.ssh_opt) == (
+        "/run/buildkit/ssh_agent.0",
+        pb.SSHOpt(id="gh", mode=0o600, optional=False),
+    )
+    assert (other.dest, other.ssh_opt) == ("/a.sock", pb.SSHOpt(uid=7, mode=0o600, optional=True))
+    assert ex.meta.env[-1] == "SSH_AUTH_SOCK=/run/buildkit/ssh_agent.0"
+
+
 def test_shebang_heredoc_runs_from_dev_pipes() -> None:
     d = _plan("FROM img\nRUN <<EOT\n#!/bin/sh\necho hi\nEOT\n")
     (ex,) = _ops(d, "exec")
