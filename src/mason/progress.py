@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-__all__ = ["Event", "NullSink", "ProgressSink", "RecordingSink", "VertexStatus"]
+__all__ = ["Event", "HeldSink", "NullSink", "ProgressSink", "RecordingSink", "VertexStatus"]
 
 VertexStatus = Literal["started", "log", "cached", "done", "error", "warning"]
 
@@ -38,6 +38,29 @@ class ProgressSink(Protocol):
 class NullSink:
     def emit(self, event: Event) -> None:
         pass
+
+
+class HeldSink:
+    """Holds events back until ``release()``, which passes them on to ``sink`` in order, and
+    every later event straight after: work run ahead in another thread reports in turn."""
+
+    def __init__(self, sink: ProgressSink) -> None:
+        self._sink = sink
+        self._held: list[Event] | None = []
+        self._lock = threading.Lock()
+
+    def emit(self, event: Event) -> None:
+        with self._lock:
+            if self._held is not None:
+                self._held.append(event)
+                return
+        self._sink.emit(event)
+
+    def release(self) -> None:
+        with self._lock:
+            held, self._held = self._held or [], None
+            for event in held:  # under the lock: nothing emitted now overtakes them
+                self._sink.emit(event)
 
 
 class RecordingSink:

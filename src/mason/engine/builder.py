@@ -16,7 +16,8 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -29,7 +30,6 @@ from mason.engine.exporters import ExportedImage, ImageResult, export_outputs
 from mason.engine.ops import BuildEnv, LocalResultStore, StepResult
 from mason.engine.options import BuildOptions
 from mason.engine.snapshots import Snapshotter
-from mason.engine.sshagent import ssh_agents
 from mason.engine.state import LayerRef, StateRoot, human_size
 from mason.errors import BuildError, UsageError
 from mason.oci.platform import Platform, host_platform
@@ -435,7 +435,7 @@ def build(
         )
     try:
         _reap_orphaned_sandboxes()
-        with ssh_agents(opts.ssh) as ssh_sockets, StateRoot.open(root) as state:
+        with StateRoot.open(root) as state:
             return _build_in(
                 opts,
                 state,
@@ -451,7 +451,6 @@ def build(
                 cancel,
                 data,
                 checks_task=definition_task,
-                ssh_sockets=ssh_sockets,
             )
     finally:
         if own_client:
@@ -474,22 +473,14 @@ def _build_in(
     df_bytes: bytes,
     *,
     checks_task: _Task | None = None,
-    ssh_sockets: Mapping[str, str] | None = None,
 ) -> BuildOutcome:
     blobs = Blobs(state, client)
     snapshots = _open_snapshots(opts, state, blobs, sink)
     env = _build_env(opts, state, blobs, snapshots, executor, ignore, epoch, df, df_bytes)
-    env.ssh_sockets = dict(ssh_sockets or {})
     resolver = _Resolver(client, state, blobs, sink, platform)
-    converted: ConvertedBuild = convert_plan(
-        env, plan, resolver, platform=str(platform), no_cache=opts.no_cache
+    converted, sources, cache_imports = _convert_and_import_caches(
+        opts, env, plan, resolver, ignore, platform, blobs, client, sink, checks_task
     )
-    if checks_task is not None:
-        _report_checks(_run_checks(plan, resolver, ignore, platform), checks_task)
-
-    from mason.engine.remotecache import import_caches
-
-    sources, cache_imports = import_caches(opts.cache_from, client, blobs, sink)
     env.cache_mounts.sources = list(cache_imports.values())
     if _uses_context(plan):
         with _task(sink, "[internal] load build context") as t:
@@ -581,6 +572,46 @@ def _solve(
         raise
     finally:
         recorder.flush()
+
+
+def _convert_and_import_caches(
+    opts: BuildOptions,
+    env: BuildEnv,
+    plan: Any,
+    resolver: _Resolver,
+    ignore: DockerIgnore,
+    platform: Platform,
+    blobs: Blobs,
+    client: Any,
+    sink: ProgressSink,
+    checks_task: _Task | None,
+) -> tuple[ConvertedBuild, Any, Any]:
+    """The build graph (base images resolved) and the build checks, while the ``--cache-from``
+    documents download in a second thread: both mostly wait on registries. The imports'
+    progress is held back until the conversion is done, so the output reads as if they ran
+    in turn, and an error of the conversion or the checks still comes first."""
+    from mason.engine.remotecache import import_caches
+    from mason.progress import HeldSink
+
+    held = HeldSink(sink)
+    imports: Future[Any] = Future()
+
+    def run_imports() -> None:
+        try:
+            imports.set_result(import_caches(opts.cache_from, client, blobs, held))
+        except BaseException as exc:  # handed to the build thread, which raises it
+            imports.set_exception(exc)
+
+    # a daemon: a failed conversion or Ctrl-C does not wait for a slow registry
+    threading.Thread(target=run_imports, name="cache-import", daemon=True).start()
+    converted: ConvertedBuild = convert_plan(
+        env, plan, resolver, platform=str(platform), no_cache=opts.no_cache
+    )
+    if checks_task is not None:
+        _report_checks(_run_checks(plan, resolver, ignore, platform), checks_task)
+    sources, cache_imports = imports.result()
+    held.release()
+    return converted, sources, cache_imports
 
 
 def _build_env(

@@ -133,6 +133,7 @@ class Transport:
         # when it is created, which a build talking only plain HTTP never needs
         self._clients: dict[bool, httpx.Client] = {}
         self._schemes: dict[str, str] = {}
+        self._pinging: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def _make_client(self, verified: bool) -> httpx.Client:
@@ -176,10 +177,15 @@ class Transport:
     def base_url(self, host: str) -> str:
         with self._lock:
             scheme = self._schemes.get(host)
+            pinging = self._pinging.setdefault(host, threading.Lock())
         if scheme is None:
-            scheme = self._ping(host)
-            with self._lock:
-                self._schemes[host] = scheme
+            with pinging:  # one ping per host, however many threads ask at once
+                with self._lock:
+                    scheme = self._schemes.get(host)
+                if scheme is None:
+                    scheme = self._ping(host)
+                    with self._lock:
+                        self._schemes[host] = scheme
         return f"{scheme}://{host}"
 
     def _ping(self, host: str) -> str:
