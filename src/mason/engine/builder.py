@@ -16,7 +16,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +30,7 @@ from mason.engine.exporters import ExportedImage, ImageResult, export_outputs
 from mason.engine.ops import BuildEnv, LocalResultStore, StepResult
 from mason.engine.options import BuildOptions
 from mason.engine.snapshots import Snapshotter
+from mason.engine.sshagent import ssh_agents
 from mason.engine.state import LayerRef, StateRoot, human_size
 from mason.errors import BuildError, UsageError
 from mason.oci.platform import Platform, host_platform
@@ -435,7 +436,7 @@ def build(
         )
     try:
         _reap_orphaned_sandboxes()
-        with StateRoot.open(root) as state:
+        with ssh_agents(opts.ssh) as ssh_sockets, StateRoot.open(root) as state:
             return _build_in(
                 opts,
                 state,
@@ -451,6 +452,7 @@ def build(
                 cancel,
                 data,
                 checks_task=definition_task,
+                ssh_sockets=ssh_sockets,
             )
     finally:
         if own_client:
@@ -473,10 +475,12 @@ def _build_in(
     df_bytes: bytes,
     *,
     checks_task: _Task | None = None,
+    ssh_sockets: Mapping[str, str] | None = None,
 ) -> BuildOutcome:
     blobs = Blobs(state, client)
     snapshots = _open_snapshots(opts, state, blobs, sink)
     env = _build_env(opts, state, blobs, snapshots, executor, ignore, epoch, df, df_bytes)
+    env.ssh_sockets = dict(ssh_sockets or {})
     resolver = _Resolver(client, state, blobs, sink, platform)
     converted, sources, cache_imports = _convert_and_import_caches(
         opts, env, plan, resolver, ignore, platform, blobs, client, sink, checks_task
