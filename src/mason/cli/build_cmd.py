@@ -75,6 +75,21 @@ def _add_step_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", metavar="STAGE")
     p.add_argument("--no-cache", action="store_true", help="do not use any cache")
     p.add_argument(
+        "--no-cache-filter",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="do not use the cache for the steps of these stages (repeatable, comma-separated)",
+    )
+    p.add_argument(
+        "--build-context",
+        dest="build_contexts",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a named context replacing a stage or image NAME: docker-image://REF (repeatable)",
+    )
+    p.add_argument(
         "--pull",
         action="store_true",
         help="resolve base images in their registry (mason always does: tags are never taken from "
@@ -238,6 +253,7 @@ def _preflight(args: argparse.Namespace) -> None:
 def _build_options(args: argparse.Namespace) -> Any:
     """The command line as ``BuildOptions`` (every value parsed and checked, nothing built)."""
     from mason.cache.options import check_cache_exports, parse_cache_from, parse_cache_to
+    from mason.engine.namedcontexts import parse_no_cache_filter
     from mason.engine.options import BuildOptions, parse_output, parse_secret
     from mason.engine.sshagent import parse_ssh
     from mason.errors import UsageError
@@ -283,6 +299,8 @@ def _build_options(args: argparse.Namespace) -> Any:
         build_args=build_args,
         target=args.target,
         no_cache=args.no_cache,
+        no_cache_filter=parse_no_cache_filter(args.no_cache_filter),
+        build_contexts=_build_contexts(args.build_contexts),
         secrets=tuple(parse_secret(s, env) for s in args.secrets),
         ssh=tuple(parse_ssh(s) for s in args.ssh),
         network=args.network,
@@ -353,6 +371,16 @@ def _report_outcome(args: argparse.Namespace, outcome: Any, mode: str) -> int:
     elif outcome.image_digest:
         print(f"image {outcome.image_digest}", file=sys.stderr)
     return 0
+
+
+def _build_contexts(values: list[str]) -> tuple[Any, ...]:
+    """``--build-context`` values, checked (form, scheme, directory) and refused when mason
+    cannot build their kind yet, before anything is fetched."""
+    from mason.engine.namedcontexts import check_buildable, parse_build_context
+
+    contexts = tuple(parse_build_context(v) for v in values)
+    check_buildable(contexts)
+    return contexts
 
 
 def _allow(values: list[str]) -> tuple[str, ...]:

@@ -594,6 +594,7 @@ def _convert_and_import_caches(
     documents download in a second thread: both mostly wait on registries. The imports'
     progress is held back until the conversion is done, so the output reads as if they ran
     in turn, and an error of the conversion or the checks still comes first."""
+    from mason.engine.namedcontexts import image_overrides
     from mason.engine.remotecache import import_caches
     from mason.progress import HeldSink
 
@@ -609,7 +610,13 @@ def _convert_and_import_caches(
     # a daemon: a failed conversion or Ctrl-C does not wait for a slow registry
     threading.Thread(target=run_imports, name="cache-import", daemon=True).start()
     converted: ConvertedBuild = convert_plan(
-        env, plan, resolver, platform=str(platform), no_cache=opts.no_cache
+        env,
+        plan,
+        resolver,
+        platform=str(platform),
+        no_cache=opts.no_cache,
+        named=image_overrides(opts.build_contexts),
+        no_cache_filter=opts.no_cache_filter,
     )
     if checks_task is not None:
         _report_checks(_run_checks(plan, resolver, ignore, platform), checks_task)

@@ -48,6 +48,7 @@ from mason.engine.imageconfig import (
     format_created,
     go_healthcheck_text,
 )
+from mason.engine.namedcontexts import lookup
 from mason.engine.ops import (
     BuildEnv,
     ExecOp,
@@ -144,6 +145,8 @@ class _Converter:
         platform: str,
         no_cache: bool,
         image_sources: dict[str, Vertex[StepResult]],
+        named: Mapping[str, str] | None = None,
+        no_cache_filter: Sequence[str] = (),
     ) -> None:
         self.env = env
         self.plan = plan
@@ -153,11 +156,16 @@ class _Converter:
         self.done: dict[int, StageResult] = {}
         self.images: list[ResolvedImage] = []
         self.image_vertices = image_sources
+        #: ``--build-context`` name -> image ref; ``--no-cache-filter`` stage names
+        self.named = dict(named or {})
+        self.no_cache_filter = frozenset(no_cache_filter)
 
     def vertex(
-        self, op: Any, inputs: Sequence[Vertex[StepResult]], name: str
+        self, r: StageResult, op: Any, inputs: Sequence[Vertex[StepResult]], name: str
     ) -> Vertex[StepResult]:
-        return Vertex(op, tuple(inputs), name=name, ignore_cache=self.no_cache)
+        # --no-cache-filter: the steps of those stages run again (BuildKit's per-stage IgnoreCache)
+        ignore = self.no_cache or (r.planned.stage.name or "") in self.no_cache_filter
+        return Vertex(op, tuple(inputs), name=name, ignore_cache=ignore)
 
     def image_vertex(
         self, ref_text: str, platform: str, name: str
@@ -186,13 +194,16 @@ class _Converter:
             return self.done[index]
         ps = self.plan.stage(index)
         st = ps.stage
-        total = _count_layer_steps(st.commands) + 1
+        # a named context of the stage's name replaces the whole stage (BuildKit 1.26)
+        replaced = lookup(self.named, st.name) if st.name else None
+        own_commands = () if replaced else st.commands
+        total = _count_layer_steps(own_commands) + 1
         # BuildKit's step names: no stage name when the Dockerfile has one stage, and
         # the step number right-aligned to the width of the total ("[ 3/12]")
         label = ps.display_name + " " if len(self.plan.all_stages) > 1 else ""
         width = len(str(total))
         history: list[HistoryPlan]
-        if ps.base.stage is not None:
+        if ps.base.stage is not None and replaced is None:
             parent = self.stage(ps.base.stage)
             vertex = parent.vertex
             config = parent.config.copy()
@@ -201,23 +212,11 @@ class _Converter:
             shell, user, workdir = parent.shell, parent.user, parent.workdir
             base_created = parent.base_created
         else:
-            assert ps.base.image is not None
-            base_created = ""
-            try:
-                vertex, img = self.image_vertex(
-                    ps.base.image, ps.platform, f"[{label}{1:>{width}}/{total}] FROM {ps.base_name}"
-                )
-            except DiagnosticError as exc:  # not found, refused, unreachable: say which FROM
-                exc.context = (*exc.context, *self.env.location((st.start_line,)))
-                raise
-            if img is None:
-                arch, os_, variant = _split_platform(ps.platform or self.platform)
-                config = StageConfig.scratch(arch, os_, variant)
-                history = []
-            else:
-                config = StageConfig.from_image_config(img.config)
-                history = [HistoryPlan(fixed=dict(h)) for h in (img.config.get("history") or [])]
-                base_created = str(img.config.get("created") or "")
+            image = replaced or lookup(self.named, ps.base_name) or ps.base.image
+            assert image is not None
+            shown = ps.base_name if image == ps.base.image else image
+            name = f"[{label}{1:>{width}}/{total}] FROM {shown}"
+            vertex, config, history, base_created = self._image_base(ps, image, name)
             scope = StageScope.start(self.plan, config.env_list())
             shell = tuple(config.config.get("Shell") or DEFAULT_SHELL)
             user = str(config.config.get("User") or "")
@@ -232,7 +231,7 @@ class _Converter:
         if triggers and ps.base.image is not None:
             commands.extend(onbuild_triggers(triggers, image=ps.base_name))
             config.config["OnBuild"] = None
-        commands.extend(st.commands)
+        commands.extend(own_commands)
         step = 1
         for cmd in commands:
             is_layer = isinstance(cmd, RunCommand | CopyCommand | AddCommand | WorkdirCommand)
@@ -241,6 +240,22 @@ class _Converter:
             self.dispatch(result, cmd, f"[{label}{step:>{width}}/{total}]")
         self.done[index] = result
         return result
+
+    def _image_base(
+        self, ps: PlannedStage, image: str, name: str
+    ) -> tuple[Vertex[StepResult], StageConfig, list[HistoryPlan], str]:
+        """A stage's image base: its vertex, config, history and creation time."""
+        try:
+            vertex, img = self.image_vertex(image, ps.platform, name)
+        except DiagnosticError as exc:  # not found, refused, unreachable: say which FROM
+            exc.context = (*exc.context, *self.env.location((ps.stage.start_line,)))
+            raise
+        if img is None:
+            arch, os_, variant = _split_platform(ps.platform or self.platform)
+            return vertex, StageConfig.scratch(arch, os_, variant), [], ""
+        history = [HistoryPlan(fixed=dict(h)) for h in (img.config.get("history") or [])]
+        created = str(img.config.get("created") or "")
+        return vertex, StageConfig.from_image_config(img.config), history, created
 
     def _expand(self, result: StageResult, cmd: Command) -> Command:
         try:
@@ -255,9 +270,8 @@ class _Converter:
         if target.stage is not None:
             return self.stage(target.stage).vertex
         assert target.image is not None
-        v, _img = self.image_vertex(
-            target.image, "", f"[internal] load {what} image {target.image}"
-        )
+        image = lookup(self.named, target.image) or target.image
+        v, _img = self.image_vertex(image, "", f"[internal] load {what} image {image}")
         return v
 
     def _unsupported(self, c: Command, what: str, message: str = "") -> BuildError:
@@ -328,7 +342,7 @@ class _Converter:
             r.history.append(HistoryPlan("WORKDIR /", True))
             return
         op = FileOp(self.env, FileAction("mkdir", dest=r.workdir, user=r.user), c.lines)
-        r.vertex = self.vertex(op, [r.vertex], f"{prefix} {c.code}")
+        r.vertex = self.vertex(r, op, [r.vertex], f"{prefix} {c.code}")
         r.layer_vertices.append(r.vertex)
         r.history.append(HistoryPlan(f"WORKDIR {r.workdir}", False, r.vertex))
 
@@ -355,7 +369,7 @@ class _Converter:
             display=c.code,
             security=c.security,
         )
-        r.vertex = self.vertex(op, inputs, f"{prefix} {c.code}")
+        r.vertex = self.vertex(r, op, inputs, f"{prefix} {c.code}")
         r.layer_vertices.append(r.vertex)
         # BuildKit lists every ARG the stage declared, with the value the RUN sees (ENV wins; unset: empty)
         env_now = r.scope.env_map
@@ -522,10 +536,10 @@ class _Converter:
         op = FileOp(self.env, action, c.lines)
         code = redact_credentials_in(c.code)  # a URL's password never reaches progress or history
         if link:
-            linked = self.vertex(op, inputs, f"{prefix} {code}")
-            r.vertex = self.vertex(MergeOp(), [r.vertex, linked], f"{prefix} LINK {code}")
+            linked = self.vertex(r, op, inputs, f"{prefix} {code}")
+            r.vertex = self.vertex(r, MergeOp(), [r.vertex, linked], f"{prefix} LINK {code}")
         else:
-            r.vertex = self.vertex(op, inputs, f"{prefix} {code}")
+            r.vertex = self.vertex(r, op, inputs, f"{prefix} {code}")
         r.layer_vertices.append(r.vertex)
         r.history.append(HistoryPlan(redact_credentials_in(_copy_history(c)), False, r.vertex))
 
@@ -714,10 +728,17 @@ def _split_platform(text: str) -> tuple[str, str, str | None]:
 
 
 def convert_plan(
-    env: BuildEnv, plan: BuildPlan, resolve: ImageResolver, *, platform: str, no_cache: bool = False
+    env: BuildEnv,
+    plan: BuildPlan,
+    resolve: ImageResolver,
+    *,
+    platform: str,
+    no_cache: bool = False,
+    named: Mapping[str, str] | None = None,
+    no_cache_filter: Sequence[str] = (),
 ) -> ConvertedBuild:
     """Build the vertices of every stage the target needs."""
-    conv = _Converter(env, plan, resolve, platform, no_cache, {})
+    conv = _Converter(env, plan, resolve, platform, no_cache, {}, named, no_cache_filter)
     # stages in file order, as BuildKit converts them: a base image shared by several
     # stages is one vertex named after its first stage ("[build 1/6] FROM ...")
     for ps in plan.stages:

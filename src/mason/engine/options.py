@@ -15,6 +15,7 @@ from mason.oci.atomic import unwritable_dest
 from mason.oci.platform import Platform
 
 if TYPE_CHECKING:
+    from mason.engine.namedcontexts import NamedContext
     from mason.engine.sshagent import SshSpec
     from mason.executor import Ulimit
 
@@ -103,6 +104,10 @@ class BuildOptions:
     allow: tuple[str, ...] = ()
     #: ``--ssh``: the agents ``RUN --mount=type=ssh`` reaches (``mason.engine.sshagent``)
     ssh: tuple[SshSpec, ...] = ()
+    #: ``--build-context``: named contexts replacing stages or images (``mason.engine.namedcontexts``)
+    build_contexts: tuple[NamedContext, ...] = ()
+    #: ``--no-cache-filter``: stage names whose steps use no cache
+    no_cache_filter: tuple[str, ...] = ()
 
 
 #: the entitlements ``--allow`` takes (buildx's names)
