@@ -72,6 +72,15 @@ def _add_step_flags(p: argparse.ArgumentParser) -> None:
     """What the steps see: build args, target, cache use, secrets, the RUN sandbox."""
     p.add_argument("--build-arg", dest="build_args", action="append", default=[], metavar="K=V")
     p.add_argument("--label", dest="labels", action="append", default=[], metavar="K=V")
+    p.add_argument(
+        "--annotation",
+        dest="annotations",
+        action="append",
+        default=[],
+        metavar="[TYPE[PLATFORM]:]K=V",
+        help="an annotation of the image manifest (TYPE manifest) or its descriptor "
+        "(manifest-descriptor) (repeatable)",
+    )
     p.add_argument("--target", metavar="STAGE")
     p.add_argument("--no-cache", action="store_true", help="do not use any cache")
     p.add_argument(
@@ -253,6 +262,7 @@ def _preflight(args: argparse.Namespace) -> None:
 def _build_options(args: argparse.Namespace) -> Any:
     """The command line as ``BuildOptions`` (every value parsed and checked, nothing built)."""
     from mason.cache.options import check_cache_exports, parse_cache_from, parse_cache_to
+    from mason.engine.annotations import parse_annotation_flag
     from mason.engine.namedcontexts import parse_no_cache_filter
     from mason.engine.options import BuildOptions, parse_output, parse_secret
     from mason.engine.sshagent import parse_ssh
@@ -286,6 +296,9 @@ def _build_options(args: argparse.Namespace) -> Any:
                 f"SOURCE_DATE_EPOCH={epoch_text!r} is not an integer", reference="invalid-epoch"
             ) from None
         build_args.setdefault("SOURCE_DATE_EPOCH", str(epoch))
+    annotations = _checked_annotations(
+        args, tuple(a for t in args.annotations for a in parse_annotation_flag(t)), platform
+    )
     context, stdin_dockerfile = _context(args, build_args)  # a remote one is fetched last
     return BuildOptions(
         context=context,
@@ -303,6 +316,7 @@ def _build_options(args: argparse.Namespace) -> Any:
         build_contexts=_build_contexts(args.build_contexts),
         secrets=tuple(parse_secret(s, env) for s in args.secrets),
         ssh=tuple(parse_ssh(s) for s in args.ssh),
+        annotations=annotations,
         network=args.network,
         platform=platform,
         source_date_epoch=epoch,
@@ -381,6 +395,24 @@ def _build_contexts(values: list[str]) -> tuple[Any, ...]:
     contexts = tuple(parse_build_context(v) for v in values)
     check_buildable(contexts)
     return contexts
+
+
+def _checked_annotations(
+    args: argparse.Namespace, annotations: tuple[Any, ...], platform: Any
+) -> tuple[Any, ...]:
+    """``--annotation``s, checked with each output's own before anything is built: a level or
+    platform the export cannot write is a usage error (``mason.engine.annotations``)."""
+    from mason.engine.exporters import output_annotations
+    from mason.engine.options import outputs_for, parse_output
+    from mason.oci.platform import host_platform
+
+    outputs = outputs_for(
+        args.tags, args.push, [parse_output(o) for o in args.outputs], annotations
+    )
+    for out in outputs:
+        if out.type in ("image", "oci", "docker"):
+            output_annotations(out, platform or host_platform())
+    return annotations
 
 
 def _allow(values: list[str]) -> tuple[str, ...]:

@@ -357,7 +357,7 @@ def _insecure_outputs(opts: BuildOptions) -> list[str]:
     from mason.engine.options import outputs_for
     from mason.oci.reference import Reference
 
-    outputs = outputs_for(opts.tags, opts.push, opts.outputs)
+    outputs = outputs_for(opts.tags, opts.push, opts.outputs, opts.annotations)
     return sorted(
         {Reference.parse(name).registry for o in outputs if o.insecure for name in o.names}
     )
@@ -686,7 +686,7 @@ def _export(
     from mason.engine.remotecache import export_caches, inline_cache_extra
 
     platform = image.platform
-    outputs = outputs_for(opts.tags, opts.push, opts.outputs)
+    outputs = outputs_for(opts.tags, opts.push, opts.outputs, opts.annotations)
     config_extra = inline_cache_extra(opts.cache_to, graph, converted, blobs)
     if outputs:
         with _task(sink, "exporting to image") as t:

@@ -21,7 +21,7 @@ import shutil
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,7 @@ from typing import IO, Any, BinaryIO
 
 from mason.compression.kinds import get_compression
 from mason.digest import Digest, sha256_bytes
+from mason.engine.annotations import ResolvedAnnotations, resolve_annotations
 from mason.engine.blobs import Blobs
 from mason.engine.options import OutputSpec
 from mason.engine.state import LayerRef
@@ -85,6 +86,7 @@ def assemble_manifest(
     force: bool = False,
     oci: bool = True,
     config_extra: dict[str, Any] | None = None,
+    annotations: Mapping[str, str] | None = None,
 ) -> ExportedImage:
     """Pick (or make) a blob per layer (``Blobs.export_variant``: mason's layers in
     ``compression``, a base image's as they are unless ``force``) and build manifest + config.
@@ -108,7 +110,10 @@ def assemble_manifest(
     ).indexed  # eStargz: its TOC annotations go into the manifest
     descs = [blobs.descriptor(lr, oci=oci, estargz=indexed) for lr in layers]
     manifest = build_manifest(
-        cfg_desc, descs, media_type=mt.OCI_MANIFEST if oci else mt.DOCKER_MANIFEST
+        cfg_desc,
+        descs,
+        media_type=mt.OCI_MANIFEST if oci else mt.DOCKER_MANIFEST,
+        annotations=annotations or None,
     )
     return ExportedImage(manifest, raw, layers, oci)
 
@@ -164,7 +169,11 @@ def push_image(
 
 
 def _write_layout(
-    blobs: Blobs, exported: ExportedImage, layout_dir: Path, names: Sequence[str]
+    blobs: Blobs,
+    exported: ExportedImage,
+    layout_dir: Path,
+    names: Sequence[str],
+    desc_annotations: Mapping[str, str],
 ) -> None:
     from mason.oci.layout import OCILayout
 
@@ -179,6 +188,8 @@ def _write_layout(
     layout.put_blob_bytes(exported.config_raw, exported.manifest.config.media_type)
     layout.put_blob_bytes(exported.manifest.raw, exported.manifest.media_type)
     desc = exported.descriptor()
+    if desc_annotations:  # manifest-descriptor annotations: the layout's index.json entry
+        desc = desc.with_annotations(dict(desc_annotations))
     if names:
         for n in names:
             layout.add_manifest(
@@ -273,6 +284,12 @@ def _docker_manifest_json(exported: ExportedImage, names: Sequence[str]) -> byte
     return json.dumps([entry], separators=(",", ":")).encode()
 
 
+def output_annotations(out: OutputSpec, platform: Platform) -> ResolvedAnnotations:
+    """An image-like output's annotations for ``platform`` (usage errors name the output)."""
+    where = f"--output type={out.type}" + (f",dest={out.dest}" if out.dest else "")
+    return resolve_annotations(out.annotations, platform, oci=out.oci_mediatypes, where=where)
+
+
 def export_outputs(
     blobs: Blobs,
     client: Any,
@@ -289,6 +306,7 @@ def export_outputs(
     for out in outputs:
         if out.type in ("image", "oci", "docker"):
             t0 = time.monotonic()
+            notes = output_annotations(out, image.platform)
             exported = assemble_manifest(
                 blobs,
                 image,
@@ -297,6 +315,7 @@ def export_outputs(
                 force=out.force_compression,
                 oci=out.oci_mediatypes,
                 config_extra=config_extra,
+                annotations=notes.manifest,
             )
             first = first or exported
             log(
@@ -315,11 +334,11 @@ def export_outputs(
             else:
                 assert out.dest is not None
                 if out.layout_dir:
-                    _write_layout(blobs, exported, Path(out.dest), out.names)
+                    _write_layout(blobs, exported, Path(out.dest), out.names, notes.descriptor)
                 else:
                     work = Path(tempfile.mkdtemp(dir=tmp_dir, prefix="export-"))
                     try:
-                        _write_layout(blobs, exported, work, out.names)
+                        _write_layout(blobs, exported, work, out.names, notes.descriptor)
                         extra = (
                             {"manifest.json": _docker_manifest_json(exported, out.names)}
                             if out.type == "docker"

@@ -15,6 +15,7 @@ from mason.oci.atomic import unwritable_dest
 from mason.oci.platform import Platform
 
 if TYPE_CHECKING:
+    from mason.engine.annotations import Annotation
     from mason.engine.namedcontexts import NamedContext
     from mason.engine.sshagent import SshSpec
     from mason.executor import Ulimit
@@ -51,6 +52,8 @@ class OutputSpec:
     rewrite_timestamp: bool = False
     #: ``registry.insecure=true``: plain HTTP or unverified TLS for the names' registries
     insecure: bool = False
+    #: ``annotation[-TYPE][PLATFORM].KEY=V`` attributes, then ``--annotation``s (later ones win)
+    annotations: tuple[Annotation, ...] = ()
 
     @property
     def layout_dir(self) -> bool:
@@ -104,6 +107,8 @@ class BuildOptions:
     allow: tuple[str, ...] = ()
     #: ``--ssh``: the agents ``RUN --mount=type=ssh`` reaches (``mason.engine.sshagent``)
     ssh: tuple[SshSpec, ...] = ()
+    #: ``--annotation``: added to every image, oci and docker output (``mason.engine.annotations``)
+    annotations: tuple[Annotation, ...] = ()
     #: ``--build-context``: named contexts replacing stages or images (``mason.engine.namedcontexts``)
     build_contexts: tuple[NamedContext, ...] = ()
     #: ``--no-cache-filter``: stage names whose steps use no cache
@@ -145,6 +150,7 @@ def parse_output(text: str) -> OutputSpec:
             reference="invalid-output",
             hint="types: image, registry, oci, docker, local, tar",
         )
+    annotations = _annotation_attrs(typ, attrs, text)
     _check_attributes(typ, attrs, names, text)
     if "push" in attrs:
         push = push or _bool("push", attrs.pop("push"), text)
@@ -178,9 +184,25 @@ def parse_output(text: str) -> OutputSpec:
         attrs=attrs,
         rewrite_timestamp=rewrite_timestamp,
         insecure=insecure,
+        annotations=annotations,
     )
     _check_file_dest(spec, text)
     return spec
+
+
+def _annotation_attrs(typ: str, attrs: dict[str, str], text: str) -> tuple[Annotation, ...]:
+    """The ``annotation*`` attributes of an image, oci or docker output, taken out of ``attrs``."""
+    from mason.engine.annotations import parse_annotation_attr
+
+    if typ not in ("image", "oci", "docker"):
+        return ()
+    found = []
+    for key in [k for k in attrs if k.startswith("annotation")]:
+        a = parse_annotation_attr(key, attrs[key], text)
+        if a is not None:
+            found.append(a)
+            del attrs[key]
+    return tuple(found)
 
 
 def _split_output(text: str) -> tuple[dict[str, str], list[str]]:
@@ -259,7 +281,6 @@ _OUTPUT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
 }
 #: BuildKit's other exporter attributes: refused by name rather than silently ignored
 _NOT_YET = (
-    "annotation",
     "buildinfo",
     "buildinfo-attrs",
     "dangling-name-prefix",
@@ -345,10 +366,14 @@ def parse_secret(text: str, env: Mapping[str, str] | None = None) -> SecretSpec:
 
 
 def outputs_for(
-    tags: Sequence[str], push: bool, outputs: Sequence[OutputSpec]
+    tags: Sequence[str],
+    push: bool,
+    outputs: Sequence[OutputSpec],
+    annotations: Sequence[Annotation] = (),
 ) -> tuple[OutputSpec, ...]:
     """Combine ``-t`` / ``--push`` with ``--output`` the way buildx does: ``--push`` adds an image
-    output pushing the tags; an image output without names takes the tags."""
+    output pushing the tags; an image output without names takes the tags; every image-like
+    output takes the ``--annotation``s after its own attributes (they win, as in buildx)."""
     result: list[OutputSpec] = []
     for o in outputs:
         if o.type in ("image", "docker", "oci") and not o.names and tags:
@@ -358,4 +383,11 @@ def outputs_for(
         if not tags:
             raise UsageError("--push needs at least one -t REF", reference="invalid-output")
         result.append(OutputSpec(type="image", names=tuple(tags), push=True))
+    if annotations:
+        result = [
+            OutputSpec(**{**o.__dict__, "annotations": (*o.annotations, *annotations)})
+            if o.type in ("image", "docker", "oci")
+            else o
+            for o in result
+        ]
     return tuple(result)
