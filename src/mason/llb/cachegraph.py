@@ -21,18 +21,23 @@ clean miss.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mason.digest import Digest, sha256_bytes
 from mason.errors import MasonError
+from mason.llb import pb
+from mason.llb.cachemap import CacheMap, Selector, op_cache_map
+from mason.llb.keys import ContentRoot, record_digest
 
 __all__ = [
     "CacheGraphError",
     "Link",
+    "Vertex",
     "chain_key",
     "chain_keys",
+    "graph_chain_keys",
     "record_chain_keys",
 ]
 
@@ -137,3 +142,52 @@ def _inputs(records: list[Any], idx: int) -> list[list[tuple[str, int]]]:
             per.append((str(alt.get("selector") or ""), link))
         out.append(per)
     return out
+
+
+@dataclass(frozen=True)
+class Vertex:
+    """One op of a build graph: its id, the op and its inputs as ``(vertex id, output)``."""
+
+    id: str
+    op: pb.Op
+    inputs: tuple[tuple[str, int], ...]
+
+
+#: A source vertex's chain keys (its record digests at output 0, with no inputs).
+SourceKeys = Callable[[Vertex], Iterable[Digest]]
+#: The content root of input ``index`` of a vertex over the dep's selectors; it may need
+#: the cache maps of the vertices computed so far (to find an earlier op's result).
+ContentOf = Callable[[Vertex, int, tuple[Selector, ...], Mapping[str, CacheMap]], ContentRoot]
+
+
+def graph_chain_keys(
+    vertices: Sequence[Vertex],
+    outputs: Mapping[str, Iterable[int]],
+    platform: pb.Platform,
+    source_keys: SourceKeys,
+    content_of: ContentOf,
+) -> dict[tuple[str, int], set[Digest]]:
+    """The chain keys of every output of a build graph, ``vertices`` in topological order:
+    a source's from ``source_keys``; an op's from its cache map (``platform`` when it names
+    none), each input linked to its content root when the dep is checksummed, else to the
+    input's chain keys with the dep's selector, as BuildKit links its exported records."""
+    keys: dict[tuple[str, int], set[Digest]] = {}
+    maps: dict[str, CacheMap] = {}
+    for v in vertices:
+        if v.op.source is not None:
+            keys[(v.id, 0)] = set(source_keys(v))
+            continue
+        cm = op_cache_map(v.op, len(v.inputs), platform)
+        if cm is None:
+            continue
+        maps[v.id] = cm
+        alts: list[list[tuple[str, Iterable[Digest]]]] = []
+        for i, (inp, dep) in enumerate(zip(v.inputs, cm.deps, strict=True)):
+            if dep.content is not None:
+                root = content_of(v, i, dep.content, maps)
+                alts.append([("", {chain_key(root.record, [])})])
+            else:
+                alts.append([(dep.selector or "", keys.get(inp, set()))])
+        for out in outputs.get(v.id, (0,)):
+            keys[(v.id, out)] = chain_keys(record_digest(cm.digest, out), alts)
+    return keys

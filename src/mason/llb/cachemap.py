@@ -34,6 +34,7 @@ __all__ = [
     "exec_cache_map",
     "file_cache_map",
     "merge_cache_map",
+    "op_cache_map",
     "source_cache_map",
 ]
 
@@ -316,6 +317,18 @@ def _is_default_indexes(indexes: list[list[int]]) -> bool:
 def merge_cache_map(op: pb.MergeOp) -> CacheMap:
     preimage = go_json(_Struct(("Type", MERGE_TYPE, False), ("Merge", op, False)))
     return CacheMap(preimage, sha256_bytes(preimage), tuple(Dep() for _ in op.inputs))
+
+
+def op_cache_map(op: pb.Op, num_inputs: int, platform: pb.Platform) -> CacheMap | None:
+    """The cache map of an exec, file or merge op (``platform`` when the op names none);
+    None for a source, whose key comes from what it resolves to."""
+    if op.exec is not None:
+        return exec_cache_map(op.exec, op.platform or platform, num_inputs)
+    if op.file is not None:
+        return file_cache_map(op.file, num_inputs)
+    if op.merge is not None:
+        return merge_cache_map(op.merge)
+    return None
 
 
 def source_cache_map(key: str) -> CacheMap:

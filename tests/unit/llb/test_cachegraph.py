@@ -8,20 +8,26 @@ cache config: that checks the record digests *and* the graph, as BuildKit's impo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 from tests.unit.llb import golden
 
 from mason.digest import Digest
+from mason.llb import pb
 from mason.llb.cachegraph import (
     MAX_KEYS_PER_RECORD,
     CacheGraphError,
     Link,
+    Vertex,
     chain_key,
     chain_keys,
+    graph_chain_keys,
     record_chain_keys,
 )
-from mason.llb.cachemap import CacheMap, exec_cache_map, file_cache_map, merge_cache_map
+from mason.llb.cachemap import CacheMap, Selector
 from mason.llb.keys import (
+    ContentRoot,
     content_key,
     http_source_key,
     image_source_keys,
@@ -31,13 +37,13 @@ from mason.llb.keys import (
 Keys = dict[tuple[str, int], set[Digest]]
 
 
-def _source_keys(case: str, step: golden.Step) -> set[Digest]:
-    src = step.op.source
+def _source_keys(case: str, op: pb.Op) -> set[Digest]:
+    src = op.source
     assert src is not None
     if src.identifier.startswith("docker-image://"):
         manifest = src.identifier.rsplit("@", 1)[1]
         diff_ids = golden._image_config(manifest)["rootfs"]["diff_ids"]
-        maps = image_source_keys(manifest, step.op.platform or golden.PLATFORM, diff_ids)
+        maps = image_source_keys(manifest, op.platform or golden.PLATFORM, diff_ids)
     elif src.identifier.startswith(("http://", "https://")):
         attrs = src.attrs
         maps = (http_source_key(attrs["http.filename"], attrs["http.checksum"]),)
@@ -46,49 +52,25 @@ def _source_keys(case: str, step: golden.Step) -> set[Digest]:
     return {chain_key(record_digest(cm.digest, 0), []) for cm in maps}
 
 
-def _op_map(step: golden.Step) -> CacheMap | None:
-    op, n = step.op, len(step.inputs)
-    if op.exec is not None:
-        return exec_cache_map(op.exec, op.platform or golden.PLATFORM, n)
-    if op.file is not None:
-        return file_cache_map(op.file, n)
-    if op.merge is not None:
-        return merge_cache_map(op.merge)
-    return None
-
-
 def step_chain_keys(case: str, from_dockerfile: bool = False) -> Keys:
     """Every step output's chain keys, as mason computes them for the golden build's ops
     (llb.json's, or with ``from_dockerfile`` those ``plan_llb`` makes of the Dockerfile)."""
     steps, _ = golden.planned_steps(case) if from_dockerfile else golden.llb(case)
-    keys: Keys = {}
-    maps: dict[str, CacheMap] = {}
-    for sid in _topological(steps):
-        step = steps[sid]
-        if step.op.source is not None:
-            keys[(sid, 0)] = _source_keys(case, step)
-            continue
-        cm = _op_map(step)
-        if cm is None:
-            continue
-        maps[sid] = cm
-        alts: list[list[tuple[str, set[Digest]]]] = []
-        for (src_id, out), dep in zip(step.inputs, cm.deps, strict=True):
-            if dep.content is not None:
-                src = steps[src_id].op.source
-                is_local = src is not None and src.identifier == "local://context"
-                tree = (
-                    golden.context_tree(case, src)
-                    if is_local and src is not None
-                    else golden.output_tree(case, steps[src_id], maps, out)
-                )
-                root = content_key(tree, dep.content)
-                alts.append([("", {chain_key(root.record, [])})])
-            else:
-                alts.append([(dep.selector or "", keys.get((src_id, out), set()))])
-        for out in golden._outputs(sid, steps):
-            keys[(sid, out)] = chain_keys(record_digest(cm.digest, out), alts)
-    return keys
+
+    def content_of(
+        v: Vertex, index: int, selectors: tuple[Selector, ...], maps: Mapping[str, CacheMap]
+    ) -> ContentRoot:
+        src_id, out = v.inputs[index]
+        src = steps[src_id].op.source
+        if src is not None and src.identifier == "local://context":
+            return content_key(golden.context_tree(case, src), selectors)
+        return content_key(golden.output_tree(case, steps[src_id], dict(maps), out), selectors)
+
+    vertices = [Vertex(s.id, s.op, s.inputs) for s in (steps[i] for i in _topological(steps))]
+    outputs = {sid: golden._outputs(sid, steps) for sid in steps}
+    return graph_chain_keys(
+        vertices, outputs, golden.PLATFORM, lambda v: _source_keys(case, v.op), content_of
+    )
 
 
 def _topological(steps: dict[str, golden.Step]) -> list[str]:
