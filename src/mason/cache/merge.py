@@ -43,7 +43,7 @@ __all__ = [
 
 
 def _media_type(desc: Descriptor, oci: bool) -> str:
-    """The layer media type in the export's family (OCI or Docker); unknown types pass."""
+    """The layer's media type, in the export's family (OCI or Docker); unknown ones pass."""
     try:
         return mt.layer_media_type(mt.compression_of(desc.media_type), oci)
     except ValueError:
