@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
@@ -69,6 +70,7 @@ _PULLED = "pulled"
 #: blob (keyed and valued by the blob digest, like ``_PULLED``).
 _STORED_AT = "at:"
 _UNKNOWN = object()
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,15 @@ class RemoteLocation:
     #: A layer of an image the build uses (FROM, COPY --from=IMAGE): exports keep its blob as it
     #: came. A cache's blobs are the build's own steps: they follow the export's compression.
     image: bool = False
+
+
+def _media_type_error(blob: Digest, loc: RemoteLocation, mismatch: str) -> StateError:
+    where = f" from {loc.ref.repository_ref}" if loc.ref is not None else ""
+    return StateError(
+        f"layer blob {blob}{where} was not used: {mismatch}",
+        reference="blob-media-type-mismatch",
+        hint="the image or cache that describes this blob is wrong: rebuild or re-export it",
+    )
 
 
 class Blobs:
@@ -342,13 +353,9 @@ class Blobs:
                 )
             last: Exception | None = None
             for loc in locs:
-                desc = Descriptor(loc.media_type, blob, loc.size)
                 try:
-                    if loc.opener is not None:
-                        cm = loc.opener()
-                    elif loc.ref is not None and self.client is not None:
-                        cm = self.client.open_blob(loc.ref, desc)
-                    else:
+                    cm = self._open_location(blob, loc)
+                    if cm is None:
                         continue
                     with cm as stream:
                         self.state.store.put_stream(stream, expected=blob)
@@ -372,6 +379,65 @@ class Blobs:
                 raise StateError(f"blob {blob}: no way to fetch it", reference="blob-missing")
             raise last
 
+    def _open_location(
+        self, blob: Digest, loc: RemoteLocation
+    ) -> AbstractContextManager[BinaryIO] | None:
+        """The blob's bytes at ``loc`` (None: no way to fetch them from there)."""
+        if loc.opener is not None:
+            return loc.opener()
+        if loc.ref is not None and self.client is not None:
+            # the client's stream verifies digest and size as it is read to the end
+            stream: AbstractContextManager[BinaryIO] = self.client.open_blob(
+                loc.ref, Descriptor(loc.media_type, blob, loc.size)
+            )
+            return stream
+        return None
+
+    def spool(self, lr: LayerRef) -> BinaryIO | None:
+        """A remote-only blob in an anonymous temp file (at offset 0), verified as it streams
+        (digest, size, the media type's magic bytes) and never stored: an output that only
+        passes the bytes on (an OCI or docker tarball) needs no durable copy, and the store's
+        fsyncs and second hash are the price of one. ``None``: read it from the content store
+        (it is there, or now is: a blob that claims to be eStargz is downloaded through
+        ``ensure_local``, which verifies its TOC)."""
+        assert lr.blob is not None
+        with self._lock:
+            claimed = self._facts.get(lr.blob) is not None
+        if self.has_local(lr.blob) or claimed or not self.remote_locations(lr.blob):
+            self.ensure_local(lr)
+            return None
+        last: Exception | None = None
+        for loc in self.remote_locations(lr.blob):
+            try:
+                spooled = self._spool_from(lr.blob, loc)
+            except EStargzError:
+                raise
+            except Exception as exc:  # try the next location, as _download does
+                last = exc
+                continue
+            if spooled is not None:
+                return spooled
+        raise last or StateError(f"blob {lr.blob}: no way to fetch it", reference="blob-missing")
+
+    def _spool_from(self, blob: Digest, loc: RemoteLocation) -> BinaryIO | None:
+        cm = self._open_location(blob, loc)
+        if cm is None:
+            return None
+        out = tempfile.TemporaryFile(dir=self.state.tmp)  # noqa: SIM115 - handed to the caller
+        try:
+            with cm as stream:
+                src = stream if loc.opener is None else VerifyingReader(stream, blob, loc.size)
+                shutil.copyfileobj(src, out, _CHUNK)
+            out.seek(0)
+            mismatch = compression_mismatch(loc.media_type, out.read(MAGIC_BYTES))
+            if mismatch is not None:
+                raise _media_type_error(blob, loc, mismatch)
+            out.seek(0)
+            return out
+        except BaseException:
+            out.close()
+            raise
+
     def _check_media_type(self, blob: Digest, loc: RemoteLocation) -> None:
         """A downloaded blob must start the way its media type says (gzip, zstd, tar magic):
         the digest proves the bytes are the ones the descriptor named, not that the descriptor's
@@ -380,12 +446,7 @@ class Blobs:
         if mismatch is None:
             return
         self.state.store.delete(blob)
-        where = f" from {loc.ref.repository_ref}" if loc.ref is not None else ""
-        raise StateError(
-            f"layer blob {blob}{where} was not used: {mismatch}",
-            reference="blob-media-type-mismatch",
-            hint="the image or cache that describes this blob is wrong: rebuild or re-export it",
-        )
+        raise _media_type_error(blob, loc, mismatch)
 
     def _verify_download(self, blob: Digest, diff_id: Digest, comp: str) -> str:
         """A downloaded gzip blob that is (or claims to be) eStargz is verified chunk by chunk

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from mason.compression.kinds import get_compression
 from mason.digest import Digest, sha256_bytes
@@ -40,6 +40,9 @@ from mason.oci.descriptor import Descriptor
 from mason.oci.manifest import ImageManifest, build_manifest
 from mason.oci.platform import Platform
 from mason.oci.reference import Reference
+
+if TYPE_CHECKING:
+    from mason.engine.imagetar import ImageFiles
 
 __all__ = ["ExportedImage", "ImageResult", "assemble_manifest", "export_outputs", "push_image"]
 
@@ -199,6 +202,23 @@ def _write_layout(
         layout.add_manifest(desc, ref_name="latest")
 
 
+def _image_files(
+    exported: ExportedImage, out: OutputSpec, desc_annotations: Mapping[str, str]
+) -> ImageFiles:
+    """An oci or docker tarball's contents: the same layout ``_write_layout`` makes."""
+    from mason.engine.imagetar import ImageFiles, index_json
+
+    desc = exported.descriptor()
+    if desc_annotations:
+        desc = desc.with_annotations(dict(desc_annotations))
+    return ImageFiles(
+        exported.layers,
+        (exported.config_raw, exported.manifest.raw),
+        index_json(desc, out.names, {n: _ref_name(n) for n in out.names}),
+        _docker_manifest_json(exported, out.names) if out.type == "docker" else None,
+    )
+
+
 def _ref_name(name: str) -> str:
     try:
         ref = Reference.parse(name)
@@ -207,10 +227,8 @@ def _ref_name(name: str) -> str:
         return name
 
 
-def _tar_directory(
-    src: Path, out: IO[bytes], *, extra: dict[str, bytes] | None = None, zero_mtime: bool = True
-) -> None:
-    """A deterministic tar of a directory (sorted names, no user/group names)."""
+def _tar_directory(src: Path, out: IO[bytes]) -> None:
+    """A tar of a directory (sorted names, no user/group names; times kept)."""
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
         for dirpath, dirnames, filenames in os.walk(src):
             dirnames.sort()
@@ -219,18 +237,12 @@ def _tar_directory(
                 full = os.path.join(dirpath, name)
                 arc = os.path.normpath(os.path.join(rel_dir, name))
                 ti = tf.gettarinfo(full, arcname=arc)
-                if zero_mtime:
-                    ti.mtime = 0
                 ti.uname = ti.gname = ""
                 if ti.isfile():
                     with open(full, "rb") as f:
                         tf.addfile(ti, f)
                 else:
                     tf.addfile(ti)
-        for name, data in (extra or {}).items():
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            tf.addfile(ti, io.BytesIO(data))
 
 
 def _output_error(kind: str, dest: str, exc: OSError) -> BuildError:
@@ -336,18 +348,11 @@ def export_outputs(
                 if out.layout_dir:
                     _write_layout(blobs, exported, Path(out.dest), out.names, notes.descriptor)
                 else:
-                    work = Path(tempfile.mkdtemp(dir=tmp_dir, prefix="export-"))
-                    try:
-                        _write_layout(blobs, exported, work, out.names, notes.descriptor)
-                        extra = (
-                            {"manifest.json": _docker_manifest_json(exported, out.names)}
-                            if out.type == "docker"
-                            else None
-                        )
-                        with _dest_file(out.dest, out.type, stdout) as f:
-                            _tar_directory(work, f, extra=extra)
-                    finally:
-                        shutil.rmtree(work, ignore_errors=True)
+                    from mason.engine.imagetar import write_image_tar
+
+                    files = _image_files(exported, out, notes.descriptor)
+                    with _dest_file(out.dest, out.type, stdout) as f:
+                        write_image_tar(blobs, files, f)
                 log(f"writing {out.type} output to {out.dest} done")
         else:
             assert out.dest is not None and image.apply_layers is not None
@@ -362,7 +367,7 @@ def export_outputs(
                 try:
                     image.apply_layers(work)
                     with _dest_file(out.dest, out.type, stdout) as f:
-                        _tar_directory(work, f, zero_mtime=False)
+                        _tar_directory(work, f)
                 finally:
                     shutil.rmtree(work, ignore_errors=True)
             log(f"copying files to {out.dest} done")

@@ -38,11 +38,15 @@ def fsync_dir(path: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str, mode: int = 0o644, *, prefix: str = ".tmp-") -> Iterator[BinaryIO]:
+def atomic_write(
+    path: str, mode: int = 0o644, *, prefix: str = ".tmp-", durable: bool = True
+) -> Iterator[BinaryIO]:
     """Yield a binary file; on clean exit it replaces ``path`` atomically, on error it is removed.
 
     The temp file lives in the same directory so the rename never crosses a
     filesystem; readers see the old file or the whole new one, never a part.
+    ``durable`` fsyncs the file and the directory (a power loss keeps the old or the new file);
+    without it the kernel writes the file back when it will.
     """
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=prefix, dir=directory)
@@ -50,14 +54,16 @@ def atomic_write(path: str, mode: int = 0o644, *, prefix: str = ".tmp-") -> Iter
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_dir(directory)
+    if durable:
+        fsync_dir(directory)
 
 
 def atomic_write_bytes(path: str, data: bytes, mode: int = 0o644) -> None:
@@ -94,7 +100,10 @@ def unwritable_dest(path: str) -> str | None:
 def output_file(path: str, mode: int = 0o644, *, prefix: str = ".tmp-") -> Iterator[BinaryIO]:
     """Write a user-named output: streamed into a FIFO or character device, else atomically
     replaced (the symlink's target, when ``path`` is a symlink). Raises ``IsADirectoryError``
-    or ``OSError`` (EINVAL) for a destination ``unwritable_dest`` refuses."""
+    or ``OSError`` (EINVAL) for a destination ``unwritable_dest`` refuses.
+
+    Not fsynced, as buildctl and ``docker save`` write theirs: an output is whole or absent
+    after any error, and a 1 GiB tarball's fsync would cost seconds of waiting for the disk."""
     why = unwritable_dest(path)
     if why is not None:
         error = IsADirectoryError if why == "a directory" else OSError
@@ -107,5 +116,5 @@ def output_file(path: str, mode: int = 0o644, *, prefix: str = ".tmp-") -> Itera
         with os.fdopen(fd, "wb") as f:
             yield f
         return
-    with atomic_write(os.path.realpath(path), mode, prefix=prefix) as f:
+    with atomic_write(os.path.realpath(path), mode, prefix=prefix, durable=False) as f:
         yield f
