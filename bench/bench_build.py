@@ -1,5 +1,6 @@
-"""Build times of examples/: mason vs ``buildah bud --layers --runtime runc``, same machine,
-same local registry (not a test; numbers depend on the machine).
+"""Build times of examples/: mason vs BuildKit (when ``BUILDKITD``/``BUILDCTL`` name its
+binaries) and ``buildah bud --layers --runtime runc``, same machine, same local registry (not
+a test; numbers depend on the machine).
 
 Scenarios (median of --runs each, wall time including process start-up):
 
@@ -10,12 +11,16 @@ Scenarios (median of --runs each, wall time including process start-up):
   type=registry,mode=max``; buildah: ``--cache-to REPO``), builder state wiped, the same build
   with ``--cache-from``, image pushed.
 
+BuildKit's daemon is (re)started on an empty root before each cold or fresh-builder run,
+untimed; its warm and one-file-change runs reuse the running daemon, as mason's reuse the root.
+
 Run: .venv/bin/python bench/bench_build.py [--runs 3] [--skip-buildah]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -27,7 +32,7 @@ _REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(_REPO))
 sys.path.insert(0, str(_REPO / "bench"))
 
-from peers import Buildah, Mason  # noqa: E402
+from peers import Buildah, BuildKit, Mason, buildkit_binaries  # noqa: E402
 from tests.support.busybox import push_busybox  # noqa: E402
 from tests.support.registry_server import count_blob_gets, start_registry  # noqa: E402
 
@@ -38,12 +43,58 @@ def _median(fn: Callable[[int], float], runs: int) -> float:
     return statistics.median(fn(i) for i in range(runs))
 
 
+def _buildkit(
+    work: Path, host: str, ctx: Path, bargs: dict[str, str], counter: list[int], runs: int
+) -> list[float | None]:
+    """BuildKit's five numbers (None each without its binaries), in the rows' order."""
+    binaries = buildkit_binaries()
+    if binaries is None:
+        return [None] * 5
+    bk = BuildKit(work / "buildkit", host, binaries)
+    cache = f"type=registry,ref={host}/bench/k-cache"
+
+    def push(tag: str) -> tuple[str, ...]:
+        return ("--output", f"type=image,name={host}/bench/k:{tag},push=true")
+
+    def cold(i: int) -> float:
+        bk.fresh()
+        return bk.build(ctx, *push(f"cold{i}"), build_args=bargs).seconds
+
+    def warm(i: int) -> float:
+        return bk.build(ctx, *push("warm"), build_args=bargs).seconds
+
+    def change(i: int) -> float:
+        counter[0] += 1
+        (ctx / "app" / "names.txt").write_text(f"change {counter[0]}\n")
+        return bk.build(ctx, *push("chg"), build_args=bargs).seconds
+
+    def remote(i: int) -> float:
+        bk.fresh()
+        flags = ("--import-cache", cache, "--export-cache", f"{cache},mode=max")
+        return bk.build(ctx, *push("remote"), *flags, build_args=bargs).seconds
+
+    try:
+        numbers: list[float | None] = [_median(cold, runs), _median(warm, runs)]
+        numbers.append(_median(change, runs))
+        bk.fresh()
+        numbers.append(
+            bk.build(
+                ctx, *push("remote"), "--export-cache", f"{cache},mode=max", build_args=bargs
+            ).seconds
+        )
+        numbers.append(_median(remote, runs))
+        return numbers
+    finally:
+        bk.cleanup()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--skip-buildah", action="store_true")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="mason-bench-build-"))
+    load = [os.getloadavg()[0]]
     server = start_registry(work / "registry", "plain")
     try:
         base = f"{server.host}/base/busybox:latest"
@@ -59,19 +110,19 @@ def main(argv: list[str] | None = None) -> int:
 
         def m_cold(i: int) -> float:
             mason.fresh()
-            return mason.engine(
+            return mason.build(
                 ctx, "-t", f"{server.host}/bench/m:cold{i}", "--push", build_args=bargs
             ).seconds
 
         def m_warm(i: int) -> float:
-            return mason.engine(
+            return mason.build(
                 ctx, "-t", f"{server.host}/bench/m:warm", "--push", build_args=bargs
             ).seconds
 
         def m_change(i: int) -> float:
             counter[0] += 1
             (ctx / "app" / "names.txt").write_text(f"change {counter[0]}\n")
-            return mason.engine(
+            return mason.build(
                 ctx, "-t", f"{server.host}/bench/m:chg", "--push", build_args=bargs
             ).seconds
 
@@ -79,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def m_remote(i: int) -> float:
             mason.fresh()
-            return mason.engine(
+            return mason.build(
                 ctx,
                 "-t",
                 f"{server.host}/bench/m:remote",
@@ -97,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             _median(m_change, args.runs),
         )
         mason.fresh()
-        m_export = mason.engine(
+        m_export = mason.build(
             ctx,
             "-t",
             f"{server.host}/bench/m:remote",
@@ -151,18 +202,35 @@ def main(argv: list[str] | None = None) -> int:
             br = _median(b_remote, args.runs)
             buildah.cleanup()
 
+        bk = _buildkit(work, server.host, ctx, bargs, counter, args.runs)
+        load.append(os.getloadavg()[0])
         rows = [
-            ("cold build + push", mc, bc, ""),
-            ("warm (same root) + push", mw, bw, ""),
-            ("one-file change + push", mch, bch, ""),
-            ("cold + registry cache export", m_export, b_export, ""),
-            ("fresh root, registry cache hit + push", mr, br, f"mason blob GETs/run: {m_gets:.0f}"),
+            ("cold build + push", mc, bk[0], bc, ""),
+            ("warm (same root) + push", mw, bk[1], bw, ""),
+            ("one-file change + push", mch, bk[2], bch, ""),
+            ("cold + registry cache export", m_export, bk[3], b_export, ""),
+            (
+                "fresh root, registry cache hit + push",
+                mr,
+                bk[4],
+                br,
+                f"mason blob GETs/run: {m_gets:.0f}",
+            ),
         ]
-        print(f"examples/ build, median of {args.runs} runs, seconds (lower is better)")
-        print(f"{'scenario':<40} {'mason':>8} {'buildah':>8} {'buildah/mason':>14}  note")
-        for name, m, b, note in rows:
-            ratio = f"{b / m:.1f}x" if b else "-"
-            print(f"{name:<40} {m:>8.2f} {(f'{b:.2f}' if b else '-'):>8} {ratio:>14}  {note}")
+        print(
+            f"examples/ build, median of {args.runs} runs, seconds (lower is better); "
+            f"1-min load average {min(load):.1f}-{max(load):.1f} on {os.cpu_count()} CPUs"
+        )
+        print(
+            f"{'scenario':<40} {'mason':>8} {'BuildKit':>9} {'buildah':>8} "
+            f"{'mason/BuildKit':>15} {'buildah/mason':>14}  note"
+        )
+        for name, m, k, b, note in rows:
+            kcell, bcell = (f"{k:.2f}" if k else "-"), (f"{b:.2f}" if b else "-")
+            print(
+                f"{name:<40} {m:>8.2f} {kcell:>9} {bcell:>8} "
+                f"{(f'{m / k:.2f}' if k else '-'):>15} {(f'{b / m:.2f}' if b else '-'):>14}  {note}"
+            )
         mason.cleanup()
         return 0
     finally:

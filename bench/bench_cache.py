@@ -1,6 +1,12 @@
-"""Registry build cache: mason vs ``buildah bud --layers --cache-to/--cache-from`` on one registry.
+"""Registry build cache: mason vs BuildKit and ``buildah bud --layers --cache-to/--cache-from``.
 
-Run: .venv/bin/python bench/bench_cache.py [--context examples] [--repeat 5] [--change app/names.txt]
+Run: .venv/bin/python bench/bench_cache.py [--context examples|two-step|DIR] [--repeat 5]
+     [--change app/names.txt] [--skip-buildah]
+
+BuildKit runs beside them when ``BUILDKITD``/``BUILDCTL`` name its binaries (``bench.peers``):
+``buildctl build`` with ``--export-cache/--import-cache type=registry`` and ``--output
+type=image,push=true`` or ``type=oci``; its daemon is restarted on an empty root before each
+scenario, untimed. ``--context two-step`` is a generated ``RUN`` + ``COPY`` build on the base.
 
 For each repetition and each builder, a fresh CNCF registry is started (``tests.support``)
 and the busybox base image is built and pushed to it; then five scenarios run in order,
@@ -22,6 +28,7 @@ manifest PUTs. Not a test: numbers depend on the machine.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import statistics
@@ -35,7 +42,7 @@ _REPO = Path(__file__).resolve().parents[1]
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
-from bench.peers import Buildah, Mason, RunResult  # noqa: E402
+from bench.peers import Buildah, BuildKit, Mason, RunResult, buildkit_binaries  # noqa: E402
 from tests.support.registry_server import RegistryServer, start_registry  # noqa: E402
 
 __all__ = ["Traffic", "main"]
@@ -91,7 +98,7 @@ class Samples:
 
 
 def _cached_steps(tool: str, output: str) -> int:
-    if tool == "mason":
+    if tool in ("mason", "buildkit"):
         return sum(1 for ln in output.splitlines() if re.match(r"^#\d+ CACHED$", ln))
     return output.count("Using cache")
 
@@ -172,6 +179,36 @@ def _scenarios_buildah(
     }
 
 
+def _scenarios_buildkit(
+    bk: BuildKit, ctx: Path, changed: Path, reg: str, base: str, out: Path
+) -> dict[str, Callable[[], RunResult]]:
+    args = {"BASE": base}
+    img, cache = f"{reg}/app", f"{reg}/app-cache"
+    to = ("--export-cache", f"type=registry,ref={cache},mode=max")
+    frm = ("--import-cache", f"type=registry,ref={cache}")
+    push = ("--output", f"type=image,name={img},push=true")
+    oci = ("--output", f"type=oci,dest={out / 'buildkit.tar'}")
+    return {
+        "cold+export": lambda: bk.build(ctx, *push, *to, build_args=args),
+        "warm push": lambda: bk.build(ctx, *push, *frm, build_args=args),
+        "warm oci": lambda: bk.build(ctx, *oci, *frm, build_args=args),
+        "re-export": lambda: bk.build(ctx, *frm, *to, build_args=args),
+        "1-file change": lambda: bk.build(changed, *push, *frm, *to, build_args=args),
+    }
+
+
+def _builder(
+    tool: str, work: Path, registry: RegistryServer, driver: str | None
+) -> tuple[Mason | Buildah | BuildKit, Callable[..., dict[str, Callable[[], RunResult]]]]:
+    if tool == "mason":
+        return Mason(work / "mason"), _scenarios_mason
+    if tool == "buildkit":
+        binaries = buildkit_binaries()
+        assert binaries is not None
+        return BuildKit(work / "buildkit", registry.host, binaries), _scenarios_buildkit
+    return Buildah(work / "buildah", driver=driver), _scenarios_buildah
+
+
 def run_rep(
     tool: str,
     work: Path,
@@ -185,15 +222,8 @@ def run_rep(
         base = _push_base(registry, work)
         out = work / "out"
         out.mkdir()
-        builder: Mason | Buildah
-        if tool == "mason":
-            builder = Mason(work / "mason")
-            plan = _scenarios_mason(builder, context, changed, f"{registry.host}/bench", base, out)
-        else:
-            builder = Buildah(work / "buildah", driver=driver)
-            plan = _scenarios_buildah(
-                builder, context, changed, f"{registry.host}/bench", base, out
-            )
+        builder, scenarios = _builder(tool, work, registry, driver)
+        plan = scenarios(builder, context, changed, f"{registry.host}/bench", base, out)
         for name in SCENARIOS:
             builder.fresh()
             mark = len(registry.access_log_lines())
@@ -234,70 +264,98 @@ def _median_traffic(ts: list[Traffic]) -> Traffic:
     )
 
 
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}" if a and b else "-"
+
+
 def print_table(
-    results: dict[str, dict[str, Samples]], repeat: int, context: Path, driver: str
+    results: dict[str, dict[str, Samples]], repeat: int, context: Path, note: str
 ) -> None:
-    print(
-        f"\nregistry build cache: {context.name}, median of {repeat}, buildah storage driver {driver}\n"
-    )
-    head = (
-        f"{'scenario':<14} {'mason s':>8} {'buildah s':>10} {'ratio':>6}  "
-        f"{'mason up/down':>21} {'req':>4} {'cached':>6}  {'buildah up/down':>21} {'req':>4} {'cached':>6}"
-    )
+    tools = list(results)
+    print(f"\nregistry build cache: {context.name}, median of {repeat}, {note}\n")
+    head = f"{'scenario':<14}" + "".join(f" {t + ' s':>10}" for t in tools)
+    head += f" {'mason/BuildKit':>15} {'buildah/mason':>14}"
     print(head)
     print("-" * len(head))
     for name in SCENARIOS:
-        m, b = results["mason"][name], results["buildah"][name]
-        ms, bs = statistics.median(m.seconds), statistics.median(b.seconds)
-        mt, bt = _median_traffic(m.traffic), _median_traffic(b.traffic)
-        print(
-            f"{name:<14} {ms:>8.2f} {bs:>10.2f} {bs / ms:>5.1f}x  "
-            f"{_size(mt.bytes_up) + ' / ' + _size(mt.bytes_down):>21} {mt.requests:>4} {min(m.cached):>6}  "
-            f"{_size(bt.bytes_up) + ' / ' + _size(bt.bytes_down):>21} {bt.requests:>4} {min(b.cached):>6}"
-        )
+        secs = {t: statistics.median(results[t][name].seconds) for t in tools}
+        row = f"{name:<14}" + "".join(f" {secs[t]:>10.2f}" for t in tools)
+        row += f" {_ratio(secs.get('mason'), secs.get('buildkit')):>15}"
+        row += f" {_ratio(secs.get('buildah'), secs.get('mason')):>14}"
+        print(row)
+    totals = {t: sum(statistics.median(results[t][n].seconds) for n in SCENARIOS) for t in tools}
     print(
-        "\nratio = buildah time / mason time (higher: mason faster). up/down = blob bytes uploaded /"
+        f"{'total':<14}"
+        + "".join(f" {totals[t]:>10.2f}" for t in tools)
+        + f" {_ratio(totals.get('mason'), totals.get('buildkit')):>15}"
+        + f" {_ratio(totals.get('buildah'), totals.get('mason')):>14}"
     )
+    print("\nmason/BuildKit < 1: mason faster; buildah/mason > 1: mason faster.")
     print(
-        "bytes served by GETs (blobs and manifests); req = registry requests; cached = steps reported"
+        "\nregistry traffic (median): blob bytes up / bytes served by GETs, requests, steps cached"
     )
-    print("cached (mason '#N CACHED', buildah 'Using cache').")
+    for name in SCENARIOS:
+        cells = []
+        for t in tools:
+            tr = _median_traffic(results[t][name].traffic)
+            cached = min(results[t][name].cached)
+            moved = f"{_size(tr.bytes_up)} / {_size(tr.bytes_down)}"
+            cells.append(f"{t} {moved:>21} {tr.requests:>4} req {cached:>2} cached")
+        print(f"  {name:<14} " + "   ".join(cells))
     print("\nblob uploads / blob GETs / manifest PUTs (median):")
     for name in SCENARIOS:
-        mt = _median_traffic(results["mason"][name].traffic)
-        bt = _median_traffic(results["buildah"][name].traffic)
-        print(
-            f"  {name:<14} mason {mt.blob_uploads:>3} / {mt.blob_gets:>3} / {mt.manifest_puts:>3}    "
-            f"buildah {bt.blob_uploads:>3} / {bt.blob_gets:>3} / {bt.manifest_puts:>3}"
-        )
+        cells = []
+        for t in tools:
+            tr = _median_traffic(results[t][name].traffic)
+            cells.append(f"{t} {tr.blob_uploads:>3} / {tr.blob_gets:>3} / {tr.manifest_puts:>3}")
+        print(f"  {name:<14} " + "    ".join(cells))
+
+
+def _two_step(dest: Path) -> Path:
+    """A ``RUN`` + ``COPY`` build on the base (the smallest real build)."""
+    dest.mkdir()
+    (dest / "Dockerfile").write_text(
+        "ARG BASE\nFROM ${BASE}\nRUN echo one > /one\nCOPY a.txt /a.txt\n"
+    )
+    (dest / "a.txt").write_text("a\n")
+    return dest
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--context", type=Path, default=_REPO / "examples")
     parser.add_argument(
-        "--change", default="app/names.txt", help="context file the 1-file scenario changes"
+        "--context", default=str(_REPO / "examples"), help="a directory, or two-step"
     )
+    parser.add_argument("--change", default=None, help="context file the 1-file scenario changes")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument(
         "--driver", choices=("overlay", "vfs"), default=None, help="buildah storage driver"
     )
+    parser.add_argument("--skip-buildah", action="store_true")
     args = parser.parse_args(argv)
-    context = args.context.resolve()
-    results: dict[str, dict[str, Samples]] = {
-        t: {s: Samples() for s in SCENARIOS} for t in ("mason", "buildah")
-    }
+    tools = ["mason"] + (["buildkit"] if buildkit_binaries() else [])
+    tools += [] if args.skip_buildah else ["buildah"]
+    results: dict[str, dict[str, Samples]] = {t: {s: Samples() for s in SCENARIOS} for t in tools}
+    load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(prefix="mason-bench-cache-") as tmp:
         top = Path(tmp)
-        changed = _changed_context(context, args.change, top / "changed-context")
-        driver = args.driver or Buildah(top / "probe").driver
+        two_step = args.context == "two-step"
+        context = _two_step(top / "two-step") if two_step else Path(args.context).resolve()
+        change = args.change or ("a.txt" if two_step else "app/names.txt")
+        changed = _changed_context(context, change, top / "changed-context")
+        driver = "-" if args.skip_buildah else (args.driver or Buildah(top / "probe").driver)
         for rep in range(args.repeat):
-            for tool in ("mason", "buildah"):
+            for tool in tools:
                 work = top / f"{tool}-{rep}"
                 work.mkdir()
                 run_rep(tool, work, context, changed, results[tool], driver)
+                load.append(os.getloadavg()[0])
             print(f"repetition {rep + 1}/{args.repeat} done", file=sys.stderr)
-    print_table(results, args.repeat, context, driver)
+    note = (
+        f"buildah storage driver {driver}, 1-min load average {min(load):.1f}-{max(load):.1f} "
+        f"on {os.cpu_count()} CPUs"
+    )
+    print_table(results, args.repeat, context, note)
     return 0
 
 

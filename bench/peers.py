@@ -9,6 +9,10 @@ process start-up, as a CI job would see them.
   ``--cache-to/--cache-from REPO`` (buildah pushes one image per step to that
   repository), pushes and pulls with ``--tls-verify=false``.
 - ``Mason``: ``mason build`` with a fresh ``$MASON_ROOT`` and buildx-style flags.
+- ``BuildKit``: ``buildctl build`` against a ``buildkitd`` (OCI worker, runc, overlayfs, host
+  network) with its root in a temp dir, when ``BUILDKITD``/``BUILDCTL`` name the binaries
+  (``buildkit_binaries()``); ``fresh()`` restarts the daemon on an empty root, untimed, so a
+  phase times only the client's build, as ``docker buildx build`` on a running builder would.
 
 Usable from any bench: ``from bench.peers import Buildah, Mason`` (or ``from peers import``
 when run as a script from ``bench/``).
@@ -16,7 +20,6 @@ when run as a script from ``bench/``).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
@@ -26,7 +29,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BUILDAH", "Buildah", "Mason", "RunResult", "remove_tree", "unmount_under"]
+__all__ = [
+    "BUILDAH",
+    "BuildKit",
+    "Buildah",
+    "Mason",
+    "RunResult",
+    "buildkit_binaries",
+    "remove_tree",
+    "unmount_under",
+]
 
 BUILDAH = shutil.which("buildah") or "/usr/bin/buildah"
 _REPO = Path(__file__).resolve().parents[1]
@@ -181,6 +193,93 @@ class Mason:
         for k, v in (build_args or {}).items():
             cmd += ["--build-arg", f"{k}={v}"]
         env = {**os.environ, "MASON_ROOT": str(self.root)}
-        with contextlib.suppress(KeyError):
-            del env["SOURCE_DATE_EPOCH"]
+        # an installed mason has its bytecode compiled; so does this one after its first run
+        for name in ("SOURCE_DATE_EPOCH", "PYTHONDONTWRITEBYTECODE"):
+            env.pop(name, None)
         return _run([*cmd, *args, str(context)], env=env, cwd=_REPO)
+
+
+def buildkit_binaries() -> tuple[str, str] | None:
+    """(buildkitd, buildctl) from ``$BUILDKITD``/``$BUILDCTL`` when both are executable."""
+    daemon, client = os.environ.get("BUILDKITD", ""), os.environ.get("BUILDCTL", "")
+    if daemon and client and os.access(daemon, os.X_OK) and os.access(client, os.X_OK):
+        return daemon, client
+    return None
+
+
+class BuildKit:
+    """``buildkitd`` with its root in ``workdir``, trusting the plain-HTTP ``registry``
+    (host:port); ``build`` runs ``buildctl build`` with the dockerfile frontend."""
+
+    def __init__(self, workdir: Path, registry: str, binaries: tuple[str, str]) -> None:
+        self.workdir = workdir
+        self.registry = registry
+        self.daemon, self.client = binaries
+        self.sock = workdir / "buildkitd.sock"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def root(self) -> Path:
+        return self.workdir / "root"
+
+    def _config(self) -> Path:
+        conf = self.workdir / "buildkitd.toml"
+        conf.write_text(
+            f'root = "{self.root}"\n'
+            'insecure-entitlements = [ "network.host", "security.insecure" ]\n'
+            '[worker.oci]\n  enabled = true\n  snapshotter = "overlayfs"\n'
+            '  networkMode = "host"\n  binary = "runc"\n  gc = true\n'
+            "[worker.containerd]\n  enabled = false\n"
+            f'[registry."{self.registry}"]\n  http = true\n  insecure = true\n'
+        )
+        return conf
+
+    def fresh(self) -> None:
+        """A running daemon on an empty root (started and waited for here, not timed)."""
+        self.cleanup()
+        self.root.mkdir(parents=True)
+        path = f"{Path(self.daemon).parent}:/usr/sbin:/usr/bin:/sbin:/bin"
+        log = open(self.workdir / "buildkitd.log", "ab")  # noqa: SIM115 - the daemon's stderr
+        self.proc = subprocess.Popen(
+            [self.daemon, "--config", str(self._config()), "--root", str(self.root),
+             "--addr", f"unix://{self.sock}", "--oci-worker=true", "--containerd-worker=false"],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, "PATH": path},
+        )  # fmt: skip
+        log.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"buildkitd exited; see {self.workdir / 'buildkitd.log'}")
+            probe = subprocess.run(
+                [self.client, "--addr", f"unix://{self.sock}", "debug", "workers"],
+                capture_output=True, check=False,
+            )  # fmt: skip
+            if probe.returncode == 0:
+                return
+            time.sleep(0.2)
+        raise RuntimeError("buildkitd did not answer within 60 s")
+
+    def cleanup(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+        remove_tree(self.root)
+
+    def build(
+        self, context: Path, *args: str, build_args: dict[str, str] | None = None
+    ) -> RunResult:
+        """``args``: buildctl flags (``--output``, ``--import-cache``, ``--export-cache``)."""
+        cmd = [self.client, "--addr", f"unix://{self.sock}", "build", "--progress=plain"]
+        cmd += ["--frontend", "dockerfile.v0", "--local", f"context={context}"]
+        # the built-in Dockerfile frontend even under "# syntax=docker/dockerfile:1" (no pull
+        # of a frontend image; the machine may have no internet): a cmdline opt stops forwarding
+        cmd += ["--local", f"dockerfile={context}", "--opt", "cmdline="]
+        for k, v in (build_args or {}).items():
+            cmd += ["--opt", f"build-arg:{k}={v}"]
+        return _run([*cmd, *args])
