@@ -34,6 +34,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import mason
+from mason.cli import _dccache
 from mason.cli._format import error_lines
 from mason.errors import MasonError
 
@@ -166,6 +167,7 @@ def _broken_pipe() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _dccache.install()  # before the commands' modules load: their dataclasses come compiled
     command = "mason"
     try:
         parser = _parser()

@@ -1,0 +1,140 @@
+"""Start-up (issue 14): dataclass methods compiled once per installation, not once per run.
+
+Creating a dataclass compiles the source text of its generated methods (``__init__``,
+``__repr__``, ``__eq__``, ``__hash__``, a frozen class's ``__setattr__``/``__delattr__``) on
+every import; for mason's ~130 dataclasses that is about a third of the CPU its start-up
+imports take. ``install()`` (called first thing by ``mason.cli.main.main``) replaces
+CPython 3.11's ``dataclasses._create_fn`` with the same function that looks the text up
+in a table of code objects first. The table is kept as Python keeps bytecode: beside this
+module's ``.pyc`` (``importlib.util.cache_from_source``, so ``-X pycache_prefix`` is honoured),
+marked with the interpreter's bytecode magic number, written atomically at exit when this run
+compiled something new and Python writes bytecode (not under ``-B`` or
+``PYTHONDONTWRITEBYTECODE``), and ignored when unreadable, corrupt or from another Python.
+An entry is keyed by the whole text it was compiled from, so a changed class is a new entry,
+never a stale one; running a code object compiled from a text is what ``exec(text)`` does.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import dataclasses
+import marshal
+import os
+import sys
+from types import CodeType
+from typing import Any
+
+__all__ = ["compiled", "install"]
+
+#: Texts compiled by this process (not found in the table): a test reads it.
+compiled = 0
+#: Entries kept at most: beyond it a save keeps only what this run used (old versions' classes go).
+_MAX_ENTRIES = 4096
+_table: dict[str, CodeType] = {}
+_used: set[str] = set()
+_installed = False
+
+
+def _cache_path() -> str | None:
+    from importlib.util import cache_from_source
+
+    try:
+        return cache_from_source(__file__)[: -len(".pyc")] + ".dataclasses"
+    except (NotImplementedError, ValueError):
+        return None
+
+
+def _magic() -> bytes:
+    from importlib.util import MAGIC_NUMBER
+
+    return MAGIC_NUMBER
+
+
+def _load(path: str) -> dict[str, CodeType]:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return {}
+    magic = _magic()
+    if not data.startswith(magic):
+        return {}
+    try:
+        table = marshal.loads(data[len(magic) :])
+    except (EOFError, ValueError, TypeError):
+        return {}
+    if not isinstance(table, dict):
+        return {}
+    return {k: v for k, v in table.items() if isinstance(k, str) and type(v) is CodeType}
+
+
+def _save(path: str) -> None:
+    """Write the table when this run added to it (atomically: temp file, rename)."""
+    if not compiled or sys.dont_write_bytecode:
+        return
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            kept = _table if len(_table) <= _MAX_ENTRIES else {k: _table[k] for k in _used}
+            f.write(_magic() + marshal.dumps(dict(kept)))
+        os.replace(tmp, path)
+    except OSError:  # a read-only installation: the next run compiles again, as without it
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _code(txt: str) -> CodeType:
+    global compiled
+    _used.add(txt)
+    code = _table.get(txt)
+    if code is None:
+        code = compile(txt, "<string>", "exec")
+        _table[txt] = code
+        compiled += 1
+    return code
+
+
+def _create_fn(
+    name: str,
+    args: list[str],
+    body: list[str],
+    *,
+    globals: dict[str, Any] | None = None,
+    locals: dict[str, Any] | None = None,
+    return_type: Any = dataclasses.MISSING,
+) -> Any:
+    # CPython 3.11's dataclasses._create_fn, line for line, but for where the code comes from
+    if locals is None:
+        locals = {}
+    return_annotation = ""
+    if return_type is not dataclasses.MISSING:
+        locals["_return_type"] = return_type
+        return_annotation = "->_return_type"
+    joined = ",".join(args)
+    lines = "\n".join(f"  {b}" for b in body)
+    txt = f" def {name}({joined}){return_annotation}:\n{lines}"
+    local_vars = ", ".join(locals.keys())
+    txt = f"def __create_fn__({local_vars}):\n{txt}\n return {name}"
+    ns: dict[str, Any] = {}
+    exec(_code(txt), globals, ns)
+    return ns["__create_fn__"](**locals)
+
+
+def install() -> None:
+    """Use the table for every dataclass created from now on (once; a no-op on a Python
+    whose ``dataclasses`` has no ``_create_fn`` of this shape, or without a cache path)."""
+    global _installed
+    if _installed or sys.version_info[:2] != (3, 11):
+        return
+    if not callable(getattr(dataclasses, "_create_fn", None)):
+        return
+    path = _cache_path()
+    if path is None:
+        return
+    _installed = True
+    _table.update(_load(path))
+    dataclasses._create_fn = _create_fn  # type: ignore[attr-defined]
+    atexit.register(_save, path)

@@ -1,0 +1,80 @@
+"""``mason.cli._dccache`` (issue 14): dataclass methods compiled once and kept beside the
+bytecode; the classes behave as without it, a bad table is ignored, ``-B`` writes nothing.
+Each case runs a fresh interpreter with its own ``-X pycache_prefix`` (a temp directory)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+_PROBE = """
+import dataclasses, sys
+from dataclasses import dataclass, field
+if sys.argv[1] == "install":
+    from mason.cli import _dccache
+    _dccache.install()
+
+@dataclass(frozen=True, order=True)
+class Point:
+    x: int
+    y: int = 2
+    tags: tuple[str, ...] = ()
+
+@dataclass
+class Box:
+    items: list[int] = field(default_factory=list)
+    name: str = "box"
+
+p, q = Point(1), Point(1, 3, ("a",))
+b = Box()
+b.items.append(1)
+try:
+    p.x = 5
+    frozen = "writable"
+except dataclasses.FrozenInstanceError:
+    frozen = "frozen"
+print(repr(p), repr(q), p < q, p == Point(1), hash(p) == hash(Point(1)), frozen, repr(b))
+print(Point.__init__.__qualname__, Box.__eq__.__qualname__)
+if sys.argv[1] == "install":
+    print("compiled", _dccache.compiled)
+"""
+
+
+def _run(tmp: Path, mode: str, *flags: str) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    proc = subprocess.run(
+        [sys.executable, *flags, "-X", f"pycache_prefix={tmp / 'pyc'}", "-c", _PROBE, mode],
+        capture_output=True, text=True, env=env, check=True,
+    )  # fmt: skip
+    return proc.stdout.splitlines()
+
+
+def _table(tmp: Path) -> list[Path]:
+    return list((tmp / "pyc").rglob("_dccache.*.dataclasses"))
+
+
+def test_classes_are_the_same_and_the_second_run_compiles_nothing(tmp_path: Path) -> None:
+    stock = _run(tmp_path, "stock")
+    first = _run(tmp_path, "install")
+    assert first[:2] == stock and int(first[2].split()[1]) > 0
+    assert len(_table(tmp_path)) == 1
+    second = _run(tmp_path, "install")
+    assert second[:2] == stock and second[2] == "compiled 0"
+
+
+def test_a_corrupt_table_is_ignored_and_rewritten(tmp_path: Path) -> None:
+    stock = _run(tmp_path, "stock")
+    _run(tmp_path, "install")
+    (table,) = _table(tmp_path)
+    table.write_bytes(table.read_bytes()[:4] + b"\x00garbage")
+    again = _run(tmp_path, "install")
+    assert again[:2] == stock and again[2] != "compiled 0"
+    assert _run(tmp_path, "install")[2] == "compiled 0"
+
+
+def test_no_bytecode_writing_means_no_table(tmp_path: Path) -> None:
+    out = _run(tmp_path, "install", "-B")
+    assert out[:2] == _run(tmp_path, "stock", "-B")
+    assert _table(tmp_path) == []
