@@ -96,7 +96,8 @@ def _add_step_flags(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a named context replacing a stage or image NAME: docker-image://REF (repeatable)",
+        help="a named context replacing a stage or image NAME: a local directory, "
+        "docker-image://REF or oci-layout://DIR[:TAG][@DIGEST] (repeatable)",
     )
     p.add_argument(
         "--pull",
@@ -388,13 +389,11 @@ def _report_outcome(args: argparse.Namespace, outcome: Any, mode: str) -> int:
 
 
 def _build_contexts(values: list[str]) -> tuple[Any, ...]:
-    """``--build-context`` values, checked (form, scheme, directory) and refused when mason
-    cannot build their kind yet, before anything is fetched."""
-    from mason.engine.namedcontexts import check_buildable, parse_build_context
+    """``--build-context`` values, checked (form, scheme, directory, an oci-layout's tag in its
+    index.json) before anything is fetched."""
+    from mason.engine.namedcontexts import parse_build_context
 
-    contexts = tuple(parse_build_context(v) for v in values)
-    check_buildable(contexts)
-    return contexts
+    return tuple(parse_build_context(v) for v in values)
 
 
 def _checked_annotations(

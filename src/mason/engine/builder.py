@@ -215,6 +215,30 @@ class _Resolver:
         self._memo[key] = img
         return img
 
+    def layout(self, nc: Any, platform_text: str) -> ResolvedImage:
+        """An ``oci-layout://`` named context's image for the platform, read from the layout
+        (no registry); its layer blobs are copied from the layout when a step needs them."""
+        from mason.engine.namedcontexts import layout_blob_opener, layout_image
+        from mason.oci import Reference
+
+        key = (f"oci-layout://{nc.value}@{nc.digest}", platform_text)
+        if key in self._memo:
+            return self._memo[key]
+        platform = Platform.parse(platform_text) if platform_text else self.platform
+        # BuildKit names it after the context: docker.io/library/NAME@DIGEST
+        ref = Reference.parse(nc.name, default_tag=False).with_digest(nc.digest)
+        with _task(self.sink, f"[context {nc.name}] load metadata for {ref}"):
+            found = layout_image(nc, platform)
+        layers = []
+        for desc, diff_id in found.layers:
+            opener = layout_blob_opener(Path(nc.value), desc.digest, desc.size)
+            where = RemoteLocation(None, desc.media_type, desc.size, opener=opener, image=True)
+            self.blobs.add_remote(desc.digest, diff_id, where)
+            layers.append(LayerRef(diff_id, desc.digest, desc.size, desc.media_type))
+        img = ResolvedImage(ref, found.manifest_digest, found.config, tuple(layers))
+        self._memo[key] = img
+        return img
+
     def _stored(self, digest: Digest) -> bytes | None:
         """The content store's copy of a manifest or config, or None. A copy whose bytes do not
         hash to its name (disk corruption, tampering) is reported with both digests and
@@ -481,6 +505,7 @@ def _build_in(
     snapshots = _open_snapshots(opts, state, blobs, sink)
     env = _build_env(opts, state, blobs, snapshots, executor, ignore, epoch, df, df_bytes)
     env.ssh_sockets = dict(ssh_sockets or {})
+    env.named_dirs = _named_dirs(opts, sink)
     resolver = _Resolver(client, state, blobs, sink, platform)
     converted, sources, cache_imports = _convert_and_import_caches(
         opts, env, plan, resolver, ignore, platform, blobs, client, sink, checks_task
@@ -594,7 +619,7 @@ def _convert_and_import_caches(
     documents download in a second thread: both mostly wait on registries. The imports'
     progress is held back until the conversion is done, so the output reads as if they ran
     in turn, and an error of the conversion or the checks still comes first."""
-    from mason.engine.namedcontexts import image_overrides
+    from mason.engine.namedcontexts import overrides
     from mason.engine.remotecache import import_caches
     from mason.progress import HeldSink
 
@@ -615,14 +640,28 @@ def _convert_and_import_caches(
         resolver,
         platform=str(platform),
         no_cache=opts.no_cache,
-        named=image_overrides(opts.build_contexts),
+        named=overrides(opts.build_contexts),
         no_cache_filter=opts.no_cache_filter,
+        resolve_layout=resolver.layout,
     )
     if checks_task is not None:
         _report_checks(_run_checks(plan, resolver, ignore, platform), checks_task)
     sources, cache_imports = imports.result()
     held.release()
     return converted, sources, cache_imports
+
+
+def _named_dirs(opts: BuildOptions, sink: ProgressSink) -> dict[str, tuple[Path, DockerIgnore]]:
+    """The ``--build-context NAME=DIR`` directories (the last of one name wins) and the
+    ``.dockerignore`` of each, loaded as BuildKit's ``[context NAME] load .dockerignore``."""
+    from mason.engine.namedcontexts import overrides
+
+    dirs: dict[str, tuple[Path, DockerIgnore]] = {}
+    for name, nc in overrides(opts.build_contexts).items():
+        if nc.kind == "dir":
+            with _task(sink, f"[context {name}] load .dockerignore"):
+                dirs[name] = (Path(nc.value), DockerIgnore.load_named(Path(nc.value)))
+    return dirs
 
 
 def _build_env(

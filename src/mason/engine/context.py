@@ -70,6 +70,22 @@ class DockerIgnore:
             ) from exc
         return cls(matcher=IgnoreMatcher(read_ignore_file(data) if data else (), source=source))
 
+    @classmethod
+    def load_named(cls, root: Path) -> DockerIgnore:
+        """A named directory context's rules: only the ``.dockerignore`` at its root, as
+        BuildKit's dockerui reads it for ``--build-context NAME=DIR`` (no Dockerfile beside it)."""
+        from mason.dockerfile.dockerignore import IgnoreMatcher, read_ignore_file
+
+        try:
+            data = _read_in_context(root, ".dockerignore")
+        except OSError as exc:
+            raise BuildError(
+                f"cannot read the .dockerignore of {root}: {exc.strerror or exc}",
+                reference="dockerignore",
+            ) from exc
+        source = str(root / ".dockerignore")
+        return cls(matcher=IgnoreMatcher(read_ignore_file(data) if data else (), source=source))
+
     def ignored(self, rel: str) -> bool:
         return bool(self._matcher.excluded(rel))
 

@@ -48,7 +48,7 @@ from mason.engine.imageconfig import (
     format_created,
     go_healthcheck_text,
 )
-from mason.engine.namedcontexts import lookup
+from mason.engine.namedcontexts import NamedContext, lookup
 from mason.engine.ops import (
     BuildEnv,
     ExecOp,
@@ -128,6 +128,8 @@ class ConvertedBuild:
 
 
 ImageResolver = Callable[[str, str], ResolvedImage]
+#: an ``oci-layout://`` named context's image for a platform (``builder._Resolver.layout``)
+LayoutResolver = Callable[[NamedContext, str], ResolvedImage]
 
 
 def _count_layer_steps(commands: Sequence[Command]) -> int:
@@ -145,8 +147,9 @@ class _Converter:
         platform: str,
         no_cache: bool,
         image_sources: dict[str, Vertex[StepResult]],
-        named: Mapping[str, str] | None = None,
+        named: Mapping[str, NamedContext] | None = None,
         no_cache_filter: Sequence[str] = (),
+        resolve_layout: LayoutResolver | None = None,
     ) -> None:
         self.env = env
         self.plan = plan
@@ -156,9 +159,10 @@ class _Converter:
         self.done: dict[int, StageResult] = {}
         self.images: list[ResolvedImage] = []
         self.image_vertices = image_sources
-        #: ``--build-context`` name -> image ref; ``--no-cache-filter`` stage names
+        #: ``--build-context`` name -> named context; ``--no-cache-filter`` stage names
         self.named = dict(named or {})
         self.no_cache_filter = frozenset(no_cache_filter)
+        self.resolve_layout = resolve_layout
 
     def vertex(
         self, r: StageResult, op: Any, inputs: Sequence[Vertex[StepResult]], name: str
@@ -178,16 +182,56 @@ class _Converter:
                 )
             return self.image_vertices[key], None
         img = self.resolve(ref_text, platform or self.platform)
+        return self._source_vertex(img, name.replace(ref_text, img.pinned)), img
+
+    def _source_vertex(self, img: ResolvedImage, name: str) -> Vertex[StepResult]:
         key = img.manifest_digest
         if key not in self.image_vertices:
             self.images.append(img)
             self.image_vertices[key] = Vertex(
                 SourceOp(img.pinned, img.manifest_digest, img.layers),
                 (),
-                name=name.replace(ref_text, img.pinned),
+                name=name,
                 ignore_cache=self.no_cache,
             )
-        return self.image_vertices[key], img
+        return self.image_vertices[key]
+
+    def named_vertex(
+        self, nc: NamedContext, platform: str, name: str
+    ) -> tuple[Vertex[StepResult], ResolvedImage | None]:
+        """The vertex a named context puts in place of a stage or an image: the image's
+        source, the OCI layout's image, or a local directory's files as one layer."""
+        if nc.kind == "image":
+            return self.image_vertex(nc.value, platform, name)
+        if nc.kind == "oci-layout":
+            assert self.resolve_layout is not None
+            img = self.resolve_layout(nc, platform or self.platform)
+            return self._source_vertex(img, f"[context {nc.name}] OCI load from client"), img
+        return self.dir_vertex(nc), None
+
+    def dir_vertex(self, nc: NamedContext) -> Vertex[StepResult]:
+        """A local directory context as a root file system: its files (its .dockerignore
+        applied, owned by 0:0 as buildx sends them) copied onto an empty root; the key is
+        their content, as the main context's."""
+        key = f"context:{nc.name}"
+        if key not in self.image_vertices:
+            action = FileAction("copy", sources=(".",), dest="/", link=True, context=nc.name)
+            self.image_vertices[key] = Vertex(
+                FileOp(self.env, action, ()),
+                (),
+                name=f"[context {nc.name}] load from client",
+                ignore_cache=self.no_cache,
+            )
+        return self.image_vertices[key]
+
+    def dir_context(self, ref: str) -> NamedContext | None:
+        """The local directory context a ``--from`` names (a stage it replaces, or an image)."""
+        target = self.plan.resolve_from(ref)
+        name = (
+            self.plan.stage(target.stage).stage.name if target.stage is not None else target.image
+        )
+        nc = lookup(self.named, name)
+        return nc if nc is not None and nc.kind == "dir" else None
 
     def stage(self, index: int) -> StageResult:
         if index in self.done:
@@ -212,11 +256,10 @@ class _Converter:
             shell, user, workdir = parent.shell, parent.user, parent.workdir
             base_created = parent.base_created
         else:
-            image = replaced or lookup(self.named, ps.base_name) or ps.base.image
-            assert image is not None
-            shown = ps.base_name if image == ps.base.image else image
+            nc = replaced or lookup(self.named, ps.base_name)
+            shown = ps.base_name if nc is None else nc.value if nc.kind == "image" else nc.name
             name = f"[{label}{1:>{width}}/{total}] FROM {shown}"
-            vertex, config, history, base_created = self._image_base(ps, image, name)
+            vertex, config, history, base_created = self._image_base(ps, nc, name)
             scope = StageScope.start(self.plan, config.env_list())
             shell = tuple(config.config.get("Shell") or DEFAULT_SHELL)
             user = str(config.config.get("User") or "")
@@ -242,17 +285,25 @@ class _Converter:
         return result
 
     def _image_base(
-        self, ps: PlannedStage, image: str, name: str
+        self, ps: PlannedStage, nc: NamedContext | None, name: str
     ) -> tuple[Vertex[StepResult], StageConfig, list[HistoryPlan], str]:
-        """A stage's image base: its vertex, config, history and creation time."""
+        """A stage's image base (its own, or a named context's): vertex, config, history and
+        creation time."""
         try:
-            vertex, img = self.image_vertex(image, ps.platform, name)
+            if nc is None:
+                assert ps.base.image is not None
+                vertex, img = self.image_vertex(ps.base.image, ps.platform, name)
+            else:
+                vertex, img = self.named_vertex(nc, ps.platform, name)
         except DiagnosticError as exc:  # not found, refused, unreachable: say which FROM
             exc.context = (*exc.context, *self.env.location((ps.stage.start_line,)))
             raise
-        if img is None:
+        if img is None:  # scratch, or a directory: an empty config (dockerui's emptyImage)
             arch, os_, variant = _split_platform(ps.platform or self.platform)
-            return vertex, StageConfig.scratch(arch, os_, variant), [], ""
+            history = []
+            if nc is not None and nc.kind == "dir":  # its layer's entry, as BuildKit describes it
+                history.append(HistoryPlan(f"local source for {nc.name}", False, vertex))
+            return vertex, StageConfig.scratch(arch, os_, variant), history, ""
         history = [HistoryPlan(fixed=dict(h)) for h in (img.config.get("history") or [])]
         created = str(img.config.get("created") or "")
         return vertex, StageConfig.from_image_config(img.config), history, created
@@ -270,8 +321,12 @@ class _Converter:
         if target.stage is not None:
             return self.stage(target.stage).vertex
         assert target.image is not None
-        image = lookup(self.named, target.image) or target.image
-        v, _img = self.image_vertex(image, "", f"[internal] load {what} image {image}")
+        nc = lookup(self.named, target.image)
+        image = target.image if nc is None else nc.value
+        name = f"[internal] load {what} image {image}"
+        v, _img = (
+            self.image_vertex(image, "", name) if nc is None else self.named_vertex(nc, "", name)
+        )
         return v
 
     def _unsupported(self, c: Command, what: str, message: str = "") -> BuildError:
@@ -391,7 +446,8 @@ class _Converter:
         inputs: list[Vertex[StepResult]] = [r.vertex]
         for m in c.mounts or ():
             idx = None
-            if (m.type == "bind" and m.from_) or (m.type == "cache" and m.from_):
+            named_dir = self.dir_context(m.from_) if m.type == "bind" and m.from_ else None
+            if m.from_ and m.type in ("bind", "cache") and named_dir is None:
                 inputs.append(self._from_ref(r, m.from_, "mount"))
                 idx = len(inputs) - 1
             target = m.target
@@ -418,6 +474,7 @@ class _Converter:
                     env=(m.env or _secret_id(m, target))
                     if m.type == "secret" and m.env is not None
                     else None,
+                    context=named_dir.name if named_dir is not None else "",
                 )
             )
         return mounts, inputs
@@ -517,7 +574,10 @@ class _Converter:
         else:
             from_ = c.from_ if isinstance(c, CopyCommand) else ""
             from_input = None
-            if from_:
+            # COPY --from a directory context reads it as the main context is read (its
+            # .dockerignore, a key on the content of what is copied)
+            named_dir = self.dir_context(from_) if from_ else None
+            if from_ and named_dir is None:
                 inputs.append(self._from_ref(r, from_, "copy"))
                 from_input = len(inputs) - 1
             action = FileAction(
@@ -531,6 +591,7 @@ class _Converter:
                 exclude=c.exclude,
                 parents=isinstance(c, CopyCommand) and c.parents,
                 unpack=c.unpack if isinstance(c, AddCommand) else None,
+                context=named_dir.name if named_dir is not None else "",
                 **kw,
             )
         op = FileOp(self.env, action, c.lines)
@@ -734,11 +795,14 @@ def convert_plan(
     *,
     platform: str,
     no_cache: bool = False,
-    named: Mapping[str, str] | None = None,
+    named: Mapping[str, NamedContext] | None = None,
     no_cache_filter: Sequence[str] = (),
+    resolve_layout: LayoutResolver | None = None,
 ) -> ConvertedBuild:
     """Build the vertices of every stage the target needs."""
-    conv = _Converter(env, plan, resolve, platform, no_cache, {}, named, no_cache_filter)
+    conv = _Converter(
+        env, plan, resolve, platform, no_cache, {}, named, no_cache_filter, resolve_layout
+    )
     # stages in file order, as BuildKit converts them: a base image shared by several
     # stages is one vertex named after its first stage ("[build 1/6] FROM ...")
     for ps in plan.stages:

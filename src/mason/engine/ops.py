@@ -136,6 +136,16 @@ class BuildEnv:
     cache_mounts: CacheMounts = field(default_factory=CacheMounts)
     #: --ssh: each id's agent socket on the host (``mason.engine.sshagent``)
     ssh_sockets: Mapping[str, str] = field(default_factory=dict)
+    #: --build-context NAME=DIR: each directory and its own .dockerignore
+    named_dirs: Mapping[str, tuple[Path, DockerIgnore]] = field(default_factory=dict)
+
+    def source_root(self, name: str) -> tuple[Path, DockerIgnore, str]:
+        """The directory files are read from (the build context, or the named directory
+        context ``name``), its .dockerignore, and how errors name it."""
+        if not name:
+            return self.context, self.ignore, "build context"
+        root, ignore = self.named_dirs[name]
+        return root, ignore, f"named context {name}"
 
     def sandbox_key(self) -> dict[str, Any]:
         """The sandbox settings a RUN's key covers; empty when none is set, so keys stay as before."""
@@ -212,6 +222,9 @@ class MountPlan:
     #: a secret given to the RUN in this environment variable (``type=secret,env=NAME``); with no
     #: ``target`` there is no file
     env: str | None = None
+    #: a bind mount of a named directory context (``--mount=from=NAME``), read as the main
+    #: context is; "" for the main context or a stage/image input
+    context: str = ""
 
     @property
     def secret_file(self) -> bool:
@@ -255,6 +268,8 @@ class MountPlan:
             d.update(size=self.size)
         if self.input_index is not None:
             d["input"] = self.input_index
+        if self.context:
+            d["context"] = self.context
         return d
 
 
@@ -306,6 +321,13 @@ class ExecOp:
         if ctx_binds:
 
             def content() -> str:
+                if any(m.context for m in ctx_binds):  # named directories: one sum per mount
+                    parts = []
+                    for m in ctx_binds:
+                        root, ignore, what = self.env.source_root(m.context)
+                        found = select_sources(root, [m.source or "."], ignore, what=what)
+                        parts.append(checksum_sources(found, ignore))
+                    return sha256_bytes(" ".join(parts).encode())
                 srcs = [
                     select_sources(self.env.context, [m.source or "."], self.env.ignore)
                     for m in ctx_binds
@@ -395,14 +417,13 @@ class ExecOp:
         read-only mount of a context with no ``.dockerignore`` rules is the directory itself;
         otherwise a copy made by COPY's own rules, so that ignored files stay out (BuildKit
         never sends them) and an ``rw`` mount writes a throwaway copy, never the user's files."""
-        if m.readonly and self.env.ignore.empty:
-            return self._mount_source(self.env.context, m, "build context")
-        (source,) = select_sources(self.env.context, [m.source or "."], self.env.ignore)
+        root, ignore, what = self.env.source_root(m.context)
+        if m.readonly and ignore.empty:
+            return self._mount_source(root, m, what)
+        (source,) = select_sources(root, [m.source or "."], ignore, what=what)
         copy = Path(tempfile.mkdtemp(dir=scratch, prefix="context-"))
         name = "" if source.is_dir else os.path.basename(source.rel)
-        copy_sources(
-            [source], copy, "/" + name, CopyOptions(), self.env.ignore, dest_is_dir_hint=False
-        )
+        copy_sources([source], copy, "/" + name, CopyOptions(), ignore, dest_is_dir_hint=False)
         if source.is_dir:
             os.chmod(copy, stat.S_IMODE(os.stat(source.path).st_mode))
         return copy / name if name else copy
@@ -579,6 +600,9 @@ class FileAction:
     unpack: bool | None = None  # ADD --unpack: None unless given (local archives: yes, URLs: no)
     # ADD of git repositories (--checksum and --keep-git-dir merged in)
     git: tuple[GitRef, ...] = ()
+    #: COPY --from a named directory context: its name ("": the build context). Not in the
+    #: key: what is copied is, by its content, as for the build context.
+    context: str = ""
 
     def key_json(self) -> dict[str, Any]:
         key: dict[str, Any] = {
@@ -637,7 +661,8 @@ class FileOp:
                 if a.from_input is None and (a.sources or not a.git):
                     sources = self._context_sources()
                     walked: list[ContextEntry] = []
-                    parts.append(checksum_sources(sources, self.env.ignore, walked))
+                    ignore = self.env.source_root(a.context)[1]
+                    parts.append(checksum_sources(sources, ignore, walked))
                     self.context_files = context_file_entries(walked)
                 parts += [self._fetch_url(u)[1] for u in a.urls]
                 parts += [f"git:{self._git_commit(g)}" for g in a.git]
@@ -646,11 +671,13 @@ class FileOp:
         return CacheMap(op, content)
 
     def _context_sources(self) -> list[Source]:
+        root, ignore, what = self.env.source_root(self.action.context)
         try:
             return select_copy_sources(
-                self.env.context,
+                root,
                 self.action.sources,
-                self.env.ignore,
+                ignore,
+                what=what,
                 parents=self.action.parents,
                 exclude=self.action.exclude,
             )
@@ -788,9 +815,8 @@ class FileOp:
                     if a.extract and a.unpack is not False:
                         self._add_local(sources, rootfs, dest, opts, dir_hint)
                     else:
-                        copy_sources(
-                            sources, rootfs, dest, opts, env.ignore, dest_is_dir_hint=dir_hint
-                        )
+                        ignore = env.source_root(a.context)[1]
+                        copy_sources(sources, rootfs, dest, opts, ignore, dest_is_dir_hint=dir_hint)
                 self._add_urls(rootfs, dest, opts, dir_hint)
                 self._add_git(rootfs, dest, opts)
             elif a.kind == "inline":
@@ -867,7 +893,8 @@ class FileOp:
             with stream:
                 apply_layer(stream, str(target), mode="flat")
         if plain:
-            copy_sources(plain, rootfs, dest, opts, self.env.ignore, dest_is_dir_hint=dir_hint)
+            ignore = self.env.source_root(self.action.context)[1]
+            copy_sources(plain, rootfs, dest, opts, ignore, dest_is_dir_hint=dir_hint)
 
 
 class MergeOp:
