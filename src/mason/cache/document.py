@@ -52,7 +52,7 @@ __all__ = [
     "read_cache_document",
 ]
 
-#: DESIGN.md §8: manifests are capped at 4 MiB (registries commonly refuse larger ones too).
+#: docs/architecture.md §6: manifests are capped at 4 MiB (registries commonly refuse larger ones too).
 MAX_MANIFEST_SIZE = 4 << 20
 #: Image configs read for inline cache.
 _MAX_IMAGE_CONFIG = 8 << 20

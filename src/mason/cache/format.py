@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 CACHE_CONFIG_MEDIA_TYPE = "application/vnd.buildkit.cacheconfig.v0"
-#: BuildKit caps configs at 1 MiB, which big mode=max caches outgrow; DESIGN.md §8 says 64 MiB.
+#: BuildKit caps configs at 1 MiB, which big mode=max caches outgrow; docs/architecture.md §6 says 64 MiB.
 MAX_CACHE_CONFIG_SIZE = 64 << 20
 #: The deepest layer chain (one result's layers, base first) an imported cache may hold. A
 #: BuildKit chain is one layer per filesystem-changing step of a stage plus its base image's

@@ -1,7 +1,7 @@
 """The builder-facing cache model: imported sources with key lookup, and solved records to export.
 
 Key scheme. The builder's solver computes full content-addressed step keys that
-already include the keys of their inputs (DESIGN.md §4). mason writes each key
+already include the keys of their inputs (docs/architecture.md §4). mason writes each key
 as a record whose ``digest`` *is* that key, with ``inputs`` links to the records
 of the input keys (for format fidelity; lookup never walks them). A lookup is
 therefore one dict access: ``CacheSource.lookup(key)``. Records in a cache that

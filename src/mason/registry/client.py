@@ -48,7 +48,7 @@ __all__ = [
     "RegistryClient",
 ]
 
-#: manifests larger than this are refused (DESIGN §8)
+#: manifests larger than this are refused (docs/architecture.md §6)
 MANIFEST_SIZE_LIMIT = 4 * 1024 * 1024
 _CHUNK = 1 << 20
 #: chunked uploads never halve their PATCH size below this
