@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,7 +55,21 @@ def _files_holding(root: Path, needle: bytes) -> list[Path]:
     return found
 
 
-def test_killed_build_leaves_no_secret_on_disk(busybox_image: str, tmp_path: Path) -> None:
+@pytest.fixture
+def private_secret_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A tmpfs directory only this test's builds put secrets in (``XDG_RUNTIME_DIR`` is the
+    first choice), so no other mason process on the machine reaps the orphan before we look."""
+    parent = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="mason-test-xdg-"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(parent))
+    try:
+        yield parent
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def test_killed_build_leaves_no_secret_on_disk(
+    busybox_image: str, tmp_path: Path, private_secret_dir: Path
+) -> None:
     if shutil.which("unshare") is None and shutil.which("runc") is None:
         pytest.skip("no sandbox")
     ctx = tmp_path / "ctx"
@@ -75,7 +91,8 @@ def test_killed_build_leaves_no_secret_on_disk(busybox_image: str, tmp_path: Pat
     _wait_gone(nap, root)
     assert _files_holding(root, SECRET) == []
     # the orphaned tmpfs directory goes when the next mason process opens a state root
-    orphans = [p for d in secret_dirs() for p in d.glob(f"mason-secrets-{proc.pid}-*")]
+    assert secret_dirs()[0] == private_secret_dir
+    orphans = list(private_secret_dir.glob(f"mason-secrets-{proc.pid}-*"))
     assert orphans and all(_files_holding(p, SECRET) for p in orphans)
     # (a whole build, which also unmounts what the killed one left)
     res = _finish(ctx, root, "--secret", f"id=tok,src={src}")
