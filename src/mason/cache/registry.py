@@ -348,9 +348,14 @@ def export_registry_cache(
 
 #: How many times an export merges again with a concurrent writer's cache before giving up.
 _MERGE_ATTEMPTS = 8
-#: A merged write is read back this long after it (twice, with jitter): longer than the
-#: read-to-write gap of another writer, whose write would otherwise replace ours unseen.
+#: A merged write is read back after it (twice, with jitter), later than the read-to-write
+#: gap of another writer, whose write would otherwise replace ours unseen: ``_SETTLE_FACTOR``
+#: times this writer's own gap (its re-read and PUT, on the same registry), at least
+#: ``_SETTLE_MIN`` and at most ``_SETTLE_SECONDS`` (issue 14: a fixed 0.15 s, twice, was
+#: most of a small build's cache export on a registry that answers in milliseconds).
 _SETTLE_SECONDS = 0.15
+_SETTLE_MIN = 0.02
+_SETTLE_FACTOR = 4.0
 
 
 @dataclass
@@ -409,6 +414,8 @@ class _Writer:
     mounts: Mapping[str, Descriptor] = field(default_factory=dict)
     #: this build's own records (before any merge): what a concurrent writer must not drop
     own: CacheConfig = field(default_factory=CacheConfig)
+    #: the longest re-read-to-PUT gap this writer saw (seconds): what another writer's is like
+    gap: float = 0.0
 
     def _plan(self, prior: CacheSource, merge: bool) -> _Planned:
         """The plan (this build's records stamped with their last use; merged with ``prior``
@@ -490,11 +497,13 @@ class _Writer:
             self.client, self.ref, plan, config_desc, known, self.blobs, self.max_workers
         )
         planned.store_mounts(self.client, self.ref, self.blobs, stored)
+        start = time.monotonic()
         if merge and attempt < _MERGE_ATTEMPTS:
             latest = load_registry_cache(self.client, self.ref)
             if _digest_of(latest) != _digest_of(prior):
                 return self.write(latest, merge=True, attempt=attempt + 1)  # another writer
         _put_manifest(self.client, self.ref, document, self.options)  # last: the cache is complete
+        self.gap = max(self.gap, time.monotonic() - start)
         return ExportResult(
             destination,
             manifest_desc,
@@ -510,8 +519,9 @@ class _Writer:
         """Read the ref back until it holds our records twice in a row: a concurrent writer
         that read the ref before our write replaced it without them, so merge again."""
         steady = 0
+        delay = min(_SETTLE_SECONDS, max(_SETTLE_MIN, _SETTLE_FACTOR * self.gap))
         for _attempt in range(_MERGE_ATTEMPTS):
-            time.sleep(_SETTLE_SECONDS * (1 + random.random()))
+            time.sleep(delay * (1 + random.random()))
             current = load_registry_cache(self.client, self.ref)
             if current.manifest is not None and missing_records(self.own, current.config) == 0:
                 steady += 1
