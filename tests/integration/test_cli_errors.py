@@ -264,6 +264,15 @@ def test_push_refused_names_the_registry(
         ("--secret", "src=/etc/hostname", "invalid --secret 'src=/etc/hostname': id= is required"),
         ("--build-arg", "=x", "invalid --build-arg '=x': expected KEY=VALUE"),
         ("--platform", "linux/s390x", "mason builds for the host platform"),
+        # issue 13 defect 6: one parser, one rule for every output and cache attribute
+        (
+            "--output",
+            "type=docker,dest=d.tar,compresion=zstd",
+            "unknown attribute 'compresion' for type=docker",
+        ),
+        ("--output", "type=docker,dest=d.tar,compresion=zstd", "takes name, dest, compression"),
+        ("--output", "type=image,name=localhost:5000/x,compression=lz4", "gzip, zstd, estargz"),
+        ("--cache-to", "type=registry,ref=localhost:5000/c,mode=maximum", "mode is min or max"),
     ],
 )
 def test_bad_flag_values(root: Path, good: Path, flag: str, value: str, needle: str) -> None:
@@ -283,8 +292,20 @@ def test_push_without_tag(root: Path, good: Path) -> None:
     _failed(_build(root, "--push", str(good)), 2, "--push needs at least one -t REF")
 
 
-def test_unknown_flag_is_argparse_usage(root: Path, good: Path) -> None:
-    _failed(_build(root, "--no-such-flag", str(good)), 2, "unrecognized arguments: --no-such-flag")
+def test_unknown_flag_is_reported_with_the_subcommands_usage(root: Path, good: Path) -> None:
+    # issue 13: the top-level usage ("mason COMMAND ...") said nothing of build's flags
+    text = _failed(
+        _build(root, "--no-such-flag", str(good)),
+        2,
+        "usage: mason build",
+        "mason build: error: unrecognized arguments: --no-such-flag",
+    )
+    assert "--build-context" in text  # the usage lists build's own flags
+    _failed(
+        _mason(root, "imagetools", "inspect", "--bogus", "x"),
+        2,
+        "mason imagetools inspect: error: unrecognized arguments: --bogus",
+    )
 
 
 # -- outputs and state ---------------------------------------------------------------------

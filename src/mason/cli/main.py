@@ -104,8 +104,21 @@ _EPILOG = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports an unknown flag with the usage of the (sub)command it was given to
+    (``mason build``'s, not ``mason COMMAND ...``), as docker buildx does."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        ns, extra = super().parse_known_args(args, namespace)
+        if extra and " " in self.prog:  # a subcommand's parser: the flag is unknown to it
+            self.error("unrecognized arguments: " + " ".join(extra))
+        return ns, extra
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mason",
         description="Build container images from Dockerfiles, with build cache in OCI registries.",
         epilog=_EPILOG,
