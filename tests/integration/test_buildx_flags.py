@@ -175,3 +175,30 @@ def test_a_context_tar_on_stdin_cannot_write_outside(tmp_path: Path) -> None:
     proc = _mason_stdin(tmp_path / "root", tar, "-o", f"type=local,dest={tmp_path / 'out'}")
     assert proc.returncode == 2 and b"cannot be unpacked" in proc.stderr
     assert not escape.exists()
+
+
+@pytest.mark.parametrize("spec", ["-", "type=tar,dest=-"])
+def test_output_to_stdout_is_a_tar_of_the_files(tmp_path: Path, spec: str) -> None:
+    ctx = _context(tmp_path, "FROM scratch\nCOPY Dockerfile /df\n")
+    proc = mason_build(tmp_path / "root", "-o", spec, str(ctx), text=False)
+    assert proc.returncode == 0, proc.stderr.decode()
+    with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tf:
+        member = tf.extractfile("df")
+        assert member is not None and member.read() == (ctx / "Dockerfile").read_bytes()
+    assert b"#1 " in proc.stderr, "progress goes to stderr, never into the tar"
+
+
+def test_pull_resolves_a_retagged_base_again(busybox_image: str, reg: str, tmp_path: Path) -> None:
+    base = f"{reg}/base:1"
+    ctx = _context(tmp_path, f"FROM {base}\nRUN cat /v > /seen\n")
+    root = tmp_path / "root"
+    for version in ("one", "two"):  # the tag moves to a new image between the builds
+        src = tmp_path / f"base-{version}"
+        src.mkdir()
+        (src / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo {version} > /v\n")
+        pushed = mason_build(tmp_path / f"root-{version}", "--push", "-t", base, str(src))
+        assert pushed.returncode == 0, pushed.stderr
+        out = tmp_path / f"out-{version}"
+        proc = mason_build(root, "--pull", "-o", f"type=local,dest={out}", str(ctx))
+        assert proc.returncode == 0, proc.stderr
+        assert (out / "seen").read_text() == f"{version}\n"
