@@ -880,8 +880,8 @@ def _make_executor(runtime: str, work_dir: Path) -> Any:
         return RuncExecutor(state_dir=_RUNC_STATE, work_dir=work_dir)
     if runtime == "chroot":
         return ChrootExecutor(work_dir=work_dir)
-    if runtime == "auto":
-        return choose_executor(state_dir=_RUNC_STATE, work_dir=work_dir)
+    if runtime == "auto":  # runc until it cannot start a RUN: no probe container up front
+        return choose_executor(state_dir=_RUNC_STATE, work_dir=work_dir, on_the_way=True)
     raise UsageError(
         f"unknown runtime {runtime!r}",
         reference="invalid-argument",

@@ -50,9 +50,11 @@ Executors:
   host_resolv_conf=...)``: the fallback without runc: ``unshare`` mount, pid,
   uts, ipc (and net for "none") namespaces + chroot, same ExecSpec semantics;
   no cgroups, masked paths or seccomp.
-- ``choose_executor(*, state_dir, work_dir, runc="runc", host_resolv_conf)``:
-  runc when it is on PATH and ``probe_runc`` shows it can create a container,
-  else the chroot executor.
+- ``choose_executor(*, state_dir, work_dir, runc="runc", host_resolv_conf,
+  on_the_way=False)``: runc when it is on PATH and ``probe_runc`` shows it can
+  create a container, else the chroot executor; ``on_the_way``: an
+  ``AutoExecutor``, which runs the first RUN with runc and probes only when
+  runc could not start it (``mason build --runtime auto``).
 
 Lifetime: a sandbox never outlives the mason process that started it.
 Every launcher (runc, unshare) runs under a guard (``_guard.py``) that holds
@@ -74,7 +76,7 @@ resolved as if ``root`` were ``/``), ``DEFAULT_CAPABILITIES``,
 ``MASKED_PATHS``, ``READONLY_PATHS``.
 """
 
-from mason.executor.choose import choose_executor, probe_runc
+from mason.executor.choose import AutoExecutor, choose_executor, probe_runc
 from mason.executor.chroot import ChrootExecutor
 from mason.executor.orphans import reap_orphans
 from mason.executor.rootfs import secure_join
@@ -108,6 +110,7 @@ __all__ = [
     "DEFAULT_CAPABILITIES",
     "MASKED_PATHS",
     "READONLY_PATHS",
+    "AutoExecutor",
     "BindMount",
     "CacheMount",
     "ChrootExecutor",

@@ -75,14 +75,24 @@ def owner_alive(bundle: Path, container_id: str, proc: Path = Path("/proc")) -> 
     return False
 
 
+def _holds_containers(state_dir: Path) -> bool:
+    """runc keeps a directory per container in its state dir: none (the usual case) means
+    nothing to reap, known without running ``runc list``."""
+    try:
+        with os.scandir(state_dir) as entries:
+            return any(entry.is_dir(follow_symlinks=False) for entry in entries)
+    except OSError:
+        return False
+
+
 def reap_orphans(*, runc: str = "runc", state_dir: Path = Path("/run/mason/runc")) -> list[str]:
     """Kill and delete the mason containers in ``state_dir`` whose owner is gone; their ids.
 
-    Cheap when there is nothing to do (no state dir: no runc call). Best effort: a container
+    Cheap when there is nothing to do (no container directory in the state dir: no runc call). Best effort: a container
     runc cannot list, kill or delete is left for the next start, never raised about, since a
     build must not fail over another build's leftovers.
     """
-    if not state_dir.is_dir() or shutil.which(runc) is None:
+    if not _holds_containers(state_dir) or shutil.which(runc) is None:
         return []
     listing = _runc(runc, state_dir, "list", "--format", "json")
     if listing is None or listing.returncode != 0:

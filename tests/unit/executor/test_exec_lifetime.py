@@ -133,6 +133,10 @@ def test_reap_orphans_removes_only_containers_without_a_live_owner(tmp_path: Pat
     runc.chmod(runc.stat().st_mode | stat.S_IXUSR)
     state = tmp_path / "state"
     state.mkdir()
+    assert reap_orphans(runc=str(runc), state_dir=state) == []  # no container dir: runc not run
+    assert not log.exists()
+    for name in ("mason-live", "mason-dead", "mason-nobundle", "someone-else"):
+        (state / name).mkdir()  # runc's state dir holds a directory per container
     with hold_owner_lock(live):
         reaped = reap_orphans(runc=str(runc), state_dir=state)
     assert reaped == ["mason-dead", "mason-nobundle"]
