@@ -348,14 +348,15 @@ def export_registry_cache(
 
 #: How many times an export merges again with a concurrent writer's cache before giving up.
 _MERGE_ATTEMPTS = 8
-#: A merged write is read back after it (twice, with jitter), later than the read-to-write
-#: gap of another writer, whose write would otherwise replace ours unseen: ``_SETTLE_FACTOR``
-#: times this writer's own gap (its re-read and PUT, on the same registry), at least
-#: ``_SETTLE_MIN`` and at most ``_SETTLE_SECONDS`` (issue 14: a fixed 0.15 s, twice, was
-#: most of a small build's cache export on a registry that answers in milliseconds).
+#: A merged write is read back after it (twice, each after a wait with jitter), later than
+#: the read-to-write gap of another writer, whose write would otherwise replace ours unseen:
+#: each wait is ``_SETTLE_FACTOR`` times this writer's own gap (its re-read and PUT, on the
+#: same registry) times 1-2, so both reads cover 4-8 gaps; at least ``_SETTLE_MIN`` and at
+#: most ``_SETTLE_SECONDS`` (issue 14: a fixed 0.15 s, twice, was most of a small build's
+#: cache export on a registry that answers in milliseconds).
 _SETTLE_SECONDS = 0.15
 _SETTLE_MIN = 0.02
-_SETTLE_FACTOR = 4.0
+_SETTLE_FACTOR = 2.0
 
 
 @dataclass
