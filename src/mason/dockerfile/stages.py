@@ -7,7 +7,7 @@ kept free of any I/O so the builder can drive it.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from mason.dockerfile._text import go_quote as _go_q
@@ -226,24 +226,55 @@ def _check_copy_from(cmd: Command, lexer: ShellLexer) -> None:
         )
 
 
-def _check_copy_order(planned: Sequence[PlannedStage], needed: set[int], df: Dockerfile) -> None:
-    """``COPY --from`` a stage defined after the current one fails as BuildKit's dispatch does."""
+def _check_copy_order(
+    planned: Sequence[PlannedStage], needed: set[int], df: Dockerfile, ready: Collection[str]
+) -> None:
+    """``COPY --from`` and ``RUN --mount=from=`` a stage defined after the current one fail as
+    BuildKit's dispatch does (the source is not dispatched yet), unless a named context
+    (``ready``: their names) replaces that stage, which makes it ready before any stage."""
     for p in planned:
         if p.index not in needed:
             continue
         for cmd in p.stage.commands:
-            if not isinstance(cmd, CopyCommand) or not cmd.from_:
-                continue
-            ref = _resolve_ref(cmd.from_, df.stages)
-            if ref.stage is not None and ref.stage > p.index:
-                current = p.display_name if len(planned) > 1 else ""
+            for ref_text, target in _later_refs(cmd):
+                ref = _resolve_ref(ref_text, df.stages)
+                if ref.stage is None or ref.stage <= p.index:
+                    continue
+                if (planned[ref.stage].stage.name or "") in ready:
+                    continue
+                if target is None:
+                    current = p.display_name if len(planned) > 1 else ""
+                    message = (
+                        f"cannot copy from stage {_go_q(ref_text)}, it needs to be defined "
+                        f"before current stage {_go_q(current)}"
+                    )
+                else:
+                    message = (
+                        f"cannot mount from stage {_go_q(ref_text)} to {_go_q(target)}, "
+                        "stage needs to be defined before current command"
+                    )
                 raise DockerfileError(
-                    f"cannot copy from stage {_go_q(cmd.from_)}, it needs to be defined before current stage "
-                    f"{_go_q(current)}",
+                    message,
                     lines=cmd.lines,
                     section="stages",
-                    hint="move the stage it copies from above this one",
+                    hint="move the stage it reads from above this one",
                 ).located(file=df.path, source_lines=source_lines(df.raw))
+
+
+def _later_refs(cmd: Command) -> list[tuple[str, str | None]]:
+    """The ``--from`` of a COPY (target None) and each RUN mount's ``from=`` with its target."""
+    if isinstance(cmd, CopyCommand):
+        return [(cmd.from_, None)] if cmd.from_ else []
+    if not isinstance(cmd, RunCommand):
+        return []
+    out: list[tuple[str, str | None]] = []
+    for spec in cmd.mount_specs:
+        fields = dict(f.partition("=")[::2] for f in csv_record(spec))
+        fields = {k.lower(): v for k, v in fields.items()}
+        if fields.get("from"):
+            target = fields.get("target") or fields.get("dst") or fields.get("destination") or ""
+            out.append((fields["from"], target))
+    return out
 
 
 def _target_index(
@@ -272,8 +303,10 @@ def plan_build(
     build_args: Mapping[str, str] | None = None,
     predefined: Mapping[str, str] | None = None,
     target: str | None = None,
+    replaced_stages: Collection[str] = (),
 ) -> BuildPlan:
-    """Resolve stages for a build (BuildKit's rules; see the package docstring)."""
+    """Resolve stages for a build (BuildKit's rules; see the package docstring).
+    ``replaced_stages``: the stage names a ``--build-context`` replaces."""
     build_args = dict(build_args or {})
     scope = _global_scope(df, build_args, predefined or {})
     planned, names = _plan_stages(df, scope)
@@ -289,7 +322,7 @@ def plan_build(
             continue
         needed.add(i)
         todo.extend(planned[i].deps)
-    _check_copy_order(planned, needed, df)
+    _check_copy_order(planned, needed, df, frozenset(replaced_stages))
     return BuildPlan(
         dockerfile=df,
         stages=tuple(p for p in planned if p.index in needed),

@@ -439,7 +439,11 @@ def build(
                 "SOURCE_DATE_EPOCH must be an integer", reference="invalid-build-arg"
             ) from None
     plan = plan_build(
-        df, build_args=build_args, predefined=_predefined_args(platform), target=opts.target
+        df,
+        build_args=build_args,
+        predefined=_predefined_args(platform),
+        target=opts.target,
+        replaced_stages=[c.name for c in opts.build_contexts],
     )
 
     own_client = client is None
@@ -826,6 +830,7 @@ def check(
         build_args=dict(opts.build_args),
         predefined=_predefined_args(platform),
         target=opts.target,
+        replaced_stages=[c.name for c in opts.build_contexts],
     )
     stages = plan.stages if opts.target else plan.all_stages
     own_client = client is None

@@ -224,3 +224,32 @@ def test_onbuild_expression_round_trips_through_triggers() -> None:
 def test_bad_onbuild_triggers(trigger: str, message: str) -> None:
     with pytest.raises(DockerfileError, match=message):
         onbuild_triggers([trigger])
+
+
+def test_copy_or_mount_from_a_later_stage_fails_as_buildkit_dispatch() -> None:
+    later = "FROM a AS first\n{cmd}\nFROM b AS later\nRUN true\n"
+    with pytest.raises(DockerfileError) as info:
+        plan_build(
+            parse_dockerfile(df(later.format(cmd="COPY --from=later /x /x"))), target="first"
+        )
+    assert info.value.message == (
+        'cannot copy from stage "later", it needs to be defined before current stage "first"'
+    )
+    assert info.value.lines == (2,)
+    run = "RUN --mount=type=bind,from=later,target=/t --mount=type=tmpfs,target=/tmp true"
+    with pytest.raises(DockerfileError) as info:
+        plan_build(parse_dockerfile(df(later.format(cmd=run))), target="first")
+    assert info.value.message == (
+        'cannot mount from stage "later" to "/t", stage needs to be defined before current command'
+    )
+    cache = "RUN --mount=type=cache,from=1,dst=/c true"  # by index, and dst= spells target=
+    with pytest.raises(DockerfileError, match='cannot mount from stage "1" to "/c"'):
+        plan_build(parse_dockerfile(df(later.format(cmd=cache))), target="first")
+    # a stage a named context replaces is ready before any stage (dockerui dispatches it first)
+    plan = plan_build(
+        parse_dockerfile(df(later.format(cmd=run))), target="first", replaced_stages=["later"]
+    )
+    assert [s.index for s in plan.stages] == [0, 1]
+    # from an earlier stage, or an image that shares no stage's name: no error
+    ok = "FROM b AS early\nFROM a AS first\nRUN --mount=from=early,target=/e --mount=from=img,target=/i true\n"
+    assert plan_build(parse_dockerfile(df(ok))).target == 1
