@@ -10,8 +10,9 @@ module's ``.pyc`` (``importlib.util.cache_from_source``, so ``-X pycache_prefix`
 marked with the interpreter's bytecode magic number, written atomically at exit when this run
 compiled something new and Python writes bytecode (not under ``-B`` or
 ``PYTHONDONTWRITEBYTECODE``), and ignored when unreadable, corrupt or from another Python.
-An entry is keyed by the whole text it was compiled from, so a changed class is a new entry,
-never a stale one; running a code object compiled from a text is what ``exec(text)`` does.
+An entry is keyed by a 128-bit BLAKE2 digest of the whole text it was compiled from, so a
+changed class is a new entry, never a stale one, and holds the marshalled code, unmarshalled
+only when used; running a code object compiled from a text is what ``exec(text)`` does.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import hashlib
 import marshal
 import os
 import sys
@@ -31,8 +33,8 @@ __all__ = ["compiled", "install"]
 compiled = 0
 #: Entries kept at most: beyond it a save keeps only what this run used (old versions' classes go).
 _MAX_ENTRIES = 4096
-_table: dict[str, CodeType] = {}
-_used: set[str] = set()
+_table: dict[bytes, bytes] = {}
+_used: set[bytes] = set()
 _installed = False
 
 
@@ -51,7 +53,7 @@ def _magic() -> bytes:
     return MAGIC_NUMBER
 
 
-def _load(path: str) -> dict[str, CodeType]:
+def _load(path: str) -> dict[bytes, bytes]:
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -66,7 +68,7 @@ def _load(path: str) -> dict[str, CodeType]:
         return {}
     if not isinstance(table, dict):
         return {}
-    return {k: v for k, v in table.items() if isinstance(k, str) and type(v) is CodeType}
+    return {k: v for k, v in table.items() if type(k) is bytes and type(v) is bytes}
 
 
 def _save(path: str) -> None:
@@ -88,12 +90,17 @@ def _save(path: str) -> None:
 
 def _code(txt: str) -> CodeType:
     global compiled
-    _used.add(txt)
-    code = _table.get(txt)
-    if code is None:
-        code = compile(txt, "<string>", "exec")
-        _table[txt] = code
-        compiled += 1
+    key = hashlib.blake2b(txt.encode(), digest_size=16).digest()
+    _used.add(key)
+    data = _table.get(key)
+    if data is not None:
+        with contextlib.suppress(EOFError, ValueError, TypeError):
+            code = marshal.loads(data)
+            if type(code) is CodeType:
+                return code
+    code = compile(txt, "<string>", "exec")
+    _table[key] = marshal.dumps(code)
+    compiled += 1
     return code
 
 
