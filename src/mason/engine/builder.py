@@ -870,10 +870,13 @@ def _open_snapshots(
             hint="use auto, overlay or copy",
         )
     snapshots = Snapshotter(state, blobs, mode=opts.snapshotter)  # type: ignore[arg-type]
-    if snapshots.fallback_reason:
+
+    def note(reason: str) -> None:  # when the first step needs a snapshot (a probe, for auto)
         t = _Task(sink, "[internal] snapshotter")
-        t.log(f"overlayfs is not usable ({snapshots.fallback_reason}): snapshots are copies")
+        t.log(f"overlayfs is not usable ({reason}): snapshots are copies")
         t.done()
+
+    snapshots.layers.on_fallback = note
     return snapshots
 
 

@@ -103,9 +103,16 @@ class Snapshotter:
             self.layers = LayerSnapshotter(str(self.root), mode=mode)
         except (LayerError, OSError) as exc:
             raise StateError(f"cannot use snapshot directory {self.root}: {exc}") from exc
-        self.mode = self.layers.mode
-        #: Why ``auto`` fell back to copying (None when overlay is used or copy was asked for).
-        self.fallback_reason = self.layers.fallback_reason
+
+    @property
+    def mode(self) -> str:
+        """``overlay`` or ``copy`` (``auto`` probes when first asked: ``layers.on_fallback``)."""
+        return self.layers.mode
+
+    @property
+    def fallback_reason(self) -> str | None:
+        """Why ``auto`` fell back to copying (None when overlay is used or copy was asked for)."""
+        return self.layers.fallback_reason
 
     # --- naming --------------------------------------------------------------------
 

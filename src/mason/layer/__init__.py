@@ -6,7 +6,8 @@ entry or snapshot and the reason):
 Snapshots (``mason.layer.snapshot``)
     ``Snapshotter(root, *, mode="auto"|"overlay"|"copy")`` — snapshots under
     ``root`` (e.g. ``$MASON_ROOT/snapshots``). ``auto`` probes an overlayfs
-    mount there and falls back to copying (``.mode``, ``.fallback_reason``).
+    mount there the first time ``.mode`` is needed and falls back to copying
+    (``.fallback_reason``; ``.on_fallback(reason)`` is called then).
     Opening one removes what killed processes left (``cleanup() -> int``).
 
     - ``prepare(parents) -> ActiveSnapshot``: ``parents`` are committed ids,

@@ -32,8 +32,9 @@ import re
 import secrets
 import stat
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal
 
@@ -229,15 +230,35 @@ class Snapshotter:
         os.makedirs(self._empty, exist_ok=True)
         self._meta: dict[str, SnapshotInfo] = {}
         self.cleanup()
-        #: Why overlay is not used (None when it is or when copy was asked for).
-        self.fallback_reason: str | None = None
-        if mode == "auto":
-            self.fallback_reason = overlay_supported(self.root)
-            self.mode: SnapshotMode = "copy" if self.fallback_reason else "overlay"
-        elif mode in ("overlay", "copy"):
-            self.mode = mode
-        else:
+        if mode not in ("auto", "overlay", "copy"):
             raise ValueError(f"unknown snapshot mode {mode!r}")
+        self._mode: SnapshotMode | None = None if mode == "auto" else mode
+        self._fallback_reason: str | None = None
+        self._mode_lock = threading.Lock()
+        #: Called with the reason when ``auto`` finds overlay unusable (from whichever thread
+        #: first needed the mode).
+        self.on_fallback: Callable[[str], None] | None = None
+
+    @property
+    def mode(self) -> SnapshotMode:
+        """``overlay`` or ``copy``. ``auto`` probes an overlay mount the first time the mode is
+        needed, not when the snapshotter opens: a build whose steps are all cached mounts
+        nothing and never probes (start-up, issue 14)."""
+        if self._mode is None:
+            with self._mode_lock:
+                if self._mode is None:
+                    reason = overlay_supported(self.root)
+                    self._fallback_reason = reason
+                    self._mode = "copy" if reason else "overlay"
+                    if reason and self.on_fallback is not None:
+                        self.on_fallback(reason)
+        return self._mode
+
+    @property
+    def fallback_reason(self) -> str | None:
+        """Why overlay is not used (None when it is or when copy was asked for); probes."""
+        _ = self.mode
+        return self._fallback_reason
 
     # --- committed snapshots -------------------------------------------------------------
 
