@@ -339,7 +339,9 @@ def test_whiteouts_are_in_the_layer_tar(
 def test_source_date_epoch_gives_the_same_digest_on_two_empty_roots(
     busybox_image: str, tmp_path: Path
 ) -> None:
-    """With SOURCE_DATE_EPOCH, two builds on two empty roots give byte-identical images."""
+    """With SOURCE_DATE_EPOCH and rewrite-timestamp=true, two builds on two empty roots give
+    byte-identical images. Without rewrite-timestamp, as BuildKit v0.32.2, the epoch dates the
+    image and its history only: the files a RUN made keep the time they were made at."""
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(
@@ -349,15 +351,45 @@ def test_source_date_epoch_gives_the_same_digest_on_two_empty_roots(
     digests = []
     for i in range(2):
         out = tmp_path / f"img{i}.tar"
+        plain = tmp_path / f"plain{i}"
         outcome, _ = _build(
             tmp_path / f"root{i}",
             ctx,
             source_date_epoch=1700000000,
-            outputs=(parse_output(f"type=oci,dest={out}"),),
+            outputs=(
+                parse_output(f"type=oci,dest={out},rewrite-timestamp=true"),
+                parse_output(f"type=oci,dest={plain},tar=false"),
+            ),
         )
         digests.append(outcome.image_digest)
+        times = _layer_mtimes(out)
+        assert times["g"] == 1700000000 and times["d"] == 1700000000, times
+        assert _layer_mtimes(plain)["g"] > 1700000000, "clamped without rewrite-timestamp"
         time.sleep(1.1)  # a different wall clock second for the second build
     assert digests[0] == digests[1]
+
+
+def _layer_mtimes(layout: Path) -> dict[str, int]:
+    """name -> mtime of every entry in the image's layers (an OCI tar or directory)."""
+    import gzip
+    import io
+
+    files: dict[str, bytes] = {}
+    if not layout.is_dir():
+        with tarfile.open(layout) as tf:
+            files = {m.name: tf.extractfile(m).read() for m in tf.getmembers() if m.isfile()}  # type: ignore[union-attr]
+
+    def read(rel: str) -> bytes:
+        return (layout / rel).read_bytes() if layout.is_dir() else files[rel]
+
+    index = json.loads(read("index.json"))
+    manifest = json.loads(read("blobs/sha256/" + index["manifests"][0]["digest"][7:]))
+    times: dict[str, int] = {}
+    for layer in manifest["layers"]:
+        data = gzip.decompress(read("blobs/sha256/" + layer["digest"][7:]))
+        with tarfile.open(fileobj=io.BytesIO(data)) as lt:
+            times.update({m.name.strip("./"): int(m.mtime) for m in lt.getmembers()})
+    return times
 
 
 def test_outputs_local_tar_and_docker(busybox_image: str, tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ give the same filesystem as the overlay + runc build.
 Each build writes an OCI layout that ``umoci unpack`` turns into a rootfs; the
 rootfs trees are compared entry by entry (type, mode, owner, content or link
 target, mtime of non-directories, xattrs, which names share an inode).
-``SOURCE_DATE_EPOCH`` clamps the mtimes of what the builds create, so two
+``SOURCE_DATE_EPOCH`` with ``rewrite-timestamp=true`` clamps the mtimes of what the builds
+create, so two
 builds at different times can be compared. The one documented difference in
 layer *bytes* -- an emptied and refilled directory is opaque with overlay and
 has per-child whiteouts with copy -- is asserted too.
@@ -54,7 +55,7 @@ def _build_unpacked(tmp: Path, context: Path, base: str, **kw: Any) -> tuple[Pat
         context=context,
         build_args={"BASE": base},
         source_date_epoch=EPOCH,
-        outputs=(parse_output(f"type=oci,dest={layout},tar=false"),),
+        outputs=(parse_output(f"type=oci,dest={layout},tar=false,rewrite-timestamp=true"),),
         **kw,
     )
     outcome = build(opts, root=tmp / "root", progress=RecordingSink())
@@ -299,7 +300,7 @@ def test_copy_mode_rebuild_on_the_same_root_is_cached_and_identical(
             build_args={"BASE": busybox_image},
             snapshotter="copy",
             source_date_epoch=EPOCH,
-            outputs=(parse_output(f"type=oci,dest={out},tar=false"),),
+            outputs=(parse_output(f"type=oci,dest={out},tar=false,rewrite-timestamp=true"),),
         )
         outcome = build(opts, root=tmp_path / "root", progress=RecordingSink())
         digests.append(outcome.image_digest)

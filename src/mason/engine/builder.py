@@ -535,6 +535,7 @@ def _build_in(
         config_doc,
         platform,
         apply_layers=lambda dest: snapshots.apply_flat(result.layers, dest),
+        source_date_epoch=env.source_date_epoch,
     )
     _export(
         opts,

@@ -13,6 +13,7 @@ instead of moving bytes, and records where it put each layer for the exports aft
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import io
 import json
@@ -55,6 +56,8 @@ class ImageResult:
     config: dict[str, Any]
     platform: Platform
     apply_layers: Callable[[Path], None] | None = field(default=None, compare=False)
+    #: SOURCE_DATE_EPOCH of the build: what ``rewrite-timestamp=true`` clamps layer times to
+    source_date_epoch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,40 @@ def assemble_manifest(
         annotations=annotations or None,
     )
     return ExportedImage(manifest, raw, layers, oci)
+
+
+def rewrite_timestamps(
+    blobs: Blobs,
+    image: ImageResult,
+    log: Callable[[str], None],
+    memo: dict[tuple[Digest, int], LayerRef],
+) -> ImageResult:
+    """``rewrite-timestamp=true``, as BuildKit v0.32.2's image exporter: the layers this build
+    made get every file time after SOURCE_DATE_EPOCH clamped to it (new blobs, new diff IDs);
+    the base image's leading layers stay as they are; without an epoch nothing changes but a
+    warning. ``memo`` keeps each rewritten layer for the build's other outputs."""
+    from mason.layer import clamp_tar_times
+
+    epoch = image.source_date_epoch
+    if epoch is None:
+        log("WARNING: rewrite-timestamp is specified, but no source-date-epoch was found")
+        return image
+    layers = list(image.layers)
+    from_base = True
+    for i, lr in enumerate(layers):
+        from_base = from_base and lr.blob is not None and blobs.from_image(lr.blob)
+        if from_base:
+            continue
+        if (lr.diff_id, epoch) not in memo:
+
+            def write(out: BinaryIO, lr: LayerRef = lr) -> Digest:
+                with blobs.open_uncompressed(lr) as src:
+                    return clamp_tar_times(src, out, epoch).diff_id
+
+            memo[lr.diff_id, epoch] = blobs.store_layer(write, "gzip")
+        layers[i] = memo[lr.diff_id, epoch]
+    log(f"rewriting layers with source-date-epoch {epoch} done")
+    return dataclasses.replace(image, layers=tuple(layers))
 
 
 def push_image(
@@ -315,13 +352,17 @@ def export_outputs(
 ) -> ExportedImage | None:
     """Write every output; returns the image of the first image-like output (for metadata)."""
     first: ExportedImage | None = None
+    rewritten: dict[tuple[Digest, int], LayerRef] = {}
     for out in outputs:
         if out.type in ("image", "oci", "docker"):
             t0 = time.monotonic()
             notes = output_annotations(out, image.platform)
+            shipped = (
+                rewrite_timestamps(blobs, image, log, rewritten) if out.rewrite_timestamp else image
+            )
             exported = assemble_manifest(
                 blobs,
-                image,
+                shipped,
                 compression=out.compression,
                 level=out.compression_level,
                 force=out.force_compression,

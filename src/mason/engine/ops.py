@@ -176,7 +176,10 @@ class BuildEnv:
 
 
 def _commit_step(env: BuildEnv, mounted: Mounted, base: StepResult) -> StepResult:
-    lr = env.snapshots.commit(mounted, source_date_epoch=env.source_date_epoch)
+    # file times stay as the step left them: SOURCE_DATE_EPOCH dates the image and its history,
+    # and clamps file times only where an image output asks (rewrite-timestamp=true), as in
+    # BuildKit v0.32.2 (mason.engine.exporters.rewrite_timestamps)
+    lr = env.snapshots.commit(mounted)
     return base.plus(lr, env.created_now())
 
 

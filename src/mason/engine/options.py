@@ -46,9 +46,9 @@ class OutputSpec:
     force_compression: bool = False
     oci_mediatypes: bool = True
     attrs: Mapping[str, str] = field(default_factory=dict)
-    #: ``rewrite-timestamp=true`` (image, oci, docker): file mtimes in the layers this build makes
-    #: are clamped to SOURCE_DATE_EPOCH, as BuildKit's exporters do (mason clamps them whenever the
-    #: epoch is set: ``mason.engine.snapshots`` commits each layer with it)
+    #: ``rewrite-timestamp=true`` (image, oci, docker): file times in the layers this build made
+    #: are clamped to SOURCE_DATE_EPOCH when the output is written, as BuildKit's image exporter
+    #: does (``mason.engine.exporters.rewrite_timestamps``)
     rewrite_timestamp: bool = False
     #: ``registry.insecure=true``: plain HTTP or unverified TLS for the names' registries
     insecure: bool = False

@@ -63,6 +63,8 @@ Layer tars (``mason.layer.diff``), streamed to a binary writer, each returning
       copied_before_ns=None)``: the change from one plain tree to another (copy
       mode); every name of a hard-linked file that changed is written; files
       whose inode ctime is before ``copied_before_ns`` are the untouched copy.
+    - ``clamp_tar_times(src, dst, epoch)``: a copy of a layer tar with every time
+      after ``epoch`` set to it (``rewrite-timestamp=true`` on an image export).
     Sorted entries, PAX, uid/gid/mode/xattrs kept (not overlay's own), mtimes
     clamped to ``source_date_epoch``, hardlinks within the layer as tar
     hardlinks, sockets skipped, parent directories present.
@@ -86,6 +88,7 @@ from mason.layer.diff import (
     OPAQUE_MARKER,
     WHITEOUT_PREFIX,
     LayerInfo,
+    clamp_tar_times,
     write_diff_tar,
     write_dir_tar,
     write_tree_diff_tar,
@@ -112,6 +115,7 @@ __all__ = [
     "SnapshotMode",
     "Snapshotter",
     "apply_layer",
+    "clamp_tar_times",
     "overlay_supported",
     "write_diff_tar",
     "write_dir_tar",

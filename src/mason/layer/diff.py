@@ -32,6 +32,7 @@ __all__ = [
     "OPAQUE_MARKER",
     "WHITEOUT_PREFIX",
     "LayerInfo",
+    "clamp_tar_times",
     "write_diff_tar",
     "write_dir_tar",
     "write_tree_diff_tar",
@@ -430,3 +431,40 @@ def _diff_dirs(
 def _out_name(name: str, upper_names: set[str]) -> str:
     # Sort deleted entries by the whiteout name they are written as.
     return name if name in upper_names else ".wh." + name
+
+
+_TIME_KEYS = ("mtime", "atime", "ctime")
+
+
+def clamp_tar_times(src: BinaryIO, dst: BinaryIO, epoch: int) -> LayerInfo:
+    """Copy the uncompressed layer tar ``src`` to ``dst`` with every time after ``epoch`` set to
+    ``epoch`` and the rest kept (BuildKit's ``rewrite-timestamp`` converter: modification,
+    access and change times, clamped, never raised). Entries, order, owners, modes, xattrs
+    and hardlinks are copied as they are."""
+    out = HashingWriter(dst)
+    try:
+        with (
+            tarfile.open(
+                fileobj=cast(Any, src), mode="r|", encoding="utf-8", errors="surrogateescape"
+            ) as reader,
+            tarfile.open(  # same dialect as _TarBuilder
+                fileobj=cast(Any, out),
+                mode="w|",
+                format=tarfile.PAX_FORMAT,
+                encoding="utf-8",
+                errors="surrogateescape",
+            ) as writer,
+        ):
+            for member in reader:
+                if member.mtime > epoch:
+                    member.mtime = epoch
+                pax = dict(member.pax_headers)
+                for key in _TIME_KEYS:
+                    if key in pax and float(pax[key]) > epoch:
+                        pax[key] = str(epoch)
+                member.pax_headers = pax
+                data = reader.extractfile(member) if member.isreg() else None
+                writer.addfile(member, data)
+    except (tarfile.TarError, ValueError) as exc:
+        raise LayerError(f"cannot rewrite the layer's timestamps: {exc}") from exc
+    return LayerInfo(out.digest, out.size)

@@ -293,3 +293,39 @@ def test_tree_diff_trusts_untouched_copies_and_checks_touched_ones(
     write_tree_diff_tar(str(lower), str(upper), buf, copied_before_ns=mark)
     assert [m.name for m in tar_members(buf.getvalue())] == ["rewritten"]
     assert compared == ["rewritten"]
+
+
+def test_clamp_tar_times_clamps_later_times_and_keeps_the_rest() -> None:
+    import io
+    import tarfile
+
+    from mason.digest import sha256_bytes
+    from mason.layer import clamp_tar_times
+
+    src = io.BytesIO()
+    with tarfile.open(fileobj=src, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, mtime in (("old", 100), ("new", 5000), ("exact", 1000)):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.uid, info.mode = 1, mtime, 7, 0o640
+            info.pax_headers = {"SCHILY.xattr.user.k": "v", "atime": f"{mtime}.5"}
+            tf.addfile(info, io.BytesIO(b"x"))
+        link = tarfile.TarInfo("link")
+        link.type, link.linkname, link.mtime = tarfile.LNKTYPE, "old", 9000
+        tf.addfile(link)
+    dst = io.BytesIO()
+    info = clamp_tar_times(io.BytesIO(src.getvalue()), dst, 1000)
+    assert info.diff_id == sha256_bytes(dst.getvalue()) and info.size == len(dst.getvalue())
+    with tarfile.open(fileobj=io.BytesIO(dst.getvalue())) as tf:
+        got = {m.name: m for m in tf.getmembers()}
+        assert tf.extractfile("new").read() == b"x"  # type: ignore[union-attr]
+    assert {n: m.mtime for n, m in got.items()} == {
+        "old": 100,
+        "new": 1000,
+        "exact": 1000,
+        "link": 1000,
+    }
+    assert got["old"].pax_headers["atime"] == "100.5"  # earlier than the epoch: kept
+    assert got["new"].pax_headers["atime"] == "1000"
+    assert got["new"].uid == 7 and got["new"].mode == 0o640
+    assert got["new"].pax_headers["SCHILY.xattr.user.k"] == "v"
+    assert got["link"].islnk() and got["link"].linkname == "old"
