@@ -15,8 +15,6 @@ import os
 import zlib
 from typing import Any, BinaryIO
 
-import zstandard
-
 from mason.compression.errors import CompressionError
 from mason.compression.gzip import GzipWriter, open_gzip_reader
 from mason.compression.kinds import COMPRESSION_NAMES, get_compression
@@ -109,6 +107,8 @@ class _ZstdWriter(io.RawIOBase):
         super().__init__()
         self._dst = dst
         workers = max(1, _threads() if threads is None else threads)
+        zstandard = _zstd()
+        self._error = zstandard.ZstdError
         cctx = zstandard.ZstdCompressor(
             level=level, threads=workers, write_checksum=True, write_content_size=False
         )
@@ -120,15 +120,15 @@ class _ZstdWriter(io.RawIOBase):
     def write(self, b: Any) -> int:
         try:
             return int(self._writer.write(b))
-        except zstandard.ZstdError as exc:
+        except self._error as exc:
             raise CompressionError(f"zstd compression failed: {exc}") from exc
 
     def close(self) -> None:
         if not self.closed:
             try:
                 # close() ends the frame; an extra flush would add an empty second frame
-                self._writer.close()  # type: ignore[no-untyped-call]
-            except zstandard.ZstdError as exc:
+                self._writer.close()
+            except self._error as exc:
                 raise CompressionError(f"zstd compression failed: {exc}") from exc
             finally:
                 super().close()
@@ -155,13 +155,15 @@ def open_compressor(
     )
 
 
-_DECODE_ERRORS: tuple[type[BaseException], ...] = (
-    zlib.error,
-    EOFError,
-    OSError,
-    zstandard.ZstdError,
-    lzma.LZMAError,
-)
+_DECODE_ERRORS: tuple[type[BaseException], ...] = (zlib.error, EOFError, OSError, lzma.LZMAError)
+
+
+def _zstd() -> Any:
+    """``zstandard`` (with libzstd and the ``platform`` module it imports) loads only when a
+    zstd stream is written or read (start-up, issue 14)."""
+    import zstandard
+
+    return zstandard
 
 
 class _TranslatingReader(io.RawIOBase):
@@ -172,6 +174,8 @@ class _TranslatingReader(io.RawIOBase):
         self._inner = inner
         self._compression = compression
         self._what = what
+        zstd_error = (_zstd().ZstdError,) if compression == "zstd" else ()
+        self._errors: tuple[type[BaseException], ...] = _DECODE_ERRORS + zstd_error
 
     def readable(self) -> bool:
         return True
@@ -179,7 +183,7 @@ class _TranslatingReader(io.RawIOBase):
     def readinto(self, b: Any) -> int:
         try:
             data = self._inner.read(len(b))
-        except _DECODE_ERRORS as exc:
+        except self._errors as exc:
             if isinstance(exc, OSError) and exc.errno is not None:
                 raise  # a real I/O error of the source, not corrupt data
             raise CompressionError(
@@ -206,8 +210,8 @@ def open_decompressed(src: BinaryIO, compression: str, *, what: str = "stream") 
         inner = open_gzip_reader(src)
         compression = "gzip"
     elif compression == "zstd":
-        inner = zstandard.ZstdDecompressor().stream_reader(
-            src, read_across_frames=True, closefd=False
+        inner = (
+            _zstd().ZstdDecompressor().stream_reader(src, read_across_frames=True, closefd=False)
         )
     elif compression == "uncompressed":
         inner = _NonClosing(src)

@@ -20,7 +20,6 @@ are always qualified (Docker Hub by default, as docker does).
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,6 +155,8 @@ def _drop_ins(env: os._Environ[str] | dict[str, str]) -> list[Path]:
 
 
 def _read(path: Path) -> list[RegistryEntry]:
+    import tomllib  # only when a registries.conf exists (start-up, issue 14)
+
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

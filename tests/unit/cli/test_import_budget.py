@@ -54,6 +54,7 @@ _NEVER_BEFORE_REQUEST = {
     "click",  # httpx's own command line
     "pygments",
     "mason.compression.estargz",  # nothing asked for eStargz
+    "zstandard",  # nor for zstd (libzstd and the platform module it imports)
     "cryptography",
     "jwt",
 }
@@ -63,7 +64,6 @@ _NEVER_FOR_HELP = _NEVER_BEFORE_REQUEST | {
     "httpcore",
     "ssl",
     "sqlite3",
-    "zstandard",
     "mason.registry",
     "mason.engine.builder",
     "mason.cache",
