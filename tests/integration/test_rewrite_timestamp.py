@@ -105,3 +105,34 @@ def test_rewrite_timestamp_without_an_epoch_changes_nothing_and_says_so(
     assert proc.returncode == 0, proc.stderr
     assert "rewrite-timestamp is specified, but no source-date-epoch was found" in proc.stderr
     assert _image(out)[2][1]["made"] > EPOCH
+
+
+def test_local_and_tar_outputs_date_every_file_the_epoch(
+    busybox_image: str, tmp_path: Path
+) -> None:
+    # BuildKit's local and tar exporters set each entry's time to SOURCE_DATE_EPOCH
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN mkdir /d && echo x > /d/made\n")
+    local, tar = tmp_path / "local", tmp_path / "fs.tar"
+    local.mkdir()
+    (local / "mine.txt").write_text("the user's own file\n")
+    os.utime(local / "mine.txt", (OLD, OLD))
+    proc = mason_build(
+        tmp_path / "root",
+        "--build-arg",
+        f"SOURCE_DATE_EPOCH={EPOCH}",
+        "-o",
+        f"type=local,dest={local}",
+        "-o",
+        f"type=tar,dest={tar}",
+        str(ctx),
+    )
+    assert proc.returncode == 0, proc.stderr
+    for rel in ("d", "d/made", "bin/busybox", "bin/sh"):
+        assert os.lstat(local / rel).st_mtime == EPOCH, rel
+    assert os.lstat(local / "mine.txt").st_mtime == OLD, "what the image did not write is kept"
+    with tarfile.open(tar) as tf:
+        times = {m.name.strip("./"): int(m.mtime) for m in tf.getmembers()}
+    assert times["d/made"] == EPOCH and times["bin/busybox"] == EPOCH
+    assert set(times.values()) == {EPOCH}, {k: v for k, v in times.items() if v != EPOCH}

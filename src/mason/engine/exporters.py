@@ -333,6 +333,27 @@ def _docker_manifest_json(exported: ExportedImage, names: Sequence[str]) -> byte
     return json.dumps([entry], separators=(",", ":")).encode()
 
 
+def _apply_dated(image: ImageResult, dest: Path) -> None:
+    """The image's files into ``dest`` (type=local, type=tar); with SOURCE_DATE_EPOCH every
+    entry this export wrote is dated the epoch, as BuildKit's local and tar exporters do
+    (access and modification time). What was in ``dest`` before and is not the image's keeps
+    its times: an entry counts as written when its inode changed (ctime) during the apply."""
+    assert image.apply_layers is not None
+    epoch = image.source_date_epoch
+    started = time.time_ns() - 50_000_000  # the file system's clock is coarser than ours
+    image.apply_layers(dest)
+    if epoch is None:
+        return
+    when = (epoch * 1_000_000_000, epoch * 1_000_000_000)
+    for dirpath, dirnames, filenames in os.walk(dest):  # symlinked dirs are not entered
+        for name in [*filenames, *dirnames]:
+            path = os.path.join(dirpath, name)
+            if os.lstat(path).st_ctime_ns >= started:
+                os.utime(path, ns=when, follow_symlinks=False)
+    if os.lstat(dest).st_ctime_ns >= started:
+        os.utime(dest, ns=when)
+
+
 def output_annotations(out: OutputSpec, platform: Platform) -> ResolvedAnnotations:
     """An image-like output's annotations for ``platform`` (usage errors name the output)."""
     where = f"--output type={out.type}" + (f",dest={out.dest}" if out.dest else "")
@@ -402,11 +423,11 @@ def export_outputs(
                     Path(out.dest).mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
                     raise _output_error(out.type, out.dest, exc) from exc
-                image.apply_layers(Path(out.dest))
+                _apply_dated(image, Path(out.dest))
             else:
                 work = Path(tempfile.mkdtemp(dir=tmp_dir, prefix="export-fs-"))
                 try:
-                    image.apply_layers(work)
+                    _apply_dated(image, work)
                     with _dest_file(out.dest, out.type, stdout) as f:
                         _tar_directory(work, f)
                 finally:
