@@ -5,7 +5,9 @@ Creating a dataclass compiles the source text of its generated methods (``__init
 every import; for mason's ~130 dataclasses that is about a third of the CPU its start-up
 imports take. ``install()`` (called first thing by ``mason.cli.main.main``) replaces
 CPython 3.11's ``dataclasses._create_fn`` with the same function that looks the text up
-in a table of code objects first. The table is kept as Python keeps bytecode: beside this
+in a table of code objects first -- when ``dataclasses`` is imported, by whichever module
+first needs it: a command that creates no dataclass (``build --help``) imports neither
+``dataclasses`` nor the table. The table is kept as Python keeps bytecode: beside this
 module's ``.pyc`` (``importlib.util.cache_from_source``, so ``-X pycache_prefix`` is honoured),
 marked with the interpreter's bytecode magic number, written atomically at exit when this run
 compiled something new and Python writes bytecode (not under ``-B`` or
@@ -19,12 +21,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import dataclasses
-import hashlib
 import marshal
 import os
 import sys
-from types import CodeType
+from types import CodeType, ModuleType
 from typing import Any
 
 __all__ = ["compiled", "install"]
@@ -36,10 +36,12 @@ _MAX_ENTRIES = 4096
 _table: dict[bytes, bytes] = {}
 _used: set[bytes] = set()
 _installed = False
+_path: str | None = None
+_loaded = False
 
 
 def _cache_path() -> str | None:
-    from importlib.util import cache_from_source
+    from importlib._bootstrap_external import cache_from_source  # what importlib.util has
 
     try:
         return cache_from_source(__file__)[: -len(".pyc")] + ".dataclasses"
@@ -48,7 +50,7 @@ def _cache_path() -> str | None:
 
 
 def _magic() -> bytes:
-    from importlib.util import MAGIC_NUMBER
+    from importlib._bootstrap_external import MAGIC_NUMBER
 
     return MAGIC_NUMBER
 
@@ -89,7 +91,12 @@ def _save(path: str) -> None:
 
 
 def _code(txt: str) -> CodeType:
-    global compiled
+    global compiled, _loaded
+    import hashlib
+
+    if not _loaded and _path is not None:
+        _loaded = True
+        _table.update(_load(_path))
     key = hashlib.blake2b(txt.encode(), digest_size=16).digest()
     _used.add(key)
     data = _table.get(key)
@@ -104,44 +111,80 @@ def _code(txt: str) -> CodeType:
     return code
 
 
-def _create_fn(
-    name: str,
-    args: list[str],
-    body: list[str],
-    *,
-    globals: dict[str, Any] | None = None,
-    locals: dict[str, Any] | None = None,
-    return_type: Any = dataclasses.MISSING,
-) -> Any:
-    # CPython 3.11's dataclasses._create_fn, line for line, but for where the code comes from
-    if locals is None:
-        locals = {}
-    return_annotation = ""
-    if return_type is not dataclasses.MISSING:
-        locals["_return_type"] = return_type
-        return_annotation = "->_return_type"
-    joined = ",".join(args)
-    lines = "\n".join(f"  {b}" for b in body)
-    txt = f" def {name}({joined}){return_annotation}:\n{lines}"
-    local_vars = ", ".join(locals.keys())
-    txt = f"def __create_fn__({local_vars}):\n{txt}\n return {name}"
-    ns: dict[str, Any] = {}
-    exec(_code(txt), globals, ns)
-    return ns["__create_fn__"](**locals)
+def _patch(dataclasses: ModuleType) -> None:
+    """Replace ``dataclasses._create_fn`` (a no-op if this Python has none)."""
+    if not callable(getattr(dataclasses, "_create_fn", None)):
+        return
+    missing = dataclasses.MISSING
+
+    def _create_fn(
+        name: str,
+        args: list[str],
+        body: list[str],
+        *,
+        globals: dict[str, Any] | None = None,
+        locals: dict[str, Any] | None = None,
+        return_type: Any = missing,
+    ) -> Any:
+        # CPython 3.11's dataclasses._create_fn, line for line, but where the code comes from
+        if locals is None:
+            locals = {}
+        return_annotation = ""
+        if return_type is not missing:
+            locals["_return_type"] = return_type
+            return_annotation = "->_return_type"
+        joined = ",".join(args)
+        lines = "\n".join(f"  {b}" for b in body)
+        txt = f" def {name}({joined}){return_annotation}:\n{lines}"
+        local_vars = ", ".join(locals.keys())
+        txt = f"def __create_fn__({local_vars}):\n{txt}\n return {name}"
+        ns: dict[str, Any] = {}
+        exec(_code(txt), globals, ns)
+        return ns["__create_fn__"](**locals)
+
+    dataclasses._create_fn = _create_fn  # type: ignore[attr-defined]
+
+
+class _PatchOnImport:
+    """A meta path finder for ``dataclasses`` alone: the stdlib's own spec, whose module is
+    patched right after it runs (then this finder leaves ``sys.meta_path``)."""
+
+    @classmethod
+    def find_spec(cls, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "dataclasses":
+            return None
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(cls)
+        from importlib.machinery import PathFinder
+
+        spec = PathFinder.find_spec(name, path)
+        loader = spec.loader if spec is not None else None
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        run = loader.exec_module
+
+        def exec_module(module: ModuleType) -> None:
+            run(module)
+            _patch(module)
+
+        loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
 
 
 def install() -> None:
     """Use the table for every dataclass created from now on (once; a no-op on a Python
-    whose ``dataclasses`` has no ``_create_fn`` of this shape, or without a cache path)."""
-    global _installed
+    other than 3.11 or without a cache path). ``dataclasses`` is patched now if it is loaded,
+    else when it is."""
+    global _installed, _path
     if _installed or sys.version_info[:2] != (3, 11):
         return
-    if not callable(getattr(dataclasses, "_create_fn", None)):
-        return
-    path = _cache_path()
-    if path is None:
+    _path = _cache_path()
+    if _path is None:
         return
     _installed = True
-    _table.update(_load(path))
-    dataclasses._create_fn = _create_fn  # type: ignore[attr-defined]
-    atexit.register(_save, path)
+    atexit.register(_save, _path)
+    loaded = sys.modules.get("dataclasses")
+    if loaded is not None:
+        _patch(loaded)
+    else:
+        sys.meta_path.insert(0, _PatchOnImport)

@@ -9,12 +9,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 _PROBE = """
-import dataclasses, sys
-from dataclasses import dataclass, field
-if sys.argv[1] == "install":
+import sys
+if sys.argv[1] == "eager":
+    import dataclasses
+if sys.argv[1] != "stock":
     from mason.cli import _dccache
     _dccache.install()
+    print("dataclasses loaded by install:", sys.argv[1] == "install" and "dataclasses" in sys.modules)
+import dataclasses
+from dataclasses import dataclass, field
 
 @dataclass(frozen=True, order=True)
 class Point:
@@ -37,7 +43,7 @@ except dataclasses.FrozenInstanceError:
     frozen = "frozen"
 print(repr(p), repr(q), p < q, p == Point(1), hash(p) == hash(Point(1)), frozen, repr(b))
 print(Point.__init__.__qualname__, Box.__eq__.__qualname__)
-if sys.argv[1] == "install":
+if sys.argv[1] != "stock":
     print("compiled", _dccache.compiled)
 """
 
@@ -55,13 +61,18 @@ def _table(tmp: Path) -> list[Path]:
     return list((tmp / "pyc").rglob("_dccache.*.dataclasses"))
 
 
-def test_classes_are_the_same_and_the_second_run_compiles_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["install", "eager"])
+def test_classes_are_the_same_and_the_second_run_compiles_nothing(
+    tmp_path: Path, mode: str
+) -> None:
     stock = _run(tmp_path, "stock")
-    first = _run(tmp_path, "install")
-    assert first[:2] == stock and int(first[2].split()[1]) > 0
+    first = _run(tmp_path, mode)
+    # installed before dataclasses loads, it does not load it; patched when something does
+    assert first[0] == "dataclasses loaded by install: False"
+    assert first[1:3] == stock and int(first[3].split()[1]) > 0
     assert len(_table(tmp_path)) == 1
-    second = _run(tmp_path, "install")
-    assert second[:2] == stock and second[2] == "compiled 0"
+    second = _run(tmp_path, mode)
+    assert second[1:3] == stock and second[3] == "compiled 0"
 
 
 def test_a_corrupt_table_is_ignored_and_rewritten(tmp_path: Path) -> None:
@@ -70,11 +81,11 @@ def test_a_corrupt_table_is_ignored_and_rewritten(tmp_path: Path) -> None:
     (table,) = _table(tmp_path)
     table.write_bytes(table.read_bytes()[:4] + b"\x00garbage")
     again = _run(tmp_path, "install")
-    assert again[:2] == stock and again[2] != "compiled 0"
-    assert _run(tmp_path, "install")[2] == "compiled 0"
+    assert again[1:3] == stock and again[3] != "compiled 0"
+    assert _run(tmp_path, "install")[3] == "compiled 0"
 
 
 def test_no_bytecode_writing_means_no_table(tmp_path: Path) -> None:
     out = _run(tmp_path, "install", "-B")
-    assert out[:2] == _run(tmp_path, "stock", "-B")
+    assert out[1:3] == _run(tmp_path, "stock", "-B")
     assert _table(tmp_path) == []
