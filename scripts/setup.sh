@@ -34,17 +34,18 @@ declare -A why=(
     [git]="ADD of a git repository, and the git server the tests start on loopback"
     [iproute2]="ip netns: the tests put a LAN registry in a network namespace of their own"
     [openssh-client]="ssh-agent, ssh-add, ssh-keygen: the --ssh tests forward a real agent"
+    [qemu-user-static]="QEMU user-mode emulators: the multi-platform tests RUN steps of linux/arm64 images on this machine (mason registers them with binfmt_misc)"
 )
 declare -A provides=(
     [docker-registry]=docker-registry [runc]=runc [busybox-static]=busybox [skopeo]=skopeo
     [umoci]=umoci [apache2-utils]=htpasswd [openssl]=openssl [buildah]=buildah [git]=git
-    [iproute2]=ip [openssh-client]=ssh-agent
+    [iproute2]=ip [openssh-client]=ssh-agent [qemu-user-static]=qemu-aarch64-static
 )
 packages=(docker-registry runc busybox-static)
 extras=""  # pip extras of mason
 case "$job" in
     test)
-        packages+=(skopeo umoci apache2-utils openssl git iproute2 openssh-client)
+        packages+=(skopeo umoci apache2-utils openssl git iproute2 openssh-client qemu-user-static)
         extras="[test]"  # pytest, hypothesis, ruff, mypy, import-linter, PyJWT/cryptography (token registry)
         ;;
     bench) packages+=(skopeo buildah) ;;
@@ -100,6 +101,23 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "mason setup: apt-get update and install ${missing[*]}" >&2
     if ! "${apt[@]}" update >&2 || ! "${apt[@]}" install -y --no-install-recommends "${missing[@]}" >&2; then
         echo "mason setup: apt-get failed (above); if another apt held the dpkg lock, run this again" >&2
+        exit 1
+    fi
+fi
+
+# The multi-platform tests build an arm64 base image from Debian's busybox-static:arm64
+# (tests/support/busybox.py downloads it with apt-get download, once): apt needs the arm64
+# architecture and its package lists. Nothing arm64 is installed.
+if [ "$job" = test ] && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "mason setup: run as root, or: sudo dpkg --add-architecture arm64 && sudo apt-get update" >&2
+        exit 1
+    fi
+    echo "mason setup (test): adding the arm64 architecture to apt (for apt-get download busybox-static:arm64)" >&2
+    wait_for_dpkg_lock
+    dpkg --add-architecture arm64
+    if ! apt-get -q -o DPkg::Lock::Timeout=300 update >&2; then
+        echo "mason setup: apt-get update failed (above); run this again" >&2
         exit 1
     fi
 fi

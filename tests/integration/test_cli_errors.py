@@ -263,7 +263,8 @@ def test_push_refused_names_the_registry(
         ("--secret", "id=tok", "invalid --secret 'id=tok': give src=FILE or env=VAR"),
         ("--secret", "src=/etc/hostname", "invalid --secret 'src=/etc/hostname': id= is required"),
         ("--build-arg", "=x", "invalid --build-arg '=x': expected KEY=VALUE"),
-        ("--platform", "linux/s390x", "mason builds for the host platform"),
+        ("--platform", "linux/amd64,linux", "--platform: invalid platform 'linux'"),
+        ("--platform", "windows/amd64", "mason builds linux images only, not windows"),
         # issue 13 defect 6: one parser, one rule for every output and cache attribute
         (
             "--output",

@@ -5,10 +5,16 @@ The rootfs is ``/bin/busybox`` of ``busybox-static`` with one symlink per applet
 the usual empty directories, owner root and mtime 0 everywhere; the layer is a
 deterministic gzip tar. Same machine, same busybox: same digest.
 
+Multi-platform builds need a second platform's base: ``foreign_busybox("arm64")`` is
+``/bin/busybox`` of Debian's ``busybox-static:arm64`` (``apt-get download``; the arm64
+architecture is added by ``scripts/setup.sh test``), cached under ``~/.cache/mason-tests``;
+``push_busybox_index`` pushes the host's image and that one under one index.
+
 Usable without pytest (scripts, demo, benches)::
 
     python -m tests.support.busybox 127.0.0.1:5000/base/busybox:latest
     python -m tests.support.busybox --oci-layout DIR[:TAG]
+    python -m tests.support.busybox --multi 127.0.0.1:5000/base/busybox-multi:latest
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import gzip
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -29,8 +36,8 @@ from mason.digest import Digest, sha256_bytes, sha256_file
 from mason.oci import mediatypes as mt
 from mason.oci.descriptor import Descriptor
 from mason.oci.layout import OCILayout
-from mason.oci.manifest import ImageManifest, build_manifest
-from mason.oci.platform import host_platform
+from mason.oci.manifest import ImageManifest, build_index, build_manifest
+from mason.oci.platform import Platform, host_platform
 from mason.oci.reference import Reference
 from mason.registry.client import RegistryClient
 
@@ -38,8 +45,10 @@ __all__ = [
     "BUSYBOX",
     "BusyboxImage",
     "build_busybox_image",
+    "foreign_busybox",
     "main",
     "push_busybox",
+    "push_busybox_index",
     "write_busybox_layout",
 ]
 
@@ -87,9 +96,9 @@ def _info(name: str, kind: bytes, mode: int, size: int = 0, linkname: str = "") 
     return info
 
 
-def _layer_tar(busybox: str) -> bytes:
+def _layer_tar(busybox: str, runner: tuple[str, ...] = ()) -> bytes:
     applets = subprocess.run(
-        [busybox, "--list-full"], capture_output=True, check=True, text=True
+        [*runner, busybox, "--list-full"], capture_output=True, check=True, text=True
     ).stdout.split()
     entries: dict[str, tuple[tarfile.TarInfo, bytes | None]] = {}
     for path, mode in _DIRS.items():
@@ -125,18 +134,24 @@ def _gzip(data: bytes) -> bytes:
     return gzip.compress(data, compresslevel=6, mtime=0)
 
 
-def build_busybox_image(workdir: str | os.PathLike[str], busybox: str = BUSYBOX) -> BusyboxImage:
-    """Write the layer blob into ``workdir`` and return the image's documents."""
+def build_busybox_image(
+    workdir: str | os.PathLike[str], busybox: str = BUSYBOX, platform: Platform | None = None
+) -> BusyboxImage:
+    """Write the layer blob into ``workdir`` and return the image's documents (``platform``:
+    the busybox binary's, default the host's; a foreign one lists its applets under QEMU)."""
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
-    tar = _layer_tar(busybox)
+    platform = platform or host_platform()
+    runner: tuple[str, ...] = ()
+    if platform.architecture != host_platform().architecture:
+        runner = (f"/usr/bin/qemu-{_QEMU[platform.architecture]}-static",)
+    tar = _layer_tar(busybox, runner)
     diff_id = sha256_bytes(tar)
     compressed = _gzip(tar)
     layer_path = work / "busybox-layer.tar.gz"
     layer_path.write_bytes(compressed)
     digest, size = sha256_file(str(layer_path))
     layer = Descriptor(mt.OCI_LAYER_GZIP, digest, size)
-    platform = host_platform()
     config_doc = {
         "architecture": platform.architecture,
         "config": {
@@ -168,6 +183,79 @@ def push_busybox(
         return client.put_manifest(target, image.manifest.raw, image.manifest.media_type)
 
 
+_QEMU = {"arm64": "aarch64", "amd64": "x86_64"}
+#: Debian's name of each platform's architecture
+_DEBIAN_ARCH = {"arm64": "arm64", "amd64": "amd64"}
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mason-tests"
+
+
+def foreign_busybox(arch: str = "arm64") -> Path:
+    """``/bin/busybox`` of Debian's ``busybox-static`` for ``arch``, downloaded once with
+    ``apt-get download`` and kept in ``~/.cache/mason-tests/busybox-static-<arch>/``. Raises
+    ``RuntimeError`` saying what to run when apt cannot get it."""
+    dest = _cache_dir() / f"busybox-static-{arch}"
+    binary = dest / "bin" / "busybox"
+    if binary.is_file():
+        return binary
+    package = f"busybox-static:{_DEBIAN_ARCH[arch]}"
+    with tempfile.TemporaryDirectory(prefix="mason-busybox-deb-") as tmp:
+        os.chmod(tmp, 0o755)  # apt's _apt user writes the download here
+        got = subprocess.run(
+            ["apt-get", "download", package], cwd=tmp, capture_output=True, text=True, check=False
+        )
+        debs = list(Path(tmp).glob("*.deb"))
+        if got.returncode != 0 or not debs:
+            raise RuntimeError(
+                f"apt-get download {package} failed ({got.stderr.strip()}); "
+                f"run: dpkg --add-architecture {_DEBIAN_ARCH[arch]} && apt-get update "
+                "(bash scripts/setup.sh test does)"
+            )
+        unpacked = Path(tmp) / "root"
+        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], check=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staged = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+        (staged / "bin").mkdir()
+        shutil.copy2(unpacked / "bin" / "busybox", staged / "bin" / "busybox")
+        try:
+            os.rename(staged, dest)  # all or nothing: a concurrent fetch may have won
+        except OSError:
+            shutil.rmtree(staged, ignore_errors=True)
+    return binary
+
+
+def _push_one(client: RegistryClient, target: Reference, image: BusyboxImage) -> Digest:
+    client.push_blob(target, image.layer, lambda: open(image.layer_path, "rb"))  # noqa: SIM115
+    client.push_blob(target, image.config, lambda: io.BytesIO(image.config_raw))
+    return client.put_manifest(
+        target.with_digest(image.manifest.digest), image.manifest.raw, image.manifest.media_type
+    )
+
+
+def push_busybox_index(
+    client: RegistryClient,
+    ref: Reference | str,
+    workdir: str | os.PathLike[str],
+    arches: tuple[str, ...] = ("amd64", "arm64"),
+) -> Digest:
+    """Push one busybox image per architecture and an OCI index of them to ``ref``; returns
+    the index's digest. The host's architecture uses the host's busybox."""
+    target = Reference.parse(ref) if isinstance(ref, str) else ref
+    host = host_platform()
+    entries = []
+    for arch in arches:
+        platform = Platform("linux", arch)
+        binary = BUSYBOX if arch == host.architecture else str(foreign_busybox(arch))
+        image = build_busybox_image(Path(workdir) / arch, binary, platform)
+        _push_one(client, target, image)
+        entries.append(image.manifest.descriptor(platform=platform))
+    index = build_index(entries)
+    return client.put_manifest(target, index.raw, index.media_type)
+
+
 def write_busybox_layout(path: str | os.PathLike[str], tag: str = "latest") -> Descriptor:
     """Write the image into an OCI layout at ``path`` (created when missing)."""
     try:
@@ -188,10 +276,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("ref", nargs="?", help="registry reference to push to")
     parser.add_argument("--oci-layout", help="write an OCI layout DIR[:TAG] instead")
     parser.add_argument("--insecure", action="append", default=[], help="plain-HTTP host")
+    parser.add_argument("--multi", action="store_true", help="push an amd64+arm64 index to REF")
     args = parser.parse_args(argv)
     if args.oci_layout:
         path, _, tag = args.oci_layout.partition(":")
         desc = write_busybox_layout(path, tag or "latest")
+    elif args.ref and args.multi:
+        with (
+            RegistryClient(insecure_hosts=args.insecure) as client,
+            tempfile.TemporaryDirectory(prefix="mason-busybox-") as tmp,
+        ):
+            digest = push_busybox_index(client, args.ref, tmp)
+        desc = Descriptor(mt.OCI_INDEX, digest, 0)
     elif args.ref:
         with RegistryClient(insecure_hosts=args.insecure) as client:
             digest = push_busybox(client, args.ref)

@@ -21,7 +21,8 @@ CONTEXTS = Path(__file__).resolve().parents[1] / "integration" / "contexts"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CACHECONFIG = "application/vnd.buildkit.cacheconfig.v0"
 UNCOMPRESSED = "containerd.io/uncompressed"
-_STEP = re.compile(r"^#(\d+) (\[(?!internal\])[^\]]+\] .*)$")
+# a Dockerfile step: not "[internal]" (nor a multi-platform build's "[linux/arm64 internal]")
+_STEP = re.compile(r"^#(\d+) (\[(?![^\]]*\binternal\])[^\]]+\] .*)$")
 _STATUS = re.compile(r"^#(\d+) (CACHED|DONE [0-9.]+s|ERROR: .*)$")
 _ACCESS = re.compile(
     r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) (?P<size>\d+|-)'

@@ -48,7 +48,7 @@ class ExportRequest:
 
     records: Sequence[SolvedRecord]
     blobs: ExportBlobStore
-    image_diff_ids: Sequence[Digest] | None
+    image_diff_ids: Sequence[Digest] | Sequence[Sequence[Digest]] | None
     client: CacheRegistry | None
     prior: CacheSource | None
     clock: Callable[[], str]

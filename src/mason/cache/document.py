@@ -97,7 +97,7 @@ def plan_cache_document(
     records: Sequence[SolvedRecord],
     *,
     blobs: ExportBlobStore,
-    image_diff_ids: Sequence[Digest] | None,
+    image_diff_ids: Sequence[Digest] | Sequence[Sequence[Digest]] | None,
     prior: CacheSource | None,
     clock: Callable[[], str],
 ) -> tuple[ExportPlan, tuple[ImageManifest | ImageIndex, Descriptor] | None]:

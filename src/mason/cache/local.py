@@ -123,7 +123,7 @@ def export_local_cache(
     records: Sequence[SolvedRecord],
     *,
     blobs: ExportBlobStore,
-    image_diff_ids: Sequence[Digest] | None,
+    image_diff_ids: Sequence[Digest] | Sequence[Sequence[Digest]] | None,
     prior: CacheSource | None = None,
     clock: Callable[[], str] = rfc3339_nano,
 ) -> ExportResult:

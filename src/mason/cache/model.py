@@ -511,11 +511,25 @@ class _LayerTable:
         return {i: self.own.get(i) or self.seen[i] for i in self.own.keys() | self.seen.keys()}
 
 
+def _image_chains(
+    image_diff_ids: Sequence[Digest] | Sequence[Sequence[Digest]] | None,
+) -> tuple[tuple[Digest, ...], ...]:
+    """One image's diff IDs, or one chain per platform's image, as chains."""
+    chains = list(image_diff_ids or ())
+    if chains and isinstance(chains[0], str):
+        return (tuple(Digest(str(d)) for d in chains),)
+    return tuple(tuple(Digest(str(d)) for d in chain) for chain in chains)
+
+
 def _keeps_result(
-    mode: Literal["min", "max"], diff_ids: tuple[Digest | None, ...], image: tuple[Digest, ...]
+    mode: Literal["min", "max"],
+    diff_ids: tuple[Digest | None, ...],
+    images: tuple[tuple[Digest, ...], ...],
 ) -> bool:
-    """min mode keeps a result only when its chain is a prefix of the exported image's."""
-    return mode == "max" or (len(diff_ids) <= len(image) and diff_ids == image[: len(diff_ids)])
+    """min mode keeps a result only when its chain is a prefix of an exported image's."""
+    return mode == "max" or any(
+        len(diff_ids) <= len(image) and diff_ids == image[: len(diff_ids)] for image in images
+    )
 
 
 def _result_of(
@@ -564,7 +578,7 @@ def plan_export(
     records: Sequence[SolvedRecord],
     *,
     mode: Literal["min", "max"],
-    image_diff_ids: Sequence[Digest] | None,
+    image_diff_ids: Sequence[Digest] | Sequence[Sequence[Digest]] | None,
     blobs: ExportBlobStore,
     compression: str = "gzip",
     compression_level: int | None = None,
@@ -577,11 +591,12 @@ def plan_export(
 
     ``mode="max"`` keeps every record's result. ``mode="min"`` keeps a result only when its
     diff-ID chain is a prefix of ``image_diff_ids`` (the exported image's layers; for other
-    outputs the builder passes the final target's chain); other records stay key-only.
+    outputs the builder passes the final target's chain; a multi-platform build passes one
+    chain per platform, and a prefix of any of them is kept); other records stay key-only.
     ``createdAt`` is carried over from ``prior`` (the cache previously stored at the same
     destination) for unchanged results, so an unchanged cache re-exports identical bytes.
     """
-    image = tuple(image_diff_ids or ())
+    image = _image_chains(image_diff_ids)
     by_key, ordered_keys = index_records(records)
     index_of = {k: i for i, k in enumerate(ordered_keys)}
     resolve = _BlobResolver(blobs, compression, compression_level, force_compression)

@@ -316,7 +316,7 @@ def export_registry_cache(
     *,
     client: CacheRegistry,
     blobs: ExportBlobStore,
-    image_diff_ids: Sequence[Digest] | None,
+    image_diff_ids: Sequence[Digest] | Sequence[Sequence[Digest]] | None,
     prior: CacheSource | None = None,
     clock: Callable[[], str] = rfc3339_nano,
     max_workers: int = 4,
@@ -408,7 +408,7 @@ class _Writer:
     records: Sequence[SolvedRecord]
     client: CacheRegistry
     blobs: ExportBlobStore
-    image_diff_ids: Sequence[Digest] | None
+    image_diff_ids: Sequence[Digest] | Sequence[Sequence[Digest]] | None
     clock: Callable[[], str]
     max_workers: int
     #: this build's ``RUN --mount=type=cache`` contents (id -> layer), for ``cache-mounts=true``

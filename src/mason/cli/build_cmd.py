@@ -150,7 +150,14 @@ def _add_output_flags(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="docker buildx's load into the Docker daemon: mason has none (says what to run instead)",
     )
-    p.add_argument("--platform", metavar="PLATFORM", help="target platform (the host's only)")
+    p.add_argument(
+        "--platform",
+        metavar="PLATFORM",
+        action="append",
+        default=[],
+        help="target platforms, comma-separated or repeated (default: the host's); several "
+        "make an image index",
+    )
     p.add_argument(
         "--snapshotter",
         choices=("auto", "overlay", "copy"),
@@ -268,19 +275,11 @@ def _build_options(args: argparse.Namespace) -> Any:
     from mason.engine.options import BuildOptions, parse_output, parse_secret
     from mason.engine.sshagent import parse_ssh
     from mason.errors import UsageError
-    from mason.oci.platform import Platform, host_platform
+    from mason.oci.platform import parse_platforms
 
     env = dict(os.environ)
     tags = tuple(args.tags)
-    platform = None
-    if args.platform:
-        platform = Platform.parse(args.platform)
-        host = host_platform()
-        if (platform.os, platform.architecture) != (host.os, host.architecture):
-            raise UsageError(
-                f"--platform {args.platform}: mason builds for the host platform ({host}) only",
-                reference="platform-unsupported",
-            )
+    platforms = _platforms(args.platform, parse_platforms)
     cache_to = [c for text in args.cache_to for c in parse_cache_to(text, image_refs=tags)]
     check_cache_exports(cache_to)  # two --cache-to writing one place: exit 2 before building
     cache_from = [c for text in args.cache_from for c in parse_cache_from(text)]
@@ -298,7 +297,7 @@ def _build_options(args: argparse.Namespace) -> Any:
             ) from None
         build_args.setdefault("SOURCE_DATE_EPOCH", str(epoch))
     annotations = _checked_annotations(
-        args, tuple(a for t in args.annotations for a in parse_annotation_flag(t)), platform
+        args, tuple(a for t in args.annotations for a in parse_annotation_flag(t)), platforms
     )
     context, stdin_dockerfile = _context(args, build_args)  # a remote one is fetched last
     return BuildOptions(
@@ -319,7 +318,7 @@ def _build_options(args: argparse.Namespace) -> Any:
         ssh=tuple(parse_ssh(s) for s in args.ssh),
         annotations=annotations,
         network=args.network,
-        platform=platform,
+        platforms=platforms,
         source_date_epoch=epoch,
         labels=_kv(args.labels, "--label", env),
         docker_config_dir=env.get("DOCKER_CONFIG"),
@@ -396,8 +395,28 @@ def _build_contexts(values: list[str]) -> tuple[Any, ...]:
     return tuple(parse_build_context(v) for v in values)
 
 
+def _platforms(values: list[str], parse: Any) -> tuple[Any, ...]:
+    """``--platform`` values (an invalid one is a usage error naming it)."""
+    from mason.errors import UsageError
+    from mason.oci.platform import PlatformError
+
+    try:
+        platforms: tuple[Any, ...] = parse(values)
+    except PlatformError as exc:
+        raise UsageError(
+            f"--platform: {exc.message}", reference="invalid-platform", hint=exc.hint
+        ) from None
+    os_names = sorted({p.os for p in platforms if p.os != "linux"})
+    if os_names:
+        raise UsageError(
+            f"--platform: mason builds linux images only, not {', '.join(os_names)}",
+            reference="platform-unsupported",
+        )
+    return platforms
+
+
 def _checked_annotations(
-    args: argparse.Namespace, annotations: tuple[Any, ...], platform: Any
+    args: argparse.Namespace, annotations: tuple[Any, ...], platforms: tuple[Any, ...]
 ) -> tuple[Any, ...]:
     """``--annotation``s, checked with each output's own before anything is built: a level or
     platform the export cannot write is a usage error (``mason.engine.annotations``)."""
@@ -408,9 +427,11 @@ def _checked_annotations(
     outputs = outputs_for(
         args.tags, args.push, [parse_output(o) for o in args.outputs], annotations
     )
+    built = platforms or (host_platform(),)
     for out in outputs:
         if out.type in ("image", "oci", "docker"):
-            output_annotations(out, platform or host_platform())
+            for p in built:
+                output_annotations(out, p, built)
     return annotations
 
 

@@ -3,16 +3,17 @@
 
 Levels: ``manifest`` (the default) goes into the image manifest, ``manifest-descriptor``
 onto the manifest's descriptor (in an OCI layout, its ``index.json`` entry), ``index`` and
-``index-descriptor`` onto an image index. mason builds one platform and so makes no index:
-as BuildKit's single-platform export, index annotations are refused ("index annotations not
-supported for single platform export"), before anything is built.
+``index-descriptor`` onto the image index of a multi-platform build (in an OCI layout, the
+index's ``index.json`` entry). One platform makes no index: as BuildKit's single-platform
+export, index annotations are then refused ("index annotations not supported for single
+platform export"), before anything is built.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 from mason.errors import UsageError
 from mason.oci.platform import Platform, PlatformError
@@ -46,10 +47,13 @@ class Annotation:
 
 @dataclass(frozen=True)
 class ResolvedAnnotations:
-    """What one single-platform export writes: in the manifest, on its descriptor."""
+    """What one platform's export writes: in the manifest, on its descriptor; with several
+    platforms also in the image index and on the index's descriptor."""
 
     manifest: dict[str, str]
     descriptor: dict[str, str]
+    index: dict[str, str] = field(default_factory=dict)
+    index_descriptor: dict[str, str] = field(default_factory=dict)
 
 
 def _platform(text: str, what: str) -> Platform:
@@ -127,35 +131,48 @@ def parse_annotation_attr(attr: str, value: str, text: str) -> Annotation | None
 
 
 def resolve_annotations(
-    annotations: Iterable[Annotation], platform: Platform, *, oci: bool, where: str
+    annotations: Iterable[Annotation],
+    platform: Platform,
+    *,
+    oci: bool,
+    where: str,
+    built: Sequence[Platform] = (),
 ) -> ResolvedAnnotations:
-    """The annotations of a one-platform export (later ones win), checked as BuildKit's
-    ``ImageWriter.Commit``: a platform that is not built, index levels, or descriptor
-    annotations with Docker media types are usage errors naming ``where``."""
-    manifest: dict[str, str] = {}
-    descriptor: dict[str, str] = {}
+    """The annotations of ``platform``'s export (later ones win), checked as BuildKit's
+    ``ImageWriter.Commit``: a platform that is not built (``built``: every platform of the
+    build, default ``platform`` alone), index levels of a one-platform export, or descriptor and
+    index annotations with Docker media types are usage errors naming ``where``."""
+    built = tuple(built) or (platform,)
+    out = ResolvedAnnotations({}, {})
+    levels = {
+        "manifest": out.manifest,
+        "manifest-descriptor": out.descriptor,
+        "index": out.index,
+        "index-descriptor": out.index_descriptor,
+    }
     for a in annotations:
-        if a.platform is not None and not _same(a.platform, platform):
+        if a.platform is not None and not any(_same(a.platform, p) for p in built):
             raise UsageError(
                 f"{where}: invalid annotation: no platform {a.platform} found in source",
                 reference="invalid-annotation",
-                hint=f"this build makes {platform} only",
+                hint=f"this build makes {', '.join(str(p) for p in built)} only",
             )
-        if a.level in ("index", "index-descriptor"):
+        if a.level in ("index", "index-descriptor") and len(built) == 1:
             raise UsageError(
                 f"{where}: index annotations not supported for single platform export "
                 f"({a.level}:{a.key})",
                 reference="invalid-annotation",
-                hint="mason builds one platform and writes no image index; "
-                "use manifest or manifest-descriptor",
+                hint="one platform makes no image index; use manifest or manifest-descriptor, "
+                "or build several --platform",
             )
-        if a.level == "manifest-descriptor" and not oci:
+        if a.level != "manifest" and not oci:
             raise UsageError(
                 f'{where}: cannot export annotations with "oci-mediatypes=false"',
                 reference="invalid-annotation",
             )
-        (manifest if a.level == "manifest" else descriptor)[a.key] = a.value
-    return ResolvedAnnotations(manifest, descriptor)
+        if a.platform is None or _same(a.platform, platform):
+            levels[a.level][a.key] = a.value
+    return out
 
 
 def _same(a: Platform, b: Platform) -> bool:

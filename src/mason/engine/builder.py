@@ -26,14 +26,14 @@ from mason.digest import Digest, sha256_bytes
 from mason.engine.blobs import Blobs, RemoteLocation
 from mason.engine.context import DockerIgnore
 from mason.engine.convert import ConvertedBuild, ResolvedImage, convert_plan, final_config
-from mason.engine.exporters import ExportedImage, ImageResult, export_outputs
+from mason.engine.exporters import ExportedImage, ExportedIndex, ImageResult, export_outputs
 from mason.engine.ops import BuildEnv, LocalResultStore, StepResult
 from mason.engine.options import BuildOptions
 from mason.engine.snapshots import Snapshotter
 from mason.engine.sshagent import ssh_agents
 from mason.engine.state import LayerRef, StateRoot, human_size
 from mason.errors import BuildError, UsageError
-from mason.oci.platform import Platform, host_platform
+from mason.oci.platform import Platform, PlatformError, host_platform
 from mason.progress import Event, NullSink, ProgressSink
 from mason.solver import CacheKey, CancelToken, SolveError, Solver, Vertex
 
@@ -48,7 +48,7 @@ __all__ = ["BuildOutcome", "ProgressAdapter", "build", "check"]
 class BuildOutcome:
     image_digest: Digest | None
     config_digest: Digest | None
-    exported: ExportedImage | None
+    exported: ExportedImage | ExportedIndex | None
     states: dict[str, str] = field(default_factory=dict)  # vertex name -> cached/executed/...
     cached_steps: int = 0
     executed_steps: int = 0
@@ -186,22 +186,34 @@ class _Resolver:
     kept in the content store, so only the tag lookup hits the registry on a later build."""
 
     def __init__(
-        self, client: Any, state: StateRoot, blobs: Blobs, sink: ProgressSink, platform: Platform
+        self,
+        client: Any,
+        state: StateRoot,
+        blobs: Blobs,
+        sink: ProgressSink,
+        platform: Platform,
+        *,
+        multi: bool = False,
     ) -> None:
         self.client = client
         self.state = state
         self.blobs = blobs
         self.sink = sink
         self.platform = platform
+        #: several target platforms: "[linux/arm64 internal] load metadata for ..." (BuildKit)
+        self.multi = multi
         self._memo: dict[tuple[str, str], ResolvedImage] = {}
+        self._lock = threading.Lock()
 
     def __call__(self, ref_text: str, platform_text: str) -> ResolvedImage:
         from mason.oci import Reference
         from mason.oci.errors import InvalidReferenceError
 
-        key = (ref_text, platform_text)
-        if key in self._memo:
-            return self._memo[key]
+        platform = Platform.parse(platform_text) if platform_text else self.platform
+        key = (ref_text, str(platform))
+        with self._lock:
+            if key in self._memo:
+                return self._memo[key]
         try:
             ref = Reference.parse(ref_text)
         except InvalidReferenceError as exc:
@@ -209,10 +221,11 @@ class _Resolver:
                 f"invalid base image reference {ref_text!r}: {exc.message}",
                 reference="invalid-reference",
             ) from exc
-        platform = Platform.parse(platform_text) if platform_text else self.platform
-        with _task(self.sink, f"[internal] load metadata for {ref}"):
+        where = f"{platform} internal" if self.multi else "internal"
+        with _task(self.sink, f"[{where}] load metadata for {ref}"):
             img = self._resolve(ref, platform)
-        self._memo[key] = img
+        with self._lock:
+            self._memo[key] = img
         return img
 
     def layout(self, nc: Any, platform_text: str) -> ResolvedImage:
@@ -401,6 +414,23 @@ def _predefined_args(platform: Platform) -> dict[str, str]:
     }
 
 
+def _build_client(opts: BuildOptions) -> Any:
+    """The registry client of a build: credentials, insecure hosts, registries.conf."""
+    from mason.cache.options import insecure_hosts
+    from mason.registry import CredentialStore, RegistryClient
+    from mason.registry.regconf import load_registries_conf
+
+    creds = CredentialStore.from_environment(opts.docker_config_dir, opts.registry_auth_file)
+    insecure = [
+        *opts.insecure_registries,
+        *sorted(insecure_hosts((*opts.cache_to, *opts.cache_from))),
+        *_insecure_outputs(opts),
+    ]
+    return RegistryClient(
+        credentials=creds, insecure_hosts=insecure, registries=load_registries_conf()
+    )
+
+
 def build(
     opts: BuildOptions,
     *,
@@ -428,7 +458,7 @@ def build(
     with _task(sink, "[internal] load .dockerignore") as t:
         ignore = DockerIgnore.load(opts.context, df_path)
         t.log(f"transferring context: {_ignore_size(opts.context, df_path)}B done")
-    platform = opts.platform or host_platform()
+    platforms = opts.platforms or (host_platform(),)
     build_args = dict(opts.build_args)
     epoch = opts.source_date_epoch
     if epoch is None and "SOURCE_DATE_EPOCH" in build_args:
@@ -438,30 +468,21 @@ def build(
             raise UsageError(
                 "SOURCE_DATE_EPOCH must be an integer", reference="invalid-build-arg"
             ) from None
-    plan = plan_build(
-        df,
-        build_args=build_args,
-        predefined=_predefined_args(platform),
-        target=opts.target,
-        replaced_stages=[c.name for c in opts.build_contexts],
-    )
+    # one plan per target platform: TARGETPLATFORM & co. can change what a stage is
+    plans = [
+        plan_build(
+            df,
+            build_args=build_args,
+            predefined=_predefined_args(p),
+            target=opts.target,
+            replaced_stages=[c.name for c in opts.build_contexts],
+        )
+        for p in platforms
+    ]
 
     own_client = client is None
     if client is None:
-        from mason.registry import CredentialStore, RegistryClient
-
-        creds = CredentialStore.from_environment(opts.docker_config_dir, opts.registry_auth_file)
-        from mason.cache.options import insecure_hosts
-        from mason.registry.regconf import load_registries_conf
-
-        insecure = [
-            *opts.insecure_registries,
-            *sorted(insecure_hosts((*opts.cache_to, *opts.cache_from))),
-            *_insecure_outputs(opts),
-        ]
-        client = RegistryClient(
-            credentials=creds, insecure_hosts=insecure, registries=load_registries_conf()
-        )
+        client = _build_client(opts)
     try:
         _reap_orphaned_sandboxes()
         with ssh_agents(opts.ssh) as ssh_sockets, StateRoot.open(root) as state:
@@ -469,9 +490,9 @@ def build(
                 opts,
                 state,
                 df,
-                plan,
+                plans,
                 ignore,
-                platform,
+                platforms,
                 epoch,
                 sink,
                 stdout,
@@ -491,9 +512,9 @@ def _build_in(
     opts: BuildOptions,
     state: StateRoot,
     df: Any,
-    plan: Any,
+    plans: list[Any],
     ignore: DockerIgnore,
-    platform: Platform,
+    platforms: tuple[Platform, ...],
     epoch: int | None,
     sink: ProgressSink,
     stdout: BinaryIO | None,
@@ -505,42 +526,37 @@ def _build_in(
     checks_task: _Task | None = None,
     ssh_sockets: Mapping[str, str] | None = None,
 ) -> BuildOutcome:
+    """Every platform's graph in one solve (steps with one key, as a ``FROM
+    --platform=$BUILDPLATFORM`` stage's, run once), then one image per platform."""
     blobs = Blobs(state, client)
     snapshots = _open_snapshots(opts, state, blobs, sink)
     env = _build_env(opts, state, blobs, snapshots, executor, ignore, epoch, df, df_bytes)
     env.ssh_sockets = dict(ssh_sockets or {})
     env.named_dirs = _named_dirs(opts, sink)
-    resolver = _Resolver(client, state, blobs, sink, platform)
+    env.emulators = _LazyEmulators()
+    resolver = _Resolver(client, state, blobs, sink, platforms[0], multi=len(platforms) > 1)
     converted, sources, cache_imports = _convert_and_import_caches(
-        opts, env, plan, resolver, ignore, platform, blobs, client, sink, checks_task
+        opts, env, plans, resolver, ignore, platforms, blobs, client, sink, checks_task
     )
     env.cache_mounts.sources = list(cache_imports.values())
-    if _uses_context(plan):
+    if any(_uses_context(plan) for plan in plans):
         with _task(sink, "[internal] load build context") as t:
             t.log(f"transferring context: {human_size(_context_size(opts.context, ignore))} done")
     adapter = ProgressAdapter(sink)
     graph = _solve(
         opts, state, df, adapter, sources, converted, blobs, client, sink, cache_imports, cancel
     )
-    result = graph.result_of(converted.target.vertex)
-    config_doc = final_config(converted.target, result, epoch)
-    for k, v in opts.labels.items():
-        config_doc.setdefault("config", {}).setdefault("Labels", {})[k] = v
-
     outcome = BuildOutcome(None, None, None, states=dict(adapter.states))
     outcome.cached_steps = sum(1 for s in adapter.states.values() if s == "cached")
     outcome.executed_steps = sum(1 for s in adapter.states.values() if s == "executed")
-    image = ImageResult(
-        result.layers,
-        config_doc,
-        platform,
-        apply_layers=lambda dest: snapshots.apply_flat(result.layers, dest),
-        source_date_epoch=env.source_date_epoch,
-    )
+    images = [
+        _image_result(opts, graph, c, p, snapshots, blobs, epoch)
+        for c, p in zip(converted, platforms, strict=True)
+    ]
     _export(
         opts,
         outcome,
-        image,
+        images,
         graph,
         converted,
         blobs,
@@ -555,20 +571,46 @@ def _build_in(
     return outcome
 
 
+def _image_result(
+    opts: BuildOptions,
+    graph: Any,
+    converted: ConvertedBuild,
+    platform: Platform,
+    snapshots: Snapshotter,
+    blobs: Blobs,
+    epoch: int | None,
+) -> ImageResult:
+    """One platform's image: its target's layers and config (with labels and inline cache)."""
+    from mason.engine.remotecache import inline_cache_extra
+
+    result = graph.result_of(converted.target.vertex)
+    config_doc = final_config(converted.target, result, epoch)
+    for k, v in opts.labels.items():
+        config_doc.setdefault("config", {}).setdefault("Labels", {})[k] = v
+    return ImageResult(
+        result.layers,
+        config_doc,
+        platform,
+        apply_layers=lambda dest: snapshots.apply_flat(result.layers, dest),
+        source_date_epoch=epoch,
+        config_extra=inline_cache_extra(opts.cache_to, graph, converted, blobs),
+    )
+
+
 def _solve(
     opts: BuildOptions,
     state: StateRoot,
     df: Any,
     adapter: ProgressAdapter,
     sources: Any,
-    converted: ConvertedBuild,
+    converted: list[ConvertedBuild],
     blobs: Blobs,
     client: Any,
     sink: ProgressSink,
     cache_imports: Any,
     cancel: CancelToken | None,
 ) -> Any:
-    """Solve the target's graph; when a step fails, the finished steps still go to --cache-to
+    """Solve every platform's target; when a step fails, the finished steps still go to --cache-to
     (docs/architecture.md §8), so the fixed build resumes from the failed step."""
     from mason.engine.explain import ExplainRecorder
 
@@ -587,7 +629,7 @@ def _solve(
         max_workers=opts.max_parallel,
     )
     try:
-        return solver.solve([converted.target.vertex], cancel=cancel)
+        return solver.solve([c.target.vertex for c in converted], cancel=cancel)
     except SolveError as exc:
         # nothing here may replace the step's error
         if opts.cache_to and exc.graph is not None:
@@ -611,19 +653,19 @@ def _solve(
 def _convert_and_import_caches(
     opts: BuildOptions,
     env: BuildEnv,
-    plan: Any,
+    plans: list[Any],
     resolver: _Resolver,
     ignore: DockerIgnore,
-    platform: Platform,
+    platforms: tuple[Platform, ...],
     blobs: Blobs,
     client: Any,
     sink: ProgressSink,
     checks_task: _Task | None,
-) -> tuple[ConvertedBuild, Any, Any]:
-    """The build graph (base images resolved) and the build checks, while the ``--cache-from``
-    documents download in a second thread: both mostly wait on registries. The imports'
-    progress is held back until the conversion is done, so the output reads as if they ran
-    in turn, and an error of the conversion or the checks still comes first."""
+) -> tuple[list[ConvertedBuild], Any, Any]:
+    """The build graph of each platform (base images resolved) and the build checks, while the
+    ``--cache-from`` documents download in a second thread: both mostly wait on registries. The
+    imports' progress is held back until the conversion is done, so the output reads as if
+    they ran in turn, and an error of the conversion or the checks still comes first."""
     from mason.engine.namedcontexts import overrides
     from mason.engine.remotecache import import_caches
     from mason.progress import HeldSink
@@ -639,18 +681,22 @@ def _convert_and_import_caches(
 
     # a daemon: a failed conversion or Ctrl-C does not wait for a slow registry
     threading.Thread(target=run_imports, name="cache-import", daemon=True).start()
-    converted: ConvertedBuild = convert_plan(
-        env,
-        plan,
-        resolver,
-        platform=str(platform),
-        no_cache=opts.no_cache,
-        named=overrides(opts.build_contexts),
-        no_cache_filter=opts.no_cache_filter,
-        resolve_layout=resolver.layout,
-    )
-    if checks_task is not None:
-        _report_checks(_run_checks(plan, resolver, ignore, platform), checks_task)
+    converted = [
+        convert_plan(
+            env,
+            plan,
+            resolver,
+            platform=str(platform),
+            no_cache=opts.no_cache,
+            named=overrides(opts.build_contexts),
+            no_cache_filter=opts.no_cache_filter,
+            resolve_layout=resolver.layout,
+            prefix_platform=len(platforms) > 1,
+        )
+        for plan, platform in zip(plans, platforms, strict=True)
+    ]
+    if checks_task is not None:  # the Dockerfile's checks once, for the first platform
+        _report_checks(_run_checks(plans[0], resolver, ignore, platforms[0]), checks_task)
     sources, cache_imports = imports.result()
     held.release()
     return converted, sources, cache_imports
@@ -713,9 +759,9 @@ def _build_env(
 def _export(
     opts: BuildOptions,
     outcome: BuildOutcome,
-    image: ImageResult,
+    images: list[ImageResult],
     graph: Any,
-    converted: Any,
+    converted: list[ConvertedBuild],
     blobs: Blobs,
     client: Any,
     sink: ProgressSink,
@@ -727,22 +773,13 @@ def _export(
 ) -> None:
     """The image outputs, then the caches; the outcome's digests and buildx's metadata."""
     from mason.engine.options import outputs_for
-    from mason.engine.remotecache import export_caches, inline_cache_extra
+    from mason.engine.remotecache import export_caches
 
-    platform = image.platform
     outputs = outputs_for(opts.tags, opts.push, opts.outputs, opts.annotations)
-    config_extra = inline_cache_extra(opts.cache_to, graph, converted, blobs)
     if outputs:
         with _task(sink, "exporting to image") as t:
             outcome.exported = export_outputs(
-                blobs,
-                client,
-                image,
-                outputs,
-                state.tmp,
-                t.log,
-                stdout=stdout,
-                config_extra=config_extra,
+                blobs, client, images, outputs, state.tmp, t.log, stdout=stdout
             )
     elif not opts.cache_to:
         t2 = _Task(sink, "exporting to image")
@@ -762,18 +799,28 @@ def _export(
             cache_mounts=cache_mounts,
         )
     if outcome.exported is not None:
-        ex = outcome.exported
-        outcome.image_digest = ex.digest
-        outcome.config_digest = ex.manifest.config.digest
-        outcome.metadata = {
-            "containerimage.config.digest": ex.manifest.config.digest,
-            "containerimage.descriptor": ex.descriptor().to_json()
-            | {"platform": {"architecture": platform.architecture, "os": platform.os}},
-            "containerimage.digest": ex.digest,
-        }
+        outcome.metadata = _metadata(outcome.exported, images)
+        outcome.image_digest = outcome.exported.digest
+        if isinstance(outcome.exported, ExportedImage):
+            outcome.config_digest = outcome.exported.manifest.config.digest
         names = [n for o in outputs for n in o.names]
         if names:
             outcome.metadata["image.name"] = ",".join(names)
+
+
+def _metadata(exported: ExportedImage | ExportedIndex, images: list[ImageResult]) -> dict[str, Any]:
+    """buildx's ``--metadata-file`` keys. An index has no config of its own: as BuildKit's
+    multi-platform export, only its descriptor and digest (``--iidfile`` then names the index)."""
+    descriptor = exported.descriptor().to_json()
+    if isinstance(exported, ExportedIndex):
+        return {"containerimage.descriptor": descriptor, "containerimage.digest": exported.digest}
+    p = images[0].platform
+    return {
+        "containerimage.config.digest": exported.manifest.config.digest,
+        "containerimage.descriptor": descriptor
+        | {"platform": {"architecture": p.architecture, "os": p.os}},
+        "containerimage.digest": exported.digest,
+    }
 
 
 def _run_checks(
@@ -783,7 +830,11 @@ def _run_checks(
     from mason.dockerfile.checks import run_checks
 
     def base_config(ps: Any) -> Any:
-        img = resolver._memo.get((ps.base.image or "", ps.platform or str(platform)))
+        try:
+            plat = str(Platform.parse(ps.platform)) if ps.platform else str(platform)
+        except PlatformError:
+            return None
+        img = resolver._memo.get((ps.base.image or "", plat))
         return img.config if img is not None else None
 
     return run_checks(
@@ -825,7 +876,7 @@ def check(
         t.log(f"transferring dockerfile: {len(data)}B done")
         df = parse_dockerfile(data, df_name)
     ignore = DockerIgnore.load(opts.context, df_path)
-    platform = opts.platform or host_platform()
+    platform = (opts.platforms or (host_platform(),))[0]
     plan = plan_build(
         df,
         build_args=dict(opts.build_args),
@@ -913,6 +964,23 @@ def _reap_orphaned_sandboxes() -> None:
     from mason.executor import reap_orphans
 
     reap_orphans(state_dir=_RUNC_STATE)
+
+
+class _LazyEmulators:
+    """``mason.executor.emulation.Emulators`` for the host, made when a RUN first asks (a
+    fully cached build imports nothing of the executor)."""
+
+    def __init__(self) -> None:
+        self._emulators: Any = None
+        self._lock = threading.Lock()
+
+    def for_platform(self, platform: Platform) -> Any:
+        with self._lock:
+            if self._emulators is None:
+                from mason.executor.emulation import Emulators
+
+                self._emulators = Emulators(host_platform())
+        return self._emulators.for_platform(platform)
 
 
 class _LazyExecutor:

@@ -10,6 +10,7 @@ back the same config bytes).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import posixpath
 from collections.abc import Callable, Mapping, Sequence
@@ -62,6 +63,7 @@ from mason.engine.ops import (
 from mason.engine.state import LayerRef
 from mason.errors import BuildError, DiagnosticError
 from mason.fsroot import clean_path
+from mason.oci.platform import Platform, PlatformError
 from mason.solver import Vertex
 
 __all__ = [
@@ -117,6 +119,8 @@ class StageResult:
     layer_vertices: list[Vertex[StepResult]] = field(default_factory=list)
     cmd_set: bool = False
     base_created: str = ""
+    #: the stage's platform (``FROM --platform``, its parent stage's, else the target's)
+    platform: Platform | None = None
 
 
 @dataclass
@@ -150,11 +154,14 @@ class _Converter:
         named: Mapping[str, NamedContext] | None = None,
         no_cache_filter: Sequence[str] = (),
         resolve_layout: LayoutResolver | None = None,
+        prefix_platform: bool = False,
     ) -> None:
         self.env = env
         self.plan = plan
         self.resolve = resolve
         self.platform = platform
+        #: several target platforms: step names start with the stage's platform (BuildKit)
+        self.prefix_platform = prefix_platform
         self.no_cache = no_cache
         self.done: dict[int, StageResult] = {}
         self.images: list[ResolvedImage] = []
@@ -245,6 +252,10 @@ class _Converter:
         # BuildKit's step names: no stage name when the Dockerfile has one stage, and
         # the step number right-aligned to the width of the total ("[ 3/12]")
         label = ps.display_name + " " if len(self.plan.all_stages) > 1 else ""
+        if ps.base.stage is not None and replaced is None:
+            platform = self.stage(ps.base.stage).platform
+        else:
+            platform = Platform.parse(ps.platform or self.platform)
         width = len(str(total))
         history: list[HistoryPlan]
         if ps.base.stage is not None and replaced is None:
@@ -258,7 +269,8 @@ class _Converter:
         else:
             nc = replaced or lookup(self.named, ps.base_name)
             shown = ps.base_name if nc is None else nc.value if nc.kind == "image" else nc.name
-            name = f"[{label}{1:>{width}}/{total}] FROM {shown}"
+            where = f"{platform} " if self.prefix_platform else ""
+            name = f"[{where}{label}{1:>{width}}/{total}] FROM {shown}"
             vertex, config, history, base_created = self._image_base(ps, nc, name)
             scope = StageScope.start(self.plan, config.env_list())
             shell = tuple(config.config.get("Shell") or DEFAULT_SHELL)
@@ -267,7 +279,16 @@ class _Converter:
             # BuildKit's llb.Dir does, so it can never climb out of the rootfs
             workdir = clean_path(str(config.config.get("WorkingDir") or "/"))
         result = StageResult(
-            ps, vertex, config, history, scope, shell, user, workdir, base_created=base_created
+            ps,
+            vertex,
+            config,
+            history,
+            scope,
+            shell,
+            user,
+            workdir,
+            base_created=base_created,
+            platform=platform,
         )
         commands: list[Command] = []
         triggers = list(config.config.get("OnBuild") or [])
@@ -280,7 +301,8 @@ class _Converter:
             is_layer = isinstance(cmd, RunCommand | CopyCommand | AddCommand | WorkdirCommand)
             if is_layer:
                 step += 1
-            self.dispatch(result, cmd, f"[{label}{step:>{width}}/{total}]")
+            where = _platform_label(result) if self.prefix_platform else ""
+            self.dispatch(result, cmd, f"[{where}{label}{step:>{width}}/{total}]")
         self.done[index] = result
         return result
 
@@ -299,11 +321,11 @@ class _Converter:
             exc.context = (*exc.context, *self.env.location((ps.stage.start_line,)))
             raise
         if img is None:  # scratch, or a directory: an empty config (dockerui's emptyImage)
-            arch, os_, variant = _split_platform(ps.platform or self.platform)
+            p = Platform.parse(ps.platform or self.platform)
             history = []
             if nc is not None and nc.kind == "dir":  # its layer's entry, as BuildKit describes it
                 history.append(HistoryPlan(f"local source for {nc.name}", False, vertex))
-            return vertex, StageConfig.scratch(arch, os_, variant), history, ""
+            return vertex, StageConfig.scratch(p.architecture, p.os, p.variant), history, ""
         history = [HistoryPlan(fixed=dict(h)) for h in (img.config.get("history") or [])]
         created = str(img.config.get("created") or "")
         return vertex, StageConfig.from_image_config(img.config), history, created
@@ -423,6 +445,7 @@ class _Converter:
             lines=c.lines,
             display=c.code,
             security=c.security,
+            platform=r.platform,
         )
         r.vertex = self.vertex(r, op, inputs, f"{prefix} {c.code}")
         r.layer_vertices.append(r.vertex)
@@ -780,12 +803,28 @@ def _port_keys(c: ExposeCommand, scope: StageScope) -> list[str]:
     return out
 
 
-def _split_platform(text: str) -> tuple[str, str, str | None]:
-    parts = text.split("/")
-    os_ = parts[0] if parts else "linux"
-    arch = parts[1] if len(parts) > 1 else "amd64"
-    variant = parts[2] if len(parts) > 2 else None
-    return arch, os_, variant
+def _platform_label(r: StageResult) -> str:
+    """BuildKit's platform in a step name: the stage's, then ``->`` the target platform the
+    stage's TARGET* args name when it differs (``linux/amd64->arm64``)."""
+    assert r.platform is not None
+    env = r.scope.env_map
+    target: Platform | None = None
+    if "TARGETPLATFORM" in env:
+        with contextlib.suppress(PlatformError):
+            target = Platform.parse(env["TARGETPLATFORM"])
+    if target is None and any(k in env for k in ("TARGETOS", "TARGETARCH", "TARGETVARIANT")):
+        target = Platform(
+            env.get("TARGETOS") or r.platform.os,
+            env.get("TARGETARCH") or r.platform.architecture,
+            env.get("TARGETVARIANT") or None,
+        ).normalized()
+    base = r.platform
+    suffix = ""
+    if target is not None and target.os == base.os and target.architecture != base.architecture:
+        suffix = "->" + target.architecture + (f"/{target.variant}" if target.variant else "")
+    elif target is not None and target.os != base.os:
+        suffix = f"->{target}"
+    return f"{base}{suffix} "
 
 
 def convert_plan(
@@ -798,10 +837,21 @@ def convert_plan(
     named: Mapping[str, NamedContext] | None = None,
     no_cache_filter: Sequence[str] = (),
     resolve_layout: LayoutResolver | None = None,
+    prefix_platform: bool = False,
 ) -> ConvertedBuild:
-    """Build the vertices of every stage the target needs."""
+    """Build the vertices of every stage the target needs (for one target ``platform``; with
+    ``prefix_platform``, one of several, step names start with the stage's platform)."""
     conv = _Converter(
-        env, plan, resolve, platform, no_cache, {}, named, no_cache_filter, resolve_layout
+        env,
+        plan,
+        resolve,
+        platform,
+        no_cache,
+        {},
+        named,
+        no_cache_filter,
+        resolve_layout,
+        prefix_platform,
     )
     # stages in file order, as BuildKit converts them: a base image shared by several
     # stages is one vertex named after its first stage ("[build 1/6] FROM ...")

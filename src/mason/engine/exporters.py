@@ -34,18 +34,26 @@ from mason.engine.annotations import ResolvedAnnotations, resolve_annotations
 from mason.engine.blobs import Blobs
 from mason.engine.options import OutputSpec
 from mason.engine.state import LayerRef
-from mason.errors import BuildError
+from mason.errors import BuildError, UsageError
 from mason.oci import mediatypes as mt
 from mason.oci.atomic import output_file
 from mason.oci.descriptor import Descriptor
-from mason.oci.manifest import ImageManifest, build_manifest
+from mason.oci.manifest import ImageIndex, ImageManifest, build_index, build_manifest
 from mason.oci.platform import Platform
 from mason.oci.reference import Reference
 
 if TYPE_CHECKING:
     from mason.engine.imagetar import ImageFiles
 
-__all__ = ["ExportedImage", "ImageResult", "assemble_manifest", "export_outputs", "push_image"]
+__all__ = [
+    "ExportedImage",
+    "ExportedIndex",
+    "ImageResult",
+    "assemble_index",
+    "assemble_manifest",
+    "export_outputs",
+    "push_image",
+]
 
 _CHUNK = 1 << 20
 
@@ -58,6 +66,8 @@ class ImageResult:
     apply_layers: Callable[[Path], None] | None = field(default=None, compare=False)
     #: SOURCE_DATE_EPOCH of the build: what ``rewrite-timestamp=true`` clamps layer times to
     source_date_epoch: int | None = None
+    #: merged into the config (the inline cache of this platform's image)
+    config_extra: dict[str, Any] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,26 @@ class ExportedImage:
 
     def descriptor(self) -> Descriptor:
         return Descriptor(self.manifest.media_type, self.manifest.digest, self.manifest.size)
+
+
+@dataclass(frozen=True)
+class ExportedIndex:
+    """A multi-platform image: its index (a Docker manifest list with Docker media types) and
+    each platform's image, in the index's order."""
+
+    index: ImageIndex
+    images: tuple[ExportedImage, ...]
+
+    @property
+    def digest(self) -> Digest:
+        return self.index.digest
+
+    @property
+    def oci(self) -> bool:
+        return not self.index.is_docker
+
+    def descriptor(self) -> Descriptor:
+        return Descriptor(self.index.media_type, self.index.digest, len(self.index.raw))
 
 
 def _config_bytes(doc: dict[str, Any]) -> bytes:
@@ -161,7 +191,7 @@ def rewrite_timestamps(
 def push_image(
     blobs: Blobs,
     client: Any,
-    exported: ExportedImage,
+    exported: ExportedImage | ExportedIndex,
     refs: Sequence[Reference],
     log: Callable[[str], None],
     max_workers: int = 4,
@@ -169,40 +199,63 @@ def push_image(
     """Push layers (``mason.registry.push.push_blob``: HEAD, else mount from a repository of
     the same registry known to hold it, else upload), then the config, then the manifest under
     each ref. Layers already known remote on the same registry are never downloaded; every
-    layer pushed is recorded (``Blobs.note_stored``) so later pushes and cache exports mount it."""
-    from mason.oci.descriptor import DISTRIBUTION_SOURCE_PREFIX
-    from mason.registry.push import push_blob
-
+    layer pushed is recorded (``Blobs.note_stored``) so later pushes and cache exports mount it.
+    An index: every platform's image is pushed by digest first, the index under each ref last,
+    so a tag never names an index whose images are missing."""
     by_repo: dict[str, list[Reference]] = {}
     for r in refs:
         by_repo.setdefault(f"{r.registry}/{r.repository}", []).append(r)
     for targets in by_repo.values():
-        target = targets[0]
-
-        def push_layer(lr: LayerRef, target: Reference = target) -> None:
-            assert lr.blob is not None
-            desc = blobs.descriptor(lr, oci=exported.oci)
-            hints = blobs.mount_hints(lr.blob)
-            outcome = push_blob(
-                client, target, desc.with_annotations(hints) if hints else desc, blobs.opener(lr)
-            )
-            if outcome == "mounted":
-                known = hints.get(DISTRIBUTION_SOURCE_PREFIX + target.registry, "")
-                log(f"mounted {lr.blob} (known in {known})")
-            blobs.note_stored(lr.blob, target, desc.media_type, desc.size)
-
-        t0 = time.monotonic()
-        with ThreadPoolExecutor(max_workers=max_workers) as pool:
-            list(pool.map(push_layer, exported.layers))
-        log(f"pushing layers {time.monotonic() - t0:.1f}s done")
-        cfg = exported.manifest.config
-        raw = exported.config_raw
-        client.push_blob(target, cfg, lambda raw=raw: io.BytesIO(raw))
+        images = exported.images if isinstance(exported, ExportedIndex) else (exported,)
+        for image in images:
+            _push_one(blobs, client, image, targets[0], log, max_workers)
+            if isinstance(exported, ExportedIndex):
+                client.put_manifest(
+                    targets[0].with_digest(image.digest),
+                    image.manifest.raw,
+                    image.manifest.media_type,
+                )
+        if isinstance(exported, ExportedIndex):
+            raw, media_type = exported.index.raw, exported.index.media_type
+        else:
+            raw, media_type = exported.manifest.raw, exported.manifest.media_type
         for r in targets:
-            client.put_manifest(r, exported.manifest.raw, exported.manifest.media_type)
-            log(
-                f"pushing manifest for {r.repository_ref}:{r.tag or 'latest'}@{exported.digest} done"
-            )
+            client.put_manifest(r, raw, media_type)
+            what = "manifest list" if isinstance(exported, ExportedIndex) else "manifest"
+            log(f"pushing {what} for {r.repository_ref}:{r.tag or 'latest'}@{exported.digest} done")
+
+
+def _push_one(
+    blobs: Blobs,
+    client: Any,
+    exported: ExportedImage,
+    target: Reference,
+    log: Callable[[str], None],
+    max_workers: int,
+) -> None:
+    """One image's layers and config (its manifest is put by the caller)."""
+    from mason.oci.descriptor import DISTRIBUTION_SOURCE_PREFIX
+    from mason.registry.push import push_blob
+
+    def push_layer(lr: LayerRef) -> None:
+        assert lr.blob is not None
+        desc = blobs.descriptor(lr, oci=exported.oci)
+        hints = blobs.mount_hints(lr.blob)
+        outcome = push_blob(
+            client, target, desc.with_annotations(hints) if hints else desc, blobs.opener(lr)
+        )
+        if outcome == "mounted":
+            known = hints.get(DISTRIBUTION_SOURCE_PREFIX + target.registry, "")
+            log(f"mounted {lr.blob} (known in {known})")
+        blobs.note_stored(lr.blob, target, desc.media_type, desc.size)
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(max_workers=max_workers) as pool:
+        list(pool.map(push_layer, exported.layers))
+    log(f"pushing layers {time.monotonic() - t0:.1f}s done")
+    cfg = exported.manifest.config
+    raw = exported.config_raw
+    client.push_blob(target, cfg, lambda raw=raw: io.BytesIO(raw))
 
 
 # -- files -----------------------------------------------------------------------
@@ -210,7 +263,7 @@ def push_image(
 
 def _write_layout(
     blobs: Blobs,
-    exported: ExportedImage,
+    exported: ExportedImage | ExportedIndex,
     layout_dir: Path,
     names: Sequence[str],
     desc_annotations: Mapping[str, str],
@@ -218,17 +271,21 @@ def _write_layout(
     from mason.oci.layout import OCILayout
 
     layout = OCILayout.create(str(layout_dir))
-    for lr in exported.layers:
-        assert lr.blob is not None
-        if not layout.has_blob(lr.blob):
-            with blobs.opener(lr)() as src:
-                layout.put_blob_stream(
-                    src, lr.media_type or mt.OCI_LAYER_GZIP, lr.blob, lr.blob_size
-                )
-    layout.put_blob_bytes(exported.config_raw, exported.manifest.config.media_type)
-    layout.put_blob_bytes(exported.manifest.raw, exported.manifest.media_type)
+    images = exported.images if isinstance(exported, ExportedIndex) else (exported,)
+    for image in images:
+        for lr in image.layers:
+            assert lr.blob is not None
+            if not layout.has_blob(lr.blob):
+                with blobs.opener(lr)() as src:
+                    layout.put_blob_stream(
+                        src, lr.media_type or mt.OCI_LAYER_GZIP, lr.blob, lr.blob_size
+                    )
+        layout.put_blob_bytes(image.config_raw, image.manifest.config.media_type)
+        layout.put_blob_bytes(image.manifest.raw, image.manifest.media_type)
+    if isinstance(exported, ExportedIndex):
+        layout.put_blob_bytes(exported.index.raw, exported.index.media_type)
     desc = exported.descriptor()
-    if desc_annotations:  # manifest-descriptor annotations: the layout's index.json entry
+    if desc_annotations:  # (index-|manifest-)descriptor annotations: the index.json entry
         desc = desc.with_annotations(dict(desc_annotations))
     if names:
         for n in names:
@@ -240,19 +297,28 @@ def _write_layout(
 
 
 def _image_files(
-    exported: ExportedImage, out: OutputSpec, desc_annotations: Mapping[str, str]
+    exported: ExportedImage | ExportedIndex, out: OutputSpec, desc_annotations: Mapping[str, str]
 ) -> ImageFiles:
-    """An oci or docker tarball's contents: the same layout ``_write_layout`` makes."""
+    """An oci or docker tarball's contents: the same layout ``_write_layout`` makes (an index:
+    every platform's layers, configs and manifests, then the index)."""
     from mason.engine.imagetar import ImageFiles, index_json
 
     desc = exported.descriptor()
     if desc_annotations:
         desc = desc.with_annotations(dict(desc_annotations))
+    images = exported.images if isinstance(exported, ExportedIndex) else (exported,)
+    layers = {lr.blob: lr for image in images for lr in image.layers}
+    small = {sha256_bytes(b): b for i in images for b in (i.config_raw, i.manifest.raw)}
+    if isinstance(exported, ExportedIndex):
+        small[exported.digest] = exported.index.raw
+    docker = None
+    if out.type == "docker" and isinstance(exported, ExportedImage):
+        docker = _docker_manifest_json(exported, out.names)
     return ImageFiles(
-        exported.layers,
-        (exported.config_raw, exported.manifest.raw),
+        tuple(layers.values()),
+        tuple(small.values()),
         index_json(desc, out.names, {n: _ref_name(n) for n in out.names}),
-        _docker_manifest_json(exported, out.names) if out.type == "docker" else None,
+        docker,
     )
 
 
@@ -354,83 +420,157 @@ def _apply_dated(image: ImageResult, dest: Path) -> None:
         os.utime(dest, ns=when)
 
 
-def output_annotations(out: OutputSpec, platform: Platform) -> ResolvedAnnotations:
-    """An image-like output's annotations for ``platform`` (usage errors name the output)."""
+def output_annotations(
+    out: OutputSpec, platform: Platform, built: Sequence[Platform] = ()
+) -> ResolvedAnnotations:
+    """An image-like output's annotations for ``platform`` of the ``built`` ones (usage errors
+    name the output); several platforms and a ``docker`` output are refused, as BuildKit."""
     where = f"--output type={out.type}" + (f",dest={out.dest}" if out.dest else "")
-    return resolve_annotations(out.annotations, platform, oci=out.oci_mediatypes, where=where)
+    if out.type == "docker" and len(built) > 1:
+        raise UsageError(
+            f"{where}: docker exporter does not currently support exporting manifest lists",
+            reference="invalid-output",
+            hint="a multi-platform build writes an OCI layout (type=oci) or pushes (--push)",
+        )
+    return resolve_annotations(
+        out.annotations, platform, oci=out.oci_mediatypes, where=where, built=built
+    )
+
+
+def assemble_index(
+    blobs: Blobs, images: Sequence[ImageResult], out: OutputSpec
+) -> ExportedImage | ExportedIndex:
+    """One image (one platform), or every platform's image and their index, for ``out``."""
+    built = [image.platform for image in images]
+    exported: list[ExportedImage] = []
+    entries: list[Descriptor] = []
+    for image in images:
+        notes = output_annotations(out, image.platform, built)
+        one = assemble_manifest(
+            blobs,
+            image,
+            compression=out.compression,
+            level=out.compression_level,
+            force=out.force_compression,
+            oci=out.oci_mediatypes,
+            config_extra=image.config_extra,
+            annotations=notes.manifest,
+        )
+        if len(images) == 1:
+            return one
+        exported.append(one)
+        entries.append(
+            one.manifest.descriptor(platform=image.platform, annotations=notes.descriptor)
+        )
+    notes = output_annotations(out, images[0].platform, built)
+    index = build_index(
+        entries,
+        mt.OCI_INDEX if out.oci_mediatypes else mt.DOCKER_MANIFEST_LIST,
+        notes.index or None,
+    )
+    return ExportedIndex(index, tuple(exported))
+
+
+def _descriptor_notes(
+    out: OutputSpec, exported: ExportedImage | ExportedIndex, images: Sequence[ImageResult]
+) -> dict[str, str]:
+    """The annotations of the exported document's own descriptor (an OCI layout's entry)."""
+    built = [image.platform for image in images]
+    notes = output_annotations(out, images[0].platform, built)
+    return notes.index_descriptor if isinstance(exported, ExportedIndex) else notes.descriptor
 
 
 def export_outputs(
     blobs: Blobs,
     client: Any,
-    image: ImageResult,
+    images: Sequence[ImageResult],
     outputs: Sequence[OutputSpec],
     tmp_dir: Path,
     log: Callable[[str], None],
     *,
     stdout: BinaryIO | None = None,
-    config_extra: dict[str, Any] | None = None,
-) -> ExportedImage | None:
-    """Write every output; returns the image of the first image-like output (for metadata)."""
-    first: ExportedImage | None = None
+) -> ExportedImage | ExportedIndex | None:
+    """Write every output; returns the image (or index) of the first image-like output. Several
+    platforms make an index; a local or tar output then has one folder per platform."""
+    first: ExportedImage | ExportedIndex | None = None
     rewritten: dict[tuple[Digest, int], LayerRef] = {}
     for out in outputs:
         if out.type in ("image", "oci", "docker"):
             t0 = time.monotonic()
-            notes = output_annotations(out, image.platform)
-            shipped = (
-                rewrite_timestamps(blobs, image, log, rewritten) if out.rewrite_timestamp else image
-            )
-            exported = assemble_manifest(
-                blobs,
-                shipped,
-                compression=out.compression,
-                level=out.compression_level,
-                force=out.force_compression,
-                oci=out.oci_mediatypes,
-                config_extra=config_extra,
-                annotations=notes.manifest,
-            )
+            shipped = images
+            if out.rewrite_timestamp:
+                shipped = [rewrite_timestamps(blobs, i, log, rewritten) for i in images]
+            exported = assemble_index(blobs, shipped, out)
             first = first or exported
             log(
                 f"exporting layers {time.monotonic() - t0:.1f}s done"
             )  # BuildKit's first export line
-            log(f"exporting manifest {exported.digest} done")
-            log(f"exporting config {exported.manifest.config.digest} done")
-            if out.type == "image":
-                if out.push:
-                    refs = [Reference.parse(n) for n in out.names]
-                    push_image(blobs, client, exported, refs, log)
-                else:
-                    log(
-                        "image not pushed (push=false); use --push or --output type=oci/docker to keep it"
-                    )
-            else:
-                assert out.dest is not None
-                if out.layout_dir:
-                    _write_layout(blobs, exported, Path(out.dest), out.names, notes.descriptor)
-                else:
-                    from mason.engine.imagetar import write_image_tar
-
-                    files = _image_files(exported, out, notes.descriptor)
-                    with _dest_file(out.dest, out.type, stdout) as f:
-                        write_image_tar(blobs, files, f)
-                log(f"writing {out.type} output to {out.dest} done")
+            for one in exported.images if isinstance(exported, ExportedIndex) else (exported,):
+                log(f"exporting manifest {one.digest} done")
+                log(f"exporting config {one.manifest.config.digest} done")
+            if isinstance(exported, ExportedIndex):
+                log(f"exporting manifest list {exported.digest} done")
+            _image_output(blobs, client, exported, out, images, log, stdout)
         else:
-            assert out.dest is not None and image.apply_layers is not None
-            if out.type == "local":
-                try:
-                    Path(out.dest).mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise _output_error(out.type, out.dest, exc) from exc
-                _apply_dated(image, Path(out.dest))
-            else:
-                work = Path(tempfile.mkdtemp(dir=tmp_dir, prefix="export-fs-"))
-                try:
-                    _apply_dated(image, work)
-                    with _dest_file(out.dest, out.type, stdout) as f:
-                        _tar_directory(work, f)
-                finally:
-                    shutil.rmtree(work, ignore_errors=True)
+            _files_output(images, out, tmp_dir, stdout)
             log(f"copying files to {out.dest} done")
     return first
+
+
+def _image_output(
+    blobs: Blobs,
+    client: Any,
+    exported: ExportedImage | ExportedIndex,
+    out: OutputSpec,
+    images: Sequence[ImageResult],
+    log: Callable[[str], None],
+    stdout: BinaryIO | None,
+) -> None:
+    """Push the image, or write it as an OCI layout (a directory or a tar) or docker tar."""
+    if out.type == "image":
+        if out.push:
+            push_image(blobs, client, exported, [Reference.parse(n) for n in out.names], log)
+        else:
+            log("image not pushed (push=false); use --push or --output type=oci/docker to keep it")
+        return
+    assert out.dest is not None
+    notes = _descriptor_notes(out, exported, images)
+    if out.layout_dir:
+        _write_layout(blobs, exported, Path(out.dest), out.names, notes)
+    else:
+        from mason.engine.imagetar import write_image_tar
+
+        files = _image_files(exported, out, notes)
+        with _dest_file(out.dest, out.type, stdout) as f:
+            write_image_tar(blobs, files, f)
+    log(f"writing {out.type} output to {out.dest} done")
+
+
+def _files_output(
+    images: Sequence[ImageResult], out: OutputSpec, tmp_dir: Path, stdout: BinaryIO | None
+) -> None:
+    """A local directory or a tar of the filesystem; one folder per platform when several
+    (buildx's ``linux_arm64``)."""
+    assert out.dest is not None
+
+    def fill(root: Path) -> None:
+        for image in images:
+            assert image.apply_layers is not None
+            dest = root / image.platform.dir_name if len(images) > 1 else root
+            dest.mkdir(mode=0o755, exist_ok=True)
+            _apply_dated(image, dest)
+
+    if out.type == "local":
+        try:
+            Path(out.dest).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _output_error(out.type, out.dest, exc) from exc
+        fill(Path(out.dest))
+        return
+    work = Path(tempfile.mkdtemp(dir=tmp_dir, prefix="export-fs-"))
+    try:
+        fill(work)
+        with _dest_file(out.dest, out.type, stdout) as f:
+            _tar_directory(work, f)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

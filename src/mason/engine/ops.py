@@ -56,6 +56,7 @@ from mason.solver.keys import CacheKey
 
 if TYPE_CHECKING:
     from mason.executor import Ulimit
+    from mason.oci.platform import Platform
 
 __all__ = [
     "BuildEnv",
@@ -136,6 +137,9 @@ class BuildEnv:
     cache_mounts: CacheMounts = field(default_factory=CacheMounts)
     #: --ssh: each id's agent socket on the host (``mason.engine.sshagent``)
     ssh_sockets: Mapping[str, str] = field(default_factory=dict)
+    #: how a RUN of a foreign platform runs (``mason.executor.emulation.Emulators``; made on
+    #: first use, None in unit tests that run only the host's platform)
+    emulators: Any = None
     #: --build-context NAME=DIR: each directory and its own .dockerignore
     named_dirs: Mapping[str, tuple[Path, DockerIgnore]] = field(default_factory=dict)
 
@@ -291,8 +295,11 @@ class ExecOp:
         lines: tuple[int, ...],
         display: str,
         security: str = "sandbox",
+        platform: Platform | None = None,
     ) -> None:
         self.env = env
+        #: the stage's platform: in the key, and what the process runs as (emulated when foreign)
+        self.platform = platform
         self.args = args
         self.environ = environ
         self.cwd = cwd
@@ -317,6 +324,8 @@ class ExecOp:
             "epoch": self.env.source_date_epoch,
             **self.env.sandbox_key(),
         }
+        if self.platform is not None:  # as BuildKit's exec op: the platform is in the key
+            op["platform"] = str(self.platform)
         if self.security != "sandbox":  # RUN --security=insecure (absent: keys as before)
             op["security"] = self.security
         content = None
@@ -389,9 +398,10 @@ class ExecOp:
                 mounts.extend(self._secret_mount(m, stack, secret_env))
             elif m.type == "ssh":
                 mounts.extend(self._ssh_mount(m, stack))
+        args = self._emulated(ctx, mounts)
         spec = ExecSpec(
             rootfs=rootfs,
-            args=self.args,
+            args=args,
             env=(*self.environ, *secret_env),
             cwd=self.cwd,
             user=self.user,
@@ -414,6 +424,22 @@ class ExecOp:
                 reference="run-failed",
                 context=[*(f"  {ln}" for ln in lines[-10:]), *env.location(self.lines)],
             )
+
+    def _emulated(self, ctx: ExecContext, mounts: list[Any]) -> tuple[str, ...]:
+        """The command line for this platform: as it is natively or under binfmt_misc, after
+        the emulator (bound read-only, BuildKit's fallback) when it must run explicitly."""
+        from mason.executor import BindMount
+
+        if self.platform is None or self.env.emulators is None:
+            return self.args
+        emulation = self.env.emulators.for_platform(self.platform)
+        if emulation.note:
+            ctx.log(emulation.note)
+        if emulation.emulator is not None:
+            from mason.executor.emulation import EMULATOR_MOUNT
+
+            mounts.append(BindMount(emulation.emulator, EMULATOR_MOUNT, readonly=True))
+        return tuple(emulation.args(self.args))
 
     def _context_mount(self, m: MountPlan, scratch: Path) -> Path:
         """What a bind mount of the build context shows: the context as a build sees it. A

@@ -85,7 +85,8 @@ class BuildOptions:
     no_cache: bool = False
     secrets: tuple[SecretSpec, ...] = ()
     network: str = "default"
-    platform: Platform | None = None
+    #: ``--platform``: one image each, in this order (empty: the host's only)
+    platforms: tuple[Platform, ...] = ()
     source_date_epoch: int | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     insecure_registries: tuple[str, ...] = ()

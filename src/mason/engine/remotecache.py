@@ -343,7 +343,7 @@ def _report_export(
 def export_caches(
     cache_to: Sequence[CacheOptions],
     graph: SolvedGraph[StepResult],
-    converted: ConvertedBuild,
+    converted: ConvertedBuild | Sequence[ConvertedBuild],
     blobs: Blobs,
     client: CacheRegistry | None,
     sink: ProgressSink,
@@ -355,13 +355,16 @@ def export_caches(
     """Export every registry/local ``--cache-to``; failures raise unless ignore-error.
     ``cache_mounts``: the build's cache mounts, stored by the exports with ``cache-mounts=true``.
 
+    ``converted``: the build of each platform (min mode keeps the chains of all their images).
     ``best_effort`` (export on a failed build): the graph may be partly solved, min mode
     keeps the target stage's finished chain, and a failing export is a warning on its vertex
     (the build's own error is what the user must see)."""
     from mason.cache import export_cache
 
     records = solved_records(graph, blobs)
-    image_diff_ids = finished_chain(graph, converted.target.vertex)
+    builds = list(converted) if isinstance(converted, Sequence) else [converted]
+    # one chain per platform's image: min mode keeps what any of them is made of
+    image_diff_ids = [finished_chain(graph, c.target.vertex) for c in builds]
     store = CacheBlobStore(blobs)
     mounts = (
         cache_mounts.layers(blobs)

@@ -77,14 +77,14 @@ class ImageIndex(_TypedDocument):
         return self.media_type == mt.DOCKER_MANIFEST_LIST
 
     def for_platform(self, platform: Platform) -> Descriptor | None:
-        """The first image manifest entry whose platform matches ``platform`` (exact variant preferred)."""
-        candidates = [
-            d for d in self.manifests if d.platform is not None and platform.matches(d.platform)
-        ]
-        for d in candidates:
-            if d.platform is not None and d.platform.variant == platform.variant:
-                return d
-        return candidates[0] if candidates else None
+        """The image manifest entry that fits ``platform`` best, as containerd's
+        ``platforms.Only`` orders them (``Platform.rank``); the first in the index on a tie."""
+        best: tuple[int, Descriptor] | None = None
+        for d in self.manifests:
+            rank = platform.rank(d.platform) if d.platform is not None else None
+            if rank is not None and (best is None or rank < best[0]):
+                best = (rank, d)
+        return best[1] if best else None
 
 
 def _annotations(doc: Mapping[str, Any], where: str) -> dict[str, str]:

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import platform as _platform
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from mason.oci.errors import OCIError
 
-__all__ = ["Platform", "PlatformError", "host_platform", "normalize_architecture"]
+__all__ = [
+    "Platform",
+    "PlatformError",
+    "host_platform",
+    "normalize_architecture",
+    "parse_platforms",
+    "platform_vector",
+]
 
 
 class PlatformError(OCIError):
@@ -39,6 +46,53 @@ def normalize_architecture(arch: str) -> str:
     return _ARCH_ALIASES.get(lowered, lowered)
 
 
+#: containerd's isKnownArch (Go's GOARCH values)
+_KNOWN_ARCHES = frozenset(
+    [
+        "386",
+        "amd64",
+        "amd64p32",
+        "arm",
+        "armbe",
+        "arm64",
+        "arm64be",
+        "ppc64",
+        "ppc64le",
+        "loong64",
+        "mips",
+        "mipsle",
+        "mips64",
+        "mips64le",
+        "mips64p32",
+        "mips64p32le",
+        "ppc",
+        "riscv",
+        "riscv64",
+        "s390",
+        "s390x",
+        "sparc",
+        "sparc64",
+        "wasm",
+    ]
+)
+
+#: containerd's variant normalisation per (architecture, variant)
+_VARIANTS = {
+    ("amd64", "v1"): "",
+    ("arm64", "8"): "",
+    ("arm64", "v8"): "",
+    ("arm64", "v8.0"): "",
+    ("arm64", "9"): "v9",
+    ("arm64", "9.0"): "v9",
+    ("arm64", "v9.0"): "v9",
+    ("arm", ""): "v7",
+    ("arm", "7"): "v7",
+    ("arm", "5"): "v5",
+    ("arm", "6"): "v6",
+    ("arm", "8"): "v8",
+}
+
+
 @dataclass(frozen=True)
 class Platform:
     os: str
@@ -49,19 +103,38 @@ class Platform:
 
     @classmethod
     def parse(cls, text: str) -> Platform:
-        """Parse ``os/arch[/variant]`` (e.g. ``linux/arm64/v8``); normalises arm64's variant."""
+        """``os/arch[/variant]`` (or a lone architecture, on linux) normalised as containerd's
+        ``platforms.Normalize``: ``linux/arm64/v8`` is ``linux/arm64``, ``linux/arm`` is
+        ``linux/arm/v7``, ``linux/amd64/v1`` is ``linux/amd64``."""
         parts = text.strip().split("/")
+        if len(parts) == 1 and normalize_architecture(parts[0]) in _KNOWN_ARCHES:
+            parts = ["linux", *parts]  # containerd: an architecture alone is the default OS's
         if len(parts) < 2 or len(parts) > 3 or not all(parts):
             raise PlatformError(
                 f"invalid platform {text!r}",
                 hint="a platform is os/architecture[/variant], for example linux/amd64 or linux/arm/v7",
             )
-        os_name = parts[0].lower()
-        arch = normalize_architecture(parts[1])
-        variant = parts[2].lower() if len(parts) == 3 else None
-        if arch == "arm64" and variant == "v8":
-            variant = None  # containerd's normalisation: v8 is arm64's default variant
-        return cls(os_name, arch, variant)
+        return cls(parts[0].lower(), parts[1], parts[2] if len(parts) == 3 else None).normalized()
+
+    def normalized(self) -> Platform:
+        """containerd's ``normalizeArch``: Go's architecture names and default variants."""
+        raw, variant = self.architecture.lower(), (self.variant or "").lower()
+        arch = normalize_architecture(raw)
+        variant = _VARIANTS.get((raw, variant), _VARIANTS.get((arch, variant), variant))
+        if arch == "386" or raw in ("armhf", "armel"):
+            variant = {"armhf": "v7", "armel": "v6"}.get(raw, "")
+        return Platform(
+            self.os.lower(),
+            arch,
+            variant or None,
+            self.os_version,
+            tuple(sorted(set(self.os_features))),
+        )
+
+    @property
+    def dir_name(self) -> str:
+        """The folder of this platform in a multi-platform local or tar output (``linux_arm_v7``)."""
+        return str(self).replace("/", "_")
 
     def __str__(self) -> str:
         text = f"{self.os}/{self.architecture}"
@@ -99,11 +172,66 @@ class Platform:
         )
 
     def matches(self, other: Platform) -> bool:
-        """True when ``other`` (from an index) can run here: same os and arch, and variant
-        equal or unspecified on either side."""
-        if self.os != other.os or self.architecture != other.architecture:
-            return False
-        return self.variant is None or other.variant is None or self.variant == other.variant
+        """True when an image of platform ``other`` runs here (containerd's ``platforms.Only``)."""
+        return self.rank(other) is not None
+
+    def rank(self, other: Platform) -> int | None:
+        """``other``'s place in this platform's preference order (``platform_vector``; 0 is the
+        exact platform), None when it does not run here."""
+        want = other.normalized()
+        for i, p in enumerate(platform_vector(self)):
+            if (p.os, p.architecture, p.variant) == (want.os, want.architecture, want.variant):
+                return i
+        return None
+
+
+_ARM64_VARIANTS = {
+    "v8": ((8,), (0,)),
+    **{f"v8.{i}": ((8,), (i,)) for i in range(10)},
+    "v9": ((9, 8), (0, 5)),
+    **{f"v9.{i}": ((9, 8), (i, min(i + 5, 9))) for i in range(8)},
+}
+
+
+def platform_vector(platform: Platform) -> tuple[Platform, ...]:
+    """What runs on ``platform``, best first: containerd's ``platformVector`` (amd64/v3 runs
+    v2, v1 and 386; arm/v7 runs v6 and v5; arm64 runs arm64's older variants and arm/v8..v5)."""
+    p = platform.normalized()
+    out = [p]
+    num = (p.variant or "").removeprefix("v")
+    if p.architecture == "amd64":
+        if num.isdigit() and int(num) > 1:
+            out += [
+                Platform(p.os, "amd64", f"v{n}" if n > 1 else None)
+                for n in range(int(num) - 1, 0, -1)
+            ]
+        out.append(Platform(p.os, "386"))
+    elif p.architecture == "arm" and num.isdigit() and int(num) > 5:
+        out += [Platform(p.os, "arm", f"v{n}") for n in range(int(num) - 1, 4, -1)]
+    elif p.architecture == "arm64":
+        variant = p.variant or "v8"
+        out = []
+        majors, minors = _ARM64_VARIANTS.get(variant, ((), ()))
+        for major, top in zip(majors, minors, strict=True):
+            for minor in range(top, -1, -1):
+                v = f"v{major}" if minor == 0 else f"v{major}.{minor}"
+                out.append(Platform(p.os, "arm64", v).normalized())
+        arm = "v8" if variant.startswith(("v8", "v9")) else variant
+        out += platform_vector(Platform(p.os, "arm", arm))
+    return tuple(out)
+
+
+def parse_platforms(values: Iterable[str]) -> tuple[Platform, ...]:
+    """``--platform`` values, each comma-separated, in order without duplicates (buildx)."""
+    out: list[Platform] = []
+    for value in values:
+        for text in value.split(","):
+            if not text.strip():
+                continue
+            p = Platform.parse(text)
+            if p not in out:
+                out.append(p)
+    return tuple(out)
 
 
 def host_platform() -> Platform:

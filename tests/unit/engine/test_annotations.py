@@ -51,3 +51,25 @@ def test_output_attributes_and_flags_resolve_later_wins() -> None:
 def test_what_one_platform_export_cannot_write_is_refused(text: str, oci: bool, why: str) -> None:
     with pytest.raises(UsageError, match=why):
         resolve_annotations(parse_annotation_flag(text), AMD64, oci=oci, where="w")
+
+
+def test_several_platforms_take_index_annotations_and_pick_their_own() -> None:
+    amd, arm = Platform("linux", "amd64"), Platform("linux", "arm64")
+    notes = parse_annotation_flag("index:org.x=idx") + parse_annotation_flag(
+        "manifest[linux/arm64]:org.y=arm"
+    )
+    notes += parse_annotation_flag("index-descriptor:org.z=d")
+    got_arm = resolve_annotations(notes, arm, oci=True, where="-o", built=(amd, arm))
+    got_amd = resolve_annotations(notes, amd, oci=True, where="-o", built=(amd, arm))
+    assert got_arm.manifest == {"org.y": "arm"} and got_amd.manifest == {}
+    assert got_arm.index == {"org.x": "idx"} and got_arm.index_descriptor == {"org.z": "d"}
+    with pytest.raises(UsageError, match="oci-mediatypes=false"):
+        resolve_annotations(notes, amd, oci=False, where="-o", built=(amd, arm))
+    with pytest.raises(UsageError, match="no platform linux/s390x"):
+        resolve_annotations(
+            parse_annotation_flag("manifest[linux/s390x]:a=1"),
+            amd,
+            oci=True,
+            where="-o",
+            built=(amd, arm),
+        )
