@@ -242,15 +242,16 @@ def test_a_docker_output_of_several_platforms_is_refused_as_buildkit_does(
 
 
 def _in_namespace(
-    hide: str, mason_args: str, timeout: int = 300
+    root: Path, hide: str, mason_args: str, timeout: int = 300
 ) -> subprocess.CompletedProcess[str]:
-    """``mason build`` in a mount namespace of its own where binfmt_misc is a tmpfs (mason can
-    neither see nor make a registration) and ``hide``'s paths are /dev/null."""
+    """``mason build`` on the fresh ``root`` in a mount namespace of its own where binfmt_misc
+    is a tmpfs (mason can neither see nor make a registration) and ``hide``'s paths are
+    /dev/null."""
     mason = shutil.which("mason") or str(Path(sys.executable).with_name("mason"))
     script = (
         "set -e; mount -t tmpfs none /proc/sys/fs/binfmt_misc; "
         f'for f in {hide}; do [ -e "$f" ] && mount --bind /dev/null "$f"; done; '
-        f'exec "{mason}" build --progress=plain {mason_args}'
+        f'MASON_ROOT={root} exec "{mason}" build --progress=plain {mason_args}'
     )
     return subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
@@ -272,6 +273,7 @@ def test_without_binfmt_the_emulator_runs_the_step_explicitly(
     (ctx / "Dockerfile").write_text("ARG BASE=busybox\nFROM $BASE\nRUN uname -m > /arch\n")
     out = tmp_path / "out"
     proc = _in_namespace(
+        tmp_path / "root",
         "",
         f"--platform linux/arm64 --build-arg BASE={multi_base} -o type=local,dest={out} {ctx}",
     )
@@ -290,6 +292,7 @@ def test_no_emulator_fails_naming_the_package_and_pushes_nothing(
         pytest.skip("needs root and unshare")
     image = f"{registry.host}/multi/none:1"
     proc = _in_namespace(
+        tmp_path / "root",
         "/usr/bin/qemu-aarch64-static /usr/libexec/qemu-binfmt/aarch64-binfmt-P",
         f"--platform {PLATFORMS} --build-arg BASE={multi_base} --push -t {image} "
         f"--cache-to type=registry,ref={registry.host}/multi/none-cache {ctx}",
