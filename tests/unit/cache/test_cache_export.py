@@ -650,3 +650,26 @@ def test_store_blob_uploads_when_the_mount_source_is_forbidden(
         _opener(data),
     )  # type: ignore[arg-type]
     assert outcome == "uploaded" and fake_registry.ops("push_blob")
+
+
+def test_min_with_several_images_keeps_the_chains_of_all(blob_store: FakeBlobStore) -> None:
+    """A multi-platform build passes one chain per platform's image: min mode keeps a result
+    that any of them is made of (here the build stage stands for a second platform's image)."""
+    from mason.cache.model import diff_id_of
+
+    records, image = two_stage_build(blob_store)
+    b2 = next(r for r in records if r.key == key("b2"))
+    other = [diff_id_of(d) for d in b2.layers]
+    plan = plan_export(
+        records, mode="min", image_diff_ids=[image, other], blobs=blob_store, clock=make_clock()
+    )  # type: ignore[arg-type]
+    with_result = {r.digest for r in plan.config.records if r.has_result}
+    assert with_result == {r.key for r in records}  # both chains: every record of this build
+    one = plan_export(
+        records, mode="min", image_diff_ids=[image], blobs=blob_store, clock=make_clock()
+    )  # type: ignore[arg-type]
+    assert {r.digest for r in one.config.records if r.has_result} == {
+        key("from"),
+        key("f1"),
+        key("f2"),
+    }
