@@ -93,6 +93,7 @@ def traffic(registry: RegistryServer, start: int) -> Traffic:
 @dataclass
 class Samples:
     seconds: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
     traffic: list[Traffic] = field(default_factory=list)
     cached: list[int] = field(default_factory=list)
 
@@ -156,7 +157,11 @@ def _scenarios_buildah(
 
     def both(*steps: Callable[[], RunResult]) -> RunResult:
         results = [s() for s in steps]
-        return RunResult(sum(r.seconds for r in results), "".join(r.output for r in results))
+        return RunResult(
+            sum(r.seconds for r in results),
+            "".join(r.output for r in results),
+            sum(r.cpu for r in results),
+        )
 
     return {
         "cold+export": lambda: both(
@@ -230,6 +235,7 @@ def run_rep(
             result = plan[name]()
             s = samples[name]
             s.seconds.append(result.seconds)
+            s.cpu.append(result.cpu)
             s.traffic.append(traffic(registry, mark))
             s.cached.append(_cached_steps(tool, result.output))
         builder.cleanup()
@@ -291,6 +297,12 @@ def print_table(
         + f" {_ratio(totals.get('buildah'), totals.get('mason')):>14}"
     )
     print("\nmason/BuildKit < 1: mason faster; buildah/mason > 1: mason faster.")
+    print("\nCPU seconds (user + system; BuildKit: buildctl and its daemon), median:")
+    for name in [*SCENARIOS, "total"]:
+        names = SCENARIOS if name == "total" else (name,)
+        cpu = {t: sum(statistics.median(results[t][n].cpu) for n in names) for t in tools}
+        cells = "".join(f" {cpu[t]:>10.2f}" for t in tools)
+        print(f"{name:<14}{cells} {_ratio(cpu.get('mason'), cpu.get('buildkit')):>15}")
     print(
         "\nregistry traffic (median): blob bytes up / bytes served by GETs, requests, steps cached"
     )

@@ -21,6 +21,7 @@ when run as a script from ``bench/``).
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -48,6 +49,10 @@ _REPO = Path(__file__).resolve().parents[1]
 class RunResult:
     seconds: float
     output: str
+    #: CPU seconds (user + system) the run cost: the process and the children it waited for;
+    #: for BuildKit also what its daemon (and the runc processes it reaped) spent meanwhile.
+    #: Unlike wall time, hardly changed by other jobs loading the machine.
+    cpu: float = 0.0
 
 
 def unmount_under(path: Path) -> None:
@@ -74,13 +79,29 @@ def remove_tree(path: Path) -> None:
 def _run(
     cmd: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> RunResult:
+    before = _children_cpu()
     start = time.perf_counter()
     proc = subprocess.run(list(cmd), capture_output=True, text=True, env=env, cwd=cwd, check=False)
     elapsed = time.perf_counter() - start
+    cpu = _children_cpu() - before
     output = proc.stdout + proc.stderr
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{output[-3000:]}")
-    return RunResult(elapsed, output)
+    return RunResult(elapsed, output, cpu)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and of the children it reaped (/proc/PID/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 class Buildah:
@@ -282,4 +303,8 @@ class BuildKit:
         cmd += ["--local", f"dockerfile={context}", "--opt", "cmdline="]
         for k, v in (build_args or {}).items():
             cmd += ["--opt", f"build-arg:{k}={v}"]
-        return _run([*cmd, *args])
+        daemon = self.proc.pid if self.proc is not None else 0
+        before = _process_cpu(daemon)
+        result = _run([*cmd, *args])
+        spent = _process_cpu(daemon) - before
+        return RunResult(result.seconds, result.output, result.cpu + spent)
