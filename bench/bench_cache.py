@@ -1,7 +1,7 @@
 """Registry build cache: mason vs BuildKit and ``buildah bud --layers --cache-to/--cache-from``.
 
 Run: .venv/bin/python bench/bench_cache.py [--context examples|two-step|DIR] [--repeat 5]
-     [--change app/names.txt] [--skip-buildah]
+     [--change app/names.txt] [--skip-buildah] [--src OTHER/src]
 
 BuildKit runs beside them when ``BUILDKITD``/``BUILDCTL`` name its binaries (``bench.peers``):
 ``buildctl build`` with ``--export-cache/--import-cache type=registry`` and ``--output
@@ -203,10 +203,10 @@ def _scenarios_buildkit(
 
 
 def _builder(
-    tool: str, work: Path, registry: RegistryServer, driver: str | None
+    tool: str, work: Path, registry: RegistryServer, driver: str | None, src: Path | None = None
 ) -> tuple[Mason | Buildah | BuildKit, Callable[..., dict[str, Callable[[], RunResult]]]]:
     if tool == "mason":
-        return Mason(work / "mason"), _scenarios_mason
+        return Mason(work / "mason", src=src), _scenarios_mason
     if tool == "buildkit":
         binaries = buildkit_binaries()
         assert binaries is not None
@@ -221,13 +221,14 @@ def run_rep(
     changed: Path,
     samples: dict[str, Samples],
     driver: str | None,
+    src: Path | None = None,
 ) -> None:
     registry = start_registry(work / "registry", "plain")
     try:
         base = _push_base(registry, work)
         out = work / "out"
         out.mkdir()
-        builder, scenarios = _builder(tool, work, registry, driver)
+        builder, scenarios = _builder(tool, work, registry, driver, src)
         plan = scenarios(builder, context, changed, f"{registry.host}/bench", base, out)
         for name in SCENARIOS:
             builder.fresh()
@@ -344,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
         "--driver", choices=("overlay", "vfs"), default=None, help="buildah storage driver"
     )
     parser.add_argument("--skip-buildah", action="store_true")
+    parser.add_argument(
+        "--src", type=Path, default=None, help="another checkout's src/ for mason (before/after)"
+    )
     args = parser.parse_args(argv)
     tools = ["mason"] + (["buildkit"] if buildkit_binaries() else [])
     tools += [] if args.skip_buildah else ["buildah"]
@@ -360,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             for tool in tools:
                 work = top / f"{tool}-{rep}"
                 work.mkdir()
-                run_rep(tool, work, context, changed, results[tool], driver)
+                run_rep(tool, work, context, changed, results[tool], driver, args.src)
                 load.append(os.getloadavg()[0])
             print(f"repetition {rep + 1}/{args.repeat} done", file=sys.stderr)
     note = (

@@ -189,9 +189,15 @@ class Buildah:
 class Mason:
     """``mason build`` with ``$MASON_ROOT`` in ``workdir`` (``fresh()`` empties it)."""
 
-    def __init__(self, workdir: Path, *, command: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *, command: Sequence[str] | None = None, src: Path | None = None
+    ) -> None:
+        """``src``: another checkout's ``src/`` to run (with this venv), as before/after."""
         self.workdir = workdir
+        self.src = src
         entry = Path(sys.executable).with_name("mason")
+        if command is None and src is not None:
+            command = [sys.executable, "-m", "mason.cli.main"]
         if command is None:
             command = [str(entry)] if entry.exists() else [sys.executable, "-m", "mason.cli.main"]
         self.command = list(command)
@@ -214,6 +220,8 @@ class Mason:
         for k, v in (build_args or {}).items():
             cmd += ["--build-arg", f"{k}={v}"]
         env = {**os.environ, "MASON_ROOT": str(self.root)}
+        if self.src is not None:
+            env["PYTHONPATH"] = str(self.src)
         # an installed mason has its bytecode compiled; so does this one after its first run
         for name in ("SOURCE_DATE_EPOCH", "PYTHONDONTWRITEBYTECODE"):
             env.pop(name, None)
