@@ -334,6 +334,58 @@ def _two_step(dest: Path) -> Path:
     return dest
 
 
+def _timed_build(root: Path, context: Path, base: str) -> float:
+    """One ``mason build`` in this process (its output dropped); wall seconds."""
+    import contextlib
+    import io
+    import os
+    import time
+
+    from mason.cli.main import main as mason_main
+
+    os.environ["MASON_ROOT"] = str(root)
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = mason_main(
+            ["build", "--progress=plain", "--build-arg", f"BASE={base}", str(context)]
+        )
+    if code != 0:
+        raise RuntimeError(f"mason build failed ({code})")
+    return time.perf_counter() - start
+
+
+def key_overhead(context: Path, repeat: int) -> None:
+    """Warm build (every step a local hit) with BuildKit's keys against mason's own keys alone:
+    what computing BuildKit's keys (the LLB plan, the context's content checksums, the chain
+    keys) adds to a warm build. Each sample: a cold build, then the timed warm build, on a
+    fresh root."""
+    import mason.engine.builder as builder
+
+    keyed = builder._buildkit_keys
+    times: dict[str, list[float]] = {"buildkit keys": [], "mason keys only": []}
+    with tempfile.TemporaryDirectory(prefix="mason-bench-keys-") as tmp:
+        top = Path(tmp)
+        registry = start_registry(top / "registry")
+        try:
+            base = _push_base(registry, top)
+            for rep in range(repeat):
+                for mode in times:
+                    builder._buildkit_keys = keyed if mode == "buildkit keys" else (lambda *a: None)  # type: ignore[assignment]
+                    root = top / f"root-{mode.split()[0]}-{rep}"
+                    root.mkdir()
+                    _timed_build(root, context, base)
+                    times[mode].append(_timed_build(root, context, base))
+        finally:
+            builder._buildkit_keys = keyed  # type: ignore[assignment]
+            registry.stop()
+    with_keys = statistics.median(times["buildkit keys"])
+    without = statistics.median(times["mason keys only"])
+    print(
+        f"warm build, median of {repeat}: buildkit keys {with_keys * 1000:.0f} ms, "
+        f"mason keys only {without * 1000:.0f} ms, overhead {100 * (with_keys / without - 1):+.1f}%"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -348,7 +400,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--src", type=Path, default=None, help="another checkout's src/ for mason (before/after)"
     )
+    parser.add_argument(
+        "--key-overhead",
+        action="store_true",
+        help="only measure what BuildKit's keys add to a warm mason build",
+    )
     args = parser.parse_args(argv)
+    if args.key_overhead:
+        with tempfile.TemporaryDirectory(prefix="mason-bench-keys-ctx-") as tmp:
+            two = args.context == "two-step"
+            ctx = _two_step(Path(tmp) / "two-step") if two else Path(args.context).resolve()
+            key_overhead(ctx, args.repeat)
+        return 0
     tools = ["mason"] + (["buildkit"] if buildkit_binaries() else [])
     tools += [] if args.skip_buildah else ["buildah"]
     results: dict[str, dict[str, Samples]] = {t: {s: Samples() for s in SCENARIOS} for t in tools}

@@ -84,7 +84,7 @@ def inline_cache_value(
                     ChainedResult(tuple(position[d] for d in diff_ids if d is not None), created),
                 )
         any_result = any_result or bool(results or chains)
-        out.append(CacheRecord(Digest(key), results, chains, input_links(rec, index_of)))
+        out.append(CacheRecord(rec.written_digest, results, chains, input_links(rec, index_of)))
     if not any_result:
         return None
     return base64.b64encode(records_to_json(out)).decode()

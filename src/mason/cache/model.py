@@ -173,6 +173,9 @@ class CacheSource:
         self._by_key: dict[str, list[int]] = {}
         for i, rec in enumerate(self.config.records):
             self._by_key.setdefault(rec.digest, []).append(i)
+        for i, keys in enumerate(_chain_keys(self.config)):
+            for key in keys:
+                self._by_key.setdefault(key, []).append(i)
         #: Layer blobs no hit may use, with the reason: an unknown media type makes every
         #: result whose chain holds the blob unusable, and only those.
         self.unusable: dict[Digest, str] = {
@@ -269,9 +272,8 @@ class CacheSource:
             layers = self._layer_descs(found[0])
             if layers is None:
                 continue
-            return CacheHit(
-                Digest(key), layers, found[1], self.name, self.config.steps.get(key), self.provider
-            )
+            step = self.config.steps.get(rec.digest)
+            return CacheHit(Digest(key), layers, found[1], self.name, step, self.provider)
         return None
 
     def created_at_for(self, key: Digest | str, diff_ids: Sequence[Digest]) -> str | None:
@@ -285,6 +287,29 @@ class CacheSource:
     def layer_created_at(self, blob: Digest) -> str | None:
         desc = self.descriptors.get(blob)
         return desc.annotations.get(ANNOTATION_CREATED_AT) if desc else None
+
+
+def _chain_keys(config: CacheConfig) -> list[set[Digest]]:
+    """Every record's chain keys (``mason.llb.cachegraph``: its digest with its inputs), what a
+    step keyed as BuildKit keys it is looked up by. A config whose links do not form a graph
+    gives none: its records are then found by digest only (mason's older keys)."""
+    from mason.llb.cachegraph import CacheGraphError, record_chain_keys
+
+    doc = {
+        "records": [
+            {
+                "digest": rec.digest,
+                "inputs": [
+                    [{"link": a.link, "selector": a.selector} for a in alts] for alts in rec.inputs
+                ],
+            }
+            for rec in config.records
+        ]
+    }
+    try:
+        return record_chain_keys(doc)
+    except CacheGraphError:
+        return [set() for _ in config.records]
 
 
 def first_hit(sources: Iterable[CacheSource], key: Digest | str) -> CacheHit | None:
@@ -318,6 +343,22 @@ class SolvedRecord:
     step: str | None = None
     created_at: str | None = None
     selectors: tuple[str, ...] = ()
+    #: the digest the record is written under when it is not ``key`` (BuildKit's record
+    #: digest; ``key`` then only tells records apart: the same op over other inputs)
+    digest: Digest | None = None
+    #: per input index, the alternatives ``(selector, linked record's key)``; replaces
+    #: ``inputs``/``selectors`` when given
+    links: tuple[tuple[tuple[str, Digest], ...], ...] | None = None
+
+    @property
+    def written_digest(self) -> Digest:
+        return self.digest or self.key
+
+    @property
+    def linked_keys(self) -> tuple[Digest, ...]:
+        if self.links is None:
+            return self.inputs
+        return tuple(k for alts in self.links for _, k in alts)
 
 
 class CacheRegistry(Protocol):
@@ -418,7 +459,7 @@ def index_records(records: Sequence[SolvedRecord]) -> tuple[dict[str, SolvedReco
         by_key.setdefault(rec.key, rec)
     keys = set(by_key)
     for rec in records:
-        keys.update(rec.inputs)
+        keys.update(rec.linked_keys)
     return by_key, sorted(keys)
 
 
@@ -426,6 +467,8 @@ def input_links(
     rec: SolvedRecord, index_of: Mapping[str, int]
 ) -> tuple[tuple[CacheInput, ...], ...]:
     """``rec``'s inputs as cache-config links (one alternative each, with its selector)."""
+    if rec.links is not None:
+        return tuple(tuple(CacheInput(index_of[k], sel) for sel, k in alts) for alts in rec.links)
     return tuple(
         (CacheInput(index_of[inp], rec.selectors[i] if i < len(rec.selectors) else ""),)
         for i, inp in enumerate(rec.inputs)
@@ -610,12 +653,14 @@ def plan_export(
             cache_records.append(CacheRecord(Digest(key)))  # an input we only know by key
             continue
         if rec.step:
-            steps[key] = rec.step
+            steps[rec.written_digest] = rec.step
         results: tuple[CacheResult, ...] = ()
         chain = rec.layers
         if chain and _keeps_result(mode, tuple(diff_id_of(d) for d in chain), image):
             results = _result_of(rec, chain, table, resolve, prior, clock)
-        cache_records.append(CacheRecord(Digest(key), results, (), input_links(rec, index_of)))
+        cache_records.append(
+            CacheRecord(rec.written_digest, results, (), input_links(rec, index_of))
+        )
 
     config = CacheConfig(tuple(table.layers), tuple(cache_records), steps)
     normalized = normalize_cache_config(config)

@@ -544,7 +544,18 @@ def _build_in(
             t.log(f"transferring context: {human_size(_context_size(opts.context, ignore))} done")
     adapter = ProgressAdapter(sink)
     graph = _solve(
-        opts, state, df, adapter, sources, converted, blobs, client, sink, cache_imports, cancel
+        opts,
+        state,
+        df,
+        adapter,
+        sources,
+        converted,
+        blobs,
+        client,
+        sink,
+        cache_imports,
+        cancel,
+        _buildkit_keys(opts, converted, ignore, platform),
     )
     outcome = BuildOutcome(None, None, None, states=dict(adapter.states))
     outcome.cached_steps = sum(1 for s in adapter.states.values() if s == "cached")
@@ -609,6 +620,7 @@ def _solve(
     sink: ProgressSink,
     cache_imports: Any,
     cancel: CancelToken | None,
+    keys: Any = None,
 ) -> Any:
     """Solve every platform's target; when a step fails, the finished steps still go to --cache-to
     (docs/architecture.md §8), so the fixed build resumes from the failed step."""
@@ -627,6 +639,7 @@ def _solve(
         sources=sources,
         progress=recorder,
         max_workers=opts.max_parallel,
+        rekey=keys.rekey if keys is not None else None,
     )
     try:
         return solver.solve([c.target.vertex for c in converted], cancel=cancel)
@@ -648,6 +661,28 @@ def _solve(
         raise
     finally:
         recorder.flush()
+        if keys is not None:
+            keys.close()
+
+
+def _buildkit_keys(
+    opts: BuildOptions, converted: ConvertedBuild, ignore: DockerIgnore, platform: Platform
+) -> Any:
+    """BuildKit's keys for the build's steps (docs/cache-keys.md), or None where mason keeps
+    its own: options BuildKit's keys do not carry (named contexts, mason's sandbox options)."""
+    if opts.build_contexts or opts.add_hosts or opts.shm_size is not None or opts.ulimits:
+        return None
+    if opts.network != "default":
+        return None
+    from mason.engine.llbkeys import plan_keys
+
+    return plan_keys(
+        converted,
+        context=opts.context,
+        ignore=ignore,
+        platform=str(platform),
+        build_args=opts.build_args,
+    )
 
 
 def _convert_and_import_caches(

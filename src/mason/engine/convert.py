@@ -129,6 +129,11 @@ class ConvertedBuild:
     stages: dict[int, StageResult]
     target: StageResult
     images: list[ResolvedImage]
+    #: per step vertex, where its command is: (stage index, position among the stage's
+    #: dispatched commands, "step" or "linked" for a ``COPY --link``'s own copy)
+    positions: dict[Vertex[StepResult], tuple[int, int, str]] = field(default_factory=dict)
+    #: per stage index, the commands dispatched in it (ONBUILD triggers first)
+    commands: dict[int, tuple[Command, ...]] = field(default_factory=dict)
 
 
 ImageResolver = Callable[[str, str], ResolvedImage]
@@ -170,13 +175,23 @@ class _Converter:
         self.named = dict(named or {})
         self.no_cache_filter = frozenset(no_cache_filter)
         self.resolve_layout = resolve_layout
+        self.position = (-1, -1)
+        self.positions: dict[Vertex[StepResult], tuple[int, int, str]] = {}
+        self.commands: dict[int, tuple[Command, ...]] = {}
 
     def vertex(
-        self, r: StageResult, op: Any, inputs: Sequence[Vertex[StepResult]], name: str
+        self,
+        r: StageResult,
+        op: Any,
+        inputs: Sequence[Vertex[StepResult]],
+        name: str,
+        role: str = "step",
     ) -> Vertex[StepResult]:
         # --no-cache-filter: the steps of those stages run again (BuildKit's per-stage IgnoreCache)
         ignore = self.no_cache or (r.planned.stage.name or "") in self.no_cache_filter
-        return Vertex(op, tuple(inputs), name=name, ignore_cache=ignore)
+        vertex = Vertex(op, tuple(inputs), name=name, ignore_cache=ignore)
+        self.positions[vertex] = (*self.position, role)
+        return vertex
 
     def image_vertex(
         self, ref_text: str, platform: str, name: str
@@ -292,16 +307,18 @@ class _Converter:
         )
         commands: list[Command] = []
         triggers = list(config.config.get("OnBuild") or [])
-        if triggers and ps.base.image is not None:
+        if triggers:  # a parent stage's ONBUILD runs too, as frontend 1.26 does
             commands.extend(onbuild_triggers(triggers, image=ps.base_name))
             config.config["OnBuild"] = None
         commands.extend(own_commands)
+        self.commands[index] = tuple(commands) if replaced is None else ()
         step = 1
-        for cmd in commands:
+        for position, cmd in enumerate(commands):
             is_layer = isinstance(cmd, RunCommand | CopyCommand | AddCommand | WorkdirCommand)
             if is_layer:
                 step += 1
             where = _platform_label(result) if self.prefix_platform else ""
+            self.position = (index, position)
             self.dispatch(result, cmd, f"[{where}{label}{step:>{width}}/{total}]")
         self.done[index] = result
         return result
@@ -620,7 +637,7 @@ class _Converter:
         op = FileOp(self.env, action, c.lines)
         code = redact_credentials_in(c.code)  # a URL's password never reaches progress or history
         if link:
-            linked = self.vertex(r, op, inputs, f"{prefix} {code}")
+            linked = self.vertex(r, op, inputs, f"{prefix} {code}", "linked")
             r.vertex = self.vertex(r, MergeOp(), [r.vertex, linked], f"{prefix} LINK {code}")
         else:
             r.vertex = self.vertex(r, op, inputs, f"{prefix} {code}")
@@ -858,7 +875,7 @@ def convert_plan(
     for ps in plan.stages:
         conv.stage(ps.index)
     target = conv.stage(plan.target)
-    return ConvertedBuild(plan, conv.done, target, conv.images)
+    return ConvertedBuild(plan, conv.done, target, conv.images, conv.positions, conv.commands)
 
 
 def final_config(

@@ -109,6 +109,12 @@ class LLBDefinition:
 
     vertices: tuple[LLBVertex, ...]
     context: LLBVertex | None
+    #: per (stage index, position in the stage's dispatched commands), the digest of the op
+    #: that command made (only commands that made one); ``linked``: a ``COPY --link``'s copy
+    steps: Mapping[tuple[int, int], str] = field(default_factory=dict)
+    linked: Mapping[tuple[int, int], str] = field(default_factory=dict)
+    #: per stage index, the commands dispatched in it (ONBUILD triggers first), as planned
+    commands: Mapping[int, tuple[Command, ...]] = field(default_factory=dict)
 
     @property
     def target(self) -> LLBVertex:
@@ -296,6 +302,8 @@ class _Planner:
         self.ctx_paths: set[str] = set()
         self.stages: dict[int, _Stage] = {}
         self.images: dict[str, _Stage] = {}
+        self.step_nodes: dict[tuple[int, int], _Node] = {}
+        self.linked_nodes: dict[tuple[int, int], _Node] = {}
         self.epoch_ns = _epoch_ns(plan, build_args)
         self.proxy = _proxy_env(build_args)
 
@@ -325,10 +333,22 @@ class _Planner:
         if triggers:
             st.commands.extend(onbuild_triggers(triggers, image=ps.base_name))
         st.commands.extend(ps.stage.commands)
-        for cmd in st.commands:
+        for position, cmd in enumerate(st.commands):
+            before = st.state.node
             self.dispatch(st, cmd)
+            self._note_step((index, position), before, st.state.node)
         self.stages[index] = st
         return st
+
+    def _note_step(self, at: tuple[int, int], before: _Node | None, after: _Node | None) -> None:
+        """Which op a command made, so the builder can key its own step by it."""
+        if after is None or after is before:
+            return
+        self.step_nodes[at] = after
+        if after.op.merge is not None and len(after.deps) == 2:
+            self.linked_nodes[at] = after.deps[1]
+        elif after.op.file is not None:
+            self.linked_nodes[at] = after  # COPY --link on scratch: the merge is the copy
 
     def image_stage(
         self, ref_text: str, platform: pb.Platform, ps: PlannedStage | None
@@ -992,4 +1012,10 @@ def plan_llb(
     context = _Node(ctx_op, digest, (), f"local://{context_name}", session_bound=not session_id)
     final = _Planner(plan, resolve, target_platform, args, context)
     target = final.stage(plan.target).state.node
-    return _definition(target, context if final.context_used else None)
+    definition = _definition(target, context if final.context_used else None)
+    return dataclasses.replace(
+        definition,
+        steps={k: n.digest for k, n in final.step_nodes.items()},
+        linked={k: n.digest for k, n in final.linked_nodes.items()},
+        commands={i: tuple(st.commands) for i, st in final.stages.items()},
+    )

@@ -18,6 +18,7 @@ from mason.cache.format import ZERO_TIME
 from mason.cache.model import ANNOTATION_CREATED_AT, DISTRIBUTION_SOURCE_PREFIX
 from mason.digest import Digest
 from mason.engine.blobs import Blobs, RemoteLocation
+from mason.engine.llbkeys import StepKeys
 from mason.engine.ops import SourceOp, StepResult
 from mason.engine.state import LayerRef
 from mason.errors import MasonError
@@ -75,7 +76,7 @@ class HitLookup:
         self._checked: dict[Digest, str | None] = {}
 
     def lookup(self, key: CacheKey) -> StepResult | None:
-        hit = self.source.lookup(key.digest)
+        hit = next(filter(None, map(self.source.lookup, key.lookup_digests)), None)
         if hit is None:
             return None
         problem = next(filter(None, map(self._problem, hit.layers)), None)
@@ -249,20 +250,30 @@ def solved_records(graph: SolvedGraph[StepResult], blobs: Blobs) -> list[SolvedR
     from mason.cache.model import SolvedRecord
 
     records = []
+    linked: dict[Digest, SolvedRecord] = {}
     for sv in graph.vertices:
         layers = None
         created = None
+        source = any(isinstance(v.op, SourceOp) for v in sv.vertices)
         if sv.has_result and sv.result is not None:
             res: StepResult = sv.result
             layers = tuple(_annotated(blobs, lr) for lr in res.layers)
             # each layer's createdAt is derived from the record that made it (cache.plan_export)
             complete = bool(res.created) and len(res.created) == len(res.layers)
             created = res.created[-1] if complete and res.created[-1] else _EPOCH
-            if any(isinstance(v.op, SourceOp) for v in sv.vertices):
+            if source:
                 # a base image's layers are not this build's: no time of ours, whether FROM ran
                 # (no times) or came from an inline cache (its image history's times), so a cold
                 # and a cache-imported build write the same record and the same image
                 created = _EPOCH
+        keys = sv.key.export
+        if isinstance(keys, StepKeys):
+            records.extend(_buildkit_records(keys, layers, sv.name, created))
+            for node in keys.closure.values():
+                linked.setdefault(
+                    node.key, SolvedRecord(node.key, digest=node.digest, links=node.links)
+                )
+            continue
         records.append(
             SolvedRecord(
                 key=sv.key.digest,
@@ -272,7 +283,31 @@ def solved_records(graph: SolvedGraph[StepResult], blobs: Blobs) -> list[SolvedR
                 created_at=created,
             )
         )
-    return records
+    # records only linked to (content roots, ops mason runs inside a step), after the steps'
+    # own: the exporter keeps the first record of each key
+    return records + list(linked.values())
+
+
+def _buildkit_records(
+    keys: StepKeys, layers: tuple[Descriptor, ...] | None, name: str, created: str | None
+) -> list[SolvedRecord]:
+    """A step keyed as BuildKit keys it: its own records under BuildKit's digests and links,
+    the first with the result."""
+    from mason.cache.model import SolvedRecord
+
+    out = []
+    for i, node in enumerate(keys.own):
+        out.append(
+            SolvedRecord(
+                key=node.key,
+                digest=node.digest,
+                links=node.links,
+                layers=layers if i == 0 else None,
+                step=name or None,
+                created_at=created,
+            )
+        )
+    return out
 
 
 def _annotated(blobs: Blobs, lr: LayerRef) -> Descriptor:

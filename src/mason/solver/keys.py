@@ -58,6 +58,15 @@ class CacheKey:
     preimage: bytes = field(repr=False)
     inputs: tuple[Digest, ...]
     content: str | None
+    #: every digest the step may be found under in an imported cache (``digest`` first);
+    #: empty: ``digest`` only. A builder's ``rekey`` sets it (BuildKit's chain keys).
+    alternatives: tuple[Digest, ...] = ()
+    #: what the builder's cache exporter needs beyond the digest; the solver passes it on
+    export: object = field(default=None, compare=False, repr=False)
+
+    @property
+    def lookup_digests(self) -> tuple[Digest, ...]:
+        return self.alternatives or (self.digest,)
 
     @property
     def version(self) -> str:

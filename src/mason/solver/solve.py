@@ -18,7 +18,7 @@ from .keys import CacheKey, compute_key
 from .progress import NullProgress, SolveProgress
 from .store import LOCAL_SOURCE, CacheLookup, CacheSource, CacheStore
 
-__all__ = ["SolveError", "SolvedGraph", "SolvedVertex", "Solver", "VertexState"]
+__all__ = ["Rekey", "SolveError", "SolvedGraph", "SolvedVertex", "Solver", "VertexState"]
 
 R = TypeVar("R")
 T = TypeVar("T", bound=Hashable)
@@ -27,6 +27,12 @@ V = TypeVar("V")
 # We wait on futures with a timeout so that a Ctrl-C delivered to another
 # thread still reaches the solving thread promptly.
 _POLL_SECONDS = 0.2
+
+
+#: ``rekey(vertex, key, input_keys) -> key``: a builder's own digest for a vertex (computed
+#: on a worker thread, inputs first); the returned key keeps ``key``'s preimage for
+#: explaining misses. Vertices whose digests come out equal are merged, as ever.
+Rekey = Callable[[Vertex[R], CacheKey, Sequence[CacheKey]], CacheKey]
 
 
 class VertexState(StrEnum):
@@ -209,9 +215,11 @@ class Solver(Generic[R]):
         sources: Sequence[CacheSource[R]] = (),
         progress: SolveProgress | None = None,
         max_workers: int | None = None,
+        rekey: Rekey[R] | None = None,
     ) -> None:
         if max_workers is not None and max_workers < 1:
             raise ValueError("max_workers must be at least 1")
+        self._rekey = rekey
         self._local = local
         self._sources = tuple(sources)
         self._progress: SolveProgress = progress if progress is not None else NullProgress()
@@ -271,7 +279,10 @@ class Solver(Generic[R]):
                 # files); we only get here for reachable vertices whose inputs
                 # all have keys, and call it once.
                 content = cache_map.content() if cache_map.content is not None else None
-                return compute_key(cache_map, input_keys, content)
+                key = compute_key(cache_map, input_keys, content)
+                if self._rekey is not None:
+                    key = self._rekey(v, key, [keys[i] for i in v.inputs])
+                return key
             except BaseException as exc:
                 self._progress.vertex_error(v, None, exc, None)
                 raise

@@ -97,6 +97,7 @@ def _lookup(blobs: Blobs, fake_registry: FakeRegistry, name: str) -> tuple[objec
 class _Key:
     def __init__(self, digest: Digest) -> None:
         self.digest = digest
+        self.lookup_digests = (digest,)
 
 
 def test_a_hit_whose_blob_is_gone_is_a_miss_with_a_warning(

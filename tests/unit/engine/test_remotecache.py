@@ -85,7 +85,7 @@ def state(tmp_path: Path) -> Iterator[StateRoot]:
 
 
 def _hit_layer(blobs: Blobs, source: CacheSource) -> LayerRef:
-    result = HitLookup(source, blobs).lookup(SimpleNamespace(digest=KEY))  # type: ignore[arg-type]
+    result = HitLookup(source, blobs).lookup(SimpleNamespace(digest=KEY, lookup_digests=(KEY,)))  # type: ignore[arg-type]
     assert result is not None
     [layer] = result.layers
     return layer
