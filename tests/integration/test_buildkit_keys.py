@@ -5,7 +5,7 @@ the golden base image is pushed with its digests to the real registry, the case'
 is staged as BuildKit's was, and ``mason build --cache-from type=local`` of BuildKit's cache
 on a fresh ``$MASON_ROOT`` gets every step CACHED without reading a layer blob (no output is
 asked for, so no layer is needed). Then mason's own cold export of the case, under BuildKit's
-record digests, holds every record of BuildKit's cache that has a result.
+record digests, holds every record of BuildKit's cache (content roots included).
 """
 
 from __future__ import annotations
@@ -153,7 +153,6 @@ def test_buildkit_cache_hits_every_step_and_our_export_has_its_records(
     cold.check()
     theirs = _records(golden)
     mine = _records(ours)
-    with_results = {d for d, r in theirs.items() if r.get("layers")}
-    assert with_results, case
-    missing = sorted(with_results - set(mine))
-    assert missing == [], f"{case}: BuildKit's records with results that mason did not write"
+    assert any(r.get("layers") for r in theirs.values()), case
+    missing = sorted(set(theirs) - set(mine))
+    assert missing == [], f"{case}: BuildKit's records that mason did not write"

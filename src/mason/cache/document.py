@@ -12,8 +12,9 @@ Forms (BuildKit ``cache/remotecache/export.go``):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from mason.cache.format import (
     MAX_CACHE_CONFIG_SIZE,
@@ -234,6 +235,7 @@ def _merge(configs: list[CacheConfig]) -> CacheConfig:
     layers: list[CacheLayer] = []
     records: list[CacheRecord] = []
     steps: dict[str, str] = {}
+    explain: dict[str, Mapping[str, Any]] = {}
     for config in configs:
         lo, ro = len(layers), len(records)
         layers.extend(
@@ -255,4 +257,5 @@ def _merge(configs: list[CacheConfig]) -> CacheConfig:
                 )
             )
         steps.update(config.steps)
-    return CacheConfig(tuple(layers), tuple(records), steps)
+        explain.update(config.explain)
+    return CacheConfig(tuple(layers), tuple(records), steps, explain=explain)

@@ -19,7 +19,9 @@ mason adds top-level fields BuildKit ignores (Go's decoder skips unknown
 keys): ``"mason.steps"``, a map from record digest to the Dockerfile step that
 produced it (``[build 2/4] RUN make``), shown by ``mason cache inspect``; and
 ``"mason.lastUsed"``, a map from record digest to when a build last used it
-(retention: ``mason.cache.retention``).
+(retention: ``mason.cache.retention``); and ``"mason.explain"``, a map from record
+digest to the step's readable inputs (``--explain-cache`` on another machine: mason's own key
+preimage with environment values hashed, and the context files a COPY selected).
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ MAX_CHAIN_LENGTH = 4096
 STEPS_FIELD = "mason.steps"
 #: record digest -> when a build last used (exported) it, RFC 3339 (``mason.cache.retention``)
 LAST_USED_FIELD = "mason.lastUsed"
+#: record digest -> the step's readable inputs, for ``--explain-cache`` (``engine.explain``)
+EXPLAIN_FIELD = "mason.explain"
 #: Go's zero ``time.Time`` as ``MarshalJSON`` writes it.
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
@@ -136,6 +140,20 @@ class CacheConfig:
     steps: Mapping[str, str] = field(default_factory=dict)
     #: record digest -> last use, RFC 3339 (mason-written configs only; retention)
     last_used: Mapping[str, str] = field(default_factory=dict)
+    #: record digest -> readable step inputs (mason-written configs only; --explain-cache)
+    explain: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def kept(self, records: tuple[CacheRecord, ...], layers: tuple[CacheLayer, ...]) -> CacheConfig:
+        """These records and layers with this config's extension maps, reduced to the records'
+        digests."""
+        digests = {r.digest for r in records}
+        return CacheConfig(
+            layers,
+            records,
+            {d: s for d, s in self.steps.items() if d in digests},
+            {d: t for d, t in self.last_used.items() if d in digests},
+            {d: e for d, e in self.explain.items() if d in digests},
+        )
 
     def chain(self, layer_index: int) -> tuple[int, ...]:
         """Layer indexes of the chain ending at ``layer_index``, base first. Linear in the
@@ -353,7 +371,11 @@ def parse_cache_config(raw: bytes, *, what: str = "cache config") -> CacheConfig
     except CacheFormatError as exc:
         raise CacheFormatError(f"{what}: {exc.message}") from exc
     config = CacheConfig(
-        tuple(layers), records, _string_map(doc, STEPS_FIELD), _string_map(doc, LAST_USED_FIELD)
+        tuple(layers),
+        records,
+        _string_map(doc, STEPS_FIELD),
+        _string_map(doc, LAST_USED_FIELD),
+        _object_map(doc, EXPLAIN_FIELD),
     )
     validate_cache_config(config, what)
     return config
@@ -365,6 +387,13 @@ def _string_map(doc: Mapping[str, Any], name: str) -> dict[str, str]:
     if not isinstance(raw, dict):
         return {}
     return {str(k): v for k, v in raw.items() if isinstance(v, str)}
+
+
+def _object_map(doc: Mapping[str, Any], name: str) -> dict[str, Mapping[str, Any]]:
+    raw = doc.get(name)
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): v for k, v in raw.items() if isinstance(v, dict)}
 
 
 # --------------------------------------------------------------------------- writing
@@ -418,6 +447,8 @@ def serialize_cache_config(config: CacheConfig) -> bytes:
         doc[STEPS_FIELD] = dict(sorted(config.steps.items()))
     if config.last_used:
         doc[LAST_USED_FIELD] = dict(sorted(config.last_used.items()))
+    if config.explain:
+        doc[EXPLAIN_FIELD] = dict(sorted(config.explain.items()))
     return _dumps(doc).encode()
 
 
@@ -464,10 +495,7 @@ def normalize_cache_config(config: CacheConfig) -> CacheConfig:
             for inp in first.inputs
         )
         records.append(CacheRecord(first.digest, best_results, new_chains, inputs))
-    kept = {r.digest for r in records}
-    steps = {d: s for d, s in config.steps.items() if d in kept}
-    last_used = {d: t for d, t in config.last_used.items() if d in kept}
-    return CacheConfig(layers, tuple(records), steps, last_used)
+    return config.kept(tuple(records), layers)
 
 
 def _cmp(a: str, b: str) -> int:

@@ -12,6 +12,7 @@ know are simply never looked up.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import replace
 from datetime import datetime
@@ -90,7 +91,7 @@ def _without_unlisted(config: CacheConfig, listed: Mapping[Digest, Descriptor]) 
         )
         for rec in config.records
     )
-    return CacheConfig(config.layers, records, config.steps, config.last_used)
+    return dataclasses.replace(config, records=records)
 
 
 def merge_export(
@@ -110,7 +111,8 @@ def merge_export(
     )
     steps = {**theirs.steps, **ours.steps}
     last_used = {**theirs.last_used, **ours.last_used}
-    union = CacheConfig(layers, records, steps, last_used)
+    explain = {**theirs.explain, **ours.explain}
+    union = CacheConfig(layers, records, steps, last_used, explain)
     merged = normalize_cache_config(without_unreached_layers(normalize_cache_config(union)))
     descriptors: dict[Digest, Descriptor] = {}
     for desc in listed.values():

@@ -108,6 +108,9 @@ class CacheHit:
     #: The Dockerfile step that wrote it, when mason wrote the cache.
     step: str | None
     provider: BlobProvider = field(repr=False, compare=False)
+    #: the record's links to root records (no inputs, no result: BuildKit's content roots)
+    #: as ``(input index, linked digest)``
+    root_links: tuple[tuple[int, str], ...] = ()
 
     @property
     def diff_ids(self) -> tuple[Digest, ...]:
@@ -273,8 +276,20 @@ class CacheSource:
             if layers is None:
                 continue
             step = self.config.steps.get(rec.digest)
-            return CacheHit(Digest(key), layers, found[1], self.name, step, self.provider)
+            roots = self._root_links(rec)
+            return CacheHit(Digest(key), layers, found[1], self.name, step, self.provider, roots)
         return None
+
+    def _root_links(self, rec: CacheRecord) -> tuple[tuple[int, str], ...]:
+        records = self.config.records
+        return tuple(
+            (i, records[alt.link].digest)
+            for i, alts in enumerate(rec.inputs)
+            for alt in alts
+            if not alt.selector
+            and not records[alt.link].inputs
+            and not records[alt.link].has_result
+        )
 
     def created_at_for(self, key: Digest | str, diff_ids: Sequence[Digest]) -> str | None:
         """The ``createdAt`` this source recorded for ``key`` with the same layer content, so a
@@ -349,6 +364,8 @@ class SolvedRecord:
     #: per input index, the alternatives ``(selector, linked record's key)``; replaces
     #: ``inputs``/``selectors`` when given
     links: tuple[tuple[tuple[str, Digest], ...], ...] | None = None
+    #: the step's readable inputs (``mason.explain``), for ``--explain-cache`` elsewhere
+    explain: Mapping[str, object] | None = None
 
     @property
     def written_digest(self) -> Digest:
@@ -646,6 +663,7 @@ def plan_export(
     table = _LayerTable()
     cache_records: list[CacheRecord] = []
     steps: dict[str, str] = {}
+    explain: dict[str, Mapping[str, object]] = {}
 
     for key in ordered_keys:
         rec = by_key.get(key)
@@ -654,6 +672,8 @@ def plan_export(
             continue
         if rec.step:
             steps[rec.written_digest] = rec.step
+        if rec.explain:
+            explain.setdefault(rec.written_digest, rec.explain)
         results: tuple[CacheResult, ...] = ()
         chain = rec.layers
         if chain and _keeps_result(mode, tuple(diff_id_of(d) for d in chain), image):
@@ -662,7 +682,7 @@ def plan_export(
             CacheRecord(rec.written_digest, results, (), input_links(rec, index_of))
         )
 
-    config = CacheConfig(tuple(table.layers), tuple(cache_records), steps)
+    config = CacheConfig(tuple(table.layers), tuple(cache_records), steps, explain=explain)
     normalized = normalize_cache_config(config)
     first_created = _first_created(config, table.created())
     out_layers = _export_layers(normalized, table.blob_desc, first_created, prior, oci_mediatypes)

@@ -13,6 +13,7 @@ deleted by the registry's garbage collection, never by mason.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -92,7 +93,7 @@ def stamp_last_used(config: CacheConfig, earlier: Mapping[str, str], now: str) -
         before = earlier.get(rec.digest)
         recent = before and (current - parse_time(before)).total_seconds() < REFRESH_SECONDS
         stamps[rec.digest] = before if recent and before else _format_time(current)
-    return CacheConfig(config.layers, config.records, config.steps, stamps)
+    return dataclasses.replace(config, last_used=stamps)
 
 
 def _last_use(config: CacheConfig, rec: CacheRecord) -> datetime:
@@ -196,13 +197,7 @@ def _only(config: CacheConfig, records: list[CacheRecord], kept: set[int]) -> Ca
         )
         for i in order
     )
-    digests = {r.digest for r in out}
-    return CacheConfig(
-        config.layers,
-        out,
-        {d: s for d, s in config.steps.items() if d in digests},
-        {d: t for d, t in config.last_used.items() if d in digests},
-    )
+    return config.kept(out, config.layers)
 
 
 def without_unreached_layers(config: CacheConfig) -> CacheConfig:
@@ -230,4 +225,4 @@ def without_unreached_layers(config: CacheConfig) -> CacheConfig:
         )
         for rec in config.records
     )
-    return CacheConfig(layers, records, config.steps, config.last_used)
+    return dataclasses.replace(config, layers=layers, records=records)

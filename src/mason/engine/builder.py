@@ -555,7 +555,7 @@ def _build_in(
         sink,
         cache_imports,
         cancel,
-        _buildkit_keys(opts, converted, ignore, platform),
+        _buildkit_keys(opts, converted, ignore, platforms, snapshots),
     )
     outcome = BuildOutcome(None, None, None, states=dict(adapter.states))
     outcome.cached_steps = sum(1 for s in adapter.states.values() if s == "cached")
@@ -633,6 +633,7 @@ def _solve(
         dockerfile=df.path,
         build_args=opts.build_args,
         explain=opts.explain_cache,
+        imported=list(cache_imports.values()) if cache_imports else (),
     )
     solver: Solver[StepResult] = Solver(
         local=LocalResultStore(state, blobs),
@@ -642,11 +643,18 @@ def _solve(
         rekey=keys.rekey if keys is not None else None,
     )
     try:
-        return solver.solve([c.target.vertex for c in converted], cancel=cancel)
+        graph = solver.solve([c.target.vertex for c in converted], cancel=cancel)
+        if keys is not None and opts.cache_to:
+            keys.link_contents(graph)
+        return graph
     except SolveError as exc:
         # nothing here may replace the step's error
         if opts.cache_to and exc.graph is not None:
             from mason.engine.remotecache import export_caches
+
+            if keys is not None:
+                with contextlib.suppress(Exception):  # an advisory link: the step's error wins
+                    keys.link_contents(exc.graph)
 
             export_caches(
                 opts.cache_to,
@@ -666,7 +674,11 @@ def _solve(
 
 
 def _buildkit_keys(
-    opts: BuildOptions, converted: ConvertedBuild, ignore: DockerIgnore, platform: Platform
+    opts: BuildOptions,
+    converted: list[ConvertedBuild],
+    ignore: DockerIgnore,
+    platforms: tuple[Platform, ...],
+    snapshots: Any,
 ) -> Any:
     """BuildKit's keys for the build's steps (docs/cache-keys.md), or None where mason keeps
     its own: options BuildKit's keys do not carry (named contexts, mason's sandbox options)."""
@@ -674,14 +686,20 @@ def _buildkit_keys(
         return None
     if opts.network != "default":
         return None
-    from mason.engine.llbkeys import plan_keys
+    from mason.engine.llbkeys import PlatformKeys, plan_keys
 
-    return plan_keys(
-        converted,
-        context=opts.context,
-        ignore=ignore,
-        platform=str(platform),
-        build_args=opts.build_args,
+    return PlatformKeys(
+        [
+            plan_keys(
+                c,
+                context=opts.context,
+                ignore=ignore,
+                platform=str(p),
+                build_args=opts.build_args,
+                view=snapshots.view,
+            )
+            for c, p in zip(converted, platforms, strict=True)
+        ]
     )
 
 

@@ -13,6 +13,12 @@ inserting a line gives new identities: their misses say there is no earlier buil
 
 Values of environment variables and build args are never printed (they may hold tokens);
 only their names are.
+
+A fresh machine has no earlier build of its own: the exported cache carries, beside each
+record (``mason.explain``, which BuildKit ignores), the step's key preimage with every
+environment value replaced by a digest of ``NAME=value`` (``redact_preimage``) and the context
+files it selected (``exported_inputs``). A step with no kept key on this root is compared with
+the entry of the same step name in the imported caches, both sides redacted alike.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mason.digest import canonical_json, sha256_bytes
 from mason.engine.context import ContextEntry
 from mason.errors import MasonError
 from mason.solver import CacheKey, KeyDifference, Vertex, diff_keys
@@ -38,6 +45,8 @@ __all__ = [
     "StepRecord",
     "context_file_entries",
     "explain_miss",
+    "exported_inputs",
+    "redact_preimage",
     "step_identity",
 ]
 
@@ -47,6 +56,35 @@ NO_EARLIER = "no earlier build of this step on this root or in the imported cach
 MAX_FILES = 20000
 
 _PINNED = re.compile(r"@sha256:[0-9a-f]{64}")
+#: An exported step lists at most this many context files (else only its aggregate checksum).
+MAX_EXPORTED_FILES = 2000
+
+
+def redact_preimage(preimage: bytes) -> bytes:
+    """A ``mason.v1`` key preimage fit to leave the machine: each environment entry's value
+    (build args land there) replaced by the digest of ``NAME=value``. BuildKit's own record
+    digest already hashes those values, so the digest tells no more; equal values still
+    compare equal, so a miss can name the variable. Secrets never enter a preimage."""
+    from mason.engine.gitsource import redact_credentials_in
+
+    doc = json.loads(preimage)
+    op = doc.get("op")
+    if isinstance(op, dict) and isinstance(op.get("env"), list):
+        op["env"] = [
+            f"{str(e).partition('=')[0]}={sha256_bytes(str(e).encode())}" for e in op["env"]
+        ]
+    action = op.get("action") if isinstance(op, dict) else None
+    if isinstance(action, dict) and isinstance(action.get("urls"), list):
+        action["urls"] = [redact_credentials_in(str(u)) for u in action["urls"]]
+    return canonical_json(doc)
+
+
+def exported_inputs(key: CacheKey, files: Sequence[FileEntry] | None) -> dict[str, Any]:
+    """What the cache keeps beside a step's record for ``--explain-cache`` on another machine."""
+    out: dict[str, Any] = {"key": json.loads(redact_preimage(key.preimage))}
+    if files is not None and len(files) <= MAX_EXPORTED_FILES:
+        out["files"] = [f.to_json() for f in files]
+    return out
 
 
 @dataclass(frozen=True)
@@ -69,10 +107,12 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class StepRecord:
-    """What a step identity was last built or hit with."""
+    """What a step identity was last built or hit with; ``redacted`` when it came from an
+    imported cache (its environment values are digests: compare a redacted key with it)."""
 
     key: CacheKey
     files: tuple[FileEntry, ...] | None = None
+    redacted: bool = False
 
 
 def context_file_entries(entries: Sequence[ContextEntry]) -> tuple[FileEntry, ...] | None:
@@ -250,7 +290,10 @@ class ExplainRecorder:
         dockerfile: str,
         build_args: Collection[str],
         explain: bool,
+        imported: Sequence[Any] = (),
     ) -> None:
+        self.imported = imported
+        self._imported_index: dict[str, StepRecord] | None = None
         self.inner = inner
         self.meta = meta
         self.context = context
@@ -276,10 +319,33 @@ class ExplainRecorder:
         with self._lock:
             self._pending[self._identity(vertex)] = (key.digest, key.preimage, files_json)
 
+    def _from_imports(self, vertex: Vertex[Any]) -> StepRecord | None:
+        """The entry of the same step in the imported caches (first cache first)."""
+        if self._imported_index is None:
+            index: dict[str, StepRecord] = {}
+            for source in self.imported:
+                config = source.config
+                for digest, entry in config.explain.items():
+                    step = config.steps.get(digest)
+                    name = _PINNED.sub("", step) if step else None
+                    if name is None or name in index or not isinstance(entry.get("key"), dict):
+                        continue
+                    try:  # another machine's data: a malformed entry explains nothing
+                        files = entry.get("files")
+                        index[name] = StepRecord(
+                            CacheKey.from_preimage(canonical_json(entry["key"])),
+                            None if files is None else tuple(map(FileEntry.from_json, files)),
+                            redacted=True,
+                        )
+                    except (KeyError, IndexError, TypeError, ValueError):
+                        continue
+            self._imported_index = index
+        return self._imported_index.get(_PINNED.sub("", vertex.name))
+
     def _stored(self, vertex: Vertex[Any]) -> StepRecord | None:
         row = self.meta.step_key(self._identity(vertex))
         if row is None:
-            return None
+            return self._from_imports(vertex) if self.imported else None
         _, preimage, files_json = row
         files = (
             None
@@ -303,8 +369,11 @@ class ExplainRecorder:
 
     def explain_text(self, vertex: Vertex[Any], key: CacheKey) -> str:
         verb = m.group(1) if (m := re.search(r"\] (\w+)", vertex.name)) else "COPY"
+        old = self._stored(vertex)
+        if old is not None and old.redacted:
+            key = CacheKey.from_preimage(redact_preimage(key.preimage))
         return explain_miss(
-            self._stored(vertex),
+            old,
             key,
             getattr(vertex.op, "context_files", None),
             verb=verb.upper(),

@@ -17,9 +17,11 @@ key (``mason.v1``), which no BuildKit record can equal: never a wrong hit.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +29,17 @@ from mason.digest import Digest
 from mason.engine.context import DockerIgnore
 from mason.engine.llbplan import LLBDefinition
 from mason.engine.ops import ExecOp, FileOp, MergeOp, SourceOp, StepResult
+from mason.engine.state import LayerRef
+from mason.errors import MasonError
+from mason.fsroot import FsRoot
 from mason.llb import pb
 from mason.llb.cachegraph import chain_key, chain_keys
-from mason.llb.cachemap import CacheMap, op_cache_map
+from mason.llb.cachemap import CacheMap, Selector, op_cache_map
 from mason.llb.contenthash import ContentTree
 from mason.llb.keys import content_key, http_source_key, image_source_keys, record_digest
 from mason.solver import CacheKey, Vertex
 
-__all__ = ["BuildKeys", "RecordNode", "StepKeys", "match_vertices"]
+__all__ = ["BuildKeys", "PlatformKeys", "RecordNode", "StepKeys", "match_vertices", "plan_keys"]
 
 _LOCAL = "local://"
 _IMAGE = "docker-image://"
@@ -49,6 +54,8 @@ class RecordNode:
     key: Digest
     digest: Digest
     links: tuple[tuple[tuple[str, Digest], ...], ...] = ()
+    #: for a content root beside a step's inputs: the input index it is an alternative of
+    index: int = -1
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,22 @@ class StepKeys:
     chain: tuple[Digest, ...]
     own: tuple[RecordNode, ...]
     closure: Mapping[Digest, RecordNode]
+    #: inputs BuildKit also links by the content checksum of another op's result:
+    #: ``(input index, selectors, that op's LLB digest)``
+    snapshot_inputs: tuple[tuple[int, tuple[Selector, ...], str], ...] = ()
+    #: the content roots of those inputs, per input index, once computed after the solve
+    #: (``BuildKeys.link_contents``) or carried over from an imported record
+    content_links: dict[int, set[Digest]] = field(default_factory=dict, compare=False)
+    llb: str = ""
+
+    def export_links(self, carried: Sequence[tuple[int, str]] = ()) -> list[RecordNode]:
+        """The content roots to link beside the inputs' records: computed, and ``carried``
+        (``(input index, root record digest)`` of the imported record this step hit)."""
+        roots: dict[tuple[int, str], None] = {}
+        for i, digests in sorted(self.content_links.items()):
+            roots.update(dict.fromkeys((i, d) for d in sorted(digests)))
+        roots.update(dict.fromkeys(carried))
+        return [RecordNode(chain_key(d, []), Digest(d), (), i) for i, d in roots]
 
 
 def _kind_matches(op: Any, llb: pb.Op) -> bool:
@@ -126,7 +149,9 @@ class BuildKeys:
         ignore: DockerIgnore,
         platform: pb.Platform,
         diff_ids: Mapping[str, Sequence[str]],
+        view: View | None = None,
     ) -> None:
+        self._view = view
         self._ops = definition.by_digest()
         self._of = dict(vertices)
         self._context = context
@@ -147,18 +172,65 @@ class BuildKeys:
         keys = self.keys_of(digest) if digest is not None else None
         if keys is None:
             return key
+        self._link_downloads(vertex, keys)
         return dataclasses.replace(key, digest=keys.chain[0], alternatives=keys.chain, export=keys)
+
+    def _link_downloads(self, vertex: Vertex[StepResult], keys: StepKeys) -> None:
+        """The content root of an ``ADD --checksum URL`` download, which BuildKit links beside
+        the HTTP source's record: the step's own key has just downloaded it (``FileOp``)."""
+        files = getattr(vertex.op, "_url_files", None) or {}
+        for i, selectors, dep in keys.snapshot_inputs:
+            src = self._ops[dep].op.source
+            if src is None or src.identifier not in files or not _pinned(src.attrs):
+                continue
+            root = _download_root(files[src.identifier][0], src.attrs["http.filename"], selectors)
+            if root is not None:
+                keys.content_links.setdefault(i, set()).add(root)
+
+    def matches(self, vertex: Vertex[StepResult]) -> bool:
+        return vertex in self._of
 
     def close(self) -> None:
         if self._tree is not None:
             self._tree.close()
+
+    def link_contents(self, graph: Any) -> None:
+        """After the solve, before an export: the content roots of the checksummed inputs
+        that are another step's result (``COPY --from``, a bind mount of a stage), which
+        BuildKit links beside that step's record. Only results on this machine are read
+        (executed, or a local hit): an imported one would have to be downloaded, and its
+        consumer's imported record carries the root already (``StepResult.root_links``)."""
+        view = self._view
+        if view is None or graph is None:
+            return
+        by_llb: dict[str, Any] = {}
+        for sv in graph.vertices:
+            if isinstance(sv.key.export, StepKeys):
+                by_llb.setdefault(sv.key.export.llb, sv)
+        memo: dict[tuple[str, tuple[Selector, ...]], Digest | None] = {}
+        for sv in graph.vertices:
+            keys = sv.key.export
+            if not isinstance(keys, StepKeys):
+                continue
+            for i, selectors, dep in keys.snapshot_inputs:
+                if (dep, selectors) not in memo:
+                    src = by_llb.get(dep)
+                    memo[dep, selectors] = (
+                        _root_of(src, selectors, view)
+                        if src is not None
+                        else _scratch_root(self._ops[dep].op, selectors)
+                    )
+                root = memo[dep, selectors]
+                if root is not None:
+                    keys.content_links.setdefault(i, set()).add(root)
 
     def keys_of(self, digest: str) -> StepKeys | None:
         with self._guard:
             lock = self._locks.setdefault(digest, threading.Lock())
         with lock:
             if digest not in self._done:
-                self._done[digest] = self._compute(self._ops[digest].op)
+                keys = self._compute(self._ops[digest].op)
+                self._done[digest] = dataclasses.replace(keys, llb=digest) if keys else None
             return self._done[digest]
 
     def _compute(self, op: pb.Op) -> StepKeys | None:
@@ -170,7 +242,8 @@ class BuildKeys:
         alts: list[list[tuple[str, set[Digest]]]] = []
         links: list[tuple[tuple[str, Digest], ...]] = []
         closure: dict[Digest, RecordNode] = {}
-        for inp, dep in zip(op.inputs, cm.deps, strict=True):
+        snapshots: list[tuple[int, tuple[Selector, ...], str]] = []
+        for i, (inp, dep) in enumerate(zip(op.inputs, cm.deps, strict=True)):
             src = self._ops[inp.digest].op.source
             if src is not None and src.identifier.startswith(_LOCAL):
                 if dep.content is None:
@@ -184,6 +257,8 @@ class BuildKeys:
             keys = self.keys_of(inp.digest) if inp.index == 0 else None
             if keys is None:
                 return None
+            if dep.content is not None:
+                snapshots.append((i, dep.content, inp.digest))
             # a checksummed input of another op is linked by its own key here (BuildKit's
             # exported record has this link beside the content root): no snapshot is read
             selector = dep.selector or ""
@@ -196,7 +271,7 @@ class BuildKeys:
             return None
         own = RecordNode(chain[0], record, tuple(links))
         closure[own.key] = own
-        return StepKeys(chain, (own,), closure)
+        return StepKeys(chain, (own,), closure, tuple(snapshots))
 
     def _source(self, op: pb.Op) -> StepKeys | None:
         src = op.source
@@ -235,6 +310,109 @@ class BuildKeys:
             return self._tree
 
 
+#: ``view(layers)``: a read-only rootfs of a result's layer chain (``Snapshotter.view``)
+View = Callable[[Sequence[LayerRef]], AbstractContextManager[Path]]
+
+
+def _root_of(src: Any, selectors: tuple[Selector, ...], view: View) -> Digest | None:
+    """The content root record of ``src``'s result over ``selectors``, if it is local."""
+    from mason.errors import MasonError
+    from mason.solver import LOCAL_SOURCE, VertexState
+
+    if src is None or src.result is None or any(isinstance(v.op, SourceOp) for v in src.vertices):
+        return None
+    local = src.state is VertexState.EXECUTED or (
+        src.state is VertexState.CACHED and src.source == LOCAL_SOURCE
+    )
+    if not local:
+        return None
+    try:
+        with view(src.result.layers) as path, ContentTree.for_snapshot(path) as tree:
+            return content_key(tree, selectors).record
+    except (OSError, MasonError):
+        return None  # advisory: the export only lacks one alternative link
+
+
+class PlatformKeys:
+    """The keys of a build for several platforms: one ``BuildKeys`` per platform (None where
+    ``plan_llb`` could not plan it); a vertex shared by two platforms (a ``--platform=
+    $BUILDPLATFORM`` stage) is keyed by the first that matched it."""
+
+    def __init__(self, per_platform: Sequence[BuildKeys | None]) -> None:
+        self._keys = [k for k in per_platform if k is not None]
+
+    def rekey(
+        self, vertex: Vertex[StepResult], key: CacheKey, inputs: Sequence[CacheKey]
+    ) -> CacheKey:
+        for keys in self._keys:
+            if keys.matches(vertex):
+                return keys.rekey(vertex, key, inputs)
+        return key
+
+    def link_contents(self, graph: Any) -> None:
+        for keys in self._keys:
+            keys.link_contents(graph)
+
+    def close(self) -> None:
+        for keys in self._keys:
+            keys.close()
+
+
+def _scratch_root(op: pb.Op, selectors: tuple[Selector, ...]) -> Digest | None:
+    """The content root of a file op on scratch that mason runs inside another step (a
+    ``RUN <<EOF`` heredoc's ``mkfile``): its files written to an empty directory, hashed."""
+    import shutil
+    import tempfile
+
+    fop = op.file
+    if fop is None or op.inputs or not fop.actions:
+        return None
+    actions = [a.action for a in fop.actions]
+    if not all(
+        isinstance(a, pb.FileActionMkFile | pb.FileActionMkDir) and a.owner is None for a in actions
+    ):
+        return None
+    root = Path(tempfile.mkdtemp(prefix="mason-mkfile-"))
+    try:
+        with FsRoot(root) as fs:
+            for a in actions:
+                if isinstance(a, pb.FileActionMkFile):
+                    fd = fs.open(a.path.lstrip("/"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(a.data)
+                        os.fchmod(f.fileno(), a.mode)
+                elif isinstance(a, pb.FileActionMkDir):
+                    path, _ = fs.mkdirs(a.path.lstrip("/"), mode=0o755)
+                    os.chmod(path, a.mode)
+        with ContentTree.for_snapshot(root) as tree:
+            return content_key(tree, selectors).record
+    except (OSError, ValueError, MasonError):
+        return None  # advisory: the export only lacks one alternative link
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _download_root(path: Path, filename: str, selectors: tuple[Selector, ...]) -> Digest | None:
+    """BuildKit's HTTP source result (one file, 0600, owned 0:0) over ``selectors``."""
+    import shutil
+    import tempfile
+
+    if os.geteuid() != 0 or "/" in filename or filename in ("", ".", ".."):
+        return None  # the result's owner is root: only root can make the same tree
+    root = Path(tempfile.mkdtemp(prefix="mason-download-"))
+    try:
+        target = root / filename
+        shutil.copyfile(path, target)
+        os.chmod(target, 0o600)
+        os.chown(target, 0, 0)
+        with ContentTree.for_snapshot(root) as tree:
+            return content_key(tree, selectors).record
+    except (OSError, MasonError):
+        return None  # advisory: the export only lacks one alternative link
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def _pinned(attrs: Mapping[str, str]) -> bool:
     """A download BuildKit keys without fetching it: ``--checksum``, default mode and owner."""
     return (
@@ -251,11 +429,11 @@ def plan_keys(
     ignore: DockerIgnore,
     platform: str,
     build_args: Mapping[str, str],
+    view: View | None = None,
 ) -> BuildKeys | None:
     """The BuildKit keys of a converted build (``engine.convert.ConvertedBuild``), or None when
     ``plan_llb`` cannot plan it (then every step keeps mason's own key)."""
     from mason.engine.llbplan import BaseImage, parse_platform, plan_llb
-    from mason.errors import MasonError
 
     images = {str(img.ref): img for img in converted.images}
 
@@ -289,6 +467,7 @@ def plan_keys(
         ignore=ignore,
         platform=parse_platform(platform),
         diff_ids=diff_ids,
+        view=view,
     )
 
 

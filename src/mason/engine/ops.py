@@ -78,6 +78,9 @@ class StepResult:
     layers: tuple[LayerRef, ...]
     created: tuple[str, ...] = ()
     source: str = ""
+    #: from an imported record: its links to root records (BuildKit's content roots), per
+    #: input index, re-exported so a cache-hit build writes the records a cold one does
+    root_links: tuple[tuple[int, str], ...] = ()
 
     def plus(self, layer: LayerRef, created: str) -> StepResult:
         times = self.created + ("",) * (len(self.layers) - len(self.created))

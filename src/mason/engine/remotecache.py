@@ -18,7 +18,8 @@ from mason.cache.format import ZERO_TIME
 from mason.cache.model import ANNOTATION_CREATED_AT, DISTRIBUTION_SOURCE_PREFIX
 from mason.digest import Digest
 from mason.engine.blobs import Blobs, RemoteLocation
-from mason.engine.llbkeys import StepKeys
+from mason.engine.explain import exported_inputs
+from mason.engine.llbkeys import RecordNode, StepKeys
 from mason.engine.ops import SourceOp, StepResult
 from mason.engine.state import LayerRef
 from mason.errors import MasonError
@@ -142,7 +143,9 @@ class HitLookup:
             created.append(desc.annotations.get(ANNOTATION_CREATED_AT, ""))
         if created and not created[-1]:
             created[-1] = "" if hit.created_at in _NO_TIME else hit.created_at
-        return StepResult(tuple(layers), tuple(created), source=hit.source)
+        return StepResult(
+            tuple(layers), tuple(created), source=hit.source, root_links=hit.root_links
+        )
 
 
 def _distribution_sources(desc: Descriptor) -> list[Reference]:
@@ -266,10 +269,14 @@ def solved_records(graph: SolvedGraph[StepResult], blobs: Blobs) -> list[SolvedR
                 # (no times) or came from an inline cache (its image history's times), so a cold
                 # and a cache-imported build write the same record and the same image
                 created = _EPOCH
+        explain = exported_inputs(sv.key, getattr(sv.vertices[0].op, "context_files", None))
         keys = sv.key.export
         if isinstance(keys, StepKeys):
-            records.extend(_buildkit_records(keys, layers, sv.name, created))
-            for node in keys.closure.values():
+            carried = sv.result.root_links if sv.has_result and sv.result is not None else ()
+            width = len(keys.own[0].links)
+            roots = [r for r in keys.export_links(carried) if r.index < width]
+            records.extend(_buildkit_records(keys, layers, sv.name, created, explain, roots))
+            for node in [*keys.closure.values(), *roots]:
                 linked.setdefault(
                     node.key, SolvedRecord(node.key, digest=node.digest, links=node.links)
                 )
@@ -281,6 +288,7 @@ def solved_records(graph: SolvedGraph[StepResult], blobs: Blobs) -> list[SolvedR
                 layers=layers,
                 step=sv.name or None,
                 created_at=created,
+                explain=explain,
             )
         )
     # records only linked to (content roots, ops mason runs inside a step), after the steps'
@@ -289,7 +297,12 @@ def solved_records(graph: SolvedGraph[StepResult], blobs: Blobs) -> list[SolvedR
 
 
 def _buildkit_records(
-    keys: StepKeys, layers: tuple[Descriptor, ...] | None, name: str, created: str | None
+    keys: StepKeys,
+    layers: tuple[Descriptor, ...] | None,
+    name: str,
+    created: str | None,
+    explain: dict[str, object],
+    roots: Sequence[RecordNode] = (),
 ) -> list[SolvedRecord]:
     """A step keyed as BuildKit keys it: its own records under BuildKit's digests and links,
     the first with the result."""
@@ -297,14 +310,21 @@ def _buildkit_records(
 
     out = []
     for i, node in enumerate(keys.own):
+        links = node.links
+        if i == 0 and roots:  # each content root is one more alternative of its input
+            extra = [tuple(("", r.key) for r in roots if r.index == j) for j in range(len(links))]
+            links = tuple(
+                tuple(dict.fromkeys(own + more)) for own, more in zip(links, extra, strict=True)
+            )
         out.append(
             SolvedRecord(
                 key=node.key,
                 digest=node.digest,
-                links=node.links,
+                links=links,
                 layers=layers if i == 0 else None,
                 step=name or None,
                 created_at=created,
+                explain=explain if i == 0 else None,
             )
         )
     return out
