@@ -435,10 +435,12 @@ def plan_keys(
     ``plan_llb`` cannot plan it (then every step keeps mason's own key)."""
     from mason.engine.llbplan import BaseImage, parse_platform, plan_llb
 
-    images = {str(img.ref): img for img in converted.images}
+    images: dict[str, list[Any]] = {}
+    for img in converted.images:
+        images.setdefault(str(img.ref), []).append(img)
 
-    def resolve(ref: str, _platform: pb.Platform) -> BaseImage:
-        img = images.get(ref)
+    def resolve(ref: str, platform: pb.Platform) -> BaseImage:
+        img = _for_platform(images.get(ref, []), platform)
         if img is None:
             raise _Unplanned(ref)
         return BaseImage(img.manifest_digest, img.config)
@@ -469,6 +471,22 @@ def plan_keys(
         diff_ids=diff_ids,
         view=view,
     )
+
+
+def _for_platform(candidates: Sequence[Any], platform: pb.Platform) -> Any:
+    """The resolved image of a reference for ``platform`` (one reference may be resolved for
+    the build platform and for a target platform): its config's os and architecture, the
+    variant when both name one; None when that is not one image."""
+    fits = [
+        img
+        for img in candidates
+        if img.config.get("os", "linux") == platform.os
+        and img.config.get("architecture") == platform.architecture
+        and (
+            not platform.variant or img.config.get("variant", platform.variant) == platform.variant
+        )
+    ]
+    return fits[0] if len({i.manifest_digest for i in fits}) == 1 else None
 
 
 class _Unplanned(Exception):
