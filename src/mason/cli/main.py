@@ -117,7 +117,18 @@ class _Parser(argparse.ArgumentParser):
         return ns, extra
 
 
-def _parser() -> argparse.ArgumentParser:
+def _command_modules(argv: Sequence[str] | None) -> list[str]:
+    """The module of the command ``argv`` names, alone (start-up, issue 14: the other commands'
+    modules and parsers are not built for it); every command's for ``mason --help``, a
+    ``--help``/``--version`` before the command, or an unknown command (its error lists them)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    first = next((i for i, a in enumerate(args) if not a.startswith("-")), None)
+    if first is not None and args[first] in _COMMANDS and not args[:first]:
+        return [_COMMANDS[args[first]]]
+    return list(dict.fromkeys(_COMMANDS.values()))
+
+
+def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mason",
         description="Build container images from Dockerfiles, with build cache in OCI registries.",
@@ -125,7 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mason {mason.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in dict.fromkeys(_COMMANDS.values()):
+    for module_name in _command_modules(argv):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -183,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _dccache.install()  # before the commands' modules load: their dataclasses come compiled
     command = "mason"
     try:
-        parser = _parser()
+        parser = _parser(argv)
         args = parser.parse_args(argv)
         if not getattr(args, "handler", None):
             parser.print_help()

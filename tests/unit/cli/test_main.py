@@ -17,7 +17,7 @@ from mason.errors import BuildError, UsageError
 def _with_handler(
     monkeypatch: pytest.MonkeyPatch, handler: Callable[[argparse.Namespace], int]
 ) -> None:
-    def parser() -> argparse.ArgumentParser:
+    def parser(argv: object = None) -> argparse.ArgumentParser:
         p = argparse.ArgumentParser(prog="mason")
         sub = p.add_subparsers(dest="command")
         sub.add_parser("fake").set_defaults(handler=handler)
@@ -198,3 +198,16 @@ def test_two_cache_exports_to_one_place_are_refused_before_building(
     err = capsys.readouterr().err
     assert code == 2 and "duplicate cache exports" in err and f"dest={dest}/,mode=max" in err
     assert not (tmp_path / "root").exists() and not dest.exists()
+
+
+def test_a_named_command_builds_only_its_own_parser() -> None:
+    def commands(argv: list[str]) -> set[str]:
+        help_text = cli_main._parser(argv).format_help()
+        return {c for c in cli_main._COMMANDS if c in help_text.split("COMMAND", 1)[1]}
+
+    assert cli_main._command_modules(["build", "--help"]) == ["mason.cli.build_cmd"]
+    assert "imagetools" not in commands(["build", "."])
+    everything = set(cli_main._COMMANDS)
+    # mason --help, an option before the command, an unknown command: every command is listed
+    assert commands([]) == commands(["--help"]) == commands(["nonsense"]) == everything
+    assert commands(["-h", "build"]) == everything
