@@ -31,7 +31,9 @@ would add ``local.unique`` there, but the frontend always runs with a session.)
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
+import itertools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -221,11 +223,20 @@ class _Node:
     session_bound: bool = False
 
 
+#: set while ``plan_llb``'s first pass only collects the context paths: its ops get a
+#: stand-in digest (unique per op) instead of a protobuf marshal that pass never uses
+_COLLECTING: contextvars.ContextVar[itertools.count[int] | None] = contextvars.ContextVar(
+    "llbplan_collecting", default=None
+)
+
+
 def _node(op: pb.Op, inputs: Sequence[_Node], deps: Sequence[_Node], name: str) -> _Node:
     ins = tuple(pb.Input(digest=n.digest, index=0) for n in inputs)
     op = dataclasses.replace(op, inputs=ins)
     bound = any(n.session_bound for n in inputs)
-    return _Node(op, pb.op_digest(op), tuple(deps), name, bound)
+    counter = _COLLECTING.get()
+    digest = pb.op_digest(op) if counter is None else f"collecting:{next(counter)}"
+    return _Node(op, digest, tuple(deps), name, bound)
 
 
 class _Inputs:
@@ -1006,7 +1017,11 @@ def plan_llb(
     args = dict(build_args if build_args is not None else plan.build_args)
     placeholder = _Node(pb.Op(), "sha256:" + "0" * 64, (), "context", True)
     first = _Planner(plan, resolve, target_platform, args, placeholder)
-    first.stage(plan.target)
+    token = _COLLECTING.set(itertools.count())
+    try:
+        first.stage(plan.target)
+    finally:
+        _COLLECTING.reset(token)
     ctx_op = _context_source(context_name, exclude_patterns, first.ctx_paths, session_id)
     digest = context_digest or pb.op_digest(ctx_op)
     context = _Node(ctx_op, digest, (), f"local://{context_name}", session_bound=not session_id)

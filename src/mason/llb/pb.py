@@ -128,9 +128,7 @@ class Message:
 
     def to_proto(self) -> bytes:
         out = bytearray()
-        # Go writes a message's oneof member after all its other fields, whatever
-        # its number (checked against the vertex digests BuildKit reports).
-        for f in sorted(self.FIELDS, key=lambda f: (f.oneof, f.number)):
+        for f in _marshal_order(type(self)):
             out += _proto_field(f, getattr(self, f.attr))
         return bytes(out)
 
@@ -138,6 +136,18 @@ class Message:
     def from_json(cls, obj: Mapping[str, Any]) -> Self:
         kwargs = {f.attr: _from_json_value(f, obj[f.json]) for f in cls.FIELDS if f.json in obj}
         return cls(**kwargs)
+
+
+_ORDER: dict[type[Message], tuple[F, ...]] = {}
+
+
+def _marshal_order(cls: type[Message]) -> tuple[F, ...]:
+    """Go writes a message's oneof member after all its other fields, whatever its number
+    (checked against the vertex digests BuildKit reports); computed once per message type."""
+    order = _ORDER.get(cls)
+    if order is None:
+        order = _ORDER[cls] = tuple(sorted(cls.FIELDS, key=lambda f: (f.oneof, f.number)))
+    return order
 
 
 def _json_value(value: object) -> object:
