@@ -34,8 +34,9 @@ CASES = sorted(p.name for p in DATA.iterdir() if (p / "cache" / "index.json").ex
 
 @pytest.fixture(scope="module")
 def golden_base(registry: RegistryServer) -> str:
-    """The golden base image at ``REG/base/busybox:latest``, digests preserved."""
-    ref = f"{registry.host}/base/busybox:latest"
+    """The golden base image at ``REG/golden/busybox:latest``, digests preserved (not the
+    session's ``base/busybox``, which other tests build on; the name enters no key)."""
+    ref = f"{registry.host}/golden/busybox:latest"
     subprocess.run(
         [
             "skopeo",
@@ -76,7 +77,9 @@ def _stage(case: str, tmp: Path, registry_host: str, http_host: str) -> tuple[Pa
     dockerfile = tmp / "Dockerfile"
     text = (DATA / case / "Dockerfile").read_text()
     dockerfile.write_text(
-        text.replace(GOLDEN_REGISTRY, registry_host).replace(GOLDEN_HTTP, http_host)
+        text.replace(f"{GOLDEN_REGISTRY}/base/", f"{registry_host}/golden/").replace(
+            GOLDEN_HTTP, http_host
+        )
     )
     return ctx, dockerfile
 
