@@ -311,14 +311,9 @@ class _Resolver:
         raw, media_type, digest = self._get_doc(ref, digest)
         doc = parse_manifest(raw, media_type)
         if isinstance(doc, ImageIndex):
-            entry = doc.for_platform(platform)
-            if entry is None:
-                have = ", ".join(str(d.platform) for d in doc.manifests if d.platform) or "none"
-                raise BuildError(
-                    f"{ref} has no image for platform {platform}",
-                    reference="platform-not-found",
-                    context=[f"platforms in the index: {have}"],
-                )
+            from mason.engine.namedcontexts import platform_entry
+
+            entry = platform_entry(doc, platform, str(ref))
             raw, media_type, digest = self._get_doc(ref, entry.digest)
             doc = parse_manifest(raw, media_type)
         if isinstance(doc, ImageIndex):

@@ -31,12 +31,17 @@ import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from mason.digest import Digest, DigestError, VerifyingReader, digest_of, hasher_for, parse_digest
 from mason.errors import BuildError, DiagnosticError, UsageError
 from mason.fsroot import FsRoot
 from mason.oci.reference import Reference
+
+if TYPE_CHECKING:
+    from mason.oci.descriptor import Descriptor
+    from mason.oci.manifest import ImageIndex
+    from mason.oci.platform import Platform
 
 DOCKER_IMAGE = "docker-image://"
 OCI_LAYOUT = "oci-layout://"
@@ -239,15 +244,7 @@ def layout_image(nc: NamedContext, platform: Any) -> LayoutImage:
     try:
         doc = parse_manifest(read_layout_blob(layout, digest), where=where)
         if isinstance(doc, ImageIndex):
-            entry = doc.for_platform(platform)
-            if entry is None:
-                have = ", ".join(str(d.platform) for d in doc.manifests if d.platform) or "none"
-                raise BuildError(
-                    f"{where}: {digest} has no image for platform {platform}",
-                    reference="platform-not-found",
-                    context=[f"platforms in the index: {have}"],
-                )
-            digest = entry.digest
+            digest = platform_entry(doc, platform, f"{where}: {digest}").digest
             doc = parse_manifest(read_layout_blob(layout, digest), where=where)
         if isinstance(doc, ImageIndex):
             raise BuildError(f"{where}: nested image index", reference="oci-layout")
@@ -266,6 +263,20 @@ def layout_image(nc: NamedContext, platform: Any) -> LayoutImage:
         )
     layers = tuple((d, parse_digest(str(i))) for d, i in zip(doc.layers, diff_ids, strict=True))
     return LayoutImage(digest, config, layers)
+
+
+def platform_entry(index: ImageIndex, platform: Platform, what: str) -> Descriptor:
+    """The entry of ``index`` for ``platform``; a BuildError naming ``what``
+    and the index's platforms when it has none (a registry's index or a layout's alike)."""
+    entry = index.for_platform(platform)
+    if entry is None:
+        have = ", ".join(str(d.platform) for d in index.manifests if d.platform) or "none"
+        raise BuildError(
+            f"{what} has no image for platform {platform}",
+            reference="platform-not-found",
+            context=[f"platforms in the index: {have}"],
+        )
+    return entry
 
 
 def overrides(contexts: Iterable[NamedContext]) -> dict[str, NamedContext]:
