@@ -12,7 +12,7 @@ from tests.support.registry_server import RegistryServer
 
 from mason.cache.options import parse_cache_from, parse_cache_to
 from mason.engine.builder import build
-from mason.engine.options import BuildOptions
+from mason.engine.options import BuildOptions, parse_output
 from mason.progress import RecordingSink
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (overlayfs, runc)")
@@ -59,11 +59,7 @@ def test_local_cache_round_trip(context: Path, busybox_image: str, tmp_path: Pat
     opts: dict[str, Any] = {
         "cache_to": tuple(parse_cache_to(f"type=local,dest={cache_dir},mode=max")),
         "cache_from": tuple(parse_cache_from(f"type=local,src={cache_dir}")),
-        "outputs": (
-            __import__("mason.engine.options", fromlist=["parse_output"]).parse_output(
-                f"type=oci,dest={out}"
-            ),
-        ),
+        "outputs": (parse_output(f"type=oci,dest={out}"),),
     }
     first, _ = _build(tmp_path / "r1", context, busybox_image, **opts)
     assert (cache_dir / "index.json").exists()

@@ -23,6 +23,8 @@ import pytest
 from tests.support.cachebuild import Build, Builder, skopeo_raw
 from tests.support.registry_server import RegistryServer
 
+from mason.digest import sha256_bytes
+
 pytestmark = pytest.mark.skipif(
     host.machine() != "x86_64", reason="the multi-platform base is amd64 + arm64 on an amd64 host"
 )
@@ -133,7 +135,7 @@ def test_two_platforms_push_an_index_and_rebuild_from_the_registry_cache(
     index, raw = skopeo_raw(image)
     assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
     assert _platforms(index) == ["linux/amd64", "linux/arm64"]
-    assert first.digest == "sha256:" + __import__("hashlib").sha256(raw).hexdigest()
+    assert first.digest == sha256_bytes(raw)
     # the BUILDPLATFORM stage ran once per TARGETARCH it sees; each image's RUNs per platform
     files = _umoci_files(tmp_path, image, "first")
     assert files["arm64"]["arch"] == "aarch64\n"
