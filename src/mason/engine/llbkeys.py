@@ -453,6 +453,7 @@ def plan_keys(
             resolve=resolve,
             platform=parse_platform(platform),
             build_args=build_args,
+            follow_paths=False,
         )
     except (MasonError, _Unplanned):
         return None

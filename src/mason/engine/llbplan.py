@@ -1006,23 +1006,30 @@ def plan_llb(
     exclude_patterns: Sequence[str] = (),
     session_id: str = "",
     context_digest: str | None = None,
+    follow_paths: bool = True,
 ) -> LLBDefinition:
     """The LLB BuildKit v0.32.2's Dockerfile frontend makes for ``plan`` (see the module docstring).
 
     The context source's attributes depend on every path the build reads from it,
     so the stages are dispatched twice: once to collect those paths, then with the
     final context op. ``context_digest`` replaces the context's vertex digest (it
-    includes ``local.session``, which only the client knows)."""
+    includes ``local.session``, which only the client knows). Without ``follow_paths``
+    the context source lists no paths and the stages are dispatched once: its vertex
+    digest and those of the ops that read it then differ from BuildKit's, but no cache
+    key does (the context enters keys by the content of what each step reads)."""
     target_platform = parse_platform(platform) if isinstance(platform, str) else platform
     args = dict(build_args if build_args is not None else plan.build_args)
-    placeholder = _Node(pb.Op(), "sha256:" + "0" * 64, (), "context", True)
-    first = _Planner(plan, resolve, target_platform, args, placeholder)
-    token = _COLLECTING.set(itertools.count())
-    try:
-        first.stage(plan.target)
-    finally:
-        _COLLECTING.reset(token)
-    ctx_op = _context_source(context_name, exclude_patterns, first.ctx_paths, session_id)
+    ctx_paths: set[str] = set()
+    if follow_paths:
+        placeholder = _Node(pb.Op(), "sha256:" + "0" * 64, (), "context", True)
+        first = _Planner(plan, resolve, target_platform, args, placeholder)
+        token = _COLLECTING.set(itertools.count())
+        try:
+            first.stage(plan.target)
+        finally:
+            _COLLECTING.reset(token)
+        ctx_paths = first.ctx_paths
+    ctx_op = _context_source(context_name, exclude_patterns, ctx_paths, session_id)
     digest = context_digest or pb.op_digest(ctx_op)
     context = _Node(ctx_op, digest, (), f"local://{context_name}", session_bound=not session_id)
     final = _Planner(plan, resolve, target_platform, args, context)

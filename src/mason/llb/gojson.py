@@ -19,7 +19,9 @@ its structs, so mason must write the same bytes, not merely equivalent JSON:
 from __future__ import annotations
 
 import base64
+import functools
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Protocol, runtime_checkable
@@ -66,7 +68,9 @@ def is_empty(value: object) -> bool:
 
 
 def _write(value: object, out: list[str]) -> None:
-    if value is None:
+    if isinstance(value, str):  # the most common value first
+        out.append(go_json_string(value))
+    elif value is None:
         out.append("null")
     elif value is True:
         out.append("true")
@@ -76,14 +80,12 @@ def _write(value: object, out: list[str]) -> None:
         out.append(str(value))
     elif isinstance(value, float):
         out.append(_go_float(value))
-    elif isinstance(value, str):
-        out.append(go_json_string(value))
     elif isinstance(value, RawJSON):
         out.append(value.decode("utf-8"))
     elif isinstance(value, bytes | bytearray):
         out.append('"' + base64.b64encode(bytes(value)).decode("ascii") + '"')
-    elif isinstance(value, GoStruct):
-        _write_struct(value, out)
+    elif hasattr(type(value), "go_json_fields"):  # a GoStruct (faster than the Protocol check)
+        _write_struct(value, out)  # type: ignore[arg-type]
     elif isinstance(value, Mapping):
         _write_map(value, out)
     elif isinstance(value, Sequence):
@@ -142,8 +144,15 @@ _SHORT_ESCAPES = {
 _U_ESCAPED = frozenset("<>&\u2028\u2029")
 
 
+#: a string Go writes as it is between quotes (most of what BuildKit hashes)
+_PLAIN = re.compile(r'[^"\\\x00-\x1f<>&\u2028\u2029\ud800-\udfff]*')
+
+
+@functools.lru_cache(maxsize=4096)  # field names and paths recur in every op of a build
 def go_json_string(text: str) -> str:
     """A Go JSON string literal (``encoding/json``'s ``appendString`` with HTML escaping)."""
+    if _PLAIN.fullmatch(text):
+        return '"' + text + '"'
     parts = ['"']
     for ch in text:
         short = _SHORT_ESCAPES.get(ch)

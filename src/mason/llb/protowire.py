@@ -15,10 +15,14 @@ __all__ = ["encode_varint", "field_bytes", "field_varint", "packed_varints", "ta
 _WIRE_VARINT = 0
 _WIRE_LEN = 2
 _MASK64 = (1 << 64) - 1
+#: one-byte varints, the most common (tags, short lengths, small numbers), made once
+_ONE_BYTE = tuple(bytes((i,)) for i in range(128))
 
 
 def encode_varint(value: int) -> bytes:
     """Base-128 varint; negatives as their 64-bit two's complement (as Go casts int32/int64)."""
+    if 0 <= value < 128:
+        return _ONE_BYTE[value]
     if value < 0:
         value &= _MASK64
     out = bytearray()
