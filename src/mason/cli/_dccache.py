@@ -25,7 +25,10 @@ import marshal
 import os
 import sys
 from types import CodeType, ModuleType
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported at start-up; mypy takes this as true
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["compiled", "install"]
 

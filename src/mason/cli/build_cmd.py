@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from pathlib import Path
-from typing import Any
+
+# start-up (issue 14): `build --help` and the early pings need neither typing nor pathlib
+# nor json (mypy takes TYPE_CHECKING as true whatever its value)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
 
 __all__ = ["register", "run_build"]
 
@@ -231,15 +235,16 @@ def _snapshotter(flag: str | None, env: dict[str, str]) -> str:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    _preflight(args)
+    early = _early_pings(args) if args.call == "build" else None
     from mason.cli.progress_render import make_renderer
 
-    _preflight(args)
     opts = _build_options(args)
     mode = "quiet" if args.quiet else args.progress
     renderer = make_renderer(mode, sys.stderr)
     if args.call == "check":
         return _run_check(opts, renderer)
-    outcome = _build(opts, renderer, mode)
+    outcome = _build(opts, renderer, mode, early)
     if isinstance(outcome, int):
         return outcome
     return _report_outcome(args, outcome, mode)
@@ -269,6 +274,8 @@ def _preflight(args: argparse.Namespace) -> None:
 
 def _build_options(args: argparse.Namespace) -> Any:
     """The command line as ``BuildOptions`` (every value parsed and checked, nothing built)."""
+    from pathlib import Path
+
     from mason.cache.options import check_cache_exports, parse_cache_from, parse_cache_to
     from mason.engine.annotations import parse_annotation_flag
     from mason.engine.namedcontexts import parse_no_cache_filter
@@ -331,7 +338,33 @@ def _build_options(args: argparse.Namespace) -> Any:
     )
 
 
-def _build(opts: Any, renderer: Any, mode: str) -> Any:
+def _early_pings(args: argparse.Namespace) -> Any:
+    """Ping the registries the command line names (``--cache-from``/``--cache-to`` refs, pushed
+    tags and names) from background threads, before the engine and httpx are imported
+    (start-up, issue 14): the build's registry client takes their answers."""
+    from mason.registry.early import ref_host, start_pings
+
+    refs = [_spec_value(t, "ref", bare=True) for t in (*args.cache_from, *args.cache_to)]
+    refs += args.tags if args.push else []
+    refs += [_spec_value(o, "name") for o in args.outputs if "type=registry" in o]
+    hosts = [h for h in (ref_host(r) for r in refs if r) if h]
+    return start_pings(hosts) if hosts else None
+
+
+def _spec_value(text: str, key: str, *, bare: bool = False) -> str | None:
+    """``key``'s value in a simple ``k=v,...`` flag (``text`` itself for a bare REF when
+    ``bare``); None for anything quoted or of a type that is not a registry."""
+    if "=" not in text:
+        return text if bare else None
+    if '"' in text:
+        return None
+    items = dict(item.partition("=")[::2] for item in text.split(","))
+    if items.get("type", "registry") != "registry":
+        return None
+    return items.get(key)
+
+
+def _build(opts: Any, renderer: Any, mode: str, early: Any = None) -> Any:
     """Run the build with its progress; a failure is printed and becomes its exit status."""
     from mason.cli.state_cmd import resolve_root
     from mason.engine.builder import build
@@ -340,7 +373,9 @@ def _build(opts: Any, renderer: Any, mode: str) -> Any:
 
     checks = _CheckWarnings(renderer)
     try:
-        outcome = build(opts, root=resolve_root(), progress=checks, stdout=sys.stdout.buffer)
+        outcome = build(
+            opts, root=resolve_root(), progress=checks, stdout=sys.stdout.buffer, early=early
+        )
     except MasonError as exc:
         renderer.close()
         checks.print_summary(mode)
@@ -361,6 +396,9 @@ def _build(opts: Any, renderer: Any, mode: str) -> Any:
 
 def _report_outcome(args: argparse.Namespace, outcome: Any, mode: str) -> int:
     """--metadata-file, --iidfile and the image digest, after a build that worked."""
+    import json
+    from pathlib import Path
+
     from mason.errors import DiagnosticError
 
     if args.metadata_file:
@@ -513,6 +551,8 @@ def _run_check(opts: Any, renderer: Any) -> int:
 
 def _context(args: argparse.Namespace, build_args: dict[str, str]) -> tuple[Path, bytes | None]:
     """The context directory, and the Dockerfile when ``-`` or a URL brought one with it."""
+    from pathlib import Path
+
     if args.context != "-":
         from mason.cli.remote_context import remote_context
 
@@ -539,6 +579,8 @@ def _remove_stale(path: str, flag: str) -> None:
 def _write_iidfile(path: str, metadata: dict[str, Any]) -> bool:
     """The image ID as buildx writes it: the config digest, else the manifest's (an empty file
     when the build made no image, as buildx leaves it)."""
+    from pathlib import Path
+
     from mason.errors import DiagnosticError
 
     image_id = (

@@ -29,14 +29,18 @@ import os
 import re
 import signal
 import sys
-import traceback
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import mason
 from mason.cli import _dccache
 from mason.cli._format import error_lines
 from mason.errors import MasonError
+
+# start-up (issue 14): typing is not imported for `mason build` (mypy takes TYPE_CHECKING as
+# true whatever its value); traceback only for MASON_DEBUG
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["EXIT_INTERNAL_ERROR", "EXIT_INTERRUPTED", "main"]
 
@@ -104,9 +108,32 @@ _EPILOG = (
 )
 
 
+def _columns() -> int:
+    """``shutil.get_terminal_size().columns`` without importing shutil (and the bz2, lzma and
+    zlib modules it loads), which argparse's help formatter would do on every --help."""
+    with contextlib.suppress(ValueError):
+        if int(os.environ.get("COLUMNS", "0")) > 0:
+            return int(os.environ["COLUMNS"])
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    def __init__(self, prog: str, **kwargs: Any) -> None:
+        kwargs.setdefault("width", _columns() - 2)
+        super().__init__(prog, **kwargs)
+
+
 class _Parser(argparse.ArgumentParser):
     """Reports an unknown flag with the usage of the (sub)command it was given to
-    (``mason build``'s, not ``mason COMMAND ...``), as docker buildx does."""
+    (``mason build``'s, not ``mason COMMAND ...``), as docker buildx does; formats help
+    with ``_Formatter`` (subcommands' parsers are of this class too)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
@@ -135,7 +162,8 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         epilog=_EPILOG,
     )
     parser.add_argument("--version", action="version", version=f"mason {mason.__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # prog given: argparse would make a help formatter (and import shutil) to compute it
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", prog="mason")
     for module_name in _command_modules(argv):
         try:
             module = importlib.import_module(module_name)
@@ -161,6 +189,8 @@ def _flush() -> None:
 def _report(lines: Sequence[str], exc: BaseException | None = None) -> None:
     _flush()
     if exc is not None and _debug():
+        import traceback
+
         traceback.print_exception(exc, file=sys.stderr)
     for line in lines:
         print(line, file=sys.stderr)

@@ -409,10 +409,12 @@ def _predefined_args(platform: Platform) -> dict[str, str]:
     }
 
 
-def _build_client(opts: BuildOptions) -> Any:
-    """The registry client of a build: credentials, insecure hosts, registries.conf."""
+def _build_client(opts: BuildOptions, early: Any = None) -> Any:
+    """The registry client of a build: credentials, insecure hosts, registries.conf, the
+    pings the command line sent before the engine was imported (``mason.registry.early``)."""
     from mason.cache.options import insecure_hosts
-    from mason.registry import CredentialStore, RegistryClient
+    from mason.registry.auth import CredentialStore
+    from mason.registry.client import RegistryClient
     from mason.registry.regconf import load_registries_conf
 
     creds = CredentialStore.from_environment(opts.docker_config_dir, opts.registry_auth_file)
@@ -422,7 +424,7 @@ def _build_client(opts: BuildOptions) -> Any:
         *_insecure_outputs(opts),
     ]
     return RegistryClient(
-        credentials=creds, insecure_hosts=insecure, registries=load_registries_conf()
+        credentials=creds, insecure_hosts=insecure, registries=load_registries_conf(), early=early
     )
 
 
@@ -435,8 +437,10 @@ def build(
     client: Any = None,
     executor: Any = None,
     cancel: CancelToken | None = None,
+    early: Any = None,
 ) -> BuildOutcome:
-    """Run one build. ``client`` (a RegistryClient) and ``executor`` default to real ones."""
+    """Run one build. ``client`` (a RegistryClient) and ``executor`` default to real ones;
+    ``early``: the ``EarlyPings`` the command line started, for the default client."""
     sink: ProgressSink = progress or NullSink()
     from mason.dockerfile import parse_dockerfile
     from mason.dockerfile.stages import plan_build
@@ -477,7 +481,7 @@ def build(
 
     own_client = client is None
     if client is None:
-        client = _build_client(opts)
+        client = _build_client(opts, early)
     try:
         _reap_orphaned_sandboxes()
         with ssh_agents(opts.ssh) as ssh_sockets, StateRoot.open(root) as state:
@@ -935,7 +939,8 @@ def check(
     stages = plan.stages if opts.target else plan.all_stages
     own_client = client is None
     if client is None:
-        from mason.registry import CredentialStore, RegistryClient
+        from mason.registry.auth import CredentialStore
+        from mason.registry.client import RegistryClient
 
         creds = CredentialStore.from_environment(opts.docker_config_dir, opts.registry_auth_file)
         from mason.registry.regconf import load_registries_conf

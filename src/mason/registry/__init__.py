@@ -1,35 +1,4 @@
-"""mason.registry: a distribution-spec client (auth, credentials, retries, blobs, manifests, copy)."""
+"""mason.registry: a distribution-spec client (auth, credentials, retries, blobs, manifests, copy).
 
-import sys
-
-# httpx's package imports its command-line client (click, rich, pygments: about half of
-# httpx's import time) whenever click is installed; mason never runs it. A None entry makes
-# that optional import fail as if click were missing (httpx then defines a stub `main`).
-sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-# httpx also imports zstandard (libzstd and the platform module it imports) for a zstd
-# Content-Encoding it then offers and no registry needs; hidden while httpx loads, so only a
-# zstd layer loads it (mason.compression.streams), and httpx offers gzip and deflate.
-_HIDE_ZSTD = "zstandard" not in sys.modules and "httpx" not in sys.modules
-if _HIDE_ZSTD:
-    sys.modules["zstandard"] = None  # type: ignore[assignment]
-try:
-    from mason.registry.auth import Credentials, CredentialStore
-    from mason.registry.client import FetchedManifest, RegistryClient
-    from mason.registry.errors import (
-        RegistryAuthError,
-        RegistryError,
-        RegistryNotFoundError,
-    )
-finally:
-    if _HIDE_ZSTD and "zstandard" in sys.modules and sys.modules["zstandard"] is None:
-        del sys.modules["zstandard"]
-
-__all__ = [
-    "CredentialStore",
-    "Credentials",
-    "FetchedManifest",
-    "RegistryAuthError",
-    "RegistryClient",
-    "RegistryError",
-    "RegistryNotFoundError",
-]
+The package itself imports nothing (import ``mason.registry.client``, ``.auth``, ``.errors``):
+``mason.registry.early``, a build's first requests, runs before httpx is imported."""

@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from mason.errors import DiagnosticError
+from mason.registry._httpx import httpx
 from mason.registry.errors import (
     RegistryAuthError,
     RegistryError,
@@ -402,7 +401,11 @@ class TokenAuthenticator:
 
     def learn(self, host: str, response: httpx.Response) -> None:
         """Record the scheme a ping's 401 announces, without fetching a token yet."""
-        for challenge in parse_challenges(response.headers.get("WWW-Authenticate", "")):
+        self.learn_challenge(host, response.headers.get("WWW-Authenticate", ""))
+
+    def learn_challenge(self, host: str, header: str) -> None:
+        """``learn`` from a ``WWW-Authenticate`` value (an early ping's, mason.registry.early)."""
+        for challenge in parse_challenges(header):
             if challenge.scheme == "bearer" and challenge.params.get("realm"):
                 with self._lock:
                     if host not in self._hosts:

@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO, Literal, TypeVar
 
-import httpx
-
 from mason.digest import Digest, VerifyingReader, parse_digest, sha256_bytes
 from mason.errors import DigestMismatchError
 from mason.oci import mediatypes as mt
@@ -36,7 +34,9 @@ from mason.oci.atomic import atomic_write
 from mason.oci.descriptor import Descriptor
 from mason.oci.manifest import ImageIndex, ImageManifest, parse_manifest
 from mason.oci.reference import Reference
+from mason.registry._httpx import httpx
 from mason.registry.auth import CredentialStore, pull_scope, push_scope
+from mason.registry.early import EarlyPings
 from mason.registry.errors import RegistryAuthError, RegistryError, RegistryNotFoundError
 from mason.registry.regconf import RegistriesConf
 from mason.registry.transport import RETRY_STATUSES, RetryPolicy, Transport
@@ -457,6 +457,7 @@ class RegistryClient:
         # 8 MiB: a chunk is held once in memory (to resend it); 32 MiB made a 1 GiB push peak at 111 MiB RSS
         chunk_size: int = 8 * 1024 * 1024,
         registries: RegistriesConf | None = None,
+        early: EarlyPings | None = None,
     ) -> None:
         extra = {"sleep": sleep} if sleep is not None else {}
         #: containers-registries.conf: insecure hosts, blocked registries, rewrites, mirrors
@@ -468,6 +469,7 @@ class RegistryClient:
             transport=transport,
             retry=retry,
             max_connections=max(8, max_workers * 2),
+            early=early,
             **extra,  # type: ignore[arg-type]
         )
         self.max_workers = max(1, max_workers)

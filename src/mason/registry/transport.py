@@ -16,20 +16,17 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-import ipaddress
-import socket
 import ssl
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO
 
-import httpx
-
 import mason
+from mason.registry._httpx import httpx
 from mason.registry.auth import CredentialStore, TokenAuthenticator
+from mason.registry.early import EarlyPings, is_loopback, plain_http_server
 from mason.registry.errors import (
     RegistryAuthError,
     RegistryError,
@@ -37,7 +34,7 @@ from mason.registry.errors import (
     parse_registry_errors,
 )
 
-__all__ = ["RETRY_STATUSES", "Body", "RetryPolicy", "Transport", "http_get", "is_loopback"]
+__all__ = ["RETRY_STATUSES", "Body", "RetryPolicy", "Transport", "http_get"]
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -57,17 +54,6 @@ class RetryPolicy:
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_retry_after)
         return float(min(self.base_delay * (2**attempt), self.max_delay))
-
-
-def is_loopback(host: str) -> bool:
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
-    name = name.strip("[]")
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -114,7 +100,10 @@ class Transport:
         timeout: float = 60.0,
         max_connections: int = 32,
         user_agent: str = f"mason/{mason.__version__}",
+        early: EarlyPings | None = None,
     ) -> None:
+        #: the pings a build sent before httpx was imported (mason.registry.early)
+        self._early = early
         self.insecure_hosts = frozenset(insecure_hosts)
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
@@ -144,6 +133,9 @@ class Transport:
                 if verified and self._ca_file:
                     verify = ssl.create_default_context()
                     verify.load_verify_locations(cafile=self._ca_file)
+                elif verified and self._early is not None:
+                    # the early pings' context is the one httpx would make: load the CA once
+                    verify = self._early.made_context() or True
                 client = httpx.Client(transport=self._transport, verify=verify, **self._common)  # type: ignore[arg-type]
                 self._clients[verified] = client
             return client
@@ -183,10 +175,19 @@ class Transport:
                 with self._lock:
                     scheme = self._schemes.get(host)
                 if scheme is None:
-                    scheme = self._ping(host)
+                    scheme = self._early_scheme(host) or self._ping(host)
                     with self._lock:
                         self._schemes[host] = scheme
         return f"{scheme}://{host}"
+
+    def _early_scheme(self, host: str) -> str | None:
+        """The scheme (and auth challenge) an early ping of ``host`` learnt, if it did."""
+        ping = self._early.take(host) if self._early is not None else None
+        if ping is None:
+            return None
+        if ping.status == 401:
+            self.auth.learn_challenge(host, ping.www_authenticate)
+        return ping.scheme
 
     def _ping(self, host: str) -> str:
         """``GET /v2/`` over HTTPS, then plain HTTP where allowed; learn the auth scheme."""
@@ -196,7 +197,7 @@ class Transport:
         for scheme in schemes:
             url = f"{scheme}://{host}/v2/"
             if scheme == "https" and "http" in schemes and self._may_skip_tls(host):
-                plain = _plain_http_server(host)
+                plain = plain_http_server(host)
                 if plain is not None:  # no verifying client (and CA bundle) for this host
                     reasons.append(f"https: {plain}")
                     continue
@@ -547,33 +548,6 @@ _LOGIN_HINT = (
     "the repository may be private or may not exist: log in (credentials in ~/.docker/config.json "
     "or $REGISTRY_AUTH_FILE)"
 )
-
-
-def _plain_http_server(host: str) -> str | None:
-    """Why a TLS handshake with ``host`` fails, when it does (a plain-HTTP server answering
-    the ClientHello), else None (it speaks TLS, or cannot be reached: the ping tells which).
-
-    A bare handshake that verifies nothing and sends no request: it fails before any
-    certificate is seen, so the ping of a plain-HTTP registry on loopback never builds the
-    verifying client and its CA bundle (the costliest part of start-up after imports)."""
-    try:
-        parts = urllib.parse.urlsplit(f"https://{host}")
-        name, port = parts.hostname or host, parts.port or 443
-    except ValueError:
-        return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    try:
-        with (
-            socket.create_connection((name, port), timeout=15.0) as sock,
-            context.wrap_socket(sock, server_hostname=name),
-        ):
-            return None
-    except ssl.SSLError as exc:
-        return f"{type(exc).__name__}: {exc}"
-    except OSError:
-        return None
 
 
 def _is_cert_error(exc: BaseException) -> bool:

@@ -81,8 +81,20 @@ def _modules_at_first_request(
     return seen["where"], set(seen["modules"]), seen["ca"]
 
 
+# nor by a build whose command line names its registries: their pings go out first
+_NEVER_BEFORE_EARLY_PING = _NEVER_BEFORE_REQUEST | {
+    "httpx",
+    "httpcore",
+    "ssl",  # a plain-HTTP registry on loopback
+    "mason.engine",
+    "mason.dockerfile",
+    "mason.cache",
+    "sqlite3",
+}
+
+
 def _loaded(modules: set[str], names: set[str]) -> list[str]:
-    return sorted(m for m in modules if m in names or m.split(".")[0] in names)
+    return sorted(m for m in modules if any(m == n or m.startswith(n + ".") for n in names))
 
 
 def test_build_help_imports_no_registry_engine_or_progress_modules(tmp_path: Path) -> None:
@@ -106,6 +118,25 @@ def test_build_reaches_its_first_request_without_deny_listed_modules(tmp_path: P
     where, modules, _ = _modules_at_first_request(tmp_path, port, argv)
     assert where == "connect" and "httpx" in modules
     assert _loaded(modules, _NEVER_BEFORE_REQUEST) == []
+
+
+def test_build_naming_its_registries_pings_them_before_the_engine_loads(tmp_path: Path) -> None:
+    # the registry of --cache-from and of the pushed tag: pinged (mason.registry.early) right
+    # after the arguments are parsed, before httpx and the engine are imported
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PlainRegistry)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        host = f"127.0.0.1:{port}"
+        argv = ["build", "--progress=plain", "--cache-from", f"type=registry,ref={host}/cache"]
+        argv += ["--push", "-t", f"{host}/app", str(_context(tmp_path, host))]
+        where, modules, _ = _modules_at_first_request(tmp_path, port, argv)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert where == "connect" and "mason.registry.early" in modules
+    assert _loaded(modules, _NEVER_BEFORE_EARLY_PING) == []
 
 
 def test_plain_http_registry_marked_insecure_loads_no_ca_bundle(tmp_path: Path) -> None:

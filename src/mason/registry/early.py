@@ -1,0 +1,238 @@
+"""A build's first registry requests, sent before the heavy imports (start-up, issue 14).
+
+``mason build`` knows from its command line which registries it will talk to (the
+``--cache-from`` and ``--cache-to`` refs, the pushed tags) long before the engine and httpx
+are imported (a few hundred ms of CPU). ``start_pings`` sends each host's ping
+(``GET /v2/``) from a daemon thread right after the arguments are parsed, over a bare
+socket, so its round trips overlap the imports; the build's ``Transport`` takes the answer
+(scheme, auth challenge) instead of pinging again, and the verifying TLS context made for it.
+
+An early ping settles only what the ``Transport``'s own ping would: plain HTTP only for a
+loopback host whose TLS handshake fails as a plain-HTTP server's does, else HTTPS verified
+against the CA bundle httpx uses. Anything else (a refused connection, a TLS failure, an
+answer other than 200 or a 401 with a challenge, a proxy in the environment, which httpx
+would use) leaves no answer, and the ``Transport`` pings as before and reports any error.
+No credentials are ever sent; this module imports neither httpx nor the rest of mason.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, NamedTuple
+
+import mason
+
+if TYPE_CHECKING:
+    import ssl
+
+__all__ = [
+    "EarlyPings",
+    "Ping",
+    "is_loopback",
+    "plain_http_server",
+    "ref_host",
+    "start_pings",
+    "verifying_context",
+]
+
+_HEAD_CAP = 64 * 1024
+_TIMEOUT = 15.0
+#: how long a ``Transport`` waits for an early ping before it pings itself
+WAIT = 10.0
+_PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy")
+_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com")
+
+
+class Ping(NamedTuple):
+    """A ping's answer: the scheme that worked, its status (200 or 401) and challenge."""
+
+    scheme: str
+    status: int
+    www_authenticate: str
+
+
+def ref_host(ref: str) -> str | None:
+    """The API host of an image reference, by distribution's rule (``mason.oci.reference`` is
+    the parser; this only names a host to ping early, and a wrong guess costs one ping)."""
+    name = ref.split("@", 1)[0]
+    first, slash, _ = name.partition("/")
+    if not slash or not ("." in first or ":" in first or first == "localhost"):
+        return "registry-1.docker.io" if name and "$" not in name else None
+    if "$" in first:
+        return None
+    return "registry-1.docker.io" if first in _HUB else first
+
+
+def is_loopback(host: str) -> bool:
+    """``host`` (``name[:port]``, ``[v6]:port``) is on this machine (plain HTTP is allowed)."""
+    import ipaddress
+
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
+    name = name.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _split(host: str, default_port: int) -> tuple[str, int]:
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(f"//{host}")
+    return parts.hostname or host, parts.port or default_port
+
+
+def plain_http_server(host: str) -> str | None:
+    """Why a TLS handshake with ``host`` fails, when it does (a plain-HTTP server answering
+    the ClientHello), else None (it speaks TLS, or cannot be reached: the ping tells which).
+
+    A bare handshake that verifies nothing and sends no request: it fails before any
+    certificate is seen, so the ping of a plain-HTTP registry on loopback never builds the
+    verifying client and its CA bundle (the costliest part of start-up after imports)."""
+    import ssl
+
+    try:
+        name, port = _split(host, 443)
+    except ValueError:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((name, port), timeout=_TIMEOUT) as sock,
+            context.wrap_socket(sock, server_hostname=name),
+        ):
+            return None
+    except ssl.SSLError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    except OSError:
+        return None
+
+
+def verifying_context() -> ssl.SSLContext:
+    """The TLS context httpx makes for ``verify=True`` (``SSL_CERT_FILE``/``SSL_CERT_DIR``, else
+    certifi's bundle): the early ping's, handed to the ``Transport``'s verifying client."""
+    import ssl
+
+    if os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    if os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+    import certifi
+
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def _get_v2(host: str, scheme: str, context: ssl.SSLContext | None) -> Ping | None:
+    """``GET /v2/`` on one connection; the status and challenge, or None when unusable."""
+    name, port = _split(host, 443 if scheme == "https" else 80)
+    request = (
+        f"GET /v2/ HTTP/1.1\r\nHost: {host}\r\nUser-Agent: mason/{mason.__version__}\r\n"
+        "Accept: */*\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection((name, port), timeout=_TIMEOUT) as raw:
+        sock = context.wrap_socket(raw, server_hostname=name) if context is not None else raw
+        with sock:
+            sock.sendall(request)
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < _HEAD_CAP:
+                chunk = sock.recv(8192)
+                if not chunk:
+                    break
+                head += chunk
+    return _parse_head(head, scheme)
+
+
+def _parse_head(head: bytes, scheme: str) -> Ping | None:
+    if b"\r\n\r\n" not in head:
+        return None
+    lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    version, _, rest = lines[0].partition(" ")
+    status_text = rest[:3]
+    if not version.startswith("HTTP/1.") or not status_text.isdigit():
+        return None
+    status = int(status_text)
+    challenges = [
+        value.strip()
+        for key, _, value in (line.partition(":") for line in lines[1:])
+        if key.strip().lower() == "www-authenticate"
+    ]
+    if status == 200 or (status == 401 and challenges):
+        return Ping(scheme, status, ", ".join(challenges))
+    return None
+
+
+class EarlyPings:
+    """The pings started for a build; ``take(host)`` hands one answer to the ``Transport``."""
+
+    def __init__(self) -> None:
+        self._done: dict[str, threading.Event] = {}
+        self._answers: dict[str, Ping | None] = {}
+        self._context: ssl.SSLContext | None = None
+        self._lock = threading.Lock()
+
+    def start(self, host: str) -> None:
+        if host in self._done:
+            return
+        self._done[host] = threading.Event()
+        threading.Thread(target=self._run, args=(host,), name="early-ping", daemon=True).start()
+
+    def _run(self, host: str) -> None:
+        answer = None
+        try:
+            answer = self._ping(host)
+        except (OSError, ValueError):  # the Transport's own ping says what went wrong
+            answer = None
+        finally:
+            self._answers[host] = answer
+            self._done[host].set()
+
+    def _ping(self, host: str) -> Ping | None:
+        # on loopback, plain HTTP first: an answer proves the TLS handshake of the
+        # Transport's order (HTTPS first) would have failed as a plain server's, and it
+        # needs no ssl module (the first request of a local registry comes sooner)
+        if is_loopback(host):
+            try:
+                answer = _get_v2(host, "http", None)
+            except ConnectionRefusedError:
+                return None  # nothing listens (HTTPS would be refused too)
+            except OSError:
+                answer = None
+            if answer is not None:
+                return answer
+        return _get_v2(host, "https", self.context())
+
+    def context(self) -> ssl.SSLContext:
+        """The verifying TLS context (made once, for the first HTTPS ping)."""
+        with self._lock:
+            if self._context is None:
+                self._context = verifying_context()
+            return self._context
+
+    def made_context(self) -> ssl.SSLContext | None:
+        with self._lock:
+            return self._context
+
+    def take(self, host: str, wait: float = WAIT) -> Ping | None:
+        """The answer of ``host``'s early ping (waiting for it up to ``wait`` s), once."""
+        done = self._done.get(host)
+        if done is None or not done.wait(wait):
+            return None
+        return self._answers.pop(host, None)
+
+
+def start_pings(hosts: Iterable[str]) -> EarlyPings | None:
+    """Ping ``hosts`` in the background; None when the environment names a proxy (httpx would
+    go through it, a bare socket would not)."""
+    if any(os.environ.get(v) or os.environ.get(v.upper()) for v in _PROXY_VARS):
+        return None
+    pings = EarlyPings()
+    for host in dict.fromkeys(hosts):
+        pings.start(host)
+    return pings
