@@ -1,5 +1,6 @@
-"""``mason.cli._dccache`` (issue 14): dataclass methods compiled once and kept beside the
-bytecode; the classes behave as without it, a bad table is ignored, ``-B`` writes nothing.
+"""``mason.cli._dccache`` (issue 14): dataclass methods and regexes compiled once and kept
+beside the bytecode; the classes (their docstrings, made when read) and patterns behave as
+without it (a pattern's code is re's own), a bad table is ignored, ``-B`` writes nothing.
 Each case runs a fresh interpreter with its own ``-X pycache_prefix`` (a temp directory)."""
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import sys
 if sys.argv[1] == "eager":
     import dataclasses
 if sys.argv[1] != "stock":
+    import re
+    _REAL = re._compiler.compile
     from mason.cli import _dccache
     _dccache.install()
     print("dataclasses loaded by install:", sys.argv[1] == "install" and "dataclasses" in sys.modules)
@@ -43,7 +46,16 @@ except dataclasses.FrozenInstanceError:
     frozen = "frozen"
 print(repr(p), repr(q), p < q, p == Point(1), hash(p) == hash(Point(1)), frozen, repr(b))
 print(Point.__init__.__qualname__, Box.__eq__.__qualname__)
+print(Point.__doc__, "|", p.__doc__, "|", Box.__init__.__annotations__)
+import re
+patterns = [(r"(?P<name>[a-z]+)-(\\d+)", 0), (rb"^\\x00(?i:ab)+$", 0), ("(?x) a # c\\n b+", re.I | re.M),
+            ("[\\u00e9-\\u00ff]+", 0), ("", 0), (r"(a)(b)?(?P<z>c)", re.S)]
+compiled = [re.compile(p, f) for p, f in patterns]
+print([(c.pattern, c.flags, c.groups, dict(c.groupindex)) for c in compiled])
+print([bool(c.search(s)) for c in compiled for s in ("ab-12", b"\\x00AbaB", "AbbB", "\\u00e9t\\u00e9", "ac")
+       if isinstance(s, bytes) == isinstance(c.pattern, bytes)])
 if sys.argv[1] != "stock":
+    print("same code as re's own:", all(c == _REAL(p, f) for c, (p, f) in zip(compiled, patterns)))
     print("compiled", _dccache.compiled)
 """
 
@@ -69,10 +81,12 @@ def test_classes_are_the_same_and_the_second_run_compiles_nothing(
     first = _run(tmp_path, mode)
     # installed before dataclasses loads, it does not load it; patched when something does
     assert first[0] == "dataclasses loaded by install: False"
-    assert first[1:3] == stock and int(first[3].split()[1]) > 0
+    # the same classes (and docstrings, and methods' annotations), the same regexes
+    assert first[1:6] == stock and first[6] == "same code as re's own: True"
+    assert int(first[7].split()[1]) > 0
     assert len(_table(tmp_path)) == 1
     second = _run(tmp_path, mode)
-    assert second[1:3] == stock and second[3] == "compiled 0"
+    assert second[1:7] == first[1:7] and second[7] == "compiled 0"
 
 
 def test_a_corrupt_table_is_ignored_and_rewritten(tmp_path: Path) -> None:
@@ -81,11 +95,11 @@ def test_a_corrupt_table_is_ignored_and_rewritten(tmp_path: Path) -> None:
     (table,) = _table(tmp_path)
     table.write_bytes(table.read_bytes()[:4] + b"\x00garbage")
     again = _run(tmp_path, "install")
-    assert again[1:3] == stock and again[3] != "compiled 0"
-    assert _run(tmp_path, "install")[3] == "compiled 0"
+    assert again[1:6] == stock and again[7] != "compiled 0"
+    assert _run(tmp_path, "install")[7] == "compiled 0"
 
 
 def test_no_bytecode_writing_means_no_table(tmp_path: Path) -> None:
     out = _run(tmp_path, "install", "-B")
-    assert out[1:3] == _run(tmp_path, "stock", "-B")
+    assert out[1:6] == _run(tmp_path, "stock", "-B")
     assert _table(tmp_path) == []
