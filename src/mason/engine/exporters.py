@@ -197,8 +197,8 @@ def push_image(
     max_workers: int = 4,
 ) -> None:
     """Push layers (``mason.registry.push.push_blob``: HEAD, else mount from a repository of
-    the same registry known to hold it, else upload), then the config, then the manifest under
-    each ref. Layers already known remote on the same registry are never downloaded; every
+    the same registry known to hold it, else upload) and the config side by side, then the
+    manifest under each ref. Layers already known remote on the same registry are never downloaded; every
     layer pushed is recorded (``Blobs.note_stored``) so later pushes and cache exports mount it.
     An index: every platform's image is pushed by digest first, the index under each ref last,
     so a tag never names an index whose images are missing."""
@@ -250,12 +250,14 @@ def _push_one(
         blobs.note_stored(lr.blob, target, desc.media_type, desc.size)
 
     t0 = time.monotonic()
+    cfg, raw = exported.manifest.config, exported.config_raw
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
+        # the config goes up beside the layers (one round trip less): the manifest, put by
+        # the caller, comes after both
+        config = pool.submit(client.push_blob, target, cfg, lambda: io.BytesIO(raw))
         list(pool.map(push_layer, exported.layers))
+        config.result()
     log(f"pushing layers {time.monotonic() - t0:.1f}s done")
-    cfg = exported.manifest.config
-    raw = exported.config_raw
-    client.push_blob(target, cfg, lambda raw=raw: io.BytesIO(raw))
 
 
 # -- files -----------------------------------------------------------------------
