@@ -79,9 +79,12 @@ def redact_preimage(preimage: bytes) -> bytes:
     return canonical_json(doc)
 
 
-def exported_inputs(key: CacheKey, files: Sequence[FileEntry] | None) -> dict[str, Any]:
-    """What the cache keeps beside a step's record for ``--explain-cache`` on another machine."""
+def exported_inputs(key: CacheKey, op: object) -> dict[str, Any]:
+    """What the cache keeps beside a step's record for ``--explain-cache`` on another machine:
+    the step's redacted preimage and the context files its op selected."""
     out: dict[str, Any] = {"key": json.loads(redact_preimage(key.preimage))}
+    # read after the preimage: making a deferred one walks the files (``DeferredKey``)
+    files: Sequence[FileEntry] | None = getattr(op, "context_files", None)
     if files is not None and len(files) <= MAX_EXPORTED_FILES:
         out["files"] = [f.to_json() for f in files]
     return out
@@ -300,7 +303,7 @@ class ExplainRecorder:
         self.dockerfile = dockerfile
         self.build_args = frozenset(build_args)
         self.explain = explain
-        self._pending: dict[str, tuple[str, bytes, str | None]] = {}
+        self._pending: dict[str, tuple[Vertex[Any], CacheKey]] = {}
         self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:  # the other SolveProgress callbacks
@@ -310,14 +313,31 @@ class ExplainRecorder:
         return step_identity(self.context, self.dockerfile, vertex.name)
 
     def _keep(self, vertex: Vertex[Any], key: CacheKey) -> None:
-        files = getattr(vertex.op, "context_files", None)
-        files_json = (
-            None
-            if files is None
-            else json.dumps([f.to_json() for f in files], separators=(",", ":"))
-        )
         with self._lock:
-            self._pending[self._identity(vertex)] = (key.digest, key.preimage, files_json)
+            self._pending[self._identity(vertex)] = (vertex, key)
+
+    def _rows(self) -> tuple[list[tuple[str, str, bytes, str | None]], list[str]]:
+        """The pending steps' rows to write, and the identities kept with the same key
+        already (only touched: their preimages, made on first read, are not made)."""
+        with self._lock:
+            pending = list(self._pending.items())
+            self._pending.clear()
+        same = self.meta.step_key_digests([i for i, _ in pending])
+        rows: list[tuple[str, str, bytes, str | None]] = []
+        touched: list[str] = []
+        for identity, (vertex, key) in pending:
+            if same.get(identity) == key.digest:
+                touched.append(identity)
+                continue
+            preimage = key.preimage  # first: making it may walk the context files
+            files = getattr(vertex.op, "context_files", None)
+            files_json = (
+                None
+                if files is None
+                else json.dumps([f.to_json() for f in files], separators=(",", ":"))
+            )
+            rows.append((identity, key.digest, preimage, files_json))
+        return rows, touched
 
     def _from_imports(self, vertex: Vertex[Any]) -> StepRecord | None:
         """The entry of the same step in the imported caches (first cache first)."""
@@ -370,8 +390,9 @@ class ExplainRecorder:
     def explain_text(self, vertex: Vertex[Any], key: CacheKey) -> str:
         verb = m.group(1) if (m := re.search(r"\] (\w+)", vertex.name)) else "COPY"
         old = self._stored(vertex)
+        preimage = key.preimage  # made first: a DeferredKey's walks the context files
         if old is not None and old.redacted:
-            key = CacheKey.from_preimage(redact_preimage(key.preimage))
+            key = CacheKey.from_preimage(redact_preimage(preimage))
         return explain_miss(
             old,
             key,
@@ -401,9 +422,8 @@ class ExplainRecorder:
 
     def flush(self) -> None:
         """Write the kept keys (also after a failed build: the steps that finished are valid)."""
-        with self._lock:
-            rows = [(i, *v) for i, v in self._pending.items()]
-            self._pending.clear()
-        # advisory data: a metadata hiccup must not fail (or mask the failure of) a build
-        with contextlib.suppress(sqlite3.Error, MasonError):
-            self.meta.put_step_keys(rows)
+        # advisory data: a metadata hiccup or a preimage that cannot be made (the context
+        # changed under the build) must not fail (or mask the failure of) a build
+        with contextlib.suppress(sqlite3.Error, OSError, MasonError):
+            rows, touched = self._rows()
+            self.meta.put_step_keys(rows, touched)

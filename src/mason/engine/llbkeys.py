@@ -35,9 +35,9 @@ from mason.fsroot import FsRoot
 from mason.llb import pb
 from mason.llb.cachegraph import chain_key, chain_keys
 from mason.llb.cachemap import CacheMap, Selector, op_cache_map
-from mason.llb.contenthash import ContentTree
+from mason.llb.contenthash import ChecksumError, ContentTree
 from mason.llb.keys import content_key, http_source_key, image_source_keys, record_digest
-from mason.solver import CacheKey, Vertex
+from mason.solver import CacheKey, DeferredKey, Vertex
 
 __all__ = ["BuildKeys", "PlatformKeys", "RecordNode", "StepKeys", "match_vertices", "plan_keys"]
 
@@ -164,24 +164,61 @@ class BuildKeys:
         self._tree: ContentTree | None = None
 
     def rekey(
-        self, vertex: Vertex[StepResult], key: CacheKey, inputs: Sequence[CacheKey]
+        self,
+        vertex: Vertex[StepResult],
+        own_key: Callable[[], CacheKey],
+        inputs: Sequence[CacheKey],
     ) -> CacheKey:
         """The solver's ``rekey``: a matched step's first chain key, all of them as
-        alternatives, and its records for the exporter; any other step keeps ``key``."""
+        alternatives, and its records for the exporter; any other step keeps its own key.
+        A matched step's own key (mason's context checksum) is made only when read."""
         digest = self._of.get(vertex)
-        keys = self.keys_of(digest) if digest is not None else None
+        try:
+            keys = self.keys_of(digest) if digest is not None else None
+        except ChecksumError:
+            # a path BuildKit's checksum cannot read: mason's own key says what is wrong
+            # (a COPY source not found...) or, if it can read it, keys the step alone
+            return own_key()
         if keys is None:
-            return key
-        self._link_downloads(vertex, keys)
-        return dataclasses.replace(key, digest=keys.chain[0], alternatives=keys.chain, export=keys)
+            return own_key()
+        downloads = self._pinned_downloads(keys)
+        if downloads:
+            key = own_key()  # it downloads what the links are computed from
+            self._link_downloads(vertex, keys, downloads)
+            return dataclasses.replace(
+                key, digest=keys.chain[0], alternatives=keys.chain, export=keys
+            )
+        return DeferredKey.of(
+            keys.chain[0],
+            [i.digest for i in inputs],
+            own_key,
+            alternatives=keys.chain,
+            export=keys,
+        )
 
-    def _link_downloads(self, vertex: Vertex[StepResult], keys: StepKeys) -> None:
+    def _pinned_downloads(self, keys: StepKeys) -> list[tuple[int, tuple[Selector, ...], pb.Op]]:
+        """The step's inputs that are ``ADD --checksum URL`` downloads."""
+        return [
+            (i, selectors, op)
+            for i, selectors, dep in keys.snapshot_inputs
+            if (src := (op := self._ops[dep].op).source) is not None
+            and src.identifier.startswith(("http://", "https://"))
+            and _pinned(src.attrs)
+        ]
+
+    def _link_downloads(
+        self,
+        vertex: Vertex[StepResult],
+        keys: StepKeys,
+        downloads: Sequence[tuple[int, tuple[Selector, ...], pb.Op]],
+    ) -> None:
         """The content root of an ``ADD --checksum URL`` download, which BuildKit links beside
         the HTTP source's record: the step's own key has just downloaded it (``FileOp``)."""
         files = getattr(vertex.op, "_url_files", None) or {}
-        for i, selectors, dep in keys.snapshot_inputs:
-            src = self._ops[dep].op.source
-            if src is None or src.identifier not in files or not _pinned(src.attrs):
+        for i, selectors, op in downloads:
+            src = op.source
+            assert src is not None
+            if src.identifier not in files:
                 continue
             root = _download_root(files[src.identifier][0], src.attrs["http.filename"], selectors)
             if root is not None:
@@ -342,12 +379,15 @@ class PlatformKeys:
         self._keys = [k for k in per_platform if k is not None]
 
     def rekey(
-        self, vertex: Vertex[StepResult], key: CacheKey, inputs: Sequence[CacheKey]
+        self,
+        vertex: Vertex[StepResult],
+        own_key: Callable[[], CacheKey],
+        inputs: Sequence[CacheKey],
     ) -> CacheKey:
         for keys in self._keys:
             if keys.matches(vertex):
-                return keys.rekey(vertex, key, inputs)
-        return key
+                return keys.rekey(vertex, own_key, inputs)
+        return own_key()
 
     def link_contents(self, graph: Any) -> None:
         for keys in self._keys:

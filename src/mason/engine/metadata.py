@@ -10,7 +10,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,15 +179,22 @@ class Metadata:
     #: At most this many step identities are kept; the least recently used go first.
     MAX_STEP_KEYS = 4096
 
-    def put_step_keys(self, rows: list[tuple[str, str, bytes, str | None]]) -> None:
-        """Keep (identity, key, preimage, files JSON) per step, replacing earlier ones."""
-        if not rows:
+    def put_step_keys(
+        self, rows: list[tuple[str, str, bytes, str | None]], touched: Sequence[str] = ()
+    ) -> None:
+        """Keep (identity, key, preimage, files JSON) per step, replacing earlier ones; mark
+        the ``touched`` identities (kept unchanged) used now."""
+        if not rows and not touched:
             return
         now = time.time()
         with self._tx() as conn:
             conn.executemany(
                 "INSERT OR REPLACE INTO step_keys VALUES (?, ?, ?, ?, ?)",
                 [(i, k, p, f, now) for i, k, p, f in rows],
+            )
+            conn.executemany(
+                "UPDATE step_keys SET last_used = ? WHERE identity = ?",
+                [(now, i) for i in touched],
             )
             conn.execute(
                 "DELETE FROM step_keys WHERE identity IN (SELECT identity FROM step_keys "
@@ -203,6 +210,20 @@ class Metadata:
             .fetchone()
         )
         return None if row is None else (row[0], bytes(row[1]), row[2])
+
+    def step_key_digests(self, identities: Sequence[str]) -> dict[str, str]:
+        """identity -> the key last kept for it, for those of ``identities`` kept at all."""
+        out: dict[str, str] = {}
+        conn = self._conn()
+        for start in range(0, len(identities), 500):  # sqlite's bound-parameter limit
+            chunk = identities[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update(
+                conn.execute(
+                    f"SELECT identity, key FROM step_keys WHERE identity IN ({marks})", chunk
+                ).fetchall()
+            )
+        return out
 
     def step_names(self) -> dict[str, str]:
         """Cache key -> the Dockerfile step last built with it (``[2/3] RUN make``), for ``du``."""

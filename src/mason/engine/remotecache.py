@@ -269,7 +269,7 @@ def solved_records(graph: SolvedGraph[StepResult], blobs: Blobs) -> list[SolvedR
                 # (no times) or came from an inline cache (its image history's times), so a cold
                 # and a cache-imported build write the same record and the same image
                 created = _EPOCH
-        explain = exported_inputs(sv.key, getattr(sv.vertices[0].op, "context_files", None))
+        explain = exported_inputs(sv.key, sv.vertices[0].op)
         keys = sv.key.export
         if isinstance(keys, StepKeys):
             carried = sv.result.root_links if sv.has_result and sv.result is not None else ()

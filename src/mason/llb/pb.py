@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
@@ -127,10 +127,7 @@ class Message:
             yield f.json, _json_value(getattr(self, f.attr)), True
 
     def to_proto(self) -> bytes:
-        out = bytearray()
-        for f in _marshal_order(type(self)):
-            out += _proto_field(f, getattr(self, f.attr))
-        return bytes(out)
+        return b"".join([encode(getattr(self, attr)) for attr, encode in _encoders(type(self))])
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Self:
@@ -148,6 +145,51 @@ def _marshal_order(cls: type[Message]) -> tuple[F, ...]:
     if order is None:
         order = _ORDER[cls] = tuple(sorted(cls.FIELDS, key=lambda f: (f.oneof, f.number)))
     return order
+
+
+_ENCODERS: dict[type[Message], tuple[tuple[str, Callable[[Any], bytes]], ...]] = {}
+
+
+def _encoders(cls: type[Message]) -> tuple[tuple[str, Callable[[Any], bytes]], ...]:
+    """Each field's attribute and encoder in marshal order, made once per message type (a
+    plan marshals every op it makes: this is most of planning's time)."""
+    encoders = _ENCODERS.get(cls)
+    if encoders is None:
+        encoders = _ENCODERS[cls] = tuple((f.attr, _field_encoder(f)) for f in _marshal_order(cls))
+    return encoders
+
+
+def _field_encoder(f: F) -> Callable[[Any], bytes]:
+    """``_proto_field`` for one field, its tags encoded once."""
+    if f.kind not in (Kind.STRING, Kind.BYTES, Kind.MESSAGE):
+        return lambda value: _proto_field(f, value)
+    tag = pw.tag(f.number, 2)  # length-delimited
+    varint = pw.encode_varint
+
+    def delimited(payload: bytes) -> bytes:
+        return tag + varint(len(payload)) + payload
+
+    if f.kind is Kind.STRING:
+
+        def string(value: Any) -> bytes:
+            if not value:  # None, "" and an empty repeated field are not written
+                return b""
+            if isinstance(value, tuple):
+                return b"".join([delimited(v.encode("utf-8")) for v in value])
+            return delimited(value.encode("utf-8"))
+
+        return string
+    if f.kind is Kind.BYTES:
+        return lambda value: delimited(value) if value else b""
+
+    def message(value: Any) -> bytes:
+        if value is None:
+            return b""
+        if isinstance(value, tuple):
+            return b"".join([delimited(m.to_proto()) for m in value])
+        return delimited(value.to_proto())
+
+    return message
 
 
 def _json_value(value: object) -> object:

@@ -19,6 +19,7 @@ __all__ = [
     "KEY_VERSION",
     "CacheKey",
     "CacheMap",
+    "DeferredKey",
     "InvalidCacheMapError",
     "KeyDifference",
     "compute_key",
@@ -95,6 +96,44 @@ class CacheKey:
             inputs=tuple(Digest(i) for i in decoded["inputs"]),
             content=decoded["content"],
         )
+
+
+class DeferredKey(CacheKey):
+    """A key whose digest a builder knows (BuildKit's chain key) and whose own preimage
+    (``preimage``, ``content``: what explains a miss) is made on first read, by ``make``:
+    a warm build that explains nothing and exports nothing never reads its context twice."""
+
+    __slots__ = ("_make",)
+
+    @classmethod
+    def of(
+        cls,
+        digest: Digest,
+        inputs: Sequence[Digest],
+        make: Callable[[], CacheKey],
+        *,
+        alternatives: tuple[Digest, ...] = (),
+        export: object = None,
+    ) -> DeferredKey:
+        key = cls.__new__(cls)
+        for name, value in (
+            ("digest", digest),
+            ("inputs", tuple(inputs)),
+            ("alternatives", alternatives),
+            ("export", export),
+            ("_make", make),
+        ):
+            object.__setattr__(key, name, value)
+        return key
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for a slot not set yet: the two made on first read
+        if name not in ("preimage", "content"):
+            raise AttributeError(name)
+        made = self._make()  # two threads may both make it: the same bytes
+        object.__setattr__(self, "preimage", made.preimage)
+        object.__setattr__(self, "content", made.content)
+        return getattr(self, name)
 
 
 def compute_key(cache_map: CacheMap, input_keys: Sequence[Digest], content: str | None) -> CacheKey:

@@ -29,10 +29,12 @@ V = TypeVar("V")
 _POLL_SECONDS = 0.2
 
 
-#: ``rekey(vertex, key, input_keys) -> key``: a builder's own digest for a vertex (computed
-#: on a worker thread, inputs first); the returned key keeps ``key``'s preimage for
-#: explaining misses. Vertices whose digests come out equal are merged, as ever.
-Rekey = Callable[[Vertex[R], CacheKey, Sequence[CacheKey]], CacheKey]
+#: ``rekey(vertex, own_key, input_keys) -> key``: a builder's own digest for a vertex (computed
+#: on a worker thread, inputs first). ``own_key()`` makes the solver's key (its content
+#: checksum read then): the builder returns it for a vertex it leaves alone, and a key of
+#: its own keeps it for explaining misses, made when read (``DeferredKey``). Vertices whose
+#: digests come out equal are merged, as ever.
+Rekey = Callable[[Vertex[R], Callable[[], CacheKey], Sequence[CacheKey]], CacheKey]
 
 
 class VertexState(StrEnum):
@@ -275,14 +277,16 @@ class Solver(Generic[R]):
             input_keys = [keys[i].digest for i in v.inputs]
             try:
                 cache_map = v.op.cache_map(input_keys)
-                # The content checksum is the expensive part (hashing context
-                # files); we only get here for reachable vertices whose inputs
-                # all have keys, and call it once.
-                content = cache_map.content() if cache_map.content is not None else None
-                key = compute_key(cache_map, input_keys, content)
+
+                def own_key() -> CacheKey:
+                    # The content checksum is the expensive part (hashing context files);
+                    # we only get here for reachable vertices whose inputs all have keys.
+                    content = cache_map.content() if cache_map.content is not None else None
+                    return compute_key(cache_map, input_keys, content)
+
                 if self._rekey is not None:
-                    key = self._rekey(v, key, [keys[i] for i in v.inputs])
-                return key
+                    return self._rekey(v, own_key, [keys[i] for i in v.inputs])
+                return own_key()
             except BaseException as exc:
                 self._progress.vertex_error(v, None, exc, None)
                 raise

@@ -210,3 +210,50 @@ def test_context_file_entries_give_up_past_the_limit() -> None:
         FileEntry("f0", "file", 0o644, ""),
         FileEntry("f1", "file", 0o644, ""),
     )
+
+
+class _Counted:
+    """A step's own key made on demand, counting how often (a context walk each time)."""
+
+    def __init__(self, key: CacheKey) -> None:
+        self.key, self.made = key, 0
+
+    def __call__(self) -> CacheKey:
+        self.made += 1
+        return self.key
+
+
+def _recorded(tmp_path: Path, meta: Metadata, key: CacheKey) -> None:
+    from types import SimpleNamespace
+
+    from mason.engine.explain import ExplainRecorder
+    from mason.solver import NullProgress, Vertex
+
+    rec = ExplainRecorder(
+        NullProgress(),
+        meta,
+        context=tmp_path,
+        dockerfile="Dockerfile",
+        build_args=(),
+        explain=False,
+    )
+    vertex = Vertex(SimpleNamespace(context_files=None), name="[1/2] COPY app /app")
+    rec.vertex_cached(vertex, key, "local")
+    rec.flush()
+
+
+def test_a_step_kept_with_the_same_key_does_not_make_its_preimage(tmp_path: Path) -> None:
+    from mason.solver import DeferredKey
+
+    meta = Metadata(tmp_path / "meta.db")
+    own = _Counted(_copy("sha256:" + "c" * 64))
+    _recorded(tmp_path, meta, DeferredKey.of(IN_B, (IN_A,), own))
+    assert own.made == 1  # a new step identity: its preimage is kept
+    identity = step_identity(tmp_path, "Dockerfile", "[1/2] COPY app /app")
+    assert meta.step_key(identity) == (IN_B, own.key.preimage, None)
+    _recorded(tmp_path, meta, DeferredKey.of(IN_B, (IN_A,), own))
+    assert own.made == 1  # the same key again: only marked used
+    changed = _Counted(_copy("sha256:" + "d" * 64))
+    _recorded(tmp_path, meta, DeferredKey.of(IN_A, (IN_A,), changed))
+    assert changed.made == 1
+    assert meta.step_key(identity) == (IN_A, changed.key.preimage, None)

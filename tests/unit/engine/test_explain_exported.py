@@ -4,6 +4,7 @@ the environment never leave the machine, yet a changed build arg or file is stil
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 from mason.cache.format import CacheConfig, CacheRecord, parse_cache_config, serialize_cache_config
 from mason.digest import Digest
@@ -44,7 +45,7 @@ def test_a_changed_build_arg_is_named_from_redacted_keys() -> None:
 
 def test_a_changed_file_is_named_from_the_exported_files() -> None:
     files = (FileEntry("app/a.txt", "file", 0o644, "sha256:1"),)
-    entry = exported_inputs(_key([], "sha256:aa"), files)
+    entry = exported_inputs(_key([], "sha256:aa"), SimpleNamespace(context_files=files))
     stored = StepRecord(
         type(_key([])).from_preimage(json.dumps(entry["key"]).encode()),
         tuple(FileEntry.from_json(f) for f in entry["files"]),

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from mason.digest import Digest, sha256_bytes
-from mason.solver import CacheKey, CacheMap, CacheSource, ExecContext, MemoryStore, Solver, Vertex
+from mason.solver import (
+    CacheKey,
+    CacheMap,
+    CacheSource,
+    DeferredKey,
+    ExecContext,
+    MemoryStore,
+    Solver,
+    Vertex,
+)
 
 
 class _Op:
@@ -36,11 +44,13 @@ def _chain(name: str) -> Digest:
     return sha256_bytes(f"chain {name}".encode())
 
 
-def _rekey(v: Vertex[str], key: CacheKey, inputs: Sequence[CacheKey]) -> CacheKey:
+def _rekey(v: Vertex[str], own_key: Callable[[], CacheKey], inputs: Sequence[CacheKey]) -> CacheKey:
     if v.name == "plain":
-        return key
+        return own_key()
     digest = _chain(v.name)
-    return dataclasses.replace(key, digest=digest, alternatives=(digest, _chain(v.name + "'")))
+    return DeferredKey.of(
+        digest, [i.digest for i in inputs], own_key, alternatives=(digest, _chain(v.name + "'"))
+    )
 
 
 def test_rekeyed_vertices_are_looked_up_under_every_alternative_and_recorded_under_the_first() -> (
@@ -73,3 +83,29 @@ def test_rekeyed_keys_keep_the_preimage_for_explaining() -> None:
     key = graph.get(v).key
     assert key.digest == _chain("x")
     assert key.op == {"type": "test.v0", "name": "x"}
+
+
+class _ContentOp(_Op):
+    """An op whose key reads content from outside the graph (a COPY of context files)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.reads = 0
+
+    def cache_map(self, input_keys: Sequence[Digest]) -> CacheMap:
+        def content() -> str:
+            self.reads += 1
+            return "sha256:" + "c" * 64
+
+        return CacheMap({"type": "test.v0", "name": self.name}, content)
+
+
+def test_a_rekeyed_vertex_reads_its_content_only_when_its_preimage_is_read() -> None:
+    rekeyed, plain = _ContentOp("x"), _ContentOp("plain")
+    vx, vp = Vertex(rekeyed, name="x"), Vertex(plain, name="plain")
+    graph = Solver(local=MemoryStore(), rekey=_rekey).solve([vx, vp])
+    assert (rekeyed.reads, plain.reads) == (0, 1)
+    key = graph.get(vx).key
+    assert key.content == "sha256:" + "c" * 64 and key.digest == _chain("x")
+    assert CacheKey.from_preimage(key.preimage).content == key.content
+    assert rekeyed.reads == 1  # made once, kept
