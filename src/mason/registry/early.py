@@ -40,9 +40,11 @@ __all__ = [
 
 _HEAD_CAP = 64 * 1024
 _TIMEOUT = 15.0
-#: how long a ``Transport`` waits for an early ping before it pings itself
-WAIT = 10.0
+#: how long a ``Transport`` waits for an early ping still under way before it pings itself
+#: (an answer takes a round trip or three; an unreachable host must not fail twice as slowly)
+WAIT = 3.0
 _PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy")
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]")
 _HUB = ("docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com")
 
 
@@ -61,7 +63,7 @@ def ref_host(ref: str) -> str | None:
     first, slash, _ = name.partition("/")
     if not slash or not ("." in first or ":" in first or first == "localhost"):
         return "registry-1.docker.io" if name and "$" not in name else None
-    if "$" in first:
+    if not set(first) <= _HOST_CHARS:  # a variable, a typo: nothing to ping (nor to send)
         return None
     return "registry-1.docker.io" if first in _HUB else first
 

@@ -63,6 +63,7 @@ def _host(srv: _Server) -> str:
         ("library/busybox:1.36", "registry-1.docker.io"),
         ("docker.io/library/busybox", "registry-1.docker.io"),
         ("${REGISTRY}/app", None),
+        ("evil.io\r\nX-Injected:1/app", None),
         ("", None),
     ],
 )
