@@ -8,16 +8,24 @@ import sys
 # httpx's import time) whenever click is installed; mason never runs it. A None entry makes
 # that optional import fail as if click were missing (httpx then defines a stub `main`).
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-# httpx also imports zstandard (libzstd and the platform module it imports) for a zstd
-# Content-Encoding it then offers and no registry needs; hidden while httpx loads, so only a
-# zstd layer loads it (mason.compression.streams), and httpx offers gzip and deflate.
-_HIDE_ZSTD = "zstandard" not in sys.modules and "httpx" not in sys.modules
-if _HIDE_ZSTD:
-    sys.modules["zstandard"] = None  # type: ignore[assignment]
+# Hidden while httpx and httpcore load, as if not installed (both import them optionally):
+# zstandard (libzstd and the platform module), for a zstd Content-Encoding no registry needs
+# (only a zstd layer loads it: mason.compression.streams; httpx then offers gzip and deflate),
+# and anyio, for async clients mason never makes. httpcore is imported here, not at the first
+# request (httpx's transport imports it then), so that it loads without anyio too.
+_HIDDEN = [
+    name
+    for name in ("zstandard", "anyio")
+    if name not in sys.modules and "httpx" not in sys.modules
+]
+for _name in _HIDDEN:
+    sys.modules[_name] = None  # type: ignore[assignment]
 try:
+    import httpcore  # noqa: F401
     import httpx as httpx
 finally:
-    if _HIDE_ZSTD and "zstandard" in sys.modules and sys.modules["zstandard"] is None:
-        del sys.modules["zstandard"]
+    for _name in _HIDDEN:
+        if _name in sys.modules and sys.modules[_name] is None:
+            del sys.modules[_name]
 
 __all__ = ["httpx"]

@@ -55,6 +55,7 @@ _NEVER_BEFORE_REQUEST = {
     "pygments",
     "mason.compression.estargz",  # nothing asked for eStargz
     "zstandard",  # nor for zstd (libzstd and the platform module it imports)
+    "anyio",  # httpcore's async backend: mason's clients are sync
     "cryptography",
     "jwt",
 }
