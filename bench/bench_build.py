@@ -14,7 +14,12 @@ Scenarios (median of --runs each, wall time including process start-up):
 BuildKit's daemon is (re)started on an empty root before each cold or fresh-builder run,
 untimed; its warm and one-file-change runs reuse the running daemon, as mason's reuse the root.
 
-Run: .venv/bin/python bench/bench_build.py [--runs 3] [--skip-buildah]
+``--files N`` adds a ``data/`` directory of N small files to the context and a ``COPY data/
+/data/`` before ``COPY app/`` in the first stage: the one-file change then re-keys the big COPY
+(it stays cached) beside the changed one -- a partial build of a large context. ``--src
+OTHER/src`` runs another checkout's mason (before/after).
+
+Run: .venv/bin/python bench/bench_build.py [--runs 3] [--skip-buildah] [--files 5000] [--src DIR]
 """
 
 from __future__ import annotations
@@ -88,10 +93,24 @@ def _buildkit(
         bk.cleanup()
 
 
+def _add_files(ctx: Path, count: int) -> None:
+    """``data/`` with ``count`` files of 1-4 KiB in 50 directories, copied by the first stage."""
+    for i in range(count):
+        d = ctx / "data" / f"d{i % 50:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i:05d}.txt").write_bytes(
+            os.urandom(512 * (2 + i % 7)).hex().encode()[: 1024 * (1 + i % 4)]
+        )
+    df = ctx / "Dockerfile"
+    df.write_text(df.read_text().replace("COPY app/ ./", "COPY data/ /data/\nCOPY app/ ./", 1))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--skip-buildah", action="store_true")
+    ap.add_argument("--files", type=int, default=0, help="add a data/ dir of N files, COPY'd")
+    ap.add_argument("--src", type=Path, default=None, help="another checkout's src/ for mason")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="mason-bench-build-"))
     load = [os.getloadavg()[0]]
@@ -102,10 +121,12 @@ def main(argv: list[str] | None = None) -> int:
             push_busybox(client, base, work / "busybox")
         ctx = work / "ctx"
         shutil.copytree(_REPO / "examples", ctx)
+        if args.files:
+            _add_files(ctx, args.files)
         bargs = {"BASE": base}
         rows: list[tuple[str, float, float | None, str]] = []
 
-        mason = Mason(work / "mason")
+        mason = Mason(work / "mason", src=args.src)
         counter = [0]
 
         def m_cold(i: int) -> float:
@@ -218,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
         ]
         print(
-            f"examples/ build, median of {args.runs} runs, seconds (lower is better); "
+            f"examples/ build{f' with {args.files} more files' if args.files else ''}, median of {args.runs} runs, seconds (lower is better); "
             f"1-min load average {min(load):.1f}-{max(load):.1f} on {os.cpu_count()} CPUs"
         )
         print(

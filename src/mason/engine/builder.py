@@ -554,7 +554,8 @@ def _build_in(
         sink,
         cache_imports,
         cancel,
-        _buildkit_keys(opts, converted, ignore, platforms, snapshots),
+        _buildkit_keys(opts, converted, ignore, platforms, snapshots, env.digests_of(opts.context)),
+        env.file_digests,
     )
     outcome = BuildOutcome(None, None, None, states=dict(adapter.states))
     outcome.cached_steps = sum(1 for s in adapter.states.values() if s == "cached")
@@ -620,6 +621,7 @@ def _solve(
     cache_imports: Any,
     cancel: CancelToken | None,
     keys: Any = None,
+    file_digests: Any = None,
 ) -> Any:
     """Solve every platform's target; when a step fails, the finished steps still go to --cache-to
     (docs/architecture.md §8), so the fixed build resumes from the failed step."""
@@ -668,6 +670,8 @@ def _solve(
         raise
     finally:
         recorder.flush()
+        if file_digests is not None:
+            file_digests.flush()
         if keys is not None:
             keys.close()
 
@@ -678,6 +682,7 @@ def _buildkit_keys(
     ignore: DockerIgnore,
     platforms: tuple[Platform, ...],
     snapshots: Any,
+    digests: Any = None,
 ) -> Any:
     """BuildKit's keys for the build's steps (docs/cache-keys.md), or None where mason keeps
     its own: options BuildKit's keys do not carry (named contexts, mason's sandbox options)."""
@@ -696,6 +701,7 @@ def _buildkit_keys(
                 platform=str(p),
                 build_args=opts.build_args,
                 view=snapshots.view,
+                digests=digests,
             )
             for c, p in zip(converted, platforms, strict=True)
         ]
@@ -789,6 +795,8 @@ def _build_env(
     def make_executor() -> Any:
         return _make_executor(opts.runtime, state.tmp)
 
+    from mason.engine.filedigests import FileDigestCache
+
     return BuildEnv(
         state=state,
         blobs=blobs,
@@ -805,6 +813,7 @@ def _build_env(
         shm_size=opts.shm_size,
         ulimits=opts.ulimits,
         allow_insecure="security.insecure" in opts.allow,
+        file_digests=FileDigestCache(state.meta),
     )
 
 

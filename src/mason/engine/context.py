@@ -16,15 +16,19 @@ import posixpath
 import re
 import shutil
 import stat
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mason.digest import digest_of, new_sha256
 from mason.engine.chmod import ModeSet
 from mason.errors import BuildError
 from mason.fsroot import FsRoot, PathOutsideError, clean_path
+
+if TYPE_CHECKING:
+    from mason.engine.filedigests import RootDigests
 
 __all__ = [
     "ContextEntry",
@@ -323,9 +327,10 @@ def _hidden(src: Source, ignore: DockerIgnore | None, rel: str) -> bool:
     return src.include is not None and not src.include.ignored(rel)
 
 
-def _walk(src: Source, ignore: DockerIgnore | None) -> Iterable[tuple[str, Path]]:
-    """(relative name under the source, host path) for the source and everything under it."""
-    yield "", src.path
+def _walk(src: Source, ignore: DockerIgnore | None) -> Iterable[tuple[str, str]]:
+    """(relative name under the source, host path) for the source and everything under it
+    (strings: a ``Path`` per entry costs more than the rest of a checksum's walk)."""
+    yield "", str(src.path)
     if not src.is_dir:
         return
     excluded_dirs: set[str] = set()  # walked into for a possible exception, not yielded yet
@@ -355,23 +360,29 @@ def _walk(src: Source, ignore: DockerIgnore | None) -> Iterable[tuple[str, Path]
                 missing.append(parent)
                 parent = os.path.dirname(parent)
             for d in reversed(missing):
-                yield d, src.path / d
-            yield rel, Path(dirpath) / name
+                yield d, os.path.join(src.path, d)
+            yield rel, os.path.join(dirpath, name)
 
 
 #: one walked entry: (path relative to the context, kind, mode bits, file sha256 or link target)
 ContextEntry = tuple[str, str, int, str]
+#: the kind of digest ``checksum_sources`` keeps per file (``mason.engine.filedigests``)
+SHA256_KIND = "sha256"
 
 
 def checksum_sources(
     sources: Sequence[Source],
     ignore: DockerIgnore | None,
     entries: list[ContextEntry] | None = None,
+    digests: RootDigests | None = None,
 ) -> str:
-    """sha256 over (name, type, mode bits, content or link target) of every selected entry.
+    """sha256 over (name, type, mode bits, content sha256 or link target) of every selected entry.
 
-    With ``entries``, the same pass also appends one ``ContextEntry`` per entry (each file's own
-    sha256 from the same read), so explaining a later miss costs no second read of the context."""
+    With ``entries``, the same pass also appends one ``ContextEntry`` per entry, so explaining a
+    later miss costs no second read of the context. ``digests``: the kept file digests of the
+    root the sources were selected in; an unchanged file is not read again."""
+    since_ns = time.time_ns()  # before any stat: what a kept digest's racy check compares with
+    base = f"{digests.path}/" if digests is not None else None
     h = new_sha256()
     for src in sources:
         h.update(f"source {src.rel}\0".encode())
@@ -387,19 +398,39 @@ def checksum_sources(
                 h.update(f"D {rel} {mode:o}\0".encode())
                 entry = (name, "dir", mode, "")
             elif stat.S_ISREG(st.st_mode):
-                h.update(f"F {rel} {mode:o} {st.st_size}\0".encode())
-                own = new_sha256()
-                with open(path, "rb") as f:
-                    while chunk := f.read(_CHUNK):
-                        h.update(chunk)
-                        own.update(chunk)
-                entry = (name, "file", mode, digest_of(own))
+                kept = None
+                if digests is not None and base is not None and path.startswith(base):
+                    kept = (digests, path[len(base) :], since_ns)
+                own = _file_sha256(path, st, kept)
+                # "f": the content's digest, not its bytes (mason.v1 before had "F" and the bytes)
+                h.update(f"f {rel} {mode:o} {st.st_size} {own}\0".encode())
+                entry = (name, "file", mode, own)
             else:
                 h.update(f"O {rel} {stat.S_IFMT(st.st_mode):o}\0".encode())
                 entry = (name, "other", mode, "")
             if entries is not None:
                 entries.append(entry)
     return digest_of(h)
+
+
+def _file_sha256(path: str, st: os.stat_result, kept: tuple[RootDigests, str, int] | None) -> str:
+    """A regular file's sha256 (``st``: its lstat), from the kept digests when unchanged."""
+    if kept is not None and (found := kept[0].get(kept[1], SHA256_KIND, st)) is not None:
+        return found
+    dgst, after = _read_sha256(path)
+    if kept is not None:
+        kept[0].put(kept[1], SHA256_KIND, st, dgst, since_ns=kept[2], after=after)
+    return dgst
+
+
+def _read_sha256(path: str) -> tuple[str, os.stat_result]:
+    """The file's sha256 and its ``fstat`` once read (the only place a context file is read
+    for ``checksum_sources``)."""
+    own = new_sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            own.update(chunk)
+        return digest_of(own), os.fstat(f.fileno())
 
 
 @dataclass(frozen=True)
@@ -438,7 +469,7 @@ def _mkdirs(rootfs: Path, rel_dir: str, opts: CopyOptions) -> Path:
 
 
 def _copy_entry(
-    src: Path, dst: Path, opts: CopyOptions, links: dict[tuple[int, int], Path] | None = None
+    src: str | Path, dst: Path, opts: CopyOptions, links: dict[tuple[int, int], Path] | None = None
 ) -> None:
     st = os.lstat(src)
     if os.path.lexists(dst) and not (

@@ -263,7 +263,7 @@ def explain_miss(
             if reason is not None:
                 return reason
             return f"downloaded content of {verb} URL changed"
-        if new.op.get("type") == "mason.exec.v0":
+        if str(new.op.get("type", "")).startswith("mason.exec."):
             return "bind-mounted context files changed"
         if (new.op.get("action") or {}).get("git"):  # the content is the commits the refs name
             return f"{verb} git repository moved to another commit"

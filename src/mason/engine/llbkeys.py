@@ -35,7 +35,7 @@ from mason.fsroot import FsRoot
 from mason.llb import pb
 from mason.llb.cachegraph import chain_key, chain_keys
 from mason.llb.cachemap import CacheMap, Selector, op_cache_map
-from mason.llb.contenthash import ChecksumError, ContentTree
+from mason.llb.contenthash import ChecksumError, ContentTree, FileDigests
 from mason.llb.keys import content_key, http_source_key, image_source_keys, record_digest
 from mason.solver import CacheKey, DeferredKey, Vertex
 
@@ -150,8 +150,10 @@ class BuildKeys:
         platform: pb.Platform,
         diff_ids: Mapping[str, Sequence[str]],
         view: View | None = None,
+        digests: FileDigests | None = None,
     ) -> None:
         self._view = view
+        self._digests = digests
         self._ops = definition.by_digest()
         self._of = dict(vertices)
         self._context = context
@@ -342,7 +344,9 @@ class BuildKeys:
                     return ignore.can_skip_dir(rel) if is_dir else True
 
                 self._tree = ContentTree.for_context(
-                    self._context, excluded=None if ignore.empty else excluded
+                    self._context,
+                    excluded=None if ignore.empty else excluded,
+                    digests=self._digests,
                 )
             return self._tree
 
@@ -470,9 +474,11 @@ def plan_keys(
     platform: str,
     build_args: Mapping[str, str],
     view: View | None = None,
+    digests: FileDigests | None = None,
 ) -> BuildKeys | None:
     """The BuildKit keys of a converted build (``engine.convert.ConvertedBuild``), or None when
-    ``plan_llb`` cannot plan it (then every step keeps mason's own key)."""
+    ``plan_llb`` cannot plan it (then every step keeps mason's own key). ``digests``: the
+    context files' digests kept from earlier builds (``mason.engine.filedigests``)."""
     from mason.engine.llbplan import BaseImage, parse_platform, plan_llb
 
     images: dict[str, list[Any]] = {}
@@ -511,6 +517,7 @@ def plan_keys(
         platform=parse_platform(platform),
         diff_ids=diff_ids,
         view=view,
+        digests=digests,
     )
 
 

@@ -1,6 +1,7 @@
 """The sqlite metadata of ``$MASON_ROOT`` (``meta.db``): results, blobs, compressed
-variants, step keys (``--explain-cache``) and snapshots; one connection per thread, every
-write a transaction. A blob row is written only after the blob is in the store."""
+variants, step keys (``--explain-cache``), snapshots and the context files' digests
+(``mason.engine.filedigests``); one connection per thread, every write a transaction. A blob
+row is written only after the blob is in the store."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,14 @@ CREATE TABLE IF NOT EXISTS step_keys (
     preimage BLOB NOT NULL,
     files TEXT,
     last_used REAL NOT NULL
+);
+-- mason.engine.filedigests: per context directory, its files' digests with the stat each was
+-- read under (one encoded blob: read in one go, replaced in one transaction). Only a cache:
+-- any row may be dropped.
+CREATE TABLE IF NOT EXISTS file_digests (
+    root TEXT PRIMARY KEY,
+    entries BLOB NOT NULL,
+    written REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS snapshots (
     chain_id TEXT PRIMARY KEY,
@@ -237,6 +246,42 @@ class Metadata:
     def clear_step_keys(self) -> None:
         with self._tx() as conn:
             conn.execute("DELETE FROM step_keys")
+
+    # context file digests (mason.engine.filedigests) ------------------------
+
+    #: At most this many context directories keep file digests; the least recently written go.
+    MAX_FILE_DIGEST_ROOTS = 64
+
+    def file_digests(self, root: str) -> bytes | None:
+        """The encoded file digests kept for the context directory ``root``, or None."""
+        row = (
+            self._conn()
+            .execute("SELECT entries FROM file_digests WHERE root = ?", (root,))
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return row[0] if isinstance(row[0], bytes) else b""  # b"": a row that does not decode
+
+    def update_file_digests(self, root: str, update: Callable[[bytes | None], bytes]) -> None:
+        """Replace ``root``'s entries by ``update(the entries kept now)``, in one transaction."""
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT entries FROM file_digests WHERE root = ?", (root,)
+            ).fetchone()
+            entries = update(None if row is None else row[0])
+            conn.execute(
+                "INSERT OR REPLACE INTO file_digests VALUES (?, ?, ?)", (root, entries, time.time())
+            )
+            conn.execute(
+                "DELETE FROM file_digests WHERE root IN (SELECT root FROM file_digests "
+                "ORDER BY written DESC LIMIT -1 OFFSET ?)",
+                (self.MAX_FILE_DIGEST_ROOTS,),
+            )
+
+    def clear_file_digests(self) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM file_digests")
 
     # results -----------------------------------------------------------------
 

@@ -145,6 +145,13 @@ class BuildEnv:
     emulators: Any = None
     #: --build-context NAME=DIR: each directory and its own .dockerignore
     named_dirs: Mapping[str, tuple[Path, DockerIgnore]] = field(default_factory=dict)
+    #: the root's kept context-file digests (``mason.engine.filedigests.FileDigestCache``;
+    #: None: every file is read)
+    file_digests: Any = None
+
+    def digests_of(self, root: Path) -> Any:
+        """The kept file digests below ``root`` (a ``RootDigests``), or None."""
+        return None if self.file_digests is None else self.file_digests.for_root(root)
 
     def source_root(self, name: str) -> tuple[Path, DockerIgnore, str]:
         """The directory files are read from (the build context, or the named directory
@@ -316,7 +323,7 @@ class ExecOp:
 
     def cache_map(self, input_keys: Sequence[Digest]) -> CacheMap:
         op = {
-            "type": "mason.exec.v0",
+            "type": "mason.exec.v1",
             "args": list(self.args),
             "env": list(self.environ),
             "cwd": self.cwd,
@@ -341,13 +348,18 @@ class ExecOp:
                     for m in ctx_binds:
                         root, ignore, what = self.env.source_root(m.context)
                         found = select_sources(root, [m.source or "."], ignore, what=what)
-                        parts.append(checksum_sources(found, ignore))
+                        digests = self.env.digests_of(root)
+                        parts.append(checksum_sources(found, ignore, digests=digests))
                     return sha256_bytes(" ".join(parts).encode())
                 srcs = [
                     select_sources(self.env.context, [m.source or "."], self.env.ignore)
                     for m in ctx_binds
                 ]
-                return checksum_sources([s for group in srcs for s in group], self.env.ignore)
+                return checksum_sources(
+                    [s for group in srcs for s in group],
+                    self.env.ignore,
+                    digests=self.env.digests_of(self.env.context),
+                )
 
         return CacheMap(op, content)
 
@@ -680,7 +692,7 @@ class FileOp:
 
     def cache_map(self, input_keys: Sequence[Digest]) -> CacheMap:
         op = {
-            "type": "mason.file.v0",
+            "type": "mason.file.v1",
             "action": self.action.key_json(),
             "epoch": self.env.source_date_epoch,
         }
@@ -693,8 +705,9 @@ class FileOp:
                 if a.from_input is None and (a.sources or not a.git):
                     sources = self._context_sources()
                     walked: list[ContextEntry] = []
-                    ignore = self.env.source_root(a.context)[1]
-                    parts.append(checksum_sources(sources, ignore, walked))
+                    root, ignore, _ = self.env.source_root(a.context)
+                    digests = self.env.digests_of(root)
+                    parts.append(checksum_sources(sources, ignore, walked, digests))
                     self.context_files = context_file_entries(walked)
                 parts += [self._fetch_url(u)[1] for u in a.urls]
                 parts += [f"git:{self._git_commit(g)}" for g in a.git]

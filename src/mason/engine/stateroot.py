@@ -285,6 +285,7 @@ class StateRoot:
         if all_ and unused_for is None:
             self.meta.clear_variants()  # every blob is gone: facts and locations of remote-only ones too
             self.meta.clear_step_keys()
+            self.meta.clear_file_digests()
         self._drop_dangling_results()
         return removed, freed
 

@@ -28,7 +28,9 @@ Two kinds of tree, as BuildKit has two ways of filling its checksum cache:
 
 Both read their directory lazily, one directory listing at a time, through the
 root's ``FsRoot`` (nothing outside the root is read; symlinks are resolved in the
-tree, never by the kernel), and give the digests a full scan would.
+tree, never by the kernel), and give the digests a full scan would. A context tree given
+``digests`` (``FileDigests``: the root's kept per-file digests, ``mason.engine.filedigests``)
+takes an unchanged file's digest from there instead of reading the file again.
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ import posixpath
 import re
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from mason.digest import Digest, digest_of, new_sha256, sha256_bytes
 from mason.errors import DiagnosticError
@@ -50,7 +54,15 @@ from mason.fsroot import FsRoot
 from mason.llb.cachemap import Selector, contains_wildcards
 from mason.llb.patterns import MatchInfo, PatternMatcher, go_path_match
 
-__all__ = ["ChecksumError", "ContentTree", "Excluded", "file_header", "header_digest"]
+__all__ = [
+    "CONTEXT_FILE_KIND",
+    "ChecksumError",
+    "ContentTree",
+    "Excluded",
+    "FileDigests",
+    "file_header",
+    "header_digest",
+]
 
 EMPTY_DIGEST = sha256_bytes(b"")
 _MAX_SYMLINKS = 255
@@ -59,6 +71,29 @@ _OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
 
 #: ``excluded(rel_path, is_dir)``: True for a context entry the client does not send.
 Excluded = Callable[[str, bool], bool]
+#: The kind of digest a context tree keeps per file: the header (owners 0:0, no xattrs) and
+#: the bytes, which the file's mode, size and content decide.
+CONTEXT_FILE_KIND = "buildkit.context.v1"
+
+
+class FileDigests(Protocol):
+    """Per-file digests kept between builds (``mason.engine.filedigests.RootDigests``)."""
+
+    def get(self, rel: str, kind: str, st: os.stat_result) -> str | None:
+        """The digest kept for ``rel`` if it was read under the same stat, else None."""
+
+    def put(
+        self,
+        rel: str,
+        kind: str,
+        st: os.stat_result,
+        digest: str,
+        *,
+        since_ns: int,
+        after: os.stat_result,
+    ) -> None:
+        """Keep ``rel``'s digest, read under ``st`` (taken after the clock read ``since_ns``);
+        ``after``: the file's ``fstat`` once read (unless it is ``st``, nothing is kept)."""
 
 
 class ChecksumError(DiagnosticError):
@@ -195,7 +230,17 @@ class ContentTree:
     can name, and what tests compare.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, context: bool, excluded: Excluded | None):
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        context: bool,
+        excluded: Excluded | None,
+        digests: FileDigests | None = None,
+    ):
+        # before any stat of the tree: what a kept digest's racy check compares with
+        self._since_ns = time.time_ns()
+        self._digests = digests if context else None
         try:
             self._root = FsRoot(root)
         except OSError as exc:
@@ -219,12 +264,17 @@ class ContentTree:
 
     @classmethod
     def for_context(
-        cls, root: str | os.PathLike[str], *, excluded: Excluded | None = None
+        cls,
+        root: str | os.PathLike[str],
+        *,
+        excluded: Excluded | None = None,
+        digests: FileDigests | None = None,
     ) -> ContentTree:
         """The build context at ``root`` as the client sends it: owners 0:0, no xattrs,
         an empty root header. ``excluded`` drops what the client does not send
-        (``.dockerignore``); an excluded directory is not descended into."""
-        return cls(root, context=True, excluded=excluded)
+        (``.dockerignore``); an excluded directory is not descended into. ``digests``:
+        the per-file digests kept from earlier builds of this root, read and filled."""
+        return cls(root, context=True, excluded=excluded, digests=digests)
 
     @classmethod
     def for_snapshot(cls, root: str | os.PathLike[str]) -> ContentTree:
@@ -325,8 +375,25 @@ class ContentTree:
 
     def _entry_digest(self, rec: _Record) -> Digest:
         assert rec.st is not None
+        digests = self._digests
+        if digests is None or not stat.S_ISREG(rec.st.st_mode) or rec.st.st_size == 0:
+            return self._read_digest(rec)[0]  # nothing to read, or nothing kept
+        found = digests.get(rec.rel, CONTEXT_FILE_KIND, rec.st)
+        if found is not None:
+            return Digest(found)
+        dgst, after = self._read_digest(rec)
+        if after is not None:
+            digests.put(
+                rec.rel, CONTEXT_FILE_KIND, rec.st, dgst, since_ns=self._since_ns, after=after
+            )
+        return dgst
+
+    def _read_digest(self, rec: _Record) -> tuple[Digest, os.stat_result | None]:
+        """The entry's digest, and for a regular file its ``fstat`` after the read."""
+        assert rec.st is not None
         owner = 0 if self._context else None
         h = new_sha256(file_header(rec.st, rec.linkname, uid=owner, gid=owner, xattrs=rec.xattrs))
+        after = None
         if stat.S_ISREG(rec.st.st_mode) and rec.st.st_size > 0:
             try:
                 fd = self._root.open(rec.rel, follow=False)
@@ -337,7 +404,8 @@ class ContentTree:
             with os.fdopen(fd, "rb") as f:
                 while chunk := f.read(1 << 20):
                     h.update(chunk)
-        return digest_of(h)
+                after = os.fstat(f.fileno())
+        return digest_of(h), after
 
     # --- digests -------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from mason.llb.cachemap import (
     file_cache_map,
     merge_cache_map,
 )
-from mason.llb.contenthash import ContentTree, header_digest
+from mason.llb.contenthash import ContentTree, FileDigests, header_digest
 from mason.llb.keys import (
     content_key,
     http_source_key,
@@ -149,14 +149,14 @@ def staged_context(case: str) -> Path:
     return dest
 
 
-def context_tree(case: str, source: pb.SourceOp) -> ContentTree:
+def context_tree(case: str, source: pb.SourceOp, digests: FileDigests | None = None) -> ContentTree:
     excludes = json.loads(source.attrs.get("local.excludepatterns", "[]"))
     matcher = PatternMatcher(excludes) if excludes else None
 
     def excluded(rel: str, is_dir: bool) -> bool:
         return matcher is not None and matcher.matches_using_parent(rel, None)[0]
 
-    return ContentTree.for_context(staged_context(case), excluded=excluded)
+    return ContentTree.for_context(staged_context(case), excluded=excluded, digests=digests)
 
 
 # --- the model --------------------------------------------------------------------------------
@@ -188,7 +188,13 @@ def _image_config(manifest_digest: str) -> dict[str, Any]:
     return json.loads((blobs / manifest["config"]["digest"].split(":")[1]).read_text())  # type: ignore[no-any-return]
 
 
-def _source(model: Model, case: str, step: Step, trees: dict[str, ContentTree]) -> None:
+def _source(
+    model: Model,
+    case: str,
+    step: Step,
+    trees: dict[str, ContentTree],
+    digests: FileDigests | None = None,
+) -> None:
     src = step.op.source
     assert src is not None
     ident = src.identifier
@@ -207,7 +213,7 @@ def _source(model: Model, case: str, step: Step, trees: dict[str, ContentTree]) 
             "string", http_source_key(filename, checksum), (0,), f"{step.id} {ident}"
         )
     elif ident == "local://context":
-        trees[step.id] = context_tree(case, src)
+        trees[step.id] = context_tree(case, src, digests)
 
 
 def _outputs(step_id: str, steps: dict[str, Step]) -> tuple[int, ...]:
@@ -215,16 +221,19 @@ def _outputs(step_id: str, steps: dict[str, Step]) -> tuple[int, ...]:
     return tuple(sorted(used)) or (0,)
 
 
-def model_keys(case: str, from_dockerfile: bool = False) -> Model:
+def model_keys(
+    case: str, from_dockerfile: bool = False, digests: FileDigests | None = None
+) -> Model:
     """Every key mason computes for the case, from llb.json's ops or (``from_dockerfile``)
-    from the ops ``mason.engine.llbplan`` builds from the case's Dockerfile."""
+    from the ops ``mason.engine.llbplan`` builds from the case's Dockerfile; ``digests``: the
+    context's kept per-file digests (``mason.engine.filedigests``)."""
     steps, _ = planned_steps(case) if from_dockerfile else llb(case)
     model = Model()
     trees: dict[str, ContentTree] = {}
     cache_maps: dict[str, CacheMap] = {}
     for step in steps.values():
         if step.op.source is not None:
-            _source(model, case, step, trees)
+            _source(model, case, step, trees, digests)
     for step in steps.values():
         op = step.op
         n = len(step.inputs)

@@ -1,0 +1,209 @@
+"""Digests of context files kept between builds on one root, so an unchanged file is not read
+again (docs/cache-keys.md, "Not reading unchanged files").
+
+An entry names one digest of one file (``kind``: BuildKit's per-file content checksum, or the
+content's plain sha256) under the file's path below its context directory, with the ``lstat``
+it was read under: device, inode, size, mtime, ctime and mode. It is used only when all of them
+are unchanged and the file was not *racy* when it was recorded: as in git's index, a file whose
+mtime or ctime is not safely older than the moment its stat was taken could change again within
+the same timestamp tick without any of them changing, so such an entry is never kept (nor
+trusted, should one be read). ctime cannot be set from user space: ``touch -d`` can put an
+mtime back, never a ctime.
+
+A context directory's entries are one row of the root's sqlite metadata
+(``Metadata.file_digests``): read in one query on first use, and merged with what this build
+read and replaced in one transaction by ``flush`` (after the solve), so a crash leaves the old
+row or the new one. A row that does not decode, or any error reading it, is an empty cache: a
+file is read, never trusted on a doubt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sqlite3
+import struct
+import threading
+from pathlib import Path
+from typing import Any
+
+from mason.digest import Digest
+from mason.errors import MasonError
+
+__all__ = ["FileDigestCache", "RootDigests", "decode", "encode", "file_identity", "racy_margin_ns"]
+
+_SECOND = 1_000_000_000
+#: The smallest margin: a timestamp is the kernel's coarse clock, at most a tick (10 ms at
+#: HZ=100) behind the clock ``time.time_ns`` reads.
+_MIN_MARGIN = 50_000_000
+#: One entry: dev, ino, size, mtime_ns, ctime_ns, mode, the digest's 32 bytes, recorded_ns.
+_ENTRY = struct.Struct("<QQqqqQ32sq")
+_MAGIC = b"mason.filedigests.v1\0"
+_COUNT = struct.Struct("<I")
+#: At most this many entries per context directory; past it the oldest recorded go.
+MAX_ENTRIES = 200_000
+
+#: (path below the context, kind) -> one packed ``_ENTRY``
+Entries = dict[tuple[str, str], bytes]
+
+
+def encode(entries: Entries) -> bytes:
+    """The row's bytes: magic, the sha256 of the rest, count, the packed entries, then kind
+    and path of each, NUL-separated (neither can hold a NUL)."""
+    keys = list(entries)
+    names = "\0".join(f"{kind}\0{path}" for path, kind in keys)
+    body = b"".join(entries[k] for k in keys)
+    rest = _COUNT.pack(len(keys)) + body + names.encode("utf-8", "surrogateescape")
+    return _MAGIC + hashlib.sha256(rest).digest() + rest
+
+
+def decode(blob: Any) -> Entries:
+    """The entries of a row ``encode`` wrote; ValueError for anything else (a changed byte
+    anywhere fails the row's own sha256)."""
+    if not isinstance(blob, bytes) or not blob.startswith(_MAGIC):
+        raise ValueError("not a file digest row")
+    check = len(_MAGIC)
+    if hashlib.sha256(blob[check + 32 :]).digest() != blob[check : check + 32]:
+        raise ValueError("a damaged file digest row")
+    start = check + 32 + _COUNT.size
+    (count,) = _COUNT.unpack_from(blob, check + 32)
+    end = start + count * _ENTRY.size
+    names = blob[end:].decode("utf-8", "surrogateescape").split("\0") if count else []
+    if len(blob) < end or len(names) != 2 * count:
+        raise ValueError("a truncated file digest row")
+    size = _ENTRY.size
+    return {
+        (path, kind): blob[start + i * size : start + (i + 1) * size]
+        for i, (kind, path) in enumerate(zip(names[0::2], names[1::2], strict=True))
+    }
+
+
+def racy_margin_ns(st: os.stat_result) -> int:
+    """How much older than the recording moment the file's times must be to be trusted: twice
+    the timestamps' apparent granularity (the largest power of ten up to a second dividing
+    both: 2 s on a filesystem with whole seconds, FAT's 2 s included), at least 50 ms."""
+    unit = _SECOND
+    while unit > 1 and (st.st_mtime_ns % unit or st.st_ctime_ns % unit):
+        unit //= 10
+    return max(_MIN_MARGIN, 2 * unit)
+
+
+def file_identity(st: os.stat_result) -> tuple[int, int, int, int, int, int]:
+    """What an entry is keyed by: the file (device, inode) and every stat field a change of
+    its bytes or its header moves (size, mtime, ctime, mode)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+
+
+def _settled(st: os.stat_result, recorded_ns: int) -> bool:
+    """The file's times are safely older than ``recorded_ns`` (a clock read before its stat)."""
+    newest = max(st.st_mtime_ns, st.st_ctime_ns)
+    # most files are older than the largest margin: no need to work out theirs
+    return newest + 2 * _SECOND <= recorded_ns or newest + racy_margin_ns(st) <= recorded_ns
+
+
+class RootDigests:
+    """The kept digests of one context directory: ``get`` and ``put`` by path below it.
+
+    ``put`` takes ``since_ns``: the clock (``time.time_ns()``) read before the file's stat was
+    taken. Thread-safe."""
+
+    def __init__(self, owner: FileDigestCache, path: Path) -> None:
+        #: the context as the build names it (paths are relative to it) and as rows name it
+        self.path = path
+        self.root = str(path.resolve())
+        self._owner = owner
+        self._lock = threading.Lock()
+        self._kept: Entries | None = None
+        self._new: Entries = {}
+
+    def _entries(self) -> Entries:
+        if self._kept is not None:
+            return self._kept
+        with self._lock:
+            if self._kept is None:
+                self._kept = self._owner._read(self.root)
+            return self._kept
+
+    def get(self, rel: str, kind: str, st: os.stat_result) -> Digest | None:
+        """The digest of ``kind`` kept for the file ``rel`` if it is still the file with the
+        stat ``st`` (an ``lstat`` taken now), else None: read it."""
+        packed = self._entries().get((rel, kind))
+        if packed is None:
+            return None
+        *identity, raw, recorded_ns = _ENTRY.unpack(packed)
+        if tuple(identity) != file_identity(st) or not _settled(st, recorded_ns):
+            return None
+        return Digest("sha256:" + raw.hex())
+
+    def put(
+        self,
+        rel: str,
+        kind: str,
+        st: os.stat_result,
+        digest: str,
+        *,
+        since_ns: int,
+        after: os.stat_result,
+    ) -> None:
+        """Keep ``digest`` for the file ``rel`` read under ``st`` (written by ``flush``). Not
+        kept: a file that changed while it was read (``after``, its ``fstat`` once read, is
+        not ``st``) or a racy one (modified too close to ``since_ns``)."""
+        identity = file_identity(st)
+        if file_identity(after) != identity or not _settled(st, since_ns):
+            return
+        if not digest.startswith("sha256:") or len(digest) != 71:
+            return
+        packed = _ENTRY.pack(*identity, bytes.fromhex(digest[7:]), since_ns)
+        with self._lock:
+            self._new[(rel, kind)] = packed
+
+    def _merge(self, kept: bytes | None) -> bytes:
+        """The row to write: what is kept now (another build may have written since this one
+        read it) with this build's entries over it."""
+        try:
+            entries = decode(kept) if kept is not None else {}
+        except (ValueError, struct.error):
+            entries = {}
+        entries.update(self._new)
+        if len(entries) > MAX_ENTRIES:
+            newest = sorted(entries, key=lambda k: _ENTRY.unpack(entries[k])[-1])
+            entries = {k: entries[k] for k in newest[-MAX_ENTRIES:]}
+        return encode(entries)
+
+
+class FileDigestCache:
+    """The file digests of one state root (``meta``: its ``Metadata``; None keeps nothing)
+    for one build: ``for_root(context)`` per context directory, ``flush()`` once at the end."""
+
+    def __init__(self, meta: Any) -> None:
+        self._meta = meta
+        self._roots: dict[str, RootDigests] = {}
+        self._lock = threading.Lock()
+
+    def for_root(self, root: str | os.PathLike[str]) -> RootDigests:
+        """The digests of the files below ``root`` (named by their path relative to it)."""
+        key = os.fspath(root)
+        with self._lock:
+            if key not in self._roots:
+                self._roots[key] = RootDigests(self, Path(key))
+            return self._roots[key]
+
+    def _read(self, root: str) -> Entries:
+        if self._meta is None:
+            return {}
+        try:
+            blob = self._meta.file_digests(root)
+            return decode(blob) if blob is not None else {}
+        except (sqlite3.Error, MasonError, ValueError, struct.error):
+            return {}  # an unreadable cache is an empty one
+
+    def flush(self) -> None:
+        """Write what this build read; a metadata error loses the cache, never the build."""
+        with self._lock:
+            roots = [rd for rd in self._roots.values() if rd._new]
+        for rd in roots:
+            if self._meta is not None:
+                with contextlib.suppress(sqlite3.Error, MasonError):
+                    self._meta.update_file_digests(rd.root, rd._merge)
+            rd._new = {}
