@@ -382,7 +382,7 @@ def checksum_sources(
     later miss costs no second read of the context. ``digests``: the kept file digests of the
     root the sources were selected in; an unchanged file is not read again."""
     since_ns = time.time_ns()  # before any stat: what a kept digest's racy check compares with
-    base = f"{digests.path}/" if digests is not None else None
+    base = digests.prefix if digests is not None else None
     h = new_sha256()
     for src in sources:
         h.update(f"source {src.rel}\0".encode())

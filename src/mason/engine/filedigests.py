@@ -112,6 +112,8 @@ class RootDigests:
         #: the context as the build names it (paths are relative to it) and as rows name it
         self.path = path
         self.root = str(path.resolve())
+        #: what the host paths of files below ``path`` start with (``Path`` drops a "./")
+        self.prefix = "" if str(path) == "." else f"{path}/"
         self._owner = owner
         self._lock = threading.Lock()
         self._kept: Entries | None = None

@@ -113,6 +113,18 @@ def test_an_unchanged_file_is_not_read_again(
     assert reads == []
 
 
+def test_a_relative_context_is_kept_too(
+    ctx: Path, meta: Metadata, later: None, reads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ctx)  # mason build . names the context "."
+    cache = FileDigestCache(meta)
+    cold = _own(Path("."), cache)
+    cache.flush()
+    reads.clear()
+    assert _own(Path("."), FileDigestCache(meta)) == cold
+    assert reads == []
+
+
 def test_only_the_changed_file_is_read(
     ctx: Path, meta: Metadata, later: None, reads: list[str]
 ) -> None:
