@@ -20,6 +20,7 @@ file is read, never trusted on a doubt.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import sqlite3
@@ -106,7 +107,7 @@ class RootDigests:
     """The kept digests of one context directory: ``get`` and ``put`` by path below it.
 
     ``put`` takes ``since_ns``: the clock (``time.time_ns()``) read before the file's stat was
-    taken. Thread-safe."""
+    taken; what it notes is checked and packed by ``FileDigestCache.flush``. Thread-safe."""
 
     def __init__(self, owner: FileDigestCache, path: Path) -> None:
         #: the context as the build names it (paths are relative to it) and as rows name it
@@ -117,7 +118,7 @@ class RootDigests:
         self._owner = owner
         self._lock = threading.Lock()
         self._kept: Entries | None = None
-        self._new: Entries = {}
+        self._reads: list[tuple[str, str, os.stat_result, str, int, os.stat_result]] = []
 
     def _entries(self) -> Entries:
         if self._kept is not None:
@@ -151,23 +152,29 @@ class RootDigests:
         """Keep ``digest`` for the file ``rel`` read under ``st`` (written by ``flush``). Not
         kept: a file that changed while it was read (``after``, its ``fstat`` once read, is
         not ``st``) or a racy one (modified too close to ``since_ns``)."""
-        identity = file_identity(st)
-        if file_identity(after) != identity or not _settled(st, since_ns):
-            return
-        if not digest.startswith("sha256:") or len(digest) != 71:
-            return
-        packed = _ENTRY.pack(*identity, bytes.fromhex(digest[7:]), since_ns)
-        with self._lock:
-            self._new[(rel, kind)] = packed
+        # only noted here (list.append is atomic): the checks run once, at the flush
+        self._reads.append((rel, kind, st, digest, since_ns, after))
 
-    def _merge(self, kept: bytes | None) -> bytes:
+    def _pending(self) -> Entries:
+        """The entries of this build's reads that may be kept (``put``'s rules)."""
+        reads, self._reads = self._reads, []
+        out: Entries = {}
+        for rel, kind, st, digest, since_ns, after in reads:
+            identity = file_identity(st)
+            if file_identity(after) != identity or not _settled(st, since_ns):
+                continue
+            if digest.startswith("sha256:") and len(digest) == 71:
+                out[(rel, kind)] = _ENTRY.pack(*identity, bytes.fromhex(digest[7:]), since_ns)
+        return out
+
+    def _merge(self, kept: bytes | None, new: Entries) -> bytes:
         """The row to write: what is kept now (another build may have written since this one
         read it) with this build's entries over it."""
         try:
             entries = decode(kept) if kept is not None else {}
         except (ValueError, struct.error):
             entries = {}
-        entries.update(self._new)
+        entries.update(new)
         if len(entries) > MAX_ENTRIES:
             newest = sorted(entries, key=lambda k: _ENTRY.unpack(entries[k])[-1])
             entries = {k: entries[k] for k in newest[-MAX_ENTRIES:]}
@@ -203,9 +210,9 @@ class FileDigestCache:
     def flush(self) -> None:
         """Write what this build read; a metadata error loses the cache, never the build."""
         with self._lock:
-            roots = [rd for rd in self._roots.values() if rd._new]
+            roots = list(self._roots.values())
         for rd in roots:
-            if self._meta is not None:
+            new = rd._pending()
+            if new and self._meta is not None:
                 with contextlib.suppress(sqlite3.Error, MasonError):
-                    self._meta.update_file_digests(rd.root, rd._merge)
-            rd._new = {}
+                    self._meta.update_file_digests(rd.root, functools.partial(rd._merge, new=new))
