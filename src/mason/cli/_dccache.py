@@ -20,7 +20,8 @@ Two more costs of every start go the same way. Regular expressions: ``re._compil
 is replaced (by ``install()``: ``re`` is loaded by then) with the same function that keeps
 what the parse and code generation give (flags, code, groups, group names) in the table,
 keyed by the pattern, its type, the flags and the regex engine's magic number, and hands it
-to ``_sre.compile`` as the original does: ~250 patterns, ~0.3 ms each, compiled at import.
+to ``_sre.compile`` as the original does: ~250 patterns, ~0.3 ms each, compiled at import
+(from the first dataclass on: that loads the table; argparse's few patterns before it do not).
 A dataclass's generated docstring (``Name(signature)``, from ``inspect.signature``: a quarter
 of the time creating a dataclass takes) is made when first read (``_LazyDoc``), not at import.
 """
@@ -222,8 +223,10 @@ def _patch_re() -> None:
     magic = str(compiler.MAGIC).encode()
 
     def compile(p: Any, flags: int = 0) -> Any:
-        # CPython 3.11's re._compiler.compile, line for line, but where the code comes from
-        if not isinstance(p, str | bytes) or flags & debug:
+        # CPython 3.11's re._compiler.compile, line for line, but where the code comes from;
+        # until the first dataclass loads the table, as re does (the few patterns argparse
+        # compiles do not load it before `mason build`'s first request)
+        if not _loaded or not isinstance(p, str | bytes) or flags & debug:
             return real(p, flags)
         raw = p if isinstance(p, bytes) else p.encode("utf-8", "surrogatepass")
         key, args = _entry(b"re %s %d %d " % (magic, isinstance(p, bytes), flags) + raw)

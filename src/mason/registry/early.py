@@ -21,10 +21,10 @@ import os
 import socket
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, NamedTuple
 
 import mason
 
+TYPE_CHECKING = False  # typing is not imported before the first request; mypy takes it as true
 if TYPE_CHECKING:
     import ssl
 
@@ -40,6 +40,8 @@ __all__ = [
 
 _HEAD_CAP = 64 * 1024
 _TIMEOUT = 15.0
+#: at most this long the thread starting a ping waits for its request to be under way
+_HANDOFF = 0.05
 #: how long a ``Transport`` waits for an early ping still under way before it pings itself
 #: (an answer takes a round trip or three; an unreachable host must not fail twice as slowly)
 WAIT = 3.0
@@ -48,12 +50,15 @@ _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 _HUB = ("docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com")
 
 
-class Ping(NamedTuple):
+class Ping:
     """A ping's answer: the scheme that worked, its status (200 or 401) and challenge."""
 
-    scheme: str
-    status: int
-    www_authenticate: str
+    __slots__ = ("scheme", "status", "www_authenticate")
+
+    def __init__(self, scheme: str, status: int, www_authenticate: str) -> None:
+        self.scheme = scheme
+        self.status = status
+        self.www_authenticate = www_authenticate
 
 
 def ref_host(ref: str) -> str | None:
@@ -70,12 +75,19 @@ def ref_host(ref: str) -> str | None:
 
 def is_loopback(host: str) -> bool:
     """``host`` (``name[:port]``, ``[v6]:port``) is on this machine (plain HTTP is allowed)."""
-    import ipaddress
-
     name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
     name = name.strip("[]")
     if name == "localhost":
         return True
+    octets = name.split(".")
+    if len(octets) == 4 and all(o.isdigit() and o.isascii() for o in octets):
+        # an IPv4 literal (what ipaddress accepts: no leading zeros, each at most 255),
+        # told without importing ipaddress before the first request
+        if all(len(o) == 1 or (o[0] != "0" and len(o) <= 3 and int(o) <= 255) for o in octets):
+            return octets[0] == "127"
+        return False
+    import ipaddress
+
     try:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
@@ -83,10 +95,24 @@ def is_loopback(host: str) -> bool:
 
 
 def _split(host: str, default_port: int) -> tuple[str, int]:
-    import urllib.parse
+    """``host``'s name (lower case) and port, as ``urllib.parse.urlsplit`` reads them
+    (ValueError for a bad port), without importing it before the first request."""
+    if host.startswith("["):
+        name, bracket, rest = host[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"invalid host {host!r}")
+        port = rest[1:]
+    else:
+        name, _, port = host.partition(":")
+    if port and not (port.isdigit() and port.isascii() and int(port) <= 65535):
+        raise ValueError(f"invalid port in {host!r}")
+    return name.lower() or host, int(port or 0) or default_port
 
-    parts = urllib.parse.urlsplit(f"//{host}")
-    return parts.hostname or host, parts.port or default_port
+
+def _connect(name: str, port: int) -> socket.socket:
+    # an ASCII name as bytes: getaddrinfo would load the idna codec to encode a str
+    where = name.encode() if name.isascii() else name
+    return socket.create_connection((where, port), timeout=_TIMEOUT)  # type: ignore[arg-type]
 
 
 def plain_http_server(host: str) -> str | None:
@@ -107,7 +133,7 @@ def plain_http_server(host: str) -> str | None:
     context.verify_mode = ssl.CERT_NONE
     try:
         with (
-            socket.create_connection((name, port), timeout=_TIMEOUT) as sock,
+            _connect(name, port) as sock,
             context.wrap_socket(sock, server_hostname=name),
         ):
             return None
@@ -131,17 +157,22 @@ def verifying_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
-def _get_v2(host: str, scheme: str, context: ssl.SSLContext | None) -> Ping | None:
-    """``GET /v2/`` on one connection; the status and challenge, or None when unusable."""
+def _get_v2(
+    host: str, scheme: str, context: ssl.SSLContext | None, sent: threading.Event | None = None
+) -> Ping | None:
+    """``GET /v2/`` on one connection; the status and challenge, or None when unusable.
+    ``sent`` is set once the request is written."""
     name, port = _split(host, 443 if scheme == "https" else 80)
     request = (
         f"GET /v2/ HTTP/1.1\r\nHost: {host}\r\nUser-Agent: mason/{mason.__version__}\r\n"
         "Accept: */*\r\nConnection: close\r\n\r\n"
     ).encode()
-    with socket.create_connection((name, port), timeout=_TIMEOUT) as raw:
+    with _connect(name, port) as raw:
         sock = context.wrap_socket(raw, server_hostname=name) if context is not None else raw
         with sock:
             sock.sendall(request)
+            if sent is not None:
+                sent.set()
             head = b""
             while b"\r\n\r\n" not in head and len(head) < _HEAD_CAP:
                 chunk = sock.recv(8192)
@@ -180,34 +211,51 @@ class EarlyPings:
         self._lock = threading.Lock()
 
     def start(self, host: str) -> None:
+        """Ping ``host`` from a daemon thread. For a loopback host the caller waits (at most
+        ``_HANDOFF``) until the request is written: a thread contending with the caller's
+        imports for the GIL waits a switch interval (5 ms) at each blocking call, so the
+        request would go out well after them. The host is checked and classified here, so the
+        thread imports nothing before its connect."""
         if host in self._done:
             return
+        try:
+            _split(host, 443)
+        except ValueError:
+            return
+        loopback = is_loopback(host)
         self._done[host] = threading.Event()
-        threading.Thread(target=self._run, args=(host,), name="early-ping", daemon=True).start()
+        sent = threading.Event()
+        args = (host, loopback, sent)
+        threading.Thread(target=self._run, args=args, name="early-ping", daemon=True).start()
+        sent.wait(_HANDOFF)
 
-    def _run(self, host: str) -> None:
+    def _run(self, host: str, loopback: bool, sent: threading.Event) -> None:
         answer = None
         try:
-            answer = self._ping(host)
+            answer = self._ping(host, loopback, sent)
         except (OSError, ValueError):  # the Transport's own ping says what went wrong
             answer = None
         finally:
+            sent.set()
             self._answers[host] = answer
             self._done[host].set()
 
-    def _ping(self, host: str) -> Ping | None:
+    def _ping(self, host: str, loopback: bool, sent: threading.Event) -> Ping | None:
         # on loopback, plain HTTP first: an answer proves the TLS handshake of the
         # Transport's order (HTTPS first) would have failed as a plain server's, and it
         # needs no ssl module (the first request of a local registry comes sooner)
-        if is_loopback(host):
+        if loopback:  # a local connect takes no time: the caller waits for the request
             try:
-                answer = _get_v2(host, "http", None)
+                answer = _get_v2(host, "http", None, sent)
             except ConnectionRefusedError:
                 return None  # nothing listens (HTTPS would be refused too)
             except OSError:
                 answer = None
             if answer is not None:
                 return answer
+        # a remote host: round trips to wait out, and a TLS context (a CA bundle) to make in
+        # this thread's own time, while the caller goes on
+        sent.set()
         return _get_v2(host, "https", self.context())
 
     def context(self) -> ssl.SSLContext:
