@@ -112,6 +112,36 @@ RUN find /ctx /parents /logs -type f | sort > /files.txt
             "readme.md": "hi\n",
         },
     ),
+    "run-options": (
+        """FROM {base}
+RUN cat /etc/hosts > /hosts.txt
+RUN --network=none echo isolated > /none.txt
+RUN ulimit -n > /nofile.txt
+RUN df /dev/shm > /shm.txt
+""",
+        {"readme.md": "built with --add-host, --ulimit, --shm-size and --network host\n"},
+    ),
+}
+
+#: the command line a scenario is built with: mason's flags, and BuildKit's frontend options
+#: for the same (what ``docker buildx build`` sends for those flags)
+FLAGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "run-options": (
+        (
+            "--add-host=Db.Local:10.0.0.5",
+            "--ulimit=nofile=1024:2048",
+            "--shm-size=64m",
+            "--network=host",
+            "--allow=network.host",
+        ),
+        (
+            "--opt=add-hosts=db.local=10.0.0.5",
+            "--opt=ulimit=nofile=1024:2048",
+            f"--opt=shm-size={64 << 20}",
+            "--opt=force-network-mode=host",
+            "--allow=network.host",
+        ),
+    ),
 }
 
 
@@ -165,7 +195,7 @@ class BuildKit:
             raise RuntimeError(f"buildctl {args[0]} failed:\n{proc.stderr[-3000:]}")
         return proc.stderr + proc.stdout
 
-    def build(self, ctx: Path, *cache: str) -> str:
+    def build(self, ctx: Path, *args: str) -> str:
         self._ctl("prune", "--all")
         return self._ctl(
             "build",
@@ -176,7 +206,7 @@ class BuildKit:
             f"context={ctx}",
             "--local",
             f"dockerfile={ctx}",
-            *cache,
+            *args,
         )
 
 
@@ -190,6 +220,7 @@ def _mason(ctx: Path, root: Path, *args: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--start", default="/opt/buildkit/start.sh", help="BuildKit's start script")
+    ap.add_argument("--scenario", action="append", choices=list(SCENARIOS), help="only these")
     opts = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mason-interop-"))
     registry = start_registry(work / "registry")
@@ -211,20 +242,19 @@ def main() -> None:
         bk = BuildKit(opts.start, work, registry.host)
         totals = {"mason -> buildkit": [0, 0], "buildkit -> mason": [0, 0]}
         print(f"{'scenario':24} {'mason -> buildkit':>18} {'buildkit -> mason':>18}")
-        for n, name in enumerate(SCENARIOS):
+        for n, name in enumerate(opts.scenario or SCENARIOS):
             ctx = _context(work / "ctx", name, base)
+            mason_flags, bk_flags = FLAGS.get(name, ((), ()))
             ref_m, ref_b = (
                 f"{registry.host}/interop/{name}-mason",
                 f"{registry.host}/interop/{name}-bk",
             )
-            _mason(
-                ctx, work / f"root-{n}-cold", "--cache-to", f"type=registry,ref={ref_m},mode=max"
-            )
-            m2b = _ratio(bk.build(ctx, "--import-cache", f"type=registry,ref={ref_m}"))
-            bk.build(ctx, "--export-cache", f"type=registry,ref={ref_b},mode=max")
-            b2m = _ratio(
-                _mason(ctx, work / f"root-{n}-warm", "--cache-from", f"type=registry,ref={ref_b}")
-            )
+            cache_to = ("--cache-to", f"type=registry,ref={ref_m},mode=max")
+            _mason(ctx, work / f"root-{n}-cold", *mason_flags, *cache_to)
+            m2b = _ratio(bk.build(ctx, *bk_flags, "--import-cache", f"type=registry,ref={ref_m}"))
+            bk.build(ctx, *bk_flags, "--export-cache", f"type=registry,ref={ref_b},mode=max")
+            cache_from = ("--cache-from", f"type=registry,ref={ref_b}")
+            b2m = _ratio(_mason(ctx, work / f"root-{n}-warm", *mason_flags, *cache_from))
             for key, (hit, total) in (("mason -> buildkit", m2b), ("buildkit -> mason", b2m)):
                 totals[key][0] += hit
                 totals[key][1] += total

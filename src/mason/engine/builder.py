@@ -685,10 +685,8 @@ def _buildkit_keys(
     digests: Any = None,
 ) -> Any:
     """BuildKit's keys for the build's steps (docs/cache-keys.md), or None where mason keeps
-    its own: options BuildKit's keys do not carry (named contexts, mason's sandbox options)."""
-    if opts.build_contexts or opts.add_hosts or opts.shm_size is not None or opts.ulimits:
-        return None
-    if opts.network != "default":
+    its own: named contexts (their sources enter BuildKit's keys otherwise)."""
+    if opts.build_contexts:
         return None
     from mason.engine.llbkeys import PlatformKeys, plan_keys
 
@@ -701,10 +699,25 @@ def _buildkit_keys(
                 platform=str(p),
                 build_args=opts.build_args,
                 view=snapshots.view,
+                run_defaults=_run_defaults(opts),
                 digests=digests,
             )
             for c, p in zip(converted, platforms, strict=True)
         ]
+    )
+
+
+def _run_defaults(opts: BuildOptions) -> Any:
+    """The command line's RUN options as BuildKit's frontend puts them in every exec op."""
+    from mason.engine.llbplan import RunDefaults
+    from mason.llb import pb
+
+    network = {"host": pb.NetMode.HOST, "none": pb.NetMode.NONE}.get(opts.network)
+    return RunDefaults(
+        network=network or pb.NetMode.UNSET,
+        extra_hosts=tuple(pb.HostIP(name.lower(), ip) for name, ip in opts.add_hosts),
+        ulimits=tuple(pb.Ulimit(u.name, u.soft, u.hard) for u in opts.ulimits),
+        shm_size=opts.shm_size or 0,
     )
 
 

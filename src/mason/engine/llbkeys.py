@@ -27,7 +27,7 @@ from typing import Any
 
 from mason.digest import Digest
 from mason.engine.context import DockerIgnore
-from mason.engine.llbplan import LLBDefinition
+from mason.engine.llbplan import LLBDefinition, RunDefaults
 from mason.engine.ops import ExecOp, FileOp, MergeOp, SourceOp, StepResult
 from mason.engine.state import LayerRef
 from mason.errors import MasonError
@@ -475,10 +475,12 @@ def plan_keys(
     build_args: Mapping[str, str],
     view: View | None = None,
     digests: FileDigests | None = None,
+    run_defaults: RunDefaults | None = None,
 ) -> BuildKeys | None:
     """The BuildKit keys of a converted build (``engine.convert.ConvertedBuild``), or None when
     ``plan_llb`` cannot plan it (then every step keeps mason's own key). ``digests``: the
-    context files' digests kept from earlier builds (``mason.engine.filedigests``)."""
+    context files' digests kept from earlier builds (``mason.engine.filedigests``);
+    ``run_defaults``: the command line's RUN options."""
     from mason.engine.llbplan import BaseImage, parse_platform, plan_llb
 
     images: dict[str, list[Any]] = {}
@@ -500,6 +502,7 @@ def plan_keys(
             platform=parse_platform(platform),
             build_args=build_args,
             follow_paths=False,
+            run_defaults=run_defaults,
         )
     except (MasonError, _Unplanned):
         return None

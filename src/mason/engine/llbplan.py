@@ -68,6 +68,7 @@ __all__ = [
     "ImageResolver",
     "LLBDefinition",
     "LLBVertex",
+    "RunDefaults",
     "parse_platform",
     "plan_llb",
 ]
@@ -89,6 +90,20 @@ class BaseImage:
 
     manifest_digest: str
     config: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class RunDefaults:
+    """What the build's command line gives every RUN (``docker buildx build --network``,
+    ``--add-host``, ``--ulimit``, ``--shm-size``): the dockerui options ``force-network-mode``
+    (each stage's network, a ``RUN --network`` other than default overrides it),
+    ``add-hosts`` (names lower-cased, as dockerui parses them), ``ulimit`` and ``shm-size``
+    (a ``/dev/shm`` tmpfs of that many bytes)."""
+
+    network: pb.NetMode = pb.NetMode.UNSET
+    extra_hosts: tuple[pb.HostIP, ...] = ()
+    ulimits: tuple[pb.Ulimit, ...] = ()
+    shm_size: int = 0
 
 
 #: ``(reference with tag, e.g. "docker.io/library/alpine:3", platform) -> BaseImage``
@@ -303,8 +318,10 @@ class _Planner:
         platform: pb.Platform,
         build_args: Mapping[str, str],
         context: _Node | None,
+        run_defaults: RunDefaults,
     ) -> None:
         self.plan = plan
+        self.run_defaults = run_defaults
         self.resolve = resolve
         self.platform = platform
         self.build_args = dict(build_args)
@@ -462,7 +479,10 @@ class _Planner:
         if c.devices:
             raise _unsupported(c, "RUN --device")
         args, pipes = _run_args(st, c)
+        run = self.run_defaults
         mounts: list[_MountSpec] = [_MountSpec("/", st.state.node)]
+        if run.shm_size > 0:
+            mounts.append(_MountSpec("/dev/shm", None, tmpfs=True, tmpfs_size=run.shm_size))
         if pipes is not None:
             mounts.append(_MountSpec("/dev/pipes/", pipes, selector="/", readonly=True))
         secrets: list[pb.Mount] = []
@@ -484,9 +504,11 @@ class _Planner:
             cwd=st.state.dir or "/",
             user=st.state.user,
             proxy_env=self.proxy,
+            extra_hosts=run.extra_hosts,
+            ulimit=run.ulimits,
             remove_mount_stubs_recursive=True,
         )
-        network = _NETWORK.get(c.network, pb.NetMode.UNSET)
+        network = _NETWORK.get(c.network, run.network)
         security = pb.SecurityMode.INSECURE if c.security == "insecure" else pb.SecurityMode.SANDBOX
         st.state.node = _exec_node(
             meta, mounts, [*secrets, *ssh], secret_env, network, security, st.state.platform, c.code
@@ -1007,6 +1029,7 @@ def plan_llb(
     session_id: str = "",
     context_digest: str | None = None,
     follow_paths: bool = True,
+    run_defaults: RunDefaults | None = None,
 ) -> LLBDefinition:
     """The LLB BuildKit v0.32.2's Dockerfile frontend makes for ``plan`` (see the module docstring).
 
@@ -1019,10 +1042,11 @@ def plan_llb(
     key does (the context enters keys by the content of what each step reads)."""
     target_platform = parse_platform(platform) if isinstance(platform, str) else platform
     args = dict(build_args if build_args is not None else plan.build_args)
+    run = run_defaults or RunDefaults()
     ctx_paths: set[str] = set()
     if follow_paths:
         placeholder = _Node(pb.Op(), "sha256:" + "0" * 64, (), "context", True)
-        first = _Planner(plan, resolve, target_platform, args, placeholder)
+        first = _Planner(plan, resolve, target_platform, args, placeholder, run)
         token = _COLLECTING.set(itertools.count())
         try:
             first.stage(plan.target)
@@ -1032,7 +1056,7 @@ def plan_llb(
     ctx_op = _context_source(context_name, exclude_patterns, ctx_paths, session_id)
     digest = context_digest or pb.op_digest(ctx_op)
     context = _Node(ctx_op, digest, (), f"local://{context_name}", session_bound=not session_id)
-    final = _Planner(plan, resolve, target_platform, args, context)
+    final = _Planner(plan, resolve, target_platform, args, context, run)
     target = final.stage(plan.target).state.node
     definition = _definition(target, context if final.context_used else None)
     return dataclasses.replace(

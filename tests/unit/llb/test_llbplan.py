@@ -138,3 +138,38 @@ def test_workdir_timestamp_follows_source_date_epoch() -> None:
     mkdir = fo.actions[0].mkdir
     assert mkdir.timestamp == 7_000_000_000
     assert mkdir.owner.user.by_name == pb.NamedUserOpt(name="app", input=0)
+
+
+def test_command_line_run_options_are_in_every_exec_op() -> None:
+    from mason.engine.llbplan import RunDefaults
+    from mason.llb.cachemap import op_cache_map
+
+    def planned(ip: str, network: pb.NetMode = pb.NetMode.HOST) -> LLBDefinition:
+        run = RunDefaults(
+            network=network,
+            extra_hosts=(pb.HostIP("db.local", ip),),
+            ulimits=(pb.Ulimit("nofile", 1024, 2048),),
+            shm_size=64 << 20,
+        )
+        return _plan("FROM img\nRUN a\nRUN --network=none b\n", run_defaults=run)
+
+    d = planned("10.0.0.5")
+    first, second = _ops(d, "exec")
+    assert first.network == pb.NetMode.HOST and second.network == pb.NetMode.NONE
+    assert first.meta.extra_hosts == (pb.HostIP("db.local", "10.0.0.5"),)
+    assert first.meta.ulimit == (pb.Ulimit("nofile", 1024, 2048),)
+    (shm,) = [m for m in first.mounts if m.dest == "/dev/shm"]
+    assert shm.mount_type == pb.MountType.TMPFS and shm.tmpfs_opt == pb.TmpfsOpt(size=64 << 20)
+    assert shm.input == pb.EMPTY and [m.dest for m in first.mounts] == ["/", "/dev/shm"]
+
+    def cache_map(d: LLBDefinition) -> str:
+        (v,) = [
+            v for v in d.vertices if v.op.exec is not None and v.op.exec.network == pb.NetMode.HOST
+        ]
+        cm = op_cache_map(v.op, len(v.op.inputs), pb.Platform("linux", "amd64"))
+        assert cm is not None
+        return cm.digest
+
+    # as BuildKit: the host's address is cleared from the key, the name and network are not
+    assert cache_map(d) == cache_map(planned("10.9.9.9"))
+    assert _ops(planned("10.0.0.5", pb.NetMode.UNSET), "exec")[0].network == pb.NetMode.UNSET
