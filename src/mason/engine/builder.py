@@ -372,13 +372,14 @@ def _uses_context(plan: Any) -> bool:
 def _context_size(context: Path, ignore: DockerIgnore) -> int:
     """Bytes of the context's files that .dockerignore keeps (what BuildKit would transfer)."""
     total = 0
+    keep_all = ignore.empty  # no rules: no match per file (a partial build's fixed cost)
     for dirpath, dirnames, filenames in os.walk(context):
         rel_dir = os.path.relpath(dirpath, context)
         prefix = "" if rel_dir == "." else rel_dir + "/"
-        if not ignore.has_exceptions:
+        if not keep_all and not ignore.has_exceptions:
             dirnames[:] = [d for d in dirnames if not ignore.ignored(prefix + d)]
         for name in filenames:
-            if not ignore.ignored(prefix + name):
+            if keep_all or not ignore.ignored(prefix + name):
                 with contextlib.suppress(OSError):
                     total += os.lstat(os.path.join(dirpath, name)).st_size
     return total

@@ -51,6 +51,9 @@ class DockerIgnore:
         from mason.dockerfile.dockerignore import IgnoreMatcher
 
         self._matcher = matcher if matcher is not None else IgnoreMatcher(patterns)
+        #: rel -> ignored: a build asks for each context file several times (its size for the
+        #: progress line, BuildKit's checksum, mason's); the rules never change
+        self._memo: dict[str, bool] = {}
 
     @classmethod
     def load(cls, context: Path, dockerfile: Path | None = None) -> DockerIgnore:
@@ -91,7 +94,10 @@ class DockerIgnore:
         return cls(matcher=IgnoreMatcher(read_ignore_file(data) if data else (), source=source))
 
     def ignored(self, rel: str) -> bool:
-        return bool(self._matcher.excluded(rel))
+        found = self._memo.get(rel)
+        if found is None:
+            found = self._memo[rel] = bool(self._matcher.excluded(rel))
+        return found
 
     @property
     def empty(self) -> bool:

@@ -118,6 +118,7 @@ class RootDigests:
         self._owner = owner
         self._lock = threading.Lock()
         self._kept: Entries | None = None
+        self._loaded: bytes | None = None  # the row ``_kept`` was decoded from
         self._reads: list[tuple[str, str, os.stat_result, str, int, os.stat_result]] = []
 
     def _entries(self) -> Entries:
@@ -125,7 +126,7 @@ class RootDigests:
             return self._kept
         with self._lock:
             if self._kept is None:
-                self._kept = self._owner._read(self.root)
+                self._loaded, self._kept = self._owner._read(self.root)
             return self._kept
 
     def get(self, rel: str, kind: str, st: os.stat_result) -> Digest | None:
@@ -170,10 +171,13 @@ class RootDigests:
     def _merge(self, kept: bytes | None, new: Entries) -> bytes:
         """The row to write: what is kept now (another build may have written since this one
         read it) with this build's entries over it."""
-        try:
-            entries = decode(kept) if kept is not None else {}
-        except (ValueError, struct.error):
-            entries = {}
+        if kept is not None and kept == self._loaded:  # no other build wrote it since
+            entries = dict(self._kept or {})
+        else:
+            try:
+                entries = decode(kept) if kept is not None else {}
+            except (ValueError, struct.error):
+                entries = {}
         entries.update(new)
         if len(entries) > MAX_ENTRIES:
             newest = sorted(entries, key=lambda k: _ENTRY.unpack(entries[k])[-1])
@@ -198,14 +202,15 @@ class FileDigestCache:
                 self._roots[key] = RootDigests(self, Path(key))
             return self._roots[key]
 
-    def _read(self, root: str) -> Entries:
+    def _read(self, root: str) -> tuple[bytes | None, Entries]:
+        """The row kept for ``root`` and its entries (None and none when it does not decode)."""
         if self._meta is None:
-            return {}
+            return None, {}
         try:
             blob = self._meta.file_digests(root)
-            return decode(blob) if blob is not None else {}
+            return (blob, decode(blob)) if blob is not None else (None, {})
         except (sqlite3.Error, MasonError, ValueError, struct.error):
-            return {}  # an unreadable cache is an empty one
+            return None, {}  # an unreadable cache is an empty one
 
     def flush(self) -> None:
         """Write what this build read; a metadata error loses the cache, never the build."""
