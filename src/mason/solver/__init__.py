@@ -59,8 +59,10 @@ How a solve runs
    content checksum. Vertices with equal keys are merged and run once.
 2. Lookups. Each key not under ``ignore_cache`` is looked up in the local
    store, then in each source in order; the first hit wins and
-   ``vertex_cached`` names its source. An import whose lookup raises is
-   reported through ``source_error`` and not asked again; the build goes on.
+   ``vertex_cached`` names its source. The sources are asked for every key at
+   once (a lookup may check a hit's blobs where the cache is), their answers
+   taken in order. An import whose lookup raises is reported through
+   ``source_error`` and not asked again; the build goes on.
 3. Execution. Starting from the outputs, a hit stops the walk: nothing below
    it runs and no result below it is touched. Every other needed vertex runs
    once its inputs have results, at most ``max_workers`` at a time, and its

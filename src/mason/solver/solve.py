@@ -333,7 +333,7 @@ class Solver(Generic[R]):
         # Lookups are cheap (records in memory or sqlite; nothing downloads),
         # so we look up every reachable key: hits below another hit are
         # reported CACHED and their handles reach cache exporters (mode=max).
-        failed_sources: set[str] = set()
+        missed: list[_Node[R]] = []
         for node in nodes:
             if node.ignore_cache:
                 continue
@@ -346,18 +346,54 @@ class Solver(Generic[R]):
                 if hit is not None:
                     self._hit(node, LOCAL_SOURCE, hit)
                     continue
+            missed.append(node)
+        if missed and self._sources:
+            self._lookup_sources(missed)
+
+    def _lookup_sources(self, nodes: list[_Node[R]]) -> None:
+        """The imported caches' answers for ``nodes``. A source may check a hit where the
+        cache is (one small read of each new blob), so after the first node every node asks
+        at once; the answers are taken in order, as one lookup after the other would take
+        them. A source that failed is reported once and not used for the nodes after it
+        (nor asked again, but by lookups already under way)."""
+        failed: set[str] = set()
+        first = self._ask_sources(nodes[0], failed)
+        rest: list[dict[str, R | Exception | None]] = []
+        if len(nodes) > 1:
+            with ThreadPoolExecutor(min(8, len(nodes) - 1), "mason-lookup") as pool:
+                rest = list(pool.map(lambda n: self._ask_sources(n, failed), nodes[1:]))
+        reported: set[str] = set()
+        for node, answered in zip(nodes, [first, *rest], strict=True):
             for source in self._sources:
-                if source.name in failed_sources:
+                if source.name in reported:
                     continue
-                found = _lookup_source(source.store, node.key)
+                found = (
+                    answered[source.name]
+                    if source.name in answered
+                    else _lookup_source(source.store, node.key)
+                )
                 if isinstance(found, Exception):
                     # An imported cache never fails the build (docs/architecture.md §1).
-                    failed_sources.add(source.name)
+                    reported.add(source.name)
                     self._progress.source_error(source.name, found)
                     continue
                 if found is not None:
                     self._hit(node, source.name, found)
                     break
+
+    def _ask_sources(self, node: _Node[R], failed: set[str]) -> dict[str, R | Exception | None]:
+        """Each source's answer for ``node``, in order, up to the first hit; a source in
+        ``failed`` is not asked, one that fails is added to it."""
+        answered: dict[str, R | Exception | None] = {}
+        for source in self._sources:
+            if source.name in failed:
+                continue
+            found = answered[source.name] = _lookup_source(source.store, node.key)
+            if isinstance(found, Exception):
+                failed.add(source.name)  # set.add is atomic: the other lookups see it
+            elif found is not None:
+                break
+        return answered
 
     def _hit(self, node: _Node[R], source: str, result: R) -> None:
         node.state = VertexState.CACHED

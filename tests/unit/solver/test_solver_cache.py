@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from tests.unit.solver.fakes import CountingSource, Handle, RecordingProgress, vertex
 
 from mason.digest import Digest
@@ -223,3 +225,25 @@ def test_reachable_walks_an_output_chain_for_min_mode_export() -> None:
     ]
     assert graph.by_key(graph.get(other).key.digest).name == "other stage"
     assert [sv.name for sv in graph.outputs] == ["[4/4] RUN make install", "other stage"]
+
+
+def test_imported_caches_are_asked_for_every_step_at_once() -> None:
+    """A lookup may read the network (a hit's blobs are checked where the cache is): after the
+    first step, the others' lookups are under way together. The source lets a lookup answer
+    only once the three later steps' lookups have all started (a wait that breaks at 30 s,
+    so a one-after-the-other solver fails instead of hanging)."""
+    keys = _keys()
+    together = threading.Barrier(3)
+    hits = _handles(keys, "remote", "base", "copy", "build", "final")
+
+    class WaitingSource(CountingSource):
+        def lookup(self, key: CacheKey) -> Handle | None:
+            if key.digest != keys["base"]:  # the first step is asked alone
+                together.wait(timeout=30)
+            return super().lookup(key)
+
+    stage = _stage()
+    graph = Solver[Handle](
+        sources=[CacheSource("remote", WaitingSource(hits))], max_workers=2
+    ).solve([stage["final"]])
+    assert all(graph.get(v).state is VertexState.CACHED for v in stage.values())
