@@ -15,8 +15,10 @@ blob instead of downloading it (BuildKit's convention).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal, Protocol
@@ -187,7 +189,7 @@ class CacheSource:
             if desc.media_type != mt.BUILDKIT_CACHE_CONFIG
             and known_layer_compression(desc.media_type) is None
         }
-        self._checked: dict[Digest, str | None] = {}
+        self._checked: dict[Digest, Future[str | None]] = {}
         self._check_lock = threading.Lock()
 
     @property
@@ -205,10 +207,30 @@ class CacheSource:
     def check_blob(self, desc: Descriptor) -> str | None:
         """Why the blob of ``desc`` cannot serve a hit now, or ``None``: it must still be where the
         cache is (a hit whose blob is gone is a miss, not a failed push) and start the way its
-        media type says. One small ranged read per blob, remembered for the source's lifetime."""
-        with self._check_lock:
-            if desc.digest in self._checked:
-                return self._checked[desc.digest]
+        media type says. One small ranged read per blob, remembered for the source's lifetime
+        (a caller asking while another thread reads waits for that read; if it failed, the
+        caller reads again itself, and raises its own error)."""
+        while True:
+            with self._check_lock:
+                pending = self._checked.get(desc.digest)
+                mine = pending is None
+                if pending is None:
+                    pending = self._checked[desc.digest] = Future()
+            if not mine:
+                with contextlib.suppress(Exception):
+                    return pending.result()
+                continue
+            try:
+                reason = self._check_now(desc)
+            except BaseException as exc:
+                with self._check_lock:
+                    del self._checked[desc.digest]
+                pending.set_exception(exc)
+                raise
+            pending.set_result(reason)
+            return reason
+
+    def _check_now(self, desc: Descriptor) -> str | None:
         reason = self.unusable.get(desc.digest)
         if reason is None:
             head = self.provider.peek_blob(desc, MAGIC_BYTES)
@@ -217,9 +239,34 @@ class CacheSource:
             else:
                 mismatch = compression_mismatch(desc.media_type, head)
                 reason = f"blob {desc.digest}: {mismatch}" if mismatch else None
-        with self._check_lock:
-            self._checked[desc.digest] = reason
         return reason
+
+    def prefetch_checks(self, descs: Sequence[Descriptor], workers: int = 4) -> None:
+        """``check_blob`` for ``descs`` from daemon threads, not waited for: the solver looks
+        hits up one step after the other, and each would wait for its blob's ranged read in
+        turn. A check that fails here is made again by the caller that needs it."""
+        queue = list(descs)
+
+        def run() -> None:
+            while True:
+                try:
+                    desc = queue.pop()
+                except IndexError:
+                    return
+                with contextlib.suppress(Exception):
+                    self.check_blob(desc)
+
+        for _ in range(min(workers, len(queue))):
+            threading.Thread(target=run, name="cache-check", daemon=True).start()
+
+    @property
+    def layer_descriptors(self) -> list[Descriptor]:
+        """The source's layer blobs a hit could use (not its config, nor unusable ones)."""
+        return [
+            desc
+            for digest, desc in self.descriptors.items()
+            if desc.media_type != mt.BUILDKIT_CACHE_CONFIG and digest not in self.unusable
+        ]
 
     @classmethod
     def empty(
