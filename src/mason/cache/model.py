@@ -207,9 +207,10 @@ class CacheSource:
     def check_blob(self, desc: Descriptor) -> str | None:
         """Why the blob of ``desc`` cannot serve a hit now, or ``None``: it must still be where the
         cache is (a hit whose blob is gone is a miss, not a failed push) and start the way its
-        media type says. One small ranged read per blob, remembered for the source's lifetime
-        (a caller asking while another thread reads waits for that read; if it failed, the
-        caller reads again itself, and raises its own error)."""
+        media type says. One small ranged read per blob, remembered for the source's lifetime:
+        the solver asks for every step at once, and steps whose hits share a blob ask together
+        (a caller asking while another thread reads waits for that read; if that one failed,
+        the caller reads again itself, and raises its own error)."""
         while True:
             with self._check_lock:
                 pending = self._checked.get(desc.digest)
@@ -240,33 +241,6 @@ class CacheSource:
                 mismatch = compression_mismatch(desc.media_type, head)
                 reason = f"blob {desc.digest}: {mismatch}" if mismatch else None
         return reason
-
-    def prefetch_checks(self, descs: Sequence[Descriptor], workers: int = 4) -> None:
-        """``check_blob`` for ``descs`` from daemon threads, not waited for: the solver looks
-        hits up one step after the other, and each would wait for its blob's ranged read in
-        turn. A check that fails here is made again by the caller that needs it."""
-        queue = list(descs)
-
-        def run() -> None:
-            while True:
-                try:
-                    desc = queue.pop()
-                except IndexError:
-                    return
-                with contextlib.suppress(Exception):
-                    self.check_blob(desc)
-
-        for _ in range(min(workers, len(queue))):
-            threading.Thread(target=run, name="cache-check", daemon=True).start()
-
-    @property
-    def layer_descriptors(self) -> list[Descriptor]:
-        """The source's layer blobs a hit could use (not its config, nor unusable ones)."""
-        return [
-            desc
-            for digest, desc in self.descriptors.items()
-            if desc.media_type != mt.BUILDKIT_CACHE_CONFIG and digest not in self.unusable
-        ]
 
     @classmethod
     def empty(

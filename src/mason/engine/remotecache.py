@@ -58,10 +58,6 @@ def _emit_task(
     sink.emit(Event(f"task:{name}", name, status, text, elapsed))  # type: ignore[arg-type]
 
 
-#: the most layer blobs of one imported cache whose checks are read ahead at its first hit
-_PREFETCH_LIMIT = 16
-
-
 class HitLookup:
     """A ``mason.cache.CacheSource`` as the solver's ``CacheLookup[StepResult]``.
 
@@ -79,15 +75,11 @@ class HitLookup:
         self.blobs = blobs
         self._warn = warn or (lambda _text: None)
         self._checked: dict[Digest, str | None] = {}
-        self._prefetched = False
 
     def lookup(self, key: CacheKey) -> StepResult | None:
         hit = next(filter(None, map(self.source.lookup, key.lookup_digests)), None)
         if hit is None:
             return None
-        if not self._prefetched:
-            self._prefetched = True
-            self._prefetch_checks()
         problem = next(filter(None, map(self._problem, hit.layers)), None)
         if problem is not None:
             self._warn(
@@ -96,14 +88,6 @@ class HitLookup:
             )
             return None
         return self._result(hit)
-
-    def _prefetch_checks(self) -> None:
-        """At the first hit (so never on a build the local store serves), the ranged reads of
-        the source's other layer blobs this build does not hold start side by side (at most
-        ``_PREFETCH_LIMIT`` blobs: a big cache's are not read on speculation)."""
-        descs = [d for d in self.source.layer_descriptors if not self.blobs.has_local(d.digest)]
-        if len(descs) <= _PREFETCH_LIMIT:
-            self.source.prefetch_checks(descs)
 
     def _problem(self, desc: Descriptor) -> str | None:
         if desc.digest not in self._checked:

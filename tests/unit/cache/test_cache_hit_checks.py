@@ -7,8 +7,8 @@ from __future__ import annotations
 import gzip
 import io
 import tarfile
-import time
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ from mason.cache.blobcheck import MAGIC_BYTES, compression_mismatch, sniff_compr
 from mason.cache.options import parse_cache_to
 from mason.cache.registry import load_registry_cache
 from mason.digest import Digest, DigestMismatchError, sha256_bytes
-from mason.engine import remotecache
 from mason.engine.blobs import Blobs, RemoteLocation
 from mason.engine.remotecache import HitLookup
 from mason.engine.state import LayerRef, StateError, StateRoot
@@ -286,53 +285,19 @@ def test_a_missing_blob_on_the_manifest_put_gets_no_media_type_hint(
     assert "no longer has a blob" in (err.value.hint or "")
 
 
-# -- the checks read ahead at the first hit (issue 14: the solver looks hits up in turn) ------
+# -- checks asked at once (the solver looks every step up together, issue 14) --------------
 
 
-def _peeks(fake_registry: FakeRegistry) -> list[Digest]:
-    return [c[2] for c in fake_registry.ops("peek_blob")]
+class _SlowFirstRead:
+    """A blob provider whose first ranged read waits for ``release``, then fails (``fail``)
+    or answers."""
 
-
-def _settle(count: Callable[[], int], want: int) -> None:
-    """Until the read-ahead threads made ``want`` reads (at most 10 s; a test does not time)."""
-    deadline = time.monotonic() + 10
-    while count() < want and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
-def test_the_first_hit_reads_every_layers_check_ahead_once(
-    blob_store: FakeBlobStore, fake_registry: FakeRegistry, blobs: Blobs
-) -> None:
-    _exported_cache(blob_store, fake_registry)
-    source = load_registry_cache(fake_registry, Reference.parse(REF))  # type: ignore[arg-type]
-    lookup = HitLookup(source, blobs)
-    assert lookup.lookup(_Key(key("from"))) is not None  # type: ignore[arg-type]
-    _settle(lambda: len(_peeks(fake_registry)), 5)
-    assert len(set(_peeks(fake_registry))) == 5  # the other steps' layers before they are asked
-    for name in ("b1", "b2", "f1", "f2"):
-        assert lookup.lookup(_Key(key(name))) is not None  # type: ignore[arg-type]
-    assert sorted(_peeks(fake_registry)) == sorted(set(_peeks(fake_registry)))  # none twice
-
-
-def test_a_cache_with_more_layers_than_the_limit_is_not_read_ahead(
-    blob_store: FakeBlobStore,
-    fake_registry: FakeRegistry,
-    blobs: Blobs,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(remotecache, "_PREFETCH_LIMIT", 4)
-    _exported_cache(blob_store, fake_registry)
-    source = load_registry_cache(fake_registry, Reference.parse(REF))  # type: ignore[arg-type]
-    assert HitLookup(source, blobs).lookup(_Key(key("from"))) is not None  # type: ignore[arg-type]
-    assert len(_peeks(fake_registry)) == 1  # the hit's own layer only, read by the caller
-
-
-class _FailingOnce:
-    """A blob provider whose first ranged read fails."""
-
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, fail: bool) -> None:
         self.inner = inner
+        self.fail = fail
         self.reads = 0
+        self.started = threading.Event()
+        self.release = threading.Event()
 
     def open_blob(self, desc: Any) -> Any:
         return self.inner.open_blob(desc)
@@ -340,19 +305,42 @@ class _FailingOnce:
     def peek_blob(self, desc: Any, n: int) -> bytes | None:
         self.reads += 1
         if self.reads == 1:
-            raise RegistryError("connection reset", operation="peek blob")
+            self.started.set()
+            self.release.wait(30)
+            if self.fail:
+                raise RegistryError("connection reset", operation="peek blob")
         data: bytes | None = self.inner.peek_blob(desc, n)
         return data
 
 
-def test_a_check_that_failed_ahead_is_read_again_by_the_step_that_needs_it(
-    blob_store: FakeBlobStore, fake_registry: FakeRegistry
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_check_asked_while_another_reads_waits_for_it(
+    blob_store: FakeBlobStore, fake_registry: FakeRegistry, fail: bool
 ) -> None:
     chain = _exported_cache(blob_store, fake_registry)
     source = load_registry_cache(fake_registry, Reference.parse(REF))  # type: ignore[arg-type]
-    provider = source.provider = _FailingOnce(source.provider)
+    provider = source.provider = _SlowFirstRead(source.provider, fail)
     desc = source.descriptors[chain[-1]]
-    source.prefetch_checks([desc])
-    _settle(lambda: provider.reads, 1)
-    assert source.check_blob(desc) is None  # not the read-ahead's error: read again, fine
-    assert provider.reads == 2
+    outcomes: dict[str, object] = {}
+
+    def ask(name: str) -> None:
+        try:
+            outcomes[name] = source.check_blob(desc)
+        except RegistryError as exc:
+            outcomes[name] = exc
+
+    first = threading.Thread(target=ask, args=("first",))
+    first.start()
+    assert provider.started.wait(30)  # the first read is under way
+    second = threading.Thread(target=ask, args=("second",))
+    second.start()
+    provider.release.set()
+    first.join(30)
+    second.join(30)
+    if not fail:  # one read for both callers
+        assert outcomes == {"first": None, "second": None} and provider.reads == 1
+    else:  # the first caller gets its error; the second reads again, and gets the answer
+        assert isinstance(outcomes["first"], RegistryError) and outcomes["second"] is None
+        assert provider.reads == 2
+    reads = provider.reads
+    assert source.check_blob(desc) is None and provider.reads == reads  # remembered
