@@ -499,7 +499,7 @@ class _Writer:
         )
         planned.store_mounts(self.client, self.ref, self.blobs, stored)
         start = time.monotonic()
-        if merge and attempt < _MERGE_ATTEMPTS:
+        if merge and attempt < _MERGE_ATTEMPTS and not self._holds(_digest_of(prior)):
             latest = load_registry_cache(self.client, self.ref)
             if _digest_of(latest) != _digest_of(prior):
                 return self.write(latest, merge=True, attempt=attempt + 1)  # another writer
@@ -516,6 +516,16 @@ class _Writer:
             bytes_uploaded=stored.sent,
         )
 
+    def _holds(self, digest: Digest | None) -> bool:
+        """Whether the ref's manifest is still ``digest`` (None: no manifest), by one ``HEAD``
+        instead of reading the whole cache back; False when the ``HEAD`` fails, so that the
+        caller reads the cache as before."""
+        try:
+            current = self.client.head_manifest(self.ref)
+        except RegistryError:
+            return False
+        return (current.digest if current is not None else None) == digest
+
     def settle(self, result: ExportResult) -> ExportResult:
         """Read the ref back until it holds our records twice in a row: a concurrent writer
         that read the ref before our write replaced it without them, so merge again."""
@@ -523,6 +533,11 @@ class _Writer:
         delay = min(_SETTLE_SECONDS, max(_SETTLE_MIN, _SETTLE_FACTOR * self.gap))
         for _attempt in range(_MERGE_ATTEMPTS):
             time.sleep(delay * (1 + random.random()))
+            if result.manifest is not None and self._holds(result.manifest.digest):
+                steady += 1  # our own document is still the ref's: nobody wrote meanwhile
+                if steady == 2:
+                    return result
+                continue
             current = load_registry_cache(self.client, self.ref)
             if current.manifest is not None and missing_records(self.own, current.config) == 0:
                 steady += 1

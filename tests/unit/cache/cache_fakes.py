@@ -55,6 +55,17 @@ class FakeRegistry:
             ) from None
         return parse_manifest(raw, media_type)
 
+    def head_manifest(self, ref: Reference) -> Descriptor | None:
+        self._log("head_manifest", ref.repository, ref.identifier)
+        if ref.repository in self.deny_reads:
+            raise RegistryError(
+                "authentication required", status=401, operation=f"check manifest {ref}"
+            )
+        found = self.manifests.get(ref.repository, {}).get(ref.identifier)
+        if found is None:
+            return None
+        return Descriptor(found[1], sha256_bytes(found[0]), len(found[0]))
+
     def put_manifest(self, ref: Reference, manifest_raw: bytes, media_type: str) -> Digest:
         self._log("put_manifest", ref.repository, ref.identifier)
         if self.fail_puts:

@@ -13,6 +13,7 @@ from mason.cache.options import parse_cache_to
 from mason.cache.registry import load_registry_cache
 from mason.digest import Digest
 from mason.oci.reference import Reference
+from mason.registry.errors import RegistryError
 
 
 def _branch(store: FakeBlobStore, name: str) -> list[SolvedRecord]:
@@ -99,3 +100,28 @@ def test_results_on_vanished_blobs_are_dropped_from_the_merge() -> None:
     assert _hits(registry, "from", "gone", "feature") == [True, False, True]
     raw, _ = registry.manifests["app-cache"]["latest"]
     assert gone.digest.encode() not in raw
+
+
+def test_an_export_nobody_raced_reads_the_ref_back_by_head_alone() -> None:
+    # the checks before and after our write only ask for the ref's digest; the cache itself
+    # is read once, at the start (issue 14: two whole read-backs were most of the settle)
+    registry, store = FakeRegistry(), FakeBlobStore()
+    _export(registry, store, "main")
+    _export(registry, store, "feature")
+    assert len(registry.ops("get_manifest")) == 2
+    assert len(registry.ops("head_manifest")) == 6  # per export: before the PUT, two settles
+    assert _hits(registry, "main", "feature") == [True, True]
+
+
+def test_a_refused_head_falls_back_to_reading_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    registry, store = FakeRegistry(), FakeBlobStore()
+    _export(registry, store, "main")
+
+    def refuse(ref: Reference) -> None:
+        raise RegistryError("method not allowed", status=405, operation=f"check manifest {ref}")
+
+    monkeypatch.setattr(registry, "head_manifest", refuse)
+    registry.calls.clear()
+    _export(registry, store, "feature")
+    assert len(registry.ops("get_manifest")) == 4  # the import, before the PUT, two settles
+    assert _hits(registry, "main", "feature") == [True, True]
