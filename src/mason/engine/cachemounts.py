@@ -21,11 +21,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mason.cache.model import CacheSource
-from mason.compression import open_decompressed
 from mason.digest import Digest
 from mason.engine.blobs import Blobs
-from mason.layer import apply_layer
-from mason.layer.diff import write_dir_tar
 from mason.oci import mediatypes as mt
 from mason.oci.descriptor import Descriptor
 
@@ -49,6 +46,11 @@ class CacheMounts:
     def restore(self, cache_id: str, dest: Path) -> str | None:
         """Fill the new, empty directory ``dest`` with cache ``cache_id`` from the first
         imported cache that has it; that cache's name, or None when none has it."""
+        # the codecs and tar modules load when a cache mount is restored or exported, not for
+        # every build (start-up, issue 14)
+        from mason.compression.streams import open_decompressed
+        from mason.layer.apply import apply_layer
+
         for source in self.sources:
             desc = source.mounts.get(cache_id)
             if desc is None:
@@ -78,4 +80,6 @@ class CacheMounts:
 
 
 def _tar_digest(directory: str, stream: BinaryIO) -> Digest:
+    from mason.layer.diff import write_dir_tar
+
     return write_dir_tar(directory, stream).diff_id

@@ -19,7 +19,6 @@ import io
 import json
 import os
 import shutil
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -334,6 +333,8 @@ def _ref_name(name: str) -> str:
 
 def _tar_directory(src: Path, out: IO[bytes]) -> None:
     """A tar of a directory (sorted names, no user/group names; times kept)."""
+    import tarfile  # only a tar output needs it (start-up, issue 14)
+
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
         for dirpath, dirnames, filenames in os.walk(src):
             dirnames.sort()

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -272,6 +271,10 @@ _GIT_CONFIG = (
 def _git(args: Sequence[str], *, cwd: Path, home: Path, remote: str, what: str) -> str:
     """Run ``git args`` and return its stdout; a failure names the remote (redacted) and git's
     last line of error, with credentials taken out."""
+    # parsing git refs (every build's ADD sources and context) runs no program: subprocess is
+    # imported by what runs git (start-up, issue 14)
+    import subprocess
+
     try:
         done = subprocess.run(
             ["git", *_GIT_CONFIG, *args],

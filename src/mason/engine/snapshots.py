@@ -33,7 +33,7 @@ from typing import BinaryIO, Literal
 from mason.digest import Digest, sha256_bytes
 from mason.engine.blobs import Blobs
 from mason.engine.state import LayerRef, StateError, StateRoot
-from mason.layer import ActiveSnapshot, LayerError, apply_layer
+from mason.layer import ActiveSnapshot, LayerError
 from mason.layer import Snapshotter as LayerSnapshotter
 
 __all__ = ["EMPTY_LAYER_DIFF_ID", "Mounted", "Snapshotter", "SnapshotterMode", "chain_id"]
@@ -244,6 +244,8 @@ class Snapshotter:
         """Apply the chain's layers on ``dest`` (outputs type=local/tar): by the rule every
         snapshotter follows, so the output is the filesystem the steps saw, and nothing is
         written outside ``dest`` whatever the image's symlinks or names."""
+        from mason.layer import apply_layer  # tarfile: only outputs need it (start-up, issue 14)
+
         for lr in chain:
             with self.blobs.open_uncompressed(lr) as stream:
                 apply_layer(stream, str(dest), mode="flat")

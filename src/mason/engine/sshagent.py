@@ -18,7 +18,6 @@ import os
 import shutil
 import socket
 import stat
-import subprocess
 import tempfile
 import threading
 import time
@@ -99,6 +98,8 @@ def _start_agent(sid: str, keys: Sequence[str], stack: contextlib.ExitStack) -> 
             f"--ssh {sid}=KEY_FILE needs ssh-agent and ssh-add (openssh-client)",
             reference="invalid-ssh",
         )
+    import subprocess  # only --ssh with key files starts programs (start-up, issue 14)
+
     home = tempfile.mkdtemp(prefix="mason-ssh-")  # 0700: only this user reaches the socket
     stack.callback(shutil.rmtree, home, True)
     sock = os.path.join(home, "agent")

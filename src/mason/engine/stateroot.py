@@ -11,7 +11,6 @@ import fcntl
 import os
 import shutil
 import stat
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -183,6 +182,8 @@ class StateRoot:
         # A killed build may have left overlay mounts under tmp/: unmount them first, so we
         # never delete through a mount.
         for mnt in _mounts_under(self.tmp):
+            import subprocess  # rarely: a killed build's mounts (start-up, issue 14)
+
             subprocess.run(["umount", "-l", mnt], capture_output=True, check=False)
         for entry in self.tmp.iterdir():
             if entry.is_dir() and not entry.is_symlink():

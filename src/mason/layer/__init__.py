@@ -83,16 +83,6 @@ Applying (``mason.layer.apply``)
     layers below to the merged view ``below()`` returns.
 """
 
-from mason.layer.apply import ApplyMode, apply_layer
-from mason.layer.diff import (
-    OPAQUE_MARKER,
-    WHITEOUT_PREFIX,
-    LayerInfo,
-    clamp_tar_times,
-    write_diff_tar,
-    write_dir_tar,
-    write_tree_diff_tar,
-)
 from mason.layer.errors import LayerError
 from mason.layer.snapshot import (
     ActiveSnapshot,
@@ -102,6 +92,42 @@ from mason.layer.snapshot import (
     Snapshotter,
     overlay_supported,
 )
+
+# start-up (issue 14): the tar modules (tarfile) load when a layer is applied or written, not
+# with the snapshotter
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from mason.layer.apply import ApplyMode, apply_layer
+    from mason.layer.diff import (
+        OPAQUE_MARKER,
+        WHITEOUT_PREFIX,
+        LayerInfo,
+        clamp_tar_times,
+        write_diff_tar,
+        write_dir_tar,
+        write_tree_diff_tar,
+    )
+
+_LAZY = {
+    "ApplyMode": "mason.layer.apply",
+    "apply_layer": "mason.layer.apply",
+    "OPAQUE_MARKER": "mason.layer.diff",
+    "WHITEOUT_PREFIX": "mason.layer.diff",
+    "LayerInfo": "mason.layer.diff",
+    "clamp_tar_times": "mason.layer.diff",
+    "write_diff_tar": "mason.layer.diff",
+    "write_dir_tar": "mason.layer.diff",
+    "write_tree_diff_tar": "mason.layer.diff",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "OPAQUE_MARKER",

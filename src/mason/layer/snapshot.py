@@ -23,7 +23,6 @@ and removed when a Snapshotter opens the directory (``cleanup()``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import json
@@ -36,14 +35,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO, Literal
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from mason.digest import sha256_bytes
 from mason.layer._fs import copy_tree, remove_tree
-from mason.layer.apply import apply_layer as _apply_tar
-from mason.layer.diff import LayerInfo, write_diff_tar, write_dir_tar, write_tree_diff_tar
 from mason.layer.errors import LayerError
 from mason.oci.atomic import fsync_dir
+
+# start-up (issue 14): the layer tar reader and writers (tarfile) and ctypes (mount(2)) load
+# when a snapshot is mounted or a layer applied or written, not when the snapshotter opens
+if TYPE_CHECKING:
+    import ctypes
+
+    from mason.layer.diff import LayerInfo
 
 __all__ = [
     "ActiveSnapshot",
@@ -119,6 +123,8 @@ _libc: ctypes.CDLL | None = None
 
 
 def _lib() -> ctypes.CDLL:
+    import ctypes
+
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
@@ -126,6 +132,8 @@ def _lib() -> ctypes.CDLL:
 
 
 def _mount_overlay(target: str, options: str) -> None:
+    import ctypes
+
     rc = _lib().mount(
         b"overlay", os.fsencode(target), b"overlay", ctypes.c_ulong(0), options.encode()
     )
@@ -135,6 +143,8 @@ def _mount_overlay(target: str, options: str) -> None:
 
 
 def _umount(target: str) -> None:
+    import ctypes
+
     lib = _lib()
     if lib.umount2(os.fsencode(target), 0) == 0:
         return
@@ -421,6 +431,9 @@ class Snapshotter:
 
     def _flatten(self, chain: list[str]) -> SnapshotInfo:
         """A full snapshot merging ``chain``; cached under an id derived from the chain."""
+        from mason.layer.apply import apply_layer as _apply_tar
+        from mason.layer.diff import write_diff_tar
+
         flat_id = "f" + sha256_bytes("\0".join(chain).encode()).split(":", 1)[1][:23]
         if self.exists(flat_id):
             return self.info(flat_id)
@@ -557,6 +570,8 @@ class Snapshotter:
         self, active: ActiveSnapshot, stream: BinaryIO, *, allow_devices: bool | None = None
     ) -> LayerInfo:
         """Apply an uncompressed layer tar to an active snapshot's root (whiteouts delete)."""
+        from mason.layer.apply import apply_layer as _apply_tar
+
         if active.done:
             raise LayerError(f"active snapshot {active.name} was already committed or discarded")
         return _apply_tar(stream, active.path, mode="flat", allow_devices=allow_devices)
@@ -569,6 +584,8 @@ class Snapshotter:
         An overlay mount is taken down first (``active.path`` is then the upper dir);
         commit afterwards, under an id derived from the returned diff ID if wanted.
         """
+        from mason.layer.diff import write_diff_tar, write_tree_diff_tar
+
         if active.done:
             raise LayerError(f"active snapshot {active.name} was already committed or discarded")
         if self.mode == "overlay":
@@ -590,6 +607,8 @@ class Snapshotter:
         self, snapshot_id: str, dst: BinaryIO, *, source_date_epoch: int | None = None
     ) -> LayerInfo:
         """Stream the layer tar of ``snapshot_id`` (its change over its parents) to ``dst``."""
+        from mason.layer.diff import write_diff_tar, write_dir_tar, write_tree_diff_tar
+
         info = self.info(snapshot_id)
         if info.kind == "diff":
             return write_diff_tar(info.path, dst, source_date_epoch=source_date_epoch)
@@ -623,6 +642,8 @@ class Snapshotter:
         ``snapshot_id``/``based_id``: as for ``commit``. ``expect_diff_id``: the tar's
         diff ID must be this one, else nothing is committed (``LayerError``).
         """
+        from mason.layer.apply import apply_layer as _apply_tar
+
         for given in (snapshot_id, based_id):
             if given is not None:
                 self._check_id(given)

@@ -23,7 +23,6 @@ import functools
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from decimal import Decimal
 from typing import Protocol, runtime_checkable
 
 from mason.errors import MasonError
@@ -186,7 +185,10 @@ def _go_float(value: float) -> str:
         if exponent.startswith("-"):
             return f"{mantissa}e-{digits}"
         return f"{mantissa}e+{digits.zfill(2)}"
-    # repr gives the shortest digits that round-trip, as Go's -1 precision does.
+    # repr gives the shortest digits that round-trip, as Go's -1 precision does; decimal
+    # is imported here, as floats are rare in what BuildKit hashes (start-up, issue 14)
+    from decimal import Decimal
+
     text = format(Decimal(repr(value)), "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -77,6 +76,8 @@ HelperRunner = Callable[[str, str], "Mapping[str, Any] | None"]
 
 
 def _run_helper(helper: str, server: str) -> Mapping[str, Any] | None:
+    import subprocess  # only a configured credential helper runs one (start-up, issue 14)
+
     program = f"docker-credential-{helper}"
     try:
         result = subprocess.run(

@@ -20,6 +20,7 @@ are always qualified (Docker Hub by default, as docker does).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,17 +155,55 @@ def _drop_ins(env: os._Environ[str] | dict[str, str]) -> list[Path]:
     return [p for d in dirs if d.is_dir() for p in sorted(d.glob("*.conf"))]
 
 
+#: a line of the TOML the distributions ship (comments, ``[table]`` and ``key = "string"``):
+#: TOML 1.0's rules for those (bare or quoted keys, basic strings and comments without escapes
+#: or control characters); anything else is left to tomllib
+_COMMENT = r"(?:#[^\x00-\x08\x0a-\x1f\x7f]*)?"
+_PLAIN_LINE = re.compile(
+    rf"[ \t]*(?:\[[ \t]*(?P<table>[A-Za-z0-9_-]+)[ \t]*\][ \t]*{_COMMENT}"
+    rf'|(?P<key>"[^"\\\x00-\x1f\x7f]*"|[A-Za-z0-9_-]+)[ \t]*=[ \t]*"[^"\\\x00-\x1f\x7f]*"'
+    rf"[ \t]*{_COMMENT}|{_COMMENT})"
+)
+_READ_TABLES = frozenset({"registry", "registries"})
+
+
+def _holds_no_registries(text: str) -> bool:
+    """``text`` is valid TOML made only of comments, tables other than ``registry`` and
+    ``registries``, and string values (the system file of comments, ``shortnames.conf``'s
+    ``[aliases]``): nothing mason reads, so tomllib is neither imported (a few ms at
+    start-up, issue 14) nor run. False when unsure: tomllib then reads it (and reports errors)."""
+    keys: dict[str, set[str]] = {"": set()}
+    table = ""
+    for line in text.replace("\r\n", "\n").split("\n"):  # a lone CR is no TOML newline
+        match = _PLAIN_LINE.fullmatch(line)
+        if match is None:
+            return False
+        if match["table"] is not None:
+            table = match["table"]
+            if table in keys or table in keys[""] or table in _READ_TABLES:
+                return False  # a table defined twice (an error), or one mason reads
+            keys[table] = set()
+        elif match["key"] is not None:
+            key = match["key"].strip('"')
+            if key in keys[table] or (not table and key in _READ_TABLES):
+                return False
+            keys[table].add(key)
+    return True
+
+
 def _read(path: Path) -> list[RegistryEntry]:
-    import tomllib  # only when a registries.conf exists (start-up, issue 14)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _unreadable(path, exc) from exc
+    if _holds_no_registries(text):
+        return []
+    import tomllib  # only for a file that may hold registries (start-up, issue 14)
 
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise RegistriesConfError(
-            f"cannot read {path}: {exc}",
-            operation="read registries.conf",
-            hint="fix the file or point CONTAINERS_REGISTRIES_CONF elsewhere",
-        ) from exc
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _unreadable(path, exc) from exc
     entries = [_entry(item, path) for item in _list(doc.get("registry"), path, "[[registry]]")]
     old = doc.get("registries")
     old = old if isinstance(old, dict) else {}
@@ -173,6 +212,14 @@ def _read(path: Path) -> list[RegistryEntry]:
     for host in (old.get("block") or {}).get("registries") or []:
         entries.append(RegistryEntry(str(host), str(host), blocked=True, source=str(path)))
     return entries
+
+
+def _unreadable(path: Path, exc: Exception) -> RegistriesConfError:
+    return RegistriesConfError(
+        f"cannot read {path}: {exc}",
+        operation="read registries.conf",
+        hint="fix the file or point CONTAINERS_REGISTRIES_CONF elsewhere",
+    )
 
 
 def _entry(item: Any, path: Path) -> RegistryEntry:

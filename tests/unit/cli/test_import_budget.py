@@ -59,6 +59,20 @@ _NEVER_BEFORE_REQUEST = {
     "cryptography",
     "jwt",
 }
+# nor by a build whose steps are all cached (issue 14, made lazy): tar readers and writers, the
+# codecs, programs (credential helpers, git, ssh-agent, umount), Go's float format and TOML
+# (the registries.conf files distributions ship hold no registry)
+_LAZY_FOR_CACHED_BUILD = {
+    "tarfile",
+    "subprocess",
+    "decimal",
+    "tomllib",
+    "isal",
+    "mason.compression.streams",
+    "mason.compression.gzip",
+    "mason.layer.apply",
+    "mason.layer.diff",
+}
 # nor by `mason build --help`, which makes no request at all
 _NEVER_FOR_HELP = _NEVER_BEFORE_REQUEST | {
     "httpx",
@@ -119,6 +133,21 @@ def test_build_reaches_its_first_request_without_deny_listed_modules(tmp_path: P
     where, modules, _ = _modules_at_first_request(tmp_path, port, argv)
     assert where == "connect" and "httpx" in modules
     assert _loaded(modules, _NEVER_BEFORE_REQUEST) == []
+
+
+def test_the_engine_loads_without_what_only_running_steps_needs(tmp_path: Path) -> None:
+    # at the first request the engine and the registry client are imported and
+    # registries.conf is read: none of them may have pulled in what a cached build never uses
+    port = free_port()
+    host = f"127.0.0.1:{port}"
+    conf = tmp_path / "registries.conf"
+    conf.write_text('# as distributions ship it\n[aliases]\n"php" = "docker.io/library/php"\n')
+    argv = ["build", "--progress=plain", str(_context(tmp_path, host))]
+    env = {"CONTAINERS_REGISTRIES_CONF": str(conf)}
+    where, modules, _ = _modules_at_first_request(tmp_path, port, argv, env)
+    assert where == "connect" and "mason.engine.builder" in modules
+    assert "mason.registry.regconf" in modules  # the file was read by then
+    assert _loaded(modules, _LAZY_FOR_CACHED_BUILD) == []
 
 
 def test_build_naming_its_registries_pings_them_before_the_engine_loads(tmp_path: Path) -> None:

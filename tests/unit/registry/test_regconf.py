@@ -94,3 +94,48 @@ def test_a_broken_file_is_a_clear_error(tmp_path: Path) -> None:
         load_registries_conf({"CONTAINERS_REGISTRIES_CONF": str(tmp_path / "none.conf")}).entries
         == ()
     )
+
+
+# What the distributions ship (a file of comments, shortnames.conf's aliases) is settled without
+# tomllib; a text it is unsure of goes to tomllib, so errors and registries are still read.
+_PLAIN_CASES = [
+    ("", True),
+    ("# only comments\n\n  # indented\t\n", True),
+    ('[aliases]\n  "fedora" = "registry.fedoraproject.org/fedora" # c\r\n  php = "x"\n', True),
+    ('[ a ]\n""  =  ""\n[b]\nk = "v"\n', True),
+    ('unqualified-search-registries = "docker.io"\n', True),
+    ("[[registry]]\nlocation = 'a.lan'\n", False),
+    ("[registry]\n", False),
+    ('registry = "x"\n', False),
+    ('[registries]\nk = "v"\n', False),
+    ('[a]\nk = "1"\n"k" = "2"\n', False),  # a key defined twice: tomllib's error
+    ("[a]\n[a]\n", False),
+    ('a = "1"\n[a]\n', False),
+    ("# control \x01 char\n", False),
+    ('k = "1"\r', False),  # a lone CR
+    ("x = 1\n", False),
+    ('k = "a\\"b"\n', False),  # escapes: tomllib's job
+    ("\ufeff# BOM\n", False),
+    ("[a] junk\n", False),
+]
+
+
+@pytest.mark.parametrize(("text", "plain"), _PLAIN_CASES)
+def test_files_holding_no_registries_are_read_without_tomllib(text: str, plain: bool) -> None:
+    import tomllib
+
+    from mason.registry.regconf import _holds_no_registries
+
+    assert _holds_no_registries(text) is plain
+    if plain:  # never says so of a file tomllib would refuse or find registries in
+        doc = tomllib.loads(text)
+        assert "registry" not in doc and "registries" not in doc
+
+
+def test_a_broken_file_after_plain_lines_is_still_an_error(tmp_path: Path) -> None:
+    text = '[aliases]\nphp = "docker.io/library/php"\n[aliases]\n'
+    env = {"CONTAINERS_REGISTRIES_CONF": str(_conf(tmp_path, text))}
+    with pytest.raises(RegistriesConfError, match="cannot read"):
+        load_registries_conf(env)
+    (tmp_path / "registries.conf").write_text(text[: -len("[aliases]\n")])
+    assert load_registries_conf(env).entries == ()
