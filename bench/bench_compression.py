@@ -38,9 +38,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mason.compression import compress_stream, open_decompressed
 from mason.compression.estargz import write_estargz
 from mason.compression.gzip import GzipWriter
+from mason.compression.streams import compress_stream, open_decompressed
 
 _REPO = Path(__file__).resolve().parents[1]
 

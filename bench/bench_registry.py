@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.registry_server import start_registry
 
-from mason.compression import compress_stream
+from mason.compression.streams import compress_stream
 from mason.digest import sha256_bytes, sha256_file
 from mason.oci import mediatypes as mt
 from mason.oci.descriptor import Descriptor

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from tests.unit.layer.layer_helpers import entry, make_tar, tree
 
-from mason.layer import Snapshotter, apply_layer, overlay_supported
+from mason.layer import Snapshotter, overlay_supported
+from mason.layer.apply import apply_layer
 
 
 @pytest.fixture

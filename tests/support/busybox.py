@@ -124,7 +124,7 @@ def _layer_tar(busybox: str, runner: tuple[str, ...] = ()) -> bytes:
 
 def _gzip(data: bytes) -> bytes:
     try:
-        from mason.compression import compress_stream  # type: ignore[attr-defined]
+        from mason.compression.streams import compress_stream
     except ImportError:
         compress_stream = None
     if compress_stream is not None:

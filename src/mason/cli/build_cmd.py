@@ -240,6 +240,10 @@ def run_build(args: argparse.Namespace) -> int:
     from mason.cli.progress_render import make_renderer
 
     opts = _build_options(args)
+    if args.call == "build":  # the first reads (caches, base images) while the engine imports
+        from mason.cli.early_reads import start_reads
+
+        early = start_reads(opts, early)
     mode = "quiet" if args.quiet else args.progress
     renderer = make_renderer(mode, sys.stderr)
     if args.call == "check":

@@ -28,7 +28,7 @@ from mason.engine.context import DockerIgnore
 from mason.engine.convert import ConvertedBuild, ResolvedImage, convert_plan, final_config
 from mason.engine.exporters import ExportedImage, ExportedIndex, ImageResult, export_outputs
 from mason.engine.ops import BuildEnv, LocalResultStore, StepResult
-from mason.engine.options import BuildOptions
+from mason.engine.options import BuildOptions, predefined_args, read_dockerfile
 from mason.engine.snapshots import Snapshotter
 from mason.engine.sshagent import ssh_agents
 from mason.engine.state import LayerRef, StateRoot, human_size
@@ -165,22 +165,6 @@ class ProgressAdapter:
         )
 
 
-def _read_dockerfile(opts: BuildOptions) -> tuple[bytes, str, Path | None]:
-    if opts.dockerfile_text is not None:
-        return opts.dockerfile_text, "Dockerfile", None
-    path = opts.dockerfile or (opts.context / "Dockerfile")
-    if not path.is_absolute() and opts.dockerfile is not None and not path.exists():
-        path = opts.context / path
-    try:
-        return path.read_bytes(), path.name, path
-    except OSError as exc:
-        raise UsageError(
-            f"failed to read dockerfile {path}: {exc.strerror}",
-            reference="dockerfile-missing",
-            hint="give the Dockerfile with -f PATH",
-        ) from exc
-
-
 class _Resolver:
     """Resolves FROM references: tag -> manifest (platform) -> config. Manifests and configs are
     kept in the content store, so only the tag lookup hits the registry on a later build."""
@@ -292,7 +276,11 @@ class _Resolver:
                 f"cannot resolve {ref}: no registry client", reference="resolve-failed"
             )
         digest = ref.digest
-        if digest is None:
+        prefetched = self.client.prefetched_manifest(ref) if digest is None else None
+        if prefetched is not None:  # read by tag while the engine imported: one GET, no HEAD
+            self.state.store.put_bytes(prefetched.raw)
+            digest = prefetched.digest
+        elif digest is None:
             head = self.client.head_manifest(ref)
             if head is None:
                 # a HEAD 404 has no body: GET it for the URL and the registry's own error JSON
@@ -396,20 +384,6 @@ def _insecure_outputs(opts: BuildOptions) -> list[str]:
     )
 
 
-def _predefined_args(platform: Platform) -> dict[str, str]:
-    host = host_platform()
-    return {
-        "TARGETPLATFORM": str(platform),
-        "TARGETOS": platform.os,
-        "TARGETARCH": platform.architecture,
-        "TARGETVARIANT": platform.variant or "",
-        "BUILDPLATFORM": str(host),
-        "BUILDOS": host.os,
-        "BUILDARCH": host.architecture,
-        "BUILDVARIANT": host.variant or "",
-    }
-
-
 def _build_client(opts: BuildOptions, early: Any = None) -> Any:
     """The registry client of a build: credentials, insecure hosts, registries.conf, the
     pings the command line sent before the engine was imported (``mason.registry.early``)."""
@@ -451,7 +425,7 @@ def build(
             f"build context {opts.context} is not a directory", reference="context-missing"
         )
     with _task(sink, "[internal] load build definition from Dockerfile") as t:
-        data, df_name, df_path = _read_dockerfile(opts)
+        data, df_name, df_path = read_dockerfile(opts)
         t.log(f"transferring dockerfile: {len(data)}B done")
         df = parse_dockerfile(data, df_name)
     definition_task = t  # build checks report on this vertex, as BuildKit's frontend does
@@ -473,7 +447,7 @@ def build(
         plan_build(
             df,
             build_args=build_args,
-            predefined=_predefined_args(p),
+            predefined=predefined_args(p),
             target=opts.target,
             replaced_stages=[c.name for c in opts.build_contexts],
         )
@@ -915,7 +889,7 @@ def _run_checks(
     return run_checks(
         plan,
         stages=stages,
-        predefined=_predefined_args(platform),
+        predefined=predefined_args(platform),
         base_config=base_config,
         ignore=ignore,
         platform=str(platform),
@@ -947,7 +921,7 @@ def check(
 
     sink: ProgressSink = progress or NullSink()
     with _task(sink, "[internal] load build definition from Dockerfile") as t:
-        data, df_name, df_path = _read_dockerfile(opts)
+        data, df_name, df_path = read_dockerfile(opts)
         t.log(f"transferring dockerfile: {len(data)}B done")
         df = parse_dockerfile(data, df_name)
     ignore = DockerIgnore.load(opts.context, df_path)
@@ -955,7 +929,7 @@ def check(
     plan = plan_build(
         df,
         build_args=dict(opts.build_args),
-        predefined=_predefined_args(platform),
+        predefined=predefined_args(platform),
         target=opts.target,
         replaced_stages=[c.name for c in opts.build_contexts],
     )

@@ -163,7 +163,7 @@ def rewrite_timestamps(
     made get every file time after SOURCE_DATE_EPOCH clamped to it (new blobs, new diff IDs);
     the base image's leading layers stay as they are; without an epoch nothing changes but a
     warning. ``memo`` keeps each rewritten layer for the build's other outputs."""
-    from mason.layer import clamp_tar_times
+    from mason.layer.diff import clamp_tar_times
 
     epoch = image.source_date_epoch
     if epoch is None:

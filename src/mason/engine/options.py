@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Literal
 from mason.cache.options import CacheOptions, parse_bool, parse_compression, split_csv
 from mason.errors import UsageError
 from mason.oci.atomic import unwritable_dest
-from mason.oci.platform import Platform
+from mason.oci.platform import Platform, host_platform
 
 if TYPE_CHECKING:
     from mason.engine.annotations import Annotation
@@ -27,6 +27,8 @@ __all__ = [
     "outputs_for",
     "parse_output",
     "parse_secret",
+    "predefined_args",
+    "read_dockerfile",
 ]
 
 OutputType = Literal["image", "oci", "docker", "local", "tar"]
@@ -392,3 +394,35 @@ def outputs_for(
             for o in result
         ]
     return tuple(result)
+
+
+def read_dockerfile(opts: BuildOptions) -> tuple[bytes, str, Path | None]:
+    """The Dockerfile's bytes, file name and path (None when given as text: ``-f -``, a URL)."""
+    if opts.dockerfile_text is not None:
+        return opts.dockerfile_text, "Dockerfile", None
+    path = opts.dockerfile or (opts.context / "Dockerfile")
+    if not path.is_absolute() and opts.dockerfile is not None and not path.exists():
+        path = opts.context / path
+    try:
+        return path.read_bytes(), path.name, path
+    except OSError as exc:
+        raise UsageError(
+            f"failed to read dockerfile {path}: {exc.strerror}",
+            reference="dockerfile-missing",
+            hint="give the Dockerfile with -f PATH",
+        ) from exc
+
+
+def predefined_args(platform: Platform) -> dict[str, str]:
+    """BuildKit's automatic platform ARGs for a build targeting ``platform``."""
+    host = host_platform()
+    return {
+        "TARGETPLATFORM": str(platform),
+        "TARGETOS": platform.os,
+        "TARGETARCH": platform.architecture,
+        "TARGETVARIANT": platform.variant or "",
+        "BUILDPLATFORM": str(host),
+        "BUILDOS": host.os,
+        "BUILDARCH": host.architecture,
+        "BUILDVARIANT": host.variant or "",
+    }

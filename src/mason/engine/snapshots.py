@@ -244,7 +244,7 @@ class Snapshotter:
         """Apply the chain's layers on ``dest`` (outputs type=local/tar): by the rule every
         snapshotter follows, so the output is the filesystem the steps saw, and nothing is
         written outside ``dest`` whatever the image's symlinks or names."""
-        from mason.layer import apply_layer  # tarfile: only outputs need it (start-up, issue 14)
+        from mason.layer.apply import apply_layer  # tarfile: outputs only (start-up, issue 14)
 
         for lr in chain:
             with self.blobs.open_uncompressed(lr) as stream:

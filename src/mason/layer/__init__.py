@@ -53,6 +53,9 @@ Snapshots (``mason.layer.snapshot``)
     one corner of hard links: overlayfs breaks a link when one name of a
     lower file is written (copy-up), copy mode keeps the link.
 
+The tar modules below are imported from their own modules, not from this package: tarfile
+loads when a layer is written or applied, not with the snapshotter (start-up, issue 14).
+
 Layer tars (``mason.layer.diff``), streamed to a binary writer, each returning
 ``LayerInfo(diff_id, size)`` (sha256 and length of the uncompressed tar):
     - ``write_diff_tar(diff_dir, dst, *, source_date_epoch=None)``: an overlay
@@ -93,57 +96,12 @@ from mason.layer.snapshot import (
     overlay_supported,
 )
 
-# start-up (issue 14): the tar modules (tarfile) load when a layer is applied or written, not
-# with the snapshotter
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from mason.layer.apply import ApplyMode, apply_layer
-    from mason.layer.diff import (
-        OPAQUE_MARKER,
-        WHITEOUT_PREFIX,
-        LayerInfo,
-        clamp_tar_times,
-        write_diff_tar,
-        write_dir_tar,
-        write_tree_diff_tar,
-    )
-
-_LAZY = {
-    "ApplyMode": "mason.layer.apply",
-    "apply_layer": "mason.layer.apply",
-    "OPAQUE_MARKER": "mason.layer.diff",
-    "WHITEOUT_PREFIX": "mason.layer.diff",
-    "LayerInfo": "mason.layer.diff",
-    "clamp_tar_times": "mason.layer.diff",
-    "write_diff_tar": "mason.layer.diff",
-    "write_dir_tar": "mason.layer.diff",
-    "write_tree_diff_tar": "mason.layer.diff",
-}
-
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
-    "OPAQUE_MARKER",
-    "WHITEOUT_PREFIX",
     "ActiveSnapshot",
-    "ApplyMode",
     "LayerError",
-    "LayerInfo",
     "SnapshotInfo",
     "SnapshotKind",
     "SnapshotMode",
     "Snapshotter",
-    "apply_layer",
-    "clamp_tar_times",
     "overlay_supported",
-    "write_diff_tar",
-    "write_dir_tar",
-    "write_tree_diff_tar",
 ]

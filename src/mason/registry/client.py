@@ -38,6 +38,7 @@ from mason.registry._httpx import httpx
 from mason.registry.auth import CredentialStore, pull_scope, push_scope
 from mason.registry.early import EarlyPings
 from mason.registry.errors import RegistryAuthError, RegistryError, RegistryNotFoundError
+from mason.registry.prefetch import Answer
 from mason.registry.regconf import RegistriesConf
 from mason.registry.transport import RETRY_STATUSES, RetryPolicy, Transport
 
@@ -472,6 +473,8 @@ class RegistryClient:
             early=early,
             **extra,  # type: ignore[arg-type]
         )
+        #: the documents read while the engine imported (mason.registry.prefetch)
+        self._prefetch = early.prefetch if early is not None else None
         self.max_workers = max(1, max_workers)
         self.chunk_threshold = chunk_threshold
         self.chunk_size = chunk_size
@@ -526,7 +529,28 @@ class RegistryClient:
         self, ref: Reference, accept: Sequence[str] = mt.MANIFEST_MEDIA_TYPES
     ) -> FetchedManifest:
         """GET a manifest's raw bytes (at most 4 MiB), verified against the ref's digest."""
+        prefetched = self.prefetched_manifest(ref, accept)
+        if prefetched is not None:
+            return prefetched
         return self._pull(ref, lambda source: self._fetch_manifest_at(source, accept))
+
+    def prefetched_manifest(
+        self, ref: Reference, accept: Sequence[str] = mt.MANIFEST_MEDIA_TYPES
+    ) -> FetchedManifest | None:
+        """``ref``'s manifest as ``mason.registry.prefetch`` read it (once), verified as an
+        answer of ``fetch_manifest``'s own; None when it was not read early."""
+        path = f"/v2/{ref.repository}/manifests/{ref.identifier}"
+        answer = self._prefetched(ref, path, ", ".join(accept))
+        if answer is None:
+            return None
+        return _verified_manifest(ref, answer.body, answer.header)
+
+    def _prefetched(self, ref: Reference, path: str, accept: str = "") -> Answer | None:
+        """The early answer to ``GET path`` where this client's own request would go there
+        (no registries.conf rewrite or mirror for ``ref``)."""
+        if self._prefetch is None or self.registries.pull_sources(ref) != [ref]:
+            return None
+        return self._prefetch.take(ref.api_host, path, accept)
 
     def _fetch_manifest_at(self, ref: Reference, accept: Sequence[str]) -> FetchedManifest:
         operation = f"get manifest {ref}"
@@ -559,22 +583,7 @@ class RegistryClient:
             ) from exc
         finally:
             response.close()
-        raw = bytes(data)
-        digest = sha256_bytes(raw)
-        expected = ref.digest or response.headers.get("Docker-Content-Digest")
-        if expected and expected.startswith("sha256:") and expected != digest:
-            raise DigestMismatchError(
-                f"manifest {ref} failed verification: expected {expected}, got {digest}",
-                hint="the registry served different bytes than the digest promises",
-            )
-        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-        if not media_type or media_type in (
-            "application/json",
-            "application/octet-stream",
-            "text/plain",
-        ):
-            media_type = _media_type_from_body(raw) or media_type
-        return FetchedManifest(raw, media_type, digest)
+        return _verified_manifest(ref, bytes(data), response.headers.get)
 
     @staticmethod
     def _too_big(ref: Reference, size: int) -> RegistryError:
@@ -729,6 +738,11 @@ class RegistryClient:
 
     def open_blob_stream(self, ref: Reference, desc: Descriptor) -> BinaryIO:
         """Like ``open_blob`` but the caller closes the stream (for upload openers)."""
+        answer = self._prefetched(ref, f"/v2/{ref.repository}/blobs/{desc.digest}")
+        if answer is not None:  # verified as the registry's own stream is
+            what = f"blob {desc.digest} from {ref.repository_ref}"
+            early = VerifyingReader(io.BytesIO(answer.body), desc.digest, desc.size, what=what)
+            return io.BufferedReader(early, buffer_size=_CHUNK)
         sources = self.registries.pull_sources(ref)
         # with mirrors: the first source that has the blob (a HEAD each), else the location
         ref = next(
@@ -1039,6 +1053,28 @@ def _skip_bytes(src: IO[bytes], n: int) -> int:
             break
         done += len(data)
     return done
+
+
+def _verified_manifest(
+    ref: Reference, raw: bytes, header: Callable[[str], str | None]
+) -> FetchedManifest:
+    """A manifest's bytes checked against the ref's digest (else ``Docker-Content-Digest``),
+    with its media type (``Content-Type``, else the document's own)."""
+    digest = sha256_bytes(raw)
+    expected = ref.digest or header("Docker-Content-Digest")
+    if expected and expected.startswith("sha256:") and expected != digest:
+        raise DigestMismatchError(
+            f"manifest {ref} failed verification: expected {expected}, got {digest}",
+            hint="the registry served different bytes than the digest promises",
+        )
+    media_type = (header("Content-Type") or "").split(";")[0].strip()
+    if not media_type or media_type in (
+        "application/json",
+        "application/octet-stream",
+        "text/plain",
+    ):
+        media_type = _media_type_from_body(raw) or media_type
+    return FetchedManifest(raw, media_type, digest)
 
 
 def _media_type_from_body(raw: bytes) -> str | None:

@@ -28,6 +28,8 @@ TYPE_CHECKING = False  # typing is not imported before the first request; mypy t
 if TYPE_CHECKING:
     import ssl
 
+    from mason.registry.prefetch import Prefetch
+
 __all__ = [
     "EarlyPings",
     "Ping",
@@ -207,8 +209,11 @@ class EarlyPings:
     def __init__(self) -> None:
         self._done: dict[str, threading.Event] = {}
         self._answers: dict[str, Ping | None] = {}
+        self._seen: dict[str, Ping | None] = {}
         self._context: ssl.SSLContext | None = None
         self._lock = threading.Lock()
+        #: the documents read early for the build (``mason.registry.prefetch``), if any
+        self.prefetch: Prefetch | None = None
 
     def start(self, host: str) -> None:
         """Ping ``host`` from a daemon thread. For a loopback host the caller waits (at most
@@ -237,7 +242,7 @@ class EarlyPings:
             answer = None
         finally:
             sent.set()
-            self._answers[host] = answer
+            self._answers[host] = self._seen[host] = answer
             self._done[host].set()
 
     def _ping(self, host: str, loopback: bool, sent: threading.Event) -> Ping | None:
@@ -268,6 +273,13 @@ class EarlyPings:
     def made_context(self) -> ssl.SSLContext | None:
         with self._lock:
             return self._context
+
+    def answer(self, host: str, wait: float = WAIT) -> Ping | None:
+        """``host``'s ping answer (waiting for it up to ``wait`` s), left for ``take``."""
+        done = self._done.get(host)
+        if done is None or not done.wait(wait):
+            return None
+        return self._seen.get(host)
 
     def take(self, host: str, wait: float = WAIT) -> Ping | None:
         """The answer of ``host``'s early ping (waiting for it up to ``wait`` s), once."""

@@ -17,9 +17,10 @@ from tests.support.registry_server import free_port
 
 # Runs in the child: the modules loaded at the first connect to PORT (or at exit, for --help)
 # and the CA bundles loaded by then; with CA=1 (ssl is imported early for that only) the CA
-# bundles loaded in the whole run in OUT.ca.
+# bundles loaded in the whole run in OUT.ca; with MAIN=1 only the main thread's connects count
+# (the build's own, not the early pings' and reads').
 _PROBE = """
-import atexit, json, os, sys
+import atexit, json, os, sys, threading
 out, port, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 loads = []
 if os.environ.get("CA") == "1":
@@ -36,7 +37,8 @@ def dump(where):
             json.dump({"where": where, "modules": sorted(sys.modules), "ca": len(loads)}, f)
 def hook(event, args):
     if event == "socket.connect" and isinstance(args[1], tuple) and args[1][1:2] == (port,):
-        dump("connect")
+        if os.environ.get("MAIN") != "1" or threading.current_thread() is threading.main_thread():
+            dump("connect")
 def at_exit():
     dump("exit")
     with open(out + ".ca", "w") as f:
@@ -130,7 +132,8 @@ def test_build_reaches_its_first_request_without_deny_listed_modules(tmp_path: P
     port = free_port()  # nothing listens: the build fails right after its first connect
     host = f"127.0.0.1:{port}"
     argv = ["build", "--progress=plain", str(_context(tmp_path, host))]
-    where, modules, _ = _modules_at_first_request(tmp_path, port, argv)
+    # the build's own first request (the early ping of the FROM host goes out before)
+    where, modules, _ = _modules_at_first_request(tmp_path, port, argv, {"MAIN": "1"})
     assert where == "connect" and "httpx" in modules
     assert _loaded(modules, _NEVER_BEFORE_REQUEST) == []
 
@@ -143,7 +146,7 @@ def test_the_engine_loads_without_what_only_running_steps_needs(tmp_path: Path) 
     conf = tmp_path / "registries.conf"
     conf.write_text('# as distributions ship it\n[aliases]\n"php" = "docker.io/library/php"\n')
     argv = ["build", "--progress=plain", str(_context(tmp_path, host))]
-    env = {"CONTAINERS_REGISTRIES_CONF": str(conf)}
+    env = {"CONTAINERS_REGISTRIES_CONF": str(conf), "MAIN": "1"}
     where, modules, _ = _modules_at_first_request(tmp_path, port, argv, env)
     assert where == "connect" and "mason.engine.builder" in modules
     assert "mason.registry.regconf" in modules  # the file was read by then
@@ -167,6 +170,25 @@ def test_build_naming_its_registries_pings_them_before_the_engine_loads(tmp_path
         server.server_close()
     assert where == "connect" and "mason.registry.early" in modules
     assert _loaded(modules, _NEVER_BEFORE_EARLY_PING) == []
+
+
+def test_a_registry_only_the_dockerfile_names_is_read_before_the_engine_loads(
+    tmp_path: Path,
+) -> None:
+    # the FROM image's host is pinged (and its documents read, mason.cli.early_reads) once
+    # the Dockerfile is parsed, before the engine and httpx are imported
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PlainRegistry)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        argv = ["build", "--progress=plain", str(_context(tmp_path, f"127.0.0.1:{port}"))]
+        where, modules, _ = _modules_at_first_request(tmp_path, port, argv)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert where == "connect" and "mason.registry.prefetch" in modules
+    assert _loaded(modules, {"httpx", "mason.engine.builder", "mason.cache.registry"}) == []
 
 
 def test_plain_http_registry_marked_insecure_loads_no_ca_bundle(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import zlib
 import pytest
 from tests.support.testdata import TESTDATA
 
-from mason.compression import CompressionError, EStargzError, compress_stream
+from mason.compression import CompressionError, EStargzError
 from mason.compression.estargz import (
     ANNOTATION_TOC_DIGEST,
     ANNOTATION_UNCOMPRESSED,
@@ -29,6 +29,7 @@ from mason.compression.estargz import (
     write_estargz,
 )
 from mason.compression.gzip import GZIP_ENGINES, gzip_member
+from mason.compression.streams import compress_stream
 
 COMPRESSION = TESTDATA / "compression"
 

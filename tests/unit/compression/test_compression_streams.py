@@ -11,15 +11,15 @@ import zlib
 import pytest
 import zstandard
 
-from mason.compression import (
-    CompressionError,
+from mason.compression import CompressionError
+from mason.compression.gzip import GZIP_ENGINES, GzipWriter, default_gzip_engine, gzip_backend
+from mason.compression.streams import (
     check_level,
     compress_stream,
     detect_compression,
     open_compressor,
     open_decompressed,
 )
-from mason.compression.gzip import GZIP_ENGINES, GzipWriter, default_gzip_engine, gzip_backend
 
 # Compressible and incompressible parts, larger than one 1 MiB gzip block.
 _rng = random.Random(7)

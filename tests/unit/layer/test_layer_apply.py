@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 from tests.unit.layer.layer_helpers import entry, make_tar, tree
 
-from mason.layer import LayerError, Snapshotter, apply_layer, overlay_supported, write_dir_tar
+from mason.layer import LayerError, Snapshotter, overlay_supported
+from mason.layer.apply import apply_layer
+from mason.layer.diff import write_dir_tar
 
 is_root = os.geteuid() == 0
 needs_root = pytest.mark.skipif(

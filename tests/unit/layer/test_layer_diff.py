@@ -12,13 +12,9 @@ from pathlib import Path
 import pytest
 from tests.unit.layer.layer_helpers import tar_members
 
-from mason.layer import (
-    LayerError,
-    write_diff_tar,
-    write_dir_tar,
-    write_tree_diff_tar,
-)
+from mason.layer import LayerError
 from mason.layer._fs import copy_tree
+from mason.layer.diff import write_diff_tar, write_dir_tar, write_tree_diff_tar
 
 is_root = os.geteuid() == 0
 needs_root = pytest.mark.skipif(
@@ -300,7 +296,7 @@ def test_clamp_tar_times_clamps_later_times_and_keeps_the_rest() -> None:
     import tarfile
 
     from mason.digest import sha256_bytes
-    from mason.layer import clamp_tar_times
+    from mason.layer.diff import clamp_tar_times
 
     src = io.BytesIO()
     with tarfile.open(fileobj=src, mode="w", format=tarfile.PAX_FORMAT) as tf:

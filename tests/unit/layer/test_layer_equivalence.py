@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.unit.layer.layer_helpers import entry, make_tar
 
-from mason.layer import LayerError, Snapshotter, apply_layer, overlay_supported
+from mason.layer import LayerError, Snapshotter, overlay_supported
+from mason.layer.apply import apply_layer
 
 NAMES = ("a", "b", "c")
 CANARY = "@CANARY@"  # replaced by the canary tree's host path

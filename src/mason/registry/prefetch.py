@@ -1,0 +1,275 @@
+"""A warm build's first registry reads, sent while the engine imports (start-up, issue 14).
+
+Once ``mason.registry.early`` has pinged a host and it answered ``200`` (a registry that asks
+for no credentials), ``Prefetch`` reads from it, in a daemon thread per reference, the
+documents a build reads before anything else:
+
+- a ``--cache-from`` ref: its manifest or index, then its cache config (the manifest's
+  config, or the index entry of BuildKit's cache config type);
+- a base image: its manifest by tag, one ``GET`` (the resolver would ``HEAD`` the tag, then
+  ``GET`` the digest it names), the platform's manifest when that is an index (chosen by
+  ``ImageIndex.for_platform``, as the resolver chooses), then the image config.
+
+The answers are kept raw (headers and body of a ``200``) and handed out once by ``take``;
+``RegistryClient`` verifies them as it verifies its own responses (the manifest's digest
+against the ref's or ``Docker-Content-Digest``, a blob's digest and size against its
+descriptor, the media type), and uses one only where its own request would go to the same
+URL (no ``registries.conf`` rewrite or mirror). Anything else (another status, a redirect, a
+chunked, encoded or oversized body, a broken connection, no answer within ``early.WAIT``)
+leaves no answer: the client sends the request itself and reports what goes wrong. No
+credentials are sent; the connection is the ping's kind (plain HTTP only where the ping
+proved it, else TLS verified with the ping's context), kept alive for one reference's reads.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import mason
+from mason.registry.early import WAIT, EarlyPings, _connect, _split
+
+TYPE_CHECKING = False  # typing is not imported for this; mypy takes it as true
+if TYPE_CHECKING:
+    import socket
+
+__all__ = ["Answer", "Prefetch"]
+
+#: the largest body kept (a manifest's limit, mason.registry.client.MANIFEST_SIZE_LIMIT)
+_BODY_CAP = 4 * 1024 * 1024
+_HEAD_CAP = 64 * 1024
+_CACHE_CONFIG = "application/vnd.buildkit.cacheconfig.v0"
+
+
+class Answer:
+    """A ``200`` answer: its headers (names in lower case) and body."""
+
+    __slots__ = ("body", "headers")
+
+    def __init__(self, headers: dict[str, str], body: bytes) -> None:
+        self.headers = headers
+        self.body = body
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+class _Connection:
+    """One kept-alive HTTP/1.1 connection to a registry (reopened when the server closes it)."""
+
+    def __init__(self, host: str, scheme: str, pings: EarlyPings) -> None:
+        self.host = host
+        self.scheme = scheme
+        self._pings = pings
+        self._sock: socket.socket | None = None
+        self._buffer = b""
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _open(self) -> socket.socket:
+        name, port = _split(self.host, 443 if self.scheme == "https" else 80)
+        sock = _connect(name, port)
+        if self.scheme == "https":
+            sock = self._pings.context().wrap_socket(sock, server_hostname=name)
+        self._buffer = b""
+        return sock
+
+    def get(self, path: str, accept: str) -> Answer | None:
+        """``GET path``; the answer when it is a ``200`` with a plain body of a known length.
+        A kept connection the server has closed meanwhile is opened again, once."""
+        reused = self._sock is not None
+        try:
+            return self._get(path, accept)
+        except ConnectionError:
+            if not reused:
+                raise
+        self.close()
+        return self._get(path, accept)
+
+    def _get(self, path: str, accept: str) -> Answer | None:
+        if self._sock is None:
+            self._sock = self._open()
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+            f"User-Agent: mason/{mason.__version__}\r\nAccept: {accept or '*/*'}\r\n"
+            "Accept-Encoding: identity\r\n\r\n"
+        )
+        self._sock.sendall(request.encode())
+        head = self._read_until(b"\r\n\r\n", _HEAD_CAP)
+        version, status, headers = _parse_head(head)
+        length = headers.get("content-length", "")
+        plain = headers.get("transfer-encoding", "identity").lower() == "identity"
+        plain = plain and headers.get("content-encoding", "identity").lower() == "identity"
+        if status != 200 or not plain or not length.isdigit() or int(length) > _BODY_CAP:
+            self.close()  # the rest of this answer is not read: the connection is done
+            return None
+        body = self._read_exactly(int(length))
+        # HTTP/1.1 keeps the connection unless told to close; HTTP/1.0 closes it unless told not to
+        connection = headers.get("connection", "").lower()
+        if connection == "close" or (version != "HTTP/1.1" and connection != "keep-alive"):
+            self.close()
+        return Answer(headers, body)
+
+    def _recv(self) -> bytes:
+        assert self._sock is not None
+        chunk = self._sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the registry closed the connection")
+        return chunk
+
+    def _read_until(self, end: bytes, cap: int) -> bytes:
+        while end not in self._buffer:
+            if len(self._buffer) > cap:
+                raise ValueError("response head too large")
+            self._buffer += self._recv()
+        head, _, self._buffer = self._buffer.partition(end)
+        return head
+
+    def _read_exactly(self, n: int) -> bytes:
+        parts, have = [self._buffer], len(self._buffer)
+        while have < n:
+            chunk = self._recv()
+            parts.append(chunk)
+            have += len(chunk)
+        data = b"".join(parts)
+        self._buffer = data[n:]
+        return data[:n]
+
+
+def _parse_head(head: bytes) -> tuple[str, int, dict[str, str]]:
+    lines = head.decode("latin-1").split("\r\n")
+    version, _, rest = lines[0].partition(" ")
+    if not version.startswith("HTTP/1.") or not rest[:3].isdigit():
+        raise ValueError("not an HTTP/1.x response")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if colon:
+            key = name.strip().lower()
+            headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
+    return version, int(rest[:3]), headers
+
+
+def _sha256(value: object) -> str | None:
+    """``value`` when it is a sha256 digest (the only names a path is made of here)."""
+    if not isinstance(value, str) or not value.startswith("sha256:") or len(value) != 71:
+        return None
+    hexpart = value[7:]
+    return value if all(c in "0123456789abcdef" for c in hexpart) else None
+
+
+class Prefetch:
+    """The reads started for a build; ``take`` hands each answer to the registry client once."""
+
+    def __init__(self, pings: EarlyPings, manifest_accept: str) -> None:
+        self._pings = pings
+        #: the Accept of a manifest GET (the client takes an answer only for the same)
+        self.manifest_accept = manifest_accept
+        self._lock = threading.Lock()
+        self._expected: dict[tuple[str, str], tuple[str, threading.Event]] = {}
+        self._answers: dict[tuple[str, str], Answer] = {}
+
+    def start(self, host: str, repository: str, identifier: str, platform: str = "") -> None:
+        """Read ``host/repository``'s manifest ``identifier`` (tag or digest) and what follows
+        from it: for ``platform`` (an image's, e.g. ``linux/amd64``) an index's entry for it,
+        and a manifest's config; without, a cache index's cache config."""
+        path = f"/v2/{repository}/manifests/{identifier}"
+        if not self._expect(host, path, self.manifest_accept):
+            return  # named twice: already under way
+        args = (host, repository, path, platform)
+        threading.Thread(target=self._run, args=args, name="prefetch", daemon=True).start()
+
+    def take(self, host: str, path: str, accept: str = "", wait: float = WAIT) -> Answer | None:
+        """The answer to ``GET path`` on ``host`` with ``accept`` (waiting for it up to ``wait``
+        s), once; None when it was not asked for, failed, or is not there in time."""
+        with self._lock:
+            expected = self._expected.get((host, path))
+        if expected is None or expected[0] != accept or not expected[1].wait(wait):
+            return None
+        with self._lock:
+            return self._answers.pop((host, path), None)
+
+    def _expect(self, host: str, path: str, accept: str) -> bool:
+        with self._lock:
+            if (host, path) in self._expected:
+                return False
+            self._expected[(host, path)] = (accept, threading.Event())
+            return True
+
+    def _settle(self, host: str, path: str, answer: Answer | None) -> None:
+        with self._lock:
+            if answer is not None:
+                self._answers[(host, path)] = answer
+            self._expected[(host, path)][1].set()
+
+    def _run(self, host: str, repository: str, path: str, platform: str) -> None:
+        pending = [path]  # every path expected by this thread is settled, whatever happens
+        connection = None
+        try:
+            ping = self._pings.answer(host)
+            if ping is None or ping.status != 200:
+                return  # no answer, or the registry asks for credentials: the client's reads
+            connection = _Connection(host, ping.scheme, self._pings)
+            accept = self.manifest_accept
+            while pending:
+                answer = connection.get(pending[0], accept)
+                following = self._following(answer, repository, platform) if answer else []
+                for next_path in following:  # expected before this answer is handed out
+                    if self._expect(host, next_path, "" if "/blobs/" in next_path else accept):
+                        pending.append(next_path)
+                self._settle(host, pending.pop(0), answer)
+                if answer is None:
+                    return
+        except (OSError, ValueError):
+            return  # the client sends the request itself and reports any error
+        finally:
+            for left in pending:
+                self._settle(host, left, None)
+            if connection is not None:
+                connection.close()
+
+    def _following(self, answer: Answer, repository: str, platform: str) -> list[str]:
+        """What the build reads next after a manifest or index: the config, or the index entry
+        for ``platform`` (an image) or of the cache config (a cache)."""
+        try:
+            doc = json.loads(answer.body)
+        except ValueError:
+            return []
+        if not isinstance(doc, dict):
+            return []
+        config = doc.get("config")
+        if isinstance(config, dict) and "manifests" not in doc:
+            digest, size = _sha256(config.get("digest")), config.get("size")
+            if digest and isinstance(size, int) and 0 <= size <= _BODY_CAP:
+                return [f"/v2/{repository}/blobs/{digest}"]
+            return []
+        entries = doc.get("manifests")
+        if not isinstance(entries, list):
+            return []
+        if not platform:
+            for entry in entries:
+                if isinstance(entry, dict) and entry.get("mediaType") == _CACHE_CONFIG:
+                    digest = _sha256(entry.get("digest"))
+                    return [f"/v2/{repository}/blobs/{digest}"] if digest else []
+            return []
+        return self._platform_entry(answer, repository, platform)
+
+    @staticmethod
+    def _platform_entry(answer: Answer, repository: str, platform: str) -> list[str]:
+        # the resolver's own choice (mason.oci: loaded for the build anyway)
+        from mason.oci.errors import OCIError
+        from mason.oci.manifest import ImageIndex, parse_manifest
+        from mason.oci.platform import Platform
+
+        try:
+            media_type = (answer.header("content-type") or "").split(";")[0].strip()
+            generic = media_type in ("", "application/json", "application/octet-stream")
+            index = parse_manifest(answer.body, None if generic else media_type)
+            wanted = Platform.parse(platform)
+        except (OCIError, ValueError):
+            return []
+        entry = index.for_platform(wanted) if isinstance(index, ImageIndex) else None
+        return [f"/v2/{repository}/manifests/{entry.digest}"] if entry is not None else []

@@ -1,0 +1,271 @@
+"""mason.registry.prefetch: a build's first documents read while the engine imports, and the
+registry client taking them, verified as its own answers are (start-up, issue 14)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mason.cache.options import parse_cache_from
+from mason.cli.early_reads import _base_images, start_reads
+from mason.digest import sha256_bytes
+from mason.engine.options import BuildOptions
+from mason.errors import DigestMismatchError
+from mason.oci import mediatypes as mt
+from mason.oci.descriptor import Descriptor
+from mason.oci.platform import Platform
+from mason.oci.reference import Reference
+from mason.registry.client import RegistryClient
+from mason.registry.early import EarlyPings, start_pings
+from mason.registry.errors import RegistryNotFoundError
+from mason.registry.prefetch import Prefetch
+from mason.registry.regconf import load_registries_conf
+
+_ACCEPT = ", ".join(mt.MANIFEST_MEDIA_TYPES)
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    ping_status = 200
+    #: path -> (status, headers, body)
+    documents: dict[str, tuple[int, dict[str, str], bytes]]
+    requests: list[str]
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # kept-alive connections, as registries serve them
+    server: _Server
+
+    def do_GET(self) -> None:
+        self.server.requests.append(self.path)
+        if self.path == "/v2/":
+            status, headers, body = self.server.ping_status, {}, b""
+            if status == 401:
+                headers = {"WWW-Authenticate": 'Bearer realm="http://127.0.0.1:1/t",service="r"'}
+        else:
+            status, headers, body = self.server.documents.get(self.path, (404, {}, b"{}"))
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[_Server]:
+    srv = _Server(("127.0.0.1", 0), _Handler)
+    srv.documents, srv.requests = {}, []
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _host(srv: _Server) -> str:
+    return f"127.0.0.1:{srv.server_address[1]}"
+
+
+def _image(srv: _Server, repo: str, tag: str, config: bytes = b'{"rootfs":{}}') -> Descriptor:
+    """An image manifest under ``tag`` and its config; the config's descriptor."""
+    cfg = Descriptor(mt.OCI_CONFIG, sha256_bytes(config), len(config))
+    srv.documents[f"/v2/{repo}/blobs/{cfg.digest}"] = (200, {}, config)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": cfg.media_type, "digest": cfg.digest, "size": cfg.size},
+            "layers": [],
+        }
+    ).encode()
+    headers = {"Content-Type": mt.OCI_MANIFEST, "Docker-Content-Digest": sha256_bytes(manifest)}
+    srv.documents[f"/v2/{repo}/manifests/{tag}"] = (200, headers, manifest)
+    srv.documents[f"/v2/{repo}/manifests/{sha256_bytes(manifest)}"] = (200, headers, manifest)
+    return cfg
+
+
+def _prefetch(srv: _Server) -> EarlyPings:
+    pings = start_pings([_host(srv)])
+    assert pings is not None
+    pings.prefetch = Prefetch(pings, _ACCEPT)
+    return pings
+
+
+def _wait(pings: EarlyPings, host: str, path: str) -> None:
+    """Until the early read of ``path`` is settled (its answer left for the client)."""
+    assert pings.prefetch is not None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        expected = pings.prefetch._expected.get((host, path))
+        if expected is not None and expected[1].wait(0.01):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{path} was not read early")
+
+
+def test_the_client_takes_what_was_read_early_without_asking_again(server: _Server) -> None:
+    cfg = _image(server, "app", "v1")
+    pings, host = _prefetch(server), _host(server)
+    assert pings.prefetch is not None
+    pings.prefetch.start(host, "app", "v1")
+    _wait(pings, host, f"/v2/app/blobs/{cfg.digest}")
+    early = list(server.requests)
+    assert early == ["/v2/", "/v2/app/manifests/v1", f"/v2/app/blobs/{cfg.digest}"]
+    with RegistryClient(early=pings) as client:
+        ref = Reference.parse(f"{host}/app:v1")
+        fetched = client.prefetched_manifest(ref)
+        assert fetched is not None and fetched.media_type == mt.OCI_MANIFEST
+        with client.open_blob(ref, cfg) as blob:
+            assert blob.read() == b'{"rootfs":{}}'
+        assert server.requests == early  # nothing asked twice (the ping's answer taken too)
+        assert client.prefetched_manifest(ref) is None  # once
+        assert client.fetch_manifest(ref).raw == fetched.raw  # then asked for
+    assert server.requests[-1] == "/v2/app/manifests/v1"
+
+
+def test_an_index_gives_the_platforms_manifest_and_its_config(server: _Server) -> None:
+    cfg = _image(server, "app", "amd64")
+    _, _, child = server.documents["/v2/app/manifests/amd64"]
+    other = _image(server, "app", "arm64", b'{"other":1}')
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_INDEX,
+            "manifests": [
+                {
+                    "mediaType": mt.OCI_MANIFEST,
+                    "digest": sha256_bytes(server.documents["/v2/app/manifests/arm64"][2]),
+                    "size": 10,
+                    "platform": {"os": "linux", "architecture": "arm64"},
+                },
+                {
+                    "mediaType": mt.OCI_MANIFEST,
+                    "digest": sha256_bytes(child),
+                    "size": len(child),
+                    "platform": {"os": "linux", "architecture": "amd64"},
+                },
+            ],
+        }
+    ).encode()
+    server.documents["/v2/app/manifests/multi"] = (200, {"Content-Type": mt.OCI_INDEX}, index)
+    pings, host = _prefetch(server), _host(server)
+    assert pings.prefetch is not None
+    pings.prefetch.start(host, "app", "multi", "linux/amd64")
+    _wait(pings, host, f"/v2/app/blobs/{cfg.digest}")
+    assert f"/v2/app/blobs/{other.digest}" not in server.requests
+    early = list(server.requests)
+    with RegistryClient(early=pings) as client:
+        ref = Reference.parse(f"{host}/app:multi")
+        assert client.fetch_manifest(ref).raw == index
+        assert client.fetch_manifest(ref.with_digest(sha256_bytes(child))).raw == child
+        with client.open_blob(ref, cfg) as blob:
+            assert blob.read() == b'{"rootfs":{}}'
+    assert server.requests == early
+
+
+def test_a_cache_index_gives_its_cache_config(server: _Server) -> None:
+    config = b'{"layers":[],"records":[]}'
+    digest = sha256_bytes(config)
+    server.documents[f"/v2/cache/blobs/{digest}"] = (200, {}, config)
+    entry = {"mediaType": mt.BUILDKIT_CACHE_CONFIG, "digest": digest, "size": len(config)}
+    index = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [entry]})
+    server.documents["/v2/cache/manifests/latest"] = (200, {}, index.encode())
+    pings, host = _prefetch(server), _host(server)
+    assert pings.prefetch is not None
+    pings.prefetch.start(host, "cache", "latest")
+    _wait(pings, host, f"/v2/cache/blobs/{digest}")
+    assert server.requests[-1] == f"/v2/cache/blobs/{digest}"
+
+
+def test_bytes_read_early_are_verified_as_the_clients_own(server: _Server) -> None:
+    cfg = _image(server, "app", "v1")
+    server.documents[f"/v2/app/blobs/{cfg.digest}"] = (200, {}, b'{"rootfs":{}')  # short
+    status, headers, manifest = server.documents["/v2/app/manifests/v1"]
+    lying = {**headers, "Docker-Content-Digest": "sha256:" + "0" * 64}
+    server.documents["/v2/app/manifests/v1"] = (status, lying, manifest)
+    pings, host = _prefetch(server), _host(server)
+    assert pings.prefetch is not None
+    pings.prefetch.start(host, "app", "v1")
+    _wait(pings, host, f"/v2/app/blobs/{cfg.digest}")
+    with RegistryClient(early=pings) as client:
+        ref = Reference.parse(f"{host}/app:v1")
+        with pytest.raises(DigestMismatchError, match=r"manifest .* failed verification"):
+            client.fetch_manifest(ref)
+        with pytest.raises(DigestMismatchError), client.open_blob(ref, cfg) as blob:
+            blob.read()
+
+
+def test_a_registry_asking_for_credentials_is_read_by_the_client_only(server: _Server) -> None:
+    server.ping_status = 401
+    _image(server, "app", "v1")
+    pings, host = _prefetch(server), _host(server)
+    assert pings.prefetch is not None
+    pings.prefetch.start(host, "app", "v1")
+    assert pings.prefetch.take(host, "/v2/app/manifests/v1", _ACCEPT) is None
+    assert server.requests == ["/v2/"]
+
+
+def test_an_error_answer_is_left_to_the_client_to_report(server: _Server) -> None:
+    pings, host = _prefetch(server), _host(server)
+    assert pings.prefetch is not None
+    pings.prefetch.start(host, "missing", "v1")
+    _wait(pings, host, "/v2/missing/manifests/v1")
+    with RegistryClient(early=pings) as client, pytest.raises(RegistryNotFoundError):
+        client.fetch_manifest(Reference.parse(f"{host}/missing:v1"))
+    assert server.requests.count("/v2/missing/manifests/v1") == 2
+
+
+def test_no_answer_for_another_accept_or_a_mirrored_ref(server: _Server, tmp_path: Path) -> None:
+    _image(server, "app", "v1")
+    pings, host = _prefetch(server), _host(server)
+    assert pings.prefetch is not None
+    pings.prefetch.start(host, "app", "v1")
+    _wait(pings, host, "/v2/app/manifests/v1")
+    ref = Reference.parse(f"{host}/app:v1")
+    with RegistryClient(early=pings) as client:
+        assert client.prefetched_manifest(ref, [mt.OCI_INDEX]) is None
+    conf = tmp_path / "registries.conf"
+    conf.write_text(f'[[registry]]\nlocation = "{host}"\n[[registry.mirror]]\nlocation = "m.lan"\n')
+    mirrored = load_registries_conf({"CONTAINERS_REGISTRIES_CONF": str(conf)})
+    with RegistryClient(early=pings, registries=mirrored) as client:
+        assert client.prefetched_manifest(ref) is None
+
+
+def test_base_images_as_the_build_plans_them(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text(
+        "ARG REG=r.lan:5000\nARG TAG\n"
+        "FROM ${REG}/base:${TAG} AS build\nRUN true\n"
+        "FROM --platform=linux/arm64 r.lan:5000/tool AS tool\n"
+        "FROM scratch AS unused\n"
+        "FROM build AS final\nCOPY --from=tool / /\n"
+    )
+    opts = BuildOptions(
+        context=tmp_path,
+        build_args={"TAG": "1.2"},
+        target="final",
+        platforms=(Platform.parse("linux/amd64"),),
+    )
+    reads = [(str(ref), platform) for ref, platform in _base_images(opts)]
+    assert reads == [
+        ("r.lan:5000/base:1.2", "linux/amd64"),
+        ("r.lan:5000/tool:latest", "linux/arm64"),
+    ]
+
+
+def test_a_bad_dockerfile_starts_only_the_cache_reads(tmp_path: Path, server: _Server) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM\n")
+    caches = tuple(parse_cache_from(f"type=registry,ref={_host(server)}/cache"))
+    pings = start_reads(BuildOptions(context=tmp_path, cache_from=caches), None)
+    assert pings is not None and pings.prefetch is not None
+    assert pings.prefetch.take(_host(server), "/v2/cache/manifests/latest", _ACCEPT) is None
+    assert "/v2/cache/manifests/latest" in server.requests
+    assert start_reads(BuildOptions(context=tmp_path), None) is None  # no registry: nothing
