@@ -150,15 +150,16 @@ class Metadata:
         self._local = threading.local()
         # made 0600 before sqlite opens it: sqlite gives -wal and -shm the database's mode
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE))
-        # executescript commits on its own; the statements are idempotent.
-        self._conn().executescript(_SCHEMA)
+        # the statements are idempotent; one transaction: a new root's tables are written at
+        # once, not each in its own (start-up, issue 14: 28 -> 16 ms for a fresh root)
+        self._conn().executescript(f"BEGIN;{_SCHEMA}COMMIT;")
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            conn.execute("PRAGMA synchronous=NORMAL")  # first: the switch to WAL syncs less
             _enable_wal(conn, self.path)
-            conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
         return conn
 
