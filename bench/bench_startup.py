@@ -60,7 +60,17 @@ sys.addaudithook(hook)
 from mason.cli.main import main
 sys.exit(main(argv))
 """
-_WATCH = ("httpx", "rich", "click", "certifi", "sqlite3", "zstandard", "mason.compression.estargz")
+_WATCH = (
+    "httpx",
+    "http.client",
+    "ssl",
+    "rich",
+    "click",
+    "certifi",
+    "sqlite3",
+    "zstandard",
+    "mason.compression.estargz",
+)
 _IMPORT_LINE = re.compile(r"import time:\s+\d+ \|\s+(\d+) \| {1}(\S+)")
 
 

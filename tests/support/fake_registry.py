@@ -1,4 +1,4 @@
-"""An in-process fake of a distribution registry for ``httpx.MockTransport`` (no sockets).
+"""An in-process fake of a distribution registry, the ``send`` of a ``RegistryClient`` (no sockets).
 
 Enough of the distribution spec for client tests: ping, manifests, blobs (GET/HEAD,
 monolithic and chunked uploads, cross-repo mounts), tag lists with ``Link``
@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
+import json as _json
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
+from mason.registry.wire import ReadError, Request, Response
 
 __all__ = ["FakeRegistry", "RecordedRequest"]
 
@@ -48,13 +49,27 @@ class RecordedRequest:
     status: int
 
 
-class _Truncated(httpx.SyncByteStream):
-    def __init__(self, data: bytes) -> None:
-        self._data = data
+def _truncated(data: bytes) -> Iterator[bytes]:
+    yield data
+    raise ReadError("connection reset by fake registry")
 
-    def __iter__(self) -> Iterator[bytes]:
-        yield self._data
-        raise httpx.ReadError("connection reset by fake registry")
+
+def respond(
+    status: int,
+    *,
+    headers: Mapping[str, str] | None = None,
+    content: bytes = b"",
+    json: Any = None,
+    stream: Iterator[bytes] | None = None,
+) -> Response:
+    """A response as a server would send it (``json``: a JSON body with its content type)."""
+    fields = dict(headers or {})
+    if json is not None:
+        content = _json.dumps(json).encode()
+        fields.setdefault("Content-Type", "application/json")
+    if stream is None:
+        fields.setdefault("Content-Length", str(len(content)))
+    return Response(status, fields, content if stream is None else stream)
 
 
 def _sha256(data: bytes) -> str:
@@ -62,7 +77,7 @@ def _sha256(data: bytes) -> str:
 
 
 def _errors(code: str, message: str, detail: object = None) -> bytes:
-    return json.dumps({"errors": [{"code": code, "message": message, "detail": detail}]}).encode()
+    return _json.dumps({"errors": [{"code": code, "message": message, "detail": detail}]}).encode()
 
 
 @dataclass
@@ -136,8 +151,9 @@ class FakeRegistry:
         #: Content-Range of every PATCH that reached the registry (reset ones included)
         self.patch_ranges: list[str] = []
 
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handle)
+    def __call__(self, request: Request) -> Response:
+        """A ``RegistryClient``'s ``send``: this registry answers its requests."""
+        return self.handle(request)
 
     # -- seeding -------------------------------------------------------------------------
     def add_blob(self, repo: str, data: bytes) -> str:
@@ -158,7 +174,7 @@ class FakeRegistry:
         return sum(1 for r in self.requests if r.method == method and rx.search(r.url))
 
     # -- dispatch ------------------------------------------------------------------------
-    def handle(self, request: httpx.Request) -> httpx.Response:
+    def handle(self, request: Request) -> Response:
         response = self._dispatch(request)
         self.requests.append(
             RecordedRequest(
@@ -170,30 +186,30 @@ class FakeRegistry:
         )
         return response
 
-    def _dispatch(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        realm = httpx.URL(self.token_realm)
+    def _dispatch(self, request: Request) -> Response:
+        url = urlsplit(request.url)
+        realm = urlsplit(self.token_realm)
         if url.netloc == realm.netloc and url.path == realm.path:
             return self._token(request)
-        if url.host == _STORAGE_HOST:
+        if url.hostname == _STORAGE_HOST:
             digest = url.path.rsplit("/", 1)[-1]
             return self._serve_blob(digest, request)
         if url.scheme != "https":
-            return httpx.Response(400, content=b"Client sent an HTTP request to an HTTPS server.")
+            return respond(400, content=b"Client sent an HTTP request to an HTTPS server.")
         path = url.path
         for method, pattern, statuses in self.faults:
             if method == request.method and re.search(pattern, path) and statuses:
                 status = statuses.pop(0)
                 headers = {"Retry-After": self.retry_after} if status == 429 else {}
-                return httpx.Response(
+                return respond(
                     status, headers=headers, content=_errors("FAULT", f"injected {status}")
                 )
         if path == "/v2/" or path == "/v2":
             denied = self._check_auth(request, None)
-            return denied or httpx.Response(200, json={})
+            return denied or respond(200, json={})
         match = re.match(r"^/v2/(?P<repo>.+?)/(?P<kind>manifests|blobs|tags)/(?P<rest>.*)$", path)
         if not match:
-            return httpx.Response(404, content=_errors("NOT_FOUND", "no route"))
+            return respond(404, content=_errors("NOT_FOUND", "no route"))
         repo, kind, rest = match["repo"], match["kind"], match["rest"]
         write = request.method in ("PUT", "POST", "PATCH", "DELETE")
         header = request.headers.get("Authorization", "")
@@ -218,20 +234,18 @@ class FakeRegistry:
             return self._upload(repo, rest, request)
         if request.method in ("GET", "HEAD"):
             if rest not in self.repo_blobs.get(repo, set()):
-                return httpx.Response(
+                return respond(
                     404, content=_errors("BLOB_UNKNOWN", "blob unknown to registry", rest)
                 )
             if self.redirect_blobs and request.method == "GET":
-                return httpx.Response(
+                return respond(
                     307, headers={"Location": f"https://{_STORAGE_HOST}/data/{rest}?sig=secret"}
                 )
             return self._serve_blob(rest, request)
-        return httpx.Response(405)
+        return respond(405)
 
     # -- auth ----------------------------------------------------------------------------
-    def _check_auth(
-        self, request: httpx.Request, need: tuple[str, str] | None
-    ) -> httpx.Response | None:
+    def _check_auth(self, request: Request, need: tuple[str, str] | None) -> Response | None:
         if self.auth is None:
             return None
         header = request.headers.get("Authorization", "")
@@ -241,7 +255,7 @@ class FakeRegistry:
             )
             if header == expected:
                 return None
-            return httpx.Response(
+            return respond(
                 401,
                 headers={"WWW-Authenticate": 'Basic realm="fake"'},
                 content=_errors("UNAUTHORIZED", "authentication required"),
@@ -257,45 +271,43 @@ class FakeRegistry:
             return None
         return self._challenge(need, _errors("UNAUTHORIZED", "authentication required"))
 
-    def _challenge(self, need: tuple[str, str] | None, body: bytes) -> httpx.Response:
+    def _challenge(self, need: tuple[str, str] | None, body: bytes) -> Response:
         if self.auth == "basic":
-            return httpx.Response(
-                401, headers={"WWW-Authenticate": 'Basic realm="fake"'}, content=body
-            )
+            return respond(401, headers={"WWW-Authenticate": 'Basic realm="fake"'}, content=body)
         scope = (
             f',scope="repository:{need[0]}:{"pull,push" if need[1] == "push" else "pull"}"'
             if need
             else ""
         )
         challenge = f'Bearer realm="{self.token_realm}",service="{self.service}"{scope}'
-        return httpx.Response(401, headers={"WWW-Authenticate": challenge}, content=body)
+        return respond(401, headers={"WWW-Authenticate": challenge}, content=body)
 
-    def _authenticated(self, request: httpx.Request) -> bool:
+    def _authenticated(self, request: Request) -> bool:
         """Whether the request carries a user's credentials (not an anonymous token)."""
         header = request.headers.get("Authorization", "")
         if header.startswith("Basic "):
             return True
         return header[7:] in self.user_tokens
 
-    def _deny_private(self, repo: str, write: bool) -> httpx.Response:
+    def _deny_private(self, repo: str, write: bool) -> Response:
         action = "push" if write else "pull"
         detail = [{"Type": "repository", "Class": "", "Name": repo, "Action": action}]
         if self.private_denial == 404:
-            return httpx.Response(
+            return respond(
                 404,
                 content=_errors(
                     "NAME_UNKNOWN", "repository name not known to registry", {"name": repo}
                 ),
             )
         if self.private_denial == 403:
-            return httpx.Response(
+            return respond(
                 403, content=_errors("DENIED", "requested access to the resource is denied", detail)
             )
         return self._challenge(
             (repo, action), _errors("UNAUTHORIZED", "authentication required", detail)
         )
 
-    def _token(self, request: httpx.Request) -> httpx.Response:
+    def _token(self, request: Request) -> Response:
         self.token_requests += 1
         query = parse_qs(urlsplit(str(request.url)).query)
         self.token_queries.append((query.get("service", [""])[0], query.get("scope", [])))
@@ -304,10 +316,10 @@ class FakeRegistry:
         if header.startswith("Basic "):
             user, _, password = base64.b64decode(header[6:]).decode().partition(":")
             if (user, password) != (self.username, self.password):
-                return httpx.Response(401, json={"details": "incorrect username or password"})
+                return respond(401, json={"details": "incorrect username or password"})
             authed = True
         elif not self.anonymous_pull:
-            return httpx.Response(401, json={"details": "anonymous access denied"})
+            return respond(401, json={"details": "anonymous access denied"})
         granted: set[str] = set()
         for scope in query.get("scope", []):
             _, name, actions = (
@@ -323,18 +335,16 @@ class FakeRegistry:
         self.tokens[token] = granted
         if authed:
             self.user_tokens.add(token)
-        return httpx.Response(
-            200, json={self.token_field: token, "expires_in": self.token_expires_in}
-        )
+        return respond(200, json={self.token_field: token, "expires_in": self.token_expires_in})
 
     # -- handlers ------------------------------------------------------------------------
-    def _serve_blob(self, digest: str, request: httpx.Request) -> httpx.Response:
+    def _serve_blob(self, digest: str, request: Request) -> Response:
         data = self.corrupt.get(digest, self.blobs.get(digest))
         if data is None:
-            return httpx.Response(404, content=_errors("BLOB_UNKNOWN", "blob unknown", digest))
+            return respond(404, content=_errors("BLOB_UNKNOWN", "blob unknown", digest))
         headers = {"Docker-Content-Digest": digest, "Content-Length": str(len(data))}
         if request.method == "HEAD":
-            return httpx.Response(200, headers=headers)
+            return respond(200, headers=headers)
         start = 0
         rng = request.headers.get("Range")
         if rng and (m := re.match(r"bytes=(\d+)-", rng)) and not self.ignore_range:
@@ -348,39 +358,37 @@ class FakeRegistry:
         self.blob_gets.append((status, rng, headers.get("Content-Range")))
         if self.truncate.get(digest, 0) > 0:
             self.truncate[digest] -= 1
-            return httpx.Response(
-                status, headers=headers, stream=_Truncated(body[: max(1, len(body) // 2)])
+            return respond(
+                status, headers=headers, stream=_truncated(body[: max(1, len(body) // 2)])
             )
         cuts = self.cut_after.get(digest)
         if cuts:
-            return httpx.Response(status, headers=headers, stream=_Truncated(body[: cuts.pop(0)]))
-        return httpx.Response(status, headers=headers, content=body)
+            return respond(status, headers=headers, stream=_truncated(body[: cuts.pop(0)]))
+        return respond(status, headers=headers, content=body)
 
-    def _delete_manifest(self, repo: str, ident: str) -> httpx.Response:
+    def _delete_manifest(self, repo: str, ident: str) -> Response:
         if not self.delete_enabled:
-            return httpx.Response(
-                405, content=_errors("UNSUPPORTED", "The operation is unsupported.")
-            )
+            return respond(405, content=_errors("UNSUPPORTED", "The operation is unsupported."))
         tags = self.tags.get(repo, {})
         if not ident.startswith("sha256:"):
-            return httpx.Response(202) if tags.pop(ident, None) else httpx.Response(404)
+            return respond(202) if tags.pop(ident, None) else respond(404)
         if self.manifests.get(repo, {}).pop(ident, None) is None:
-            return httpx.Response(404, content=_errors("MANIFEST_UNKNOWN", "manifest unknown"))
+            return respond(404, content=_errors("MANIFEST_UNKNOWN", "manifest unknown"))
         for tag in [t for t, d in tags.items() if d == ident]:
             del tags[tag]
-        return httpx.Response(202)
+        return respond(202)
 
-    def _stale_if_match(self, repo: str, ident: str, request: httpx.Request) -> bool:
+    def _stale_if_match(self, repo: str, ident: str, request: Request) -> bool:
         wanted = request.headers.get("If-Match")
         if not self.if_match or wanted is None:
             return False
         return wanted.strip('"') != self.tags.get(repo, {}).get(ident, "")
 
-    def _manifest(self, repo: str, ident: str, request: httpx.Request) -> httpx.Response:
+    def _manifest(self, repo: str, ident: str, request: Request) -> Response:
         if request.method == "DELETE":
             return self._delete_manifest(repo, ident)
         if request.method == "PUT" and self._stale_if_match(repo, ident, request):
-            return httpx.Response(412, content=_errors("PRECONDITION_FAILED", "If-Match"))
+            return respond(412, content=_errors("PRECONDITION_FAILED", "If-Match"))
         if request.method == "PUT":
             raw = request.read()
             media_type = request.headers.get("Content-Type", "")
@@ -388,7 +396,7 @@ class FakeRegistry:
                 self.accepted_manifest_types is not None
                 and media_type not in self.accepted_manifest_types
             ):
-                return httpx.Response(
+                return respond(
                     400,
                     content=_errors(
                         "MANIFEST_INVALID",
@@ -402,7 +410,7 @@ class FakeRegistry:
                 request.headers.get("Content-Type", ""),
                 None if ident.startswith("sha256:") else ident,
             )
-            return httpx.Response(
+            return respond(
                 201,
                 headers={
                     "Docker-Content-Digest": digest,
@@ -412,7 +420,7 @@ class FakeRegistry:
         digest = ident if ident.startswith("sha256:") else self.tags.get(repo, {}).get(ident)
         entry = self.manifests.get(repo, {}).get(digest or "")
         if entry is None:
-            return httpx.Response(
+            return respond(
                 404, content=_errors("MANIFEST_UNKNOWN", "manifest unknown", {"tag": ident})
             )
         raw, media_type = entry
@@ -421,14 +429,12 @@ class FakeRegistry:
             "Docker-Content-Digest": str(digest),
             "Content-Length": str(len(raw)),
         }
-        return httpx.Response(
-            200, headers=headers, content=b"" if request.method == "HEAD" else raw
-        )
+        return respond(200, headers=headers, content=b"" if request.method == "HEAD" else raw)
 
-    def _tags(self, repo: str, request: httpx.Request) -> httpx.Response:
+    def _tags(self, repo: str, request: Request) -> Response:
         tags = sorted(self.tags.get(repo, {}))
         if not tags:
-            return httpx.Response(
+            return respond(
                 404, content=_errors("NAME_UNKNOWN", "repository name not known", {"name": repo})
             )
         query = parse_qs(urlsplit(str(request.url)).query)
@@ -439,30 +445,30 @@ class FakeRegistry:
         headers = {}
         if n and len(rest) > n:
             headers["Link"] = f'</v2/{repo}/tags/list?n={n}&last={page[-1]}>; rel="next"'
-        return httpx.Response(200, headers=headers, json={"name": repo, "tags": page})
+        return respond(200, headers=headers, json={"name": repo, "tags": page})
 
-    def _reset_patch(self, uid: str, request: httpx.Request) -> httpx.Response:
+    def _reset_patch(self, uid: str, request: Request) -> Response:
         if self.reset_after_store:
             self._store_chunk(uid, request)
         elif self.drop_session_on_reset:
             del self.uploads[uid]
-        raise httpx.ReadError("connection reset by fake registry")
+        raise ReadError("connection reset by fake registry")
 
-    def _store_chunk(self, uid: str, request: httpx.Request) -> httpx.Response | None:
+    def _store_chunk(self, uid: str, request: Request) -> Response | None:
         """Append a PATCH body; an error response when it is out of order or too small."""
         _, buffer = self.uploads[uid]
         body = request.read()
         start = int(request.headers.get("Content-Range", "0-0").split("-")[0])
         short = self.short_chunk.get(uid, False)
         if start != len(buffer) or short:  # out of order, or a short chunk that was not the last
-            return httpx.Response(
+            return respond(
                 416, content=_errors("BLOB_UPLOAD_INVALID", "chunk out of order or too small")
             )
         self.short_chunk[uid] = bool(self.chunk_min_length and len(body) < self.chunk_min_length)
         buffer.extend(body)
         return None
 
-    def _upload(self, repo: str, rest: str, request: httpx.Request) -> httpx.Response:
+    def _upload(self, repo: str, rest: str, request: Request) -> Response:
         query = parse_qs(urlsplit(str(request.url)).query)
         if request.method == "POST":
             mount, source = query.get("mount", [None])[0], query.get("from", [None])[0]
@@ -473,7 +479,7 @@ class FakeRegistry:
                 and mount in self.repo_blobs.get(source, set())
             ):
                 self.repo_blobs.setdefault(repo, set()).add(mount)
-                return httpx.Response(
+                return respond(
                     201,
                     headers={
                         "Location": f"/v2/{repo}/blobs/{mount}",
@@ -485,19 +491,17 @@ class FakeRegistry:
             headers = {"Location": f"/v2/{repo}/blobs/uploads/{uid}?_state=abc", "Range": "0-0"}
             if self.chunk_min_length:
                 headers["OCI-Chunk-Min-Length"] = str(self.chunk_min_length)
-            return httpx.Response(202, headers=headers)
+            return respond(202, headers=headers)
         uid = rest.split("/", 1)[1] if "/" in rest else ""
         if uid not in self.uploads:
-            return httpx.Response(
-                404, content=_errors("BLOB_UPLOAD_UNKNOWN", "blob upload unknown")
-            )
+            return respond(404, content=_errors("BLOB_UPLOAD_UNKNOWN", "blob upload unknown"))
         _, buffer = self.uploads[uid]
         if request.method == "DELETE":
             del self.uploads[uid]
-            return httpx.Response(204)
+            return respond(204)
         if request.method == "GET":
             last = max(len(buffer) - 1, 0)  # "0-0" for an empty upload, as the CNCF registry says
-            return httpx.Response(
+            return respond(
                 204,
                 headers={
                     "Location": f"/v2/{repo}/blobs/uploads/{uid}?_state=s{len(buffer)}",
@@ -513,19 +517,17 @@ class FakeRegistry:
                 return self._reset_patch(uid, request)
             if self.patches in self.refuse_patches:
                 del self.uploads[uid]
-                return httpx.Response(
-                    404, content=_errors("BLOB_UPLOAD_INVALID", "blob upload invalid")
-                )
+                return respond(404, content=_errors("BLOB_UPLOAD_INVALID", "blob upload invalid"))
         body = request.read()
         if self.max_body is not None and len(body) > self.max_body:
-            return httpx.Response(
+            return respond(
                 413, content=b"<html><body><h1>413 Request Entity Too Large</h1></body></html>"
             )
         if request.method == "PATCH":
             refused = self._store_chunk(uid, request)
             if refused is not None:
                 return refused
-            return httpx.Response(
+            return respond(
                 202,
                 headers={
                     "Location": f"/v2/{repo}/blobs/uploads/{uid}?_state=n{len(buffer)}",
@@ -537,7 +539,7 @@ class FakeRegistry:
             expected = query.get("digest", [""])[0]
             if _sha256(bytes(buffer)) != expected:
                 del self.uploads[uid]
-                return httpx.Response(
+                return respond(
                     400,
                     content=_errors(
                         "DIGEST_INVALID", "provided digest did not match uploaded content"
@@ -545,11 +547,11 @@ class FakeRegistry:
                 )
             del self.uploads[uid]
             self.add_blob(repo, bytes(buffer))
-            return httpx.Response(
+            return respond(
                 201,
                 headers={
                     "Location": f"/v2/{repo}/blobs/{expected}",
                     "Docker-Content-Digest": expected,
                 },
             )
-        return httpx.Response(405)
+        return respond(405)

@@ -344,7 +344,7 @@ def _build_options(args: argparse.Namespace) -> Any:
 
 def _early_pings(args: argparse.Namespace) -> Any:
     """Ping the registries the command line names (``--cache-from``/``--cache-to`` refs, pushed
-    tags and names) from background threads, before the engine and httpx are imported
+    tags and names) from background threads, before the engine and the HTTP client are imported
     (start-up, issue 14): the build's registry client takes their answers."""
     from mason.registry.early import ref_host, start_pings
 

@@ -40,7 +40,7 @@ def _start(reads: Iterable[_Read], pings: EarlyPings | None) -> EarlyPings | Non
 
     for ref, platform in reads:
         if pings is None and (pings := start_pings([])) is None:
-            return None  # a proxy: httpx goes through it, a bare socket would not
+            return None  # a proxy: the Transport goes through it, a bare socket would not
         if pings.prefetch is None:
             pings.prefetch = Prefetch(pings, ", ".join(mt.MANIFEST_MEDIA_TYPES))
         pings.start(ref.api_host)

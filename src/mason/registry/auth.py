@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from mason.errors import DiagnosticError
-from mason.registry._httpx import httpx
 from mason.registry.errors import (
     RegistryAuthError,
     RegistryError,
     parse_registry_errors,
     redact_url,
 )
+from mason.registry.wire import Request, Response, TransportError
 
 __all__ = [
     "Challenge",
@@ -73,6 +73,8 @@ class Credentials:
 
 #: runs ``docker-credential-<helper> get`` for a server; returns the helper's JSON or None
 HelperRunner = Callable[[str, str], "Mapping[str, Any] | None"]
+#: sends a token request and returns its response, read (the ``Transport``'s)
+Fetch = Callable[[Request], Response]
 
 
 def _run_helper(helper: str, server: str) -> Mapping[str, Any] | None:
@@ -356,9 +358,14 @@ class TokenAuthenticator:
     """
 
     def __init__(
-        self, credentials: CredentialStore | None, *, clock: Callable[[], float] = time.monotonic
+        self,
+        credentials: CredentialStore | None,
+        fetch: Fetch,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._credentials = credentials
+        self._fetch = fetch
         self._clock = clock
         self._hosts: dict[str, _HostAuth] = {}
         self._lock = threading.Lock()
@@ -389,7 +396,7 @@ class TokenAuthenticator:
                     return f"Bearer {token.value}"
         return None
 
-    def ensure(self, client: httpx.Client, host: str, scopes: Iterable[str]) -> str | None:
+    def ensure(self, host: str, scopes: Iterable[str]) -> str | None:
         """A header for ``scopes``, fetching a token when the host uses Bearer and none is cached."""
         header = self.header(host, scopes)
         if header is not None:
@@ -398,9 +405,9 @@ class TokenAuthenticator:
             state = self._hosts.get(host)
         if state is None or state.scheme != "bearer":
             return None
-        return self._fetch_token(client, host, state, frozenset(scopes))
+        return self._fetch_token(host, state, frozenset(scopes))
 
-    def learn(self, host: str, response: httpx.Response) -> None:
+    def learn(self, host: str, response: Response) -> None:
         """Record the scheme a ping's 401 announces, without fetching a token yet."""
         self.learn_challenge(host, response.headers.get("WWW-Authenticate", ""))
 
@@ -419,9 +426,7 @@ class TokenAuthenticator:
                     self._hosts.setdefault(host, _HostAuth("basic"))
                 return
 
-    def on_challenge(
-        self, client: httpx.Client, host: str, response: httpx.Response, scopes: Iterable[str]
-    ) -> str | None:
+    def on_challenge(self, host: str, response: Response, scopes: Iterable[str]) -> str | None:
         """Learn from a 401's ``WWW-Authenticate``; return a fresh header to retry with, or None."""
         header_value = response.headers.get("WWW-Authenticate", "")
         challenges = parse_challenges(header_value)
@@ -440,7 +445,7 @@ class TokenAuthenticator:
                     self._hosts[host] = state
                     if old is not None and old.realm == state.realm:
                         state.tokens = []
-                return self._fetch_token(client, host, state, frozenset(wanted))
+                return self._fetch_token(host, state, frozenset(wanted))
             if challenge.scheme == "basic":
                 with self._lock:
                     self._hosts[host] = _HostAuth("basic")
@@ -450,37 +455,43 @@ class TokenAuthenticator:
                 return creds.basic_header()
         return None
 
-    def _fetch_token(
-        self, client: httpx.Client, host: str, state: _HostAuth, scopes: frozenset[str]
-    ) -> str:
-        creds = self.credentials_for(host)
-        params: list[tuple[str, str | int | float | bool | None]] = []
-        if state.service:
-            params.append(("service", state.service))
+    def _token_request(
+        self, creds: Credentials | None, state: _HostAuth, scopes: frozenset[str]
+    ) -> Request:
+        from urllib.parse import urlencode
+
+        if creds is not None and creds.identity_token:
+            form = {
+                "grant_type": "refresh_token",
+                "refresh_token": creds.identity_token,
+                "service": state.service,
+                "scope": " ".join(sorted(scopes)),
+                "client_id": "mason",
+            }
+            headers = {"Content-Type": "application/x-www-form-urlencoded"}
+            return Request("POST", state.realm, headers, urlencode(form).encode())
+        params = [("service", state.service)] if state.service else []
         params.extend(("scope", s) for s in sorted(scopes))
+        headers = {}
+        if creds is not None and (creds.username or creds.password):
+            headers["Authorization"] = creds.basic_header()
+        url = state.realm
+        if params:
+            url += ("&" if "?" in url else "?") + urlencode(params)
+        return Request("GET", url, headers)
+
+    def _fetch_token(self, host: str, state: _HostAuth, scopes: frozenset[str]) -> str:
+        creds = self.credentials_for(host)
         operation = f"authenticate to {host}"
+        request = self._token_request(creds, state, scopes)
+        method = request.method
         try:
-            if creds is not None and creds.identity_token:
-                form = {
-                    "grant_type": "refresh_token",
-                    "refresh_token": creds.identity_token,
-                    "service": state.service,
-                    "scope": " ".join(sorted(scopes)),
-                    "client_id": "mason",
-                }
-                response = client.post(state.realm, data=form)
-                method = "POST"
-            else:
-                headers = {}
-                if creds is not None and (creds.username or creds.password):
-                    headers["Authorization"] = creds.basic_header()
-                response = client.get(state.realm, params=params, headers=headers)
-                method = "GET"
-        except httpx.HTTPError as exc:
+            response = self._fetch(request)
+        except TransportError as exc:
             raise RegistryError(
                 f"token server {redact_url(state.realm)} unreachable: {exc}",
                 operation=operation,
-                method="GET",
+                method=method,
                 url=state.realm,
             ) from exc
         with self._lock:
@@ -492,7 +503,7 @@ class TokenAuthenticator:
                 f"the token server for {host} refused to issue a token {who} (HTTP {response.status_code})",
                 operation=operation,
                 method=method,
-                url=str(response.request.url),
+                url=request.url,
                 status=response.status_code,
                 errors=errors,
                 body_excerpt=response.text[:300] if not errors else None,
@@ -512,7 +523,7 @@ class TokenAuthenticator:
                 + ("" if isinstance(doc, dict) else " (not a JSON object)"),
                 operation=operation,
                 method=method,
-                url=str(response.request.url),
+                url=request.url,
                 status=200,  # no body excerpt: a token response may hold other secrets
             )
         expires_in = doc.get("expires_in")

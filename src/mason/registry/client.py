@@ -34,13 +34,13 @@ from mason.oci.atomic import atomic_write
 from mason.oci.descriptor import Descriptor
 from mason.oci.manifest import ImageIndex, ImageManifest, parse_manifest
 from mason.oci.reference import Reference
-from mason.registry._httpx import httpx
 from mason.registry.auth import CredentialStore, pull_scope, push_scope
 from mason.registry.early import EarlyPings
 from mason.registry.errors import RegistryAuthError, RegistryError, RegistryNotFoundError
 from mason.registry.prefetch import Answer
 from mason.registry.regconf import RegistriesConf
-from mason.registry.transport import RETRY_STATUSES, RetryPolicy, Transport
+from mason.registry.transport import RETRY_STATUSES, RetryPolicy, Send, Transport
+from mason.registry.wire import Response, TransportError
 
 __all__ = [
     "MANIFEST_SIZE_LIMIT",
@@ -134,7 +134,7 @@ class _ResumingBlobStream(io.RawIOBase):
         self._received = 0
         #: bytes still to drop from the current body: a from-zero GET re-sends what we have
         self._skip = 0
-        self._response: httpx.Response | None = None
+        self._response: Response | None = None
         self._chunks: Iterator[bytes] | None = None
         self._pending = b""
         self._budget = _Budget(client.retry.attempts)
@@ -153,7 +153,7 @@ class _ResumingBlobStream(io.RawIOBase):
         """Bytes of the blob this stream has (delivered or pending): where a resumed GET starts."""
         return self._received + self._skip
 
-    def _get(self, ranged: bool) -> httpx.Response:
+    def _get(self, ranged: bool) -> Response:
         headers = {"Range": f"bytes={self._position}-"} if ranged and self._position else {}
         return self._client._transport.request(
             "GET",
@@ -183,7 +183,7 @@ class _ResumingBlobStream(io.RawIOBase):
         self._chunks = response.iter_bytes()
 
     @staticmethod
-    def _starts_at(response: httpx.Response, position: int) -> bool:
+    def _starts_at(response: Response, position: int) -> bool:
         match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
         return match is not None and int(match.group(1)) == position
 
@@ -213,7 +213,7 @@ class _ResumingBlobStream(io.RawIOBase):
         assert self._chunks is not None
         try:
             chunk = next(self._chunks, b"")
-        except (httpx.TransportError, httpx.StreamError) as exc:
+        except TransportError as exc:
             self._restart(exc)
             return None
         if not chunk:
@@ -330,7 +330,7 @@ class _ChunkedUpload:
                 hint="the local copy changed while it was uploaded",
             )
 
-    def _patch(self, chunk: bytes) -> httpx.Response:
+    def _patch(self, chunk: bytes) -> Response:
         return self.client._transport.request(
             "PATCH",
             self.ref.api_host,
@@ -342,10 +342,7 @@ class _ChunkedUpload:
                 "Content-Range": f"{self.offset}-{self.offset + len(chunk) - 1}",
                 "Content-Length": str(len(chunk)),
             },
-            # a one-shot iterator, not the bytes: httpx's request/response cycles
-            # outlive the call until the GC runs, and would keep every chunk alive
-            # (1 MiB slices: the HTTP stack copies what it is given once more)
-            body=lambda chunk=chunk: _slices(chunk),
+            body=chunk,
             ok=(202, 204),
             retry=False,
             what=f"registry {self.ref.registry}",
@@ -449,7 +446,7 @@ class RegistryClient:
         credentials: CredentialStore | None = None,
         insecure_hosts: Iterable[str] = (),
         ca_file: str | None = None,
-        transport: httpx.BaseTransport | None = None,
+        send: Send | None = None,
         max_workers: int = 4,
         *,
         retry: RetryPolicy | None = None,
@@ -467,7 +464,7 @@ class RegistryClient:
             credentials,
             insecure_hosts={*insecure_hosts, *self.registries.insecure_hosts()},
             ca_file=ca_file,
-            transport=transport,
+            send=send,
             retry=retry,
             max_connections=max(8, max_workers * 2),
             early=early,
@@ -570,16 +567,16 @@ class RegistryClient:
             if length > MANIFEST_SIZE_LIMIT:
                 raise self._too_big(ref, length)
             data = bytearray()
-            for chunk in response.iter_bytes(_CHUNK):
+            for chunk in response.iter_bytes():
                 data.extend(chunk)
                 if len(data) > MANIFEST_SIZE_LIMIT:
                     raise self._too_big(ref, len(data))
-        except httpx.HTTPError as exc:
+        except TransportError as exc:
             raise RegistryError(
                 f"reading the manifest failed: {exc}",
                 operation=operation,
                 method="GET",
-                url=str(response.request.url),
+                url=response.request.url,
             ) from exc
         finally:
             response.close()
@@ -822,7 +819,7 @@ class RegistryClient:
                 "the registry opened an upload without a Location header",
                 operation=f"start blob upload to {ref.repository_ref}",
                 method="POST",
-                url=str(response.request.url),
+                url=response.request.url,
                 status=response.status_code,
             )
         min_chunk = response.headers.get("OCI-Chunk-Min-Length", "")
@@ -990,7 +987,7 @@ class RegistryClient:
                     "the tag list is not JSON",
                     operation=f"list tags of {ref.repository_ref}",
                     method="GET",
-                    url=str(response.request.url),
+                    url=response.request.url,
                     status=response.status_code,
                 ) from exc
             tags.extend(t for t in (doc.get("tags") or []) if isinstance(t, str))
@@ -1002,12 +999,6 @@ class RegistryClient:
                     operation=f"list tags of {ref.repository_ref}",
                 )
         return tags
-
-
-def _slices(data: bytes, size: int = 1 << 20) -> Iterator[bytes]:
-    view = memoryview(data)
-    for i in range(0, len(data), size):
-        yield bytes(view[i : i + size])
 
 
 def _read_up_to(src: IO[bytes], n: int) -> bytes:

@@ -1,7 +1,7 @@
 """A build's first registry requests, sent before the heavy imports (start-up, issue 14).
 
 ``mason build`` knows from its command line which registries it will talk to (the
-``--cache-from`` and ``--cache-to`` refs, the pushed tags) long before the engine and httpx
+``--cache-from`` and ``--cache-to`` refs, the pushed tags) long before the engine and the HTTP client
 are imported (a few hundred ms of CPU). ``start_pings`` sends each host's ping
 (``GET /v2/``) from a daemon thread right after the arguments are parsed, over a bare
 socket, so its round trips overlap the imports; the build's ``Transport`` takes the answer
@@ -9,10 +9,10 @@ socket, so its round trips overlap the imports; the build's ``Transport`` takes 
 
 An early ping settles only what the ``Transport``'s own ping would: plain HTTP only for a
 loopback host whose TLS handshake fails as a plain-HTTP server's does, else HTTPS verified
-against the CA bundle httpx uses. Anything else (a refused connection, a TLS failure, an
-answer other than 200 or a 401 with a challenge, a proxy in the environment, which httpx
-would use) leaves no answer, and the ``Transport`` pings as before and reports any error.
-No credentials are ever sent; this module imports neither httpx nor the rest of mason.
+against the CA bundle the ``Transport`` uses. Anything else (a refused connection, a TLS failure, an
+answer other than 200 or a 401 with a challenge, a proxy in the environment, which the
+``Transport`` would use) leaves no answer, and the ``Transport`` pings as before and reports any error.
+No credentials are ever sent; this module imports neither ``http.client`` nor the rest of mason.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ __all__ = [
     "is_loopback",
     "plain_http_server",
     "ref_host",
+    "split_host",
     "start_pings",
     "verifying_context",
 ]
@@ -96,7 +97,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _split(host: str, default_port: int) -> tuple[str, int]:
+def split_host(host: str, default_port: int) -> tuple[str, int]:
     """``host``'s name (lower case) and port, as ``urllib.parse.urlsplit`` reads them
     (ValueError for a bad port), without importing it before the first request."""
     if host.startswith("["):
@@ -127,7 +128,7 @@ def plain_http_server(host: str) -> str | None:
     import ssl
 
     try:
-        name, port = _split(host, 443)
+        name, port = split_host(host, 443)
     except ValueError:
         return None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -146,17 +147,30 @@ def plain_http_server(host: str) -> str | None:
 
 
 def verifying_context() -> ssl.SSLContext:
-    """The TLS context httpx makes for ``verify=True`` (``SSL_CERT_FILE``/``SSL_CERT_DIR``, else
-    certifi's bundle): the early ping's, handed to the ``Transport``'s verifying client."""
+    """The TLS context that verifies certificates (``SSL_CERT_FILE``/``SSL_CERT_DIR``, else
+    certifi's bundle): the early ping's, and the ``Transport``'s for HTTPS."""
     import ssl
 
     if os.environ.get("SSL_CERT_FILE"):
         return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
     if os.environ.get("SSL_CERT_DIR"):
         return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+    return ssl.create_default_context(cafile=_certifi_bundle())
+
+
+def _certifi_bundle() -> str:
+    # found beside the package without importing certifi: its where() imports
+    # importlib.resources and zipfile (tens of ms); where() itself for an unusual install
+    import importlib.util
+
+    spec = importlib.util.find_spec("certifi")
+    if spec is not None and spec.origin:
+        path = os.path.join(os.path.dirname(spec.origin), "cacert.pem")
+        if os.path.isfile(path):
+            return path
     import certifi
 
-    return ssl.create_default_context(cafile=certifi.where())
+    return certifi.where()
 
 
 def _get_v2(
@@ -164,7 +178,7 @@ def _get_v2(
 ) -> Ping | None:
     """``GET /v2/`` on one connection; the status and challenge, or None when unusable.
     ``sent`` is set once the request is written."""
-    name, port = _split(host, 443 if scheme == "https" else 80)
+    name, port = split_host(host, 443 if scheme == "https" else 80)
     request = (
         f"GET /v2/ HTTP/1.1\r\nHost: {host}\r\nUser-Agent: mason/{mason.__version__}\r\n"
         "Accept: */*\r\nConnection: close\r\n\r\n"
@@ -224,7 +238,7 @@ class EarlyPings:
         if host in self._done:
             return
         try:
-            _split(host, 443)
+            split_host(host, 443)
         except ValueError:
             return
         loopback = is_loopback(host)
@@ -290,8 +304,8 @@ class EarlyPings:
 
 
 def start_pings(hosts: Iterable[str]) -> EarlyPings | None:
-    """Ping ``hosts`` in the background; None when the environment names a proxy (httpx would
-    go through it, a bare socket would not)."""
+    """Ping ``hosts`` in the background; None when the environment names a proxy (the
+    ``Transport`` goes through it, a bare socket would not)."""
     if any(os.environ.get(v) or os.environ.get(v.upper()) for v in _PROXY_VARS):
         return None
     pings = EarlyPings()

@@ -27,7 +27,7 @@ import json
 import threading
 
 import mason
-from mason.registry.early import WAIT, EarlyPings, _connect, _split
+from mason.registry.early import WAIT, EarlyPings, _connect, split_host
 
 TYPE_CHECKING = False  # typing is not imported for this; mypy takes it as true
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ class _Connection:
             self._sock = None
 
     def _open(self) -> socket.socket:
-        name, port = _split(self.host, 443 if self.scheme == "https" else 80)
+        name, port = split_host(self.host, 443 if self.scheme == "https" else 80)
         sock = _connect(name, port)
         if self.scheme == "https":
             sock = self._pings.context().wrap_socket(sock, server_hostname=name)

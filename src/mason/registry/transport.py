@@ -5,7 +5,8 @@ loopback or insecure hosts): a refused connection or a TLS failure moves on to t
 next scheme at once, so an unreachable registry fails in milliseconds; the probe
 retries only errors that may pass (5xx, 429, a reset).
 
-One ``httpx.Client`` (thread-safe connection pool) per ``Transport``. Requests are
+Requests go through one ``mason.registry.wire.Pool`` (keep-alive connections on the standard
+library's ``http.client``, shared by the threads of a transfer) per ``Transport``. They are
 retried with exponential backoff (honouring ``Retry-After``) on 429, 5xx and
 connection errors, at most ``RetryPolicy.attempts`` times; a 401 triggers one
 re-authentication. Redirects are followed by hand so ``Authorization`` is sent only
@@ -15,32 +16,42 @@ to the registry's own host, never to a storage backend it redirects to.
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO
+from urllib.parse import urljoin, urlsplit
 
 import mason
-from mason.registry._httpx import httpx
 from mason.registry.auth import CredentialStore, TokenAuthenticator
-from mason.registry.early import EarlyPings, is_loopback, plain_http_server
+from mason.registry.early import EarlyPings, is_loopback, plain_http_server, verifying_context
 from mason.registry.errors import (
     RegistryAuthError,
     RegistryError,
     RegistryNotFoundError,
     parse_registry_errors,
 )
+from mason.registry.wire import (
+    ConnectError,
+    Content,
+    Pool,
+    Request,
+    Response,
+    TransportError,
+    with_params,
+)
 
-__all__ = ["RETRY_STATUSES", "Body", "RetryPolicy", "Transport", "http_get"]
+__all__ = ["RETRY_STATUSES", "Body", "RetryPolicy", "Send", "Transport", "http_get"]
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _ERROR_BODY_CAP = 64 * 1024
 #: a request body: bytes (replayable), or a factory giving a fresh iterable/stream per attempt
 Body = bytes | Callable[[], "Iterable[bytes] | IO[bytes]"]
+#: answers a request instead of the network (in-process fakes in tests)
+Send = Callable[[Request], Response]
 
 
 @dataclass(frozen=True)
@@ -56,7 +67,7 @@ class RetryPolicy:
         return float(min(self.base_delay * (2**attempt), self.max_delay))
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: Response) -> float | None:
     value = response.headers.get("Retry-After")
     if not value:
         return None
@@ -64,27 +75,13 @@ def _retry_after(response: httpx.Response) -> float | None:
         return float(value)
     except ValueError:
         pass
+    import email.utils
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
-
-
-def _read_capped(response: httpx.Response, cap: int) -> bytes:
-    chunks: list[bytes] = []
-    total = 0
-    try:
-        for chunk in response.iter_bytes():
-            chunks.append(chunk)
-            total += len(chunk)
-            if total >= cap:
-                break
-    except (httpx.HTTPError, httpx.StreamError):
-        pass
-    finally:
-        response.close()
-    return b"".join(chunks)[:cap]
 
 
 class Transport:
@@ -94,7 +91,7 @@ class Transport:
         *,
         insecure_hosts: Iterable[str] = (),
         ca_file: str | None = None,
-        transport: httpx.BaseTransport | None = None,
+        send: Send | None = None,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         timeout: float = 60.0,
@@ -102,65 +99,73 @@ class Transport:
         user_agent: str = f"mason/{mason.__version__}",
         early: EarlyPings | None = None,
     ) -> None:
-        #: the pings a build sent before httpx was imported (mason.registry.early)
+        #: the pings a build sent before the HTTP client was imported (mason.registry.early)
         self._early = early
         self.insecure_hosts = frozenset(insecure_hosts)
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
-        self.auth = TokenAuthenticator(credentials)
+        self.auth = TokenAuthenticator(credentials, self._fetch)
         self._ca_file = ca_file
-        self._transport = transport
-        self._common: dict[str, object] = {
-            "follow_redirects": False,
-            "timeout": httpx.Timeout(timeout, connect=min(timeout, 15.0)),
-            "limits": httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            "headers": {"User-Agent": user_agent},
-        }
-        # built on first use: an httpx.Client makes its TLS context (and loads the CA bundle)
-        # when it is created, which a build talking only plain HTTP never needs
-        self._clients: dict[bool, httpx.Client] = {}
+        self._send = send
+        # TLS contexts are made when the first HTTPS connection needs one: loading the CA
+        # bundle is the costliest part of start-up after imports, and plain HTTP never needs it
+        self._contexts: dict[bool, ssl.SSLContext] = {}
+        self.pool = Pool(
+            self._context,
+            timeout=timeout,
+            connect_timeout=min(timeout, 15.0),
+            max_idle=max_connections,
+            user_agent=user_agent,
+        )
         self._schemes: dict[str, str] = {}
         self._pinging: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
-    def _make_client(self, verified: bool) -> httpx.Client:
+    def _context(self, verified: bool) -> ssl.SSLContext:
         with self._lock:
-            client = self._clients.get(verified)
-            if client is None:
-                verify: ssl.SSLContext | bool = verified
-                if verified and self._ca_file:
-                    verify = ssl.create_default_context()
-                    verify.load_verify_locations(cafile=self._ca_file)
-                elif verified and self._early is not None:
-                    # the early pings' context is the one httpx would make: load the CA once
-                    verify = self._early.made_context() or True
-                client = httpx.Client(transport=self._transport, verify=verify, **self._common)  # type: ignore[arg-type]
-                self._clients[verified] = client
-            return client
-
-    @property
-    def client(self) -> httpx.Client:
-        """The client that verifies TLS certificates."""
-        return self._clients.get(True) or self._make_client(True)
+            context = self._contexts.get(verified)
+            if context is None:
+                if not verified:
+                    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+                elif self._ca_file:
+                    context = ssl.create_default_context()
+                    context.load_verify_locations(cafile=self._ca_file)
+                else:
+                    # the early pings' context, when they made one: the CA bundle loads once
+                    made = self._early.made_context() if self._early is not None else None
+                    context = made or verifying_context()
+                self._contexts[verified] = context
+            return context
 
     def close(self) -> None:
-        with self._lock:
-            clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            client.close()
+        self.pool.close()
 
-    def _client_for(self, host: str, url: str) -> httpx.Client:
-        # TLS without verification only for hosts the caller marked insecure; a plain-HTTP URL
-        # has no TLS to verify, so it never costs the verifying client's CA bundle
-        verified = host not in self.insecure_hosts and not url.startswith("http://")
-        return self._clients.get(verified) or self._make_client(verified)
+    def _verify_for(self, host: str, url: str) -> bool:
+        # TLS without verification only for hosts the caller marked insecure (a plain-HTTP URL
+        # has no TLS at all)
+        return host not in self.insecure_hosts and not url.startswith("http://")
+
+    def _deliver(self, request: Request, verify: bool) -> Response:
+        """One exchange, on the network or with the test double (``send``)."""
+        if self._send is None:
+            return self.pool.send(request, verify=verify)
+        response = self._send(request)
+        response.request = request
+        return response
+
+    def _fetch(self, request: Request) -> Response:
+        """One exchange read to its end (token requests: no retries, as before)."""
+        host = urlsplit(request.url).netloc
+        with self._deliver(request, self._verify_for(host, request.url)) as response:
+            response.read()
+        return response
 
     def _may_skip_tls(self, host: str) -> bool:
-        # an insecure host's client verifies nothing, so it loads no CA bundle anyway; a test
-        # transport is not the network the handshake would go to
-        return host not in self.insecure_hosts and self._transport is None
+        # an insecure host's TLS verifies nothing, so it loads no CA bundle anyway; a test
+        # double is not the network the handshake would go to
+        return host not in self.insecure_hosts and self._send is None
 
     def http_allowed(self, host: str) -> bool:
         return host in self.insecure_hosts or is_loopback(host)
@@ -217,7 +222,7 @@ class Transport:
             except RegistryError as exc:
                 last = exc
                 cause = exc.__cause__
-                if isinstance(cause, httpx.ConnectError) and _is_cert_error(cause):
+                if isinstance(cause, ConnectError) and _is_cert_error(cause):
                     raise RegistryError(
                         f"TLS certificate of {host} is not trusted",
                         operation=f"ping registry {host}",
@@ -284,32 +289,28 @@ class Transport:
         retry: bool = True,
         follow_redirects: bool = False,
         what: str | None = None,
-    ) -> httpx.Response:
+    ) -> Response:
         """Send a request to registry ``host``; return the response if its status is in ``ok``.
 
         ``path_or_url`` is a path (``/v2/...``) or an absolute URL the registry gave
         (upload locations). With ``stream=True`` the caller must close the response.
         """
         base = self.base_url(host)
-        url = httpx.URL(base).join(path_or_url)
-        if params:
-            url = url.copy_merge_params(params)
+        url = with_params(urljoin(base, path_or_url), params or {})
         scope_list = tuple(scopes)
         ok_set = frozenset(ok)
         reauthed = False
         redirects = 0
         request_headers = dict(headers or {})
-        auth_header = (
-            self.auth.ensure(self.client, host, scope_list) if self.auth.knows(host) else None
-        )
+        auth_header = self.auth.ensure(host, scope_list) if self.auth.knows(host) else None
         while True:
             send_headers = dict(request_headers)
-            same_host = url.netloc.decode() == host
+            same_host = urlsplit(url).netloc == host
             if auth_header and same_host:
                 send_headers["Authorization"] = auth_header
             response = self._send_with_retries(
                 method,
-                str(url),
+                url,
                 host,
                 headers=send_headers,
                 body=body,
@@ -321,14 +322,14 @@ class Transport:
             if status == 401 and same_host and not reauthed:
                 response.close()
                 reauthed = True
-                auth_header = self.auth.on_challenge(self.client, host, response, scope_list)
+                auth_header = self.auth.on_challenge(host, response, scope_list)
                 if auth_header is not None:
                     continue
                 raise RegistryAuthError(
                     f"registry {host} requires authentication and no credentials were found",
                     operation=operation,
                     method=method,
-                    url=str(url),
+                    url=url,
                     status=401,
                     hint="add credentials to ~/.docker/config.json or $REGISTRY_AUTH_FILE",
                 )
@@ -351,7 +352,7 @@ class Transport:
 
     def _finish(
         self,
-        response: httpx.Response,
+        response: Response,
         host: str,
         *,
         same_host: bool,
@@ -359,7 +360,7 @@ class Transport:
         stream: bool,
         operation: str,
         what: str | None,
-    ) -> httpx.Response:
+    ) -> Response:
         """The response of ``request`` once no retry, new token or redirect is left to try:
         returned if its status is in ``ok``, else raised as the registry's error."""
         status = response.status_code
@@ -390,19 +391,15 @@ class Transport:
         )
 
     def error_from(
-        self, response: httpx.Response, *, operation: str, what: str, host: str | None = None
+        self, response: Response, *, operation: str, what: str, host: str | None = None
     ) -> RegistryError:
         """A ``RegistryError`` (subclass by status) with the registry's ``errors[]``; closes ``response``."""
-        try:
-            body = response.content[:_ERROR_BODY_CAP]
-        except httpx.ResponseNotRead:
-            body = _read_capped(response, _ERROR_BODY_CAP)
-        response.close()
+        body = response.read_capped(_ERROR_BODY_CAP)
         errors = parse_registry_errors(body)
         status = response.status_code
         excerpt = body[:300].decode(errors="replace").strip() if body and not errors else None
         method = response.request.method
-        url = str(response.request.url)
+        url = response.request.url
         cls: type[RegistryError] = RegistryError
         hint = None
         # anonymous on a registry that authenticates: a private repository shows as 401, 403 or
@@ -448,25 +445,20 @@ class Transport:
         stream: bool,
         retry: bool = True,
         probe: bool = False,
-    ) -> httpx.Response:
+    ) -> Response:
         """Send with bounded retries. ``probe``: a connection that cannot be made (refused,
         unresolvable, timed out, TLS handshake failed) is not retried."""
         attempts = self.retry.attempts if retry else 1
-        client = self._client_for(host, url)
+        verify = self._verify_for(host, url)
         for attempt in range(attempts):
-            content: bytes | Iterable[bytes] | IO[bytes] | None
-            content = body() if callable(body) else body
-            request = client.build_request(
-                method, url, headers=headers, content=_as_content(content)
-            )
+            content: Content | None = body() if callable(body) else body
             try:
-                response = client.send(request, stream=True)
-            except httpx.TransportError as exc:
+                response = self._deliver(Request(method, url, headers, content), verify)
+            except TransportError as exc:
                 _close(content)
-                # a TLS failure (untrusted certificate, or a plain-HTTP server) will not heal by retrying
-                final = (isinstance(exc, httpx.ConnectError) and _is_tls_error(exc)) or (
-                    probe and isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-                )
+                # a TLS failure (untrusted certificate, or a plain-HTTP server) will not heal by
+                # retrying; in a probe, neither will a connection that cannot be made
+                final = isinstance(exc, ConnectError) and (probe or _is_tls_error(exc))
                 if attempt + 1 < attempts and not final:
                     self.backoff(attempt)
                     continue
@@ -482,7 +474,7 @@ class Transport:
             _close(content)
             if response.status_code in RETRY_STATUSES and attempt + 1 < attempts:
                 retry_after = _retry_after(response)
-                _read_capped(response, _ERROR_BODY_CAP)
+                response.read_capped(_ERROR_BODY_CAP)
                 self.backoff(attempt, retry_after)
                 continue
             if not stream:
@@ -507,14 +499,14 @@ def http_get(
     tr = transport or Transport()
     try:
         for _hop in range(_MAX_REDIRECTS + 1):
-            host = httpx.URL(url).netloc.decode("ascii")
+            host = urlsplit(url).netloc
             response = tr._send_with_retries(
                 "GET", url, host, headers={}, body=None, operation=operation, stream=True
             )
             location = response.headers.get("Location")
             if response.status_code in _REDIRECTS and location:
                 response.close()
-                url = str(response.request.url.join(location))
+                url = urljoin(response.request.url, location)
                 continue
             try:
                 if response.status_code != 200:
@@ -526,7 +518,7 @@ def http_get(
                         status=response.status_code,
                     )
                 yield response.iter_bytes()
-            except httpx.HTTPError as exc:  # the body broke off
+            except TransportError as exc:  # the body broke off
                 raise RegistryError(
                     f"download failed: {type(exc).__name__}: {exc}",
                     operation=operation,
@@ -570,22 +562,6 @@ def _is_tls_error(exc: BaseException) -> bool:
     return "SSL" in str(exc) or "WRONG_VERSION_NUMBER" in str(exc)
 
 
-def _as_content(
-    content: bytes | Iterable[bytes] | IO[bytes] | None,
-) -> bytes | Iterator[bytes] | None:
-    if content is None or isinstance(content, bytes):
-        return content
-    if hasattr(content, "read"):
-        stream = content
-
-        def chunks() -> Iterator[bytes]:
-            while chunk := stream.read(1 << 20):
-                yield chunk
-
-        return chunks()
-    return iter(content)
-
-
 def _close(content: object) -> None:
     close = getattr(content, "close", None)
     if callable(close) and hasattr(content, "read"):
@@ -593,15 +569,15 @@ def _close(content: object) -> None:
 
 
 def _redirect_target(
-    url: httpx.URL, response: httpx.Response, redirects: int, *, operation: str, method: str
-) -> httpx.URL:
+    url: str, response: Response, redirects: int, *, operation: str, method: str
+) -> str:
     """Where a redirect points, unless it is one too many (the sixth)."""
     if redirects > 5:
         raise RegistryError(
             "too many redirects",
             operation=operation,
             method=method,
-            url=str(url),
+            url=url,
             status=response.status_code,
         )
-    return url.join(response.headers["Location"])
+    return urljoin(url, response.headers["Location"])

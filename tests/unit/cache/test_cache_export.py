@@ -554,7 +554,7 @@ def test_a_registry_refusing_the_cache_manifest_type_gets_a_hint(
         f"type=registry,ref={fake.host}/app/cache,mode=max" + (f",{attrs}" if attrs else "")
     )
     with (
-        RegistryClient(transport=fake.transport(), sleep=lambda _s: None) as client,
+        RegistryClient(send=fake, sleep=lambda _s: None) as client,
         pytest.raises(MasonError) as err,
     ):
         export_cache(opts, records, blobs=blob_store, image_diff_ids=image, client=client)
@@ -568,7 +568,7 @@ def test_a_registry_refusing_the_cache_manifest_type_gets_a_hint(
     assert suggestion in text
     # with ignore-error the same failure is one warning that keeps the hint
     [lenient] = parse_cache_to(opts.text + ",ignore-error=true")
-    with RegistryClient(transport=fake.transport(), sleep=lambda _s: None) as client:
+    with RegistryClient(send=fake, sleep=lambda _s: None) as client:
         result = export_cache(
             lenient, records, blobs=blob_store, image_diff_ids=image, client=client
         )

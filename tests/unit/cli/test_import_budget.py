@@ -53,13 +53,18 @@ sys.exit(main(argv))
 # never needed by `mason build` with plain progress before its first request
 _NEVER_BEFORE_REQUEST = {
     "rich",  # tty progress only
-    "click",  # httpx's own command line
     "pygments",
     "mason.compression.estargz",  # nothing asked for eStargz
     "zstandard",  # nor for zstd (libzstd and the platform module it imports)
-    "anyio",  # httpcore's async backend: mason's clients are sync
     "cryptography",
     "jwt",
+    # HTTP is the standard library's http.client (mason.registry.wire): no third-party stack,
+    # certifi's bundle found without importing certifi (importlib.resources), no urllib.request
+    "httpx",
+    "httpcore",
+    "h11",
+    "certifi",
+    "urllib.request",
 }
 # nor by a build whose steps are all cached (issue 14, made lazy): tar readers and writers, the
 # codecs, programs (credential helpers, git, ssh-agent, umount), Go's float format and TOML
@@ -77,8 +82,7 @@ _LAZY_FOR_CACHED_BUILD = {
 }
 # nor by `mason build --help`, which makes no request at all
 _NEVER_FOR_HELP = _NEVER_BEFORE_REQUEST | {
-    "httpx",
-    "httpcore",
+    "http.client",
     "ssl",
     "sqlite3",
     "mason.registry",
@@ -100,8 +104,7 @@ def _modules_at_first_request(
 
 # nor by a build whose command line names its registries: their pings go out first
 _NEVER_BEFORE_EARLY_PING = _NEVER_BEFORE_REQUEST | {
-    "httpx",
-    "httpcore",
+    "http.client",  # the pings go out on bare sockets
     "ssl",  # a plain-HTTP registry on loopback
     "mason.engine",
     "mason.dockerfile",
@@ -134,7 +137,7 @@ def test_build_reaches_its_first_request_without_deny_listed_modules(tmp_path: P
     argv = ["build", "--progress=plain", str(_context(tmp_path, host))]
     # the build's own first request (the early ping of the FROM host goes out before)
     where, modules, _ = _modules_at_first_request(tmp_path, port, argv, {"MAIN": "1"})
-    assert where == "connect" and "httpx" in modules
+    assert where == "connect" and "mason.registry.wire" in modules
     assert _loaded(modules, _NEVER_BEFORE_REQUEST) == []
 
 
@@ -155,7 +158,7 @@ def test_the_engine_loads_without_what_only_running_steps_needs(tmp_path: Path) 
 
 def test_build_naming_its_registries_pings_them_before_the_engine_loads(tmp_path: Path) -> None:
     # the registry of --cache-from and of the pushed tag: pinged (mason.registry.early) right
-    # after the arguments are parsed, before httpx and the engine are imported
+    # after the arguments are parsed, before the HTTP client and the engine are imported
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PlainRegistry)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -176,7 +179,7 @@ def test_a_registry_only_the_dockerfile_names_is_read_before_the_engine_loads(
     tmp_path: Path,
 ) -> None:
     # the FROM image's host is pinged (and its documents read, mason.cli.early_reads) once
-    # the Dockerfile is parsed, before the engine and httpx are imported
+    # the Dockerfile is parsed, before the engine and the HTTP client are imported
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PlainRegistry)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -188,7 +191,7 @@ def test_a_registry_only_the_dockerfile_names_is_read_before_the_engine_loads(
         server.shutdown()
         server.server_close()
     assert where == "connect" and "mason.registry.prefetch" in modules
-    assert _loaded(modules, {"httpx", "mason.engine.builder", "mason.cache.registry"}) == []
+    assert _loaded(modules, {"http.client", "mason.engine.builder", "mason.cache.registry"}) == []
 
 
 def test_plain_http_registry_marked_insecure_loads_no_ca_bundle(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""mason.registry.early: a build's pings sent before httpx loads, and the Transport taking
+"""mason.registry.early: a build's pings sent before the HTTP client loads, and the Transport taking
 their answers instead of pinging again (start-up, issue 14)."""
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ HOST = "registry.fake.test"
 
 def _check(fake: FakeRegistry) -> dict[str, tuple[bool | None, str]]:
     store = CredentialStore.static({HOST: (fake.username, fake.password)})
-    with RegistryClient(store, transport=fake.transport(), sleep=lambda _s: None) as client:
+    with RegistryClient(store, send=fake, sleep=lambda _s: None) as client:
         report = check_registry(client, Reference.parse(f"{HOST}/team/cache"))
     assert [f.feature for f in report.findings] == list(FEATURES)
     return {f.feature: (f.supported, f.detail) for f in report.findings}

@@ -1,4 +1,4 @@
-"""RegistryClient against the in-process fake registry (httpx.MockTransport, no sockets)."""
+"""RegistryClient against the in-process fake registry (its ``send``, no sockets)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ HOST = "registry.fake.test"
 
 def client_for(fake: FakeRegistry, creds: bool = True, **kwargs: object) -> RegistryClient:
     store = CredentialStore.static({HOST: (fake.username, fake.password)}) if creds else None
-    return RegistryClient(store, transport=fake.transport(), sleep=lambda _s: None, **kwargs)  # type: ignore[arg-type]
+    return RegistryClient(store, send=fake, sleep=lambda _s: None, **kwargs)  # type: ignore[arg-type]
 
 
 def ref(text: str = "app/web:v1") -> Reference:
@@ -104,7 +104,7 @@ def test_basic_auth_and_wrong_password_message() -> None:
         push_image(client, ref(), b"x")
     bad = RegistryClient(
         CredentialStore.static({HOST: ("user", "nope")}),
-        transport=fake.transport(),
+        send=fake,
         sleep=lambda _s: None,
     )
     with pytest.raises(RegistryAuthError) as err:
@@ -179,7 +179,7 @@ def test_429_honours_retry_after() -> None:
     slept: list[float] = []
     fake = FakeRegistry(faults=[("HEAD", r"/blobs/", [429])])
     fake.add_blob("app/web", b"q")
-    client = RegistryClient(transport=fake.transport(), sleep=slept.append)
+    client = RegistryClient(send=fake, sleep=slept.append)
     assert client.blob_exists(ref(), sha256_bytes(b"q"))
     assert slept == [0.0]
 
@@ -246,7 +246,7 @@ def test_manifest_size_cap_and_digest_check() -> None:
 
 def test_plain_http_only_for_loopback() -> None:
     fake = FakeRegistry(host="example.org")
-    client = RegistryClient(transport=fake.transport(), sleep=lambda _s: None)
+    client = RegistryClient(send=fake, sleep=lambda _s: None)
     assert client._transport.http_allowed("127.0.0.1:5000")
     assert client._transport.http_allowed("localhost:5000")
     assert not client._transport.http_allowed("example.org")

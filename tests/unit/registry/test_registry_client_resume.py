@@ -32,7 +32,7 @@ CHUNK = 64 * 1024  # the smallest PATCH the client sends
 
 def client_for(fake: FakeRegistry, attempts: int = 5, **kwargs: object) -> RegistryClient:
     return RegistryClient(
-        transport=fake.transport(),
+        send=fake,
         sleep=lambda _s: None,  # type: ignore[arg-type]
         retry=RetryPolicy(attempts=attempts),
         **kwargs,

@@ -7,10 +7,10 @@ import base64
 import email.utils
 import io
 import os
+from urllib.parse import urlsplit
 
-import httpx
 import pytest
-from tests.support.fake_registry import FakeRegistry
+from tests.support.fake_registry import FakeRegistry, respond
 
 from mason.digest import sha256_bytes
 from mason.oci import mediatypes as mt
@@ -21,6 +21,7 @@ from mason.registry.auth import CredentialStore
 from mason.registry.client import RegistryClient
 from mason.registry.errors import RegistryAuthError, RegistryError, RegistryNotFoundError
 from mason.registry.transport import RetryPolicy
+from mason.registry.wire import ConnectError, ReadError, Request, Response
 
 HOST = "registry.fake.test"
 
@@ -33,26 +34,26 @@ def blob(data: bytes, media_type: str = mt.OCI_LAYER) -> Descriptor:
 
 
 class _Wire:
-    """A MockTransport handler for a loopback host: per scheme, a list of outcomes
+    """A ``send`` for a loopback host: per scheme, a list of outcomes
     (an exception to raise or a status to answer), the last one repeating."""
 
     def __init__(self, **by_scheme: list[object]) -> None:
         self.by_scheme = by_scheme
         self.calls: list[str] = []
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        scheme = request.url.scheme
+    def __call__(self, request: Request) -> Response:
+        scheme = urlsplit(request.url).scheme
         self.calls.append(scheme)
         outcomes = self.by_scheme[scheme]
         outcome = outcomes.pop(0) if len(outcomes) > 1 else outcomes[0]
         if isinstance(outcome, Exception):
             raise outcome
         assert isinstance(outcome, int)
-        return httpx.Response(outcome, json={})
+        return respond(outcome, json={})
 
 
 def _client(wire: _Wire, slept: list[float]) -> RegistryClient:
-    return RegistryClient(transport=httpx.MockTransport(wire), sleep=slept.append)
+    return RegistryClient(send=wire, sleep=slept.append)
 
 
 @pytest.mark.parametrize(
@@ -66,7 +67,7 @@ def test_refused_or_tls_failed_https_moves_to_http_at_once(
     host: str, failure: str, status: int
 ) -> None:
     slept: list[float] = []
-    wire = _Wire(https=[httpx.ConnectError(failure)], http=[status])
+    wire = _Wire(https=[ConnectError(failure)], http=[status])
     with _client(wire, slept) as client:
         client.ping(host)
     assert wire.calls == ["https", "http"] and slept == []
@@ -74,7 +75,7 @@ def test_refused_or_tls_failed_https_moves_to_http_at_once(
 
 def test_unreachable_registry_fails_without_backoff_and_names_both_schemes() -> None:
     slept: list[float] = []
-    refused = httpx.ConnectError("[Errno 111] Connection refused")
+    refused = ConnectError("[Errno 111] Connection refused")
     wire = _Wire(https=[refused], http=[refused])
     with _client(wire, slept) as client, pytest.raises(RegistryError) as err:
         client.ping("127.0.0.1:5000")
@@ -86,7 +87,7 @@ def test_unreachable_registry_fails_without_backoff_and_names_both_schemes() -> 
 
 def test_transient_errors_during_the_probe_are_still_retried() -> None:
     slept: list[float] = []
-    wire = _Wire(https=[httpx.ReadError("reset"), 503, 200], http=[200])
+    wire = _Wire(https=[ReadError("reset"), 503, 200], http=[200])
     with _client(wire, slept) as client:
         client.ping("127.0.0.1:5000")
     assert wire.calls == ["https", "https", "https"] and len(slept) == 2
@@ -94,8 +95,8 @@ def test_transient_errors_during_the_probe_are_still_retried() -> None:
 
 def test_chosen_scheme_keeps_bounded_retries_for_connection_errors() -> None:
     slept: list[float] = []
-    wire = _Wire(http=[200, httpx.ConnectError("refused"), 200])
-    wire.by_scheme["https"] = [httpx.ConnectError("refused")]
+    wire = _Wire(http=[200, ConnectError("refused"), 200])
+    wire.by_scheme["https"] = [ConnectError("refused")]
     with _client(wire, slept) as client:
         client.ping("127.0.0.1:5000")
         assert client.blob_exists(Reference.parse("127.0.0.1:5000/a/b"), sha256_bytes(b"x"))
@@ -111,7 +112,7 @@ def test_token_realm_on_another_host_and_port_with_its_own_query() -> None:
     )
     fake.add_blob("team/app", b"layer")
     store = CredentialStore.static({HOST: (fake.username, fake.password)})
-    with RegistryClient(store, transport=fake.transport(), sleep=lambda _s: None) as client:
+    with RegistryClient(store, send=fake, sleep=lambda _s: None) as client:
         ref = Reference.parse(f"{HOST}/team/app:1")
         assert client.blob_exists(ref, sha256_bytes(b"layer"))
     token_calls = [r for r in fake.requests if "login.fake.test:8443" in r.url]
@@ -142,10 +143,10 @@ def test_docker_hub_names_go_to_registry_1_with_hub_credentials() -> None:
     store = CredentialStore(
         docker_config={"auths": {"https://index.docker.io/v1/": {"auth": auth}}}
     )
-    with RegistryClient(store, transport=fake.transport(), sleep=lambda _s: None) as client:
+    with RegistryClient(store, send=fake, sleep=lambda _s: None) as client:
         got = client.get_manifest(Reference.parse("busybox"))
     assert got.digest == manifest.digest
-    hosts = {httpx.URL(r.url).host for r in fake.requests}
+    hosts = {urlsplit(r.url).hostname for r in fake.requests}
     assert hosts == {"registry-1.docker.io", "auth.docker.io"}
     assert fake.token_queries == [("registry.docker.io", ["repository:library/busybox:pull"])]
 
@@ -156,7 +157,7 @@ def test_anonymous_pull_of_a_private_repository(denial: int) -> None:
         auth="bearer", anonymous_pull=True, private_repos={"corp/secret"}, private_denial=denial
     )
     with (
-        RegistryClient(transport=fake.transport(), sleep=lambda _s: None) as client,
+        RegistryClient(send=fake, sleep=lambda _s: None) as client,
         pytest.raises(RegistryError) as err,
     ):
         client.get_manifest(Reference.parse(f"{HOST}/corp/secret:1"))
@@ -178,7 +179,7 @@ def test_private_repository_with_credentials_works() -> None:
     fake = FakeRegistry(auth="bearer", anonymous_pull=True, private_repos={"corp/secret"})
     fake.add_blob("corp/secret", b"s")
     store = CredentialStore.static({HOST: (fake.username, fake.password)})
-    with RegistryClient(store, transport=fake.transport(), sleep=lambda _s: None) as client:
+    with RegistryClient(store, send=fake, sleep=lambda _s: None) as client:
         assert client.blob_exists(Reference.parse(f"{HOST}/corp/secret"), sha256_bytes(b"s"))
 
 
@@ -189,7 +190,7 @@ def test_monolithic_put_over_a_body_limit_falls_back_to_chunks() -> None:
     fake = FakeRegistry(max_body=100_000)
     data = os.urandom(300_000)
     ref = Reference.parse(f"{HOST}/app/big")
-    with RegistryClient(transport=fake.transport(), sleep=lambda _s: None) as client:
+    with RegistryClient(send=fake, sleep=lambda _s: None) as client:
         assert client.push_blob_outcome(ref, blob(data), lambda: io.BytesIO(data)) == "uploaded"
         assert fake.blobs[sha256_bytes(data)] == data
         assert (
@@ -210,7 +211,7 @@ def test_chunk_min_length_is_honoured() -> None:
     fake = FakeRegistry(chunk_min_length=5000)
     data = os.urandom(12_345)
     with RegistryClient(
-        transport=fake.transport(), sleep=lambda _s: None, chunk_threshold=1000, chunk_size=1000
+        send=fake, sleep=lambda _s: None, chunk_threshold=1000, chunk_size=1000
     ) as client:
         assert client.push_blob(
             Reference.parse(f"{HOST}/app/c"), blob(data), lambda: io.BytesIO(data)
@@ -223,7 +224,7 @@ def test_mount_declined_with_a_session_uploads_in_that_session() -> None:
     fake = FakeRegistry(mount_supported=False)
     data = b"not mountable here"
     fake.add_blob("src/repo", data)
-    with RegistryClient(transport=fake.transport(), sleep=lambda _s: None) as client:
+    with RegistryClient(send=fake, sleep=lambda _s: None) as client:
         outcome = client.push_blob_outcome(
             Reference.parse(f"{HOST}/dst/repo"),
             blob(data),
@@ -242,7 +243,7 @@ def test_refused_manifest_media_type_names_registry_url_and_message() -> None:
     index = build_index([])
     ref = Reference.parse(f"{HOST}/app/cache:latest")
     with (
-        RegistryClient(transport=fake.transport(), sleep=lambda _s: None) as client,
+        RegistryClient(send=fake, sleep=lambda _s: None) as client,
         pytest.raises(RegistryError) as err,
     ):
         client.put_manifest(ref, index.raw, index.media_type)
@@ -264,9 +265,7 @@ def test_retry_after_as_http_date(offset: int, expected: float) -> None:
     when = email.utils.formatdate(time.time() + offset, usegmt=True)
     fake = FakeRegistry(faults=[("HEAD", r"/blobs/", [429])], retry_after=when)
     fake.add_blob("app/web", b"q")
-    client = RegistryClient(
-        transport=fake.transport(), sleep=slept.append, retry=RetryPolicy(max_retry_after=60.0)
-    )
+    client = RegistryClient(send=fake, sleep=slept.append, retry=RetryPolicy(max_retry_after=60.0))
     assert client.blob_exists(Reference.parse(f"{HOST}/app/web"), sha256_bytes(b"q"))
     assert slept == [expected]
 
@@ -275,8 +274,6 @@ def test_unparseable_retry_after_falls_back_to_backoff() -> None:
     slept: list[float] = []
     fake = FakeRegistry(faults=[("HEAD", r"/blobs/", [429])], retry_after="soon")
     fake.add_blob("app/web", b"q")
-    client = RegistryClient(
-        transport=fake.transport(), sleep=slept.append, retry=RetryPolicy(base_delay=0.25)
-    )
+    client = RegistryClient(send=fake, sleep=slept.append, retry=RetryPolicy(base_delay=0.25))
     assert client.blob_exists(Reference.parse(f"{HOST}/app/web"), sha256_bytes(b"q"))
     assert slept == [0.25]
