@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -820,23 +820,14 @@ def _export(
     *,
     cache_mounts: CacheMounts | None = None,
 ) -> None:
-    """The image outputs, then the caches; the outcome's digests and buildx's metadata."""
+    """The image outputs and the caches, side by side (a layer both push is uploaded once:
+    ``mason.registry.push``); then the outcome's digests and buildx's metadata."""
     from mason.engine.options import outputs_for
     from mason.engine.remotecache import export_caches
 
     outputs = outputs_for(opts.tags, opts.push, opts.outputs, opts.annotations)
-    if outputs:
-        with _task(sink, "exporting to image") as t:
-            outcome.exported = export_outputs(
-                blobs, client, images, outputs, state.tmp, t.log, stdout=stdout
-            )
-    elif not opts.cache_to:
-        t2 = _Task(sink, "exporting to image")
-        t2.warn(
-            "no output specified: the build result stays in the local cache only (use --push, -o or --output)"
-        )
-        t2.done()
-    if opts.cache_to:
+
+    def caches() -> None:
         export_caches(
             opts.cache_to,
             graph,
@@ -847,6 +838,26 @@ def _export(
             cache_imports,
             cache_mounts=cache_mounts,
         )
+
+    with ThreadPoolExecutor(1, "export-cache") as pool:
+        cached: Future[None] | None = None
+        if outputs:
+            with _task(sink, "exporting to image") as t:
+                if opts.cache_to:  # beside the push: its reads and read-backs overlap it
+                    cached = pool.submit(caches)
+                outcome.exported = export_outputs(
+                    blobs, client, images, outputs, state.tmp, t.log, stdout=stdout
+                )
+        elif not opts.cache_to:
+            t2 = _Task(sink, "exporting to image")
+            t2.warn(
+                "no output specified: the build result stays in the local cache only (use --push, -o or --output)"
+            )
+            t2.done()
+        if cached is not None:
+            cached.result()
+        elif opts.cache_to:
+            caches()
     if outcome.exported is not None:
         outcome.metadata = _metadata(outcome.exported, images)
         outcome.image_digest = outcome.exported.digest

@@ -6,11 +6,17 @@ repository of the same registry that holds it; else an upload -- in the session 
 opens when it declines the last mount, so a declined mount costs no extra request. The
 candidates come from the descriptor's ``containerd.io/distribution.source.<host>``
 annotation (what containerd and BuildKit write), or from the caller.
+
+Puts of one blob into one registry take turns, process-wide (``_Turns``): the image push and
+the cache export run side by side, and a layer both need crosses the wire once -- the later
+put waits for the earlier one and mounts from its repository (or finds the blob there).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import BinaryIO, Literal, Protocol
 
 from mason.digest import Digest
@@ -56,6 +62,49 @@ def mount_candidates(desc: Descriptor, target: Reference) -> list[str]:
     return sorted(dict.fromkeys(repos), key=lambda r: (-common(r), r))
 
 
+class _Put:
+    """A put under way: where to, and whether it left the blob there."""
+
+    __slots__ = ("done", "ok", "repository")
+
+    def __init__(self, repository: str) -> None:
+        self.repository = repository
+        self.done = threading.Event()
+        self.ok = False
+
+
+class _Turns:
+    """The puts under way in this process, one per (registry, blob)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._puts: dict[tuple[str, Digest], _Put] = {}
+
+    @contextmanager
+    def turn(self, ref: Reference, digest: Digest) -> Iterator[str | None]:
+        """Wait for any put of ``digest`` into ``ref``'s registry, then hold the turn; yields
+        the repository the last such put left the blob in (None: none did)."""
+        key, holder = (ref.registry, digest), None
+        while True:
+            with self._lock:
+                other = self._puts.get(key)
+                if other is None:
+                    mine = self._puts[key] = _Put(ref.repository)
+                    break
+            other.done.wait()
+            holder = other.repository if other.ok else holder
+        try:
+            yield holder
+            mine.ok = True
+        finally:
+            with self._lock:
+                del self._puts[key]
+            mine.done.set()
+
+
+_TURNS = _Turns()
+
+
 def push_blob(
     client: BlobPusher,
     ref: Reference,
@@ -68,9 +117,24 @@ def push_blob(
     ``mount_from`` (default: ``mount_candidates(desc, ref)``), else an upload.
 
     With several candidates the first ones are tried before any HEAD: a mount POST costs what a
-    HEAD does, and mounting a blob the repository already has is harmless."""
-    candidates = list(mount_from) if mount_from is not None else mount_candidates(desc, ref)
-    candidates = [c for c in candidates if c != ref.repository]
+    HEAD does, and mounting a blob the repository already has is harmless. A put of the same
+    blob into the same registry under way elsewhere in this process is waited for; the
+    repository it went to is the first candidate."""
+    with _TURNS.turn(ref, desc.digest) as just_put:
+        candidates = list(mount_from) if mount_from is not None else mount_candidates(desc, ref)
+        if just_put is not None:
+            candidates.insert(0, just_put)
+        candidates = list(dict.fromkeys(c for c in candidates if c != ref.repository))
+        return _put(client, ref, desc, opener, candidates)
+
+
+def _put(
+    client: BlobPusher,
+    ref: Reference,
+    desc: Descriptor,
+    opener: Callable[[], BinaryIO],
+    candidates: list[str],
+) -> StoreOutcome:
     for repo in candidates[:-1]:
         try:
             if client.mount_blob(ref, desc.digest, repo):
