@@ -35,10 +35,10 @@ import os
 import stat
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from mason.errors import DiagnosticError
+from mason.structs import Struct
 
 __all__ = ["FsRoot", "PathOutsideError", "ResolvedPath", "clean_path"]
 
@@ -71,8 +71,7 @@ def clean_path(unsafe: str) -> str:
     return "/" + "/".join(parts)
 
 
-@dataclass(frozen=True)
-class ResolvedPath:
+class ResolvedPath(Struct, frozen=True):
     """Where a path leads inside the root: its canonical components (no symlinks, no ``..``)
     and the entry's own ``lstat`` (None when it does not exist)."""
 

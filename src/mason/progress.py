@@ -7,16 +7,16 @@ lines in BuildKit's ``--progress=plain`` shape, rich on a TTY, or nothing).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 from typing import Literal, Protocol
+
+from mason.structs import Struct, field
 
 __all__ = ["Event", "HeldSink", "NullSink", "ProgressSink", "RecordingSink", "VertexStatus"]
 
 VertexStatus = Literal["started", "log", "cached", "done", "error", "warning"]
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(Struct, frozen=True):
     """One thing that happened to a vertex (a build step or an internal task).
 
     ``vertex`` identifies the step (a stable id, e.g. its cache key or a name);

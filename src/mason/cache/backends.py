@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from mason.structs import Struct, field
 
 if TYPE_CHECKING:
     from mason.cache.model import (
@@ -42,8 +43,7 @@ _MODULES: dict[str, str] = {
 BACKEND_NAMES: tuple[str, ...] = tuple(_MODULES)
 
 
-@dataclass(frozen=True)
-class ExportRequest:
+class ExportRequest(Struct, frozen=True):
     """What every exporter gets besides its options."""
 
     records: Sequence[SolvedRecord]
@@ -57,8 +57,7 @@ class ExportRequest:
     cache_mounts: Mapping[str, Descriptor] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class CacheBackend:
+class CacheBackend(Struct, frozen=True):
     """One cache backend. ``parse_to``/``parse_from`` get the attributes (already checked
     against ``export_attrs``/``import_attrs``) and the whole option text (for messages)."""
 

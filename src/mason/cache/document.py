@@ -13,7 +13,6 @@ Forms (BuildKit ``cache/remotecache/export.go``):
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
 from typing import Any
 
 from mason.cache.format import (
@@ -43,6 +42,7 @@ from mason.oci.manifest import (
     build_manifest,
     parse_manifest,
 )
+from mason.structs import Struct, replace
 
 __all__ = [
     "MAX_MANIFEST_SIZE",
@@ -59,8 +59,7 @@ MAX_MANIFEST_SIZE = 4 << 20
 _MAX_IMAGE_CONFIG = 8 << 20
 
 
-@dataclass(frozen=True)
-class ParsedCache:
+class ParsedCache(Struct, frozen=True):
     config: CacheConfig
     descriptors: dict[Digest, Descriptor]
     form: str  # "image-manifest", "index" or "inline"

@@ -29,12 +29,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import cmp_to_key
 from typing import Any
 
 from mason.digest import Digest, DigestError, parse_digest
 from mason.errors import DiagnosticError
+from mason.structs import Struct, field
 
 __all__ = [
     "CACHE_CONFIG_MEDIA_TYPE",
@@ -86,40 +86,35 @@ class CacheFormatError(DiagnosticError):
     reference = "cache-format-invalid"
 
 
-@dataclass(frozen=True)
-class CacheLayer:
+class CacheLayer(Struct, frozen=True):
     """One blob in a chain; ``parent`` is an index into ``CacheConfig.layers`` or -1."""
 
     blob: Digest
     parent: int = -1
 
 
-@dataclass(frozen=True)
-class CacheResult:
+class CacheResult(Struct, frozen=True):
     """A result: the chain that ends at ``layers[layer]`` (that layer and all its parents)."""
 
     layer: int
     created_at: str = ZERO_TIME
 
 
-@dataclass(frozen=True)
-class ChainedResult:
+class ChainedResult(Struct, frozen=True):
     """A result given as explicit layer indexes, base first, parents ignored (inline cache)."""
 
     layers: tuple[int, ...]
     created_at: str = ZERO_TIME
 
 
-@dataclass(frozen=True)
-class CacheInput:
+class CacheInput(Struct, frozen=True):
     """A link to an input record (``link`` indexes ``CacheConfig.records``)."""
 
     link: int
     selector: str = ""
 
 
-@dataclass(frozen=True)
-class CacheRecord:
+class CacheRecord(Struct, frozen=True):
     """One cache key. ``inputs[i]`` lists the alternative records for input ``i``."""
 
     digest: Digest
@@ -132,8 +127,7 @@ class CacheRecord:
         return bool(self.results or self.chains)
 
 
-@dataclass(frozen=True)
-class CacheConfig:
+class CacheConfig(Struct, frozen=True):
     layers: tuple[CacheLayer, ...] = ()
     records: tuple[CacheRecord, ...] = ()
     #: record digest -> Dockerfile step (mason-written configs only).

@@ -18,7 +18,6 @@ import io
 import os
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import replace
 from typing import BinaryIO
 
 from mason.cache.backends import CacheBackend, ExportRequest
@@ -46,6 +45,7 @@ from mason.oci.descriptor import Descriptor
 from mason.oci.layout import OCILayout
 from mason.oci.manifest import ImageManifest, parse_manifest
 from mason.oci.reference import Reference
+from mason.structs import replace
 
 __all__ = ["BACKEND", "export_local_cache", "load_local_cache"]
 

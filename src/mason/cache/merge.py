@@ -12,9 +12,7 @@ know are simply never looked up.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence, Set
-from dataclasses import replace
 from datetime import datetime
 
 from mason.cache.format import (
@@ -32,6 +30,7 @@ from mason.cache.retention import prune_config, stamp_last_used, without_unreach
 from mason.digest import Digest
 from mason.oci import mediatypes as mt
 from mason.oci.descriptor import Descriptor
+from mason.structs import replace
 
 __all__ = [
     "merge_export",
@@ -91,7 +90,7 @@ def _without_unlisted(config: CacheConfig, listed: Mapping[Digest, Descriptor]) 
         )
         for rec in config.records
     )
-    return dataclasses.replace(config, records=records)
+    return replace(config, records=records)
 
 
 def merge_export(

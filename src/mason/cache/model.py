@@ -20,7 +20,6 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from typing import BinaryIO, Literal, Protocol
 
 from mason.cache.blobcheck import MAGIC_BYTES, compression_mismatch, known_layer_compression
@@ -42,6 +41,7 @@ from mason.oci import mediatypes as mt
 from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, DISTRIBUTION_SOURCE_PREFIX, Descriptor
 from mason.oci.manifest import ImageIndex, ImageManifest
 from mason.oci.reference import Reference
+from mason.structs import Struct, eq_without, field, repr_without
 
 __all__ = [
     "ANNOTATION_CREATED_AT",
@@ -97,8 +97,7 @@ class BlobProvider(Protocol):
 # --------------------------------------------------------------------------- import side
 
 
-@dataclass(frozen=True)
-class CacheHit:
+class CacheHit(Struct, frozen=True):
     """A record with a usable result in an imported cache."""
 
     key: Digest
@@ -109,10 +108,13 @@ class CacheHit:
     source: str
     #: The Dockerfile step that wrote it, when mason wrote the cache.
     step: str | None
-    provider: BlobProvider = field(repr=False, compare=False)
+    provider: BlobProvider
     #: the record's links to root records (no inputs, no result: BuildKit's content roots)
     #: as ``(input index, linked digest)``
     root_links: tuple[tuple[int, str], ...] = ()
+
+    __repr__ = repr_without("provider")
+    __eq__, __hash__ = eq_without("provider")
 
     @property
     def diff_ids(self) -> tuple[Digest, ...]:
@@ -360,8 +362,7 @@ def first_hit(sources: Iterable[CacheSource], key: Digest | str) -> CacheHit | N
 # --------------------------------------------------------------------------- export side
 
 
-@dataclass(frozen=True)
-class SolvedRecord:
+class SolvedRecord(Struct, frozen=True):
     """One step the solver settled (ran, or got from a cache), as the exporter needs it.
 
     ``key`` is the step's full cache key; ``inputs[i]`` the key of its input ``i``
@@ -451,8 +452,7 @@ class ExportBlobStore(Protocol):
     def open_blob(self, desc: Descriptor) -> BinaryIO: ...
 
 
-@dataclass(frozen=True)
-class ExportPlan:
+class ExportPlan(Struct, frozen=True):
     """A cache document ready to store: config bytes and the layer descriptors in config order."""
 
     config: CacheConfig
@@ -467,8 +467,7 @@ class ExportPlan:
         return sum(1 for r in self.config.records if r.has_result)
 
 
-@dataclass(frozen=True)
-class ExportResult:
+class ExportResult(Struct, frozen=True):
     """What a cache export did (or, with ``ignore-error``, the warning it swallowed)."""
 
     destination: str
@@ -558,8 +557,7 @@ class _BlobResolver:
         return out
 
 
-@dataclass
-class _LayerTable:
+class _LayerTable(Struct):
     """The cache config's layers as they are added chain by chain: one entry per (blob, parent),
     the descriptor of each blob, and the times that date each layer."""
 

@@ -14,13 +14,13 @@ not).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from mason.compression.kinds import COMPRESSION_NAMES, get_compression
 from mason.errors import UsageError
 from mason.oci.errors import InvalidReferenceError
 from mason.oci.reference import Reference
+from mason.structs import Struct, field
 
 if TYPE_CHECKING:
     from mason.cache.backends import CacheBackend
@@ -65,8 +65,7 @@ class CacheOptionsError(UsageError):
     reference = "cache-option-invalid"
 
 
-@dataclass(frozen=True)
-class CacheOptions:
+class CacheOptions(Struct, frozen=True):
     """One parsed ``--cache-to`` or ``--cache-from`` entry (defaults as BuildKit's)."""
 
     type: CacheType

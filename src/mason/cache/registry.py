@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import BinaryIO
 
@@ -80,6 +79,7 @@ from mason.oci.manifest import ImageIndex, ImageManifest
 from mason.oci.reference import Reference
 from mason.registry.errors import RegistryError, RegistryNotFoundError
 from mason.registry.push import push_blob
+from mason.structs import Struct, field, replace
 
 __all__ = [
     "BACKEND",
@@ -237,8 +237,7 @@ def _refused_manifest_hint(options: CacheOptions, media_type: str) -> str:
     )
 
 
-@dataclass
-class _Stored:
+class _Stored(Struct):
     """What storing a cache's blobs did, per blob: uploaded, mounted from another repository,
     or already there; ``sent`` counts the uploaded bytes."""
 
@@ -359,8 +358,7 @@ _SETTLE_MIN = 0.02
 _SETTLE_FACTOR = 2.0
 
 
-@dataclass
-class _Planned:
+class _Planned(Struct):
     """One export attempt: the plan, its document (None: no layers), the listed blobs still
     in the repository, and the cache mounts it carries (id -> layer)."""
 
@@ -401,8 +399,7 @@ class _Planned:
         stored.add("uploaded" if pushed else "existing", index)
 
 
-@dataclass
-class _Writer:
+class _Writer(Struct):
     options: CacheOptions
     ref: Reference
     records: Sequence[SolvedRecord]
@@ -560,8 +557,7 @@ def _digest_of(source: CacheSource) -> Digest | None:
 # -- retention (mason cache prune REF) -----------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PruneReport:
+class PruneReport(Struct, frozen=True):
     """What ``prune_registry_cache`` found and did: ``written`` is the new manifest (None for
     a dry run, nothing to drop, or a deleted tag); ``deleted`` when nothing was left."""
 

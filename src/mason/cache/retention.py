@@ -13,10 +13,8 @@ deleted by the registry's garbage collection, never by mason.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from mason.cache.format import (
@@ -31,6 +29,7 @@ from mason.cache.format import (
 )
 from mason.cache.options import CacheOptionsError
 from mason.digest import Digest
+from mason.structs import Struct, replace
 
 __all__ = [
     "Pruned",
@@ -93,7 +92,7 @@ def stamp_last_used(config: CacheConfig, earlier: Mapping[str, str], now: str) -
         before = earlier.get(rec.digest)
         recent = before and (current - parse_time(before)).total_seconds() < REFRESH_SECONDS
         stamps[rec.digest] = before if recent and before else _format_time(current)
-    return dataclasses.replace(config, last_used=stamps)
+    return replace(config, last_used=stamps)
 
 
 def _last_use(config: CacheConfig, rec: CacheRecord) -> datetime:
@@ -106,8 +105,7 @@ def _last_use(config: CacheConfig, rec: CacheRecord) -> datetime:
     return max((parse_time(t) for t in created), default=parse_time(ZERO_TIME))
 
 
-@dataclass(frozen=True)
-class Pruned:
+class Pruned(Struct, frozen=True):
     config: CacheConfig
     dropped: int
     kept_bytes: int
@@ -225,4 +223,4 @@ def without_unreached_layers(config: CacheConfig) -> CacheConfig:
         )
         for rec in config.records
     )
-    return dataclasses.replace(config, layers=layers, records=records)
+    return replace(config, layers=layers, records=records)

@@ -221,7 +221,7 @@ def _broken_pipe() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _dccache.install()  # before the commands' modules load: their dataclasses come compiled
+    _dccache.install()  # before the commands' modules load: their regexes come compiled
     command = "mason"
     try:
         parser = _parser(argv)

@@ -19,10 +19,10 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import asdict
 from typing import Any, TextIO
 
 from mason.progress import Event
+from mason.structs import asdict
 
 __all__ = [
     "PlainRenderer",
@@ -56,6 +56,7 @@ class RawJsonRenderer(Renderer):
 
     def emit(self, event: Event) -> None:
         with self._lock:
+            # Event's fields are flat: a struct's asdict (not recursive) is the whole event
             self._stream.write(json.dumps(asdict(event), sort_keys=True) + "\n")
             self._stream.flush()
 

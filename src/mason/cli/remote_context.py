@@ -17,7 +17,6 @@ The directory is private and removed when mason exits.
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -33,6 +32,7 @@ from mason.engine.gitsource import (
 )
 from mason.errors import BuildError, UsageError
 from mason.fsroot import FsRoot, PathOutsideError
+from mason.structs import replace
 
 __all__ = ["remote_context"]
 
@@ -62,15 +62,15 @@ def _context_defaults(ref: GitRef, build_args: Mapping[str, str]) -> GitRef:
     the commit unless the URL says ``mtime=``."""
     keep = parse_go_bool(build_args.get("BUILDKIT_CONTEXT_KEEP_GIT_DIR", ""))
     if keep and not ref.keep_git_dir:
-        ref = dataclasses.replace(ref, keep_git_dir=True)
+        ref = replace(ref, keep_git_dir=True)
     if build_args.get("SOURCE_DATE_EPOCH") and not ref.mtime:
-        ref = dataclasses.replace(ref, mtime="commit")
+        ref = replace(ref, mtime="commit")
     return ref
 
 
 def _git_context(ref: GitRef, dockerfile_flag: str | None) -> tuple[Path, bytes | None]:
     if ref.indistinguishable_from_local:  # github.com/o/r: BuildKit fetches it over https
-        ref = dataclasses.replace(ref, remote="https://" + ref.remote)
+        ref = replace(ref, remote="https://" + ref.remote)
     scratch = Path(tempfile.mkdtemp(prefix="mason-git-context-"))
     atexit.register(shutil.rmtree, scratch, True)
     try:

@@ -7,9 +7,8 @@ eStargz writer must copy the original bytes unchanged (BuildKit's lossless mode)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from mason.compression.errors import EStargzError
+from mason.structs import Struct, field
 
 __all__ = [
     "BLOCK",
@@ -29,8 +28,7 @@ HEADER_ONLY_TYPES = frozenset(b"123456")
 META_TYPES = frozenset(b"xgLK")
 
 
-@dataclass
-class TarHeader:
+class TarHeader(Struct):
     name: str
     typeflag: int
     size: int

@@ -36,7 +36,6 @@ import struct
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from mason.compression import _tar
@@ -48,6 +47,7 @@ from mason.compression.annotations import (
 from mason.compression.errors import EStargzError
 from mason.compression.gzip import BLOCK_SIZE, check_gzip_engine, check_gzip_level, gzip_member
 from mason.digest import Digest, HashingWriter, digest_of, new_sha256, sha256_bytes
+from mason.structs import Struct
 
 __all__ = [
     "ANNOTATION_TOC_DIGEST",
@@ -99,8 +99,7 @@ def _layer_annotations(
     }
 
 
-@dataclass(frozen=True)
-class EStargzResult:
+class EStargzResult(Struct, frozen=True):
     """What ``write_estargz`` produced: the blob's digest and the values of its annotations."""
 
     digest: Digest
@@ -614,8 +613,7 @@ def is_estargz(blob: BinaryIO) -> bool:
     return True
 
 
-@dataclass(frozen=True)
-class EStargzInfo:
+class EStargzInfo(Struct, frozen=True):
     """What ``verify_estargz`` established about a blob."""
 
     toc_offset: int

@@ -7,10 +7,10 @@ Loading this module is cheap: the codecs are imported when a stream is opened.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 from mason.compression.errors import CompressionError
+from mason.structs import Struct
 
 if TYPE_CHECKING:
     from mason.compression.estargz import EStargzResult
@@ -18,8 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["COMPRESSION_NAMES", "Compression", "get_compression"]
 
 
-@dataclass(frozen=True)
-class Compression:
+class Compression(Struct, frozen=True):
     """One compression of layer blobs.
 
     ``wire`` is the stream format a reader sees (eStargz is gzip on the wire, so an eStargz

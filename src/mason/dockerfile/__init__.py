@@ -17,7 +17,7 @@ Reading a Dockerfile
 ``Stage``: ``index``, ``name`` (lowercased ``AS`` name or ""), ``base_name`` and
     ``platform`` as written, ``comment`` (doc comment), ``source_code``,
     ``start_line``/``end_line``/``lines`` and ``commands``.
-Commands are frozen dataclasses sharing ``name`` (keyword as written),
+Commands are frozen structs (``msgspec.Struct``) sharing ``name`` (keyword as written),
     ``keyword`` (lowercase), ``code``, ``start_line``, ``end_line``, ``lines``:
     ``ArgCommand(args: ArgSpec(key, value|None, comment))``,
     ``EnvCommand(env)``, ``LabelCommand(labels)`` (``KeyValue(key, value,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from mason.dockerfile._refplat import format_platform, parse_platform, valid_reference
@@ -47,6 +46,7 @@ from mason.dockerfile.instructions import (
 from mason.dockerfile.parser import Node
 from mason.dockerfile.shell import ShellLexer, ShellLexError
 from mason.dockerfile.stages import PREDEFINED_ARGS, BuildPlan, PlannedStage
+from mason.structs import Struct, field, replace
 
 __all__ = [
     "CHECK_BUILD_ARG",
@@ -71,8 +71,7 @@ _NON_ENV_ARGS = frozenset({"BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STA
 _RESERVED_STAGE_NAMES = ("context", "scratch")
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(Struct, frozen=True):
     name: str
     description: str
     url: str
@@ -124,8 +123,7 @@ RULES: dict[str, Rule] = _rules(
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class CheckWarning:
+class CheckWarning(Struct, frozen=True):
     """One rule violation. ``lines`` is BuildKit's location (first to last line)."""
 
     rule: str
@@ -149,8 +147,7 @@ class CheckWarning:
 # configuration
 
 
-@dataclass(frozen=True)
-class CheckConfig:
+class CheckConfig(Struct, frozen=True):
     skip: frozenset[str] = frozenset()
     skip_all: bool = False
     error: bool = False
@@ -309,8 +306,7 @@ class IgnoreRules(Protocol):
     def has_exceptions(self) -> bool: ...
 
 
-@dataclass(frozen=True)
-class CheckReport:
+class CheckReport(Struct, frozen=True):
     config: CheckConfig
     warnings: tuple[CheckWarning, ...]
 
@@ -380,8 +376,7 @@ def _expand_word(
         return None
 
 
-@dataclass
-class _StageState:
+class _StageState(Struct):
     """What BuildKit's dispatch state knows while it walks a stage's commands."""
 
     env: dict[str, str]

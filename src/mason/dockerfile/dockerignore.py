@@ -19,10 +19,10 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from mason.dockerfile.errors import DockerfileError
+from mason.structs import Struct
 
 __all__ = [
     "IgnoreMatcher",
@@ -211,8 +211,7 @@ def _validate(pattern: str) -> None:
         i += 1
 
 
-@dataclass(frozen=True)
-class IgnorePattern:
+class IgnorePattern(Struct, frozen=True):
     pattern: str
     exclusion: bool
     kind: str

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from mason.digest import Digest, sha256_bytes
 from mason.dockerfile.errors import DockerfileError
 from mason.dockerfile.instructions import ArgCommand, Stage, convert
@@ -15,12 +13,12 @@ from mason.dockerfile.parser import (
     detect_syntax,
     parse,
 )
+from mason.structs import Struct
 
 __all__ = ["Dockerfile", "parse_dockerfile", "source_lines"]
 
 
-@dataclass(frozen=True)
-class Dockerfile:
+class Dockerfile(Struct, frozen=True):
     """A parsed and converted Dockerfile. ``raw`` keeps the exact input bytes."""
 
     path: str

@@ -14,7 +14,6 @@ heredoc files, EXPOSE (expanded and split by the builder, see
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 
 from mason.dockerfile.errors import DockerfileError
@@ -38,6 +37,7 @@ from mason.dockerfile.instructions import (
     parse_mount,
 )
 from mason.dockerfile.shell import ShellLexer, ShellLexError
+from mason.structs import replace
 
 __all__ = ["Expander", "expand_command", "expand_ports", "expand_word", "make_expander"]
 
@@ -99,11 +99,11 @@ def _kv(items: tuple[KeyValue, ...], ex: Expander) -> tuple[KeyValue, ...]:
 
 
 def _contents(items: tuple[SourceContent, ...], raw: Expander) -> tuple[SourceContent, ...]:
-    return tuple(dataclasses.replace(c, data=raw(c.data)) if c.expand else c for c in items)
+    return tuple(replace(c, data=raw(c.data)) if c.expand else c for c in items)
 
 
 def _expand(cmd: Command, ex: Expander, raw: Expander) -> Command:
-    rep = dataclasses.replace
+    rep = replace
     if isinstance(cmd, EnvCommand):
         return rep(cmd, env=_kv(cmd.env, ex))
     if isinstance(cmd, LabelCommand):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TypedDict
 
 from mason.dockerfile._support import InstructionError, opt_interval, suggest, suggest_error
@@ -17,6 +16,7 @@ from mason.dockerfile._text import go_quote, go_trim_space
 from mason.dockerfile.errors import DockerfileError
 from mason.dockerfile.mounts import Device, Mount, csv_record, parse_device, parse_mount
 from mason.dockerfile.parser import Heredoc, Node, parse_heredoc_word
+from mason.structs import Struct, field
 
 __all__ = [
     "INSTRUCTION_NAMES",
@@ -69,8 +69,7 @@ SECURITY_MODES = ("sandbox", "insecure")
 # models
 
 
-@dataclass(frozen=True)
-class KeyValue:
+class KeyValue(Struct, frozen=True):
     """An ENV or LABEL pair; ``no_delim`` for the legacy ``KEY value`` form."""
 
     key: str
@@ -78,8 +77,7 @@ class KeyValue:
     no_delim: bool = False
 
 
-@dataclass(frozen=True)
-class ArgSpec:
+class ArgSpec(Struct, frozen=True):
     """One ``NAME[=default]`` of an ARG; ``value`` is None without ``=``;
     ``comment`` is the doc comment (BuildKit's ``DocComment``)."""
 
@@ -88,8 +86,7 @@ class ArgSpec:
     comment: str = ""
 
 
-@dataclass(frozen=True)
-class SourceContent:
+class SourceContent(Struct, frozen=True):
     """A heredoc source of COPY/ADD: written to a file named ``path``."""
 
     path: str
@@ -97,8 +94,7 @@ class SourceContent:
     expand: bool
 
 
-@dataclass(frozen=True)
-class InlineFile:
+class InlineFile(Struct, frozen=True):
     """A heredoc of RUN/CMD/ENTRYPOINT (``data`` not chomped; ``chomp`` says whether to)."""
 
     name: str
@@ -106,8 +102,7 @@ class InlineFile:
     chomp: bool
 
 
-@dataclass(frozen=True)
-class CommandBase:
+class CommandBase(Struct, frozen=True):
     """What every command has: the keyword as written, the trimmed source and lines."""
 
     name: str
@@ -124,28 +119,23 @@ class CommandBase:
         return tuple(range(self.start_line, max(self.start_line, self.end_line) + 1))
 
 
-@dataclass(frozen=True)
-class ArgCommand(CommandBase):
+class ArgCommand(CommandBase, frozen=True):
     args: tuple[ArgSpec, ...] = ()
 
 
-@dataclass(frozen=True)
-class EnvCommand(CommandBase):
+class EnvCommand(CommandBase, frozen=True):
     env: tuple[KeyValue, ...] = ()
 
 
-@dataclass(frozen=True)
-class LabelCommand(CommandBase):
+class LabelCommand(CommandBase, frozen=True):
     labels: tuple[KeyValue, ...] = ()
 
 
-@dataclass(frozen=True)
-class MaintainerCommand(CommandBase):
+class MaintainerCommand(CommandBase, frozen=True):
     maintainer: str = ""
 
 
-@dataclass(frozen=True)
-class CopyCommand(CommandBase):
+class CopyCommand(CommandBase, frozen=True):
     """``exclude`` holds the ``--exclude`` patterns, ``parents`` is ``--parents``."""
 
     sources: tuple[str, ...] = ()
@@ -159,8 +149,7 @@ class CopyCommand(CommandBase):
     parents: bool = False
 
 
-@dataclass(frozen=True)
-class AddCommand(CommandBase):
+class AddCommand(CommandBase, frozen=True):
     """``keep_git_dir`` and ``unpack`` are None unless their flag is given."""
 
     sources: tuple[str, ...] = ()
@@ -175,8 +164,7 @@ class AddCommand(CommandBase):
     unpack: bool | None = None
 
 
-@dataclass(frozen=True)
-class RunCommand(CommandBase):
+class RunCommand(CommandBase, frozen=True):
     """``cmd_line`` is the exec vector (``prepend_shell`` False) or one shell string.
 
     ``mount_specs`` are the raw ``--mount`` values; ``mounts`` are filled in by
@@ -194,15 +182,13 @@ class RunCommand(CommandBase):
     devices: tuple[Device, ...] = ()
 
 
-@dataclass(frozen=True)
-class CmdCommand(CommandBase):
+class CmdCommand(CommandBase, frozen=True):
     cmd_line: tuple[str, ...] = ()
     prepend_shell: bool = True
     files: tuple[InlineFile, ...] = ()
 
 
-@dataclass(frozen=True)
-class EntrypointCommand(CommandBase):
+class EntrypointCommand(CommandBase, frozen=True):
     """``cmd_line`` is None for a bare ``ENTRYPOINT`` (it resets the entrypoint)."""
 
     cmd_line: tuple[str, ...] | None = None
@@ -210,38 +196,31 @@ class EntrypointCommand(CommandBase):
     files: tuple[InlineFile, ...] = ()
 
 
-@dataclass(frozen=True)
-class ShellCommand(CommandBase):
+class ShellCommand(CommandBase, frozen=True):
     shell: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class WorkdirCommand(CommandBase):
+class WorkdirCommand(CommandBase, frozen=True):
     path: str = ""
 
 
-@dataclass(frozen=True)
-class UserCommand(CommandBase):
+class UserCommand(CommandBase, frozen=True):
     user: str = ""
 
 
-@dataclass(frozen=True)
-class VolumeCommand(CommandBase):
+class VolumeCommand(CommandBase, frozen=True):
     volumes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class StopSignalCommand(CommandBase):
+class StopSignalCommand(CommandBase, frozen=True):
     signal: str = ""
 
 
-@dataclass(frozen=True)
-class ExposeCommand(CommandBase):
+class ExposeCommand(CommandBase, frozen=True):
     ports: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class HealthcheckCommand(CommandBase):
+class HealthcheckCommand(CommandBase, frozen=True):
     """``test`` is ``("NONE",)``, ``("CMD", *argv)`` or ``("CMD-SHELL", cmd)``;
     durations are integer nanoseconds (0 = unset)."""
 
@@ -253,8 +232,7 @@ class HealthcheckCommand(CommandBase):
     start_interval: int = 0
 
 
-@dataclass(frozen=True)
-class OnbuildCommand(CommandBase):
+class OnbuildCommand(CommandBase, frozen=True):
     """``expression`` is the trigger as it goes into the image config."""
 
     expression: str = ""
@@ -281,8 +259,7 @@ Command = (
 )
 
 
-@dataclass(frozen=True)
-class Stage:
+class Stage(Struct, frozen=True):
     """A ``FROM`` and its commands. ``name`` is the lowercased ``AS`` name or "";
     ``base_name`` and ``platform`` are as written (unexpanded)."""
 
@@ -369,8 +346,7 @@ class _Flags:
 # conversion: one function per instruction, as BuildKit's parse.go has
 
 
-@dataclass
-class _Req:
+class _Req(Struct):
     """``parseRequest``: what an instruction's parser gets from its node."""
 
     node: Node

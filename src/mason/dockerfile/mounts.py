@@ -9,13 +9,12 @@ variable).
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from mason.dockerfile._support import InstructionError, parse_bool, parse_uint, suggest_error
 from mason.dockerfile._text import go_quote
+from mason.structs import Struct, replace
 
 __all__ = [
     "MOUNT_KEYS",
@@ -37,8 +36,7 @@ MOUNT_KEYS = (
 _SHARING = ("shared", "private", "locked")
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(Struct, frozen=True):
     """A ``RUN --mount`` spec. ``mode``/``uid``/``gid`` are None when unset;
     ``env`` (secret mounts) names the variable the secret is put in, None when
     not given ("" asks for the default name)."""
@@ -58,8 +56,7 @@ class Mount:
     gid: int | None = None
 
 
-@dataclass(frozen=True)
-class Device:
+class Device(Struct, frozen=True):
     """A ``RUN --device`` request (a CDI device name)."""
 
     name: str
@@ -294,7 +291,7 @@ def _check_mount(mount: Mount, ro_auto: bool) -> Mount:
             if getattr(mount, attr) is not None:
                 raise InstructionError(f'{attr} not allowed for "{mount.type}" type mounts')
     if ro_auto:
-        mount = dataclasses.replace(mount, read_only=mount.type not in ("cache", "tmpfs"))
+        mount = replace(mount, read_only=mount.type not in ("cache", "tmpfs"))
     if mount.type == "secret":
         if mount.from_:
             raise InstructionError("secret mount should not have a from")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from mason.dockerfile._text import (
     RE_WHITESPACE,
@@ -26,6 +25,7 @@ from mason.dockerfile._text import (
 )
 from mason.dockerfile.errors import DockerfileError
 from mason.dockerfile.shell import ShellLexer, ShellLexError
+from mason.structs import Struct, eq_without
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -56,8 +56,7 @@ _HEREDOC_INSTRUCTIONS = frozenset({"add", "copy", "run"})
 _UINT64_MAX = 2**64 - 1
 
 
-@dataclass(frozen=True)
-class Heredoc:
+class Heredoc(Struct, frozen=True):
     """A heredoc attached to a RUN/COPY/ADD line (``content`` is the raw body)."""
 
     name: str
@@ -67,8 +66,7 @@ class Heredoc:
     content: str = ""
 
 
-@dataclass(frozen=True)
-class Node:
+class Node(Struct, frozen=True):
     """One instruction (a logical line) of the AST.
 
     ``value`` is the keyword as written, ``args`` the split arguments (BuildKit's
@@ -98,23 +96,20 @@ class Node:
         return tuple(range(self.start_line, end + 1))
 
 
-@dataclass(frozen=True)
-class Warning:
+class Warning(Struct, frozen=True):
     short: str
     detail: tuple[str, ...]
     url: str
     line: int
 
 
-@dataclass(frozen=True)
-class Directive:
+class Directive(Struct, frozen=True):
     name: str
     value: str
     line: int
 
 
-@dataclass(frozen=True)
-class SyntaxDirective:
+class SyntaxDirective(Struct, frozen=True):
     """BuildKit's ``DetectSyntax``: the frontend image a file asks for."""
 
     syntax: str
@@ -122,14 +117,15 @@ class SyntaxDirective:
     line: int
 
 
-@dataclass(frozen=True)
-class ParseResult:
+class ParseResult(Struct, frozen=True):
     nodes: tuple[Node, ...]
     escape: str
     warnings: tuple[Warning, ...] = ()
     directives: tuple[Directive, ...] = ()
     #: set when BuildKit returns an error *with* a partial AST (a line too long)
-    error: DockerfileError | None = field(default=None, compare=False)
+    error: DockerfileError | None = None
+
+    __eq__, __hash__ = eq_without("error")
 
 
 class _DirectiveParser:

@@ -6,9 +6,7 @@ kept free of any I/O so the builder can drive it.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
 
 from mason.dockerfile._text import go_quote as _go_q
 from mason.dockerfile.document import Dockerfile, source_lines
@@ -28,6 +26,7 @@ from mason.dockerfile.instructions import (
 )
 from mason.dockerfile.parser import parse
 from mason.dockerfile.shell import ShellLexer, ShellLexError
+from mason.structs import Struct, replace
 
 __all__ = [
     "PREDEFINED_ARGS",
@@ -54,8 +53,7 @@ PROXY_ARGS = (
 SCRATCH = "scratch"
 
 
-@dataclass(frozen=True)
-class StageRef:
+class StageRef(Struct, frozen=True):
     """What a ``FROM``, ``COPY --from`` or mount ``from=`` points at: a stage
     (``stage`` is its index) or an image reference (``image``)."""
 
@@ -67,8 +65,7 @@ class StageRef:
         return self.image is not None and self.image.lower() == SCRATCH
 
 
-@dataclass(frozen=True)
-class PlannedStage:
+class PlannedStage(Struct, frozen=True):
     """A stage with its base resolved. ``base_name``/``platform`` are expanded
     in the global scope; ``deps`` are the stages it needs (base, --from, mounts)."""
 
@@ -87,8 +84,7 @@ class PlannedStage:
         return self.stage.name or f"stage-{self.stage.index}"
 
 
-@dataclass(frozen=True)
-class BuildPlan:
+class BuildPlan(Struct, frozen=True):
     """The stages needed for ``target`` (in file order) and the global scope."""
 
     dockerfile: Dockerfile
@@ -373,8 +369,7 @@ def _check_cycles(planned: Sequence[PlannedStage], df: Dockerfile) -> None:
             )
 
 
-@dataclass(frozen=True)
-class StageScope:
+class StageScope(Struct, frozen=True):
     """The variables of one stage while its commands are dispatched.
 
     ``env`` is the expansion environment (image ENV, then ENV and ARG values
@@ -398,7 +393,7 @@ class StageScope:
         ``Env`` (``KEY=value`` strings); a stage built FROM another stage
         passes that stage's final scope as ``parent`` instead."""
         if parent is not None:
-            return dataclasses.replace(parent, args=(), global_args=plan.global_args)
+            return replace(parent, args=(), global_args=plan.global_args)
         env: dict[str, str] = {}
         for item in image_env:
             k, _, v = item.partition("=")
@@ -425,7 +420,7 @@ class StageScope:
             env = dict(self.env)
             for kv in cmd.env:
                 env[kv.key] = kv.value
-            return dataclasses.replace(self, env=tuple(env.items()))
+            return replace(self, env=tuple(env.items()))
         if isinstance(cmd, ArgCommand):
             env = dict(self.env)
             args = dict(self.args)
@@ -438,7 +433,7 @@ class StageScope:
                 args[a.key] = value
                 if value is not None:
                     env[a.key] = value
-            return dataclasses.replace(self, env=tuple(env.items()), args=tuple(args.items()))
+            return replace(self, env=tuple(env.items()), args=tuple(args.items()))
         return self
 
     def run_env(self) -> dict[str, str]:

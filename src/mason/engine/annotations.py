@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
 from mason.errors import UsageError
 from mason.oci.platform import Platform, PlatformError
+from mason.structs import Struct, field
 
 __all__ = [
     "LEVELS",
@@ -35,8 +35,7 @@ _ATTR = re.compile(r"^annotation(?:-([a-z-]+))?(?:\[([A-Za-z0-9_/-]+)\])?\.(\S+)
 _TYPE = re.compile(r"^([a-z-]+)(?:\[([A-Za-z0-9_/,-]+)\])?$")
 
 
-@dataclass(frozen=True)
-class Annotation:
+class Annotation(Struct, frozen=True):
     """One annotation: its level, the platform it is limited to (None: all), key and value."""
 
     level: str
@@ -45,8 +44,7 @@ class Annotation:
     value: str
 
 
-@dataclass(frozen=True)
-class ResolvedAnnotations:
+class ResolvedAnnotations(Struct, frozen=True):
     """What one platform's export writes: in the manifest, on its descriptor; with several
     platforms also in the image index and on the index's descriptor."""
 

@@ -42,7 +42,6 @@ import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from mason.cache.blobcheck import MAGIC_BYTES, compression_mismatch
@@ -54,6 +53,7 @@ from mason.engine.state import BlobInfo, LayerRef, StateError, StateRoot
 from mason.oci import mediatypes as mt
 from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, DISTRIBUTION_SOURCE_PREFIX, Descriptor
 from mason.oci.reference import Reference
+from mason.structs import Struct, eq_without, field
 
 if TYPE_CHECKING:
     from mason.compression.estargz import EStargzInfo, EStargzResult
@@ -73,8 +73,7 @@ _UNKNOWN = object()
 _CHUNK = 1 << 20
 
 
-@dataclass(frozen=True)
-class EStargzFacts:
+class EStargzFacts(Struct, frozen=True):
     """What identifies an eStargz blob: the digest and size of its whole uncompressed stream
     (TOC included), its TOC digest, and the diff ID of the layer tar inside (None when only
     claimed by annotations of a blob not yet downloaded)."""
@@ -106,23 +105,22 @@ class EStargzFacts:
         return EStargzFacts(diff_id, Digest(toc), int(size))
 
 
-@dataclass(frozen=True)
-class RemoteLocation:
+class RemoteLocation(Struct, frozen=True):
     """Where a blob can be had: a repository (``ref``; tag/digest ignored, also used for
     cross-repo mounts) and/or an ``opener`` (an imported cache's lazy blob stream)."""
 
     ref: Reference | None
     media_type: str
     size: int
-    opener: Callable[[], AbstractContextManager[BinaryIO]] | None = field(
-        default=None, compare=False
-    )
+    opener: Callable[[], AbstractContextManager[BinaryIO]] | None = None
     #: The descriptor's annotations, when known: eStargz annotations let the blob be used
     #: (and re-exported) as eStargz without downloading it.
-    annotations: Mapping[str, str] = field(default_factory=dict, compare=False)
+    annotations: Mapping[str, str] = field(default_factory=dict)
     #: A layer of an image the build uses (FROM, COPY --from=IMAGE): exports keep its blob as it
     #: came. A cache's blobs are the build's own steps: they follow the export's compression.
     image: bool = False
+
+    __eq__, __hash__ = eq_without("opener", "annotations")
 
 
 def _media_type_error(blob: Digest, loc: RemoteLocation, mismatch: str) -> StateError:

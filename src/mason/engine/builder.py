@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -36,6 +35,7 @@ from mason.errors import BuildError, UsageError
 from mason.oci.platform import Platform, PlatformError, host_platform
 from mason.progress import Event, NullSink, ProgressSink
 from mason.solver import CacheKey, CancelToken, SolveError, Solver, Vertex
+from mason.structs import Struct, field
 
 if TYPE_CHECKING:
     from mason.dockerfile.checks import CheckReport
@@ -44,8 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["BuildOutcome", "ProgressAdapter", "build", "check"]
 
 
-@dataclass
-class BuildOutcome:
+class BuildOutcome(Struct):
     image_digest: Digest | None
     config_digest: Digest | None
     exported: ExportedImage | ExportedIndex | None

@@ -16,7 +16,6 @@ import functools
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,12 +24,12 @@ from mason.digest import Digest
 from mason.engine.blobs import Blobs
 from mason.oci import mediatypes as mt
 from mason.oci.descriptor import Descriptor
+from mason.structs import Struct, field
 
 __all__ = ["CacheMounts"]
 
 
-@dataclass
-class CacheMounts:
+class CacheMounts(Struct):
     #: the imported caches, in ``--cache-from`` order, whose mount layers ``restore`` uses
     sources: Sequence[CacheSource] = ()
     #: called with a line for the progress of the RUN that restored a mount

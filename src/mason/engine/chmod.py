@@ -10,7 +10,7 @@ entries that already have an execute bit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from mason.structs import Struct
 
 __all__ = ["ChmodError", "ModeSet", "parse_chmod"]
 
@@ -25,15 +25,13 @@ class ChmodError(ValueError):
     """An invalid ``--chmod`` value; the message is BuildKit's."""
 
 
-@dataclass(frozen=True)
-class _Cmd:
+class _Cmd(Struct, frozen=True):
     cmd: str
     bits: int
     cmd2: int = 0
 
 
-@dataclass(frozen=True)
-class ModeSet:
+class ModeSet(Struct, frozen=True):
     """A parsed ``--chmod``: ``octal`` for a numeric mode, else symbolic commands."""
 
     octal: int | None

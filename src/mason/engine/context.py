@@ -8,7 +8,6 @@ permission bits, symlink target -- and not mtime or the context's uid/gid
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import fnmatch
 import os
@@ -18,7 +17,6 @@ import shutil
 import stat
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +24,7 @@ from mason.digest import digest_of, new_sha256
 from mason.engine.chmod import ModeSet
 from mason.errors import BuildError
 from mason.fsroot import FsRoot, PathOutsideError, clean_path
+from mason.structs import Struct, replace
 
 if TYPE_CHECKING:
     from mason.engine.filedigests import RootDigests
@@ -169,8 +168,7 @@ def _has_wildcard(s: str) -> bool:
     return any(ch in s for ch in "*?[")
 
 
-@dataclass(frozen=True)
-class Source:
+class Source(Struct, frozen=True):
     """One selected source: its path on the host and its name relative to the source root.
 
     ``include`` and ``exclude`` (COPY --parents, COPY/ADD --exclude) filter what a directory source
@@ -266,7 +264,7 @@ def select_copy_sources(
     excluded = DockerIgnore(exclude) if exclude else None
     if not parents:
         return [
-            dataclasses.replace(s, exclude=excluded)
+            replace(s, exclude=excluded)
             for s in select_sources(root, patterns, ignore, what=what, allow_empty_wildcard=True)
         ]
     out: list[Source] = []
@@ -284,9 +282,7 @@ def select_copy_sources(
                     reference="source-missing",
                 )
             out.append(
-                dataclasses.replace(
-                    base, include=DockerIgnore([sub]) if sub else None, exclude=excluded
-                )
+                replace(base, include=DockerIgnore([sub]) if sub else None, exclude=excluded)
             )
     return out
 
@@ -439,8 +435,7 @@ def _read_sha256(path: str) -> tuple[str, os.stat_result]:
         return digest_of(own), os.fstat(f.fileno())
 
 
-@dataclass(frozen=True)
-class CopyOptions:
+class CopyOptions(Struct, frozen=True):
     uid: int | None = None
     gid: int | None = None
     chmod: int | None = None

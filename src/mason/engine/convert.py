@@ -11,10 +11,8 @@ back the same config bytes).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import posixpath
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from mason.dockerfile import (
@@ -65,6 +63,7 @@ from mason.errors import BuildError, DiagnosticError
 from mason.fsroot import clean_path
 from mason.oci.platform import Platform, PlatformError
 from mason.solver import Vertex
+from mason.structs import Struct, field, replace
 
 __all__ = [
     "ConvertedBuild",
@@ -78,8 +77,7 @@ __all__ = [
 DEFAULT_SHELL = ("/bin/sh", "-c")
 
 
-@dataclass(frozen=True)
-class ResolvedImage:
+class ResolvedImage(Struct, frozen=True):
     """A base image resolved for the build platform (nothing downloaded but manifest and config)."""
 
     ref: Any  # mason.oci.Reference
@@ -96,8 +94,7 @@ class ResolvedImage:
         )
 
 
-@dataclass
-class HistoryPlan:
+class HistoryPlan(Struct):
     """A history entry: fixed (from a base image) or made by a step of this build."""
 
     created_by: str = ""
@@ -106,8 +103,7 @@ class HistoryPlan:
     fixed: dict[str, Any] | None = None
 
 
-@dataclass
-class StageResult:
+class StageResult(Struct):
     planned: PlannedStage
     vertex: Vertex[StepResult]
     config: StageConfig
@@ -123,8 +119,7 @@ class StageResult:
     platform: Platform | None = None
 
 
-@dataclass
-class ConvertedBuild:
+class ConvertedBuild(Struct):
     plan: BuildPlan
     stages: dict[int, StageResult]
     target: StageResult
@@ -567,7 +562,7 @@ class _Converter:
             raise DockerfileError(problem, lines=c.lines, section="stages").located(
                 file=self.env.dockerfile_name, source_lines=self.env.dockerfile_lines
             )
-        return dataclasses.replace(
+        return replace(
             ref,
             keep_git_dir=keep if keep is not None else c.keep_git_dir,
             checksum=checksum or c.checksum,

@@ -29,7 +29,6 @@ import re
 import sqlite3
 import threading
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from mason.digest import canonical_json, sha256_bytes
 from mason.engine.context import ContextEntry
 from mason.errors import MasonError
 from mason.solver import CacheKey, KeyDifference, Vertex, diff_keys
+from mason.structs import Struct
 
 __all__ = [
     "MISS_PREFIX",
@@ -90,8 +90,7 @@ def exported_inputs(key: CacheKey, op: object) -> dict[str, Any]:
     return out
 
 
-@dataclass(frozen=True)
-class FileEntry:
+class FileEntry(Struct, frozen=True):
     """One context entry a COPY selected: ``kind`` is file, dir, symlink or other;
     ``checksum`` the content's sha256, a symlink's target, or "" (dirs, others)."""
 
@@ -108,8 +107,7 @@ class FileEntry:
         return FileEntry(str(value[0]), str(value[1]), int(value[2]), str(value[3]))
 
 
-@dataclass(frozen=True)
-class StepRecord:
+class StepRecord(Struct, frozen=True):
     """What a step identity was last built or hit with; ``redacted`` when it came from an
     imported cache (its environment values are digests: compare a redacted key with it)."""
 

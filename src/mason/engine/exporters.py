@@ -13,7 +13,6 @@ instead of moving bytes, and records where it put each layer for the exports aft
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import io
 import json
@@ -23,7 +22,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
@@ -40,6 +38,7 @@ from mason.oci.descriptor import Descriptor
 from mason.oci.manifest import ImageIndex, ImageManifest, build_index, build_manifest
 from mason.oci.platform import Platform
 from mason.oci.reference import Reference
+from mason.structs import Struct, eq_without, replace
 
 if TYPE_CHECKING:
     from mason.engine.imagetar import ImageFiles
@@ -57,20 +56,20 @@ __all__ = [
 _CHUNK = 1 << 20
 
 
-@dataclass(frozen=True)
-class ImageResult:
+class ImageResult(Struct, frozen=True):
     layers: tuple[LayerRef, ...]
     config: dict[str, Any]
     platform: Platform
-    apply_layers: Callable[[Path], None] | None = field(default=None, compare=False)
+    apply_layers: Callable[[Path], None] | None = None
     #: SOURCE_DATE_EPOCH of the build: what ``rewrite-timestamp=true`` clamps layer times to
     source_date_epoch: int | None = None
     #: merged into the config (the inline cache of this platform's image)
-    config_extra: dict[str, Any] | None = field(default=None, compare=False)
+    config_extra: dict[str, Any] | None = None
+
+    __eq__, __hash__ = eq_without("apply_layers", "config_extra")
 
 
-@dataclass(frozen=True)
-class ExportedImage:
+class ExportedImage(Struct, frozen=True):
     """One assembled image: its manifest and config (raw bytes) and layer descriptors."""
 
     manifest: ImageManifest
@@ -86,8 +85,7 @@ class ExportedImage:
         return Descriptor(self.manifest.media_type, self.manifest.digest, self.manifest.size)
 
 
-@dataclass(frozen=True)
-class ExportedIndex:
+class ExportedIndex(Struct, frozen=True):
     """A multi-platform image: its index (a Docker manifest list with Docker media types) and
     each platform's image, in the index's order."""
 
@@ -184,7 +182,7 @@ def rewrite_timestamps(
             memo[lr.diff_id, epoch] = blobs.store_layer(write, "gzip")
         layers[i] = memo[lr.diff_id, epoch]
     log(f"rewriting layers with source-date-epoch {epoch} done")
-    return dataclasses.replace(image, layers=tuple(layers))
+    return replace(image, layers=tuple(layers))
 
 
 def push_image(

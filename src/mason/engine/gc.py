@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
+
+from mason.structs import Struct, field
 
 __all__ = ["EntryKey", "PrunePlan", "PruneRule", "plan_prune"]
 
@@ -48,8 +49,7 @@ class _Record(Protocol):
 R = TypeVar("R", bound=_Record)
 
 
-@dataclass(frozen=True)
-class PruneRule:
+class PruneRule(Struct, frozen=True):
     """``keep_storage``: stop once at most this many bytes are left (None: no size target,
     everything eligible goes). ``cutoff``: only what was last used before this time may go."""
 
@@ -60,8 +60,7 @@ class PruneRule:
         return self.cutoff is None or last_used < self.cutoff
 
 
-@dataclass
-class PrunePlan:
+class PrunePlan(Struct):
     entries: list[EntryKey] = field(default_factory=list)
     records: list[str] = field(default_factory=list)
 

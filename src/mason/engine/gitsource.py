@@ -18,12 +18,12 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from mason.errors import BuildError, DiagnosticError
 from mason.fsroot import FsRoot, clean_path
+from mason.structs import Struct
 
 __all__ = [
     "GitRef",
@@ -51,8 +51,7 @@ class GitRefError(DiagnosticError):
     reference = "invalid-git-ref"
 
 
-@dataclass(frozen=True)
-class GitRef:
+class GitRef(Struct, frozen=True):
     """A parsed git source. ``remote`` is what ``git`` is given (no fragment, no query)."""
 
     remote: str

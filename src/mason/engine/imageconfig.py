@@ -12,10 +12,10 @@ import copy
 import datetime as _dt
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from mason.digest import Digest
+from mason.structs import Struct, field
 
 __all__ = [
     "HISTORY_COMMENT",
@@ -50,8 +50,7 @@ def history_created_by(instruction: str, text: str, *, layer: bool) -> str:
     return f"{instruction} {text} # buildkit" if layer else f"{instruction} {text}"
 
 
-@dataclass
-class StageConfig:
+class StageConfig(Struct):
     """Mutable image config of one stage while the builder walks it."""
 
     architecture: str = "amd64"

@@ -18,7 +18,6 @@ import os
 import tarfile
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import IO, BinaryIO
 
 from mason.digest import Digest, sha256_bytes
@@ -27,6 +26,7 @@ from mason.engine.state import LayerRef
 from mason.oci import mediatypes as mt
 from mason.oci.descriptor import ANNOTATION_REF_NAME, Descriptor
 from mason.oci.manifest import build_index
+from mason.structs import Struct
 
 __all__ = ["ImageFiles", "index_json", "write_image_tar"]
 
@@ -37,8 +37,7 @@ _IMAGE_NAME = "io.containerd.image.name"
 _LAYOUT = json.dumps({"imageLayoutVersion": "1.0.0"}).encode()
 
 
-@dataclass(frozen=True)
-class ImageFiles:
+class ImageFiles(Struct, frozen=True):
     """What goes into one image tarball: its layers, the config and manifest bytes,
     ``index.json`` and, for a docker tarball, ``manifest.json``."""
 

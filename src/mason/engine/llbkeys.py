@@ -16,12 +16,10 @@ key (``mason.v1``), which no BuildKit record can equal: never a wrong hit.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,7 @@ from mason.llb.cachemap import CacheMap, Selector, op_cache_map
 from mason.llb.contenthash import ChecksumError, ContentTree, FileDigests
 from mason.llb.keys import content_key, http_source_key, image_source_keys, record_digest
 from mason.solver import CacheKey, DeferredKey, Vertex
+from mason.structs import Struct, eq_without, field, replace
 
 __all__ = ["BuildKeys", "PlatformKeys", "RecordNode", "StepKeys", "match_vertices", "plan_keys"]
 
@@ -45,8 +44,7 @@ _LOCAL = "local://"
 _IMAGE = "docker-image://"
 
 
-@dataclass(frozen=True)
-class RecordNode:
+class RecordNode(Struct, frozen=True):
     """One record of BuildKit's cache graph: ``key`` names it among the exported records
     (its first chain key), ``digest`` is what BuildKit calls it, ``links`` per input index the
     alternatives ``(selector, linked record's key)``."""
@@ -58,8 +56,7 @@ class RecordNode:
     index: int = -1
 
 
-@dataclass(frozen=True)
-class StepKeys:
+class StepKeys(Struct, frozen=True):
     """An op's chain keys (sorted), its own records (an image has two) and every record
     its own reach through their links, themselves included (what an export must write)."""
 
@@ -71,8 +68,10 @@ class StepKeys:
     snapshot_inputs: tuple[tuple[int, tuple[Selector, ...], str], ...] = ()
     #: the content roots of those inputs, per input index, once computed after the solve
     #: (``BuildKeys.link_contents``) or carried over from an imported record
-    content_links: dict[int, set[Digest]] = field(default_factory=dict, compare=False)
+    content_links: dict[int, set[Digest]] = field(default_factory=dict)
     llb: str = ""
+
+    __eq__, __hash__ = eq_without("content_links")
 
     def export_links(self, carried: Sequence[tuple[int, str]] = ()) -> list[RecordNode]:
         """The content roots to link beside the inputs' records: computed, and ``carried``
@@ -187,9 +186,7 @@ class BuildKeys:
         if downloads:
             key = own_key()  # it downloads what the links are computed from
             self._link_downloads(vertex, keys, downloads)
-            return dataclasses.replace(
-                key, digest=keys.chain[0], alternatives=keys.chain, export=keys
-            )
+            return replace(key, digest=keys.chain[0], alternatives=keys.chain, export=keys)
         return DeferredKey.of(
             keys.chain[0],
             [i.digest for i in inputs],
@@ -269,7 +266,7 @@ class BuildKeys:
         with lock:
             if digest not in self._done:
                 keys = self._compute(self._ops[digest].op)
-                self._done[digest] = dataclasses.replace(keys, llb=digest) if keys else None
+                self._done[digest] = replace(keys, llb=digest) if keys else None
             return self._done[digest]
 
     def _compute(self, op: pb.Op) -> StepKeys | None:

@@ -32,11 +32,9 @@ would add ``local.unique`` there, but the frontend always runs with a session.)
 from __future__ import annotations
 
 import contextvars
-import dataclasses
 import itertools
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -61,6 +59,7 @@ from mason.llb import pb
 from mason.llb.cachemap import go_path_base
 from mason.llb.gojson import go_json
 from mason.oci.reference import Reference
+from mason.structs import Struct, field, replace
 
 __all__ = [
     "DEFAULT_PATH",
@@ -84,16 +83,14 @@ _NETWORK = {"host": pb.NetMode.HOST, "none": pb.NetMode.NONE}
 _HEREDOC = re.compile(r"^(\d*)<<(-?)\s*([^<]*)$")
 
 
-@dataclass(frozen=True)
-class BaseImage:
+class BaseImage(Struct, frozen=True):
     """A base image resolved for a platform: its manifest digest and its config document."""
 
     manifest_digest: str
     config: Mapping[str, Any]
 
 
-@dataclass(frozen=True)
-class RunDefaults:
+class RunDefaults(Struct, frozen=True):
     """What the build's command line gives every RUN (``docker buildx build --network``,
     ``--add-host``, ``--ulimit``, ``--shm-size``): the dockerui options ``force-network-mode``
     (each stage's network, a ``RUN --network`` other than default overrides it),
@@ -110,8 +107,7 @@ class RunDefaults:
 ImageResolver = Callable[[str, pb.Platform], BaseImage]
 
 
-@dataclass(frozen=True)
-class LLBVertex:
+class LLBVertex(Struct, frozen=True):
     """One op of the definition, its inputs filled with their vertex digests."""
 
     op: pb.Op
@@ -120,8 +116,7 @@ class LLBVertex:
     session_bound: bool = False
 
 
-@dataclass(frozen=True)
-class LLBDefinition:
+class LLBDefinition(Struct, frozen=True):
     """The ops in BuildKit's definition order; the last is the terminal (inputs only)."""
 
     vertices: tuple[LLBVertex, ...]
@@ -227,8 +222,7 @@ def _has_wildcards(name: str) -> bool:
 # --- the graph ---------------------------------------------------------------------------------
 
 
-@dataclass(eq=False)
-class _Node:
+class _Node(Struct, eq=False):
     """A marshalled op. ``deps`` is the order BuildKit's marshal walks the inputs (``Inputs()``)."""
 
     op: pb.Op
@@ -247,7 +241,7 @@ _COLLECTING: contextvars.ContextVar[itertools.count[int] | None] = contextvars.C
 
 def _node(op: pb.Op, inputs: Sequence[_Node], deps: Sequence[_Node], name: str) -> _Node:
     ins = tuple(pb.Input(digest=n.digest, index=0) for n in inputs)
-    op = dataclasses.replace(op, inputs=ins)
+    op = replace(op, inputs=ins)
     bound = any(n.session_bound for n in inputs)
     counter = _COLLECTING.get()
     digest = pb.op_digest(op) if counter is None else f"collecting:{next(counter)}"
@@ -270,8 +264,7 @@ class _Inputs:
         return len(self.nodes) - 1
 
 
-@dataclass
-class _State:
+class _State(Struct):
     """``llb.State``: an output (None is scratch) and the values ops read from it."""
 
     node: _Node | None
@@ -285,8 +278,7 @@ class _State:
         self.env = (*((k, v) for k, v in self.env if k != key), (key, value))
 
 
-@dataclass
-class _Stage:
+class _Stage(Struct):
     """``dispatchState``: the stage's LLB state, its image config fields and its scope."""
 
     planned: PlannedStage | None
@@ -298,8 +290,7 @@ class _Stage:
     commands: list[Command] = field(default_factory=list)
 
 
-@dataclass
-class _File:
+class _File(Struct):
     """One file action before marshal: its proto action and the node a copy reads."""
 
     action: pb.FileAction
@@ -347,7 +338,7 @@ class _Planner:
             parent = self.stage(ps.base.stage)
             st = _Stage(
                 ps,
-                dataclasses.replace(parent.state),
+                replace(parent.state),
                 StageScope.start(self.plan, parent=parent.scope),
                 parent.shell,
                 parent.image_user,
@@ -615,7 +606,7 @@ class _Planner:
         if isinstance(c, AddCommand) and c.unpack is not None:
             unpack = c.unpack
         source = self.source_state(from_).node if from_ else self.context_node()
-        action = dataclasses.replace(
+        action = replace(
             common,
             src=go_clean(src),
             dest=dest,
@@ -648,7 +639,7 @@ class _Planner:
         )
         node = _node(op, (), (), f"ADD {src}")
         unpack = bool(c.unpack) if isinstance(c, AddCommand) else False
-        action = dataclasses.replace(
+        action = replace(
             common,
             src=fileop_normalize("/", filename, False),
             dest=dest,
@@ -660,8 +651,7 @@ class _Planner:
 # --- exec helpers ------------------------------------------------------------------------------
 
 
-@dataclass
-class _MountSpec:
+class _MountSpec(Struct):
     """An ``llb`` mount before marshal (``exec.go``'s ``mount``)."""
 
     target: str
@@ -779,13 +769,13 @@ def _exec_node(
             readonly=s.readonly,
         )
         if s.cache_id:
-            mount = dataclasses.replace(
+            mount = replace(
                 mount,
                 mount_type=pb.MountType.CACHE,
                 cache_opt=pb.CacheOpt(id=s.cache_id, sharing=s.sharing),
             )
         if s.tmpfs:
-            mount = dataclasses.replace(
+            mount = replace(
                 mount, mount_type=pb.MountType.TMPFS, tmpfs_opt=pb.TmpfsOpt(size=s.tmpfs_size)
             )
         mounts.append(mount)
@@ -866,7 +856,7 @@ def _heredoc_copy(content: SourceContent, dest: str, common: pb.FileActionCopy) 
         path=path, mode=0o644, data=content.data.encode("utf-8"), timestamp=-1
     )
     node = _file_node(None, [_File(pb.FileAction(mkfile=mkfile))], "preparing inline document")
-    action = dataclasses.replace(common, src=fileop_normalize("/", content.path, False), dest=dest)
+    action = replace(common, src=fileop_normalize("/", content.path, False), dest=dest)
     return _File(pb.FileAction(copy=action), node, reads=True)
 
 
@@ -914,9 +904,7 @@ def _file_node(base: _Node | None, files: Sequence[_File], name: str) -> _Node:
     for i, (f, second) in enumerate(zip(files, seconds, strict=True)):
         first = base_idx if i == 0 else len(inputs.nodes) + i - 1
         output = 0 if i == len(files) - 1 else pb.EMPTY
-        actions.append(
-            dataclasses.replace(f.action, input=first, secondary_input=second, output=output)
-        )
+        actions.append(replace(f.action, input=first, secondary_input=second, output=output))
     op = pb.Op(file=pb.FileOp(actions=tuple(actions)), constraints=pb.WorkerConstraints())
     # allOutputs: the base, then the sources from the last action back to the first
     deps = _Inputs()
@@ -1059,7 +1047,7 @@ def plan_llb(
     final = _Planner(plan, resolve, target_platform, args, context, run)
     target = final.stage(plan.target).state.node
     definition = _definition(target, context if final.context_used else None)
-    return dataclasses.replace(
+    return replace(
         definition,
         steps={k: n.digest for k, n in final.step_nodes.items()},
         linked={k: n.digest for k, n in final.linked_nodes.items()},

@@ -12,25 +12,23 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mason.digest import Digest
 from mason.engine.contentstore import PRIVATE_FILE, StateError
+from mason.structs import Struct
 
 __all__ = ["BlobInfo", "CachedResult", "LayerRef", "Metadata"]
 
 
-@dataclass(frozen=True)
-class BlobInfo:
+class BlobInfo(Struct, frozen=True):
     digest: Digest
     size: int
     media_type: str
 
 
-@dataclass(frozen=True)
-class LayerRef:
+class LayerRef(Struct, frozen=True):
     """One layer of a result chain: its uncompressed diff ID and, when known, a blob
     that holds it (possibly only in a remote cache, not yet in the content store)."""
 
@@ -58,8 +56,7 @@ class LayerRef:
         )
 
 
-@dataclass(frozen=True)
-class CachedResult:
+class CachedResult(Struct, frozen=True):
     """What a cache key resolved to: the full layer chain of the step's filesystem,
     plus an opaque JSON ``extra`` (e.g. base image config digest)."""
 

@@ -29,7 +29,6 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -37,6 +36,7 @@ from mason.digest import Digest, DigestError, VerifyingReader, digest_of, hasher
 from mason.errors import BuildError, DiagnosticError, UsageError
 from mason.fsroot import FsRoot
 from mason.oci.reference import Reference
+from mason.structs import Struct
 
 if TYPE_CHECKING:
     from mason.oci.descriptor import Descriptor
@@ -53,8 +53,7 @@ _IMAGE_NAME = "io.containerd.image.name"
 _MAX_DOCUMENT = 4 << 20
 
 
-@dataclass(frozen=True)
-class NamedContext:
+class NamedContext(Struct, frozen=True):
     """One ``--build-context``: ``kind`` is ``image``, ``dir`` or ``oci-layout``. ``value`` is
     the image reference, the directory, or the layout's directory; ``digest`` (oci-layout)
     the index or manifest it names."""
@@ -222,8 +221,7 @@ def layout_blob_opener(
     return _open
 
 
-@dataclass(frozen=True)
-class LayoutImage:
+class LayoutImage(Struct, frozen=True):
     """The image an oci-layout context names for one platform: its manifest's digest, its
     config, and its layers (descriptor, diff ID)."""
 

@@ -25,7 +25,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -53,6 +52,7 @@ from mason.errors import BuildError
 from mason.fsroot import FsRoot, PathOutsideError, clean_path
 from mason.solver import CacheMap, ExecContext
 from mason.solver.keys import CacheKey
+from mason.structs import Struct, field
 
 if TYPE_CHECKING:
     from mason.executor import Ulimit
@@ -70,8 +70,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class StepResult:
+class StepResult(Struct, frozen=True):
     """A filesystem state: the full layer chain, and the created time of each layer
     (RFC 3339; "" for layers of a base image, whose history is its own)."""
 
@@ -113,8 +112,7 @@ class LocalResultStore:
         self.state.meta.put_result(key.digest, result.layers, "", result.to_extra())
 
 
-@dataclass
-class BuildEnv:
+class BuildEnv(Struct):
     """What ops share during one build."""
 
     state: StateRoot
@@ -219,8 +217,7 @@ class SourceOp:
 # -- RUN ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class MountPlan:
+class MountPlan(Struct, frozen=True):
     """One RUN --mount, with stage/image sources as input indexes."""
 
     type: str
@@ -622,8 +619,7 @@ class _LineBuffer:
 # -- COPY / ADD / WORKDIR -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class FileAction:
+class FileAction(Struct, frozen=True):
     """What a FileOp does. ``kind``: copy (context or ``from_input``, plus ADD's ``urls``), inline,
     mkdir. ``link``: the op has no base input and copies onto an empty root (COPY --link)."""
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -13,6 +12,7 @@ from mason.cache.options import CacheOptions, parse_bool, parse_compression, spl
 from mason.errors import UsageError
 from mason.oci.atomic import unwritable_dest
 from mason.oci.platform import Platform, host_platform
+from mason.structs import Struct, field, replace
 
 if TYPE_CHECKING:
     from mason.engine.annotations import Annotation
@@ -34,8 +34,7 @@ __all__ = [
 OutputType = Literal["image", "oci", "docker", "local", "tar"]
 
 
-@dataclass(frozen=True)
-class OutputSpec:
+class OutputSpec(Struct, frozen=True):
     """One ``--output``. ``names`` are image references (image/docker); ``dest`` a path or ``-``."""
 
     type: OutputType
@@ -65,15 +64,13 @@ class OutputSpec:
         return self.type == "oci" and (not self.tar or dest.endswith("/") or os.path.isdir(dest))
 
 
-@dataclass(frozen=True)
-class SecretSpec:
+class SecretSpec(Struct, frozen=True):
     id: str
     src: Path | None = None
     env_value: str | None = None  # a secret given as env=NAME, already read by the CLI
 
 
-@dataclass(frozen=True)
-class BuildOptions:
+class BuildOptions(Struct, frozen=True):
     context: Path
     dockerfile: Path | None = None
     dockerfile_text: bytes | None = None
@@ -380,7 +377,7 @@ def outputs_for(
     result: list[OutputSpec] = []
     for o in outputs:
         if o.type in ("image", "docker", "oci") and not o.names and tags:
-            o = OutputSpec(**{**o.__dict__, "names": tuple(tags), "push": o.push or push})
+            o = replace(o, names=tuple(tags), push=o.push or push)
         result.append(o)
     if push and not any(o.type == "image" and o.push for o in result):
         if not tags:
@@ -388,7 +385,7 @@ def outputs_for(
         result.append(OutputSpec(type="image", names=tuple(tags), push=True))
     if annotations:
         result = [
-            OutputSpec(**{**o.__dict__, "annotations": (*o.annotations, *annotations)})
+            replace(o, annotations=(*o.annotations, *annotations))
             if o.type in ("image", "docker", "oci")
             else o
             for o in result

@@ -22,19 +22,18 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from mason.cache.options import split_csv
 from mason.errors import BuildError, UsageError
+from mason.structs import Struct
 
 __all__ = ["SshSpec", "agent_proxy", "parse_ssh", "ssh_agents"]
 
 _AGENT_START_TIMEOUT = 10.0
 
 
-@dataclass(frozen=True)
-class SshSpec:
+class SshSpec(Struct, frozen=True):
     """One ``--ssh``: the id RUN mounts name, and an agent socket or key files (none: the
     environment's ``$SSH_AUTH_SOCK``)."""
 

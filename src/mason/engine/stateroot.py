@@ -14,7 +14,6 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from mason.digest import Digest
 from mason.engine.contentstore import PRIVATE_DIR, PRIVATE_FILE, ContentStore, StateError
 from mason.engine.metadata import CachedResult, Metadata
 from mason.engine.secrets import remove_orphaned_secrets
+from mason.structs import Struct
 
 __all__ = ["StateRoot", "UsageEntry", "human_size", "parse_size"]
 
@@ -48,8 +48,7 @@ def _tighten_root(path: Path) -> None:
     _tighten(path, PRIVATE_DIR)
 
 
-@dataclass(frozen=True)
-class UsageEntry:
+class UsageEntry(Struct, frozen=True):
     kind: str
     ident: str
     size: int

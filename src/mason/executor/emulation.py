@@ -22,11 +22,11 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from mason.executor.types import ExecutorError
 from mason.oci.platform import Platform
+from mason.structs import Struct
 
 __all__ = [
     "EMULATOR_MOUNT",
@@ -69,8 +69,7 @@ class EmulatorMissingError(ExecutorError):
     exit_code = 1
 
 
-@dataclass(frozen=True)
-class Emulation:
+class Emulation(Struct, frozen=True):
     """How processes of ``platform`` run: natively, through binfmt_misc, or explicitly through
     ``emulator`` (bound at ``EMULATOR_MOUNT``); ``note`` says which, for the step's log."""
 

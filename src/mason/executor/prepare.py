@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 from mason.executor.rootfs import MountStubs, ensure_directory
 from mason.executor.runtime_spec import mountpoints_to_stub
 from mason.executor.types import ExecSpec, ExecutorError
 from mason.executor.users import ResolvedUser, resolve_user
+from mason.structs import Struct
 
 __all__ = ["PreparedRun", "hosts_file_content", "prepare_run", "process_env"]
 
 
-@dataclass
-class PreparedRun:
+class PreparedRun(Struct):
     user: ResolvedUser
     env: tuple[str, ...]
     hosts_file: Path

@@ -12,10 +12,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from mason.executor.types import ExecCancelledError, ExecTimeoutError, ExitStatus, OutputCallback
+from mason.structs import Struct
 
 __all__ = ["OutputTail", "StreamResult", "exit_status", "guarded_argv", "run_streaming"]
 
@@ -43,8 +43,7 @@ class OutputTail:
         return tuple(text.splitlines()[-self.max_lines :])
 
 
-@dataclass(frozen=True)
-class StreamResult:
+class StreamResult(Struct, frozen=True):
     returncode: int
     last_lines: tuple[str, ...]
     stopped: str | None  # "cancelled" or "timeout" when the run was cut short

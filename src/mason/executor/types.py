@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
 from mason.errors import DiagnosticError
+from mason.structs import Struct, field, force_setattr
 
 __all__ = [
     "BindMount",
@@ -56,8 +56,7 @@ class ExecTimeoutError(ExecutorError):
     reference = "exec-timeout"
 
 
-@dataclass(frozen=True)
-class BindMount:
+class BindMount(Struct, frozen=True):
     """Bind ``source`` (a host path) at ``target`` inside the sandbox."""
 
     source: Path
@@ -65,16 +64,14 @@ class BindMount:
     readonly: bool = False
 
 
-@dataclass(frozen=True)
-class TmpfsMount:
+class TmpfsMount(Struct, frozen=True):
     """A fresh tmpfs at ``target``; ``size`` in bytes (None: the kernel default)."""
 
     target: str
     size: int | None = None
 
 
-@dataclass(frozen=True)
-class CacheMount:
+class CacheMount(Struct, frozen=True):
     """A persistent host directory (``RUN --mount=type=cache``), bound read-write.
 
     The builder owns the directory's life cycle and its ``sharing`` locks;
@@ -86,8 +83,7 @@ class CacheMount:
     readonly: bool = False
 
 
-@dataclass(frozen=True)
-class SecretMount:
+class SecretMount(Struct, frozen=True):
     """A secret file bound read-only at ``target``.
 
     ``source`` must live outside the rootfs; nothing of it (not even the empty
@@ -101,8 +97,7 @@ class SecretMount:
 Mount = BindMount | TmpfsMount | CacheMount | SecretMount
 
 
-@dataclass(frozen=True)
-class ExecSpec:
+class ExecSpec(Struct, frozen=True):
     """One process to run in a sandbox on an already prepared, writable rootfs.
 
     ``user`` is a Dockerfile USER value ("", "name", "uid", "name:group",
@@ -131,9 +126,9 @@ class ExecSpec:
 
     def __post_init__(self) -> None:
         # Accept lists from callers but store tuples so the spec stays hashable.
-        object.__setattr__(self, "args", tuple(self.args))
-        object.__setattr__(self, "env", tuple(self.env))
-        object.__setattr__(self, "mounts", tuple(self.mounts))
+        force_setattr(self, "args", tuple(self.args))
+        force_setattr(self, "env", tuple(self.env))
+        force_setattr(self, "mounts", tuple(self.mounts))
         if not self.args:
             raise ExecutorError("an exec spec needs at least one argument")
         if self.network not in ("default", "host", "none"):
@@ -148,8 +143,7 @@ class ExecSpec:
                 raise ExecutorError(f"mount target must be absolute: {mount.target!r}")
 
 
-@dataclass(frozen=True)
-class Ulimit:
+class Ulimit(Struct, frozen=True):
     """One resource limit of the process (``--ulimit nofile=1024:2048``): ``name`` as setrlimit
     knows it without ``RLIMIT_`` (lower case), -1 for unlimited."""
 
@@ -158,8 +152,7 @@ class Ulimit:
     hard: int
 
 
-@dataclass(frozen=True)
-class ExitStatus:
+class ExitStatus(Struct, frozen=True):
     """How a sandboxed process ended.
 
     ``code`` is shell style: 128+N when the process died of signal N, and then

@@ -14,34 +14,31 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from mason.executor.types import UserResolutionError
 from mason.fsroot import FsRoot, PathOutsideError
+from mason.structs import Struct
 
 __all__ = ["ResolvedUser", "parse_group", "parse_passwd", "resolve_user"]
 
 _MAX_ID = 2**31 - 1
 
 
-@dataclass(frozen=True)
-class PasswdEntry:
+class PasswdEntry(Struct, frozen=True):
     name: str
     uid: int
     gid: int
     home: str
 
 
-@dataclass(frozen=True)
-class GroupEntry:
+class GroupEntry(Struct, frozen=True):
     name: str
     gid: int
     members: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class ResolvedUser:
+class ResolvedUser(Struct, frozen=True):
     """Numeric identity for a process: uid, gid, supplementary gids, home."""
 
     uid: int

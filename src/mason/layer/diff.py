@@ -21,12 +21,12 @@ from __future__ import annotations
 import os
 import stat
 import tarfile
-from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
 from mason.digest import Digest, HashingWriter
 from mason.layer._fs import is_whiteout_device, list_xattrs
 from mason.layer.errors import LayerError
+from mason.structs import Struct
 
 __all__ = [
     "OPAQUE_MARKER",
@@ -53,8 +53,7 @@ _UNSUPPORTED_XATTRS = (
 )
 
 
-@dataclass(frozen=True)
-class LayerInfo:
+class LayerInfo(Struct, frozen=True):
     """The uncompressed layer's diff ID and size in bytes."""
 
     diff_id: Digest

@@ -34,13 +34,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from mason.digest import sha256_bytes
 from mason.layer._fs import copy_tree, remove_tree
 from mason.layer.errors import LayerError
 from mason.oci.atomic import fsync_dir
+from mason.structs import Struct, repr_without
 
 # start-up (issue 14): the layer tar reader and writers (tarfile) and ctypes (mount(2)) load
 # when a snapshot is mounted or a layer applied or written, not when the snapshotter opens
@@ -71,8 +71,7 @@ _CTIME_SETTLE = 0.02
 _ID_RE = re.compile(r"^[0-9a-z]{1,32}$")
 
 
-@dataclass(frozen=True)
-class SnapshotInfo:
+class SnapshotInfo(Struct, frozen=True):
     """A committed snapshot: its content directory, kind and parent chain."""
 
     id: str
@@ -81,8 +80,7 @@ class SnapshotInfo:
     path: str
 
 
-@dataclass
-class ActiveSnapshot:
+class ActiveSnapshot(Struct):
     """A writable snapshot. ``path`` is the root filesystem to work in.
 
     Use as a context manager: leaving it without ``Snapshotter.commit`` discards it.
@@ -98,7 +96,9 @@ class ActiveSnapshot:
     done: bool = False
     #: Copy mode: every inode of the copy has a ctime before this (wall clock, ns).
     copied_before_ns: int | None = None
-    _lock_fd: int = field(default=-1, repr=False)
+    _lock_fd: int = -1
+
+    __repr__ = repr_without("_lock_fd")
 
     def __enter__(self) -> ActiveSnapshot:
         return self

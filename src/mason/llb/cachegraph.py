@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from mason.digest import Digest, sha256_bytes
@@ -30,6 +29,7 @@ from mason.errors import MasonError
 from mason.llb import pb
 from mason.llb.cachemap import CacheMap, Selector, op_cache_map
 from mason.llb.keys import ContentRoot, record_digest
+from mason.structs import Struct
 
 __all__ = [
     "CacheGraphError",
@@ -53,8 +53,7 @@ class CacheGraphError(MasonError):
     """An imported cache config whose records do not form a graph mason can key."""
 
 
-@dataclass(frozen=True, order=True)
-class Link:
+class Link(Struct, frozen=True, order=True):
     """One input of a step as its chain key sees it: the input index, the selector digest
     on the link (``""`` when none) and the linked record's chain key."""
 
@@ -144,8 +143,7 @@ def _inputs(records: list[Any], idx: int) -> list[list[tuple[str, int]]]:
     return out
 
 
-@dataclass(frozen=True)
-class Vertex:
+class Vertex(Struct, frozen=True):
     """One op of a build graph: its id, the op and its inputs as ``(vertex id, output)``."""
 
     id: str

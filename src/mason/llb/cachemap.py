@@ -17,15 +17,14 @@ cannot change the result cleared first:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from mason.digest import Digest, sha256_bytes
 from mason.fsroot import clean_path
 from mason.llb import pb
 from mason.llb.gojson import go_json
 from mason.llb.pb import EMPTY
+from mason.structs import Struct, replace
 
 __all__ = [
     "CacheMap",
@@ -45,8 +44,7 @@ SOURCE_TYPE = "buildkit.source.v0"
 ROOT_MOUNT = "/"
 
 
-@dataclass(frozen=True)
-class Selector:
+class Selector(Struct, frozen=True):
     """A path of an input whose content is checksummed (``opsutils.Selector``)."""
 
     path: str
@@ -61,8 +59,7 @@ class Selector:
         return self.wildcard or bool(self.include_patterns) or bool(self.exclude_patterns)
 
 
-@dataclass(frozen=True)
-class Dep:
+class Dep(Struct, frozen=True):
     """What one input contributes beyond its own key.
 
     ``selector``: the digest stored on the input's link (None when the input is
@@ -74,8 +71,7 @@ class Dep:
     content: tuple[Selector, ...] | None = None
 
 
-@dataclass(frozen=True)
-class CacheMap:
+class CacheMap(Struct, frozen=True):
     preimage: bytes
     digest: Digest
     deps: tuple[Dep, ...]
@@ -87,9 +83,9 @@ class CacheMap:
 def exec_cache_map(op: pb.ExecOp, platform: pb.Platform, num_inputs: int) -> CacheMap:
     """``ExecOp.CacheMap``: the exec definition hashed, and the mounts' selectors per input."""
     meta = op.meta or pb.Meta()
-    meta = dataclasses.replace(
+    meta = replace(
         meta,
-        extra_hosts=tuple(dataclasses.replace(h, ip="") for h in meta.extra_hosts),
+        extra_hosts=tuple(replace(h, ip="") for h in meta.extra_hosts),
         # Proxy variables are the user's network, not the step's definition.
         proxy_env=None,
     )
@@ -97,7 +93,7 @@ def exec_cache_map(op: pb.ExecOp, platform: pb.Platform, num_inputs: int) -> Cac
     if len(mounts) == 1 and _is_plain_root(mounts[0]):
         # BuildKit keeps a historical quirk: a RUN's only (root) mount is not hashed.
         mounts = ()
-    cleared = dataclasses.replace(op, meta=meta, mounts=mounts)
+    cleared = replace(op, meta=meta, mounts=mounts)
     preimage = go_json(
         _Struct(
             ("Type", EXEC_TYPE, False),
@@ -113,9 +109,9 @@ def exec_cache_map(op: pb.ExecOp, platform: pb.Platform, num_inputs: int) -> Cac
 
 
 def _clear_mount(m: pb.Mount) -> pb.Mount:
-    m = dataclasses.replace(m, selector="")
+    m = replace(m, selector="")
     if m.cache_opt is not None and _should_clear_cache_opts(m, m.cache_opt):
-        m = dataclasses.replace(m, cache_opt=pb.CacheOpt())
+        m = replace(m, cache_opt=pb.CacheOpt())
     return m
 
 
@@ -213,7 +209,7 @@ def file_cache_map(op: pb.FileOp, num_inputs: int) -> CacheMap:
             and action.secondary_input < num_inputs
         ):
             selectors.setdefault(action.secondary_input, []).append(_copy_selector(body))
-            body = dataclasses.replace(body, src=go_path_base(body.src))
+            body = replace(body, src=go_path_base(body.src))
         actions.append(go_json(body))
         indexes.append([action.input, action.secondary_input, action.output])
     preimage = go_json(
@@ -337,14 +333,13 @@ def source_cache_map(key: str) -> CacheMap:
     return CacheMap(preimage, sha256_bytes(preimage), ())
 
 
-@dataclass(frozen=True)
 class _Struct:
     """An anonymous Go struct literal: (name, value, omitempty) in declaration order."""
 
-    fields: tuple[tuple[str, object, bool], ...]
+    __slots__ = ("fields",)
 
     def __init__(self, *fields: tuple[str, object, bool]) -> None:
-        object.__setattr__(self, "fields", fields)
+        self.fields = fields
 
     def go_json_fields(self) -> tuple[tuple[str, object, bool], ...]:
         return self.fields

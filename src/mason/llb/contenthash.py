@@ -45,7 +45,6 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from mason.digest import Digest, digest_of, new_sha256, sha256_bytes
@@ -53,6 +52,7 @@ from mason.errors import DiagnosticError
 from mason.fsroot import FsRoot
 from mason.llb.cachemap import Selector, contains_wildcards
 from mason.llb.patterns import MatchInfo, PatternMatcher, go_path_match
+from mason.structs import Struct, field
 
 __all__ = [
     "CONTEXT_FILE_KIND",
@@ -109,8 +109,7 @@ class RecordType(enum.Enum):
     SYMLINK = "symlink"
 
 
-@dataclass
-class _Record:
+class _Record(Struct):
     type: RecordType
     rel: str = ""  # the path below the root, for reading the entry ("" is the root)
     st: os.stat_result | None = None  # lstat, taken when the directory was listed
@@ -550,8 +549,7 @@ class ContentTree:
         return fixed, k, rec is not None
 
 
-@dataclass
-class _ListHash:
+class _ListHash(Struct):
     """A file-list digest that keeps its preimage for the trace."""
 
     parts: list[bytes] = field(default_factory=list)
@@ -566,8 +564,7 @@ class _ListHash:
         return dgst
 
 
-@dataclass
-class _Included:
+class _Included(Struct):
     path: str
     record: _Record
     digest: str = ""
@@ -577,8 +574,7 @@ class _Included:
     exclude_info: MatchInfo | None = None
 
 
-@dataclass
-class _Walk:
+class _Walk(Struct):
     """The iteration of ``includedPaths``: headers and files that match, with their parents' headers."""
 
     p: str

@@ -13,13 +13,13 @@ config's layers.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from mason.digest import Digest, sha256_bytes
 from mason.llb import pb
 from mason.llb.cachemap import CacheMap, Selector, source_cache_map
 from mason.llb.contenthash import ContentTree
 from mason.llb.gojson import go_json
+from mason.structs import Struct
 
 __all__ = [
     "ContentRoot",
@@ -40,8 +40,7 @@ def record_digest(cache_map_digest: str, output: int) -> Digest:
     return sha256_bytes(f"{cache_map_digest}@{output}".encode())
 
 
-@dataclass(frozen=True)
-class ContentRoot:
+class ContentRoot(Struct, frozen=True):
     """A content key: the digest-list preimage, its digest, and the root record it names."""
 
     preimage: bytes
@@ -71,8 +70,7 @@ def content_key(tree: ContentTree, selectors: Sequence[Selector]) -> ContentRoot
     return content_root([tree.checksum(sel) for sel in chosen])
 
 
-@dataclass(frozen=True)
-class _ManifestKey:
+class _ManifestKey(Struct, frozen=True):
     digest: str
     platform: pb.Platform
     layer_limit: int | None
@@ -121,8 +119,7 @@ def image_manifest_key_json(
     return go_json(_ManifestKey(manifest_digest, platform, layer_limit))
 
 
-@dataclass(frozen=True)
-class _HTTPKey:
+class _HTTPKey(Struct, frozen=True):
     filename: str
     perm: int
     uid: int

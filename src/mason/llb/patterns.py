@@ -13,9 +13,9 @@ import enum
 import posixpath
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from mason.errors import MasonError
+from mason.structs import Struct
 
 __all__ = ["MatchInfo", "PatternError", "PatternMatcher", "go_path_match"]
 
@@ -33,15 +33,13 @@ class _MatchType(enum.Enum):
     REGEXP = 4
 
 
-@dataclass(frozen=True)
-class MatchInfo:
+class MatchInfo(Struct, frozen=True):
     """Which patterns a directory matched, so that its entries need not check them again."""
 
     parent_matched: tuple[bool, ...]
 
 
-@dataclass(frozen=True)
-class _Pattern:
+class _Pattern(Struct, frozen=True):
     cleaned: str
     exclusion: bool
     match_type: _MatchType

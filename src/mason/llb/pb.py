@@ -1,4 +1,5 @@
-"""BuildKit's LLB messages (``solver/pb/ops.proto``, v0.32.2) as typed, frozen dataclasses.
+"""BuildKit's LLB messages (``solver/pb/ops.proto``, v0.32.2) as typed, frozen structs
+(``msgspec.Struct``).
 
 Each message declares its fields once (``FIELDS``: Go JSON name, protobuf field
 number, kind), in Go's declaration order, and gets from that:
@@ -19,14 +20,13 @@ override the JSON methods. Only the messages the Dockerfile frontend emits are h
 from __future__ import annotations
 
 import base64
-import dataclasses
 import enum
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 from mason.digest import Digest, sha256_bytes
 from mason.llb import protowire as pw
+from mason.structs import Struct, field, replace
 
 __all__ = [
     "CacheOpt",
@@ -105,8 +105,7 @@ class Kind(enum.Enum):
     ONEOF_INT = "oneof_int"  # a varint oneof member: written when set, even if 0
 
 
-@dataclass(frozen=True)
-class F:
+class F(Struct, frozen=True):
     """One field: attribute, Go JSON name, protobuf number, kind, message type."""
 
     attr: str
@@ -117,7 +116,7 @@ class F:
     oneof: bool = False
 
 
-class Message:
+class Message(Struct, frozen=True):
     """Base of the LLB messages: JSON and protobuf from ``FIELDS``."""
 
     FIELDS: ClassVar[tuple[F, ...]] = ()
@@ -251,8 +250,7 @@ def _from_json_value(f: F, raw: Any) -> Any:
 # --- common ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Platform(Message):
+class Platform(Message, frozen=True):
     architecture: str = ""
     os: str = ""
     variant: str = ""
@@ -267,8 +265,7 @@ class Platform(Message):
     )
 
 
-@dataclass(frozen=True)
-class Input(Message):
+class Input(Message, frozen=True):
     """A vertex input: the producing op's digest and its output index."""
 
     digest: str = ""
@@ -276,8 +273,7 @@ class Input(Message):
     FIELDS = (F("digest", "digest", 1, Kind.STRING), F("index", "index", 2, Kind.INT))
 
 
-@dataclass(frozen=True)
-class WorkerConstraints(Message):
+class WorkerConstraints(Message, frozen=True):
     filter: tuple[str, ...] = ()
     FIELDS = (F("filter", "filter", 1, Kind.STRING),)
 
@@ -285,8 +281,7 @@ class WorkerConstraints(Message):
 # --- exec -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ProxyEnv(Message):
+class ProxyEnv(Message, frozen=True):
     http_proxy: str = ""
     https_proxy: str = ""
     ftp_proxy: str = ""
@@ -301,15 +296,13 @@ class ProxyEnv(Message):
     )
 
 
-@dataclass(frozen=True)
-class HostIP(Message):
+class HostIP(Message, frozen=True):
     host: str = ""
     ip: str = ""
     FIELDS = (F("host", "Host", 1, Kind.STRING), F("ip", "IP", 2, Kind.STRING))
 
 
-@dataclass(frozen=True)
-class Ulimit(Message):
+class Ulimit(Message, frozen=True):
     name: str = ""
     soft: int = 0
     hard: int = 0
@@ -320,8 +313,7 @@ class Ulimit(Message):
     )
 
 
-@dataclass(frozen=True)
-class SecretEnv(Message):
+class SecretEnv(Message, frozen=True):
     id: str = ""
     name: str = ""
     optional: bool = False
@@ -332,15 +324,13 @@ class SecretEnv(Message):
     )
 
 
-@dataclass(frozen=True)
-class CDIDevice(Message):
+class CDIDevice(Message, frozen=True):
     name: str = ""
     optional: bool = False
     FIELDS = (F("name", "name", 1, Kind.STRING), F("optional", "optional", 2, Kind.BOOL))
 
 
-@dataclass(frozen=True)
-class Meta(Message):
+class Meta(Message, frozen=True):
     args: tuple[str, ...] = ()
     env: tuple[str, ...] = ()
     cwd: str = ""
@@ -367,21 +357,18 @@ class Meta(Message):
     )
 
 
-@dataclass(frozen=True)
-class TmpfsOpt(Message):
+class TmpfsOpt(Message, frozen=True):
     size: int = 0
     FIELDS = (F("size", "size", 1, Kind.INT),)
 
 
-@dataclass(frozen=True)
-class CacheOpt(Message):
+class CacheOpt(Message, frozen=True):
     id: str = ""
     sharing: CacheSharingOpt = CacheSharingOpt.SHARED
     FIELDS = (F("id", "ID", 1, Kind.STRING), F("sharing", "sharing", 2, Kind.INT))
 
 
-@dataclass(frozen=True)
-class SecretOpt(Message):
+class SecretOpt(Message, frozen=True):
     id: str = ""
     uid: int = 0
     gid: int = 0
@@ -396,13 +383,11 @@ class SecretOpt(Message):
     )
 
 
-@dataclass(frozen=True)
-class SSHOpt(SecretOpt):
+class SSHOpt(SecretOpt, frozen=True):
     pass
 
 
-@dataclass(frozen=True)
-class Mount(Message):
+class Mount(Message, frozen=True):
     input: int = 0
     selector: str = ""
     dest: str = ""
@@ -434,11 +419,10 @@ class Mount(Message):
     def from_json(cls, obj: Mapping[str, Any]) -> Self:
         m = super().from_json(obj)
         # Typed enums, so that equality with hand-built mounts holds.
-        return dataclasses.replace(m, mount_type=MountType(m.mount_type))
+        return replace(m, mount_type=MountType(m.mount_type))
 
 
-@dataclass(frozen=True)
-class ExecOp(Message):
+class ExecOp(Message, frozen=True):
     meta: Meta | None = None
     mounts: tuple[Mount, ...] = ()
     network: NetMode = NetMode.UNSET
@@ -458,8 +442,7 @@ class ExecOp(Message):
 # --- source, merge ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SourceOp(Message):
+class SourceOp(Message, frozen=True):
     identifier: str = ""
     attrs: Mapping[str, str] = field(default_factory=dict)
     FIELDS = (F("identifier", "identifier", 1, Kind.STRING), F("attrs", "attrs", 2, Kind.MAP))
@@ -468,14 +451,12 @@ class SourceOp(Message):
         return hash((self.identifier, tuple(sorted(self.attrs.items()))))
 
 
-@dataclass(frozen=True)
-class MergeInput(Message):
+class MergeInput(Message, frozen=True):
     input: int = 0
     FIELDS = (F("input", "input", 1, Kind.INT),)
 
 
-@dataclass(frozen=True)
-class MergeOp(Message):
+class MergeOp(Message, frozen=True):
     inputs: tuple[MergeInput, ...] = ()
     FIELDS = (F("inputs", "inputs", 1, Kind.MESSAGE, MergeInput),)
 
@@ -483,15 +464,13 @@ class MergeOp(Message):
 # --- file ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class NamedUserOpt(Message):
+class NamedUserOpt(Message, frozen=True):
     name: str = ""
     input: int = 0
     FIELDS = (F("name", "name", 1, Kind.STRING), F("input", "input", 2, Kind.INT))
 
 
-@dataclass(frozen=True)
-class UserOpt(Message):
+class UserOpt(Message, frozen=True):
     """A user by name (resolved in input ``by_name.input``) or by id; exactly one is set."""
 
     by_name: NamedUserOpt | None = None
@@ -517,8 +496,7 @@ class UserOpt(Message):
         return cls(by_id=int(inner.get("byId", 0)))
 
 
-@dataclass(frozen=True)
-class ChownOpt(Message):
+class ChownOpt(Message, frozen=True):
     user: UserOpt | None = None
     group: UserOpt | None = None
     FIELDS = (
@@ -527,8 +505,7 @@ class ChownOpt(Message):
     )
 
 
-@dataclass(frozen=True)
-class FileActionCopy(Message):
+class FileActionCopy(Message, frozen=True):
     src: str = ""
     dest: str = ""
     owner: ChownOpt | None = None
@@ -565,8 +542,7 @@ class FileActionCopy(Message):
     )
 
 
-@dataclass(frozen=True)
-class FileActionMkFile(Message):
+class FileActionMkFile(Message, frozen=True):
     path: str = ""
     mode: int = 0
     data: bytes = b""
@@ -581,8 +557,7 @@ class FileActionMkFile(Message):
     )
 
 
-@dataclass(frozen=True)
-class FileActionMkDir(Message):
+class FileActionMkDir(Message, frozen=True):
     path: str = ""
     mode: int = 0
     make_parents: bool = False
@@ -597,8 +572,7 @@ class FileActionMkDir(Message):
     )
 
 
-@dataclass(frozen=True)
-class FileActionRm(Message):
+class FileActionRm(Message, frozen=True):
     path: str = ""
     allow_not_found: bool = False
     allow_wildcard: bool = False
@@ -609,8 +583,7 @@ class FileActionRm(Message):
     )
 
 
-@dataclass(frozen=True)
-class FileActionSymlink(Message):
+class FileActionSymlink(Message, frozen=True):
     oldpath: str = ""
     newpath: str = ""
     owner: ChownOpt | None = None
@@ -632,8 +605,7 @@ _ACTION_KINDS: tuple[tuple[str, str, type[Message]], ...] = (
 )
 
 
-@dataclass(frozen=True)
-class FileAction(Message):
+class FileAction(Message, frozen=True):
     """One action of a file op; exactly one of copy/mkfile/mkdir/rm/symlink is set.
 
     ``input`` and ``secondary_input`` index the op's inputs, or (at or past their
@@ -691,8 +663,7 @@ class FileAction(Message):
         return cls(**kwargs)
 
 
-@dataclass(frozen=True)
-class FileOp(Message):
+class FileOp(Message, frozen=True):
     actions: tuple[FileAction, ...] = ()
     FIELDS = (F("actions", "actions", 2, Kind.MESSAGE, FileAction),)
 
@@ -707,8 +678,7 @@ _OP_KINDS: tuple[tuple[str, type[Message]], ...] = (
 )
 
 
-@dataclass(frozen=True)
-class Op(Message):
+class Op(Message, frozen=True):
     """One LLB vertex. With no op set it is the definition's terminal (inputs only)."""
 
     inputs: tuple[Input, ...] = ()
@@ -759,8 +729,7 @@ def op_digest(op: Op) -> Digest:
     return sha256_bytes(op.to_proto())
 
 
-@dataclass(frozen=True)
-class _JSONObject:
+class _JSONObject(Struct, frozen=True):
     """An anonymous Go struct (the oneof wrappers of json.go)."""
 
     members: tuple[tuple[str, object, bool], ...]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from mason.digest import Digest, DigestError, parse_digest
@@ -18,6 +17,7 @@ from mason.oci import mediatypes as mt
 from mason.oci.descriptor import Descriptor, RawDocument
 from mason.oci.errors import ConfigError
 from mason.oci.platform import Platform
+from mason.structs import Struct
 
 __all__ = [
     "HistoryEntry",
@@ -28,8 +28,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class HistoryEntry:
+class HistoryEntry(Struct, frozen=True):
     created: str | None = None
     created_by: str | None = None
     author: str | None = None
@@ -70,8 +69,7 @@ def serialise_config(data: Mapping[str, Any]) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-@dataclass(frozen=True)
-class ImageConfig(RawDocument):
+class ImageConfig(RawDocument, Struct, frozen=True):
     raw: bytes
     data: Mapping[str, Any]
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mason.digest import Digest, DigestError, parse_digest, sha256_bytes
 from mason.oci.errors import ManifestError
 from mason.oci.platform import Platform, PlatformError
+from mason.structs import Struct, field, replace
 
 __all__ = [
     "ANNOTATION_REF_NAME",
@@ -27,9 +27,10 @@ DISTRIBUTION_SOURCE_PREFIX = "containerd.io/distribution.source."
 
 class RawDocument:
     """A document that keeps the bytes it was read or written as: digest and size are of
-    ``raw``, never of a re-serialisation. Frozen dataclasses using it set
-    ``__hash__ = RawDocument.__hash__`` (a dataclass replaces an inherited one)."""
+    ``raw``, never of a re-serialisation. The frozen structs using it (a mixin: no fields,
+    no ``__dict__``) say ``__hash__ = RawDocument.__hash__``, their hash being of ``raw``."""
 
+    __slots__ = ()
     raw: bytes
 
     def __hash__(self) -> int:
@@ -44,8 +45,7 @@ class RawDocument:
         return len(self.raw)
 
 
-@dataclass(frozen=True)
-class Descriptor:
+class Descriptor(Struct, frozen=True):
     media_type: str
     digest: Digest
     size: int

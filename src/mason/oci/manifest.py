@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from mason.oci import mediatypes as mt
 from mason.oci.descriptor import Descriptor, RawDocument
 from mason.oci.errors import ManifestError
 from mason.oci.platform import Platform
+from mason.structs import Struct, field
 
 __all__ = [
     "ImageIndex",
@@ -34,6 +34,7 @@ def dump_json(value: Any) -> bytes:
 
 
 class _TypedDocument(RawDocument):
+    __slots__ = ()
     media_type: str
 
     def descriptor(
@@ -44,8 +45,7 @@ class _TypedDocument(RawDocument):
         )
 
 
-@dataclass(frozen=True)
-class ImageManifest(_TypedDocument):
+class ImageManifest(_TypedDocument, Struct, frozen=True):
     raw: bytes
     media_type: str
     config: Descriptor
@@ -61,8 +61,7 @@ class ImageManifest(_TypedDocument):
         return self.media_type == mt.DOCKER_MANIFEST
 
 
-@dataclass(frozen=True)
-class ImageIndex(_TypedDocument):
+class ImageIndex(_TypedDocument, Struct, frozen=True):
     raw: bytes
     media_type: str
     manifests: tuple[Descriptor, ...]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import platform as _platform
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from mason.oci.errors import OCIError
+from mason.structs import Struct
 
 __all__ = [
     "Platform",
@@ -93,8 +93,7 @@ _VARIANTS = {
 }
 
 
-@dataclass(frozen=True)
-class Platform:
+class Platform(Struct, frozen=True):
     os: str
     architecture: str
     variant: str | None = None

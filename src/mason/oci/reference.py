@@ -9,10 +9,10 @@ a port, or is ``localhost``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
 
 from mason.digest import Digest, DigestError, parse_digest
 from mason.oci.errors import InvalidReferenceError
+from mason.structs import Struct, replace
 
 __all__ = [
     "DEFAULT_TAG",
@@ -42,8 +42,7 @@ def _error(text: str, why: str, hint: str | None = None) -> InvalidReferenceErro
     )
 
 
-@dataclass(frozen=True)
-class Reference:
+class Reference(Struct, frozen=True):
     registry: str
     repository: str
     tag: str | None = None

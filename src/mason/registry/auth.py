@@ -16,7 +16,6 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from mason.registry.errors import (
     redact_url,
 )
 from mason.registry.wire import Request, Response, TransportError
+from mason.structs import Struct, field, repr_without
 
 __all__ = [
     "Challenge",
@@ -59,12 +59,14 @@ class CredentialError(DiagnosticError):
     reference = "registry-credentials"
 
 
-@dataclass(frozen=True)
-class Credentials:
+class Credentials(Struct, frozen=True):
     username: str = ""
-    password: str = field(default="", repr=False)
+    password: str = ""
     #: an OAuth2 refresh token (Docker's ``identitytoken``), used instead of the password
-    identity_token: str = field(default="", repr=False)
+    identity_token: str = ""
+
+    # never shown: secrets
+    __repr__ = repr_without("password", "identity_token")
 
     def basic_header(self) -> str:
         raw = f"{self.username}:{self.password}".encode()
@@ -261,8 +263,7 @@ class CredentialStore:
         return Credentials(username, secret)
 
 
-@dataclass(frozen=True)
-class Challenge:
+class Challenge(Struct, frozen=True):
     scheme: str  # lower-case: "bearer" or "basic"
     params: Mapping[str, str]
 
@@ -335,16 +336,14 @@ def _covers(held: Iterable[str], wanted: Iterable[str]) -> bool:
     return True
 
 
-@dataclass
-class _Token:
+class _Token(Struct):
     value: str
     scopes: frozenset[str]
     #: when to stop using it: a margin before expiry so a long request does not outlive it
     refresh_at: float
 
 
-@dataclass
-class _HostAuth:
+class _HostAuth(Struct):
     scheme: str  # "bearer" | "basic"
     realm: str = ""
     service: str = ""

@@ -16,7 +16,6 @@ import json
 import secrets
 import tarfile
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
 from typing import IO
 
 from mason.digest import sha256_bytes
@@ -26,14 +25,14 @@ from mason.oci.reference import Reference
 from mason.registry.auth import pull_scope, push_scope
 from mason.registry.client import RegistryClient
 from mason.registry.errors import RegistryError
+from mason.structs import Struct, field, replace
 
 __all__ = ["CACHE_CONFIG_MEDIA_TYPE", "Finding", "RegistryReport", "check_registry"]
 
 CACHE_CONFIG_MEDIA_TYPE = "application/vnd.buildkit.cacheconfig.v0"
 
 
-@dataclass(frozen=True)
-class Finding:
+class Finding(Struct, frozen=True):
     """One feature: ``supported`` is None when it could not be tried (an earlier probe it
     needs failed); ``detail`` is what the registry answered, in one line."""
 
@@ -45,8 +44,7 @@ class Finding:
         return {"feature": self.feature, "supported": self.supported, "detail": self.detail}
 
 
-@dataclass
-class RegistryReport:
+class RegistryReport(Struct):
     ref: Reference
     tag_prefix: str
     findings: list[Finding] = field(default_factory=list)

@@ -23,7 +23,6 @@ import re
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO, Literal, TypeVar
 
@@ -41,6 +40,7 @@ from mason.registry.prefetch import Answer
 from mason.registry.regconf import RegistriesConf
 from mason.registry.transport import RETRY_STATUSES, RetryPolicy, Send, Transport
 from mason.registry.wire import Response, TransportError
+from mason.structs import Struct
 
 __all__ = [
     "MANIFEST_SIZE_LIMIT",
@@ -62,8 +62,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-@dataclass(frozen=True)
-class FetchedManifest:
+class FetchedManifest(Struct, frozen=True):
     """A manifest's raw bytes as served, with its media type and digest."""
 
     raw: bytes
@@ -77,8 +76,7 @@ class FetchedManifest:
         return parse_manifest(self.raw, self.media_type)
 
 
-@dataclass(frozen=True)
-class _UploadSession:
+class _UploadSession(Struct, frozen=True):
     location: str
     #: ``OCI-Chunk-Min-Length``: every PATCH but the last must be at least this long
     min_chunk: int = 0

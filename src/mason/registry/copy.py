@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import BinaryIO, cast
 
 from mason.digest import Digest, sha256_bytes
@@ -22,6 +21,7 @@ from mason.oci.reference import Reference
 from mason.registry.client import RegistryClient
 from mason.registry.errors import RegistryError
 from mason.registry.push import push_blob
+from mason.structs import Struct, field, repr_without
 
 __all__ = [
     "CopyStats",
@@ -36,16 +36,14 @@ __all__ = [
 _MANIFEST_TYPES = frozenset(mt.MANIFEST_MEDIA_TYPES)
 
 
-@dataclass(frozen=True)
-class RegistryEndpoint:
+class RegistryEndpoint(Struct, frozen=True):
     ref: Reference
 
     def __str__(self) -> str:
         return str(self.ref)
 
 
-@dataclass(frozen=True)
-class LayoutEndpoint:
+class LayoutEndpoint(Struct, frozen=True):
     path: str
     tag: str | None = None
 
@@ -69,15 +67,16 @@ def parse_endpoint(text: str) -> Endpoint:
     return RegistryEndpoint(Reference.parse(text))
 
 
-@dataclass
-class CopyStats:
+class CopyStats(Struct):
     root: Descriptor | None = None
     manifests: int = 0
     blobs_uploaded: int = 0
     blobs_mounted: int = 0
     blobs_existing: int = 0
     bytes_uploaded: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    __repr__ = repr_without("_lock")
 
     def count(self, outcome: str, size: int) -> None:
         with self._lock:

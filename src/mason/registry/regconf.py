@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mason.oci.reference import Reference
 from mason.registry.errors import RegistryError
+from mason.structs import Struct, field
 
 __all__ = [
     "Mirror",
@@ -45,8 +45,7 @@ class RegistriesConfError(RegistryError):
     reference = "registries-conf"
 
 
-@dataclass(frozen=True)
-class Mirror:
+class Mirror(Struct, frozen=True):
     location: str
     insecure: bool = False
     pull_from: str = "all"  # all | digest-only | tag-only
@@ -55,8 +54,7 @@ class Mirror:
         return self.pull_from == "all" or (self.pull_from == "digest-only") == bool(ref.digest)
 
 
-@dataclass(frozen=True)
-class RegistryEntry:
+class RegistryEntry(Struct, frozen=True):
     prefix: str
     location: str
     insecure: bool = False
@@ -72,8 +70,7 @@ class RegistryEntry:
         return name == self.prefix or name.startswith(self.prefix.rstrip("/") + "/")
 
 
-@dataclass(frozen=True)
-class RegistriesConf:
+class RegistriesConf(Struct, frozen=True):
     entries: tuple[RegistryEntry, ...] = ()
     files: tuple[str, ...] = field(default=())
 

@@ -20,7 +20,6 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import IO
 from urllib.parse import urljoin, urlsplit
 
@@ -42,6 +41,7 @@ from mason.registry.wire import (
     TransportError,
     with_params,
 )
+from mason.structs import Struct
 
 __all__ = ["RETRY_STATUSES", "Body", "RetryPolicy", "Send", "Transport", "http_get"]
 
@@ -54,8 +54,7 @@ Body = bytes | Callable[[], "Iterable[bytes] | IO[bytes]"]
 Send = Callable[[Request], Response]
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
+class RetryPolicy(Struct, frozen=True):
     attempts: int = 5
     base_delay: float = 0.2
     max_delay: float = 8.0

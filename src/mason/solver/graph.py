@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from mason.digest import Digest
 from mason.errors import MasonError
+from mason.structs import Struct, force_setattr
 
 from .keys import CacheKey, CacheMap
 
@@ -103,8 +103,7 @@ class Op(Protocol[R]):
     def execute(self, ctx: ExecContext, inputs: Sequence[R]) -> R: ...
 
 
-@dataclass(frozen=True, eq=False, slots=True)
-class Vertex(Generic[R]):
+class Vertex(Struct, Generic[R], frozen=True, eq=False):
     """A node of the build graph: an op applied to the results of ``inputs``.
 
     Vertices compare by identity; two vertices whose keys come out equal are
@@ -121,7 +120,7 @@ class Vertex(Generic[R]):
 
     def __post_init__(self) -> None:
         if not isinstance(self.inputs, tuple):
-            object.__setattr__(self, "inputs", tuple(self.inputs))
+            force_setattr(self, "inputs", tuple(self.inputs))
         for i in self.inputs:
             if not isinstance(i, Vertex):
                 raise TypeError(f"vertex {self.name!r}: input {i!r} is not a Vertex")

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from mason.digest import Digest, canonical_json, sha256_bytes
+from mason.structs import Struct, eq_without, force_setattr, repr_without
 
 __all__ = [
     "KEY_VERSION",
@@ -35,8 +35,7 @@ class InvalidCacheMapError(TypeError):
     """An op returned a definition that cannot be hashed canonically (a bug in the op)."""
 
 
-@dataclass(frozen=True, slots=True)
-class CacheMap:
+class CacheMap(Struct, frozen=True):
     """What an op contributes to its key.
 
     ``op`` is the op's definition as a JSON object with a versioned ``"type"``
@@ -48,22 +47,26 @@ class CacheMap:
     """
 
     op: Mapping[str, Any]
-    content: Callable[[], str] | None = field(default=None, compare=False)
+    content: Callable[[], str] | None = None
+
+    __eq__, __hash__ = eq_without("content")
 
 
-@dataclass(frozen=True, slots=True)
-class CacheKey:
+class CacheKey(Struct, frozen=True):
     """A computed key: its digest and the exact bytes it is the digest of."""
 
     digest: Digest
-    preimage: bytes = field(repr=False)
+    preimage: bytes
     inputs: tuple[Digest, ...]
     content: str | None
     #: every digest the step may be found under in an imported cache (``digest`` first);
     #: empty: ``digest`` only. A builder's ``rekey`` sets it (BuildKit's chain keys).
     alternatives: tuple[Digest, ...] = ()
     #: what the builder's cache exporter needs beyond the digest; the solver passes it on
-    export: object = field(default=None, compare=False, repr=False)
+    export: object = None
+
+    __repr__ = repr_without("preimage", "export")
+    __eq__, __hash__ = eq_without("export")
 
     @property
     def lookup_digests(self) -> tuple[Digest, ...]:
@@ -98,12 +101,16 @@ class CacheKey:
         )
 
 
-class DeferredKey(CacheKey):
+class DeferredKey(CacheKey, frozen=True):
     """A key whose digest a builder knows (BuildKit's chain key) and whose own preimage
     (``preimage``, ``content``: what explains a miss) is made on first read, by ``make``:
     a warm build that explains nothing and exports nothing never reads its context twice."""
 
-    __slots__ = ("_make",)
+    _make: Callable[[], CacheKey] | None = None
+    _made: CacheKey | None = None
+
+    __repr__ = repr_without("preimage", "export", "_make", "_made")
+    __eq__, __hash__ = eq_without("export", "_make", "_made")
 
     @classmethod
     def of(
@@ -115,25 +122,24 @@ class DeferredKey(CacheKey):
         alternatives: tuple[Digest, ...] = (),
         export: object = None,
     ) -> DeferredKey:
-        key = cls.__new__(cls)
-        for name, value in (
-            ("digest", digest),
-            ("inputs", tuple(inputs)),
-            ("alternatives", alternatives),
-            ("export", export),
-            ("_make", make),
-        ):
-            object.__setattr__(key, name, value)
-        return key
+        return cls(digest, b"", tuple(inputs), None, alternatives, export, make)
 
-    def __getattr__(self, name: str) -> Any:
-        # only reached for a slot not set yet: the two made on first read
-        if name not in ("preimage", "content"):
-            raise AttributeError(name)
-        made = self._make()  # two threads may both make it: the same bytes
-        object.__setattr__(self, "preimage", made.preimage)
-        object.__setattr__(self, "content", made.content)
-        return getattr(self, name)
+    def _made_key(self) -> CacheKey:
+        made = self._made
+        if made is None:
+            assert self._make is not None
+            made = self._make()  # two threads may both make it: the same bytes
+            force_setattr(self, "_made", made)
+        return made
+
+    # the fields' own slots (b"", None) are never read: these come first in the lookup
+    @property  # type: ignore[misc]
+    def preimage(self) -> bytes:
+        return self._made_key().preimage
+
+    @property  # type: ignore[misc]
+    def content(self) -> str | None:
+        return self._made_key().content
 
 
 def compute_key(cache_map: CacheMap, input_keys: Sequence[Digest], content: str | None) -> CacheKey:
@@ -190,8 +196,7 @@ def _check_json(value: Any, where: str) -> None:
     raise InvalidCacheMapError(f"{where}: {type(value).__name__} is not allowed in a key")
 
 
-@dataclass(frozen=True, slots=True)
-class KeyDifference:
+class KeyDifference(Struct, frozen=True):
     """One field in which two keys' preimages differ.
 
     ``field`` is ``"v"``, ``"op.<path>"`` (dots for nested objects), ``"inputs"`` (their number),

@@ -6,12 +6,12 @@ import os
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from mason.digest import Digest
 from mason.errors import BuildError, DiagnosticError, MasonError
+from mason.structs import Struct
 
 from .graph import Cancelled, CancelToken, ExecContext, Vertex
 from .keys import CacheKey, compute_key
@@ -86,8 +86,7 @@ class _NotStarted(Cancelled):
     """A queued task found the solve cancelled before it began."""
 
 
-@dataclass(frozen=True, eq=False, slots=True)
-class SolvedVertex(Generic[R]):
+class SolvedVertex(Struct, Generic[R], frozen=True, eq=False):
     """One key of the solved graph, for cache exporters and for explaining misses.
 
     ``vertices`` are all graph vertices that had this key (merged, run once);

@@ -8,10 +8,10 @@ downloaded nothing) and the solver only passes it on.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from mason.digest import Digest
+from mason.structs import Struct
 
 from .keys import CacheKey
 
@@ -48,8 +48,7 @@ class CacheStore(Protocol[R]):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class CacheSource(Generic[R_co]):
+class CacheSource(Struct, Generic[R_co], frozen=True):
     """An imported cache and the name progress shows for its hits (e.g. its ``ref``)."""
 
     name: str

@@ -1,7 +1,7 @@
-"""``mason.cli._dccache`` (issue 14): dataclass methods and regexes compiled once and kept
-beside the bytecode; the classes (their docstrings, made when read) and patterns behave as
-without it (a pattern's code is re's own), a bad table is ignored, ``-B`` writes nothing.
-Each case runs a fresh interpreter with its own ``-X pycache_prefix`` (a temp directory)."""
+"""``mason.cli._dccache`` (issue 14): regexes compiled once and kept beside the bytecode; the
+patterns behave as without it (a pattern's code is re's own), a bad table is ignored, ``-B``
+writes nothing. Each case runs a fresh interpreter with its own ``-X pycache_prefix`` (a temp
+directory)."""
 
 from __future__ import annotations
 
@@ -10,43 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 _PROBE = """
 import sys
-if sys.argv[1] == "eager":
-    import dataclasses
 if sys.argv[1] != "stock":
     import re
     _REAL = re._compiler.compile
     from mason.cli import _dccache
     _dccache.install()
-    print("dataclasses loaded by install:", sys.argv[1] == "install" and "dataclasses" in sys.modules)
-import dataclasses
-from dataclasses import dataclass, field
-
-@dataclass(frozen=True, order=True)
-class Point:
-    x: int
-    y: int = 2
-    tags: tuple[str, ...] = ()
-
-@dataclass
-class Box:
-    items: list[int] = field(default_factory=list)
-    name: str = "box"
-
-p, q = Point(1), Point(1, 3, ("a",))
-b = Box()
-b.items.append(1)
-try:
-    p.x = 5
-    frozen = "writable"
-except dataclasses.FrozenInstanceError:
-    frozen = "frozen"
-print(repr(p), repr(q), p < q, p == Point(1), hash(p) == hash(Point(1)), frozen, repr(b))
-print(Point.__init__.__qualname__, Box.__eq__.__qualname__)
-print(Point.__doc__, "|", p.__doc__, "|", Box.__init__.__annotations__)
+    print("hashlib loaded by install:", "hashlib" in sys.modules)
 import re
 patterns = [(r"(?P<name>[a-z]+)-(\\d+)", 0), (rb"^\\x00(?i:ab)+$", 0), ("(?x) a # c\\n b+", re.I | re.M),
             ("[\\u00e9-\\u00ff]+", 0), ("", 0), (r"(a)(b)?(?P<z>c)", re.S)]
@@ -70,23 +41,20 @@ def _run(tmp: Path, mode: str, *flags: str) -> list[str]:
 
 
 def _table(tmp: Path) -> list[Path]:
-    return list((tmp / "pyc").rglob("_dccache.*.dataclasses"))
+    return list((tmp / "pyc").rglob("_dccache.*.regexes"))
 
 
-@pytest.mark.parametrize("mode", ["install", "eager"])
-def test_classes_are_the_same_and_the_second_run_compiles_nothing(
-    tmp_path: Path, mode: str
-) -> None:
+def test_patterns_are_the_same_and_the_second_run_compiles_nothing(tmp_path: Path) -> None:
     stock = _run(tmp_path, "stock")
-    first = _run(tmp_path, mode)
-    # installed before dataclasses loads, it does not load it; patched when something does
-    assert first[0] == "dataclasses loaded by install: False"
-    # the same classes (and docstrings, and methods' annotations), the same regexes
-    assert first[1:6] == stock and first[6] == "same code as re's own: True"
-    assert int(first[7].split()[1]) > 0
+    first = _run(tmp_path, "install")
+    # the table's digest is hashlib's blake2b, taken without importing hashlib (OpenSSL)
+    assert first[0] == "hashlib loaded by install: False"
+    # the same regexes, and re's own code for each
+    assert first[1:3] == stock and first[3] == "same code as re's own: True"
+    assert int(first[4].split()[1]) > 0
     assert len(_table(tmp_path)) == 1
-    second = _run(tmp_path, mode)
-    assert second[1:7] == first[1:7] and second[7] == "compiled 0"
+    second = _run(tmp_path, "install")
+    assert second[1:4] == first[1:4] and second[4] == "compiled 0"
 
 
 def test_a_corrupt_table_is_ignored_and_rewritten(tmp_path: Path) -> None:
@@ -95,11 +63,11 @@ def test_a_corrupt_table_is_ignored_and_rewritten(tmp_path: Path) -> None:
     (table,) = _table(tmp_path)
     table.write_bytes(table.read_bytes()[:4] + b"\x00garbage")
     again = _run(tmp_path, "install")
-    assert again[1:6] == stock and again[7] != "compiled 0"
-    assert _run(tmp_path, "install")[7] == "compiled 0"
+    assert again[1:3] == stock and again[4] != "compiled 0"
+    assert _run(tmp_path, "install")[4] == "compiled 0"
 
 
 def test_no_bytecode_writing_means_no_table(tmp_path: Path) -> None:
     out = _run(tmp_path, "install", "-B")
-    assert out[1:6] == _run(tmp_path, "stock", "-B")
+    assert out[1:3] == _run(tmp_path, "stock", "-B")
     assert _table(tmp_path) == []

@@ -65,14 +65,20 @@ _NEVER_BEFORE_REQUEST = {
     "h11",
     "certifi",
     "urllib.request",
+    # msgspec imports it only to import inspect; mason.structs hides it from msgspec
+    "typing_extensions",
+    # mason's records are msgspec structs (mason.structs): no dataclass, and nothing imports
+    # inspect (with ast, dis, tokenize's friends) for one
+    "dataclasses",
+    "inspect",
 }
 # nor by a build whose steps are all cached (issue 14, made lazy): tar readers and writers, the
-# codecs, programs (credential helpers, git, ssh-agent, umount), Go's float format and TOML
-# (the registries.conf files distributions ship hold no registry)
+# codecs, programs (credential helpers, git, ssh-agent, umount) and TOML (the registries.conf
+# files distributions ship hold no registry). Not decimal (Go's float format): msgspec's core,
+# which mason's records (mason.structs) are made with, imports it
 _LAZY_FOR_CACHED_BUILD = {
     "tarfile",
     "subprocess",
-    "decimal",
     "tomllib",
     "isal",
     "mason.compression.streams",
@@ -88,6 +94,7 @@ _NEVER_FOR_HELP = _NEVER_BEFORE_REQUEST | {
     "mason.registry",
     "mason.engine.builder",
     "mason.cache",
+    "msgspec",  # the command line's own records are not structs
 }
 
 

@@ -10,7 +10,6 @@ prints the table.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import gzip
 import json
 import os
@@ -46,6 +45,7 @@ from mason.llb.keys import (
     record_digest,
 )
 from mason.llb.patterns import PatternMatcher
+from mason.structs import replace
 
 ROOT = TESTDATA / "buildkit-keys"
 CASES = sorted(p.name for p in ROOT.iterdir() if p.is_dir() and p.name[0].isdigit())
@@ -122,7 +122,7 @@ def llb(case: str) -> tuple[dict[str, Step], dict[str, str]]:
 def with_inputs(step: Step, vertex: dict[str, str]) -> pb.Op:
     """The op with its inputs' vertex digests filled in, as it was marshalled."""
     ins = tuple(pb.Input(digest=vertex[s], index=i) for s, i in step.inputs)
-    return dataclasses.replace(step.op, inputs=ins)
+    return replace(step.op, inputs=ins)
 
 
 # --- context staging --------------------------------------------------------------------------
@@ -578,7 +578,7 @@ def planned_steps(case: str) -> tuple[dict[str, Step], dict[str, str]]:
     steps = {}
     for v in definition.vertices:
         inputs = tuple((ids[i.digest], i.index) for i in v.op.inputs)
-        steps[ids[v.digest]] = Step(ids[v.digest], dataclasses.replace(v.op, inputs=()), inputs)
+        steps[ids[v.digest]] = Step(ids[v.digest], replace(v.op, inputs=()), inputs)
     return steps, {sid: d for d, sid in ids.items()}
 
 
@@ -587,7 +587,7 @@ def _without_session(op: pb.Op) -> pb.Op:
     if op.source is None or "local.session" not in op.source.attrs:
         return op
     attrs = {k: v for k, v in op.source.attrs.items() if k != "local.session"}
-    return dataclasses.replace(op, source=dataclasses.replace(op.source, attrs=attrs))
+    return replace(op, source=replace(op.source, attrs=attrs))
 
 
 @dataclass

@@ -1,0 +1,80 @@
+"""``mason.structs``: msgspec structs with what ``dataclasses.field(repr=False)`` and
+``field(compare=False)`` said, and msgspec imported without ``typing_extensions``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from mason.solver.keys import CacheKey, DeferredKey
+from mason.structs import Struct, eq_without, field, replace, repr_without
+
+
+class _Login(Struct, frozen=True):
+    user: str
+    password: str = ""
+    hook: object = None
+    tags: tuple[str, ...] = ()
+
+    __repr__ = repr_without("password")
+    __eq__, __hash__ = eq_without("hook")
+
+
+class _Other(Struct, frozen=True):
+    user: str
+    password: str = ""
+    hook: object = None
+    tags: tuple[str, ...] = ()
+
+
+class _Box(Struct):
+    items: list[int] = field(default_factory=list)
+
+
+def test_repr_without_leaves_the_hidden_field_out() -> None:
+    text = repr(_Login("ann", "s3cret", tags=("a",)))
+    assert "s3cret" not in text and "password" not in text
+    assert text == "_Login(user='ann', hook=None, tags=('a',))"
+
+
+def test_eq_without_ignores_the_field_and_keeps_type_and_the_others() -> None:
+    a, b = _Login("ann", "x", hook=len), _Login("ann", "x", hook=print)
+    assert a == b and hash(a) == hash(b)
+    assert a != _Login("ann", "y", hook=len)
+    assert a != _Other("ann", "x", hook=len)  # another type, equal fields: not equal
+    assert len({a, b, _Login("bob")}) == 2
+
+
+def test_structs_keep_dataclass_semantics() -> None:
+    login = _Login("ann")
+    with pytest.raises(AttributeError):
+        login.user = "bob"  # type: ignore[misc]
+    assert replace(login, user="bob") == _Login("bob")
+    first, second = _Box(), _Box()
+    first.items.append(1)
+    assert second.items == []  # default_factory: one list each
+    with pytest.raises(TypeError):
+        hash(first)  # mutable with equality: unhashable, as a dataclass
+
+
+def test_a_deferred_key_makes_its_preimage_when_first_read() -> None:
+    made: list[int] = []
+
+    def make() -> CacheKey:
+        made.append(1)
+        return CacheKey("sha256:aa", b'{"v":1}', (), "content")  # type: ignore[arg-type]
+
+    key = DeferredKey.of("sha256:aa", (), make)  # type: ignore[arg-type]
+    assert made == [] and key.digest == "sha256:aa"
+    assert key.preimage == b'{"v":1}' and key.content == "content" and made == [1]
+    assert key.preimage == b'{"v":1}' and made == [1]  # made once
+    assert "preimage" not in repr(key) and "_make" not in repr(key)
+    assert key == DeferredKey.of("sha256:aa", (), make)  # type: ignore[arg-type]
+
+
+def test_msgspec_is_imported_without_typing_extensions() -> None:
+    code = "import sys, mason.structs; print(sorted({'typing_extensions', 'inspect'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
