@@ -365,3 +365,27 @@ def test_https_through_a_proxy_tunnel(
     assert [line.rsplit(" ", 1)[0] for line in proxy.lines] == [f"CONNECT {tls_server.host}"]
     assert tls_server.seen == [("GET", "/t", "Bearer secret")]
     pool.close()
+
+
+def test_an_answer_sent_before_the_body_was_read_is_still_seen() -> None:
+    # a proxy's 413 for a body over its limit: it answers after the headers and hangs up
+    # without reading the body, so sending the rest of it fails
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def refuse() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\n\r\n")
+            threading.Event().wait(0.3)
+
+    threading.Thread(target=refuse, daemon=True).start()
+    pool = Pool(_no_tls)
+    body = b"x" * (64 << 20)  # more than the socket buffers hold
+    host = f"127.0.0.1:{listener.getsockname()[1]}"
+    with pool.send(Request("PUT", f"http://{host}/upload", content=body)) as response:
+        assert response.status_code == 413
+    listener.close()
+    pool.close()
