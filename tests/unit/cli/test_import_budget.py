@@ -10,9 +10,9 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
+from tests.support.http_server import serving
 from tests.support.registry_server import free_port
 
 # Runs in the child: the modules loaded at the first connect to PORT (or at exit, for --help)
@@ -166,18 +166,12 @@ def test_the_engine_loads_without_what_only_running_steps_needs(tmp_path: Path) 
 def test_build_naming_its_registries_pings_them_before_the_engine_loads(tmp_path: Path) -> None:
     # the registry of --cache-from and of the pushed tag: pinged (mason.registry.early) right
     # after the arguments are parsed, before the HTTP client and the engine are imported
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PlainRegistry)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PlainRegistry)) as server:
         port = server.server_address[1]
         host = f"127.0.0.1:{port}"
         argv = ["build", "--progress=plain", "--cache-from", f"type=registry,ref={host}/cache"]
         argv += ["--push", "-t", f"{host}/app", str(_context(tmp_path, host))]
         where, modules, _ = _modules_at_first_request(tmp_path, port, argv)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert where == "connect" and "mason.registry.early" in modules
     assert _loaded(modules, _NEVER_BEFORE_EARLY_PING) == []
 
@@ -187,16 +181,10 @@ def test_a_registry_only_the_dockerfile_names_is_read_before_the_engine_loads(
 ) -> None:
     # the FROM image's host is pinged (and its documents read, mason.cli.early_reads) once
     # the Dockerfile is parsed, before the engine and the HTTP client are imported
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PlainRegistry)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PlainRegistry)) as server:
         port = server.server_address[1]
         argv = ["build", "--progress=plain", str(_context(tmp_path, f"127.0.0.1:{port}"))]
         where, modules, _ = _modules_at_first_request(tmp_path, port, argv)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert where == "connect" and "mason.registry.prefetch" in modules
     assert _loaded(modules, {"http.client", "mason.engine.builder", "mason.cache.registry"}) == []
 
@@ -227,16 +215,10 @@ class _PlainRegistry(http.server.BaseHTTPRequestHandler):
 def test_plain_http_registry_on_loopback_loads_no_ca_bundle(tmp_path: Path) -> None:
     # not marked insecure: HTTPS is tried first, and its handshake fails before any
     # certificate could be checked, so no verifying TLS context is ever built
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PlainRegistry)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PlainRegistry)) as server:
         port = server.server_address[1]
         argv = ["build", "--progress=plain", str(_context(tmp_path, f"127.0.0.1:{port}"))]
         where, _, _ = _modules_at_first_request(tmp_path, port, argv, {"CA": "1"})
-    finally:
-        server.shutdown()
-        server.server_close()
     assert where == "connect"
     assert (tmp_path / "modules.json.ca").read_text() == "0"
 

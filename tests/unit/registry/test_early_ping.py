@@ -4,10 +4,10 @@ their answers instead of pinging again (start-up, issue 14)."""
 from __future__ import annotations
 
 import http.server
-import threading
 from collections.abc import Iterator
 
 import pytest
+from tests.support.http_server import serving
 from tests.support.registry_server import free_port
 
 from mason.registry.early import ref_host, start_pings
@@ -42,11 +42,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[_Server]:
     srv = _Server(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with serving(srv):
+        yield srv
 
 
 def _host(srv: _Server) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from tests.support.http_server import serving
 from tests.support.registry_server import _make_tls
 
 from mason.registry.wire import (
@@ -93,13 +94,8 @@ class _Server(http.server.ThreadingHTTPServer):
 
 
 def _serve(context: ssl.SSLContext | None = None) -> Iterator[_Server]:
-    server = _Server(context)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(_Server(context)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture
