@@ -43,11 +43,27 @@ def source_lines(data: bytes) -> list[str]:
     return [ln.rstrip("\r") for ln in text.split("\n")]
 
 
+#: the last successful parse (bytes, path, result): a build parses its Dockerfile twice, for
+#: the registry reads started before the engine loads (``mason.cli.early_reads``) and for the
+#: build; the result is immutable, so the second call takes the first one's
+_last: tuple[bytes, str, Dockerfile] | None = None
+
+
 def parse_dockerfile(data: bytes, path: str = "Dockerfile") -> Dockerfile:
     """Parse ``data`` (the Dockerfile's bytes) into stages and typed commands.
 
     Raises DockerfileError with ``file``, ``line``, ``column`` and the offending
     source line filled in."""
+    global _last
+    last = _last
+    if last is not None and last[1] == path and last[0] == data:
+        return last[2]
+    parsed = _parse(data, path)
+    _last = (data, path, parsed)
+    return parsed
+
+
+def _parse(data: bytes, path: str) -> Dockerfile:
     try:
         result = parse(data)
         if result.error is not None:

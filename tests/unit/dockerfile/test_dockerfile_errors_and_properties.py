@@ -145,3 +145,15 @@ def test_mutated_corpus_files_raise_only_dockerfile_errors(data: st.DataObject) 
             cut = data.draw(st.integers(0, len(other)))
             base[pos:pos] = other[cut : cut + 80]
     _check(bytes(base))
+
+
+def test_the_same_bytes_parsed_again_give_the_first_result_and_others_a_new_one() -> None:
+    # the early registry reads and the build parse one Dockerfile: the second parse is free
+    from mason.dockerfile import parse_dockerfile
+
+    data = b"FROM busybox AS base\nRUN echo hi\n"
+    first = parse_dockerfile(data, "Dockerfile")
+    assert parse_dockerfile(data, "Dockerfile") is first
+    assert parse_dockerfile(data, "other.Dockerfile") is not first
+    changed = parse_dockerfile(data + b"RUN echo more\n", "Dockerfile")
+    assert len(changed.stages[0].commands) == 2
