@@ -34,6 +34,7 @@ def start_reads(opts: BuildOptions, pings: EarlyPings | None) -> EarlyPings | No
 
 
 def _start(reads: Iterable[_Read], pings: EarlyPings | None) -> EarlyPings | None:
+    from mason.cache.blobcheck import MAGIC_BYTES
     from mason.oci import mediatypes as mt
     from mason.registry.early import start_pings
     from mason.registry.prefetch import Prefetch
@@ -42,7 +43,8 @@ def _start(reads: Iterable[_Read], pings: EarlyPings | None) -> EarlyPings | Non
         if pings is None and (pings := start_pings([])) is None:
             return None  # a proxy: the Transport goes through it, a bare socket would not
         if pings.prefetch is None:
-            pings.prefetch = Prefetch(pings, ", ".join(mt.MANIFEST_MEDIA_TYPES))
+            accept = ", ".join(mt.MANIFEST_MEDIA_TYPES)
+            pings.prefetch = Prefetch(pings, accept, peek_bytes=MAGIC_BYTES)
         pings.start(ref.api_host)
         pings.prefetch.start(ref.api_host, ref.repository, ref.identifier, platform)
     return pings

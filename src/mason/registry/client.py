@@ -36,7 +36,7 @@ from mason.oci.reference import Reference
 from mason.registry.auth import CredentialStore, pull_scope, push_scope
 from mason.registry.early import EarlyPings
 from mason.registry.errors import RegistryAuthError, RegistryError, RegistryNotFoundError
-from mason.registry.prefetch import Answer
+from mason.registry.prefetch import Answer, first_bytes_range
 from mason.registry.regconf import RegistriesConf
 from mason.registry.transport import RETRY_STATUSES, RetryPolicy, Send, Transport
 from mason.registry.wire import Response, TransportError
@@ -540,12 +540,13 @@ class RegistryClient:
             return None
         return _verified_manifest(ref, answer.body, answer.header)
 
-    def _prefetched(self, ref: Reference, path: str, accept: str = "") -> Answer | None:
-        """The early answer to ``GET path`` where this client's own request would go there
-        (no registries.conf rewrite or mirror for ``ref``)."""
+    def _prefetched(self, ref: Reference, path: str, variant: str = "") -> Answer | None:
+        """The early answer to ``GET path`` (``variant``: the Accept or Range asked for) where
+        this client's own request would go there (no registries.conf rewrite or mirror for
+        ``ref``)."""
         if self._prefetch is None or self.registries.pull_sources(ref) != [ref]:
             return None
-        return self._prefetch.take(ref.api_host, path, accept)
+        return self._prefetch.take(ref.api_host, path, variant)
 
     def _fetch_manifest_at(self, ref: Reference, accept: Sequence[str]) -> FetchedManifest:
         operation = f"get manifest {ref}"
@@ -698,6 +699,10 @@ class RegistryClient:
         ``GET`` with ``Range: bytes=0-(n-1)``, as cheap as a ``HEAD``, that also shows how the blob
         starts (its compression). A registry that ignores ``Range`` sends the whole blob; only
         ``n`` bytes are read before the response is closed."""
+        path, wanted = f"/v2/{ref.repository}/blobs/{desc.digest}", first_bytes_range(n)
+        answer = self._prefetched(ref, path, wanted)
+        if answer is not None:  # read early as below (mason.registry.prefetch)
+            return answer.body[:n]
         for source in self.registries.pull_sources(ref):
             head = self._peek_blob_at(source, desc, n)
             if head is not None:
@@ -712,7 +717,7 @@ class RegistryClient:
                 f"/v2/{ref.repository}/blobs/{desc.digest}",
                 operation=f"check blob {desc.digest} in {ref.repository_ref}",
                 scopes=[pull_scope(ref.repository)],
-                headers={"Range": f"bytes=0-{max(n, 1) - 1}"},
+                headers={"Range": first_bytes_range(n)},
                 ok=(200, 206, 416),
                 stream=True,
                 follow_redirects=True,

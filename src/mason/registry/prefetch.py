@@ -8,7 +8,10 @@ documents a build reads before anything else:
   config, or the index entry of BuildKit's cache config type);
 - a base image: its manifest by tag, one ``GET`` (the resolver would ``HEAD`` the tag, then
   ``GET`` the digest it names), the platform's manifest when that is an index (chosen by
-  ``ImageIndex.for_platform``, as the resolver chooses), then the image config.
+  ``ImageIndex.for_platform``, as the resolver chooses), then the image config;
+- a cache's layer blobs (at most ``_PEEKS``): their first bytes, the ranged read a cache hit
+  makes to check how its blob starts (``mason.cache.blobcheck``), the requests pipelined on
+  the kept connection after the documents.
 
 The answers are kept raw (headers and body of a ``200``) and handed out once by ``take``;
 ``RegistryClient`` verifies them as it verifies its own responses (the manifest's digest
@@ -37,6 +40,9 @@ __all__ = ["Answer", "Prefetch"]
 
 #: the largest body kept (a manifest's limit, mason.registry.client.MANIFEST_SIZE_LIMIT)
 _BODY_CAP = 4 * 1024 * 1024
+#: a cache's layers whose first bytes are read early, at most (a larger cache's others are
+#: read when a hit asks: early reads must stay small beside the build's own)
+_PEEKS = 32
 _HEAD_CAP = 64 * 1024
 _CACHE_CONFIG = "application/vnd.buildkit.cacheconfig.v0"
 
@@ -89,21 +95,60 @@ class _Connection:
         self.close()
         return self._get(path, accept)
 
+    def first_bytes(self, paths: list[str], n: int, got: dict[str, bytes]) -> None:
+        """Into ``got``: the first ``n`` bytes of the blob at each of ``paths`` that answers a
+        ``206`` of the range asked for; the requests are sent at once (pipelined) and the
+        answers read in order, up to the first other answer (the connection is then closed,
+        the rest left unanswered). A kept connection the server closed is opened again, once."""
+        reused = self._sock is not None
+        try:
+            self._first_bytes(paths, n, got)
+            return
+        except ConnectionError:
+            if not reused or got:
+                raise
+        self.close()
+        self._first_bytes(paths, n, got)
+
+    def _first_bytes(self, paths: list[str], n: int, got: dict[str, bytes]) -> None:
+        if self._sock is None:
+            self._sock = self._open()
+        wanted = first_bytes_range(n)
+        self._sock.sendall(b"".join(self._request(path, "", wanted) for path in paths))
+        for path in paths:
+            answer = self._answer(206, n)
+            if answer is None or not answer.headers.get("content-range", "").startswith(
+                f"bytes 0-{len(answer.body) - 1}/"
+            ):
+                self.close()
+                return
+            got[path] = answer.body
+            if self._sock is None:  # the server closes after this answer
+                return
+
     def _get(self, path: str, accept: str) -> Answer | None:
         if self._sock is None:
             self._sock = self._open()
-        request = (
+        self._sock.sendall(self._request(path, accept))
+        return self._answer(200, _BODY_CAP)
+
+    def _request(self, path: str, accept: str, byte_range: str = "") -> bytes:
+        ranged = f"Range: {byte_range}\r\n" if byte_range else ""
+        return (
             f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n"
             f"User-Agent: mason/{mason.__version__}\r\nAccept: {accept or '*/*'}\r\n"
-            "Accept-Encoding: identity\r\n\r\n"
-        )
-        self._sock.sendall(request.encode())
+            f"Accept-Encoding: identity\r\n{ranged}\r\n"
+        ).encode()
+
+    def _answer(self, wanted: int, cap: int) -> Answer | None:
+        """The next answer on the connection when it has status ``wanted`` and a plain body of
+        at most ``cap`` bytes; else None, and the connection is closed (the rest is unread)."""
         head = self._read_until(b"\r\n\r\n", _HEAD_CAP)
         version, status, headers = _parse_head(head)
         length = headers.get("content-length", "")
         plain = headers.get("transfer-encoding", "identity").lower() == "identity"
         plain = plain and headers.get("content-encoding", "identity").lower() == "identity"
-        if status != 200 or not plain or not length.isdigit() or int(length) > _BODY_CAP:
+        if status != wanted or not plain or not length.isdigit() or int(length) > cap:
             self.close()  # the rest of this answer is not read: the connection is done
             return None
         body = self._read_exactly(int(length))
@@ -139,6 +184,11 @@ class _Connection:
         return data[:n]
 
 
+def first_bytes_range(n: int) -> str:
+    """The ``Range`` of a read of a blob's first ``n`` bytes (at least one)."""
+    return f"bytes=0-{max(n, 1) - 1}"
+
+
 def _parse_head(head: bytes) -> tuple[str, int, dict[str, str]]:
     lines = head.decode("latin-1").split("\r\n")
     version, _, rest = lines[0].partition(" ")
@@ -153,6 +203,32 @@ def _parse_head(head: bytes) -> tuple[str, int, dict[str, str]]:
     return version, int(rest[:3]), headers
 
 
+def _document(answer: Answer) -> dict[str, object] | None:
+    """A manifest's or index's JSON object, or None."""
+    try:
+        doc = json.loads(answer.body)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _layers(doc: dict[str, object], repository: str) -> list[str]:
+    """The blob paths of a cache's layers (at most ``_PEEKS``): a cache manifest's layers, or
+    a cache index's entries other than its cache config."""
+    entries = doc.get("layers") if "config" in doc else doc.get("manifests")
+    if not isinstance(entries, list):
+        return []
+    paths: list[str] = []
+    for entry in entries:
+        if isinstance(entry, dict) and entry.get("mediaType") != _CACHE_CONFIG:
+            digest = _sha256(entry.get("digest"))
+            if digest and f"/v2/{repository}/blobs/{digest}" not in paths:
+                paths.append(f"/v2/{repository}/blobs/{digest}")
+        if len(paths) == _PEEKS:
+            break
+    return paths
+
+
 def _sha256(value: object) -> str | None:
     """``value`` when it is a sha256 digest (the only names a path is made of here)."""
     if not isinstance(value, str) or not value.startswith("sha256:") or len(value) != 71:
@@ -162,84 +238,99 @@ def _sha256(value: object) -> str | None:
 
 
 class Prefetch:
-    """The reads started for a build; ``take`` hands each answer to the registry client once."""
+    """The reads started for a build; ``take`` hands each answer to the registry client once.
+    An answer is known by its host, path and variant: a manifest's ``Accept``, ``""`` for a
+    whole blob, ``first_bytes_range(n)`` for a blob's first bytes."""
 
-    def __init__(self, pings: EarlyPings, manifest_accept: str) -> None:
+    def __init__(self, pings: EarlyPings, manifest_accept: str, peek_bytes: int = 0) -> None:
         self._pings = pings
         #: the Accept of a manifest GET (the client takes an answer only for the same)
         self.manifest_accept = manifest_accept
+        #: how many first bytes of a cache's layer blobs to read early (0: none)
+        self.peek_bytes = peek_bytes
         self._lock = threading.Lock()
-        self._expected: dict[tuple[str, str], tuple[str, threading.Event]] = {}
-        self._answers: dict[tuple[str, str], Answer] = {}
+        self._expected: dict[tuple[str, str, str], threading.Event] = {}
+        self._answers: dict[tuple[str, str, str], Answer] = {}
 
     def start(self, host: str, repository: str, identifier: str, platform: str = "") -> None:
         """Read ``host/repository``'s manifest ``identifier`` (tag or digest) and what follows
         from it: for ``platform`` (an image's, e.g. ``linux/amd64``) an index's entry for it,
-        and a manifest's config; without, a cache index's cache config."""
+        and a manifest's config; without, a cache index's cache config and its layers' first
+        bytes."""
         path = f"/v2/{repository}/manifests/{identifier}"
         if not self._expect(host, path, self.manifest_accept):
             return  # named twice: already under way
         args = (host, repository, path, platform)
         threading.Thread(target=self._run, args=args, name="prefetch", daemon=True).start()
 
-    def take(self, host: str, path: str, accept: str = "", wait: float = WAIT) -> Answer | None:
-        """The answer to ``GET path`` on ``host`` with ``accept`` (waiting for it up to ``wait``
+    def take(self, host: str, path: str, variant: str = "", wait: float = WAIT) -> Answer | None:
+        """The answer to ``GET path`` on ``host`` in ``variant`` (waiting for it up to ``wait``
         s), once; None when it was not asked for, failed, or is not there in time."""
+        key = (host, path, variant)
         with self._lock:
-            expected = self._expected.get((host, path))
-        if expected is None or expected[0] != accept or not expected[1].wait(wait):
+            expected = self._expected.get(key)
+        if expected is None or not expected.wait(wait):
             return None
         with self._lock:
-            return self._answers.pop((host, path), None)
+            return self._answers.pop(key, None)
 
-    def _expect(self, host: str, path: str, accept: str) -> bool:
+    def _expect(self, host: str, path: str, variant: str) -> bool:
         with self._lock:
-            if (host, path) in self._expected:
+            if (host, path, variant) in self._expected:
                 return False
-            self._expected[(host, path)] = (accept, threading.Event())
+            self._expected[(host, path, variant)] = threading.Event()
             return True
 
-    def _settle(self, host: str, path: str, answer: Answer | None) -> None:
+    def _settle(self, host: str, path: str, variant: str, answer: Answer | None) -> None:
         with self._lock:
             if answer is not None:
-                self._answers[(host, path)] = answer
-            self._expected[(host, path)][1].set()
+                self._answers[(host, path, variant)] = answer
+            self._expected[(host, path, variant)].set()
 
     def _run(self, host: str, repository: str, path: str, platform: str) -> None:
-        pending = [path]  # every path expected by this thread is settled, whatever happens
+        # every (path, variant) expected by this thread is settled, whatever happens
+        pending = [(path, self.manifest_accept)]
+        peeks: list[str] = []
+        got: dict[str, bytes] = {}
+        peek = first_bytes_range(self.peek_bytes)
         connection = None
         try:
             ping = self._pings.answer(host)
             if ping is None or ping.status != 200:
                 return  # no answer, or the registry asks for credentials: the client's reads
             connection = _Connection(host, ping.scheme, self._pings)
-            accept = self.manifest_accept
             while pending:
-                answer = connection.get(pending[0], accept)
-                following = self._following(answer, repository, platform) if answer else []
-                for next_path in following:  # expected before this answer is handed out
-                    if self._expect(host, next_path, "" if "/blobs/" in next_path else accept):
-                        pending.append(next_path)
-                self._settle(host, pending.pop(0), answer)
+                answer = connection.get(*pending[0])
                 if answer is None:
                     return
+                doc = _document(answer) if "/manifests/" in pending[0][0] else None
+                if doc is not None:  # what follows is expected before this answer is out
+                    for next_path in self._following(answer, doc, repository, platform):
+                        variant = "" if "/blobs/" in next_path else self.manifest_accept
+                        if self._expect(host, next_path, variant):
+                            pending.append((next_path, variant))
+                    if not platform and self.peek_bytes:
+                        layers = _layers(doc, repository)
+                        peeks += [blob for blob in layers if self._expect(host, blob, peek)]
+                self._settle(host, *pending.pop(0), answer)
+            if peeks:
+                connection.first_bytes(peeks, self.peek_bytes, got)
         except (OSError, ValueError):
             return  # the client sends the request itself and reports any error
         finally:
-            for left in pending:
-                self._settle(host, left, None)
+            for left, variant in pending:
+                self._settle(host, left, variant, None)
+            for blob in peeks:
+                body = got.get(blob)
+                self._settle(host, blob, peek, Answer({}, body) if body is not None else None)
             if connection is not None:
                 connection.close()
 
-    def _following(self, answer: Answer, repository: str, platform: str) -> list[str]:
+    def _following(
+        self, answer: Answer, doc: dict[str, object], repository: str, platform: str
+    ) -> list[str]:
         """What the build reads next after a manifest or index: the config, or the index entry
         for ``platform`` (an image) or of the cache config (a cache)."""
-        try:
-            doc = json.loads(answer.body)
-        except ValueError:
-            return []
-        if not isinstance(doc, dict):
-            return []
         config = doc.get("config")
         if isinstance(config, dict) and "manifests" not in doc:
             digest, size = _sha256(config.get("digest")), config.get("size")

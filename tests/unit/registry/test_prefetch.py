@@ -32,6 +32,7 @@ _ACCEPT = ", ".join(mt.MANIFEST_MEDIA_TYPES)
 
 class _Server(http.server.ThreadingHTTPServer):
     ping_status = 200
+    honours_range = True  # a blob GET with a Range answers 206 with those bytes
     #: path -> (status, headers, body)
     documents: dict[str, tuple[int, dict[str, str], bytes]]
     requests: list[str]
@@ -49,6 +50,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 headers = {"WWW-Authenticate": 'Bearer realm="http://127.0.0.1:1/t",service="r"'}
         else:
             status, headers, body = self.server.documents.get(self.path, (404, {}, b"{}"))
+        wanted = self.headers.get("Range", "")
+        if wanted and status == 200 and self.server.honours_range:
+            self.server.requests[-1] += f" {wanted}"
+            end = min(int(wanted.rpartition("-")[2]), len(body) - 1)
+            headers = {**headers, "Content-Range": f"bytes 0-{end}/{len(body)}"}
+            status, body = 206, body[: end + 1]
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
@@ -97,13 +104,14 @@ def _prefetch(srv: _Server) -> EarlyPings:
     return pings
 
 
-def _wait(pings: EarlyPings, host: str, path: str) -> None:
-    """Until the early read of ``path`` is settled (its answer left for the client)."""
+def _wait(pings: EarlyPings, host: str, path: str, variant: str = "") -> None:
+    """Until the early read of ``path`` in ``variant`` is settled (its answer left for the
+    client)."""
     assert pings.prefetch is not None
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        expected = pings.prefetch._expected.get((host, path))
-        if expected is not None and expected[1].wait(0.01):
+        expected = pings.prefetch._expected.get((host, path, variant))
+        if expected is not None and expected.wait(0.01):
             return
         time.sleep(0.01)
     raise AssertionError(f"{path} was not read early")
@@ -183,6 +191,74 @@ def test_a_cache_index_gives_its_cache_config(server: _Server) -> None:
     assert server.requests[-1] == f"/v2/cache/blobs/{digest}"
 
 
+def _cache_with_layers(srv: _Server, count: int) -> list[Descriptor]:
+    """A cache manifest (the image-manifest form) with ``count`` layers; their descriptors."""
+    config = b'{"layers":[],"records":[]}'
+    srv.documents[f"/v2/cache/blobs/{sha256_bytes(config)}"] = (200, {}, config)
+    layers = []
+    for i in range(count):
+        blob = b"\x1f\x8b" + bytes([i % 256]) * 700
+        layers.append(Descriptor(mt.OCI_LAYER_GZIP, sha256_bytes(blob), len(blob)))
+        srv.documents[f"/v2/cache/blobs/{layers[-1].digest}"] = (200, {}, blob)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_MANIFEST,
+        "config": {
+            "mediaType": mt.BUILDKIT_CACHE_CONFIG,
+            "digest": sha256_bytes(config),
+            "size": len(config),
+        },
+        "layers": [{"mediaType": d.media_type, "digest": d.digest, "size": d.size} for d in layers],
+    }
+    srv.documents["/v2/cache/manifests/latest"] = (200, {}, json.dumps(manifest).encode())
+    return layers
+
+
+def test_a_caches_layers_first_bytes_are_read_early(server: _Server) -> None:
+    layers = _cache_with_layers(server, 3)
+    pings, host = _prefetch(server), _host(server)
+    assert pings.prefetch is not None
+    pings.prefetch.peek_bytes = 512
+    pings.prefetch.start(host, "cache", "latest")
+    for layer in layers:
+        _wait(pings, host, f"/v2/cache/blobs/{layer.digest}", "bytes=0-511")
+    early = list(server.requests)
+    assert early[-3:] == [f"/v2/cache/blobs/{d.digest} bytes=0-511" for d in layers]
+    with RegistryClient(early=pings) as client:
+        ref = Reference.parse(f"{host}/cache:latest")
+        heads = [client.peek_blob(ref, d, 512) for d in layers]
+        assert heads == [server.documents[f"/v2/cache/blobs/{d.digest}"][2][:512] for d in layers]
+        assert server.requests == early  # taken, not asked again
+        assert client.peek_blob(ref, layers[0], 512) is not None  # once: then asked for
+        assert client.peek_blob(ref, layers[1], 100) is not None  # another range: asked for
+    assert len(server.requests) == len(early) + 2
+
+
+def test_a_registry_ignoring_ranges_leaves_the_first_bytes_to_the_client(server: _Server) -> None:
+    server.honours_range = False
+    layers = _cache_with_layers(server, 2)
+    pings, host = _prefetch(server), _host(server)
+    assert pings.prefetch is not None
+    pings.prefetch.peek_bytes = 512
+    pings.prefetch.start(host, "cache", "latest")
+    _wait(pings, host, f"/v2/cache/blobs/{layers[1].digest}", "bytes=0-511")
+    with RegistryClient(early=pings) as client:
+        head = client.peek_blob(Reference.parse(f"{host}/cache:latest"), layers[0], 512)
+    assert head == server.documents[f"/v2/cache/blobs/{layers[0].digest}"][2][:512]
+    assert server.requests.count(f"/v2/cache/blobs/{layers[0].digest}") == 2
+
+
+def test_only_the_first_layers_of_a_large_cache_are_read_early(server: _Server) -> None:
+    layers = _cache_with_layers(server, 40)
+    pings, host = _prefetch(server), _host(server)
+    assert pings.prefetch is not None
+    pings.prefetch.peek_bytes = 512
+    pings.prefetch.start(host, "cache", "latest")
+    _wait(pings, host, f"/v2/cache/blobs/{layers[31].digest}", "bytes=0-511")
+    peeked = [r for r in server.requests if r.endswith("bytes=0-511")]
+    assert peeked == [f"/v2/cache/blobs/{d.digest} bytes=0-511" for d in layers[:32]]
+
+
 def test_bytes_read_early_are_verified_as_the_clients_own(server: _Server) -> None:
     cfg = _image(server, "app", "v1")
     server.documents[f"/v2/app/blobs/{cfg.digest}"] = (200, {}, b'{"rootfs":{}')  # short
@@ -215,7 +291,7 @@ def test_an_error_answer_is_left_to_the_client_to_report(server: _Server) -> Non
     pings, host = _prefetch(server), _host(server)
     assert pings.prefetch is not None
     pings.prefetch.start(host, "missing", "v1")
-    _wait(pings, host, "/v2/missing/manifests/v1")
+    _wait(pings, host, "/v2/missing/manifests/v1", _ACCEPT)
     with RegistryClient(early=pings) as client, pytest.raises(RegistryNotFoundError):
         client.fetch_manifest(Reference.parse(f"{host}/missing:v1"))
     assert server.requests.count("/v2/missing/manifests/v1") == 2
@@ -226,7 +302,7 @@ def test_no_answer_for_another_accept_or_a_mirrored_ref(server: _Server, tmp_pat
     pings, host = _prefetch(server), _host(server)
     assert pings.prefetch is not None
     pings.prefetch.start(host, "app", "v1")
-    _wait(pings, host, "/v2/app/manifests/v1")
+    _wait(pings, host, "/v2/app/manifests/v1", _ACCEPT)
     ref = Reference.parse(f"{host}/app:v1")
     with RegistryClient(early=pings) as client:
         assert client.prefetched_manifest(ref, [mt.OCI_INDEX]) is None
