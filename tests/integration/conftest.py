@@ -38,6 +38,15 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServe
 
 
 @pytest.fixture(scope="session")
+def placeholder_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """Plain-HTTP registry, no auth, for documents whose layer blobs are placeholders
+    (``seed_placeholder_blob``): a registry stores a blob once for all repositories, so a
+    placeholder in the shared ``registry`` would stand in for the real blob of that digest
+    (the golden busybox layer) in every later test's pull."""
+    yield from _start(tmp_path_factory, "plain")
+
+
+@pytest.fixture(scope="session")
 def registry_tls_basic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     """HTTPS (own CA: ``.ca_file``) with htpasswd basic auth (``.username``/``.password``)."""
     yield from _start(tmp_path_factory, "tls-basic")

@@ -243,8 +243,9 @@ def test_local_round_trip_is_a_valid_layout(tmp_path: Path) -> None:
     ],
 )
 def test_cache_inspect_reads_buildkit_documents(
-    registry: RegistryServer, index_file: str, capsys: pytest.CaptureFixture[str]
+    placeholder_registry: RegistryServer, index_file: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    registry = placeholder_registry
     docs = TESTDATA / "registry-documents"
     raw = (docs / index_file).read_bytes()
     index = json.loads(raw)

@@ -124,8 +124,9 @@ def _push_documents(registry: RegistryServer) -> list[dict[str, str]]:
 
 
 def test_inspect_reads_every_registry_document(
-    registry: RegistryServer, capsys: pytest.CaptureFixture[str]
+    placeholder_registry: RegistryServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    registry = placeholder_registry
     assert DOCUMENTS.is_dir(), f"test vectors missing at {DOCUMENTS}"
     rows = _push_documents(registry)
     by_digest = {sha256_bytes((DOCUMENTS / r["file"]).read_bytes()): r for r in rows}
