@@ -470,6 +470,10 @@ class RegistryClient:
         )
         #: the documents read while the engine imported (mason.registry.prefetch)
         self._prefetch = early.prefetch if early is not None else None
+        #: the blobs this client saw a repository hold (a HEAD or ranged GET answered, a put
+        #: done), as (registry, repository, digest): not asked about again in this process.
+        #: A set's add and lookup are atomic, so the client's threads share it without a lock.
+        self._held: set[tuple[str, str, str]] = set()
         self.max_workers = max(1, max_workers)
         self.chunk_threshold = chunk_threshold
         self.chunk_size = chunk_size
@@ -677,7 +681,12 @@ class RegistryClient:
         sources = self.registries.pull_sources(ref)
         return any(self._blob_exists_at(source, digest, for_push=False) for source in sources)
 
+    def _hold(self, ref: Reference, digest: Digest) -> None:
+        self._held.add((ref.registry, ref.repository, digest))
+
     def _blob_exists_at(self, ref: Reference, digest: Digest, *, for_push: bool) -> bool:
+        if (ref.registry, ref.repository, digest) in self._held:
+            return True  # seen there moments ago in this build: a HEAD would say no more
         # before a push, ask for the push scope at once so one token serves the whole upload
         scope = push_scope(ref.repository) if for_push else pull_scope(ref.repository)
         try:
@@ -692,6 +701,7 @@ class RegistryClient:
             )
         except RegistryNotFoundError:
             return False
+        self._hold(ref, digest)
         return True
 
     def peek_blob(self, ref: Reference, desc: Descriptor, n: int) -> bytes | None:
@@ -702,10 +712,12 @@ class RegistryClient:
         path, wanted = f"/v2/{ref.repository}/blobs/{desc.digest}", first_bytes_range(n)
         answer = self._prefetched(ref, path, wanted)
         if answer is not None:  # read early as below (mason.registry.prefetch)
+            self._hold(ref, desc.digest)
             return answer.body[:n]
         for source in self.registries.pull_sources(ref):
             head = self._peek_blob_at(source, desc, n)
             if head is not None:
+                self._hold(source, desc.digest)
                 return head
         return None
 
@@ -740,6 +752,7 @@ class RegistryClient:
         """Like ``open_blob`` but the caller closes the stream (for upload openers)."""
         answer = self._prefetched(ref, f"/v2/{ref.repository}/blobs/{desc.digest}")
         if answer is not None:  # verified as the registry's own stream is
+            self._hold(ref, desc.digest)
             what = f"blob {desc.digest} from {ref.repository_ref}"
             early = VerifyingReader(io.BytesIO(answer.body), desc.digest, desc.size, what=what)
             return io.BufferedReader(early, buffer_size=_CHUNK)
@@ -777,6 +790,7 @@ class RegistryClient:
         """Cross-repo mount; False (and the opened session cancelled) when the registry declines."""
         session = self._start_upload(ref, digest, from_repository)
         if session is None:
+            self._hold(ref, digest)
             return True
         self._cancel_upload(ref, session.location)
         return False
@@ -850,6 +864,18 @@ class RegistryClient:
     ) -> PushOutcome:
         """Like ``push_blob`` but says how: ``exists``, ``mounted`` or ``uploaded``. ``chunked``
         uploads in chunks whatever the size (``mason registry check`` tries that path)."""
+        outcome = self._store_blob(ref, desc, opener, mount_from, chunked)
+        self._hold(ref, desc.digest)
+        return outcome
+
+    def _store_blob(
+        self,
+        ref: Reference,
+        desc: Descriptor,
+        opener: Callable[[], IO[bytes]],
+        mount_from: str | None,
+        chunked: bool,
+    ) -> PushOutcome:
         if self.blob_exists(ref, desc.digest, for_push=True):
             return "exists"
         host = ref.api_host
