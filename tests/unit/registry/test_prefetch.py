@@ -63,6 +63,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_HEAD(self) -> None:
+        self.server.requests.append(f"HEAD {self.path}")
+        status, _, body = self.server.documents.get(self.path, (404, {}, b"{}"))
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+
     def log_message(self, *args: object) -> None:
         pass
 
@@ -232,6 +239,29 @@ def test_a_caches_layers_first_bytes_are_read_early(server: _Server) -> None:
         assert client.peek_blob(ref, layers[0], 512) is not None  # once: then asked for
         assert client.peek_blob(ref, layers[1], 100) is not None  # another range: asked for
     assert len(server.requests) == len(early) + 2
+
+
+def test_a_blob_seen_in_a_repository_is_not_asked_about_again(server: _Server) -> None:
+    layers = _cache_with_layers(server, 2)
+    pings, host = _prefetch(server), _host(server)
+    assert pings.prefetch is not None
+    pings.prefetch.peek_bytes = 512
+    pings.prefetch.start(host, "cache", "latest")
+    _wait(pings, host, f"/v2/cache/blobs/{layers[1].digest}", "bytes=0-511")
+    ref = Reference.parse(f"{host}/cache:latest")
+    with RegistryClient(early=pings) as client:
+        assert client.peek_blob(ref, layers[0], 512) is not None
+        assert client.blob_exists(ref, layers[0].digest, for_push=True)  # peeked: no HEAD
+        assert f"HEAD /v2/cache/blobs/{layers[0].digest}" not in server.requests
+        assert client.blob_exists(ref, layers[1].digest, for_push=True)  # not taken: asked
+        assert client.blob_exists(ref, layers[1].digest, for_push=True)  # then known
+        other = Reference.parse(f"{host}/other:latest")
+        assert not client.blob_exists(other, layers[0].digest)  # another repository: asked
+    heads = [r for r in server.requests if r.startswith("HEAD ")]
+    assert heads == [
+        f"HEAD /v2/cache/blobs/{layers[1].digest}",
+        f"HEAD /v2/other/blobs/{layers[0].digest}",
+    ]
 
 
 def test_a_registry_ignoring_ranges_leaves_the_first_bytes_to_the_client(server: _Server) -> None:
