@@ -35,6 +35,7 @@ from mason.registry.early import WAIT, EarlyPings, _connect, split_host
 TYPE_CHECKING = False  # typing is not imported for this; mypy takes it as true
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Callable
 
 __all__ = ["Answer", "Prefetch"]
 
@@ -95,22 +96,29 @@ class _Connection:
         self.close()
         return self._get(path, accept)
 
-    def first_bytes(self, paths: list[str], n: int, got: dict[str, bytes]) -> None:
-        """Into ``got``: the first ``n`` bytes of the blob at each of ``paths`` that answers a
-        ``206`` of the range asked for; the requests are sent at once (pipelined) and the
-        answers read in order, up to the first other answer (the connection is then closed,
-        the rest left unanswered). A kept connection the server closed is opened again, once."""
+    def first_bytes(self, paths: list[str], n: int, got: Callable[[str, bytes], None]) -> None:
+        """``got(path, head)`` with the first ``n`` bytes of the blob at each of ``paths`` that
+        answers a ``206`` of the range asked for, as each answer comes; the requests are sent
+        at once (pipelined) and the answers read in order, up to the first other answer (the
+        connection is then closed, the rest left unanswered). A kept connection the server
+        closed is opened again, once, when nothing was answered on it."""
+        answered = []
+
+        def note(path: str, head: bytes) -> None:
+            answered.append(path)
+            got(path, head)
+
         reused = self._sock is not None
         try:
-            self._first_bytes(paths, n, got)
+            self._first_bytes(paths, n, note)
             return
         except ConnectionError:
-            if not reused or got:
+            if not reused or answered:
                 raise
         self.close()
-        self._first_bytes(paths, n, got)
+        self._first_bytes(paths, n, note)
 
-    def _first_bytes(self, paths: list[str], n: int, got: dict[str, bytes]) -> None:
+    def _first_bytes(self, paths: list[str], n: int, got: Callable[[str, bytes], None]) -> None:
         if self._sock is None:
             self._sock = self._open()
         wanted = first_bytes_range(n)
@@ -122,7 +130,7 @@ class _Connection:
             ):
                 self.close()
                 return
-            got[path] = answer.body
+            got(path, answer.body)
             if self._sock is None:  # the server closes after this answer
                 return
 
@@ -251,6 +259,8 @@ class Prefetch:
         self._lock = threading.Lock()
         self._expected: dict[tuple[str, str, str], threading.Event] = {}
         self._answers: dict[tuple[str, str, str], Answer] = {}
+        #: hosts a ``take`` waited on in vain
+        self._stalled: set[str] = set()
 
     def start(self, host: str, repository: str, identifier: str, platform: str = "") -> None:
         """Read ``host/repository``'s manifest ``identifier`` (tag or digest) and what follows
@@ -265,11 +275,19 @@ class Prefetch:
 
     def take(self, host: str, path: str, variant: str = "", wait: float = WAIT) -> Answer | None:
         """The answer to ``GET path`` on ``host`` in ``variant`` (waiting for it up to ``wait``
-        s), once; None when it was not asked for, failed, or is not there in time."""
+        s), once; None when it was not asked for, failed, or is not there in time. Once a wait
+        on ``host`` has run out, later ones do not wait: a stalled connection costs one
+        ``wait``, not one per answer expected from it."""
         key = (host, path, variant)
         with self._lock:
             expected = self._expected.get(key)
-        if expected is None or not expected.wait(wait):
+            if host in self._stalled:
+                wait = 0.0
+        if expected is None:
+            return None
+        if not expected.wait(wait):
+            with self._lock:
+                self._stalled.add(host)
             return None
         with self._lock:
             return self._answers.pop(key, None)
@@ -291,8 +309,11 @@ class Prefetch:
         # every (path, variant) expected by this thread is settled, whatever happens
         pending = [(path, self.manifest_accept)]
         peeks: list[str] = []
-        got: dict[str, bytes] = {}
         peek = first_bytes_range(self.peek_bytes)
+
+        def got(blob: str, head: bytes) -> None:
+            self._settle(host, blob, peek, Answer({}, head))
+
         connection = None
         try:
             ping = self._pings.answer(host)
@@ -314,15 +335,14 @@ class Prefetch:
                         peeks += [blob for blob in layers if self._expect(host, blob, peek)]
                 self._settle(host, *pending.pop(0), answer)
             if peeks:
-                connection.first_bytes(peeks, self.peek_bytes, got)
+                connection.first_bytes(peeks, self.peek_bytes, got)  # each settled as it comes
         except (OSError, ValueError):
             return  # the client sends the request itself and reports any error
         finally:
             for left, variant in pending:
                 self._settle(host, left, variant, None)
-            for blob in peeks:
-                body = got.get(blob)
-                self._settle(host, blob, peek, Answer({}, body) if body is not None else None)
+            for blob in peeks:  # those not answered
+                self._settle(host, blob, peek, None)
             if connection is not None:
                 connection.close()
 

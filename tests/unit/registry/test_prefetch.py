@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,8 @@ _ACCEPT = ", ".join(mt.MANIFEST_MEDIA_TYPES)
 class _Server(http.server.ThreadingHTTPServer):
     ping_status = 200
     honours_range = True  # a blob GET with a Range answers 206 with those bytes
+    #: set: ranged GETs are answered only once it is set (a server stuck on pipelined requests)
+    ranges_released: threading.Event | None = None
     #: path -> (status, headers, body)
     documents: dict[str, tuple[int, dict[str, str], bytes]]
     requests: list[str]
@@ -51,6 +54,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             status, headers, body = self.server.documents.get(self.path, (404, {}, b"{}"))
         wanted = self.headers.get("Range", "")
+        if wanted and self.server.ranges_released is not None:
+            self.server.ranges_released.wait(10)
         if wanted and status == 200 and self.server.honours_range:
             self.server.requests[-1] += f" {wanted}"
             end = min(int(wanted.rpartition("-")[2]), len(body) - 1)
@@ -262,6 +267,31 @@ def test_a_blob_seen_in_a_repository_is_not_asked_about_again(server: _Server) -
         f"HEAD /v2/cache/blobs/{layers[1].digest}",
         f"HEAD /v2/other/blobs/{layers[0].digest}",
     ]
+
+
+def test_a_stalled_connection_costs_one_wait_not_one_per_answer(server: _Server) -> None:
+    server.ranges_released = threading.Event()
+    layers = _cache_with_layers(server, 3)
+    pings, host = _prefetch(server), _host(server)
+    prefetch = pings.prefetch
+    assert prefetch is not None
+    prefetch.peek_bytes = 512
+    prefetch.start(host, "cache", "latest")
+    try:
+        paths = [f"/v2/cache/blobs/{d.digest}" for d in layers]
+        deadline = time.monotonic() + 10
+        while (host, paths[-1], "bytes=0-511") not in prefetch._expected:
+            assert time.monotonic() < deadline, "the layers were never expected"
+            time.sleep(0.01)
+        start = time.monotonic()
+        assert prefetch.take(host, paths[0], "bytes=0-511", wait=0.3) is None  # waited in vain
+        assert time.monotonic() - start >= 0.3
+        start = time.monotonic()
+        assert prefetch.take(host, paths[1], "bytes=0-511", wait=5) is None  # at once
+        assert prefetch.take(host, paths[2], "bytes=0-511", wait=5) is None
+        assert time.monotonic() - start < 1
+    finally:
+        server.ranges_released.set()
 
 
 def test_a_registry_ignoring_ranges_leaves_the_first_bytes_to_the_client(server: _Server) -> None:
