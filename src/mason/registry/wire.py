@@ -15,19 +15,52 @@ bodies arrive as the server stores them."""
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import os
 import select
 import socket
-import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import IO, Any, TypeGuard
+from typing import IO, TYPE_CHECKING, Any, TypeGuard
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from mason.registry.early import split_host
+
+if TYPE_CHECKING:
+    import ssl
+
+
+class _NoSSL:
+    """A meta path finder refusing ``ssl`` to one thread: that thread's import of ``http.client``
+    then leaves out ``HTTPSConnection`` (its ``import ssl`` is in a ``try``), and with it ssl,
+    which plain HTTP never needs (~2 ms of start-up). Other threads import ssl as usual."""
+
+    def __init__(self) -> None:
+        self._thread = threading.get_ident()
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "ssl" and threading.get_ident() == self._thread:
+            raise ImportError("ssl is imported by the first TLS connection (mason.registry.wire)")
+
+
+def _import_http_client() -> None:
+    # sys.meta_path is replaced, not changed in place: a thread iterating it meanwhile keeps
+    # its own list. A no-op when http.client (or ssl) is already imported.
+    if "http.client" in sys.modules or "ssl" in sys.modules:
+        return
+    finder = _NoSSL()
+    saved = sys.meta_path
+    sys.meta_path = [finder, *saved]
+    try:
+        import http.client  # noqa: F401
+    finally:
+        sys.meta_path = [f for f in sys.meta_path if f is not finder]
+
+
+_import_http_client()
+import http.client  # noqa: E402
 
 __all__ = [
     "ConnectError",
@@ -325,6 +358,22 @@ def _create_connection(
     return socket.create_connection((where, port), timeout, source_address)  # type: ignore[arg-type]
 
 
+class _TLSConnection(http.client.HTTPConnection):
+    """HTTPS: ``http.client.HTTPSConnection``'s handshake, on a connection class that exists
+    without ssl imported (see ``_NoSSL``); the context comes made (``Pool``'s ``context_for``)."""
+
+    default_port = 443
+
+    def __init__(self, host: str, port: int, *, timeout: float, context: ssl.SSLContext) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._context = context
+
+    def connect(self) -> None:
+        super().connect()  # through the proxy's tunnel, when one is set
+        server_hostname = self._tunnel_host or self.host  # type: ignore[attr-defined]
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=server_hostname)
+
+
 class _Conn:
     __slots__ = ("conn", "idle_since")
 
@@ -454,9 +503,7 @@ class Pool:
         conn: http.client.HTTPConnection
         if scheme == "https":
             context = self._context_for(verify)
-            conn = http.client.HTTPSConnection(
-                host, to_port, timeout=self._connect_timeout, context=context
-            )
+            conn = _TLSConnection(host, to_port, timeout=self._connect_timeout, context=context)
             if proxy is not None:
                 conn.set_tunnel(name, port, headers=proxy.headers)
         else:
@@ -557,7 +604,7 @@ def _send_body(sock: socket.socket, content: Content, length: int | None) -> Non
         sock.sendall(content)
         return
     sent = 0
-    if length is not None and _is_file(content) and not isinstance(sock, ssl.SSLSocket):
+    if length is not None and _is_file(content) and not _is_tls(sock):
         # the kernel copies, from the file's position (sendfile's own default is byte 0)
         sent = sock.sendfile(content, content.tell(), length)
     else:
@@ -577,6 +624,11 @@ def _send_body(sock: socket.socket, content: Content, length: int | None) -> Non
         raise TransportError(
             f"the request body does not have the {length} bytes its Content-Length says"
         )
+
+
+def _is_tls(sock: socket.socket) -> bool:
+    tls = sys.modules.get("ssl")  # none before the first TLS connection
+    return tls is not None and isinstance(sock, tls.SSLSocket)
 
 
 def _is_file(content: object) -> TypeGuard[IO[bytes]]:

@@ -7,8 +7,11 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import os
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -270,6 +273,34 @@ def test_tls_verified_against_the_given_ca(
     with pytest.raises(ConnectError) as err:
         untrusting.send(Request("GET", f"https://{tls_server.host}/tls"))
     assert isinstance(err.value.__cause__, ssl.SSLCertVerificationError)
+
+
+# Runs in a fresh interpreter: wire loads without ssl, and HTTPS still works once a TLS
+# context is asked for (the context's import of ssl is the first).
+_WITHOUT_SSL = """
+import sys
+from mason.registry.wire import Pool, Request
+import http.client
+assert "ssl" not in sys.modules and not hasattr(http.client, "HTTPSConnection")
+def context_for(verified):
+    import ssl
+    return ssl.create_default_context(cafile=sys.argv[2])
+pool = Pool(context_for)
+with pool.send(Request("GET", sys.argv[1])) as response:
+    sys.stdout.write(response.read().decode())
+"""
+
+
+def test_wire_loads_without_ssl_and_still_speaks_tls(
+    tls_server: _Server, tls_files: tuple[Path, Path, Path]
+) -> None:
+    url = f"https://{tls_server.host}/fresh"
+    cmd = [sys.executable, "-c", _WITHOUT_SSL, url, str(tls_files[0])]
+    src = str(Path(__file__).resolve().parents[3] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "/fresh -"
 
 
 class _Proxy:
