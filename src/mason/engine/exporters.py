@@ -17,8 +17,6 @@ import errno
 import io
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -552,6 +550,9 @@ def _files_output(
 ) -> None:
     """A local directory or a tar of the filesystem; one folder per platform when several
     (buildx's ``linux_arm64``)."""
+    import shutil
+    import tempfile
+
     assert out.dest is not None
 
     def fill(root: Path) -> None:

@@ -20,7 +20,6 @@ import contextlib
 import io
 import os
 import re
-import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -763,6 +762,8 @@ class RegistryClient:
         self, ref: Reference, desc: Descriptor, dest_path: str | os.PathLike[str]
     ) -> None:
         """Download into ``dest_path`` atomically; on any failure nothing is left behind."""
+        import shutil
+
         dest = Path(dest_path)
         dest.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(str(dest)) as out, self.open_blob(ref, desc) as src:
