@@ -5,8 +5,8 @@ loopback or insecure hosts): a refused connection or a TLS failure moves on to t
 next scheme at once, so an unreachable registry fails in milliseconds; the probe
 retries only errors that may pass (5xx, 429, a reset).
 
-Requests go through one ``mason.registry.wire.Pool`` (keep-alive connections on the standard
-library's ``http.client``, shared by the threads of a transfer) per ``Transport``. They are
+Requests go through one ``mason.registry.wire.Pool`` (keep-alive HTTP/1.1 connections, shared
+by the threads of a transfer) per ``Transport``. They are
 retried with exponential backoff (honouring ``Retry-After``) on 429, 5xx and
 connection errors, at most ``RetryPolicy.attempts`` times; a 401 triggers one
 re-authentication. Redirects are followed by hand so ``Authorization`` is sent only

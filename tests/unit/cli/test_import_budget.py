@@ -88,13 +88,18 @@ _LAZY_FOR_CACHED_BUILD = {
     "mason.layer.diff",
 }
 # nor by the whole of a build whose steps all come from a registry cache (issue 14, made lazy):
-# TLS for a plain-HTTP registry (mason.registry.wire imports http.client without it), temp files
+# http.client with email's parser and ssl (mason.registry.wire speaks HTTP/1.1 itself, ssl loads
+# with the first TLS context), temp files
 # (mason.oci.atomic.temp_file) with what tempfile and shutil pull in, random names, the git and
 # download contexts, an image's inline cache, the parser's debug rendering
 _LAZY_FOR_WARM_BUILD = (
     _NEVER_BEFORE_REQUEST
     | _LAZY_FOR_CACHED_BUILD
     | {
+        "http.client",
+        "email",
+        "calendar",
+        "quopri",
         "ssl",
         "_ssl",
         "tempfile",
