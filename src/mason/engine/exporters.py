@@ -19,7 +19,6 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
@@ -30,6 +29,7 @@ from mason.engine.blobs import Blobs
 from mason.engine.options import OutputSpec
 from mason.engine.state import LayerRef
 from mason.errors import BuildError, UsageError
+from mason.futures import ThreadPoolExecutor
 from mason.oci import mediatypes as mt
 from mason.oci.atomic import output_file
 from mason.oci.descriptor import Descriptor

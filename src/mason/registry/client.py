@@ -21,12 +21,12 @@ import io
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, BinaryIO, Literal, TypeVar
 
 from mason.digest import Digest, VerifyingReader, parse_digest, sha256_bytes
 from mason.errors import DigestMismatchError
+from mason.futures import ThreadPoolExecutor
 from mason.oci import mediatypes as mt
 from mason.oci.atomic import atomic_write
 from mason.oci.descriptor import Descriptor

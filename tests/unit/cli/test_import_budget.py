@@ -89,7 +89,8 @@ _LAZY_FOR_CACHED_BUILD = {
 }
 # nor by the whole of a build whose steps all come from a registry cache (issue 14, made lazy):
 # http.client with email's parser and ssl (mason.registry.wire speaks HTTP/1.1 itself, ssl loads
-# with the first TLS context), temp files
+# with the first TLS context), concurrent.futures with logging and what logging imports (its
+# part a build uses is mason.futures), temp files
 # (mason.oci.atomic.temp_file) with what tempfile and shutil pull in, random names, the git and
 # download contexts, an image's inline cache, the parser's debug rendering
 _LAZY_FOR_WARM_BUILD = (
@@ -98,6 +99,14 @@ _LAZY_FOR_WARM_BUILD = (
     | {
         "http.client",
         "email",
+        "concurrent.futures",
+        "logging",
+        "traceback",
+        "linecache",
+        "tokenize",
+        "string",
+        "queue",
+        "heapq",
         "calendar",
         "quopri",
         "ssl",
