@@ -10,7 +10,7 @@ an exception a done-callback raises (it is printed to stderr instead).
 
 Workers are not daemon threads: a pool that was never shut down keeps the interpreter from
 exiting until its work is done, as the standard library's does; an idle worker of such a pool
-ends when the pool is garbage (it holds the pool weakly, through its queue only)."""
+ends when the pool is garbage (a worker holds its queue, not the pool)."""
 
 from __future__ import annotations
 
