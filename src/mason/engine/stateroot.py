@@ -351,7 +351,9 @@ def _mounts_under(path: Path) -> list[str]:
         for line in f:
             fields = line.split()
             if len(fields) > 4:
-                mp = fields[4].encode().decode("unicode_escape")
+                mp = fields[4]
+                if "\\" in mp:  # the kernel's octal escapes (\040 for a space)
+                    mp = mp.encode().decode("unicode_escape")
                 if mp.startswith(prefix):
                     found.append(mp)
     return sorted(found, key=len, reverse=True)

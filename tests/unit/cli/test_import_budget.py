@@ -107,6 +107,9 @@ _LAZY_FOR_WARM_BUILD = (
         "string",
         "queue",
         "heapq",
+        "copy",  # JSON documents are copied by mason.oci.config.json_copy
+        "weakref",
+        "encodings.unicode_escape",  # only for a mount point with an escaped character
         "calendar",
         "quopri",
         "ssl",
