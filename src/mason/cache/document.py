@@ -26,7 +26,6 @@ from mason.cache.format import (
     ChainedResult,
     parse_cache_config,
 )
-from mason.cache.inline import inline_config_from_image
 from mason.cache.model import CacheSource, ExportBlobStore, ExportPlan, SolvedRecord, plan_export
 from mason.cache.mounts import is_mount_entry
 from mason.cache.options import CacheOptions
@@ -200,6 +199,8 @@ def _inline(
     read_blob: Callable[[Descriptor, int], bytes],
     what: str,
 ) -> ParsedCache:
+    from mason.cache.inline import inline_config_from_image  # an image's inline cache only
+
     configs: list[CacheConfig] = []
     descriptors: dict[Digest, Descriptor] = {}
     for manifest in manifests:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from typing import BinaryIO, Literal, Protocol
 
@@ -37,6 +36,7 @@ from mason.cache.format import (
 from mason.compression.annotations import ANNOTATION_TOC_DIGEST, ANNOTATION_UNCOMPRESSED_SIZE
 from mason.digest import Digest
 from mason.errors import DiagnosticError
+from mason.futures import Future
 from mason.oci import mediatypes as mt
 from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, DISTRIBUTION_SOURCE_PREFIX, Descriptor
 from mason.oci.manifest import ImageIndex, ImageManifest

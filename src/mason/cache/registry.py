@@ -27,7 +27,6 @@ import io
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import BinaryIO
@@ -73,6 +72,7 @@ from mason.cache.retention import parse_duration, parse_time, prune_config
 from mason.cache.scopes import scoped_refs
 from mason.digest import Digest
 from mason.errors import MasonError
+from mason.futures import ThreadPoolExecutor
 from mason.oci import mediatypes as mt
 from mason.oci.descriptor import Descriptor
 from mason.oci.manifest import ImageIndex, ImageManifest

@@ -558,6 +558,8 @@ def _context(args: argparse.Namespace, build_args: dict[str, str]) -> tuple[Path
     from pathlib import Path
 
     if args.context != "-":
+        if not _may_be_remote(args.context):
+            return Path(args.context), None
         from mason.cli.remote_context import remote_context
 
         remote = remote_context(args.context, args.file, build_args)
@@ -565,6 +567,13 @@ def _context(args: argparse.Namespace, build_args: dict[str, str]) -> tuple[Path
     from mason.cli.stdin_context import read_stdin_context
 
     return read_stdin_context(args.file)
+
+
+def _may_be_remote(context: str) -> bool:
+    """False when ``context`` is certainly a local path: a URL (``mason.cli.remote_context``)
+    has ``://``, is an scp-like git address (``user@host:path``) or starts with ``github.com/``.
+    A local context then needs no git nor download code."""
+    return "://" in context or "@" in context or context.startswith("github.com/")
 
 
 def _remove_stale(path: str, flag: str) -> None:

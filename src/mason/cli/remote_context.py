@@ -17,8 +17,6 @@ The directory is private and removed when mason exits.
 from __future__ import annotations
 
 import atexit
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -69,6 +67,9 @@ def _context_defaults(ref: GitRef, build_args: Mapping[str, str]) -> GitRef:
 
 
 def _git_context(ref: GitRef, dockerfile_flag: str | None) -> tuple[Path, bytes | None]:
+    import shutil
+    import tempfile
+
     if ref.indistinguishable_from_local:  # github.com/o/r: BuildKit fetches it over https
         ref = replace(ref, remote="https://" + ref.remote)
     scratch = Path(tempfile.mkdtemp(prefix="mason-git-context-"))

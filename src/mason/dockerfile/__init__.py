@@ -106,6 +106,8 @@ Debugging
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mason.dockerfile.document import Dockerfile, parse_dockerfile
 from mason.dockerfile.errors import DockerfileError
 from mason.dockerfile.expand import Expander, expand_command, expand_ports, expand_word
@@ -138,8 +140,10 @@ from mason.dockerfile.instructions import (
     parse_mount,
 )
 from mason.dockerfile.parser import Heredoc, Node, SyntaxDirective
-from mason.dockerfile.render import render_debug
 from mason.dockerfile.shell import ShellLexer
+
+if TYPE_CHECKING:
+    from mason.dockerfile.render import render_debug
 
 __all__ = [
     "AddCommand",
@@ -181,3 +185,13 @@ __all__ = [
     "parse_mount",
     "render_debug",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # render_debug is loaded when first asked for (`mason debug`, the golden tests): a build
+    # never renders
+    if name == "render_debug":
+        from mason.dockerfile.render import render_debug
+
+        return render_debug
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
@@ -418,6 +416,9 @@ class Blobs:
         raise last or StateError(f"blob {lr.blob}: no way to fetch it", reference="blob-missing")
 
     def _spool_from(self, blob: Digest, loc: RemoteLocation) -> BinaryIO | None:
+        import shutil
+        import tempfile
+
         cm = self._open_location(blob, loc)
         if cm is None:
             return None
@@ -560,6 +561,8 @@ class Blobs:
     def _convert(self, lr: LayerRef, compression: str, level: int | None) -> LayerRef:
         """Recompress: needs the bytes. An eStargz source is turned back into its layer tar
         first (``estargz_to_tar`` verifies it), so no TOC ever ends up inside another layer."""
+        import tempfile
+
         src_lr = self.ensure_local(lr)
         assert src_lr.blob is not None
         store = self.state.store

@@ -17,7 +17,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -32,6 +31,7 @@ from mason.engine.snapshots import Snapshotter
 from mason.engine.sshagent import ssh_agents
 from mason.engine.state import LayerRef, StateRoot, human_size
 from mason.errors import BuildError, UsageError
+from mason.futures import Future, ThreadPoolExecutor
 from mason.oci.platform import Platform, PlatformError, host_platform
 from mason.progress import Event, NullSink, ProgressSink
 from mason.solver import CacheKey, CancelToken, SolveError, Solver, Vertex

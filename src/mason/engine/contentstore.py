@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -107,6 +106,8 @@ class ContentStore:
         self, src: BinaryIO | IO[bytes], expected: Digest | None = None
     ) -> tuple[Digest, int]:
         """Copy ``src`` into the store, hashing as it streams."""
+        import shutil
+
         with self.writer(expected) as out:
             shutil.copyfileobj(src, out, _CHUNK)
         return out.digest, out.size

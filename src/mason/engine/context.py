@@ -13,7 +13,6 @@ import fnmatch
 import os
 import posixpath
 import re
-import shutil
 import stat
 import time
 from collections.abc import Iterable, Sequence
@@ -472,6 +471,8 @@ def _mkdirs(rootfs: Path, rel_dir: str, opts: CopyOptions) -> Path:
 def _copy_entry(
     src: str | Path, dst: Path, opts: CopyOptions, links: dict[tuple[int, int], Path] | None = None
 ) -> None:
+    import shutil
+
     st = os.lstat(src)
     if os.path.lexists(dst) and not (
         stat.S_ISDIR(st.st_mode) and dst.is_dir() and not dst.is_symlink()

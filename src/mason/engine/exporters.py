@@ -17,11 +17,8 @@ import errno
 import io
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
@@ -32,6 +29,7 @@ from mason.engine.blobs import Blobs
 from mason.engine.options import OutputSpec
 from mason.engine.state import LayerRef
 from mason.errors import BuildError, UsageError
+from mason.futures import ThreadPoolExecutor
 from mason.oci import mediatypes as mt
 from mason.oci.atomic import output_file
 from mason.oci.descriptor import Descriptor
@@ -552,6 +550,9 @@ def _files_output(
 ) -> None:
     """A local directory or a tar of the filesystem; one folder per platform when several
     (buildx's ``linux_arm64``)."""
+    import shutil
+    import tempfile
+
     assert out.dest is not None
 
     def fill(root: Path) -> None:

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import stat
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit, urlunsplit
@@ -350,6 +348,9 @@ def checkout(ref: GitRef, commit: str, scratch: Path) -> Path:
     """Fetch ``commit`` (depth 1) of ``ref.remote`` into a new directory under ``scratch`` and
     check it out; the directory to copy (``ref.subdir`` of it) is returned. ``.git`` is kept
     only with ``keep_git_dir`` (its origin URL without credentials)."""
+    import shutil
+    import tempfile
+
     work = Path(tempfile.mkdtemp(dir=scratch, prefix="git-"))
     home = work / "home"
     tree = work / "tree"

@@ -8,14 +8,14 @@ gives deterministic bytes (sorted keys) so identical inputs give identical diges
 
 from __future__ import annotations
 
-import copy
 import datetime as _dt
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mason.digest import Digest
-from mason.structs import Struct, field
+from mason.oci.config import json_copy
+from mason.structs import Struct, field, replace
 
 __all__ = [
     "HISTORY_COMMENT",
@@ -73,12 +73,12 @@ class StageConfig(Struct):
     @classmethod
     def from_image_config(cls, doc: Mapping[str, Any]) -> StageConfig:
         """Start from a base image's config document (its parsed JSON)."""
-        cfg = copy.deepcopy(dict(doc.get("config") or {}))
+        cfg = json_copy(dict(doc.get("config") or {}))
         if not cfg.get("Env"):
             cfg["Env"] = [f"PATH={DEFAULT_PATH}"]
         rootfs = doc.get("rootfs") or {}
         extra = {
-            k: copy.deepcopy(v)
+            k: json_copy(v)
             for k, v in doc.items()
             if k
             not in (
@@ -105,12 +105,18 @@ class StageConfig(Struct):
             variant=doc.get("variant"),
             config=cfg,
             diff_ids=[Digest(d) for d in rootfs.get("diff_ids") or []],
-            history=copy.deepcopy(list(doc.get("history") or [])),
+            history=json_copy(list(doc.get("history") or [])),
             extra=extra,
         )
 
     def copy(self) -> StageConfig:
-        return copy.deepcopy(self)
+        return replace(
+            self,
+            config=json_copy(self.config),
+            diff_ids=list(self.diff_ids),
+            history=json_copy(self.history),
+            extra=json_copy(self.extra),
+        )
 
     # env ------------------------------------------------------------------
 

@@ -19,9 +19,7 @@ import contextlib
 import fcntl
 import os
 import posixpath
-import shutil
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -374,6 +372,9 @@ class ExecOp:
         stack: contextlib.ExitStack,
         rootfs: Path,
     ) -> None:
+        import shutil
+        import tempfile
+
         from mason.executor import BindMount, CacheMount, ExecSpec, TmpfsMount
 
         env = self.env
@@ -458,6 +459,8 @@ class ExecOp:
         read-only mount of a context with no ``.dockerignore`` rules is the directory itself;
         otherwise a copy made by COPY's own rules, so that ignored files stay out (BuildKit
         never sends them) and an ``rw`` mount writes a throwaway copy, never the user's files."""
+        import tempfile
+
         root, ignore, what = self.env.source_root(m.context)
         if m.readonly and ignore.empty:
             return self._mount_source(root, m, what)
@@ -550,6 +553,9 @@ class ExecOp:
         else a new one. A cache seeded ``from=`` a stage or image is its own cache per source
         content (as in BuildKit) and starts as a copy of it; any other new one starts with what
         an imported cache holds for its id (``engine.cachemounts``)."""
+        import shutil
+        import tempfile
+
         ident = m.cache_id
         if seed_result is not None:
             ident += "\0" + ",".join(lr.diff_id for lr in seed_result.layers) + "\0" + m.source
@@ -732,6 +738,8 @@ class FileOp:
     def _fetch_url(self, url: str) -> tuple[Path, str]:
         """Download ``url`` once per build (the key needs its checksum, the copy its bytes). The
         file is named like BuildKit names it: the last element of the URL path, else __unnamed__."""
+        import shutil
+        import tempfile
         import urllib.parse
 
         from mason.registry.errors import RegistryError
@@ -793,6 +801,9 @@ class FileOp:
 
     def _add_git(self, rootfs: Path, dest: str, opts: CopyOptions) -> None:
         """ADD <git url>: the checkout's files (root-owned unless --chown) into ``dest``."""
+        import shutil
+        import tempfile
+
         for ref in self.action.git:
             commit = self._git_commit(ref)
             scratch = Path(tempfile.mkdtemp(dir=self.env.state.tmp, prefix=f"{os.getpid()}-git-"))
@@ -805,6 +816,8 @@ class FileOp:
                 shutil.rmtree(scratch, ignore_errors=True)
 
     def _drop_downloads(self) -> None:
+        import shutil
+
         with self._lock:
             for path, _ in self._url_files.values():
                 shutil.rmtree(path.parent, ignore_errors=True)
@@ -827,6 +840,9 @@ class FileOp:
         stack: contextlib.ExitStack,
         rootfs: Path,
     ) -> None:
+        import shutil
+        import tempfile
+
         env = self.env
         a = self.action
         opts = self._copy_options(rootfs)

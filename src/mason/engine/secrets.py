@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,6 +87,9 @@ def _fs_type(path: Path, mounts: list[tuple[str, str]]) -> str:
 @contextlib.contextmanager
 def secret_file(data: bytes, *, mode: int, uid: int, gid: int) -> Iterator[Path]:
     """A file holding ``data`` (owned ``uid:gid``, ``mode``) on tmpfs, removed after the block."""
+    import shutil
+    import tempfile
+
     directory = Path(tempfile.mkdtemp(dir=_memory_dir(), prefix=f"{_PREFIX}{os.getpid()}-"))  # 0700
     try:
         path = directory / "secret"
@@ -118,6 +119,8 @@ def remove_orphaned_secrets(parents: list[Path] | None = None) -> int:
             pid = _owner_pid(entry.name)
             if pid is None or _alive(pid) or entry.is_symlink():
                 continue
+            import shutil  # only when there is an orphan
+
             shutil.rmtree(entry, ignore_errors=True)
             removed += 1
     return removed

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -91,6 +89,9 @@ def _agent_for(spec: SshSpec, stack: contextlib.ExitStack, environ: Mapping[str,
 
 def _start_agent(sid: str, keys: Sequence[str], stack: contextlib.ExitStack) -> str:
     """A private ``ssh-agent -D`` holding ``keys``; killed (and its directory removed) on exit."""
+    import shutil
+    import tempfile
+
     agent, add = shutil.which("ssh-agent"), shutil.which("ssh-add")
     if agent is None or add is None:
         raise UsageError(
@@ -198,6 +199,9 @@ def agent_proxy(
     sockets: Mapping[str, str], sid: str, *, mode: int, uid: int, gid: int, where: list[str]
 ) -> Iterator[Path]:
     """A socket forwarding to agent ``sid``, owned ``uid:gid`` with ``mode``, for one RUN."""
+    import shutil
+    import tempfile
+
     upstream = sockets.get(sid)
     if upstream is None:
         raise BuildError(

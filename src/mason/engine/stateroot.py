@@ -9,9 +9,7 @@ import contextlib
 import errno
 import fcntl
 import os
-import shutil
 import stat
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -191,6 +189,8 @@ class StateRoot:
                 entry.unlink(missing_ok=True)
 
     def temp_dir(self, prefix: str) -> Path:
+        import tempfile
+
         return Path(tempfile.mkdtemp(dir=self.tmp, prefix=f"{os.getpid()}-{prefix}-"))
 
     def close(self) -> None:
@@ -351,7 +351,9 @@ def _mounts_under(path: Path) -> list[str]:
         for line in f:
             fields = line.split()
             if len(fields) > 4:
-                mp = fields[4].encode().decode("unicode_escape")
+                mp = fields[4]
+                if "\\" in mp:  # the kernel's octal escapes (\040 for a space)
+                    mp = mp.encode().decode("unicode_escape")
                 if mp.startswith(prefix):
                     found.append(mp)
     return sorted(found, key=len, reverse=True)
@@ -367,6 +369,8 @@ def _dir_size(path: Path) -> int:
 
 
 def _force_rmtree(path: Path) -> None:
+    import shutil
+
     def onerror(func: Callable[..., Any], p: str, _exc: Any) -> None:
         with contextlib.suppress(OSError):
             os.chmod(os.path.dirname(p), 0o700)

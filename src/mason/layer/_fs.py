@@ -6,7 +6,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import shutil
 import stat
 
 __all__ = [
@@ -62,6 +61,8 @@ def sorted_names(path: str) -> list[str]:
 
 def remove_tree(path: str) -> None:
     """Remove ``path`` (file, symlink or tree); a missing path is fine."""
+    import shutil
+
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -75,6 +76,8 @@ def remove_tree(path: str) -> None:
 def _rmtree_retry(func: object, path: str, exc_info: object) -> None:
     # A directory without write/search permission (e.g. overlay's work/work with
     # mode 000 when we are not root) cannot be emptied; open it up and retry once.
+    import shutil
+
     parent = os.path.dirname(path)
     with contextlib.suppress(OSError):
         os.chmod(parent, 0o700)
@@ -87,6 +90,8 @@ def _rmtree_retry(func: object, path: str, exc_info: object) -> None:
 
 
 def _copy_file_data(src: str, dst: str) -> None:
+    import shutil
+
     with open(src, "rb", opener=_nofollow_opener) as fsrc, open(dst, "xb") as fdst:
         try:
             fcntl.ioctl(fdst.fileno(), _FICLONE, fsrc.fileno())

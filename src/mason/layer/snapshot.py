@@ -28,9 +28,7 @@ import fcntl
 import json
 import os
 import re
-import secrets
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -193,6 +191,8 @@ def _options_fit(options: str, count: int) -> bool:
 
 def overlay_supported(directory: str) -> str | None:
     """None if overlay mounts with upper dirs in ``directory`` work, else the reason."""
+    import tempfile
+
     if os.geteuid() != 0:
         return "not running as root"
     probe = tempfile.mkdtemp(prefix=".probe-", dir=directory)
@@ -313,7 +313,7 @@ class Snapshotter:
         """Delete a committed snapshot (its children become unusable: the caller's business)."""
         self.info(snapshot_id)
         # Move it out of sight first, so a crash leaves garbage, not half a snapshot.
-        trash = os.path.join(self._active_dir, "rm-" + secrets.token_hex(8))
+        trash = os.path.join(self._active_dir, "rm-" + os.urandom(8).hex())
         os.rename(os.path.join(self.root, snapshot_id), trash)
         self._meta.pop(snapshot_id, None)
         remove_tree(trash)
@@ -335,7 +335,7 @@ class Snapshotter:
     # --- active snapshots ------------------------------------------------------------
 
     def _new_active(self, parents: Sequence[str]) -> ActiveSnapshot:
-        name = secrets.token_hex(8)
+        name = os.urandom(8).hex()
         lock_path = os.path.join(self._active_dir, name + ".lock")
         # Lock under a temporary name, then rename: cleanup never sees an unlocked
         # lock file of a live process.
@@ -431,6 +431,8 @@ class Snapshotter:
 
     def _flatten(self, chain: list[str]) -> SnapshotInfo:
         """A full snapshot merging ``chain``; cached under an id derived from the chain."""
+        import tempfile
+
         from mason.layer.apply import apply_layer as _apply_tar
         from mason.layer.diff import write_diff_tar
 
@@ -514,7 +516,7 @@ class Snapshotter:
             f.flush()
             os.fsync(f.fileno())
         for _ in range(8):
-            new_id = snapshot_id or secrets.token_hex(6)
+            new_id = snapshot_id or os.urandom(6).hex()
             target = os.path.join(self.root, new_id)
             if os.path.lexists(target):
                 if snapshot_id is not None:

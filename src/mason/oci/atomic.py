@@ -15,11 +15,17 @@ import contextlib
 import errno
 import os
 import stat
-import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
 
-__all__ = ["atomic_write", "atomic_write_bytes", "fsync_dir", "output_file", "unwritable_dest"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_bytes",
+    "fsync_dir",
+    "output_file",
+    "temp_file",
+    "unwritable_dest",
+]
 
 _KINDS = (
     (stat.S_ISDIR, "a directory"),
@@ -37,6 +43,21 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def temp_file(directory: str | os.PathLike[str], prefix: str = ".tmp-") -> tuple[int, str]:
+    """A new file in ``directory`` (mode 0600, close-on-exec) under a random name: its fd and
+    path. ``tempfile.mkstemp`` without importing tempfile, which brings shutil, random and
+    shutil's compression modules into every build (a cached one writes blobs, nothing else
+    of them)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for _ in range(100):
+        path = os.path.join(directory, prefix + os.urandom(6).hex())
+        try:
+            return os.open(path, flags, 0o600), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", os.fspath(directory))
+
+
 @contextlib.contextmanager
 def atomic_write(
     path: str, mode: int = 0o644, *, prefix: str = ".tmp-", durable: bool = True
@@ -49,7 +70,7 @@ def atomic_write(
     without it the kernel writes the file back when it will.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=prefix, dir=directory)
+    fd, tmp = temp_file(directory, prefix)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mason.digest import Digest, HashingWriter, parse_digest
 from mason.errors import DigestMismatchError
-from mason.oci.atomic import fsync_dir
+from mason.oci.atomic import fsync_dir, temp_file
 
 __all__ = ["blob_path", "cas_writer"]
 
@@ -58,7 +57,7 @@ def cas_writer(
     blob_dir = Path(root, algorithm)
     parent = Path(tmp_dir) if tmp_dir is not None else blob_dir
     parent.mkdir(mode=dir_mode, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", dir=parent)
+    fd, tmp = temp_file(parent, f".tmp-{os.getpid()}-")
     try:
         with os.fdopen(fd, "wb") as f:
             out = HashingWriter(f, algorithm)

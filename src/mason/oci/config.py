@@ -7,7 +7,6 @@ sorted keys and no whitespace, so the same content gives the same digest.
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,6 +22,7 @@ __all__ = [
     "HistoryEntry",
     "ImageConfig",
     "build_image_config",
+    "json_copy",
     "parse_image_config",
     "serialise_config",
 ]
@@ -179,7 +179,25 @@ class ImageConfig(RawDocument, Struct, frozen=True):
 
     def to_dict(self) -> dict[str, Any]:
         """A deep, mutable copy of the parsed document (to derive a new config from)."""
-        return copy.deepcopy(dict(self.data))
+        copied: dict[str, Any] = json_copy(dict(self.data))
+        return copied
+
+
+def json_copy(value: Any) -> Any:
+    """A deep copy of JSON data (dicts, lists, tuples and immutable leaves), as
+    ``copy.deepcopy`` makes it, without importing copy and weakref for every build (and
+    faster); anything else is handed to deepcopy."""
+    if isinstance(value, dict):
+        return {k: json_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_copy(v) for v in value]
+    if value is None or isinstance(value, str | int | float):
+        return value
+    if isinstance(value, tuple):
+        return tuple(json_copy(v) for v in value)
+    import copy
+
+    return copy.deepcopy(value)
 
 
 def parse_image_config(raw: bytes, *, where: str = "image config") -> ImageConfig:
@@ -222,7 +240,7 @@ def build_image_config(
     created: str | None = None,
 ) -> ImageConfig:
     """A config with deterministic bytes. Keyword arguments override fields of ``data``."""
-    doc: dict[str, Any] = copy.deepcopy(dict(data or {}))
+    doc: dict[str, Any] = json_copy(dict(data or {}))
     if platform is not None:
         doc["architecture"] = platform.architecture
         doc["os"] = platform.os

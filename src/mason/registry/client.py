@@ -20,14 +20,13 @@ import contextlib
 import io
 import os
 import re
-import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, BinaryIO, Literal, TypeVar
 
 from mason.digest import Digest, VerifyingReader, parse_digest, sha256_bytes
 from mason.errors import DigestMismatchError
+from mason.futures import ThreadPoolExecutor
 from mason.oci import mediatypes as mt
 from mason.oci.atomic import atomic_write
 from mason.oci.descriptor import Descriptor
@@ -781,6 +780,8 @@ class RegistryClient:
         self, ref: Reference, desc: Descriptor, dest_path: str | os.PathLike[str]
     ) -> None:
         """Download into ``dest_path`` atomically; on any failure nothing is left behind."""
+        import shutil
+
         dest = Path(dest_path)
         dest.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(str(dest)) as out, self.open_blob(ref, desc) as src:

@@ -5,8 +5,8 @@ loopback or insecure hosts): a refused connection or a TLS failure moves on to t
 next scheme at once, so an unreachable registry fails in milliseconds; the probe
 retries only errors that may pass (5xx, 429, a reset).
 
-Requests go through one ``mason.registry.wire.Pool`` (keep-alive connections on the standard
-library's ``http.client``, shared by the threads of a transfer) per ``Transport``. They are
+Requests go through one ``mason.registry.wire.Pool`` (keep-alive HTTP/1.1 connections, shared
+by the threads of a transfer) per ``Transport``. They are
 retried with exponential backoff (honouring ``Retry-After``) on 429, 5xx and
 connection errors, at most ``RetryPolicy.attempts`` times; a 401 triggers one
 re-authentication. Redirects are followed by hand so ``Authorization`` is sent only
@@ -16,11 +16,11 @@ to the registry's own host, never to a storage backend it redirects to.
 from __future__ import annotations
 
 import contextlib
-import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import IO
+from typing import IO, TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 import mason
@@ -42,6 +42,9 @@ from mason.registry.wire import (
     with_params,
 )
 from mason.structs import Struct
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = ["RETRY_STATUSES", "Body", "RetryPolicy", "Send", "Transport", "http_get"]
 
@@ -121,6 +124,8 @@ class Transport:
         self._lock = threading.Lock()
 
     def _context(self, verified: bool) -> ssl.SSLContext:
+        import ssl
+
         with self._lock:
             context = self._contexts.get(verified)
             if context is None:
@@ -542,9 +547,10 @@ _LOGIN_HINT = (
 
 
 def _is_cert_error(exc: BaseException) -> bool:
+    tls = sys.modules.get("ssl")  # not imported: no TLS connection was tried
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, ssl.SSLCertVerificationError):
+        if tls is not None and isinstance(seen, tls.SSLCertVerificationError):
             return True
         if "CERTIFICATE_VERIFY_FAILED" in str(seen):
             return True
@@ -553,9 +559,10 @@ def _is_cert_error(exc: BaseException) -> bool:
 
 
 def _is_tls_error(exc: BaseException) -> bool:
+    tls = sys.modules.get("ssl")  # not imported: no TLS connection was tried
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, ssl.SSLError):
+        if tls is not None and isinstance(seen, tls.SSLError):
             return True
         seen = seen.__cause__ or seen.__context__
     return "SSL" in str(exc) or "WRONG_VERSION_NUMBER" in str(exc)

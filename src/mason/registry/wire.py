@@ -1,5 +1,7 @@
-"""HTTP/1.1 on the standard library's ``http.client``: mason's own request, response and error
-types, and a thread-safe pool of keep-alive connections.
+"""HTTP/1.1 on sockets: mason's own request, response and error types, and a thread-safe pool
+of keep-alive connections. The requests and responses are written and read here, as
+``http.client`` does (its checks of what is sent, its limits on what is read), without its
+imports (``email``'s parser and ``ssl``, ~20 modules a build would load for nothing).
 
 ``mason.registry.transport`` decides what to send (scheme, credentials, retries, redirects);
 this module only carries one request and its response. A ``Pool`` keeps a few idle
@@ -15,19 +17,34 @@ bodies arrive as the server stores them."""
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import os
+import re
 import select
 import socket
-import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import IO, Any, TypeGuard
+from typing import IO, TYPE_CHECKING, Any, TypeGuard
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from mason.registry.early import split_host
+
+if TYPE_CHECKING:
+    import ssl
+
+
+#: the longest status or header line, and the most header lines, a response may have (as
+#: http.client has them)
+_MAX_LINE = 65536
+_MAX_HEADERS = 100
+# what http.client refuses to send (request smuggling): control characters and spaces in the
+# method and target, a header name that is no token, a line break inside a header value
+_BAD_METHOD = re.compile("[\x00-\x1f]")
+_BAD_TARGET = re.compile("[\x00-\x20\x7f]")
+_HEADER_NAME = re.compile(rb"[^:\s][^:\r\n]*")
+_BAD_HEADER_VALUE = re.compile(rb"\n(?![ \t])|\r(?![ \t\n])")
 
 __all__ = [
     "ConnectError",
@@ -144,6 +161,15 @@ class Request:
         return f"<Request {self.method} {self.url}>"
 
 
+def _reason(status_code: int) -> str:
+    from http import HTTPStatus  # a server's reason phrase is almost always given
+
+    try:
+        return HTTPStatus(status_code).phrase
+    except ValueError:
+        return ""
+
+
 class Response:
     """A response whose body is read on demand: ``iter_bytes`` streams it, ``read`` keeps it.
     ``close`` (or leaving a ``with``) hands a connection whose body was read to the end back
@@ -160,7 +186,7 @@ class Response:
         on_close: Callable[[bool], None] | None = None,
     ) -> None:
         self.status_code = status_code
-        self.reason_phrase = reason or http.client.responses.get(status_code, "")
+        self.reason_phrase = reason or _reason(status_code)
         self.headers = headers if isinstance(headers, Headers) else Headers(headers)
         self.request = request or Request("GET", "")
         #: body bytes received so far
@@ -325,20 +351,171 @@ def _create_connection(
     return socket.create_connection((where, port), timeout, source_address)  # type: ignore[arg-type]
 
 
+class _ProtocolError(Exception):
+    """The server's bytes are no HTTP/1.1 response (or it closed the connection before one)."""
+
+
+class _Connection:
+    """One HTTP/1.1 connection: its socket (TLS-wrapped for HTTPS) and a buffered reader of it,
+    kept across the responses of a keep-alive connection."""
+
+    __slots__ = ("reader", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader = sock.makefile("rb")
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+    def send_head(self, method: str, target: str, headers: Iterable[tuple[str, str]]) -> None:
+        if _BAD_METHOD.search(method) or _BAD_TARGET.search(target):
+            raise ValueError(f"a control character or space in {method} {target!r}")
+        lines = [f"{method} {target} HTTP/1.1".encode("ascii")]
+        for name, value in headers:
+            raw_name, raw_value = name.encode("ascii"), value.encode("latin-1")
+            if not _HEADER_NAME.fullmatch(raw_name) or _BAD_HEADER_VALUE.search(raw_value):
+                raise ValueError(f"an invalid header {name!r}")
+            lines.append(raw_name + b": " + raw_value)
+        self.sock.sendall(b"\r\n".join(lines) + b"\r\n\r\n")
+
+    def read_head(self) -> tuple[int, str, int, list[tuple[str, str]]]:
+        """(status, reason, HTTP minor version, header fields) of the next response; a
+        ``100 Continue`` before it is skipped."""
+        while True:
+            line = self._line()
+            if not line:
+                raise _ProtocolError("the server closed the connection without a response")
+            version, _, rest = line.decode("latin-1").rstrip("\r\n").partition(" ")
+            code, _, reason = rest.partition(" ")
+            if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
+                raise _ProtocolError(f"not an HTTP/1.x status line: {line[:80]!r}")
+            fields = self._fields()
+            if code != "100":
+                return int(code), reason.strip(), int(version[-1]), fields
+
+    def _line(self) -> bytes:
+        line = self.reader.readline(_MAX_LINE + 1)
+        if len(line) > _MAX_LINE:
+            raise _ProtocolError("a response line longer than 64 KiB")
+        return line
+
+    def _fields(self) -> list[tuple[str, str]]:
+        fields: list[tuple[str, str]] = []
+        while True:
+            line = self._line()
+            if line in (b"\r\n", b"\n", b""):
+                return fields
+            if len(fields) >= _MAX_HEADERS:
+                raise _ProtocolError(f"more than {_MAX_HEADERS} header lines")
+            text = line.decode("latin-1").rstrip("\r\n")
+            if text[:1] in (" ", "\t") and fields:  # an obsolete folded continuation line
+                name, value = fields[-1]
+                fields[-1] = (name, f"{value} {text.strip()}")
+                continue
+            name, colon, value = text.partition(":")
+            if colon:
+                fields.append((name.strip(), value.strip()))
+
+
+class _RawResponse:
+    """A response's head, and its body read from the connection as ``read1`` asks: by its
+    ``Content-Length``, in chunks, or to the connection's end (which then closes)."""
+
+    __slots__ = (
+        "_chunk_left",
+        "_conn",
+        "_done",
+        "chunked",
+        "fields",
+        "length",
+        "reason",
+        "status",
+        "will_close",
+    )
+
+    def __init__(self, conn: _Connection, method: str) -> None:
+        self._conn = conn
+        self.status, self.reason, minor, self.fields = conn.read_head()
+        headers = Headers(self.fields)
+        tokens = headers.get("Connection", "").lower()
+        if minor == 1:
+            self.will_close = "close" in tokens
+        else:  # HTTP/1.0 keeps the connection only when asked to
+            self.will_close = "keep-alive" not in tokens and "Keep-Alive" not in headers
+        self.chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
+        self.length: int | None = None
+        if not self.chunked:
+            try:
+                self.length = int(headers.get("Content-Length", ""))
+            except ValueError:
+                pass
+            else:
+                if self.length < 0:
+                    self.length = None
+        if self.status in (204, 304) or 100 <= self.status < 200 or method == "HEAD":
+            self.length, self.chunked = 0, False
+        if self.length is None and not self.chunked:
+            self.will_close = True  # the body ends with the connection
+        self._chunk_left = 0
+        self._done = self.length == 0
+
+    def read1(self, n: int) -> bytes:
+        """Up to ``n`` bytes of the body, b"" at its end (or when the connection closed before
+        the end its ``Content-Length`` set: ``length`` is then still above 0)."""
+        if self._done:
+            return b""
+        reader = self._conn.reader
+        if self.chunked:
+            return self._read1_chunked(n)
+        want = n if self.length is None else min(n, self.length)
+        data = reader.read1(want)
+        if self.length is not None:
+            self.length -= len(data)
+        if not data or self.length == 0:
+            self._done = True
+        return data
+
+    def _read1_chunked(self, n: int) -> bytes:
+        reader = self._conn.reader
+        if self._chunk_left == 0:
+            line = self._conn._line()
+            size = line.split(b";", 1)[0].strip()
+            try:
+                self._chunk_left = int(size, 16)
+            except ValueError:
+                raise _ProtocolError(f"a bad chunk size line {line[:80]!r}") from None
+            if self._chunk_left == 0:
+                self._conn._fields()  # the trailer, up to the empty line
+                self._done = True
+                return b""
+        data = reader.read1(min(n, self._chunk_left))
+        if not data:
+            raise _ProtocolError("the connection closed inside a chunk")
+        self._chunk_left -= len(data)
+        if self._chunk_left == 0 and reader.read(2) not in (b"\r\n", b"\n"):
+            raise _ProtocolError("a chunk without its line end")
+        return data
+
+    @property
+    def ended(self) -> bool:
+        return self._done
+
+
 class _Conn:
     __slots__ = ("conn", "idle_since")
 
-    def __init__(self, conn: http.client.HTTPConnection) -> None:
+    def __init__(self, conn: _Connection) -> None:
         self.conn = conn
         self.idle_since = 0.0
 
     def usable(self) -> bool:
         """Idle not too long, and the server has not closed it (nothing to read while idle)."""
-        sock = self.conn.sock
-        if sock is None or time.monotonic() - self.idle_since > KEEPALIVE:
+        if time.monotonic() - self.idle_since > KEEPALIVE:
             return False
         try:
-            readable, _, _ = select.select([sock], [], [], 0)
+            readable, _, _ = select.select([self.conn.sock], [], [], 0)
         except (OSError, ValueError):
             return False
         return not readable
@@ -398,6 +575,8 @@ class Pool:
                 (scheme, parts.netloc.rpartition("@")[2], parts.path or "/", parts.query, "")
             )
         headers = self._headers(request, parts.username, parts.password, proxy, scheme)
+        if "Host" not in headers:
+            headers = Headers([("Host", _host_field(name, port, scheme)), *headers.items()])
         replayable = request.content is None or isinstance(request.content, bytes)
         while True:
             conn, reused = self._acquire(key, proxy)
@@ -448,40 +627,36 @@ class Pool:
                 conn.conn.close()
         return _Conn(self._connect(key, proxy)), False
 
-    def _connect(self, key: _Key, proxy: _Proxy | None) -> http.client.HTTPConnection:
+    def _connect(self, key: _Key, proxy: _Proxy | None) -> _Connection:
         scheme, name, port, verify = key
         host, to_port = (proxy.host, proxy.port) if proxy is not None else (name, port)
-        conn: http.client.HTTPConnection
-        if scheme == "https":
-            context = self._context_for(verify)
-            conn = http.client.HTTPSConnection(
-                host, to_port, timeout=self._connect_timeout, context=context
-            )
-            if proxy is not None:
-                conn.set_tunnel(name, port, headers=proxy.headers)
-        else:
-            conn = http.client.HTTPConnection(host, to_port, timeout=self._connect_timeout)
-        conn._create_connection = _create_connection  # type: ignore[attr-defined]
+        context = self._context_for(verify) if scheme == "https" else None
         try:
-            conn.connect()
+            sock = _create_connection((host, to_port), self._connect_timeout)
         except TimeoutError as exc:
-            conn.close()
             raise ConnectTimeout(f"connecting to {host}:{to_port} timed out") from exc
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
+        except OSError as exc:
             raise ConnectError(str(exc) or type(exc).__name__) from exc
-        assert conn.sock is not None
-        conn.sock.settimeout(self._timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if context is not None:
+                if proxy is not None:
+                    _tunnel(sock, name, port, proxy.headers)
+                sock = context.wrap_socket(sock, server_hostname=name)
+        except TimeoutError as exc:
+            sock.close()
+            raise ConnectTimeout(f"connecting to {host}:{to_port} timed out") from exc
+        except (OSError, _ProtocolError) as exc:
+            sock.close()
+            raise ConnectError(str(exc) or type(exc).__name__) from exc
+        sock.settimeout(self._timeout)
         with self._lock:
             self.connections_made += 1
-        return conn
+        return _Connection(sock)
 
-    def _wrap(
-        self, raw: http.client.HTTPResponse, request: Request, conn: _Conn, key: _Key
-    ) -> Response:
+    def _wrap(self, raw: _RawResponse, request: Request, conn: _Conn, key: _Key) -> Response:
         def release(ended: bool) -> None:
-            reusable = ended and not raw.will_close
-            raw.close()
+            reusable = ended and raw.ended and not raw.will_close
             if not reusable:
                 conn.conn.close()
                 return
@@ -493,7 +668,7 @@ class Pool:
                     return
             conn.conn.close()
 
-        headers = Headers(raw.getheaders())
+        headers = Headers(raw.fields)
         return Response(
             raw.status,
             headers,
@@ -504,44 +679,69 @@ class Pool:
         )
 
 
+def _authority(name: str, port: int) -> str:
+    """``name:port``: an IPv6 address in brackets, a non-ASCII name in IDNA."""
+    if not name.isascii():
+        name = name.encode("idna").decode("ascii")
+    return f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
+
+
+def _host_field(name: str, port: int, scheme: str) -> str:
+    """The ``Host`` field of a request to ``name``: without the port when it is the scheme's
+    own (as http.client sends it)."""
+    authority = _authority(name, port)
+    if port == (443 if scheme == "https" else 80):
+        return authority.rpartition(":")[0]
+    return authority
+
+
+def _tunnel(sock: socket.socket, name: str, port: int, headers: Mapping[str, str]) -> None:
+    """Ask the proxy on ``sock`` for a tunnel to ``name:port`` (``CONNECT``); an answer other
+    than 200 is an ``OSError``, as http.client has it."""
+    conn = _Connection(sock)
+    try:
+        where = _authority(name, port)
+        conn.send_head("CONNECT", where, [("Host", where), *headers.items()])
+        status, reason, _, _ = conn.read_head()
+    finally:
+        conn.reader.close()  # not the socket: the TLS layer reads it next
+    if status != 200:
+        raise OSError(f"Tunnel connection failed: {status} {reason}")
+
+
 def _exchange(
-    conn: http.client.HTTPConnection,
+    conn: _Connection,
     method: str,
     target: str,
     headers: Headers,
     content: Content | None,
-) -> http.client.HTTPResponse:
+) -> _RawResponse:
     """Send one request on ``conn`` and read the response's head."""
     try:
-        conn.putrequest(method, target, skip_accept_encoding=True)
-        for name, value in headers.items():
-            conn.putheader(name, value)
-        conn.endheaders()
+        conn.send_head(method, target, headers.items())
         broken = content is not None and _send_or_answer(
             conn, content, headers.get("Content-Length")
         )
-        raw = conn.getresponse()
+        raw = _RawResponse(conn, method)
         if broken:
             raw.will_close = True  # the rest of the body is still owed: never reused
         return raw
     except TimeoutError as exc:
         raise ReadTimeout("the server did not answer in time (timed out)") from exc
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, _ProtocolError) as exc:
         raise ReadError(str(exc) or type(exc).__name__) from exc
-    except ValueError as exc:  # an invalid method, URL or header (control characters)
+    except (ValueError, UnicodeEncodeError) as exc:  # an invalid method, URL or header
         raise TransportError(f"invalid request: {exc}") from exc
 
 
-def _send_or_answer(conn: http.client.HTTPConnection, content: Content, length: str | None) -> bool:
+def _send_or_answer(conn: _Connection, content: Content, length: str | None) -> bool:
     """Send the body; when the connection breaks meanwhile, a server that answered early (413
-    from a proxy, 401) still has its say: True, and ``getresponse`` reads that answer."""
-    assert conn.sock is not None
+    from a proxy, 401) still has its say: True, and the answer is read."""
     try:
         _send_body(conn.sock, content, int(length) if length is not None else None)
     except (BrokenPipeError, ConnectionResetError) as exc:
-        sock = conn.sock
         try:
-            readable, _, _ = select.select([sock], [], [], 1.0)
+            readable, _, _ = select.select([conn.sock], [], [], 1.0)
         except (OSError, ValueError):
             readable = []
         if not readable:
@@ -557,7 +757,7 @@ def _send_body(sock: socket.socket, content: Content, length: int | None) -> Non
         sock.sendall(content)
         return
     sent = 0
-    if length is not None and _is_file(content) and not isinstance(sock, ssl.SSLSocket):
+    if length is not None and _is_file(content) and not _is_tls(sock):
         # the kernel copies, from the file's position (sendfile's own default is byte 0)
         sent = sock.sendfile(content, content.tell(), length)
     else:
@@ -577,6 +777,11 @@ def _send_body(sock: socket.socket, content: Content, length: int | None) -> Non
         raise TransportError(
             f"the request body does not have the {length} bytes its Content-Length says"
         )
+
+
+def _is_tls(sock: socket.socket) -> bool:
+    tls = sys.modules.get("ssl")  # none before the first TLS connection
+    return tls is not None and isinstance(sock, tls.SSLSocket)
 
 
 def _is_file(content: object) -> TypeGuard[IO[bytes]]:
@@ -599,18 +804,15 @@ def _pieces(content: Iterable[bytes] | IO[bytes]) -> Iterable[bytes]:
     return content
 
 
-def _body(raw: http.client.HTTPResponse, method: str) -> Iterator[bytes]:
+def _body(raw: _RawResponse, method: str) -> Iterator[bytes]:
     """The body of ``raw`` in pieces of up to ``READ_SIZE``; a body that ends before its
     ``Content-Length`` (or inside a chunk) raises ``ReadError``."""
-    if method == "HEAD":
-        raw.read()  # nothing to read: marks the response done
-        return
     while True:
         try:
             chunk = raw.read1(READ_SIZE)
         except TimeoutError as exc:
             raise ReadTimeout("the body stopped arriving (timed out)") from exc
-        except (OSError, http.client.HTTPException, ValueError) as exc:
+        except (OSError, _ProtocolError, ValueError) as exc:
             raise ReadError(f"the body broke off: {exc or type(exc).__name__}") from exc
         if not chunk:
             if raw.length:  # what Content-Length promised did not all arrive

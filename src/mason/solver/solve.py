@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from mason.digest import Digest
 from mason.errors import BuildError, DiagnosticError, MasonError
+from mason.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from mason.structs import Struct
 
 from .graph import Cancelled, CancelToken, ExecContext, Vertex

@@ -171,3 +171,29 @@ def test_modes_do_not_follow_the_umask(tmp_path: Path) -> None:
     modes = {n: stat.S_IMODE(os.lstat(tmp_path / "d" / n).st_mode) for n in ("plain", "tool")}
     assert modes == {"plain": 0o644, "tool": 0o755}
     assert stat.S_IMODE(os.stat(tmp_path / "d").st_mode) == 0o755
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "https://example.com/foo.git#main:sub",
+        "git://example.com/foo",
+        "ssh://git@host:2222/r.git#v1",
+        "git@github.com:moby/buildkit",
+        "github.com/moby/buildkit#master",
+        "https://example.com/context.tar.gz",  # a download, not git
+    ],
+)
+def test_a_remote_context_is_never_taken_for_a_local_path_without_looking(text: str) -> None:
+    # `mason build DIR` skips the git and download code when the context cannot be a URL
+    from mason.cli.build_cmd import _may_be_remote
+
+    assert _may_be_remote(text)
+    assert parse_git_ref(text) is not None or text.startswith("https://")
+
+
+def test_a_plain_path_is_local_without_the_git_parser() -> None:
+    from mason.cli.build_cmd import _may_be_remote
+
+    for text in ("context/dir", ".", "/abs/dir", "../repo.git", "ftp.example/dir"):
+        assert not _may_be_remote(text) and parse_git_ref(text) is None

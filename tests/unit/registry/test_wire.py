@@ -7,8 +7,11 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import os
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -272,6 +275,33 @@ def test_tls_verified_against_the_given_ca(
     assert isinstance(err.value.__cause__, ssl.SSLCertVerificationError)
 
 
+# Runs in a fresh interpreter: wire loads without ssl nor http.client (with email's parser),
+# and HTTPS still works once a TLS context is asked for (the context's import of ssl is the first).
+_WITHOUT_SSL = """
+import sys
+from mason.registry.wire import Pool, Request
+assert not {"ssl", "http.client", "email"} & set(sys.modules), sorted(sys.modules)
+def context_for(verified):
+    import ssl
+    return ssl.create_default_context(cafile=sys.argv[2])
+pool = Pool(context_for)
+with pool.send(Request("GET", sys.argv[1])) as response:
+    sys.stdout.write(response.read().decode())
+"""
+
+
+def test_wire_loads_without_ssl_and_still_speaks_tls(
+    tls_server: _Server, tls_files: tuple[Path, Path, Path]
+) -> None:
+    url = f"https://{tls_server.host}/fresh"
+    cmd = [sys.executable, "-c", _WITHOUT_SSL, url, str(tls_files[0])]
+    src = str(Path(__file__).resolve().parents[3] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "/fresh -"
+
+
 class _Proxy:
     """A forwarding proxy on loopback: CONNECT tunnels and absolute-form requests, recorded."""
 
@@ -385,3 +415,84 @@ def test_an_answer_sent_before_the_body_was_read_is_still_seen() -> None:
         assert response.status_code == 413
     listener.close()
     pool.close()
+
+
+def _scripted(answers: list[bytes]) -> tuple[str, list[bytes]]:
+    """A server on loopback answering the requests of one connection with ``answers`` in
+    turn (each sent whole once a request's head arrived), then closing it; its host, and the
+    request heads it received."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    heads: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, listener:
+            buffered = b""
+            for answer in answers:
+                while b"\r\n\r\n" not in buffered:
+                    got = conn.recv(65536)
+                    if not got:
+                        return
+                    buffered += got
+                head, _, buffered = buffered.partition(b"\r\n\r\n")
+                heads.append(head)
+                conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"127.0.0.1:{listener.getsockname()[1]}", heads
+
+
+def test_response_framing_chunked_folded_continue_and_keep_alive() -> None:
+    host, heads = _scripted(
+        [
+            b"HTTP/1.1 100 Continue\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Long: one\r\n two\r\n\r\n"
+            b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: t\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nETag: a\r\nETag: b\r\n\r\n",  # HEAD: no body
+        ]
+    )
+    pool = Pool(_no_tls)
+    with pool.send(Request("GET", f"http://{host}/a")) as response:
+        assert response.read() == b"hello world"
+        assert response.headers["x-long"] == "one two"
+    with pool.send(Request("DELETE", f"http://{host}/b")) as response:
+        assert (response.status_code, response.reason_phrase, response.read()) == (
+            204,
+            "No Content",
+            b"",
+        )
+    with pool.send(Request("HEAD", f"http://{host}/c")) as response:
+        assert response.read() == b"" and response.headers["ETag"] == "a, b"
+    assert pool.connections_made == 1  # all three on one kept-alive connection
+    assert heads[0].split(b"\r\n")[:2] == [b"GET /a HTTP/1.1", f"Host: {host}".encode()]
+    pool.close()
+
+
+def test_a_body_delimited_by_the_connection_end_is_read_to_it() -> None:
+    host, _ = _scripted([b"HTTP/1.0 200 OK\r\n\r\n" + b"x" * 100_000])
+    pool = Pool(_no_tls)
+    with pool.send(Request("GET", f"http://{host}/")) as response:
+        assert response.read() == b"x" * 100_000
+    pool.close()
+
+
+def test_a_response_that_breaks_off_in_a_chunk_or_is_no_http_raises_read_error() -> None:
+    for answer in (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nshort",
+        b"SSH-2.0-OpenSSH_9.6\r\n",
+    ):
+        host, _ = _scripted([answer])
+        pool = Pool(_no_tls)
+        with pytest.raises(ReadError):
+            pool.send(Request("GET", f"http://{host}/")).read()
+        pool.close()
+
+
+def test_a_header_with_a_line_break_is_never_sent() -> None:
+    host, heads = _scripted([b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"])
+    pool = Pool(_no_tls)
+    with pytest.raises(TransportError, match="invalid request"):
+        pool.send(Request("GET", f"http://{host}/", headers={"X": "a\r\nInjected: 1"}))
+    pool.close()
+    assert heads == []
