@@ -171,7 +171,7 @@ class Snapshotter:
                 if self.layers.exists(prefix):
                     base, start = [prefix], k
                     break
-            with self.layers.prepare(base) as active:
+            with self.layers.prepare(base) as active, self._fetching(chain[start + 1 :]):
                 for lr in chain[start:]:
                     if lr.diff_id == EMPTY_LAYER_DIFF_ID:
                         continue
@@ -192,15 +192,54 @@ class Snapshotter:
             return []
         if self.mode == "copy":
             return self._ensure_chain(chain)
+        missing = [
+            lr
+            for k, lr in enumerate(chain)
+            if self._remote_only(lr)
+            and not self.layers.exists(self.layer_snapshot_id(lr.diff_id))
+            and not self.layers.exists(self.based_snapshot_id(chain[: k + 1]))
+        ]
         ids: list[str] = []
-        for k, lr in enumerate(chain):
-            if lr.diff_id == EMPTY_LAYER_DIFF_ID:
-                continue
-            sid = self._ensure_layer(chain[: k + 1], ids)
-            if sid in ids:  # a layer that appears twice counts where it is topmost
-                ids.remove(sid)
-            ids.append(sid)
+        with self._fetching(missing[1:]):  # the first is what the loop below opens first
+            for k, lr in enumerate(chain):
+                if lr.diff_id == EMPTY_LAYER_DIFF_ID:
+                    continue
+                sid = self._ensure_layer(chain[: k + 1], ids)
+                if sid in ids:  # a layer that appears twice counts where it is topmost
+                    ids.remove(sid)
+                ids.append(sid)
         return ids
+
+    def _remote_only(self, lr: LayerRef) -> bool:
+        """A non-empty layer whose blob is not in the content store yet."""
+        return (
+            lr.diff_id != EMPTY_LAYER_DIFF_ID
+            and lr.blob is not None
+            and not self.blobs.has_local(lr.blob)
+        )
+
+    @contextlib.contextmanager
+    def _fetching(self, layers: Sequence[LayerRef]) -> Iterator[None]:
+        """Download ``layers``' blobs in the background while the caller unpacks the ones
+        below them (one after the other: a layer may be applied on those below it). A failed
+        download is only retried, and reported, when the caller opens that layer
+        (``Blobs.ensure_local`` serialises the two); an error of the caller's does not wait
+        for the downloads."""
+
+        def fetch(lr: LayerRef) -> None:
+            with contextlib.suppress(Exception):
+                self.blobs.ensure_local(lr)
+
+        threads = [
+            threading.Thread(target=fetch, args=(lr,), name="layer-fetch", daemon=True)
+            for lr in layers
+            if self._remote_only(lr)
+        ]
+        for t in threads:
+            t.start()
+        yield
+        for t in threads:
+            t.join()
 
     # --- what ops use ------------------------------------------------------------------
 
