@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -157,9 +158,12 @@ class RuncExecutor:
             except OSError as exc:
                 raise ExecutorError(f"could not start {self.runc}: {exc}") from exc
         finally:
-            # Always: a container left in "created" or "stopped" state
-            # would hold its cgroup and mounts.
-            self._call("delete", "--force", container_id)
+            # Always: a container left in "created" or "stopped" state would hold its
+            # cgroup and mounts. runc keeps a directory per container in its root, and its
+            # run removes it when it ends normally: then there is nothing to delete (issue
+            # 14: one runc process less per RUN, ~4 ms).
+            if os.path.lexists(self.state_dir / container_id):
+                self._call("delete", "--force", container_id)
             prepared.stubs.remove()
         return exit_status(result, spec.args[0], timeout, _runc_error(log_file))
 
