@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mason.executor.orphans import BUNDLE_PREFIX, CONTAINER_PREFIX, hold_owner_lock, reap_orphans
 from mason.executor.prepare import prepare_run
-from mason.executor.process import exit_status, run_streaming
+from mason.executor.process import exit_status, prestart_guard, run_streaming
 from mason.executor.runtime_spec import DEFAULT_NOFILE, build_runtime_config
 from mason.executor.types import (
     ExecSpec,
@@ -83,6 +83,11 @@ class RuncExecutor:
     def reap_orphans(self) -> list[str]:
         """Remove the containers in the state dir whose mason process is gone; their ids."""
         return reap_orphans(runc=self.runc, state_dir=self.state_dir)
+
+    def prestart(self) -> None:
+        """Start the next run's launcher guard now (``mason.executor.process.prestart_guard``):
+        its start-up then overlaps the caller's work before the run (a mount, the bundle)."""
+        prestart_guard()
 
     def run(
         self,
