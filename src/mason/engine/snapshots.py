@@ -171,7 +171,7 @@ class Snapshotter:
                 if self.layers.exists(prefix):
                     base, start = [prefix], k
                     break
-            with self.layers.prepare(base) as active, self._fetching(chain[start + 1 :]):
+            with self.layers.prepare(base) as active:
                 for lr in chain[start:]:
                     if lr.diff_id == EMPTY_LAYER_DIFF_ID:
                         continue
@@ -190,17 +190,11 @@ class Snapshotter:
         """The snapshot ids showing ``chain``, lowest first (created when missing)."""
         if all(lr.diff_id == EMPTY_LAYER_DIFF_ID for lr in chain):
             return []
-        if self.mode == "copy":
-            return self._ensure_chain(chain)
-        missing = [
-            lr
-            for k, lr in enumerate(chain)
-            if self._remote_only(lr)
-            and not self.layers.exists(self.layer_snapshot_id(lr.diff_id))
-            and not self.layers.exists(self.based_snapshot_id(chain[: k + 1]))
-        ]
-        ids: list[str] = []
-        with self._fetching(missing[1:]):  # the first is what the loop below opens first
+        # the downloads start before ``mode``, whose first answer is an overlay probe mount
+        with self._fetching(self._unfetched(chain)):
+            if self.mode == "copy":
+                return self._ensure_chain(chain)
+            ids: list[str] = []
             for k, lr in enumerate(chain):
                 if lr.diff_id == EMPTY_LAYER_DIFF_ID:
                     continue
@@ -208,7 +202,25 @@ class Snapshotter:
                 if sid in ids:  # a layer that appears twice counts where it is topmost
                     ids.remove(sid)
                 ids.append(sid)
-        return ids
+            return ids
+
+    def _unfetched(self, chain: Sequence[LayerRef]) -> list[LayerRef]:
+        """The layers of ``chain`` either mode will unpack from a blob not fetched yet: no
+        snapshot of theirs in overlay form (``d``, ``b``) and none of a chain holding them
+        (``c``), so that nothing is downloaded that neither mode would read."""
+        unfetched: list[LayerRef] = []
+        covered = False  # a copy-mode snapshot of chain[:j] holds every layer below j
+        for k in range(len(chain) - 1, -1, -1):
+            lr = chain[k]
+            covered = covered or self.layers.exists(self.chain_snapshot_id(chain[: k + 1]))
+            if (
+                not covered
+                and self._remote_only(lr)
+                and not self.layers.exists(self.layer_snapshot_id(lr.diff_id))
+                and not self.layers.exists(self.based_snapshot_id(chain[: k + 1]))
+            ):
+                unfetched.insert(0, lr)
+        return unfetched
 
     def _remote_only(self, lr: LayerRef) -> bool:
         """A non-empty layer whose blob is not in the content store yet."""
@@ -220,8 +232,9 @@ class Snapshotter:
 
     @contextlib.contextmanager
     def _fetching(self, layers: Sequence[LayerRef]) -> Iterator[None]:
-        """Download ``layers``' blobs in the background while the caller unpacks the ones
-        below them (one after the other: a layer may be applied on those below it). A failed
+        """Download ``layers``' blobs in the background while the caller probes the snapshot
+        mode and unpacks the layers below them (one after the other: a layer may be applied
+        on those below it); the caller's own open of a layer waits for its download. A failed
         download is only retried, and reported, when the caller opens that layer
         (``Blobs.ensure_local`` serialises the two); an error of the caller's does not wait
         for the downloads."""

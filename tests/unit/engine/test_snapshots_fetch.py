@@ -85,3 +85,41 @@ def test_a_failed_background_download_is_reported_when_the_layer_is_opened(
         with snapshots.view([lowest, upper]) as root:  # the foreground asks again
             assert (root / "b").read_text() == "b"
         assert len(calls) == 2
+
+
+def test_the_downloads_start_before_the_snapshot_mode_is_probed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mason.layer.snapshot as layer_snapshot
+
+    fetched = threading.Event()
+    seen: list[bool] = []
+
+    def probe(directory: str) -> str | None:
+        seen.append(fetched.wait(_WAIT))
+        return "no overlay in this test"
+
+    monkeypatch.setattr(layer_snapshot, "overlay_supported", probe)
+    with StateRoot.open(tmp_path / "root") as st:
+        blobs = Blobs(st)
+        snapshots = Snapshotter(st, blobs, mode="auto")
+        only = _remote(blobs, _layer("a"), fetched.set)
+        with snapshots.view([only]) as root:
+            assert (root / "a").read_text() == "a"
+        assert seen == [True] and snapshots.mode == "copy"
+
+
+def test_nothing_is_fetched_for_layers_a_snapshot_already_holds(tmp_path: Path) -> None:
+    opened: list[str] = []
+    with StateRoot.open(tmp_path / "root") as st:
+        blobs = Blobs(st)
+        snapshots = Snapshotter(st, blobs, mode="copy")
+        lowest = _remote(blobs, _layer("a"), lambda: opened.append("a"))
+        with snapshots.view([lowest]):
+            pass
+        assert lowest.blob is not None
+        st.store.delete(lowest.blob)  # the snapshot of [lowest] stays
+        upper = _remote(blobs, _layer("b"), lambda: opened.append("b"))
+        with snapshots.view([lowest, upper]) as root:
+            assert (root / "a").read_text() == "a" and (root / "b").read_text() == "b"
+        assert opened == ["a", "b"]  # lowest came from its snapshot, not downloaded again
