@@ -265,7 +265,8 @@ def _store_blobs(
     blobs: ExportBlobStore,
     max_workers: int,
 ) -> _Stored:
-    """Store the plan's layer blobs (in parallel, skipping ``known``), then its config."""
+    """Store the plan's layer blobs and its config, in parallel, skipping ``known`` (issue 14:
+    the config no longer waits for the layers; only the manifest, put last, needs them)."""
     stored = _Stored()
 
     def store(desc: Descriptor) -> tuple[str, Descriptor]:
@@ -273,18 +274,21 @@ def _store_blobs(
             return "existing", desc
         return push_blob(client, ref, desc, lambda: blobs.open_blob(desc)), desc
 
+    def store_config() -> str:
+        config_raw = plan.config_raw
+        if config_desc.digest in known or not client.push_blob(
+            ref, config_desc, lambda: io.BytesIO(config_raw)
+        ):
+            return "existing"
+        return "uploaded"
+
     with ThreadPoolExecutor(
         max_workers=max(1, max_workers), thread_name_prefix="cache-push"
     ) as pool:
+        config = pool.submit(store_config)
         for outcome, desc in pool.map(store, plan.blobs):
             stored.add(outcome, desc)
-    config_raw = plan.config_raw
-    if config_desc.digest in known or not client.push_blob(
-        ref, config_desc, lambda: io.BytesIO(config_raw)
-    ):
-        stored.add("existing", config_desc)
-    else:
-        stored.add("uploaded", config_desc)
+        stored.add(config.result(), config_desc)
     return stored
 
 

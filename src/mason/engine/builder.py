@@ -1052,8 +1052,22 @@ class _LazyExecutor:
         self._executor: Any = None
         self._lock = threading.Lock()
 
-    def run(self, spec: Any, on_output: Callable[[bytes], None], **kw: Any) -> Any:
+    def _made(self) -> Any:
         with self._lock:
             if self._executor is None:
                 self._executor = self._factory()
-        return self._executor.run(spec, on_output, **kw)
+            return self._executor
+
+    def prestart(self) -> None:
+        """Let the sandbox prepare its next run ahead (``RuncExecutor.prestart``); best
+        effort: a sandbox that cannot be made fails the run itself, as before."""
+        try:
+            executor = self._made()
+        except Exception:  # reported by run()
+            return
+        prestart = getattr(executor, "prestart", None)
+        if prestart is not None:
+            prestart()
+
+    def run(self, spec: Any, on_output: Callable[[bytes], None], **kw: Any) -> Any:
+        return self._made().run(spec, on_output, **kw)

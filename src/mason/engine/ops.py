@@ -360,6 +360,10 @@ class ExecOp:
 
     def execute(self, ctx: ExecContext, inputs: Sequence[StepResult]) -> StepResult:
         base = inputs[0]
+        # the sandbox's launcher guard starts while the rootfs is mounted (issue 14)
+        prestart = getattr(self.env.executor, "prestart", None)
+        if prestart is not None:
+            prestart()
         with self.env.snapshots.mount(base.layers) as mounted:
             with contextlib.ExitStack() as stack:
                 self._run(ctx, inputs, stack, mounted.merged)

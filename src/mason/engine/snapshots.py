@@ -190,17 +190,69 @@ class Snapshotter:
         """The snapshot ids showing ``chain``, lowest first (created when missing)."""
         if all(lr.diff_id == EMPTY_LAYER_DIFF_ID for lr in chain):
             return []
-        if self.mode == "copy":
-            return self._ensure_chain(chain)
-        ids: list[str] = []
-        for k, lr in enumerate(chain):
-            if lr.diff_id == EMPTY_LAYER_DIFF_ID:
-                continue
-            sid = self._ensure_layer(chain[: k + 1], ids)
-            if sid in ids:  # a layer that appears twice counts where it is topmost
-                ids.remove(sid)
-            ids.append(sid)
-        return ids
+        # the downloads start before ``mode``, whose first answer is an overlay probe mount
+        with self._fetching(self._unfetched(chain)):
+            if self.mode == "copy":
+                return self._ensure_chain(chain)
+            ids: list[str] = []
+            for k, lr in enumerate(chain):
+                if lr.diff_id == EMPTY_LAYER_DIFF_ID:
+                    continue
+                sid = self._ensure_layer(chain[: k + 1], ids)
+                if sid in ids:  # a layer that appears twice counts where it is topmost
+                    ids.remove(sid)
+                ids.append(sid)
+            return ids
+
+    def _unfetched(self, chain: Sequence[LayerRef]) -> list[LayerRef]:
+        """The layers of ``chain`` either mode will unpack from a blob not fetched yet: no
+        snapshot of theirs in overlay form (``d``, ``b``) and none of a chain holding them
+        (``c``), so that nothing is downloaded that neither mode would read."""
+        unfetched: list[LayerRef] = []
+        covered = False  # a copy-mode snapshot of chain[:j] holds every layer below j
+        for k in range(len(chain) - 1, -1, -1):
+            lr = chain[k]
+            covered = covered or self.layers.exists(self.chain_snapshot_id(chain[: k + 1]))
+            if (
+                not covered
+                and self._remote_only(lr)
+                and not self.layers.exists(self.layer_snapshot_id(lr.diff_id))
+                and not self.layers.exists(self.based_snapshot_id(chain[: k + 1]))
+            ):
+                unfetched.insert(0, lr)
+        return unfetched
+
+    def _remote_only(self, lr: LayerRef) -> bool:
+        """A non-empty layer whose blob is not in the content store yet."""
+        return (
+            lr.diff_id != EMPTY_LAYER_DIFF_ID
+            and lr.blob is not None
+            and not self.blobs.has_local(lr.blob)
+        )
+
+    @contextlib.contextmanager
+    def _fetching(self, layers: Sequence[LayerRef]) -> Iterator[None]:
+        """Download ``layers``' blobs in the background while the caller probes the snapshot
+        mode and unpacks the layers below them (one after the other: a layer may be applied
+        on those below it); the caller's own open of a layer waits for its download. A failed
+        download is only retried, and reported, when the caller opens that layer
+        (``Blobs.ensure_local`` serialises the two); an error of the caller's does not wait
+        for the downloads."""
+
+        def fetch(lr: LayerRef) -> None:
+            with contextlib.suppress(Exception):
+                self.blobs.ensure_local(lr)
+
+        threads = [
+            threading.Thread(target=fetch, args=(lr,), name="layer-fetch", daemon=True)
+            for lr in layers
+            if self._remote_only(lr)
+        ]
+        for t in threads:
+            t.start()
+        yield
+        for t in threads:
+            t.join()
 
     # --- what ops use ------------------------------------------------------------------
 

@@ -1,7 +1,11 @@
 """Launcher guard: ties a sandbox launcher's life to the mason process that started it.
 
 Run by path (``python -I -S _guard.py LIFELINE_FD CLEANUP_JSON -- ARGV...``),
-stdlib only, so it starts in milliseconds. mason holds the only write end of
+stdlib only, so it starts in milliseconds. Started ahead of its run
+(``_guard.py LIFELINE_FD --wait REQUEST_FD``), it first reads CLEANUP_JSON and
+ARGV from REQUEST_FD (each ended by a NUL, up to EOF), so that its start-up
+overlaps mason's work before the run; no complete request (mason closed the
+pipe without one, or died) makes it exit 0 without starting anything. mason holds the only write end of
 the lifeline pipe; the kernel closes it whenever mason dies, however it dies
 (SIGKILL included, and whichever of mason's threads started the run), and the
 guard then sees EOF. The guard:
@@ -58,14 +62,34 @@ def _exit_like(status: int) -> None:
     os._exit(os.waitstatus_to_exitcode(status))
 
 
+def _read_request(fd: int) -> list[str]:
+    """``[CLEANUP_JSON, *ARGV]`` as mason wrote them to ``fd``, each ended by a NUL; [] when
+    it wrote nothing or not all of it (it died while writing)."""
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    os.close(fd)
+    data = b"".join(chunks)
+    if not data.endswith(b"\0"):
+        return []
+    return [os.fsdecode(item) for item in data[:-1].split(b"\0")]
+
+
 def main() -> None:
     lifeline = int(sys.argv[1])
-    if sys.argv[3] != "--":
-        raise SystemExit("usage: _guard.py LIFELINE_FD CLEANUP_JSON -- ARGV...")
-    argv = sys.argv[4:]
+    if len(sys.argv) == 4 and sys.argv[2] == "--wait":
+        libc = ctypes.CDLL(None, use_errno=True)  # before the wait: off the run's path
+        request = _read_request(int(sys.argv[3]))
+        if len(request) < 2:
+            os._exit(0)  # not used (or mason is gone before asking): nothing was started
+        cleanup, argv = request[0], request[1:]
+    elif len(sys.argv) > 4 and sys.argv[3] == "--":
+        libc = ctypes.CDLL(None, use_errno=True)
+        cleanup, argv = sys.argv[2], sys.argv[4:]
+    else:
+        raise SystemExit("usage: _guard.py LIFELINE_FD (CLEANUP_JSON -- ARGV... | --wait FD)")
     os.set_inheritable(lifeline, False)
     guard_pid = os.getpid()
-    libc = ctypes.CDLL(None, use_errno=True)
     child = os.fork()
     if child == 0:
         _exec_child(libc, guard_pid, argv)
@@ -85,7 +109,7 @@ def main() -> None:
     # mason is gone: nobody will read the output or clean up after us.
     os.kill(child, SIGKILL)
     os.waitpid(child, 0)
-    _cleanup(sys.argv[2])
+    _cleanup(cleanup)
     os._exit(137)
 
 

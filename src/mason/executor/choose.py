@@ -117,6 +117,11 @@ class AutoExecutor:
             return status
         return self._rerun(spec, on_output, cancel, timeout)
 
+    def prestart(self) -> None:
+        """Start the next run's guard ahead when the sandbox is (or may be) runc."""
+        if self.chosen is None or self.chosen is self.runc:
+            self.runc.prestart()
+
     def _choose(self) -> Executor:
         with self._lock:
             if self.chosen is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import errno
 import json
 import os
@@ -17,7 +19,14 @@ from pathlib import Path
 from mason.executor.types import ExecCancelledError, ExecTimeoutError, ExitStatus, OutputCallback
 from mason.structs import Struct
 
-__all__ = ["OutputTail", "StreamResult", "exit_status", "guarded_argv", "run_streaming"]
+__all__ = [
+    "OutputTail",
+    "StreamResult",
+    "exit_status",
+    "guarded_argv",
+    "prestart_guard",
+    "run_streaming",
+]
 
 GUARD = Path(__file__).with_name("_guard.py")
 
@@ -98,31 +107,135 @@ def run_streaming(
     tail = OutputTail()
     deadline = None if timeout is None else time.monotonic() + timeout
     _check_executable(argv[0])
-    read_fd, write_fd = os.pipe()
-    # Only the guard gets the read end; our write end is close-on-exec, so it
-    # closes exactly when this process dies (or when we are done below).
-    life_r, life_w = os.pipe()
+    guard = _spares.take(python) if not pass_fds else None
+    if guard is None or not guard.ask(on_orphan, argv):
+        guard = _Guard.start(python, pass_fds, on_orphan, argv)
     try:
-        # A new session keeps a terminal's Ctrl-C from reaching the launcher
-        # directly; we handle KeyboardInterrupt ourselves and clean up.
-        proc = subprocess.Popen(
-            guarded_argv(python, life_r, on_orphan, argv),
-            stdin=subprocess.DEVNULL,
-            stdout=write_fd,
-            stderr=write_fd,
-            start_new_session=True,
-            pass_fds=(*pass_fds, life_r),
-        )
-    except BaseException:
-        for fd in (read_fd, write_fd, life_r, life_w):
-            os.close(fd)
-        raise
-    os.close(write_fd)
-    os.close(life_r)
-    try:
-        return _stream(proc, read_fd, on_output, tail, terminate, cancel, deadline)
+        return _stream(guard.proc, guard.read_fd, on_output, tail, terminate, cancel, deadline)
     finally:
-        os.close(life_w)
+        os.close(guard.life_w)
+
+
+def prestart_guard(python: str = sys.executable) -> None:
+    """Start the guard of the next ``run_streaming`` (without ``pass_fds``) now: its
+    interpreter's start-up (~10 ms) then overlaps the caller's work before the run (issue
+    14). It waits for its launcher's command line; unused, it exits when this process does
+    (or ``drop_prestarted_guard``)."""
+    _spares.prestart(python)
+
+
+def drop_prestarted_guard() -> None:
+    """Stop a guard ``prestart_guard`` started that no run took (it starts nothing)."""
+    _spares.drop()
+
+
+class _Guard:
+    """A started guard: its process, the read end of the launcher's merged output, and the
+    lifeline's write end (close-on-exec: it closes exactly when this process dies)."""
+
+    def __init__(
+        self, proc: subprocess.Popen[bytes], read_fd: int, life_w: int, request_w: int | None
+    ) -> None:
+        self.proc = proc
+        self.read_fd = read_fd
+        self.life_w = life_w
+        self.request_w = request_w
+
+    @staticmethod
+    def start(
+        python: str,
+        pass_fds: Sequence[int] = (),
+        on_orphan: Sequence[Sequence[str]] = (),
+        argv: Sequence[str] | None = None,
+    ) -> _Guard:
+        """A guard running ``argv``; without ``argv``, one waiting for its request (``ask``)."""
+        read_fd, write_fd = os.pipe()
+        # Only the guard gets the read ends of the lifeline and of the request.
+        life_r, life_w = os.pipe()
+        request_r, request_w = os.pipe() if argv is None else (None, None)
+        if argv is None:
+            command = [python, "-I", "-S", str(GUARD), str(life_r), "--wait", str(request_r)]
+        else:
+            command = guarded_argv(python, life_r, on_orphan, argv)
+        theirs = [fd for fd in (write_fd, life_r, request_r) if fd is not None]
+        try:
+            # A new session keeps a terminal's Ctrl-C from reaching the launcher
+            # directly; we handle KeyboardInterrupt ourselves and clean up.
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=write_fd,
+                stderr=write_fd,
+                start_new_session=True,
+                pass_fds=(*pass_fds, *theirs[1:]),
+            )
+        except BaseException:
+            for fd in (read_fd, life_w, request_w, *theirs):
+                if fd is not None:
+                    os.close(fd)
+            raise
+        for fd in theirs:
+            os.close(fd)
+        return _Guard(proc, read_fd, life_w, request_w)
+
+    def ask(self, on_orphan: Sequence[Sequence[str]], argv: Sequence[str]) -> bool:
+        """Hand a waiting guard its launcher; False (and the guard reaped) when it is gone."""
+        request_w, self.request_w = self.request_w, None
+        assert request_w is not None
+        cleanup = json.dumps([list(c) for c in on_orphan])
+        request = b"".join(os.fsencode(item) + b"\0" for item in (cleanup, *argv))
+        try:
+            while request:
+                request = request[os.write(request_w, request) :]
+        except OSError:  # it died meanwhile (killed from outside): the caller starts another
+            os.close(request_w)
+            self.stop()
+            return False
+        os.close(request_w)
+        return True
+
+    def stop(self) -> None:
+        """An unused guard: it exits without starting anything; reaped here."""
+        for fd in (self.request_w, self.life_w, self.read_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.request_w = None
+        self.proc.wait()
+
+
+class _Spares:
+    """At most one prestarted guard, for whichever run comes first."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._spare: tuple[str, _Guard] | None = None
+        self._exit_hook = False
+
+    def prestart(self, python: str) -> None:
+        with self._lock:
+            if self._spare is not None:
+                return
+            self._spare = (python, _Guard.start(python))
+            if not self._exit_hook:
+                atexit.register(self.drop)
+                self._exit_hook = True
+
+    def take(self, python: str) -> _Guard | None:
+        with self._lock:
+            if self._spare is None or self._spare[0] != python:
+                return None
+            guard, self._spare = self._spare[1], None
+            return guard
+
+    def drop(self) -> None:
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare[1].stop()
+
+
+_spares = _Spares()
 
 
 def guarded_argv(

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO, Literal
 
 import pytest
 from tests.unit.cache.cache_fakes import (
@@ -673,3 +676,41 @@ def test_min_with_several_images_keeps_the_chains_of_all(blob_store: FakeBlobSto
         key("f1"),
         key("f2"),
     }
+
+
+class _ConfigFirstRegistry(FakeRegistry):
+    """Layer uploads wait (bounded) until the cache config was put: they only finish early
+    when the config is stored beside them, not after them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config_put = threading.Event()
+        self.layers_saw_config: list[bool] = []
+
+    def push_blob(self, ref: Reference, desc: Descriptor, opener: Callable[[], BinaryIO]) -> bool:
+        self.config_put.set()
+        return super().push_blob(ref, desc, opener)
+
+    def push_blob_outcome(
+        self,
+        ref: Reference,
+        desc: Descriptor,
+        opener: Callable[[], BinaryIO],
+        *,
+        mount_from: str | None = None,
+    ) -> Literal["exists", "mounted", "uploaded"]:
+        self.layers_saw_config.append(self.config_put.wait(30.0))
+        return super().push_blob_outcome(ref, desc, opener, mount_from=mount_from)
+
+
+def test_the_cache_config_is_stored_beside_the_layers(blob_store: FakeBlobStore) -> None:
+    registry = _ConfigFirstRegistry()
+    records, image = two_stage_build(blob_store)
+    [opts] = parse_cache_to(f"type=registry,ref={REF},mode=max")
+    result = export_cache(
+        opts, records, blobs=blob_store, image_diff_ids=image, client=registry, clock=make_clock()
+    )  # type: ignore[arg-type]
+    assert registry.layers_saw_config and all(registry.layers_saw_config)
+    ops = [c[0] for c in registry.calls if c[0] in ("push_blob", "put_manifest")]
+    assert ops[-1] == "put_manifest"  # still last: the cache is complete when it is seen
+    assert len(result.uploaded) == len(registry.layers_saw_config) + 1

@@ -149,3 +149,65 @@ def test_reap_orphans_removes_only_containers_without_a_live_owner(tmp_path: Pat
 
 def test_reap_orphans_without_a_state_dir_does_nothing(tmp_path: Path) -> None:
     assert reap_orphans(runc="/nonexistent/runc", state_dir=tmp_path / "none") == []
+
+
+# -- a guard started ahead of its run (prestart_guard) -------------------------------------
+
+
+def _read_line(fd: int) -> bytes:
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = os.read(fd, 1)
+        assert chunk, "the launcher printed nothing"
+        line += chunk
+    return line
+
+
+def test_a_prestarted_guard_runs_the_next_launcher() -> None:
+    from mason.executor import process
+
+    process.prestart_guard()
+    chunks: list[bytes] = []
+    try:
+        result = run_streaming(
+            ["sh", "-c", "echo hi; exit 3"],
+            chunks.append,
+            terminate=lambda p: p.kill(),
+            cancel=None,
+            timeout=10,
+        )
+        assert process._spares.take(sys.executable) is None  # the run took it
+    finally:
+        process.drop_prestarted_guard()
+    assert (result.returncode, b"".join(chunks)) == (3, b"hi\n")
+
+
+def test_a_waiting_guard_kills_its_launcher_and_cleans_up_when_the_lifeline_breaks(
+    tmp_path: Path,
+) -> None:
+    from mason.executor.process import _Guard
+
+    marker = tmp_path / "cleaned"
+    guard = _Guard.start(sys.executable)
+    assert guard.ask([["touch", str(marker)]], ["sh", "-c", "echo $$; exec sleep 600"])
+    launcher = int(_read_line(guard.read_fd))
+    os.close(guard.life_w)  # what the kernel does when mason dies
+    assert guard.proc.wait(10) == 137
+    os.close(guard.read_fd)
+    assert not _alive(launcher)
+    assert marker.exists()
+
+
+def test_an_unused_or_half_asked_guard_exits_without_starting_anything(tmp_path: Path) -> None:
+    from mason.executor.process import _Guard
+
+    guard = _Guard.start(sys.executable)
+    guard.stop()  # mason exits (or dies) before a run took it
+    assert guard.proc.returncode == 0
+
+    marker = tmp_path / "started"
+    guard = _Guard.start(sys.executable)
+    assert guard.request_w is not None
+    os.write(guard.request_w, b"[]\0touch\0" + os.fsencode(marker))  # died while writing
+    guard.stop()
+    assert guard.proc.returncode == 0 and not marker.exists()

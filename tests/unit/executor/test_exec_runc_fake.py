@@ -15,10 +15,16 @@ from mason.executor import ExecCancelledError, ExecSpec, RuncExecutor, SecretMou
 FAKE_RUNC = """#!/bin/sh
 log="{log}"
 echo "$*" >> "$log"
-while [ "$1" = "--root" ] || [ "$1" = "--log" ] || [ "$1" = "--log-format" ]; do shift 2; done
+while [ "$1" = "--root" ] || [ "$1" = "--log" ] || [ "$1" = "--log-format" ]; do
+  [ "$1" = "--root" ] && root="$2"
+  shift 2
+done
 case "$1" in
   run)
     bundle="$3"
+    # runc keeps a directory per container in its root; its run removes it at the end,
+    # unless it failed (this fake: unless FAKE_CLEAN is set)
+    [ -z "$FAKE_CLEAN" ] && mkdir -p "$root/$4"
     cp "$bundle/config.json" "{log}.config.json"
     ls "$bundle" > "{log}.bundle"
     echo "container says hi"
@@ -26,7 +32,7 @@ case "$1" in
     [ -n "$FAKE_HANG" ] && exec sleep 600
     exit 3 ;;
   kill) exit 1 ;;
-  delete) exit 0 ;;
+  delete) rm -rf "$root/$3"; exit 0 ;;
 esac
 """
 
@@ -77,6 +83,7 @@ def test_run_writes_bundle_streams_output_and_deletes(
     container_id = run_call[-1]
     assert container_id.startswith("mason-")
     assert calls[-1] == f"--root {tmp_path / 'state'} delete --force {container_id}"
+    assert os.listdir(tmp_path / "state") == []  # the container runc left was deleted
     config = json.loads(Path(f"{log}.config.json").read_text())
     assert config["process"]["env"] == ["PATH=/bin", "HOME=/root"]
     assert config["root"]["path"] == str(rootfs)
@@ -85,6 +92,22 @@ def test_run_writes_bundle_streams_output_and_deletes(
     assert os.listdir(tmp_path / "work") == []
     assert sorted(os.listdir(rootfs)) == ["etc", "src"]
     assert sorted(os.listdir(rootfs / "etc")) == ["passwd"]
+
+
+def test_a_container_runc_already_removed_is_not_deleted_again(
+    tmp_path: Path, fake_runc: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # no directory for it in runc's root: nothing left to delete, no runc process for it
+    script, log = fake_runc
+    monkeypatch.setenv("FAKE_CLEAN", "1")
+    executor = RuncExecutor(
+        runc=str(script), state_dir=tmp_path / "state", work_dir=tmp_path / "work"
+    )
+    status = executor.run(ExecSpec(rootfs=make_rootfs(tmp_path), args=("make",)), lambda _: None)
+    assert status.code == 3
+    verbs = [line.split()[2] for line in log.read_text().splitlines()]
+    assert verbs == ["--log"] and "run" in log.read_text()
+    assert os.listdir(tmp_path / "state") == []
 
 
 def test_cancel_kills_and_deletes(
