@@ -351,12 +351,12 @@ def export_registry_cache(
 
 #: How many times an export merges again with a concurrent writer's cache before giving up.
 _MERGE_ATTEMPTS = 8
-#: A merged write is read back after it (twice, each after a wait with jitter), later than
-#: the read-to-write gap of another writer, whose write would otherwise replace ours unseen:
-#: each wait is ``_SETTLE_FACTOR`` times this writer's own gap (its re-read and PUT, on the
-#: same registry) times 1-2, so both reads cover 4-8 gaps; at least ``_SETTLE_MIN`` and at
-#: most ``_SETTLE_SECONDS`` (issue 14: a fixed 0.15 s, twice, was most of a small build's
-#: cache export on a registry that answers in milliseconds).
+#: A merged write is read back after a wait with jitter (once; twice in a row after a
+#: re-merge), later than another writer's HEAD-to-PUT gap, whose PUT would otherwise replace
+#: ours unseen: each wait is ``_SETTLE_FACTOR`` times this writer's own gap (its HEAD and PUT,
+#: on the same registry) times 1-2, at least ``_SETTLE_MIN`` and at most ``_SETTLE_SECONDS``
+#: (issue 14: a fixed 0.15 s, twice, was most of a small build's cache export on a registry
+#: that answers in milliseconds; a second read with no race seen was ~30 ms more).
 _SETTLE_SECONDS = 0.15
 _SETTLE_MIN = 0.02
 _SETTLE_FACTOR = 2.0
@@ -528,24 +528,27 @@ class _Writer(Struct):
         return (current.digest if current is not None else None) == digest
 
     def settle(self, result: ExportResult) -> ExportResult:
-        """Read the ref back until it holds our records twice in a row: a concurrent writer
-        that read the ref before our write replaced it without them, so merge again."""
-        steady = 0
+        """Read the ref back until it holds our records: a concurrent writer that read the ref
+        before our write replaced it without them, so merge again. Another writer checks the
+        ref by a ``HEAD`` just before its own PUT, so only its short HEAD-to-PUT gap can hide
+        our write from it: one read after the wait sees its PUT. Once writers were seen
+        racing, the ref must hold our records twice in a row."""
+        steady, wanted = 0, 1
         delay = min(_SETTLE_SECONDS, max(_SETTLE_MIN, _SETTLE_FACTOR * self.gap))
         for _attempt in range(_MERGE_ATTEMPTS):
             time.sleep(delay * (1 + random.random()))
             if result.manifest is not None and self._holds(result.manifest.digest):
                 steady += 1  # our own document is still the ref's: nobody wrote meanwhile
-                if steady == 2:
+                if steady == wanted:
                     return result
                 continue
             current = load_registry_cache(self.client, self.ref)
             if current.manifest is not None and missing_records(self.own, current.config) == 0:
                 steady += 1
-                if steady == 2:
+                if steady == wanted:
                     return result
                 continue
-            steady = 0
+            steady, wanted = 0, 2
             result = self.write(current, merge=True)
         raise CacheExportError(
             f"registry {self.ref}: other builders kept replacing the cache while it was "
