@@ -51,19 +51,33 @@ def _dockerfile(ctx: Path, image: str) -> None:
     )
 
 
-def _guard_of(build_pid: int) -> int:
-    """The launcher guard the build started (a child of the build's process, in its own session)."""
+def _ppids() -> dict[int, int]:
+    """pid -> parent pid of every process."""
+    found = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+        if entry.name.isdigit():
+            try:
+                found[int(entry.name)] = int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+                )
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+def _guard_of(build_pid: int) -> int:
+    """The launcher guard of the build's running step: a child of the build's process (in its
+    own session) with a launcher of its own (a guard started for a later RUN waits childless)."""
+    ppids = _ppids()
+    parents = set(ppids.values())
+    for pid, ppid in ppids.items():
         try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (entry / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
             continue
-        if ppid == build_pid and b"_guard.py" in cmdline:
-            return int(entry.name)
-    raise AssertionError(f"no launcher guard under pid {build_pid}")
+        if ppid == build_pid and b"_guard.py" in cmdline and pid in parents:
+            return pid
+    raise AssertionError(f"no launcher guard with a launcher under pid {build_pid}")
 
 
 @pytest.fixture
