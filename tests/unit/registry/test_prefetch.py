@@ -226,12 +226,18 @@ def _cache_with_layers(srv: _Server, count: int) -> list[Descriptor]:
     return layers
 
 
-def test_a_caches_layers_first_bytes_are_read_early(server: _Server) -> None:
-    layers = _cache_with_layers(server, 3)
+def _peeking(server: _Server) -> tuple[EarlyPings, str]:
+    """Pings and a prefetch of the server's cache ref that reads its layers' first 512 bytes."""
     pings, host = _prefetch(server), _host(server)
     assert pings.prefetch is not None
     pings.prefetch.peek_bytes = 512
     pings.prefetch.start(host, "cache", "latest")
+    return pings, host
+
+
+def test_a_caches_layers_first_bytes_are_read_early(server: _Server) -> None:
+    layers = _cache_with_layers(server, 3)
+    pings, host = _peeking(server)
     for layer in layers:
         _wait(pings, host, f"/v2/cache/blobs/{layer.digest}", "bytes=0-511")
     early = list(server.requests)
@@ -248,10 +254,7 @@ def test_a_caches_layers_first_bytes_are_read_early(server: _Server) -> None:
 
 def test_a_blob_seen_in_a_repository_is_not_asked_about_again(server: _Server) -> None:
     layers = _cache_with_layers(server, 2)
-    pings, host = _prefetch(server), _host(server)
-    assert pings.prefetch is not None
-    pings.prefetch.peek_bytes = 512
-    pings.prefetch.start(host, "cache", "latest")
+    pings, host = _peeking(server)
     _wait(pings, host, f"/v2/cache/blobs/{layers[1].digest}", "bytes=0-511")
     ref = Reference.parse(f"{host}/cache:latest")
     with RegistryClient(early=pings) as client:
@@ -272,11 +275,9 @@ def test_a_blob_seen_in_a_repository_is_not_asked_about_again(server: _Server) -
 def test_a_stalled_connection_costs_one_wait_not_one_per_answer(server: _Server) -> None:
     server.ranges_released = threading.Event()
     layers = _cache_with_layers(server, 3)
-    pings, host = _prefetch(server), _host(server)
+    pings, host = _peeking(server)
     prefetch = pings.prefetch
     assert prefetch is not None
-    prefetch.peek_bytes = 512
-    prefetch.start(host, "cache", "latest")
     try:
         paths = [f"/v2/cache/blobs/{d.digest}" for d in layers]
         deadline = time.monotonic() + 10
@@ -297,10 +298,7 @@ def test_a_stalled_connection_costs_one_wait_not_one_per_answer(server: _Server)
 def test_a_registry_ignoring_ranges_leaves_the_first_bytes_to_the_client(server: _Server) -> None:
     server.honours_range = False
     layers = _cache_with_layers(server, 2)
-    pings, host = _prefetch(server), _host(server)
-    assert pings.prefetch is not None
-    pings.prefetch.peek_bytes = 512
-    pings.prefetch.start(host, "cache", "latest")
+    pings, host = _peeking(server)
     _wait(pings, host, f"/v2/cache/blobs/{layers[1].digest}", "bytes=0-511")
     with RegistryClient(early=pings) as client:
         head = client.peek_blob(Reference.parse(f"{host}/cache:latest"), layers[0], 512)
@@ -310,10 +308,7 @@ def test_a_registry_ignoring_ranges_leaves_the_first_bytes_to_the_client(server:
 
 def test_only_the_first_layers_of_a_large_cache_are_read_early(server: _Server) -> None:
     layers = _cache_with_layers(server, 40)
-    pings, host = _prefetch(server), _host(server)
-    assert pings.prefetch is not None
-    pings.prefetch.peek_bytes = 512
-    pings.prefetch.start(host, "cache", "latest")
+    pings, host = _peeking(server)
     _wait(pings, host, f"/v2/cache/blobs/{layers[31].digest}", "bytes=0-511")
     peeked = [r for r in server.requests if r.endswith("bytes=0-511")]
     assert peeked == [f"/v2/cache/blobs/{d.digest} bytes=0-511" for d in layers[:32]]
