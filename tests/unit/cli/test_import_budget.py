@@ -12,9 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from tests.support.http_server import serving
-from tests.support.registry_server import free_port, registry_available, start_registry
+from tests.support.registry_server import free_port
 
 # Runs in the child: the modules loaded at the first connect to PORT (or at exit, for --help)
 # and the CA bundles loaded by then; with CA=1 (ssl is imported early for that only) the CA
@@ -269,39 +268,3 @@ def test_https_not_ruled_out_still_gets_the_verifying_client(tmp_path: Path) -> 
     argv = ["build", "--progress=plain", str(_context(tmp_path, f"127.0.0.1:{port}"))]
     _modules_at_first_request(tmp_path, port, argv, {"CA": "1"})
     assert (tmp_path / "modules.json.ca").read_text() == "1"
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="builds need root (overlayfs, runc)")
-@pytest.mark.skipif(not registry_available(), reason="docker-registry is not installed")
-def test_a_warm_build_from_a_registry_cache_loads_only_what_it_uses(tmp_path: Path) -> None:
-    # bench/bench_startup.py's build: the cache exported by a first build, then a build on a
-    # fresh root with every step from it and the image pushed; the modules loaded by its end
-    from tests.support.busybox import push_busybox
-
-    from mason.oci.reference import Reference
-    from mason.registry.client import RegistryClient
-
-    registry = start_registry(tmp_path / "registry", "plain")
-    try:
-        host = registry.host
-        with RegistryClient() as client:
-            push_busybox(client, f"{host}/base/busybox:latest", tmp_path / "busybox")
-        ctx = tmp_path / "ctx"
-        ctx.mkdir()
-        (ctx / "Dockerfile").write_text(
-            f"FROM {host}/base/busybox:latest\nRUN echo one > /one\nCOPY a.txt /a.txt\n"
-        )
-        (ctx / "a.txt").write_text("hello\n")
-        seed = [sys.executable, "-m", "mason.cli.main", "build", "--progress=plain"]
-        seed += ["--cache-to", f"type=registry,ref={host}/cache,mode=max", str(ctx)]
-        env = {**os.environ, "MASON_ROOT": str(tmp_path / "seed")}
-        subprocess.run(seed, env=env, check=True, capture_output=True, timeout=300)
-        argv = ["build", "--progress=plain", "--cache-from", f"type=registry,ref={host}/cache"]
-        argv += ["--push", "-t", f"{host}/app", str(ctx)]
-        where, modules, _ = _modules_at_first_request(tmp_path, 0, argv)
-        with RegistryClient() as client:  # the build ran to its end: the image was pushed
-            assert client.head_manifest(Reference.parse(f"{host}/app")) is not None
-    finally:
-        registry.stop()
-    assert where == "exit"
-    assert _loaded(modules, _LAZY_FOR_WARM_BUILD) == []
