@@ -31,10 +31,10 @@ import threading
 
 import mason
 from mason.registry.early import WAIT, EarlyPings, _connect, split_host
+from mason.registry.wire import READ_SIZE, Connection, ProtocolError, RawResponse
 
 TYPE_CHECKING = False  # typing is not imported for this; mypy takes it as true
 if TYPE_CHECKING:
-    import socket
     from collections.abc import Callable
 
 __all__ = ["Answer", "Prefetch"]
@@ -44,7 +44,6 @@ _BODY_CAP = 4 * 1024 * 1024
 #: a cache's layers whose first bytes are read early, at most (a larger cache's others are
 #: read when a hit asks: early reads must stay small beside the build's own)
 _PEEKS = 32
-_HEAD_CAP = 64 * 1024
 _CACHE_CONFIG = "application/vnd.buildkit.cacheconfig.v0"
 
 
@@ -62,153 +61,132 @@ class Answer:
 
 
 class _Connection:
-    """One kept-alive HTTP/1.1 connection to a registry (reopened when the server closes it)."""
+    """One kept-alive HTTP/1.1 connection to a registry (``mason.registry.wire``'s, reopened
+    when the server has closed it), reading only plain answers of a known length."""
 
     def __init__(self, host: str, scheme: str, pings: EarlyPings) -> None:
         self.host = host
         self.scheme = scheme
         self._pings = pings
-        self._sock: socket.socket | None = None
-        self._buffer = b""
+        self._conn: Connection | None = None
 
     def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
-    def _open(self) -> socket.socket:
+    def _open(self) -> Connection:
         name, port = split_host(self.host, 443 if self.scheme == "https" else 80)
         sock = _connect(name, port)
         if self.scheme == "https":
             sock = self._pings.context().wrap_socket(sock, server_hostname=name)
-        self._buffer = b""
-        return sock
+        return Connection(sock)
 
     def get(self, path: str, accept: str) -> Answer | None:
-        """``GET path``; the answer when it is a ``200`` with a plain body of a known length.
-        A kept connection the server has closed meanwhile is opened again, once."""
-        reused = self._sock is not None
-        try:
-            return self._get(path, accept)
-        except ConnectionError:
-            if not reused:
-                raise
-        self.close()
-        return self._get(path, accept)
+        """``GET path``; the answer when it is a ``200`` with a plain body of a known length."""
+        answers: list[Answer] = []
+
+        def take(answer: Answer) -> bool:
+            answers.append(answer)
+            return True
+
+        self._exchange([(path, accept, "")], 200, _BODY_CAP, take)
+        return answers[0] if answers else None
 
     def first_bytes(self, paths: list[str], n: int, got: Callable[[str, bytes], None]) -> None:
         """``got(path, head)`` with the first ``n`` bytes of the blob at each of ``paths`` that
         answers a ``206`` of the range asked for, as each answer comes; the requests are sent
         at once (pipelined) and the answers read in order, up to the first other answer (the
-        connection is then closed, the rest left unanswered). A kept connection the server
-        closed is opened again, once, when nothing was answered on it."""
-        answered = []
-
-        def note(path: str, head: bytes) -> None:
-            answered.append(path)
-            got(path, head)
-
-        reused = self._sock is not None
-        try:
-            self._first_bytes(paths, n, note)
-            return
-        except ConnectionError:
-            if not reused or answered:
-                raise
-        self.close()
-        self._first_bytes(paths, n, note)
-
-    def _first_bytes(self, paths: list[str], n: int, got: Callable[[str, bytes], None]) -> None:
-        if self._sock is None:
-            self._sock = self._open()
+        connection is then closed, the rest left unanswered)."""
         wanted = first_bytes_range(n)
-        self._sock.sendall(b"".join(self._request(path, "", wanted) for path in paths))
-        for path in paths:
-            answer = self._answer(206, n)
-            if answer is None or not answer.headers.get("content-range", "").startswith(
+        left = iter(paths)
+
+        def take(answer: Answer) -> bool:
+            if not answer.headers.get("content-range", "").startswith(
                 f"bytes 0-{len(answer.body) - 1}/"
             ):
+                return False
+            got(next(left), answer.body)
+            return True
+
+        self._exchange([(path, "", wanted) for path in paths], 206, n, take)
+
+    def _exchange(
+        self,
+        requests: list[tuple[str, str, str]],
+        status: int,
+        cap: int,
+        take: Callable[[Answer], bool],
+    ) -> None:
+        """Send ``requests`` (path, Accept, Range) at once and hand the answers to ``take`` in
+        order while each has ``status`` and a plain body of at most ``cap`` bytes and ``take``
+        wants more (else the connection is closed, the rest left unread). A kept connection the
+        server has closed meanwhile is opened again, once, when nothing was answered on it."""
+        reused, answered = self._conn is not None, [0]
+
+        def counted(answer: Answer) -> bool:
+            answered[0] += 1
+            return take(answer)
+
+        try:
+            self._send_and_read(requests, status, cap, counted)
+            return
+        except (ConnectionError, ProtocolError):
+            if not reused or answered[0]:
+                raise
+        self.close()
+        self._send_and_read(requests, status, cap, counted)
+
+    def _send_and_read(
+        self,
+        requests: list[tuple[str, str, str]],
+        status: int,
+        cap: int,
+        take: Callable[[Answer], bool],
+    ) -> None:
+        if self._conn is None:
+            self._conn = self._open()
+        fields = [("Host", self.host), ("User-Agent", f"mason/{mason.__version__}")]
+        for path, accept, byte_range in requests:
+            asked = [("Accept", accept or "*/*"), ("Accept-Encoding", "identity")]
+            asked += [("Range", byte_range)] if byte_range else []
+            self._conn.send_head("GET", path, [*fields, *asked])
+        for _ in requests:
+            answer = self._answer(status, cap)
+            if answer is None or not take(answer):
                 self.close()
                 return
-            got(path, answer.body)
-            if self._sock is None:  # the server closes after this answer
+            if self._conn is None:  # the server closes after this answer
                 return
 
-    def _get(self, path: str, accept: str) -> Answer | None:
-        if self._sock is None:
-            self._sock = self._open()
-        self._sock.sendall(self._request(path, accept))
-        return self._answer(200, _BODY_CAP)
-
-    def _request(self, path: str, accept: str, byte_range: str = "") -> bytes:
-        ranged = f"Range: {byte_range}\r\n" if byte_range else ""
-        return (
-            f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n"
-            f"User-Agent: mason/{mason.__version__}\r\nAccept: {accept or '*/*'}\r\n"
-            f"Accept-Encoding: identity\r\n{ranged}\r\n"
-        ).encode()
-
-    def _answer(self, wanted: int, cap: int) -> Answer | None:
-        """The next answer on the connection when it has status ``wanted`` and a plain body of
-        at most ``cap`` bytes; else None, and the connection is closed (the rest is unread)."""
-        head = self._read_until(b"\r\n\r\n", _HEAD_CAP)
-        version, status, headers = _parse_head(head)
-        length = headers.get("content-length", "")
-        plain = headers.get("transfer-encoding", "identity").lower() == "identity"
-        plain = plain and headers.get("content-encoding", "identity").lower() == "identity"
-        if status != wanted or not plain or not length.isdigit() or int(length) > cap:
-            self.close()  # the rest of this answer is not read: the connection is done
-            return None
-        body = self._read_exactly(int(length))
-        # HTTP/1.1 keeps the connection unless told to close; HTTP/1.0 closes it unless told not to
-        connection = headers.get("connection", "").lower()
-        if connection == "close" or (version != "HTTP/1.1" and connection != "keep-alive"):
-            self.close()
-        return Answer(headers, body)
-
-    def _recv(self) -> bytes:
-        assert self._sock is not None
-        chunk = self._sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("the registry closed the connection")
-        return chunk
-
-    def _read_until(self, end: bytes, cap: int) -> bytes:
-        while end not in self._buffer:
-            if len(self._buffer) > cap:
-                raise ValueError("response head too large")
-            self._buffer += self._recv()
-        head, _, self._buffer = self._buffer.partition(end)
-        return head
-
-    def _read_exactly(self, n: int) -> bytes:
-        parts, have = [self._buffer], len(self._buffer)
-        while have < n:
-            chunk = self._recv()
+    def _answer(self, status: int, cap: int) -> Answer | None:
+        """The next answer when it has ``status`` and a plain body of at most ``cap`` bytes,
+        else None."""
+        assert self._conn is not None
+        raw = RawResponse(self._conn, "GET")
+        headers = {name.lower(): value for name, value in raw.fields}
+        plain = headers.get("content-encoding", "identity").lower() == "identity"
+        if (
+            raw.status != status
+            or raw.chunked
+            or not plain
+            or raw.length is None
+            or raw.length > cap
+        ):
+            return None  # its body is not read: the caller closes the connection
+        parts = []
+        while chunk := raw.read1(READ_SIZE):
             parts.append(chunk)
-            have += len(chunk)
-        data = b"".join(parts)
-        self._buffer = data[n:]
-        return data[:n]
+        if raw.length:  # the connection ended before the body did
+            raise ConnectionError("the registry closed the connection")
+        if raw.will_close:
+            self.close()
+        return Answer(headers, b"".join(parts))
 
 
 def first_bytes_range(n: int) -> str:
     """The ``Range`` of a read of a blob's first ``n`` bytes (at least one)."""
     return f"bytes=0-{max(n, 1) - 1}"
-
-
-def _parse_head(head: bytes) -> tuple[str, int, dict[str, str]]:
-    lines = head.decode("latin-1").split("\r\n")
-    version, _, rest = lines[0].partition(" ")
-    if not version.startswith("HTTP/1.") or not rest[:3].isdigit():
-        raise ValueError("not an HTTP/1.x response")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if colon:
-            key = name.strip().lower()
-            headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
-    return version, int(rest[:3]), headers
 
 
 def _document(answer: Answer) -> dict[str, object] | None:
@@ -336,7 +314,7 @@ class Prefetch:
                 self._settle(host, *pending.pop(0), answer)
             if peeks:
                 connection.first_bytes(peeks, self.peek_bytes, got)  # each settled as it comes
-        except (OSError, ValueError):
+        except (OSError, ValueError, ProtocolError):
             return  # the client sends the request itself and reports any error
         finally:
             for left, variant in pending:

@@ -351,11 +351,11 @@ def _create_connection(
     return socket.create_connection((where, port), timeout, source_address)  # type: ignore[arg-type]
 
 
-class _ProtocolError(Exception):
+class ProtocolError(Exception):
     """The server's bytes are no HTTP/1.1 response (or it closed the connection before one)."""
 
 
-class _Connection:
+class Connection:
     """One HTTP/1.1 connection: its socket (TLS-wrapped for HTTPS) and a buffered reader of it,
     kept across the responses of a keep-alive connection."""
 
@@ -386,11 +386,11 @@ class _Connection:
         while True:
             line = self._line()
             if not line:
-                raise _ProtocolError("the server closed the connection without a response")
+                raise ProtocolError("the server closed the connection without a response")
             version, _, rest = line.decode("latin-1").rstrip("\r\n").partition(" ")
             code, _, reason = rest.partition(" ")
             if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
-                raise _ProtocolError(f"not an HTTP/1.x status line: {line[:80]!r}")
+                raise ProtocolError(f"not an HTTP/1.x status line: {line[:80]!r}")
             fields = self._fields()
             if code != "100":
                 return int(code), reason.strip(), int(version[-1]), fields
@@ -398,7 +398,7 @@ class _Connection:
     def _line(self) -> bytes:
         line = self.reader.readline(_MAX_LINE + 1)
         if len(line) > _MAX_LINE:
-            raise _ProtocolError("a response line longer than 64 KiB")
+            raise ProtocolError("a response line longer than 64 KiB")
         return line
 
     def _fields(self) -> list[tuple[str, str]]:
@@ -408,7 +408,7 @@ class _Connection:
             if line in (b"\r\n", b"\n", b""):
                 return fields
             if len(fields) >= _MAX_HEADERS:
-                raise _ProtocolError(f"more than {_MAX_HEADERS} header lines")
+                raise ProtocolError(f"more than {_MAX_HEADERS} header lines")
             text = line.decode("latin-1").rstrip("\r\n")
             if text[:1] in (" ", "\t") and fields:  # an obsolete folded continuation line
                 name, value = fields[-1]
@@ -419,7 +419,7 @@ class _Connection:
                 fields.append((name.strip(), value.strip()))
 
 
-class _RawResponse:
+class RawResponse:
     """A response's head, and its body read from the connection as ``read1`` asks: by its
     ``Content-Length``, in chunks, or to the connection's end (which then closes)."""
 
@@ -435,7 +435,7 @@ class _RawResponse:
         "will_close",
     )
 
-    def __init__(self, conn: _Connection, method: str) -> None:
+    def __init__(self, conn: Connection, method: str) -> None:
         self._conn = conn
         self.status, self.reason, minor, self.fields = conn.read_head()
         headers = Headers(self.fields)
@@ -485,17 +485,17 @@ class _RawResponse:
             try:
                 self._chunk_left = int(size, 16)
             except ValueError:
-                raise _ProtocolError(f"a bad chunk size line {line[:80]!r}") from None
+                raise ProtocolError(f"a bad chunk size line {line[:80]!r}") from None
             if self._chunk_left == 0:
                 self._conn._fields()  # the trailer, up to the empty line
                 self._done = True
                 return b""
         data = reader.read1(min(n, self._chunk_left))
         if not data:
-            raise _ProtocolError("the connection closed inside a chunk")
+            raise ProtocolError("the connection closed inside a chunk")
         self._chunk_left -= len(data)
         if self._chunk_left == 0 and reader.read(2) not in (b"\r\n", b"\n"):
-            raise _ProtocolError("a chunk without its line end")
+            raise ProtocolError("a chunk without its line end")
         return data
 
     @property
@@ -506,7 +506,7 @@ class _RawResponse:
 class _Conn:
     __slots__ = ("conn", "idle_since")
 
-    def __init__(self, conn: _Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.idle_since = 0.0
 
@@ -627,7 +627,7 @@ class Pool:
                 conn.conn.close()
         return _Conn(self._connect(key, proxy)), False
 
-    def _connect(self, key: _Key, proxy: _Proxy | None) -> _Connection:
+    def _connect(self, key: _Key, proxy: _Proxy | None) -> Connection:
         scheme, name, port, verify = key
         host, to_port = (proxy.host, proxy.port) if proxy is not None else (name, port)
         context = self._context_for(verify) if scheme == "https" else None
@@ -646,15 +646,15 @@ class Pool:
         except TimeoutError as exc:
             sock.close()
             raise ConnectTimeout(f"connecting to {host}:{to_port} timed out") from exc
-        except (OSError, _ProtocolError) as exc:
+        except (OSError, ProtocolError) as exc:
             sock.close()
             raise ConnectError(str(exc) or type(exc).__name__) from exc
         sock.settimeout(self._timeout)
         with self._lock:
             self.connections_made += 1
-        return _Connection(sock)
+        return Connection(sock)
 
-    def _wrap(self, raw: _RawResponse, request: Request, conn: _Conn, key: _Key) -> Response:
+    def _wrap(self, raw: RawResponse, request: Request, conn: _Conn, key: _Key) -> Response:
         def release(ended: bool) -> None:
             reusable = ended and raw.ended and not raw.will_close
             if not reusable:
@@ -698,7 +698,7 @@ def _host_field(name: str, port: int, scheme: str) -> str:
 def _tunnel(sock: socket.socket, name: str, port: int, headers: Mapping[str, str]) -> None:
     """Ask the proxy on ``sock`` for a tunnel to ``name:port`` (``CONNECT``); an answer other
     than 200 is an ``OSError``, as http.client has it."""
-    conn = _Connection(sock)
+    conn = Connection(sock)
     try:
         where = _authority(name, port)
         conn.send_head("CONNECT", where, [("Host", where), *headers.items()])
@@ -710,31 +710,31 @@ def _tunnel(sock: socket.socket, name: str, port: int, headers: Mapping[str, str
 
 
 def _exchange(
-    conn: _Connection,
+    conn: Connection,
     method: str,
     target: str,
     headers: Headers,
     content: Content | None,
-) -> _RawResponse:
+) -> RawResponse:
     """Send one request on ``conn`` and read the response's head."""
     try:
         conn.send_head(method, target, headers.items())
         broken = content is not None and _send_or_answer(
             conn, content, headers.get("Content-Length")
         )
-        raw = _RawResponse(conn, method)
+        raw = RawResponse(conn, method)
         if broken:
             raw.will_close = True  # the rest of the body is still owed: never reused
         return raw
     except TimeoutError as exc:
         raise ReadTimeout("the server did not answer in time (timed out)") from exc
-    except (OSError, _ProtocolError) as exc:
+    except (OSError, ProtocolError) as exc:
         raise ReadError(str(exc) or type(exc).__name__) from exc
     except (ValueError, UnicodeEncodeError) as exc:  # an invalid method, URL or header
         raise TransportError(f"invalid request: {exc}") from exc
 
 
-def _send_or_answer(conn: _Connection, content: Content, length: str | None) -> bool:
+def _send_or_answer(conn: Connection, content: Content, length: str | None) -> bool:
     """Send the body; when the connection breaks meanwhile, a server that answered early (413
     from a proxy, 401) still has its say: True, and the answer is read."""
     try:
@@ -804,7 +804,7 @@ def _pieces(content: Iterable[bytes] | IO[bytes]) -> Iterable[bytes]:
     return content
 
 
-def _body(raw: _RawResponse, method: str) -> Iterator[bytes]:
+def _body(raw: RawResponse, method: str) -> Iterator[bytes]:
     """The body of ``raw`` in pieces of up to ``READ_SIZE``; a body that ends before its
     ``Content-Length`` (or inside a chunk) raises ``ReadError``."""
     while True:
@@ -812,7 +812,7 @@ def _body(raw: _RawResponse, method: str) -> Iterator[bytes]:
             chunk = raw.read1(READ_SIZE)
         except TimeoutError as exc:
             raise ReadTimeout("the body stopped arriving (timed out)") from exc
-        except (OSError, _ProtocolError, ValueError) as exc:
+        except (OSError, ProtocolError, ValueError) as exc:
             raise ReadError(f"the body broke off: {exc or type(exc).__name__}") from exc
         if not chunk:
             if raw.length:  # what Content-Length promised did not all arrive
