@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
@@ -67,6 +68,9 @@ _PULLED = "pulled"
 #: Prefix of the pseudo-compression of a row saying repository ``<host>/<repo>`` holds the
 #: blob (keyed and valued by the blob digest, like ``_PULLED``).
 _STORED_AT = "at:"
+#: Pseudo-compression of the row that says a local gzip blob is plain gzip, not eStargz
+#: (keyed and valued by the blob digest): its footer is not read again by later builds.
+_PLAIN_GZIP = "not-estargz"
 _UNKNOWN = object()
 _CHUNK = 1 << 20
 
@@ -228,6 +232,8 @@ class Blobs:
         info = BlobInfo(blob, hw.size, media)
         self.state.meta.put_blob(info)
         self.state.meta.put_variant(diff_id, compression, level, info)
+        if compression == "gzip":
+            self._mark_plain_gzip(blob, hw.size)
         return LayerRef(diff_id, blob, hw.size, media)
 
     # eStargz facts ----------------------------------------------------------------
@@ -254,6 +260,8 @@ class Blobs:
         if row is not None:
             extra = json.loads(row.media_type)
             facts = EStargzFacts(row.digest, Digest(extra["toc"]), row.size, Digest(extra["tar"]))
+        elif self.state.meta.variant(blob, _PLAIN_GZIP, None) is not None:
+            facts = None
         elif self.has_local(blob):
             facts = self._check_local(blob)
         else:
@@ -277,6 +285,7 @@ class Blobs:
                         "but has no valid eStargz footer and TOC",
                         reference="estargz-bad-footer",
                     )
+                self._mark_plain_gzip(blob, os.fstat(f.fileno()).st_size)
                 return None
             tar_hash = HashingWriter()
             info = verify_estargz(
@@ -289,6 +298,9 @@ class Blobs:
         facts = EStargzFacts.of(info, tar_hash.digest)
         self._remember(blob, facts)
         return facts
+
+    def _mark_plain_gzip(self, blob: Digest, size: int) -> None:
+        self.state.meta.put_variant(blob, _PLAIN_GZIP, None, BlobInfo(blob, size, ""))
 
     def _remember(self, blob: Digest, facts: EStargzFacts) -> None:
         extra = json.dumps({"toc": facts.toc_digest, "tar": facts.tar_diff_id}, sort_keys=True)
@@ -313,7 +325,7 @@ class Blobs:
         """A variant row of ``diff_id`` whose blob really unpacks to ``diff_id`` (an eStargz
         variant of a tar has the diff ID of its own stream) and is in the content store."""
         if (
-            comp in (_FACTS, _PULLED)
+            comp in (_FACTS, _PULLED, _PLAIN_GZIP)
             or comp.startswith(_STORED_AT)
             or not self.has_local(info.digest)
         ):

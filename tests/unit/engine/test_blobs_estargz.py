@@ -247,3 +247,29 @@ def test_cache_to_accepts_estargz_with_gzip_levels() -> None:
     assert (opts.compression, opts.compression_level) == ("estargz", 9)
     with pytest.raises(UsageError, match="out of range"):
         parse_cache_to("type=local,dest=/x,compression=estargz,compression-level=10")
+
+
+def test_plain_gzip_verdict_is_kept_on_the_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A downloaded plain gzip blob's footer is read once: a later build on the same root
+    knows from the metadata that it is not eStargz (and a layer mason made is known as such)."""
+    tar = _layer_tar()
+    data = gzip.compress(tar, mtime=0)
+    with StateRoot.open(tmp_path) as st:
+        blobs = Blobs(st)
+        pulled = _remote(blobs, data, sha256_bytes(tar))
+        with blobs.open_uncompressed(pulled):
+            pass
+        assert blobs.compression_of(pulled) == "gzip"
+        made = _stored(blobs)
+    with StateRoot.open(tmp_path) as st:
+        later = Blobs(st)
+
+        def no_read(*_args: object, **_kwargs: object) -> None:
+            raise AssertionError("the blob was read again")
+
+        monkeypatch.setattr(Blobs, "_check_local", no_read)
+        assert later.compression_of(pulled) == "gzip"
+        assert later.compression_of(made) == "gzip"
+        assert later.estargz_facts(made.blob) is None
