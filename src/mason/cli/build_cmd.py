@@ -236,7 +236,14 @@ def _snapshotter(flag: str | None, env: dict[str, str]) -> str:
 
 def run_build(args: argparse.Namespace) -> int:
     _preflight(args)
+    mode = "quiet" if args.quiet else args.progress
     early = _early_pings(args) if args.call == "build" else None
+    from mason.cli.rebuild import prepare_rebuild
+
+    rebuild = prepare_rebuild(args, mode, args.context != "-" and not _may_be_remote(args.context))
+    if rebuild is not None and (memo := rebuild.replay(early)) is not None:
+        sys.stderr.write(memo["progress"])  # an unchanged rebuild (mason.engine.rebuilds)
+        return _report_outcome(args, _Replayed(memo["image_digest"], memo["metadata"]), mode)
     from mason.cli.progress_render import make_renderer
 
     opts = _build_options(args)
@@ -244,14 +251,42 @@ def run_build(args: argparse.Namespace) -> int:
         from mason.cli.early_reads import start_reads
 
         early = start_reads(opts, early)
-    mode = "quiet" if args.quiet else args.progress
-    renderer = make_renderer(mode, sys.stderr)
-    if args.call == "check":
-        return _run_check(opts, renderer)
-    outcome = _build(opts, renderer, mode, early)
+    if rebuild is None:
+        renderer = make_renderer(mode, sys.stderr)
+        if args.call == "check":
+            return _run_check(opts, renderer)
+        outcome = _build(opts, renderer, mode, early)
+    else:
+        outcome = _build_recorded(opts, mode, early, rebuild, args.tags)
     if isinstance(outcome, int):
         return outcome
     return _report_outcome(args, outcome, mode)
+
+
+class _Replayed:
+    """What ``_report_outcome`` reports of a memoised build."""
+
+    def __init__(self, image_digest: str, metadata: dict[str, Any]) -> None:
+        self.image_digest = image_digest
+        self.metadata = metadata
+
+
+def _build_recorded(opts: Any, mode: str, early: Any, rebuild: Any, names: list[str]) -> Any:
+    """``_build`` with its progress text kept, and its memo recorded when it may answer the
+    next identical build."""
+    from mason.cli.progress_render import make_renderer
+    from mason.cli.rebuild import Tee
+
+    stderr = sys.stderr
+    tee = Tee(stderr)
+    sys.stderr = tee.as_stream()  # the check summary prints to sys.stderr
+    try:
+        outcome = _build(opts, make_renderer(mode, tee.as_stream()), mode, early)
+    finally:
+        sys.stderr = stderr
+    if not isinstance(outcome, int):
+        rebuild.record(outcome, tee.text(), names)
+    return outcome
 
 
 def _preflight(args: argparse.Namespace) -> None:

@@ -159,14 +159,13 @@ def _inspect(args: argparse.Namespace) -> int:
                 hint="a local cache is a directory with index.json; a registry cache is a REF",
             )
         [options] = parse_cache_from(target)
-        from mason.registry.auth import CredentialStore
         from mason.registry.client import RegistryClient
 
-        credentials = CredentialStore.from_environment(
-            os.environ.get("DOCKER_CONFIG"), os.environ.get("REGISTRY_AUTH_FILE")
-        )
-        with RegistryClient(
-            credentials, insecure_hosts=args.insecure, ca_file=args.ca_file
+        with RegistryClient.for_user(
+            os.environ.get("DOCKER_CONFIG"),
+            os.environ.get("REGISTRY_AUTH_FILE"),
+            insecure_hosts=args.insecure,
+            ca_file=args.ca_file,
         ) as client:
             source = load_cache_source(options, client)
     if source.warning or source.missing:  # inspecting is not a build: nothing there is an error

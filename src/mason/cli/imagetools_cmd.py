@@ -63,20 +63,14 @@ def register(subparsers: Any) -> None:
 
 def registry_client(args: argparse.Namespace, max_workers: int = 4) -> RegistryClient:
     """A client with the user's credentials, registries.conf, ``--insecure`` and ``--ca-file``."""
-    from mason.registry.auth import CredentialStore
     from mason.registry.client import RegistryClient
 
-    credentials = CredentialStore.from_environment(
-        os.environ.get("DOCKER_CONFIG"), os.environ.get("REGISTRY_AUTH_FILE")
-    )
-    from mason.registry.regconf import load_registries_conf
-
-    return RegistryClient(
-        credentials,
+    return RegistryClient.for_user(
+        os.environ.get("DOCKER_CONFIG"),
+        os.environ.get("REGISTRY_AUTH_FILE"),
         insecure_hosts=args.insecure,
         ca_file=args.ca_file,
         max_workers=max_workers,
-        registries=load_registries_conf(),
     )
 
 

@@ -25,7 +25,7 @@ from mason.engine.blobs import Blobs, RemoteLocation
 from mason.engine.context import DockerIgnore
 from mason.engine.convert import ConvertedBuild, ResolvedImage, convert_plan, final_config
 from mason.engine.exporters import ExportedImage, ExportedIndex, ImageResult, export_outputs
-from mason.engine.ops import BuildEnv, LocalResultStore, StepResult
+from mason.engine.ops import BuildEnv, ExecOp, FileOp, LocalResultStore, StepResult
 from mason.engine.options import BuildOptions, predefined_args, read_dockerfile
 from mason.engine.snapshots import Snapshotter
 from mason.engine.sshagent import ssh_agents
@@ -54,6 +54,12 @@ class BuildOutcome(Struct):
     downloaded_blobs: list[Digest] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: every image reference resolved by tag (base images, ``COPY --from`` images) -> the digest
+    #: its tag named (an index's when it is one)
+    resolved_tags: dict[str, str] = field(default_factory=dict)
+    #: the steps read something besides the context, the Dockerfile and those images (ADD of a
+    #: URL or a git repository, a named directory context)
+    outside_inputs: bool = False
 
 
 class _Task:
@@ -186,6 +192,8 @@ class _Resolver:
         #: several target platforms: "[linux/arm64 internal] load metadata for ..." (BuildKit)
         self.multi = multi
         self._memo: dict[tuple[str, str], ResolvedImage] = {}
+        #: reference -> the digest its tag named, for every reference resolved by tag
+        self.tags: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def __call__(self, ref_text: str, platform_text: str) -> ResolvedImage:
@@ -295,6 +303,9 @@ class _Resolver:
                 self.state.store.put_bytes(fetched.raw)  # appeared since the HEAD
                 head = fetched.descriptor()
             digest = head.digest
+        if ref.digest is None:
+            with self._lock:
+                self.tags[str(ref)] = digest
         raw, media_type, digest = self._get_doc(ref, digest)
         doc = parse_manifest(raw, media_type)
         if isinstance(doc, ImageIndex):
@@ -387,18 +398,15 @@ def _build_client(opts: BuildOptions, early: Any = None) -> Any:
     """The registry client of a build: credentials, insecure hosts, registries.conf, the
     pings the command line sent before the engine was imported (``mason.registry.early``)."""
     from mason.cache.options import insecure_hosts
-    from mason.registry.auth import CredentialStore
     from mason.registry.client import RegistryClient
-    from mason.registry.regconf import load_registries_conf
 
-    creds = CredentialStore.from_environment(opts.docker_config_dir, opts.registry_auth_file)
     insecure = [
         *opts.insecure_registries,
         *sorted(insecure_hosts((*opts.cache_to, *opts.cache_from))),
         *_insecure_outputs(opts),
     ]
-    return RegistryClient(
-        credentials=creds, insecure_hosts=insecure, registries=load_registries_conf(), early=early
+    return RegistryClient.for_user(
+        opts.docker_config_dir, opts.registry_auth_file, insecure_hosts=insecure, early=early
     )
 
 
@@ -534,6 +542,8 @@ def _build_in(
     outcome = BuildOutcome(None, None, None, states=dict(adapter.states))
     outcome.cached_steps = sum(1 for s in adapter.states.values() if s == "cached")
     outcome.executed_steps = sum(1 for s in adapter.states.values() if s == "executed")
+    outcome.resolved_tags = dict(resolver.tags)
+    outcome.outside_inputs = any(_reads_outside(v.op) for sv in graph.vertices for v in sv.vertices)
     images = [
         _image_result(opts, graph, c, p, snapshots, blobs, epoch)
         for c, p in zip(converted, platforms, strict=True)
@@ -554,6 +564,17 @@ def _build_in(
     )
     outcome.downloaded_blobs = list(blobs.downloaded)
     return outcome
+
+
+def _reads_outside(op: Any) -> bool:
+    """Whether a step reads an input that is neither the context nor an image: ADD of a URL or
+    a git repository, a named directory context."""
+    if isinstance(op, FileOp):
+        a = op.action
+        return bool(a.urls or a.git or a.context)
+    if isinstance(op, ExecOp):
+        return any(m.context for m in op.mounts)
+    return False
 
 
 def _image_result(
@@ -946,16 +967,12 @@ def check(
     stages = plan.stages if opts.target else plan.all_stages
     own_client = client is None
     if client is None:
-        from mason.registry.auth import CredentialStore
         from mason.registry.client import RegistryClient
 
-        creds = CredentialStore.from_environment(opts.docker_config_dir, opts.registry_auth_file)
-        from mason.registry.regconf import load_registries_conf
-
-        client = RegistryClient(
-            credentials=creds,
-            insecure_hosts=list(opts.insecure_registries),
-            registries=load_registries_conf(),
+        client = RegistryClient.for_user(
+            opts.docker_config_dir,
+            opts.registry_auth_file,
+            insecure_hosts=opts.insecure_registries,
         )
     try:
         with StateRoot.open(root) as state:

@@ -30,14 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from mason.digest import Digest
+from mason.engine.racy import file_identity, racy_margin_ns, settled
 from mason.errors import MasonError
 
 __all__ = ["FileDigestCache", "RootDigests", "decode", "encode", "file_identity", "racy_margin_ns"]
 
-_SECOND = 1_000_000_000
-#: The smallest margin: a timestamp is the kernel's coarse clock, at most a tick (10 ms at
-#: HZ=100) behind the clock ``time.time_ns`` reads.
-_MIN_MARGIN = 50_000_000
 #: One entry: dev, ino, size, mtime_ns, ctime_ns, mode, the digest's 32 bytes, recorded_ns.
 _ENTRY = struct.Struct("<QQqqqQ32sq")
 _MAGIC = b"mason.filedigests.v1\0"
@@ -80,29 +77,6 @@ def decode(blob: Any) -> Entries:
     }
 
 
-def racy_margin_ns(st: os.stat_result) -> int:
-    """How much older than the recording moment the file's times must be to be trusted: twice
-    the timestamps' apparent granularity (the largest power of ten up to a second dividing
-    both: 2 s on a filesystem with whole seconds, FAT's 2 s included), at least 50 ms."""
-    unit = _SECOND
-    while unit > 1 and (st.st_mtime_ns % unit or st.st_ctime_ns % unit):
-        unit //= 10
-    return max(_MIN_MARGIN, 2 * unit)
-
-
-def file_identity(st: os.stat_result) -> tuple[int, int, int, int, int, int]:
-    """What an entry is keyed by: the file (device, inode) and every stat field a change of
-    its bytes or its header moves (size, mtime, ctime, mode)."""
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
-
-
-def _settled(st: os.stat_result, recorded_ns: int) -> bool:
-    """The file's times are safely older than ``recorded_ns`` (a clock read before its stat)."""
-    newest = max(st.st_mtime_ns, st.st_ctime_ns)
-    # most files are older than the largest margin: no need to work out theirs
-    return newest + 2 * _SECOND <= recorded_ns or newest + racy_margin_ns(st) <= recorded_ns
-
-
 class RootDigests:
     """The kept digests of one context directory: ``get`` and ``put`` by path below it.
 
@@ -136,7 +110,7 @@ class RootDigests:
         if packed is None:
             return None
         *identity, raw, recorded_ns = _ENTRY.unpack(packed)
-        if tuple(identity) != file_identity(st) or not _settled(st, recorded_ns):
+        if tuple(identity) != file_identity(st) or not settled(st, recorded_ns):
             return None
         return Digest("sha256:" + raw.hex())
 
@@ -162,7 +136,7 @@ class RootDigests:
         out: Entries = {}
         for rel, kind, st, digest, since_ns, after in reads:
             identity = file_identity(st)
-            if file_identity(after) != identity or not _settled(st, since_ns):
+            if file_identity(after) != identity or not settled(st, since_ns):
                 continue
             if digest.startswith("sha256:") and len(digest) == 71:
                 out[(rel, kind)] = _ENTRY.pack(*identity, bytes.fromhex(digest[7:]), since_ns)

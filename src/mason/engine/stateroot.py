@@ -266,7 +266,9 @@ class StateRoot:
                 hint="StateRoot.open(path, exclusive=True) waits for running builds",
             )
         from mason.engine.gc import PruneRule, plan_prune
+        from mason.engine.rebuilds import drop_memos
 
+        drop_memos(self.path)  # an unchanged rebuild's memo may name what is removed
         removed = freed = 0
         for orphan in self.untracked_snapshots():
             freed += _dir_size(orphan)

@@ -36,7 +36,7 @@ from mason.registry.auth import CredentialStore, pull_scope, push_scope
 from mason.registry.early import EarlyPings
 from mason.registry.errors import RegistryAuthError, RegistryError, RegistryNotFoundError
 from mason.registry.prefetch import Answer, first_bytes_range
-from mason.registry.regconf import RegistriesConf
+from mason.registry.regconf import RegistriesConf, load_registries_conf
 from mason.registry.transport import RETRY_STATUSES, RetryPolicy, Send, Transport
 from mason.registry.wire import Response, TransportError
 from mason.structs import Struct
@@ -479,6 +479,28 @@ class RegistryClient:
         #: per registry host, the smallest blob size a monolithic PUT was refused for (413)
         self._monolithic_limit: dict[str, int] = {}
 
+    @classmethod
+    def for_user(
+        cls,
+        docker_config_dir: str | None,
+        registry_auth_file: str | None,
+        *,
+        insecure_hosts: Iterable[str] = (),
+        ca_file: str | None = None,
+        max_workers: int = 4,
+        early: EarlyPings | None = None,
+    ) -> RegistryClient:
+        """A client as the user's commands talk: their credentials (Docker's config, containers'
+        auth.json) and registries.conf."""
+        return cls(
+            CredentialStore.from_environment(docker_config_dir, registry_auth_file),
+            insecure_hosts=insecure_hosts,
+            ca_file=ca_file,
+            max_workers=max_workers,
+            registries=load_registries_conf(),
+            early=early,
+        )
+
     @property
     def retry(self) -> RetryPolicy:
         return self._transport.retry
@@ -598,6 +620,11 @@ class RegistryClient:
 
     def head_manifest(self, ref: Reference) -> Descriptor | None:
         return self._pull(ref, self._head_manifest_at)
+
+    def head_pushed_manifest(self, ref: Reference) -> Descriptor | None:
+        """What ``ref`` names where a push writes it: its own registry, never a mirror."""
+        self._check_push(ref)
+        return self._head_manifest_at(ref)
 
     def _head_manifest_at(self, ref: Reference) -> Descriptor | None:
         try:
