@@ -200,8 +200,16 @@ def push_image(
     by_repo: dict[str, list[Reference]] = {}
     for r in refs:
         by_repo.setdefault(f"{r.registry}/{r.repository}", []).append(r)
+    images = exported.images if isinstance(exported, ExportedIndex) else (exported,)
+    what = "manifest list" if isinstance(exported, ExportedIndex) else "manifest"
+    if _maybe_pushed(blobs, images) and _already_pushed(client, exported.digest, refs):
+        # every name already holds this image (a rebuild from a cache): as containerd's
+        # pusher, nothing is sent; a registry holds every blob of a manifest it holds
+        log("pushing layers 0.0s done")
+        for r in refs:
+            log(f"pushing {what} for {r.repository_ref}:{r.tag or 'latest'}@{exported.digest} done")
+        return
     for targets in by_repo.values():
-        images = exported.images if isinstance(exported, ExportedIndex) else (exported,)
         for image in images:
             _push_one(blobs, client, image, targets[0], log, max_workers)
             if isinstance(exported, ExportedIndex):
@@ -216,8 +224,29 @@ def push_image(
             raw, media_type = exported.manifest.raw, exported.manifest.media_type
         for r in targets:
             client.put_manifest(r, raw, media_type)
-            what = "manifest list" if isinstance(exported, ExportedIndex) else "manifest"
             log(f"pushing {what} for {r.repository_ref}:{r.tag or 'latest'}@{exported.digest} done")
+
+
+def _maybe_pushed(blobs: Blobs, images: Sequence[ExportedImage]) -> bool:
+    """Whether every layer is known to be in some registry (pulled, or stored by an export):
+    only then can the image already be where it goes (a new layer means a new manifest)."""
+    return all(
+        lr.blob is not None and blobs.mount_hints(lr.blob) for i in images for lr in i.layers
+    )
+
+
+def _already_pushed(client: Any, digest: Digest, refs: Sequence[Reference]) -> bool:
+    """Whether every ref already names ``digest`` (HEADs in parallel; an error is a no)."""
+    from mason.registry.errors import RegistryError
+
+    def names_it(ref: Reference) -> bool:
+        try:
+            found = client.head_pushed_manifest(ref)
+        except RegistryError:
+            return False
+        return found is not None and found.digest == digest
+
+    return all(client.map_bounded(names_it, list(refs)))
 
 
 def _push_one(

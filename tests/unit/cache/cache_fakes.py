@@ -8,9 +8,9 @@ import hashlib
 import io
 import itertools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, TypeVar
 
 import zstandard
 
@@ -21,6 +21,9 @@ from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, Descriptor
 from mason.oci.manifest import ImageIndex, ImageManifest, parse_manifest
 from mason.oci.reference import Reference
 from mason.registry.errors import RegistryError, RegistryNotFoundError
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class FakeRegistry:
@@ -65,6 +68,12 @@ class FakeRegistry:
         if found is None:
             return None
         return Descriptor(found[1], sha256_bytes(found[0]), len(found[0]))
+
+    def head_pushed_manifest(self, ref: Reference) -> Descriptor | None:
+        return self.head_manifest(ref)  # a fake has no mirrors
+
+    def map_bounded(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        return [fn(item) for item in items]
 
     def put_manifest(self, ref: Reference, manifest_raw: bytes, media_type: str) -> Digest:
         self._log("put_manifest", ref.repository, ref.identifier)

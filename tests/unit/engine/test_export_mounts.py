@@ -169,3 +169,25 @@ def test_pulled_layers_keep_their_compression_unless_forced(state: StateRoot) ->
             for lr in (base, made)
         ]
         assert [d.digest for d in descs] == [d.digest for d in media_types.manifest.layers]
+
+
+def test_a_push_the_registry_already_holds_sends_nothing(state: StateRoot) -> None:
+    """As containerd's pusher: when every layer is known in a registry and every name already
+    holds the manifest, one HEAD per name is all; when a name holds something else, or a
+    layer is new, the image is pushed."""
+    blobs, registry = Blobs(state), FakeRegistry()
+    lr = _made(blobs, "a")
+    _push(blobs, registry, _image(lr), "app")  # a new layer: no HEAD of the manifest first
+    assert [c[0] for c in registry.calls].count("head_manifest") == 0
+    registry.calls.clear()
+    _push(blobs, registry, _image(lr), "app")
+    assert [c[0] for c in registry.calls] == ["head_manifest"]
+
+    other = _made(blobs, "b")
+    _push(blobs, registry, _image(other), "app")  # the tag now names another image
+    registry.calls.clear()
+    _push(blobs, registry, _image(lr), "app")
+    ops = [c[0] for c in registry.calls]
+    assert ops[0] == "head_manifest" and "put_manifest" in ops
+    held = registry.head_manifest(Reference.parse(f"{REG}/app:latest"))
+    assert held is not None and held.digest == assemble_manifest(blobs, _image(lr)).digest
