@@ -28,12 +28,20 @@ def start_reads(opts: BuildOptions, pings: EarlyPings | None) -> EarlyPings | No
     caches: list[_Read] = [(c.ref, "") for c in opts.cache_from if c.ref is not None]
     pings = _start(caches, pings)  # before the Dockerfile is parsed: they need nothing of it
     images: list[_Read] = []
+    unpacks = False
     with contextlib.suppress(Exception):  # the build reads the Dockerfile and says what is wrong
-        images = _base_images(opts)
-    return _start(images, pings)
+        images, unpacks = _base_images(opts)
+    # with no cache to take steps from, a step that writes files unpacks its base: its layers
+    # are read while the engine imports (those the root lacks, within the budget)
+    budget = _LAYER_BUDGET if unpacks and not opts.cache_from else 0
+    return _start(images, pings, budget)
 
 
-def _start(reads: Iterable[_Read], pings: EarlyPings | None) -> EarlyPings | None:
+#: the bytes of base-image layers a build reads early, at most (held in memory until used)
+_LAYER_BUDGET = 16 * 1024 * 1024
+
+
+def _start(reads: Iterable[_Read], pings: EarlyPings | None, budget: int = 0) -> EarlyPings | None:
     from mason.cache.blobcheck import MAGIC_BYTES
     from mason.oci import mediatypes as mt
     from mason.registry.early import start_pings
@@ -44,16 +52,28 @@ def _start(reads: Iterable[_Read], pings: EarlyPings | None) -> EarlyPings | Non
             return None  # a proxy: the Transport goes through it, a bare socket would not
         if pings.prefetch is None:
             accept = ", ".join(mt.MANIFEST_MEDIA_TYPES)
-            pings.prefetch = Prefetch(pings, accept, peek_bytes=MAGIC_BYTES)
+            pings.prefetch = Prefetch(
+                pings, accept, peek_bytes=MAGIC_BYTES, layer_budget=budget, have=_stored
+            )
         pings.start(ref.api_host)
         pings.prefetch.start(ref.api_host, ref.repository, ref.identifier, platform)
     return pings
 
 
-def _base_images(opts: BuildOptions) -> list[_Read]:
-    """The image references the build's stages start from, with their platforms."""
+def _stored(digest: str) -> bool:
+    """Whether the build's root holds blob ``digest`` (read in a prefetch thread)."""
+    from mason.cli.state_cmd import resolve_root
+    from mason.digest import Digest
+    from mason.engine.stateroot import StateRoot
+
+    return StateRoot(resolve_root()).store.has(Digest(digest))
+
+
+def _base_images(opts: BuildOptions) -> tuple[list[_Read], bool]:
+    """The image references the build's stages start from, with their platforms; and whether
+    a stage writes files (RUN, COPY, ADD, WORKDIR: its base is unpacked when they run)."""
     if opts.build_contexts:  # a named context may stand in for an image
-        return []
+        return [], False
     from mason.dockerfile import parse_dockerfile
     from mason.dockerfile.stages import plan_build
     from mason.engine.options import predefined_args, read_dockerfile
@@ -62,6 +82,7 @@ def _base_images(opts: BuildOptions) -> list[_Read]:
     data, name, _ = read_dockerfile(opts)
     df = parse_dockerfile(data, name)
     reads: dict[_Read, None] = {}
+    writes = False
     for platform in opts.platforms or (host_platform(),):
         plan = plan_build(
             df,
@@ -72,4 +93,18 @@ def _base_images(opts: BuildOptions) -> list[_Read]:
         for ps in plan.stages:
             if ps.base.image is not None and not ps.base.is_scratch:
                 reads[(Reference.parse(ps.base.image), ps.platform or str(platform))] = None
-    return list(reads)
+            writes = writes or any(_writes_files(c) for c in ps.stage.commands)
+    return list(reads), writes
+
+
+def _writes_files(command: object) -> bool:
+    from mason.dockerfile.instructions import (
+        AddCommand,
+        CopyCommand,
+        RunCommand,
+        WorkdirCommand,
+    )
+
+    if isinstance(command, CopyCommand | AddCommand):
+        return not (command.link and not command.chmod)  # COPY --link needs no base
+    return isinstance(command, RunCommand | WorkdirCommand)

@@ -31,7 +31,6 @@ import functools
 import io
 import json
 import os
-import re
 import struct
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -45,6 +44,7 @@ from mason.compression.annotations import (
     ANNOTATION_UNCOMPRESSED_SIZE,
 )
 from mason.compression.errors import EStargzError
+from mason.compression.footer import FOOTER_SIZE, LEGACY_FOOTER_SIZE, parse_footer
 from mason.compression.gzip import BLOCK_SIZE, check_gzip_engine, check_gzip_level, gzip_member
 from mason.digest import Digest, HashingWriter, digest_of, new_sha256, sha256_bytes
 from mason.structs import Struct
@@ -70,8 +70,6 @@ __all__ = [
 
 TOC_TAR_NAME = "stargz.index.json"
 DEFAULT_CHUNK_SIZE = 4 << 20  # what BuildKit and the stargz tools use
-FOOTER_SIZE = 51
-LEGACY_FOOTER_SIZE = 47
 
 _EMPTY_DIGEST = sha256_bytes(b"")
 _READ = 1 << 20
@@ -500,44 +498,6 @@ def _finish_entry(e: dict[str, Any], offsets: list[int]) -> dict[str, Any]:
 
 
 # -- reading and verifying --------------------------------------------------------
-
-_FOOTER_PATTERN = re.compile(rb"^([0-9a-f]{16})STARGZ$")
-
-
-def parse_footer(tail: bytes) -> tuple[int, int]:
-    """``(toc_offset, footer_size)`` from the last bytes of a blob (51 suffice).
-
-    Accepts the eStargz footer and the legacy 47-byte stargz footer."""
-    if len(tail) >= FOOTER_SIZE:
-        f = tail[-FOOTER_SIZE:]
-        if (
-            f[:4] == b"\x1f\x8b\x08\x04"
-            and struct.unpack("<H", f[10:12])[0] == 26
-            and f[12:14] == b"SG"
-            and struct.unpack("<H", f[14:16])[0] == 22
-        ):
-            m = _FOOTER_PATTERN.match(f[16:38])
-            if m and _is_empty_gzip(f):
-                return int(m.group(1), 16), FOOTER_SIZE
-    if len(tail) >= LEGACY_FOOTER_SIZE:
-        f = tail[-LEGACY_FOOTER_SIZE:]
-        if f[:4] == b"\x1f\x8b\x08\x04" and struct.unpack("<H", f[10:12])[0] == 22:
-            m = _FOOTER_PATTERN.match(f[12:34])
-            if m and _is_empty_gzip(f):
-                return int(m.group(1), 16), LEGACY_FOOTER_SIZE
-    raise EStargzError(
-        "not an eStargz blob: bad footer (the last 51 bytes are not an empty gzip member "
-        "carrying the TOC offset and 'STARGZ')",
-        reference="estargz-bad-footer",
-    )
-
-
-def _is_empty_gzip(member: bytes) -> bool:
-    try:
-        d = zlib.decompressobj(31)
-        return d.decompress(member) == b"" and d.eof and not d.unused_data
-    except zlib.error:
-        return False
 
 
 def _blob_size(blob: BinaryIO) -> int:

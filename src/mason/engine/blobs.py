@@ -273,12 +273,10 @@ class Blobs:
     def _check_local(
         self, blob: Digest, expected: EStargzFacts | None = None
     ) -> EStargzFacts | None:
-        # the eStargz reader loads only when a blob is checked
-        from mason.compression.estargz import is_estargz, verify_estargz
-
         path = self.state.store.path(blob)
         with open(path, "rb") as f:
-            if not is_estargz(f):
+            # the eStargz reader loads only for a blob with the footer
+            if not _has_estargz_footer(f) or not _is_estargz(f):
                 if expected is not None:
                     raise EStargzError(
                         f"blob {blob} should be eStargz (its descriptor has a TOC digest) "
@@ -287,6 +285,8 @@ class Blobs:
                     )
                 self._mark_plain_gzip(blob, os.fstat(f.fileno()).st_size)
                 return None
+            from mason.compression.estargz import verify_estargz
+
             tar_hash = HashingWriter()
             info = verify_estargz(
                 f,
@@ -641,3 +641,25 @@ class Blobs:
             return self.state.store.open(local.blob, local.blob_size or None)
 
         return _open
+
+
+def _has_estargz_footer(f: BinaryIO) -> bool:
+    """Whether the blob open as ``f`` ends with an eStargz footer (read from its end)."""
+    from mason.compression.footer import FOOTER_SIZE, parse_footer
+
+    size = os.fstat(f.fileno()).st_size
+    f.seek(max(0, size - FOOTER_SIZE))
+    try:
+        parse_footer(f.read(FOOTER_SIZE))
+    except EStargzError:
+        return False
+    finally:
+        f.seek(0)
+    return True
+
+
+def _is_estargz(f: BinaryIO) -> bool:
+    """Whether the blob open as ``f`` has a valid footer and TOC (the eStargz reader's check)."""
+    from mason.compression.estargz import is_estargz
+
+    return is_estargz(f)

@@ -11,7 +11,11 @@ documents a build reads before anything else:
   ``ImageIndex.for_platform``, as the resolver chooses), then the image config;
 - a cache's layer blobs (at most ``_PEEKS``): their first bytes, the ranged read a cache hit
   makes to check how its blob starts (``mason.cache.blobcheck``), the requests pipelined on
-  the kept connection after the documents.
+  the kept connection after the documents;
+- with a ``layer_budget`` (a build that will unpack its base images: no cache to take steps
+  from), a base image's layer blobs, whole, after its config, when together they fit the
+  budget and ``have`` says the build's root lacks them: the download a cold build's first
+  step waits for, done while the engine imports.
 
 The answers are kept raw (headers and body of a ``200``) and handed out once by ``take``;
 ``RegistryClient`` verifies them as it verifies its own responses (the manifest's digest
@@ -82,15 +86,16 @@ class _Connection:
             sock = self._pings.context().wrap_socket(sock, server_hostname=name)
         return Connection(sock)
 
-    def get(self, path: str, accept: str) -> Answer | None:
-        """``GET path``; the answer when it is a ``200`` with a plain body of a known length."""
+    def get(self, path: str, accept: str, cap: int = _BODY_CAP) -> Answer | None:
+        """``GET path``; the answer when it is a ``200`` with a plain body of a known length
+        of at most ``cap`` bytes."""
         answers: list[Answer] = []
 
         def take(answer: Answer) -> bool:
             answers.append(answer)
             return True
 
-        self._exchange([(path, accept, "")], 200, _BODY_CAP, take)
+        self._exchange([(path, accept, "")], 200, cap, take)
         return answers[0] if answers else None
 
     def first_bytes(self, paths: list[str], n: int, got: Callable[[str, bytes], None]) -> None:
@@ -228,12 +233,23 @@ class Prefetch:
     An answer is known by its host, path and variant: a manifest's ``Accept``, ``""`` for a
     whole blob, ``first_bytes_range(n)`` for a blob's first bytes."""
 
-    def __init__(self, pings: EarlyPings, manifest_accept: str, peek_bytes: int = 0) -> None:
+    def __init__(
+        self,
+        pings: EarlyPings,
+        manifest_accept: str,
+        peek_bytes: int = 0,
+        layer_budget: int = 0,
+        have: Callable[[str], bool] | None = None,
+    ) -> None:
         self._pings = pings
         #: the Accept of a manifest GET (the client takes an answer only for the same)
         self.manifest_accept = manifest_accept
         #: how many first bytes of a cache's layer blobs to read early (0: none)
         self.peek_bytes = peek_bytes
+        #: the bytes of a base image's layers read whole early, at most (0: none)
+        self.layer_budget = layer_budget
+        #: whether the build already holds a blob (by digest): not read early then
+        self._have = have or (lambda _digest: False)
         self._lock = threading.Lock()
         self._expected: dict[tuple[str, str, str], threading.Event] = {}
         self._answers: dict[tuple[str, str, str], Answer] = {}
@@ -286,6 +302,7 @@ class Prefetch:
     def _run(self, host: str, repository: str, path: str, platform: str) -> None:
         # every (path, variant) expected by this thread is settled, whatever happens
         pending = [(path, self.manifest_accept)]
+        caps: dict[str, int] = {}  # a layer blob's path: its size (a document's cap is the default)
         peeks: list[str] = []
         peek = first_bytes_range(self.peek_bytes)
 
@@ -299,12 +316,17 @@ class Prefetch:
                 return  # no answer, or the registry asks for credentials: the client's reads
             connection = _Connection(host, ping.scheme, self._pings)
             while pending:
-                answer = connection.get(*pending[0])
+                answer = connection.get(*pending[0], caps.get(pending[0][0], _BODY_CAP))
                 if answer is None:
                     return
                 doc = _document(answer) if "/manifests/" in pending[0][0] else None
                 if doc is not None:  # what follows is expected before this answer is out
-                    for next_path in self._following(answer, doc, repository, platform):
+                    following = self._following(answer, doc, repository, platform)
+                    if platform and "config" in doc:
+                        base = self._base_layers(doc, repository)
+                        caps.update(base)
+                        following += list(base)
+                    for next_path in following:
                         variant = "" if "/blobs/" in next_path else self.manifest_accept
                         if self._expect(host, next_path, variant):
                             pending.append((next_path, variant))
@@ -345,6 +367,21 @@ class Prefetch:
                     return [f"/v2/{repository}/blobs/{digest}"] if digest else []
             return []
         return self._platform_entry(answer, repository, platform)
+
+    def _base_layers(self, doc: dict[str, object], repository: str) -> dict[str, int]:
+        """An image manifest's layer blobs the build lacks (path -> size), when together they
+        fit ``layer_budget``; else none."""
+        if not self.layer_budget or not isinstance(layers := doc.get("layers"), list):
+            return {}
+        wanted: dict[str, int] = {}
+        for entry in layers:
+            digest = _sha256(entry.get("digest")) if isinstance(entry, dict) else None
+            size = entry.get("size") if isinstance(entry, dict) else None
+            if digest is None or not isinstance(size, int) or size < 0:
+                return {}
+            if not self._have(digest):
+                wanted[f"/v2/{repository}/blobs/{digest}"] = size
+        return wanted if sum(wanted.values()) <= self.layer_budget else {}
 
     @staticmethod
     def _platform_entry(answer: Answer, repository: str, platform: str) -> list[str]:

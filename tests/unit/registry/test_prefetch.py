@@ -91,16 +91,27 @@ def _host(srv: _Server) -> str:
     return f"127.0.0.1:{srv.server_address[1]}"
 
 
-def _image(srv: _Server, repo: str, tag: str, config: bytes = b'{"rootfs":{}}') -> Descriptor:
-    """An image manifest under ``tag`` and its config; the config's descriptor."""
+def _image(
+    srv: _Server,
+    repo: str,
+    tag: str,
+    config: bytes = b'{"rootfs":{}}',
+    layers: tuple[bytes, ...] = (),
+) -> Descriptor:
+    """An image manifest under ``tag``, its config and ``layers``; the config's descriptor."""
     cfg = Descriptor(mt.OCI_CONFIG, sha256_bytes(config), len(config))
     srv.documents[f"/v2/{repo}/blobs/{cfg.digest}"] = (200, {}, config)
+    for layer in layers:
+        srv.documents[f"/v2/{repo}/blobs/{sha256_bytes(layer)}"] = (200, {}, layer)
     manifest = json.dumps(
         {
             "schemaVersion": 2,
             "mediaType": mt.OCI_MANIFEST,
             "config": {"mediaType": cfg.media_type, "digest": cfg.digest, "size": cfg.size},
-            "layers": [],
+            "layers": [
+                {"mediaType": mt.OCI_LAYER_GZIP, "digest": sha256_bytes(b), "size": len(b)}
+                for b in layers
+            ],
         }
     ).encode()
     headers = {"Content-Type": mt.OCI_MANIFEST, "Docker-Content-Digest": sha256_bytes(manifest)}
@@ -382,11 +393,59 @@ def test_base_images_as_the_build_plans_them(tmp_path: Path) -> None:
         target="final",
         platforms=(Platform.parse("linux/amd64"),),
     )
-    reads = [(str(ref), platform) for ref, platform in _base_images(opts)]
-    assert reads == [
+    images, writes = _base_images(opts)
+    assert [(str(ref), platform) for ref, platform in images] == [
         ("r.lan:5000/base:1.2", "linux/amd64"),
         ("r.lan:5000/tool:latest", "linux/arm64"),
     ]
+    assert writes  # RUN: the base is unpacked
+
+
+@pytest.mark.parametrize(
+    ("steps", "writes"),
+    [
+        ('LABEL a=b\nCMD ["x"]\n', False),
+        ("COPY --link a /a\n", False),
+        ("COPY --link --chmod=755 a /a\n", True),  # --link is ignored with --chmod
+        ("WORKDIR /w\n", True),
+        ("ADD a /a\n", True),
+    ],
+)
+def test_which_builds_unpack_their_base(tmp_path: Path, steps: str, writes: bool) -> None:
+    (tmp_path / "Dockerfile").write_text(f"FROM r.lan:5000/base\n{steps}")
+    assert _base_images(BuildOptions(context=tmp_path))[1] is writes
+
+
+def test_a_base_images_layers_are_read_whole_within_the_budget(server: _Server) -> None:
+    layers = (b"one" * 300, b"two" * 300, b"three" * 300)
+    _image(server, "app", "v1", layers=layers)
+    held = {sha256_bytes(layers[2])}  # the build's root has it: not read
+    pings, host = _prefetch(server), _host(server)
+    pings.prefetch = Prefetch(
+        pings, _ACCEPT, layer_budget=len(layers[0]) + len(layers[1]), have=held.__contains__
+    )
+    pings.prefetch.start(host, "app", "v1", "linux/amd64")
+    paths = [f"/v2/app/blobs/{sha256_bytes(b)}" for b in layers]
+    _wait(pings, host, paths[1])
+    assert paths[:2] == server.requests[-2:] and paths[2] not in server.requests
+    early = list(server.requests)
+    with RegistryClient(early=pings) as client:
+        ref = Reference.parse(f"{host}/app:v1")
+        desc = Descriptor(mt.OCI_LAYER_GZIP, sha256_bytes(layers[0]), len(layers[0]))
+        with client.open_blob(ref, desc) as blob:
+            assert blob.read() == layers[0]
+    assert server.requests == early  # taken from what was read early
+
+
+def test_layers_over_the_budget_are_left_to_the_build(server: _Server) -> None:
+    layers = (b"one" * 300, b"two" * 300)
+    cfg = _image(server, "app", "v1", layers=layers)
+    pings, host = _prefetch(server), _host(server)
+    pings.prefetch = Prefetch(pings, _ACCEPT, layer_budget=len(layers[0]))
+    pings.prefetch.start(host, "app", "v1", "linux/amd64")
+    _wait(pings, host, f"/v2/app/blobs/{cfg.digest}")
+    time.sleep(0.05)
+    assert not any(f"/blobs/{sha256_bytes(b)}" in r for b in layers for r in server.requests)
 
 
 def test_a_bad_dockerfile_starts_only_the_cache_reads(tmp_path: Path, server: _Server) -> None:
