@@ -175,9 +175,19 @@ class _Applier:
         self._created: set[tuple[str, ...]] = set()
         self._dir_times: list[tuple[tuple[str, ...], int]] = []
         self._entry = ""
+        #: the last directory ``_dir`` resolved: its parts as named, an O_PATH fd of it and
+        #: its canonical parts. An entry changes only what is inside its parent directory,
+        #: so the next entry in the same directory (most are) finds it resolved as before.
+        self._last_dir: tuple[tuple[str, ...], int, tuple[str, ...]] | None = None
 
     def close(self) -> None:
+        self._forget_dir()
         self._fs.close()
+
+    def _forget_dir(self) -> None:
+        if self._last_dir is not None:
+            os.close(self._last_dir[1])
+            self._last_dir = None
 
     def _fail(self, reason: str, *, reference: str = "layer-entry-rejected") -> LayerError:
         return LayerError(
@@ -200,6 +210,7 @@ class _Applier:
                 reference="layer-needs-base",
             )
         merged = self._below()
+        self._forget_dir()
         self._fs.close()
         self._fs = _open_root(merged)
         self._mode = "flat"
@@ -208,15 +219,24 @@ class _Applier:
 
     @contextlib.contextmanager
     def _dir(
-        self, parts: tuple[str, ...], *, create: bool
+        self, parts: tuple[str, ...], *, create: bool, keep: bool = True
     ) -> Iterator[tuple[int, tuple[str, ...]] | None]:
         """An O_PATH fd of the directory ``parts`` names, resolved inside the root (symlinks
-        followed inside it), and its canonical parts; None if missing and not ``create``."""
+        followed inside it), and its canonical parts; None if missing and not ``create``.
+        ``keep``: remembered as the last directory (not where two are open at once)."""
+        if self._last_dir is not None and self._last_dir[0] == parts:
+            yield self._last_dir[1], self._last_dir[2]
+            return
         resolved = self._resolve_dir(parts, create=create)
         if resolved is None:
             yield None
             return
         fd = self._fs.open_dir(resolved)
+        if keep:
+            self._forget_dir()
+            self._last_dir = (parts, fd, resolved.parts)
+            yield fd, resolved.parts
+            return
         try:
             yield fd, resolved.parts
         finally:
@@ -454,8 +474,10 @@ class _Applier:
         if not target:
             raise self._fail("hardlink to the root directory", reference="layer-path-escape")
         # As for entries: the target's directory is resolved inside the root, its last
-        # component is not followed (a link to a symlink links the symlink).
-        with self._dir(target[:-1], create=False) as tfound:
+        # component is not followed (a link to a symlink links the symlink). A hardlink may
+        # replace a directory outside its own: the last directory is resolved anew after it.
+        self._forget_dir()
+        with self._dir(target[:-1], create=False, keep=False) as tfound:
             tst = _lstat(tfound[0], target[-1]) if tfound is not None else None
             if tfound is None or tst is None or (self._strict and is_whiteout_device(tst)):
                 if self._strict:
@@ -467,7 +489,7 @@ class _Applier:
             if stat.S_ISDIR(tst.st_mode):
                 raise self._fail(f"hardlink target {member.linkname!r} is a directory")
             tfd, tparts = tfound
-            with self._dir(parts[:-1], create=True) as found:
+            with self._dir(parts[:-1], create=True, keep=False) as found:
                 assert found is not None
                 pfd, pparts = found
                 path = (*pparts, parts[-1])

@@ -353,3 +353,22 @@ def test_xattrs_steering_overlayfs_are_dropped(tmp_path: Path) -> None:
     names = os.listxattr(tmp_path / "dir")
     assert "user.ok" in names
     assert not any("overlay" in n for n in names)
+
+
+@pytest.mark.parametrize("mode", ["flat", "overlay"])
+def test_a_directory_replaced_by_a_hardlink_is_not_written_into(tmp_path: Path, mode: str) -> None:
+    """Entries in one directory reuse its resolution; a hardlink that replaces that directory
+    (from its parent) makes the next entry there resolve it anew: not a directory any more."""
+    root = tmp_path / "root"
+    root.mkdir()
+    tar = make_tar(
+        (entry("f"), b"f"),
+        (entry("a/", tarfile.DIRTYPE, mode=0o755), None),
+        (entry("a/b/", tarfile.DIRTYPE, mode=0o755), None),
+        (entry("a/b/x"), b"x"),  # a/b is the directory last resolved
+        (entry("a/b", tarfile.LNKTYPE, linkname="f"), None),
+        (entry("a/b/y"), b"y"),
+    )
+    with pytest.raises(LayerError, match=r"not a directory|reaches into the layers below"):
+        apply_layer(tar, str(root), mode=mode)  # type: ignore[arg-type]
+    assert (root / "a" / "b").is_file() and not (root / "a" / "y").exists()
