@@ -34,7 +34,6 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 from mason.compression import _tar
@@ -47,6 +46,7 @@ from mason.compression.errors import EStargzError
 from mason.compression.footer import FOOTER_SIZE, LEGACY_FOOTER_SIZE, parse_footer
 from mason.compression.gzip import BLOCK_SIZE, check_gzip_engine, check_gzip_level, gzip_member
 from mason.digest import Digest, HashingWriter, digest_of, new_sha256, sha256_bytes
+from mason.futures import Future, ThreadPoolExecutor
 from mason.structs import Struct
 
 __all__ = [

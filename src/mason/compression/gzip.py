@@ -35,12 +35,12 @@ import os
 import struct
 import zlib
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from types import ModuleType
 from typing import Any, BinaryIO
 
 from mason.compression.errors import CompressionError
 from mason.compression.kinds import get_compression
+from mason.futures import Future, ThreadPoolExecutor
 
 __all__ = [
     "BLOCK_SIZE",

@@ -17,12 +17,12 @@ import json
 import os
 import tarfile
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, BinaryIO
 
 from mason.digest import Digest, sha256_bytes
 from mason.engine.blobs import Blobs
 from mason.engine.state import LayerRef
+from mason.futures import Future, ThreadPoolExecutor
 from mason.oci import mediatypes as mt
 from mason.oci.descriptor import ANNOTATION_REF_NAME, Descriptor
 from mason.oci.manifest import build_index

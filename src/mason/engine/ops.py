@@ -48,6 +48,7 @@ from mason.engine.snapshots import Mounted, Snapshotter
 from mason.engine.state import LayerRef, StateRoot
 from mason.errors import BuildError
 from mason.fsroot import FsRoot, PathOutsideError, clean_path
+from mason.oci.atomic import temp_dir
 from mason.solver import CacheMap, ExecContext
 from mason.solver.keys import CacheKey
 from mason.structs import Struct, field
@@ -377,12 +378,11 @@ class ExecOp:
         rootfs: Path,
     ) -> None:
         import shutil
-        import tempfile
 
         from mason.executor import BindMount, CacheMount, ExecSpec, TmpfsMount
 
         env = self.env
-        scratch = Path(tempfile.mkdtemp(dir=env.state.tmp, prefix=f"{os.getpid()}-run-"))
+        scratch = env.state.temp_dir("run")
         stack.callback(shutil.rmtree, scratch, True)
         mounts: list[Any] = []
         secret_env: list[str] = []
@@ -463,13 +463,11 @@ class ExecOp:
         read-only mount of a context with no ``.dockerignore`` rules is the directory itself;
         otherwise a copy made by COPY's own rules, so that ignored files stay out (BuildKit
         never sends them) and an ``rw`` mount writes a throwaway copy, never the user's files."""
-        import tempfile
-
         root, ignore, what = self.env.source_root(m.context)
         if m.readonly and ignore.empty:
             return self._mount_source(root, m, what)
         (source,) = select_sources(root, [m.source or "."], ignore, what=what)
-        copy = Path(tempfile.mkdtemp(dir=scratch, prefix="context-"))
+        copy = Path(temp_dir(scratch, "context-"))
         name = "" if source.is_dir else os.path.basename(source.rel)
         copy_sources([source], copy, "/" + name, CopyOptions(), ignore, dest_is_dir_hint=False)
         if source.is_dir:
@@ -558,7 +556,6 @@ class ExecOp:
         content (as in BuildKit) and starts as a copy of it; any other new one starts with what
         an imported cache holds for its id (``engine.cachemounts``)."""
         import shutil
-        import tempfile
 
         ident = m.cache_id
         if seed_result is not None:
@@ -583,9 +580,7 @@ class ExecOp:
                 fcntl.flock(fd, fcntl.LOCK_EX if m.sharing == "locked" else fcntl.LOCK_SH)
             break
         if not d.exists():
-            tmp = Path(
-                tempfile.mkdtemp(dir=self.env.state.tmp, prefix=f"{os.getpid()}-cachemount-")
-            )
+            tmp = self.env.state.temp_dir("cachemount")
             try:
                 if seed is not None and seed.is_dir():
                     shutil.copytree(seed, tmp, symlinks=True, dirs_exist_ok=True)
@@ -743,7 +738,6 @@ class FileOp:
         """Download ``url`` once per build (the key needs its checksum, the copy its bytes). The
         file is named like BuildKit names it: the last element of the URL path, else __unnamed__."""
         import shutil
-        import tempfile
         import urllib.parse
 
         from mason.registry.errors import RegistryError
@@ -754,7 +748,7 @@ class FileOp:
                 return self._url_files[url]
             base = posixpath.basename(urllib.parse.urlsplit(url).path)
             name = base if base not in ("", ".", "/", "..") else "__unnamed__"
-            tmp = Path(tempfile.mkdtemp(dir=self.env.state.tmp, prefix=f"{os.getpid()}-url-"))
+            tmp = self.env.state.temp_dir("url")
             path = tmp / name
             try:
                 # the registry client's transport: retries, backoff, TLS settings, timeouts
@@ -806,11 +800,10 @@ class FileOp:
     def _add_git(self, rootfs: Path, dest: str, opts: CopyOptions) -> None:
         """ADD <git url>: the checkout's files (root-owned unless --chown) into ``dest``."""
         import shutil
-        import tempfile
 
         for ref in self.action.git:
             commit = self._git_commit(ref)
-            scratch = Path(tempfile.mkdtemp(dir=self.env.state.tmp, prefix=f"{os.getpid()}-git-"))
+            scratch = self.env.state.temp_dir("git")
             try:
                 tree = checkout(ref, commit, scratch)
                 excluded = DockerIgnore(list(self.action.exclude)) if self.action.exclude else None
@@ -845,7 +838,6 @@ class FileOp:
         rootfs: Path,
     ) -> None:
         import shutil
-        import tempfile
 
         env = self.env
         a = self.action
@@ -881,7 +873,7 @@ class FileOp:
                 self._add_urls(rootfs, dest, opts, dir_hint)
                 self._add_git(rootfs, dest, opts)
             elif a.kind == "inline":
-                tmp = Path(tempfile.mkdtemp(dir=env.state.tmp, prefix=f"{os.getpid()}-inline-"))
+                tmp = env.state.temp_dir("inline")
                 stack.callback(shutil.rmtree, tmp, True)
                 srcs = []
                 for i, (name, data) in enumerate(a.inline):

@@ -189,9 +189,10 @@ class StateRoot:
                 entry.unlink(missing_ok=True)
 
     def temp_dir(self, prefix: str) -> Path:
-        import tempfile
+        """A new private directory in the root's ``tmp/``, named for this process."""
+        from mason.oci.atomic import temp_dir
 
-        return Path(tempfile.mkdtemp(dir=self.tmp, prefix=f"{os.getpid()}-{prefix}-"))
+        return Path(temp_dir(self.tmp, f"{os.getpid()}-{prefix}-"))
 
     def close(self) -> None:
         if self._meta is not None:

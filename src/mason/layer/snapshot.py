@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, BinaryIO, Literal
 from mason.digest import sha256_bytes
 from mason.layer._fs import copy_tree, remove_tree
 from mason.layer.errors import LayerError
-from mason.oci.atomic import fsync_dir
+from mason.oci.atomic import fsync_dir, temp_dir
 from mason.structs import Struct, repr_without
 
 # start-up (issue 14): the layer tar reader and writers (tarfile) and ctypes (mount(2)) load
@@ -191,11 +191,9 @@ def _options_fit(options: str, count: int) -> bool:
 
 def overlay_supported(directory: str) -> str | None:
     """None if overlay mounts with upper dirs in ``directory`` work, else the reason."""
-    import tempfile
-
     if os.geteuid() != 0:
         return "not running as root"
-    probe = tempfile.mkdtemp(prefix=".probe-", dir=directory)
+    probe = temp_dir(directory, ".probe-")
     try:
         lower, upper, work, merged = (os.path.join(probe, n) for n in ("l", "u", "w", "m"))
         for d in (lower, upper, work, merged):

@@ -19,7 +19,7 @@ from mason.dockerfile import DockerfileError
 from mason.engine.cachemounts import CacheMounts
 from mason.engine.imageconfig import go_duration, go_healthcheck_text
 from mason.engine.ops import ExecOp, FileOp, MergeOp, MountPlan, StepResult
-from mason.engine.state import LayerRef
+from mason.engine.state import LayerRef, StateRoot
 from mason.solver import compute_key
 
 
@@ -130,7 +130,7 @@ def test_go_durations() -> None:
 
 
 def _exec_op(tmp_path: Path) -> ExecOp:
-    state = SimpleNamespace(cachemounts_dir=tmp_path / "cachemounts", tmp=tmp_path / "tmp")
+    state = StateRoot(tmp_path)  # not opened: its directories and temp_dir only
     state.tmp.mkdir(exist_ok=True)
     env: Any = SimpleNamespace(state=state, cache_mounts=CacheMounts())
     return ExecOp(
