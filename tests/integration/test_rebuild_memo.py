@@ -9,6 +9,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from tests.support.cachebuild import Build
 from tests.support.cli import expect_ok, mason, mason_build
 from tests.support.registry_server import RegistryServer, count_requests
@@ -66,12 +67,17 @@ def _copy(root: Path, src: str, dst: str) -> None:
     expect_ok(mason(root, "imagetools", "copy", f"docker://{src}", f"docker://{dst}"))
 
 
-def test_unchanged_rebuild_is_answered_from_its_memo(
-    tmp_path: Path, registry: RegistryServer, busybox_image: str, reg: str
-) -> None:
+@pytest.fixture
+def setup(tmp_path: Path, registry: RegistryServer, busybox_image: str, reg: str) -> _Setup:
+    """A context on a base of its own (a copy of busybox), settled."""
     s = _Setup(tmp_path, registry, f"{reg}/base:latest", f"{reg}/app:1")
     _copy(s.root, busybox_image, s.base)
     s.settle()
+    return s
+
+
+def test_unchanged_rebuild_is_answered_from_its_memo(setup: _Setup) -> None:
+    s = setup
     cold, cold_meta, _ = s.build()
     assert Build(0, cold).ran and not (s.root / MEMO_DIR).exists()  # steps ran: no memo
     s.settle()
@@ -95,11 +101,9 @@ def _state(root: Path) -> dict[str, tuple[int, int]]:
 
 
 def test_a_rebuild_runs_when_what_it_depends_on_changed(
-    tmp_path: Path, registry: RegistryServer, busybox_image: str, reg: str
+    setup: _Setup, busybox_image: str, reg: str
 ) -> None:
-    s = _Setup(tmp_path, registry, f"{reg}/base:latest", f"{reg}/app:1")
-    _copy(s.root, busybox_image, s.base)
-    s.settle()
+    s = setup
     s.build()
     s.settle()
     _, first, _ = s.build()
