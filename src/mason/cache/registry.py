@@ -351,12 +351,14 @@ def export_registry_cache(
 
 #: How many times an export merges again with a concurrent writer's cache before giving up.
 _MERGE_ATTEMPTS = 8
-#: A merged write is read back after a wait with jitter (once; twice in a row after a
-#: re-merge), later than another writer's HEAD-to-PUT gap, whose PUT would otherwise replace
-#: ours unseen: each wait is ``_SETTLE_FACTOR`` times this writer's own gap (its HEAD and PUT,
-#: on the same registry) times 1-2, at least ``_SETTLE_MIN`` and at most ``_SETTLE_SECONDS``
-#: (issue 14: a fixed 0.15 s, twice, was most of a small build's cache export on a registry
-#: that answers in milliseconds; a second read with no race seen was ~30 ms more).
+#: A merged write is read back after a wait (once; twice in a row after a re-merge), later
+#: than another writer's HEAD-to-PUT gap, whose PUT would otherwise replace ours unseen: the
+#: wait is ``_SETTLE_FACTOR`` times this writer's own gap (its HEAD and PUT, on the same
+#: registry), at least ``_SETTLE_MIN`` and at most ``_SETTLE_SECONDS``; once writers were seen
+#: racing, each wait is that times 1-2 (jitter, so that they do not re-read in lockstep).
+#: Issue 14: a fixed 0.15 s, twice, was most of a small build's cache export on a registry
+#: that answers in milliseconds; a second read with no race seen was ~30 ms more, and the
+#: jitter on the first wait ~15 ms more (its length, not its jitter, is the guarantee).
 _SETTLE_SECONDS = 0.15
 _SETTLE_MIN = 0.02
 _SETTLE_FACTOR = 2.0
@@ -536,7 +538,7 @@ class _Writer(Struct):
         steady, wanted = 0, 1
         delay = min(_SETTLE_SECONDS, max(_SETTLE_MIN, _SETTLE_FACTOR * self.gap))
         for _attempt in range(_MERGE_ATTEMPTS):
-            time.sleep(delay * (1 + random.random()))
+            time.sleep(delay if wanted == 1 else delay * (1 + random.random()))
             if result.manifest is not None and self._holds(result.manifest.digest):
                 steady += 1  # our own document is still the ref's: nobody wrote meanwhile
                 if steady == wanted:
