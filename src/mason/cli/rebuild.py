@@ -26,15 +26,26 @@ __all__ = ["Rebuild", "Tee", "prepare_rebuild"]
 _SHELL_VARIABLES = frozenset({"_", "OLDPWD", "PWD", "SHLVL"})
 
 
+#: the most progress text a build keeps for its memo: a fully cached build prints a few KiB;
+#: one that printed more ran steps (no memo), and its logs are not held in memory
+_KEPT_TEXT = 1 << 20
+
+
 class Tee:
-    """A text stream that writes through to ``stream`` and keeps what was written."""
+    """A text stream that writes through to ``stream`` and keeps what was written (up to
+    ``_KEPT_TEXT`` characters: past it, nothing)."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.parts: list[str] = []
+        self._kept = 0
 
     def write(self, text: str) -> int:
-        self.parts.append(text)
+        if self._kept <= _KEPT_TEXT:
+            self._kept += len(text)
+            self.parts.append(text)
+            if self._kept > _KEPT_TEXT:
+                self.parts.clear()
         return self.stream.write(text)
 
     def flush(self) -> None:
@@ -50,8 +61,9 @@ class Tee:
     def encoding(self) -> str:
         return self.stream.encoding
 
-    def text(self) -> str:
-        return "".join(self.parts)
+    def text(self) -> str | None:
+        """What was written, or None when it was more than is kept."""
+        return None if self._kept > _KEPT_TEXT else "".join(self.parts)
 
     def as_stream(self) -> TextIO:
         """This tee where a ``TextIO`` is asked for (it has what a renderer and print use)."""
@@ -88,12 +100,18 @@ class Rebuild:
         except (MasonError, OSError, ValueError):
             return None
 
-    def record(self, outcome: Any, progress: str, names: list[str]) -> None:
+    def record(self, outcome: Any, progress: str | None, names: list[str]) -> None:
         """Keep ``outcome`` for the next identical build when it may answer one: no step ran,
-        nothing outside the context and images was read, the context was settled."""
+        nothing outside the context and images was read, the context was settled (and its
+        progress text was kept)."""
         from mason.engine.rebuilds import context_fingerprint, save_memo
 
-        if outcome.executed_steps or outcome.outside_inputs or not outcome.image_digest:
+        if (
+            progress is None
+            or outcome.executed_steps
+            or outcome.outside_inputs
+            or not outcome.image_digest
+        ):
             return
         fingerprint = context_fingerprint(self.context, self.dockerfile, self.started_ns)
         if fingerprint is None:
