@@ -246,7 +246,8 @@ class Prefetch:
         self.manifest_accept = manifest_accept
         #: how many first bytes of a cache's layer blobs to read early (0: none)
         self.peek_bytes = peek_bytes
-        #: the bytes of a base image's layers read whole early, at most (0: none)
+        #: the bytes of base images' layers read whole early, at most, all images together
+        #: (0: none); what is left of it
         self.layer_budget = layer_budget
         #: whether the build already holds a blob (by digest): not read early then
         self._have = have or (lambda _digest: False)
@@ -370,7 +371,7 @@ class Prefetch:
 
     def _base_layers(self, doc: dict[str, object], repository: str) -> dict[str, int]:
         """An image manifest's layer blobs the build lacks (path -> size), when together they
-        fit ``layer_budget``; else none."""
+        fit what is left of ``layer_budget`` (taken from it); else none."""
         if not self.layer_budget or not isinstance(layers := doc.get("layers"), list):
             return {}
         wanted: dict[str, int] = {}
@@ -381,7 +382,11 @@ class Prefetch:
                 return {}
             if not self._have(digest):
                 wanted[f"/v2/{repository}/blobs/{digest}"] = size
-        return wanted if sum(wanted.values()) <= self.layer_budget else {}
+        with self._lock:  # one budget for every image's reads
+            if sum(wanted.values()) > self.layer_budget:
+                return {}
+            self.layer_budget -= sum(wanted.values())
+        return wanted
 
     @staticmethod
     def _platform_entry(answer: Answer, repository: str, platform: str) -> list[str]:

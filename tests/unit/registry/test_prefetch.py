@@ -456,3 +456,17 @@ def test_a_bad_dockerfile_starts_only_the_cache_reads(tmp_path: Path, server: _S
     assert pings.prefetch.take(_host(server), "/v2/cache/manifests/latest", _ACCEPT) is None
     assert "/v2/cache/manifests/latest" in server.requests
     assert start_reads(BuildOptions(context=tmp_path), None) is None  # no registry: nothing
+
+
+def test_one_budget_serves_every_base_image(server: _Server) -> None:
+    first, second = (b"one" * 300,), (b"two" * 300,)
+    _image(server, "a", "v1", layers=first)
+    cfg = _image(server, "b", "v1", b'{"b":1}', layers=second)
+    pings, host = _prefetch(server), _host(server)
+    pings.prefetch = Prefetch(pings, _ACCEPT, layer_budget=len(first[0]) + 10)
+    pings.prefetch.start(host, "a", "v1", "linux/amd64")
+    _wait(pings, host, f"/v2/a/blobs/{sha256_bytes(first[0])}")
+    pings.prefetch.start(host, "b", "v1", "linux/amd64")
+    _wait(pings, host, f"/v2/b/blobs/{cfg.digest}")
+    time.sleep(0.05)
+    assert f"/v2/b/blobs/{sha256_bytes(second[0])}" not in server.requests  # the budget is spent
