@@ -179,6 +179,31 @@ def test_pulled_layers_with_whiteouts_mount_like_the_flat_tree(
     assert {"etc/.wh.hosts", "cache/.wh..wh..opq", "olddir/.wh..wh..opq"} <= names
 
 
+def test_a_whiteout_with_nothing_below_leaves_no_entry(overlay_root: Path) -> None:
+    """A layer that makes directory ``new`` and deletes ``new/x`` and ``etc/hosts``: where
+    ``new/x`` is nothing below, overlayfs would list a whiteout device in ``new`` (a
+    directory only this layer holds) that nothing can open; it is left out, as the flat
+    tree has nothing there, and that snapshot then holds on its parents only."""
+    snap = Snapshotter(str(overlay_root))
+    base, _ = snap.apply_layer([], _base_layer())
+    layer = make_tar(
+        (entry("new/", tarfile.DIRTYPE, mode=0o755), None),
+        (entry("new/.wh.x"), b""),
+        (entry("etc/", tarfile.DIRTYPE, mode=0o755), None),
+        (entry("etc/.wh.hosts"), b""),
+    )
+    top, _ = snap.apply_layer([base], layer)
+    with snap.view([base, top]) as view:
+        assert os.listdir(os.path.join(view, "new")) == []
+        assert "hosts" not in os.listdir(os.path.join(view, "etc"))
+    assert snap.info(top).parents == (base,)  # valid on this chain only
+    plain = make_tar(
+        (entry("etc/", tarfile.DIRTYPE, mode=0o755), None), (entry("etc/.wh.hosts"), b"")
+    )
+    shared, _ = snap.apply_layer([base], plain)
+    assert snap.info(shared).parents == ()  # every whiteout hid something: any chain
+
+
 def test_long_stacks_are_flattened_to_fit_one_mount(tmp_path: Path) -> None:
     # A long root path makes every lowerdir long, so ~20 layers overflow the
     # one-page option string and force flattening.

@@ -42,7 +42,7 @@ import shutil
 import stat
 import tarfile
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO, Literal, cast
+from typing import Any, BinaryIO, Literal, Protocol, cast
 
 from mason.digest import digest_of, new_sha256
 from mason.fsroot import FsRoot, PathOutsideError, ResolvedPath
@@ -50,7 +50,7 @@ from mason.layer._fs import is_overlay_xattr, is_whiteout_device
 from mason.layer.diff import OPAQUE_MARKER, WHITEOUT_PREFIX, LayerInfo
 from mason.layer.errors import LayerError
 
-__all__ = ["ApplyMode", "apply_layer"]
+__all__ = ["ApplyMode", "LowerView", "apply_layer"]
 
 ApplyMode = Literal["flat", "overlay"]
 
@@ -86,6 +86,7 @@ def apply_layer(
     preserve_owners: bool | None = None,
     overlay_xattr_prefix: str = "trusted.overlay.",
     below: Callable[[], str] | None = None,
+    lower: LowerView | None = None,
 ) -> LayerInfo:
     """Apply the uncompressed layer tar read from ``stream`` to directory ``root``.
 
@@ -94,6 +95,10 @@ def apply_layer(
     on the layers below ``root``; it returns a directory showing those layers merged with
     ``root`` (an overlay mount with ``root`` as its upper dir), and that entry and every
     later one are applied there in flat mode. Without it such an entry is a ``LayerError``.
+    ``lower`` (overlay mode): the layers below alone, asked whether a whiteout's target exists
+    there: a whiteout device where nothing is below would be listed by overlayfs in a
+    directory only this layer holds, so such a whiteout is left out (and ``lower`` told: the
+    result then holds only on those layers). Without it every whiteout is recorded.
     Returns the diff ID and size of the tar as read (the whole stream is
     consumed). Raises ``LayerError`` for a corrupt or malicious tar; entries
     before the bad one stay applied, so callers apply into a directory they can
@@ -110,6 +115,7 @@ def apply_layer(
         preserve_owners=is_root if preserve_owners is None else preserve_owners,
         prefix=overlay_xattr_prefix,
         below=below,
+        lower=lower,
     )
     try:
         with tarfile.open(
@@ -140,6 +146,18 @@ def _split(name: str, what: str) -> tuple[str, ...]:
     return parts
 
 
+class LowerView(Protocol):
+    """The layers below an overlay-form apply, for its whiteouts (``apply_layer``'s ``lower``)."""
+
+    def path(self) -> str | None:
+        """A read-only directory showing them merged (None: there are none)."""
+        ...
+
+    def left_out(self) -> None:
+        """A whiteout was left out for want of a target below: the result holds on them only."""
+        ...
+
+
 class _NeedsBase(Exception):
     """Overlay mode: the entry's effect depends on the layers below this one."""
 
@@ -161,6 +179,7 @@ class _Applier:
         preserve_owners: bool,
         prefix: str,
         below: Callable[[], str] | None,
+        lower: LowerView | None = None,
     ) -> None:
         self._fs = _open_root(root)
         self._root = root
@@ -169,6 +188,7 @@ class _Applier:
         self._owners = preserve_owners
         self._prefix = prefix
         self._below = below
+        self._lower = lower
         # Paths (canonical: symlink-free, relative to the root) this layer wrote, entries
         # and implicit parents: opaque markers keep them, and a whiteout of one of them is
         # a contradiction.
@@ -337,12 +357,35 @@ class _Applier:
                 if is_whiteout_device(existing):
                     return
                 _remove(pfd, name, existing)
+            if self._lower is not None and not self._lower_holds(target):
+                self._lower.left_out()  # nothing below to hide (a device would be listed)
+                return
             try:
                 os.mknod(name, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=pfd)
             except PermissionError as exc:
                 raise self._fail(
                     "overlay whiteouts are 0/0 character devices and need CAP_MKNOD"
                 ) from exc
+
+    def _lower_holds(self, parts: tuple[str, ...]) -> bool:
+        """Whether the layers below hold ``parts`` (canonical: no symlink on the way is
+        followed; overlayfs merges by path), looked up in their read-only view."""
+        assert self._lower is not None
+        view = self._lower.path()
+        if view is None:
+            return False
+        fd = os.open(view, _O_PATH_DIR)
+        try:
+            for comp in parts[:-1]:
+                st = _lstat(fd, comp)
+                if st is None or not stat.S_ISDIR(st.st_mode):
+                    return False
+                inner = os.open(comp, _O_PATH_DIR, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+            return _lstat(fd, parts[-1]) is not None
+        finally:
+            os.close(fd)
 
     def _opaque(self, parts: tuple[str, ...]) -> None:
         with self._dir(parts, create=True) as found:

@@ -14,7 +14,8 @@ complete tree (copy mode, and flattened stacks). A pulled layer is unpacked into
 empty upper directory; one that writes through the layers below (an earlier layer's
 symlink as a parent, a parent or hardlink target only they hold) is finished on an
 overlay mount of them, so that overlay, copy and flat application give one filesystem
-(``mason.layer.apply``). A commit is one ``rename`` of
+(``mason.layer.apply``); its whiteouts become devices only where the layers below hold
+their targets (``_ParentsView``). A commit is one ``rename`` of
 the active directory, so a snapshot is either complete or absent. An active
 directory whose lock nobody holds belongs to a killed process: it is unmounted
 and removed when a Snapshotter opens the directory (``cleanup()``).
@@ -221,6 +222,28 @@ def overlay_supported(directory: str) -> str | None:
         return f"overlay probe failed: {exc.strerror or exc}"
     finally:
         remove_tree(probe)
+
+
+class _ParentsView:
+    """The parents of an overlay-form apply, read-only, mounted at the first whiteout
+    (``mason.layer.apply.LowerView``); ``depended``: a whiteout was left out for want of a
+    target there, so the snapshot holds on these parents only."""
+
+    def __init__(self, snapshots: Snapshotter, parents: Sequence[str]) -> None:
+        self._snapshots = snapshots
+        self._parents = parents
+        self.stack = contextlib.ExitStack()
+        self._path: list[str | None] = []
+        self.depended = False
+
+    def path(self) -> str | None:
+        if not self._path:
+            view = self._snapshots.view(self._parents, readonly=True) if self._parents else None
+            self._path.append(self.stack.enter_context(view) if view is not None else None)
+        return self._path[0]
+
+    def left_out(self) -> None:
+        self.depended = True
 
 
 class Snapshotter:
@@ -655,6 +678,7 @@ class Snapshotter:
         infos = self._check_chain(parents)
         active = self._new_active(parents)
         based: list[bool] = []
+        lower = _ParentsView(self, parents)
 
         def below() -> str:
             based.append(True)
@@ -663,11 +687,18 @@ class Snapshotter:
 
         try:
             os.mkdir(active.upper, 0o755)
-            result = _apply_tar(
-                stream, active.upper, mode="overlay", allow_devices=allow_devices, below=below
-            )
+            with lower.stack:
+                result = _apply_tar(
+                    stream,
+                    active.upper,
+                    mode="overlay",
+                    allow_devices=allow_devices,
+                    below=below,
+                    lower=lower,
+                )
             _check_diff_id(result, expect_diff_id)
             self._unmount(active)
+            based += [True] if lower.depended else []
             if not based:
                 active.parents = ()  # nothing below was looked at: valid on any chain
             return self._commit_as(
