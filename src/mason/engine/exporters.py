@@ -241,10 +241,9 @@ def _already_pushed(client: Any, digest: Digest, refs: Sequence[Reference]) -> b
 
     def names_it(ref: Reference) -> bool:
         try:
-            found = client.head_pushed_manifest(ref)
+            return bool(client.names(ref, digest))
         except RegistryError:
             return False
-        return found is not None and found.digest == digest
 
     return all(client.map_bounded(names_it, list(refs)))
 

@@ -621,10 +621,12 @@ class RegistryClient:
     def head_manifest(self, ref: Reference) -> Descriptor | None:
         return self._pull(ref, self._head_manifest_at)
 
-    def head_pushed_manifest(self, ref: Reference) -> Descriptor | None:
-        """What ``ref`` names where a push writes it: its own registry, never a mirror."""
+    def names(self, ref: Reference, digest: Digest) -> bool:
+        """Whether ``ref``, where a push writes it (its own registry, never a mirror), already
+        names ``digest`` (one HEAD)."""
         self._check_push(ref)
-        return self._head_manifest_at(ref)
+        found = self._head_manifest_at(ref)
+        return found is not None and found.digest == digest
 
     def _head_manifest_at(self, ref: Reference) -> Descriptor | None:
         try:

@@ -69,8 +69,9 @@ class FakeRegistry:
             return None
         return Descriptor(found[1], sha256_bytes(found[0]), len(found[0]))
 
-    def head_pushed_manifest(self, ref: Reference) -> Descriptor | None:
-        return self.head_manifest(ref)  # a fake has no mirrors
+    def names(self, ref: Reference, digest: Digest) -> bool:
+        found = self.head_manifest(ref)  # a fake has no mirrors
+        return found is not None and found.digest == digest
 
     def map_bounded(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         return [fn(item) for item in items]

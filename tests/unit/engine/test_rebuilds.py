@@ -142,17 +142,14 @@ class _Registry:
         self.pushed = pushed
         self.asked: list[tuple[str, bool]] = []
 
-    def _answer(self, names: dict[str, str], ref: Reference) -> Descriptor | None:
-        digest = names.get(str(ref))
-        return None if digest is None else Descriptor("application/json", digest, 1)
-
     def head_manifest(self, ref: Reference) -> Descriptor | None:
         self.asked.append((str(ref), False))
-        return self._answer(self.tags, ref)
+        digest = self.tags.get(str(ref))
+        return None if digest is None else Descriptor("application/json", digest, 1)
 
-    def head_pushed_manifest(self, ref: Reference) -> Descriptor | None:
+    def names(self, ref: Reference, digest: str) -> bool:
         self.asked.append((str(ref), True))
-        return self._answer(self.pushed, ref)
+        return self.pushed.get(str(ref)) == digest
 
     def map_bounded(self, fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
         return [fn(i) for i in items]
