@@ -275,15 +275,15 @@ class Blobs:
     ) -> EStargzFacts | None:
         path = self.state.store.path(blob)
         with open(path, "rb") as f:
-            # the eStargz reader loads only for a blob with the footer
-            if not _has_estargz_footer(f) or not _is_estargz(f):
+            size = os.fstat(f.fileno()).st_size
+            if not _is_estargz(f, size):
                 if expected is not None:
                     raise EStargzError(
                         f"blob {blob} should be eStargz (its descriptor has a TOC digest) "
                         "but has no valid eStargz footer and TOC",
                         reference="estargz-bad-footer",
                     )
-                self._mark_plain_gzip(blob, os.fstat(f.fileno()).st_size)
+                self._mark_plain_gzip(blob, size)
                 return None
             from mason.compression.estargz import verify_estargz
 
@@ -643,11 +643,11 @@ class Blobs:
         return _open
 
 
-def _has_estargz_footer(f: BinaryIO) -> bool:
-    """Whether the blob open as ``f`` ends with an eStargz footer (read from its end)."""
+def _is_estargz(f: BinaryIO, size: int) -> bool:
+    """Whether the blob open as ``f`` (of ``size`` bytes) has a valid eStargz footer and TOC.
+    The footer is read first, alone: the eStargz reader loads only for a blob that has one."""
     from mason.compression.footer import FOOTER_SIZE, parse_footer
 
-    size = os.fstat(f.fileno()).st_size
     f.seek(max(0, size - FOOTER_SIZE))
     try:
         parse_footer(f.read(FOOTER_SIZE))
@@ -655,11 +655,6 @@ def _has_estargz_footer(f: BinaryIO) -> bool:
         return False
     finally:
         f.seek(0)
-    return True
-
-
-def _is_estargz(f: BinaryIO) -> bool:
-    """Whether the blob open as ``f`` has a valid footer and TOC (the eStargz reader's check)."""
     from mason.compression.estargz import is_estargz
 
     return is_estargz(f)
