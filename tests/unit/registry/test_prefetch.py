@@ -127,6 +127,15 @@ def _prefetch(srv: _Server) -> EarlyPings:
     return pings
 
 
+def _reads_ended(before: set[threading.Thread]) -> None:
+    """Until every prefetch thread started since ``before`` has ended: what it did not read
+    by then, it never will (a check of what was not asked for that cannot pass early)."""
+    for thread in set(threading.enumerate()) - before:
+        if thread.name == "prefetch":
+            thread.join(10)
+            assert not thread.is_alive(), "a prefetch thread did not end"
+
+
 def _wait(pings: EarlyPings, host: str, path: str, variant: str = "") -> None:
     """Until the early read of ``path`` in ``variant`` is settled (its answer left for the
     client)."""
@@ -424,9 +433,11 @@ def test_a_base_images_layers_are_read_whole_within_the_budget(server: _Server) 
     pings.prefetch = Prefetch(
         pings, _ACCEPT, layer_budget=len(layers[0]) + len(layers[1]), have=held.__contains__
     )
+    before = set(threading.enumerate())
     pings.prefetch.start(host, "app", "v1", "linux/amd64")
     paths = [f"/v2/app/blobs/{sha256_bytes(b)}" for b in layers]
     _wait(pings, host, paths[1])
+    _reads_ended(before)
     assert paths[:2] == server.requests[-2:] and paths[2] not in server.requests
     early = list(server.requests)
     with RegistryClient(early=pings) as client:
@@ -442,9 +453,10 @@ def test_layers_over_the_budget_are_left_to_the_build(server: _Server) -> None:
     cfg = _image(server, "app", "v1", layers=layers)
     pings, host = _prefetch(server), _host(server)
     pings.prefetch = Prefetch(pings, _ACCEPT, layer_budget=len(layers[0]))
+    before = set(threading.enumerate())
     pings.prefetch.start(host, "app", "v1", "linux/amd64")
     _wait(pings, host, f"/v2/app/blobs/{cfg.digest}")
-    time.sleep(0.05)
+    _reads_ended(before)
     assert not any(f"/blobs/{sha256_bytes(b)}" in r for b in layers for r in server.requests)
 
 
@@ -464,9 +476,10 @@ def test_one_budget_serves_every_base_image(server: _Server) -> None:
     cfg = _image(server, "b", "v1", b'{"b":1}', layers=second)
     pings, host = _prefetch(server), _host(server)
     pings.prefetch = Prefetch(pings, _ACCEPT, layer_budget=len(first[0]) + 10)
+    before = set(threading.enumerate())
     pings.prefetch.start(host, "a", "v1", "linux/amd64")
     _wait(pings, host, f"/v2/a/blobs/{sha256_bytes(first[0])}")
     pings.prefetch.start(host, "b", "v1", "linux/amd64")
     _wait(pings, host, f"/v2/b/blobs/{cfg.digest}")
-    time.sleep(0.05)
+    _reads_ended(before)
     assert f"/v2/b/blobs/{sha256_bytes(second[0])}" not in server.requests  # the budget is spent
