@@ -120,13 +120,8 @@ def prestart_guard(python: str = sys.executable) -> None:
     """Start the guard of the next ``run_streaming`` (without ``pass_fds``) now: its
     interpreter's start-up (~10 ms) then overlaps the caller's work before the run (issue
     14). It waits for its launcher's command line; unused, it exits when this process does
-    (or ``drop_prestarted_guard``)."""
+    (its exit hook stops it)."""
     _spares.prestart(python)
-
-
-def drop_prestarted_guard() -> None:
-    """Stop a guard ``prestart_guard`` started that no run took (it starts nothing)."""
-    _spares.drop()
 
 
 class _Guard:

@@ -178,7 +178,7 @@ def test_a_prestarted_guard_runs_the_next_launcher() -> None:
         )
         assert process._spares.take(sys.executable) is None  # the run took it
     finally:
-        process.drop_prestarted_guard()
+        process._spares.drop()  # a spare no run took: stopped, as at exit
     assert (result.returncode, b"".join(chunks)) == (3, b"hi\n")
 
 
