@@ -1006,6 +1006,8 @@ def _open_snapshots(
         t.done()
 
     snapshots.layers.on_fallback = note
+    if not opts.cache_from:  # no step can come from a cache: the first one unpacks its base
+        snapshots.layers.probe_soon()
     return snapshots
 
 

@@ -285,6 +285,13 @@ class Snapshotter:
                         self.on_fallback(reason)
         return self._mode
 
+    def probe_soon(self) -> None:
+        """Start ``auto``'s overlay probe in a thread now, for a caller that will need the
+        mode soon and has other work meanwhile (``mode`` then waits for it). Not a daemon:
+        the process does not end with a probe mount up."""
+        if self._mode is None:
+            threading.Thread(target=lambda: self.mode, name="overlay-probe").start()
+
     @property
     def fallback_reason(self) -> str | None:
         """Why overlay is not used (None when it is or when copy was asked for); probes."""

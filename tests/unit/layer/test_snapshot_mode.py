@@ -3,6 +3,7 @@ opens (issue 14: a fully cached build mounts nothing), once, telling ``on_fallba
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,41 @@ def test_an_explicit_mode_never_probes(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(snapshot_mod, "overlay_supported", lambda d: pytest.fail("probed"))
     snaps = Snapshotter(str(tmp_path / "snaps"), mode="copy")
     assert snaps.mode == "copy" and snaps.fallback_reason is None
+
+
+def test_probe_soon_probes_beside_the_caller_and_the_mode_waits_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started, release = threading.Event(), threading.Event()
+    probes: list[str] = []
+
+    def probe(directory: str) -> str | None:
+        probes.append(threading.current_thread().name)
+        started.set()
+        release.wait(5)
+        return "no overlay in this test"
+
+    monkeypatch.setattr(snapshot_mod, "overlay_supported", probe)
+    snaps = Snapshotter(str(tmp_path / "snaps"), mode="auto")
+    told: list[str] = []
+    snaps.on_fallback = told.append
+    snaps.probe_soon()
+    assert started.wait(5)  # under way while the caller goes on
+    asked = threading.Thread(target=lambda: told.append(f"mode {snaps.mode}"))
+    asked.start()
+    asked.join(0.2)
+    assert asked.is_alive()  # the mode waits for the probe, it does not probe again
+    release.set()
+    asked.join(5)
+    assert probes == ["overlay-probe"]
+    assert told == ["no overlay in this test", "mode copy"]
+
+
+def test_probe_soon_does_nothing_for_a_known_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshot_mod, "overlay_supported", lambda d: pytest.fail("probed"))
+    snaps = Snapshotter(str(tmp_path / "snaps"), mode="overlay")
+    snaps.probe_soon()
+    assert snaps.mode == "overlay"
+    assert not any(t.name == "overlay-probe" for t in threading.enumerate())
