@@ -259,5 +259,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _internal_error(exc)
 
 
+def run() -> None:
+    """The ``mason`` command (and ``python -m mason.cli.main``): ``main``, then the end of the
+    process without the interpreter's teardown of every loaded module (5-10 ms of a 110 ms
+    warm build, issue 14). What that teardown does that matters is done first, in its
+    order: the threads that are not daemons joined, the exit handlers run (temporary
+    directories, the regex cache), stdout and stderr flushed. Files are written and closed
+    by the code that opens them; an open sqlite connection needs no close (WAL)."""
+    import atexit
+    import threading
+
+    code = main()
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a reader gone: nothing more to say
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
