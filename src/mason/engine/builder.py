@@ -25,7 +25,14 @@ from mason.engine.blobs import Blobs, RemoteLocation
 from mason.engine.context import DockerIgnore
 from mason.engine.convert import ConvertedBuild, ResolvedImage, convert_plan, final_config
 from mason.engine.exporters import ExportedImage, ExportedIndex, ImageResult, export_outputs
-from mason.engine.ops import BuildEnv, ExecOp, FileOp, LocalResultStore, StepResult
+from mason.engine.ops import (
+    BuildEnv,
+    ExecOp,
+    FileOp,
+    LocalResultStore,
+    StepResult,
+    mark_sparse_bases,
+)
 from mason.engine.options import BuildOptions, predefined_args, read_dockerfile
 from mason.engine.snapshots import Snapshotter
 from mason.engine.sshagent import ssh_agents
@@ -520,6 +527,7 @@ def _build_in(
         opts, env, plans, resolver, ignore, platforms, blobs, client, sink, checks_task
     )
     env.cache_mounts.sources = list(cache_imports.values())
+    mark_sparse_bases([c.target.vertex for c in converted])
     if any(_uses_context(plan) for plan in plans):
         with _task(sink, "[internal] load build context") as t:
             t.log(f"transferring context: {human_size(_context_size(opts.context, ignore))} done")

@@ -537,6 +537,23 @@ def copy_sources(
                 _copy_entry(src.path, target_dir / name, opts)
 
 
+def copy_looks_at(
+    sources: Sequence[Source], dest: str, ignore: DockerIgnore | None
+) -> list[tuple[str, bool]]:
+    """The paths ``copy_sources(sources, rootfs, dest, ...)`` resolves in ``rootfs`` (unsafe,
+    whether a final symlink is followed; ``Snapshotter.mount``'s ``looks_at``): the
+    destination (followed: is it a directory?), its parent, and each entry's place under it
+    (not followed: what is there is replaced)."""
+    dest_rel = clean_path(dest).lstrip("/")
+    paths = [(dest_rel, True), (dest_rel, False), (os.path.dirname(dest_rel), True)]
+    for src in sources:
+        if src.is_dir:
+            paths += [(f"{dest_rel}/{rel}", False) for rel, _ in _walk(src, ignore) if rel]
+        else:
+            paths.append((f"{dest_rel}/{os.path.basename(src.rel)}", False))
+    return paths
+
+
 def _is_dir_in(rootfs: Path, rel: str) -> bool:
     try:
         with _in_root(rootfs, "destination") as fs:

@@ -37,6 +37,7 @@ from mason.engine.context import (
     Source,
     _mkdirs,
     checksum_sources,
+    copy_looks_at,
     copy_sources,
     select_copy_sources,
     select_sources,
@@ -49,7 +50,7 @@ from mason.engine.state import LayerRef, StateRoot
 from mason.errors import BuildError
 from mason.fsroot import FsRoot, PathOutsideError, clean_path
 from mason.oci.atomic import temp_dir
-from mason.solver import CacheMap, ExecContext
+from mason.solver import CacheMap, ExecContext, Vertex
 from mason.solver.keys import CacheKey
 from mason.structs import Struct, field
 
@@ -690,6 +691,9 @@ class FileOp:
         #: the context files the key's content covers, one checksum each (mason.engine.explain
         #: keeps them so that a later miss can name the file that changed)
         self.context_files: tuple[FileEntry, ...] | None = None
+        #: no step mounts this op's base whole: it may copy onto a sparse one
+        #: (``mark_sparse_bases``, ``_looks_at``)
+        self.sparse_base = False
 
     def cache_map(self, input_keys: Sequence[Digest]) -> CacheMap:
         op = {
@@ -823,12 +827,45 @@ class FileOp:
     def execute(self, ctx: ExecContext, inputs: Sequence[StepResult]) -> StepResult:
         base = StepResult(()) if self.action.link else inputs[0]
         try:
-            with self.env.snapshots.mount(base.layers) as mounted:
+            with self.env.snapshots.mount(base.layers, looks_at=self._looks_at()) as mounted:
                 with contextlib.ExitStack() as stack:
                     self._apply(ctx, inputs, stack, mounted.merged)
                 return _commit_step(self.env, mounted, base)
         finally:
             self._drop_downloads()
+
+    def _looks_at(self) -> Callable[[], list[tuple[str, bool]]] | None:
+        """For a step whose writes alone decide its layer (COPY of context files, a heredoc,
+        WORKDIR; owners by number): the paths it resolves in its base, so that a base not
+        unpacked yet is shown by just what they meet (``Snapshotter.mount``). None for the
+        others (names looked up in /etc/passwd, URLs, git, archives, another stage)."""
+        a = self.action
+        if not self.sparse_base:
+            return None
+        owner = a.chown or (a.user if a.kind == "mkdir" else "")
+        user, _, group = owner.partition(":")
+        if owner and not (user.isdigit() and (not group or group.isdigit())):
+            return None
+        if a.kind == "mkdir":
+            return lambda: [(a.dest, True)]
+        if a.kind == "inline":
+            names = [
+                Source(Path(), clean_path(n).lstrip("/") or "__unnamed__", False)
+                for n, _ in a.inline
+            ]
+            return lambda: copy_looks_at(names, a.dest, None)
+        if (
+            a.kind != "copy"
+            or a.from_input is not None
+            or a.urls
+            or a.git
+            or a.parents
+            or a.extract
+        ):
+            return None
+        return lambda: copy_looks_at(
+            self._context_sources(), a.dest, self.env.source_root(a.context)[1]
+        )
 
     def _apply(
         self,
@@ -965,6 +1002,48 @@ class MergeOp:
         for lr, created in zip(linked.layers, times, strict=True):
             result = result.plus(lr, created)
         return result
+
+
+def mark_sparse_bases(targets: Sequence[Vertex[StepResult]]) -> None:
+    """Mark the FileOps (reachable from ``targets``) whose base no step mounts whole: every
+    step depending on it, and on what is made from it, only writes onto it (a FileOp taking
+    it as its base, a MergeOp). A RUN, or a COPY --from reading it, unpacks the base anyway:
+    a sparse copy before it would only add the reading of its headers."""
+    dependents: dict[int, list[tuple[Vertex[StepResult], int]]] = {}
+    order: list[Vertex[StepResult]] = []
+    stack, seen = list(targets), set()
+    while stack:
+        v = stack.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        order.append(v)
+        for i, inp in enumerate(v.inputs):
+            dependents.setdefault(id(inp), []).append((v, i))
+            stack.append(inp)
+    for v in order:
+        if isinstance(v.op, FileOp) and not v.op.action.link and v.inputs:
+            v.op.sparse_base = _only_written_onto(v.inputs[0], dependents)
+
+
+def _only_written_onto(
+    base: Vertex[StepResult], dependents: Mapping[int, list[tuple[Vertex[StepResult], int]]]
+) -> bool:
+    stack, seen = [base], {id(base)}
+    while stack:
+        for d, i in dependents.get(id(stack.pop()), ()):
+            onto = isinstance(d.op, MergeOp) or (
+                isinstance(d.op, FileOp)
+                and not d.op.action.link
+                and i == 0
+                and d.op.action.from_input != 0
+            )
+            if not onto:
+                return False
+            if id(d) not in seen:
+                seen.add(id(d))
+                stack.append(d)
+    return True
 
 
 def _open_archive(path: Path) -> BinaryIO | None:

@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import TYPE_CHECKING, BinaryIO, Literal
+
+if TYPE_CHECKING:
+    from tarfile import TarInfo
 
 from mason.digest import Digest, sha256_bytes
 from mason.engine.blobs import Blobs
@@ -36,7 +39,14 @@ from mason.engine.state import LayerRef, StateError, StateRoot
 from mason.layer import ActiveSnapshot, LayerError
 from mason.layer import Snapshotter as LayerSnapshotter
 
-__all__ = ["EMPTY_LAYER_DIFF_ID", "Mounted", "Snapshotter", "SnapshotterMode", "chain_id"]
+__all__ = [
+    "EMPTY_LAYER_DIFF_ID",
+    "LookedAt",
+    "Mounted",
+    "Snapshotter",
+    "SnapshotterMode",
+    "chain_id",
+]
 
 #: diff ID of a tar with no entries (1024 zero bytes) -- BuildKit's empty layer.
 EMPTY_LAYER_DIFF_ID = Digest(
@@ -44,6 +54,8 @@ EMPTY_LAYER_DIFF_ID = Digest(
 )
 
 SnapshotterMode = Literal["auto", "overlay", "copy"]
+#: the paths a step resolves in its base (unsafe, whether a final symlink is followed)
+LookedAt = Iterable[tuple[str, bool]]
 
 _locks_guard = threading.Lock()
 _locks: dict[str, threading.Lock] = {}
@@ -257,10 +269,48 @@ class Snapshotter:
     # --- what ops use ------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def mount(self, chain: Sequence[LayerRef]) -> Iterator[Mounted]:
-        """A writable rootfs on ``chain``; dropped on exit unless ``commit``-ted."""
-        with self.layers.prepare(self._ids(chain)) as active:
+    def mount(
+        self, chain: Sequence[LayerRef], *, looks_at: Callable[[], LookedAt] | None = None
+    ) -> Iterator[Mounted]:
+        """A writable rootfs on ``chain``; dropped on exit unless ``commit``-ted.
+        ``looks_at``: for a step that only writes into the chain, the paths (unsafe, whether
+        a final symlink is followed) its resolutions walk; in overlay mode a chain none of
+        whose layers is unpacked is then shown by just the entries they meet
+        (``mason.layer.sparse``), if its headers say exactly which."""
+        entries = self._looked_at(chain, looks_at) if looks_at is not None else None
+        if entries is None:
+            with self.layers.prepare(self._ids(chain)) as active:
+                yield Mounted(active, tuple(chain))
+            return
+        from mason.layer.sparse import sparse_tree  # tarfile: a step that writes (issue 14)
+
+        with (
+            sparse_tree(entries, str(self.state.tmp)) as lower,
+            self.layers.prepare_over(lower) as active,
+        ):
             yield Mounted(active, tuple(chain))
+
+    def _looked_at(
+        self, chain: Sequence[LayerRef], looks_at: Callable[[], LookedAt]
+    ) -> dict[tuple[str, ...], TarInfo] | None:
+        """What ``looks_at``'s resolutions meet in ``chain`` (canonical path -> header), or
+        None (copy mode, a layer unpacked already, headers that do not say exactly)."""
+        from mason.layer.sparse import ChainIndex, looked_at
+
+        layers = [lr for lr in chain if lr.diff_id != EMPTY_LAYER_DIFF_ID]
+        if not layers or any(self._unpacked(lr) for lr in layers):
+            return None
+        index = ChainIndex()  # read while ``auto``'s probe may still run
+        with self._fetching([lr for lr in layers if self._remote_only(lr)]):
+            for lr in layers:
+                with self.blobs.open_uncompressed(lr) as stream, _translated(lr):
+                    read = index.add(stream)
+                if read is None or read.diff_id != lr.diff_id:
+                    return None  # the unpack says what is wrong, if anything is
+        return looked_at(index, looks_at()) if self.mode == "overlay" else None
+
+    def _unpacked(self, lr: LayerRef) -> bool:
+        return self.layers.exists(self.layer_snapshot_id(lr.diff_id))
 
     @contextlib.contextmanager
     def view(self, chain: Sequence[LayerRef], *, readonly: bool = True) -> Iterator[Path]:

@@ -50,7 +50,7 @@ from mason.layer._fs import is_overlay_xattr, is_whiteout_device
 from mason.layer.diff import OPAQUE_MARKER, WHITEOUT_PREFIX, LayerInfo
 from mason.layer.errors import LayerError
 
-__all__ = ["ApplyMode", "LowerView", "apply_layer"]
+__all__ = ["ApplyMode", "HashingReader", "LowerView", "apply_layer"]
 
 ApplyMode = Literal["flat", "overlay"]
 
@@ -59,7 +59,10 @@ _CHUNK = 1 << 20
 _O_PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class _HashingReader:
+class HashingReader:
+    """A layer tar's stream, hashed as it is read: ``drain`` reads the rest (the padding
+    after the end-of-archive marker) and gives the diff ID and size."""
+
     def __init__(self, src: BinaryIO) -> None:
         self._src = src
         self._hash = new_sha256()
@@ -107,7 +110,7 @@ def apply_layer(
     if mode not in ("flat", "overlay"):
         raise ValueError(f"unknown apply mode {mode!r}")
     is_root = os.geteuid() == 0
-    reader = _HashingReader(stream)
+    reader = HashingReader(stream)
     applier = _Applier(
         root,
         mode,

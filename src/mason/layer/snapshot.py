@@ -409,14 +409,39 @@ class Snapshotter:
         os.mkdir(active.upper, 0o755)
         self._mount(active, infos)
 
+    def prepare_over(self, lower: str) -> ActiveSnapshot:
+        """Overlay mode: a writable root filesystem over the directory ``lower`` (the caller's,
+        kept until the snapshot is committed or discarded; e.g. ``mason.layer.sparse``'s
+        tree), recording no parents: what is written there is a layer in overlay form, as
+        on ``prepare``'s mount."""
+        if self.mode != "overlay":
+            raise LayerError("a snapshot over a given directory needs overlay mode")
+        active = self._new_active(())
+        try:
+            os.mkdir(active.upper, 0o755)
+            self._mount_lowers(active, lambda _upper, _work: [lower], "a given directory")
+        except BaseException:
+            self.discard(active)
+            raise
+        return active
+
     def _mount(self, active: ActiveSnapshot, infos: list[SnapshotInfo]) -> None:
         """Mount ``infos`` (lowest first) with ``active.upper`` as the upper dir; ``active.path``
         becomes the merged view."""
+        self._mount_lowers(
+            active,
+            lambda upper, work: self._lowers(infos, upper, work),
+            f"the snapshot of {len(infos)} layers",
+        )
+
+    def _mount_lowers(
+        self, active: ActiveSnapshot, lowers_for: Callable[[str, str], list[str]], what: str
+    ) -> None:
         work = os.path.join(active.directory, "work")
         merged = os.path.join(active.directory, "merged")
         os.mkdir(work, 0o700)
         os.mkdir(merged, 0o755)
-        lowers = self._lowers(infos, active.upper, work)
+        lowers = lowers_for(active.upper, work)
         # The merged root takes the upper root's attributes: make them the lower's.
         top = os.lstat(lowers[0])
         os.chown(active.upper, top.st_uid, top.st_gid)
@@ -425,8 +450,7 @@ class Snapshotter:
             _mount_overlay(merged, _overlay_options(lowers, active.upper, work))
         except OSError as exc:
             raise LayerError(
-                f"cannot mount the snapshot of {len(infos)} layers: {exc.strerror}",
-                context=[f"in {active.directory}"],
+                f"cannot mount {what}: {exc.strerror}", context=[f"in {active.directory}"]
             ) from exc
         active.mounted = True
         active.path = merged
