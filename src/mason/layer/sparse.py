@@ -174,6 +174,11 @@ class ChainIndex:
         node = _Node(member, layer)
         if old is not None and old.children is not None and member.isdir():
             node.children = old.children  # a directory over a directory merges
+            if old.info is None or _xattrs(old.info) - _xattrs(member):
+                # its own attributes are the header's, but xattrs the header does not name
+                # stay on the unpacked directory where the layer was applied flat (one that
+                # reaches below): the headers alone cannot say which
+                node.info = None
         parent.children[base] = node
 
     def looked_at(self, unsafe: str, *, follow: bool) -> dict[tuple[str, ...], tarfile.TarInfo]:
@@ -215,6 +220,10 @@ class ChainIndex:
             names.append(part)
             nodes.append(node)
         return seen
+
+
+def _xattrs(info: tarfile.TarInfo) -> set[str]:
+    return {k for k in info.pax_headers if k.startswith("SCHILY.xattr.")}
 
 
 def _drop_lower(directory: _Node, layer: int) -> None:
