@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, BinaryIO, Literal
 if TYPE_CHECKING:
     from tarfile import TarInfo
 
+    from mason.layer.sparse import ChainIndex
+
 from mason.digest import Digest, sha256_bytes
 from mason.engine.blobs import Blobs
 from mason.engine.state import LayerRef, StateError, StateRoot
@@ -111,6 +113,9 @@ class Snapshotter:
         self.state = state
         self.blobs = blobs
         self.root = state.snapshots_dir
+        #: chain (diff IDs) -> the index a step's sparse base was read from (``_index``)
+        self._indexes: dict[tuple[Digest, ...], ChainIndex] = {}
+        self._indexes_lock = threading.Lock()
         try:
             self.layers = LayerSnapshotter(str(self.root), mode=mode)
         except (LayerError, OSError) as exc:
@@ -294,20 +299,49 @@ class Snapshotter:
         self, chain: Sequence[LayerRef], looks_at: Callable[[], LookedAt]
     ) -> dict[tuple[str, ...], TarInfo] | None:
         """What ``looks_at``'s resolutions meet in ``chain`` (canonical path -> header), or
-        None (copy mode, a layer unpacked already, headers that do not say exactly)."""
-        from mason.layer.sparse import ChainIndex, looked_at
+        None (copy mode, a chain unpacked already, headers that do not say exactly)."""
+        from mason.layer.sparse import looked_at
 
         layers = [lr for lr in chain if lr.diff_id != EMPTY_LAYER_DIFF_ID]
-        if not layers or any(self._unpacked(lr) for lr in layers):
+        if all(self._unpacked(lr) for lr in layers):
+            return None  # nothing to unpack: mounting it is as quick
+        index = self._index(layers)  # read while ``auto``'s probe may still run
+        if index is None or self.mode != "overlay":
             return None
-        index = ChainIndex()  # read while ``auto``'s probe may still run
-        with self._fetching([lr for lr in layers if self._remote_only(lr)]):
-            for lr in layers:
+        return looked_at(index, looks_at())
+
+    def _index(self, layers: list[LayerRef]) -> ChainIndex | None:
+        """The index of ``layers``: the longest prefix indexed for an earlier step, then
+        each layer from its snapshot when unpacked (a step's own layer), else from its blob
+        (checked against its diff ID). None where the headers do not say exactly."""
+        from mason.layer.sparse import ChainIndex
+
+        start, index = 0, ChainIndex()
+        with self._indexes_lock:
+            for k in range(len(layers), 0, -1):
+                known = self._indexes.get(tuple(lr.diff_id for lr in layers[:k]))
+                if known is not None and k == len(layers):
+                    return known  # read only from here on
+                if known is not None:
+                    start, index = k, known.copy()
+                    break
+        rest = layers[start:]
+        with self._fetching(
+            [lr for lr in rest if not self._unpacked(lr) and self._remote_only(lr)]
+        ):
+            for lr in rest:
+                if self._unpacked(lr):
+                    path = self.layers.info(self.layer_snapshot_id(lr.diff_id)).path
+                    if not index.add_snapshot(path):
+                        return None
+                    continue
                 with self.blobs.open_uncompressed(lr) as stream, _translated(lr):
                     read = index.add(stream)
                 if read is None or read.diff_id != lr.diff_id:
                     return None  # the unpack says what is wrong, if anything is
-        return looked_at(index, looks_at()) if self.mode == "overlay" else None
+        with self._indexes_lock:
+            self._indexes[tuple(lr.diff_id for lr in layers)] = index
+        return index
 
     def _unpacked(self, lr: LayerRef) -> bool:
         return self.layers.exists(self.layer_snapshot_id(lr.diff_id))

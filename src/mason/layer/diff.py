@@ -70,7 +70,10 @@ def _getxattr(path: str, names: tuple[str, ...]) -> bytes | None:
 
 
 class _TarBuilder:
-    def __init__(self, dst: BinaryIO, source_date_epoch: int | None) -> None:
+    def __init__(
+        self, dst: BinaryIO, source_date_epoch: int | None, *, headers_only: bool = False
+    ) -> None:
+        self._headers_only = headers_only
         self._out = HashingWriter(dst)
         self._tar = tarfile.open(  # noqa: SIM115 - closed in finish()
             fileobj=cast(Any, self._out),
@@ -114,7 +117,10 @@ class _TarBuilder:
             self._links[key2] = name
         if stat.S_ISREG(mode):
             info.type = tarfile.REGTYPE
-            info.size = st.st_size
+            info.size = 0 if self._headers_only else st.st_size
+            if self._headers_only:
+                self._tar.addfile(info)
+                return
             try:
                 with open(path, "rb", opener=_nofollow) as f:
                     self._tar.addfile(info, f)
@@ -170,15 +176,20 @@ def _check_root(root: str) -> None:
 
 
 def write_diff_tar(
-    diff_dir: str, dst: BinaryIO, *, source_date_epoch: int | None = None
+    diff_dir: str,
+    dst: BinaryIO,
+    *,
+    source_date_epoch: int | None = None,
+    headers_only: bool = False,
 ) -> LayerInfo:
     """Tar an overlayfs upper directory, turning overlay whiteouts into OCI ones.
 
     0/0 character devices (and files with an ``overlay.whiteout`` xattr) become
     ``.wh.<name>``; directories with ``overlay.opaque=y`` get ``.wh..wh..opq``.
+    ``headers_only``: every file empty (what ``mason.layer.sparse`` reads of a snapshot).
     """
     _check_root(diff_dir)
-    builder = _TarBuilder(dst, source_date_epoch)
+    builder = _TarBuilder(dst, source_date_epoch, headers_only=headers_only)
     _walk(builder, diff_dir, "", overlay=True)
     return builder.finish()
 

@@ -100,6 +100,23 @@ class ChainIndex:
             return None
         return reader.drain()
 
+    def add_snapshot(self, diff_dir: str) -> bool:
+        """Index the next layer up from its snapshot in overlay form (what mounting it
+        shows: its own files' times and attributes); False as for ``add``."""
+        from mason.layer.diff import write_diff_tar
+
+        headers = io.BytesIO()
+        write_diff_tar(diff_dir, headers, headers_only=True)
+        headers.seek(0)
+        return self.add(headers) is not None
+
+    def copy(self) -> ChainIndex:
+        """An index to add more layers to, this one left as it is."""
+        other = ChainIndex()
+        other._root = _copied(self._root)
+        other._layers = self._layers
+        return other
+
     def _add_layer(self, stream: object) -> None:
         layer = self._layers
         self._layers += 1
@@ -220,6 +237,15 @@ class ChainIndex:
             names.append(part)
             nodes.append(node)
         return seen
+
+
+def _copied(node: _Node) -> _Node:
+    twin = _Node(node.info, node.layer)
+    if node.children is not None:
+        twin.children = {name: _copied(child) for name, child in node.children.items()}
+    else:
+        twin.children = None
+    return twin
 
 
 def _xattrs(info: tarfile.TarInfo) -> set[str]:

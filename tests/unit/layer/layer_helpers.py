@@ -65,3 +65,18 @@ def tree(root: str) -> dict[str, tuple[object, ...]]:
 def tar_members(data: bytes) -> list[tarfile.TarInfo]:
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:", errors="surrogateescape") as tf:
         return tf.getmembers()
+
+
+def deletion_or_link(
+    kind: str, path: str, target: str = ""
+) -> tuple[tarfile.TarInfo, bytes | None]:
+    """The member of a ``whiteout`` of ``path``, an ``opaque`` marker in directory ``path``,
+    or a ``hardlink`` at ``path`` to ``target``."""
+    if kind == "whiteout":
+        head, _, base = path.rpartition("/")
+        return entry(f"{head}/.wh.{base}".lstrip("/")), b""
+    if kind == "opaque":
+        return entry(path + "/.wh..wh..opq"), b""
+    if kind == "hardlink":
+        return entry(path, tarfile.LNKTYPE, linkname=target), None
+    raise ValueError(f"not a deletion or a link: {kind}")

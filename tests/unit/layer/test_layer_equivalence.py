@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.unit.layer.layer_helpers import entry, make_tar
+from tests.unit.layer.layer_helpers import deletion_or_link, entry, make_tar
 
 from mason.layer import LayerError, Snapshotter, overlay_supported
 from mason.layer.apply import apply_layer
@@ -80,13 +80,8 @@ def _tar(layer: list[Entry], canary: str) -> io.BytesIO:
             members.append(
                 (entry(path, tarfile.SYMTYPE, linkname=data.replace(CANARY, canary)), None)
             )
-        elif kind == "whiteout":
-            head, _, base = path.rpartition("/")
-            members.append((entry(f"{head}/.wh.{base}".lstrip("/")), b""))
-        elif kind == "opaque":
-            members.append((entry(path + "/.wh..wh..opq"), b""))
         else:
-            members.append((entry(path, tarfile.LNKTYPE, linkname=data), None))
+            members.append(deletion_or_link(kind, path, data))
     return make_tar(*members)
 
 
