@@ -279,8 +279,8 @@ class Snapshotter:
     ) -> Iterator[Mounted]:
         """A writable rootfs on ``chain``; dropped on exit unless ``commit``-ted.
         ``looks_at``: for a step that only writes into the chain, the paths (unsafe, whether
-        a final symlink is followed) its resolutions walk; in overlay mode a chain none of
-        whose layers is unpacked is then shown by just the entries they meet
+        a final symlink is followed) its resolutions walk; in overlay mode a chain with a
+        layer not unpacked yet is then shown by just the entries they meet
         (``mason.layer.sparse``), if its headers say exactly which."""
         entries = self._looked_at(chain, looks_at) if looks_at is not None else None
         if entries is None:

@@ -5,8 +5,9 @@ A step that only puts files into its base (COPY from the context, a heredoc, WOR
 at few of the base's entries: those on the way to where it writes (each directory, each
 symlink followed, the entry it replaces). Unpacking the whole base for it creates every
 inode of the image (busybox: 285, 40-150 ms of kernel time on a small VM) to look at three.
-``ChainIndex`` reads the chain's headers (no file data is written) into the merged tree the
-unpacked chain would show, and ``looked_at`` walks a path through it exactly as
+``ChainIndex`` reads the chain's headers (no file data is written; a layer unpacked already
+is read from its snapshot, ``add_snapshot``) into the merged tree the unpacked chain would
+show, and ``looked_at`` walks a path through it exactly as
 ``mason.fsroot.FsRoot.resolve`` walks the real tree (symlinks followed inside the root,
 ``..`` stopping at it, ``MAX_SYMLINKS``), collecting every entry it looks up. ``write_sparse``
 then unpacks those entries, and their directories, with their metadata and empty files (a
@@ -33,6 +34,7 @@ from typing import Any, BinaryIO, cast
 from mason.fsroot import MAX_SYMLINKS
 from mason.layer._fs import remove_tree
 from mason.layer.diff import OPAQUE_MARKER, WHITEOUT_PREFIX, LayerInfo
+from mason.layer.errors import LayerError
 from mason.oci.atomic import temp_dir
 
 _AUFS_META_PREFIX = ".wh..wh."
@@ -106,7 +108,10 @@ class ChainIndex:
         from mason.layer.diff import write_diff_tar
 
         headers = io.BytesIO()
-        write_diff_tar(diff_dir, headers, headers_only=True)
+        try:
+            write_diff_tar(diff_dir, headers, headers_only=True)
+        except LayerError:
+            return False  # e.g. overlay's redirects: the mount decides
         headers.seek(0)
         return self.add(headers) is not None
 
