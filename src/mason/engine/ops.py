@@ -827,18 +827,41 @@ class FileOp:
     def execute(self, ctx: ExecContext, inputs: Sequence[StepResult]) -> StepResult:
         base = StepResult(()) if self.action.link else inputs[0]
         try:
-            with self.env.snapshots.mount(base.layers, looks_at=self._looks_at()) as mounted:
-                with contextlib.ExitStack() as stack:
-                    self._apply(ctx, inputs, stack, mounted.merged)
-                return _commit_step(self.env, mounted, base)
+            with contextlib.ExitStack() as stack:
+                staged = self._stage_sources(inputs, stack)
+                looks_at = self._looks_at(staged)
+                with self.env.snapshots.mount(base.layers, looks_at=looks_at) as mounted:
+                    self._apply(ctx, stack, mounted.merged, staged)
+                    return _commit_step(self.env, mounted, base)
         finally:
             self._drop_downloads()
 
-    def _looks_at(self) -> Callable[[], list[tuple[str, bool]]] | None:
-        """For a step whose writes alone decide its layer (COPY of context files, a heredoc,
-        WORKDIR; owners by number): the paths it resolves in its base, so that a base not
-        unpacked yet is shown by just what they meet (``Snapshotter.mount``). None for the
-        others (names looked up in /etc/passwd, URLs, git, archives, another stage)."""
+    def _stage_sources(
+        self, inputs: Sequence[StepResult], stack: contextlib.ExitStack
+    ) -> list[Source] | None:
+        """COPY --from a stage or image: its sources, in a view of it open until ``stack``
+        closes (opened before the base is mounted, so that they are known then); else None."""
+        a = self.action
+        if a.kind != "copy" or a.from_input is None:
+            return None
+        other = stack.enter_context(self.env.snapshots.view(inputs[a.from_input].layers))
+        try:
+            return select_copy_sources(
+                other, a.sources, None, what="source stage", parents=a.parents, exclude=a.exclude
+            )
+        except BuildError as exc:
+            raise BuildError(
+                exc.message,
+                reference=exc.reference,
+                context=[*exc.context, *self.env.location(self.lines)],
+            ) from None
+
+    def _looks_at(self, staged: list[Source] | None) -> Callable[[], list[tuple[str, bool]]] | None:
+        """For a step whose writes alone decide its layer (COPY of context files or of
+        ``staged``, another stage's; a heredoc, WORKDIR; owners by number): the paths it
+        resolves in its base, so that a base not unpacked yet is shown by just what they
+        meet (``Snapshotter.mount``). None for the others (names looked up in /etc/passwd,
+        URLs, git, archives)."""
         a = self.action
         if not self.sparse_base:
             return None
@@ -854,15 +877,10 @@ class FileOp:
                 for n, _ in a.inline
             ]
             return lambda: copy_looks_at(names, a.dest, None)
-        if (
-            a.kind != "copy"
-            or a.from_input is not None
-            or a.urls
-            or a.git
-            or a.parents
-            or a.extract
-        ):
+        if a.kind != "copy" or a.urls or a.git or a.parents or a.extract:
             return None
+        if staged is not None:
+            return lambda: copy_looks_at(staged, a.dest, None)
         return lambda: copy_looks_at(
             self._context_sources(), a.dest, self.env.source_root(a.context)[1]
         )
@@ -870,9 +888,9 @@ class FileOp:
     def _apply(
         self,
         ctx: ExecContext,
-        inputs: Sequence[StepResult],
         stack: contextlib.ExitStack,
         rootfs: Path,
+        staged: list[Source] | None,
     ) -> None:
         import shutil
 
@@ -886,16 +904,8 @@ class FileOp:
             if a.kind == "mkdir":
                 _mkdirs(rootfs, dest, opts)
             elif a.kind == "copy":
-                if a.from_input is not None:
-                    other = stack.enter_context(env.snapshots.view(inputs[a.from_input].layers))
-                    sources = select_copy_sources(
-                        other,
-                        a.sources,
-                        None,
-                        what="source stage",
-                        parents=a.parents,
-                        exclude=a.exclude,
-                    )
+                if staged is not None:  # COPY --from
+                    sources = staged
                     stage_opts = CopyOptions(
                         opts.uid, opts.gid, opts.chmod, preserve_owner=True, mode_set=opts.mode_set
                     )
