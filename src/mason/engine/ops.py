@@ -722,14 +722,14 @@ class FileOp:
 
     def _context_sources(self) -> list[Source]:
         root, ignore, what = self.env.source_root(self.action.context)
+        return self._select(root, ignore, what)
+
+    def _select(self, root: Path, ignore: DockerIgnore | None, what: str) -> list[Source]:
+        """The action's sources in ``root``; an error names the step's lines."""
+        a = self.action
         try:
             return select_copy_sources(
-                root,
-                self.action.sources,
-                ignore,
-                what=what,
-                parents=self.action.parents,
-                exclude=self.action.exclude,
+                root, a.sources, ignore, what=what, parents=a.parents, exclude=a.exclude
             )
         except BuildError as exc:
             raise BuildError(
@@ -845,16 +845,7 @@ class FileOp:
         if a.kind != "copy" or a.from_input is None:
             return None
         other = stack.enter_context(self.env.snapshots.view(inputs[a.from_input].layers))
-        try:
-            return select_copy_sources(
-                other, a.sources, None, what="source stage", parents=a.parents, exclude=a.exclude
-            )
-        except BuildError as exc:
-            raise BuildError(
-                exc.message,
-                reference=exc.reference,
-                context=[*exc.context, *self.env.location(self.lines)],
-            ) from None
+        return self._select(other, None, "source stage")
 
     def _looks_at(self, staged: list[Source] | None) -> Callable[[], list[tuple[str, bool]]] | None:
         """For a step whose writes alone decide its layer (COPY of context files or of
