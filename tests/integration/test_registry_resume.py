@@ -127,7 +127,10 @@ class CuttingProxy:
                 return
             client.sendall(body)
             sent += len(body)
-            body = upstream.recv(65536)
+            try:
+                body = upstream.recv(65536)
+            except ConnectionResetError:  # the registry closed with our request's rest unread
+                return
             if not body:
                 return
 
