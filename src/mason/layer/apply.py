@@ -47,14 +47,20 @@ from typing import Any, BinaryIO, Literal, Protocol, cast
 from mason.digest import digest_of, new_sha256
 from mason.fsroot import FsRoot, PathOutsideError, ResolvedPath
 from mason.layer._fs import is_overlay_xattr, is_whiteout_device
-from mason.layer.diff import OPAQUE_MARKER, WHITEOUT_PREFIX, LayerInfo
+from mason.layer.diff import AUFS_META_PREFIX, OPAQUE_MARKER, WHITEOUT_PREFIX, LayerInfo
 from mason.layer.errors import LayerError
 
-__all__ = ["ApplyMode", "HashingReader", "LowerView", "apply_layer"]
+__all__ = [
+    "ApplyMode",
+    "HashingReader",
+    "LowerView",
+    "apply_layer",
+    "entry_type_problem",
+    "split_name",
+]
 
 ApplyMode = Literal["flat", "overlay"]
 
-_AUFS_META_PREFIX = ".wh..wh."
 _CHUNK = 1 << 20
 _O_PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -134,7 +140,7 @@ def apply_layer(
     return reader.drain()
 
 
-def _split(name: str, what: str) -> tuple[str, ...]:
+def split_name(name: str, what: str) -> tuple[str, ...]:
     """Archive name -> path components, rejecting anything that could leave the root."""
     if name.startswith("/"):
         raise LayerError(
@@ -147,6 +153,25 @@ def _split(name: str, what: str) -> tuple[str, ...]:
             reference="layer-path-escape",
         )
     return parts
+
+
+def entry_type_problem(member: tarfile.TarInfo, *, allow_devices: bool) -> tuple[str, str] | None:
+    """Why a layer entry that is not a hardlink or a whiteout cannot be made (reason,
+    reference), or None."""
+    if member.ischr() or member.isblk():
+        if not allow_devices:
+            return "device nodes are only created when running as root", "layer-device-not-allowed"
+        if member.ischr() and member.devmajor == 0 and member.devminor == 0:
+            # overlayfs reads a 0/0 character device as "deleted": the overlay and the copy
+            # snapshotter could not give the same filesystem, so no mode accepts it.
+            return (
+                "a 0/0 character device is an overlay whiteout, not a file; layers delete "
+                "with .wh. entries",
+                "layer-bad-whiteout",
+            )
+    elif not (member.isreg() or member.isdir() or member.issym() or member.isfifo()):
+        return f"unsupported tar entry type {member.type!r}", "layer-entry-rejected"
+    return None
 
 
 class LowerView(Protocol):
@@ -306,7 +331,7 @@ class _Applier:
 
     def apply(self, tf: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         self._entry = member.name
-        parts = _split(member.name, "entry")
+        parts = split_name(member.name, "entry")
         if not parts:
             return  # the root itself: its metadata belongs to whoever made the root
         try:
@@ -336,7 +361,7 @@ class _Applier:
         if base == OPAQUE_MARKER:
             self._opaque(parts[:-1])
             return
-        if base.startswith(_AUFS_META_PREFIX):
+        if base.startswith(AUFS_META_PREFIX):
             return  # AUFS bookkeeping (.wh..wh.plnk and friends): no meaning in OCI
         name = base[len(WHITEOUT_PREFIX) :]
         if name in ("", ".", ".."):
@@ -467,22 +492,10 @@ class _Applier:
             self._set_meta(member, pfd, base)
 
     def _check_type(self, member: tarfile.TarInfo) -> None:
-        if member.ischr() or member.isblk():
-            if not self._allow_devices:
-                raise self._fail(
-                    "device nodes are only created when running as root",
-                    reference="layer-device-not-allowed",
-                )
-            if member.ischr() and member.devmajor == 0 and member.devminor == 0:
-                # overlayfs reads a 0/0 character device as "deleted": the overlay and the
-                # copy snapshotter could not give the same filesystem, so no mode accepts it.
-                raise self._fail(
-                    "a 0/0 character device is an overlay whiteout, not a file; layers "
-                    "delete with .wh. entries",
-                    reference="layer-bad-whiteout",
-                )
-        elif not (member.isreg() or member.isdir() or member.issym() or member.isfifo()):
-            raise self._fail(f"unsupported tar entry type {member.type!r}")
+        problem = entry_type_problem(member, allow_devices=self._allow_devices)
+        if problem is not None:
+            reason, reference = problem
+            raise self._fail(reason, reference=reference)
 
     def _create_node(
         self, tf: tarfile.TarFile, member: tarfile.TarInfo, pfd: int, base: str
@@ -514,7 +527,7 @@ class _Applier:
 
     def _hardlink(self, member: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
         try:
-            target = _split(member.linkname, "hardlink target")
+            target = split_name(member.linkname, "hardlink target")
         except LayerError as exc:
             raise self._fail(exc.message, reference=exc.reference) from None
         if not target:

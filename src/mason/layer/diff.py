@@ -29,6 +29,7 @@ from mason.layer.errors import LayerError
 from mason.structs import Struct
 
 __all__ = [
+    "AUFS_META_PREFIX",
     "OPAQUE_MARKER",
     "WHITEOUT_PREFIX",
     "LayerInfo",
@@ -40,6 +41,8 @@ __all__ = [
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
+#: AUFS bookkeeping (``.wh..wh.plnk`` and friends): no meaning in OCI, skipped
+AUFS_META_PREFIX = ".wh..wh."
 
 _OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
 _WHITEOUT_XATTRS = ("trusted.overlay.whiteout", "user.overlay.whiteout")

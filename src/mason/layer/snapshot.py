@@ -224,6 +224,11 @@ def overlay_supported(directory: str) -> str | None:
         remove_tree(probe)
 
 
+def _work_dir(active: ActiveSnapshot) -> str:
+    """overlayfs's work directory of an active snapshot's mount."""
+    return os.path.join(active.directory, "work")
+
+
 class _ParentsView:
     """The parents of an overlay-form apply, read-only, mounted at the first whiteout
     (``mason.layer.apply.LowerView``); ``depended``: a whiteout was left out for want of a
@@ -419,7 +424,7 @@ class Snapshotter:
         active = self._new_active(())
         try:
             os.mkdir(active.upper, 0o755)
-            self._mount_lowers(active, lambda _upper, _work: [lower], "a given directory")
+            self._mount_lowers(active, [lower], "a given directory")
         except BaseException:
             self.discard(active)
             raise
@@ -428,20 +433,15 @@ class Snapshotter:
     def _mount(self, active: ActiveSnapshot, infos: list[SnapshotInfo]) -> None:
         """Mount ``infos`` (lowest first) with ``active.upper`` as the upper dir; ``active.path``
         becomes the merged view."""
-        self._mount_lowers(
-            active,
-            lambda upper, work: self._lowers(infos, upper, work),
-            f"the snapshot of {len(infos)} layers",
-        )
+        lowers = self._lowers(infos, active.upper, _work_dir(active))
+        self._mount_lowers(active, lowers, f"the snapshot of {len(infos)} layers")
 
-    def _mount_lowers(
-        self, active: ActiveSnapshot, lowers_for: Callable[[str, str], list[str]], what: str
-    ) -> None:
-        work = os.path.join(active.directory, "work")
+    def _mount_lowers(self, active: ActiveSnapshot, lowers: list[str], what: str) -> None:
+        """Mount ``lowers`` (top first) with ``active.upper`` as the upper dir."""
+        work = _work_dir(active)
         merged = os.path.join(active.directory, "merged")
         os.mkdir(work, 0o700)
         os.mkdir(merged, 0o755)
-        lowers = lowers_for(active.upper, work)
         # The merged root takes the upper root's attributes: make them the lower's.
         top = os.lstat(lowers[0])
         os.chown(active.upper, top.st_uid, top.st_gid)

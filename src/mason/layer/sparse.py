@@ -9,7 +9,7 @@ inode of the image (busybox: 285, 40-150 ms of kernel time on a small VM) to loo
 is read from its snapshot, ``add_snapshot``) into the merged tree the unpacked chain would
 show, and ``looked_at`` walks a path through it exactly as
 ``mason.fsroot.FsRoot.resolve`` walks the real tree (symlinks followed inside the root,
-``..`` stopping at it, ``MAX_SYMLINKS``), collecting every entry it looks up. ``write_sparse``
+``..`` stopping at it, ``MAX_SYMLINKS``), collecting every entry it looks up. ``sparse_tree``
 then unpacks those entries, and their directories, with their metadata and empty files (a
 copy replaces a file, never reads it), through ``apply_layer``: a lower directory on which
 the step's writes give the same upper directory, hence the same layer, as on the whole base.
@@ -33,11 +33,10 @@ from typing import Any, BinaryIO, cast
 
 from mason.fsroot import MAX_SYMLINKS
 from mason.layer._fs import remove_tree
-from mason.layer.diff import OPAQUE_MARKER, WHITEOUT_PREFIX, LayerInfo
+from mason.layer.apply import HashingReader, apply_layer, entry_type_problem, split_name
+from mason.layer.diff import AUFS_META_PREFIX, OPAQUE_MARKER, WHITEOUT_PREFIX, LayerInfo
 from mason.layer.errors import LayerError
 from mason.oci.atomic import temp_dir
-
-_AUFS_META_PREFIX = ".wh..wh."
 
 __all__ = ["ChainIndex", "looked_at", "sparse_tree"]
 
@@ -58,28 +57,12 @@ class _Unsupported(Exception):
     """What the headers alone cannot answer: the caller unpacks the chain."""
 
 
-def _parts(name: str) -> tuple[str, ...]:
+def _parts(name: str, what: str = "entry") -> tuple[str, ...]:
     """An entry's name as ``apply_layer`` takes it; what it rejects is left to it."""
-    parts = tuple(p for p in name.split("/") if p not in ("", "."))
-    if ".." in parts or name.startswith("/"):
-        raise _Unsupported(name)
-    return parts
-
-
-def _check(member: tarfile.TarInfo) -> None:
-    """Entries ``apply_layer`` rejects (or makes only as root) are left to it."""
-    devices = member.ischr() or member.isblk()
-    if devices and (os.geteuid() != 0 or (member.devmajor, member.devminor) == (0, 0)):
-        raise _Unsupported(member.name)
-    if not (
-        member.isreg()
-        or member.isdir()
-        or member.issym()
-        or member.islnk()
-        or member.isfifo()
-        or devices
-    ):
-        raise _Unsupported(member.name)
+    try:
+        return split_name(name, what)
+    except LayerError:
+        raise _Unsupported(name) from None
 
 
 class ChainIndex:
@@ -93,8 +76,6 @@ class ChainIndex:
         """Index the next layer up from its uncompressed tar (read to its end); its diff ID
         and size as read, or None when it holds what cannot be indexed exactly (the index
         is then not to be used)."""
-        from mason.layer.apply import HashingReader
-
         reader = HashingReader(stream)
         try:
             self._add_layer(reader)
@@ -128,20 +109,18 @@ class ChainIndex:
         with tarfile.open(
             fileobj=cast(Any, stream), mode="r|", encoding="utf-8", errors="strict"
         ) as tf:
-            for member in tf:
+            for member in tf:  # dispatched as ``apply_layer`` dispatches
                 parts = _parts(member.name)
                 if not parts:
                     continue
-                _check(member)
-                base = parts[-1]
-                if base == OPAQUE_MARKER:
-                    _drop_lower(self._dir_for(parts[:-1], layer), layer)
-                elif base.startswith(WHITEOUT_PREFIX):
+                if parts[-1].startswith(WHITEOUT_PREFIX):
                     self._whiteout(parts, layer, member)
-                else:
-                    if member.islnk():
-                        self._link_target(member)
-                    self._put(self._dir_for(parts[:-1], layer), base, member, layer)
+                    continue
+                if member.islnk():
+                    self._link_target(member)
+                elif entry_type_problem(member, allow_devices=os.geteuid() == 0):
+                    raise _Unsupported(member.name)
+                self._put(self._dir_for(parts[:-1], layer), parts[-1], member, layer)
 
     def _dir_for(self, parts: tuple[str, ...], layer: int) -> _Node:
         """The directory node an entry at ``parts`` goes into, implied ones made."""
@@ -160,10 +139,15 @@ class ChainIndex:
 
     def _whiteout(self, parts: tuple[str, ...], layer: int, member: tarfile.TarInfo) -> None:
         base = parts[-1]
-        if base.startswith(_AUFS_META_PREFIX):
+        if member.isdir():
+            raise _Unsupported(member.name)
+        if base == OPAQUE_MARKER:
+            _drop_lower(self._dir_for(parts[:-1], layer), layer)
+            return
+        if base.startswith(AUFS_META_PREFIX):
             return  # AUFS bookkeeping, as apply_layer skips it
         name = base[len(WHITEOUT_PREFIX) :]
-        if member.isdir() or name in ("", ".", ".."):
+        if name in ("", ".", ".."):
             raise _Unsupported(member.name)
         parent = self._root
         for part in parts[:-1]:
@@ -182,7 +166,7 @@ class ChainIndex:
     def _link_target(self, member: tarfile.TarInfo) -> None:
         """A hardlink's target must be a non-directory of the tree, named without symlinks."""
         node: _Node | None = self._root
-        for part in _parts(member.linkname):
+        for part in _parts(member.linkname, "hardlink target"):
             node = (
                 node.children.get(part) if node is not None and node.children is not None else None
             )
@@ -293,8 +277,6 @@ def sparse_tree(entries: dict[tuple[str, ...], tarfile.TarInfo], parent: str) ->
     """A new directory in ``parent`` holding ``entries`` (with their directories, which a
     walk that reached them looked at too): headers as in the chain, files empty (a step
     replaces a file, never reads it). Removed on exit."""
-    from mason.layer.apply import apply_layer
-
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
         for parts in sorted(entries, key=lambda p: (len(p), p)):
