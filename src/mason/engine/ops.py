@@ -45,7 +45,7 @@ from mason.engine.context import (
 from mason.engine.explain import FileEntry, context_file_entries
 from mason.engine.gitsource import GitRef, checkout, redact_credentials_in, resolve_commit
 from mason.engine.imageconfig import format_created
-from mason.engine.snapshots import Mounted, Snapshotter
+from mason.engine.snapshots import LookedAt, Mounted, Snapshotter
 from mason.engine.state import LayerRef, StateRoot
 from mason.errors import BuildError
 from mason.fsroot import FsRoot, PathOutsideError, clean_path
@@ -828,60 +828,53 @@ class FileOp:
         base = StepResult(()) if self.action.link else inputs[0]
         try:
             with contextlib.ExitStack() as stack:
-                staged = self._stage_sources(inputs, stack)
-                looks_at = self._looks_at(staged)
+                sources = self._sources(inputs, stack)
+                looks_at = self._looks_at(sources)
                 with self.env.snapshots.mount(base.layers, looks_at=looks_at) as mounted:
-                    self._apply(ctx, stack, mounted.merged, staged)
+                    self._apply(ctx, stack, mounted.merged, sources)
                     return _commit_step(self.env, mounted, base)
         finally:
             self._drop_downloads()
 
-    def _stage_sources(
+    def _sources(
         self, inputs: Sequence[StepResult], stack: contextlib.ExitStack
     ) -> list[Source] | None:
-        """COPY --from a stage or image: its sources, in a view of it open until ``stack``
-        closes (opened before the base is mounted, so that they are known then); else None."""
+        """A COPY's sources, selected before its base is mounted (``_looks_at`` walks them):
+        another stage's, in a view of it open until ``stack`` closes, or the context's; None
+        for other steps and an ADD of URLs or git only."""
         a = self.action
-        if a.kind != "copy" or a.from_input is None:
+        if a.kind != "copy":
             return None
-        other = stack.enter_context(self.env.snapshots.view(inputs[a.from_input].layers))
-        return self._select(other, None, "source stage")
+        if a.from_input is not None:
+            other = stack.enter_context(self.env.snapshots.view(inputs[a.from_input].layers))
+            return self._select(other, None, "source stage")
+        return self._context_sources() if a.sources else None
 
-    def _looks_at(self, staged: list[Source] | None) -> Callable[[], list[tuple[str, bool]]] | None:
-        """For a step whose writes alone decide its layer (COPY of context files or of
-        ``staged``, another stage's; a heredoc, WORKDIR; owners by number): the paths it
-        resolves in its base, so that a base not unpacked yet is shown by just what they
-        meet (``Snapshotter.mount``). None for the others (names looked up in /etc/passwd,
-        URLs, git, archives)."""
+    def _looks_at(self, sources: list[Source] | None) -> Callable[[], LookedAt] | None:
+        """For a step whose writes alone decide its layer (COPY of ``sources``, a heredoc,
+        WORKDIR; owners by number): the paths it resolves in its base, so that a base not
+        unpacked yet is shown by just what they meet (``Snapshotter.mount``). None for the
+        others (names looked up in /etc/passwd, URLs, git, archives)."""
         a = self.action
-        if not self.sparse_base:
-            return None
         owner = a.chown or (a.user if a.kind == "mkdir" else "")
-        user, _, group = owner.partition(":")
-        if owner and not (user.isdigit() and (not group or group.isdigit())):
+        if not self.sparse_base or (owner and _numeric_owner(owner) is None):
             return None
         if a.kind == "mkdir":
             return lambda: [(a.dest, True)]
         if a.kind == "inline":
-            names = [
-                Source(Path(), clean_path(n).lstrip("/") or "__unnamed__", False)
-                for n, _ in a.inline
-            ]
+            names = [Source(Path(), _inline_name(n), False) for n, _ in a.inline]
             return lambda: copy_looks_at(names, a.dest, None)
-        if a.kind != "copy" or a.urls or a.git or a.parents or a.extract:
+        if sources is None or a.urls or a.git or a.parents or a.extract:
             return None
-        if staged is not None:
-            return lambda: copy_looks_at(staged, a.dest, None)
-        return lambda: copy_looks_at(
-            self._context_sources(), a.dest, self.env.source_root(a.context)[1]
-        )
+        ignore = None if a.from_input is not None else self.env.source_root(a.context)[1]
+        return lambda: copy_looks_at(sources, a.dest, ignore)
 
     def _apply(
         self,
         ctx: ExecContext,
         stack: contextlib.ExitStack,
         rootfs: Path,
-        staged: list[Source] | None,
+        sources: list[Source] | None,
     ) -> None:
         import shutil
 
@@ -895,14 +888,13 @@ class FileOp:
             if a.kind == "mkdir":
                 _mkdirs(rootfs, dest, opts)
             elif a.kind == "copy":
-                if staged is not None:  # COPY --from
-                    sources = staged
+                if a.from_input is not None:
+                    assert sources is not None
                     stage_opts = CopyOptions(
                         opts.uid, opts.gid, opts.chmod, preserve_owner=True, mode_set=opts.mode_set
                     )
                     copy_sources(sources, rootfs, dest, stage_opts, None, dest_is_dir_hint=dir_hint)
-                elif a.sources:
-                    sources = self._context_sources()
+                elif sources is not None:
                     if a.extract and a.unpack is not False:
                         self._add_local(sources, rootfs, dest, opts, dir_hint)
                     else:
@@ -915,11 +907,10 @@ class FileOp:
                 stack.callback(shutil.rmtree, tmp, True)
                 srcs = []
                 for i, (name, data) in enumerate(a.inline):
-                    # the heredoc's name is Dockerfile text: it names the copy, never a host path
                     p = tmp / f"inline-{i}"
                     p.write_text(data)
                     os.chmod(p, 0o644)
-                    srcs.append(Source(p, clean_path(name).lstrip("/") or "__unnamed__", False))
+                    srcs.append(Source(p, _inline_name(name), False))
                 copy_sources(srcs, rootfs, dest, opts, None, dest_is_dir_hint=dir_hint)
         except BuildError as exc:
             raise BuildError(
@@ -1078,14 +1069,28 @@ def _open_archive(path: Path) -> BinaryIO | None:
     return stream  # type: ignore[no-any-return]
 
 
+def _numeric_owner(owner: str) -> tuple[int, int] | None:
+    """``UID[:GID]`` by number (no /etc/passwd needed), else None."""
+    user, _, group = owner.partition(":")
+    if user.isdigit() and (not group or group.isdigit()):
+        return int(user), int(group) if group else int(user)
+    return None
+
+
+def _inline_name(name: str) -> str:
+    """A heredoc's name as the copy's entry: Dockerfile text, never a host path."""
+    return clean_path(name).lstrip("/") or "__unnamed__"
+
+
 def _resolve_owner(rootfs: Path, owner: str) -> tuple[int, int]:
     """``--chown`` / WORKDIR owner resolved in the destination rootfs (names via its /etc/passwd, /etc/group)."""
     from mason.executor import resolve_user
 
     user, _, group = owner.partition(":")
     try:
-        if user.isdigit() and (not group or group.isdigit()):
-            return int(user), int(group) if group else int(user)
+        numeric = _numeric_owner(owner)
+        if numeric is not None:
+            return numeric
         resolved = resolve_user(rootfs, owner)
     except Exception as exc:
         raise BuildError(
