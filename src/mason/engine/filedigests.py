@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from mason.digest import Digest
-from mason.engine.racy import file_identity, racy_margin_ns, settled
+from mason.engine.racy import file_identity, settled
 from mason.errors import MasonError
 
-__all__ = ["FileDigestCache", "RootDigests", "decode", "encode", "file_identity", "racy_margin_ns"]
+__all__ = ["FileDigestCache", "RootDigests", "decode", "encode"]
 
 #: One entry: dev, ino, size, mtime_ns, ctime_ns, mode, the digest's 32 bytes, recorded_ns.
 _ENTRY = struct.Struct("<QQqqqQ32sq")

@@ -303,16 +303,17 @@ class Snapshotter:
         from mason.layer.sparse import looked_at
 
         layers = [lr for lr in chain if lr.diff_id != EMPTY_LAYER_DIFF_ID]
-        if all(self._unpacked(lr) for lr in layers):
+        unpacked = {lr.diff_id for lr in layers if self._unpacked(lr)}
+        if len(unpacked) == len({lr.diff_id for lr in layers}):
             return None  # nothing to unpack: mounting it is as quick
-        index = self._index(layers)  # read while ``auto``'s probe may still run
+        index = self._index(layers, unpacked)  # read while ``auto``'s probe may still run
         if index is None or self.mode != "overlay":
             return None
         return looked_at(index, looks_at())
 
-    def _index(self, layers: list[LayerRef]) -> ChainIndex | None:
+    def _index(self, layers: list[LayerRef], unpacked: set[Digest]) -> ChainIndex | None:
         """The index of ``layers``: the longest prefix indexed for an earlier step, then
-        each layer from its snapshot when unpacked (a step's own layer), else from its blob
+        each layer from its snapshot when ``unpacked`` (a step's own layer), else from its blob
         (checked against its diff ID). None where the headers do not say exactly."""
         from mason.layer.sparse import ChainIndex
 
@@ -327,10 +328,10 @@ class Snapshotter:
                     break
         rest = layers[start:]
         with self._fetching(
-            [lr for lr in rest if not self._unpacked(lr) and self._remote_only(lr)]
+            [lr for lr in rest if lr.diff_id not in unpacked and self._remote_only(lr)]
         ):
             for lr in rest:
-                if self._unpacked(lr):
+                if lr.diff_id in unpacked:
                     path = self.layers.info(self.layer_snapshot_id(lr.diff_id)).path
                     if not index.add_snapshot(path):
                         return None

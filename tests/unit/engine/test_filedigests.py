@@ -25,8 +25,9 @@ from mason.digest import sha256_bytes
 from mason.engine import context as ctxmod
 from mason.engine import filedigests
 from mason.engine.context import Source, checksum_sources
-from mason.engine.filedigests import FileDigestCache, decode, encode, racy_margin_ns
+from mason.engine.filedigests import FileDigestCache, decode, encode
 from mason.engine.metadata import Metadata
+from mason.engine.racy import racy_margin_ns
 from mason.engine.stateroot import StateRoot
 from mason.llb.cachemap import Selector
 from mason.llb.contenthash import CONTEXT_FILE_KIND, ContentTree
