@@ -43,7 +43,21 @@ def test_run_ends_the_process_as_the_interpreter_would_with_mains_status(
     assert (tmp_path / "atexit").read_text() == "ran"
 
 
+_DASH_M = """
+import runpy, sys
+
+class Witness:
+    def __del__(self):
+        sys.stderr.write("module teardown ran")
+
+witness = Witness()  # cleared, so finalised, only by the interpreter's teardown
+sys.argv = ["mason"]
+runpy.run_module("mason.cli.main", run_name="__main__")
+"""
+
+
 def test_python_dash_m_runs_the_command_through_run() -> None:
-    done = subprocess.run([sys.executable, "-m", "mason.cli.main"], capture_output=True, text=True)
-    assert done.returncode == 2  # main's status for no command, not an interpreter's
+    done = subprocess.run([sys.executable, "-c", _DASH_M], capture_output=True, text=True)
+    assert done.returncode == 2  # main's status for no command
     assert done.stdout.startswith("usage: mason") and done.stdout.endswith("\n")
+    assert "module teardown ran" not in done.stderr  # os._exit, not sys.exit
