@@ -269,6 +269,9 @@ def run() -> None:
     import atexit
     import threading
 
+    from mason import collector
+
+    collector.hold()
     code = main()
     for thread in threading.enumerate():
         if thread is not threading.current_thread() and not thread.daemon:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from mason import collector
 from mason.digest import Digest, sha256_bytes
 from mason.engine.blobs import Blobs, RemoteLocation
 from mason.engine.context import DockerIgnore
@@ -629,6 +630,8 @@ def _solve(
     """Solve every platform's target; when a step fails, the finished steps still go to --cache-to
     (docs/architecture.md §8), so the fixed build resumes from the failed step."""
     from mason.engine.explain import ExplainRecorder
+
+    collector.release()  # start-up is over: the build's own data is collected as usual
 
     recorder = ExplainRecorder(
         adapter,
