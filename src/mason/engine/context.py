@@ -19,10 +19,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mason.digest import digest_of, new_sha256
+from mason.digest import digest_of, new_sha256, sha256_bytes
 from mason.engine.chmod import ModeSet
 from mason.errors import BuildError
 from mason.fsroot import FsRoot, PathOutsideError, clean_path
+from mason.llb.contenthash import SHA256_KIND
 from mason.structs import Struct, replace
 
 if TYPE_CHECKING:
@@ -367,8 +368,6 @@ def _walk(src: Source, ignore: DockerIgnore | None) -> Iterable[tuple[str, str]]
 
 #: one walked entry: (path relative to the context, kind, mode bits, file sha256 or link target)
 ContextEntry = tuple[str, str, int, str]
-#: the kind of digest ``checksum_sources`` keeps per file (``mason.engine.filedigests``)
-SHA256_KIND = "sha256"
 
 
 def checksum_sources(
@@ -414,8 +413,13 @@ def checksum_sources(
     return digest_of(h)
 
 
+_EMPTY_SHA256 = sha256_bytes(b"")
+
+
 def _file_sha256(path: str, st: os.stat_result, kept: tuple[RootDigests, str, int] | None) -> str:
     """A regular file's sha256 (``st``: its lstat), from the kept digests when unchanged."""
+    if st.st_size == 0:
+        return _EMPTY_SHA256  # nothing to read
     if kept is not None and (found := kept[0].get(kept[1], SHA256_KIND, st)) is not None:
         return found
     dgst, after = _read_sha256(path)

@@ -45,7 +45,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from mason.digest import Digest, digest_of, new_sha256, sha256_bytes
 from mason.errors import DiagnosticError
@@ -56,6 +56,7 @@ from mason.structs import Struct, field
 
 __all__ = [
     "CONTEXT_FILE_KIND",
+    "SHA256_KIND",
     "ChecksumError",
     "ContentTree",
     "Excluded",
@@ -74,6 +75,9 @@ Excluded = Callable[[str, bool], bool]
 #: The kind of digest a context tree keeps per file: the header (owners 0:0, no xattrs) and
 #: the bytes, which the file's mode, size and content decide.
 CONTEXT_FILE_KIND = "buildkit.context.v1"
+#: The kind of a file's plain content sha256 (mason's own key, ``engine.context``): a context
+#: tree notes it from the same read, so the file is not read a second time for it.
+SHA256_KIND = "sha256"
 
 
 class FileDigests(Protocol):
@@ -380,15 +384,19 @@ class ContentTree:
         found = digests.get(rec.rel, CONTEXT_FILE_KIND, rec.st)
         if found is not None:
             return Digest(found)
-        dgst, after = self._read_digest(rec)
+        plain = new_sha256()
+        dgst, after = self._read_digest(rec, plain)
         if after is not None:
+            since_ns = self._since_ns
+            digests.put(rec.rel, CONTEXT_FILE_KIND, rec.st, dgst, since_ns=since_ns, after=after)
             digests.put(
-                rec.rel, CONTEXT_FILE_KIND, rec.st, dgst, since_ns=self._since_ns, after=after
+                rec.rel, SHA256_KIND, rec.st, digest_of(plain), since_ns=since_ns, after=after
             )
         return dgst
 
-    def _read_digest(self, rec: _Record) -> tuple[Digest, os.stat_result | None]:
-        """The entry's digest, and for a regular file its ``fstat`` after the read."""
+    def _read_digest(self, rec: _Record, plain: Any = None) -> tuple[Digest, os.stat_result | None]:
+        """The entry's digest, and for a regular file its ``fstat`` after the read; ``plain``
+        is fed the file's bytes too."""
         assert rec.st is not None
         owner = 0 if self._context else None
         h = new_sha256(file_header(rec.st, rec.linkname, uid=owner, gid=owner, xattrs=rec.xattrs))
@@ -403,6 +411,8 @@ class ContentTree:
             with os.fdopen(fd, "rb") as f:
                 while chunk := f.read(1 << 20):
                     h.update(chunk)
+                    if plain is not None:
+                        plain.update(chunk)
                 after = os.fstat(f.fileno())
         return digest_of(h), after
 
