@@ -19,11 +19,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mason.digest import digest_of, new_sha256, sha256_bytes
+from mason.digest import digest_of, new_sha256
 from mason.engine.chmod import ModeSet
 from mason.errors import BuildError
 from mason.fsroot import FsRoot, PathOutsideError, clean_path
-from mason.llb.contenthash import SHA256_KIND
+from mason.llb.contenthash import EMPTY_DIGEST, SHA256_KIND
 from mason.structs import Struct, replace
 
 if TYPE_CHECKING:
@@ -413,13 +413,10 @@ def checksum_sources(
     return digest_of(h)
 
 
-_EMPTY_SHA256 = sha256_bytes(b"")
-
-
 def _file_sha256(path: str, st: os.stat_result, kept: tuple[RootDigests, str, int] | None) -> str:
     """A regular file's sha256 (``st``: its lstat), from the kept digests when unchanged."""
     if st.st_size == 0:
-        return _EMPTY_SHA256  # nothing to read
+        return EMPTY_DIGEST  # nothing to read
     if kept is not None and (found := kept[0].get(kept[1], SHA256_KIND, st)) is not None:
         return found
     dgst, after = _read_sha256(path)

@@ -77,27 +77,6 @@ def decode(blob: Any) -> Entries:
     }
 
 
-class _Read:
-    """One file read by this build: its digest, under which stat, and when."""
-
-    __slots__ = ("after", "digest", "identity", "since_ns", "st")
-
-    def __init__(self, st: os.stat_result, digest: str, since_ns: int, after: os.stat_result):
-        self.st, self.digest, self.since_ns = st, digest, since_ns
-        self.identity = file_identity(st)
-        self.after = after
-
-    def keepable(self) -> bool:
-        """``put``'s rules: the file did not change while read, was not racy, and the digest
-        is a sha256."""
-        return (
-            file_identity(self.after) == self.identity
-            and settled(self.st, self.since_ns)
-            and self.digest.startswith("sha256:")
-            and len(self.digest) == 71
-        )
-
-
 class RootDigests:
     """The kept digests of one context directory: ``get`` and ``put`` by path below it.
 
@@ -114,8 +93,9 @@ class RootDigests:
         self._lock = threading.Lock()
         self._kept: Entries | None = None
         self._loaded: bytes | None = None  # the row ``_kept`` was decoded from
-        #: this build's reads, by (path, kind): what ``put`` noted (one read serves both kinds)
-        self._reads: dict[tuple[str, str], _Read] = {}
+        #: this build's reads that may be kept (``put``'s rules), packed as the kept entries:
+        #: used by ``get`` at once (one read serves both kinds) and merged by ``flush``
+        self._reads: Entries = {}
 
     def _entries(self) -> Entries:
         if self._kept is not None:
@@ -126,12 +106,9 @@ class RootDigests:
             return self._kept
 
     def get(self, rel: str, kind: str, st: os.stat_result) -> Digest | None:
-        """The digest of ``kind`` kept for the file ``rel``, or read by this build, if it is
+        """The digest of ``kind`` read by this build or kept for the file ``rel`` if it is
         still the file with the stat ``st`` (an ``lstat`` taken now), else None: read it."""
-        read = self._reads.get((rel, kind))
-        if read is not None and read.keepable() and read.identity == file_identity(st):
-            return Digest(read.digest)
-        packed = self._entries().get((rel, kind))
+        packed = self._reads.get((rel, kind)) or self._entries().get((rel, kind))
         if packed is None:
             return None
         *identity, raw, recorded_ns = _ENTRY.unpack(packed)
@@ -149,20 +126,21 @@ class RootDigests:
         since_ns: int,
         after: os.stat_result,
     ) -> None:
-        """Keep ``digest`` for the file ``rel`` read under ``st`` (written by ``flush``). Not
-        kept: a file that changed while it was read (``after``, its ``fstat`` once read, is
+        """Note ``digest`` for the file ``rel`` read under ``st`` (kept by ``flush``). Not
+        noted: a file that changed while it was read (``after``, its ``fstat`` once read, is
         not ``st``) or a racy one (modified too close to ``since_ns``)."""
-        # only noted here (a dict store is atomic): the checks run when it is used or kept
-        self._reads[(rel, kind)] = _Read(st, digest, since_ns, after)
+        identity = file_identity(st)
+        keep = file_identity(after) == identity and settled(st, since_ns)
+        if keep and digest.startswith("sha256:") and len(digest) == 71:
+            packed = _ENTRY.pack(*identity, bytes.fromhex(digest[7:]), since_ns)
+            self._reads[(rel, kind)] = packed  # a dict store is atomic
+        else:
+            self._reads.pop((rel, kind), None)  # an earlier read of it is no longer the file
 
     def _pending(self) -> Entries:
-        """The entries of this build's reads that may be kept (``put``'s rules)."""
+        """This build's entries, to be kept."""
         reads, self._reads = self._reads, {}
-        return {
-            key: _ENTRY.pack(*read.identity, bytes.fromhex(read.digest[7:]), read.since_ns)
-            for key, read in reads.items()
-            if read.keepable()
-        }
+        return reads
 
     def _merge(self, kept: bytes | None, new: Entries) -> bytes:
         """The row to write: what is kept now (another build may have written since this one

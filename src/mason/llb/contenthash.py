@@ -56,6 +56,7 @@ from mason.structs import Struct, field
 
 __all__ = [
     "CONTEXT_FILE_KIND",
+    "EMPTY_DIGEST",
     "SHA256_KIND",
     "ChecksumError",
     "ContentTree",
@@ -65,6 +66,7 @@ __all__ = [
     "header_digest",
 ]
 
+#: the sha256 of no bytes: an empty file's content digest
 EMPTY_DIGEST = sha256_bytes(b"")
 _MAX_SYMLINKS = 255
 #: xattrs overlayfs keeps for itself: hidden in a mounted overlay, where BuildKit reads.
