@@ -32,7 +32,7 @@ from mason.engine.ops import (
     FileOp,
     LocalResultStore,
     StepResult,
-    mark_sparse_bases,
+    mark_plan,
 )
 from mason.engine.options import BuildOptions, predefined_args, read_dockerfile
 from mason.engine.snapshots import Snapshotter
@@ -528,7 +528,7 @@ def _build_in(
         opts, env, plans, resolver, ignore, platforms, blobs, client, sink, checks_task
     )
     env.cache_mounts.sources = list(cache_imports.values())
-    mark_sparse_bases([c.target.vertex for c in converted])
+    mark_plan([c.target.vertex for c in converted])
     if any(_uses_context(plan) for plan in plans):
         with _task(sink, "[internal] load build context") as t:
             t.log(f"transferring context: {human_size(_context_size(opts.context, ignore))} done")
@@ -1088,8 +1088,8 @@ class _LazyExecutor:
                 self._executor = self._factory()
             return self._executor
 
-    def prestart(self) -> None:
-        """Let the sandbox prepare its next run ahead (``RuncExecutor.prestart``); best
+    def prestart(self, ahead: int = 1) -> None:
+        """Let the sandbox prepare its next ``ahead`` runs (``RuncExecutor.prestart``); best
         effort: a sandbox that cannot be made fails the run itself, as before."""
         try:
             executor = self._made()
@@ -1097,7 +1097,7 @@ class _LazyExecutor:
             return
         prestart = getattr(executor, "prestart", None)
         if prestart is not None:
-            prestart()
+            prestart(ahead)
 
     def run(self, spec: Any, on_output: Callable[[bytes], None], **kw: Any) -> Any:
         return self._made().run(spec, on_output, **kw)

@@ -317,6 +317,8 @@ class ExecOp:
         self.lines = lines
         self.display = display
         self.security = security
+        #: another RUN depends on this one (``mark_plan``)
+        self.runs_follow = False
 
     def cache_map(self, input_keys: Sequence[Digest]) -> CacheMap:
         op = {
@@ -362,10 +364,11 @@ class ExecOp:
 
     def execute(self, ctx: ExecContext, inputs: Sequence[StepResult]) -> StepResult:
         base = inputs[0]
-        # the sandbox's launcher guard starts while the rootfs is mounted (issue 14)
+        # the sandbox's launcher guard starts while the rootfs is mounted, and the next RUN's
+        # while this one runs (issue 14)
         prestart = getattr(self.env.executor, "prestart", None)
         if prestart is not None:
-            prestart()
+            prestart(2 if self.runs_follow else 1)
         with self.env.snapshots.mount(base.layers) as mounted:
             with contextlib.ExitStack() as stack:
                 self._run(ctx, inputs, stack, mounted.merged)
@@ -692,7 +695,7 @@ class FileOp:
         #: keeps them so that a later miss can name the file that changed)
         self.context_files: tuple[FileEntry, ...] | None = None
         #: no step mounts this op's base whole: it may copy onto a sparse one
-        #: (``mark_sparse_bases``, ``_looks_at``)
+        #: (``mark_plan``, ``_looks_at``)
         self.sparse_base = False
 
     def cache_map(self, input_keys: Sequence[Digest]) -> CacheMap:
@@ -996,11 +999,15 @@ class MergeOp:
         return result
 
 
-def mark_sparse_bases(targets: Sequence[Vertex[StepResult]]) -> None:
-    """Mark the FileOps (reachable from ``targets``) whose base no step mounts whole: every
-    step depending on it, and on what is made from it, only writes onto it (a FileOp taking
-    it as its base, a MergeOp). A RUN, or a COPY --from reading it, unpacks the base anyway:
-    a sparse copy before it would only add the reading of its headers."""
+def mark_plan(targets: Sequence[Vertex[StepResult]]) -> None:
+    """Mark, on the ops reachable from ``targets``, what the plan's shape tells them:
+
+    - a FileOp whose base no step mounts whole (``FileOp.sparse_base``): every step depending
+      on it, and on what is made from it, only writes onto it (a FileOp taking it as its base,
+      a MergeOp). A RUN, or a COPY --from reading it, unpacks the base anyway: a sparse copy
+      before it would only add the reading of its headers;
+    - a RUN that another RUN depends on (``ExecOp.runs_follow``): when it runs, the next
+      one's sandbox launcher can start meanwhile."""
     dependents: dict[int, list[tuple[Vertex[StepResult], int]]] = {}
     order: list[Vertex[StepResult]] = []
     stack, seen = list(targets), set()
@@ -1016,6 +1023,22 @@ def mark_sparse_bases(targets: Sequence[Vertex[StepResult]]) -> None:
     for v in order:
         if isinstance(v.op, FileOp) and not v.op.action.link and v.inputs:
             v.op.sparse_base = _only_written_onto(v.inputs[0], dependents)
+        elif isinstance(v.op, ExecOp):
+            v.op.runs_follow = _a_run_depends_on(v, dependents)
+
+
+def _a_run_depends_on(
+    vertex: Vertex[StepResult], dependents: Mapping[int, list[tuple[Vertex[StepResult], int]]]
+) -> bool:
+    stack, seen = [vertex], {id(vertex)}
+    while stack:
+        for d, _ in dependents.get(id(stack.pop()), ()):
+            if isinstance(d.op, ExecOp):
+                return True
+            if id(d) not in seen:
+                seen.add(id(d))
+                stack.append(d)
+    return False
 
 
 def _only_written_onto(

@@ -117,10 +117,10 @@ class AutoExecutor:
             return status
         return self._rerun(spec, on_output, cancel, timeout)
 
-    def prestart(self) -> None:
-        """Start the next run's guard ahead when the sandbox is (or may be) runc."""
+    def prestart(self, ahead: int = 1) -> None:
+        """Start the next runs' guards ahead when the sandbox is (or may be) runc."""
         if self.chosen is None or self.chosen is self.runc:
-            self.runc.prestart()
+            self.runc.prestart(ahead)
 
     def _choose(self) -> Executor:
         with self._lock:

@@ -116,12 +116,13 @@ def run_streaming(
         os.close(guard.life_w)
 
 
-def prestart_guard(python: str = sys.executable) -> None:
-    """Start the guard of the next ``run_streaming`` (without ``pass_fds``) now: its
-    interpreter's start-up (~10 ms) then overlaps the caller's work before the run (issue
-    14). It waits for its launcher's command line; unused, it exits when this process does
-    (its exit hook stops it)."""
-    _spares.prestart(python)
+def prestart_guard(python: str = sys.executable, *, ahead: int = 1) -> None:
+    """Have ``ahead`` guards for the next runs (without ``pass_fds``) started now: their
+    interpreters' start-up (~10-20 ms) then overlaps the caller's work before the run (issue
+    14), and with ``ahead=2`` a run that more runs follow overlaps the next one's. Each waits
+    for its launcher's command line; unused, it exits when this process does (its exit hook
+    stops it)."""
+    _spares.prestart(python, ahead)
 
 
 class _Guard:
@@ -200,34 +201,34 @@ class _Guard:
 
 
 class _Spares:
-    """At most one prestarted guard, for whichever run comes first."""
+    """The prestarted guards, taken in the order they were started."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._spare: tuple[str, _Guard] | None = None
+        self._spares: list[tuple[str, _Guard]] = []
         self._exit_hook = False
 
-    def prestart(self, python: str) -> None:
+    def prestart(self, python: str, ahead: int = 1) -> None:
         with self._lock:
-            if self._spare is not None:
-                return
-            self._spare = (python, _Guard.start(python))
+            while sum(1 for p, _ in self._spares if p == python) < ahead:
+                self._spares.append((python, _Guard.start(python)))
             if not self._exit_hook:
                 atexit.register(self.drop)
                 self._exit_hook = True
 
     def take(self, python: str) -> _Guard | None:
         with self._lock:
-            if self._spare is None or self._spare[0] != python:
-                return None
-            guard, self._spare = self._spare[1], None
-            return guard
+            for i, (p, guard) in enumerate(self._spares):
+                if p == python:
+                    del self._spares[i]
+                    return guard
+            return None
 
     def drop(self) -> None:
         with self._lock:
-            spare, self._spare = self._spare, None
-        if spare is not None:
-            spare[1].stop()
+            spares, self._spares = self._spares, []
+        for _, guard in spares:
+            guard.stop()
 
 
 _spares = _Spares()

@@ -84,10 +84,11 @@ class RuncExecutor:
         """Remove the containers in the state dir whose mason process is gone; their ids."""
         return reap_orphans(runc=self.runc, state_dir=self.state_dir)
 
-    def prestart(self) -> None:
-        """Start the next run's launcher guard now (``mason.executor.process.prestart_guard``):
-        its start-up then overlaps the caller's work before the run (a mount, the bundle)."""
-        prestart_guard()
+    def prestart(self, ahead: int = 1) -> None:
+        """Start the next ``ahead`` runs' launcher guards now
+        (``mason.executor.process.prestart_guard``): their start-up then overlaps the
+        caller's work before the run (a mount, the bundle), or the run before theirs."""
+        prestart_guard(ahead=ahead)
 
     def run(
         self,

@@ -182,6 +182,31 @@ def test_a_prestarted_guard_runs_the_next_launcher() -> None:
     assert (result.returncode, b"".join(chunks)) == (3, b"hi\n")
 
 
+def test_guards_started_two_ahead_serve_two_runs_in_turn() -> None:
+    from mason.executor import process
+
+    process.prestart_guard(ahead=2)
+    process.prestart_guard(ahead=2)  # already two ahead: nothing more is started
+    outputs: list[bytes] = []
+    try:
+        assert len(process._spares._spares) == 2
+        for word in ("one", "two"):
+            chunks: list[bytes] = []
+            result = run_streaming(
+                ["sh", "-c", f"echo {word}"],
+                chunks.append,
+                terminate=lambda p: p.kill(),
+                cancel=None,
+                timeout=10,
+            )
+            assert result.returncode == 0
+            outputs.append(b"".join(chunks))
+        assert process._spares.take(sys.executable) is None  # both runs took one
+    finally:
+        process._spares.drop()
+    assert outputs == [b"one\n", b"two\n"]
+
+
 def test_a_waiting_guard_kills_its_launcher_and_cleans_up_when_the_lifeline_breaks(
     tmp_path: Path,
 ) -> None:
