@@ -16,6 +16,7 @@ __all__ = [
     "list_xattrs",
     "remove_tree",
     "sorted_names",
+    "xattr_names",
 ]
 
 #: xattrs overlayfs keeps for itself (trusted.* as root, user.* with ``userxattr``).
@@ -33,16 +34,23 @@ def is_whiteout_device(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-def list_xattrs(path: str, *, include_overlay: bool = False) -> list[tuple[str, bytes]]:
-    """The entry's xattrs sorted by name (symlinks not followed)."""
+def xattr_names(path: str) -> list[str]:
+    """The names of the entry's xattrs (symlinks not followed); none where unsupported."""
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        return os.listxattr(path, follow_symlinks=False)
     except OSError as exc:
         if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
             return []
         raise
+
+
+def list_xattrs(
+    path: str, *, include_overlay: bool = False, names: list[str] | None = None
+) -> list[tuple[str, bytes]]:
+    """The entry's xattrs sorted by name (symlinks not followed); ``names``: its
+    ``xattr_names``, when the caller has them already."""
     result: list[tuple[str, bytes]] = []
-    for name in sorted(names):
+    for name in sorted(xattr_names(path) if names is None else names):
         if not include_overlay and is_overlay_xattr(name):
             continue
         try:

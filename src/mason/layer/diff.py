@@ -24,7 +24,7 @@ import tarfile
 from typing import Any, BinaryIO, cast
 
 from mason.digest import Digest, HashingWriter
-from mason.layer._fs import is_whiteout_device, list_xattrs
+from mason.layer._fs import is_whiteout_device, list_xattrs, xattr_names
 from mason.layer.errors import LayerError
 from mason.structs import Struct
 
@@ -63,12 +63,14 @@ class LayerInfo(Struct, frozen=True):
     size: int
 
 
-def _getxattr(path: str, names: tuple[str, ...]) -> bytes | None:
-    for name in names:
-        try:
-            return os.getxattr(path, name, follow_symlinks=False)
-        except OSError:
-            continue
+def _overlay_value(path: str, names: list[str], wanted: tuple[str, ...]) -> bytes | None:
+    """The value of the first of ``wanted`` among the entry's xattr ``names`` (None: none)."""
+    for name in wanted:
+        if name in names:
+            try:
+                return os.getxattr(path, name, follow_symlinks=False)
+            except OSError:
+                continue
     return None
 
 
@@ -94,8 +96,11 @@ class _TarBuilder:
             return self._sde
         return max(mtime, 0)
 
-    def add(self, name: str, path: str, st: os.stat_result) -> None:
-        """Add the entry at ``path`` (already lstat-ed) under archive name ``name``."""
+    def add(
+        self, name: str, path: str, st: os.stat_result, xattrs: list[str] | None = None
+    ) -> None:
+        """Add the entry at ``path`` (already lstat-ed; ``xattrs``: its xattr names, when
+        known) under archive name ``name``."""
         mode = st.st_mode
         info = tarfile.TarInfo(name)
         info.mode = stat.S_IMODE(mode)
@@ -106,7 +111,7 @@ class _TarBuilder:
         info.mtime = self._mtime(st)
         info.pax_headers = {
             "SCHILY.xattr." + key: value.decode("utf-8", "surrogateescape")
-            for key, value in list_xattrs(path)
+            for key, value in list_xattrs(path, names=xattrs)
         }
         if not stat.S_ISDIR(mode) and st.st_nlink > 1:
             key2 = (st.st_dev, st.st_ino)
@@ -208,9 +213,9 @@ def write_dir_tar(root: str, dst: BinaryIO, *, source_date_epoch: int | None = N
     return builder.finish()
 
 
-def _is_overlay_whiteout(path: str, st: os.stat_result) -> bool:
+def _is_overlay_whiteout(st: os.stat_result, xattrs: list[str]) -> bool:
     return is_whiteout_device(st) or (
-        stat.S_ISREG(st.st_mode) and _getxattr(path, _WHITEOUT_XATTRS) is not None
+        stat.S_ISREG(st.st_mode) and any(n in xattrs for n in _WHITEOUT_XATTRS)
     )
 
 
@@ -219,29 +224,31 @@ def _walk(builder: _TarBuilder, directory: str, prefix: str, *, overlay: bool) -
     for name in os.listdir(directory):
         path = os.path.join(directory, name)
         st = os.lstat(path)
-        whiteout = overlay and _is_overlay_whiteout(path, st)
-        entries.append((os.fsencode(".wh." + name if whiteout else name), name, path, st, whiteout))
+        # one listxattr per entry answers every overlay question below (issue 14)
+        xattrs = xattr_names(path) if overlay else None
+        whiteout = xattrs is not None and _is_overlay_whiteout(st, xattrs)
+        encoded = os.fsencode(".wh." + name if whiteout else name)
+        entries.append((encoded, name, path, st, whiteout, xattrs))
     # Sorted by the name written, so whiteouts sort like any other entry.
     entries.sort(key=lambda e: e[0])
-    for _, name, path, st, whiteout in entries:
+    for _, name, path, st, whiteout, xattrs in entries:
         rel = _join(prefix, name)
         if whiteout:
             builder.add_marker(_join(prefix, ".wh." + name))
             continue
-        if overlay:
-            for bad in _UNSUPPORTED_XATTRS:
-                if _getxattr(path, (bad,)) is not None:
-                    raise LayerError(
-                        f"overlay diff entry {rel!r} has {bad}: the upper directory is not a complete diff",
-                        hint="mount overlayfs with redirect_dir=off and metacopy=off",
-                    )
+        bad = next((n for n in _UNSUPPORTED_XATTRS if n in xattrs), None) if xattrs else None
+        if bad is not None:
+            raise LayerError(
+                f"overlay diff entry {rel!r} has {bad}: the upper directory is not a complete diff",
+                hint="mount overlayfs with redirect_dir=off and metacopy=off",
+            )
         if name.startswith(WHITEOUT_PREFIX):
             raise LayerError(
                 f"cannot put {rel!r} in a layer: names starting with {WHITEOUT_PREFIX!r} are reserved for whiteouts"
             )
-        builder.add(rel, path, st)
+        builder.add(rel, path, st, xattrs)
         if stat.S_ISDIR(st.st_mode):
-            if overlay and _getxattr(path, _OPAQUE_XATTRS) == b"y":
+            if xattrs and _overlay_value(path, xattrs, _OPAQUE_XATTRS) == b"y":
                 builder.add_marker(_join(rel, OPAQUE_MARKER))
             _walk(builder, path, rel, overlay=overlay)
 

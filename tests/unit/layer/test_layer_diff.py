@@ -140,16 +140,23 @@ def test_overlay_whiteouts_and_opaque_dirs_become_oci_whiteouts(
         f.write("1")
     os.mknod(os.path.join(upper, "dir", "deleted"), 0o020000, os.makedev(0, 0))
     os.mknod(os.path.join(upper, "tty"), 0o020644, os.makedev(5, 0))  # a real device stays one
+    with open(os.path.join(upper, "xgone"), "w"):  # overlayfs' xattr form of a whiteout
+        pass
+    os.setxattr(os.path.join(upper, "xgone"), "user.overlay.whiteout", b"")
+    os.mkdir(os.path.join(upper, "kept"))
+    os.setxattr(os.path.join(upper, "kept"), "trusted.overlay.opaque", b"x")  # only "y" is opaque
     data, _ = _tar(write_diff_tar, upper, source_date_epoch=0)
     got = [(m.name, m.type) for m in tar_members(data)]
     assert got == [
         (".wh.gone", tarfile.REGTYPE),
+        (".wh.xgone", tarfile.REGTYPE),
         ("dir", tarfile.DIRTYPE),
         ("dir/.wh..wh..opq", tarfile.REGTYPE),
         ("dir/!first", tarfile.REGTYPE),
         ("dir/.wh.deleted", tarfile.REGTYPE),
         ("dir/sub", tarfile.DIRTYPE),
         ("dir/sub/.wh..wh..opq", tarfile.REGTYPE),
+        ("kept", tarfile.DIRTYPE),
         ("tty", tarfile.CHRTYPE),
     ]
     for m in tar_members(data):
