@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tests.unit.layer.layer_helpers import deletion_or_link, entry, make_tar
 
@@ -151,6 +151,12 @@ def _overlay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(stack=layers, copy=copies, unpacked=unpacked_first)
+# a hardlink to itself: the unpack refuses it, so the sparse index must not take it
+@example(
+    stack=[[("dir", "a", 0o755, 0), ("file", "a", 0o644, 0), ("hardlink", "a", "a", 0)]],
+    copy=("/", "file"),
+    unpacked=0,
+)
 def test_a_copy_on_a_sparse_base_writes_the_layer_of_the_whole_base(
     tmp_path_factory: pytest.TempPathFactory,
     context: Path,

@@ -117,7 +117,7 @@ class ChainIndex:
                     self._whiteout(parts, layer, member)
                     continue
                 if member.islnk():
-                    self._link_target(member)
+                    self._link_target(member, parts)
                 elif entry_type_problem(member, allow_devices=os.geteuid() == 0):
                     raise _Unsupported(member.name)
                 self._put(self._dir_for(parts[:-1], layer), parts[-1], member, layer)
@@ -163,10 +163,14 @@ class ChainIndex:
             raise _Unsupported(member.name)  # created and deleted by one layer: rejected
         parent.children.pop(name, None)
 
-    def _link_target(self, member: tarfile.TarInfo) -> None:
-        """A hardlink's target must be a non-directory of the tree, named without symlinks."""
+    def _link_target(self, member: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
+        """A hardlink's target must be a non-directory of the tree, named without symlinks,
+        and not the link itself (the unpack refuses that)."""
+        target = _parts(member.linkname, "hardlink target")
+        if target == parts:
+            raise _Unsupported(member.name)
         node: _Node | None = self._root
-        for part in _parts(member.linkname, "hardlink target"):
+        for part in target:
             node = (
                 node.children.get(part) if node is not None and node.children is not None else None
             )
