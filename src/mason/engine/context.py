@@ -446,16 +446,55 @@ class CopyOptions(Struct, frozen=True):
     mode_set: ModeSet | None = None
 
 
-def _apply_meta(path: str, opts: CopyOptions, st: os.stat_result, is_link: bool) -> None:
+def _owner_and_mode(opts: CopyOptions, st: os.stat_result) -> tuple[int, int, int]:
+    """The copy's uid, gid and (for what is not a symlink) permission bits of an entry."""
     uid = opts.uid if opts.uid is not None else (st.st_uid if opts.preserve_owner else 0)
     gid = opts.gid if opts.gid is not None else (st.st_gid if opts.preserve_owner else 0)
+    mode = opts.chmod if opts.chmod is not None else stat.S_IMODE(st.st_mode)
+    if opts.chmod is None and opts.mode_set is not None:
+        mode = opts.mode_set.apply(mode, stat.S_ISDIR(st.st_mode))
+    return uid, gid, mode
+
+
+def _apply_meta(path: str, opts: CopyOptions, st: os.stat_result, is_link: bool) -> None:
+    uid, gid, mode = _owner_and_mode(opts, st)
     os.lchown(path, uid, gid)
     if not is_link:
-        mode = opts.chmod if opts.chmod is not None else stat.S_IMODE(st.st_mode)
-        if opts.chmod is None and opts.mode_set is not None:
-            mode = opts.mode_set.apply(mode, stat.S_ISDIR(st.st_mode))
         os.chmod(path, mode)
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _copy_file(src: str | Path, dst: Path, opts: CopyOptions, st: os.stat_result) -> None:
+    """A regular file's bytes into ``dst``, which must not exist (nothing is followed
+    there), its owner, mode and times set on the open file (issue 14: a few syscalls per
+    file fewer than a copy by path, for contexts of many small files)."""
+    fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd_out = os.open(dst, flags, 0o600)
+        try:
+            _copy_bytes(fd_in, fd_out)
+            uid, gid, mode = _owner_and_mode(opts, st)
+            os.fchown(fd_out, uid, gid)
+            os.fchmod(fd_out, mode)  # after the chown, which clears set-id bits
+            os.utime(fd_out, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(fd_out)
+    finally:
+        os.close(fd_in)
+
+
+def _copy_bytes(fd_in: int, fd_out: int) -> None:
+    try:
+        while os.sendfile(fd_out, fd_in, None, 1 << 30):
+            pass
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise
+        while chunk := os.read(fd_in, 1 << 20):  # a source sendfile cannot read from
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd_out, view) :]
 
 
 def _mkdirs(rootfs: Path, rel_dir: str, opts: CopyOptions) -> Path:
@@ -470,13 +509,24 @@ def _mkdirs(rootfs: Path, rel_dir: str, opts: CopyOptions) -> Path:
 
 
 def _copy_entry(
-    src: str | Path, dst: Path, opts: CopyOptions, links: dict[tuple[int, int], Path] | None = None
-) -> None:
+    src: str | Path,
+    dst: Path,
+    opts: CopyOptions,
+    links: dict[tuple[int, int], Path] | None = None,
+    *,
+    fresh: bool = False,
+) -> bool:
+    """Copy one entry to ``dst`` (replacing what is there unless both are directories);
+    ``fresh``: ``dst``'s directory was made by this copy, so nothing is there. True when a
+    new directory was made."""
     import shutil
 
     st = os.lstat(src)
-    if os.path.lexists(dst) and not (
-        stat.S_ISDIR(st.st_mode) and dst.is_dir() and not dst.is_symlink()
+    made_dir = False
+    if (
+        not fresh
+        and os.path.lexists(dst)
+        and not (stat.S_ISDIR(st.st_mode) and dst.is_dir() and not dst.is_symlink())
     ):
         if dst.is_dir() and not dst.is_symlink():
             shutil.rmtree(dst)
@@ -486,20 +536,21 @@ def _copy_entry(
         os.symlink(os.readlink(src), dst)
         _apply_meta(str(dst), opts, st, True)
     elif stat.S_ISDIR(st.st_mode):
-        if not dst.exists():
+        if fresh or not dst.exists():
             dst.mkdir()
+            made_dir = True
         _apply_meta(str(dst), opts, st, False)
     elif stat.S_ISREG(st.st_mode):
         # Files hard-linked to each other in the source stay hard-linked in the copy.
         ident = (st.st_dev, st.st_ino)
         if links is not None and st.st_nlink > 1 and ident in links:
             os.link(links[ident], dst)
-            return
-        shutil.copyfile(src, dst, follow_symlinks=False)
-        _apply_meta(str(dst), opts, st, False)
+            return False
+        _copy_file(src, dst, opts, st)
         if links is not None and st.st_nlink > 1:
             links[ident] = dst
     # sockets, devices and fifos from a context are skipped (as BuildKit does for sockets)
+    return made_dir
 
 
 def copy_sources(
@@ -523,10 +574,13 @@ def copy_sources(
     for src in sources:
         if src.is_dir:
             target = _mkdirs(rootfs, dest_rel, opts)
+            made: set[str] = set()  # directories this copy made: nothing to replace in them
             for rel, path in _walk(src, ignore):
                 if rel == "":
                     continue
-                _copy_entry(path, target / rel, opts, links)
+                fresh = os.path.dirname(rel) in made
+                if _copy_entry(path, target / rel, opts, links, fresh=fresh):
+                    made.add(rel)
         else:
             # src.path is already the in-root target of a top-level symlink (select_sources)
             if into_dir:
