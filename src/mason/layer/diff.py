@@ -34,6 +34,7 @@ __all__ = [
     "WHITEOUT_PREFIX",
     "LayerInfo",
     "clamp_tar_times",
+    "diff_headers",
     "write_diff_tar",
     "write_dir_tar",
     "write_tree_diff_tar",
@@ -75,20 +76,32 @@ def _overlay_value(path: str, names: list[str], wanted: tuple[str, ...]) -> byte
 
 
 class _TarBuilder:
-    def __init__(
-        self, dst: BinaryIO, source_date_epoch: int | None, *, headers_only: bool = False
-    ) -> None:
-        self._headers_only = headers_only
-        self._out = HashingWriter(dst)
-        self._tar = tarfile.open(  # noqa: SIM115 - closed in finish()
-            fileobj=cast(Any, self._out),
-            mode="w|",
-            format=tarfile.PAX_FORMAT,
-            encoding="utf-8",
-            errors="surrogateescape",
+    """Entries as tar headers: written to ``dst``, or (``dst`` None) kept in ``headers`` with
+    every file empty, as objects (what ``mason.layer.sparse`` reads of a snapshot: no tar to
+    encode and parse again)."""
+
+    def __init__(self, dst: BinaryIO | None, source_date_epoch: int | None) -> None:
+        self.headers: list[tarfile.TarInfo] = []
+        self._out = HashingWriter(dst) if dst is not None else None
+        self._tar = (
+            tarfile.open(  # noqa: SIM115 - closed in finish()
+                fileobj=cast(Any, self._out),
+                mode="w|",
+                format=tarfile.PAX_FORMAT,
+                encoding="utf-8",
+                errors="surrogateescape",
+            )
+            if self._out is not None
+            else None
         )
         self._sde = source_date_epoch
         self._links: dict[tuple[int, int], str] = {}
+
+    def _emit(self, info: tarfile.TarInfo, data: BinaryIO | None = None) -> None:
+        if self._tar is None:
+            self.headers.append(info)
+        else:
+            self._tar.addfile(info, data)
 
     def _mtime(self, st: os.stat_result) -> int:
         mtime = st.st_mtime_ns // 1_000_000_000
@@ -120,18 +133,18 @@ class _TarBuilder:
                 info.type = tarfile.LNKTYPE
                 info.linkname = first
                 info.size = 0
-                self._tar.addfile(info)
+                self._emit(info)
                 return
             self._links[key2] = name
         if stat.S_ISREG(mode):
             info.type = tarfile.REGTYPE
-            info.size = 0 if self._headers_only else st.st_size
-            if self._headers_only:
-                self._tar.addfile(info)
+            if self._tar is None:
+                self._emit(info)  # headers only: the file empty
                 return
+            info.size = st.st_size
             try:
                 with open(path, "rb", opener=_nofollow) as f:
-                    self._tar.addfile(info, f)
+                    self._emit(info, f)
             except OSError as exc:
                 raise LayerError(f"cannot read {path!r} for the layer tar: {exc}") from exc
             return
@@ -148,7 +161,7 @@ class _TarBuilder:
             info.type = tarfile.FIFOTYPE
         else:
             return  # sockets
-        self._tar.addfile(info)
+        self._emit(info)
 
     def add_marker(self, name: str) -> None:
         """A whiteout or opaque marker: an empty file with fixed metadata."""
@@ -159,9 +172,10 @@ class _TarBuilder:
         info.uname = info.gname = ""
         info.mtime = 0
         info.size = 0
-        self._tar.addfile(info)
+        self._emit(info)
 
     def finish(self) -> LayerInfo:
+        assert self._tar is not None and self._out is not None
         self._tar.close()
         return LayerInfo(self._out.digest, self._out.size)
 
@@ -184,22 +198,26 @@ def _check_root(root: str) -> None:
 
 
 def write_diff_tar(
-    diff_dir: str,
-    dst: BinaryIO,
-    *,
-    source_date_epoch: int | None = None,
-    headers_only: bool = False,
+    diff_dir: str, dst: BinaryIO, *, source_date_epoch: int | None = None
 ) -> LayerInfo:
     """Tar an overlayfs upper directory, turning overlay whiteouts into OCI ones.
 
     0/0 character devices (and files with an ``overlay.whiteout`` xattr) become
     ``.wh.<name>``; directories with ``overlay.opaque=y`` get ``.wh..wh..opq``.
-    ``headers_only``: every file empty (what ``mason.layer.sparse`` reads of a snapshot).
     """
     _check_root(diff_dir)
-    builder = _TarBuilder(dst, source_date_epoch, headers_only=headers_only)
+    builder = _TarBuilder(dst, source_date_epoch)
     _walk(builder, diff_dir, "", overlay=True)
     return builder.finish()
+
+
+def diff_headers(diff_dir: str) -> list[tarfile.TarInfo]:
+    """The headers ``write_diff_tar`` would write for ``diff_dir``, in its order, every
+    file empty (what ``mason.layer.sparse`` reads of a snapshot)."""
+    _check_root(diff_dir)
+    builder = _TarBuilder(None, None)
+    _walk(builder, diff_dir, "", overlay=True)
+    return builder.headers
 
 
 def write_dir_tar(root: str, dst: BinaryIO, *, source_date_epoch: int | None = None) -> LayerInfo:

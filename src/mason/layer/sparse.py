@@ -65,6 +65,12 @@ def _parts(name: str, what: str = "entry") -> tuple[str, ...]:
         raise _Unsupported(name) from None
 
 
+def _check_utf8(member: tarfile.TarInfo) -> None:
+    """``UnicodeError`` where a name, link or xattr holds what is not UTF-8."""
+    for text in (member.name, member.linkname, *member.pax_headers.values()):
+        text.encode("utf-8")
+
+
 class ChainIndex:
     """The merged tree of a chain of layer tars (lowest first), headers only."""
 
@@ -86,15 +92,20 @@ class ChainIndex:
     def add_snapshot(self, diff_dir: str) -> bool:
         """Index the next layer up from its snapshot in overlay form (what mounting it
         shows: its own files' times and attributes); False as for ``add``."""
-        from mason.layer.diff import write_diff_tar
+        from mason.layer.diff import diff_headers
 
-        headers = io.BytesIO()
         try:
-            write_diff_tar(diff_dir, headers, headers_only=True)
+            headers = diff_headers(diff_dir)
         except LayerError:
             return False  # e.g. overlay's redirects: the mount decides
-        headers.seek(0)
-        return self.add(headers) is not None
+        layer = self._next_layer()
+        try:
+            for member in headers:
+                _check_utf8(member)  # as a tar of them would be read back (strict UTF-8)
+                self._add_member(member, layer)
+        except (_Unsupported, UnicodeError):
+            return False
+        return True
 
     def copy(self) -> ChainIndex:
         """An index to add more layers to, this one left as it is."""
@@ -103,24 +114,32 @@ class ChainIndex:
         other._layers = self._layers
         return other
 
-    def _add_layer(self, stream: object) -> None:
+    def _next_layer(self) -> int:
         layer = self._layers
         self._layers += 1
+        return layer
+
+    def _add_layer(self, stream: object) -> None:
+        layer = self._next_layer()
         with tarfile.open(
             fileobj=cast(Any, stream), mode="r|", encoding="utf-8", errors="strict"
         ) as tf:
-            for member in tf:  # dispatched as ``apply_layer`` dispatches
-                parts = _parts(member.name)
-                if not parts:
-                    continue
-                if parts[-1].startswith(WHITEOUT_PREFIX):
-                    self._whiteout(parts, layer, member)
-                    continue
-                if member.islnk():
-                    self._link_target(member, parts)
-                elif entry_type_problem(member, allow_devices=os.geteuid() == 0):
-                    raise _Unsupported(member.name)
-                self._put(self._dir_for(parts[:-1], layer), parts[-1], member, layer)
+            for member in tf:
+                self._add_member(member, layer)
+
+    def _add_member(self, member: tarfile.TarInfo, layer: int) -> None:
+        """One entry of layer ``layer``, dispatched as ``apply_layer`` dispatches."""
+        parts = _parts(member.name)
+        if not parts:
+            return
+        if parts[-1].startswith(WHITEOUT_PREFIX):
+            self._whiteout(parts, layer, member)
+            return
+        if member.islnk():
+            self._link_target(member, parts)
+        elif entry_type_problem(member, allow_devices=os.geteuid() == 0):
+            raise _Unsupported(member.name)
+        self._put(self._dir_for(parts[:-1], layer), parts[-1], member, layer)
 
     def _dir_for(self, parts: tuple[str, ...], layer: int) -> _Node:
         """The directory node an entry at ``parts`` goes into, implied ones made."""
