@@ -201,16 +201,21 @@ class _Guard:
 
 
 class _Spares:
-    """The prestarted guards, taken in the order they were started."""
+    """The prestarted guards, taken in the order they were started. Each ``prestart`` is a
+    run announcing itself: there are guards for every announced run not started yet (runs
+    of parallel stages each get theirs), and ``ahead - 1`` more for the runs after it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._spares: list[tuple[str, _Guard]] = []
+        self._announced = 0
         self._exit_hook = False
 
     def prestart(self, python: str, ahead: int = 1) -> None:
         with self._lock:
-            while sum(1 for p, _ in self._spares if p == python) < ahead:
+            self._announced += 1
+            wanted = self._announced + ahead - 1
+            while sum(1 for p, _ in self._spares if p == python) < wanted:
                 self._spares.append((python, _Guard.start(python)))
             if not self._exit_hook:
                 atexit.register(self.drop)
@@ -218,6 +223,7 @@ class _Spares:
 
     def take(self, python: str) -> _Guard | None:
         with self._lock:
+            self._announced = max(0, self._announced - 1)
             for i, (p, guard) in enumerate(self._spares):
                 if p == python:
                     del self._spares[i]
@@ -227,6 +233,7 @@ class _Spares:
     def drop(self) -> None:
         with self._lock:
             spares, self._spares = self._spares, []
+            self._announced = 0
         for _, guard in spares:
             guard.stop()
 

@@ -182,29 +182,46 @@ def test_a_prestarted_guard_runs_the_next_launcher() -> None:
     assert (result.returncode, b"".join(chunks)) == (3, b"hi\n")
 
 
-def test_guards_started_two_ahead_serve_two_runs_in_turn() -> None:
+def _echo(word: str) -> bytes:
+    chunks: list[bytes] = []
+    result = run_streaming(
+        ["sh", "-c", f"echo {word}"],
+        chunks.append,
+        terminate=lambda p: p.kill(),
+        cancel=None,
+        timeout=10,
+    )
+    assert result.returncode == 0
+    return b"".join(chunks)
+
+
+def test_a_run_announced_two_ahead_has_the_next_runs_guard_started() -> None:
     from mason.executor import process
 
-    process.prestart_guard(ahead=2)
-    process.prestart_guard(ahead=2)  # already two ahead: nothing more is started
-    outputs: list[bytes] = []
     try:
+        process.prestart_guard(ahead=2)  # a run that another run follows
         assert len(process._spares._spares) == 2
-        for word in ("one", "two"):
-            chunks: list[bytes] = []
-            result = run_streaming(
-                ["sh", "-c", f"echo {word}"],
-                chunks.append,
-                terminate=lambda p: p.kill(),
-                cancel=None,
-                timeout=10,
-            )
-            assert result.returncode == 0
-            outputs.append(b"".join(chunks))
+        first = _echo("one")
+        process.prestart_guard()  # the next run: its guard is there already
+        assert len(process._spares._spares) == 1
+        second = _echo("two")
         assert process._spares.take(sys.executable) is None  # both runs took one
     finally:
         process._spares.drop()
-    assert outputs == [b"one\n", b"two\n"]
+    assert (first, second) == (b"one\n", b"two\n")
+
+
+def test_runs_announced_side_by_side_each_get_a_guard() -> None:
+    from mason.executor import process
+
+    try:
+        process.prestart_guard()
+        process.prestart_guard()  # another stage's run, at the same time
+        assert len(process._spares._spares) == 2
+        assert (_echo("a"), _echo("b")) == (b"a\n", b"b\n")
+        assert process._spares._spares == []
+    finally:
+        process._spares.drop()
 
 
 def test_a_waiting_guard_kills_its_launcher_and_cleans_up_when_the_lifeline_breaks(
