@@ -433,6 +433,8 @@ class CacheRegistry(Protocol):
         mount_from: str | None = None,
     ) -> Literal["exists", "mounted", "uploaded"]: ...
 
+    def put_repositories(self, registry: str, digest: Digest) -> list[str]: ...
+
 
 class ExportBlobStore(Protocol):
     """The builder's content store, as the cache exporter sees it.

@@ -520,59 +520,92 @@ def _build_in(
     blobs = Blobs(state, client)
     snapshots = _open_snapshots(opts, state, blobs, sink)
     env = _build_env(opts, state, blobs, snapshots, executor, ignore, epoch, df, df_bytes)
-    env.ssh_sockets = dict(ssh_sockets or {})
-    env.named_dirs = _named_dirs(opts, sink)
-    env.emulators = _LazyEmulators()
-    resolver = _Resolver(client, state, blobs, sink, platforms[0], multi=len(platforms) > 1)
-    converted, sources, cache_imports = _convert_and_import_caches(
-        opts, env, plans, resolver, ignore, platforms, blobs, client, sink, checks_task
-    )
-    env.cache_mounts.sources = list(cache_imports.values())
-    mark_plan([c.target.vertex for c in converted])
+    early = _early_push(opts, client, blobs)
+    env.layer_made = early.layer_made if early is not None else None
+    try:
+        env.ssh_sockets = dict(ssh_sockets or {})
+        env.named_dirs = _named_dirs(opts, sink)
+        env.emulators = _LazyEmulators()
+        resolver = _Resolver(client, state, blobs, sink, platforms[0], multi=len(platforms) > 1)
+        converted, sources, cache_imports = _convert_and_import_caches(
+            opts, env, plans, resolver, ignore, platforms, blobs, client, sink, checks_task
+        )
+        env.cache_mounts.sources = list(cache_imports.values())
+        mark_plan([c.target.vertex for c in converted])
+        _report_context(opts, plans, ignore, sink)
+        adapter = ProgressAdapter(sink)
+        graph = _solve(
+            opts,
+            state,
+            df,
+            adapter,
+            sources,
+            converted,
+            blobs,
+            client,
+            sink,
+            cache_imports,
+            cancel,
+            _buildkit_keys(
+                opts, converted, ignore, platforms, snapshots, env.digests_of(opts.context)
+            ),
+            env.file_digests,
+        )
+        outcome = _outcome(adapter, resolver, graph)
+        images = [
+            _image_result(opts, graph, c, p, snapshots, blobs, epoch)
+            for c, p in zip(converted, platforms, strict=True)
+        ]
+        if early is not None:
+            early.stop_queued()  # what is not under way, the export puts
+        _export(
+            opts,
+            outcome,
+            images,
+            graph,
+            converted,
+            blobs,
+            client,
+            sink,
+            cache_imports,
+            state,
+            stdout,
+            cache_mounts=env.cache_mounts,
+        )
+        outcome.downloaded_blobs = list(blobs.downloaded)
+        return outcome
+    finally:
+        if early is not None:
+            early.close()
+
+
+def _report_context(
+    opts: BuildOptions, plans: list[Any], ignore: DockerIgnore, sink: ProgressSink
+) -> None:
+    """BuildKit's "load build context" vertex, for a build that reads its context."""
     if any(_uses_context(plan) for plan in plans):
         with _task(sink, "[internal] load build context") as t:
             t.log(f"transferring context: {human_size(_context_size(opts.context, ignore))} done")
-    adapter = ProgressAdapter(sink)
-    graph = _solve(
-        opts,
-        state,
-        df,
-        adapter,
-        sources,
-        converted,
-        blobs,
-        client,
-        sink,
-        cache_imports,
-        cancel,
-        _buildkit_keys(opts, converted, ignore, platforms, snapshots, env.digests_of(opts.context)),
-        env.file_digests,
-    )
+
+
+def _outcome(adapter: ProgressAdapter, resolver: _Resolver, graph: Any) -> BuildOutcome:
+    """What the solve did: each step's state, the tags it resolved, whether it read outside."""
     outcome = BuildOutcome(None, None, None, states=dict(adapter.states))
     outcome.cached_steps = sum(1 for s in adapter.states.values() if s == "cached")
     outcome.executed_steps = sum(1 for s in adapter.states.values() if s == "executed")
     outcome.resolved_tags = dict(resolver.tags)
     outcome.outside_inputs = any(_reads_outside(v.op) for sv in graph.vertices for v in sv.vertices)
-    images = [
-        _image_result(opts, graph, c, p, snapshots, blobs, epoch)
-        for c, p in zip(converted, platforms, strict=True)
-    ]
-    _export(
-        opts,
-        outcome,
-        images,
-        graph,
-        converted,
-        blobs,
-        client,
-        sink,
-        cache_imports,
-        state,
-        stdout,
-        cache_mounts=env.cache_mounts,
-    )
-    outcome.downloaded_blobs = list(blobs.downloaded)
     return outcome
+
+
+def _early_push(opts: BuildOptions, client: Any, blobs: Blobs) -> Any:
+    """The uploads of layers as steps make them (``mason.engine.earlypush``: a registry
+    cache takes every layer), or None."""
+    if not opts.cache_to:
+        return None
+    from mason.engine.earlypush import EarlyPush
+
+    return EarlyPush.for_build(opts.cache_to, client, blobs)
 
 
 def _reads_outside(op: Any) -> bool:

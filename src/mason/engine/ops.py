@@ -146,6 +146,8 @@ class BuildEnv(Struct):
     #: the root's kept context-file digests (``mason.engine.filedigests.FileDigestCache``;
     #: None: every file is read)
     file_digests: Any = None
+    #: told of each layer a step commits (``mason.engine.earlypush``; None: nobody listens)
+    layer_made: Callable[[LayerRef], None] | None = None
 
     def digests_of(self, root: Path) -> Any:
         """The kept file digests below ``root`` (a ``RootDigests``), or None."""
@@ -192,6 +194,8 @@ def _commit_step(env: BuildEnv, mounted: Mounted, base: StepResult) -> StepResul
     # and clamps file times only where an image output asks (rewrite-timestamp=true), as in
     # BuildKit v0.32.2 (mason.engine.exporters.rewrite_timestamps)
     lr = env.snapshots.commit(mounted)
+    if env.layer_made is not None:
+        env.layer_made(lr)
     return base.plus(lr, env.created_now())
 
 

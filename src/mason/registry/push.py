@@ -44,6 +44,8 @@ class BlobPusher(Protocol):
         mount_from: str | None = None,
     ) -> Literal["exists", "mounted", "uploaded"]: ...
 
+    def put_repositories(self, registry: str, digest: Digest) -> list[str]: ...
+
 
 def mount_candidates(desc: Descriptor, target: Reference) -> list[str]:
     """Repositories of ``target``'s registry that ``desc`` says hold it, best first
@@ -119,13 +121,17 @@ def push_blob(
     With several candidates the first ones are tried before any HEAD: a mount POST costs what a
     HEAD does, and mounting a blob the repository already has is harmless. A put of the same
     blob into the same registry under way elsewhere in this process is waited for; the
-    repository it went to is the first candidate."""
+    repository it went to is the first candidate. A blob the client put into other
+    repositories of the registry (and not this one) is mounted from them without a HEAD
+    first: it is all but certainly not here yet (a layer sent to the cache while the build
+    went on, ``mason.engine.earlypush``)."""
     with _TURNS.turn(ref, desc.digest) as just_put:
+        put_in = client.put_repositories(ref.registry, desc.digest)
         candidates = list(mount_from) if mount_from is not None else mount_candidates(desc, ref)
-        if just_put is not None:
-            candidates.insert(0, just_put)
+        candidates[:0] = [*([just_put] if just_put is not None else []), *put_in]
         candidates = list(dict.fromkeys(c for c in candidates if c != ref.repository))
-        return _put(client, ref, desc, opener, candidates)
+        mount_first = bool(put_in) and ref.repository not in put_in
+        return _put(client, ref, desc, opener, candidates, mount_first=mount_first)
 
 
 def _put(
@@ -134,14 +140,16 @@ def _put(
     desc: Descriptor,
     opener: Callable[[], BinaryIO],
     candidates: list[str],
+    *,
+    mount_first: bool = False,
 ) -> StoreOutcome:
-    for repo in candidates[:-1]:
+    for repo in candidates if mount_first else candidates[:-1]:
         try:
             if client.mount_blob(ref, desc.digest, repo):
                 return "mounted"
         except MasonError:
             continue  # e.g. no pull right on that repository: try the next one
-    last = candidates[-1] if candidates else None
+    last = candidates[-1] if candidates and not mount_first else None
     try:
         outcome = client.push_blob_outcome(ref, desc, opener, mount_from=last)
     except RegistryError as exc:

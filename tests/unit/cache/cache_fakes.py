@@ -35,6 +35,8 @@ class FakeRegistry:
         self.calls: list[tuple[str, str, str]] = []
         self.fail_puts = False
         self.deny_reads: set[str] = set()
+        #: (repository, digest) put through this fake by an upload or a mount, as the client keeps
+        self.put: list[tuple[str, str]] = []
         self._lock = threading.Lock()
 
     def _log(self, op: str, repo: str, what: str) -> None:
@@ -127,12 +129,17 @@ class FakeRegistry:
         self._log("mount_blob", ref.repository, digest)
         return self._mount(ref, digest, from_repository)
 
+    def put_repositories(self, registry: str, digest: Digest) -> list[str]:
+        with self._lock:
+            return sorted({repo for repo, d in self.put if d == digest})
+
     def _mount(self, ref: Reference, digest: Digest, from_repository: str) -> bool:
         data = self.blobs.get(from_repository, {}).get(digest)
         if data is None:
             return False
         with self._lock:
             self.blobs.setdefault(ref.repository, {})[digest] = data
+            self.put.append((ref.repository, digest))
         return True
 
     def push_blob_outcome(
@@ -161,6 +168,7 @@ class FakeRegistry:
         self._log("push_blob", ref.repository, desc.digest)
         with self._lock:
             self.blobs.setdefault(ref.repository, {})[desc.digest] = data
+            self.put.append((ref.repository, desc.digest))
 
 
 class FakeBlobStore:

@@ -66,3 +66,17 @@ def test_puts_into_other_registries_do_not_wait() -> None:
     release.set()
     first.join(10)
     assert outcome == "uploaded"
+
+
+def test_a_blob_this_process_put_elsewhere_is_mounted_from_there_without_a_head() -> None:
+    registry = FakeRegistry()
+    data = b"a layer sent to the cache while the build went on"
+    desc = Descriptor(mt.OCI_LAYER_GZIP, sha256_bytes(data), len(data))
+    first = push_blob(
+        registry, Reference.parse("early.test/app-cache:x"), desc, lambda: io.BytesIO(data)
+    )
+    second = push_blob(
+        registry, Reference.parse("early.test/app:x"), desc, lambda: io.BytesIO(data)
+    )
+    assert (first, second) == ("uploaded", "mounted")
+    assert [c[0] for c in registry.calls if c[1] == "app"] == ["mount_blob"]  # no HEAD first

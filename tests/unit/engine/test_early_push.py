@@ -1,0 +1,110 @@
+"""``mason.engine.earlypush``: with a registry cache that takes every layer (``mode=max``), the
+layers a build makes go up to the cache's repository as the steps commit them; the export
+then finds them there, and the image push mounts them from there."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pytest
+from tests.unit.cache.cache_fakes import FakeRegistry
+
+from mason.cache.options import parse_cache_to
+from mason.digest import Digest, sha256_bytes
+from mason.engine.blobs import Blobs
+from mason.engine.earlypush import EarlyPush
+from mason.engine.state import LayerRef, StateRoot
+from mason.oci.descriptor import Descriptor
+from mason.oci.reference import Reference
+from mason.registry.errors import RegistryError
+from mason.registry.push import push_blob
+
+
+def _made(blobs: Blobs, name: str) -> LayerRef:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        info = tarfile.TarInfo(name)
+        info.size = 4
+        tf.addfile(info, io.BytesIO(b"data"))
+    tar = buf.getvalue()
+
+    def write(stream: BinaryIO) -> Digest:
+        stream.write(tar)
+        return sha256_bytes(tar)
+
+    return blobs.store_layer(write)
+
+
+@pytest.fixture
+def blobs(tmp_path: Path) -> Iterator[Blobs]:
+    with StateRoot.open(tmp_path / "root") as state:
+        yield Blobs(state, None)
+
+
+@pytest.mark.parametrize(
+    ("cache_to", "sends"),
+    [
+        ("type=registry,ref=early1.test/app-cache,mode=max", True),
+        ("type=registry,ref=early1.test/app-cache", False),  # mode=min: not every layer goes
+        ("type=registry,ref=early1.test/app-cache,mode=max,compression=zstd", False),
+        ("type=registry,ref=early1.test/app-cache,mode=max,force-compression=true", False),
+        ("type=local,dest=/tmp/mason-early-test,mode=max", False),
+    ],
+)
+def test_only_a_registry_cache_shipping_every_layer_as_made_gets_them_early(
+    blobs: Blobs, cache_to: str, sends: bool
+) -> None:
+    early = EarlyPush.for_build(parse_cache_to(cache_to), FakeRegistry(), blobs)
+    assert (early is not None) == sends
+    if early is not None:
+        early.close()
+
+
+def test_each_layer_goes_to_the_cache_repository_and_the_image_push_mounts_it(
+    blobs: Blobs,
+) -> None:
+    registry = FakeRegistry()
+    early = EarlyPush.for_build(
+        parse_cache_to("type=registry,ref=early2.test/app-cache,mode=max"), registry, blobs
+    )
+    assert early is not None
+    layers = [_made(blobs, f"f{i}") for i in range(3)]
+    for lr in layers:
+        early.layer_made(lr)
+    wanted = sorted(str(lr.blob) for lr in layers)
+    deadline = time.monotonic() + 10
+    while sorted(registry.blobs.get("app-cache", {})) != wanted and time.monotonic() < deadline:
+        time.sleep(0.01)
+    early.close()
+    assert sorted(registry.blobs["app-cache"]) == wanted
+    image = Reference.parse("early2.test/app:latest")
+    outcome = push_blob(
+        registry, image, blobs.descriptor(layers[0], oci=True), blobs.opener(layers[0])
+    )
+    assert outcome == "mounted"
+    assert [c for c in registry.ops("push_blob") if c[1] == "app"] == []  # not sent twice
+
+
+class _Refusing(FakeRegistry):
+    def push_blob_outcome(self, ref: Reference, desc: Descriptor, *args: Any, **kw: Any) -> Any:
+        self._log("push_blob_outcome", ref.repository, desc.digest)
+        raise RegistryError("denied", status=403, operation="push blob")
+
+
+def test_a_failed_upload_is_left_to_the_export(blobs: Blobs) -> None:
+    registry = _Refusing()
+    early = EarlyPush.for_build(
+        parse_cache_to("type=registry,ref=early3.test/app-cache,mode=max"), registry, blobs
+    )
+    assert early is not None
+    early.layer_made(_made(blobs, "f"))
+    deadline = time.monotonic() + 10
+    while not registry.ops("push_blob_outcome") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    early.close()  # no error: the export puts the layer and reports what fails
+    assert registry.ops("push_blob_outcome") and registry.blobs.get("app-cache", {}) == {}
