@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from tests.support.engine_parts import run_true
 from tests.unit.engine.convert_helpers import BASE_DIFF, _convert
 
 from mason.digest import sha256_bytes
@@ -133,18 +134,7 @@ def _exec_op(tmp_path: Path) -> ExecOp:
     state = StateRoot(tmp_path)  # not opened: its directories and temp_dir only
     state.tmp.mkdir(exist_ok=True)
     env: Any = SimpleNamespace(state=state, cache_mounts=CacheMounts())
-    return ExecOp(
-        env,
-        args=("true",),
-        environ=(),
-        cwd="/",
-        user="",
-        network="default",
-        mounts=(),
-        files={},
-        lines=(1,),
-        display="RUN true",
-    )
+    return run_true(env)
 
 
 def _mount(sharing: str) -> MountPlan:

@@ -4,40 +4,23 @@ then finds them there, and the image push mounts them from there."""
 
 from __future__ import annotations
 
-import io
-import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import pytest
+from tests.support.engine_parts import stored_layer
 from tests.unit.cache.cache_fakes import FakeRegistry
 
 from mason.cache.options import parse_cache_to
-from mason.digest import Digest, sha256_bytes
 from mason.engine.blobs import Blobs
 from mason.engine.earlypush import EarlyPush
-from mason.engine.state import LayerRef, StateRoot
+from mason.engine.state import StateRoot
 from mason.oci.descriptor import Descriptor
 from mason.oci.reference import Reference
 from mason.registry.errors import RegistryError
 from mason.registry.push import push_blob
-
-
-def _made(blobs: Blobs, name: str) -> LayerRef:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        info = tarfile.TarInfo(name)
-        info.size = 4
-        tf.addfile(info, io.BytesIO(b"data"))
-    tar = buf.getvalue()
-
-    def write(stream: BinaryIO) -> Digest:
-        stream.write(tar)
-        return sha256_bytes(tar)
-
-    return blobs.store_layer(write)
 
 
 @pytest.fixture
@@ -73,7 +56,7 @@ def test_each_layer_goes_to_the_cache_repository_and_the_image_push_mounts_it(
         parse_cache_to("type=registry,ref=early2.test/app-cache,mode=max"), registry, blobs
     )
     assert early is not None
-    layers = [_made(blobs, f"f{i}") for i in range(3)]
+    layers = [stored_layer(blobs, f"f{i}") for i in range(3)]
     for lr in layers:
         early.layer_made(lr)
     wanted = sorted(str(lr.blob) for lr in layers)
@@ -102,7 +85,7 @@ def test_a_failed_upload_is_left_to_the_export(blobs: Blobs) -> None:
         parse_cache_to("type=registry,ref=early3.test/app-cache,mode=max"), registry, blobs
     )
     assert early is not None
-    early.layer_made(_made(blobs, "f"))
+    early.layer_made(stored_layer(blobs, "f"))
     deadline = time.monotonic() + 10
     while not registry.ops("push_blob_outcome") and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -4,13 +4,12 @@ compression rule (a base image's layers keep their compression unless force-comp
 
 from __future__ import annotations
 
-import io
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import pytest
+from tests.support.engine_parts import one_file_tar, stored_layer
 from tests.unit.cache.cache_fakes import FakeRegistry
 
 from mason.cache import export_cache
@@ -26,25 +25,6 @@ from mason.oci.platform import Platform
 from mason.oci.reference import Reference
 
 REG = "reg.example"
-
-
-def _tar(name: str) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        ti = tarfile.TarInfo(name)
-        ti.size = 4
-        tf.addfile(ti, io.BytesIO(b"data"))
-    return buf.getvalue()
-
-
-def _made(blobs: Blobs, name: str) -> LayerRef:
-    tar = _tar(name)
-
-    def write(stream: BinaryIO) -> Digest:
-        stream.write(tar)
-        return sha256_bytes(tar)
-
-    return blobs.store_layer(write)
 
 
 @pytest.fixture
@@ -98,7 +78,7 @@ def _uploads(registry: FakeRegistry, digest: str) -> list[str]:
 
 def test_cache_export_mounts_layers_the_image_push_uploaded(state: StateRoot) -> None:
     blobs, registry = Blobs(state), FakeRegistry()
-    lr = _made(blobs, "a")
+    lr = stored_layer(blobs, "a")
     _push(blobs, registry, _image(lr), "app")
     result = _export_cache(blobs, registry, (lr,), "app-cache")
     assert result.mounted == (lr.blob,) and lr.blob not in result.uploaded
@@ -110,7 +90,7 @@ def test_image_push_mounts_layers_a_cache_export_stored_even_in_a_later_build(
 ) -> None:
     registry = FakeRegistry()
     first = Blobs(state)
-    lr = _made(first, "a")
+    lr = stored_layer(first, "a")
     _export_cache(first, registry, (lr,), "app-cache")
     later = Blobs(state)  # another build on the same root: the location was kept
     assert later.mount_hints(Digest(str(lr.blob))) == {
@@ -126,7 +106,7 @@ def test_image_push_mounts_layers_a_cache_export_stored_even_in_a_later_build(
 
 def test_a_stale_location_falls_back_to_an_upload(state: StateRoot) -> None:
     blobs, registry = Blobs(state), FakeRegistry()
-    lr = _made(blobs, "a")
+    lr = stored_layer(blobs, "a")
     assert lr.blob is not None
     blobs.note_stored(lr.blob, Reference.parse(f"{REG}/gone"), lr.media_type, lr.blob_size)
     _push(blobs, registry, _image(lr), "app")
@@ -141,8 +121,8 @@ def test_pulled_layers_keep_their_compression_unless_forced(state: StateRoot) ->
     """One rule for image outputs and caches: a pulled gzip base layer stays gzip in a zstd
     image (and cache) unless force-compression; the layers mason made are converted."""
     blobs = Blobs(state)
-    made = _made(blobs, "made")
-    base_tar = _tar("base")
+    made = stored_layer(blobs, "made")
+    base_tar = one_file_tar("base")
     import gzip
 
     base_blob = gzip.compress(base_tar, mtime=0)
@@ -176,14 +156,14 @@ def test_a_push_the_registry_already_holds_sends_nothing(state: StateRoot) -> No
     holds the manifest, one HEAD per name is all; when a name holds something else, or a
     layer is new, the image is pushed."""
     blobs, registry = Blobs(state), FakeRegistry()
-    lr = _made(blobs, "a")
+    lr = stored_layer(blobs, "a")
     _push(blobs, registry, _image(lr), "app")  # a new layer: no HEAD of the manifest first
     assert [c[0] for c in registry.calls].count("head_manifest") == 0
     registry.calls.clear()
     _push(blobs, registry, _image(lr), "app")
     assert [c[0] for c in registry.calls] == ["head_manifest"]
 
-    other = _made(blobs, "b")
+    other = stored_layer(blobs, "b")
     _push(blobs, registry, _image(other), "app")  # the tag now names another image
     registry.calls.clear()
     _push(blobs, registry, _image(lr), "app")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.support.engine_parts import run_true
+
 from mason.engine.ops import ExecOp, FileAction, FileOp, MergeOp, mark_plan
 from mason.solver import Vertex
 
@@ -70,19 +72,7 @@ def test_merges_keep_it_sparse_and_a_link_copy_is_never_marked() -> None:
 
 
 def _run(*inputs: Vertex[Any]) -> Vertex[Any]:
-    op = ExecOp(
-        None,  # type: ignore[arg-type]
-        args=("true",),
-        environ=(),
-        cwd="/",
-        user="",
-        network="default",
-        mounts=(),
-        files={},
-        lines=(),
-        display="RUN true",
-    )
-    return Vertex(op, inputs)
+    return Vertex(run_true(None), inputs)
 
 
 def _follows(v: Vertex[Any]) -> bool:
