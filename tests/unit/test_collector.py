@@ -24,13 +24,15 @@ def test_hold_turns_the_collector_off_and_release_freezes_start_up_and_turns_it_
     gc.unfreeze()
     collector.hold()
     assert not gc.isenabled()
-    made_at_start_up = [object() for _ in range(10)]
+    made_at_start_up = [[] for _ in range(1000)]  # containers: the collector tracks them
     collector.release()
     assert gc.isenabled()
-    assert gc.get_freeze_count() >= len(made_at_start_up)
     frozen = gc.get_freeze_count()
-    collector.release()  # once only: nothing frozen again
-    assert gc.get_freeze_count() == frozen
+    assert frozen >= len(made_at_start_up)
+    made_later = [[] for _ in range(1000)]
+    collector.release()  # once only: what was made since is not frozen
+    # (not an exact count: another thread may free a frozen object meanwhile)
+    assert gc.get_freeze_count() < frozen + len(made_later)
 
 
 def test_release_without_hold_leaves_a_callers_collector_as_it_is() -> None:
