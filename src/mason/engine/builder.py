@@ -48,6 +48,7 @@ from mason.structs import Struct, field
 if TYPE_CHECKING:
     from mason.dockerfile.checks import CheckReport
     from mason.engine.cachemounts import CacheMounts
+    from mason.engine.earlypush import EarlyPush
 
 __all__ = ["BuildOutcome", "ProgressAdapter", "build", "check"]
 
@@ -598,7 +599,7 @@ def _outcome(adapter: ProgressAdapter, resolver: _Resolver, graph: Any) -> Build
     return outcome
 
 
-def _early_push(opts: BuildOptions, client: Any, blobs: Blobs) -> Any:
+def _early_push(opts: BuildOptions, client: Any, blobs: Blobs) -> EarlyPush | None:
     """The uploads of layers as steps make them (``mason.engine.earlypush``: a registry
     cache takes every layer), or None."""
     if not opts.cache_to:

@@ -21,11 +21,10 @@ from typing import Any
 from mason.cache.options import CacheOptions
 from mason.engine.blobs import Blobs
 from mason.engine.state import LayerRef
-from mason.errors import MasonError
 from mason.futures import Future, ThreadPoolExecutor
 from mason.oci import mediatypes as mt
 from mason.oci.reference import Reference
-from mason.registry.push import push_blob
+from mason.registry.push import StoreOutcome, push_blob
 
 __all__ = ["EarlyPush"]
 
@@ -38,7 +37,7 @@ class EarlyPush:
         self._ref = ref
         self._blobs = blobs
         self._pool = ThreadPoolExecutor(2, "early-push")
-        self._queued: list[Future[None]] = []
+        self._queued: list[Future[StoreOutcome]] = []
 
     @classmethod
     def for_build(
@@ -60,18 +59,13 @@ class EarlyPush:
         return None
 
     def layer_made(self, lr: LayerRef) -> None:
-        """Queue the upload of a layer a step just committed."""
+        """Queue the upload of a layer a step just committed. A failed upload stays in its
+        future, unread: the export puts the layer again and reports what fails; and it
+        records where every blob it lists now is (``Blobs.note_stored``), these included."""
         if lr.blob is not None and lr.media_type in (mt.OCI_LAYER_GZIP, mt.DOCKER_LAYER_GZIP):
-            self._queued.append(self._pool.submit(self._put, lr))
-
-    def _put(self, lr: LayerRef) -> None:
-        assert lr.blob is not None
-        desc = self._blobs.descriptor(lr, oci=True)
-        try:
-            push_blob(self._client, self._ref, desc, self._blobs.opener(lr))
-        except (MasonError, OSError):
-            return  # the export puts it again and says what fails
-        self._blobs.note_stored(lr.blob, self._ref, desc.media_type, desc.size)
+            desc = self._blobs.descriptor(lr, oci=True)
+            opener = self._blobs.opener(lr)
+            self._queued.append(self._pool.submit(push_blob, self._client, self._ref, desc, opener))
 
     def stop_queued(self) -> None:
         """The export begins: uploads not started yet are its own."""

@@ -473,8 +473,9 @@ class RegistryClient:
         #: done), as (registry, repository, digest): not asked about again in this process.
         #: A set's add and lookup are atomic, so the client's threads share it without a lock.
         self._held: set[tuple[str, str, str]] = set()
-        #: the blobs this client put (uploaded or mounted) into a repository, likewise
-        self._put: set[tuple[str, str, str]] = set()
+        #: the repositories this client put (uploaded or mounted) each blob into, by
+        #: (registry, digest); shared likewise (``setdefault`` and ``add`` are atomic)
+        self._put_in: dict[tuple[str, str], set[str]] = {}
         self.max_workers = max(1, max_workers)
         self.chunk_threshold = chunk_threshold
         self.chunk_size = chunk_size
@@ -823,7 +824,7 @@ class RegistryClient:
         session = self._start_upload(ref, digest, from_repository)
         if session is None:
             self._hold(ref, digest)
-            self._put.add((ref.registry, ref.repository, digest))
+            self._note_put(ref, digest)
             return True
         self._cancel_upload(ref, session.location)
         return False
@@ -900,12 +901,15 @@ class RegistryClient:
         outcome = self._store_blob(ref, desc, opener, mount_from, chunked)
         self._hold(ref, desc.digest)
         if outcome != "exists":
-            self._put.add((ref.registry, ref.repository, desc.digest))
+            self._note_put(ref, desc.digest)
         return outcome
+
+    def _note_put(self, ref: Reference, digest: Digest) -> None:
+        self._put_in.setdefault((ref.registry, digest), set()).add(ref.repository)
 
     def put_repositories(self, registry: str, digest: Digest) -> list[str]:
         """The repositories of ``registry`` this client put ``digest`` into."""
-        return sorted(repo for reg, repo, d in list(self._put) if reg == registry and d == digest)
+        return sorted(self._put_in.get((registry, digest), ()))
 
     def _store_blob(
         self,

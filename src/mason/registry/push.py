@@ -127,9 +127,9 @@ def push_blob(
     went on, ``mason.engine.earlypush``)."""
     with _TURNS.turn(ref, desc.digest) as just_put:
         put_in = client.put_repositories(ref.registry, desc.digest)
-        candidates = list(mount_from) if mount_from is not None else mount_candidates(desc, ref)
-        candidates[:0] = [*([just_put] if just_put is not None else []), *put_in]
-        candidates = list(dict.fromkeys(c for c in candidates if c != ref.repository))
+        given = list(mount_from) if mount_from is not None else mount_candidates(desc, ref)
+        first = [just_put] if just_put is not None else []
+        candidates = [c for c in dict.fromkeys([*first, *put_in, *given]) if c != ref.repository]
         mount_first = bool(put_in) and ref.repository not in put_in
         return _put(client, ref, desc, opener, candidates, mount_first=mount_first)
 

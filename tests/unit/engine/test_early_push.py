@@ -73,21 +73,33 @@ def test_each_layer_goes_to_the_cache_repository_and_the_image_push_mounts_it(
     assert [c for c in registry.ops("push_blob") if c[1] == "app"] == []  # not sent twice
 
 
-class _Refusing(FakeRegistry):
+class _RefusingOnce(FakeRegistry):
+    """Refuses the first put (a registry that was down for a moment)."""
+
+    refused = False
+
     def push_blob_outcome(self, ref: Reference, desc: Descriptor, *args: Any, **kw: Any) -> Any:
-        self._log("push_blob_outcome", ref.repository, desc.digest)
-        raise RegistryError("denied", status=403, operation="push blob")
+        if not self.refused:
+            self.refused = True
+            raise RegistryError("denied", status=403, operation="push blob")
+        return super().push_blob_outcome(ref, desc, *args, **kw)
 
 
 def test_a_failed_upload_is_left_to_the_export(blobs: Blobs) -> None:
-    registry = _Refusing()
+    registry = _RefusingOnce()
     early = EarlyPush.for_build(
         parse_cache_to("type=registry,ref=early3.test/app-cache,mode=max"), registry, blobs
     )
     assert early is not None
-    early.layer_made(stored_layer(blobs, "f"))
+    layer = stored_layer(blobs, "f")
+    early.layer_made(layer)
     deadline = time.monotonic() + 10
-    while not registry.ops("push_blob_outcome") and time.monotonic() < deadline:
+    while not registry.refused and time.monotonic() < deadline:
         time.sleep(0.01)
-    early.close()  # no error: the export puts the layer and reports what fails
-    assert registry.ops("push_blob_outcome") and registry.blobs.get("app-cache", {}) == {}
+    early.close()  # the failure is not raised: the export's own put reports what fails
+    assert registry.refused and registry.blobs.get("app-cache", {}) == {}
+    # nothing claims the layer is there: the export's put uploads it
+    cache = Reference.parse("early3.test/app-cache:latest")
+    desc = blobs.descriptor(layer, oci=True)
+    assert push_blob(registry, cache, desc, blobs.opener(layer)) == "uploaded"
+    assert list(registry.blobs["app-cache"]) == [layer.blob]
