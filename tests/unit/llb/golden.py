@@ -131,7 +131,7 @@ def with_inputs(step: Step, vertex: dict[str, str]) -> pb.Op:
 @cache
 def staged_context(case: str) -> Path:
     """``stage-context.sh`` in Python: copy, dirs 0755, files 0644, then ``prepare.sh``."""
-    dest = Path(tempfile.mkdtemp(prefix=f"mason-llb-{case}-")) / "ctx"
+    dest = _new_dir(case) / "ctx"
     src = ROOT / case / "context"
     if src.is_dir():
         shutil.copytree(src, dest, symlinks=True)
@@ -318,8 +318,12 @@ def output_tree(case: str, step: Step, cache_maps: dict[str, CacheMap], output: 
     return tree
 
 
+# One directory for every tree staged in this process, removed when the process ends.
+_SCRATCH = tempfile.TemporaryDirectory(prefix="mason-llb-")
+
+
 def _new_dir(what: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=f"mason-llb-{what}-"))
+    return Path(tempfile.mkdtemp(prefix=f"{what}-", dir=_SCRATCH.name))
 
 
 def _http_output(case: str, src: pb.SourceOp) -> Path:
