@@ -268,8 +268,12 @@ def _push_one(
             client, target, desc.with_annotations(hints) if hints else desc, blobs.opener(lr)
         )
         if outcome == "mounted":
-            known = hints.get(DISTRIBUTION_SOURCE_PREFIX + target.registry, "")
-            log(f"mounted {lr.blob} (known in {known})")
+            # pulled from there, or put there by this build (an early cache upload)
+            put_in = client.put_repositories(target.registry, lr.blob)
+            known = hints.get(DISTRIBUTION_SOURCE_PREFIX + target.registry) or ", ".join(
+                r for r in put_in if r != target.repository
+            )
+            log(f"mounted {lr.blob}" + (f" (known in {known})" if known else ""))
         blobs.note_stored(lr.blob, target, desc.media_type, desc.size)
 
     t0 = time.monotonic()

@@ -16,8 +16,10 @@ from tests.unit.cache.cache_fakes import FakeRegistry
 from mason.cache.options import parse_cache_to
 from mason.engine.blobs import Blobs
 from mason.engine.earlypush import EarlyPush
+from mason.engine.exporters import ImageResult, assemble_manifest, push_image
 from mason.engine.state import StateRoot
 from mason.oci.descriptor import Descriptor
+from mason.oci.platform import Platform
 from mason.oci.reference import Reference
 from mason.registry.errors import RegistryError
 from mason.registry.push import push_blob
@@ -65,12 +67,20 @@ def test_each_layer_goes_to_the_cache_repository_and_the_image_push_mounts_it(
         time.sleep(0.01)
     early.close()
     assert sorted(registry.blobs["app-cache"]) == wanted
-    image = Reference.parse("early2.test/app:latest")
-    outcome = push_blob(
-        registry, image, blobs.descriptor(layers[0], oci=True), blobs.opener(layers[0])
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [lr.diff_id for lr in layers]},
+    }
+    exported = assemble_manifest(
+        blobs, ImageResult(tuple(layers), config, Platform("linux", "amd64"))
     )
-    assert outcome == "mounted"
-    assert [c for c in registry.ops("push_blob") if c[1] == "app"] == []  # not sent twice
+    lines: list[str] = []
+    push_image(blobs, registry, exported, [Reference.parse("early2.test/app:latest")], lines.append)
+    for lr in layers:  # mounted from where the early upload put it, and the log says so
+        assert f"mounted {lr.blob} (known in app-cache)" in lines
+    sent_to_app = {c[2] for c in registry.ops("push_blob") if c[1] == "app"}
+    assert sent_to_app == {exported.manifest.config.digest}  # the layers not sent twice
 
 
 class _RefusingOnce(FakeRegistry):
