@@ -431,6 +431,7 @@ class CacheRegistry(Protocol):
         opener: Callable[[], BinaryIO],
         *,
         mount_from: str | None = None,
+        ask_first: bool = True,
     ) -> Literal["exists", "mounted", "uploaded"]: ...
 
     def put_repositories(self, registry: str, digest: Digest) -> list[str]: ...

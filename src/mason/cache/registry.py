@@ -276,11 +276,10 @@ def _store_blobs(
 
     def store_config() -> str:
         config_raw = plan.config_raw
-        if config_desc.digest in known or not client.push_blob(
-            ref, config_desc, lambda: io.BytesIO(config_raw)
-        ):
+        if config_desc.digest in known:
             return "existing"
-        return "uploaded"
+        opener = functools.partial(io.BytesIO, config_raw)
+        return push_blob(client, ref, config_desc, opener, mount_from=(), made_here=True)
 
     with ThreadPoolExecutor(
         max_workers=max(1, max_workers), thread_name_prefix="cache-push"

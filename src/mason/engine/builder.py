@@ -521,8 +521,7 @@ def _build_in(
     blobs = Blobs(state, client)
     snapshots = _open_snapshots(opts, state, blobs, sink)
     env = _build_env(opts, state, blobs, snapshots, executor, ignore, epoch, df, df_bytes)
-    early = _early_push(opts, client, blobs)
-    env.layer_made = early.layer_made if early is not None else None
+    early, priors = _early_push(opts, client, blobs, env), _export_priors(opts, client)
     try:
         env.ssh_sockets = dict(ssh_sockets or {})
         env.named_dirs = _named_dirs(opts, sink)
@@ -572,6 +571,7 @@ def _build_in(
             state,
             stdout,
             cache_mounts=env.cache_mounts,
+            priors=priors,
         )
         outcome.downloaded_blobs = list(blobs.downloaded)
         return outcome
@@ -599,14 +599,25 @@ def _outcome(adapter: ProgressAdapter, resolver: _Resolver, graph: Any) -> Build
     return outcome
 
 
-def _early_push(opts: BuildOptions, client: Any, blobs: Blobs) -> EarlyPush | None:
+def _early_push(opts: BuildOptions, client: Any, blobs: Blobs, env: BuildEnv) -> EarlyPush | None:
     """The uploads of layers as steps make them (``mason.engine.earlypush``: a registry
-    cache takes every layer), or None."""
+    cache takes every layer), hooked to ``env``'s commits; or None."""
     if not opts.cache_to:
         return None
     from mason.engine.earlypush import EarlyPush
 
-    return EarlyPush.for_build(opts.cache_to, client, blobs)
+    early = EarlyPush.for_build(opts.cache_to, client, blobs)
+    env.layer_made = early.layer_made if early is not None else None
+    return early
+
+
+def _export_priors(opts: BuildOptions, client: Any) -> dict[str, Any]:
+    """The ``--cache-to`` registry refs' caches, read from now on beside the build."""
+    if not opts.cache_to:
+        return {}
+    from mason.engine.remotecache import read_export_priors
+
+    return read_export_priors(opts.cache_to, opts.cache_from, client)
 
 
 def _reads_outside(op: Any) -> bool:
@@ -884,9 +895,11 @@ def _export(
     stdout: BinaryIO | None,
     *,
     cache_mounts: CacheMounts | None = None,
+    priors: Any = None,
 ) -> None:
     """The image outputs and the caches, side by side (a layer both push is uploaded once:
-    ``mason.registry.push``); then the outcome's digests and buildx's metadata."""
+    ``mason.registry.push``); then the outcome's digests and buildx's metadata. ``priors``:
+    the ``--cache-to`` refs' caches read early (``remotecache.read_export_priors``)."""
     from mason.engine.options import outputs_for
     from mason.engine.remotecache import export_caches
 
@@ -902,6 +915,7 @@ def _export(
             sink,
             cache_imports,
             cache_mounts=cache_mounts,
+            priors=priors,
         )
 
     with ThreadPoolExecutor(1, "export-cache") as pool:

@@ -15,6 +15,7 @@ begins is dropped (the export makes it); the ones under way finish before the bu
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,7 +66,8 @@ class EarlyPush:
         if lr.blob is not None and lr.media_type in (mt.OCI_LAYER_GZIP, mt.DOCKER_LAYER_GZIP):
             desc = self._blobs.descriptor(lr, oci=True)
             opener = self._blobs.opener(lr)
-            self._queued.append(self._pool.submit(push_blob, self._client, self._ref, desc, opener))
+            put = functools.partial(push_blob, made_here=True)  # just committed by this build
+            self._queued.append(self._pool.submit(put, self._client, self._ref, desc, opener))
 
     def stop_queued(self) -> None:
         """The export begins: uploads not started yet are its own."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import io
 import json
 import os
@@ -281,7 +282,8 @@ def _push_one(
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
         # the config goes up beside the layers (one round trip less): the manifest, put by
         # the caller, comes after both
-        config = pool.submit(client.push_blob, target, cfg, lambda: io.BytesIO(raw))
+        put_config = functools.partial(push_blob, mount_from=(), made_here=True)
+        config = pool.submit(put_config, client, target, cfg, functools.partial(io.BytesIO, raw))
         list(pool.map(push_layer, exported.layers))
         config.result()
     log(f"pushing layers {time.monotonic() - t0:.1f}s done")

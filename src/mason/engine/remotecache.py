@@ -6,11 +6,12 @@ content store as the exporter's ``ExportBlobStore``, solved vertices as
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from mason.cache.backends import backend_of
 from mason.cache.blobcheck import MAGIC_BYTES, compression_mismatch
@@ -23,6 +24,7 @@ from mason.engine.llbkeys import RecordNode, StepKeys
 from mason.engine.ops import SourceOp, StepResult
 from mason.engine.state import LayerRef
 from mason.errors import MasonError
+from mason.futures import Future
 from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, Descriptor
 from mason.oci.errors import InvalidReferenceError
 from mason.oci.reference import Reference
@@ -196,6 +198,54 @@ def import_caches(
 
         sources.append(CacheSource(src.name, HitLookup(src, blobs, warn)))
     return sources, imported
+
+
+def read_export_priors(
+    cache_to: Sequence[CacheOptions],
+    cache_from: Sequence[CacheOptions],
+    client: CacheRegistry | None,
+) -> dict[str, Future[ImportedCache]]:
+    """Start reading, in the background, what each registry ``--cache-to`` ref holds now, when
+    no ``--cache-from`` of the same ref reads it (issue 14: the export then finds its prior
+    read instead of reading it on its own critical path). A read that is stale by the time of
+    the export costs nothing: a merging export checks the ref by a ``HEAD`` just before its
+    ``PUT`` and reads it again when it changed, as it does after its own read."""
+    from mason.cache.registry import load_registry_cache
+
+    imported = {_dest_key(o) for o in cache_from}
+    priors: dict[str, Future[ImportedCache]] = {}
+    for opt in cache_to:
+        key = _dest_key(opt)
+        if client is None or opt.type != "registry" or opt.ref is None or key in imported:
+            continue
+        future: Future[ImportedCache] = Future()
+        priors[key] = future
+        run = functools.partial(_settle, future, load_registry_cache, client, opt.ref)
+        threading.Thread(target=run, name="cache-prior", daemon=True).start()
+    return priors
+
+
+def _settle(future: Future[ImportedCache], read: Callable[..., ImportedCache], *args: Any) -> None:
+    try:
+        future.set_result(read(*args))
+    except BaseException as exc:  # the export reads the ref itself and reports what fails
+        future.set_exception(exc)
+
+
+def _prior(
+    opt: CacheOptions,
+    imported: dict[str, ImportedCache],
+    priors: Mapping[str, Future[ImportedCache]],
+) -> ImportedCache | None:
+    """What the build read of ``opt``'s destination: its import, or its prior read early
+    (None: the export reads it, also after an early read that failed)."""
+    key = _dest_key(opt)
+    if key in imported:
+        return imported[key]
+    future = priors.get(key)
+    if future is None or future.exception() is not None or future.result().warning:
+        return None
+    return future.result()
 
 
 def _dest_key(opt: CacheOptions) -> str:
@@ -406,9 +456,11 @@ def export_caches(
     *,
     best_effort: bool = False,
     cache_mounts: CacheMounts | None = None,
+    priors: Mapping[str, Future[ImportedCache]] | None = None,
 ) -> list[ExportResult]:
     """Export every registry/local ``--cache-to``; failures raise unless ignore-error.
     ``cache_mounts``: the build's cache mounts, stored by the exports with ``cache-mounts=true``.
+    ``priors``: the destinations' caches read early (``read_export_priors``).
 
     ``converted``: the build of each platform (min mode keeps the chains of all their images).
     ``best_effort`` (export on a failed build): the graph may be partly solved, min mode
@@ -445,7 +497,7 @@ def export_caches(
                 blobs=store,
                 image_diff_ids=image_diff_ids,
                 client=client,
-                prior=imported.get(_dest_key(opt)),
+                prior=_prior(opt, imported, priors or {}),
                 cache_mounts=mounts if opt.cache_mounts else None,
             )
         except Exception as exc:

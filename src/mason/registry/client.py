@@ -895,10 +895,16 @@ class RegistryClient:
         *,
         mount_from: str | None = None,
         chunked: bool = False,
+        ask_first: bool = True,
     ) -> PushOutcome:
         """Like ``push_blob`` but says how: ``exists``, ``mounted`` or ``uploaded``. ``chunked``
-        uploads in chunks whatever the size (``mason registry check`` tries that path)."""
-        outcome = self._store_blob(ref, desc, opener, mount_from, chunked)
+        uploads in chunks whatever the size (``mason registry check`` tries that path).
+        ``ask_first=False``: no ``HEAD`` first (the caller knows the blob is new)."""
+        if ask_first and self.blob_exists(ref, desc.digest, for_push=True):
+            outcome: PushOutcome = "exists"
+        else:
+            self._check_push(ref)
+            outcome = self._send_blob(ref, desc, opener, mount_from, chunked)
         self._hold(ref, desc.digest)
         if outcome != "exists":
             self._note_put(ref, desc.digest)
@@ -911,7 +917,7 @@ class RegistryClient:
         """The repositories of ``registry`` this client put ``digest`` into."""
         return sorted(self._put_in.get((registry, digest), ()))
 
-    def _store_blob(
+    def _send_blob(
         self,
         ref: Reference,
         desc: Descriptor,
@@ -919,8 +925,6 @@ class RegistryClient:
         mount_from: str | None,
         chunked: bool,
     ) -> PushOutcome:
-        if self.blob_exists(ref, desc.digest, for_push=True):
-            return "exists"
         host = ref.api_host
         refused = self._monolithic_limit.get(host)
         large = desc.size > self.chunk_threshold or (refused is not None and desc.size >= refused)

@@ -3,7 +3,9 @@ and ``imagetools copy`` share.
 
 Nothing moves when the repository has the blob (HEAD); else a cross-repo mount from a
 repository of the same registry that holds it; else an upload -- in the session the registry
-opens when it declines the last mount, so a declined mount costs no extra request. The
+opens when it declines the last mount, so a declined mount costs no extra request. A small
+blob the build itself just made (a config, a small layer) is uploaded without the HEAD: it
+is all but surely new, and its upload costs about what the question does. The
 candidates come from the descriptor's ``containerd.io/distribution.source.<host>``
 annotation (what containerd and BuildKit write), or from the caller.
 
@@ -25,9 +27,14 @@ from mason.oci.descriptor import DISTRIBUTION_SOURCE_PREFIX, Descriptor
 from mason.oci.reference import Reference
 from mason.registry.errors import RegistryError
 
-__all__ = ["BlobPusher", "StoreOutcome", "mount_candidates", "push_blob"]
+__all__ = ["UNASKED_LIMIT", "BlobPusher", "StoreOutcome", "mount_candidates", "push_blob"]
 
 StoreOutcome = Literal["existing", "mounted", "uploaded"]
+
+#: the largest blob made by this build that is uploaded without a HEAD first (issue 14: one
+#: round trip less for every config and small layer; a needless re-upload of this much costs
+#: about one round trip more)
+UNASKED_LIMIT = 256 * 1024
 
 
 class BlobPusher(Protocol):
@@ -42,6 +49,7 @@ class BlobPusher(Protocol):
         opener: Callable[[], BinaryIO],
         *,
         mount_from: str | None = None,
+        ask_first: bool = True,
     ) -> Literal["exists", "mounted", "uploaded"]: ...
 
     def put_repositories(self, registry: str, digest: Digest) -> list[str]: ...
@@ -114,9 +122,12 @@ def push_blob(
     opener: Callable[[], BinaryIO],
     *,
     mount_from: Sequence[str] | None = None,
+    made_here: bool = False,
 ) -> StoreOutcome:
     """Put ``desc`` into ``ref``'s repository: nothing if it is there, a mount from one of
-    ``mount_from`` (default: ``mount_candidates(desc, ref)``), else an upload.
+    ``mount_from`` (default: ``mount_candidates(desc, ref)``), else an upload. ``made_here``:
+    the build made the blob (not pulled), so one up to ``UNASKED_LIMIT`` with nowhere to
+    mount it from is uploaded without asking first whether the repository has it.
 
     With several candidates the first ones are tried before any HEAD: a mount POST costs what a
     HEAD does, and mounting a blob the repository already has is harmless. A put of the same
@@ -131,7 +142,10 @@ def push_blob(
         first = [just_put] if just_put is not None else []
         candidates = [c for c in dict.fromkeys([*first, *put_in, *given]) if c != ref.repository]
         mount_first = bool(put_in) and ref.repository not in put_in
-        return _put(client, ref, desc, opener, candidates, mount_first=mount_first)
+        ask_first = bool(candidates) or not made_here or desc.size > UNASKED_LIMIT
+        return _put(
+            client, ref, desc, opener, candidates, mount_first=mount_first, ask_first=ask_first
+        )
 
 
 def _put(
@@ -142,6 +156,7 @@ def _put(
     candidates: list[str],
     *,
     mount_first: bool = False,
+    ask_first: bool = True,
 ) -> StoreOutcome:
     for repo in candidates if mount_first else candidates[:-1]:
         try:
@@ -151,10 +166,10 @@ def _put(
             continue  # e.g. no pull right on that repository: try the next one
     last = candidates[-1] if candidates and not mount_first else None
     try:
-        outcome = client.push_blob_outcome(ref, desc, opener, mount_from=last)
+        outcome = client.push_blob_outcome(ref, desc, opener, mount_from=last, ask_first=ask_first)
     except RegistryError as exc:
         if last is None or exc.status not in (401, 403):
             raise
         # a token service may refuse the pull scope on the mount source: plain upload
-        outcome = client.push_blob_outcome(ref, desc, opener)
+        outcome = client.push_blob_outcome(ref, desc, opener, ask_first=ask_first)
     return "existing" if outcome == "exists" else outcome

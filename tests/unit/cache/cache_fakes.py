@@ -149,11 +149,14 @@ class FakeRegistry:
         opener: Callable[[], BinaryIO],
         *,
         mount_from: str | None = None,
+        ask_first: bool = True,
     ) -> Literal["exists", "mounted", "uploaded"]:
-        """Like the real client: HEAD, then a mount POST whose refusal opens the upload session."""
-        self._log("head_blob", ref.repository, desc.digest)
-        if desc.digest in self.blobs.get(ref.repository, {}):
-            return "exists"
+        """Like the real client: HEAD (unless not ``ask_first``), then a mount POST whose
+        refusal opens the upload session."""
+        if ask_first:
+            self._log("head_blob", ref.repository, desc.digest)
+            if desc.digest in self.blobs.get(ref.repository, {}):
+                return "exists"
         if mount_from is not None:
             self._log("mount_post", ref.repository, desc.digest)
             if self._mount(ref, desc.digest, mount_from):

@@ -636,13 +636,18 @@ def test_store_blob_uploads_when_the_mount_source_is_forbidden(
     real = fake_registry.push_blob_outcome
 
     def refuse_mounts(
-        ref: Reference, desc: Descriptor, opener: object, *, mount_from: str | None = None
+        ref: Reference,
+        desc: Descriptor,
+        opener: object,
+        *,
+        mount_from: str | None = None,
+        ask_first: bool = True,
     ) -> str:
         if mount_from is not None:
             raise RegistryError(
                 "denied: pull access to the mount source", status=403, operation="mount"
             )
-        return real(ref, desc, opener, mount_from=None)  # type: ignore[arg-type]
+        return real(ref, desc, opener, mount_from=None, ask_first=ask_first)  # type: ignore[arg-type]
 
     monkeypatch.setattr(fake_registry, "push_blob_outcome", refuse_mounts)
     data = b"private base"
@@ -687,10 +692,6 @@ class _ConfigFirstRegistry(FakeRegistry):
         self.config_put = threading.Event()
         self.layers_saw_config: list[bool] = []
 
-    def push_blob(self, ref: Reference, desc: Descriptor, opener: Callable[[], BinaryIO]) -> bool:
-        self.config_put.set()
-        return super().push_blob(ref, desc, opener)
-
     def push_blob_outcome(
         self,
         ref: Reference,
@@ -698,9 +699,15 @@ class _ConfigFirstRegistry(FakeRegistry):
         opener: Callable[[], BinaryIO],
         *,
         mount_from: str | None = None,
+        ask_first: bool = True,
     ) -> Literal["exists", "mounted", "uploaded"]:
-        self.layers_saw_config.append(self.config_put.wait(30.0))
-        return super().push_blob_outcome(ref, desc, opener, mount_from=mount_from)
+        if desc.media_type == mt.BUILDKIT_CACHE_CONFIG:
+            self.config_put.set()
+        else:
+            self.layers_saw_config.append(self.config_put.wait(30.0))
+        return super().push_blob_outcome(
+            ref, desc, opener, mount_from=mount_from, ask_first=ask_first
+        )
 
 
 def test_the_cache_config_is_stored_beside_the_layers(blob_store: FakeBlobStore) -> None:
