@@ -134,10 +134,12 @@ def export_cache(
     progress: ProgressSink | None = None,
     max_workers: int = 4,
     cache_mounts: Mapping[str, Descriptor] | None = None,
+    written: Callable[[], None] | None = None,
 ) -> ExportResult:
     """Export one ``--cache-to`` entry whose backend has an exporter (registry, local).
     ``cache_mounts``: the build's ``RUN --mount=type=cache`` contents (id -> layer), which a
-    registry export with ``cache-mounts=true`` stores too.
+    registry export with ``cache-mounts=true`` stores too. ``written``: called once the
+    cache is written, before a registry export reads it back (``ExportRequest.written``).
 
     Failures raise (``MasonError``) unless ``options.ignore_error``: then the result carries
     ``warning`` and nothing was (necessarily) written.
@@ -156,7 +158,16 @@ def export_cache(
         progress.emit(Event(vertex, name, "started"))
     try:
         result = _export(
-            options, records, blobs, image_diff_ids, client, prior, tick, max_workers, cache_mounts
+            options,
+            records,
+            blobs,
+            image_diff_ids,
+            client,
+            prior,
+            tick,
+            max_workers,
+            cache_mounts,
+            written,
         )
     except (MasonError, OSError) as exc:
         text = str(exc).replace(chr(10), " | ")
@@ -192,6 +203,7 @@ def _export(
     tick: Callable[[], str],
     max_workers: int,
     cache_mounts: Mapping[str, Descriptor] | None = None,
+    written: Callable[[], None] | None = None,
 ) -> ExportResult:
     from mason.cache.backends import ExportRequest, backend_of
     from mason.cache.model import CacheExportError
@@ -213,5 +225,6 @@ def _export(
             tick,
             max_workers,
             dict(cache_mounts or {}),
+            written,
         ),
     )

@@ -55,6 +55,8 @@ class ExportRequest(Struct, frozen=True):
     max_workers: int
     #: the build's ``RUN --mount=type=cache`` contents, id -> layer (``cache-mounts=true``)
     cache_mounts: Mapping[str, Descriptor] = field(default_factory=dict)
+    #: called once the cache is written, before an export reads it back (its settle wait)
+    written: Callable[[], None] | None = None
 
 
 class CacheBackend(Struct, frozen=True):

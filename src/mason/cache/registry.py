@@ -323,10 +323,12 @@ def export_registry_cache(
     clock: Callable[[], str] = rfc3339_nano,
     max_workers: int = 4,
     mounts: Mapping[str, Descriptor] | None = None,
+    written: Callable[[], None] | None = None,
 ) -> ExportResult:
     """Write the cache for ``records`` (and, with ``cache-mounts=true``, the cache mounts'
     layers ``mounts``) to ``options.ref``. Raises on failure (the caller
-    applies ``ignore-error``, see ``mason.cache.export_cache``).
+    applies ``ignore-error``, see ``mason.cache.export_cache``). ``written`` is called once
+    the manifest is put, before the read-back below waits.
 
     ``prior`` is the import of the same ref, if the build had one; otherwise the ref's
     current cache is read here (a missing or unreadable one is just "nothing known"). With
@@ -343,6 +345,8 @@ def export_registry_cache(
     )
     merging = wants_merge(options.merge, prior)
     result = writer.write(prior, merge=merging)
+    if written is not None:
+        written()
     if merging and result.manifest is not None and not result.unchanged:
         result = writer.settle(result)
     return result
@@ -720,6 +724,7 @@ def _export(options: CacheOptions, req: ExportRequest) -> ExportResult:
         clock=req.clock,
         max_workers=req.max_workers,
         mounts=req.cache_mounts,
+        written=req.written,
     )
 
 

@@ -881,6 +881,12 @@ def _build_env(
     )
 
 
+#: how long (s) a push waits for a registry cache export to put its manifest, at most: a
+#: small build's export puts it in milliseconds; one uploading large layers the push does
+#: not share (another compression) goes on beside the push after this
+_PUSH_WAITS_FOR_CACHE = 0.5
+
+
 def _export(
     opts: BuildOptions,
     outcome: BuildOutcome,
@@ -899,24 +905,35 @@ def _export(
 ) -> None:
     """The image outputs and the caches, side by side (a layer both push is uploaded once:
     ``mason.registry.push``); then the outcome's digests and buildx's metadata. ``priors``:
-    the ``--cache-to`` refs' caches read early (``remotecache.read_export_priors``)."""
+    the ``--cache-to`` refs' caches read early (``remotecache.read_export_priors``).
+
+    A push beside a registry cache export starts once the cache's manifest is put (issue 14):
+    the export then reads its cache back after a wait (``cache.registry._Writer.settle``),
+    which the push fills, instead of both sharing the registry and the wait coming last."""
     from mason.engine.options import outputs_for
     from mason.engine.remotecache import export_caches
 
     outputs = outputs_for(opts.tags, opts.push, opts.outputs, opts.annotations)
+    written = threading.Event()
+    if not (any(o.push for o in outputs) and any(o.type == "registry" for o in opts.cache_to)):
+        written.set()  # nothing to wait for: files are written beside the export
 
     def caches() -> None:
-        export_caches(
-            opts.cache_to,
-            graph,
-            converted,
-            blobs,
-            client,
-            sink,
-            cache_imports,
-            cache_mounts=cache_mounts,
-            priors=priors,
-        )
+        try:
+            export_caches(
+                opts.cache_to,
+                graph,
+                converted,
+                blobs,
+                client,
+                sink,
+                cache_imports,
+                cache_mounts=cache_mounts,
+                priors=priors,
+                written=written.set,
+            )
+        finally:
+            written.set()  # however the exports end, the push goes on
 
     with ThreadPoolExecutor(1, "export-cache") as pool:
         cached: Future[None] | None = None
@@ -924,6 +941,7 @@ def _export(
             with _task(sink, "exporting to image") as t:
                 if opts.cache_to:  # beside the push: its reads and read-backs overlap it
                     cached = pool.submit(caches)
+                    written.wait(_PUSH_WAITS_FOR_CACHE)
                 outcome.exported = export_outputs(
                     blobs, client, images, outputs, state.tmp, t.log, stdout=stdout
                 )

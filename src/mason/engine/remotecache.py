@@ -457,10 +457,12 @@ def export_caches(
     best_effort: bool = False,
     cache_mounts: CacheMounts | None = None,
     priors: Mapping[str, Future[ImportedCache]] | None = None,
+    written: Callable[[], None] | None = None,
 ) -> list[ExportResult]:
     """Export every registry/local ``--cache-to``; failures raise unless ignore-error.
     ``cache_mounts``: the build's cache mounts, stored by the exports with ``cache-mounts=true``.
-    ``priors``: the destinations' caches read early (``read_export_priors``).
+    ``priors``: the destinations' caches read early (``read_export_priors``). ``written``:
+    called when a registry export has put its manifest, before it waits to read it back.
 
     ``converted``: the build of each platform (min mode keeps the chains of all their images).
     ``best_effort`` (export on a failed build): the graph may be partly solved, min mode
@@ -499,6 +501,7 @@ def export_caches(
                 client=client,
                 prior=_prior(opt, imported, priors or {}),
                 cache_mounts=mounts if opt.cache_mounts else None,
+                written=written,
             )
         except Exception as exc:
             if not best_effort:

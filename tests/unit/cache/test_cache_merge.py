@@ -125,3 +125,25 @@ def test_a_refused_head_falls_back_to_reading_the_cache(monkeypatch: pytest.Monk
     _export(registry, store, "feature")
     assert len(registry.ops("get_manifest")) == 3  # the import, before the PUT, one settle
     assert _hits(registry, "main", "feature") == [True, True]
+
+
+def test_written_is_called_between_the_put_and_the_read_back() -> None:
+    """The builder starts the image push at ``written``: the push then overlaps the wait
+    before the read-back, and the read-back still follows the put."""
+    registry, store = FakeRegistry(), FakeBlobStore()
+    _export(registry, store, "main")
+    [opts] = parse_cache_to(f"type=registry,ref={REF},mode=max")
+    mark = len(registry.calls)
+    export_cache(
+        opts,
+        _branch(store, "feature"),
+        blobs=store,
+        image_diff_ids=None,
+        client=registry,
+        clock=make_clock(),
+        written=lambda: registry.calls.append(("written", "", "")),  # type: ignore[arg-type]
+    )
+    ops = [op for op, *_ in registry.calls[mark:]]
+    put = ops.index("put_manifest")
+    assert ops[put + 1] == "written"
+    assert "head_manifest" in ops[put + 2 :], "the read-back comes after written"
