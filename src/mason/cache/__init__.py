@@ -60,6 +60,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from mason.cache.backends import ExportRequest
     from mason.cache.model import (
         CacheRegistry,
         CacheSource,
@@ -144,6 +145,7 @@ def export_cache(
     Failures raise (``MasonError``) unless ``options.ignore_error``: then the result carries
     ``warning`` and nothing was (necessarily) written.
     """
+    from mason.cache.backends import ExportRequest
     from mason.cache.format import rfc3339_nano
     from mason.cache.model import CacheExportError, ExportResult
     from mason.errors import MasonError
@@ -156,19 +158,19 @@ def export_cache(
     )
     if progress is not None:
         progress.emit(Event(vertex, name, "started"))
+    request = ExportRequest(
+        records,
+        blobs,
+        image_diff_ids,
+        client,
+        prior,
+        tick,
+        max_workers,
+        dict(cache_mounts or {}),
+        written,
+    )
     try:
-        result = _export(
-            options,
-            records,
-            blobs,
-            image_diff_ids,
-            client,
-            prior,
-            tick,
-            max_workers,
-            cache_mounts,
-            written,
-        )
+        result = _export(options, request)
     except (MasonError, OSError) as exc:
         text = str(exc).replace(chr(10), " | ")
         if not options.ignore_error:
@@ -193,19 +195,8 @@ def export_cache(
     return result
 
 
-def _export(
-    options: CacheOptions,
-    records: Sequence[SolvedRecord],
-    blobs: ExportBlobStore,
-    image_diff_ids: Sequence[Digest] | Sequence[Sequence[Digest]] | None,
-    client: CacheRegistry | None,
-    prior: CacheSource | None,
-    tick: Callable[[], str],
-    max_workers: int,
-    cache_mounts: Mapping[str, Descriptor] | None = None,
-    written: Callable[[], None] | None = None,
-) -> ExportResult:
-    from mason.cache.backends import ExportRequest, backend_of
+def _export(options: CacheOptions, request: ExportRequest) -> ExportResult:
+    from mason.cache.backends import backend_of
     from mason.cache.model import CacheExportError
 
     export = backend_of(options).export
@@ -214,17 +205,4 @@ def _export(
             f"--cache-to type={options.type} is written by the image exporter, not export_cache",
             hint="call inline_cache_value() while building the image config",
         )
-    return export(
-        options,
-        ExportRequest(
-            records,
-            blobs,
-            image_diff_ids,
-            client,
-            prior,
-            tick,
-            max_workers,
-            dict(cache_mounts or {}),
-            written,
-        ),
-    )
+    return export(options, request)
