@@ -4,7 +4,8 @@
 opaque directories, over several layers, the lowest ones perhaps unpacked by an earlier step) and
 random destinations, the layer it writes is the one
 the same copy writes on the whole unpacked base (on a root of the same attributes), and a copy
-that fails there fails here too.
+that fails there fails here too. A copy that only makes new names at the top is written with
+no mount at all (``Snapshotter.prepare_beside``), on an index or on unpacked layers alike.
 Real overlayfs mounts: root only."""
 
 from __future__ import annotations
@@ -113,6 +114,9 @@ def _copy(
     looks_at = (lambda: copy_looks_at(sources, dest, None)) if sparse else None
     try:
         with snapshots.mount(chain, looks_at=looks_at) as mounted:
+            if sparse and not mounted.active.mounted:  # new names at the top: no mount
+                unpacked = all(snapshots._unpacked(lr) for lr in chain)
+                went_beside.append("unpacked" if unpacked else "sparse")
             root = os.stat(mounted.merged)
             copy_sources(
                 sources, mounted.merged, dest, CopyOptions(0, 0), None, dest_is_dir_hint=False
@@ -137,6 +141,9 @@ def _entries(data: bytes) -> list[tuple[object, ...]]:
 
 
 used_sparse: list[bool] = []
+#: the examples whose copy was written beside the chain, with no mount, and how the chain was
+#: looked at (its index, or its unpacked layers)
+went_beside: list[str] = []
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -147,6 +154,7 @@ def _overlay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     yield
     # the examples must have gone the sparse way, not only fallen back to the unpack
     assert sum(used_sparse) >= 20, used_sparse.count(True)
+    assert went_beside.count("sparse") >= 5 and went_beside.count("unpacked") >= 1, went_beside
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
@@ -156,6 +164,14 @@ def _overlay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     stack=[[("dir", "a", 0o755, 0), ("file", "a", 0o644, 0), ("hardlink", "a", "a", 0)]],
     copy=("/", "file"),
     unpacked=0,
+)
+# new names at the top of an unpacked base: written with no mount; over a whiteout of the same
+# name (a directory there would be opaque): through the mount
+@example(stack=[[("dir", "a", 0o755, 0)]], copy=("/n/e/w", "both"), unpacked=1)
+@example(
+    stack=[[("dir", "c", 0o755, 0), ("file", "c/x", 0o644, 0)], [("whiteout", "c", "", 0)]],
+    copy=("/c/x", "dir"),
+    unpacked=2,
 )
 def test_a_copy_on_a_sparse_base_writes_the_layer_of_the_whole_base(
     tmp_path_factory: pytest.TempPathFactory,

@@ -25,6 +25,7 @@ and where their layers come from.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -281,24 +282,56 @@ class Snapshotter:
         ``looks_at``: for a step that only writes into the chain, the paths (unsafe, whether
         a final symlink is followed) its resolutions walk; in overlay mode a chain with a
         layer not unpacked yet is then shown by just the entries they meet
-        (``mason.layer.sparse``), if its headers say exactly which."""
-        entries = self._looked_at(chain, looks_at) if looks_at is not None else None
-        if entries is None:
-            with self.layers.prepare(self._ids(chain)) as active:
-                yield Mounted(active, tuple(chain))
-            return
-        from mason.layer.sparse import sparse_tree  # tarfile: a step that writes (issue 14)
-
-        with (
-            sparse_tree(entries, str(self.state.tmp)) as lower,
-            self.layers.prepare_over(lower) as active,
-        ):
+        (``mason.layer.sparse``), if its headers say exactly which. When they meet nothing
+        of the chain but its root (the step makes new names at the top), nothing is
+        mounted: the step writes its layer directly (``prepare_beside``)."""
+        with self._prepare(chain, looks_at) as active:
             yield Mounted(active, tuple(chain))
 
+    @contextlib.contextmanager
+    def _prepare(
+        self, chain: Sequence[LayerRef], looks_at: Callable[[], LookedAt] | None
+    ) -> Iterator[ActiveSnapshot]:
+        paths = list(looks_at()) if looks_at is not None else None
+        entries = self._looked_at(chain, paths) if paths is not None else None
+        if entries is not None:
+            from mason.layer.sparse import sparse_tree  # tarfile: a step that writes (issue 14)
+
+            with sparse_tree(entries, str(self.state.tmp)) as lower:
+                # meeting nothing but the root: new names at the top, nothing to mount
+                prepare = self.layers.prepare_over if entries else self.layers.prepare_beside
+                with prepare(lower) as active:
+                    yield active
+            return
+        top = self._unpacked_top(chain, paths) if paths is not None else None
+        if top is not None:
+            with self.layers.prepare_beside(top) as active:
+                yield active
+            return
+        with self.layers.prepare(self._ids(chain)) as active:
+            yield active
+
+    def _unpacked_top(self, chain: Sequence[LayerRef], paths: LookedAt) -> str | None:
+        """Overlay mode, ``chain`` unpacked: the directory whose root attributes a step's root
+        takes (the top layer's, or an empty one), when ``paths`` (a step's resolutions) all
+        start at the root with a name no layer of ``chain`` holds in any form (a whiteout
+        neither: over one, overlayfs would make a new directory opaque); else None."""
+        layers = [lr for lr in chain if lr.diff_id != EMPTY_LAYER_DIFF_ID]
+        if self.mode != "overlay" or not all(self._unpacked(lr) for lr in layers):
+            return None
+        dirs = [self.layers.info(sid).path for sid in self._ids(chain)]
+        for unsafe, _follow in paths:
+            parts = [p for p in unsafe.split("/") if p not in ("", ".")]
+            if ".." in parts:
+                return None
+            if parts and any(os.path.lexists(os.path.join(d, parts[0])) for d in dirs):
+                return None
+        return dirs[-1] if dirs else self.layers.empty_dir
+
     def _looked_at(
-        self, chain: Sequence[LayerRef], looks_at: Callable[[], LookedAt]
+        self, chain: Sequence[LayerRef], paths: LookedAt
     ) -> dict[tuple[str, ...], TarInfo] | None:
-        """What ``looks_at``'s resolutions meet in ``chain`` (canonical path -> header), or
+        """What the resolutions of ``paths`` meet in ``chain`` (canonical path -> header), or
         None (copy mode, a chain unpacked already, headers that do not say exactly)."""
         from mason.layer.sparse import looked_at
 
@@ -309,7 +342,7 @@ class Snapshotter:
         index = self._index(layers, unpacked)  # read while ``auto``'s probe may still run
         if index is None or self.mode != "overlay":
             return None
-        return looked_at(index, looks_at())
+        return looked_at(index, paths)
 
     def _index(self, layers: list[LayerRef], unpacked: set[Digest]) -> ChainIndex | None:
         """The index of ``layers``: the longest prefix indexed for an earlier step, then
