@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import io
-import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -541,7 +540,7 @@ class _Writer(Struct):
         steady, wanted = 0, 1
         delay = min(_SETTLE_SECONDS, max(_SETTLE_MIN, _SETTLE_FACTOR * self.gap))
         for _attempt in range(_MERGE_ATTEMPTS):
-            time.sleep(delay if wanted == 1 else delay * (1 + random.random()))
+            time.sleep(delay if wanted == 1 else delay * _jitter())
             if result.manifest is not None and self._holds(result.manifest.digest):
                 steady += 1  # our own document is still the ref's: nobody wrote meanwhile
                 if steady == wanted:
@@ -560,6 +559,14 @@ class _Writer(Struct):
             f"written; gave up after {_MERGE_ATTEMPTS} merges",
             hint="run the build again; its records are merged with whatever the ref holds then",
         )
+
+
+def _jitter() -> float:
+    """1-2: writers seen racing re-read at different times. ``random`` is imported only
+    then (start-up, issue 14: ~1 ms of every build with a registry cache)."""
+    import random
+
+    return 1 + random.random()
 
 
 def _digest_of(source: CacheSource) -> Digest | None:

@@ -5,7 +5,6 @@ probe runs only when runc could not start it)."""
 from __future__ import annotations
 
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +27,8 @@ def probe_runc(executor: RuncExecutor) -> str | None:
     """
     if executor.work_dir is not None:
         executor.work_dir.mkdir(parents=True, exist_ok=True)
+    import tempfile  # only when a run failed: the probe tells why
+
     with tempfile.TemporaryDirectory(prefix="mason-probe-", dir=executor.work_dir) as tmp:
         rootfs = Path(tmp) / "rootfs"
         rootfs.mkdir()

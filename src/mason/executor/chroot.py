@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -73,6 +72,8 @@ class ChrootExecutor:
     ) -> ExitStatus:
         if self.work_dir is not None:
             self.work_dir.mkdir(parents=True, exist_ok=True)
+        import tempfile  # the fallback sandbox: rarely
+
         scratch = Path(tempfile.mkdtemp(prefix="mason-chroot-", dir=self.work_dir))
         status_r, status_w = os.pipe()
         try:

@@ -114,6 +114,7 @@ _LAZY_FOR_WARM_BUILD = (
         "ssl",
         "_ssl",
         "tempfile",
+        "random",  # the cache export's jitter, only when writers race
         "shutil",
         "bz2",
         "lzma",
