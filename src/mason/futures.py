@@ -28,6 +28,7 @@ __all__ = [
     "Future",
     "InvalidStateError",
     "ThreadPoolExecutor",
+    "in_daemon_thread",
     "wait",
 ]
 
@@ -203,13 +204,26 @@ def _work(queue: _WorkQueue) -> None:
             future, fn, args, kwargs = queue.items.popleft()
         if not future.set_running_or_notify_cancel():
             continue
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException as exc:
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
+        _settle(future, fn, *args, **kwargs)
         del future, fn, args, kwargs  # nothing of the call is kept while idle
+
+
+def _settle(future: Future[T], fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> None:
+    """``future`` takes what ``fn(*args, **kwargs)`` returns or raises."""
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as exc:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+def in_daemon_thread(name: str, fn: Callable[..., T], /, *args: Any) -> Future[T]:
+    """``fn(*args)`` on a daemon thread of its own, its outcome in the future returned: a
+    caller that gives up (an error, Ctrl-C) does not wait for it (e.g. a slow registry)."""
+    future: Future[T] = Future()
+    threading.Thread(target=_settle, args=(future, fn, *args), name=name, daemon=True).start()
+    return future
 
 
 class ThreadPoolExecutor:

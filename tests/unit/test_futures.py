@@ -15,6 +15,7 @@ from mason.futures import (
     Future,
     InvalidStateError,
     ThreadPoolExecutor,
+    in_daemon_thread,
     wait,
 )
 
@@ -121,3 +122,20 @@ def test_an_idle_pool_that_is_dropped_lets_its_workers_end() -> None:
     for t in workers:
         t.join(5)
         assert not t.is_alive()
+
+
+def test_in_daemon_thread_hands_over_the_result_or_the_error_and_does_not_hold_the_exit() -> None:
+    seen: list[bool] = []
+
+    def work(x: int) -> int:
+        seen.append(threading.current_thread().daemon)
+        return x * 2
+
+    assert in_daemon_thread("t", work, 21).result(10) == 42
+    assert seen == [True]
+
+    def fail() -> None:
+        raise ValueError("no")
+
+    failed = in_daemon_thread("t", fail)
+    assert isinstance(failed.exception(10), ValueError)

@@ -278,7 +278,7 @@ def _store_blobs(
         if config_desc.digest in known:
             return "existing"
         opener = functools.partial(io.BytesIO, config_raw)
-        return push_blob(client, ref, config_desc, opener, mount_from=(), made_here=True)
+        return push_blob(client, ref, config_desc, opener, made_here=True)
 
     with ThreadPoolExecutor(
         max_workers=max(1, max_workers), thread_name_prefix="cache-push"

@@ -12,6 +12,7 @@ step's ``SolveError`` propagates.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import threading
@@ -39,7 +40,7 @@ from mason.engine.snapshots import Snapshotter
 from mason.engine.sshagent import ssh_agents
 from mason.engine.state import LayerRef, StateRoot, human_size
 from mason.errors import BuildError, UsageError
-from mason.futures import Future, ThreadPoolExecutor
+from mason.futures import Future, ThreadPoolExecutor, in_daemon_thread
 from mason.oci.platform import Platform, PlatformError, host_platform
 from mason.progress import Event, NullSink, ProgressSink
 from mason.solver import CacheKey, CancelToken, SolveError, Solver, Vertex
@@ -47,7 +48,6 @@ from mason.structs import Struct, field
 
 if TYPE_CHECKING:
     from mason.dockerfile.checks import CheckReport
-    from mason.engine.cachemounts import CacheMounts
     from mason.engine.earlypush import EarlyPush
 
 __all__ = ["BuildOutcome", "ProgressAdapter", "build", "check"]
@@ -558,21 +558,13 @@ def _build_in(
         ]
         if early is not None:
             early.stop_queued()  # what is not under way, the export puts
-        _export(
-            opts,
-            outcome,
-            images,
-            graph,
-            converted,
-            blobs,
-            client,
-            sink,
-            cache_imports,
-            state,
-            stdout,
-            cache_mounts=env.cache_mounts,
-            priors=priors,
-        )
+        from mason.engine.remotecache import export_caches
+
+        caches = functools.partial(
+            export_caches, opts.cache_to, graph, converted, blobs, client, sink, cache_imports,
+            cache_mounts=env.cache_mounts, priors=priors,
+        )  # fmt: skip
+        _export(opts, outcome, images, blobs, client, sink, state, stdout, caches)
         outcome.downloaded_blobs = list(blobs.downloaded)
         return outcome
     finally:
@@ -793,16 +785,8 @@ def _convert_and_import_caches(
     from mason.progress import HeldSink
 
     held = HeldSink(sink)
-    imports: Future[Any] = Future()
-
-    def run_imports() -> None:
-        try:
-            imports.set_result(import_caches(opts.cache_from, client, blobs, held))
-        except BaseException as exc:  # handed to the build thread, which raises it
-            imports.set_exception(exc)
-
-    # a daemon: a failed conversion or Ctrl-C does not wait for a slow registry
-    threading.Thread(target=run_imports, name="cache-import", daemon=True).start()
+    # its error is raised by the build thread, below
+    imports = in_daemon_thread("cache-import", import_caches, opts.cache_from, client, blobs, held)
     converted = [
         convert_plan(
             env,
@@ -891,27 +875,21 @@ def _export(
     opts: BuildOptions,
     outcome: BuildOutcome,
     images: list[ImageResult],
-    graph: Any,
-    converted: list[ConvertedBuild],
     blobs: Blobs,
     client: Any,
     sink: ProgressSink,
-    cache_imports: Any,
     state: StateRoot,
     stdout: BinaryIO | None,
-    *,
-    cache_mounts: CacheMounts | None = None,
-    priors: Any = None,
+    export_caches: Callable[..., object],
 ) -> None:
     """The image outputs and the caches, side by side (a layer both push is uploaded once:
-    ``mason.registry.push``); then the outcome's digests and buildx's metadata. ``priors``:
-    the ``--cache-to`` refs' caches read early (``remotecache.read_export_priors``).
+    ``mason.registry.push``); then the outcome's digests and buildx's metadata.
+    ``export_caches``: ``remotecache.export_caches`` given all but ``written``.
 
     A push beside a registry cache export starts once the cache's manifest is put (issue 14):
     the export then reads its cache back after a wait (``cache.registry._Writer.settle``),
     which the push fills, instead of both sharing the registry and the wait coming last."""
     from mason.engine.options import outputs_for
-    from mason.engine.remotecache import export_caches
 
     outputs = outputs_for(opts.tags, opts.push, opts.outputs, opts.annotations)
     written = threading.Event()
@@ -920,18 +898,7 @@ def _export(
 
     def caches() -> None:
         try:
-            export_caches(
-                opts.cache_to,
-                graph,
-                converted,
-                blobs,
-                client,
-                sink,
-                cache_imports,
-                cache_mounts=cache_mounts,
-                priors=priors,
-                written=written.set,
-            )
+            export_caches(written=written.set)
         finally:
             written.set()  # however the exports end, the push goes on
 

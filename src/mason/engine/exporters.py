@@ -270,9 +270,10 @@ def _push_one(
         )
         if outcome == "mounted":
             # pulled from there, or put there by this build (an early cache upload)
-            put_in = client.put_repositories(target.registry, lr.blob)
             known = hints.get(DISTRIBUTION_SOURCE_PREFIX + target.registry) or ", ".join(
-                r for r in put_in if r != target.repository
+                r
+                for r in client.put_repositories(target.registry, lr.blob)
+                if r != target.repository
             )
             log(f"mounted {lr.blob}" + (f" (known in {known})" if known else ""))
         blobs.note_stored(lr.blob, target, desc.media_type, desc.size)
@@ -282,7 +283,7 @@ def _push_one(
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
         # the config goes up beside the layers (one round trip less): the manifest, put by
         # the caller, comes after both
-        put_config = functools.partial(push_blob, mount_from=(), made_here=True)
+        put_config = functools.partial(push_blob, made_here=True)
         config = pool.submit(put_config, client, target, cfg, functools.partial(io.BytesIO, raw))
         list(pool.map(push_layer, exported.layers))
         config.result()

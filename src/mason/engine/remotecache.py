@@ -6,12 +6,11 @@ content store as the exporter's ``ExportBlobStore``, solved vertices as
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from mason.cache.backends import backend_of
 from mason.cache.blobcheck import MAGIC_BYTES, compression_mismatch
@@ -24,7 +23,7 @@ from mason.engine.llbkeys import RecordNode, StepKeys
 from mason.engine.ops import SourceOp, StepResult
 from mason.engine.state import LayerRef
 from mason.errors import MasonError
-from mason.futures import Future
+from mason.futures import Future, in_daemon_thread
 from mason.oci.descriptor import ANNOTATION_UNCOMPRESSED, Descriptor
 from mason.oci.errors import InvalidReferenceError
 from mason.oci.reference import Reference
@@ -213,23 +212,14 @@ def read_export_priors(
     from mason.cache.registry import load_registry_cache
 
     imported = {_dest_key(o) for o in cache_from}
-    priors: dict[str, Future[ImportedCache]] = {}
-    for opt in cache_to:
-        key = _dest_key(opt)
-        if client is None or opt.type != "registry" or opt.ref is None or key in imported:
-            continue
-        future: Future[ImportedCache] = Future()
-        priors[key] = future
-        run = functools.partial(_settle, future, load_registry_cache, client, opt.ref)
-        threading.Thread(target=run, name="cache-prior", daemon=True).start()
-    return priors
-
-
-def _settle(future: Future[ImportedCache], read: Callable[..., ImportedCache], *args: Any) -> None:
-    try:
-        future.set_result(read(*args))
-    except BaseException as exc:  # the export reads the ref itself and reports what fails
-        future.set_exception(exc)
+    return {
+        _dest_key(opt): in_daemon_thread("cache-prior", load_registry_cache, client, opt.ref)
+        for opt in cache_to
+        if client is not None
+        and opt.type == "registry"
+        and opt.ref is not None
+        and _dest_key(opt) not in imported
+    }
 
 
 def _prior(
@@ -243,9 +233,10 @@ def _prior(
     if key in imported:
         return imported[key]
     future = priors.get(key)
-    if future is None or future.exception() is not None or future.result().warning:
-        return None
-    return future.result()
+    if future is None or future.exception() is not None:
+        return None  # the export reads the ref itself and reports what fails
+    prior = future.result()
+    return None if prior.warning else prior
 
 
 def _dest_key(opt: CacheOptions) -> str:

@@ -303,23 +303,20 @@ class Snapshotter:
                 with prepare(lower) as active:
                     yield active
             return
-        top = self._unpacked_top(chain, paths) if paths is not None else None
-        if top is not None:
-            with self.layers.prepare_beside(top) as active:
-                yield active
-            return
-        with self.layers.prepare(self._ids(chain)) as active:
+        ids = self._ids(chain)
+        top = self._fresh_top(ids, paths) if paths is not None else None
+        prepared = self.layers.prepare(ids) if top is None else self.layers.prepare_beside(top)
+        with prepared as active:
             yield active
 
-    def _unpacked_top(self, chain: Sequence[LayerRef], paths: LookedAt) -> str | None:
-        """Overlay mode, ``chain`` unpacked: the directory whose root attributes a step's root
-        takes (the top layer's, or an empty one), when ``paths`` (a step's resolutions) all
-        start at the root with a name no layer of ``chain`` holds in any form (a whiteout
-        neither: over one, overlayfs would make a new directory opaque); else None."""
-        layers = [lr for lr in chain if lr.diff_id != EMPTY_LAYER_DIFF_ID]
-        if self.mode != "overlay" or not all(self._unpacked(lr) for lr in layers):
+    def _fresh_top(self, ids: list[str], paths: LookedAt) -> str | None:
+        """Overlay mode, on the snapshots ``ids``: the directory whose root attributes a step's
+        root takes (the top layer's, or an empty one), when ``paths`` (a step's resolutions)
+        all start at the root with a name no layer holds in any form (a whiteout neither:
+        over one, overlayfs would make a new directory opaque); else None."""
+        if self.mode != "overlay":
             return None
-        dirs = [self.layers.info(sid).path for sid in self._ids(chain)]
+        dirs = [self.layers.info(sid).path for sid in ids]
         for unsafe, _follow in paths:
             parts = [p for p in unsafe.split("/") if p not in ("", ".")]
             if ".." in parts:
