@@ -231,3 +231,33 @@ def test_gzip_input_ending_on_a_block_boundary_has_no_empty_member() -> None:
     w.close()
     assert out.getvalue().count(b"\x1f\x8b\x08\x00") == 2
     assert gzip.decompress(out.getvalue()) == DATA[: 128 << 10]
+
+
+def _libdeflate_gzip(data: bytes) -> bytes:
+    out = io.BytesIO()
+    w = GzipWriter(out, 6, engine="libdeflate", block_size=1 << 20, threads=1)
+    w.write(data)
+    w.close()
+    return out.getvalue()
+
+
+def test_an_incompressible_block_is_stored_not_deflated() -> None:
+    """Random bytes (or an already compressed file) cost libdeflate ~10 ms/MiB for nothing:
+    the member holds stored deflate blocks, 5 bytes of header per 64 KiB - 1 of data."""
+    data = random.Random(7).randbytes(1 << 20)
+    blob = _libdeflate_gzip(data)
+    stored_body = len(data) + 5 * -(-len(data) // 0xFFFF)
+    assert len(blob) == 10 + stored_body + 8
+    assert gzip.decompress(blob) == data
+
+
+def test_a_block_compressible_between_its_probes_is_still_deflated() -> None:
+    """Random bytes where the cheap probes look (every 128 KiB of a 1 MiB block) must not
+    make a block of text go out stored: the whole block is checked before storing it."""
+    rng = random.Random(8)
+    block = bytearray(_text_like(1 << 20))
+    for offset in range(0, 1 << 20, 1 << 17):
+        block[offset : offset + 4096] = rng.randbytes(4096)
+    blob = _libdeflate_gzip(bytes(block))
+    assert len(blob) < len(block) * 0.6
+    assert gzip.decompress(blob) == bytes(block)
