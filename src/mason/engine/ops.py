@@ -837,7 +837,11 @@ class FileOp:
             with contextlib.ExitStack() as stack:
                 sources = self._sources(inputs, stack)
                 looks_at = self._looks_at(sources)
-                with self.env.snapshots.mount(base.layers, looks_at=looks_at) as mounted:
+                # an archive's entries are not known before it is read: nothing of the base
+                # under the destination may be met
+                new_only = self.action.extract
+                mount = self.env.snapshots.mount(base.layers, looks_at=looks_at, new_only=new_only)
+                with mount as mounted:
                     self._apply(ctx, stack, mounted.merged, sources)
                     return _commit_step(self.env, mounted, base)
         finally:
@@ -861,7 +865,9 @@ class FileOp:
         """For a step whose writes alone decide its layer (COPY of ``sources``, a heredoc,
         WORKDIR; owners by number): the paths it resolves in its base, so that a base not
         unpacked yet is shown by just what they meet (``Snapshotter.mount``). None for the
-        others (names looked up in /etc/passwd, URLs, git, archives)."""
+        others (names looked up in /etc/passwd, URLs, git). An ADD of local archives
+        unpacks each inside the destination, whose entries are unknown until read: only its
+        resolution is given, and the mount is ``new_only``."""
         a = self.action
         owner = a.chown or (a.user if a.kind == "mkdir" else "")
         if not self.sparse_base or (owner and _numeric_owner(owner) is None):
@@ -871,8 +877,10 @@ class FileOp:
         if a.kind == "inline":
             names = [Source(Path(), _inline_name(n), False) for n, _ in a.inline]
             return lambda: copy_looks_at(names, a.dest, None)
-        if sources is None or a.urls or a.git or a.parents or a.extract:
+        if sources is None or a.urls or a.git or a.parents:
             return None
+        if a.extract:  # whatever it unpacks (or copies) goes below the destination
+            return lambda: [(a.dest, True)]
         ignore = None if a.from_input is not None else self.env.source_root(a.context)[1]
         return lambda: copy_looks_at(sources, a.dest, ignore)
 

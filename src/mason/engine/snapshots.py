@@ -79,6 +79,12 @@ def chain_id(diff_ids: Sequence[Digest]) -> Digest:
     return Digest(current)
 
 
+def _below_root(unsafe: str) -> bool:
+    """Whether ``unsafe`` names something below the root, with no ``..`` on the way."""
+    parts = [p for p in unsafe.split("/") if p not in ("", ".")]
+    return bool(parts) and ".." not in parts
+
+
 @contextlib.contextmanager
 def _translated(lr: LayerRef) -> Iterator[None]:
     """A ``mason.layer`` error about a pulled layer, naming the layer's blob."""
@@ -276,7 +282,11 @@ class Snapshotter:
 
     @contextlib.contextmanager
     def mount(
-        self, chain: Sequence[LayerRef], *, looks_at: Callable[[], LookedAt] | None = None
+        self,
+        chain: Sequence[LayerRef],
+        *,
+        looks_at: Callable[[], LookedAt] | None = None,
+        new_only: bool = False,
     ) -> Iterator[Mounted]:
         """A writable rootfs on ``chain``; dropped on exit unless ``commit``-ted.
         ``looks_at``: for a step that only writes into the chain, the paths (unsafe, whether
@@ -284,17 +294,22 @@ class Snapshotter:
         layer not unpacked yet is then shown by just the entries they meet
         (``mason.layer.sparse``), if its headers say exactly which. When they meet nothing
         of the chain but its root (the step makes new names at the top), nothing is
-        mounted: the step writes its layer directly (``prepare_beside``)."""
-        with self._prepare(chain, looks_at) as active:
+        mounted: the step writes its layer directly (``prepare_beside``). ``new_only``: the
+        step also writes below the paths it names (an archive's entries, unknown until it is
+        read): only that last case is taken, when each of them is a name below the root that
+        the chain does not hold; the chain is mounted whole otherwise."""
+        with self._prepare(chain, looks_at, new_only) as active:
             yield Mounted(active, tuple(chain))
 
     @contextlib.contextmanager
     def _prepare(
-        self, chain: Sequence[LayerRef], looks_at: Callable[[], LookedAt] | None
+        self, chain: Sequence[LayerRef], looks_at: Callable[[], LookedAt] | None, new_only: bool
     ) -> Iterator[ActiveSnapshot]:
         paths = list(looks_at()) if looks_at is not None else None
+        if new_only and paths is not None and not all(_below_root(p) for p, _ in paths):
+            paths = None  # what it writes below the root may meet anything of the chain
         entries = self._looked_at(chain, paths) if paths is not None else None
-        if entries is not None:
+        if entries is not None and not (new_only and entries):
             from mason.layer.sparse import sparse_tree  # tarfile: a step that writes (issue 14)
 
             with sparse_tree(entries, str(self.state.tmp)) as lower:

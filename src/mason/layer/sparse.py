@@ -184,9 +184,10 @@ class ChainIndex:
 
     def _link_target(self, member: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
         """A hardlink's target must be a non-directory of the tree, named without symlinks,
-        and not the link itself (the unpack refuses that)."""
+        and neither the link itself nor inside the directory the link replaces (the unpack
+        removes what is there first: it refuses both)."""
         target = _parts(member.linkname, "hardlink target")
-        if target == parts:
+        if target[: len(parts)] == parts:
             raise _Unsupported(member.name)
         node: _Node | None = self._root
         for part in target:
