@@ -14,7 +14,7 @@ import hashlib
 import io
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -110,6 +110,29 @@ def _chain(state: StateRoot, tars: list[bytes]) -> list[LayerRef]:
     return chain
 
 
+def _same_both_ways(
+    work: Path,
+    tars: list[bytes],
+    unpacked: int,
+    step: Callable[[Snapshotter, list[LayerRef], bool], tuple[str, object]],
+) -> None:
+    """``step(snapshots, chain, sparse)`` gives the same outcome on the whole base as on the
+    base shown sparse, its ``unpacked`` lowest layers unpacked first (as an earlier step's
+    would be)."""
+    with _snapshots(work / "whole") as (snapshots, state):
+        whole = step(snapshots, _chain(state, tars), False)
+    with _snapshots(work / "sparse") as (snapshots, state):
+        chain = _chain(state, tars)
+        if unpacked:
+            try:
+                with snapshots.view(chain[:unpacked]):
+                    pass
+            except MasonError:
+                return  # a prefix the unpack refuses: the whole base is refused above too
+        sparse = step(snapshots, chain, True)
+    assert sparse == whole
+
+
 def _copy(
     snapshots: Snapshotter, chain: list[LayerRef], sources: list[Source], dest: str, sparse: bool
 ) -> tuple[str, object]:
@@ -203,22 +226,18 @@ def test_a_copy_on_a_sparse_base_writes_the_layer_of_the_whole_base(
         "dir": [Source(context / "d", "d", True)],
         "both": [Source(context / "f", "f", False), Source(context / "d", "d", True)],
     }[what]
-    work = tmp_path_factory.mktemp("sparse")
-    with _snapshots(work / "whole") as (snapshots, state):
-        whole = _copy(snapshots, _chain(state, tars), sources, dest, sparse=False)
-    with _snapshots(work / "sparse") as (snapshots, state):
-        chain = _chain(state, tars)
-        if unpacked:
-            try:
-                with snapshots.view(chain[:unpacked]):
-                    pass
-            except MasonError:
-                return  # a prefix the unpack refuses: the whole base is refused above too
+
+    def copy_step(
+        snapshots: Snapshotter, chain: list[LayerRef], sparse: bool
+    ) -> tuple[str, object]:
         before = [snapshots._unpacked(lr) for lr in chain]
-        sparse = _copy(snapshots, chain, sources, dest, sparse=True)
-        after = [snapshots._unpacked(lr) for lr in chain]
-        used_sparse.append(bool(snapshots._indexes) and after == before)
-    assert sparse == whole
+        result = _copy(snapshots, chain, sources, dest, sparse=sparse)
+        if sparse:
+            after = [snapshots._unpacked(lr) for lr in chain]
+            used_sparse.append(bool(snapshots._indexes) and after == before)
+        return result
+
+    _same_both_ways(tmp_path_factory.mktemp("sparse"), tars, unpacked, copy_step)
 
 
 @pytest.fixture(scope="module")
@@ -274,19 +293,12 @@ def test_an_archive_added_onto_a_sparse_base_writes_the_layer_of_the_whole_base(
     unpacked: int,
 ) -> None:
     tars = [_tar(layer) for layer in stack]
-    work = tmp_path_factory.mktemp("extract")
-    with _snapshots(work / "whole") as (snapshots, state):
-        whole = _extract(snapshots, _chain(state, tars), archive, dest, sparse=False)
-    with _snapshots(work / "sparse") as (snapshots, state):
-        chain = _chain(state, tars)
-        if unpacked:
-            try:
-                with snapshots.view(chain[:unpacked]):
-                    pass
-            except MasonError:
-                return  # a prefix the unpack refuses: the whole base is refused above too
-        sparse = _extract(snapshots, chain, archive, dest, sparse=True)
-    assert sparse == whole
+    _same_both_ways(
+        tmp_path_factory.mktemp("extract"),
+        tars,
+        unpacked,
+        lambda snapshots, chain, sparse: _extract(snapshots, chain, archive, dest, sparse),
+    )
 
 
 def test_some_archives_were_added_with_no_mount() -> None:
