@@ -837,9 +837,7 @@ class FileOp:
             with contextlib.ExitStack() as stack:
                 sources = self._sources(inputs, stack)
                 looks_at = self._looks_at(sources)
-                # an archive's entries are not known before it is read: nothing of the base
-                # under the destination may be met
-                new_only = self.action.extract
+                new_only = self.action.extract  # an archive's entries: see ``_looks_at``
                 mount = self.env.snapshots.mount(base.layers, looks_at=looks_at, new_only=new_only)
                 with mount as mounted:
                     self._apply(ctx, stack, mounted.merged, sources)

@@ -79,10 +79,11 @@ def chain_id(diff_ids: Sequence[Digest]) -> Digest:
     return Digest(current)
 
 
-def _below_root(unsafe: str) -> bool:
-    """Whether ``unsafe`` names something below the root, with no ``..`` on the way."""
+def _names(unsafe: str) -> list[str] | None:
+    """The names of a path a step resolves, the root's empty list; None when it goes up
+    (``..``) on the way, which the no-mount checks do not follow."""
     parts = [p for p in unsafe.split("/") if p not in ("", ".")]
-    return bool(parts) and ".." not in parts
+    return None if ".." in parts else parts
 
 
 @contextlib.contextmanager
@@ -306,7 +307,7 @@ class Snapshotter:
         self, chain: Sequence[LayerRef], looks_at: Callable[[], LookedAt] | None, new_only: bool
     ) -> Iterator[ActiveSnapshot]:
         paths = list(looks_at()) if looks_at is not None else None
-        if new_only and paths is not None and not all(_below_root(p) for p, _ in paths):
+        if new_only and paths is not None and not all(_names(p) for p, _ in paths):
             paths = None  # what it writes below the root may meet anything of the chain
         entries = self._looked_at(chain, paths) if paths is not None else None
         if entries is not None and not (new_only and entries):
@@ -333,8 +334,8 @@ class Snapshotter:
             return None
         dirs = [self.layers.info(sid).path for sid in ids]
         for unsafe, _follow in paths:
-            parts = [p for p in unsafe.split("/") if p not in ("", ".")]
-            if ".." in parts:
+            parts = _names(unsafe)
+            if parts is None:
                 return None
             if parts and any(os.path.lexists(os.path.join(d, parts[0])) for d in dirs):
                 return None
