@@ -671,3 +671,24 @@ def test_a_declined_mount_uploads_in_the_session_the_registry_opened(
         if m == "POST" and "mount=" not in p and p.startswith(f"/v2/{app}/")
     ]
     assert len(plain_posts) == 1, plain_posts  # the image config only
+
+
+def test_the_config_upload_takes_the_session_kept_open_and_none_is_left(
+    build: Builder, small: Path, reg: str, registry: RegistryServer
+) -> None:
+    """A mode=max export keeps one upload session open in the cache's repository while the
+    build goes on (``RegistryClient.keep_upload_ahead``), so that the config, put after the
+    last step, waits for no POST: every session opened there is used by one upload, and the
+    real registry holds no upload left open."""
+    log = AccessLog(registry)
+    build(small, "--cache-to", f"type=registry,ref={reg}/ahead,mode=max").check()
+    repo = f"{reg}/ahead".split("/", 1)[1]
+    requests = [(m, p) for m, p, _ in log.requests() if p.startswith(f"/v2/{repo}/blobs/uploads")]
+    opened = [p for m, p in requests if m == "POST" and "mount=" not in p]
+    finished = [p for m, p in requests if m == "PUT"]
+    config = str(cache_doc(f"{reg}/ahead").config["digest"])
+    assert any(config.replace(":", "%3A") in p or config in p for p in finished), finished
+    assert len(opened) == len(finished), requests
+    assert not [m for m, _ in requests if m == "DELETE"], requests
+    uploads = registry.storage_dir / "docker/registry/v2/repositories" / repo / "_uploads"
+    assert not uploads.exists() or not any(uploads.iterdir())

@@ -7,6 +7,11 @@ for the registry), instead of all of them after the last step. The export then f
 there, or waits for the put under way: ``mason.registry.push`` takes turns per blob, and
 the image push mounts the layer from the cache's repository.
 
+From the first layer on it also keeps an upload session open in that repository
+(``RegistryClient.keep_upload_ahead``): each upload takes the one opened before it, and the
+one open when the export begins is the cache's config's, put after the last step with no
+POST to wait for.
+
 Best effort: an upload that fails is left to the export, which makes it again and reports
 what fails. Only a layer the cache ships as it was made goes early: the cache's compression
 is the layers' own gzip and nothing forces another. A put not started when the export
@@ -66,11 +71,14 @@ class EarlyPush:
         if lr.blob is not None and lr.media_type in (mt.OCI_LAYER_GZIP, mt.DOCKER_LAYER_GZIP):
             desc = self._blobs.descriptor(lr, oci=True)
             opener = self._blobs.opener(lr)
+            self._client.keep_upload_ahead(self._ref)  # first: this upload takes the session
             put = functools.partial(push_blob, made_here=True)  # just committed by this build
             self._queued.append(self._pool.submit(put, self._client, self._ref, desc, opener))
 
     def stop_queued(self) -> None:
-        """The export begins: uploads not started yet are its own."""
+        """The export begins: uploads not started yet are its own, and so is the upload
+        session kept open (the cache's config takes it)."""
+        self._client.stop_upload_ahead(self._ref)
         for future in self._queued:
             future.cancel()
 

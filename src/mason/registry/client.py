@@ -20,13 +20,15 @@ import contextlib
 import io
 import os
 import re
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, BinaryIO, Literal, TypeVar
 
 from mason.digest import Digest, VerifyingReader, parse_digest, sha256_bytes
 from mason.errors import DigestMismatchError
-from mason.futures import ThreadPoolExecutor
+from mason.futures import Future, ThreadPoolExecutor, in_daemon_thread
 from mason.oci import mediatypes as mt
 from mason.oci.atomic import atomic_write
 from mason.oci.descriptor import Descriptor
@@ -58,6 +60,9 @@ _MIN_CHUNK = 64 * 1024
 _MANIFEST_REFUSED = frozenset({400, 404, 405, 415})
 PushOutcome = Literal["exists", "mounted", "uploaded"]
 T = TypeVar("T")
+#: an upload session opened ahead is used within this many seconds of its opening, or
+#: cancelled: registries expire idle sessions (distribution after days, others sooner)
+_AHEAD_MAX_AGE = 60.0
 R = TypeVar("R")
 
 
@@ -79,6 +84,68 @@ class _UploadSession(Struct, frozen=True):
     location: str
     #: ``OCI-Chunk-Min-Length``: every PATCH but the last must be at least this long
     min_chunk: int = 0
+    #: opened ahead of the upload (``RegistryClient.open_upload_ahead``): the registry may
+    #: have dropped it since, and the upload then opens another
+    ahead: bool = False
+
+
+class _OpenedAhead:
+    """Upload sessions opened before an upload asks for one: at most one per repository,
+    opening or open, with the time its opening began; for a repository ``keep`` names, a
+    session taken is replaced at once, until ``stop``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sessions: dict[tuple[str, str], tuple[Reference, float, Future[_UploadSession]]] = {}
+        self._kept: dict[tuple[str, str], Callable[[], _UploadSession]] = {}
+
+    def keep(self, ref: Reference, start: Callable[[], _UploadSession]) -> None:
+        with self._lock:
+            self._kept[_repository_key(ref)] = start
+            self._open(ref, start)
+
+    def stop(self, ref: Reference) -> None:
+        with self._lock:
+            self._kept.pop(_repository_key(ref), None)
+
+    def _open(self, ref: Reference, start: Callable[[], _UploadSession]) -> None:
+        if _repository_key(ref) not in self._sessions:
+            opening = in_daemon_thread("upload-ahead", start)
+            self._sessions[_repository_key(ref)] = (ref, time.monotonic(), opening)
+
+    def take(self, ref: Reference) -> tuple[_UploadSession | None, bool]:
+        """The session for ``ref``'s repository (waiting for its opening, which began before
+        a new one would) and whether it is still young enough to use; (None, False) when
+        there is none or its opening failed."""
+        key = _repository_key(ref)
+        with self._lock:
+            entry = self._sessions.pop(key, None)
+            if entry is not None and key in self._kept:
+                self._open(ref, self._kept[key])
+        if entry is None:
+            return None, False
+        _, opened_at, opening = entry
+        try:
+            session = opening.result()
+        except Exception:  # the upload opens its own session, and reports what fails then
+            return None, False
+        return session, time.monotonic() - opened_at <= _AHEAD_MAX_AGE
+
+    def left(self) -> list[tuple[Reference, _UploadSession]]:
+        """The sessions opened and not taken (waiting for those still opening); nothing is
+        replaced any more."""
+        with self._lock:
+            entries, self._sessions = self._sessions, {}
+            self._kept.clear()
+        return [
+            (ref, opening.result())
+            for ref, _, opening in entries.values()
+            if opening.exception() is None
+        ]
+
+
+def _repository_key(ref: Reference) -> tuple[str, str]:
+    return ref.api_host, ref.repository
 
 
 def _next_link(header: str | None) -> str | None:
@@ -481,6 +548,7 @@ class RegistryClient:
         self.chunk_size = chunk_size
         #: per registry host, the smallest blob size a monolithic PUT was refused for (413)
         self._monolithic_limit: dict[str, int] = {}
+        self._ahead = _OpenedAhead()
 
     @classmethod
     def for_user(
@@ -513,6 +581,8 @@ class RegistryClient:
         return self._transport.auth.token_requests
 
     def close(self) -> None:
+        for ref, session in self._ahead.left():
+            self._cancel_upload(ref, session.location)
         self._transport.close()
 
     def __enter__(self) -> RegistryClient:
@@ -841,6 +911,34 @@ class RegistryClient:
                 retry=False,
             )
 
+    def keep_upload_ahead(self, ref: Reference) -> None:
+        """Keep an upload session open into ``ref``'s repository, until
+        ``stop_upload_ahead``: one is opened now, in the background, and each one an upload
+        takes is replaced at once. The monolithic uploads there that mount nothing take it
+        instead of POSTing (issue 14: a registry cache's config is put after the last step,
+        and its POST was on the export's path); the one left open when the keeping stops is
+        for the next such upload. One that failed to open, or grew old, gives way to a
+        session of the upload's own; one never taken is cancelled by ``close``."""
+
+        def start() -> _UploadSession:
+            session = self._start_upload(ref, None, None)
+            assert session is not None  # only a mount answers with no session
+            return _UploadSession(session.location, session.min_chunk, ahead=True)
+
+        self._ahead.keep(ref, start)
+
+    def stop_upload_ahead(self, ref: Reference) -> None:
+        """No more sessions opened for ``ref``'s repository; the one open (or opening) stays
+        for the next upload there."""
+        self._ahead.stop(ref)
+
+    def _opened_ahead(self, ref: Reference) -> _UploadSession | None:
+        session, young = self._ahead.take(ref)
+        if session is not None and not young:
+            in_daemon_thread("upload-cancel", self._cancel_upload, ref, session.location)
+            return None
+        return session
+
     def _start_upload(
         self, ref: Reference, digest: Digest | None, mount_from: str | None
     ) -> _UploadSession | None:
@@ -931,8 +1029,10 @@ class RegistryClient:
         if chunked or large:
             return self._push_chunked(ref, desc, opener, mount_from)
         budget = _Budget(self.retry.attempts)
+        ahead = self._opened_ahead(ref) if mount_from is None else None
         while True:
-            session = self._start_upload(ref, desc.digest, mount_from)
+            session = ahead or self._start_upload(ref, desc.digest, mount_from)
+            ahead = None
             if session is None:
                 return "mounted"
             mount_from = None  # declined once: later sessions are plain uploads
@@ -940,6 +1040,8 @@ class RegistryClient:
                 self._upload_monolithic(ref, desc, opener, session.location)
                 return "uploaded"
             except RegistryError as exc:
+                if session.ahead and exc.status != 413:
+                    continue  # the registry may have dropped it meanwhile: one of its own
                 if exc.status == 413:
                     # the body is over a limit (a proxy's, or a registry that wants chunks):
                     # upload in chunks, and do so at once for blobs this large from now on

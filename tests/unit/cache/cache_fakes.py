@@ -129,6 +129,12 @@ class FakeRegistry:
         self._log("mount_blob", ref.repository, digest)
         return self._mount(ref, digest, from_repository)
 
+    def keep_upload_ahead(self, ref: Reference) -> None:
+        self._log("keep_upload_ahead", ref.repository, "")
+
+    def stop_upload_ahead(self, ref: Reference) -> None:
+        self._log("stop_upload_ahead", ref.repository, "")
+
     def put_repositories(self, registry: str, digest: Digest) -> list[str]:
         with self._lock:
             return sorted({repo for repo, d in self.put if d == digest})

@@ -113,3 +113,22 @@ def test_a_failed_upload_is_left_to_the_export(blobs: Blobs) -> None:
     desc = blobs.descriptor(layer, oci=True)
     assert push_blob(registry, cache, desc, blobs.opener(layer)) == "uploaded"
     assert list(registry.blobs["app-cache"]) == [layer.blob]
+
+
+def test_an_upload_session_is_kept_open_from_the_first_layer_until_the_export(
+    blobs: Blobs,
+) -> None:
+    """The cache's config, put by the export after the last step, takes the session kept open
+    (``RegistryClient.keep_upload_ahead``); a build that makes no layer opens none."""
+    registry = FakeRegistry()
+    early = EarlyPush.for_build(
+        parse_cache_to("type=registry,ref=early4.test/app-cache,mode=max"), registry, blobs
+    )
+    assert early is not None
+    assert registry.ops("keep_upload_ahead") == []
+    early.layer_made(stored_layer(blobs, "f"))
+    assert registry.ops("keep_upload_ahead") == [("keep_upload_ahead", "app-cache", "")]
+    assert registry.ops("stop_upload_ahead") == []
+    early.stop_queued()
+    assert registry.ops("stop_upload_ahead") == [("stop_upload_ahead", "app-cache", "")]
+    early.close()
