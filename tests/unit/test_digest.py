@@ -2,13 +2,21 @@ from __future__ import annotations
 
 import hashlib
 import io
+import subprocess
+import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from mason import digest as digest_module
 from mason.digest import (
+    Digest,
     HashingWriter,
     VerifyingReader,
     canonical_json,
+    digest_of,
+    hasher_for,
     parse_digest,
     sha256_bytes,
     verify_chunks,
@@ -97,3 +105,49 @@ def test_verifying_reader_reports_a_mismatch_before_raising() -> None:
     with pytest.raises(DigestMismatchError):
         io.BufferedReader(reader).read()
     assert len(seen) == 1 and sha256_bytes(b"good") in str(seen[0])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    chunks=st.lists(st.binary(max_size=3000), max_size=8),
+    budget=st.integers(min_value=0, max_value=12000),
+    algorithm=st.sampled_from(["sha256", "sha512"]),
+)
+def test_a_running_hash_is_hashlibs_whichever_implementation_takes_it(
+    chunks: list[bytes], budget: int, algorithm: str
+) -> None:
+    """The interpreter's own hash takes the bytes while the budget lasts, OpenSSL's the rest
+    (kept bytes first): the digest is hashlib's either way, and one past the budget switches."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(digest_module, "_openssl_loaded", lambda: False)
+        mp.setattr(digest_module, "_builtin_left", budget)
+        h = hasher_for(Digest(f"{algorithm}:"))
+        for chunk in chunks:
+            h.update(memoryview(chunk) if len(chunk) % 2 else chunk)
+        assert digest_of(h) == f"{algorithm}:{hashlib.new(algorithm, b''.join(chunks)).hexdigest()}"
+        assert h.digest() == hashlib.new(algorithm, b"".join(chunks)).digest()
+        switched = sum(len(c) for c in chunks) > budget
+        assert (h._h is not None) == switched  # which one hashed
+
+
+def test_a_fresh_interpreter_loads_openssls_hashes_only_past_the_budget() -> None:
+    """Documents and small files are hashed with no ``hashlib`` (libcrypto, ~3 ms to load);
+    more than the budget loads it, and the digests are the same."""
+    script = (
+        "import sys\n"
+        "from mason.digest import sha256_bytes, new_sha256, _BUILTIN_BYTES\n"
+        "small = [sha256_bytes(b'%d' % i * 100) for i in range(50)]\n"
+        "before = 'hashlib' in sys.modules\n"
+        "h = new_sha256()\n"
+        "for _ in range(4):\n"
+        "    h.update(b'x' * (_BUILTIN_BYTES // 3))\n"
+        "print(before, 'hashlib' in sys.modules, small[7], h.hexdigest())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.split()
+    from mason.digest import _BUILTIN_BYTES
+
+    assert out[:2] == ["False", "True"]
+    assert out[2] == "sha256:" + hashlib.sha256(b"7" * 100).hexdigest()
+    assert out[3] == hashlib.sha256(b"x" * (_BUILTIN_BYTES // 3) * 4).hexdigest()

@@ -12,7 +12,6 @@ file's size and mtime).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -161,6 +160,8 @@ def prepare_rebuild(args: argparse.Namespace, mode: str, local_context: bool) ->
 
 
 def _key(args: argparse.Namespace, mode: str) -> str:
+    from mason.digest import new_sha256
+
     given = {k: v for k, v in sorted(vars(args).items()) if k != "handler"}
     env = sorted((k, v) for k, v in os.environ.items() if k not in _SHELL_VARIABLES)
     what = {
@@ -173,7 +174,7 @@ def _key(args: argparse.Namespace, mode: str) -> str:
         "python": sys.version,
         "code": _code_identity(),
     }
-    return hashlib.sha256(json.dumps(what, default=str).encode()).hexdigest()
+    return new_sha256(json.dumps(what, default=str).encode()).hexdigest()
 
 
 def _code_identity() -> list[tuple[str, int, int]]:

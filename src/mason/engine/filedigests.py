@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import os
 import sqlite3
 import struct
@@ -29,7 +28,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from mason.digest import Digest
+from mason.digest import Digest, new_sha256
 from mason.engine.racy import file_identity, settled
 from mason.errors import MasonError
 
@@ -53,7 +52,7 @@ def encode(entries: Entries) -> bytes:
     names = "\0".join(f"{kind}\0{path}" for path, kind in keys)
     body = b"".join(entries[k] for k in keys)
     rest = _COUNT.pack(len(keys)) + body + names.encode("utf-8", "surrogateescape")
-    return _MAGIC + hashlib.sha256(rest).digest() + rest
+    return _MAGIC + new_sha256(rest).digest() + rest
 
 
 def decode(blob: Any) -> Entries:
@@ -62,7 +61,7 @@ def decode(blob: Any) -> Entries:
     if not isinstance(blob, bytes) or not blob.startswith(_MAGIC):
         raise ValueError("not a file digest row")
     check = len(_MAGIC)
-    if hashlib.sha256(blob[check + 32 :]).digest() != blob[check : check + 32]:
+    if new_sha256(blob[check + 32 :]).digest() != blob[check : check + 32]:
         raise ValueError("a damaged file digest row")
     start = check + 32 + _COUNT.size
     (count,) = _COUNT.unpack_from(blob, check + 32)

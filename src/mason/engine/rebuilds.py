@@ -18,13 +18,13 @@ miss, and the build runs. ``mason prune`` drops every memo.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import stat
 from pathlib import Path
 from typing import Any
 
+from mason.digest import new_sha256
 from mason.engine.racy import file_identity, settled
 from mason.oci.atomic import atomic_write_bytes
 
@@ -49,7 +49,7 @@ def context_fingerprint(
     symlink followed), and of the Dockerfile and its directory. With ``settled_before`` (a
     ``time.time_ns()`` read before the build read anything), None when an entry was not settled
     by then; None too when an entry cannot be read."""
-    h = hashlib.sha256()
+    h = new_sha256()
 
     def note(name: str, st: os.stat_result) -> bool:
         h.update(name.encode("utf-8", "surrogateescape") + b"\0")

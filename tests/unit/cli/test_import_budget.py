@@ -123,6 +123,10 @@ _LAZY_FOR_WARM_BUILD = (
         "mason.cli.remote_context",
         "mason.cache.inline",
         "mason.dockerfile.render",
+        # OpenSSL's hashes (libcrypto, ~3 ms to load): what a warm build hashes (documents,
+        # a few small context files) is for the interpreter's own sha256 (mason.digest)
+        "hashlib",
+        "_hashlib",
     }
 )
 # nor by `mason build --help`, which makes no request at all
