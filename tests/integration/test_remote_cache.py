@@ -567,6 +567,11 @@ def _layers_of(ref: str) -> set[str]:
     return {str(d["digest"]) for d in doc["layers"]}  # type: ignore[attr-defined]
 
 
+def _config_digest(ref: str) -> str:
+    doc, _ = skopeo_raw(ref)
+    return str(doc["config"]["digest"])  # type: ignore[index]
+
+
 def test_a_layer_the_image_push_and_the_cache_export_both_need_is_uploaded_once(
     build: Builder, small: Path, reg: str, registry: RegistryServer, busybox_image: str
 ) -> None:
@@ -673,22 +678,27 @@ def test_a_declined_mount_uploads_in_the_session_the_registry_opened(
     assert len(plain_posts) == 1, plain_posts  # the image config only
 
 
-def test_the_config_upload_takes_the_session_kept_open_and_none_is_left(
+def test_the_config_uploads_take_the_sessions_opened_ahead_and_none_is_left(
     build: Builder, small: Path, reg: str, registry: RegistryServer
 ) -> None:
     """A mode=max export keeps one upload session open in the cache's repository while the
-    build goes on (``RegistryClient.keep_upload_ahead``), so that the config, put after the
-    last step, waits for no POST: every session opened there is used by one upload, and the
+    build goes on (``RegistryClient.keep_upload_ahead``), and the push of a new image opens one
+    in its repository when the export begins (``exporters.open_pushes_ahead``), so that
+    neither config waits for a POST: every session opened is used by one upload, and the
     real registry holds no upload left open."""
     log = AccessLog(registry)
-    build(small, "--cache-to", f"type=registry,ref={reg}/ahead,mode=max").check()
-    repo = f"{reg}/ahead".split("/", 1)[1]
-    requests = [(m, p) for m, p, _ in log.requests() if p.startswith(f"/v2/{repo}/blobs/uploads")]
-    opened = [p for m, p in requests if m == "POST" and "mount=" not in p]
-    finished = [p for m, p in requests if m == "PUT"]
-    config = str(cache_doc(f"{reg}/ahead").config["digest"])
-    assert any(config.replace(":", "%3A") in p or config in p for p in finished), finished
-    assert len(opened) == len(finished), requests
-    assert not [m for m, _ in requests if m == "DELETE"], requests
-    uploads = registry.storage_dir / "docker/registry/v2/repositories" / repo / "_uploads"
-    assert not uploads.exists() or not any(uploads.iterdir())
+    cache_to = f"type=registry,ref={reg}/ahead-cache,mode=max"
+    build(small, "--cache-to", cache_to, "--push", "-t", f"{reg}/ahead-app").check()
+    for name, config in (
+        ("ahead-cache", str(cache_doc(f"{reg}/ahead-cache").config["digest"])),
+        ("ahead-app", _config_digest(f"{reg}/ahead-app")),
+    ):
+        repo = f"{reg}/{name}".split("/", 1)[1]
+        paths = [(m, p) for m, p, _ in log.requests() if p.startswith(f"/v2/{repo}/blobs/uploads")]
+        opened = [p for m, p in paths if m == "POST" and "mount=" not in p]
+        finished = [p.replace("%3A", ":") for m, p in paths if m == "PUT"]
+        assert any(config in p for p in finished), (name, finished)
+        assert len(opened) == len(finished), (name, paths)
+        assert not [m for m, _ in paths if m == "DELETE"], (name, paths)
+        uploads = registry.storage_dir / "docker/registry/v2/repositories" / repo / "_uploads"
+        assert not uploads.exists() or not any(uploads.iterdir()), name

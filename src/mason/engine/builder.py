@@ -26,7 +26,13 @@ from mason.digest import Digest, sha256_bytes
 from mason.engine.blobs import Blobs, RemoteLocation
 from mason.engine.context import DockerIgnore
 from mason.engine.convert import ConvertedBuild, ResolvedImage, convert_plan, final_config
-from mason.engine.exporters import ExportedImage, ExportedIndex, ImageResult, export_outputs
+from mason.engine.exporters import (
+    ExportedImage,
+    ExportedIndex,
+    ImageResult,
+    export_outputs,
+    open_pushes_ahead,
+)
 from mason.engine.ops import (
     BuildEnv,
     ExecOp,
@@ -906,6 +912,7 @@ def _export(
         cached: Future[None] | None = None
         if outputs:
             with _task(sink, "exporting to image") as t:
+                open_pushes_ahead(blobs, client, images, outputs)
                 if opts.cache_to:  # beside the push: its reads and read-backs overlap it
                     cached = pool.submit(caches)
                     written.wait(_PUSH_WAITS_FOR_CACHE)

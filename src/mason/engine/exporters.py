@@ -228,7 +228,23 @@ def push_image(
             log(f"pushing {what} for {r.repository_ref}:{r.tag or 'latest'}@{exported.digest} done")
 
 
-def _maybe_pushed(blobs: Blobs, images: Sequence[ExportedImage]) -> bool:
+def open_pushes_ahead(
+    blobs: Blobs, client: Any, images: Sequence[ImageResult], outputs: Sequence[OutputSpec]
+) -> None:
+    """An upload session opened now in each repository an image with a layer no registry
+    holds is pushed to (``RegistryClient.open_upload_ahead``): such an image is a new one,
+    whose config the push uploads, and a push beside a registry cache export starts only
+    once the cache's manifest is put (``engine.builder._export``); its config then waits for
+    no POST. An image that may be there already (a rebuild from a cache) opens none."""
+    if client is None or _maybe_pushed(blobs, images):
+        return
+    for out in outputs:
+        if out.type == "image" and out.push:
+            for name in out.names:
+                client.open_upload_ahead(Reference.parse(name))
+
+
+def _maybe_pushed(blobs: Blobs, images: Sequence[ExportedImage] | Sequence[ImageResult]) -> bool:
     """Whether every layer is known to be in some registry (pulled, or stored by an export):
     only then can the image already be where it goes (a new layer means a new manifest)."""
     return all(

@@ -104,6 +104,10 @@ class _OpenedAhead:
             self._kept[_repository_key(ref)] = start
             self._open(ref, start)
 
+    def open(self, ref: Reference, start: Callable[[], _UploadSession]) -> None:
+        with self._lock:
+            self._open(ref, start)
+
     def stop(self, ref: Reference) -> None:
         with self._lock:
             self._kept.pop(_repository_key(ref), None)
@@ -911,6 +915,12 @@ class RegistryClient:
                 retry=False,
             )
 
+    def open_upload_ahead(self, ref: Reference) -> None:
+        """Open one upload session into ``ref``'s repository now, in the background (unless
+        one is open or opening), for the next monolithic upload there that mounts nothing
+        (``keep_upload_ahead`` says what happens to it)."""
+        self._ahead.open(ref, self._ahead_session(ref))
+
     def keep_upload_ahead(self, ref: Reference) -> None:
         """Keep an upload session open into ``ref``'s repository, until
         ``stop_upload_ahead``: one is opened now, in the background, and each one an upload
@@ -920,17 +930,20 @@ class RegistryClient:
         for the next such upload. One that failed to open, or grew old, gives way to a
         session of the upload's own; one never taken is cancelled by ``close``."""
 
-        def start() -> _UploadSession:
-            session = self._start_upload(ref, None, None)
-            assert session is not None  # only a mount answers with no session
-            return _UploadSession(session.location, session.min_chunk, ahead=True)
-
-        self._ahead.keep(ref, start)
+        self._ahead.keep(ref, self._ahead_session(ref))
 
     def stop_upload_ahead(self, ref: Reference) -> None:
         """No more sessions opened for ``ref``'s repository; the one open (or opening) stays
         for the next upload there."""
         self._ahead.stop(ref)
+
+    def _ahead_session(self, ref: Reference) -> Callable[[], _UploadSession]:
+        def start() -> _UploadSession:
+            session = self._start_upload(ref, None, None)
+            assert session is not None  # only a mount answers with no session
+            return _UploadSession(session.location, session.min_chunk, ahead=True)
+
+        return start
 
     def _opened_ahead(self, ref: Reference) -> _UploadSession | None:
         session, young = self._ahead.take(ref)

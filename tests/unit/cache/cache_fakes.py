@@ -129,6 +129,9 @@ class FakeRegistry:
         self._log("mount_blob", ref.repository, digest)
         return self._mount(ref, digest, from_repository)
 
+    def open_upload_ahead(self, ref: Reference) -> None:
+        self._log("open_upload_ahead", ref.repository, "")
+
     def keep_upload_ahead(self, ref: Reference) -> None:
         self._log("keep_upload_ahead", ref.repository, "")
 

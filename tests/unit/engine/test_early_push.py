@@ -16,7 +16,8 @@ from tests.unit.cache.cache_fakes import FakeRegistry
 from mason.cache.options import parse_cache_to
 from mason.engine.blobs import Blobs
 from mason.engine.earlypush import EarlyPush
-from mason.engine.exporters import ImageResult, assemble_manifest, push_image
+from mason.engine.exporters import ImageResult, assemble_manifest, open_pushes_ahead, push_image
+from mason.engine.options import outputs_for
 from mason.engine.state import StateRoot
 from mason.oci.descriptor import Descriptor
 from mason.oci.platform import Platform
@@ -132,3 +133,27 @@ def test_an_upload_session_is_kept_open_from_the_first_layer_until_the_export(
     early.stop_queued()
     assert registry.ops("stop_upload_ahead") == [("stop_upload_ahead", "app-cache", "")]
     early.close()
+
+
+def test_a_push_of_a_new_image_opens_an_upload_session_in_each_target_repository(
+    blobs: Blobs,
+) -> None:
+    """``exporters.open_pushes_ahead``: a layer no registry holds makes the image new, so its
+    config will be uploaded where it is pushed; an image every layer of which some registry
+    holds may be there already (its push may send nothing), and an unpushed one goes nowhere."""
+    layer = stored_layer(blobs, "f")
+    image = ImageResult((layer,), {"os": "linux"}, Platform("linux", "amd64"))
+    pushed = outputs_for(["early5.test/app:v1", "early5.test/other:v1"], True, ())
+    registry = FakeRegistry()
+    open_pushes_ahead(blobs, registry, [image], outputs_for(["early5.test/app:v1"], False, ()))
+    assert registry.ops("open_upload_ahead") == []
+    open_pushes_ahead(blobs, registry, [image], pushed)
+    assert registry.ops("open_upload_ahead") == [
+        ("open_upload_ahead", "app", ""),
+        ("open_upload_ahead", "other", ""),
+    ]
+    assert layer.blob is not None
+    blobs.note_stored(layer.blob, Reference.parse("early5.test/cache"), layer.media_type, 1)
+    again = FakeRegistry()
+    open_pushes_ahead(blobs, again, [image], pushed)
+    assert again.ops("open_upload_ahead") == []
