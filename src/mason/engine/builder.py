@@ -286,21 +286,24 @@ class _Resolver:
         if digest is not None and (raw := self._stored(Digest(digest))) is not None:
             return raw, parse_manifest(raw).media_type, Digest(digest)
         fetched = self.client.fetch_manifest(ref.with_digest(digest) if digest else ref)
-        self.state.store.put_bytes(fetched.raw)
+        self._keep(fetched.raw)
         return fetched.raw, fetched.media_type, fetched.digest
 
-    def _resolve(self, ref: Any, platform: Platform) -> ResolvedImage:
-        from mason.oci.manifest import ImageIndex, parse_manifest
+    def _keep(self, raw: bytes, digest: Digest | None = None) -> None:
+        """A manifest or config into the content store, not fsynced (start-up, issue 14: two
+        fsyncs each): the registry serves it again, and ``_stored`` checks every read."""
+        self.state.store.put_bytes(raw, digest, durable=False)
+
+    def _named(self, ref: Any) -> tuple[bytes, str, Digest]:
+        """The document ``ref`` names (raw, media type, digest); a tag's digest is noted in
+        ``tags``."""
+        from mason.oci.manifest import parse_manifest
         from mason.registry.errors import RegistryNotFoundError
 
-        if self.client is None:
-            raise BuildError(
-                f"cannot resolve {ref}: no registry client", reference="resolve-failed"
-            )
         digest = ref.digest
         prefetched = self.client.prefetched_manifest(ref) if digest is None else None
         if prefetched is not None:  # read by tag while the engine imported: one GET, no HEAD
-            self.state.store.put_bytes(prefetched.raw)
+            self._keep(prefetched.raw)
             digest = prefetched.digest
         elif digest is None:
             head = self.client.head_manifest(ref)
@@ -315,13 +318,26 @@ class _Resolver:
                         context=exc.context,
                         hint="check the image name and tag (and that you may pull it)",
                     ) from exc
-                self.state.store.put_bytes(fetched.raw)  # appeared since the HEAD
+                self._keep(fetched.raw)  # appeared since the HEAD
                 head = fetched.descriptor()
             digest = head.digest
         if ref.digest is None:
             with self._lock:
                 self.tags[str(ref)] = digest
-        raw, media_type, digest = self._get_doc(ref, digest)
+        if prefetched is None:
+            return self._get_doc(ref, digest)
+        # verified as it was read: not read back from the store; its media type is read from
+        # it, as a stored copy's is (``_get_doc``)
+        return prefetched.raw, parse_manifest(prefetched.raw).media_type, prefetched.digest
+
+    def _resolve(self, ref: Any, platform: Platform) -> ResolvedImage:
+        from mason.oci.manifest import ImageIndex, parse_manifest
+
+        if self.client is None:
+            raise BuildError(
+                f"cannot resolve {ref}: no registry client", reference="resolve-failed"
+            )
+        raw, media_type, digest = self._named(ref)
         doc = parse_manifest(raw, media_type)
         if isinstance(doc, ImageIndex):
             from mason.engine.namedcontexts import platform_entry
@@ -340,7 +356,7 @@ class _Resolver:
         else:
             with self.client.open_blob(ref, cfg_desc) as stream:
                 cfg_raw = stream.read()
-            self.state.store.put_bytes(cfg_raw, cfg_desc.digest)
+            self._keep(cfg_raw, cfg_desc.digest)
         config = json.loads(cfg_raw)
         diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
         if len(diff_ids) != len(doc.layers):

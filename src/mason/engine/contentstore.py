@@ -78,9 +78,12 @@ class ContentStore:
         ) from exc
 
     @contextlib.contextmanager
-    def writer(self, expected: Digest | None = None) -> Iterator[HashingWriter]:
+    def writer(
+        self, expected: Digest | None = None, *, durable: bool = True
+    ) -> Iterator[HashingWriter]:
         """The one way content gets in (``mason.oci.cas.cas_writer``): read ``.digest`` and
-        ``.size`` after the block. On an error nothing is kept."""
+        ``.size`` after the block. On an error nothing is kept. ``durable=False``: not
+        fsynced, for what a registry serves again (``open`` verifies every read)."""
 
         def mismatch(got: Digest, _size: int) -> StateError:
             return StateError(
@@ -94,11 +97,14 @@ class ContentStore:
             mode=PRIVATE_FILE,
             dir_mode=PRIVATE_DIR,
             mismatch=mismatch,
+            durable=durable,
         ) as out:
             yield out
 
-    def put_bytes(self, data: bytes, expected: Digest | None = None) -> Digest:
-        with self.writer(expected) as out:
+    def put_bytes(
+        self, data: bytes, expected: Digest | None = None, *, durable: bool = True
+    ) -> Digest:
+        with self.writer(expected, durable=durable) as out:
             out.write(data)
         return out.digest
 

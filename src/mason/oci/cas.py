@@ -3,6 +3,8 @@ builder's content store (``$MASON_ROOT/blobs``) and by OCI layouts (``<dir>/blob
 
 A temp file is hashed as it is written, fsynced, checked against the expected digest and
 size, then renamed into place and its directory fsynced; on any error nothing is kept.
+``durable=False`` skips both fsyncs, for content the caller can fetch again and whose
+every read verifies it (a crash may then leave it torn, found so when read).
 Writing content that is already there keeps the existing file (same name, same bytes), so
 concurrent writers of one blob are harmless.
 """
@@ -47,6 +49,7 @@ def cas_writer(
     mode: int = 0o600,
     dir_mode: int = 0o700,
     mismatch: Callable[[Digest, int], BaseException] | None = None,
+    durable: bool = True,
 ) -> Iterator[HashingWriter]:
     """Yield a stream to write one blob into; after the block read ``.digest`` and ``.size``.
 
@@ -63,7 +66,8 @@ def cas_writer(
             out = HashingWriter(f, algorithm)
             yield out
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         if (expected is not None and out.digest != expected) or (
             size is not None and out.size != size
         ):
@@ -77,8 +81,9 @@ def cas_writer(
             blob_dir.mkdir(mode=dir_mode, parents=True, exist_ok=True)
             os.chmod(tmp, mode)
             os.replace(tmp, dest)
-            with contextlib.suppress(OSError):  # a filesystem without directory fsync
-                fsync_dir(str(blob_dir))
+            if durable:
+                with contextlib.suppress(OSError):  # a filesystem without directory fsync
+                    fsync_dir(str(blob_dir))
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

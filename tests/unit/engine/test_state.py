@@ -27,6 +27,23 @@ def test_put_and_read_blob_is_content_addressed(tmp_path: Path) -> None:
         assert os.listdir(st.tmp) == []
 
 
+@pytest.mark.parametrize(("durable", "syncs"), [(True, 2), (False, 0)])
+def test_content_put_durably_is_synced_file_and_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durable: bool, syncs: int
+) -> None:
+    """A blob is fsynced, and its directory after the rename; ``durable=False`` (a document a
+    registry serves again) skips both and is stored all the same, checked when read."""
+    with StateRoot.open(tmp_path / "root") as st:
+        synced: list[int] = []
+        real = os.fsync
+        monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real(fd))
+        digest = st.store.put_bytes(b"a manifest", durable=durable)
+        assert len(synced) == syncs
+        with st.store.open(digest, 10) as r:
+            assert r.read() == b"a manifest"
+        assert os.listdir(st.tmp) == []
+
+
 def test_put_stream_rejects_wrong_digest(tmp_path: Path) -> None:
     """A stream that does not match the expected digest is not kept."""
     with StateRoot.open(tmp_path) as st:
