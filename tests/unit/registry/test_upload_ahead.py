@@ -84,9 +84,8 @@ def test_a_session_the_registry_dropped_gives_way_to_one_of_the_uploads_own() ->
     fake = FakeRegistry()
     data = b"config"
     with _client(fake) as client:
-        client.keep_upload_ahead(CACHE)
+        client.open_upload_ahead(CACHE)
         _until(fake, 1)
-        client.stop_upload_ahead(CACHE)
         fake.uploads.clear()  # expired on the registry's side
         assert _put(client, data) == "uploaded"
     assert sha256_bytes(data) in fake.repo_blobs["app/cache"]
@@ -98,9 +97,8 @@ def test_a_session_open_too_long_is_cancelled_not_used(monkeypatch: pytest.Monke
     fake = FakeRegistry()
     data = b"late"
     with _client(fake) as client:
-        client.keep_upload_ahead(CACHE)
+        client.open_upload_ahead(CACHE)
         _until(fake, 1)
-        client.stop_upload_ahead(CACHE)
         opened = set(fake.uploads)
         assert _put(client, data) == "uploaded"
         _until(fake, 0)  # cancelled in the background
