@@ -60,10 +60,12 @@ _MIN_CHUNK = 64 * 1024
 _MANIFEST_REFUSED = frozenset({400, 404, 405, 415})
 PushOutcome = Literal["exists", "mounted", "uploaded"]
 T = TypeVar("T")
+R = TypeVar("R")
 #: an upload session opened ahead is used within this many seconds of its opening, or
 #: cancelled: registries expire idle sessions (distribution after days, others sooner)
 _AHEAD_MAX_AGE = 60.0
-R = TypeVar("R")
+#: how long closing the client waits for a session still opening, to cancel it
+_AHEAD_CLOSE_WAIT = 1.0
 
 
 class FetchedManifest(Struct, frozen=True):
@@ -136,16 +138,17 @@ class _OpenedAhead:
         return session, time.monotonic() - opened_at <= _AHEAD_MAX_AGE
 
     def left(self) -> list[tuple[Reference, _UploadSession]]:
-        """The sessions opened and not taken (waiting for those still opening); nothing is
-        replaced any more."""
+        """The sessions opened and not taken; nothing is replaced any more. One still
+        opening is waited for a moment only (a registry that does not answer must not hold
+        up the end of the build): past that, the registry expires it."""
         with self._lock:
             entries, self._sessions = self._sessions, {}
             self._kept.clear()
-        return [
-            (ref, opening.result())
-            for ref, _, opening in entries.values()
-            if opening.exception() is None
-        ]
+        sessions = []
+        for ref, _, opening in entries.values():
+            with contextlib.suppress(Exception):  # failed, or still opening
+                sessions.append((ref, opening.result(timeout=_AHEAD_CLOSE_WAIT)))
+        return sessions
 
 
 def _repository_key(ref: Reference) -> tuple[str, str]:
@@ -929,7 +932,6 @@ class RegistryClient:
         and its POST was on the export's path); the one left open when the keeping stops is
         for the next such upload. One that failed to open, or grew old, gives way to a
         session of the upload's own; one never taken is cancelled by ``close``."""
-
         self._ahead.keep(ref, self._ahead_session(ref))
 
     def stop_upload_ahead(self, ref: Reference) -> None:
