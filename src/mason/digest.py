@@ -6,6 +6,7 @@ sha256 and sha512 are accepted, as in the OCI image spec.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import re
@@ -81,8 +82,10 @@ def _openssl_loaded() -> bool:
     return "hashlib" in sys.modules
 
 
+@functools.cache
 def _builtin(algorithm: str) -> Callable[[bytes], Any] | None:
-    """The interpreter's own constructor (``_sha256``/``_sha512``; ``_sha2`` from 3.12)."""
+    """The interpreter's own constructor (``_sha256``/``_sha512``; ``_sha2`` from 3.12),
+    looked up once: every running hash asks (a context file's checksum makes one)."""
     try:
         if algorithm == "sha256":
             from _sha256 import sha256  # type: ignore[import-not-found]
@@ -115,6 +118,10 @@ class _Hash:
     __slots__ = ("_h", "_kept", "name")
 
     def __init__(self, algorithm: str, data: bytes = b"") -> None:
+        if algorithm not in ("sha256", "sha512"):
+            raise DigestError(
+                f"unsupported digest algorithm {algorithm!r}", hint="use sha256 or sha512"
+            )
         self.name = algorithm
         self._kept = bytearray()
         builtin = not _openssl_loaded() and _builtin(algorithm) is not None
@@ -148,12 +155,7 @@ class _Hash:
 
 def hasher_for(digest: Digest) -> _Hash:
     """A fresh running hash for the algorithm ``digest`` uses (sha256 or sha512)."""
-    algorithm = digest.split(":", 1)[0]
-    if algorithm not in ("sha256", "sha512"):
-        raise DigestError(
-            f"unsupported digest algorithm {algorithm!r}", hint="use sha256 or sha512"
-        )
-    return _Hash(algorithm)
+    return _Hash(digest.split(":", 1)[0])
 
 
 def new_sha256(data: bytes = b"") -> _Hash:
@@ -192,13 +194,8 @@ class HashingWriter:
     def __init__(
         self, inner: IO[bytes] | BinaryIO | None = None, algorithm: str = "sha256"
     ) -> None:
-        if algorithm not in ("sha256", "sha512"):
-            raise DigestError(
-                f"unsupported digest algorithm {algorithm!r}", hint="use sha256 or sha512"
-            )
+        self._h = _Hash(algorithm)  # sha256 or sha512, else DigestError
         self._inner = inner
-        self._algorithm = algorithm
-        self._h = _Hash(algorithm)
         self.size = 0
 
     def writable(self) -> bool:
@@ -218,7 +215,7 @@ class HashingWriter:
 
     @property
     def digest(self) -> Digest:
-        return Digest(f"{self._algorithm}:{self._h.hexdigest()}")
+        return digest_of(self._h)
 
 
 def canonical_json(value: Any) -> bytes:

@@ -280,11 +280,11 @@ class _Resolver:
         self.state.store.delete(digest)
         return None
 
-    def _get_doc(self, ref: Any, digest: str | None) -> tuple[bytes, str, Digest]:
-        from mason.oci.manifest import parse_manifest
-
+    def _get_doc(self, ref: Any, digest: str | None) -> tuple[bytes, str | None, Digest]:
+        """A document (raw, its media type, digest) from the store, else from the registry;
+        a stored one's media type is None: the document's own (``parse_manifest``)."""
         if digest is not None and (raw := self._stored(Digest(digest))) is not None:
-            return raw, parse_manifest(raw).media_type, Digest(digest)
+            return raw, None, Digest(digest)
         fetched = self.client.fetch_manifest(ref.with_digest(digest) if digest else ref)
         self._keep(fetched.raw)
         return fetched.raw, fetched.media_type, fetched.digest
@@ -294,17 +294,16 @@ class _Resolver:
         fsyncs each): the registry serves it again, and ``_stored`` checks every read."""
         self.state.store.put_bytes(raw, digest, durable=False)
 
-    def _named(self, ref: Any) -> tuple[bytes, str, Digest]:
-        """The document ``ref`` names (raw, media type, digest); a tag's digest is noted in
-        ``tags``."""
-        from mason.oci.manifest import parse_manifest
+    def _named(self, ref: Any) -> tuple[bytes, str | None, Digest]:
+        """The document ``ref`` names, as ``_get_doc`` gives it; a tag's digest is noted in
+        ``tags``. A document read here is not read back from the store."""
         from mason.registry.errors import RegistryNotFoundError
 
         digest = ref.digest
-        prefetched = self.client.prefetched_manifest(ref) if digest is None else None
-        if prefetched is not None:  # read by tag while the engine imported: one GET, no HEAD
-            self._keep(prefetched.raw)
-            digest = prefetched.digest
+        fetched = self.client.prefetched_manifest(ref) if digest is None else None
+        if fetched is not None:  # read by tag while the engine imported: one GET, no HEAD
+            self._keep(fetched.raw)
+            digest = fetched.digest
         elif digest is None:
             head = self.client.head_manifest(ref)
             if head is None:
@@ -324,11 +323,9 @@ class _Resolver:
         if ref.digest is None:
             with self._lock:
                 self.tags[str(ref)] = digest
-        if prefetched is None:
+        if fetched is None:
             return self._get_doc(ref, digest)
-        # verified as it was read: not read back from the store; its media type is read from
-        # it, as a stored copy's is (``_get_doc``)
-        return prefetched.raw, parse_manifest(prefetched.raw).media_type, prefetched.digest
+        return fetched.raw, None, fetched.digest  # as the stored copy would be read
 
     def _resolve(self, ref: Any, platform: Platform) -> ResolvedImage:
         from mason.oci.manifest import ImageIndex, parse_manifest
