@@ -9,7 +9,12 @@ recursive and a frozen struct's ``__post_init__`` sets a field with ``force_seta
 msgspec is imported here with ``typing_extensions`` hidden, when nothing has imported it yet:
 msgspec then takes ``get_type_hints`` from ``typing`` (its own fallback, the same function on
 Python 3.11; mason never has msgspec encode or decode types) instead of importing
-``typing_extensions``, which imports ``inspect`` (~10 ms of every start).
+``typing_extensions``, which imports ``inspect`` (~10 ms of every start). And only its C core
+is loaded: the package's ``__init__`` imports its JSON, MessagePack, TOML, YAML, JSON schema
+and ``inspect`` modules too (~3 ms of every start, none of which mason uses). The package module
+is made from its spec without running that ``__init__``, and runs it, once, when anything asks
+the package for a name it does not hold yet (``_Package``): to its other users it is the
+whole package.
 
 A struct's ``__repr__``, ``__eq__`` and ``__hash__`` cover every field; a class with a field
 that must not be shown (a secret, a lock) or compared (a callable, a cache) -- what
@@ -21,29 +26,72 @@ that must not be shown (a secret, a lock) or compared (a callable, a cache) -- w
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import types
 
 TYPE_CHECKING = False  # typing is not imported at start-up; mypy takes this as true
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from typing import Any
 
 
-def _import_msgspec() -> None:
+@contextlib.contextmanager
+def _typing_extensions_hidden() -> Iterator[None]:
     hide = "typing_extensions" not in sys.modules
     if hide:
         sys.modules["typing_extensions"] = None  # type: ignore[assignment]
     try:
-        import msgspec  # noqa: F401
+        yield
     finally:
         if hide and sys.modules.get("typing_extensions", 0) is None:
             del sys.modules["typing_extensions"]
 
 
-_import_msgspec()
+class _Package(types.ModuleType):
+    """The msgspec package before its ``__init__`` ran: the first name asked of it that it
+    does not hold runs it (in this module's namespace, as an import would) and is answered."""
 
-from msgspec import Struct, field  # noqa: E402
-from msgspec.structs import asdict, force_setattr, replace  # noqa: E402
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or self.__dict__.get("_mason_completed"):
+            raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
+        self._mason_completed = True
+        spec = self.__spec__
+        assert spec is not None and spec.loader is not None
+        with _typing_extensions_hidden():
+            spec.loader.exec_module(self)
+        return getattr(self, name)
+
+
+def _import_msgspec_core() -> None:
+    """msgspec's C core, in a package module whose ``__init__`` runs when first needed."""
+    import importlib
+    import importlib.util
+
+    if "msgspec" not in sys.modules:
+        spec = importlib.util.find_spec("msgspec")
+        if spec is not None and spec.loader is not None:
+            package = importlib.util.module_from_spec(spec)
+            package.__class__ = _Package
+            sys.modules["msgspec"] = package
+    with _typing_extensions_hidden():
+        importlib.import_module("msgspec._core")
+
+
+_import_msgspec_core()
+
+if TYPE_CHECKING:
+    from msgspec import Struct, field
+    from msgspec.structs import asdict, force_setattr, replace
+else:
+    from msgspec._core import NODEFAULT as _NODEFAULT
+    from msgspec._core import Field as _Field
+    from msgspec._core import Struct, asdict, force_setattr, replace
+
+    def field(*, default=_NODEFAULT, default_factory=_NODEFAULT, name=None):
+        """``msgspec.field`` (its package's own wrapper of the core's ``Field``)."""
+        return _Field(default=default, default_factory=default_factory, name=name)
+
 
 __all__ = ["Struct", "asdict", "eq_without", "field", "force_setattr", "replace", "repr_without"]
 

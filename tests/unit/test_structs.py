@@ -78,3 +78,39 @@ def test_msgspec_is_imported_without_typing_extensions() -> None:
     code = "import sys, mason.structs; print(sorted({'typing_extensions', 'inspect'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_msgspec_loads_its_core_only_and_is_whole_when_asked() -> None:
+    """mason.structs loads msgspec's C core without the package's __init__ (its JSON, YAML,
+    schema and inspect modules); the package is whole for whoever asks it for more."""
+    code = (
+        "import sys, mason.structs\n"
+        "print(sorted(m for m in sys.modules if m.startswith('msgspec.')))\n"
+        "import msgspec\n"
+        "from msgspec import Meta\n"
+        "print(msgspec.json.decode(msgspec.json.encode({'a': [1]})), Meta.__module__)\n"
+        "print(msgspec.Struct is mason.structs.Struct, msgspec.structs.replace is mason.structs.replace)\n"
+        "print(sorted({'msgspec.inspect', 'msgspec.yaml'} - set(sys.modules)))\n"
+        "try:\n"
+        "    msgspec.no_such_name\n"
+        "except AttributeError as exc:\n"
+        "    print('AttributeError', exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = out.stdout.splitlines()
+    assert lines[0] == "['msgspec._core', 'msgspec._utils']"
+    assert lines[1] == "{'a': [1]} msgspec"
+    assert lines[2] == "True True"
+    assert lines[3] == "[]"
+    assert lines[4] == "AttributeError module 'msgspec' has no attribute 'no_such_name'"
+
+
+def test_field_makes_msgspec_fields() -> None:
+    box = _Box()
+    box.items.append(1)
+    assert _Box().items == [] and box.items == [1]  # a factory per instance
+
+    class Named(Struct, frozen=True):
+        value: int = field(default=3, name="Value")
+
+    assert Named().value == 3 and Named.__struct_encode_fields__ == ("Value",)

@@ -71,6 +71,11 @@ _NEVER_BEFORE_REQUEST = {
     # inspect (with ast, dis, tokenize's friends) for one
     "dataclasses",
     "inspect",
+    # mason.structs loads msgspec's core, not the package's other modules
+    "msgspec.inspect",
+    "msgspec.json",
+    "msgspec._json_schema",
+    "msgspec.yaml",
 }
 # nor by a build whose steps are all cached (issue 14, made lazy): tar readers and writers, the
 # codecs, programs (credential helpers, git, ssh-agent, umount) and TOML (the registries.conf
