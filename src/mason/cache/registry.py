@@ -33,14 +33,6 @@ from typing import BinaryIO
 from mason.cache.backends import CacheBackend, ExportRequest
 from mason.cache.document import build_cache_document, plan_cache_document, read_cache_document
 from mason.cache.format import CacheConfig, CacheFormatError, rfc3339_nano
-from mason.cache.merge import (
-    merge_export,
-    missing_records,
-    plan_for,
-    retain,
-    stamped,
-    wants_merge,
-)
 from mason.cache.model import (
     DISTRIBUTION_SOURCE_PREFIX,
     CacheExportError,
@@ -67,8 +59,6 @@ from mason.cache.options import (
     option_bool,
     parse_ref,
 )
-from mason.cache.retention import parse_duration, parse_time, prune_config
-from mason.cache.scopes import scoped_refs
 from mason.digest import Digest
 from mason.errors import MasonError
 from mason.futures import ThreadPoolExecutor
@@ -342,6 +332,8 @@ def export_registry_cache(
     writer = _Writer(
         options, ref, records, client, blobs, image_diff_ids, clock, max_workers, dict(mounts or {})
     )
+    from mason.cache.merge import wants_merge  # start-up (issue 14): exports only
+
     merging = wants_merge(options.merge, prior)
     result = writer.write(prior, merge=merging)
     if written is not None:
@@ -436,6 +428,9 @@ class _Writer(Struct):
             clock=self.clock,
         )
         now = self.clock()
+        from mason.cache.merge import merge_export, retain, stamped
+        from mason.cache.retention import parse_time
+
         plan = stamped(plan, prior.config.last_used, now)
         self.own = plan.config
         # What the ref's current cache lists is only a claim about the repository: a blob
@@ -546,6 +541,8 @@ class _Writer(Struct):
                 if steady == wanted:
                     return result
                 continue
+            from mason.cache.merge import missing_records
+
             current = load_registry_cache(self.client, self.ref)
             if current.manifest is not None and missing_records(self.own, current.config) == 0:
                 steady += 1
@@ -606,6 +603,9 @@ def prune_registry_cache(
         raise CacheExportError(
             f"cannot prune {ref}: {source.warning or source.missing or 'no cache there'}"
         )
+    from mason.cache.merge import plan_for
+    from mason.cache.retention import prune_config
+
     sizes = {d: desc.size for d, desc in source.descriptors.items()}
     pruned = prune_config(
         source.config, sizes, now, keep_duration=keep_duration, keep_size=keep_size
@@ -657,6 +657,8 @@ def _parse_to(attrs: Mapping[str, str], text: str, images: Sequence[Reference]) 
             f"invalid --cache-to {text!r}: ref must be a tag, not a digest ({ref})"
         )
     if "scope" in attrs:
+        from mason.cache.scopes import scoped_refs
+
         (ref,) = scoped_refs(attrs["ref"].strip(), ref, attrs["scope"], text, reading=False)
     for image in images:
         if image.name == ref.name and image.identifier == ref.identifier:
@@ -668,6 +670,8 @@ def _parse_to(attrs: Mapping[str, str], text: str, images: Sequence[Reference]) 
             )
     merge = option_bool("merge", attrs["merge"], text) if "merge" in attrs else None
     keep = attrs.get("keep-duration")
+    if keep:
+        from mason.cache.retention import parse_duration  # start-up (issue 14)
     base = CacheOptions(
         "registry",
         "to",
@@ -699,11 +703,11 @@ def _parse_from(attrs: Mapping[str, str], text: str) -> list[CacheOptions]:
             f"invalid --cache-from {text!r}: registry cache importer requires ref"
         )
     ref = parse_ref(attrs["ref"].strip(), text, "ref")
-    refs = (
-        scoped_refs(attrs["ref"].strip(), ref, attrs["scope"], text, reading=True)
-        if "scope" in attrs
-        else [ref]
-    )
+    refs = [ref]
+    if "scope" in attrs:
+        from mason.cache.scopes import scoped_refs  # start-up (issue 14): when scoped only
+
+        refs = scoped_refs(attrs["ref"].strip(), ref, attrs["scope"], text, reading=True)
     insecure = _insecure(attrs, text)
     return [
         CacheOptions("registry", "from", text, dict(attrs), ref=r, insecure=insecure) for r in refs

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mason.digest import digest_of, new_sha256
-from mason.engine.chmod import ModeSet
 from mason.errors import BuildError
 from mason.fsroot import FsRoot, PathOutsideError, clean_path
 from mason.llb.contenthash import EMPTY_DIGEST, SHA256_KIND
 from mason.structs import Struct, replace
 
 if TYPE_CHECKING:
+    from mason.engine.chmod import ModeSet
     from mason.engine.filedigests import RootDigests
 
 __all__ = [

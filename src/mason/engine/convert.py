@@ -38,7 +38,6 @@ from mason.dockerfile import (
 )
 from mason.dockerfile.expand import expand_ports
 from mason.dockerfile.stages import BuildPlan, PlannedStage, StageScope, onbuild_triggers
-from mason.engine.chmod import ChmodError, parse_chmod
 from mason.engine.gitsource import GitRef, GitRefError, parse_git_ref, redact_credentials_in
 from mason.engine.imageconfig import (
     HISTORY_COMMENT,
@@ -596,6 +595,8 @@ class _Converter:
                 "checksum can't be specified for non-HTTP sources", lines=c.lines, section="stages"
             ).located(file=self.env.dockerfile_name, source_lines=self.env.dockerfile_lines)
         if c.chmod:
+            from mason.engine.chmod import ChmodError, parse_chmod  # start-up: --chmod only
+
             try:  # BuildKit checks --chmod when it converts the Dockerfile, before anything runs
                 parse_chmod(c.chmod)
             except ChmodError as exc:

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from mason.digest import Digest, HashingWriter, sha256_bytes
 from mason.engine.blobs import Blobs
 from mason.engine.cachemounts import CacheMounts
-from mason.engine.chmod import ChmodError, parse_chmod
 from mason.engine.context import (
     ContextEntry,
     CopyOptions,
@@ -958,6 +957,8 @@ class FileOp:
             uid, gid = _resolve_owner(rootfs, owner)
         chmod = mode_set = None
         if a.chmod:
+            from mason.engine.chmod import ChmodError, parse_chmod  # start-up: --chmod only
+
             try:
                 mode_set = parse_chmod(a.chmod)
             except ChmodError as exc:

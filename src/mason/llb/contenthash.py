@@ -45,14 +45,16 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mason.digest import Digest, digest_of, new_sha256, sha256_bytes
 from mason.errors import DiagnosticError
 from mason.fsroot import FsRoot
 from mason.llb.cachemap import Selector, contains_wildcards
-from mason.llb.patterns import MatchInfo, PatternMatcher, go_path_match
 from mason.structs import Struct, field
+
+if TYPE_CHECKING:  # start-up (issue 14): loaded by a selector with patterns or wildcards
+    from mason.llb.patterns import MatchInfo, PatternMatcher
 
 __all__ = [
     "CONTEXT_FILE_KIND",
@@ -523,8 +525,13 @@ class ContentTree:
     def _included(self, p: str, sel: Selector) -> tuple[str, list[_Included]]:
         ends_in_sep = p.endswith("/")
         p = "" if posixpath.normpath(p) == "/" else posixpath.normpath(p)
-        include = PatternMatcher(sel.include_patterns) if sel.include_patterns else None
-        exclude = PatternMatcher(sel.exclude_patterns) if sel.exclude_patterns else None
+        include = exclude = match = None
+        if sel.include_patterns or sel.exclude_patterns or sel.wildcard:
+            from mason.llb.patterns import PatternMatcher, go_path_match
+
+            include = PatternMatcher(sel.include_patterns) if sel.include_patterns else None
+            exclude = PatternMatcher(sel.exclude_patterns) if sel.exclude_patterns else None
+            match = go_path_match if sel.wildcard else None
         if sel.wildcard:
             self._load_subtree(b"")  # as BuildKit, which scans the whole tree for this
             orig_prefix, k, found = self._wildcard_prefix(p)
@@ -541,7 +548,7 @@ class ContentTree:
         # The walk starts at the prefix's own record (a file or symlink prefix is a
         # candidate itself; a directory's whole digest is computed but never included).
         start = bisect.bisect_left(keys, k) if found or not orig_prefix else len(keys)
-        walk = _Walk(p, ends_in_sep, sel.wildcard, include, exclude)
+        walk = _Walk(p, ends_in_sep, match, include, exclude)
         for key in keys[start:]:
             fn = _path(key)
             if resolved_prefix and fn.startswith(resolved_prefix):
@@ -591,7 +598,8 @@ class _Walk(Struct):
 
     p: str
     ends_in_sep: bool
-    wildcard: bool
+    #: Go's ``path.Match`` for a wildcard selector (``mason.llb.patterns.go_path_match``)
+    wildcard: Callable[[str, str], bool] | None
     include: PatternMatcher | None
     exclude: PatternMatcher | None
     included: list[_Included] = field(default_factory=list)
@@ -609,11 +617,11 @@ class _Walk(Struct):
             if fn == self.p and self.ends_in_sep:
                 return True
         item = _Included(path=fn, record=tree.records[key], follow=parent is None)
-        if self.wildcard:
+        if self.wildcard is not None:
             if self.p and (
                 not self.last_matched_dir or not fn.startswith(self.last_matched_dir + "/")
             ):
-                if not go_path_match(self.p, fn):
+                if not self.wildcard(self.p, fn):
                     return True
                 self.last_matched_dir = fn
             candidate = (fn + "/").removeprefix(self.last_matched_dir + "/").removesuffix("/")

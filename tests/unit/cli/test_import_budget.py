@@ -128,6 +128,13 @@ _LAZY_FOR_WARM_BUILD = (
         "mason.cli.remote_context",
         "mason.cache.inline",
         "mason.dockerfile.render",
+        # a cache export's merge and retention, --cache-to/--cache-from scope=, --chmod, and
+        # the include/exclude and wildcard patterns of a COPY source
+        "mason.cache.merge",
+        "mason.cache.retention",
+        "mason.cache.scopes",
+        "mason.engine.chmod",
+        "mason.llb.patterns",
         # OpenSSL's hashes (libcrypto, ~3 ms to load): what a warm build hashes (documents,
         # a few small context files) is for the interpreter's own sha256 (mason.digest)
         "hashlib",
