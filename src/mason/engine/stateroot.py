@@ -101,6 +101,8 @@ class StateRoot:
         self.store = ContentStore(path / "blobs", self.tmp)
         self._lock_fd: int | None = None
         self._meta: Metadata | None = None
+        #: the metadata being opened (``Metadata.opening``), until ``meta`` first waits for it
+        self._meta_opened: Callable[[], Metadata] | None = None
 
     @classmethod
     def open(
@@ -115,7 +117,9 @@ class StateRoot:
     @property
     def meta(self) -> Metadata:
         if self._meta is None:
-            raise StateError("state root is not open")
+            if self._meta_opened is None:
+                raise StateError("state root is not open")
+            self._meta = self._meta_opened()
         return self._meta
 
     @property
@@ -173,7 +177,7 @@ class StateRoot:
                 ) from None
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         self.exclusive = exclusive
-        self._meta = Metadata(self.path / "meta.db")
+        self._meta_opened = Metadata.opening(self.path / "meta.db")
 
     def _clean_leftovers(self) -> None:
         # A killed build may have left overlay mounts under tmp/: unmount them first, so we
@@ -195,6 +199,10 @@ class StateRoot:
         return Path(temp_dir(self.tmp, f"{os.getpid()}-{prefix}-"))
 
     def close(self) -> None:
+        opened, self._meta_opened = self._meta_opened, None
+        if opened is not None and self._meta is None:
+            with contextlib.suppress(Exception):  # what failed to open has nothing to close
+                self._meta = opened()
         if self._meta is not None:
             self._meta.close()
             self._meta = None
