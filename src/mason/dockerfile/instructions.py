@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import TypedDict
+from typing import TYPE_CHECKING
 
 from mason.dockerfile._support import InstructionError, opt_interval, suggest, suggest_error
 from mason.dockerfile._text import go_quote, go_trim_space
@@ -364,11 +364,17 @@ class _Req(Struct):
         }
 
 
-class _Base(TypedDict):
-    name: str
-    code: str
-    start_line: int
-    end_line: int
+if TYPE_CHECKING:
+    from typing import TypedDict
+
+    class _Base(TypedDict):
+        name: str
+        code: str
+        start_line: int
+        end_line: int
+
+else:
+    _Base = dict  # start-up: a TypedDict class compiles its annotations when made
 
 
 def _node_args(node: Node) -> list[str]:
