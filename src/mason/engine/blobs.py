@@ -366,7 +366,10 @@ class Blobs:
                     if cm is None:
                         continue
                     with cm as stream:
-                        self.state.store.put_stream(stream, expected=blob)
+                        # a registry serves it again, and every read of the store checks it
+                        # (a torn copy is deleted, the next build fetches it): no fsyncs on
+                        # the way to the first step that unpacks it (start-up, issue 14)
+                        self.state.store.put_stream(stream, expected=blob, durable=False)
                 except EStargzError:
                     raise  # the bytes are wrong, not the location: every location serves these bytes
                 except Exception as exc:  # try the next location

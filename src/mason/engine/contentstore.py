@@ -109,10 +109,10 @@ class ContentStore:
         return out.digest
 
     def put_stream(
-        self, src: BinaryIO | IO[bytes], expected: Digest | None = None
+        self, src: BinaryIO | IO[bytes], expected: Digest | None = None, *, durable: bool = True
     ) -> tuple[Digest, int]:
-        """Copy ``src`` into the store, hashing as it streams."""
-        with self.writer(expected) as out:
+        """Copy ``src`` into the store, hashing as it streams (``durable``: as ``writer``)."""
+        with self.writer(expected, durable=durable) as out:
             while chunk := src.read(_CHUNK):
                 out.write(chunk)
         return out.digest, out.size

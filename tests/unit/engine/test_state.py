@@ -305,3 +305,43 @@ def test_plain_prune_collects_untracked_snapshot_dirs(tmp_path: Path) -> None:
         assert {p.name for p in st.snapshots_dir.iterdir()} == {".active", ".empty", "la", "lb"}
         assert st.store.has(blob)
         assert list((st.snapshots_dir / ".active").iterdir()) == []
+
+
+def test_a_downloaded_blob_is_stored_without_fsync_and_a_torn_copy_is_refetched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blob fetched from where it can be fetched again (a registry, a cache) is stored
+    without fsyncs (start-up, issue 14); a copy a crash left torn fails its read, is deleted,
+    and the next ``ensure_local`` fetches it again."""
+    import contextlib
+    import gzip
+
+    from mason.engine.blobs import Blobs, RemoteLocation
+    from mason.oci import mediatypes as mt
+
+    blob_bytes = gzip.compress(b"layer tar bytes", mtime=0)
+    blob, diff_id = sha256_bytes(blob_bytes), sha256_bytes(gzip.decompress(blob_bytes))
+    fetched: list[int] = []
+
+    def opener() -> contextlib.AbstractContextManager[io.BytesIO]:
+        fetched.append(1)
+        return contextlib.nullcontext(io.BytesIO(blob_bytes))
+
+    with StateRoot.open(tmp_path / "root") as st:
+        blobs = Blobs(st)
+        where = RemoteLocation(None, mt.OCI_LAYER_GZIP, len(blob_bytes), opener, image=True)
+        blobs.add_remote(blob, diff_id, where)
+        lr = LayerRef(diff_id, blob, len(blob_bytes), mt.OCI_LAYER_GZIP)
+        synced: list[int] = []
+        real = os.fsync
+        monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real(fd))
+        blobs.ensure_local(lr)
+        assert synced == [] and fetched == [1]
+        st.store.path(blob).write_bytes(b"")  # what a crash may leave of an unsynced file
+        with pytest.raises(DigestMismatchError), st.store.open(blob) as torn:
+            torn.read()
+        assert not st.store.has(blob)  # deleted when read
+        blobs.ensure_local(lr)
+        assert fetched == [1, 1]
+        with st.store.open(blob) as r:
+            assert r.read() == blob_bytes
