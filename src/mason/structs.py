@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 import types
 
 TYPE_CHECKING = False  # typing is not imported at start-up; mypy takes this as true
@@ -48,19 +49,26 @@ def _typing_extensions_hidden() -> Iterator[None]:
             del sys.modules["typing_extensions"]
 
 
+#: one completion of the package, whichever threads ask (re-entered by the imports it makes)
+_COMPLETING = threading.RLock()
+
+
 class _Package(types.ModuleType):
     """The msgspec package before its ``__init__`` ran: the first name asked of it that it
     does not hold runs it (in this module's namespace, as an import would) and is answered."""
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or self.__dict__.get("_mason_completed"):
-            raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
-        self._mason_completed = True
-        spec = self.__spec__
-        assert spec is not None and spec.loader is not None
-        with _typing_extensions_hidden():
-            spec.loader.exec_module(self)
-        return getattr(self, name)
+        if not name.startswith("__"):
+            with _COMPLETING:
+                if not self.__dict__.get("_mason_completed"):
+                    self._mason_completed = True
+                    spec = self.__spec__
+                    assert spec is not None and spec.loader is not None
+                    with _typing_extensions_hidden():
+                        spec.loader.exec_module(self)
+            if name in self.__dict__:
+                return self.__dict__[name]
+        raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
 
 
 def _import_msgspec_core() -> None:

@@ -114,3 +114,20 @@ def test_field_makes_msgspec_fields() -> None:
         value: int = field(default=3, name="Value")
 
     assert Named().value == 3 and Named.__struct_encode_fields__ == ("Value",)
+
+
+def test_msgspec_is_completed_once_for_threads_asking_at_once() -> None:
+    code = (
+        "import sys, threading, mason.structs\n"
+        "import msgspec\n"
+        "got, start = [], threading.Barrier(8)\n"
+        "def ask():\n"
+        "    start.wait()\n"
+        "    got.append((msgspec.json.encode([1]), msgspec.Meta.__name__))\n"
+        "threads = [threading.Thread(target=ask) for _ in range(8)]\n"
+        "[t.start() for t in threads]\n"
+        "[t.join() for t in threads]\n"
+        "print(len(got), sorted(set(got)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "8 [(b'[1]', 'Meta')]"
