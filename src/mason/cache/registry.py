@@ -669,9 +669,11 @@ def _parse_to(attrs: Mapping[str, str], text: str, images: Sequence[Reference]) 
                 + f"{ref.name}-cache or {ref.name}:buildcache",
             )
     merge = option_bool("merge", attrs["merge"], text) if "merge" in attrs else None
-    keep = attrs.get("keep-duration")
-    if keep:
+    keep_duration = None
+    if keep := attrs.get("keep-duration"):
         from mason.cache.retention import parse_duration  # start-up (issue 14)
+
+        keep_duration = parse_duration(keep, f"--cache-to {text!r}: keep-duration")
     base = CacheOptions(
         "registry",
         "to",
@@ -680,7 +682,7 @@ def _parse_to(attrs: Mapping[str, str], text: str, images: Sequence[Reference]) 
         ref=ref,
         insecure=_insecure(attrs, text),
         merge=merge,
-        keep_duration=parse_duration(keep, f"--cache-to {text!r}: keep-duration") if keep else None,
+        keep_duration=keep_duration,
         cache_mounts=(
             option_bool("cache-mounts", attrs["cache-mounts"], text)
             if "cache-mounts" in attrs

@@ -6,6 +6,7 @@ row is written only after the blob is in the store."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sqlite3
@@ -17,6 +18,7 @@ from typing import Any
 
 from mason.digest import Digest
 from mason.engine.contentstore import PRIVATE_FILE, StateError
+from mason.futures import in_daemon_thread
 from mason.structs import Struct
 
 __all__ = ["BlobInfo", "CachedResult", "LayerRef", "Metadata"]
@@ -166,24 +168,9 @@ class Metadata:
         raises what opening it raised. sqlite does its file work without the GIL, so a new
         root's tables are written while the build goes on (start-up, issue 14: 2-6 ms of a
         build on a fresh root, whose first use of the metadata comes tens of ms later)."""
-        opened: list[Metadata | BaseException] = []
-
-        def run() -> None:
-            try:
-                opened.append(cls(path, handed_on=True))
-            except BaseException as exc:  # raised to whoever waits
-                opened.append(exc)
-
-        thread = threading.Thread(target=run, name="metadata-open", daemon=True)
-        thread.start()
-
-        def wait() -> Metadata:
-            thread.join()
-            if isinstance(opened[0], BaseException):
-                raise opened[0]
-            return opened[0]
-
-        return wait
+        return in_daemon_thread(
+            "metadata-open", functools.partial(cls, path, handed_on=True)
+        ).result
 
     def _connect(self, *, same_thread: bool = True) -> sqlite3.Connection:
         conn = sqlite3.connect(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import io
 import multiprocessing
 import os
@@ -10,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from mason.digest import Digest, sha256_bytes
+from mason.engine.blobs import Blobs, RemoteLocation
 from mason.engine.state import BlobInfo, LayerRef, StateError, StateRoot, parse_size
 from mason.errors import DigestMismatchError
+from mason.oci import mediatypes as mt
 
 
 def test_put_and_read_blob_is_content_addressed(tmp_path: Path) -> None:
@@ -313,12 +317,6 @@ def test_a_downloaded_blob_is_stored_without_fsync_and_a_torn_copy_is_refetched(
     """A blob fetched from where it can be fetched again (a registry, a cache) is stored
     without fsyncs (start-up, issue 14); a copy a crash left torn fails its read, is deleted,
     and the next ``ensure_local`` fetches it again."""
-    import contextlib
-    import gzip
-
-    from mason.engine.blobs import Blobs, RemoteLocation
-    from mason.oci import mediatypes as mt
-
     blob_bytes = gzip.compress(b"layer tar bytes", mtime=0)
     blob, diff_id = sha256_bytes(blob_bytes), sha256_bytes(gzip.decompress(blob_bytes))
     fetched: list[int] = []
