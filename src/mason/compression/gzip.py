@@ -307,8 +307,21 @@ class GzipWriter(io.RawIOBase):
             super().close()
 
 
-def open_gzip_reader(src: BinaryIO, *, prefer_isal: bool = True) -> BinaryIO:
-    """A reader of the decompressed bytes of every gzip member in ``src`` (``src`` left open)."""
+#: the blocks a read-ahead reader decompresses at a time: small, so that its reader's first
+#: bytes (a tar's first headers) come soon
+_AHEAD_BLOCK = 128 * 1024
+
+
+def open_gzip_reader(src: BinaryIO, *, prefer_isal: bool = True, ahead: bool = False) -> BinaryIO:
+    """A reader of the decompressed bytes of every gzip member in ``src`` (``src`` left open).
+
+    ``ahead``: ``src`` is read and decompressed in a thread of ISA-L's own (a block or two
+    ahead), beside a reader that spends its time elsewhere (unpacking a layer: issue 14);
+    read it with ``read1`` to get each block as it comes. Close it (the thread stops)."""
+    if _HAVE_ISAL and prefer_isal and ahead:
+        from isal import igzip_threaded
+
+        return igzip_threaded.open(src, "rb", block_size=_AHEAD_BLOCK)  # type: ignore[no-untyped-call,no-any-return]
     if _HAVE_ISAL and prefer_isal:
         return _igzip.IGzipFile(fileobj=src, mode="rb")  # type: ignore[return-value,no-untyped-call]
     import gzip as _stdgzip

@@ -72,11 +72,12 @@ class Compression(Struct, frozen=True):
         compress_stream(src, dst, self.name, level)
         return None
 
-    def reader(self, src: BinaryIO, *, what: str = "stream") -> BinaryIO:
-        """A reader of the decompressed bytes of ``src`` (which it does not close)."""
+    def reader(self, src: BinaryIO, *, what: str = "stream", ahead: bool = False) -> BinaryIO:
+        """A reader of the decompressed bytes of ``src`` (which it does not close);
+        ``ahead``: decompressed in a thread beside the caller (``open_decompressed``)."""
         from mason.compression.streams import open_decompressed
 
-        return open_decompressed(src, self.wire, what=what)
+        return open_decompressed(src, self.wire, what=what, ahead=ahead)
 
 
 _GZIP_LEVELS = (0, 9)

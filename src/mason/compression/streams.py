@@ -169,9 +169,11 @@ def _zstd() -> Any:
 class _TranslatingReader(io.RawIOBase):
     """Turns third-party decoder errors into ``CompressionError`` naming the stream."""
 
-    def __init__(self, inner: Any, compression: str, what: str) -> None:
+    def __init__(self, inner: Any, compression: str, what: str, *, in_blocks: bool = False) -> None:
         super().__init__()
         self._inner = inner
+        # a read-ahead reader gives what it has decompressed (read1), not all that was asked
+        self._read = inner.read1 if in_blocks else inner.read
         self._compression = compression
         self._what = what
         zstd_error = (_zstd().ZstdError,) if compression == "zstd" else ()
@@ -182,7 +184,7 @@ class _TranslatingReader(io.RawIOBase):
 
     def readinto(self, b: Any) -> int:
         try:
-            data = self._inner.read(len(b))
+            data = self._read(len(b))
         except self._errors as exc:
             if isinstance(exc, OSError) and exc.errno is not None:
                 raise  # a real I/O error of the source, not corrupt data
@@ -199,16 +201,20 @@ class _TranslatingReader(io.RawIOBase):
         super().close()
 
 
-def open_decompressed(src: BinaryIO, compression: str, *, what: str = "stream") -> BinaryIO:
+def open_decompressed(
+    src: BinaryIO, compression: str, *, what: str = "stream", ahead: bool = False
+) -> BinaryIO:
     """A reader of the decompressed bytes of ``src``. ``compression`` may be "auto"
     (detected from the first bytes; ``src`` must then support ``peek`` or ``seek``).
-    Closing the reader does not close ``src``."""
+    Closing the reader does not close ``src``. ``ahead``: gzip is decompressed in a thread
+    while the caller works on what came before (``open_gzip_reader``)."""
     if compression == "auto":
         compression, src = _sniff(src)
     inner: Any
+    in_blocks = False
     if compression in ("gzip", "estargz"):
-        inner = open_gzip_reader(src)
-        compression = "gzip"
+        inner = open_gzip_reader(src, ahead=ahead)
+        compression, in_blocks = "gzip", ahead
     elif compression == "zstd":
         inner = (
             _zstd().ZstdDecompressor().stream_reader(src, read_across_frames=True, closefd=False)
@@ -223,7 +229,9 @@ def open_decompressed(src: BinaryIO, compression: str, *, what: str = "stream") 
         raise CompressionError(
             f"unknown compression {compression!r}", hint=f"use one of {', '.join(COMPRESSIONS)}"
         )
-    return io.BufferedReader(_TranslatingReader(inner, compression, what), _CHUNK)
+    return io.BufferedReader(
+        _TranslatingReader(inner, compression, what, in_blocks=in_blocks), _CHUNK
+    )
 
 
 class _NonClosing:

@@ -487,14 +487,18 @@ class Blobs:
         return "estargz" if facts is not None else comp
 
     def open_uncompressed(self, lr: LayerRef) -> BinaryIO:
-        """The layer's tar stream (verified blob, decompressed). Caller closes."""
+        """The layer's tar stream (verified blob, decompressed). Caller closes.
+
+        The blob is read, checked and decompressed in a thread, ahead of the caller, who
+        unpacks or indexes the tar meanwhile (issue 14: a 1 MB base layer's gunzip and
+        digest were ~5 ms of its unpack, on a CPU the unpack left idle)."""
         lr = self.ensure_local(lr)
         assert lr.blob is not None
         reader = self.state.store.open(lr.blob)
         comp = get_compression(mt.compression_of(lr.media_type) if lr.media_type else "gzip")
         if comp.wire == "uncompressed":  # the store's verifying reader itself, closed by the caller
             return reader
-        return comp.reader(reader)
+        return comp.reader(reader, ahead=True)
 
     # variants for export ---------------------------------------------------------
 

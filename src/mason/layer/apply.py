@@ -221,6 +221,20 @@ class _Applier:
         # and implicit parents: opaque markers keep them, and a whiteout of one of them is
         # a contradiction.
         self._created: set[tuple[str, ...]] = set()
+        # Overlay form into an empty root: the canonical directories this apply made, each
+        # mapped to whether what is made in it gets this process's group (the directory's
+        # own group, with or without a setgid bit or a grpid mount).
+        # A name in one of them exists only if this apply made it (``_created``,
+        # ``_whiteouts``), so no lstat asks; a create that finds one anyway fails (O_EXCL,
+        # EEXIST) rather than replacing it. Issue 14: a base layer's unpack is mostly such
+        # creates, and the lstat and the no-op chown were two of their four system calls.
+        self._ids = (os.geteuid(), os.getegid())
+        self._fresh: dict[tuple[str, ...], bool] = (
+            {(): os.stat(root).st_gid == self._ids[1]}
+            if mode == "overlay" and not os.listdir(root)
+            else {}
+        )
+        self._whiteouts: set[tuple[str, ...]] = set()
         self._dir_times: list[tuple[tuple[str, ...], int]] = []
         self._entry = ""
         #: the last directory ``_dir`` resolved: its parts as named, an O_PATH fd of it and
@@ -258,6 +272,7 @@ class _Applier:
                 reference="layer-needs-base",
             )
         merged = self._below()
+        self._fresh.clear()  # the merged view shows the layers below too
         self._forget_dir()
         self._fs.close()
         self._fs = _open_root(merged)
@@ -324,7 +339,10 @@ class _Applier:
         except PathOutsideError as exc:
             raise self._fail(f"directory {unsafe!r}: {exc.message}") from None
         for host in created:
-            self._created.add(host.relative_to(self._fs.path).parts)
+            parts = host.relative_to(self._fs.path).parts
+            self._created.add(parts)
+            if parts[:-1] in self._fresh:  # a directory made in a plain one is plain too
+                self._fresh[parts] = self._fresh[parts[:-1]]
         return resolved
 
     # --- entries ---------------------------------------------------------------------
@@ -394,6 +412,7 @@ class _Applier:
                 raise self._fail(
                     "overlay whiteouts are 0/0 character devices and need CAP_MKNOD"
                 ) from exc
+            self._whiteouts.add(target)
 
     def _lower_holds(self, parts: tuple[str, ...]) -> bool:
         """Whether the layers below hold ``parts`` (canonical: no symlink on the way is
@@ -466,7 +485,8 @@ class _Applier:
             assert found is not None
             pfd, pparts = found
             path = (*pparts, base)
-            existing = _lstat(pfd, base)  # the final component is never followed
+            # the final component is never followed
+            existing = None if self._surely_absent(pparts, path) else _lstat(pfd, base)
             # Overlay form: a non-directory this layer put here (a whiteout, a file) hid the
             # layers' directory below; a directory in its place must go on hiding it, as the
             # flat replace does.
@@ -489,7 +509,18 @@ class _Applier:
                     _remove(pfd, base, existing)
                 self._create_node(tf, member, pfd, base)
             self._created.add(path)
-            self._set_meta(member, pfd, base)
+            # what was made here already has this process's owner and group
+            made_as_ids = existing is None and self._fresh.get(pparts, False)
+            self._set_meta(
+                member, pfd, base, chown=not made_as_ids or self._ids != (member.uid, member.gid)
+            )
+            if member.isdir() and pparts in self._fresh:  # made here: all it holds is known
+                self._fresh[path] = member.gid == self._ids[1]
+
+    def _surely_absent(self, pparts: tuple[str, ...], path: tuple[str, ...]) -> bool:
+        """Whether ``path`` cannot exist: its directory is one this apply made, and made
+        nothing of that name in it."""
+        return pparts in self._fresh and path not in self._created and path not in self._whiteouts
 
     def _check_type(self, member: tarfile.TarInfo) -> None:
         problem = entry_type_problem(member, allow_devices=self._allow_devices)
@@ -562,8 +593,10 @@ class _Applier:
                 )
         self._created.add(path)
 
-    def _set_meta(self, member: tarfile.TarInfo, pfd: int, base: str) -> None:
-        if self._owners:
+    def _set_meta(
+        self, member: tarfile.TarInfo, pfd: int, base: str, *, chown: bool = True
+    ) -> None:
+        if self._owners and chown:
             os.chown(base, member.uid, member.gid, dir_fd=pfd, follow_symlinks=False)
         if not member.issym():
             # After chown, which clears setuid/setgid.

@@ -261,3 +261,38 @@ def test_a_block_compressible_between_its_probes_is_still_deflated() -> None:
     blob = _libdeflate_gzip(bytes(block))
     assert len(blob) < len(block) * 0.6
     assert gzip.decompress(blob) == bytes(block)
+
+
+def test_read_ahead_gzip_gives_the_same_bytes_in_blocks() -> None:
+    """A read-ahead reader (decompressing in a thread) gives every byte, in order, and each
+    read returns once a block is there, not when all that was asked is."""
+    blob = _compress(DATA, "gzip")
+    with open_decompressed(io.BytesIO(blob), "gzip", ahead=True) as reader:
+        first = reader.read(10240)
+        rest = reader.read()
+    assert first + rest == DATA
+
+
+@pytest.mark.parametrize("damage", ["flipped", "truncated"])
+def test_read_ahead_gzip_reports_bad_data_to_its_reader(damage: str) -> None:
+    blob = bytearray(_compress(DATA, "gzip"))
+    if damage == "flipped":
+        blob[len(blob) // 2 : len(blob) // 2 + 2] = bytes(
+            b ^ 0xFF for b in blob[len(blob) // 2 : len(blob) // 2 + 2]
+        )
+    else:
+        del blob[len(blob) // 2 :]
+    reader = open_decompressed(io.BytesIO(bytes(blob)), "gzip", what="blob X", ahead=True)
+    with reader, pytest.raises(CompressionError, match="blob X: corrupt gzip"):
+        reader.read()
+
+
+def test_read_ahead_gzip_stops_its_thread_when_closed_early() -> None:
+    import threading
+
+    before = set(threading.enumerate())
+    reader = open_decompressed(io.BytesIO(_compress(DATA * 4, "gzip")), "gzip", ahead=True)
+    assert reader.read(100) == DATA[:100]
+    assert set(threading.enumerate()) - before  # its thread reads ahead
+    reader.close()
+    assert not set(threading.enumerate()) - before

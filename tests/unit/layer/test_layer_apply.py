@@ -372,3 +372,66 @@ def test_a_directory_replaced_by_a_hardlink_is_not_written_into(tmp_path: Path, 
     with pytest.raises(LayerError, match=r"not a directory|reaches into the layers below"):
         apply_layer(tar, str(root), mode=mode)  # type: ignore[arg-type]
     assert (root / "a" / "b").is_file() and not (root / "a" / "y").exists()
+
+
+@needs_root
+@pytest.mark.parametrize("dir_mode", [0o755, 0o2755])
+def test_an_empty_root_gets_every_owner_without_asking_what_exists(
+    tmp_path: Path, dir_mode: int
+) -> None:
+    """Overlay form into an empty root knows what each directory it made holds: entries owned
+    as the process is get its owner as made, and the others (and those made where a directory's
+    group, setgid or not, is not the process's) are given theirs."""
+    root = tmp_path / "snap"
+    root.mkdir()
+    tar = make_tar(
+        (entry("d/", tarfile.DIRTYPE, mode=dir_mode, uid=5, gid=1000), None),
+        (entry("d/f"), b"f"),
+        (entry("d/sub/", tarfile.DIRTYPE, mode=0o755), None),
+        (entry("d/sub/link", tarfile.SYMTYPE, linkname="../f"), None),
+        (entry("mine/", tarfile.DIRTYPE, mode=0o755), None),
+        (entry("mine/theirs", uid=7, gid=9), b"t"),
+        (entry("mine/link", tarfile.SYMTYPE, linkname="theirs"), None),
+    )
+    apply_layer(tar, str(root), mode="overlay")
+    owners = {k: (v[2], v[3]) for k, v in tree(str(root)).items()}
+    assert owners == {
+        "d": (5, 1000),
+        "d/f": (0, 0),
+        "d/sub": (0, 0),
+        "d/sub/link": (0, 0),
+        "mine": (0, 0),
+        "mine/theirs": (7, 9),
+        "mine/link": (0, 0),
+    }
+
+
+@needs_root
+def test_an_empty_root_replaces_what_the_layer_made_before(tmp_path: Path) -> None:
+    """Names the layer itself made (entries, whiteouts) are replaced by later entries of the
+    same name, as in any root."""
+    root = tmp_path / "snap"
+    root.mkdir()
+    tar = make_tar(
+        (entry("etc/", tarfile.DIRTYPE, mode=0o755), None),
+        (entry("etc/.wh.hosts"), b""),
+        (entry("etc/hosts"), b"new"),  # after its own whiteout
+        (entry("etc/conf"), b"first"),
+        (entry("etc/conf", tarfile.SYMTYPE, linkname="hosts"), None),
+        (entry("etc/d/", tarfile.DIRTYPE, mode=0o700), None),
+        (entry("etc/d"), b"a file now"),
+    )
+    apply_layer(tar, str(root), mode="overlay")
+    assert (root / "etc" / "hosts").read_text() == "new"
+    assert os.readlink(root / "etc" / "conf") == "hosts"
+    assert (root / "etc" / "d").read_text() == "a file now"
+
+
+def test_a_root_not_empty_is_asked_what_exists(tmp_path: Path) -> None:
+    """A root that holds something already (an apply onto a merged tree) is never assumed
+    empty: an entry replaces what is there."""
+    root = tmp_path / "snap"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "hosts").write_text("old")
+    apply_layer(make_tar((entry("etc/hosts"), b"new")), str(root), mode="overlay")
+    assert (root / "etc" / "hosts").read_text() == "new"
