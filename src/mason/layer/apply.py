@@ -41,8 +41,9 @@ import os
 import shutil
 import stat
 import tarfile
+import threading
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO, Literal, Protocol, cast
+from typing import Any, BinaryIO, Literal, NamedTuple, Protocol, cast
 
 from mason.digest import digest_of, new_sha256
 from mason.fsroot import FsRoot, PathOutsideError, ResolvedPath
@@ -235,6 +236,9 @@ class _Applier:
             else {}
         )
         self._whiteouts: set[tuple[str, ...]] = set()
+        #: symlinks put off (``_put_off``), by their directory: a dup'd fd of it and the links
+        self._later: dict[tuple[str, ...], tuple[int, list[_Link]]] = {}
+        self._later_paths: set[tuple[str, ...]] = set()
         self._dir_times: list[tuple[tuple[str, ...], int]] = []
         self._entry = ""
         #: the last directory ``_dir`` resolved: its parts as named, an O_PATH fd of it and
@@ -244,6 +248,9 @@ class _Applier:
 
     def close(self) -> None:
         self._forget_dir()
+        for fd, _links in self._later.values():
+            os.close(fd)
+        self._later.clear()
         self._fs.close()
 
     def _forget_dir(self) -> None:
@@ -271,6 +278,7 @@ class _Applier:
                 "layer does not hold itself), and overlay mode was not given them",
                 reference="layer-needs-base",
             )
+        self._make_later()
         merged = self._below()
         self._fresh.clear()  # the merged view shows the layers below too
         self._forget_dir()
@@ -316,6 +324,9 @@ class _Applier:
             if self._strict:
                 raise _NeedsBase from None  # the merged view decides (a lower dir may break the loop)
             raise self._fail(f"directory {unsafe!r}: {exc.message}") from None
+        if self._later and (resolved.passed_missing or not resolved.is_dir):
+            self._make_later()  # a name on the way may be a symlink put off
+            return self._resolve_dir(parts, create=create)
         if self._strict and (resolved.passed_missing or not resolved.is_dir):
             # Missing from this layer (or deleted by it, or not a directory here): what the
             # layers below hold there (a directory, a symlink, nothing) decides the outcome.
@@ -485,8 +496,11 @@ class _Applier:
             assert found is not None
             pfd, pparts = found
             path = (*pparts, base)
+            absent = self._surely_absent(pparts, path)
+            if path in self._later_paths:
+                self._make_later()
             # the final component is never followed
-            existing = None if self._surely_absent(pparts, path) else _lstat(pfd, base)
+            existing = None if absent else _lstat(pfd, base)
             # Overlay form: a non-directory this layer put here (a whiteout, a file) hid the
             # layers' directory below; a directory in its place must go on hiding it, as the
             # flat replace does.
@@ -504,18 +518,78 @@ class _Applier:
                 if hides_below:
                     self._set_opaque(pfd, base)
                 self._dir_times.append((path, _mtime_ns(member)))
+            elif absent and member.issym() and not _xattrs(member):
+                self._created.add(path)
+                self._put_off(member, pfd, pparts, base)
+                return
             else:
                 if existing is not None:
                     _remove(pfd, base, existing)
                 self._create_node(tf, member, pfd, base)
             self._created.add(path)
-            # what was made here already has this process's owner and group
-            made_as_ids = existing is None and self._fresh.get(pparts, False)
-            self._set_meta(
-                member, pfd, base, chown=not made_as_ids or self._ids != (member.uid, member.gid)
-            )
+            self._set_meta(member, pfd, base, chown=self._needs_chown(member, pparts, existing))
             if member.isdir() and pparts in self._fresh:  # made here: all it holds is known
                 self._fresh[path] = member.gid == self._ids[1]
+
+    def _needs_chown(
+        self, member: tarfile.TarInfo, pparts: tuple[str, ...], existing: os.stat_result | None
+    ) -> bool:
+        """False for what was just made here as the entry's owner: made by this process in a
+        directory whose group it gets, owned as the process is."""
+        made_as_ids = existing is None and self._fresh.get(pparts, False)
+        return not made_as_ids or self._ids != (member.uid, member.gid)
+
+    def _put_off(
+        self, member: tarfile.TarInfo, pfd: int, pparts: tuple[str, ...], base: str
+    ) -> None:
+        """A new symlink in a directory this apply made: made later, with the others, by two
+        threads taking different directories (``_make_later``). Issue 14: a base image's
+        symlinks (busybox's 268 applets) were most of its unpack; the kernel makes entries
+        in two directories at once, not two in one. Whatever could see it first makes it."""
+        path = (*pparts, base)
+        if pparts not in self._later:
+            self._later[pparts] = (os.dup(pfd), [])
+        link = _Link(
+            base,
+            member.linkname,
+            member.uid,
+            member.gid,
+            self._needs_chown(member, pparts, None),
+            _mtime_ns(member),
+            member.name,
+        )
+        self._later[pparts][1].append(link)
+        self._later_paths.add(path)
+
+    def _make_later(self) -> None:
+        """Make the symlinks put off so far: in two threads, each its directories, when there
+        are enough of them; a failure is the failing entry's."""
+        if not self._later:
+            return
+        later, self._later = self._later, {}
+        self._later_paths.clear()
+        batches = sorted(later.values(), key=lambda b: len(b[1]), reverse=True)
+        halves: tuple[list[tuple[int, list[_Link]]], list[tuple[int, list[_Link]]]] = ([], [])
+        for batch in batches:  # the larger batches first, each to the smaller half
+            min(halves, key=lambda h: sum(len(b[1]) for b in h)).append(batch)
+        failures: list[tuple[_Link, OSError]] = []
+        try:
+            if sum(len(b[1]) for b in halves[1]) >= _PARALLEL_LINKS:
+                helper = threading.Thread(
+                    target=_make_links, args=(halves[1], failures, self._owners), daemon=True
+                )
+                helper.start()
+                _make_links(halves[0], failures, self._owners)
+                helper.join()
+            else:
+                _make_links(halves[0] + halves[1], failures, self._owners)
+        finally:
+            for fd, _links in later.values():
+                os.close(fd)
+        if failures:
+            link, exc = failures[0]
+            self._entry = link.entry
+            raise self._fail(exc.strerror or str(exc)) from exc
 
     def _surely_absent(self, pparts: tuple[str, ...], path: tuple[str, ...]) -> bool:
         """Whether ``path`` cannot exist: its directory is one this apply made, and made
@@ -563,6 +637,7 @@ class _Applier:
             raise self._fail(exc.message, reference=exc.reference) from None
         if not target:
             raise self._fail("hardlink to the root directory", reference="layer-path-escape")
+        self._make_later()  # its target or its name may be a symlink put off
         # As for entries: the target's directory is resolved inside the root, its last
         # component is not followed (a link to a symlink links the symlink). A hardlink may
         # replace a directory outside its own: the last directory is resolved anew after it.
@@ -620,6 +695,7 @@ class _Applier:
             os.utime(base, ns=(ns, ns), dir_fd=pfd, follow_symlinks=False)
 
     def finish(self) -> None:
+        self._make_later()
         # Directory mtimes last and deepest first: creating children changes them. The
         # canonical paths are opened with O_NOFOLLOW: one replaced since is skipped.
         for parts, ns in sorted(self._dir_times, key=lambda item: len(item[0]), reverse=True):
@@ -633,6 +709,45 @@ class _Applier:
                     os.utime(parts[-1], ns=(ns, ns), dir_fd=pfd, follow_symlinks=False)
             finally:
                 os.close(pfd)
+
+
+#: symlinks put off that the second thread must get before one is started for them
+_PARALLEL_LINKS = 32
+
+
+class _Link(NamedTuple):
+    """A symlink put off: its name in its directory, target, owner, whether to chown it,
+    mtime (ns) and the tar entry's name (for errors)."""
+
+    base: str
+    target: str
+    uid: int
+    gid: int
+    chown: bool
+    mtime_ns: int
+    entry: str
+
+
+def _make_links(
+    batches: list[tuple[int, list[_Link]]], failures: list[tuple[_Link, OSError]], owners: bool
+) -> None:
+    """Make each directory's links (``dir_fd``, never following the last component); the first
+    failure stops this thread's work and is recorded."""
+    for dir_fd, links in batches:
+        for link in links:
+            try:
+                os.symlink(link.target, link.base, dir_fd=dir_fd)
+                if owners and link.chown:
+                    os.chown(link.base, link.uid, link.gid, dir_fd=dir_fd, follow_symlinks=False)
+                ns = link.mtime_ns
+                os.utime(link.base, ns=(ns, ns), dir_fd=dir_fd, follow_symlinks=False)
+            except OSError as exc:
+                failures.append((link, exc))
+                return
+
+
+def _xattrs(member: tarfile.TarInfo) -> bool:
+    return any(key.startswith("SCHILY.xattr.") for key in member.pax_headers)
 
 
 def _mtime_ns(member: tarfile.TarInfo) -> int:

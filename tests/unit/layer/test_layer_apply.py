@@ -435,3 +435,73 @@ def test_a_root_not_empty_is_asked_what_exists(tmp_path: Path) -> None:
     (root / "etc" / "hosts").write_text("old")
     apply_layer(make_tar((entry("etc/hosts"), b"new")), str(root), mode="overlay")
     assert (root / "etc" / "hosts").read_text() == "new"
+
+
+def _links(directory: str, count: int, target: str = "/bin/busybox") -> list[Any]:
+    return [
+        (entry(f"{directory}/l{i}", tarfile.SYMTYPE, linkname=target), None) for i in range(count)
+    ]
+
+
+@needs_root
+def test_symlinks_made_together_are_what_the_tar_says(tmp_path: Path) -> None:
+    """New symlinks in directories the layer made are made together at the end, by two threads
+    when there are enough: each has its target, owner and mtime, and its directory's mtime is
+    the entry's (set after its links)."""
+    root = tmp_path / "snap"
+    root.mkdir()
+    members: list[Any] = [(entry("bin/", tarfile.DIRTYPE, mode=0o755, mtime=5), None)]
+    members += _links("bin", 40)
+    members += [(entry("sbin/", tarfile.DIRTYPE, mode=0o755, mtime=6), None)]
+    members += _links("sbin", 30, target="../bin/l0")
+    members += [(entry("sbin/owned", tarfile.SYMTYPE, linkname="x", uid=7, gid=9, mtime=77), None)]
+    apply_layer(make_tar(*members), str(root), mode="overlay")
+    assert sorted(os.listdir(root / "bin")) == sorted(f"l{i}" for i in range(40))
+    assert os.readlink(root / "bin" / "l39") == "/bin/busybox"
+    assert os.readlink(root / "sbin" / "l29") == "../bin/l0"
+    owned = os.lstat(root / "sbin" / "owned")
+    assert (owned.st_uid, owned.st_gid, owned.st_mtime) == (7, 9, 77)
+    assert os.lstat(root / "bin" / "l3").st_mtime == 1000
+    assert (os.lstat(root / "bin").st_mtime, os.lstat(root / "sbin").st_mtime) == (5, 6)
+
+
+@needs_root
+def test_what_needs_a_symlink_put_off_finds_it_made(tmp_path: Path) -> None:
+    """An entry written through a new symlink, a hardlink to one, and an entry replacing one
+    each see it as if it had been made at once."""
+    root = tmp_path / "snap"
+    root.mkdir()
+    tar = make_tar(
+        (entry("d/", tarfile.DIRTYPE, mode=0o755), None),
+        (entry("via", tarfile.SYMTYPE, linkname="d"), None),
+        (entry("via/f"), b"through"),  # resolves the symlink
+        (entry("s", tarfile.SYMTYPE, linkname="d/f"), None),
+        (entry("hard", tarfile.LNKTYPE, linkname="s"), None),  # links the symlink itself
+        (entry("gone", tarfile.SYMTYPE, linkname="nowhere"), None),
+        (entry("gone"), b"a file now"),
+    )
+    apply_layer(tar, str(root), mode="overlay")
+    assert (root / "d" / "f").read_bytes() == b"through"
+    assert os.readlink(root / "hard") == "d/f"
+    assert os.lstat(root / "hard").st_ino == os.lstat(root / "s").st_ino
+    assert (root / "gone").read_bytes() == b"a file now"
+
+
+def test_a_symlink_put_off_that_cannot_be_made_fails_as_its_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "snap"
+    root.mkdir()
+    real_symlink = os.symlink
+
+    def symlink(target: str, name: str, **kw: Any) -> None:
+        if name == "m33":
+            raise OSError(28, "No space left on device")
+        real_symlink(target, name, **kw)
+
+    monkeypatch.setattr(os, "symlink", symlink)
+    members: list[Any] = [(entry("a/", tarfile.DIRTYPE), None), *_links("a", 40)]
+    members += [(entry("b/", tarfile.DIRTYPE), None)]
+    members += [(entry(f"b/m{i}", tarfile.SYMTYPE, linkname="x"), None) for i in range(40)]
+    with pytest.raises(LayerError, match=r"'b/m33' rejected: No space left on device"):
+        apply_layer(make_tar(*members), str(root), mode="overlay")
