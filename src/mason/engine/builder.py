@@ -44,7 +44,7 @@ from mason.engine.ops import (
 from mason.engine.options import BuildOptions, predefined_args, read_dockerfile
 from mason.engine.snapshots import Snapshotter
 from mason.engine.sshagent import ssh_agents
-from mason.engine.state import LayerRef, StateRoot, human_size
+from mason.engine.state import LayerRef, StateError, StateRoot, human_size
 from mason.errors import BuildError, UsageError
 from mason.futures import Future, ThreadPoolExecutor, in_daemon_thread
 from mason.oci.platform import Platform, PlatformError, host_platform
@@ -570,6 +570,7 @@ def _build_in(
             ),
             env.file_digests,
         )
+        snapshots.layers.sync_soon()  # the steps' snapshots go to disk beside the export
         outcome = _outcome(adapter, resolver, graph)
         images = [
             _image_result(opts, graph, c, p, snapshots, blobs, epoch)
@@ -589,6 +590,19 @@ def _build_in(
     finally:
         if early is not None:
             early.close()
+        _sync_snapshots(snapshots)
+
+
+def _sync_snapshots(snapshots: Snapshotter) -> None:
+    """What the build committed, made durable (``mason.layer.snapshot``: once a build, not
+    once a step)."""
+    try:
+        snapshots.layers.sync()
+    except OSError as exc:
+        raise StateError(
+            f"cannot write the build's snapshots to disk: {exc.strerror or exc}",
+            context=[f"snapshots: {snapshots.layers.root}"],
+        ) from exc
 
 
 def _report_context(

@@ -257,10 +257,11 @@ def _flattened_stack(st: StateRoot) -> Path:
     for sid in ("la", "lb"):
         diff.apply_layer([], layer(sid), snapshot_id=sid)
         st.meta.put_snapshot("sha256:" + sid, str(st.snapshots_dir / sid), 0)
-    with Snapshotter(str(st.snapshots_dir), mode="copy").view(
-        ["la", "lb"], readonly=True
-    ) as merged:
+    copies = Snapshotter(str(st.snapshots_dir), mode="copy")
+    with copies.view(["la", "lb"], readonly=True) as merged:
         assert sorted(os.listdir(merged)) == ["la", "lb"]
+    diff.sync()
+    copies.sync()
     [flat] = [p for p in st.snapshots_dir.iterdir() if p.name.startswith("f")]
     return flat
 
@@ -293,7 +294,7 @@ def test_prune_all_leaves_only_the_skeleton(tmp_path: Path) -> None:
         )
     left = {p for p in _tree(tmp_path / "root") - skeleton if not p.startswith("meta.db")}
     # the snapshotter's own directories and an empty algorithm directory are skeleton too
-    assert left <= {"blobs/sha256", "snapshots/.active", "snapshots/.empty"}, left
+    assert left <= {"blobs/sha256", "snapshots/.active", "snapshots/.empty", "snapshots/.unsynced"}
 
 
 def test_plain_prune_collects_untracked_snapshot_dirs(tmp_path: Path) -> None:
@@ -306,7 +307,14 @@ def test_plain_prune_collects_untracked_snapshot_dirs(tmp_path: Path) -> None:
         removed, freed = st.prune(keep_storage=1 << 40)
         assert (removed, freed > 0) == (1, True)
         assert not flat.exists()
-        assert {p.name for p in st.snapshots_dir.iterdir()} == {".active", ".empty", "la", "lb"}
+        assert {p.name for p in st.snapshots_dir.iterdir()} == {
+            ".active",
+            ".empty",
+            ".unsynced",
+            "la",
+            "lb",
+        }
+        assert list((st.snapshots_dir / ".unsynced").iterdir()) == []  # synced
         assert st.store.has(blob)
         assert list((st.snapshots_dir / ".active").iterdir()) == []
 

@@ -136,6 +136,7 @@ def snapshot_outcome(layers: list[io.BytesIO], root: str, mode: str) -> tuple[in
         # Stacks too long for one mount are flattened: re-tarred snapshots applied flat.
         with Snapshotter(root, mode="copy").view(chain, readonly=True) as flat:
             assert listing(flat) == result
+    snap.sync()  # the commits made durable: their marker goes too
     assert os.listdir(os.path.join(root, ".active")) == []  # nothing half-applied left behind
     return refused, result
 
