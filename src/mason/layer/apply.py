@@ -48,6 +48,7 @@ from typing import Any, BinaryIO, Literal, NamedTuple, Protocol, cast
 from mason.digest import digest_of, new_sha256
 from mason.fsroot import FsRoot, PathOutsideError, ResolvedPath
 from mason.layer._fs import is_overlay_xattr, is_whiteout_device
+from mason.layer._tarinfo import LayerTarInfo
 from mason.layer.diff import AUFS_META_PREFIX, OPAQUE_MARKER, WHITEOUT_PREFIX, LayerInfo
 from mason.layer.errors import LayerError
 
@@ -129,7 +130,11 @@ def apply_layer(
     )
     try:
         with tarfile.open(
-            fileobj=cast(Any, reader), mode="r|", encoding="utf-8", errors="surrogateescape"
+            fileobj=cast(Any, reader),
+            mode="r|",
+            encoding="utf-8",
+            errors="surrogateescape",
+            tarinfo=LayerTarInfo,
         ) as tf:
             for member in tf:
                 applier.apply(tf, member)
@@ -524,6 +529,8 @@ class _Applier:
                 return
             else:
                 if existing is not None:
+                    if stat.S_ISDIR(existing.st_mode):
+                        self._make_later()  # links put off in it go with it, as if made
                     _remove(pfd, base, existing)
                 self._create_node(tf, member, pfd, base)
             self._created.add(path)

@@ -505,3 +505,17 @@ def test_a_symlink_put_off_that_cannot_be_made_fails_as_its_entry(
     members += [(entry(f"b/m{i}", tarfile.SYMTYPE, linkname="x"), None) for i in range(40)]
     with pytest.raises(LayerError, match=r"'b/m33' rejected: No space left on device"):
         apply_layer(make_tar(*members), str(root), mode="overlay")
+
+
+def test_a_directory_replaced_with_its_links_put_off_goes_with_them(tmp_path: Path) -> None:
+    """A file replacing a directory the layer made removes it with the symlinks put off in it,
+    as if they had been made (found by the sparse-base equivalence test)."""
+    root = tmp_path / "snap"
+    root.mkdir()
+    tar = make_tar(
+        (entry("a/", tarfile.DIRTYPE, mode=0o755), None),
+        (entry("a/a", tarfile.SYMTYPE, linkname="a"), None),
+        (entry("a"), b"a file now"),
+    )
+    apply_layer(tar, str(root), mode="overlay")
+    assert (root / "a").read_bytes() == b"a file now"
