@@ -33,6 +33,7 @@ from typing import Any, BinaryIO, cast
 
 from mason.fsroot import MAX_SYMLINKS
 from mason.layer._fs import remove_tree
+from mason.layer._tarinfo import LayerTarInfo
 from mason.layer.apply import HashingReader, apply_layer, entry_type_problem, split_name
 from mason.layer.diff import AUFS_META_PREFIX, OPAQUE_MARKER, WHITEOUT_PREFIX, LayerInfo
 from mason.layer.errors import LayerError
@@ -122,7 +123,11 @@ class ChainIndex:
     def _add_layer(self, stream: object) -> None:
         layer = self._next_layer()
         with tarfile.open(
-            fileobj=cast(Any, stream), mode="r|", encoding="utf-8", errors="strict"
+            fileobj=cast(Any, stream),
+            mode="r|",
+            encoding="utf-8",
+            errors="strict",
+            tarinfo=LayerTarInfo,
         ) as tf:
             for member in tf:
                 self._add_member(member, layer)
