@@ -464,10 +464,14 @@ def _apply_meta(path: str, opts: CopyOptions, st: os.stat_result, is_link: bool)
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-def _copy_file(src: str | Path, dst: Path, opts: CopyOptions, st: os.stat_result) -> None:
+def _copy_file(
+    src: str | Path, dst: Path, opts: CopyOptions, st: os.stat_result, *, made_as: bool = False
+) -> None:
     """A regular file's bytes into ``dst``, which must not exist (nothing is followed
     there), its owner, mode and times set on the open file (issue 14: a few syscalls per
-    file fewer than a copy by path, for contexts of many small files)."""
+    file fewer than a copy by path, for contexts of many small files). ``made_as``: what
+    this process creates in ``dst``'s directory gets its own owner and group, so a copy
+    owned so needs no chown."""
     fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -475,7 +479,8 @@ def _copy_file(src: str | Path, dst: Path, opts: CopyOptions, st: os.stat_result
         try:
             _copy_bytes(fd_in, fd_out)
             uid, gid, mode = _owner_and_mode(opts, st)
-            os.fchown(fd_out, uid, gid)
+            if not (made_as and (uid, gid) == (os.geteuid(), os.getegid())):
+                os.fchown(fd_out, uid, gid)
             os.fchmod(fd_out, mode)  # after the chown, which clears set-id bits
             os.utime(fd_out, ns=(st.st_atime_ns, st.st_mtime_ns))
         finally:
@@ -500,9 +505,15 @@ def _copy_bytes(fd_in: int, fd_out: int) -> None:
 def _mkdirs(rootfs: Path, rel_dir: str, opts: CopyOptions) -> Path:
     """Create the directories of ``rel_dir`` inside ``rootfs`` (symlinks on the way followed
     inside it, never out of it); new ones are 0755 and owned by the copy's owner."""
+    return _made_dirs(rootfs, rel_dir, opts)[0]
+
+
+def _made_dirs(rootfs: Path, rel_dir: str, opts: CopyOptions) -> tuple[Path, bool]:
+    """``_mkdirs``, and whether it made the directory itself (it is empty then)."""
     try:
         with _in_root(rootfs, "destination") as fs:
-            return fs.mkdirs(rel_dir, mode=0o755, uid=opts.uid or 0, gid=opts.gid or 0)[0]
+            path, created = fs.mkdirs(rel_dir, mode=0o755, uid=opts.uid or 0, gid=opts.gid or 0)
+            return path, bool(created) and created[-1] == path
     except (NotADirectoryError, PathOutsideError) as exc:
         reason = exc.message if isinstance(exc, PathOutsideError) else exc.strerror
         raise BuildError(f"cannot copy to {rel_dir}: {reason}", reference="copy-failed") from None
@@ -515,10 +526,12 @@ def _copy_entry(
     links: dict[tuple[int, int], Path] | None = None,
     *,
     fresh: bool = False,
+    made_as: bool = False,
 ) -> bool:
     """Copy one entry to ``dst`` (replacing what is there unless both are directories);
-    ``fresh``: ``dst``'s directory was made by this copy, so nothing is there. True when a
-    new directory was made."""
+    ``fresh``: ``dst``'s directory was made by this copy, so nothing is there; ``made_as``:
+    and what is made in it gets this process's owner and group (``_copy_file``). True when
+    a new directory was made."""
     import shutil
 
     st = os.lstat(src)
@@ -546,7 +559,7 @@ def _copy_entry(
         if links is not None and st.st_nlink > 1 and ident in links:
             os.link(links[ident], dst)
             return False
-        _copy_file(src, dst, opts, st)
+        _copy_file(src, dst, opts, st, made_as=fresh and made_as)
         if links is not None and st.st_nlink > 1:
             links[ident] = dst
     # sockets, devices and fifos from a context are skipped (as BuildKit does for sockets)
@@ -571,16 +584,21 @@ def copy_sources(
     if dest_rel == "":
         into_dir = True
     links: dict[tuple[int, int], Path] = {}
+    ids = (os.geteuid(), os.getegid())
     for src in sources:
         if src.is_dir:
-            target = _mkdirs(rootfs, dest_rel, opts)
-            made: set[str] = set()  # directories this copy made: nothing to replace in them
+            target, made_target = _made_dirs(rootfs, dest_rel, opts)
+            # the directories this copy made, nothing to replace in them: whether what is
+            # made in them gets this process's group (theirs: the copy's group)
+            plain = (opts.gid or 0) == ids[1]
+            made: dict[str, bool] = {"": plain} if made_target else {}
             for rel, path in _walk(src, ignore):
                 if rel == "":
                     continue
-                fresh = os.path.dirname(rel) in made
-                if _copy_entry(path, target / rel, opts, links, fresh=fresh):
-                    made.add(rel)
+                in_made = made.get(os.path.dirname(rel))
+                fresh = in_made is not None
+                if _copy_entry(path, target / rel, opts, links, fresh=fresh, made_as=bool(in_made)):
+                    made[rel] = _owner_and_mode(opts, os.lstat(path))[1] == ids[1]
         else:
             # src.path is already the in-root target of a top-level symlink (select_sources)
             if into_dir:
