@@ -25,6 +25,7 @@ import os
 import sqlite3
 import struct
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -160,10 +161,12 @@ class RootDigests:
 
 class FileDigestCache:
     """The file digests of one state root (``meta``: its ``Metadata``; None keeps nothing)
-    for one build: ``for_root(context)`` per context directory, ``flush()`` once at the end."""
+    for one build: ``for_root(context)`` per context directory, ``flush()`` once at the end.
+    ``meta_of`` instead: asked for it when a digest is first wanted (a cold build's metadata
+    is still being created when the build's parts are put together: issue 14)."""
 
-    def __init__(self, meta: Any) -> None:
-        self._meta = meta
+    def __init__(self, meta: Any = None, *, meta_of: Callable[[], Any] | None = None) -> None:
+        self._meta_of = meta_of or (lambda: meta)
         self._roots: dict[str, RootDigests] = {}
         self._lock = threading.Lock()
 
@@ -177,10 +180,11 @@ class FileDigestCache:
 
     def _read(self, root: str) -> tuple[bytes | None, Entries]:
         """The row kept for ``root`` and its entries (None and none when it does not decode)."""
-        if self._meta is None:
+        meta = self._meta_of()
+        if meta is None:
             return None, {}
         try:
-            blob = self._meta.file_digests(root)
+            blob = meta.file_digests(root)
             return (blob, decode(blob)) if blob is not None else (None, {})
         except (sqlite3.Error, MasonError, ValueError, struct.error):
             return None, {}  # an unreadable cache is an empty one
@@ -191,6 +195,6 @@ class FileDigestCache:
             roots = list(self._roots.values())
         for rd in roots:
             new = rd._pending()
-            if new and self._meta is not None:
+            if new and (meta := self._meta_of()) is not None:
                 with contextlib.suppress(sqlite3.Error, MasonError):
-                    self._meta.update_file_digests(rd.root, functools.partial(rd._merge, new=new))
+                    meta.update_file_digests(rd.root, functools.partial(rd._merge, new=new))
