@@ -15,6 +15,7 @@ import contextlib
 import functools
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -590,15 +591,18 @@ def _build_in(
     finally:
         if early is not None:
             early.close()
-        _sync_snapshots(snapshots)
+        _sync_snapshots(snapshots, failing=sys.exc_info()[0] is not None)
 
 
-def _sync_snapshots(snapshots: Snapshotter) -> None:
+def _sync_snapshots(snapshots: Snapshotter, *, failing: bool) -> None:
     """What the build committed, made durable (``mason.layer.snapshot``: once a build, not
-    once a step)."""
+    once a step). ``failing``: the build's own error is the one reported (the marker left
+    behind makes the next build sync them)."""
     try:
         snapshots.layers.sync()
     except OSError as exc:
+        if failing:
+            return
         raise StateError(
             f"cannot write the build's snapshots to disk: {exc.strerror or exc}",
             context=[f"snapshots: {snapshots.layers.root}"],
