@@ -189,6 +189,10 @@ _OTHER_CAUSES = frozenset(
 )
 
 
+#: the error codes of a manifest PUT that names a blob the repository does not have
+_BLOB_UNKNOWN = frozenset({"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN"})
+
+
 def _error_codes(exc: RegistryError) -> set[str]:
     return {str(e.get("code", "")).upper() for e in exc.errors}
 
@@ -292,11 +296,11 @@ def _put_manifest(
     except RegistryError as exc:
         if _refused_for_its_type(exc):
             exc.hint = _refused_manifest_hint(options, document.media_type)
-        elif _error_codes(exc) & {"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN"}:
+        elif _error_codes(exc) & _BLOB_UNKNOWN:
             # every blob was HEADed or stored just now, so one vanished meanwhile (a garbage collection)
             exc.hint = (
-                "the registry no longer has a blob this cache references, though it was checked "
-                "or stored just before; run the build again (the next export stores it again)"
+                "the registry kept losing a blob this cache references, though it was checked "
+                "or stored just before each put; run the build again (its export stores it again)"
             )
         raise
 
@@ -503,7 +507,17 @@ class _Writer(Struct):
             latest = load_registry_cache(self.client, self.ref)
             if _digest_of(latest) != _digest_of(prior):
                 return self.write(latest, merge=True, attempt=attempt + 1)  # another writer
-        _put_manifest(self.client, self.ref, document, self.options)  # last: the cache is complete
+        try:
+            _put_manifest(self.client, self.ref, document, self.options)  # last: complete
+        except RegistryError as exc:
+            if attempt >= _MERGE_ATTEMPTS or not _error_codes(exc) & _BLOB_UNKNOWN:
+                raise
+            # Every blob was checked or stored just now, yet one was not there at the PUT:
+            # another writer's upload of the same blob was being linked again (a registry
+            # rewrites the link in place), or a garbage collection took it. Check them all
+            # again, store what is missing, put again.
+            latest = load_registry_cache(self.client, self.ref)
+            return self.write(latest, merge=merge, attempt=attempt + 1)
         self.gap = max(self.gap, time.monotonic() - start)
         return ExportResult(
             destination,

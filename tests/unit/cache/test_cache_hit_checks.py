@@ -282,7 +282,37 @@ def test_a_missing_blob_on_the_manifest_put_gets_no_media_type_hint(
     with pytest.raises(MasonError) as err:
         export_cache(opts, records, blobs=blob_store, image_diff_ids=image, client=fake_registry)  # type: ignore[arg-type]
     assert "may not accept" not in (err.value.hint or "")
-    assert "no longer has a blob" in (err.value.hint or "")
+    assert "kept losing a blob" in (err.value.hint or "")
+
+
+def test_a_blob_missing_at_the_manifest_put_once_is_checked_and_put_again(
+    blob_store: FakeBlobStore, fake_registry: FakeRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registry that answers the PUT with "blob unknown" once (another writer's upload of
+    the same blob being linked again): the export checks its blobs again, stores what is
+    missing and puts the manifest again, instead of failing the build."""
+    records, image = two_stage_build(blob_store)
+    [opts] = parse_cache_to(f"type=registry,ref={REF},mode=max")
+    real_put = fake_registry.put_manifest
+    puts: list[str] = []
+
+    def once_unknown(ref: Reference, raw: bytes, media_type: str) -> Digest:
+        puts.append(media_type)
+        if len(puts) == 1:
+            raise RegistryError(
+                "push manifest: blob unknown to registry",
+                status=400,
+                operation="push manifest",
+                errors=[{"code": "MANIFEST_BLOB_UNKNOWN", "message": "blob unknown to registry"}],
+            )
+        return real_put(ref, raw, media_type)
+
+    monkeypatch.setattr(fake_registry, "put_manifest", once_unknown)
+    result = export_cache(
+        opts, records, blobs=blob_store, image_diff_ids=image, client=fake_registry
+    )  # type: ignore[arg-type]
+    assert len(puts) == 2 and result.manifest is not None
+    assert load_registry_cache(fake_registry, Reference.parse(REF)).manifest is not None
 
 
 # -- checks asked at once (the solver looks every step up together, issue 14) --------------
