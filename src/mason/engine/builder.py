@@ -46,7 +46,7 @@ from mason.engine.options import BuildOptions, predefined_args, read_dockerfile
 from mason.engine.snapshots import Snapshotter
 from mason.engine.sshagent import ssh_agents
 from mason.engine.state import LayerRef, StateError, StateRoot, human_size
-from mason.errors import BuildError, MasonError, UsageError
+from mason.errors import BuildError, UsageError
 from mason.futures import Future, ThreadPoolExecutor, in_daemon_thread
 from mason.oci.platform import Platform, PlatformError, host_platform
 from mason.progress import Event, NullSink, ProgressSink
@@ -208,7 +208,6 @@ class _Resolver:
         #: several target platforms: "[linux/arm64 internal] load metadata for ..." (BuildKit)
         self.multi = multi
         self._memo: dict[tuple[str, str], ResolvedImage] = {}
-        self._writes: list[threading.Thread] = []
         #: reference -> the digest its tag named, for every reference resolved by tag
         self.tags: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -292,27 +291,9 @@ class _Resolver:
         return fetched.raw, fetched.media_type, fetched.digest
 
     def _keep(self, raw: bytes, digest: Digest | None = None) -> None:
-        """A manifest or config into the content store for later builds, not fsynced: the
-        registry serves it again, and ``_stored`` checks every read (start-up, issue 14: two
-        fsyncs each). Written in a thread (~1-3 ms a document here), since this build reads
-        neither back (``_memo`` answers it again); ``close`` waits for the writes. A write
-        that fails only costs a later build a GET: what was read was verified as it came."""
-
-        def keep() -> None:
-            with contextlib.suppress(OSError, MasonError):
-                self.state.store.put_bytes(raw, digest, durable=False)
-
-        writer = threading.Thread(target=keep, name="keep-document", daemon=True)
-        writer.start()
-        with self._lock:
-            self._writes.append(writer)
-
-    def close(self) -> None:
-        """Wait for the documents ``_keep`` is writing."""
-        with self._lock:
-            writes, self._writes = self._writes, []
-        for writer in writes:
-            writer.join()
+        """A manifest or config into the content store, not fsynced (start-up, issue 14: two
+        fsyncs each): the registry serves it again, and ``_stored`` checks every read."""
+        self.state.store.put_bytes(raw, digest, durable=False)
 
     def _named(self, ref: Any) -> tuple[bytes, str | None, Digest]:
         """The document ``ref`` names, as ``_get_doc`` gives it; a tag's digest is noted in
@@ -561,11 +542,11 @@ def _build_in(
     snapshots = _open_snapshots(opts, state, blobs, sink)
     env = _build_env(opts, state, blobs, snapshots, executor, ignore, epoch, df, df_bytes)
     early, priors = _early_push(opts, client, blobs, env), _export_priors(opts, client)
-    resolver = _Resolver(client, state, blobs, sink, platforms[0], multi=len(platforms) > 1)
     try:
         env.ssh_sockets = dict(ssh_sockets or {})
         env.named_dirs = _named_dirs(opts, sink)
         env.emulators = _LazyEmulators()
+        resolver = _Resolver(client, state, blobs, sink, platforms[0], multi=len(platforms) > 1)
         converted, sources, cache_imports = _convert_and_import_caches(
             opts, env, plans, resolver, ignore, platforms, blobs, client, sink, checks_task
         )
@@ -610,7 +591,6 @@ def _build_in(
     finally:
         if early is not None:
             early.close()
-        resolver.close()
         _sync_snapshots(snapshots, failing=sys.exc_info()[0] is not None)
 
 
@@ -1079,13 +1059,10 @@ def check(
     try:
         with StateRoot.open(root) as state:
             resolver = _Resolver(client, state, Blobs(state, client), sink, platform)
-            try:
-                for ps in stages:
-                    if ps.base.image is not None and not ps.base.is_scratch:
-                        resolver(ps.base.image, ps.platform or str(platform))
-                return _run_checks(plan, resolver, ignore, platform, stages), df
-            finally:
-                resolver.close()
+            for ps in stages:
+                if ps.base.image is not None and not ps.base.is_scratch:
+                    resolver(ps.base.image, ps.platform or str(platform))
+            return _run_checks(plan, resolver, ignore, platform, stages), df
     finally:
         if own_client:
             client.close()
