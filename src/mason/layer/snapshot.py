@@ -147,19 +147,20 @@ _volatile = [True]
 
 
 def _mount_overlay(target: str, options: str) -> None:
+    if _volatile[0]:
+        try:
+            _mount_overlay_as(target, options + ",volatile")
+            return
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            _volatile[0] = False  # an older kernel: mounts sync on unmount, as they always did
+    _mount_overlay_as(target, options)
+
+
+def _mount_overlay_as(target: str, options: str) -> None:
     import ctypes
 
-    if _volatile[0]:
-        rc = _lib().mount(
-            b"overlay", os.fsencode(target), b"overlay", ctypes.c_ulong(0),
-            (options + ",volatile").encode(),
-        )  # fmt: skip
-        if rc == 0:
-            return
-        if ctypes.get_errno() != errno.EINVAL:
-            err = ctypes.get_errno()
-            raise OSError(err, f"mount overlay on {target}: {os.strerror(err)}")
-        _volatile[0] = False  # an older kernel: mounts sync on unmount, as they always did
     rc = _lib().mount(
         b"overlay", os.fsencode(target), b"overlay", ctypes.c_ulong(0), options.encode()
     )
@@ -177,6 +178,28 @@ def _syncfs(path: str) -> None:
         if _lib().syncfs(fd) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"syncfs {path}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _left_behind(lock_path: str) -> Iterator[bool]:
+    """Whether the lock file ``lock_path`` was left by a process that is gone (nobody holds
+    its flock): then it is held for the body, and removed after it."""
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False  # its owner is alive
+            return
+        yield True
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
     finally:
         os.close(fd)
 
@@ -885,22 +908,10 @@ class Snapshotter:
         for name in names:
             path = os.path.join(self._active_dir, name)
             if name.endswith((".lock", ".locktmp")):
-                stem = name.rsplit(".", 1)[0]
-                try:
-                    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-                except FileNotFoundError:
-                    continue
-                try:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    except BlockingIOError:
-                        continue  # its owner is alive
-                    if self._remove_active(os.path.join(self._active_dir, stem)):
+                stem = os.path.join(self._active_dir, name.rsplit(".", 1)[0])
+                with _left_behind(path) as gone:
+                    if gone and self._remove_active(stem):
                         removed += 1
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(path)
-                finally:
-                    os.close(fd)
             elif not (name + ".lock" in names or os.path.exists(path + ".lock")):
                 # A directory with no lock file: removal trash or a crashed commit.
                 if os.path.isdir(path) and not os.path.islink(path):
@@ -916,31 +927,18 @@ class Snapshotter:
         if they are from this boot (a killed process: their data is in the page cache),
         else remove them, and any snapshot with a meta.json torn by the crash; then drop
         the marker. Returns how many snapshots were removed."""
-        path = os.path.join(self._markers, token)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return 0
         removed = 0
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+        with _left_behind(os.path.join(self._markers, token)) as gone:
+            if not gone:
                 return 0  # its owner is alive and will sync
-            if token.split("-", 1)[0] == _boot_id():
-                _syncfs(self.root)
-            else:
+            if token.split("-", 1)[0] != _boot_id():
                 for name in os.listdir(self.root):
                     if not _ID_RE.match(name) or not _unsynced_by(self.root, name, token):
                         continue
                     self._meta.pop(name, None)
                     if self._remove_active(os.path.join(self.root, name)):
                         removed += 1
-                _syncfs(self.root)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-        finally:
-            os.close(fd)
+            _syncfs(self.root)  # what is kept (or the removals) on disk before the marker goes
         return removed
 
     def _remove_active(self, directory: str) -> bool:
