@@ -465,13 +465,18 @@ def _apply_meta(path: str, opts: CopyOptions, st: os.stat_result, is_link: bool)
 
 
 def _copy_file(
-    src: str | Path, dst: Path, opts: CopyOptions, st: os.stat_result, *, made_as: bool = False
+    src: str | Path,
+    dst: Path,
+    opts: CopyOptions,
+    st: os.stat_result,
+    *,
+    made_owner: tuple[int, int] | None = None,
 ) -> None:
     """A regular file's bytes into ``dst``, which must not exist (nothing is followed
     there), its owner, mode and times set on the open file (issue 14: a few syscalls per
-    file fewer than a copy by path, for contexts of many small files). ``made_as``: what
-    this process creates in ``dst``'s directory gets its own owner and group, so a copy
-    owned so needs no chown."""
+    file fewer than a copy by path, for contexts of many small files). ``made_owner``: the
+    owner a create in ``dst``'s directory gives (when known), so a copy owned so needs no
+    chown."""
     fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -479,7 +484,7 @@ def _copy_file(
         try:
             _copy_bytes(fd_in, fd_out)
             uid, gid, mode = _owner_and_mode(opts, st)
-            if not (made_as and (uid, gid) == (os.geteuid(), os.getegid())):
+            if (uid, gid) != made_owner:
                 os.fchown(fd_out, uid, gid)
             os.fchmod(fd_out, mode)  # after the chown, which clears set-id bits
             os.utime(fd_out, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -526,16 +531,16 @@ def _copy_entry(
     links: dict[tuple[int, int], Path] | None = None,
     *,
     fresh: bool = False,
-    made_as: bool = False,
-) -> bool:
+    made_owner: tuple[int, int] | None = None,
+) -> int | None:
     """Copy one entry to ``dst`` (replacing what is there unless both are directories);
-    ``fresh``: ``dst``'s directory was made by this copy, so nothing is there; ``made_as``:
-    and what is made in it gets this process's owner and group (``_copy_file``). True when
-    a new directory was made."""
+    ``fresh``: ``dst``'s directory was made by this copy, so nothing is there;
+    ``made_owner``: the owner a create there gives, when known (``_copy_file``). The group
+    of the directory it made, if it made one (None otherwise)."""
     import shutil
 
     st = os.lstat(src)
-    made_dir = False
+    made_group = None
     if (
         not fresh
         and os.path.lexists(dst)
@@ -551,19 +556,19 @@ def _copy_entry(
     elif stat.S_ISDIR(st.st_mode):
         if fresh or not dst.exists():
             dst.mkdir()
-            made_dir = True
+            made_group = _owner_and_mode(opts, st)[1]
         _apply_meta(str(dst), opts, st, False)
     elif stat.S_ISREG(st.st_mode):
         # Files hard-linked to each other in the source stay hard-linked in the copy.
         ident = (st.st_dev, st.st_ino)
         if links is not None and st.st_nlink > 1 and ident in links:
             os.link(links[ident], dst)
-            return False
-        _copy_file(src, dst, opts, st, made_as=fresh and made_as)
+            return None
+        _copy_file(src, dst, opts, st, made_owner=made_owner if fresh else None)
         if links is not None and st.st_nlink > 1:
             links[ident] = dst
     # sockets, devices and fifos from a context are skipped (as BuildKit does for sockets)
-    return made_dir
+    return made_group
 
 
 def copy_sources(
@@ -588,17 +593,21 @@ def copy_sources(
     for src in sources:
         if src.is_dir:
             target, made_target = _made_dirs(rootfs, dest_rel, opts)
-            # the directories this copy made, nothing to replace in them: whether what is
-            # made in them gets this process's group (theirs: the copy's group)
-            plain = (opts.gid or 0) == ids[1]
-            made: dict[str, bool] = {"": plain} if made_target else {}
+            # the directories this copy made, nothing to replace in them, with the owner a
+            # create in each gives: this process's where the directory has its group
+            made: dict[str, tuple[int, int] | None] = {}
+            if made_target:
+                made[""] = ids if (opts.gid or 0) == ids[1] else None
             for rel, path in _walk(src, ignore):
                 if rel == "":
                     continue
-                in_made = made.get(os.path.dirname(rel))
-                fresh = in_made is not None
-                if _copy_entry(path, target / rel, opts, links, fresh=fresh, made_as=bool(in_made)):
-                    made[rel] = _owner_and_mode(opts, os.lstat(path))[1] == ids[1]
+                parent = os.path.dirname(rel)
+                fresh = parent in made
+                group = _copy_entry(
+                    path, target / rel, opts, links, fresh=fresh, made_owner=made.get(parent)
+                )
+                if group is not None:
+                    made[rel] = ids if group == ids[1] else None
         else:
             # src.path is already the in-root target of a top-level symlink (select_sources)
             if into_dir:
