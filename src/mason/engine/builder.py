@@ -898,7 +898,7 @@ def _build_env(
         shm_size=opts.shm_size,
         ulimits=opts.ulimits,
         allow_insecure="security.insecure" in opts.allow,
-        file_digests=FileDigestCache(meta_of=lambda: state.meta),
+        file_digests=FileDigestCache(lambda: state.meta),
     )
 
 

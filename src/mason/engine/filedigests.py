@@ -160,13 +160,13 @@ class RootDigests:
 
 
 class FileDigestCache:
-    """The file digests of one state root (``meta``: its ``Metadata``; None keeps nothing)
-    for one build: ``for_root(context)`` per context directory, ``flush()`` once at the end.
-    ``meta_of`` instead: asked for it when a digest is first wanted (a cold build's metadata
-    is still being created when the build's parts are put together: issue 14)."""
+    """The file digests of one state root for one build: ``for_root(context)`` per context
+    directory, ``flush()`` once at the end. ``meta_of`` gives the root's ``Metadata`` (None
+    keeps nothing), asked for when a digest is first wanted (a cold build's metadata is still
+    being created when the build's parts are put together: issue 14)."""
 
-    def __init__(self, meta: Any = None, *, meta_of: Callable[[], Any] | None = None) -> None:
-        self._meta_of = meta_of or (lambda: meta)
+    def __init__(self, meta_of: Callable[[], Any]) -> None:
+        self._meta_of = meta_of
         self._roots: dict[str, RootDigests] = {}
         self._lock = threading.Lock()
 

@@ -106,12 +106,12 @@ def test_an_unchanged_file_is_not_read_again(
 ) -> None:
     plain = _both(ctx, None)
     reads.clear()
-    cold = _both(ctx, FileDigestCache(meta))
+    cold = _both(ctx, FileDigestCache(lambda: meta))
     assert cold == plain
     # a.txt and sub/b.txt, once for both checksums (an empty file has no bytes to read)
     assert sorted(reads) == ["app/a.txt", "app/sub/b.txt"]
     reads.clear()
-    warm = _both(ctx, FileDigestCache(meta))  # the next build: a new cache on the same root
+    warm = _both(ctx, FileDigestCache(lambda: meta))  # the next build: a new cache on the same root
     assert warm == plain
     assert reads == []
 
@@ -120,21 +120,21 @@ def test_a_relative_context_is_kept_too(
     ctx: Path, meta: Metadata, later: None, reads: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(ctx)  # mason build . names the context "."
-    cache = FileDigestCache(meta)
+    cache = FileDigestCache(lambda: meta)
     cold = _own(Path("."), cache)
     cache.flush()
     reads.clear()
-    assert _own(Path("."), FileDigestCache(meta)) == cold
+    assert _own(Path("."), FileDigestCache(lambda: meta)) == cold
     assert reads == []
 
 
 def test_only_the_changed_file_is_read(
     ctx: Path, meta: Metadata, later: None, reads: list[str]
 ) -> None:
-    _both(ctx, FileDigestCache(meta))
+    _both(ctx, FileDigestCache(lambda: meta))
     (ctx / "app" / "a.txt").write_bytes(b"alpha, changed\n")
     reads.clear()
-    warm = _both(ctx, FileDigestCache(meta))
+    warm = _both(ctx, FileDigestCache(lambda: meta))
     assert warm == _both(ctx, None)
     assert reads[:1] == ["app/a.txt"]
     # then every file, by each of the checksums without a cache (nothing shared)
@@ -144,7 +144,7 @@ def test_only_the_changed_file_is_read(
 def test_a_file_changed_between_the_checksums_is_read_again(
     ctx: Path, meta: Metadata, later: None, reads: list[str]
 ) -> None:
-    cache = FileDigestCache(meta)
+    cache = FileDigestCache(lambda: meta)
     _bk(ctx, cache)
     (ctx / "app" / "a.txt").write_bytes(b"alpha, changed after the first checksum\n")
     reads.clear()
@@ -175,10 +175,10 @@ def _rewrite_same_size_and_mtime(path: Path, data: bytes) -> None:
 def test_same_size_and_mtime_forced_back_but_a_new_ctime_is_read_again(
     ctx: Path, meta: Metadata, later: None, reads: list[str]
 ) -> None:
-    cold = _both(ctx, FileDigestCache(meta))
+    cold = _both(ctx, FileDigestCache(lambda: meta))
     _rewrite_same_size_and_mtime(ctx / "app" / "a.txt", b"ALPHA\n")
     reads.clear()
-    warm = _both(ctx, FileDigestCache(meta))
+    warm = _both(ctx, FileDigestCache(lambda: meta))
     assert reads == ["app/a.txt"]
     assert warm[0] != cold[0] and warm[1] != cold[1]
     assert warm == _both(ctx, None)
@@ -192,11 +192,11 @@ def test_a_racy_file_is_not_kept_and_read_again(
     # slow this machine is now
     newest = max(max(st.st_mtime_ns, st.st_ctime_ns) for st in map(os.lstat, ctx.rglob("*")))
     monkeypatch.setattr(time, "time_ns", lambda: newest + 1_000_000)
-    cache = FileDigestCache(meta)
+    cache = FileDigestCache(lambda: meta)
     cold = _both(ctx, cache)
     assert meta.file_digests(cache.for_root(ctx).root) is None
     reads.clear()
-    assert _both(ctx, FileDigestCache(meta)) == cold
+    assert _both(ctx, FileDigestCache(lambda: meta)) == cold
     assert len(reads) == 4  # two files, by each checksum: a racy read is not shared either
 
 
@@ -223,7 +223,7 @@ def test_a_racy_entry_is_not_trusted(ctx: Path, meta: Metadata) -> None:
         ("app/a.txt", "k-settled"): _entry(st, fake, settled),
     }
     meta.update_file_digests(str(ctx.resolve()), lambda _: encode(entries))
-    digests = FileDigestCache(meta).for_root(ctx)
+    digests = FileDigestCache(lambda: meta).for_root(ctx)
     assert digests.get("app/a.txt", "k-racy", st) is None
     assert digests.get("app/a.txt", "k-settled", st) == "sha256:" + "00" * 32
 
@@ -234,7 +234,7 @@ def test_a_file_changed_while_it_was_read_is_not_kept(
     path = ctx / "app" / "a.txt"
     st = os.lstat(path)
     path.write_bytes(b"written during the read\n")
-    cache = FileDigestCache(meta)
+    cache = FileDigestCache(lambda: meta)
     digests = cache.for_root(ctx)
     digests.put(
         "app/a.txt", "sha256", st, sha256_bytes(b"x"), since_ns=time.time_ns(), after=os.stat(path)
@@ -271,7 +271,7 @@ def test_a_corrupt_row_is_ignored(
     reads: list[str],
     corrupt: Callable[[bytes], Any],
 ) -> None:
-    cache = FileDigestCache(meta)
+    cache = FileDigestCache(lambda: meta)
     cold = _both(ctx, cache)
     root = cache.for_root(ctx).root
     row = meta.file_digests(root)
@@ -279,7 +279,7 @@ def test_a_corrupt_row_is_ignored(
     with meta._tx() as conn:
         conn.execute("UPDATE file_digests SET entries = ? WHERE root = ?", (corrupt(row), root))
     reads.clear()
-    again = FileDigestCache(meta)
+    again = FileDigestCache(lambda: meta)
     assert _both(ctx, again) == cold
     assert sorted(reads) == ["app/a.txt", "app/sub/b.txt"]
     assert len(decode(meta.file_digests(root))) == 4  # written anew over the corrupt row
@@ -288,7 +288,9 @@ def test_a_corrupt_row_is_ignored(
 def test_an_unreadable_cache_is_an_empty_one(ctx: Path, later: None, reads: list[str]) -> None:
     cold = _both(ctx, None)
     reads.clear()
-    assert _both(ctx, FileDigestCache(_BrokenMeta())) == cold  # flush's error is swallowed too
+    assert (
+        _both(ctx, FileDigestCache(lambda: _BrokenMeta())) == cold
+    )  # flush's error is swallowed too
     assert sorted(reads) == ["app/a.txt", "app/sub/b.txt"]  # shared within the build
 
 
@@ -301,11 +303,11 @@ def test_golden_keys_with_kept_digests(
     meta = Metadata(tmp_path / "meta.db")
     plain = golden.model_keys(case)
     root = golden.staged_context(case)
-    cold_cache = FileDigestCache(meta)
+    cold_cache = FileDigestCache(lambda: meta)
     cold = golden.model_keys(case, digests=cold_cache.for_root(root))
     cold_cache.flush()
     reads.clear()  # the other ops' outputs were read by the first model, once for all
-    warm = golden.model_keys(case, digests=FileDigestCache(meta).for_root(root))
+    warm = golden.model_keys(case, digests=FileDigestCache(lambda: meta).for_root(root))
     assert cold.preimages == plain.preimages == warm.preimages
     assert cold.records == plain.records == warm.records
     assert reads == []
@@ -315,7 +317,7 @@ def test_the_oldest_entries_go_past_the_bound(
     ctx: Path, meta: Metadata, later: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(filedigests, "MAX_ENTRIES", 3)
-    cache = FileDigestCache(meta)
+    cache = FileDigestCache(lambda: meta)
     _both(ctx, cache)
     kept = decode(meta.file_digests(cache.for_root(ctx).root))
     assert len(kept) == 3
