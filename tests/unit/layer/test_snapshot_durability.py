@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import platform
 from pathlib import Path
 
 import pytest
@@ -121,5 +122,7 @@ def test_overlay_mounts_do_not_sync_on_unmount(tmp_path: Path) -> None:
     _snapshot(snaps, "a")
     with snaps.prepare(["a"]) as active, open("/proc/self/mountinfo", encoding="utf-8") as f:
         line = next(ln for ln in f if f" {active.path} " in ln)
-    assert ("volatile" in line) == snapshot_mod._volatile[0]
+    # the kernel has it from 5.10: there the mount must carry it
+    has_volatile = tuple(int(n) for n in platform.release().split(".")[:2]) >= (5, 10)
+    assert ("volatile" in line) == has_volatile
     snaps.sync()
