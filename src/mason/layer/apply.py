@@ -575,13 +575,16 @@ class _Applier:
             return
         later, self._later = self._later, {}
         self._later_paths.clear()
-        batches = sorted(later.values(), key=lambda b: len(b[1]), reverse=True)
         halves: tuple[list[tuple[int, list[_Link]]], list[tuple[int, list[_Link]]]] = ([], [])
-        for batch in batches:  # the larger batches first, each to the smaller half
-            min(halves, key=lambda h: sum(len(b[1]) for b in h)).append(batch)
+        sizes = [0, 0]
+        # the larger batches first, each to the half with fewer links
+        for batch in sorted(later.values(), key=lambda b: len(b[1]), reverse=True):
+            half = sizes.index(min(sizes))
+            halves[half].append(batch)
+            sizes[half] += len(batch[1])
         failures: list[tuple[_Link, OSError]] = []
         try:
-            if sum(len(b[1]) for b in halves[1]) >= _PARALLEL_LINKS:
+            if min(sizes) >= _PARALLEL_LINKS:
                 helper = threading.Thread(
                     target=_make_links, args=(halves[1], failures, self._owners), daemon=True
                 )
