@@ -455,6 +455,10 @@ class _Applier:
             assert found is not None
             fd, canonical = found
             if self._mode == "overlay":
+                if not canonical:
+                    # overlayfs never takes an upper root for opaque: the merged view's
+                    # whiteouts hide what the layers below hold there instead.
+                    raise _NeedsBase
                 dfd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
                 try:
                     os.setxattr(dfd, self._prefix + "opaque", b"y")

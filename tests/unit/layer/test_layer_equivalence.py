@@ -218,3 +218,30 @@ def test_a_layer_through_an_earlier_symlink_is_unpacked_per_chain(tmp_path: Path
     own = make_tar((entry("lnk/", tarfile.DIRTYPE, mode=0o755), None), (entry("lnk/file"), b"own"))
     sid, _ = snap.apply_layer([usr], own, snapshot_id="own", based_id="ownonusr")
     assert sid == "own" and snap.info(sid).parents == ()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="overlay snapshots and whiteout devices need root")
+@pytest.mark.parametrize("marker", [".wh..wh..opq", "self/.wh..wh..opq"])
+def test_an_opaque_layer_root_hides_the_layers_below_in_overlay_form(
+    tmp_path: Path, marker: str
+) -> None:
+    """overlayfs ignores an opaque mark on an upper root: a layer that makes its root opaque
+    (directly, or through its own symlink to ".") hides the layers below by whiteouts, and
+    its snapshot holds on its own chain only."""
+    if overlay_supported(str(tmp_path)) is not None:
+        pytest.skip("overlayfs not usable here")
+    snap = Snapshotter(str(tmp_path / "snaps"), mode="overlay")
+    below, _ = snap.apply_layer([], make_tar((entry("old/", tarfile.DIRTYPE), None)))
+    layer = make_tar(
+        (entry("self", tarfile.SYMTYPE, linkname="."), None),
+        (entry(marker), b""),
+        (entry("new"), b"kept"),
+    )
+    sid, _ = snap.apply_layer([below], layer)
+    assert snap.info(sid).parents == (below,)
+    with snap.view([below, sid]) as view:
+        assert sorted(os.listdir(view)) == ["new", "self"]
+    layer.seek(0)
+    alone, _ = snap.apply_layer([], layer)
+    with snap.view([alone]) as view:
+        assert sorted(os.listdir(view)) == ["new", "self"]
