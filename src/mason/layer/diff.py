@@ -18,13 +18,16 @@ always gives the same bytes:
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 import tarfile
+from collections.abc import Callable
 from typing import Any, BinaryIO, cast
 
 from mason.digest import Digest, HashingWriter
 from mason.layer._fs import is_whiteout_device, list_xattrs, xattr_names
+from mason.layer._tarinfo import ustar_header
 from mason.layer.errors import LayerError
 from mason.structs import Struct
 
@@ -82,9 +85,9 @@ _COPY_CHUNK = 1 << 20
 
 
 class _TarSink:
-    """What tarfile's plain "w" mode writes to: ``out``, its position known, small writes
-    (headers, padding) gathered. Its "w|" stream mode would cut every write into 10 KiB
-    pieces, copying the rest each time: a 20 MiB file took ~40% longer to tar."""
+    """Where ``_TarStream`` writes: ``out``, its position known, small writes (headers,
+    padding, small files) gathered, so that the hash and the compressor see few big pieces
+    (tarfile's "w|" mode cut every write into 10 KiB pieces: a 20 MiB file took ~40% longer)."""
 
     def __init__(self, out: HashingWriter) -> None:
         self._out = out
@@ -108,17 +111,40 @@ class _TarSink:
             self._small.clear()
 
 
-def _tar_writer(sink: _TarSink) -> tarfile.TarFile:
-    """The one tar dialect mason writes (PAX, UTF-8, names that are not UTF-8 kept as bytes);
-    close it, then flush ``sink``."""
-    return tarfile.TarFile(
-        fileobj=cast(Any, sink),
-        mode="w",
-        format=tarfile.PAX_FORMAT,
-        encoding="utf-8",
-        errors="surrogateescape",
-        copybufsize=_COPY_CHUNK,
-    )
+class _TarStream:
+    """The one tar dialect mason writes (PAX, UTF-8, names that are not UTF-8 kept as bytes),
+    as ``tarfile``'s "w" mode writes it, into ``out``; ``close`` it to end the archive.
+    Headers that need no extended record are encoded by ``ustar_header`` (issue 14)."""
+
+    def __init__(self, out: HashingWriter) -> None:
+        self._sink = _TarSink(out)
+
+    def add(self, info: tarfile.TarInfo, read: Callable[[int], bytes] | None = None) -> None:
+        """The entry ``info``; a file's ``info.size`` bytes come from ``read`` (OSError when it
+        ends sooner: the file shrank while it was read)."""
+        header = ustar_header(info)
+        if header is None:
+            header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        self._sink.write(header)
+        if read is None:
+            return
+        left = info.size
+        while left:
+            chunk = read(min(left, _COPY_CHUNK))
+            if not chunk:
+                raise OSError("unexpected end of data")
+            self._sink.write(chunk)
+            left -= len(chunk)
+        if info.size % tarfile.BLOCKSIZE:
+            self._sink.write(tarfile.NUL * (tarfile.BLOCKSIZE - info.size % tarfile.BLOCKSIZE))
+
+    def close(self) -> None:
+        """Two zero blocks, then zeros up to a whole record (``tar -b20``)."""
+        self._sink.write(tarfile.NUL * (2 * tarfile.BLOCKSIZE))
+        tail = self._sink.tell() % tarfile.RECORDSIZE
+        if tail:
+            self._sink.write(tarfile.NUL * (tarfile.RECORDSIZE - tail))
+        self._sink.flush()
 
 
 class _TarBuilder:
@@ -129,16 +155,15 @@ class _TarBuilder:
     def __init__(self, dst: BinaryIO | None, source_date_epoch: int | None) -> None:
         self.headers: list[tarfile.TarInfo] = []
         self._out = HashingWriter(dst) if dst is not None else None
-        self._sink = _TarSink(self._out) if self._out is not None else None
-        self._tar = _tar_writer(self._sink) if self._sink is not None else None
+        self._tar = _TarStream(self._out) if self._out is not None else None
         self._sde = source_date_epoch
         self._links: dict[tuple[int, int], str] = {}
 
-    def _emit(self, info: tarfile.TarInfo, data: BinaryIO | None = None) -> None:
+    def _emit(self, info: tarfile.TarInfo, read: Callable[[int], bytes] | None = None) -> None:
         if self._tar is None:
             self.headers.append(info)
         else:
-            self._tar.addfile(info, data)
+            self._tar.add(info, read)
 
     def _mtime(self, st: os.stat_result) -> int:
         mtime = st.st_mtime_ns // 1_000_000_000
@@ -180,8 +205,11 @@ class _TarBuilder:
                 return
             info.size = st.st_size
             try:
-                with open(path, "rb", opener=_nofollow) as f:
-                    self._emit(info, f)
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    self._emit(info, functools.partial(os.read, fd))
+                finally:
+                    os.close(fd)
             except OSError as exc:
                 raise LayerError(f"cannot read {path!r} for the layer tar: {exc}") from exc
             return
@@ -212,9 +240,8 @@ class _TarBuilder:
         self._emit(info)
 
     def finish(self) -> LayerInfo:
-        assert self._tar is not None and self._out is not None and self._sink is not None
+        assert self._tar is not None and self._out is not None
         self._tar.close()
-        self._sink.flush()
         return LayerInfo(self._out.digest, self._out.size)
 
 
@@ -518,14 +545,11 @@ def clamp_tar_times(src: BinaryIO, dst: BinaryIO, epoch: int) -> LayerInfo:
     access and change times, clamped, never raised). Entries, order, owners, modes, xattrs
     and hardlinks are copied as they are."""
     out = HashingWriter(dst)
-    sink = _TarSink(out)
+    writer = _TarStream(out)
     try:
-        with (
-            tarfile.open(
-                fileobj=cast(Any, src), mode="r|", encoding="utf-8", errors="surrogateescape"
-            ) as reader,
-            _tar_writer(sink) as writer,
-        ):
+        with tarfile.open(
+            fileobj=cast(Any, src), mode="r|", encoding="utf-8", errors="surrogateescape"
+        ) as reader:
             for member in reader:
                 if member.mtime > epoch:
                     member.mtime = epoch
@@ -535,8 +559,8 @@ def clamp_tar_times(src: BinaryIO, dst: BinaryIO, epoch: int) -> LayerInfo:
                         pax[key] = str(epoch)
                 member.pax_headers = pax
                 data = reader.extractfile(member) if member.isreg() else None
-                writer.addfile(member, data)
-        sink.flush()
+                writer.add(member, data.read if data is not None else None)
+            writer.close()
     except (tarfile.TarError, ValueError) as exc:
         raise LayerError(f"cannot rewrite the layer's timestamps: {exc}") from exc
     return LayerInfo(out.digest, out.size)

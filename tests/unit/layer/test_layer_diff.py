@@ -332,3 +332,62 @@ def test_clamp_tar_times_clamps_later_times_and_keeps_the_rest() -> None:
     assert got["new"].uid == 7 and got["new"].mode == 0o640
     assert got["new"].pax_headers["SCHILY.xattr.user.k"] == "v"
     assert got["link"].islnk() and got["link"].linkname == "old"
+
+
+def _tarfile_rewrite(data: bytes) -> bytes:
+    """``data`` read and written again by tarfile's own PAX writer, as mason's dialect is."""
+    out = io.BytesIO()
+    with (
+        tarfile.open(
+            fileobj=io.BytesIO(data), mode="r:", encoding="utf-8", errors="surrogateescape"
+        ) as src,
+        tarfile.TarFile(
+            fileobj=out, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8",
+            errors="surrogateescape",
+        ) as dst,
+    ):  # fmt: skip
+        for member in src:
+            dst.addfile(member, src.extractfile(member) if member.isreg() else None)
+    return out.getvalue()
+
+
+def test_layer_tars_are_the_bytes_tarfiles_pax_writer_gives(tmp_path: Path) -> None:
+    """Headers mason encodes itself and those it leaves to tarfile, file bodies, padding and
+    the end of the archive: byte for byte what tarfile writes (the same diff IDs as before)."""
+    root = tmp_path / "root"
+    (root / "d" / ("deep" * 30)).mkdir(parents=True)  # a name longer than a ustar field
+    for size in (0, 1, 511, 512, 513, 70_000, 1_100_000):  # more than a gather, a chunk
+        (root / "d" / f"f{size}").write_bytes(os.urandom(size))
+    (root / "ünï").write_text("u")
+    os.symlink("x" * 150, root / "long-link")
+    os.link(root / "d" / "f1", root / "hard")
+    os.mkfifo(root / "fifo")
+    os.setxattr(root / "d" / "f0", "user.note", b"kept")
+    os.utime(root / "d" / "f1", (0, 8**11 + 5))  # beyond a ustar mtime
+    if is_root:
+        os.chown(root / "d" / "f511", 3_000_000, 7)  # beyond a ustar uid
+    data, _ = _tar(write_dir_tar, str(root))
+    assert len(tar_members(data)) == 13
+    assert data == _tarfile_rewrite(data)
+    assert len(data) % tarfile.RECORDSIZE == 0
+
+
+def test_a_file_is_tarred_at_the_size_it_had_when_listed() -> None:
+    """A file that grew after its lstat gives the bytes its header counts; one that shrank
+    fails the layer rather than give a tar whose next header is file data."""
+    from mason.digest import HashingWriter
+    from mason.layer.diff import _TarStream
+
+    info = tarfile.TarInfo("f")
+    info.size = 10
+    out = io.BytesIO()
+    stream = _TarStream(HashingWriter(out))
+    stream.add(info, io.BytesIO(b"0123456789-grown").read)
+    stream.close()
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tf:
+        member = tf.next()
+        assert member is not None and member.size == 10
+        body = tf.extractfile(member)
+        assert body is not None and body.read() == b"0123456789"
+    with pytest.raises(OSError, match="unexpected end of data"):
+        _TarStream(HashingWriter(io.BytesIO())).add(info, io.BytesIO(b"0123").read)

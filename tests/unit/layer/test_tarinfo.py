@@ -1,5 +1,6 @@
 """``LayerTarInfo.frombuf`` reads every header as the standard parser does: the same fields,
-or the same error (it hands what it does not take in full to that parser)."""
+or the same error (it hands what it does not take in full to that parser); ``ustar_header``
+writes every header it takes as the standard PAX writer does, byte for byte."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import tarfile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mason.layer._tarinfo import LayerTarInfo
+from mason.layer._tarinfo import LayerTarInfo, ustar_header
 
 _FIELDS = (
     "name", "mode", "uid", "gid", "size", "mtime", "chksum", "type", "linkname", "uname",
@@ -86,3 +87,52 @@ def test_a_whole_layer_lists_the_same_members() -> None:
 
     assert members(LayerTarInfo) == members(tarfile.TarInfo)
     assert len(members(LayerTarInfo)) == 5
+
+
+# most names in layers: ASCII, some longer than a ustar name field (100)
+_plain_names = st.one_of(
+    st.text(st.sampled_from("ab/._-"), min_size=1, max_size=110),
+    st.integers(98, 102).map(lambda n: "d/" + "a" * (n - 2)),  # about the field's length
+)
+#: what no ustar header holds: each makes tarfile write an extended header first
+_SPOILERS: list[tuple[str, st.SearchStrategy[object]]] = [
+    ("name", _names),
+    ("linkname", _names),
+    ("uname", st.sampled_from(["ünïcode", "u" * 33])),
+    ("uid", st.integers(8**7, 1 << 40)),
+    ("gid", st.integers(8**7, 1 << 40)),
+    ("size", st.integers(8**11, 1 << 40)),
+    ("mtime", st.one_of(st.integers(8**11, 1 << 40), st.integers(-10, -1))),
+    ("mtime", st.floats(0, 1e9)),
+    ("pax_headers", st.just({"SCHILY.xattr.user.k": "v"})),
+    ("type", st.sampled_from([b"3", b"4"])),  # devices: their numbers are written
+    ("type", st.sampled_from([b"\0", b"7", b"S", b"L"])),
+]
+
+
+@st.composite
+def entries(draw: st.DrawFn) -> tarfile.TarInfo:
+    """Entries as layers hold them, some spoiled by a field no ustar header can hold."""
+    info = tarfile.TarInfo(draw(_plain_names))
+    info.type = draw(st.sampled_from([b"0", b"1", b"2", b"5", b"6"]))
+    info.mode = draw(st.integers(0, 0o177777))  # the bits above 0o7777 are not written
+    info.uid, info.gid = draw(st.integers(0, 8**7 - 1)), draw(st.integers(0, 8**7 - 1))
+    info.size = draw(st.integers(0, 8**11 - 1))
+    info.mtime = draw(st.integers(0, 8**11 - 1))
+    info.linkname = draw(st.one_of(st.just(""), _plain_names))
+    info.uname = draw(st.sampled_from(["", "root"]))
+    info.gname = draw(st.sampled_from(["", "wheel"]))
+    info.devmajor, info.devminor = draw(st.integers(0, 300)), draw(st.integers(0, 300))
+    for field, values in draw(st.lists(st.sampled_from(_SPOILERS), max_size=2)):
+        setattr(info, field, draw(values))
+    return info
+
+
+@settings(max_examples=500, deadline=None)
+@given(entries())
+def test_every_header_taken_is_written_as_the_pax_writer_writes_it(info: tarfile.TarInfo) -> None:
+    expected = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    written = ustar_header(info)
+    assert written is None or written == expected
+    if len(expected) == tarfile.BLOCKSIZE and info.type in (b"0", b"1", b"2", b"5", b"6"):
+        assert written == expected  # a plain ustar entry is never left to the slow writer
