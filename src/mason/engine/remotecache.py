@@ -297,16 +297,19 @@ def solved_records(graph: SolvedGraph[StepResult], blobs: Blobs) -> list[SolvedR
     linked: dict[Digest, SolvedRecord] = {}
     # a layer is in the result of every step built on it: described once (metadata queries)
     described: dict[LayerRef, Descriptor] = {}
+
+    def describe(lr: LayerRef) -> Descriptor:
+        if lr not in described:
+            described[lr] = _annotated(blobs, lr)
+        return described[lr]
+
     for sv in graph.vertices:
         layers = None
         created = None
         source = any(isinstance(v.op, SourceOp) for v in sv.vertices)
         if sv.has_result and sv.result is not None:
             res: StepResult = sv.result
-            layers = tuple(
-                described.get(lr) or described.setdefault(lr, _annotated(blobs, lr))
-                for lr in res.layers
-            )
+            layers = tuple(describe(lr) for lr in res.layers)
             # each layer's createdAt is derived from the record that made it (cache.plan_export)
             complete = bool(res.created) and len(res.created) == len(res.layers)
             created = res.created[-1] if complete and res.created[-1] else _EPOCH
