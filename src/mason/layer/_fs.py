@@ -14,6 +14,7 @@ __all__ = [
     "is_overlay_xattr",
     "is_whiteout_device",
     "list_xattrs",
+    "nofollow_opener",
     "remove_tree",
     "sorted_names",
     "xattr_names",
@@ -100,7 +101,7 @@ def _rmtree_retry(func: object, path: str, exc_info: object) -> None:
 def _copy_file_data(src: str, dst: str) -> None:
     import shutil
 
-    with open(src, "rb", opener=_nofollow_opener) as fsrc, open(dst, "xb") as fdst:
+    with open(src, "rb", opener=nofollow_opener) as fsrc, open(dst, "xb") as fdst:
         try:
             fcntl.ioctl(fdst.fileno(), _FICLONE, fsrc.fileno())
             return
@@ -109,7 +110,8 @@ def _copy_file_data(src: str, dst: str) -> None:
         shutil.copyfileobj(fsrc, fdst, 1 << 20)
 
 
-def _nofollow_opener(path: str, flags: int) -> int:
+def nofollow_opener(path: str, flags: int) -> int:
+    """``open``'s opener (or a plain call) that never follows a final symlink."""
     return os.open(path, flags | os.O_NOFOLLOW)
 
 

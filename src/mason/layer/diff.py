@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any, BinaryIO, cast
 
 from mason.digest import Digest, HashingWriter
-from mason.layer._fs import is_whiteout_device, list_xattrs, xattr_names
+from mason.layer._fs import is_whiteout_device, list_xattrs, nofollow_opener, xattr_names
 from mason.layer._tarinfo import ustar_header
 from mason.layer.errors import LayerError
 from mason.structs import Struct
@@ -84,40 +84,17 @@ _GATHER = 1 << 16
 _COPY_CHUNK = 1 << 20
 
 
-class _TarSink:
-    """Where ``_TarStream`` writes: ``out``, its position known, small writes (headers,
-    padding, small files) gathered, so that the hash and the compressor see few big pieces
-    (tarfile's "w|" mode cut every write into 10 KiB pieces: a 20 MiB file took ~40% longer)."""
+class _TarStream:
+    """The one tar dialect mason writes (PAX, UTF-8, names that are not UTF-8 kept as bytes),
+    as ``tarfile``'s "w" mode writes it, into ``out``; ``close`` it to end the archive.
+    Headers that need no extended record are encoded by ``ustar_header`` (issue 14). Small
+    writes (headers, padding, small files) are gathered, so that the hash and the compressor
+    see few big pieces (tarfile's "w|" mode cut every write into 10 KiB pieces: a 20 MiB
+    file took ~40% longer)."""
 
     def __init__(self, out: HashingWriter) -> None:
         self._out = out
         self._small = bytearray()
-
-    def write(self, data: bytes) -> int:
-        if len(data) >= _GATHER:
-            self.flush()
-            return self._out.write(data)
-        self._small += data
-        if len(self._small) >= _GATHER:
-            self.flush()
-        return len(data)
-
-    def tell(self) -> int:
-        return self._out.size + len(self._small)
-
-    def flush(self) -> None:
-        if self._small:
-            self._out.write(bytes(self._small))
-            self._small.clear()
-
-
-class _TarStream:
-    """The one tar dialect mason writes (PAX, UTF-8, names that are not UTF-8 kept as bytes),
-    as ``tarfile``'s "w" mode writes it, into ``out``; ``close`` it to end the archive.
-    Headers that need no extended record are encoded by ``ustar_header`` (issue 14)."""
-
-    def __init__(self, out: HashingWriter) -> None:
-        self._sink = _TarSink(out)
 
     def add(self, info: tarfile.TarInfo, read: Callable[[int], bytes] | None = None) -> None:
         """The entry ``info``; a file's ``info.size`` bytes come from ``read`` (OSError when it
@@ -125,7 +102,7 @@ class _TarStream:
         header = ustar_header(info)
         if header is None:
             header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-        self._sink.write(header)
+        self._write(header)
         if read is None:
             return
         left = info.size
@@ -133,18 +110,29 @@ class _TarStream:
             chunk = read(min(left, _COPY_CHUNK))
             if not chunk:
                 raise OSError("unexpected end of data")
-            self._sink.write(chunk)
+            self._write(chunk)
             left -= len(chunk)
-        if info.size % tarfile.BLOCKSIZE:
-            self._sink.write(tarfile.NUL * (tarfile.BLOCKSIZE - info.size % tarfile.BLOCKSIZE))
+        self._write(tarfile.NUL * (-info.size % tarfile.BLOCKSIZE))
 
     def close(self) -> None:
         """Two zero blocks, then zeros up to a whole record (``tar -b20``)."""
-        self._sink.write(tarfile.NUL * (2 * tarfile.BLOCKSIZE))
-        tail = self._sink.tell() % tarfile.RECORDSIZE
-        if tail:
-            self._sink.write(tarfile.NUL * (tarfile.RECORDSIZE - tail))
-        self._sink.flush()
+        self._write(tarfile.NUL * (2 * tarfile.BLOCKSIZE))
+        self._write(tarfile.NUL * (-(self._out.size + len(self._small)) % tarfile.RECORDSIZE))
+        self._flush()
+
+    def _write(self, data: bytes) -> None:
+        if len(data) >= _GATHER:
+            self._flush()
+            self._out.write(data)
+            return
+        self._small += data
+        if len(self._small) >= _GATHER:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._small:
+            self._out.write(bytes(self._small))
+            self._small.clear()
 
 
 class _TarBuilder:
@@ -205,7 +193,7 @@ class _TarBuilder:
                 return
             info.size = st.st_size
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                fd = nofollow_opener(path, os.O_RDONLY | os.O_CLOEXEC)
                 try:
                     self._emit(info, functools.partial(os.read, fd))
                 finally:
@@ -243,10 +231,6 @@ class _TarBuilder:
         assert self._tar is not None and self._out is not None
         self._tar.close()
         return LayerInfo(self._out.digest, self._out.size)
-
-
-def _nofollow(path: str, flags: int) -> int:
-    return os.open(path, flags | os.O_NOFOLLOW)
 
 
 def _join(prefix: str, name: str) -> str:
@@ -380,7 +364,7 @@ def _same_content(
 
 
 def _same_bytes(a: str, b: str) -> bool:
-    with open(a, "rb", opener=_nofollow) as fa, open(b, "rb", opener=_nofollow) as fb:
+    with open(a, "rb", opener=nofollow_opener) as fa, open(b, "rb", opener=nofollow_opener) as fb:
         while True:
             ca = fa.read(1 << 20)
             cb = fb.read(1 << 20)
