@@ -6,6 +6,7 @@ content store as the exporter's ``ExportBlobStore``, solved vertices as
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -296,13 +297,7 @@ def solved_records(graph: SolvedGraph[StepResult], blobs: Blobs) -> list[SolvedR
     records = []
     linked: dict[Digest, SolvedRecord] = {}
     # a layer is in the result of every step built on it: described once (metadata queries)
-    described: dict[LayerRef, Descriptor] = {}
-
-    def describe(lr: LayerRef) -> Descriptor:
-        if lr not in described:
-            described[lr] = _annotated(blobs, lr)
-        return described[lr]
-
+    describe = functools.cache(functools.partial(_annotated, blobs))
     for sv in graph.vertices:
         layers = None
         created = None
