@@ -296,3 +296,30 @@ def test_read_ahead_gzip_stops_its_thread_when_closed_early() -> None:
     assert set(threading.enumerate()) - before  # its thread reads ahead
     reader.close()
     assert not set(threading.enumerate()) - before
+
+
+@pytest.mark.parametrize(
+    ("size", "pools"), [(10_000, 0), ((64 << 10) - 1, 0), (3 * (64 << 10) + 5, 1)]
+)
+def test_a_stream_of_one_block_is_compressed_without_a_thread_pool(
+    monkeypatch: pytest.MonkeyPatch, size: int, pools: int
+) -> None:
+    """Most layers are one block: a pool would only add a thread's start and two GIL handoffs
+    (5 ms beside a busy thread); blocks of a bigger stream still go to the threads."""
+    import mason.compression.gzip as gzip_module
+
+    made: list[object] = []
+
+    class CountedPool(gzip_module.ThreadPoolExecutor):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            made.append(self)
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gzip_module, "ThreadPoolExecutor", CountedPool)
+    data = random.Random(size).randbytes(size)
+    out = io.BytesIO()
+    w = GzipWriter(out, 6, threads=2, block_size=64 << 10)
+    w.write(data)
+    w.close()
+    assert len(made) == pools
+    assert gzip.decompress(out.getvalue()) == data
