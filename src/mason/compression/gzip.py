@@ -208,7 +208,8 @@ class GzipWriter(io.RawIOBase):
     """A writable gzip stream on ``dst``. ``close()`` ends the member; ``dst`` stays open.
 
     ``threads`` > 1 deflates blocks in a thread pool (libdeflate, ISA-L and zlib
-    release the GIL); the bytes written are the same for any thread count.
+    release the GIL), made for the first block that is not the last (a stream of one block is
+    deflated on the caller's thread); the bytes written are the same for any thread count.
     ``engine`` is one of ``GZIP_ENGINES`` (default: ``default_gzip_engine()``).
     """
 
