@@ -16,7 +16,7 @@ importable one):
   twice Go's speed per core (bench/bench_compression.py; e.g. level 6: ratio
   0.604 vs Go 0.614 and zlib 0.613, ~100 MB/s per core vs Go ~50). A block that
   does not compress (random or already compressed bytes) is stored instead,
-  about 3 ms/MiB instead of ~10.
+  about 1.5 ms/MiB instead of ~10.
 - "isal" (ISA-L): one member, each block deflated with the previous block's last
   32 KiB as dictionary and ended with a sync flush (pigz's scheme). About five
   times faster than libdeflate but ISA-L has no lazy matching: at "level 6"
@@ -164,7 +164,7 @@ def _incompressible(data: bytes) -> bool:
 
     Deflating those costs libdeflate ~10 ms/MiB for no gain. Probes spread over the block
     look first (cheap, so compressible blocks pay ~1%); only when they all fail to shrink
-    does ISA-L's fastest level try the whole block (~3 ms/MiB), so a block with a
+    does ISA-L's fastest level try the whole block (~1.4 ms/MiB), so a block with a
     compressible stretch between the probes is still deflated.
     """
     if not _HAVE_ISAL or len(data) < _PROBES * _PROBE_SIZE * 4:

@@ -11,6 +11,7 @@ import zlib
 import pytest
 import zstandard
 
+import mason.compression.gzip as gzip_module
 from mason.compression import CompressionError
 from mason.compression.gzip import GZIP_ENGINES, GzipWriter, default_gzip_engine, gzip_backend
 from mason.compression.streams import (
@@ -306,8 +307,6 @@ def test_a_stream_of_one_block_is_compressed_without_a_thread_pool(
 ) -> None:
     """Most layers are one block: a pool would only add a thread's start and two GIL handoffs
     (5 ms beside a busy thread); blocks of a bigger stream still go to the threads."""
-    import mason.compression.gzip as gzip_module
-
     made: list[object] = []
 
     class CountedPool(gzip_module.ThreadPoolExecutor):
