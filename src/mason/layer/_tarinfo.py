@@ -79,10 +79,8 @@ class LayerTarInfo(tarfile.TarInfo):
         return obj
 
 
-# name mode uid gid size mtime chksum type linkname magic+version uname gname; then
-# devmajor, devminor and prefix (empty: NUL) and the padding to a block
-_USTAR = struct.Struct("100s8s8s8s12s12s8s1s100s8s32s32s183x")
 _SPACES = b"        "  # the checksum field while the checksum is summed
+_MAGIC, _VERSION = tarfile.POSIX_MAGIC[:6], tarfile.POSIX_MAGIC[6:]
 _PLAIN_TYPES = frozenset(
     (tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.FIFOTYPE)
 )
@@ -111,7 +109,7 @@ def ustar_header(info: tarfile.TarInfo) -> bytes | None:
         or not (0 <= size < _MAX_BIG and 0 <= mtime < _MAX_BIG)
     ):
         return None
-    block = _USTAR.pack(
+    block = _HEADER.pack(
         name.encode(),
         b"%07o\0" % (info.mode & 0o7777),
         b"%07o\0" % uid,
@@ -121,9 +119,14 @@ def ustar_header(info: tarfile.TarInfo) -> bytes | None:
         _SPACES,
         info.type,
         link.encode(),
-        tarfile.POSIX_MAGIC,
+        _MAGIC,
+        _VERSION,
         info.uname.encode(),
         info.gname.encode(),
+        b"",  # devmajor, devminor and prefix: NULs, as tobuf leaves them here
+        b"",
+        b"",
     )
     # tarfile's unsigned checksum; its field keeps the last of the spaces
-    return block[:148] + b"%06o\0" % sum(block) + block[155:]
+    start, end = _CHKSUM_FIELD.start, _CHKSUM_FIELD.stop - 1
+    return block[:start] + b"%06o\0" % sum(block) + block[end:]

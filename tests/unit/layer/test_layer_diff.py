@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from tests.unit.layer.layer_helpers import tar_members
 
+from mason.digest import HashingWriter
 from mason.layer import LayerError
 from mason.layer._fs import copy_tree
-from mason.layer.diff import write_diff_tar, write_dir_tar, write_tree_diff_tar
+from mason.layer.diff import _TarStream, write_diff_tar, write_dir_tar, write_tree_diff_tar
 
 is_root = os.geteuid() == 0
 needs_root = pytest.mark.skipif(
@@ -375,9 +376,6 @@ def test_layer_tars_are_the_bytes_tarfiles_pax_writer_gives(tmp_path: Path) -> N
 def test_a_file_is_tarred_at_the_size_it_had_when_listed() -> None:
     """A file that grew after its lstat gives the bytes its header counts; one that shrank
     fails the layer rather than give a tar whose next header is file data."""
-    from mason.digest import HashingWriter
-    from mason.layer.diff import _TarStream
-
     info = tarfile.TarInfo("f")
     info.size = 10
     out = io.BytesIO()
