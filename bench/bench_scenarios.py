@@ -6,7 +6,7 @@ Run: BUILDKITD=... BUILDCTL=... .venv/bin/python bench/bench_scenarios.py [--rep
 
 Issue 14 asks mason to be ahead of BuildKit on every build, not on average: every phase's
 total over many scenarios at most 0.8x BuildKit's, and no scenario above 1.2x. This bench
-generates fifteen small-to-medium builds of different shapes on the busybox base (each a
+generates small-to-medium builds of different shapes on the busybox base (each a
 ``Dockerfile`` starting ``ARG BASE`` / ``FROM ${BASE}`` and its context, written here so the
 repository holds no data for them), runs each through the phases of ``bench_cache.py``
 (``cold+export``, ``warm push``, ``warm oci``, ``re-export``, ``1-file change``; a fresh CNCF
