@@ -43,7 +43,7 @@ from bench.bench_cache import SCENARIOS as PHASES  # noqa: E402
 from bench.bench_cache import Samples, _changed_context, run_rep  # noqa: E402
 from bench.peers import buildkit_binaries  # noqa: E402
 
-__all__ = ["SCENARIOS", "main"]
+__all__ = ["ALL_SCENARIOS", "MORE_SCENARIOS", "SCENARIOS", "main", "scenario_context"]
 
 _FROM = "ARG BASE\nFROM ${BASE}\n"
 
@@ -348,12 +348,14 @@ MORE_SCENARIOS: dict[str, tuple[Callable[[Path], str], str]] = {
     "ignored-tree": (_ignored_tree, "src/app.js"),
 }
 
-_SETS = {"core": SCENARIOS, "more": MORE_SCENARIOS, "all": {**SCENARIOS, **MORE_SCENARIOS}}
+#: both sets (their names differ)
+ALL_SCENARIOS = {**SCENARIOS, **MORE_SCENARIOS}
+_SETS = {"core": SCENARIOS, "more": MORE_SCENARIOS, "all": ALL_SCENARIOS}
 
 
-def _context(top: Path, name: str) -> tuple[Path, Path]:
+def scenario_context(top: Path, name: str) -> tuple[Path, Path]:
     """The scenario's context and its copy with the change file changed."""
-    write, change = _SETS["all"][name]
+    write, change = ALL_SCENARIOS[name]
     ctx = top / "contexts" / name
     ctx.mkdir(parents=True)
     (ctx / "Dockerfile").write_text(write(ctx))
@@ -395,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--set", choices=sorted(_SETS), default="core", dest="scenario_set")
-    parser.add_argument("--only", nargs="*", choices=sorted(_SETS["all"]), default=None)
+    parser.add_argument("--only", nargs="*", choices=sorted(ALL_SCENARIOS), default=None)
     parser.add_argument("--src", type=Path, default=None, help="another checkout's src/")
     args = parser.parse_args(argv)
     tools = ["mason"] + (["buildkit"] if buildkit_binaries() else [])
@@ -405,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mason-bench-scenarios-") as tmp:
         top = Path(tmp)
         for name in names:
-            ctx, changed = _context(top, name)
+            ctx, changed = scenario_context(top, name)
             for rep in range(args.repeat):
                 for tool in tools:
                     work = top / f"{name}-{tool}-{rep}"
